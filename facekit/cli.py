@@ -1,0 +1,164 @@
+"""The ``facekit`` command line: thin Typer commands over the Python API.
+
+Known errors (:class:`~facekit.errors.FacekitError`) print one line and exit 2 (recipe problems) or 1 (anything
+else); ``FACEKIT_DEBUG=1`` shows the traceback instead. Unknown errors are bugs and propagate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+import facekit
+from facekit.errors import FacekitError
+from facekit.types import KINDS
+
+app = typer.Typer(
+    name="facekit",
+    help="Turn face photos into normalized faces: frontal, neutral, evenly lit, same identity.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+KIND_ALIASES = {f"{k}s": k for k in KINDS} | {k: k for k in KINDS}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"facekit {facekit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """facekit: normalized faces from identity features."""
+
+
+@app.command()
+def plugins() -> None:
+    """List loaded plugins (name, distribution, version, hooks) and any that failed to load."""
+    from facekit.plugins import get_plugin_state
+
+    state = get_plugin_state()
+    table = Table(title="facekit plugins")
+    for column in ("name", "distribution", "version", "hooks"):
+        table.add_column(column)
+    for info in state.plugins:
+        table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
+    console.print(table)
+    for failure in state.failures:
+        err_console.print(f"[red]load error[/red]: {failure.message()}", highlight=False)
+    if state.failures:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_command(
+    kind: Annotated[str | None, typer.Argument(help="detectors, encoders, decoders, warpers or apps")] = None,
+) -> None:
+    """List registered components with the plugin that provides them and their model-card fields."""
+    from facekit.registry import get_registry
+
+    if kind is not None and kind not in KIND_ALIASES:
+        raise FacekitError(f"unknown kind {kind!r}; choose one of: {', '.join(f'{k}s' for k in KINDS)}")
+    kinds = [KIND_ALIASES[kind]] if kind else list(KINDS)
+    table = Table(title="facekit components")
+    for column in ("kind", "name", "plugin", "summary", "card"):
+        table.add_column(column, overflow="fold")
+    for k in kinds:
+        for spec in get_registry(k):  # type: ignore[arg-type]
+            card = spec.card.summary_fields() if spec.card else {}
+            table.add_row(k, spec.name, spec.plugin, spec.summary, "\n".join(f"{a}: {b}" for a, b in card.items()))
+    console.print(table)
+
+
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a recipe value: --set train.steps=100 (repeatable).")
+]
+
+
+@app.command()
+def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_: SetOption = None) -> None:
+    """Validate a recipe and show the resolved plan (components, params, stages) as a tree."""
+    from facekit.recipe import load_recipe
+
+    plan = load_recipe(recipe, overrides=set_ or [])
+    tree = Tree(f"[bold]{recipe}[/bold] [green]valid[/green]")
+    comps = tree.add("components")
+    for slot, resolved in plan.components.items():
+        node = comps.add(f"{slot}: [cyan]{resolved.spec.name}[/cyan] ({resolved.spec.plugin})")
+        for key, value in resolved.params.model_dump().items():
+            node.add(f"{key} = {value!r}")
+    data = plan.to_dict()
+    for section in ("data", "prepare", "augment", "train", "infer", "evaluate"):
+        _add_mapping(tree.add(section), data[section])
+    console.print(tree)
+
+
+def _add_mapping(node: Tree, value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                _add_mapping(node.add(str(key)), item)
+            else:
+                node.add(f"{key} = {item!r}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _add_mapping(node.add(f"[{i}]"), item)
+
+
+@app.command()
+def run(
+    recipe: Annotated[str, typer.Argument(help="recipe YAML file")],
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="prepare, augment, train, evaluate or infer (repeatable)")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Run a recipe's stages (all of them by default) and print the run folders written."""
+    from facekit.pipeline import run_plan
+    from facekit.recipe import load_recipe
+
+    plan = load_recipe(recipe, overrides=set_ or [])
+    for path in run_plan(plan, stage):
+        console.print(f"wrote {path}")
+
+
+def _register_plugin_commands() -> None:
+    from facekit.plugins import get_plugin_state
+
+    # A failed plugin must not take the whole CLI down: `facekit plugins` has to be able to report it.
+    get_plugin_state().manager.hook.register_commands(app=app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, turning known errors into one line and an exit code."""
+    try:
+        _register_plugin_commands()
+        # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
+        app(args=argv, prog_name="facekit")
+    except FacekitError as exc:
+        if os.environ.get("FACEKIT_DEBUG"):
+            raise
+        err_console.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

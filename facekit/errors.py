@@ -1,0 +1,65 @@
+"""Errors that facekit knows how to explain.
+
+Every error a user can cause (a bad recipe, a missing weight file, a broken plugin) is a
+:class:`FacekitError`. The CLI prints its message on one line and exits with :attr:`exit_code`;
+anything else is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class FacekitError(Exception):
+    """A problem the user can fix; ``str(err)`` says what and how."""
+
+    exit_code: int = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a recipe, located by its dotted path (``components.encoder.params.x``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class RecipeError(FacekitError):
+    """A recipe (or its ``--set`` overrides) does not validate. Holds every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[Problem], source: str = "recipe") -> None:
+        self.problems = list(problems)
+        self.source = source
+        count = len(self.problems)
+        lines = "; ".join(str(p) for p in self.problems)
+        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}: {lines}")
+
+
+class ComponentNotFoundError(FacekitError):
+    """A component name that no loaded plugin registered."""
+
+
+class DuplicateComponentError(FacekitError):
+    """Two plugins registered the same name for the same kind of component."""
+
+
+class ParamsError(FacekitError):
+    """Parameters given to a component do not match its ``Params`` model."""
+
+    def __init__(self, problems: Sequence[Problem], component: str) -> None:
+        self.problems = list(problems)
+        super().__init__(f"{component}: " + "; ".join(str(p) for p in self.problems))
+
+
+class PluginError(FacekitError):
+    """A plugin failed to import, or implements a hook that does not exist."""
+
+
+class StageNotBuiltError(FacekitError):
+    """A recipe stage that validates but whose implementation has not landed yet."""

@@ -1,0 +1,50 @@
+"""Stages of a recipe run, in order: prepare -> augment -> train -> evaluate -> infer.
+
+A stage whose implementation has not landed is ``None`` here: its recipe section still validates, but running it
+raises :class:`StageNotBuiltError` before anything is written. Each runner takes the resolved plan and returns the
+run folder it wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from facekit.errors import StageNotBuiltError
+from facekit.recipe import STAGES, Plan
+from facekit.runs import RunDir
+
+StageRunner = Callable[[Plan], RunDir]
+
+# Filled in as each capability lands (see the project's issues): prepare (#4), augment (#4), train (#6),
+# evaluate (#7), infer (#6).
+STAGE_RUNNERS: dict[str, StageRunner | None] = {stage: None for stage in STAGES}
+
+
+def stages_to_run(requested: Sequence[str] | None) -> list[str]:
+    """The requested stages in pipeline order (all of them when none are requested)."""
+    if not requested:
+        return list(STAGES)
+    unknown = [s for s in requested if s not in STAGES]
+    if unknown:
+        raise StageNotBuiltError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    return [s for s in STAGES if s in requested]
+
+
+def run_plan(plan: Plan, stages: Sequence[str] | None = None) -> list[Path]:
+    """Run ``stages`` of ``plan``; refuses up front (writing nothing) if one is not built yet."""
+    todo = stages_to_run(stages)
+    missing = [s for s in todo if STAGE_RUNNERS[s] is None]
+    if missing:
+        raise StageNotBuiltError(
+            f"stage{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {plan.source} "
+            f"{'are' if len(missing) > 1 else 'is'} not built yet in facekit; the recipe validates "
+            f"(`facekit check {plan.source}`), but only these stages run today: "
+            f"{', '.join(s for s, r in STAGE_RUNNERS.items() if r is not None) or 'none'}"
+        )
+    outputs = []
+    for stage in todo:
+        runner = STAGE_RUNNERS[stage]
+        assert runner is not None
+        outputs.append(runner(plan).path)
+    return outputs

@@ -1,0 +1,144 @@
+"""Plugin loading: lazy, once per process, through the ``facekit`` entry-point group.
+
+- ``FACEKIT_PLUGINS=a,b`` loads only the named entry points (an allow-list; empty string = none);
+- ``FACEKIT_DISABLE_PLUGINS=a,b`` skips the named entry points (a block-list).
+
+The builtins register through the same group (entry point ``builtin``), so they can be disabled like any other.
+A plugin that fails to import is never swallowed: it is recorded as a :class:`LoadFailure`, reported by
+``facekit plugins``, and turned into a :class:`~facekit.errors.PluginError` naming the distribution, the entry
+point and how to disable it as soon as anything asks for a registry.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import ModuleType
+
+import pluggy
+
+from facekit import hookspecs
+from facekit.errors import PluginError
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "facekit"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: its entry-point name, distribution, version and the hooks it implements."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    hooks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A plugin that could not be loaded, with what to do about it."""
+
+    name: str
+    distribution: str
+    entry_point: str
+    error: str
+
+    def message(self) -> str:
+        return (
+            f"plugin {self.name!r} (distribution {self.distribution}, entry point {self.entry_point}) "
+            f"failed to load: {self.error}. Fix or uninstall it, or set FACEKIT_DISABLE_PLUGINS={self.name} to skip it"
+        )
+
+
+@dataclass
+class PluginState:
+    """The plugin manager plus what happened while loading."""
+
+    manager: pluggy.PluginManager
+    plugins: list[PluginInfo] = field(default_factory=list)
+    failures: list[LoadFailure] = field(default_factory=list)
+
+    def raise_failures(self) -> None:
+        """Raise a :class:`PluginError` describing every plugin that failed to load, if any."""
+        if self.failures:
+            raise PluginError("; ".join(f.message() for f in self.failures))
+
+
+def _names_from_env(var: str) -> set[str] | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    return {n.strip() for n in value.split(",") if n.strip()}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name != "builtin", ep.name))
+
+
+def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: PluginState) -> None:
+    dist_name = ep.dist.name if ep.dist is not None else "unknown"
+    dist_version = ep.dist.version if ep.dist is not None else "unknown"
+    try:
+        module = ep.load()
+    except Exception as exc:
+        logger.debug("plugin %s failed to import", ep.name, exc_info=True)
+        state.failures.append(LoadFailure(ep.name, dist_name, ep.value, f"{type(exc).__name__}: {exc}"))
+        return
+    if not isinstance(module, ModuleType) and not hasattr(module, "__dict__"):
+        state.failures.append(LoadFailure(ep.name, dist_name, ep.value, "entry point is not a module or object"))
+        return
+    try:
+        manager.register(module, name=ep.name)
+    except ValueError as exc:  # pluggy: the same module or name twice
+        state.failures.append(LoadFailure(ep.name, dist_name, ep.value, str(exc)))
+        return
+    hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
+    state.plugins.append(PluginInfo(ep.name, dist_name, dist_version, getattr(module, "__name__", ep.value), hooks))
+
+
+def check_pending(manager: pluggy.PluginManager) -> None:
+    """Fail when a plugin implements a hook facekit does not define (usually a misspelling)."""
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        valid = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}. Valid hook names: {valid}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_plugin_state() -> PluginState:
+    """Load every allowed plugin once and return the manager and the load report (cached per process)."""
+    manager = pluggy.PluginManager("facekit")
+    manager.add_hookspecs(hookspecs)
+    state = PluginState(manager)
+    allow = _names_from_env("FACEKIT_PLUGINS")
+    block = _names_from_env("FACEKIT_DISABLE_PLUGINS") or set()
+    for ep in _entry_points():
+        if (allow is not None and ep.name not in allow) or ep.name in block:
+            logger.debug("plugin %s skipped by FACEKIT_PLUGINS/FACEKIT_DISABLE_PLUGINS", ep.name)
+            continue
+        if manager.has_plugin(ep.name):
+            continue
+        _load_one(ep, manager, state)
+    check_pending(manager)
+    return state
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager; raises :class:`PluginError` if a plugin failed to load."""
+    state = get_plugin_state()
+    state.raise_failures()
+    return state.manager
+
+
+def reset() -> None:
+    """Forget loaded plugins and registries (tests, or after installing a plugin in a running process)."""
+    get_plugin_state.cache_clear()
+    from facekit import registry
+
+    registry.get_registries.cache_clear()

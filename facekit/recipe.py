@@ -1,0 +1,450 @@
+"""Recipes: YAML files validated into pydantic models, overridden with ``--set``, and resolved into a :class:`Plan`.
+
+Every problem is collected and reported at once with its dotted path (``components.encoder.params.layr: extra field
+not permitted``); nothing here uses ``cfg.get(key, default)``: an unknown key is an error, never silently ignored.
+Components are named by registry name, never by import path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from facekit.errors import FacekitError, Problem, RecipeError
+from facekit.registry import ComponentSpec, Params, get_registry, problems_from_validation
+from facekit.types import Kind
+
+DEFAULT_DATA_ROOT = "../shared/data"
+STAGES: tuple[str, ...] = ("prepare", "augment", "train", "evaluate", "infer")
+Stage = Literal["prepare", "augment", "train", "evaluate", "infer"]
+
+
+class Section(BaseModel):
+    """Base of every recipe model: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ComponentRef(Section):
+    """A component by registry name, with its parameters (validated against the component's ``Params``)."""
+
+    name: str = Field(description="registry name, as listed by `facekit list`")
+    params: dict[str, Any] = Field(default_factory=dict, description="the component's parameters")
+
+
+class Components(Section):
+    """Which registered component fills each slot of the pipeline."""
+
+    detector: ComponentRef | None = Field(default=None, description="face detector + landmarks")
+    encoder: ComponentRef | None = Field(default=None, description="frozen face-recognition encoder")
+    decoder: ComponentRef | None = Field(default=None, description="features -> landmarks + texture")
+    warper: ComponentRef = Field(default_factory=lambda: ComponentRef(name="rbf-linear"))
+    judge: ComponentRef | None = Field(default=None, description="encoder used only for evaluation")
+    apps: list[ComponentRef] = Field(default_factory=list)
+
+
+SLOT_KINDS: dict[str, Kind] = {
+    "detector": "detector",
+    "encoder": "encoder",
+    "decoder": "decoder",
+    "warper": "warper",
+    "judge": "encoder",
+    "apps": "app",
+}
+
+
+class DataSource(Section):
+    """One source of photos under the data root."""
+
+    source: Literal["lfw", "london", "folder"]
+    people: str | None = Field(default=None, description="lfw: people list file, e.g. peopleDevTrain.txt")
+    min_photos: int = Field(default=1, ge=1, description="lfw: keep people with at least this many photos")
+    subset: Literal["neutral_front", "smiling_front", "canada"] | None = Field(default=None, description="london")
+    path: str | None = Field(default=None, description="folder: a folder of <person>/<photo> files")
+
+    @model_validator(mode="after")
+    def _fields_for_source(self) -> DataSource:
+        needed = {"lfw": "people", "london": "subset", "folder": "path"}[self.source]
+        if getattr(self, needed) is None:
+            raise ValueError(f"source {self.source!r} needs {needed!r}")
+        return self
+
+
+class DataSection(Section):
+    """Where the photos come from. ``root`` defaults to ``$FACEKIT_DATA`` or ``../shared/data``."""
+
+    root: str | None = Field(default=None, description="data root; null = $FACEKIT_DATA or ../shared/data")
+    train: list[DataSource] = Field(default_factory=list)
+    test: list[DataSource] = Field(default_factory=list)
+
+    def resolved_root(self) -> Path:
+        return Path(self.root or os.environ.get("FACEKIT_DATA") or DEFAULT_DATA_ROOT).expanduser()
+
+
+class PrepareSection(Section):
+    """Build the training set: detect, filter, align, average per person, split into landmarks + texture."""
+
+    output: str = Field(default="runs/data", description="dataset folder")
+    image_size: int = Field(default=224, ge=32, description="aligned crop size in pixels")
+    interocular_px: float = Field(default=55.0, gt=0, description="distance between eye centres in the crop")
+    min_face_px: float = Field(default=40.0, ge=0, description="reject faces whose interocular distance is smaller")
+    max_yaw_deg: float = Field(default=15.0, gt=0)
+    max_pitch_deg: float = Field(default=15.0, gt=0)
+    min_sharpness: float = Field(default=0.0, ge=0, description="variance of the Laplacian")
+    max_mouth_open: float = Field(default=0.15, gt=0, description="inner-lip gap / interocular distance")
+    keep_all_faces: bool = Field(default=False, description="keep every face of a photo, not only the largest")
+    workers: int = Field(default=2, ge=1)
+
+
+class AugmentSection(Section):
+    """Random morphs between nearest neighbours (paper Sec. 5)."""
+
+    enabled: bool = True
+    neighbours: int = Field(default=5, ge=1, description="k nearest neighbours to morph with")
+    texture_weight: float = Field(default=1.0, ge=0, description="lambda in |L_i-L_j|^2 + lambda |T_i-T_j|^2")
+    count: int = Field(default=10_000, ge=0, description="morphs to materialise with --stage augment")
+    mask_blur_px: float = Field(default=8.0, ge=0, description="Gaussian blur of the compositing mask")
+    output: str = Field(default="runs/augmented")
+
+
+class LossWeights(Section):
+    landmark: float = Field(default=1.0, ge=0)
+    texture: float = Field(default=1.0, ge=0)
+    identity: float = Field(default=1.0, ge=0)
+
+
+class TrainSection(Section):
+    """The training loop."""
+
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    seed: int = 0
+    loss: LossWeights = Field(default_factory=LossWeights)
+    checkpoint_every: int = Field(default=500, ge=1)
+    sample_every: int = Field(default=500, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    output: str = Field(default="runs/train")
+
+
+class InferSection(Section):
+    inputs: list[str] = Field(default_factory=list, description="photos or folders to normalize")
+    checkpoint: str | None = None
+    batch_size: int = Field(default=16, ge=1)
+    output: str = Field(default="runs/infer")
+
+
+class EvaluateSection(Section):
+    data: Literal["lfw-devtest", "lfw-pairs", "london"] = "lfw-devtest"
+    max_photos: int = Field(default=500, ge=1)
+    output: str = Field(default="runs/eval")
+
+
+class Recipe(Section):
+    """A whole recipe. Every section has defaults, so a recipe states only what it changes."""
+
+    description: str = ""
+    components: Components = Field(default_factory=Components)
+    data: DataSection = Field(default_factory=DataSection)
+    prepare: PrepareSection = Field(default_factory=PrepareSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    infer: InferSection = Field(default_factory=InferSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A recipe slot filled: the spec from the registry and its validated params."""
+
+    slot: str
+    kind: Kind
+    spec: ComponentSpec[Any]
+    params: Params
+
+    def build(self) -> Any:
+        return self.spec.build(self.params)
+
+
+@dataclass
+class Plan:
+    """A recipe that validated and resolved against the registries: ready to run."""
+
+    recipe: Recipe
+    source: str
+    components: dict[str, ResolvedComponent] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def data_root(self) -> Path:
+        return self.recipe.data.resolved_root()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe (defaults filled in) as plain data, as saved beside every run."""
+        return self.recipe.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file with ``yaml.safe_load``; a top level that is not a mapping is an error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FacekitError(f"recipe not found: {path}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError([Problem("", "the top level must be a mapping of sections")], str(path))
+    return raw
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class inside ``annotation`` (``X``, ``X | None``), if there is one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        models = [a for a in get_args(annotation) if a is not NoneType]
+        if len(models) == 1:
+            return _model_in(models[0])
+    return None
+
+
+def _is_free_mapping(annotation: Any) -> bool:
+    return get_origin(annotation) is dict
+
+
+def _is_list(annotation: Any) -> bool:
+    return get_origin(annotation) is list
+
+
+def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: Any) -> Problem | None:
+    """Set ``raw[dotted] = value`` if the schema knows the path; otherwise return the problem."""
+    parts = dotted.split(".")
+    node: Any = raw
+    current_model: type[BaseModel] | None = model
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "the top level"
+        if current_model is None:  # inside a free mapping such as params: any key goes
+            if not isinstance(node, dict):
+                return Problem(f"--set {dotted}", f"{where} is not a mapping")
+            if last:
+                node[part] = value
+                return None
+            node = node.setdefault(part, {})
+            continue
+        fields = current_model.model_fields
+        if part not in fields:
+            known = ", ".join(fields)
+            return Problem(f"--set {dotted}", f"unknown path: {part!r} is not a key of {where} (keys: {known})")
+        annotation = fields[part].annotation
+        if last:
+            node[part] = value
+            return None
+        child = node.get(part)
+        if _is_list(annotation):
+            index = parts[depth + 1]
+            items = child if isinstance(child, list) else []
+            if not index.isdigit() or int(index) >= len(items):
+                return Problem(f"--set {dotted}", f"{'.'.join(parts[: depth + 1])} has {len(items)} items")
+            item_model = _model_in(get_args(annotation)[0])
+            rest = ".".join(parts[depth + 2 :])
+            if not rest:
+                items[int(index)] = value
+                return None
+            if item_model is None or not isinstance(items[int(index)], dict):
+                return Problem(f"--set {dotted}", "cannot set inside this list item")
+            problem = _set_path(items[int(index)], item_model, rest, value)
+            return Problem(f"--set {dotted}", problem.message) if problem else None
+        if not isinstance(child, dict):
+            # Start from the field's default so that setting one key keeps the others (e.g. the warper's name).
+            default = fields[part].get_default(call_default_factory=True)
+            child = default.model_dump() if isinstance(default, BaseModel) else {}
+            node[part] = child
+        node = child
+        current_model = None if _is_free_mapping(annotation) else _model_in(annotation)
+        if current_model is None and not _is_free_mapping(annotation):
+            return Problem(f"--set {dotted}", f"{'.'.join(parts[: depth + 1])} is a value, not a section")
+    return None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:
+    """Apply ``a.b=value`` overrides in place (values parsed as YAML); return the problems found."""
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(Problem(f"--set {item}", "expected KEY=VALUE, e.g. train.steps=100"))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        problem = _set_path(raw, Recipe, key.strip(), value)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _validate_sections(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """Validate each top-level section on its own, so one bad section does not hide the others' problems."""
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    fields = Recipe.model_fields
+    for key in raw:
+        if key not in fields:
+            problems.append(Problem(str(key), "extra field not permitted"))
+    for name, info in fields.items():
+        if name not in raw:
+            continue
+        try:
+            values[name] = TypeAdapter(info.annotation).validate_python(raw[name])  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems.extend(problems_from_validation(exc, prefix=name))
+    return values, problems
+
+
+def _resolve_components(components: Components) -> tuple[dict[str, ResolvedComponent], list[Problem]]:
+    resolved: dict[str, ResolvedComponent] = {}
+    problems: list[Problem] = []
+    for slot, kind in SLOT_KINDS.items():
+        value = getattr(components, slot)
+        refs: list[tuple[str, ComponentRef]]
+        if isinstance(value, list):
+            refs = [(f"{slot}.{i}", ref) for i, ref in enumerate(value)]
+        else:
+            refs = [(slot, value)] if value is not None else []
+        for key, ref in refs:
+            path = f"components.{key}"
+            registry = get_registry(kind)
+            if ref.name not in registry:
+                problems.append(Problem(f"{path}.name", registry.not_found_message(ref.name)))
+                continue
+            spec = registry.get(ref.name)
+            try:
+                params = spec.params.model_validate(ref.params)
+            except ValidationError as exc:
+                problems.extend(problems_from_validation(exc, prefix=f"{path}.params"))
+                continue
+            resolved[key] = ResolvedComponent(key, kind, spec, params)
+    return resolved, problems
+
+
+def _read_people(path: Path) -> set[str]:
+    """Names in an LFW people file (first line: count or fold count; then ``name<TAB>count`` lines)."""
+    names = set()
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) == 2 and not parts[0].isdigit():
+            names.add(parts[0])
+    return names
+
+
+def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> list[Problem]:
+    problems = []
+    prepare = recipe.prepare
+    if prepare.interocular_px >= prepare.image_size / 2:
+        problems.append(
+            Problem("prepare.interocular_px", f"must be less than half of prepare.image_size ({prepare.image_size})")
+        )
+    identity = recipe.train.loss.identity
+    encoder = components.get("encoder")
+    if identity > 0 and encoder is not None:
+        card = encoder.spec.card
+        if card is None or not card.differentiable:
+            problems.append(
+                Problem(
+                    "train.loss.identity",
+                    f"encoder {encoder.spec.name!r} is not differentiable in torch (its card says so); "
+                    "set train.loss.identity: 0 or choose a differentiable encoder",
+                )
+            )
+    if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
+        problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
+    problems.extend(_check_data(recipe.data))
+    return problems
+
+
+def _check_data(data: DataSection) -> list[Problem]:
+    """Sources exist, and no test person is used for training."""
+    problems: list[Problem] = []
+    root = data.resolved_root()
+    if not (data.train or data.test):
+        return problems
+    if not root.is_dir():
+        return [Problem("data.root", f"data folder not found: {root} (set data.root or FACEKIT_DATA)")]
+    people: dict[str, set[str]] = {}
+    for section in ("train", "test"):
+        for i, src in enumerate(getattr(data, section)):
+            path = f"data.{section}.{i}"
+            if src.source == "lfw":
+                assert src.people is not None  # checked by DataSource
+                file = root / "lfw" / src.people
+                if not file.is_file():
+                    problems.append(Problem(f"{path}.people", f"file not found: {file}"))
+                    continue
+                people.setdefault(section, set()).update(_read_people(file))
+            elif src.source == "folder":
+                assert src.path is not None
+                folder = Path(src.path) if Path(src.path).is_absolute() else root / src.path
+                if not folder.is_dir():
+                    problems.append(Problem(f"{path}.path", f"folder not found: {folder}"))
+            elif not (root / "london" / str(src.subset)).is_dir():
+                problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
+    overlap = people.get("train", set()) & people.get("test", set())
+    if overlap:
+        shown = ", ".join(sorted(overlap)[:5])
+        problems.append(
+            Problem(
+                "data.train",
+                f"{len(overlap)} test people are also training people (e.g. {shown}): never train on test people",
+            )
+        )
+    return problems
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+    """Read, override, validate and resolve a recipe; raise :class:`RecipeError` listing every problem."""
+    raw = read_yaml(path)
+    return resolve(raw, overrides=overrides, source=str(path))
+
+
+def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "recipe") -> Plan:
+    """Validate ``raw`` (a recipe as plain data) with ``overrides`` and resolve it against the registries."""
+    data: dict[str, Any] = _deep_copy(raw)
+    problems = apply_overrides(data, overrides)
+    values, section_problems = _validate_sections(data)
+    problems.extend(section_problems)
+    components: dict[str, ResolvedComponent] = {}
+    if "components" in values or "components" not in data:
+        components, component_problems = _resolve_components(values.get("components", Components()))
+        problems.extend(component_problems)
+    if not problems:
+        recipe = Recipe(**values)
+        problems.extend(_cross_checks(recipe, components))
+    if problems:
+        raise RecipeError(problems, source)
+    return Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

@@ -1,0 +1,171 @@
+"""Registries: five name -> :class:`ComponentSpec` maps, built from the plugin hooks.
+
+A registry is a value computed from the plugin manager (cached per process), never a global filled by import side
+effects. Each plugin's hook is called on its own with a ``register`` callback that knows the plugin's name, so a
+duplicate name is an error naming both plugins.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem
+from facekit.types import KINDS, Kind, ModelCard
+
+T = TypeVar("T")
+
+HOOK_FOR_KIND: dict[Kind, str] = {
+    "detector": "register_detectors",
+    "encoder": "register_encoders",
+    "decoder": "register_decoders",
+    "warper": "register_warpers",
+    "app": "register_apps",
+}
+
+
+class Params(BaseModel):
+    """Base class for a component's parameters: typed, described fields; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """For components without parameters."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec(Generic[T]):
+    """How to build one component: ``factory(params)`` returns it, ``params`` validates its settings.
+
+    ``plugin`` is filled in by the host from the plugin whose hook registered the spec.
+    """
+
+    name: str
+    factory: Callable[[Any], T]
+    params: type[Params] = NoParams
+    summary: str = ""
+    card: ModelCard | None = None
+    plugin: str = ""
+
+    def validate_params(self, values: Mapping[str, Any]) -> Params:
+        """Validate ``values`` into this component's ``Params``; raises :class:`ParamsError` with every problem."""
+        try:
+            return self.params.model_validate(dict(values))
+        except ValidationError as exc:
+            raise ParamsError(problems_from_validation(exc), f"{self.name} params") from None
+
+    def build(self, params: Params | Mapping[str, Any] | None = None) -> T:
+        """Validate ``params`` (if a mapping) and call the factory."""
+        if not isinstance(params, Params):
+            params = self.validate_params(params or {})
+        return self.factory(params)
+
+
+def problems_from_validation(exc: ValidationError, prefix: str = "") -> list[Problem]:
+    """Turn pydantic errors into :class:`Problem` records with dotted paths under ``prefix``."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        path = ".".join(p for p in (prefix, loc) if p)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "extra field not permitted"
+        problems.append(Problem(path, message))
+    return problems
+
+
+class Registry(Generic[T]):
+    """The components of one kind, by name."""
+
+    def __init__(self, kind: Kind, load_failures: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._specs: dict[str, ComponentSpec[T]] = {}
+        self._load_failures = load_failures
+
+    def add(self, spec: ComponentSpec[T]) -> None:
+        """Add ``spec``; a name already taken is a :class:`DuplicateComponentError` naming both plugins."""
+        if not isinstance(spec, ComponentSpec):
+            raise TypeError(f"register() takes a facekit.ComponentSpec, got {type(spec).__name__}")
+        existing = self._specs.get(spec.name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{self.kind} {spec.name!r} is registered by two plugins: {existing.plugin!r} and {spec.plugin!r}; "
+                f"uninstall one, or disable it with FACEKIT_DISABLE_PLUGINS"
+            )
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> ComponentSpec[T]:
+        """The spec called ``name``; a miss lists close names and any plugins that failed to load."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise ComponentNotFoundError(self.not_found_message(name)) from None
+
+    def not_found_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
+        parts = [f"unknown {self.kind} {name!r}"]
+        if close:
+            parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
+        parts.append("known: " + (", ".join(sorted(self._specs)) or "none"))
+        if self._load_failures:
+            parts.append("plugins that failed to load: " + "; ".join(self._load_failures))
+        return "; ".join(parts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[ComponentSpec[T]]:
+        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+
+@lru_cache(maxsize=1)
+def get_registries() -> dict[Kind, Registry[Any]]:
+    """Build all five registries by calling each loaded plugin's hooks (cached per process)."""
+    from facekit.plugins import get_plugin_manager, get_plugin_state
+
+    manager = get_plugin_manager()
+    failures = tuple(f.message() for f in get_plugin_state().failures)
+    registries: dict[Kind, Registry[Any]] = {kind: Registry(kind, failures) for kind in KINDS}
+    for kind, hook_name in HOOK_FOR_KIND.items():
+        registry = registries[kind]
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+
+            def register(
+                spec: ComponentSpec[Any], _plugin: str = impl.plugin_name, _reg: Registry[Any] = registry
+            ) -> None:
+                if isinstance(spec, ComponentSpec):
+                    spec = ComponentSpec(**{**spec.__dict__, "plugin": _plugin})
+                _reg.add(spec)
+
+            impl.function(register=register)
+    return registries
+
+
+def get_registry(kind: Kind) -> Registry[Any]:
+    """The registry of ``kind`` (``detector``, ``encoder``, ``decoder``, ``warper`` or ``app``)."""
+    if kind not in HOOK_FOR_KIND:
+        raise ComponentNotFoundError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return get_registries()[kind]
+
+
+def load_component(kind: Kind, name: str, **params: Any) -> Any:
+    """Build the ``kind`` component registered as ``name`` with ``params`` (validated by its ``Params``)."""
+    return get_registry(kind).get(name).build(params)
+
+
+def list_components(kind: Kind | None = None) -> list[ComponentSpec[Any]]:
+    """Every registered spec of ``kind`` (or of every kind), sorted by kind then name."""
+    kinds = [kind] if kind is not None else list(KINDS)
+    return [spec for k in kinds for spec in get_registry(k)]

@@ -1,0 +1,113 @@
+"""Run folders: every run writes what it ran beside its outputs.
+
+``<output>/<YYYYmmdd-HHMMSS>-<stage>/`` holds ``recipe.yaml`` (the resolved recipe, defaults filled in) and
+``run.json`` (facekit, plugin and package versions, git sha, device, seed, overrides), so a result can always be
+traced back to the exact code and settings that made it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import facekit
+from facekit.plugins import get_plugin_state
+from facekit.recipe import Plan
+
+TRACKED_PACKAGES = (
+    "torch",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "pluggy",
+    "dlib-bin",
+    "opencv-python-headless",
+    "onnxruntime",
+)
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """The commit of the working tree (with ``-dirty`` when it has changes), or ``None`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def describe_device(requested: str) -> dict[str, Any]:
+    """The device a run asked for and, when torch is already loaded, what it has (never imports torch itself)."""
+    info: dict[str, Any] = {"requested": requested, "machine": platform.machine(), "processor": platform.processor()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        if info["cuda_available"]:
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", seed: int | None = None) -> RunDir:
+    """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = Path(output)
+    path = base / f"{stamp}-{stage}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = base / f"{stamp}-{stage}-{suffix}"
+    path.mkdir(parents=True)
+    (path / "recipe.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False), encoding="utf-8")
+    info = {
+        "stage": stage,
+        "recipe": plan.source,
+        "overrides": list(plan.overrides),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "facekit": facekit.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_sha": git_sha(),
+        "packages": package_versions(),
+        "plugins": {p.name: f"{p.distribution} {p.version}" for p in get_plugin_state().plugins},
+        "components": {slot: f"{c.spec.name} ({c.spec.plugin})" for slot, c in plan.components.items()},
+        "device": describe_device(device),
+        "seed": seed,
+    }
+    (path / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return RunDir(path)

@@ -1,0 +1,752 @@
+"""Differentiable image warps driven by sparse control points (landmarks).
+
+Reference PyTorch implementation of the polyharmonic-spline warp used by Cole et al.,
+"Synthesizing Normalized Faces from Facial Identity Features" (CVPR 2017), which relied on
+TensorFlow Addons' ``interpolate_spline`` / ``sparse_image_warp``, plus a piecewise-affine baseline.
+
+Conventions
+-----------
+* Points are ``(x, y)`` pixel coordinates (tfa uses ``(y, x)``!), pixel centres at integer
+  coordinates: the top-left pixel centre is ``(0, 0)``, the bottom-right one ``(W - 1, H - 1)``.
+* Images are ``(B, C, H, W)``.
+* Dense flows are returned as ``(B, H, W, 2)`` with the last axis ``(dx, dy)`` (the layout of tfa's
+  flow and of ``grid_sample``'s grid).
+* Warp semantics are tfa's: the flow is fitted at the *destination* points with value
+  ``destination - source`` and output pixel ``p`` samples the input at ``p - flow(p)``. Hence the
+  image content found at ``source[k]`` ends up at ``destination[k]``.
+
+Spline
+------
+``f(q) = sum_n w_n phi(|q - c_n|) + A^T [q, 1]`` with ``sum_n w_n = 0`` and ``sum_n w_n c_n = 0``.
+Kernels (identical to tfa): order 1 ``phi(r) = r``; order 2 ``r^2 log r`` (thin plate); order 3
+``r^3``; in general odd ``k`` -> ``r^k`` and even ``k`` -> ``r^k log r``.
+
+Regularisation convention (tfa's): ``regularization * I`` is added to the kernel matrix
+``[phi(|c_i - c_j|)]``. ``scipy.interpolate.RBFInterpolator(degree=1, smoothing=s)`` adds ``s * I`` to
+*its* kernel matrix, and scipy's ``linear`` kernel is ``-r``: scipy ``smoothing=s`` equals our
+``regularization=-s`` for order 1 and ``regularization=s`` for orders 2 (``thin_plate_spline``) and
+3 (``cubic``). Without regularisation the interpolants are identical.
+
+Numerics
+--------
+* Distances always use exact differences ``(q - c)`` (never ``|q|^2 + |c|^2 - 2 q.c``).
+* The small ``(N + 3) x (N + 3)`` system is built and solved in float64 (after centring the points,
+  which leaves the interpolant unchanged); dense evaluation runs in float32 (float64 for float64
+  inputs) and the result is cast back to the input dtype, so float16/bfloat16 inputs are safe.
+* Exactly (or to 1e-9 of the point spread) coincident centres raise :class:`SplineError` naming the
+  points, unless ``regularization != 0`` (then the regularised system is solved, which is well
+  defined). Fewer than 3 centres, or all centres collinear, always raise :class:`SplineError` (the
+  affine part is then undetermined). Pass ``check=False`` to skip these checks (they cost one
+  device-to-host synchronisation).
+
+Speed / memory
+--------------
+The dense evaluation over every pixel is a custom ``torch.autograd.Function`` that works in chunks
+and recomputes distances in backward, so nothing of size ``(B, H*W, N)`` is ever kept. On the pixel
+grid the squared distance is separable, ``r^2 = (x_j - c_x)^2 + (y_i - c_y)^2``, so it costs one add
+per (pixel, centre) on top of the kernel itself.
+
+What can be cached (:class:`PolyharmonicWarp`)
+----------------------------------------------
+With tfa semantics the spline centres are the *destination* points. If the destination points are
+fixed (e.g. aligning faces *to* the mean face / a template), the system matrix inverse ``L^-1`` and
+the pixel-to-centre matrix ``[phi(|p - c|), p, 1]`` are constant, and so is their product
+``E = [phi, p, 1] L^-1[:, :N]`` of shape ``(H*W, N)``: the flow of any batch is then one matmul
+``E @ (destination - source)``, linear in the source points, and the whole warp is exportable to ONNX
+(matmul + grid_sample). In the decoder of Cole et al. the texture is registered to the mean
+landmarks (the *source*, fixed) and warped to the predicted landmarks (the *destination*, varying),
+so the centres change per sample and nothing pixel-sized can be cached exactly; fitting the map at
+the fixed mean points instead gives the forward map (texture -> output), which would need splatting
+or inversion and is *not* the same warp. For that direction use :func:`sparse_image_warp`; when one
+destination set is shared by the whole batch pass it with batch size 1 and the pixel kernel is
+evaluated once for the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SplineError",
+    "interpolate_spline",
+    "solve_spline",
+    "evaluate_spline",
+    "boundary_control_points",
+    "dense_flow_from_solution",
+    "dense_flow",
+    "warp_with_flow",
+    "sparse_image_warp",
+    "PolyharmonicWarp",
+    "piecewise_affine_warp",
+]
+
+#: Target number of (query, centre) pairs processed per chunk by the dense evaluation.
+CHUNK_ELEMENTS = 1 << 18
+
+_PADDING_MODES = ("border", "zeros", "reflection")
+
+
+class SplineError(ValueError):
+    """Raised when the spline system is singular (coincident / collinear / too few centres)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------
+def _check_order(order: int) -> int:
+    if int(order) != order or order < 1:
+        raise ValueError(f"spline order must be a positive integer, got {order!r}")
+    return int(order)
+
+
+def _phi_autograd(r2: torch.Tensor, order: int) -> torch.Tensor:
+    """Kernel of the squared distance, with finite gradients at ``r2 == 0`` (autograd-safe)."""
+    pos = r2 > 0
+    safe = torch.where(pos, r2, torch.ones_like(r2))
+    if order % 2 == 1:
+        if order == 1:
+            return torch.where(pos, safe.sqrt(), torch.zeros_like(r2))
+        return torch.where(pos, safe.pow(0.5 * order), torch.zeros_like(r2))
+    # r^k log r = 0.5 * r2^(k/2) * log(r2)
+    return torch.where(pos, 0.5 * safe.pow(0.5 * order) * safe.log(), torch.zeros_like(r2))
+
+
+def _phi_inplace(r2: torch.Tensor, order: int) -> torch.Tensor:
+    """Kernel of the squared distance, overwriting ``r2`` (no autograd)."""
+    if order == 1:
+        return r2.sqrt_()
+    if order == 2:
+        # 0.5 * r2 * log(r2), 0 at r2 == 0
+        lg = r2.clamp_min(torch.finfo(r2.dtype).tiny).log_()
+        return r2.mul_(lg).mul_(0.5)
+    if order % 2 == 1:
+        return r2.pow_(0.5 * order)
+    lg = r2.clamp_min(torch.finfo(r2.dtype).tiny).log_()
+    return r2.pow_(0.5 * order).mul_(lg).mul_(0.5)
+
+
+def _dphi_over_r(r2: torch.Tensor, order: int) -> torch.Tensor:
+    """``phi'(r) / r`` as a function of ``r2``; 0 where ``r2 == 0`` (the gradient there is 0)."""
+    pos = r2 > 0
+    if order == 1:
+        out = r2.rsqrt()
+    elif order % 2 == 1:
+        out = r2.pow(0.5 * (order - 2)) * order
+    else:
+        # d/dr (r^k log r) / r = r^(k-2) (k log r + 1)
+        lg = r2.clamp_min(torch.finfo(r2.dtype).tiny).log()
+        out = (0.5 * order) * lg + 1.0
+        if order > 2:
+            out = out * r2.pow(0.5 * (order - 2))
+    return out.masked_fill_(~pos, 0.0)
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# custom autograd functions for the dense evaluation
+# ----------------------------------------------------------------------------------------------
+class _RBFPoints(torch.autograd.Function):
+    """``out[b, m] = sum_n phi(|q_bm - c_bn|) w_bn`` for arbitrary queries, chunked over ``m``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, queries: torch.Tensor, centers: torch.Tensor, weights: torch.Tensor, order: int
+    ) -> torch.Tensor:
+        b, m, _ = queries.shape
+        n, c = weights.shape[1], weights.shape[2]
+        out = weights.new_empty(b, m, c)
+        step = max(1, CHUNK_ELEMENTS // max(1, b * n))
+        for s in range(0, m, step):
+            d = queries[:, s : s + step, None, :] - centers[:, None, :, :]
+            r2 = d.square_().sum(-1)
+            torch.bmm(_phi_inplace(r2, order), weights, out=out[:, s : s + step])
+        ctx.save_for_backward(queries, centers, weights)
+        ctx.order = order
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        queries, centers, weights = ctx.saved_tensors
+        order = ctx.order
+        b, m, _ = queries.shape
+        n = centers.shape[1]
+        need_q, need_c, need_w = ctx.needs_input_grad[:3]
+        grad = grad.to(weights.dtype)
+        gq = torch.empty_like(queries) if need_q else None
+        gc = torch.zeros_like(centers) if need_c else None
+        gw = torch.zeros_like(weights) if need_w else None
+        step = max(1, CHUNK_ELEMENTS // max(1, b * n))
+        for s in range(0, m, step):
+            d = queries[:, s : s + step, None, :] - centers[:, None, :, :]  # (B, m, N, 2)
+            r2 = d.square().sum(-1)
+            g = grad[:, s : s + step]
+            if need_w:
+                gw.baddbmm_(_phi_inplace(r2.clone(), order).transpose(1, 2), g)  # type: ignore[union-attr]
+            if need_q or need_c:
+                sc = torch.bmm(g, weights.transpose(1, 2)).mul_(_dphi_over_r(r2, order))  # (B, m, N)
+                t = d.mul_(sc.unsqueeze(-1))  # d/dq of r is (q - c) / r
+                if need_q:
+                    gq[:, s : s + step] = t.sum(2)  # type: ignore[index]
+                if need_c:
+                    gc.sub_(t.sum(1))  # type: ignore[union-attr]
+        return gq, gc, gw, None
+
+
+class _RBFGrid(torch.autograd.Function):
+    """``out[b, i, j] = sum_n phi(|(j, i) - c_bn|) w_bn`` over the full ``H x W`` pixel grid.
+
+    Uses the separability of the squared distance on the grid and recomputes everything in
+    backward; only ``centers`` and ``weights`` are saved.
+    """
+
+    @staticmethod
+    def _tables(
+        centers: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = torch.arange(width, device=centers.device, dtype=centers.dtype)
+        ys = torch.arange(height, device=centers.device, dtype=centers.dtype)
+        dx = xs[None, :, None] - centers[:, None, :, 0]  # (B, W, N)
+        dy = ys[None, :, None] - centers[:, None, :, 1]  # (B, H, N)
+        return dx, dy
+
+    @staticmethod
+    def _chunks(b: int, h: int, w: int, n: int) -> tuple[int, int]:
+        per_image = h * w * n
+        bstep = max(1, min(b, CHUNK_ELEMENTS // max(1, per_image)))
+        rstep = max(1, min(h, CHUNK_ELEMENTS // max(1, bstep * w * n)))
+        return bstep, rstep
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, centers: torch.Tensor, weights: torch.Tensor, height: int, width: int, order: int
+    ) -> torch.Tensor:
+        b, n, _ = centers.shape
+        c = weights.shape[2]
+        dx, dy = _RBFGrid._tables(centers, height, width)
+        dx2, dy2 = dx.square(), dy.square()
+        out = weights.new_empty(b, height, width, c)
+        bstep, rstep = _RBFGrid._chunks(b, height, width, n)
+        for b0 in range(0, b, bstep):
+            b1 = min(b, b0 + bstep)
+            wb = weights[b0:b1]
+            for r0 in range(0, height, rstep):
+                r1 = min(height, r0 + rstep)
+                r2 = dy2[b0:b1, r0:r1, None, :] + dx2[b0:b1, None, :, :]  # (b, h, W, N)
+                phi = _phi_inplace(r2, order).view(b1 - b0, (r1 - r0) * width, n)
+                out[b0:b1, r0:r1] = torch.bmm(phi, wb).view(b1 - b0, r1 - r0, width, c)
+        ctx.save_for_backward(centers, weights)
+        ctx.shape = (height, width, order)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        centers, weights = ctx.saved_tensors
+        height, width, order = ctx.shape
+        need_c, need_w = ctx.needs_input_grad[:2]
+        b, n, _ = centers.shape
+        c = weights.shape[2]
+        grad = grad.to(weights.dtype)
+        dx, dy = _RBFGrid._tables(centers, height, width)
+        dx2, dy2 = dx.square(), dy.square()
+        gw = torch.zeros_like(weights) if need_w else None
+        gcx = centers.new_zeros(b, n)
+        gcy = centers.new_zeros(b, n)
+        bstep, rstep = _RBFGrid._chunks(b, height, width, n)
+        for b0 in range(0, b, bstep):
+            b1 = min(b, b0 + bstep)
+            nb = b1 - b0
+            wb = weights[b0:b1]
+            for r0 in range(0, height, rstep):
+                r1 = min(height, r0 + rstep)
+                nr = r1 - r0
+                r2 = dy2[b0:b1, r0:r1, None, :] + dx2[b0:b1, None, :, :]  # (b, h, W, N)
+                g = grad[b0:b1, r0:r1].reshape(nb, nr * width, c)
+                if need_c:
+                    sc = torch.bmm(g, wb.transpose(1, 2)).view(nb, nr, width, n)
+                    sc.mul_(_dphi_over_r(r2, order))
+                    # dr/dc = (c - p) / r = -(p - c) / r ; separable sums over rows / columns
+                    gcx[b0:b1].sub_((sc.sum(1) * dx[b0:b1]).sum(1))
+                    gcy[b0:b1].sub_((sc.sum(2) * dy[b0:b1, r0:r1]).sum(1))
+                if need_w:
+                    phi = _phi_inplace(r2, order).view(nb, nr * width, n)
+                    gw[b0:b1].baddbmm_(phi.transpose(1, 2), g)  # type: ignore[index]
+        gc = torch.stack([gcx, gcy], -1) if need_c else None
+        return gc, gw, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# fitting
+# ----------------------------------------------------------------------------------------------
+def _check_centers(centers: torch.Tensor, regularization: float) -> None:
+    """Raise :class:`SplineError` for too few, coincident (unregularised) or collinear centres."""
+    b, n, _ = centers.shape
+    if n < 3:
+        raise SplineError(f"a polyharmonic spline with an affine term needs >= 3 centres, got {n}")
+    with torch.no_grad():
+        c = centers.detach().to(torch.float64)
+        c = c - c.mean(1, keepdim=True)
+        scale = c.abs().amax(dim=(1, 2)).clamp_min(1e-300)  # (B,)
+        if not torch.isfinite(c).all():
+            raise SplineError("spline centres contain NaN or Inf")
+        # collinear: smallest singular value of the centred point cloud ~ 0
+        sv = torch.linalg.svdvals(c)  # (B, 2)
+        coll = sv[:, 1] <= 1e-9 * sv[:, 0].clamp_min(1e-300) * math.sqrt(n)
+        if regularization == 0.0:
+            d = (c[:, :, None, :] - c[:, None, :, :]).abs().amax(-1)  # (B, N, N) Chebyshev dist
+            eye = torch.eye(n, dtype=torch.bool, device=c.device)
+            close = (d <= 1e-9 * scale[:, None, None]) & ~eye
+        else:
+            close = None
+        bad_coll = bool(coll.any())
+        bad_close = close is not None and bool(close.any())
+    if bad_close:
+        assert close is not None
+        bi, i, j = [int(v) for v in torch.nonzero(close)[0]]
+        p = centers[bi, i].detach().double().tolist()
+        raise SplineError(
+            f"spline centres {i} and {j} of batch element {bi} coincide (at x={p[0]:.6g}, "
+            f"y={p[1]:.6g}); the interpolation system is singular. Remove duplicates or pass "
+            "regularization != 0."
+        )
+    if bad_coll:
+        bi = int(torch.nonzero(coll)[0, 0])
+        raise SplineError(
+            f"all {n} spline centres of batch element {bi} are collinear; the affine part of the "
+            "spline is undetermined (add boundary points or non-collinear centres)."
+        )
+
+
+def solve_spline(
+    centers: torch.Tensor,
+    values: torch.Tensor,
+    order: int = 1,
+    regularization: float = 0.0,
+    check: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fit the polyharmonic spline system (in float64, differentiable).
+
+    Args:
+        centers: ``(B, N, 2)`` centre coordinates.
+        values: ``(B, N, C)`` values at the centres.
+        order: kernel order (see module docstring).
+        regularization: added to the kernel matrix diagonal (tfa convention).
+        check: validate centres (coincident / collinear), raising :class:`SplineError`.
+
+    Returns:
+        ``(w, v, origin)``: kernel weights ``(B, N, C)`` float64, affine coefficients ``(B, 3, C)``
+        float64 for the basis ``[x - ox, y - oy, 1]`` and the origin ``(B, 1, 2)`` float64 (the
+        centroid of the centres) that queries must be shifted by.
+    """
+    order = _check_order(order)
+    if centers.ndim != 3 or centers.shape[-1] != 2:
+        raise ValueError(f"centers must be (B, N, 2), got {tuple(centers.shape)}")
+    if values.ndim != 3 or values.shape[:2] != centers.shape[:2]:
+        raise ValueError(f"values must be (B, N, C) matching centers, got {tuple(values.shape)}")
+    if check:
+        _check_centers(centers, regularization)
+    b, n, _ = centers.shape
+    cdim = values.shape[2]
+    c = centers.to(torch.float64)
+    origin = c.mean(1, keepdim=True).detach()
+    c = c - origin
+    f = values.to(torch.float64)
+    r2 = (c[:, :, None, :] - c[:, None, :, :]).square().sum(-1)
+    a = _phi_autograd(r2, order)
+    if regularization != 0.0:
+        a = a + regularization * torch.eye(n, dtype=a.dtype, device=a.device)
+    p = torch.cat([c, torch.ones_like(c[..., :1])], -1)  # (B, N, 3)
+    top = torch.cat([a, p], 2)
+    bottom = torch.cat([p.transpose(1, 2), p.new_zeros(b, 3, 3)], 2)
+    lhs = torch.cat([top, bottom], 1)
+    rhs = torch.cat([f, f.new_zeros(b, 3, cdim)], 1)
+    sol, info = torch.linalg.solve_ex(lhs, rhs)
+    if check and bool((info != 0).any()):
+        raise SplineError("the spline system is singular (degenerate centres)")
+    return sol[:, :n], sol[:, n:], origin
+
+
+def evaluate_spline(
+    queries: torch.Tensor,
+    centers: torch.Tensor,
+    w: torch.Tensor,
+    v: torch.Tensor,
+    origin: torch.Tensor,
+    order: int = 1,
+) -> torch.Tensor:
+    """Evaluate a fitted spline at arbitrary queries (memory-bounded custom autograd).
+
+    Args:
+        queries: ``(B, M, 2)``.
+        centers: ``(B, N, 2)``.
+        w: ``(B, N, C)`` kernel weights; v: ``(B, 3, C)`` affine part; origin: ``(B, 1, 2)``
+            (outputs of :func:`solve_spline`).
+        order: kernel order.
+
+    Returns:
+        ``(B, M, C)`` in the compute dtype (float64 if any input is float64, else float32).
+    """
+    dt = _compute_dtype(queries, centers)
+    q = queries.to(dt) - origin.to(dt)
+    c = centers.to(dt) - origin.to(dt)
+    rbf = _RBFPoints.apply(q, c, w.to(dt), order)
+    affine = torch.baddbmm(v[:, 2:].to(dt), q, v[:, :2].to(dt))
+    return rbf + affine
+
+
+def interpolate_spline(
+    centers: torch.Tensor,
+    values: torch.Tensor,
+    queries: torch.Tensor,
+    order: int = 1,
+    regularization: float = 0.0,
+    check: bool = True,
+) -> torch.Tensor:
+    """Polyharmonic spline interpolation with a degree-1 polynomial term (tfa semantics).
+
+    Args:
+        centers: ``(B, N, 2)`` (any float dtype; the batch dim may be 1 and broadcast).
+        values: ``(B, N, C)``.
+        queries: ``(B, M, 2)``.
+        order: 1 -> ``r``, 2 -> ``r^2 log r``, 3 -> ``r^3``, odd k -> ``r^k``, even k -> ``r^k log r``.
+        regularization: added to the kernel matrix diagonal (tfa convention, see module docs).
+        check: raise :class:`SplineError` on coincident (if unregularised) / collinear centres.
+
+    Returns:
+        ``(B, M, C)`` interpolated values in the dtype of ``values``. Differentiable w.r.t.
+        centres, values and queries.
+    """
+    bsz = max(centers.shape[0], values.shape[0], queries.shape[0])
+    if centers.shape[0] != bsz:
+        centers = centers.expand(bsz, -1, -1)
+    if values.shape[0] != bsz:
+        values = values.expand(bsz, -1, -1)
+    if queries.shape[0] != bsz:
+        queries = queries.expand(bsz, -1, -1)
+    w, v, origin = solve_spline(centers, values, order, regularization, check)
+    out = evaluate_spline(queries, centers, w, v, origin, order)
+    return out.to(values.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# dense warps
+# ----------------------------------------------------------------------------------------------
+def boundary_control_points(
+    height: int, width: int, n: int, dtype: torch.dtype = torch.float32, device: Any = None
+) -> torch.Tensor:
+    """Boundary control points as in tfa's ``num_boundary_points``.
+
+    ``n`` evenly spaced points strictly inside each image edge plus the four corners (``4n + 4``
+    points); ``n == 0`` -> none.
+
+    Returns:
+        ``(P, 2)`` ``(x, y)`` points.
+    """
+    if n <= 0:
+        return torch.zeros(0, 2, dtype=dtype, device=device)
+    xs = torch.linspace(0, width - 1, n + 2, dtype=torch.float64)
+    ys = torch.linspace(0, height - 1, n + 2, dtype=torch.float64)
+    top = torch.stack([xs, torch.zeros_like(xs)], -1)
+    bottom = torch.stack([xs, torch.full_like(xs, height - 1)], -1)
+    left = torch.stack([torch.zeros_like(ys[1:-1]), ys[1:-1]], -1)
+    right = torch.stack([torch.full_like(ys[1:-1], width - 1), ys[1:-1]], -1)
+    return torch.cat([top, bottom, left, right], 0).to(dtype=dtype, device=device)
+
+
+def _with_boundary(
+    source: torch.Tensor, destination: torch.Tensor, height: int, width: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if n <= 0:
+        return source, destination
+    bp = boundary_control_points(height, width, n, source.dtype, source.device)
+    src = torch.cat([source, bp.expand(source.shape[0], -1, -1)], 1)
+    dst = torch.cat([destination, bp.to(destination.dtype).expand(destination.shape[0], -1, -1)], 1)
+    return src, dst
+
+
+def dense_flow(
+    centers: torch.Tensor,
+    values: torch.Tensor,
+    height: int,
+    width: int,
+    order: int = 1,
+    regularization: float = 0.0,
+    check: bool = True,
+) -> torch.Tensor:
+    """Spline through ``(centers, values)`` evaluated at every pixel centre.
+
+    Args:
+        centers: ``(B, N, 2)`` ``(x, y)`` pixel coordinates.
+        values: ``(B, N, C)``.
+        height, width: grid size.
+
+    Returns:
+        ``(B, H, W, C)`` in the compute dtype (float32, or float64 for float64 inputs).
+    """
+    w, v, origin = solve_spline(centers, values, order, regularization, check)
+    return dense_flow_from_solution(centers, w, v, origin, height, width, order)
+
+
+def warp_with_flow(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """Bilinear backward warp: ``out(p) = image(p - flow(p))`` (tfa's ``dense_image_warp``).
+
+    Args:
+        image: ``(B, C, H, W)``.
+        flow: ``(B, H, W, 2)`` ``(dx, dy)`` in pixels.
+        padding_mode: ``"border"`` (clamp to the edge pixels), ``"zeros"`` or ``"reflection"``.
+
+    Returns:
+        ``(B, C, H, W)`` in the dtype of ``image`` (sampling runs in float32 or better).
+    """
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    b, _, h, w = image.shape
+    if h < 2 or w < 2:
+        raise ValueError(f"image must be at least 2x2, got {h}x{w}")
+    dt = _compute_dtype(image, flow)
+    f = flow.to(dt)
+    sx = 2.0 / (w - 1)
+    sy = 2.0 / (h - 1)
+    gx = torch.arange(w, device=image.device, dtype=dt) * sx - 1.0
+    gy = torch.arange(h, device=image.device, dtype=dt) * sy - 1.0
+    base = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)  # (H, W, 2)
+    scale = torch.tensor([sx, sy], device=image.device, dtype=dt)
+    grid = base - f * scale
+    out = F.grid_sample(image.to(dt), grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    return out.to(image.dtype)
+
+
+def sparse_image_warp(
+    image: torch.Tensor,
+    source: torch.Tensor,
+    destination: torch.Tensor,
+    order: int = 1,
+    regularization: float = 0.0,
+    boundary_points: int = 2,
+    padding_mode: str = "border",
+    check: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp ``image`` so that the content at ``source`` moves to ``destination`` (tfa semantics).
+
+    Args:
+        image: ``(B, C, H, W)`` any float dtype.
+        source: ``(B, K, 2)`` ``(x, y)`` pixel coordinates.
+        destination: ``(B, K, 2)``, or ``(1, K, 2)`` shared by the batch (then the pixel kernel is
+            evaluated once for the whole batch).
+        order: spline order (1 = ``phi(r) = r``, the paper's choice).
+        regularization: tfa convention (added to the kernel matrix diagonal).
+        boundary_points: tfa's ``num_boundary_points``; ``n`` zero-flow points inside each edge plus
+            the 4 corners (``4n + 4`` points); 0 = none.
+        padding_mode: ``"border"`` (clamp), ``"zeros"`` or ``"reflection"``.
+        check: raise :class:`SplineError` on degenerate control points.
+
+    Returns:
+        ``(warped, flow)``: ``(B, C, H, W)`` in the image dtype and ``(B, H, W, 2)`` ``(dx, dy)``
+        dense flow (float32, or float64 for float64 inputs); ``warped(p) = image(p - flow(p))``.
+        Differentiable w.r.t. image, source and destination.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
+    b, _, h, w = image.shape
+    if source.ndim != 3 or source.shape[-1] != 2 or destination.ndim != 3:
+        raise ValueError("source / destination must be (B, K, 2)")
+    if source.shape[0] != b:
+        source = source.expand(b, -1, -1)
+    dt = _compute_dtype(image, source, destination)
+    src, dst = _with_boundary(source.to(dt), destination.to(dt), h, w, boundary_points)
+    if dst.shape[0] == 1 and b > 1:
+        # shared centres: the batch becomes channels, one pixel-kernel evaluation for all
+        vals = (dst - src).permute(1, 0, 2).reshape(1, dst.shape[1], 2 * b)
+        flow = dense_flow(dst, vals, h, w, order, regularization, check)  # (1, H, W, 2B)
+        flow = flow.view(h, w, b, 2).permute(2, 0, 1, 3)
+    else:
+        if dst.shape[0] != b:
+            raise ValueError("destination batch must be 1 or match the image batch")
+        flow = dense_flow(dst, dst - src, h, w, order, regularization, check)
+    return warp_with_flow(image, flow, padding_mode), flow
+
+
+class PolyharmonicWarp:
+    """Spline warp to *fixed* destination points with everything pixel-sized precomputed.
+
+    ``E = [phi(|p - c|), p - o, 1] @ L^-1[:, :N]`` of shape ``(H*W, N)`` is built once (float64,
+    chunked), so ``flow = E @ (destination - source)`` is one matmul per batch; the warp is linear in
+    the source points, differentiable w.r.t. image and source, and ONNX-exportable (matmul +
+    grid_sample). Exactly equal to :func:`sparse_image_warp` with the same destination.
+
+    Args:
+        destination: ``(K, 2)`` or ``(1, K, 2)`` fixed ``(x, y)`` points (e.g. the mean face).
+        size: ``(H, W)``.
+        order, regularization, boundary_points, padding_mode: as in :func:`sparse_image_warp`.
+        dtype: dtype of the cached matrix (float32 default).
+        device: device of the cache.
+    """
+
+    def __init__(
+        self,
+        destination: torch.Tensor,
+        size: tuple[int, int],
+        order: int = 1,
+        regularization: float = 0.0,
+        boundary_points: int = 2,
+        padding_mode: str = "border",
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+    ) -> None:
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        dest = destination.detach().to(torch.float64).reshape(1, -1, 2)
+        if device is None:
+            device = destination.device
+        dest = dest.to(device)
+        h, w = int(size[0]), int(size[1])
+        self.size = (h, w)
+        self.order = _check_order(order)
+        self.padding_mode = padding_mode
+        self.num_points = dest.shape[1]
+        bp = boundary_control_points(h, w, boundary_points, torch.float64, device)
+        centers = torch.cat([dest, bp[None]], 1)  # (1, K', 2)
+        kk = centers.shape[1]
+        # columns of L^-1 for the K landmark values (boundary values are zero); solve with identity
+        eye = torch.zeros(1, kk, self.num_points, dtype=torch.float64, device=device)
+        eye[0, : self.num_points] = torch.eye(self.num_points, dtype=torch.float64, device=device)
+        wmat, vmat, origin = solve_spline(centers, eye, self.order, regularization, check=True)
+        with torch.no_grad():
+            e = dense_flow_from_solution(centers, wmat, vmat, origin, h, w, self.order)  # (1, H, W, K)
+        self.matrix = e.reshape(h * w, self.num_points).to(dtype)
+        self.destination = dest[0].to(dtype)
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> PolyharmonicWarp:
+        """Move the cache (in place) and return ``self``."""
+        self.matrix = self.matrix.to(device=device, dtype=dtype)
+        self.destination = self.destination.to(device=device, dtype=dtype)
+        return self
+
+    def flow(self, source: torch.Tensor) -> torch.Tensor:
+        """Dense flow ``(B, H, W, 2)`` for source points ``(B, K, 2)``."""
+        disp = self.destination.to(source.dtype) - source  # (B, K, 2)
+        h, w = self.size
+        out = torch.matmul(self.matrix.to(disp.dtype), disp)  # (B, H*W, 2)
+        return out.view(source.shape[0], h, w, 2)
+
+    def __call__(self, image: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warp ``image`` ``(B, C, H, W)`` so that ``source`` ``(B, K, 2)`` moves to the fixed points.
+
+        Returns:
+            ``(warped (B, C, H, W), flow (B, H, W, 2))``.
+        """
+        dt = _compute_dtype(image, source, self.matrix)
+        flow = self.flow(source.to(dt))
+        return warp_with_flow(image, flow, self.padding_mode), flow
+
+
+
+def dense_flow_from_solution(
+    centers: torch.Tensor,
+    w: torch.Tensor,
+    v: torch.Tensor,
+    origin: torch.Tensor,
+    height: int,
+    width: int,
+    order: int = 1,
+) -> torch.Tensor:
+    """Evaluate a solved spline (:func:`solve_spline` outputs) on the pixel grid.
+
+    Args:
+        centers: ``(B, N, 2)``; w: ``(B, N, C)``; v: ``(B, 3, C)``; origin: ``(B, 1, 2)``.
+
+    Returns:
+        ``(B, H, W, C)`` in the dtype of ``w`` if float64 else float32.
+    """
+    dt = _compute_dtype(centers, w)
+    rbf = _RBFGrid.apply(centers.to(dt), w.to(dt), height, width, _check_order(order))
+    xs = torch.arange(width, device=centers.device, dtype=dt)[None, :, None] - origin[:, :, 0:1].to(dt)
+    ys = torch.arange(height, device=centers.device, dtype=dt)[None, :, None] - origin[:, :, 1:2].to(dt)
+    vd = v.to(dt)
+    return rbf + (xs * vd[:, None, 0])[:, None] + (ys * vd[:, None, 1] + vd[:, None, 2])[:, :, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# piecewise affine baseline
+# ----------------------------------------------------------------------------------------------
+def piecewise_affine_warp(
+    image: torch.Tensor,
+    source: torch.Tensor,
+    destination: torch.Tensor,
+    boundary_points: int = 2,
+    padding_mode: str = "border",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classic piecewise-affine warp over a Delaunay triangulation of the destination points.
+
+    The triangulation (``scipy.spatial.Delaunay`` on detached CPU copies, one per batch element)
+    is of the destination points plus the zero-flow boundary points; each pixel maps through the
+    barycentric coordinates of its destination triangle to the same barycentric combination of the
+    source vertices. Pixels outside the hull get zero flow. Differentiable w.r.t. image, source and
+    destination (the triangle assignment itself is piecewise constant).
+
+    Args:
+        image: ``(B, C, H, W)``.
+        source, destination: ``(B, K, 2)`` ``(x, y)`` pixel coordinates.
+        boundary_points: as in :func:`sparse_image_warp`.
+        padding_mode: as in :func:`warp_with_flow`.
+
+    Returns:
+        ``(warped (B, C, H, W), flow (B, H, W, 2))`` with ``warped(p) = image(p - flow(p))``.
+    """
+    from scipy.spatial import Delaunay
+
+    b, _, h, w = image.shape
+    if source.shape[0] != b:
+        source = source.expand(b, -1, -1)
+    if destination.shape[0] != b:
+        destination = destination.expand(b, -1, -1)
+    dt = _compute_dtype(image, source, destination)
+    src, dst = _with_boundary(source.to(dt), destination.to(dt), h, w, boundary_points)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (HW, 2)
+    pix_np = pix.numpy()
+    dst_np = dst.detach().to("cpu", torch.float64).numpy()
+    idx = torch.zeros(b, h * w, 3, dtype=torch.long)
+    inside = torch.zeros(b, h * w, dtype=torch.bool)
+    for bi in range(b):  # scipy triangulation is per sample (CPU, detached)
+        tri = Delaunay(dst_np[bi])
+        simplex = torch.from_numpy(tri.find_simplex(pix_np, tol=1e-9)).long()
+        ok = simplex >= 0
+        inside[bi] = ok
+        idx[bi] = torch.from_numpy(tri.simplices).long()[simplex.clamp_min(0)]
+    idx = idx.to(image.device)
+    inside = inside.to(image.device)
+    p = pix.to(device=image.device, dtype=dt)[None]  # (1, HW, 2)
+    flat = idx.reshape(b, -1)
+
+    def gather(pts: torch.Tensor) -> torch.Tensor:
+        g = torch.gather(pts, 1, flat[..., None].expand(-1, -1, 2))
+        return g.view(b, h * w, 3, 2)
+
+    d = gather(dst)
+    s = gather(src)
+    e1 = d[:, :, 1] - d[:, :, 0]
+    e2 = d[:, :, 2] - d[:, :, 0]
+    e = p - d[:, :, 0]
+    den = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+    den = torch.where(den.abs() > 0, den, torch.ones_like(den))
+    l1 = (e[..., 0] * e2[..., 1] - e[..., 1] * e2[..., 0]) / den
+    l2 = (e1[..., 0] * e[..., 1] - e1[..., 1] * e[..., 0]) / den
+    l0 = 1.0 - l1 - l2
+    loc = l0[..., None] * s[:, :, 0] + l1[..., None] * s[:, :, 1] + l2[..., None] * s[:, :, 2]
+    flow = torch.where(inside[..., None], p - loc, torch.zeros_like(loc)).view(b, h, w, 2)
+    return warp_with_flow(image, flow, padding_mode), flow

@@ -1,0 +1,74 @@
+"""The real console script, as a user runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import facekit
+from tests.helpers import run_cli
+
+BAD_RECIPE = """
+components:
+  warper: {name: rbf-linear, params: {boundary_points: many}}
+  encoder: {name: facenett}
+trian: {steps: 3}
+"""
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"facekit {facekit.__version__}"
+
+
+def test_plugins_lists_builtin() -> None:
+    result = run_cli("plugins")
+    assert result.returncode == 0, result.stderr
+    assert "builtin" in result.stdout and "register_warpers" in result.stdout
+
+
+def test_list_kind() -> None:
+    result = run_cli("list", "warpers")
+    assert result.returncode == 0, result.stderr
+    assert "rbf-linear" in result.stdout and "piecewise-affine" in result.stdout
+    bad = run_cli("list", "warpres")
+    assert bad.returncode == 1 and "unknown kind 'warpres'" in bad.stderr
+
+
+def test_check_shows_the_plan() -> None:
+    result = run_cli("check", "recipes/demo.yaml", "--set", "train.steps=9")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout and "rbf-linear" in result.stdout and "steps = 9" in result.stdout
+
+
+def test_bad_recipe_one_message_exit_2_no_traceback(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(BAD_RECIPE)
+    result = run_cli("check", str(recipe), "--set", "train.stpes=4")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    message = " ".join(result.stderr.split())  # rich may wrap; the message is one logical line
+    assert "4 problems" in message
+    for path in (
+        "trian:",
+        "components.encoder.name:",
+        "components.warper.params.boundary_points:",
+        "--set train.stpes:",
+    ):
+        assert path in message
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(BAD_RECIPE)
+    result = run_cli("check", str(recipe), env={"FACEKIT_DEBUG": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr and "RecipeError" in result.stderr
+
+
+def test_run_refuses_unbuilt_stage_with_exit_1() -> None:
+    result = run_cli("run", "recipes/demo.yaml", "--stage", "train")
+    assert result.returncode == 1 and "not built yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_recipe_file() -> None:
+    result = run_cli("check", "nope.yaml")
+    assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr

@@ -1,0 +1,56 @@
+"""Shared fixtures: the data root, a clean plugin state per test, and in-process test plugins."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import facekit
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACEKIT_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real data not found at {DATA} (set FACEKIT_DATA)")
+    return DATA
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts and ends with freshly loaded plugins (env vars may change what loads)."""
+    from facekit import plugins
+
+    monkeypatch.delenv("FACEKIT_PLUGINS", raising=False)
+    monkeypatch.delenv("FACEKIT_DISABLE_PLUGINS", raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+@pytest.fixture
+def add_plugin() -> Iterator[Any]:
+    """Register an in-process plugin module (hook functions in a namespace) on the live plugin manager."""
+    from facekit import plugins
+    from facekit.registry import get_registries
+
+    added: list[str] = []
+
+    def add(name: str, **hooks: Any) -> ModuleType:
+        module = ModuleType(name)
+        for hook_name, function in hooks.items():
+            setattr(module, hook_name, facekit.hookimpl(function))
+        plugins.get_plugin_manager().register(module, name=name)
+        get_registries.cache_clear()
+        added.append(name)
+        return module
+
+    yield add
+    plugins.reset()

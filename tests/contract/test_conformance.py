@@ -1,0 +1,20 @@
+"""Every registered component passes facekit.testing's checks for its kind (new components get them for free)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from facekit.registry import ComponentSpec
+from facekit.testing import check_component, default_params, parametrize_components
+from facekit.types import KINDS, Kind
+
+CASES = [(kind, param) for kind in KINDS for param in parametrize_components(kind)]
+
+
+@pytest.mark.parametrize(("kind", "spec"), [pytest.param(k, p.values[0], id=f"{k}-{p.id}") for k, p in CASES])
+def test_component_conforms(kind: Kind, spec: ComponentSpec[Any]) -> None:
+    if default_params(spec) is None:
+        pytest.skip(f"{spec.name} has required params; its plugin's tests run the checks with real ones")
+    check_component(kind, spec)

@@ -1,0 +1,35 @@
+"""`import facekit` stays light: no torch, dlib, onnxruntime or timm until a component is built."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "dlib", "onnxruntime", "timm", "cv2", "tensorflow")
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_import_facekit_loads_no_heavy_module() -> None:
+    loaded = _modules_after("import facekit")
+    assert not [m for m in HEAVY if m in loaded]
+
+
+def test_registries_and_cli_load_no_heavy_module() -> None:
+    # Listing components and building the CLI touches every plugin's hooks: they must defer heavy imports too.
+    loaded = _modules_after(
+        "import facekit, facekit.cli\nfacekit.list_components()\nfacekit.cli._register_plugin_commands()"
+    )
+    assert not [m for m in HEAVY if m in loaded]
+
+
+def test_the_check_itself_can_fail() -> None:
+    assert "json" in _modules_after("import json")

@@ -1,0 +1,59 @@
+"""Plugin loading: allow/block lists, check_pending, load failures."""
+
+from __future__ import annotations
+
+import pluggy
+import pytest
+
+import facekit
+from facekit import plugins
+from facekit.errors import PluginError
+
+
+def test_builtin_plugin_is_loaded_once() -> None:
+    state = plugins.get_plugin_state()
+    assert [p.name for p in state.plugins].count("builtin") == 1
+    assert plugins.get_plugin_state() is state  # cached: loading happens once per process
+    builtin = next(p for p in state.plugins if p.name == "builtin")
+    assert builtin.distribution == "facekit" and "register_warpers" in builtin.hooks
+
+
+def test_disable_plugins_blocks_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEKIT_DISABLE_PLUGINS", "builtin")
+    plugins.reset()
+    assert "builtin" not in [p.name for p in plugins.get_plugin_state().plugins]
+    assert facekit.list_components("warper") == []
+
+
+def test_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEKIT_PLUGINS", "")
+    plugins.reset()
+    assert plugins.get_plugin_state().plugins == []
+    monkeypatch.setenv("FACEKIT_PLUGINS", "builtin")
+    plugins.reset()
+    assert [p.name for p in plugins.get_plugin_state().plugins] == ["builtin"]
+
+
+def test_check_pending_catches_misspelled_hooks() -> None:
+    from facekit import hookspecs
+
+    class Typo:
+        @facekit.hookimpl
+        def register_warpres(self, register: object) -> None:  # misspelled on purpose
+            pass
+
+    manager = pluggy.PluginManager("facekit")
+    manager.add_hookspecs(hookspecs)
+    manager.register(Typo(), name="typo-plugin")
+    with pytest.raises(PluginError, match=r"register_warpres.*Valid hook names: register_apps"):
+        plugins.check_pending(manager)
+
+
+def test_load_failure_message_says_how_to_disable() -> None:
+    failure = plugins.LoadFailure("bad", "facekit-bad", "facekit_bad.plugin", "ImportError: nope")
+    state = plugins.PluginState(pluggy.PluginManager("facekit"), failures=[failure])
+    with pytest.raises(PluginError) as info:
+        state.raise_failures()
+    message = str(info.value)
+    assert "facekit-bad" in message and "facekit_bad.plugin" in message
+    assert "FACEKIT_DISABLE_PLUGINS=bad" in message and "ImportError: nope" in message

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facekit.errors import RecipeError, StageNotBuiltError
+from facekit.pipeline import run_plan, stages_to_run
+from facekit.recipe import Recipe, apply_overrides, load_recipe, resolve
+
+
+def problems_of(raw: dict, overrides: tuple[str, ...] = ()) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        resolve(raw, overrides)
+    return [str(p) for p in info.value.problems]
+
+
+def test_empty_recipe_gets_every_default() -> None:
+    plan = resolve({})
+    assert plan.recipe == Recipe()
+    assert plan.components["warper"].spec.name == "rbf-linear"
+
+
+def test_all_four_kinds_of_problem_reported_together() -> None:
+    raw = {
+        "components": {
+            "warper": {"name": "rbf-linear", "params": {"boundary_points": "many"}},
+            "encoder": {"name": "facenett"},
+        },
+        "trian": {"steps": 3},
+    }
+    problems = problems_of(raw, ("train.stpes=4",))
+    assert len(problems) == 4, problems
+    joined = "\n".join(problems)
+    assert "trian: extra field not permitted" in joined
+    assert "components.encoder.name: unknown encoder 'facenett'" in joined
+    assert "components.warper.params.boundary_points: Input should be a valid integer" in joined
+    assert "--set train.stpes: unknown path" in joined
+
+
+def test_misspelled_param_key_has_its_full_path() -> None:
+    problems = problems_of({"components": {"warper": {"name": "tps", "params": {"regularisation": 1}}}})
+    assert problems == ["components.warper.params.regularisation: extra field not permitted"]
+
+
+def test_overrides_parse_yaml_values_and_reach_params() -> None:
+    plan = resolve({}, ("train.steps=12", "components.warper.params.boundary_points=0", "train.loss.identity=0.5"))
+    assert plan.recipe.train.steps == 12
+    assert plan.components["warper"].params.boundary_points == 0  # type: ignore[attr-defined]
+    assert plan.recipe.train.loss.identity == 0.5
+
+
+def test_override_inside_a_list_item() -> None:
+    raw = {"data": {"root": "/nonexistent", "train": [{"source": "folder", "path": "a"}]}}
+    problems = apply_overrides(raw, ["data.train.0.path=b", "data.train.3.path=c", "data.train.0.nope=1", "oops"])
+    assert raw["data"]["train"][0]["path"] == "b"
+    assert [p.path for p in problems] == ["--set data.train.3.path", "--set data.train.0.nope", "--set oops"]
+
+
+def test_override_cannot_descend_into_a_value() -> None:
+    problems = apply_overrides({}, ["train.steps.x=1"])
+    assert "is a value, not a section" in problems[0].message
+
+
+def test_cross_field_rules() -> None:
+    problems = problems_of(
+        {"prepare": {"image_size": 64, "interocular_px": 40}, "train": {"precision": "fp16", "device": "cpu"}}
+    )
+    assert any(p.startswith("prepare.interocular_px:") for p in problems)
+    assert any(p.startswith("train.precision: fp16 needs a GPU") for p in problems)
+
+
+def test_data_source_needs_its_field() -> None:
+    problems = problems_of({"data": {"train": [{"source": "lfw"}]}})
+    assert problems == ["data.train.0: Value error, source 'lfw' needs 'people'"]
+
+
+def test_test_people_never_train(data_root: Path) -> None:
+    raw = {
+        "data": {
+            "root": str(data_root),
+            "train": [{"source": "lfw", "people": "peopleDevTest.txt"}],
+            "test": [{"source": "lfw", "people": "peopleDevTest.txt"}],
+        }
+    }
+    problems = problems_of(raw)
+    assert len(problems) == 1 and "test people are also training people" in problems[0]
+    raw["data"]["train"] = [{"source": "lfw", "people": "peopleDevTrain.txt"}]
+    assert resolve(raw).data_root == data_root
+
+
+def test_missing_data_is_reported(tmp_path: Path) -> None:
+    problems = problems_of(
+        {"data": {"root": str(tmp_path / "none"), "train": [{"source": "london", "subset": "canada"}]}}
+    )
+    assert problems[0].startswith("data.root: data folder not found")
+
+
+def test_load_recipe_errors(tmp_path: Path) -> None:
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(RecipeError, match="top level must be a mapping"):
+        load_recipe(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("train: {steps: [\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
+def test_unbuilt_stage_refuses_before_writing(tmp_path: Path) -> None:
+    plan = resolve({"train": {"output": str(tmp_path / "out")}})
+    with pytest.raises(StageNotBuiltError, match="not built yet"):
+        run_plan(plan, ["train"])
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(StageNotBuiltError, match="unknown stage 'trian'"):
+        stages_to_run(["trian"])
+    assert stages_to_run(["infer", "prepare"]) == ["prepare", "infer"]
+
+
+def test_plan_round_trips_through_yaml() -> None:
+    plan = resolve({"train": {"steps": 7}})
+    again = resolve(yaml.safe_load(yaml.safe_dump(plan.to_dict())))
+    assert again.recipe == plan.recipe

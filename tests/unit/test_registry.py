@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import facekit
+from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError
+from facekit.registry import ComponentSpec, NoParams, Params, Registry
+
+
+class ScaleParams(Params):
+    factor: float = 1.0
+
+
+def make(name: str, plugin: str = "p") -> ComponentSpec[Any]:
+    return ComponentSpec(name=name, factory=lambda p: p, params=ScaleParams, summary="s", plugin=plugin)
+
+
+def test_duplicate_name_names_both_plugins() -> None:
+    registry: Registry[Any] = Registry("warper")
+    registry.add(make("smooth", plugin="alpha"))
+    with pytest.raises(DuplicateComponentError, match="'alpha' and 'beta'"):
+        registry.add(make("smooth", plugin="beta"))
+
+
+def test_unknown_name_suggests_close_matches_and_load_failures() -> None:
+    registry: Registry[Any] = Registry("encoder", load_failures=("plugin 'x' failed to load: boom",))
+    registry.add(make("facenet"))
+    registry.add(make("vggface"))
+    with pytest.raises(ComponentNotFoundError) as info:
+        registry.get("facenett")
+    message = str(info.value)
+    assert "did you mean 'facenet'" in message
+    assert "known: facenet, vggface" in message
+    assert "plugin 'x' failed to load: boom" in message
+
+
+def test_build_validates_params() -> None:
+    spec = make("s")
+    assert spec.build({"factor": 2}).factor == 2.0
+    with pytest.raises(ParamsError, match="factr: extra field not permitted"):
+        spec.build({"factr": 2})
+    with pytest.raises(ParamsError, match="factor"):
+        spec.build({"factor": "big"})
+
+
+def test_register_rejects_non_specs() -> None:
+    with pytest.raises(TypeError, match="ComponentSpec"):
+        Registry("app").add({"name": "x"})  # type: ignore[arg-type]
+
+
+def test_public_api_lists_and_loads_builtins() -> None:
+    names = [spec.name for spec in facekit.list_components("warper")]
+    assert {"rbf-linear", "tps", "cubic", "piecewise-affine"} <= set(names)
+    assert all(spec.plugin == "builtin" for spec in facekit.list_components("warper"))
+    warper = facekit.load_component("warper", "tps", boundary_points=3)
+    assert warper.params.boundary_points == 3 and warper.order == 2
+    with pytest.raises(ComponentNotFoundError, match="did you mean 'tps'"):
+        facekit.load_component("warper", "tsp")
+    with pytest.raises(ComponentNotFoundError, match="unknown component kind"):
+        facekit.get_registry("warpers")  # type: ignore[arg-type]
+
+
+def test_no_params_component() -> None:
+    spec: ComponentSpec[Any] = ComponentSpec(name="n", factory=lambda p: p)
+    assert isinstance(spec.build(), NoParams)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from facekit.recipe import resolve
+from facekit.runs import git_sha, start_run
+
+
+def test_run_folder_records_recipe_and_provenance(tmp_path: Path) -> None:
+    plan = resolve({"train": {"steps": 5, "seed": 3}}, ("train.lr=0.01",), source="demo.yaml")
+    run = start_run(plan, "train", tmp_path, device="cpu", seed=3)
+    assert run.path.parent == tmp_path and run.path.name.endswith("-train")
+    recipe = yaml.safe_load((run.path / "recipe.yaml").read_text())
+    assert recipe["train"]["steps"] == 5 and recipe["train"]["lr"] == 0.01
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["seed"] == 3 and info["overrides"] == ["train.lr=0.01"]
+    assert info["plugins"]["builtin"].startswith("facekit ")
+    assert info["components"]["warper"] == "rbf-linear (builtin)"
+    assert info["device"]["requested"] == "cpu"
+    assert "pydantic" in info["packages"]
+    second = start_run(plan, "train", tmp_path)
+    assert second.path != run.path  # never overwrite an earlier run
+
+
+def test_git_sha_outside_a_repository(tmp_path: Path) -> None:
+    assert git_sha(tmp_path) is None
