@@ -137,6 +137,45 @@ def run(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def prepare(
+    recipe: Annotated[str, typer.Argument(help="recipe YAML file (its data, prepare and components.detector)")],
+    shard: Annotated[str, typer.Option(help="process every n-th identity: i/n (a cluster splits the work)")] = "0/1",
+    set_: SetOption = None,
+) -> None:
+    """Build the training set: detect, filter, align, average per person, textures (resumable)."""
+    from facekit.data.prepare import Shard, run_prepare
+    from facekit.recipe import load_recipe
+    from facekit.runs import start_run
+
+    plan = load_recipe(recipe, overrides=set_ or [])
+    parsed = Shard.parse(shard)
+    start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
+    report = run_prepare(plan, shard=parsed, progress=True)
+    console.print(
+        f"processed {report.processed_identities} identities ({report.processed_photos} photos) "
+        f"in {report.seconds:.1f} s"
+        + (f", {report.processed_photos / report.seconds:.2f} photos/s" if report.processed_photos else "")
+    )
+    if not report.finished:
+        console.print(f"shard {shard} done; the dataset is built when every shard has run: {report.output}")
+        return
+    summary = report.summary
+    table = Table(title=f"prepare: {report.output}")
+    table.add_column("status / reason")
+    table.add_column("photos", justify="right")
+    for status, count in sorted(summary["status"].items()):
+        table.add_row(status, str(count))
+    for reason, count in sorted(summary["reasons"].items(), key=lambda item: -item[1]):
+        table.add_row(f"  rejected: {reason}", str(count))
+    console.print(table)
+    console.print(
+        f"{summary['identities_kept']} averaged identities from {summary['photos']} photos "
+        f"({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "
+        f"contact sheet: {report.output / 'contact_sheet.png'}"
+    )
+
+
 def _register_plugin_commands() -> None:
     from facekit.plugins import get_plugin_state
 

@@ -7,6 +7,7 @@ run folder it wrote.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,9 +17,21 @@ from facekit.runs import RunDir
 
 StageRunner = Callable[[Plan], RunDir]
 
-# Filled in as each capability lands (see the project's issues): prepare (#4), augment (#4), train (#6),
-# evaluate (#7), infer (#6).
+
+def run_prepare_stage(plan: Plan) -> RunDir:
+    """The prepare stage (facekit.data.prepare), with a progress bar; its run record goes beside the dataset."""
+    from facekit.data.prepare import run_prepare
+    from facekit.runs import start_run
+
+    run = start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs")
+    report = run_prepare(plan, progress=True)
+    (run.path / "summary.json").write_text(json.dumps(report.summary, indent=2) + "\n")
+    return run
+
+
+# Filled in as each capability lands (see the project's issues): augment (#4), train (#6), evaluate (#7), infer (#6).
 STAGE_RUNNERS: dict[str, StageRunner | None] = {stage: None for stage in STAGES}
+STAGE_RUNNERS["prepare"] = run_prepare_stage
 
 
 def stages_to_run(requested: Sequence[str] | None) -> list[str]:

@@ -89,18 +89,26 @@ class DataSection(Section):
 
 
 class PrepareSection(Section):
-    """Build the training set: detect, filter, align, average per person, split into landmarks + texture."""
+    """Build the training set: detect, filter, align, average per person, split into landmarks + texture.
 
-    output: str = Field(default="runs/data", description="dataset folder")
+    Filter defaults were calibrated on the London set's neutral vs smiling photos (see facekit/data/quality.py).
+    """
+
+    output: str = Field(default="runs/data", description="dataset folder (resumable: rerunning continues it)")
     image_size: int = Field(default=224, ge=32, description="aligned crop size in pixels")
     interocular_px: float = Field(default=55.0, gt=0, description="distance between eye centres in the crop")
-    min_face_px: float = Field(default=40.0, ge=0, description="reject faces whose interocular distance is smaller")
-    max_yaw_deg: float = Field(default=15.0, gt=0)
-    max_pitch_deg: float = Field(default=15.0, gt=0)
-    min_sharpness: float = Field(default=0.0, ge=0, description="variance of the Laplacian")
-    max_mouth_open: float = Field(default=0.15, gt=0, description="inner-lip gap / interocular distance")
+    min_face_px: float = Field(default=30.0, ge=0, description="reject faces whose interocular distance is smaller")
+    max_yaw_deg: float = Field(default=20.0, gt=0, description="reject faces turned further left/right")
+    max_pitch_deg: float = Field(default=15.0, gt=0, description="reject faces nodding further from frontal_pitch_deg")
+    frontal_pitch_deg: float = Field(
+        default=-11.0, description="the pitch the SFM mean shape measures for a frontal face (London neutral mean)"
+    )
+    min_sharpness: float = Field(default=20.0, ge=0, description="variance of the Laplacian of the aligned face")
+    min_colourfulness: float = Field(default=5.0, ge=0, description="reject grey or sepia photos below this")
+    max_mouth_open: float = Field(default=0.08, gt=0, description="inner-lip gap / interocular distance")
+    max_mouth_width: float = Field(default=0.95, gt=0, description="mouth width / interocular distance (smiles)")
     keep_all_faces: bool = Field(default=False, description="keep every face of a photo, not only the largest")
-    workers: int = Field(default=2, ge=1)
+    workers: int = Field(default=2, ge=1, description="worker processes")
 
 
 class AugmentSection(Section):

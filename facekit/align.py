@@ -1,0 +1,171 @@
+"""Face alignment by similarity transforms: undo roll, fix the interocular distance, crop.
+
+The paper's frame is 224 x 224 with the eye centres 55 px apart (proportional for other sizes); the same code aligns
+a face to any encoder's own template (``ModelCard.template``). Coordinates are (x, y) pixels with pixel centres at
+integer coordinates, the convention of ``cv2.warpAffine`` and of every facekit boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facekit.types import AlignmentTemplate
+
+#: Eye-centre height in the paper frame, as a fraction of the crop size. Cole et al. give the 224 px size and 55 px
+#: interocular distance but not the height; 0.40 leaves room for the forehead above and the chin below
+#: (chin ~ 1.6 interocular distances under the eyes).
+PAPER_EYE_HEIGHT = 0.40
+PAPER_SIZE = 224
+PAPER_INTEROCULAR = 55.0
+
+# iBUG 68-point indices (0-based) of the two eyes' contours: 36-41 the subject's right eye (image left), 42-47 left.
+IBUG_RIGHT_EYE = slice(36, 42)
+IBUG_LEFT_EYE = slice(42, 48)
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A crop and how it was made: ``image`` (S, S, 3) uint8, ``landmarks`` (K, 2) in the crop,
+    ``transform`` (2, 3) mapping original pixels to crop pixels."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    transform: np.ndarray
+
+
+def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eye centres (image-left eye first) of ``landmarks`` (K, 2) in the iBUG-68 or dlib 5-point scheme."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    if len(points) == 68:
+        a, b = points[IBUG_RIGHT_EYE].mean(axis=0), points[IBUG_LEFT_EYE].mean(axis=0)
+    elif len(points) == 5:
+        # dlib's 5-point scheme: two corners of each eye (0-1 and 2-3), then the base of the nose (4).
+        a, b = points[0:2].mean(axis=0), points[2:4].mean(axis=0)
+    else:
+        raise ValueError(f"eye centres need 68 (iBUG) or 5 (dlib) landmarks, got {len(points)}")
+    return (a, b) if a[0] <= b[0] else (b, a)
+
+
+def interocular_distance(landmarks: np.ndarray) -> float:
+    """Distance between the eye centres of ``landmarks`` (K, 2), in pixels."""
+    left, right = eye_centres(landmarks)
+    return float(np.linalg.norm(right - left))
+
+
+def paper_eye_targets(
+    size: int = PAPER_SIZE, interocular_px: float | None = None, eye_height: float = PAPER_EYE_HEIGHT
+) -> np.ndarray:
+    """Where the eye centres go in an ``size`` crop: (2, 2), image-left eye first. The interocular distance
+    defaults to the paper's 55/224 of the size."""
+    distance = interocular_px if interocular_px is not None else PAPER_INTEROCULAR * size / PAPER_SIZE
+    centre_x, eye_y = (size - 1) / 2.0, eye_height * (size - 1)
+    return np.array([[centre_x - distance / 2, eye_y], [centre_x + distance / 2, eye_y]])
+
+
+def similarity_transform(source: np.ndarray, destination: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping ``source`` (K, 2) onto
+    ``destination`` (K, 2) (Umeyama 1991); returns the (2, 3) matrix ``[sR | t]``."""
+    src = np.asarray(source, dtype=np.float64)
+    dst = np.asarray(destination, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"need two (K, 2) point sets with K >= 2, got {src.shape} and {dst.shape}")
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    variance = (src_c**2).sum() / len(src)
+    if variance <= 1e-12:
+        raise ValueError("the source points coincide: no similarity transform is defined")
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(singular) @ sign) / variance
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map ``points`` (..., 2) through the (2, 3) affine ``transform``."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ transform[:, :2].T + transform[:, 2]
+
+
+def warp_image(image: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample ``image`` (H, W, C) uint8 with the (2, 3) ``transform`` into a (height, width) = ``size`` crop.
+    Bilinear; outside the photo the border pixels are replicated (no black corners for the encoders to see)."""
+    import cv2
+
+    height, width = size
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        transform.astype(np.float64),
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def align_paper(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    size: int = PAPER_SIZE,
+    interocular_px: float | None = None,
+    eye_height: float = PAPER_EYE_HEIGHT,
+) -> AlignedFace:
+    """The paper's frame: roll undone (eye line horizontal), eye centres ``interocular_px`` apart (default 55/224 of
+    ``size``) at ``eye_height`` of the crop, centred horizontally. ``image`` (H, W, 3) uint8, ``landmarks`` (K, 2)."""
+    eyes = np.stack(eye_centres(landmarks))
+    transform = similarity_transform(eyes, paper_eye_targets(size, interocular_px, eye_height))
+    return AlignedFace(warp_image(image, transform, (size, size)), apply_transform(transform, landmarks), transform)
+
+
+def template_points(landmarks: np.ndarray, scheme: str) -> np.ndarray:
+    """The points of ``landmarks`` (K, 2) that correspond to a template of ``scheme`` ("5pt": eye centres, nose
+    tip, mouth corners, the layout of ArcFace/SFace/FaceNet templates; "eyes": the two eye centres)."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    left, right = eye_centres(points)
+    if scheme == "eyes":
+        return np.stack([left, right])
+    if scheme == "5pt":
+        if len(points) != 68:
+            raise ValueError(f"the 5pt template needs 68 iBUG landmarks to find nose and mouth, got {len(points)}")
+        return np.stack([left, right, points[30], points[48], points[54]])
+    raise ValueError(f"unknown template scheme {scheme!r}; known: '5pt', 'eyes'")
+
+
+def align_to_template(
+    image: np.ndarray, landmarks: np.ndarray, template: AlignmentTemplate, size: tuple[int, int]
+) -> AlignedFace:
+    """Align to an encoder's template (from its model card): least-squares similarity from the matching landmarks
+    to ``template.points``, crop ``size`` = (width, height)."""
+    source = template_points(landmarks, template.scheme)
+    transform = similarity_transform(source, np.asarray(template.points, dtype=np.float64))
+    width, height = size
+    return AlignedFace(warp_image(image, transform, (height, width)), apply_transform(transform, landmarks), transform)
+
+
+def warp_images_affine(images: Any, transforms: Any, size: tuple[int, int]) -> Any:
+    """Differentiable batched version for torch: ``images`` (B, C, H, W), ``transforms`` (B, 2, 3) mapping input
+    pixels to output pixels, output (B, C, height, width) with ``size`` = (height, width); border replication."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, _, in_h, in_w = images.shape
+    out_h, out_w = size
+    dtype, device = images.dtype, images.device
+    full = torch.cat(
+        [transforms.to(dtype), torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=device).expand(batch, 1, 3)], 1
+    )
+    inverse = torch.linalg.inv(full)[:, :2]  # output pixel -> input pixel
+    ys, xs = torch.meshgrid(
+        torch.arange(out_h, dtype=dtype, device=device), torch.arange(out_w, dtype=dtype, device=device), indexing="ij"
+    )
+    grid = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)
+    source = grid @ inverse.transpose(1, 2)  # (B, H*W, 2) in input pixels
+    scale = torch.tensor([2.0 / max(in_w - 1, 1), 2.0 / max(in_h - 1, 1)], dtype=dtype, device=device)
+    normalised = (source * scale - 1.0).reshape(batch, out_h, out_w, 2)
+    return F.grid_sample(images, normalised, mode="bilinear", padding_mode="border", align_corners=True)

@@ -1,0 +1,70 @@
+"""Read a prepared dataset folder (see facekit.data.prepare) lazily, as numpy memmaps or a torch Dataset."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+
+class PreparedFaces:
+    """The arrays of a prepared dataset, memory-mapped: nothing is read until an item is indexed.
+
+    ``len(faces)`` identities; ``faces[i]`` is a dict of torch tensors: ``image`` (3, S, S) float32 in [0, 1] (the
+    morphed average), ``texture`` (3, S, S) (the average on the mean landmarks), ``landmarks`` (68, 2).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / "landmarks.npy").is_file():
+            raise FacekitError(f"{self.folder} is not a prepared dataset (no landmarks.npy): run the prepare stage")
+
+    def _array(self, name: str) -> np.ndarray:
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+
+    @cached_property
+    def averages(self) -> np.ndarray:
+        return self._array("averages")
+
+    @cached_property
+    def textures(self) -> np.ndarray:
+        return self._array("textures")
+
+    @cached_property
+    def landmarks(self) -> np.ndarray:
+        return self._array("landmarks")
+
+    @cached_property
+    def mean_landmarks(self) -> np.ndarray:
+        return np.load(self.folder / "mean_landmarks.npy")
+
+    @cached_property
+    def identities(self) -> list[dict[str, Any]]:
+        return json.loads((self.folder / "identities.json").read_text())
+
+    def __len__(self) -> int:
+        return int(self.landmarks.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        def to_tensor(image: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+
+        return {
+            "image": to_tensor(self.averages[index]),
+            "texture": to_tensor(self.textures[index]),
+            "landmarks": torch.from_numpy(np.array(self.landmarks[index])),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memmaps are reopened in DataLoader workers rather than pickled.
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.folder = state["folder"]

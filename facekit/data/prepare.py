@@ -1,0 +1,453 @@
+"""The prepare stage: photos -> filtered, aligned, per-person averaged faces split into landmarks and texture.
+
+Paper Sec. 6.2: detect 68 landmarks, keep near-frontal neutral good photos, align (roll undone, fixed interocular
+distance, 224 px crop), average each person's kept photos by morphing (warp each to the person's mean landmarks with
+facekit's spline, average the pixels), then warp every average to the global mean landmarks to get its texture.
+
+On-disk format of the dataset folder (all arrays are ``.npy``, readable lazily with ``np.load(mmap_mode="r")``):
+
+================================  ======================================================================
+``manifest.jsonl``                one row per input photo: identity, path, source, status (kept/rejected), reason,
+                                  faces found, box, landmarks (original pixels), pose, quality measures
+``identities.json``               row i of every array below: identity, source, photos, kept
+``averages.npy``                  (N, S, S, 3) uint8: each identity's morphed average in the aligned frame
+``landmarks.npy``                 (N, 68, 2) float32: its landmarks (x, y pixels of the S x S frame)
+``textures.npy``                  (N, S, S, 3) uint8: the average warped onto the mean landmarks
+``mean_landmarks.npy``            (68, 2) float32
+``mean_face.png``                 the mean of the textures
+``contact_sheet.png``             64 averages spread over all identities, with their landmarks
+``summary.json``                  counts per status and reason, timing, settings
+``progress*.jsonl``, ``work/``    resumable progress: one line and one ``.npz`` per finished identity
+================================  ======================================================================
+
+Resumable: every finished identity appends one complete JSON line (after its average is written atomically), so a
+killed run continues where it stopped and never counts a photo twice. ``--shard i/n`` processes every n-th identity
+(a cluster splits the work); whichever shard finishes last builds the arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekit.data.sources import Photo, group_by_identity, photos_from_sources
+from facekit.errors import FacekitError
+
+logger = logging.getLogger(__name__)
+
+WORK = "work"
+
+#: Smoothing for the averaging/texture warps. dlib puts the inner-lip points of a closed mouth exactly on top of each
+#: other (iBUG 62-68), which makes the interpolating spline singular; 1e-2 (kernel units: pixels) makes the system
+#: well defined while moving the fit at other points by far less than a pixel.
+WARP_REGULARIZATION = 1e-2
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"i/n"`` with 0 <= i < n."""
+        try:
+            index, count = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise FacekitError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+        if not 0 <= index < count:
+            raise FacekitError(f"--shard {text}: need 0 <= i < n")
+        return cls(index, count)
+
+    @property
+    def progress_name(self) -> str:
+        return "progress.jsonl" if self.count == 1 else f"progress.shard-{self.index}-of-{self.count}.jsonl"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs, picklable."""
+
+    detector: str
+    detector_params: dict[str, Any]
+    rules: dict[str, Any]
+    sfm_folder: str
+    work_dir: str
+
+
+@dataclass
+class PrepareReport:
+    output: Path
+    processed_identities: int
+    processed_photos: int
+    seconds: float
+    finished: bool
+    summary: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------ one photo
+
+
+def load_rgb(path: Path) -> tuple[np.ndarray | None, str]:
+    """Read a photo as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why it is unreadable).
+
+    Alpha is composited over mid-grey; greyscale is expanded to three equal channels (the monochrome filter then
+    rejects it); EXIF orientation is applied.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return None, "unreadable (empty file)"
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened) or opened
+            note = ""
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+                image = Image.alpha_composite(background, rgba)
+                note = "alpha composited over grey"
+            elif image.mode in ("L", "I", "I;16", "F", "1"):
+                note = "greyscale"
+            return np.asarray(image.convert("RGB")), note
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(config: WorkerConfig) -> None:
+    import torch
+
+    import facekit
+    from facekit.data.pose import load_mean_shape
+
+    torch.set_num_threads(1)  # one process per core: threads inside would only fight
+    _STATE["config"] = config
+    _STATE["detector"] = facekit.load_component("detector", config.detector, **config.detector_params)
+    _STATE["shape"] = load_mean_shape(Path(config.sfm_folder))
+
+
+def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
+    """Manifest rows (one per face kept or per photo rejected) and the kept faces' (aligned crop, landmarks)."""
+    from facekit.align import align_paper, interocular_distance
+    from facekit.data.pose import estimate_pose
+    from facekit.data.quality import FaceMeasures, colourfulness, mouth_measures, rejection_reason, sharpness
+
+    config: WorkerConfig = _STATE["config"]
+    rules = _Rules(config.rules)
+    row: dict[str, Any] = {"identity": photo.identity, "path": str(photo.path), "source": photo.source}
+    image, note = load_rgb(photo.path)
+    if image is None:
+        return [{**row, "status": "rejected", "reason": note, "faces": 0}], []
+    if note:
+        row["note"] = note
+    faces = _STATE["detector"].detect_array(image)
+    if not faces:
+        return [{**row, "status": "rejected", "reason": "no_face", "faces": 0}], []
+    row["faces"] = len(faces)
+    rows, kept = [], []
+    for index, face in enumerate(faces if rules.keep_all_faces else faces[:1]):
+        landmarks = np.asarray(face.landmarks, dtype=np.float64)
+        face_row = {**row, "face": index, "box": [round(v, 1) for v in face.box]}
+        face_row["landmarks"] = np.round(landmarks, 2).tolist()
+        pose = estimate_pose(landmarks, (image.shape[1], image.shape[0]), _STATE["shape"])
+        aligned = align_paper(image, landmarks, rules.image_size, rules.interocular_px)
+        mouth_open, mouth_width = mouth_measures(landmarks)
+        measures = FaceMeasures(
+            interocular_px=interocular_distance(landmarks),
+            yaw=pose.yaw,
+            pitch=pose.pitch,
+            roll=pose.roll,
+            mouth_open=mouth_open,
+            mouth_width=mouth_width,
+            sharpness=sharpness(aligned.image, aligned.landmarks),
+            colourfulness=colourfulness(aligned.image),
+        )
+        face_row["measures"] = measures.to_dict()
+        reason = rejection_reason(measures, rules)
+        if len(faces) > 1 and not rules.keep_all_faces:
+            face_row["note"] = (face_row.get("note", "") + f"; {len(faces)} faces, largest kept").lstrip("; ")
+        if reason is None:
+            face_row.update(status="kept", reason="")
+            kept.append((aligned.image, aligned.landmarks.astype(np.float32)))
+        else:
+            face_row.update(status="rejected", reason=reason)
+        rows.append(face_row)
+    return rows, kept
+
+
+class _Rules:
+    """Attribute access to the prepare section's plain-dict thresholds (workers get plain data)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for a missing key: a programming error
+        raise AttributeError(f"prepare rule {name!r} missing")
+
+
+def morph_average(crops: list[np.ndarray], landmarks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Average faces by morphing: warp each (S, S, 3) uint8 crop from its landmarks (K, 2) onto their mean with the
+    paper's spline (phi(r) = r) and average the pixels. Returns (uint8 image, mean landmarks (K, 2) float32)."""
+    import torch
+
+    from facekit.warp import sparse_image_warp
+
+    mean = np.mean(np.stack(landmarks), axis=0).astype(np.float32)
+    if len(crops) == 1:
+        return crops[0], mean
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+    source = torch.from_numpy(np.stack(landmarks)).float()
+    destination = torch.from_numpy(mean).expand_as(source).contiguous()
+    with torch.no_grad():
+        warped, _ = sparse_image_warp(
+            images, source, destination, order=1, regularization=WARP_REGULARIZATION, boundary_points=2
+        )
+    average = (warped.mean(dim=0).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    return average, mean
+
+
+def _safe_name(identity: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in identity)
+
+
+def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
+    """Worker: measure and filter every photo of one identity, write its morphed average, return its record."""
+    identity, items = task
+    config: WorkerConfig = _STATE["config"]
+    rows: list[dict[str, Any]] = []
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for path, source in items:
+        photo_rows, kept = _measure_photo(Photo(identity, Path(path), source))
+        for row, face in zip([r for r in photo_rows if r["status"] == "kept"], kept, strict=True):
+            # With keep_all_faces each face is its own identity; otherwise every kept face is the same person.
+            key = f"{identity}#{row['face']}" if config.rules["keep_all_faces"] else identity
+            row["identity"] = key
+            groups.setdefault(key, []).append(face)
+        rows.extend(photo_rows)
+    averages = []
+    for key, faces in sorted(groups.items()):
+        image, landmarks = morph_average([f[0] for f in faces], [f[1] for f in faces])
+        target = Path(config.work_dir) / f"{_safe_name(key)}.npz"
+        temporary = target.with_suffix(".tmp.npz")
+        np.savez(temporary, image=image, landmarks=landmarks)
+        os.replace(temporary, target)
+        averages.append({"identity": key, "file": target.name, "kept": len(faces)})
+    return {"identity": identity, "photos": len(items), "rows": rows, "averages": averages}
+
+
+# ------------------------------------------------------------------------------------------------ bookkeeping
+
+
+def read_progress(output: Path) -> dict[str, dict[str, Any]]:
+    """Finished identities from every ``progress*.jsonl`` (a torn last line from a killed run is ignored)."""
+    done: dict[str, dict[str, Any]] = {}
+    for path in sorted(output.glob("progress*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[record["identity"]] = record
+    return done
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _repair_torn_line(path: Path) -> None:
+    """Drop a partial last line left by a killed run, so the next append starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _tasks(groups: dict[str, list[Photo]], todo: list[str]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    for identity in todo:
+        yield identity, [(str(p.path), p.source) for p in groups[identity]]
+
+
+def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit: int | None = None) -> PrepareReport:
+    """Run (or continue) the prepare stage of a resolved recipe ``plan``. ``limit`` caps identities (for tests)."""
+    recipe = plan.recipe
+    rules = recipe.prepare
+    detector = plan.components.get("detector")
+    if detector is None:
+        raise FacekitError("the prepare stage needs components.detector (e.g. {name: dlib})")
+    if detector.spec.card is None or detector.spec.card.landmarks != 68:
+        raise FacekitError(f"prepare needs a 68-point (iBUG) detector; {detector.spec.name!r} gives other landmarks")
+    if not recipe.data.train:
+        raise FacekitError("the prepare stage needs data.train sources")
+    output = Path(rules.output)
+    (output / WORK).mkdir(parents=True, exist_ok=True)
+    root = recipe.data.resolved_root()
+    groups = group_by_identity(photos_from_sources(root, recipe.data.train))
+    identities = sorted(groups)[:limit]
+    mine = [identity for i, identity in enumerate(identities) if i % shard.count == shard.index]
+    progress_file = output / shard.progress_name
+    _repair_torn_line(progress_file)
+    done = read_progress(output)
+    todo = [identity for identity in mine if identity not in done]
+    config = WorkerConfig(
+        detector=detector.spec.name,
+        detector_params=detector.params.model_dump(),
+        rules=rules.model_dump(),
+        sfm_folder=str(root / "sfm"),
+        work_dir=str(output / WORK),
+    )
+    logger.info(
+        "prepare: %d identities, %d done, %d to do in shard %s", len(mine), len(mine) - len(todo), len(todo), shard
+    )
+    start = time.perf_counter()
+    photos_done = 0
+    if todo:
+        photos_done = _process(todo, groups, config, progress_file, rules.workers, progress)
+    seconds = time.perf_counter() - start
+    done = read_progress(output)
+    finished = all(identity in done for identity in identities)
+    summary: dict[str, Any] = {}
+    if finished:
+        summary = finalize(output, [done[i] for i in identities], rules.image_size)
+        summary["last_run"] = {"photos": photos_done, "seconds": round(seconds, 1)}
+        if photos_done:
+            summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
+        (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
+
+
+def _process(
+    todo: list[str],
+    groups: dict[str, list[Photo]],
+    config: WorkerConfig,
+    progress_file: Path,
+    workers: int,
+    show_progress: bool,
+) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    photos = 0
+    columns = (
+        TextColumn("prepare"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("identities"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not show_progress) as bar:
+        task = bar.add_task("prepare", total=len(todo))
+        if workers == 1:
+            _init_worker(config)
+            results: Iterator[dict[str, Any]] = map(process_identity, _tasks(groups, todo))
+            for record in results:
+                _append(progress_file, record)
+                photos += record["photos"]
+                bar.advance(task)
+            return photos
+        # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+            for record in pool.imap_unordered(process_identity, _tasks(groups, todo)):
+                _append(progress_file, record)
+                photos += record["photos"]
+                bar.advance(task)
+    return photos
+
+
+def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> dict[str, Any]:
+    """Build the arrays, the manifest, the mean face and the contact sheet from the finished identities."""
+    import torch
+
+    from facekit.warp import sparse_image_warp
+
+    rows = [row for record in records for row in record["rows"]]
+    with (output / "manifest.jsonl").open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    entries = [avg for record in records for avg in record["averages"]]
+    source_of = {row["identity"]: row["source"] for row in rows}
+    photos_of = {record["identity"]: record["photos"] for record in records}
+    images, landmarks = [], []
+    for entry in entries:
+        with np.load(output / WORK / entry["file"]) as data:
+            images.append(data["image"])
+            landmarks.append(data["landmarks"])
+    summary: dict[str, Any] = {
+        "photos": len({row["path"] for row in rows}),
+        "identities_seen": len(records),
+        "identities_kept": len(entries),
+        "status": dict(Counter(row["status"] for row in rows)),
+        "reasons": dict(Counter(row["reason"].split(" ")[0] for row in rows if row["status"] != "kept")),
+        "image_size": image_size,
+    }
+    identities = [
+        {
+            "identity": e["identity"],
+            "source": source_of.get(e["identity"], ""),
+            "kept": e["kept"],
+            "photos": photos_of.get(e["identity"].split("#")[0], e["kept"]),
+        }
+        for e in entries
+    ]
+    (output / "identities.json").write_text(json.dumps(identities, indent=1) + "\n")
+    if not entries:
+        logger.warning("prepare kept no identity: no arrays written")
+        return summary
+    averages = np.stack(images)
+    points = np.stack(landmarks).astype(np.float32)
+    mean_points = points.mean(axis=0)
+    textures = np.empty_like(averages)
+    with torch.no_grad():
+        for start in range(0, len(averages), 64):
+            batch = torch.from_numpy(averages[start : start + 64]).permute(0, 3, 1, 2).float() / 255.0
+            source = torch.from_numpy(points[start : start + 64])
+            target = torch.from_numpy(mean_points).expand_as(source).contiguous()
+            warped, _ = sparse_image_warp(
+                batch, source, target, order=1, regularization=WARP_REGULARIZATION, boundary_points=2
+            )
+            textures[start : start + 64] = (warped.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    for name, array in (("averages", averages), ("landmarks", points), ("textures", textures)):
+        np.save(output / f"{name}.npy", array)
+    np.save(output / "mean_landmarks.npy", mean_points)
+    from PIL import Image
+
+    Image.fromarray(textures.mean(axis=0).round().astype(np.uint8)).save(output / "mean_face.png")
+    shown = np.unique(np.linspace(0, len(averages) - 1, min(64, len(averages))).round().astype(int))  # every source
+    contact_sheet(averages[shown], points[shown]).save(output / "contact_sheet.png")
+    summary["sources"] = dict(Counter(i["source"] for i in identities))
+    return summary
+
+
+def contact_sheet(images: np.ndarray, landmarks: np.ndarray | None = None, columns: int = 8) -> Any:
+    """A grid (PIL image) of (n, S, S, 3) uint8 faces, with their (n, K, 2) landmarks drawn if given."""
+    from PIL import Image, ImageDraw
+
+    count, size = len(images), images.shape[1]
+    rows = max(1, -(-count // columns))
+    sheet = Image.new("RGB", (columns * size, rows * size), "white")
+    for i, image in enumerate(images):
+        tile = Image.fromarray(image)
+        if landmarks is not None:
+            draw = ImageDraw.Draw(tile)
+            for x, y in landmarks[i]:
+                draw.ellipse((x - 1, y - 1, x + 1, y + 1), fill=(0, 255, 0))
+        sheet.paste(tile, ((i % columns) * size, (i // columns) * size))
+    return sheet

@@ -1,0 +1,92 @@
+"""Dataset readers: turn a recipe's ``data`` sources into photos grouped by identity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facekit.errors import FacekitError
+
+if TYPE_CHECKING:
+    from facekit.recipe import DataSource
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One input photo: ``identity`` is ``<source>/<person>``, so people from different sources never merge."""
+
+    identity: str
+    path: Path
+    source: str
+
+
+def read_people_file(path: Path) -> dict[str, int]:
+    """An LFW ``people*.txt`` file: ``name<TAB>count`` lines (fold-count lines are skipped)."""
+    people: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) == 2 and not parts[0].isdigit():
+            people[parts[0]] = int(parts[1])
+    return people
+
+
+def lfw_photos(root: Path, people_file: str, min_photos: int = 1) -> list[Photo]:
+    """Photos of the LFW people listed in ``people_file`` with at least ``min_photos`` photos."""
+    photos = []
+    for name, count in sorted(read_people_file(root / "lfw" / people_file).items()):
+        if count < min_photos:
+            continue
+        for index in range(1, count + 1):
+            photos.append(Photo(f"lfw/{name}", root / "lfw" / "images" / name / f"{name}_{index:04d}.jpg", "lfw"))
+    return photos
+
+
+def london_photos(root: Path, subset: str) -> list[Photo]:
+    """London set photos (``neutral_front``/``smiling_front``: ``NNN_03.jpg``; ``canada``: ``NNNx.jpg``): one per
+    person. Neutral and smiling photos of person NNN share the identity ``london/NNN``."""
+    folder = root / "london" / subset
+    photos = []
+    for path in sorted(folder.glob("*.jpg")):
+        person = path.stem.split("_")[0]
+        identity = f"canada/{person}" if subset == "canada" else f"london/{person}"
+        photos.append(Photo(identity, path, f"london-{subset}"))
+    return photos
+
+
+def folder_photos(folder: Path) -> list[Photo]:
+    """``<folder>/<person>/<photo>`` (one identity per sub-folder) and ``<folder>/<photo>`` (one identity each).
+    Every file counts, whatever its suffix, so that unreadable files are reported rather than skipped."""
+    if not folder.is_dir():
+        raise FacekitError(f"photo folder not found: {folder}")
+    photos: list[Photo] = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            photos.extend(Photo(f"folder/{path.name}", p, "folder") for p in sorted(path.iterdir()) if p.is_file())
+        elif path.is_file() and not path.name.startswith("."):
+            photos.append(Photo(f"folder/{path.stem}", path, "folder"))
+    return photos
+
+
+def photos_from_sources(root: Path, sources: Iterable[DataSource]) -> list[Photo]:
+    """All photos of a recipe's ``data.train`` (or ``data.test``) sources, in a stable order."""
+    photos: list[Photo] = []
+    for src in sources:
+        if src.source == "lfw" and src.people is not None:
+            photos.extend(lfw_photos(root, src.people, src.min_photos))
+        elif src.source == "london" and src.subset is not None:
+            photos.extend(london_photos(root, src.subset))
+        elif src.source == "folder" and src.path is not None:
+            path = Path(src.path)
+            photos.extend(folder_photos(path if path.is_absolute() else root / path))
+    return photos
+
+
+def group_by_identity(photos: Iterable[Photo]) -> dict[str, list[Photo]]:
+    groups: dict[str, list[Photo]] = {}
+    for photo in photos:
+        groups.setdefault(photo.identity, []).append(photo)
+    return groups

@@ -1,0 +1,165 @@
+"""The prepare stage on real photos: odd inputs, resumability, shards, the on-disk format."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facekit.data.dataset import PreparedFaces
+from facekit.data.prepare import Shard, read_progress, run_prepare
+from facekit.errors import FacekitError
+from facekit.recipe import resolve
+
+pytest.importorskip("dlib")
+
+
+def canada(data_root: Path, count: int, size: int = 300) -> list[Image.Image]:
+    photos = sorted((data_root / "london" / "canada").glob("*.jpg"))[:count]
+    return [
+        Image.open(p).convert("RGB").resize((size, round(size * Image.open(p).height / Image.open(p).width)))
+        for p in photos
+    ]
+
+
+def recipe_for(folder: Path, output: Path, data_root: Path, workers: int = 1) -> dict:
+    return {
+        "description": "test",
+        "components": {"detector": {"name": "dlib"}},
+        "data": {"root": str(data_root), "train": [{"source": "folder", "path": str(folder)}]},
+        "prepare": {"output": str(output), "image_size": 96, "interocular_px": 24, "workers": workers},
+    }
+
+
+def test_every_odd_file_gets_a_clear_row(tmp_path: Path, data_root: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    faces = canada(data_root, 4)
+    faces[0].save(folder / "good.jpg")
+    raw = (folder / "good.jpg").read_bytes()
+    (folder / "corrupted.jpg").write_bytes(raw[: len(raw) // 3])
+    (folder / "empty.jpg").write_bytes(b"")
+    rgba = faces[1].convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "alpha.png")
+    faces[2].convert("L").save(folder / "grey.jpg")
+    Image.fromarray(np.full((240, 240, 3), (90, 140, 200), np.uint8)).save(folder / "noface.jpg")
+    group = Image.new("RGB", (900, 400), (200, 200, 200))
+    for i, face in enumerate(canada(data_root, 3)):
+        group.paste(face, (i * 300, 0))
+    group.save(folder / "three.jpg")
+    (folder / "notes.txt").write_text("not a photo")
+
+    report = run_prepare(resolve(recipe_for(folder, tmp_path / "out", data_root)))
+    assert report.finished
+    rows = {
+        Path(r["path"]).name: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())
+    }
+    assert set(rows) == {
+        "good.jpg",
+        "corrupted.jpg",
+        "empty.jpg",
+        "alpha.png",
+        "grey.jpg",
+        "noface.jpg",
+        "three.jpg",
+        "notes.txt",
+    }
+    assert rows["good.jpg"]["status"] == "kept" and len(rows["good.jpg"]["landmarks"]) == 68
+    assert rows["corrupted.jpg"]["status"] == "rejected" and rows["corrupted.jpg"]["reason"].startswith("unreadable")
+    assert rows["empty.jpg"]["reason"] == "unreadable (empty file)"
+    assert rows["notes.txt"]["reason"].startswith("unreadable")
+    assert rows["alpha.png"]["status"] == "kept" and "alpha" in rows["alpha.png"]["note"]
+    assert rows["grey.jpg"]["reason"].startswith("monochrome") and rows["grey.jpg"]["note"] == "greyscale"
+    assert rows["noface.jpg"]["reason"] == "no_face"
+    assert rows["three.jpg"]["faces"] == 3 and "3 faces, largest kept" in rows["three.jpg"]["note"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["photos"] == 8 and summary["reasons"]["unreadable"] == 3
+
+
+def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path: Path, data_root: Path) -> None:
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for i, face in enumerate(canada(data_root, 10, size=240)):
+        face.save(folder / f"person{i:02d}.jpg")
+    output = tmp_path / "out"
+    recipe = tmp_path / "recipe.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump(recipe_for(folder, output, data_root)))
+    exe = Path(sys.executable).with_name("facekit")
+    process = subprocess.Popen([str(exe), "prepare", str(recipe)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    progress = output / "progress.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "prepare finished before it could be killed: " + process.stderr.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = read_progress(output)
+    assert 3 <= len(before) < 10
+    stamps = {p.name: p.stat().st_mtime_ns for p in (output / "work").glob("*.npz")}
+
+    report = run_prepare(resolve(recipe_for(folder, output, data_root)))
+    assert report.finished and report.processed_identities == 10 - len(before)
+    lines = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert len(lines) == len({line["identity"] for line in lines}) == 10  # no duplicates
+    for name, stamp in stamps.items():
+        if name.removesuffix(".npz").replace("folder_", "folder/") in before:
+            assert (output / "work" / name).stat().st_mtime_ns == stamp, f"{name} was redone"
+    manifest = (output / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 10
+
+
+def test_shards_split_the_work_and_the_last_builds_the_arrays(tmp_path: Path, data_root: Path) -> None:
+    folder = tmp_path / "people"
+    (folder / "alice").mkdir(parents=True)
+    (folder / "bob").mkdir()
+    faces = canada(data_root, 4, size=240)
+    faces[0].save(folder / "alice" / "a1.jpg")
+    faces[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "alice" / "a2.jpg")
+    faces[1].save(folder / "bob" / "b1.jpg")
+    faces[2].save(folder / "carol.jpg")
+    plan = resolve(recipe_for(folder, tmp_path / "out", data_root))
+    first = run_prepare(plan, shard=Shard.parse("0/2"))
+    assert not first.finished and not (tmp_path / "out" / "landmarks.npy").exists()
+    second = run_prepare(plan, shard=Shard.parse("1/2"))
+    assert second.finished
+    faces_ds = PreparedFaces(tmp_path / "out")
+    assert len(faces_ds) == 3
+    alice = next(i for i, e in enumerate(faces_ds.identities) if e["identity"] == "folder/alice")
+    assert faces_ds.identities[alice]["kept"] == 2
+    item = faces_ds[alice]
+    assert item["image"].shape == (3, 96, 96) and item["texture"].shape == (3, 96, 96)
+    assert item["landmarks"].shape == (68, 2)
+    # The average sits in the paper frame: eyes level, 24 px apart, at 40 % of the height.
+    points = item["landmarks"].numpy()
+    left, right = points[36:42].mean(0), points[42:48].mean(0)
+    assert abs(np.linalg.norm(right - left) - 24) < 0.5 and abs(left[1] - right[1]) < 0.5
+    assert abs((left[1] + right[1]) / 2 - 0.4 * 95) < 0.5
+    # Textures sit on the mean landmarks.
+    assert np.allclose(np.load(tmp_path / "out" / "mean_landmarks.npy"), faces_ds.landmarks.mean(0), atol=1e-4)
+
+
+def test_shard_parsing() -> None:
+    assert Shard.parse("2/4") == Shard(2, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(FacekitError):
+            Shard.parse(bad)
+
+
+def test_prepare_needs_a_68_point_detector(tmp_path: Path, data_root: Path) -> None:
+    raw = recipe_for(tmp_path, tmp_path / "out", data_root)
+    raw["components"]["detector"]["name"] = "dlib-5pt"
+    with pytest.raises(FacekitError, match="68-point"):
+        run_prepare(resolve(raw))
