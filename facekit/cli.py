@@ -26,8 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, grep) gets wide lines instead of rich's 80-column default, so names are not folded.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 KIND_ALIASES = {f"{k}s": k for k in KINDS} | {k: k for k in KINDS}
 
@@ -174,6 +175,71 @@ def prepare(
         f"({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "
         f"contact sheet: {report.output / 'contact_sheet.png'}"
     )
+
+
+models_app = typer.Typer(help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every weight file the registered components know, with its licence and where it was found."""
+    from facekit.models import read_manifest, status, store_dir
+
+    table = Table(title=f"model files (store: {store_dir()})")
+    for column in ("component", "file", "licence", "found at"):
+        table.add_column(column, overflow="fold")
+    for row in status():
+        table.add_row(row["component"], row["file"], row["licence"], row["where"])
+    known = {row["file"] for row in status()}
+    for name, entry in read_manifest().items():
+        if name not in known:
+            table.add_row("(imported)", name, entry.licence, str(store_dir() / name))
+    console.print(table)
+
+
+@models_app.command("verify")
+def models_verify() -> None:
+    """Re-hash every file in the store against its manifest (exit 1 if any differs)."""
+    from facekit.models import verify_store
+
+    results = verify_store()
+    for name, verdict in results:
+        mark = "[green]ok[/green]" if verdict == "ok" else "[red]BAD[/red]"
+        console.print(f"{mark} {name} {'' if verdict == 'ok' else verdict}")
+    if not results:
+        console.print("the store is empty")
+    if any(verdict != "ok" for _, verdict in results):
+        raise typer.Exit(1)
+
+
+@models_app.command("import")
+def models_import(
+    path: Annotated[str, typer.Argument(help="a weight file")],
+    licence: Annotated[str | None, typer.Option(help="licence, for files no model card knows")] = None,
+    source: Annotated[str | None, typer.Option(help="where the file came from")] = None,
+) -> None:
+    """Copy a weight file into the store (verified against the model cards by sha256)."""
+    from facekit.models import import_file, store_dir
+
+    entry = import_file(path, licence=licence, source=source)
+    console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
+
+
+@models_app.command("bundle")
+def models_bundle(
+    recipe: Annotated[str, typer.Argument(help="recipe whose components' weights to pack")],
+    out: Annotated[str, typer.Argument(help="output .tar; unpack it into $FACEKIT_HOME on the other machine")],
+    set_: SetOption = None,
+) -> None:
+    """Pack the weight files a recipe needs into one tar, for an air-gapped machine."""
+    from facekit.models import bundle
+    from facekit.recipe import load_recipe
+
+    plan = load_recipe(recipe, overrides=set_ or [])
+    sources = [w for c in plan.components.values() if c.spec.card for w in c.spec.card.weights if w.sha256]
+    files = bundle(sources, out)
+    console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 
 def _register_plugin_commands() -> None:

@@ -29,9 +29,33 @@ def run_prepare_stage(plan: Plan) -> RunDir:
     return run
 
 
-# Filled in as each capability lands (see the project's issues): augment (#4), train (#6), evaluate (#7), infer (#6).
+def run_augment_stage(plan: Plan) -> RunDir:
+    """Materialise ``augment.count`` random morphs of the prepared set into shards, plus a 64-morph contact sheet."""
+    import numpy as np
+    from PIL import Image
+
+    from facekit.data.augment import contact_sheet, materialise, morph_dataset
+    from facekit.errors import FacekitError
+    from facekit.runs import start_run
+
+    augment = plan.recipe.augment
+    if not augment.enabled or augment.count == 0:
+        raise FacekitError("augment.enabled is false or augment.count is 0: nothing to materialise")
+    dataset = morph_dataset(plan, length=augment.count)
+    run = start_run(plan, "augment", Path(augment.output) / "runs")
+    materialise(dataset, augment.count, augment.output, workers=plan.recipe.prepare.workers)
+    picks = np.random.default_rng(plan.recipe.train.seed).choice(
+        augment.count, size=min(64, augment.count), replace=False
+    )
+    sheet = contact_sheet([np.round(dataset.morph(int(i)).image.clip(0, 1) * 255).astype(np.uint8) for i in picks])
+    Image.fromarray(sheet).save(Path(augment.output) / "contact_sheet.png")
+    return run
+
+
+# Filled in as each capability lands (see the project's issues): train (#6), evaluate (#7), infer (#6).
 STAGE_RUNNERS: dict[str, StageRunner | None] = {stage: None for stage in STAGES}
 STAGE_RUNNERS["prepare"] = run_prepare_stage
+STAGE_RUNNERS["augment"] = run_augment_stage
 
 
 def stages_to_run(requested: Sequence[str] | None) -> list[str]:

@@ -19,16 +19,15 @@ from facekit.types import AlignmentTemplate
 
 def rotation(degrees: float, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     angle = np.radians(degrees)
-    return np.array(
-        [[scale * np.cos(angle), -scale * np.sin(angle), shift[0]], [scale * np.sin(angle), scale * np.cos(angle), shift[1]]]
-    )
+    cos, sin = scale * np.cos(angle), scale * np.sin(angle)
+    return np.array([[cos, -sin, shift[0]], [sin, cos, shift[1]]])
 
 
 def fake_face(rng: np.random.Generator) -> np.ndarray:
     """68 points with eyes where the iBUG scheme puts them (36-41 image left, 42-47 image right)."""
     points = rng.uniform(40, 160, size=(68, 2))
-    points[36:42] = [80, 90] + rng.normal(0, 2, (6, 2))
-    points[42:48] = [130, 95] + rng.normal(0, 2, (6, 2))
+    points[36:42] = np.array([80.0, 90.0]) + rng.normal(0, 2, (6, 2))
+    points[42:48] = np.array([130.0, 95.0]) + rng.normal(0, 2, (6, 2))
     return points
 
 
@@ -97,6 +96,7 @@ def test_torch_affine_warp_matches_opencv() -> None:
 
 def test_torch_affine_warp_is_differentiable() -> None:
     images = torch.rand(2, 3, 20, 20, requires_grad=True)
-    transforms = torch.tensor(rotation(5, 1.1, (1.0, 2.0)), dtype=torch.float32).expand(2, 2, 3).clone().requires_grad_()
+    transform = torch.tensor(rotation(5, 1.1, (1.0, 2.0)), dtype=torch.float32)
+    transforms = transform.expand(2, 2, 3).clone().requires_grad_()
     warp_images_affine(images, transforms, (16, 16)).sum().backward()
     assert images.grad is not None and transforms.grad is not None and transforms.grad.abs().sum() > 0

@@ -32,3 +32,22 @@ def register_detectors(register: Register) -> None:
             card=card(5),
         )
     )
+
+
+@hookimpl
+def register_encoders(register: Register) -> None:
+    from facekit_dlib.cards import RESNET_CARD  # torch-free; the encoder module (torch) loads in the factory
+
+    def build(params: object) -> object:
+        from facekit_dlib.encoder import DlibResNetEncoder
+
+        return DlibResNetEncoder(params)  # type: ignore[arg-type]
+
+    register(
+        ComponentSpec(
+            "dlib-resnet",
+            build,
+            summary="dlib's ResNet face recogniser ported to torch: 128-D, LFW 99.38%, differentiable",
+            card=RESNET_CARD,
+        )
+    )

@@ -1,17 +1,14 @@
 """The model files this plugin uses: where they are, their sha256 and their licences.
 
-The files come from the ``face-recognition-models`` wheel (nothing is downloaded). Its ``__init__`` needs
-``pkg_resources``, so the folder is found with ``importlib.util.find_spec`` instead of importing it.
+The files come from the ``face-recognition-models`` wheel (nothing is downloaded); facekit.models finds its folder
+with ``importlib.util.find_spec`` because the package's ``__init__`` needs ``pkg_resources``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-from functools import cache
 from pathlib import Path
 
-from facekit.errors import FacekitError
+from facekit.models import resolve_weights
 from facekit.types import WeightsSource
 
 PACKAGE = "face-recognition-models"
@@ -49,29 +46,7 @@ SOURCES: dict[str, WeightsSource] = {
 HOG_SOURCE = WeightsSource("built into dlib", None, "Boost Software License 1.0 (dlib)", package="dlib-bin")
 
 
-def models_folder() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacekitError(f"the dlib plugin needs its model files: pip install {PACKAGE}")
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@cache
 def model_path(name: str) -> Path:
-    """The verified path of model file ``name``; a missing or altered file is a :class:`FacekitError`."""
-    source = SOURCES[name]
-    path = models_folder() / name
-    if not path.is_file():
-        raise FacekitError(f"{path} is missing: reinstall {PACKAGE} (pip install --force-reinstall {PACKAGE})")
-    actual = sha256_of(path)
-    if actual != source.sha256:
-        raise FacekitError(f"{path} has sha256 {actual}, expected {source.sha256}: the file is damaged or altered")
-    return path
+    """The verified path of model file ``name``: ``$FACEKIT_HOME/models`` first, then the wheel's copy; a missing or
+    altered file is a :class:`~facekit.errors.FacekitError` saying what to do."""
+    return resolve_weights(SOURCES[name], what=f"dlib model {name}")

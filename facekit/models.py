@@ -1,0 +1,226 @@
+"""The offline model store: weight files verified by sha256, never downloaded.
+
+Weights come from a pip package (``WeightsSource.package``) or from files the user supplies. User files live in
+``$FACEKIT_HOME/models`` (default ``~/.cache/facekit/models``) with a ``manifest.json`` recording name, file, sha256,
+licence and source; ``facekit models import PATH`` puts a file there, ``facekit models verify`` re-hashes everything,
+``facekit models bundle RECIPE OUT.tar`` packs what a recipe needs for an air-gapped machine (unpack it into
+``$FACEKIT_HOME`` there). Nothing is ever written into site-packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from facekit.errors import FacekitError
+from facekit.types import WeightsSource
+
+MANIFEST = "manifest.json"
+
+
+def facekit_home() -> Path:
+    """``$FACEKIT_HOME`` or ``~/.cache/facekit``."""
+    return Path(os.environ.get("FACEKIT_HOME") or Path.home() / ".cache" / "facekit").expanduser()
+
+
+def store_dir() -> Path:
+    return facekit_home() / "models"
+
+
+class ChecksumError(FacekitError):
+    """A weight file whose sha256 is not the one its model card expects."""
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """One manifest entry of the store."""
+
+    file: str
+    sha256: str
+    licence: str
+    source: str
+    size: int
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file (cached per process by path, size and modification time)."""
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def verify_file(path: Path, expected: str | None, what: str = "") -> Path:
+    """Return ``path`` if its sha256 is ``expected`` (or nothing is expected); else raise :class:`ChecksumError`."""
+    if expected is None:
+        return path
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"{what or path.name}: {path} has sha256 {actual}, expected {expected}; the file is damaged, altered or a "
+            "different release. Replace it with the original file"
+        )
+    return path
+
+
+def read_manifest() -> dict[str, StoredModel]:
+    path = store_dir() / MANIFEST
+    if not path.is_file():
+        return {}
+    return {name: StoredModel(**entry) for name, entry in json.loads(path.read_text()).items()}
+
+
+def _write_manifest(entries: dict[str, StoredModel]) -> None:
+    store_dir().mkdir(parents=True, exist_ok=True)
+    path = store_dir() / MANIFEST
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({k: asdict(v) for k, v in sorted(entries.items())}, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def package_file(source: WeightsSource) -> Path | None:
+    """The file inside its pip package, when the source names an installed package that ships it."""
+    if not source.package:
+        return None
+    module = source.package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for candidate in (folder / source.file, folder / "models" / source.file):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_weights(source: WeightsSource, path: str | Path | None = None, what: str = "") -> Path:
+    """Find and verify the weight file of ``source``: an explicit ``path``, else the store, else its pip package.
+
+    A missing file is an error that says exactly which file to place where, with its sha256.
+    """
+    label = what or source.file
+    if path is not None:
+        explicit = Path(path).expanduser()
+        if not explicit.is_file():
+            raise FacekitError(f"{label}: weight file not found: {explicit}")
+        return verify_file(explicit, source.sha256, label)
+    stored = store_dir() / source.file
+    if stored.is_file():
+        return verify_file(stored, source.sha256, label)
+    packaged = package_file(source)
+    if packaged is not None:
+        return verify_file(packaged, source.sha256, label)
+    where = f"pip install {source.package}, or " if source.package else ""
+    checksum = f" (sha256 {source.sha256})" if source.sha256 else ""
+    origin = f"; it is distributed at {source.url}" if source.url else ""
+    raise FacekitError(
+        f"{label} needs the weight file {source.file}{checksum}: {where}place it at {stored} "
+        f"or run `facekit models import PATH`{origin}. Licence: {source.licence}"
+    )
+
+
+def known_sources() -> list[tuple[str, WeightsSource]]:
+    """Every weight file named by a registered component's card: (component, source)."""
+    from facekit.registry import list_components
+
+    found: list[tuple[str, WeightsSource]] = []
+    for spec in list_components():
+        if spec.card is not None:
+            found.extend((spec.name, weights) for weights in spec.card.weights if weights.file and weights.sha256)
+    return found
+
+
+def import_file(path: str | Path, licence: str | None = None, source: str | None = None) -> StoredModel:
+    """Copy a weight file into the store. A file some card knows (by sha256) takes the card's name and licence;
+    any other file needs ``licence`` and is stored under its own name."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FacekitError(f"not a file: {path}")
+    digest = sha256_file(path)
+    match = next((s for _, s in known_sources() if s.sha256 == digest), None)
+    if match is None and licence is None:
+        raise FacekitError(
+            f"{path.name} (sha256 {digest}) is not a file any registered model card knows; "
+            "pass --licence (and --source) to store it anyway"
+        )
+    name = match.file if match else path.name
+    entry = StoredModel(
+        file=name,
+        sha256=digest,
+        licence=match.licence if match else str(licence),
+        source=(match.url or match.package or "user file") if match else (source or "user file"),
+        size=path.stat().st_size,
+    )
+    store_dir().mkdir(parents=True, exist_ok=True)
+    temporary = store_dir() / f".{name}.tmp"
+    shutil.copyfile(path, temporary)
+    os.replace(temporary, store_dir() / name)
+    entries = read_manifest()
+    entries[name] = entry
+    _write_manifest(entries)
+    return entry
+
+
+def verify_store() -> list[tuple[str, str]]:
+    """Re-hash every stored file: (file, "ok" | what is wrong)."""
+    results = []
+    for name, entry in read_manifest().items():
+        path = store_dir() / name
+        if not path.is_file():
+            results.append((name, "missing"))
+            continue
+        actual = sha256_file(path)
+        results.append((name, "ok" if actual == entry.sha256 else f"sha256 {actual}, expected {entry.sha256}"))
+    return results
+
+
+def status() -> list[dict[str, Any]]:
+    """Each known weight file with where it is found (store, package) or 'missing'."""
+    rows = []
+    for component, source in known_sources():
+        where = "missing"
+        if (store_dir() / source.file).is_file():
+            where = str(store_dir() / source.file)
+        elif (packaged := package_file(source)) is not None:
+            where = str(packaged)
+        rows.append({"component": component, "file": source.file, "licence": source.licence, "where": where})
+    return rows
+
+
+def bundle(sources: Iterable[WeightsSource], out: str | Path) -> list[str]:
+    """Write a tar of the given weight files (verified) plus a manifest, laid out as ``$FACEKIT_HOME``."""
+    entries: dict[str, StoredModel] = {}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w") as tar:
+        for source in sources:
+            if source.file in entries:
+                continue
+            path = resolve_weights(source)
+            tar.add(path, arcname=f"models/{source.file}")
+            entries[source.file] = StoredModel(
+                source.file, sha256_file(path), source.licence, source.url or source.package or "", path.stat().st_size
+            )
+        manifest = json.dumps({k: asdict(v) for k, v in entries.items()}, indent=2).encode()
+        info = tarfile.TarInfo(f"models/{MANIFEST}")
+        info.size = len(manifest)
+        import io
+
+        tar.addfile(info, io.BytesIO(manifest))
+    return sorted(entries)

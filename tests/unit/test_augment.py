@@ -1,0 +1,191 @@
+"""Random morphs on synthetic identities: neighbours, one morph, the dataset (with workers) and materialising."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from facekit.data.augment import (
+    MorphDataset,
+    contact_sheet,
+    materialise,
+    nearest_neighbours,
+    procedural_landmarks,
+    random_morph,
+    synthetic_identities,
+)
+from facekit.data.poisson import face_mask
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    return synthetic_identities(12, SIZE, seed=3, jitter_px=1.0)
+
+
+def test_procedural_landmarks_look_like_a_face() -> None:
+    lm = procedural_landmarks(224)
+    assert lm.shape == (68, 2) and lm.dtype == np.float32
+    assert (lm >= 0).all() and (lm <= 223).all()
+    assert lm[36:42, 0].mean() < lm[42:48, 0].mean()  # left eye left of right eye
+    assert lm[36:48, 1].mean() < lm[30, 1] < lm[48:68, 1].mean() < lm[8, 1]  # eyes, nose tip, mouth, chin
+
+
+def test_nearest_neighbours_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 40, 5
+    lms = rng.normal(0, 3, (n, 6, 2)).astype(np.float32)
+    tex = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    got = nearest_neighbours(lms, tex, k, texture_weight=2.0, texture_size=None, chunk=7)
+    flat_l = lms.reshape(n, -1).astype(np.float64)
+    flat_t = tex.reshape(n, -1).astype(np.float64) / 255
+    d = ((flat_l[:, None] - flat_l[None]) ** 2).sum(-1) + 2.0 * ((flat_t[:, None] - flat_t[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(got, np.argsort(d, axis=1)[:, :k])
+    assert not (got == np.arange(n)[:, None]).any()
+
+
+def test_nearest_neighbours_never_self_even_with_duplicates() -> None:
+    lms = np.zeros((6, 3, 2), np.float32)
+    tex = np.zeros((6, 4, 4, 3), np.uint8)  # all identical: every distance is 0
+    got = nearest_neighbours(lms, tex, 5, texture_size=None)
+    assert not (got == np.arange(6)[:, None]).any()
+    assert all(sorted(row) == sorted(set(range(6)) - {i}) for i, row in enumerate(got.tolist()))
+    with pytest.raises(ValueError):
+        nearest_neighbours(lms, tex, 6)
+
+
+def _morph(data: dict[str, np.ndarray], index: int, seed: int, **kw: object):
+    nb = nearest_neighbours(data["landmarks"], data["textures"], 3)
+    return random_morph(
+        index,
+        np.random.default_rng(seed),
+        data["landmarks"],
+        data["textures"],
+        data["mean_landmarks"],
+        data["backgrounds"],
+        nb,
+        blur_px=1.5,
+        **kw,
+    )
+
+
+def test_random_morph_shapes_and_interpolation(data) -> None:
+    m = _morph(data, 2, seed=5)
+    assert m.image.shape == (SIZE, SIZE, 3) and m.image.dtype == np.float32
+    assert m.texture.shape == (SIZE, SIZE, 3) and m.landmarks.shape == (68, 2)
+    assert 0.0 <= m.image.min() and m.image.max() <= 1.0
+    assert m.seed == 2 and m.partner != 2
+    a, b = m.landmark_weight, m.texture_weight
+    assert 0 < a < 1 and 0 < b < 1
+    li, lj = data["landmarks"][2], data["landmarks"][m.partner]
+    np.testing.assert_allclose(m.landmarks, (1 - a) * li + a * lj, atol=1e-5)
+    ti, tj = data["textures"][2] / 255.0, data["textures"][m.partner] / 255.0
+    np.testing.assert_allclose(m.texture, (1 - b) * ti + b * tj, atol=1e-5)
+
+
+def test_random_morph_is_deterministic_for_a_fixed_rng(data) -> None:
+    m1, m2, m3 = _morph(data, 4, seed=9), _morph(data, 4, seed=9), _morph(data, 4, seed=10)
+    np.testing.assert_array_equal(m1.image, m2.image)
+    assert (m1.partner, m1.landmark_weight) == (m2.partner, m2.landmark_weight)
+    assert m3.landmark_weight != m1.landmark_weight
+
+
+def test_zero_weights_give_back_the_seed(data) -> None:
+    # a large colour weight switches off the Poisson colour shift, leaving only the two warps' resampling
+    m = _morph(data, 1, seed=0, landmark_weight=0.0, texture_weight=0.0, colour_weight=100.0)
+    np.testing.assert_array_equal(m.landmarks, data["landmarks"][1])
+    np.testing.assert_allclose(m.texture, data["textures"][1] / 255.0, atol=1e-6)
+    # the synthetic background is the texture warped to the seed's landmarks: the morph reproduces it in the face
+    face = face_mask(data["landmarks"][1], SIZE, SIZE, 0.0) > 0
+    inner = face & (np.abs(np.gradient(face.astype(np.float32))).sum(0) == 0)
+    err = np.abs(m.image - data["backgrounds"][1] / 255.0)[inner]
+    assert err.mean() < 0.02
+    other = _morph(data, 1, seed=0, landmark_weight=0.0, texture_weight=1.0, colour_weight=100.0)
+    assert np.abs(other.image - data["backgrounds"][1] / 255.0)[inner].mean() > 2 * err.mean()
+
+
+def _dataset(data: dict[str, np.ndarray], length: int = 6) -> MorphDataset:
+    return MorphDataset(
+        data["landmarks"],
+        data["textures"],
+        data["mean_landmarks"],
+        data["backgrounds"],
+        length=length,
+        seed=7,
+        k=3,
+        blur_px=1.5,
+    )
+
+
+def test_dataset_items(data) -> None:
+    ds = _dataset(data)
+    item = ds[3]
+    assert item["image"].shape == (3, SIZE, SIZE) and item["image"].dtype == torch.float32
+    assert item["texture"].shape == (3, SIZE, SIZE) and item["landmarks"].shape == (68, 2)
+    assert torch.equal(ds[3]["image"], item["image"])
+    assert not torch.equal(ds[2]["image"], item["image"])
+    with pytest.raises(IndexError):
+        ds[6]
+
+
+def test_dataset_paths_and_workers_match_in_process(data, tmp_path) -> None:
+    paths = {}
+    for name in ("landmarks", "textures", "mean_landmarks", "backgrounds"):
+        paths[name] = str(tmp_path / f"{name}.npy")
+        np.save(paths[name], data[name])
+    ds_paths = MorphDataset(
+        paths["landmarks"],
+        paths["textures"],
+        paths["mean_landmarks"],
+        paths["backgrounds"],
+        length=6,
+        seed=7,
+        k=3,
+        blur_px=1.5,
+    )
+    ref = [_dataset(data)[i] for i in range(6)]
+    got = list(DataLoader(ds_paths, batch_size=None, num_workers=2))
+    for a, b in zip(ref, got, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_materialise_resumes_and_never_duplicates(data, tmp_path) -> None:
+    ds = _dataset(data, length=30)
+    out = tmp_path / "morphs"
+    first = materialise(ds, 30, out, shard_size=10, workers=0, progress=False)
+    assert [p.name for p in first] == ["shard-00000", "shard-00001", "shard-00002"]
+    mtimes = {p.name: os.stat(p / "images.npy").st_mtime_ns for p in first}
+    last = np.load(out / "shard-00002" / "images.npy")
+    for f in (out / "shard-00002").iterdir():
+        f.unlink()
+    (out / "shard-00002").rmdir()
+    second = materialise(ds, 30, out, shard_size=10, workers=2, progress=False)
+    assert [p.name for p in second] == ["shard-00002"]
+    for name in ("shard-00000", "shard-00001"):
+        assert os.stat(out / name / "images.npy").st_mtime_ns == mtimes[name]
+    np.testing.assert_array_equal(np.load(out / "shard-00002" / "images.npy"), last)
+    items = np.concatenate([np.load(out / f"shard-{s:05d}" / "items.npy") for s in range(3)])
+    np.testing.assert_array_equal(items, np.arange(30))
+    index = json.loads((out / "index.json").read_text())
+    assert index["count"] == 30 and [s["count"] for s in index["shards"]] == [10, 10, 10]
+    images = np.load(out / "shard-00001" / "images.npy", mmap_mode="r")
+    assert images.shape == (10, SIZE, SIZE, 3) and images.dtype == np.uint8
+    expected = np.round(ds[13]["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(images[3], expected)
+    assert materialise(ds, 30, out, shard_size=10, workers=0, progress=False) == []
+
+
+def test_contact_sheet_layout() -> None:
+    imgs = np.zeros((5, 4, 6, 3), np.float32)
+    imgs[4] = 1.0
+    sheet = contact_sheet(imgs, cols=2, pad=1)
+    assert sheet.shape == (3 * 5 + 1, 2 * 7 + 1, 3) and sheet.dtype == np.uint8
+    assert (sheet[11:15, 1:7] == 255).all() and (sheet[1:5, 1:7] == 0).all()

@@ -1,0 +1,90 @@
+"""The offline model store: sha256 checks, helpful errors for missing files, import/verify/bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facekit import models
+from facekit.errors import FacekitError
+from facekit.registry import ComponentSpec
+from facekit.types import ModelCard, WeightsSource
+from tests.helpers import run_cli
+
+PAYLOAD = b"pretend weights " * 1000
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+SOURCE = WeightsSource("toy.bin", SHA, "MIT", url="https://example.invalid/toy.bin")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def toy_card(add_plugin: Any) -> None:
+    card = ModelCard(weights=(SOURCE,))
+    add_plugin("toy", register_encoders=lambda register: register(ComponentSpec("toy", lambda p: None, card=card)))
+
+
+def test_missing_file_says_what_to_place_where(home: Path) -> None:
+    with pytest.raises(FacekitError) as info:
+        models.resolve_weights(SOURCE)
+    message = str(info.value)
+    assert "toy.bin" in message and SHA in message and str(home / "models" / "toy.bin") in message
+    assert "facekit models import" in message and "https://example.invalid/toy.bin" in message
+
+
+def test_one_changed_byte_is_refused(tmp_path: Path, home: Path) -> None:
+    good = tmp_path / "toy.bin"
+    good.write_bytes(PAYLOAD)
+    assert models.resolve_weights(SOURCE, good) == good
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(PAYLOAD[:100] + bytes([PAYLOAD[100] ^ 1]) + PAYLOAD[101:])
+    with pytest.raises(models.ChecksumError, match=f"expected {SHA}"):
+        models.resolve_weights(SOURCE, bad)
+
+
+def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> None:
+    file = tmp_path / "downloaded-elsewhere.bin"
+    file.write_bytes(PAYLOAD)
+    entry = models.import_file(file)
+    assert entry.file == "toy.bin" and entry.licence == "MIT"  # recognised by its sha256
+    assert models.resolve_weights(SOURCE) == home / "models" / "toy.bin"
+    assert models.verify_store() == [("toy.bin", "ok")]
+    (home / "models" / "toy.bin").write_bytes(PAYLOAD + b"!")
+    assert models.verify_store()[0][1].startswith("sha256 ")
+    (home / "models" / "toy.bin").write_bytes(PAYLOAD)
+
+    out = tmp_path / "bundle.tar"
+    assert models.bundle([SOURCE], out) == ["toy.bin"]
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile("models/manifest.json"))  # type: ignore[arg-type]
+    assert names == ["models/toy.bin", "models/manifest.json"] and manifest["toy.bin"]["sha256"] == SHA
+
+
+def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
+    file = tmp_path / "mystery.bin"
+    file.write_bytes(b"?")
+    with pytest.raises(FacekitError, match="--licence"):
+        models.import_file(file)
+    assert models.import_file(file, licence="CC-BY-4.0").file == "mystery.bin"
+    assert models.read_manifest()["mystery.bin"].licence == "CC-BY-4.0"
+
+
+def test_cli_models_list_and_verify(tmp_path: Path) -> None:
+    env = {"FACEKIT_HOME": str(tmp_path / "home")}
+    listing = run_cli("models", "list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "shape_predictor_68_face_landmarks.dat" in listing.stdout
+    verify = run_cli("models", "verify", env=env)
+    assert verify.returncode == 0 and "empty" in verify.stdout
+    missing = run_cli("models", "import", str(tmp_path / "nope.bin"), env=env)
+    assert missing.returncode == 1 and "not a file" in missing.stderr
