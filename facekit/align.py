@@ -148,6 +148,32 @@ def align_to_template(
     return AlignedFace(warp_image(image, transform, (height, width)), apply_transform(transform, landmarks), transform)
 
 
+def encoder_input_transform(encoder: Any, landmarks: np.ndarray) -> np.ndarray:
+    """The (2, 3) map from image pixels to an encoder's input pixels for a face with ``landmarks`` (K, 2): the
+    encoder's own ``input_transform`` when it has one (dlib's chips), else a similarity onto its card's template."""
+    own = getattr(encoder, "input_transform", None)
+    if own is not None:
+        return np.asarray(own(landmarks), dtype=np.float64)
+    template = encoder.card.template
+    if template is None or not template.points:
+        raise ValueError(f"{type(encoder).__name__} has no alignment template and no input_transform")
+    return similarity_transform(template_points(landmarks, template.scheme), np.asarray(template.points))
+
+
+def encoder_inputs(encoder: Any, images: Any, landmarks: np.ndarray) -> Any:
+    """Aligned encoder inputs for B (H, W, 3) uint8 ``images`` (an array or a list of photos of any sizes) with
+    (B, K, 2) ``landmarks``: (B, 3, h, w) float32
+    torch tensor in [0, 1], cropped with :func:`encoder_input_transform` at the card's input size."""
+    import torch
+
+    width, height = encoder.card.input_size
+    crops = [
+        warp_image(image, encoder_input_transform(encoder, points), (height, width))
+        for image, points in zip(images, landmarks, strict=True)
+    ]
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+
+
 def warp_images_affine(images: Any, transforms: Any, size: tuple[int, int]) -> Any:
     """Differentiable batched version for torch: ``images`` (B, C, H, W), ``transforms`` (B, 2, 3) mapping input
     pixels to output pixels, output (B, C, height, width) with ``size`` = (height, width); border replication."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -128,13 +129,14 @@ def run(
         list[str] | None, typer.Option("--stage", help="prepare, augment, train, evaluate or infer (repeatable)")
     ] = None,
     set_: SetOption = None,
+    resume: Annotated[bool, typer.Option(help="continue train.output's last checkpoint")] = False,
 ) -> None:
     """Run a recipe's stages (all of them by default) and print the run folders written."""
-    from facekit.pipeline import run_plan
+    from facekit.pipeline import RunOptions, run_plan
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    for path in run_plan(plan, stage):
+    for path in run_plan(plan, stage, RunOptions(resume=resume)):
         console.print(f"wrote {path}")
 
 
@@ -175,6 +177,87 @@ def prepare(
         f"({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "
         f"contact sheet: {report.output / 'contact_sheet.png'}"
     )
+
+
+@app.command()
+def normalize(
+    photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "normalized",
+    checkpoint: Annotated[str | None, typer.Option(help="trained model (default: the one shipped)")] = None,
+    batch_size: Annotated[int, typer.Option(help="faces per decoder batch")] = 16,
+) -> None:
+    """Normalize the largest face of each photo: writes NAME.png, NAME.json (landmarks) and NAME_side.png."""
+    from facekit.data.prepare import load_rgb
+    from facekit.normalize import Normalizer
+    from facekit.outputs import expand_photos, write_normalized
+
+    paths = expand_photos(photos)
+    normalizer = Normalizer.from_checkpoint(checkpoint)
+    images = [load_rgb(p)[0] for p in paths]
+    outcomes = normalizer.normalize_many(images, [p.stem for p in paths], batch_size=batch_size)
+    table = Table(title=f"facekit normalize -> {out}")
+    for column in ("photo", "status", "output"):
+        table.add_column(column, overflow="fold")
+    for path, image, outcome in zip(paths, images, outcomes, strict=True):
+        written = (
+            write_normalized(out, path, image, outcome) if outcome.face is not None and image is not None else None
+        )
+        table.add_row(str(path), outcome.status, str(written or ""))
+    console.print(table)
+    ok = sum(o.status == "ok" for o in outcomes)
+    console.print(f"{ok} of {len(outcomes)} photos normalized; grid: {Path(out) / 'grid.png'}")
+    from facekit.outputs import write_grid
+
+    write_grid(out, paths, images, outcomes)
+
+
+@app.command("eval")
+def eval_command(
+    recipe: Annotated[str | None, typer.Argument(help="recipe (its evaluate section and train.output's model)")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="a model file (default: the recipe's, else the shipped one)")
+    ] = None,
+    data: Annotated[str, typer.Option(help="lfw-devtest")] = "lfw-devtest",
+    judge: Annotated[
+        list[str] | None, typer.Option(help="judge encoder (repeatable); default: the training encoder")
+    ] = None,
+    max_photos: Annotated[int, typer.Option(help="photos to evaluate")] = 500,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html."""
+    from facekit.pipeline import evaluate_plan
+
+    metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [])
+    table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
+    for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
+        table.add_column(column)
+    for name, values in metrics["judges"].items():
+        table.add_row(
+            name,
+            values["distance"],
+            str(values["threshold"]),
+            f"{values['identity_pass_rate']:.1%}",
+            str(values["consistency_same_person"].get("median", "")),
+            str(values["consistency_different_people"].get("median", "")),
+        )
+    console.print(table)
+    console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}")
+
+
+@app.command("export")
+def export(
+    checkpoint: Annotated[
+        str, typer.Argument(help="a training checkpoint (train.output/checkpoints/last.safetensors)")
+    ],
+    out: Annotated[str, typer.Argument(help="the model file to write (.safetensors)")],
+    metrics: Annotated[str | None, typer.Option(help="a metrics.json to record in the model")] = None,
+) -> None:
+    """Strip a checkpoint to its fp16 weights + provenance (recipe, step, git sha, metrics), e.g. the default model."""
+    from facekit.train import export_model
+
+    size = export_model(checkpoint, out, metrics)
+    console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
 
 
 models_app = typer.Typer(help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.")

@@ -1,35 +1,45 @@
 """Stages of a recipe run, in order: prepare -> augment -> train -> evaluate -> infer.
 
-A stage whose implementation has not landed is ``None`` here: its recipe section still validates, but running it
-raises :class:`StageNotBuiltError` before anything is written. Each runner takes the resolved plan and returns the
-run folder it wrote.
+A stage whose implementation has not landed is ``None`` in :data:`STAGE_RUNNERS`: its recipe section still validates,
+but running it raises :class:`StageNotBuiltError` before anything is written. Each runner takes the resolved plan and
+the run options and returns the run folder it wrote.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from facekit.errors import StageNotBuiltError
 from facekit.recipe import STAGES, Plan
 from facekit.runs import RunDir
 
-StageRunner = Callable[[Plan], RunDir]
+StageRunner = Callable[[Plan, "RunOptions"], RunDir]
 
 
-def run_prepare_stage(plan: Plan) -> RunDir:
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of `facekit run` that are not recipe values."""
+
+    resume: bool = False
+    progress: bool = True
+
+
+def run_prepare_stage(plan: Plan, options: RunOptions) -> RunDir:
     """The prepare stage (facekit.data.prepare), with a progress bar; its run record goes beside the dataset."""
     from facekit.data.prepare import run_prepare
     from facekit.runs import start_run
 
     run = start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs")
-    report = run_prepare(plan, progress=True)
+    report = run_prepare(plan, progress=options.progress)
     (run.path / "summary.json").write_text(json.dumps(report.summary, indent=2) + "\n")
     return run
 
 
-def run_augment_stage(plan: Plan) -> RunDir:
+def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Materialise ``augment.count`` random morphs of the prepared set into shards, plus a 64-morph contact sheet."""
     import numpy as np
     from PIL import Image
@@ -43,7 +53,7 @@ def run_augment_stage(plan: Plan) -> RunDir:
         raise FacekitError("augment.enabled is false or augment.count is 0: nothing to materialise")
     dataset = morph_dataset(plan, length=augment.count)
     run = start_run(plan, "augment", Path(augment.output) / "runs")
-    materialise(dataset, augment.count, augment.output, workers=plan.recipe.prepare.workers)
+    materialise(dataset, augment.count, augment.output, workers=plan.recipe.prepare.workers, progress=options.progress)
     picks = np.random.default_rng(plan.recipe.train.seed).choice(
         augment.count, size=min(64, augment.count), replace=False
     )
@@ -52,10 +62,98 @@ def run_augment_stage(plan: Plan) -> RunDir:
     return run
 
 
-# Filled in as each capability lands (see the project's issues): train (#6), evaluate (#7), infer (#6).
-STAGE_RUNNERS: dict[str, StageRunner | None] = {stage: None for stage in STAGES}
-STAGE_RUNNERS["prepare"] = run_prepare_stage
-STAGE_RUNNERS["augment"] = run_augment_stage
+def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
+    """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
+    from facekit.runs import start_run
+    from facekit.train import train
+
+    run = start_run(
+        plan, "train", Path(plan.recipe.train.output) / "runs", plan.recipe.train.device, plan.recipe.train.seed
+    )
+    train(plan, resume=options.resume, progress=options.progress)
+    return run
+
+
+def evaluate_plan(
+    recipe: str | None,
+    checkpoint: str | None,
+    data: str,
+    judges: Sequence[str],
+    max_photos: int,
+    out: str | None,
+    overrides: Sequence[str] = (),
+) -> tuple[dict[str, Any], Path]:
+    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
+    import facekit
+    from facekit.errors import FacekitError
+    from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
+    from facekit.normalize import Normalizer
+    from facekit.recipe import DataSection, load_recipe
+
+    plan = load_recipe(recipe, overrides) if recipe else None
+    if checkpoint is None and plan is not None:
+        checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    normalizer = Normalizer.from_checkpoint(checkpoint)
+    if data != "lfw-devtest":
+        raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
+    root = (plan.recipe.data if plan else DataSection()).resolved_root()
+    names = list(judges) or [normalizer.meta["encoder"]]
+    judge_list = [Judge(name, facekit.load_component("encoder", name).eval()) for name in names]
+    folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
+    metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
+    metrics["model"] = str(checkpoint or "default")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics, folder
+
+
+def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
+    """Evaluate the recipe's trained model on its evaluate section; judges: the encoder and components.judge."""
+    from facekit.runs import start_run
+
+    evaluate = plan.recipe.evaluate
+    run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
+    judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
+    evaluate_plan(
+        plan.source, None, evaluate.data, sorted(set(judges)), evaluate.max_photos, evaluate.output, plan.overrides
+    )
+    return run
+
+
+def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
+    """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
+    from facekit.data.prepare import load_rgb
+    from facekit.errors import FacekitError
+    from facekit.normalize import Normalizer
+    from facekit.outputs import expand_photos, write_grid, write_normalized
+    from facekit.runs import start_run
+
+    infer = plan.recipe.infer
+    if not infer.inputs:
+        raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
+    checkpoint = infer.checkpoint or str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    run = start_run(plan, "infer", Path(infer.output) / "runs")
+    paths = expand_photos(infer.inputs)
+    images = [load_rgb(p)[0] for p in paths]
+    outcomes = Normalizer.from_checkpoint(checkpoint).normalize_many(images, [p.stem for p in paths], infer.batch_size)
+    statuses = {}
+    for path, image, outcome in zip(paths, images, outcomes, strict=True):
+        statuses[str(path)] = outcome.status
+        if outcome.face is not None and image is not None:
+            write_normalized(infer.output, path, image, outcome)
+    (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
+    if any(o.face is not None for o in outcomes):
+        write_grid(infer.output, paths, images, outcomes)
+    return run
+
+
+# A stage mapped to None validates in recipes but refuses to run (how new stages land before their code does).
+STAGE_RUNNERS: dict[str, StageRunner | None] = {
+    "prepare": run_prepare_stage,
+    "augment": run_augment_stage,
+    "train": run_train_stage,
+    "evaluate": run_evaluate_stage,
+    "infer": run_infer_stage,
+}
 
 
 def stages_to_run(requested: Sequence[str] | None) -> list[str]:
@@ -68,7 +166,7 @@ def stages_to_run(requested: Sequence[str] | None) -> list[str]:
     return [s for s in STAGES if s in requested]
 
 
-def run_plan(plan: Plan, stages: Sequence[str] | None = None) -> list[Path]:
+def run_plan(plan: Plan, stages: Sequence[str] | None = None, options: RunOptions | None = None) -> list[Path]:
     """Run ``stages`` of ``plan``; refuses up front (writing nothing) if one is not built yet."""
     todo = stages_to_run(stages)
     missing = [s for s in todo if STAGE_RUNNERS[s] is None]
@@ -83,5 +181,5 @@ def run_plan(plan: Plan, stages: Sequence[str] | None = None) -> list[Path]:
     for stage in todo:
         runner = STAGE_RUNNERS[stage]
         assert runner is not None
-        outputs.append(runner(plan).path)
+        outputs.append(runner(plan, options or RunOptions()).path)
     return outputs

@@ -45,7 +45,10 @@ class Components(Section):
     detector: ComponentRef | None = Field(default=None, description="face detector + landmarks")
     encoder: ComponentRef | None = Field(default=None, description="frozen face-recognition encoder")
     decoder: ComponentRef | None = Field(default=None, description="features -> landmarks + texture")
-    warper: ComponentRef = Field(default_factory=lambda: ComponentRef(name="rbf-linear"))
+    warper: ComponentRef = Field(
+        default_factory=lambda: ComponentRef(name="rbf-linear", params={"regularization": 0.01}),
+        description="the decoder's warp; a little regularisation keeps coincident inner-lip points solvable",
+    )
     judge: ComponentRef | None = Field(default=None, description="encoder used only for evaluation")
     apps: list[ComponentRef] = Field(default_factory=list)
 
@@ -123,9 +126,11 @@ class AugmentSection(Section):
 
 
 class LossWeights(Section):
-    landmark: float = Field(default=1.0, ge=0)
-    texture: float = Field(default=1.0, ge=0)
-    identity: float = Field(default=1.0, ge=0)
+    """Weights of the paper's three terms (facekit.train.losses)."""
+
+    landmark: float = Field(default=0.1, ge=0, description="landmark MSE, in pixels of a 100-px image")
+    texture: float = Field(default=1.0, ge=0, description="texture L1 (image L1 for decoders without a texture)")
+    identity: float = Field(default=1.0, ge=0, description="1 - cos of encoder embeddings of input and output")
 
 
 class TrainSection(Section):
@@ -133,6 +138,7 @@ class TrainSection(Section):
 
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=32, ge=1)
+    pool_size: int = Field(default=2000, ge=0, description="random morphs made at start (features cached)")
     lr: float = Field(default=1e-3, gt=0)
     seed: int = 0
     loss: LossWeights = Field(default_factory=LossWeights)
@@ -382,6 +388,12 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
                     "set train.loss.identity: 0 or choose a differentiable encoder",
                 )
             )
+    decoder = components.get("decoder")
+    decoder_size = getattr(decoder.params, "image_size", None) if decoder is not None else None
+    if decoder_size is not None and decoder_size != prepare.image_size:
+        problems.append(
+            Problem("components.decoder.params.image_size", f"must equal prepare.image_size ({prepare.image_size})")
+        )
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
         problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
     problems.extend(_check_data(recipe.data))

@@ -5,11 +5,17 @@ Keep this module light: specs point at factories that import torch only when a c
 
 from __future__ import annotations
 
-from facekit.builtin import warpers
+from facekit.builtin import decoders, warpers
 from facekit.hookspecs import Register, hookimpl
 
 
 @hookimpl
 def register_warpers(register: Register) -> None:
     for spec in warpers.specs():
+        register(spec)
+
+
+@hookimpl
+def register_decoders(register: Register) -> None:
+    for spec in decoders.specs():
         register(spec)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.poisson import BACKGROUND_WEIGHT, COLOUR_WEIGHT, composite, face_mask
 from facekit.warp import sparse_image_warp
 
@@ -140,10 +141,10 @@ class Morph:
 def _warp(image: np.ndarray, source: np.ndarray, destination: np.ndarray) -> np.ndarray:
     """``(S, S, C)`` float32 image: content at ``source`` ``(K, 2)`` moves to ``destination``."""
     img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-    src = torch.from_numpy(np.asarray(source, np.float32))[None]
-    dst = torch.from_numpy(np.asarray(destination, np.float32))[None]
+    src = torch.from_numpy(np.array(source, np.float32))[None]
+    dst = torch.from_numpy(np.array(destination, np.float32))[None]
     with torch.no_grad():
-        out, _ = sparse_image_warp(img, src, dst)
+        out, _ = sparse_image_warp(img, src, dst, regularization=FACE_WARP_REGULARIZATION)
     return out[0].numpy().transpose(1, 2, 0)
 
 

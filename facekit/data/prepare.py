@@ -40,17 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import FacekitError
 
 logger = logging.getLogger(__name__)
 
 WORK = "work"
-
-#: Smoothing for the averaging/texture warps. dlib puts the inner-lip points of a closed mouth exactly on top of each
-#: other (iBUG 62-68), which makes the interpolating spline singular; 1e-2 (kernel units: pixels) makes the system
-#: well defined while moving the fit at other points by far less than a pixel.
-WARP_REGULARIZATION = 1e-2
 
 
 @dataclass(frozen=True)
@@ -214,7 +210,7 @@ def morph_average(crops: list[np.ndarray], landmarks: list[np.ndarray]) -> tuple
     destination = torch.from_numpy(mean).expand_as(source).contiguous()
     with torch.no_grad():
         warped, _ = sparse_image_warp(
-            images, source, destination, order=1, regularization=WARP_REGULARIZATION, boundary_points=2
+            images, source, destination, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=2
         )
     average = (warped.mean(dim=0).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     return average, mean
@@ -421,7 +417,7 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
             source = torch.from_numpy(points[start : start + 64])
             target = torch.from_numpy(mean_points).expand_as(source).contiguous()
             warped, _ = sparse_image_warp(
-                batch, source, target, order=1, regularization=WARP_REGULARIZATION, boundary_points=2
+                batch, source, target, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=2
             )
             textures[start : start + 64] = (warped.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     for name, array in (("averages", averages), ("landmarks", points), ("textures", textures)):

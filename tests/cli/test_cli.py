@@ -64,9 +64,18 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr and "RecipeError" in result.stderr
 
 
-def test_run_refuses_unbuilt_stage_with_exit_1() -> None:
-    result = run_cli("run", "recipes/demo.yaml", "--stage", "train")
-    assert result.returncode == 1 and "not built yet" in result.stderr and "Traceback" not in result.stderr
+def test_run_without_a_trained_model_is_one_line_exit_1(tmp_path: Path) -> None:
+    result = run_cli(
+        "run",
+        "recipes/demo.yaml",
+        "--stage",
+        "evaluate",
+        "--set",
+        f"train.output={tmp_path}",
+        "--set",
+        f"evaluate.output={tmp_path / 'eval'}",
+    )
+    assert result.returncode == 1 and "checkpoint not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_recipe_file() -> None:

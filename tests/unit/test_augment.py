@@ -90,6 +90,16 @@ def test_random_morph_shapes_and_interpolation(data) -> None:
     np.testing.assert_allclose(m.texture, (1 - b) * ti + b * tj, atol=1e-5)
 
 
+def test_closed_mouths_with_coincident_inner_lips_morph(data) -> None:
+    """dlib puts a closed mouth's inner-lip points on top of each other; the warp must not fail on that."""
+    closed = {k: np.array(v) for k, v in data.items()}
+    closed["landmarks"][:, 65] = closed["landmarks"][:, 61]
+    closed["landmarks"][:, 66] = closed["landmarks"][:, 62]
+    closed["mean_landmarks"][65] = closed["mean_landmarks"][61]
+    m = _morph(closed, 1, seed=3)
+    assert np.isfinite(m.image).all()
+
+
 def test_random_morph_is_deterministic_for_a_fixed_rng(data) -> None:
     m1, m2, m3 = _morph(data, 4, seed=9), _morph(data, 4, seed=9), _morph(data, 4, seed=10)
     np.testing.assert_array_equal(m1.image, m2.image)

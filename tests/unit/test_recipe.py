@@ -106,10 +106,13 @@ def test_load_recipe_errors(tmp_path: Path) -> None:
         load_recipe(tmp_path / "bad.yaml")
 
 
-def test_unbuilt_stage_refuses_before_writing(tmp_path: Path) -> None:
-    plan = resolve({"train": {"output": str(tmp_path / "out")}})
+def test_unbuilt_stage_refuses_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facekit import pipeline
+
+    monkeypatch.setitem(pipeline.STAGE_RUNNERS, "evaluate", None)
+    plan = resolve({"evaluate": {"output": str(tmp_path / "out")}})
     with pytest.raises(StageNotBuiltError, match="not built yet"):
-        run_plan(plan, ["train"])
+        run_plan(plan, ["evaluate"])
     assert not (tmp_path / "out").exists()
     with pytest.raises(StageNotBuiltError, match="unknown stage 'trian'"):
         stages_to_run(["trian"])

@@ -11,7 +11,7 @@ from torch import nn
 from facekit.registry import NoParams
 from facekit_dlib.cards import RESNET_CARD
 from facekit_dlib.models import model_path
-from facekit_dlib.resnet import extract_chip, load_dlib_resnet
+from facekit_dlib.resnet import extract_chip, face_chip_transform, load_dlib_resnet
 
 
 class DlibResNetEncoder(nn.Module):
@@ -37,3 +37,10 @@ class DlibResNetEncoder(nn.Module):
     def align(image: np.ndarray, landmarks: Any) -> np.ndarray:
         """dlib's chip of ``image`` (H, W, 3) uint8 RGB from 5 or 68 ``landmarks`` (K, 2): (150, 150, 3) uint8."""
         return extract_chip(image, np.asarray(landmarks), size=150, padding=0.25)
+
+    @staticmethod
+    def input_transform(landmarks: Any) -> np.ndarray:
+        """The (2, 3) affine map from image pixels to chip pixels of dlib's chip for ``landmarks`` (K, 2) (the
+        inverse of dlib's chip-to-image map), for differentiable chip extraction of decoder outputs."""
+        chip_to_image = np.vstack([face_chip_transform(np.asarray(landmarks), size=150, padding=0.25), [0, 0, 1]])
+        return np.linalg.inv(chip_to_image)[:2]

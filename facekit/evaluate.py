@@ -1,0 +1,196 @@
+"""Does the normalized face keep the identity, and is it stable across photos of one person?
+
+For LFW DevTest photos (people never trained on): normalize each photo, then under each judge encoder measure
+
+- **identity preservation**: the distance between the input photo and its normalized face (the paper's Fig. 12),
+  and the share within the judge's verification threshold;
+- **consistency**: distances between the normalized faces of two photos of one person vs of two different people;
+- **landmark plausibility**: the detector's landmarks on the output vs the decoder's predicted landmarks.
+
+Judges align their inputs themselves (their card's template or own chips): the input photo with the detector's
+landmarks, the normalized face with the predicted ones. Writes ``metrics.json``, histograms and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facekit.data.sources import Photo, lfw_photos
+
+logger = logging.getLogger(__name__)
+
+
+def lfw_devtest(root: Path, max_photos: int) -> list[Photo]:
+    """``max_photos`` photos of LFW's ``peopleDevTest.txt`` people, spread evenly over the (sorted) list."""
+    photos = lfw_photos(root, "peopleDevTest.txt")
+    if len(photos) <= max_photos:
+        return photos
+    picks = np.linspace(0, len(photos) - 1, max_photos).round().astype(int)
+    return [photos[i] for i in picks]
+
+
+@dataclass(frozen=True)
+class Judge:
+    name: str
+    encoder: Any
+
+    @property
+    def card(self) -> Any:
+        return self.encoder.card
+
+    def embed(self, images: list[np.ndarray], landmarks: np.ndarray) -> np.ndarray:
+        from facekit.align import encoder_inputs
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), 32):
+                crops = encoder_inputs(self.encoder, images[start : start + 32], landmarks[start : start + 32])
+                out.append(self.encoder.embed(crops).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.card.embedding_size))
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Row-wise distance on the card's metric: Euclidean, or cosine *similarity* for cosine cards."""
+        if self.card.distance == "cosine":
+            a = a / np.linalg.norm(a, axis=1, keepdims=True)
+            b = b / np.linalg.norm(b, axis=1, keepdims=True)
+            return np.sum(a * b, axis=1)
+        return np.linalg.norm(a - b, axis=1)
+
+    def passes(self, values: np.ndarray) -> np.ndarray:
+        threshold = float(self.card.threshold)
+        return values > threshold if self.card.distance == "cosine" else values < threshold
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {}
+    return {
+        "mean": round(float(values.mean()), 4),
+        "median": round(float(np.median(values)), 4),
+        "p05": round(float(np.percentile(values, 5)), 4),
+        "p95": round(float(np.percentile(values, 95)), 4),
+    }
+
+
+def evaluate_normalizer(
+    normalizer: Any, photos: list[Photo], judges: list[Judge], out: Path, progress: bool = False
+) -> dict[str, Any]:
+    """Normalize ``photos`` and measure them under ``judges``; writes metrics.json, plots and report.html."""
+    from facekit.data.prepare import load_rgb
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    images = [load_rgb(p.path)[0] for p in photos]
+    outcomes: list[Any] = []
+    steps: Any = range(0, len(photos), 32)
+    if progress:
+        from rich.progress import track
+
+        steps = track(steps, description="normalizing")
+    for first in steps:
+        chunk = slice(first, first + 32)
+        outcomes.extend(normalizer.normalize_many(images[chunk], [p.path.stem for p in photos[chunk]]))
+    normalize_seconds = time.perf_counter() - start
+    ok = [i for i, o in enumerate(outcomes) if o.face is not None]
+    inputs = [_image(images[i]) for i in ok]
+    input_landmarks = np.stack([outcomes[i].face.source_landmarks for i in ok]).astype(np.float64)
+    outputs = [outcomes[i].face.image for i in ok]
+    output_landmarks = np.stack([outcomes[i].face.landmarks for i in ok]).astype(np.float64)
+    people = np.array([photos[i].identity for i in ok])
+    metrics: dict[str, Any] = {
+        "photos": len(photos),
+        "normalized": len(ok),
+        "status": {s: sum(o.status == s for o in outcomes) for s in sorted({o.status for o in outcomes})},
+        "judges": {},
+        "seconds": {"normalize": round(normalize_seconds, 1)},
+    }
+    pairs = _consistency_pairs(people, np.random.default_rng(0))
+    for judge in judges:
+        a, b = judge.embed(inputs, input_landmarks), judge.embed(outputs, output_landmarks)
+        preserved = judge.distance(a, b)
+        same = judge.distance(b[pairs["same"][:, 0]], b[pairs["same"][:, 1]]) if len(pairs["same"]) else np.zeros(0)
+        different = judge.distance(b[pairs["different"][:, 0]], b[pairs["different"][:, 1]])
+        inputs_same = judge.distance(a[pairs["same"][:, 0]], a[pairs["same"][:, 1]]) if len(pairs["same"]) else same
+        metrics["judges"][judge.name] = {
+            "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
+            "threshold": judge.card.threshold,
+            "identity_pass_rate": round(float(judge.passes(preserved).mean()), 4),
+            "identity": _stats(preserved),
+            "consistency_same_person": _stats(same),
+            "consistency_different_people": _stats(different),
+            "inputs_same_person": _stats(inputs_same),
+            "same_person_pass_rate": round(float(judge.passes(same).mean()), 4) if len(same) else None,
+            "different_people_reject_rate": round(float((~judge.passes(different)).mean()), 4),
+        }
+        _histogram(preserved, judge, out / f"identity-{judge.name}.png")
+        np.save(out / f"identity-{judge.name}.npy", preserved)
+    metrics["landmarks"] = _landmark_plausibility(normalizer, outputs, output_landmarks)
+    metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from facekit.outputs import side_by_side
+
+    examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
+    from facekit.report import write_report
+
+    write_report(out / "report.html", "facekit evaluation", metrics, examples, sorted(out.glob("identity-*.png")))
+    return metrics
+
+
+def _image(image: np.ndarray | None) -> np.ndarray:
+    assert image is not None  # only photos that were read and normalized get here
+    return image
+
+
+def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int = 1000) -> dict[str, np.ndarray]:
+    """Index pairs of outputs of the same person (all) and of different people (``count`` random ones)."""
+    same = [(i, j) for i in range(len(people)) for j in range(i + 1, len(people)) if people[i] == people[j]]
+    different: list[tuple[int, int]] = []
+    while len(different) < count and len(set(people)) > 1:
+        i, j = rng.integers(len(people), size=2)
+        if people[i] != people[j]:
+            different.append((i, j))
+    return {
+        "same": np.array(same, dtype=int).reshape(-1, 2),
+        "different": np.array(different, dtype=int).reshape(-1, 2),
+    }
+
+
+def _landmark_plausibility(normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray) -> dict[str, Any]:
+    """The detector run on the normalized faces: how often it finds a face, and its NME against the prediction."""
+    errors = []
+    for image, points in zip(outputs, predicted, strict=True):
+        faces = normalizer.detector.detect_array(image)
+        if faces:
+            found = np.asarray(faces[0].landmarks, np.float64)
+            scale = np.linalg.norm(points[36] - points[45])
+            errors.append(float(np.linalg.norm(found - points, axis=1).mean() / scale))
+    values = np.array(errors)
+    return {"detected": len(errors), "of": len(outputs), "nme_vs_predicted": _stats(values)}
+
+
+def _histogram(values: np.ndarray, judge: Judge, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
+    axis.hist(values, bins=40, color="#4477aa")
+    axis.axvline(
+        float(judge.card.threshold), color="#cc3311", linestyle="--", label=f"threshold {judge.card.threshold}"
+    )
+    label = "cosine similarity" if judge.card.distance == "cosine" else "Euclidean distance"
+    axis.set_xlabel(f"{judge.name}: {label}, input photo vs normalized face")
+    axis.set_ylabel("photos")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

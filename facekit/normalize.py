@@ -1,0 +1,146 @@
+"""Inference: photo -> detect -> align to the encoder's template -> encode -> decode -> warp -> normalized face.
+
+    from facekit.normalize import Normalizer
+    normalizer = Normalizer.from_checkpoint()            # the default model shipped with facekit
+    face = normalizer.normalize(image)                   # (H, W, 3) uint8 RGB -> NormalizedFace
+
+A checkpoint carries the names and params of the components it was trained with (decoder, encoder, warper, detector),
+so nothing else is needed to rebuild the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facekit.errors import FacekitError
+
+DEFAULT_MODEL = "default-model.safetensors"
+
+
+def default_model_path() -> Path:
+    """The default model shipped inside the facekit package (``facekit/assets``)."""
+    path = Path(str(resources.files("facekit") / "assets" / DEFAULT_MODEL))
+    if not path.is_file():
+        raise FacekitError(f"the default model is missing from this install ({path}); pass --checkpoint")
+    return path
+
+
+@dataclass
+class NormalizedFace:
+    """One normalized face: ``image`` (S, S, 3) uint8, ``landmarks`` (K, 2) predicted in it, ``texture`` (S, S, 3) uint8
+    or None; ``source_landmarks`` (K, 2) and ``box`` of the face in the input photo."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    texture: np.ndarray | None
+    source_landmarks: np.ndarray
+    box: tuple[float, float, float, float]
+    faces_found: int = 1
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: ``status`` is ``ok``, ``no_face`` or ``unreadable``."""
+
+    name: str
+    status: str
+    face: NormalizedFace | None = None
+    reason: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+class Normalizer:
+    """A trained decoder with the detector and encoder it was trained with."""
+
+    def __init__(self, decoder: Any, encoder: Any, detector: Any, meta: dict[str, Any], device: str = "cpu") -> None:
+        self.decoder = decoder.to(device).eval()
+        self.encoder = encoder.to(device).eval()
+        self.detector = detector
+        self.meta = meta
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> Normalizer:
+        """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one)."""
+        import facekit
+        from facekit.train import load_decoder_state, read_checkpoint
+
+        checkpoint = Path(path) if path is not None else default_model_path()
+        tensors, meta = read_checkpoint(checkpoint)
+        if "decoder" not in meta:
+            raise FacekitError(f"{checkpoint} is not a facekit model (no decoder in its metadata)")
+        decoder = facekit.get_registry("decoder").get(meta["decoder"]).build(meta["decoder_params"])
+        load_decoder_state(decoder, tensors)
+        if meta.get("warper"):
+            decoder.warper = facekit.load_component("warper", meta["warper"], **(meta.get("warper_params") or {}))
+        encoder = facekit.load_component("encoder", meta["encoder"])
+        detector_ref = meta["recipe"]["components"].get("detector") or {"name": "dlib", "params": {}}
+        detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
+        return cls(decoder, encoder, detector, meta, device)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.decoder.image_size)
+
+    def decode_features(self, features: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return self.decoder(features.to(self.device))
+
+    def normalize(self, image: np.ndarray) -> NormalizedFace:
+        """Normalize the largest face of ``image`` (H, W, 3) uint8 RGB; no face is a :class:`FacekitError`."""
+        outcome = self.normalize_many([image], ["image"])[0]
+        if outcome.face is None:
+            raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())
+        return outcome.face
+
+    def normalize_many(
+        self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
+    ) -> list[Outcome]:
+        """Normalize the largest face of each image (``None`` = unreadable); one :class:`Outcome` per input."""
+        from facekit.align import encoder_inputs
+
+        outcomes: list[Outcome] = []
+        pending: list[tuple[int, np.ndarray, Any]] = []
+        for index, (image, name) in enumerate(zip(images, names, strict=True)):
+            if image is None:
+                outcomes.append(Outcome(name, "unreadable"))
+                continue
+            faces = self.detector.detect_array(image)
+            if not faces:
+                outcomes.append(Outcome(name, "no_face"))
+                continue
+            outcomes.append(Outcome(name, "ok", extras={"faces_found": len(faces)}))
+            pending.append((index, image, faces[0]))
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            photos = [c[1] for c in chunk]  # photos of different sizes: encoder_inputs crops each on its own
+            points = np.stack([np.asarray(c[2].landmarks, np.float64) for c in chunk])
+            crops = encoder_inputs(self.encoder, photos, points).to(self.device)
+            with torch.no_grad():
+                out = self.decoder(self.encoder.features(crops))
+            pictures = _to_uint8(out.image)
+            textures = _to_uint8(out.texture) if out.texture is not None else [None] * len(chunk)
+            landmarks = (
+                out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(chunk)
+            )
+            for (index, _, face), picture, texture, points in zip(chunk, pictures, textures, landmarks, strict=True):
+                outcomes[index].face = NormalizedFace(
+                    picture,
+                    points,
+                    texture,
+                    np.asarray(face.landmarks),
+                    face.box,
+                    outcomes[index].extras["faces_found"],
+                )
+        return outcomes

@@ -1,0 +1,415 @@
+"""Training the decoder through the warp: landmark MSE + texture L1 + identity loss (Cole et al. 2017, Sec. 4).
+
+An explicit loop, no framework:
+
+- **data**: the prepared identities (``prepare.output``) plus ``train.pool_size`` random morphs made on the fly at start
+  (augment section), each an image in the aligned frame with its landmarks and texture;
+- **frozen encoder**: its features (decoder input) and embeddings (identity-loss target) are computed once for the
+  whole pool and cached; the identity loss runs the encoder on the decoder's output, cropped differentiably with the
+  encoder's own alignment;
+- **determinism**: batch ``t`` is drawn with ``default_rng([seed, t])``, so a resumed run sees the same batches;
+- **checkpoints**: ``<output>/checkpoints/last.safetensors`` (weights, Adam state, step, decoder spec) written to a
+  temporary file and renamed; ``--resume`` continues from it, losing at most one checkpoint interval;
+- **logs**: ``metrics.csv`` (and TensorBoard when installed), sample grids ``samples/step-NNNNNN.png``;
+- **DDP**: under ``torchrun`` each rank takes its slice of the same global batch (gloo on CPU, nccl on GPU); gradients
+  are averaged, so N processes follow the 1-process trajectory; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from facekit.errors import FacekitError
+from facekit.types import DecoderOutput
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "last.safetensors"
+METRICS = ["step", "loss", "landmark", "texture", "image", "identity", "seconds"]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class Pool:
+    """The training items, in memory: images/textures (N, 3, S, S) uint8, landmarks (N, K, 2) float32, and the frozen
+    encoder's cached ``features`` (N, F) and ``embeddings`` (N, D) of each image."""
+
+    images: torch.Tensor
+    textures: torch.Tensor
+    landmarks: torch.Tensor
+    features: torch.Tensor
+    embeddings: torch.Tensor
+    transforms: torch.Tensor  # (N, 2, 3) image -> encoder input, from the target landmarks
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        idx = torch.from_numpy(index)
+        return {
+            "image": self.images[idx].to(device).float() / 255.0,
+            "texture": self.textures[idx].to(device).float() / 255.0,
+            "landmarks": self.landmarks[idx].to(device),
+            "features": self.features[idx].to(device),
+            "embedding": self.embeddings[idx].to(device),
+            "transform": self.transforms[idx].to(device),
+        }
+
+
+def _uint8_chw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
+    """Prepared identities + ``train.pool_size`` on-the-fly morphs, with the encoder's features and embeddings."""
+    from facekit.align import encoder_input_transform, encoder_inputs
+    from facekit.data.dataset import PreparedFaces
+
+    recipe = plan.recipe
+    faces = PreparedFaces(recipe.prepare.output)
+    images = [np.asarray(faces.averages)]
+    textures = [np.asarray(faces.textures)]
+    landmarks = [np.asarray(faces.landmarks, dtype=np.float32)]
+    if recipe.augment.enabled and recipe.train.pool_size > 0:
+        from facekit.data.augment import morph_dataset
+
+        morphs = morph_dataset(plan, length=recipe.train.pool_size)
+        loader = torch.utils.data.DataLoader(morphs, batch_size=64, num_workers=recipe.prepare.workers)
+        for batch in _track(loader, "making morphs", progress):
+            images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+            textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+            landmarks.append(batch["landmarks"].numpy().astype(np.float32))
+    all_images, all_textures = np.concatenate(images), np.concatenate(textures)
+    all_landmarks = np.concatenate(landmarks)
+    features, embeddings = [], []
+    with torch.no_grad():
+        for start in _track(range(0, len(all_images), 32), "encoding", progress):
+            inputs = encoder_inputs(encoder, all_images[start : start + 32], all_landmarks[start : start + 32])
+            features.append(encoder.features(inputs))
+            embeddings.append(encoder.embed(inputs))
+    transforms = np.stack([encoder_input_transform(encoder, points) for points in all_landmarks]).astype(np.float32)
+    return Pool(
+        images=_uint8_chw(all_images),
+        textures=_uint8_chw(all_textures),
+        landmarks=torch.from_numpy(all_landmarks),
+        features=torch.cat(features),
+        embeddings=torch.cat(embeddings),
+        transforms=torch.from_numpy(transforms),
+    )
+
+
+def _track(iterable: Any, description: str, progress: bool) -> Any:
+    if not progress:
+        return iterable
+    from rich.progress import track
+
+    return track(iterable, description=description)
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def identity_loss(encoder: Any, output: torch.Tensor, transform: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cos(E(output), E(input)), the output cropped to the encoder's input with the (B, 2, 3) ``transform``."""
+    from facekit.align import warp_images_affine
+
+    width, height = encoder.card.input_size
+    crops = warp_images_affine(output, transform.to(output.dtype), (height, width))
+    return (1 - F.cosine_similarity(encoder.embed(crops.float()), target, dim=1)).mean()
+
+
+def losses(
+    out: DecoderOutput, batch: dict[str, torch.Tensor], encoder: Any, weights: Any, image_size: int
+) -> dict[str, torch.Tensor]:
+    """The weighted terms. Landmark MSE is in pixels of a 100-px image (so it does not depend on the size)."""
+    terms: dict[str, torch.Tensor] = {}
+    if out.landmarks is not None:
+        scale = 100.0 / image_size
+        terms["landmark"] = F.mse_loss(out.landmarks.float() * scale, batch["landmarks"] * scale)
+    if out.texture is not None:
+        terms["texture"] = F.l1_loss(out.texture.float(), batch["texture"])
+    else:  # decoders without a texture (plain-cnn) learn the image directly
+        terms["image"] = F.l1_loss(out.image.float(), batch["image"])
+    if weights.identity > 0:
+        terms["identity"] = identity_loss(encoder, out.image, batch["transform"], batch["embedding"])
+    weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
+    weight_of["identity"] = weights.identity
+    terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))
+    return terms
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(
+    path: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
+    """Weights + Adam state + metadata in one safetensors file, written atomically (temporary file + rename)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
+    state = optimizer.state_dict()
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{index}.{key}"] = tensor.detach().cpu().contiguous()
+    meta = {**meta, "param_groups": state["param_groups"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(temporary), metadata={"facekit": json.dumps(meta)})
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint`."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FacekitError(f"checkpoint not found: {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads((handle.metadata() or {}).get("facekit", "{}"))
+    return load_file(str(path)), meta
+
+
+def load_decoder_state(decoder: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in model.items()})
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: torch.device) -> Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def choose_device(requested: str) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise FacekitError("train.device is cuda but no GPU is visible; use device: cpu or auto")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def build_decoder(plan: Any, feature_size: int) -> Any:
+    component = plan.components.get("decoder")
+    if component is None:
+        raise FacekitError("training needs components.decoder (e.g. {name: paper})")
+    params = component.params
+    if params.feature_size != feature_size:
+        params = params.model_copy(update={"feature_size": feature_size})
+    decoder = component.spec.build(params)
+    warper = plan.components.get("warper")
+    if warper is not None and hasattr(decoder, "warper"):
+        decoder.warper = warper.build()
+    return decoder
+
+
+def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
+    """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``."""
+    from facekit.data.dataset import PreparedFaces
+
+    recipe, settings = plan.recipe, plan.recipe.train
+    encoder_component = plan.components.get("encoder")
+    if encoder_component is None:
+        raise FacekitError("training needs components.encoder (e.g. {name: dlib-resnet})")
+    device = choose_device(settings.device)
+    dist = _setup_distributed(device)
+    torch.manual_seed(settings.seed)
+    output = Path(settings.output)
+    checkpoint = output / "checkpoints" / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
+
+    encoder = encoder_component.build().to(device).eval()
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    pool = build_pool(plan, encoder.cpu(), progress=progress and dist.main)
+    encoder.to(device)
+    decoder = build_decoder(plan, int(pool.features.shape[1])).to(device)
+    decoder.set_mean_landmarks(PreparedFaces(recipe.prepare.output).mean_landmarks)
+    if decoder.image_size != recipe.prepare.image_size:
+        raise FacekitError(
+            f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
+            "components.decoder.params.image_size to match"
+        )
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
+    start_step = 0
+    if resume and checkpoint.exists():
+        tensors, meta = read_checkpoint(checkpoint)
+        load_decoder_state(decoder, tensors)
+        _load_optimizer(optimizer, tensors, meta)
+        start_step = int(meta["step"])
+        logger.info("resumed from %s at step %d", checkpoint, start_step)
+    model: torch.nn.Module = decoder
+    if dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(decoder)
+    meta_base = {
+        "decoder": plan.components["decoder"].spec.name,
+        "decoder_params": decoder.params.model_dump(),
+        "encoder": encoder_component.spec.name,
+        "warper": plan.components["warper"].spec.name if "warper" in plan.components else None,
+        "warper_params": plan.components["warper"].params.model_dump() if "warper" in plan.components else None,
+        "recipe": plan.to_dict(),
+        "recipe_source": plan.source,
+    }
+    if dist.main:
+        _prepare_logs(output, start_step)
+    writer = _tensorboard(output) if dist.main else None
+    autocast = _autocast(device, settings.precision)
+    fixed = np.arange(min(8, len(pool)))
+    began = time.perf_counter()
+    bar = _progress_bar(progress and dist.main, settings.steps, start_step)
+    for step in range(start_step + 1, settings.steps + 1):
+        rng = np.random.default_rng([settings.seed, step])
+        index = rng.integers(len(pool), size=settings.batch_size)
+        mine = index[dist.rank :: dist.world]
+        batch = pool.batch(mine, device)
+        with autocast:
+            out = model(batch["features"])
+            terms = losses(out, batch, encoder, settings.loss, decoder.image_size)
+        optimizer.zero_grad(set_to_none=True)
+        # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
+        (terms["loss"] * len(mine) * dist.world / len(index)).backward()
+        optimizer.step()
+        if dist.main:
+            row = {k: float(v.detach()) for k, v in terms.items()}
+            _log(output, writer, step, row, time.perf_counter() - began)
+            if step % settings.sample_every == 0 or step == settings.steps:
+                _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                save_checkpoint(checkpoint, decoder, optimizer, {**meta_base, "step": step})
+            if bar is not None:
+                bar[0].update(bar[1], advance=1, description=f"train loss {row['loss']:.4f}")
+    if bar is not None:
+        bar[0].stop()
+    if writer is not None:
+        writer.close()
+    return output
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _prepare_logs(output: Path, start_step: int) -> None:
+    """metrics.csv without rows past ``start_step`` (a killed run may have logged steps it never checkpointed)."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "metrics.csv"
+    rows: list[dict[str, str]] = []
+    if path.exists() and start_step > 0:
+        with path.open(newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRICS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _log(output: Path, writer: Any, step: int, row: dict[str, float], seconds: float) -> None:
+    with (output / "metrics.csv").open("a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=METRICS).writerow(
+            {"step": step, **{k: f"{row[k]:.6f}" for k in METRICS[1:-1] if k in row}, "seconds": f"{seconds:.2f}"}
+        )
+    if writer is not None:
+        for key, value in row.items():
+            writer.add_scalar(f"train/{key}", value, step)
+
+
+def _tensorboard(output: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: metrics.csv always has the numbers
+        return None
+    return SummaryWriter(str(output / "tensorboard"))
+
+
+def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any] | None:
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar.start()
+    return bar, bar.add_task("train", total=total, completed=done)
+
+
+def _sample_grid(decoder: torch.nn.Module, pool: Pool, index: np.ndarray, device: torch.device, path: Path) -> None:
+    """Rows of input | output | texture for a fixed set of training items."""
+    from PIL import Image
+
+    decoder.eval()
+    with torch.no_grad():
+        batch = pool.batch(index, device)
+        out = decoder(batch["features"])
+    decoder.train()
+    columns = [batch["image"], out.image.float()] + ([out.texture.float()] if out.texture is not None else [])
+    grid = torch.cat([torch.cat(list(c.clamp(0, 1).cpu()), dim=1) for c in columns], dim=2)  # (3, rows*S, cols*S)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+def export_model(checkpoint: str | Path, out: str | Path, metrics: str | Path | None = None) -> int:
+    """Write ``checkpoint``'s decoder weights in fp16 with its provenance (recipe, step, components, git sha and
+    ``metrics`` if given) and no optimizer state: the format of the shipped default model. Returns the file size."""
+    from facekit.runs import git_sha
+
+    tensors, meta = read_checkpoint(Path(checkpoint))
+    weights = {
+        k: (v.half() if v.is_floating_point() and not k.endswith("mean_landmarks") else v)
+        for k, v in tensors.items()
+        if k.startswith("model.")
+    }
+    meta = {k: v for k, v in meta.items() if k != "param_groups"}
+    meta["exported_from"] = str(checkpoint)
+    meta["git_sha"] = git_sha()
+    if metrics is not None:
+        meta["metrics"] = json.loads(Path(metrics).read_text())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    save_file(weights, str(temporary), metadata={"facekit": json.dumps(meta)})
+    os.replace(temporary, out)
+    return out.stat().st_size
