@@ -21,18 +21,26 @@ Spline
 Kernels (identical to tfa): order 1 ``phi(r) = r``; order 2 ``r^2 log r`` (thin plate); order 3
 ``r^3``; in general odd ``k`` -> ``r^k`` and even ``k`` -> ``r^k log r``.
 
-Regularisation convention (tfa's): ``regularization * I`` is added to the kernel matrix
-``[phi(|c_i - c_j|)]``. ``scipy.interpolate.RBFInterpolator(degree=1, smoothing=s)`` adds ``s * I`` to
-*its* kernel matrix, and scipy's ``linear`` kernel is ``-r``: scipy ``smoothing=s`` equals our
-``regularization=-s`` for order 1 and ``regularization=s`` for orders 2 (``thin_plate_spline``) and
-3 (``cubic``). Without regularisation the interpolants are identical.
+Regularisation is *smoothing*, as in ``scipy.interpolate.RBFInterpolator(degree=1, smoothing=s)``:
+``regularization=s >= 0`` always trades exactness at the points for smoothness, for every order.
+Internally ``sign(k) * s * I`` is added to the kernel matrix ``[phi(|c_i - c_j|)]``, where ``sign(k)``
+makes ``sign(k) * phi`` conditionally positive definite (-1 for ``r`` and ``r^5``, +1 for ``r^2 log r``
+and ``r^3``; scipy writes those kernels as ``-r``, ``r^2 log r``, ``r^3``, ``-r^5``). tfa adds ``+s * I``
+for every order, which for its default ``phi(r) = r`` does not smooth but drives the system towards
+singularity; so for order 1 tfa's ``regularization=s`` is our ``-s`` (we refuse negative values).
 
 Numerics
 --------
 * Distances always use exact differences ``(q - c)`` (never ``|q|^2 + |c|^2 - 2 q.c``).
 * The small ``(N + 3) x (N + 3)`` system is built and solved in float64 (after centring the points,
-  which leaves the interpolant unchanged); dense evaluation runs in float32 (float64 for float64
-  inputs) and the result is cast back to the input dtype, so float16/bfloat16 inputs are safe.
+  which leaves the interpolant unchanged). The dense evaluation of order 1 runs in float32 (~3e-5 px
+  from float64 at 224 px) unless the worst-case bound ``2 eps32 * diag * max_b sum|w|`` on its
+  rounding error exceeds 1e-2 px (a typical face at 224 px: ~5e-3; huge cancelling weights, e.g.
+  centres 0.01 px apart carrying different values: ~0.6), then it runs in float64 (one host sync,
+  ~2x time in that rare case). Orders >= 2 are evaluated in float64 because ``r^k`` reaches ~1e7
+  at 224 px and cancels (~1e-3 px error in float32). Float64 inputs are evaluated in float64.
+  Flows are float32 (float64 for float64 inputs); warped images are cast back to the input dtype,
+  so float16/bfloat16 inputs are safe (sampling runs in float32).
 * Exactly (or to 1e-9 of the point spread) coincident centres raise :class:`SplineError` naming the
   points, unless ``regularization != 0`` (then the regularised system is solved, which is well
   defined). Fewer than 3 centres, or all centres collinear, always raise :class:`SplineError` (the
@@ -42,9 +50,14 @@ Numerics
 Speed / memory
 --------------
 The dense evaluation over every pixel is a custom ``torch.autograd.Function`` that works in chunks
-and recomputes distances in backward, so nothing of size ``(B, H*W, N)`` is ever kept. On the pixel
-grid the squared distance is separable, ``r^2 = (x_j - c_x)^2 + (y_i - c_y)^2``, so it costs one add
-per (pixel, centre) on top of the kernel itself.
+(:data:`CHUNK_ELEMENTS` pixel-centre pairs, one reused buffer) and recomputes distances in backward,
+so nothing of size ``(B, H*W, N)`` is ever kept: only the centres and weights are saved. On the pixel
+grid the squared distance is separable, ``r^2 = (x_j - c_x)^2 + (y_i - c_y)^2`` (exact differences
+from two small tables), so it costs one add per (pixel, centre) on top of the kernel. Forward is
+``add, sqrt, (C x N) @ (N x P) matmul`` per chunk; backward is ``add, rsqrt`` and two batched matmuls
+contracting ``grad * phi'(r)/r`` over rows and over columns, from which the gradients of centres and
+weights follow by separability (no ``(P, N)`` gradient tensor is formed). Gradients w.r.t. arbitrary
+queries are supported by the general (non-grid) path used by :func:`interpolate_spline`.
 
 What can be cached (:class:`PolyharmonicWarp`)
 ----------------------------------------------
@@ -75,21 +88,29 @@ from torch.autograd.function import once_differentiable
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "SplineError",
-    "interpolate_spline",
-    "solve_spline",
-    "evaluate_spline",
-    "boundary_control_points",
-    "dense_flow_from_solution",
-    "dense_flow",
-    "warp_with_flow",
-    "sparse_image_warp",
     "PolyharmonicWarp",
+    "SplineError",
+    "boundary_control_points",
+    "dense_flow",
+    "dense_flow_from_solution",
+    "evaluate_spline",
+    "interpolate_spline",
     "piecewise_affine_warp",
+    "solve_spline",
+    "sparse_image_warp",
+    "warp_with_flow",
 ]
 
-#: Target number of (query, centre) pairs processed per chunk by the dense evaluation.
-CHUNK_ELEMENTS = 1 << 18
+#: Target number of (query, centre) pairs processed per chunk by the dense evaluation on CPU
+#: (2 MiB of float32: cache-sized, few enough chunks to keep per-op overhead small).
+CHUNK_ELEMENTS = 1 << 19
+#: Same for accelerators, where kernel-launch count matters more than cache size.
+DEVICE_CHUNK_ELEMENTS = 1 << 25
+
+
+def _chunk_elements(t: torch.Tensor) -> int:
+    return CHUNK_ELEMENTS if t.device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
+
 
 _PADDING_MODES = ("border", "zeros", "reflection")
 
@@ -166,7 +187,7 @@ class _RBFPoints(torch.autograd.Function):
         b, m, _ = queries.shape
         n, c = weights.shape[1], weights.shape[2]
         out = weights.new_empty(b, m, c)
-        step = max(1, CHUNK_ELEMENTS // max(1, b * n))
+        step = max(1, _chunk_elements(weights) // max(1, b * n))
         for s in range(0, m, step):
             d = queries[:, s : s + step, None, :] - centers[:, None, :, :]
             r2 = d.square_().sum(-1)
@@ -183,11 +204,11 @@ class _RBFPoints(torch.autograd.Function):
         b, m, _ = queries.shape
         n = centers.shape[1]
         need_q, need_c, need_w = ctx.needs_input_grad[:3]
-        grad = grad.to(weights.dtype)
+        grad = grad.to(weights.dtype).contiguous()
         gq = torch.empty_like(queries) if need_q else None
         gc = torch.zeros_like(centers) if need_c else None
         gw = torch.zeros_like(weights) if need_w else None
-        step = max(1, CHUNK_ELEMENTS // max(1, b * n))
+        step = max(1, _chunk_elements(weights) // max(1, b * n))
         for s in range(0, m, step):
             d = queries[:, s : s + step, None, :] - centers[:, None, :, :]  # (B, m, N, 2)
             r2 = d.square().sum(-1)
@@ -212,9 +233,7 @@ class _RBFGrid(torch.autograd.Function):
     """
 
     @staticmethod
-    def _tables(
-        centers: torch.Tensor, height: int, width: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tables(centers: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs = torch.arange(width, device=centers.device, dtype=centers.dtype)
         ys = torch.arange(height, device=centers.device, dtype=centers.dtype)
         dx = xs[None, :, None] - centers[:, None, :, 0]  # (B, W, N)
@@ -222,10 +241,10 @@ class _RBFGrid(torch.autograd.Function):
         return dx, dy
 
     @staticmethod
-    def _chunks(b: int, h: int, w: int, n: int) -> tuple[int, int]:
+    def _chunks(b: int, h: int, w: int, n: int, chunk: int) -> tuple[int, int]:
         per_image = h * w * n
-        bstep = max(1, min(b, CHUNK_ELEMENTS // max(1, per_image)))
-        rstep = max(1, min(h, CHUNK_ELEMENTS // max(1, bstep * w * n)))
+        bstep = max(1, min(b, chunk // max(1, per_image)))
+        rstep = max(1, min(h, chunk // max(1, bstep * w * n)))
         return bstep, rstep
 
     @staticmethod
@@ -236,63 +255,125 @@ class _RBFGrid(torch.autograd.Function):
         c = weights.shape[2]
         dx, dy = _RBFGrid._tables(centers, height, width)
         dx2, dy2 = dx.square(), dy.square()
-        out = weights.new_empty(b, height, width, c)
-        bstep, rstep = _RBFGrid._chunks(b, height, width, n)
+        # channels-first accumulation: w^T (C, N) @ phi^T (N, P) is ~5x faster than phi @ w for C = 2
+        out = weights.new_empty(b, c, height * width)
+        wt = weights.transpose(1, 2)
+        bstep, rstep = _RBFGrid._chunks(b, height, width, n, _chunk_elements(weights))
+        buf = weights.new_empty(bstep, rstep, width, n)  # reused: no allocation per chunk
         for b0 in range(0, b, bstep):
             b1 = min(b, b0 + bstep)
-            wb = weights[b0:b1]
+            wb = wt[b0:b1]
             for r0 in range(0, height, rstep):
                 r1 = min(height, r0 + rstep)
-                r2 = dy2[b0:b1, r0:r1, None, :] + dx2[b0:b1, None, :, :]  # (b, h, W, N)
+                r2 = buf[: b1 - b0, : r1 - r0]
+                torch.add(dy2[b0:b1, r0:r1, None, :], dx2[b0:b1, None, :, :], out=r2)  # (b, h, W, N)
                 phi = _phi_inplace(r2, order).view(b1 - b0, (r1 - r0) * width, n)
-                out[b0:b1, r0:r1] = torch.bmm(phi, wb).view(b1 - b0, r1 - r0, width, c)
+                out[b0:b1, :, r0 * width : r1 * width] = torch.bmm(wb, phi.transpose(1, 2))
         ctx.save_for_backward(centers, weights)
         ctx.shape = (height, width, order)
-        return out
+        return out.view(b, c, height, width).permute(0, 2, 3, 1)  # (B, H, W, C) view
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        # With s = phi'(r) / r, dL/dc_n = -sum_p (g_p . w_n) s_pn (p - c_n), and for the kernels
+        # handled here phi = (r^2 s - [even] r^k) / k. Both only need the two partial contractions
+        #   T[j, c, n] = sum_i g[i, j, c] s[i, j, n]   (over rows)   and
+        #   U[i, c, n] = sum_j g[i, j, c] s[i, j, n]   (over columns),
+        # because r^2 = dx^2 + dy^2 and p - c = (dx, dy) are separable on the grid. Per chunk this is
+        # one add, one kernel pass and two batched matmuls; nothing (pixels x centres) is written.
         centers, weights = ctx.saved_tensors
         height, width, order = ctx.shape
         need_c, need_w = ctx.needs_input_grad[:2]
         b, n, _ = centers.shape
         c = weights.shape[2]
-        grad = grad.to(weights.dtype)
+        dtype = weights.dtype
+        grad = grad.to(dtype).contiguous()  # e.g. expanded grads of .sum() would hit slow bmm paths
         dx, dy = _RBFGrid._tables(centers, height, width)
         dx2, dy2 = dx.square(), dy.square()
-        gw = torch.zeros_like(weights) if need_w else None
-        gcx = centers.new_zeros(b, n)
-        gcy = centers.new_zeros(b, n)
-        bstep, rstep = _RBFGrid._chunks(b, height, width, n)
+        # a tiny offset keeps s finite at r == 0 without changing any representable r^2 > ~1e-22;
+        # there the huge s is multiplied by dx = dy = 0 (whole column / row share the factor)
+        dy2t = dy2 + (1e-30 if dtype != torch.float64 else 1e-280)
+        t_acc = weights.new_zeros(b, width, c, n)
+        u_acc = weights.new_empty(b, height, c, n)
+        even_extra = order % 2 == 0 and order > 2
+        pk = weights.new_zeros(b, n, c) if even_extra else None
+        bstep, rstep = _RBFGrid._chunks(b, height, width, n, _chunk_elements(weights))
+        buf = weights.new_empty(bstep, rstep, width, n)
         for b0 in range(0, b, bstep):
             b1 = min(b, b0 + bstep)
             nb = b1 - b0
-            wb = weights[b0:b1]
             for r0 in range(0, height, rstep):
                 r1 = min(height, r0 + rstep)
                 nr = r1 - r0
-                r2 = dy2[b0:b1, r0:r1, None, :] + dx2[b0:b1, None, :, :]  # (b, h, W, N)
-                g = grad[b0:b1, r0:r1].reshape(nb, nr * width, c)
-                if need_c:
-                    sc = torch.bmm(g, wb.transpose(1, 2)).view(nb, nr, width, n)
-                    sc.mul_(_dphi_over_r(r2, order))
-                    # dr/dc = (c - p) / r = -(p - c) / r ; separable sums over rows / columns
-                    gcx[b0:b1].sub_((sc.sum(1) * dx[b0:b1]).sum(1))
-                    gcy[b0:b1].sub_((sc.sum(2) * dy[b0:b1, r0:r1]).sum(1))
-                if need_w:
-                    phi = _phi_inplace(r2, order).view(nb, nr * width, n)
-                    gw[b0:b1].baddbmm_(phi.transpose(1, 2), g)  # type: ignore[index]
-        gc = torch.stack([gcx, gcy], -1) if need_c else None
+                r2 = buf[:nb, :nr]
+                torch.add(dy2t[b0:b1, r0:r1, None, :], dx2[b0:b1, None, :, :], out=r2)  # (b, h, W, N)
+                if even_extra:
+                    rk = r2.pow(0.5 * order).view(nb, nr * width, n)
+                    g2 = grad[b0:b1, r0:r1].reshape(nb, nr * width, c)
+                    pk[b0:b1].baddbmm_(rk.transpose(1, 2), g2)  # type: ignore[index]
+                s = _dphi_over_r_inplace(r2, order)
+                g = grad[b0:b1, r0:r1]  # (b, h, W, C)
+                # U: batched over (b, i): (C, W) @ (W, N)
+                gu = g.reshape(nb * nr, width, c).transpose(1, 2)
+                u_acc[b0:b1, r0:r1] = torch.bmm(gu, s.view(nb * nr, width, n)).view(nb, nr, c, n)
+                # T: batched over (b, j): (C, h) @ (h, N). The operands are made contiguous first: a
+                # strided batch makes torch loop over per-matrix BLAS calls inside its own parallel
+                # region (nested thread pools that spin-wait for seconds on a 2-core machine)
+                gt = g.permute(0, 2, 3, 1).reshape(nb * width, c, nr)
+                st = s.permute(0, 2, 1, 3).reshape(nb * width, nr, n)
+                t_acc[b0:b1] += torch.bmm(gt, st).view(nb, width, c, n)
+        gc = gw = None
+        if need_c:
+            w_t = weights.transpose(1, 2)[:, None]  # (B, 1, C, N)
+            tw = (t_acc * w_t).sum(2)  # (B, W, N)
+            uw = (u_acc * w_t).sum(2)  # (B, H, N)
+            gc = -torch.stack([(tw * dx).sum(1), (uw * dy).sum(1)], -1)  # (B, N, 2)
+        if need_w:
+            # sum_p g r^2 s = sum_j dx2 T + sum_i dy2 U
+            acc = (t_acc * dx2[:, :, None]).sum(1) + (u_acc * dy2[:, :, None]).sum(1)  # (B, C, N)
+            gw = acc.transpose(1, 2)
+            if order % 2 == 0:
+                if order == 2:
+                    # sum_p g r^2 = sum_j dx2 gsum_cols + sum_i dy2 gsum_rows
+                    gcol = grad.sum(1)  # (B, W, C)
+                    grow = grad.sum(2)  # (B, H, C)
+                    extra = torch.bmm(dx2.transpose(1, 2), gcol) + torch.bmm(dy2.transpose(1, 2), grow)
+                else:
+                    assert pk is not None
+                    extra = pk
+                gw = gw - extra
+            gw = gw / order
         return gc, gw, None, None, None
+
+
+def _dphi_over_r_inplace(r2: torch.Tensor, order: int) -> torch.Tensor:
+    """``phi'(r) / r`` from a strictly positive ``r2``, overwriting it."""
+    if order == 1:
+        return r2.rsqrt_()
+    if order % 2 == 1:
+        return r2.pow_(0.5 * (order - 2)).mul_(order) if order > 3 else r2.sqrt_().mul_(3.0)
+    if order == 2:
+        return r2.log_().add_(1.0)
+    # r^(k-2) (k log r + 1) = r2^((k-2)/2) * (0.5 k log r2 + 1)
+    lg = r2.log().mul_(0.5 * order).add_(1.0)
+    return r2.pow_(0.5 * (order - 2)).mul_(lg)
 
 
 # ----------------------------------------------------------------------------------------------
 # fitting
 # ----------------------------------------------------------------------------------------------
+def smoothing_sign(order: int) -> float:
+    """+1 or -1 such that ``sign * phi`` is conditionally positive definite for the order-``order`` kernel, so that
+    adding ``sign * s * I`` (``s >= 0``) smooths (scipy's convention): odd k: (-1)^((k+1)/2); even k: (-1)^(k/2+1)."""
+    if order % 2:
+        return -1.0 if ((order + 1) // 2) % 2 else 1.0
+    return 1.0 if (order // 2 + 1) % 2 == 0 else -1.0
+
+
 def _check_centers(centers: torch.Tensor, regularization: float) -> None:
     """Raise :class:`SplineError` for too few, coincident (unregularised) or collinear centres."""
-    b, n, _ = centers.shape
+    n = centers.shape[1]
     if n < 3:
         raise SplineError(f"a polyharmonic spline with an affine term needs >= 3 centres, got {n}")
     with torch.no_grad():
@@ -342,7 +423,7 @@ def solve_spline(
         centers: ``(B, N, 2)`` centre coordinates.
         values: ``(B, N, C)`` values at the centres.
         order: kernel order (see module docstring).
-        regularization: added to the kernel matrix diagonal (tfa convention).
+        regularization: smoothing >= 0 (scipy's convention, see the module docs).
         check: validate centres (coincident / collinear), raising :class:`SplineError`.
 
     Returns:
@@ -365,8 +446,10 @@ def solve_spline(
     f = values.to(torch.float64)
     r2 = (c[:, :, None, :] - c[:, None, :, :]).square().sum(-1)
     a = _phi_autograd(r2, order)
+    if regularization < 0:
+        raise ValueError(f"regularization is smoothing and must be >= 0, got {regularization}")
     if regularization != 0.0:
-        a = a + regularization * torch.eye(n, dtype=a.dtype, device=a.device)
+        a = a + smoothing_sign(order) * regularization * torch.eye(n, dtype=a.dtype, device=a.device)
     p = torch.cat([c, torch.ones_like(c[..., :1])], -1)  # (B, N, 3)
     top = torch.cat([a, p], 2)
     bottom = torch.cat([p.transpose(1, 2), p.new_zeros(b, 3, 3)], 2)
@@ -396,9 +479,9 @@ def evaluate_spline(
         order: kernel order.
 
     Returns:
-        ``(B, M, C)`` in the compute dtype (float64 if any input is float64, else float32).
+        ``(B, M, C)`` in the compute dtype: float64 for order >= 2 or float64 inputs, else float32.
     """
-    dt = _compute_dtype(queries, centers)
+    dt = torch.float64 if _check_order(order) >= 2 else _compute_dtype(queries, centers)
     q = queries.to(dt) - origin.to(dt)
     c = centers.to(dt) - origin.to(dt)
     rbf = _RBFPoints.apply(q, c, w.to(dt), order)
@@ -421,7 +504,7 @@ def interpolate_spline(
         values: ``(B, N, C)``.
         queries: ``(B, M, 2)``.
         order: 1 -> ``r``, 2 -> ``r^2 log r``, 3 -> ``r^3``, odd k -> ``r^k``, even k -> ``r^k log r``.
-        regularization: added to the kernel matrix diagonal (tfa convention, see module docs).
+        regularization: smoothing >= 0 (scipy's convention, see the module docs).
         check: raise :class:`SplineError` on coincident (if unregularised) / collinear centres.
 
     Returns:
@@ -496,7 +579,21 @@ def dense_flow(
         ``(B, H, W, C)`` in the compute dtype (float32, or float64 for float64 inputs).
     """
     w, v, origin = solve_spline(centers, values, order, regularization, check)
-    return dense_flow_from_solution(centers, w, v, origin, height, width, order)
+    dt = _compute_dtype(centers, values)
+    # r^k for k >= 2 reaches ~1e7 at 224 px and cancels: float32 would cost ~1e-3 px, so the dense
+    # evaluation of higher orders runs in float64 (order 1, the paper's, stays float32: ~3e-5 px)
+    edt = torch.float64 if _check_order(order) >= 2 else dt
+    if edt != torch.float64 and _float32_error_bound(w, height, width) > 1e-2:
+        # huge weights (e.g. centres 0.01 px apart with different values) cancel in float32
+        edt = torch.float64
+    return dense_flow_from_solution(centers, w, v, origin, height, width, order, edt).to(dt)
+
+
+def _float32_error_bound(w: torch.Tensor, height: int, width: int) -> float:
+    """Rounding-error bound (px) of the float32 order-1 kernel sum: ``eps * max r * sum |w|``."""
+    with torch.no_grad():
+        total = w.detach().abs().sum(1).amax()
+    return float(total) * math.hypot(height, width) * 2.0 * torch.finfo(torch.float32).eps
 
 
 def warp_with_flow(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
@@ -512,7 +609,7 @@ def warp_with_flow(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = 
     """
     if padding_mode not in _PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-    b, _, h, w = image.shape
+    h, w = image.shape[-2:]
     if h < 2 or w < 2:
         raise ValueError(f"image must be at least 2x2, got {h}x{w}")
     dt = _compute_dtype(image, flow)
@@ -546,7 +643,7 @@ def sparse_image_warp(
         destination: ``(B, K, 2)``, or ``(1, K, 2)`` shared by the batch (then the pixel kernel is
             evaluated once for the whole batch).
         order: spline order (1 = ``phi(r) = r``, the paper's choice).
-        regularization: tfa convention (added to the kernel matrix diagonal).
+        regularization: smoothing >= 0 (scipy's convention, see the module docs).
         boundary_points: tfa's ``num_boundary_points``; ``n`` zero-flow points inside each edge plus
             the 4 corners (``4n + 4`` points); 0 = none.
         padding_mode: ``"border"`` (clamp), ``"zeros"`` or ``"reflection"``.
@@ -624,7 +721,7 @@ class PolyharmonicWarp:
         eye[0, : self.num_points] = torch.eye(self.num_points, dtype=torch.float64, device=device)
         wmat, vmat, origin = solve_spline(centers, eye, self.order, regularization, check=True)
         with torch.no_grad():
-            e = dense_flow_from_solution(centers, wmat, vmat, origin, h, w, self.order)  # (1, H, W, K)
+            e = dense_flow_from_solution(centers, wmat, vmat, origin, h, w, self.order, torch.float64)
         self.matrix = e.reshape(h * w, self.num_points).to(dtype)
         self.destination = dest[0].to(dtype)
 
@@ -652,7 +749,6 @@ class PolyharmonicWarp:
         return warp_with_flow(image, flow, self.padding_mode), flow
 
 
-
 def dense_flow_from_solution(
     centers: torch.Tensor,
     w: torch.Tensor,
@@ -661,26 +757,63 @@ def dense_flow_from_solution(
     height: int,
     width: int,
     order: int = 1,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Evaluate a solved spline (:func:`solve_spline` outputs) on the pixel grid.
 
     Args:
         centers: ``(B, N, 2)``; w: ``(B, N, C)``; v: ``(B, 3, C)``; origin: ``(B, 1, 2)``.
+        dtype: compute dtype; default float64 if ``centers`` is float64 else float32 (``w`` and
+            ``v`` are float64 from the solve and are cast).
 
     Returns:
-        ``(B, H, W, C)`` in the dtype of ``w`` if float64 else float32.
+        ``(B, H, W, C)`` in the compute dtype.
     """
-    dt = _compute_dtype(centers, w)
+    dt = dtype if dtype is not None else _compute_dtype(centers)
     rbf = _RBFGrid.apply(centers.to(dt), w.to(dt), height, width, _check_order(order))
     xs = torch.arange(width, device=centers.device, dtype=dt)[None, :, None] - origin[:, :, 0:1].to(dt)
     ys = torch.arange(height, device=centers.device, dtype=dt)[None, :, None] - origin[:, :, 1:2].to(dt)
     vd = v.to(dt)
-    return rbf + (xs * vd[:, None, 0])[:, None] + (ys * vd[:, None, 1] + vd[:, None, 2])[:, :, None]
+    # add the affine part in the channels-first layout of the kernel output (a broadcast add into a
+    # channels-last view is pathologically slow on CPU), then return the (B, H, W, C) view
+    ax = (xs * vd[:, None, 0]).transpose(1, 2)[:, :, None, :]  # (B, C, 1, W)
+    ay = (ys * vd[:, None, 1] + vd[:, None, 2]).transpose(1, 2)[:, :, :, None]  # (B, C, H, 1)
+    return (rbf.permute(0, 3, 1, 2) + ax + ay).permute(0, 2, 3, 1)
 
 
 # ----------------------------------------------------------------------------------------------
 # piecewise affine baseline
 # ----------------------------------------------------------------------------------------------
+def _locate_pixels(tris: torch.Tensor, pix: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
+    """Index of a triangle containing each point (-1 if none), vectorised and chunked.
+
+    (scipy's ``find_simplex`` builds its barycentric transforms with multi-threaded LAPACK, which can
+    take ~0.2 s per triangulation when BLAS threads contend with torch's.)
+
+    Args:
+        tris: ``(T, 3, 2)`` float64 triangle vertices; pix: ``(P, 2)`` float64 points.
+
+    Returns:
+        ``(P,)`` int64.
+    """
+    a = tris[:, 0]
+    e1 = tris[:, 1] - a
+    e2 = tris[:, 2] - a
+    den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # (T,)
+    den = torch.where(den == 0, torch.ones_like(den), den)[:, None]
+    out = torch.full((pix.shape[0],), -1, dtype=torch.long)
+    step = max(1, (1 << 20) // max(1, tris.shape[0]))
+    for s in range(0, pix.shape[0], step):
+        e = pix[None, s : s + step] - a[:, None]  # (T, P, 2)
+        l1 = (e[..., 0] * e2[:, None, 1] - e[..., 1] * e2[:, None, 0]) / den
+        l2 = (e1[:, None, 0] * e[..., 1] - e1[:, None, 1] * e[..., 0]) / den
+        inside = (l1 >= -tol) & (l2 >= -tol) & (l1 + l2 <= 1 + tol)  # (T, P)
+        found = inside.any(0)
+        first = inside.to(torch.uint8).argmax(0)
+        out[s : s + step] = torch.where(found, first, torch.full_like(first, -1))
+    return out
+
+
 def piecewise_affine_warp(
     image: torch.Tensor,
     source: torch.Tensor,
@@ -714,20 +847,16 @@ def piecewise_affine_warp(
         destination = destination.expand(b, -1, -1)
     dt = _compute_dtype(image, source, destination)
     src, dst = _with_boundary(source.to(dt), destination.to(dt), h, w, boundary_points)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (HW, 2)
-    pix_np = pix.numpy()
     dst_np = dst.detach().to("cpu", torch.float64).numpy()
     idx = torch.zeros(b, h * w, 3, dtype=torch.long)
     inside = torch.zeros(b, h * w, dtype=torch.bool)
     for bi in range(b):  # scipy triangulation is per sample (CPU, detached)
-        tri = Delaunay(dst_np[bi])
-        simplex = torch.from_numpy(tri.find_simplex(pix_np, tol=1e-9)).long()
-        ok = simplex >= 0
-        inside[bi] = ok
-        idx[bi] = torch.from_numpy(tri.simplices).long()[simplex.clamp_min(0)]
+        simplices = torch.from_numpy(Delaunay(dst_np[bi]).simplices.astype("int64"))
+        simplex = _locate_pixels(torch.from_numpy(dst_np[bi])[simplices], pix)
+        inside[bi] = simplex >= 0
+        idx[bi] = simplices[simplex.clamp_min(0)]
     idx = idx.to(image.device)
     inside = inside.to(image.device)
     p = pix.to(device=image.device, dtype=dt)[None]  # (1, HW, 2)
