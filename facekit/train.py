@@ -112,6 +112,40 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
     )
 
 
+def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
+    """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
+
+    The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoder.
+    """
+    recipe = plan.recipe
+    prepared = Path(recipe.prepare.output)
+    key = json.dumps(
+        {
+            "prepared": str(prepared.resolve()),
+            "prepared_mtime": (prepared / "landmarks.npy").stat().st_mtime_ns,
+            "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
+            "augment": recipe.augment.model_dump(mode="json"),
+            "seed": recipe.train.seed,
+            "encoder": plan.components["encoder"].spec.name,
+        },
+        sort_keys=True,
+    )
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("key") == key:
+                logger.info("training pool from cache %s", path)
+                return Pool(**load_file(str(path)))
+    pool = build_pool(plan, encoder, progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.contiguous() for k, v in pool.__dict__.items()}, str(temporary), metadata={"key": key})
+        os.replace(temporary, path)
+    return pool
+
+
 def _track(iterable: Any, description: str, progress: bool) -> Any:
     if not progress:
         return iterable
@@ -263,10 +297,11 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     encoder = encoder_component.build().to(device).eval()
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
-    pool = build_pool(plan, encoder.cpu(), progress=progress and dist.main)
+    pool = cached_pool(plan, encoder.cpu(), output / "pool.safetensors", progress=progress and dist.main)
     encoder.to(device)
     decoder = build_decoder(plan, int(pool.features.shape[1])).to(device)
     decoder.set_mean_landmarks(PreparedFaces(recipe.prepare.output).mean_landmarks)
+    decoder.set_feature_stats(pool.features)
     if decoder.image_size != recipe.prepare.image_size:
         raise FacekitError(
             f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
@@ -311,8 +346,9 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
         (terms["loss"] * len(mine) * dist.world / len(index)).backward()
         optimizer.step()
+        logged = _global_terms(terms, len(mine) / len(index), dist)
         if dist.main:
-            row = {k: float(v.detach()) for k, v in terms.items()}
+            row = {k: float(v) for k, v in logged.items()}
             _log(output, writer, step, row, time.perf_counter() - began)
             if step % settings.sample_every == 0 or step == settings.steps:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
@@ -325,6 +361,18 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     if writer is not None:
         writer.close()
     return output
+
+
+def _global_terms(terms: dict[str, torch.Tensor], share: float, dist: Distributed) -> dict[str, torch.Tensor]:
+    """The loss terms over the whole global batch (each rank's mean weighted by its share of the batch)."""
+    values = {k: v.detach().float() for k, v in terms.items()}
+    if dist.world == 1:
+        return values
+    import torch.distributed
+
+    stacked = torch.stack([values[k] * share for k in sorted(values)])
+    torch.distributed.all_reduce(stacked)
+    return dict(zip(sorted(values), stacked, strict=True))
 
 
 def _autocast(device: torch.device, precision: str) -> Any:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from facekit.models import WeightsNotFoundError
 from facekit.registry import ComponentSpec
 from facekit.testing import check_component, default_params, parametrize_components
 from facekit.types import KINDS, Kind
@@ -17,4 +18,7 @@ CASES = [(kind, param) for kind in KINDS for param in parametrize_components(kin
 def test_component_conforms(kind: Kind, spec: ComponentSpec[Any]) -> None:
     if default_params(spec) is None:
         pytest.skip(f"{spec.name} has required params; its plugin's tests run the checks with real ones")
-    check_component(kind, spec)
+    try:
+        check_component(kind, spec)
+    except WeightsNotFoundError as missing:  # user-supplied weights; the plugin's tests run the checks on test files
+        pytest.skip(f"{spec.name}: weights not on this machine ({missing})")

