@@ -15,11 +15,17 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
+# Photos of LFW people the default model never saw (peopleDevTest.txt), read from the shared data folder.
+DATA ?= $(or $(FACEKIT_DATA),../shared/data)
+DEMO_PHOTOS := $(foreach p,Adrien_Brody_0001 Amelie_Mauresmo_0002 Alvaro_Uribe_0003 Ann_Veneman_0001 \
+	Ben_Affleck_0002 Celine_Dion_0001 Carlos_Moya_0004 Calista_Flockhart_0002,\
+	$(DATA)/lfw/images/$(shell echo $(p) | sed 's/_[0-9]*$$//')/$(p).jpg)
+
 demo: $(STAMP)
-	$(BIN)/facekit plugins
 	$(BIN)/facekit list
-	$(BIN)/facekit check recipes/demo.yaml
+	$(BIN)/facekit normalize $(DEMO_PHOTOS) -o demo-output
 	$(BIN)/python examples/average_faces.py --out demo-output
+	@echo "demo-output/grid.png: LFW photos of unseen people | their normalized faces (default model)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check facekit plugins tests benchmarks examples

@@ -245,6 +245,32 @@ def eval_command(
     console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}")
 
 
+@app.command()
+def bench(
+    recipe: Annotated[
+        str, typer.Argument(help="a recipe with a bench.grid section, e.g. benchmarks/encoders_x_warps.yaml")
+    ],
+    set_: SetOption = None,
+) -> None:
+    """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
+    from facekit.bench import cell_label, pass_rate, run_bench
+
+    rows, output = run_bench(recipe, set_ or [])
+    judges = load_judges(rows)
+    table = Table(title=f"facekit bench ({len(rows)} cells)")
+    for column in ("cell", "recipe hash", *(f"{j} pass" for j in judges), "train s"):
+        table.add_column(column)
+    for row in rows:
+        rates = [f"{(pass_rate(row, j) or 0):.1%}" for j in judges]
+        table.add_row(cell_label(row), row["recipe_hash"], *rates, str(row["train_seconds"]))
+    console.print(table)
+    console.print(f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}")
+
+
+def load_judges(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({j for row in rows for j in row["metrics"]["judges"]})
+
+
 @app.command("export")
 def export(
     checkpoint: Annotated[

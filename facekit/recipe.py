@@ -162,6 +162,15 @@ class EvaluateSection(Section):
     output: str = Field(default="runs/eval")
 
 
+class BenchSection(Section):
+    """`facekit bench`: a grid of ``--set`` overrides over this recipe; each cell trains briefly and is evaluated."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="recipe path -> values to try")
+    max_photos: int = Field(default=100, ge=1, description="LFW DevTest photos evaluated per cell")
+    judges: list[str] = Field(default_factory=lambda: ["dlib-resnet", "sface"], description="judge encoders")
+    output: str = Field(default="runs/bench")
+
+
 class Recipe(Section):
     """A whole recipe. Every section has defaults, so a recipe states only what it changes."""
 
@@ -173,6 +182,7 @@ class Recipe(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     infer: InferSection = Field(default_factory=InferSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    bench: BenchSection = Field(default_factory=BenchSection)
 
 
 @dataclass(frozen=True)
@@ -397,6 +407,12 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
         problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
     problems.extend(_check_data(recipe.data))
+    for key, values in recipe.bench.grid.items():
+        if not values:
+            problems.append(Problem(f"bench.grid.{key}", "needs at least one value"))
+        problem = _set_path(recipe.model_dump(mode="json"), Recipe, key, values[0] if values else None)
+        if problem is not None:
+            problems.append(Problem(f"bench.grid.{key}", problem.message))
     return problems
 
 

@@ -1,0 +1,182 @@
+"""`facekit bench RECIPE`: short trainings over a grid of overrides (encoders x warpers x decoders), each evaluated.
+
+The recipe's ``bench.grid`` maps recipe paths to values; every combination is one cell, trained for ``train.steps``
+into ``<bench.output>/cells/<hash>/`` and evaluated on ``bench.max_photos`` LFW DevTest photos under every judge.
+Each cell appends one JSON line to ``<bench.output>/results.jsonl`` (overrides, recipe hash, git sha, versions,
+device, timings, metrics); the run ends with a table, a plot and ``report.html``. Finished cells (same recipe hash)
+are not trained again, so an interrupted bench resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from facekit.recipe import Plan, load_recipe
+
+logger = logging.getLogger(__name__)
+
+
+def cells(plan: Plan) -> list[tuple[str, ...]]:
+    """Every combination of the grid as ``key=value`` override strings."""
+    grid = plan.recipe.bench.grid
+    keys = list(grid)
+    return [
+        tuple(f"{key}={json.dumps(value)}" for key, value in zip(keys, combo, strict=True))
+        for combo in itertools.product(*(grid[k] for k in keys))
+    ]
+
+
+def recipe_hash(plan: Plan) -> str:
+    text = json.dumps({k: v for k, v in plan.to_dict().items() if k != "bench"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
+    """Train and evaluate every cell of ``recipe``'s grid; returns the rows and the output folder."""
+    import torch
+
+    import facekit
+    from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
+    from facekit.normalize import Normalizer
+    from facekit.runs import describe_device, git_sha, package_versions
+    from facekit.train import train
+
+    base = load_recipe(recipe, overrides)
+    settings = base.recipe.bench
+    output = Path(settings.output)
+    output.mkdir(parents=True, exist_ok=True)
+    results = output / "results.jsonl"
+    done = {row["recipe_hash"]: row for row in _read_rows(results)}
+    judges = [Judge(name, facekit.load_component("encoder", name).eval()) for name in settings.judges]
+    photos = lfw_devtest(base.data_root, settings.max_photos)
+    plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
+    rows = []
+    for cell, plan in plans:
+        digest = recipe_hash(plan)
+        if digest in done:
+            rows.append(done[digest])
+            continue
+        folder = output / "cells" / digest
+        plan = load_recipe(recipe, [*overrides, *cell, f"train.output={folder}"])
+        _reuse_pool(output / "cells", folder, plan.components["encoder"].spec.name)
+        logger.info("bench cell %s: %s", digest, " ".join(cell))
+        start = time.perf_counter()
+        train(plan, resume=True, progress=progress)
+        trained = time.perf_counter() - start
+        normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors")
+        metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
+        row = {
+            "cell": list(cell),
+            "recipe_hash": digest,
+            "git_sha": git_sha(),
+            "versions": {"facekit": facekit.__version__, **package_versions()},
+            "device": describe_device(plan.recipe.train.device),
+            "torch_threads": torch.get_num_threads(),
+            "train_steps": plan.recipe.train.steps,
+            "train_seconds": round(trained, 1),
+            "metrics": metrics,
+        }
+        with results.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        rows.append(row)
+    _plot(rows, settings.judges, output / "pass_rates.png")
+    _report(rows, settings.judges, output)
+    return rows, output
+
+
+def _reuse_pool(cells_folder: Path, folder: Path, encoder: str) -> None:
+    """Offer the cell an earlier cell's cached training pool; facekit.train uses it only if its key matches
+    (same prepared set, pool, augmentation, seed and encoder), else rebuilds it."""
+    import shutil
+
+    target = folder / "pool.safetensors"
+    if target.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
+        if candidate != target and _pool_encoder(candidate) == encoder:
+            shutil.copyfile(candidate, target)
+            return
+
+
+def _pool_encoder(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        key = (handle.metadata() or {}).get("key")
+    return json.loads(key)["encoder"] if key else None
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a torn last line from a killed run
+            continue
+    return rows
+
+
+def cell_label(row: dict[str, Any]) -> str:
+    """``dlib-resnet, tps``: the values of a cell, component refs shown by name."""
+    labels = []
+    for item in row["cell"]:
+        value = json.loads(item.split("=", 1)[1])
+        labels.append(value["name"] if isinstance(value, dict) and "name" in value else str(value))
+    return ", ".join(labels)
+
+
+def pass_rate(row: dict[str, Any], judge: str) -> float | None:
+    values = row["metrics"]["judges"].get(judge)
+    return None if values is None else float(values["identity_pass_rate"])
+
+
+def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [cell_label(r) for r in rows]
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) + 2), 3.6), dpi=100)
+    width = 0.8 / max(1, len(judges))
+    for j, judge in enumerate(judges):
+        values = [pass_rate(r, judge) or 0.0 for r in rows]
+        axis.bar(np.arange(len(rows)) + j * width, values, width=width, label=judge)
+    axis.set_xticks(np.arange(len(rows)) + width * (len(judges) - 1) / 2, labels, rotation=20, ha="right", fontsize=8)
+    axis.set_ylabel("identity pass rate")
+    axis.set_ylim(0, 1)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _report(rows: list[dict[str, Any]], judges: list[str], output: Path) -> None:
+    import html
+
+    from facekit.report import write_report
+
+    head = "".join(f"<th>{html.escape(j)} pass rate</th>" for j in judges)
+    body = ""
+    for row in rows:
+        rates = "".join(f"<td>{(pass_rate(row, j) or 0):.1%}</td>" for j in judges)
+        body += (
+            f"<tr><td>{html.escape(cell_label(row))}</td><td>{row['recipe_hash']}</td>{rates}"
+            f"<td>{row['train_steps']}</td><td>{row['train_seconds']}</td></tr>"
+        )
+    table = (
+        "<h2>Cells</h2><table><tr><th>cell</th><th>recipe hash</th>"
+        f"{head}<th>steps</th><th>train s</th></tr>{body}</table>"
+    )
+    summary = {"cells": len(rows), "judges": judges}
+    write_report(output / "report.html", "facekit bench", summary, [], [output / "pass_rates.png"], [table])

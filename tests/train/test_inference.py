@@ -1,0 +1,110 @@
+"""A tiny trained model through inference, export, evaluation and the bench grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import facekit
+from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
+from facekit.normalize import Normalizer
+from facekit.recipe import resolve
+from facekit.train import export_model, train
+from tests.helpers import run_cli
+from tests.train.test_train import prepared, tiny_recipe  # noqa: F401 - the fixture is shared
+
+pytest.importorskip("dlib")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    output = tmp_path_factory.mktemp("model")
+    train(resolve(tiny_recipe(prepared, output, steps=4, checkpoint_every=4)))
+    return output / "checkpoints" / "last.safetensors"
+
+
+def lfw(data_root: Path, name: str, index: int = 1) -> np.ndarray:
+    return np.asarray(Image.open(data_root / "lfw" / "images" / name / f"{name}_{index:04d}.jpg").convert("RGB"))
+
+
+def test_normalizer_round_trip(checkpoint: Path, data_root: Path) -> None:
+    normalizer = Normalizer.from_checkpoint(checkpoint)
+    face = normalizer.normalize(lfw(data_root, "Adrien_Brody"))
+    assert face.image.shape == (32, 32, 3) and face.image.dtype == np.uint8
+    assert face.landmarks.shape == (68, 2) and face.source_landmarks.shape == (68, 2)
+    blank = np.full((120, 120, 3), 90, np.uint8)
+    outcomes = normalizer.normalize_many([blank, None, lfw(data_root, "Ben_Affleck", 2)], ["blank", "bad", "ben"])
+    assert [o.status for o in outcomes] == ["no_face", "unreadable", "ok"]
+    with pytest.raises(facekit.FacekitError, match="no_face"):
+        normalizer.normalize(blank)
+
+
+def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
+    exported = tmp_path / "model.safetensors"
+    size = export_model(checkpoint, exported)
+    assert size < checkpoint.stat().st_size / 2
+    photo = lfw(data_root, "Celine_Dion")
+    full = Normalizer.from_checkpoint(checkpoint).normalize(photo)
+    small = Normalizer.from_checkpoint(exported).normalize(photo)
+    assert np.abs(full.image.astype(int) - small.image.astype(int)).max() <= 2  # fp16 weights
+    assert np.allclose(full.landmarks, small.landmarks, atol=0.05)
+
+
+def test_cli_normalize_writes_files_and_statuses(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(lfw(data_root, "Amelie_Mauresmo", 2)).save(photos / "amelie.jpg")
+    Image.fromarray(np.full((100, 100, 3), 200, np.uint8)).save(photos / "wall.png")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    result = run_cli("normalize", str(photos), "-o", str(out), "--checkpoint", str(checkpoint))
+    assert result.returncode == 0, result.stderr
+    assert "1 of 3 photos normalized" in result.stdout
+    for status in ("ok", "no_face", "unreadable"):
+        assert status in result.stdout
+    record = json.loads((out / "amelie.json").read_text())
+    assert len(record["landmarks"]) == 68 and record["status"] == "ok"
+    assert (out / "amelie.png").is_file() and (out / "amelie_side.png").is_file() and (out / "grid.png").is_file()
+
+
+def test_evaluation_metrics_and_report(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
+    judge = Judge("dlib-resnet", facekit.load_component("encoder", "dlib-resnet").eval())
+    photos = lfw_devtest(data_root, 8)
+    assert len({p.path for p in photos}) == 8
+    metrics = evaluate_normalizer(Normalizer.from_checkpoint(checkpoint), photos, [judge], tmp_path)
+    assert metrics["photos"] == 8 and metrics["normalized"] >= 6
+    values = metrics["judges"]["dlib-resnet"]
+    assert 0.0 <= values["identity_pass_rate"] <= 1.0 and values["threshold"] == 0.6
+    assert values["identity"]["mean"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    report = (tmp_path / "report.html").read_text()
+    assert report.count("<img") >= 3 and "data:image/png;base64," in report
+    assert (tmp_path / "identity-dlib-resnet.png").is_file()
+
+
+def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
+    raw["bench"] = {
+        "grid": {"components.warper": [{"name": "rbf-linear"}, {"name": "tps"}]},
+        "max_photos": 3,
+        "judges": ["dlib-resnet"],
+        "output": str(tmp_path / "bench"),
+    }
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    from facekit.bench import run_bench
+
+    rows, output = run_bench(str(recipe), [], progress=False)
+    assert len(rows) == 2 and len({r["recipe_hash"] for r in rows}) == 2
+    lines = (output / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all("git_sha" in json.loads(line) for line in lines)
+    assert (output / "pass_rates.png").is_file() and "<table>" in (output / "report.html").read_text()
+    again, _ = run_bench(str(recipe), [], progress=False)  # finished cells are not trained again
+    assert [r["recipe_hash"] for r in again] == [r["recipe_hash"] for r in rows]
+    assert len((output / "results.jsonl").read_text().splitlines()) == 2
