@@ -6,8 +6,9 @@
 binarised mask; a different, Dirichlet problem, as the speed yardstick) vs the scipy sparse direct solve of the same
 least-squares problem; median of N interleaved runs, 2 threads. Target: ours within 2x of seamlessClone.
 (2) random morphs per second at 224 px, in-process and through a DataLoader with 2 workers.
-``--dataset DIR`` reads ``landmarks.npy``, ``textures.npy``, ``mean_landmarks.npy`` and ``backgrounds.npy`` from DIR
-(memory-mapped); without it, N = 500 synthetic identities. Writes the `augment` section of benchmarks/RESULTS.md.
+``--dataset DIR`` reads a prepared dataset (facekit.data.prepare's format: ``landmarks.npy``, ``textures.npy``,
+``mean_landmarks.npy``, and ``averages.npy`` as the seed photos' backgrounds), memory-mapped; without it, N = 500
+synthetic identities. Writes the `augment` section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def main() -> None:
     torch.set_num_threads(2)
     cv2.setNumThreads(2)
     if args.dataset:
-        data = {k: np.load(args.dataset / f"{k}.npy", mmap_mode="r") for k in ("landmarks", "textures", "backgrounds")}
+        data = {k: np.load(args.dataset / f"{k}.npy", mmap_mode="r") for k in ("landmarks", "textures")}
+        data["backgrounds"] = np.load(args.dataset / "averages.npy", mmap_mode="r")
         data["mean_landmarks"] = np.load(args.dataset / "mean_landmarks.npy")
         source = f"dataset {args.dataset} (N = {len(data['landmarks'])})"
     else:

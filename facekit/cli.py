@@ -136,8 +136,8 @@ def run(
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    for path in run_plan(plan, stage, RunOptions(resume=resume)):
-        console.print(f"wrote {path}")
+    for name, path, note in run_plan(plan, stage, RunOptions(resume=resume)):
+        console.print(f"{name}: {note or f'wrote {path}'}")
 
 
 @app.command()
@@ -222,13 +222,14 @@ def eval_command(
         list[str] | None, typer.Option(help="judge encoder (repeatable); default: the training encoder")
     ] = None,
     max_photos: Annotated[int, typer.Option(help="photos to evaluate")] = 500,
+    pairs: Annotated[int, typer.Option(help="also LFW pairs.txt verification on this many folds (10 = all)")] = 0,
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
     set_: SetOption = None,
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html."""
     from facekit.pipeline import evaluate_plan
 
-    metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [])
+    metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs)
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
     for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
         table.add_column(column)
@@ -242,6 +243,12 @@ def eval_command(
             str(values["consistency_different_people"].get("median", "")),
         )
     console.print(table)
+    for name, columns in metrics.get("lfw_pairs", {}).items():
+        if isinstance(columns, dict):
+            console.print(
+                f"LFW pairs ({name}): originals {columns['originals']['accuracy']:.2%}, "
+                f"normalized {columns['normalized']['accuracy']:.2%}"
+            )
     console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}")
 
 

@@ -82,6 +82,7 @@ def evaluate_plan(
     max_photos: int,
     out: str | None,
     overrides: Sequence[str] = (),
+    pair_folds: int = 0,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
     import facekit
@@ -102,6 +103,10 @@ def evaluate_plan(
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
     metrics["model"] = str(checkpoint or "default")
+    if pair_folds:
+        from facekit.evaluate import verify_pairs
+
+        metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics, folder
 
@@ -130,9 +135,10 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     infer = plan.recipe.infer
     if not infer.inputs:
         raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
+    root = plan.data_root
     checkpoint = infer.checkpoint or str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     run = start_run(plan, "infer", Path(infer.output) / "runs")
-    paths = expand_photos(infer.inputs)
+    paths = expand_photos([item if Path(item).is_absolute() else str(root / item) for item in infer.inputs])
     images = [load_rgb(p)[0] for p in paths]
     outcomes = Normalizer.from_checkpoint(checkpoint).normalize_many(images, [p.stem for p in paths], infer.batch_size)
     statuses = {}
@@ -166,8 +172,21 @@ def stages_to_run(requested: Sequence[str] | None) -> list[str]:
     return [s for s in STAGES if s in requested]
 
 
-def run_plan(plan: Plan, stages: Sequence[str] | None = None, options: RunOptions | None = None) -> list[Path]:
-    """Run ``stages`` of ``plan``; refuses up front (writing nothing) if one is not built yet."""
+def skip_reason(stage: str, plan: Plan) -> str | None:
+    """Why a stage has nothing to do in ``plan`` (it is then skipped when all stages run), or None."""
+    recipe = plan.recipe
+    if stage == "augment" and (not recipe.augment.enabled or recipe.augment.count == 0):
+        return "augment.count is 0: morphs are made on the fly into the training pool"
+    if stage == "infer" and not recipe.infer.inputs:
+        return "infer.inputs is empty"
+    return None
+
+
+def run_plan(
+    plan: Plan, stages: Sequence[str] | None = None, options: RunOptions | None = None
+) -> list[tuple[str, Path | None, str]]:
+    """Run ``stages`` of ``plan`` (all by default, skipping those with nothing to do); refuses up front (writing
+    nothing) if one is not built yet. Returns (stage, run folder or None if skipped, note) per stage."""
     todo = stages_to_run(stages)
     missing = [s for s in todo if STAGE_RUNNERS[s] is None]
     if missing:
@@ -177,9 +196,13 @@ def run_plan(plan: Plan, stages: Sequence[str] | None = None, options: RunOption
             f"(`facekit check {plan.source}`), but only these stages run today: "
             f"{', '.join(s for s, r in STAGE_RUNNERS.items() if r is not None) or 'none'}"
         )
-    outputs = []
+    outputs: list[tuple[str, Path | None, str]] = []
     for stage in todo:
+        reason = skip_reason(stage, plan)
+        if reason is not None and not stages:
+            outputs.append((stage, None, f"skipped: {reason}"))
+            continue
         runner = STAGE_RUNNERS[stage]
         assert runner is not None
-        outputs.append(runner(plan, options or RunOptions()).path)
+        outputs.append((stage, runner(plan, options or RunOptions()).path, ""))
     return outputs

@@ -150,7 +150,9 @@ class TrainSection(Section):
 
 
 class InferSection(Section):
-    inputs: list[str] = Field(default_factory=list, description="photos or folders to normalize")
+    inputs: list[str] = Field(
+        default_factory=list, description="photos or folders to normalize; relative paths are under data.root"
+    )
     checkpoint: str | None = None
     batch_size: int = Field(default=16, ge=1)
     output: str = Field(default="runs/infer")

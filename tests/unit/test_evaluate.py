@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy
+
+
+def test_tenfold_accuracy_on_separable_and_random_scores() -> None:
+    rng = np.random.default_rng(0)
+    same = np.tile(np.repeat([True, False], 50), 10)
+    folds = np.repeat(np.arange(10), 100)
+    distances = np.where(same, rng.uniform(0, 0.5, same.size), rng.uniform(0.6, 1.0, same.size))
+    result = tenfold_accuracy(distances, same, folds, higher_is_same=False)
+    assert result["accuracy"] == 1.0 and 0.5 <= result["threshold_mean"] <= 0.6
+    similarities = -distances
+    assert tenfold_accuracy(similarities, same, folds, higher_is_same=True)["accuracy"] == 1.0
+    noise = tenfold_accuracy(rng.uniform(size=same.size), same, folds, higher_is_same=True)
+    assert 0.4 < noise["accuracy"] < 0.65 and noise["folds"] == 10
+
+
+def test_lfw_pairs_and_devtest_lists(data_root: Path) -> None:
+    pairs = read_pairs(data_root)
+    assert len(pairs) == 6000 and sum(p.same for p in pairs) == 3000
+    assert {p.fold for p in pairs} == set(range(10)) and all(
+        p.first.is_file() and p.second.is_file() for p in pairs[:50]
+    )
+    assert len(read_pairs(data_root, folds=2)) == 1200
+    photos = lfw_devtest(data_root, 500)
+    assert len(photos) == 500 and len({p.path for p in photos}) == 500
+    train_people = (data_root / "lfw" / "peopleDevTrain.txt").read_text()
+    assert not any(f"\n{p.identity.removeprefix('lfw/')}\t" in train_people for p in photos)
