@@ -223,13 +223,14 @@ def eval_command(
     ] = None,
     max_photos: Annotated[int, typer.Option(help="photos to evaluate")] = 500,
     pairs: Annotated[int, typer.Option(help="also LFW pairs.txt verification on this many folds (10 = all)")] = 0,
+    baseline: Annotated[str | None, typer.Option(help="evaluate a baseline instead of a model: frontalize")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
     set_: SetOption = None,
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html."""
     from facekit.pipeline import evaluate_plan
 
-    metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs)
+    metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline)
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
     for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
         table.add_column(column)

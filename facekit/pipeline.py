@@ -83,6 +83,7 @@ def evaluate_plan(
     out: str | None,
     overrides: Sequence[str] = (),
     pair_folds: int = 0,
+    baseline: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
     import facekit
@@ -94,15 +95,23 @@ def evaluate_plan(
     plan = load_recipe(recipe, overrides) if recipe else None
     if checkpoint is None and plan is not None:
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
-    normalizer = Normalizer.from_checkpoint(checkpoint)
+    root = (plan.recipe.data if plan else DataSection()).resolved_root()
+    normalizer: Any
+    if baseline == "frontalize":
+        from facekit.baselines.frontalize import Frontalizer
+
+        normalizer = Frontalizer.from_data(root / "sfm", size=112)
+    elif baseline is not None:
+        raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
+    else:
+        normalizer = Normalizer.from_checkpoint(checkpoint)
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
-    root = (plan.recipe.data if plan else DataSection()).resolved_root()
-    names = list(judges) or [normalizer.meta["encoder"]]
+    names = list(judges) or [normalizer.meta["encoder"] if baseline is None else "dlib-resnet"]
     judge_list = [Judge(name, facekit.load_component("encoder", name).eval()) for name in names]
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
-    metrics["model"] = str(checkpoint or "default")
+    metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
     if pair_folds:
         from facekit.evaluate import verify_pairs
 
