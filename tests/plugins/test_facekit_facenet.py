@@ -16,7 +16,7 @@ pytest.importorskip("facekit_facenet")
 
 from facekit_facenet.cards import FaceNetParams  # noqa: E402
 from facekit_facenet.model import InceptionResnetV1, build_encoder  # noqa: E402
-from facekit_facenet.weights import WeightsFormatError  # noqa: E402
+from facekit.weights import WeightsFormatError  # noqa: E402
 
 import facekit  # noqa: E402
 from facekit.errors import FacekitError  # noqa: E402

@@ -20,7 +20,7 @@ pytest.importorskip("facekit_insightface")
 from facekit_insightface.cards import ArcFaceTorchParams, ScrfdParams  # noqa: E402
 from facekit_insightface.iresnet import LAYERS, IResNet, build_encoder  # noqa: E402
 from facekit_insightface.scrfd import ScrfdDetector  # noqa: E402
-from facekit_insightface.weights import WeightsFormatError  # noqa: E402
+from facekit.weights import WeightsFormatError  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import facekit  # noqa: E402

@@ -17,7 +17,7 @@ pytest.importorskip("facekit_vggface")
 
 from facekit_vggface.cards import VggFaceParams  # noqa: E402
 from facekit_vggface.model import build_encoder  # noqa: E402
-from facekit_vggface.weights import WeightsFormatError  # noqa: E402
+from facekit.weights import WeightsFormatError  # noqa: E402
 
 import facekit  # noqa: E402
 from facekit.models import ChecksumError  # noqa: E402
@@ -128,7 +128,7 @@ def test_missing_keys_are_refused(tmp_path: Path) -> None:
 
 def test_extra_and_misshaped_keys_are_refused(tmp_path: Path) -> None:
     from facekit_vggface.model import VggFace
-    from facekit_vggface.weights import load_strict
+    from facekit.weights import load_strict
 
     net = VggFace()
     state = dict(net.state_dict())

@@ -16,7 +16,7 @@ from torch import nn
 
 from facekit.models import resolve_weights
 from facekit_vggface.cards import CARD, FEATURE_SIZE, NUM_CLASSES, SOURCE, VggFaceParams
-from facekit_vggface.weights import load_state_dict_file, load_strict
+from facekit.weights import load_state_dict_file, load_strict
 
 __all__ = ["BLOCKS", "VggFace", "VggFaceEncoder", "build_encoder"]
 

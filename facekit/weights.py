@@ -1,4 +1,8 @@
-"""Reading a torch state-dict file safely (``weights_only=True``: no pickle code runs) and checking it strictly."""
+"""Reading a torch state-dict file safely (``weights_only=True``: no pickle code runs) and checking it strictly.
+
+Shared by the plugins that load users' torch weights (FaceNet, VGG-Face, ArcFace); imports torch, so import it only
+where a model is built.
+"""
 
 from __future__ import annotations
 
