@@ -16,12 +16,12 @@ pytest.importorskip("facekit_facenet")
 
 from facekit_facenet.cards import FaceNetParams  # noqa: E402
 from facekit_facenet.model import InceptionResnetV1, build_encoder  # noqa: E402
-from facekit.weights import WeightsFormatError  # noqa: E402
 
 import facekit  # noqa: E402
 from facekit.errors import FacekitError  # noqa: E402
 from facekit.models import ChecksumError  # noqa: E402
 from facekit.testing import check_encoder  # noqa: E402
+from facekit.weights import WeightsFormatError  # noqa: E402
 
 # Counted on facenet-pytorch 2.6.0's own InceptionResnetV1(classify=True, num_classes=8631).state_dict() (the
 # module the released files were saved from): 716 entries (num_batches_tracked included), 27,940,039 numbers.

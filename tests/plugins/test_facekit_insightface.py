@@ -20,12 +20,12 @@ pytest.importorskip("facekit_insightface")
 from facekit_insightface.cards import ArcFaceTorchParams, ScrfdParams  # noqa: E402
 from facekit_insightface.iresnet import LAYERS, IResNet, build_encoder  # noqa: E402
 from facekit_insightface.scrfd import ScrfdDetector  # noqa: E402
-from facekit.weights import WeightsFormatError  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import facekit  # noqa: E402
 from facekit.models import ChecksumError  # noqa: E402
 from facekit.testing import check_detector, check_encoder  # noqa: E402
+from facekit.weights import WeightsFormatError  # noqa: E402
 
 # det_10g.onnx's outputs for a 640 x 640 input, in graph order: scores, boxes, keypoints for strides 8, 16, 32.
 SCRFD_OUTPUTS = [

@@ -17,11 +17,11 @@ pytest.importorskip("facekit_vggface")
 
 from facekit_vggface.cards import VggFaceParams  # noqa: E402
 from facekit_vggface.model import build_encoder  # noqa: E402
-from facekit.weights import WeightsFormatError  # noqa: E402
 
 import facekit  # noqa: E402
 from facekit.models import ChecksumError  # noqa: E402
 from facekit.testing import check_encoder  # noqa: E402
+from facekit.weights import WeightsFormatError  # noqa: E402
 
 # The keys and shapes of Samuel Albanie's vgg_face_dag.pth, written out independently of the plugin's module.
 CONVS = {
@@ -128,6 +128,7 @@ def test_missing_keys_are_refused(tmp_path: Path) -> None:
 
 def test_extra_and_misshaped_keys_are_refused(tmp_path: Path) -> None:
     from facekit_vggface.model import VggFace
+
     from facekit.weights import load_strict
 
     net = VggFace()

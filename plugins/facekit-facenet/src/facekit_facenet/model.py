@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facekit.models import resolve_weights
-from facekit_facenet.cards import EMBEDDING_SIZE, FEATURE_SIZE, NUM_CLASSES, SOURCES, FaceNetParams, card
 from facekit.weights import load_state_dict_file, load_strict
+from facekit_facenet.cards import EMBEDDING_SIZE, FEATURE_SIZE, NUM_CLASSES, SOURCES, FaceNetParams, card
 
 __all__ = ["FaceNetEncoder", "InceptionResnetV1", "build_encoder"]
 

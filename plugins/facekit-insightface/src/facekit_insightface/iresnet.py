@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facekit.models import resolve_weights
-from facekit_insightface.cards import ArcFaceTorchParams, Arch, arcface_torch_card, arcface_torch_source
 from facekit.weights import load_state_dict_file, load_strict
+from facekit_insightface.cards import ArcFaceTorchParams, Arch, arcface_torch_card, arcface_torch_source
 
 __all__ = ["LAYERS", "ArcFaceTorchEncoder", "IResNet", "build_encoder"]
 

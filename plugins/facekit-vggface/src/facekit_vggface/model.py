@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facekit.models import resolve_weights
-from facekit_vggface.cards import CARD, FEATURE_SIZE, NUM_CLASSES, SOURCE, VggFaceParams
 from facekit.weights import load_state_dict_file, load_strict
+from facekit_vggface.cards import CARD, FEATURE_SIZE, NUM_CLASSES, SOURCE, VggFaceParams
 
 __all__ = ["BLOCKS", "VggFace", "VggFaceEncoder", "build_encoder"]
 
