@@ -206,10 +206,11 @@ def save_checkpoint(
     os.replace(temporary, path)
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint`."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint` (or a model from :func:`export_model`)."""
     from safetensors import safe_open
 
+    path = Path(path)
     if not path.is_file():
         raise FacekitError(f"checkpoint not found: {path}")
     with safe_open(str(path), framework="pt") as handle:
