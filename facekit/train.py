@@ -319,7 +319,10 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     model: torch.nn.Module = decoder
     if dist.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(decoder)
+    from facekit.runs import git_sha
+
     meta_base = {
+        "train_git_sha": git_sha(),
         "decoder": plan.components["decoder"].spec.name,
         "decoder_params": decoder.params.model_dump(),
         "encoder": encoder_component.spec.name,
