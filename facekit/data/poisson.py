@@ -113,10 +113,11 @@ def poisson_targets(
     m3 = m[..., None]
     mx = 0.5 * (m3[:, 1:] + m3[:, :-1])
     my = 0.5 * (m3[1:] + m3[:-1])
-    gx = mx * (f[:, 1:] - f[:, :-1]) + (1.0 - mx) * (b[:, 1:] - b[:, :-1])
-    gy = my * (f[1:] - f[:-1]) + (1.0 - my) * (b[1:] - b[:-1])
-    c = m3 * f + (1.0 - m3) * b
-    w = (background_weight * (1.0 - m3) + colour_weight * m3).astype(np.float32)
+    d = f - b  # blend gradients and colours as b + m * (f - b): one product per term instead of two
+    gx = (b[:, 1:] - b[:, :-1]) + mx * (d[:, 1:] - d[:, :-1])
+    gy = (b[1:] - b[:-1]) + my * (d[1:] - d[:-1])
+    c = b + m3 * d
+    w = (background_weight + (colour_weight - background_weight) * m3).astype(np.float32)
     rhs = w * c
     rhs[:, 1:] += gx
     rhs[:, :-1] -= gx
