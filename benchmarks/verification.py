@@ -53,8 +53,8 @@ def main() -> None:
         f"## LFW verification with normalized faces (`python benchmarks/verification.py --folds {args.folds}`)",
         "",
         f"Machine: {machine()}. {first['pairs']} pairs ({args.folds} folds of pairs.txt, {first['photos']} photos). "
-        "Both photos of each pair replaced by their normalized faces; 10-fold protocol (threshold chosen on the other "
-        "folds); a photo that could not be normalized makes its pairs count as 'different' in both columns.",
+        f"Both photos of each pair replaced by their normalized faces; {args.folds}-fold protocol (threshold chosen on "
+        "the other folds); a photo that could not be normalized makes its pairs count as 'different' in both columns.",
         "",
         "| method | judge | accuracy on originals | accuracy on normalized faces | not normalized | seconds |",
         "|---|---|---|---|---|---|",
