@@ -170,17 +170,9 @@ def estimate_camera(landmarks: np.ndarray, image_size: tuple[int, int], shape: M
     """The (3, 4) projection matrix of a photo of ``image_size`` (width, height) from its 68 ``landmarks`` (x, y
     pixels) and the mean shape: pinhole intrinsics as in :func:`facekit.data.pose.estimate_pose`, pose by SQPnP
     refined with Levenberg-Marquardt. Maps homogeneous 3-D points (OpenCV axes, mm) to homogeneous pixels."""
-    import cv2
+    from facekit.data.pose import fit_camera
 
-    width, height = image_size
-    focal = float(max(width, height))
-    camera = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
-    image_points = np.asarray(landmarks, dtype=np.float64)[shape.landmarks]
-    ok, rvec, tvec = cv2.solvePnP(shape.points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
-        raise FacekitError("solvePnP failed to fit a camera to the landmarks")
-    rvec, tvec = cv2.solvePnPRefineLM(shape.points, image_points, camera, None, rvec, tvec)
-    rotation, _ = cv2.Rodrigues(rvec)
+    camera, rotation, tvec = fit_camera(landmarks, image_size, shape, refine=True)
     return np.asarray(camera @ np.hstack([rotation, tvec.reshape(3, 1)]), dtype=np.float64)
 
 

@@ -70,23 +70,33 @@ def load_mean_shape(sfm_folder: Path) -> MeanShape:
     return MeanShape(points, landmarks)
 
 
-def estimate_pose(landmarks: np.ndarray, image_size: tuple[int, int], shape: MeanShape) -> Pose:
-    """Yaw/pitch/roll of a face from its 68 landmarks (x, y pixels) in an image of ``image_size`` (width, height).
-
-    A pinhole camera with focal length max(width, height) looks at the mean shape; positive yaw = the face turned
-    to the image's right (the subject's left), positive pitch = looking down.
-    """
+def fit_camera(
+    landmarks: np.ndarray, image_size: tuple[int, int], shape: MeanShape, refine: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(camera intrinsics (3, 3), rotation (3, 3), translation (3,)) of a photo of ``image_size`` (width, height)
+    from its 68 ``landmarks`` (x, y pixels): a pinhole camera with focal length max(width, height) looking at the
+    mean shape, pose by SQPnP (the global optimum; the iterative solver can converge to a mirror solution behind the
+    camera), optionally refined with Levenberg-Marquardt."""
     import cv2
 
     width, height = image_size
     focal = float(max(width, height))
     camera = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
     image_points = np.asarray(landmarks, dtype=np.float64)[shape.landmarks]
-    # SQPnP finds the global optimum; the iterative solver can converge to a mirror solution behind the camera.
-    ok, rvec, _ = cv2.solvePnP(shape.points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
+    ok, rvec, tvec = cv2.solvePnP(shape.points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
     if not ok:
-        raise FacekitError("solvePnP failed to estimate the head pose")
+        raise FacekitError("solvePnP failed to fit a camera to the landmarks")
+    if refine:
+        rvec, tvec = cv2.solvePnPRefineLM(shape.points, image_points, camera, None, rvec, tvec)
     rotation, _ = cv2.Rodrigues(rvec)
+    return camera, rotation, np.asarray(tvec, dtype=np.float64).reshape(3)
+
+
+def estimate_pose(landmarks: np.ndarray, image_size: tuple[int, int], shape: MeanShape) -> Pose:
+    """Yaw/pitch/roll of a face from its 68 landmarks (x, y pixels) in an image of ``image_size`` (width, height)
+    (:func:`fit_camera`); positive yaw = the face turned to the image's right (the subject's left), positive
+    pitch = looking down."""
+    _, rotation, _ = fit_camera(landmarks, image_size, shape)
     yaw = np.degrees(np.arcsin(np.clip(-rotation[2, 0], -1.0, 1.0)))
     pitch = np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2]))
     roll = np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0]))
