@@ -1,0 +1,35 @@
+"""Checks that need CUDA (skipped on CPU-only machines such as CI): the warp and the decoder agree with the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import facekit
+from facekit.warp import sparse_image_warp
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_warp_on_cuda_matches_cpu() -> None:
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(4, 3, 64, 64, generator=generator)
+    source = torch.rand(4, 20, 2, generator=generator) * 50 + 7
+    destination = source + torch.randn(4, 20, 2, generator=generator)
+    cpu, cpu_flow = sparse_image_warp(image, source, destination)
+    gpu, gpu_flow = sparse_image_warp(image.cuda(), source.cuda(), destination.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+    torch.testing.assert_close(gpu_flow.cpu(), cpu_flow, atol=1e-3, rtol=0)
+
+
+def test_decoder_bf16_autocast_on_cuda() -> None:
+    decoder = facekit.get_registry("decoder").get("paper").build({"image_size": 56, "feature_size": 32, "hidden": 64})
+    decoder = decoder.cuda()
+    features = torch.randn(8, 32, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = decoder.decode(features)
+    out.image.float().sum().backward()
+    assert torch.isfinite(out.image.float()).all() and features.grad is not None
