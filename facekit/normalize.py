@@ -60,6 +60,26 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def detect_largest(
+    detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str]
+) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
+    """One :class:`Outcome` per input (``unreadable`` for None, ``no_face``, or ``ok`` still without a face) and, for
+    the ``ok`` ones, (index, image, largest FaceDetection) to normalize: the first step of every normalizer."""
+    outcomes: list[Outcome] = []
+    pending: list[tuple[int, np.ndarray, Any]] = []
+    for index, (image, name) in enumerate(zip(images, names, strict=True)):
+        if image is None:
+            outcomes.append(Outcome(name, "unreadable"))
+            continue
+        faces = detector.detect_array(image)
+        if not faces:
+            outcomes.append(Outcome(name, "no_face"))
+            continue
+        outcomes.append(Outcome(name, "ok", extras={"faces_found": len(faces)}))
+        pending.append((index, image, faces[0]))
+    return outcomes, pending
+
+
 class Normalizer:
     """A trained decoder with the detector and encoder it was trained with."""
 
@@ -110,18 +130,7 @@ class Normalizer:
         """Normalize the largest face of each image (``None`` = unreadable); one :class:`Outcome` per input."""
         from facekit.align import encoder_inputs
 
-        outcomes: list[Outcome] = []
-        pending: list[tuple[int, np.ndarray, Any]] = []
-        for index, (image, name) in enumerate(zip(images, names, strict=True)):
-            if image is None:
-                outcomes.append(Outcome(name, "unreadable"))
-                continue
-            faces = self.detector.detect_array(image)
-            if not faces:
-                outcomes.append(Outcome(name, "no_face"))
-                continue
-            outcomes.append(Outcome(name, "ok", extras={"faces_found": len(faces)}))
-            pending.append((index, image, faces[0]))
+        outcomes, pending = detect_largest(self.detector, images, names)
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
             photos = [c[1] for c in chunk]  # photos of different sizes: encoder_inputs crops each on its own

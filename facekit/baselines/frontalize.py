@@ -260,21 +260,15 @@ class Frontalizer:
         """Frontalize the largest face of each image (``None`` = unreadable); one :class:`Outcome` per input, as
         :meth:`facekit.normalize.Normalizer.normalize_many`. ``batch_size`` is accepted for the same signature (each
         photo is done on its own)."""
-        outcomes: list[Outcome] = []
-        for image, name in zip(images, names, strict=True):
-            if image is None:
-                outcomes.append(Outcome(name, "unreadable"))
-                continue
-            faces = self.detector.detect_array(image)
-            if not faces:
-                outcomes.append(Outcome(name, "no_face"))
-                continue
-            face = faces[0]
+        from facekit.normalize import detect_largest
+
+        outcomes, pending = detect_largest(self.detector, images, names)
+        for index, image, face in pending:
             source = np.asarray(face.landmarks, dtype=np.float64)
             if source.shape != (68, 2):
                 raise FacekitError(f"frontalization needs a 68-landmark (iBUG) detector, got {source.shape[0]} points")
-            normalized = NormalizedFace(
-                self.frontalize(image, source), self.landmarks, None, source, face.box, len(faces)
+            found = outcomes[index].extras["faces_found"]
+            outcomes[index].face = NormalizedFace(
+                self.frontalize(image, source), self.landmarks, None, source, face.box, found
             )
-            outcomes.append(Outcome(name, "ok", normalized, extras={"faces_found": len(faces)}))
         return outcomes
