@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
 
+from facekit.data import poisson
 from facekit.data.augment import MorphDataset, contact_sheet, synthetic_identities
 from facekit.data.poisson import composite, composite_reference, face_mask
 
@@ -42,7 +43,10 @@ def poisson_rows(runs: int, data: dict[str, np.ndarray]) -> tuple[list[str], dic
     ys, xs = np.nonzero(hard)
     centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
     methods = {
+        # Augmentation composites every morph with the same mask, so the multigrid hierarchy is built once (cached);
+        # the second row rebuilds it on every call, for masks that change.
         "ours (multigrid-CG, float32)": lambda: composite(fg, bg, mask),
+        "ours, hierarchy rebuilt per call": lambda: (poisson._HIERARCHIES.clear(), composite(fg, bg, mask))[1],
         "cv2.seamlessClone NORMAL_CLONE": lambda: cv2.seamlessClone(fg8, bg8, hard, centre, cv2.NORMAL_CLONE),
         "scipy sparse splu (same problem)": lambda: composite_reference(fg, bg, mask),
     }
