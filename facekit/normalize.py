@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from facekit.errors import FacekitError
+from facekit.images import to_uint8_rgb
 
 DEFAULT_MODEL = "default-model.safetensors"
 
@@ -54,10 +55,6 @@ class Outcome:
     face: NormalizedFace | None = None
     reason: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def detect_largest(
@@ -138,8 +135,8 @@ class Normalizer:
             crops = encoder_inputs(self.encoder, photos, points).to(self.device)
             with torch.no_grad():
                 out = self.decoder(self.encoder.features(crops))
-            pictures = _to_uint8(out.image)
-            textures = _to_uint8(out.texture) if out.texture is not None else [None] * len(chunk)
+            pictures = to_uint8_rgb(out.image)
+            textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(chunk)
             landmarks = (
                 out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(chunk)
             )

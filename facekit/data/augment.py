@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.poisson import BACKGROUND_WEIGHT, COLOUR_WEIGHT, composite, face_mask
+from facekit.images import to_uint8_rgb
 from facekit.warp import sparse_image_warp
 
 logger = logging.getLogger(__name__)
@@ -297,17 +298,13 @@ class MorphDataset(Dataset):
 # ----------------------------------------------------------------------------------------------
 # materialise to disk
 # ----------------------------------------------------------------------------------------------
-def _to_uint8_hwc(chw: torch.Tensor) -> np.ndarray:
-    return np.round(np.clip(chw.numpy().transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def _write_shard(out_dir: Path, name: str, items: list[int], rows: list[dict[str, torch.Tensor]]) -> Path:
     tmp = out_dir / f"{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    np.save(tmp / "images.npy", np.stack([_to_uint8_hwc(r["image"]) for r in rows]))
-    np.save(tmp / "textures.npy", np.stack([_to_uint8_hwc(r["texture"]) for r in rows]))
+    np.save(tmp / "images.npy", np.stack(to_uint8_rgb(torch.stack([r["image"] for r in rows]))))
+    np.save(tmp / "textures.npy", np.stack(to_uint8_rgb(torch.stack([r["texture"] for r in rows]))))
     np.save(tmp / "landmarks.npy", np.stack([r["landmarks"].numpy().astype(np.float32) for r in rows]))
     np.save(tmp / "items.npy", np.asarray(items, np.int64))
     final = out_dir / name

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from facekit.images import to_uint8_rgb
 from facekit.registry import Params
 from facekit.types import FaceDetection, ModelCard
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
@@ -16,16 +17,6 @@ class DetectorParams(Params):
     face_detector: Literal["hog", "cnn"] = Field(default="hog", description="HOG (fast) or CNN mmod (robust, slow)")
     upsample: int = Field(default=1, ge=0, le=3, description="upsample the photo this many times to find small faces")
     threshold: float = Field(default=0.0, description="detection score threshold (lower finds more faces)")
-
-
-def to_uint8_rgb(images: Any) -> list[np.ndarray]:
-    """(B, 3, H, W) float in [0, 1] (torch or numpy) -> list of (H, W, 3) uint8 RGB arrays."""
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    if array.ndim != 4 or array.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(array.shape)}")
-    return [
-        np.ascontiguousarray((np.clip(img, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)) for img in array
-    ]
 
 
 class DlibDetector:

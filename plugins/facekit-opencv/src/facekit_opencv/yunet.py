@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from facekit.images import to_uint8_rgb
 from facekit.models import resolve_weights
 from facekit.types import FaceDetection
 
 from .cards import YUNET_SCHEME, YUNET_SOURCE, YuNetParams, yunet_card
 
-__all__ = ["SCHEME", "SOURCE", "YuNetDetector", "YuNetParams", "card", "to_uint8_rgb", "yunet_to_5pt"]
+__all__ = ["SCHEME", "SOURCE", "YuNetDetector", "YuNetParams", "card", "yunet_to_5pt"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +40,6 @@ def yunet_to_5pt(points: Any) -> np.ndarray:
     if array.shape != (5, 2):
         raise ValueError(f"expected YuNet's (5, 2) landmarks, got {array.shape}")
     return array[list(YUNET_TO_5PT)]
-
-
-def to_uint8_rgb(images: Any) -> list[np.ndarray]:
-    """(B, 3, H, W) float in [0, 1] (torch or numpy) -> list of (H, W, 3) uint8 RGB arrays."""
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    if array.ndim != 4 or array.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(array.shape)}")
-    return [
-        np.ascontiguousarray((np.clip(img, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)) for img in array
-    ]
 
 
 class YuNetDetector:
