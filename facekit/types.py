@@ -41,6 +41,16 @@ class AlignmentTemplate:
     scheme: str = "5pt"  # which landmarks the points correspond to: "5pt" (eyes, nose, mouth corners) or "ibug68"
 
 
+#: The 112 x 112 five-point template of ArcFace (insightface's ``arcface_dst``), also OpenCV's ``FaceRecognizerSF``
+#: ``alignCrop`` target: image-left eye, image-right eye, nose tip, image-left and image-right mouth corners, pixel
+#: centres at integer coordinates. Shared by every encoder trained on these crops.
+ARCFACE_112_TEMPLATE = AlignmentTemplate(
+    "arcface-112",
+    ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)),
+    scheme="5pt",
+)
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """The data contract that travels with a model's weights (see ARCHITECTURE.md, "Model cards").

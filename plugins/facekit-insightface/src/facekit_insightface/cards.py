@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from facekit.registry import Params
-from facekit.types import AlignmentTemplate, ModelCard, WeightsSource
+from facekit.types import ARCFACE_112_TEMPLATE, ModelCard, WeightsSource
 
 _NON_COMMERCIAL = (
     "insightface pretrained models: non-commercial research use only (insightface model licence; the code is MIT). "
@@ -22,11 +22,7 @@ _SHA256_FIELD = Field(
 
 #: insightface's ``arcface_dst``: the five points (eye centres, nose tip, mouth corners; image-left first) in the
 #: 112 x 112 crop its ``norm_crop`` makes with cv2.warpAffine (pixel centres at integer coordinates, like facekit).
-ARCFACE_TEMPLATE = AlignmentTemplate(
-    "arcface-112",
-    ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)),
-    scheme="5pt",
-)
+ARCFACE_TEMPLATE = ARCFACE_112_TEMPLATE
 
 W600K_R50 = WeightsSource(
     "w600k_r50.onnx",

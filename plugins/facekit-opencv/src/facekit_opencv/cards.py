@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from facekit.registry import Params
-from facekit.types import AlignmentTemplate, ModelCard, WeightsSource
+from facekit.types import ARCFACE_112_TEMPLATE, ModelCard, WeightsSource
 
 __all__ = [
     "SFACE_SOURCE",
@@ -31,13 +31,8 @@ SFACE_SOURCE = WeightsSource(
     note="OpenCV Zoo SFace, int8 block-quantised weights; dequantised to float32 for the torch port",
 )
 
-#: OpenCV ``FaceRecognizerSF::alignCrop``'s destination points (``face_recognize.cpp``; the ArcFace 112 x 112
-#: template), in image order: image-left eye, image-right eye, nose tip, image-left and image-right mouth corners.
-SFACE_TEMPLATE = AlignmentTemplate(
-    "arcface-112",
-    ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)),
-    scheme="5pt",
-)
+#: OpenCV ``FaceRecognizerSF::alignCrop``'s destination points (``face_recognize.cpp``): the ArcFace 112 x 112 template.
+SFACE_TEMPLATE = ARCFACE_112_TEMPLATE
 
 YUNET_SOURCE = WeightsSource(
     "face_detection_yunet_2023mar_int8bq.onnx",
