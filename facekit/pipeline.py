@@ -108,7 +108,12 @@ def evaluate_plan(
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
     names = list(judges) or [normalizer.meta["encoder"] if baseline is None else "dlib-resnet"]
-    judge_list = [Judge(name, facekit.load_component("encoder", name).eval()) for name in names]
+    # The model's own encoder is already loaded: judge with it rather than building a second copy.
+    own = getattr(normalizer, "meta", {}).get("encoder")
+    judge_list = [
+        Judge(name, normalizer.encoder if name == own else facekit.load_component("encoder", name).eval())
+        for name in names
+    ]
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
     metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
