@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -84,10 +85,16 @@ class RunDir:
 
 
 def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", seed: int | None = None) -> RunDir:
-    """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it."""
+    """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it.
+
+    Under ``torchrun`` only rank 0 writes: the other ranks get the would-be path and create nothing, so N processes
+    started in the same second never race for one folder name.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(output)
     path = base / f"{stamp}-{stage}"
+    if os.environ.get("RANK", "0") != "0":
+        return RunDir(path)
     suffix = 1
     while path.exists():
         suffix += 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from facekit.recipe import resolve
@@ -27,3 +28,13 @@ def test_run_folder_records_recipe_and_provenance(tmp_path: Path) -> None:
 
 def test_git_sha_outside_a_repository(tmp_path: Path) -> None:
     assert git_sha(tmp_path) is None
+
+
+def test_only_rank_zero_writes_a_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two torchrun ranks start in the same second: a second writer would race rank 0 for the folder name.
+    plan = resolve({"train": {"steps": 5}})
+    monkeypatch.setenv("RANK", "1")
+    run = start_run(plan, "train", tmp_path)
+    assert not run.path.exists() and not any(tmp_path.iterdir())
+    monkeypatch.setenv("RANK", "0")
+    assert (start_run(plan, "train", tmp_path).path / "run.json").exists()
