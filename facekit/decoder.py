@@ -27,8 +27,9 @@ from facekit.types import DecoderOutput
 DECODER_WARP_REGULARIZATION = 1e-2
 
 
-def _upsampling_stack(grid: int, size: int, channels: int) -> tuple[nn.Sequential, int]:
-    """Stride-2 transposed convolutions (ReLU, channels halving) from ``grid`` to ``size`` pixels."""
+def _upsampling_stack(grid: int, size: int, channels: int, norm: str = "none") -> tuple[nn.Sequential, int]:
+    """Stride-2 transposed convolutions (ReLU, channels halving) from ``grid`` to ``size`` pixels; ``norm="batch"``
+    puts a BatchNorm2d between each convolution and its ReLU."""
     steps = math.log2(size / grid)
     if steps < 1 or abs(steps - round(steps)) > 1e-9:
         raise ValueError(f"image_size {size} must be grid {grid} times a power of two (>= 2)")
@@ -36,7 +37,10 @@ def _upsampling_stack(grid: int, size: int, channels: int) -> tuple[nn.Sequentia
     current = channels
     for _ in range(round(steps)):
         out = max(current // 2, 8)
-        layers += [nn.ConvTranspose2d(current, out, kernel_size=4, stride=2, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.ConvTranspose2d(current, out, kernel_size=4, stride=2, padding=1, bias=norm == "none"))
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.ReLU(inplace=True))
         current = out
     return nn.Sequential(*layers), current
 
@@ -92,7 +96,7 @@ class PaperDecoder(_Base):
         self.texture_head: nn.Module = self._texture_head(params)
 
     def _texture_head(self, params: DecoderParams) -> nn.Module:
-        stack, out_channels = _upsampling_stack(params.grid, params.image_size, params.channels)
+        stack, out_channels = _upsampling_stack(params.grid, params.image_size, params.channels, params.norm)
         return nn.Sequential(
             nn.Linear(params.hidden, params.channels * params.grid * params.grid),
             nn.ReLU(inplace=True),
@@ -139,7 +143,7 @@ class PlainCNNDecoder(_Base):
 
     def __init__(self, params: DecoderParams) -> None:
         super().__init__(params)
-        stack, out_channels = _upsampling_stack(params.grid, params.image_size, params.channels)
+        stack, out_channels = _upsampling_stack(params.grid, params.image_size, params.channels, params.norm)
         self.net = nn.Sequential(
             nn.Linear(params.feature_size, params.hidden),
             nn.ReLU(inplace=True),

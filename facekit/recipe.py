@@ -142,6 +142,13 @@ class TrainSection(Section):
     lr: float = Field(default=1e-3, gt=0)
     seed: int = 0
     loss: LossWeights = Field(default_factory=LossWeights)
+    identity_jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.2,
+        description="identity loss on a randomly shifted, scaled and rotated crop (std as a fraction of the crop "
+        "side, of log-scale and of radians): patterns that fool the encoder only at one exact alignment stop paying",
+    )
     checkpoint_every: int = Field(default=500, ge=1)
     sample_every: int = Field(default=500, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

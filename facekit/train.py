@@ -157,6 +157,25 @@ def _track(iterable: Any, description: str, progress: bool) -> Any:
 # ------------------------------------------------------------------------------------------------ losses
 
 
+def jitter_transforms(transforms: torch.Tensor, size: tuple[int, int], draws: np.ndarray) -> torch.Tensor:
+    """Compose (B, 2, 3) image -> crop transforms with a random similarity about the crop's centre.
+
+    ``draws`` (B, 4) are standard-normal-scaled (shift x, shift y as fractions of the crop side, log scale, angle in
+    radians); the caller draws them from the step's seeded generator so a resumed run repeats them.
+    """
+    width, height = size
+    d = torch.as_tensor(draws, dtype=transforms.dtype, device=transforms.device)
+    scale, angle = torch.exp(d[:, 2]), d[:, 3]
+    cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], 1)  # (B, 2, 2)
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=transforms.dtype, device=transforms.device)
+    shift = d[:, :2] * torch.tensor([width, height], dtype=transforms.dtype, device=transforms.device)
+    offset = centre - rotation @ centre + shift  # (B, 2)
+    linear = rotation @ transforms[:, :, :2]
+    translation = (rotation @ transforms[:, :, 2:]).squeeze(-1) + offset
+    return torch.cat([linear, translation.unsqueeze(-1)], dim=2)
+
+
 def identity_loss(encoder: Any, output: torch.Tensor, transform: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - cos(E(output), E(input)), the output cropped to the encoder's input with the (B, 2, 3) ``transform``."""
     from facekit.align import warp_images_affine
@@ -343,6 +362,9 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
         index = rng.integers(len(pool), size=settings.batch_size)
         mine = index[dist.rank :: dist.world]
         batch = pool.batch(mine, device)
+        if settings.identity_jitter > 0:
+            draws = rng.normal(scale=settings.identity_jitter, size=(settings.batch_size, 4))[dist.rank :: dist.world]
+            batch["transform"] = jitter_transforms(batch["transform"], encoder.card.input_size, draws)
         with autocast:
             out = model(batch["features"])
             terms = losses(out, batch, encoder, settings.loss, decoder.image_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -16,6 +16,9 @@ class DecoderParams(Params):
     landmarks: int = Field(default=68, ge=3, description="landmarks predicted")
     grid: int = Field(default=7, ge=2, description="texture CNN: side of the first spatial map")
     channels: int = Field(default=256, ge=8, description="texture CNN: channels of the first map, halved per layer")
+    norm: Literal["none", "batch"] = Field(
+        default="none", description="texture CNN: normalisation after each transposed convolution (batch: BatchNorm2d)"
+    )
 
 
 def _factory(class_name: str) -> Any:

@@ -141,3 +141,49 @@ def test_ddp_two_processes_follow_one_process(prepared: Path, tmp_path: Path) ->
     two = [float(r["loss"]) for r in metrics(tmp_path / "ddp")]
     assert len(two) == 6
     np.testing.assert_allclose(two, one, rtol=1e-4)
+
+
+def test_jitter_transforms_compose_a_similarity_after_the_crop() -> None:
+    import torch
+
+    from facekit.train import jitter_transforms
+
+    crop = torch.tensor([[[1.5, 0.1, 3.0], [-0.1, 1.5, -2.0]]], dtype=torch.float64)
+    assert torch.equal(jitter_transforms(crop, (150, 150), np.zeros((1, 4))), crop)
+    draws = np.array([[0.02, -0.01, 0.05, 0.1]])
+    jittered = jitter_transforms(crop, (150, 150), draws)[0].numpy()
+    point = np.array([40.0, 70.0])
+    in_crop = crop[0, :, :2].numpy() @ point + crop[0, :, 2].numpy()
+    centre, scale, angle = np.array([74.5, 74.5]), np.exp(0.05), 0.1
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    expected = rotation @ (in_crop - centre) + centre + np.array([0.02, -0.01]) * 150
+    np.testing.assert_allclose(jittered[:, :2] @ point + jittered[:, 2], expected, atol=1e-9)
+
+
+def test_identity_jitter_is_seeded_per_step(prepared: Path, tmp_path: Path) -> None:
+    recipe = {"steps": 2, "lr": 1e-2, "loss": {"identity": 1.0}}
+    runs = [
+        metrics(train(resolve(tiny_recipe(prepared, tmp_path / name, identity_jitter=jitter, **recipe))))
+        for name, jitter in (("a", 0.05), ("b", 0.05), ("plain", 0.0))
+    ]
+    identity = [[float(r["identity"]) for r in rows] for rows in runs]
+    assert identity[0] == identity[1]  # same seed, same draws: a resumed run repeats them
+    assert identity[0][0] != identity[2][0]  # the draws do move the crop
+
+
+def test_batch_norm_decoder_trains_and_is_deterministic_in_eval(prepared: Path, tmp_path: Path) -> None:
+    import torch
+
+    from facekit.normalize import Normalizer
+
+    recipe = tiny_recipe(prepared, tmp_path / "bn", steps=60, lr=1e-2)
+    recipe["components"]["decoder"]["params"]["norm"] = "batch"
+    rows = metrics(train(resolve(recipe)))
+    assert float(rows[-1]["texture"]) < 0.09 < float(rows[0]["texture"])
+    tensors = read_checkpoint(tmp_path / "bn" / "checkpoints" / "last.safetensors")[0]
+    assert any(k.endswith("running_mean") for k in tensors)
+    decoder = Normalizer.from_checkpoint(tmp_path / "bn" / "checkpoints" / "last.safetensors").decoder
+    features = torch.randn(3, decoder.feature_size)
+    with torch.no_grad():
+        difference = (decoder(features).image[:1] - decoder(features[:1]).image).abs().max()
+    assert difference < 1e-4, difference  # eval mode: no batch statistics
