@@ -463,10 +463,40 @@ def _check_data(data: DataSection) -> list[Problem]:
     return problems
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
-    """Read, override, validate and resolve a recipe; raise :class:`RecipeError` listing every problem."""
+def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as plain data, with ``extends: BASE.yaml`` (relative to the file) merged in.
+
+    The file's mappings are merged into the base's key by key; lists and scalars replace the base's, and so does a
+    component with another ``name`` (its params belong to the other component). So an ablation states only what it
+    changes (``extends: ../paper.yaml`` + ``train: {loss: {identity: 0}}``).
+    """
+    path = Path(path)
     raw = read_yaml(path)
-    return resolve(raw, overrides=overrides, source=str(path))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise RecipeError([Problem("extends", "must be the path of another recipe file")], str(path))
+    base_path = (path.parent / base).resolve()
+    chain = (*_chain, path.resolve())
+    if base_path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise RecipeError([Problem("extends", f"recipes extend each other in a cycle: {cycle}")], str(path))
+    return _merge(read_recipe(base_path, chain), raw)
+
+
+def _merge(base: Any, update: Any) -> Any:
+    if isinstance(base, Mapping) and isinstance(update, Mapping):
+        if "name" in base and "name" in update and base["name"] != update["name"]:
+            return update
+        return {**base, **{k: _merge(base[k], v) if k in base else v for k, v in update.items()}}
+    return update
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+    """Read (following ``extends``), override, validate and resolve a recipe; raise :class:`RecipeError` listing
+    every problem."""
+    return resolve(read_recipe(path), overrides=overrides, source=str(path))
 
 
 def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "recipe") -> Plan:

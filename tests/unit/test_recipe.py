@@ -123,3 +123,54 @@ def test_plan_round_trips_through_yaml() -> None:
     plan = resolve({"train": {"steps": 7}})
     again = resolve(yaml.safe_load(yaml.safe_dump(plan.to_dict())))
     assert again.recipe == plan.recipe
+
+
+def test_extends_merges_mappings_and_replaces_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "paper.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "description": "base",
+                "components": {"decoder": {"name": "paper", "params": {"image_size": 64, "grid": 4, "norm": "batch"}}},
+                "train": {"steps": 7, "lr": 0.01, "loss": {"landmark": 2.0, "identity": 1.0}},
+                "data": {"train": [{"source": "london", "subset": "neutral_front"}]},
+                "prepare": {"image_size": 64, "interocular_px": 16},
+            }
+        )
+    )
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text(
+        yaml.safe_dump(
+            {
+                "extends": "base/paper.yaml",  # relative to the file, not the working directory
+                "train": {"loss": {"identity": 0.0}},
+                "data": {"train": [{"source": "london", "subset": "canada"}]},
+            }
+        )
+    )
+    recipe = load_recipe(ablation).recipe
+    assert recipe.train.loss.identity == 0.0 and recipe.train.loss.landmark == 2.0 and recipe.train.steps == 7
+    assert [s.subset for s in recipe.data.train] == ["canada"]  # lists replace
+    assert load_recipe(ablation, ["train.steps=9"]).recipe.train.steps == 9
+
+    other = tmp_path / "plain.yaml"  # another component name: the base's params do not leak into it
+    other.write_text(
+        yaml.safe_dump(
+            {
+                "extends": "base/paper.yaml",
+                "components": {"decoder": {"name": "plain-cnn", "params": {"image_size": 64}}},
+            }
+        )
+    )
+    plan = load_recipe(other)
+    assert plan.components["decoder"].spec.name == "plain-cnn" and plan.components["decoder"].params.grid == 7
+
+
+def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(Exception, match="nowhere.yaml"):
+        load_recipe(tmp_path / "c.yaml")
