@@ -150,6 +150,9 @@ class TrainSection(Section):
         "side, of log-scale and of radians): patterns that fool the encoder only at one exact alignment stop paying",
     )
     checkpoint_every: int = Field(default=500, ge=1)
+    keep_every: int | None = Field(
+        default=None, ge=1, description="also keep checkpoints/step-NNNNNN.safetensors every this many steps"
+    )
     sample_every: int = Field(default=500, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

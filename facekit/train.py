@@ -380,6 +380,9 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 save_checkpoint(checkpoint, decoder, optimizer, {**meta_base, "step": step})
+            if settings.keep_every is not None and step % settings.keep_every == 0:
+                kept = checkpoint.with_name(f"step-{step:06d}.safetensors")
+                save_checkpoint(kept, decoder, optimizer, {**meta_base, "step": step})
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"train loss {row['loss']:.4f}")
     if bar is not None:

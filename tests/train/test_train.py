@@ -67,7 +67,7 @@ def metrics(output: Path) -> list[dict[str, str]]:
 
 
 def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -> None:
-    out = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=100, lr=1e-2)))
+    out = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=100, lr=1e-2, keep_every=50)))
     rows = metrics(out)
     assert [int(r["step"]) for r in rows] == list(range(1, 101))
     first, last = np.mean([float(r["texture"]) for r in rows[:5]]), np.mean([float(r["texture"]) for r in rows[-5:]])
@@ -78,6 +78,9 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     assert any(k.startswith("optim.") for k in tensors) and "model.mean_landmarks" in tensors
     assert "model.feature_mean" in tensors and (out / "pool.safetensors").is_file()
     assert (out / "samples" / "step-000100.png").is_file()
+    kept = sorted(p.name for p in (out / "checkpoints").glob("step-*.safetensors"))
+    assert kept == ["step-000050.safetensors", "step-000100.safetensors"]
+    assert read_checkpoint(out / "checkpoints" / kept[0])[1]["step"] == 50
     with pytest.raises(Exception, match="--resume"):
         train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=100)))
 

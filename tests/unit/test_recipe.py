@@ -172,5 +172,5 @@ def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="cycle"):
         load_recipe(tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
-    with pytest.raises(Exception, match="nowhere.yaml"):
+    with pytest.raises(Exception, match=r"nowhere\.yaml"):
         load_recipe(tmp_path / "c.yaml")
