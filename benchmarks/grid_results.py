@@ -1,13 +1,16 @@
-"""Write the encoders x warps grid (`facekit bench benchmarks/encoders_x_warps.yaml`) into benchmarks/RESULTS.md.
+"""Write a `facekit bench` grid into benchmarks/RESULTS.md.
 
     python benchmarks/grid_results.py [runs/bench/encoders_x_warps]
+    python benchmarks/grid_results.py runs/bench/default_model_grid --recipe benchmarks/default_model_grid.yaml \
+        --section default-model-grid
 
 Reads the bench's results.jsonl (one row per cell: overrides, recipe hash, git sha, device, metrics) and writes the
-`grid` section: identity pass rates under both judges and training time per cell.
+section: identity pass rates and median similarity under each judge and training time per cell.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,29 +22,42 @@ from facekit.bench import cell_label, pass_rate
 
 
 def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/bench/encoders_x_warps")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("runs/bench/encoders_x_warps"))
+    parser.add_argument("--recipe", default="benchmarks/encoders_x_warps.yaml", help="the bench recipe (for the title)")
+    parser.add_argument("--section", default="grid", help="RESULTS.md section name")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the paragraph")
+    args = parser.parse_args()
+    folder = args.folder
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
     judges = sorted({j for row in rows for j in row["metrics"]["judges"]})
     first = rows[0]
+    keys = ", ".join(item.split("=", 1)[0] for item in first["cell"])
     lines = [
-        "## Encoders x warpers grid (`facekit bench benchmarks/encoders_x_warps.yaml`)",
+        f"## Grid `{args.recipe}` (`facekit bench {args.recipe}`)",
         "",
-        f"Machine: {machine()}. Each cell: {first['train_steps']} training steps (batch 32, 112 px, identity loss from "
-        "the cell's encoder) on the default model's prepared set, then identity pass rates on "
-        f"{first['metrics']['photos']} LFW DevTest photos under both judges. Short cells: a ranking of the "
-        "combinations at equal (small) budget, not converged models. Plot and report: "
-        f"`{folder / 'pass_rates.png'}`, `{folder / 'report.html'}`.",
+        f"Machine: {machine()}. Each cell: {first['train_steps']} training steps of the recipe with the cell's "
+        f"values of {keys}, then identity pass rates (and median distance or cosine) on {first['metrics']['photos']} "
+        "LFW DevTest photos under each judge. Short cells: a ranking at equal (small) budget, not converged models. "
+        f"Plot and report: `{folder / 'pass_rates.png'}`, `{folder / 'report.html'}`. {args.note}".rstrip(),
         "",
-        "| encoder, warper | recipe hash | " + " | ".join(f"{j} pass" for j in judges) + " | train s | git sha |",
-        "|---|---|" + "---|" * len(judges) + "---|---|",
+        "| cell | recipe hash | "
+        + " | ".join(f"{j} pass | {j} median" for j in judges)
+        + " | train s | torch threads | git sha |",
+        "|---|---|" + "---|---|" * len(judges) + "---|---|---|",
     ]
     for row in rows:
-        rates = " | ".join(f"{(pass_rate(row, j) or 0):.1%}" for j in judges)
+        values = []
+        for judge in judges:
+            metrics = row["metrics"]["judges"].get(judge, {})
+            median = metrics.get("identity", {}).get("median")
+            values.append(f"{(pass_rate(row, judge) or 0):.1%} | {'' if median is None else f'{median:.3f}'}")
         lines.append(
-            f"| {cell_label(row)} | {row['recipe_hash']} | {rates} | {row['train_seconds']} | {row['git_sha'][:12]} |"
+            f"| {cell_label(row)} | {row['recipe_hash']} | {' | '.join(values)} | {row['train_seconds']} | "
+            f"{row.get('torch_threads', '')} | {row['git_sha'][:12]} |"
         )
     print("\n".join(lines))
-    write_section("grid", "\n".join(lines))
+    write_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":
