@@ -84,6 +84,11 @@ class RunDir:
         return self.path / name
 
 
+def is_rank_zero() -> bool:
+    """Whether this process writes shared files: rank 0 under ``torchrun`` (which sets RANK), or a plain process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", seed: int | None = None) -> RunDir:
     """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it.
 
@@ -93,7 +98,7 @@ def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", s
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(output)
     path = base / f"{stamp}-{stage}"
-    if os.environ.get("RANK", "0") != "0":
+    if not is_rank_zero():
         return RunDir(path)
     suffix = 1
     while path.exists():

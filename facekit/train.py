@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,9 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
                 logger.info("training pool from cache %s", path)
                 return Pool(**load_file(str(path)))
     pool = build_pool(plan, encoder, progress)
-    if int(os.environ.get("RANK", "0")) == 0:
+    from facekit.runs import is_rank_zero
+
+    if is_rank_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
         save_file({k: v.contiguous() for k, v in pool.__dict__.items()}, str(temporary), metadata={"key": key})
@@ -378,11 +381,15 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
             _log(output, writer, step, row, time.perf_counter() - began)
             if step % settings.sample_every == 0 or step == settings.steps:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            saved = step % settings.checkpoint_every == 0 or step == settings.steps
+            if saved:
                 save_checkpoint(checkpoint, decoder, optimizer, {**meta_base, "step": step})
             if settings.keep_every is not None and step % settings.keep_every == 0:
                 kept = checkpoint.with_name(f"step-{step:06d}.safetensors")
-                save_checkpoint(kept, decoder, optimizer, {**meta_base, "step": step})
+                if saved:  # the same state was just written: copy the file rather than serialise it again
+                    shutil.copyfile(checkpoint, kept)
+                else:
+                    save_checkpoint(kept, decoder, optimizer, {**meta_base, "step": step})
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"train loss {row['loss']:.4f}")
     if bar is not None:
