@@ -22,6 +22,7 @@ from facekit.errors import FacekitError  # noqa: E402
 from facekit.models import ChecksumError  # noqa: E402
 from facekit.testing import check_encoder  # noqa: E402
 from facekit.weights import WeightsFormatError  # noqa: E402
+from tests.helpers import PicklePayload  # noqa: E402
 
 # Counted on facenet-pytorch 2.6.0's own InceptionResnetV1(classify=True, num_classes=8631).state_dict() (the
 # module the released files were saved from): 716 entries (num_batches_tracked included), 27,940,039 numbers.
@@ -128,20 +129,10 @@ def test_strict_keys(weights: Path, tmp_path: Path, change: str) -> None:
         build_encoder(_params(path))
 
 
-class _Payload:
-    """Unpickling this would create ``marker`` (harmless stand-in for arbitrary code)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (str(self.marker), "w"))
-
-
 def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"conv2d_1a.conv.weight": torch.zeros(1), "payload": _Payload(marker)}, path)
+    torch.save({"conv2d_1a.conv.weight": torch.zeros(1), "payload": PicklePayload(marker)}, path)
     with pytest.raises(WeightsFormatError, match="weights_only=True"):
         build_encoder(_params(path))
     assert not marker.exists()

@@ -22,6 +22,7 @@ import facekit  # noqa: E402
 from facekit.models import ChecksumError  # noqa: E402
 from facekit.testing import check_encoder  # noqa: E402
 from facekit.weights import WeightsFormatError  # noqa: E402
+from tests.helpers import PicklePayload  # noqa: E402
 
 # The keys and shapes of Samuel Albanie's vgg_face_dag.pth, written out independently of the plugin's module.
 CONVS = {
@@ -139,18 +140,10 @@ def test_extra_and_misshaped_keys_are_refused(tmp_path: Path) -> None:
         load_strict(net, state, "vggface", tmp_path / "x.pth")
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (str(self.marker), "w"))
-
-
 def test_pickled_code_is_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "vgg_face_dag.pth"
-    torch.save({"conv1_1.weight": _Payload(marker)}, path)
+    torch.save({"conv1_1.weight": PicklePayload(marker)}, path)
     with pytest.raises(WeightsFormatError, match="weights_only=True"):
         build_encoder(VggFaceParams(weights=str(path)))
     assert not marker.exists()

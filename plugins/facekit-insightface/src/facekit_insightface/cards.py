@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -83,17 +84,9 @@ ARCFACE_ONNX_CARD = ModelCard(
 
 
 def arcface_torch_card(arch: Arch = "r50") -> ModelCard:
-    """The card of the torch iresnet ``arch``."""
-    return ModelCard(
-        input_size=(112, 112),
-        colour_order="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        template=ARCFACE_TEMPLATE,
-        embedding_size=512,
-        feature_size=512,
-        threshold=0.68,
-        distance="cosine",
+    """The card of the torch iresnet ``arch``: the ONNX model's input, template and threshold, differentiable."""
+    return replace(
+        ARCFACE_ONNX_CARD,
         differentiable=True,
         weights=(arcface_torch_source(arch),),
         notes="features: the output of `fc` (512-D, before the `features` BatchNorm1d): the lowest layer that is not "
