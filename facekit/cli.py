@@ -113,7 +113,8 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
 def _add_mapping(node: Tree, value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
+            scalars = isinstance(item, list) and not any(isinstance(v, (dict, list)) for v in item)
+            if isinstance(item, (dict, list)) and item and not scalars:
                 _add_mapping(node.add(str(key)), item)
             else:
                 node.add(f"{key} = {item!r}")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -133,6 +133,9 @@ class LossWeights(Section):
     identity: float = Field(default=1.0, ge=0, description="1 - cos of encoder embeddings of input and output")
 
 
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
 class TrainSection(Section):
     """The training loop."""
 
@@ -148,6 +151,26 @@ class TrainSection(Section):
         le=0.2,
         description="identity loss on a randomly shifted, scaled and rotated crop (std as a fraction of the crop "
         "side, of log-scale and of radians): patterns that fool the encoder only at one exact alignment stop paying",
+    )
+    photo_inputs: int = Field(
+        default=0,
+        ge=0,
+        description="train on what inference sees: up to this many of each person's own photos (any expression, "
+        "|yaw| <= photo_max_yaw_deg) feed the encoder, with the person's average as the target (0 = averages only)",
+    )
+    photo_max_yaw_deg: float = Field(default=40.0, gt=0, description="photo_inputs: most turned photo used")
+    background: Literal["keep", "plain"] = Field(
+        default="keep",
+        description="plain: composite every target onto one flat colour outside the face, forehead and a margin, so "
+        "the decoder learns a clean background instead of each photo's",
+    )
+    background_rgb: tuple[Channel, Channel, Channel] = Field(
+        default=(128, 128, 128), description="background: plain's colour"
+    )
+    init: str | None = Field(
+        default=None,
+        description="start from this model's decoder weights (a checkpoint or exported model of the same decoder), "
+        "e.g. facekit/assets/default-model.safetensors; the optimizer starts fresh",
     )
     checkpoint_every: int = Field(default=500, ge=1)
     keep_every: int | None = Field(

@@ -102,6 +102,19 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
             inputs = encoder_inputs(encoder, all_images[start : start + 32], all_landmarks[start : start + 32])
             features.append(encoder.features(inputs))
             embeddings.append(encoder.embed(inputs))
+    if recipe.train.photo_inputs > 0:
+        # Each person's own photos as inputs, the person's average (row i of the prepared arrays) as the target.
+        targets, photo_features, photo_embeddings = encode_photos(recipe, faces, encoder, progress)
+        all_images = np.concatenate([all_images, all_images[targets]])
+        all_textures = np.concatenate([all_textures, all_textures[targets]])
+        all_landmarks = np.concatenate([all_landmarks, all_landmarks[targets]])
+        features.append(photo_features)
+        embeddings.append(photo_embeddings)
+    if recipe.train.background == "plain":
+        # After encoding: the encoder keeps seeing the photos' own backgrounds, as it will at inference.
+        all_images, all_textures = plain_background(
+            all_images, all_textures, all_landmarks, np.asarray(faces.mean_landmarks), recipe.train.background_rgb
+        )
     transforms = np.stack([encoder_input_transform(encoder, points) for points in all_landmarks]).astype(np.float32)
     return Pool(
         images=_uint8_chw(all_images),
@@ -111,6 +124,87 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
         embeddings=torch.cat(embeddings),
         transforms=torch.from_numpy(transforms),
     )
+
+
+def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False) -> tuple[Any, Any, Any]:
+    """Train on what inference sees: up to ``train.photo_inputs`` photos of each prepared person (kept or rejected
+    for expression, pose up to ``train.photo_max_yaw_deg``, any quality) read from the prepare manifest and encoded
+    from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D))."""
+    from facekit.align import encoder_inputs
+    from facekit.data.prepare import load_rgb
+
+    settings = recipe.train
+    row_of = {record["identity"]: index for index, record in enumerate(faces.identities)}
+    candidates: dict[int, list[tuple[str, np.ndarray]]] = {}
+    with (Path(recipe.prepare.output) / "manifest.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            target = row_of.get(row["identity"])
+            if target is None or "landmarks" not in row or row.get("face", 0) != 0:
+                continue
+            if abs(float(row["measures"]["yaw"])) > settings.photo_max_yaw_deg:
+                continue
+            candidates.setdefault(target, []).append((row["path"], np.asarray(row["landmarks"], np.float64)))
+    rng = np.random.default_rng([settings.seed, 1])
+    chosen: list[tuple[int, str, np.ndarray]] = []
+    for target in sorted(candidates):
+        items = candidates[target]
+        for pick in rng.permutation(len(items))[: settings.photo_inputs]:
+            chosen.append((target, *items[pick]))
+    targets, features, embeddings = [], [], []
+    with torch.no_grad():
+        for start in _track(range(0, len(chosen), 32), f"encoding {len(chosen)} photos", progress):
+            block = []
+            for target, path, points in chosen[start : start + 32]:
+                image, _ = load_rgb(Path(path))
+                if image is not None:
+                    block.append((target, image, points))
+            if not block:
+                continue
+            inputs = encoder_inputs(encoder, [b[1] for b in block], np.stack([b[2] for b in block]))
+            features.append(encoder.features(inputs))
+            embeddings.append(encoder.embed(inputs))
+            targets.extend(b[0] for b in block)
+    logger.info("photo inputs: %d photos of %d people", len(targets), len(candidates))
+    if not targets:
+        raise FacekitError(f"train.photo_inputs: no usable photo in {recipe.prepare.output}/manifest.jsonl")
+    return np.asarray(targets, np.int64), torch.cat(features), torch.cat(embeddings)
+
+
+def background_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: 1 on the face of (68, 2) iBUG ``landmarks``, its forehead up to about the hairline
+    (the brows raised by 0.8 interocular distances) and a margin of S/28, feathered over S/56 px."""
+    import cv2
+
+    from facekit.align import interocular_distance
+    from facekit.data.poisson import face_mask
+
+    points = np.asarray(landmarks, np.float64)
+    forehead = points[17:27] - np.array([0.0, 0.8 * interocular_distance(points)])
+    hard = face_mask(np.concatenate([points, forehead]), size, size, blur_px=0.0)
+    margin = max(1, round(size / 28))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    grown = cv2.dilate((hard > 0.5).astype(np.float32), kernel)
+    soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=size / 56, borderType=cv2.BORDER_CONSTANT)
+    return np.clip(soft, 0.0, 1.0).astype(np.float32)
+
+
+def plain_background(
+    images: np.ndarray, textures: np.ndarray, landmarks: np.ndarray, mean_landmarks: np.ndarray, rgb: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets on one flat colour: (N, S, S, 3) uint8 ``images`` outside :func:`background_mask` of their (N, K, 2)
+    ``landmarks``, ``textures`` outside the mask of the mean landmarks (they are registered to the mean face)."""
+    size = images.shape[1]
+    colour = np.asarray(rgb, np.float32).reshape(1, 1, 3)
+
+    def flatten(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        blended = image.astype(np.float32) * mask[..., None] + colour * (1 - mask[..., None])
+        return np.asarray(blended.round().clip(0, 255).astype(np.uint8))
+
+    texture_mask = background_mask(mean_landmarks, size)
+    flat_images = np.stack([flatten(i, background_mask(p, size)) for i, p in zip(images, landmarks, strict=True)])
+    flat_textures = np.stack([flatten(t, texture_mask) for t in textures])
+    return flat_images, flat_textures
 
 
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
@@ -128,6 +222,8 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
             "augment": recipe.augment.model_dump(mode="json"),
             "seed": recipe.train.seed,
             "encoder": plan.components["encoder"].spec.name,
+            "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
+            "background": [recipe.train.background, list(recipe.train.background_rgb)],
         },
         sort_keys=True,
     )
@@ -330,6 +426,14 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
             f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
             "components.decoder.params.image_size to match"
         )
+    if settings.init is not None and not (resume and checkpoint.exists()):
+        # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
+        init_tensors, _ = read_checkpoint(settings.init)
+        try:
+            load_decoder_state(decoder, init_tensors)
+        except RuntimeError as error:
+            raise FacekitError(f"train.init {settings.init} does not fit this recipe's decoder: {error}") from None
+        logger.info("decoder initialised from %s", settings.init)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
     start_step = 0
     if resume and checkpoint.exists():

@@ -190,3 +190,82 @@ def test_batch_norm_decoder_trains_and_is_deterministic_in_eval(prepared: Path, 
     with torch.no_grad():
         difference = (decoder(features).image[:1] - decoder(features[:1]).image).abs().max()
     assert difference < 1e-4, difference  # eval mode: no batch statistics
+
+
+def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) -> None:
+    """Photos from the manifest join the pool with their person's average as target; targets get the plain colour
+    outside the face; a run started from another model's weights starts from exactly those weights."""
+    import torch
+    from PIL import Image
+
+    from facekit.train import background_mask, build_pool, encode_photos, load_decoder_state
+
+    data = np.load(prepared / "averages.npy")
+    landmarks = np.load(prepared / "landmarks.npy")
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    for name in ("landmarks", "textures", "averages", "mean_landmarks"):
+        np.save(folder / f"{name}.npy", np.load(prepared / f"{name}.npy"))
+    (folder / "identities.json").write_text((prepared / "identities.json").read_text())
+    rows = []
+    for i in range(3):  # photos of s0, s1 (twice) and one too turned to use; an unknown person is ignored
+        path = tmp_path / f"photo{i}.png"
+        Image.fromarray(np.kron(data[min(i, 1)], np.ones((2, 2, 1), np.uint8))).save(path)  # 64 px photo
+        measures = {"yaw": 5.0 if i < 2 else 60.0}
+        rows.append(
+            {
+                "identity": f"s{min(i, 1)}",
+                "path": str(path),
+                "face": 0,
+                "measures": measures,
+                "landmarks": (landmarks[min(i, 1)] * 2).tolist(),
+                "status": "rejected",
+            }
+        )
+    rows.append(
+        {
+            "identity": "nobody",
+            "path": str(tmp_path / "photo0.png"),
+            "face": 0,
+            "measures": {"yaw": 0.0},
+            "landmarks": (landmarks[0] * 2).tolist(),
+            "status": "kept",
+        }
+    )
+    rows.append({"identity": "s2", "path": "missing.jpg", "status": "rejected", "reason": "no_face"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    recipe = tiny_recipe(folder, tmp_path / "photos", photo_inputs=4, background="plain", background_rgb=[10, 20, 30])
+    plan = resolve(recipe)
+    import facekit
+
+    encoder = facekit.load_component("encoder", "dlib-resnet").eval()
+    targets, features, embeddings = encode_photos(plan.recipe, plan_faces(folder), encoder)
+    assert targets.tolist() == [0, 1] and features.shape == (2, 256) and embeddings.shape == (2, 128)
+    pool = build_pool(plan, encoder)
+    assert len(pool) == 24 + 2
+    assert torch.equal(pool.textures[24], pool.textures[0]) and torch.equal(pool.landmarks[25], pool.landmarks[1])
+    assert not torch.equal(pool.features[24], pool.features[0])  # encoded from the photo, not from the average
+    corner = pool.images[:, :, SIZE - 1, 0].float()  # bottom-left: beside the neck, outside every face
+    assert torch.allclose(corner, torch.tensor([10.0, 20.0, 30.0]).expand_as(corner), atol=1)
+    nose = landmarks[0][30].round().astype(int)
+    assert background_mask(landmarks[0], SIZE)[nose[1], nose[0]] == pytest.approx(1.0, abs=1e-3)
+    assert torch.equal(pool.images[0, :, nose[1], nose[0]], torch.from_numpy(data[0][nose[1], nose[0]]))
+
+    start = train(resolve(tiny_recipe(prepared, tmp_path / "start", steps=5, lr=1e-2)))
+    started = start / "checkpoints" / "last.safetensors"
+    tuned = train(resolve(tiny_recipe(prepared, tmp_path / "tuned", steps=1, lr=1e-12, init=str(started))))
+    before, after = read_checkpoint(started)[0], read_checkpoint(tuned / "checkpoints" / "last.safetensors")[0]
+    for key in ("model.shared.0.weight", "model.feature_mean", "model.mean_landmarks"):
+        assert torch.allclose(before[key], after[key], atol=1e-6), key
+    with pytest.raises(Exception, match="does not fit"):
+        wider = tiny_recipe(prepared, tmp_path / "wider", steps=1, init=str(started))
+        wider["components"]["decoder"]["params"]["hidden"] = 48
+        train(resolve(wider))
+    assert load_decoder_state  # the loader the init path uses
+
+
+def plan_faces(folder: Path) -> Any:
+    from facekit.data.dataset import PreparedFaces
+
+    return PreparedFaces(folder)

@@ -1,0 +1,151 @@
+"""How good is a normalized face, judged as a user would judge it (``benchmarks/quality.py`` reports these).
+
+- **Judges with their own pipelines**: a judge is a recognition network *with its own detector and alignment*, run
+  the same way on the photo and on the normalized face. Nothing of the normalizer reaches the judge: not the decoder's
+  predicted landmarks (a crop made from them flatters the output, since the decoder placed the face where its own
+  landmarks say), not its crop. A face the judge's detector cannot find in the output is a fail.
+  ``sface``: OpenCV's YuNet detector + SFace's 5-point alignment (never used in training);
+  ``dlib-resnet``: dlib's HOG detector + 68 landmarks + dlib's chip (the training encoder: a biased judge).
+- **Detail**: mean |Laplacian| of the luminance inside the output's landmark hull, divided by the same for the input
+  photo aligned into the output frame by a least-squares similarity on the 68 landmarks (1.0 = as much fine detail as
+  the photo at the output's resolution).
+- **Background**: mean |Laplacian| (grey levels) in the side strips beside the face (x < 12 % or > 88 % of the width,
+  y from 35 % to 95 %), outside the landmark hull dilated by S/14 px. A plain studio background is below 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Side strips of the background measure, as fractions of the output size.
+STRIP_X = (0.12, 0.88)
+STRIP_Y = (0.35, 0.95)
+
+
+def abs_laplacian(image: np.ndarray) -> np.ndarray:
+    """|Laplacian| (4-neighbour, grey levels) of the luminance of an (H, W, 3) uint8 RGB image, (H, W) float32."""
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
+
+
+def hull_mask(landmarks: np.ndarray, size: int, dilate_px: float = 0.0) -> np.ndarray:
+    """(S, S) bool: inside the convex hull of (K, 2) ``landmarks``, grown by ``dilate_px`` pixels."""
+    import cv2
+
+    from facekit.data.poisson import face_mask
+
+    mask = face_mask(landmarks, size, size, blur_px=0.0) > 0.5
+    if dilate_px > 0:
+        radius = int(round(dilate_px))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    return np.asarray(mask)
+
+
+def detail_ratio(
+    output: np.ndarray, output_landmarks: np.ndarray, photo: np.ndarray, photo_landmarks: np.ndarray
+) -> float:
+    """Fine detail of the normalized face relative to its photo (see the module docstring).
+
+    ``output`` (S, S, 3) uint8 with its (68, 2) landmarks; ``photo`` (H, W, 3) uint8 with the detector's (68, 2)."""
+    from facekit.align import similarity_transform, warp_image
+
+    size = output.shape[0]
+    transform = similarity_transform(np.asarray(photo_landmarks, np.float64), np.asarray(output_landmarks, np.float64))
+    aligned = warp_image(photo, transform, (size, size))
+    inside = hull_mask(output_landmarks, size)
+    reference = float(abs_laplacian(aligned)[inside].mean())
+    return float(abs_laplacian(output)[inside].mean()) / max(reference, 1e-6)
+
+
+def background_noise(output: np.ndarray, output_landmarks: np.ndarray) -> float:
+    """Mean |Laplacian| in grey levels in the side strips beside the face of an (S, S, 3) uint8 output."""
+    size = output.shape[0]
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    strips = ((xs < STRIP_X[0]) | (xs > STRIP_X[1])) & (ys >= STRIP_Y[0]) & (ys <= STRIP_Y[1])
+    region = strips & ~hull_mask(output_landmarks, size, dilate_px=size / 14)
+    if not region.any():
+        return float("nan")
+    return float(abs_laplacian(output)[region].mean())
+
+
+@dataclass
+class OwnPipelineJudge:
+    """A recognition network with its own detector and alignment (see the module docstring).
+
+    ``embed(images)`` -> (N, D) float32 with NaN rows for images where its detector finds no face."""
+
+    name: str
+    detector: Any
+    encoder: Any
+    align: str  # "sface" (5 YuNet points, SFace's template) or "encoder" (the encoder's own crop from 68 points)
+
+    @classmethod
+    def build(cls, name: str) -> OwnPipelineJudge:
+        import facekit
+
+        encoder = facekit.load_component("encoder", name).eval()
+        if name == "sface":
+            return cls(name, facekit.load_component("detector", "yunet"), encoder, "sface")
+        if name == "dlib-resnet":
+            return cls(name, facekit.load_component("detector", "dlib"), encoder, "encoder")
+        raise ValueError(f"no own pipeline known for judge {name!r}; known: sface, dlib-resnet")
+
+    @property
+    def card(self) -> Any:
+        return self.encoder.card
+
+    def crop(self, image: np.ndarray) -> np.ndarray | None:
+        """The judge's aligned input for the largest face of ``image`` (H, W, 3) uint8 RGB, or None."""
+        from facekit.align import encoder_input_transform, warp_image
+
+        faces = self.detector.detect_array(image)
+        if not faces:
+            return None
+        points = np.asarray(faces[0].landmarks, np.float64)
+        if self.align == "sface":
+            from facekit_opencv.sface import align_sface
+
+            return np.asarray(align_sface(image, points).image)
+        width, height = self.card.input_size
+        return warp_image(image, encoder_input_transform(self.encoder, points), (height, width))
+
+    def embed(self, images: list[np.ndarray | None], batch_size: int = 32) -> np.ndarray:
+        import torch
+
+        crops = [None if image is None else self.crop(image) for image in images]
+        found = [i for i, c in enumerate(crops) if c is not None]
+        out = np.full((len(images), int(self.card.embedding_size)), np.nan, np.float32)
+        with torch.no_grad():
+            for start in range(0, len(found), batch_size):
+                rows = found[start : start + batch_size]
+                batch = torch.from_numpy(np.stack([crops[i] for i in rows])).permute(0, 3, 1, 2).float() / 255.0
+                out[rows] = self.encoder.embed(batch).float().numpy()
+        return out
+
+    def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Row-wise cosine similarity (cosine cards) or Euclidean distance; the worst value where a row is NaN."""
+        if self.card.distance == "cosine":
+            a = a / np.linalg.norm(a, axis=1, keepdims=True)
+            b = b / np.linalg.norm(b, axis=1, keepdims=True)
+            values = np.sum(a * b, axis=1)
+        else:
+            values = np.linalg.norm(a - b, axis=1)
+        return np.where(np.isnan(values), self.worst, values)
+
+    @property
+    def worst(self) -> float:
+        return -1.0 if self.card.distance == "cosine" else float("inf")
+
+    @property
+    def higher_is_same(self) -> bool:
+        return bool(self.card.distance == "cosine")
+
+    def passes(self, values: np.ndarray) -> np.ndarray:
+        threshold = float(self.card.threshold)
+        return np.asarray(values > threshold if self.higher_is_same else values < threshold)

@@ -1,0 +1,62 @@
+"""The quality measures of benchmarks/quality.py: detail, background, and judges with their own pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facekit.align import similarity_transform, warp_image
+from facekit.fidelity import OwnPipelineJudge, abs_laplacian, background_noise, detail_ratio
+
+
+def _face(size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    from facekit.data.augment import synthetic_identities
+
+    data = synthetic_identities(1, size=size, seed=3)
+    rng = np.random.default_rng(0)
+    image = np.clip(data["backgrounds"][0].astype(int) + rng.integers(-40, 40, (size, size, 3)), 0, 255)
+    return image.astype(np.uint8), data["landmarks"][0].astype(np.float64)
+
+
+def test_laplacian_of_a_flat_image_is_zero() -> None:
+    assert abs_laplacian(np.full((20, 20, 3), 77, np.uint8)).max() == 0
+
+
+def test_detail_is_one_for_the_photo_itself_and_drops_when_blurred() -> None:
+    import cv2
+
+    photo, points = _face(224)
+    transform = similarity_transform(points, points / 2)  # the photo, aligned into a 112 px output frame
+    output = warp_image(photo, transform, (112, 112))
+    assert detail_ratio(output, points / 2, photo, points) == pytest.approx(1.0, abs=1e-6)
+    blurred = cv2.GaussianBlur(output, (0, 0), 1.5)
+    assert detail_ratio(blurred, points / 2, photo, points) < 0.6
+
+
+def test_background_is_zero_when_flat_and_ignores_the_face() -> None:
+    photo, points = _face()
+    flat = np.full_like(photo, 128)
+    assert background_noise(flat, points) == 0
+    assert background_noise(photo, points) > 10
+    # Noise only on the face (inside the dilated hull) does not count as background.
+    from facekit.fidelity import hull_mask
+
+    on_face = np.where(hull_mask(points, 112, dilate_px=112 / 14 - 2)[..., None], photo, flat)
+    assert background_noise(on_face, points) == 0
+
+
+def test_judges_use_their_own_detector_and_fail_a_faceless_output(data_root: Path) -> None:
+    from PIL import Image
+
+    photo = np.asarray(Image.open(data_root / "lfw/images/Ann_Veneman/Ann_Veneman_0001.jpg").convert("RGB"))
+    other = np.asarray(Image.open(data_root / "lfw/images/Adrien_Brody/Adrien_Brody_0001.jpg").convert("RGB"))
+    for name in ("sface", "dlib-resnet"):
+        judge = OwnPipelineJudge.build(name)
+        reference = judge.embed([photo, photo, photo])
+        outputs = judge.embed([photo[:, ::-1].copy(), other, np.full_like(photo, 128)])
+        assert np.isnan(outputs[2]).all() and not np.isnan(outputs[:2]).any()
+        scores = judge.scores(reference, outputs)
+        assert judge.passes(scores).tolist() == [True, False, False], (name, scores)
+        assert scores[2] == judge.worst
