@@ -179,7 +179,8 @@ def main() -> None:
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     lines = [
-        f"## Quality of the normalized face (`python benchmarks/quality.py --photos {args.photos} --folds {args.folds}`)",
+        "## Quality of the normalized face "
+        f"(`python benchmarks/quality.py --photos {args.photos} --folds {args.folds}`)",
         "",
         f"Machine: {machine()}; torch threads: {threads}; {time.perf_counter() - started:.0f} s in all. "
         f"{args.photos} LFW peopleDevTest photos (people never trained on). Each judge runs its own detector and "
@@ -208,8 +209,8 @@ def main() -> None:
     first = next(iter(figures.values()))
     lines += [
         "",
-        f"Judged photos: SFace {first['identity']['sface']['judged']}, dlib {first['identity']['dlib-resnet']['judged']} "
-        f"of {args.photos}; outputs without an output or a face the judge finds, per method: "
+        f"Judged photos: SFace {first['identity']['sface']['judged']}, "
+        f"dlib {first['identity']['dlib-resnet']['judged']} of {args.photos}; outputs without an output or a face the judge finds, per method: "
         + "; ".join(
             f"{n}: {r['no_output']} no output, {r['identity']['sface']['output_without_face']} (SFace) / "
             f"{r['identity']['dlib-resnet']['output_without_face']} (dlib) without a face"

@@ -41,7 +41,7 @@ def hull_mask(landmarks: np.ndarray, size: int, dilate_px: float = 0.0) -> np.nd
 
     mask = face_mask(landmarks, size, size, blur_px=0.0) > 0.5
     if dilate_px > 0:
-        radius = int(round(dilate_px))
+        radius = round(dilate_px)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
     return np.asarray(mask)
@@ -124,7 +124,9 @@ class OwnPipelineJudge:
         with torch.no_grad():
             for start in range(0, len(found), batch_size):
                 rows = found[start : start + batch_size]
-                batch = torch.from_numpy(np.stack([crops[i] for i in rows])).permute(0, 3, 1, 2).float() / 255.0
+                batch = (
+                    torch.from_numpy(np.stack([np.asarray(crops[i]) for i in rows])).permute(0, 3, 1, 2).float() / 255.0
+                )
                 out[rows] = self.encoder.embed(batch).float().numpy()
         return out
 

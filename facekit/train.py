@@ -151,7 +151,8 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
         items = candidates[target]
         for pick in rng.permutation(len(items))[: settings.photo_inputs]:
             chosen.append((target, *items[pick]))
-    targets, features, embeddings = [], [], []
+    targets: list[int] = []
+    features, embeddings = [], []
     with torch.no_grad():
         for start in _track(range(0, len(chosen), 32), f"encoding {len(chosen)} photos", progress):
             block = []
