@@ -210,7 +210,8 @@ def main() -> None:
     lines += [
         "",
         f"Judged photos: SFace {first['identity']['sface']['judged']}, "
-        f"dlib {first['identity']['dlib-resnet']['judged']} of {args.photos}; outputs without an output or a face the judge finds, per method: "
+        f"dlib {first['identity']['dlib-resnet']['judged']} of {args.photos}; "
+        "photos without an output, or whose output the judge finds no face in, per method: "
         + "; ".join(
             f"{n}: {r['no_output']} no output, {r['identity']['sface']['output_without_face']} (SFace) / "
             f"{r['identity']['dlib-resnet']['output_without_face']} (dlib) without a face"
