@@ -174,19 +174,20 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
 
 def background_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     """(S, S) float32 in [0, 1]: 1 on the face of (68, 2) iBUG ``landmarks``, its forehead up to about the hairline
-    (the brows raised by 0.8 interocular distances) and a margin of S/28, feathered over S/56 px."""
+    (the brows raised by one interocular distance) and a margin of S/12 for hair and ears, feathered over S/40 px.
+    Outside it is what the quality benchmark counts as background (side strips beyond the hull grown by S/14)."""
     import cv2
 
     from facekit.align import interocular_distance
     from facekit.data.poisson import face_mask
 
     points = np.asarray(landmarks, np.float64)
-    forehead = points[17:27] - np.array([0.0, 0.8 * interocular_distance(points)])
+    forehead = points[17:27] - np.array([0.0, interocular_distance(points)])
     hard = face_mask(np.concatenate([points, forehead]), size, size, blur_px=0.0)
-    margin = max(1, round(size / 28))
+    margin = max(1, round(size / 12))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
     grown = cv2.dilate((hard > 0.5).astype(np.float32), kernel)
-    soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=size / 56, borderType=cv2.BORDER_CONSTANT)
+    soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=size / 40, borderType=cv2.BORDER_CONSTANT)
     return np.clip(soft, 0.0, 1.0).astype(np.float32)
 
 

@@ -163,3 +163,33 @@ def test_prepare_needs_a_68_point_detector(tmp_path: Path, data_root: Path) -> N
     raw["components"]["detector"]["name"] = "dlib-5pt"
     with pytest.raises(FacekitError, match="68-point"):
         run_prepare(resolve(raw))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from facekit.data.prepare import load_rgb
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 12_000)).save(bomb)  # 144 MP in a few kB
+    assert bomb.stat().st_size < 100_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    image, why = load_rgb(bomb)
+    assert image is None and "144 MP" in why and "FACEKIT_MAX_MEGAPIXELS" in why
+    assert time.perf_counter() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing was decoded
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "nonsense")
+    with pytest.raises(FacekitError, match="FACEKIT_MAX_MEGAPIXELS"):
+        load_rgb(bomb)
+
+
+def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
+    from facekit.data.prepare import load_rgb
+
+    path = tmp_path / "grey16.png"
+    values = np.array([[0, 30_000], [50_000, 65_535]], np.uint16)
+    Image.fromarray(values).save(path)
+    image, note = load_rgb(path)
+    assert image is not None and image.shape == (2, 2, 3) and "16-bit" in note
+    assert image[..., 0].tolist() == [[0, 117], [195, 255]]
