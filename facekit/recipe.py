@@ -254,17 +254,48 @@ class Plan:
 # --------------------------------------------------------------------------------------------------- loading
 
 
+#: A recipe is a few kB of settings; these bounds keep a hostile file from costing more than that to read.
+MAX_RECIPE_BYTES = 1_000_000
+MAX_RECIPE_VALUES = 100_000
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values ``value`` holds once YAML aliases are expanded (as merging, validating or saving would),
+    computed on the shared structure in linear time, capped just above :data:`MAX_RECIPE_VALUES`."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key not in memo:
+        memo[key] = MAX_RECIPE_VALUES + 1  # a cycle (a recursive alias) counts as too large
+        children = value.values() if isinstance(value, dict) else value
+        total = 1
+        for child in children:
+            total = min(total + _expanded_size(child, memo), MAX_RECIPE_VALUES + 1)
+        memo[key] = total
+    return memo[key]
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file with ``yaml.safe_load``; a top level that is not a mapping is an error."""
+    """Read a recipe file (safe YAML, at most :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_RECIPE_VALUES` values with
+    its aliases expanded); a top level that is not a mapping is an error."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise FacekitError(f"{path} is {path.stat().st_size:,} bytes: not a recipe (at most {MAX_RECIPE_BYTES:,})")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FacekitError(f"recipe not found: {path}") from None
+    except IsADirectoryError:
+        raise FacekitError(f"{path} is a folder, not a recipe file") from None
+    except UnicodeDecodeError:
+        raise FacekitError(f"{path} is not a UTF-8 text file, so not a recipe") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
+    if _expanded_size(raw, {}) > MAX_RECIPE_VALUES:
+        problem = f"more than {MAX_RECIPE_VALUES:,} values once its YAML aliases are expanded: refused as an alias bomb"
+        raise RecipeError([Problem("", problem)], str(path))
     if raw is None:
         return {}
     if not isinstance(raw, dict):

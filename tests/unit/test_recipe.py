@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facekit.errors import RecipeError, StageNotBuiltError
+from facekit.errors import FacekitError, RecipeError, StageNotBuiltError
 from facekit.pipeline import run_plan, stages_to_run
 from facekit.recipe import Recipe, apply_overrides, load_recipe, resolve
 
@@ -174,3 +174,32 @@ def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
     with pytest.raises(Exception, match=r"nowhere\.yaml"):
         load_recipe(tmp_path / "c.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import resource
+    import time
+
+    from facekit.recipe import read_yaml
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]  # 72 aliases, 9^9 leaves
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\ndescription: *a8\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(RecipeError, match="alias bomb"):
+        read_yaml(bomb)
+    assert time.perf_counter() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB
+
+
+def test_a_folder_or_a_binary_file_is_no_recipe(tmp_path: Path) -> None:
+    from facekit.recipe import read_yaml
+
+    with pytest.raises(FacekitError, match="folder"):
+        read_yaml(tmp_path)
+    binary = tmp_path / "photo.yaml"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 not text")
+    with pytest.raises(FacekitError, match="UTF-8"):
+        read_yaml(binary)
