@@ -122,6 +122,13 @@ def main() -> None:
     parser.add_argument("--sheet-rows", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/eval/quality"))
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="metrics.json of an earlier run: its methods, and figures this run skipped, join the table (marked)",
+    )
     args = parser.parse_args()
 
     from facekit.baselines.frontalize import Frontalizer
@@ -169,6 +176,15 @@ def main() -> None:
             figures[name]["verification_sface"] = pairs[name]
         figures["photos (no normalization)"] = {"verification_sface": pairs["originals"]}
 
+    included = []
+    for path in args.include:
+        for name, row in json.loads(path.read_text()).items():
+            mine = figures.setdefault(name, {})
+            added = [key for key in row if key not in mine]
+            mine.update({key: row[key] for key in added})
+            if added:
+                included.append(f"{name}: {', '.join(added)} from {path}")
+
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(figures, indent=2) + "\n")
     sheet = contact_sheet(images, columns, args.sheet_rows, 112)
@@ -179,8 +195,7 @@ def main() -> None:
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     lines = [
-        "## Quality of the normalized face "
-        f"(`python benchmarks/quality.py --photos {args.photos} --folds {args.folds}`)",
+        f"## Quality of the normalized face (`python benchmarks/quality.py {' '.join(sys.argv[1:])}`)",
         "",
         f"Machine: {machine()}; torch threads: {threads}; {time.perf_counter() - started:.0f} s in all. "
         f"{args.photos} LFW peopleDevTest photos (people never trained on). Each judge runs its own detector and "
@@ -220,12 +235,14 @@ def main() -> None:
         )
         + ".",
     ]
-    if args.folds > 0:
+    if "photos (no normalization)" in figures:
         verify = figures["photos (no normalization)"]["verification_sface"]
         lines.append(
-            f"Verification: {verify['pairs']} pairs ({args.folds} folds of pairs.txt, {verify['photos']} photos); a "
-            "pair with a photo that has no output or no face for the judge counts with the worst score."
+            f"Verification: {verify['pairs']} pairs ({verify['pairs'] // 600} folds of pairs.txt, {verify['photos']} "
+            "photos); a pair with a photo that has no output or no face for the judge counts with the worst score."
         )
+    if included:
+        lines.append("From earlier runs of this script on the same machine: " + "; ".join(included) + ".")
     print("\n".join(lines))
     if not args.no_write:
         write_section("quality", "\n".join(lines))
