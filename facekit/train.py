@@ -100,8 +100,9 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
     with torch.no_grad():
         for start in _track(range(0, len(all_images), 32), "encoding", progress):
             inputs = encoder_inputs(encoder, all_images[start : start + 32], all_landmarks[start : start + 32])
-            features.append(encoder.features(inputs))
-            embeddings.append(encoder.embed(inputs))
+            embedding, feature = embed_and_features(encoder, inputs)
+            features.append(feature)
+            embeddings.append(embedding)
     if recipe.train.photo_inputs > 0:
         # Each person's own photos as inputs, the person's average (row i of the prepared arrays) as the target.
         targets, photo_features, photo_embeddings = encode_photos(recipe, faces, encoder, progress)
@@ -124,6 +125,15 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
         embeddings=torch.cat(embeddings),
         transforms=torch.from_numpy(transforms),
     )
+
+
+def embed_and_features(encoder: Any, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings, features) of encoder inputs, in one pass when the encoder offers it (dlib-resnet, sface)."""
+    both = getattr(encoder, "embed_and_features", None)
+    if both is not None:
+        embedding, feature = both(inputs)
+        return embedding, feature
+    return encoder.embed(inputs), encoder.features(inputs)
 
 
 def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False) -> tuple[Any, Any, Any]:
@@ -163,8 +173,9 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
             if not block:
                 continue
             inputs = encoder_inputs(encoder, [b[1] for b in block], np.stack([b[2] for b in block]))
-            features.append(encoder.features(inputs))
-            embeddings.append(encoder.embed(inputs))
+            embedding, feature = embed_and_features(encoder, inputs)
+            features.append(feature)
+            embeddings.append(embedding)
             targets.extend(b[0] for b in block)
     logger.info("photo inputs: %d photos of %d people", len(targets), len(candidates))
     if not targets:

@@ -147,3 +147,15 @@ def test_extract_chip_large_rotated_faces(models: Path, lfw_faces: list, scale: 
                 # before dlib's truncating cast)
                 assert diff.max() <= 1
                 assert (diff > 0).mean() < 1e-3
+
+
+def test_embed_and_features_in_one_pass_equal_the_two_calls() -> None:
+    import torch
+
+    import facekit
+
+    encoder = facekit.load_component("encoder", "dlib-resnet").eval()
+    images = torch.rand(3, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embedding, features = encoder.embed_and_features(images)
+        assert torch.equal(embedding, encoder.embed(images)) and torch.equal(features, encoder.features(images))

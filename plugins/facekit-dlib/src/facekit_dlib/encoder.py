@@ -30,6 +30,11 @@ class DlibResNetEncoder(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(images)
 
+    def embed_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both in one pass: ((B, 128) embedding, (B, 256) features)."""
+        embedding, features = self.net(images, return_features=True)
+        return embedding, features
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(images)
 
