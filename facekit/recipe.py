@@ -131,6 +131,15 @@ class LossWeights(Section):
     landmark: float = Field(default=0.1, ge=0, description="landmark MSE, in pixels of a 100-px image")
     texture: float = Field(default=1.0, ge=0, description="texture L1 (image L1 for decoders without a texture)")
     identity: float = Field(default=1.0, ge=0, description="1 - cos of encoder embeddings of input and output")
+    perceptual: float = Field(
+        default=0.0,
+        ge=0,
+        description="feature matching: L1 between the encoder's early feature maps of output and target (each map "
+        "divided by the target's mean magnitude), on the identity loss's crop; needs an encoder with embed_and_maps",
+    )
+    laplacian: float = Field(
+        default=0.0, ge=0, description="L1 between the Laplacians of output and target texture (fine detail)"
+    )
 
 
 Channel = Annotated[int, Field(ge=0, le=255)]

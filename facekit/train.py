@@ -38,7 +38,7 @@ from facekit.types import DecoderOutput
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "last.safetensors"
-METRICS = ["step", "loss", "landmark", "texture", "image", "identity", "seconds"]
+METRICS = ["step", "loss", "landmark", "texture", "image", "identity", "perceptual", "laplacian", "seconds"]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -288,13 +288,31 @@ def jitter_transforms(transforms: torch.Tensor, size: tuple[int, int], draws: np
     return torch.cat([linear, translation.unsqueeze(-1)], dim=2)
 
 
-def identity_loss(encoder: Any, output: torch.Tensor, transform: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - cos(E(output), E(input)), the output cropped to the encoder's input with the (B, 2, 3) ``transform``."""
+def encoder_crops(encoder: Any, images: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) images cropped differentiably to the encoder's input with the (B, 2, 3) ``transform``."""
     from facekit.align import warp_images_affine
 
     width, height = encoder.card.input_size
-    crops = warp_images_affine(output, transform.to(output.dtype), (height, width))
-    return (1 - F.cosine_similarity(encoder.embed(crops.float()), target, dim=1)).mean()
+    return warp_images_affine(images, transform.to(images.dtype), (height, width)).float()
+
+
+def identity_loss(encoder: Any, output: torch.Tensor, transform: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cos(E(output), E(input)), the output cropped to the encoder's input with the (B, 2, 3) ``transform``."""
+    return (1 - F.cosine_similarity(encoder.embed(encoder_crops(encoder, output, transform)), target, dim=1)).mean()
+
+
+def laplacian(images: torch.Tensor) -> torch.Tensor:
+    """4-neighbour Laplacian of each channel of (B, C, H, W) images (replicated border), same shape."""
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=images.dtype)
+    channels = images.shape[1]
+    weight = kernel.to(images.device).expand(channels, 1, 3, 3)
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), weight, groups=channels)
+
+
+def feature_matching(maps: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of L1(map, target map) / mean |target map|, so every layer weighs the same."""
+    terms = [F.l1_loss(m, t) / t.abs().mean().clamp_min(1e-6) for m, t in zip(maps, targets, strict=True)]
+    return torch.stack(terms).mean()
 
 
 def losses(
@@ -307,12 +325,25 @@ def losses(
         terms["landmark"] = F.mse_loss(out.landmarks.float() * scale, batch["landmarks"] * scale)
     if out.texture is not None:
         terms["texture"] = F.l1_loss(out.texture.float(), batch["texture"])
+        if weights.laplacian > 0:
+            terms["laplacian"] = F.l1_loss(laplacian(out.texture.float()), laplacian(batch["texture"]))
     else:  # decoders without a texture (plain-cnn) learn the image directly
         terms["image"] = F.l1_loss(out.image.float(), batch["image"])
-    if weights.identity > 0:
+        if weights.laplacian > 0:
+            terms["laplacian"] = F.l1_loss(laplacian(out.image.float()), laplacian(batch["image"]))
+    if weights.perceptual > 0:
+        if not hasattr(encoder, "embed_and_maps"):
+            raise FacekitError(f"loss.perceptual needs an encoder with embed_and_maps; {encoder.card.name} has none")
+        embedding, maps = encoder.embed_and_maps(encoder_crops(encoder, out.image, batch["transform"]))
+        with torch.no_grad():
+            _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"], batch["transform"]))
+        terms["perceptual"] = feature_matching(maps, targets)
+        if weights.identity > 0:
+            terms["identity"] = (1 - F.cosine_similarity(embedding, batch["embedding"], dim=1)).mean()
+    elif weights.identity > 0:
         terms["identity"] = identity_loss(encoder, out.image, batch["transform"], batch["embedding"])
     weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
-    weight_of["identity"] = weights.identity
+    weight_of.update(identity=weights.identity, perceptual=weights.perceptual, laplacian=weights.laplacian)
     terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))
     return terms
 

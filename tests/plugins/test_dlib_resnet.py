@@ -159,3 +159,16 @@ def test_embed_and_features_in_one_pass_equal_the_two_calls() -> None:
     with torch.no_grad():
         embedding, features = encoder.embed_and_features(images)
         assert torch.equal(embedding, encoder.embed(images)) and torch.equal(features, encoder.features(images))
+
+
+def test_embed_and_maps_gives_the_embedding_and_early_maps() -> None:
+    import torch
+
+    import facekit
+
+    encoder = facekit.load_component("encoder", "dlib-resnet").eval()
+    images = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        embedding, maps = encoder.embed_and_maps(images)
+        assert torch.allclose(embedding, encoder.embed(images), atol=1e-6)
+    assert [tuple(m.shape[1:]) for m in maps] == [(32, 72, 72), (32, 35, 35), (64, 17, 17)]

@@ -269,3 +269,24 @@ def plan_faces(folder: Path) -> Any:
     from facekit.data.dataset import PreparedFaces
 
     return PreparedFaces(folder)
+
+
+def test_detail_losses_are_logged_and_finite(prepared: Path, tmp_path: Path) -> None:
+    loss = {"identity": 0.5, "perceptual": 0.1, "laplacian": 1.0}
+    out = train(resolve(tiny_recipe(prepared, tmp_path / "detail", steps=2, lr=1e-3, loss=loss)))
+    for row in metrics(out):
+        values = {k: float(row[k]) for k in ("identity", "perceptual", "laplacian")}
+        assert all(0 < v < 10 for v in values.values()), values
+
+
+def test_feature_matching_is_zero_for_equal_maps_and_scale_free() -> None:
+    import torch
+
+    from facekit.train import feature_matching, laplacian
+
+    maps = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4) * 100]
+    assert float(feature_matching(maps, maps)) == 0
+    shifted = [m + 0.1 * m.abs().mean() for m in maps]
+    assert float(feature_matching(shifted, maps)) == pytest.approx(0.1, rel=1e-4)  # each layer relative to its own size
+    flat = torch.full((1, 3, 5, 5), 0.3)
+    assert float(laplacian(flat).abs().max()) < 1e-6  # the replicated border adds no edge

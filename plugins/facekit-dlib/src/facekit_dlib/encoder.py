@@ -30,6 +30,10 @@ class DlibResNetEncoder(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(images)
 
+    def embed_and_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """((B, 128) embedding, early feature maps (B, C, h, w) of the network) in one pass: feature matching."""
+        return self.net.embed_and_maps(images)
+
     def embed_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both in one pass: ((B, 128) embedding, (B, 256) features)."""
         embedding, features = self.net(images, return_features=True)

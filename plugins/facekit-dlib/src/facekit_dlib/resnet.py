@@ -245,10 +245,15 @@ class DlibResNet(nn.Module):
         """``(B,3,H,W)`` RGB in [0,1] -> dlib input tensor ``(255*x - mean) / 256``."""
         return (x * 255.0 - self.mean_rgb.view(1, 3, 1, 1)) / 256.0
 
-    def _run(self, x: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, stop: int | None = None, keep: tuple[int, ...] = (), kept: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Layers ``[0, stop)``; the input of each layer index in ``keep`` is appended to ``kept``."""
         slots: dict[int, torch.Tensor] = {}
         end = len(self.layers) if stop is None else stop
-        for m in self.layers[:end]:
+        for index, m in enumerate(self.layers[:end]):
+            if kept is not None and index in keep:
+                kept.append(x)
             if isinstance(m, _Skip):
                 x = slots[m.slot]
             elif isinstance(m, _AddPrev):
@@ -258,6 +263,19 @@ class DlibResNet(nn.Module):
             else:
                 x = m(x)
         return x
+
+    #: Inputs of these layers are the early feature maps for feature matching: after the stride-2 stem (32 x 72 x 72),
+    #: the first residual stage (32 x 35 x 35) and the second (64 x 17 x 17).
+    MAP_LAYERS = (3, 29, 64)
+
+    def embed_and_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(B,3,150,150)`` in [0,1] -> ((B,128) embedding, the feature maps at :data:`MAP_LAYERS`), one pass."""
+        maps: list[torch.Tensor] = []
+        out = self._run(self.preprocess(x), self.feature_index + 1, self.MAP_LAYERS, maps)
+        emb = out.reshape(out.shape[0], -1)
+        for m in self.layers[self.feature_index + 1 :]:
+            emb = m(emb)
+        return emb, maps
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B,3,150,150)`` in [0,1] -> ``(B,256)`` average-pooled features (input of the last fc)."""
