@@ -246,7 +246,11 @@ class DlibResNet(nn.Module):
         return (x * 255.0 - self.mean_rgb.view(1, 3, 1, 1)) / 256.0
 
     def _run(
-        self, x: torch.Tensor, stop: int | None = None, keep: tuple[int, ...] = (), kept: list[torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        stop: int | None = None,
+        keep: tuple[int, ...] = (),
+        kept: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Layers ``[0, stop)``; the input of each layer index in ``keep`` is appended to ``kept``."""
         slots: dict[int, torch.Tensor] = {}
