@@ -60,7 +60,8 @@ def share_detectors(holders: list[Any]) -> None:
     shared: dict[str, SharedDetections] = {}
     for holder in holders:
         detector = holder.detector
-        key = f"{type(detector).__qualname__}:{getattr(detector, 'params', None)!r}"
+        # Class, params and point count (dlib's 68- and 5-point detectors share a class and params).
+        key = f"{type(detector).__qualname__}:{getattr(detector, 'params', None)!r}:{getattr(detector, 'points', None)}"
         holder.detector = shared.setdefault(key, SharedDetections(detector))
 
 
@@ -75,13 +76,15 @@ def outputs_of(outcomes: list[Any]) -> list[np.ndarray | None]:
     return [o.face.image if o.face is not None else None for o in outcomes]
 
 
-def identity_figures(judge: OwnPipelineJudge, inputs: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+def identity_figures(
+    judge: OwnPipelineJudge, inputs: np.ndarray, outputs: np.ndarray, has_output: np.ndarray
+) -> dict[str, Any]:
     judged = ~np.isnan(inputs[:, 0])
     scores = judge.scores(inputs[judged], outputs[judged])
     return {
         "judged": int(judged.sum()),
         "not_judged_input_without_face": int((~judged).sum()),
-        "output_without_face": int(np.isnan(outputs[judged][:, 0]).sum()),
+        "output_without_face": int((np.isnan(outputs[:, 0]) & has_output & judged).sum()),
         "pass_rate": round(float(judge.passes(scores).mean()), 4),
         "median": round(float(np.median(scores)), 4),
         "metric": "cosine similarity" if judge.higher_is_same else "euclidean distance",
@@ -188,10 +191,14 @@ def main() -> None:
     figures: dict[str, Any] = {}
     columns = []
     for name, method in methods:
+        for image in images:  # detection first (shared, and not part of the method's own time)
+            if image is not None:
+                method.detector.detect_array(image)
         begun = time.perf_counter()
         outcomes = normalize_all(method, images, names, name)
         seconds = time.perf_counter() - begun
         outputs = outputs_of(outcomes)
+        has_output = np.array([o is not None for o in outputs])
         ok = [i for i, o in enumerate(outcomes) if o.face is not None]
         details = [
             detail_ratio(
@@ -204,7 +211,7 @@ def main() -> None:
             "photos": len(photos),
             "no_output": len(photos) - len(ok),
             "ms_per_photo": round(1000 * seconds / len(photos), 1),
-            "identity": {j.name: identity_figures(j, inputs[j.name], j.embed(outputs)) for j in judges},
+            "identity": {j.name: identity_figures(j, inputs[j.name], j.embed(outputs), has_output) for j in judges},
             "detail_median": round(float(np.median(details)), 3),
             "background_median": round(float(np.nanmedian(backgrounds)), 2),
         }

@@ -302,7 +302,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
-    if _expanded_size(raw, {}) > MAX_RECIPE_VALUES:
+    except RecursionError:
+        raise RecipeError([Problem("", "nested too deeply to be a recipe")], str(path)) from None
+    try:
+        too_large = _expanded_size(raw, {}) > MAX_RECIPE_VALUES
+    except RecursionError:
+        raise RecipeError([Problem("", "nested too deeply to be a recipe")], str(path)) from None
+    if too_large:
         problem = f"more than {MAX_RECIPE_VALUES:,} values once its YAML aliases are expanded: refused as an alias bomb"
         raise RecipeError([Problem("", problem)], str(path))
     if raw is None:

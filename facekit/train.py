@@ -333,7 +333,8 @@ def losses(
             terms["laplacian"] = F.l1_loss(laplacian(out.image.float()), laplacian(batch["image"]))
     if weights.perceptual > 0:
         if not hasattr(encoder, "embed_and_maps"):
-            raise FacekitError(f"loss.perceptual needs an encoder with embed_and_maps; {encoder.card.name} has none")
+            name = type(encoder).__name__
+            raise FacekitError(f"loss.perceptual needs an encoder with embed_and_maps; {name} has none")
         embedding, maps = encoder.embed_and_maps(encoder_crops(encoder, out.image, batch["transform"]))
         with torch.no_grad():
             _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"], batch["transform"]))

@@ -130,13 +130,14 @@ def load_rgb(path: Path) -> tuple[np.ndarray | None, str]:
                     " set FACEKIT_MAX_MEGAPIXELS to allow it)"
                 )
             opened.load()
-            if opened.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale the full range to 8 bits.
-                wide = np.asarray(opened, dtype=np.float64)
-                top = 65535.0 if opened.mode.startswith("I;16") else max(float(wide.max()), 1.0)
+            image = ImageOps.exif_transpose(opened) or opened
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow
+                # opens 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
+                wide = np.asarray(image, dtype=np.float64)
+                top = max(65535.0, float(wide.max()))
                 grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2), "greyscale (16-bit)"
-            image = ImageOps.exif_transpose(opened) or opened
             note = ""
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
