@@ -185,31 +185,46 @@ def normalize(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
     out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "normalized",
     checkpoint: Annotated[str | None, typer.Option(help="trained model (default: the one shipped)")] = None,
-    batch_size: Annotated[int, typer.Option(help="faces per decoder batch")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="photos read, normalized and written at a time")] = 16,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace outputs made from another input or model (default: leave them)")
+    ] = False,
+    inside_inputs: Annotated[
+        bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
+    ] = False,
 ) -> None:
-    """Normalize the largest face of each photo: writes NAME.png, NAME.json (landmarks) and NAME_side.png."""
-    from facekit.data.prepare import load_rgb
-    from facekit.normalize import Normalizer
-    from facekit.outputs import expand_photos, write_normalized
+    """Normalize the largest face of each photo: OUT/NAME.png, NAME.json (landmarks, hashes), NAME_side.png,
+    manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
+    from rich.progress import Progress
 
-    paths = expand_photos(photos)
-    normalizer = Normalizer.from_checkpoint(checkpoint)
-    images = [load_rgb(p)[0] for p in paths]
-    outcomes = normalizer.normalize_many(images, [p.stem for p in paths], batch_size=batch_size)
-    table = Table(title=f"facekit normalize -> {out}")
-    for column in ("photo", "status", "output"):
-        table.add_column(column, overflow="fold")
-    for path, image, outcome in zip(paths, images, outcomes, strict=True):
-        written = (
-            write_normalized(out, path, image, outcome) if outcome.face is not None and image is not None else None
+    from facekit.batch import EXIT_SOME_FAILED, normalize_folder
+    from facekit.normalize import Normalizer, default_model_path
+
+    model = Path(checkpoint) if checkpoint is not None else default_model_path()
+    normalizer = Normalizer.from_checkpoint(model)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("normalizing", total=None)
+        summary = normalize_folder(
+            normalizer,
+            photos,
+            out,
+            model,
+            batch_size,
+            overwrite,
+            inside_inputs,
+            on_row=lambda row: progress.advance(task),
         )
-        table.add_row(str(path), outcome.status, str(written or ""))
+    table = Table(title=f"facekit normalize -> {out}")
+    for column in ("photo", "status", "output or reason"):
+        table.add_column(column, overflow="fold")
+    for row in summary.rows:
+        table.add_row(row.input, row.status, row.output or row.reason)
     console.print(table)
-    ok = sum(o.status == "ok" for o in outcomes)
-    console.print(f"{ok} of {len(outcomes)} photos normalized; grid: {Path(out) / 'grid.png'}")
-    from facekit.outputs import write_grid
-
-    write_grid(out, paths, images, outcomes)
+    done = len(summary.rows) - summary.failed
+    grid = f"; grid: {summary.grid}" if summary.grid else ""
+    console.print(f"{done} of {len(summary.rows)} photos have their normalized face in {out}{grid}")
+    if summary.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command("eval")

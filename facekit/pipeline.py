@@ -140,29 +140,23 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
-    from facekit.data.prepare import load_rgb
+    from facekit.batch import normalize_folder
     from facekit.errors import FacekitError
     from facekit.normalize import Normalizer
-    from facekit.outputs import expand_photos, write_grid, write_normalized
     from facekit.runs import start_run
 
     infer = plan.recipe.infer
     if not infer.inputs:
         raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
     root = plan.data_root
-    checkpoint = infer.checkpoint or str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    checkpoint = Path(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     run = start_run(plan, "infer", Path(infer.output) / "runs")
-    paths = expand_photos([item if Path(item).is_absolute() else str(root / item) for item in infer.inputs])
-    images = [load_rgb(p)[0] for p in paths]
-    outcomes = Normalizer.from_checkpoint(checkpoint).normalize_many(images, [p.stem for p in paths], infer.batch_size)
-    statuses = {}
-    for path, image, outcome in zip(paths, images, outcomes, strict=True):
-        statuses[str(path)] = outcome.status
-        if outcome.face is not None and image is not None:
-            write_normalized(infer.output, path, image, outcome)
+    items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
+    summary = normalize_folder(
+        Normalizer.from_checkpoint(checkpoint), items, infer.output, checkpoint, infer.batch_size
+    )
+    statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
-    if any(o.face is not None for o in outcomes):
-        write_grid(infer.output, paths, images, outcomes)
     return run
 
 

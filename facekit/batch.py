@@ -1,0 +1,300 @@
+"""Normalizing many photos into a folder without ever losing anything the user owns.
+
+What ``facekit normalize`` and the recipe's infer stage promise (each tested in tests/cli/test_normalize_safety.py):
+
+- **unique names**: every output name comes from the input's path relative to the folder it was found in (or its file
+  name), and two inputs never share an output: ``a/face.jpg`` and ``b/face.jpg`` become ``face`` and ``face_jpg``
+  (then ``face_jpg-2``, ...); ``grid.png`` and ``manifest.jsonl`` are reserved;
+- **inputs are never written**: ``-o`` equal to an input folder is refused; ``-o`` inside an input folder is refused
+  unless ``--inside-inputs`` is given, and then that folder is skipped when the inputs are scanned (facekit never
+  normalizes its own outputs); an output that would land on an input is refused;
+- **atomic, never through a link**: each file is written to a temporary file in its folder and renamed over the target
+  (a symlink there is replaced, never followed); folders inside the output must resolve inside it;
+- **reruns**: an output whose record names the same input content (sha256) and the same model (sha256) is skipped as
+  ``done``; an output made from something else is left alone (``exists``) unless ``--overwrite``;
+- **bounded memory, work that survives a kill**: photos are read, normalized and written ``batch_size`` at a time, and
+  each batch appends its rows to ``manifest.jsonl`` (input, output, status, reason) before the next starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+MANIFEST = "manifest.jsonl"
+GRID = "grid.png"
+RESERVED = frozenset({GRID, MANIFEST})
+GRID_ROWS = 16
+#: Exit code of ``facekit normalize`` when it ran but some inputs gave no output (no face, unreadable, left alone).
+EXIT_SOME_FAILED = 3
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One input and the base name (relative, posix, no extension) of its outputs."""
+
+    source: Path
+    base: str
+
+    def files(self, out: Path) -> tuple[Path, Path, Path]:
+        """(normalized PNG, JSON record, side-by-side PNG)."""
+        return out / f"{self.base}.png", out / f"{self.base}.json", out / f"{self.base}_side.png"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) -> list[tuple[Path, str]]:
+    """(photo, name relative to what was given) for every photo of ``items`` (files, or folders scanned recursively).
+
+    ``out`` equal to a folder given is refused; ``out`` inside one is refused unless ``inside_inputs``, and is then
+    left out of the scan."""
+    from facekit.outputs import PHOTO_SUFFIXES
+
+    target = out.resolve()
+    found: list[tuple[Path, str]] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            folder = path.resolve()
+            if target == folder:
+                raise FacekitError(f"-o {out} is the input folder {item}: choose an output folder outside the inputs")
+            if _inside(target, folder) and not inside_inputs:
+                raise FacekitError(
+                    f"-o {out} is inside the input folder {item}: choose a folder outside the inputs, or pass "
+                    "--inside-inputs (the output folder is then skipped when the inputs are scanned)"
+                )
+            for photo in sorted(path.rglob("*")):
+                if photo.suffix.lower() not in PHOTO_SUFFIXES or not photo.is_file():
+                    continue
+                if _inside(photo.resolve(), target):
+                    continue  # facekit's own outputs
+                found.append((photo, photo.relative_to(path).as_posix()))
+        elif path.is_file():
+            found.append((path, path.name))
+        else:
+            raise FacekitError(f"no such photo or folder: {path}")
+    if not found:
+        raise FacekitError("no photos found in " + ", ".join(items))
+    return found
+
+
+def plan_outputs(found: Sequence[tuple[Path, str]], out: Path) -> list[Planned]:
+    """Unique output base names: the relative name without its extension; on a clash the extension is kept
+    (``face_jpg``), then a counter is added (``face_jpg-2``). No output lands on an input or a reserved name."""
+    inputs = {photo.resolve() for photo, _ in found}
+    taken: set[str] = set(RESERVED)
+    planned = []
+    for photo, relative in found:
+        stem, _, suffix = relative.rpartition(".")
+        candidates = [stem, f"{stem}_{suffix.lower()}"] + [f"{stem}_{suffix.lower()}-{n}" for n in range(2, 10_000)]
+        for base in candidates:
+            names = {f"{base}.png", f"{base}.json", f"{base}_side.png"}
+            if names & taken:
+                continue
+            if any((out / name).resolve() in inputs for name in names):
+                continue
+            taken |= names
+            planned.append(Planned(photo, base))
+            break
+    return planned
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes, out: Path) -> None:
+    """Write ``data`` to ``path`` inside ``out``: temporary file in the same folder, fsync, rename over the target (a
+    symlink at ``path`` is replaced, not followed). A folder on the way that resolves outside ``out`` is refused."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _inside(folder.resolve(), out.resolve()):
+        raise FacekitError(
+            f"{folder} leads outside the output folder {out} (a symbolic link?): refusing to write there"
+        )
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class Row:
+    """One manifest line."""
+
+    input: str
+    status: str  # ok | done | no_face | unreadable | exists
+    output: str | None = None
+    reason: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"input": self.input, "output": self.output, "status": self.status, "reason": self.reason})
+
+
+@dataclass
+class Summary:
+    rows: list[Row] = field(default_factory=list)
+    grid: Path | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status not in ("ok", "done") for r in self.rows)
+
+
+def _previous(planned: Planned, out: Path) -> dict[str, Any] | None:
+    png, record, _ = planned.files(out)
+    if not record.is_file() or not png.is_file():
+        return None
+    try:
+        value = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _batches(items: Sequence[Planned], size: int) -> Iterator[Sequence[Planned]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def normalize_folder(
+    normalizer: Any,
+    items: Sequence[str],
+    out: str | Path,
+    model: Path,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    inside_inputs: bool = False,
+    on_row: Callable[[Row], None] | None = None,
+) -> Summary:
+    """Normalize every photo of ``items`` into ``out`` as the module docstring promises; ``model`` is the model
+    file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written."""
+    from facekit.data.prepare import load_rgb
+    from facekit.outputs import side_by_side
+
+    if batch_size < 1:
+        raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FacekitError(f"-o {out} is a file, not a folder")
+    planned = plan_outputs(scan_inputs(items, out, inside_inputs), out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FacekitError(f"cannot create the output folder {out}: {error.strerror}") from None
+    if (out / MANIFEST).is_symlink():
+        raise FacekitError(f"{out / MANIFEST} is a symbolic link: refusing to write through it")
+    for stale in out.rglob(".*.tmp"):  # temporaries of a killed run (write_atomic's names): never a finished output
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+    model_sha = sha256_of(model)
+    summary = Summary()
+    thumbnails: list[np.ndarray] = []
+    for batch in _batches(planned, batch_size):
+        rows: list[Row] = []
+        todo: list[tuple[Planned, np.ndarray, str]] = []
+        for item in batch:
+            source_sha = sha256_of(item.source)
+            previous = _previous(item, out)
+            png = item.files(out)[0]
+            if previous is not None and previous.get("input_sha256") == source_sha:
+                if previous.get("model_sha256") == model_sha:
+                    rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
+                    continue
+            occupied = [f for f in item.files(out) if f.exists() or f.is_symlink()]
+            if occupied and not overwrite:
+                reason = (
+                    f"{occupied[0]} exists (another input, another model, or not facekit's): --overwrite replaces it"
+                )
+                rows.append(Row(str(item.source), "exists", None, reason))
+                continue
+            image, note = load_rgb(item.source)
+            if image is None:
+                rows.append(Row(str(item.source), "unreadable", None, note))
+                continue
+            todo.append((item, image, source_sha))
+        outcomes = normalizer.normalize_many([t[1] for t in todo], [t[0].source.stem for t in todo], batch_size)
+        for (item, image, source_sha), outcome in zip(todo, outcomes, strict=True):
+            if outcome.face is None:
+                rows.append(Row(str(item.source), outcome.status, None, outcome.reason or "no face found"))
+                continue
+            png, record, side = item.files(out)
+            face = outcome.face
+            details = {
+                "source": str(item.source),
+                "input_sha256": source_sha,
+                "model": str(model),
+                "model_sha256": model_sha,
+                "status": outcome.status,
+                "box": [round(v, 1) for v in face.box],
+                "faces_found": face.faces_found,
+                "landmarks": None if face.landmarks is None else np.round(face.landmarks, 2).tolist(),
+                "source_landmarks": np.round(face.source_landmarks, 2).tolist(),
+            }
+            pair = side_by_side(image, outcome)
+            try:
+                write_atomic(png, png_bytes(face.image), out)
+                write_atomic(side, png_bytes(pair), out)
+                write_atomic(record, (json.dumps(details) + "\n").encode(), out)  # last: marks the output complete
+            except OSError as error:
+                raise FacekitError(
+                    f"could not write {png}: {error.strerror}; what was written is listed in {out / MANIFEST}"
+                ) from None
+            rows.append(Row(str(item.source), "ok", str(png)))
+            if len(thumbnails) < GRID_ROWS:
+                thumbnails.append(side_by_side(image, outcome, height=160))
+        _append_manifest(out, rows)
+        summary.rows.extend(rows)
+        for row in rows:
+            if on_row is not None:
+                on_row(row)
+    if thumbnails:
+        width = max(t.shape[1] for t in thumbnails)
+        padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]
+        summary.grid = out / GRID
+        write_atomic(summary.grid, png_bytes(np.vstack(padded)), out)
+    return summary
+
+
+def _append_manifest(out: Path, rows: list[Row]) -> None:
+    path = out / MANIFEST
+    if path.is_symlink():
+        raise FacekitError(f"{path} is a symbolic link: refusing to write through it")
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.writelines(row.to_json() + "\n" for row in rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise FacekitError(f"could not write {path}: {error.strerror}") from None

@@ -1,0 +1,202 @@
+"""facekit.batch: nothing the user owns is overwritten, writes are atomic, reruns skip finished work, memory is
+bounded by the batch, and a kill leaves no partial output (the promises in facekit/batch.py's docstring)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facekit.batch import MANIFEST, normalize_folder, plan_outputs, scan_inputs
+from facekit.errors import FacekitError
+from facekit.normalize import NormalizedFace, Outcome
+
+
+class FakeNormalizer:
+    """Stands in for the model (the file logic is under test): an image brighter than 10 has a 'face', whose
+    'normalized face' is its top-left 32 x 32 corner. Records the size of every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def normalize_many(self, images: list[Any], names: list[str], batch_size: int = 16) -> list[Outcome]:
+        self.calls.append(len(images))
+        outcomes = []
+        for image, name in zip(images, names, strict=True):
+            if image.mean() < 10:
+                outcomes.append(Outcome(name, "no_face"))
+                continue
+            face = NormalizedFace(image[:32, :32].copy(), np.zeros((68, 2)), None, np.zeros((68, 2)), (0, 0, 9, 9))
+            outcomes.append(Outcome(name, "ok", face))
+        return outcomes
+
+
+def photo(path: Path, value: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(path)
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"model one")
+    return path
+
+
+def manifest(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / MANIFEST).read_text().splitlines()]
+
+
+def test_same_names_in_different_folders_and_a_photo_named_grid_all_get_their_own_outputs(
+    tmp_path: Path, model: Path
+) -> None:
+    a, b = photo(tmp_path / "a" / "face.jpg", 100), photo(tmp_path / "b" / "face.jpg", 150)
+    grid = photo(tmp_path / "a" / "grid.png", 200)
+    out = tmp_path / "out"
+    summary = normalize_folder(FakeNormalizer(), [str(a), str(b), str(grid)], out, model)
+    written = {Path(r.output).name for r in summary.rows}
+    assert [r.status for r in summary.rows] == ["ok"] * 3 and len(written) == 3
+    assert "grid.png" not in written and summary.grid == out / "grid.png"
+    values = {int(np.asarray(Image.open(out / name))[0, 0, 0]) for name in written}
+    assert values == {100, 150, 200}  # nothing overwrote anything
+    assert [row["status"] for row in manifest(out)] == ["ok"] * 3
+
+
+def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
+    inputs = tmp_path / "in"
+    originals = [photo(inputs / "x.png", 90), photo(inputs / "y.jpg", 91)]
+    before = [digest(p) for p in originals]
+    with pytest.raises(FacekitError, match="is the input folder"):
+        normalize_folder(FakeNormalizer(), [str(inputs)], inputs, model)
+    with pytest.raises(FacekitError, match="inside the input folder"):
+        normalize_folder(FakeNormalizer(), [str(inputs)], inputs / "out", model)
+    # Allowed when asked: the output folder is skipped when scanning, so a rerun never normalizes its own outputs.
+    for _ in range(2):
+        summary = normalize_folder(FakeNormalizer(), [str(inputs)], inputs / "out", model, inside_inputs=True)
+        assert sorted(Path(r.input).name for r in summary.rows) == ["x.png", "y.jpg"]
+    assert [digest(p) for p in originals] == before
+    # A photo given as a file, sitting where its own output would go: the output takes another name.
+    out = tmp_path / "flat"
+    inside = photo(out / "z.png", 92)
+    kept = digest(inside)
+    (planned,) = plan_outputs(scan_inputs([str(inside)], out), out)
+    assert planned.base == "z_png"
+    normalize_folder(FakeNormalizer(), [str(inside)], out, model)
+    assert digest(inside) == kept and (out / "z_png.png").is_file()
+
+
+def test_writes_replace_a_symlink_instead_of_following_it(tmp_path: Path, model: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "face.png").symlink_to(victim)
+    (out / MANIFEST).symlink_to(victim)
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    with pytest.raises(FacekitError, match="symbolic link"):
+        normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    assert victim.read_text() == "precious" and (out / "face.png").is_symlink()  # refused before writing anything
+    (out / MANIFEST).unlink()
+    left = normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    assert left.rows[0].status == "exists" and (out / "face.png").is_symlink()  # not facekit's: left alone
+    normalize_folder(FakeNormalizer(), [str(source)], out, model, overwrite=True)
+    assert victim.read_text() == "precious" and not (out / "face.png").is_symlink()
+    assert int(np.asarray(Image.open(out / "face.png"))[0, 0, 0]) == 120
+
+
+def test_a_linked_subfolder_cannot_lead_writes_outside(tmp_path: Path, model: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    photo(tmp_path / "in" / "sub" / "face.jpg", 120)
+    with pytest.raises(FacekitError, match="leads outside the output folder"):
+        normalize_folder(FakeNormalizer(), [str(tmp_path / "in")], out, model)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_reruns_skip_finished_work_and_leave_other_outputs_alone(tmp_path: Path, model: Path) -> None:
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    dark = photo(tmp_path / "in" / "dark.jpg", 0)
+    out = tmp_path / "out"
+    first = normalize_folder(FakeNormalizer(), [str(tmp_path / "in")], out, model)
+    assert sorted(r.status for r in first.rows) == ["no_face", "ok"] and first.failed == 1
+    fake = FakeNormalizer()
+    again = normalize_folder(fake, [str(source)], out, model)
+    assert again.rows[0].status == "done" and fake.calls == [0]  # nothing recomputed
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"model two")
+    made = digest(out / "face.png")
+    left = normalize_folder(FakeNormalizer(), [str(source)], out, other)
+    assert left.rows[0].status == "exists" and "--overwrite" in left.rows[0].reason and digest(out / "face.png") == made
+    replaced = normalize_folder(FakeNormalizer(), [str(source)], out, other, overwrite=True)
+    assert replaced.rows[0].status == "ok"
+    assert json.loads((out / "face.json").read_text())["model_sha256"] == digest(other)
+    assert dark.is_file()
+
+
+def test_memory_is_bounded_by_the_batch_and_bad_options_are_one_line(tmp_path: Path, model: Path) -> None:
+    for index in range(7):
+        photo(tmp_path / "in" / f"p{index}.png", 50 + index)
+    fake = FakeNormalizer()
+    normalize_folder(fake, [str(tmp_path / "in")], tmp_path / "out", model, batch_size=3)
+    assert fake.calls == [3, 3, 1]  # read, normalize and write three at a time
+    assert len(manifest(tmp_path / "out")) == 7
+    with pytest.raises(FacekitError, match="at least 1"):
+        normalize_folder(fake, [str(tmp_path / "in")], tmp_path / "out2", model, batch_size=0)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FacekitError, match="is a file"):
+        normalize_folder(fake, [str(tmp_path / "in")], tmp_path / "afile", model)
+
+
+def test_kill_9_leaves_no_partial_output_and_a_consistent_manifest(tmp_path: Path, data_root: Path) -> None:
+    pytest.importorskip("dlib")
+    people = sorted((data_root / "lfw" / "images").iterdir())[:40]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for person in people:
+        first = sorted(person.glob("*.jpg"))[0]
+        (inputs / first.name).symlink_to(first)
+    out = tmp_path / "out"
+    exe = Path(sys.executable).with_name("facekit")
+    command = [str(exe), "normalize", str(inputs), "-o", str(out), "--batch-size", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / MANIFEST).is_file() and len((out / MANIFEST).read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "finished before it could be killed: " + process.stderr.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    rows = manifest(out)  # every line is whole JSON
+    for row in rows:
+        if row["status"] == "ok":
+            Image.open(row["output"]).verify()  # complete PNGs
+    for png in out.glob("*.png"):
+        Image.open(png).verify()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode in (0, 3), rerun.stderr
+    statuses = {}
+    for row in manifest(out):
+        statuses[row["input"]] = row["status"]
+    assert len(statuses) == 40
+    finished = [r for r in rows if r["status"] == "ok"]
+    assert all(statuses[r["input"]] == "done" for r in finished)  # the rerun did not redo them
+    assert not list(out.rglob(".*.tmp"))  # a killed write's temporary is cleaned up
