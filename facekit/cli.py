@@ -333,15 +333,20 @@ def models_list() -> None:
 
 @models_app.command("verify")
 def models_verify() -> None:
-    """Re-hash every file in the store against its manifest (exit 1 if any differs)."""
-    from facekit.models import verify_store
+    """Re-hash the shipped default model and every file in the store against their sha256 (exit 1 if any differs)."""
+    from facekit.models import sha256_file, store_dir, verify_store
+    from facekit.normalize import default_model_path, default_model_sha256
 
-    results = verify_store()
+    shipped = default_model_path(verify=False)
+    actual = sha256_file(shipped)
+    expected = default_model_sha256()
+    verdict = "ok" if actual == expected else f"sha256 {actual}, expected {expected} (reinstall facekit)"
+    results = [(f"default model ({shipped})", verdict), *verify_store()]
     for name, verdict in results:
         mark = "[green]ok[/green]" if verdict == "ok" else "[red]BAD[/red]"
         console.print(f"{mark} {name} {'' if verdict == 'ok' else verdict}")
-    if not results:
-        console.print("the store is empty")
+    if len(results) == 1:
+        console.print(f"the store is empty ({store_dir()})")
     if any(verdict != "ok" for _, verdict in results):
         raise typer.Exit(1)
 

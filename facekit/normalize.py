@@ -25,12 +25,42 @@ from facekit.images import to_uint8_rgb
 DEFAULT_MODEL = "default-model.safetensors"
 
 
-def default_model_path() -> Path:
-    """The default model shipped inside the facekit package (``facekit/assets``)."""
+def default_model_path(verify: bool = True) -> Path:
+    """The default model shipped inside the facekit package (``facekit/assets``), checked against the sha256 shipped
+    beside it (``default-model.safetensors.sha256``): a damaged or altered file is a ChecksumError."""
+    from facekit.models import verify_file
+
     path = Path(str(resources.files("facekit") / "assets" / DEFAULT_MODEL))
     if not path.is_file():
         raise FacekitError(f"the default model is missing from this install ({path}); pass --checkpoint")
+    if verify:
+        verify_file(path, default_model_sha256(), "the shipped default model (reinstall facekit)")
     return path
+
+
+def default_model_sha256() -> str:
+    """The sha256 recorded for the shipped default model."""
+    record = Path(str(resources.files("facekit") / "assets" / f"{DEFAULT_MODEL}.sha256"))
+    if not record.is_file():
+        raise FacekitError(f"the default model's checksum is missing from this install ({record}); reinstall facekit")
+    return record.read_text().split()[0]
+
+
+#: Landmarks further than this many image sizes outside the frame mean a damaged or untrained model.
+LANDMARK_FRAME_SLACK = 0.5
+
+
+def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int, source: str) -> None:
+    """Refuse a decoder output that no working model gives: non-finite pixels or landmarks, or landmarks far outside
+    the (size x size) frame."""
+    finite = bool(torch.isfinite(image).all()) and (landmarks is None or bool(torch.isfinite(landmarks).all()))
+    low, high = -LANDMARK_FRAME_SLACK * size, (1 + LANDMARK_FRAME_SLACK) * size
+    inside = landmarks is None or bool(((landmarks >= low) & (landmarks <= high)).all())
+    if not (finite and inside):
+        raise FacekitError(
+            f"{source} gave {'non-finite values' if not finite else 'landmarks far outside the image'}: the model "
+            "file is damaged or was not trained; use another model"
+        )
 
 
 @dataclass
@@ -95,6 +125,7 @@ class Normalizer:
 
         checkpoint = Path(path) if path is not None else default_model_path()
         tensors, meta = read_checkpoint(checkpoint)
+        meta = {**meta, "source": str(checkpoint)}
         if "decoder" not in meta:
             raise FacekitError(f"{checkpoint} is not a facekit model (no decoder in its metadata)")
         decoder = facekit.get_registry("decoder").get(meta["decoder"]).build(meta["decoder_params"])
@@ -135,6 +166,7 @@ class Normalizer:
             crops = encoder_inputs(self.encoder, photos, points).to(self.device)
             with torch.no_grad():
                 out = self.decoder(self.encoder.features(crops))
+            check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
             pictures = to_uint8_rgb(out.image)
             textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(chunk)
             landmarks = (

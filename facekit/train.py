@@ -365,20 +365,48 @@ def save_checkpoint(
     meta = {**meta, "param_groups": state["param_groups"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata={"facekit": json.dumps(meta)})
+    save_file(tensors, str(temporary), metadata={"facekit": json.dumps(meta), DIGEST_KEY: tensors_digest(tensors)})
     os.replace(temporary, path)
+
+
+#: Metadata key of the sha256 over a checkpoint's tensors (names, dtypes, shapes and bytes), checked when read.
+DIGEST_KEY = "tensors_sha256"
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint` (or a model from :func:`export_model`)."""
     from safetensors import safe_open
 
+    from safetensors import SafetensorError
+
+    from facekit.models import ChecksumError
+
     path = Path(path)
     if not path.is_file():
         raise FacekitError(f"checkpoint not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        meta = json.loads((handle.metadata() or {}).get("facekit", "{}"))
-    return load_file(str(path)), meta
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        meta = json.loads(header.get("facekit", "{}"))
+        tensors = load_file(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # a damaged header, JSON or file
+        raise FacekitError(f"{path} is not a readable facekit model ({type(error).__name__}: {error})") from None
+    expected = header.get(DIGEST_KEY)
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise ChecksumError(f"{path} is damaged: its tensors do not match the checksum they were saved with")
+    return tensors, meta
 
 
 def load_decoder_state(decoder: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -643,6 +671,6 @@ def export_model(checkpoint: str | Path, out: str | Path, metrics: str | Path | 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
-    save_file(weights, str(temporary), metadata={"facekit": json.dumps(meta)})
+    save_file(weights, str(temporary), metadata={"facekit": json.dumps(meta), DIGEST_KEY: tensors_digest(weights)})
     os.replace(temporary, out)
     return out.stat().st_size

@@ -108,3 +108,38 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path) -> None:  # 
     again, _ = run_bench(str(recipe), [], progress=False)  # finished cells are not trained again
     assert [r["recipe_hash"] for r in again] == [r["recipe_hash"] for r in rows]
     assert len((output / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
+    import torch
+
+    from facekit.errors import FacekitError
+    from facekit.models import ChecksumError
+    from facekit.train import read_checkpoint
+
+    exported = tmp_path / "model.safetensors"
+    export_model(checkpoint, exported)
+    data = bytearray(exported.read_bytes())
+    data[-3] ^= 0x01  # one flipped bit in the last tensor's bytes
+    tampered = tmp_path / "tampered.safetensors"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="damaged"):
+        read_checkpoint(tampered)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(FacekitError, match="not a readable"):
+        read_checkpoint(garbage)
+    normalizer = Normalizer.from_checkpoint(exported)
+    with torch.no_grad():
+        normalizer.decoder.mean_landmarks += 8000.0  # what a flipped exponent bit did to a landmark
+    with pytest.raises(FacekitError, match="far outside"):
+        normalizer.normalize(lfw(data_root, "Adrien_Brody"))
+
+
+def test_the_shipped_model_matches_its_recorded_checksum() -> None:
+    from facekit.models import sha256_file
+    from facekit.normalize import default_model_path, default_model_sha256
+
+    assert sha256_file(default_model_path(verify=False)) == default_model_sha256()
+    result = run_cli("models", "verify")
+    assert result.returncode == 0 and "ok default model" in " ".join(result.stdout.split()), result.stdout
