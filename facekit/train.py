@@ -387,9 +387,7 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint` (or a model from :func:`export_model`)."""
-    from safetensors import safe_open
-
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
 
     from facekit.models import ChecksumError
 
