@@ -27,9 +27,21 @@ Stage = Literal["prepare", "augment", "train", "evaluate", "infer"]
 
 
 class Section(BaseModel):
-    """Base of every recipe model: unknown keys are errors, values are checked on assignment."""
+    """Base of every recipe model: unknown keys are errors, values are checked on assignment, numbers must be finite
+    and ``true``/``false`` is never read as a number (``train.steps: true`` is an error, not one step)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                value = data.get(name)
+                numeric = {int, float} & ({info.annotation} | set(get_args(info.annotation)))
+                if isinstance(value, bool) and numeric:
+                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+        return data
 
 
 class ComponentRef(Section):

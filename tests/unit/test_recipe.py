@@ -216,3 +216,10 @@ def test_a_folder_or_a_binary_file_is_no_recipe(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xd8\xff\xe0 not text")
     with pytest.raises(FacekitError, match="UTF-8"):
         read_yaml(binary)
+
+
+def test_booleans_are_not_numbers_and_numbers_are_finite() -> None:
+    for override in ("train.steps=true", "train.lr=.inf", "train.lr=.nan", "train.keep_every=false"):
+        with pytest.raises(RecipeError):
+            resolve({}, overrides=[override])
+    assert resolve({}, overrides=["train.lr=1"]).recipe.train.lr == 1.0
