@@ -87,7 +87,13 @@ def read_manifest() -> dict[str, StoredModel]:
     path = store_dir() / MANIFEST
     if not path.is_file():
         return {}
-    return {name: StoredModel(**entry) for name, entry in json.loads(path.read_text()).items()}
+    try:
+        return {name: StoredModel(**entry) for name, entry in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, TypeError, AttributeError):  # not JSON, not a mapping, or entries of another shape
+        raise FacekitError(
+            f"the model store's manifest {path} is damaged: restore it, or move it away and `facekit models import` "
+            "the files again"
+        ) from None
 
 
 def _write_manifest(entries: dict[str, StoredModel]) -> None:

@@ -88,3 +88,14 @@ def test_cli_models_list_and_verify(tmp_path: Path) -> None:
     assert verify.returncode == 0 and "empty" in verify.stdout
     missing = run_cli("models", "import", str(tmp_path / "nope.bin"), env=env)
     assert missing.returncode == 1 and "not a file" in missing.stderr
+
+
+def test_a_damaged_store_manifest_is_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "home" / "models"
+    store.mkdir(parents=True)
+    env = {"FACEKIT_HOME": str(tmp_path / "home")}
+    for damage in ("{not json", '["a list"]', '{"x": {"unexpected": 1}}'):
+        (store / "manifest.json").write_text(damage)
+        result = run_cli("models", "verify", env=env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "manifest" in result.stderr and "damaged" in result.stderr
