@@ -247,13 +247,86 @@ def morph_average(crops: list[np.ndarray], landmarks: list[np.ndarray]) -> tuple
 
 
 def _safe_name(identity: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in identity)
+    """A file name for an identity: readable, and injective (a hash of the exact name tells apart ``a b`` and
+    ``a_b``, which the readable part maps to the same string)."""
+    import hashlib
+
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in identity)[:80]
+    return f"{readable}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
+#: Bump when the per-identity work changes meaning (invalidates every resumable prepare folder).
+PREPARE_FORMAT = 2
+FINGERPRINT = "fingerprint.json"
+
+
+def settings_fingerprint(config: WorkerConfig) -> dict[str, Any]:
+    """What every per-identity result depends on besides its photos: detector, its params and the filter rules
+    (not the output folder or the worker count)."""
+    rules = {k: v for k, v in config.rules.items() if k not in ("output", "workers")}
+    return {
+        "format": PREPARE_FORMAT,
+        "detector": config.detector,
+        "detector_params": config.detector_params,
+        "rules": rules,
+    }
+
+
+def inputs_digest(items: list[tuple[str, str]]) -> str:
+    """sha256 over an identity's photos (path, source, size, modification time): a changed photo set is redone."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path, source in sorted(items):
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}|{source}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}|{source}|missing\n".encode())
+    return digest.hexdigest()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}, to name exactly which setting changed."""
+    if not isinstance(value, dict):
+        return {prefix or "(all)": value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _check_fingerprint(output: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to continue a folder made with other settings; record the settings of a new one."""
+    path = output / FINGERPRINT
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if previous != fingerprint:
+            before, now = _flatten(previous), _flatten(fingerprint)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise FacekitError(
+                f"prepare.output {output} holds work made with other settings ({', '.join(changed) or 'unreadable'}"
+                "): choose another prepare.output, or delete that folder to start again"
+            )
+        return
+    if read_progress(output):
+        raise FacekitError(
+            f"prepare.output {output} holds work from an older facekit that did not record its settings: delete it "
+            "or choose another prepare.output"
+        )
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+    os.replace(temporary, path)
 
 
 def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
     """Worker: measure and filter every photo of one identity, write its morphed average, return its record."""
     identity, items = task
     config: WorkerConfig = _STATE["config"]
+    digest = inputs_digest(items)
     rows: list[dict[str, Any]] = []
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for path, source in items:
@@ -272,7 +345,7 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
         np.savez(temporary, image=image, landmarks=landmarks)
         os.replace(temporary, target)
         averages.append({"identity": key, "file": target.name, "kept": len(faces)})
-    return {"identity": identity, "photos": len(items), "rows": rows, "averages": averages}
+    return {"identity": identity, "photos": len(items), "inputs": digest, "rows": rows, "averages": averages}
 
 
 # ------------------------------------------------------------------------------------------------ bookkeeping
@@ -331,15 +404,21 @@ def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit
     mine = [identity for i, identity in enumerate(identities) if i % shard.count == shard.index]
     progress_file = output / shard.progress_name
     _repair_torn_line(progress_file)
-    done = read_progress(output)
-    todo = [identity for identity in mine if identity not in done]
     config = WorkerConfig(
         detector=detector.spec.name,
         detector_params=detector.params.model_dump(),
-        rules=rules.model_dump(),
+        rules=rules.model_dump(mode="json"),
         sfm_folder=str(root / "sfm"),
         work_dir=str(output / WORK),
     )
+    _check_fingerprint(output, settings_fingerprint(config))
+    done = read_progress(output)
+    # An identity is done only if its record was made from the same photos (same paths, sizes and times).
+    todo = [
+        identity
+        for identity in mine
+        if identity not in done or done[identity].get("inputs") != inputs_digest(next(_tasks(groups, [identity]))[1])
+    ]
     logger.info(
         "prepare: %d identities, %d done, %d to do in shard %s", len(mine), len(mine) - len(todo), len(todo), shard
     )

@@ -114,9 +114,10 @@ def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path: Path, data_
     assert report.finished and report.processed_identities == 10 - len(before)
     lines = [json.loads(line) for line in progress.read_text().splitlines()]
     assert len(lines) == len({line["identity"] for line in lines}) == 10  # no duplicates
-    for name, stamp in stamps.items():
-        if name.removesuffix(".npz").replace("folder_", "folder/") in before:
-            assert (output / "work" / name).stat().st_mtime_ns == stamp, f"{name} was redone"
+    earlier = [entry["file"] for record in before.values() for entry in record["averages"]]
+    assert earlier and set(earlier) <= set(stamps)
+    for name in earlier:
+        assert (output / "work" / name).stat().st_mtime_ns == stamps[name], f"{name} was redone"
     manifest = (output / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 10
 
@@ -199,3 +200,28 @@ def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
     image, note = load_rgb(path)
     assert image is not None and image.shape == (2, 2, 3) and "16-bit" in note
     assert image[..., 0].tolist() == [[0, 117], [58, 78]]
+
+
+def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
+    """Other settings are refused (not silently reused); a changed photo set is redone; names map injectively."""
+    from facekit.data.prepare import _safe_name
+
+    assert _safe_name("a b") != _safe_name("a_b") and _safe_name("a/b") != _safe_name("a_b")
+    folder = tmp_path / "people"
+    for i, face in enumerate(canada(data_root, 3, size=240)):
+        (folder / f"p{i}").mkdir(parents=True)
+        face.save(folder / f"p{i}" / "one.jpg")
+    output = tmp_path / "out"
+    recipe = recipe_for(folder, output, data_root)
+    assert run_prepare(resolve(recipe)).finished
+    other = recipe_for(folder, output, data_root)
+    other["prepare"]["image_size"] = 112
+    with pytest.raises(FacekitError, match="other settings .*image_size"):
+        run_prepare(resolve(other))
+    more = recipe_for(folder, output, data_root)
+    more["prepare"]["workers"] = 2  # how the work is done is not what it is: accepted
+    assert run_prepare(resolve(more)).processed_identities == 0
+    canada(data_root, 4, size=240)[3].save(folder / "p1" / "two.jpg")  # p1 has a new photo
+    report = run_prepare(resolve(recipe))
+    assert report.processed_identities == 1 and report.finished
+    assert read_progress(output)["folder/p1"]["photos"] == 2
