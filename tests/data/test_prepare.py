@@ -216,7 +216,7 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
     assert run_prepare(resolve(recipe)).finished
     other = recipe_for(folder, output, data_root)
     other["prepare"]["image_size"] = 112
-    with pytest.raises(FacekitError, match="other settings .*image_size"):
+    with pytest.raises(FacekitError, match=r"other settings .*image_size"):
         run_prepare(resolve(other))
     more = recipe_for(folder, output, data_root)
     more["prepare"]["workers"] = 2  # how the work is done is not what it is: accepted
