@@ -7,7 +7,7 @@ PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.facekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint format bench clean-venv
+.PHONY: demo test test-slow fuzz lint format bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Ten minutes of property-based fuzzing (tests/fuzz, hypothesis "fuzz" profile), 200 s per property; reaching the
+# time limit without a failure is a pass.
+fuzz: $(STAMP)
+	for property in image_bytes recipe_dictionary command_line; do \
+	  FACEKIT_FUZZ_PROFILE=fuzz timeout 200 $(BIN)/python -m pytest tests/fuzz -k $$property -x -q -p no:cacheprovider; \
+	  status=$$?; if [ $$status -ne 0 ] && [ $$status -ne 124 ]; then exit $$status; fi; \
+	done
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

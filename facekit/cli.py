@@ -197,9 +197,10 @@ def normalize(
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
     from rich.progress import Progress
 
-    from facekit.batch import EXIT_SOME_FAILED, normalize_folder
+    from facekit.batch import EXIT_SOME_FAILED, normalize_folder, scan_inputs
     from facekit.normalize import Normalizer, default_model_path
 
+    scan_inputs(photos, Path(out), inside_inputs)  # bad inputs or -o are reported before the model loads
     model = Path(checkpoint) if checkpoint is not None else default_model_path()
     normalizer = Normalizer.from_checkpoint(model)
     with Progress(console=console, transient=True) as progress:

@@ -1,0 +1,151 @@
+"""Property-based checks (hypothesis): whatever bytes, recipe or command line a user or an attacker gives, facekit
+ends with a result or a FacekitError (one line, a documented exit code), never an uncaught exception.
+
+`make test` runs the "ci" profile (seconds); `make fuzz` runs FACEKIT_FUZZ_PROFILE=fuzz for ten minutes."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from facekit.data.prepare import load_rgb
+from facekit.errors import FacekitError
+from facekit.recipe import resolve
+
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("fuzz", max_examples=1_000_000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("FACEKIT_FUZZ_PROFILE", "ci"))
+
+
+def _encoded(kind: str, size: tuple[int, int], mode: str) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.new(mode, size, 77 if mode in ("L", "I;16") else (10, 200, 30, 128)[: len(mode)])
+    image.save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+VALID = {
+    "png": _encoded("PNG", (40, 30), "RGB"),
+    "png-rgba": _encoded("PNG", (40, 30), "RGBA"),
+    "png-16": _encoded("PNG", (20, 20), "I;16"),
+    "jpeg": _encoded("JPEG", (40, 30), "RGB"),
+    "jpeg-grey": _encoded("JPEG", (40, 30), "L"),
+    "bmp": _encoded("BMP", (8, 8), "RGB"),
+    "gif": _encoded("GIF", (8, 8), "L"),
+    "webp": _encoded("WEBP", (16, 16), "RGB"),
+}
+
+
+def _png_with_header(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares ``width`` x ``height`` (valid CRC) followed by a tiny image's data."""
+    data = bytearray(VALID["png"])
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+@st.composite
+def image_bytes(draw: Any) -> bytes:
+    choice = draw(st.sampled_from(["mutate", "truncate", "header", "noise"]))
+    base = bytearray(VALID[draw(st.sampled_from(sorted(VALID)))])
+    if choice == "mutate":
+        for _ in range(draw(st.integers(1, 8))):
+            base[draw(st.integers(0, len(base) - 1))] = draw(st.integers(0, 255))
+        return bytes(base)
+    if choice == "truncate":
+        return bytes(base[: draw(st.integers(0, len(base)))])
+    if choice == "header":
+        side = st.one_of(st.integers(0, 70_000), st.integers(0, 2**31 - 1), st.just(2**32 - 1))
+        return _png_with_header(draw(side), draw(side))
+    return draw(st.binary(max_size=512))
+
+
+@given(image_bytes(), st.sampled_from([".png", ".jpg", ".webp", ".bin"]))
+def test_any_image_bytes_give_an_image_or_a_reason(data: bytes, suffix: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"photo{suffix}"
+        path.write_bytes(data)
+        image, note = load_rgb(path)
+    assert isinstance(note, str)
+    if image is None:
+        assert note.startswith(("unreadable", "too large"))
+    else:
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+KEYS = [
+    "description", "components", "data", "prepare", "augment", "train", "infer", "evaluate", "bench", "extends",
+    "detector", "encoder", "decoder", "warper", "judge", "apps", "name", "params", "root", "train", "test",
+    "source", "people", "subset", "path", "output", "image_size", "steps", "lr", "batch_size", "loss", "identity",
+    "background", "background_rgb", "init", "photo_inputs", "grid", "enabled", "count", "seed", "device",
+]  # fmt: skip
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["paper", "dlib", "rbf-linear", "lfw", "cpu", "plain", "batch", "../x.yaml"]),
+)
+RECIPES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.sampled_from(KEYS), RECIPES, max_size=6))
+def test_any_recipe_dictionary_resolves_or_is_a_facekit_error(raw: dict[str, Any]) -> None:
+    try:
+        plan = resolve(raw)
+    except FacekitError:
+        return
+    assert plan.recipe is not None
+
+
+ARGUMENTS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["--set", "train.steps=3", "train.lr=.inf", "-o", "--out", "--batch-size", "0", "-1", "x=y", "--stage",
+             "nonsense", "prepare", "--checkpoint", "/nonexistent.safetensors", "recipes/demo.yaml", "--help",
+             "/nonexistent/photo.jpg", "/", ".", "--overwrite", "--inside-inputs", "--max-photos", "--judge", "nobody"]
+        ),
+        st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12),
+    ),
+    max_size=6,
+)  # fmt: skip
+COMMANDS = st.sampled_from(
+    [["check"], ["normalize"], ["list"], ["models", "verify"], ["models", "import"], ["export"], ["plugins"]]
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=COMMANDS, arguments=ARGUMENTS)
+def test_any_command_line_ends_in_a_documented_exit_code(
+    command: list[str], arguments: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: Any
+) -> None:
+    from facekit.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FACEKIT_DEBUG", raising=False)
+    code = main([*command, *arguments])
+    captured = capsys.readouterr()
+    assert code in (0, 1, 2, 3), (command, arguments, code)
+    assert "Traceback" not in captured.err + captured.out
