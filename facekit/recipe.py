@@ -296,6 +296,14 @@ def _expanded_size(value: Any, memo: dict[int, int]) -> int:
     return memo[key]
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), without quoting the file: an error about a file that is not a recipe
+    must not echo its contents."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file (safe YAML, at most :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_RECIPE_VALUES` values with
     its aliases expanded); a top level that is not a mapping is an error."""
@@ -313,7 +321,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
+        raise RecipeError([Problem("", f"not valid YAML: {_yaml_problem(exc)}")], str(path)) from None
     except RecursionError:
         raise RecipeError([Problem("", "nested too deeply to be a recipe")], str(path)) from None
     try:

@@ -100,11 +100,15 @@ def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", s
     path = base / f"{stamp}-{stage}"
     if not is_rank_zero():
         return RunDir(path)
+    base.mkdir(parents=True, exist_ok=True)
     suffix = 1
-    while path.exists():
-        suffix += 1
-        path = base / f"{stamp}-{stage}-{suffix}"
-    path.mkdir(parents=True)
+    while True:  # mkdir is the atomic claim: two runs started in the same second get two folders
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
+            path = base / f"{stamp}-{stage}-{suffix}"
     (path / "recipe.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False), encoding="utf-8")
     info = {
         "stage": stage,

@@ -223,3 +223,13 @@ def test_booleans_are_not_numbers_and_numbers_are_finite() -> None:
         with pytest.raises(RecipeError):
             resolve({}, overrides=[override])
     assert resolve({}, overrides=["train.lr=1"]).recipe.train.lr == 1.0
+
+
+def test_a_yaml_error_names_the_place_without_echoing_the_file(tmp_path: Path) -> None:
+    from facekit.recipe import read_yaml
+
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("password: hunter2\n  broken: [\n")
+    with pytest.raises(RecipeError) as error:
+        read_yaml(secret)
+    assert "line" in str(error.value) and "hunter2" not in str(error.value)

@@ -38,3 +38,12 @@ def test_only_rank_zero_writes_a_run_folder(tmp_path: Path, monkeypatch: pytest.
     assert not run.path.exists() and not any(tmp_path.iterdir())
     monkeypatch.setenv("RANK", "0")
     assert (start_run(plan, "train", tmp_path).path / "run.json").exists()
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan = resolve({})
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: start_run(plan, "infer", tmp_path).path, range(16)))
+    assert len(set(paths)) == 16 and all((p / "run.json").is_file() for p in paths)
