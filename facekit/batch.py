@@ -199,10 +199,8 @@ def normalize_folder(
     on_row: Callable[[Row], None] | None = None,
 ) -> Summary:
     """Normalize every photo of ``items`` into ``out`` as the module docstring promises; ``model`` is the model
-    file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written."""
-    from facekit.data.prepare import load_rgb
-    from facekit.outputs import side_by_side
-
+    file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written. Another process
+    writing into ``out`` at the same time is a FacekitError (a lock)."""
     if batch_size < 1:
         raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
     out = Path(out)
@@ -213,6 +211,24 @@ def normalize_folder(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FacekitError(f"cannot create the output folder {out}: {error.strerror}") from None
+    from facekit.locks import exclusive
+
+    with exclusive(out, "normalize"):
+        return _normalize_locked(normalizer, planned, out, model, batch_size, overwrite, on_row)
+
+
+def _normalize_locked(
+    normalizer: Any,
+    planned: list[Planned],
+    out: Path,
+    model: Path,
+    batch_size: int,
+    overwrite: bool,
+    on_row: Callable[[Row], None] | None,
+) -> Summary:
+    from facekit.data.prepare import load_rgb
+    from facekit.outputs import side_by_side
+
     if (out / MANIFEST).is_symlink():
         raise FacekitError(f"{out / MANIFEST} is a symbolic link: refusing to write through it")
     for stale in out.rglob(".*.tmp"):  # temporaries of a killed run (write_atomic's names): never a finished output

@@ -469,7 +469,19 @@ def build_decoder(plan: Any, feature_size: int) -> Any:
 
 
 def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
-    """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``."""
+    """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
+    training into the same ``train.output`` at the same time is refused (a lock held by rank 0)."""
+    from contextlib import nullcontext
+
+    from facekit.locks import exclusive
+    from facekit.runs import is_rank_zero
+
+    output = Path(plan.recipe.train.output)
+    with exclusive(output, "training") if is_rank_zero() else nullcontext():
+        return _train(plan, resume, progress)
+
+
+def _train(plan: Any, resume: bool, progress: bool) -> Path:
     from facekit.data.dataset import PreparedFaces
 
     recipe, settings = plan.recipe, plan.recipe.train

@@ -43,6 +43,7 @@ import numpy as np
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import FacekitError
+from facekit.locks import exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -398,6 +399,15 @@ def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit
         raise FacekitError("the prepare stage needs data.train sources")
     output = Path(rules.output)
     (output / WORK).mkdir(parents=True, exist_ok=True)
+    # One process per shard; the shards themselves may run at once (that is what they are for).
+    with exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"):
+        return _run_prepare(plan, output, shard, progress, limit)
+
+
+def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: int | None) -> PrepareReport:
+    recipe = plan.recipe
+    rules = recipe.prepare
+    detector = plan.components["detector"]
     root = recipe.data.resolved_root()
     groups = group_by_identity(photos_from_sources(root, recipe.data.train))
     identities = sorted(groups)[:limit]
@@ -431,11 +441,22 @@ def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit
     finished = all(identity in done for identity in identities)
     summary: dict[str, Any] = {}
     if finished:
-        summary = finalize(output, [done[i] for i in identities], rules.image_size)
-        summary["last_run"] = {"photos": photos_done, "seconds": round(seconds, 1)}
-        if photos_done:
-            summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
-        (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # Shards finishing together build the arrays one after the other, and only once: a later shard finds the
+        # summary newer than every progress file and leaves the arrays as they are.
+        with exclusive(output, "prepare (merge)", ".facekit.finalize.lock", wait=True):
+            summary_path = output / "summary.json"
+            newest = max(p.stat().st_mtime_ns for p in output.glob("progress*.jsonl"))
+            built = summary_path.is_file() and (output / "identities.json").is_file()
+            if built and summary_path.stat().st_mtime_ns > newest:
+                summary = json.loads(summary_path.read_text())
+            else:
+                summary = finalize(output, [done[i] for i in identities], rules.image_size)
+                summary["last_run"] = {"photos": photos_done, "seconds": round(seconds, 1)}
+                if photos_done:
+                    summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
+                temporary = summary_path.with_suffix(".tmp")
+                temporary.write_text(json.dumps(summary, indent=2) + "\n")
+                os.replace(temporary, summary_path)
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
 
 
@@ -530,8 +551,8 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
             )
             textures[start : start + 64] = (warped.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     for name, array in (("averages", averages), ("landmarks", points), ("textures", textures)):
-        np.save(output / f"{name}.npy", array)
-    np.save(output / "mean_landmarks.npy", mean_points)
+        _save_atomic(output / f"{name}.npy", array)
+    _save_atomic(output / "mean_landmarks.npy", mean_points)
     from PIL import Image
 
     Image.fromarray(textures.mean(axis=0).round().astype(np.uint8)).save(output / "mean_face.png")
@@ -539,6 +560,14 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
     contact_sheet(averages[shown], points[shown]).save(output / "contact_sheet.png")
     summary["sources"] = dict(Counter(i["source"] for i in identities))
     return summary
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary file beside ``path``, then rename: a reader never sees half an array."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        np.save(handle, array)
+    os.replace(temporary, path)
 
 
 def contact_sheet(images: np.ndarray, landmarks: np.ndarray | None = None, columns: int = 8) -> Any:

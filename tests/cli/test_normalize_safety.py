@@ -200,3 +200,14 @@ def test_kill_9_leaves_no_partial_output_and_a_consistent_manifest(tmp_path: Pat
     finished = [r for r in rows if r["status"] == "ok"]
     assert all(statuses[r["input"]] == "done" for r in finished)  # the rerun did not redo them
     assert not list(out.rglob(".*.tmp"))  # a killed write's temporary is cleaned up
+
+
+def test_two_writers_into_one_folder_are_refused_and_a_finished_one_lets_go(tmp_path: Path, model: Path) -> None:
+    from facekit.locks import exclusive
+
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    with exclusive(out, "normalize"), pytest.raises(FacekitError, match="another facekit normalize"):
+        normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    assert not (out / "face.png").exists()
+    assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "ok"

@@ -295,3 +295,13 @@ def test_feature_matching_is_zero_for_equal_maps_and_scale_free() -> None:
     assert float(feature_matching(shifted, maps)) == pytest.approx(0.1, rel=1e-4)  # each layer relative to its own size
     flat = torch.full((1, 3, 5, 5), 0.3)
     assert float(laplacian(flat).abs().max()) < 1e-6  # the replicated border adds no edge
+
+
+def test_a_second_training_into_the_same_folder_is_refused(prepared: Path, tmp_path: Path) -> None:
+    from facekit.errors import FacekitError
+    from facekit.locks import exclusive
+
+    output = tmp_path / "busy"
+    with exclusive(output, "training"), pytest.raises(FacekitError, match="another facekit training"):
+        train(resolve(tiny_recipe(prepared, output, steps=1)))
+    assert not (output / "checkpoints").exists()

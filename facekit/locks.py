@@ -1,0 +1,43 @@
+"""Folder locks: two facekit processes never write into the same output at once.
+
+An advisory ``flock`` on a lock file inside the folder: the operating system releases it when the process ends, even
+by ``kill -9``, so a crash never leaves a stale lock behind (nothing to clean up, no pid guessing).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from facekit.errors import FacekitError
+
+LOCK = ".facekit.lock"
+
+
+@contextmanager
+def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = False) -> Iterator[Path]:
+    """Hold ``folder/name`` for the duration; another holder is a FacekitError naming ``what`` (or, with ``wait``,
+    is waited for). The lock file is opened without following a symbolic link."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise FacekitError(f"cannot create the lock {path}: {error.strerror}") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise FacekitError(
+                f"another facekit {what} is writing into {folder} right now: wait for it to finish, or choose another "
+                "output folder"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(descriptor)  # closing releases the lock
