@@ -225,3 +225,41 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
     report = run_prepare(resolve(recipe))
     assert report.processed_identities == 1 and report.finished
     assert read_progress(output)["folder/p1"]["photos"] == 2
+
+
+def _arrays_digest(output: Path) -> dict[str, str]:
+    import hashlib
+
+    names = ("averages", "landmarks", "textures", "mean_landmarks")
+    return {n: hashlib.sha256((output / f"{n}.npy").read_bytes()).hexdigest() for n in names}
+
+
+def test_kill_9_at_five_points_gives_the_same_arrays(tmp_path: Path, data_root: Path) -> None:
+    import yaml
+
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for i, face in enumerate(canada(data_root, 10, size=240)):
+        face.save(folder / f"person{i:02d}.jpg")
+    reference = run_prepare(resolve(recipe_for(folder, tmp_path / "reference", data_root)))
+    assert reference.finished
+    output = tmp_path / "killed"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_for(folder, output, data_root)))
+    exe = Path(sys.executable).with_name("facekit")
+    kills = 0
+    for threshold in (1, 3, 5, 7, 9):  # identities finished before each kill
+        process = subprocess.Popen([str(exe), "prepare", str(recipe)], stdout=subprocess.DEVNULL)
+        progress = output / "progress.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if progress.exists() and len(progress.read_text().splitlines()) >= threshold:
+                break
+            time.sleep(0.005)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 3  # most points were reached while the run was alive
+    assert run_prepare(resolve(recipe_for(folder, output, data_root))).finished
+    assert _arrays_digest(output) == _arrays_digest(tmp_path / "reference")

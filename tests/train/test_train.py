@@ -305,3 +305,37 @@ def test_a_second_training_into_the_same_folder_is_refused(prepared: Path, tmp_p
     with exclusive(output, "training"), pytest.raises(FacekitError, match="another facekit training"):
         train(resolve(tiny_recipe(prepared, output, steps=1)))
     assert not (output / "checkpoints").exists()
+
+
+def test_kill_9_at_five_points_gives_the_same_weights(prepared: Path, tmp_path: Path) -> None:
+    import torch
+
+    # Every run in a fresh process with the same thread count: float sums depend on how many threads share them.
+    exe = Path(sys.executable).with_name("facekit")
+    first = tmp_path / "reference.yaml"
+    first.write_text(yaml.safe_dump(tiny_recipe(prepared, tmp_path / "reference", steps=40)))
+    subprocess.run([str(exe), "run", str(first), "--stage", "train"], check=True, capture_output=True)
+    expected = read_checkpoint(tmp_path / "reference" / "checkpoints" / "last.safetensors")[0]
+    output = tmp_path / "killed"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, output, steps=40)))
+    kills = 0
+    for threshold in (3, 9, 17, 26, 33):  # logged steps before each kill
+        command = [str(exe), "run", str(recipe), "--stage", "train", "--resume"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if (output / "metrics.csv").exists() and len(metrics(output)) >= threshold:
+                break
+            time.sleep(0.005)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 3
+    subprocess.run([str(exe), "run", str(recipe), "--stage", "train", "--resume"], check=True, capture_output=True)
+    final = read_checkpoint(output / "checkpoints" / "last.safetensors")[0]
+    for key, value in expected.items():
+        if key.startswith("model."):
+            difference = float((final[key].double() - value.double()).abs().max())
+            assert torch.equal(final[key], value), (key, difference)  # bit for bit
