@@ -1,0 +1,73 @@
+"""Peak memory of `facekit normalize` with 10 and 200 photos: it streams batches, so the peak should not grow with
+the number of photos (the reliability promise "bounded cost for any input").
+
+    python benchmarks/normalize_memory.py [--counts 10 200] [--batch-size 16]
+
+Each count runs the real command in a fresh process on LFW peopleDevTest photos (symlinked into a temporary folder);
+peak RSS comes from the kernel's accounting of that process (``os.wait4``). Writes the `normalize-memory` section of
+benchmarks/RESULTS.md, with the ratio to the smallest count (the anchor, same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import machine, write_section
+
+from facekit.evaluate import lfw_devtest
+from facekit.recipe import DataSection
+
+
+def peak_rss_mb(command: list[str]) -> tuple[float, float, int]:
+    """(peak RSS in MB, seconds, exit code) of ``command`` run as a child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, time.perf_counter() - started, process.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[10, 200])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    photos = lfw_devtest(DataSection().resolved_root(), max(args.counts))
+    exe = Path(sys.executable).with_name("facekit")
+    rows = []
+    for count in args.counts:
+        with tempfile.TemporaryDirectory() as folder:
+            inputs = Path(folder) / "in"
+            inputs.mkdir()
+            for photo in photos[:count]:
+                (inputs / photo.path.name).symlink_to(photo.path.resolve())
+            command = [str(exe), "normalize", str(inputs), "-o", str(Path(folder) / "out")]
+            peak, seconds, code = peak_rss_mb([*command, "--batch-size", str(args.batch_size)])
+        rows.append((count, peak, seconds, code))
+        print(f"{count} photos: peak RSS {peak:.0f} MB, {seconds:.1f} s, exit {code}")
+    anchor = rows[0][1]
+    lines = [
+        "## Peak memory of `facekit normalize` (`python benchmarks/normalize_memory.py`)",
+        "",
+        f"Machine: {machine()}. LFW peopleDevTest photos, batch size {args.batch_size}, each count in a fresh process "
+        f"(the shipped model loaded); ratio to the {rows[0][0]}-photo run of the same invocation.",
+        "",
+        "| photos | peak RSS (MB) | ratio | seconds | exit code |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {c} | {p:.0f} | {p / anchor:.2f} | {s:.1f} | {code} |" for c, p, s, code in rows]
+    print("\n".join(lines))
+    if not args.no_write:
+        write_section("normalize-memory", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
