@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--sheet-rows", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/eval/quality"))
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument("--section", default="quality", help="RESULTS.md section to write (default: quality)")
+    parser.add_argument("--title", default="Quality of the normalized face", help="the section's heading")
     parser.add_argument(
         "--include",
         type=Path,
@@ -241,7 +243,7 @@ def main() -> None:
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     lines = [
-        f"## Quality of the normalized face (`python benchmarks/quality.py {' '.join(sys.argv[1:])}`)",
+        f"## {args.title} (`python benchmarks/quality.py {' '.join(sys.argv[1:])}`)",
         "",
         f"Machine: {machine()}; torch threads: {threads}; {time.perf_counter() - started:.0f} s in all. "
         f"{len(photos)} photos of {args.photo_set}. Each judge runs its own detector and "
@@ -291,7 +293,7 @@ def main() -> None:
         lines.append("From earlier runs of this script on the same machine: " + "; ".join(included) + ".")
     print("\n".join(lines))
     if not args.no_write:
-        write_section("quality", "\n".join(lines))
+        write_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":
