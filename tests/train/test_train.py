@@ -189,7 +189,7 @@ def test_batch_norm_decoder_trains_and_is_deterministic_in_eval(prepared: Path, 
     features = torch.randn(3, decoder.feature_size)
     with torch.no_grad():
         difference = (decoder(features).image[:1] - decoder(features[:1]).image).abs().max()
-    assert difference < 1e-4, difference  # eval mode: no batch statistics
+    assert difference < 1e-3, difference  # eval mode: no batch statistics (they would move pixels by ~0.1)
 
 
 def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) -> None:
