@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -118,14 +119,17 @@ def verification(
 
 def contact_sheet(photos: list[np.ndarray | None], columns: list[tuple[str, list[Any]]], rows: int, size: int) -> Any:
     """A row per photo (evenly spread): the photo resized to ``size`` px high, then each method's output."""
+    import textwrap
+
     from PIL import Image, ImageDraw
 
     picks = np.linspace(0, len(photos) - 1, rows).round().astype(int)
-    header = 16
+    header = 30
     sheet = Image.new("RGB", ((1 + len(columns)) * size, header + rows * size), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for c, title in enumerate(["photo"] + [name for name, _ in columns]):
-        draw.text((c * size + 3, 2), title[: size // 6], fill=(0, 0, 0))
+        lines = textwrap.wrap(title, width=size // 6)[:2]
+        draw.multiline_text((c * size + 3, 2), "\n".join(lines), fill=(0, 0, 0), spacing=2)
     for r, index in enumerate(picks):
         photo = photos[index]
         if photo is not None:
@@ -243,7 +247,7 @@ def main() -> None:
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     lines = [
-        f"## {args.title} (`python benchmarks/quality.py {' '.join(sys.argv[1:])}`)",
+        f"## {args.title} (`python benchmarks/quality.py {shlex.join(sys.argv[1:])}`)",
         "",
         f"Machine: {machine()}; torch threads: {threads}; {time.perf_counter() - started:.0f} s in all. "
         f"{len(photos)} photos of {args.photo_set}. Each judge runs its own detector and "

@@ -131,6 +131,7 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
         )
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -139,6 +140,12 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def png_bytes(image: np.ndarray) -> bytes:

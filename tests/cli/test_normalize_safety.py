@@ -211,3 +211,13 @@ def test_two_writers_into_one_folder_are_refused_and_a_finished_one_lets_go(tmp_
         normalize_folder(FakeNormalizer(), [str(source)], out, model)
     assert not (out / "face.png").exists()
     assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "ok"
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path, model: Path) -> None:
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    previous = os.umask(0o022)
+    try:
+        normalize_folder(FakeNormalizer(), [str(source)], tmp_path / "out", model)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out" / "face.png").stat().st_mode & 0o777 == 0o644
