@@ -30,3 +30,40 @@ class PicklePayload:
 
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         return (open, (str(self.marker), "w"))
+
+
+def kill_at_points(command: list[str], progress: Any, points: tuple[int, ...], timeout: float = 240) -> int:
+    """Start ``command`` once per point and kill -9 it as soon as ``progress()`` (a count of finished work) reaches
+    the point; returns how many runs were killed while alive (a run may finish first on a fast machine)."""
+    import signal
+    import subprocess
+    import time
+
+    kills = 0
+    for point in points:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            if progress() >= point:
+                break
+            time.sleep(0.005)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    return kills
+
+
+def peak_in_fresh_process(code: str, argument: str) -> tuple[list[str], int]:
+    """Run ``code`` (which reads ``sys.argv[1]``) in a fresh interpreter: (what it printed, split into words; how many
+    kB its peak memory grew while the code ran). A fresh process, so the peak is not hidden under what earlier
+    tests allocated."""
+    import subprocess
+
+    probe = (
+        "import resource, sys\nbefore = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, argument], capture_output=True, text=True, check=True)
+    *words, extra_kb = done.stdout.split()
+    return words, int(extra_kb)

@@ -18,6 +18,7 @@ from facekit.data.dataset import PreparedFaces
 from facekit.data.prepare import Shard, read_progress, run_prepare
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
+from tests.helpers import kill_at_points, peak_in_fresh_process
 
 pytest.importorskip("dlib")
 
@@ -172,16 +173,13 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
     bomb = tmp_path / "bomb.png"
     Image.new("1", (12_000, 12_000)).save(bomb)  # 144 MP in a few kB
     assert bomb.stat().st_size < 100_000
-    # In a fresh process, so its peak memory is not hidden under what earlier tests allocated.
-    probe = (
-        "import resource, sys, time; from pathlib import Path; from facekit.data.prepare import load_rgb; "
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; start = time.perf_counter(); "
-        "image, why = load_rgb(Path(sys.argv[1])); "
-        "print(image is None, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    code = (
+        "import time; from pathlib import Path; from facekit.data.prepare import load_rgb\n"
+        "start = time.perf_counter(); image, why = load_rgb(Path(sys.argv[1]))\n"
+        "print(image is None, time.perf_counter() - start)"
     )
-    done = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, check=True)
-    refused, seconds, extra_kb = done.stdout.split()
-    assert refused == "True" and float(seconds) < 1.0 and int(extra_kb) < 200_000, done.stdout
+    (refused, seconds), extra_kb = peak_in_fresh_process(code, str(bomb))
+    assert refused == "True" and float(seconds) < 1.0 and extra_kb < 200_000, (refused, seconds, extra_kb)
     image, why = load_rgb(bomb)
     assert image is None and "144 MP" in why and "FACEKIT_MAX_MEGAPIXELS" in why
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "200")  # allowed when the user says so
@@ -247,19 +245,12 @@ def test_kill_9_at_five_points_gives_the_same_arrays(tmp_path: Path, data_root: 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(recipe_for(folder, output, data_root)))
     exe = Path(sys.executable).with_name("facekit")
-    kills = 0
-    for threshold in (1, 3, 5, 7, 9):  # identities finished before each kill
-        process = subprocess.Popen([str(exe), "prepare", str(recipe)], stdout=subprocess.DEVNULL)
-        progress = output / "progress.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if progress.exists() and len(progress.read_text().splitlines()) >= threshold:
-                break
-            time.sleep(0.005)
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait()
+    progress = output / "progress.jsonl"
+
+    def finished() -> int:  # identities finished
+        return len(progress.read_text().splitlines()) if progress.exists() else 0
+
+    kills = kill_at_points([str(exe), "prepare", str(recipe)], finished, (1, 3, 5, 7, 9), timeout=120)
     assert kills >= 3  # most points were reached while the run was alive
     assert run_prepare(resolve(recipe_for(folder, output, data_root))).finished
     assert _arrays_digest(output) == _arrays_digest(tmp_path / "reference")

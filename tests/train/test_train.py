@@ -18,6 +18,7 @@ import yaml
 
 from facekit.recipe import resolve
 from facekit.train import read_checkpoint, train
+from tests.helpers import kill_at_points
 
 pytest.importorskip("dlib")
 SIZE = 32
@@ -319,19 +320,12 @@ def test_kill_9_at_five_points_gives_the_same_weights(prepared: Path, tmp_path: 
     output = tmp_path / "killed"
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, output, steps=40)))
-    kills = 0
-    for threshold in (3, 9, 17, 26, 33):  # logged steps before each kill
-        command = [str(exe), "run", str(recipe), "--stage", "train", "--resume"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            if (output / "metrics.csv").exists() and len(metrics(output)) >= threshold:
-                break
-            time.sleep(0.005)
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait()
+    command = [str(exe), "run", str(recipe), "--stage", "train", "--resume"]
+
+    def logged() -> int:  # steps logged
+        return len(metrics(output)) if (output / "metrics.csv").exists() else 0
+
+    kills = kill_at_points(command, logged, (3, 9, 17, 26, 33))
     assert kills >= 3
     subprocess.run([str(exe), "run", str(recipe), "--stage", "train", "--resume"], check=True, capture_output=True)
     final = read_checkpoint(output / "checkpoints" / "last.safetensors")[0]

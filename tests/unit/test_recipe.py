@@ -177,11 +177,10 @@ def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
 
 
 def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
-    import subprocess
-    import sys
     import time
 
     from facekit.recipe import read_yaml
+    from tests.helpers import peak_in_fresh_process
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]  # 72 aliases, 9^9 leaves
@@ -191,16 +190,12 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="alias bomb"):
         read_yaml(bomb)
     assert time.perf_counter() - started < 1.0
-    # Memory, in a fresh process (this one's peak may already be above anything the read could add).
-    probe = (
-        "import resource, sys; from facekit.recipe import read_yaml; "
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "try: read_yaml(sys.argv[1])\nexcept Exception as error: print(type(error).__name__)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    code = (
+        "from facekit.recipe import read_yaml\n"
+        "try: read_yaml(sys.argv[1])\nexcept Exception as error: print(type(error).__name__)"
     )
-    done = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, check=True)
-    error, extra_kb = done.stdout.split()
-    assert error == "RecipeError" and int(extra_kb) < 200_000, done.stdout
+    (error,), extra_kb = peak_in_fresh_process(code, str(bomb))
+    assert error == "RecipeError" and extra_kb < 200_000, (error, extra_kb)
     deep = tmp_path / "deep.yaml"
     deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(RecipeError, match="nested too deeply"):
