@@ -228,3 +228,16 @@ def test_a_yaml_error_names_the_place_without_echoing_the_file(tmp_path: Path) -
     with pytest.raises(RecipeError) as error:
         read_yaml(secret)
     assert "line" in str(error.value) and "hunter2" not in str(error.value)
+
+
+def test_extends_a_folder_or_a_non_recipe_is_one_line(tmp_path: Path) -> None:
+    from facekit.recipe import read_recipe
+
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 a jpeg, not text")
+    (tmp_path / "notes.txt").write_text("password: secret\n  broken: [\n")
+    for target, message in ((".", "folder"), ("photo.jpg", "UTF-8"), ("notes.txt", "line 2")):
+        recipe = tmp_path / f"extends-{target.strip('.') or 'dot'}.yaml"
+        recipe.write_text(f"extends: {target}\n")
+        with pytest.raises(FacekitError, match=message) as error:
+            read_recipe(recipe)
+        assert "secret" not in str(error.value)
