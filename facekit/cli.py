@@ -6,6 +6,7 @@ else); ``FACEKIT_DEBUG=1`` shows the traceback instead. Unknown errors are bugs 
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -401,7 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except OSError as exc:
+        # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
+        if exc.errno not in _ENVIRONMENT_ERRNOS or os.environ.get("FACEKIT_DEBUG"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the folder's permissions"
+        err_console.print(f"[red]error[/red]: {exc.strerror}{where}: {hint}", highlight=False, soft_wrap=True)
+        return 1
     return 0
+
+
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 if __name__ == "__main__":

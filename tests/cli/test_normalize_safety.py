@@ -221,3 +221,21 @@ def test_outputs_get_the_usual_permissions(tmp_path: Path, model: Path) -> None:
     finally:
         os.umask(previous)
     assert (tmp_path / "out" / "face.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_full_disk_in_any_stage_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import facekit.pipeline
+    from facekit.cli import main
+
+    def full(*_: Any, **__: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/train/x/checkpoints/.last.tmp")
+
+    monkeypatch.setattr(facekit.pipeline, "run_plan", full)
+    monkeypatch.delenv("FACEKIT_DEBUG", raising=False)
+    assert main(["run", "recipes/demo.yaml", "--stage", "train"]) == 1
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and ".last.tmp" in error and "Traceback" not in error
