@@ -31,3 +31,19 @@ def test_lfw_pairs_and_devtest_lists(data_root: Path) -> None:
     assert len(photos) == 500 and len({p.path for p in photos}) == 500
     train_people = (data_root / "lfw" / "peopleDevTrain.txt").read_text()
     assert not any(f"\n{p.identity.removeprefix('lfw/')}\t" in train_people for p in photos)
+
+
+def test_judges_pass_on_the_right_side_of_their_threshold() -> None:
+    """Cosine cards pass above the threshold, distance cards below (an inverted comparison used to leave the suite
+    green while every headline pass rate flipped)."""
+    from types import SimpleNamespace
+
+    from facekit.evaluate import Judge
+
+    cosine = Judge("sface-like", SimpleNamespace(card=SimpleNamespace(distance="cosine", threshold=0.363)))
+    assert cosine.passes(np.array([0.9, 0.364, 0.362, -0.2])).tolist() == [True, True, False, False]
+    same = np.array([[1.0, 0.0]])
+    assert cosine.distance(same, np.array([[2.0, 0.1]]))[0] > 0.99  # a similarity: 1 for the same direction
+    euclidean = Judge("dlib-like", SimpleNamespace(card=SimpleNamespace(distance="euclidean", threshold=0.6)))
+    assert euclidean.passes(np.array([0.1, 0.59, 0.61, 2.0])).tolist() == [True, True, False, False]
+    assert euclidean.distance(same, np.array([[1.0, 0.5]]))[0] == 0.5
