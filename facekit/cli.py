@@ -391,6 +391,9 @@ def _register_plugin_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning known errors into one line and an exit code."""
+    # Before torch loads: OpenMP's default spin-waiting makes small parallel operations many times slower whenever
+    # another process holds the cores (a training in the background); see benchmarks/omp_wait.py.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         _register_plugin_commands()
         # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.

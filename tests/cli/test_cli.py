@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 import facekit
 from tests.helpers import run_cli
@@ -81,3 +84,14 @@ def test_run_without_a_trained_model_is_one_line_exit_1(tmp_path: Path) -> None:
 def test_missing_recipe_file() -> None:
     result = run_cli("check", "nope.yaml")
     assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr
+
+
+def test_the_cli_waits_passively_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facekit.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    main(["--version"])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # see benchmarks/omp_wait.py
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["--version"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
