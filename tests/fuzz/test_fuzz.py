@@ -119,12 +119,13 @@ def test_any_recipe_dictionary_resolves_or_is_a_facekit_error(raw: dict[str, Any
     assert plan.recipe is not None
 
 
+DEMO_RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml")
 ARGUMENTS = st.lists(
     st.one_of(
         st.sampled_from(
             ["--set", "train.steps=3", "train.lr=.inf", "-o", "--out", "--batch-size", "0", "-1", "x=y", "--stage",
-             "nonsense", "prepare", "--checkpoint", "/nonexistent.safetensors", "recipes/demo.yaml", "--help",
-             "/nonexistent/photo.jpg", "/", ".", "--overwrite", "--inside-inputs", "--max-photos", "--judge", "nobody"]
+             "nonsense", "prepare", "--checkpoint", "/nonexistent.safetensors", DEMO_RECIPE, "--help",
+             "/nonexistent/photo.jpg", ".", "..", "--overwrite", "--inside-inputs", "--max-photos", "--judge", "nobody"]
         ),
         st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12),
     ),
@@ -142,7 +143,10 @@ def test_any_command_line_ends_in_a_documented_exit_code(
 ) -> None:
     from facekit.cli import main
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    # A scratch working folder: whatever the command line asks for (`normalize . --inside-inputs`) stays in it.
+    scratch = tmp_path / "cwd" / "work"
+    scratch.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(scratch)
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FACEKIT_DEBUG", raising=False)
     code = main([*command, *arguments])
