@@ -296,9 +296,9 @@ def encoder_crops(encoder: Any, images: torch.Tensor, transform: torch.Tensor) -
     return warp_images_affine(images, transform.to(images.dtype), (height, width)).float()
 
 
-def identity_loss(encoder: Any, output: torch.Tensor, transform: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - cos(E(output), E(input)), the output cropped to the encoder's input with the (B, 2, 3) ``transform``."""
-    return (1 - F.cosine_similarity(encoder.embed(encoder_crops(encoder, output, transform)), target, dim=1)).mean()
+def identity_term(embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cos(E(output), E(input)), averaged over the batch."""
+    return (1 - F.cosine_similarity(embedding, target, dim=1)).mean()
 
 
 def laplacian(images: torch.Tensor) -> torch.Tensor:
@@ -323,26 +323,28 @@ def losses(
     if out.landmarks is not None:
         scale = 100.0 / image_size
         terms["landmark"] = F.mse_loss(out.landmarks.float() * scale, batch["landmarks"] * scale)
-    if out.texture is not None:
-        terms["texture"] = F.l1_loss(out.texture.float(), batch["texture"])
-        if weights.laplacian > 0:
-            terms["laplacian"] = F.l1_loss(laplacian(out.texture.float()), laplacian(batch["texture"]))
-    else:  # decoders without a texture (plain-cnn) learn the image directly
-        terms["image"] = F.l1_loss(out.image.float(), batch["image"])
-        if weights.laplacian > 0:
-            terms["laplacian"] = F.l1_loss(laplacian(out.image.float()), laplacian(batch["image"]))
-    if weights.perceptual > 0:
-        if not hasattr(encoder, "embed_and_maps"):
-            name = type(encoder).__name__
-            raise FacekitError(f"loss.perceptual needs an encoder with embed_and_maps; {name} has none")
-        embedding, maps = encoder.embed_and_maps(encoder_crops(encoder, out.image, batch["transform"]))
-        with torch.no_grad():
-            _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"], batch["transform"]))
-        terms["perceptual"] = feature_matching(maps, targets)
+    # Decoders without a texture (plain-cnn) learn the image directly.
+    learned, target, name = (
+        (out.texture, batch["texture"], "texture") if out.texture is not None else (out.image, batch["image"], "image")
+    )
+    terms[name] = F.l1_loss(learned.float(), target)
+    if weights.laplacian > 0:
+        terms["laplacian"] = F.l1_loss(laplacian(learned.float()), laplacian(target))
+    if weights.identity > 0 or weights.perceptual > 0:
+        crops = encoder_crops(encoder, out.image, batch["transform"])
+        if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
+            if not hasattr(encoder, "embed_and_maps"):
+                raise FacekitError(
+                    f"loss.perceptual needs an encoder with embed_and_maps; {type(encoder).__name__} has none"
+                )
+            embedding, maps = encoder.embed_and_maps(crops)
+            with torch.no_grad():
+                _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"], batch["transform"]))
+            terms["perceptual"] = feature_matching(maps, targets)
+        else:
+            embedding = encoder.embed(crops)
         if weights.identity > 0:
-            terms["identity"] = (1 - F.cosine_similarity(embedding, batch["embedding"], dim=1)).mean()
-    elif weights.identity > 0:
-        terms["identity"] = identity_loss(encoder, out.image, batch["transform"], batch["embedding"])
+            terms["identity"] = identity_term(embedding, batch["embedding"])
     weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
     weight_of.update(identity=weights.identity, perceptual=weights.perceptual, laplacian=weights.laplacian)
     terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))
@@ -362,7 +364,12 @@ def save_checkpoint(
         for key, value in values.items():
             tensor = value if torch.is_tensor(value) else torch.tensor(value)
             tensors[f"optim.{index}.{key}"] = tensor.detach().cpu().contiguous()
-    meta = {**meta, "param_groups": state["param_groups"]}
+    write_model_file(path, tensors, {**meta, "param_groups": state["param_groups"]})
+
+
+def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """``tensors`` + ``meta`` (JSON) + the tensors' sha256 as one safetensors file, written to a temporary file beside
+    ``path`` and renamed: the format of checkpoints and exported models, read by :func:`read_checkpoint`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(temporary), metadata={"facekit": json.dumps(meta), DIGEST_KEY: tensors_digest(tensors)})
@@ -679,8 +686,5 @@ def export_model(checkpoint: str | Path, out: str | Path, metrics: str | Path | 
     if metrics is not None:
         meta["metrics"] = json.loads(Path(metrics).read_text())
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    save_file(weights, str(temporary), metadata={"facekit": json.dumps(meta), DIGEST_KEY: tensors_digest(weights)})
-    os.replace(temporary, out)
+    write_model_file(out, weights, meta)
     return out.stat().st_size
