@@ -18,7 +18,6 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.models import sha256_file
 
 MANIFEST = "manifest.jsonl"
 GRID = "grid.png"
@@ -112,14 +112,6 @@ def plan_outputs(found: Sequence[tuple[Path, str]], out: Path) -> list[Planned]:
     return planned
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_atomic(path: Path, data: bytes, out: Path) -> None:
     """Write ``data`` to ``path`` inside ``out``: temporary file in the same folder, fsync, rename over the target (a
     symlink at ``path`` is replaced, not followed). A folder on the way that resolves outside ``out`` is refused."""
@@ -195,6 +187,25 @@ def _batches(items: Sequence[Planned], size: int) -> Iterator[Sequence[Planned]]
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class FolderPlan:
+    """What a batch normalization will do, checked before any model is loaded: the inputs and their outputs."""
+
+    out: Path
+    planned: list[Planned]
+    batch_size: int
+
+
+def plan_folder(items: Sequence[str], out: str | Path, batch_size: int = 16, inside_inputs: bool = False) -> FolderPlan:
+    """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`)."""
+    if batch_size < 1:
+        raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FacekitError(f"-o {out} is a file, not a folder")
+    return FolderPlan(out, plan_outputs(scan_inputs(items, out, inside_inputs), out), batch_size)
+
+
 def normalize_folder(
     normalizer: Any,
     items: Sequence[str],
@@ -205,56 +216,55 @@ def normalize_folder(
     inside_inputs: bool = False,
     on_row: Callable[[Row], None] | None = None,
 ) -> Summary:
-    """Normalize every photo of ``items`` into ``out`` as the module docstring promises; ``model`` is the model
+    """:func:`plan_folder` then :func:`normalize_planned`."""
+    return normalize_planned(normalizer, plan_folder(items, out, batch_size, inside_inputs), model, overwrite, on_row)
+
+
+def normalize_planned(
+    normalizer: Any,
+    plan: FolderPlan,
+    model: Path,
+    overwrite: bool = False,
+    on_row: Callable[[Row], None] | None = None,
+) -> Summary:
+    """Normalize every planned photo into ``plan.out`` as the module docstring promises; ``model`` is the model
     file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written. Another process
-    writing into ``out`` at the same time is a FacekitError (a lock)."""
-    if batch_size < 1:
-        raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FacekitError(f"-o {out} is a file, not a folder")
-    planned = plan_outputs(scan_inputs(items, out, inside_inputs), out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FacekitError(f"cannot create the output folder {out}: {error.strerror}") from None
+    writing into the folder at the same time is a FacekitError (a lock)."""
     from facekit.locks import exclusive
 
-    with exclusive(out, "normalize"):
-        return _normalize_locked(normalizer, planned, out, model, batch_size, overwrite, on_row)
+    try:
+        plan.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FacekitError(f"cannot create the output folder {plan.out}: {error.strerror}") from None
+    with exclusive(plan.out, "normalize"):
+        return _normalize_locked(normalizer, plan, model, overwrite, on_row)
 
 
 def _normalize_locked(
-    normalizer: Any,
-    planned: list[Planned],
-    out: Path,
-    model: Path,
-    batch_size: int,
-    overwrite: bool,
-    on_row: Callable[[Row], None] | None,
+    normalizer: Any, plan: FolderPlan, model: Path, overwrite: bool, on_row: Callable[[Row], None] | None
 ) -> Summary:
     from facekit.data.prepare import load_rgb
     from facekit.outputs import side_by_side
 
+    out, batch_size = plan.out, plan.batch_size
     if (out / MANIFEST).is_symlink():
         raise FacekitError(f"{out / MANIFEST} is a symbolic link: refusing to write through it")
     for stale in out.rglob(".*.tmp"):  # temporaries of a killed run (write_atomic's names): never a finished output
         if stale.is_file() and not stale.is_symlink():
             stale.unlink()
-    model_sha = sha256_of(model)
+    model_sha = sha256_file(model)
     summary = Summary()
     thumbnails: list[np.ndarray] = []
-    for batch in _batches(planned, batch_size):
+    for batch in _batches(plan.planned, batch_size):
         rows: list[Row] = []
         todo: list[tuple[Planned, np.ndarray, str]] = []
         for item in batch:
-            source_sha = sha256_of(item.source)
-            previous = _previous(item, out)
+            source_sha = sha256_file(item.source)
+            previous = _previous(item, out) or {}
             png = item.files(out)[0]
-            if previous is not None and previous.get("input_sha256") == source_sha:
-                if previous.get("model_sha256") == model_sha:
-                    rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
-                    continue
+            if previous.get("input_sha256") == source_sha and previous.get("model_sha256") == model_sha:
+                rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
+                continue
             occupied = [f for f in item.files(out) if f.exists() or f.is_symlink()]
             if occupied and not overwrite:
                 reason = (

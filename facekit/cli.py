@@ -198,24 +198,15 @@ def normalize(
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
     from rich.progress import Progress
 
-    from facekit.batch import EXIT_SOME_FAILED, normalize_folder, scan_inputs
+    from facekit.batch import EXIT_SOME_FAILED, normalize_planned, plan_folder
     from facekit.normalize import Normalizer, default_model_path
 
-    scan_inputs(photos, Path(out), inside_inputs)  # bad inputs or -o are reported before the model loads
+    plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     model = Path(checkpoint) if checkpoint is not None else default_model_path()
     normalizer = Normalizer.from_checkpoint(model)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("normalizing", total=None)
-        summary = normalize_folder(
-            normalizer,
-            photos,
-            out,
-            model,
-            batch_size,
-            overwrite,
-            inside_inputs,
-            on_row=lambda row: progress.advance(task),
-        )
+        task = progress.add_task("normalizing", total=len(plan.planned))
+        summary = normalize_planned(normalizer, plan, model, overwrite, on_row=lambda row: progress.advance(task))
     table = Table(title=f"facekit normalize -> {out}")
     for column in ("photo", "status", "output or reason"):
         table.add_column(column, overflow="fold")
