@@ -131,23 +131,22 @@ class OwnPipelineJudge:
         return out
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Row-wise cosine similarity (cosine cards) or Euclidean distance; the worst value where a row is NaN."""
-        if self.card.distance == "cosine":
-            a = a / np.linalg.norm(a, axis=1, keepdims=True)
-            b = b / np.linalg.norm(b, axis=1, keepdims=True)
-            values = np.sum(a * b, axis=1)
-        else:
-            values = np.linalg.norm(a - b, axis=1)
+        """Row-wise :meth:`facekit.evaluate.Judge.distance` (cosine similarity or Euclidean distance, by the card),
+        the worst value where a row is NaN (no face found)."""
+        from facekit.evaluate import Judge
+
+        values = Judge(self.name, self.encoder).distance(a, b)
         return np.where(np.isnan(values), self.worst, values)
 
     @property
     def worst(self) -> float:
-        return -1.0 if self.card.distance == "cosine" else float("inf")
+        return -1.0 if self.higher_is_same else float("inf")
 
     @property
     def higher_is_same(self) -> bool:
         return bool(self.card.distance == "cosine")
 
     def passes(self, values: np.ndarray) -> np.ndarray:
-        threshold = float(self.card.threshold)
-        return np.asarray(values > threshold if self.higher_is_same else values < threshold)
+        from facekit.evaluate import Judge
+
+        return np.asarray(Judge(self.name, self.encoder).passes(values))
