@@ -381,9 +381,14 @@ def _repair_torn_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def _items(photos: list[Photo]) -> list[tuple[str, str]]:
+    """An identity's photos as a worker gets them (picklable (path, source) pairs)."""
+    return [(str(p.path), p.source) for p in photos]
+
+
 def _tasks(groups: dict[str, list[Photo]], todo: list[str]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     for identity in todo:
-        yield identity, [(str(p.path), p.source) for p in groups[identity]]
+        yield identity, _items(groups[identity])
 
 
 def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit: int | None = None) -> PrepareReport:
@@ -424,11 +429,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     _check_fingerprint(output, settings_fingerprint(config))
     done = read_progress(output)
     # An identity is done only if its record was made from the same photos (same paths, sizes and times).
-    todo = [
-        identity
-        for identity in mine
-        if identity not in done or done[identity].get("inputs") != inputs_digest(next(_tasks(groups, [identity]))[1])
-    ]
+    todo = [i for i in mine if i not in done or done[i].get("inputs") != inputs_digest(_items(groups[i]))]
     logger.info(
         "prepare: %d identities, %d done, %d to do in shard %s", len(mine), len(mine) - len(todo), len(todo), shard
     )
