@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import machine, write_section
+from results import machine, publish
 
 from facekit.evaluate import lfw_devtest
 from facekit.recipe import DataSection
@@ -64,9 +64,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {c} | {p:.0f} | {p / anchor:.2f} | {s:.1f} | {code} |" for c, p, s, code in rows]
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section("normalize-memory", "\n".join(lines))
+    publish("normalize-memory", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

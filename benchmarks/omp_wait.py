@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import machine, write_section
+from results import machine, publish
 
 from facekit.evaluate import lfw_devtest
 from facekit.recipe import DataSection
@@ -84,9 +84,7 @@ def main() -> None:
             f"| {'busy' if busy else 'quiet'} | {policy} | {seconds:.1f} | {1000 * seconds / len(photos):.0f} | "
             f"{seconds / anchor:.2f} |"
         )
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section("omp-wait", "\n".join(lines))
+    publish("omp-wait", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from results import machine, write_section
+from results import machine, publish
 from rich.progress import track
 
 from facekit.data.prepare import load_rgb
@@ -295,9 +295,7 @@ def main() -> None:
         )
     if included:
         lines.append("From earlier runs of this script on the same machine: " + "; ".join(included) + ".")
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(args.section, "\n".join(lines))
+    publish(args.section, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,11 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def publish(name: str, lines: list[str], write: bool = True) -> None:
+    """Print a section and, unless ``write`` is false (``--no-write``), put it into RESULTS.md."""
+    body = "\n".join(lines)
+    print(body)
+    if write:
+        write_section(name, body)
