@@ -33,10 +33,11 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -318,9 +319,7 @@ def _check_fingerprint(output: Path, fingerprint: dict[str, Any]) -> None:
             f"prepare.output {output} holds work from an older facekit that did not record its settings: delete it "
             "or choose another prepare.output"
         )
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    _write_atomic(path, lambda h: h.write((json.dumps(fingerprint, indent=1, sort_keys=True) + "\n").encode()))
 
 
 def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
@@ -342,9 +341,7 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
     for key, faces in sorted(groups.items()):
         image, landmarks = morph_average([f[0] for f in faces], [f[1] for f in faces])
         target = Path(config.work_dir) / f"{_safe_name(key)}.npz"
-        temporary = target.with_suffix(".tmp.npz")
-        np.savez(temporary, image=image, landmarks=landmarks)
-        os.replace(temporary, target)
+        _write_atomic(target, partial(np.savez, image=image, landmarks=landmarks))
         averages.append({"identity": key, "file": target.name, "kept": len(faces)})
     return {"identity": identity, "photos": len(items), "inputs": digest, "rows": rows, "averages": averages}
 
@@ -455,9 +452,8 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                 summary["last_run"] = {"photos": photos_done, "seconds": round(seconds, 1)}
                 if photos_done:
                     summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
-                temporary = summary_path.with_suffix(".tmp")
-                temporary.write_text(json.dumps(summary, indent=2) + "\n")
-                os.replace(temporary, summary_path)
+                text = json.dumps(summary, indent=2) + "\n"
+                _write_atomic(summary_path, lambda h: h.write(text.encode()))
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
 
 
@@ -564,10 +560,15 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary file beside ``path``, then rename: a reader never sees half an array."""
+    _write_atomic(path, lambda handle: np.save(handle, array))
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write`` into a temporary file beside ``path``, then rename: a reader (or a resumed run) never sees half a
+    file."""
     temporary = path.with_name(f".{path.name}.tmp")
     with temporary.open("wb") as handle:
-        np.save(handle, array)
+        write(handle)
     os.replace(temporary, path)
 
 
