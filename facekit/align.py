@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from facekit.types import AlignmentTemplate
+from facekit.errors import FacekitError
+from facekit.types import AlignmentTemplate, LandmarkScheme
 
 #: Eye-centre height in the paper frame, as a fraction of the crop size. Cole et al. give the 224 px size and 55 px
 #: interocular distance but not the height; 0.40 leaves room for the forehead above and the chin below
@@ -36,22 +37,38 @@ class AlignedFace:
     transform: np.ndarray
 
 
-def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The eye centres (image-left eye first) of ``landmarks`` (K, 2) in the iBUG-68 or dlib 5-point scheme."""
+def scheme_of(landmarks: np.ndarray, scheme: str | LandmarkScheme | None) -> LandmarkScheme:
+    """The scheme of ``landmarks`` (K, 2): ``scheme`` when given (checked against K), else iBUG-68 for 68 points.
+    Five points without a scheme are refused: dlib's eye corners and the eyes-nose-mouth layout look alike."""
+    count = len(landmarks)
+    if scheme is None:
+        if count == LandmarkScheme.IBUG68.points:
+            return LandmarkScheme.IBUG68
+        raise ValueError(f"{count} landmarks without a scheme: say which LandmarkScheme they are in")
+    parsed = LandmarkScheme.parse(scheme, "these landmarks")
+    if parsed.points != count:
+        raise ValueError(f"scheme {parsed.value} has {parsed.points} points, got {count}")
+    return parsed
+
+
+def eye_centres(landmarks: np.ndarray, scheme: str | LandmarkScheme | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The eye centres (image-left eye first) of ``landmarks`` (K, 2) in ``scheme`` (default: iBUG-68 for 68 points;
+    other counts must name their scheme)."""
     points = np.asarray(landmarks, dtype=np.float64)
-    if len(points) == 68:
+    kind = scheme_of(points, scheme)
+    if kind is LandmarkScheme.IBUG68:
         a, b = points[IBUG_RIGHT_EYE].mean(axis=0), points[IBUG_LEFT_EYE].mean(axis=0)
-    elif len(points) == 5:
+    elif kind is LandmarkScheme.DLIB5:
         # dlib's 5-point scheme: two corners of each eye (0-1 and 2-3), then the base of the nose (4).
         a, b = points[0:2].mean(axis=0), points[2:4].mean(axis=0)
-    else:
-        raise ValueError(f"eye centres need 68 (iBUG) or 5 (dlib) landmarks, got {len(points)}")
+    else:  # eyes-nose-mouth5 and eyes2 start with the two eye centres
+        a, b = points[0], points[1]
     return (a, b) if a[0] <= b[0] else (b, a)
 
 
-def interocular_distance(landmarks: np.ndarray) -> float:
-    """Distance between the eye centres of ``landmarks`` (K, 2), in pixels."""
-    left, right = eye_centres(landmarks)
+def interocular_distance(landmarks: np.ndarray, scheme: str | LandmarkScheme | None = None) -> float:
+    """Distance between the eye centres of ``landmarks`` (K, 2) in ``scheme``, in pixels."""
+    left, right = eye_centres(landmarks, scheme)
     return float(np.linalg.norm(right - left))
 
 
@@ -123,52 +140,105 @@ def align_paper(
     return AlignedFace(warp_image(image, transform, (size, size)), apply_transform(transform, landmarks), transform)
 
 
-def template_points(landmarks: np.ndarray, scheme: str) -> np.ndarray:
-    """The points of ``landmarks`` (K, 2) that correspond to a template of ``scheme`` ("5pt": eye centres, nose
-    tip, mouth corners, the layout of ArcFace/SFace/FaceNet templates; "eyes": the two eye centres)."""
+#: Which detector schemes hold the points of each template scheme.
+_TEMPLATE_SOURCES: dict[str, frozenset[LandmarkScheme]] = {
+    LandmarkScheme.EYES_NOSE_MOUTH5.value: frozenset({LandmarkScheme.IBUG68, LandmarkScheme.EYES_NOSE_MOUTH5}),
+    LandmarkScheme.EYES2.value: frozenset(LandmarkScheme),
+}
+
+
+def alignable_schemes(template: AlignmentTemplate) -> frozenset[LandmarkScheme]:
+    """The detector schemes a face can be aligned to ``template`` from (its ``accepts``, else those that hold the
+    template's points)."""
+    if template.accepts:
+        return frozenset(LandmarkScheme.parse(value, f"template {template.name}") for value in template.accepts)
+    return _TEMPLATE_SOURCES.get(template.scheme, frozenset())
+
+
+def template_points(
+    landmarks: np.ndarray, scheme: str, landmark_scheme: str | LandmarkScheme | None = None
+) -> np.ndarray:
+    """The points of ``landmarks`` (K, 2), in ``landmark_scheme`` (default: iBUG-68 for 68 points), that correspond
+    to a template of ``scheme`` ("eyes-nose-mouth5": eye centres, nose tip, mouth corners, the layout of
+    ArcFace/SFace/FaceNet templates; "eyes2": the two eye centres)."""
     points = np.asarray(landmarks, dtype=np.float64)
-    left, right = eye_centres(points)
-    if scheme == "eyes":
-        return np.stack([left, right])
-    if scheme == "5pt":
-        if len(points) != 68:
-            raise ValueError(f"the 5pt template needs 68 iBUG landmarks to find nose and mouth, got {len(points)}")
-        return np.stack([left, right, points[30], points[48], points[54]])
-    raise ValueError(f"unknown template scheme {scheme!r}; known: '5pt', 'eyes'")
+    kind = scheme_of(points, landmark_scheme)
+    if scheme == LandmarkScheme.EYES2.value:
+        return np.stack(eye_centres(points, kind))
+    if scheme == LandmarkScheme.EYES_NOSE_MOUTH5.value:
+        if kind is LandmarkScheme.EYES_NOSE_MOUTH5:
+            return points
+        if kind is LandmarkScheme.IBUG68:
+            left, right = eye_centres(points, kind)
+            return np.stack([left, right, points[30], points[48], points[54]])
+        raise ValueError(f"an eyes-nose-mouth5 template needs ibug68 or eyes-nose-mouth5 landmarks, got {kind.value}")
+    raise ValueError(f"unknown template scheme {scheme!r}; known: 'eyes-nose-mouth5', 'eyes2'")
+
+
+def check_alignable(encoder: Any, scheme: str | LandmarkScheme | None, detector: str = "the detector") -> None:
+    """Refuse, with a FacekitError that says what to use, a detector whose landmark ``scheme`` the ``encoder``'s
+    alignment cannot read (dlib's chips need ibug68 or dlib5 points; a 5-point template needs eyes, nose, mouth)."""
+    template = encoder.card.template
+    name = type(encoder).__name__
+    if template is None:
+        raise FacekitError(f"encoder {name} has no alignment template in its model card")
+    accepted = alignable_schemes(template)
+    if scheme is None:
+        raise FacekitError(f"{detector} does not declare its landmark scheme (ModelCard.landmark_scheme)")
+    try:
+        kind = LandmarkScheme.parse(scheme, detector)
+    except ValueError as error:
+        raise FacekitError(str(error)) from None
+    if kind not in accepted:
+        wanted = ", ".join(sorted(s.value for s in accepted)) or "none"
+        hint = " (facekit-dlib's detector 'dlib' gives ibug68)" if LandmarkScheme.IBUG68 in accepted else ""
+        raise FacekitError(
+            f"{detector} gives {kind.value} landmarks, but encoder {name} aligns faces (template {template.name}) only "
+            f"from {wanted}: use a detector with one of those schemes{hint}"
+        )
 
 
 def align_to_template(
-    image: np.ndarray, landmarks: np.ndarray, template: AlignmentTemplate, size: tuple[int, int]
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    template: AlignmentTemplate,
+    size: tuple[int, int],
+    scheme: str | LandmarkScheme | None = None,
 ) -> AlignedFace:
     """Align to an encoder's template (from its model card): least-squares similarity from the matching landmarks
-    to ``template.points``, crop ``size`` = (width, height)."""
-    source = template_points(landmarks, template.scheme)
+    (in ``scheme``; default iBUG-68 for 68 points) to ``template.points``, crop ``size`` = (width, height)."""
+    source = template_points(landmarks, template.scheme, scheme)
     transform = similarity_transform(source, np.asarray(template.points, dtype=np.float64))
     width, height = size
     return AlignedFace(warp_image(image, transform, (height, width)), apply_transform(transform, landmarks), transform)
 
 
-def encoder_input_transform(encoder: Any, landmarks: np.ndarray) -> np.ndarray:
-    """The (2, 3) map from image pixels to an encoder's input pixels for a face with ``landmarks`` (K, 2): the
-    encoder's own ``input_transform`` when it has one (dlib's chips), else a similarity onto its card's template."""
+def encoder_input_transform(
+    encoder: Any, landmarks: np.ndarray, scheme: str | LandmarkScheme | None = None
+) -> np.ndarray:
+    """The (2, 3) map from image pixels to an encoder's input pixels for a face with ``landmarks`` (K, 2) in
+    ``scheme`` (default: iBUG-68 for 68 points): the encoder's own ``input_transform`` when it has one (dlib's chips),
+    else a similarity onto its card's template. A scheme the encoder cannot align from is a FacekitError."""
+    kind = scheme_of(np.asarray(landmarks), scheme)
+    check_alignable(encoder, kind, f"landmarks in scheme {kind.value}")
     own = getattr(encoder, "input_transform", None)
     if own is not None:
         return np.asarray(own(landmarks), dtype=np.float64)
     template = encoder.card.template
-    if template is None or not template.points:
-        raise ValueError(f"{type(encoder).__name__} has no alignment template and no input_transform")
-    return similarity_transform(template_points(landmarks, template.scheme), np.asarray(template.points))
+    if not template.points:
+        raise ValueError(f"{type(encoder).__name__} has no template points and no input_transform")
+    return similarity_transform(template_points(landmarks, template.scheme, kind), np.asarray(template.points))
 
 
-def encoder_inputs(encoder: Any, images: Any, landmarks: np.ndarray) -> Any:
+def encoder_inputs(encoder: Any, images: Any, landmarks: np.ndarray, scheme: str | LandmarkScheme | None = None) -> Any:
     """Aligned encoder inputs for B (H, W, 3) uint8 ``images`` (an array or a list of photos of any sizes) with
-    (B, K, 2) ``landmarks``: (B, 3, h, w) float32
+    (B, K, 2) ``landmarks`` in ``scheme``: (B, 3, h, w) float32
     torch tensor in [0, 1], cropped with :func:`encoder_input_transform` at the card's input size."""
     import torch
 
     width, height = encoder.card.input_size
     crops = [
-        warp_image(image, encoder_input_transform(encoder, points), (height, width))
+        warp_image(image, encoder_input_transform(encoder, points, scheme), (height, width))
         for image, points in zip(images, landmarks, strict=True)
     ]
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0

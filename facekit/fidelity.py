@@ -113,7 +113,8 @@ class OwnPipelineJudge:
 
             return np.asarray(align_sface(image, points).image)
         width, height = self.card.input_size
-        return warp_image(image, encoder_input_transform(self.encoder, points), (height, width))
+        transform = encoder_input_transform(self.encoder, points, faces[0].scheme)
+        return warp_image(image, transform, (height, width))
 
     def embed(self, images: list[np.ndarray | None], batch_size: int = 32) -> np.ndarray:
         import torch

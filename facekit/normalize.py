@@ -87,6 +87,19 @@ class Outcome:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def check_detection(detector: Any, face: Any) -> None:
+    """Refuse a detection whose scheme or point count differs from what the detector's card declares: the points
+    would be read with the wrong meaning and give a wrong face without an error."""
+    card = detector.card
+    points = None if face.landmarks is None else np.asarray(face.landmarks)
+    if face.scheme != card.landmark_scheme or points is None or points.shape != (card.landmarks, 2):
+        got = f"scheme {face.scheme!r}, landmarks {None if points is None else points.shape}"
+        raise FacekitError(
+            f"detector {type(detector).__name__} returned a face with {got}, but its card declares scheme "
+            f"{card.landmark_scheme!r} with {card.landmarks} points: fix the detector plugin"
+        )
+
+
 def detect_largest(
     detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str]
 ) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
@@ -102,6 +115,7 @@ def detect_largest(
         if not faces:
             outcomes.append(Outcome(name, "no_face"))
             continue
+        check_detection(detector, faces[0])
         outcomes.append(Outcome(name, "ok", extras={"faces_found": len(faces)}))
         pending.append((index, image, faces[0]))
     return outcomes, pending
@@ -111,6 +125,12 @@ class Normalizer:
     """A trained decoder with the detector and encoder it was trained with."""
 
     def __init__(self, decoder: Any, encoder: Any, detector: Any, meta: dict[str, Any], device: str = "cpu") -> None:
+        from facekit.align import check_alignable
+
+        card = getattr(detector, "card", None)
+        check_alignable(
+            encoder, card.landmark_scheme if card is not None else None, f"detector {type(detector).__name__}"
+        )
         self.decoder = decoder.to(device).eval()
         self.encoder = encoder.to(device).eval()
         self.detector = detector
@@ -163,7 +183,7 @@ class Normalizer:
             chunk = pending[start : start + batch_size]
             photos = [c[1] for c in chunk]  # photos of different sizes: encoder_inputs crops each on its own
             points = np.stack([np.asarray(c[2].landmarks, np.float64) for c in chunk])
-            crops = encoder_inputs(self.encoder, photos, points).to(self.device)
+            crops = encoder_inputs(self.encoder, photos, points, self.detector.card.landmark_scheme).to(self.device)
             with torch.no_grad():
                 out = self.decoder(self.encoder.features(crops))
             check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))

@@ -1,68 +1,123 @@
 """Conformance checks for every kind of component, for facekit's own suite and for third-party plugins.
 
-Use them from a plugin's tests::
+Modelled on scikit-learn's ``parametrize_with_checks``: one pytest case per (component, check), so a failure names
+the check, and an ``xfail`` map for the checks a component declares it cannot pass (test weights that are random,
+say). The checks run on a real face (``facekit/testing_data/face.jpg``, a CC BY London-set photo) and cover what the
+pipeline calls: detectors' ``detect_array``, largest-first order and landmark scheme; encoders' card, alignment and
+identity; decoders' outputs and what training needs (:class:`facekit.types.TrainableDecoder`); warpers' geometry and
+gradients. In a plugin's tests::
 
     import pytest
-    from facekit.testing import check_component, parametrize_components
+    from facekit.testing import parametrize_with_checks, run_check
 
-    @pytest.mark.parametrize("spec", parametrize_components("warper", plugin="my-plugin"))
-    def test_conforms(spec):
-        check_component("warper", spec)
+    @pytest.mark.parametrize(("kind", "spec", "check"), parametrize_with_checks(plugin="my-plugin"))
+    def test_conforms(kind, spec, check):
+        run_check(kind, spec, check)
 
-or call ``check_encoder(spec, params={...})`` directly for a component whose params have no defaults (a weights
-path, say). Each check raises ``AssertionError`` naming the component and what it got wrong.
+or ``check_encoder(spec, params={...}, skip={"identity": "random test weights"})`` for a component whose params have
+no defaults (a weights path, say). Each check raises ``AssertionError`` naming the component and what it got wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 
 from facekit.registry import ComponentSpec, Params, get_registry
-from facekit.types import Decoder, DecoderOutput, Detector, Encoder, FaceDetection, Kind, Warper
+from facekit.types import (
+    App,
+    Decoder,
+    DecoderOutput,
+    Detector,
+    Encoder,
+    FaceDetection,
+    Kind,
+    LandmarkScheme,
+    ModelCard,
+    TrainableDecoder,
+    Warper,
+)
 
 
-def parametrize_components(kind: Kind, plugin: str | None = None) -> list[Any]:
-    """``pytest.param`` per registered component of ``kind`` (of one ``plugin`` if given), with its name as id."""
-    import pytest
+# ----------------------------------------------------------------------------------------------
+# the real test face
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RealFace:
+    """The shipped test face: ``image`` (200, 200, 3) uint8 RGB, hand-placed ``pupils`` (2, 2) image-left first,
+    ``ibug68`` (68, 2) landmarks from dlib's predictor."""
 
-    return [pytest.param(spec, id=spec.name) for spec in get_registry(kind) if plugin is None or spec.plugin == plugin]
-
-
-def default_params(spec: ComponentSpec[Any]) -> Params | None:
-    """The component's params with every default, or ``None`` when some field is required."""
-    try:
-        return spec.params()
-    except ValidationError:
-        return None
+    image: np.ndarray
+    pupils: np.ndarray
+    ibug68: np.ndarray
 
 
-def check_params(spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None) -> Params:
-    """Params round-trip through plain data, and an unknown key is rejected."""
-    name = spec.name
-    validated = params if isinstance(params, Params) else spec.validate_params(params or {})
-    assert isinstance(validated, spec.params), f"{name}: params are not a {spec.params.__name__}"
-    data = validated.model_dump(mode="json")
-    again = spec.params.model_validate(data)
-    assert again == validated, f"{name}: params do not round-trip: {data}"
-    try:
-        spec.params.model_validate({**data, "surely_not_a_field": 1})
-    except ValidationError:
-        pass
-    else:
-        raise AssertionError(f"{name}: Params accepts unknown keys; subclass facekit.Params (extra='forbid')")
-    return validated
+@cache
+def real_face() -> RealFace:
+    """The real face every check runs on (see ``facekit/testing_data/README.md`` for its source and licence)."""
+    from PIL import Image
+
+    folder = resources.files("facekit") / "testing_data"
+    with (folder / "face.jpg").open("rb") as handle:
+        image = np.asarray(Image.open(handle).convert("RGB"))
+    meta = json.loads((folder / "face.json").read_text())
+    return RealFace(image, np.asarray(meta["pupils"], np.float64), np.asarray(meta["ibug68"], np.float64))
 
 
-def _build(spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None) -> Any:
-    validated = check_params(spec, params)
-    component = spec.build(validated)
-    if isinstance(component, torch.nn.Module):
-        component.eval()
-    return component
+def two_faces() -> tuple[np.ndarray, tuple[float, float, float, float], tuple[float, float, float, float]]:
+    """A 420 x 260 grey canvas with the test face at 60 % on the left and at full size on the right: (image, box of
+    the small face, box of the large face). Largest-first must not be left-to-right."""
+    import cv2
+
+    face = real_face().image
+    small = cv2.resize(face, (120, 120), interpolation=cv2.INTER_AREA)
+    canvas = np.full((260, 420, 3), 128, np.uint8)
+    canvas[70:190, 10:130] = small
+    canvas[30:230, 200:400] = face
+    return canvas, (10.0, 70.0, 130.0, 190.0), (200.0, 30.0, 400.0, 230.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the subject of a check
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Subject:
+    """One component under test: its spec and validated params; ``component()`` builds it once (eval mode),
+    ``fresh()`` builds a new one for checks that change it."""
+
+    kind: Kind
+    spec: ComponentSpec[Any]
+    params: Params
+    _built: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def card(self) -> ModelCard:
+        """The spec's model card (detectors and encoders must have one)."""
+        assert self.spec.card is not None, f"{self.name}: a {self.kind} needs a model card"
+        return self.spec.card
+
+    def fresh(self) -> Any:
+        component = self.spec.build(self.params)
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+        return component
+
+    def component(self) -> Any:
+        if self._built is None:
+            self._built = self.fresh()
+        return self._built
 
 
 def _assert_finite(name: str, what: str, tensor: Any) -> None:
@@ -76,140 +131,566 @@ def _grad_ok(name: str, what: str, grad: torch.Tensor | None) -> None:
     assert grad.abs().sum() > 0, f"{name}: the gradient w.r.t. {what} is zero everywhere"
 
 
-def check_warper(spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None) -> None:
-    """Shapes and dtypes, identity when nothing moves, content moves from source to destination, determinism,
-    and gradients w.r.t. image, source and destination when the warper says it is differentiable."""
-    name = spec.name
-    warper = _build(spec, params)
-    assert isinstance(warper, Warper), f"{name}: does not implement facekit.types.Warper"
-    gen = torch.Generator().manual_seed(0)
-    batch, height, width = 2, 36, 44
-    image = torch.rand(batch, 3, height, width, generator=gen)
-    source = torch.tensor([[12.0, 10.0], [30.0, 11.0], [21.0, 19.0], [14.0, 27.0], [29.0, 26.0]]).expand(batch, -1, -1)
-    source = source.contiguous()
+def _area(box: tuple[float, float, float, float]) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
-    warped, flow = warper.warp(image, source, source.clone())
-    assert warped.shape == image.shape, f"{name}: warped shape {tuple(warped.shape)} != {tuple(image.shape)}"
-    assert warped.dtype == image.dtype, f"{name}: warped dtype {warped.dtype} != {image.dtype}"
-    assert tuple(flow.shape) == (batch, height, width, 2), f"{name}: flow shape {tuple(flow.shape)}"
-    assert torch.allclose(warped, image, atol=1e-3), f"{name}: not the identity when source == destination"
 
-    # A control point moved by whole pixels: the output at the destination reads the input at the source.
-    destination = source.clone()
-    destination[:, 2] += torch.tensor([3.0, -2.0])
-    warped, flow = warper.warp(image, source, destination)
-    _assert_finite(name, "warped image", warped)
-    (dx, dy), (sx, sy) = destination[0, 2].long().tolist(), source[0, 2].long().tolist()
-    got, want = warped[:, :, dy, dx], image[:, :, sy, sx]
-    assert torch.allclose(got, want, atol=2e-3), f"{name}: output at destination {dx, dy} does not show source {sx, sy}"
-    assert torch.allclose(flow[:, dy, dx].float(), torch.tensor([3.0, -2.0]), atol=2e-3), (
-        f"{name}: flow at destination wrong"
+def _contains(box: tuple[float, float, float, float], points: np.ndarray, slack: float = 0.0) -> bool:
+    x0, y0, x1, y1 = box
+    pad_x, pad_y = slack * (x1 - x0), slack * (y1 - y0)
+    inside_x = (points[:, 0] >= x0 - pad_x) & (points[:, 0] <= x1 + pad_x)
+    inside_y = (points[:, 1] >= y0 - pad_y) & (points[:, 1] <= y1 + pad_y)
+    return bool((inside_x & inside_y).all())
+
+
+# ----------------------------------------------------------------------------------------------
+# checks for every kind
+# ----------------------------------------------------------------------------------------------
+def check_params_round_trip(subject: Subject) -> None:
+    """Params round-trip through plain data, and an unknown key is rejected."""
+    name, spec, validated = subject.name, subject.spec, subject.params
+    assert isinstance(validated, spec.params), f"{name}: params are not a {spec.params.__name__}"
+    data = validated.model_dump(mode="json")
+    again = spec.params.model_validate(data)
+    assert again == validated, f"{name}: params do not round-trip: {data}"
+    try:
+        spec.params.model_validate({**data, "surely_not_a_field": 1})
+    except ValidationError:
+        pass
+    else:
+        raise AssertionError(f"{name}: Params accepts unknown keys; subclass facekit.Params (extra='forbid')")
+
+
+_PROTOCOLS: dict[Kind, type] = {
+    "detector": Detector,
+    "encoder": Encoder,
+    "decoder": Decoder,
+    "warper": Warper,
+    "app": App,
+}
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names a Protocol class (and the Protocols it extends) declares."""
+    names: list[str] = []
+    for base in reversed(protocol.__mro__):
+        if base in (object,) or base.__module__ == "typing":
+            continue
+        for name in [*getattr(base, "__annotations__", {}), *vars(base)]:
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return names
+
+
+def check_protocol(subject: Subject) -> None:
+    """The built component implements its kind's protocol in :mod:`facekit.types` (every member the pipeline uses)."""
+    protocol = _PROTOCOLS[subject.kind]
+    component = subject.component()
+    missing = [m for m in protocol_members(protocol) if not hasattr(component, m)]
+    assert not missing, f"{subject.name}: does not implement facekit.types.{protocol.__name__}: lacks {missing}"
+
+
+# ----------------------------------------------------------------------------------------------
+# detectors
+# ----------------------------------------------------------------------------------------------
+def check_detector_card(subject: Subject) -> None:
+    """A card with the point count, a known landmark scheme of that count, and licensed weights."""
+    name, card = subject.name, subject.spec.card
+    assert card is not None, f"{name}: a detector needs a model card"
+    assert card.landmarks, f"{name}: card.landmarks (points per face) missing"
+    assert card.landmark_scheme, f"{name}: card.landmark_scheme missing (a facekit.types.LandmarkScheme value)"
+    try:
+        scheme = LandmarkScheme.parse(card.landmark_scheme, name)
+    except ValueError as error:
+        raise AssertionError(str(error)) from None
+    assert scheme.points == card.landmarks, (
+        f"{name}: scheme {scheme.value} has {scheme.points} points, card says {card.landmarks}"
+    )
+    assert card.weights and all(w.licence for w in card.weights), f"{name}: card needs weights with a licence"
+
+
+def _faces(subject: Subject, image: np.ndarray) -> list[FaceDetection]:
+    faces = subject.component().detect_array(image)
+    assert isinstance(faces, list), f"{subject.name}: detect_array returns {type(faces).__name__}, not a list"
+    for face in faces:
+        assert isinstance(face, FaceDetection), f"{subject.name}: returns {type(face).__name__}, not FaceDetection"
+    return faces
+
+
+def check_detector_real_face(subject: Subject) -> None:
+    """The real face is found; its box holds the pupils; landmarks are (K, 2) finite, in the card's scheme, near
+    the box."""
+    name, card, face = subject.name, subject.card, real_face()
+    faces = _faces(subject, face.image.copy())
+    assert faces, f"{name}: finds no face in the test face (facekit/testing_data/face.jpg)"
+    first = faces[0]
+    assert len(first.box) == 4 and first.box[0] < first.box[2] and first.box[1] < first.box[3], (
+        f"{name}: box {first.box}"
+    )
+    assert _contains(first.box, face.pupils), (
+        f"{name}: box {first.box} does not hold the eyes at {face.pupils.tolist()}"
+    )
+    assert first.landmarks is not None, f"{name}: no landmarks (the pipeline aligns from them)"
+    points = np.asarray(first.landmarks)
+    assert points.shape == (card.landmarks, 2), f"{name}: landmarks {points.shape}, card says ({card.landmarks}, 2)"
+    assert np.isfinite(points).all(), f"{name}: landmarks have NaN or inf"
+    assert first.scheme == card.landmark_scheme, (
+        f"{name}: face.scheme {first.scheme!r} != card {card.landmark_scheme!r}"
+    )
+    assert _contains(first.box, points, slack=0.5), f"{name}: landmarks far outside the box"
+
+
+def check_detector_scheme_semantics(subject: Subject) -> None:
+    """The points mean what the scheme says: the eye centres read from them by ``facekit.align.eye_centres`` land
+    on the hand-placed pupils (within a quarter of the interocular distance). A wrong scheme label fails here."""
+    from facekit.align import eye_centres
+
+    name, face = subject.name, real_face()
+    faces = _faces(subject, face.image.copy())
+    assert faces and faces[0].landmarks is not None, f"{name}: no face with landmarks in the test face"
+    eyes = np.stack(eye_centres(np.asarray(faces[0].landmarks, np.float64), faces[0].scheme))
+    tolerance = 0.25 * float(np.linalg.norm(face.pupils[1] - face.pupils[0]))
+    error = np.linalg.norm(eyes - face.pupils, axis=1)
+    assert (error <= tolerance).all(), (
+        f"{name}: eye centres read as scheme {faces[0].scheme!r} are {error.round(1).tolist()} px from the pupils "
+        f"(tolerance {tolerance:.1f}): the points are not in that scheme"
     )
 
-    again, _ = warper.warp(image, source, destination)
-    assert torch.equal(again, warped), f"{name}: two identical calls differ"
 
-    if getattr(warper, "differentiable", False):
-        image_g = image.clone().requires_grad_(True)
-        source_g = (source + 0.3).requires_grad_(True)
-        destination_g = (destination - 0.2).requires_grad_(True)
-        out, _ = warper.warp(image_g, source_g, destination_g)
-        weights = torch.rand(out.shape, generator=gen)
-        (out * weights).sum().backward()
-        _grad_ok(name, "image", image_g.grad)
-        _grad_ok(name, "source", source_g.grad)
-        _grad_ok(name, "destination", destination_g.grad)
+def check_detector_largest_first(subject: Subject) -> None:
+    """Two faces (small one on the left): both found, the largest box first (the pipeline normalizes ``faces[0]``)."""
+    name = subject.name
+    canvas, _, large = two_faces()
+    faces = _faces(subject, canvas)
+    assert len(faces) >= 2, f"{name}: finds {len(faces)} of the 2 faces (120 and 200 px) in the two-face image"
+    areas = [_area(f.box) for f in faces]
+    assert areas == sorted(areas, reverse=True), f"{name}: faces not largest first: areas {areas}"
+    centre = np.array([[(large[0] + large[2]) / 2, (large[1] + large[3]) / 2]])
+    assert _contains(faces[0].box, centre), f"{name}: the first face {faces[0].box} is not the large face {large}"
 
 
-def check_encoder(spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, batch: int = 2) -> None:
-    """A complete card; embeddings and features of the card's sizes; eval-mode determinism; gradients to the
-    input pixels when the card says differentiable."""
-    name = spec.name
-    card = spec.card
+def check_detector_no_face(subject: Subject) -> None:
+    """A plain grey image gives an empty list (not an error, not a face)."""
+    faces = _faces(subject, np.full((120, 160, 3), 128, np.uint8))
+    assert faces == [], f"{subject.name}: finds {len(faces)} faces in a plain grey image"
+
+
+# ----------------------------------------------------------------------------------------------
+# encoders
+# ----------------------------------------------------------------------------------------------
+def check_encoder_card(subject: Subject) -> None:
+    """A complete card: input size, embedding size, threshold and distance, licensed weights, and an alignment
+    template that some landmark scheme can be aligned from."""
+    from facekit.align import alignable_schemes
+
+    name, card = subject.name, subject.spec.card
     assert card is not None, f"{name}: an encoder needs a model card"
     assert card.input_size, f"{name}: card.input_size missing"
     assert card.embedding_size, f"{name}: card.embedding_size missing"
     assert card.threshold is not None and card.distance, f"{name}: card needs threshold and distance"
     assert card.weights and all(w.licence for w in card.weights), f"{name}: card needs weights with a licence"
-    encoder = _build(spec, params)
-    assert isinstance(encoder, Encoder), f"{name}: does not implement facekit.types.Encoder"
+    assert card.template is not None, f"{name}: card.template missing (how faces are aligned for it)"
+    assert alignable_schemes(card.template), f"{name}: no landmark scheme can be aligned to {card.template.name}"
+
+
+def _aligned(subject: Subject, image: np.ndarray | None = None) -> torch.Tensor:
+    """The test face (and its mirror image) aligned for the encoder from its iBUG-68 landmarks: (2, 3, h, w)."""
+    from facekit.align import encoder_inputs
+
+    face = real_face()
+    photo = face.image if image is None else image
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    points = face.ibug68.copy()
+    flipped = points.copy()
+    flipped[:, 0] = photo.shape[1] - 1 - flipped[:, 0]
+    # The iBUG scheme is defined on the subject's sides: mirroring swaps them back into scheme order.
+    order = _IBUG68_MIRROR
+    return encoder_inputs(subject.component(), [photo, mirrored], np.stack([points, flipped[order]]))
+
+
+#: iBUG-68 index of each point's mirror partner.
+_IBUG68_MIRROR = (
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
+
+
+def check_encoder_alignment(subject: Subject) -> None:
+    """The pipeline's alignment (``facekit.align.encoder_inputs``: the card's template or the encoder's own
+    ``input_transform``) gives (B, 3, h, w) crops in [0, 1] at the card's input size from iBUG-68 landmarks."""
+    name, card = subject.name, subject.card
+    crops = _aligned(subject)
+    assert card.input_size, f"{name}: card.input_size missing"
     width, height = card.input_size
-    images = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    assert tuple(crops.shape) == (2, 3, height, width), f"{name}: aligned crops {tuple(crops.shape)}"
+    assert crops.min() >= 0 and crops.max() <= 1, f"{name}: crops outside [0, 1]"
+
+
+def check_encoder_outputs(subject: Subject) -> None:
+    """Embeddings and features of the card's sizes, float32 and finite, on the aligned real face."""
+    name, card = subject.name, subject.card
+    encoder = subject.component()
     with torch.no_grad():
-        embedding = encoder.embed(images)
-        features = encoder.features(images)
-        again = encoder.embed(images)
+        embedding = encoder.embed(_aligned(subject))
+        features = encoder.features(_aligned(subject))
     _assert_finite(name, "embedding", embedding)
-    assert embedding.shape == (batch, card.embedding_size), f"{name}: embedding shape {tuple(embedding.shape)}"
+    assert embedding.shape == (2, card.embedding_size), f"{name}: embedding shape {tuple(embedding.shape)}"
     assert embedding.dtype == torch.float32, f"{name}: embedding dtype {embedding.dtype}"
     _assert_finite(name, "features", features)
     if card.feature_size:
-        assert features.shape == (batch, card.feature_size), f"{name}: features shape {tuple(features.shape)}"
-    assert torch.allclose(embedding, again, atol=1e-6), f"{name}: not deterministic in eval mode"
-    if card.differentiable:
-        pixels = images.clone().requires_grad_(True)
-        encoder.embed(pixels).sum().backward()
-        _grad_ok(name, "input pixels", pixels.grad)
+        assert features.shape == (2, card.feature_size), f"{name}: features shape {tuple(features.shape)}"
 
 
-def check_detector(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, images: Any = None
-) -> None:
-    """One list of detections per image, boxes as 4 numbers, landmarks ``(K, 2)`` with K from the card."""
-    name = spec.name
-    card = spec.card
-    assert card is not None, f"{name}: a detector needs a model card"
-    detector = _build(spec, params)
-    assert isinstance(detector, Detector), f"{name}: does not implement facekit.types.Detector"
-    if images is None:
-        images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    results = detector.detect(images)
-    assert isinstance(results, list) and len(results) == len(images), f"{name}: needs one list per image"
-    for faces in results:
-        for face in faces:
-            assert isinstance(face, FaceDetection), f"{name}: returns {type(face).__name__}, not FaceDetection"
-            assert len(face.box) == 4, f"{name}: box {face.box}"
-            if face.landmarks is not None and card.landmarks:
-                assert tuple(face.landmarks.shape) == (card.landmarks, 2), f"{name}: landmarks {face.landmarks.shape}"
+def check_encoder_deterministic(subject: Subject) -> None:
+    """Eval mode: two calls on the same batch agree, and a face's embedding does not depend on its batch-mates."""
+    name, encoder = subject.name, subject.component()
+    crops = _aligned(subject)
+    with torch.no_grad():
+        first, again, alone = encoder.embed(crops), encoder.embed(crops), encoder.embed(crops[:1])
+    assert torch.allclose(first, again, atol=1e-6), f"{name}: not deterministic in eval mode"
+    assert torch.allclose(first[:1], alone, atol=1e-4), f"{name}: a face's embedding depends on the rest of the batch"
 
 
-def check_decoder(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, feature_size: int | None = None
-) -> None:
-    """``decode`` returns a DecoderOutput of the right shapes and gradients reach the features."""
-    name = spec.name
-    decoder = _build(spec, params)
-    assert isinstance(decoder, Decoder), f"{name}: does not implement facekit.types.Decoder"
-    size = feature_size or int(getattr(decoder, "feature_size", 0))
-    assert size > 0, f"{name}: pass feature_size or give the decoder a feature_size attribute"
-    features = torch.randn(2, size, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    out = decoder.decode(features)
+def check_encoder_gradients(subject: Subject) -> None:
+    """With ``card.differentiable``, gradients reach the input pixels (the identity loss needs them)."""
+    if not subject.card.differentiable:
+        return
+    pixels = _aligned(subject).clone().requires_grad_(True)
+    subject.component().embed(pixels).sum().backward()
+    _grad_ok(subject.name, "input pixels", pixels.grad)
+
+
+def check_encoder_identity(subject: Subject) -> None:
+    """The real face and its mirror image are the same person at the card's threshold and distance, and the face
+    is not the same person as a plain grey crop. Random test weights fail this: declare it in ``xfail``."""
+    from facekit.evaluate import Judge
+
+    name = subject.name
+    judge = Judge(name, subject.component())
+    crops = _aligned(subject)
+    grey = torch.full_like(crops[:1], 0.5)
+    with torch.no_grad():
+        embedded = judge.encoder.embed(torch.cat([crops, grey])).float().numpy()
+    same = judge.distance(embedded[:1], embedded[1:2])
+    other = judge.distance(embedded[:1], embedded[2:3])
+    assert judge.passes(same).all(), f"{name}: the face and its mirror image differ ({float(same[0]):.3f})"
+    assert not judge.passes(other).any(), f"{name}: the face matches a plain grey crop ({float(other[0]):.3f})"
+
+
+# ----------------------------------------------------------------------------------------------
+# decoders
+# ----------------------------------------------------------------------------------------------
+def _features(decoder: Any, batch: int = 2, grad: bool = False) -> torch.Tensor:
+    size = int(getattr(decoder, "feature_size", 0))
+    assert size > 0, "the decoder needs a feature_size attribute (F of decode's (B, F) input)"
+    return torch.randn(batch, size, generator=torch.Generator().manual_seed(0), requires_grad=grad)
+
+
+def check_decoder_outputs(subject: Subject) -> None:
+    """``decode`` returns a DecoderOutput: image (B, 3, S, S) finite, landmarks (B, K, 2), texture like the image."""
+    name, decoder = subject.name, subject.component()
+    with torch.no_grad():
+        out = decoder.decode(_features(decoder))
     assert isinstance(out, DecoderOutput), f"{name}: decode returns {type(out).__name__}, not DecoderOutput"
     _assert_finite(name, "image", out.image)
     assert out.image.ndim == 4 and out.image.shape[:2] == (2, 3), f"{name}: image shape {tuple(out.image.shape)}"
+    assert out.image.shape[2] == out.image.shape[3], f"{name}: image not square {tuple(out.image.shape)}"
     if out.landmarks is not None:
         assert out.landmarks.ndim == 3 and out.landmarks.shape[::2] == (2, 2), f"{name}: landmarks shape"
-    out.image.sum().backward()
-    _grad_ok(name, "features", features.grad)
+    if out.texture is not None:
+        assert out.texture.shape == out.image.shape, f"{name}: texture shape {tuple(out.texture.shape)}"
 
 
-def check_app(spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None) -> None:
-    """Params round-trip and the component implements ``facekit.types.App``."""
-    from facekit.types import App
+def check_decoder_gradients(subject: Subject) -> None:
+    """Gradients reach the features (training back-propagates through the decoder)."""
+    decoder = subject.fresh()
+    features = _features(decoder, grad=True)
+    decoder.decode(features).image.sum().backward()
+    _grad_ok(subject.name, "features", features.grad)
 
-    app = _build(spec, params)
-    assert isinstance(app, App), f"{spec.name}: does not implement facekit.types.App"
+
+def check_decoder_batch_independent(subject: Subject) -> None:
+    """Eval mode: a face's output does not depend on its batch-mates (BatchNorm in eval, no batch statistics)."""
+    name, decoder = subject.name, subject.component()
+    features = _features(decoder, batch=3)
+    with torch.no_grad():
+        together, alone = decoder.decode(features).image[:1], decoder.decode(features[:1]).image
+    assert torch.allclose(together, alone, atol=1e-5), f"{name}: output depends on the rest of the batch"
 
 
-CHECKS = {
-    "detector": check_detector,
-    "encoder": check_encoder,
-    "decoder": check_decoder,
-    "warper": check_warper,
-    "app": check_app,
+def check_decoder_trainable(subject: Subject) -> None:
+    """What training and the Normalizer use (:class:`facekit.types.TrainableDecoder`): a torch Module with
+    ``image_size`` (the output's size), 68 iBUG landmarks (or none), ``set_mean_landmarks`` and
+    ``set_feature_stats`` that
+    change the output and are saved in its state_dict, and a ``warper`` attribute the trainer sets."""
+    name = subject.name
+    decoder: Any = subject.fresh()
+    missing = [m for m in protocol_members(TrainableDecoder) if not hasattr(decoder, m)]
+    assert not missing, f"{name}: not a facekit.types.TrainableDecoder: lacks {missing}"
+    is_module = isinstance(decoder, torch.nn.Module)  # (not narrowed: the decoder stays Any for its own members)
+    assert is_module, f"{name}: training needs a torch.nn.Module"
+    features = _features(decoder)
+    with torch.no_grad():
+        before = decoder.decode(features)
+    size = int(decoder.image_size)
+    assert tuple(before.image.shape[2:]) == (size, size), (
+        f"{name}: image {tuple(before.image.shape)} != image_size {size}"
+    )
+    if before.landmarks is not None:  # decoders without landmarks train on texture and identity alone
+        assert tuple(before.landmarks.shape[1:]) == (68, 2), f"{name}: training needs (B, 68, 2) iBUG landmarks"
+    mean = real_face().ibug68 * size / 200.0
+    decoder.set_mean_landmarks(mean)
+    decoder.set_feature_stats(torch.randn(16, features.shape[1], generator=torch.Generator().manual_seed(1)) + 3)
+    with torch.no_grad():
+        after = decoder.decode(features)
+    assert not torch.allclose(before.image, after.image), f"{name}: set_mean_landmarks/set_feature_stats change nothing"
+    fresh = subject.fresh()
+    fresh.load_state_dict(decoder.state_dict())
+    with torch.no_grad():
+        reloaded = fresh.decode(features)
+    assert torch.allclose(reloaded.image, after.image, atol=1e-6), (
+        f"{name}: mean landmarks / feature statistics are not in the state_dict (register them as buffers)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# warpers
+# ----------------------------------------------------------------------------------------------
+def _warp_inputs(batch: int = 2, height: int = 36, width: int = 44) -> tuple[torch.Tensor, torch.Tensor]:
+    image = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    source = torch.tensor([[12.0, 10.0], [30.0, 11.0], [21.0, 19.0], [14.0, 27.0], [29.0, 26.0]]).expand(batch, -1, -1)
+    return image, source.contiguous()
+
+
+def _moved(source: torch.Tensor) -> torch.Tensor:
+    destination = source.clone()
+    destination[:, 2] += torch.tensor([3.0, -2.0])
+    return destination
+
+
+def check_warper_identity(subject: Subject) -> None:
+    """Shapes and dtypes; the identity when source == destination."""
+    name, warper = subject.name, subject.component()
+    image, source = _warp_inputs()
+    warped, flow = warper.warp(image, source, source.clone())
+    assert warped.shape == image.shape, f"{name}: warped shape {tuple(warped.shape)} != {tuple(image.shape)}"
+    assert warped.dtype == image.dtype, f"{name}: warped dtype {warped.dtype} != {image.dtype}"
+    assert tuple(flow.shape) == (*image.shape[:1], *image.shape[2:], 2), f"{name}: flow shape {tuple(flow.shape)}"
+    assert torch.allclose(warped, image, atol=1e-3), f"{name}: not the identity when source == destination"
+
+
+def check_warper_moves_content(subject: Subject) -> None:
+    """A control point moved by whole pixels: the output at the destination shows the input at the source, and the
+    flow there is the move."""
+    name, warper = subject.name, subject.component()
+    image, source = _warp_inputs()
+    destination = _moved(source)
+    warped, flow = warper.warp(image, source, destination)
+    _assert_finite(name, "warped image", warped)
+    (dx, dy), (sx, sy) = destination[0, 2].long().tolist(), source[0, 2].long().tolist()
+    got, want = warped[:, :, dy, dx], image[:, :, sy, sx]
+    assert torch.allclose(got, want, atol=2e-3), f"{name}: output at destination {dx, dy} does not show source {sx, sy}"
+    assert torch.allclose(flow[:, dy, dx].float(), torch.tensor([3.0, -2.0]), atol=2e-3), f"{name}: flow wrong"
+
+
+def check_warper_deterministic(subject: Subject) -> None:
+    """Two identical calls give identical outputs."""
+    warper = subject.component()
+    image, source = _warp_inputs()
+    destination = _moved(source)
+    first, _ = warper.warp(image, source, destination)
+    again, _ = warper.warp(image, source, destination)
+    assert torch.equal(first, again), f"{subject.name}: two identical calls differ"
+
+
+def check_warper_gradients(subject: Subject) -> None:
+    """With ``differentiable``, gradients reach image, source and destination."""
+    warper = subject.component()
+    if not getattr(warper, "differentiable", False):
+        return
+    image, source = _warp_inputs()
+    image_g = image.clone().requires_grad_(True)
+    source_g = (source + 0.3).requires_grad_(True)
+    destination_g = (_moved(source) - 0.2).requires_grad_(True)
+    out, _ = warper.warp(image_g, source_g, destination_g)
+    (out * torch.rand(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    for what, tensor in (("image", image_g), ("source", source_g), ("destination", destination_g)):
+        _grad_ok(subject.name, what, tensor.grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# apps
+# ----------------------------------------------------------------------------------------------
+def check_app_applies(subject: Subject) -> None:
+    """``apply`` on the real face as a DecoderOutput returns a dict keyed by result name."""
+    face = real_face()
+    image = torch.from_numpy(face.image).permute(2, 0, 1)[None].float() / 255
+    out = subject.component().apply(
+        DecoderOutput(image=image, landmarks=torch.from_numpy(face.ibug68)[None].float(), texture=None)
+    )
+    assert isinstance(out, dict) and all(isinstance(k, str) for k in out), f"{subject.name}: apply must return a dict"
+
+
+Check = Callable[[Subject], None]
+
+#: The checks of each kind, in the order they run.
+CHECKS: dict[Kind, tuple[Check, ...]] = {
+    "detector": (
+        check_params_round_trip,
+        check_detector_card,
+        check_protocol,
+        check_detector_real_face,
+        check_detector_scheme_semantics,
+        check_detector_largest_first,
+        check_detector_no_face,
+    ),
+    "encoder": (
+        check_params_round_trip,
+        check_encoder_card,
+        check_protocol,
+        check_encoder_alignment,
+        check_encoder_outputs,
+        check_encoder_deterministic,
+        check_encoder_gradients,
+        check_encoder_identity,
+    ),
+    "decoder": (
+        check_params_round_trip,
+        check_protocol,
+        check_decoder_outputs,
+        check_decoder_gradients,
+        check_decoder_batch_independent,
+        check_decoder_trainable,
+    ),
+    "warper": (
+        check_params_round_trip,
+        check_protocol,
+        check_warper_identity,
+        check_warper_moves_content,
+        check_warper_deterministic,
+        check_warper_gradients,
+    ),
+    "app": (check_params_round_trip, check_protocol, check_app_applies),
 }
 
 
-def check_component(kind: Kind, spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None) -> None:
-    """Run the conformance check for ``kind`` on ``spec`` (default params unless given)."""
-    CHECKS[kind](spec, params)
+def check_names(kind: Kind) -> list[str]:
+    """The short names of ``kind``'s checks (``check_detector_largest_first`` -> ``largest_first``)."""
+    return [_short(kind, check) for check in CHECKS[kind]]
+
+
+def _short(kind: Kind, check: Check) -> str:
+    return check.__name__.removeprefix(f"check_{kind}_").removeprefix("check_")
+
+
+# ----------------------------------------------------------------------------------------------
+# running them
+# ----------------------------------------------------------------------------------------------
+def default_params(spec: ComponentSpec[Any]) -> Params | None:
+    """The component's params with every default, or ``None`` when some field is required."""
+    try:
+        return spec.params()
+    except ValidationError:
+        return None
+
+
+_SUBJECTS: dict[tuple[str, str, str], Subject] = {}
+
+
+def subject(kind: Kind, spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None) -> Subject:
+    """The (cached) :class:`Subject` for ``spec`` with ``params``: one build shared by that component's checks."""
+    validated = params if isinstance(params, Params) else spec.validate_params(params or {})
+    key = (kind, f"{spec.plugin}:{spec.name}:{id(spec)}", validated.model_dump_json())
+    if key not in _SUBJECTS:
+        _SUBJECTS[key] = Subject(kind, spec, validated)
+    return _SUBJECTS[key]
+
+
+def run_check(
+    kind: Kind, spec: ComponentSpec[Any], check: str, params: Params | Mapping[str, Any] | None = None
+) -> None:
+    """Run the check named ``check`` (see :func:`check_names`) of ``kind`` on ``spec``."""
+    by_name = dict(zip(check_names(kind), CHECKS[kind], strict=True))
+    if check not in by_name:
+        raise KeyError(f"no {kind} check {check!r}; known: {', '.join(by_name)}")
+    by_name[check](subject(kind, spec, params))
+
+
+def check_component(
+    kind: Kind,
+    spec: ComponentSpec[Any],
+    params: Params | Mapping[str, Any] | None = None,
+    skip: Mapping[str, str] | None = None,
+) -> None:
+    """Every check of ``kind`` on ``spec`` (default params unless given), except those in ``skip`` (check name ->
+    why: a declared exception, such as random test weights for ``identity``)."""
+    unknown = set(skip or {}) - set(check_names(kind))
+    if unknown:
+        raise KeyError(f"skip names unknown {kind} checks {sorted(unknown)}; known: {check_names(kind)}")
+    for name in check_names(kind):
+        if name not in (skip or {}):
+            run_check(kind, spec, name, params)
+
+
+def check_detector(
+    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
+) -> None:
+    """Every detector check (see :data:`CHECKS`)."""
+    check_component("detector", spec, params, skip)
+
+
+def check_encoder(
+    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
+) -> None:
+    """Every encoder check (see :data:`CHECKS`)."""
+    check_component("encoder", spec, params, skip)
+
+
+def check_decoder(
+    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
+) -> None:
+    """Every decoder check (see :data:`CHECKS`)."""
+    check_component("decoder", spec, params, skip)
+
+
+def check_warper(
+    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
+) -> None:
+    """Every warper check (see :data:`CHECKS`)."""
+    check_component("warper", spec, params, skip)
+
+
+def check_app(
+    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
+) -> None:
+    """Every app check (see :data:`CHECKS`)."""
+    check_component("app", spec, params, skip)
+
+
+def parametrize_with_checks(
+    kinds: Kind | tuple[Kind, ...] | None = None,
+    plugin: str | None = None,
+    xfail: Mapping[tuple[str, str], str] | None = None,
+) -> list[Any]:
+    """``pytest.param(kind, spec, check)`` for every registered component of ``kinds`` (all kinds by default; of one
+    ``plugin`` if given) and every check of its kind, with id ``kind-name-check``. ``xfail`` maps (component name,
+    check name) to the reason a component declares it fails that check; those cases are marked ``xfail(strict=True)``
+    so a fixed component is noticed."""
+    import pytest
+
+    from facekit.types import KINDS
+
+    wanted = KINDS if kinds is None else ((kinds,) if isinstance(kinds, str) else kinds)
+    cases = []
+    for kind in wanted:
+        for spec in get_registry(kind):
+            if plugin is not None and spec.plugin != plugin:
+                continue
+            for name in check_names(kind):
+                reason = (xfail or {}).get((spec.name, name))
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                cases.append(pytest.param(kind, spec, name, id=f"{kind}-{spec.name}-{name}", marks=marks))
+    return cases

@@ -6,18 +6,56 @@ Conventions at every boundary (plugins convert inside themselves):
 - landmarks: ``(B, K, 2)`` (x, y) pixel coordinates, pixel centres at integer coordinates;
 - components never choose a device: the runner moves them.
 
-This module must stay importable without torch: tensors are typed as ``Any`` here.
+This module must stay importable without torch: torch appears in annotations only (``from __future__ import
+annotations`` keeps them strings at run time).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 Kind = Literal["detector", "encoder", "decoder", "warper", "app"]
 KINDS: tuple[Kind, ...] = ("detector", "encoder", "decoder", "warper", "app")
 
 Distance = Literal["cosine", "euclidean"]
+
+
+class LandmarkScheme(StrEnum):
+    """What each landmark of a face means, in order. Detectors declare theirs (``ModelCard.landmark_scheme`` and every
+    ``FaceDetection.scheme``); alignment reads the points by meaning, never by count alone.
+
+    - ``ibug68``: the iBUG 300-W 68 points (jaw 0-16, brows 17-26, nose 27-35, eye contours 36-41 image-left eye and
+      42-47 image-right eye, mouth 48-67); dlib's 68-point predictor.
+    - ``dlib5``: dlib's 5-point predictor: two corners of one eye (0-1), two of the other (2-3), base of the nose (4).
+    - ``eyes-nose-mouth5``: eye centres (image-left, image-right), nose tip, mouth corners (image-left,
+      image-right): the layout of ArcFace/SFace/FaceNet templates and of YuNet, SCRFD and MTCNN.
+    - ``eyes2``: the two eye centres, image-left first.
+    """
+
+    IBUG68 = "ibug68"
+    DLIB5 = "dlib5"
+    EYES_NOSE_MOUTH5 = "eyes-nose-mouth5"
+    EYES2 = "eyes2"
+
+    @property
+    def points(self) -> int:
+        """How many landmarks a face has in this scheme."""
+        return {"ibug68": 68, "dlib5": 5, "eyes-nose-mouth5": 5, "eyes2": 2}[self.value]
+
+    @classmethod
+    def parse(cls, value: str | LandmarkScheme, who: str = "a component") -> LandmarkScheme:
+        """``value`` as a scheme; an unknown name is a ValueError naming ``who`` and the known schemes."""
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(s.value for s in cls)
+            raise ValueError(f"{who} declares landmark scheme {value!r}; known schemes: {known}") from None
 
 
 @dataclass(frozen=True)
@@ -38,7 +76,12 @@ class AlignmentTemplate:
 
     name: str
     points: tuple[tuple[float, float], ...]
-    scheme: str = "5pt"  # which landmarks the points correspond to: "5pt" (eyes, nose, mouth corners) or "ibug68"
+    #: What ``points`` are: a :class:`LandmarkScheme` value ("eyes-nose-mouth5", "eyes2"), or "dlib-chip" for dlib's
+    #: chips, fitted by the encoder's own ``input_transform`` (no fixed points).
+    scheme: str = LandmarkScheme.EYES_NOSE_MOUTH5.value
+    #: The detector schemes a face can be aligned from; empty = every scheme that has the template's points
+    #: (see :func:`facekit.align.alignable_schemes`).
+    accepts: tuple[str, ...] = ()
 
 
 #: The 112 x 112 five-point template of ArcFace (insightface's ``arcface_dst``), also OpenCV's ``FaceRecognizerSF``
@@ -47,7 +90,7 @@ class AlignmentTemplate:
 ARCFACE_112_TEMPLATE = AlignmentTemplate(
     "arcface-112",
     ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)),
-    scheme="5pt",
+    scheme=LandmarkScheme.EYES_NOSE_MOUTH5.value,
 )
 
 
@@ -69,6 +112,7 @@ class ModelCard:
     distance: Distance | None = None
     differentiable: bool = False
     landmarks: int | None = None  # for detectors: points per face
+    landmark_scheme: str | None = None  # for detectors: a LandmarkScheme value, what the points mean
     weights: tuple[WeightsSource, ...] = ()
     notes: str = ""
 
@@ -84,7 +128,9 @@ class ModelCard:
         if self.threshold is not None:
             out["threshold"] = f"{self.threshold} ({self.distance})"
         if self.landmarks:
-            out["landmarks"] = str(self.landmarks)
+            out["landmarks"] = (
+                f"{self.landmarks} ({self.landmark_scheme})" if self.landmark_scheme else str(self.landmarks)
+            )
         out["differentiable"] = "yes" if self.differentiable else "no"
         if self.weights:
             out["licence"] = ", ".join(sorted({w.licence for w in self.weights}))
@@ -93,12 +139,13 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class FaceDetection:
-    """One face found in one image. ``landmarks`` is ``(K, 2)`` (x, y) pixels, or ``None``."""
+    """One face found in one image. ``landmarks`` is ``(K, 2)`` (x, y) pixels with K = ``scheme``'s points, or
+    ``None``; ``scheme`` is a :class:`LandmarkScheme` value."""
 
     box: tuple[float, float, float, float]  # x0, y0, x1, y1
     score: float
-    landmarks: Any = None
-    scheme: str | None = None  # "ibug68", "5pt", ...
+    landmarks: np.ndarray | None = None
+    scheme: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,41 +166,75 @@ class DecoderOutput:
     ``texture``: ``(B, 3, S, S)`` the face registered to the mean landmarks, or ``None`` for decoders without one.
     """
 
-    image: Any
-    landmarks: Any = None
-    texture: Any = None
+    image: torch.Tensor
+    landmarks: torch.Tensor | None = None
+    texture: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Detector(Protocol):
-    """Finds faces and their landmarks: ``detect(images (B, 3, H, W)) -> list (per image) of FaceDetection``."""
+    """Finds faces and their landmarks in one photo.
+
+    ``detect_array(image (H, W, 3) uint8 RGB) -> list[FaceDetection]``, **largest box first** (the pipeline normalizes
+    ``faces[0]``), each with ``(K, 2)`` landmarks in the scheme of ``card.landmark_scheme`` (K = ``card.landmarks``)
+    and that scheme's value in ``FaceDetection.scheme``. The card says what the points mean: a detector whose scheme
+    an encoder cannot align from is refused by the pipeline with a FacekitError, never run.
+    """
 
     card: ModelCard
 
-    def detect(self, images: Any) -> list[list[FaceDetection]]: ...
+    def detect_array(self, image: np.ndarray) -> list[FaceDetection]: ...
 
 
 @runtime_checkable
 class Encoder(Protocol):
     """A frozen face-recognition network.
 
-    ``embed(images (B, 3, H, W) aligned to card.template) -> (B, D)`` identity embedding;
-    ``features(images) -> (B, F)`` the lowest spatially invariant layer (what the decoder reads).
+    Inputs: ``(B, 3, h, w)`` float32 RGB in ``[0, 1]`` with ``(w, h) = card.input_size``, each face aligned to
+    ``card.template`` (the pipeline does it: a similarity from the detector's landmarks onto ``template.points``, or,
+    when the encoder has one, its own ``input_transform(landmarks (K, 2)) -> (2, 3)`` image-to-input affine map, used
+    for templates without fixed points such as dlib's chips). The encoder applies ``card.mean``/``card.std`` and
+    ``card.colour_order`` itself.
+
+    ``embed(images) -> (B, card.embedding_size)`` identity embedding, compared with ``card.distance`` against
+    ``card.threshold``; ``features(images) -> (B, card.feature_size)`` the lowest spatially invariant layer (what the
+    decoder reads). With ``card.differentiable`` gradients reach the input pixels (the identity loss needs them).
     """
 
     card: ModelCard
 
-    def embed(self, images: Any) -> Any: ...
+    def embed(self, images: torch.Tensor) -> torch.Tensor: ...
 
-    def features(self, images: Any) -> Any: ...
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class Decoder(Protocol):
-    """``decode(features (B, F)) -> DecoderOutput``."""
+    """``decode(features (B, F)) -> DecoderOutput``; ``feature_size`` is F (what the conformance check feeds)."""
 
-    def decode(self, features: Any) -> DecoderOutput: ...
+    feature_size: int
+
+    def decode(self, features: torch.Tensor) -> DecoderOutput: ...
+
+
+@runtime_checkable
+class TrainableDecoder(Decoder, Protocol):
+    """What ``facekit.train`` and the :class:`~facekit.normalize.Normalizer` use beyond :class:`Decoder`: a
+    ``torch.nn.Module`` whose ``forward`` is ``decode``, producing ``image_size`` x ``image_size`` faces with
+    ``landmarks`` (B, 68, 2) in the iBUG-68 scheme, and
+
+    - ``set_mean_landmarks(points (68, 2))``: the training set's mean landmarks (a buffer saved with the weights);
+    - ``set_feature_stats(features (N, F))``: standardise inputs with the training features' mean and std (buffers);
+    - ``warper``: the recipe's :class:`Warper`, attached by the trainer and the normalizer before the first call.
+    """
+
+    image_size: int
+    warper: Warper | None
+
+    def set_mean_landmarks(self, points: np.ndarray | torch.Tensor) -> None: ...
+
+    def set_feature_stats(self, features: torch.Tensor) -> None: ...
 
 
 @runtime_checkable
@@ -166,7 +247,9 @@ class Warper(Protocol):
 
     differentiable: bool
 
-    def warp(self, image: Any, source: Any, destination: Any) -> tuple[Any, Any]: ...
+    def warp(
+        self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @runtime_checkable

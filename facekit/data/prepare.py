@@ -45,6 +45,7 @@ from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import FacekitError
 from facekit.locks import exclusive
+from facekit.types import LandmarkScheme
 
 logger = logging.getLogger(__name__)
 
@@ -395,8 +396,12 @@ def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit
     detector = plan.components.get("detector")
     if detector is None:
         raise FacekitError("the prepare stage needs components.detector (e.g. {name: dlib})")
-    if detector.spec.card is None or detector.spec.card.landmarks != 68:
-        raise FacekitError(f"prepare needs a 68-point (iBUG) detector; {detector.spec.name!r} gives other landmarks")
+    scheme = detector.spec.card.landmark_scheme if detector.spec.card is not None else None
+    if scheme != LandmarkScheme.IBUG68.value:
+        raise FacekitError(
+            f"prepare needs a 68-point iBUG detector (scheme ibug68; e.g. facekit-dlib's 'dlib'); "
+            f"{detector.spec.name!r} gives {scheme or 'undeclared'} landmarks"
+        )
     if not recipe.data.train:
         raise FacekitError("the prepare stage needs data.train sources")
     output = Path(rules.output)

@@ -7,24 +7,32 @@ import inspect
 import re
 from typing import Any
 
+import numpy as np
 import torch
 
 from facekit import hookspecs, registry
+from facekit.align import eye_centres
 from facekit.cli import app, main
 from facekit.recipe import resolve
 from facekit.registry import ComponentSpec, NoParams
 from facekit.testing import check_app, check_decoder, check_detector, check_encoder, check_warper
-from facekit.types import DecoderOutput, FaceDetection, ModelCard, WeightsSource
+from facekit.types import AlignmentTemplate, DecoderOutput, FaceDetection, ModelCard, WeightsSource
 from tests.helpers import REPO
 
 HOOKS = sorted(name for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
 
 
-class BoxDetector:
-    card = ModelCard(landmarks=5, weights=(WeightsSource("none", None, "MIT"),))
+class EyesDetector:
+    """A third-party-style detector built on dlib's: only the two eye centres (scheme eyes2)."""
 
-    def detect(self, images: Any) -> list[list[FaceDetection]]:
-        return [[FaceDetection((1, 1, 20, 20), 0.9, torch.zeros(5, 2), "5pt")] for _ in images]
+    card = ModelCard(landmarks=2, landmark_scheme="eyes2", weights=(WeightsSource("none", None, "MIT"),))
+
+    def __init__(self) -> None:
+        self.inner = registry.load_component("detector", "dlib")
+
+    def detect_array(self, image: Any) -> list[FaceDetection]:
+        faces = self.inner.detect_array(image)
+        return [FaceDetection(f.box, f.score, np.stack(eye_centres(f.landmarks)), "eyes2") for f in faces]
 
 
 class MeanEncoder(torch.nn.Module):
@@ -36,6 +44,7 @@ class MeanEncoder(torch.nn.Module):
         distance="cosine",
         differentiable=True,
         weights=(WeightsSource("random", None, "MIT"),),
+        template=AlignmentTemplate("eyes-16", ((5.0, 6.0), (10.0, 6.0)), scheme="eyes2"),
     )
 
     def __init__(self, _params: Any) -> None:
@@ -52,6 +61,8 @@ class MeanEncoder(torch.nn.Module):
 
 
 class TinyDecoder(torch.nn.Module):
+    """An inference-only decoder (no landmarks, nothing training needs)."""
+
     feature_size = 4
 
     def __init__(self, _params: Any) -> None:
@@ -83,13 +94,13 @@ def test_hook_register_detectors(add_plugin: Any) -> None:
     add_plugin(
         "t-det",
         register_detectors=lambda register: register(
-            ComponentSpec("box", lambda p: BoxDetector(), NoParams, card=BoxDetector.card)
+            ComponentSpec("eyes", lambda p: EyesDetector(), NoParams, card=EyesDetector.card)
         ),
     )
-    spec = registry.get_registry("detector").get("box")
+    spec = registry.get_registry("detector").get("eyes")
     assert spec.plugin == "t-det"
     check_detector(spec)
-    assert resolve({"components": {"detector": {"name": "box"}}}).components["detector"].spec is spec
+    assert resolve({"components": {"detector": {"name": "eyes"}}}).components["detector"].spec is spec
 
 
 def test_hook_register_encoders(add_plugin: Any) -> None:
@@ -99,14 +110,14 @@ def test_hook_register_encoders(add_plugin: Any) -> None:
             ComponentSpec("mean", MeanEncoder, NoParams, card=MeanEncoder.card)
         ),
     )
-    check_encoder(registry.get_registry("encoder").get("mean"))
+    check_encoder(registry.get_registry("encoder").get("mean"), skip={"identity": "random weights"})
     plan = resolve({"components": {"encoder": {"name": "mean"}, "judge": {"name": "mean"}}})
     assert plan.components["judge"].kind == "encoder"
 
 
 def test_hook_register_decoders(add_plugin: Any) -> None:
     add_plugin("t-dec", register_decoders=lambda register: register(ComponentSpec("tiny", TinyDecoder)))
-    check_decoder(registry.get_registry("decoder").get("tiny"))
+    check_decoder(registry.get_registry("decoder").get("tiny"), skip={"trainable": "inference only"})
 
 
 def test_hook_register_warpers(add_plugin: Any) -> None:

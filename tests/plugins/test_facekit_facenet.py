@@ -74,7 +74,11 @@ def test_file_has_facenet_pytorch_layout(weights: Path) -> None:
 def test_conformance(weights: Path) -> None:
     spec = facekit.get_registry("encoder").get("facenet")
     assert spec.plugin == "facenet"
-    check_encoder(spec, params={"weights": str(weights), "sha256": _sha256(weights)})
+    check_encoder(
+        spec,
+        params={"weights": str(weights), "sha256": _sha256(weights)},
+        skip={"identity": "random test weights in the real file format"},
+    )
 
 
 def test_fixed_image_standardization_and_layers(weights: Path) -> None:

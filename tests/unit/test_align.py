@@ -73,7 +73,9 @@ def test_pixel_convention_matches_transform() -> None:
 def test_template_alignment_uses_five_points() -> None:
     rng = np.random.default_rng(2)
     landmarks = fake_face(rng)
-    template = AlignmentTemplate("t", ((30.0, 50.0), (80.0, 50.0), (55.0, 75.0), (35.0, 95.0), (75.0, 95.0)), "5pt")
+    template = AlignmentTemplate(
+        "t", ((30.0, 50.0), (80.0, 50.0), (55.0, 75.0), (35.0, 95.0), (75.0, 95.0)), "eyes-nose-mouth5"
+    )
     image = rng.integers(0, 255, (220, 220, 3), dtype=np.uint8)
     aligned = align_to_template(image, landmarks, template, (112, 112))
     assert aligned.image.shape == (112, 112, 3)

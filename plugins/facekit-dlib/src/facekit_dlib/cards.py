@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facekit.types import AlignmentTemplate, ModelCard
+from facekit.types import AlignmentTemplate, LandmarkScheme, ModelCard
 from facekit_dlib.models import SOURCES
 
 #: dlib's encoder reads dlib's own chips (get_face_chip_details), which its align() reproduces exactly; the template
@@ -12,7 +12,12 @@ RESNET_CARD = ModelCard(
     colour_order="RGB",
     mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
     std=(256 / 255, 256 / 255, 256 / 255),
-    template=AlignmentTemplate("dlib-chip-150-pad0.25", (), scheme="dlib-chip"),
+    template=AlignmentTemplate(
+        "dlib-chip-150-pad0.25",
+        (),
+        scheme="dlib-chip",
+        accepts=(LandmarkScheme.IBUG68.value, LandmarkScheme.DLIB5.value),
+    ),
     embedding_size=128,
     feature_size=256,
     threshold=0.6,

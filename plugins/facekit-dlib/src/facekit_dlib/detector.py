@@ -9,7 +9,7 @@ from pydantic import Field
 
 from facekit.images import to_uint8_rgb
 from facekit.registry import Params
-from facekit.types import FaceDetection, ModelCard
+from facekit.types import FaceDetection, LandmarkScheme, ModelCard
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
 
 
@@ -55,7 +55,7 @@ class DlibDetector:
             shape = self._predictor(image, rect)
             points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
             box = (float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom()))
-            faces.append(FaceDetection(box, float(score), points, "ibug68" if self.points == 68 else "dlib5"))
+            faces.append(FaceDetection(box, float(score), points, self.card.landmark_scheme))
         faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
         return faces
 
@@ -72,6 +72,7 @@ def card(points: int, face_detector: str = "hog") -> ModelCard:
     return ModelCard(
         colour_order="RGB",
         landmarks=points,
+        landmark_scheme=(LandmarkScheme.IBUG68 if points == 68 else LandmarkScheme.DLIB5).value,
         differentiable=False,
         weights=(detector, predictor),
         notes="HOG finds near-frontal faces of >= 80 px (40 px with upsample=1); CNN (mmod) also finds turned faces",

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from facekit.registry import Params
-from facekit.types import AlignmentTemplate, ModelCard, WeightsSource
+from facekit.types import AlignmentTemplate, LandmarkScheme, ModelCard, WeightsSource
 
 Variant = Literal["vggface2", "casia-webface"]
 
@@ -53,7 +53,7 @@ SOURCES: dict[str, WeightsSource] = {
 MTCNN_160_TEMPLATE = AlignmentTemplate(
     "facenet-mtcnn-160-margin0",
     ((46.8, 63.4), (119.1, 62.2), (82.8, 94.6), (51.6, 122.1), (116.1, 121.2)),
-    scheme="5pt",
+    scheme=LandmarkScheme.EYES_NOSE_MOUTH5.value,
 )
 
 

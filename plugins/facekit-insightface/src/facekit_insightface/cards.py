@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from facekit.registry import Params
-from facekit.types import ARCFACE_112_TEMPLATE, ModelCard, WeightsSource
+from facekit.types import ARCFACE_112_TEMPLATE, LandmarkScheme, ModelCard, WeightsSource
 
 _NON_COMMERCIAL = (
     "insightface pretrained models: non-commercial research use only (insightface model licence; the code is MIT). "
@@ -101,10 +101,11 @@ SCRFD_CARD = ModelCard(
     mean=(0.5, 0.5, 0.5),
     std=(128 / 255, 128 / 255, 128 / 255),
     landmarks=5,
+    landmark_scheme=LandmarkScheme.EYES_NOSE_MOUTH5.value,
     differentiable=False,
     weights=(DET_10G,),
-    notes="landmarks: scheme '5pt' (eye centres, nose tip, mouth corners; image-left first). Each image is "
-    "letterboxed (aspect kept, top-left, zero padding) into the input size, as insightface does; the network sees "
+    notes="landmarks: scheme 'eyes-nose-mouth5' (eye centres, nose tip, mouth corners; image-left first). Each image "
+    "is letterboxed (aspect kept, top-left, zero padding) into the input size, as insightface does; the network sees "
     "RGB (insightface feeds BGR through blobFromImage(swapRB=True)), (255 x - 127.5) / 128. Outputs are matched by "
     "shape (scores/boxes/keypoints x strides 8, 16, 32), not by name.",
 )

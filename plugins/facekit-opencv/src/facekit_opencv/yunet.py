@@ -27,14 +27,14 @@ SOURCE = YUNET_SOURCE
 SCHEME = YUNET_SCHEME
 card = yunet_card
 
-#: YuNet index of each facekit "5pt" point (image-left eye, image-right eye, nose tip, image-left mouth corner,
-#: image-right mouth corner). For an upright face the subject's right is the image's left, so the map is the identity;
+#: YuNet index of each facekit "eyes-nose-mouth5" point (image-left eye, image-right eye, nose tip, image-left mouth
+#: corner, image-right mouth corner). For an upright face the subject's right is the image's left, so the map is the identity;
 #: it is kept semantic (not re-sorted by x) so that a rotated face still gets a rotation, never a reflection.
 YUNET_TO_5PT = (0, 1, 2, 3, 4)
 
 
 def yunet_to_5pt(points: Any) -> np.ndarray:
-    """YuNet's (5, 2) points (scheme "yunet5") -> facekit's "5pt" order (5, 2) float64, for
+    """YuNet's (5, 2) points -> facekit's "eyes-nose-mouth5" order (5, 2) float64, for
     :func:`facekit.align.similarity_transform` against a 5-point template such as SFace's or ArcFace's."""
     array = np.asarray(points, dtype=np.float64)
     if array.shape != (5, 2):
@@ -62,7 +62,7 @@ class YuNetDetector:
 
     def detect_array(self, image: np.ndarray, bgr: bool = False) -> list[FaceDetection]:
         """``image`` (H, W, 3) uint8 RGB (BGR with ``bgr=True``) -> faces, largest first: box (x0, y0, x1, y1),
-        score, (5, 2) float32 landmarks in YuNet's order (scheme "yunet5")."""
+        score, (5, 2) float32 landmarks in YuNet's order (scheme "eyes-nose-mouth5")."""
         import cv2
 
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from facekit.registry import Params
-from facekit.types import AlignmentTemplate, ModelCard, WeightsSource
+from facekit.types import AlignmentTemplate, LandmarkScheme, ModelCard, WeightsSource
 
 INPUT_SIZE = 224
 FEATURE_SIZE = 4096
@@ -26,7 +26,7 @@ SOURCE = WeightsSource(
 #: VGG-Face was trained on loosely cropped, unaligned detections (Parkhi et al. 2015, sec. 4: the face box extended
 #: by a margin, resized to 256 and centre-cropped to 224). There is no official landmark template; this eyes-based
 #: frame is our estimate of such crops: eye centres 70 px apart (0.31 of the width), centred, at 0.40 of the height.
-TEMPLATE = AlignmentTemplate("vggface-224-eyes", ((76.5, 89.2), (146.5, 89.2)), scheme="eyes")
+TEMPLATE = AlignmentTemplate("vggface-224-eyes", ((76.5, 89.2), (146.5, 89.2)), scheme=LandmarkScheme.EYES2.value)
 
 
 class VggFaceParams(Params):
