@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+from facekit.warp import BOUNDARY_CONVENTION_KEY
 import logging
 import os
 import shutil
@@ -544,6 +545,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         "encoder": encoder_component.spec.name,
         "warper": plan.components["warper"].spec.name if "warper" in plan.components else None,
         "warper_params": plan.components["warper"].params.model_dump() if "warper" in plan.components else None,
+        BOUNDARY_CONVENTION_KEY: "tfa",
         "recipe": plan.to_dict(),
         "recipe_source": plan.source,
     }

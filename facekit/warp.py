@@ -529,23 +529,39 @@ def interpolate_spline(
 def boundary_control_points(
     height: int, width: int, n: int, dtype: torch.dtype = torch.float32, device: Any = None
 ) -> torch.Tensor:
-    """Boundary control points as in tfa's ``num_boundary_points``.
+    """Boundary control points exactly as tfa's ``sparse_image_warp(num_boundary_points=n)``.
 
-    ``n`` evenly spaced points strictly inside each image edge plus the four corners (``4n + 4``
-    points); ``n == 0`` -> none.
+    ``n`` evenly spaced points along each edge counting one corner (``n + 1`` per edge with both corners): the
+    four corners and ``n - 1`` points strictly inside each edge, ``4n`` points; ``n == 1`` -> the corners,
+    ``n == 0`` -> none. (Before facekit 0.3 ``n`` gave ``4n + 4`` points; model files written before then are read
+    with ``n + 1``, see :func:`facekit.warp.tfa_boundary_points`.)
 
     Returns:
         ``(P, 2)`` ``(x, y)`` points.
     """
     if n <= 0:
         return torch.zeros(0, 2, dtype=dtype, device=device)
-    xs = torch.linspace(0, width - 1, n + 2, dtype=torch.float64)
-    ys = torch.linspace(0, height - 1, n + 2, dtype=torch.float64)
+    xs = torch.linspace(0, width - 1, n + 1, dtype=torch.float64)
+    ys = torch.linspace(0, height - 1, n + 1, dtype=torch.float64)
     top = torch.stack([xs, torch.zeros_like(xs)], -1)
     bottom = torch.stack([xs, torch.full_like(xs, height - 1)], -1)
     left = torch.stack([torch.zeros_like(ys[1:-1]), ys[1:-1]], -1)
     right = torch.stack([torch.full_like(ys[1:-1], width - 1), ys[1:-1]], -1)
     return torch.cat([top, bottom, left, right], 0).to(dtype=dtype, device=device)
+
+
+#: The model-file metadata key that says its warper's ``boundary_points`` count tfa's way.
+BOUNDARY_CONVENTION_KEY = "boundary_convention"
+
+
+def tfa_boundary_points(warper_params: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """A model file's warper params in today's (tfa's) ``boundary_points`` count: files written before the switch
+    (no ``boundary_convention`` in their metadata) meant ``n`` points inside each edge plus the corners, which is
+    tfa's ``n + 1``."""
+    params = dict(warper_params or {})
+    if meta.get(BOUNDARY_CONVENTION_KEY) != "tfa" and params.get("boundary_points", 0) > 0:
+        params["boundary_points"] += 1
+    return params
 
 
 def _with_boundary(
@@ -631,7 +647,7 @@ def sparse_image_warp(
     destination: torch.Tensor,
     order: int = 1,
     regularization: float = 0.0,
-    boundary_points: int = 2,
+    boundary_points: int = 3,
     padding_mode: str = "border",
     check: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -644,8 +660,8 @@ def sparse_image_warp(
             evaluated once for the whole batch).
         order: spline order (1 = ``phi(r) = r``, the paper's choice).
         regularization: smoothing >= 0 (scipy's convention, see the module docs).
-        boundary_points: tfa's ``num_boundary_points``; ``n`` zero-flow points inside each edge plus
-            the 4 corners (``4n + 4`` points); 0 = none.
+        boundary_points: tfa's ``num_boundary_points``: the 4 corners and ``n - 1`` zero-flow points
+            inside each edge (``4n`` points); 0 = none.
         padding_mode: ``"border"`` (clamp), ``"zeros"`` or ``"reflection"``.
         check: raise :class:`SplineError` on degenerate control points.
 
@@ -697,7 +713,7 @@ class PolyharmonicWarp:
         size: tuple[int, int],
         order: int = 1,
         regularization: float = 0.0,
-        boundary_points: int = 2,
+        boundary_points: int = 3,
         padding_mode: str = "border",
         dtype: torch.dtype = torch.float32,
         device: Any = None,
@@ -818,7 +834,7 @@ def piecewise_affine_warp(
     image: torch.Tensor,
     source: torch.Tensor,
     destination: torch.Tensor,
-    boundary_points: int = 2,
+    boundary_points: int = 3,
     padding_mode: str = "border",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classic piecewise-affine warp over a Delaunay triangulation of the destination points.

@@ -19,7 +19,9 @@ PaddingMode = Literal["border", "zeros", "reflection"]
 
 class SplineParams(Params):
     regularization: float = Field(default=0.0, ge=0.0, description="smoothing: 0 interpolates the points exactly")
-    boundary_points: int = Field(default=2, ge=0, description="zero-flow points per image edge (corners included)")
+    boundary_points: int = Field(
+        default=3, ge=0, description="tfa's num_boundary_points: 4 corners + (n - 1) zero-flow points inside each edge"
+    )
     padding_mode: PaddingMode = Field(default="border", description="how samples outside the image are read")
 
 
@@ -51,7 +53,9 @@ class PolyharmonicWarper:
 
 
 class PiecewiseAffineParams(Params):
-    boundary_points: int = Field(default=2, ge=0, description="fixed points per image edge added to the mesh")
+    boundary_points: int = Field(
+        default=3, ge=0, description="fixed mesh points: 4 corners + (n - 1) inside each edge (tfa's count)"
+    )
     padding_mode: PaddingMode = "border"
 
 

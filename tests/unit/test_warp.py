@@ -22,7 +22,7 @@ def _points(n: int, seed: int, dtype: torch.dtype = torch.float64, batch: int = 
     return p.to(dtype)
 
 
-def _scipy_flow(src: torch.Tensor, dst: torch.Tensor, order: int, boundary: int = 2) -> np.ndarray:
+def _scipy_flow(src: torch.Tensor, dst: torch.Tensor, order: int, boundary: int = 3) -> np.ndarray:
     s, d = fw._with_boundary(src.double(), dst.double(), H, W, boundary)
     rbf = scipy_interpolate.RBFInterpolator(d[0].numpy(), (d - s)[0].numpy(), kernel=KERNELS[order], degree=1)
     ys, xs = np.mgrid[0:H, 0:W]
@@ -30,7 +30,7 @@ def _scipy_flow(src: torch.Tensor, dst: torch.Tensor, order: int, boundary: int 
 
 
 def _naive_flow(
-    src: torch.Tensor, dst: torch.Tensor, h: int, w: int, order: int = 1, boundary: int = 2
+    src: torch.Tensor, dst: torch.Tensor, h: int, w: int, order: int = 1, boundary: int = 3
 ) -> torch.Tensor:
     """Straightforward autograd reference (float64)."""
     s, d = fw._with_boundary(src, dst, h, w, boundary)
@@ -94,7 +94,7 @@ def test_near_coincident_points_float32_large_image() -> None:
     dst[0, 1] = dst[0, 0] + torch.tensor([0.01, 0.0], dtype=torch.float64)
     src32, dst32 = src.float(), dst.float()
     _, flow = fw.sparse_image_warp(torch.rand(1, 1, size, size), src32, dst32)
-    s, d = fw._with_boundary(src32.double(), dst32.double(), size, size, 2)
+    s, d = fw._with_boundary(src32.double(), dst32.double(), size, size, 3)
     rbf = scipy_interpolate.RBFInterpolator(d[0].numpy(), (d - s)[0].numpy(), kernel="linear", degree=1)
     ys, xs = np.mgrid[0:size:3, 0:size:3]
     ref = rbf(np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)).reshape(*xs.shape, 2)
@@ -206,8 +206,34 @@ def test_padding_modes_and_bad_mode() -> None:
         fw.sparse_image_warp(img, src, src, padding_mode="wrap")
 
 
+def _tfa_boundary_locations(height: int, width: int, num_boundary_points: int) -> set[tuple[float, float]]:
+    """tfa's sparse_image_warp: ``_get_boundary_locations(h, w, num_boundary_points - 1)``, which takes
+    ``linspace(0, size - 1, points_per_edge + 2)`` along each axis and keeps the grid points on the border; as (x, y)."""
+    per_edge = num_boundary_points - 1
+    ys, xs = np.meshgrid(
+        np.linspace(0, height - 1, per_edge + 2), np.linspace(0, width - 1, per_edge + 2), indexing="ij"
+    )
+    border = (xs == 0) | (xs == width - 1) | (ys == 0) | (ys == height - 1)
+    return {(round(float(x), 9), round(float(y), 9)) for x, y in zip(xs[border], ys[border], strict=True)}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_boundary_points_are_tfas_for_the_same_number(n: int) -> None:
+    """Before: n gave 4n + 4 points (n inside each edge + corners), tfa's n gives 4n: ported code warped otherwise."""
+    ours = fw.boundary_control_points(H, W, n, torch.float64)
+    assert len(ours) == 4 * n
+    assert {(round(x, 9), round(y, 9)) for x, y in ours.tolist()} == _tfa_boundary_locations(H, W, n)
+
+
+def test_model_files_from_before_the_switch_keep_their_warp() -> None:
+    old = fw.tfa_boundary_points({"boundary_points": 2, "regularization": 0.01}, {})
+    assert old == {"boundary_points": 3, "regularization": 0.01}
+    assert fw.tfa_boundary_points({"boundary_points": 2}, {fw.BOUNDARY_CONVENTION_KEY: "tfa"}) == {"boundary_points": 2}
+    assert fw.tfa_boundary_points({"boundary_points": 0}, {}) == {"boundary_points": 0}
+
+
 def test_boundary_points_layout() -> None:
-    bp = fw.boundary_control_points(H, W, 2)
+    bp = fw.boundary_control_points(H, W, 3)
     assert bp.shape == (12, 2)
     on_edge = (bp[:, 0] == 0) | (bp[:, 0] == W - 1) | (bp[:, 1] == 0) | (bp[:, 1] == H - 1)
     assert bool(on_edge.all())
