@@ -123,6 +123,18 @@ def get_plugin_state() -> PluginState:
             logger.debug("plugin %s skipped by FACEKIT_PLUGINS/FACEKIT_DISABLE_PLUGINS", ep.name)
             continue
         if manager.has_plugin(ep.name):
+            first = next((p.distribution for p in state.plugins if p.name == ep.name), "unknown")
+            second = ep.dist.name if ep.dist is not None else "unknown"
+            if first != second:  # the same distribution seen twice on sys.path is harmless; two different ones are not
+                state.failures.append(
+                    LoadFailure(
+                        ep.name,
+                        second,
+                        ep.value,
+                        f"entry point name {ep.name!r} is already taken by distribution {first}; two plugins cannot "
+                        f"share a name: uninstall one, or rename the entry point of {second}",
+                    )
+                )
             continue
         _load_one(ep, manager, state)
     check_pending(manager)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pluggy
 import pytest
 
@@ -57,3 +59,31 @@ def test_load_failure_message_says_how_to_disable() -> None:
     message = str(info.value)
     assert "facekit-bad" in message and "facekit_bad.plugin" in message
     assert "FACEKIT_DISABLE_PLUGINS=bad" in message and "ImportError: nope" in message
+
+
+class _FakeEntryPoint:
+    def __init__(self, name: str, distribution: str, module: object) -> None:
+        self.name, self.value, self.module = name, f"{distribution}.module", module
+        self.dist = types.SimpleNamespace(name=distribution, version="1.0")
+
+    def load(self) -> object:
+        return self.module
+
+
+def test_a_second_distribution_with_a_taken_name_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the second distribution's entry point was skipped without a word."""
+    first, second = types.ModuleType("first_plugin"), types.ModuleType("second_plugin")
+    points = [_FakeEntryPoint("shared", "facekit-first", first), _FakeEntryPoint("shared", "facekit-second", second)]
+    monkeypatch.setattr(plugins, "_entry_points", lambda: points)
+    plugins.reset()
+    state = plugins.get_plugin_state()
+    assert [p.distribution for p in state.plugins] == ["facekit-first"]
+    with pytest.raises(PluginError, match="'shared' is already taken by distribution facekit-first.*facekit-second"):
+        state.raise_failures()
+    # The same distribution found twice on sys.path is one plugin, not an error.
+    monkeypatch.setattr(
+        plugins, "_entry_points", lambda: [points[0], _FakeEntryPoint("shared", "facekit-first", first)]
+    )
+    plugins.reset()
+    assert plugins.get_plugin_state().failures == []
+    plugins.reset()
