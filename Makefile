@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,default]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
 # Photos of LFW people the default model never saw (peopleDevTest.txt), read from the shared data folder.

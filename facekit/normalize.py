@@ -155,7 +155,9 @@ class Normalizer:
             params = tfa_boundary_points(meta.get("warper_params"), meta)
             decoder.warper = facekit.load_component("warper", meta["warper"], **params)
         encoder = facekit.load_component("encoder", meta["encoder"])
-        detector_ref = meta["recipe"]["components"].get("detector") or {"name": "dlib", "params": {}}
+        detector_ref = meta["recipe"]["components"].get("detector")
+        if detector_ref is None:
+            raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
         detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
         return cls(decoder, encoder, detector, meta, device)
 

@@ -110,6 +110,9 @@ class Registry(Generic[T]):
     def not_found_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
         parts = [f"unknown {self.kind} {name!r}"]
+        provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
+        if provider is not None:
+            parts.append(f"it is provided by the distribution {provider}: pip install {provider}")
         if close:
             parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
         parts.append("known: " + (", ".join(sorted(self._specs)) or "none"))
@@ -128,6 +131,23 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._specs)
+
+
+#: Which first-party distribution provides each of its components, so that a missing one is named in the error
+#: (an installed plugin registers itself; this only covers those not installed). A test keeps it in step with what
+#: the plugins under plugins/ register.
+FIRST_PARTY_PROVIDERS: dict[tuple[str, str], str] = {
+    ("detector", "dlib"): "facekit-dlib",
+    ("detector", "dlib-5pt"): "facekit-dlib",
+    ("encoder", "dlib-resnet"): "facekit-dlib",
+    ("encoder", "facenet"): "facekit-facenet",
+    ("detector", "scrfd"): "facekit-insightface",
+    ("encoder", "arcface"): "facekit-insightface",
+    ("encoder", "arcface-onnx"): "facekit-insightface",
+    ("detector", "yunet"): "facekit-opencv",
+    ("encoder", "sface"): "facekit-opencv",
+    ("encoder", "vggface"): "facekit-vggface",
+}
 
 
 @lru_cache(maxsize=1)

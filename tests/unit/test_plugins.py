@@ -87,3 +87,31 @@ def test_a_second_distribution_with_a_taken_name_is_an_error(monkeypatch: pytest
     plugins.reset()
     assert plugins.get_plugin_state().failures == []
     plugins.reset()
+
+
+def test_a_missing_first_party_component_names_its_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: 'unknown encoder dlib-resnet' and a list of what is installed; nothing said which package to add."""
+    from facekit.errors import ComponentNotFoundError
+    from facekit.normalize import Normalizer
+
+    monkeypatch.setenv("FACEKIT_DISABLE_PLUGINS", "dlib")
+    plugins.reset()
+    with pytest.raises(
+        ComponentNotFoundError, match="provided by the distribution facekit-dlib: pip install facekit-dlib"
+    ):
+        Normalizer.from_checkpoint()  # the shipped default model needs facekit-dlib (facekit[default])
+
+
+def test_the_provider_table_matches_what_the_plugins_register() -> None:
+    from facekit.registry import FIRST_PARTY_PROVIDERS
+    from facekit.types import KINDS
+
+    state = plugins.get_plugin_state()
+    distribution = {p.name: p.distribution for p in state.plugins}
+    registered = {
+        (kind, spec.name): distribution[spec.plugin]
+        for kind in KINDS
+        for spec in facekit.get_registry(kind)
+        if spec.plugin != "builtin"
+    }
+    assert registered == FIRST_PARTY_PROVIDERS
