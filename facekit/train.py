@@ -12,14 +12,15 @@ An explicit loop, no framework:
   temporary file and renamed; ``--resume`` continues from it, losing at most one checkpoint interval;
 - **logs**: ``metrics.csv`` (and TensorBoard when installed), sample grids ``samples/step-NNNNNN.png``;
 - **DDP**: under ``torchrun`` each rank takes its slice of the same global batch (gloo on CPU, nccl on GPU); gradients
-  are averaged, so N processes follow the 1-process trajectory; only rank 0 writes.
+  are averaged and BatchNorm uses the global batch's statistics (:mod:`facekit.distributed`), so N processes follow
+  the 1-process trajectory (to rounding, which Adam amplifies on near-zero gradients); only rank 0 writes and the
+  checkpoints record ``world_size``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from facekit.warp import BOUNDARY_CONVENTION_KEY
 import logging
 import os
 import shutil
@@ -33,8 +34,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from facekit.distributed import global_batchnorm, global_terms, setup_distributed
 from facekit.errors import FacekitError
 from facekit.types import DecoderOutput
+from facekit.warp import BOUNDARY_CONVENTION_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -432,27 +435,6 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device: torch.device) -> Distributed:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size())
-
-
 def choose_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -497,7 +479,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if encoder_component is None:
         raise FacekitError("training needs components.encoder (e.g. {name: dlib-resnet})")
     device = choose_device(settings.device)
-    dist = _setup_distributed(device)
+    dist = setup_distributed(device)
     torch.manual_seed(settings.seed)
     output = Path(settings.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
@@ -535,7 +517,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         logger.info("resumed from %s at step %d", checkpoint, start_step)
     model: torch.nn.Module = decoder
     if dist.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(decoder)
+        # BatchNorm with the global batch's statistics: N processes follow one process (facekit.distributed).
+        model = torch.nn.parallel.DistributedDataParallel(global_batchnorm(decoder))
     from facekit.runs import git_sha
 
     meta_base = {
@@ -548,6 +531,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         BOUNDARY_CONVENTION_KEY: "tfa",
         "recipe": plan.to_dict(),
         "recipe_source": plan.source,
+        "world_size": dist.world,
     }
     if dist.main:
         _prepare_logs(output, start_step)
@@ -571,7 +555,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
         (terms["loss"] * len(mine) * dist.world / len(index)).backward()
         optimizer.step()
-        logged = _global_terms(terms, len(mine) / len(index), dist)
+        logged = global_terms(terms, len(mine) / len(index), dist)
         if dist.main:
             row = {k: float(v) for k, v in logged.items()}
             _log(output, writer, step, row, time.perf_counter() - began)
@@ -593,18 +577,6 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if writer is not None:
         writer.close()
     return output
-
-
-def _global_terms(terms: dict[str, torch.Tensor], share: float, dist: Distributed) -> dict[str, torch.Tensor]:
-    """The loss terms over the whole global batch (each rank's mean weighted by its share of the batch)."""
-    values = {k: v.detach().float() for k, v in terms.items()}
-    if dist.world == 1:
-        return values
-    import torch.distributed
-
-    stacked = torch.stack([values[k] * share for k in sorted(values)])
-    torch.distributed.all_reduce(stacked)
-    return dict(zip(sorted(values), stacked, strict=True))
 
 
 def _autocast(device: torch.device, precision: str) -> Any:

@@ -33,7 +33,7 @@ def test_five_points_need_a_scheme() -> None:
 
 
 def test_an_unknown_scheme_is_named() -> None:
-    with pytest.raises(ValueError, match="yunet5.*known schemes: ibug68, dlib5, eyes-nose-mouth5, eyes2"):
+    with pytest.raises(ValueError, match=r"yunet5.*known schemes: ibug68, dlib5, eyes-nose-mouth5, eyes2"):
         LandmarkScheme.parse("yunet5", "detector x")
 
 
@@ -44,7 +44,7 @@ def test_the_default_model_refuses_a_detector_it_cannot_align_from() -> None:
 
     shipped = Normalizer.from_checkpoint()
     yunet = facekit.load_component("detector", "yunet")
-    with pytest.raises(FacekitError, match="eyes-nose-mouth5 landmarks.*only from dlib5, ibug68.*'dlib'"):
+    with pytest.raises(FacekitError, match=r"eyes-nose-mouth5 landmarks.*only from dlib5, ibug68.*'dlib'"):
         Normalizer(shipped.decoder, shipped.encoder, yunet, shipped.meta)
     five = facekit.load_component("detector", "dlib-5pt")  # dlib's chips are defined for its 5 points too
     face = Normalizer(shipped.decoder, shipped.encoder, five, shipped.meta).normalize(real_face().image.copy())

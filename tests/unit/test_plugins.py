@@ -78,7 +78,7 @@ def test_a_second_distribution_with_a_taken_name_is_an_error(monkeypatch: pytest
     plugins.reset()
     state = plugins.get_plugin_state()
     assert [p.distribution for p in state.plugins] == ["facekit-first"]
-    with pytest.raises(PluginError, match="'shared' is already taken by distribution facekit-first.*facekit-second"):
+    with pytest.raises(PluginError, match=r"'shared' is already taken by distribution facekit-first.*facekit-second"):
         state.raise_failures()
     # The same distribution found twice on sys.path is one plugin, not an error.
     monkeypatch.setattr(

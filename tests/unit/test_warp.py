@@ -208,7 +208,8 @@ def test_padding_modes_and_bad_mode() -> None:
 
 def _tfa_boundary_locations(height: int, width: int, num_boundary_points: int) -> set[tuple[float, float]]:
     """tfa's sparse_image_warp: ``_get_boundary_locations(h, w, num_boundary_points - 1)``, which takes
-    ``linspace(0, size - 1, points_per_edge + 2)`` along each axis and keeps the grid points on the border; as (x, y)."""
+    ``linspace(0, size - 1, points_per_edge + 2)`` along each axis and keeps the grid points on the border; as
+    (x, y)."""
     per_edge = num_boundary_points - 1
     ys, xs = np.meshgrid(
         np.linspace(0, height - 1, per_edge + 2), np.linspace(0, width - 1, per_edge + 2), indexing="ij"

@@ -28,8 +28,8 @@ SCHEME = YUNET_SCHEME
 card = yunet_card
 
 #: YuNet index of each facekit "eyes-nose-mouth5" point (image-left eye, image-right eye, nose tip, image-left mouth
-#: corner, image-right mouth corner). For an upright face the subject's right is the image's left, so the map is the identity;
-#: it is kept semantic (not re-sorted by x) so that a rotated face still gets a rotation, never a reflection.
+#: corner, image-right mouth corner). For an upright face the subject's right is the image's left, so the map is the
+#: identity; it is kept semantic (not re-sorted by x) so that a rotated face still gets a rotation, never a reflection.
 YUNET_TO_5PT = (0, 1, 2, 3, 4)
 
 
