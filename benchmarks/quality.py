@@ -36,7 +36,7 @@ from rich.progress import track
 
 from facekit.data.prepare import load_rgb
 from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy
-from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio
+from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures
 from facekit.recipe import DataSection
 
 
@@ -75,22 +75,6 @@ def normalize_all(method: Any, images: list[np.ndarray | None], names: list[str]
 
 def outputs_of(outcomes: list[Any]) -> list[np.ndarray | None]:
     return [o.face.image if o.face is not None else None for o in outcomes]
-
-
-def identity_figures(
-    judge: OwnPipelineJudge, inputs: np.ndarray, outputs: np.ndarray, has_output: np.ndarray
-) -> dict[str, Any]:
-    judged = ~np.isnan(inputs[:, 0])
-    scores = judge.scores(inputs[judged], outputs[judged])
-    return {
-        "judged": int(judged.sum()),
-        "not_judged_input_without_face": int((~judged).sum()),
-        "output_without_face": int((np.isnan(outputs[:, 0]) & has_output & judged).sum()),
-        "pass_rate": round(float(judge.passes(scores).mean()), 4),
-        "median": round(float(np.median(scores)), 4),
-        "metric": "cosine similarity" if judge.higher_is_same else "euclidean distance",
-        "threshold": judge.card.threshold,
-    }
 
 
 def verification(

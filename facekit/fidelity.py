@@ -151,3 +151,22 @@ class OwnPipelineJudge:
         from facekit.evaluate import Judge
 
         return np.asarray(Judge(self.name, self.encoder).passes(values))
+
+
+def identity_figures(
+    judge: OwnPipelineJudge, inputs: np.ndarray, outputs: np.ndarray, has_output: np.ndarray
+) -> dict[str, Any]:
+    """Identity kept under ``judge``: (N, D) embeddings of the photos (``inputs``) and of the outputs (NaN rows where
+    the judge found no face), ``has_output`` (N,) whether a method produced an output. Photos whose input the judge
+    cannot find are not judged; an output without a face counts as a fail (the worst score)."""
+    judged = ~np.isnan(inputs[:, 0])
+    scores = judge.scores(inputs[judged], outputs[judged])
+    return {
+        "judged": int(judged.sum()),
+        "not_judged_input_without_face": int((~judged).sum()),
+        "output_without_face": int((np.isnan(outputs[:, 0]) & has_output & judged).sum()),
+        "pass_rate": round(float(judge.passes(scores).mean()), 4),
+        "median": round(float(np.median(scores)), 4),
+        "metric": "cosine similarity" if judge.higher_is_same else "euclidean distance",
+        "threshold": judge.card.threshold,
+    }

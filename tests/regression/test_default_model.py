@@ -1,0 +1,51 @@
+"""The shipped default model's headline numbers, re-measured: `make test-slow` normalizes a fixed 50-photo slice of
+LFW peopleDevTest (every 10th of the 500 photos benchmarks/quality.py reports on) and judges it with SFace through
+its own detector and alignment (YuNet + 5-point template), never with the decoder's landmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+#: This slice with the shipped model v2, measured on the 2-core CPU (torch 2.13.0) when the test was written.
+#: Inference is deterministic to float rounding: a change beyond one photo or 0.005 in the median is a regression.
+SLICE_REFERENCE = {"judged": 50, "pass_rate": 0.92, "median": 0.5039}
+
+
+def stored_sface(meta: dict[str, Any]) -> dict[str, Any]:
+    """The SFace figures stored in the shipped model's metadata (benchmarks/quality.py, 500 DevTest photos)."""
+    shipped = [figures for name, figures in meta["metrics"].items() if "(shipped)" in name]
+    assert len(shipped) == 1, list(meta["metrics"])
+    return dict(shipped[0]["identity"]["sface"])
+
+
+@pytest.mark.slow
+def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
+    from facekit.data.prepare import load_rgb
+    from facekit.evaluate import lfw_devtest
+    from facekit.fidelity import OwnPipelineJudge, identity_figures
+    from facekit.normalize import Normalizer
+
+    photos = lfw_devtest(data_root, 500)[::10]
+    assert len(photos) == 50
+    images = [load_rgb(photo.path)[0] for photo in photos]
+    normalizer = Normalizer.from_checkpoint()
+    outcomes = normalizer.normalize_many(images, [photo.path.name for photo in photos])
+    outputs = [o.face.image if o.face is not None else None for o in outcomes]
+    judge = OwnPipelineJudge.build("sface")
+    figures = identity_figures(
+        judge, judge.embed(images), judge.embed(outputs), np.array([o is not None for o in outputs])
+    )
+
+    stored = stored_sface(normalizer.meta)
+    # Consistent with the 500-photo figures stored in the model (a 50-photo sample: 3 binomial standard errors).
+    spread = 3 * np.sqrt(stored["pass_rate"] * (1 - stored["pass_rate"]) / figures["judged"])
+    assert abs(figures["pass_rate"] - stored["pass_rate"]) <= spread, (figures, stored)
+    assert abs(figures["median"] - stored["median"]) <= 0.06, (figures, stored)
+    # And unchanged on this slice.
+    assert figures["judged"] == SLICE_REFERENCE["judged"]
+    assert abs(figures["pass_rate"] - SLICE_REFERENCE["pass_rate"]) <= 1 / figures["judged"] + 1e-9, figures
+    assert abs(figures["median"] - SLICE_REFERENCE["median"]) <= 0.005, figures
