@@ -527,7 +527,7 @@ def check_warper_gradients(subject: Subject) -> None:
 def check_app_applies(subject: Subject) -> None:
     """``apply`` on the real face as a DecoderOutput returns a dict keyed by result name."""
     face = real_face()
-    image = torch.from_numpy(face.image).permute(2, 0, 1)[None].float() / 255
+    image = torch.tensor(face.image).permute(2, 0, 1)[None].float() / 255  # a copy: the cached face is read-only
     out = subject.component().apply(
         DecoderOutput(image=image, landmarks=torch.from_numpy(face.ibug68)[None].float(), texture=None)
     )
