@@ -7,7 +7,7 @@ PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.facekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow fuzz lint format bench clean-venv
+.PHONY: demo test test-slow fuzz lint format docs bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ format: $(STAMP)
 	$(BIN)/ruff format facekit plugins tests benchmarks examples
 	$(BIN)/ruff check --fix facekit plugins tests benchmarks examples
 
-test: lint
+# The API reference (mkdocs + mkdocstrings, from the docstrings) into site/; strict: a warning fails it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint docs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Ten minutes of property-based fuzzing (tests/fuzz, hypothesis "fuzz" profile), 200 s per property; reaching the

@@ -589,7 +589,8 @@ def dense_flow(
     Args:
         centers: ``(B, N, 2)`` ``(x, y)`` pixel coordinates.
         values: ``(B, N, C)``.
-        height, width: grid size.
+        height: grid rows.
+        width: grid columns.
 
     Returns:
         ``(B, H, W, C)`` in the compute dtype (float32, or float64 for float64 inputs).
@@ -702,7 +703,10 @@ class PolyharmonicWarp:
     Args:
         destination: ``(K, 2)`` or ``(1, K, 2)`` fixed ``(x, y)`` points (e.g. the mean face).
         size: ``(H, W)``.
-        order, regularization, boundary_points, padding_mode: as in :func:`sparse_image_warp`.
+        order: as in :func:`sparse_image_warp`.
+        regularization: as in :func:`sparse_image_warp`.
+        boundary_points: as in :func:`sparse_image_warp`.
+        padding_mode: as in :func:`sparse_image_warp`.
         dtype: dtype of the cached matrix (float32 default).
         device: device of the cache.
     """
@@ -847,7 +851,8 @@ def piecewise_affine_warp(
 
     Args:
         image: ``(B, C, H, W)``.
-        source, destination: ``(B, K, 2)`` ``(x, y)`` pixel coordinates.
+        source: ``(B, K, 2)`` ``(x, y)`` pixel coordinates.
+        destination: ``(B, K, 2)`` ``(x, y)`` pixel coordinates.
         boundary_points: as in :func:`sparse_image_warp`.
         padding_mode: as in :func:`warp_with_flow`.
 
