@@ -34,9 +34,9 @@ import numpy as np
 from results import machine, publish
 from rich.progress import track
 
-from facekit.data.prepare import load_rgb
 from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures
+from facekit.images import load_rgb
 from facekit.recipe import DataSection
 
 

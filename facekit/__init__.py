@@ -18,9 +18,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from facekit.errors import FacekitError, RecipeError
+    from facekit.normalize import NormalizedFace, Normalizer
     from facekit.recipe import load_recipe, resolve
     from facekit.registry import ComponentSpec, NoParams, Params, get_registry, list_components, load_component
-    from facekit.types import ModelCard
+    from facekit.types import LandmarkScheme, ModelCard
 
 # name -> module: resolved on first access so that ``import facekit`` stays cheap (pydantic, yaml load lazily).
 _LAZY = {
@@ -35,13 +36,19 @@ _LAZY = {
     "ModelCard": "facekit.types",
     "load_recipe": "facekit.recipe",
     "resolve": "facekit.recipe",
+    "Normalizer": "facekit.normalize",
+    "NormalizedFace": "facekit.normalize",
+    "LandmarkScheme": "facekit.types",
 }
 
 __all__ = [
     "ComponentSpec",
     "FacekitError",
+    "LandmarkScheme",
     "ModelCard",
     "NoParams",
+    "NormalizedFace",
+    "Normalizer",
     "Params",
     "RecipeError",
     "__version__",

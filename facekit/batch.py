@@ -243,7 +243,7 @@ def normalize_planned(
 def _normalize_locked(
     normalizer: Any, plan: FolderPlan, model: Path, overwrite: bool, on_row: Callable[[Row], None] | None
 ) -> Summary:
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
     from facekit.outputs import side_by_side
 
     out, batch_size = plan.out, plan.batch_size

@@ -193,6 +193,7 @@ def normalize(
     inside_inputs: Annotated[
         bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
     ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when one is visible)")] = "cpu",
 ) -> None:
     """Normalize the largest face of each photo: OUT/NAME.png, NAME.json (landmarks, hashes), NAME_side.png,
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
@@ -203,7 +204,7 @@ def normalize(
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     model = Path(checkpoint) if checkpoint is not None else default_model_path()
-    normalizer = Normalizer.from_checkpoint(model)
+    normalizer = Normalizer.from_checkpoint(model, device=inference_device(device))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, model, overwrite, on_row=lambda row: progress.advance(task))
@@ -218,6 +219,20 @@ def normalize(
     console.print(f"{done} of {len(summary.rows)} photos have their normalized face in {out}{grid}")
     if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def inference_device(requested: str) -> str:
+    """``--device`` as a torch device string: ``auto`` picks the first GPU when one is visible; a GPU that is not
+    there is a FacekitError, not a CUDA traceback."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise FacekitError(f"--device {requested}: no GPU is visible here; use --device cpu or auto")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise FacekitError(f"--device {requested!r}: use cpu, cuda, cuda:N or auto")
+    return requested
 
 
 @app.command("eval")

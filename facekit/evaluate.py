@@ -84,7 +84,7 @@ def evaluate_normalizer(
     normalizer: Any, photos: list[Photo], judges: list[Judge], out: Path, progress: bool = False
 ) -> dict[str, Any]:
     """Normalize ``photos`` and measure them under ``judges``; writes metrics.json, plots and report.html."""
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -255,7 +255,7 @@ def verify_pairs(
     """Verification accuracy on LFW pairs with both photos replaced by their normalized faces, beside the accuracy
     on the original photos (same detector, same judge). Pairs with a photo that could not be normalized count as
     answered 'different' in both columns, so the two columns are over the same pairs."""
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
 
     pairs = read_pairs(root, folds)
     paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})

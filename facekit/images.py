@@ -1,13 +1,18 @@
-"""Conversions at component boundaries: facekit's (B, 3, H, W) float RGB in [0, 1] <-> (H, W, 3) uint8 RGB arrays.
+"""Reading photos and converting at component boundaries: files, PIL images and arrays -> (H, W, 3) uint8 RGB;
+facekit's (B, 3, H, W) float RGB in [0, 1] <-> (H, W, 3) uint8 RGB arrays.
 
-Numpy only (torch tensors are accepted but torch is not imported), so plugins and light modules can use it.
+Numpy and Pillow only (torch tensors are accepted but torch is not imported), so plugins and light modules can use it.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from facekit.errors import FacekitError
 
 
 def to_uint8_rgb(images: Any) -> list[np.ndarray]:
@@ -19,3 +24,82 @@ def to_uint8_rgb(images: Any) -> list[np.ndarray]:
     return [
         np.ascontiguousarray((np.clip(img, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)) for img in array
     ]
+
+
+#: Photos larger than this are refused from their header, before any pixel is decoded (a 449 KB PNG can declare
+#: 144 megapixels and take gigabytes to decode). ``FACEKIT_MAX_MEGAPIXELS`` changes it.
+DEFAULT_MAX_MEGAPIXELS = 50.0
+
+
+def max_megapixels() -> float:
+    value = os.environ.get("FACEKIT_MAX_MEGAPIXELS", "")
+    try:
+        limit = float(value) if value else DEFAULT_MAX_MEGAPIXELS
+    except ValueError:
+        raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be a number of megapixels, got {value!r}") from None
+    if not limit > 0:
+        raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be positive, got {value!r}")
+    return limit
+
+
+def load_rgb(path: Path) -> tuple[np.ndarray | None, str]:
+    """Read a photo as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why it is unreadable).
+
+    Alpha is composited over mid-grey; greyscale is expanded to three equal channels (the monochrome filter then
+    rejects it), 16-bit greyscale scaled to 8 bits; EXIF orientation is applied. A photo whose header declares more
+    than :func:`max_megapixels` is refused before decoding.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return None, "unreadable (empty file)"
+        with Image.open(path) as opened:
+            megapixels = opened.size[0] * opened.size[1] / 1e6
+            if megapixels > max_megapixels():
+                return None, (
+                    f"too large ({opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP > {max_megapixels():g} MP;"
+                    " set FACEKIT_MAX_MEGAPIXELS to allow it)"
+                )
+            opened.load()
+            image = ImageOps.exif_transpose(opened) or opened
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow
+                # opens 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
+                wide = np.asarray(image, dtype=np.float64)
+                top = max(65535.0, float(wide.max()))
+                grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2), "greyscale (16-bit)"
+            note = ""
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+                image = Image.alpha_composite(background, rgba)
+                note = "alpha composited over grey"
+            elif image.mode in ("L", "I", "I;16", "F", "1"):
+                note = "greyscale"
+            return np.asarray(image.convert("RGB")), note
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
+    """A photo as (H, W, 3) uint8 RGB from a path (read with :func:`load_rgb`), a PIL image, or an array: (H, W, 3)
+    uint8 RGB (BGR with ``bgr=True``, OpenCV's order), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
+    (dropped). Anything else is a FacekitError that says what was given."""
+    if isinstance(image, str | os.PathLike):
+        array, why = load_rgb(Path(image))
+        if array is None:
+            raise FacekitError(f"{image}: {why}")
+        return array
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise FacekitError(f"expected a uint8 image (0-255), got dtype {array.dtype}; convert with (x * 255).round()")
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise FacekitError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
+    array = array[..., :3]
+    return np.ascontiguousarray(array[..., ::-1] if bgr else array)

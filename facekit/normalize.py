@@ -1,8 +1,9 @@
 """Inference: photo -> detect -> align to the encoder's template -> encode -> decode -> warp -> normalized face.
 
-    from facekit.normalize import Normalizer
+    from facekit import Normalizer
     normalizer = Normalizer.from_checkpoint()            # the default model shipped with facekit
-    face = normalizer.normalize(image)                   # (H, W, 3) uint8 RGB -> NormalizedFace
+    face = normalizer.normalize("photo.jpg")             # a path, PIL image or (H, W, 3) uint8 RGB -> NormalizedFace
+    faces = normalizer.normalize(image, all_faces=True)  # every face, largest first
 
 A checkpoint carries the names and params of the components it was trained with (decoder, encoder, warper, detector),
 so nothing else is needed to rebuild the pipeline.
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -169,9 +170,38 @@ class Normalizer:
         with torch.no_grad():
             return self.decoder(features.to(self.device))
 
-    def normalize(self, image: np.ndarray) -> NormalizedFace:
-        """Normalize the largest face of ``image`` (H, W, 3) uint8 RGB; no face is a :class:`FacekitError`."""
-        outcome = self.normalize_many([image], ["image"])[0]
+    @overload
+    def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[False] = ...) -> NormalizedFace: ...
+
+    @overload
+    def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[True]) -> list[NormalizedFace]: ...
+
+    def normalize(
+        self, image: Any, *, bgr: bool = False, all_faces: bool = False
+    ) -> NormalizedFace | list[NormalizedFace]:
+        """Normalize the largest face of ``image`` (every face, largest first, with ``all_faces=True``).
+
+        Args:
+            image: a path, a PIL image, or an (H, W, 3) uint8 array in RGB order (BGR with ``bgr=True``, as OpenCV
+                reads them); (H, W) greyscale and (H, W, 4) with alpha are accepted too.
+            bgr: the array is in BGR order.
+            all_faces: return a list with every face found instead of the largest one.
+
+        Returns:
+            A :class:`NormalizedFace`, or a list of them (empty when no face is found) with ``all_faces``.
+
+        Raises:
+            FacekitError: the image cannot be read, or (without ``all_faces``) has no face.
+        """
+        from facekit.images import as_rgb
+
+        photo = as_rgb(image, bgr=bgr)
+        if all_faces:
+            faces = self.detector.detect_array(photo)
+            for face in faces:
+                check_detection(self.detector, face)
+            return self._normalize_faces([(photo, face, len(faces)) for face in faces])
+        outcome = self.normalize_many([photo], ["image"])[0]
         if outcome.face is None:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())
         return outcome.face
@@ -180,29 +210,31 @@ class Normalizer:
         self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
     ) -> list[Outcome]:
         """Normalize the largest face of each image (``None`` = unreadable); one :class:`Outcome` per input."""
-        from facekit.align import encoder_inputs
 
         outcomes, pending = detect_largest(self.detector, images, names)
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
-            photos = [c[1] for c in chunk]  # photos of different sizes: encoder_inputs crops each on its own
-            points = np.stack([np.asarray(c[2].landmarks, np.float64) for c in chunk])
-            crops = encoder_inputs(self.encoder, photos, points, self.detector.card.landmark_scheme).to(self.device)
-            with torch.no_grad():
-                out = self.decoder(self.encoder.features(crops))
-            check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
-            pictures = to_uint8_rgb(out.image)
-            textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(chunk)
-            landmarks = (
-                out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(chunk)
-            )
-            for (index, _, face), picture, texture, points in zip(chunk, pictures, textures, landmarks, strict=True):
-                outcomes[index].face = NormalizedFace(
-                    picture,
-                    points,
-                    texture,
-                    np.asarray(face.landmarks),
-                    face.box,
-                    outcomes[index].extras["faces_found"],
-                )
+            found = [(image, face, outcomes[index].extras["faces_found"]) for index, image, face in chunk]
+            for (index, _, _), normalized in zip(chunk, self._normalize_faces(found), strict=True):
+                outcomes[index].face = normalized
         return outcomes
+
+    def _normalize_faces(self, found: Sequence[tuple[np.ndarray, Any, int]]) -> list[NormalizedFace]:
+        """One batch of (photo, FaceDetection, faces found in that photo) -> their normalized faces."""
+        from facekit.align import encoder_inputs
+
+        if not found:
+            return []
+        photos = [photo for photo, _, _ in found]  # photos of different sizes: encoder_inputs crops each on its own
+        points = np.stack([np.asarray(face.landmarks, np.float64) for _, face, _ in found])
+        crops = encoder_inputs(self.encoder, photos, points, self.detector.card.landmark_scheme).to(self.device)
+        with torch.no_grad():
+            out = self.decoder(self.encoder.features(crops))
+        check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
+        pictures = to_uint8_rgb(out.image)
+        textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
+        landmarks = out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(found)
+        return [
+            NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count)
+            for (_, face, count), picture, texture, points in zip(found, pictures, textures, landmarks, strict=True)
+        ]

@@ -145,7 +145,7 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
     for expression, pose up to ``train.photo_max_yaw_deg``, any quality) read from the prepare manifest and encoded
     from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D))."""
     from facekit.align import encoder_inputs
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
 
     settings = recipe.train
     row_of = {record["identity"]: index for index, record in enumerate(faces.identities)}

@@ -44,6 +44,7 @@ import numpy as np
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import FacekitError
+from facekit.images import load_rgb
 from facekit.locks import exclusive
 from facekit.types import LandmarkScheme
 
@@ -95,63 +96,6 @@ class PrepareReport:
 
 
 # ------------------------------------------------------------------------------------------------ one photo
-
-
-#: Photos larger than this are refused from their header, before any pixel is decoded (a 449 KB PNG can declare
-#: 144 megapixels and take gigabytes to decode). ``FACEKIT_MAX_MEGAPIXELS`` changes it.
-DEFAULT_MAX_MEGAPIXELS = 50.0
-
-
-def max_megapixels() -> float:
-    value = os.environ.get("FACEKIT_MAX_MEGAPIXELS", "")
-    try:
-        limit = float(value) if value else DEFAULT_MAX_MEGAPIXELS
-    except ValueError:
-        raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be a number of megapixels, got {value!r}") from None
-    if not limit > 0:
-        raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be positive, got {value!r}")
-    return limit
-
-
-def load_rgb(path: Path) -> tuple[np.ndarray | None, str]:
-    """Read a photo as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why it is unreadable).
-
-    Alpha is composited over mid-grey; greyscale is expanded to three equal channels (the monochrome filter then
-    rejects it), 16-bit greyscale scaled to 8 bits; EXIF orientation is applied. A photo whose header declares more
-    than :func:`max_megapixels` is refused before decoding.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        if path.stat().st_size == 0:
-            return None, "unreadable (empty file)"
-        with Image.open(path) as opened:
-            megapixels = opened.size[0] * opened.size[1] / 1e6
-            if megapixels > max_megapixels():
-                return None, (
-                    f"too large ({opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP > {max_megapixels():g} MP;"
-                    " set FACEKIT_MAX_MEGAPIXELS to allow it)"
-                )
-            opened.load()
-            image = ImageOps.exif_transpose(opened) or opened
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow
-                # opens 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
-                wide = np.asarray(image, dtype=np.float64)
-                top = max(65535.0, float(wide.max()))
-                grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2), "greyscale (16-bit)"
-            note = ""
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-                image = Image.alpha_composite(background, rgba)
-                note = "alpha composited over grey"
-            elif image.mode in ("L", "I", "I;16", "F", "1"):
-                note = "greyscale"
-            return np.asarray(image.convert("RGB")), note
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 
 _STATE: dict[str, Any] = {}

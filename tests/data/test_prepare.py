@@ -168,13 +168,13 @@ def test_prepare_needs_a_68_point_detector(tmp_path: Path, data_root: Path) -> N
 
 
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
 
     bomb = tmp_path / "bomb.png"
     Image.new("1", (12_000, 12_000)).save(bomb)  # 144 MP in a few kB
     assert bomb.stat().st_size < 100_000
     code = (
-        "import time; from pathlib import Path; from facekit.data.prepare import load_rgb\n"
+        "import time; from pathlib import Path; from facekit.images import load_rgb\n"
         "start = time.perf_counter(); image, why = load_rgb(Path(sys.argv[1]))\n"
         "print(image is None, time.perf_counter() - start)"
     )
@@ -190,7 +190,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
 
 
 def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
 
     path = tmp_path / "grey16.png"
     values = np.array([[0, 30_000], [15_000, 20_000]], np.uint16)  # dark: not stretched to its own maximum

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facekit.data.prepare import load_rgb
 from facekit.errors import FacekitError
+from facekit.images import load_rgb
 from facekit.recipe import resolve
 
 settings.register_profile(

@@ -24,9 +24,9 @@ def stored_sface(meta: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
-    from facekit.data.prepare import load_rgb
     from facekit.evaluate import lfw_devtest
     from facekit.fidelity import OwnPipelineJudge, identity_figures
+    from facekit.images import load_rgb
     from facekit.normalize import Normalizer
 
     photos = lfw_devtest(data_root, 500)[::10]

@@ -65,7 +65,7 @@ def frontalizer(data_root: Path) -> Frontalizer:
 
 
 def _face(frontalizer: Frontalizer, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from facekit.data.prepare import load_rgb
+    from facekit.images import load_rgb
 
     image = load_rgb(path)[0]
     assert image is not None
