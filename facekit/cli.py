@@ -252,7 +252,7 @@ def eval_command(
     set_: SetOption = None,
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html."""
-    from facekit.pipeline import evaluate_plan
+    from facekit.evaluate import evaluate_plan
 
     metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline)
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
@@ -312,7 +312,7 @@ def export(
     metrics: Annotated[str | None, typer.Option(help="a metrics.json to record in the model")] = None,
 ) -> None:
     """Strip a checkpoint to its fp16 weights + provenance (recipe, step, git sha, metrics), e.g. the default model."""
-    from facekit.train import export_model
+    from facekit.checkpoints import export_model
 
     size = export_model(checkpoint, out, metrics)
     console.print(f"wrote {out} ({size / 1e6:.1f} MB)")

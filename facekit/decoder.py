@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facekit.builtin.decoders import DecoderParams
+from facekit.decoder_params import DecoderParams
 from facekit.types import DecoderOutput
 
 #: Smoothing of the decoder's warp: predicted inner-lip points of a closed mouth may coincide (see facekit.data).

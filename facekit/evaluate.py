@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,58 @@ def verify_pairs(
             columns[name] = tenfold_accuracy(scores, same, fold_of, higher_is_same=higher)
         result[judge.name] = columns
     return result
+
+
+def evaluate_plan(
+    recipe: str | None,
+    checkpoint: str | None,
+    data: str,
+    judges: Sequence[str],
+    max_photos: int,
+    out: str | None,
+    overrides: Sequence[str] = (),
+    pair_folds: int = 0,
+    baseline: str | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
+    import facekit
+    from facekit.errors import FacekitError
+    from facekit.normalize import Normalizer
+    from facekit.recipe import DataSection, load_recipe
+
+    plan = load_recipe(recipe, overrides) if recipe else None
+    if checkpoint is None and plan is not None:
+        checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    root = (plan.recipe.data if plan else DataSection()).resolved_root()
+    normalizer: Any
+    if baseline == "frontalize":
+        from facekit.baselines.frontalize import Frontalizer
+
+        normalizer = Frontalizer.from_data(root / "sfm", size=112)
+    elif baseline is not None:
+        raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
+    else:
+        normalizer = Normalizer.from_checkpoint(checkpoint)
+    if data != "lfw-devtest":
+        raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
+    if judges:
+        names = list(judges)
+    elif baseline is None:
+        names = [normalizer.meta["encoder"]]
+    elif plan is not None and "encoder" in plan.components:
+        names = [plan.components["encoder"].spec.name]
+    else:
+        raise FacekitError("the baseline has no encoder of its own: name a judge (--judge NAME) or a recipe")
+    # The model's own encoder is already loaded: judge with it rather than building a second copy.
+    own = getattr(normalizer, "meta", {}).get("encoder")
+    judge_list = [
+        Judge(name, normalizer.encoder if name == own else facekit.load_component("encoder", name).eval())
+        for name in names
+    ]
+    folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
+    metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
+    metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
+    if pair_folds:
+        metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics, folder

@@ -142,7 +142,7 @@ class Normalizer:
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> Normalizer:
         """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one)."""
         import facekit
-        from facekit.train import load_decoder_state, read_checkpoint
+        from facekit.checkpoints import load_decoder_state, read_checkpoint
         from facekit.warp import tfa_boundary_points
 
         checkpoint = Path(path) if path is not None else default_model_path()

@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from facekit.errors import StageNotBuiltError
 from facekit.recipe import STAGES, Plan
@@ -74,57 +73,6 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     return run
 
 
-def evaluate_plan(
-    recipe: str | None,
-    checkpoint: str | None,
-    data: str,
-    judges: Sequence[str],
-    max_photos: int,
-    out: str | None,
-    overrides: Sequence[str] = (),
-    pair_folds: int = 0,
-    baseline: str | None = None,
-) -> tuple[dict[str, Any], Path]:
-    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
-    import facekit
-    from facekit.errors import FacekitError
-    from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
-    from facekit.normalize import Normalizer
-    from facekit.recipe import DataSection, load_recipe
-
-    plan = load_recipe(recipe, overrides) if recipe else None
-    if checkpoint is None and plan is not None:
-        checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
-    root = (plan.recipe.data if plan else DataSection()).resolved_root()
-    normalizer: Any
-    if baseline == "frontalize":
-        from facekit.baselines.frontalize import Frontalizer
-
-        normalizer = Frontalizer.from_data(root / "sfm", size=112)
-    elif baseline is not None:
-        raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
-    else:
-        normalizer = Normalizer.from_checkpoint(checkpoint)
-    if data != "lfw-devtest":
-        raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
-    names = list(judges) or [normalizer.meta["encoder"] if baseline is None else "dlib-resnet"]
-    # The model's own encoder is already loaded: judge with it rather than building a second copy.
-    own = getattr(normalizer, "meta", {}).get("encoder")
-    judge_list = [
-        Judge(name, normalizer.encoder if name == own else facekit.load_component("encoder", name).eval())
-        for name in names
-    ]
-    folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
-    metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
-    metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
-    if pair_folds:
-        from facekit.evaluate import verify_pairs
-
-        metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics, folder
-
-
 def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Evaluate the recipe's trained model on its evaluate section; judges: the encoder and components.judge."""
     from facekit.runs import start_run
@@ -132,6 +80,8 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     evaluate = plan.recipe.evaluate
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
+    from facekit.evaluate import evaluate_plan
+
     evaluate_plan(
         plan.source, None, evaluate.data, sorted(set(judges)), evaluate.max_photos, evaluate.output, plan.overrides
     )

@@ -138,7 +138,7 @@ class AugmentSection(Section):
 
 
 class LossWeights(Section):
-    """Weights of the paper's three terms (facekit.train.losses)."""
+    """Weights of the paper's three terms (facekit.losses.losses)."""
 
     landmark: float = Field(default=0.1, ge=0, description="landmark MSE, in pixels of a 100-px image")
     texture: float = Field(default=1.0, ge=0, description="texture L1 (image L1 for decoders without a texture)")

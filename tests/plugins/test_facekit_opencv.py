@@ -106,7 +106,7 @@ def test_sface_conforms() -> None:
     check_encoder(facekit.get_registry("encoder").get("sface"))
 
 
-def test_yunet_conforms_on_noise() -> None:
+def test_yunet_conforms() -> None:
     check_detector(facekit.get_registry("detector").get("yunet"))
 
 

@@ -12,10 +12,11 @@ import yaml
 from PIL import Image
 
 import facekit
+from facekit.checkpoints import export_model
 from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
 from facekit.normalize import Normalizer
 from facekit.recipe import resolve
-from facekit.train import export_model, train
+from facekit.train import train
 from tests.helpers import run_cli
 from tests.train.test_train import prepared, tiny_recipe  # noqa: F401 - the fixture is shared
 
@@ -113,9 +114,9 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path) -> None:  # 
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
     import torch
 
+    from facekit.checkpoints import read_checkpoint
     from facekit.errors import FacekitError
     from facekit.models import ChecksumError
-    from facekit.train import read_checkpoint
 
     exported = tmp_path / "model.safetensors"
     export_model(checkpoint, exported)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
+from facekit.checkpoints import read_checkpoint
 from facekit.recipe import resolve
-from facekit.train import read_checkpoint, train
+from facekit.train import train
 from tests.helpers import kill_at_points
 
 pytest.importorskip("dlib")
@@ -126,40 +127,33 @@ def test_ddp_two_processes_follow_one_process(prepared: Path, tmp_path: Path) ->
     compared a total loss that is ~99 % landmark term and passed with DDP switched off; BatchNorm normalised each
     rank's half batch on its own.
 
-    Measured (2-core CPU): with global BatchNorm the terms agree within 2e-4 relative (Adam amplifies the rounding of
-    reductions split over two ranks); per-rank BatchNorm is off by 6e-4 at step 1 and 8e-3 by step 6, DDP switched
-    off by 1e-3 in the landmark term from step 2."""
+    Measured (2-core CPU): with global BatchNorm (exact on its own: tests/train/test_distributed.py) landmark and
+    texture agree within 2e-4 relative and identity within 6e-4 absolute (Adam amplifies the rounding of reductions
+    split over two ranks); per-rank BatchNorm is off by 6e-4 at step 1 and 8e-3 by step 6 in texture, DDP switched off
+    by 1e-3 in the landmark term from step 2."""
 
     def recipe_for(output: Path) -> dict[str, Any]:
         raw = tiny_recipe(prepared, output, steps=6, checkpoint_every=6, loss={"identity": 0.1})
         raw["components"]["decoder"]["params"]["norm"] = "batch"
         return raw
 
-    single = train(resolve(recipe_for(tmp_path / "single")))
-    recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(yaml.safe_dump(recipe_for(tmp_path / "ddp")))
+    # Both runs in fresh processes with one thread each: the same arithmetic, whatever this process's torch settings.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "facekit.cli",
-        "run",
-        str(recipe),
-        "--stage",
-        "train",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    single = tmp_path / "single"
+    for output, launcher in (
+        (single, []),
+        (tmp_path / "ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]),
+    ):
+        recipe = output.with_suffix(".yaml")
+        recipe.write_text(yaml.safe_dump(recipe_for(output)))
+        command = [sys.executable, *launcher, "-m", "facekit.cli", "run", str(recipe), "--stage", "train"]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.safetensors")[1]["world_size"] == 2
     assert read_checkpoint(single / "checkpoints" / "last.safetensors")[1]["world_size"] == 1
     one, two = metrics(single), metrics(tmp_path / "ddp")
     assert len(two) == 6
-    for term, rtol, atol in (("landmark", 3e-4, 0.0), ("texture", 3e-4, 0.0), ("identity", 0.0, 2e-4)):
+    for term, rtol, atol in (("landmark", 3e-4, 0.0), ("texture", 3e-4, 0.0), ("identity", 0.0, 1e-3)):
         np.testing.assert_allclose(
             [float(r[term]) for r in two], [float(r[term]) for r in one], rtol=rtol, atol=atol, err_msg=term
         )
@@ -176,7 +170,7 @@ def test_ddp_two_processes_follow_one_process(prepared: Path, tmp_path: Path) ->
 def test_jitter_transforms_compose_a_similarity_after_the_crop() -> None:
     import torch
 
-    from facekit.train import jitter_transforms
+    from facekit.losses import jitter_transforms
 
     crop = torch.tensor([[[1.5, 0.1, 3.0], [-0.1, 1.5, -2.0]]], dtype=torch.float64)
     assert torch.equal(jitter_transforms(crop, (150, 150), np.zeros((1, 4))), crop)
@@ -225,7 +219,7 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     import torch
     from PIL import Image
 
-    from facekit.train import background_mask, build_pool, encode_photos
+    from facekit.pool import background_mask, build_pool, encode_photos
 
     data = np.load(prepared / "averages.npy")
     landmarks = np.load(prepared / "landmarks.npy")
@@ -314,7 +308,7 @@ def test_detail_losses_are_logged_and_finite(prepared: Path, tmp_path: Path) -> 
 def test_feature_matching_is_zero_for_equal_maps_and_scale_free() -> None:
     import torch
 
-    from facekit.train import feature_matching, laplacian
+    from facekit.losses import feature_matching, laplacian
 
     maps = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4) * 100]
     assert float(feature_matching(maps, maps)) == 0

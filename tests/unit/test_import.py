@@ -33,3 +33,14 @@ def test_registries_and_cli_load_no_heavy_module() -> None:
 
 def test_the_check_itself_can_fail() -> None:
     assert "json" in _modules_after("import json")
+
+
+def test_inference_imports_no_training_module() -> None:
+    """Before: Normalizer.from_checkpoint imported facekit.train (checkpoint I/O lived there) and with it the pool,
+    losses and the training loop."""
+    loaded = _modules_after(
+        "import facekit\nfrom facekit.testing import real_face\n"
+        "facekit.Normalizer.from_checkpoint().normalize(real_face().image.copy())"
+    )
+    assert "facekit.checkpoints" in loaded
+    assert not [m for m in ("facekit.train", "facekit.pool", "facekit.losses", "facekit.data.prepare") if m in loaded]

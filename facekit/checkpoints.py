@@ -1,0 +1,110 @@
+"""Model files: checkpoints (decoder weights, Adam state, metadata) and exported models (fp16 weights and
+provenance), one safetensors format with a sha256 over the tensors. Inference reads them without importing training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from facekit.errors import FacekitError
+
+
+def save_checkpoint(
+    path: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
+    """Weights + Adam state + metadata in one safetensors file, written atomically (temporary file + rename)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
+    state = optimizer.state_dict()
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{index}.{key}"] = tensor.detach().cpu().contiguous()
+    write_model_file(path, tensors, {**meta, "param_groups": state["param_groups"]})
+
+
+def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """``tensors`` + ``meta`` (JSON) + the tensors' sha256 as one safetensors file, written to a temporary file beside
+    ``path`` and renamed: the format of checkpoints and exported models, read by :func:`read_checkpoint`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(temporary), metadata={"facekit": json.dumps(meta), DIGEST_KEY: tensors_digest(tensors)})
+    os.replace(temporary, path)
+
+
+#: Metadata key of the sha256 over a checkpoint's tensors (names, dtypes, shapes and bytes), checked when read.
+DIGEST_KEY = "tensors_sha256"
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint` (or a model from :func:`export_model`)."""
+    from safetensors import SafetensorError, safe_open
+
+    from facekit.models import ChecksumError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FacekitError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        meta = json.loads(header.get("facekit", "{}"))
+        tensors = load_file(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # a damaged header, JSON or file
+        raise FacekitError(f"{path} is not a readable facekit model ({type(error).__name__}: {error})") from None
+    expected = header.get(DIGEST_KEY)
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise ChecksumError(f"{path} is damaged: its tensors do not match the checksum they were saved with")
+    return tensors, meta
+
+
+def load_decoder_state(decoder: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in model.items()})
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def export_model(checkpoint: str | Path, out: str | Path, metrics: str | Path | None = None) -> int:
+    """Write ``checkpoint``'s decoder weights in fp16 with its provenance (recipe, step, components, git sha and
+    ``metrics`` if given) and no optimizer state: the format of the shipped default model. Returns the file size."""
+    from facekit.runs import git_sha
+
+    tensors, meta = read_checkpoint(Path(checkpoint))
+    weights = {
+        k: (v.half() if v.is_floating_point() and not k.endswith("mean_landmarks") else v)
+        for k, v in tensors.items()
+        if k.startswith("model.")
+    }
+    meta = {k: v for k, v in meta.items() if k != "param_groups"}
+    meta["exported_from"] = str(checkpoint)
+    meta["git_sha"] = git_sha()
+    if metrics is not None:
+        meta["metrics"] = json.loads(Path(metrics).read_text())
+    out = Path(out)
+    write_model_file(out, weights, meta)
+    return out.stat().st_size

@@ -1,0 +1,96 @@
+"""Training losses: landmark MSE, texture L1, identity (1 - cosine of encoder embeddings of input and output, on
+a jittered crop made differentiably with the encoder's own alignment), and the optional perceptual and Laplacian terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facekit.errors import FacekitError
+from facekit.types import DecoderOutput
+
+
+def jitter_transforms(transforms: torch.Tensor, size: tuple[int, int], draws: np.ndarray) -> torch.Tensor:
+    """Compose (B, 2, 3) image -> crop transforms with a random similarity about the crop's centre.
+
+    ``draws`` (B, 4) are standard-normal-scaled (shift x, shift y as fractions of the crop side, log scale, angle in
+    radians); the caller draws them from the step's seeded generator so a resumed run repeats them.
+    """
+    width, height = size
+    d = torch.as_tensor(draws, dtype=transforms.dtype, device=transforms.device)
+    scale, angle = torch.exp(d[:, 2]), d[:, 3]
+    cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], 1)  # (B, 2, 2)
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=transforms.dtype, device=transforms.device)
+    shift = d[:, :2] * torch.tensor([width, height], dtype=transforms.dtype, device=transforms.device)
+    offset = centre - rotation @ centre + shift  # (B, 2)
+    linear = rotation @ transforms[:, :, :2]
+    translation = (rotation @ transforms[:, :, 2:]).squeeze(-1) + offset
+    return torch.cat([linear, translation.unsqueeze(-1)], dim=2)
+
+
+def encoder_crops(encoder: Any, images: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) images cropped differentiably to the encoder's input with the (B, 2, 3) ``transform``."""
+    from facekit.align import warp_images_affine
+
+    width, height = encoder.card.input_size
+    return warp_images_affine(images, transform.to(images.dtype), (height, width)).float()
+
+
+def identity_term(embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cos(E(output), E(input)), averaged over the batch."""
+    return (1 - F.cosine_similarity(embedding, target, dim=1)).mean()
+
+
+def laplacian(images: torch.Tensor) -> torch.Tensor:
+    """4-neighbour Laplacian of each channel of (B, C, H, W) images (replicated border), same shape."""
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=images.dtype)
+    channels = images.shape[1]
+    weight = kernel.to(images.device).expand(channels, 1, 3, 3)
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), weight, groups=channels)
+
+
+def feature_matching(maps: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of L1(map, target map) / mean |target map|, so every layer weighs the same."""
+    terms = [F.l1_loss(m, t) / t.abs().mean().clamp_min(1e-6) for m, t in zip(maps, targets, strict=True)]
+    return torch.stack(terms).mean()
+
+
+def losses(
+    out: DecoderOutput, batch: dict[str, torch.Tensor], encoder: Any, weights: Any, image_size: int
+) -> dict[str, torch.Tensor]:
+    """The weighted terms. Landmark MSE is in pixels of a 100-px image (so it does not depend on the size)."""
+    terms: dict[str, torch.Tensor] = {}
+    if out.landmarks is not None:
+        scale = 100.0 / image_size
+        terms["landmark"] = F.mse_loss(out.landmarks.float() * scale, batch["landmarks"] * scale)
+    # Decoders without a texture (plain-cnn) learn the image directly.
+    learned, target, name = (
+        (out.texture, batch["texture"], "texture") if out.texture is not None else (out.image, batch["image"], "image")
+    )
+    terms[name] = F.l1_loss(learned.float(), target)
+    if weights.laplacian > 0:
+        terms["laplacian"] = F.l1_loss(laplacian(learned.float()), laplacian(target))
+    if weights.identity > 0 or weights.perceptual > 0:
+        crops = encoder_crops(encoder, out.image, batch["transform"])
+        if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
+            if not hasattr(encoder, "embed_and_maps"):
+                raise FacekitError(
+                    f"loss.perceptual needs an encoder with embed_and_maps; {type(encoder).__name__} has none"
+                )
+            embedding, maps = encoder.embed_and_maps(crops)
+            with torch.no_grad():
+                _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"], batch["transform"]))
+            terms["perceptual"] = feature_matching(maps, targets)
+        else:
+            embedding = encoder.embed(crops)
+        if weights.identity > 0:
+            terms["identity"] = identity_term(embedding, batch["embedding"])
+    weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
+    weight_of.update(identity=weights.identity, perceptual=weights.perceptual, laplacian=weights.laplacian)
+    terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))
+    return terms

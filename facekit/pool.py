@@ -1,0 +1,242 @@
+"""The training pool: prepared identities, on-the-fly morphs and (optionally) each person's own photos, with the
+frozen encoder's features and embeddings computed once and cached (``train.output/pool.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from facekit.errors import FacekitError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Pool:
+    """The training items, in memory: images/textures (N, 3, S, S) uint8, landmarks (N, K, 2) float32, and the frozen
+    encoder's cached ``features`` (N, F) and ``embeddings`` (N, D) of each image."""
+
+    images: torch.Tensor
+    textures: torch.Tensor
+    landmarks: torch.Tensor
+    features: torch.Tensor
+    embeddings: torch.Tensor
+    transforms: torch.Tensor  # (N, 2, 3) image -> encoder input, from the target landmarks
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        idx = torch.from_numpy(index)
+        return {
+            "image": self.images[idx].to(device).float() / 255.0,
+            "texture": self.textures[idx].to(device).float() / 255.0,
+            "landmarks": self.landmarks[idx].to(device),
+            "features": self.features[idx].to(device),
+            "embedding": self.embeddings[idx].to(device),
+            "transform": self.transforms[idx].to(device),
+        }
+
+
+def _uint8_chw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
+    """Prepared identities + ``train.pool_size`` on-the-fly morphs, with the encoder's features and embeddings."""
+    from facekit.align import encoder_input_transform, encoder_inputs
+    from facekit.data.dataset import PreparedFaces
+
+    recipe = plan.recipe
+    faces = PreparedFaces(recipe.prepare.output)
+    images = [np.asarray(faces.averages)]
+    textures = [np.asarray(faces.textures)]
+    landmarks = [np.asarray(faces.landmarks, dtype=np.float32)]
+    if recipe.augment.enabled and recipe.train.pool_size > 0:
+        from facekit.data.augment import morph_dataset
+
+        morphs = morph_dataset(plan, length=recipe.train.pool_size)
+        loader = torch.utils.data.DataLoader(morphs, batch_size=64, num_workers=recipe.prepare.workers)
+        for batch in _track(loader, "making morphs", progress):
+            images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+            textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+            landmarks.append(batch["landmarks"].numpy().astype(np.float32))
+    all_images, all_textures = np.concatenate(images), np.concatenate(textures)
+    all_landmarks = np.concatenate(landmarks)
+    features, embeddings = [], []
+    with torch.no_grad():
+        for start in _track(range(0, len(all_images), 32), "encoding", progress):
+            inputs = encoder_inputs(encoder, all_images[start : start + 32], all_landmarks[start : start + 32])
+            embedding, feature = embed_and_features(encoder, inputs)
+            features.append(feature)
+            embeddings.append(embedding)
+    if recipe.train.photo_inputs > 0:
+        # Each person's own photos as inputs, the person's average (row i of the prepared arrays) as the target.
+        targets, photo_features, photo_embeddings = encode_photos(recipe, faces, encoder, progress)
+        all_images = np.concatenate([all_images, all_images[targets]])
+        all_textures = np.concatenate([all_textures, all_textures[targets]])
+        all_landmarks = np.concatenate([all_landmarks, all_landmarks[targets]])
+        features.append(photo_features)
+        embeddings.append(photo_embeddings)
+    if recipe.train.background == "plain":
+        # After encoding: the encoder keeps seeing the photos' own backgrounds, as it will at inference.
+        all_images, all_textures = plain_background(
+            all_images, all_textures, all_landmarks, np.asarray(faces.mean_landmarks), recipe.train.background_rgb
+        )
+    transforms = np.stack([encoder_input_transform(encoder, points) for points in all_landmarks]).astype(np.float32)
+    return Pool(
+        images=_uint8_chw(all_images),
+        textures=_uint8_chw(all_textures),
+        landmarks=torch.from_numpy(all_landmarks),
+        features=torch.cat(features),
+        embeddings=torch.cat(embeddings),
+        transforms=torch.from_numpy(transforms),
+    )
+
+
+def embed_and_features(encoder: Any, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings, features) of encoder inputs, in one pass when the encoder offers it (dlib-resnet, sface)."""
+    both = getattr(encoder, "embed_and_features", None)
+    if both is not None:
+        embedding, feature = both(inputs)
+        return embedding, feature
+    return encoder.embed(inputs), encoder.features(inputs)
+
+
+def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False) -> tuple[Any, Any, Any]:
+    """Train on what inference sees: up to ``train.photo_inputs`` photos of each prepared person (kept or rejected
+    for expression, pose up to ``train.photo_max_yaw_deg``, any quality) read from the prepare manifest and encoded
+    from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D))."""
+    from facekit.align import encoder_inputs
+    from facekit.images import load_rgb
+
+    settings = recipe.train
+    row_of = {record["identity"]: index for index, record in enumerate(faces.identities)}
+    candidates: dict[int, list[tuple[str, np.ndarray]]] = {}
+    with (Path(recipe.prepare.output) / "manifest.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            target = row_of.get(row["identity"])
+            if target is None or "landmarks" not in row or row.get("face", 0) != 0:
+                continue
+            if abs(float(row["measures"]["yaw"])) > settings.photo_max_yaw_deg:
+                continue
+            candidates.setdefault(target, []).append((row["path"], np.asarray(row["landmarks"], np.float64)))
+    rng = np.random.default_rng([settings.seed, 1])
+    chosen: list[tuple[int, str, np.ndarray]] = []
+    for target in sorted(candidates):
+        items = candidates[target]
+        for pick in rng.permutation(len(items))[: settings.photo_inputs]:
+            chosen.append((target, *items[pick]))
+    targets: list[int] = []
+    features, embeddings = [], []
+    with torch.no_grad():
+        for start in _track(range(0, len(chosen), 32), f"encoding {len(chosen)} photos", progress):
+            block = []
+            for target, path, points in chosen[start : start + 32]:
+                image, _ = load_rgb(Path(path))
+                if image is not None:
+                    block.append((target, image, points))
+            if not block:
+                continue
+            inputs = encoder_inputs(encoder, [b[1] for b in block], np.stack([b[2] for b in block]))
+            embedding, feature = embed_and_features(encoder, inputs)
+            features.append(feature)
+            embeddings.append(embedding)
+            targets.extend(b[0] for b in block)
+    logger.info("photo inputs: %d photos of %d people", len(targets), len(candidates))
+    if not targets:
+        raise FacekitError(f"train.photo_inputs: no usable photo in {recipe.prepare.output}/manifest.jsonl")
+    return np.asarray(targets, np.int64), torch.cat(features), torch.cat(embeddings)
+
+
+def background_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: 1 on the face of (68, 2) iBUG ``landmarks``, its forehead up to about the hairline
+    (the brows raised by one interocular distance) and a margin of S/12 for hair and ears, feathered over S/40 px.
+    Outside it is what the quality benchmark counts as background (side strips beyond the hull grown by S/14)."""
+    import cv2
+
+    from facekit.align import interocular_distance
+    from facekit.data.poisson import face_mask
+
+    points = np.asarray(landmarks, np.float64)
+    forehead = points[17:27] - np.array([0.0, interocular_distance(points)])
+    hard = face_mask(np.concatenate([points, forehead]), size, size, blur_px=0.0)
+    margin = max(1, round(size / 12))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    grown = cv2.dilate((hard > 0.5).astype(np.float32), kernel)
+    soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=size / 40, borderType=cv2.BORDER_CONSTANT)
+    return np.clip(soft, 0.0, 1.0).astype(np.float32)
+
+
+def plain_background(
+    images: np.ndarray, textures: np.ndarray, landmarks: np.ndarray, mean_landmarks: np.ndarray, rgb: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets on one flat colour: (N, S, S, 3) uint8 ``images`` outside :func:`background_mask` of their (N, K, 2)
+    ``landmarks``, ``textures`` outside the mask of the mean landmarks (they are registered to the mean face)."""
+    size = images.shape[1]
+    colour = np.asarray(rgb, np.float32).reshape(1, 1, 3)
+
+    def flatten(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        blended = image.astype(np.float32) * mask[..., None] + colour * (1 - mask[..., None])
+        return np.asarray(blended.round().clip(0, 255).astype(np.uint8))
+
+    texture_mask = background_mask(mean_landmarks, size)
+    flat_images = np.stack([flatten(i, background_mask(p, size)) for i, p in zip(images, landmarks, strict=True)])
+    flat_textures = np.stack([flatten(t, texture_mask) for t in textures])
+    return flat_images, flat_textures
+
+
+def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
+    """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
+
+    The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoder.
+    """
+    recipe = plan.recipe
+    prepared = Path(recipe.prepare.output)
+    key = json.dumps(
+        {
+            "prepared": str(prepared.resolve()),
+            "prepared_mtime": (prepared / "landmarks.npy").stat().st_mtime_ns,
+            "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
+            "augment": recipe.augment.model_dump(mode="json"),
+            "seed": recipe.train.seed,
+            "encoder": plan.components["encoder"].spec.name,
+            "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
+            "background": [recipe.train.background, list(recipe.train.background_rgb)],
+        },
+        sort_keys=True,
+    )
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("key") == key:
+                logger.info("training pool from cache %s", path)
+                return Pool(**load_file(str(path)))
+    pool = build_pool(plan, encoder, progress)
+    from facekit.runs import is_rank_zero
+
+    if is_rank_zero():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.contiguous() for k, v in pool.__dict__.items()}, str(temporary), metadata={"key": key})
+        os.replace(temporary, path)
+    return pool
+
+
+def _track(iterable: Any, description: str, progress: bool) -> Any:
+    if not progress:
+        return iterable
+    from rich.progress import track
+
+    return track(iterable, description=description)

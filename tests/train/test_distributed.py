@@ -1,0 +1,58 @@
+"""GlobalBatchNorm2d on two gloo ranks, each holding half a batch, gives nn.BatchNorm2d's outputs, input gradients,
+parameter gradients and running statistics on the whole batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from facekit.distributed import global_batchnorm
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rank(rank: int, port: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    layer = global_batchnorm(nn.Sequential(nn.BatchNorm2d(3)))
+    inputs = torch.randn(6, 3, 5, 4, generator=torch.Generator().manual_seed(1)) * 3 + 2
+    weights = torch.randn(6, 3, 5, 4, generator=torch.Generator().manual_seed(2))
+    mine = inputs[rank * 3 : rank * 3 + 3].clone().requires_grad_(True)
+    out = layer(mine)
+    (out * weights[rank * 3 : rank * 3 + 3]).sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()]
+    for grad in grads:
+        dist.all_reduce(grad)  # what DDP does with parameter gradients (summed here: the loss is a sum)
+    torch.save(
+        {"out": out.detach(), "grad": mine.grad, "params": grads, "state": layer.state_dict()}, f"{folder}/{rank}.pt"
+    )
+    dist.destroy_process_group()
+
+
+def test_global_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path: Path) -> None:
+    mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.BatchNorm2d(3))
+    inputs = (torch.randn(6, 3, 5, 4, generator=torch.Generator().manual_seed(1)) * 3 + 2).requires_grad_(True)
+    weights = torch.randn(6, 3, 5, 4, generator=torch.Generator().manual_seed(2))
+    out = reference(inputs)
+    (out * weights).sum().backward()
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([r["grad"] for r in ranks]), inputs.grad, atol=1e-5, rtol=1e-5)
+    for got, want in zip(ranks[0]["params"], [p.grad for p in reference.parameters()], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(ranks[1]["state"][key], value, atol=1e-5, rtol=1e-5)
