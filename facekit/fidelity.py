@@ -4,8 +4,9 @@
   the same way on the photo and on the normalized face. Nothing of the normalizer reaches the judge: not the decoder's
   predicted landmarks (a crop made from them flatters the output, since the decoder placed the face where its own
   landmarks say), not its crop. A face the judge's detector cannot find in the output is a fail.
-  ``sface``: OpenCV's YuNet detector + SFace's 5-point alignment (never used in training);
-  ``dlib-resnet``: dlib's HOG detector + 68 landmarks + dlib's chip (the training encoder: a biased judge).
+  The detector is the one the encoder's card names (``ModelCard.detector``): ``sface``: OpenCV's YuNet + SFace's
+  5-point template (never used in training); ``dlib-resnet``: dlib's HOG detector + 68 landmarks + dlib's chip (the
+  training encoder: a biased judge).
 - **Detail**: mean |Laplacian| of the luminance inside the output's landmark hull, divided by the same for the input
   photo aligned into the output frame by a least-squares similarity on the 68 landmarks (1.0 = as much fine detail as
   the photo at the output's resolution).
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from facekit.errors import FacekitError
 
 #: Side strips of the background measure, as fractions of the output size.
 STRIP_X = (0.12, 0.88)
@@ -83,18 +86,19 @@ class OwnPipelineJudge:
     name: str
     detector: Any
     encoder: Any
-    align: str  # "sface" (5 YuNet points, SFace's template) or "encoder" (the encoder's own crop from 68 points)
 
     @classmethod
     def build(cls, name: str) -> OwnPipelineJudge:
+        """The encoder ``name`` with the detector its card names (``ModelCard.detector``) and the card's alignment."""
         import facekit
+        from facekit.align import check_alignable
 
         encoder = facekit.load_component("encoder", name).eval()
-        if name == "sface":
-            return cls(name, facekit.load_component("detector", "yunet"), encoder, "sface")
-        if name == "dlib-resnet":
-            return cls(name, facekit.load_component("detector", "dlib"), encoder, "encoder")
-        raise ValueError(f"no own pipeline known for judge {name!r}; known: sface, dlib-resnet")
+        if not encoder.card.detector:
+            raise FacekitError(f"encoder {name!r} names no detector of its own (ModelCard.detector): it cannot judge")
+        detector = facekit.load_component("detector", encoder.card.detector)
+        check_alignable(encoder, detector.card.landmark_scheme, f"detector {encoder.card.detector!r}")
+        return cls(name, detector, encoder)
 
     @property
     def card(self) -> Any:
@@ -108,10 +112,6 @@ class OwnPipelineJudge:
         if not faces:
             return None
         points = np.asarray(faces[0].landmarks, np.float64)
-        if self.align == "sface":
-            from facekit_opencv.sface import align_sface
-
-            return np.asarray(align_sface(image, points).image)
         width, height = self.card.input_size
         transform = encoder_input_transform(self.encoder, points, faces[0].scheme)
         return warp_image(image, transform, (height, width))

@@ -290,7 +290,13 @@ def check_encoder_card(subject: Subject) -> None:
     assert card.threshold is not None and card.distance, f"{name}: card needs threshold and distance"
     assert card.weights and all(w.licence for w in card.weights), f"{name}: card needs weights with a licence"
     assert card.template is not None, f"{name}: card.template missing (how faces are aligned for it)"
-    assert alignable_schemes(card.template), f"{name}: no landmark scheme can be aligned to {card.template.name}"
+    accepted = alignable_schemes(card.template)
+    assert accepted, f"{name}: no landmark scheme can be aligned to {card.template.name}"
+    if card.detector:  # its own pipeline (a judge uses it): a registered detector whose points it can align from
+        detectors = get_registry("detector")
+        assert card.detector in detectors, f"{name}: card.detector {card.detector!r} is not a registered detector"
+        scheme = detectors.get(card.detector).card.landmark_scheme  # type: ignore[union-attr]
+        assert scheme in {s.value for s in accepted}, f"{name}: cannot align from its detector's {scheme} points"
 
 
 def _aligned(subject: Subject, image: np.ndarray | None = None) -> torch.Tensor:

@@ -113,6 +113,8 @@ class ModelCard:
     differentiable: bool = False
     landmarks: int | None = None  # for detectors: points per face
     landmark_scheme: str | None = None  # for detectors: a LandmarkScheme value, what the points mean
+    #: For encoders: the registered detector its authors deploy it with (its own pipeline, used when it judges).
+    detector: str | None = None
     weights: tuple[WeightsSource, ...] = ()
     notes: str = ""
 

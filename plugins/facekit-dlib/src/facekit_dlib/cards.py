@@ -23,6 +23,7 @@ RESNET_CARD = ModelCard(
     threshold=0.6,
     distance="euclidean",
     differentiable=True,
+    detector="dlib",
     weights=(SOURCES["dlib_face_recognition_resnet_model_v1.dat"],),
     notes="dlib's metric-learning ResNet (29 conv layers), LFW 99.38% by its author; features: the 256-D average "
     "pool before the last fc; inputs are dlib chips (get_face_chip_details: 5 or 68 points, 150 px, padding 0.25)",

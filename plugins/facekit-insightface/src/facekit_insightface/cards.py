@@ -76,6 +76,7 @@ ARCFACE_ONNX_CARD = ModelCard(
     threshold=0.68,
     distance="cosine",
     differentiable=False,
+    detector="scrfd",  # insightface's buffalo_l pairs them
     weights=(W600K_R50,),
     notes="features: the model's raw 512-D output (before normalisation; the ONNX graph exposes nothing lower "
     "that is not spatially varying). insightface's ArcFaceONNX feeds BGR images through blobFromImage(swapRB=True), "

@@ -59,6 +59,7 @@ def sface_card() -> ModelCard:
         threshold=0.363,
         distance="cosine",
         differentiable=True,
+        detector="yunet",  # OpenCV Zoo deploys SFace behind YuNet
         weights=(SFACE_SOURCE,),
         notes=(
             "same identity when cosine similarity >= 0.363 (OpenCV Zoo; equivalently L2 distance of the normalised "
