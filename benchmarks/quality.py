@@ -47,6 +47,7 @@ class SharedDetections:
 
     def __init__(self, detector: Any) -> None:
         self.detector = detector
+        self.card = detector.card  # a facekit Detector: the pipeline reads its landmark scheme
         self.memo: dict[int, tuple[np.ndarray, list[Any]]] = {}
 
     def detect_array(self, image: np.ndarray) -> list[Any]:
