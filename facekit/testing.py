@@ -641,39 +641,24 @@ def check_component(
             run_check(kind, spec, name, params)
 
 
-def check_detector(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
-) -> None:
-    """Every detector check (see :data:`CHECKS`)."""
-    check_component("detector", spec, params, skip)
+def _checks_of(kind: Kind) -> Callable[..., None]:
+    def check(
+        spec: ComponentSpec[Any],
+        params: Params | Mapping[str, Any] | None = None,
+        skip: Mapping[str, str] | None = None,
+    ) -> None:
+        check_component(kind, spec, params, skip)
+
+    check.__name__ = check.__qualname__ = f"check_{kind}"
+    check.__doc__ = f"Every {kind} check (see :data:`CHECKS`): ``check_component({kind!r}, spec, params, skip)``."
+    return check
 
 
-def check_encoder(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
-) -> None:
-    """Every encoder check (see :data:`CHECKS`)."""
-    check_component("encoder", spec, params, skip)
-
-
-def check_decoder(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
-) -> None:
-    """Every decoder check (see :data:`CHECKS`)."""
-    check_component("decoder", spec, params, skip)
-
-
-def check_warper(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
-) -> None:
-    """Every warper check (see :data:`CHECKS`)."""
-    check_component("warper", spec, params, skip)
-
-
-def check_app(
-    spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None, skip: Mapping[str, str] | None = None
-) -> None:
-    """Every app check (see :data:`CHECKS`)."""
-    check_component("app", spec, params, skip)
+check_detector = _checks_of("detector")
+check_encoder = _checks_of("encoder")
+check_decoder = _checks_of("decoder")
+check_warper = _checks_of("warper")
+check_app = _checks_of("app")
 
 
 def parametrize_with_checks(
