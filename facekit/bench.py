@@ -42,6 +42,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     import torch
 
     import facekit
+    from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
     from facekit.normalize import Normalizer
     from facekit.runs import describe_device, git_sha, package_versions
@@ -53,7 +54,10 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
     done = {row["recipe_hash"]: row for row in _read_rows(results)}
-    judges = [Judge(name, facekit.load_component("encoder", name).eval()) for name in settings.judges]
+    names = settings.judges or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])
+    if not names:
+        raise FacekitError("bench needs judges: set bench.judges or components.encoder")
+    judges = [Judge(name, facekit.load_component("encoder", name).eval()) for name in names]
     photos = lfw_devtest(base.data_root, settings.max_photos)
     plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
     rows = []
@@ -85,8 +89,8 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         with results.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         rows.append(row)
-    _plot(rows, settings.judges, output / "pass_rates.png")
-    _report(rows, settings.judges, output)
+    _plot(rows, names, output / "pass_rates.png")
+    _report(rows, names, output)
     return rows, output
 
 

@@ -223,7 +223,9 @@ class BenchSection(Section):
 
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="recipe path -> values to try")
     max_photos: int = Field(default=100, ge=1, description="LFW DevTest photos evaluated per cell")
-    judges: list[str] = Field(default_factory=lambda: ["dlib-resnet", "sface"], description="judge encoders")
+    judges: list[str] = Field(
+        default_factory=list, description="judge encoders (default: the recipe's own components.encoder)"
+    )
     output: str = Field(default="runs/bench")
 
 
