@@ -221,6 +221,52 @@ def normalize(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
+@app.command()
+def adjust(
+    photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "adjusted",
+    method: Annotated[
+        str, typer.Option(help="adjust (from the normalized face), gray-world, white-patch, shades-of-gray, gray-edge")
+    ] = "adjust",
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: unchanged .. 1: the full correction")] = 1.0,
+    only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
+    all_faces: Annotated[bool, typer.Option(help="average every face found (default: the largest)")] = False,
+    checkpoint: Annotated[str | None, typer.Option(help="model for adjust (default: the one shipped)")] = None,
+) -> None:
+    """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
+    the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
+    A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
+    from rich.progress import Progress
+
+    import facekit
+    from facekit.apps.adjust import adjust_files
+    from facekit.batch import EXIT_SOME_FAILED
+
+    if only not in ("both", "white-balance", "exposure"):
+        raise FacekitError(f"--only {only!r}: use both, white-balance or exposure")
+    if method == "adjust":
+        from facekit.apps.adjust import FaceAdjuster
+        from facekit.normalize import Normalizer
+
+        normalizer = Normalizer.from_checkpoint(checkpoint)
+        corrector: Any = FaceAdjuster(normalizer, strength, only, all_faces)  # type: ignore[arg-type]
+    else:
+        corrector = facekit.load_component("app", method, strength=strength)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("adjusting", total=None)
+        rows = adjust_files(photos, out, corrector, on_row=lambda row: progress.advance(task))
+    table = Table(title=f"facekit adjust ({method}) -> {out}")
+    for column in ("photo", "status", "output or reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.input, row.status, row.output or row.record.get("reason", ""))
+    console.print(table)
+    failed = sum(row.status != "adjusted" for row in rows)
+    console.print(f"{len(rows) - failed} of {len(rows)} photos adjusted in {out}")
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
 def inference_device(requested: str) -> str:
     """``--device`` as a torch device string: ``auto`` picks the first GPU when one is visible; a GPU that is not
     there is a FacekitError, not a CUDA traceback."""

@@ -5,7 +5,7 @@ Keep this module light: specs point at factories that import torch only when a c
 
 from __future__ import annotations
 
-from facekit.builtin import decoders, warpers
+from facekit.builtin import apps, decoders, warpers
 from facekit.hookspecs import Register, hookimpl
 
 
@@ -18,4 +18,10 @@ def register_warpers(register: Register) -> None:
 @hookimpl
 def register_decoders(register: Register) -> None:
     for spec in decoders.specs():
+        register(spec)
+
+
+@hookimpl
+def register_apps(register: Register) -> None:
+    for spec in apps.specs():
         register(spec)

@@ -1,0 +1,233 @@
+"""Automatic white balance and exposure from the normalized face (Cole et al. 2017, Sec. 7.4 and App. C).
+
+The normalized face is the person's skin under even, neutral light. The photo's face is aligned into the normalized
+face's frame (a similarity from the photo's landmarks onto the decoder's), the mean colour of a central box of both
+(cheeks, nose, upper lip: the paper's central pixels scaled to our frame) is taken in YCrCb, and each channel of the
+whole full-resolution photo gets the piecewise-linear map through (0, 0), (photo mean, normalized mean), (255, 255).
+White balance moves Cr and Cb, exposure moves Y; ``strength`` scales the move.
+
+The baselines (:mod:`facekit.apps.baselines`) estimate a per-channel RGB gain from the whole photo instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+Only = Literal["both", "white-balance", "exposure"]
+
+#: The central box of the normalized frame whose mean colour is compared, as fractions of the size (x0, y0, x1, y1):
+#: between the eyes' lower lids and the upper lip, inside the cheeks (the paper's central 32 x 24 pixels of 224 px,
+#: widened to 30 % x 25 % so that a 112 px face still gives ~370 pixels).
+CENTRAL_BOX = (0.35, 0.45, 0.65, 0.70)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A per-channel piecewise-linear map in YCrCb: channel ``c`` maps ``source[c]`` to ``target[c]`` (0 and 255
+    fixed). ``method`` says who estimated it; ``face`` the face used (box, faces found), when one was."""
+
+    method: str
+    source: tuple[float, float, float]
+    target: tuple[float, float, float]
+    face: dict[str, Any] = field(default_factory=dict)
+
+    def scaled(self, strength: float, only: Only = "both") -> Correction:
+        """The correction moved ``strength`` (0..1) of the way, on Y only (exposure), Cr/Cb only (white balance)
+        or all three."""
+        if not 0.0 <= strength <= 1.0:
+            raise FacekitError(f"strength must be between 0 and 1, got {strength}")
+        moved = [s + strength * (t - s) for s, t in zip(self.source, self.target, strict=True)]
+        keep = {"both": (), "white-balance": (0,), "exposure": (1, 2)}[only]
+        for channel in keep:
+            moved[channel] = self.source[channel]
+        return Correction(self.method, self.source, (moved[0], moved[1], moved[2]), self.face)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "shift_ycrcb": [round(t - s, 3) for s, t in zip(self.source, self.target, strict=True)]}
+
+
+def piecewise_lut(source: float, target: float) -> np.ndarray:
+    """(256,) uint8 lookup table of the piecewise-linear map through (0, 0), (source, target), (255, 255)."""
+    source = float(np.clip(source, 1.0, 254.0))
+    target = float(np.clip(target, 1.0, 254.0))
+    values = np.interp(np.arange(256, dtype=np.float64), [0.0, source, 255.0], [0.0, target, 255.0])
+    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
+
+
+def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
+    """``photo`` (H, W, 3) uint8 RGB with ``correction`` applied to every pixel (three table lookups in YCrCb)."""
+    import cv2
+
+    if correction.source == correction.target:
+        return photo.copy()  # nothing to move: skip the colour-space round trip (it rounds by a grey level)
+    ycrcb = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2YCrCb)
+    luts = [piecewise_lut(correction.source[c], correction.target[c]) for c in range(3)]
+    ycrcb = cv2.LUT(ycrcb, np.stack(luts, axis=1)[:, None, :])  # one pass, a table per channel
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+
+
+def mean_ycrcb(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_BOX) -> np.ndarray:
+    """Mean (Y, Cr, Cb) of the ``box`` (fractions of width and height) of ``image`` (H, W, 3) uint8 RGB."""
+    import cv2
+
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = (round(box[0] * width), round(box[1] * height), round(box[2] * width), round(box[3] * height))
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    return np.asarray(cv2.cvtColor(region, cv2.COLOR_RGB2YCrCb).reshape(-1, 3).mean(axis=0), np.float64)
+
+
+def photo_face_in_normalized_frame(photo: np.ndarray, face: Any) -> np.ndarray:
+    """The photo's face resampled into the normalized face's frame: a least-squares similarity from the photo's
+    landmarks (``face.source_landmarks``) onto the normalized face's (``face.landmarks``), both iBUG-68."""
+    from facekit.align import similarity_transform, warp_image
+
+    size = face.image.shape[0]
+    transform = similarity_transform(np.asarray(face.source_landmarks), np.asarray(face.landmarks))
+    return warp_image(photo, transform, (size, size))
+
+
+def estimate_from_faces(photo: np.ndarray, faces: list[Any]) -> Correction:
+    """The face-based correction (App. C) from one or more :class:`~facekit.normalize.NormalizedFace` of ``photo``:
+    the mean of their central-box colours in the photo and in the normalized faces."""
+    if not faces:
+        raise FacekitError("no face to estimate the correction from")
+    sources = [mean_ycrcb(photo_face_in_normalized_frame(photo, face)) for face in faces]
+    targets = [mean_ycrcb(face.image) for face in faces]
+    source, target = np.mean(sources, axis=0), np.mean(targets, axis=0)
+    used = {"faces_used": len(faces), "faces_found": faces[0].faces_found, "boxes": [list(f.box) for f in faces]}
+    return Correction(
+        "adjust",
+        (float(source[0]), float(source[1]), float(source[2])),
+        (float(target[0]), float(target[1]), float(target[2])),
+        used,
+    )
+
+
+class FaceAdjuster:
+    """The ``adjust`` app: white balance and exposure of a photo from its normalized face.
+
+    ``correct(photo)`` -> (corrected photo, :class:`Correction`) or (photo unchanged, None) when no face is found.
+    ``apply(faces)`` (the App protocol) gives the normalized faces' central-box mean colours.
+    """
+
+    method = "adjust"
+
+    def __init__(self, normalizer: Any = None, strength: float = 1.0, only: Only = "both", all_faces: bool = False):
+        self._normalizer = normalizer
+        self.strength, self.only, self.all_faces = strength, only, all_faces
+
+    @property
+    def normalizer(self) -> Any:
+        if self._normalizer is None:
+            from facekit.normalize import Normalizer
+
+            self._normalizer = Normalizer.from_checkpoint()
+        return self._normalizer
+
+    def estimate(self, photo: np.ndarray) -> Correction | None:
+        faces = self.normalizer.normalize(photo, all_faces=True)
+        if not faces:
+            return None
+        return estimate_from_faces(photo, faces if self.all_faces else faces[:1])
+
+    def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
+        correction = self.estimate(photo)
+        if correction is None:
+            return photo, None
+        scaled = correction.scaled(self.strength, self.only)
+        return apply_correction(photo, scaled), scaled
+
+    def apply(self, faces: Any) -> dict[str, Any]:
+        """Central-box mean (Y, Cr, Cb) of each normalized face of ``faces`` (a DecoderOutput): (B, 3)."""
+        from facekit.images import to_uint8_rgb
+
+        return {"face_ycrcb": np.stack([mean_ycrcb(image) for image in to_uint8_rgb(faces.image)])}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+@dataclass
+class AdjustRow:
+    """What happened to one photo: ``status`` is ``adjusted``, ``no_face`` (left unchanged, not written) or
+    ``unreadable``."""
+
+    input: str
+    status: str
+    output: str = ""
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_like(source: Any, image: np.ndarray) -> tuple[bytes, str]:
+    """``image`` (H, W, 3) uint8 RGB encoded in the format of the ``source`` photo (a path): JPEG at quality 95 with
+    4:4:4 chroma, PNG otherwise; the source's ICC profile and EXIF are carried over, the EXIF orientation reset to 1
+    (the pixels are already upright). Returns (bytes, file suffix)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(source) as original:
+        icc = original.info.get("icc_profile")
+        exif = original.getexif()
+        jpeg = original.format == "JPEG"
+    if 0x0112 in exif:
+        exif[0x0112] = 1
+    options: dict[str, Any] = {"exif": exif.tobytes()} if len(exif) else {}
+    if icc:
+        options["icc_profile"] = icc
+    buffer = io.BytesIO()
+    if jpeg:
+        Image.fromarray(image).save(buffer, "JPEG", quality=95, subsampling=0, **options)
+        return buffer.getvalue(), ".jpg"
+    Image.fromarray(image).save(buffer, "PNG", **options)
+    return buffer.getvalue(), ".png"
+
+
+def before_after(before: np.ndarray, after: np.ndarray, height: int = 480) -> np.ndarray:
+    """The photo and its correction side by side, ``height`` pixels high: (height, 2W', 3) uint8."""
+    import cv2
+
+    width = max(1, round(before.shape[1] * height / before.shape[0]))
+    pair = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in (before, after)]
+    return np.concatenate(pair, axis=1)
+
+
+def adjust_files(items: list[str], out: Any, corrector: Any, on_row: Any = None) -> list[AdjustRow]:
+    """Correct every photo of ``items`` (files or folders) with ``corrector`` (``correct(photo) -> (photo, record)``):
+    OUT/NAME.jpg|png (the input's format), NAME_before_after.jpg, NAME.json (the correction and the face used). A
+    photo without a face is left unchanged and not written; outputs never land on an input (names as in
+    ``facekit normalize``)."""
+    import json
+    from pathlib import Path
+
+    from facekit.batch import plan_outputs, png_bytes, scan_inputs, write_atomic
+    from facekit.images import load_rgb
+
+    out = Path(out)
+    rows = []
+    for planned in plan_outputs(scan_inputs(items, out), out):
+        name = str(planned.source)
+        photo, why = load_rgb(planned.source)
+        if photo is None:
+            row = AdjustRow(name, "unreadable", record={"reason": why})
+        else:
+            corrected, record = corrector.correct(photo)
+            if record is None:
+                row = AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
+            else:
+                data, suffix = encode_like(planned.source, corrected)
+                target = out / f"{planned.base}{suffix}"
+                write_atomic(target, data, out)
+                write_atomic(out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)), out)
+                record = record.to_json() if hasattr(record, "to_json") else record
+                write_atomic(out / f"{planned.base}.json", (json.dumps(record, indent=2) + "\n").encode(), out)
+                row = AdjustRow(name, "adjusted", str(target), record)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows

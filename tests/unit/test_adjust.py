@@ -1,0 +1,91 @@
+"""The adjust app (white balance and exposure from the normalized face) and its baselines: a cast on a real face is
+undone, strength and channel options do what they say, a photo without a face is left alone, files keep their
+format, ICC profile and EXIF."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facekit.apps.adjust import Correction, FaceAdjuster, apply_correction, piecewise_lut
+from facekit.apps.baselines import ESTIMATORS, GlobalWhiteBalance, apply_gains
+from facekit.testing import real_face
+from tests.helpers import run_cli
+
+
+def angular_error(a: np.ndarray, b: np.ndarray) -> float:
+    x, y = a.reshape(-1, 3).mean(0), b.reshape(-1, 3).mean(0)
+    return float(np.degrees(np.arccos(np.clip(x @ y / np.linalg.norm(x) / np.linalg.norm(y), -1, 1))))
+
+
+FACE_BOX = (slice(80, 150), slice(60, 140))  # cheeks, nose and mouth of the 200 px test face
+
+
+@pytest.fixture(scope="module")
+def adjuster() -> FaceAdjuster:
+    return FaceAdjuster()
+
+
+def test_a_colour_cast_on_a_real_face_is_undone(adjuster: FaceAdjuster) -> None:
+    photo = real_face().image.copy()
+    cast = apply_gains(photo, np.array([1.15, 1.0, 0.8]))
+    before = angular_error(cast[FACE_BOX], photo[FACE_BOX])
+    corrected, correction = adjuster.correct(cast)
+    assert correction is not None and correction.face["faces_used"] == 1
+    after = angular_error(corrected[FACE_BOX], photo[FACE_BOX])
+    assert before > 5.0 and after < before / 3, (before, after)
+    # The uncast photo (the London studio light the model was trained towards) barely moves.
+    _, own = adjuster.correct(photo)
+    assert own is not None and max(abs(t - s) for s, t in zip(own.source, own.target, strict=True)) < 4.0
+
+
+def test_strength_and_channels() -> None:
+    photo = real_face().image.copy()
+    correction = Correction("adjust", (120.0, 140.0, 110.0), (130.0, 135.0, 118.0))
+    assert np.array_equal(apply_correction(photo, correction.scaled(0.0)), photo)
+    white = correction.scaled(1.0, "white-balance")
+    assert white.target[0] == white.source[0] and white.target[1:] == correction.target[1:]
+    exposure = correction.scaled(0.5, "exposure")
+    assert exposure.target == (125.0, 140.0, 110.0)
+    lut = piecewise_lut(100.0, 120.0)
+    assert lut[0] == 0 and lut[100] == 120 and lut[255] == 255 and (np.diff(lut.astype(int)) >= 0).all()
+    with pytest.raises(Exception, match="strength"):
+        correction.scaled(1.5)
+
+
+@pytest.mark.parametrize("method", list(ESTIMATORS))
+def test_baselines_remove_a_global_cast_on_a_grey_card(method: str) -> None:
+    rng = np.random.default_rng(0)
+    grey = np.clip(rng.normal(110, 25, (60, 80, 1)).repeat(3, axis=2), 0, 255).astype(np.uint8)  # unclipped cast
+    cast = apply_gains(grey, np.array([1.2, 1.0, 0.75]))
+    corrected, record = GlobalWhiteBalance(method).correct(cast)
+    assert record["method"] == method
+    assert angular_error(corrected, grey) < angular_error(cast, grey) / 3
+
+
+def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    face = Image.fromarray(apply_gains(real_face().image.copy(), np.array([1.1, 1.0, 0.85])))
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif[0x010F] = "facekit-test-camera"
+    face.save(photos / "face.jpg", quality=95, exif=exif.tobytes(), icc_profile=b"test-profile")  # any bytes
+    Image.new("RGB", (120, 120), (90, 120, 160)).save(photos / "wall.png")
+    result = run_cli("adjust", str(photos), "-o", str(tmp_path / "out"))
+    assert result.returncode == 3, result.stdout + result.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["face.jpg", "face.json", "face_before_after.png"]
+    with Image.open(out / "face.jpg") as adjusted:
+        assert adjusted.format == "JPEG" and adjusted.size == face.size
+        assert adjusted.info.get("icc_profile") == b"test-profile"
+        assert adjusted.getexif()[0x010F] == "facekit-test-camera"
+    assert "no_face" in result.stdout
+    baseline = run_cli("adjust", str(photos / "wall.png"), "--method", "gray-world", "-o", str(tmp_path / "g"))
+    assert baseline.returncode == 0 and (tmp_path / "g" / "wall.png").is_file()
+    with Image.open(io.BytesIO((tmp_path / "g" / "wall.png").read_bytes())) as grey:
+        assert angular_error(np.asarray(grey), np.full((1, 1, 3), 128.0)) < 1.0
