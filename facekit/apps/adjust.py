@@ -108,6 +108,21 @@ def estimate_from_faces(photo: np.ndarray, faces: list[Any]) -> Correction:
     )
 
 
+#: The long side, in pixels, of the copy a correction is estimated on.
+ESTIMATE_SIDE = 1024
+
+
+def downscale(photo: np.ndarray, side: int) -> np.ndarray:
+    """``photo`` shrunk (area averaging) so that its long side is at most ``side`` pixels; small photos as they are."""
+    import cv2
+
+    scale = side / max(photo.shape[:2])
+    if scale >= 1.0:
+        return photo
+    size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
+    return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+
+
 class FaceAdjuster:
     """The ``adjust`` app: white balance and exposure of a photo from its normalized face.
 
@@ -130,10 +145,13 @@ class FaceAdjuster:
         return self._normalizer
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
-        faces = self.normalizer.normalize(photo, all_faces=True)
+        """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
+        on its long side (mean colours do not need more; detection at 24 MP would take seconds), or None."""
+        small = downscale(photo, ESTIMATE_SIDE)
+        faces = self.normalizer.normalize(small, all_faces=True)
         if not faces:
             return None
-        return estimate_from_faces(photo, faces if self.all_faces else faces[:1])
+        return estimate_from_faces(small, faces if self.all_faces else faces[:1])
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         correction = self.estimate(photo)

@@ -1,0 +1,54 @@
+"""README figure for the adjust app: photos under a colour cast with a scene behind the person, corrected from their
+normalized face and by gray-world, next to the uncast photo.
+
+    python examples/adjust_figure.py [--out docs/adjust-before-after.jpg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from adjust import background_mask, blackbody_rgb, cast
+
+from facekit.apps.adjust import FaceAdjuster
+from facekit.apps.baselines import GlobalWhiteBalance
+from facekit.images import load_rgb
+from facekit.recipe import DataSection
+
+PHOTOS = [
+    ("london/smiling_front/005_08.jpg", "lfw/images/Amelie_Mauresmo/Amelie_Mauresmo_0002.jpg", 3200, 0.4),
+    ("london/smiling_front/021_08.jpg", "lfw/images/Ben_Affleck/Ben_Affleck_0002.jpg", 9000, -0.6),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="docs/adjust-before-after.jpg")
+    args = parser.parse_args()
+    root = DataSection().resolved_root()
+    adjuster, gray = FaceAdjuster(), GlobalWhiteBalance("gray-world")
+    rows = []
+    for person, scene_path, kelvin, ev in PHOTOS:
+        photo = load_rgb(root / person)[0]
+        scene = np.asarray(Image.fromarray(load_rgb(root / scene_path)[0]).resize(photo.shape[1::-1]))
+        clean = np.where(background_mask(photo)[..., None], scene, photo)
+        shot = cast(clean, blackbody_rgb(kelvin), ev)
+        tiles = [shot, adjuster.correct(shot)[0], gray.correct(shot)[0], clean]
+        rows.append(np.concatenate([np.asarray(Image.fromarray(t).resize((300, 300))) for t in tiles], axis=1))
+    figure = Image.fromarray(np.concatenate(rows, axis=0))
+    draw = ImageDraw.Draw(figure)
+    for column, label in enumerate(["cast photo", "adjust (from the face)", "gray-world", "before the cast"]):
+        draw.text((column * 300 + 6, 6), label, fill=(255, 255, 255))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out, quality=88)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
