@@ -44,9 +44,21 @@ from facekit.recipe import DataSection
 METHODS = ["none", "adjust", *ESTIMATORS]
 
 
-def corrections(photo: np.ndarray, face: Any) -> dict[str, np.ndarray]:
-    """Every method's corrected ``photo``; ``adjust`` from the already normalized ``face``."""
+def corrections(photo: np.ndarray, face: Any, variants: bool = False) -> dict[str, np.ndarray]:
+    """Every method's corrected ``photo``; ``adjust`` from the already normalized ``face``; with ``variants`` also
+    ``adjust, von Kries``: per-channel gains in linear RGB from the same face boxes instead of App. C's YCrCb map."""
     out = {"none": photo, "adjust": apply_correction(photo, estimate_from_faces(photo, [face]))}
+    if variants:
+        from facekit.apps.adjust import CENTRAL_BOX
+
+        size = face.image.shape[0]
+        x0, y0, x1, y1 = (round(v * size) for v in CENTRAL_BOX)
+        target = to_linear(face.image[y0:y1, x0:x1].reshape(-1, 3) / 255.0).mean(axis=0)
+        aligned = photo_face_in_normalized_frame(photo, face)
+        source = to_linear(aligned[y0:y1, x0:x1].reshape(-1, 3) / 255.0).mean(axis=0)
+        gains = target / np.maximum(source, 1e-6)
+        linear = to_linear(photo / 255.0) * gains
+        out["adjust, von Kries"] = (to_srgb(linear) * 255 + 0.5).clip(0, 255).astype(np.uint8)
     for method in ESTIMATORS:
         out[method] = GlobalWhiteBalance(method).correct(photo)[0]
     return out
@@ -150,11 +162,13 @@ def errors(corrected: np.ndarray, original: np.ndarray, person: np.ndarray) -> t
     return angle, abs(float(np.log2(max(a @ luminance, 1e-9) / max(b @ luminance, 1e-9))))
 
 
-def known_casts(normalizer: Normalizer, root: Path, count: int) -> tuple[dict[str, dict[str, list[float]]], int]:
+def known_casts(
+    normalizer: Normalizer, root: Path, count: int, subset: str = "smiling_front", variants: bool = False
+) -> tuple[dict[str, dict[str, list[float]]], int]:
     import cv2
 
     rng = np.random.default_rng(2017)
-    london = london_photos(root, "smiling_front")[:count]
+    london = london_photos(root, subset)[:count]
     scenes = lfw_photos(root, "peopleDevTest.txt")
     picks = rng.choice(len(scenes), size=len(london), replace=False)
     results: dict[str, dict[str, list[float]]] = {}
@@ -179,7 +193,7 @@ def known_casts(normalizer: Normalizer, root: Path, count: int) -> tuple[dict[st
             if not faces:
                 results.setdefault(setting, {}).setdefault("adjust: no face", []).append(1.0)
                 continue
-            for method, corrected in corrections(shot, faces[0]).items():
+            for method, corrected in corrections(shot, faces[0], variants).items():
                 angle, exposure = errors(corrected, clean, ~background)
                 results.setdefault(setting, {}).setdefault(f"{method} angle", []).append(angle)
                 results[setting].setdefault(f"{method} ev", []).append(exposure)
@@ -214,16 +228,54 @@ def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, flo
     return times
 
 
+def accuracy_table(accuracy: dict[str, dict[str, list[float]]], methods: list[str]) -> list[str]:
+    """Markdown rows: per background and method, median, mean and worst-quarter angle, median |EV|."""
+    lines = [
+        "| background | method | median angle (deg) | mean angle | worst 25 % mean | median |EV| |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setting, values in accuracy.items():
+        for method in methods:
+            angles = np.sort(np.asarray(values.get(f"{method} angle", [np.nan])))
+            worst = angles[int(len(angles) * 0.75) :]
+            ev = np.median(values.get(f"{method} ev", [np.nan]))
+            lines.append(
+                f"| {setting} | {method} | {np.median(angles):.2f} | {angles.mean():.2f} | {worst.mean():.2f} | "
+                f"{ev:.2f} |"
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=80, help="LFW DevTest people with 4+ photos")
     parser.add_argument("--per-person", type=int, default=8, help="photos per person at most")
     parser.add_argument("--london", type=int, default=102, help="London smiling photos")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--selection",
+        action="store_true",
+        help="only the known-cast test on 60 London *neutral* photos with the adjust variants: the set to choose "
+        "the algorithm on (the report uses the smiling photos)",
+    )
     args = parser.parse_args()
     root = DataSection().resolved_root()
     normalizer = Normalizer.from_checkpoint()
     began = time.perf_counter()
+    if args.selection:
+        accuracy, skipped = known_casts(normalizer, root, 60, "neutral_front", variants=True)
+        lines = [
+            "## Choosing the adjust algorithm: known casts on London neutral photos "
+            "(`python benchmarks/adjust.py --selection`)",
+            "",
+            f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. The known-cast test of the `adjust` "
+            f"section on 60 London *neutral* photos ({skipped} skipped), the selection set (the report uses the "
+            "smiling photos).",
+            "",
+            *accuracy_table(accuracy, [*METHODS[:2], "adjust, von Kries", *METHODS[2:]]),
+        ]
+        publish("adjust-selection", lines, write=not args.no_write)
+        return
     spread, used, chosen = consistency(normalizer, root, args.people, args.per_person)
     accuracy, skipped = known_casts(normalizer, root, args.london)
     seconds = speed(normalizer, root)
@@ -247,18 +299,8 @@ def main() -> None:
         "tint +-3 %, -1.5..+1.5 EV; errors on the person against the uncast photo (angular error of the mean linear "
         "RGB; |EV|).",
         "",
-        "| background | method | median angle (deg) | mean angle | worst 25 % mean | median |EV| |",
-        "|---|---|---|---|---|---|",
+        *accuracy_table(accuracy, METHODS),
     ]
-    for setting, values in accuracy.items():
-        for method in METHODS:
-            angles = np.sort(np.asarray(values.get(f"{method} angle", [np.nan])))
-            worst = angles[int(len(angles) * 0.75) :]
-            ev = np.median(values.get(f"{method} ev", [np.nan]))
-            lines.append(
-                f"| {setting} | {method} | {np.median(angles):.2f} | {angles.mean():.2f} | {worst.mean():.2f} | "
-                f"{ev:.2f} |"
-            )
     lines += [
         "",
         f"**Speed**: a 6000 x 4000 JPEG read, corrected and written (quality 95), median of 3: adjust "
