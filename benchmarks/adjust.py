@@ -34,6 +34,8 @@ from facekit.apps.adjust import (
     encode_like,
     estimate_from_faces,
     photo_face_in_normalized_frame,
+    to_linear,
+    to_srgb,
 )
 from facekit.apps.baselines import ESTIMATORS, GlobalWhiteBalance
 from facekit.data.sources import lfw_photos, london_photos
@@ -41,24 +43,14 @@ from facekit.images import load_rgb
 from facekit.normalize import Normalizer
 from facekit.recipe import DataSection
 
-METHODS = ["none", "adjust", *ESTIMATORS]
+METHODS = ["none", "adjust", "adjust, gains", *ESTIMATORS]
 
 
-def corrections(photo: np.ndarray, face: Any, variants: bool = False) -> dict[str, np.ndarray]:
-    """Every method's corrected ``photo``; ``adjust`` from the already normalized ``face``; with ``variants`` also
-    ``adjust, von Kries``: per-channel gains in linear RGB from the same face boxes instead of App. C's YCrCb map."""
+def corrections(photo: np.ndarray, face: Any) -> dict[str, np.ndarray]:
+    """Every method's corrected ``photo``; ``adjust`` (App. C's YCrCb map) and ``adjust, gains`` (``--mapping
+    gains``: von Kries in linear RGB) from the already normalized ``face``."""
     out = {"none": photo, "adjust": apply_correction(photo, estimate_from_faces(photo, [face]))}
-    if variants:
-        from facekit.apps.adjust import CENTRAL_BOX
-
-        size = face.image.shape[0]
-        x0, y0, x1, y1 = (round(v * size) for v in CENTRAL_BOX)
-        target = to_linear(face.image[y0:y1, x0:x1].reshape(-1, 3) / 255.0).mean(axis=0)
-        aligned = photo_face_in_normalized_frame(photo, face)
-        source = to_linear(aligned[y0:y1, x0:x1].reshape(-1, 3) / 255.0).mean(axis=0)
-        gains = target / np.maximum(source, 1e-6)
-        linear = to_linear(photo / 255.0) * gains
-        out["adjust, von Kries"] = (to_srgb(linear) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    out["adjust, gains"] = apply_correction(photo, estimate_from_faces(photo, [face], "gains"))
     for method in ESTIMATORS:
         out[method] = GlobalWhiteBalance(method).correct(photo)[0]
     return out
@@ -125,16 +117,6 @@ def blackbody_rgb(kelvin: float) -> np.ndarray:
     return np.asarray(linear / linear.mean(), np.float64)
 
 
-def to_linear(values: np.ndarray) -> np.ndarray:
-    v = np.asarray(values, np.float64)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def to_srgb(values: np.ndarray) -> np.ndarray:
-    v = np.clip(values, 0, 1)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
-
-
 def background_mask(photo: np.ndarray) -> np.ndarray:
     """The London studio background: GrabCut (5 iterations) from a rectangle that leaves the top corners and the
     sides outside the person: (H, W) bool."""
@@ -163,7 +145,7 @@ def errors(corrected: np.ndarray, original: np.ndarray, person: np.ndarray) -> t
 
 
 def known_casts(
-    normalizer: Normalizer, root: Path, count: int, subset: str = "smiling_front", variants: bool = False
+    normalizer: Normalizer, root: Path, count: int, subset: str = "smiling_front"
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
     import cv2
 
@@ -193,7 +175,7 @@ def known_casts(
             if not faces:
                 results.setdefault(setting, {}).setdefault("adjust: no face", []).append(1.0)
                 continue
-            for method, corrected in corrections(shot, faces[0], variants).items():
+            for method, corrected in corrections(shot, faces[0]).items():
                 angle, exposure = errors(corrected, clean, ~background)
                 results.setdefault(setting, {}).setdefault(f"{method} angle", []).append(angle)
                 results[setting].setdefault(f"{method} ev", []).append(exposure)
@@ -263,7 +245,7 @@ def main() -> None:
     normalizer = Normalizer.from_checkpoint()
     began = time.perf_counter()
     if args.selection:
-        accuracy, skipped = known_casts(normalizer, root, 60, "neutral_front", variants=True)
+        accuracy, skipped = known_casts(normalizer, root, 60, "neutral_front")
         lines = [
             "## Choosing the adjust algorithm: known casts on London neutral photos "
             "(`python benchmarks/adjust.py --selection`)",
@@ -272,7 +254,7 @@ def main() -> None:
             f"section on 60 London *neutral* photos ({skipped} skipped), the selection set (the report uses the "
             "smiling photos).",
             "",
-            *accuracy_table(accuracy, [*METHODS[:2], "adjust, von Kries", *METHODS[2:]]),
+            *accuracy_table(accuracy, METHODS),
         ]
         publish("adjust-selection", lines, write=not args.no_write)
         return

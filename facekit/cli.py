@@ -232,6 +232,9 @@ def adjust(
     only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
     all_faces: Annotated[bool, typer.Option(help="average every face found (default: the largest)")] = False,
     checkpoint: Annotated[str | None, typer.Option(help="model for adjust (default: the one shipped)")] = None,
+    mapping: Annotated[
+        str, typer.Option(help="adjust: ycrcb (the paper's YCrCb map) or gains (von Kries in linear RGB)")
+    ] = "ycrcb",
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
     the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
@@ -244,12 +247,14 @@ def adjust(
 
     if only not in ("both", "white-balance", "exposure"):
         raise FacekitError(f"--only {only!r}: use both, white-balance or exposure")
+    if mapping not in ("ycrcb", "gains"):
+        raise FacekitError(f"--mapping {mapping!r}: use ycrcb or gains")
     if method == "adjust":
         from facekit.apps.adjust import FaceAdjuster
         from facekit.normalize import Normalizer
 
         normalizer = Normalizer.from_checkpoint(checkpoint)
-        corrector: Any = FaceAdjuster(normalizer, strength, only, all_faces)  # type: ignore[arg-type]
+        corrector: Any = FaceAdjuster(normalizer, strength, only, all_faces, mapping)  # type: ignore[arg-type]
     else:
         corrector = facekit.load_component("app", method, strength=strength)
     with Progress(console=console, transient=True) as progress:

@@ -4,14 +4,16 @@ The normalized face is the person's skin under even, neutral light. The photo's 
 face's frame (a similarity from the photo's landmarks onto the decoder's), the mean colour of a central box of both
 (cheeks, nose, upper lip: the paper's central pixels scaled to our frame) is taken in YCrCb, and each channel of the
 whole full-resolution photo gets the piecewise-linear map through (0, 0), (photo mean, normalized mean), (255, 255).
-White balance moves Cr and Cb, exposure moves Y; ``strength`` scales the move.
+White balance moves Cr and Cb, exposure moves Y; ``strength`` scales the move. ``mapping="gains"`` instead multiplies
+each channel in linear light by the ratio of the two boxes' mean linear RGB (von Kries; better on the selection set,
+see benchmarks/RESULTS.md "Choosing the adjust algorithm").
 
 The baselines (:mod:`facekit.apps.baselines`) estimate a per-channel RGB gain from the whole photo instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +21,10 @@ import numpy as np
 from facekit.errors import FacekitError
 
 Only = Literal["both", "white-balance", "exposure"]
+Mapping = Literal["ycrcb", "gains"]
+
+#: Rec. 709 luminance weights of linear RGB.
+LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
 
 #: The central box of the normalized frame whose mean colour is compared, as fractions of the size (x0, y0, x1, y1):
 #: between the eyes' lower lids and the upper lip, inside the cheeks (the paper's central 32 x 24 pixels of 224 px,
@@ -28,26 +34,44 @@ CENTRAL_BOX = (0.35, 0.45, 0.65, 0.70)
 
 @dataclass(frozen=True)
 class Correction:
-    """A per-channel piecewise-linear map in YCrCb: channel ``c`` maps ``source[c]`` to ``target[c]`` (0 and 255
-    fixed). ``method`` says who estimated it; ``face`` the face used (box, faces found), when one was."""
+    """How to move a photo's colours so that ``source`` becomes ``target``.
+
+    ``mapping="ycrcb"`` (App. C): ``source``/``target`` are mean (Y, Cr, Cb) and channel ``c`` gets the piecewise-linear
+    map through (0, 0), (source, target), (255, 255). ``mapping="gains"`` (von Kries): they are mean linear RGB and
+    each channel is multiplied by target / source in linear light. ``method`` says who estimated it; ``face`` the face
+    used (boxes, faces found), when one was."""
 
     method: str
     source: tuple[float, float, float]
     target: tuple[float, float, float]
     face: dict[str, Any] = field(default_factory=dict)
+    mapping: Mapping = "ycrcb"
+
+    @property
+    def gains(self) -> np.ndarray:
+        """Per-channel linear-RGB gains (``mapping="gains"``)."""
+        return np.asarray(self.target, np.float64) / np.maximum(np.asarray(self.source, np.float64), 1e-9)
 
     def scaled(self, strength: float, only: Only = "both") -> Correction:
         """The correction moved ``strength`` (0..1) of the way, on Y only (exposure), Cr/Cb only (white balance)
         or all three."""
         if not 0.0 <= strength <= 1.0:
             raise FacekitError(f"strength must be between 0 and 1, got {strength}")
+        if self.mapping == "gains":
+            gains = self.gains
+            luminance = float(gains @ (LUMINANCE * self.source) / max(float(LUMINANCE @ self.source), 1e-9))
+            gains = {"both": gains, "white-balance": gains / luminance, "exposure": np.full(3, luminance)}[only]
+            target = np.asarray(self.source) * gains**strength
+            return replace(self, target=(float(target[0]), float(target[1]), float(target[2])))
         moved = [s + strength * (t - s) for s, t in zip(self.source, self.target, strict=True)]
         keep = {"both": (), "white-balance": (0,), "exposure": (1, 2)}[only]
         for channel in keep:
             moved[channel] = self.source[channel]
-        return Correction(self.method, self.source, (moved[0], moved[1], moved[2]), self.face)
+        return replace(self, target=(moved[0], moved[1], moved[2]))
 
     def to_json(self) -> dict[str, Any]:
+        if self.mapping == "gains":
+            return {**asdict(self), "gains_rgb": [round(float(g), 4) for g in self.gains]}
         return {**asdict(self), "shift_ycrcb": [round(t - s, 3) for s, t in zip(self.source, self.target, strict=True)]}
 
 
@@ -65,19 +89,45 @@ def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
 
     if correction.source == correction.target:
         return photo.copy()  # nothing to move: skip the colour-space round trip (it rounds by a grey level)
+    if correction.mapping == "gains":
+        levels = to_linear(np.arange(256) / 255.0)
+        luts = [np.clip(to_srgb(levels * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in correction.gains]
+        return cv2.LUT(np.ascontiguousarray(photo), np.stack(luts, axis=1)[:, None, :])
     ycrcb = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2YCrCb)
     luts = [piecewise_lut(correction.source[c], correction.target[c]) for c in range(3)]
     ycrcb = cv2.LUT(ycrcb, np.stack(luts, axis=1)[:, None, :])  # one pass, a table per channel
     return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
 
 
+def to_linear(values: np.ndarray) -> np.ndarray:
+    """sRGB values in [0, 1] -> linear light."""
+    v = np.asarray(values, np.float64)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def to_srgb(values: np.ndarray) -> np.ndarray:
+    """Linear light -> sRGB values in [0, 1] (clipped)."""
+    v = np.clip(values, 0, 1)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+def box_of(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_BOX) -> np.ndarray:
+    """The ``box`` (fractions of width and height) of ``image`` (H, W, 3) as (N, 3) pixels."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = (round(box[0] * width), round(box[1] * height), round(box[2] * width), round(box[3] * height))
+    return np.ascontiguousarray(image[y0:y1, x0:x1]).reshape(-1, 3)
+
+
+def mean_linear_rgb(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_BOX) -> np.ndarray:
+    """Mean linear-light RGB of the ``box`` of ``image`` (H, W, 3) uint8 sRGB."""
+    return np.asarray(to_linear(box_of(image, box) / 255.0).mean(axis=0), np.float64)
+
+
 def mean_ycrcb(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_BOX) -> np.ndarray:
     """Mean (Y, Cr, Cb) of the ``box`` (fractions of width and height) of ``image`` (H, W, 3) uint8 RGB."""
     import cv2
 
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = (round(box[0] * width), round(box[1] * height), round(box[2] * width), round(box[3] * height))
-    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    region = box_of(image, box)[:, None, :]
     return np.asarray(cv2.cvtColor(region, cv2.COLOR_RGB2YCrCb).reshape(-1, 3).mean(axis=0), np.float64)
 
 
@@ -91,13 +141,14 @@ def photo_face_in_normalized_frame(photo: np.ndarray, face: Any) -> np.ndarray:
     return warp_image(photo, transform, (size, size))
 
 
-def estimate_from_faces(photo: np.ndarray, faces: list[Any]) -> Correction:
-    """The face-based correction (App. C) from one or more :class:`~facekit.normalize.NormalizedFace` of ``photo``:
-    the mean of their central-box colours in the photo and in the normalized faces."""
+def estimate_from_faces(photo: np.ndarray, faces: list[Any], mapping: Mapping = "ycrcb") -> Correction:
+    """The face-based correction from one or more :class:`~facekit.normalize.NormalizedFace` of ``photo``: the mean
+    of their central-box colours in the photo and in the normalized faces, in YCrCb (App. C) or linear RGB (gains)."""
     if not faces:
         raise FacekitError("no face to estimate the correction from")
-    sources = [mean_ycrcb(photo_face_in_normalized_frame(photo, face)) for face in faces]
-    targets = [mean_ycrcb(face.image) for face in faces]
+    mean = mean_linear_rgb if mapping == "gains" else mean_ycrcb
+    sources = [mean(photo_face_in_normalized_frame(photo, face)) for face in faces]
+    targets = [mean(face.image) for face in faces]
     source, target = np.mean(sources, axis=0), np.mean(targets, axis=0)
     used = {"faces_used": len(faces), "faces_found": faces[0].faces_found, "boxes": [list(f.box) for f in faces]}
     return Correction(
@@ -105,6 +156,7 @@ def estimate_from_faces(photo: np.ndarray, faces: list[Any]) -> Correction:
         (float(source[0]), float(source[1]), float(source[2])),
         (float(target[0]), float(target[1]), float(target[2])),
         used,
+        mapping,
     )
 
 
@@ -132,9 +184,16 @@ class FaceAdjuster:
 
     method = "adjust"
 
-    def __init__(self, normalizer: Any = None, strength: float = 1.0, only: Only = "both", all_faces: bool = False):
+    def __init__(
+        self,
+        normalizer: Any = None,
+        strength: float = 1.0,
+        only: Only = "both",
+        all_faces: bool = False,
+        mapping: Mapping = "ycrcb",
+    ) -> None:
         self._normalizer = normalizer
-        self.strength, self.only, self.all_faces = strength, only, all_faces
+        self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
 
     @property
     def normalizer(self) -> Any:
@@ -151,7 +210,7 @@ class FaceAdjuster:
         faces = self.normalizer.normalize(small, all_faces=True)
         if not faces:
             return None
-        return estimate_from_faces(small, faces if self.all_faces else faces[:1])
+        return estimate_from_faces(small, faces if self.all_faces else faces[:1], self.mapping)
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         correction = self.estimate(photo)

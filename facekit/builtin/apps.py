@@ -16,6 +16,9 @@ class AdjustParams(Params):
     strength: float = _STRENGTH
     only: Literal["both", "white-balance", "exposure"] = Field(default="both", description="what to correct")
     all_faces: bool = Field(default=False, description="average every face found (default: the largest)")
+    mapping: Literal["ycrcb", "gains"] = Field(
+        default="ycrcb", description="ycrcb: the paper's piecewise-linear YCrCb map; gains: von Kries in linear RGB"
+    )
 
 
 class WhiteBalanceParams(Params):
@@ -25,7 +28,7 @@ class WhiteBalanceParams(Params):
 def _adjust(params: AdjustParams) -> Any:
     from facekit.apps.adjust import FaceAdjuster
 
-    return FaceAdjuster(strength=params.strength, only=params.only, all_faces=params.all_faces)
+    return FaceAdjuster(strength=params.strength, only=params.only, all_faces=params.all_faces, mapping=params.mapping)
 
 
 def _baseline(method: str) -> Any:

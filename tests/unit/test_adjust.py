@@ -89,3 +89,16 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     assert baseline.returncode == 0 and (tmp_path / "g" / "wall.png").is_file()
     with Image.open(io.BytesIO((tmp_path / "g" / "wall.png").read_bytes())) as grey:
         assert angular_error(np.asarray(grey), np.full((1, 1, 3), 128.0)) < 1.0
+
+
+def test_gains_mapping_undoes_a_cast_and_splits_exposure_from_white_balance() -> None:
+    photo = real_face().image.copy()
+    cast = apply_gains(photo, np.array([1.15, 1.0, 0.8]))
+    corrected, correction = FaceAdjuster(mapping="gains").correct(cast)
+    assert correction is not None and correction.mapping == "gains" and "gains_rgb" in correction.to_json()
+    assert angular_error(corrected[FACE_BOX], photo[FACE_BOX]) < angular_error(cast[FACE_BOX], photo[FACE_BOX]) / 3
+    full = Correction("adjust", (0.2, 0.2, 0.2), (0.3, 0.2, 0.1), mapping="gains")
+    exposure, white = full.scaled(1.0, "exposure").gains, full.scaled(1.0, "white-balance").gains
+    assert np.allclose(exposure, exposure[0]) and exposure[0] == pytest.approx(full.gains @ [0.2126, 0.7152, 0.0722])
+    assert float(white @ [0.2126, 0.7152, 0.0722]) == pytest.approx(1.0)
+    assert np.allclose(full.scaled(0.0).gains, 1.0)
