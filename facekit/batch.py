@@ -40,6 +40,10 @@ GRID_ROWS = 16
 EXIT_SOME_FAILED = 3
 
 
+#: The files ``facekit normalize`` writes per photo, as suffixes of its base name (see :meth:`Planned.files`).
+NORMALIZE_OUTPUTS = (".png", ".json", "_side.png")
+
+
 @dataclass(frozen=True)
 class Planned:
     """One input and the base name (relative, posix, no extension) of its outputs."""
@@ -48,8 +52,9 @@ class Planned:
     base: str
 
     def files(self, out: Path) -> tuple[Path, Path, Path]:
-        """(normalized PNG, JSON record, side-by-side PNG)."""
-        return out / f"{self.base}.png", out / f"{self.base}.json", out / f"{self.base}_side.png"
+        """(normalized PNG, JSON record, side-by-side PNG): :data:`NORMALIZE_OUTPUTS` under ``out``."""
+        png, record, side = (out / f"{self.base}{suffix}" for suffix in NORMALIZE_OUTPUTS)
+        return png, record, side
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -91,9 +96,12 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
     return found
 
 
-def plan_outputs(found: Sequence[tuple[Path, str]], out: Path) -> list[Planned]:
+def plan_outputs(
+    found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str] = NORMALIZE_OUTPUTS
+) -> list[Planned]:
     """Unique output base names: the relative name without its extension; on a clash the extension is kept
-    (``face_jpg``), then a counter is added (``face_jpg-2``). No output lands on an input or a reserved name."""
+    (``face_jpg``), then a counter is added (``face_jpg-2``). None of the ``outputs`` (suffixes of the base name the
+    caller writes) lands on an input, a reserved name or another photo's output."""
     inputs = {photo.resolve() for photo, _ in found}
     taken: set[str] = set(RESERVED)
     planned = []
@@ -101,7 +109,7 @@ def plan_outputs(found: Sequence[tuple[Path, str]], out: Path) -> list[Planned]:
         stem, _, suffix = relative.rpartition(".")
         candidates = [stem, f"{stem}_{suffix.lower()}"] + [f"{stem}_{suffix.lower()}-{n}" for n in range(2, 10_000)]
         for base in candidates:
-            names = {f"{base}.png", f"{base}.json", f"{base}_side.png"}
+            names = {f"{base}{suffix}" for suffix in outputs}
             if names & taken:
                 continue
             if any((out / name).resolve() in inputs for name in names):
@@ -196,14 +204,20 @@ class FolderPlan:
     batch_size: int
 
 
-def plan_folder(items: Sequence[str], out: str | Path, batch_size: int = 16, inside_inputs: bool = False) -> FolderPlan:
+def plan_folder(
+    items: Sequence[str],
+    out: str | Path,
+    batch_size: int = 16,
+    inside_inputs: bool = False,
+    outputs: Sequence[str] = NORMALIZE_OUTPUTS,
+) -> FolderPlan:
     """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`)."""
     if batch_size < 1:
         raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FacekitError(f"-o {out} is a file, not a folder")
-    return FolderPlan(out, plan_outputs(scan_inputs(items, out, inside_inputs), out), batch_size)
+    return FolderPlan(out, plan_outputs(scan_inputs(items, out, inside_inputs), out, outputs), batch_size)
 
 
 def normalize_folder(

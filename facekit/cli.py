@@ -242,24 +242,17 @@ def adjust(
     from rich.progress import Progress
 
     import facekit
-    from facekit.apps.adjust import adjust_files
-    from facekit.batch import EXIT_SOME_FAILED
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
+    from facekit.batch import EXIT_SOME_FAILED, plan_folder
 
-    if only not in ("both", "white-balance", "exposure"):
-        raise FacekitError(f"--only {only!r}: use both, white-balance or exposure")
-    if mapping not in ("ycrcb", "gains"):
-        raise FacekitError(f"--mapping {mapping!r}: use ycrcb or gains")
-    if method == "adjust":
-        from facekit.apps.adjust import FaceAdjuster
-        from facekit.normalize import Normalizer
-
-        normalizer = Normalizer.from_checkpoint(checkpoint)
-        corrector: Any = FaceAdjuster(normalizer, strength, only, all_faces, mapping)  # type: ignore[arg-type]
-    else:
-        corrector = facekit.load_component("app", method, strength=strength)
+    plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
+    params: dict[str, Any] = {"strength": strength}
+    if method == "adjust":  # its params check --only and --mapping
+        params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint)
+    corrector = facekit.load_component("app", method, **params)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("adjusting", total=None)
-        rows = adjust_files(photos, out, corrector, on_row=lambda row: progress.advance(task))
+        task = progress.add_task("adjusting", total=len(plan.planned))
+        rows = adjust_files(plan, corrector, on_row=lambda row: progress.advance(task))
     table = Table(title=f"facekit adjust ({method}) -> {out}")
     for column in ("photo", "status", "output or reason"):
         table.add_column(column, overflow="fold")

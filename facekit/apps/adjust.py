@@ -182,8 +182,6 @@ class FaceAdjuster:
     ``apply(faces)`` (the App protocol) gives the normalized faces' central-box mean colours.
     """
 
-    method = "adjust"
-
     def __init__(
         self,
         normalizer: Any = None,
@@ -191,26 +189,32 @@ class FaceAdjuster:
         only: Only = "both",
         all_faces: bool = False,
         mapping: Mapping = "ycrcb",
+        checkpoint: str | None = None,
     ) -> None:
-        self._normalizer = normalizer
+        self._normalizer, self.checkpoint = normalizer, checkpoint
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
 
     @property
     def normalizer(self) -> Any:
+        """The given normalizer, else ``checkpoint``'s (default: the shipped model), loaded on first use."""
         if self._normalizer is None:
             from facekit.normalize import Normalizer
 
-            self._normalizer = Normalizer.from_checkpoint()
+            self._normalizer = Normalizer.from_checkpoint(self.checkpoint)
         return self._normalizer
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
         on its long side (mean colours do not need more; detection at 24 MP would take seconds), or None."""
         small = downscale(photo, ESTIMATE_SIDE)
-        faces = self.normalizer.normalize(small, all_faces=True)
+        if self.all_faces:
+            faces = self.normalizer.normalize(small, all_faces=True)
+        else:  # the largest face only: the others are never encoded and decoded
+            face = self.normalizer.normalize_many([small], ["photo"])[0].face
+            faces = [face] if face is not None else []
         if not faces:
             return None
-        return estimate_from_faces(small, faces if self.all_faces else faces[:1], self.mapping)
+        return estimate_from_faces(small, faces, self.mapping)
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         correction = self.estimate(photo)
@@ -274,20 +278,24 @@ def before_after(before: np.ndarray, after: np.ndarray, height: int = 480) -> np
     return np.concatenate(pair, axis=1)
 
 
-def adjust_files(items: list[str], out: Any, corrector: Any, on_row: Any = None) -> list[AdjustRow]:
-    """Correct every photo of ``items`` (files or folders) with ``corrector`` (``correct(photo) -> (photo, record)``):
-    OUT/NAME.jpg|png (the input's format), NAME_before_after.jpg, NAME.json (the correction and the face used). A
-    photo without a face is left unchanged and not written; outputs never land on an input (names as in
-    ``facekit normalize``)."""
-    import json
-    from pathlib import Path
+#: The files ``facekit adjust`` may write per photo, as suffixes of its base name: the photo in its own format, the
+#: record and the preview (all reserved when names are planned, so none lands on an input or another photo's output).
+ADJUST_OUTPUTS = (".jpg", ".png", ".json", "_before_after.png")
 
-    from facekit.batch import plan_outputs, png_bytes, scan_inputs, write_atomic
+
+def adjust_files(plan: Any, corrector: Any, on_row: Any = None) -> list[AdjustRow]:
+    """Correct every photo of ``plan`` (from ``facekit.batch.plan_folder(..., outputs=ADJUST_OUTPUTS)``) with
+    ``corrector`` (``correct(photo) -> (photo, record)``): OUT/NAME.jpg|png (the input's format),
+    NAME_before_after.png, NAME.json (the correction and the face used). A photo without a face is left unchanged and
+    not written."""
+    import json
+
+    from facekit.batch import png_bytes, write_atomic
     from facekit.images import load_rgb
 
-    out = Path(out)
+    out = plan.out
     rows = []
-    for planned in plan_outputs(scan_inputs(items, out), out):
+    for planned in plan.planned:
         name = str(planned.source)
         photo, why = load_rgb(planned.source)
         if photo is None:

@@ -19,6 +19,7 @@ class AdjustParams(Params):
     mapping: Literal["ycrcb", "gains"] = Field(
         default="ycrcb", description="ycrcb: the paper's piecewise-linear YCrCb map; gains: von Kries in linear RGB"
     )
+    checkpoint: str | None = Field(default=None, description="the normalizing model (default: the one shipped)")
 
 
 class WhiteBalanceParams(Params):
@@ -28,7 +29,13 @@ class WhiteBalanceParams(Params):
 def _adjust(params: AdjustParams) -> Any:
     from facekit.apps.adjust import FaceAdjuster
 
-    return FaceAdjuster(strength=params.strength, only=params.only, all_faces=params.all_faces, mapping=params.mapping)
+    return FaceAdjuster(
+        strength=params.strength,
+        only=params.only,
+        all_faces=params.all_faces,
+        mapping=params.mapping,
+        checkpoint=params.checkpoint,
+    )
 
 
 def _baseline(method: str) -> Any:

@@ -102,3 +102,15 @@ def test_gains_mapping_undoes_a_cast_and_splits_exposure_from_white_balance() ->
     assert np.allclose(exposure, exposure[0]) and exposure[0] == pytest.approx(full.gains @ [0.2126, 0.7152, 0.0722])
     assert float(white @ [0.2126, 0.7152, 0.0722]) == pytest.approx(1.0)
     assert np.allclose(full.scaled(0.0).gains, 1.0)
+
+
+def test_outputs_never_land_on_an_input(tmp_path: Path) -> None:
+    """Before: `facekit adjust a.jpg -o <a.jpg's folder>` wrote the corrected photo over a.jpg (only normalize's
+    output names were checked against the inputs)."""
+    photo = tmp_path / "wall.jpg"
+    Image.new("RGB", (64, 48), (90, 120, 160)).save(photo, quality=95)
+    original = photo.read_bytes()
+    result = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert photo.read_bytes() == original
+    assert (tmp_path / "wall_jpg.jpg").is_file() and (tmp_path / "wall_jpg.json").is_file()
