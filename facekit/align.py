@@ -126,6 +126,13 @@ def warp_image(image: np.ndarray, transform: np.ndarray, size: tuple[int, int]) 
     )
 
 
+def align_into(photo: np.ndarray, photo_landmarks: np.ndarray, frame_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """``photo`` (H, W, 3) resampled into a ``size`` x ``size`` frame by the least-squares similarity that takes its
+    ``photo_landmarks`` (K, 2) onto ``frame_landmarks`` (K, 2) (e.g. a normalized face's)."""
+    transform = similarity_transform(np.asarray(photo_landmarks, np.float64), np.asarray(frame_landmarks, np.float64))
+    return warp_image(photo, transform, (size, size))
+
+
 def align_paper(
     image: np.ndarray,
     landmarks: np.ndarray,

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facekit.errors import FacekitError
+from facekit.warp import tfa_boundary_points
 
 
 def save_checkpoint(
@@ -72,7 +73,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     expected = header.get(DIGEST_KEY)
     if expected is not None and tensors_digest(tensors) != expected:
         raise ChecksumError(f"{path} is damaged: its tensors do not match the checksum they were saved with")
-    return tensors, meta
+    return tensors, tfa_boundary_points(meta)
 
 
 def load_decoder_state(decoder: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:

@@ -56,11 +56,10 @@ def detail_ratio(
     """Fine detail of the normalized face relative to its photo (see the module docstring).
 
     ``output`` (S, S, 3) uint8 with its (68, 2) landmarks; ``photo`` (H, W, 3) uint8 with the detector's (68, 2)."""
-    from facekit.align import similarity_transform, warp_image
+    from facekit.align import align_into
 
     size = output.shape[0]
-    transform = similarity_transform(np.asarray(photo_landmarks, np.float64), np.asarray(output_landmarks, np.float64))
-    aligned = warp_image(photo, transform, (size, size))
+    aligned = align_into(photo, photo_landmarks, output_landmarks, size)
     inside = hull_mask(output_landmarks, size)
     reference = float(abs_laplacian(aligned)[inside].mean())
     return float(abs_laplacian(output)[inside].mean()) / max(reference, 1e-6)

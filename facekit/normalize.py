@@ -143,7 +143,6 @@ class Normalizer:
         """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one)."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint
-        from facekit.warp import tfa_boundary_points
 
         checkpoint = Path(path) if path is not None else default_model_path()
         tensors, meta = read_checkpoint(checkpoint)
@@ -153,8 +152,7 @@ class Normalizer:
         decoder = facekit.get_registry("decoder").get(meta["decoder"]).build(meta["decoder_params"])
         load_decoder_state(decoder, tensors)
         if meta.get("warper"):
-            params = tfa_boundary_points(meta.get("warper_params"), meta)
-            decoder.warper = facekit.load_component("warper", meta["warper"], **params)
+            decoder.warper = facekit.load_component("warper", meta["warper"], **(meta.get("warper_params") or {}))
         encoder = facekit.load_component("encoder", meta["encoder"])
         detector_ref = meta["recipe"]["components"].get("detector")
         if detector_ref is None:

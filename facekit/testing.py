@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from facekit.registry import ComponentSpec, Params, get_registry
 from facekit.types import (
+    KINDS,
     App,
     Decoder,
     DecoderOutput,
@@ -97,6 +98,7 @@ class Subject:
     spec: ComponentSpec[Any]
     params: Params
     _built: Any = field(default=None, repr=False)
+    _crops: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -195,8 +197,7 @@ def check_protocol(subject: Subject) -> None:
 # ----------------------------------------------------------------------------------------------
 def check_detector_card(subject: Subject) -> None:
     """A card with the point count, a known landmark scheme of that count, and licensed weights."""
-    name, card = subject.name, subject.spec.card
-    assert card is not None, f"{name}: a detector needs a model card"
+    name, card = subject.name, subject.card
     assert card.landmarks, f"{name}: card.landmarks (points per face) missing"
     assert card.landmark_scheme, f"{name}: card.landmark_scheme missing (a facekit.types.LandmarkScheme value)"
     try:
@@ -283,8 +284,7 @@ def check_encoder_card(subject: Subject) -> None:
     template that some landmark scheme can be aligned from."""
     from facekit.align import alignable_schemes
 
-    name, card = subject.name, subject.spec.card
-    assert card is not None, f"{name}: an encoder needs a model card"
+    name, card = subject.name, subject.card
     assert card.input_size, f"{name}: card.input_size missing"
     assert card.embedding_size, f"{name}: card.embedding_size missing"
     assert card.threshold is not None and card.distance, f"{name}: card needs threshold and distance"
@@ -299,19 +299,20 @@ def check_encoder_card(subject: Subject) -> None:
         assert scheme in {s.value for s in accepted}, f"{name}: cannot align from its detector's {scheme} points"
 
 
-def _aligned(subject: Subject, image: np.ndarray | None = None) -> torch.Tensor:
-    """The test face (and its mirror image) aligned for the encoder from its iBUG-68 landmarks: (2, 3, h, w)."""
+def _aligned(subject: Subject) -> torch.Tensor:
+    """The test face (and its mirror image) aligned for the encoder from its iBUG-68 landmarks: (2, 3, h, w), made
+    once per subject (callers that change it clone it)."""
     from facekit.align import encoder_inputs
 
-    face = real_face()
-    photo = face.image if image is None else image
-    mirrored = np.ascontiguousarray(photo[:, ::-1])
-    points = face.ibug68.copy()
-    flipped = points.copy()
-    flipped[:, 0] = photo.shape[1] - 1 - flipped[:, 0]
-    # The iBUG scheme is defined on the subject's sides: mirroring swaps them back into scheme order.
-    order = _IBUG68_MIRROR
-    return encoder_inputs(subject.component(), [photo, mirrored], np.stack([points, flipped[order]]))
+    if subject._crops is None:
+        face = real_face()
+        mirrored = np.ascontiguousarray(face.image[:, ::-1])
+        flipped = face.ibug68.copy()
+        flipped[:, 0] = face.image.shape[1] - 1 - flipped[:, 0]
+        # The iBUG scheme is defined on the subject's sides: mirroring swaps them back into scheme order.
+        points = np.stack([face.ibug68, flipped[list(_IBUG68_MIRROR)]])
+        subject._crops = encoder_inputs(subject.component(), [face.image, mirrored], points)
+    return subject._crops
 
 
 #: iBUG-68 index of each point's mirror partner.
@@ -340,8 +341,8 @@ def check_encoder_outputs(subject: Subject) -> None:
     name, card = subject.name, subject.card
     encoder = subject.component()
     with torch.no_grad():
-        embedding = encoder.embed(_aligned(subject))
-        features = encoder.features(_aligned(subject))
+        crops = _aligned(subject)
+        embedding, features = encoder.embed(crops), encoder.features(crops)
     _assert_finite(name, "embedding", embedding)
     assert embedding.shape == (2, card.embedding_size), f"{name}: embedding shape {tuple(embedding.shape)}"
     assert embedding.dtype == torch.float32, f"{name}: embedding dtype {embedding.dtype}"
@@ -671,8 +672,6 @@ def parametrize_with_checks(
     check name) to the reason a component declares it fails that check; those cases are marked ``xfail(strict=True)``
     so a fixed component is noticed."""
     import pytest
-
-    from facekit.types import KINDS
 
     wanted = KINDS if kinds is None else ((kinds,) if isinstance(kinds, str) else kinds)
     cases = []

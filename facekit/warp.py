@@ -554,14 +554,16 @@ def boundary_control_points(
 BOUNDARY_CONVENTION_KEY = "boundary_convention"
 
 
-def tfa_boundary_points(warper_params: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str, Any]:
-    """A model file's warper params in today's (tfa's) ``boundary_points`` count: files written before the switch
-    (no ``boundary_convention`` in their metadata) meant ``n`` points inside each edge plus the corners, which is
-    tfa's ``n + 1``."""
-    params = dict(warper_params or {})
-    if meta.get(BOUNDARY_CONVENTION_KEY) != "tfa" and params.get("boundary_points", 0) > 0:
+def tfa_boundary_points(meta: dict[str, Any]) -> dict[str, Any]:
+    """A model file's metadata with its ``warper_params`` in today's (tfa's) ``boundary_points`` count: files written
+    before the switch (no ``boundary_convention`` in their metadata) meant ``n`` points inside each edge plus the
+    corners, which is tfa's ``n + 1``. :func:`facekit.checkpoints.read_checkpoint` applies it to every file read."""
+    if meta.get(BOUNDARY_CONVENTION_KEY) == "tfa" or not meta.get("warper_params"):
+        return meta
+    params = dict(meta["warper_params"])
+    if params.get("boundary_points", 0) > 0:
         params["boundary_points"] += 1
-    return params
+    return {**meta, "warper_params": params, BOUNDARY_CONVENTION_KEY: "tfa"}
 
 
 def _with_boundary(

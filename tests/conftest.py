@@ -54,3 +54,11 @@ def add_plugin() -> Iterator[Any]:
 
     yield add
     plugins.reset()
+
+
+@pytest.fixture(scope="session")
+def shipped_normalizer() -> Any:
+    """The shipped default model, loaded once for every test that only runs it (about 3 s a load)."""
+    from facekit.normalize import Normalizer
+
+    return Normalizer.from_checkpoint()

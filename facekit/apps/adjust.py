@@ -92,11 +92,17 @@ def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
     if correction.mapping == "gains":
         levels = to_linear(np.arange(256) / 255.0)
         luts = [np.clip(to_srgb(levels * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in correction.gains]
-        return cv2.LUT(np.ascontiguousarray(photo), np.stack(luts, axis=1)[:, None, :])
+        return apply_luts(photo, luts)
     ycrcb = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2YCrCb)
     luts = [piecewise_lut(correction.source[c], correction.target[c]) for c in range(3)]
-    ycrcb = cv2.LUT(ycrcb, np.stack(luts, axis=1)[:, None, :])  # one pass, a table per channel
-    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+    return cv2.cvtColor(apply_luts(ycrcb, luts), cv2.COLOR_YCrCb2RGB)
+
+
+def apply_luts(image: np.ndarray, luts: list[np.ndarray]) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with channel ``c`` looked up in ``luts[c]`` (256,) uint8: one pass over the image."""
+    import cv2
+
+    return cv2.LUT(np.ascontiguousarray(image), np.stack(luts, axis=1)[:, None, :])
 
 
 def to_linear(values: np.ndarray) -> np.ndarray:
@@ -134,11 +140,9 @@ def mean_ycrcb(image: np.ndarray, box: tuple[float, float, float, float] = CENTR
 def photo_face_in_normalized_frame(photo: np.ndarray, face: Any) -> np.ndarray:
     """The photo's face resampled into the normalized face's frame: a least-squares similarity from the photo's
     landmarks (``face.source_landmarks``) onto the normalized face's (``face.landmarks``), both iBUG-68."""
-    from facekit.align import similarity_transform, warp_image
+    from facekit.align import align_into
 
-    size = face.image.shape[0]
-    transform = similarity_transform(np.asarray(face.source_landmarks), np.asarray(face.landmarks))
-    return warp_image(photo, transform, (size, size))
+    return align_into(photo, face.source_landmarks, face.landmarks, face.image.shape[0])
 
 
 def estimate_from_faces(photo: np.ndarray, faces: list[Any], mapping: Mapping = "ycrcb") -> Correction:

@@ -57,13 +57,9 @@ def gains_for(illuminant: np.ndarray) -> np.ndarray:
 
 def apply_gains(photo: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """``photo`` (H, W, 3) uint8 with each channel multiplied by its gain (table lookups, clipped)."""
-    import cv2
+    from facekit.apps.adjust import apply_luts
 
-    out = np.empty_like(photo)
-    for channel in range(3):
-        lut = np.clip(np.arange(256) * gains[channel] + 0.5, 0, 255).astype(np.uint8)
-        out[..., channel] = cv2.LUT(np.ascontiguousarray(photo[..., channel]), lut)
-    return out
+    return apply_luts(photo, [np.clip(np.arange(256) * gain + 0.5, 0, 255).astype(np.uint8) for gain in gains])
 
 
 class GlobalWhiteBalance:

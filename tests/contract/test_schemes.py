@@ -37,12 +37,12 @@ def test_an_unknown_scheme_is_named() -> None:
         LandmarkScheme.parse("yunet5", "detector x")
 
 
-def test_the_default_model_refuses_a_detector_it_cannot_align_from() -> None:
+def test_the_default_model_refuses_a_detector_it_cannot_align_from(shipped_normalizer: Any) -> None:
     """Before: YuNet's eyes-nose-mouth5 points were read as dlib's eye corners and the default model passed dlib's
     identity test for 0 % of photos, without an error."""
     from facekit.normalize import Normalizer
 
-    shipped = Normalizer.from_checkpoint()
+    shipped = shipped_normalizer
     yunet = facekit.load_component("detector", "yunet")
     with pytest.raises(FacekitError, match=r"eyes-nose-mouth5 landmarks.*only from dlib5, ibug68.*'dlib'"):
         Normalizer(shipped.decoder, shipped.encoder, yunet, shipped.meta)

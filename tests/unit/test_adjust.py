@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.apps.adjust import Correction, FaceAdjuster, apply_correction, piecewise_lut
+from facekit.apps.adjust import LUMINANCE, Correction, FaceAdjuster, apply_correction, piecewise_lut
 from facekit.apps.baselines import ESTIMATORS, GlobalWhiteBalance, apply_gains
 from facekit.testing import real_face
 from tests.helpers import run_cli
@@ -25,9 +26,9 @@ def angular_error(a: np.ndarray, b: np.ndarray) -> float:
 FACE_BOX = (slice(80, 150), slice(60, 140))  # cheeks, nose and mouth of the 200 px test face
 
 
-@pytest.fixture(scope="module")
-def adjuster() -> FaceAdjuster:
-    return FaceAdjuster()
+@pytest.fixture
+def adjuster(shipped_normalizer: Any) -> FaceAdjuster:
+    return FaceAdjuster(shipped_normalizer)
 
 
 def test_a_colour_cast_on_a_real_face_is_undone(adjuster: FaceAdjuster) -> None:
@@ -91,16 +92,16 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
         assert angular_error(np.asarray(grey), np.full((1, 1, 3), 128.0)) < 1.0
 
 
-def test_gains_mapping_undoes_a_cast_and_splits_exposure_from_white_balance() -> None:
+def test_gains_mapping_undoes_a_cast_and_splits_exposure_from_white_balance(shipped_normalizer: Any) -> None:
     photo = real_face().image.copy()
     cast = apply_gains(photo, np.array([1.15, 1.0, 0.8]))
-    corrected, correction = FaceAdjuster(mapping="gains").correct(cast)
+    corrected, correction = FaceAdjuster(shipped_normalizer, mapping="gains").correct(cast)
     assert correction is not None and correction.mapping == "gains" and "gains_rgb" in correction.to_json()
     assert angular_error(corrected[FACE_BOX], photo[FACE_BOX]) < angular_error(cast[FACE_BOX], photo[FACE_BOX]) / 3
     full = Correction("adjust", (0.2, 0.2, 0.2), (0.3, 0.2, 0.1), mapping="gains")
     exposure, white = full.scaled(1.0, "exposure").gains, full.scaled(1.0, "white-balance").gains
-    assert np.allclose(exposure, exposure[0]) and exposure[0] == pytest.approx(full.gains @ [0.2126, 0.7152, 0.0722])
-    assert float(white @ [0.2126, 0.7152, 0.0722]) == pytest.approx(1.0)
+    assert np.allclose(exposure, exposure[0]) and exposure[0] == pytest.approx(full.gains @ LUMINANCE)
+    assert float(white @ LUMINANCE) == pytest.approx(1.0)
     assert np.allclose(full.scaled(0.0).gains, 1.0)
 
 

@@ -14,9 +14,9 @@ from facekit.errors import FacekitError
 from facekit.testing import real_face, two_faces
 
 
-@pytest.fixture(scope="module")
-def normalizer() -> facekit.Normalizer:
-    return facekit.Normalizer.from_checkpoint()
+@pytest.fixture
+def normalizer(shipped_normalizer: facekit.Normalizer) -> facekit.Normalizer:
+    return shipped_normalizer
 
 
 def test_one_face_from_a_path_pil_image_rgb_or_bgr_array(normalizer: facekit.Normalizer, tmp_path: Path) -> None:

@@ -227,10 +227,11 @@ def test_boundary_points_are_tfas_for_the_same_number(n: int) -> None:
 
 
 def test_model_files_from_before_the_switch_keep_their_warp() -> None:
-    old = fw.tfa_boundary_points({"boundary_points": 2, "regularization": 0.01}, {})
+    old = fw.tfa_boundary_points({"warper_params": {"boundary_points": 2, "regularization": 0.01}})["warper_params"]
     assert old == {"boundary_points": 3, "regularization": 0.01}
-    assert fw.tfa_boundary_points({"boundary_points": 2}, {fw.BOUNDARY_CONVENTION_KEY: "tfa"}) == {"boundary_points": 2}
-    assert fw.tfa_boundary_points({"boundary_points": 0}, {}) == {"boundary_points": 0}
+    new = {"warper_params": {"boundary_points": 2}, fw.BOUNDARY_CONVENTION_KEY: "tfa"}
+    assert fw.tfa_boundary_points(new)["warper_params"] == {"boundary_points": 2}
+    assert fw.tfa_boundary_points({"warper_params": {"boundary_points": 0}})["warper_params"] == {"boundary_points": 0}
 
 
 def test_boundary_points_layout() -> None:
