@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from facekit.data.sources import Photo, lfw_photos
+from facekit.types import LandmarkScheme
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,14 @@ class Judge:
     def card(self) -> Any:
         return self.encoder.card
 
-    def embed(self, images: list[np.ndarray], landmarks: np.ndarray) -> np.ndarray:
+    def embed(self, images: list[np.ndarray], landmarks: np.ndarray, scheme: str | None = None) -> np.ndarray:
+        """(N, D) embeddings of ``images`` cropped for the judge from their (N, K, 2) ``landmarks`` in ``scheme``."""
         from facekit.align import encoder_inputs
 
         out = []
         with torch.no_grad():
             for start in range(0, len(images), 32):
-                crops = encoder_inputs(self.encoder, images[start : start + 32], landmarks[start : start + 32])
+                crops = encoder_inputs(self.encoder, images[start : start + 32], landmarks[start : start + 32], scheme)
                 out.append(self.encoder.embed(crops).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.card.embedding_size))
 
@@ -103,6 +105,7 @@ def evaluate_normalizer(
     ok = [i for i, o in enumerate(outcomes) if o.face is not None]
     inputs = [_image(images[i]) for i in ok]
     input_landmarks = np.stack([outcomes[i].face.source_landmarks for i in ok]).astype(np.float64)
+    input_scheme = outcomes[ok[0]].face.source_scheme if ok else None
     outputs = [outcomes[i].face.image for i in ok]
     output_landmarks = np.stack([outcomes[i].face.landmarks for i in ok]).astype(np.float64)
     people = np.array([photos[i].identity for i in ok])
@@ -115,7 +118,7 @@ def evaluate_normalizer(
     }
     pairs = _consistency_pairs(people, np.random.default_rng(0))
     for judge in judges:
-        a, b = judge.embed(inputs, input_landmarks), judge.embed(outputs, output_landmarks)
+        a, b = judge.embed(inputs, input_landmarks, input_scheme), judge.embed(outputs, output_landmarks)
         preserved = judge.distance(a, b)
         same = judge.distance(b[pairs["same"][:, 0]], b[pairs["same"][:, 1]]) if len(pairs["same"]) else np.zeros(0)
         different = judge.distance(b[pairs["different"][:, 0]], b[pairs["different"][:, 1]])
@@ -165,16 +168,19 @@ def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int 
 
 
 def _landmark_plausibility(normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray) -> dict[str, Any]:
-    """The detector run on the normalized faces: how often it finds a face, and its NME against the prediction."""
-    errors = []
+    """The detector run on the normalized faces: how often it finds a face, and its NME against the prediction (the
+    decoder's iBUG-68 points; only when the detector gives iBUG-68 points too)."""
+    errors, detected = [], 0
     for image, points in zip(outputs, predicted, strict=True):
         faces = normalizer.detector.detect_array(image)
-        if faces:
+        if not faces:
+            continue
+        detected += 1
+        if faces[0].scheme == LandmarkScheme.IBUG68.value:
             found = np.asarray(faces[0].landmarks, np.float64)
             scale = np.linalg.norm(points[36] - points[45])
             errors.append(float(np.linalg.norm(found - points, axis=1).mean() / scale))
-    values = np.array(errors)
-    return {"detected": len(errors), "of": len(outputs), "nme_vs_predicted": _stats(values)}
+    return {"detected": detected, "of": len(outputs), "nme_vs_predicted": _stats(np.array(errors))}
 
 
 def _histogram(values: np.ndarray, judge: Judge, path: Path) -> None:
@@ -277,7 +283,10 @@ def verify_pairs(
     fold_of = np.array([pair.fold for pair in pairs])
     result: dict[str, Any] = {"pairs": len(pairs), "photos": len(paths), "not_normalized": len(paths) - len(ok)}
     for judge in judges:
-        inputs = judge.embed([_image(images[i]) for i in ok], np.stack([outcomes[i].face.source_landmarks for i in ok]))
+        scheme = outcomes[ok[0]].face.source_scheme if ok else None
+        inputs = judge.embed(
+            [_image(images[i]) for i in ok], np.stack([outcomes[i].face.source_landmarks for i in ok]), scheme
+        )
         outputs = judge.embed([outcomes[i].face.image for i in ok], np.stack([outcomes[i].face.landmarks for i in ok]))
         higher = judge.card.distance == "cosine"
         worst = -np.inf if higher else np.inf

@@ -67,7 +67,8 @@ def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int
 @dataclass
 class NormalizedFace:
     """One normalized face: ``image`` (S, S, 3) uint8, ``landmarks`` (K, 2) predicted in it, ``texture`` (S, S, 3) uint8
-    or None; ``source_landmarks`` (K, 2) and ``box`` of the face in the input photo."""
+    or None; ``source_landmarks`` (K, 2) in the detector's ``source_scheme`` and ``box`` of the face in the input
+    photo."""
 
     image: np.ndarray
     landmarks: np.ndarray
@@ -75,6 +76,7 @@ class NormalizedFace:
     source_landmarks: np.ndarray
     box: tuple[float, float, float, float]
     faces_found: int = 1
+    source_scheme: str | None = None  # a LandmarkScheme value; None: iBUG-68 (68 points)
 
 
 @dataclass
@@ -233,6 +235,6 @@ class Normalizer:
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
         landmarks = out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(found)
         return [
-            NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count)
+            NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count, face.scheme)
             for (_, face, count), picture, texture, points in zip(found, pictures, textures, landmarks, strict=True)
         ]

@@ -129,3 +129,17 @@ def test_conformance_says_what_training_needs() -> None:
         AssertionError, match="lacks \\['image_size', 'warper', 'set_mean_landmarks', 'set_feature_stats'\\]"
     ):
         check_decoder(spec)
+
+
+def test_eval_judges_photos_from_a_five_point_detector(shipped_normalizer: Any, data_root: Any, tmp_path: Any) -> None:
+    """Before: evaluate_normalizer cropped the judge's input from the detector's points without their scheme, so a
+    model run behind dlib's 5-point detector stopped with a ValueError (5 points without a scheme)."""
+    from facekit.data.sources import london_photos
+    from facekit.evaluate import Judge, evaluate_normalizer
+    from facekit.normalize import Normalizer
+
+    five = facekit.load_component("detector", "dlib-5pt")
+    normalizer = Normalizer(shipped_normalizer.decoder, shipped_normalizer.encoder, five, shipped_normalizer.meta)
+    photos = london_photos(data_root, "smiling_front")[:3]
+    metrics = evaluate_normalizer(normalizer, photos, [Judge("dlib-resnet", normalizer.encoder)], tmp_path)
+    assert metrics["normalized"] == 3
