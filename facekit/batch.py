@@ -131,7 +131,7 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
         )
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -142,7 +142,7 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current

@@ -514,11 +514,21 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """``write`` into a temporary file beside ``path``, then rename: a reader (or a resumed run) never sees half a
-    file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        write(handle)
-    os.replace(temporary, path)
+    file. The temporary name is unique, so shards started together that write the same file (the fingerprint) do
+    not share one."""
+    import tempfile
+
+    from facekit.batch import current_umask
+
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600: keep the user's usual permissions
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def contact_sheet(images: np.ndarray, landmarks: np.ndarray | None = None, columns: int = 8) -> Any:
