@@ -4,6 +4,7 @@ a jittered crop made differentiably with the encoder's own alignment), and the o
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,9 @@ def losses(
     if weights.laplacian > 0:
         terms["laplacian"] = F.l1_loss(laplacian(learned.float()), laplacian(target))
     if weights.identity > 0 or weights.perceptual > 0:
-        crops = encoder_crops(encoder, out.image, batch["transform"])
+        # A share of the batch (weights.identity_share) through the encoder; the rest gets the pixel terms only.
+        n = max(1, math.ceil(weights.identity_share * out.image.shape[0]))
+        crops = encoder_crops(encoder, out.image[:n], batch["transform"][:n])
         if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
             if not hasattr(encoder, "embed_and_maps"):
                 raise FacekitError(
@@ -84,12 +87,12 @@ def losses(
                 )
             embedding, maps = encoder.embed_and_maps(crops)
             with torch.no_grad():
-                _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"], batch["transform"]))
+                _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"][:n], batch["transform"][:n]))
             terms["perceptual"] = feature_matching(maps, targets)
         else:
             embedding = encoder.embed(crops)
         if weights.identity > 0:
-            terms["identity"] = identity_term(embedding, batch["embedding"])
+            terms["identity"] = identity_term(embedding, batch["embedding"][:n])
     weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
     weight_of.update(identity=weights.identity, perceptual=weights.perceptual, laplacian=weights.laplacian)
     terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))

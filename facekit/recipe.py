@@ -152,6 +152,13 @@ class LossWeights(Section):
     laplacian: float = Field(
         default=0.0, ge=0, description="L1 between the Laplacians of output and target texture (fine detail)"
     )
+    identity_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="the identity (and perceptual) loss on this share of each batch (its first items; batches are "
+        "random): for encoders whose forward+backward costs several times the decoder's (SFace: 9x dlib's on the CPU)",
+    )
 
 
 Channel = Annotated[int, Field(ge=0, le=255)]

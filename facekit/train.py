@@ -109,12 +109,38 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         )
     if settings.init is not None and not (resume and checkpoint.exists()):
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
-        init_tensors, _ = read_checkpoint(settings.init)
+        init_tensors, init_meta = read_checkpoint(settings.init)
+        other_encoder = init_meta.get("encoder") not in (None, encoder_component.spec.name)
+        fresh: list[str] = []
+        if other_encoder:
+            # A warm start from a model of another encoder: its decoder layers, but this encoder's feature statistics,
+            # and a fresh input layer where the feature sizes differ (it relearns what the new features mean).
+            own = decoder.state_dict()
+            keep = {}
+            for key, value in init_tensors.items():
+                name = key.removeprefix("model.")
+                if name.startswith("feature_") or (name in own and own[name].shape != value.shape):
+                    fresh.append(name)
+                else:
+                    keep[key] = value
+            init_tensors = keep
         try:
-            load_decoder_state(decoder, init_tensors)
+            if other_encoder:
+                model_state = {
+                    k.removeprefix("model."): v.float() if v.is_floating_point() else v
+                    for k, v in init_tensors.items()
+                    if k.startswith("model.")
+                }
+                decoder.load_state_dict(model_state, strict=False)
+            else:
+                load_decoder_state(decoder, init_tensors)
         except RuntimeError as error:
             raise FacekitError(f"train.init {settings.init} does not fit this recipe's decoder: {error}") from None
-        logger.info("decoder initialised from %s", settings.init)
+        logger.info(
+            "decoder initialised from %s%s",
+            settings.init,
+            f" (trained on {init_meta['encoder']}; kept fresh: {', '.join(fresh)})" if other_encoder else "",
+        )
     optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
     start_step = 0
     if resume and checkpoint.exists():

@@ -353,3 +353,59 @@ def test_kill_9_at_five_points_gives_the_same_weights(prepared: Path, tmp_path: 
         if key.startswith("model."):
             difference = float((final[key].double() - value.double()).abs().max())
             assert torch.equal(final[key], value), (key, difference)  # bit for bit
+
+
+def test_init_from_a_model_of_another_encoder_keeps_this_encoders_input_side(prepared: Path, tmp_path: Path) -> None:
+    """A warm start across encoders (the SFace model from the dlib one): the decoder layers come from the starting
+    model; the feature statistics are this encoder's and an input layer of another width starts fresh."""
+    import torch
+
+    pytest.importorskip("facekit_opencv")
+    start = train(resolve(tiny_recipe(prepared, tmp_path / "dlib", steps=3, lr=1e-2)))
+    recipe = tiny_recipe(
+        prepared, tmp_path / "sface", steps=1, lr=1e-12, init=str(start / "checkpoints/last.safetensors")
+    )
+    recipe["components"]["encoder"] = {"name": "sface"}
+    tuned = train(resolve(recipe))
+    before = read_checkpoint(start / "checkpoints" / "last.safetensors")[0]
+    after, meta = read_checkpoint(tuned / "checkpoints" / "last.safetensors")
+    assert meta["encoder"] == "sface"
+    assert torch.allclose(before["model.texture_head.0.weight"], after["model.texture_head.0.weight"], atol=1e-6)
+    assert before["model.shared.0.weight"].shape[1] == 256 and after["model.shared.0.weight"].shape[1] == 128
+    from safetensors.torch import load_file  # the pool file holds this encoder's features
+
+    features = load_file(str(tuned / "pool.safetensors"))["features"]
+    assert torch.allclose(after["model.feature_mean"], features.mean(0), atol=1e-4)
+
+
+def test_identity_share_sends_only_part_of_the_batch_through_the_encoder() -> None:
+    import torch
+
+    from facekit.losses import losses
+    from facekit.recipe import LossWeights
+    from facekit.types import DecoderOutput
+
+    seen = []
+
+    class Recording:
+        class card:  # the encoder card: the one field losses reads
+            input_size = (16, 16)
+
+        def embed(self, crops: torch.Tensor) -> torch.Tensor:
+            seen.append(crops.shape[0])
+            return crops.flatten(1)[:, :8]
+
+    batch = 8
+    image = torch.rand(batch, 3, 16, 16, requires_grad=True)
+    out = DecoderOutput(image=image, landmarks=None, texture=None)
+    items = {
+        "image": torch.rand(batch, 3, 16, 16),
+        "transform": torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(batch, 2, 3),
+        "embedding": torch.rand(batch, 8),
+    }
+    terms = losses(out, items, Recording(), LossWeights(identity=1.0, identity_share=0.25), 16)
+    terms["loss"].backward()
+    assert seen == [2]
+    assert image.grad is not None and image.grad[2:].abs().sum() > 0  # the pixel term still reaches every item
+    losses(out, items, Recording(), LossWeights(identity=1.0), 16)
+    assert seen == [2, 8]
