@@ -185,7 +185,10 @@ def prepare(
 def normalize(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
     out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "normalized",
-    checkpoint: Annotated[str | None, typer.Option(help="trained model (default: the one shipped)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="photos read, normalized and written at a time")] = 16,
     overwrite: Annotated[
         bool, typer.Option(help="replace outputs made from another input or model (default: leave them)")
@@ -200,14 +203,14 @@ def normalize(
     from rich.progress import Progress
 
     from facekit.batch import EXIT_SOME_FAILED, normalize_planned, plan_folder
-    from facekit.normalize import Normalizer, default_model_path
+    from facekit.normalize import Normalizer, resolve_model
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
-    model = Path(checkpoint) if checkpoint is not None else default_model_path()
-    normalizer = Normalizer.from_checkpoint(model, device=inference_device(device))
+    path = resolve_model(model, checkpoint)
+    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
-        summary = normalize_planned(normalizer, plan, model, overwrite, on_row=lambda row: progress.advance(task))
+        summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
     table = Table(title=f"facekit normalize -> {out}")
     for column in ("photo", "status", "output or reason"):
         table.add_column(column, overflow="fold")
@@ -387,15 +390,17 @@ def models_list() -> None:
 def models_verify() -> None:
     """Re-hash the shipped default model and every file in the store against their sha256 (exit 1 if any differs)."""
     from facekit.models import ChecksumError, store_dir, verify_store
-    from facekit.normalize import default_model_path
+    from facekit.normalize import model_path, shipped_models
 
-    shipped = default_model_path(verify=False)
-    try:
-        default_model_path()  # the check every load makes
-        verdict = "ok"
-    except ChecksumError as error:
-        verdict = str(error)
-    results = [(f"default model ({shipped})", verdict), *verify_store()]
+    results = []
+    for name in shipped_models():
+        try:
+            model_path(name)  # the check every load makes
+            verdict = "ok"
+        except ChecksumError as error:
+            verdict = str(error)
+        results.append((f"shipped model {name} ({model_path(name, verify=False)})", verdict))
+    results += verify_store()
     for name, verdict in results:
         mark = "[green]ok[/green]" if verdict == "ok" else "[red]BAD[/red]"
         console.print(f"{mark} {name} {'' if verdict == 'ok' else verdict}")
@@ -432,6 +437,158 @@ def models_bundle(
     sources = [w for c in plan.components.values() if c.spec.card for w in c.spec.card.weights if w.sha256]
     files = bundle(sources, out)
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
+
+
+@app.command()
+def attributes(
+    photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "attributes",
+    model: Annotated[
+        str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
+    ] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="photos read and normalized at a time")] = 16,
+) -> None:
+    """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
+    D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
+    Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). Exit 3 when some photos
+    have no measures (see the table)."""
+    from rich.progress import Progress
+
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear
+    from facekit.batch import EXIT_SOME_FAILED, plan_folder
+
+    plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
+    check_tables_clear(plan)
+    measurer = facekit.load_component("app", "attributes", model=model, checkpoint=checkpoint)
+    measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(plan.planned))
+        rows = attributes_files(plan, measurer, on_row=lambda row: progress.advance(task))
+    table = Table(title=f"facekit attributes -> {out}")
+    for column in ("photo", "status", "ITA (deg)", "skin tone", "face w/h", "nose/mouth", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        values = row.values
+        numbers = ["", "", "", ""]
+        if row.status == "ok":
+            numbers = [f"{values['ita_degrees']:.1f}", values["ita_category"]]
+            numbers += [f"{values['face_width_height']:.3f}", f"{values['nose_mouth_width']:.3f}"]
+        table.add_row(row.input, row.status, *numbers, row.reason)
+    console.print(table)
+    failed = sum(row.status != "ok" for row in rows)
+    console.print(
+        f"{len(rows) - failed} of {len(rows)} photos measured: {Path(out) / TABLES[0]}, {Path(out) / TABLES[1]}"
+    )
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+explore_app = typer.Typer(help="Explore what the model's features encode: interpolate between faces, compare models.")
+app.add_typer(explore_app, name="explore")
+
+
+@explore_app.command("interpolate")
+def explore_interpolate(
+    a: Annotated[str, typer.Argument(help="photo A")],
+    b: Annotated[str, typer.Argument(help="photo B")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "explore",
+    steps: Annotated[int, typer.Option("--steps", "-n", min=2, max=256, help="frames, A and B included")] = 8,
+    spherical: Annotated[bool, typer.Option(help="slerp the feature directions instead of a straight line")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
+    ] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="judge encoder (default: independent of the model: dlib-resnet <-> sface)")
+    ] = None,
+) -> None:
+    """Decode the path between the encoder features of the largest faces of photos A and B: OUT/interpolate.png
+    (frames, with the independent judge's score of each against A and B plotted under them), interpolate_strip.png,
+    interpolate.gif and interpolate.json."""
+    from facekit.apps.explore import INTERPOLATE_FILES, check_outputs_clear, write_interpolation
+
+    target = Path(out)
+    for photo in (a, b):
+        if not Path(photo).is_file():
+            raise FacekitError(f"no such photo: {photo}")
+    check_outputs_clear(target, INTERPOLATE_FILES, [a, b])  # before any model loads
+    explorer = facekit.load_component(
+        "app", "explore", model=model, checkpoint=checkpoint, steps=steps, spherical=spherical, judge=judge
+    )
+    with console.status("encoding, decoding and judging"):
+        result = explorer.interpolate(a, b, names=[a, b])
+    written = write_interpolation(result, target, [a, b])
+    table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")
+    for column in ("frame", "t", "to A", "to B"):
+        table.add_column(column)
+    for index, (t, to_a, to_b) in enumerate(zip(result.t, result.to_a, result.to_b, strict=True)):
+        table.add_row(str(index), f"{t:.2f}", f"{to_a:.3f}", f"{to_b:.3f}")
+    console.print(table)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+@explore_app.command("compare")
+def explore_compare(
+    photos: Annotated[list[str], typer.Argument(help="photos or folders of photos (a row each)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "explore",
+    model: Annotated[
+        list[str] | None, typer.Option(help="a shipped model, a column each (repeatable): dlib, sface")
+    ] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option(help="a model file, a column each (repeatable)")] = None,
+    cell: Annotated[int, typer.Option(min=32, max=512, help="pixels per grid cell")] = 128,
+) -> None:
+    """The photos through every model: OUT/compare.png (a row per photo: the photo aligned, then each model's
+    normalized face), and each model's consistency: per person with several photos (the file name without its last
+    _NNNN, else the photo's folder), the mean pairwise distance of the normalized faces under a judge independent of
+    the model, beside the same for the photos (compare.csv, compare.json). Exit 3 when some photo has no output."""
+    from rich.progress import Progress
+
+    from facekit.apps.explore import COMPARE_FILES, check_outputs_clear, write_comparison
+    from facekit.batch import EXIT_SOME_FAILED, scan_inputs
+    from facekit.normalize import Normalizer, resolve_model
+
+    target = Path(out)
+    check_outputs_clear(target, COMPARE_FILES, [])
+    found = [path for path, _ in scan_inputs(photos, target)]
+    check_outputs_clear(target, COMPARE_FILES, found)
+    wanted = [(name, resolve_model(name, None)) for name in (model or [])]
+    wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
+    wanted = wanted or [("dlib", resolve_model())]
+    loaded: dict[Path, Any] = {}
+    models, labels = [], []
+    for label, path in wanted:
+        unique, count = label, 2
+        while unique in labels:
+            unique, count = f"{label}-{count}", count + 1
+        labels.append(unique)
+        key = path.resolve()
+        if key not in loaded:
+            loaded[key] = Normalizer.from_checkpoint(path)
+        models.append((unique, loaded[key]))
+    explorer = facekit.load_component("app", "explore")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("normalizing and judging", total=len(found) * len(models))
+        result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))
+    written = write_comparison(result, target, found, cell)
+    table = Table(title=f"facekit explore compare -> {out}")
+    for column in ("photo", "person", *labels):
+        table.add_column(column, overflow="fold")
+    for i, photo in enumerate(result.photos):
+        cells = [" ".join(part for part in result.status[label][i] if part) for label in labels]
+        table.add_row(photo, result.persons[i], *cells)
+    console.print(table)
+    summary = Table(title="consistency: mean pairwise judge distance within a person (lower: more alike)")
+    for column in ("model", "judge", "metric", "people", "photos", "normalized faces", "input photos"):
+        summary.add_column(column)
+    for row in result.summary:
+        values = [row["outputs_mean_distance"], row["inputs_mean_distance"]]
+        texts = ["-" if v is None else f"{v:.4f}" for v in values]
+        summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), str(row["photos"]), *texts)
+    console.print(summary)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+    if any(status != "ok" for label in labels for status, _ in result.status[label]):
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _register_plugin_commands() -> None:

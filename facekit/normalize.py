@@ -25,26 +25,61 @@ from facekit.images import to_uint8_rgb
 
 DEFAULT_MODEL = "default-model.safetensors"
 
+#: The models shipped in ``facekit/assets``, by the encoder they were trained on (``--model NAME``); each file has
+#: its sha256 beside it (``FILE.sha256``). The first is the default.
+SHIPPED_MODELS: dict[str, str] = {"dlib": DEFAULT_MODEL, "sface": "sface-model.safetensors"}
 
-def default_model_path(verify: bool = True) -> Path:
-    """The default model shipped inside the facekit package (``facekit/assets``), checked against the sha256 shipped
-    beside it (``default-model.safetensors.sha256``): a damaged or altered file is a ChecksumError."""
+
+def shipped_models() -> list[str]:
+    """Names of the shipped models present in this install (``SHIPPED_MODELS`` whose file exists)."""
+    return [name for name, file in SHIPPED_MODELS.items() if (_assets() / file).is_file()]
+
+
+def _assets() -> Path:
+    return Path(str(resources.files("facekit") / "assets"))
+
+
+def model_path(name: str = "dlib", verify: bool = True) -> Path:
+    """The shipped model ``name`` (a key of ``SHIPPED_MODELS``), checked against the sha256 shipped beside it: a
+    damaged or altered file is a ChecksumError."""
     from facekit.models import verify_file
 
-    path = Path(str(resources.files("facekit") / "assets" / DEFAULT_MODEL))
+    if name not in SHIPPED_MODELS:
+        raise FacekitError(f"no shipped model named {name!r}; the shipped models are: {', '.join(SHIPPED_MODELS)}")
+    path = _assets() / SHIPPED_MODELS[name]
     if not path.is_file():
-        raise FacekitError(f"the default model is missing from this install ({path}); pass --checkpoint")
+        raise FacekitError(f"the shipped model {name!r} is missing from this install ({path}); pass --checkpoint")
     if verify:
-        verify_file(path, default_model_sha256(), "the shipped default model (reinstall facekit)")
+        verify_file(path, model_sha256(name), f"the shipped model {name!r} (reinstall facekit)")
     return path
+
+
+def model_sha256(name: str = "dlib") -> str:
+    """The sha256 recorded for the shipped model ``name``."""
+    record = _assets() / f"{SHIPPED_MODELS[name]}.sha256"
+    if not record.is_file():
+        raise FacekitError(f"the checksum of shipped model {name!r} is missing from this install ({record}); reinstall")
+    return record.read_text().split()[0]
+
+
+def default_model_path(verify: bool = True) -> Path:
+    """The default model shipped inside the facekit package (``facekit/assets``), checksum-verified."""
+    return model_path("dlib", verify)
 
 
 def default_model_sha256() -> str:
     """The sha256 recorded for the shipped default model."""
-    record = Path(str(resources.files("facekit") / "assets" / f"{DEFAULT_MODEL}.sha256"))
-    if not record.is_file():
-        raise FacekitError(f"the default model's checksum is missing from this install ({record}); reinstall facekit")
-    return record.read_text().split()[0]
+    return model_sha256("dlib")
+
+
+def resolve_model(model: str | None = None, checkpoint: str | Path | None = None) -> Path:
+    """The model file a command was asked for: ``checkpoint`` (a path), else the shipped ``model`` (a name of
+    ``SHIPPED_MODELS``), else the default; both given is an error."""
+    if model is not None and checkpoint is not None:
+        raise FacekitError("pass --model (a shipped model) or --checkpoint (a file), not both")
+    if checkpoint is not None:
+        return Path(checkpoint)
+    return model_path(model or "dlib")
 
 
 #: Landmarks further than this many image sizes outside the frame mean a damaged or untrained model.

@@ -1,11 +1,12 @@
-"""Builtin apps: ``adjust`` (white balance and exposure from the normalized face) and the general white-balance
-baselines (implemented in facekit.apps, imported when an app is built)."""
+"""Builtin apps: ``adjust`` (white balance and exposure from the normalized face), ``attributes`` (skin tone and face
+shape measured on the normalized face), ``explore`` (interpolation between two people's features, models side by side)
+and the general white-balance baselines (implemented in facekit.apps, imported when an app is built)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from facekit.registry import ComponentSpec, Params
 
@@ -22,6 +23,31 @@ class AdjustParams(Params):
     checkpoint: str | None = Field(default=None, description="the normalizing model (default: the one shipped)")
 
 
+class ModelChoice(Params):
+    """Which normalizing model an app uses: a shipped one by name, or a file; not both."""
+
+    model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
+    checkpoint: str | None = Field(default=None, description="a model file instead of a shipped model")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ModelChoice:
+        if self.model is not None and self.checkpoint is not None:
+            raise ValueError("give model (a shipped model) or checkpoint (a file), not both")
+        return self
+
+
+class AttributesParams(ModelChoice):
+    pass
+
+
+class ExploreParams(ModelChoice):
+    steps: int = Field(default=8, ge=2, le=256, description="frames of an interpolation, both photos included")
+    spherical: bool = Field(default=False, description="interpolate directions on the sphere (slerp), not a line")
+    judge: str | None = Field(
+        default=None, description="the judge encoder (default: independent of the model: dlib-resnet <-> sface)"
+    )
+
+
 class WhiteBalanceParams(Params):
     strength: float = _STRENGTH
 
@@ -35,6 +61,24 @@ def _adjust(params: AdjustParams) -> Any:
         all_faces=params.all_faces,
         mapping=params.mapping,
         checkpoint=params.checkpoint,
+    )
+
+
+def _attributes(params: AttributesParams) -> Any:
+    from facekit.apps.attributes import FaceAttributes
+
+    return FaceAttributes(model=params.model, checkpoint=params.checkpoint)
+
+
+def _explore(params: ExploreParams) -> Any:
+    from facekit.apps.explore import Explorer
+
+    return Explorer(
+        model=params.model,
+        checkpoint=params.checkpoint,
+        steps=params.steps,
+        spherical=params.spherical,
+        judge=params.judge,
     )
 
 
@@ -58,5 +102,7 @@ BASELINES = {
 def specs() -> list[ComponentSpec[Any]]:
     return [
         ComponentSpec("adjust", _adjust, AdjustParams, "white balance and exposure from the normalized face"),
+        ComponentSpec("attributes", _attributes, AttributesParams, "skin tone (ITA) and face shape, normalized"),
+        ComponentSpec("explore", _explore, ExploreParams, "interpolate between two faces' features; compare models"),
         *(ComponentSpec(name, _baseline(name), WhiteBalanceParams, summary) for name, summary in BASELINES.items()),
     ]

@@ -143,4 +143,20 @@ def test_the_shipped_model_matches_its_recorded_checksum() -> None:
 
     assert sha256_file(default_model_path(verify=False)) == default_model_sha256()
     result = run_cli("models", "verify")
-    assert result.returncode == 0 and "ok default model" in " ".join(result.stdout.split()), result.stdout
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0 and "ok shipped model dlib" in text, result.stdout
+
+
+def test_shipped_models_are_chosen_by_name() -> None:
+    from facekit.errors import FacekitError
+    from facekit.normalize import SHIPPED_MODELS, default_model_path, model_path, resolve_model, shipped_models
+
+    assert "dlib" in shipped_models() and set(shipped_models()) <= set(SHIPPED_MODELS)
+    assert resolve_model() == resolve_model("dlib") == default_model_path()
+    assert resolve_model(None, "some/file.safetensors") == Path("some/file.safetensors")
+    with pytest.raises(FacekitError, match="not both"):
+        resolve_model("dlib", "some/file.safetensors")
+    with pytest.raises(FacekitError, match=r"no shipped model named 'arcface'.*dlib, sface"):
+        model_path("arcface")
+    for name in shipped_models():
+        assert model_path(name).is_file()

@@ -1,0 +1,149 @@
+"""Attributes measured on the normalized face against the same measures on the photo: are they the person's?
+
+LFW people with 4+ photos from ``--people-file`` (default peopleDevTest.txt: people the model never saw), the first
+``--people`` in name order, up to ``--per-person`` photos each; a person counts when 4+ of those photos have a face.
+For each photo (the shipped dlib model unless ``--checkpoint``):
+
+- **normalized**: ITA and the face-shape ratios of the ``attributes`` app on the normalized face (skin region and
+  ratios from the decoder's predicted landmarks);
+- **photo**: the same skin region on the photo aligned into the normalized frame (least-squares similarity from its
+  detected landmarks onto the normalized face's, ``facekit.apps.attributes.photo_in_face_frame``), placed from the
+  photo's *own* landmarks carried into that frame, and the ratios of the detector's landmarks; also the region placed
+  from the normalized face's landmarks (``photo, normalized region``).
+
+Per measure: the within-person SD (per-person sample SD, averaged over people), the between-person SD (SD of the
+person means), their ratio (lower: the measure says more about the person and less about the photo), and the
+correlation of the person means with the photo's. A measure that is constant for everyone has no within-person spread
+and no between-person spread either: read the two together. Target: ITA within-person SD on the normalized face at
+most half that on the photo. The skin region was fixed on DevTrain faces before this was run on DevTest.
+
+    OMP_NUM_THREADS=1 python benchmarks/attributes.py [--people 60] [--per-person 6] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+from results import machine, publish
+from rich.progress import track
+
+from facekit.apps.attributes import RATIOS, measure_face, measure_photo, photo_in_face_frame, skin_tone
+from facekit.data.sources import lfw_photos
+from facekit.images import load_rgb
+from facekit.normalize import Normalizer, resolve_model
+from facekit.recipe import DataSection
+
+MEASURES = ["ita_degrees", *RATIOS]
+SOURCES = ["normalized", "photo", "photo, normalized region"]
+
+
+def measure_person(normalizer: Normalizer, paths: list[Path]) -> list[dict[str, dict[str, float]]]:
+    """Per photo with a face: {source: {measure: value}} (the ``photo, normalized region`` source has ITA only)."""
+    images = [load_rgb(path)[0] for path in paths]
+    values = []
+    for photo, outcome in zip(images, normalizer.normalize_many(images, [p.stem for p in paths]), strict=True):
+        if outcome.face is None or photo is None:
+            continue
+        face = outcome.face
+        aligned, _ = photo_in_face_frame(photo, face)
+        values.append(
+            {
+                "normalized": measure_face(face.image, face.landmarks),
+                "photo": measure_photo(photo, face),
+                "photo, normalized region": {"ita_degrees": skin_tone(aligned, face.landmarks).ita},
+            }
+        )
+    return values
+
+
+def spread(people: dict[str, list[dict[str, dict[str, float]]]], source: str, measure: str) -> dict[str, float]:
+    """Within-person SD (mean over people of the sample SD), between-person SD (of the person means), person means."""
+    groups = [np.array([v[source][measure] for v in rows]) for rows in people.values() if measure in rows[0][source]]
+    if not groups:
+        return {}
+    means = np.array([g.mean() for g in groups])
+    return {
+        "within": float(np.mean([g.std(ddof=1) for g in groups])),
+        "between": float(means.std(ddof=1)),
+        "mean": float(means.mean()),
+        "means": means.tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--people", type=int, default=60, help="people with 4+ photos, first in name order")
+    parser.add_argument("--per-person", type=int, default=6, help="photos per person at most")
+    parser.add_argument("--people-file", default="peopleDevTest.txt", help="LFW people list (DevTrain: selection)")
+    parser.add_argument("--checkpoint", default=None, help="a model file (default: the shipped dlib model)")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval/attributes"), help="values.json goes here")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    args = parser.parse_args()
+    root = DataSection().resolved_root()
+    normalizer = Normalizer.from_checkpoint(resolve_model(None, args.checkpoint))
+    by_person: dict[str, list[Path]] = {}
+    for photo in lfw_photos(root, args.people_file, min_photos=4):
+        by_person.setdefault(photo.identity, []).append(photo.path)
+    chosen = sorted(by_person)[: args.people]
+    began = time.perf_counter()
+    people: dict[str, list[dict[str, dict[str, float]]]] = {}
+    for person in track(chosen, description=f"{len(chosen)} people"):
+        values = measure_person(normalizer, by_person[person][: args.per_person])
+        if len(values) >= 4:
+            people[person] = values
+    seconds = time.perf_counter() - began
+    photos = sum(len(v) for v in people.values())
+    figures = {source: {m: spread(people, source, m) for m in MEASURES} for source in SOURCES}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "values.json").write_text(json.dumps({"people": people, "figures": figures}, indent=1) + "\n")
+
+    def row(measure: str, label: str, photo_source: str = "photo") -> str:
+        norm, raw = figures["normalized"][measure], figures[photo_source][measure]
+        r = float(np.corrcoef(norm["means"], raw["means"])[0, 1])
+        return (
+            f"| {label} | {norm['within']:.4g} | {raw['within']:.4g} | {norm['within'] / raw['within']:.2f} | "
+            f"{norm['between']:.4g} | {raw['between']:.4g} | {norm['within'] / norm['between']:.2f} | "
+            f"{raw['within'] / raw['between']:.2f} | {norm['mean']:.4g} / {raw['mean']:.4g} | {r:.2f} |"
+        )
+
+    ita = figures["normalized"]["ita_degrees"]["within"] / figures["photo"]["ita_degrees"]["within"]
+    source = Path(str(normalizer.meta.get("source")))
+    model = source.resolve().relative_to(Path.cwd()) if source.resolve().is_relative_to(Path.cwd()) else source
+    split = "DevTest" if args.people_file == "peopleDevTest.txt" else args.people_file
+    command = "python benchmarks/attributes.py" + (f" {shlex.join(sys.argv[1:])}" if sys.argv[1:] else "")
+    lines = [
+        f"## Attributes on the normalized face (`{command}`)",
+        "",
+        f"Machine: {machine()}; torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}; {seconds:.0f} s. "
+        f"Model: `{model}`. {len(people)} LFW {split} people (of the first {len(chosen)} with 4+ "
+        f"photos; those with 4+ photos where a face was found), up to {args.per_person} photos each: {photos} photos. "
+        "Skin region: both cheeks and a forehead patch placed from the landmarks (`facekit/apps/attributes.py`; fixed "
+        "on DevTrain faces before this run), median CIELAB (D65) -> ITA in degrees. *photo*: the same region on the "
+        "photo aligned into the normalized frame (similarity from its detected landmarks), placed from the photo's own "
+        "landmarks; ratios from the detector's landmarks. *photo, normalized region*: the region placed from the "
+        "normalized face's landmarks instead.",
+        "",
+        "| measure | within-person SD, normalized | within, photo | normalized / photo | between-person SD, "
+        "normalized | between, photo | within / between, normalized | within / between, photo | mean, normalized / "
+        "photo | r of person means |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        row("ita_degrees", "ITA (deg)"),
+        row("ita_degrees", "ITA (deg), photo with the normalized region", "photo, normalized region"),
+        *(row(name, name) for name in RATIOS),
+        "",
+        f"ITA within-person SD, normalized / photo: **{ita:.2f}** (target <= 0.50: "
+        f"{'met' if ita <= 0.5 else 'not met'}).",
+    ]
+    publish("attributes" if split == "DevTest" else "attributes-selection", lines, write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()

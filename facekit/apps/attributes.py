@@ -1,0 +1,428 @@
+"""Attributes measured on the normalized face instead of the raw photo: skin tone and face-shape ratios.
+
+The normalized face is the person under even, neutral light, frontal, with a neutral expression. Measured there, skin
+tone does not follow the photo's light and face shape does not follow its pose or expression, so repeated photos of one
+person give nearly the same numbers (``benchmarks/attributes.py`` measures how nearly).
+
+- **Skin tone**: the Individual Typology Angle, ``ITA = atan((L* - 50) / b*)`` in degrees (Chardon et al. 1991), from
+  the median CIELAB L* and b* (D65, CIE 1931 2 degree observer; sRGB -> XYZ -> Lab by colour-science) of the pixels of a
+  fixed skin region, :func:`skin_polygons`: the two cheeks and a forehead patch, placed from the decoder's 68 predicted
+  landmarks so that they keep clear of the eyes, brows, nostrils and lips. The median (not the mean) so that a
+  specular highlight, a strand of hair or a spectacle frame inside a patch does not move the tone.
+- **Face shape**: ratios of distances between the predicted landmarks (:data:`RATIOS`), free of scale and roll.
+
+The region and the statistic were fixed before any LFW DevTest number was seen (the region checked by eye on DevTrain
+people's normalized faces).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+# ------------------------------------------------------------------------------------------------ skin region
+
+#: How far each cheek polygon is shrunk towards its centroid (0: the polygon through the landmarks, 1: a point). The
+#: polygon runs lower eyelid -> nose wing -> mouth corner -> jaw at mouth level -> jaw below the ear -> jaw at eye
+#: level; shrinking it by 40 % keeps it off the eyelid, the alar crease, the nasolabial fold and the face's edge.
+CHEEK_SHRINK = 0.4
+#: The image-left cheek's polygon (iBUG-68, 0-based): lower eyelid (40, 41 averaged), nose wing 31, mouth corner 48,
+#: jaw 3, 2, 1. The image-right cheek mirrors it: (46, 47), 35, 54, 13, 14, 15.
+LEFT_CHEEK = ((40, 41), (31,), (48,), (3,), (2,), (1,))
+RIGHT_CHEEK = ((46, 47), (35,), (54,), (13,), (14,), (15,))
+#: The forehead patch, in interocular distances ``d``: a rectangle centred between the eyes, ``FOREHEAD_HALF_WIDTH``
+#: d either side, from ``FOREHEAD_LOW`` d to ``FOREHEAD_HIGH`` d above the highest brow point (measured at right
+#: angles to the eye line, so it follows a rolled face). No landmark lies on the forehead; 0.15 d clears the brows.
+FOREHEAD_HALF_WIDTH = 0.4
+FOREHEAD_LOW = 0.15
+FOREHEAD_HIGH = 0.45
+
+
+def _eyes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from facekit.align import eye_centres
+
+    return eye_centres(points)
+
+
+def skin_polygons(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """The skin region of a face with (68, 2) iBUG-68 ``landmarks``: ``left_cheek``, ``right_cheek`` (image-left
+    and image-right) and ``forehead``, each an (N, 2) polygon in the same pixel frame (see the module docstring)."""
+    points = np.asarray(landmarks, np.float64)
+    if points.shape != (68, 2):
+        raise FacekitError(f"skin regions need 68 iBUG landmarks, got an array of shape {points.shape}")
+    polygons = {}
+    for name, spec in (("left_cheek", LEFT_CHEEK), ("right_cheek", RIGHT_CHEEK)):
+        outline = np.stack([points[list(indices)].mean(axis=0) for indices in spec])
+        centre = outline.mean(axis=0)
+        polygons[name] = centre + (1.0 - CHEEK_SHRINK) * (outline - centre)
+    left, right = _eyes(points)
+    distance = float(np.linalg.norm(right - left))
+    across = (right - left) / max(distance, 1e-9)
+    up = np.array([across[1], -across[0]])  # at right angles to the eye line, towards the brows (y grows downwards)
+    middle = (left + right) / 2
+    brow_top = float(((points[17:27] - middle) @ up).max())
+    low, high = brow_top + FOREHEAD_LOW * distance, brow_top + FOREHEAD_HIGH * distance
+    half = FOREHEAD_HALF_WIDTH * distance
+    polygons["forehead"] = np.stack(
+        [middle + sx * half * across + h * up for sx, h in ((-1, low), (1, low), (1, high), (-1, high))]
+    )
+    return polygons
+
+
+def skin_mask(landmarks: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """(H, W) bool: the pixels inside :func:`skin_polygons` (parts outside the image are dropped)."""
+    import cv2
+
+    width = height if width is None else width
+    mask = np.zeros((height, width), np.uint8)
+    for polygon in skin_polygons(landmarks).values():
+        # fillPoly takes integer vertices; 4 fractional bits keep the sub-pixel positions of the landmarks.
+        cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+# ------------------------------------------------------------------------------------------------ colour
+
+
+def srgb_to_lab(pixels: np.ndarray) -> np.ndarray:
+    """(..., 3) sRGB, uint8 (0-255) or float in [0, 1] -> (..., 3) CIELAB (L* in 0-100) under D65 (CIE 1931 2 degree
+    observer), through linear sRGB and XYZ with colour-science."""
+    import colour
+
+    values = np.asarray(pixels)
+    rgb = values / 255.0 if values.dtype == np.uint8 else values.astype(np.float64)
+    xyz = colour.RGB_to_XYZ(rgb, colour.RGB_COLOURSPACES["sRGB"], apply_cctf_decoding=True)
+    d65 = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["D65"]
+    return np.asarray(colour.XYZ_to_Lab(xyz, illuminant=d65), np.float64)
+
+
+def individual_typology_angle(lightness: Any, b_star: Any) -> Any:
+    """ITA in degrees, ``atan((L* - 50) / b*)``; written with ``arctan2`` so that b* = 0 gives +-90 instead of a
+    division by zero (the same value as the definition for every b* > 0, which all skin has)."""
+    return np.degrees(np.arctan2(np.asarray(lightness, np.float64) - 50.0, np.asarray(b_star, np.float64)))
+
+
+#: ITA skin-tone categories (Chardon et al. 1991; Del Bino & Bernerd 2013): the lower bound of each, in degrees.
+ITA_CATEGORIES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0), ("brown", -30.0))
+
+
+def ita_category(ita: float) -> str:
+    """The skin-tone category of an ITA in degrees: very light > 55 > light > 41 > intermediate > 28 > tan > 10 >
+    brown > -30 > dark."""
+    for name, lower in ITA_CATEGORIES:
+        if ita > lower:
+            return name
+    return "dark"
+
+
+@dataclass(frozen=True)
+class SkinTone:
+    """Median CIELAB of the skin region's ``pixels`` and its ITA (degrees) and category."""
+
+    lightness: float
+    a_star: float
+    b_star: float
+    ita: float
+    category: str
+    pixels: int
+
+
+def skin_tone(image: np.ndarray, landmarks: np.ndarray) -> SkinTone:
+    """The skin tone of a face in ``image`` (H, W, 3) uint8 RGB with (68, 2) iBUG-68 ``landmarks`` in its pixels."""
+    mask = skin_mask(landmarks, image.shape[0], image.shape[1])
+    if not mask.any():
+        raise FacekitError("the skin region lies outside the image: the landmarks do not belong to this image")
+    lab = np.median(srgb_to_lab(np.ascontiguousarray(image)[mask]), axis=0)
+    ita = float(individual_typology_angle(lab[0], lab[2]))
+    return SkinTone(float(lab[0]), float(lab[1]), float(lab[2]), ita, ita_category(ita), int(mask.sum()))
+
+
+# ------------------------------------------------------------------------------------------------ shape
+
+
+def _distance(points: np.ndarray, a: int | tuple[int, ...], b: int | tuple[int, ...]) -> float:
+    first = points[list(a)].mean(axis=0) if isinstance(a, tuple) else points[a]
+    second = points[list(b)].mean(axis=0) if isinstance(b, tuple) else points[b]
+    return float(np.linalg.norm(first - second))
+
+
+#: Face-shape ratios from iBUG-68 points (0-based), each (numerator, denominator) as pairs of points whose distance is
+#: taken (a tuple of points stands for their mean). Face width: jaw line at the ears (0-16, close to the cheekbones'
+#: width); face height: nasion (27) to chin (8), the anthropometric morphological face height.
+RATIOS: dict[str, tuple[tuple[Any, Any], tuple[Any, Any], str]] = {
+    "face_width_height": (
+        (0, 16),
+        (27, 8),
+        "face width (jaw line at the ears, 0-16) / face height (nasion-chin, 27-8)",
+    ),
+    "interocular_face_width": (
+        ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47)),
+        (0, 16),
+        "eye centres / face width",
+    ),
+    "nose_mouth_width": ((31, 35), (48, 54), "nose width (31-35) / mouth width (48-54)"),
+    "jaw_face_width": ((4, 12), (0, 16), "jaw width at the gonial angles (4-12) / face width"),
+    "lower_face_height": ((33, 8), (27, 8), "nose base to chin (33-8) / face height (27-8)"),
+}
+
+
+def shape_ratios(landmarks: np.ndarray) -> dict[str, float]:
+    """The :data:`RATIOS` of a face's (68, 2) iBUG-68 ``landmarks``."""
+    points = np.asarray(landmarks, np.float64)
+    if points.shape != (68, 2):
+        raise FacekitError(f"face-shape ratios need 68 iBUG landmarks, got an array of shape {points.shape}")
+    return {
+        name: _distance(points, *top) / max(_distance(points, *bottom), 1e-9)
+        for name, (top, bottom, _) in RATIOS.items()
+    }
+
+
+def measure_face(image: np.ndarray, landmarks: np.ndarray) -> dict[str, Any]:
+    """Skin tone and shape ratios of one face: ``ita_degrees``, ``ita_category``, ``L``, ``a``, ``b``,
+    ``skin_pixels`` and every :data:`RATIOS` name."""
+    tone = skin_tone(image, landmarks)
+    return {
+        "ita_degrees": tone.ita,
+        "ita_category": tone.category,
+        "L": tone.lightness,
+        "a": tone.a_star,
+        "b": tone.b_star,
+        "skin_pixels": tone.pixels,
+        **shape_ratios(landmarks),
+    }
+
+
+def photo_in_face_frame(photo: np.ndarray, face: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The photo's face in the normalized face's frame, for measuring it the same way: (aligned image (S, S, 3),
+    the photo's own 68 landmarks carried into that frame, or None when the detector gave no iBUG-68 points). The
+    alignment is the least-squares similarity from the photo's landmarks onto the normalized face's (as the adjust app
+    and the detail measure align it)."""
+    from facekit.align import apply_transform, similarity_transform, warp_image
+
+    source = np.asarray(face.source_landmarks, np.float64)
+    size = face.image.shape[0]
+    if source.shape != (68, 2):
+        from facekit.align import eye_centres
+
+        eyes = np.stack(eye_centres(source, face.source_scheme))
+        transform = similarity_transform(eyes, np.stack(eye_centres(np.asarray(face.landmarks, np.float64))))
+        return warp_image(photo, transform, (size, size)), None
+    transform = similarity_transform(source, np.asarray(face.landmarks, np.float64))
+    return warp_image(photo, transform, (size, size)), apply_transform(transform, source)
+
+
+def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
+    """The same measures on the raw photo: skin tone in the photo aligned into the normalized frame
+    (:func:`photo_in_face_frame`), its region placed from the photo's own landmarks (the normalized face's where the
+    detector gives no 68 points); shape ratios from the detector's landmarks (when iBUG-68)."""
+    aligned, own = photo_in_face_frame(photo, face)
+    tone = skin_tone(aligned, own if own is not None else face.landmarks)
+    values: dict[str, Any] = {"ita_degrees": tone.ita, "L": tone.lightness, "b": tone.b_star}
+    if own is not None:
+        values.update(shape_ratios(face.source_landmarks))
+    return values
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+class FaceAttributes:
+    """The ``attributes`` app: skin tone (ITA) and face-shape ratios measured on the normalized face.
+
+    ``measure(photo)`` normalizes the largest face and measures it (None when no face is found);
+    ``apply(faces)`` (the App protocol) measures already normalized faces (a DecoderOutput with 68 landmarks).
+    """
+
+    def __init__(self, normalizer: Any = None, model: str | None = None, checkpoint: str | None = None) -> None:
+        self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
+
+    @property
+    def normalizer(self) -> Any:
+        """The given normalizer, else ``checkpoint``'s or the shipped ``model``'s (default: dlib), loaded on first
+        use."""
+        if self._normalizer is None:
+            from facekit.normalize import Normalizer, resolve_model
+
+            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint))
+        return self._normalizer
+
+    def measure_faces(self, photos: Sequence[np.ndarray | None], names: Sequence[str]) -> list[Any]:
+        """:meth:`Normalizer.normalize_many` outcomes of ``photos`` with ``extras["attributes"]`` (normalized face)
+        and ``extras["photo_attributes"]`` (the raw photo, :func:`measure_photo`) on those with a face."""
+        outcomes = self.normalizer.normalize_many(photos, names)
+        for photo, outcome in zip(photos, outcomes, strict=True):
+            if outcome.face is None or photo is None:
+                continue
+            try:
+                measured = measure_face(outcome.face.image, outcome.face.landmarks), measure_photo(photo, outcome.face)
+            except FacekitError as error:  # one face that cannot be measured is its photo's status, not the batch's
+                outcome.status, outcome.reason = "not_measured", str(error)
+                continue
+            outcome.extras["attributes"], outcome.extras["photo_attributes"] = measured
+        return list(outcomes)
+
+    def measure(self, photo: Any) -> dict[str, Any] | None:
+        """Attributes of the largest face of ``photo`` (a path, PIL image or (H, W, 3) uint8 RGB), or None."""
+        from facekit.images import as_rgb
+
+        outcome = self.measure_faces([as_rgb(photo)], ["photo"])[0]
+        return outcome.extras.get("attributes")
+
+    def apply(self, faces: Any) -> dict[str, Any]:
+        """``faces`` (a DecoderOutput: images (B, 3, S, S) in [0, 1], landmarks (B, 68, 2)) -> ``ita_degrees``
+        (B,), ``lab`` (B, 3) and each :data:`RATIOS` name (B,)."""
+        from facekit.images import to_uint8_rgb
+
+        if faces.landmarks is None:
+            raise FacekitError("attributes need the decoder's predicted landmarks; this decoder gives none")
+        points = (
+            faces.landmarks.detach().float().cpu().numpy() if hasattr(faces.landmarks, "detach") else faces.landmarks
+        )
+        measured = [measure_face(image, p) for image, p in zip(to_uint8_rgb(faces.image), points, strict=True)]
+        out: dict[str, Any] = {
+            "ita_degrees": np.array([m["ita_degrees"] for m in measured]),
+            "lab": np.array([[m["L"], m["a"], m["b"]] for m in measured]),
+        }
+        out.update({name: np.array([m[name] for m in measured]) for name in RATIOS})
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+#: The per-photo file ``facekit attributes`` writes (a suffix of the photo's base name): the normalized face with the
+#: skin region and landmarks drawn, beside the photo aligned into its frame with the same region.
+ATTRIBUTE_OUTPUTS = ("_attributes.png",)
+#: The tables ``facekit attributes`` writes into the output folder.
+TABLES = ("attributes.csv", "attributes.json")
+#: CSV columns after input, status and reason.
+VALUE_COLUMNS = (
+    "ita_degrees",
+    "ita_category",
+    "L",
+    "a",
+    "b",
+    "skin_pixels",
+    *RATIOS,
+    "photo_ita_degrees",
+    "photo_L",
+    "photo_b",
+    *(f"photo_{name}" for name in RATIOS),
+    "output",
+)
+
+
+@dataclass
+class AttributesRow:
+    """One photo: ``status`` is ``ok``, ``no_face``, ``unreadable`` or ``not_measured`` (the skin region fell outside
+    the image); ``values`` the measures (``photo_*``: the same
+    on the raw photo)."""
+
+    input: str
+    status: str
+    reason: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def csv_row(self) -> list[str]:
+        def text(value: Any) -> str:
+            return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
+
+        return [self.input, self.status, self.reason, *(text(self.values.get(c)) for c in VALUE_COLUMNS)]
+
+
+def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
+    """The normalized face with its skin region outlined and landmarks dotted, beside the photo aligned into its frame
+    with the region placed from the photo's own landmarks; ``scale`` times the normalized size."""
+    from PIL import Image, ImageDraw
+
+    aligned, own = photo_in_face_frame(photo, face)
+    tiles = []
+    for image, points in ((face.image, face.landmarks), (aligned, own if own is not None else face.landmarks)):
+        size = image.shape[0] * scale
+        tile = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+        draw = ImageDraw.Draw(tile)
+        for polygon in skin_polygons(points).values():
+            draw.polygon([(float(x), float(y)) for x, y in (polygon + 0.5) * scale], outline=(255, 255, 0))
+        for x, y in (np.asarray(points) + 0.5) * scale:
+            draw.ellipse((x - 1, y - 1, x + 1, y + 1), fill=(0, 255, 0))
+        tiles.append(np.asarray(tile))
+    return np.hstack(tiles)
+
+
+def check_tables_clear(plan: Any) -> None:
+    """Refuse an output folder whose table names are inputs (a photo given by a path that ends in attributes.csv)."""
+    inputs = {planned.source.resolve() for planned in plan.planned}
+    for name in TABLES:
+        if (plan.out / name).resolve() in inputs:
+            raise FacekitError(f"{plan.out / name} is one of the inputs: choose another output folder (-o)")
+
+
+def attributes_files(
+    plan: Any, measurer: FaceAttributes, on_row: Callable[[AttributesRow], None] | None = None
+) -> list[AttributesRow]:
+    """Measure every photo of ``plan`` (``facekit.batch.plan_folder(..., outputs=ATTRIBUTE_OUTPUTS)``) a batch at a
+    time: OUT/NAME_attributes.png per photo with a face, then OUT/attributes.csv and OUT/attributes.json for all.
+    A photo that cannot be read or has no face gets its status row; the others go on."""
+    from facekit.batch import png_bytes, write_atomic
+    from facekit.images import load_rgb
+
+    check_tables_clear(plan)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    rows: list[AttributesRow] = []
+    for start in range(0, len(plan.planned), plan.batch_size):
+        batch = plan.planned[start : start + plan.batch_size]
+        loaded = [load_rgb(planned.source) for planned in batch]
+        outcomes = measurer.measure_faces([image for image, _ in loaded], [p.source.stem for p in batch])
+        for planned, (photo, why), outcome in zip(batch, loaded, outcomes, strict=True):
+            name = str(planned.source)
+            if photo is None:
+                row = AttributesRow(name, "unreadable", why)
+            elif "attributes" not in outcome.extras:
+                row = AttributesRow(name, outcome.status, outcome.reason or "no face found")
+            else:
+                target = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
+                write_atomic(target, png_bytes(overlay(outcome.face, photo)), plan.out)
+                values = dict(outcome.extras["attributes"])
+                values.update({f"photo_{k}": v for k, v in outcome.extras["photo_attributes"].items()})
+                values["output"] = str(target)
+                row = AttributesRow(name, "ok", values=values)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    write_tables(rows, plan.out, measurer)
+    return rows
+
+
+def write_tables(rows: list[AttributesRow], out: Any, measurer: FaceAttributes | None = None) -> None:
+    """OUT/attributes.csv (a row per photo, :data:`VALUE_COLUMNS`) and OUT/attributes.json (the rows, the model and
+    what every column means)."""
+    import csv
+    import io
+    import json
+
+    from facekit.batch import write_atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["input", "status", "reason", *VALUE_COLUMNS])
+    writer.writerows(row.csv_row() for row in rows)
+    write_atomic(out / TABLES[0], buffer.getvalue().encode(), out)
+    model = None
+    if measurer is not None and measurer._normalizer is not None:
+        model = measurer.normalizer.meta.get("source")
+    record = {
+        "model": model,
+        "skin_region": "both cheeks (lower eyelid - nose wing - mouth corner - jaw polygon shrunk 40 % towards its "
+        "centre) and a forehead patch (0.8 x 0.3 interocular distances, 0.15 above the brows), from the decoder's "
+        "predicted landmarks; median CIELAB (D65) of its pixels",
+        "ita": "atan((L* - 50) / b*) in degrees; categories: " + ", ".join(f"{n} > {v:g}" for n, v in ITA_CATEGORIES),
+        "ratios": {name: description for name, (_, _, description) in RATIOS.items()},
+        "photo_columns": "photo_*: the same measures on the photo aligned into the normalized frame (skin region from "
+        "the photo's own landmarks) and on the detector's landmarks",
+        "photos": [{"input": r.input, "status": r.status, "reason": r.reason, **r.values} for r in rows],
+    }
+    write_atomic(out / TABLES[1], (json.dumps(record, indent=2) + "\n").encode(), out)

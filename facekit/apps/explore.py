@@ -1,0 +1,551 @@
+"""Exploring what a recognition network's features encode (Cole et al. 2017, Figs. 8, 16 and the interpolations).
+
+- **Interpolate**: encode the largest face of two photos, decode the straight path between their encoder features
+  (or the spherical one: directions slerped, lengths interpolated linearly) and judge every frame against both photos
+  with an *independent* judge, a recognition network the model was not trained with, run through its own detector
+  and alignment (:class:`facekit.fidelity.OwnPipelineJudge`): a model trained on dlib's features is judged by SFace,
+  one trained on SFace's by dlib's ResNet. The endpoints are exactly the two photos' normalized faces.
+- **Compare**: the same photos through several models, a row per photo (first the photo aligned into the first
+  model's normalized frame), a column per model, and per model the **consistency** of each person's normalized faces:
+  the mean pairwise judge distance between the outputs of one person's photos (1 - cosine similarity for cosine
+  judges, Euclidean distance otherwise), beside the same for the input photos under the same judge (lower: more
+  alike). A person is named by the photo's file name without its last ``_NNNN`` (LFW's ``Name_0001.jpg``), else by
+  the folder the photo is in (``alice/holiday.jpg``): see :func:`person_of`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+#: The independent judge of a model, by the encoder it was trained on.
+INDEPENDENT_JUDGES = {"dlib-resnet": "sface", "sface": "dlib-resnet"}
+
+
+def independent_judge(encoder: str) -> str:
+    """The judge for a model trained on ``encoder``: never that encoder (dlib-resnet -> sface, sface -> dlib-resnet,
+    anything else -> sface)."""
+    return INDEPENDENT_JUDGES.get(encoder, "sface")
+
+
+def person_of(path: str | Path) -> str:
+    """Who a photo shows, from its path: the file name's stem without a trailing ``_NNNN`` (digits) when it has one
+    (LFW: ``Colin_Powell_0004.jpg`` -> ``Colin_Powell``), else the name of the folder it is in (``alice/beach.jpg`` ->
+    ``alice``)."""
+    path = Path(path)
+    match = re.fullmatch(r"(.+)_\d+", path.stem)
+    return match.group(1) if match else path.parent.name
+
+
+# ------------------------------------------------------------------------------------------------ paths
+
+
+def slerp(a: Any, b: Any, t: Any) -> Any:
+    """Spherical interpolation of (F,) tensors ``a`` and ``b`` at (N,) ``t``: the direction moves along the great
+    circle, the length linearly from |a| to |b|; (N, F). Nearly parallel vectors fall back to the straight line."""
+    import torch
+
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)[:, None]
+    length_a, length_b = a.norm(), b.norm()
+    unit_a, unit_b = a / length_a.clamp_min(1e-12), b / length_b.clamp_min(1e-12)
+    omega = torch.arccos((unit_a * unit_b).sum().clamp(-1.0, 1.0))
+    if float(omega) < 1e-4:
+        return (1 - t) * a + t * b
+    direction = (torch.sin((1 - t) * omega) * unit_a + torch.sin(t * omega) * unit_b) / torch.sin(omega)
+    return direction * ((1 - t) * length_a + t * length_b)
+
+
+def feature_path(a: Any, b: Any, steps: int, spherical: bool = False) -> Any:
+    """``steps`` feature vectors from (F,) ``a`` to (F,) ``b`` inclusive, evenly spaced in t: (steps, F), the first
+    exactly ``a`` and the last exactly ``b``."""
+    import torch
+
+    if steps < 2:
+        raise FacekitError(f"an interpolation needs at least 2 steps (the two photos), got {steps}")
+    t = torch.linspace(0.0, 1.0, steps, dtype=a.dtype, device=a.device)
+    path = slerp(a, b, t) if spherical else (1 - t)[:, None] * a + t[:, None] * b
+    path[0], path[-1] = a, b  # no rounding at the ends: they decode to the photos' own normalized faces
+    return path
+
+
+def encode(normalizer: Any, images: Sequence[np.ndarray | None], names: Sequence[str]) -> tuple[list[Any], Any]:
+    """The normalizer's first half on ``images`` (None = unreadable): (one Outcome per image, like
+    ``normalize_many``, without the face; (B, F) encoder features of those with status ``ok``, in order)."""
+    import torch
+
+    from facekit.align import encoder_inputs
+    from facekit.normalize import detect_largest
+
+    outcomes, pending = detect_largest(normalizer.detector, images, names)
+    if not pending:
+        return outcomes, None
+    points = np.stack([np.asarray(face.landmarks, np.float64) for _, _, face in pending])
+    crops = encoder_inputs(
+        normalizer.encoder, [image for _, image, _ in pending], points, normalizer.detector.card.landmark_scheme
+    ).to(normalizer.device)
+    with torch.no_grad():
+        return outcomes, normalizer.encoder.features(crops)
+
+
+def read_photo(photo: Any, name: str | None = None) -> tuple[str, np.ndarray | None, str]:
+    """(name, (H, W, 3) uint8 RGB or None, why it is None) for a path, PIL image or array."""
+    import os
+
+    from facekit.images import as_rgb, load_rgb
+
+    if isinstance(photo, str | os.PathLike):
+        image, why = load_rgb(Path(photo))
+        return name or str(photo), image, why
+    return name or "photo", as_rgb(photo), ""
+
+
+def strip(frames: Sequence[np.ndarray], gap: int = 0) -> np.ndarray:
+    """(S, S, 3) uint8 frames side by side, ``gap`` white pixels between them: (S, N*S + (N-1)*gap, 3)."""
+    height = frames[0].shape[0]
+    white = np.full((height, gap, 3), 255, np.uint8)
+    pieces: list[np.ndarray] = []
+    for index, frame in enumerate(frames):
+        if index and gap:
+            pieces.append(white)
+        pieces.append(frame)
+    return np.concatenate(pieces, axis=1)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Interpolation:
+    """Frames decoded along the feature path from photo A to photo B and the judge's view of them.
+
+    ``t`` (N,), ``frames`` N x (S, S, 3) uint8, ``landmarks`` (N, 68, 2); ``to_a``/``to_b`` (N,) the judge's score of
+    each frame against photo A/B (cosine similarity when ``higher_is_same``, else Euclidean distance; NaN where the
+    judge finds no face); ``photos`` the two inputs' names and statuses."""
+
+    t: np.ndarray
+    frames: list[np.ndarray]
+    landmarks: np.ndarray
+    spherical: bool
+    model: str
+    judge: str
+    metric: str
+    threshold: float
+    higher_is_same: bool
+    to_a: np.ndarray
+    to_b: np.ndarray
+    photos: list[dict[str, str]] = field(default_factory=list)
+
+    def strip(self) -> np.ndarray:
+        """The frames side by side, (S, N*S + 2(N-1), 3) uint8."""
+        return strip(self.frames, gap=2)
+
+    def to_json(self) -> dict[str, Any]:
+        def values(array: np.ndarray) -> list[float | None]:
+            return [None if np.isnan(v) else round(float(v), 4) for v in array]
+
+        return {
+            "photos": self.photos,
+            "model": self.model,
+            "spherical": self.spherical,
+            "judge": self.judge,
+            "metric": self.metric,
+            "threshold": self.threshold,
+            "higher_is_same": self.higher_is_same,
+            "t": [round(float(v), 4) for v in self.t],
+            "to_a": values(self.to_a),
+            "to_b": values(self.to_b),
+            "frames_without_face_for_judge": int(np.isnan(self.to_a).sum()),
+        }
+
+
+@dataclass
+class Comparison:
+    """Photos through several models: ``cells[label][i]`` the normalized face of photo ``i`` by model ``label`` (None
+    without one; ``status[label][i]`` = (status, reason)), ``aligned[i]`` the photo aligned into the first model's
+    frame, ``consistency`` a row per (model, person) and ``summary`` a row per model (see the module docstring)."""
+
+    photos: list[str]
+    persons: list[str]
+    labels: list[str]
+    aligned: list[np.ndarray | None]
+    cells: dict[str, list[np.ndarray | None]]
+    status: dict[str, list[tuple[str, str]]]
+    consistency: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+
+    def grid(self, cell: int = 128) -> np.ndarray:
+        """A row per photo, a column per model after the aligned photo, ``cell`` px squares under a header of
+        labels: (28 + R*cell, (1 + M)*cell, 3) uint8."""
+        import textwrap
+
+        from PIL import Image, ImageDraw
+
+        header = 28
+        columns = ["photo (aligned)", *self.labels]
+        sheet = Image.new("RGB", (len(columns) * cell, header + len(self.photos) * cell), (255, 255, 255))
+        draw = ImageDraw.Draw(sheet)
+        for c, title in enumerate(columns):
+            lines = textwrap.wrap(title, width=max(4, cell // 6))[:2]
+            draw.multiline_text((c * cell + 4, 2), "\n".join(lines), fill=(0, 0, 0), spacing=1)
+        for r in range(len(self.photos)):
+            row = [self.aligned[r], *(self.cells[label][r] for label in self.labels)]
+            reasons = ["", *(self.status[label][r][0] for label in self.labels)]
+            for c, image in enumerate(row):
+                x, y = c * cell, header + r * cell
+                if image is None:
+                    draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(200, 200, 200))
+                    draw.text((x + 6, y + cell // 2 - 6), reasons[c] or "no face", fill=(0, 0, 0))
+                    continue
+                sheet.paste(Image.fromarray(image).resize((cell, cell), Image.Resampling.BICUBIC), (x, y))
+            name = self.persons[r][: cell // 6]
+            draw.rectangle((0, header + (r + 1) * cell - 13, 6 * len(name) + 6, header + (r + 1) * cell - 1), (0, 0, 0))
+            draw.text((3, header + (r + 1) * cell - 12), name, fill=(255, 255, 255))
+        return np.asarray(sheet)
+
+    def csv(self) -> str:
+        """The consistency rows, then a row per model over all people (``person`` = ``(all people)``, ``people`` the
+        number of people scored)."""
+        import csv
+        import io
+
+        columns = ["model", "judge", "metric", "person", "people", "photos", "judged", "outputs_mean_distance"]
+        columns.append("inputs_mean_distance")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.consistency)
+        writer.writerows({**row, "person": "(all people)", "photos": row["photos"]} for row in self.summary)
+        return buffer.getvalue()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "person_rule": "the file name without a trailing _NNNN (LFW), else the name of the photo's folder",
+            "distance": "mean pairwise judge distance within a person (1 - cosine similarity for cosine judges, "
+            "Euclidean otherwise) over photos where the model gave an output and the judge found a face in both the "
+            "photo and the output; lower is more alike",
+            "photos": [
+                {
+                    "input": photo,
+                    "person": self.persons[i],
+                    **{label: {"status": s[i][0], "reason": s[i][1]} for label, s in self.status.items()},
+                }
+                for i, photo in enumerate(self.photos)
+            ],
+            "consistency": self.consistency,
+            "summary": self.summary,
+        }
+
+
+def judge_distance(judge: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise distance under ``judge`` (lower = more alike): 1 - cosine similarity, or Euclidean."""
+    from facekit.evaluate import Judge
+
+    values = Judge(judge.name, judge.encoder).distance(a, b)
+    return 1.0 - values if judge.higher_is_same else values
+
+
+def mean_pairwise(judge: Any, embeddings: np.ndarray) -> float:
+    """Mean :func:`judge_distance` over every pair of rows of (K, D) ``embeddings``, K >= 2."""
+    first, second = np.triu_indices(len(embeddings), k=1)
+    return float(judge_distance(judge, embeddings[first], embeddings[second]).mean())
+
+
+def consistency_rows(
+    label: str, judge: Any, persons: list[str], inputs: np.ndarray, outputs: np.ndarray
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per person with 2+ photos judged (judge face found in photo and output): mean pairwise distances of the
+    outputs and of the inputs; and the model's summary (means over those people)."""
+    metric = "1 - cosine similarity" if judge.higher_is_same else "euclidean distance"
+    judged = ~np.isnan(inputs[:, 0]) & ~np.isnan(outputs[:, 0])
+    rows = []
+    for person in sorted(set(persons)):
+        members = [i for i, p in enumerate(persons) if p == person]
+        usable = [i for i in members if judged[i]]
+        if len(members) < 2:
+            continue
+        row: dict[str, Any] = {"model": label, "judge": judge.name, "metric": metric, "person": person}
+        row.update(photos=len(members), judged=len(usable), outputs_mean_distance=None, inputs_mean_distance=None)
+        if len(usable) >= 2:
+            row["outputs_mean_distance"] = round(mean_pairwise(judge, outputs[usable]), 4)
+            row["inputs_mean_distance"] = round(mean_pairwise(judge, inputs[usable]), 4)
+        rows.append(row)
+    scored = [r for r in rows if r["outputs_mean_distance"] is not None]
+    summary: dict[str, Any] = {"model": label, "judge": judge.name, "metric": metric, "people": len(scored)}
+    summary["photos"] = sum(r["judged"] for r in scored)
+    summary["judged"] = summary["photos"]
+    for key in ("outputs_mean_distance", "inputs_mean_distance"):
+        summary[key] = round(float(np.mean([r[key] for r in scored])), 4) if scored else None
+    return rows, summary
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+class Explorer:
+    """The ``explore`` app: :meth:`interpolate` between two photos' features and :meth:`compare` models.
+
+    ``apply(faces)`` (the App protocol) lays a batch of decoded faces out as a strip and measures how far the
+    landmarks move from one face to the next (the smoothness of a path)."""
+
+    def __init__(
+        self,
+        normalizer: Any = None,
+        model: str | None = None,
+        checkpoint: str | None = None,
+        steps: int = 8,
+        spherical: bool = False,
+        judge: str | None = None,
+    ) -> None:
+        self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
+        self.steps, self.spherical, self.judge_name = steps, spherical, judge
+        self._judges: dict[str, Any] = {}
+
+    @property
+    def normalizer(self) -> Any:
+        """The given normalizer, else ``checkpoint``'s or the shipped ``model``'s (default: dlib), loaded on first
+        use."""
+        if self._normalizer is None:
+            from facekit.normalize import Normalizer, resolve_model
+
+            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint))
+        return self._normalizer
+
+    def judge_for(self, normalizer: Any) -> Any:
+        """The judge of ``normalizer``'s outputs: ``judge`` when given, else :func:`independent_judge` of its encoder
+        (built once, with its own detector)."""
+        from facekit.fidelity import OwnPipelineJudge
+
+        name = self.judge_name or independent_judge(str(normalizer.meta.get("encoder", "")))
+        if name == normalizer.meta.get("encoder"):
+            raise FacekitError(f"judge {name!r} is the model's own training encoder: choose an independent judge")
+        if name not in self._judges:
+            self._judges[name] = OwnPipelineJudge.build(name)
+        return self._judges[name]
+
+    def interpolate(
+        self, a: Any, b: Any, steps: int | None = None, spherical: bool | None = None, names: Sequence[str] = ()
+    ) -> Interpolation:
+        """Decode ``steps`` points (default: the app's) of the path between the features of the largest faces of
+        photos ``a`` and ``b`` (paths, PIL images or (H, W, 3) uint8 RGB). A photo without a face, or unreadable, is a
+        FacekitError naming it."""
+        from facekit.evaluate import Judge
+        from facekit.images import to_uint8_rgb
+        from facekit.normalize import check_outputs
+
+        steps = self.steps if steps is None else steps
+        spherical = self.spherical if spherical is None else spherical
+        given = list(names) + ["A", "B"][len(names) :]
+        read = [read_photo(photo, name) for photo, name in zip((a, b), given, strict=False)]
+        images = [image for _, image, _ in read]
+        outcomes, features = encode(self.normalizer, images, [name for name, _, _ in read])
+        photos = [
+            {"input": name, "status": o.status, "reason": why or o.reason}
+            for (name, _, why), o in zip(read, outcomes, strict=True)
+        ]
+        bad = [p for p in photos if p["status"] != "ok"]
+        if bad:
+            detail = "; ".join(f"{p['input']}: {p['status']} {p['reason']}".strip() for p in bad)
+            raise FacekitError(f"interpolation needs a face in both photos: {detail}")
+        path = feature_path(features[0], features[1], steps, spherical)
+        out = self.normalizer.decode_features(path)
+        check_outputs(out.image, out.landmarks, self.normalizer.image_size, str(self.normalizer.meta.get("source")))
+        frames = to_uint8_rgb(out.image)
+        judge = self.judge_for(self.normalizer)
+        ends, along = judge.embed(images), judge.embed(list(frames))
+        score = Judge(judge.name, judge.encoder).distance
+        return Interpolation(
+            t=np.linspace(0.0, 1.0, steps),
+            frames=frames,
+            landmarks=out.landmarks.detach().float().cpu().numpy(),
+            spherical=spherical,
+            model=str(self.normalizer.meta.get("source", "")),
+            judge=judge.name,
+            metric="cosine similarity" if judge.higher_is_same else "euclidean distance",
+            threshold=float(judge.card.threshold),
+            higher_is_same=judge.higher_is_same,
+            to_a=score(along, np.repeat(ends[:1], steps, axis=0)),
+            to_b=score(along, np.repeat(ends[1:], steps, axis=0)),
+            photos=photos,
+        )
+
+    def compare(
+        self,
+        photos: Sequence[str | Path],
+        models: Sequence[tuple[str, Any]] | None = None,
+        on_step: Callable[[int], None] | None = None,
+        batch_size: int = 8,
+    ) -> Comparison:
+        """Every photo through every (label, Normalizer) of ``models`` (default: this app's model), with each model's
+        consistency under its independent judge. ``on_step(n)`` is told as each n photos are done for a model."""
+        from facekit.apps.attributes import photo_in_face_frame
+        from facekit.images import load_rgb
+
+        models = list(models) if models is not None else [(self.label(), self.normalizer)]
+        labels = [label for label, _ in models]
+        if len(set(labels)) != len(labels):
+            raise FacekitError(f"two models have the same label ({', '.join(labels)}): label each differently")
+        names = [str(p) for p in photos]
+        loaded = [load_rgb(Path(p)) for p in photos]
+        images = [image for image, _ in loaded]
+        persons = [person_of(p) for p in photos]
+        aligned: list[np.ndarray | None] = [None] * len(photos)
+        cells: dict[str, list[np.ndarray | None]] = {}
+        status: dict[str, list[tuple[str, str]]] = {}
+        inputs: dict[str, np.ndarray] = {}
+        consistency: list[dict[str, Any]] = []
+        summary: list[dict[str, Any]] = []
+        for label, normalizer in models:
+            outcomes: list[Any] = []
+            judge = self.judge_for(normalizer)
+            if judge.name not in inputs:
+                inputs[judge.name] = judge.embed(images)
+            embedded = []
+            for start in range(0, len(images), batch_size):
+                chunk = normalizer.normalize_many(
+                    images[start : start + batch_size], [Path(p).stem for p in photos[start : start + batch_size]]
+                )
+                outcomes.extend(chunk)
+                embedded.append(judge.embed([o.face.image if o.face is not None else None for o in chunk]))
+                if on_step is not None:
+                    on_step(len(chunk))
+            outputs = np.concatenate(embedded)
+            cells[label] = [o.face.image if o.face is not None else None for o in outcomes]
+            status[label] = [
+                (o.status, why if o.status == "unreadable" else o.reason)
+                for o, (_, why) in zip(outcomes, loaded, strict=True)
+            ]
+            for i, (image, outcome) in enumerate(zip(images, outcomes, strict=True)):
+                if aligned[i] is None and outcome.face is not None and image is not None:
+                    aligned[i] = photo_in_face_frame(image, outcome.face)[0]
+            rows, total = consistency_rows(label, judge, persons, inputs[judge.name], outputs)
+            consistency.extend(rows)
+            summary.append(total)
+        return Comparison(names, persons, labels, aligned, cells, status, consistency, summary)
+
+    def label(self) -> str:
+        """This app's model as a column label: the shipped model's name, else the checkpoint's file name."""
+        if self.checkpoint is not None:
+            return Path(self.checkpoint).stem
+        return self.model or "dlib"
+
+    def apply(self, faces: Any) -> dict[str, Any]:
+        """``faces`` (a DecoderOutput, B faces in a row, e.g. a path's frames) -> ``strip`` (S, B*S, 3) uint8 and
+        ``landmark_steps`` (B-1,): the mean distance in pixels the landmarks move between consecutive faces (empty
+        without landmarks)."""
+        from facekit.images import to_uint8_rgb
+
+        frames = to_uint8_rgb(faces.image)
+        steps = np.zeros(0)
+        if faces.landmarks is not None:
+            points = faces.landmarks.detach().float().cpu().numpy()
+            steps = np.linalg.norm(np.diff(points, axis=0), axis=-1).mean(axis=-1)
+        return {"strip": strip(frames), "landmark_steps": steps}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+#: What ``facekit explore interpolate`` writes into its output folder.
+INTERPOLATE_FILES = ("interpolate.png", "interpolate_strip.png", "interpolate.gif", "interpolate.json")
+#: What ``facekit explore compare`` writes into its output folder.
+COMPARE_FILES = ("compare.png", "compare.csv", "compare.json")
+
+
+def check_outputs_clear(out: Path, names: Sequence[str], inputs: Sequence[str | Path]) -> None:
+    """Refuse ``-o`` naming a file, and an output folder where one of ``names`` would replace an input."""
+    if out.exists() and not out.is_dir():
+        raise FacekitError(f"-o {out} is a file, not a folder")
+    sources = {Path(p).resolve() for p in inputs}
+    for name in names:
+        if (out / name).resolve() in sources:
+            raise FacekitError(f"{out / name} is one of the inputs: choose another output folder (-o)")
+
+
+def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
+    """The strip of frames with the judge's scores against A and B plotted under it (matplotlib): (H, W, 3) uint8."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    frames = result.strip()
+    count = len(result.frames)
+    width = max(6.0, 1.4 * count)
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(width, width / count * 1.05 + 2.6), dpi=100, height_ratios=[width / count, 2.2]
+    )
+    top.imshow(frames, interpolation="bicubic")
+    top.set_axis_off()
+    top.set_title(
+        f"{result.photos[0]['input'].split('/')[-1]}  ->  {result.photos[1]['input'].split('/')[-1]}", fontsize=9
+    )
+    bottom.plot(result.t, result.to_a, "o-", color="#4477aa", label="to photo A")
+    bottom.plot(result.t, result.to_b, "s-", color="#cc6677", label="to photo B")
+    bottom.axhline(
+        result.threshold, color="#777777", linestyle="--", label=f"same-person threshold {result.threshold:g}"
+    )
+    bottom.set_xlim(-0.5 / (count - 1), 1 + 0.5 / (count - 1))
+    bottom.set_xlabel(f"t along the {'spherical' if result.spherical else 'straight'} feature path (A = 0, B = 1)")
+    bottom.set_ylabel(f"{result.judge}: {result.metric}", fontsize=8)
+    bottom.legend(fontsize=7, loc="best")
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def animation_bytes(frames: Sequence[np.ndarray], scale: int = 2, milliseconds: int = 120) -> bytes:
+    """An endlessly looping GIF of ``frames`` there and back (A -> B -> A), each ``scale`` times its size."""
+    import io
+
+    from PIL import Image
+
+    images = [
+        Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.BICUBIC) for f in frames
+    ]
+    sequence = images + images[-2:0:-1]
+    buffer = io.BytesIO()
+    sequence[0].save(buffer, "GIF", save_all=True, append_images=sequence[1:], duration=milliseconds, loop=0)
+    return buffer.getvalue()
+
+
+def write_interpolation(result: Interpolation, out: Path, inputs: Sequence[str | Path] = ()) -> list[Path]:
+    """OUT/interpolate.png (strip + plot), interpolate_strip.png, interpolate.gif and interpolate.json."""
+    import json
+
+    from facekit.batch import png_bytes, write_atomic
+
+    check_outputs_clear(out, INTERPOLATE_FILES, inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    figure, strip_png, gif, record = (out / name for name in INTERPOLATE_FILES)
+    write_atomic(figure, png_bytes(interpolation_figure(result)), out)
+    write_atomic(strip_png, png_bytes(result.strip()), out)
+    write_atomic(gif, animation_bytes(result.frames), out)
+    write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
+    return [figure, strip_png, gif, record]
+
+
+def write_comparison(result: Comparison, out: Path, inputs: Sequence[str | Path] = (), cell: int = 128) -> list[Path]:
+    """OUT/compare.png (the grid), compare.csv and compare.json."""
+    import json
+
+    from facekit.batch import png_bytes, write_atomic
+
+    check_outputs_clear(out, COMPARE_FILES, inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    grid, table, record = (out / name for name in COMPARE_FILES)
+    write_atomic(grid, png_bytes(result.grid(cell)), out)
+    write_atomic(table, result.csv().encode(), out)
+    write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
+    return [grid, table, record]

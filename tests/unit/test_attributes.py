@@ -1,0 +1,216 @@
+"""The attributes app: ITA from CIELAB, the skin region, face-shape ratios, stability under a colour cast, and the
+command's tables, status rows and output names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facekit.apps.adjust import to_linear, to_srgb
+from facekit.apps.attributes import (
+    RATIOS,
+    VALUE_COLUMNS,
+    FaceAttributes,
+    individual_typology_angle,
+    ita_category,
+    shape_ratios,
+    skin_mask,
+    skin_polygons,
+    skin_tone,
+    srgb_to_lab,
+)
+from facekit.testing import real_face
+from facekit.types import DecoderOutput
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def normalized(shipped_normalizer: Any) -> Any:
+    """The shipped model's normalized face of the test photo (112 px, 68 predicted landmarks)."""
+    return shipped_normalizer.normalize(real_face().image)
+
+
+def cast(photo: np.ndarray, gains: tuple[float, float, float], ev: float) -> np.ndarray:
+    """``photo`` under another light: per-channel gains and an exposure change in linear light."""
+    linear = to_linear(photo / 255.0) * np.array(gains) * 2.0**ev
+    return np.asarray(to_srgb(linear) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def test_ita_of_known_lab_colours() -> None:
+    assert individual_typology_angle(75.0, 25.0) == pytest.approx(45.0)
+    assert individual_typology_angle(50.0, 12.0) == pytest.approx(0.0)
+    assert individual_typology_angle(30.0, 20.0) == pytest.approx(-45.0)
+    assert individual_typology_angle(50.0 + 20.0 * np.sqrt(3.0), 20.0) == pytest.approx(60.0)
+    values = individual_typology_angle(np.array([75.0, 30.0]), np.array([25.0, 20.0]))
+    assert np.allclose(values, [45.0, -45.0])
+    assert [ita_category(v) for v in (60, 45, 30, 20, 0, -40)] == [
+        "very light",
+        "light",
+        "intermediate",
+        "tan",
+        "brown",
+        "dark",
+    ]
+
+
+def test_srgb_to_lab_matches_reference_values() -> None:
+    """D65 CIELAB of sRGB white, pure red and mid grey (published reference values)."""
+    lab = srgb_to_lab(np.array([[255, 255, 255], [255, 0, 0], [119, 119, 119]], np.uint8))
+    assert lab[0] == pytest.approx([100.0, 0.0, 0.0], abs=0.01)
+    assert lab[1] == pytest.approx([53.24, 80.09, 67.20], abs=0.05)
+    assert lab[2] == pytest.approx([50.03, 0.0, 0.0], abs=0.05)
+    assert np.allclose(srgb_to_lab(np.array([1.0, 0.0, 0.0])), lab[1], atol=1e-6)  # floats in [0, 1] too
+
+
+def test_a_known_colour_painted_on_the_skin_region_is_what_is_measured(normalized: Any) -> None:
+    """Skin colour inside the region, saturated blue everywhere else: the measure sees only the skin colour."""
+    skin = np.array([224, 172, 140], np.uint8)
+    mask = skin_mask(normalized.landmarks, 112)
+    image = np.zeros((112, 112, 3), np.uint8)
+    image[...] = (0, 0, 255)
+    image[mask] = skin
+    tone = skin_tone(image, normalized.landmarks)
+    expected = srgb_to_lab(skin[None])[0]
+    assert tone.pixels == mask.sum() and tone.lightness == pytest.approx(expected[0], abs=1e-6)
+    assert tone.ita == pytest.approx(float(individual_typology_angle(expected[0], expected[2])), abs=1e-6)
+    assert 30 < tone.ita < 60
+    # The mirror image's region is the mirror of the region: nothing is measured off the skin patches.
+    flipped = skin_mask(normalized.landmarks * [-1, 1] + [111, 0], 112)
+    assert (flipped == skin_mask(normalized.landmarks, 112)[:, ::-1]).mean() > 0.85
+
+
+def test_the_skin_region_keeps_clear_of_eyes_brows_nostrils_and_lips(normalized: Any) -> None:
+    points = normalized.landmarks
+    mask = skin_mask(points, 112)
+    features = list(range(17, 27)) + list(range(31, 36)) + list(range(36, 48)) + list(range(48, 68))
+    for index in features:
+        x, y = np.round(points[index]).astype(int)
+        assert not mask[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].any(), f"landmark {index} is in the region"
+    polygons = skin_polygons(points)
+    assert set(polygons) == {"left_cheek", "right_cheek", "forehead"}
+    brow_top = points[17:27, 1].min()
+    assert polygons["forehead"][:, 1].max() < brow_top  # above the brows
+    for name in ("left_cheek", "right_cheek"):
+        part = skin_mask(points, 112) & _polygon_mask(polygons[name])
+        assert part.sum() > 80, name  # enough pixels at 112 px
+        assert points[[40, 41, 46, 47], 1].max() < polygons[name][:, 1].min()  # below the lower eyelids
+        assert polygons[name][:, 1].max() < points[57, 1]  # above the lower lip
+
+
+def _polygon_mask(polygon: np.ndarray) -> np.ndarray:
+    import cv2
+
+    mask = np.zeros((112, 112), np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, shift=4)
+    return mask.astype(bool)
+
+
+def test_shape_ratios_of_a_known_face_in_any_position() -> None:
+    points = np.zeros((68, 2))
+    points[0], points[16] = (0, 50), (100, 50)  # face width 100
+    points[27], points[8] = (50, 40), (50, 160)  # face height 120
+    points[36:42], points[42:48] = (30, 50), (70, 50)  # eye centres 40 apart
+    points[31], points[35], points[48], points[54] = (40, 100), (60, 100), (35, 130), (65, 130)
+    points[4], points[12], points[33] = (10, 120), (90, 120), (50, 100)
+    expected = {
+        "face_width_height": 100 / 120,
+        "interocular_face_width": 0.4,
+        "nose_mouth_width": 20 / 30,
+        "jaw_face_width": 0.8,
+        "lower_face_height": 0.5,
+    }
+    assert set(RATIOS) == set(expected)
+    angle = np.radians(30)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    for moved in (points, 2.5 * points @ rotation.T + [13, -7]):
+        assert shape_ratios(moved) == pytest.approx(expected)
+
+
+def test_the_normalized_face_keeps_its_tone_under_a_colour_cast(shipped_normalizer: Any) -> None:
+    """The point of measuring on the normalized face: a warm cast, a cool cast and -1 EV move the photo's ITA by
+    many degrees and the normalized face's by about one."""
+    measurer = FaceAttributes(shipped_normalizer)
+    photo = real_face().image.copy()
+    shots = [photo, cast(photo, (1.15, 1.0, 0.8), -0.7), cast(photo, (0.85, 1.0, 1.2), 0.5), cast(photo, (1, 1, 1), -1)]
+    outcomes = measurer.measure_faces(shots, [f"shot{i}" for i in range(len(shots))])
+    normalized = np.array([o.extras["attributes"]["ita_degrees"] for o in outcomes])
+    raw = np.array([o.extras["photo_attributes"]["ita_degrees"] for o in outcomes])
+    assert np.ptp(raw) > 30, raw
+    assert np.ptp(normalized) < 5 and np.ptp(normalized) < np.ptp(raw) / 6, (normalized, raw)
+    shapes = np.array([o.extras["attributes"]["face_width_height"] for o in outcomes])
+    assert np.ptp(shapes) < 0.02
+
+
+def test_apply_measures_each_face_of_a_decoder_output(normalized: Any) -> None:
+    image = torch.from_numpy(normalized.image).permute(2, 0, 1).float()[None] / 255
+    darker = image * 0.6
+    points = torch.from_numpy(normalized.landmarks).float()[None]
+    out = FaceAttributes().apply(DecoderOutput(torch.cat([image, darker]), torch.cat([points, points])))
+    assert out["ita_degrees"].shape == (2,) and out["lab"].shape == (2, 3)
+    assert out["ita_degrees"][1] < out["ita_degrees"][0] - 10  # darker skin: a smaller angle
+    assert out["face_width_height"][0] == pytest.approx(out["face_width_height"][1])
+
+
+def test_cli_tables_status_rows_and_outputs_that_never_replace_inputs(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(real_face().image).save(photos / "face.jpg", quality=95)
+    Image.new("RGB", (120, 120), (90, 120, 160)).save(photos / "wall.png")
+    (photos / "broken.jpg").write_bytes(b"not a photo")
+    # A photo named like face.jpg's overlay, given beside it and written into the same folder: it must survive.
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(photos / "face_attributes.png")
+    before = (photos / "face_attributes.png").read_bytes()
+    inputs = [str(photos / n) for n in ("face.jpg", "wall.png", "broken.jpg", "face_attributes.png")]
+    result = run_cli("attributes", *inputs, "-o", str(photos))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert (photos / "face_attributes.png").read_bytes() == before
+    with (photos / "attributes.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["input", "status", "reason", *VALUE_COLUMNS]
+    status = {Path(r["input"]).name: r for r in rows}
+    assert status["wall.png"]["status"] == "no_face" and status["broken.jpg"]["status"] == "unreadable"
+    assert status["broken.jpg"]["reason"].startswith("unreadable")
+    face = status["face.jpg"]
+    assert face["status"] == "ok" and 30 < float(face["ita_degrees"]) < 80 and float(face["face_width_height"]) > 0.8
+    assert Path(face["output"]).name == "face_jpg_attributes.png" and Path(face["output"]).is_file()
+    record = json.loads((photos / "attributes.json").read_text())
+    assert [p["status"] for p in record["photos"]] == [r["status"] for r in rows] and "skin_region" in record
+    # A table name that is an input is refused before anything is written.
+    table = tmp_path / "out" / "attributes.csv"
+    table.parent.mkdir()
+    Image.fromarray(real_face().image).save(table, format="JPEG")
+    kept = table.read_bytes()
+    refused = run_cli("attributes", str(table), "-o", str(table.parent))
+    assert refused.returncode == 1 and "one of the inputs" in refused.stderr and table.read_bytes() == kept
+
+
+def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, tmp_path: Path) -> None:
+    """A face whose skin region falls outside its image (landmarks far off) gets ``not_measured``; the photo after it in
+    the same batch is still measured."""
+    from dataclasses import replace
+
+    from facekit.apps.attributes import attributes_files
+    from facekit.batch import plan_folder
+    from facekit.normalize import Outcome
+
+    class Stub:
+        def __init__(self) -> None:
+            self.meta = {"source": "stub"}
+
+        def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
+            off = replace(normalized, landmarks=normalized.landmarks + 500.0)
+            return [Outcome(names[0], "ok", off), Outcome(names[1], "ok", normalized)]
+
+    for name in ("first.jpg", "second.jpg"):
+        Image.fromarray(real_face().image).save(tmp_path / name)
+    plan = plan_folder([str(tmp_path / "first.jpg"), str(tmp_path / "second.jpg")], tmp_path / "out", batch_size=2)
+    rows = attributes_files(plan, FaceAttributes(Stub()))
+    assert [r.status for r in rows] == ["not_measured", "ok"] and "outside the image" in rows[0].reason
+    assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.image, normalized.landmarks).ita)

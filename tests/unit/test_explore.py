@@ -1,0 +1,156 @@
+"""The explore app: feature paths (straight and spherical), interpolation endpoints that are the photos' own normalized
+faces, the independent judge, the model comparison grid and consistency table, bad photos, and output names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facekit.apps.explore import Explorer, feature_path, independent_judge, person_of, slerp
+from facekit.errors import FacekitError
+from facekit.testing import real_face
+from facekit.types import DecoderOutput
+from tests.helpers import run_cli
+from tests.unit.test_attributes import cast
+
+
+@pytest.fixture(scope="module")
+def explorer(shipped_normalizer: Any) -> Explorer:
+    return Explorer(shipped_normalizer, steps=5)
+
+
+def test_straight_and_spherical_paths() -> None:
+    a, b = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    straight = feature_path(a, b, 5)
+    assert torch.equal(straight[0], a) and torch.equal(straight[-1], b)
+    assert torch.allclose(straight[2], (a + b) / 2)
+    curved = feature_path(a, b, 5, spherical=True)
+    assert torch.equal(curved[0], a) and torch.equal(curved[-1], b)
+    lengths = curved.norm(dim=1)
+    assert torch.allclose(lengths, torch.linspace(3.0, 1.0, 5))  # lengths move linearly
+    angles = torch.atan2(curved[:, 1], curved[:, 0])
+    assert torch.allclose(angles, torch.linspace(0, np.pi / 2, 5), atol=1e-6)  # the direction at an even pace
+    same = slerp(a, 2 * a, torch.tensor([0.5]))
+    assert torch.allclose(same[0], 1.5 * a)  # parallel vectors: the straight line
+    with pytest.raises(FacekitError, match="at least 2"):
+        feature_path(a, b, 1)
+
+
+def test_person_names_and_independent_judges() -> None:
+    assert person_of("lfw/images/Colin_Powell/Colin_Powell_0004.jpg") == "Colin_Powell"
+    assert person_of("photos/alice/beach.jpg") == "alice"
+    assert person_of("Jean_Chretien_12.png") == "Jean_Chretien"
+    assert independent_judge("dlib-resnet") == "sface" and independent_judge("sface") == "dlib-resnet"
+    assert independent_judge("arcface") == "sface"
+
+
+def test_interpolation_endpoints_are_the_photos_own_normalized_faces(
+    explorer: Explorer, shipped_normalizer: Any
+) -> None:
+    a = real_face().image.copy()
+    b = cast(a[:, ::-1].copy(), (0.8, 1.0, 1.25), 0.6)  # the mirror image under a cool, bright light
+    result = explorer.interpolate(a, b)
+    assert len(result.frames) == 5 and result.landmarks.shape == (5, 68, 2)
+    own_a, own_b = shipped_normalizer.normalize(a).image, shipped_normalizer.normalize(b).image
+    assert np.abs(result.frames[0].astype(int) - own_a).max() <= 1
+    assert np.abs(result.frames[-1].astype(int) - own_b).max() <= 1
+    middle = result.frames[2].astype(int)
+    assert np.abs(middle - own_a).mean() > 0.5 and np.abs(middle - own_b).mean() > 0.5
+    assert result.judge == "sface" and result.higher_is_same  # the dlib model is judged by SFace
+    assert result.to_a[0] > result.threshold and result.to_b[-1] > result.threshold  # same person throughout
+    record = result.to_json()
+    assert record["t"] == [0.0, 0.25, 0.5, 0.75, 1.0] and len(record["to_b"]) == 5
+
+
+def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:
+    wall = np.full((120, 120, 3), 128, np.uint8)
+    with pytest.raises(FacekitError, match=r"wall\.png: no_face"):
+        explorer.interpolate(real_face().image, wall, names=["face.jpg", "wall.png"])
+
+
+def test_interpolating_between_two_people_moves_from_one_to_the_other(explorer: Explorer, data_root: Path) -> None:
+    images = data_root / "lfw" / "images"
+    # DevTest people (never trained on).
+    a, b = images / "Amelie_Mauresmo" / "Amelie_Mauresmo_0002.jpg", images / "Alvaro_Uribe" / "Alvaro_Uribe_0003.jpg"
+    result = explorer.interpolate(a, b, steps=4, spherical=True)
+    assert result.spherical and not np.isnan(result.to_a).any()
+    assert result.to_a[0] > result.to_b[0] and result.to_b[-1] > result.to_a[-1]
+    assert result.to_a[0] > result.to_a[-1] and result.to_b[-1] > result.to_b[0]
+
+
+def test_compare_grid_status_and_consistency(explorer: Explorer, shipped_normalizer: Any, tmp_path: Path) -> None:
+    face = real_face().image
+    Image.fromarray(face).save(tmp_path / "alice_0001.jpg", quality=95)
+    Image.fromarray(cast(face, (1.15, 1.0, 0.8), -0.5)).save(tmp_path / "alice_0002.jpg", quality=95)
+    Image.new("RGB", (120, 120), (90, 120, 160)).save(tmp_path / "wall_0001.png")
+    (tmp_path / "bob_0001.jpg").write_bytes(b"broken")
+    photos = [tmp_path / n for n in ("alice_0001.jpg", "alice_0002.jpg", "wall_0001.png", "bob_0001.jpg")]
+    result = explorer.compare(photos, [("first", shipped_normalizer), ("second", shipped_normalizer)])
+    assert result.labels == ["first", "second"] and result.persons == ["alice", "alice", "wall", "bob"]
+    assert [s for s, _ in result.status["first"]] == ["ok", "ok", "no_face", "unreadable"]
+    assert result.cells["first"][2] is None and result.aligned[3] is None and result.aligned[0].shape == (112, 112, 3)
+    grid = result.grid(cell=64)
+    assert grid.shape == (28 + 4 * 64, 3 * 64, 3)
+    assert np.abs(grid[28 : 28 + 64, 64:128].astype(int) - grid[28 : 28 + 64, 128:192]).max() == 0  # same model
+    alice = [row for row in result.consistency if row["person"] == "alice"]
+    assert len(alice) == 2 and alice[0]["judged"] == 2 and alice[0]["judge"] == "sface"
+    # The cast moves the photos apart for the judge more than it moves their normalized faces.
+    assert alice[0]["outputs_mean_distance"] < alice[0]["inputs_mean_distance"]
+    assert [row["people"] for row in result.summary] == [1, 1]
+    with pytest.raises(FacekitError, match="same label"):
+        explorer.compare(photos[:1], [("x", shipped_normalizer), ("x", shipped_normalizer)])
+
+
+def test_apply_lays_out_a_path_and_measures_its_steps() -> None:
+    face = real_face()
+    image = torch.from_numpy(face.image.copy()).permute(2, 0, 1).float()[None] / 255
+    points = torch.from_numpy(face.ibug68).float()[None]
+    moved = torch.cat([points, points, points + torch.tensor([3.0, 4.0])])
+    out = Explorer().apply(DecoderOutput(image.expand(3, -1, -1, -1), moved))
+    assert out["strip"].shape == (200, 600, 3) and out["strip"].dtype == np.uint8
+    assert np.allclose(out["landmark_steps"], [0.0, 5.0])
+
+
+def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
+    face = real_face().image
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    Image.fromarray(face).save(a, quality=95)
+    Image.fromarray(cast(face, (1.1, 1.0, 0.85), 0.3)).save(b, quality=95)
+    out = tmp_path / "out"
+    result = run_cli("explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["interpolate.png", "interpolate_strip.png", "interpolate.gif", "interpolate.json"]
+    )
+    record = json.loads((out / "interpolate.json").read_text())
+    assert record["judge"] == "sface" and len(record["to_a"]) == 3 and record["photos"][1]["status"] == "ok"
+    with Image.open(out / "interpolate.gif") as gif:
+        assert gif.n_frames == 4 and gif.size == (224, 224)  # there and back, twice the size
+    # Photo A named like an output, in the output folder: refused, and left as it was.
+    clash = out / "interpolate.png"
+    kept = clash.read_bytes()
+    refused = run_cli("explore", "interpolate", str(clash), str(b), "-o", str(out))
+    assert refused.returncode == 1 and "one of the inputs" in refused.stderr and clash.read_bytes() == kept
+
+    Image.new("RGB", (100, 100), (200, 30, 30)).save(tmp_path / "wall.png")
+    shipped = Path(__file__).resolve().parents[2] / "facekit" / "assets" / "default-model.safetensors"
+    compared = run_cli(
+        "explore", "compare", str(a), str(b), str(tmp_path / "wall.png"), "-o", str(tmp_path / "cmp"),
+        "--model", "dlib", "--checkpoint", str(shipped),
+    )  # fmt: skip
+    assert compared.returncode == 3, compared.stdout + compared.stderr  # the wall has no face
+    with (tmp_path / "cmp" / "compare.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["model"] for r in rows} == {"dlib", "default-model"}
+    assert {r["person"] for r in rows} == {tmp_path.name, "(all people)"}  # no _NNNN: the folder names the person
+    with Image.open(tmp_path / "cmp" / "compare.png") as grid:
+        assert grid.size == (3 * 128, 28 + 3 * 128)
+    status = json.loads((tmp_path / "cmp" / "compare.json").read_text())["photos"]
+    assert [p["dlib"]["status"] for p in status] == ["ok", "ok", "no_face"]
