@@ -117,6 +117,8 @@ class ModelCard:
     detector: str | None = None
     weights: tuple[WeightsSource, ...] = ()
     notes: str = ""
+    #: For apps: the files written per input, as suffixes of its name (".glb", "_yaw0.png", ...).
+    outputs: tuple[str, ...] = ()
 
     def summary_fields(self) -> dict[str, str]:
         """The card's non-empty fields as short strings, for ``facekit list``."""
@@ -133,8 +135,12 @@ class ModelCard:
             out["landmarks"] = (
                 f"{self.landmarks} ({self.landmark_scheme})" if self.landmark_scheme else str(self.landmarks)
             )
-        out["differentiable"] = "yes" if self.differentiable else "no"
+        if self.outputs:
+            out["outputs"] = " ".join(self.outputs)
+        else:  # differentiability is a property of models, not of apps
+            out["differentiable"] = "yes" if self.differentiable else "no"
         if self.weights:
+            out["model"] = ", ".join(w.note or w.file for w in self.weights)
             out["licence"] = ", ".join(sorted({w.licence for w in self.weights}))
         return out
 

@@ -1,0 +1,217 @@
+"""The ``avatar`` app: normalized face -> fitted Surrey-model mesh with a blended texture, exported and rendered.
+
+maker = facekit.load_component("app", "avatar", sfm="sfm_shape_3448.bin")
+result = maker.apply(decoder_output)          # batched: coefficients, vertices, colours, reprojection errors
+avatars = maker.build(images, landmarks)      # Avatar objects with texture map and renders
+maker.export(avatars[0], folder, "name")      # NAME.obj/.mtl/.png, NAME.glb, renders, NAME.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facekit_avatar.cards import LICENCE, YAWS
+from facekit_avatar.colour import ColourModel, sample_vertices
+from facekit_avatar.fit import Camera, ShapeFit, fit_shape, yaw_rotation
+from facekit_avatar.model import SurreyModel, load_model
+
+
+def yaw_name(yaw: float) -> str:
+    return f"yaw{yaw:+.0f}" if yaw else "yaw0"
+
+
+@dataclass
+class Avatar:
+    """One fitted, textured avatar. ``vertices`` (N, 3) in mm, model space (the fitted shape, before placement);
+    ``camera_vertices`` (N, 3) where the fit placed them in front of the camera; ``colours`` (N, 3) in [0, 1];
+    ``texture`` (T, T, 3) uint8 UV map (row 0 = v 0); ``renders`` by yaw (S, S, 3) uint8."""
+
+    vertices: np.ndarray
+    camera_vertices: np.ndarray
+    colours: np.ndarray
+    texture: np.ndarray
+    renders: dict[float, np.ndarray]
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class AvatarMaker:
+    """Fits, textures, renders and exports avatars (see the module docstring)."""
+
+    def __init__(
+        self,
+        sfm: str | None = None,
+        colour_model: str | None = None,
+        texture_size: int = 512,
+        colour_prior: float = 1.0,
+        sigma_px: float = 1.5,
+        steps: int = 40,
+    ) -> None:
+        self.model: SurreyModel = load_model(sfm)
+        self.colour_model = ColourModel.load(colour_model)
+        self.texture_size = texture_size
+        self.colour_prior = colour_prior
+        self.sigma_px = sigma_px
+        self.steps = steps
+
+    # ------------------------------------------------------------------------------------------------ batched core
+    def fit(self, landmarks: np.ndarray, size: int) -> ShapeFit:
+        return fit_shape(self.model, np.asarray(landmarks, np.float32), size, self.sigma_px, self.steps)
+
+    def apply(self, faces: Any) -> dict[str, Any]:
+        """``faces`` a DecoderOutput (images (B, 3, S, S) in [0, 1], landmarks (B, 68, 2)) -> shape coefficients
+        (B, K), scale (B,), translation (B, 3), vertices (B, N, 3) in camera space, colours (B, N, 3), and the RMS
+        reprojection error (B,) in px."""
+        from facekit.images import to_uint8_rgb
+
+        if faces.landmarks is None or faces.landmarks.shape[1] != 68:
+            raise ValueError("the avatar app needs the decoder's 68 iBUG landmarks")
+        images = np.stack(to_uint8_rgb(faces.image))
+        landmarks = faces.landmarks.detach().float().cpu().numpy()
+        fit = self.fit(landmarks, images.shape[1])
+        samples = sample_vertices(self.model, fit, images, landmarks, images.shape[1])
+        colours, _ = self.colour_model.blend(samples, self.colour_prior)
+        return {
+            "coefficients": fit.coefficients.numpy(),
+            "scale": fit.scale.numpy(),
+            "translation": fit.translation.numpy(),
+            "vertices": fit.vertices(self.model).numpy(),
+            "colours": colours,
+            "confidence": samples.confidence,
+            "reprojection_px": fit.reprojection_px.numpy(),
+        }
+
+    def build(
+        self, images: np.ndarray, landmarks: np.ndarray, yaws: tuple[float, ...] = YAWS, blend: bool = True
+    ) -> list[Avatar]:
+        """``images`` (B, S, S, 3) uint8 normalized faces and their (B, 68, 2) landmarks -> textured avatars with
+        renders at ``yaws`` (degrees) through the fit's camera. ``blend=False`` textures every texel from the image
+        (no colour model): the grazing-angle smears the blend removes, for comparison."""
+        from facekit_avatar.render import renderer
+
+        began = time.perf_counter()
+        size = images.shape[1]
+        fit = self.fit(landmarks, size)
+        samples = sample_vertices(self.model, fit, images, landmarks, size)
+        colours, recon = self.colour_model.blend(samples, self.colour_prior)
+        camera_vertices = fit.vertices(self.model).numpy()
+        model_vertices = self.model.shape(fit.coefficients).numpy()
+        draw = renderer()
+        avatars = []
+        for b in range(images.shape[0]):
+            texture = draw.bake(
+                self.model.uv,
+                self.model.triangles,
+                images[b],
+                samples.image_xy[b],
+                samples.confidence[b] if blend else np.ones_like(samples.confidence[b]),
+                recon[b].astype(np.float32),
+                self.texture_size,
+            )
+            renders = {yaw: render_avatar(camera_vertices[b], self.model, texture, size, yaw) for yaw in yaws}
+            avatars.append(
+                Avatar(
+                    vertices=model_vertices[b],
+                    camera_vertices=camera_vertices[b],
+                    colours=colours[b],
+                    texture=texture,
+                    renders=renders,
+                    record={
+                        "coefficients": [round(float(c), 5) for c in fit.coefficients[b]],
+                        "pose": {
+                            "scale": float(fit.scale[b]),
+                            "translation_mm": [float(t) for t in fit.translation[b]],
+                            "camera": {"focal_px": Camera(size).focal, "image_size": size},
+                        },
+                        "reprojection_px": {
+                            "rms": float(fit.reprojection_px[b]),
+                            "mean": float(fit.per_point_px[b].mean()),
+                            "max": float(fit.per_point_px[b].max()),
+                            "interocular_px": interocular(landmarks[b]),
+                        },
+                        "licence": LICENCE,
+                    },
+                )
+            )
+        seconds = time.perf_counter() - began
+        for avatar in avatars:
+            avatar.record["fit_seconds"] = fit.seconds / len(avatars)
+            avatar.record["seconds"] = seconds / len(avatars)
+        return avatars
+
+    # ------------------------------------------------------------------------------------------------ files
+    def export(self, avatar: Avatar, folder: str | Path, name: str) -> list[Path]:
+        """NAME.obj + NAME.mtl + NAME.png (UV texture), NAME.glb, NAME_yaw*.png renders and NAME.json, atomically."""
+        from facekit.batch import png_bytes, write_atomic
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for file, data in mesh_files(avatar, self.model, name).items():
+            write_atomic(folder / file, data, folder)
+            written.append(folder / file)
+        for yaw, image in avatar.renders.items():
+            path = folder / f"{name}_{yaw_name(yaw)}.png"
+            write_atomic(path, png_bytes(image), folder)
+            written.append(path)
+        record = {**avatar.record, "files": [p.name for p in written] + [f"{name}.json"], "units": "metres"}
+        write_atomic(folder / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode(), folder)
+        return [*written, folder / f"{name}.json"]
+
+
+def interocular(landmarks: np.ndarray) -> float:
+    """Distance between the eye centres (mean of iBUG points 37-42 and 43-48)."""
+    return float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
+
+
+def render_avatar(
+    camera_vertices: np.ndarray, model: SurreyModel, texture: np.ndarray, size: int, yaw: float
+) -> np.ndarray:
+    """The textured mesh turned by ``yaw`` degrees about the vertical axis through its centre, seen by the fit's
+    camera: (size, size, 3) uint8 on the plain mid-grey of the training frame."""
+    from facekit_avatar.render import renderer
+
+    points = torch.from_numpy(np.ascontiguousarray(camera_vertices, np.float32))
+    centre = points.mean(0)
+    turned = (points - centre) @ yaw_rotation(yaw).T + centre
+    return renderer().render_textured(
+        turned.numpy(), model.triangles, model.uv, texture, Camera(size).projection_matrix(), size
+    )
+
+
+def trimesh_of(avatar: Avatar, model: SurreyModel, name: str) -> Any:
+    """The avatar as a textured trimesh in metres (model space: x left, y up, z out of the face)."""
+    import trimesh
+    from PIL import Image
+    from trimesh.visual.material import SimpleMaterial
+
+    material = SimpleMaterial(
+        image=Image.fromarray(avatar.texture),
+        diffuse=(255, 255, 255, 255),
+        ambient=(255, 255, 255, 255),
+        specular=(0, 0, 0, 255),
+        name=name,
+    )
+    uv = np.stack([model.uv[:, 0], 1.0 - model.uv[:, 1]], axis=1)  # trimesh/OBJ: v up; our texture: row 0 = v 0
+    visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    return trimesh.Trimesh(avatar.vertices / 1000.0, model.triangles, visual=visual, process=False)
+
+
+def mesh_files(avatar: Avatar, model: SurreyModel, name: str) -> dict[str, bytes]:
+    """{file name: bytes} for NAME.obj, NAME.mtl, NAME.png and NAME.glb (written by trimesh)."""
+    from trimesh.exchange.gltf import export_glb
+    from trimesh.exchange.obj import export_obj
+
+    mesh = trimesh_of(avatar, model, name)
+    text, extra = export_obj(mesh, include_texture=True, mtl_name=f"{name}.mtl", return_texture=True)
+    files = {f"{name}.obj": text.encode(), **{k: bytes(v) for k, v in extra.items()}}
+    scene = mesh.scene()
+    scene.metadata["licence"] = LICENCE  # trimesh writes scene metadata as the glTF scene's extras
+    files[f"{name}.glb"] = export_glb(scene)
+    return files

@@ -1,0 +1,122 @@
+"""``facekit avatar PHOTO_OR_FOLDER... -o OUT``: normalize, fit, texture, export and render each photo's face."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+
+def avatar(
+    photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "avatars",
+    checkpoint: Annotated[
+        str | None, typer.Option(help="normalizing model file (default: the shipped --model)")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="a shipped normalizing model: dlib (default) or sface")] = None,
+    sfm: Annotated[
+        str | None, typer.Option(help="sfm_shape_3448.bin (default: the model store; `facekit models import`)")
+    ] = None,
+    texture_size: Annotated[int, typer.Option(min=64, max=4096, help="side of the UV texture map")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="photos normalized and fitted at a time")] = 16,
+) -> None:
+    """A textured 3-D avatar of the largest face of each photo (paper Sec. 7.3): OUT/NAME.obj + .mtl + .png (UV
+    texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png, NAME_sheet.png (photo | normalized
+    face | renders) and NAME.json (coefficients, pose, reprojection error, time, licence). The shape model is the
+    Surrey Face Model: free for non-commercial use only. Exit 3 when some photos got no avatar."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    import facekit
+    from facekit.batch import EXIT_SOME_FAILED, plan_folder
+    from facekit.cli import inference_device
+    from facekit.normalize import Normalizer, resolve_model
+    from facekit_avatar.cards import AVATAR_OUTPUTS
+
+    console = Console()
+    plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS)  # bad inputs are reported before loading
+    normalizer = Normalizer.from_checkpoint(resolve_model(model, checkpoint), device=inference_device("cpu"))
+    maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("avatars", total=len(plan.planned))
+        rows = avatar_files(plan, normalizer, maker, on_row=lambda row: progress.advance(task))
+    table = Table(title=f"facekit avatar -> {out}")
+    for column in ("photo", "status", "output or reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["input"], row["status"], row.get("output") or row.get("reason", ""))
+    console.print(table)
+    failed = sum(row["status"] != "done" for row in rows)
+    console.print(f"{len(rows) - failed} of {len(rows)} avatars in {out}")
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def avatar_files(plan: Any, normalizer: Any, maker: Any, on_row: Any = None) -> list[dict[str, str]]:
+    """Every planned photo -> its avatar files; one row per photo with ``status`` done, no_face or unreadable (a bad
+    photo never ends the batch)."""
+    from facekit.batch import png_bytes, write_atomic
+    from facekit.images import load_rgb
+
+    rows: list[dict[str, str]] = []
+    for start in range(0, len(plan.planned), plan.batch_size):
+        chunk = plan.planned[start : start + plan.batch_size]
+        photos = []
+        reasons = []
+        for planned in chunk:
+            photo, why = load_rgb(planned.source)
+            photos.append(photo)
+            reasons.append(why)
+        outcomes = normalizer.normalize_many(photos, [str(p.source) for p in chunk])
+        good = [i for i, o in enumerate(outcomes) if o.face is not None]
+        avatars = {}
+        if good:
+            images = np.stack([outcomes[i].face.image for i in good])
+            landmarks = np.stack([outcomes[i].face.landmarks for i in good])
+            avatars = dict(zip(good, maker.build(images, landmarks), strict=True))
+        for i, planned in enumerate(chunk):
+            row = {"input": str(planned.source)}
+            if photos[i] is None:
+                row.update(status="unreadable", reason=reasons[i] or "unreadable")
+            elif i not in avatars:
+                row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or "no face found")
+            else:
+                base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
+                files = maker.export(avatars[i], plan.out / base.parent, base.name)
+                sheet = contact_sheet(photos[i], outcomes[i].face, avatars[i])
+                write_atomic(plan.out / f"{planned.base}_sheet.png", png_bytes(sheet), plan.out)
+                row.update(status="done", output=str(Path(files[0])))
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+def contact_sheet(photo: np.ndarray, face: Any, avatar: Any, height: int = 224) -> np.ndarray:
+    """photo (the face's box with a margin) | normalized face | renders at each yaw, ``height`` px high."""
+    return side_by_side([face_crop(photo, face), face.image, *avatar.renders.values()], height)
+
+
+def side_by_side(tiles: list[np.ndarray], height: int) -> np.ndarray:
+    """Images resized to ``height`` px high (aspect kept) and joined left to right."""
+    import cv2
+
+    resized = [
+        cv2.resize(t, (max(1, round(t.shape[1] * height / t.shape[0])), height), interpolation=cv2.INTER_AREA)
+        for t in tiles
+    ]
+    return np.concatenate(resized, axis=1)
+
+
+def face_crop(photo: np.ndarray, face: Any) -> np.ndarray:
+    """The square around the face's detection box with a 35 % margin (clipped to the photo)."""
+    x0, y0, x1, y1 = face.box
+    margin = 0.35 * max(x1 - x0, y1 - y0)
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) / 2 + margin
+    h, w = photo.shape[:2]
+    top, bottom = int(max(0, cy - half)), int(min(h, cy + half))
+    left, right = int(max(0, cx - half)), int(min(w, cx + half))
+    return photo[top:bottom, left:right]

@@ -1,0 +1,139 @@
+"""Automatic landmark -> vertex correspondence by voting (Cole et al. 2017, App. B.1), for landmark schemes that have
+no hand-made mapping like eos's ``ibug_to_sfm.txt``.
+
+Render the mean face (mean shape, the learned colour model's mean colours) through randomly jittered cameras, run the
+landmark detector on each render, take for every detected point the nearest projected *visible* vertex (depth-tested
+against the render's depth buffer), and keep the vertex that most renders voted for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from facekit_avatar.fit import DISTANCE_MM, Camera
+from facekit_avatar.model import SurreyModel
+
+#: Jitter of the cameras: yaw and pitch (degrees, uniform +-), scale (fraction) and image shift (fraction of the side).
+YAW_DEG, PITCH_DEG, SCALE, SHIFT = 15.0, 10.0, 0.08, 0.04
+
+
+@dataclass
+class Correspondence:
+    """``vertices`` (K,) the voted vertex of each of the detector's K points (-1: never detected); ``share`` (K,) the
+    fraction of successful renders that voted for it; ``renders`` how many renders had a face."""
+
+    vertices: np.ndarray
+    share: np.ndarray
+    renders: int
+
+
+def rotation(yaw_deg: float, pitch_deg: float) -> torch.Tensor:
+    a, b = math.radians(yaw_deg), math.radians(pitch_deg)
+    yaw = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    pitch = torch.tensor([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    return (pitch @ yaw).float()
+
+
+def vote(
+    model: SurreyModel,
+    detector: Any,
+    colours: np.ndarray,
+    renders: int = 24,
+    size: int = 256,
+    seed: int = 0,
+    depth_tolerance: float = 2e-4,
+    method: str = "mode",
+) -> Correspondence:
+    """Vote a vertex for each of ``detector``'s points over ``renders`` jittered renders of the mean face coloured
+    with ``colours`` (N, 3) in [0, 1]."""
+    from facekit_avatar.render import renderer
+
+    rng = np.random.default_rng(seed)
+    camera = Camera(size)
+    projection = camera.projection_matrix()
+    points = detector.card.landmarks
+    votes: list[dict[int, int]] = [{} for _ in range(points)]
+    found = 0
+    mean = model.mean
+    centre = mean.mean(0)
+    for _ in range(renders):
+        yaw, pitch = rng.uniform(-YAW_DEG, YAW_DEG), rng.uniform(-PITCH_DEG, PITCH_DEG)
+        scale = 1.0 + rng.uniform(-SCALE, SCALE)
+        shift = rng.uniform(-SHIFT, SHIFT, 2) * size * DISTANCE_MM / camera.focal
+        # The face fills about 60 % of the render: 1 mm = size * 0.6 / 150 px.
+        zoom = scale * (0.6 * size / 150.0) * DISTANCE_MM / camera.focal
+        placed = (mean - centre) @ rotation(yaw, pitch).T * zoom
+        placed = placed + torch.tensor([shift[0], shift[1], -DISTANCE_MM], dtype=torch.float32)
+        shaded = colours * shading(placed, model.triangles)[:, None]
+        rgb, depth = renderer().render_colours(
+            placed.numpy(), model.triangles, shaded.astype(np.float32), projection, size
+        )
+        faces = detector.detect_array(rgb)
+        if not faces or faces[0].landmarks is None:
+            continue
+        found += 1
+        xy = camera.project(placed).numpy()
+        visible = _visible(placed.numpy(), xy, depth, projection, depth_tolerance)
+        index = np.flatnonzero(visible)
+        for k, point in enumerate(np.asarray(faces[0].landmarks)):
+            nearest = int(index[np.argmin(np.linalg.norm(xy[index] - point, axis=1))])
+            votes[k][nearest] = votes[k].get(nearest, 0) + 1
+    chosen = np.full(points, -1)
+    share = np.zeros(points)
+    surface = model.mean.numpy()
+    for k, counts in enumerate(votes):
+        if not counts:
+            continue
+        if method == "mode":  # the paper's vote: the vertex most renders chose
+            vertex = max(counts.items(), key=lambda item: item[1])[0]
+        else:  # "mean": the vote-weighted mean of the chosen vertices on the mean shape, snapped to its nearest vertex
+            ids = np.array(list(counts))
+            weights = np.array(list(counts.values()), np.float64)
+            centre = (surface[ids] * weights[:, None]).sum(0) / weights.sum()
+            vertex = int(np.argmin(np.linalg.norm(surface - centre, axis=1)))
+        chosen[k], share[k] = vertex, counts.get(vertex, 0) / found
+    return Correspondence(chosen, share, found)
+
+
+#: Light from the camera's upper left: the render has the shading cues (nose, eye sockets, lips) a detector expects.
+LIGHT = (-0.3, 0.5, 1.0)
+
+
+def shading(vertices: torch.Tensor, triangles: np.ndarray, ambient: float = 0.45) -> np.ndarray:
+    """Lambertian shading factor (N,) of camera-space ``vertices`` under ``LIGHT``."""
+    from facekit_avatar.fit import vertex_normals
+
+    normals = vertex_normals(vertices[None], triangles)[0]
+    light = torch.nn.functional.normalize(torch.tensor(LIGHT), dim=0)
+    return (ambient + (1 - ambient) * (normals @ light).clamp_min(0)).numpy()
+
+
+def _visible(
+    camera_points: np.ndarray, xy: np.ndarray, depth: np.ndarray, projection: np.ndarray, tolerance: float
+) -> np.ndarray:
+    """Vertices whose window depth is within ``tolerance`` of the depth buffer at their pixel (not hidden)."""
+    size = depth.shape[0]
+    clip = np.concatenate([camera_points, np.ones((len(camera_points), 1))], axis=1) @ projection.T
+    window = (clip[:, 2] / clip[:, 3] + 1.0) / 2.0
+    col = np.clip(np.round(xy[:, 0]).astype(int), 0, size - 1)
+    row = np.clip(np.round(xy[:, 1]).astype(int), 0, size - 1)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < size) & (xy[:, 1] >= 0) & (xy[:, 1] < size)
+    return np.asarray(inside & (window <= depth[row, col] + tolerance))
+
+
+def agreement(model: SurreyModel, found: np.ndarray) -> tuple[float, float]:
+    """Against ``ibug_to_sfm.txt``: (share of its mapped points whose voted vertex is the same, share that is the same
+    or a direct mesh neighbour), for an iBUG-68 ``found`` (68,)."""
+    lm = model.landmarks
+    neighbours = model.neighbours()
+    exact = near = 0
+    for point, vertex in zip(lm.points, lm.vertices, strict=True):
+        got = int(found[point])
+        exact += got == vertex
+        near += got == vertex or got in neighbours[vertex]
+    return exact / len(lm.points), near / len(lm.points)
