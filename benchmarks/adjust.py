@@ -44,14 +44,22 @@ from facekit.images import load_rgb
 from facekit.normalize import Normalizer
 from facekit.recipe import DataSection
 
-METHODS = ["none", "adjust", "adjust, gains", *ESTIMATORS]
+#: adjust's settings compared: (mapping, region). "adjust" is the default (chosen on the --selection set).
+ADJUST_VARIANTS: dict[str, tuple[Any, Any]] = {
+    "adjust": ("gains", "skin"),
+    "adjust, ycrcb, skin": ("ycrcb", "skin"),
+    "adjust, gains, box": ("gains", "box"),
+    "adjust, paper (ycrcb, box)": ("ycrcb", "box"),
+}
+METHODS = ["none", *ADJUST_VARIANTS, *ESTIMATORS]
 
 
 def corrections(photo: np.ndarray, face: Any) -> dict[str, np.ndarray]:
-    """Every method's corrected ``photo``; ``adjust`` (App. C's YCrCb map) and ``adjust, gains`` (``--mapping
-    gains``: von Kries in linear RGB) from the already normalized ``face``."""
-    out = {"none": photo, "adjust": apply_correction(photo, estimate_from_faces(photo, [face]))}
-    out["adjust, gains"] = apply_correction(photo, estimate_from_faces(photo, [face], "gains"))
+    """Every method's corrected ``photo``: ``adjust`` (the default: von Kries gains in linear RGB from the cheeks and
+    forehead) and its variants, from the already normalized ``face``, and the global baselines."""
+    out = {"none": photo}
+    for name, (mapping, region) in ADJUST_VARIANTS.items():
+        out[name] = apply_correction(photo, estimate_from_faces(photo, [face], mapping, region))
     for method in ESTIMATORS:
         out[method] = GlobalWhiteBalance(method).correct(photo)[0]
     return out

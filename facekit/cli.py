@@ -236,8 +236,11 @@ def adjust(
     all_faces: Annotated[bool, typer.Option(help="average every face found (default: the largest)")] = False,
     checkpoint: Annotated[str | None, typer.Option(help="model for adjust (default: the one shipped)")] = None,
     mapping: Annotated[
-        str, typer.Option(help="adjust: ycrcb (the paper's YCrCb map) or gains (von Kries in linear RGB)")
-    ] = "ycrcb",
+        str, typer.Option(help="adjust: gains (von Kries in linear RGB) or ycrcb (the paper's YCrCb map)")
+    ] = "gains",
+    region: Annotated[
+        str, typer.Option(help="adjust: skin (cheeks and forehead) or box (the paper's central face box)")
+    ] = "skin",
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
     the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
@@ -251,7 +254,7 @@ def adjust(
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
     if method == "adjust":  # its params check --only and --mapping
-        params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint)
+        params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
     corrector = facekit.load_component("app", method, **params)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adjusting", total=len(plan.planned))

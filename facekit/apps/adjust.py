@@ -22,6 +22,7 @@ from facekit.errors import FacekitError
 
 Only = Literal["both", "white-balance", "exposure"]
 Mapping = Literal["ycrcb", "gains"]
+Region = Literal["box", "skin"]
 
 #: Rec. 709 luminance weights of linear RGB.
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
@@ -145,14 +146,42 @@ def photo_face_in_normalized_frame(photo: np.ndarray, face: Any) -> np.ndarray:
     return align_into(photo, face.source_landmarks, face.landmarks, face.image.shape[0])
 
 
-def estimate_from_faces(photo: np.ndarray, faces: list[Any], mapping: Mapping = "ycrcb") -> Correction:
+def region_pixels(image: np.ndarray, landmarks: np.ndarray | None, region: Region) -> np.ndarray:
+    """(N, 3) pixels of a face image in the normalized frame: the central ``box`` (App. C), or the ``skin`` of the
+    cheeks and forehead placed from the face's 68 ``landmarks`` in that frame (``facekit.apps.attributes``: no
+    teeth, lips, eyes or brows; the central box holds the teeth of a smile). Without iBUG-68 landmarks: the box."""
+    if region == "box" or landmarks is None or np.shape(landmarks) != (68, 2):
+        return box_of(image)
+    from facekit.apps.attributes import skin_mask
+
+    mask = skin_mask(np.asarray(landmarks, np.float64), image.shape[0], image.shape[1])
+    return np.ascontiguousarray(image[mask]) if mask.any() else box_of(image)
+
+
+def mean_colour(pixels: np.ndarray, mapping: Mapping) -> np.ndarray:
+    """Mean of (N, 3) uint8 sRGB pixels in linear RGB (``gains``) or YCrCb (``ycrcb``)."""
+    import cv2
+
+    if mapping == "gains":
+        return np.asarray(to_linear(pixels / 255.0).mean(axis=0), np.float64)
+    return np.asarray(cv2.cvtColor(pixels[:, None, :], cv2.COLOR_RGB2YCrCb).reshape(-1, 3).mean(axis=0), np.float64)
+
+
+def estimate_from_faces(
+    photo: np.ndarray, faces: list[Any], mapping: Mapping = "ycrcb", region: Region = "box"
+) -> Correction:
     """The face-based correction from one or more :class:`~facekit.normalize.NormalizedFace` of ``photo``: the mean
-    of their central-box colours in the photo and in the normalized faces, in YCrCb (App. C) or linear RGB (gains)."""
+    of their ``region``'s colours (:func:`region_pixels`) in the photo and in the normalized faces, in YCrCb (App. C)
+    or linear RGB (gains)."""
+    from facekit.apps.attributes import photo_in_face_frame
+
     if not faces:
         raise FacekitError("no face to estimate the correction from")
-    mean = mean_linear_rgb if mapping == "gains" else mean_ycrcb
-    sources = [mean(photo_face_in_normalized_frame(photo, face)) for face in faces]
-    targets = [mean(face.image) for face in faces]
+    sources, targets = [], []
+    for face in faces:
+        aligned, own = photo_in_face_frame(photo, face)  # the photo's own landmarks carried into the frame
+        sources.append(mean_colour(region_pixels(aligned, own, region), mapping))
+        targets.append(mean_colour(region_pixels(face.image, face.landmarks, region), mapping))
     source, target = np.mean(sources, axis=0), np.mean(targets, axis=0)
     used = {"faces_used": len(faces), "faces_found": faces[0].faces_found, "boxes": [list(f.box) for f in faces]}
     return Correction(
@@ -192,11 +221,13 @@ class FaceAdjuster:
         strength: float = 1.0,
         only: Only = "both",
         all_faces: bool = False,
-        mapping: Mapping = "ycrcb",
+        mapping: Mapping = "gains",
         checkpoint: str | None = None,
+        region: Region = "skin",
     ) -> None:
         self._normalizer, self.checkpoint = normalizer, checkpoint
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
+        self.region = region
 
     @property
     def normalizer(self) -> Any:
@@ -218,7 +249,7 @@ class FaceAdjuster:
             faces = [face] if face is not None else []
         if not faces:
             return None
-        return estimate_from_faces(small, faces, self.mapping)
+        return estimate_from_faces(small, faces, self.mapping, self.region)
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         correction = self.estimate(photo)

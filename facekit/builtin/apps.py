@@ -18,9 +18,12 @@ class AdjustParams(Params):
     only: Literal["both", "white-balance", "exposure"] = Field(default="both", description="what to correct")
     all_faces: bool = Field(default=False, description="average every face found (default: the largest)")
     mapping: Literal["ycrcb", "gains"] = Field(
-        default="ycrcb", description="ycrcb: the paper's piecewise-linear YCrCb map; gains: von Kries in linear RGB"
+        default="gains", description="gains: von Kries in linear RGB; ycrcb: the paper's piecewise-linear YCrCb map"
     )
     checkpoint: str | None = Field(default=None, description="the normalizing model (default: the one shipped)")
+    region: Literal["box", "skin"] = Field(
+        default="skin", description="skin: cheeks and forehead (no teeth or lips); box: the paper's central face box"
+    )
 
 
 class ModelChoice(Params):
@@ -61,6 +64,7 @@ def _adjust(params: AdjustParams) -> Any:
         all_faces=params.all_faces,
         mapping=params.mapping,
         checkpoint=params.checkpoint,
+        region=params.region,
     )
 
 

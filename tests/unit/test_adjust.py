@@ -41,7 +41,9 @@ def test_a_colour_cast_on_a_real_face_is_undone(adjuster: FaceAdjuster) -> None:
     assert before > 5.0 and after < before / 3, (before, after)
     # The uncast photo (the London studio light the model was trained towards) barely moves.
     _, own = adjuster.correct(photo)
-    assert own is not None and max(abs(t - s) for s, t in zip(own.source, own.target, strict=True)) < 4.0
+    assert own is not None and own.mapping == "gains" and np.abs(own.gains - 1.0).max() < 0.08, own.gains
+    _, paper = FaceAdjuster(adjuster.normalizer, mapping="ycrcb", region="box").correct(photo)
+    assert paper is not None and max(abs(t - s) for s, t in zip(paper.source, paper.target, strict=True)) < 4.0
 
 
 def test_strength_and_channels() -> None:
@@ -115,3 +117,26 @@ def test_outputs_never_land_on_an_input(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert photo.read_bytes() == original
     assert (tmp_path / "wall_jpg.jpg").is_file() and (tmp_path / "wall_jpg.json").is_file()
+
+
+def test_the_skin_region_ignores_what_a_smile_shows(shipped_normalizer: Any) -> None:
+    """region="skin" reads the cheeks and forehead: painting the mouth white (teeth) moves the central box's mean
+    but not the skin's, and a cast is still undone from the skin alone."""
+    from facekit.apps.adjust import mean_colour, region_pixels
+
+    face = shipped_normalizer.normalize(real_face().image)
+    image = face.image.copy()
+    mouth = face.landmarks[48:60]
+    x0, y0 = mouth.min(0).astype(int)
+    x1, y1 = mouth.max(0).astype(int) + 1
+    teeth = image.copy()
+    teeth[y0:y1, x0:x1] = 250
+    for region, moves in (("box", True), ("skin", False)):
+        before = mean_colour(region_pixels(image, face.landmarks, region), "ycrcb")
+        after = mean_colour(region_pixels(teeth, face.landmarks, region), "ycrcb")
+        assert bool(abs(after[0] - before[0]) > 3) is moves, (region, before, after)
+    photo = real_face().image.copy()
+    cast = apply_gains(photo, np.array([1.15, 1.0, 0.8]))
+    corrected, correction = FaceAdjuster(shipped_normalizer, region="skin").correct(cast)
+    assert correction is not None
+    assert angular_error(corrected[FACE_BOX], photo[FACE_BOX]) < angular_error(cast[FACE_BOX], photo[FACE_BOX]) / 3
