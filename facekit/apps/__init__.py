@@ -1,2 +1,23 @@
 """Applications of normalized faces, one module each: ``adjust`` (white balance and exposure from the face) with its
-baselines (``baselines``: general white balancing)."""
+baselines (``baselines``: general white balancing), ``attributes`` (skin tone and face shape) and ``explore``
+(feature interpolation, model comparison)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UsesNormalizer:
+    """An app that normalizes photos: the ``normalizer`` it was given, else the model file ``checkpoint`` or the
+    shipped ``model`` (default: dlib), loaded on first use."""
+
+    def __init__(self, normalizer: Any = None, model: str | None = None, checkpoint: str | None = None) -> None:
+        self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
+
+    @property
+    def normalizer(self) -> Any:
+        if self._normalizer is None:
+            from facekit.normalize import Normalizer, resolve_model
+
+            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint))
+        return self._normalizer

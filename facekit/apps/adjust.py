@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
 
 Only = Literal["both", "white-balance", "exposure"]
@@ -208,7 +209,7 @@ def downscale(photo: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
 
 
-class FaceAdjuster:
+class FaceAdjuster(UsesNormalizer):
     """The ``adjust`` app: white balance and exposure of a photo from its normalized face.
 
     ``correct(photo)`` -> (corrected photo, :class:`Correction`) or (photo unchanged, None) when no face is found.
@@ -225,18 +226,9 @@ class FaceAdjuster:
         checkpoint: str | None = None,
         region: Region = "skin",
     ) -> None:
-        self._normalizer, self.checkpoint = normalizer, checkpoint
+        super().__init__(normalizer, None, checkpoint)
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
         self.region = region
-
-    @property
-    def normalizer(self) -> Any:
-        """The given normalizer, else ``checkpoint``'s (default: the shipped model), loaded on first use."""
-        if self._normalizer is None:
-            from facekit.normalize import Normalizer
-
-            self._normalizer = Normalizer.from_checkpoint(self.checkpoint)
-        return self._normalizer
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
 
 # ------------------------------------------------------------------------------------------------ skin region
@@ -231,25 +232,12 @@ def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ the app
 
 
-class FaceAttributes:
+class FaceAttributes(UsesNormalizer):
     """The ``attributes`` app: skin tone (ITA) and face-shape ratios measured on the normalized face.
 
     ``measure(photo)`` normalizes the largest face and measures it (None when no face is found);
     ``apply(faces)`` (the App protocol) measures already normalized faces (a DecoderOutput with 68 landmarks).
     """
-
-    def __init__(self, normalizer: Any = None, model: str | None = None, checkpoint: str | None = None) -> None:
-        self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
-
-    @property
-    def normalizer(self) -> Any:
-        """The given normalizer, else ``checkpoint``'s or the shipped ``model``'s (default: dlib), loaded on first
-        use."""
-        if self._normalizer is None:
-            from facekit.normalize import Normalizer, resolve_model
-
-            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint))
-        return self._normalizer
 
     def measure_faces(self, photos: Sequence[np.ndarray | None], names: Sequence[str]) -> list[Any]:
         """:meth:`Normalizer.normalize_many` outcomes of ``photos`` with ``extras["attributes"]`` (normalized face)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
 
 #: The independent judge of a model, by the encoder it was trained on.
@@ -288,7 +289,7 @@ def consistency_rows(
 # ------------------------------------------------------------------------------------------------ the app
 
 
-class Explorer:
+class Explorer(UsesNormalizer):
     """The ``explore`` app: :meth:`interpolate` between two photos' features and :meth:`compare` models.
 
     ``apply(faces)`` (the App protocol) lays a batch of decoded faces out as a strip and measures how far the
@@ -303,19 +304,9 @@ class Explorer:
         spherical: bool = False,
         judge: str | None = None,
     ) -> None:
-        self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
+        super().__init__(normalizer, model, checkpoint)
         self.steps, self.spherical, self.judge_name = steps, spherical, judge
         self._judges: dict[str, Any] = {}
-
-    @property
-    def normalizer(self) -> Any:
-        """The given normalizer, else ``checkpoint``'s or the shipped ``model``'s (default: dlib), loaded on first
-        use."""
-        if self._normalizer is None:
-            from facekit.normalize import Normalizer, resolve_model
-
-            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint))
-        return self._normalizer
 
     def judge_for(self, normalizer: Any) -> Any:
         """The judge of ``normalizer``'s outputs: ``judge`` when given, else :func:`independent_judge` of its encoder

@@ -58,32 +58,19 @@ class WhiteBalanceParams(Params):
 def _adjust(params: AdjustParams) -> Any:
     from facekit.apps.adjust import FaceAdjuster
 
-    return FaceAdjuster(
-        strength=params.strength,
-        only=params.only,
-        all_faces=params.all_faces,
-        mapping=params.mapping,
-        checkpoint=params.checkpoint,
-        region=params.region,
-    )
+    return FaceAdjuster(**params.model_dump())  # the params are the constructor's keywords
 
 
 def _attributes(params: AttributesParams) -> Any:
     from facekit.apps.attributes import FaceAttributes
 
-    return FaceAttributes(model=params.model, checkpoint=params.checkpoint)
+    return FaceAttributes(**params.model_dump())
 
 
 def _explore(params: ExploreParams) -> Any:
     from facekit.apps.explore import Explorer
 
-    return Explorer(
-        model=params.model,
-        checkpoint=params.checkpoint,
-        steps=params.steps,
-        spherical=params.spherical,
-        judge=params.judge,
-    )
+    return Explorer(**params.model_dump())
 
 
 def _baseline(method: str) -> Any:

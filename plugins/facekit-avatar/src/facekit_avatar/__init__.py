@@ -42,14 +42,7 @@ def card() -> ModelCard:
 def _build(params: AvatarParams) -> Any:
     from facekit_avatar.app import AvatarMaker
 
-    return AvatarMaker(
-        sfm=params.sfm,
-        colour_model=params.colour_model,
-        texture_size=params.texture_size,
-        colour_prior=params.colour_prior,
-        sigma_px=params.sigma_px,
-        steps=params.steps,
-    )
+    return AvatarMaker(**params.model_dump())  # the params are the constructor's keywords
 
 
 @hookimpl
