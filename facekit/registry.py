@@ -147,6 +147,7 @@ FIRST_PARTY_PROVIDERS: dict[tuple[str, str], str] = {
     ("detector", "yunet"): "facekit-opencv",
     ("encoder", "sface"): "facekit-opencv",
     ("encoder", "vggface"): "facekit-vggface",
+    ("app", "avatar"): "facekit-avatar",
 }
 
 
