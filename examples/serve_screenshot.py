@@ -1,0 +1,104 @@
+"""A screenshot of the ``facekit serve`` page with results shown: docs/serve.png.
+
+Starts a real server on a free loopback port, opens the page in headless Chromium (Playwright driving Debian's
+Chromium: no browser download), picks the bundled warm-cast example (the CC BY London face shipped with facekit, so
+the figure can be shipped too), waits for the normalized face and the 3-D avatar on the viewer's canvas, and saves
+the page, its colours reduced to a palette to keep the file small.
+
+    python examples/serve_screenshot.py [--out docs/serve.png] [--sfm PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facekit.recipe import DataSection
+
+VIEWPORT = {"width": 1280, "height": 1100}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"facekit serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.25)
+    raise SystemExit(f"facekit serve did not answer within {seconds:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="docs/serve.png")
+    parser.add_argument("--sfm", default=None, help="sfm_shape_3448.bin (default: DATA/sfm/)")
+    args = parser.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    sfm = args.sfm or str(DataSection().resolved_root() / "sfm" / "sfm_shape_3448.bin")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("headless Chromium not found: apt-get install -y chromium")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory(prefix="facekit-serve-shot-") as folder:
+        env = {**os.environ, "TMPDIR": folder, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        command = [sys.executable, "-m", "facekit.cli", "serve", "--port", str(port), "--sfm", sfm]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(url, server)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=chromium,
+                    args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+                )
+                page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
+                page.goto(url)
+                page.get_by_role("button", name="face warm cast").click()
+                expect(page.locator("#status")).to_contain_text("1 face found", timeout=120_000)
+                canvas = page.locator("#avatar canvas").first
+                canvas.wait_for(timeout=60_000)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:  # until the avatar is on the canvas (not one flat colour)
+                    shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), np.float64)
+                    if shot[shot.shape[0] // 4 : -shot.shape[0] // 4].std() > 15:
+                        break
+                    page.wait_for_timeout(250)
+                page.evaluate("window.scrollTo(0, 0)")  # the example's click scrolls the page
+                page.wait_for_timeout(500)
+                png = page.screenshot(full_page=False)
+                browser.close()
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, optimize=True)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KB, {image.width} x {image.height})")
+
+
+if __name__ == "__main__":
+    main()

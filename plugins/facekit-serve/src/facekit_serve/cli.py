@@ -1,0 +1,118 @@
+"""``facekit serve``: the whole chain on a local web page (see :mod:`facekit_serve.web`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_port(host: str, port: int) -> None:
+    """A FacekitError when ``host:port`` cannot be listened on (in use, or an address this machine lacks)."""
+    from facekit.errors import FacekitError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise FacekitError(
+                f"cannot listen on {host}:{port} ({error.strerror}): choose another --port, or a --host of this machine"
+            ) from None
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the server closes and the uploads and results are deleted, as for Ctrl+C
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(help="address to listen on; the default is this machine only (0.0.0.0: every network)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 7860,
+    model: Annotated[str | None, typer.Option(help="a shipped normalizing model: dlib (default) or sface")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="normalizing model file (default: the shipped --model)")
+    ] = None,
+    sfm: Annotated[
+        str | None,
+        typer.Option(help="sfm_shape_3448.bin for the avatar (default: the model store; `facekit models import`)"),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="largest photo accepted, in MB")] = 20.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=16, help="photos processed at the same time")] = 1,
+    max_queue: Annotated[int, typer.Option(min=1, help="requests that may wait; more are refused until one ends")] = 64,
+    compare: Annotated[bool, typer.Option(help="compare with the other shipped models when there are any")] = True,
+) -> None:
+    """A local web page for the whole chain: upload or drop a photo and see its faces, the normalized face with its
+    landmarks, the adjusted photo (before | after), the 3-D avatar (interactive, GLB and OBJ to download), skin tone
+    and face-shape ratios and, when several shipped models are installed, their comparison. Loopback only unless
+    --host says otherwise; no telemetry, nothing fetched from the internet. Uploads are deleted when their page is
+    closed, everything else when the server stops (Ctrl+C)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from facekit_serve.engine import Engine, example_photos
+    from facekit_serve.offline import offline_environment
+
+    console = Console()
+    check_port(host, port)  # before the models load: a taken port is a one-line error, not a minute later
+    if not is_loopback(host):
+        console.print(
+            f"[yellow]warning[/yellow]: --host {host} makes the page reachable from other machines: anyone who can "
+            "reach it can upload photos to this server"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="facekit-serve-"))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a stop while loading cleans up too
+    offline_environment()
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir / "gradio"))
+    engine = None
+    try:
+        from facekit_serve.web import build_app, launch  # after the environment: gradio reads it on import
+
+        with console.status("loading the models"):
+            engine = Engine.load(
+                workdir / "results",
+                model=model,
+                checkpoint=checkpoint,
+                sfm=sfm,
+                max_upload_mb=max_upload_mb,
+                compare=compare,
+            )
+            examples = example_photos(workdir / "examples")
+        with console.status("warming up (one example through the whole chain)"):
+            engine.warm_up(examples[0])
+        with console.status("building the page"):
+            demo = build_app(engine, examples, max_upload_mb)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        table = Table(title=f"facekit serve -> {url}", show_header=False)
+        table.add_row("models", ", ".join(engine.labels))
+        table.add_row("3-D avatar", "ready" if not engine.avatar_note else engine.avatar_note)
+        table.add_row("uploads", f"up to {max_upload_mb:g} MB; {concurrency} at a time, {max_queue} may wait")
+        table.add_row("files", f"{workdir} (deleted when the server stops)")
+        console.print(table)
+        console.print(f"open {url} in a browser; Ctrl+C stops the server")
+        launch(demo, host, port, engine.max_upload_bytes, concurrency, max_queue, [workdir])
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM before the server ran (the server handles its own)
+        console.print("stopped")
+    finally:
+        if engine is not None:
+            engine.close()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,584 @@
+"""The work behind ``facekit serve``: an uploaded photo -> every result the page shows, with the models loaded once.
+
+    engine = Engine.load(model="dlib", sfm="sfm_shape_3448.bin", workdir=folder)
+    analysis = engine.analyze(path)          # read, check, detect and normalize every face (cached by sha256)
+    result = engine.result(analysis.sha256, 0)   # the largest face: detections, normalized face, adjust, avatar, ...
+
+No web framework here (:mod:`facekit_serve.web` holds the page), so the chain is tested without a browser. Every
+problem with an upload is an :class:`UploadError` whose message is written for the person who sent the photo.
+
+Threads: the page may run a few requests at once (``--concurrency``). The normalizers (torch, dlib) run one call at a
+time under a lock; the avatar's OpenGL context belongs to the thread that made it, so every avatar is fitted,
+rendered and exported on one dedicated thread. Results are cached per upload (by the sha256 of its bytes) in a
+bounded LRU; an entry's files are deleted when it is evicted or when the last session holding it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import logging
+import shutil
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+log = logging.getLogger(__name__)
+
+#: Faces offered per photo (largest first); a crowd photo offers its 8 largest.
+MAX_FACES = 8
+#: The long side, in pixels, of the copy faces are detected, normalized and measured on (as ``facekit adjust``).
+DETECT_SIDE = 1024
+#: The long side of the adjusted photo and the before/after shown on the page (the full-size file is a download).
+PREVIEW_SIDE = 2048
+#: The side of the normalized face shown with its landmarks (an integer multiple of the model's size).
+NORMALIZED_SIDE = 448
+#: A megabyte as the page counts it (Gradio's upload limit is in units of 1024 x 1024 bytes).
+MB = 1024 * 1024
+#: Uploads kept in the result cache.
+CACHE_ENTRIES = 16
+
+Progress = Callable[[float, str], None]
+
+
+class UploadError(FacekitError):
+    """A photo the page cannot use; the message is shown on the page as it is."""
+
+
+def normalized_display_side(image_size: int) -> int:
+    """The side of the normalized face as shown: the model's ``image_size`` times the largest whole factor that
+    stays within :data:`NORMALIZED_SIDE` (at least 1)."""
+    return image_size * max(1, NORMALIZED_SIDE // image_size)
+
+
+# ------------------------------------------------------------------------------------------------ reading uploads
+
+
+def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
+    """The bytes and the (H, W, 3) uint8 RGB photo of an uploaded file, or an :class:`UploadError` that says in plain
+    words what is wrong: missing, empty, over ``max_bytes``, not an image, damaged or cut short, too many pixels."""
+    from facekit.images import load_rgb
+
+    file = Path(path)
+    if not file.is_file():
+        raise UploadError("The upload did not arrive. Please send the photo again.")
+    size = file.stat().st_size
+    if size == 0:
+        raise UploadError("The file is empty. Please choose a photo (JPEG, PNG or WebP).")
+    if size > max_bytes:
+        raise UploadError(
+            f"The file is {size / MB:.1f} MB, over this server's limit of {max_bytes / MB:.3g} MB. Please send a "
+            "smaller photo (or start the server with a larger --max-upload-mb)."
+        )
+    data = file.read_bytes()
+    photo, why = load_rgb(file)
+    if photo is None:
+        log.info("unreadable upload %s: %s", file.name, why)
+        if why.startswith("too large"):
+            raise UploadError(f"The photo is {why.removeprefix('too large ')}. Please send a smaller photo.")
+        raise UploadError(
+            "This file is not a photo facekit can read: it may be damaged, cut short, or not an image at all. "
+            "Please upload a JPEG, PNG or WebP photo."
+        )
+    return data, photo
+
+
+def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ pictures
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def draw_detections(photo: np.ndarray, boxes: list[tuple[float, float, float, float]], chosen: int) -> np.ndarray:
+    """``photo`` with each face's box and number drawn (the ``chosen`` one thicker, in yellow)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(photo)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(photo.shape[:2]) / 250))
+    font = ImageFont.load_default(size=max(12, 6 * width))
+    for index, (x0, y0, x1, y1) in enumerate(boxes):
+        colour = (255, 220, 0) if index == chosen else (255, 255, 255)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=width * (2 if index == chosen else 1))
+        label = str(index + 1)
+        left, top, right, bottom = draw.textbbox((x0, y0), label, font=font)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
+        draw.text((x0, y0), label, fill=colour, font=font)
+    return np.asarray(image)
+
+
+def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, side: int) -> np.ndarray:
+    """The (S, S, 3) normalized face enlarged to ``side`` px (bicubic) with its landmarks as green dots."""
+    from PIL import Image, ImageDraw
+
+    scale = side / image.shape[0]
+    big = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(big)
+    radius = max(1.5, side / 200)
+    for x, y in (np.asarray(landmarks, np.float64) + 0.5) * scale - 0.5:
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 230, 60), outline=(0, 60, 0))
+    return np.asarray(big)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class FaceResult:
+    """Everything the page shows for one face of one upload; paths are files in the engine's work folder. A part
+    that could not be made has ``None`` and a plain note saying why."""
+
+    index: int
+    detections: Path
+    normalized: Path  # the normalized face enlarged with its landmarks drawn (PNG)
+    normalized_png: Path  # the normalized face at the model's size, unmarked (download)
+    adjusted: Path  # the adjusted photo, at most PREVIEW_SIDE (JPEG)
+    adjusted_full: Path  # full size, in the upload's format with its ICC profile and EXIF (download)
+    before_after: Path
+    correction: dict[str, Any]
+    attributes: dict[str, Any] = field(default_factory=dict)
+    photo_attributes: dict[str, Any] = field(default_factory=dict)
+    attributes_image: Path | None = None
+    attributes_note: str = ""
+    avatar_glb: Path | None = None
+    avatar_files: list[Path] = field(default_factory=list)
+    avatar_renders: Path | None = None
+    avatar_note: str = ""
+    comparison: Path | None = None
+    comparison_note: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Analysis:
+    """One upload: its sha256, the photo at most :data:`DETECT_SIDE` on its long side (``photo``), its full size
+    (width, height), its normalized faces (largest first, at most :data:`MAX_FACES`), how many were found, and the
+    results made so far by face."""
+
+    sha256: str
+    name: str
+    source: Path  # the upload's bytes, kept for the full-size adjusted photo
+    folder: Path
+    size: tuple[int, int]
+    photo: np.ndarray
+    faces: list[Any]
+    faces_found: int
+    seconds: float
+    results: dict[int, FaceResult] = field(default_factory=dict)
+
+
+class Engine:
+    """The models, loaded once per process, and the result cache (see the module docstring)."""
+
+    def __init__(
+        self,
+        normalizer: Any,
+        label: str,
+        workdir: str | Path,
+        max_upload_bytes: int,
+        others: list[tuple[str, Any]] | None = None,
+        avatar: Any = None,
+        avatar_note: str = "",
+        cache_entries: int = CACHE_ENTRIES,
+    ) -> None:
+        self.normalizer, self.label = normalizer, label
+        self.others = list(others or [])
+        self.avatar, self.avatar_note = avatar, avatar_note
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.max_upload_bytes = max_upload_bytes
+        self.cache_entries = cache_entries
+        self._cache: OrderedDict[str, Analysis] = OrderedDict()
+        self._holders: dict[str, set[str]] = {}
+        self._cache_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._gl = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facekit-serve-gl")
+        self._serial = itertools.count()
+
+    # -------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        workdir: str | Path,
+        model: str | None = None,
+        checkpoint: str | None = None,
+        sfm: str | None = None,
+        max_upload_mb: float = 20.0,
+        compare: bool = True,
+    ) -> Engine:
+        """Load the normalizing model (``checkpoint``, else the shipped ``model``, else the default), the other
+        shipped models for the comparison (when ``compare``), and the avatar app with the Surrey model at ``sfm``
+        (default: the model store). A missing Surrey model, avatar plugin or OpenGL driver is a note on the avatar
+        tab, not an error: the rest of the page works."""
+        import facekit
+        from facekit.models import WeightsNotFoundError
+        from facekit.normalize import Normalizer, resolve_model, shipped_models
+
+        path = resolve_model(model, checkpoint)
+        label = Path(checkpoint).stem if checkpoint is not None else (model or "dlib")
+        normalizer = Normalizer.from_checkpoint(path)
+        others: list[tuple[str, Any]] = []
+        if compare:
+            for name in shipped_models():
+                other = resolve_model(name)
+                if other.resolve() != path.resolve():
+                    others.append((name, Normalizer.from_checkpoint(other)))
+        engine = cls(normalizer, label, workdir, round(max_upload_mb * MB), others)
+        try:
+            maker = facekit.load_component("app", "avatar", sfm=sfm)
+        except WeightsNotFoundError as error:
+            engine.avatar_note = (
+                "The 3-D avatar needs the Surrey Face Model (sfm_shape_3448.bin, free for non-commercial use), "
+                "which this server does not have. Start it with `--sfm PATH`, or run `facekit models import "
+                f"sfm_shape_3448.bin` once. Everything else on this page works without it. ({error})"
+            )
+        except FacekitError as error:  # the avatar plugin is not installed, or its model is damaged
+            engine.avatar_note = f"The 3-D avatar is not available on this server: {error}"
+        else:
+            engine.avatar = maker
+            engine.avatar_note = engine._gl.submit(_gl_ready).result()
+        return engine
+
+    def close(self) -> None:
+        """Stop the avatar thread and delete every cached file."""
+        self._gl.shutdown(wait=True)
+        with self._cache_lock:
+            entries = list(self._cache.values())
+            self._cache.clear()
+            self._holders.clear()
+        for entry in entries:
+            shutil.rmtree(entry.folder, ignore_errors=True)
+
+    @property
+    def labels(self) -> list[str]:
+        """The models on the page: this one first, then the other shipped models compared with it."""
+        return [self.label, *(label for label, _ in self.others)]
+
+    # -------------------------------------------------------------------------------------------- cache
+    def cached(self, sha256: str) -> Analysis | None:
+        with self._cache_lock:
+            entry = self._cache.get(sha256)
+            if entry is not None:
+                self._cache.move_to_end(sha256)
+            return entry
+
+    def _store(self, analysis: Analysis) -> Analysis:
+        """Put ``analysis`` in the cache (or return the one another request stored first); evict the oldest."""
+        evicted: list[Analysis] = []
+        with self._cache_lock:
+            existing = self._cache.get(analysis.sha256)
+            if existing is not None:
+                evicted.append(analysis)
+                analysis = existing
+            else:
+                self._cache[analysis.sha256] = analysis
+            self._cache.move_to_end(analysis.sha256)
+            while len(self._cache) > self.cache_entries:
+                _, old = self._cache.popitem(last=False)
+                self._holders.pop(old.sha256, None)
+                evicted.append(old)
+        for old in evicted:
+            shutil.rmtree(old.folder, ignore_errors=True)
+        return analysis
+
+    def hold(self, sha256: str, session: str) -> None:
+        """Record that ``session`` shows the upload ``sha256`` (its results live until the last holder ends)."""
+        with self._cache_lock:
+            if sha256 in self._cache:
+                self._holders.setdefault(sha256, set()).add(session)
+
+    def release(self, session: str, before_delete: Callable[[list[Path]], None] | None = None) -> list[str]:
+        """``session`` ended: forget the uploads only it held and delete their files (``before_delete`` is given
+        the list of those files first, e.g. to delete copies the web framework made of them). Returns their sha256."""
+        dropped: list[Analysis] = []
+        with self._cache_lock:
+            for sha256, sessions in list(self._holders.items()):
+                sessions.discard(session)
+                if not sessions:
+                    del self._holders[sha256]
+                    entry = self._cache.pop(sha256, None)
+                    if entry is not None:
+                        dropped.append(entry)
+        for entry in dropped:
+            if before_delete is not None:
+                before_delete(sorted(path for path in entry.folder.rglob("*") if path.is_file()))
+            shutil.rmtree(entry.folder, ignore_errors=True)
+        return [entry.sha256 for entry in dropped]
+
+    def forget(self, sha256: str) -> bool:
+        """Drop the upload ``sha256`` from the cache and delete its files; whether it was there."""
+        with self._cache_lock:
+            entry = self._cache.pop(sha256, None)
+            self._holders.pop(sha256, None)
+        if entry is not None:
+            shutil.rmtree(entry.folder, ignore_errors=True)
+        return entry is not None
+
+    def warm_up(self, photo: str | Path) -> float:
+        """Put ``photo`` through the whole chain once and forget it, so that the first visitor does not wait for the
+        lazy imports and the OpenGL set-up (seconds). Returns the seconds it took."""
+        began = time.perf_counter()
+        analysis = self.analyze(photo)
+        self.result(analysis.sha256, 0)
+        self.forget(analysis.sha256)
+        return time.perf_counter() - began
+
+    # -------------------------------------------------------------------------------------------- work
+    def analyze(self, path: str | Path, name: str | None = None, progress: Progress | None = None) -> Analysis:
+        """Read and check the upload at ``path``, find its faces and normalize them (at most :data:`MAX_FACES`,
+        largest first). The same bytes a second time come from the cache. A photo without a face, unreadable, empty
+        or too large is an :class:`UploadError`."""
+        from facekit.apps.adjust import downscale
+
+        tell = progress or (lambda fraction, text: None)
+        tell(0.02, "reading the photo")
+        data, full = read_upload(path, self.max_upload_bytes)
+        sha256 = hashlib.sha256(data).hexdigest()
+        found = self.cached(sha256)
+        if found is not None:
+            return found
+        began = time.perf_counter()
+        photo = downscale(full, DETECT_SIDE)
+        tell(0.1, "finding and normalizing the faces")
+        with self._model_lock:
+            faces = self.normalizer.normalize(photo, all_faces=True)
+        if not faces:
+            raise UploadError(
+                "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
+                "and at least about 80 pixels wide."
+            )
+        folder = self.workdir / f"{sha256[:16]}-{next(self._serial)}"
+        folder.mkdir(parents=True)
+        suffix = Path(name or str(path)).suffix.lower()[:8] or ".img"
+        source = folder / f"upload{suffix}"
+        source.write_bytes(data)
+        analysis = Analysis(
+            sha256=sha256,
+            name=Path(name or str(path)).name,
+            source=source,
+            folder=folder,
+            size=(full.shape[1], full.shape[0]),
+            photo=photo,
+            faces=faces[:MAX_FACES],
+            faces_found=len(faces),
+            seconds=time.perf_counter() - began,
+        )
+        return self._store(analysis)
+
+    def result(self, sha256: str, index: int = 0, progress: Progress | None = None) -> FaceResult:
+        """Every result for face ``index`` (0 = largest) of the cached upload ``sha256``, made once and cached."""
+        tell = progress or (lambda fraction, text: None)
+        analysis = self.cached(sha256)
+        if analysis is None:
+            raise UploadError("This photo is no longer in the server's memory. Please upload it again.")
+        if not 0 <= index < len(analysis.faces):
+            raise UploadError(f"There is no face {index + 1} in this photo; choose one of 1-{len(analysis.faces)}.")
+        done = analysis.results.get(index)
+        if done is not None:
+            return done
+        made = self._make(analysis, index, tell)
+        with self._cache_lock:
+            return analysis.results.setdefault(index, made)
+
+    def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
+        from facekit.apps.adjust import apply_correction, before_after, downscale, encode_like, estimate_from_faces
+        from facekit.batch import png_bytes
+        from facekit.images import load_rgb
+
+        face = analysis.faces[index]
+        folder = analysis.folder / f"face{index + 1}-{next(self._serial)}"
+        folder.mkdir(parents=True)
+        seconds: dict[str, float] = {}
+        began = time.perf_counter()
+
+        tell(0.2, "drawing the faces and landmarks")
+        boxes = [f.box for f in analysis.faces]
+        detections = folder / "detections.jpg"
+        detections.write_bytes(jpeg_bytes(draw_detections(analysis.photo, boxes, index)))
+        side = normalized_display_side(face.image.shape[0])
+        normalized = folder / "normalized.png"
+        normalized.write_bytes(png_bytes(draw_landmarks(face.image, face.landmarks, side)))
+        normalized_png = folder / "normalized-face.png"
+        normalized_png.write_bytes(png_bytes(face.image))
+
+        tell(0.3, "adjusting white balance and exposure")
+        start = time.perf_counter()
+        correction = estimate_from_faces(analysis.photo, [face])
+        full, why = load_rgb(analysis.source)
+        if full is None:  # the bytes were read a moment ago: only a full disk or a removed folder gets here
+            raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
+        after = apply_correction(full, correction)
+        data, suffix = encode_like(analysis.source, after)
+        adjusted_full = folder / f"adjusted-full{suffix}"
+        adjusted_full.write_bytes(data)
+        shown_before, shown_after = downscale(full, PREVIEW_SIDE), downscale(after, PREVIEW_SIDE)
+        del full, after
+        adjusted = folder / "adjusted.jpg"
+        adjusted.write_bytes(jpeg_bytes(shown_after, 92))
+        pair = folder / "before-after.jpg"
+        pair.write_bytes(jpeg_bytes(before_after(shown_before, shown_after, min(480, shown_before.shape[0]))))
+        seconds["adjust"] = time.perf_counter() - start
+
+        result = FaceResult(
+            index=index,
+            detections=detections,
+            normalized=normalized,
+            normalized_png=normalized_png,
+            adjusted=adjusted,
+            adjusted_full=adjusted_full,
+            before_after=pair,
+            correction=correction.to_json(),
+        )
+
+        tell(0.4, "measuring skin tone and face shape")
+        start = time.perf_counter()
+        self._attributes(result, analysis.photo, face, folder)
+        seconds["attributes"] = time.perf_counter() - start
+
+        if self.avatar is not None and not self.avatar_note:
+            tell(0.5, "fitting and texturing the 3-D avatar")
+            start = time.perf_counter()
+            self._gl.submit(self._avatar, result, face, folder).result()
+            seconds["avatar"] = time.perf_counter() - start
+        else:
+            result.avatar_note = self.avatar_note
+
+        if self.others:
+            tell(0.85, "comparing the models")
+            start = time.perf_counter()
+            self._compare(result, analysis, face, folder)
+            seconds["compare"] = time.perf_counter() - start
+        seconds["total"] = time.perf_counter() - began
+        result.seconds = seconds
+        return result
+
+    def _attributes(self, result: FaceResult, photo: np.ndarray, face: Any, folder: Path) -> None:
+        from facekit.apps.attributes import measure_face, measure_photo, overlay
+        from facekit.batch import png_bytes
+
+        try:
+            result.attributes = measure_face(face.image, face.landmarks)
+            result.photo_attributes = measure_photo(photo, face)
+            image = folder / "attributes.png"
+            image.write_bytes(png_bytes(overlay(face, photo)))
+            result.attributes_image = image
+        except FacekitError as error:  # e.g. the skin region falls outside the image: that tab says so
+            result.attributes_note = f"The attributes could not be measured on this face: {error}"
+
+    def _avatar(self, result: FaceResult, face: Any, folder: Path) -> None:
+        """On the GL thread: fit, texture and export the avatar (GLB; OBJ + MTL + texture in a zip; the renders)."""
+        from facekit_avatar.app import mesh_files
+
+        from facekit.apps.explore import strip
+        from facekit.batch import png_bytes
+
+        try:
+            avatar = self.avatar.build(face.image[None], np.asarray(face.landmarks)[None])[0]
+            files = mesh_files(avatar, self.avatar.model, "avatar")
+        except FacekitError as error:
+            result.avatar_note = f"The 3-D avatar could not be made for this face: {error}"
+            return
+        glb = folder / "avatar.glb"
+        glb.write_bytes(files.pop("avatar.glb"))
+        bundle = folder / "avatar-obj.zip"
+        with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+            archive.writestr("LICENCE.txt", str(avatar.record.get("licence", "")) + "\n")
+        renders = folder / "avatar-renders.png"
+        renders.write_bytes(png_bytes(strip(list(avatar.renders.values()), gap=4)))
+        result.avatar_glb, result.avatar_files, result.avatar_renders = glb, [glb, bundle], renders
+
+    def _compare(self, result: FaceResult, analysis: Analysis, face: Any, folder: Path) -> None:
+        """The same face through every other shipped model: a grid of the photo aligned into this model's frame and
+        each model's normalized face (matched to the chosen face by box overlap)."""
+        from facekit.apps.attributes import photo_in_face_frame
+        from facekit.apps.explore import Comparison
+        from facekit.batch import png_bytes
+
+        cells: dict[str, list[np.ndarray | None]] = {self.label: [face.image]}
+        status: dict[str, list[tuple[str, str]]] = {self.label: [("ok", "")]}
+        missing = []
+        for label, other in self.others:
+            with self._model_lock:
+                theirs = other.normalize(analysis.photo, all_faces=True)
+            overlaps = [box_overlap(face.box, f.box) for f in theirs]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            if best < 0 or overlaps[best] < 0.3:
+                cells[label], status[label] = [None], [("no_face", "")]
+                missing.append(label)
+                continue
+            cells[label], status[label] = [theirs[best].image], [("ok", "")]
+        aligned = photo_in_face_frame(analysis.photo, face)[0]
+        labels = list(cells)
+        grid = Comparison([analysis.name], [""], labels, [aligned], cells, status, [], []).grid(cell=192)
+        result.comparison = folder / "compare.png"
+        result.comparison.write_bytes(png_bytes(grid))
+        if missing:
+            result.comparison_note = f"No face here for {', '.join(missing)} (its own detector did not find it)."
+
+
+def _gl_ready() -> str:
+    """On the GL thread: make the OpenGL context now, so a machine without a driver says so at start."""
+    from facekit_avatar.render import renderer
+
+    try:
+        renderer()
+    except FacekitError as error:
+        return f"The 3-D avatar is not available on this server: {error}"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------------ examples
+
+
+def example_photos(folder: str | Path) -> list[Path]:
+    """A few photos to try, made from the CC BY face shipped with facekit (``facekit/testing_data``, London set,
+    DeBruine & Jones 2017): the face as it is, under a warm colour cast, and beside a smaller mirrored copy (two
+    faces to choose from)."""
+    from importlib import resources
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    source = Path(str(resources.files("facekit") / "testing_data" / "face.jpg"))
+    face = Image.open(source).convert("RGB")
+    plain = folder / "face.jpg"
+    shutil.copyfile(source, plain)
+    pixels = np.asarray(face, np.float64)
+    warm = np.clip(pixels * np.array([1.12, 0.98, 0.78]) - 8.0, 0, 255).astype(np.uint8)
+    cast = folder / "face-warm-cast.jpg"
+    Image.fromarray(warm).save(cast, quality=92)
+    pair = Image.new("RGB", (face.width * 2 + 40, face.height + 20), (200, 200, 200))
+    pair.paste(face, (10, 10))
+    small = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((face.width * 4 // 5, face.height * 4 // 5))
+    pair.paste(small, (face.width + 30, 10 + (face.height - small.height) // 2))
+    two = folder / "two-faces.jpg"
+    pair.save(two, quality=92)
+    return [plain, cast, two]

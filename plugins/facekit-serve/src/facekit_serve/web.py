@@ -1,0 +1,370 @@
+"""The page of ``facekit serve``: a Gradio Blocks app over :class:`facekit_serve.engine.Engine`.
+
+One page: upload or drop a photo (or pick an example) -> the photo with its faces (choose one when there are several),
+the normalized face with its landmarks, the adjusted photo (before | after), the 3-D avatar in an interactive viewer
+with its GLB and OBJ, the attributes, and, when several shipped models are installed, their comparison.
+
+Why Gradio: its frontend is bundled in the wheel (the 3-D viewer, Babylon.js, included), so the page works with the
+network unplugged; its queue bounds how many requests run at once and how many wait; its per-session heartbeat tells
+the server when a visitor closes the page, so their upload can be deleted then. Nothing is fetched from a CDN and no
+telemetry is sent: ``offline_environment`` sets Gradio's and huggingface_hub's switches before Gradio is imported
+(``tests/plugins/test_facekit_serve.py`` watches every request the browser makes); see
+:mod:`facekit_serve.offline`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from facekit_serve.offline import offline_environment
+
+offline_environment()  # before gradio and huggingface_hub are imported: they read these switches on import
+
+import gradio as gr  # noqa: E402
+
+from facekit.errors import FacekitError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: Seconds between the cache sweeps of Gradio's own copies of files (uploads and results), and the age at which
+#: a copy is deleted. An upload is deleted as soon as its session ends; this is the backstop for sessions whose
+#: end the server never hears of.
+CACHE_SWEEP = (300, 3600)
+
+ERROR_CSS = """
+#status .error { color: #b00020; font-weight: 600; }
+#status p { margin: 0.2em 0; }
+"""
+
+
+def status_error(message: str) -> str:
+    """A problem as the status box shows it: plain words, marked so that it stands out."""
+    return f'<p class="error">⚠ {escape(message)}</p>'
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def face_choices(count: int, found: int) -> list[str]:
+    labels = [f"face {i + 1}" + (" (largest)" if i == 0 else "") for i in range(count)]
+    return labels if found <= count else [*labels[:-1], f"face {count} (of {found} found)"]
+
+
+def attributes_markdown(result: Any) -> str:
+    """The attributes as a table: normalized face beside the photo."""
+    from facekit.apps.attributes import RATIOS
+
+    if not result.attributes:
+        return escape(result.attributes_note) or "No attributes."
+    face, photo = result.attributes, result.photo_attributes
+    lines = [
+        f"**Skin tone**: ITA {face['ita_degrees']:.1f}° ({face['ita_category']}), measured on the normalized face "
+        "(cheeks and forehead, median CIELAB under D65).",
+        "",
+        "| measure | normalized face | photo |",
+        "|---|---|---|",
+        f"| ITA (degrees) | {face['ita_degrees']:.1f} | {photo.get('ita_degrees', float('nan')):.1f} |",
+        f"| L* | {face['L']:.1f} | {photo.get('L', float('nan')):.1f} |",
+        f"| b* | {face['b']:.1f} | {photo.get('b', float('nan')):.1f} |",
+    ]
+    for name, (_, _, description) in RATIOS.items():
+        theirs = photo.get(name)
+        lines.append(f"| {description} | {face[name]:.3f} | {'-' if theirs is None else f'{theirs:.3f}'} |")
+    lines += ["", "The photo's numbers follow its light, pose and expression; the normalized face's should not."]
+    return "\n".join(lines)
+
+
+def adjust_markdown(result: Any) -> str:
+    shift = result.correction.get("shift_ycrcb") or [0.0, 0.0, 0.0]
+    return (
+        f"Exposure (Y) moved by {shift[0]:+.1f}, white balance (Cr, Cb) by {shift[1]:+.1f}, {shift[2]:+.1f} grey "
+        "levels: the photo's face is mapped onto the normalized face's even, neutral colour (paper Sec. 7.4). "
+        "The full-size photo, in its own format with its colour profile and EXIF, is below."
+    )
+
+
+def status_markdown(analysis: Any, result: Any, labels: list[str]) -> str:
+    found = analysis.faces_found
+    faces = f"{found} face{'s' if found != 1 else ''} found"
+    if found > 1:
+        faces += f"; showing face {result.index + 1} (choose another below)"
+    took = result.seconds.get("total", 0.0) + analysis.seconds
+    name = analysis.name.replace("`", "'")
+    return f"`{name}`: {analysis.size[0]} x {analysis.size[1]} px, {faces}. Model: {labels[0]}. Done in {took:.1f} s."
+
+
+def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: float = 20.0) -> Any:
+    """The Blocks app over ``engine``; the caller queues and launches it (:func:`launch`)."""
+    has_compare = bool(engine.others)
+    # Every output of a face's results, in the order the handlers return them.
+    with gr.Blocks(title="facekit", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
+        current = gr.State(None)  # the sha256 of the upload this session shows
+        glb = gr.State(None)  # its avatar's GLB, given to the viewer again when its tab opens (see below)
+        gr.Markdown(
+            "# facekit: the normalized face of a photo\n"
+            "Upload or drop a photo with a face. facekit finds the faces, turns the chosen one into a frontal, "
+            "neutral, evenly lit *normalized face* (Cole et al., CVPR 2017), and from it adjusts the photo's "
+            "colours, builds a 3-D avatar and measures skin tone and face shape. Photos up to "
+            f"{max_upload_mb:g} MB; they stay on this server and are deleted when you close the page."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                upload = gr.File(label="Photo (JPEG, PNG, WebP)", type="filepath", elem_id="upload", height=120)
+                if examples:
+                    gr.Examples(
+                        examples=[[str(path)] for path in examples],
+                        inputs=[upload],
+                        label="Or try an example (a London set face, CC BY 4.0, DeBruine & Jones 2017)",
+                        example_labels=[path.stem.replace("-", " ") for path in examples],
+                    )
+                status = gr.Markdown("Waiting for a photo.", elem_id="status")
+                chooser = gr.Radio(label="Faces (largest first)", type="index", visible=False, elem_id="faces")
+            with gr.Column(scale=1):
+                detections = gr.Image(label="Detected faces", type="filepath", elem_id="detections", height=360)
+            with gr.Column(scale=1):
+                normalized = gr.Image(
+                    label="Normalized face, predicted landmarks in green",
+                    type="filepath",
+                    elem_id="normalized",
+                    height=360,
+                )
+                normalized_file = gr.File(label="Normalized face at the model's size (PNG)", elem_id="normalized-file")
+        with gr.Tabs():
+            with gr.Tab("3-D avatar", id="avatar-tab") as avatar_tab:
+                avatar_note = gr.Markdown(engine.avatar_note, elem_id="avatar-note")
+                with gr.Row():
+                    viewer = gr.Model3D(
+                        label="Avatar (drag to turn, scroll to zoom)",
+                        elem_id="avatar",
+                        clear_color=(0.5, 0.5, 0.5, 1.0),
+                        camera_position=(90, 90, 0.35),
+                        height=400,
+                    )
+                    with gr.Column():
+                        renders = gr.Image(
+                            label="Renders at -30, 0 and +30 degrees", type="filepath", elem_id="renders"
+                        )
+                        avatar_files = gr.File(
+                            label="Download: GLB, OBJ + MTL + texture (zip). Surrey Face Model: non-commercial use",
+                            file_count="multiple",
+                            elem_id="avatar-files",
+                        )
+            with gr.Tab("Adjusted photo", id="adjust-tab"):
+                adjust_note = gr.Markdown(elem_id="adjust-note")
+                with gr.Row():
+                    adjusted = gr.Image(label="Adjusted photo", type="filepath", elem_id="adjusted")
+                    pair = gr.Image(label="Before | after", type="filepath", elem_id="before-after")
+                adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file")
+            with gr.Tab("Attributes", id="attributes-tab"):
+                with gr.Row():
+                    attributes = gr.Markdown(elem_id="attributes")
+                    attributes_image = gr.Image(
+                        label="Skin region on the normalized face | on the photo", type="filepath", elem_id="skin"
+                    )
+            with gr.Tab("Compare models", id="compare-tab", visible=has_compare):
+                compare_note = gr.Markdown(engine_compare_note(engine, None), elem_id="compare-note")
+                comparison = gr.Image(label="Models compared", type="filepath", elem_id="comparison")
+
+        face_outputs = [
+            detections,
+            normalized,
+            normalized_file,
+            adjust_note,
+            adjusted,
+            pair,
+            adjusted_file,
+            avatar_note,
+            viewer,
+            renders,
+            avatar_files,
+            attributes,
+            attributes_image,
+            compare_note,
+            comparison,
+            glb,
+        ]
+
+        def values(result: Any | None) -> list[Any]:
+            """``face_outputs``' values for ``result`` (None: cleared)."""
+            if result is None:
+                cleared: list[Any] = [None] * len(face_outputs)
+                cleared[face_outputs.index(avatar_note)] = escape(engine.avatar_note)
+                return cleared
+
+            def text(path: Path | None) -> str | None:
+                return None if path is None else str(path)
+
+            return [
+                text(result.detections),
+                text(result.normalized),
+                text(result.normalized_png),
+                adjust_markdown(result),
+                text(result.adjusted),
+                text(result.before_after),
+                text(result.adjusted_full),
+                escape(result.avatar_note) if result.avatar_note else "",
+                text(result.avatar_glb),
+                text(result.avatar_renders),
+                [str(p) for p in result.avatar_files] or None,
+                attributes_markdown(result),
+                text(result.attributes_image),
+                engine_compare_note(engine, result),
+                text(result.comparison),
+                text(result.avatar_glb),
+            ]
+
+        empty = values(None)
+
+        def analyze(path: str | None, request: gr.Request, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
+            """Upload -> every result for its largest face. Problems with the photo are shown as a message."""
+            hidden = gr.update(choices=[], value=None, visible=False)
+            if path is None:
+                return [None, hidden, "Waiting for a photo.", *empty]
+            session = request.session_hash or ""
+            remember_upload(demo, session, path)
+
+            def tell(fraction: float, text: str) -> None:
+                progress(fraction, desc=text)
+
+            try:
+                analysis = engine.analyze(path, Path(path).name, tell)
+                engine.hold(analysis.sha256, session)
+                result = engine.result(analysis.sha256, 0, tell)
+            except FacekitError as error:
+                return [None, hidden, status_error(str(error)), *empty]
+            except Exception as error:  # a server answers every request; the log has the traceback
+                log.exception("facekit serve: processing %s failed", Path(path).name)
+                message = "Something went wrong on the server while processing this photo (the server log says what)."
+                return [None, hidden, status_error(f"{message} {type(error).__name__}"), *empty]
+            choices = face_choices(len(analysis.faces), analysis.faces_found)
+            chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
+            return [analysis.sha256, chooser_update, status_markdown(analysis, result, engine.labels), *values(result)]
+
+        def choose(sha256: str | None, index: int | None, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
+            """Another face of the same upload (cached once made)."""
+            if sha256 is None or index is None:
+                return ["Waiting for a photo.", *empty]
+            try:
+                result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text))
+            except FacekitError as error:
+                return [status_error(str(error)), *empty]
+            analysis = engine.cached(sha256)
+            if analysis is None:
+                return [status_error("This photo is no longer in the server's memory. Please upload it again."), *empty]
+            return [status_markdown(analysis, result, engine.labels), *values(result)]
+
+        def session_ended(request: gr.Request) -> None:
+            session = request.session_hash or ""
+            deleted = forget_uploads(demo, session)
+            dropped = engine.release(session, before_delete=delete_served_copies)
+            log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
+
+        upload.change(
+            analyze,
+            inputs=[upload],
+            outputs=[current, chooser, status, *face_outputs],
+            api_name="analyze",
+            show_progress="full",
+        )
+        chooser.input(choose, inputs=[current, chooser], outputs=[status, *face_outputs], api_name="choose_face")
+        # Gradio 6.31's Model3D given a file while its tab is hidden never loads its viewer (the viewer's loader is
+        # cancelled by a second, identical update): opening the tab clears it and gives the file again.
+        avatar_tab.select(lambda: None, outputs=[viewer], queue=False, show_progress="hidden").then(
+            lambda path: path, inputs=[glb], outputs=[viewer], queue=False, show_progress="hidden"
+        )
+        demo.unload(session_ended)
+    return demo
+
+
+def engine_compare_note(engine: Any, result: Any | None) -> str:
+    base = (
+        f"The same face through each shipped model ({', '.join(engine.labels)}); the first column is the photo aligned "
+        "into the first model's frame. `facekit explore compare` measures consistency over many photos."
+    )
+    note = getattr(result, "comparison_note", "")
+    return base + (f" {escape(note)}" if note else "")
+
+
+# ------------------------------------------------------------------------------------------------ uploads by session
+
+_UPLOADS: dict[int, dict[str, set[str]]] = {}
+
+
+def remember_upload(demo: Any, session: str, path: str) -> None:
+    """Record that ``session`` uploaded ``path`` (only files Gradio received as uploads, never an example)."""
+    if str(path) in demo.upload_file_set:
+        _UPLOADS.setdefault(id(demo), {}).setdefault(session, set()).add(str(path))
+
+
+def forget_uploads(demo: Any, session: str) -> int:
+    """Delete the files ``session`` uploaded (and their folders, when empty). Returns how many were deleted."""
+    deleted = 0
+    for path in _UPLOADS.get(id(demo), {}).pop(session, set()):
+        file = Path(path)
+        demo.upload_file_set.discard(path)
+        try:
+            file.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            continue
+        try:
+            file.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+        except OSError:
+            pass
+    return deleted
+
+
+def delete_served_copies(files: list[Path]) -> int:
+    """Delete the copies Gradio made of our result ``files`` to serve them (``GRADIO_TEMP_DIR/<hash of the
+    file>/<name>``, Gradio 6's cache layout), and their folders when empty. Returns how many were deleted."""
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    cache = Path(get_upload_folder())
+    deleted = 0
+    for file in files:
+        copy = cache / hash_file(file) / strip_invalid_filename_characters(file.name)
+        try:
+            copy.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            continue
+        try:
+            copy.parent.rmdir()
+        except OSError:
+            pass
+    return deleted
+
+
+def launch(
+    demo: Any,
+    host: str,
+    port: int,
+    max_upload_bytes: int,
+    concurrency: int,
+    max_queue: int,
+    allowed: list[Path],
+    block: bool = True,
+) -> Any:
+    """Queue (``concurrency`` requests at a time, at most ``max_queue`` waiting) and serve ``demo`` on host:port."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size=max_upload_bytes,
+        show_error=False,
+        allowed_paths=[str(path) for path in allowed],
+        footer_links=[],
+        run_history=False,
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        prevent_thread_lock=not block,
+        quiet=True,
+        css=ERROR_CSS,
+    )

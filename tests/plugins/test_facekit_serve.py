@@ -1,0 +1,421 @@
+"""facekit-serve: the engine behind the page on the real shipped model, and the page itself driven in headless
+Chromium (Playwright, Debian's Chromium; no browser download) against a real ``facekit serve`` on a free loopback
+port, with a real LFW photo and the real Surrey model."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio")
+pytest.importorskip("facekit_serve")
+
+from facekit_serve.engine import (
+    MB,
+    Engine,
+    UploadError,
+    box_overlap,
+    example_photos,
+    normalized_display_side,
+    read_upload,
+)
+from PIL import Image
+
+from tests.helpers import run_cli
+
+FACE = Path(__file__).resolve().parents[2] / "facekit" / "testing_data" / "face.jpg"  # CC BY, shipped
+LFW_PHOTO = "lfw/images/Adrien_Brody/Adrien_Brody_0001.jpg"
+LFW_AGAIN = "lfw/images/Ann_Veneman/Ann_Veneman_0001.jpg"
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+# ------------------------------------------------------------------------------------------------ the engine
+
+
+def test_read_upload_says_what_is_wrong_in_plain_words(tmp_path: Path) -> None:
+    source = FACE
+    data, photo = read_upload(source, 20 * MB)
+    assert data == source.read_bytes() and photo.shape == (200, 200, 3) and photo.dtype == np.uint8
+
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(source.read_bytes()[:3000])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo at all\n")
+    cases = {
+        empty: "The file is empty",
+        truncated: "not a photo facekit can read",
+        text: "not a photo facekit can read",
+        tmp_path / "missing.jpg": "did not arrive",
+    }
+    for path, words in cases.items():
+        with pytest.raises(UploadError, match=words) as caught:
+            read_upload(path, 20 * MB)
+        assert str(tmp_path) not in str(caught.value)  # no server paths in what the visitor reads
+    with pytest.raises(UploadError, match=r"over this server's limit of 0.00977 MB"):
+        read_upload(source, 10 * 1024)
+
+
+def test_geometry_helpers() -> None:
+    assert normalized_display_side(112) == 448 and normalized_display_side(224) == 448
+    assert normalized_display_side(160) == 320 and normalized_display_side(600) == 600
+    assert box_overlap((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_overlap((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert box_overlap((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+
+
+@pytest.fixture
+def engine(shipped_normalizer: Any, tmp_path: Path) -> Iterator[Engine]:
+    made = Engine(
+        shipped_normalizer,
+        "dlib",
+        tmp_path / "results",
+        20 * MB,
+        others=[("dlib-again", shipped_normalizer)],
+        avatar_note="no avatar in this test",
+        cache_entries=2,
+    )
+    yield made
+    made.close()
+
+
+def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_path: Path) -> None:
+    plain, warm, two = example_photos(tmp_path / "examples")
+    analysis = engine.analyze(plain, "face.jpg")
+    assert len(analysis.faces) == analysis.faces_found == 1 and analysis.size == (200, 200)
+    result = engine.result(analysis.sha256, 0)
+    assert image_size(result.normalized) == (448, 448)
+    assert image_size(result.normalized_png) == (112, 112)
+    assert image_size(result.adjusted) == image_size(result.adjusted_full) == (200, 200)
+    assert result.adjusted_full.suffix == ".jpg"
+    assert image_size(result.before_after) == (400, 200)
+    assert image_size(result.detections) == (200, 200)
+    assert -90 < result.attributes["ita_degrees"] < 90 and result.attributes["ita_category"]
+    assert 0.5 < result.attributes["face_width_height"] < 1.6
+    assert result.attributes_image is not None and result.attributes_image.is_file()
+    assert result.avatar_glb is None and result.avatar_note == "no avatar in this test"
+    assert result.comparison is not None and image_size(result.comparison) == (3 * 192, 28 + 192)
+    assert result.comparison_note == ""  # the same model found the same face
+    # The landmarks are drawn: the enlarged face differs from a plain enlargement exactly where the dots are.
+    marked = np.asarray(Image.open(result.normalized).convert("RGB"), np.int16)
+    plain_big = np.asarray(
+        Image.open(result.normalized_png).convert("RGB").resize((448, 448), Image.Resampling.BICUBIC)
+    )
+    green = (marked[..., 1] > 200) & (marked[..., 0] < 90) & (np.abs(marked - plain_big).max(axis=-1) > 60)
+    assert green.sum() > 68 * 4
+
+    # The same bytes under another name: the cached analysis and result, not a second run.
+    copy = tmp_path / "renamed.jpg"
+    shutil.copyfile(plain, copy)
+    assert engine.analyze(copy) is analysis and engine.result(analysis.sha256, 0) is result
+
+    # The warm-cast photo is adjusted towards the plain one: its face's red/blue ratio moves back.
+    cast = engine.analyze(warm)
+    corrected = np.asarray(Image.open(engine.result(cast.sha256, 0).adjusted_full).convert("RGB"), np.float64)
+    before = np.asarray(Image.open(warm).convert("RGB"), np.float64)
+    centre = (slice(70, 130), slice(70, 130))
+    ratio = lambda image: image[centre][..., 0].mean() / image[centre][..., 2].mean()  # noqa: E731
+    assert abs(ratio(corrected) - ratio(np.asarray(Image.open(plain).convert("RGB"), np.float64))) < abs(
+        ratio(before) - ratio(np.asarray(Image.open(plain).convert("RGB"), np.float64))
+    )
+
+    # Two faces: largest first, each with its own results; a third upload evicts the oldest (cache of 2).
+    pair = engine.analyze(two)
+    assert (
+        len(pair.faces) == 2
+        and pair.faces[0].box[2] - pair.faces[0].box[0] > pair.faces[1].box[2] - pair.faces[1].box[0]
+    )
+    second = engine.result(pair.sha256, 1)
+    assert second.index == 1 and not np.array_equal(
+        np.asarray(Image.open(second.detections)), np.asarray(Image.open(engine.result(pair.sha256, 0).detections))
+    )
+    assert engine.cached(analysis.sha256) is None and not analysis.folder.exists()
+    with pytest.raises(UploadError, match="no longer in the server's memory"):
+        engine.result(analysis.sha256, 0)
+    with pytest.raises(UploadError, match="There is no face 3"):
+        engine.result(pair.sha256, 2)
+
+
+def test_results_live_until_the_last_session_holding_them_ends(engine: Engine, tmp_path: Path) -> None:
+    plain = example_photos(tmp_path / "examples")[0]
+    analysis = engine.analyze(plain)
+    engine.result(analysis.sha256, 0)
+    engine.hold(analysis.sha256, "alice")
+    engine.hold(analysis.sha256, "bob")
+    assert engine.release("alice") == [] and analysis.folder.is_dir()
+    assert engine.release("bob") == [analysis.sha256]
+    assert not analysis.folder.exists() and engine.cached(analysis.sha256) is None
+
+
+def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Path) -> None:
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((300, 400, 3), 180, np.uint8)).save(wall)
+    with pytest.raises(UploadError, match="No face was found"):
+        engine.analyze(wall)
+    assert list((tmp_path / "results").iterdir()) == []  # nothing kept for it
+
+
+def test_without_the_surrey_model_the_avatar_tab_says_so_and_the_rest_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "empty-store"))
+    engine = Engine.load(tmp_path / "results", compare=False)
+    try:
+        assert engine.avatar is None
+        assert "needs the Surrey Face Model" in engine.avatar_note and "--sfm PATH" in engine.avatar_note
+        analysis = engine.analyze(FACE)
+        result = engine.result(analysis.sha256, 0)
+        assert result.avatar_glb is None and result.avatar_note == engine.avatar_note
+        assert image_size(result.normalized) == (448, 448) and result.attributes
+    finally:
+        engine.close()
+
+
+def test_serve_refuses_a_taken_port_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert "cannot listen on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_command_is_registered_without_importing_gradio_or_torch() -> None:
+    code = (
+        "import sys\nfrom facekit.cli import _register_plugin_commands, app\n_register_plugin_commands()\n"
+        "print([c.name for c in app.registered_commands if c.name == 'serve'], "
+        "[m for m in ('gradio', 'torch', 'facekit_serve.web') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "['serve'] []", result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Any, seconds: float, what: str) -> Any:
+    """Poll ``check()`` until it returns something other than None or False, or ``seconds`` pass (then fail, saying
+    ``what``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``facekit serve`` in a subprocess on a free loopback port, its temporary files under a folder of the test."""
+    sfm = data_root / "sfm" / "sfm_shape_3448.bin"
+    if not sfm.is_file():
+        pytest.skip(f"the Surrey model is not at {sfm}")
+    folder = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    env = {
+        **os.environ,
+        "TMPDIR": str(folder),  # the server's work folder (and Gradio's, inside it) lands here
+        "GRADIO_HEARTBEAT_INTERVAL": "0.5",  # a closed page is noticed within a second
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    env.pop("GRADIO_TEMP_DIR", None)
+    log = (folder / "server.log").open("w")
+    command = [sys.executable, "-m", "facekit.cli", "serve", "--port", str(port), "--sfm", str(sfm)]
+    process = subprocess.Popen([*command, "--max-upload-mb", "2"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(
+                f"facekit serve exited with {process.returncode}: {(folder / 'server.log').read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, 120, "the server to answer")
+        yield {"url": url, "process": process, "folder": folder, "log": folder / "server.log"}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+def chromium_executable() -> str:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("headless Chromium not found: `apt-get install -y chromium` (Debian) to run the page checks")
+    return executable
+
+
+def fetch_image(page: Any, selector: str) -> Image.Image:
+    """The image shown by ``selector``'s <img>, fetched from the server and decoded."""
+    source = page.locator(f"{selector} img").first.get_attribute("src")
+    assert source, f"{selector} shows no image"
+    response = page.request.get(source)
+    assert response.ok, (source, response.status)
+    image = Image.open(io.BytesIO(response.body()))
+    image.load()
+    return image
+
+
+def upload(page: Any, path: Path) -> None:
+    if page.locator("#upload .file-preview").count():  # a photo is there: clear it first, as a visitor would
+        page.locator("#upload button[aria-label='Clear']").click()
+        page.locator("#status").get_by_text("Waiting for a photo.").wait_for()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+
+
+def mesh_on_canvas(page: Any) -> np.ndarray | None:
+    """The middle of the 3-D viewer's canvas as pixels once a mesh is drawn there, else None. The viewer clears to
+    mid-grey (0.5) and an unused canvas is one flat colour; a rendered face covers much of the middle with shading
+    and texture."""
+    canvas = page.locator("#avatar canvas").first
+    if not canvas.is_visible():
+        return None
+    box = canvas.bounding_box()
+    assert box is not None
+    clip = {"x": box["x"] + box["width"] * 0.3, "y": box["y"] + box["height"] * 0.25}
+    clip.update(width=box["width"] * 0.4, height=box["height"] * 0.5)
+    pixels = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB"), np.int16)
+    covered = (np.abs(pixels - 128).max(axis=-1) > 12).mean()  # not the viewer's background
+    return pixels if covered > 0.3 and pixels.std() > 15 else None  # and not uniform (a blank or white canvas)
+
+
+@pytest.mark.chromium
+def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url = server["url"]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((data_root / LFW_AGAIN).read_bytes()[:2500])
+    too_big = tmp_path / "too-big.jpg"
+    too_big.write_bytes(b"\xff\xd8" + bytes(3 * MB))
+    elsewhere: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_executable(),
+            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-gpu-sandbox"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1300})
+            page.on(
+                "request",
+                lambda request: (
+                    None if request.url.startswith((url, "data:", "blob:")) else elsewhere.append(request.url)
+                ),
+            )
+            page.goto(url)
+
+            # A real LFW photo: the normalized face and the adjusted photo are real images of the right size. The
+            # adjusted photo's tab is open while it works, so the 3-D viewer's tab is hidden when its GLB arrives.
+            page.get_by_role("tab", name="Adjusted photo").click()
+            upload(page, data_root / LFW_PHOTO)
+            status = page.locator("#status")
+            expect(status).to_contain_text("Adrien_Brody_0001.jpg: 250 x 250 px, 1 face found", timeout=60_000)
+            assert fetch_image(page, "#normalized").size == (448, 448)
+            detections = fetch_image(page, "#detections")
+            assert detections.size == (250, 250)
+            adjusted = fetch_image(page, "#adjusted")
+            assert adjusted.size == (250, 250)
+            assert np.asarray(adjusted.convert("RGB")).std() > 20  # a photo, not a blank
+            assert fetch_image(page, "#before-after").size == (500, 250)
+
+            # The 3-D viewer draws the avatar (its tab opened after the result arrived), and the GLB is a real
+            # binary glTF.
+            page.get_by_role("tab", name="3-D avatar").click()
+            pixels = wait_until(lambda: mesh_on_canvas(page), 30, "the avatar on the viewer's canvas")
+            skin = (pixels[..., 0] > pixels[..., 2] + 15).mean()  # a textured face: mostly reddish skin
+            assert skin > 0.2, skin
+            links = page.locator("#avatar-files a[download]")
+            expect(links).to_have_count(2)
+            glb = page.request.get(page.locator("#avatar-files a[download='avatar.glb']").get_attribute("href"))
+            assert glb.ok and glb.body()[:4] == b"glTF"
+            page.get_by_role("tab", name="Attributes").click()
+            expect(page.locator("#attributes")).to_contain_text("ITA")
+
+            # Bad input: a message in plain words, and the server stays up.
+            upload(page, broken)
+            expect(status).to_contain_text("not a photo facekit can read", timeout=30_000)
+            upload(page, too_big)
+            expect(page.get_by_text("exceed the maximum allowed size of 2.0 Mb")).to_be_visible(timeout=10_000)
+            wall = tmp_path / "wall.png"
+            Image.fromarray(np.full((240, 320, 3), 150, np.uint8)).save(wall)
+            upload(page, wall)
+            expect(status).to_contain_text("No face was found", timeout=30_000)
+            assert "Traceback" not in page.locator("body").inner_text()
+
+            # A good photo again works.
+            upload(page, data_root / LFW_AGAIN)
+            expect(status).to_contain_text("Ann_Veneman_0001.jpg: 250 x 250 px, 1 face found", timeout=60_000)
+            assert fetch_image(page, "#normalized").size == (448, 448)
+
+            # Two faces (a bundled example): choose the second.
+            page.get_by_role("button", name="two faces").click()
+            expect(status).to_contain_text("2 faces found", timeout=60_000)
+            first = np.asarray(fetch_image(page, "#detections").convert("RGB"))
+            page.locator("#faces").get_by_text("face 2").click()
+            expect(status).to_contain_text("showing face 2", timeout=60_000)
+            assert not np.array_equal(first, np.asarray(fetch_image(page, "#detections").convert("RGB")))
+
+            gradio = next(server["folder"].glob("facekit-serve-*/gradio"))
+            served = {p.name: p for p in gradio.rglob("*") if p.is_file()}
+            uploaded = [served[name] for name in ("Adrien_Brody_0001.jpg", "Ann_Veneman_0001.jpg", "broken.jpg")]
+            assert {"normalized.png", "adjusted.jpg", "adjusted-full.jpg", "avatar.glb"} <= set(served)
+            page.close()
+        finally:
+            browser.close()
+    assert elsewhere == [], f"the page fetched from outside the server: {elsewhere}"
+
+    # The closed page's uploads and results are deleted (its session ended): the server's own files and the copies
+    # Gradio served. What remains are the examples (and the empty temporary files Gradio's File component leaves).
+    wait_until(lambda: not any(p.exists() for p in uploaded), 20, "the closed page's uploads to be deleted")
+    results = next(server["folder"].glob("facekit-serve-*/results"))
+    wait_until(lambda: not any(results.iterdir()), 20, "the closed page's results to be dropped")
+    left = {p.name for p in gradio.rglob("*") if p.is_file() and p.stat().st_size > 0}
+    assert left <= {"face.jpg", "face-warm-cast.jpg", "two-faces.jpg"}, left
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+    assert server["process"].poll() is None
+
+
+def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
+    process = server["process"]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, server["log"].read_text()[-2000:]
+    assert list(server["folder"].glob("facekit-serve-*")) == []
