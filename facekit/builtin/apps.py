@@ -91,9 +91,38 @@ BASELINES = {
 
 
 def specs() -> list[ComponentSpec[Any]]:
+    from facekit.apps.adjust import ADJUST_OUTPUTS
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES
+    from facekit.apps.explore import COMPARE_FILES, INTERPOLATE_FILES
+    from facekit.types import ModelCard
+
+    def card(outputs: tuple[str, ...]) -> ModelCard:
+        return ModelCard(outputs=outputs)
+
     return [
-        ComponentSpec("adjust", _adjust, AdjustParams, "white balance and exposure from the normalized face"),
-        ComponentSpec("attributes", _attributes, AttributesParams, "skin tone (ITA) and face shape, normalized"),
-        ComponentSpec("explore", _explore, ExploreParams, "interpolate between two faces' features; compare models"),
-        *(ComponentSpec(name, _baseline(name), WhiteBalanceParams, summary) for name, summary in BASELINES.items()),
+        ComponentSpec(
+            "adjust",
+            _adjust,
+            AdjustParams,
+            "white balance and exposure from the normalized face",
+            card=card(ADJUST_OUTPUTS),
+        ),
+        ComponentSpec(
+            "attributes",
+            _attributes,
+            AttributesParams,
+            "skin tone (ITA) and face shape, normalized",
+            card=card((*ATTRIBUTE_OUTPUTS, *TABLES)),
+        ),
+        ComponentSpec(
+            "explore",
+            _explore,
+            ExploreParams,
+            "interpolate between two faces' features; compare models",
+            card=card((*INTERPOLATE_FILES, *COMPARE_FILES)),
+        ),
+        *(
+            ComponentSpec(name, _baseline(name), WhiteBalanceParams, summary, card=card(ADJUST_OUTPUTS))
+            for name, summary in BASELINES.items()
+        ),
     ]

@@ -160,3 +160,15 @@ def test_shipped_models_are_chosen_by_name() -> None:
         model_path("arcface")
     for name in shipped_models():
         assert model_path(name).is_file()
+
+
+def test_the_sface_model_normalizes_with_its_own_encoder(data_root: Path) -> None:
+    """The second shipped model reads SFace features (its metadata names the encoder it was trained on)."""
+    from facekit.normalize import Normalizer, model_path, shipped_models
+
+    if "sface" not in shipped_models():
+        pytest.skip("the SFace model is not in this install")
+    normalizer = Normalizer.from_checkpoint(model_path("sface"))
+    assert normalizer.meta["encoder"] == "sface" and normalizer.encoder.card.embedding_size == 128
+    face = normalizer.normalize(lfw(data_root, "Adrien_Brody"))
+    assert face.image.shape == (112, 112, 3) and face.landmarks.shape == (68, 2)
