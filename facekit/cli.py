@@ -391,7 +391,7 @@ def models_list() -> None:
 
 @models_app.command("verify")
 def models_verify() -> None:
-    """Re-hash the shipped default model and every file in the store against their sha256 (exit 1 if any differs)."""
+    """Re-hash the shipped models and every file in the store against their sha256 (exit 1 if any differs)."""
     from facekit.models import ChecksumError, store_dir, verify_store
     from facekit.normalize import model_path, shipped_models
 
@@ -403,11 +403,12 @@ def models_verify() -> None:
         except ChecksumError as error:
             verdict = str(error)
         results.append((f"shipped model {name} ({model_path(name, verify=False)})", verdict))
-    results += verify_store()
+    stored = verify_store()
+    results += stored
     for name, verdict in results:
         mark = "[green]ok[/green]" if verdict == "ok" else "[red]BAD[/red]"
         console.print(f"{mark} {name} {'' if verdict == 'ok' else verdict}")
-    if len(results) == 1:
+    if not stored:
         console.print(f"the store is empty ({store_dir()})")
     if any(verdict != "ok" for _, verdict in results):
         raise typer.Exit(1)
