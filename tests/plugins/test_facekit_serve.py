@@ -309,7 +309,8 @@ def mesh_on_canvas(page: Any) -> np.ndarray | None:
     if not canvas.is_visible():
         return None
     box = canvas.bounding_box()
-    assert box is not None
+    if box is None or box["width"] < 10:  # the viewer is re-creating its canvas (a re-sent file): look again
+        return None
     clip = {"x": box["x"] + box["width"] * 0.3, "y": box["y"] + box["height"] * 0.25}
     clip.update(width=box["width"] * 0.4, height=box["height"] * 0.5)
     pixels = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB"), np.int16)
