@@ -34,7 +34,6 @@ from facekit.apps.adjust import (
     box_of,
     encode_like,
     estimate_from_faces,
-    photo_face_in_normalized_frame,
     to_linear,
     to_srgb,
 )
@@ -67,7 +66,9 @@ def corrections(photo: np.ndarray, face: Any) -> dict[str, np.ndarray]:
 
 def face_box_rgb(photo: np.ndarray, face: Any) -> np.ndarray:
     """Mean RGB of the central face box of ``photo`` aligned into ``face``'s normalized frame."""
-    return np.asarray(box_of(photo_face_in_normalized_frame(photo, face)).astype(np.float64).mean(axis=0))
+    from facekit.apps.attributes import photo_in_face_frame
+
+    return np.asarray(box_of(photo_in_face_frame(photo, face)[0]).astype(np.float64).mean(axis=0))
 
 
 def chromaticity(rgb: np.ndarray) -> np.ndarray:

@@ -86,9 +86,11 @@ def main() -> None:
     ours = []
     for start in track(range(0, len(faces), 16), description="ours"):
         ours += maker.build(normalized[start : start + 16], landmarks[start : start + 16])
-    fit = maker.fit(landmarks, size)
-    ours_err = fit.per_point_px.mean(1).numpy()
-    ours_iod = np.array([np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)) for lm in landmarks])
+    # Each avatar's record holds its fit: the mean landmark error, the interocular distance and the pose.
+    ours_err = np.array([a.record["reprojection_px"]["mean"] for a in ours])
+    ours_iod = np.array([a.record["reprojection_px"]["interocular_px"] for a in ours])
+    scales = torch.tensor([[a.record["pose"]["scale"]] for a in ours])
+    translations = torch.tensor([[a.record["pose"]["translation_mm"]] for a in ours])
 
     eos_err, eos_iod, eos_renders, eos_seconds = [], [], [], []
     for n, i in enumerate(track(ok, description="eos")):
@@ -97,7 +99,7 @@ def main() -> None:
         eos_seconds.append(result.seconds)
         eos_err.append(result.per_point_px.mean())
         eos_iod.append(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
-        placed = place(torch.from_numpy(result.vertices)[None], fit.scale[n : n + 1], fit.translation[n : n + 1])
+        placed = place(torch.from_numpy(result.vertices)[None], scales[n], translations[n])
         texture = fill_invisible(result.isomap)
         eos_renders.append({y: render_avatar(placed[0].numpy(), maker.model, texture, size, y) for y in (-30, 0, 30)})
     eos_err_a, eos_iod_a = np.array(eos_err), np.array(eos_iod)

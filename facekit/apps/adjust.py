@@ -126,27 +126,6 @@ def box_of(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_B
     return np.ascontiguousarray(image[y0:y1, x0:x1]).reshape(-1, 3)
 
 
-def mean_linear_rgb(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_BOX) -> np.ndarray:
-    """Mean linear-light RGB of the ``box`` of ``image`` (H, W, 3) uint8 sRGB."""
-    return np.asarray(to_linear(box_of(image, box) / 255.0).mean(axis=0), np.float64)
-
-
-def mean_ycrcb(image: np.ndarray, box: tuple[float, float, float, float] = CENTRAL_BOX) -> np.ndarray:
-    """Mean (Y, Cr, Cb) of the ``box`` (fractions of width and height) of ``image`` (H, W, 3) uint8 RGB."""
-    import cv2
-
-    region = box_of(image, box)[:, None, :]
-    return np.asarray(cv2.cvtColor(region, cv2.COLOR_RGB2YCrCb).reshape(-1, 3).mean(axis=0), np.float64)
-
-
-def photo_face_in_normalized_frame(photo: np.ndarray, face: Any) -> np.ndarray:
-    """The photo's face resampled into the normalized face's frame: a least-squares similarity from the photo's
-    landmarks (``face.source_landmarks``) onto the normalized face's (``face.landmarks``), both iBUG-68."""
-    from facekit.align import align_into
-
-    return align_into(photo, face.source_landmarks, face.landmarks, face.image.shape[0])
-
-
 def region_pixels(image: np.ndarray, landmarks: np.ndarray | None, region: Region) -> np.ndarray:
     """(N, 3) pixels of a face image in the normalized frame: the central ``box`` (App. C), or the ``skin`` of the
     cheeks and forehead placed from the face's 68 ``landmarks`` in that frame (``facekit.apps.attributes``: no
@@ -254,7 +233,8 @@ class FaceAdjuster(UsesNormalizer):
         """Central-box mean (Y, Cr, Cb) of each normalized face of ``faces`` (a DecoderOutput): (B, 3)."""
         from facekit.images import to_uint8_rgb
 
-        return {"face_ycrcb": np.stack([mean_ycrcb(image) for image in to_uint8_rgb(faces.image)])}
+        images = to_uint8_rgb(faces.image)
+        return {"face_ycrcb": np.stack([mean_colour(box_of(image), "ycrcb") for image in images])}
 
 
 # ------------------------------------------------------------------------------------------------ files

@@ -19,7 +19,7 @@ import torch
 
 from facekit_avatar.cards import LICENCE, YAWS
 from facekit_avatar.colour import ColourModel, sample_vertices
-from facekit_avatar.fit import Camera, ShapeFit, fit_shape, yaw_rotation
+from facekit_avatar.fit import Camera, ShapeFit, fit_shape, place, yaw_rotation
 from facekit_avatar.model import SurreyModel, load_model
 
 
@@ -75,13 +75,14 @@ class AvatarMaker:
         images = np.stack(to_uint8_rgb(faces.image))
         landmarks = faces.landmarks.detach().float().cpu().numpy()
         fit = self.fit(landmarks, images.shape[1])
-        samples = sample_vertices(self.model, fit, images, landmarks, images.shape[1])
+        vertices = fit.vertices(self.model)
+        samples = sample_vertices(self.model, fit, images, landmarks, images.shape[1], vertices)
         colours, _ = self.colour_model.blend(samples, self.colour_prior)
         return {
             "coefficients": fit.coefficients.numpy(),
             "scale": fit.scale.numpy(),
             "translation": fit.translation.numpy(),
-            "vertices": fit.vertices(self.model).numpy(),
+            "vertices": vertices.numpy(),
             "colours": colours,
             "confidence": samples.confidence,
             "reprojection_px": fit.reprojection_px.numpy(),
@@ -98,10 +99,11 @@ class AvatarMaker:
         began = time.perf_counter()
         size = images.shape[1]
         fit = self.fit(landmarks, size)
-        samples = sample_vertices(self.model, fit, images, landmarks, size)
+        shape = self.model.shape(fit.coefficients)  # (B, N, 3) model space, placed once for the camera
+        placed = place(shape, fit.scale, fit.translation)
+        samples = sample_vertices(self.model, fit, images, landmarks, size, placed)
         colours, recon = self.colour_model.blend(samples, self.colour_prior)
-        camera_vertices = fit.vertices(self.model).numpy()
-        model_vertices = self.model.shape(fit.coefficients).numpy()
+        camera_vertices, model_vertices = placed.numpy(), shape.numpy()
         draw = renderer()
         avatars = []
         for b in range(images.shape[0]):

@@ -49,11 +49,19 @@ class Samples:
     image_xy: np.ndarray
 
 
-def sample_vertices(model: SurreyModel, fit: ShapeFit, images: np.ndarray, landmarks: np.ndarray, size: int) -> Samples:
-    """Colours and confidences of every vertex from ``images`` (B, S, S, 3) uint8 and their (B, 68, 2) landmarks."""
+def sample_vertices(
+    model: SurreyModel,
+    fit: ShapeFit,
+    images: np.ndarray,
+    landmarks: np.ndarray,
+    size: int,
+    vertices: torch.Tensor | None = None,
+) -> Samples:
+    """Colours and confidences of every vertex from ``images`` (B, S, S, 3) uint8 and their (B, 68, 2) landmarks;
+    ``vertices``: the fit's (B, N, 3) camera-space vertices when the caller has placed them already."""
     import cv2
 
-    vertices = fit.vertices(model)  # (B, N, 3) camera space
+    vertices = fit.vertices(model) if vertices is None else vertices
     xy = Camera(size).project(vertices).numpy()
     normals = vertex_normals(vertices, model.triangles)
     towards_camera = torch.nn.functional.normalize(-vertices, dim=2)
