@@ -148,11 +148,11 @@ def mean_colour(pixels: np.ndarray, mapping: Mapping) -> np.ndarray:
 
 
 def estimate_from_faces(
-    photo: np.ndarray, faces: list[Any], mapping: Mapping = "ycrcb", region: Region = "box"
+    photo: np.ndarray, faces: list[Any], mapping: Mapping = "gains", region: Region = "skin"
 ) -> Correction:
     """The face-based correction from one or more :class:`~facekit.normalize.NormalizedFace` of ``photo``: the mean
     of their ``region``'s colours (:func:`region_pixels`) in the photo and in the normalized faces, in YCrCb (App. C)
-    or linear RGB (gains)."""
+    or linear RGB (gains). The defaults are the adjust app's (gains from the skin), so every caller corrects alike."""
     from facekit.apps.attributes import photo_in_face_frame
 
     if not faces:
