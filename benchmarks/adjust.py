@@ -34,6 +34,7 @@ from facekit.apps.adjust import (
     box_of,
     encode_like,
     estimate_from_faces,
+    fuse_white_balance,
     to_linear,
     to_srgb,
 )
@@ -43,22 +44,34 @@ from facekit.images import load_rgb
 from facekit.normalize import Normalizer
 from facekit.recipe import DataSection
 
-#: adjust's settings compared: (mapping, region). "adjust" is the default (chosen on the --selection set).
-ADJUST_VARIANTS: dict[str, tuple[Any, Any]] = {
-    "adjust": ("gains", "skin"),
-    "adjust, ycrcb, skin": ("ycrcb", "skin"),
-    "adjust, gains, box": ("gains", "box"),
-    "adjust, paper (ycrcb, box)": ("ycrcb", "box"),
+#: adjust's settings compared: (mapping, region, fuse, fuse weight). "adjust" is the default (chosen on the
+#: --selection set); "face only" is the face's estimate alone.
+ADJUST_VARIANTS: dict[str, tuple[Any, Any, Any, float]] = {
+    "adjust": ("gains", "skin", "white-patch", 0.5),
+    "adjust, face only": ("gains", "skin", None, 1.0),
+    "adjust, ycrcb, skin": ("ycrcb", "skin", None, 1.0),
+    "adjust, gains, box": ("gains", "box", None, 1.0),
+    "adjust, paper (ycrcb, box)": ("ycrcb", "box", None, 1.0),
+}
+#: Fusion weights tried on the selection set only.
+SELECTION_VARIANTS: dict[str, tuple[Any, Any, Any, float]] = {
+    "adjust + white-patch, face 0.3": ("gains", "skin", "white-patch", 0.3),
+    "adjust + white-patch, face 0.7": ("gains", "skin", "white-patch", 0.7),
+    "adjust + gray-edge, face 0.5": ("gains", "skin", "gray-edge", 0.5),
 }
 METHODS = ["none", *ADJUST_VARIANTS, *ESTIMATORS]
 
 
-def corrections(photo: np.ndarray, face: Any) -> dict[str, np.ndarray]:
+def corrections(photo: np.ndarray, face: Any, variants: dict[str, Any] = ADJUST_VARIANTS) -> dict[str, np.ndarray]:
     """Every method's corrected ``photo``: ``adjust`` (the default: von Kries gains in linear RGB from the cheeks and
-    forehead) and its variants, from the already normalized ``face``, and the global baselines."""
+    forehead, white balance fused with white-patch's) and its ``variants``, from the already normalized ``face``, and
+    the global baselines."""
     out = {"none": photo}
-    for name, (mapping, region) in ADJUST_VARIANTS.items():
-        out[name] = apply_correction(photo, estimate_from_faces(photo, [face], mapping, region))
+    for name, (mapping, region, fuse, weight) in variants.items():
+        correction = estimate_from_faces(photo, [face], mapping, region)
+        if fuse is not None:
+            correction = fuse_white_balance(correction, photo, fuse, weight)
+        out[name] = apply_correction(photo, correction)
     for method in ESTIMATORS:
         out[method] = GlobalWhiteBalance(method).correct(photo)[0]
     return out
@@ -147,7 +160,11 @@ def errors(corrected: np.ndarray, original: np.ndarray, person: np.ndarray) -> t
 
 
 def known_casts(
-    normalizer: Normalizer, root: Path, count: int, subset: str = "smiling_front"
+    normalizer: Normalizer,
+    root: Path,
+    count: int,
+    subset: str = "smiling_front",
+    variants: dict[str, Any] = ADJUST_VARIANTS,
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
     import cv2
 
@@ -178,7 +195,7 @@ def known_casts(
             faces = normalizer.normalize(shot, all_faces=True)
             if not faces:  # no method is scored on this photo
                 continue
-            for method, corrected in corrections(shot, faces[0]).items():
+            for method, corrected in corrections(shot, faces[0], variants).items():
                 angle, exposure = errors(corrected, clean, ~background)
                 results.setdefault(setting, {}).setdefault(f"{method} angle", []).append(angle)
                 results[setting].setdefault(f"{method} ev", []).append(exposure)
@@ -244,10 +261,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     root = DataSection().resolved_root()
-    normalizer = Normalizer.from_checkpoint()
+    normalizer = FaceAdjuster().normalizer  # the app's own (the decoder's face: no photo detail)
     began = time.perf_counter()
     if args.selection:
-        accuracy, skipped = known_casts(normalizer, root, 60, "neutral_front")
+        variants = {**ADJUST_VARIANTS, **SELECTION_VARIANTS}
+        accuracy, skipped = known_casts(normalizer, root, 60, "neutral_front", variants)
         lines = [
             "## Choosing the adjust algorithm: known casts on London neutral photos "
             "(`python benchmarks/adjust.py --selection`)",
@@ -256,7 +274,7 @@ def main() -> None:
             f"section on 60 London *neutral* photos ({skipped} skipped), the selection set (the report uses the "
             "smiling photos).",
             "",
-            *accuracy_table(accuracy, METHODS),
+            *accuracy_table(accuracy, ["none", *variants, *ESTIMATORS]),
         ]
         publish("adjust-selection", lines, write=not args.no_write)
         return

@@ -132,15 +132,23 @@ def contact_sheet(photos: list[np.ndarray | None], columns: list[tuple[str, list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], help="NAME=PATH of a model file (repeatable)")
+    parser.add_argument(
+        "--detail",
+        action="append",
+        default=[],
+        help="NAME=STRENGTH[:SIGMA]: photo detail for model NAME (facekit.detail; default: the library's setting)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the frontalization baseline")
     parser.add_argument("--photos", type=int, default=500, help="photos for identity, detail and background")
     parser.add_argument(
         "--set",
         dest="photo_set",
-        choices=["lfw-devtest", "london-smiling"],
+        choices=["lfw-devtest", "london-smiling", "lfw-devtrain"],
         default="lfw-devtest",
         help="lfw-devtest: people never trained on (report); london-smiling: the London people's smiling photos, never "
-        "trained on though their neutral ones were (choose models and settings on this, never on DevTest)",
+        "trained on though their neutral ones were; lfw-devtrain: wild photos of the training people (identity "
+        "flattered; for settings that do not change the model). Choose models and settings on the last two, never on "
+        "DevTest",
     )
     parser.add_argument("--folds", type=int, default=10, help="folds of pairs.txt for verification (0 = skip)")
     parser.add_argument("--sheet", type=Path, default=None, help="also write the contact sheet here")
@@ -159,11 +167,18 @@ def main() -> None:
     args = parser.parse_args()
 
     from facekit.baselines.frontalize import Frontalizer
+    from facekit.detail import DetailSettings
     from facekit.normalize import Normalizer, default_model_path
 
     root = DataSection().resolved_root()
     specs = [item.split("=", 1) for item in args.model] or [["default model", str(default_model_path())]]
-    methods: list[tuple[str, Any]] = [(name, Normalizer.from_checkpoint(path)) for name, path in specs]
+    pairs_given = (item.split("=", 1) for item in args.detail)
+    details = {name: DetailSettings(*map(float, value.split(":"))) for name, value in pairs_given}
+    if unknown := set(details) - {name for name, _ in specs}:
+        parser.error(f"--detail names no --model: {', '.join(sorted(unknown))}")
+    methods: list[tuple[str, Any]] = [
+        (name, Normalizer.from_checkpoint(path, detail=details.get(name))) for name, path in specs
+    ]
     if not args.no_baseline:
         methods.append(("frontalization baseline", Frontalizer.from_data(root / "sfm", size=112)))
     judges = [OwnPipelineJudge.build("sface"), OwnPipelineJudge.build("dlib-resnet")]
@@ -172,6 +187,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.photo_set == "lfw-devtest":
         photos = lfw_devtest(root, args.photos)
+    elif args.photo_set == "lfw-devtrain":
+        photos = lfw_devtest(root, args.photos, "peopleDevTrain.txt")
     else:
         from facekit.data.sources import london_photos
 

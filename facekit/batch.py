@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,7 @@ def _normalize_locked(
         if stale.is_file() and not stale.is_symlink():
             stale.unlink()
     model_sha = sha256_file(model)
+    detail = asdict(normalizer.detail) if hasattr(normalizer, "detail") else None  # photo detail settings
     summary = Summary()
     thumbnails: list[np.ndarray] = []
     for batch in _batches(plan.planned, batch_size):
@@ -276,13 +277,14 @@ def _normalize_locked(
             source_sha = sha256_file(item.source)
             previous = _previous(item, out) or {}
             png = item.files(out)[0]
-            if previous.get("input_sha256") == source_sha and previous.get("model_sha256") == model_sha:
+            same_model = previous.get("model_sha256") == model_sha and previous.get("detail") == detail
+            if previous.get("input_sha256") == source_sha and same_model:
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
                 continue
             occupied = [f for f in item.files(out) if f.exists() or f.is_symlink()]
             if occupied and not overwrite:
                 reason = (
-                    f"{occupied[0]} exists (another input, another model, or not facekit's): --overwrite replaces it"
+                    f"{occupied[0]} exists (another input, model or --detail, or not facekit's): --overwrite replaces"
                 )
                 rows.append(Row(str(item.source), "exists", None, reason))
                 continue
@@ -303,6 +305,7 @@ def _normalize_locked(
                 "input_sha256": source_sha,
                 "model": str(model),
                 "model_sha256": model_sha,
+                "detail": detail,
                 "status": outcome.status,
                 "box": [round(v, 1) for v in face.box],
                 "faces_found": face.faces_found,

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 import facekit
+from facekit.detail import DetailSettings
 from facekit.errors import FacekitError
 from facekit.types import KINDS
 
@@ -197,6 +198,10 @@ def normalize(
         bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when one is visible)")] = "cpu",
+    detail: Annotated[
+        float,
+        typer.Option(min=0.0, max=2.0, help="strength of the photo's fine detail on the face (0: the decoder's alone)"),
+    ] = DetailSettings().strength,
 ) -> None:
     """Normalize the largest face of each photo: OUT/NAME.png, NAME.json (landmarks, hashes), NAME_side.png,
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
@@ -207,7 +212,7 @@ def normalize(
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     path = resolve_model(model, checkpoint)
-    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device))
+    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=DetailSettings(detail))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
@@ -241,6 +246,14 @@ def adjust(
     region: Annotated[
         str, typer.Option(help="adjust: skin (cheeks and forehead) or box (the paper's central face box)")
     ] = "skin",
+    fuse: Annotated[
+        str,
+        typer.Option(
+            help="adjust: combine the face's white balance with a global estimator's (white-patch, gray-world, "
+            "shades-of-gray, gray-edge) or none (the face alone); auto: white-patch with --mapping gains, else none"
+        ),
+    ] = "auto",
+    fuse_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="adjust: the face's share when fused")] = 0.5,
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
     the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
@@ -253,8 +266,9 @@ def adjust(
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
-    if method == "adjust":  # its params check --only and --mapping
+    if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
+        params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight)
     corrector = facekit.load_component("app", method, **params)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adjusting", total=len(plan.planned))
@@ -568,7 +582,9 @@ def explore_compare(
         labels.append(unique)
         key = path.resolve()
         if key not in loaded:
-            loaded[key] = Normalizer.from_checkpoint(path)
+            loaded[key] = Normalizer.from_checkpoint(
+                path, detail=DetailSettings(strength=0.0)
+            )  # reads decoder_image
         models.append((unique, loaded[key]))
     explorer = facekit.load_component("app", "explore")
     with Progress(console=console, transient=True) as progress:

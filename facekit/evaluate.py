@@ -30,9 +30,10 @@ from facekit.types import LandmarkScheme
 logger = logging.getLogger(__name__)
 
 
-def lfw_devtest(root: Path, max_photos: int) -> list[Photo]:
-    """``max_photos`` photos of LFW's ``peopleDevTest.txt`` people, spread evenly over the (sorted) list."""
-    photos = lfw_photos(root, "peopleDevTest.txt")
+def lfw_devtest(root: Path, max_photos: int, people: str = "peopleDevTest.txt") -> list[Photo]:
+    """``max_photos`` photos of LFW's ``people`` list (default ``peopleDevTest.txt``), spread evenly over the (sorted)
+    list."""
+    photos = lfw_photos(root, people)
     if len(photos) <= max_photos:
         return photos
     picks = np.linspace(0, len(photos) - 1, max_photos).round().astype(int)

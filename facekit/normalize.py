@@ -20,8 +20,10 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
+from facekit.detail import DetailSettings, transfer_detail
 from facekit.errors import FacekitError
 from facekit.images import to_uint8_rgb
+from facekit.types import LandmarkScheme
 
 DEFAULT_MODEL = "default-model.safetensors"
 
@@ -103,7 +105,8 @@ def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int
 class NormalizedFace:
     """One normalized face: ``image`` (S, S, 3) uint8, ``landmarks`` (K, 2) predicted in it, ``texture`` (S, S, 3) uint8
     or None; ``source_landmarks`` (K, 2) in the detector's ``source_scheme`` and ``box`` of the face in the input
-    photo."""
+    photo; ``decoded``: the decoder's own face before photo detail (:mod:`facekit.detail`), None when ``image`` is
+    it."""
 
     image: np.ndarray
     landmarks: np.ndarray
@@ -112,6 +115,12 @@ class NormalizedFace:
     box: tuple[float, float, float, float]
     faces_found: int = 1
     source_scheme: str | None = None  # a LandmarkScheme value; None: iBUG-68 (68 points)
+    decoded: np.ndarray | None = None
+
+    @property
+    def decoder_image(self) -> np.ndarray:
+        """The decoder's face alone (even light, no photo detail): what colour measurements read."""
+        return self.decoded if self.decoded is not None else self.image
 
 
 @dataclass
@@ -162,7 +171,15 @@ def detect_largest(
 class Normalizer:
     """A trained decoder with the detector and encoder it was trained with."""
 
-    def __init__(self, decoder: Any, encoder: Any, detector: Any, meta: dict[str, Any], device: str = "cpu") -> None:
+    def __init__(
+        self,
+        decoder: Any,
+        encoder: Any,
+        detector: Any,
+        meta: dict[str, Any],
+        device: str = "cpu",
+        detail: DetailSettings | None = None,
+    ) -> None:
         from facekit.align import check_alignable
 
         card = getattr(detector, "card", None)
@@ -174,10 +191,24 @@ class Normalizer:
         self.detector = detector
         self.meta = meta
         self.device = torch.device(device)
+        #: Fine detail of the photo carried onto each output (:mod:`facekit.detail`); strength 0 = the decoder's face.
+        #: It is mapped through the 68 iBUG points: behind another detector the default is off, and asking is an error.
+        self.detail = detail if detail is not None else DetailSettings()
+        scheme = card.landmark_scheme if card is not None else None
+        if self.detail.strength and scheme != LandmarkScheme.IBUG68:
+            if detail is not None:
+                raise FacekitError(
+                    f"photo detail maps the photo through the 68 iBUG landmarks, but detector "
+                    f"{type(detector).__name__} gives {scheme}: use a 68-point detector or detail strength 0"
+                )
+            self.detail = DetailSettings(strength=0.0)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> Normalizer:
-        """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one)."""
+    def from_checkpoint(
+        cls, path: str | Path | None = None, device: str = "cpu", detail: DetailSettings | None = None
+    ) -> Normalizer:
+        """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one);
+        ``detail``: photo detail on the output (default :class:`facekit.detail.DetailSettings`)."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint
 
@@ -195,7 +226,7 @@ class Normalizer:
         if detector_ref is None:
             raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
         detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
-        return cls(decoder, encoder, detector, meta, device)
+        return cls(decoder, encoder, detector, meta, device, detail)
 
     @property
     def image_size(self) -> int:
@@ -266,10 +297,20 @@ class Normalizer:
         with torch.no_grad():
             out = self.decoder(self.encoder.features(crops))
         check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
-        pictures = to_uint8_rgb(out.image)
+        decoded = pictures = to_uint8_rgb(out.image)
+        if self.detail.strength > 0 and out.landmarks is not None:
+            pictures = [
+                transfer_detail(picture, predicted, photo, face.landmarks, self.detail)
+                for picture, predicted, (photo, face, _) in zip(
+                    pictures, out.landmarks.detach().float().cpu().numpy(), found, strict=True
+                )
+            ]
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
         landmarks = out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(found)
+        plain = decoded if pictures is not decoded else [None] * len(found)
         return [
-            NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count, face.scheme)
-            for (_, face, count), picture, texture, points in zip(found, pictures, textures, landmarks, strict=True)
+            NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count, face.scheme, own)
+            for (_, face, count), picture, texture, points, own in zip(
+                found, pictures, textures, landmarks, plain, strict=True
+            )
         ]

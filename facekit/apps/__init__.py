@@ -9,7 +9,11 @@ from typing import Any
 
 class UsesNormalizer:
     """An app that normalizes photos: the ``normalizer`` it was given, else the model file ``checkpoint`` or the
-    shipped ``model`` (default: dlib), loaded on first use."""
+    shipped ``model`` (default: dlib), loaded on first use. Apps that only measure colour set ``photo_detail`` False:
+    they read :attr:`~facekit.normalize.NormalizedFace.decoder_image`, so the photo's detail would be work for
+    nothing."""
+
+    photo_detail = True
 
     def __init__(self, normalizer: Any = None, model: str | None = None, checkpoint: str | None = None) -> None:
         self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
@@ -17,7 +21,9 @@ class UsesNormalizer:
     @property
     def normalizer(self) -> Any:
         if self._normalizer is None:
+            from facekit.detail import DetailSettings
             from facekit.normalize import Normalizer, resolve_model
 
-            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint))
+            detail = None if self.photo_detail else DetailSettings(strength=0.0)
+            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint), detail=detail)
         return self._normalizer

@@ -9,6 +9,13 @@ each channel in linear light by the ratio of the two boxes' mean linear RGB (von
 see benchmarks/RESULTS.md "Choosing the adjust algorithm").
 
 The baselines (:mod:`facekit.apps.baselines`) estimate a per-channel RGB gain from the whole photo instead.
+
+**Face + scene** (``fuse``, the default ``white-patch`` at ``fuse_weight`` 0.5): the face's white balance and a
+global estimator's are combined as a weighted geometric mean of their chromatic gains (each divided by its own
+luminance gain), in linear light; the exposure is the face's alone (a global estimator has none). The face and the
+brightest scene points fail differently (a skin tone the decoder misjudges; a scene without a white object), so the
+mean beats both on the selection set (benchmarks/RESULTS.md, "Choosing the adjust algorithm"). ``fuse=None`` is the
+face alone.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
 
 Only = Literal["both", "white-balance", "exposure"]
+Fuse = Literal["white-patch", "gray-world", "shades-of-gray", "gray-edge"]
 Mapping = Literal["ycrcb", "gains"]
 Region = Literal["box", "skin"]
 
@@ -161,7 +169,7 @@ def estimate_from_faces(
     for face in faces:
         aligned, own = photo_in_face_frame(photo, face)  # the photo's own landmarks carried into the frame
         sources.append(mean_colour(region_pixels(aligned, own, region), mapping))
-        targets.append(mean_colour(region_pixels(face.image, face.landmarks, region), mapping))
+        targets.append(mean_colour(region_pixels(face.decoder_image, face.landmarks, region), mapping))
     source, target = np.mean(sources, axis=0), np.mean(targets, axis=0)
     used = {"faces_used": len(faces), "faces_found": faces[0].faces_found, "boxes": [list(f.box) for f in faces]}
     return Correction(
@@ -170,6 +178,39 @@ def estimate_from_faces(
         (float(target[0]), float(target[1]), float(target[2])),
         used,
         mapping,
+    )
+
+
+def luminance_gain(gains: np.ndarray, source: np.ndarray) -> float:
+    """How much ``gains`` (3,) brighten a colour ``source`` (3,) in linear RGB (Rec. 709 luminance ratio)."""
+    return float(LUMINANCE @ (gains * source) / max(float(LUMINANCE @ source), 1e-9))
+
+
+def fuse_white_balance(correction: Correction, photo: np.ndarray, method: Fuse, weight: float) -> Correction:
+    """``correction`` (the face's, ``mapping="gains"``) with its white balance replaced by the weighted geometric mean
+    of its chromatic gains (``weight``) and those of the global estimator ``method`` on ``photo`` (1 - ``weight``),
+    both in linear light; its exposure kept. See the module docstring."""
+    from facekit.apps.baselines import ESTIMATORS
+
+    if correction.mapping != "gains":
+        raise FacekitError("fusing with a global white balance needs mapping 'gains' (linear light)")
+    if not 0.0 <= weight <= 1.0:
+        raise FacekitError(f"fuse weight must be between 0 and 1, got {weight}")
+    source = np.asarray(correction.source, np.float64)
+    face = correction.gains
+    exposure = luminance_gain(face, source)
+    illuminant = to_linear(np.clip(ESTIMATORS[method](photo) / 255.0, 1e-4, 1.0))  # the estimators work in sRGB
+    scene = 1.0 / illuminant
+    scene_chroma = scene / luminance_gain(scene, source)
+    chroma = (face / exposure) ** weight * scene_chroma ** (1.0 - weight)
+    gains = chroma / luminance_gain(chroma, source) * exposure
+    target = source * gains
+    face_gains = [round(float(g), 4) for g in face]
+    return replace(
+        correction,
+        method=f"adjust+{method}",
+        target=(float(target[0]), float(target[1]), float(target[2])),
+        face={**correction.face, "face_gains_rgb": face_gains, "fuse": method, "fuse_weight": weight},
     )
 
 
@@ -195,6 +236,8 @@ class FaceAdjuster(UsesNormalizer):
     ``apply(faces)`` (the App protocol) gives the normalized faces' central-box mean colours.
     """
 
+    photo_detail = False
+
     def __init__(
         self,
         normalizer: Any = None,
@@ -204,10 +247,16 @@ class FaceAdjuster(UsesNormalizer):
         mapping: Mapping = "gains",
         checkpoint: str | None = None,
         region: Region = "skin",
+        fuse: Fuse | Literal["auto"] | None = "auto",
+        fuse_weight: float = 0.5,
     ) -> None:
         super().__init__(normalizer, None, checkpoint)
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
-        self.region = region
+        if fuse == "auto":  # fused in linear light with the gains mapping; the paper's YCrCb map is the face's alone
+            fuse = "white-patch" if mapping == "gains" else None
+        self.region, self.fuse, self.fuse_weight = region, fuse, fuse_weight
+        if fuse is not None and mapping != "gains":
+            raise FacekitError("fuse needs mapping 'gains'; the paper's ycrcb mapping runs with fuse None")
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
@@ -220,7 +269,10 @@ class FaceAdjuster(UsesNormalizer):
             faces = [face] if face is not None else []
         if not faces:
             return None
-        return estimate_from_faces(small, faces, self.mapping, self.region)
+        correction = estimate_from_faces(small, faces, self.mapping, self.region)
+        if self.fuse is None:
+            return correction
+        return fuse_white_balance(correction, small, self.fuse, self.fuse_weight)
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         correction = self.estimate(photo)

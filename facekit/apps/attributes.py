@@ -239,6 +239,8 @@ class FaceAttributes(UsesNormalizer):
     ``apply(faces)`` (the App protocol) measures already normalized faces (a DecoderOutput with 68 landmarks).
     """
 
+    photo_detail = False
+
     def measure_faces(self, photos: Sequence[np.ndarray | None], names: Sequence[str]) -> list[Any]:
         """:meth:`Normalizer.normalize_many` outcomes of ``photos`` with ``extras["attributes"]`` (normalized face)
         and ``extras["photo_attributes"]`` (the raw photo, :func:`measure_photo`) on those with a face."""
@@ -247,7 +249,8 @@ class FaceAttributes(UsesNormalizer):
             if outcome.face is None or photo is None:
                 continue
             try:
-                measured = measure_face(outcome.face.image, outcome.face.landmarks), measure_photo(photo, outcome.face)
+                face = outcome.face
+                measured = measure_face(face.decoder_image, face.landmarks), measure_photo(photo, face)
             except FacekitError as error:  # one face that cannot be measured is its photo's status, not the batch's
                 outcome.status, outcome.reason = "not_measured", str(error)
                 continue

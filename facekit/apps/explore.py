@@ -293,7 +293,10 @@ class Explorer(UsesNormalizer):
     """The ``explore`` app: :meth:`interpolate` between two photos' features and :meth:`compare` models.
 
     ``apply(faces)`` (the App protocol) lays a batch of decoded faces out as a strip and measures how far the
-    landmarks move from one face to the next (the smoothness of a path)."""
+    landmarks move from one face to the next (the smoothness of a path). It shows what the *model* makes of the
+    encoder's features, so it reads the decoder's faces (``decoder_image``), never the photo's detail."""
+
+    photo_detail = False
 
     def __init__(
         self,
@@ -403,11 +406,11 @@ class Explorer(UsesNormalizer):
                     images[start : start + batch_size], [Path(p).stem for p in photos[start : start + batch_size]]
                 )
                 outcomes.extend(chunk)
-                embedded.append(judge.embed([o.face.image if o.face is not None else None for o in chunk]))
+                embedded.append(judge.embed([o.face.decoder_image if o.face is not None else None for o in chunk]))
                 if on_step is not None:
                     on_step(len(chunk))
             outputs = np.concatenate(embedded)
-            cells[label] = [o.face.image if o.face is not None else None for o in outcomes]
+            cells[label] = [o.face.decoder_image if o.face is not None else None for o in outcomes]
             status[label] = [
                 (o.status, why if o.status == "unreadable" else o.reason)
                 for o, (_, why) in zip(outcomes, loaded, strict=True)

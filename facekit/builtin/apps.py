@@ -24,6 +24,18 @@ class AdjustParams(Params):
     region: Literal["box", "skin"] = Field(
         default="skin", description="skin: cheeks and forehead (no teeth or lips); box: the paper's central face box"
     )
+    fuse: Literal["auto", "white-patch", "gray-world", "shades-of-gray", "gray-edge"] | None = Field(
+        default="auto",
+        description="combine the face's white balance with this global estimator's (None: the face alone; auto: "
+        "white-patch with mapping gains, None with ycrcb)",
+    )
+    fuse_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="the face's share of the fused white balance")
+
+    @model_validator(mode="after")
+    def _fuse_in_linear_light(self) -> AdjustParams:
+        if self.fuse not in (None, "auto") and self.mapping != "gains":
+            raise ValueError("fuse needs mapping 'gains'; use fuse None with the paper's ycrcb mapping")
+        return self
 
 
 class ModelChoice(Params):

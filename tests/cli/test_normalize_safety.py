@@ -151,6 +151,23 @@ def test_reruns_skip_finished_work_and_leave_other_outputs_alone(tmp_path: Path,
     assert dark.is_file()
 
 
+def test_another_photo_detail_setting_is_another_output(tmp_path: Path, model: Path) -> None:
+    """The same model with other --detail gives other pixels: a rerun must not call the old output done."""
+    from facekit.detail import DetailSettings
+
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    fake = FakeNormalizer()
+    fake.detail = DetailSettings()  # type: ignore[attr-defined]
+    normalize_folder(fake, [str(source)], out, model)
+    assert json.loads((out / "face.json").read_text())["detail"] == {"strength": 1.0, "sigma": 2.0}
+    again = normalize_folder(fake, [str(source)], out, model)
+    assert again.rows[0].status == "done"
+    fake.detail = DetailSettings(strength=0.0)  # type: ignore[attr-defined]
+    left = normalize_folder(fake, [str(source)], out, model)
+    assert left.rows[0].status == "exists" and "--detail" in left.rows[0].reason
+
+
 def test_memory_is_bounded_by_the_batch_and_bad_options_are_one_line(tmp_path: Path, model: Path) -> None:
     for index in range(7):
         photo(tmp_path / "in" / f"p{index}.png", 50 + index)

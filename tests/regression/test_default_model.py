@@ -10,9 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-#: This slice with the shipped model v2, measured on the 2-core CPU (torch 2.13.0) when the test was written.
-#: Inference is deterministic to float rounding: a change beyond one photo or 0.005 in the median is a regression.
+#: This slice with the shipped model v2, measured on the 2-core CPU (torch 2.13.0) when the test was written: the
+#: decoder's face alone (photo detail off: what the figures stored in the model describe) and the default pipeline
+#: (photo detail on, facekit.detail). Inference is deterministic to float rounding: a change beyond one photo or 0.005
+#: in the median is a regression.
 SLICE_REFERENCE = {"judged": 50, "pass_rate": 0.92, "median": 0.5039}
+SLICE_REFERENCE_WITH_DETAIL = {"judged": 50, "pass_rate": 0.96, "median": 0.5584}
 
 
 def stored_sface(meta: dict[str, Any]) -> dict[str, Any]:
@@ -24,6 +27,7 @@ def stored_sface(meta: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
+    from facekit.detail import DetailSettings
     from facekit.evaluate import lfw_devtest
     from facekit.fidelity import OwnPipelineJudge, identity_figures
     from facekit.images import load_rgb
@@ -32,14 +36,16 @@ def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
     photos = lfw_devtest(data_root, 500)[::10]
     assert len(photos) == 50
     images = [load_rgb(photo.path)[0] for photo in photos]
-    normalizer = Normalizer.from_checkpoint()
-    outcomes = normalizer.normalize_many(images, [photo.path.name for photo in photos])
-    outputs = [o.face.image if o.face is not None else None for o in outcomes]
     judge = OwnPipelineJudge.build("sface")
-    figures = identity_figures(
-        judge, judge.embed(images), judge.embed(outputs), np.array([o is not None for o in outputs])
-    )
+    inputs = judge.embed(images)
 
+    def judged(normalizer: Normalizer) -> dict[str, Any]:
+        outcomes = normalizer.normalize_many(images, [photo.path.name for photo in photos])
+        outputs = [o.face.image if o.face is not None else None for o in outcomes]
+        return dict(identity_figures(judge, inputs, judge.embed(outputs), np.array([o is not None for o in outputs])))
+
+    normalizer = Normalizer.from_checkpoint(detail=DetailSettings(strength=0.0))
+    figures = judged(normalizer)
     stored = stored_sface(normalizer.meta)
     # Consistent with the 500-photo figures stored in the model (a 50-photo sample: 3 binomial standard errors).
     spread = 3 * np.sqrt(stored["pass_rate"] * (1 - stored["pass_rate"]) / figures["judged"])
@@ -49,3 +55,8 @@ def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
     assert figures["judged"] == SLICE_REFERENCE["judged"]
     assert abs(figures["pass_rate"] - SLICE_REFERENCE["pass_rate"]) <= 1 / figures["judged"] + 1e-9, figures
     assert abs(figures["median"] - SLICE_REFERENCE["median"]) <= 0.005, figures
+    # The default pipeline, with photo detail.
+    detailed = judged(Normalizer(normalizer.decoder, normalizer.encoder, normalizer.detector, normalizer.meta))
+    assert detailed["judged"] == SLICE_REFERENCE_WITH_DETAIL["judged"]
+    assert abs(detailed["pass_rate"] - SLICE_REFERENCE_WITH_DETAIL["pass_rate"]) <= 1 / detailed["judged"] + 1e-9
+    assert abs(detailed["median"] - SLICE_REFERENCE_WITH_DETAIL["median"]) <= 0.005, detailed

@@ -140,3 +140,33 @@ def test_the_skin_region_ignores_what_a_smile_shows(shipped_normalizer: Any) -> 
     corrected, correction = FaceAdjuster(shipped_normalizer, region="skin").correct(cast)
     assert correction is not None
     assert angular_error(corrected[FACE_BOX], photo[FACE_BOX]) < angular_error(cast[FACE_BOX], photo[FACE_BOX]) / 3
+
+
+def test_fused_white_balance_mixes_chromaticity_and_keeps_the_faces_exposure() -> None:
+    from facekit.apps.adjust import fuse_white_balance, luminance_gain, to_linear
+    from facekit.errors import FacekitError
+
+    photo = np.full((20, 20, 3), 90, np.uint8)
+    photo[0, 0] = (255, 200, 150)  # the brightest point: a warm "white"
+    face = Correction("adjust", (0.20, 0.18, 0.15), (0.22, 0.20, 0.20), mapping="gains")
+    source = np.asarray(face.source)
+    exposure = luminance_gain(face.gains, source)
+
+    def chroma(gains: np.ndarray) -> np.ndarray:
+        return gains / luminance_gain(gains, source)
+
+    alone = fuse_white_balance(face, photo, "white-patch", 1.0)
+    assert np.allclose(alone.gains, face.gains) and alone.method == "adjust+white-patch"
+    scene = fuse_white_balance(face, photo, "white-patch", 0.0)
+    white_patch = 1.0 / to_linear(np.array([255, 200, 150]) / 255.0)
+    assert np.allclose(chroma(scene.gains), chroma(white_patch))
+    half = fuse_white_balance(face, photo, "white-patch", 0.5)
+    assert np.allclose(chroma(half.gains), chroma(np.sqrt(chroma(face.gains) * chroma(white_patch))))
+    for fused in (scene, half):  # the exposure is the face's alone
+        assert luminance_gain(fused.gains, source) == pytest.approx(exposure)
+    assert half.face["face_gains_rgb"] == [round(float(g), 4) for g in face.gains]
+    with pytest.raises(FacekitError, match="gains"):
+        fuse_white_balance(Correction("adjust", (1.0, 2.0, 3.0), (1.0, 2.0, 3.0)), photo, "white-patch", 0.5)
+    with pytest.raises(FacekitError, match="mapping 'gains'"):
+        FaceAdjuster(mapping="ycrcb", fuse="white-patch")
+    assert FaceAdjuster(mapping="ycrcb").fuse is None and FaceAdjuster().fuse == "white-patch"

@@ -213,4 +213,4 @@ def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, t
     plan = plan_folder([str(tmp_path / "first.jpg"), str(tmp_path / "second.jpg")], tmp_path / "out", batch_size=2)
     rows = attributes_files(plan, FaceAttributes(Stub()))
     assert [r.status for r in rows] == ["not_measured", "ok"] and "outside the image" in rows[0].reason
-    assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.image, normalized.landmarks).ita)
+    assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.decoder_image, normalized.landmarks).ita)

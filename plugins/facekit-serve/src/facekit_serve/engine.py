@@ -482,7 +482,7 @@ class Engine:
         from facekit.batch import png_bytes
 
         try:
-            result.attributes = measure_face(face.image, face.landmarks)
+            result.attributes = measure_face(face.decoder_image, face.landmarks)
             result.photo_attributes = measure_photo(photo, face)
             image = folder / "attributes.png"
             image.write_bytes(png_bytes(overlay(face, photo)))
@@ -521,7 +521,7 @@ class Engine:
         from facekit.apps.explore import Comparison
         from facekit.batch import png_bytes
 
-        cells: dict[str, list[np.ndarray | None]] = {self.label: [face.image]}
+        cells: dict[str, list[np.ndarray | None]] = {self.label: [face.decoder_image]}  # as `facekit explore compare`
         status: dict[str, list[tuple[str, str]]] = {self.label: [("ok", "")]}
         missing = []
         for label, other in self.others:
@@ -533,7 +533,7 @@ class Engine:
                 cells[label], status[label] = [None], [("no_face", "")]
                 missing.append(label)
                 continue
-            cells[label], status[label] = [theirs[best].image], [("ok", "")]
+            cells[label], status[label] = [theirs[best].decoder_image], [("ok", "")]
         aligned = photo_in_face_frame(analysis.photo, face)[0]
         labels = list(cells)
         grid = Comparison([analysis.name], [""], labels, [aligned], cells, status, [], []).grid(cell=192)

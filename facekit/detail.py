@@ -1,0 +1,163 @@
+"""Photo detail on the normalized face: fine luminance detail of the input photo, carried onto the decoder's output.
+
+The decoder is trained with pixel losses towards per-person *averages*, so its texture is smooth: it keeps the
+low frequencies (face shape, skin colour, even light) and loses the fine ones (pores, stubble, eyelids, the crisp
+edges of brows and lips) that an independent recogniser also reads. The photo has them. This module moves only
+that band, only where the photo shows it:
+
+1. **Map**: a thin-plate spline from the output's predicted landmarks to the detector's landmarks in the photo gives,
+   for every output pixel, where to read the photo (the expression and pose are undone by the same 68 points the
+   decoder predicts the neutral face from). The photo is first shrunk (area filter) so the face has the output's scale.
+2. **Band**: the log luminance of the resampled photo minus its Gaussian blur of sigma ``sigma`` output pixels (at
+   112 px; scaled with the output size). A ratio in log space carries texture, not shading: a smooth light gradient
+   or colour cast of the photo is below the band and stays out.
+3. **Where**: the output's landmark hull (soft edge), times a foreshortening confidence (the map's local area ratio
+   against its median: where the photo saw the surface at a grazing angle, or not at all, the map squeezes and the
+   weight falls to zero), minus the inner mouth (a smile's teeth would otherwise show through a closed mouth).
+4. **Apply**: ``output * exp(strength * weight * band)`` per channel (hue kept), clipped.
+
+``strength`` 0 is the decoder's face unchanged. What it costs: the detail is the photo's, so it carries what the
+photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks. The setting is
+chosen on the selection set (benchmarks/RESULTS.md, "detail transfer").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from facekit.errors import FacekitError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the CLI reads DetailSettings without paying for it
+    import numpy as np
+
+#: Reference size of ``sigma`` (px of a 112 px output).
+REFERENCE_SIZE = 112
+#: Local area ratio (against the face's median) below which the photo's detail is not trusted, and above which it is
+#: fully trusted; linear in between.
+SQUEEZE_RAMP = (0.35, 0.7)
+#: Thin-plate smoothing of the output -> photo map (scipy's convention): the detector's landmarks jitter by a pixel or
+#: two, and an exact interpolant would fold the map between close points.
+MAP_SMOOTHING = 1.0
+#: Largest |band| in log units (about a factor of 2): specular highlights and hard shadow edges stay bounded.
+BAND_LIMIT = 0.7
+
+
+#: The decoder's face as it is.
+OFF_STRENGTH = 0.0
+
+
+@dataclass(frozen=True)
+class DetailSettings:
+    """``strength`` (0 = off, 1 = the photo's band as it is) and ``sigma`` (px of a 112 px output). The defaults are
+    the setting chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "detail transfer")."""
+
+    strength: float = 1.0
+    sigma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 2.0:
+            raise ValueError(f"detail strength must be in [0, 2], got {self.strength}")
+        if not 0.3 <= self.sigma <= 20.0:
+            raise ValueError(f"detail sigma must be in [0.3, 20] px, got {self.sigma}")
+
+
+def photo_map(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel of the ``size`` x ``size`` output reads the photo: (S, S) float32 x and y maps in photo
+    pixels, from a smoothed thin-plate spline through the (K, 2) landmark pairs."""
+    import numpy as np
+    import torch
+
+    from facekit.warp import interpolate_spline
+
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    queries = torch.from_numpy(np.stack([xs.ravel(), ys.ravel()], axis=1))[None]
+    centers = torch.from_numpy(np.asarray(output_landmarks, np.float64))[None]
+    values = torch.from_numpy(np.asarray(photo_landmarks, np.float64))[None]
+    mapped = interpolate_spline(centers, values, queries, order=2, regularization=MAP_SMOOTHING)[0].numpy()
+    return (
+        mapped[:, 0].reshape(size, size).astype(np.float32),
+        mapped[:, 1].reshape(size, size).astype(np.float32),
+    )
+
+
+def squeeze_confidence(map_x: np.ndarray, map_y: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """(S, S) in [0, 1]: the map's local area ratio |det J| against its median inside the face, through
+    :data:`SQUEEZE_RAMP` (1 where the photo saw the surface about as large as the rest of the face)."""
+    import numpy as np
+
+    dxx, dxy = np.gradient(map_x, axis=1), np.gradient(map_x, axis=0)
+    dyx, dyy = np.gradient(map_y, axis=1), np.gradient(map_y, axis=0)
+    area = np.abs(dxx * dyy - dxy * dyx)
+    typical = float(np.median(area[inside])) if inside.any() else float(np.median(area))
+    low, high = SQUEEZE_RAMP
+    return np.asarray(np.clip((area / max(typical, 1e-9) - low) / (high - low), 0.0, 1.0), np.float32)
+
+
+def detail_weight(output_landmarks: np.ndarray, size: int, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: where the photo's detail goes (see the module docstring, step 3)."""
+    import cv2
+    import numpy as np
+
+    from facekit.data.poisson import face_mask
+
+    points = np.asarray(output_landmarks, np.float64)
+    soft = size / REFERENCE_SIZE
+    hull = face_mask(points, size, size, blur_px=2.0 * soft)
+    weight = hull * squeeze_confidence(map_x, map_y, hull > 0.5)
+    if len(points) == 68:  # iBUG-68: the inner lip contour is 60-67
+        lips = np.zeros((size, size), np.float32)
+        cv2.fillPoly(lips, [np.round(points[60:68] * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+        mouth = cv2.GaussianBlur(lips, (0, 0), 1.5 * soft)
+        weight = weight * (1.0 - np.clip(2.0 * mouth, 0.0, 1.0))
+    return np.asarray(weight, np.float32)
+
+
+def detail_band(photo: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, sigma_px: float) -> np.ndarray:
+    """(S, S) float32: log luminance of ``photo`` (H, W, 3) uint8 RGB read through the maps, minus its blur."""
+    import cv2
+    import numpy as np
+
+    grey = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2GRAY)
+    sampled = cv2.remap(grey, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    log = np.log1p(sampled.astype(np.float32))
+    band = log - cv2.GaussianBlur(log, (0, 0), sigma_px)
+    return np.asarray(np.clip(band, -BAND_LIMIT, BAND_LIMIT), np.float32)
+
+
+def transfer_detail(
+    output: np.ndarray,
+    output_landmarks: np.ndarray,
+    photo: np.ndarray,
+    photo_landmarks: np.ndarray,
+    settings: DetailSettings,
+) -> np.ndarray:
+    """The normalized face ``output`` (S, S, 3) uint8 with (K, 2) ``output_landmarks``, given the fine detail of
+    ``photo`` (H, W, 3) uint8 RGB whose face has the detector's (K, 2) ``photo_landmarks`` (same scheme)."""
+    import cv2
+    import numpy as np
+
+    if not settings.strength:
+        return output
+    size = output.shape[0]
+    source = np.asarray(photo_landmarks, np.float64)
+    target = np.asarray(output_landmarks, np.float64)
+    if source.shape != target.shape:
+        raise FacekitError(
+            f"photo detail needs the detector's landmarks in the decoder's scheme; got {source.shape} for the photo "
+            f"and {target.shape} predicted: use a 68-point detector or turn photo detail off"
+        )
+    # Shrink the photo so the face has the output's scale (area filter: no aliasing in the band).
+    spread = float(np.sqrt(np.prod(np.ptp(source, axis=0)) / max(np.prod(np.ptp(target, axis=0)), 1e-9)))
+    scale = min(1.0, 1.0 / spread) if spread > 0 else 1.0
+    if scale < 0.95:
+        height, width = photo.shape[:2]
+        shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+        photo = cv2.resize(photo, shape, interpolation=cv2.INTER_AREA)
+        factors = np.array([shape[0] / width, shape[1] / height])
+        source = (source + 0.5) * factors - 0.5  # pixel centres of the shrunk photo
+    map_x, map_y = photo_map(source, target, size)
+    band = detail_band(photo, map_x, map_y, settings.sigma * size / REFERENCE_SIZE)
+    weight = detail_weight(target, size, map_x, map_y)
+    gain = np.exp(settings.strength * weight * band)[..., None]
+    return np.asarray(np.clip(np.round(output.astype(np.float32) * gain), 0, 255).astype(np.uint8))

@@ -1,0 +1,140 @@
+"""Photo detail on the normalized face (facekit.detail): what moves, what must not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from facekit.detail import DetailSettings, detail_weight, photo_map, transfer_detail
+from facekit.errors import FacekitError
+from facekit.fidelity import abs_laplacian, hull_mask
+
+SIZE = 112
+
+
+def face_points(size: int = SIZE) -> np.ndarray:
+    """68 iBUG-like points: a jaw on an ellipse, the rest spread inside, inner lips (60-67) a small octagon."""
+    centre = np.array([size / 2, size / 2 + 4])
+    angles = np.linspace(np.pi * 0.05, np.pi * 0.95, 17)
+    jaw = centre + np.stack([-np.cos(angles) * size * 0.33, np.sin(angles) * size * 0.38 - size * 0.08], 1)
+    rng = np.random.default_rng(0)
+    inner = centre + rng.uniform(-0.22, 0.22, (43, 2)) * size - [0, size * 0.08]
+    lips_angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    lips = centre + np.array([0, size * 0.17]) + np.stack([np.cos(lips_angles) * 9, np.sin(lips_angles) * 4], 1)
+    return np.vstack([jaw, inner, lips])
+
+
+def plain_face(size: int = SIZE) -> np.ndarray:
+    return np.full((size, size, 3), (170, 130, 110), np.uint8)
+
+
+def test_strength_zero_is_the_decoders_face() -> None:
+    points = face_points()
+    photo = np.random.default_rng(1).integers(0, 256, (SIZE * 2, SIZE * 2, 3), dtype=np.uint8)
+    output = plain_face()
+    same = transfer_detail(output, points, photo, points * 2, DetailSettings(strength=0.0))
+    assert np.array_equal(same, output)
+
+
+def test_fine_texture_moves_inside_the_face_only() -> None:
+    points = face_points()
+    noise = np.random.default_rng(2).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    photo = np.repeat(noise[..., None], 3, axis=2)
+    output = plain_face()
+    result = transfer_detail(output, points, photo, points, DetailSettings())
+    inside = hull_mask(points, SIZE) & (detail_weight(points, SIZE, *photo_map(points, points, SIZE)) > 0.9)
+    outside = ~hull_mask(points, SIZE, dilate_px=6)
+    sharpness = abs_laplacian(result)
+    assert sharpness[inside].mean() > 10 * max(abs_laplacian(output)[inside].mean(), 0.1)
+    assert np.array_equal(result[outside], output[outside])  # the background is the decoder's
+    # Colour is kept: the gain is the same for the three channels, so hue ratios stay.
+    ratio = result[inside].astype(float) / output[inside].astype(float)
+    assert np.abs(ratio[:, 0] - ratio[:, 2]).mean() < 0.03
+
+
+def test_smooth_light_on_the_photo_does_not_move() -> None:
+    """A strong left-right light gradient is below the detail band: the even light of the output stays."""
+    points = face_points()
+    ramp = np.linspace(30, 240, SIZE)[None, :].repeat(SIZE, 0)
+    photo = np.repeat(ramp[..., None], 3, axis=2).round().astype(np.uint8)
+    output = plain_face()
+    result = transfer_detail(output, points, photo, points, DetailSettings())
+    assert np.abs(result.astype(int) - output.astype(int)).max() <= 3
+
+
+def test_the_inner_mouth_keeps_the_decoders_pixels() -> None:
+    """A smile's teeth must not show through the neutral face's closed mouth."""
+    points = face_points()
+    noise = np.random.default_rng(3).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    photo = np.repeat(noise[..., None], 3, axis=2)
+    weight = detail_weight(points, SIZE, *photo_map(points, points, SIZE))
+    lips_centre = np.round(points[60:68].mean(axis=0)).astype(int)
+    assert weight[lips_centre[1], lips_centre[0]] < 0.05
+    result = transfer_detail(plain_face(), points, photo, points, DetailSettings())
+    x, y = lips_centre
+    assert np.abs(result[y - 1 : y + 2, x - 1 : x + 2].astype(int) - plain_face()[0, 0].astype(int)).max() <= 3
+
+
+def test_a_squeezed_side_is_not_trusted() -> None:
+    """A turned face: the far half of the photo's face is compressed; its detail weight falls there."""
+    points = face_points()
+    turned = points.copy()
+    left = turned[:, 0] < SIZE / 2
+    turned[left, 0] = SIZE / 2 - (SIZE / 2 - turned[left, 0]) * 0.25  # left half seen at a grazing angle
+    weight = detail_weight(points, SIZE, *photo_map(turned, points, SIZE))
+    rows = slice(40, 70)
+    assert weight[rows, 30:45].mean() < 0.2
+    assert weight[rows, 67:82].mean() > 0.8
+
+
+def test_a_large_photo_is_shrunk_to_the_faces_scale() -> None:
+    points = face_points()
+    noise = np.random.default_rng(4).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    small = np.repeat(noise[..., None], 3, axis=2)
+    big = np.repeat(np.repeat(small, 4, axis=0), 4, axis=1)  # the same photo at 4x
+    a = transfer_detail(plain_face(), points, small, points, DetailSettings())
+    b = transfer_detail(plain_face(), points, big, points * 4 + 1.5, DetailSettings())
+    inside = hull_mask(points, SIZE)
+    assert np.abs(a[inside].astype(int) - b[inside].astype(int)).mean() < 4
+
+
+def test_other_schemes_and_bad_settings_are_refused() -> None:
+    with pytest.raises(FacekitError, match="decoder's scheme"):
+        transfer_detail(plain_face(), face_points(), plain_face(), face_points()[:5], DetailSettings())
+    with pytest.raises(ValueError, match="strength"):
+        DetailSettings(strength=-1)
+    with pytest.raises(ValueError, match="sigma"):
+        DetailSettings(sigma=100)
+
+
+def test_the_shipped_pipeline_gets_sharper_and_keeps_its_background(shipped_normalizer: Any, data_root: Path) -> None:
+    """On a real photo: photo detail on (the default) raises the detail ratio well above the decoder's alone and leaves
+    every pixel outside the face as the decoder made it."""
+    import facekit
+    from facekit.data.sources import london_photos
+    from facekit.fidelity import detail_ratio
+    from facekit.images import load_rgb
+    from facekit.normalize import Normalizer
+
+    assert shipped_normalizer.detail == DetailSettings()
+    image = load_rgb(london_photos(data_root, "smiling_front")[0].path)[0]
+    plain = Normalizer(*parts(shipped_normalizer), detail=DetailSettings(strength=0.0)).normalize(image)
+    sharp = shipped_normalizer.normalize(image)
+    ratio = [detail_ratio(f.image, f.landmarks, image, f.source_landmarks) for f in (plain, sharp)]
+    assert ratio[1] > ratio[0] + 0.15, ratio
+    outside = ~hull_mask(sharp.landmarks, SIZE, dilate_px=6)
+    assert np.array_equal(plain.image[outside], sharp.image[outside])
+    # Colour measurements (adjust, attributes) read the decoder's face, which photo detail leaves as it was.
+    assert plain.decoded is None and np.array_equal(sharp.decoder_image, plain.image)
+
+    five = facekit.load_component("detector", "dlib-5pt")
+    assert Normalizer(*parts(shipped_normalizer)[:2], five, shipped_normalizer.meta).detail.strength == 0.0
+    with pytest.raises(FacekitError, match="68 iBUG"):
+        Normalizer(*parts(shipped_normalizer)[:2], five, shipped_normalizer.meta, detail=DetailSettings())
+
+
+def parts(normalizer: Any) -> tuple[Any, Any, Any, Any]:
+    return normalizer.decoder, normalizer.encoder, normalizer.detector, normalizer.meta
