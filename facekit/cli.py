@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,9 +32,27 @@ app = typer.Typer(
 )
 # Piped output (CI logs, grep) gets wide lines instead of rich's 80-column default, so names are not folded.
 console = Console(width=None if sys.stdout.isatty() else 160)
+#: The columns of a per-photo status table (:func:`report_rows`).
+STATUS_COLUMNS = ("photo", "status", "output or reason")
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 KIND_ALIASES = {f"{k}s": k for k in KINDS} | {k: k for k in KINDS}
+
+
+def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], summary: str, failed: int) -> None:
+    """The end of every per-photo command: a status table (a row per photo), one summary line, and exit code 3
+    (``EXIT_SOME_FAILED``) when ``failed`` photos got no output."""
+    from facekit.batch import EXIT_SOME_FAILED
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(summary)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _version(value: bool) -> None:
@@ -207,7 +226,7 @@ def normalize(
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
     from rich.progress import Progress
 
-    from facekit.batch import EXIT_SOME_FAILED, normalize_planned, plan_folder
+    from facekit.batch import normalize_planned, plan_folder
     from facekit.normalize import Normalizer, resolve_model
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
@@ -216,17 +235,15 @@ def normalize(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
-    table = Table(title=f"facekit normalize -> {out}")
-    for column in ("photo", "status", "output or reason"):
-        table.add_column(column, overflow="fold")
-    for row in summary.rows:
-        table.add_row(row.input, row.status, row.output or row.reason)
-    console.print(table)
     done = len(summary.rows) - summary.failed
     grid = f"; grid: {summary.grid}" if summary.grid else ""
-    console.print(f"{done} of {len(summary.rows)} photos have their normalized face in {out}{grid}")
-    if summary.failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+    report_rows(
+        f"facekit normalize -> {out}",
+        STATUS_COLUMNS,
+        [(row.input, row.status, row.output or row.reason) for row in summary.rows],
+        f"{done} of {len(summary.rows)} photos have their normalized face in {out}{grid}",
+        summary.failed,
+    )
 
 
 @app.command()
@@ -262,7 +279,7 @@ def adjust(
 
     import facekit
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
-    from facekit.batch import EXIT_SOME_FAILED, plan_folder
+    from facekit.batch import plan_folder
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
@@ -273,16 +290,14 @@ def adjust(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adjusting", total=len(plan.planned))
         rows = adjust_files(plan, corrector, on_row=lambda row: progress.advance(task))
-    table = Table(title=f"facekit adjust ({method}) -> {out}")
-    for column in ("photo", "status", "output or reason"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row.input, row.status, row.output or row.record.get("reason", ""))
-    console.print(table)
     failed = sum(row.status != "adjusted" for row in rows)
-    console.print(f"{len(rows) - failed} of {len(rows)} photos adjusted in {out}")
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+    report_rows(
+        f"facekit adjust ({method}) -> {out}",
+        STATUS_COLUMNS,
+        [(row.input, row.status, row.output or row.record.get("reason", "")) for row in rows],
+        f"{len(rows) - failed} of {len(rows)} photos adjusted in {out}",
+        failed,
+    )
 
 
 def inference_device(requested: str) -> str:
@@ -474,7 +489,7 @@ def attributes(
     from rich.progress import Progress
 
     from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear
-    from facekit.batch import EXIT_SOME_FAILED, plan_folder
+    from facekit.batch import plan_folder
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
     check_tables_clear(plan)
@@ -483,23 +498,22 @@ def attributes(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("measuring", total=len(plan.planned))
         rows = attributes_files(plan, measurer, on_row=lambda row: progress.advance(task))
-    table = Table(title=f"facekit attributes -> {out}")
-    for column in ("photo", "status", "ITA (deg)", "skin tone", "face w/h", "nose/mouth", "reason"):
-        table.add_column(column, overflow="fold")
+    lines = []
     for row in rows:
         values = row.values
         numbers = ["", "", "", ""]
         if row.status == "ok":
             numbers = [f"{values['ita_degrees']:.1f}", values["ita_category"]]
             numbers += [f"{values['face_width_height']:.3f}", f"{values['nose_mouth_width']:.3f}"]
-        table.add_row(row.input, row.status, *numbers, row.reason)
-    console.print(table)
+        lines.append((row.input, row.status, *numbers, row.reason))
     failed = sum(row.status != "ok" for row in rows)
-    console.print(
-        f"{len(rows) - failed} of {len(rows)} photos measured: {Path(out) / TABLES[0]}, {Path(out) / TABLES[1]}"
+    report_rows(
+        f"facekit attributes -> {out}",
+        ("photo", "status", "ITA (deg)", "skin tone", "face w/h", "nose/mouth", "reason"),
+        lines,
+        f"{len(rows) - failed} of {len(rows)} photos measured: {Path(out) / TABLES[0]}, {Path(out) / TABLES[1]}",
+        failed,
     )
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 explore_app = typer.Typer(help="Explore what the model's features encode: interpolate between faces, compare models.")
@@ -582,9 +596,7 @@ def explore_compare(
         labels.append(unique)
         key = path.resolve()
         if key not in loaded:
-            loaded[key] = Normalizer.from_checkpoint(
-                path, detail=DetailSettings(strength=0.0)
-            )  # reads decoder_image
+            loaded[key] = Normalizer.from_checkpoint(path, detail=DetailSettings(strength=0.0))  # reads decoder_image
         models.append((unique, loaded[key]))
     explorer = facekit.load_component("app", "explore")
     with Progress(console=console, transient=True) as progress:

@@ -26,33 +26,28 @@ def avatar(
     texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png, NAME_sheet.png (photo | normalized
     face | renders) and NAME.json (coefficients, pose, reprojection error, time, licence). The shape model is the
     Surrey Face Model: free for non-commercial use only. Exit 3 when some photos got no avatar."""
-    from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     import facekit
-    from facekit.batch import EXIT_SOME_FAILED, plan_folder
-    from facekit.cli import inference_device
+    from facekit.batch import plan_folder
+    from facekit.cli import STATUS_COLUMNS, console, inference_device, report_rows
     from facekit.normalize import Normalizer, resolve_model
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
-    console = Console()
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS)  # bad inputs are reported before loading
     normalizer = Normalizer.from_checkpoint(resolve_model(model, checkpoint), device=inference_device("cpu"))
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
         rows = avatar_files(plan, normalizer, maker, on_row=lambda row: progress.advance(task))
-    table = Table(title=f"facekit avatar -> {out}")
-    for column in ("photo", "status", "output or reason"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row["input"], row["status"], row.get("output") or row.get("reason", ""))
-    console.print(table)
     failed = sum(row["status"] != "done" for row in rows)
-    console.print(f"{len(rows) - failed} of {len(rows)} avatars in {out}")
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+    report_rows(
+        f"facekit avatar -> {out}",
+        STATUS_COLUMNS,
+        [(row["input"], row["status"], row.get("output") or row.get("reason", "")) for row in rows],
+        f"{len(rows) - failed} of {len(rows)} avatars in {out}",
+        failed,
+    )
 
 
 def avatar_files(plan: Any, normalizer: Any, maker: Any, on_row: Any = None) -> list[dict[str, str]]:
