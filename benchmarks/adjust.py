@@ -229,6 +229,30 @@ def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, flo
     return times
 
 
+def memory(root: Path) -> dict[tuple[str, int], float]:
+    """Peak RSS (MB) of ``facekit adjust`` (and ``--method gray-world``) on one JPEG of 6 and 24 megapixels, each in a
+    fresh process (the kernel's accounting, as benchmarks/normalize_memory.py)."""
+    import cv2
+    from normalize_memory import peak_rss_mb
+    from PIL import Image
+
+    face = load_rgb(root / "london" / "smiling_front" / "005_08.jpg")[0]
+    assert face is not None
+    exe = Path(sys.executable).with_name("facekit")
+    peaks: dict[tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for width, height in ((3000, 2000), (6000, 4000)):
+            path = Path(folder) / f"photo-{width}.jpg"
+            Image.fromarray(cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC)).save(path, quality=92)
+            for method in ("adjust", "gray-world"):
+                out = Path(folder) / f"out-{method}-{width}"
+                peak, _, code = peak_rss_mb([str(exe), "adjust", str(path), "-o", str(out), "--method", method])
+                if code != 0:
+                    raise SystemExit(f"facekit adjust --method {method} on {path.name} exited {code}")
+                peaks[(method, width * height // 1_000_000)] = peak
+    return peaks
+
+
 def accuracy_table(accuracy: dict[str, dict[str, list[float]]], methods: list[str]) -> list[str]:
     """Markdown rows: per background and method, median, mean and worst-quarter angle, median |EV|."""
     lines = [
@@ -281,6 +305,7 @@ def main() -> None:
     spread, used, chosen = consistency(normalizer, root, args.people, args.per_person)
     accuracy, skipped = known_casts(normalizer, root, args.london)
     seconds = speed(normalizer, root)
+    peaks = memory(root)
     command = "python benchmarks/adjust.py" + ("" if args.people == 80 else f" --people {args.people}")
     lines = [
         f"## White balance and exposure from the normalized face (`{command}`)",
@@ -309,6 +334,16 @@ def main() -> None:
         f"{seconds['adjust']:.2f} s, gray-world {seconds['gray-world']:.2f} s "
         f"(ratio {seconds['adjust'] / seconds['gray-world']:.2f}); adjust estimates on a copy of at most 1,024 px "
         "and applies three table lookups at full size.",
+        "",
+        "**Memory**: peak RSS of `facekit adjust PHOTO -o OUT` in a fresh process (model loading included), one JPEG:",
+        "",
+        "| method | 6 MP (MB) | 24 MP (MB) | 24 MP / 6 MP | extra MB per added megapixel |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {m} | {peaks[(m, 6)]:.0f} | {peaks[(m, 24)]:.0f} | {peaks[(m, 24)] / peaks[(m, 6)]:.2f} | "
+            f"{(peaks[(m, 24)] - peaks[(m, 6)]) / 18:.1f} |"
+            for m in ("adjust", "gray-world")
+        ),
     ]
     publish("adjust", lines, write=not args.no_write)
 

@@ -11,7 +11,6 @@ benchmarks/RESULTS.md, with the ratio to the smallest count (the anchor, same ru
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,13 +24,25 @@ from facekit.evaluate import lfw_devtest
 from facekit.recipe import DataSection
 
 
-def peak_rss_mb(command: list[str]) -> tuple[float, float, int]:
-    """(peak RSS in MB, seconds, exit code) of ``command`` run as a child process."""
+def peak_rss_mb(command: list[str], poll_s: float = 0.02) -> tuple[float, float, int]:
+    """(peak RSS in MB, seconds, exit code) of ``command`` run as a child process.
+
+    The peak is the kernel's high-water mark of the child's own address space (``VmHWM`` in /proc/PID/status, read
+    until it exits; it only grows). Not ``ru_maxrss``: a forked child starts as a copy of this process and exec keeps
+    that high-water mark, so a large benchmark process would be counted as the child's peak."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, time.perf_counter() - started, process.returncode
+    status_file = Path(f"/proc/{process.pid}/status")
+    peak_kb = 0
+    while process.poll() is None:
+        try:
+            for line in status_file.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+        time.sleep(poll_s)
+    return peak_kb / 1024, time.perf_counter() - started, int(process.returncode)
 
 
 def main() -> None:

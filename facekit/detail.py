@@ -18,11 +18,12 @@ that band, only where the photo shows it:
 
 ``strength`` 0 is the decoder's face unchanged. What it costs: the detail is the photo's, so it carries what the
 photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks. The setting is
-chosen on the selection set (benchmarks/RESULTS.md, "detail transfer").
+chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "Choosing the photo detail setting").
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ from facekit.errors import FacekitError
 
 if TYPE_CHECKING:  # numpy is imported where it is used: the CLI reads DetailSettings without paying for it
     import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: Reference size of ``sigma`` (px of a 112 px output).
 REFERENCE_SIZE = 112
@@ -43,14 +46,10 @@ MAP_SMOOTHING = 1.0
 BAND_LIMIT = 0.7
 
 
-#: The decoder's face as it is.
-OFF_STRENGTH = 0.0
-
-
 @dataclass(frozen=True)
 class DetailSettings:
     """``strength`` (0 = off, 1 = the photo's band as it is) and ``sigma`` (px of a 112 px output). The defaults are
-    the setting chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "detail transfer")."""
+    the setting chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "Choosing the photo detail setting")."""
 
     strength: float = 1.0
     sigma: float = 2.0
@@ -156,7 +155,13 @@ def transfer_detail(
         photo = cv2.resize(photo, shape, interpolation=cv2.INTER_AREA)
         factors = np.array([shape[0] / width, shape[1] / height])
         source = (source + 0.5) * factors - 0.5  # pixel centres of the shrunk photo
-    map_x, map_y = photo_map(source, target, size)
+    from facekit.warp import SplineError
+
+    try:
+        map_x, map_y = photo_map(source, target, size)
+    except SplineError as error:  # degenerate landmarks (e.g. all on one line): the decoder's face, never a failure
+        logger.warning("photo detail skipped for one face: %s", error)
+        return output
     band = detail_band(photo, map_x, map_y, settings.sigma * size / REFERENCE_SIZE)
     weight = detail_weight(target, size, map_x, map_y)
     gain = np.exp(settings.strength * weight * band)[..., None]

@@ -138,3 +138,11 @@ def test_the_shipped_pipeline_gets_sharper_and_keeps_its_background(shipped_norm
 
 def parts(normalizer: Any) -> tuple[Any, Any, Any, Any]:
     return normalizer.decoder, normalizer.encoder, normalizer.detector, normalizer.meta
+
+
+def test_degenerate_photo_landmarks_give_the_decoders_face() -> None:
+    """Landmarks all on one line cannot define a map: the face comes back unchanged instead of failing the batch."""
+    points = face_points()
+    line = np.stack([np.linspace(10, 100, 68), np.linspace(10, 100, 68)], axis=1)
+    output = plain_face()
+    assert np.array_equal(transfer_detail(output, points, plain_face(), line, DetailSettings()), output)

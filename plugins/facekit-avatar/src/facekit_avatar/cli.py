@@ -74,14 +74,15 @@ def avatar_files(plan: Any, normalizer: Any, maker: Any, on_row: Any = None) -> 
             avatars = dict(zip(good, maker.build(images, landmarks), strict=True))
         for i, planned in enumerate(chunk):
             row = {"input": str(planned.source)}
-            if photos[i] is None:
+            photo = photos[i]
+            if photo is None:
                 row.update(status="unreadable", reason=reasons[i] or "unreadable")
             elif i not in avatars:
                 row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or "no face found")
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
                 files = maker.export(avatars[i], plan.out / base.parent, base.name)
-                sheet = contact_sheet(photos[i], outcomes[i].face, avatars[i])
+                sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
                 write_atomic(plan.out / f"{planned.base}_sheet.png", png_bytes(sheet), plan.out)
                 row.update(status="done", output=str(Path(files[0])))
             rows.append(row)

@@ -80,7 +80,7 @@ def context() -> Any:
     for backend in ("egl", None):
         try:
             return (
-                moderngl.create_standalone_context(backend=backend)
+                moderngl.create_standalone_context(backend=backend)  # type: ignore[arg-type]  # stubs: a dict
                 if backend
                 else moderngl.create_context(standalone=True)
             )
