@@ -227,3 +227,21 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     assert sheet.shape[0] == 224 and sheet.shape[1] > 5 * 200
     listing = run_cli("list", "apps")
     assert "avatar" in listing.stdout and "non-commercial" in " ".join(listing.stdout.split())
+
+
+def test_depth_inside_matches_opencvs_point_polygon_test() -> None:
+    """The vectorized hull confidence: inside a convex hull, the same distance to the boundary as OpenCV's per-point
+    test; outside, never positive (the confidence clips it to 0)."""
+    import cv2
+
+    from facekit_avatar.colour import depth_inside
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        polygon = cv2.convexHull(rng.uniform(0, 112, (30, 2)).astype(np.float32)).reshape(-1, 2)
+        queries = rng.uniform(-10, 122, (2000, 2))
+        reference = np.array([cv2.pointPolygonTest(polygon[:, None], (float(x), float(y)), True) for x, y in queries])
+        got = depth_inside(queries, polygon)
+        inside = reference > 0
+        assert inside.sum() > 100 and np.allclose(got[inside], reference[inside], atol=1e-3)
+        assert (got[~inside] <= 1e-6).all()

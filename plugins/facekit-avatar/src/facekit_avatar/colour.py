@@ -74,10 +74,25 @@ def sample_vertices(
         maps = xy[b].astype(np.float32)
         sampled = cv2.remap(images[b], maps[:, 0:1], maps[:, 1:2], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         colours[b] = sampled.reshape(-1, 3).astype(np.float32) / 255.0
-        polygon = cv2.convexHull(face_region(landmarks[b]).astype(np.float32))
-        signed = np.array([cv2.pointPolygonTest(polygon, (float(x), float(y)), True) for x, y in xy[b]])
-        hull[b] = np.clip(signed / soft, 0.0, 1.0)  # 0 on the hull's edge (the background is near), 1 inside
+        polygon = cv2.convexHull(face_region(landmarks[b]).astype(np.float32)).reshape(-1, 2)
+        hull[b] = np.clip(depth_inside(xy[b], polygon) / soft, 0.0, 1.0)  # 0 on the hull's edge, 1 inside
     return Samples(colours=colours, confidence=(hull * facing).astype(np.float32), image_xy=xy.astype(np.float32))
+
+
+def depth_inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(N,) distance of each of ``points`` (N, 2) to the boundary of the convex ``polygon`` (V, 2) when inside, and a
+    negative value (minus the distance to the nearest edge's line) outside: the inside values of
+    ``cv2.pointPolygonTest(..., measureDist=True)``, for all points at once (for a convex polygon the nearest boundary
+    point of an inside point lies on the nearest edge's line)."""
+    corners = np.asarray(polygon, np.float64)
+    edges = np.roll(corners, -1, axis=0) - corners
+    area = float(
+        np.sum(corners[:, 0] * np.roll(corners, -1, axis=0)[:, 1] - np.roll(corners, -1, axis=0)[:, 0] * corners[:, 1])
+    )
+    offsets = np.asarray(points, np.float64)[:, None, :] - corners[None]  # (N, V, 2)
+    cross = edges[None, :, 0] * offsets[..., 1] - edges[None, :, 1] * offsets[..., 0]
+    lengths = np.maximum(np.linalg.norm(edges, axis=1), 1e-12)
+    return np.asarray((np.sign(area) * cross / lengths).min(axis=1))
 
 
 #: The forehead band: the eyebrows raised by this many interocular distances (the normalized face shows a clean
