@@ -21,9 +21,10 @@ DEMO_PHOTOS := $(foreach p,Adrien_Brody_0001 Amelie_Mauresmo_0002 Alvaro_Uribe_0
 	Ben_Affleck_0002 Celine_Dion_0001 Carlos_Moya_0004 Calista_Flockhart_0002,\
 	$(DATA)/lfw/images/$(shell echo $(p) | sed 's/_[0-9]*$$//')/$(p).jpg)
 
+# --overwrite: demo-output is the demo's own folder, so a rerun after an upgrade (another model or --detail) replaces it.
 demo: $(STAMP)
 	$(BIN)/facekit list
-	$(BIN)/facekit normalize $(DEMO_PHOTOS) -o demo-output
+	$(BIN)/facekit normalize $(DEMO_PHOTOS) -o demo-output --overwrite
 	$(BIN)/python examples/average_faces.py --out demo-output
 	$(BIN)/facekit avatar $(word 1,$(DEMO_PHOTOS)) -o demo-output/avatar --sfm $(DATA)/sfm/sfm_shape_3448.bin
 	@echo "demo-output/grid.png: LFW photos of unseen people | their normalized faces (default model)"
