@@ -79,9 +79,9 @@ def outputs_of(outcomes: list[Any]) -> list[np.ndarray | None]:
 
 
 def verification(
-    methods: list[tuple[str, Any]], root: Path, judge: OwnPipelineJudge, folds: int
+    methods: list[tuple[str, Any]], root: Path, judge: OwnPipelineJudge, folds: int, name: str = "pairs.txt"
 ) -> dict[str, dict[str, Any]]:
-    pairs = read_pairs(root, folds)
+    pairs = read_pairs(root, folds, name)
     paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})
     where = {p: i for i, p in enumerate(paths)}
     images = [load_rgb(p)[0] for p in track(paths, description=f"reading {len(paths)} pair photos")]
@@ -151,6 +151,13 @@ def main() -> None:
         "DevTest",
     )
     parser.add_argument("--folds", type=int, default=10, help="folds of pairs.txt for verification (0 = skip)")
+    parser.add_argument(
+        "--pairs",
+        default="pairs.txt",
+        choices=["pairs.txt", "pairsDevTrain.txt"],
+        help="verification pairs: pairs.txt (View 2, report) or pairsDevTrain.txt (View 1 training people, for "
+        "choosing settings; dealt into 10 folds)",
+    )
     parser.add_argument("--sheet", type=Path, default=None, help="also write the contact sheet here")
     parser.add_argument("--sheet-rows", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/eval/quality"))
@@ -225,7 +232,7 @@ def main() -> None:
         }
         columns.append((name, outcomes))
     if args.folds > 0:
-        pairs = verification(methods, root, judges[0], args.folds)
+        pairs = verification(methods, root, judges[0], args.folds, args.pairs)
         for name in figures:
             figures[name]["verification_sface"] = pairs[name]
         figures["photos (no normalization)"] = {"verification_sface": pairs["originals"]}
@@ -292,8 +299,8 @@ def main() -> None:
     if "photos (no normalization)" in figures:
         verify = figures["photos (no normalization)"]["verification_sface"]
         lines.append(
-            f"Verification: {verify['pairs']} pairs ({verify['pairs'] // 600} folds of pairs.txt, {verify['photos']} "
-            "photos); a pair with a photo that has no output or no face for the judge counts with the worst score."
+            f"Verification: {verify['pairs']} pairs (10-fold protocol on {args.pairs}, {verify['photos']} photos); a "
+            "pair with a photo that has no output or no face for the judge counts with the worst score."
         )
     if included:
         lines.append("From earlier runs of this script on the same machine: " + "; ".join(included) + ".")

@@ -215,14 +215,24 @@ class Pair:
     fold: int
 
 
-def read_pairs(root: Path, folds: int | None = None) -> list[Pair]:
-    """LFW ``pairs.txt``: 10 folds of 300 same-person then 300 different-people pairs (the first ``folds`` only)."""
-    lines = (root / "lfw" / "pairs.txt").read_text().splitlines()
-    count, per_fold = (int(v) for v in lines[0].split())
+def read_pairs(root: Path, folds: int | None = None, name: str = "pairs.txt") -> list[Pair]:
+    """LFW ``pairs.txt``: 10 folds of 300 same-person then 300 different-people pairs (the first ``folds`` only).
+    ``name="pairsDevTrain.txt"`` (or ``pairsDevTest.txt``): the View 1 pairs (N same, then N different, no folds),
+    dealt round-robin into 10 folds so that the same ten-fold protocol applies."""
+    lines = (root / "lfw" / name).read_text().splitlines()
+    header = [int(v) for v in lines[0].split()]
+    if len(header) == 1:  # View 1: one block of N same and N different pairs
+        pairs = _parse_pairs(root, lines[1 : 1 + 2 * header[0]], lambda index: index % 10)
+        return [pair for pair in pairs if folds is None or pair.fold < folds]
+    count, per_fold = header
+    return _parse_pairs(root, lines[1 : 1 + count * 2 * per_fold], lambda index: index // (2 * per_fold), folds)
+
+
+def _parse_pairs(root: Path, lines: list[str], fold_of: Any, folds: int | None = None) -> list[Pair]:
     images = root / "lfw" / "images"
     pairs = []
-    for index, line in enumerate(lines[1 : 1 + count * 2 * per_fold]):
-        fold = index // (2 * per_fold)
+    for index, line in enumerate(lines):
+        fold = int(fold_of(index))
         if folds is not None and fold >= folds:
             break
         parts = line.split("\t")

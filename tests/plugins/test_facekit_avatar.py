@@ -233,7 +233,6 @@ def test_depth_inside_matches_opencvs_point_polygon_test() -> None:
     """The vectorized hull confidence: inside a convex hull, the same distance to the boundary as OpenCV's per-point
     test; outside, never positive (the confidence clips it to 0)."""
     import cv2
-
     from facekit_avatar.colour import depth_inside
 
     rng = np.random.default_rng(0)

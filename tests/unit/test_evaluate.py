@@ -47,3 +47,13 @@ def test_judges_pass_on_the_right_side_of_their_threshold() -> None:
     euclidean = Judge("dlib-like", SimpleNamespace(card=SimpleNamespace(distance="euclidean", threshold=0.6)))
     assert euclidean.passes(np.array([0.1, 0.59, 0.61, 2.0])).tolist() == [True, True, False, False]
     assert euclidean.distance(same, np.array([[1.0, 0.5]]))[0] == 0.5
+
+
+def test_view_one_pairs_are_dealt_into_ten_balanced_folds(data_root: Path) -> None:
+    """pairsDevTrain.txt (1,100 same then 1,100 different, no folds) gets the ten-fold protocol of pairs.txt."""
+    from collections import Counter
+
+    pairs = read_pairs(data_root, None, "pairsDevTrain.txt")
+    assert len(pairs) == 2200 and all(p.first.is_file() and p.second.is_file() for p in pairs[:20])
+    assert set(Counter((p.fold, p.same) for p in pairs).values()) == {110}
+    assert len(read_pairs(data_root, 3, "pairsDevTrain.txt")) == 660 and len(read_pairs(data_root, 2)) == 1200
