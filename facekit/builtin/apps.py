@@ -34,7 +34,7 @@ class AdjustParams(Params):
     @model_validator(mode="after")
     def _fuse_in_linear_light(self) -> AdjustParams:
         if self.fuse not in (None, "auto") and self.mapping != "gains":
-            raise ValueError("fuse needs mapping 'gains'; use fuse None with the paper's ycrcb mapping")
+            raise ValueError("fuse needs mapping 'gains'; the paper's ycrcb mapping runs with fuse none (--fuse none)")
         return self
 
 
