@@ -43,7 +43,7 @@ def main() -> None:
         rows.append(np.concatenate([np.asarray(Image.fromarray(t).resize((300, 300))) for t in tiles], axis=1))
     figure = Image.fromarray(np.concatenate(rows, axis=0))
     draw = ImageDraw.Draw(figure)
-    for column, label in enumerate(["cast photo", "adjust (from the face)", "gray-world", "before the cast"]):
+    for column, label in enumerate(["cast photo", "adjust (face + white-patch)", "gray-world", "before the cast"]):
         draw.text((column * 300 + 6, 6), label, fill=(255, 255, 255))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out, quality=88)
