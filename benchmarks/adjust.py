@@ -205,17 +205,23 @@ def known_casts(
 # ------------------------------------------------------------------------------------------------ speed
 
 
-def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, float]:
+def enlarged_jpeg(root: Path, path: Path, width: int, height: int) -> np.ndarray:
+    """Write a London photo enlarged to ``width`` x ``height`` as a quality-92 JPEG at ``path``; return the photo as
+    it was (for warming up)."""
     import cv2
     from PIL import Image
 
     face = load_rgb(root / "london" / "smiling_front" / "005_08.jpg")[0]
     assert face is not None
-    big = cv2.resize(face, (6000, 4000), interpolation=cv2.INTER_CUBIC)
+    Image.fromarray(cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC)).save(path, quality=92)
+    return face
+
+
+def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, float]:
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.jpg"
-        Image.fromarray(big).save(path, quality=92)
+        face = enlarged_jpeg(root, path, 6000, 4000)
         for name, corrector in (("adjust", FaceAdjuster(normalizer)), ("gray-world", GlobalWhiteBalance("gray-world"))):
             corrector.correct(face)  # warm up
             runs = []
@@ -229,21 +235,21 @@ def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, flo
     return times
 
 
+#: The two photo sizes of the memory figure (6 and 24 megapixels).
+MEMORY_SIZES = ((3000, 2000), (6000, 4000))
+
+
 def memory(root: Path) -> dict[tuple[str, int], float]:
     """Peak RSS (MB) of ``facekit adjust`` (and ``--method gray-world``) on one JPEG of 6 and 24 megapixels, each in a
     fresh process (the kernel's accounting, as benchmarks/normalize_memory.py)."""
-    import cv2
     from normalize_memory import peak_rss_mb
-    from PIL import Image
 
-    face = load_rgb(root / "london" / "smiling_front" / "005_08.jpg")[0]
-    assert face is not None
     exe = Path(sys.executable).with_name("facekit")
     peaks: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for width, height in ((3000, 2000), (6000, 4000)):
+        for width, height in MEMORY_SIZES:
             path = Path(folder) / f"photo-{width}.jpg"
-            Image.fromarray(cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC)).save(path, quality=92)
+            enlarged_jpeg(root, path, width, height)
             for method in ("adjust", "gray-world"):
                 out = Path(folder) / f"out-{method}-{width}"
                 peak, _, code = peak_rss_mb([str(exe), "adjust", str(path), "-o", str(out), "--method", method])
@@ -341,7 +347,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         *(
             f"| {m} | {peaks[(m, 6)]:.0f} | {peaks[(m, 24)]:.0f} | {peaks[(m, 24)] / peaks[(m, 6)]:.2f} | "
-            f"{(peaks[(m, 24)] - peaks[(m, 6)]) / 18:.1f} |"
+            f"{(peaks[(m, 24)] - peaks[(m, 6)]) / (24 - 6):.1f} |"
             for m in ("adjust", "gray-world")
         ),
     ]

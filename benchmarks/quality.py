@@ -34,7 +34,7 @@ import numpy as np
 from results import machine, publish
 from rich.progress import track
 
-from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy
+from facekit.evaluate import lfw_devtest, lfw_spread, read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
@@ -195,7 +195,7 @@ def main() -> None:
     if args.photo_set == "lfw-devtest":
         photos = lfw_devtest(root, args.photos)
     elif args.photo_set == "lfw-devtrain":
-        photos = lfw_devtest(root, args.photos, "peopleDevTrain.txt")
+        photos = lfw_spread(root, args.photos, "peopleDevTrain.txt")
     else:
         from facekit.data.sources import london_photos
 

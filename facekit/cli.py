@@ -578,7 +578,7 @@ def explore_compare(
 
     from facekit.apps.explore import COMPARE_FILES, check_outputs_clear, write_comparison
     from facekit.batch import EXIT_SOME_FAILED, scan_inputs
-    from facekit.normalize import Normalizer, resolve_model
+    from facekit.normalize import resolve_model
 
     target = Path(out)
     check_outputs_clear(target, COMPARE_FILES, [])
@@ -587,6 +587,7 @@ def explore_compare(
     wanted = [(name, resolve_model(name, None)) for name in (model or [])]
     wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
     wanted = wanted or [("dlib", resolve_model())]
+    explorer = facekit.load_component("app", "explore")
     loaded: dict[Path, Any] = {}
     models, labels = [], []
     for label, path in wanted:
@@ -596,9 +597,8 @@ def explore_compare(
         labels.append(unique)
         key = path.resolve()
         if key not in loaded:
-            loaded[key] = Normalizer.from_checkpoint(path, detail=DetailSettings(strength=0.0))  # reads decoder_image
+            loaded[key] = explorer.load_normalizer(path)
         models.append((unique, loaded[key]))
-    explorer = facekit.load_component("app", "explore")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing and judging", total=len(found) * len(models))
         result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))

@@ -136,6 +136,8 @@ def transfer_detail(
     import cv2
     import numpy as np
 
+    from facekit.warp import SplineError
+
     if not settings.strength:
         return output
     size = output.shape[0]
@@ -155,8 +157,6 @@ def transfer_detail(
         photo = cv2.resize(photo, shape, interpolation=cv2.INTER_AREA)
         factors = np.array([shape[0] / width, shape[1] / height])
         source = (source + 0.5) * factors - 0.5  # pixel centres of the shrunk photo
-    from facekit.warp import SplineError
-
     try:
         map_x, map_y = photo_map(source, target, size)
     except SplineError as error:  # degenerate landmarks (e.g. all on one line): the decoder's face, never a failure

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,14 @@ from facekit.types import LandmarkScheme
 logger = logging.getLogger(__name__)
 
 
-def lfw_devtest(root: Path, max_photos: int, people: str = "peopleDevTest.txt") -> list[Photo]:
-    """``max_photos`` photos of LFW's ``people`` list (default ``peopleDevTest.txt``), spread evenly over the (sorted)
-    list."""
+def lfw_devtest(root: Path, max_photos: int) -> list[Photo]:
+    """``max_photos`` photos of LFW's ``peopleDevTest.txt`` people, spread evenly over the (sorted) list."""
+    return lfw_spread(root, max_photos, "peopleDevTest.txt")
+
+
+def lfw_spread(root: Path, max_photos: int, people: str) -> list[Photo]:
+    """``max_photos`` photos of the LFW ``people`` list (e.g. ``peopleDevTrain.txt``), spread evenly over the
+    (sorted) list."""
     photos = lfw_photos(root, people)
     if len(photos) <= max_photos:
         return photos
@@ -223,18 +228,17 @@ def read_pairs(root: Path, folds: int | None = None, name: str = "pairs.txt") ->
     header = [int(v) for v in lines[0].split()]
     if len(header) == 1:  # View 1: one block of N same and N different pairs
         pairs = _parse_pairs(root, lines[1 : 1 + 2 * header[0]], lambda index: index % 10)
-        return [pair for pair in pairs if folds is None or pair.fold < folds]
-    count, per_fold = header
-    return _parse_pairs(root, lines[1 : 1 + count * 2 * per_fold], lambda index: index // (2 * per_fold), folds)
+    else:
+        count, per_fold = header
+        pairs = _parse_pairs(root, lines[1 : 1 + count * 2 * per_fold], lambda index: index // (2 * per_fold))
+    return [pair for pair in pairs if folds is None or pair.fold < folds]
 
 
-def _parse_pairs(root: Path, lines: list[str], fold_of: Any, folds: int | None = None) -> list[Pair]:
+def _parse_pairs(root: Path, lines: list[str], fold_of: Callable[[int], int]) -> list[Pair]:
     images = root / "lfw" / "images"
     pairs = []
     for index, line in enumerate(lines):
-        fold = int(fold_of(index))
-        if folds is not None and fold >= folds:
-            break
+        fold = fold_of(index)
         parts = line.split("\t")
         if len(parts) == 3:
             name, i, j = parts

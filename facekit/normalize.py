@@ -183,9 +183,8 @@ class Normalizer:
         from facekit.align import check_alignable
 
         card = getattr(detector, "card", None)
-        check_alignable(
-            encoder, card.landmark_scheme if card is not None else None, f"detector {type(detector).__name__}"
-        )
+        scheme = card.landmark_scheme if card is not None else None
+        check_alignable(encoder, scheme, f"detector {type(detector).__name__}")
         self.decoder = decoder.to(device).eval()
         self.encoder = encoder.to(device).eval()
         self.detector = detector
@@ -194,7 +193,6 @@ class Normalizer:
         #: Fine detail of the photo carried onto each output (:mod:`facekit.detail`); strength 0 = the decoder's face.
         #: It is mapped through the 68 iBUG points: behind another detector the default is off, and asking is an error.
         self.detail = detail if detail is not None else DetailSettings()
-        scheme = card.landmark_scheme if card is not None else None
         if self.detail.strength and scheme != LandmarkScheme.IBUG68:
             if detail is not None:
                 raise FacekitError(
@@ -297,17 +295,16 @@ class Normalizer:
         with torch.no_grad():
             out = self.decoder(self.encoder.features(crops))
         check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
-        decoded = pictures = to_uint8_rgb(out.image)
-        if self.detail.strength > 0 and out.landmarks is not None:
-            pictures = [
-                transfer_detail(picture, predicted, photo, face.landmarks, self.detail)
-                for picture, predicted, (photo, face, _) in zip(
-                    pictures, out.landmarks.detach().float().cpu().numpy(), found, strict=True
-                )
-            ]
+        pictures = to_uint8_rgb(out.image)
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
         landmarks = out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(found)
-        plain = decoded if pictures is not decoded else [None] * len(found)
+        plain: list[np.ndarray | None] = [None] * len(found)  # the decoder's faces, kept when detail replaces them
+        if self.detail.strength > 0 and out.landmarks is not None:
+            plain = list(pictures)
+            pictures = [
+                transfer_detail(picture, points, photo, face.landmarks, self.detail)
+                for picture, points, (photo, face, _) in zip(pictures, landmarks, found, strict=True)
+            ]
         return [
             NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count, face.scheme, own)
             for (_, face, count), picture, texture, points, own in zip(

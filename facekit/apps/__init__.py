@@ -21,9 +21,14 @@ class UsesNormalizer:
     @property
     def normalizer(self) -> Any:
         if self._normalizer is None:
-            from facekit.detail import DetailSettings
-            from facekit.normalize import Normalizer, resolve_model
+            from facekit.normalize import resolve_model
 
-            detail = None if self.photo_detail else DetailSettings(strength=0.0)
-            self._normalizer = Normalizer.from_checkpoint(resolve_model(self.model, self.checkpoint), detail=detail)
+            self._normalizer = self.load_normalizer(resolve_model(self.model, self.checkpoint))
         return self._normalizer
+
+    def load_normalizer(self, path: Any) -> Any:
+        """The model file ``path`` as this app uses it (photo detail off where the app reads the decoder's face)."""
+        from facekit.detail import DetailSettings
+        from facekit.normalize import Normalizer
+
+        return Normalizer.from_checkpoint(path, detail=None if self.photo_detail else DetailSettings(strength=0.0))
