@@ -269,10 +269,15 @@ class FaceAdjuster(UsesNormalizer):
             faces = [face] if face is not None else []
         if not faces:
             return None
-        correction = estimate_from_faces(small, faces, self.mapping, self.region)
+        return self.estimate_faces(small, faces)
+
+    def estimate_faces(self, photo: np.ndarray, faces: list[Any]) -> Correction:
+        """The correction from ``faces`` already normalized from ``photo`` (a copy of at most :data:`ESTIMATE_SIDE`
+        pixels): the face's estimate with this app's mapping and region, fused as ``fuse`` says."""
+        correction = estimate_from_faces(photo, faces, self.mapping, self.region)
         if self.fuse is None:
             return correction
-        return fuse_white_balance(correction, small, self.fuse, self.fuse_weight)
+        return fuse_white_balance(correction, photo, self.fuse, self.fuse_weight)
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         correction = self.estimate(photo)

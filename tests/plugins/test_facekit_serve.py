@@ -115,6 +115,13 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
     assert result.avatar_glb is None and result.avatar_note == "no avatar in this test"
     assert result.comparison is not None and image_size(result.comparison) == (3 * 192, 28 + 192)
     assert result.comparison_note == ""  # the same model found the same face
+    # The page corrects as `facekit adjust` does (gains fused with white-patch) and says by how much.
+    expected = engine.adjuster.estimate(np.asarray(Image.open(plain).convert("RGB")))
+    assert expected is not None and result.correction["gains_rgb"] == expected.to_json()["gains_rgb"]
+    from facekit_serve.web import adjust_markdown
+
+    text = adjust_markdown(result)
+    assert "white-patch" in text and f"x{result.correction['gains_rgb'][0]:.3f}" in text
     # The landmarks are drawn: the enlarged face differs from a plain enlargement exactly where the dots are.
     marked = np.asarray(Image.open(result.normalized).convert("RGB"), np.int16)
     plain_big = np.asarray(

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from facekit.apps.adjust import ESTIMATE_SIDE, FaceAdjuster
 from facekit.errors import FacekitError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: Faces offered per photo (largest first); a crowd photo offers its 8 largest.
 MAX_FACES = 8
 #: The long side, in pixels, of the copy faces are detected, normalized and measured on (as ``facekit adjust``).
-DETECT_SIDE = 1024
+DETECT_SIDE = ESTIMATE_SIDE
 #: The long side of the adjusted photo and the before/after shown on the page (the full-size file is a download).
 PREVIEW_SIDE = 2048
 #: The side of the normalized face shown with its landmarks (an integer multiple of the model's size).
@@ -207,6 +208,7 @@ class Engine:
         cache_entries: int = CACHE_ENTRIES,
     ) -> None:
         self.normalizer, self.label = normalizer, label
+        self.adjuster = FaceAdjuster(normalizer)  # corrects as `facekit adjust` does, with this page's normalizer
         self.others = list(others or [])
         self.avatar, self.avatar_note = avatar, avatar_note
         self.workdir = Path(workdir)
@@ -236,6 +238,7 @@ class Engine:
         (default: the model store). A missing Surrey model, avatar plugin or OpenGL driver is a note on the avatar
         tab, not an error: the rest of the page works."""
         import facekit
+        from facekit.apps.explore import Explorer
         from facekit.models import WeightsNotFoundError
         from facekit.normalize import Normalizer, resolve_model, shipped_models
 
@@ -247,7 +250,7 @@ class Engine:
             for name in shipped_models():
                 other = resolve_model(name)
                 if other.resolve() != path.resolve():
-                    others.append((name, Normalizer.from_checkpoint(other)))
+                    others.append((name, Explorer().load_normalizer(other)))  # the grid reads decoder_image
         engine = cls(normalizer, label, workdir, round(max_upload_mb * MB), others)
         try:
             maker = facekit.load_component("app", "avatar", sfm=sfm)
@@ -406,7 +409,7 @@ class Engine:
             return analysis.results.setdefault(index, made)
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
-        from facekit.apps.adjust import apply_correction, before_after, downscale, encode_like, estimate_from_faces
+        from facekit.apps.adjust import apply_correction, before_after, downscale, encode_like
         from facekit.batch import png_bytes
         from facekit.images import load_rgb
 
@@ -428,7 +431,7 @@ class Engine:
 
         tell(0.3, "adjusting white balance and exposure")
         start = time.perf_counter()
-        correction = estimate_from_faces(analysis.photo, [face])
+        correction = self.adjuster.estimate_faces(analysis.photo, [face])
         full, why = load_rgb(analysis.source)
         if full is None:  # the bytes were read a moment ago: only a full disk or a removed folder gets here
             raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")

@@ -78,11 +78,20 @@ def attributes_markdown(result: Any) -> str:
 
 
 def adjust_markdown(result: Any) -> str:
-    shift = result.correction.get("shift_ycrcb") or [0.0, 0.0, 0.0]
+    record = result.correction
+    if "gains_rgb" in record:  # von Kries gains in linear light (the default, as `facekit adjust`)
+        red, green, blue = record["gains_rgb"]
+        fused = record.get("face", {}).get("fuse")
+        how = f"R x{red:.3f}, G x{green:.3f}, B x{blue:.3f} in linear light" + (
+            f" (the face's white balance averaged with {fused}'s; the exposure is the face's)" if fused else ""
+        )
+    else:  # the paper's YCrCb map
+        shift = record.get("shift_ycrcb") or [0.0, 0.0, 0.0]
+        how = f"exposure (Y) {shift[0]:+.1f}, white balance (Cr, Cb) {shift[1]:+.1f}, {shift[2]:+.1f} grey levels"
     return (
-        f"Exposure (Y) moved by {shift[0]:+.1f}, white balance (Cr, Cb) by {shift[1]:+.1f}, {shift[2]:+.1f} grey "
-        "levels: the photo's face is mapped onto the normalized face's even, neutral colour (paper Sec. 7.4). "
-        "The full-size photo, in its own format with its colour profile and EXIF, is below."
+        f"Each channel of the photo was moved: {how}. The photo's face is mapped onto the normalized face's even, "
+        "neutral colour (paper Sec. 7.4). The full-size photo, in its own format with its colour profile and EXIF, "
+        "is below."
     )
 
 
