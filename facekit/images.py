@@ -6,6 +6,7 @@ Numpy and Pillow only (torch tensors are accepted but torch is not imported), so
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,13 @@ def max_megapixels() -> float:
     return limit
 
 
-def load_rgb(path: Path) -> tuple[np.ndarray | None, str]:
-    """Read a photo as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why it is unreadable).
+#: How :func:`load_rgb`'s reason begins when a photo is refused for its pixel count (before decoding).
+TOO_LARGE = "too large"
+
+
+def load_rgb(path: Path | bytes) -> tuple[np.ndarray | None, str]:
+    """Read a photo (a file, or its bytes already read) as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why
+    it is unreadable).
 
     Alpha is composited over mid-grey; greyscale is expanded to three equal channels (the monochrome filter then
     rejects it), 16-bit greyscale scaled to 8 bits; EXIF orientation is applied. A photo whose header declares more
@@ -52,13 +58,13 @@ def load_rgb(path: Path) -> tuple[np.ndarray | None, str]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        if path.stat().st_size == 0:
+        if (len(path) if isinstance(path, bytes) else path.stat().st_size) == 0:
             return None, "unreadable (empty file)"
-        with Image.open(path) as opened:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as opened:
             megapixels = opened.size[0] * opened.size[1] / 1e6
             if megapixels > max_megapixels():
                 return None, (
-                    f"too large ({opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP > {max_megapixels():g} MP;"
+                    f"{TOO_LARGE} ({opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP > {max_megapixels():g} MP;"
                     " set FACEKIT_MAX_MEGAPIXELS to allow it)"
                 )
             opened.load()

@@ -238,10 +238,12 @@ class Normalizer:
     def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[False] = ...) -> NormalizedFace: ...
 
     @overload
-    def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[True]) -> list[NormalizedFace]: ...
+    def normalize(
+        self, image: Any, *, bgr: bool = ..., all_faces: Literal[True], max_faces: int | None = ...
+    ) -> list[NormalizedFace]: ...
 
     def normalize(
-        self, image: Any, *, bgr: bool = False, all_faces: bool = False
+        self, image: Any, *, bgr: bool = False, all_faces: bool = False, max_faces: int | None = None
     ) -> NormalizedFace | list[NormalizedFace]:
         """Normalize the largest face of ``image`` (every face, largest first, with ``all_faces=True``).
 
@@ -250,6 +252,8 @@ class Normalizer:
                 reads them); (H, W) greyscale and (H, W, 4) with alpha are accepted too.
             bgr: the array is in BGR order.
             all_faces: return a list with every face found instead of the largest one.
+            max_faces: with ``all_faces``, normalize only the largest ``max_faces`` (a crowd photo costs what it
+                shows); each face's ``faces_found`` still counts every face detected.
 
         Returns:
             A :class:`NormalizedFace`, or a list of them (empty when no face is found) with ``all_faces``.
@@ -264,7 +268,8 @@ class Normalizer:
             faces = self.detector.detect_array(photo)
             for face in faces:
                 check_detection(self.detector, face)
-            return self._normalize_faces([(photo, face, len(faces)) for face in faces])
+            kept = faces if max_faces is None else faces[: max(0, max_faces)]
+            return self._normalize_faces([(photo, face, len(faces)) for face in kept])
         outcome = self.normalize_many([photo], ["image"])[0]
         if outcome.face is None:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())

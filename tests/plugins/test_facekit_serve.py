@@ -34,6 +34,7 @@ from facekit_serve.engine import (
 )
 from PIL import Image
 
+from facekit.images import load_rgb
 from tests.helpers import run_cli
 
 FACE = Path(__file__).resolve().parents[2] / "facekit" / "testing_data" / "face.jpg"  # CC BY, shipped
@@ -50,10 +51,11 @@ def image_size(path: Path) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ the engine
 
 
-def test_read_upload_says_what_is_wrong_in_plain_words(tmp_path: Path) -> None:
+def test_read_upload_says_what_is_wrong_in_plain_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = FACE
     data, photo = read_upload(source, 20 * MB)
     assert data == source.read_bytes() and photo.shape == (200, 200, 3) and photo.dtype == np.uint8
+    assert np.array_equal(photo, load_rgb(source)[0])  # decoded from the bytes read: as from the file
 
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
@@ -73,6 +75,9 @@ def test_read_upload_says_what_is_wrong_in_plain_words(tmp_path: Path) -> None:
         assert str(tmp_path) not in str(caught.value)  # no server paths in what the visitor reads
     with pytest.raises(UploadError, match=r"over this server's limit of 0.00977 MB"):
         read_upload(source, 10 * 1024)
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.01")  # refused from its header, before decoding
+    with pytest.raises(UploadError, match=r"The photo is 200 x 200 = 0 MP > 0.01 MP; set FACEKIT_MAX_MEGAPIXELS"):
+        read_upload(source, 20 * MB)
 
 
 def test_geometry_helpers() -> None:
@@ -152,9 +157,11 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
         and pair.faces[0].box[2] - pair.faces[0].box[0] > pair.faces[1].box[2] - pair.faces[1].box[0]
     )
     second = engine.result(pair.sha256, 1)
+    theirs = pair.others["dlib-again"]  # the other model normalized the photo once, for every face's comparison
     assert second.index == 1 and not np.array_equal(
         np.asarray(Image.open(second.detections)), np.asarray(Image.open(engine.result(pair.sha256, 0).detections))
     )
+    assert pair.others["dlib-again"] is theirs and len(theirs) == 2
     assert engine.cached(analysis.sha256) is None and not analysis.folder.exists()
     with pytest.raises(UploadError, match="no longer in the server's memory"):
         engine.result(analysis.sha256, 0)

@@ -39,6 +39,9 @@ def test_every_face_largest_first(normalizer: facekit.Normalizer) -> None:
     alone = normalizer.normalize(canvas).image.astype(int)  # a batch of one: float rounding may move a grey level
     assert np.abs(faces[0].image.astype(int) - alone).max() <= 2
     assert normalizer.normalize(np.full((80, 80, 3), 128, np.uint8), all_faces=True) == []
+    largest = normalizer.normalize(canvas, all_faces=True, max_faces=1)  # a crowd costs what is kept
+    assert len(largest) == 1 and largest[0].faces_found == 2 and largest[0].box == faces[0].box
+    assert np.allclose(largest[0].landmarks, faces[0].landmarks, atol=0.05)  # a batch of one: float rounding
 
 
 def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tmp_path: Path) -> None:

@@ -66,11 +66,9 @@ def normalized_display_side(image_size: int) -> int:
 # ------------------------------------------------------------------------------------------------ reading uploads
 
 
-def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
-    """The bytes and the (H, W, 3) uint8 RGB photo of an uploaded file, or an :class:`UploadError` that says in plain
-    words what is wrong: missing, empty, over ``max_bytes``, not an image, damaged or cut short, too many pixels."""
-    from facekit.images import load_rgb
-
+def read_upload_bytes(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of an uploaded file, or an :class:`UploadError` that says in plain words what is wrong: missing,
+    empty, over ``max_bytes``."""
     file = Path(path)
     if not file.is_file():
         raise UploadError("The upload did not arrive. Please send the photo again.")
@@ -82,17 +80,32 @@ def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
             f"The file is {size / MB:.1f} MB, over this server's limit of {max_bytes / MB:.3g} MB. Please send a "
             "smaller photo (or start the server with a larger --max-upload-mb)."
         )
-    data = file.read_bytes()
-    photo, why = load_rgb(file)
+    return file.read_bytes()
+
+
+def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
+    """The (H, W, 3) uint8 RGB photo in an upload's bytes, or an :class:`UploadError`: not an image, damaged or cut
+    short, too many pixels."""
+    from facekit.images import TOO_LARGE, load_rgb
+
+    photo, why = load_rgb(data)
     if photo is None:
-        log.info("unreadable upload %s: %s", file.name, why)
-        if why.startswith("too large"):
-            raise UploadError(f"The photo is {why.removeprefix('too large ')}. Please send a smaller photo.")
+        log.info("unreadable upload %s: %s", name, why)
+        if why.startswith(TOO_LARGE):
+            detail = why.removeprefix(TOO_LARGE).strip().removeprefix("(").removesuffix(")")
+            raise UploadError(f"The photo is {detail}. Please send a smaller photo.")
         raise UploadError(
             "This file is not a photo facekit can read: it may be damaged, cut short, or not an image at all. "
             "Please upload a JPEG, PNG or WebP photo."
         )
-    return data, photo
+    return photo
+
+
+def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
+    """The bytes and the (H, W, 3) uint8 RGB photo of an uploaded file (:func:`read_upload_bytes`, then
+    :func:`decode_upload`; the file is read once)."""
+    data = read_upload_bytes(path, max_bytes)
+    return data, decode_upload(data, Path(path).name)
 
 
 def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -178,8 +191,8 @@ class FaceResult:
 @dataclass
 class Analysis:
     """One upload: its sha256, the photo at most :data:`DETECT_SIDE` on its long side (``photo``), its full size
-    (width, height), its normalized faces (largest first, at most :data:`MAX_FACES`), how many were found, and the
-    results made so far by face."""
+    (width, height), its normalized faces (largest first, at most :data:`MAX_FACES`), the results made so far by
+    face, and the other models' faces of the photo (``others``, by label, made once for the comparison)."""
 
     sha256: str
     name: str
@@ -188,9 +201,14 @@ class Analysis:
     size: tuple[int, int]
     photo: np.ndarray
     faces: list[Any]
-    faces_found: int
     seconds: float
     results: dict[int, FaceResult] = field(default_factory=dict)
+    others: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def faces_found(self) -> int:
+        """Faces the detector found (``faces`` keeps at most :data:`MAX_FACES`)."""
+        return int(self.faces[0].faces_found)
 
 
 class Engine:
@@ -243,7 +261,7 @@ class Engine:
         from facekit.normalize import Normalizer, resolve_model, shipped_models
 
         path = resolve_model(model, checkpoint)
-        label = Path(checkpoint).stem if checkpoint is not None else (model or "dlib")
+        label = Explorer(model=model, checkpoint=checkpoint).label()  # as `facekit explore compare` names columns
         normalizer = Normalizer.from_checkpoint(path)
         others: list[tuple[str, Any]] = []
         if compare:
@@ -360,16 +378,17 @@ class Engine:
 
         tell = progress or (lambda fraction, text: None)
         tell(0.02, "reading the photo")
-        data, full = read_upload(path, self.max_upload_bytes)
+        data = read_upload_bytes(path, self.max_upload_bytes)
         sha256 = hashlib.sha256(data).hexdigest()
         found = self.cached(sha256)
-        if found is not None:
+        if found is not None:  # the same bytes again: not even decoded
             return found
         began = time.perf_counter()
+        full = decode_upload(data, Path(name or str(path)).name)
         photo = downscale(full, DETECT_SIDE)
         tell(0.1, "finding and normalizing the faces")
         with self._model_lock:
-            faces = self.normalizer.normalize(photo, all_faces=True)
+            faces = self.normalizer.normalize(photo, all_faces=True, max_faces=MAX_FACES)
         if not faces:
             raise UploadError(
                 "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
@@ -387,8 +406,7 @@ class Engine:
             folder=folder,
             size=(full.shape[1], full.shape[0]),
             photo=photo,
-            faces=faces[:MAX_FACES],
-            faces_found=len(faces),
+            faces=faces,
             seconds=time.perf_counter() - began,
         )
         return self._store(analysis)
@@ -528,8 +546,10 @@ class Engine:
         status: dict[str, list[tuple[str, str]]] = {self.label: [("ok", "")]}
         missing = []
         for label, other in self.others:
-            with self._model_lock:
-                theirs = other.normalize(analysis.photo, all_faces=True)
+            with self._model_lock:  # once per upload, whichever of its faces is shown
+                if label not in analysis.others:
+                    analysis.others[label] = other.normalize(analysis.photo, all_faces=True, max_faces=MAX_FACES)
+            theirs = analysis.others[label]
             overlaps = [box_overlap(face.box, f.box) for f in theirs]
             best = int(np.argmax(overlaps)) if overlaps else -1
             if best < 0 or overlaps[best] < 0.3:

@@ -15,6 +15,7 @@ telemetry is sent: ``offline_environment`` sets Gradio's and huggingface_hub's s
 from __future__ import annotations
 
 import logging
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,6 @@ ERROR_CSS = """
 def status_error(message: str) -> str:
     """A problem as the status box shows it: plain words, marked so that it stands out."""
     return f'<p class="error">⚠ {escape(message)}</p>'
-
-
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def face_choices(count: int, found: int) -> list[str]:
