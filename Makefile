@@ -34,6 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check facekit plugins tests benchmarks examples
 	$(BIN)/ruff format --check facekit plugins tests benchmarks examples
 	$(BIN)/mypy facekit
+	$(BIN)/mypy $(wildcard plugins/*/src)
 
 format: $(STAMP)
 	$(BIN)/ruff format facekit plugins tests benchmarks examples

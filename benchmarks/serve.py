@@ -17,30 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from facekit_serve.offline import offline_environment
+from facekit_serve.testing import running_server
 from results import machine, publish
 
 from facekit.evaluate import lfw_devtest
 from facekit.recipe import DataSection
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tree_rss(pid: int) -> int:
@@ -74,26 +65,6 @@ class MemorySampler(threading.Thread):
         while not self.stopped.is_set():
             self.peak = max(self.peak, tree_rss(self.pid))
             self.stopped.wait(self.every)
-
-
-def start_server(folder: Path, port: int, sfm: Path, concurrency: int, queue: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TMPDIR": str(folder), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    env.pop("GRADIO_TEMP_DIR", None)
-    command = [sys.executable, "-m", "facekit.cli", "serve", "--port", str(port), "--sfm", str(sfm)]
-    command += ["--concurrency", str(concurrency), "--max-queue", str(queue)]
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}: {(folder / 'server.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.25)
-    process.kill()
-    raise SystemExit("the server did not answer within 180 s")
 
 
 def run_client(url: str, photos: list[Path], start: threading.Barrier, rows: list[dict[str, Any]], out: Path) -> None:
@@ -139,43 +110,42 @@ def main() -> None:
     queue = args.clients * 2
     with tempfile.TemporaryDirectory(prefix="facekit-serve-bench-") as temporary:
         folder = Path(temporary)
-        port = free_port()
         began = time.perf_counter()
-        server = start_server(folder, port, sfm, args.concurrency, queue)
-        startup = time.perf_counter() - began
-        sampler = MemorySampler(server.pid)
-        sampler.start()
-        time.sleep(1.0)
-        idle = tree_rss(server.pid)
-        url = f"http://127.0.0.1:{port}/"
-        rows: list[dict[str, Any]] = []
-        barrier = threading.Barrier(args.clients)
-        threads = []
-        for index in range(args.clients):
-            mine = photos[index * args.photos : (index + 1) * args.photos]
-            out = folder / "downloads" / str(index)
-            out.mkdir(parents=True)
-            thread = threading.Thread(target=run_client, args=(url, mine, barrier, rows, out), daemon=True)
-            threads.append(thread)
-        began = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=3600)
-        wall = time.perf_counter() - began
-        # The clients closed their sessions: give the server the heartbeat interval to notice, then look.
-        deadline = time.monotonic() + 40
-        uploads = [folder.glob(f"facekit-serve-*/gradio/*/{photo.name}") for photo in photos]
-        left = sum(1 for found in uploads for _ in found)
-        while left and time.monotonic() < deadline:
+        arguments = ["--sfm", str(sfm), "--concurrency", str(args.concurrency), "--max-queue", str(queue)]
+        with running_server(folder, arguments, stop_seconds=60) as server:
+            startup = time.perf_counter() - began
+            pid, url = server.process.pid, server.url
+            sampler = MemorySampler(pid)
+            sampler.start()
             time.sleep(1.0)
-            left = sum(1 for photo in photos for _ in folder.glob(f"facekit-serve-*/gradio/*/{photo.name}"))
-        after = tree_rss(server.pid)
-        sampler.stopped.set()
-        sampler.join()
-        alive = server.poll() is None
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=60)
+            idle = tree_rss(pid)
+            rows: list[dict[str, Any]] = []
+            barrier = threading.Barrier(args.clients)
+            threads = []
+            for index in range(args.clients):
+                mine = photos[index * args.photos : (index + 1) * args.photos]
+                out = folder / "downloads" / str(index)
+                out.mkdir(parents=True)
+                thread = threading.Thread(target=run_client, args=(url, mine, barrier, rows, out), daemon=True)
+                threads.append(thread)
+            began = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=3600)
+            wall = time.perf_counter() - began
+            # The clients closed their sessions: give the server the heartbeat interval to notice, then look.
+            deadline = time.monotonic() + 40
+            uploads = [folder.glob(f"facekit-serve-*/gradio/*/{photo.name}") for photo in photos]
+            left = sum(1 for found in uploads for _ in found)
+            while left and time.monotonic() < deadline:
+                time.sleep(1.0)
+                left = sum(1 for photo in photos for _ in folder.glob(f"facekit-serve-*/gradio/*/{photo.name}"))
+            after = tree_rss(pid)
+            sampler.stopped.set()
+            sampler.join()
+            alive = server.process.poll() is None
+        code = server.process.returncode  # stopped as an operator would: SIGTERM
     if not rows:
         raise SystemExit("no request was answered")
     seconds = np.array([row["seconds"] for row in rows])

@@ -12,42 +12,18 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+from facekit_serve.testing import running_server
 from PIL import Image
 
 from facekit.recipe import DataSection
 
 VIEWPORT = {"width": 1280, "height": 1100}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"facekit serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.25)
-    raise SystemExit(f"facekit serve did not answer within {seconds:.0f} s")
 
 
 def main() -> None:
@@ -61,14 +37,9 @@ def main() -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("headless Chromium not found: apt-get install -y chromium")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory(prefix="facekit-serve-shot-") as folder:
-        env = {**os.environ, "TMPDIR": folder, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        command = [sys.executable, "-m", "facekit.cli", "serve", "--port", str(port), "--sfm", sfm]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(url, server)
+        with running_server(Path(folder), ["--sfm", sfm], stop_seconds=60) as server:
+            url = server.url
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=chromium,
@@ -90,9 +61,6 @@ def main() -> None:
                 page.wait_for_timeout(500)
                 png = page.screenshot(full_page=False)
                 browser.close()
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

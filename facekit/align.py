@@ -126,11 +126,13 @@ def warp_image(image: np.ndarray, transform: np.ndarray, size: tuple[int, int]) 
     )
 
 
-def align_into(photo: np.ndarray, photo_landmarks: np.ndarray, frame_landmarks: np.ndarray, size: int) -> np.ndarray:
+def align_into(photo: np.ndarray, photo_landmarks: np.ndarray, frame_landmarks: np.ndarray, size: int) -> AlignedFace:
     """``photo`` (H, W, 3) resampled into a ``size`` x ``size`` frame by the least-squares similarity that takes its
-    ``photo_landmarks`` (K, 2) onto ``frame_landmarks`` (K, 2) (e.g. a normalized face's)."""
-    transform = similarity_transform(np.asarray(photo_landmarks, np.float64), np.asarray(frame_landmarks, np.float64))
-    return warp_image(photo, transform, (size, size))
+    ``photo_landmarks`` (K, 2) onto ``frame_landmarks`` (K, 2) (e.g. a normalized face's); the landmarks carried
+    into the frame and the transform with it."""
+    source = np.asarray(photo_landmarks, np.float64)
+    transform = similarity_transform(source, np.asarray(frame_landmarks, np.float64))
+    return AlignedFace(warp_image(photo, transform, (size, size)), apply_transform(transform, source), transform)
 
 
 def align_paper(

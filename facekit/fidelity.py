@@ -59,7 +59,7 @@ def detail_ratio(
     from facekit.align import align_into
 
     size = output.shape[0]
-    aligned = align_into(photo, photo_landmarks, output_landmarks, size)
+    aligned = align_into(photo, photo_landmarks, output_landmarks, size).image
     inside = hull_mask(output_landmarks, size)
     reference = float(abs_laplacian(aligned)[inside].mean())
     return float(abs_laplacian(output)[inside].mean()) / max(reference, 1e-6)

@@ -203,18 +203,16 @@ def photo_in_face_frame(photo: np.ndarray, face: Any) -> tuple[np.ndarray, np.nd
     the photo's own 68 landmarks carried into that frame, or None when the detector gave no iBUG-68 points). The
     alignment is the least-squares similarity from the photo's landmarks onto the normalized face's (as the adjust app
     and the detail measure align it)."""
-    from facekit.align import apply_transform, similarity_transform, warp_image
+    from facekit.align import align_into, eye_centres
 
     source = np.asarray(face.source_landmarks, np.float64)
     size = face.image.shape[0]
     if source.shape != (68, 2):
-        from facekit.align import eye_centres
-
         eyes = np.stack(eye_centres(source, face.source_scheme))
-        transform = similarity_transform(eyes, np.stack(eye_centres(np.asarray(face.landmarks, np.float64))))
-        return warp_image(photo, transform, (size, size)), None
-    transform = similarity_transform(source, np.asarray(face.landmarks, np.float64))
-    return warp_image(photo, transform, (size, size)), apply_transform(transform, source)
+        target = np.stack(eye_centres(np.asarray(face.landmarks, np.float64)))
+        return align_into(photo, eyes, target, size).image, None
+    aligned = align_into(photo, source, face.landmarks, size)
+    return aligned.image, aligned.landmarks
 
 
 def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:

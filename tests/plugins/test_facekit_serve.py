@@ -5,7 +5,6 @@ port, with a real LFW photo and the real Surrey model."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import signal
 import socket
@@ -32,6 +31,7 @@ from facekit_serve.engine import (
     normalized_display_side,
     read_upload,
 )
+from facekit_serve.testing import ServerDidNotStart, running_server
 from PIL import Image
 
 from facekit.images import load_rgb
@@ -227,12 +227,6 @@ def test_the_command_is_registered_without_importing_gradio_or_torch() -> None:
 # ------------------------------------------------------------------------------------------------ the page
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_until(check: Any, seconds: float, what: str) -> Any:
     """Poll ``check()`` until it returns something other than None or False, or ``seconds`` pass (then fail, saying
     ``what``)."""
@@ -252,42 +246,13 @@ def server(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     if not sfm.is_file():
         pytest.skip(f"the Surrey model is not at {sfm}")
     folder = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {
-        **os.environ,
-        "TMPDIR": str(folder),  # the server's work folder (and Gradio's, inside it) lands here
-        "GRADIO_HEARTBEAT_INTERVAL": "0.5",  # a closed page is noticed within a second
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-    }
-    env.pop("GRADIO_TEMP_DIR", None)
-    log = (folder / "server.log").open("w")
-    command = [sys.executable, "-m", "facekit.cli", "serve", "--port", str(port), "--sfm", str(sfm)]
-    process = subprocess.Popen([*command, "--max-upload-mb", "2"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            pytest.fail(
-                f"facekit serve exited with {process.returncode}: {(folder / 'server.log').read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
+    arguments = ["--sfm", str(sfm), "--max-upload-mb", "2"]
+    env = {"GRADIO_HEARTBEAT_INTERVAL": "0.5"}  # a closed page is noticed within a second
     try:
-        wait_until(ready, 120, "the server to answer")
-        yield {"url": url, "process": process, "folder": folder, "log": folder / "server.log"}
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+        with running_server(folder, arguments, env, start_seconds=120) as started:
+            yield {"url": started.url, "process": started.process, "folder": folder, "log": started.log}
+    except ServerDidNotStart as error:
+        pytest.fail(str(error))
 
 
 def chromium_executable() -> str:

@@ -167,10 +167,10 @@ class ScrfdDetector:
         faces = []
         for index in keep:
             landmarks = None if points is None else (points[index] + 0.5) / scale - 0.5
-            box = tuple(float(v) for v in boxes[index])
+            x0, y0, x1, y1 = (float(v) for v in boxes[index])
             faces.append(
                 FaceDetection(
-                    box,
+                    (x0, y0, x1, y1),
                     float(scores[index]),
                     landmarks,
                     LandmarkScheme.EYES_NOSE_MOUTH5.value if points is not None else None,
