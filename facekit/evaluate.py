@@ -67,15 +67,25 @@ class Judge:
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Row-wise distance on the card's metric: Euclidean, or cosine *similarity* for cosine cards."""
-        if self.card.distance == "cosine":
-            a = a / np.linalg.norm(a, axis=1, keepdims=True)
-            b = b / np.linalg.norm(b, axis=1, keepdims=True)
-            return np.sum(a * b, axis=1)
-        return np.linalg.norm(a - b, axis=1)
+        return card_distance(self.card, a, b)
 
     def passes(self, values: np.ndarray) -> np.ndarray:
-        threshold = float(self.card.threshold)
-        return values > threshold if self.card.distance == "cosine" else values < threshold
+        return card_passes(self.card, values)
+
+
+def card_distance(card: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise distance of (N, D) embeddings on an encoder ``card``'s metric: Euclidean, or cosine *similarity*."""
+    if card.distance == "cosine":
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return np.sum(a * b, axis=1)
+    return np.linalg.norm(a - b, axis=1)
+
+
+def card_passes(card: Any, values: np.ndarray) -> np.ndarray:
+    """Whether :func:`card_distance` ``values`` say "same person" at the ``card``'s threshold."""
+    threshold = float(card.threshold)
+    return values > threshold if card.distance == "cosine" else values < threshold
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:

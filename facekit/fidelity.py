@@ -133,9 +133,9 @@ class OwnPipelineJudge:
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Row-wise :meth:`facekit.evaluate.Judge.distance` (cosine similarity or Euclidean distance, by the card),
         the worst value where a row is NaN (no face found)."""
-        from facekit.evaluate import Judge
+        from facekit.evaluate import card_distance
 
-        values = Judge(self.name, self.encoder).distance(a, b)
+        values = card_distance(self.card, a, b)
         return np.where(np.isnan(values), self.worst, values)
 
     @property
@@ -147,9 +147,9 @@ class OwnPipelineJudge:
         return bool(self.card.distance == "cosine")
 
     def passes(self, values: np.ndarray) -> np.ndarray:
-        from facekit.evaluate import Judge
+        from facekit.evaluate import card_passes
 
-        return np.asarray(Judge(self.name, self.encoder).passes(values))
+        return np.asarray(card_passes(self.card, values))
 
 
 def identity_figures(
