@@ -15,6 +15,7 @@ telemetry is sent: ``offline_environment`` sets Gradio's and huggingface_hub's s
 from __future__ import annotations
 
 import logging
+import threading
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
     has_compare = bool(engine.others)
     # Every output of a face's results, in the order the handlers return them.
     with gr.Blocks(title="facekit", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
+        uploads = SessionUploads(demo)
         current = gr.State(None)  # the sha256 of the upload this session shows
         glb = gr.State(None)  # its avatar's GLB, given to the viewer again when its tab opens (see below)
         gr.Markdown(
@@ -230,7 +232,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             if path is None:
                 return [None, hidden, "Waiting for a photo.", *empty]
             session = request.session_hash or ""
-            remember_upload(demo, session, path)
+            uploads.remember(session, path)
 
             def tell(fraction: float, text: str) -> None:
                 progress(fraction, desc=text)
@@ -264,7 +266,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
 
         def session_ended(request: gr.Request) -> None:
             session = request.session_hash or ""
-            deleted = forget_uploads(demo, session)
+            deleted = uploads.forget(session)
             dropped = engine.release(session, before_delete=delete_served_copies)
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
 
@@ -296,31 +298,40 @@ def engine_compare_note(engine: Any, result: Any | None) -> str:
 
 # ------------------------------------------------------------------------------------------------ uploads by session
 
-_UPLOADS: dict[int, dict[str, set[str]]] = {}
 
+class SessionUploads:
+    """The files each session of one page uploaded (only files Gradio received as uploads, never an example), so
+    that they are deleted when the session ends."""
 
-def remember_upload(demo: Any, session: str, path: str) -> None:
-    """Record that ``session`` uploaded ``path`` (only files Gradio received as uploads, never an example)."""
-    if str(path) in demo.upload_file_set:
-        _UPLOADS.setdefault(id(demo), {}).setdefault(session, set()).add(str(path))
+    def __init__(self, demo: Any) -> None:
+        self.demo = demo
+        self._by_session: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
 
+    def remember(self, session: str, path: str) -> None:
+        """Record that ``session`` uploaded ``path``."""
+        if str(path) in self.demo.upload_file_set:
+            with self._lock:
+                self._by_session.setdefault(session, set()).add(str(path))
 
-def forget_uploads(demo: Any, session: str) -> int:
-    """Delete the files ``session`` uploaded (and their folders, when empty). Returns how many were deleted."""
-    deleted = 0
-    for path in _UPLOADS.get(id(demo), {}).pop(session, set()):
-        file = Path(path)
-        demo.upload_file_set.discard(path)
-        try:
-            file.unlink()
-            deleted += 1
-        except FileNotFoundError:
-            continue
-        try:
-            file.parent.rmdir()  # Gradio keeps each upload in a folder of its own
-        except OSError:
-            pass
-    return deleted
+    def forget(self, session: str) -> int:
+        """Delete the files ``session`` uploaded (and their folders, when empty). Returns how many were deleted."""
+        with self._lock:
+            paths = self._by_session.pop(session, set())
+        deleted = 0
+        for path in paths:
+            file = Path(path)
+            self.demo.upload_file_set.discard(path)
+            try:
+                file.unlink()
+                deleted += 1
+            except FileNotFoundError:
+                continue
+            try:
+                file.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+            except OSError:
+                pass
+        return deleted
 
 
 def delete_served_copies(files: list[Path]) -> int:
