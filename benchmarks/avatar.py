@@ -201,9 +201,8 @@ def main() -> None:
         ],
         "",
         "Automatic correspondence (`correspondence.vote`, App. B.1: 24 jittered renders of the mean shape with the "
-        "colour model's mean "
-        "colours and Lambertian shading, dlib's 68 points, nearest visible vertex) against `ibug_to_sfm.txt`'s 52 "
-        "mapped points: "
+        "colour model's mean colours and Lambertian shading, dlib's 68 points, nearest visible vertex) against "
+        f"`ibug_to_sfm.txt`'s {len(maker.model.landmarks.points)} mapped points: "
         + ", ".join(f"{m}: exact {e:.0%}, exact or direct neighbour {n:.0%}" for m, (e, n) in corr.items())
         + " (mode = the paper's vote; mean = the votes' mean position snapped to the nearest vertex).",
         "",

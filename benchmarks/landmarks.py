@@ -22,19 +22,12 @@ from PIL import Image
 from rich.progress import track
 
 import facekit
+from facekit.data.sources import read_ibug_pts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
 
 DATA = Path(os.environ.get("FACEKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """A .pts file of 68 ``x y`` lines (no header) -> (68, 2) float, converted from 1-based to 0-based pixels."""
-    values = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    points = np.array([[float(x), float(y)] for x, y in values if x[0].isdigit() or x[0] == "-"], dtype=np.float64)
-    # iBUG .pts files count pixels from 1 (Matlab); facekit puts pixel centres at integer coordinates from 0.
-    return points - 1.0
 
 
 def nme(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -62,7 +55,7 @@ def main() -> None:
     start = time.perf_counter()
     for photo in track(photos, description="detecting"):
         image = np.asarray(Image.open(photo).convert("RGB"))
-        truth = read_pts(photo.with_suffix(".pts"))
+        truth = read_ibug_pts(photo.with_suffix(".pts"))
         truth_box = (*truth.min(axis=0), *truth.max(axis=0))
         faces = detector.detect_array(image)
         best = max(faces, key=lambda f: iou(f.box, truth_box), default=None)

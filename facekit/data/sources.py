@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from facekit.errors import FacekitError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from facekit.recipe import DataSource
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -55,6 +57,24 @@ def london_photos(root: Path, subset: str) -> list[Photo]:
         identity = f"canada/{person}" if subset == "canada" else f"london/{person}"
         photos.append(Photo(identity, path, f"london-{subset}"))
     return photos
+
+
+def read_ibug_pts(path: Path) -> np.ndarray:
+    """An iBUG ``.pts`` file (68 ``x y`` lines, with or without the ``version``/``{ }`` header) -> (68, 2) float64
+    in facekit's pixels: iBUG counts from 1 (Matlab), facekit puts pixel centres at integers from 0."""
+    import numpy as np
+
+    rows = [line.split() for line in path.read_text().splitlines()]
+    points = [[float(row[0]), float(row[1])] for row in rows if len(row) == 2 and row[0][0] in "0123456789-."]
+    if len(points) != 68:
+        raise FacekitError(f"{path}: {len(points)} points, expected the 68 of iBUG's scheme")
+    return np.asarray(points, np.float64) - 1.0
+
+
+def helen_test(root: Path) -> list[tuple[Path, np.ndarray]]:
+    """The HELEN test photos of ``root/ibug68/helen_test`` with their hand-placed iBUG-68 points (68, 2)."""
+    folder = root / "ibug68" / "helen_test"
+    return [(path, read_ibug_pts(path.with_suffix(".pts"))) for path in sorted(folder.glob("*.jpg"))]
 
 
 def folder_photos(folder: Path) -> list[Photo]:

@@ -254,3 +254,20 @@ def test_kill_9_at_five_points_gives_the_same_arrays(tmp_path: Path, data_root: 
     assert kills >= 3  # most points were reached while the run was alive
     assert run_prepare(resolve(recipe_for(folder, output, data_root))).finished
     assert _arrays_digest(output) == _arrays_digest(tmp_path / "reference")
+
+
+def test_ibug_points_files_with_or_without_their_header(tmp_path: Path, data_root: Path) -> None:
+    from facekit.data.sources import helen_test, read_ibug_pts
+
+    photos = helen_test(data_root)
+    assert len(photos) == 330 and all(points.shape == (68, 2) for _, points in photos[:5])
+    path, points = photos[0]
+    assert path.suffix == ".jpg" and np.allclose(points + 1, np.loadtxt(path.with_suffix(".pts")))  # 1-based files
+    headed = tmp_path / "headed.pts"
+    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points + 1)
+    headed.write_text(f"version: 1\nn_points:  68\n{{\n{body}\n}}\n")
+    assert np.allclose(read_ibug_pts(headed), points, atol=1e-3)
+    short = tmp_path / "short.pts"
+    short.write_text("1 2\n3 4\n")
+    with pytest.raises(FacekitError, match="2 points, expected the 68"):
+        read_ibug_pts(short)

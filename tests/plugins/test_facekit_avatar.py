@@ -177,18 +177,32 @@ def test_the_blend_replaces_grazing_smears_with_the_colour_model(maker: Any) -> 
     assert from_model < 4 < from_image, (from_model, from_image)
 
 
-def test_automatic_correspondence_agrees_with_the_hand_made_mapping(model: SurreyModel, maker: Any) -> None:
+def test_automatic_correspondence_agrees_with_the_hand_made_mapping(
+    model: SurreyModel, maker: Any, data_root: Path
+) -> None:
     """App. B.1: vote the vertex of each dlib point over jittered renders of the mean face and compare with eos's
-    ibug_to_sfm.txt. Measured: 74 % of the 52 mapped points exactly or as a direct mesh neighbour (the issue asks 90 %;
-    the misses are 3-8 mm away, on points whose iBUG definition differs from the mapping's (nose bridge, brow end) or
-    that dlib places poorly on a render (inner lips, nostrils)). The floor guards the level reached."""
-    from facekit_avatar.correspondence import agreement, vote
+    ibug_to_sfm.txt. Measured: 74-76 % of the 50 mapped points exactly or as a direct mesh neighbour (the issue asks
+    90 %). The floor guards the level reached. Where the two disagree (nose base, mouth corners, inner lips, bridge),
+    human iBUG-68 annotations side with the vote: fitted without those points, HELEN's near-frontal faces have the
+    point nearer the voted vertex than the mapped one (benchmarks/correspondence.py: all 12 at 24 renders)."""
+    from facekit_avatar.correspondence import agreement, disputes, frontal_in_frame, held_out_distances, vote
+
+    from facekit.data.sources import helen_test
+    from facekit.normalize import Normalizer, default_model_path
 
     detector = facekit.load_component("detector", "dlib")
     found = vote(model, detector, ColourModel.load().mean, renders=12)
     assert found.renders == 12 and (found.vertices >= 0).all()
     exact, near = agreement(model, found.vertices)
     assert near >= 0.68 and exact >= 0.2, (exact, near)
+
+    disputed = disputes(model, found.vertices)
+    assert len(disputed) == round((1 - near) * len(model.landmarks.points))
+    frame = Normalizer.from_checkpoint(default_model_path()).decoder.mean_landmarks.numpy()
+    faces = frontal_in_frame([points for _, points in helen_test(data_root)], frame)
+    assert len(faces) > 80
+    distances = np.median(held_out_distances(model, disputed, faces, 112), axis=0)  # (D, 2): mapped, voted
+    assert (distances[:, 1] < distances[:, 0]).mean() >= 0.75, distances
 
 
 def test_the_avatar_app_passes_the_app_checks(sfm: str, maker: Any) -> None:

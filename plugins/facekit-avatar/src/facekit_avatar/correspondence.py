@@ -126,6 +126,67 @@ def _visible(
     return np.asarray(inside & (window <= depth[row, col] + tolerance))
 
 
+@dataclass
+class Dispute:
+    """A mapped iBUG point (0-based) where the vote chose neither ``ibug_to_sfm.txt``'s vertex nor a direct
+    neighbour of it."""
+
+    point: int
+    mapped: int
+    voted: int
+
+
+def disputes(model: SurreyModel, found: np.ndarray) -> list[Dispute]:
+    """The points of ``model.landmarks`` where the voted vertices ``found`` (68,) disagree with the mapping."""
+    neighbours = model.neighbours()
+    lm = model.landmarks
+    return [
+        Dispute(int(point), int(vertex), int(found[point]))
+        for point, vertex in zip(lm.points, lm.vertices, strict=True)
+        if int(found[point]) != vertex and int(found[point]) not in neighbours[vertex]
+    ]
+
+
+def held_out_distances(model: SurreyModel, disputed: list[Dispute], landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Which vertex of each disputed point lies where faces have that point: fit the model to (B, 68, 2)
+    ``landmarks`` in the ``size``-px frontal frame *without* the disputed points (so neither candidate shapes the
+    fit), project both candidates, and return their distances to the landmark, (B, D, 2) px: [..., 0] the mapped
+    vertex, [..., 1] the voted one."""
+    from dataclasses import replace
+
+    from facekit_avatar.fit import Camera, fit_shape
+
+    lm = model.landmarks
+    left_out = {d.point for d in disputed}
+    keep = np.array([int(point) not in left_out for point in lm.points])
+    without = replace(lm, points=lm.points[keep], vertices=lm.vertices[keep])
+    fit = fit_shape(model, landmarks, size, landmark_map=without)
+    xy = Camera(size).project(fit.vertices(model)).numpy()  # (B, N, 2)
+    points = np.asarray(landmarks, np.float64)
+    return np.stack(
+        [
+            np.stack([np.linalg.norm(xy[:, vertex] - points[:, d.point], axis=1) for vertex in (d.mapped, d.voted)], 1)
+            for d in disputed
+        ],
+        axis=1,
+    )
+
+
+def frontal_in_frame(annotations: list[np.ndarray], frame: np.ndarray, max_asymmetry: float = 0.12) -> np.ndarray:
+    """The near-frontal faces among (68, 2) iBUG ``annotations`` (the nose tip, point 31, about as far from one jaw
+    end as from the other: |d(31, 1) - d(31, 17)| <= ``max_asymmetry`` x the jaw's width), each moved by the
+    least-squares similarity onto the ``frame``'s (68, 2) landmarks (e.g. a model's mean face): (B, 68, 2)."""
+    from facekit.align import apply_transform, similarity_transform
+
+    kept = []
+    for points in annotations:
+        width = np.linalg.norm(points[16] - points[0])
+        offset = abs(np.linalg.norm(points[30] - points[0]) - np.linalg.norm(points[30] - points[16]))
+        if width > 0 and offset / width <= max_asymmetry:
+            kept.append(apply_transform(similarity_transform(points, frame), points))
+    return np.stack(kept) if kept else np.zeros((0, 68, 2))
+
+
 def agreement(model: SurreyModel, found: np.ndarray) -> tuple[float, float]:
     """Against ``ibug_to_sfm.txt``: (share of its mapped points whose voted vertex is the same, share that is the same
     or a direct mesh neighbour), for an iBUG-68 ``found`` (68,)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facekit_avatar.model import SurreyModel
+from facekit_avatar.model import LandmarkMap, SurreyModel
 
 #: Focal length in frame sizes: at the fixed distance 1 mm of face is ~0.43 px of a 112 px frame, so the mean model's
 #: eyes land ~27.5 px apart like the training frame's (interocular 55/224 of the side).
@@ -91,8 +91,10 @@ def fit_shape(
     sigma_px: float = 1.5,
     steps: int = 40,
     components: int | None = None,
+    landmark_map: LandmarkMap | None = None,
 ) -> ShapeFit:
-    """Fit the model to (B, 68, 2) iBUG landmarks in a ``size``-px frontal frame.
+    """Fit the model to (B, 68, 2) iBUG landmarks in a ``size``-px frontal frame, through ``landmark_map`` (default:
+    the model's, eos's ``ibug_to_sfm.txt``).
 
     Minimises sum_i |proj(v_i) - l_i|^2 / (sigma^2) + |alpha|^2 (the prior: coefficients are standard normal), where
     ``sigma_px`` is the landmarks' noise in a 112-px frame (scaled with ``size``).
@@ -106,7 +108,7 @@ def fit_shape(
     batch = target.shape[0]
     camera = Camera(size)
     k = components or model.components
-    lm = model.landmarks
+    lm = landmark_map or model.landmarks
     fixed_points = torch.as_tensor(lm.points)
     contour_points = torch.as_tensor(np.concatenate([lm.right_contour, lm.left_contour]))
     right, left = model.contour
@@ -117,7 +119,7 @@ def fit_shape(
     # Start from the closed-form weak-perspective solution (alternating linear least squares: scale and shift, then
     # the coefficients with the prior), then gradient descent on the full perspective model.
     init_coefficients, init_scale, init_shift, chosen = _weak_perspective_start(
-        model, target, camera, fixed_points, contour_points, candidates, sides, sigma, k
+        model, target, camera, torch.as_tensor(lm.vertices), fixed_points, contour_points, candidates, sides, sigma, k
     )
     coefficients = init_coefficients.clone().requires_grad_(True)
     log_scale = init_scale.log().clone().requires_grad_(True)
@@ -172,6 +174,7 @@ def _weak_perspective_start(
     model: SurreyModel,
     target: torch.Tensor,
     camera: Camera,
+    fixed_vertices: torch.Tensor,
     fixed_points: torch.Tensor,
     contour_points: torch.Tensor,
     candidates: list[torch.Tensor],
@@ -190,7 +193,6 @@ def _weak_perspective_start(
     points = torch.cat([fixed_points, contour_points])
     wanted = target[:, points] - centre  # (B, P, 2)
     wanted_xy = torch.stack([wanted[..., 0], -wanted[..., 1]], dim=-1)  # y up, like the model
-    fixed_vertices = torch.as_tensor(model.landmarks.vertices)
     for _ in range(rounds + 1):
         vertices = torch.cat([fixed_vertices.expand(batch, -1), chosen], dim=1)  # (B, P)
         mean = model.mean[vertices][..., :2]  # (B, P, 2)
