@@ -27,7 +27,7 @@ from results import machine, publish
 
 import facekit
 from facekit.data.sources import helen_test
-from facekit.detail import DetailSettings
+from facekit.detail import DECODER_ONLY
 from facekit.evaluate import lfw_devtest
 from facekit.images import load_rgb
 from facekit.normalize import Normalizer, default_model_path
@@ -70,7 +70,7 @@ def main() -> None:
     exact, near = agreement(model, found.vertices)
     disputed = disputes(model, found.vertices)
 
-    normalizer = Normalizer.from_checkpoint(default_model_path(), detail=DetailSettings(strength=0.0))
+    normalizer = Normalizer.from_checkpoint(default_model_path(), detail=DECODER_ONLY)
     photos = lfw_devtest(root, args.photos)
     outcomes = normalizer.normalize_many([load_rgb(p.path)[0] for p in photos], [p.path.name for p in photos])
     faces = [o.face for o in outcomes if o.face is not None]

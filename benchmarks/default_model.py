@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
 
 import facekit
+from facekit.detail import DECODER_ONLY
 from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
 from facekit.normalize import Normalizer, default_model_path
 from facekit.recipe import DataSection
@@ -40,7 +41,8 @@ def main() -> None:
     for name, path in models:
         start = time.perf_counter()
         folder = args.out / name.replace(" ", "-")
-        metrics = evaluate_normalizer(Normalizer.from_checkpoint(path), photos, judges, folder, progress=True)
+        normalizer = Normalizer.from_checkpoint(path, detail=DECODER_ONLY)  # the model's own faces
+        metrics = evaluate_normalizer(normalizer, photos, judges, folder, progress=True)
         rows.append((name, path, metrics, time.perf_counter() - start, folder))
     lines = [
         f"## Default model (`python benchmarks/default_model.py --max-photos {args.max_photos}"

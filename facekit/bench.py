@@ -42,6 +42,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     import torch
 
     import facekit
+    from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
     from facekit.normalize import Normalizer
@@ -73,7 +74,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         start = time.perf_counter()
         train(plan, resume=True, progress=progress)
         trained = time.perf_counter() - start
-        normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors")
+        normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY)
         metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         row = {
             "cell": list(cell),

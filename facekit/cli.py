@@ -218,9 +218,14 @@ def normalize(
     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when one is visible)")] = "cpu",
     detail: Annotated[
-        float,
-        typer.Option(min=0.0, max=2.0, help="strength of the photo's fine detail on the face (0: the decoder's alone)"),
-    ] = DetailSettings().strength,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=2.0,
+            help=f"strength of the photo's fine detail on the face (0: the decoder's alone; default "
+            f"{DetailSettings().strength:g} behind a 68-point detector, else 0)",
+        ),
+    ] = None,
 ) -> None:
     """Normalize the largest face of each photo: OUT/NAME.png, NAME.json (landmarks, hashes), NAME_side.png,
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
@@ -231,7 +236,8 @@ def normalize(
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     path = resolve_model(model, checkpoint)
-    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=DetailSettings(detail))
+    settings = None if detail is None else DetailSettings(detail)  # None: the library's default for the detector
+    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
@@ -283,6 +289,18 @@ def adjust(
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
+    given = {
+        "--only": only != "both",
+        "--all-faces": all_faces,
+        "--checkpoint": checkpoint is not None,
+        "--mapping": mapping != "gains",
+        "--region": region != "skin",
+        "--fuse": fuse != "auto",
+        "--fuse-weight": fuse_weight != 0.5,
+    }
+    if method != "adjust" and any(given.values()):
+        flags = ", ".join(flag for flag, set_ in given.items() if set_)
+        raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight)
@@ -330,7 +348,8 @@ def eval_command(
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
     set_: SetOption = None,
 ) -> None:
-    """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html."""
+    """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
+    A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
     from facekit.evaluate import evaluate_plan
 
     metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline)

@@ -61,6 +61,11 @@ class DetailSettings:
             raise ValueError(f"detail sigma must be in [0.3, 20] px, got {self.sigma}")
 
 
+#: No photo detail: the decoder's face alone. What evaluations of a trained model use (``facekit eval``, ``facekit
+#: bench``): they measure the model, and the detail would lend every decoder the photo's pixels.
+DECODER_ONLY = DetailSettings(strength=0.0)
+
+
 def photo_map(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Where each pixel of the ``size`` x ``size`` output reads the photo: (S, S) float32 x and y maps in photo
     pixels, from a smoothed thin-plate spline through the (K, 2) landmark pairs."""

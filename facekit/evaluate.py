@@ -343,6 +343,7 @@ def evaluate_plan(
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
     import facekit
+    from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.normalize import Normalizer
     from facekit.recipe import DataSection, load_recipe
@@ -359,7 +360,7 @@ def evaluate_plan(
     elif baseline is not None:
         raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
     else:
-        normalizer = Normalizer.from_checkpoint(checkpoint)
+        normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY)  # the model, not the photo's pixels
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
     if judges:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def max_megapixels() -> float:
 TOO_LARGE = "too large"
 
 
-def load_rgb(path: Path | bytes) -> tuple[np.ndarray | None, str]:
+def load_rgb(path: Path | bytes | bytearray | memoryview) -> tuple[np.ndarray | None, str]:
     """Read a photo (a file, or its bytes already read) as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why
     it is unreadable).
 
@@ -57,16 +58,19 @@ def load_rgb(path: Path | bytes) -> tuple[np.ndarray | None, str]:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    limit = max_megapixels()
+    if Image.MAX_IMAGE_PIXELS is not None and limit * 1e6 > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = int(limit * 1e6)  # the user allowed more than Pillow's decompression-bomb guard
+    allow = " set FACEKIT_MAX_MEGAPIXELS to allow it)"
     try:
-        if (len(path) if isinstance(path, bytes) else path.stat().st_size) == 0:
+        source: Path | io.BytesIO = Path(path) if isinstance(path, (str, Path)) else io.BytesIO(bytes(path))
+        if (source.stat().st_size if isinstance(source, Path) else len(source.getbuffer())) == 0:
             return None, "unreadable (empty file)"
-        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as opened:
+        with Image.open(source) as opened:
             megapixels = opened.size[0] * opened.size[1] / 1e6
-            if megapixels > max_megapixels():
-                return None, (
-                    f"{TOO_LARGE} ({opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP > {max_megapixels():g} MP;"
-                    " set FACEKIT_MAX_MEGAPIXELS to allow it)"
-                )
+            if megapixels > limit:
+                size = f"{opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP"
+                return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
             opened.load()
             image = ImageOps.exif_transpose(opened) or opened
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -85,7 +89,11 @@ def load_rgb(path: Path | bytes) -> tuple[np.ndarray | None, str]:
             elif image.mode in ("L", "I", "I;16", "F", "1"):
                 note = "greyscale"
             return np.asarray(image.convert("RGB")), note
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} MP" if pixels else "over Pillow's limit"
+        return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 

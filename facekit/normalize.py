@@ -20,7 +20,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
-from facekit.detail import DetailSettings, transfer_detail
+from facekit.detail import DECODER_ONLY, DetailSettings, transfer_detail
 from facekit.errors import FacekitError
 from facekit.images import to_uint8_rgb
 from facekit.types import LandmarkScheme
@@ -197,9 +197,10 @@ class Normalizer:
             if detail is not None:
                 raise FacekitError(
                     f"photo detail maps the photo through the 68 iBUG landmarks, but detector "
-                    f"{type(detector).__name__} gives {scheme}: use a 68-point detector or detail strength 0"
+                    f"{type(detector).__name__} gives {scheme}: use a 68-point detector or detail strength 0 "
+                    "(`facekit normalize --detail 0`)"
                 )
-            self.detail = DetailSettings(strength=0.0)
+            self.detail = DECODER_ONLY
 
     @classmethod
     def from_checkpoint(

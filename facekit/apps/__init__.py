@@ -28,7 +28,7 @@ class UsesNormalizer:
 
     def load_normalizer(self, path: Any) -> Any:
         """The model file ``path`` as this app uses it (photo detail off where the app reads the decoder's face)."""
-        from facekit.detail import DetailSettings
+        from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
-        return Normalizer.from_checkpoint(path, detail=None if self.photo_detail else DetailSettings(strength=0.0))
+        return Normalizer.from_checkpoint(path, detail=None if self.photo_detail else DECODER_ONLY)

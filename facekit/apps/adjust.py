@@ -255,6 +255,12 @@ class FaceAdjuster(UsesNormalizer):
         if fuse == "auto":  # fused in linear light with the gains mapping; the paper's YCrCb map is the face's alone
             fuse = "white-patch" if mapping == "gains" else None
         self.region, self.fuse, self.fuse_weight = region, fuse, fuse_weight
+        from facekit.apps.baselines import ESTIMATORS
+
+        if fuse is not None and fuse not in ESTIMATORS:
+            raise FacekitError(f"unknown fuse {fuse!r}; known: {', '.join(ESTIMATORS)}, None or 'auto'")
+        if not 0.0 <= fuse_weight <= 1.0:
+            raise FacekitError(f"fuse weight must be between 0 and 1, got {fuse_weight}")
         if fuse is not None and mapping != "gains":
             raise FacekitError("fuse needs mapping 'gains'; the paper's ycrcb mapping runs with fuse None")
 

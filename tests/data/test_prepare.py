@@ -170,6 +170,7 @@ def test_prepare_needs_a_68_point_detector(tmp_path: Path, data_root: Path) -> N
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from facekit.images import load_rgb
 
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # load_rgb may raise it; put it back
     bomb = tmp_path / "bomb.png"
     Image.new("1", (12_000, 12_000)).save(bomb)  # 144 MP in a few kB
     assert bomb.stat().st_size < 100_000
@@ -182,6 +183,9 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
     assert refused == "True" and float(seconds) < 1.0 and extra_kb < 200_000, (refused, seconds, extra_kb)
     image, why = load_rgb(bomb)
     assert image is None and "144 MP" in why and "FACEKIT_MAX_MEGAPIXELS" in why
+    larger = tmp_path / "larger.png"
+    Image.new("1", (15_000, 15_000)).save(larger)  # past Pillow's own guard (2 x 89 MP): still "too large", not damaged
+    assert load_rgb(larger) == (None, "too large (225 MP > 50 MP; set FACEKIT_MAX_MEGAPIXELS to allow it)")
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "200")  # allowed when the user says so
     assert load_rgb(bomb)[0] is not None
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "nonsense")

@@ -90,6 +90,9 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     assert "no_face" in result.stdout
     baseline = run_cli("adjust", str(photos / "wall.png"), "--method", "gray-world", "-o", str(tmp_path / "g"))
     assert baseline.returncode == 0 and (tmp_path / "g" / "wall.png").is_file()
+    wall = str(photos / "wall.png")
+    ignored = run_cli("adjust", wall, "--method", "gray-world", "--fuse", "none", "-o", str(tmp_path))
+    assert ignored.returncode == 1 and "--fuse: options of --method adjust" in ignored.stderr, ignored.stderr
     with Image.open(io.BytesIO((tmp_path / "g" / "wall.png").read_bytes())) as grey:
         assert angular_error(np.asarray(grey), np.full((1, 1, 3), 128.0)) < 1.0
 
@@ -170,3 +173,7 @@ def test_fused_white_balance_mixes_chromaticity_and_keeps_the_faces_exposure() -
     with pytest.raises(FacekitError, match="mapping 'gains'"):
         FaceAdjuster(mapping="ycrcb", fuse="white-patch")
     assert FaceAdjuster(mapping="ycrcb").fuse is None and FaceAdjuster().fuse == "white-patch"
+    with pytest.raises(FacekitError, match="unknown fuse 'grey-world'; known: gray-world"):  # at once, not per photo
+        FaceAdjuster(fuse="grey-world")  # type: ignore[arg-type]
+    with pytest.raises(FacekitError, match="fuse weight must be between 0 and 1"):
+        FaceAdjuster(fuse_weight=1.5)

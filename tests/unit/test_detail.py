@@ -140,9 +140,45 @@ def parts(normalizer: Any) -> tuple[Any, Any, Any, Any]:
     return normalizer.decoder, normalizer.encoder, normalizer.detector, normalizer.meta
 
 
-def test_degenerate_photo_landmarks_give_the_decoders_face() -> None:
-    """Landmarks all on one line cannot define a map: the face comes back unchanged instead of failing the batch."""
+def test_degenerate_landmarks_give_the_decoders_face(caplog: pytest.LogCaptureFixture) -> None:
+    """Landmarks all on one line cannot define a map: the face comes back unchanged instead of failing the batch. A
+    textured photo, so that a working map would change the face (the last line shows it does)."""
     points = face_points()
+    noise = np.random.default_rng(2).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    photo = np.repeat(noise[..., None], 3, axis=2)
     line = np.stack([np.linspace(10, 100, 68), np.linspace(10, 100, 68)], axis=1)
     output = plain_face()
-    assert np.array_equal(transfer_detail(output, points, plain_face(), line, DetailSettings()), output)
+    # The photo's points on a line: the map squeezes the face onto it, and a squeezed side is not trusted.
+    assert np.array_equal(transfer_detail(output, points, photo, line, DetailSettings()), output)
+    # The predicted points on a line: no spline through them (SplineError), said in the log.
+    with caplog.at_level("WARNING", logger="facekit.detail"):
+        assert np.array_equal(transfer_detail(output, line, photo, points, DetailSettings()), output)
+    assert "photo detail skipped for one face" in caplog.text and "collinear" in caplog.text
+    assert not np.array_equal(transfer_detail(output, points, photo, points, DetailSettings()), output)
+
+
+def test_the_command_line_follows_the_detector(shipped_normalizer: Any, tmp_path: Path) -> None:
+    """`facekit normalize` without --detail gives photo detail where the detector has 68 points and the decoder's
+    face behind any other; asking for detail behind a 5-point detector is an error that names the flag."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from facekit.normalize import default_model_path
+    from tests.helpers import run_cli
+
+    source = str(default_model_path())
+    with safe_open(source, framework="pt") as handle:
+        header = handle.metadata()
+    meta = json.loads(header["facekit"])
+    meta["recipe"]["components"]["detector"] = {"name": "dlib-5pt"}
+    five = tmp_path / "five-point.safetensors"
+    save_file(load_file(source), str(five), metadata={**header, "facekit": json.dumps(meta)})
+    face = Path(__file__).resolve().parents[2] / "facekit" / "testing_data" / "face.jpg"
+    done = run_cli("normalize", str(face), "-o", str(tmp_path / "out"), "--checkpoint", str(five))
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "out" / "face.json").read_text())
+    assert record["detail"]["strength"] == 0.0, record["detail"]
+    refused = run_cli("normalize", str(face), "-o", str(tmp_path / "out2"), "--checkpoint", str(five), "--detail", "1")
+    assert refused.returncode == 1 and "--detail 0" in refused.stderr, refused.stderr

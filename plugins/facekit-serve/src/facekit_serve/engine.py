@@ -546,9 +546,9 @@ class Engine:
         status: dict[str, list[tuple[str, str]]] = {self.label: [("ok", "")]}
         missing = []
         for label, other in self.others:
-            with self._model_lock:  # once per upload, whichever of its faces is shown
-                if label not in analysis.others:
-                    analysis.others[label] = other.normalize(analysis.photo, all_faces=True, max_faces=MAX_FACES)
+            with self._model_lock:  # once per upload, whichever of its faces is shown; every face: another
+                if label not in analysis.others:  # detector may rank a crowd's faces differently
+                    analysis.others[label] = other.normalize(analysis.photo, all_faces=True)
             theirs = analysis.others[label]
             overlaps = [box_overlap(face.box, f.box) for f in theirs]
             best = int(np.argmax(overlaps)) if overlaps else -1
