@@ -57,8 +57,23 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=24, help="jittered renders the vote uses")
     parser.add_argument("--sfm", default=None, help="sfm_shape_3448.bin (default: DATA/sfm/)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--write-map",
+        type=Path,
+        default=None,
+        help="also write ibug_to_sfm.txt with the disputed points' voted vertices here (the avatar app's "
+        "--landmarks voted ships plugins/facekit-avatar/src/facekit_avatar/data/ibug_to_sfm_voted.txt)",
+    )
     args = parser.parse_args()
-    from facekit_avatar.correspondence import agreement, disputes, frontal_in_frame, held_out_distances, vote
+    from facekit_avatar.correspondence import (
+        agreement,
+        disputes,
+        frontal_in_frame,
+        held_out_distances,
+        vote,
+        with_votes,
+        write_landmark_map,
+    )
     from facekit_avatar.learn import ColourModel
     from facekit_avatar.model import load_model
 
@@ -109,6 +124,20 @@ def main() -> None:
         ),
     ]
     publish("correspondence", lines, write=not args.no_write)
+    if args.write_map is not None:
+        changed = ", ".join(f"{d.point + 1}: {d.mapped} -> {d.voted}" for d in disputed)
+        write_landmark_map(
+            with_votes(model, disputed),
+            args.write_map,
+            "eos's ibug_to_sfm.txt (Apache-2.0) for the Surrey Face Model, 3,448 vertices, with the points where the\n"
+            f"App. B.1 vote ({found.renders} renders of the mean face, dlib's 68 points) disagrees replaced by the "
+            "voted vertex:\n"
+            f"{changed}.\n"
+            "Fitted without them, real faces put each of these points nearer the voted vertex (normalized faces and "
+            'HELEN\'s\nhand-placed iBUG points; benchmarks/RESULTS.md "correspondence"). Made by\n'
+            f"python benchmarks/correspondence.py --write-map {args.write_map.name}",
+        )
+        print(f"wrote {args.write_map}")
 
 
 if __name__ == "__main__":

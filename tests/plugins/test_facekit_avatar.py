@@ -19,6 +19,7 @@ from facekit_avatar.fit import DISTANCE_MM, Camera, fit_shape, place  # noqa: E4
 from facekit_avatar.model import SurreyModel, load_model  # noqa: E402
 
 import facekit  # noqa: E402
+from facekit.errors import FacekitError  # noqa: E402
 from facekit.testing import check_app, real_face  # noqa: E402
 from tests.helpers import run_cli  # noqa: E402
 
@@ -149,6 +150,14 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
         assert 0.10 < np.ptp(mesh.vertices[:, 0]) < 0.25  # metres: a face is ~15 cm wide
     record = json.loads((tmp_path / "face.json").read_text())
     assert "non-commercial" in record["licence"] and len(record["coefficients"]) == 63
+    assert record["landmark_map"] == "ibug_to_sfm.txt"
+
+    voted = facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="voted")
+    (moved,) = voted.build(face.image[None], face.landmarks[None])
+    assert moved.record["landmark_map"] == "ibug_to_sfm_voted.txt"
+    assert moved.record["reprojection_px"]["rms"] < avatar.record["reprojection_px"]["rms"]  # its points fit closer
+    with pytest.raises(FacekitError, match="landmarks"):
+        facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="eos")
 
 
 def test_the_blend_replaces_grazing_smears_with_the_colour_model(maker: Any) -> None:
@@ -203,6 +212,26 @@ def test_automatic_correspondence_agrees_with_the_hand_made_mapping(
     assert len(faces) > 80
     distances = np.median(held_out_distances(model, disputed, faces, 112), axis=0)  # (D, 2): mapped, voted
     assert (distances[:, 1] < distances[:, 0]).mean() >= 0.75, distances
+
+
+def test_the_voted_landmark_map_moves_only_points_that_faces_put_there(model: SurreyModel, data_root: Path) -> None:
+    """The shipped ``--landmarks voted`` map is eos's with a few points moved to the vote's vertex; on HELEN's
+    hand-annotated near-frontal faces (fitted without those points) each moved point lies nearer the new vertex."""
+    from facekit_avatar.correspondence import Dispute, frontal_in_frame, held_out_distances
+    from facekit_avatar.model import data_file, read_landmark_map
+
+    from facekit.data.sources import helen_test
+    from facekit.normalize import Normalizer, default_model_path
+
+    hand, voted = model.landmarks, read_landmark_map(data_file("ibug_to_sfm_voted.txt"))
+    assert np.array_equal(hand.points, voted.points) and np.array_equal(hand.left_contour, voted.left_contour)
+    pairs = zip(hand.points, hand.vertices, voted.vertices, strict=True)
+    moved = [Dispute(int(p), int(a), int(b)) for p, a, b in pairs if a != b]
+    assert 8 <= len(moved) <= 16 and all(0 <= d.voted < model.vertices for d in moved)
+    frame = Normalizer.from_checkpoint(default_model_path()).decoder.mean_landmarks.numpy()
+    faces = frontal_in_frame([points for _, points in helen_test(data_root)], frame)
+    distances = np.median(held_out_distances(model, moved, faces, 112), axis=0)  # (D, 2): eos's, voted
+    assert (distances[:, 1] < distances[:, 0]).all(), distances
 
 
 def test_the_avatar_app_passes_the_app_checks(sfm: str, maker: Any) -> None:

@@ -6,7 +6,7 @@ Importing this module is cheap: eos, trimesh and moderngl load when the app is b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,12 @@ class AvatarParams(Params):
     colour_prior: float = Field(default=1.0, gt=0, description="ridge weight of the colour-model fit")
     sigma_px: float = Field(default=1.5, gt=0, description="landmark noise (px of a 112-px frame) in the shape fit")
     steps: int = Field(default=40, ge=1, description="gradient steps of the shape fit (after its closed-form start)")
+    landmarks: Literal["ibug_to_sfm", "voted"] = Field(
+        default="ibug_to_sfm",
+        description="landmark -> vertex map of the fit: eos's hand-made ibug_to_sfm.txt, or it with the 12 points "
+        "where the App. B.1 vote disagrees moved to the voted vertex (nearer on real faces: RESULTS.md "
+        "'correspondence')",
+    )
 
 
 def card() -> ModelCard:

@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from facekit.errors import FacekitError
 from facekit_avatar.cards import LICENCE, YAWS
 from facekit_avatar.colour import ColourModel, sample_vertices
 from facekit_avatar.fit import Camera, ShapeFit, fit_shape, place, yaw_rotation
-from facekit_avatar.model import SurreyModel, load_model
+from facekit_avatar.model import SurreyModel, data_file, load_model, read_landmark_map
+
+#: The fit's landmark -> vertex maps (AvatarParams.landmarks): eos's, and eos's with the vote's disputed points.
+LANDMARK_MAPS = {"ibug_to_sfm": "ibug_to_sfm.txt", "voted": "ibug_to_sfm_voted.txt"}
 
 
 def yaw_name(yaw: float) -> str:
@@ -52,8 +56,13 @@ class AvatarMaker:
         colour_prior: float = 1.0,
         sigma_px: float = 1.5,
         steps: int = 40,
+        landmarks: str = "ibug_to_sfm",
     ) -> None:
         self.model: SurreyModel = load_model(sfm)
+        if landmarks not in LANDMARK_MAPS:
+            raise FacekitError(f"unknown landmark map {landmarks!r}; known: {', '.join(LANDMARK_MAPS)}")
+        self.landmarks = landmarks
+        self.landmark_map = read_landmark_map(data_file(LANDMARK_MAPS[landmarks]))
         self.colour_model = ColourModel.load(colour_model)
         self.texture_size = texture_size
         self.colour_prior = colour_prior
@@ -62,7 +71,8 @@ class AvatarMaker:
 
     # ------------------------------------------------------------------------------------------------ batched core
     def fit(self, landmarks: np.ndarray, size: int) -> ShapeFit:
-        return fit_shape(self.model, np.asarray(landmarks, np.float32), size, self.sigma_px, self.steps)
+        points = np.asarray(landmarks, np.float32)
+        return fit_shape(self.model, points, size, self.sigma_px, self.steps, landmark_map=self.landmark_map)
 
     def apply(self, faces: Any) -> dict[str, Any]:
         """``faces`` a DecoderOutput (images (B, 3, S, S) in [0, 1], landmarks (B, 68, 2)) -> shape coefficients
@@ -137,6 +147,7 @@ class AvatarMaker:
                             "max": float(fit.per_point_px[b].max()),
                             "interocular_px": interocular(landmarks[b]),
                         },
+                        "landmark_map": LANDMARK_MAPS[self.landmarks],
                         "licence": LICENCE,
                     },
                 )

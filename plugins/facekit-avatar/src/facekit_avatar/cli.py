@@ -21,6 +21,13 @@ def avatar(
     ] = None,
     texture_size: Annotated[int, typer.Option(min=64, max=4096, help="side of the UV texture map")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="photos normalized and fitted at a time")] = 16,
+    landmarks: Annotated[
+        str,
+        typer.Option(
+            help="landmark -> vertex map of the fit: ibug_to_sfm (eos's) or voted (eos's with the 12 points the "
+            "App. B.1 vote places differently; nearer on real faces)"
+        ),
+    ] = "ibug_to_sfm",
 ) -> None:
     """A textured 3-D avatar of the largest face of each photo (paper Sec. 7.3): OUT/NAME.obj + .mtl + .png (UV
     texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png, NAME_sheet.png (photo | normalized
@@ -36,7 +43,7 @@ def avatar(
 
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS)  # bad inputs are reported before loading
     normalizer = Normalizer.from_checkpoint(resolve_model(model, checkpoint), device=inference_device("cpu"))
-    maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size)
+    maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
         rows = avatar_files(plan, normalizer, maker, on_row=lambda row: progress.advance(task))

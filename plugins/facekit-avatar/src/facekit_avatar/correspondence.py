@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from facekit_avatar.fit import DISTANCE_MM, Camera
-from facekit_avatar.model import SurreyModel
+from facekit_avatar.model import LandmarkMap, SurreyModel
 
 #: Jitter of the cameras: yaw and pitch (degrees, uniform +-), scale (fraction) and image shift (fraction of the side).
 YAW_DEG, PITCH_DEG, SCALE, SHIFT = 15.0, 10.0, 0.08, 0.04
@@ -145,6 +146,31 @@ def disputes(model: SurreyModel, found: np.ndarray) -> list[Dispute]:
         for point, vertex in zip(lm.points, lm.vertices, strict=True)
         if int(found[point]) != vertex and int(found[point]) not in neighbours[vertex]
     ]
+
+
+def with_votes(model: SurreyModel, disputed: list[Dispute]) -> LandmarkMap:
+    """``model.landmarks`` with each disputed point's vertex replaced by the voted one."""
+    from dataclasses import replace
+
+    lm = model.landmarks
+    vertices = lm.vertices.copy()
+    for dispute in disputed:
+        vertices[int(np.flatnonzero(lm.points == dispute.point)[0])] = dispute.voted
+    return replace(lm, vertices=vertices)
+
+
+def write_landmark_map(mapping: LandmarkMap, path: str | Path, comment: str) -> None:
+    """``mapping`` as a TOML file that :func:`facekit_avatar.model.read_landmark_map` reads (eos's layout, 1-based
+    iBUG numbers), ``comment`` lines first."""
+    lines = [f"# {line}" if line else "#" for line in comment.splitlines()]
+    lines += ["", "[landmark_mappings]"]
+    lines += [f"{int(p) + 1} = {int(v)}" for p, v in zip(mapping.points, mapping.vertices, strict=True)]
+    lines += ["", "[contour_landmarks]"]
+    lines += [
+        f"right = {[int(p) + 1 for p in mapping.right_contour]}",
+        f"left = {[int(p) + 1 for p in mapping.left_contour]}",
+    ]
+    Path(path).write_text("\n".join(lines) + "\n")
 
 
 def held_out_distances(model: SurreyModel, disputed: list[Dispute], landmarks: np.ndarray, size: int) -> np.ndarray:

@@ -21,7 +21,8 @@ import torch
 from facekit_avatar.cards import SFM_SOURCE
 
 
-def _data(name: str) -> Path:
+def data_file(name: str) -> Path:
+    """A file shipped in this package's ``data`` folder."""
     return Path(str(resources.files("facekit_avatar") / "data" / name))
 
 
@@ -37,7 +38,7 @@ class LandmarkMap:
 
 def read_landmark_map(path: str | Path | None = None) -> LandmarkMap:
     """eos's ``ibug_to_sfm.txt`` (TOML): 1-based iBUG numbers -> vertex indices, and the contour landmark lists."""
-    data = tomllib.loads(Path(path or _data("ibug_to_sfm.txt")).read_text())
+    data = tomllib.loads(Path(path or data_file("ibug_to_sfm.txt")).read_text())
     pairs = sorted((int(k) - 1, int(v)) for k, v in data["landmark_mappings"].items())
     contour = data["contour_landmarks"]
     return LandmarkMap(
@@ -50,7 +51,7 @@ def read_landmark_map(path: str | Path | None = None) -> LandmarkMap:
 
 def read_model_contour(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """eos's ``sfm_model_contours.json``: the vertices along the right and left face outline, top to chin."""
-    data = json.loads(Path(path or _data("sfm_model_contours.json")).read_text())["model_contour"]
+    data = json.loads(Path(path or data_file("sfm_model_contours.json")).read_text())["model_contour"]
     return np.array(data["right_contour"]), np.array(data["left_contour"])
 
 
