@@ -9,7 +9,11 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
   unless ``--inside-inputs`` is given, and then that folder is skipped when the inputs are scanned (facekit never
   normalizes its own outputs); an output that would land on an input is refused;
 - **atomic, never through a link**: each file is written to a temporary file in its folder and renamed over the target
-  (a symlink there is replaced, never followed); folders inside the output must resolve inside it;
+  (a symlink there is replaced, never followed); folders inside the output must resolve inside it; a photo whose
+  outputs cannot be written is a row (``unwritable``) and the batch goes on;
+- **the folder's other files are the user's**: only facekit's own temporaries (``.facekit-*.tmp``) are cleared; a
+  ``grid.png`` in a folder without facekit's manifest is left alone, and a ``manifest.jsonl`` that is not facekit's
+  stops the run;
 - **reruns**: an output whose record names the same input content (sha256) and the same model (sha256) is skipped as
   ``done``; an output made from something else is left alone (``exists``) unless ``--overwrite``;
 - **bounded memory, work that survives a kill**: photos are read, normalized and written ``batch_size`` at a time, and
@@ -120,16 +124,28 @@ def plan_outputs(
     return planned
 
 
+#: How write_atomic's temporary files begin and end: a killed run's leftovers are recognised by both, never a
+#: user's own hidden files.
+TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".facekit-", ".tmp"
+
+
 def write_atomic(path: Path, data: bytes, out: Path) -> None:
     """Write ``data`` to ``path`` inside ``out``: temporary file in the same folder, fsync, rename over the target (a
-    symlink at ``path`` is replaced, not followed). A folder on the way that resolves outside ``out`` is refused."""
+    symlink at ``path`` is replaced, not followed). A folder on the way that resolves outside ``out`` is refused
+    before anything is created there."""
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    if not _inside(folder.resolve(), out.resolve()):
+    out.mkdir(parents=True, exist_ok=True)  # the output root itself is the caller's to choose
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not _inside(existing.resolve(), out.resolve()) or (
+        folder.exists() and not _inside(folder.resolve(), out.resolve())
+    ):
         raise FacekitError(
             f"{folder} leads outside the output folder {out} (a symbolic link?): refusing to write there"
         )
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
         with os.fdopen(handle, "wb") as stream:
@@ -142,18 +158,82 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
         raise
 
 
+def occupied(paths: Iterator[Path] | Sequence[Path]) -> list[Path]:
+    """Those of ``paths`` that exist (a dangling symbolic link counts: something is there)."""
+    return [path for path in paths if path.exists() or path.is_symlink()]
+
+
+def refuse_occupied(paths: Sequence[Path], command: str) -> None:
+    """A FacekitError naming the first of ``paths`` that exists: ``command``'s whole-folder outputs are never
+    replaced without ``--overwrite``."""
+    taken = occupied(paths)
+    if taken:
+        others = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise FacekitError(f"{taken[0]}{others} exists: {command} --overwrite replaces it, or choose another -o")
+
+
+def exists_reason(path: Path) -> str:
+    """The status reason of a photo whose output ``path`` is already there."""
+    return f"{path} exists (not replaced): --overwrite replaces it"
+
+
+def write_files(files: Sequence[tuple[Path, bytes]], out: Path) -> str:
+    """Write every (path, data) inside ``out`` with :func:`write_atomic`, in order; '' when all were written, else
+    why one could not be (a folder or a file that cannot be replaced, a full disk, a link leading out): the photo's
+    status reason, so that the batch goes on."""
+    for path, data in files:
+        try:
+            write_atomic(path, data, out)
+        except FacekitError as error:
+            return str(error)
+        except OSError as error:
+            return f"could not write {path}: {error.strerror or error}"
+    return ""
+
+
+def remove_temporaries(out: Path, planned: Sequence[Planned]) -> None:
+    """Delete the temporary files a killed run of facekit left in the folders its outputs go to (write_atomic's
+    names only: a user's own files, hidden or not, are never touched)."""
+    folders = {out} | {(out / item.base).parent for item in planned}
+    for folder in folders:
+        if not folder.is_dir() or folder.is_symlink() or not _inside(folder.resolve(), out.resolve()):
+            continue
+        for stale in folder.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+
+
 def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
 
 
-def png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """``image`` (H, W, 3) uint8 as PNG bytes, with ``text`` as tEXt chunks."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+#: The tEXt key that marks a grid.png as facekit's own (a rerun may replace it; a user's grid.png it leaves alone).
+GRID_MARK = "facekit-grid"
+
+
+def _is_our_grid(path: Path) -> bool:
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    try:
+        with Image.open(path) as image:
+            return image.info.get(GRID_MARK) == "1"
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -263,9 +343,9 @@ def _normalize_locked(
     out, batch_size = plan.out, plan.batch_size
     if (out / MANIFEST).is_symlink():
         raise FacekitError(f"{out / MANIFEST} is a symbolic link: refusing to write through it")
-    for stale in out.rglob(".*.tmp"):  # temporaries of a killed run (write_atomic's names): never a finished output
-        if stale.is_file() and not stale.is_symlink():
-            stale.unlink()
+    _check_manifest(out / MANIFEST)
+    write_grid = overwrite or not occupied([out / GRID]) or _is_our_grid(out / GRID)  # a user's grid.png stays
+    remove_temporaries(out, plan.planned)
     model_sha = sha256_file(model)
     detail = asdict(normalizer.detail) if hasattr(normalizer, "detail") else None  # photo detail settings
     summary = Summary()
@@ -274,18 +354,20 @@ def _normalize_locked(
         rows: list[Row] = []
         todo: list[tuple[Planned, np.ndarray, str]] = []
         for item in batch:
-            source_sha = sha256_file(item.source)
+            try:
+                source_sha = sha256_file(item.source)
+            except OSError as error:  # unreadable (permissions, vanished): that photo's row, the batch goes on
+                rows.append(Row(str(item.source), "unreadable", None, f"cannot read it: {error.strerror or error}"))
+                continue
             previous = _previous(item, out) or {}
             png = item.files(out)[0]
             same_model = previous.get("model_sha256") == model_sha and previous.get("detail") == detail
             if previous.get("input_sha256") == source_sha and same_model:
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
                 continue
-            occupied = [f for f in item.files(out) if f.exists() or f.is_symlink()]
-            if occupied and not overwrite:
-                reason = (
-                    f"{occupied[0]} exists (another input, model or --detail, or not facekit's): --overwrite replaces"
-                )
+            taken = occupied(item.files(out))
+            if taken and not overwrite:
+                reason = f"{taken[0]} exists (another input, model or --detail, or not facekit's): --overwrite replaces"
                 rows.append(Row(str(item.source), "exists", None, reason))
                 continue
             image, note = load_rgb(item.source)
@@ -313,14 +395,12 @@ def _normalize_locked(
                 "source_landmarks": np.round(face.source_landmarks, 2).tolist(),
             }
             pair = side_by_side(image, outcome)
-            try:
-                write_atomic(png, png_bytes(face.image), out)
-                write_atomic(side, png_bytes(pair), out)
-                write_atomic(record, (json.dumps(details) + "\n").encode(), out)  # last: marks the output complete
-            except OSError as error:
-                raise FacekitError(
-                    f"could not write {png}: {error.strerror}; what was written is listed in {out / MANIFEST}"
-                ) from None
+            files = [(png, png_bytes(face.image)), (side, png_bytes(pair))]
+            files.append((record, (json.dumps(details) + "\n").encode()))  # last: marks the output complete
+            failed = write_files(files, out)
+            if failed:
+                rows.append(Row(str(item.source), "unwritable", None, failed))
+                continue
             rows.append(Row(str(item.source), "ok", str(png)))
             if len(thumbnails) < GRID_ROWS:
                 thumbnails.append(side_by_side(image, outcome, height=160))
@@ -329,12 +409,28 @@ def _normalize_locked(
         for row in rows:
             if on_row is not None:
                 on_row(row)
-    if thumbnails:
+    if thumbnails and write_grid:
         width = max(t.shape[1] for t in thumbnails)
         padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]
         summary.grid = out / GRID
-        write_atomic(summary.grid, png_bytes(np.vstack(padded)), out)
+        write_atomic(summary.grid, png_bytes(np.vstack(padded), {GRID_MARK: "1"}), out)
     return summary
+
+
+def _check_manifest(path: Path) -> bool:
+    """Whether ``path`` is a manifest facekit wrote (its first line a row); False when there is none. Anything else
+    there is a FacekitError: rows are never appended to someone else's file."""
+    if not path.exists():
+        return False
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+        row = json.loads(first) if first.strip() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        row = None
+    if not isinstance(row, dict) or (row and not {"input", "status"} <= row.keys()):
+        raise FacekitError(f"{path} is not a facekit manifest: choose another output folder (-o) or move it away")
+    return True
 
 
 def _append_manifest(out: Path, rows: list[Row]) -> None:

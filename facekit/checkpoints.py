@@ -90,10 +90,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def export_model(checkpoint: str | Path, out: str | Path, metrics: str | Path | None = None) -> int:
+def export_model(
+    checkpoint: str | Path, out: str | Path, metrics: str | Path | None = None, overwrite: bool = False
+) -> int:
     """Write ``checkpoint``'s decoder weights in fp16 with its provenance (recipe, step, components, git sha and
-    ``metrics`` if given) and no optimizer state: the format of the shipped default model. Returns the file size."""
+    ``metrics`` if given) and no optimizer state: the format of the shipped default model. Returns the file size.
+    An existing ``out`` is a FacekitError unless ``overwrite``; ``out`` is never the checkpoint itself."""
     from facekit.runs import git_sha
+
+    if Path(out).resolve() == Path(checkpoint).resolve():
+        raise FacekitError(f"{out} is the checkpoint itself: write the model to another file")
+    if (Path(out).exists() or Path(out).is_symlink()) and not overwrite:
+        raise FacekitError(f"{out} exists: --overwrite replaces it")
 
     tensors, meta = read_checkpoint(Path(checkpoint))
     weights = {

@@ -277,6 +277,7 @@ def adjust(
         ),
     ] = "auto",
     fuse_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="adjust: the face's share when fused")] = 0.5,
+    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
     the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
@@ -307,7 +308,7 @@ def adjust(
     corrector = facekit.load_component("app", method, **params)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adjusting", total=len(plan.planned))
-        rows = adjust_files(plan, corrector, on_row=lambda row: progress.advance(task))
+        rows = adjust_files(plan, corrector, on_row=lambda row: progress.advance(task), overwrite=overwrite)
     failed = sum(row.status != "adjusted" for row in rows)
     report_rows(
         f"facekit adjust ({method}) -> {out}",
@@ -408,11 +409,12 @@ def export(
     ],
     out: Annotated[str, typer.Argument(help="the model file to write (.safetensors)")],
     metrics: Annotated[str | None, typer.Option(help="a metrics.json to record in the model")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
     """Strip a checkpoint to its fp16 weights + provenance (recipe, step, git sha, metrics), e.g. the default model."""
     from facekit.checkpoints import export_model
 
-    size = export_model(checkpoint, out, metrics)
+    size = export_model(checkpoint, out, metrics, overwrite)
     console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
 
 
@@ -480,6 +482,7 @@ def models_bundle(
     recipe: Annotated[str, typer.Argument(help="recipe whose components' weights to pack")],
     out: Annotated[str, typer.Argument(help="output .tar; unpack it into $FACEKIT_HOME on the other machine")],
     set_: SetOption = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
     """Pack the weight files a recipe needs into one tar, for an air-gapped machine."""
     from facekit.models import bundle
@@ -487,7 +490,7 @@ def models_bundle(
 
     plan = load_recipe(recipe, overrides=set_ or [])
     sources = [w for c in plan.components.values() if c.spec.card for w in c.spec.card.weights if w.sha256]
-    files = bundle(sources, out)
+    files = bundle(sources, out, overwrite)
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 
@@ -500,6 +503,7 @@ def attributes(
     ] = None,
     checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="photos read and normalized at a time")] = 16,
+    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
     D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
@@ -511,12 +515,12 @@ def attributes(
     from facekit.batch import plan_folder
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
-    check_tables_clear(plan)
+    check_tables_clear(plan, overwrite)
     measurer = facekit.load_component("app", "attributes", model=model, checkpoint=checkpoint)
     measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("measuring", total=len(plan.planned))
-        rows = attributes_files(plan, measurer, on_row=lambda row: progress.advance(task))
+        rows = attributes_files(plan, measurer, on_row=lambda row: progress.advance(task), overwrite=overwrite)
     lines = []
     for row in rows:
         values = row.values
@@ -553,6 +557,7 @@ def explore_interpolate(
     judge: Annotated[
         str | None, typer.Option(help="judge encoder (default: independent of the model: dlib-resnet <-> sface)")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """Decode the path between the encoder features of the largest faces of photos A and B: OUT/interpolate.png
     (frames, with the independent judge's score of each against A and B plotted under them), interpolate_strip.png,
@@ -563,13 +568,13 @@ def explore_interpolate(
     for photo in (a, b):
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
-    check_outputs_clear(target, INTERPOLATE_FILES, [a, b])  # before any model loads
+    check_outputs_clear(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")  # before loading
     explorer = facekit.load_component(
         "app", "explore", model=model, checkpoint=checkpoint, steps=steps, spherical=spherical, judge=judge
     )
     with console.status("encoding, decoding and judging"):
         result = explorer.interpolate(a, b, names=[a, b])
-    written = write_interpolation(result, target, [a, b])
+    written = write_interpolation(result, target, [a, b], overwrite)
     table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")
     for column in ("frame", "t", "to A", "to B"):
         table.add_column(column)
@@ -588,6 +593,7 @@ def explore_compare(
     ] = None,
     checkpoint: Annotated[list[str] | None, typer.Option(help="a model file, a column each (repeatable)")] = None,
     cell: Annotated[int, typer.Option(min=32, max=512, help="pixels per grid cell")] = 128,
+    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """The photos through every model: OUT/compare.png (a row per photo: the photo aligned, then each model's
     normalized face), and each model's consistency: per person with several photos (the file name without its last
@@ -600,9 +606,9 @@ def explore_compare(
     from facekit.normalize import resolve_model
 
     target = Path(out)
-    check_outputs_clear(target, COMPARE_FILES, [])
+    check_outputs_clear(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
     found = [path for path, _ in scan_inputs(photos, target)]
-    check_outputs_clear(target, COMPARE_FILES, found)
+    check_outputs_clear(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
     wanted = [(name, resolve_model(name, None)) for name in (model or [])]
     wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
     wanted = wanted or [("dlib", resolve_model())]
@@ -621,7 +627,7 @@ def explore_compare(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing and judging", total=len(found) * len(models))
         result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))
-    written = write_comparison(result, target, found, cell)
+    written = write_comparison(result, target, found, cell, overwrite)
     table = Table(title=f"facekit explore compare -> {out}")
     for column in ("photo", "person", *labels):
         table.add_column(column, overflow="fold")

@@ -170,6 +170,14 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
             "pass --licence (and --source) to store it anyway"
         )
     name = match.file if match else path.name
+    if name == MANIFEST or name.startswith("."):
+        raise FacekitError(f"{name}: the store keeps its own {MANIFEST} and hidden files; rename the file first")
+    stored = store_dir() / name
+    if stored.is_file() and read_manifest().get(name) is not None and read_manifest()[name].sha256 != digest:
+        raise FacekitError(
+            f"the store already holds another {name} (sha256 {read_manifest()[name].sha256}): rename the file to keep "
+            "both, or remove the stored one first"
+        )
     entry = StoredModel(
         file=name,
         sha256=digest,
@@ -213,11 +221,24 @@ def status() -> list[dict[str, Any]]:
     return rows
 
 
-def bundle(sources: Iterable[WeightsSource], out: str | Path) -> list[str]:
-    """Write a tar of the given weight files (verified) plus a manifest, laid out as ``$FACEKIT_HOME``."""
+def bundle(sources: Iterable[WeightsSource], out: str | Path, overwrite: bool = False) -> list[str]:
+    """Write a tar of the given weight files (verified) plus a manifest, laid out as ``$FACEKIT_HOME``; an existing
+    ``out`` is a FacekitError unless ``overwrite``. Written to a temporary file and renamed: never half a tar."""
     entries: dict[str, StoredModel] = {}
     out = Path(out)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise FacekitError(f"{out} exists: --overwrite replaces it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".facekit-{out.name}.tmp")
+    try:
+        _write_bundle(sources, temporary, entries)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return sorted(entries)
+
+
+def _write_bundle(sources: Iterable[WeightsSource], out: Path, entries: dict[str, StoredModel]) -> None:
     with tarfile.open(out, "w") as tar:
         for source in sources:
             if source.file in entries:
@@ -233,4 +254,3 @@ def bundle(sources: Iterable[WeightsSource], out: str | Path) -> list[str]:
         import io
 
         tar.addfile(info, io.BytesIO(manifest))
-    return sorted(entries)

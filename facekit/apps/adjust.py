@@ -316,8 +316,8 @@ class AdjustRow:
 
 def encode_like(source: Any, image: np.ndarray) -> tuple[bytes, str]:
     """``image`` (H, W, 3) uint8 RGB encoded in the format of the ``source`` photo (a path): JPEG at quality 95 with
-    4:4:4 chroma, PNG otherwise; the source's ICC profile and EXIF are carried over, the EXIF orientation reset to 1
-    (the pixels are already upright). Returns (bytes, file suffix)."""
+    4:4:4 chroma, PNG otherwise; the source's ICC profile (when it describes RGB) and EXIF are carried over, the EXIF
+    orientation reset to 1 (the pixels are already upright). Returns (bytes, file suffix)."""
     import io
 
     from PIL import Image
@@ -329,7 +329,7 @@ def encode_like(source: Any, image: np.ndarray) -> tuple[bytes, str]:
     if 0x0112 in exif:
         exif[0x0112] = 1
     options: dict[str, Any] = {"exif": exif.tobytes()} if len(exif) else {}
-    if icc:
+    if icc and icc[16:20] == b"RGB ":  # the output is RGB: a grey or CMYK profile would misdescribe it
         options["icc_profile"] = icc
     buffer = io.BytesIO()
     if jpeg:
@@ -353,35 +353,59 @@ def before_after(before: np.ndarray, after: np.ndarray, height: int = 480) -> np
 ADJUST_OUTPUTS = (".jpg", ".png", ".json", "_before_after.png")
 
 
-def adjust_files(plan: Any, corrector: Any, on_row: Any = None) -> list[AdjustRow]:
+def adjust_files(plan: Any, corrector: Any, on_row: Any = None, overwrite: bool = False) -> list[AdjustRow]:
     """Correct every photo of ``plan`` (from ``facekit.batch.plan_folder(..., outputs=ADJUST_OUTPUTS)``) with
     ``corrector`` (``correct(photo) -> (photo, record)``): OUT/NAME.jpg|png (the input's format),
     NAME_before_after.png, NAME.json (the correction and the face used). A photo without a face is left unchanged and
-    not written."""
+    not written; one whose outputs are already there is left alone (``exists``) unless ``overwrite``; one whose
+    outputs cannot be written is ``unwritable``. The folder is locked against another facekit writing into it."""
+    from facekit.locks import exclusive
+
+    with exclusive(plan.out, "adjust"):
+        return _adjust_locked(plan, corrector, on_row, overwrite)
+
+
+def _adjust_one(planned: Any, out: Any, corrector: Any) -> AdjustRow:
+    """One photo of :func:`adjust_files`: read, correct, write its three files (its row says what happened)."""
     import json
 
-    from facekit.batch import png_bytes, write_atomic
+    from facekit.batch import png_bytes, write_files
     from facekit.images import load_rgb
 
+    name = str(planned.source)
+    photo, why = load_rgb(planned.source)
+    if photo is None:
+        return AdjustRow(name, "unreadable", record={"reason": why})
+    corrected, record = corrector.correct(photo)
+    if record is None:
+        return AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
+    data, suffix = encode_like(planned.source, corrected)
+    target = out / f"{planned.base}{suffix}"
+    record = record.to_json() if hasattr(record, "to_json") else record
+    files = [
+        (target, data),
+        (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected))),
+        (out / f"{planned.base}.json", (json.dumps(record, indent=2) + "\n").encode()),
+    ]
+    failed = write_files(files, out)
+    if failed:
+        return AdjustRow(name, "unwritable", record={"reason": failed})
+    return AdjustRow(name, "adjusted", str(target), record)
+
+
+def _adjust_locked(plan: Any, corrector: Any, on_row: Any, overwrite: bool) -> list[AdjustRow]:
+    from facekit.batch import exists_reason, occupied, remove_temporaries
+
     out = plan.out
+    remove_temporaries(out, plan.planned)
     rows = []
     for planned in plan.planned:
         name = str(planned.source)
-        photo, why = load_rgb(planned.source)
-        if photo is None:
-            row = AdjustRow(name, "unreadable", record={"reason": why})
+        taken = occupied([out / f"{planned.base}{suffix}" for suffix in ADJUST_OUTPUTS])
+        if taken and not overwrite:
+            row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
-            corrected, record = corrector.correct(photo)
-            if record is None:
-                row = AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
-            else:
-                data, suffix = encode_like(planned.source, corrected)
-                target = out / f"{planned.base}{suffix}"
-                write_atomic(target, data, out)
-                write_atomic(out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)), out)
-                record = record.to_json() if hasattr(record, "to_json") else record
-                write_atomic(out / f"{planned.base}.json", (json.dumps(record, indent=2) + "\n").encode(), out)
-                row = AdjustRow(name, "adjusted", str(target), record)
+            row = _adjust_one(planned, out, corrector)
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -342,28 +342,58 @@ def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
     return np.hstack(tiles)
 
 
-def check_tables_clear(plan: Any) -> None:
-    """Refuse an output folder whose table names are inputs (a photo given by a path that ends in attributes.csv)."""
+def check_tables_clear(plan: Any, overwrite: bool = False) -> None:
+    """Refuse an output folder whose table names are inputs (a photo given by a path that ends in attributes.csv),
+    and (unless ``overwrite``) one that already holds the tables."""
+    from facekit.batch import refuse_occupied
+
     inputs = {planned.source.resolve() for planned in plan.planned}
     for name in TABLES:
         if (plan.out / name).resolve() in inputs:
             raise FacekitError(f"{plan.out / name} is one of the inputs: choose another output folder (-o)")
+    if not overwrite:
+        refuse_occupied([plan.out / name for name in TABLES], "facekit attributes")
 
 
 def attributes_files(
-    plan: Any, measurer: FaceAttributes, on_row: Callable[[AttributesRow], None] | None = None
+    plan: Any,
+    measurer: FaceAttributes,
+    on_row: Callable[[AttributesRow], None] | None = None,
+    overwrite: bool = False,
 ) -> list[AttributesRow]:
     """Measure every photo of ``plan`` (``facekit.batch.plan_folder(..., outputs=ATTRIBUTE_OUTPUTS)``) a batch at a
     time: OUT/NAME_attributes.png per photo with a face, then OUT/attributes.csv and OUT/attributes.json for all.
-    A photo that cannot be read or has no face gets its status row; the others go on."""
-    from facekit.batch import png_bytes, write_atomic
+    A photo that cannot be read, has no face, or whose picture cannot be written gets its status row; the others go
+    on. Files already there are left alone unless ``overwrite`` (the tables: a FacekitError before any work)."""
+    from facekit.locks import exclusive
+
+    check_tables_clear(plan, overwrite)
+    with exclusive(plan.out, "attributes"):
+        rows = _measure_locked(plan, measurer, on_row, overwrite)
+        write_tables(rows, plan.out, measurer)
+    return rows
+
+
+def _measure_locked(
+    plan: Any, measurer: FaceAttributes, on_row: Callable[[AttributesRow], None] | None, overwrite: bool
+) -> list[AttributesRow]:
+    from facekit.batch import exists_reason, occupied, png_bytes, remove_temporaries, write_files
     from facekit.images import load_rgb
 
-    check_tables_clear(plan)
-    plan.out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(plan.out, plan.planned)
     rows: list[AttributesRow] = []
     for start in range(0, len(plan.planned), plan.batch_size):
-        batch = plan.planned[start : start + plan.batch_size]
+        batch = []
+        for planned in plan.planned[start : start + plan.batch_size]:
+            taken = occupied([plan.out / f"{planned.base}{suffix}" for suffix in ATTRIBUTE_OUTPUTS])
+            if taken and not overwrite:
+                rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
+                if on_row is not None:
+                    on_row(rows[-1])
+            else:
+                batch.append(planned)
+        if not batch:
+            continue
         loaded = [load_rgb(planned.source) for planned in batch]
         outcomes = measurer.measure_faces([image for image, _ in loaded], [p.source.stem for p in batch])
         for planned, (photo, why), outcome in zip(batch, loaded, outcomes, strict=True):
@@ -374,15 +404,14 @@ def attributes_files(
                 row = AttributesRow(name, outcome.status, outcome.reason or "no face found")
             else:
                 target = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
-                write_atomic(target, png_bytes(overlay(outcome.face, photo)), plan.out)
+                failed = write_files([(target, png_bytes(overlay(outcome.face, photo)))], plan.out)
                 values = dict(outcome.extras["attributes"])
                 values.update({f"photo_{k}": v for k, v in outcome.extras["photo_attributes"].items()})
-                values["output"] = str(target)
-                row = AttributesRow(name, "ok", values=values)
+                values["output"] = "" if failed else str(target)
+                row = AttributesRow(name, "unwritable", failed) if failed else AttributesRow(name, "ok", values=values)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
-    write_tables(rows, plan.out, measurer)
     return rows
 
 

@@ -451,14 +451,21 @@ INTERPOLATE_FILES = ("interpolate.png", "interpolate_strip.png", "interpolate.gi
 COMPARE_FILES = ("compare.png", "compare.csv", "compare.json")
 
 
-def check_outputs_clear(out: Path, names: Sequence[str], inputs: Sequence[str | Path]) -> None:
-    """Refuse ``-o`` naming a file, and an output folder where one of ``names`` would replace an input."""
+def check_outputs_clear(
+    out: Path, names: Sequence[str], inputs: Sequence[str | Path], overwrite: bool = False, command: str = "the command"
+) -> None:
+    """Refuse ``-o`` naming a file, an output folder where one of ``names`` would replace an input, and (unless
+    ``overwrite``) one where any of ``names`` is already there."""
+    from facekit.batch import refuse_occupied
+
     if out.exists() and not out.is_dir():
         raise FacekitError(f"-o {out} is a file, not a folder")
     sources = {Path(p).resolve() for p in inputs}
     for name in names:
         if (out / name).resolve() in sources:
             raise FacekitError(f"{out / name} is one of the inputs: choose another output folder (-o)")
+    if not overwrite:
+        refuse_occupied([out / name for name in names], command)
 
 
 def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
@@ -514,13 +521,16 @@ def animation_bytes(frames: Sequence[np.ndarray], scale: int = 2, milliseconds: 
     return buffer.getvalue()
 
 
-def write_interpolation(result: Interpolation, out: Path, inputs: Sequence[str | Path] = ()) -> list[Path]:
-    """OUT/interpolate.png (strip + plot), interpolate_strip.png, interpolate.gif and interpolate.json."""
+def write_interpolation(
+    result: Interpolation, out: Path, inputs: Sequence[str | Path] = (), overwrite: bool = False
+) -> list[Path]:
+    """OUT/interpolate.png (strip + plot), interpolate_strip.png, interpolate.gif and interpolate.json (files already
+    there are a FacekitError unless ``overwrite``)."""
     import json
 
     from facekit.batch import png_bytes, write_atomic
 
-    check_outputs_clear(out, INTERPOLATE_FILES, inputs)
+    check_outputs_clear(out, INTERPOLATE_FILES, inputs, overwrite, "facekit explore interpolate")
     out.mkdir(parents=True, exist_ok=True)
     figure, strip_png, gif, record = (out / name for name in INTERPOLATE_FILES)
     write_atomic(figure, png_bytes(interpolation_figure(result)), out)
@@ -530,13 +540,16 @@ def write_interpolation(result: Interpolation, out: Path, inputs: Sequence[str |
     return [figure, strip_png, gif, record]
 
 
-def write_comparison(result: Comparison, out: Path, inputs: Sequence[str | Path] = (), cell: int = 128) -> list[Path]:
-    """OUT/compare.png (the grid), compare.csv and compare.json."""
+def write_comparison(
+    result: Comparison, out: Path, inputs: Sequence[str | Path] = (), cell: int = 128, overwrite: bool = False
+) -> list[Path]:
+    """OUT/compare.png (the grid), compare.csv and compare.json (files already there are a FacekitError unless
+    ``overwrite``)."""
     import json
 
     from facekit.batch import png_bytes, write_atomic
 
-    check_outputs_clear(out, COMPARE_FILES, inputs)
+    check_outputs_clear(out, COMPARE_FILES, inputs, overwrite, "facekit explore compare")
     out.mkdir(parents=True, exist_ok=True)
     grid, table, record = (out / name for name in COMPARE_FILES)
     write_atomic(grid, png_bytes(result.grid(cell)), out)

@@ -126,8 +126,13 @@ def test_a_linked_subfolder_cannot_lead_writes_outside(tmp_path: Path, model: Pa
     out.mkdir()
     (out / "sub").symlink_to(elsewhere, target_is_directory=True)
     photo(tmp_path / "in" / "sub" / "face.jpg", 120)
-    with pytest.raises(FacekitError, match="leads outside the output folder"):
-        normalize_folder(FakeNormalizer(), [str(tmp_path / "in")], out, model)
+    photo(tmp_path / "in" / "sub" / "deeper" / "face.jpg", 90)  # a folder to create on the way: not created there
+    photo(tmp_path / "in" / "top.jpg", 60)
+    summary = normalize_folder(FakeNormalizer(), [str(tmp_path / "in")], out, model)
+    status = {Path(row.input).relative_to(tmp_path / "in").as_posix(): row for row in summary.rows}
+    assert status["sub/face.jpg"].status == status["sub/deeper/face.jpg"].status == "unwritable"
+    assert "leads outside the output folder" in status["sub/face.jpg"].reason
+    assert status["top.jpg"].status == "ok"  # the batch goes on
     assert list(elsewhere.iterdir()) == []
 
 
@@ -256,3 +261,63 @@ def test_a_full_disk_in_any_stage_is_one_line(
     assert main(["run", "recipes/demo.yaml", "--stage", "train"]) == 1
     error = capsys.readouterr().err
     assert "No space left on device" in error and ".last.tmp" in error and "Traceback" not in error
+
+
+def test_a_users_own_files_in_the_output_folder_are_never_touched(tmp_path: Path, model: Path) -> None:
+    """Hidden *.tmp files, a grid.png and a manifest.jsonl that facekit did not write stay as they are; a killed
+    run's own temporaries (write_atomic's names) are cleared."""
+    from facekit.batch import GRID, TEMPORARY_PREFIX, TEMPORARY_SUFFIX
+
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = [out / ".notes.txt.tmp", out / ".draft.tmp", source.parent / ".face.jpg.tmp"]
+    for file in mine:
+        file.write_text("mine")
+    leftover = out / f"{TEMPORARY_PREFIX}face.png.abc123{TEMPORARY_SUFFIX}"
+    leftover.write_bytes(b"half a png")
+    photo(out / GRID, 200)  # the user's own picture called grid.png
+    own_grid = digest(out / GRID)
+    summary = normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    assert [row.status for row in summary.rows] == ["ok"] and summary.grid is None
+    assert all(file.read_text() == "mine" for file in mine) and not leftover.exists()
+    assert digest(out / GRID) == own_grid
+    rerun = normalize_folder(FakeNormalizer(), [str(photo(tmp_path / "in" / "b.jpg", 90))], out, model)
+    assert rerun.grid is None and digest(out / GRID) == own_grid  # still the user's, run after run
+    fresh = tmp_path / "fresh"
+    assert normalize_folder(FakeNormalizer(), [str(source)], fresh, model).grid == fresh / GRID
+    again = normalize_folder(FakeNormalizer(), [str(tmp_path / "in" / "b.jpg")], fresh, model)
+    assert again.grid == fresh / GRID  # facekit's own grid is replaced by the next run's
+
+    foreign = tmp_path / "other"
+    foreign.mkdir()
+    (foreign / MANIFEST).write_text("my shopping list\n")
+    with pytest.raises(FacekitError, match="is not a facekit manifest"):
+        normalize_folder(FakeNormalizer(), [str(source)], foreign, model)
+    assert (foreign / MANIFEST).read_text() == "my shopping list\n"
+
+
+def test_a_photo_that_cannot_be_read_is_a_row_not_the_end(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import facekit.batch
+
+    sources = [photo(tmp_path / "in" / f"{name}.jpg", 120) for name in ("a", "b", "c")]
+    real = facekit.batch.sha256_file
+
+    def locked(path: Path) -> str:
+        if Path(path).name == "b.jpg":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(facekit.batch, "sha256_file", locked)
+    summary = normalize_folder(FakeNormalizer(), [str(s) for s in sources], tmp_path / "out", model)
+    status = {Path(row.input).name: row for row in summary.rows}
+    assert {name: row.status for name, row in status.items()} == {"a.jpg": "ok", "b.jpg": "unreadable", "c.jpg": "ok"}
+    assert "Permission denied" in status["b.jpg"].reason
+    monkeypatch.undo()
+    (tmp_path / "out2" / "b.png").mkdir(parents=True)  # a folder where an output goes: that photo's row too
+    second = normalize_folder(FakeNormalizer(), [str(s) for s in sources], tmp_path / "out2", model, overwrite=True)
+    status = {Path(row.input).name: row for row in second.rows}
+    assert {name: row.status for name, row in status.items()} == {"a.jpg": "ok", "b.jpg": "unwritable", "c.jpg": "ok"}
+    assert "could not write" in status["b.jpg"].reason and (tmp_path / "out2" / "c.png").is_file()

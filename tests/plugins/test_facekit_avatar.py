@@ -287,3 +287,34 @@ def test_depth_inside_matches_opencvs_point_polygon_test() -> None:
         inside = reference > 0
         assert inside.sum() > 100 and np.allclose(got[inside], reference[inside], atol=1e-3)
         assert (got[~inside] <= 1e-6).all()
+
+
+def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: Any, tmp_path: Path) -> None:
+    """An avatar's files already in -o (a user's, or an earlier run's) are left alone unless overwrite; a subfolder
+    that is a link out of -o gets nothing written through it, and the batch goes on."""
+    from facekit_avatar.cards import AVATAR_OUTPUTS
+    from facekit_avatar.cli import avatar_files
+    from PIL import Image
+
+    from facekit.batch import plan_folder
+
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    face = Image.fromarray(real_face().image)
+    face.save(inputs / "face.jpg", quality=95)
+    face.save(inputs / "sub" / "other.jpg", quality=95)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    (out / "face.obj").write_text("my mesh\n")
+    plan = plan_folder([str(inputs)], out, outputs=AVATAR_OUTPUTS)
+    normalizer = facekit.Normalizer.from_checkpoint()
+    rows = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker)}
+    assert rows["face.jpg"]["status"] == "exists" and (out / "face.obj").read_text() == "my mesh\n"
+    assert rows["other.jpg"]["status"] == "unwritable" and "leads outside" in rows["other.jpg"]["reason"]
+    assert list(elsewhere.iterdir()) == []
+    (out / "sub").unlink()
+    again = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, overwrite=True)}
+    assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "done"
+    assert (out / "face.obj").read_text() != "my mesh\n" and (out / "sub" / "other.glb").is_file()

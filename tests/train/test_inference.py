@@ -13,6 +13,7 @@ from PIL import Image
 
 import facekit
 from facekit.checkpoints import export_model
+from facekit.errors import FacekitError
 from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
 from facekit.normalize import Normalizer
 from facekit.recipe import resolve
@@ -50,6 +51,10 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
     exported = tmp_path / "model.safetensors"
     size = export_model(checkpoint, exported)
     assert size < checkpoint.stat().st_size / 2
+    with pytest.raises(FacekitError, match="exists: --overwrite"):
+        export_model(checkpoint, exported)
+    with pytest.raises(FacekitError, match="is the checkpoint itself"):
+        export_model(checkpoint, checkpoint, overwrite=True)
     photo = lfw(data_root, "Celine_Dion")
     full = Normalizer.from_checkpoint(checkpoint).normalize(photo)
     small = Normalizer.from_checkpoint(exported).normalize(photo)

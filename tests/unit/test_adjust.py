@@ -77,17 +77,32 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     exif = Image.Exif()
     exif[0x0112] = 1
     exif[0x010F] = "facekit-test-camera"
-    face.save(photos / "face.jpg", quality=95, exif=exif.tobytes(), icc_profile=b"test-profile")  # any bytes
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    face.save(photos / "face.jpg", quality=95, exif=exif.tobytes(), icc_profile=srgb)
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # not an RGB profile: not carried over
+    face.save(photos / "lab.jpg", quality=95, icc_profile=lab)
     Image.new("RGB", (120, 120), (90, 120, 160)).save(photos / "wall.png")
     result = run_cli("adjust", str(photos), "-o", str(tmp_path / "out"))
     assert result.returncode == 3, result.stdout + result.stderr
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["face.jpg", "face.json", "face_before_after.png"]
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .facekit.lock: the folder's lock
+    assert written == ["face.jpg", "face.json", "face_before_after.png", "lab.jpg", "lab.json", "lab_before_after.png"]
     with Image.open(out / "face.jpg") as adjusted:
         assert adjusted.format == "JPEG" and adjusted.size == face.size
-        assert adjusted.info.get("icc_profile") == b"test-profile"
+        assert adjusted.info.get("icc_profile") == srgb
         assert adjusted.getexif()[0x010F] == "facekit-test-camera"
+    with Image.open(out / "lab.jpg") as adjusted:
+        assert "icc_profile" not in adjusted.info
     assert "no_face" in result.stdout
+    # A rerun leaves every output alone unless --overwrite; a file of the user's at an output name is never replaced.
+    (out / "lab.json").write_text("my notes\n")
+    again = run_cli("adjust", str(photos / "lab.jpg"), str(photos / "face.jpg"), "-o", str(out))
+    assert again.returncode == 3 and again.stdout.count("exists") >= 2, again.stdout
+    assert (out / "lab.json").read_text() == "my notes\n"
+    replaced = run_cli("adjust", str(photos / "lab.jpg"), "-o", str(out), "--overwrite")
+    assert replaced.returncode == 0 and (out / "lab.json").read_text() != "my notes\n"
     baseline = run_cli("adjust", str(photos / "wall.png"), "--method", "gray-world", "-o", str(tmp_path / "g"))
     assert baseline.returncode == 0 and (tmp_path / "g" / "wall.png").is_file()
     wall = str(photos / "wall.png")

@@ -189,6 +189,11 @@ def test_cli_tables_status_rows_and_outputs_that_never_replace_inputs(tmp_path: 
     kept = table.read_bytes()
     refused = run_cli("attributes", str(table), "-o", str(table.parent))
     assert refused.returncode == 1 and "one of the inputs" in refused.stderr and table.read_bytes() == kept
+    # The tables of an earlier run are left alone unless --overwrite (refused before any model loads).
+    tables = (photos / "attributes.csv").read_bytes()
+    again = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos))
+    assert again.returncode == 1 and "attributes.csv" in again.stderr and "--overwrite" in again.stderr
+    assert (photos / "attributes.csv").read_bytes() == tables
 
 
 def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, tmp_path: Path) -> None:
@@ -213,4 +218,11 @@ def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, t
     plan = plan_folder([str(tmp_path / "first.jpg"), str(tmp_path / "second.jpg")], tmp_path / "out", batch_size=2)
     rows = attributes_files(plan, FaceAttributes(Stub()))
     assert [r.status for r in rows] == ["not_measured", "ok"] and "outside the image" in rows[0].reason
+    # A picture already there (a user's file, or an earlier run's) is left alone unless overwrite: that photo's row.
+    mine = tmp_path / "out" / "first_attributes.png"
+    mine.write_bytes(b"mine")
+    (tmp_path / "out" / "attributes.csv").unlink()
+    (tmp_path / "out" / "attributes.json").unlink()
+    again = attributes_files(plan, FaceAttributes(Stub()))
+    assert [r.status for r in again] == ["exists", "exists"] and mine.read_bytes() == b"mine"
     assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.decoder_image, normalized.landmarks).ita)

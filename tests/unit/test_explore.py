@@ -138,6 +138,11 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     kept = clash.read_bytes()
     refused = run_cli("explore", "interpolate", str(clash), str(b), "-o", str(out))
     assert refused.returncode == 1 and "one of the inputs" in refused.stderr and clash.read_bytes() == kept
+    # A second run into the same folder leaves the first one's files alone unless --overwrite.
+    again = run_cli("explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3")
+    assert again.returncode == 1 and "--overwrite replaces it" in again.stderr and clash.read_bytes() == kept
+    replaced = run_cli("explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
 
     Image.new("RGB", (100, 100), (200, 30, 30)).save(tmp_path / "wall.png")
     shipped = Path(__file__).resolve().parents[2] / "facekit" / "assets" / "default-model.safetensors"

@@ -68,6 +68,11 @@ def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> Non
         names = tar.getnames()
         manifest = json.load(tar.extractfile("models/manifest.json"))  # type: ignore[arg-type]
     assert names == ["models/toy.bin", "models/manifest.json"] and manifest["toy.bin"]["sha256"] == SHA
+    kept = out.read_bytes()
+    with pytest.raises(FacekitError, match="exists: --overwrite replaces it"):
+        models.bundle([SOURCE], out)
+    assert out.read_bytes() == kept and models.bundle([SOURCE], out, overwrite=True) == ["toy.bin"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".facekit-")] == []  # no temporary left
 
 
 def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
@@ -77,6 +82,17 @@ def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
         models.import_file(file)
     assert models.import_file(file, licence="CC-BY-4.0").file == "mystery.bin"
     assert models.read_manifest()["mystery.bin"].licence == "CC-BY-4.0"
+    other = tmp_path / "elsewhere" / "mystery.bin"  # another file of the same name: the stored one is kept
+    other.parent.mkdir()
+    other.write_bytes(b"!")
+    with pytest.raises(FacekitError, match=r"already holds another mystery\.bin"):
+        models.import_file(other, licence="MIT")
+    assert models.read_manifest()["mystery.bin"].licence == "CC-BY-4.0"
+    named = tmp_path / "manifest.json"  # the store's own file name
+    named.write_text("{}")
+    with pytest.raises(FacekitError, match=r"keeps its own manifest\.json"):
+        models.import_file(named, licence="MIT")
+    assert models.read_manifest()["mystery.bin"].sha256  # the store's manifest is intact
 
 
 def test_cli_models_list_and_verify(tmp_path: Path) -> None:

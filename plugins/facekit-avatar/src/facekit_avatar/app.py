@@ -159,23 +159,21 @@ class AvatarMaker:
         return avatars
 
     # ------------------------------------------------------------------------------------------------ files
-    def export(self, avatar: Avatar, folder: str | Path, name: str) -> list[Path]:
-        """NAME.obj + NAME.mtl + NAME.png (UV texture), NAME.glb, NAME_yaw*.png renders and NAME.json, atomically."""
-        from facekit.batch import png_bytes, write_atomic
+    def export(self, avatar: Avatar, folder: str | Path, name: str, root: str | Path | None = None) -> list[Path]:
+        """NAME.obj + NAME.mtl + NAME.png (UV texture), NAME.glb, NAME_yaw*.png renders and NAME.json, atomically,
+        into ``folder``, which must lie inside ``root`` (default: ``folder`` itself) without leaving it through a
+        link. A file that cannot be written is a FacekitError."""
+        from facekit.batch import png_bytes, write_files
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for file, data in mesh_files(avatar, self.model, name).items():
-            write_atomic(folder / file, data, folder)
-            written.append(folder / file)
-        for yaw, image in avatar.renders.items():
-            path = folder / f"{name}_{yaw_name(yaw)}.png"
-            write_atomic(path, png_bytes(image), folder)
-            written.append(path)
-        record = {**avatar.record, "files": [p.name for p in written] + [f"{name}.json"], "units": "metres"}
-        write_atomic(folder / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode(), folder)
-        return [*written, folder / f"{name}.json"]
+        files = [(folder / file, data) for file, data in mesh_files(avatar, self.model, name).items()]
+        files += [(folder / f"{name}_{yaw_name(yaw)}.png", png_bytes(image)) for yaw, image in avatar.renders.items()]
+        record = {**avatar.record, "files": [p.name for p, _ in files] + [f"{name}.json"], "units": "metres"}
+        files.append((folder / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode()))
+        failed = write_files(files, Path(root) if root is not None else folder)
+        if failed:
+            raise FacekitError(failed)
+        return [path for path, _ in files]
 
 
 def interocular(landmarks: np.ndarray) -> float:

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from facekit.errors import FacekitError
+
 
 def avatar(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
@@ -21,6 +23,7 @@ def avatar(
     ] = None,
     texture_size: Annotated[int, typer.Option(min=64, max=4096, help="side of the UV texture map")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="photos normalized and fitted at a time")] = 16,
+    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
     landmarks: Annotated[
         str,
         typer.Option(
@@ -46,7 +49,7 @@ def avatar(
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
-        rows = avatar_files(plan, normalizer, maker, on_row=lambda row: progress.advance(task))
+        rows = avatar_files(plan, normalizer, maker, on_row=lambda row: progress.advance(task), overwrite=overwrite)
     failed = sum(row["status"] != "done" for row in rows)
     report_rows(
         f"facekit avatar -> {out}",
@@ -57,15 +60,35 @@ def avatar(
     )
 
 
-def avatar_files(plan: Any, normalizer: Any, maker: Any, on_row: Any = None) -> list[dict[str, str]]:
-    """Every planned photo -> its avatar files; one row per photo with ``status`` done, no_face or unreadable (a bad
-    photo never ends the batch)."""
-    from facekit.batch import png_bytes, write_atomic
-    from facekit.images import load_rgb
+def avatar_files(
+    plan: Any, normalizer: Any, maker: Any, on_row: Any = None, overwrite: bool = False
+) -> list[dict[str, str]]:
+    """Every planned photo -> its avatar files; one row per photo with ``status`` done, no_face, unreadable, exists
+    (its files are already there: left alone unless ``overwrite``) or unwritable (a bad photo never ends the
+    batch). The folder is locked against another facekit writing into it."""
+    from facekit.locks import exclusive
 
+    with exclusive(plan.out, "avatar"):
+        return _avatars_locked(plan, normalizer, maker, on_row, overwrite)
+
+
+def _avatars_locked(plan: Any, normalizer: Any, maker: Any, on_row: Any, overwrite: bool) -> list[dict[str, str]]:
+    from facekit.batch import exists_reason, occupied, png_bytes, remove_temporaries, write_files
+    from facekit.images import load_rgb
+    from facekit_avatar.cards import AVATAR_OUTPUTS
+
+    remove_temporaries(plan.out, plan.planned)
     rows: list[dict[str, str]] = []
     for start in range(0, len(plan.planned), plan.batch_size):
-        chunk = plan.planned[start : start + plan.batch_size]
+        chunk = []
+        for planned in plan.planned[start : start + plan.batch_size]:
+            taken = occupied([plan.out / f"{planned.base}{suffix}" for suffix in AVATAR_OUTPUTS])
+            if taken and not overwrite:
+                rows.append({"input": str(planned.source), "status": "exists", "reason": exists_reason(taken[0])})
+                if on_row is not None:
+                    on_row(rows[-1])
+            else:
+                chunk.append(planned)
         photos = []
         reasons = []
         for planned in chunk:
@@ -88,10 +111,16 @@ def avatar_files(plan: Any, normalizer: Any, maker: Any, on_row: Any = None) -> 
                 row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or "no face found")
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
-                files = maker.export(avatars[i], plan.out / base.parent, base.name)
                 sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
-                write_atomic(plan.out / f"{planned.base}_sheet.png", png_bytes(sheet), plan.out)
-                row.update(status="done", output=str(Path(files[0])))
+                try:
+                    files = maker.export(avatars[i], plan.out / base.parent, base.name, root=plan.out)
+                    failed = write_files([(plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))], plan.out)
+                except FacekitError as error:
+                    failed = str(error)
+                if failed:
+                    row.update(status="unwritable", reason=failed)
+                else:
+                    row.update(status="done", output=str(Path(files[0])))
             rows.append(row)
             if on_row is not None:
                 on_row(row)
