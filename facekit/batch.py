@@ -85,6 +85,11 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
                     f"-o {out} is inside the input folder {item}: choose a folder outside the inputs, or pass "
                     "--inside-inputs (the output folder is then skipped when the inputs are scanned)"
                 )
+            if _inside(folder, target):
+                raise FacekitError(
+                    f"the input folder {item} is inside -o {out}: facekit skips its own output folder when scanning, "
+                    "so none of its photos would be read; choose an output folder outside the inputs"
+                )
             for photo in sorted(path.rglob("*")):
                 if photo.suffix.lower() not in PHOTO_SUFFIXES or not photo.is_file():
                     continue

@@ -134,6 +134,15 @@ class Outcome:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def box_overlap(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def check_detection(detector: Any, face: Any) -> None:
     """Refuse a detection whose scheme or point count differs from what the detector's card declares: the points
     would be read with the wrong meaning and give a wrong face without an error."""
@@ -240,11 +249,23 @@ class Normalizer:
 
     @overload
     def normalize(
-        self, image: Any, *, bgr: bool = ..., all_faces: Literal[True], max_faces: int | None = ...
+        self,
+        image: Any,
+        *,
+        bgr: bool = ...,
+        all_faces: Literal[True],
+        max_faces: int | None = ...,
+        near: tuple[float, float, float, float] | None = ...,
     ) -> list[NormalizedFace]: ...
 
     def normalize(
-        self, image: Any, *, bgr: bool = False, all_faces: bool = False, max_faces: int | None = None
+        self,
+        image: Any,
+        *,
+        bgr: bool = False,
+        all_faces: bool = False,
+        max_faces: int | None = None,
+        near: tuple[float, float, float, float] | None = None,
     ) -> NormalizedFace | list[NormalizedFace]:
         """Normalize the largest face of ``image`` (every face, largest first, with ``all_faces=True``).
 
@@ -255,6 +276,8 @@ class Normalizer:
             all_faces: return a list with every face found instead of the largest one.
             max_faces: with ``all_faces``, normalize only the largest ``max_faces`` (a crowd photo costs what it
                 shows); each face's ``faces_found`` still counts every face detected.
+            near: with ``all_faces``, normalize only the detected face whose box overlaps this (x0, y0, x1, y1) box
+                most (intersection over union; none when no box overlaps it), e.g. the face another model found.
 
         Returns:
             A :class:`NormalizedFace`, or a list of them (empty when no face is found) with ``all_faces``.
@@ -270,6 +293,9 @@ class Normalizer:
             for face in faces:
                 check_detection(self.detector, face)
             kept = faces if max_faces is None else faces[: max(0, max_faces)]
+            if near is not None:
+                overlaps = [box_overlap(face.box, near) for face in kept]
+                kept = [kept[int(np.argmax(overlaps))]] if overlaps and max(overlaps) > 0 else []
             return self._normalize_faces([(photo, face, len(faces)) for face in kept])
         outcome = self.normalize_many([photo], ["image"])[0]
         if outcome.face is None:

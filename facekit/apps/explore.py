@@ -386,8 +386,16 @@ class Explorer(UsesNormalizer):
         if len(set(labels)) != len(labels):
             raise FacekitError(f"two models have the same label ({', '.join(labels)}): label each differently")
         names = [str(p) for p in photos]
-        loaded = [load_rgb(Path(p)) for p in photos]
-        images = [image for image, _ in loaded]
+        from facekit.apps.adjust import downscale
+
+        # Every photo is held for every model: at most COMPARE_SIDE px on its long side (the faces are normalized at
+        # the model's 112-224 px), shrunk as it is read, so a folder of camera photos does not hold gigabytes.
+        images: list[np.ndarray | None] = []
+        reasons: list[str] = []
+        for path in photos:
+            image, why = load_rgb(Path(path))
+            images.append(None if image is None else downscale(image, COMPARE_SIDE))
+            reasons.append(why)
         persons = [person_of(p) for p in photos]
         aligned: list[np.ndarray | None] = [None] * len(photos)
         cells: dict[str, list[np.ndarray | None]] = {}
@@ -413,7 +421,7 @@ class Explorer(UsesNormalizer):
             cells[label] = [o.face.decoder_image if o.face is not None else None for o in outcomes]
             status[label] = [
                 (o.status, why if o.status == "unreadable" else o.reason)
-                for o, (_, why) in zip(outcomes, loaded, strict=True)
+                for o, why in zip(outcomes, reasons, strict=True)
             ]
             for i, (image, outcome) in enumerate(zip(images, outcomes, strict=True)):
                 if aligned[i] is None and outcome.face is not None and image is not None:
@@ -447,6 +455,8 @@ class Explorer(UsesNormalizer):
 
 #: What ``facekit explore interpolate`` writes into its output folder.
 INTERPOLATE_FILES = ("interpolate.png", "interpolate_strip.png", "interpolate.gif", "interpolate.json")
+#: The long side, in pixels, of the copy of each photo ``compare`` keeps (detection and alignment run on it).
+COMPARE_SIDE = 1024
 #: What ``facekit explore compare`` writes into its output folder.
 COMPARE_FILES = ("compare.png", "compare.csv", "compare.json")
 

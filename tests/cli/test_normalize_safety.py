@@ -85,6 +85,8 @@ def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
         normalize_folder(FakeNormalizer(), [str(inputs)], inputs, model)
     with pytest.raises(FacekitError, match="inside the input folder"):
         normalize_folder(FakeNormalizer(), [str(inputs)], inputs / "out", model)
+    with pytest.raises(FacekitError, match="is inside -o"):  # not "no photos found"
+        normalize_folder(FakeNormalizer(), [str(inputs)], tmp_path, model)
     # Allowed when asked: the output folder is skipped when scanning, so a rerun never normalizes its own outputs.
     for _ in range(2):
         summary = normalize_folder(FakeNormalizer(), [str(inputs)], inputs / "out", model, inside_inputs=True)

@@ -42,6 +42,9 @@ def test_every_face_largest_first(normalizer: facekit.Normalizer) -> None:
     largest = normalizer.normalize(canvas, all_faces=True, max_faces=1)  # a crowd costs what is kept
     assert len(largest) == 1 and largest[0].faces_found == 2 and largest[0].box == faces[0].box
     assert np.allclose(largest[0].landmarks, faces[0].landmarks, atol=0.05)  # a batch of one: float rounding
+    (small,) = normalizer.normalize(canvas, all_faces=True, near=faces[1].box)  # the face at a given box
+    assert small.box == faces[1].box and small.faces_found == 2
+    assert normalizer.normalize(canvas, all_faces=True, near=(0.0, 0.0, 1.0, 1.0)) == []  # nothing there
 
 
 def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tmp_path: Path) -> None:

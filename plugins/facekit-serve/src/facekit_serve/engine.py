@@ -108,15 +108,6 @@ def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
     return data, decode_upload(data, Path(path).name)
 
 
-def box_overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 # ------------------------------------------------------------------------------------------------ pictures
 
 
@@ -192,7 +183,7 @@ class FaceResult:
 class Analysis:
     """One upload: its sha256, the photo at most :data:`DETECT_SIDE` on its long side (``photo``), its full size
     (width, height), its normalized faces (largest first, at most :data:`MAX_FACES`), the results made so far by
-    face, and the other models' faces of the photo (``others``, by label, made once for the comparison)."""
+    face."""
 
     sha256: str
     name: str
@@ -203,7 +194,6 @@ class Analysis:
     faces: list[Any]
     seconds: float
     results: dict[int, FaceResult] = field(default_factory=dict)
-    others: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def faces_found(self) -> int:
@@ -541,22 +531,19 @@ class Engine:
         from facekit.apps.attributes import photo_in_face_frame
         from facekit.apps.explore import Comparison
         from facekit.batch import png_bytes
+        from facekit.normalize import box_overlap
 
         cells: dict[str, list[np.ndarray | None]] = {self.label: [face.decoder_image]}  # as `facekit explore compare`
         status: dict[str, list[tuple[str, str]]] = {self.label: [("ok", "")]}
         missing = []
         for label, other in self.others:
-            with self._model_lock:  # once per upload, whichever of its faces is shown; every face: another
-                if label not in analysis.others:  # detector may rank a crowd's faces differently
-                    analysis.others[label] = other.normalize(analysis.photo, all_faces=True)
-            theirs = analysis.others[label]
-            overlaps = [box_overlap(face.box, f.box) for f in theirs]
-            best = int(np.argmax(overlaps)) if overlaps else -1
-            if best < 0 or overlaps[best] < 0.3:
+            with self._model_lock:  # only the face at this one's box: a crowd costs one face per model
+                theirs = other.normalize(analysis.photo, all_faces=True, near=face.box)
+            if not theirs or box_overlap(face.box, theirs[0].box) < 0.3:
                 cells[label], status[label] = [None], [("no_face", "")]
                 missing.append(label)
                 continue
-            cells[label], status[label] = [theirs[best].decoder_image], [("ok", "")]
+            cells[label], status[label] = [theirs[0].decoder_image], [("ok", "")]
         aligned = photo_in_face_frame(analysis.photo, face)[0]
         labels = list(cells)
         grid = Comparison([analysis.name], [""], labels, [aligned], cells, status, [], []).grid(cell=192)
