@@ -34,12 +34,23 @@ def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
     ``path`` and renamed: the format of checkpoints and exported models, read by :func:`read_checkpoint`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata={"facekit": json.dumps(meta), DIGEST_KEY: tensors_digest(tensors)})
+    text = json.dumps(meta)
+    header = {"facekit": text, DIGEST_KEY: tensors_digest(tensors), META_DIGEST_KEY: text_digest(text)}
+    save_file(tensors, str(temporary), metadata=header)
     os.replace(temporary, path)
 
 
 #: Metadata key of the sha256 over a checkpoint's tensors (names, dtypes, shapes and bytes), checked when read.
 DIGEST_KEY = "tensors_sha256"
+#: Metadata key of the sha256 over its ``facekit`` metadata (recipe, warp settings, statistics), checked when read:
+#: a header edited by hand would change the faces without touching a tensor. Files written before it have none.
+META_DIGEST_KEY = "facekit_sha256"
+
+
+def text_digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -73,6 +84,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     expected = header.get(DIGEST_KEY)
     if expected is not None and tensors_digest(tensors) != expected:
         raise ChecksumError(f"{path} is damaged: its tensors do not match the checksum they were saved with")
+    expected = header.get(META_DIGEST_KEY)
+    if expected is not None and text_digest(header.get("facekit", "")) != expected:
+        raise ChecksumError(f"{path} is damaged: its metadata does not match the checksum it was saved with")
     return tensors, tfa_boundary_points(meta)
 
 

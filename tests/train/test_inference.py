@@ -131,6 +131,17 @@ def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_pat
     tampered.write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match="damaged"):
         read_checkpoint(tampered)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(exported), framework="pt") as handle:
+        header = handle.metadata()
+    meta = json.loads(header["facekit"])
+    meta["warper_params"] = {**meta.get("warper_params", {}), "regularization": 9.99}  # edited by hand
+    edited = tmp_path / "edited.safetensors"
+    save_file(load_file(str(exported)), str(edited), metadata={**header, "facekit": json.dumps(meta)})
+    with pytest.raises(ChecksumError, match="its metadata does not match"):
+        read_checkpoint(edited)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
     with pytest.raises(FacekitError, match="not a readable"):
