@@ -265,8 +265,10 @@ class Summary:
 
 
 def _previous(planned: Planned, out: Path) -> dict[str, Any] | None:
-    png, record, _ = planned.files(out)
-    if not record.is_file() or not png.is_file():
+    """The record of ``planned``'s output (None without one; {} when it is not facekit's JSON). A record without
+    ``complete`` true is an output a killed run had started: see :func:`_normalize_locked`."""
+    record = planned.files(out)[1]
+    if not record.is_file():
         return None
     try:
         value = json.loads(record.read_text(encoding="utf-8"))
@@ -367,11 +369,12 @@ def _normalize_locked(
             previous = _previous(item, out) or {}
             png = item.files(out)[0]
             same_model = previous.get("model_sha256") == model_sha and previous.get("detail") == detail
-            if previous.get("input_sha256") == source_sha and same_model:
+            same_job = previous.get("input_sha256") == source_sha and same_model
+            if same_job and previous.get("complete", True) and png.is_file():
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
                 continue
             taken = occupied(item.files(out))
-            if taken and not overwrite:
+            if taken and not overwrite and not same_job:  # the same job, left half done by a killed run: redone
                 reason = f"{taken[0]} exists (another input, model or --detail, or not facekit's): --overwrite replaces"
                 rows.append(Row(str(item.source), "exists", None, reason))
                 continue
@@ -400,8 +403,12 @@ def _normalize_locked(
                 "source_landmarks": np.round(face.source_landmarks, 2).tolist(),
             }
             pair = side_by_side(image, outcome)
-            files = [(png, png_bytes(face.image)), (side, png_bytes(pair))]
-            files.append((record, (json.dumps(details) + "\n").encode()))  # last: marks the output complete
+            # The record first (marked incomplete: the outputs are this job's, a rerun may redo them), the pictures,
+            # then the record again, complete.
+            started = {**details, "complete": False}
+            files = [(record, (json.dumps(started) + "\n").encode())]
+            files += [(png, png_bytes(face.image)), (side, png_bytes(pair))]
+            files.append((record, (json.dumps({**details, "complete": True}) + "\n").encode()))
             failed = write_files(files, out)
             if failed:
                 rows.append(Row(str(item.source), "unwritable", None, failed))

@@ -323,3 +323,22 @@ def test_a_photo_that_cannot_be_read_is_a_row_not_the_end(
     status = {Path(row.input).name: row for row in second.rows}
     assert {name: row.status for name, row in status.items()} == {"a.jpg": "ok", "b.jpg": "unwritable", "c.jpg": "ok"}
     assert "could not write" in status["b.jpg"].reason and (tmp_path / "out2" / "c.png").is_file()
+
+
+def test_an_output_a_killed_run_left_half_written_is_redone(tmp_path: Path, model: Path) -> None:
+    """The record is written first (incomplete), then the pictures, then the record again: a run killed in between
+    leaves outputs the rerun knows to be its own job, so it redoes them without --overwrite."""
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    record = json.loads((out / "face.json").read_text())
+    assert record["complete"] is True
+    # As if killed after the first record and the PNG: the side image missing, the record incomplete.
+    (out / "face_side.png").unlink()
+    (out / "face.json").write_text(json.dumps({**record, "complete": False}) + "\n")
+    redo = normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    assert redo.rows[0].status == "ok" and (out / "face_side.png").is_file()
+    assert json.loads((out / "face.json").read_text())["complete"] is True
+    # Another input's half-written output is still not replaced without --overwrite.
+    (out / "face.json").write_text(json.dumps({**record, "input_sha256": "0" * 64, "complete": False}) + "\n")
+    assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "exists"
