@@ -306,10 +306,18 @@ def adjust(
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight)
     corrector = facekit.load_component("app", method, **params)
+    settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
+    if method == "adjust":
+        from facekit.models import sha256_file
+        from facekit.normalize import resolve_model
+
+        settings["model_sha256"] = sha256_file(resolve_model(None, checkpoint))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adjusting", total=len(plan.planned))
-        rows = adjust_files(plan, corrector, on_row=lambda row: progress.advance(task), overwrite=overwrite)
-    failed = sum(row.status != "adjusted" for row in rows)
+        rows = adjust_files(
+            plan, corrector, on_row=lambda row: progress.advance(task), overwrite=overwrite, settings=settings
+        )
+    failed = sum(row.status not in ("adjusted", "done") for row in rows)
     report_rows(
         f"facekit adjust ({method}) -> {out}",
         STATUS_COLUMNS,

@@ -305,8 +305,9 @@ class FaceAdjuster(UsesNormalizer):
 
 @dataclass
 class AdjustRow:
-    """What happened to one photo: ``status`` is ``adjusted``, ``no_face`` (left unchanged, not written) or
-    ``unreadable``."""
+    """What happened to one photo: ``status`` is ``adjusted``, ``done`` (an earlier run made it with the same
+    settings), ``no_face`` (left unchanged, not written), ``unreadable``, ``exists`` (outputs already there, left
+    alone) or ``unwritable``."""
 
     input: str
     status: str
@@ -353,20 +354,40 @@ def before_after(before: np.ndarray, after: np.ndarray, height: int = 480) -> np
 ADJUST_OUTPUTS = (".jpg", ".png", ".json", "_before_after.png")
 
 
-def adjust_files(plan: Any, corrector: Any, on_row: Any = None, overwrite: bool = False) -> list[AdjustRow]:
+def adjust_files(
+    plan: Any, corrector: Any, on_row: Any = None, overwrite: bool = False, settings: dict[str, Any] | None = None
+) -> list[AdjustRow]:
     """Correct every photo of ``plan`` (from ``facekit.batch.plan_folder(..., outputs=ADJUST_OUTPUTS)``) with
     ``corrector`` (``correct(photo) -> (photo, record)``): OUT/NAME.jpg|png (the input's format),
     NAME_before_after.png, NAME.json (the correction and the face used). A photo without a face is left unchanged and
     not written; one whose outputs are already there is left alone (``exists``) unless ``overwrite``; one whose
-    outputs cannot be written is ``unwritable``. The folder is locked against another facekit writing into it."""
+    outputs cannot be written is ``unwritable``. With ``settings`` (what the corrector is: method, options, model
+    sha256), each record holds them and the input's sha256, and a rerun with the same is ``done``. The folder is
+    locked against another facekit writing into it."""
     from facekit.locks import exclusive
 
     with exclusive(plan.out, "adjust"):
-        return _adjust_locked(plan, corrector, on_row, overwrite)
+        return _adjust_locked(plan, corrector, on_row, overwrite, settings)
 
 
-def _adjust_one(planned: Any, out: Any, corrector: Any) -> AdjustRow:
-    """One photo of :func:`adjust_files`: read, correct, write its three files (its row says what happened)."""
+def _previous_record(out: Any, base: str) -> dict[str, Any]:
+    """An earlier run's record of the outputs named ``base`` in ``out`` ({} when there is none or it is not JSON),
+    with ``output`` set to its adjusted photo when that is still there."""
+    import json
+
+    try:
+        record = json.loads((out / f"{base}.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    found = [out / f"{base}{suffix}" for suffix in (".jpg", ".png") if (out / f"{base}{suffix}").is_file()]
+    return {**record, "output": str(found[0]) if found else ""}
+
+
+def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, Any]) -> AdjustRow:
+    """One photo of :func:`adjust_files`: read, correct, write its three files (its row says what happened); the
+    record gets ``provenance`` (input sha256, settings)."""
     import json
 
     from facekit.batch import png_bytes, write_files
@@ -381,7 +402,7 @@ def _adjust_one(planned: Any, out: Any, corrector: Any) -> AdjustRow:
         return AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
     data, suffix = encode_like(planned.source, corrected)
     target = out / f"{planned.base}{suffix}"
-    record = record.to_json() if hasattr(record, "to_json") else record
+    record = {**(record.to_json() if hasattr(record, "to_json") else record), **provenance}
     files = [
         (target, data),
         (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected))),
@@ -393,19 +414,35 @@ def _adjust_one(planned: Any, out: Any, corrector: Any) -> AdjustRow:
     return AdjustRow(name, "adjusted", str(target), record)
 
 
-def _adjust_locked(plan: Any, corrector: Any, on_row: Any, overwrite: bool) -> list[AdjustRow]:
+def _adjust_locked(
+    plan: Any, corrector: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
+) -> list[AdjustRow]:
+
     from facekit.batch import exists_reason, occupied, remove_temporaries
+    from facekit.models import sha256_file
 
     out = plan.out
     remove_temporaries(out, plan.planned)
     rows = []
     for planned in plan.planned:
         name = str(planned.source)
+        try:
+            provenance = {"input_sha256": sha256_file(planned.source), "settings": settings}
+        except OSError as error:
+            row = AdjustRow(name, "unreadable", record={"reason": f"cannot read it: {error.strerror or error}"})
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            continue
         taken = occupied([out / f"{planned.base}{suffix}" for suffix in ADJUST_OUTPUTS])
-        if taken and not overwrite:
+        previous = _previous_record(out, planned.base)
+        output = previous.get("output", "")
+        if settings is not None and all(previous.get(k) == v for k, v in provenance.items()) and output:
+            row = AdjustRow(name, "done", output, {"reason": "already adjusted with these settings"})
+        elif taken and not overwrite:
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
-            row = _adjust_one(planned, out, corrector)
+            row = _adjust_one(planned, out, corrector, provenance)
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -96,10 +96,15 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     with Image.open(out / "lab.jpg") as adjusted:
         assert "icc_profile" not in adjusted.info
     assert "no_face" in result.stdout
-    # A rerun leaves every output alone unless --overwrite; a file of the user's at an output name is never replaced.
+    # A rerun with the same settings finds its outputs done; a file of the user's at an output name is never replaced
+    # (nor is an output made with other settings) unless --overwrite.
     (out / "lab.json").write_text("my notes\n")
     again = run_cli("adjust", str(photos / "lab.jpg"), str(photos / "face.jpg"), "-o", str(out))
-    assert again.returncode == 3 and again.stdout.count("exists") >= 2, again.stdout
+    assert again.returncode == 3 and "exists" in again.stdout and "done" in again.stdout, again.stdout
+    other = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out), "--strength", "0.5")
+    assert other.returncode == 3 and "exists" in other.stdout, other.stdout
+    same = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out))
+    assert same.returncode == 0 and "done" in same.stdout, same.stdout
     assert (out / "lab.json").read_text() == "my notes\n"
     replaced = run_cli("adjust", str(photos / "lab.jpg"), "-o", str(out), "--overwrite")
     assert replaced.returncode == 0 and (out / "lab.json").read_text() != "my notes\n"
