@@ -318,3 +318,10 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     again = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, overwrite=True)}
     assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "done"
     assert (out / "face.obj").read_text() != "my mesh\n" and (out / "sub" / "other.glb").is_file()
+    # With settings in the records, a rerun with the same finds them made; other settings leave them alone.
+    settings = {"texture_size": 512, "landmarks": "ibug_to_sfm"}
+    avatar_files(plan, normalizer, maker, overwrite=True, settings=settings)
+    made = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
+    assert all(row["reason"] == "already made with these settings" for row in made.values()), made
+    changed = avatar_files(plan, normalizer, maker, settings={**settings, "texture_size": 256})
+    assert {row["status"] for row in changed} == {"exists"}

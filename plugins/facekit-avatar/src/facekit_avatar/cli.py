@@ -45,11 +45,27 @@ def avatar(
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS)  # bad inputs are reported before loading
-    normalizer = Normalizer.from_checkpoint(resolve_model(model, checkpoint), device=inference_device("cpu"))
+    from facekit.models import sha256_file
+
+    model_path = resolve_model(model, checkpoint)
+    normalizer = Normalizer.from_checkpoint(model_path, device=inference_device("cpu"))
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
-        rows = avatar_files(plan, normalizer, maker, on_row=lambda row: progress.advance(task), overwrite=overwrite)
+        settings = {
+            "model_sha256": sha256_file(model_path),
+            "sfm_sha256": sha256_file(maker.model.path),
+            "texture_size": texture_size,
+            "landmarks": landmarks,
+        }
+        rows = avatar_files(
+            plan,
+            normalizer,
+            maker,
+            on_row=lambda row: progress.advance(task),
+            overwrite=overwrite,
+            settings=settings,
+        )
     failed = sum(row["status"] != "done" for row in rows)
     report_rows(
         f"facekit avatar -> {out}",
@@ -61,34 +77,69 @@ def avatar(
 
 
 def avatar_files(
-    plan: Any, normalizer: Any, maker: Any, on_row: Any = None, overwrite: bool = False
+    plan: Any,
+    normalizer: Any,
+    maker: Any,
+    on_row: Any = None,
+    overwrite: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """Every planned photo -> its avatar files; one row per photo with ``status`` done, no_face, unreadable, exists
     (its files are already there: left alone unless ``overwrite``) or unwritable (a bad photo never ends the
-    batch). The folder is locked against another facekit writing into it."""
+    batch). With ``settings`` (models' sha256, options), each NAME.json holds them and the input's sha256, and a
+    rerun with the same is ``done`` without redoing it. The folder is locked against another facekit writing into
+    it."""
     from facekit.locks import exclusive
 
     with exclusive(plan.out, "avatar"):
-        return _avatars_locked(plan, normalizer, maker, on_row, overwrite)
+        return _avatars_locked(plan, normalizer, maker, on_row, overwrite, settings)
 
 
-def _avatars_locked(plan: Any, normalizer: Any, maker: Any, on_row: Any, overwrite: bool) -> list[dict[str, str]]:
+def _already_made(plan: Any, planned: Any, provenance: dict[str, Any]) -> bool:
+    """Whether an earlier run made ``planned``'s avatar from the same input with the same settings."""
+    import json
+
+    try:
+        record = json.loads((plan.out / f"{planned.base}.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    same = isinstance(record, dict) and all(record.get(k) == v for k, v in provenance.items())
+    return same and (plan.out / f"{planned.base}.glb").is_file()
+
+
+def _avatars_locked(
+    plan: Any, normalizer: Any, maker: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
+) -> list[dict[str, str]]:
     from facekit.batch import exists_reason, occupied, png_bytes, remove_temporaries, write_files
     from facekit.images import load_rgb
+    from facekit.models import sha256_file
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     remove_temporaries(plan.out, plan.planned)
     rows: list[dict[str, str]] = []
+    provenance: dict[str, dict[str, Any]] = {}
     for start in range(0, len(plan.planned), plan.batch_size):
         chunk = []
         for planned in plan.planned[start : start + plan.batch_size]:
+            row = {"input": str(planned.source)}
+            try:
+                provenance[row["input"]] = {"input_sha256": sha256_file(planned.source), "settings": settings}
+            except OSError as error:
+                row.update(status="unreadable", reason=f"cannot read it: {error.strerror or error}")
             taken = occupied([plan.out / f"{planned.base}{suffix}" for suffix in AVATAR_OUTPUTS])
-            if taken and not overwrite:
-                rows.append({"input": str(planned.source), "status": "exists", "reason": exists_reason(taken[0])})
-                if on_row is not None:
-                    on_row(rows[-1])
+            if "status" in row:
+                pass
+            elif settings is not None and _already_made(plan, planned, provenance[row["input"]]):
+                output = str(plan.out / f"{planned.base}.obj")
+                row.update(status="done", output=output, reason="already made with these settings")
+            elif taken and not overwrite:
+                row.update(status="exists", reason=exists_reason(taken[0]))
             else:
                 chunk.append(planned)
+                continue
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
         photos = []
         reasons = []
         for planned in chunk:
@@ -111,6 +162,7 @@ def _avatars_locked(plan: Any, normalizer: Any, maker: Any, on_row: Any, overwri
                 row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or "no face found")
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
+                avatars[i].record.update(provenance[row["input"]])
                 sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
                 try:
                     files = maker.export(avatars[i], plan.out / base.parent, base.name, root=plan.out)
