@@ -362,16 +362,15 @@ def attributes_files(
     overwrite: bool = False,
 ) -> list[AttributesRow]:
     """Measure every photo of ``plan`` (``facekit.batch.plan_folder(..., outputs=ATTRIBUTE_OUTPUTS)``) a batch at a
-    time: OUT/NAME_attributes.png per photo with a face, then OUT/attributes.csv and OUT/attributes.json for all.
+    time: OUT/NAME_attributes.png per photo with a face, and OUT/attributes.csv and OUT/attributes.json with the
+    rows so far, rewritten after every batch.
     A photo that cannot be read, has no face, or whose picture cannot be written gets its status row; the others go
     on. Files already there are left alone unless ``overwrite`` (the tables: a FacekitError before any work)."""
     from facekit.locks import exclusive
 
     check_tables_clear(plan, overwrite)
     with exclusive(plan.out, "attributes"):
-        rows = _measure_locked(plan, measurer, on_row, overwrite)
-        write_tables(rows, plan.out, measurer)
-    return rows
+        return _measure_locked(plan, measurer, on_row, overwrite)
 
 
 def _measure_locked(
@@ -412,6 +411,8 @@ def _measure_locked(
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+        write_tables(rows, plan.out, measurer)  # after every batch: a killed run keeps the rows it finished
+    write_tables(rows, plan.out, measurer)
     return rows
 
 
