@@ -66,6 +66,54 @@ def build_decoder(plan: Any, feature_size: int) -> Any:
     return decoder
 
 
+#: Recipe settings a resumed run may change: how long it runs, how often it writes, where it runs. Anything else
+#: (data, components, losses, lr, batch size, seed, ...) would continue one run with another's state.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "description",
+        "train.steps",
+        "train.checkpoint_every",
+        "train.keep_every",
+        "train.sample_every",
+        "train.device",
+        "prepare.workers",
+    }
+)
+
+
+def recipe_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two recipe dictionaries differ (a key on one side only counts)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changed = []
+        for key in sorted(set(old) | set(new)):
+            path = f"{prefix}{key}"
+            if key not in old or key not in new:
+                changed.append(path)
+            else:
+                changed += recipe_changes(old[key], new[key], f"{path}.")
+        return changed
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse to resume ``checkpoint`` (its ``stored`` recipe) under a ``current`` recipe that changes more than
+    :data:`RESUMABLE_CHANGES` (the evaluate and infer sections are free too: they do not touch training)."""
+    if not isinstance(stored, dict):
+        return  # a checkpoint from before recipes were recorded: nothing to compare
+    ignored = ("evaluate.", "infer.", "bench.")
+    changes = [
+        path
+        for path in recipe_changes(stored, current)
+        if path not in RESUMABLE_CHANGES and not path.startswith(ignored)
+    ]
+    if changes:
+        raise FacekitError(
+            f"--resume would continue {checkpoint} under another recipe ({', '.join(changes[:8])}"
+            f"{', ...' if len(changes) > 8 else ''} changed; only steps and checkpoint/sample intervals may): "
+            "choose another train.output, or start from it with train.init"
+        )
+
+
 def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0)."""
@@ -93,6 +141,10 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
+    resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    if resume and checkpoint.exists():
+        resumed = read_checkpoint(checkpoint)
+        check_resumable(resumed[1].get("recipe"), plan.to_dict(), checkpoint)
 
     encoder = encoder_component.build().to(device).eval()
     for parameter in encoder.parameters():
@@ -107,7 +159,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
             "components.decoder.params.image_size to match"
         )
-    if settings.init is not None and not (resume and checkpoint.exists()):
+    if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)
         other_encoder = init_meta.get("encoder") not in (None, encoder_component.spec.name)
@@ -143,8 +195,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         )
     optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
     start_step = 0
-    if resume and checkpoint.exists():
-        tensors, meta = read_checkpoint(checkpoint)
+    if resumed is not None:
+        tensors, meta = resumed
         load_decoder_state(decoder, tensors)
         load_optimizer(optimizer, tensors, meta)
         start_step = int(meta["step"])

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from facekit.checkpoints import read_checkpoint
+from facekit.errors import FacekitError
 from facekit.recipe import resolve
 from facekit.train import train
 from tests.helpers import kill_at_points
@@ -86,6 +87,12 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     assert read_checkpoint(out / "checkpoints" / kept[0])[1]["step"] == 50
     with pytest.raises(Exception, match="--resume"):
         train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=100)))
+    # Resuming under another recipe would mix two runs (the old lr, Adam state, data): refused, naming what changed;
+    # more steps are fine.
+    with pytest.raises(FacekitError, match=r"another recipe \(train.lr changed"):
+        train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=110, lr=5e-2, keep_every=50)), resume=True)
+    longer = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=102, lr=1e-2, keep_every=50)), resume=True)
+    assert read_checkpoint(longer / "checkpoints" / "last.safetensors")[1]["step"] == 102
 
 
 def test_identity_loss_is_logged_and_trains(prepared: Path, tmp_path: Path) -> None:
