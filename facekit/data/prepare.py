@@ -394,16 +394,26 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             summary_path = output / "summary.json"
             newest = max(p.stat().st_mtime_ns for p in output.glob("progress*.jsonl"))
             built = summary_path.is_file() and (output / "identities.json").is_file()
-            if built and summary_path.stat().st_mtime_ns > newest:
-                summary = json.loads(summary_path.read_text())
+            wanted = identities_digest(identities)  # the arrays hold these people: a changed list rebuilds them
+            previous = json.loads(summary_path.read_text()) if built else {}
+            if built and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted:
+                summary = previous
             else:
                 summary = finalize(output, [done[i] for i in identities], rules.image_size)
+                summary["identities_sha256"] = wanted
                 summary["last_run"] = {"photos": photos_done, "seconds": round(seconds, 1)}
                 if photos_done:
                     summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
                 text = json.dumps(summary, indent=2) + "\n"
                 _write_atomic(summary_path, lambda h: h.write(text.encode()))
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
+
+
+def identities_digest(identities: list[str]) -> str:
+    """sha256 of the sorted identity names a prepared set is built from."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(identities)).encode()).hexdigest()
 
 
 def _process(

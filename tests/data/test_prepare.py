@@ -275,3 +275,21 @@ def test_ibug_points_files_with_or_without_their_header(tmp_path: Path, data_roo
     short.write_text("1 2\n3 4\n")
     with pytest.raises(FacekitError, match="2 points, expected the 68"):
         read_ibug_pts(short)
+
+
+def test_fewer_people_rebuild_the_arrays(tmp_path: Path, data_root: Path) -> None:
+    """Removing people from the data (e.g. ones that must not be trained on) and preparing again gives arrays
+    without them, though nothing new had to be processed."""
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for i, face in enumerate(canada(data_root, 3, size=240)):
+        face.save(folder / f"person{i:02d}.jpg")
+    output = tmp_path / "out"
+    first = run_prepare(resolve(recipe_for(folder, output, data_root)))
+    assert first.finished and len(json.loads((output / "identities.json").read_text())) == 3
+    (folder / "person02.jpg").unlink()
+    second = run_prepare(resolve(recipe_for(folder, output, data_root)))
+    assert second.finished and second.processed_identities == 0
+    kept = json.loads((output / "identities.json").read_text())
+    assert len(kept) == 2 and not any("person02" in json.dumps(entry) for entry in kept)
+    assert np.load(output / "landmarks.npy").shape[0] == 2
