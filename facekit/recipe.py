@@ -516,7 +516,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
         )
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
         problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
-    problems.extend(_check_data(recipe.data))
+    problems.extend(_check_data(recipe.data, recipe.evaluate.data))
     for key, values in recipe.bench.grid.items():
         if not values:
             problems.append(Problem(f"bench.grid.{key}", "needs at least one value"))
@@ -526,8 +526,9 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
     return problems
 
 
-def _check_data(data: DataSection) -> list[Problem]:
-    """Sources exist, and no test person is used for training."""
+def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Problem]:
+    """Sources exist, and no test person is used for training: the people of ``data.test`` and, since ``facekit
+    eval`` and ``facekit bench`` score on LFW peopleDevTest (``evaluate.data`` lfw-devtest), those people too."""
     problems: list[Problem] = []
     root = data.resolved_root()
     if not (data.train or data.test):
@@ -552,6 +553,9 @@ def _check_data(data: DataSection) -> list[Problem]:
                     problems.append(Problem(f"{path}.path", f"folder not found: {folder}"))
             elif not (root / "london" / str(src.subset)).is_dir():
                 problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
+    devtest = root / "lfw" / "peopleDevTest.txt"
+    if evaluated == "lfw-devtest" and people.get("train") and devtest.is_file():
+        people.setdefault("test", set()).update(_read_people(devtest))
     overlap = people.get("train", set()) & people.get("test", set())
     if overlap:
         shown = ", ".join(sorted(overlap)[:5])

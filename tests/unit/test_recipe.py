@@ -88,6 +88,12 @@ def test_test_people_never_train(data_root: Path) -> None:
     assert len(problems) == 1 and "test people are also training people" in problems[0]
     raw["data"]["train"] = [{"source": "lfw", "people": "peopleDevTrain.txt"}]
     assert resolve(raw).data_root == data_root
+    # Without data.test: facekit eval and bench score on peopleDevTest anyway, so training on them is refused too.
+    everyone = {"data": {"root": str(data_root), "train": [{"source": "lfw", "people": "people.txt"}]}}
+    problems = problems_of(everyone)
+    assert len(problems) == 1 and "1711 test people are also training people" in problems[0], problems
+    everyone["evaluate"] = {"data": "london"}  # evaluated elsewhere: allowed
+    assert resolve(everyone).recipe.evaluate.data == "london"
 
 
 def test_missing_data_is_reported(tmp_path: Path) -> None:
