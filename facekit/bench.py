@@ -61,10 +61,12 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     judges = [Judge(name, facekit.load_component("encoder", name).eval()) for name in names]
     photos = lfw_devtest(base.data_root, settings.max_photos)
     plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
+    # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
+    evaluation = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
     rows = []
     for cell, plan in plans:
         digest = recipe_hash(plan)
-        if digest in done:
+        if digest in done and done[digest].get("evaluation") == evaluation:
             rows.append(done[digest])
             continue
         folder = output / "cells" / digest
@@ -85,6 +87,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             "torch_threads": torch.get_num_threads(),
             "train_steps": plan.recipe.train.steps,
             "train_seconds": round(trained, 1),
+            "evaluation": evaluation,
             "metrics": metrics,
         }
         with results.open("a", encoding="utf-8") as handle:
@@ -155,7 +158,8 @@ def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) + 2), 3.6), dpi=100)
     width = 0.8 / max(1, len(judges))
     for j, judge in enumerate(judges):
-        values = [pass_rate(r, judge) or 0.0 for r in rows]
+        rates = [pass_rate(r, judge) for r in rows]
+        values = [float("nan") if rate is None else rate for rate in rates]  # no bar where a cell was not scored
         axis.bar(np.arange(len(rows)) + j * width, values, width=width, label=judge)
     axis.set_xticks(np.arange(len(rows)) + width * (len(judges) - 1) / 2, labels, rotation=20, ha="right", fontsize=8)
     axis.set_ylabel("identity pass rate")
@@ -174,7 +178,9 @@ def _report(rows: list[dict[str, Any]], judges: list[str], output: Path) -> None
     head = "".join(f"<th>{html.escape(j)} pass rate</th>" for j in judges)
     body = ""
     for row in rows:
-        rates = "".join(f"<td>{(pass_rate(row, j) or 0):.1%}</td>" for j in judges)
+        rates = "".join(
+            "<td>-</td>" if pass_rate(row, j) is None else f"<td>{pass_rate(row, j):.1%}</td>" for j in judges
+        )
         body += (
             f"<tr><td>{html.escape(cell_label(row))}</td><td>{row['recipe_hash']}</td>{rates}"
             f"<td>{row['train_steps']}</td><td>{row['train_seconds']}</td></tr>"

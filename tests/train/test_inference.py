@@ -114,6 +114,11 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path) -> None:  # 
     again, _ = run_bench(str(recipe), [], progress=False)  # finished cells are not trained again
     assert [r["recipe_hash"] for r in again] == [r["recipe_hash"] for r in rows]
     assert len((output / "results.jsonl").read_text().splitlines()) == 2
+    # Scored another way (more photos): the trained cells are scored again, not shown with the old figures.
+    rescored, _ = run_bench(str(recipe), ["bench.max_photos=4"], progress=False)
+    assert [r["evaluation"]["max_photos"] for r in rescored] == [4, 4]
+    assert [r["metrics"]["photos"] for r in rescored] == [4, 4]
+    assert len((output / "results.jsonl").read_text().splitlines()) == 4
 
 
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
