@@ -66,6 +66,9 @@ def build_decoder(plan: Any, feature_size: int) -> Any:
     return decoder
 
 
+#: How far (px) a train.init model's mean face may lie from the prepared set's before it is refused.
+MEAN_FACE_TOLERANCE_PX = 0.5
+
 #: Recipe settings a resumed run may change: how long it runs, how often it writes, where it runs. Anything else
 #: (data, components, losses, lr, batch size, seed, ...) would continue one run with another's state.
 RESUMABLE_CHANGES = frozenset(
@@ -159,6 +162,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
             "components.decoder.params.image_size to match"
         )
+    prepared_mean = decoder.mean_landmarks.detach().clone()
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)
@@ -188,6 +192,13 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 load_decoder_state(decoder, init_tensors)
         except RuntimeError as error:
             raise FacekitError(f"train.init {settings.init} does not fit this recipe's decoder: {error}") from None
+        moved = float((decoder.mean_landmarks - prepared_mean).abs().max())
+        if moved > MEAN_FACE_TOLERANCE_PX:
+            raise FacekitError(
+                f"train.init {settings.init} was trained on another prepared set: its mean face is up to {moved:.1f} "
+                f"px from {recipe.prepare.output}'s, so its texture frame would not be this data's; train from "
+                "scratch or prepare the data as that model's recipe did"
+            )
         logger.info(
             "decoder initialised from %s%s",
             settings.init,

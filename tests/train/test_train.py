@@ -296,6 +296,15 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
         wider = tiny_recipe(prepared, tmp_path / "wider", steps=1, init=str(started))
         wider["components"]["decoder"]["params"]["hidden"] = 48
         train(resolve(wider))
+    # A model from another prepared set (its mean face 3 px off): its texture frame is not this data's.
+    from facekit.checkpoints import write_model_file
+
+    tensors, meta = read_checkpoint(started)
+    tensors["model.mean_landmarks"] = tensors["model.mean_landmarks"] + 3.0
+    shifted = tmp_path / "shifted.safetensors"
+    write_model_file(shifted, tensors, meta)
+    with pytest.raises(FacekitError, match="another prepared set: its mean face is up to 3.0 px"):
+        train(resolve(tiny_recipe(prepared, tmp_path / "shifted", steps=1, init=str(shifted))))
 
 
 def plan_faces(folder: Path) -> Any:
