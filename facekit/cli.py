@@ -352,7 +352,13 @@ def eval_command(
         list[str] | None, typer.Option(help="judge encoder (repeatable); default: the training encoder")
     ] = None,
     max_photos: Annotated[int, typer.Option(help="photos to evaluate")] = 500,
-    pairs: Annotated[int, typer.Option(help="also LFW pairs.txt verification on this many folds (10 = all)")] = 0,
+    pairs: Annotated[
+        int,
+        typer.Option(
+            help="also LFW pairs.txt verification on this many folds (10 = all; at least 2: the threshold is chosen "
+            "on the other folds)"
+        ),
+    ] = 0,
     baseline: Annotated[str | None, typer.Option(help="evaluate a baseline instead of a model: frontalize")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
     set_: SetOption = None,
@@ -360,6 +366,9 @@ def eval_command(
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
     A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
     from facekit.evaluate import evaluate_plan
+
+    if pairs == 1:
+        raise FacekitError("--pairs 1 would choose the threshold on the pairs it scores: give 2-10 folds (or 0)")
 
     metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline)
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")

@@ -278,6 +278,8 @@ def tenfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, hi
         "std": round(float(np.std(accuracies)), 4),
         "folds": len(accuracies),
         "threshold_mean": round(float(np.mean(thresholds)), 4),
+        # One fold: the threshold was chosen on the pairs it is scored on (an optimistic, in-sample figure).
+        "in_sample": len(accuracies) == 1,
     }
 
 

@@ -17,7 +17,9 @@ def test_tenfold_accuracy_on_separable_and_random_scores() -> None:
     similarities = -distances
     assert tenfold_accuracy(similarities, same, folds, higher_is_same=True)["accuracy"] == 1.0
     noise = tenfold_accuracy(rng.uniform(size=same.size), same, folds, higher_is_same=True)
-    assert 0.4 < noise["accuracy"] < 0.65 and noise["folds"] == 10
+    assert 0.4 < noise["accuracy"] < 0.65 and noise["folds"] == 10 and noise["in_sample"] is False
+    one = tenfold_accuracy(rng.uniform(size=100), same[:100], np.zeros(100, int), higher_is_same=True)
+    assert one["folds"] == 1 and one["in_sample"] is True and one["accuracy"] > noise["accuracy"]  # flattered
 
 
 def test_lfw_pairs_and_devtest_lists(data_root: Path) -> None:
