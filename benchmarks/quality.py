@@ -154,9 +154,10 @@ def main() -> None:
     parser.add_argument(
         "--pairs",
         default="pairs.txt",
-        choices=["pairs.txt", "pairsDevTrain.txt"],
-        help="verification pairs: pairs.txt (View 2, report) or pairsDevTrain.txt (View 1 training people, for "
-        "choosing settings; dealt into 10 folds)",
+        choices=["pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt"],
+        help="verification pairs: pairs.txt (View 2, the issue's report; 4,853 of its 6,000 pairs involve "
+        "peopleDevTrain people, whom the models were trained on), pairsDevTrain.txt (View 1 training people, for "
+        "choosing settings) or pairsDevTest.txt (View 1, people never trained on); View 1 is dealt into 10 folds",
     )
     parser.add_argument("--sheet", type=Path, default=None, help="also write the contact sheet here")
     parser.add_argument("--sheet-rows", type=int, default=8)

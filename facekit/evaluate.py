@@ -373,12 +373,23 @@ def evaluate_plan(
         names = [plan.components["encoder"].spec.name]
     else:
         raise FacekitError("the baseline has no encoder of its own: name a judge (--judge NAME) or a recipe")
-    # The model's own encoder is already loaded: judge with it rather than building a second copy.
+    # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
+    # recipe names (components.judge) is built with the recipe's params.
     own = getattr(normalizer, "meta", {}).get("encoder")
-    judge_list = [
-        Judge(name, normalizer.encoder if name == own else facekit.load_component("encoder", name).eval())
-        for name in names
-    ]
+    configured = {
+        component.spec.name: component
+        for role, component in (plan.components.items() if plan is not None else [])
+        if role == "judge"
+    }
+
+    def build(name: str) -> Any:
+        if name == own:
+            return normalizer.encoder
+        if name in configured:
+            return configured[name].build().eval()
+        return facekit.load_component("encoder", name).eval()
+
+    judge_list = [Judge(name, build(name)) for name in names]
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
     metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")

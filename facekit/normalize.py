@@ -229,7 +229,11 @@ class Normalizer:
         load_decoder_state(decoder, tensors)
         if meta.get("warper"):
             decoder.warper = facekit.load_component("warper", meta["warper"], **(meta.get("warper_params") or {}))
-        encoder = facekit.load_component("encoder", meta["encoder"])
+        # The encoder the decoder was trained on, with the recipe's params (a facenet variant, an arcface weights file):
+        # the same name with default params would give other features.
+        encoder_ref = meta.get("recipe", {}).get("components", {}).get("encoder") or {}
+        params = encoder_ref.get("params", {}) if encoder_ref.get("name") == meta["encoder"] else {}
+        encoder = facekit.load_component("encoder", meta["encoder"], **params)
         detector_ref = meta["recipe"]["components"].get("detector")
         if detector_ref is None:
             raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")

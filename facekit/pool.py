@@ -199,7 +199,8 @@ def plain_background(
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
-    The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoder.
+    The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoder
+    (name and params).
     """
     recipe = plan.recipe
     prepared = Path(recipe.prepare.output)
@@ -210,7 +211,10 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
             "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
             "augment": recipe.augment.model_dump(mode="json"),
             "seed": recipe.train.seed,
-            "encoder": plan.components["encoder"].spec.name,
+            "encoder": [
+                plan.components["encoder"].spec.name,
+                plan.components["encoder"].params.model_dump(mode="json"),
+            ],
             "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
             "background": [recipe.train.background, list(recipe.train.background_rgb)],
         },
