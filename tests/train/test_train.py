@@ -303,7 +303,7 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     tensors["model.mean_landmarks"] = tensors["model.mean_landmarks"] + 3.0
     shifted = tmp_path / "shifted.safetensors"
     write_model_file(shifted, tensors, meta)
-    with pytest.raises(FacekitError, match="another prepared set: its mean face is up to 3.0 px"):
+    with pytest.raises(FacekitError, match=r"another prepared set: its mean face is up to 3\.0 px"):
         train(resolve(tiny_recipe(prepared, tmp_path / "shifted", steps=1, init=str(shifted))))
 
 
