@@ -86,13 +86,14 @@ def photo_map(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: i
 
 
 def squeeze_confidence(map_x: np.ndarray, map_y: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """(S, S) in [0, 1]: the map's local area ratio |det J| against its median inside the face, through
-    :data:`SQUEEZE_RAMP` (1 where the photo saw the surface about as large as the rest of the face)."""
+    """(S, S) in [0, 1]: the map's local area ratio det J against its median inside the face, through
+    :data:`SQUEEZE_RAMP` (1 where the photo saw the surface about as large as the rest of the face). Where the map
+    folds over (det J < 0: the far side of a turned face crossing the nose line) it reads the photo mirrored: 0."""
     import numpy as np
 
     dxx, dxy = np.gradient(map_x, axis=1), np.gradient(map_x, axis=0)
     dyx, dyy = np.gradient(map_y, axis=1), np.gradient(map_y, axis=0)
-    area = np.abs(dxx * dyy - dxy * dyx)
+    area = np.maximum(dxx * dyy - dxy * dyx, 0.0)
     typical = float(np.median(area[inside])) if inside.any() else float(np.median(area))
     low, high = SQUEEZE_RAMP
     return np.asarray(np.clip((area / max(typical, 1e-9) - low) / (high - low), 0.0, 1.0), np.float32)

@@ -168,6 +168,9 @@ def estimate_from_faces(
     sources, targets = [], []
     for face in faces:
         aligned, own = photo_in_face_frame(photo, face)  # the photo's own landmarks carried into the frame
+        # Without 68 points of its own (a 5-point detector) the photo is measured where the normalized face is: the
+        # same region on both sides, never the box against the skin.
+        own = own if own is not None else np.asarray(face.landmarks)
         sources.append(mean_colour(region_pixels(aligned, own, region), mapping))
         targets.append(mean_colour(region_pixels(face.decoder_image, face.landmarks, region), mapping))
     source, target = np.mean(sources, axis=0), np.mean(targets, axis=0)

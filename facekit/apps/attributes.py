@@ -102,10 +102,17 @@ def srgb_to_lab(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(colour.XYZ_to_Lab(xyz, illuminant=d65), np.float64)
 
 
+#: Below this b* (yellowness) the ITA is undefined: skin has b* of about 8-30, and near 0 (a grey photo, a blue cast)
+#: the angle swings to +-90 degrees and names a category the colour does not have.
+MIN_B_STAR = 2.0
+
+
 def individual_typology_angle(lightness: Any, b_star: Any) -> Any:
-    """ITA in degrees, ``atan((L* - 50) / b*)``; written with ``arctan2`` so that b* = 0 gives +-90 instead of a
-    division by zero (the same value as the definition for every b* > 0, which all skin has)."""
-    return np.degrees(np.arctan2(np.asarray(lightness, np.float64) - 50.0, np.asarray(b_star, np.float64)))
+    """ITA in degrees, ``atan((L* - 50) / b*)``; NaN where b* < :data:`MIN_B_STAR` (not a skin colour: a greyscale
+    photo or a strong blue cast)."""
+    b = np.asarray(b_star, np.float64)
+    angle = np.degrees(np.arctan(np.divide(np.asarray(lightness, np.float64) - 50.0, np.where(b > 0, b, 1.0))))
+    return np.where(b >= MIN_B_STAR, angle, np.nan)
 
 
 #: ITA skin-tone categories (Chardon et al. 1991; Del Bino & Bernerd 2013): the lower bound of each, in degrees.
@@ -114,7 +121,9 @@ ITA_CATEGORIES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0),
 
 def ita_category(ita: float) -> str:
     """The skin-tone category of an ITA in degrees: very light > 55 > light > 41 > intermediate > 28 > tan > 10 >
-    brown > -30 > dark."""
+    brown > -30 > dark; "undefined" for NaN (see :func:`individual_typology_angle`)."""
+    if not np.isfinite(ita):
+        return "undefined"
     for name, lower in ITA_CATEGORIES:
         if ita > lower:
             return name
@@ -444,4 +453,16 @@ def write_tables(rows: list[AttributesRow], out: Any, measurer: FaceAttributes |
         "the photo's own landmarks) and on the detector's landmarks",
         "photos": [{"input": r.input, "status": r.status, "reason": r.reason, **r.values} for r in rows],
     }
-    write_atomic(out / TABLES[1], (json.dumps(record, indent=2) + "\n").encode(), out)
+    text = json.dumps(_no_nan(record), indent=2, allow_nan=False)  # an undefined ITA is null: the file stays JSON
+    write_atomic(out / TABLES[1], (text + "\n").encode(), out)
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with every NaN float (nested in dicts and lists) replaced by None."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value

@@ -58,6 +58,9 @@ def test_ita_of_known_lab_colours() -> None:
         "brown",
         "dark",
     ]
+    # Not a skin colour: grey (b* ~ 0) or blue (b* < 0) has no ITA, rather than +-90 degrees or more and a category.
+    assert np.isnan(individual_typology_angle(80.0, 0.003)) and np.isnan(individual_typology_angle(60.0, -54.5))
+    assert ita_category(float("nan")) == "undefined"
 
 
 def test_srgb_to_lab_matches_reference_values() -> None:

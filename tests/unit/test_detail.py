@@ -186,3 +186,15 @@ def test_the_command_line_follows_the_detector(shipped_normalizer: Any, tmp_path
     assert record["detail"]["strength"] == 0.0, record["detail"]
     refused = run_cli("normalize", str(face), "-o", str(tmp_path / "out2"), "--checkpoint", str(five), "--detail", "1")
     assert refused.returncode == 1 and "--detail 0" in refused.stderr, refused.stderr
+
+
+def test_a_folded_map_is_not_trusted() -> None:
+    """Where the photo map folds over (the far side of a turned face crossing the nose line), it reads the photo
+    mirrored: no detail there, however large the fold's area."""
+    from facekit.detail import squeeze_confidence
+
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    map_x = np.where(xs < 80, xs, 160 - xs)  # columns 80+ read the photo right to left
+    inside = np.ones((SIZE, SIZE), bool)
+    confidence = squeeze_confidence(map_x, ys, inside)
+    assert confidence[:, 10:70].min() == 1.0 and confidence[:, 85:].max() == 0.0
