@@ -100,12 +100,17 @@ def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
     if correction.source == correction.target:
         return photo.copy()  # nothing to move: skip the colour-space round trip (it rounds by a grey level)
     if correction.mapping == "gains":
-        levels = to_linear(np.arange(256) / 255.0)
-        luts = [np.clip(to_srgb(levels * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in correction.gains]
-        return apply_luts(photo, luts)
+        return apply_linear_gains(photo, correction.gains)
     ycrcb = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2YCrCb)
     luts = [piecewise_lut(correction.source[c], correction.target[c]) for c in range(3)]
     return cv2.cvtColor(apply_luts(ycrcb, luts), cv2.COLOR_YCrCb2RGB)
+
+
+def apply_linear_gains(photo: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``photo`` (H, W, 3) uint8 sRGB with each channel multiplied by its gain in linear light (three table lookups)."""
+    levels = to_linear(np.arange(256) / 255.0)
+    luts = [np.clip(to_srgb(levels * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in gains]
+    return apply_luts(photo, luts)
 
 
 def apply_luts(image: np.ndarray, luts: list[np.ndarray]) -> np.ndarray:
@@ -193,7 +198,7 @@ def fuse_white_balance(correction: Correction, photo: np.ndarray, method: Fuse, 
     """``correction`` (the face's, ``mapping="gains"``) with its white balance replaced by the weighted geometric mean
     of its chromatic gains (``weight``) and those of the global estimator ``method`` on ``photo`` (1 - ``weight``),
     both in linear light; its exposure kept. See the module docstring."""
-    from facekit.apps.baselines import ESTIMATORS
+    from facekit.apps.baselines import linear_illuminant
 
     if correction.mapping != "gains":
         raise FacekitError("fusing with a global white balance needs mapping 'gains' (linear light)")
@@ -202,8 +207,7 @@ def fuse_white_balance(correction: Correction, photo: np.ndarray, method: Fuse, 
     source = np.asarray(correction.source, np.float64)
     face = correction.gains
     exposure = luminance_gain(face, source)
-    illuminant = to_linear(np.clip(ESTIMATORS[method](photo) / 255.0, 1e-4, 1.0))  # the estimators work in sRGB
-    scene = 1.0 / illuminant
+    scene = 1.0 / linear_illuminant(method, photo)
     scene_chroma = scene / luminance_gain(scene, source)
     chroma = (face / exposure) ** weight * scene_chroma ** (1.0 - weight)
     gains = chroma / luminance_gain(chroma, source) * exposure

@@ -70,6 +70,19 @@ def test_baselines_remove_a_global_cast_on_a_grey_card(method: str) -> None:
     assert angular_error(corrected, grey) < angular_error(cast, grey) / 3
 
 
+@pytest.mark.parametrize("method", list(ESTIMATORS))
+def test_baselines_undo_an_illuminant_in_linear_light(method: str) -> None:
+    """A cast as light makes it (von Kries in linear RGB) on a colourful, unclipped scene: each baseline corrects
+    the cast scene to what it makes of the scene itself (its estimate moves with the light), to rounding."""
+    from facekit.apps.adjust import apply_linear_gains
+
+    rng = np.random.default_rng(1)
+    scene = np.repeat(np.repeat(rng.integers(40, 170, (12, 16, 3)), 5, axis=0), 5, axis=1).astype(np.uint8)
+    warm = apply_linear_gains(scene, np.array([1.35, 1.0, 0.6]))  # about 3,000 K
+    balancer = GlobalWhiteBalance(method)
+    assert np.abs(balancer.correct(warm)[0].astype(int) - balancer.correct(scene)[0].astype(int)).mean() < 1.5
+
+
 def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path) -> None:
     photos = tmp_path / "in"
     photos.mkdir()
