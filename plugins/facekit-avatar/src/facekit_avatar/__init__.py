@@ -21,7 +21,9 @@ class AvatarParams(Params):
     )
     colour_model: str | None = Field(default=None, description="a learned colour model .npz (default: the shipped)")
     texture_size: int = Field(default=512, ge=64, le=4096, description="side of the UV texture map")
-    colour_prior: float = Field(default=1.0, gt=0, description="ridge weight of the colour-model fit")
+    colour_prior: float = Field(
+        default=0.03, gt=0, description="ridge weight of the colour-model fit (the samples' noise variance)"
+    )
     sigma_px: float = Field(default=1.5, gt=0, description="landmark noise (px of a 112-px frame) in the shape fit")
     steps: int = Field(default=40, ge=1, description="gradient steps of the shape fit (after its closed-form start)")
     landmarks: Literal["ibug_to_sfm", "voted"] = Field(

@@ -53,7 +53,7 @@ class AvatarMaker:
         sfm: str | None = None,
         colour_model: str | None = None,
         texture_size: int = 512,
-        colour_prior: float = 1.0,
+        colour_prior: float = 0.03,
         sigma_px: float = 1.5,
         steps: int = 40,
         landmarks: str = "ibug_to_sfm",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facekit_avatar.colour import ColourModel, Samples, learn, sample_vertices
+from facekit_avatar.colour import COLOUR_PRIOR, ColourModel, Samples, learn, sample_vertices
 from facekit_avatar.fit import fit_shape
 from facekit_avatar.model import SurreyModel, load_model
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     held_samples = Samples(samples.colours[held], samples.confidence[held], samples.image_xy[held])
     errors = held_out_errors(colour_model, held_samples)
     report = {"people_train": len(train), "people_held_out": len(held), "components": args.components}
-    report.update(errors)
+    report.update(errors, colour_prior=COLOUR_PRIOR)
     colour_model.save(args.out)
     Path(args.out).with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
