@@ -57,8 +57,12 @@ class Planned:
 
     def files(self, out: Path) -> tuple[Path, Path, Path]:
         """(normalized PNG, JSON record, side-by-side PNG): :data:`NORMALIZE_OUTPUTS` under ``out``."""
-        png, record, side = (out / f"{self.base}{suffix}" for suffix in NORMALIZE_OUTPUTS)
+        png, record, side = self.outputs(out, NORMALIZE_OUTPUTS)
         return png, record, side
+
+    def outputs(self, out: Path, suffixes: Sequence[str]) -> list[Path]:
+        """The files named by ``suffixes`` of this base name under ``out``."""
+        return [out / f"{self.base}{suffix}" for suffix in suffixes]
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -177,6 +181,21 @@ def refuse_occupied(paths: Sequence[Path], command: str) -> None:
         raise FacekitError(f"{taken[0]}{others} exists: {command} --overwrite replaces it, or choose another -o")
 
 
+def check_fixed_outputs(
+    out: Path, names: Sequence[str], inputs: Sequence[str | Path], overwrite: bool, command: str
+) -> None:
+    """For a command that writes fixed file ``names`` into ``out`` (tables, figures): refuse ``-o`` naming a file,
+    a name that is one of the ``inputs``, and (unless ``overwrite``) a name already there."""
+    if out.exists() and not out.is_dir():
+        raise FacekitError(f"-o {out} is a file, not a folder")
+    sources = {Path(p).resolve() for p in inputs}
+    for name in names:
+        if (out / name).resolve() in sources:
+            raise FacekitError(f"{out / name} is one of the inputs: choose another output folder (-o)")
+    if not overwrite:
+        refuse_occupied([out / name for name in names], command)
+
+
 def exists_reason(path: Path) -> str:
     """The status reason of a photo whose output ``path`` is already there."""
     return f"{path} exists (not replaced): --overwrite replaces it"
@@ -264,17 +283,27 @@ class Summary:
         return sum(r.status not in ("ok", "done") for r in self.rows)
 
 
-def _previous(planned: Planned, out: Path) -> dict[str, Any] | None:
-    """The record of ``planned``'s output (None without one; {} when it is not facekit's JSON). A record without
-    ``complete`` true is an output a killed run had started: see :func:`_normalize_locked`."""
-    record = planned.files(out)[1]
-    if not record.is_file():
-        return None
+def read_record(path: Path) -> dict[str, Any]:
+    """An earlier run's JSON record at ``path``; {} when there is none or it is not a JSON object (not facekit's)."""
     try:
-        value = json.loads(record.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def input_sha256(path: Path) -> tuple[str | None, str]:
+    """(sha256 of the input at ``path``, "") or (None, why it cannot be read): a photo's row, never the end of a
+    batch."""
+    try:
+        return sha256_file(path), ""
+    except OSError as error:
+        return None, f"cannot read it: {error.strerror or error}"
+
+
+def same_job(record: dict[str, Any], provenance: dict[str, Any]) -> bool:
+    """Whether an earlier ``record`` was made from the same input and settings (every ``provenance`` item equal)."""
+    return all(record.get(key) == value for key, value in provenance.items())
 
 
 def _batches(items: Sequence[Planned], size: int) -> Iterator[Sequence[Planned]]:
@@ -361,20 +390,18 @@ def _normalize_locked(
         rows: list[Row] = []
         todo: list[tuple[Planned, np.ndarray, str]] = []
         for item in batch:
-            try:
-                source_sha = sha256_file(item.source)
-            except OSError as error:  # unreadable (permissions, vanished): that photo's row, the batch goes on
-                rows.append(Row(str(item.source), "unreadable", None, f"cannot read it: {error.strerror or error}"))
+            source_sha, why = input_sha256(item.source)
+            if source_sha is None:  # unreadable (permissions, vanished): that photo's row, the batch goes on
+                rows.append(Row(str(item.source), "unreadable", None, why))
                 continue
-            previous = _previous(item, out) or {}
-            png = item.files(out)[0]
-            same_model = previous.get("model_sha256") == model_sha and previous.get("detail") == detail
-            same_job = previous.get("input_sha256") == source_sha and same_model
-            if same_job and previous.get("complete", True) and png.is_file():
+            png, record_path, _ = item.files(out)
+            previous = read_record(record_path)
+            ours = same_job(previous, {"input_sha256": source_sha, "model_sha256": model_sha, "detail": detail})
+            if ours and previous.get("complete", True) and png.is_file():
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
                 continue
             taken = occupied(item.files(out))
-            if taken and not overwrite and not same_job:  # the same job, left half done by a killed run: redone
+            if taken and not overwrite and not ours:  # the same job, left half done by a killed run: redone
                 reason = f"{taken[0]} exists (another input, model or --detail, or not facekit's): --overwrite replaces"
                 rows.append(Row(str(item.source), "exists", None, reason))
                 continue

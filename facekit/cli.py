@@ -579,13 +579,14 @@ def explore_interpolate(
     """Decode the path between the encoder features of the largest faces of photos A and B: OUT/interpolate.png
     (frames, with the independent judge's score of each against A and B plotted under them), interpolate_strip.png,
     interpolate.gif and interpolate.json."""
-    from facekit.apps.explore import INTERPOLATE_FILES, check_outputs_clear, write_interpolation
+    from facekit.apps.explore import INTERPOLATE_FILES, write_interpolation
+    from facekit.batch import check_fixed_outputs
 
     target = Path(out)
     for photo in (a, b):
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
-    check_outputs_clear(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")  # before loading
+    check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")  # before loading
     explorer = facekit.load_component(
         "app", "explore", model=model, checkpoint=checkpoint, steps=steps, spherical=spherical, judge=judge
     )
@@ -618,14 +619,14 @@ def explore_compare(
     the model, beside the same for the photos (compare.csv, compare.json). Exit 3 when some photo has no output."""
     from rich.progress import Progress
 
-    from facekit.apps.explore import COMPARE_FILES, check_outputs_clear, write_comparison
-    from facekit.batch import EXIT_SOME_FAILED, scan_inputs
+    from facekit.apps.explore import COMPARE_FILES, write_comparison
+    from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
     from facekit.normalize import resolve_model
 
     target = Path(out)
-    check_outputs_clear(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
+    check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
     found = [path for path, _ in scan_inputs(photos, target)]
-    check_outputs_clear(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
+    check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
     wanted = [(name, resolve_model(name, None)) for name in (model or [])]
     wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
     wanted = wanted or [("dlib", resolve_model())]

@@ -376,17 +376,13 @@ def evaluate_plan(
     # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
     # recipe names (components.judge) is built with the recipe's params.
     own = getattr(normalizer, "meta", {}).get("encoder")
-    configured = {
-        component.spec.name: component
-        for role, component in (plan.components.items() if plan is not None else [])
-        if role == "judge"
-    }
+    configured = plan.components.get("judge") if plan is not None else None
 
     def build(name: str) -> Any:
         if name == own:
             return normalizer.encoder
-        if name in configured:
-            return configured[name].build().eval()
+        if configured is not None and configured.spec.name == name:
+            return configured.build().eval()
         return facekit.load_component("encoder", name).eval()
 
     judge_list = [Judge(name, build(name)) for name in names]

@@ -172,11 +172,12 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     name = match.file if match else path.name
     if name == MANIFEST or name.startswith("."):
         raise FacekitError(f"{name}: the store keeps its own {MANIFEST} and hidden files; rename the file first")
-    stored = store_dir() / name
-    if stored.is_file() and read_manifest().get(name) is not None and read_manifest()[name].sha256 != digest:
+    entries = read_manifest()
+    held = entries.get(name)
+    if (store_dir() / name).is_file() and held is not None and held.sha256 != digest:
         raise FacekitError(
-            f"the store already holds another {name} (sha256 {read_manifest()[name].sha256}): rename the file to keep "
-            "both, or remove the stored one first"
+            f"the store already holds another {name} (sha256 {held.sha256}): rename the file to keep both, or remove "
+            "the stored one first"
         )
     entry = StoredModel(
         file=name,
@@ -189,7 +190,6 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     temporary = store_dir() / f".{name}.tmp"
     shutil.copyfile(path, temporary)
     os.replace(temporary, store_dir() / name)
-    entries = read_manifest()
     entries[name] = entry
     _write_manifest(entries)
     return entry

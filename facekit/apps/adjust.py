@@ -108,8 +108,7 @@ def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
 
 def apply_linear_gains(photo: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """``photo`` (H, W, 3) uint8 sRGB with each channel multiplied by its gain in linear light (three table lookups)."""
-    levels = to_linear(np.arange(256) / 255.0)
-    luts = [np.clip(to_srgb(levels * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in gains]
+    luts = [np.clip(to_srgb(LINEAR_LEVELS * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in gains]
     return apply_luts(photo, luts)
 
 
@@ -124,6 +123,10 @@ def to_linear(values: np.ndarray) -> np.ndarray:
     """sRGB values in [0, 1] -> linear light."""
     v = np.asarray(values, np.float64)
     return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+#: (256,) each 8-bit sRGB level in linear light: the table every linear-light lookup reads.
+LINEAR_LEVELS = to_linear(np.arange(256) / 255.0)
 
 
 def to_srgb(values: np.ndarray) -> np.ndarray:
@@ -377,21 +380,6 @@ def adjust_files(
         return _adjust_locked(plan, corrector, on_row, overwrite, settings)
 
 
-def _previous_record(out: Any, base: str) -> dict[str, Any]:
-    """An earlier run's record of the outputs named ``base`` in ``out`` ({} when there is none or it is not JSON),
-    with ``output`` set to its adjusted photo when that is still there."""
-    import json
-
-    try:
-        record = json.loads((out / f"{base}.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    if not isinstance(record, dict):
-        return {}
-    found = [out / f"{base}{suffix}" for suffix in (".jpg", ".png") if (out / f"{base}{suffix}").is_file()]
-    return {**record, "output": str(found[0]) if found else ""}
-
-
 def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, Any]) -> AdjustRow:
     """One photo of :func:`adjust_files`: read, correct, write its three files (its row says what happened); the
     record gets ``provenance`` (input sha256, settings)."""
@@ -424,28 +412,22 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
 def _adjust_locked(
     plan: Any, corrector: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
 ) -> list[AdjustRow]:
-
-    from facekit.batch import exists_reason, occupied, remove_temporaries
-    from facekit.models import sha256_file
+    from facekit.batch import exists_reason, input_sha256, occupied, read_record, remove_temporaries, same_job
 
     out = plan.out
     remove_temporaries(out, plan.planned)
     rows = []
     for planned in plan.planned:
         name = str(planned.source)
-        try:
-            provenance = {"input_sha256": sha256_file(planned.source), "settings": settings}
-        except OSError as error:
-            row = AdjustRow(name, "unreadable", record={"reason": f"cannot read it: {error.strerror or error}"})
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-            continue
-        taken = occupied([out / f"{planned.base}{suffix}" for suffix in ADJUST_OUTPUTS])
-        previous = _previous_record(out, planned.base)
-        output = previous.get("output", "")
-        if settings is not None and all(previous.get(k) == v for k, v in provenance.items()) and output:
-            row = AdjustRow(name, "done", output, {"reason": "already adjusted with these settings"})
+        source_sha, why = input_sha256(planned.source)
+        provenance = {"input_sha256": source_sha, "settings": settings}
+        # The adjusted photo an earlier run left, in the input's format (.jpg or .png).
+        made = [path for path in planned.outputs(out, (".jpg", ".png")) if path.is_file()]
+        taken = occupied(planned.outputs(out, ADJUST_OUTPUTS))
+        if source_sha is None:
+            row = AdjustRow(name, "unreadable", record={"reason": why})
+        elif settings is not None and made and same_job(read_record(out / f"{planned.base}.json"), provenance):
+            row = AdjustRow(name, "done", str(made[0]), {"reason": "already adjusted with these settings"})
         elif taken and not overwrite:
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:

@@ -354,14 +354,10 @@ def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
 def check_tables_clear(plan: Any, overwrite: bool = False) -> None:
     """Refuse an output folder whose table names are inputs (a photo given by a path that ends in attributes.csv),
     and (unless ``overwrite``) one that already holds the tables."""
-    from facekit.batch import refuse_occupied
+    from facekit.batch import check_fixed_outputs
 
-    inputs = {planned.source.resolve() for planned in plan.planned}
-    for name in TABLES:
-        if (plan.out / name).resolve() in inputs:
-            raise FacekitError(f"{plan.out / name} is one of the inputs: choose another output folder (-o)")
-    if not overwrite:
-        refuse_occupied([plan.out / name for name in TABLES], "facekit attributes")
+    inputs = [planned.source for planned in plan.planned]
+    check_fixed_outputs(plan.out, TABLES, inputs, overwrite, "facekit attributes")
 
 
 def attributes_files(
@@ -390,10 +386,11 @@ def _measure_locked(
 
     remove_temporaries(plan.out, plan.planned)
     rows: list[AttributesRow] = []
+    written = -1  # rows in the tables on disk (none yet)
     for start in range(0, len(plan.planned), plan.batch_size):
         batch = []
         for planned in plan.planned[start : start + plan.batch_size]:
-            taken = occupied([plan.out / f"{planned.base}{suffix}" for suffix in ATTRIBUTE_OUTPUTS])
+            taken = occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))
             if taken and not overwrite:
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
                 if on_row is not None:
@@ -421,7 +418,9 @@ def _measure_locked(
             if on_row is not None:
                 on_row(row)
         write_tables(rows, plan.out, measurer)  # after every batch: a killed run keeps the rows it finished
-    write_tables(rows, plan.out, measurer)
+        written = len(rows)
+    if written != len(rows):  # rows since the last write (photos whose outputs were already there)
+        write_tables(rows, plan.out, measurer)
     return rows
 
 

@@ -57,11 +57,10 @@ ESTIMATORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def linear_illuminant(method: str, photo: np.ndarray) -> np.ndarray:
     """The illuminant of ``photo`` (H, W, 3) uint8 sRGB by ``method``, in linear light (3,), estimated on a copy at
     most ESTIMATE_SIDE px on its long side."""
-    from facekit.apps.adjust import ESTIMATE_SIDE, downscale, to_linear
+    from facekit.apps.adjust import ESTIMATE_SIDE, LINEAR_LEVELS, downscale
 
     small = downscale(np.ascontiguousarray(photo), ESTIMATE_SIDE)
-    table = to_linear(np.arange(256) / 255.0).astype(np.float32)
-    return np.maximum(ESTIMATORS[method](table[small]), 1e-6)
+    return np.maximum(ESTIMATORS[method](LINEAR_LEVELS.astype(np.float32)[small]), 1e-6)
 
 
 def gains_for(illuminant: np.ndarray) -> np.ndarray:

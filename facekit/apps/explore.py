@@ -461,23 +461,6 @@ COMPARE_SIDE = 1024
 COMPARE_FILES = ("compare.png", "compare.csv", "compare.json")
 
 
-def check_outputs_clear(
-    out: Path, names: Sequence[str], inputs: Sequence[str | Path], overwrite: bool = False, command: str = "the command"
-) -> None:
-    """Refuse ``-o`` naming a file, an output folder where one of ``names`` would replace an input, and (unless
-    ``overwrite``) one where any of ``names`` is already there."""
-    from facekit.batch import refuse_occupied
-
-    if out.exists() and not out.is_dir():
-        raise FacekitError(f"-o {out} is a file, not a folder")
-    sources = {Path(p).resolve() for p in inputs}
-    for name in names:
-        if (out / name).resolve() in sources:
-            raise FacekitError(f"{out / name} is one of the inputs: choose another output folder (-o)")
-    if not overwrite:
-        refuse_occupied([out / name for name in names], command)
-
-
 def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
     """The strip of frames with the judge's scores against A and B plotted under it (matplotlib): (H, W, 3) uint8."""
     import io
@@ -538,9 +521,9 @@ def write_interpolation(
     there are a FacekitError unless ``overwrite``)."""
     import json
 
-    from facekit.batch import png_bytes, write_atomic
+    from facekit.batch import check_fixed_outputs, png_bytes, write_atomic
 
-    check_outputs_clear(out, INTERPOLATE_FILES, inputs, overwrite, "facekit explore interpolate")
+    check_fixed_outputs(out, INTERPOLATE_FILES, inputs, overwrite, "facekit explore interpolate")
     out.mkdir(parents=True, exist_ok=True)
     figure, strip_png, gif, record = (out / name for name in INTERPOLATE_FILES)
     write_atomic(figure, png_bytes(interpolation_figure(result)), out)
@@ -557,9 +540,9 @@ def write_comparison(
     ``overwrite``)."""
     import json
 
-    from facekit.batch import png_bytes, write_atomic
+    from facekit.batch import check_fixed_outputs, png_bytes, write_atomic
 
-    check_outputs_clear(out, COMPARE_FILES, inputs, overwrite, "facekit explore compare")
+    check_fixed_outputs(out, COMPARE_FILES, inputs, overwrite, "facekit explore compare")
     out.mkdir(parents=True, exist_ok=True)
     grid, table, record = (out / name for name in COMPARE_FILES)
     write_atomic(grid, png_bytes(result.grid(cell)), out)

@@ -95,24 +95,20 @@ def avatar_files(
         return _avatars_locked(plan, normalizer, maker, on_row, overwrite, settings)
 
 
-def _already_made(plan: Any, planned: Any, provenance: dict[str, Any]) -> bool:
-    """Whether an earlier run made ``planned``'s avatar from the same input with the same settings."""
-    import json
-
-    try:
-        record = json.loads((plan.out / f"{planned.base}.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    same = isinstance(record, dict) and all(record.get(k) == v for k, v in provenance.items())
-    return same and (plan.out / f"{planned.base}.glb").is_file()
-
-
 def _avatars_locked(
     plan: Any, normalizer: Any, maker: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
 ) -> list[dict[str, str]]:
-    from facekit.batch import exists_reason, occupied, png_bytes, remove_temporaries, write_files
+    from facekit.batch import (
+        exists_reason,
+        input_sha256,
+        occupied,
+        png_bytes,
+        read_record,
+        remove_temporaries,
+        same_job,
+        write_files,
+    )
     from facekit.images import load_rgb
-    from facekit.models import sha256_file
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     remove_temporaries(plan.out, plan.planned)
@@ -122,16 +118,14 @@ def _avatars_locked(
         chunk = []
         for planned in plan.planned[start : start + plan.batch_size]:
             row = {"input": str(planned.source)}
-            try:
-                provenance[row["input"]] = {"input_sha256": sha256_file(planned.source), "settings": settings}
-            except OSError as error:
-                row.update(status="unreadable", reason=f"cannot read it: {error.strerror or error}")
-            taken = occupied([plan.out / f"{planned.base}{suffix}" for suffix in AVATAR_OUTPUTS])
-            if "status" in row:
-                pass
-            elif settings is not None and _already_made(plan, planned, provenance[row["input"]]):
-                output = str(plan.out / f"{planned.base}.obj")
-                row.update(status="done", output=output, reason="already made with these settings")
+            source_sha, why = input_sha256(planned.source)
+            provenance[row["input"]] = {"input_sha256": source_sha, "settings": settings}
+            glb, obj, record = planned.outputs(plan.out, (".glb", ".obj", ".json"))
+            taken = occupied(planned.outputs(plan.out, AVATAR_OUTPUTS))
+            if source_sha is None:
+                row.update(status="unreadable", reason=why)
+            elif settings is not None and glb.is_file() and same_job(read_record(record), provenance[row["input"]]):
+                row.update(status="done", output=str(obj), reason="already made with these settings")
             elif taken and not overwrite:
                 row.update(status="exists", reason=exists_reason(taken[0]))
             else:
