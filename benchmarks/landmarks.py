@@ -23,6 +23,7 @@ from rich.progress import track
 
 import facekit
 from facekit.data.sources import read_ibug_pts
+from facekit.normalize import box_overlap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
@@ -32,13 +33,6 @@ DATA = Path(os.environ.get("FACEKIT_DATA", Path(__file__).resolve().parents[2] /
 
 def nme(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(predicted - truth, axis=1).mean() / np.linalg.norm(truth[36] - truth[45]))
-
-
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area if area > 0 else 0.0
 
 
 def main() -> None:
@@ -58,8 +52,8 @@ def main() -> None:
         truth = read_ibug_pts(photo.with_suffix(".pts"))
         truth_box = (*truth.min(axis=0), *truth.max(axis=0))
         faces = detector.detect_array(image)
-        best = max(faces, key=lambda f: iou(f.box, truth_box), default=None)
-        if best is None or iou(best.box, truth_box) < 0.3:
+        best = max(faces, key=lambda f: box_overlap(f.box, truth_box), default=None)
+        if best is None or box_overlap(best.box, truth_box) < 0.3:
             missed += 1
         else:
             found_errors.append(nme(best.landmarks, truth))
