@@ -38,6 +38,7 @@ def _rank(rank: int, port: int, folder: str) -> None:
     torch.save(
         {"out": out.detach(), "grad": mine.grad, "params": grads, "state": layer.state_dict()}, f"{folder}/{rank}.pt"
     )
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it (an abort at exit otherwise)
     dist.destroy_process_group()
 
 
