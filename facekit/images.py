@@ -6,10 +6,13 @@ Numpy and Pillow only (torch tensors are accepted but torch is not imported), so
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,6 +51,29 @@ def max_megapixels() -> float:
 TOO_LARGE = "too large"
 
 
+_PILLOW_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: float) -> Iterator[None]:
+    """Pillow's decompression-bomb guard raised to ``limit`` megapixels inside the block only, when the user allowed
+    more than Pillow's own limit. The guard is a process-wide setting that other code in the process relies on, so it
+    is restored on leaving; Pillow checks it in ``open`` and, for some formats, in ``load``/``seek``, so the block
+    spans the decode. Threads that need the raised guard take turns (a lock); others never see it changed for long."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is None or limit * 1e6 <= Image.MAX_IMAGE_PIXELS:
+        yield
+        return
+    with _PILLOW_GUARD:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = int(limit * 1e6)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
 def load_rgb(path: Path | bytes | bytearray | memoryview) -> tuple[np.ndarray | None, str]:
     """Read a photo (a file, or its bytes already read) as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why
     it is unreadable).
@@ -59,14 +85,12 @@ def load_rgb(path: Path | bytes | bytearray | memoryview) -> tuple[np.ndarray | 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     limit = max_megapixels()
-    if Image.MAX_IMAGE_PIXELS is not None and limit * 1e6 > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = int(limit * 1e6)  # the user allowed more than Pillow's decompression-bomb guard
     allow = " set FACEKIT_MAX_MEGAPIXELS to allow it)"
     try:
         source: Path | io.BytesIO = Path(path) if isinstance(path, (str, Path)) else io.BytesIO(bytes(path))
         if (source.stat().st_size if isinstance(source, Path) else len(source.getbuffer())) == 0:
             return None, "unreadable (empty file)"
-        with Image.open(source) as opened:
+        with _pillow_limit(limit), Image.open(source) as opened:
             megapixels = opened.size[0] * opened.size[1] / 1e6
             if megapixels > limit:
                 size = f"{opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP"

@@ -187,7 +187,9 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
     Image.new("1", (15_000, 15_000)).save(larger)  # past Pillow's own guard (2 x 89 MP): still "too large", not damaged
     assert load_rgb(larger) == (None, "too large (225 MP > 50 MP; set FACEKIT_MAX_MEGAPIXELS to allow it)")
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "200")  # allowed when the user says so
+    guard = Image.MAX_IMAGE_PIXELS
     assert load_rgb(bomb)[0] is not None
+    assert Image.MAX_IMAGE_PIXELS == guard  # for that read only: Pillow's process-wide guard is left as it was
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "nonsense")
     with pytest.raises(FacekitError, match="FACEKIT_MAX_MEGAPIXELS"):
         load_rgb(bomb)
