@@ -138,6 +138,13 @@ def main() -> None:
         default=[],
         help="NAME=STRENGTH[:SIGMA]: photo detail for model NAME (facekit.detail; default: the library's setting)",
     )
+    parser.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        help="NAME=KEY:VALUE[,KEY:VALUE]: detector params for model NAME over its recipe's (e.g. "
+        "'hog only=face_detector:hog'; the frontalization baseline keeps the dlib detector's defaults)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the frontalization baseline")
     parser.add_argument("--photos", type=int, default=500, help="photos for identity, detail and background")
     parser.add_argument(
@@ -174,6 +181,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    import facekit
     from facekit.baselines.frontalize import Frontalizer
     from facekit.detail import DetailSettings
     from facekit.normalize import Normalizer, default_model_path
@@ -184,9 +192,20 @@ def main() -> None:
     details = {name: DetailSettings(*map(float, value.split(":"))) for name, value in pairs_given}
     if unknown := set(details) - {name for name, _ in specs}:
         parser.error(f"--detail names no --model: {', '.join(sorted(unknown))}")
+    overrides = {
+        name: dict(item.split(":", 1) for item in value.split(","))
+        for name, value in (item.split("=", 1) for item in args.detector)
+    }
+    if unknown := set(overrides) - {name for name, _ in specs}:
+        parser.error(f"--detector names no --model: {', '.join(sorted(unknown))}")
     methods: list[tuple[str, Any]] = [
         (name, Normalizer.from_checkpoint(path, detail=details.get(name))) for name, path in specs
     ]
+    for name, method in methods:
+        if name in overrides:  # the same detector with other params (strings: pydantic converts them)
+            reference = method.meta["recipe"]["components"]["detector"]
+            params = {**reference.get("params", {}), **overrides[name]}
+            method.detector = facekit.load_component("detector", reference["name"], **params)
     if not args.no_baseline:
         methods.append(("frontalization baseline", Frontalizer.from_data(root / "sfm", size=112)))
     judges = [OwnPipelineJudge.build("sface"), OwnPipelineJudge.build("dlib-resnet")]

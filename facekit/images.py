@@ -11,8 +11,8 @@ import io
 import os
 import re
 import threading
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""dlib's face detectors (HOG + linear SVM, or the CNN "mmod" detector) followed by its landmark predictor."""
+"""dlib's face detectors (HOG + linear SVM, the CNN "mmod" detector, or HOG with the CNN as a fallback) followed by
+its landmark predictor."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ from facekit.registry import Params
 from facekit.types import FaceDetection, LandmarkScheme, ModelCard
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
 
+#: The CNN fallback looks at a copy of at most this many pixels on the long side, without upsampling: mmod takes
+#: ~0.6 s for 250 x 250 px on one CPU core and grows with the area (33 s at 800 px upsampled once), and the faces HOG
+#: misses are turned ones, not small ones (HOG with ``upsample`` 1 already finds faces of 40 px).
+FALLBACK_SIDE = 400
+
 
 class DetectorParams(Params):
-    face_detector: Literal["hog", "cnn"] = Field(default="hog", description="HOG (fast) or CNN mmod (robust, slow)")
+    face_detector: Literal["hog", "cnn", "hog+cnn"] = Field(
+        default="hog+cnn",
+        description="HOG (fast, near-frontal faces), CNN mmod (also turned faces, slow), or hog+cnn: HOG, and the "
+        f"CNN on a copy of at most {FALLBACK_SIDE} px when HOG finds no face",
+    )
     upsample: int = Field(default=1, ge=0, le=3, description="upsample the photo this many times to find small faces")
     threshold: float = Field(default=0.0, description="detection score threshold (lower finds more faces)")
 
@@ -29,9 +39,9 @@ class DlibDetector:
         self.points = points
         self.card = card(points, params.face_detector)
         self._dlib = dlib
-        if params.face_detector == "hog":
+        if params.face_detector != "cnn":
             self._hog = dlib.get_frontal_face_detector()
-        else:
+        if params.face_detector != "hog":
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path("mmod_human_face_detector.dat")))
         name = "shape_predictor_68_face_landmarks.dat" if points == 68 else "shape_predictor_5_face_landmarks.dat"
         self._predictor = dlib.shape_predictor(str(model_path(name)))
@@ -44,20 +54,31 @@ class DlibDetector:
         """``image`` (H, W, 3) uint8 RGB -> the faces found, largest first, each with (K, 2) float32 landmarks."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        if self.params.face_detector == "hog":
+        found: list[tuple[tuple[float, float, float, float], float]] = []
+        if self.params.face_detector != "cnn":
             rects, scores, _ = self._hog.run(image, self.params.upsample, self.params.threshold)
-            found = list(zip(rects, scores, strict=True))
-        else:
-            found = [(d.rect, d.confidence) for d in self._cnn(image, self.params.upsample)]
-            found = [(r, s) for r, s in found if s >= self.params.threshold]
+            found = [(_box(rect), float(score)) for rect, score in zip(rects, scores, strict=True)]
+        if self.params.face_detector == "cnn":
+            found = self._run_cnn(image, self.params.upsample, 1.0)
+        elif self.params.face_detector == "hog+cnn" and not found:
+            scale = min(1.0, FALLBACK_SIDE / max(image.shape[:2]))
+            small = image if scale == 1.0 else _resized(image, scale)
+            found = self._run_cnn(small, 0, scale)
         faces = []
-        for rect, score in found:
+        for box, score in found:
+            rect = self._dlib.rectangle(*(round(v) for v in box))
             shape = self._predictor(image, rect)
             points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
-            box = (float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom()))
-            faces.append(FaceDetection(box, float(score), points, self.card.landmark_scheme))
+            faces.append(FaceDetection(box, score, points, self.card.landmark_scheme))
         faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
         return faces
+
+    def _run_cnn(
+        self, image: np.ndarray, upsample: int, scale: float
+    ) -> list[tuple[tuple[float, float, float, float], float]]:
+        """mmod's faces in ``image`` (a copy of the photo at ``scale``) as (box in the photo's pixels, confidence)."""
+        found = [(d.rect, float(d.confidence)) for d in self._cnn(image, upsample)]
+        return [(_box(rect, scale), score) for rect, score in found if score >= self.params.threshold]
 
     def landmarks_in_box(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
         """The landmark predictor alone on ``box`` (x0, y0, x1, y1) of ``image`` (H, W, 3) uint8 -> (K, 2) float32."""
@@ -66,14 +87,31 @@ class DlibDetector:
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 
-def card(points: int, face_detector: str = "hog") -> ModelCard:
+def _box(rect: Any, scale: float = 1.0) -> tuple[float, float, float, float]:
+    """A dlib rectangle found on a copy at ``scale`` as (x0, y0, x1, y1) in the photo's pixels."""
+    return (rect.left() / scale, rect.top() / scale, rect.right() / scale, rect.bottom() / scale)
+
+
+def _resized(image: np.ndarray, scale: float) -> np.ndarray:
+    import cv2
+
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def card(points: int, face_detector: str = "hog+cnn") -> ModelCard:
     predictor = SOURCES[f"shape_predictor_{points}_face_landmarks.dat"]
-    detector = HOG_SOURCE if face_detector == "hog" else SOURCES["mmod_human_face_detector.dat"]
+    detectors = {
+        "hog": (HOG_SOURCE,),
+        "cnn": (SOURCES["mmod_human_face_detector.dat"],),
+        "hog+cnn": (HOG_SOURCE, SOURCES["mmod_human_face_detector.dat"]),
+    }[face_detector]
     return ModelCard(
         colour_order="RGB",
         landmarks=points,
         landmark_scheme=(LandmarkScheme.IBUG68 if points == 68 else LandmarkScheme.DLIB5).value,
         differentiable=False,
-        weights=(detector, predictor),
-        notes="HOG finds near-frontal faces of >= 80 px (40 px with upsample=1); CNN (mmod) also finds turned faces",
+        weights=(*detectors, predictor),
+        notes="HOG finds near-frontal faces of >= 80 px (40 px with upsample=1); CNN (mmod) also finds turned faces; "
+        f"hog+cnn (default) runs the CNN on a copy of <= {FALLBACK_SIDE} px only when HOG finds none",
     )

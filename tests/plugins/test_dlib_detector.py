@@ -1,0 +1,40 @@
+"""dlib's detector plugin: HOG first, and the CNN (mmod) on a small copy only when HOG finds no face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("dlib")
+
+import facekit  # noqa: E402
+from facekit.testing import real_face  # noqa: E402
+
+
+def turned(image: np.ndarray, degrees: float, scale: float = 1.0) -> np.ndarray:
+    """``image`` rolled by ``degrees`` about its centre (beyond what HOG's five filters cover) and resized."""
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    rolled = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(rolled, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_CUBIC)
+
+
+def test_the_cnn_finds_the_face_hog_misses_at_the_photos_scale() -> None:
+    hog = facekit.load_component("detector", "dlib", face_detector="hog")
+    both = facekit.load_component("detector", "dlib")  # the default: hog+cnn
+    assert both.params.face_detector == "hog+cnn" and len(both.card.weights) == 3  # HOG, mmod, the predictor
+    face = real_face().image
+    upright = face.copy()
+    assert [f.box for f in both.detect_array(upright)] == [f.box for f in hog.detect_array(upright)]  # HOG's own
+    for scale in (1.0, 4.0):  # 200 px, and 800 px (the CNN looks at a copy of at most 400 px)
+        photo = turned(face, 60, scale)
+        assert hog.detect_array(photo) == []
+        found = both.detect_array(photo)
+        assert len(found) == 1 and found[0].landmarks is not None and found[0].landmarks.shape == (68, 2)
+        x0, y0, x1, y1 = (v / scale for v in found[0].box)  # in the photo's pixels, not the copy's
+        assert 30 < x0 < x1 < 170 and 30 < y0 < y1 < 170 and 70 < x1 - x0 < 130, found[0].box
+        # The points sit on the face: their centre is near the photo's centre, where the face was rolled about.
+        centre = found[0].landmarks.mean(axis=0) / scale
+        assert np.linalg.norm(centre - 100.0) < 25.0, centre
+    assert both.detect_array(np.full((300, 300, 3), 128, np.uint8)) == []  # still nothing where there is nothing
