@@ -33,8 +33,6 @@ from facekit.apps.adjust import (
     apply_correction,
     box_of,
     encode_like,
-    estimate_from_faces,
-    fuse_white_balance,
     to_linear,
     to_srgb,
 )
@@ -44,36 +42,44 @@ from facekit.images import load_rgb
 from facekit.normalize import Normalizer
 from facekit.recipe import DataSection
 
-#: adjust's settings compared: (mapping, region, fuse, fuse weight). "adjust" is the default (chosen on the
-#: --selection set); "face only" is the face's estimate alone.
-ADJUST_VARIANTS: dict[str, tuple[Any, Any, Any, float]] = {
-    "adjust": ("gains", "skin", "white-patch", 0.5),
-    "adjust, face only": ("gains", "skin", None, 1.0),
-    "adjust, ycrcb, skin": ("ycrcb", "skin", None, 1.0),
-    "adjust, gains, box": ("gains", "box", None, 1.0),
-    "adjust, paper (ycrcb, box)": ("ycrcb", "box", None, 1.0),
+#: adjust's settings compared (FaceAdjuster keywords). "adjust" is the default (chosen on the --selection set); "face
+#: only" is the face's estimate alone.
+ADJUST_VARIANTS: dict[str, dict[str, Any]] = {
+    "adjust": {},
+    "adjust, face only": {"fuse": None},
+    "adjust, face only, refined once": {"fuse": None, "refine": 1},
+    "adjust, agreement, refined once": {"fuse": "agreement", "refine": 1},
+    "adjust, ycrcb, skin": {"mapping": "ycrcb", "fuse": None},
+    "adjust, gains, box": {"region": "box", "fuse": None},
+    "adjust, paper (ycrcb, box)": {"mapping": "ycrcb", "region": "box", "fuse": None},
 }
-#: Fusion weights tried on the selection set only.
-SELECTION_VARIANTS: dict[str, tuple[Any, Any, Any, float]] = {
-    "adjust + white-patch, face 0.3": ("gains", "skin", "white-patch", 0.3),
-    "adjust + white-patch, face 0.7": ("gains", "skin", "white-patch", 0.7),
-    "adjust + gray-edge, face 0.5": ("gains", "skin", "gray-edge", 0.5),
+#: Settings tried on the selection set only.
+SELECTION_VARIANTS: dict[str, dict[str, Any]] = {
+    "adjust, refined once": {"refine": 1},
+    "adjust + white-patch 0.3": {"fuse_weight": 0.3},
+    "adjust + white-patch 0.7": {"fuse_weight": 0.7},
+    "adjust + shades-of-gray 0.5": {"fuse": "shades-of-gray"},
+    "adjust + gray-edge 0.5": {"fuse": "gray-edge"},
+    "adjust, agreement": {"fuse": "agreement"},
+    "adjust, agreement sigma 2, refined once": {"fuse": "agreement", "fuse_sigma": 2.0, "refine": 1},
+    "adjust, agreement sigma 4, refined once": {"fuse": "agreement", "fuse_sigma": 4.0, "refine": 1},
+    "adjust, agreement, refined twice": {"fuse": "agreement", "refine": 2},
 }
 METHODS = ["none", *ADJUST_VARIANTS, *ESTIMATORS]
 #: The selection set (choosing the algorithm): neutral photos of people whose neutral photos were in training.
 SELECTION_SET = {"neutral_front": 60, "canada": 40}
 
 
-def corrections(photo: np.ndarray, face: Any, variants: dict[str, Any] = ADJUST_VARIANTS) -> dict[str, np.ndarray]:
-    """Every method's corrected ``photo``: ``adjust`` (the default: von Kries gains in linear RGB from the cheeks and
-    forehead, white balance fused with white-patch's) and its ``variants``, from the already normalized ``face``, and
-    the global baselines."""
+def adjusters(normalizer: Normalizer, variants: dict[str, dict[str, Any]]) -> dict[str, FaceAdjuster]:
+    return {name: FaceAdjuster(normalizer, **settings) for name, settings in variants.items()}
+
+
+def corrections(photo: np.ndarray, face: Any, variants: dict[str, FaceAdjuster]) -> dict[str, np.ndarray]:
+    """Every method's corrected ``photo``: each ``adjust`` variant's from the already normalized ``face``, and the
+    global baselines'."""
     out = {"none": photo}
-    for name, (mapping, region, fuse, weight) in variants.items():
-        correction = estimate_from_faces(photo, [face], mapping, region)
-        if fuse is not None:
-            correction = fuse_white_balance(correction, photo, fuse, weight)
-        out[name] = apply_correction(photo, correction)
+    for name, adjuster in variants.items():
+        out[name] = apply_correction(photo, adjuster.estimate_faces(photo, [face]))
     for method in ESTIMATORS:
         out[method] = GlobalWhiteBalance(method).correct(photo)[0]
     return out
@@ -96,6 +102,7 @@ def consistency(normalizer: Normalizer, root: Path, people: int, per_person: int
         by_person.setdefault(photo.identity, []).append(photo.path)
     chosen = sorted(by_person)[:people]
     spreads: dict[str, list[float]] = {m: [] for m in [*METHODS, "normalized face"]}
+    variants = adjusters(normalizer, ADJUST_VARIANTS)
     used = 0
     for person in track(chosen, description=f"consistency: {len(chosen)} people"):
         points: dict[str, list[np.ndarray]] = {m: [] for m in spreads}
@@ -105,7 +112,7 @@ def consistency(normalizer: Normalizer, root: Path, people: int, per_person: int
             if not faces:
                 continue
             face = faces[0]
-            for method, corrected in corrections(photo, face).items():
+            for method, corrected in corrections(photo, face, variants).items():
                 points[method].append(chromaticity(face_box_rgb(corrected, face)))
             points["normalized face"].append(chromaticity(box_of(face.image).astype(np.float64).mean(axis=0)))
         if len(points["none"]) < 4:
@@ -165,12 +172,13 @@ def known_casts(
     normalizer: Normalizer,
     root: Path,
     subsets: dict[str, int],
-    variants: dict[str, Any] = ADJUST_VARIANTS,
+    settings: dict[str, dict[str, Any]] = ADJUST_VARIANTS,
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
     """Every method's errors on the first photos of each London ``subsets`` (name -> count), cast as the module
     docstring says."""
     import cv2
 
+    variants = adjusters(normalizer, settings)
     rng = np.random.default_rng(2017)
     london = [photo for subset, count in subsets.items() for photo in london_photos(root, subset)[:count]]
     scenes = lfw_photos(root, "peopleDevTest.txt")

@@ -272,11 +272,20 @@ def adjust(
     fuse: Annotated[
         str,
         typer.Option(
-            help="adjust: combine the face's white balance with a global estimator's (white-patch, gray-world, "
-            "shades-of-gray, gray-edge) or none (the face alone); auto: white-patch with --mapping gains, else none"
+            help="adjust: combine the face's white balance with global estimators': agreement (each weighted by how "
+            "well it agrees with the face), one of white-patch, gray-world, shades-of-gray, gray-edge (mixed at "
+            "--fuse-weight), or none (the face alone); auto: white-patch with --mapping gains, else none"
         ),
     ] = "auto",
-    fuse_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="adjust: the face's share when fused")] = 0.5,
+    fuse_weight: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="adjust: the face's share when fused with one named estimator")
+    ] = 0.5,
+    refine: Annotated[
+        int,
+        typer.Option(
+            min=0, max=3, help="adjust: rounds of normalizing the face again from the corrected photo (--mapping gains)"
+        ),
+    ] = 0,
     overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
@@ -298,13 +307,14 @@ def adjust(
         "--region": region != "skin",
         "--fuse": fuse != "auto",
         "--fuse-weight": fuse_weight != 0.5,
+        "--refine": refine != 0,
     }
     if method != "adjust" and any(given.values()):
         flags = ", ".join(flag for flag, set_ in given.items() if set_)
         raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
-        params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight)
+        params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight, refine=refine)
     corrector = facekit.load_component("app", method, **params)
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":

@@ -306,6 +306,18 @@ class Normalizer:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())
         return outcome.face
 
+    def renormalize(self, photo: np.ndarray, faces: Sequence[NormalizedFace]) -> list[NormalizedFace]:
+        """``faces`` normalized again from ``photo`` (H, W, 3) uint8 RGB, a recoloured copy of the photo they came
+        from (same size, same geometry): each is re-encoded and re-decoded from its own detection (box and landmarks),
+        nothing is detected again, so every face stays the same face."""
+        from facekit.types import FaceDetection
+
+        found = []
+        for face in faces:
+            detection = FaceDetection(face.box, 1.0, np.asarray(face.source_landmarks), face.source_scheme)
+            found.append((photo, detection, face.faces_found))
+        return self._normalize_faces(found)
+
     def normalize_many(
         self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
     ) -> list[Outcome]:

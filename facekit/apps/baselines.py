@@ -57,10 +57,20 @@ ESTIMATORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def linear_illuminant(method: str, photo: np.ndarray) -> np.ndarray:
     """The illuminant of ``photo`` (H, W, 3) uint8 sRGB by ``method``, in linear light (3,), estimated on a copy at
     most ESTIMATE_SIDE px on its long side."""
+    return linear_illuminants([method], photo)[method]
+
+
+def linear_illuminants(methods: list[str], photo: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of ``methods``' illuminant of ``photo`` as :func:`linear_illuminant`, the copy shrunk and converted to
+    linear light once for all of them."""
     from facekit.apps.adjust import ESTIMATE_SIDE, LINEAR_LEVELS, downscale
 
+    unknown = [m for m in methods if m not in ESTIMATORS]
+    if unknown:
+        raise FacekitError(f"unknown white balance {unknown[0]!r}; known: {', '.join(ESTIMATORS)}")
     small = downscale(np.ascontiguousarray(photo), ESTIMATE_SIDE)
-    return np.maximum(ESTIMATORS[method](LINEAR_LEVELS.astype(np.float32)[small]), 1e-6)
+    linear = LINEAR_LEVELS.astype(np.float32)[small]
+    return {m: np.maximum(ESTIMATORS[m](linear), 1e-6) for m in methods}
 
 
 def gains_for(illuminant: np.ndarray) -> np.ndarray:

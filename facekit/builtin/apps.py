@@ -24,17 +24,31 @@ class AdjustParams(Params):
     region: Literal["box", "skin"] = Field(
         default="skin", description="skin: cheeks and forehead (no teeth or lips); box: the paper's central face box"
     )
-    fuse: Literal["auto", "white-patch", "gray-world", "shades-of-gray", "gray-edge"] | None = Field(
+    fuse: Literal["auto", "agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"] | None = Field(
         default="auto",
-        description="combine the face's white balance with this global estimator's (None: the face alone; auto: "
-        "white-patch with mapping gains, None with ycrcb)",
+        description="combine the face's white balance with global estimators': agreement (each weighted by how well "
+        "it agrees with the face), one estimator's name (mixed at fuse_weight), None (the face alone); auto: "
+        "white-patch with mapping gains, None with ycrcb",
     )
-    fuse_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="the face's share of the fused white balance")
+    fuse_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="the face's share when fused with one named estimator"
+    )
+    fuse_sigma: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=90.0,
+        description="agreement: the width (degrees) of an estimator's weight exp(-angle^2 / 2 sigma^2)",
+    )
+    refine: int = Field(
+        default=0, ge=0, le=3, description="rounds of normalizing the face again from the corrected photo (gains only)"
+    )
 
     @model_validator(mode="after")
     def _fuse_in_linear_light(self) -> AdjustParams:
         if self.fuse not in (None, "auto") and self.mapping != "gains":
             raise ValueError("fuse needs mapping 'gains'; the paper's ycrcb mapping runs with fuse none (--fuse none)")
+        if self.refine and self.mapping != "gains":
+            raise ValueError("refine needs mapping 'gains'; the paper's ycrcb mapping runs with refine 0")
         return self
 
 

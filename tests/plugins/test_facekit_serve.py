@@ -126,7 +126,8 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
     from facekit_serve.web import adjust_markdown
 
     text = adjust_markdown(result)
-    assert "white-patch" in text and f"x{result.correction['gains_rgb'][0]:.3f}" in text
+    assert "white-patch" in text
+    assert f"x{result.correction['gains_rgb'][0]:.3f}" in text
     # The landmarks are drawn: the enlarged face differs from a plain enlargement exactly where the dots are.
     marked = np.asarray(Image.open(result.normalized).convert("RGB"), np.int16)
     plain_big = np.asarray(

@@ -206,7 +206,81 @@ def test_fused_white_balance_mixes_chromaticity_and_keeps_the_faces_exposure() -
     with pytest.raises(FacekitError, match="mapping 'gains'"):
         FaceAdjuster(mapping="ycrcb", fuse="white-patch")
     assert FaceAdjuster(mapping="ycrcb").fuse is None and FaceAdjuster().fuse == "white-patch"
-    with pytest.raises(FacekitError, match="unknown fuse 'grey-world'; known: gray-world"):  # at once, not per photo
+    assert FaceAdjuster().refine == 0 and FaceAdjuster(fuse="agreement").fuse == "agreement"
+    with pytest.raises(FacekitError, match="refine needs mapping 'gains'"):
+        FaceAdjuster(mapping="ycrcb", refine=1)
+    with pytest.raises(FacekitError, match="refine must be between 0 and 3"):
+        FaceAdjuster(refine=4)
+    with pytest.raises(FacekitError, match="fuse sigma must be positive"):
+        FaceAdjuster(fuse_sigma=0.0)
+    with pytest.raises(FacekitError, match="unknown fuse 'grey-world'; known: agreement, gray-world"):  # at once
         FaceAdjuster(fuse="grey-world")  # type: ignore[arg-type]
     with pytest.raises(FacekitError, match="fuse weight must be between 0 and 1"):
         FaceAdjuster(fuse_weight=1.5)
+
+
+def cast_texture(illuminant: np.ndarray) -> np.ndarray:
+    """A grey texture (every pixel neutral, levels and edges everywhere) under ``illuminant`` (3,) in linear light:
+    each of the four global estimators finds the illuminant's colour in it."""
+    from facekit.apps.adjust import to_linear, to_srgb
+
+    levels = np.random.default_rng(0).uniform(0.05, 0.6, (64, 64, 1))
+    grey = to_linear(levels)  # linear light
+    return np.asarray(to_srgb(grey * illuminant) * 255 + 0.5, np.float64).clip(0, 255).astype(np.uint8)
+
+
+def test_agreement_fusion_listens_to_estimators_that_agree_with_the_face() -> None:
+    """The global estimators all see the same cast here: a face estimate that agrees gets their weight, one far off
+    is left alone (the estimators drop out), one a little off is pulled towards them."""
+    from facekit.apps.adjust import angle_degrees, fuse_white_balance, luminance_gain
+
+    illuminant = np.array([1.2, 1.0, 0.75])
+    photo = cast_texture(illuminant)
+    source = np.array([0.30, 0.20, 0.12])  # the face's skin in the photo, linear light
+    truth = 1.0 / illuminant  # the gains that undo the cast
+
+    def face_with(gains: np.ndarray) -> Correction:
+        target = source * gains
+        return Correction("adjust", tuple(source), (float(target[0]), float(target[1]), float(target[2])), {}, "gains")
+
+    def off_by(degrees: float) -> np.ndarray:  # the true gains turned by ``degrees`` towards blue
+        gains = truth * np.exp(np.array([-1.0, 0.0, 1.0]) * np.radians(degrees) * 0.8)
+        return gains
+
+    agreeing = fuse_white_balance(face_with(truth), photo, "agreement")
+    weights = agreeing.face["fuse_weights"]
+    assert set(weights) == {"face", *ESTIMATORS} and min(weights.values()) > 0.9, weights
+    assert angle_degrees(agreeing.gains * source, truth * source) < 0.3
+    for off, pulled in ((2.5, True), (25.0, False)):
+        face = face_with(off_by(off))
+        error = angle_degrees(face.gains * source, truth * source)
+        fused = fuse_white_balance(face, photo, "agreement")
+        after = angle_degrees(fused.gains * source, truth * source)
+        if pulled:
+            assert after < error * 0.75, (error, after, fused.face["fuse_weights"])
+        else:  # a scene estimate that far from the face counts for nothing: the face's own
+            assert max(w for n, w in fused.face["fuse_weights"].items() if n != "face") < 1e-6
+            assert after == pytest.approx(error, abs=0.01)
+        # the exposure stays the face's
+        assert luminance_gain(fused.gains, source) == pytest.approx(luminance_gain(face.gains, source))
+
+
+def test_refining_normalizes_the_same_face_again_and_undoes_more_of_a_cast(shipped_normalizer: Any) -> None:
+    """renormalize re-decodes each face from its own detection; on the uncast photo it gives the face normalize gave.
+    A refining round keeps the first estimate's source and multiplies in the rest of the cast the second one finds."""
+    photo = real_face().image.copy()
+    face = shipped_normalizer.normalize(photo)
+    again = shipped_normalizer.renormalize(photo, [face])[0]
+    assert again.box == face.box and np.array_equal(again.source_landmarks, face.source_landmarks)
+    assert np.abs(again.image.astype(int) - face.image.astype(int)).max() <= 1
+    cast = apply_gains(photo, np.array([1.2, 1.0, 0.75]))
+    faces = shipped_normalizer.normalize(cast, all_faces=True)
+    one = FaceAdjuster(shipped_normalizer, fuse=None, refine=0).estimate_faces(cast, faces)
+    two = FaceAdjuster(shipped_normalizer, fuse=None, refine=1).estimate_faces(cast, faces)
+    assert two.source == one.source and two.face["refined"] == 1 and "refined" not in one.face
+    # The second round finds a small rest of the cast (the normalized face of the corrected photo is near neutral):
+    # its step is a fraction of the first one, and the result still undoes the cast.
+    first, step = np.log(one.gains), np.log(two.gains / one.gains)
+    assert np.abs(step - step.mean()).max() < 0.3 * np.abs(first - first.mean()).max(), (one.gains, two.gains)
+    before = angular_error(cast[FACE_BOX], photo[FACE_BOX])
+    assert angular_error(apply_correction(cast, two)[FACE_BOX], photo[FACE_BOX]) < before / 3

@@ -80,9 +80,20 @@ def adjust_markdown(result: Any) -> str:
     if "gains_rgb" in record:  # von Kries gains in linear light (the default, as `facekit adjust`)
         red, green, blue = record["gains_rgb"]
         fused = record.get("face", {}).get("fuse")
-        how = f"R x{red:.3f}, G x{green:.3f}, B x{blue:.3f} in linear light" + (
-            f" (the face's white balance averaged with {fused}'s; the exposure is the face's)" if fused else ""
-        )
+        if fused == "agreement":
+            weights = record["face"].get("fuse_weights", {})
+            agreed = [name for name, weight in weights.items() if name != "face" and weight >= 0.5]
+            mixed = (
+                f"averaged with {', '.join(agreed)}, which agreed with it"
+                if agreed
+                else "alone: no global estimate agreed with it"
+            )
+            fused_how = f" (the face's white balance {mixed}; the exposure is the face's)"
+        else:
+            fused_how = (
+                f" (the face's white balance averaged with {fused}'s; the exposure is the face's)" if fused else ""
+            )
+        how = f"R x{red:.3f}, G x{green:.3f}, B x{blue:.3f} in linear light" + fused_how
     else:  # the paper's YCrCb map
         shift = record.get("shift_ycrcb") or [0.0, 0.0, 0.0]
         how = f"exposure (Y) {shift[0]:+.1f}, white balance (Cr, Cb) {shift[1]:+.1f}, {shift[2]:+.1f} grey levels"
