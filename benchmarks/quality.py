@@ -280,8 +280,9 @@ def main() -> None:
         "",
         f"Machine: {machine()}; torch threads: {threads}; {time.perf_counter() - started:.0f} s in all. "
         f"{len(photos)} photos of {args.photo_set}. Each judge runs its own detector and "
-        "alignment on photo and output (SFace: YuNet + its 5-point template, never used in training; dlib: HOG + 68 "
-        "points + dlib's chip, the training encoder). A photo with no output, or an output where the judge finds no "
+        "alignment on photo and output (SFace: YuNet + its 5-point template, never used in training; dlib: its "
+        "detector (HOG, its CNN where HOG finds none) + 68 points + dlib's chip, the training encoder). A photo with "
+        "no output, or an output where the judge finds no "
         "face, is a fail; photos whose input the judge cannot find are not judged. Detail: output |Laplacian| inside "
         "the landmark hull / the same for the photo aligned into the output frame (1.0 = as sharp as the photo). "
         "Background: |Laplacian| grey levels in the side strips outside the dilated hull (plain studio < 1).",

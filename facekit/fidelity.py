@@ -5,8 +5,8 @@
   predicted landmarks (a crop made from them flatters the output, since the decoder placed the face where its own
   landmarks say), not its crop. A face the judge's detector cannot find in the output is a fail.
   The detector is the one the encoder's card names (``ModelCard.detector``): ``sface``: OpenCV's YuNet + SFace's
-  5-point template (never used in training); ``dlib-resnet``: dlib's HOG detector + 68 landmarks + dlib's chip (the
-  training encoder: a biased judge).
+  5-point template (never used in training); ``dlib-resnet``: dlib's detector (HOG, its CNN where HOG finds none) + 68
+  landmarks + dlib's chip (the training encoder: a biased judge).
 - **Detail**: mean |Laplacian| of the luminance inside the output's landmark hull, divided by the same for the input
   photo aligned into the output frame by a least-squares similarity on the 68 landmarks (1.0 = as much fine detail as
   the photo at the output's resolution).
