@@ -534,20 +534,26 @@ def attributes(
 ) -> None:
     """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
     D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
-    Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). Exit 3 when some photos
-    have no measures (see the table)."""
+    Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). A rerun into the same -o
+    with the same model resumes: unchanged photos keep their rows. Exit 3 when some photos have no measures (see the
+    table)."""
     from rich.progress import Progress
 
     from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear
     from facekit.batch import plan_folder
+    from facekit.models import sha256_file
+    from facekit.normalize import resolve_model
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
-    check_tables_clear(plan, overwrite)
+    model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed
+    check_tables_clear(plan, overwrite, model_sha256)
     measurer = facekit.load_component("app", "attributes", model=model, checkpoint=checkpoint)
     measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("measuring", total=len(plan.planned))
-        rows = attributes_files(plan, measurer, on_row=lambda row: progress.advance(task), overwrite=overwrite)
+        rows = attributes_files(
+            plan, measurer, on_row=lambda row: progress.advance(task), overwrite=overwrite, model_sha256=model_sha256
+        )
     lines = []
     for row in rows:
         values = row.values

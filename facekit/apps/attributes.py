@@ -18,7 +18,8 @@ people's normalized faces).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -324,6 +325,20 @@ class AttributesRow:
     status: str
     reason: str = ""
     values: dict[str, Any] = field(default_factory=dict)
+    input_sha256: str = ""  # in attributes.json: what a rerun compares to reuse the row
+
+    @classmethod
+    def from_record(cls, photo: dict[str, Any]) -> AttributesRow:
+        """A row read back from attributes.json's ``photos`` (null measures are NaN again)."""
+        fixed = ("input", "status", "reason", "input_sha256")
+        values = {k: _nan(v) for k, v in photo.items() if k not in fixed}
+        return cls(
+            str(photo["input"]),
+            str(photo["status"]),
+            str(photo.get("reason", "")),
+            values,
+            str(photo.get("input_sha256", "")),
+        )
 
     def csv_row(self) -> list[str]:
         def text(value: Any) -> str:
@@ -351,13 +366,36 @@ def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
     return np.hstack(tiles)
 
 
-def check_tables_clear(plan: Any, overwrite: bool = False) -> None:
+#: The statuses a rerun reuses from an earlier table (same photo, same model): what the model decided, not what the
+#: disk or the folder did (``unreadable``, ``unwritable`` and ``exists`` are tried again).
+REUSED = ("ok", "no_face", "not_measured")
+#: The reason of a row taken over from the earlier tables.
+EARLIER = "measured by an earlier run (same photo and model)"
+
+
+def earlier_rows(out: Path, model_sha256: str | None) -> dict[str, dict[str, Any]] | None:
+    """The photos of the tables an earlier ``facekit attributes`` run left in ``out`` with the model whose file has
+    ``model_sha256``, by input: {} when there are no tables, None when there are tables this run cannot resume (not
+    facekit's, another model, or made before the model's sha256 was recorded)."""
+    from facekit.batch import read_record
+
+    if not any((out / name).exists() for name in TABLES):
+        return {}
+    record = read_record(out / TABLES[1])
+    photos = record.get("photos")
+    if model_sha256 is None or record.get("model_sha256") != model_sha256 or not isinstance(photos, list):
+        return None
+    return {str(p["input"]): p for p in photos if isinstance(p, dict) and "input" in p and "status" in p}
+
+
+def check_tables_clear(plan: Any, overwrite: bool = False, model_sha256: str | None = None) -> None:
     """Refuse an output folder whose table names are inputs (a photo given by a path that ends in attributes.csv),
-    and (unless ``overwrite``) one that already holds the tables."""
+    and (unless ``overwrite``) one that already holds tables this run cannot resume (:func:`earlier_rows`)."""
     from facekit.batch import check_fixed_outputs
 
     inputs = [planned.source for planned in plan.planned]
-    check_fixed_outputs(plan.out, TABLES, inputs, overwrite, "facekit attributes")
+    resumable = not overwrite and bool(earlier_rows(plan.out, model_sha256) is not None)
+    check_fixed_outputs(plan.out, TABLES, inputs, overwrite or resumable, "facekit attributes")
 
 
 def attributes_files(
@@ -365,68 +403,113 @@ def attributes_files(
     measurer: FaceAttributes,
     on_row: Callable[[AttributesRow], None] | None = None,
     overwrite: bool = False,
+    model_sha256: str | None = None,
 ) -> list[AttributesRow]:
     """Measure every photo of ``plan`` (``facekit.batch.plan_folder(..., outputs=ATTRIBUTE_OUTPUTS)``) a batch at a
     time: OUT/NAME_attributes.png per photo with a face, and OUT/attributes.csv and OUT/attributes.json with the
     rows so far, rewritten after every batch.
     A photo that cannot be read, has no face, or whose picture cannot be written gets its status row; the others go
-    on. Files already there are left alone unless ``overwrite`` (the tables: a FacekitError before any work)."""
+    on. Files already there are left alone unless ``overwrite`` (the tables: a FacekitError before any work), except
+    an earlier run's tables made with the same model (``model_sha256``, the model file's; default: the measurer's):
+    the run resumes, each unchanged photo (same sha256) keeps its earlier row and the earlier tables' other photos
+    stay in them."""
     from facekit.locks import exclusive
+    from facekit.models import sha256_file
 
-    check_tables_clear(plan, overwrite)
+    if model_sha256 is None:
+        try:
+            model_sha256 = sha256_file(Path(measurer.normalizer.meta["source"]))
+        except (OSError, KeyError, TypeError):  # a normalizer not loaded from a file: its tables cannot be resumed
+            model_sha256 = None
+    check_tables_clear(plan, overwrite, model_sha256)
     with exclusive(plan.out, "attributes"):
-        return _measure_locked(plan, measurer, on_row, overwrite)
+        return _measure_locked(plan, measurer, on_row, overwrite, model_sha256)
+
+
+def _reused(planned: Any, earlier: dict[str, Any] | None, sha: str | None, out: Path) -> AttributesRow | None:
+    """The earlier run's row of ``planned`` when it can stand: a status in :data:`REUSED`, the same input sha256, and
+    (``ok``) its picture still there."""
+    if earlier is None or sha is None or earlier.get("input_sha256") != sha or earlier["status"] not in REUSED:
+        return None
+    row = AttributesRow.from_record(earlier)
+    if row.status == "ok" and not Path(str(row.values.get("output", ""))).is_file():
+        return None
+    return replace(row, input=str(planned.source), reason=EARLIER if row.status == "ok" else row.reason)
 
 
 def _measure_locked(
-    plan: Any, measurer: FaceAttributes, on_row: Callable[[AttributesRow], None] | None, overwrite: bool
+    plan: Any,
+    measurer: FaceAttributes,
+    on_row: Callable[[AttributesRow], None] | None,
+    overwrite: bool,
+    model_sha256: str | None,
 ) -> list[AttributesRow]:
-    from facekit.batch import exists_reason, occupied, png_bytes, remove_temporaries, write_files
+    from facekit.batch import exists_reason, input_sha256, occupied, png_bytes, remove_temporaries, write_files
     from facekit.images import load_rgb
 
     remove_temporaries(plan.out, plan.planned)
+    earlier = {} if overwrite else (earlier_rows(plan.out, model_sha256) or {})
     rows: list[AttributesRow] = []
+    given = {str(planned.source) for planned in plan.planned}
+    # The earlier tables' photos this run was not given stay in the tables.
+    kept = [AttributesRow.from_record(photo) for name, photo in earlier.items() if name not in given]
+
+    def tables() -> None:
+        write_tables([*rows, *kept], plan.out, measurer, model_sha256)
+
     written = -1  # rows in the tables on disk (none yet)
     for start in range(0, len(plan.planned), plan.batch_size):
-        batch = []
+        batch, hashes = [], []
         for planned in plan.planned[start : start + plan.batch_size]:
+            sha, _ = input_sha256(planned.source)
+            reused = _reused(planned, earlier.get(str(planned.source)), sha, plan.out)
             taken = occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))
-            if taken and not overwrite:
+            if reused is not None:
+                rows.append(reused)
+            elif taken and not overwrite:
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
-                if on_row is not None:
-                    on_row(rows[-1])
             else:
                 batch.append(planned)
+                hashes.append(sha or "")
+                continue
+            if on_row is not None:
+                on_row(rows[-1])
         if not batch:
             continue
         loaded = [load_rgb(planned.source) for planned in batch]
         outcomes = measurer.measure_faces([image for image, _ in loaded], [p.source.stem for p in batch])
-        for planned, (photo, why), outcome in zip(batch, loaded, outcomes, strict=True):
+        for planned, (photo, why), outcome, sha in zip(batch, loaded, outcomes, hashes, strict=True):
             name = str(planned.source)
             if photo is None:
                 row = AttributesRow(name, "unreadable", why)
             elif "attributes" not in outcome.extras:
-                row = AttributesRow(name, outcome.status, outcome.reason or "no face found")
+                row = AttributesRow(name, outcome.status, outcome.reason or "no face found", input_sha256=sha)
             else:
                 target = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
                 failed = write_files([(target, png_bytes(overlay(outcome.face, photo)))], plan.out)
                 values = dict(outcome.extras["attributes"])
                 values.update({f"photo_{k}": v for k, v in outcome.extras["photo_attributes"].items()})
                 values["output"] = "" if failed else str(target)
-                row = AttributesRow(name, "unwritable", failed) if failed else AttributesRow(name, "ok", values=values)
+                row = (
+                    AttributesRow(name, "unwritable", failed)
+                    if failed
+                    else AttributesRow(name, "ok", values=values, input_sha256=sha)
+                )
             rows.append(row)
             if on_row is not None:
                 on_row(row)
-        write_tables(rows, plan.out, measurer)  # after every batch: a killed run keeps the rows it finished
+        tables()  # after every batch: a killed run keeps the rows it finished
         written = len(rows)
-    if written != len(rows):  # rows since the last write (photos whose outputs were already there)
-        write_tables(rows, plan.out, measurer)
+    if written != len(rows):  # rows since the last write (photos reused, or whose outputs were already there)
+        tables()
     return rows
 
 
-def write_tables(rows: list[AttributesRow], out: Any, measurer: FaceAttributes | None = None) -> None:
-    """OUT/attributes.csv (a row per photo, :data:`VALUE_COLUMNS`) and OUT/attributes.json (the rows, the model and
-    what every column means)."""
+def write_tables(
+    rows: list[AttributesRow], out: Any, measurer: FaceAttributes | None = None, model_sha256: str | None = None
+) -> None:
+    """OUT/attributes.csv (a row per photo, :data:`VALUE_COLUMNS`) and OUT/attributes.json (the rows with their
+    input's sha256, the model and its file's sha256, what every column means)."""
     import csv
     import io
     import json
@@ -443,6 +526,7 @@ def write_tables(rows: list[AttributesRow], out: Any, measurer: FaceAttributes |
         model = measurer.normalizer.meta.get("source")
     record = {
         "model": model,
+        "model_sha256": model_sha256,
         "skin_region": "both cheeks (lower eyelid - nose wing - mouth corner - jaw polygon shrunk 40 % towards its "
         "centre) and a forehead patch (0.8 x 0.3 interocular distances, 0.15 above the brows), from the decoder's "
         "predicted landmarks; median CIELAB (D65) of its pixels",
@@ -450,10 +534,19 @@ def write_tables(rows: list[AttributesRow], out: Any, measurer: FaceAttributes |
         "ratios": {name: description for name, (_, _, description) in RATIOS.items()},
         "photo_columns": "photo_*: the same measures on the photo aligned into the normalized frame (skin region from "
         "the photo's own landmarks) and on the detector's landmarks",
-        "photos": [{"input": r.input, "status": r.status, "reason": r.reason, **r.values} for r in rows],
+        "photos": [
+            {"input": r.input, "status": r.status, "reason": r.reason, **r.values}
+            | ({"input_sha256": r.input_sha256} if r.input_sha256 else {})
+            for r in rows
+        ],
     }
     text = json.dumps(_no_nan(record), indent=2, allow_nan=False)  # an undefined ITA is null: the file stays JSON
     write_atomic(out / TABLES[1], (text + "\n").encode(), out)
+
+
+def _nan(value: Any) -> Any:
+    """A measure read back from attributes.json: null (an undefined ITA, written by :func:`_no_nan`) is NaN again."""
+    return float("nan") if value is None else value
 
 
 def _no_nan(value: Any) -> Any:

@@ -192,10 +192,29 @@ def test_cli_tables_status_rows_and_outputs_that_never_replace_inputs(tmp_path: 
     kept = table.read_bytes()
     refused = run_cli("attributes", str(table), "-o", str(table.parent))
     assert refused.returncode == 1 and "one of the inputs" in refused.stderr and table.read_bytes() == kept
-    # The tables of an earlier run are left alone unless --overwrite (refused before any model loads).
+    # A rerun with the same model resumes: the unchanged photo keeps its row and picture, the earlier tables' other
+    # photos stay in them; a changed photo is measured again.
+    picture = photos / "face_jpg_attributes.png"
+    made = picture.stat().st_mtime_ns
+    again = run_cli("attributes", str(photos / "face.jpg"), str(photos / "wall.png"), "-o", str(photos))
+    assert again.returncode == 3, again.stdout + again.stderr  # wall.png: still no face
+    resumed = json.loads((photos / "attributes.json").read_text())
+    by_name = {Path(p["input"]).name: p for p in resumed["photos"]}
+    assert set(by_name) == {"face.jpg", "wall.png", "broken.jpg", "face_attributes.png"}
+    assert by_name["face.jpg"]["reason"].startswith("measured by an earlier run") and picture.stat().st_mtime_ns == made
+    assert by_name["face.jpg"]["ita_degrees"] == pytest.approx(float(face["ita_degrees"]), abs=1e-4)
+    assert by_name["face.jpg"]["input_sha256"] and resumed["model_sha256"] == record["model_sha256"]
+    Image.fromarray(real_face().image[:, ::-1]).save(photos / "face.jpg", quality=95)  # the photo changed
+    picture.unlink()
+    changed = run_cli("attributes", *inputs, "-o", str(photos))  # the same inputs: the same picture names
+    assert changed.returncode == 3, changed.stdout + changed.stderr
+    redone = {Path(p["input"]).name: p for p in json.loads((photos / "attributes.json").read_text())["photos"]}
+    assert redone["face.jpg"]["status"] == "ok" and redone["face.jpg"]["reason"] == "" and picture.is_file()
+    assert redone["face.jpg"]["input_sha256"] != by_name["face.jpg"]["input_sha256"]
+    # Tables made with another model (or not facekit's) are left alone unless --overwrite, before any model loads.
     tables = (photos / "attributes.csv").read_bytes()
-    again = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos))
-    assert again.returncode == 1 and "attributes.csv" in again.stderr and "--overwrite" in again.stderr
+    other = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos), "--model", "sface")
+    assert other.returncode == 1 and "attributes.csv" in other.stderr and "--overwrite" in other.stderr
     assert (photos / "attributes.csv").read_bytes() == tables
 
 
