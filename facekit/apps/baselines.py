@@ -15,7 +15,7 @@ Each has the same ``correct(photo) -> (photo, record)`` as :class:`facekit.apps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,7 +60,7 @@ def linear_illuminant(method: str, photo: np.ndarray) -> np.ndarray:
     return linear_illuminants([method], photo)[method]
 
 
-def linear_illuminants(methods: list[str], photo: np.ndarray) -> dict[str, np.ndarray]:
+def linear_illuminants(methods: Sequence[str], photo: np.ndarray) -> dict[str, np.ndarray]:
     """Each of ``methods``' illuminant of ``photo`` as :func:`linear_illuminant`, the copy shrunk and converted to
     linear light once for all of them."""
     from facekit.apps.adjust import ESTIMATE_SIDE, LINEAR_LEVELS, downscale
