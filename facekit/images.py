@@ -1,7 +1,8 @@
 """Reading photos and converting at component boundaries: files, PIL images and arrays -> (H, W, 3) uint8 RGB;
 facekit's (B, 3, H, W) float RGB in [0, 1] <-> (H, W, 3) uint8 RGB arrays.
 
-Numpy and Pillow only (torch tensors are accepted but torch is not imported), so plugins and light modules can use it.
+Numpy and Pillow at import (torch tensors are accepted but torch is not imported; OpenCV only inside
+:func:`downscale`), so plugins and light modules can use it.
 """
 
 from __future__ import annotations
@@ -119,6 +120,17 @@ def load_rgb(path: Path | bytes | bytearray | memoryview) -> tuple[np.ndarray | 
         return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def downscale(photo: np.ndarray, side: int) -> np.ndarray:
+    """``photo`` shrunk (area averaging) so that its long side is at most ``side`` pixels; small photos as they are."""
+    import cv2
+
+    scale = side / max(photo.shape[:2])
+    if scale >= 1.0:
+        return photo
+    size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
+    return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
 
 
 def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:

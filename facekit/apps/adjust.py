@@ -38,6 +38,7 @@ import numpy as np
 
 from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
+from facekit.images import downscale
 
 Only = Literal["both", "white-balance", "exposure"]
 Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
@@ -277,17 +278,6 @@ MAX_REFINE = 3
 ESTIMATE_SIDE = 1024
 
 
-def downscale(photo: np.ndarray, side: int) -> np.ndarray:
-    """``photo`` shrunk (area averaging) so that its long side is at most ``side`` pixels; small photos as they are."""
-    import cv2
-
-    scale = side / max(photo.shape[:2])
-    if scale >= 1.0:
-        return photo
-    size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
-    return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
-
-
 class FaceAdjuster(UsesNormalizer):
     """The ``adjust`` app: white balance and exposure of a photo from its normalized face.
 
@@ -316,13 +306,8 @@ class FaceAdjuster(UsesNormalizer):
         gains = mapping == "gains"  # fusing and refining work in linear light; the paper's YCrCb map is one pass
         if fuse == "auto":
             fuse = "white-patch" if gains else None
-        self.region, self.fuse, self.fuse_weight, self.fuse_sigma, self.refine = (
-            region,
-            fuse,
-            fuse_weight,
-            fuse_sigma,
-            refine,
-        )
+        self.region, self.fuse, self.fuse_weight = region, fuse, fuse_weight
+        self.fuse_sigma, self.refine = fuse_sigma, refine
         from facekit.apps.baselines import ESTIMATORS
 
         if fuse is not None and fuse != "agreement" and fuse not in ESTIMATORS:

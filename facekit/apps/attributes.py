@@ -394,7 +394,7 @@ def check_tables_clear(plan: Any, overwrite: bool = False, model_sha256: str | N
     from facekit.batch import check_fixed_outputs
 
     inputs = [planned.source for planned in plan.planned]
-    resumable = not overwrite and bool(earlier_rows(plan.out, model_sha256) is not None)
+    resumable = not overwrite and earlier_rows(plan.out, model_sha256) is not None
     check_fixed_outputs(plan.out, TABLES, inputs, overwrite or resumable, "facekit attributes")
 
 
@@ -426,7 +426,7 @@ def attributes_files(
         return _measure_locked(plan, measurer, on_row, overwrite, model_sha256)
 
 
-def _reused(planned: Any, earlier: dict[str, Any] | None, sha: str | None, out: Path) -> AttributesRow | None:
+def _reused(planned: Any, earlier: dict[str, Any] | None, sha: str | None) -> AttributesRow | None:
     """The earlier run's row of ``planned`` when it can stand: a status in :data:`REUSED`, the same input sha256, and
     (``ok``) its picture still there."""
     if earlier is None or sha is None or earlier.get("input_sha256") != sha or earlier["status"] not in REUSED:
@@ -462,11 +462,10 @@ def _measure_locked(
         batch, hashes = [], []
         for planned in plan.planned[start : start + plan.batch_size]:
             sha, _ = input_sha256(planned.source)
-            reused = _reused(planned, earlier.get(str(planned.source)), sha, plan.out)
-            taken = occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))
+            reused = _reused(planned, earlier.get(str(planned.source)), sha)
             if reused is not None:
                 rows.append(reused)
-            elif taken and not overwrite:
+            elif (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))) and not overwrite:
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
             else:
                 batch.append(planned)

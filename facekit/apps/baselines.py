@@ -63,7 +63,8 @@ def linear_illuminant(method: str, photo: np.ndarray) -> np.ndarray:
 def linear_illuminants(methods: Sequence[str], photo: np.ndarray) -> dict[str, np.ndarray]:
     """Each of ``methods``' illuminant of ``photo`` as :func:`linear_illuminant`, the copy shrunk and converted to
     linear light once for all of them."""
-    from facekit.apps.adjust import ESTIMATE_SIDE, LINEAR_LEVELS, downscale
+    from facekit.apps.adjust import ESTIMATE_SIDE, LINEAR_LEVELS
+    from facekit.images import downscale
 
     unknown = [m for m in methods if m not in ESTIMATORS]
     if unknown:

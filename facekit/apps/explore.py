@@ -386,7 +386,7 @@ class Explorer(UsesNormalizer):
         if len(set(labels)) != len(labels):
             raise FacekitError(f"two models have the same label ({', '.join(labels)}): label each differently")
         names = [str(p) for p in photos]
-        from facekit.apps.adjust import downscale
+        from facekit.images import downscale
 
         # Every photo is held for every model: at most COMPARE_SIDE px on its long side (the faces are normalized at
         # the model's 112-224 px), shrunk as it is read, so a folder of camera photos does not hold gigabytes.

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from facekit.images import to_uint8_rgb
+from facekit.images import downscale, to_uint8_rgb
 from facekit.registry import Params
 from facekit.types import FaceDetection, LandmarkScheme, ModelCard
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
@@ -61,15 +61,12 @@ class DlibDetector:
         if self.params.face_detector == "cnn":
             found = self._run_cnn(image, self.params.upsample, 1.0)
         elif self.params.face_detector == "hog+cnn" and not found:
-            scale = min(1.0, FALLBACK_SIDE / max(image.shape[:2]))
-            small = image if scale == 1.0 else _resized(image, scale)
-            found = self._run_cnn(small, 0, scale)
-        faces = []
-        for box, score in found:
-            rect = self._dlib.rectangle(*(round(v) for v in box))
-            shape = self._predictor(image, rect)
-            points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
-            faces.append(FaceDetection(box, score, points, self.card.landmark_scheme))
+            small = downscale(image, FALLBACK_SIDE)
+            found = self._run_cnn(small, 0, min(1.0, FALLBACK_SIDE / max(image.shape[:2])))
+        faces = [
+            FaceDetection(box, score, self.landmarks_in_box(image, box), self.card.landmark_scheme)
+            for box, score in found
+        ]
         faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
         return faces
 
@@ -90,13 +87,6 @@ class DlibDetector:
 def _box(rect: Any, scale: float = 1.0) -> tuple[float, float, float, float]:
     """A dlib rectangle found on a copy at ``scale`` as (x0, y0, x1, y1) in the photo's pixels."""
     return (rect.left() / scale, rect.top() / scale, rect.right() / scale, rect.bottom() / scale)
-
-
-def _resized(image: np.ndarray, scale: float) -> np.ndarray:
-    import cv2
-
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def card(points: int, face_detector: str = "hog+cnn") -> ModelCard:

@@ -364,7 +364,7 @@ class Engine:
         """Read and check the upload at ``path``, find its faces and normalize them (at most :data:`MAX_FACES`,
         largest first). The same bytes a second time come from the cache. A photo without a face, unreadable, empty
         or too large is an :class:`UploadError`."""
-        from facekit.apps.adjust import downscale
+        from facekit.images import downscale
 
         tell = progress or (lambda fraction, text: None)
         tell(0.02, "reading the photo")
@@ -417,9 +417,9 @@ class Engine:
             return analysis.results.setdefault(index, made)
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
-        from facekit.apps.adjust import apply_correction, before_after, downscale, encode_like
+        from facekit.apps.adjust import apply_correction, before_after, encode_like
         from facekit.batch import png_bytes
-        from facekit.images import load_rgb
+        from facekit.images import downscale, load_rgb
 
         face = analysis.faces[index]
         folder = analysis.folder / f"face{index + 1}-{next(self._serial)}"
