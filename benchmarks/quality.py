@@ -136,7 +136,8 @@ def main() -> None:
         "--detail",
         action="append",
         default=[],
-        help="NAME=STRENGTH[:SIGMA]: photo detail for model NAME (facekit.detail; default: the library's setting)",
+        help="NAME=STRENGTH[:SIGMA[:SHAPE]]: photo detail for model NAME (facekit.detail; 0 = the decoder alone; "
+        "default: the library's setting)",
     )
     parser.add_argument(
         "--detector",
@@ -189,7 +190,7 @@ def main() -> None:
     root = DataSection().resolved_root()
     specs = [item.split("=", 1) for item in args.model] or [["default model", str(default_model_path())]]
     pairs_given = (item.split("=", 1) for item in args.detail)
-    details = {name: DetailSettings(*map(float, value.split(":"))) for name, value in pairs_given}
+    details = {name: DetailSettings.parse(value) for name, value in pairs_given}
     if unknown := set(details) - {name for name, _ in specs}:
         parser.error(f"--detail names no --model: {', '.join(sorted(unknown))}")
     overrides = {

@@ -402,7 +402,10 @@ def _normalize_locked(
                 continue
             taken = occupied(item.files(out))
             if taken and not overwrite and not ours:  # the same job, left half done by a killed run: redone
-                reason = f"{taken[0]} exists (another input, model or --detail, or not facekit's): --overwrite replaces"
+                reason = (
+                    f"{taken[0]} exists (another input, model, --detail or --detail-shape, or not facekit's): "
+                    "--overwrite replaces"
+                )
                 rows.append(Row(str(item.source), "exists", None, reason))
                 continue
             image, note = load_rgb(item.source)

@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 import facekit
-from facekit.detail import DetailSettings
+from facekit.detail import DECODER_ONLY, DetailSettings
 from facekit.errors import FacekitError
 from facekit.types import KINDS
 
@@ -201,6 +202,19 @@ def prepare(
     )
 
 
+def detail_settings(strength: float | None, shape: float | None) -> DetailSettings | None:
+    """The photo detail settings of ``--detail`` and ``--detail-shape`` (None: neither given, the library's default).
+    ``--detail 0`` alone is the decoder's face: no band and no shape."""
+    if strength is None and shape is None:
+        return None
+    default = DECODER_ONLY if strength == 0 else DetailSettings()
+    return replace(
+        default,
+        strength=default.strength if strength is None else strength,
+        shape=default.shape if shape is None else shape,
+    )
+
+
 @app.command()
 def normalize(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
@@ -222,8 +236,17 @@ def normalize(
         typer.Option(
             min=0.0,
             max=2.0,
-            help=f"strength of the photo's fine detail on the face (0: the decoder's alone; default "
-            f"{DetailSettings().strength:g} behind a 68-point detector, else 0)",
+            help=f"strength of the photo's fine detail on the face (0: the decoder's face alone, shape included; "
+            f"default {DetailSettings().strength:g} behind a 68-point detector, else 0)",
+        ),
+    ] = None,
+    detail_shape: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help=f"how far the face's jaw, brows, nose and eyes move towards the photo's own shape (0: the decoder's "
+            f"landmarks; default {DetailSettings().shape:g})",
         ),
     ] = None,
 ) -> None:
@@ -236,7 +259,7 @@ def normalize(
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     path = resolve_model(model, checkpoint)
-    settings = None if detail is None else DetailSettings(detail)  # None: the library's default for the detector
+    settings = detail_settings(detail, detail_shape)  # None: the library's default for the detector
     normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))

@@ -16,15 +16,23 @@ that band, only where the photo shows it:
    weight falls to zero), minus the inner mouth (a smile's teeth would otherwise show through a closed mouth).
 4. **Apply**: ``output * exp(strength * weight * band)`` per channel (hue kept), clipped.
 
-``strength`` 0 is the decoder's face unchanged. What it costs: the detail is the photo's, so it carries what the
-photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks. The setting is
-chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "Choosing the photo detail setting").
+**Shape** (``shape``, applied before the band): the output's landmarks move ``shape`` of the way towards the photo's
+own, carried into the output frame by the least-squares similarity onto the predicted ones (pose's roll and scale
+undone), and the decoder's texture is warped onto them. Only the jaw, brows, nose and eyes move (iBUG 0-47); the
+mouth stays the decoder's, closed and neutral. Without it the photo's band lands on the decoder's generic geometry
+(an eyelid's crease beside the decoder's eyelid); half-way, the two agree better and an independent recogniser finds
+the person more often (RESULTS.md "shape-selection", chosen on LFW DevTrain photos).
+
+``strength`` 0 and ``shape`` 0 is the decoder's face unchanged. What it costs: the detail is the photo's, so it carries
+what the photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks; the shape
+carries some of the photo's expression around the eyes and brows, and of a turned head's foreshortening. The band's
+setting is chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "Choosing the photo detail setting").
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from facekit.errors import FacekitError
@@ -48,22 +56,63 @@ BAND_LIMIT = 0.7
 
 @dataclass(frozen=True)
 class DetailSettings:
-    """``strength`` (0 = off, 1 = the photo's band as it is) and ``sigma`` (px of a 112 px output). The defaults are
-    the setting chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "Choosing the photo detail setting")."""
+    """``strength`` (0 = off, 1 = the photo's band as it is), ``sigma`` (px of a 112 px output) and ``shape`` (0 = the
+    decoder's landmarks, 1 = the photo's; module docstring). The defaults are the settings chosen on LFW DevTrain
+    photos (benchmarks/RESULTS.md, "Choosing the photo detail setting" and "shape-selection")."""
 
     strength: float = 1.0
     sigma: float = 2.0
+    shape: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 2.0:
             raise ValueError(f"detail strength must be in [0, 2], got {self.strength}")
         if not 0.3 <= self.sigma <= 20.0:
             raise ValueError(f"detail sigma must be in [0.3, 20] px, got {self.sigma}")
+        if not 0.0 <= self.shape <= 1.0:
+            raise ValueError(f"detail shape must be in [0, 1], got {self.shape}")
+
+    @classmethod
+    def parse(cls, text: str) -> DetailSettings:
+        """``STRENGTH[:SIGMA[:SHAPE]]`` as benchmarks take it; unset fields keep their defaults, except that strength 0
+        alone is :data:`DECODER_ONLY` (the decoder's face, no shape either)."""
+        values = [float(part) for part in text.split(":")]
+        if not 1 <= len(values) <= 3:
+            raise ValueError(f"photo detail is STRENGTH[:SIGMA[:SHAPE]], got {text!r}")
+        base = DECODER_ONLY if values[0] == 0 else cls()
+        return replace(base, **dict(zip(("strength", "sigma", "shape"), values, strict=False)))
+
+    @property
+    def active(self) -> bool:
+        """Whether the photo changes the output at all (band or shape)."""
+        return self.strength > 0 or self.shape > 0
 
 
 #: No photo detail: the decoder's face alone. What evaluations of a trained model use (``facekit eval``, ``facekit
 #: bench``): they measure the model, and the detail would lend every decoder the photo's pixels.
-DECODER_ONLY = DetailSettings(strength=0.0)
+DECODER_ONLY = DetailSettings(strength=0.0, shape=0.0)
+
+#: iBUG-68 points whose position the photo lends the output (``DetailSettings.shape``): jaw, brows, nose and eyes. The
+#: mouth (48-67) stays the decoder's: a smile's or a speaker's mouth is expression, not the person.
+SHAPE_POINTS = slice(0, 48)
+
+
+def photo_shape(predicted: np.ndarray, photo_landmarks: np.ndarray, share: float) -> np.ndarray:
+    """(68, 2): the ``predicted`` iBUG-68 landmarks of an output with :data:`SHAPE_POINTS` moved ``share`` of the way
+    towards the photo's ``photo_landmarks`` (68, 2), which are first carried into the output frame by the
+    least-squares similarity onto ``predicted`` (all 68 points)."""
+    import numpy as np
+
+    from facekit.align import apply_transform, similarity_transform
+
+    target = np.asarray(predicted, np.float64)
+    source = np.asarray(photo_landmarks, np.float64)
+    if source.shape != (68, 2) or target.shape != (68, 2):
+        raise FacekitError(f"the photo's shape needs iBUG-68 landmarks; got {source.shape} and {target.shape}")
+    carried = apply_transform(similarity_transform(source, target), source)
+    moved = target.copy()
+    moved[SHAPE_POINTS] += share * (carried[SHAPE_POINTS] - target[SHAPE_POINTS])
+    return moved
 
 
 def photo_map(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ so nothing else is needed to rebuild the pipeline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,10 +21,12 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
-from facekit.detail import DECODER_ONLY, DetailSettings, transfer_detail
+from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
 from facekit.errors import FacekitError
 from facekit.images import to_uint8_rgb
 from facekit.types import LandmarkScheme
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default-model.safetensors"
 
@@ -202,7 +205,7 @@ class Normalizer:
         #: Fine detail of the photo carried onto each output (:mod:`facekit.detail`); strength 0 = the decoder's face.
         #: It is mapped through the 68 iBUG points: behind another detector the default is off, and asking is an error.
         self.detail = detail if detail is not None else DetailSettings()
-        if self.detail.strength and scheme != LandmarkScheme.IBUG68:
+        if self.detail.active and scheme != LandmarkScheme.IBUG68:
             if detail is not None:
                 raise FacekitError(
                     f"photo detail maps the photo through the 68 iBUG landmarks, but detector "
@@ -331,6 +334,28 @@ class Normalizer:
                 outcomes[index].face = normalized
         return outcomes
 
+    def _with_photo_shape(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any]:
+        """The decoder's (B, 3, S, S) image and (B, K, 2) landmarks, its texture warped onto landmarks moved towards
+        the photos' own (``detail.shape``, :func:`facekit.detail.photo_shape`). Unchanged when the setting is 0 or
+        the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder)."""
+        share = self.detail.shape
+        warp, mean = getattr(self.decoder, "warp", None), getattr(self.decoder, "mean_landmarks", None)
+        if not share or out.landmarks is None or out.texture is None or warp is None or mean is None:
+            return out.image, out.landmarks
+        predicted = out.landmarks.detach().double().cpu().numpy()
+        moved = predicted.copy()
+        for index, points in enumerate(photo_landmarks):
+            try:
+                moved[index] = photo_shape(predicted[index], points, share)
+            except ValueError as error:  # coincident photo landmarks: no similarity, the decoder's shape stays
+                logger.warning("photo shape skipped for one face: %s", error)
+        texture = out.texture
+        destination = torch.from_numpy(moved).to(texture.device, texture.dtype)
+        source = torch.as_tensor(mean).to(texture.device, texture.dtype).expand_as(destination)
+        with torch.no_grad():
+            image, _ = warp(texture, source, destination)
+        return image, destination.to(out.landmarks.dtype)
+
     def _normalize_faces(self, found: Sequence[tuple[np.ndarray, Any, int]]) -> list[NormalizedFace]:
         """One batch of (photo, FaceDetection, faces found in that photo) -> their normalized faces."""
         from facekit.align import encoder_inputs
@@ -343,11 +368,12 @@ class Normalizer:
         with torch.no_grad():
             out = self.decoder(self.encoder.features(crops))
         check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
-        pictures = to_uint8_rgb(out.image)
+        image, points_out = self._with_photo_shape(out, [face.landmarks for _, face, _ in found])
+        pictures = to_uint8_rgb(image)
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
-        landmarks = out.landmarks.detach().float().cpu().numpy() if out.landmarks is not None else [None] * len(found)
+        landmarks = points_out.detach().float().cpu().numpy() if points_out is not None else [None] * len(found)
         plain: list[np.ndarray | None] = [None] * len(found)  # the decoder's faces, kept when detail replaces them
-        if self.detail.strength > 0 and out.landmarks is not None:
+        if self.detail.active and points_out is not None:
             plain = list(pictures)
             pictures = [
                 transfer_detail(picture, points, photo, face.landmarks, self.detail)

@@ -235,6 +235,10 @@ class TrainableDecoder(Decoder, Protocol):
     - ``set_mean_landmarks(points (68, 2))``: the training set's mean landmarks (a buffer saved with the weights);
     - ``set_feature_stats(features (N, F))``: standardise inputs with the training features' mean and std (buffers);
     - ``warper``: the recipe's :class:`Warper`, attached by the trainer and the normalizer before the first call.
+
+    Optional, read by the normalizer's photo shape (:mod:`facekit.detail`): ``mean_landmarks`` (68, 2) tensor and
+    ``warp(texture, source, destination) -> (image, flow)``, the decoder's own warp of its ``texture`` from the mean
+    landmarks; a decoder without them (or without a texture) keeps its own landmarks and image.
     """
 
     image_size: int

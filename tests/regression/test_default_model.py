@@ -27,7 +27,7 @@ def stored_sface(meta: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
-    from facekit.detail import DetailSettings
+    from facekit.detail import DECODER_ONLY
     from facekit.evaluate import lfw_devtest
     from facekit.fidelity import OwnPipelineJudge, identity_figures
     from facekit.images import load_rgb
@@ -44,7 +44,7 @@ def test_default_model_keeps_identity_as_stored(data_root: Path) -> None:
         outputs = [o.face.image if o.face is not None else None for o in outcomes]
         return dict(identity_figures(judge, inputs, judge.embed(outputs), np.array([o is not None for o in outputs])))
 
-    normalizer = Normalizer.from_checkpoint(detail=DetailSettings(strength=0.0))
+    normalizer = Normalizer.from_checkpoint(detail=DECODER_ONLY)
     figures = judged(normalizer)
     stored = stored_sface(normalizer.meta)
     # Consistent with the 500-photo figures stored in the model (a 50-photo sample: 3 binomial standard errors).

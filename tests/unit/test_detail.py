@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facekit.detail import DetailSettings, detail_weight, photo_map, transfer_detail
+from facekit.detail import DECODER_ONLY, DetailSettings, detail_weight, photo_map, photo_shape, transfer_detail
 from facekit.errors import FacekitError
 from facekit.fidelity import abs_laplacian, hull_mask
 
@@ -121,17 +121,19 @@ def test_the_shipped_pipeline_gets_sharper_and_keeps_its_background(shipped_norm
 
     assert shipped_normalizer.detail == DetailSettings()
     image = load_rgb(london_photos(data_root, "smiling_front")[0].path)[0]
+    # The band alone: the decoder's face on the same (photo-shaped) landmarks, without the photo's fine detail.
     plain = Normalizer(*parts(shipped_normalizer), detail=DetailSettings(strength=0.0)).normalize(image)
     sharp = shipped_normalizer.normalize(image)
+    assert np.array_equal(plain.landmarks, sharp.landmarks)
     ratio = [detail_ratio(f.image, f.landmarks, image, f.source_landmarks) for f in (plain, sharp)]
     assert ratio[1] > ratio[0] + 0.15, ratio
     outside = ~hull_mask(sharp.landmarks, SIZE, dilate_px=6)
     assert np.array_equal(plain.image[outside], sharp.image[outside])
     # Colour measurements (adjust, attributes) read the decoder's face, which photo detail leaves as it was.
-    assert plain.decoded is None and np.array_equal(sharp.decoder_image, plain.image)
+    assert np.array_equal(sharp.decoder_image, plain.image)
 
     five = facekit.load_component("detector", "dlib-5pt")
-    assert Normalizer(*parts(shipped_normalizer)[:2], five, shipped_normalizer.meta).detail.strength == 0.0
+    assert Normalizer(*parts(shipped_normalizer)[:2], five, shipped_normalizer.meta).detail == DECODER_ONLY
     with pytest.raises(FacekitError, match="68 iBUG"):
         Normalizer(*parts(shipped_normalizer)[:2], five, shipped_normalizer.meta, detail=DetailSettings())
 
@@ -198,3 +200,82 @@ def test_a_folded_map_is_not_trusted() -> None:
     inside = np.ones((SIZE, SIZE), bool)
     confidence = squeeze_confidence(map_x, ys, inside)
     assert confidence[:, 10:70].min() == 1.0 and confidence[:, 85:].max() == 0.0
+
+
+def test_photo_shape_moves_jaw_brows_nose_and_eyes_half_way_and_keeps_the_mouth() -> None:
+    """The photo's landmarks are carried into the output frame by a similarity (its pose's roll and scale undone)
+    before points 0-47 move; the mouth (48-67) stays the decoder's."""
+    from facekit.align import apply_transform
+
+    predicted = face_points()
+    own = predicted + np.random.default_rng(3).normal(0, 2.0, predicted.shape)
+    turn = np.array([[0.0, -2.0, 300.0], [2.0, 0.0, 40.0]])  # 90 degrees, twice the size, shifted
+    photo = apply_transform(turn, own)
+    moved = photo_shape(predicted, photo, 0.5)
+    assert np.array_equal(moved[48:], predicted[48:])
+    half = predicted[:48] + 0.5 * (own[:48] - predicted[:48])
+    assert np.abs(moved[:48] - half).max() < 1.0
+    assert np.array_equal(photo_shape(predicted, photo, 0.0), predicted)
+    with pytest.raises(FacekitError, match="iBUG-68"):
+        photo_shape(predicted[:5], photo[:5], 0.5)
+
+
+def test_the_shipped_pipeline_takes_the_photos_shape(shipped_normalizer: Any, data_root: Path) -> None:
+    """On a real photo the output's landmarks 0-47 end up between the decoder's and the photo's own (in the output
+    frame), the mouth is the decoder's, and the decoder-only setting gives the decoder's landmarks exactly."""
+    from facekit.align import apply_transform, similarity_transform
+    from facekit.data.sources import london_photos
+    from facekit.images import load_rgb
+    from facekit.normalize import Normalizer
+
+    image = load_rgb(london_photos(data_root, "smiling_front")[1].path)[0]
+    decoder_only = Normalizer(*parts(shipped_normalizer), detail=DECODER_ONLY).normalize(image)
+    shaped = shipped_normalizer.normalize(image)
+    own = decoder_only.source_landmarks
+    carried = apply_transform(similarity_transform(own, decoder_only.landmarks), own)
+    before = np.linalg.norm(decoder_only.landmarks[:48] - carried[:48], axis=1).mean()
+    after = np.linalg.norm(shaped.landmarks[:48] - carried[:48], axis=1).mean()
+    assert before > 0.5 and abs(after - before / 2) < 0.05 * before, (before, after)
+    assert np.allclose(shaped.landmarks[48:], decoder_only.landmarks[48:], atol=1e-3)
+    assert not np.array_equal(shaped.decoder_image, decoder_only.image)  # the decoder's texture on the new shape
+    assert decoder_only.decoded is None
+
+
+def test_detail_settings_parse_like_the_command_line() -> None:
+    from facekit.cli import detail_settings
+
+    assert DetailSettings.parse("0") == DECODER_ONLY == detail_settings(0.0, None)
+    assert DetailSettings.parse("1:2:0") == DetailSettings(shape=0.0) == detail_settings(None, 0.0)
+    assert DetailSettings.parse("0.5") == DetailSettings(strength=0.5) == detail_settings(0.5, None)
+    assert detail_settings(None, None) is None
+    assert detail_settings(0.0, 0.5) == DetailSettings(strength=0.0, shape=0.5)
+    with pytest.raises(ValueError, match="STRENGTH"):
+        DetailSettings.parse("1:2:0.5:4")
+    with pytest.raises(ValueError, match="shape"):
+        DetailSettings(shape=1.5)
+
+
+def test_a_decoder_without_its_own_warp_keeps_its_landmarks(shipped_normalizer: Any, data_root: Path) -> None:
+    """Photo shape re-warps the decoder's texture with the decoder's own warp and mean landmarks (optional in
+    TrainableDecoder); a third-party decoder without them keeps its landmarks and image, and still gets the band."""
+    import torch
+
+    from facekit.data.sources import london_photos
+    from facekit.images import load_rgb
+    from facekit.normalize import Normalizer
+
+    class Opaque(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+            self.feature_size, self.image_size = inner.feature_size, inner.image_size
+
+        def forward(self, features: torch.Tensor) -> Any:
+            return self.inner(features)
+
+    decoder, encoder, detector, meta = parts(shipped_normalizer)
+    image = load_rgb(london_photos(data_root, "smiling_front")[1].path)[0]
+    opaque = Normalizer(Opaque(decoder), encoder, detector, meta).normalize(image)
+    band_only = Normalizer(decoder, encoder, detector, meta, detail=DetailSettings(shape=0.0)).normalize(image)
+    assert np.array_equal(opaque.landmarks, band_only.landmarks)
+    assert np.array_equal(opaque.image, band_only.image)
