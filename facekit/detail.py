@@ -25,8 +25,10 @@ the person more often (RESULTS.md "shape-selection", chosen on LFW DevTrain phot
 
 ``strength`` 0 and ``shape`` 0 is the decoder's face unchanged. What it costs: the detail is the photo's, so it carries
 what the photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks; the shape
-carries some of the photo's expression around the eyes and brows, and of a turned head's foreshortening. The band's
-setting is chosen on 200 LFW DevTrain photos (benchmarks/RESULTS.md, "Choosing the photo detail setting").
+carries some of the photo's expression around the eyes and brows, and of a turned head's foreshortening; a wider band
+(sigma 4 px) lets shading at the scale of the eyes and nose in, so a hard shadow's edge shows as a soft line. The
+settings are chosen on LFW DevTrain photos: strength 1 on 200 (benchmarks/RESULTS.md, "Choosing the photo detail
+setting"), then shape 0.5 and sigma 4 on 500 (sigma 2 before; "shape-selection").
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class DetailSettings:
     photos (benchmarks/RESULTS.md, "Choosing the photo detail setting" and "shape-selection")."""
 
     strength: float = 1.0
-    sigma: float = 2.0
+    sigma: float = 4.0
     shape: float = 0.5
 
     def __post_init__(self) -> None:

@@ -245,7 +245,7 @@ def test_detail_settings_parse_like_the_command_line() -> None:
     from facekit.cli import detail_settings
 
     assert DetailSettings.parse("0") == DECODER_ONLY == detail_settings(0.0, None)
-    assert DetailSettings.parse("1:2:0") == DetailSettings(shape=0.0) == detail_settings(None, 0.0)
+    assert DetailSettings.parse("1:4:0") == DetailSettings(shape=0.0) == detail_settings(None, 0.0)
     assert DetailSettings.parse("0.5") == DetailSettings(strength=0.5) == detail_settings(0.5, None)
     assert detail_settings(None, None) is None
     assert detail_settings(0.0, 0.5) == DetailSettings(strength=0.0, shape=0.5)
