@@ -108,8 +108,8 @@ def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int
 class NormalizedFace:
     """One normalized face: ``image`` (S, S, 3) uint8, ``landmarks`` (K, 2) predicted in it, ``texture`` (S, S, 3) uint8
     or None; ``source_landmarks`` (K, 2) in the detector's ``source_scheme`` and ``box`` of the face in the input
-    photo; ``decoded``: the decoder's own face before photo detail (:mod:`facekit.detail`), None when ``image`` is
-    it."""
+    photo; ``decoded`` and ``decoded_landmarks``: the decoder's own face and landmarks before photo detail and shape
+    (:mod:`facekit.detail`), None when ``image`` and ``landmarks`` are them."""
 
     image: np.ndarray
     landmarks: np.ndarray
@@ -119,11 +119,17 @@ class NormalizedFace:
     faces_found: int = 1
     source_scheme: str | None = None  # a LandmarkScheme value; None: iBUG-68 (68 points)
     decoded: np.ndarray | None = None
+    decoded_landmarks: np.ndarray | None = None
 
     @property
     def decoder_image(self) -> np.ndarray:
-        """The decoder's face alone (even light, no photo detail): what colour measurements read."""
+        """The decoder's face alone (even light, no photo detail or shape): what colour measurements read."""
         return self.decoded if self.decoded is not None else self.image
+
+    @property
+    def decoder_landmarks(self) -> np.ndarray:
+        """The decoder's own (K, 2) landmarks in :attr:`decoder_image` (the photo's shape moves :attr:`landmarks`)."""
+        return self.decoded_landmarks if self.decoded_landmarks is not None else self.landmarks
 
 
 @dataclass
@@ -372,16 +378,22 @@ class Normalizer:
         pictures = to_uint8_rgb(image)
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
         landmarks = points_out.detach().float().cpu().numpy() if points_out is not None else [None] * len(found)
-        plain: list[np.ndarray | None] = [None] * len(found)  # the decoder's faces, kept when detail replaces them
+        # The decoder's own faces and landmarks, kept where the photo's detail or shape replaces them.
+        plain: list[np.ndarray | None] = [None] * len(found)
+        plain_points: list[np.ndarray | None] = [None] * len(found)
         if self.detail.active and points_out is not None:
-            plain = list(pictures)
+            plain = to_uint8_rgb(out.image) if image is not out.image else list(pictures)
+            if points_out is not out.landmarks:
+                plain_points = list(out.landmarks.detach().float().cpu().numpy())
             pictures = [
                 transfer_detail(picture, points, photo, face.landmarks, self.detail)
                 for picture, points, (photo, face, _) in zip(pictures, landmarks, found, strict=True)
             ]
         return [
-            NormalizedFace(picture, points, texture, np.asarray(face.landmarks), face.box, count, face.scheme, own)
-            for (_, face, count), picture, texture, points, own in zip(
-                found, pictures, textures, landmarks, plain, strict=True
+            NormalizedFace(
+                picture, points, texture, np.asarray(face.landmarks), face.box, count, face.scheme, own, own_points
+            )
+            for (_, face, count), picture, texture, points, own, own_points in zip(
+                found, pictures, textures, landmarks, plain, plain_points, strict=True
             )
         ]

@@ -190,9 +190,9 @@ def estimate_from_faces(
         aligned, own = photo_in_face_frame(photo, face)  # the photo's own landmarks carried into the frame
         # Without 68 points of its own (a 5-point detector) the photo is measured where the normalized face is: the
         # same region on both sides, never the box against the skin.
-        own = own if own is not None else np.asarray(face.landmarks)
+        own = own if own is not None else np.asarray(face.decoder_landmarks)
         sources.append(mean_colour(region_pixels(aligned, own, region), mapping))
-        targets.append(mean_colour(region_pixels(face.decoder_image, face.landmarks, region), mapping))
+        targets.append(mean_colour(region_pixels(face.decoder_image, face.decoder_landmarks, region), mapping))
     source, target = np.mean(sources, axis=0), np.mean(targets, axis=0)
     used = {"faces_used": len(faces), "faces_found": faces[0].faces_found, "boxes": [list(f.box) for f in faces]}
     return Correction(

@@ -219,9 +219,9 @@ def photo_in_face_frame(photo: np.ndarray, face: Any) -> tuple[np.ndarray, np.nd
     size = face.image.shape[0]
     if source.shape != (68, 2):
         eyes = np.stack(eye_centres(source, face.source_scheme))
-        target = np.stack(eye_centres(np.asarray(face.landmarks, np.float64)))
+        target = np.stack(eye_centres(np.asarray(face.decoder_landmarks, np.float64)))
         return align_into(photo, eyes, target, size).image, None
-    aligned = align_into(photo, source, face.landmarks, size)
+    aligned = align_into(photo, source, face.decoder_landmarks, size)
     return aligned.image, aligned.landmarks
 
 
@@ -230,7 +230,7 @@ def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
     (:func:`photo_in_face_frame`), its region placed from the photo's own landmarks (the normalized face's where the
     detector gives no 68 points); shape ratios from the detector's landmarks (when iBUG-68)."""
     aligned, own = photo_in_face_frame(photo, face)
-    tone = skin_tone(aligned, own if own is not None else face.landmarks)
+    tone = skin_tone(aligned, own if own is not None else face.decoder_landmarks)
     values: dict[str, Any] = {"ita_degrees": tone.ita, "L": tone.lightness, "b": tone.b_star}
     if own is not None:
         values.update(shape_ratios(face.source_landmarks))
@@ -258,7 +258,7 @@ class FaceAttributes(UsesNormalizer):
                 continue
             try:
                 face = outcome.face
-                measured = measure_face(face.decoder_image, face.landmarks), measure_photo(photo, face)
+                measured = measure_face(face.decoder_image, face.decoder_landmarks), measure_photo(photo, face)
             except FacekitError as error:  # one face that cannot be measured is its photo's status, not the batch's
                 outcome.status, outcome.reason = "not_measured", str(error)
                 continue

@@ -232,7 +232,7 @@ def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, t
             self.meta = {"source": "stub"}
 
         def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
-            off = replace(normalized, landmarks=normalized.landmarks + 500.0)
+            off = replace(normalized, landmarks=normalized.landmarks + 500.0, decoded_landmarks=None, decoded=None)
             return [Outcome(names[0], "ok", off), Outcome(names[1], "ok", normalized)]
 
     for name in ("first.jpg", "second.jpg"):
@@ -247,4 +247,4 @@ def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, t
     (tmp_path / "out" / "attributes.json").unlink()
     again = attributes_files(plan, FaceAttributes(Stub()))
     assert [r.status for r in again] == ["exists", "exists"] and mine.read_bytes() == b"mine"
-    assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.decoder_image, normalized.landmarks).ita)
+    assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.decoder_image, normalized.decoder_landmarks).ita)

@@ -129,8 +129,12 @@ def test_the_shipped_pipeline_gets_sharper_and_keeps_its_background(shipped_norm
     assert ratio[1] > ratio[0] + 0.15, ratio
     outside = ~hull_mask(sharp.landmarks, SIZE, dilate_px=6)
     assert np.array_equal(plain.image[outside], sharp.image[outside])
-    # Colour measurements (adjust, attributes) read the decoder's face, which photo detail leaves as it was.
-    assert np.array_equal(sharp.decoder_image, plain.image)
+    # Colour measurements (adjust, attributes) read the decoder's own face on its own landmarks, which neither the band
+    # nor the shape touches.
+    alone = Normalizer(*parts(shipped_normalizer), detail=DECODER_ONLY).normalize(image)
+    assert np.array_equal(sharp.decoder_image, alone.image) and np.array_equal(plain.decoder_image, alone.image)
+    assert np.array_equal(sharp.decoder_landmarks, alone.landmarks)
+    assert alone.decoded is None and alone.decoded_landmarks is None
 
     five = facekit.load_component("detector", "dlib-5pt")
     assert Normalizer(*parts(shipped_normalizer)[:2], five, shipped_normalizer.meta).detail == DECODER_ONLY
@@ -237,8 +241,8 @@ def test_the_shipped_pipeline_takes_the_photos_shape(shipped_normalizer: Any, da
     after = np.linalg.norm(shaped.landmarks[:48] - carried[:48], axis=1).mean()
     assert before > 0.5 and abs(after - before / 2) < 0.05 * before, (before, after)
     assert np.allclose(shaped.landmarks[48:], decoder_only.landmarks[48:], atol=1e-3)
-    assert not np.array_equal(shaped.decoder_image, decoder_only.image)  # the decoder's texture on the new shape
-    assert decoder_only.decoded is None
+    assert np.array_equal(shaped.decoder_image, decoder_only.image)
+    assert np.array_equal(shaped.decoder_landmarks, decoder_only.landmarks)
 
 
 def test_detail_settings_parse_like_the_command_line() -> None:

@@ -493,7 +493,7 @@ class Engine:
         from facekit.batch import png_bytes
 
         try:
-            result.attributes = measure_face(face.decoder_image, face.landmarks)
+            result.attributes = measure_face(face.decoder_image, face.decoder_landmarks)
             result.photo_attributes = measure_photo(photo, face)
             image = folder / "attributes.png"
             image.write_bytes(png_bytes(overlay(face, photo)))
