@@ -382,7 +382,7 @@ class Normalizer:
         plain: list[np.ndarray | None] = [None] * len(found)
         plain_points: list[np.ndarray | None] = [None] * len(found)
         if self.detail.active and points_out is not None:
-            plain = to_uint8_rgb(out.image) if image is not out.image else list(pictures)
+            plain = list(to_uint8_rgb(out.image) if image is not out.image else pictures)
             if points_out is not out.landmarks:
                 plain_points = list(out.landmarks.detach().float().cpu().numpy())
             pictures = [

@@ -247,4 +247,5 @@ def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, t
     (tmp_path / "out" / "attributes.json").unlink()
     again = attributes_files(plan, FaceAttributes(Stub()))
     assert [r.status for r in again] == ["exists", "exists"] and mine.read_bytes() == b"mine"
-    assert rows[1].values["ita_degrees"] == pytest.approx(skin_tone(normalized.decoder_image, normalized.decoder_landmarks).ita)
+    expected = skin_tone(normalized.decoder_image, normalized.decoder_landmarks).ita
+    assert rows[1].values["ita_degrees"] == pytest.approx(expected)
