@@ -353,7 +353,7 @@ class Normalizer:
         for index, points in enumerate(photo_landmarks):
             try:
                 moved[index] = photo_shape(predicted[index], points, share)
-            except ValueError as error:  # coincident photo landmarks: no similarity, the decoder's shape stays
+            except (ValueError, FacekitError) as error:  # coincident points, or not iBUG-68: the decoder's shape stays
                 logger.warning("photo shape skipped for one face: %s", error)
         texture = out.texture
         destination = torch.from_numpy(moved).to(texture.device, texture.dtype)
