@@ -10,7 +10,6 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 import facekit
-from facekit.detail import DECODER_ONLY, DetailSettings
+from facekit.detail import DetailSettings
 from facekit.errors import FacekitError
 from facekit.types import KINDS
 
@@ -203,16 +202,9 @@ def prepare(
 
 
 def detail_settings(strength: float | None, shape: float | None) -> DetailSettings | None:
-    """The photo detail settings of ``--detail`` and ``--detail-shape`` (None: neither given, the library's default).
-    ``--detail 0`` alone is the decoder's face: no band and no shape."""
-    if strength is None and shape is None:
-        return None
-    default = DECODER_ONLY if strength == 0 else DetailSettings()
-    return replace(
-        default,
-        strength=default.strength if strength is None else strength,
-        shape=default.shape if shape is None else shape,
-    )
+    """The photo detail settings of ``--detail`` and ``--detail-shape`` (:meth:`DetailSettings.of`; None: neither
+    given, the library's default for the detector)."""
+    return None if strength is None and shape is None else DetailSettings.of(strength=strength, shape=shape)
 
 
 @app.command()

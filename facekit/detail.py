@@ -75,14 +75,22 @@ class DetailSettings:
             raise ValueError(f"detail shape must be in [0, 1], got {self.shape}")
 
     @classmethod
+    def of(
+        cls, strength: float | None = None, sigma: float | None = None, shape: float | None = None
+    ) -> DetailSettings:
+        """The defaults with the given fields replaced, except that strength 0 starts from :data:`DECODER_ONLY` (the
+        decoder's face: no shape either unless ``shape`` is given). What ``--detail``/``--detail-shape`` and the
+        benchmarks' ``STRENGTH[:SIGMA[:SHAPE]]`` mean."""
+        given = {k: v for k, v in (("strength", strength), ("sigma", sigma), ("shape", shape)) if v is not None}
+        return replace(DECODER_ONLY if strength == 0 else cls(), **given)
+
+    @classmethod
     def parse(cls, text: str) -> DetailSettings:
-        """``STRENGTH[:SIGMA[:SHAPE]]`` as benchmarks take it; unset fields keep their defaults, except that strength 0
-        alone is :data:`DECODER_ONLY` (the decoder's face, no shape either)."""
+        """``STRENGTH[:SIGMA[:SHAPE]]`` as benchmarks take it (:meth:`of`)."""
         values = [float(part) for part in text.split(":")]
         if not 1 <= len(values) <= 3:
             raise ValueError(f"photo detail is STRENGTH[:SIGMA[:SHAPE]], got {text!r}")
-        base = DECODER_ONLY if values[0] == 0 else cls()
-        return replace(base, **dict(zip(("strength", "sigma", "shape"), values, strict=False)))
+        return cls.of(*values)
 
     @property
     def active(self) -> bool:

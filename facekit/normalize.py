@@ -340,14 +340,14 @@ class Normalizer:
                 outcomes[index].face = normalized
         return outcomes
 
-    def _with_photo_shape(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any]:
-        """The decoder's (B, 3, S, S) image and (B, K, 2) landmarks, its texture warped onto landmarks moved towards
-        the photos' own (``detail.shape``, :func:`facekit.detail.photo_shape`). Unchanged when the setting is 0 or
-        the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder)."""
+    def _with_photo_shape(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any] | None:
+        """The decoder's texture warped onto landmarks moved towards the photos' own (``detail.shape``,
+        :func:`facekit.detail.photo_shape`): ((B, 3, S, S) image, (B, K, 2) landmarks), or None when the setting is 0
+        or the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder)."""
         share = self.detail.shape
         warp, mean = getattr(self.decoder, "warp", None), getattr(self.decoder, "mean_landmarks", None)
         if not share or out.landmarks is None or out.texture is None or warp is None or mean is None:
-            return out.image, out.landmarks
+            return None
         predicted = out.landmarks.detach().double().cpu().numpy()
         moved = predicted.copy()
         for index, points in enumerate(photo_landmarks):
@@ -357,9 +357,8 @@ class Normalizer:
                 logger.warning("photo shape skipped for one face: %s", error)
         texture = out.texture
         destination = torch.from_numpy(moved).to(texture.device, texture.dtype)
-        source = torch.as_tensor(mean).to(texture.device, texture.dtype).expand_as(destination)
         with torch.no_grad():
-            image, _ = warp(texture, source, destination)
+            image, _ = warp(texture, mean.to(texture.device, texture.dtype).expand_as(destination), destination)
         return image, destination.to(out.landmarks.dtype)
 
     def _normalize_faces(self, found: Sequence[tuple[np.ndarray, Any, int]]) -> list[NormalizedFace]:
@@ -374,17 +373,19 @@ class Normalizer:
         with torch.no_grad():
             out = self.decoder(self.encoder.features(crops))
         check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
-        image, points_out = self._with_photo_shape(out, [face.landmarks for _, face, _ in found])
+        shaped = self._with_photo_shape(out, [face.landmarks for _, face, _ in found])
+        image, points_out = shaped if shaped is not None else (out.image, out.landmarks)
         pictures = to_uint8_rgb(image)
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
         landmarks = points_out.detach().float().cpu().numpy() if points_out is not None else [None] * len(found)
         # The decoder's own faces and landmarks, kept where the photo's detail or shape replaces them.
         plain: list[np.ndarray | None] = [None] * len(found)
         plain_points: list[np.ndarray | None] = [None] * len(found)
+        if shaped is not None:
+            plain, plain_points = list(to_uint8_rgb(out.image)), list(out.landmarks.detach().float().cpu().numpy())
+        elif self.detail.active and points_out is not None:
+            plain = list(pictures)
         if self.detail.active and points_out is not None:
-            plain = list(to_uint8_rgb(out.image) if image is not out.image else pictures)
-            if points_out is not out.landmarks:
-                plain_points = list(out.landmarks.detach().float().cpu().numpy())
             pictures = [
                 transfer_detail(picture, points, photo, face.landmarks, self.detail)
                 for picture, points, (photo, face, _) in zip(pictures, landmarks, found, strict=True)
