@@ -127,21 +127,18 @@ def photo_shape(predicted: np.ndarray, photo_landmarks: np.ndarray, share: float
 
 def photo_map(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Where each pixel of the ``size`` x ``size`` output reads the photo: (S, S) float32 x and y maps in photo
-    pixels, from a smoothed thin-plate spline through the (K, 2) landmark pairs."""
+    pixels, from a smoothed thin-plate spline through the (K, 2) landmark pairs, evaluated in float64 on the pixel
+    grid (separable distances: a third of the time of evaluating it at the grid's points as arbitrary queries)."""
     import numpy as np
     import torch
 
-    from facekit.warp import interpolate_spline
+    from facekit.warp import dense_flow_from_solution, solve_spline
 
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    queries = torch.from_numpy(np.stack([xs.ravel(), ys.ravel()], axis=1))[None]
     centers = torch.from_numpy(np.asarray(output_landmarks, np.float64))[None]
     values = torch.from_numpy(np.asarray(photo_landmarks, np.float64))[None]
-    mapped = interpolate_spline(centers, values, queries, order=2, regularization=MAP_SMOOTHING)[0].numpy()
-    return (
-        mapped[:, 0].reshape(size, size).astype(np.float32),
-        mapped[:, 1].reshape(size, size).astype(np.float32),
-    )
+    w, v, origin = solve_spline(centers, values, order=2, regularization=MAP_SMOOTHING)
+    mapped = dense_flow_from_solution(centers, w, v, origin, size, size, order=2, dtype=torch.float64)[0].numpy()
+    return np.ascontiguousarray(mapped[..., 0], np.float32), np.ascontiguousarray(mapped[..., 1], np.float32)
 
 
 def squeeze_confidence(map_x: np.ndarray, map_y: np.ndarray, inside: np.ndarray) -> np.ndarray:
