@@ -4,7 +4,8 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
 
 - **unique names**: every output name comes from the input's path relative to the folder it was found in (or its file
   name), and two inputs never share an output: ``a/face.jpg`` and ``b/face.jpg`` become ``face`` and ``face_jpg``
-  (then ``face_jpg-2``, ...); ``grid.png`` and ``manifest.jsonl`` are reserved;
+  (then ``face_jpg-2``, ...), and a photo already normalized there keeps its name when another with the same name is
+  added; ``grid.png`` and ``manifest.jsonl`` are reserved, and the grid is never written over an input;
 - **inputs are never written**: ``-o`` equal to an input folder is refused; ``-o`` inside an input folder is refused
   unless ``--inside-inputs`` is given, and then that folder is skipped when the inputs are scanned (facekit never
   normalizes its own outputs); an output that would land on an input is refused;
@@ -109,27 +110,70 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
     return found
 
 
+def _name_candidates(relative: str) -> list[str]:
+    """The base names an input may get, in order: ``face``, ``face_jpg``, ``face_jpg-2``, ..."""
+    stem, _, suffix = relative.rpartition(".")
+    return [stem, f"{stem}_{suffix.lower()}"] + [f"{stem}_{suffix.lower()}-{n}" for n in range(2, 10_000)]
+
+
+def _kept_names(found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str]) -> dict[Path, str]:
+    """Inputs whose earlier outputs are in ``out`` under one of their candidate names (that name's ``.json`` record
+    holds the input's sha256), among inputs that share a name with another: they keep it, so that adding
+    ``face.jpeg`` beside a finished ``face.jpg`` neither renames the finished photo's outputs nor makes the new one
+    clash with them. Only such groups are read (one sha256 per member), and only when ``outputs`` has a record."""
+    if ".json" not in outputs:
+        return {}
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for photo, relative in found:
+        groups.setdefault(relative.rpartition(".")[0], []).append((photo, relative))
+    kept: dict[Path, str] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for photo, relative in members:
+            sha: str | None = None
+            for base in _name_candidates(relative)[: len(members) + 1]:
+                recorded = read_record(out / f"{base}.json").get("input_sha256")
+                if not recorded or base in kept.values():
+                    continue
+                sha = sha if sha is not None else (input_sha256(photo)[0] or "")
+                if recorded == sha:
+                    kept[photo] = base
+                    break
+    return kept
+
+
 def plan_outputs(
     found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str] = NORMALIZE_OUTPUTS
 ) -> list[Planned]:
     """Unique output base names: the relative name without its extension; on a clash the extension is kept
-    (``face_jpg``), then a counter is added (``face_jpg-2``). None of the ``outputs`` (suffixes of the base name the
-    caller writes) lands on an input, a reserved name or another photo's output."""
+    (``face_jpg``), then a counter is added (``face_jpg-2``), except that an input whose earlier outputs are already
+    in ``out`` under one of these names keeps it (:func:`_kept_names`). None of the ``outputs`` (suffixes of the base
+    name the caller writes) lands on an input, a reserved name or another photo's output."""
     inputs = {photo.resolve() for photo, _ in found}
     taken: set[str] = set(RESERVED)
+
+    def free(base: str) -> set[str] | None:
+        names = {f"{base}{suffix}" for suffix in outputs}
+        if names & taken or any((out / name).resolve() in inputs for name in names):
+            return None
+        return names
+
+    bases: dict[Path, str] = {}
+    for photo, base in _kept_names(found, out, outputs).items():
+        if (names := free(base)) is not None:
+            taken |= names
+            bases[photo] = base
     planned = []
     for photo, relative in found:
-        stem, _, suffix = relative.rpartition(".")
-        candidates = [stem, f"{stem}_{suffix.lower()}"] + [f"{stem}_{suffix.lower()}-{n}" for n in range(2, 10_000)]
-        for base in candidates:
-            names = {f"{base}{suffix}" for suffix in outputs}
-            if names & taken:
-                continue
-            if any((out / name).resolve() in inputs for name in names):
-                continue
-            taken |= names
-            planned.append(Planned(photo, base))
-            break
+        if photo not in bases:
+            for base in _name_candidates(relative):
+                if (names := free(base)) is not None:
+                    taken |= names
+                    bases[photo] = base
+                    break
+        if photo in bases:
+            planned.append(Planned(photo, bases[photo]))
     return planned
 
 
@@ -380,7 +424,9 @@ def _normalize_locked(
     if (out / MANIFEST).is_symlink():
         raise FacekitError(f"{out / MANIFEST} is a symbolic link: refusing to write through it")
     _check_manifest(out / MANIFEST)
-    write_grid = overwrite or not occupied([out / GRID]) or _is_our_grid(out / GRID)  # a user's grid.png stays
+    # A user's grid.png stays, and one given as an input is never replaced, --overwrite or not.
+    grid_is_input = (out / GRID).resolve() in {item.source.resolve() for item in plan.planned}
+    write_grid = not grid_is_input and (overwrite or not occupied([out / GRID]) or _is_our_grid(out / GRID))
     remove_temporaries(out, plan.planned)
     model_sha = sha256_file(model)
     detail = asdict(normalizer.detail) if hasattr(normalizer, "detail") else None  # photo detail settings

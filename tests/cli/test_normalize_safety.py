@@ -77,6 +77,33 @@ def test_same_names_in_different_folders_and_a_photo_named_grid_all_get_their_ow
     assert [row["status"] for row in manifest(out)] == ["ok"] * 3
 
 
+def test_a_photo_named_grid_given_as_input_in_the_output_folder_is_never_replaced_by_the_grid(
+    tmp_path: Path, model: Path
+) -> None:
+    folder = tmp_path / "pics"
+    face, grid = photo(folder / "face.jpg", 100), photo(folder / "grid.png", 200)
+    kept = digest(grid)
+    summary = normalize_folder(FakeNormalizer(), [str(face), str(grid)], folder, model, overwrite=True)
+    assert [r.status for r in summary.rows] == ["ok", "ok"] and summary.grid is None
+    assert digest(grid) == kept and (folder / "grid_png.png").is_file()
+
+
+def test_adding_a_photo_with_the_same_name_keeps_the_finished_ones_outputs(tmp_path: Path, model: Path) -> None:
+    folder, out = tmp_path / "pics", tmp_path / "out"
+    photo(folder / "face.jpg", 100)
+    normalize_folder(FakeNormalizer(), [str(folder)], out, model)
+    made = digest(out / "face.png")
+    photo(folder / "face.jpeg", 150)  # sorts first: it would take "face" and push face.jpg to "face_jpg"
+    fake = FakeNormalizer()
+    summary = normalize_folder(fake, [str(folder)], out, model)
+    status = {Path(r.input).name: (r.status, Path(r.output).name if r.output else None) for r in summary.rows}
+    assert status == {"face.jpeg": ("ok", "face_jpeg.png"), "face.jpg": ("done", "face.png")}
+    assert fake.calls == [1] and digest(out / "face.png") == made
+    assert not (out / "face_jpg.png").exists()
+    again = normalize_folder(FakeNormalizer(), [str(folder)], out, model)
+    assert [r.status for r in again.rows] == ["done", "done"] and again.failed == 0
+
+
 def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
     inputs = tmp_path / "in"
     originals = [photo(inputs / "x.png", 90), photo(inputs / "y.jpg", 91)]
