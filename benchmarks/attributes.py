@@ -29,14 +29,16 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from results import machine, publish
 from rich.progress import track
 
-from facekit.apps.attributes import RATIOS, measure_face, measure_photo, photo_in_face_frame, skin_tone
+from facekit.apps.attributes import MIN_B_STAR, RATIOS, measure_face, measure_photo, photo_in_face_frame, skin_tone
 from facekit.data.sources import lfw_photos
+from facekit.detail import DECODER_ONLY
 from facekit.images import load_rgb
 from facekit.normalize import Normalizer, resolve_model
 from facekit.recipe import DataSection
@@ -56,25 +58,35 @@ def measure_person(normalizer: Normalizer, paths: list[Path]) -> list[dict[str, 
         aligned, _ = photo_in_face_frame(photo, face)
         values.append(
             {
-                "normalized": measure_face(face.image, face.landmarks),
+                "normalized": measure_face(face.decoder_image, face.decoder_landmarks),
                 "photo": measure_photo(photo, face),
-                "photo, normalized region": {"ita_degrees": skin_tone(aligned, face.landmarks).ita},
+                "photo, normalized region": {"ita_degrees": skin_tone(aligned, face.decoder_landmarks).ita},
             }
         )
     return values
 
 
-def spread(people: dict[str, list[dict[str, dict[str, float]]]], source: str, measure: str) -> dict[str, float]:
-    """Within-person SD (mean over people of the sample SD), between-person SD (of the person means), person means."""
-    groups = [np.array([v[source][measure] for v in rows]) for rows in people.values() if measure in rows[0][source]]
+def spread(people: dict[str, list[dict[str, dict[str, float]]]], source: str, measure: str) -> dict[str, Any]:
+    """Within-person SD (mean over people of the sample SD), between-person SD (of the person means), person means.
+    An undefined value (ITA of a grey photo, NaN) is left out; a person with fewer than 2 defined values too."""
+    groups = {}
+    for person, rows in people.items():
+        if measure in rows[0][source]:
+            values = np.array([v[source][measure] for v in rows], np.float64)
+            if np.isfinite(values).sum() >= 2:
+                groups[person] = values[np.isfinite(values)]
     if not groups:
         return {}
-    means = np.array([g.mean() for g in groups])
+    means = np.array([g.mean() for g in groups.values()])
+    undefined = sum(
+        int(np.isnan(v[source][measure]).sum()) for rows in people.values() for v in rows if measure in v[source]
+    )
     return {
-        "within": float(np.mean([g.std(ddof=1) for g in groups])),
+        "within": float(np.mean([g.std(ddof=1) for g in groups.values()])),
         "between": float(means.std(ddof=1)),
         "mean": float(means.mean()),
-        "means": means.tolist(),
+        "means": dict(zip(groups, means.tolist(), strict=True)),
+        "undefined": undefined,
     }
 
 
@@ -88,7 +100,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     args = parser.parse_args()
     root = DataSection().resolved_root()
-    normalizer = Normalizer.from_checkpoint(resolve_model(None, args.checkpoint))
+    # What `facekit attributes` measures: the decoder's own face (photo detail and shape off, as the app loads it).
+    normalizer = Normalizer.from_checkpoint(resolve_model(None, args.checkpoint), detail=DECODER_ONLY)
     by_person: dict[str, list[Path]] = {}
     for photo in lfw_photos(root, args.people_file, min_photos=4):
         by_person.setdefault(photo.identity, []).append(photo.path)
@@ -107,7 +120,8 @@ def main() -> None:
 
     def row(measure: str, label: str, photo_source: str = "photo") -> str:
         norm, raw = figures["normalized"][measure], figures[photo_source][measure]
-        r = float(np.corrcoef(norm["means"], raw["means"])[0, 1])
+        common = sorted(set(norm["means"]) & set(raw["means"]))
+        r = float(np.corrcoef([norm["means"][p] for p in common], [raw["means"][p] for p in common])[0, 1])
         return (
             f"| {label} | {norm['within']:.4g} | {raw['within']:.4g} | {norm['within'] / raw['within']:.2f} | "
             f"{norm['between']:.4g} | {raw['between']:.4g} | {norm['within'] / norm['between']:.2f} | "
@@ -140,7 +154,11 @@ def main() -> None:
         *(row(name, name) for name in RATIOS),
         "",
         f"ITA within-person SD, normalized / photo: **{ita:.2f}** (target <= 0.50: "
-        f"{'met' if ita <= 0.5 else 'not met'}).",
+        f"{'met' if ita <= 0.5 else 'not met'}). ITA is undefined (b* below {MIN_B_STAR}: a grey or black-and-white "
+        f"photo) for {figures['photo']['ita_degrees']['undefined']} photos and "
+        f"{figures['normalized']['ita_degrees']['undefined']} normalized faces: left out, and a person with fewer "
+        "than 2 defined values with them. The normalized faces measured are the decoder's own (photo detail and "
+        "shape off), as `facekit attributes` measures them.",
     ]
     publish("attributes" if split == "DevTest" else "attributes-selection", lines, write=not args.no_write)
 

@@ -348,13 +348,15 @@ class AttributesRow:
 
 
 def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
-    """The normalized face with its skin region outlined and landmarks dotted, beside the photo aligned into its frame
-    with the region placed from the photo's own landmarks; ``scale`` times the normalized size."""
+    """The normalized face that was measured (the decoder's own, :attr:`NormalizedFace.decoder_image`) with its skin
+    region outlined and landmarks dotted, beside the photo aligned into its frame with the region placed from the
+    photo's own landmarks; ``scale`` times the normalized size."""
     from PIL import Image, ImageDraw
 
     aligned, own = photo_in_face_frame(photo, face)
+    measured, points = face.decoder_image, face.decoder_landmarks
     tiles = []
-    for image, points in ((face.image, face.landmarks), (aligned, own if own is not None else face.landmarks)):
+    for image, points in ((measured, points), (aligned, own if own is not None else points)):
         size = image.shape[0] * scale
         tile = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
         draw = ImageDraw.Draw(tile)

@@ -180,6 +180,35 @@ def test_results_live_until_the_last_session_holding_them_ends(engine: Engine, t
     assert not analysis.folder.exists() and engine.cached(analysis.sha256) is None
 
 
+def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = example_photos(tmp_path / "examples")[0]
+    estimate = engine.adjuster.estimate_faces
+
+    def closed_midway(*args: Any, **kwargs: Any) -> Any:  # the first files are written by now
+        assert engine.release("alice") == [analysis.sha256]
+        return estimate(*args, **kwargs)
+
+    class ClosedBefore(dict):  # result() looks for a made result, then makes one: the page closes in between
+        def get(self, key: Any, default: Any = None) -> Any:
+            engine.release("alice")
+            return super().get(key, default)
+
+    for closing in ("midway", "before"):
+        analysis = engine.analyze(plain)
+        engine.hold(analysis.sha256, "alice")
+        with monkeypatch.context() as patch:
+            if closing == "midway":
+                patch.setattr(engine.adjuster, "estimate_faces", closed_midway)
+            else:
+                analysis.results = ClosedBefore()
+            with pytest.raises(UploadError, match="no longer in the server's memory"):
+                engine.result(analysis.sha256, 0)
+        assert not analysis.folder.exists() and engine.cached(analysis.sha256) is None, closing
+        assert not [path for path in engine.workdir.rglob("*") if path.is_file()], closing
+
+
 def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Path) -> None:
     wall = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 400, 3), 180, np.uint8)).save(wall)

@@ -20,6 +20,7 @@ from facekit.apps.attributes import (
     FaceAttributes,
     individual_typology_angle,
     ita_category,
+    overlay,
     shape_ratios,
     skin_mask,
     skin_polygons,
@@ -113,6 +114,18 @@ def _polygon_mask(polygon: np.ndarray) -> np.ndarray:
     mask = np.zeros((112, 112), np.uint8)
     cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, shift=4)
     return mask.astype(bool)
+
+
+def test_the_overlay_shows_the_face_and_region_that_were_measured(normalized: Any) -> None:
+    """Measures read the decoder's own face on its own landmarks (photo detail and shape off); the picture of the
+    skin region must show that face and region, not the output with the photo's detail and shape."""
+    from dataclasses import replace
+
+    assert normalized.decoded is not None  # the shipped setting: the output carries the photo's detail and shape
+    photo = real_face().image
+    shown = overlay(normalized, photo)
+    other = replace(normalized, image=np.zeros_like(normalized.image), landmarks=normalized.landmarks + 6.0)
+    assert np.array_equal(overlay(other, photo), shown)
 
 
 def test_shape_ratios_of_a_known_face_in_any_position() -> None:

@@ -412,9 +412,20 @@ class Engine:
         done = analysis.results.get(index)
         if done is not None:
             return done
-        made = self._make(analysis, index, tell)
+        gone = UploadError("This photo is no longer in the server's memory. Please upload it again.")
+        try:
+            made = self._make(analysis, index, tell)
+        except Exception as error:  # the page closed meanwhile and its files went: say so, leave nothing behind
+            if self.cached(sha256) is analysis:
+                raise
+            shutil.rmtree(analysis.folder, ignore_errors=True)
+            raise gone from error
         with self._cache_lock:
-            return analysis.results.setdefault(index, made)
+            if self._cache.get(sha256) is analysis:
+                return analysis.results.setdefault(index, made)
+        # Released (the page closed) or evicted while the results were made: nothing of it may stay on disk.
+        shutil.rmtree(analysis.folder, ignore_errors=True)
+        raise gone
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
         from facekit.apps.adjust import apply_correction, before_after, encode_like
@@ -423,7 +434,7 @@ class Engine:
 
         face = analysis.faces[index]
         folder = analysis.folder / f"face{index + 1}-{next(self._serial)}"
-        folder.mkdir(parents=True)
+        folder.mkdir()  # not parents=True: a released upload's deleted folder is never made again
         seconds: dict[str, float] = {}
         began = time.perf_counter()
 
