@@ -457,10 +457,14 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
     data, suffix = encode_like(planned.source, corrected)
     target = out / f"{planned.base}{suffix}"
     record = {**(record.to_json() if hasattr(record, "to_json") else record), **provenance}
+    path = out / f"{planned.base}.json"
+    # The record first, marked incomplete (a run killed while writing leaves outputs a rerun knows as its own and
+    # redoes), the pictures, then the record again, complete.
     files = [
+        (path, (json.dumps({**record, "complete": False}, indent=2) + "\n").encode()),
         (target, data),
         (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected))),
-        (out / f"{planned.base}.json", (json.dumps(record, indent=2) + "\n").encode()),
+        (path, (json.dumps({**record, "complete": True}, indent=2) + "\n").encode()),
     ]
     failed = write_files(files, out)
     if failed:
@@ -483,11 +487,13 @@ def _adjust_locked(
         # The adjusted photo an earlier run left, in the input's format (.jpg or .png).
         made = [path for path in planned.outputs(out, (".jpg", ".png")) if path.is_file()]
         taken = occupied(planned.outputs(out, ADJUST_OUTPUTS))
+        previous = read_record(out / f"{planned.base}.json")
+        ours = settings is not None and source_sha is not None and same_job(previous, provenance)
         if source_sha is None:
             row = AdjustRow(name, "unreadable", record={"reason": why})
-        elif settings is not None and made and same_job(read_record(out / f"{planned.base}.json"), provenance):
+        elif ours and made and previous.get("complete", True):
             row = AdjustRow(name, "done", str(made[0]), {"reason": "already adjusted with these settings"})
-        elif taken and not overwrite:
+        elif taken and not overwrite and not ours:  # ours but incomplete: a killed run's outputs, redone
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
             row = _adjust_one(planned, out, corrector, provenance)

@@ -354,9 +354,9 @@ def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     aligned, own = photo_in_face_frame(photo, face)
-    measured, points = face.decoder_image, face.decoder_landmarks
+    measured, measured_points = face.decoder_image, face.decoder_landmarks
     tiles = []
-    for image, points in ((measured, points), (aligned, own if own is not None else points)):
+    for image, points in ((measured, measured_points), (aligned, own if own is not None else measured_points)):
         size = image.shape[0] * scale
         tile = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
         draw = ImageDraw.Draw(tile)

@@ -325,3 +325,11 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     assert all(row["reason"] == "already made with these settings" for row in made.values()), made
     changed = avatar_files(plan, normalizer, maker, settings={**settings, "texture_size": 256})
     assert {row["status"] for row in changed} == {"exists"}
+    # A run killed while writing (the record first, incomplete; the sheet not yet there) is redone, not "exists".
+    record = json.loads((out / "face.json").read_text())
+    assert record["complete"] is True and "face_sheet.png" in record["files"]
+    (out / "face_sheet.png").unlink()
+    (out / "face.json").write_text(json.dumps({**record, "complete": False}))
+    redone = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
+    assert redone["face.jpg"]["status"] == "done" and "reason" not in redone["face.jpg"], redone
+    assert (out / "face_sheet.png").is_file() and json.loads((out / "face.json").read_text())["complete"] is True

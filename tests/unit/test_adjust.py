@@ -5,6 +5,7 @@ format, ICC profile and EXIF."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,14 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     assert other.returncode == 3 and "exists" in other.stdout, other.stdout
     same = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out))
     assert same.returncode == 0 and "done" in same.stdout, same.stdout
+    # A run killed while writing (the record first, incomplete; the before/after not yet there) is redone.
+    record = json.loads((out / "face.json").read_text())
+    assert record["complete"] is True
+    (out / "face_before_after.png").unlink()
+    (out / "face.json").write_text(json.dumps({**record, "complete": False}))
+    redone = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out))
+    assert redone.returncode == 0 and "adjusted" in redone.stdout, redone.stdout
+    assert (out / "face_before_after.png").is_file() and json.loads((out / "face.json").read_text())["complete"]
     assert (out / "lab.json").read_text() == "my notes\n"
     replaced = run_cli("adjust", str(photos / "lab.jpg"), "-o", str(out), "--overwrite")
     assert replaced.returncode == 0 and (out / "lab.json").read_text() != "my notes\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,21 +160,33 @@ class AvatarMaker:
         return avatars
 
     # ------------------------------------------------------------------------------------------------ files
-    def export(self, avatar: Avatar, folder: str | Path, name: str, root: str | Path | None = None) -> list[Path]:
+    def export(
+        self,
+        avatar: Avatar,
+        folder: str | Path,
+        name: str,
+        root: str | Path | None = None,
+        extra: Sequence[tuple[Path, bytes]] = (),
+    ) -> list[Path]:
         """NAME.obj + NAME.mtl + NAME.png (UV texture), NAME.glb, NAME_yaw*.png renders and NAME.json, atomically,
         into ``folder``, which must lie inside ``root`` (default: ``folder`` itself) without leaving it through a
-        link. A file that cannot be written is a FacekitError."""
+        link; ``extra`` (path, bytes) files are written with them (e.g. the CLI's contact sheet). NAME.json is written
+        first with ``"complete": false`` and last with ``true``: a run killed in between leaves outputs a rerun knows
+        as its own and redoes. A file that cannot be written is a FacekitError."""
         from facekit.batch import png_bytes, write_files
 
         folder = Path(folder)
         files = [(folder / file, data) for file, data in mesh_files(avatar, self.model, name).items()]
         files += [(folder / f"{name}_{yaw_name(yaw)}.png", png_bytes(image)) for yaw, image in avatar.renders.items()]
-        record = {**avatar.record, "files": [p.name for p, _ in files] + [f"{name}.json"], "units": "metres"}
-        files.append((folder / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode()))
-        failed = write_files(files, Path(root) if root is not None else folder)
+        files += list(extra)
+        path = folder / f"{name}.json"
+        record = {**avatar.record, "files": [p.name for p, _ in files] + [path.name], "units": "metres"}
+        started = (path, (json.dumps({**record, "complete": False}, indent=2) + "\n").encode())
+        done = (path, (json.dumps({**record, "complete": True}, indent=2) + "\n").encode())
+        failed = write_files([started, *files, done], Path(root) if root is not None else folder)
         if failed:
             raise FacekitError(failed)
-        return [path for path, _ in files]
+        return [path for path, _ in files] + [path]
 
 
 def interocular(landmarks: np.ndarray) -> float:

@@ -106,7 +106,6 @@ def _avatars_locked(
         read_record,
         remove_temporaries,
         same_job,
-        write_files,
     )
     from facekit.images import load_rgb
     from facekit_avatar.cards import AVATAR_OUTPUTS
@@ -122,11 +121,13 @@ def _avatars_locked(
             provenance[row["input"]] = {"input_sha256": source_sha, "settings": settings}
             glb, obj, record = planned.outputs(plan.out, (".glb", ".obj", ".json"))
             taken = occupied(planned.outputs(plan.out, AVATAR_OUTPUTS))
+            previous = read_record(record)
+            ours = settings is not None and source_sha is not None and same_job(previous, provenance[row["input"]])
             if source_sha is None:
                 row.update(status="unreadable", reason=why)
-            elif settings is not None and glb.is_file() and same_job(read_record(record), provenance[row["input"]]):
+            elif ours and glb.is_file() and previous.get("complete", True):
                 row.update(status="done", output=str(obj), reason="already made with these settings")
-            elif taken and not overwrite:
+            elif taken and not overwrite and not ours:  # ours but incomplete: a killed run's outputs, redone
                 row.update(status="exists", reason=exists_reason(taken[0]))
             else:
                 chunk.append(planned)
@@ -158,9 +159,12 @@ def _avatars_locked(
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
                 avatars[i].record.update(provenance[row["input"]])
                 sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
+                sheet_file = (plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))
+                failed = ""
                 try:
-                    files = maker.export(avatars[i], plan.out / base.parent, base.name, root=plan.out)
-                    failed = write_files([(plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))], plan.out)
+                    files = maker.export(
+                        avatars[i], plan.out / base.parent, base.name, root=plan.out, extra=[sheet_file]
+                    )
                 except FacekitError as error:
                     failed = str(error)
                 if failed:
