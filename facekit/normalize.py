@@ -290,7 +290,8 @@ class Normalizer:
             max_faces: with ``all_faces``, normalize only the largest ``max_faces`` (a crowd photo costs what it
                 shows); each face's ``faces_found`` still counts every face detected.
             near: with ``all_faces``, normalize only the detected face whose box overlaps this (x0, y0, x1, y1) box
-                most (intersection over union; none when no box overlaps it), e.g. the face another model found.
+                most (intersection over union; none when no box overlaps it), e.g. the face another model found;
+                it is looked for among every face found, whatever ``max_faces``.
 
         Returns:
             A :class:`NormalizedFace`, or a list of them (empty when no face is found) with ``all_faces``.
@@ -305,10 +306,11 @@ class Normalizer:
             faces = self.detector.detect_array(photo)
             for face in faces:
                 check_detection(self.detector, face)
-            kept = faces if max_faces is None else faces[: max(0, max_faces)]
-            if near is not None:
-                overlaps = [box_overlap(face.box, near) for face in kept]
-                kept = [kept[int(np.argmax(overlaps))]] if overlaps and max(overlaps) > 0 else []
+            kept = faces
+            if near is not None:  # among every face found, then max_faces
+                overlaps = [box_overlap(face.box, near) for face in faces]
+                kept = [faces[int(np.argmax(overlaps))]] if overlaps and max(overlaps) > 0 else []
+            kept = kept if max_faces is None else kept[: max(0, max_faces)]
             return self._normalize_faces([(photo, face, len(faces)) for face in kept])
         outcome = self.normalize_many([photo], ["image"])[0]
         if outcome.face is None:

@@ -44,6 +44,8 @@ def test_every_face_largest_first(normalizer: facekit.Normalizer) -> None:
     assert np.allclose(largest[0].landmarks, faces[0].landmarks, atol=0.05)  # a batch of one: float rounding
     (small,) = normalizer.normalize(canvas, all_faces=True, near=faces[1].box)  # the face at a given box
     assert small.box == faces[1].box and small.faces_found == 2
+    (again,) = normalizer.normalize(canvas, all_faces=True, near=faces[1].box, max_faces=1)  # not only the largest
+    assert again.box == faces[1].box
     assert normalizer.normalize(canvas, all_faces=True, near=(0.0, 0.0, 1.0, 1.0)) == []  # nothing there
 
 
