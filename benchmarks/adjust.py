@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -173,9 +174,10 @@ def known_casts(
     root: Path,
     subsets: dict[str, int],
     settings: dict[str, dict[str, Any]] = ADJUST_VARIANTS,
-) -> tuple[dict[str, dict[str, list[float]]], int]:
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:
     """Every method's errors on the first photos of each London ``subsets`` (name -> count), cast as the module
-    docstring says."""
+    docstring says; and the counts: photos taken, skipped (unreadable, or GrabCut failed), and per setting the cast
+    photos in which no face was found (no method is scored on them)."""
     import cv2
 
     variants = adjusters(normalizer, settings)
@@ -185,6 +187,7 @@ def known_casts(
     picks = rng.choice(len(scenes), size=len(london), replace=False)
     results: dict[str, dict[str, list[float]]] = {}
     skipped = 0
+    no_face = {"scene background": 0, "studio background": 0}
     for photo, pick in track(list(zip(london, picks, strict=True)), description=f"known casts: {len(london)} photos"):
         original = load_rgb(photo.path)[0]
         scene_photo = load_rgb(scenes[pick].path)[0]
@@ -205,12 +208,13 @@ def known_casts(
             # the largest one's pixels slightly differently from a batch of one).
             faces = normalizer.normalize(shot, all_faces=True)
             if not faces:  # no method is scored on this photo
+                no_face[setting] += 1
                 continue
             for method, corrected in corrections(shot, faces[0], variants).items():
                 angle, exposure = errors(corrected, clean, ~background)
                 results.setdefault(setting, {}).setdefault(f"{method} angle", []).append(angle)
                 results[setting].setdefault(f"{method} ev", []).append(exposure)
-    return results, skipped
+    return results, {"photos": len(london), "skipped": skipped, "no_face": no_face}
 
 
 # ------------------------------------------------------------------------------------------------ speed
@@ -306,7 +310,8 @@ def main() -> None:
     began = time.perf_counter()
     if args.selection:
         variants = {**ADJUST_VARIANTS, **SELECTION_VARIANTS}
-        accuracy, skipped = known_casts(normalizer, root, SELECTION_SET, variants)
+        accuracy, counts = known_casts(normalizer, root, SELECTION_SET, variants)
+        skipped = counts["skipped"]
         lines = [
             "## Choosing the adjust algorithm: known casts on London neutral photos "
             "(`python benchmarks/adjust.py --selection`)",
@@ -322,10 +327,11 @@ def main() -> None:
         publish("adjust-selection", lines, write=not args.no_write)
         return
     spread, used, chosen = consistency(normalizer, root, args.people, args.per_person)
-    accuracy, skipped = known_casts(normalizer, root, {"smiling_front": args.london})
+    accuracy, counts = known_casts(normalizer, root, {"smiling_front": args.london})
+    skipped, no_face = counts["skipped"], counts["no_face"]
     seconds = speed(normalizer, root)
     peaks = memory(root)
-    command = "python benchmarks/adjust.py" + ("" if args.people == 80 else f" --people {args.people}")
+    command = "python benchmarks/adjust.py" + (f" {shlex.join(sys.argv[1:])}" if sys.argv[1:] else "")
     lines = [
         f"## White balance and exposure from the normalized face (`{command}`)",
         "",
@@ -340,8 +346,10 @@ def main() -> None:
         "|---|---|",
         *(f"| {m} | {v:.2f} |" for m, v in spread.items()),
         "",
-        f"**Known casts**: {args.london - skipped} London smiling photos (neutral photos of these people were in "
-        f"training; {skipped} skipped where the background segmentation (GrabCut) failed), blackbody 2,500-10,000 K, "
+        f"**Known casts**: {counts['photos'] - skipped} London smiling photos (neutral photos of these people were in "
+        f"training; {skipped} skipped where the background segmentation (GrabCut) failed; no face found in the cast "
+        f"photo, so no method scored: {no_face['scene background']} with the scene background, "
+        f"{no_face['studio background']} with the studio one), blackbody 2,500-10,000 K, "
         "tint +-3 %, -1.5..+1.5 EV; errors on the person against the uncast photo (angular error of the mean linear "
         "RGB; |EV|).",
         "",

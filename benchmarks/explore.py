@@ -13,6 +13,8 @@ section "explore".
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from results import machine, publish
@@ -62,7 +64,7 @@ def main() -> None:
         "Below 1: a person's normalized faces are more alike than their photos (the model removes pose, light and "
         "expression); above 1: they differ more (the model adds variation the judge sees as identity).",
     ]
-    command = "python benchmarks/explore.py" + (f" --people {args.people}" if args.people != 40 else "")
+    command = "python benchmarks/explore.py" + (f" {shlex.join(sys.argv[1:])}" if sys.argv[1:] else "")
     publish(
         "explore", [f"## Encoder comparison: consistency of each model (`{command}`)", "", *lines], not args.no_write
     )

@@ -11,8 +11,9 @@ For each method (the shipped default model unless ``--model`` is given, and the 
   with no output, or an output in which the judge finds no face, counts as a fail (worst score). Photos in which the
   judge finds no face in the *input* are not judged (reported);
 - detail and background medians (:func:`facekit.fidelity.detail_ratio`, :func:`facekit.fidelity.background_noise`);
-- LFW 10-fold verification on ``--folds`` folds of pairs.txt with both photos replaced by their normalized faces,
-  judged by SFace through its own pipeline, beside the same on the original photos.
+- LFW verification on ``--folds`` folds of pairs.txt (10: the LFW protocol; each fold's threshold from the others)
+  with both photos replaced by their normalized faces, judged by SFace through its own pipeline, beside the same on
+  the original photos.
 
 Writes the ``quality`` section of benchmarks/RESULTS.md, ``<out>/metrics.json`` and a contact sheet (a row per photo:
 the photo, then each method's output).
@@ -103,7 +104,7 @@ def verification(
 
 
 def contact_sheet(photos: list[np.ndarray | None], columns: list[tuple[str, list[Any]]], rows: int, size: int) -> Any:
-    """A row per photo (evenly spread): the photo resized to ``size`` px high, then each method's output."""
+    """A row per photo (evenly spread): the whole photo fitted into a ``size`` px square, then each method's output."""
     import textwrap
 
     from PIL import Image, ImageDraw
@@ -117,10 +118,11 @@ def contact_sheet(photos: list[np.ndarray | None], columns: list[tuple[str, list
         draw.multiline_text((c * size + 3, 2), "\n".join(lines), fill=(0, 0, 0), spacing=2)
     for r, index in enumerate(picks):
         photo = photos[index]
-        if photo is not None:
-            scale = size / photo.shape[0]
-            thumb = Image.fromarray(photo).resize((max(1, round(photo.shape[1] * scale)), size), Image.BICUBIC)
-            sheet.paste(thumb.crop((0, 0, size, size)), (0, header + r * size))
+        if photo is not None:  # the whole photo, fitted into the square (centred)
+            scale = size / max(photo.shape[:2])
+            width, height = max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale))
+            thumb = Image.fromarray(photo).resize((width, height), Image.BICUBIC)
+            sheet.paste(thumb, ((size - width) // 2, header + r * size + (size - height) // 2))
         for c, (_, outcomes) in enumerate(columns, start=1):
             face = outcomes[index].face
             if face is not None:
@@ -151,12 +153,13 @@ def main() -> None:
     parser.add_argument(
         "--set",
         dest="photo_set",
-        choices=["lfw-devtest", "london-smiling", "lfw-devtrain"],
+        choices=["lfw-devtest", "london-smiling", "lfw-devtrain", "helen-test"],
         default="lfw-devtest",
         help="lfw-devtest: people never trained on (report); london-smiling: the London people's smiling photos, never "
         "trained on though their neutral ones were; lfw-devtrain: wild photos of the training people (identity "
-        "flattered; for settings that do not change the model). Choose models and settings on the last two, never on "
-        "DevTest",
+        "flattered; for settings that do not change the model); helen-test: 330 Flickr photos (HELEN test split), not "
+        "from LFW or London (ibug68/helen_test; many turned or smiling), never trained on: for choosing between "
+        "models. Choose models and settings on the last three, never on DevTest",
     )
     parser.add_argument("--folds", type=int, default=10, help="folds of pairs.txt for verification (0 = skip)")
     parser.add_argument(
@@ -181,6 +184,8 @@ def main() -> None:
         help="metrics.json of an earlier run: its methods, and figures this run skipped, join the table (marked)",
     )
     args = parser.parse_args()
+    if args.folds == 1:
+        parser.error("--folds 1 leaves no held-out fold (the threshold would be chosen on the pairs it scores)")
 
     import facekit
     from facekit.baselines.frontalize import Frontalizer
@@ -217,6 +222,11 @@ def main() -> None:
         photos = lfw_devtest(root, args.photos)
     elif args.photo_set == "lfw-devtrain":
         photos = lfw_spread(root, args.photos, "peopleDevTrain.txt")
+    elif args.photo_set == "helen-test":
+        from facekit.data.sources import Photo
+
+        files = sorted((root / "ibug68" / "helen_test").glob("*.jpg"))[: args.photos]
+        photos = [Photo(f"helen/{path.stem}", path, "helen") for path in files]
     else:
         from facekit.data.sources import london_photos
 
@@ -289,7 +299,7 @@ def main() -> None:
         "Background: |Laplacian| grey levels in the side strips outside the dilated hull (plain studio < 1).",
         "",
         "| method | SFace pass (>0.363) | SFace median cos | dlib pass (<0.6) | dlib median dist | detail | background "
-        "| LFW 10-fold, SFace | ms/photo after detection |",
+        f"| LFW {args.folds}-fold, SFace | ms/photo after detection |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in figures.items():
@@ -321,7 +331,8 @@ def main() -> None:
     if "photos (no normalization)" in figures:
         verify = figures["photos (no normalization)"]["verification_sface"]
         lines.append(
-            f"Verification: {verify['pairs']} pairs (10-fold protocol on {args.pairs}, {verify['photos']} photos); a "
+            f"Verification: {verify['pairs']} pairs ({verify['folds']}-fold protocol on {args.pairs}, threshold chosen "
+            f"on the other folds; {verify['photos']} photos); a "
             "pair with a photo that has no output or no face for the judge counts with the worst score."
         )
     if included:

@@ -630,6 +630,10 @@ def explore_interpolate(
     for index, (t, to_a, to_b) in enumerate(zip(result.t, result.to_a, result.to_b, strict=True)):
         table.add_row(str(index), f"{t:.2f}", f"{to_a:.3f}", f"{to_b:.3f}")
     console.print(table)
+    for name in result.photos_without_face:
+        console.print(f"[yellow]the judge ({result.judge}) finds no face in {name}: no scores against it (nan)[/]")
+    if result.frames_without_face:
+        console.print(f"[yellow]the judge finds no face in {result.frames_without_face} of the frames (nan)[/]")
     console.print("wrote " + ", ".join(str(path) for path in written))
 
 
@@ -685,12 +689,13 @@ def explore_compare(
         table.add_row(photo, result.persons[i], *cells)
     console.print(table)
     summary = Table(title="consistency: mean pairwise judge distance within a person (lower: more alike)")
-    for column in ("model", "judge", "metric", "people", "photos", "normalized faces", "input photos"):
+    for column in ("model", "judge", "metric", "people", "photos judged", "normalized faces", "input photos"):
         summary.add_column(column)
     for row in result.summary:
         values = [row["outputs_mean_distance"], row["inputs_mean_distance"]]
         texts = ["-" if v is None else f"{v:.4f}" for v in values]
-        summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), str(row["photos"]), *texts)
+        judged = f"{row['judged']} of {row['photos']}"
+        summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
     console.print(summary)
     console.print("wrote " + ", ".join(str(path) for path in written))
     if any(status != "ok" for label in labels for status, _ in result.status[label]):

@@ -142,6 +142,10 @@ class Interpolation:
     to_a: np.ndarray
     to_b: np.ndarray
     photos: list[dict[str, str]] = field(default_factory=list)
+    #: Frames in which the judge finds no face (their scores are NaN).
+    frames_without_face: int = 0
+    #: Names of the photos (A, B) in which the judge finds no face: every score against that photo is NaN.
+    photos_without_face: list[str] = field(default_factory=list)
 
     def strip(self) -> np.ndarray:
         """The frames side by side, (S, N*S + 2(N-1), 3) uint8."""
@@ -162,7 +166,8 @@ class Interpolation:
             "t": [round(float(v), 4) for v in self.t],
             "to_a": values(self.to_a),
             "to_b": values(self.to_b),
-            "frames_without_face_for_judge": int(np.isnan(self.to_a).sum()),
+            "frames_without_face_for_judge": self.frames_without_face,
+            "photos_without_face_for_judge": self.photos_without_face,
         }
 
 
@@ -222,7 +227,7 @@ class Comparison:
         writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.consistency)
-        writer.writerows({**row, "person": "(all people)", "photos": row["photos"]} for row in self.summary)
+        writer.writerows({**row, "person": "(all people)"} for row in self.summary)
         return buffer.getvalue()
 
     def to_json(self) -> dict[str, Any]:
@@ -279,8 +284,8 @@ def consistency_rows(
         rows.append(row)
     scored = [r for r in rows if r["outputs_mean_distance"] is not None]
     summary: dict[str, Any] = {"model": label, "judge": judge.name, "metric": metric, "people": len(scored)}
-    summary["photos"] = sum(r["judged"] for r in scored)
-    summary["judged"] = summary["photos"]
+    summary["photos"] = sum(r["photos"] for r in scored)  # every photo of the people scored
+    summary["judged"] = sum(r["judged"] for r in scored)  # of which the judge found a face in photo and output
     for key in ("outputs_mean_distance", "inputs_mean_distance"):
         summary[key] = round(float(np.mean([r[key] for r in scored])), 4) if scored else None
     return rows, summary
@@ -367,6 +372,8 @@ class Explorer(UsesNormalizer):
             to_a=score(along, np.repeat(ends[:1], steps, axis=0)),
             to_b=score(along, np.repeat(ends[1:], steps, axis=0)),
             photos=photos,
+            frames_without_face=int(np.isnan(along[:, 0]).sum()),
+            photos_without_face=[p["input"] for p, end in zip(photos, ends, strict=True) if np.isnan(end[0])],
         )
 
     def compare(

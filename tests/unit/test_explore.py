@@ -85,6 +85,16 @@ def test_interpolating_between_two_people_moves_from_one_to_the_other(explorer: 
     assert result.to_a[0] > result.to_a[-1] and result.to_b[-1] > result.to_b[0]
 
 
+def test_a_photo_the_judge_cannot_find_is_reported_apart_from_the_frames(explorer: Explorer, data_root: Path) -> None:
+    """dlib's detector finds this face, the SFace judge's YuNet does not: every score against photo A is NaN, which
+    is not "frames without a face"."""
+    person = data_root / "lfw" / "images" / "Donald_Rumsfeld"
+    result = explorer.interpolate(person / "Donald_Rumsfeld_0076.jpg", person / "Donald_Rumsfeld_0001.jpg", steps=4)
+    record = result.to_json()
+    assert np.isnan(result.to_a).all() and not np.isnan(result.to_b).any()
+    assert record["photos_without_face_for_judge"] == ["A"] and record["frames_without_face_for_judge"] == 0
+
+
 def test_compare_grid_status_and_consistency(explorer: Explorer, shipped_normalizer: Any, tmp_path: Path) -> None:
     face = real_face().image
     Image.fromarray(face).save(tmp_path / "alice_0001.jpg", quality=95)
@@ -106,6 +116,22 @@ def test_compare_grid_status_and_consistency(explorer: Explorer, shipped_normali
     assert [row["people"] for row in result.summary] == [1, 1]
     with pytest.raises(FacekitError, match="same label"):
         explorer.compare(photos[:1], [("x", shipped_normalizer), ("x", shipped_normalizer)])
+
+
+def test_the_summary_counts_photos_and_judged_photos_apart() -> None:
+    from types import SimpleNamespace
+
+    from facekit.apps.explore import consistency_rows
+
+    card = SimpleNamespace(distance="euclidean", threshold=0.6, embedding_size=2)
+    judge = SimpleNamespace(name="stub", encoder=SimpleNamespace(card=card), higher_is_same=False, card=card)
+    persons = ["a", "a", "a", "b", "b", "c"]  # c has one photo: not scored
+    inputs = np.arange(12, dtype=float).reshape(6, 2)
+    outputs = inputs + 0.5
+    outputs[2] = np.nan  # a's third output: no face for the judge
+    rows, summary = consistency_rows("m", judge, persons, inputs, outputs)
+    assert [(r["person"], r["photos"], r["judged"]) for r in rows] == [("a", 3, 2), ("b", 2, 2)]
+    assert (summary["people"], summary["photos"], summary["judged"]) == (2, 5, 4)
 
 
 def test_apply_lays_out_a_path_and_measures_its_steps() -> None:
