@@ -299,7 +299,7 @@ def main() -> None:
         "Background: |Laplacian| grey levels in the side strips outside the dilated hull (plain studio < 1).",
         "",
         "| method | SFace pass (>0.363) | SFace median cos | dlib pass (<0.6) | dlib median dist | detail | background "
-        f"| LFW {args.folds}-fold, SFace | ms/photo after detection |",
+        f"| LFW {f'{args.folds}-fold' if args.folds else 'verification'}, SFace | ms/photo after detection |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in figures.items():
