@@ -126,7 +126,7 @@ class PaperDecoder(_Base):
         from facekit.warp import sparse_image_warp
 
         return sparse_image_warp(
-            texture, source, destination, order=1, regularization=DECODER_WARP_REGULARIZATION, boundary_points=2
+            texture, source, destination, order=1, regularization=DECODER_WARP_REGULARIZATION, boundary_points=3
         )
 
 

@@ -187,7 +187,7 @@ def morph_average(crops: list[np.ndarray], landmarks: list[np.ndarray]) -> tuple
     destination = torch.from_numpy(mean).expand_as(source).contiguous()
     with torch.no_grad():
         warped, _ = sparse_image_warp(
-            images, source, destination, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=2
+            images, source, destination, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=3
         )
     average = (warped.mean(dim=0).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     return average, mean
@@ -202,8 +202,10 @@ def _safe_name(identity: str) -> str:
     return f"{readable}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
-#: Bump when the per-identity work changes meaning (invalidates every resumable prepare folder).
-PREPARE_FORMAT = 2
+#: Bump when the per-identity work changes meaning (invalidates every resumable prepare folder). 3: the morph
+#: warp's 12 zero-flow border points again (from 2026-11-30 19:32 until 3, ``boundary_points=2`` meant 8 in tfa's
+#: count; facekit.warp.boundary_control_points).
+PREPARE_FORMAT = 3
 FINGERPRINT = "fingerprint.json"
 
 
@@ -503,7 +505,7 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
             source = torch.from_numpy(points[start : start + 64])
             target = torch.from_numpy(mean_points).expand_as(source).contiguous()
             warped, _ = sparse_image_warp(
-                batch, source, target, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=2
+                batch, source, target, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=3
             )
             textures[start : start + 64] = (warped.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     for name, array in (("averages", averages), ("landmarks", points), ("textures", textures)):

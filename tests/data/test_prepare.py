@@ -295,3 +295,30 @@ def test_fewer_people_rebuild_the_arrays(tmp_path: Path, data_root: Path) -> Non
     kept = json.loads((output / "identities.json").read_text())
     assert len(kept) == 2 and not any("person02" in json.dumps(entry) for entry in kept)
     assert np.load(output / "landmarks.npy").shape[0] == 2
+
+
+def test_morph_averages_and_the_decoders_fallback_keep_twelve_border_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The morph and texture warps and the decoder's own warp pin 12 zero-flow points on the border (corners + 2
+    inside each edge), as before boundary_points switched to tfa's count (where 2 means 8)."""
+    import torch
+
+    import facekit.warp as warp
+    from facekit.data.augment import synthetic_identities
+    from facekit.data.prepare import morph_average
+    from facekit.decoder import PaperDecoder
+    from facekit.decoder_params import DecoderParams
+
+    counts: list[int] = []
+    real = warp.sparse_image_warp
+
+    def counting(*args: object, boundary_points: int = 3, **kwargs: object) -> object:
+        counts.append(len(warp.boundary_control_points(8, 8, boundary_points)))
+        return real(*args, boundary_points=boundary_points, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(warp, "sparse_image_warp", counting)
+    faces = synthetic_identities(2, size=64, seed=1, jitter_px=4.0)
+    morph_average([faces["backgrounds"][i] for i in range(2)], [faces["landmarks"][i] for i in range(2)])
+    decoder = PaperDecoder(DecoderParams(image_size=32, grid=4, channels=8, hidden=16))
+    points = torch.rand(1, 68, 2) * 30
+    decoder.warp(torch.rand(1, 3, 32, 32), points, points)
+    assert counts == [12, 12]
