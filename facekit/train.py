@@ -138,6 +138,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if encoder_component is None:
         raise FacekitError("training needs components.encoder (e.g. {name: dlib-resnet})")
     device = choose_device(settings.device)
+    if settings.precision == "fp16" and device.type == "cpu":  # device: auto on a machine without a GPU
+        raise FacekitError("train.precision fp16 needs a GPU, and training would run on the CPU: use bf16 or fp32")
     dist = setup_distributed(device)
     torch.manual_seed(settings.seed)
     output = Path(settings.output)
@@ -154,6 +156,9 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         parameter.requires_grad_(False)
     pool = cached_pool(plan, encoder.cpu(), output / "pool.safetensors", progress=progress and dist.main)
     encoder.to(device)
+    # Seeded again: making the pool's morphs draws from torch's generator and reading the cached pool does not, so
+    # a rerun over a cached pool (a run killed before its first checkpoint) would start from other weights.
+    torch.manual_seed(settings.seed)
     decoder = build_decoder(plan, int(pool.features.shape[1])).to(device)
     decoder.set_mean_landmarks(PreparedFaces(recipe.prepare.output).mean_landmarks)
     decoder.set_feature_stats(pool.features)
@@ -167,6 +172,11 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)
         other_encoder = init_meta.get("encoder") not in (None, encoder_component.spec.name)
+        wanted = plan.components["decoder"].spec.name if "decoder" in plan.components else None
+        if init_meta.get("decoder") not in (None, wanted):
+            raise FacekitError(
+                f"train.init {settings.init} is a {init_meta['decoder']!r} decoder; this recipe trains {wanted!r}"
+            )
         fresh: list[str] = []
         if other_encoder:
             # A warm start from a model of another encoder: its decoder layers, but this encoder's feature statistics,

@@ -450,6 +450,12 @@ def morph_dataset(plan: Any, length: int) -> MorphDataset:
     if not (folder / "textures.npy").is_file():
         raise FacekitError(f"no prepared dataset in {folder}: run the prepare stage first")
     augment = plan.recipe.augment
+    identities = len(np.load(folder / "landmarks.npy", mmap_mode="r"))
+    if not 0 < augment.neighbours < identities:
+        raise FacekitError(
+            f"augment.neighbours {augment.neighbours} needs more than that many prepared identities; {folder} has "
+            f"{identities}: lower augment.neighbours (--set augment.neighbours=...) or turn augmentation off"
+        )
     return MorphDataset(
         folder / "landmarks.npy",
         folder / "textures.npy",

@@ -425,3 +425,37 @@ def test_identity_share_sends_only_part_of_the_batch_through_the_encoder() -> No
     assert image.grad is not None and image.grad[2:].abs().sum() > 0  # the pixel term still reaches every item
     losses(out, items, Recording(), LossWeights(identity=1.0), 16)
     assert seen == [2, 8]
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_alike(prepared: Path, tmp_path: Path) -> None:
+    """With augmentation, making the pool draws random numbers and reading the cached pool does not: the decoder's
+    starting weights must not depend on which happened."""
+    import torch
+
+    recipe: dict[str, Any] = {"steps": 3, "pool_size": 8, "checkpoint_every": 100}
+    whole = tiny_recipe(prepared, tmp_path / "whole", **recipe)
+    whole["augment"] = {"enabled": True, "count": 0, "neighbours": 3}
+    expected = read_checkpoint(train(resolve(whole)) / "checkpoints" / "last.safetensors")[0]
+    again = {**whole, "train": {**whole["train"], "output": str(tmp_path / "again")}}
+    output = train(resolve(again))
+    (output / "checkpoints" / "last.safetensors").unlink()  # as if killed after the pool was cached
+    final = read_checkpoint(train(resolve(again), resume=True) / "checkpoints" / "last.safetensors")[0]
+    assert all(torch.equal(final[k], v) for k, v in expected.items() if k.startswith("model."))
+
+
+def test_impossible_training_settings_are_one_line_errors(prepared: Path, tmp_path: Path) -> None:
+    few = tiny_recipe(prepared, tmp_path / "few", steps=1, pool_size=4)
+    few["augment"] = {"enabled": True, "count": 0, "neighbours": 24}  # 24 identities: at most 23 neighbours
+    with pytest.raises(FacekitError, match=r"augment\.neighbours 24 needs more"):
+        train(resolve(few))
+    half = tiny_recipe(prepared, tmp_path / "half", steps=1, device="auto", precision="fp16")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(FacekitError, match="fp16 needs a GPU"):
+            train(resolve(half))
+    start = train(resolve(tiny_recipe(prepared, tmp_path / "paper", steps=1)))
+    other = tiny_recipe(prepared, tmp_path / "cnn", steps=1, init=str(start / "checkpoints" / "last.safetensors"))
+    other["components"]["decoder"] = {"name": "plain-cnn", "params": {"image_size": SIZE, "grid": 4, "channels": 16}}
+    with pytest.raises(FacekitError, match="is a 'paper' decoder; this recipe trains 'plain-cnn'"):
+        train(resolve(other))
