@@ -297,7 +297,9 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
 
 
 def read_progress(output: Path) -> dict[str, dict[str, Any]]:
-    """Finished identities from every ``progress*.jsonl`` (a torn last line from a killed run is ignored)."""
+    """Finished identities from every ``progress*.jsonl`` (a torn last line from a killed run is ignored). An
+    identity done more than once (a rerun with another shard count redid it) keeps its latest record: the one with
+    the highest ``written`` stamp (records written before the stamp count as oldest, in file order)."""
     done: dict[str, dict[str, Any]] = {}
     for path in sorted(output.glob("progress*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -305,13 +307,17 @@ def read_progress(output: Path) -> dict[str, dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            done[record["identity"]] = record
+            earlier = done.get(record["identity"])
+            if earlier is None or record.get("written", 0) >= earlier.get("written", 0):
+                done[record["identity"]] = record
     return done
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` to the progress file ``path``, stamped with when it was written (ns; read_progress keeps
+    the latest record of an identity)."""
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps({**record, "written": time.time_ns()}) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -153,6 +153,24 @@ def test_shards_split_the_work_and_the_last_builds_the_arrays(tmp_path: Path, da
     assert np.allclose(np.load(tmp_path / "out" / "mean_landmarks.npy"), faces_ds.landmarks.mean(0), atol=1e-4)
 
 
+def test_an_identity_redone_without_shards_keeps_its_latest_result(tmp_path: Path, data_root: Path) -> None:
+    """Shard files sort after progress.jsonl: the record an unsharded rerun wrote must still win over the shard's."""
+    folder = tmp_path / "people"
+    (folder / "alice").mkdir(parents=True)
+    (folder / "bob").mkdir()
+    faces = canada(data_root, 2, size=240)
+    faces[0].save(folder / "alice" / "a1.jpg")
+    faces[1].save(folder / "bob" / "b1.jpg")
+    plan = resolve(recipe_for(folder, tmp_path / "out", data_root))
+    run_prepare(plan, shard=Shard.parse("0/2"))
+    run_prepare(plan, shard=Shard.parse("1/2"))
+    assert len(PreparedFaces(tmp_path / "out")) == 2
+    Image.new("RGB", (240, 300), (120, 120, 120)).save(folder / "alice" / "a1.jpg")  # no face any more
+    assert run_prepare(plan).processed_identities == 1
+    assert [e["identity"] for e in PreparedFaces(tmp_path / "out").identities] == ["folder/bob"]
+    assert run_prepare(plan).processed_identities == 0  # and it stays done
+
+
 def test_shard_parsing() -> None:
     assert Shard.parse("2/4") == Shard(2, 4)
     for bad in ("4/4", "x", "1/0", "-1/2"):
