@@ -45,6 +45,7 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
 
     from facekit.data.augment import contact_sheet, materialise, morph_dataset
     from facekit.errors import FacekitError
+    from facekit.models import sha256_file
     from facekit.runs import start_run
 
     augment = plan.recipe.augment
@@ -52,7 +53,20 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise FacekitError("augment.enabled is false or augment.count is 0: nothing to materialise")
     dataset = morph_dataset(plan, length=augment.count)
     run = start_run(plan, "augment", Path(augment.output) / "runs")
-    materialise(dataset, augment.count, augment.output, workers=plan.recipe.prepare.workers, progress=options.progress)
+    prepared = Path(plan.recipe.prepare.output)
+    fingerprint = {  # what the morphs depend on: shards made from anything else are refused, never mixed in
+        "prepared": {name: sha256_file(prepared / f"{name}.npy") for name in ("landmarks", "textures", "averages")},
+        "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
+        "seed": plan.recipe.train.seed,
+    }
+    materialise(
+        dataset,
+        augment.count,
+        augment.output,
+        workers=plan.recipe.prepare.workers,
+        progress=options.progress,
+        fingerprint=fingerprint,
+    )
     picks = np.random.default_rng(plan.recipe.train.seed).choice(
         augment.count, size=min(64, augment.count), replace=False
     )

@@ -308,6 +308,8 @@ def _write_shard(out_dir: Path, name: str, items: list[int], rows: list[dict[str
     np.save(tmp / "landmarks.npy", np.stack([r["landmarks"].numpy().astype(np.float32) for r in rows]))
     np.save(tmp / "items.npy", np.asarray(items, np.int64))
     final = out_dir / name
+    if final.is_dir():  # facekit's own shard holding other items (count changed): replaced
+        shutil.rmtree(final)
     os.replace(tmp, final)  # atomic: a shard directory either is complete or does not exist
     return final
 
@@ -319,23 +321,42 @@ def materialise(
     shard_size: int = 1000,
     workers: int = 2,
     progress: bool = True,
+    fingerprint: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write items ``0 .. count - 1`` of ``dataset_like`` (e.g. a :class:`MorphDataset`) into shards.
 
-    Format: see the module docstring. Shard ``s`` holds items ``[s * shard_size, (s + 1) * shard_size)``; shards that
-    already exist are skipped, so an interrupted run resumes where it stopped (items are deterministic, so a rerun
-    never duplicates or changes them). ``index.json`` is (re)written at the end.
+    Format: see the module docstring. Shard ``s`` holds items ``[s * shard_size, (s + 1) * shard_size)``; a shard
+    that already holds exactly its items is skipped, so an interrupted run resumes where it stopped (items are
+    deterministic, so a rerun never duplicates or changes them); one that holds others (``count`` changed) is made
+    again. ``fingerprint`` (what the items depend on: prepared data, settings, seed) is kept in ``index.json``; shards
+    made with another one are refused, never mixed in. ``index.json`` is (re)written at the end.
 
     Returns:
         the shard directories written by this call.
     """
+    from facekit.errors import FacekitError
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if fingerprint is not None and (out / "index.json").is_file():
+        earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
+        if earlier != fingerprint:
+            earlier = earlier or {}
+            differ = sorted(k for k in {*earlier, *fingerprint} if earlier.get(k) != fingerprint.get(k))
+            raise FacekitError(
+                f"{out} holds morphs made from other prepared data or settings ({', '.join(differ)} differ): remove "
+                "it or choose another augment.output"
+            )
     shards = [
         (f"shard-{s:05d}", list(range(a, min(count, a + shard_size))))
         for s, a in enumerate(range(0, count, shard_size))
     ]
-    todo = [(name, items) for name, items in shards if not (out / name).is_dir()]
+
+    def holds(name: str, items: list[int]) -> bool:
+        path = out / name / "items.npy"
+        return path.is_file() and np.load(path).tolist() == items
+
+    todo = [(name, items) for name, items in shards if not holds(name, items)]
     logger.info("materialise: %d of %d shards to write in %s", len(todo), len(shards), out)
     written: list[Path] = []
     if todo:
@@ -374,6 +395,7 @@ def materialise(
             "items": "int64 (n,)",
         },
         "shards": [{"dir": name, "start": items[0], "count": len(items)} for name, items in shards],
+        "fingerprint": fingerprint,
     }
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     return written

@@ -20,6 +20,7 @@ from facekit.data.augment import (
     synthetic_identities,
 )
 from facekit.data.poisson import face_mask
+from facekit.errors import FacekitError
 
 SIZE = 48
 
@@ -191,6 +192,19 @@ def test_materialise_resumes_and_never_duplicates(data, tmp_path) -> None:
     expected = np.round(ds[13]["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
     np.testing.assert_array_equal(images[3], expected)
     assert materialise(ds, 30, out, shard_size=10, workers=0, progress=False) == []
+
+
+def test_materialise_after_the_count_or_the_data_changed(data, tmp_path) -> None:
+    out = tmp_path / "morphs"
+    materialise(_dataset(data, length=25), 25, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 1})
+    more = materialise(
+        _dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 1}
+    )
+    assert [p.name for p in more] == ["shard-00002"]  # held items 20-24 only: made again with 20-29
+    items = np.concatenate([np.load(out / f"shard-{s:05d}" / "items.npy") for s in range(3)])
+    np.testing.assert_array_equal(items, np.arange(30))
+    with pytest.raises(FacekitError, match="other prepared data or settings"):
+        materialise(_dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2})
 
 
 def test_contact_sheet_layout() -> None:
