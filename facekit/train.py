@@ -150,6 +150,19 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if resume and checkpoint.exists():
         resumed = read_checkpoint(checkpoint)
         check_resumable(resumed[1].get("recipe"), plan.to_dict(), checkpoint)
+        # read_checkpoint gives a file written before boundary_points counted tfa's way its params in today's
+        # count; the same recipe text builds today's warper from its own number, which would be another warp.
+        warper = plan.components.get("warper")
+        trained, now = resumed[1].get("warper_params"), warper.params.model_dump() if warper is not None else None
+        if trained is not None and now is not None and trained != now:
+            changed = ", ".join(
+                f"{k} {trained.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if trained.get(k) != now.get(k)
+            )
+            raise FacekitError(
+                f"{checkpoint} was written before boundary_points counted tfa's way, and the same recipe now builds "
+                f"another warp ({changed}): it cannot be continued as it was; start a new run from its weights with "
+                f"--set train.init={checkpoint} and another train.output"
+            )
 
     encoder = encoder_component.build().to(device).eval()
     for parameter in encoder.parameters():

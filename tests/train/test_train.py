@@ -459,3 +459,21 @@ def test_impossible_training_settings_are_one_line_errors(prepared: Path, tmp_pa
     other["components"]["decoder"] = {"name": "plain-cnn", "params": {"image_size": SIZE, "grid": 4, "channels": 16}}
     with pytest.raises(FacekitError, match="is a 'paper' decoder; this recipe trains 'plain-cnn'"):
         train(resolve(other))
+
+
+def test_a_checkpoint_from_before_the_boundary_switch_is_not_resumed_with_another_warp(
+    prepared: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from facekit.checkpoints import write_model_file
+
+    output = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=2)))
+    checkpoint = output / "checkpoints" / "last.safetensors"
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["facekit"])
+    meta.pop("boundary_convention")  # as written before boundary_points counted tfa's way
+    write_model_file(checkpoint, load_file(str(checkpoint)), meta)
+    with pytest.raises(FacekitError, match=r"boundary_points 4 -> 3\): it cannot be continued"):
+        train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=3)), resume=True)
