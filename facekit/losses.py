@@ -63,10 +63,31 @@ def feature_matching(maps: list[torch.Tensor], targets: list[torch.Tensor]) -> t
     return torch.stack(terms).mean()
 
 
+def identity_items(batch_size: int, share: float, rank: int = 0, world: int = 1) -> tuple[int, float]:
+    """Which items of rank ``rank``'s slice (``batch[rank::world]``) get the identity loss, and its weight there.
+
+    One process puts the first ``n = ceil(share * batch_size)`` items of the batch through the encoder and averages
+    over them; of those, this rank holds the first ``count`` of its slice. Each rank's terms are means over its slice
+    weighted by its share of the batch (the training step's scaling), so the rank's identity mean is multiplied by
+    ``count * batch_size / (n * slice size)``: summed over ranks it is the one process's mean. Returns
+    ``(count, scale)``; (n, 1.0) for one process."""
+    n = max(1, math.ceil(share * batch_size))
+    count = len(range(rank, n, world))
+    mine = len(range(rank, batch_size, world))
+    return count, (count * batch_size / (n * mine) if count and mine else 0.0)
+
+
 def losses(
-    out: DecoderOutput, batch: dict[str, torch.Tensor], encoder: Any, weights: Any, image_size: int
+    out: DecoderOutput,
+    batch: dict[str, torch.Tensor],
+    encoder: Any,
+    weights: Any,
+    image_size: int,
+    identity: tuple[int, float] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The weighted terms. Landmark MSE is in pixels of a 100-px image (so it does not depend on the size)."""
+    """The weighted terms. Landmark MSE is in pixels of a 100-px image (so it does not depend on the size).
+    ``identity``: (items, scale) of :func:`identity_items` for one rank of several (default: this batch's first
+    ``ceil(identity_share * size)`` items, scale 1)."""
     terms: dict[str, torch.Tensor] = {}
     if out.landmarks is not None:
         scale = 100.0 / image_size
@@ -78,9 +99,14 @@ def losses(
     terms[name] = F.l1_loss(learned.float(), target)
     if weights.laplacian > 0:
         terms["laplacian"] = F.l1_loss(laplacian(learned.float()), laplacian(target))
-    if weights.identity > 0 or weights.perceptual > 0:
-        # A share of the batch (weights.identity_share) through the encoder; the rest gets the pixel terms only.
-        n = max(1, math.ceil(weights.identity_share * out.image.shape[0]))
+    # A share of the batch (weights.identity_share) through the encoder; the rest gets the pixel terms only.
+    uses_encoder = weights.identity > 0 or weights.perceptual > 0
+    n, share_scale = identity if identity is not None else identity_items(out.image.shape[0], weights.identity_share)
+    if uses_encoder and n == 0:  # none of the global batch's identity items is in this rank's slice
+        for key, weight in (("identity", weights.identity), ("perceptual", weights.perceptual)):
+            if weight > 0:
+                terms[key] = out.image.new_zeros((), dtype=torch.float32)
+    elif uses_encoder:
         crops = encoder_crops(encoder, out.image[:n], batch["transform"][:n])
         if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
             if not hasattr(encoder, "embed_and_maps"):
@@ -90,11 +116,11 @@ def losses(
             embedding, maps = encoder.embed_and_maps(crops)
             with torch.no_grad():
                 _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"][:n], batch["transform"][:n]))
-            terms["perceptual"] = feature_matching(maps, targets)
+            terms["perceptual"] = feature_matching(maps, targets) * share_scale
         else:
             embedding = encoder.embed(crops)
         if weights.identity > 0:
-            terms["identity"] = identity_term(embedding, batch["embedding"][:n])
+            terms["identity"] = identity_term(embedding, batch["embedding"][:n]) * share_scale
     weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
     weight_of.update(identity=weights.identity, perceptual=weights.perceptual, laplacian=weights.laplacian)
     terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))

@@ -33,7 +33,7 @@ import torch
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
 from facekit.errors import FacekitError
-from facekit.losses import jitter_transforms, losses
+from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.pool import Pool, cached_pool
 from facekit.warp import BOUNDARY_CONVENTION_KEY
 
@@ -260,6 +260,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     fixed = np.arange(min(8, len(pool)))
     began = time.perf_counter()
     bar = _progress_bar(progress and dist.main, settings.steps, start_step)
+    # The identity loss's items of the global batch that are this rank's (the same set N processes or one).
+    slice_identity = identity_items(settings.batch_size, settings.loss.identity_share, dist.rank, dist.world)
     for step in range(start_step + 1, settings.steps + 1):
         rng = np.random.default_rng([settings.seed, step])
         index = rng.integers(len(pool), size=settings.batch_size)
@@ -270,7 +272,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             batch["transform"] = jitter_transforms(batch["transform"], encoder.card.input_size, draws)
         with autocast:
             out = model(batch["features"])
-            terms = losses(out, batch, encoder, settings.loss, decoder.image_size)
+            terms = losses(out, batch, encoder, settings.loss, decoder.image_size, identity=slice_identity)
         optimizer.zero_grad(set_to_none=True)
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
         (terms["loss"] * len(mine) * dist.world / len(index)).backward()

@@ -477,3 +477,27 @@ def test_a_checkpoint_from_before_the_boundary_switch_is_not_resumed_with_anothe
     write_model_file(checkpoint, load_file(str(checkpoint)), meta)
     with pytest.raises(FacekitError, match=r"boundary_points 4 -> 3\): it cannot be continued"):
         train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=3)), resume=True)
+
+
+@pytest.mark.parametrize(
+    ("batch", "share", "world"), [(32, 0.3, 4), (8, 0.3, 3), (8, 0.25, 2), (16, 1.0, 3), (5, 0.5, 4)]
+)
+def test_ranks_put_the_same_identity_items_through_the_encoder_as_one_process(
+    batch: int, share: float, world: int
+) -> None:
+    """Each rank's terms are means over its slice ``batch[rank::world]`` weighted by len(slice) / batch: the ranks'
+    identity terms must add up to one process's mean over the batch's first ceil(share * batch) items."""
+    from facekit.losses import identity_items
+
+    values = np.random.default_rng(batch + world).random(batch)
+    n, scale = identity_items(batch, share)
+    assert scale == 1.0
+    one = values[:n].mean()
+    total = 0.0
+    for rank in range(world):
+        mine = values[rank::world]
+        count, weight = identity_items(batch, share, rank, world)
+        assert set(np.arange(batch)[rank::world][:count]) == set(range(rank, n, world))
+        if count:
+            total += len(mine) / batch * weight * mine[:count].mean()
+    assert np.isclose(total, one)
