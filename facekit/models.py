@@ -84,16 +84,21 @@ def verify_file(path: Path, expected: str | None, what: str = "") -> Path:
 
 
 def read_manifest() -> dict[str, StoredModel]:
-    path = store_dir() / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        return {name: StoredModel(**entry) for name, entry in json.loads(path.read_text(encoding="utf-8")).items()}
-    except (ValueError, TypeError, AttributeError):  # not JSON, not a mapping, or entries of another shape
-        raise FacekitError(
-            f"the model store's manifest {path} is damaged: restore it, or move it away and `facekit models import` "
-            "the files again"
-        ) from None
+    """The store's entries: ``manifest.json`` (``facekit models import``) and the manifests of bundles unpacked into
+    the store (``manifest.bundle-*.json``, each named by its content, so unpacking one never replaces another's)."""
+    entries: dict[str, StoredModel] = {}
+    for path in [*sorted(store_dir().glob("manifest.bundle-*.json")), store_dir() / MANIFEST]:
+        if not path.is_file():
+            continue
+        try:
+            text = json.loads(path.read_text(encoding="utf-8"))
+            entries.update({name: StoredModel(**entry) for name, entry in text.items()})
+        except (ValueError, TypeError, AttributeError):  # not JSON, not a mapping, or entries of another shape
+            raise FacekitError(
+                f"the model store's manifest {path} is damaged: restore it, or move it away and `facekit models "
+                "import` the files again"
+            ) from None
+    return entries
 
 
 def _write_manifest(entries: dict[str, StoredModel]) -> None:
@@ -248,8 +253,9 @@ def _write_bundle(sources: Iterable[WeightsSource], out: Path, entries: dict[str
             entries[source.file] = StoredModel(
                 source.file, sha256_file(path), source.licence, source.url or source.package or "", path.stat().st_size
             )
-        manifest = json.dumps({k: asdict(v) for k, v in entries.items()}, indent=2).encode()
-        info = tarfile.TarInfo(f"models/{MANIFEST}")
+        manifest = json.dumps({k: asdict(v) for k, v in sorted(entries.items())}, indent=2).encode()
+        # Not manifest.json: unpacked into a store, it must not replace the entries already there.
+        info = tarfile.TarInfo(f"models/manifest.bundle-{hashlib.sha256(manifest).hexdigest()[:12]}.json")
         info.size = len(manifest)
         import io
 

@@ -66,8 +66,15 @@ def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> Non
     assert models.bundle([SOURCE], out) == ["toy.bin"]
     with tarfile.open(out) as tar:
         names = tar.getnames()
-        manifest = json.load(tar.extractfile("models/manifest.json"))  # type: ignore[arg-type]
-    assert names == ["models/toy.bin", "models/manifest.json"] and manifest["toy.bin"]["sha256"] == SHA
+        manifest = json.load(tar.extractfile(names[1]))  # type: ignore[arg-type]
+    assert names[0] == "models/toy.bin" and names[1].startswith("models/manifest.bundle-")
+    assert manifest["toy.bin"]["sha256"] == SHA
+    # Unpacked into a store that holds other entries, as the docs say: none of them is lost.
+    other = {**manifest["toy.bin"], "file": "other.bin", "sha256": "0" * 64}
+    (home / "models" / "manifest.json").write_text(json.dumps({"other.bin": other}))
+    with tarfile.open(out) as tar:
+        tar.extractall(home, filter="data")
+    assert sorted(models.read_manifest()) == ["other.bin", "toy.bin"]
     kept = out.read_bytes()
     with pytest.raises(FacekitError, match="exists: --overwrite replaces it"):
         models.bundle([SOURCE], out)
