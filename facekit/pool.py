@@ -139,6 +139,7 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
             chosen.append((target, *items[pick]))
     targets: list[int] = []
     features, embeddings = [], []
+    unreadable: list[str] = []
     with torch.no_grad():
         for start in _track(range(0, len(chosen), 32), f"encoding {len(chosen)} photos", progress):
             block = []
@@ -146,6 +147,8 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
                 image, _ = load_rgb(Path(path))
                 if image is not None:
                     block.append((target, image, points))
+                else:
+                    unreadable.append(path)
             if not block:
                 continue
             inputs = encoder_inputs(encoder, [b[1] for b in block], np.stack([b[2] for b in block]))
@@ -154,6 +157,16 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
             embeddings.append(embedding)
             targets.extend(b[0] for b in block)
     logger.info("photo inputs: %d photos of %d people", len(targets), len(candidates))
+    if len(unreadable) * 10 > len(chosen):  # not a few vanished files: the paths do not lead to the photos from here
+        raise FacekitError(
+            f"train.photo_inputs: {len(unreadable)} of {len(chosen)} photos in {recipe.prepare.output}/manifest.jsonl "
+            f"cannot be read (e.g. {unreadable[0]}); its paths are as prepare saw them (relative ones from the folder "
+            "it ran in): train from that folder, or set train.photo_inputs=0"
+        )
+    if unreadable:
+        logger.warning(
+            "train.photo_inputs: %d of %d photos cannot be read and are left out", len(unreadable), len(chosen)
+        )
     if not targets:
         raise FacekitError(f"train.photo_inputs: no usable photo in {recipe.prepare.output}/manifest.jsonl")
     return np.asarray(targets, np.int64), torch.cat(features), torch.cat(embeddings)

@@ -282,6 +282,11 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     nose = landmarks[0][30].round().astype(int)
     assert background_mask(landmarks[0], SIZE)[nose[1], nose[0]] == pytest.approx(1.0, abs=1e-3)
     assert torch.equal(pool.images[0, :, nose[1], nose[0]], torch.from_numpy(data[0][nose[1], nose[0]]))
+    # Paths that do not lead to the photos from here (prepare ran elsewhere): an error, not a pool without them.
+    (tmp_path / "photo1.png").rename(tmp_path / "moved.png")
+    with pytest.raises(FacekitError, match=r"1 of 2 photos .* cannot be read \(e\.g\. .*photo1\.png\)"):
+        encode_photos(plan.recipe, plan_faces(folder), encoder)
+    (tmp_path / "moved.png").rename(tmp_path / "photo1.png")
 
     start = train(resolve(tiny_recipe(prepared, tmp_path / "start", steps=5, lr=1e-2, seed=7)))
     started = start / "checkpoints" / "last.safetensors"
