@@ -270,6 +270,8 @@ def tenfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, hi
             train = test
         values = np.unique(signed[train][np.isfinite(signed[train])])
         candidates = np.concatenate([(values[:-1] + values[1:]) / 2, values[:1] - 1e-6, values[-1:] + 1e-6])
+        if not len(candidates):  # every training pair failed (no output): any finite threshold calls them different
+            candidates = np.zeros(1)
         best = max(candidates, key=lambda t: float(np.mean((signed[train] >= t) == same[train])))
         accuracies.append(float(np.mean((signed[test] >= best) == same[test])))
         thresholds.append(float(best if higher_is_same else -best))

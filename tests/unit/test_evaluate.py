@@ -59,3 +59,12 @@ def test_view_one_pairs_are_dealt_into_ten_balanced_folds(data_root: Path) -> No
     assert len(pairs) == 2200 and all(p.first.is_file() and p.second.is_file() for p in pairs[:20])
     assert set(Counter((p.fold, p.same) for p in pairs).values()) == {110}
     assert len(read_pairs(data_root, 3, "pairsDevTrain.txt")) == 660 and len(read_pairs(data_root, 2)) == 1200
+
+
+def test_tenfold_accuracy_when_every_pair_of_the_other_folds_failed() -> None:
+    """Failures score -inf (cosine) or +inf (distance): a fold whose training pairs all failed gets a threshold."""
+    folds = np.repeat(np.arange(2), 4)
+    same = np.array([True, False] * 4)
+    scores = np.array([0.9, 0.1, 0.8, 0.2] + [-np.inf] * 4)
+    result = tenfold_accuracy(scores, same, folds, higher_is_same=True)
+    assert result["folds"] == 2 and 0.0 <= result["accuracy"] <= 1.0
