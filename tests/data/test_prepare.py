@@ -31,6 +31,17 @@ def canada(data_root: Path, count: int, size: int = 300) -> list[Image.Image]:
     ]
 
 
+def alice_and_bob(tmp_path: Path, data_root: Path, count: int) -> tuple[Path, list[Image.Image]]:
+    """A folder of people: alice/a1.jpg and bob/b1.jpg from the first two of ``count`` Canada faces (returned)."""
+    folder = tmp_path / "people"
+    (folder / "alice").mkdir(parents=True)
+    (folder / "bob").mkdir()
+    faces = canada(data_root, count, size=240)
+    faces[0].save(folder / "alice" / "a1.jpg")
+    faces[1].save(folder / "bob" / "b1.jpg")
+    return folder, faces
+
+
 def recipe_for(folder: Path, output: Path, data_root: Path, workers: int = 1) -> dict:
     return {
         "description": "test",
@@ -124,13 +135,8 @@ def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path: Path, data_
 
 
 def test_shards_split_the_work_and_the_last_builds_the_arrays(tmp_path: Path, data_root: Path) -> None:
-    folder = tmp_path / "people"
-    (folder / "alice").mkdir(parents=True)
-    (folder / "bob").mkdir()
-    faces = canada(data_root, 4, size=240)
-    faces[0].save(folder / "alice" / "a1.jpg")
+    folder, faces = alice_and_bob(tmp_path, data_root, 4)
     faces[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "alice" / "a2.jpg")
-    faces[1].save(folder / "bob" / "b1.jpg")
     faces[2].save(folder / "carol.jpg")
     plan = resolve(recipe_for(folder, tmp_path / "out", data_root))
     first = run_prepare(plan, shard=Shard.parse("0/2"))
@@ -155,12 +161,7 @@ def test_shards_split_the_work_and_the_last_builds_the_arrays(tmp_path: Path, da
 
 def test_an_identity_redone_without_shards_keeps_its_latest_result(tmp_path: Path, data_root: Path) -> None:
     """Shard files sort after progress.jsonl: the record an unsharded rerun wrote must still win over the shard's."""
-    folder = tmp_path / "people"
-    (folder / "alice").mkdir(parents=True)
-    (folder / "bob").mkdir()
-    faces = canada(data_root, 2, size=240)
-    faces[0].save(folder / "alice" / "a1.jpg")
-    faces[1].save(folder / "bob" / "b1.jpg")
+    folder, _ = alice_and_bob(tmp_path, data_root, 2)
     plan = resolve(recipe_for(folder, tmp_path / "out", data_root))
     run_prepare(plan, shard=Shard.parse("0/2"))
     run_prepare(plan, shard=Shard.parse("1/2"))
