@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from facekit.errors import FacekitError, Problem, RecipeError
-from facekit.registry import ComponentSpec, Params, get_registry, problems_from_validation
+from facekit.registry import ComponentSpec, Params, get_registry, no_booleans_for_numbers, problems_from_validation
 from facekit.types import Kind
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -35,13 +35,7 @@ class Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name, info in cls.model_fields.items():
-                value = data.get(name)
-                numeric = {int, float} & ({info.annotation} | set(get_args(info.annotation)))
-                if isinstance(value, bool) and numeric:
-                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
-        return data
+        return no_booleans_for_numbers(cls, data)
 
 
 class ComponentRef(Section):

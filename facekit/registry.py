@@ -11,9 +11,9 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem
 from facekit.types import KINDS, Kind, ModelCard
@@ -29,10 +29,27 @@ HOOK_FOR_KIND: dict[Kind, str] = {
 }
 
 
-class Params(BaseModel):
-    """Base class for a component's parameters: typed, described fields; unknown keys are errors."""
+def no_booleans_for_numbers(model: type[BaseModel], data: Any) -> Any:
+    """A ``mode="before"`` check: ``true``/``false`` given for a numeric field is an error, not 1 or 0."""
+    if isinstance(data, dict):
+        for name, info in model.model_fields.items():
+            value = data.get(name)
+            numeric = {int, float} & ({info.annotation} | set(get_args(info.annotation)))
+            if isinstance(value, bool) and numeric:
+                raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+    return data
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Params(BaseModel):
+    """Base class for a component's parameters: typed, described fields; unknown keys are errors, numbers must be
+    finite and ``true``/``false`` is never read as a number (as in the recipe's own sections)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        return no_booleans_for_numbers(cls, data)
 
 
 class NoParams(Params):

@@ -220,7 +220,9 @@ def test_a_folder_or_a_binary_file_is_no_recipe(tmp_path: Path) -> None:
 
 
 def test_booleans_are_not_numbers_and_numbers_are_finite() -> None:
-    for override in ("train.steps=true", "train.lr=.inf", "train.lr=.nan", "train.keep_every=false"):
+    component = "components.warper.params.regularization"  # a component's params: the same rules
+    overrides = ("train.steps=true", "train.lr=.inf", "train.lr=.nan", "train.keep_every=false")
+    for override in (*overrides, f"{component}=.inf", f"{component}=true"):
         with pytest.raises(RecipeError):
             resolve({}, overrides=[override])
     assert resolve({}, overrides=["train.lr=1"]).recipe.train.lr == 1.0
