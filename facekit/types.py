@@ -108,6 +108,7 @@ class ModelCard:
     template: AlignmentTemplate | None = None
     embedding_size: int | None = None
     feature_size: int | None = None
+    # Same person when: cosine similarity > threshold (distance "cosine"), Euclidean distance < threshold otherwise.
     threshold: float | None = None
     distance: Distance | None = None
     differentiable: bool = False

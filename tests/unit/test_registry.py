@@ -65,3 +65,30 @@ def test_public_api_lists_and_loads_builtins() -> None:
 def test_no_params_component() -> None:
     spec: ComponentSpec[Any] = ComponentSpec(name="n", factory=lambda p: p)
     assert isinstance(spec.build(), NoParams)
+
+
+def test_every_encoder_card_says_same_person_for_close_embeddings_and_not_for_far_ones() -> None:
+    """A cosine card's threshold is a similarity (same person above it), a Euclidean card's a distance (below it): a
+    threshold copied from a library that counts cosine *distance* (1 - similarity) would reject genuine pairs.
+    Published face-recognition thresholds lie between similarity 0.2 and 0.45, and Euclidean 0.5 and 1.3."""
+    import numpy as np
+
+    import facekit
+    from facekit.evaluate import card_distance, card_passes
+
+    def unit(angle: float) -> np.ndarray:
+        return np.array([[np.cos(angle), np.sin(angle), 0.0, 0.0]])
+
+    checked = 0
+    for name in facekit.get_registry("encoder").names():
+        card = facekit.get_registry("encoder").get(name).card
+        if card is None or card.threshold is None:
+            continue
+        if card.distance == "cosine":
+            close, far = unit(np.arccos(0.5)), unit(np.pi / 2)  # similarity 0.5 and 0
+        else:
+            close, far = unit(2 * np.arcsin(0.2)), unit(np.pi / 2)  # distance 0.4 and 1.41
+        assert card_passes(card, card_distance(card, unit(0.0), close))[0], name
+        assert not card_passes(card, card_distance(card, unit(0.0), far))[0], name
+        checked += 1
+    assert checked >= 4

@@ -59,10 +59,10 @@ def arcface_torch_source(arch: Arch) -> WeightsSource:
 
 
 _ARCFACE_NOTES = (
-    "embedding: L2-normalised output; threshold: cosine distance (1 - cosine similarity) 0.68, deepface's value for "
-    "ArcFace (about cosine similarity 0.32; insightface's LFW verification picks squared-L2 thresholds near 1.4-1.5, "
-    "i.e. similarity 0.25-0.3); approximate, recalibrate for your data. Input: RGB, (255 x - 127.5) / 127.5 (mean "
-    "0.5, std 0.5 in [0, 1] units), aligned to insightface's arcface_dst."
+    "embedding: L2-normalised output; threshold: cosine similarity 0.32 (same person above it), i.e. deepface's "
+    "cosine distance 0.68 (1 - similarity) for ArcFace (insightface's LFW verification picks squared-L2 thresholds "
+    "near 1.4-1.5, i.e. similarity 0.25-0.3); approximate, recalibrate for your data. Input: RGB, (255 x - 127.5) / "
+    "127.5 (mean 0.5, std 0.5 in [0, 1] units), aligned to insightface's arcface_dst."
 )
 
 ARCFACE_ONNX_CARD = ModelCard(
@@ -73,7 +73,7 @@ ARCFACE_ONNX_CARD = ModelCard(
     template=ARCFACE_TEMPLATE,
     embedding_size=512,
     feature_size=512,
-    threshold=0.68,
+    threshold=0.32,  # cosine similarity, see _ARCFACE_NOTES
     distance="cosine",
     differentiable=False,
     detector="scrfd",  # insightface's buffalo_l pairs them

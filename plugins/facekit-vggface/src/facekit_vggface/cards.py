@@ -56,15 +56,15 @@ CARD = ModelCard(
     template=TEMPLATE,
     embedding_size=FEATURE_SIZE,
     feature_size=FEATURE_SIZE,
-    threshold=0.68,
+    threshold=0.32,  # cosine similarity (facekit's convention for distance='cosine': same person above it)
     distance="cosine",
     differentiable=True,
     weights=(SOURCE,),
     notes=(
         "features: fc7 (4096-D, after ReLU unless features_relu=False), the paper's second encoder; embedding: "
-        "L2-normalised fc7 after ReLU. threshold: cosine distance (1 - cosine similarity) 0.68, deepface's value "
-        "for its VGG-Face model (a Keras conversion of the same Oxford weights, L2-normalised 4096-D fc7); its "
-        "preprocessing differs from ours, so treat it as a starting point and recalibrate (e.g. on LFW pairs). "
-        "template: eyes-based, ours (the network was trained on unaligned, loosely cropped faces)."
+        "L2-normalised fc7 after ReLU. threshold: cosine similarity 0.32, i.e. deepface's cosine distance 0.68 "
+        "(1 - similarity) for its VGG-Face model (a Keras conversion of the same Oxford weights, L2-normalised "
+        "4096-D fc7); its preprocessing differs from ours, so treat it as a starting point and recalibrate (e.g. on "
+        "LFW pairs). template: eyes-based, ours (the network was trained on unaligned, loosely cropped faces)."
     ),
 )
