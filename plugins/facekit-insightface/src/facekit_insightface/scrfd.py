@@ -99,7 +99,7 @@ def decode(
 
 
 class ScrfdDetector:
-    """``detect(images (B, 3, H, W) RGB in [0, 1])`` -> per image, faces best first: box (x0, y0, x1, y1), score,
+    """``detect(images (B, 3, H, W) RGB in [0, 1])`` -> per image, faces largest first: box (x0, y0, x1, y1), score,
     landmarks (5, 2) float32 (eye centres, nose tip, mouth corners; scheme ``eyes-nose-mouth5``), in the image's
     pixels."""
 
@@ -151,7 +151,7 @@ class ScrfdDetector:
         return levels
 
     def detect_array(self, image: np.ndarray) -> list[FaceDetection]:
-        """``image`` (H, W, 3) float32 RGB in 0..255 -> its faces, best first."""
+        """``image`` (H, W, 3) float32 RGB in 0..255 -> its faces, largest first (``max_faces`` keeps the largest)."""
         canvas, (scale_x, scale_y) = letterbox(image, self.input_hw)
         blob = ((canvas - 127.5) / 128.0).transpose(2, 0, 1)[None]
         outputs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(blob, np.float32)})
@@ -159,6 +159,9 @@ class ScrfdDetector:
             self._levels = self._match_levels(outputs)
         boxes, scores, points = decode(outputs, self._levels, self.input_hw, self.params.score_threshold)
         keep = nms(boxes, scores, self.params.nms_threshold)
+        # Largest box first, as every facekit detector: the pipeline normalizes faces[0] ("the largest face").
+        sides = boxes[keep, 2:] - boxes[keep, :2]
+        keep = keep[np.argsort(-(sides[:, 0] * sides[:, 1]), kind="stable")]
         if self.params.max_faces:
             keep = keep[: self.params.max_faces]
         # Back to the image's pixels: invert cv2.resize's mapping (pixel centres at integer coordinates).
@@ -179,7 +182,7 @@ class ScrfdDetector:
         return faces
 
     def detect(self, images: Any) -> list[list[FaceDetection]]:
-        """``images`` (B, 3, H, W) RGB in ``[0, 1]`` (torch or numpy) -> one list of faces per image, best first."""
+        """``images`` (B, 3, H, W) RGB in ``[0, 1]`` (torch or numpy) -> one list of faces per image, largest first."""
         array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
         if array.ndim != 4 or array.shape[1] != 3:
             raise ValueError(f"scrfd: expected (B, 3, H, W) RGB images, got {array.shape}")
