@@ -107,13 +107,30 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
             raise FacekitError(f"no such photo or folder: {path}")
     if not found:
         raise FacekitError("no photos found in " + ", ".join(items))
-    return found
+    seen: set[Path] = set()
+    unique = []
+    for photo, relative in found:  # the same file given twice (a.jpg a.jpg, or as a file and in its folder): once
+        if (key := photo.resolve()) not in seen:
+            seen.add(key)
+            unique.append((photo, relative))
+    return unique
+
+
+def _stem(relative: str) -> tuple[str, str]:
+    """(``a/face``, ``jpg``) of ``a/face.jpg``; (``a/photo``, "") of a name without an extension (a dot in a folder
+    name or at the start of a hidden file's name is not one)."""
+    from pathlib import PurePosixPath
+
+    suffix = PurePosixPath(relative).suffix
+    return (relative[: -len(suffix)], suffix[1:].lower()) if suffix else (relative, "")
 
 
 def _name_candidates(relative: str) -> list[str]:
-    """The base names an input may get, in order: ``face``, ``face_jpg``, ``face_jpg-2``, ..."""
-    stem, _, suffix = relative.rpartition(".")
-    return [stem, f"{stem}_{suffix.lower()}"] + [f"{stem}_{suffix.lower()}-{n}" for n in range(2, 10_000)]
+    """The base names an input may get, in order: ``face``, ``face_jpg``, ``face_jpg-2``, ... (``photo``,
+    ``photo-2``, ... for a name without an extension)."""
+    stem, suffix = _stem(relative)
+    first = f"{stem}_{suffix}" if suffix else stem
+    return [stem] + ([first] if suffix else []) + [f"{first}-{n}" for n in range(2, 10_000)]
 
 
 def _kept_names(found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str]) -> dict[Path, str]:
@@ -125,7 +142,7 @@ def _kept_names(found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[
         return {}
     groups: dict[str, list[tuple[Path, str]]] = {}
     for photo, relative in found:
-        groups.setdefault(relative.rpartition(".")[0], []).append((photo, relative))
+        groups.setdefault(_stem(relative)[0], []).append((photo, relative))
     kept: dict[Path, str] = {}
     for members in groups.values():
         if len(members) < 2:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -44,20 +45,20 @@ def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     (``EXIT_SOME_FAILED``) when ``failed`` photos got no output."""
     from facekit.batch import EXIT_SOME_FAILED
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
+    for row in rows:  # file names are the user's: never read as markup ("photo [edited].jpg")
+        table.add_row(*(escape(str(cell)) for cell in row))
     console.print(table)
-    console.print(summary)
+    console.print(summary, markup=False)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"facekit {facekit.__version__}")
+        console.print(f"facekit {facekit.__version__}", markup=False)
         raise typer.Exit()
 
 
@@ -119,7 +120,7 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    tree = Tree(f"[bold]{recipe}[/bold] [green]valid[/green]")
+    tree = Tree(f"[bold]{escape(recipe)}[/bold] [green]valid[/green]")
     comps = tree.add("components")
     for slot, resolved in plan.components.items():
         node = comps.add(f"{slot}: [cyan]{resolved.spec.name}[/cyan] ({resolved.spec.plugin})")
@@ -159,7 +160,7 @@ def run(
 
     plan = load_recipe(recipe, overrides=set_ or [])
     for name, path, note in run_plan(plan, stage, RunOptions(resume=resume)):
-        console.print(f"{name}: {note or f'wrote {path}'}")
+        console.print(f"{name}: {note or f'wrote {path}'}", markup=False)
 
 
 @app.command()
@@ -183,7 +184,9 @@ def prepare(
         + (f", {report.processed_photos / report.seconds:.2f} photos/s" if report.processed_photos else "")
     )
     if not report.finished:
-        console.print(f"shard {shard} done; the dataset is built when every shard has run: {report.output}")
+        console.print(
+            f"shard {shard} done; the dataset is built when every shard has run: {report.output}", markup=False
+        )
         return
     summary = report.summary
     table = Table(title=f"prepare: {report.output}")
@@ -415,7 +418,7 @@ def eval_command(
                 f"LFW pairs ({name}): originals {columns['originals']['accuracy']:.2%}, "
                 f"normalized {columns['normalized']['accuracy']:.2%}"
             )
-    console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}")
+    console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}", markup=False)
 
 
 @app.command()
@@ -437,7 +440,9 @@ def bench(
         rates = [f"{(pass_rate(row, j) or 0):.1%}" for j in judges]
         table.add_row(cell_label(row), row["recipe_hash"], *rates, str(row["train_seconds"]))
     console.print(table)
-    console.print(f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}")
+    console.print(
+        f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}", markup=False
+    )
 
 
 def load_judges(rows: list[dict[str, Any]]) -> list[str]:
@@ -457,7 +462,7 @@ def export(
     from facekit.checkpoints import export_model
 
     size = export_model(checkpoint, out, metrics, overwrite)
-    console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
+    console.print(f"wrote {out} ({size / 1e6:.1f} MB)", markup=False)
 
 
 models_app = typer.Typer(help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.")
@@ -499,9 +504,9 @@ def models_verify() -> None:
     results += stored
     for name, verdict in results:
         mark = "[green]ok[/green]" if verdict == "ok" else "[red]BAD[/red]"
-        console.print(f"{mark} {name} {'' if verdict == 'ok' else verdict}")
+        console.print(f"{mark} {escape(name)} {'' if verdict == 'ok' else escape(verdict)}")
     if not stored:
-        console.print(f"the store is empty ({store_dir()})")
+        console.print(f"the store is empty ({store_dir()})", markup=False)
     if any(verdict != "ok" for _, verdict in results):
         raise typer.Exit(1)
 
@@ -516,7 +521,7 @@ def models_import(
     from facekit.models import import_file, store_dir
 
     entry = import_file(path, licence=licence, source=source)
-    console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
+    console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}", markup=False)
 
 
 @models_app.command("bundle")
@@ -533,7 +538,7 @@ def models_bundle(
     plan = load_recipe(recipe, overrides=set_ or [])
     sources = [w for c in plan.components.values() if c.spec.card for w in c.spec.card.weights if w.sha256]
     files = bundle(sources, out, overwrite)
-    console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
+    console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}", markup=False)
 
 
 @app.command()
@@ -631,10 +636,12 @@ def explore_interpolate(
         table.add_row(str(index), f"{t:.2f}", f"{to_a:.3f}", f"{to_b:.3f}")
     console.print(table)
     for name in result.photos_without_face:
-        console.print(f"[yellow]the judge ({result.judge}) finds no face in {name}: no scores against it (nan)[/]")
+        console.print(
+            f"[yellow]the judge ({result.judge}) finds no face in {escape(name)}: no scores against it (nan)[/]"
+        )
     if result.frames_without_face:
         console.print(f"[yellow]the judge finds no face in {result.frames_without_face} of the frames (nan)[/]")
-    console.print("wrote " + ", ".join(str(path) for path in written))
+    console.print("wrote " + ", ".join(str(path) for path in written), markup=False)
 
 
 @explore_app.command("compare")
@@ -697,7 +704,7 @@ def explore_compare(
         judged = f"{row['judged']} of {row['photos']}"
         summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
     console.print(summary)
-    console.print("wrote " + ", ".join(str(path) for path in written))
+    console.print("wrote " + ", ".join(str(path) for path in written), markup=False)
     if any(status != "ok" for label in labels for status, _ in result.status[label]):
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -721,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     except FacekitError as exc:
         if os.environ.get("FACEKIT_DEBUG"):
             raise
-        err_console.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -730,13 +737,24 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in _ENVIRONMENT_ERRNOS or os.environ.get("FACEKIT_DEBUG"):
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the folder's permissions"
-        err_console.print(f"[red]error[/red]: {exc.strerror}{where}: {hint}", highlight=False, soft_wrap=True)
+        hints = {
+            errno.ENOSPC: "free some space",
+            errno.EDQUOT: "free some space",
+            errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EEXIST: "a file is in the way of a folder",
+            errno.EISDIR: "it is a folder: give a file name",
+        }
+        hint = hints.get(exc.errno, "check the folder's permissions")
+        message = f"{exc.strerror}{where}: {hint}"
+        err_console.print(f"[red]error[/red]: {escape(message)}", highlight=False, soft_wrap=True)
         return 1
     return 0
 
 
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+#: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+)
 
 
 if __name__ == "__main__":

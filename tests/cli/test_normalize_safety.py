@@ -369,3 +369,25 @@ def test_an_output_a_killed_run_left_half_written_is_redone(tmp_path: Path, mode
     # Another input's half-written output is still not replaced without --overwrite.
     (out / "face.json").write_text(json.dumps({**record, "input_sha256": "0" * 64, "complete": False}) + "\n")
     assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "exists"
+
+
+def test_odd_names_extensionless_and_repeated_inputs(tmp_path: Path, model: Path) -> None:
+    folder = tmp_path / "in"
+    plain = photo(folder / "myphoto.png", 100)
+    bare = folder / "snapshot"
+    bare.write_bytes(plain.read_bytes())  # a photo without an extension, given as a file
+    dotted = photo(folder / "v1.2" / "face.png", 110)  # a dot in a folder name is not an extension
+    found = scan_inputs([str(plain), str(bare), str(folder), str(dotted)], tmp_path / "out")
+    assert [relative for _, relative in found] == ["myphoto.png", "snapshot", "v1.2/face.png"]  # each file once
+    assert [p.base for p in plan_outputs(found, tmp_path / "out")] == ["myphoto", "snapshot", "v1.2/face"]
+
+
+def test_names_in_brackets_are_shown_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from facekit.cli import report_rows
+
+    with pytest.raises(typer.Exit):
+        report_rows("in [draft]", ["photo", "status"], [("a[/b]c.jpg", "ok"), ("photo [edited].jpg", "x")], "s", 1)
+    out = capsys.readouterr().out
+    assert "a[/b]c.jpg" in out and "photo [edited].jpg" in out and "in [draft]" in out
