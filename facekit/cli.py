@@ -127,7 +127,7 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
         for key, value in resolved.params.model_dump().items():
             node.add(f"{key} = {value!r}")
     data = plan.to_dict()
-    for section in ("data", "prepare", "augment", "train", "infer", "evaluate"):
+    for section in ("data", "prepare", "augment", "train", "infer", "evaluate", "bench"):
         _add_mapping(tree.add(section), data[section])
     console.print(tree)
 
@@ -137,12 +137,12 @@ def _add_mapping(node: Tree, value: Any) -> None:
         for key, item in value.items():
             scalars = isinstance(item, list) and not any(isinstance(v, (dict, list)) for v in item)
             if isinstance(item, (dict, list)) and item and not scalars:
-                _add_mapping(node.add(str(key)), item)
+                _add_mapping(node.add(escape(str(key))), item)
             else:
-                node.add(f"{key} = {item!r}")
+                node.add(escape(f"{key} = {item!r}"))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _add_mapping(node.add(f"[{i}]"), item)
+            _add_mapping(node.add(escape(f"[{i}]")), item)
 
 
 @app.command()
@@ -379,12 +379,16 @@ def eval_command(
     judge: Annotated[
         list[str] | None, typer.Option(help="judge encoder (repeatable); default: the training encoder")
     ] = None,
-    max_photos: Annotated[int, typer.Option(help="photos to evaluate")] = 500,
+    max_photos: Annotated[
+        int | None, typer.Option(min=1, help="photos to evaluate (default: the recipe's evaluate.max_photos, or 500)")
+    ] = None,
     pairs: Annotated[
         int,
         typer.Option(
+            min=0,
+            max=10,
             help="also LFW pairs.txt verification on this many folds (10 = all; at least 2: the threshold is chosen "
-            "on the other folds)"
+            "on the other folds)",
         ),
     ] = 0,
     baseline: Annotated[str | None, typer.Option(help="evaluate a baseline instead of a model: frontalize")] = None,

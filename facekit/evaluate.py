@@ -339,13 +339,14 @@ def evaluate_plan(
     checkpoint: str | None,
     data: str,
     judges: Sequence[str],
-    max_photos: int,
+    max_photos: int | None,
     out: str | None,
     overrides: Sequence[str] = (),
     pair_folds: int = 0,
     baseline: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``."""
+    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``;
+    ``max_photos`` None: the recipe's ``evaluate.max_photos`` (500 without a recipe)."""
     import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
@@ -389,6 +390,8 @@ def evaluate_plan(
 
     judge_list = [Judge(name, build(name)) for name in names]
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
+    if max_photos is None:  # the recipe's evaluate section, else its default
+        max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
     metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
     metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
     if pair_folds:

@@ -214,7 +214,7 @@ class InferSection(Section):
 
 
 class EvaluateSection(Section):
-    data: Literal["lfw-devtest", "lfw-pairs", "london"] = "lfw-devtest"
+    data: Literal["lfw-devtest"] = "lfw-devtest"  # what the evaluate stage implements (pairs: facekit eval --pairs)
     max_photos: int = Field(default=500, ge=1)
     output: str = Field(default="runs/eval")
 
@@ -360,14 +360,15 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list
 
 
-def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: Any) -> Problem | None:
-    """Set ``raw[dotted] = value`` if the schema knows the path; otherwise return the problem."""
+def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: Any, prefix: str = "") -> Problem | None:
+    """Set ``raw[dotted] = value`` if the schema knows the path; otherwise return the problem (``prefix``: where
+    ``raw`` sits in the recipe, for the message)."""
     parts = dotted.split(".")
     node: Any = raw
     current_model: type[BaseModel] | None = model
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
-        where = ".".join(parts[:depth]) or "the top level"
+        where = ".".join([p for p in (prefix, *parts[:depth]) if p]) or "the top level"
         if current_model is None:  # inside a free mapping such as params: any key goes
             if not isinstance(node, dict):
                 return Problem(f"--set {dotted}", f"{where} is not a mapping")
@@ -397,7 +398,8 @@ def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: A
                 return None
             if item_model is None or not isinstance(items[int(index)], dict):
                 return Problem(f"--set {dotted}", "cannot set inside this list item")
-            problem = _set_path(items[int(index)], item_model, rest, value)
+            inside = ".".join([p for p in (prefix, *parts[: depth + 2]) if p])
+            problem = _set_path(items[int(index)], item_model, rest, value, inside)
             return Problem(f"--set {dotted}", problem.message) if problem else None
         if not isinstance(child, dict):
             # Start from the field's default so that setting one key keeps the others (e.g. the warper's name).

@@ -41,6 +41,12 @@ def test_check_shows_the_plan() -> None:
     result = run_cli("check", "recipes/demo.yaml", "--set", "train.steps=9")
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout and "rbf-linear" in result.stdout and "steps = 9" in result.stdout
+    grid = run_cli("check", "benchmarks/encoders_x_warps.yaml")  # the bench grid is part of the plan too
+    assert grid.returncode == 0 and "bench" in grid.stdout and "max_photos = 100" in grid.stdout, grid.stdout
+    inside = run_cli("check", "recipes/demo.yaml", "--set", "data.train.0.peple=x")  # where in the list it is
+    assert inside.returncode == 2 and "is not a key of data.train.0" in " ".join(inside.stderr.split())
+    london = run_cli("check", "recipes/demo.yaml", "--set", "evaluate.data=london")  # not implemented: refused
+    assert london.returncode == 2, london.stdout
 
 
 def test_bad_recipe_one_message_exit_2_no_traceback(tmp_path: Path) -> None:
