@@ -127,7 +127,12 @@ def export_model(
     meta["exported_from"] = str(checkpoint)
     meta["git_sha"] = git_sha()
     if metrics is not None:
-        meta["metrics"] = json.loads(Path(metrics).read_text())
+        try:
+            meta["metrics"] = json.loads(Path(metrics).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise FacekitError(f"--metrics {metrics} cannot be read as JSON: {error}") from None
     out = Path(out)
+    if out.is_dir():
+        raise FacekitError(f"{out} is a folder: give the model file's name (e.g. {out / 'model.safetensors'})")
     write_model_file(out, weights, meta)
     return out.stat().st_size

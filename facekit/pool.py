@@ -217,6 +217,8 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
     """
     recipe = plan.recipe
     prepared = Path(recipe.prepare.output)
+    if not (prepared / "landmarks.npy").is_file():
+        raise FacekitError(f"no prepared dataset in {prepared}: run the prepare stage first (--stage prepare)")
     key = json.dumps(
         {
             "prepared": str(prepared.resolve()),

@@ -55,6 +55,12 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
         export_model(checkpoint, exported)
     with pytest.raises(FacekitError, match="is the checkpoint itself"):
         export_model(checkpoint, checkpoint, overwrite=True)
+    with pytest.raises(FacekitError, match="is a folder"):
+        export_model(checkpoint, tmp_path, overwrite=True)
+    (tmp_path / "bad.json").write_text("{not json")
+    for metrics in (tmp_path / "missing.json", tmp_path / "bad.json"):
+        with pytest.raises(FacekitError, match="cannot be read as JSON"):
+            export_model(checkpoint, tmp_path / "other.safetensors", metrics=metrics)
     photo = lfw(data_root, "Celine_Dion")
     full = Normalizer.from_checkpoint(checkpoint).normalize(photo)
     small = Normalizer.from_checkpoint(exported).normalize(photo)

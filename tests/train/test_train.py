@@ -449,6 +449,8 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_alike(prepared: Path,
 
 
 def test_impossible_training_settings_are_one_line_errors(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(FacekitError, match="run the prepare stage first"):
+        train(resolve(tiny_recipe(tmp_path / "never-prepared", tmp_path / "none", steps=1)))
     few = tiny_recipe(prepared, tmp_path / "few", steps=1, pool_size=4)
     few["augment"] = {"enabled": True, "count": 0, "neighbours": 24}  # 24 identities: at most 23 neighbours
     with pytest.raises(FacekitError, match=r"augment\.neighbours 24 needs more"):
