@@ -83,9 +83,14 @@ def plugins() -> None:
     for info in state.plugins:
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
     console.print(table)
-    for failure in state.failures:
-        err_console.print(f"[red]load error[/red]: {failure.message()}", highlight=False)
-    if state.failures:
+    from facekit.registry import HOOK_FAILURES, get_registries
+
+    if not state.failures:  # (with load failures the registries are refused anyway)
+        get_registries()  # runs every plugin's registration hooks: a hook that raises is reported here
+    messages = [failure.message() for failure in state.failures] + HOOK_FAILURES + COMMAND_FAILURES
+    for message in messages:
+        err_console.print(f"[red]load error[/red]: {escape(message)}", highlight=False)
+    if messages:
         raise typer.Exit(1)
 
 
@@ -713,11 +718,41 @@ def explore_compare(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
+#: Plugins whose register_commands failed or would have replaced a command; `facekit plugins` reports them.
+COMMAND_FAILURES: list[str] = []
+
+
 def _register_plugin_commands() -> None:
+    """Each plugin's commands, one plugin at a time: one that raises, or that would replace a command already
+    there (facekit's own or another plugin's), is left out and reported; the CLI and `facekit plugins` still work."""
     from facekit.plugins import get_plugin_state
 
-    # A failed plugin must not take the whole CLI down: `facekit plugins` has to be able to report it.
-    get_plugin_state().manager.hook.register_commands(app=app)
+    for impl in get_plugin_state().manager.hook.register_commands.get_hookimpls():
+        before = _names_of(app.registered_commands, app.registered_groups)
+        commands, groups = list(app.registered_commands), list(app.registered_groups)
+        problem = None
+        try:
+            impl.function(app=app)
+        except Exception as error:  # noqa: BLE001  (a broken plugin must not take the whole CLI down)
+            problem = f"failed in register_commands: {type(error).__name__}: {error}"
+        else:
+            added = [c for c in app.registered_commands if c not in commands]
+            added_groups = [g for g in app.registered_groups if g not in groups]
+            taken = sorted(before & _names_of(added, added_groups))
+            if taken:
+                problem = f"registers command(s) {', '.join(taken)}, which facekit already has"
+        if problem is not None:
+            app.registered_commands[:], app.registered_groups[:] = commands, groups
+            COMMAND_FAILURES.append(
+                f"plugin {impl.plugin_name!r} {problem}: its commands are left out. Fix or uninstall it, or set "
+                f"FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
+            )
+
+
+def _names_of(commands: list[Any], groups: list[Any]) -> set[str]:
+    """The CLI names of Typer's registered ``commands`` and ``groups`` (a command's default name is its function's)."""
+    names = {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "") for c in commands}
+    return names | {g.name or g.typer_instance.info.name or "" for g in groups if g.typer_instance}
 
 
 def main(argv: list[str] | None = None) -> int:

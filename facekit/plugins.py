@@ -101,13 +101,27 @@ def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: Plu
     state.plugins.append(PluginInfo(ep.name, dist_name, dist_version, getattr(module, "__name__", ep.value), hooks))
 
 
-def check_pending(manager: pluggy.PluginManager) -> None:
-    """Fail when a plugin implements a hook facekit does not define (usually a misspelling)."""
-    try:
-        manager.check_pending()
-    except pluggy.PluginValidationError as exc:
-        valid = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-        raise PluginError(f"plugin {exc.plugin!r}: {exc}. Valid hook names: {valid}") from exc
+def check_pending(manager: pluggy.PluginManager, state: PluginState | None = None) -> None:
+    """A plugin that implements a hook facekit does not define (usually a misspelling) is a failure: with ``state``,
+    it is unloaded and reported there like a plugin that failed to import (``facekit plugins`` and ``--help`` keep
+    working); without, a :class:`PluginError`."""
+    valid = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+    while True:
+        try:
+            manager.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = manager.get_name(exc.plugin) or repr(exc.plugin)
+            hook = str(exc).split("unknown hook ", 1)[-1].split(" in plugin", 1)[0]
+            error = f"it implements the unknown hook {hook} (valid: {valid})"
+            if state is None:
+                raise PluginError(f"plugin {name!r}: {error}") from exc
+            manager.unregister(exc.plugin)
+            info = next((p for p in state.plugins if p.name == name), None)
+            if info is not None:
+                state.plugins.remove(info)
+            distribution = info.distribution if info is not None else "unknown"
+            state.failures.append(LoadFailure(name, distribution, info.module if info is not None else name, error))
 
 
 @lru_cache(maxsize=1)
@@ -137,7 +151,7 @@ def get_plugin_state() -> PluginState:
                 )
             continue
         _load_one(ep, manager, state)
-    check_pending(manager)
+    check_pending(manager, state)
     return state
 
 

@@ -8,6 +8,7 @@ duplicate name is an error naming both plugins.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem
 from facekit.types import KINDS, Kind, ModelCard
+
+logger = logging.getLogger(__name__)
+#: Plugins whose registration hook raised (their components are left out); `facekit plugins` reports them.
+HOOK_FAILURES: list[str] = []
 
 T = TypeVar("T")
 
@@ -117,6 +122,14 @@ class Registry(Generic[T]):
             )
         self._specs[spec.name] = spec
 
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a plugin whose registration hook failed half-way)."""
+        self._specs.pop(name, None)
+
+    def set_load_failures(self, failures: tuple[str, ...]) -> None:
+        """What failed while plugins loaded and registered (shown when a component is not found)."""
+        self._load_failures = failures
+
     def get(self, name: str) -> ComponentSpec[T]:
         """The spec called ``name``; a miss lists close names and any plugins that failed to load."""
         try:
@@ -174,20 +187,40 @@ def get_registries() -> dict[Kind, Registry[Any]]:
     from facekit.plugins import get_plugin_manager, get_plugin_state
 
     manager = get_plugin_manager()
-    failures = tuple(f.message() for f in get_plugin_state().failures)
-    registries: dict[Kind, Registry[Any]] = {kind: Registry(kind, failures) for kind in KINDS}
+    failures = [f.message() for f in get_plugin_state().failures]
+    registries: dict[Kind, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
     for kind, hook_name in HOOK_FOR_KIND.items():
         registry = registries[kind]
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            added: list[ComponentSpec[Any]] = []
 
             def register(
-                spec: ComponentSpec[Any], _plugin: str = impl.plugin_name, _reg: Registry[Any] = registry
+                spec: ComponentSpec[Any],
+                _plugin: str = impl.plugin_name,
+                _reg: Registry[Any] = registry,
+                _added: list[ComponentSpec[Any]] = added,
             ) -> None:
                 if isinstance(spec, ComponentSpec):
                     spec = ComponentSpec(**{**spec.__dict__, "plugin": _plugin})
                 _reg.add(spec)
+                _added.append(spec)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except DuplicateComponentError:
+                raise
+            except Exception as error:  # noqa: BLE001  (a broken plugin: its components are left out, the rest work)
+                for spec in added:
+                    registry.remove(spec.name)
+                message = (
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}. Fix or "
+                    f"uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
+                )
+                logger.warning("%s", message)
+                failures.append(message)
+                HOOK_FAILURES.append(message)
+    for registry in registries.values():
+        registry.set_load_failures(tuple(failures))
     return registries
 
 

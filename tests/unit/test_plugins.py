@@ -47,8 +47,12 @@ def test_check_pending_catches_misspelled_hooks() -> None:
     manager = pluggy.PluginManager("facekit")
     manager.add_hookspecs(hookspecs)
     manager.register(Typo(), name="typo-plugin")
-    with pytest.raises(PluginError, match=r"register_warpres.*Valid hook names: register_apps"):
+    with pytest.raises(PluginError, match=r"register_warpres.*valid: register_apps"):
         plugins.check_pending(manager)
+    # Loading: the plugin is unloaded and reported like one that failed to import; the others keep working.
+    state = plugins.PluginState(manager)
+    plugins.check_pending(manager, state)
+    assert not manager.has_plugin("typo-plugin") and "register_warpres" in state.failures[0].message()
 
 
 def test_load_failure_message_says_how_to_disable() -> None:
@@ -115,3 +119,50 @@ def test_the_provider_table_matches_what_the_plugins_register() -> None:
         if spec.plugin != "builtin"
     }
     assert registered == FIRST_PARTY_PROVIDERS
+
+
+def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a registration hook that raised was a traceback in every command that looks up a component, and a
+    plugin's command named like one of facekit's silently replaced it."""
+    import typer
+
+    from facekit import cli, registry
+    from facekit.registry import ComponentSpec, NoParams
+
+    broken = types.ModuleType("broken_plugin")
+
+    @facekit.hookimpl
+    def register_warpers(register: object) -> None:
+        register(ComponentSpec("half-registered", "warper", NoParams, lambda params: None))  # type: ignore[operator]
+        raise ModuleNotFoundError("No module named 'missing_dependency'")
+
+    @facekit.hookimpl
+    def register_commands(app: typer.Typer) -> None:
+        @app.command("normalize")
+        def shadow() -> None:
+            """Not facekit's normalize."""
+
+    broken.register_warpers = register_warpers  # type: ignore[attr-defined]
+    broken.register_commands = register_commands  # type: ignore[attr-defined]
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, _FakeEntryPoint("broken", "facekit-broken", broken)])
+    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
+    monkeypatch.setattr(cli, "COMMAND_FAILURES", [])
+    commands, groups = list(cli.app.registered_commands), list(cli.app.registered_groups)
+    plugins.reset()
+    try:
+        warpers = facekit.get_registry("warper")
+        assert "rbf-linear" in warpers.names() and "half-registered" not in warpers.names()
+        assert "missing_dependency" in registry.HOOK_FAILURES[0] and "FACEKIT_DISABLE_PLUGINS=broken" in (
+            registry.HOOK_FAILURES[0]
+        )
+        cli._register_plugin_commands()
+        normalize = [c for c in cli.app.registered_commands if (c.name or c.callback.__name__) == "normalize"]
+        assert len(normalize) == 1 and normalize[0].callback is not None
+        assert normalize[0].callback.__module__ == "facekit.cli"
+        assert "registers command(s) normalize" in cli.COMMAND_FAILURES[0]
+    finally:
+        cli.app.registered_commands[:], cli.app.registered_groups[:] = commands, groups
+        plugins.reset()
