@@ -155,8 +155,9 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
     try:
         warpers = facekit.get_registry("warper")
         assert "rbf-linear" in warpers.names() and "half-registered" not in warpers.names()
-        assert "missing_dependency" in registry.HOOK_FAILURES[0] and "FACEKIT_DISABLE_PLUGINS=broken" in (
-            registry.HOOK_FAILURES[0]
+        assert (
+            "missing_dependency" in registry.HOOK_FAILURES[0]
+            and "FACEKIT_DISABLE_PLUGINS=broken" in (registry.HOOK_FAILURES[0])
         )
         cli._register_plugin_commands()
         normalize = [c for c in cli.app.registered_commands if (c.name or c.callback.__name__) == "normalize"]
