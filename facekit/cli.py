@@ -720,6 +720,8 @@ def explore_compare(
 
 #: Plugins whose register_commands failed or would have replaced a command; `facekit plugins` reports them.
 COMMAND_FAILURES: list[str] = []
+#: Plugins whose commands this process has added (main() may run more than once in a process: tests, embedding).
+_COMMANDS_ADDED: set[str] = set()
 
 
 def _register_plugin_commands() -> None:
@@ -728,6 +730,9 @@ def _register_plugin_commands() -> None:
     from facekit.plugins import get_plugin_state
 
     for impl in get_plugin_state().manager.hook.register_commands.get_hookimpls():
+        if impl.plugin_name in _COMMANDS_ADDED:
+            continue
+        _COMMANDS_ADDED.add(impl.plugin_name)
         before = _names_of(app.registered_commands, app.registered_groups)
         commands, groups = list(app.registered_commands), list(app.registered_groups)
         problem = None

@@ -92,8 +92,6 @@ def test_test_people_never_train(data_root: Path) -> None:
     everyone = {"data": {"root": str(data_root), "train": [{"source": "lfw", "people": "people.txt"}]}}
     problems = problems_of(everyone)
     assert len(problems) == 1 and "1711 test people are also training people" in problems[0], problems
-    everyone["evaluate"] = {"data": "london"}  # evaluated elsewhere: allowed
-    assert resolve(everyone).recipe.evaluate.data == "london"
 
 
 def test_missing_data_is_reported(tmp_path: Path) -> None:
