@@ -62,6 +62,8 @@ class PluginState:
     manager: pluggy.PluginManager
     plugins: list[PluginInfo] = field(default_factory=list)
     failures: list[LoadFailure] = field(default_factory=list)
+    #: (entry-point name, distribution) of installed plugins that FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS left out.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def raise_failures(self) -> None:
         """Raise a :class:`PluginError` describing every plugin that failed to load, if any."""
@@ -135,6 +137,7 @@ def get_plugin_state() -> PluginState:
     for ep in _entry_points():
         if (allow is not None and ep.name not in allow) or ep.name in block:
             logger.debug("plugin %s skipped by FACEKIT_PLUGINS/FACEKIT_DISABLE_PLUGINS", ep.name)
+            state.skipped.append((ep.name, ep.dist.name if ep.dist is not None else "unknown"))
             continue
         if manager.has_plugin(ep.name):
             first = next((p.distribution for p in state.plugins if p.name == ep.name), "unknown")

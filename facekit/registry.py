@@ -109,6 +109,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._specs: dict[str, ComponentSpec[T]] = {}
         self._load_failures = load_failures
+        self._skipped: tuple[tuple[str, str], ...] = ()
 
     def add(self, spec: ComponentSpec[T]) -> None:
         """Add ``spec``; a name already taken is a :class:`DuplicateComponentError` naming both plugins."""
@@ -126,9 +127,11 @@ class Registry(Generic[T]):
         """Forget ``name`` (a plugin whose registration hook failed half-way)."""
         self._specs.pop(name, None)
 
-    def set_load_failures(self, failures: tuple[str, ...]) -> None:
-        """What failed while plugins loaded and registered (shown when a component is not found)."""
+    def set_load_failures(self, failures: tuple[str, ...], skipped: tuple[tuple[str, str], ...] = ()) -> None:
+        """What failed while plugins loaded and registered, and the (plugin, distribution) pairs the environment left
+        out (both shown when a component is not found)."""
         self._load_failures = failures
+        self._skipped = skipped
 
     def get(self, name: str) -> ComponentSpec[T]:
         """The spec called ``name``; a miss lists close names and any plugins that failed to load."""
@@ -141,13 +144,22 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
         parts = [f"unknown {self.kind} {name!r}"]
         provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
-        if provider is not None:
+        skipped = dict((distribution, plugin) for plugin, distribution in self._skipped)
+        if provider is not None and provider in skipped:
+            parts.append(
+                f"it is provided by the distribution {provider}, installed but left out by FACEKIT_PLUGINS or "
+                f"FACEKIT_DISABLE_PLUGINS (plugin {skipped[provider]!r})"
+            )
+        elif provider is not None:
             parts.append(f"it is provided by the distribution {provider}: pip install {provider}")
         if close:
             parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
         parts.append("known: " + (", ".join(sorted(self._specs)) or "none"))
         if self._load_failures:
             parts.append("plugins that failed to load: " + "; ".join(self._load_failures))
+        if self._skipped and (provider is None or provider not in skipped):
+            left = ", ".join(f"{plugin} ({distribution})" for plugin, distribution in self._skipped)
+            parts.append(f"plugins left out by FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS: {left}")
         return "; ".join(parts)
 
     def __contains__(self, name: object) -> bool:
@@ -219,8 +231,9 @@ def get_registries() -> dict[Kind, Registry[Any]]:
                 logger.warning("%s", message)
                 failures.append(message)
                 HOOK_FAILURES.append(message)
+    skipped = tuple(get_plugin_state().skipped)
     for registry in registries.values():
-        registry.set_load_failures(tuple(failures))
+        registry.set_load_failures(tuple(failures), skipped)
     return registries
 
 

@@ -98,12 +98,20 @@ def test_a_missing_first_party_component_names_its_distribution(monkeypatch: pyt
     from facekit.errors import ComponentNotFoundError
     from facekit.normalize import Normalizer
 
-    monkeypatch.setenv("FACEKIT_DISABLE_PLUGINS", "dlib")
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [ep for ep in real if ep.name != "dlib"])  # not installed
     plugins.reset()
     with pytest.raises(
         ComponentNotFoundError, match="provided by the distribution facekit-dlib: pip install facekit-dlib"
     ):
         Normalizer.from_checkpoint()  # the shipped default model needs facekit-dlib (facekit[default])
+    # Installed but left out by the environment: said so, not "pip install".
+    monkeypatch.setattr(plugins, "_entry_points", lambda: real)
+    monkeypatch.setenv("FACEKIT_DISABLE_PLUGINS", "dlib")
+    plugins.reset()
+    with pytest.raises(ComponentNotFoundError, match=r"facekit-dlib, installed but left out by FACEKIT_PLUGINS or"):
+        Normalizer.from_checkpoint()
+    plugins.reset()
 
 
 def test_the_provider_table_matches_what_the_plugins_register() -> None:
