@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
+from quality import SharedDetections
 from results import machine, publish
 
 from facekit.detail import DECODER_ONLY, MAP_SMOOTHING, photo_map
@@ -31,19 +32,6 @@ from facekit.images import load_rgb
 from facekit.normalize import Normalizer
 from facekit.recipe import DataSection
 from facekit.warp import interpolate_spline
-
-
-class RememberedDetections:
-    """The detector's answer for each image array, computed once (detection is not what is timed)."""
-
-    def __init__(self, detector: Any) -> None:
-        self.detector, self.card = detector, detector.card
-        self.memo: dict[int, tuple[np.ndarray, list[Any]]] = {}
-
-    def detect_array(self, image: np.ndarray) -> list[Any]:
-        if id(image) not in self.memo:
-            self.memo[id(image)] = (image, self.detector.detect_array(image))
-        return self.memo[id(image)][1]
 
 
 def map_at_points(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -80,7 +68,7 @@ def main() -> None:
     names = [p.path.stem for p in photos]
     shipped = Normalizer.from_checkpoint()
     alone = Normalizer.from_checkpoint(detail=DECODER_ONLY)
-    shipped.detector = alone.detector = RememberedDetections(shipped.detector)
+    shipped.detector = alone.detector = SharedDetections(shipped.detector)  # detected once, not timed
     outcomes = shipped.normalize_many(images, names, args.batch_size)  # detects, and warms up
     faces = [o.face for o in outcomes if o.face is not None]
     count = len(faces)

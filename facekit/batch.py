@@ -29,7 +29,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -119,8 +119,6 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
 def _stem(relative: str) -> tuple[str, str]:
     """(``a/face``, ``jpg``) of ``a/face.jpg``; (``a/photo``, "") of a name without an extension (a dot in a folder
     name or at the start of a hidden file's name is not one)."""
-    from pathlib import PurePosixPath
-
     suffix = PurePosixPath(relative).suffix
     return (relative[: -len(suffix)], suffix[1:].lower()) if suffix else (relative, "")
 
@@ -260,6 +258,19 @@ def check_fixed_outputs(
 def exists_reason(path: Path) -> str:
     """The status reason of a photo whose output ``path`` is already there."""
     return f"{path} exists (not replaced): --overwrite replaces it"
+
+
+def with_record(
+    path: Path, record: dict[str, Any], files: Sequence[tuple[Path, bytes]], indent: int | None = None
+) -> list[tuple[Path, bytes]]:
+    """``files`` for :func:`write_files` between two writes of the JSON ``record`` at ``path``: first with
+    ``"complete": false``, last with ``true``. A run killed in between leaves outputs whose record says they are this
+    job's, unfinished: a rerun redoes them without --overwrite (``previous.get("complete", True)``)."""
+
+    def text(complete: bool) -> bytes:
+        return (json.dumps({**record, "complete": complete}, indent=indent) + "\n").encode()
+
+    return [(path, text(False)), *files, (path, text(True))]
 
 
 def write_files(files: Sequence[tuple[Path, bytes]], out: Path) -> str:
@@ -496,12 +507,7 @@ def _normalize_locked(
                 "source_landmarks": np.round(face.source_landmarks, 2).tolist(),
             }
             pair = side_by_side(image, outcome)
-            # The record first (marked incomplete: the outputs are this job's, a rerun may redo them), the pictures,
-            # then the record again, complete.
-            started = {**details, "complete": False}
-            files = [(record, (json.dumps(started) + "\n").encode())]
-            files += [(png, png_bytes(face.image)), (side, png_bytes(pair))]
-            files.append((record, (json.dumps({**details, "complete": True}) + "\n").encode()))
+            files = with_record(record, details, [(png, png_bytes(face.image)), (side, png_bytes(pair))])
             failed = write_files(files, out)
             if failed:
                 rows.append(Row(str(item.source), "unwritable", None, failed))

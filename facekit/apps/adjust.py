@@ -442,9 +442,8 @@ def adjust_files(
 def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, Any]) -> AdjustRow:
     """One photo of :func:`adjust_files`: read, correct, write its three files (its row says what happened); the
     record gets ``provenance`` (input sha256, settings)."""
-    import json
 
-    from facekit.batch import png_bytes, write_files
+    from facekit.batch import png_bytes, with_record, write_files
     from facekit.images import load_rgb
 
     name = str(planned.source)
@@ -457,16 +456,8 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
     data, suffix = encode_like(planned.source, corrected)
     target = out / f"{planned.base}{suffix}"
     record = {**(record.to_json() if hasattr(record, "to_json") else record), **provenance}
-    path = out / f"{planned.base}.json"
-    # The record first, marked incomplete (a run killed while writing leaves outputs a rerun knows as its own and
-    # redoes), the pictures, then the record again, complete.
-    files = [
-        (path, (json.dumps({**record, "complete": False}, indent=2) + "\n").encode()),
-        (target, data),
-        (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected))),
-        (path, (json.dumps({**record, "complete": True}, indent=2) + "\n").encode()),
-    ]
-    failed = write_files(files, out)
+    pictures = [(target, data), (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)))]
+    failed = write_files(with_record(out / f"{planned.base}.json", record, pictures, indent=2), out)
     if failed:
         return AdjustRow(name, "unwritable", record={"reason": failed})
     return AdjustRow(name, "adjusted", str(target), record)

@@ -8,7 +8,6 @@ maker.export(avatars[0], folder, "name")      # NAME.obj/.mtl/.png, NAME.glb, re
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -173,7 +172,7 @@ class AvatarMaker:
         link; ``extra`` (path, bytes) files are written with them (e.g. the CLI's contact sheet). NAME.json is written
         first with ``"complete": false`` and last with ``true``: a run killed in between leaves outputs a rerun knows
         as its own and redoes. A file that cannot be written is a FacekitError."""
-        from facekit.batch import png_bytes, write_files
+        from facekit.batch import png_bytes, with_record, write_files
 
         folder = Path(folder)
         files = [(folder / file, data) for file, data in mesh_files(avatar, self.model, name).items()]
@@ -181,9 +180,7 @@ class AvatarMaker:
         files += list(extra)
         path = folder / f"{name}.json"
         record = {**avatar.record, "files": [p.name for p, _ in files] + [path.name], "units": "metres"}
-        started = (path, (json.dumps({**record, "complete": False}, indent=2) + "\n").encode())
-        done = (path, (json.dumps({**record, "complete": True}, indent=2) + "\n").encode())
-        failed = write_files([started, *files, done], Path(root) if root is not None else folder)
+        failed = write_files(with_record(path, record, files, indent=2), Path(root) if root is not None else folder)
         if failed:
             raise FacekitError(failed)
         return [path for path, _ in files] + [path]
