@@ -200,6 +200,7 @@ def get_registries() -> dict[Kind, Registry[Any]]:
 
     manager = get_plugin_manager()
     failures = [f.message() for f in get_plugin_state().failures]
+    HOOK_FAILURES.clear()  # this build's failures only: a rebuild after plugins.reset() lists each once
     registries: dict[Kind, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
     for kind, hook_name in HOOK_FOR_KIND.items():
         registry = registries[kind]

@@ -168,6 +168,9 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
             "missing_dependency" in registry.HOOK_FAILURES[0]
             and "FACEKIT_DISABLE_PLUGINS=broken" in (registry.HOOK_FAILURES[0])
         )
+        plugins.reset()  # a rebuild in the same process lists the failure once, not once per build
+        facekit.get_registry("warper")
+        assert len(registry.HOOK_FAILURES) == 1
         cli._register_plugin_commands()
         normalize = [c for c in cli.app.registered_commands if (c.name or c.callback.__name__) == "normalize"]
         assert len(normalize) == 1 and normalize[0].callback is not None
