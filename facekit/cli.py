@@ -760,6 +760,11 @@ def _names_of(commands: list[Any], groups: list[Any]) -> set[str]:
     return names | {g.name or g.typer_instance.info.name or "" for g in groups if g.typer_instance}
 
 
+def _debug() -> bool:
+    """FACEKIT_DEBUG asks for tracebacks; unset, empty, 0, false, no and off do not."""
+    return os.environ.get("FACEKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning known errors into one line and an exit code."""
     # Before torch loads: OpenMP's default spin-waiting makes small parallel operations many times slower whenever
@@ -770,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
         app(args=argv, prog_name="facekit")
     except FacekitError as exc:
-        if os.environ.get("FACEKIT_DEBUG"):
+        if _debug():
             raise
         err_console.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -778,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except OSError as exc:
         # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
-        if exc.errno not in _ENVIRONMENT_ERRNOS or os.environ.get("FACEKIT_DEBUG"):
+        if exc.errno not in _ENVIRONMENT_ERRNOS or _debug():
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         hints = {

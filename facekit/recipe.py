@@ -307,6 +307,31 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a recipe
+    with two ``train:`` sections trained on half of what its author wrote). Keys a ``<<`` merge brings in may still
+    be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: SafeConstructor's own error says so
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key first given at line {first} is given again",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file (safe YAML, at most :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_RECIPE_VALUES` values with
     its aliases expanded); a top level that is not a mapping is an error."""
@@ -322,7 +347,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise FacekitError(f"{path} is not a UTF-8 text file, so not a recipe") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise RecipeError([Problem("", f"not valid YAML: {_yaml_problem(exc)}")], str(path)) from None
     except RecursionError:
@@ -579,6 +604,9 @@ def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     if not isinstance(base, str):
         raise RecipeError([Problem("extends", "must be the path of another recipe file")], str(path))
     base_path = (path.parent / base).resolve()
+    if not base_path.exists():
+        problem = f"{base!r} not found (looked for {base_path}; the path is relative to this recipe's folder)"
+        raise RecipeError([Problem("extends", problem)], str(path))
     chain = (*_chain, path.resolve())
     if base_path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, base_path))

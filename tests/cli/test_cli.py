@@ -73,6 +73,15 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr and "RecipeError" in result.stderr
 
 
+def test_debug_zero_or_false_keeps_the_one_line_error(tmp_path: Path) -> None:
+    """Before: any value, FACEKIT_DEBUG=0 included, turned tracebacks on."""
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(BAD_RECIPE)
+    for value in ("0", "false", ""):
+        result = run_cli("check", str(recipe), env={"FACEKIT_DEBUG": value})
+        assert result.returncode == 2 and "Traceback" not in result.stderr, value
+
+
 def test_run_without_a_trained_model_is_one_line_exit_1(tmp_path: Path) -> None:
     result = run_cli(
         "run",

@@ -176,8 +176,26 @@ def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="cycle"):
         load_recipe(tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
-    with pytest.raises(Exception, match=r"nowhere\.yaml"):
+    with pytest.raises(RecipeError, match=r"nowhere\.yaml") as error:
         load_recipe(tmp_path / "c.yaml")
+    assert "c.yaml" in str(error.value) and "extends" in str(error.value)  # which recipe names the missing base
+
+
+def test_a_key_given_twice_is_refused_and_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    """Before: PyYAML kept the second ``train:`` silently, dropping what the first one set."""
+    from facekit.recipe import read_yaml
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train: {steps: 5}\ndata: {}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(RecipeError, match="first given at line 1 is given again at line 3"):
+        read_yaml(twice)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  steps: 5\n  steps: 6\n")
+    with pytest.raises(RecipeError, match="line 2 is given again at line 3"):
+        read_yaml(nested)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {steps: 5, lr: 0.1}\ntrain:\n  <<: *b\n  steps: 7\n")
+    assert read_yaml(merged)["train"] == {"steps": 7, "lr": 0.1}
 
 
 def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
