@@ -257,6 +257,11 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         _prepare_logs(output, start_step)
     writer = _tensorboard(output) if dist.main else None
     autocast = _autocast(device, settings.precision)
+    # fp16's small range flushes small gradients to zero: scale the loss up, unscale before Adam, skip steps with
+    # inf/nan (torch.amp). bf16 has fp32's range and needs none; disabled, the scaler is a plain backward + step.
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+    if resumed is not None and resumed[1].get("grad_scaler") and scaler.is_enabled():
+        scaler.load_state_dict(resumed[1]["grad_scaler"])
     fixed = np.arange(min(8, len(pool)))
     began = time.perf_counter()
     bar = _progress_bar(progress and dist.main, settings.steps, start_step)
@@ -275,8 +280,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             terms = losses(out, batch, encoder, settings.loss, decoder.image_size, identity=slice_identity)
         optimizer.zero_grad(set_to_none=True)
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
-        (terms["loss"] * len(mine) * dist.world / len(index)).backward()
-        optimizer.step()
+        optimizer_step(terms["loss"] * len(mine) * dist.world / len(index), optimizer, scaler)
         logged = global_terms(terms, len(mine) / len(index), dist)
         if dist.main:
             row = {k: float(v) for k, v in logged.items()}
@@ -285,13 +289,13 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
             saved = step % settings.checkpoint_every == 0 or step == settings.steps
             if saved:
-                save_checkpoint(checkpoint, decoder, optimizer, {**meta_base, "step": step})
+                save_checkpoint(checkpoint, decoder, optimizer, {**meta_base, "step": step, **_scaler_meta(scaler)})
             if settings.keep_every is not None and step % settings.keep_every == 0:
                 kept = checkpoint.with_name(f"step-{step:06d}.safetensors")
                 if saved:  # the same state was just written: copy the file rather than serialise it again
                     shutil.copyfile(checkpoint, kept)
                 else:
-                    save_checkpoint(kept, decoder, optimizer, {**meta_base, "step": step})
+                    save_checkpoint(kept, decoder, optimizer, {**meta_base, "step": step, **_scaler_meta(scaler)})
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"train loss {row['loss']:.4f}")
     if bar is not None:
@@ -299,6 +303,18 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if writer is not None:
         writer.close()
     return output
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward and one optimizer step through ``scaler`` (loss scaling when it is enabled: fp16)."""
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _scaler_meta(scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    """The loss scale and its growth counter, so a resumed fp16 run does not start again from 65536 and skip steps."""
+    return {"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {}
 
 
 def _autocast(device: torch.device, precision: str) -> Any:

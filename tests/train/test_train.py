@@ -508,3 +508,25 @@ def test_ranks_put_the_same_identity_items_through_the_encoder_as_one_process(
         if count:
             total += len(mine) / batch * weight * mine[:count].mean()
     assert np.isclose(total, one)
+
+
+def test_fp16_steps_scale_the_loss_so_small_gradients_survive() -> None:
+    """Before: fp16 autocast trained without loss scaling, so gradients below fp16's range (~6e-8) were zero and the
+    step changed nothing. The scaler (enabled for fp16 only) keeps them; its state goes into the checkpoint."""
+    import torch
+
+    from facekit.train import _scaler_meta, optimizer_step
+
+    changes = {}
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(8, 8)
+        optimizer = torch.optim.Adam(layer.parameters(), lr=1e-3)
+        scaler = torch.amp.GradScaler("cpu", enabled=enabled)
+        before = layer.weight.detach().clone()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = layer(torch.randn(4, 8)).float().square().mean() * 1e-9
+        optimizer_step(loss, optimizer, scaler)
+        changes[enabled] = float((layer.weight.detach() - before).abs().max())
+        assert bool(_scaler_meta(scaler)) is enabled
+    assert changes[False] == 0.0 and changes[True] > 1e-5
