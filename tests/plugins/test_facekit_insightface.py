@@ -112,6 +112,46 @@ def test_arcface_onnx_sees_rgb_scaled_like_insightface(tmp_path: Path) -> None:
     np.testing.assert_allclose(encoder.embed(image).norm(dim=1).numpy(), [1.0], atol=1e-6)
 
 
+def test_an_mxnet_converted_arcface_that_normalises_itself_is_fed_raw_pixels(tmp_path: Path) -> None:
+    """Before: a model whose first nodes subtract 127.5 and scale by 1/128 (insightface's MXNet conversions) was fed
+    (255 x - 127.5) / 127.5 and normalised twice; insightface feeds such models 0-255. Auto-detected, or stated."""
+    weight = np.zeros((512, 3), np.float32)
+    weight[:3, :3] = np.eye(3)
+    nodes = [
+        helper.make_node("Sub", ["data", "mean"], ["centred"], name="_minus0"),
+        helper.make_node("Mul", ["centred", "scale"], ["scaled"], name="_mul0"),
+        helper.make_node("GlobalAveragePool", ["scaled"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["fc1"], transB=1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(127.5, np.float32), "mean"),
+        numpy_helper.from_array(np.array(0.0078125, np.float32), "scale"),
+        numpy_helper.from_array(weight, "W"),
+        numpy_helper.from_array(np.zeros(512, np.float32), "B"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mxnet_arcface_stand_in",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["None", 3, 112, 112])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["None", 512])],
+        inits,
+    )
+    path = _save(helper.make_model(graph), tmp_path / "model-r100.onnx")
+    image = torch.stack([torch.full((112, 112), v) for v in (1.0, 0.5, 0.0)])[None]
+    raw = [(255 - 127.5) / 128, (127.5 - 127.5) / 128, -127.5 / 128]
+    for scaling in ("auto", "in-model"):
+        encoder = facekit.load_component(
+            "encoder", "arcface-onnx", weights=str(path), sha256=_sha256(path), input_scaling=scaling
+        )
+        np.testing.assert_allclose(encoder.features(image)[0, :3].numpy(), raw, atol=1e-4)
+    stated = facekit.load_component(
+        "encoder", "arcface-onnx", weights=str(path), sha256=_sha256(path), input_scaling="insightface"
+    )
+    twice = [(2 * v - 1 - 127.5) / 128 for v in (1.0, 0.5, 0.0)]  # what the model saw before: a near-grey face
+    np.testing.assert_allclose(stated.features(image)[0, :3].numpy(), twice, atol=1e-4)
+
+
 def test_arcface_onnx_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = arcface_graph(tmp_path / "w600k_r50.onnx")
     digest = _sha256(path)

@@ -12,6 +12,20 @@ from facekit_insightface.cards import ARCFACE_ONNX_CARD, W600K_R50, ArcFaceOnnxP
 from facekit_insightface.session import open_session, resolve
 
 
+def normalises_in_model(path: Any) -> bool:
+    """Whether the ONNX graph at ``path`` subtracts a mean and scales its input itself (MXNet-converted insightface
+    models: ``_minus``/``_mul`` nodes, Sub and Mul, among the first 8), insightface's own test in its model zoo."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node[:8]
+    found = {"sub": False, "mul": False}
+    for node in nodes:
+        name = node.name.lower()
+        found["sub"] |= node.op_type == "Sub" or name.startswith(("sub", "_minus"))
+        found["mul"] |= node.op_type == "Mul" or name.startswith(("mul", "_mul"))
+    return found["sub"] and found["mul"]
+
+
 class ArcFaceOnnxEncoder:
     """``(B, 3, 112, 112)`` RGB in ``[0, 1]`` aligned to ``card.template`` -> ``embed`` ``(B, 512)`` L2-normalised,
     ``features`` ``(B, 512)`` the raw network output. Runs on the CPU with onnxruntime; returns float32 tensors on
@@ -40,7 +54,13 @@ class ArcFaceOnnxEncoder:
         self.output_name = outputs[0].name
         # A graph with a fixed batch (some exports say 1) is run one image at a time.
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        mean, std = np.asarray(self.card.mean, np.float32), np.asarray(self.card.std, np.float32)
+        self.in_model = params.input_scaling == "in-model" or (
+            params.input_scaling == "auto" and normalises_in_model(path)
+        )
+        # In [0, 1] units: insightface's (255 x - 127.5) / 127.5 is mean 0.5, std 0.5 (the card); a model that
+        # subtracts and scales itself takes 255 x (mean 0, std 1/255), or it would be normalised twice.
+        mean = np.zeros(3, np.float32) if self.in_model else np.asarray(self.card.mean, np.float32)
+        std = np.full(3, 1 / 255, np.float32) if self.in_model else np.asarray(self.card.std, np.float32)
         self._mean, self._std = mean.reshape(1, 3, 1, 1), std.reshape(1, 3, 1, 1)
 
     def _run(self, images: Any) -> torch.Tensor:

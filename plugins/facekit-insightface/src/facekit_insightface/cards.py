@@ -121,6 +121,12 @@ class ArcFaceOnnxParams(Params):
     )
     sha256: str | None = _SHA256_FIELD
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads (0: onnxruntime's default)")
+    input_scaling: Literal["auto", "insightface", "in-model"] = Field(
+        default="auto",
+        description="insightface: feed (255 x - 127.5) / 127.5; in-model: feed 255 x (MXNet-converted models that "
+        "subtract and scale in their first nodes); auto: in-model when a Sub and a Mul are among the graph's first 8 "
+        "nodes, as insightface decides",
+    )
 
 
 class ArcFaceTorchParams(Params):
