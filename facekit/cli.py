@@ -275,6 +275,25 @@ def normalize(
     )
 
 
+def _corrector(method: str, params: dict[str, Any]) -> Any:
+    """The app named ``method`` if it corrects photos (its params take ``strength``, it has ``correct(photo)``);
+    an app that does something else (attributes, avatar) is named as such, with the methods there are."""
+    import facekit
+
+    apps = facekit.get_registry("app")
+    spec = apps.get(method)  # an unknown name: the registry's error, with the nearest names
+
+    def corrects(name: str) -> bool:
+        return "strength" in apps.get(name).params.model_fields
+
+    if corrects(method):
+        corrector = spec.build(params)
+        if callable(getattr(corrector, "correct", None)):
+            return corrector
+    methods = ", ".join(name for name in apps.names() if corrects(name))
+    raise FacekitError(f"--method {method}: the {method} app does not correct photos; methods: {methods}")
+
+
 @app.command()
 def adjust(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
@@ -338,7 +357,7 @@ def adjust(
     if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight, refine=refine)
-    corrector = facekit.load_component("app", method, **params)
+    corrector = _corrector(method, params)
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":
         from facekit.models import sha256_file

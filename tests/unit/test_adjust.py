@@ -135,6 +135,10 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     wall = str(photos / "wall.png")
     ignored = run_cli("adjust", wall, "--method", "gray-world", "--fuse", "none", "-o", str(tmp_path))
     assert ignored.returncode == 1 and "--fuse: options of --method adjust" in ignored.stderr, ignored.stderr
+    # An app that is not a correction method is named as such (before: 'attributes params: strength: extra field').
+    other = run_cli("adjust", wall, "--method", "attributes", "-o", str(tmp_path / "a"))
+    assert other.returncode == 1 and "attributes app does not correct photos; methods: adjust," in other.stderr
+    assert not (tmp_path / "a").exists()
     with Image.open(io.BytesIO((tmp_path / "g" / "wall.png").read_bytes())) as grey:
         assert angular_error(np.asarray(grey), np.full((1, 1, 3), 128.0)) < 1.0
 
