@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
 
 from facekit.data.prepare import run_prepare
-from facekit.recipe import load_recipe
+from facekit.recipe import load_recipe, path_override
 
 
 def by_count(item: tuple[str, int]) -> int:
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        plan = load_recipe(args.recipe, [f"prepare.output={folder}", f"prepare.workers={args.workers}"])
+        plan = load_recipe(args.recipe, [path_override("prepare.output", folder), f"prepare.workers={args.workers}"])
         start = time.perf_counter()
         report = run_prepare(plan, progress=True)
         seconds = time.perf_counter() - start

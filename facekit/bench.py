@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facekit.recipe import Plan, load_recipe
+from facekit.recipe import Plan, load_recipe, path_override
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             rows.append(done[digest])
             continue
         folder = output / "cells" / digest
-        plan = load_recipe(recipe, [*overrides, *cell, f"train.output={folder}"])
+        plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
         _reuse_pool(output / "cells", folder, plan.components["encoder"].spec.name)
         logger.info("bench cell %s: %s", digest, " ".join(cell))
         start = time.perf_counter()

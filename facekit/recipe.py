@@ -7,6 +7,7 @@ Components are named by registry name, never by import path.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -436,6 +437,12 @@ def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: A
         if current_model is None and not _is_free_mapping(annotation):
             return Problem(f"--set {dotted}", f"{'.'.join(parts[: depth + 1])} is a value, not a section")
     return None
+
+
+def path_override(key: str, path: str | Path) -> str:
+    """``key=path`` as an override whose value stays the path as written: YAML would read a path with `` #`` as a
+    comment, ``yes``/``null`` as a bool/None, ``0123`` as a number; a JSON string is a YAML string."""
+    return f"{key}={json.dumps(str(path))}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:

@@ -265,3 +265,13 @@ def test_extends_a_folder_or_a_non_recipe_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(FacekitError, match=message) as error:
             read_recipe(recipe)
         assert "secret" not in str(error.value)
+
+
+def test_a_path_override_keeps_the_path_as_written() -> None:
+    """Before: facekit bench passed its cell folders through YAML, so a path with ' #' lost its tail (a comment)."""
+    from facekit.recipe import path_override
+
+    for path in ("runs/my #2 grid/cells/ab12", "yes", "null", "0123", "a: b", "[x]"):
+        raw: dict = {}
+        assert apply_overrides(raw, [path_override("train.output", path)]) == []
+        assert raw["train"]["output"] == path
