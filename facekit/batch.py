@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -378,6 +378,22 @@ def same_job(record: dict[str, Any], provenance: dict[str, Any]) -> bool:
     return all(record.get(key) == value for key, value in provenance.items())
 
 
+def rerun_verdict(
+    previous: dict[str, Any], provenance: dict[str, Any] | None, made: bool, taken: Sequence[Path], overwrite: bool
+) -> Literal["done", "exists", "make"]:
+    """What a batch command does with one input, given what an earlier run left in -o: ``done`` (its outputs were
+    made from the same input and settings, ``provenance``, and the record says complete: skipped), ``exists``
+    (outputs ``taken`` by something else: left alone unless ``overwrite``), ``make`` (nothing there, --overwrite,
+    or this job's own outputs left half done by a killed run). ``made``: the main output is there. ``provenance``
+    None: nothing counts as this job's."""
+    ours = provenance is not None and same_job(previous, provenance)
+    if ours and made and previous.get("complete", True):
+        return "done"
+    if taken and not overwrite and not ours:
+        return "exists"
+    return "make"
+
+
 def _batches(items: Sequence[Planned], size: int) -> Iterator[Sequence[Planned]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -469,13 +485,13 @@ def _normalize_locked(
                 rows.append(Row(str(item.source), "unreadable", None, why))
                 continue
             png, record_path, _ = item.files(out)
-            previous = read_record(record_path)
-            ours = same_job(previous, {"input_sha256": source_sha, "model_sha256": model_sha, "detail": detail})
-            if ours and previous.get("complete", True) and png.is_file():
+            taken = occupied(item.files(out))
+            provenance = {"input_sha256": source_sha, "model_sha256": model_sha, "detail": detail}
+            verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
+            if verdict == "done":
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
                 continue
-            taken = occupied(item.files(out))
-            if taken and not overwrite and not ours:  # the same job, left half done by a killed run: redone
+            if verdict == "exists":
                 reason = (
                     f"{taken[0]} exists (another input, model, --detail or --detail-shape, or not facekit's): "
                     "--overwrite replaces"

@@ -335,7 +335,6 @@ def adjust(
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
     from rich.progress import Progress
 
-    import facekit
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
     from facekit.batch import plan_folder
 

@@ -348,7 +348,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise FacekitError(f"{path} is not a UTF-8 text file, so not a recipe") from None
     try:
-        raw = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506  (a SafeLoader subclass)
+        raw = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise RecipeError([Problem("", f"not valid YAML: {_yaml_problem(exc)}")], str(path)) from None
     except RecursionError:

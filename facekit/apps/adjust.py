@@ -466,7 +466,7 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
 def _adjust_locked(
     plan: Any, corrector: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
 ) -> list[AdjustRow]:
-    from facekit.batch import exists_reason, input_sha256, occupied, read_record, remove_temporaries, same_job
+    from facekit.batch import exists_reason, input_sha256, occupied, read_record, remove_temporaries, rerun_verdict
 
     out = plan.out
     remove_temporaries(out, plan.planned)
@@ -479,12 +479,12 @@ def _adjust_locked(
         made = [path for path in planned.outputs(out, (".jpg", ".png")) if path.is_file()]
         taken = occupied(planned.outputs(out, ADJUST_OUTPUTS))
         previous = read_record(out / f"{planned.base}.json")
-        ours = settings is not None and source_sha is not None and same_job(previous, provenance)
+        verdict = rerun_verdict(previous, provenance if settings is not None else None, bool(made), taken, overwrite)
         if source_sha is None:
             row = AdjustRow(name, "unreadable", record={"reason": why})
-        elif ours and made and previous.get("complete", True):
+        elif verdict == "done":
             row = AdjustRow(name, "done", str(made[0]), {"reason": "already adjusted with these settings"})
-        elif taken and not overwrite and not ours:  # ours but incomplete: a killed run's outputs, redone
+        elif verdict == "exists":
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
             row = _adjust_one(planned, out, corrector, provenance)

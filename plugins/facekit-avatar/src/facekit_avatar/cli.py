@@ -105,7 +105,7 @@ def _avatars_locked(
         png_bytes,
         read_record,
         remove_temporaries,
-        same_job,
+        rerun_verdict,
     )
     from facekit.images import load_rgb
     from facekit_avatar.cards import AVATAR_OUTPUTS
@@ -121,13 +121,13 @@ def _avatars_locked(
             provenance[row["input"]] = {"input_sha256": source_sha, "settings": settings}
             glb, obj, record = planned.outputs(plan.out, (".glb", ".obj", ".json"))
             taken = occupied(planned.outputs(plan.out, AVATAR_OUTPUTS))
-            previous = read_record(record)
-            ours = settings is not None and source_sha is not None and same_job(previous, provenance[row["input"]])
+            mine = provenance[row["input"]] if settings is not None else None
+            verdict = rerun_verdict(read_record(record), mine, glb.is_file(), taken, overwrite)
             if source_sha is None:
                 row.update(status="unreadable", reason=why)
-            elif ours and glb.is_file() and previous.get("complete", True):
+            elif verdict == "done":
                 row.update(status="done", output=str(obj), reason="already made with these settings")
-            elif taken and not overwrite and not ours:  # ours but incomplete: a killed run's outputs, redone
+            elif verdict == "exists":
                 row.update(status="exists", reason=exists_reason(taken[0]))
             else:
                 chunk.append(planned)
