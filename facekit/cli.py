@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 import facekit
@@ -32,10 +32,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output (CI logs, grep) gets wide lines instead of rich's 80-column default, so names are not folded.
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Markup is off: file names, recipe values and messages are the user's ("photo [edited].jpg" prints as it is, a
+# name like "[/]" cannot break a table); colour comes from Text styles only.
+console = Console(width=None if sys.stdout.isatty() else 160, markup=False)
 #: The columns of a per-photo status table (:func:`report_rows`).
 STATUS_COLUMNS = ("photo", "status", "output or reason")
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
+
+
+def say_error(message: str, label: str = "error") -> None:
+    """``label: message`` on stderr, the label red, the message as it is."""
+    err_console.print(Text.assemble((label, "red"), f": {message}"), highlight=False, soft_wrap=True)
+
 
 KIND_ALIASES = {f"{k}s": k for k in KINDS} | {k: k for k in KINDS}
 
@@ -45,20 +53,20 @@ def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     (``EXIT_SOME_FAILED``) when ``failed`` photos got no output."""
     from facekit.batch import EXIT_SOME_FAILED
 
-    table = Table(title=escape(title))
+    table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:  # file names are the user's: never read as markup ("photo [edited].jpg")
-        table.add_row(*(escape(str(cell)) for cell in row))
+    for row in rows:  # file names are the user's: plain text (the consoles' markup is off)
+        table.add_row(*(str(cell) for cell in row))
     console.print(table)
-    console.print(summary, markup=False)
+    console.print(summary)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"facekit {facekit.__version__}", markup=False)
+        console.print(f"facekit {facekit.__version__}")
         raise typer.Exit()
 
 
@@ -89,7 +97,7 @@ def plugins() -> None:
         get_registries()  # runs every plugin's registration hooks: a hook that raises is reported here
     messages = [failure.message() for failure in state.failures] + HOOK_FAILURES + COMMAND_FAILURES
     for message in messages:
-        err_console.print(f"[red]load error[/red]: {escape(message)}", highlight=False)
+        say_error(message, "load error")
     if messages:
         raise typer.Exit(1)
 
@@ -125,10 +133,10 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    tree = Tree(f"[bold]{escape(recipe)}[/bold] [green]valid[/green]")
+    tree = Tree(Text.assemble((recipe, "bold"), " ", ("valid", "green")))
     comps = tree.add("components")
     for slot, resolved in plan.components.items():
-        node = comps.add(f"{slot}: [cyan]{resolved.spec.name}[/cyan] ({resolved.spec.plugin})")
+        node = comps.add(Text.assemble(f"{slot}: ", (resolved.spec.name, "cyan"), f" ({resolved.spec.plugin})"))
         for key, value in resolved.params.model_dump().items():
             node.add(f"{key} = {value!r}")
     data = plan.to_dict()
@@ -142,12 +150,12 @@ def _add_mapping(node: Tree, value: Any) -> None:
         for key, item in value.items():
             scalars = isinstance(item, list) and not any(isinstance(v, (dict, list)) for v in item)
             if isinstance(item, (dict, list)) and item and not scalars:
-                _add_mapping(node.add(escape(str(key))), item)
+                _add_mapping(node.add(str(key)), item)
             else:
-                node.add(escape(f"{key} = {item!r}"))
+                node.add(f"{key} = {item!r}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _add_mapping(node.add(escape(f"[{i}]")), item)
+            _add_mapping(node.add(f"[{i}]"), item)
 
 
 @app.command()
@@ -165,7 +173,7 @@ def run(
 
     plan = load_recipe(recipe, overrides=set_ or [])
     for name, path, note in run_plan(plan, stage, RunOptions(resume=resume)):
-        console.print(f"{name}: {note or f'wrote {path}'}", markup=False)
+        console.print(f"{name}: {note or f'wrote {path}'}")
 
 
 @app.command()
@@ -189,9 +197,7 @@ def prepare(
         + (f", {report.processed_photos / report.seconds:.2f} photos/s" if report.processed_photos else "")
     )
     if not report.finished:
-        console.print(
-            f"shard {shard} done; the dataset is built when every shard has run: {report.output}", markup=False
-        )
+        console.print(f"shard {shard} done; the dataset is built when every shard has run: {report.output}")
         return
     summary = report.summary
     table = Table(title=f"prepare: {report.output}")
@@ -445,7 +451,7 @@ def eval_command(
                 f"LFW pairs ({name}): originals {columns['originals']['accuracy']:.2%}, "
                 f"normalized {columns['normalized']['accuracy']:.2%}"
             )
-    console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}", markup=False)
+    console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report.html'}")
 
 
 @app.command()
@@ -467,9 +473,7 @@ def bench(
         rates = [f"{(pass_rate(row, j) or 0):.1%}" for j in judges]
         table.add_row(cell_label(row), row["recipe_hash"], *rates, str(row["train_seconds"]))
     console.print(table)
-    console.print(
-        f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}", markup=False
-    )
+    console.print(f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}")
 
 
 def load_judges(rows: list[dict[str, Any]]) -> list[str]:
@@ -489,7 +493,7 @@ def export(
     from facekit.checkpoints import export_model
 
     size = export_model(checkpoint, out, metrics, overwrite)
-    console.print(f"wrote {out} ({size / 1e6:.1f} MB)", markup=False)
+    console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
 
 
 models_app = typer.Typer(help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.")
@@ -530,10 +534,10 @@ def models_verify() -> None:
     stored = verify_store()
     results += stored
     for name, verdict in results:
-        mark = "[green]ok[/green]" if verdict == "ok" else "[red]BAD[/red]"
-        console.print(f"{mark} {escape(name)} {'' if verdict == 'ok' else escape(verdict)}")
+        mark = ("ok", "green") if verdict == "ok" else ("BAD", "red")
+        console.print(Text.assemble(mark, f" {name} {'' if verdict == 'ok' else verdict}"))
     if not stored:
-        console.print(f"the store is empty ({store_dir()})", markup=False)
+        console.print(f"the store is empty ({store_dir()})")
     if any(verdict != "ok" for _, verdict in results):
         raise typer.Exit(1)
 
@@ -548,7 +552,7 @@ def models_import(
     from facekit.models import import_file, store_dir
 
     entry = import_file(path, licence=licence, source=source)
-    console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}", markup=False)
+    console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
 
 
 @models_app.command("bundle")
@@ -565,7 +569,7 @@ def models_bundle(
     plan = load_recipe(recipe, overrides=set_ or [])
     sources = [w for c in plan.components.values() if c.spec.card for w in c.spec.card.weights if w.sha256]
     files = bundle(sources, out, overwrite)
-    console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}", markup=False)
+    console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 
 @app.command()
@@ -663,12 +667,10 @@ def explore_interpolate(
         table.add_row(str(index), f"{t:.2f}", f"{to_a:.3f}", f"{to_b:.3f}")
     console.print(table)
     for name in result.photos_without_face:
-        console.print(
-            f"[yellow]the judge ({result.judge}) finds no face in {escape(name)}: no scores against it (nan)[/]"
-        )
+        console.print(f"the judge ({result.judge}) finds no face in {name}: no scores against it (nan)", style="yellow")
     if result.frames_without_face:
-        console.print(f"[yellow]the judge finds no face in {result.frames_without_face} of the frames (nan)[/]")
-    console.print("wrote " + ", ".join(str(path) for path in written), markup=False)
+        console.print(f"the judge finds no face in {result.frames_without_face} of the frames (nan)", style="yellow")
+    console.print("wrote " + ", ".join(str(path) for path in written))
 
 
 @explore_app.command("compare")
@@ -731,7 +733,7 @@ def explore_compare(
         judged = f"{row['judged']} of {row['photos']}"
         summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
     console.print(summary)
-    console.print("wrote " + ", ".join(str(path) for path in written), markup=False)
+    console.print("wrote " + ", ".join(str(path) for path in written))
     if any(status != "ok" for label in labels for status, _ in result.status[label]):
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -795,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     except FacekitError as exc:
         if _debug():
             raise
-        err_console.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        say_error(str(exc))
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -813,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         hint = hints.get(exc.errno, "check the folder's permissions")
         message = f"{exc.strerror}{where}: {hint}"
-        err_console.print(f"[red]error[/red]: {escape(message)}", highlight=False, soft_wrap=True)
+        say_error(message)
         return 1
     return 0
 

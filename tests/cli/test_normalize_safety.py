@@ -391,3 +391,22 @@ def test_names_in_brackets_are_shown_as_they_are(capsys: pytest.CaptureFixture[s
         report_rows("in [draft]", ["photo", "status"], [("a[/b]c.jpg", "ok"), ("photo [edited].jpg", "x")], "s", 1)
     out = capsys.readouterr().out
     assert "a[/b]c.jpg" in out and "photo [edited].jpg" in out and "in [draft]" in out
+
+
+def test_every_print_of_the_cli_shows_names_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: names were protected print by print (escape(...), markup=False), and explore's table, prepare's
+    summary and `facekit check`'s params were not: "[/]" raised MarkupError, "[bold]" vanished. The consoles'
+    markup is off; colour comes from Text styles."""
+    from rich.table import Table
+
+    from facekit.cli import console, say_error
+
+    table = Table(title="runs/[bold]x")
+    table.add_row("[/]odd.jpg", "[red]not red[/red]")
+    console.print(table)
+    console.print("wrote runs/[/]out")
+    say_error("no such photo: [bold]me[/bold].jpg")
+    captured = capsys.readouterr()
+    for text in ("runs/[bold]x", "[/]odd.jpg", "[red]not red[/red]", "wrote runs/[/]out"):
+        assert text in captured.out
+    assert "error: no such photo: [bold]me[/bold].jpg" in captured.err

@@ -68,17 +68,16 @@ def serve(
     closed, everything else when the server stops (Ctrl+C)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from facekit_serve.engine import Engine, example_photos
     from facekit_serve.offline import offline_environment
 
-    console = Console()
+    console = Console(markup=False)  # paths, hosts and model labels print as they are ("[::1]" too)
     check_port(host, port)  # before the models load: a taken port is a one-line error, not a minute later
     if not is_loopback(host):
-        console.print(
-            f"[yellow]warning[/yellow]: --host {host} makes the page reachable from other machines: anyone who can "
-            "reach it can upload photos to this server"
-        )
+        warning = f": --host {host} makes the page reachable from other machines: anyone who can reach it can upload "
+        console.print(Text.assemble(("warning", "yellow"), warning + "photos to this server"))
     workdir = Path(tempfile.mkdtemp(prefix="facekit-serve-"))
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a stop while loading cleans up too
     offline_environment()
