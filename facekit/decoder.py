@@ -115,8 +115,10 @@ class PaperDecoder(_Base):
         hidden = self.shared(self.standardise(features))
         landmarks = self.predict_landmarks(hidden)
         texture = self.texture_head(hidden)
-        mean = self.mean_landmarks.expand_as(landmarks).to(texture.dtype)
-        image, _ = self.warp(texture, mean, landmarks.to(texture.dtype))
+        # The points stay float32 under a bf16 autocast (bf16 spaces 128-256 px 1 px apart); the warp returns the
+        # texture's dtype.
+        mean = self.mean_landmarks.expand_as(landmarks).float()
+        image, _ = self.warp(texture, mean, landmarks.float())
         return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
 
     def warp(self, texture: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> tuple[Any, Any]:

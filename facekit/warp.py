@@ -77,9 +77,11 @@ evaluated once for the whole batch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +174,25 @@ def _dphi_over_r(r2: torch.Tensor, order: int) -> torch.Tensor:
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def full_precision(function: _F) -> _F:
+    """Run ``function`` with autocast off on its tensors' device: the warp chooses its own precision (float32, or
+    float64 where float32 would cancel). Under a bf16/fp16 autocast (train.precision) its matmuls would otherwise
+    run in bf16, whose spacing at 128-256 px is 1 px: flows off by up to ~6 px at 224 px."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        device = next((a.device.type for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), "cpu")
+        if not torch.is_autocast_enabled(device):
+            return function(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return function(*args, **kwargs)
+
+    return cast(_F, wrapper)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,6 +431,7 @@ def _check_centers(centers: torch.Tensor, regularization: float) -> None:
         )
 
 
+@full_precision
 def solve_spline(
     centers: torch.Tensor,
     values: torch.Tensor,
@@ -461,6 +483,7 @@ def solve_spline(
     return sol[:, :n], sol[:, n:], origin
 
 
+@full_precision
 def evaluate_spline(
     queries: torch.Tensor,
     centers: torch.Tensor,
@@ -489,6 +512,7 @@ def evaluate_spline(
     return rbf + affine
 
 
+@full_precision
 def interpolate_spline(
     centers: torch.Tensor,
     values: torch.Tensor,
@@ -577,6 +601,7 @@ def _with_boundary(
     return src, dst
 
 
+@full_precision
 def dense_flow(
     centers: torch.Tensor,
     values: torch.Tensor,
@@ -615,6 +640,7 @@ def _float32_error_bound(w: torch.Tensor, height: int, width: int) -> float:
     return float(total) * math.hypot(height, width) * 2.0 * torch.finfo(torch.float32).eps
 
 
+@full_precision
 def warp_with_flow(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
     """Bilinear backward warp: ``out(p) = image(p - flow(p))`` (tfa's ``dense_image_warp``).
 
@@ -644,6 +670,7 @@ def warp_with_flow(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = 
     return out.to(image.dtype)
 
 
+@full_precision
 def sparse_image_warp(
     image: torch.Tensor,
     source: torch.Tensor,
@@ -753,6 +780,7 @@ class PolyharmonicWarp:
         self.destination = self.destination.to(device=device, dtype=dtype)
         return self
 
+    @full_precision
     def flow(self, source: torch.Tensor) -> torch.Tensor:
         """Dense flow ``(B, H, W, 2)`` for source points ``(B, K, 2)``."""
         disp = self.destination.to(source.dtype) - source  # (B, K, 2)
@@ -760,6 +788,7 @@ class PolyharmonicWarp:
         out = torch.matmul(self.matrix.to(disp.dtype), disp)  # (B, H*W, 2)
         return out.view(source.shape[0], h, w, 2)
 
+    @full_precision
     def __call__(self, image: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Warp ``image`` ``(B, C, H, W)`` so that ``source`` ``(B, K, 2)`` moves to the fixed points.
 
@@ -771,6 +800,7 @@ class PolyharmonicWarp:
         return warp_with_flow(image, flow, self.padding_mode), flow
 
 
+@full_precision
 def dense_flow_from_solution(
     centers: torch.Tensor,
     w: torch.Tensor,
@@ -836,6 +866,7 @@ def _locate_pixels(tris: torch.Tensor, pix: torch.Tensor, tol: float = 1e-9) -> 
     return out
 
 
+@full_precision
 def piecewise_affine_warp(
     image: torch.Tensor,
     source: torch.Tensor,

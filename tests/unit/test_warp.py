@@ -421,3 +421,35 @@ def test_piecewise_affine_gradients() -> None:
     assert torch.autograd.gradcheck(
         lambda i, s, d: fw.piecewise_affine_warp(i, s, d, boundary_points=0)[0], (img, src, dst)
     )
+
+
+def test_the_warp_keeps_its_precision_under_a_bf16_autocast() -> None:
+    """Before: under train.precision bf16 (recipes/paper.yaml) autocast ran the spline's matmuls in bf16 and the
+    decoder cast its points to the texture's bf16: flows were off by up to ~6 px at 224 px."""
+    from facekit.data.augment import procedural_landmarks
+    from facekit.decoder import DECODER_WARP_REGULARIZATION, PaperDecoder
+    from facekit.decoder_params import DecoderParams
+
+    size = 224
+    mean = torch.tensor(procedural_landmarks(size), dtype=torch.float32)[None].expand(2, -1, -1)
+    moved = mean + 3 * torch.randn(mean.shape, generator=torch.Generator().manual_seed(1))
+    texture = torch.rand(2, 3, size, size)
+    exact = fw.sparse_image_warp(
+        texture.double(), mean.double(), moved.double(), regularization=DECODER_WARP_REGULARIZATION
+    )[1]
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            _, flow = fw.sparse_image_warp(texture, mean, moved, regularization=DECODER_WARP_REGULARIZATION)
+        assert flow.dtype == torch.float32 and (flow.double() - exact).abs().max() < 1e-3
+    decoder = PaperDecoder(DecoderParams(image_size=56, channels=16, hidden=16, feature_size=8))
+    seen: list[torch.dtype] = []
+    warp = decoder.warp
+
+    def recording(texture: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> tuple:
+        seen.extend([source.dtype, destination.dtype])
+        return warp(texture, source, destination)
+
+    decoder.warp = recording  # type: ignore[method-assign]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = decoder.decode(torch.randn(2, 8))
+    assert seen == [torch.float32, torch.float32] and torch.isfinite(out.image.float()).all()
