@@ -28,7 +28,23 @@ def fake_face(rng: np.random.Generator) -> np.ndarray:
     points = rng.uniform(40, 160, size=(68, 2))
     points[36:42] = np.array([80.0, 90.0]) + rng.normal(0, 2, (6, 2))
     points[42:48] = np.array([130.0, 95.0]) + rng.normal(0, 2, (6, 2))
+    points[30] = np.array([106.0, 130.0])  # the nose tip, below the eyes
     return points
+
+
+@pytest.mark.parametrize("roll", [0.0, 80.0, 100.0, 179.0, -135.0])
+def test_alignment_undoes_any_roll(roll: float) -> None:
+    """Before: the eyes were ordered by x, so beyond 90 degrees of roll they swapped and the face came out upside
+    down (chin above the eyes). The nose says which way is down, in every scheme that has one."""
+    face = fake_face(np.random.default_rng(2))
+    face[8] = [106.0, 170.0]  # the chin
+    rolled = apply_transform(rotation(roll, shift=(100.0, 100.0)), face - [105.0, 100.0])
+    aligned = align_paper(np.zeros((300, 300, 3), np.uint8), rolled, size=224).landmarks
+    assert np.allclose(np.stack(eye_centres(aligned)), paper_eye_targets(224), atol=1e-6)
+    assert aligned[8, 1] > aligned[30, 1] > aligned[36:48, 1].mean()
+    five = np.array([face[36:42].mean(0), face[42:48].mean(0), face[30], face[48], face[54]])
+    spun = apply_transform(rotation(roll), five)
+    assert np.allclose(eye_centres(spun, "eyes-nose-mouth5")[0], spun[0])  # the image-left eye as seen upright
 
 
 def test_similarity_recovers_a_known_transform() -> None:
