@@ -49,8 +49,10 @@ REFERENCE_SIZE = 112
 #: Local area ratio (against the face's median) below which the photo's detail is not trusted, and above which it is
 #: fully trusted; linear in between.
 SQUEEZE_RAMP = (0.35, 0.7)
-#: Thin-plate smoothing of the output -> photo map (scipy's convention): the detector's landmarks jitter by a pixel or
-#: two, and an exact interpolant would fold the map between close points.
+#: Thin-plate smoothing of the output -> photo map (scipy's convention) at a :data:`REFERENCE_SIZE` output: the
+#: detector's landmarks jitter by a pixel or two, and an exact interpolant would fold the map between close points.
+#: The kernel r^2 log r grows with the square of the output's size, so the smoothing is scaled by it too (without,
+#: a 224 px output was smoothed 4x less than the 112 px setting was chosen at).
 MAP_SMOOTHING = 1.0
 #: Largest |band| in log units (about a factor of 2): specular highlights and hard shadow edges stay bounded.
 BAND_LIMIT = 0.7
@@ -136,7 +138,8 @@ def photo_map(photo_landmarks: np.ndarray, output_landmarks: np.ndarray, size: i
 
     centers = torch.from_numpy(np.asarray(output_landmarks, np.float64))[None]
     values = torch.from_numpy(np.asarray(photo_landmarks, np.float64))[None]
-    w, v, origin = solve_spline(centers, values, order=2, regularization=MAP_SMOOTHING)
+    smoothing = MAP_SMOOTHING * (size / REFERENCE_SIZE) ** 2
+    w, v, origin = solve_spline(centers, values, order=2, regularization=smoothing)
     mapped = dense_flow_from_solution(centers, w, v, origin, size, size, order=2, dtype=torch.float64)[0].numpy()
     return np.ascontiguousarray(mapped[..., 0], np.float32), np.ascontiguousarray(mapped[..., 1], np.float32)
 
