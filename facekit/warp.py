@@ -505,6 +505,13 @@ def evaluate_spline(
         ``(B, M, C)`` in the compute dtype: float64 for order >= 2 or float64 inputs, else float32.
     """
     dt = torch.float64 if _check_order(order) >= 2 else _compute_dtype(queries, centers)
+    if dt != torch.float64:
+        # as dense_flow: huge weights (centres a hair apart with different values) cancel in float32
+        with torch.no_grad():
+            both = torch.cat([queries.detach().reshape(-1, 2), centers.detach().reshape(-1, 2)]).double()
+            extent = (both.amax(0) - both.amin(0)).tolist() if len(both) else [0.0, 0.0]
+        if _float32_error_bound(w, extent[1], extent[0]) > 1e-2:  # the box diagonal bounds every distance
+            dt = torch.float64
     q = queries.to(dt) - origin.to(dt)
     c = centers.to(dt) - origin.to(dt)
     rbf = _RBFPoints.apply(q, c, w.to(dt), order)
@@ -633,7 +640,7 @@ def dense_flow(
     return dense_flow_from_solution(centers, w, v, origin, height, width, order, edt).to(dt)
 
 
-def _float32_error_bound(w: torch.Tensor, height: int, width: int) -> float:
+def _float32_error_bound(w: torch.Tensor, height: float, width: float) -> float:
     """Rounding-error bound (px) of the float32 order-1 kernel sum: ``eps * max r * sum |w|``."""
     with torch.no_grad():
         total = w.detach().abs().sum(1).amax()

@@ -453,3 +453,19 @@ def test_the_warp_keeps_its_precision_under_a_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = decoder.decode(torch.randn(2, 8))
     assert seen == [torch.float32, torch.float32] and torch.isfinite(out.image.float()).all()
+
+
+def test_the_point_evaluator_falls_back_to_float64_where_float32_cancels() -> None:
+    """Before: only the grid evaluator had the float64 fallback; two centres 0.01 px apart with different values
+    (weights summing to ~7,700) put interpolate_spline 0.3 px off in float32."""
+    rbf = pytest.importorskip("scipy.interpolate").RBFInterpolator
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(1, 30, 2, generator=g, dtype=torch.float64) * 150 + 37
+    values = 3.0 * torch.randn(centres.shape, generator=g, dtype=torch.float64)
+    centres[0, 1] = centres[0, 0] + torch.tensor([0.01, 0.0], dtype=torch.float64)
+    centres, values = centres.float().double(), values.float().double()
+    ys, xs = np.mgrid[0:224:3, 0:224:3]
+    queries = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+    exact = rbf(centres[0].numpy(), values[0].numpy(), kernel="linear", degree=1)(queries)
+    got = fw.interpolate_spline(centres.float(), values.float(), torch.tensor(queries, dtype=torch.float32)[None])
+    assert got.dtype == torch.float32 and np.abs(got[0].double().numpy() - exact).max() < 1e-3
