@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facekit.recipe import Plan, load_recipe, path_override
+from facekit.types import frozen_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     names = settings.judges or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])
     if not names:
         raise FacekitError("bench needs judges: set bench.judges or components.encoder")
-    judges = [Judge(name, facekit.load_component("encoder", name).eval()) for name in names]
+    judges = [Judge(name, frozen_encoder(facekit.load_component("encoder", name))) for name in names]
     photos = lfw_devtest(base.data_root, settings.max_photos)
     plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).

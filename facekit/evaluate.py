@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from facekit.data.sources import Photo, lfw_photos
-from facekit.types import LandmarkScheme
+from facekit.types import LandmarkScheme, frozen_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -385,8 +385,8 @@ def evaluate_plan(
         if name == own:
             return normalizer.encoder
         if configured is not None and configured.spec.name == name:
-            return configured.build().eval()
-        return facekit.load_component("encoder", name).eval()
+            return frozen_encoder(configured.build())
+        return frozen_encoder(facekit.load_component("encoder", name))
 
     judge_list = [Judge(name, build(name)) for name in names]
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.types import frozen_encoder
 
 #: Side strips of the background measure, as fractions of the output size.
 STRIP_X = (0.12, 0.88)
@@ -92,7 +93,7 @@ class OwnPipelineJudge:
         import facekit
         from facekit.align import check_alignable
 
-        encoder = facekit.load_component("encoder", name).eval()
+        encoder = frozen_encoder(facekit.load_component("encoder", name))
         if not encoder.card.detector:
             raise FacekitError(f"encoder {name!r} names no detector of its own (ModelCard.detector): it cannot judge")
         detector = facekit.load_component("detector", encoder.card.detector)

@@ -24,7 +24,7 @@ import torch
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
 from facekit.errors import FacekitError
 from facekit.images import to_uint8_rgb
-from facekit.types import LandmarkScheme
+from facekit.types import LandmarkScheme, frozen_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Normalizer:
         scheme = card.landmark_scheme if card is not None else None
         check_alignable(encoder, scheme, f"detector {type(detector).__name__}")
         self.decoder = decoder.to(device).eval()
-        self.encoder = encoder.to(device).eval()
+        self.encoder = frozen_encoder(encoder, device)
         self.detector = detector
         self.meta = meta
         self.device = torch.device(device)

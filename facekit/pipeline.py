@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from facekit.errors import StageNotBuiltError
 from facekit.recipe import STAGES, Plan
@@ -121,7 +122,56 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     )
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
+    apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
+    if apps:
+        results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
+        (Path(infer.output) / "apps.json").write_text(json.dumps(results, indent=2) + "\n")
     return run
+
+
+def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: int = 16) -> dict[str, Any]:
+    """The pipeline's last step (photo -> ... -> warp -> apps): the recipe's ``components.apps`` on the normalized
+    faces of ``rows`` (each output PNG with its NAME.json's landmarks, as normalize wrote them), ``batch_size`` at a
+    time. Returns ``{app: {"faces": {input: {result: value}}, "batches": [{result: file}]}}``: a result with one
+    entry per face (its first axis the batch) is listed per input; any other (explore's strip) is saved as
+    ``out/apps/APP-BATCH-RESULT.npy``."""
+    import numpy as np
+    import torch
+
+    from facekit.batch import read_record
+    from facekit.images import load_rgb
+    from facekit.types import DecoderOutput
+
+    built = [(component.spec.name, component.build()) for component in apps]
+    results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _ in built}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        images, landmarks = [], []
+        for row in chunk:
+            image, _ = load_rgb(Path(row.output))
+            points = read_record(Path(row.output).with_suffix(".json")).get("landmarks")
+            images.append(torch.from_numpy(np.asarray(image, np.float32) / 255.0).permute(2, 0, 1))
+            landmarks.append(torch.tensor(points, dtype=torch.float32) if points is not None else None)
+        faces = DecoderOutput(
+            image=torch.stack(images),
+            landmarks=torch.stack(landmarks) if all(p is not None for p in landmarks) else None,  # type: ignore[arg-type]
+        )
+        for name, app in built:
+            applied = {key: np.asarray(value) for key, value in app.apply(faces).items()}
+            per_face = {key: value for key, value in applied.items() if value.ndim and len(value) == len(chunk)}
+            for index, row in enumerate(chunk):
+                results[name]["faces"].setdefault(row.input, {}).update(
+                    {key: value[index].tolist() for key, value in per_face.items()}
+                )
+            saved = {}
+            for key in applied.keys() - per_face.keys():
+                path = out / "apps" / f"{name}-{start // batch_size}-{key}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, applied[key])
+                saved[key] = str(path)
+            if saved:
+                results[name]["batches"].append(saved)
+    return results
 
 
 # A stage mapped to None validates in recipes but refuses to run (how new stages land before their code does).

@@ -347,8 +347,22 @@ def check_encoder_outputs(subject: Subject) -> None:
     assert embedding.shape == (2, card.embedding_size), f"{name}: embedding shape {tuple(embedding.shape)}"
     assert embedding.dtype == torch.float32, f"{name}: embedding dtype {embedding.dtype}"
     _assert_finite(name, "features", features)
+    assert features.dtype == torch.float32, f"{name}: features dtype {features.dtype} (the decoder reads float32)"
     if card.feature_size:
         assert features.shape == (2, card.feature_size), f"{name}: features shape {tuple(features.shape)}"
+    both = getattr(encoder, "embed_and_features", None)
+    if both is not None:  # the training pool calls it instead of embed + features: it must say the same
+        with torch.no_grad():
+            pair = both(crops)
+        agree = len(pair) == 2 and all(
+            torch.allclose(got, want, atol=1e-4) for got, want in zip(pair, (embedding, features), strict=True)
+        )
+        assert agree, f"{name}: embed_and_features(x) is not (embed(x), features(x))"
+    maps = getattr(encoder, "embed_and_maps", None)
+    if maps is not None:  # the perceptual loss's embedding
+        with torch.no_grad():
+            mapped = maps(crops)[0]
+        assert torch.allclose(mapped, embedding, atol=1e-4), f"{name}: embed_and_maps(x)[0] is not embed(x)"
 
 
 def check_encoder_deterministic(subject: Subject) -> None:
@@ -397,12 +411,20 @@ def _features(decoder: Any, batch: int = 2, grad: bool = False) -> torch.Tensor:
 
 
 def check_decoder_outputs(subject: Subject) -> None:
-    """``decode`` returns a DecoderOutput: image (B, 3, S, S) finite, landmarks (B, K, 2), texture like the image."""
+    """``decode`` returns a DecoderOutput: image (B, 3, S, S) float32 RGB in [0, 1], landmarks (B, K, 2), texture
+    like the image."""
     name, decoder = subject.name, subject.component()
+    features = _features(decoder)
     with torch.no_grad():
-        out = decoder.decode(_features(decoder))
+        out = decoder.decode(features)
     assert isinstance(out, DecoderOutput), f"{name}: decode returns {type(out).__name__}, not DecoderOutput"
-    _assert_finite(name, "image", out.image)
+    for what, tensor in (("image", out.image), ("texture", out.texture)):
+        if tensor is None:
+            continue
+        _assert_finite(name, what, tensor)
+        assert tensor.dtype == torch.float32, f"{name}: {what} dtype {tensor.dtype}, not float32"
+        low, high = float(tensor.min()), float(tensor.max())
+        assert low >= -1e-4 and high <= 1 + 1e-4, f"{name}: {what} in [{low:.3g}, {high:.3g}], not RGB in [0, 1]"
     assert out.image.ndim == 4 and out.image.shape[:2] == (2, 3), f"{name}: image shape {tuple(out.image.shape)}"
     assert out.image.shape[2] == out.image.shape[3], f"{name}: image not square {tuple(out.image.shape)}"
     if out.landmarks is not None:
@@ -429,9 +451,9 @@ def check_decoder_batch_independent(subject: Subject) -> None:
 
 
 def check_decoder_trainable(subject: Subject) -> None:
-    """What training and the Normalizer use (:class:`facekit.types.TrainableDecoder`): a torch Module with
-    ``image_size`` (the output's size), 68 iBUG landmarks (or none), ``set_mean_landmarks`` and
-    ``set_feature_stats`` that
+    """What training and the Normalizer use (:class:`facekit.types.TrainableDecoder`): a torch Module whose forward
+    is ``decode``, built from Params with ``feature_size``, with ``image_size`` (the output's size), 68 iBUG
+    landmarks (or none), ``set_mean_landmarks`` (read back as ``mean_landmarks``) and ``set_feature_stats`` that
     change the output and are saved in its state_dict, and a ``warper`` attribute the trainer sets."""
     name = subject.name
     decoder: Any = subject.fresh()
@@ -439,9 +461,15 @@ def check_decoder_trainable(subject: Subject) -> None:
     assert not missing, f"{name}: not a facekit.types.TrainableDecoder: lacks {missing}"
     is_module = isinstance(decoder, torch.nn.Module)  # (not narrowed: the decoder stays Any for its own members)
     assert is_module, f"{name}: training needs a torch.nn.Module"
+    fields = type(subject.params).model_fields
+    assert "feature_size" in fields, f"{name}: its Params needs a feature_size field (the trainer sets the encoder's F)"
     features = _features(decoder)
+    has_forward = type(decoder).forward is not torch.nn.Module.forward
+    assert has_forward, f"{name}: no forward; training and the normalizer call decoder(features), which must be decode"
     with torch.no_grad():
-        before = decoder.decode(features)
+        before, called = decoder.decode(features), decoder(features)
+    same = isinstance(called, DecoderOutput) and torch.allclose(called.image, before.image, atol=1e-6)
+    assert same, f"{name}: decoder(features) (forward, what the pipeline calls) is not decode(features)"
     size = int(decoder.image_size)
     assert tuple(before.image.shape[2:]) == (size, size), (
         f"{name}: image {tuple(before.image.shape)} != image_size {size}"
@@ -450,6 +478,8 @@ def check_decoder_trainable(subject: Subject) -> None:
         assert tuple(before.landmarks.shape[1:]) == (68, 2), f"{name}: training needs (B, 68, 2) iBUG landmarks"
     mean = real_face().ibug68 * size / 200.0
     decoder.set_mean_landmarks(mean)
+    kept = torch.as_tensor(decoder.mean_landmarks).detach().cpu().double().numpy()
+    assert kept.shape == (68, 2) and np.allclose(kept, mean, atol=1e-3), f"{name}: mean_landmarks != what was set"
     decoder.set_feature_stats(torch.randn(16, features.shape[1], generator=torch.Generator().manual_seed(1)) + 3)
     with torch.no_grad():
         after = decoder.decode(features)

@@ -35,6 +35,7 @@ from facekit.distributed import global_batchnorm, global_terms, setup_distribute
 from facekit.errors import FacekitError
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.pool import Pool, cached_pool
+from facekit.types import frozen_encoder
 from facekit.warp import BOUNDARY_CONVENTION_KEY
 
 logger = logging.getLogger(__name__)
@@ -52,18 +53,32 @@ def choose_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build_decoder(plan: Any, feature_size: int) -> Any:
+def build_decoder(plan: Any, feature_size: int) -> tuple[Any, Any]:
+    """The recipe's decoder for encoder features of ``feature_size``, with the recipe's warper attached, and the
+    params it was built with (saved in checkpoints, to rebuild it)."""
     component = plan.components.get("decoder")
     if component is None:
         raise FacekitError("training needs components.decoder (e.g. {name: paper})")
     params = component.params
+    if "feature_size" not in type(params).model_fields:
+        raise FacekitError(
+            f"decoder {component.spec.name!r}: its Params has no feature_size field, through which the trainer "
+            "gives it the encoder's feature size (facekit.types.TrainableDecoder)"
+        )
     if params.feature_size != feature_size:
         params = params.model_copy(update={"feature_size": feature_size})
     decoder = component.spec.build(params)
     warper = plan.components.get("warper")
     if warper is not None and hasattr(decoder, "warper"):
         decoder.warper = warper.build()
-    return decoder
+        loss = plan.recipe.train.loss
+        if (loss.identity > 0 or loss.perceptual > 0) and not getattr(decoder.warper, "differentiable", False):
+            raise FacekitError(
+                f"warper {warper.spec.name!r} is not differentiable (its differentiable attribute says so), and the "
+                "identity and perceptual losses reach the decoder through the warped face: set train.loss.identity "
+                "and train.loss.perceptual to 0 or choose a differentiable warper"
+            )
+    return decoder, params
 
 
 #: How far (px) a train.init model's mean face may lie from the prepared set's before it is refused.
@@ -164,15 +179,14 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 f"--set train.init={checkpoint} and another train.output"
             )
 
-    encoder = encoder_component.build().to(device).eval()
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
-    pool = cached_pool(plan, encoder.cpu(), output / "pool.safetensors", progress=progress and dist.main)
-    encoder.to(device)
+    encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
+    pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
+    encoder = frozen_encoder(encoder, device)
     # Seeded again: making the pool's morphs draws from torch's generator and reading the cached pool does not, so
     # a rerun over a cached pool (a run killed before its first checkpoint) would start from other weights.
     torch.manual_seed(settings.seed)
-    decoder = build_decoder(plan, int(pool.features.shape[1])).to(device)
+    decoder, decoder_params = build_decoder(plan, int(pool.features.shape[1]))
+    decoder = decoder.to(device)
     decoder.set_mean_landmarks(PreparedFaces(recipe.prepare.output).mean_landmarks)
     decoder.set_feature_stats(pool.features)
     if decoder.image_size != recipe.prepare.image_size:
@@ -244,7 +258,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     meta_base = {
         "train_git_sha": git_sha(),
         "decoder": plan.components["decoder"].spec.name,
-        "decoder_params": decoder.params.model_dump(),
+        "decoder_params": decoder_params.model_dump(),
         "encoder": encoder_component.spec.name,
         "warper": plan.components["warper"].spec.name if "warper" in plan.components else None,
         "warper_params": plan.components["warper"].params.model_dump() if "warper" in plan.components else None,

@@ -208,7 +208,13 @@ class Encoder(Protocol):
 
     ``embed(images) -> (B, card.embedding_size)`` identity embedding, compared with ``card.distance`` against
     ``card.threshold``; ``features(images) -> (B, card.feature_size)`` the lowest spatially invariant layer (what the
-    decoder reads). With ``card.differentiable`` gradients reach the input pixels (the identity loss needs them).
+    decoder reads); both float32. With ``card.differentiable`` gradients reach the input pixels (the identity loss
+    needs them). A ``torch.nn.Module`` is moved to the pipeline's device and put in eval mode
+    (:func:`frozen_encoder`); anything else is called as it is.
+
+    Optional, used when present: ``embed_and_features(images) -> (embed(images), features(images))`` in one pass
+    (the training pool), ``embed_and_maps(images) -> (embedding, [feature maps])`` (the perceptual loss); each must
+    agree with ``embed``/``features`` (checked).
     """
 
     card: ModelCard
@@ -216,6 +222,19 @@ class Encoder(Protocol):
     def embed(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def frozen_encoder(encoder: Any, device: Any = None) -> Any:
+    """``encoder`` ready for the pipeline: a ``torch.nn.Module`` is moved to ``device`` (if given), put in eval mode
+    and its parameters frozen; anything else that meets :class:`Encoder` (an onnxruntime session, say) is used as it
+    is, taking tensors on any device and returning them on the input's."""
+    import torch
+
+    if isinstance(encoder, torch.nn.Module):
+        if device is not None:
+            encoder = encoder.to(device)
+        encoder.eval().requires_grad_(False)
+    return encoder
 
 
 @runtime_checkable
@@ -230,20 +249,23 @@ class Decoder(Protocol):
 @runtime_checkable
 class TrainableDecoder(Decoder, Protocol):
     """What ``facekit.train`` and the :class:`~facekit.normalize.Normalizer` use beyond :class:`Decoder`: a
-    ``torch.nn.Module`` whose ``forward`` is ``decode``, producing ``image_size`` x ``image_size`` faces with
-    ``landmarks`` (B, 68, 2) in the iBUG-68 scheme, and
+    ``torch.nn.Module`` whose ``forward`` is ``decode`` (training and the normalizer call ``decoder(features)``),
+    producing ``image_size`` x ``image_size`` faces (float32 RGB in [0, 1]) with ``landmarks`` (B, 68, 2) in the
+    iBUG-68 scheme, built from a Params with a ``feature_size`` field (the trainer sets it to the encoder's F), and
 
-    - ``set_mean_landmarks(points (68, 2))``: the training set's mean landmarks (a buffer saved with the weights);
+    - ``set_mean_landmarks(points (68, 2))``: the training set's mean landmarks (a buffer saved with the weights),
+      read back as ``mean_landmarks`` (68, 2) tensor (the trainer compares a train.init model's with the data's);
     - ``set_feature_stats(features (N, F))``: standardise inputs with the training features' mean and std (buffers);
     - ``warper``: the recipe's :class:`Warper`, attached by the trainer and the normalizer before the first call.
 
-    Optional, read by the normalizer's photo shape (:mod:`facekit.detail`): ``mean_landmarks`` (68, 2) tensor and
-    ``warp(texture, source, destination) -> (image, flow)``, the decoder's own warp of its ``texture`` from the mean
-    landmarks; a decoder without them (or without a texture) keeps its own landmarks and image.
+    Optional, read by the normalizer's photo shape (:mod:`facekit.detail`): ``warp(texture, source, destination) ->
+    (image, flow)``, the decoder's own warp of its ``texture`` from the mean landmarks; a decoder without it (or
+    without a texture) keeps its own landmarks and image. :func:`facekit.testing.check_component` checks all of it.
     """
 
     image_size: int
     warper: Warper | None
+    mean_landmarks: torch.Tensor
 
     def set_mean_landmarks(self, points: np.ndarray | torch.Tensor) -> None: ...
 

@@ -126,7 +126,8 @@ class InferenceOnly(torch.nn.Module):
 def test_conformance_says_what_training_needs() -> None:
     spec = ComponentSpec("inference-only", InferenceOnly)
     with pytest.raises(
-        AssertionError, match="lacks \\['image_size', 'warper', 'set_mean_landmarks', 'set_feature_stats'\\]"
+        AssertionError,
+        match="lacks \\['image_size', 'warper', 'mean_landmarks', 'set_mean_landmarks', 'set_feature_stats'\\]",
     ):
         check_decoder(spec)
 

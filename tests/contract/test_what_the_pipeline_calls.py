@@ -1,0 +1,168 @@
+"""The protocols say what the pipeline really calls, and the conformance checks hold components to it: a component
+that follows the documented protocol works end to end, and one that deviates in a way the pipeline would turn into
+a traceback or a wrong face is refused by the checks (found by a review with third-party components)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import facekit
+from facekit.decoder import PaperDecoder
+from facekit.decoder_params import DecoderParams
+from facekit.errors import FacekitError
+from facekit.registry import ComponentSpec, NoParams, Params
+from facekit.testing import real_face, run_check
+from facekit.types import DecoderOutput, frozen_encoder
+
+SFACE = facekit.get_registry("encoder").get("sface")
+
+
+class PlainEncoder:
+    """Meets types.Encoder without being a torch.nn.Module (an onnxruntime session would look like this)."""
+
+    def __init__(self, mode: str = "ok", name: str = "sface") -> None:
+        self.inner = facekit.load_component("encoder", name)
+        self.card = self.inner.card
+        self.mode = mode
+        if hasattr(self.inner, "input_transform"):  # optional: dlib's chips have no fixed template points
+            self.input_transform = self.inner.input_transform
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner.embed(images)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.inner.features(images)
+        return features.double() if self.mode == "float64" else features
+
+    def embed_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = (self.embed(images), self.features(images))
+        return pair[::-1] if self.mode == "swapped" else pair
+
+
+def test_an_encoder_that_is_not_a_module_runs_in_the_normalizer(shipped_normalizer: Any) -> None:
+    """Before: Normalizer, train, eval and bench called encoder.to(device).eval(): AttributeError for any encoder
+    that is not a Module (facekit's own arcface-onnx included)."""
+    from facekit.normalize import Normalizer
+
+    plain = PlainEncoder(name="dlib-resnet")
+    assert frozen_encoder(plain) is plain
+    run_check("encoder", ComponentSpec("plain", lambda _p: PlainEncoder(), NoParams, card=SFACE.card), "outputs")
+    shipped = shipped_normalizer
+    wrapped = Normalizer(shipped.decoder, plain, shipped.detector, shipped.meta)
+    photo = real_face().image.copy()
+    assert np.abs(wrapped.normalize(photo).image.astype(int) - shipped.normalize(photo).image).max() <= 1
+
+
+@pytest.mark.parametrize(("mode", "message"), [("float64", "features dtype"), ("swapped", "embed_and_features")])
+def test_conformance_catches_what_would_break_or_mislead_the_pipeline(mode: str, message: str) -> None:
+    """float64 features were a dtype traceback in the decoder; an embed_and_features that disagreed with embed and
+    features trained the decoder on the wrong vector with no error."""
+    spec = ComponentSpec(f"plain-{mode}", lambda _p: PlainEncoder(mode), NoParams, card=SFACE.card)
+    with pytest.raises(AssertionError, match=message):
+        run_check("encoder", spec, "outputs")
+
+
+class Pixels255(PaperDecoder):
+    def decode(self, features: torch.Tensor) -> DecoderOutput:
+        out = super().decode(features)
+        return DecoderOutput(out.image * 255, out.landmarks, out.texture * 255)
+
+
+class ForwardDiffers(PaperDecoder):
+    def forward(self, features: torch.Tensor) -> DecoderOutput:
+        out = self.decode(features)
+        return DecoderOutput(torch.zeros_like(out.image), out.landmarks, out.texture)
+
+
+class OtherParams(Params):
+    size: int = 56
+
+
+class NoFeatureSize(PaperDecoder):
+    def __init__(self, params: OtherParams) -> None:
+        super().__init__(DecoderParams(image_size=params.size, channels=16, hidden=16, feature_size=8))
+
+
+@pytest.mark.parametrize(
+    ("decoder", "params", "check", "message"),
+    [
+        (Pixels255, DecoderParams, "outputs", "not RGB in \\[0, 1\\]"),
+        (ForwardDiffers, DecoderParams, "trainable", "is not decode"),
+        (NoFeatureSize, OtherParams, "trainable", "feature_size field"),
+    ],
+)
+def test_conformance_holds_decoders_to_what_training_and_inference_call(
+    decoder: type, params: type[Params], check: str, message: str
+) -> None:
+    """Before: a 0-255 image gave white faces, a forward unlike decode gave black ones, a Params without
+    feature_size failed in training: all three passed every check."""
+    defaults = {"image_size": 56, "channels": 16, "hidden": 16, "feature_size": 8} if params is DecoderParams else {}
+    spec = ComponentSpec(decoder.__name__, decoder, params)
+    run_check("decoder", spec, "outputs" if check == "trainable" else "protocol", defaults)
+    with pytest.raises(AssertionError, match=message):
+        run_check("decoder", spec, check, defaults)
+
+
+class StillWarper:
+    """Declares itself not differentiable."""
+
+    differentiable = False
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> tuple[Any, Any]:
+        from facekit.warp import sparse_image_warp
+
+        with torch.no_grad():
+            return sparse_image_warp(image, source, destination)
+
+
+def test_training_refuses_a_warper_the_identity_loss_cannot_pass_through() -> None:
+    """Before: trained with exit 0 while the identity term had no gradient (it reaches the decoder through the
+    warped face)."""
+    from facekit.recipe import ResolvedComponent, resolve
+    from facekit.train import build_decoder
+
+    raw = {
+        "components": {"encoder": {"name": "dlib-resnet"}, "decoder": {"name": "paper", "params": {"image_size": 112}}},
+        "prepare": {"image_size": 112},
+    }
+    plan = resolve(raw)
+    spec = ComponentSpec("still", lambda _p: StillWarper(), NoParams)
+    plan.components["warper"] = ResolvedComponent("warper", "warper", spec, NoParams())
+    with pytest.raises(FacekitError, match="warper 'still' is not differentiable"):
+        build_decoder(plan, 256)
+    quiet = resolve({**raw, "train": {"loss": {"identity": 0}}})
+    quiet.components["warper"] = plan.components["warper"]
+    decoder, params = build_decoder(quiet, 256)
+    assert params.feature_size == 256 and isinstance(decoder.warper, StillWarper)
+
+
+def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) -> None:
+    """Before: components.apps validated and was never called (an app that raised on every call exited 0)."""
+    from facekit.normalize import default_model_path
+
+    photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    recipe = {
+        "components": {
+            "encoder": {"name": "dlib-resnet"},
+            "decoder": {"name": "paper", "params": {"image_size": 112}},
+            "apps": [{"name": "attributes"}, {"name": "gray-world"}],
+        },
+        "prepare": {"image_size": 112},
+        "infer": {"inputs": [str(photo)], "checkpoint": str(default_model_path()), "output": str(tmp_path / "out")},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    from tests.helpers import run_cli
+
+    result = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
+    assert result.returncode == 0, result.stderr
+    apps = json.loads((tmp_path / "out" / "apps.json").read_text())
+    assert set(apps) == {"attributes", "gray-world"}
+    face = apps["attributes"]["faces"][str(photo)]
+    assert 0 < face["ita_degrees"] < 90 and len(apps["gray-world"]["faces"][str(photo)]["gains_rgb"]) == 3
