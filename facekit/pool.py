@@ -132,6 +132,7 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
                 continue
             candidates.setdefault(target, []).append((row["path"], np.asarray(row["landmarks"], np.float64)))
     rng = np.random.default_rng([settings.seed, 1])
+    casts = np.random.default_rng([settings.seed, 2])
     chosen: list[tuple[int, str, np.ndarray]] = []
     for target in sorted(candidates):
         items = candidates[target]
@@ -145,10 +146,12 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
             block = []
             for target, path, points in chosen[start : start + 32]:
                 image, _ = load_rgb(Path(path))
-                if image is not None:
-                    block.append((target, image, points))
-                else:
+                if image is None:
                     unreadable.append(path)
+                    continue
+                block.append((target, image, points))
+                for _ in range(settings.photo_casts):
+                    block.append((target, random_cast(image, casts, settings.photo_cast_sigma), points))
             if not block:
                 continue
             inputs = encoder_inputs(encoder, [b[1] for b in block], np.stack([b[2] for b in block]))
@@ -170,6 +173,17 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
     if not targets:
         raise FacekitError(f"train.photo_inputs: no usable photo in {recipe.prepare.output}/manifest.jsonl")
     return np.asarray(targets, np.int64), torch.cat(features), torch.cat(embeddings)
+
+
+def random_cast(photo: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """``photo`` (H, W, 3) uint8 under another light: each channel's linear value times a log-normal gain (std
+    ``sigma``, the three gains' geometric mean 1) and all times 2^U(-1, 1) (exposure), back to sRGB, clipped."""
+    from facekit.apps.adjust import to_linear, to_srgb
+
+    log_gains = rng.normal(0.0, sigma, 3)
+    gains = np.exp(log_gains - log_gains.mean()) * 2.0 ** rng.uniform(-1.0, 1.0)
+    linear = to_linear(photo / 255.0) * gains
+    return np.asarray(np.clip(to_srgb(linear) * 255.0 + 0.5, 0, 255), np.uint8)
 
 
 def background_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -231,6 +245,11 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
                 plan.components["encoder"].params.model_dump(mode="json"),
             ],
             "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
+            **(
+                {"photo_casts": [recipe.train.photo_casts, recipe.train.photo_cast_sigma]}
+                if recipe.train.photo_casts
+                else {}
+            ),
             "background": [recipe.train.background, list(recipe.train.background_rgb)],
         },
         sort_keys=True,

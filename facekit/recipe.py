@@ -182,6 +182,17 @@ class TrainSection(Section):
         "|yaw| <= photo_max_yaw_deg) feed the encoder, with the person's average as the target (0 = averages only)",
     )
     photo_max_yaw_deg: float = Field(default=40.0, gt=0, description="photo_inputs: most turned photo used")
+    photo_casts: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="photo_inputs: this many colour-cast copies of each photo feed the encoder too, with the same "
+        "uncast target (a random gain per channel in linear light, log-normal with std photo_cast_sigma, and an "
+        "exposure of -1..+1 EV): the decoder learns the person's colours rather than the photo's light",
+    )
+    photo_cast_sigma: float = Field(
+        default=0.15, ge=0, le=1, description="photo_casts: std of the log gain per channel (0.15: about +-15 %)"
+    )
     background: Literal["keep", "plain"] = Field(
         default="keep",
         description="plain: composite every target onto one flat colour outside the face, forehead and a margin, so "

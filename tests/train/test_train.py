@@ -220,6 +220,24 @@ def test_batch_norm_decoder_trains_and_is_deterministic_in_eval(prepared: Path, 
     assert difference < 1e-3, difference  # eval mode: no batch statistics (they would move pixels by ~0.1)
 
 
+def test_a_random_cast_is_a_light_not_a_paint() -> None:
+    """photo_casts: a per-channel gain in linear light (the three gains' geometric mean 1) times an exposure."""
+    from facekit.apps.adjust import to_linear
+    from facekit.pool import random_cast
+
+    rng = np.random.default_rng(0)
+    photo = np.full((8, 8, 3), (120, 100, 80), np.uint8)
+    ratios = []
+    for _ in range(200):
+        cast = random_cast(photo, rng, 0.15)
+        ratios.append(np.log(to_linear(cast[0, 0] / 255.0) / to_linear(photo[0, 0] / 255.0)))
+    logs = np.array(ratios)
+    chroma = logs - logs.mean(axis=1, keepdims=True)  # the colour part, exposure removed
+    assert 0.08 < chroma.std() < 0.2 and abs(chroma.mean()) < 0.02
+    assert -np.log(2) - 0.05 < logs.mean(axis=1).min() and logs.mean(axis=1).max() < np.log(2) + 0.05
+    assert np.array_equal(random_cast(photo, np.random.default_rng(1), 0.0)[..., 0] > 0, photo[..., 0] > 0)
+
+
 def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) -> None:
     """Photos from the manifest join the pool with their person's average as target; targets get the plain colour
     outside the face; a run started from another model's weights starts from exactly those weights."""
@@ -270,6 +288,11 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     encoder = facekit.load_component("encoder", "dlib-resnet").eval()
     targets, features, embeddings = encode_photos(plan.recipe, plan_faces(folder), encoder)
     assert targets.tolist() == [0, 1] and features.shape == (2, 256) and embeddings.shape == (2, 128)
+    # Colour-cast copies: each photo again under two other lights, with the same (uncast) target.
+    cast_plan = resolve(tiny_recipe(folder, tmp_path / "casts", photo_inputs=4, photo_casts=2))
+    cast_targets, cast_features, _ = encode_photos(cast_plan.recipe, plan_faces(folder), encoder)
+    assert cast_targets.tolist() == [0, 0, 0, 1, 1, 1] and torch.equal(cast_features[0], features[0])
+    assert not torch.allclose(cast_features[1], cast_features[0])
     pool = build_pool(plan, encoder)
     assert len(pool) == 24 + 2
     assert torch.equal(pool.textures[24], pool.textures[0]) and torch.equal(pool.landmarks[25], pool.landmarks[1])
