@@ -20,6 +20,7 @@ An explicit loop, no framework:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -132,6 +133,17 @@ def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> N
         )
 
 
+def prepared_data_id(folder: Path) -> dict[str, Any] | None:
+    """What a prepared set was made from and how: its identities' sha256 and prepare's format and settings
+    (``summary.json``, ``fingerprint.json``); None when it has none (older sets, or none yet)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        fingerprint = json.loads((folder / "fingerprint.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {"identities_sha256": summary.get("identities_sha256"), "fingerprint": fingerprint}
+
+
 def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0)."""
@@ -162,9 +174,17 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    prepared = prepared_data_id(Path(recipe.prepare.output))
     if resume and checkpoint.exists():
         resumed = read_checkpoint(checkpoint)
         check_resumable(resumed[1].get("recipe"), plan.to_dict(), checkpoint)
+        earlier = resumed[1].get("prepared_data")
+        if earlier is not None and prepared is not None and earlier != prepared:
+            raise FacekitError(
+                f"--resume would continue {checkpoint} on other prepared data: {recipe.prepare.output} was prepared "
+                "again from other photos or in another format since; choose another train.output, or start from it "
+                "with train.init"
+            )
         # read_checkpoint gives a file written before boundary_points counted tfa's way its params in today's
         # count; the same recipe text builds today's warper from its own number, which would be another warp.
         warper = plan.components.get("warper")
@@ -263,6 +283,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         "warper": plan.components["warper"].spec.name if "warper" in plan.components else None,
         "warper_params": plan.components["warper"].params.model_dump() if "warper" in plan.components else None,
         BOUNDARY_CONVENTION_KEY: "tfa",
+        "prepared_data": prepared,
         "recipe": plan.to_dict(),
         "recipe_source": plan.source,
         "world_size": dist.world,

@@ -553,3 +553,19 @@ def test_fp16_steps_scale_the_loss_so_small_gradients_survive() -> None:
         changes[enabled] = float((layer.weight.detach() - before).abs().max())
         assert bool(_scaler_meta(scaler)) is enabled
     assert changes[False] == 0.0 and changes[True] > 1e-5
+
+
+def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(prepared: Path, tmp_path: Path) -> None:
+    """Before: --resume compared recipes only; the same prepare.output prepared again (other photos, or another
+    prepare format) was continued as if it were the same data."""
+    import shutil
+
+    folder = tmp_path / "prepared"
+    shutil.copytree(prepared, folder)
+    (folder / "summary.json").write_text(json.dumps({"identities_sha256": "a" * 64}))
+    (folder / "fingerprint.json").write_text(json.dumps({"format": 3}))
+    train(resolve(tiny_recipe(folder, tmp_path / "run", steps=2)))
+    train(resolve(tiny_recipe(folder, tmp_path / "run", steps=3)), resume=True)  # the same data: continued
+    (folder / "summary.json").write_text(json.dumps({"identities_sha256": "b" * 64}))
+    with pytest.raises(FacekitError, match="on other prepared data"):
+        train(resolve(tiny_recipe(folder, tmp_path / "run", steps=4)), resume=True)
