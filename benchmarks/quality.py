@@ -223,10 +223,9 @@ def main() -> None:
     elif args.photo_set == "lfw-devtrain":
         photos = lfw_spread(root, args.photos, "peopleDevTrain.txt")
     elif args.photo_set == "helen-test":
-        from facekit.data.sources import Photo
+        from facekit.data.sources import helen_photos
 
-        files = sorted((root / "ibug68" / "helen_test").glob("*.jpg"))[: args.photos]
-        photos = [Photo(f"helen/{path.stem}", path, "helen") for path in files]
+        photos = helen_photos(root)[: args.photos]
     else:
         from facekit.data.sources import london_photos
 

@@ -77,6 +77,13 @@ def helen_test(root: Path) -> list[tuple[Path, np.ndarray]]:
     return [(path, read_ibug_pts(path.with_suffix(".pts"))) for path in sorted(folder.glob("*.jpg"))]
 
 
+def helen_photos(root: Path) -> list[Photo]:
+    """The HELEN test photos as :class:`Photo` s, one identity each (``helen/NAME``): people outside LFW and London."""
+    return [
+        Photo(f"helen/{path.stem}", path, "helen") for path in sorted((root / "ibug68" / "helen_test").glob("*.jpg"))
+    ]
+
+
 def folder_photos(folder: Path) -> list[Photo]:
     """``<folder>/<person>/<photo>`` (one identity per sub-folder) and ``<folder>/<photo>`` (one identity each).
     Every file counts, whatever its suffix, so that unreadable files are reported rather than skipped."""
