@@ -11,6 +11,9 @@
 3. **Speed**: a 24-megapixel JPEG read, corrected and written, median of 3, ratio to gray-world in the same run.
 
     python benchmarks/adjust.py [--people 80] [--london 102] [--no-write]
+    python benchmarks/adjust.py --selection [--model LABEL=FILE ... --variants 'adjust,adjust, face only']
+
+``--model`` compares models (the adjust variants of each, one table) instead of the shipped one.
 """
 
 from __future__ import annotations
@@ -292,6 +295,43 @@ def accuracy_table(accuracy: dict[str, dict[str, list[float]]], methods: list[st
     return lines
 
 
+def compare_models(args: Any, root: Path, began: float) -> None:
+    """The known-cast selection test for each ``--model`` (its adjust variants), one table: section adjust-models."""
+    variants = {**ADJUST_VARIANTS, **SELECTION_VARIANTS}
+    if args.variants:
+        names = [name.strip() for name in args.variants.split(",")]
+        unknown = [name for name in names if name not in variants]
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; known: {', '.join(variants)}")
+        variants = {name: variants[name] for name in names}
+    merged: dict[str, dict[str, list[float]]] = {}
+    methods: list[str] = ["none"]
+    for item in args.model:
+        label, _, path = item.partition("=")
+        normalizer = FaceAdjuster(checkpoint=path).normalizer
+        accuracy, _ = known_casts(normalizer, root, SELECTION_SET, variants)
+        for setting, values in accuracy.items():
+            into = merged.setdefault(setting, {})
+            for key, value in values.items():
+                method = key.rsplit(" ", 1)[0]
+                if method in variants:
+                    into[f"{label}: {key}"] = value
+                else:  # "none" and the baselines do not depend on the model: the first model's
+                    into.setdefault(key, value)
+        methods += [f"{label}: {name}" for name in variants]
+    command = "python benchmarks/adjust.py " + shlex.join(sys.argv[1:])
+    lines = [
+        f"## Models for adjust: known casts on London neutral photos (`{command}`)",
+        "",
+        f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. The selection set of `--selection` "
+        f"({sum(SELECTION_SET.values())} neutral photos of training people; the same casts for every model), each "
+        "model's adjust variants; the global baselines and 'none' do not depend on the model.",
+        "",
+        *accuracy_table(merged, [*methods, *ESTIMATORS]),
+    ]
+    publish("adjust-models", lines, write=not args.no_write)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=80, help="LFW DevTest people with 4+ photos")
@@ -304,10 +344,21 @@ def main() -> None:
         help="only the known-cast test on the selection set (60 London and 40 Canada *neutral* photos) with the "
         "adjust variants: the set to choose the algorithm on (the report uses the smiling photos)",
     )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="LABEL=FILE",
+        help="with --selection: compare these models (checkpoints or exported) instead of the shipped one",
+    )
+    parser.add_argument("--variants", help="with --model: the adjust variants to run, comma-separated (default: all)")
     args = parser.parse_args()
     root = DataSection().resolved_root()
-    normalizer = FaceAdjuster().normalizer  # the app's own (the decoder's face: no photo detail)
     began = time.perf_counter()
+    if args.selection and args.model:
+        compare_models(args, root, began)
+        return
+    normalizer = FaceAdjuster().normalizer  # the app's own (the decoder's face: no photo detail)
     if args.selection:
         variants = {**ADJUST_VARIANTS, **SELECTION_VARIANTS}
         accuracy, counts = known_casts(normalizer, root, SELECTION_SET, variants)
