@@ -112,6 +112,23 @@ def embed_and_features(encoder: Any, inputs: torch.Tensor) -> tuple[torch.Tensor
     return encoder.embed(inputs), encoder.features(inputs)
 
 
+def manifest_photo(path: str, paths_from: dict[str, str] | None, data_root: Path) -> Path:
+    """A prepare manifest's photo ``path`` as seen from here: as written when it exists; else, with where prepare
+    ran (``paths_from``: its working folder and absolute data root, from summary.json), the same photo under this
+    recipe's ``data_root`` (prepared in one folder or machine, trained in another)."""
+    given = Path(path)
+    if given.exists() or not paths_from:
+        return given
+    there = os.path.normpath(given if given.is_absolute() else Path(paths_from["cwd"]) / given)
+    if os.path.exists(there):
+        return Path(there)
+    try:
+        inside = Path(there).relative_to(os.path.normpath(paths_from["data_root"]))
+    except ValueError:
+        return given
+    return data_root / inside
+
+
 def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False) -> tuple[Any, Any, Any]:
     """Train on what inference sees: up to ``train.photo_inputs`` photos of each prepared person (kept or rejected
     for expression, pose up to ``train.photo_max_yaw_deg``, any quality) read from the prepare manifest and encoded
@@ -121,6 +138,11 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
 
     settings = recipe.train
     row_of = {record["identity"]: index for index, record in enumerate(faces.identities)}
+    try:
+        paths_from = json.loads((Path(recipe.prepare.output) / "summary.json").read_text()).get("paths_from")
+    except (OSError, ValueError):
+        paths_from = None
+    data_root = recipe.data.resolved_root()
     candidates: dict[int, list[tuple[str, np.ndarray]]] = {}
     with (Path(recipe.prepare.output) / "manifest.jsonl").open() as handle:
         for line in handle:
@@ -130,7 +152,8 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
                 continue
             if abs(float(row["measures"]["yaw"])) > settings.photo_max_yaw_deg:
                 continue
-            candidates.setdefault(target, []).append((row["path"], np.asarray(row["landmarks"], np.float64)))
+            path = str(manifest_photo(row["path"], paths_from, data_root))
+            candidates.setdefault(target, []).append((path, np.asarray(row["landmarks"], np.float64)))
     rng = np.random.default_rng([settings.seed, 1])
     casts = np.random.default_rng([settings.seed, 2])
     chosen: list[tuple[int, str, np.ndarray]] = []

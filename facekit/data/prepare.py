@@ -409,6 +409,9 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             else:
                 summary = finalize(output, [done[i] for i in identities], rules.image_size)
                 summary["identities_sha256"] = wanted
+                # The manifest keeps photo paths as given; where they were given from lets training elsewhere (a
+                # GPU node, another folder) find them under its own data root (facekit.pool.manifest_photo).
+                summary["paths_from"] = {"cwd": os.getcwd(), "data_root": os.path.abspath(root)}
                 summary["last_run"] = {"photos": photos_done, "seconds": round(seconds, 1)}
                 if photos_done:
                     summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)

@@ -569,3 +569,19 @@ def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(pre
     (folder / "summary.json").write_text(json.dumps({"identities_sha256": "b" * 64}))
     with pytest.raises(FacekitError, match="on other prepared data"):
         train(resolve(tiny_recipe(folder, tmp_path / "run", steps=4)), resume=True)
+
+
+def test_manifest_photos_are_found_from_another_folder_or_data_root(tmp_path: Path) -> None:
+    """Before: train.photo_inputs read the manifest's paths as prepare was given them, relative to the folder it ran
+    in: training from any other folder (or machine) stopped with 'cannot be read'."""
+    from facekit.pool import manifest_photo
+
+    old_root = tmp_path / "then" / "data"
+    new_root = tmp_path / "now" / "shared" / "data"
+    (new_root / "lfw").mkdir(parents=True)
+    (new_root / "lfw" / "a.jpg").write_bytes(b"photo")
+    paths_from = {"cwd": str(tmp_path / "then" / "repo"), "data_root": str(old_root)}
+    assert manifest_photo("../data/lfw/a.jpg", paths_from, new_root) == new_root / "lfw" / "a.jpg"
+    assert manifest_photo(str(old_root / "lfw" / "a.jpg"), paths_from, new_root) == new_root / "lfw" / "a.jpg"
+    assert manifest_photo("elsewhere/b.jpg", paths_from, new_root) == Path("elsewhere/b.jpg")  # outside: as given
+    assert manifest_photo("../data/lfw/a.jpg", None, new_root) == Path("../data/lfw/a.jpg")  # an older set
