@@ -31,6 +31,7 @@ degrees median), not the fused default.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -39,6 +40,8 @@ import numpy as np
 from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
 from facekit.images import downscale
+
+logger = logging.getLogger(__name__)
 
 Only = Literal["both", "white-balance", "exposure"]
 Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
@@ -395,10 +398,16 @@ def encode_like(source: Any, image: np.ndarray) -> tuple[bytes, str]:
     with Image.open(source) as original:
         icc = original.info.get("icc_profile")
         exif = original.getexif()
-        jpeg = original.format == "JPEG"
+        jpeg = original.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with a second embedded picture
     if 0x0112 in exif:
         exif[0x0112] = 1
-    options: dict[str, Any] = {"exif": exif.tobytes()} if len(exif) else {}
+    options: dict[str, Any] = {}
+    try:
+        if len(exif):
+            options["exif"] = exif.tobytes()
+    except Exception as error:  # noqa: BLE001  (Pillow's EXIF writer raises many types on a malformed tag)
+        # A tag of the wrong type decodes but cannot be written back: the photo is adjusted without its EXIF.
+        logger.warning("%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error)
     if icc and icc[16:20] == b"RGB ":  # the output is RGB: a grey or CMYK profile would misdescribe it
         options["icc_profile"] = icc
     buffer = io.BytesIO()

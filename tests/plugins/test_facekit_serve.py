@@ -428,3 +428,13 @@ def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, server["log"].read_text()[-2000:]
     assert list(server["folder"].glob("facekit-serve-*")) == []
+
+
+def test_the_photo_events_share_one_concurrency_limit(engine: Engine) -> None:
+    """Before: an upload and a face choice each had their own limit, so --concurrency 1 ran two photos at once."""
+    from facekit_serve.web import CONCURRENCY_GROUP, build_app
+
+    demo = build_app(engine, [], 20.0)
+    events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name in ("analyze", "choose_face")}
+    assert set(events) == {"analyze", "choose_face"}
+    assert {fn.concurrency_id for fn in events.values()} == {CONCURRENCY_GROUP}

@@ -297,3 +297,28 @@ def test_refining_normalizes_the_same_face_again_and_undoes_more_of_a_cast(shipp
     assert np.abs(step - step.mean()).max() < 0.3 * np.abs(first - first.mean()).max(), (one.gains, two.gains)
     before = angular_error(cast[FACE_BOX], photo[FACE_BOX])
     assert angular_error(apply_correction(cast, two)[FACE_BOX], photo[FACE_BOX]) < before / 3
+
+
+def test_a_phones_mpo_stays_jpeg_and_a_malformed_exif_is_left_out(tmp_path: Path) -> None:
+    """Before: a multi-picture JPEG (Pillow's 'MPO', written by many phones) came back as a PNG several times larger,
+    and a photo whose EXIF had one tag of the wrong type ended `facekit adjust`'s batch (and serve's result) with a
+    traceback from re-encoding the EXIF."""
+    import struct
+
+    from facekit.apps.adjust import encode_like
+
+    pixels = np.full((64, 64, 3), (150, 110, 90), np.uint8)
+    phone = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(phone, "MPO", save_all=True, append_images=[Image.fromarray(pixels[:32, :32])])
+    with Image.open(phone) as opened:
+        assert opened.format == "MPO"
+    data, suffix = encode_like(phone, pixels)
+    assert suffix == ".jpg" and data[:2] == b"\xff\xd8"
+    # EXIF with Make (0x010F) stored as a RATIONAL: Pillow reads it but cannot write it back.
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHII", 0x010F, 5, 1, 26)
+    tiff += struct.pack("<I", 0) + struct.pack("<II", 1, 3)
+    odd = tmp_path / "odd.jpg"
+    Image.fromarray(pixels).save(odd, quality=92, exif=b"Exif\x00\x00" + tiff)
+    data, suffix = encode_like(odd, pixels)
+    with Image.open(io.BytesIO(data)) as written:
+        assert suffix == ".jpg" and written.size == (64, 64)

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 #: a copy is deleted. An upload is deleted as soon as its session ends; this is the backstop for sessions whose
 #: end the server never hears of.
 CACHE_SWEEP = (300, 3600)
+#: The events that process a photo (an upload, a face chosen) share one concurrency limit, --concurrency.
+CONCURRENCY_GROUP = "facekit-photo"
 
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
@@ -281,14 +283,23 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             dropped = engine.release(session, before_delete=delete_served_copies)
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
 
+        # One concurrency group: --concurrency counts photos being processed, whichever event runs them (each
+        # event had its own limit, so a face choice ran beside another visitor's upload at --concurrency 1).
         upload.change(
             analyze,
             inputs=[upload],
             outputs=[current, chooser, status, *face_outputs],
             api_name="analyze",
             show_progress="full",
+            concurrency_id=CONCURRENCY_GROUP,
         )
-        chooser.input(choose, inputs=[current, chooser], outputs=[status, *face_outputs], api_name="choose_face")
+        chooser.input(
+            choose,
+            inputs=[current, chooser],
+            outputs=[status, *face_outputs],
+            api_name="choose_face",
+            concurrency_id=CONCURRENCY_GROUP,
+        )
         # Gradio 6.31's Model3D given a file while its tab is hidden never loads its viewer (the viewer's loader is
         # cancelled by a second, identical update): opening the tab clears it and gives the file again.
         avatar_tab.select(lambda: None, outputs=[viewer], queue=False, show_progress="hidden").then(
