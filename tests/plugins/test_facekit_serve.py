@@ -24,6 +24,7 @@ pytest.importorskip("facekit_serve")
 
 from facekit_serve.engine import (
     MB,
+    VISITOR_AVATAR_NOTE,
     Engine,
     UploadError,
     example_photos,
@@ -76,8 +77,10 @@ def test_read_upload_says_what_is_wrong_in_plain_words(tmp_path: Path, monkeypat
     with pytest.raises(UploadError, match=r"over this server's limit of 0.00977 MB"):
         read_upload(source, 10 * 1024)
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.01")  # refused from its header, before decoding
-    with pytest.raises(UploadError, match=r"The photo is 200 x 200 = 0 MP > 0.01 MP; set FACEKIT_MAX_MEGAPIXELS"):
+    # The size only: how the operator raises the limit (an environment variable) is not the visitor's to do.
+    with pytest.raises(UploadError, match=r"The photo is too large \(200 x 200 = 0 MP > 0.01 MP\)\.") as refused:
         read_upload(source, 20 * MB)
+    assert "FACEKIT_MAX_MEGAPIXELS" not in str(refused.value)
 
 
 def test_geometry_helpers() -> None:
@@ -117,7 +120,7 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
     assert -90 < result.attributes["ita_degrees"] < 90 and result.attributes["ita_category"]
     assert 0.5 < result.attributes["face_width_height"] < 1.6
     assert result.attributes_image is not None and result.attributes_image.is_file()
-    assert result.avatar_glb is None and result.avatar_note == "no avatar in this test"
+    assert result.avatar_glb is None and result.avatar_note == VISITOR_AVATAR_NOTE  # the reason: the console's
     assert result.comparison is not None and image_size(result.comparison) == (3 * 192, 28 + 192)
     assert result.comparison_note == ""  # the same model found the same face
     # The page corrects as `facekit adjust` does (gains fused with white-patch) and says by how much.
@@ -227,7 +230,9 @@ def test_without_the_surrey_model_the_avatar_tab_says_so_and_the_rest_works(
         assert "needs the Surrey Face Model" in engine.avatar_note and "--sfm PATH" in engine.avatar_note
         analysis = engine.analyze(FACE)
         result = engine.result(analysis.sha256, 0)
-        assert result.avatar_glb is None and result.avatar_note == engine.avatar_note
+        # Visitors read that there is no avatar; the reason, with the server's model store path, is the console's.
+        assert result.avatar_glb is None and result.avatar_note == VISITOR_AVATAR_NOTE
+        assert str(tmp_path) not in result.avatar_note
         assert image_size(result.normalized) == (448, 448) and result.attributes
     finally:
         engine.close()
@@ -438,3 +443,17 @@ def test_the_photo_events_share_one_concurrency_limit(engine: Engine) -> None:
     events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name in ("analyze", "choose_face")}
     assert set(events) == {"analyze", "choose_face"}
     assert {fn.concurrency_id for fn in events.values()} == {CONCURRENCY_GROUP}
+
+
+def test_the_status_names_this_visitors_file_not_the_cached_uploaders(engine: Engine, tmp_path: Path) -> None:
+    """Before: a cache hit showed the first uploader's file name (and time) to whoever sent the same bytes, and the
+    comparison picture carried it too."""
+    from facekit_serve.web import status_markdown
+
+    plain = example_photos(tmp_path / "examples")[0]
+    first = engine.analyze(plain, "alice-holiday.jpg")
+    result = engine.result(first.sha256, 0)
+    again = engine.analyze(plain, "bob.jpg")
+    assert again is first  # the cache, by content
+    line = status_markdown(again, result, engine.labels, "bob.jpg", 0.01)
+    assert "`bob.jpg`" in line and "alice" not in line and "Done in 0.0 s" in line

@@ -83,6 +83,11 @@ def read_upload_bytes(path: str | Path, max_bytes: int) -> bytes:
     return file.read_bytes()
 
 
+#: What visitors read when the server has no 3-D avatar (why, and how the operator fixes it, is the console's
+#: ``avatar_note``: the server's model store paths are not the visitor's business).
+VISITOR_AVATAR_NOTE = "The 3-D avatar is not available on this server."
+
+
 def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
     """The (H, W, 3) uint8 RGB photo in an upload's bytes, or an :class:`UploadError`: not an image, damaged or cut
     short, too many pixels."""
@@ -92,8 +97,10 @@ def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
     if photo is None:
         log.info("unreadable upload %s: %s", name, why)
         if why.startswith(TOO_LARGE):
-            detail = why.removeprefix(TOO_LARGE).strip().removeprefix("(").removesuffix(")")
-            raise UploadError(f"The photo is {detail}. Please send a smaller photo.")
+            # The size only: how the server's operator raises the limit (an environment variable) is not the
+            # visitor's business.
+            detail = why.removeprefix(TOO_LARGE).strip().removeprefix("(").split(";")[0].removesuffix(")")
+            raise UploadError(f"The photo is too large ({detail}). Please send a smaller photo.")
         raise UploadError(
             "This file is not a photo facekit can read: it may be damaged, cut short, or not an image at all. "
             "Please upload a JPEG, PNG or WebP photo."
@@ -173,7 +180,7 @@ class FaceResult:
     avatar_glb: Path | None = None
     avatar_files: list[Path] = field(default_factory=list)
     avatar_renders: Path | None = None
-    avatar_note: str = ""
+    avatar_note: str = ""  # for the operator (the console); visitors see VISITOR_AVATAR_NOTE
     comparison: Path | None = None
     comparison_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
@@ -488,7 +495,7 @@ class Engine:
             self._gl.submit(self._avatar, result, face, folder).result()
             seconds["avatar"] = time.perf_counter() - start
         else:
-            result.avatar_note = self.avatar_note
+            result.avatar_note = VISITOR_AVATAR_NOTE  # the reason, with server paths, is on the operator's console
 
         if self.others:
             tell(0.85, "comparing the models")
@@ -557,7 +564,8 @@ class Engine:
             cells[label], status[label] = [theirs[0].decoder_image], [("ok", "")]
         aligned = photo_in_face_frame(analysis.photo, face)[0]
         labels = list(cells)
-        grid = Comparison([analysis.name], [""], labels, [aligned], cells, status, [], []).grid(cell=192)
+        # No file name on the picture: it is cached by content and shown to whoever uploads the same bytes.
+        grid = Comparison(["photo"], [""], labels, [aligned], cells, status, [], []).grid(cell=192)
         result.comparison = folder / "compare.png"
         result.comparison.write_bytes(png_bytes(grid))
         if missing:

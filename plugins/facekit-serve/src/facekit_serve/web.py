@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ offline_environment()  # before gradio and huggingface_hub are imported: they re
 import gradio as gr  # noqa: E402
 
 from facekit.errors import FacekitError  # noqa: E402
+from facekit_serve.engine import VISITOR_AVATAR_NOTE  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +108,15 @@ def adjust_markdown(result: Any) -> str:
     )
 
 
-def status_markdown(analysis: Any, result: Any, labels: list[str]) -> str:
+def status_markdown(analysis: Any, result: Any, labels: list[str], name: str, took: float) -> str:
+    """The status line: the visitor's own file ``name`` (a cached analysis may be another visitor's upload of the
+    same bytes, under their name) and the ``took`` seconds of this request."""
     found = analysis.faces_found
     faces = f"{found} face{'s' if found != 1 else ''} found"
     if found > 1:
         faces += f"; showing face {result.index + 1} (choose another below)"
-    took = result.seconds.get("total", 0.0) + analysis.seconds
-    name = analysis.name.replace("`", "'")
-    return f"`{name}`: {analysis.size[0]} x {analysis.size[1]} px, {faces}. Model: {labels[0]}. Done in {took:.1f} s."
+    shown = name.replace("`", "'")
+    return f"`{shown}`: {analysis.size[0]} x {analysis.size[1]} px, {faces}. Model: {labels[0]}. Done in {took:.1f} s."
 
 
 def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: float = 20.0) -> Any:
@@ -155,7 +158,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 normalized_file = gr.File(label="Normalized face at the model's size (PNG)", elem_id="normalized-file")
         with gr.Tabs():
             with gr.Tab("3-D avatar", id="avatar-tab") as avatar_tab:
-                avatar_note = gr.Markdown(engine.avatar_note, elem_id="avatar-note")
+                avatar_note = gr.Markdown(VISITOR_AVATAR_NOTE if engine.avatar_note else "", elem_id="avatar-note")
                 with gr.Row():
                     viewer = gr.Model3D(
                         label="Avatar (drag to turn, scroll to zoom)",
@@ -212,7 +215,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             """``face_outputs``' values for ``result`` (None: cleared)."""
             if result is None:
                 cleared: list[Any] = [None] * len(face_outputs)
-                cleared[face_outputs.index(avatar_note)] = escape(engine.avatar_note)
+                cleared[face_outputs.index(avatar_note)] = VISITOR_AVATAR_NOTE if engine.avatar_note else ""
                 return cleared
 
             def text(path: Path | None) -> str | None:
@@ -238,12 +241,14 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             ]
 
         empty = values(None)
+        names: dict[tuple[str, str], str] = {}  # (session, upload sha256) -> the name this visitor gave it
 
         def analyze(path: str | None, request: gr.Request, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
             """Upload -> every result for its largest face. Problems with the photo are shown as a message."""
             hidden = gr.update(choices=[], value=None, visible=False)
             if path is None:
                 return [None, hidden, "Waiting for a photo.", *empty]
+            began = time.perf_counter()
             session = request.session_hash or ""
             uploads.remember(session, path)
 
@@ -262,12 +267,21 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 return [None, hidden, status_error(f"{message} {type(error).__name__}"), *empty]
             choices = face_choices(len(analysis.faces), analysis.faces_found)
             chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
-            return [analysis.sha256, chooser_update, status_markdown(analysis, result, engine.labels), *values(result)]
+            names[(session, analysis.sha256)] = Path(path).name
+            status = status_markdown(analysis, result, engine.labels, Path(path).name, time.perf_counter() - began)
+            return [analysis.sha256, chooser_update, status, *values(result)]
 
-        def choose(sha256: str | None, index: int | None, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
+        def choose(
+            sha256: str | None,
+            index: int | None,
+            request: gr.Request,
+            progress: Any = gr.Progress(),  # noqa: B008
+        ) -> list[Any]:
             """Another face of the same upload (cached once made)."""
             if sha256 is None or index is None:
                 return ["Waiting for a photo.", *empty]
+            began = time.perf_counter()
+            name = names.get((request.session_hash or "", sha256), "this photo")
             try:
                 result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text))
             except FacekitError as error:
@@ -275,10 +289,15 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             analysis = engine.cached(sha256)
             if analysis is None:
                 return [status_error("This photo is no longer in the server's memory. Please upload it again."), *empty]
-            return [status_markdown(analysis, result, engine.labels), *values(result)]
+            return [
+                status_markdown(analysis, result, engine.labels, name, time.perf_counter() - began),
+                *values(result),
+            ]
 
         def session_ended(request: gr.Request) -> None:
             session = request.session_hash or ""
+            for key in [key for key in names if key[0] == session]:
+                names.pop(key, None)
             deleted = uploads.forget(session)
             dropped = engine.release(session, before_delete=delete_served_copies)
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
