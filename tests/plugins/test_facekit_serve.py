@@ -183,6 +183,22 @@ def test_results_live_until_the_last_session_holding_them_ends(engine: Engine, t
     assert not analysis.folder.exists() and engine.cached(analysis.sha256) is None
 
 
+def test_an_evicted_result_tells_who_still_shows_it_before_its_files_go(engine: Engine, tmp_path: Path) -> None:
+    """Before: the cache (2 entries here) dropped the oldest upload's files without a word, so the web layer never
+    deleted its served copies (the visitor's full-size photo among them) until Gradio's hourly sweep."""
+    told: list[tuple[list[Path], set[str]]] = []
+    engine.on_evict = lambda files, holders: told.append((files, set(holders)))
+    first, *others = example_photos(tmp_path / "examples")
+    analysis = engine.analyze(first)
+    engine.hold(analysis.sha256, "alice")
+    engine.result(analysis.sha256, 0)
+    for photo in others:
+        engine.analyze(photo)
+    assert len(told) == 1 and told[0][1] == {"alice"}
+    files = told[0][0]
+    assert files and all(analysis.folder in path.parents for path in files) and not analysis.folder.exists()
+
+
 def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -457,3 +473,23 @@ def test_the_status_names_this_visitors_file_not_the_cached_uploaders(engine: En
     assert again is first  # the cache, by content
     line = status_markdown(again, result, engine.labels, "bob.jpg", 0.01)
     assert "`bob.jpg`" in line and "alice" not in line and "Done in 0.0 s" in line
+
+
+def test_a_crashed_servers_folder_is_removed_by_the_next_server(tmp_path: Path) -> None:
+    """Before: a server killed by kill -9 or out of memory left its visitors' uploads in /tmp for good; each server
+    now holds a lock in its folder, and the next one removes folders nobody holds."""
+    import os
+
+    from facekit_serve.cli import SERVE_LOCK, UNLOCKED_AGE_S, remove_abandoned
+
+    from facekit.locks import exclusive
+
+    running, crashed, older, old = (tmp_path / f"facekit-serve-{n}" for n in ("run", "crash", "older", "old"))
+    for folder in (running, crashed, older, old):
+        folder.mkdir()
+        (folder / "upload.jpg").write_bytes(b"a visitor's photo")
+    (crashed / SERVE_LOCK).write_text("123\n")  # its server is gone: nobody holds the lock
+    os.utime(old, (0, os.path.getmtime(old) - UNLOCKED_AGE_S - 60))  # no lock file (an older facekit), a day old
+    with exclusive(running, "facekit serve", SERVE_LOCK):
+        assert remove_abandoned(tmp_path) == 2
+        assert running.is_dir() and older.is_dir() and not crashed.exists() and not old.exists()

@@ -8,10 +8,41 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from facekit.errors import FacekitError
+from facekit.locks import exclusive
+
+#: Each server's files (uploads, results, Gradio's copies) live in a temporary folder named so, locked while it runs.
+WORKDIR_PREFIX = "facekit-serve-"
+SERVE_LOCK = ".facekit-serve.lock"
+#: A folder without a lock file (made by a facekit before the lock) is taken for abandoned after this long.
+UNLOCKED_AGE_S = 24 * 3600
+
+
+def remove_abandoned(parent: Path, keep: Path | None = None) -> int:
+    """Delete the ``facekit-serve-*`` folders in ``parent`` that no running server holds (a server killed by
+    ``kill -9`` or out of memory never ran its clean-up, and its visitors' photos stayed); only this user's, never
+    through a link, never ``keep``. Returns how many were removed."""
+    removed = 0
+    for folder in sorted(parent.glob(f"{WORKDIR_PREFIX}*")):
+        if folder == keep or folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        lock = folder / SERVE_LOCK
+        if not lock.exists() and time.time() - folder.stat().st_mtime < UNLOCKED_AGE_S:
+            continue  # perhaps an older facekit's running server: left until it is a day old
+        try:
+            with exclusive(folder, "facekit serve", SERVE_LOCK):
+                shutil.rmtree(folder, ignore_errors=True)
+        except FacekitError:  # held: that server is running
+            continue
+        removed += 1
+    return removed
 
 
 def is_loopback(host: str) -> bool:
@@ -78,7 +109,12 @@ def serve(
     if not is_loopback(host):
         warning = f": --host {host} makes the page reachable from other machines: anyone who can reach it can upload "
         console.print(Text.assemble(("warning", "yellow"), warning + "photos to this server"))
-    workdir = Path(tempfile.mkdtemp(prefix="facekit-serve-"))
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    held = ExitStack()  # held while this server runs: a crashed server's folder is the next one's to remove
+    held.enter_context(exclusive(workdir, "facekit serve", SERVE_LOCK))
+    removed = remove_abandoned(workdir.parent, keep=workdir)
+    if removed:
+        console.print(f"removed {removed} folder(s) a stopped server left in {workdir.parent} (its visitors' photos)")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a stop while loading cleans up too
     offline_environment()
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir / "gradio"))
@@ -115,3 +151,4 @@ def serve(
         if engine is not None:
             engine.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        held.close()

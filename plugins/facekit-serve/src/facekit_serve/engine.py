@@ -236,6 +236,9 @@ class Engine:
         self._model_lock = threading.Lock()
         self._gl = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facekit-serve-gl")
         self._serial = itertools.count()
+        #: Called with (an evicted upload's files, the sessions still showing it) before the files are deleted:
+        #: the web layer deletes its served copies of them once those sessions end (facekit_serve.web).
+        self.on_evict: Callable[[list[Path], set[str]], None] | None = None
 
     # -------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -307,20 +310,21 @@ class Engine:
 
     def _store(self, analysis: Analysis) -> Analysis:
         """Put ``analysis`` in the cache (or return the one another request stored first); evict the oldest."""
-        evicted: list[Analysis] = []
+        evicted: list[tuple[Analysis, set[str]]] = []
         with self._cache_lock:
             existing = self._cache.get(analysis.sha256)
             if existing is not None:
-                evicted.append(analysis)
+                evicted.append((analysis, set()))
                 analysis = existing
             else:
                 self._cache[analysis.sha256] = analysis
             self._cache.move_to_end(analysis.sha256)
             while len(self._cache) > self.cache_entries:
                 _, old = self._cache.popitem(last=False)
-                self._holders.pop(old.sha256, None)
-                evicted.append(old)
-        for old in evicted:
+                evicted.append((old, self._holders.pop(old.sha256, set())))
+        for old, holders in evicted:
+            if self.on_evict is not None:
+                self.on_evict(sorted(path for path in old.folder.rglob("*") if path.is_file()), holders)
             shutil.rmtree(old.folder, ignore_errors=True)
         return analysis
 

@@ -242,6 +242,20 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
 
         empty = values(None)
         names: dict[tuple[str, str], str] = {}  # (session, upload sha256) -> the name this visitor gave it
+        # Results the engine's cache dropped while pages still show them: their served copies wait for those
+        # sessions to end (before: they stayed until Gradio's hourly sweep, the visitor's full-size photo too).
+        waiting: list[tuple[set[str], list[Path]]] = []
+        waiting_lock = threading.Lock()
+
+        def evicted(files: list[Path], holders: set[str]) -> None:
+            copies = served_copies(files)
+            if not holders:
+                delete_copies(copies)
+                return
+            with waiting_lock:
+                waiting.append((set(holders), copies))
+
+        engine.on_evict = evicted
 
         def analyze(path: str | None, request: gr.Request, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
             """Upload -> every result for its largest face. Problems with the photo are shown as a message."""
@@ -296,6 +310,13 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
 
         def session_ended(request: gr.Request) -> None:
             session = request.session_hash or ""
+            with waiting_lock:
+                for holders, _ in waiting:
+                    holders.discard(session)
+                done = [copies for holders, copies in waiting if not holders]
+                waiting[:] = [(holders, copies) for holders, copies in waiting if holders]
+            for copies in done:
+                delete_copies(copies)
             for key in [key for key in names if key[0] == session]:
                 names.pop(key, None)
             deleted = uploads.forget(session)
@@ -375,17 +396,27 @@ class SessionUploads:
         return deleted
 
 
-def delete_served_copies(files: list[Path]) -> int:
-    """Delete the copies Gradio made of our result ``files`` to serve them (``GRADIO_TEMP_DIR/<hash of the
-    file>/<name>``, Gradio 6's cache layout), and their folders when empty. Returns how many were deleted."""
+def served_copies(files: list[Path]) -> list[Path]:
+    """Where Gradio keeps its copies of our result ``files`` to serve them (``GRADIO_TEMP_DIR/<hash of the
+    file>/<name>``, Gradio 6's cache layout): known only while the files exist (the hash is of their content)."""
     from gradio.processing_utils import hash_file
     from gradio.utils import get_upload_folder
     from gradio_client.utils import strip_invalid_filename_characters
 
     cache = Path(get_upload_folder())
+    return [cache / hash_file(file) / strip_invalid_filename_characters(file.name) for file in files if file.is_file()]
+
+
+def delete_served_copies(files: list[Path]) -> int:
+    """Delete the copies Gradio made of our result ``files`` to serve them, and their folders when empty. Returns
+    how many were deleted."""
+    return delete_copies(served_copies(files))
+
+
+def delete_copies(copies: list[Path]) -> int:
+    """Delete the served ``copies`` (paths from :func:`served_copies`) and their folders when empty."""
     deleted = 0
-    for file in files:
-        copy = cache / hash_file(file) / strip_invalid_filename_characters(file.name)
+    for copy in copies:
         try:
             copy.unlink()
             deleted += 1
