@@ -81,11 +81,16 @@ def arcface_graph(path: Path, probe: bool = False) -> Path:
             numpy_helper.from_array(rng.normal(size=(512, 8)).astype(np.float32), "W"),
             numpy_helper.from_array(rng.normal(size=512).astype(np.float32), "B"),
         ]
+    return recognition_model(path, nodes, inits, "w600k_r50_stand_in", "input.1", "683")
+
+
+def recognition_model(path: Path, nodes: list[Any], inits: list[Any], title: str, name_in: str, name_out: str) -> Path:
+    """A (N, 3, 112, 112) -> (N, 512) ONNX graph of ``nodes`` saved at ``path``."""
     graph = helper.make_graph(
         nodes,
-        "w600k_r50_stand_in",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, 112, 112])],
-        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", 512])],
+        title,
+        [helper.make_tensor_value_info(name_in, TensorProto.FLOAT, ["None", 3, 112, 112])],
+        [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, ["None", 512])],
         inits,
     )
     return _save(helper.make_model(graph), path)
@@ -130,14 +135,7 @@ def test_an_mxnet_converted_arcface_that_normalises_itself_is_fed_raw_pixels(tmp
         numpy_helper.from_array(weight, "W"),
         numpy_helper.from_array(np.zeros(512, np.float32), "B"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "mxnet_arcface_stand_in",
-        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["None", 3, 112, 112])],
-        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["None", 512])],
-        inits,
-    )
-    path = _save(helper.make_model(graph), tmp_path / "model-r100.onnx")
+    path = recognition_model(tmp_path / "model-r100.onnx", nodes, inits, "mxnet_arcface_stand_in", "data", "fc1")
     image = torch.stack([torch.full((112, 112), v) for v in (1.0, 0.5, 0.0)])[None]
     raw = [(255 - 127.5) / 128, (127.5 - 127.5) / 128, -127.5 / 128]
     for scaling in ("auto", "in-model"):
