@@ -194,12 +194,14 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
     Image.new("1", (12_000, 12_000)).save(bomb)  # 144 MP in a few kB
     assert bomb.stat().st_size < 100_000
     code = (
-        "import time; from pathlib import Path; from facekit.images import load_rgb\n"
-        "start = time.perf_counter(); image, why = load_rgb(Path(sys.argv[1]))\n"
-        "print(image is None, time.perf_counter() - start)"
+        "from pathlib import Path; from facekit.images import load_rgb\n"
+        "image, why = load_rgb(Path(sys.argv[1]))\n"
+        "print(image is None)"
     )
-    (refused, seconds), extra_kb = peak_in_fresh_process(code, str(bomb))
-    assert refused == "True" and float(seconds) < 1.0 and extra_kb < 200_000, (refused, seconds, extra_kb)
+    # Refused before decoding: decoding would hold 144 MP x 3 bytes (432 MB). No time bound here (a loaded CI
+    # machine made it flaky; speed is for benchmarks/).
+    (refused,), extra_kb = peak_in_fresh_process(code, str(bomb))
+    assert refused == "True" and extra_kb < 200_000, (refused, extra_kb)
     image, why = load_rgb(bomb)
     assert image is None and "144 MP" in why and "FACEKIT_MAX_MEGAPIXELS" in why
     larger = tmp_path / "larger.png"

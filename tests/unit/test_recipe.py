@@ -211,7 +211,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     started = time.perf_counter()
     with pytest.raises(RecipeError, match="alias bomb"):
         read_yaml(bomb)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10.0  # expanding its 9^9 leaves would take hours; a loaded CI box, ms
     code = (
         "from facekit.recipe import read_yaml\n"
         "try: read_yaml(sys.argv[1])\nexcept Exception as error: print(type(error).__name__)"
