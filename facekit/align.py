@@ -56,20 +56,27 @@ def eye_centres(landmarks: np.ndarray, scheme: str | LandmarkScheme | None = Non
     other counts must name their scheme)."""
     points = np.asarray(landmarks, dtype=np.float64)
     kind = scheme_of(points, scheme)
-    if kind is LandmarkScheme.IBUG68:
-        a, b, nose = points[IBUG_RIGHT_EYE].mean(axis=0), points[IBUG_LEFT_EYE].mean(axis=0), points[30]
+    if kind is LandmarkScheme.IBUG68:  # below: the mouth's centre (the nose tip may reach the eye line)
+        a, b, below = points[IBUG_RIGHT_EYE].mean(axis=0), points[IBUG_LEFT_EYE].mean(axis=0), points[48:68].mean(0)
     elif kind is LandmarkScheme.DLIB5:
         # dlib's 5-point scheme: two corners of each eye (0-1 and 2-3), then the base of the nose (4).
-        a, b, nose = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
+        a, b, below = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
     elif kind is LandmarkScheme.EYES_NOSE_MOUTH5:
-        a, b, nose = points[0], points[1], points[2]
+        a, b, below = points[0], points[1], points[3:5].mean(axis=0)
     else:  # eyes2: nothing to tell up from down
-        return (points[0], points[1]) if points[0][0] <= points[1][0] else (points[1], points[0])
-    # Image-left first as seen with the face upright: the nose lies below the line from the first eye to the
-    # second (a positive cross product in image coordinates, y down), whatever the roll. Sorting by x, as before,
-    # swapped the eyes beyond 90 degrees of roll and the aligned face came out upside down.
-    across, down = b - a, nose - (a + b) / 2
-    return (a, b) if across[0] * down[1] - across[1] * down[0] > 0 else (b, a)
+        a, b, below = points[0], points[1], None
+    # Image-left first as seen with the face upright: the mouth (dlib-5: the nose's base) lies below the line from
+    # the first eye to the second (a positive cross product in image coordinates, y down), whatever the roll.
+    # Sorting by x, as before, swapped the eyes beyond 90 degrees of roll and the face came out upside down. Where
+    # the points do not say (no such point, or it lies on the eye line) the x order stands.
+    by_x = (a, b) if a[0] <= b[0] else (b, a)
+    if below is None:
+        return by_x
+    across, down = b - a, below - (a + b) / 2
+    cross = across[0] * down[1] - across[1] * down[0]
+    if abs(cross) < 0.1 * float(across @ across):  # below lies within ~6 degrees of the eye line
+        return by_x
+    return (a, b) if cross > 0 else (b, a)
 
 
 def interocular_distance(landmarks: np.ndarray, scheme: str | LandmarkScheme | None = None) -> float:

@@ -331,10 +331,11 @@ class _RecipeLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
+                seen.setdefault(key, key_node.start_mark.line + 1)
             except TypeError:  # an unhashable key: SafeConstructor's own error says so
                 continue
-            if first != key_node.start_mark.line + 1:
+            if first is not None:  # (on the same line too: {steps: 5, steps: 6})
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,

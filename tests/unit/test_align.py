@@ -29,6 +29,7 @@ def fake_face(rng: np.random.Generator) -> np.ndarray:
     points[36:42] = np.array([80.0, 90.0]) + rng.normal(0, 2, (6, 2))
     points[42:48] = np.array([130.0, 95.0]) + rng.normal(0, 2, (6, 2))
     points[30] = np.array([106.0, 130.0])  # the nose tip, below the eyes
+    points[48:68] = np.array([106.0, 150.0]) + rng.normal(0, 4, (20, 2))  # the mouth, below the nose
     return points
 
 
@@ -45,6 +46,9 @@ def test_alignment_undoes_any_roll(roll: float) -> None:
     five = np.array([face[36:42].mean(0), face[42:48].mean(0), face[30], face[48], face[54]])
     spun = apply_transform(rotation(roll), five)
     assert np.allclose(eye_centres(spun, "eyes-nose-mouth5")[0], spun[0])  # the image-left eye as seen upright
+    tilted = face.copy()
+    tilted[30, 1] = tilted[36:48, 1].mean() - 2  # upright, the nose tip above the eye line (head tilted back)
+    assert eye_centres(tilted)[0][0] < eye_centres(tilted)[1][0]  # the mouth says which way is down
 
 
 def test_similarity_recovers_a_known_transform() -> None:

@@ -193,6 +193,10 @@ def test_a_key_given_twice_is_refused_and_a_merge_key_may_still_be_overridden(tm
     nested.write_text("train:\n  steps: 5\n  steps: 6\n")
     with pytest.raises(RecipeError, match="line 2 is given again at line 3"):
         read_yaml(nested)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("train: {steps: 5, steps: 6}\n")  # on one line
+    with pytest.raises(RecipeError, match="line 1 is given again at line 1"):
+        read_yaml(flow)
     merged = tmp_path / "merged.yaml"
     merged.write_text("base: &b {steps: 5, lr: 0.1}\ntrain:\n  <<: *b\n  steps: 7\n")
     assert read_yaml(merged)["train"] == {"steps": 7, "lr": 0.1}
