@@ -134,7 +134,7 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
     faces of ``rows`` (each output PNG with its NAME.json's landmarks, as normalize wrote them), ``batch_size`` at a
     time. Returns ``{app: {"faces": {input: {result: value}}, "batches": [{result: file}]}}``: a result with one
     entry per face (its first axis the batch) is listed per input; any other (explore's strip) is saved as
-    ``out/apps/APP-BATCH-RESULT.npy``."""
+    ``out/apps/SLOT-BATCH-RESULT.npy`` (``apps.0-0-strip.npy``). An app listed twice is ``NAME (apps.N)``."""
     import numpy as np
     import torch
 
@@ -142,8 +142,13 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
     from facekit.images import load_rgb
     from facekit.types import DecoderOutput
 
-    built = [(component.spec.name, component.build()) for component in apps]
-    results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _ in built}
+    names = [component.spec.name for component in apps]
+    # An app listed twice (other params) is told apart by its slot: "adjust (apps.1)".
+    built = [
+        (name if names.count(name) == 1 else f"{name} ({component.slot})", component.slot, component.build())
+        for name, component in zip(names, apps, strict=True)
+    ]
+    results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _, _ in built}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         images, landmarks = [], []
@@ -156,7 +161,7 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
             image=torch.stack(images),
             landmarks=torch.stack(landmarks) if all(p is not None for p in landmarks) else None,  # type: ignore[arg-type]
         )
-        for name, app in built:
+        for name, slot, app in built:
             applied = {key: np.asarray(value) for key, value in app.apply(faces).items()}
             per_face = {key: value for key, value in applied.items() if value.ndim and len(value) == len(chunk)}
             for index, row in enumerate(chunk):
@@ -165,7 +170,7 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
                 )
             saved = {}
             for key in applied.keys() - per_face.keys():
-                path = out / "apps" / f"{name}-{start // batch_size}-{key}.npy"
+                path = out / "apps" / f"{slot}-{start // batch_size}-{key}.npy"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, applied[key])
                 saved[key] = str(path)

@@ -152,7 +152,11 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
         "components": {
             "encoder": {"name": "dlib-resnet"},
             "decoder": {"name": "paper", "params": {"image_size": 112}},
-            "apps": [{"name": "attributes"}, {"name": "gray-world"}],
+            "apps": [
+                {"name": "attributes"},
+                {"name": "gray-world"},
+                {"name": "gray-world", "params": {"strength": 0.5}},
+            ],
         },
         "prepare": {"image_size": 112},
         "infer": {"inputs": [str(photo)], "checkpoint": str(default_model_path()), "output": str(tmp_path / "out")},
@@ -163,6 +167,6 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     result = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
     assert result.returncode == 0, result.stderr
     apps = json.loads((tmp_path / "out" / "apps.json").read_text())
-    assert set(apps) == {"attributes", "gray-world"}
+    assert set(apps) == {"attributes", "gray-world (apps.1)", "gray-world (apps.2)"}  # the same app twice: both kept
     face = apps["attributes"]["faces"][str(photo)]
-    assert 0 < face["ita_degrees"] < 90 and len(apps["gray-world"]["faces"][str(photo)]["gains_rgb"]) == 3
+    assert 0 < face["ita_degrees"] < 90 and len(apps["gray-world (apps.1)"]["faces"][str(photo)]["gains_rgb"]) == 3
