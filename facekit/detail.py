@@ -163,15 +163,14 @@ def detail_weight(output_landmarks: np.ndarray, size: int, map_x: np.ndarray, ma
     import cv2
     import numpy as np
 
-    from facekit.data.poisson import face_mask
+    from facekit.data.poisson import coverage, face_mask
 
     points = np.asarray(output_landmarks, np.float64)
     soft = size / REFERENCE_SIZE
     hull = face_mask(points, size, size, blur_px=2.0 * soft)
     weight = hull * squeeze_confidence(map_x, map_y, hull > 0.5)
     if len(points) == 68:  # iBUG-68: the inner lip contour is 60-67
-        lips = np.zeros((size, size), np.float32)
-        cv2.fillPoly(lips, [np.round(points[60:68] * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+        lips = coverage(points[60:68], size, size)  # each pixel's share inside the inner lip contour
         mouth = cv2.GaussianBlur(lips, (0, 0), 1.5 * soft)
         weight = weight * (1.0 - np.clip(2.0 * mouth, 0.0, 1.0))
     return np.asarray(weight, np.float32)

@@ -182,12 +182,16 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
             features.append(feature)
             embeddings.append(embedding)
             targets.extend(b[0] for b in block)
-    logger.info("photo inputs: %d photos of %d people", len(targets), len(candidates))
+    photos = len(targets) // (1 + settings.photo_casts)
+    logger.info(
+        "photo inputs: %d photos of %d people (+%d cast copies each)", photos, len(candidates), settings.photo_casts
+    )
     if len(unreadable) * 10 > len(chosen):  # not a few vanished files: the paths do not lead to the photos from here
         raise FacekitError(
             f"train.photo_inputs: {len(unreadable)} of {len(chosen)} photos in {recipe.prepare.output}/manifest.jsonl "
-            f"cannot be read (e.g. {unreadable[0]}); its paths are as prepare saw them (relative ones from the folder "
-            "it ran in): train from that folder, or set train.photo_inputs=0"
+            f"cannot be read (e.g. {unreadable[0]}), also under this recipe's data root: check that data.root (or "
+            "FACEKIT_DATA) is where the photos are; a set prepared before 2026-12-01 keeps its paths as prepare saw "
+            "them: train from the folder it ran in; or set train.photo_inputs=0"
         )
     if unreadable:
         logger.warning(

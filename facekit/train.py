@@ -72,14 +72,23 @@ def build_decoder(plan: Any, feature_size: int) -> tuple[Any, Any]:
     warper = plan.components.get("warper")
     if warper is not None and hasattr(decoder, "warper"):
         decoder.warper = warper.build()
-        loss = plan.recipe.train.loss
-        if (loss.identity > 0 or loss.perceptual > 0) and not getattr(decoder.warper, "differentiable", False):
-            raise FacekitError(
-                f"warper {warper.spec.name!r} is not differentiable (its differentiable attribute says so), and the "
-                "identity and perceptual losses reach the decoder through the warped face: set train.loss.identity "
-                "and train.loss.perceptual to 0 or choose a differentiable warper"
-            )
+        check_warper_for_losses(plan, decoder.warper)
     return decoder, params
+
+
+def check_warper_for_losses(plan: Any, warper: Any) -> None:
+    """The identity and perceptual losses reach the decoder through the warped face: with either on, a warper that
+    does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
+    loss = plan.recipe.train.loss
+    flag = getattr(warper, "differentiable", None)
+    if (loss.identity > 0 or loss.perceptual > 0) and flag is not True:
+        name = plan.components["warper"].spec.name
+        said = "says it is not differentiable" if flag is False else "does not say it is differentiable"
+        raise FacekitError(
+            f"warper {name!r} {said} (its differentiable attribute), and the identity and perceptual losses reach "
+            "the decoder through the warped face: set train.loss.identity and train.loss.perceptual to 0 or choose "
+            "a differentiable warper"
+        )
 
 
 #: How far (px) a train.init model's mean face may lie from the prepared set's before it is refused.
@@ -199,6 +208,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 f"--set train.init={checkpoint} and another train.output"
             )
 
+    if "warper" in plan.components:  # before the pool, which may take hours to encode
+        check_warper_for_losses(plan, plan.components["warper"].build())
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
     pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
     encoder = frozen_encoder(encoder, device)

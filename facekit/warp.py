@@ -516,7 +516,8 @@ def evaluate_spline(
     c = centers.to(dt) - origin.to(dt)
     rbf = _RBFPoints.apply(q, c, w.to(dt), order)
     affine = torch.baddbmm(v[:, 2:].to(dt), q, v[:, :2].to(dt))
-    return rbf + affine
+    # float32 inputs get float32 back, also where the evaluation fell back to float64 (orders >= 2 stay float64)
+    return (rbf + affine).to(dt if order >= 2 else _compute_dtype(queries, centers))
 
 
 @full_precision

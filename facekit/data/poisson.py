@@ -358,6 +358,19 @@ def composite_reference(
 MASK_SUPERSAMPLING = 8
 
 
+def coverage(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: how much of each pixel the (K, 2) ``polygon`` (x, y; any shape) covers,
+    from a fill at :data:`MASK_SUPERSAMPLING` x the resolution averaged back (OpenCV anti-aliases 8-bit canvases
+    only: a float canvas with LINE_AA is a hard 0/1 mask, too large, its edge moving in whole pixels). Pixel centres
+    are at integers: x maps to x * f + (f - 1) / 2 on the fine grid."""
+    f, shift = MASK_SUPERSAMPLING, 4  # fillPoly takes fixed-point coordinates with `shift` fractional bits
+    points = np.asarray(polygon, np.float64).reshape(-1, 2)
+    fixed = np.round((points * f + (f - 1) / 2) * (1 << shift)).astype(np.int32)
+    fine = np.zeros((height * f, width * f), np.uint8)
+    cv2.fillPoly(fine, [fixed], 255, lineType=cv2.LINE_8, shift=shift)
+    return np.asarray(cv2.resize(fine, (width, height), interpolation=cv2.INTER_AREA), np.float32) / 255.0
+
+
 def face_mask(landmarks: np.ndarray, height: int, width: int, blur_px: float) -> np.ndarray:
     """Soft face mask: the convex hull of ``landmarks`` filled with 1, blurred by a Gaussian of sigma ``blur_px``.
 
@@ -370,14 +383,7 @@ def face_mask(landmarks: np.ndarray, height: int, width: int, blur_px: float) ->
         ``(height, width)`` float32 in ``[0, 1]``.
     """
     pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    # Each pixel's coverage by the hull, from a fill at MASK_SUPERSAMPLING x the resolution averaged back (OpenCV
-    # anti-aliases 8-bit canvases only, so a float canvas with LINE_AA was a hard 0/1 mask: 3 % too large, its
-    # edge moving in whole pixels). Pixel centres are at integers: x maps to x * f + (f - 1) / 2.
-    f, shift = MASK_SUPERSAMPLING, 4  # fillConvexPoly takes fixed-point coordinates with `shift` fractional bits
-    fixed = np.round((pts * f + (f - 1) / 2) * (1 << shift)).astype(np.int32)
-    fine = np.zeros((height * f, width * f), np.uint8)
-    cv2.fillConvexPoly(fine, cv2.convexHull(fixed), 255, lineType=cv2.LINE_8, shift=shift)
-    mask: np.ndarray = cv2.resize(fine, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    mask = coverage(cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2), height, width)
     if blur_px > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=float(blur_px), borderType=cv2.BORDER_CONSTANT)
     return np.clip(mask, 0.0, 1.0)

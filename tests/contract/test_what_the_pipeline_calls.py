@@ -122,22 +122,25 @@ class StillWarper:
             return sparse_image_warp(image, source, destination)
 
 
-def test_training_refuses_a_warper_the_identity_loss_cannot_pass_through() -> None:
+def test_training_refuses_a_warper_the_identity_loss_cannot_pass_through(tmp_path: Path) -> None:
     """Before: trained with exit 0 while the identity term had no gradient (it reaches the decoder through the
-    warped face)."""
+    warped face). Refused before the training pool is made (that may take hours)."""
     from facekit.recipe import ResolvedComponent, resolve
-    from facekit.train import build_decoder
+    from facekit.train import build_decoder, train
 
     raw = {
         "components": {"encoder": {"name": "dlib-resnet"}, "decoder": {"name": "paper", "params": {"image_size": 112}}},
-        "prepare": {"image_size": 112},
+        "prepare": {"image_size": 112, "output": str(tmp_path / "not-prepared")},
+        "train": {"output": str(tmp_path / "run")},
     }
     plan = resolve(raw)
     spec = ComponentSpec("still", lambda _p: StillWarper(), NoParams)
     plan.components["warper"] = ResolvedComponent("warper", "warper", spec, NoParams())
-    with pytest.raises(FacekitError, match="warper 'still' is not differentiable"):
+    with pytest.raises(FacekitError, match="warper 'still' says it is not differentiable"):
         build_decoder(plan, 256)
-    quiet = resolve({**raw, "train": {"loss": {"identity": 0}}})
+    with pytest.raises(FacekitError, match="warper 'still'"):  # not 'no prepared dataset': before the pool
+        train(plan)
+    quiet = resolve({**raw, "train": {"loss": {"identity": 0}, "output": str(tmp_path / "run")}})
     quiet.components["warper"] = plan.components["warper"]
     decoder, params = build_decoder(quiet, 256)
     assert params.feature_size == 256 and isinstance(decoder.warper, StillWarper)

@@ -469,3 +469,6 @@ def test_the_point_evaluator_falls_back_to_float64_where_float32_cancels() -> No
     exact = rbf(centres[0].numpy(), values[0].numpy(), kernel="linear", degree=1)(queries)
     got = fw.interpolate_spline(centres.float(), values.float(), torch.tensor(queries, dtype=torch.float32)[None])
     assert got.dtype == torch.float32 and np.abs(got[0].double().numpy() - exact).max() < 1e-3
+    w, v, origin = fw.solve_spline(centres.float(), values.float())
+    direct = fw.evaluate_spline(torch.tensor(queries, dtype=torch.float32)[None], centres.float(), w, v, origin)
+    assert direct.dtype == torch.float32  # float32 in, float32 out, whatever precision it ran in

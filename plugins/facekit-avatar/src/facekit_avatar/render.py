@@ -124,17 +124,22 @@ class Renderer:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         ctx = self.ctx
         width, height = size
-        fbo, attachments = self._target(width, height, depth)
-        buffers = [
-            (ctx.buffer(np.ascontiguousarray(a, dtype="f4").tobytes()), a.shape[1], n) for n, a in arrays.items()
-        ]
-        content = [(buf, f"{dims}f", name) for buf, dims, name in buffers]
-        index = ctx.buffer(np.ascontiguousarray(triangles, dtype="i4").tobytes())
-        vao = ctx.vertex_array(program, content, index_buffer=index)
-        tex = None
+        made: list[Any] = []  # every GL object of this draw, released at the end whatever happens
         try:
+            fbo, attachments = self._target(width, height, depth)
+            made += [fbo, *attachments]
+            buffers = []
+            for name, values in arrays.items():
+                buffers.append((ctx.buffer(np.ascontiguousarray(values, dtype="f4").tobytes()), values.shape[1], name))
+                made.append(buffers[-1][0])
+            content = [(buf, f"{dims}f", name) for buf, dims, name in buffers]
+            index = ctx.buffer(np.ascontiguousarray(triangles, dtype="i4").tobytes())
+            made.append(index)
+            vao = ctx.vertex_array(program, content, index_buffer=index)
+            made.append(vao)
             if texture is not None:
                 tex = ctx.texture((texture.shape[1], texture.shape[0]), 3, np.ascontiguousarray(texture).tobytes())
+                made.append(tex)
                 tex.filter = (ctx.LINEAR, ctx.LINEAR)
                 tex.repeat_x = tex.repeat_y = False
                 tex.use(0)
@@ -158,7 +163,7 @@ class Renderer:
                 )
             return rgb, z
         finally:
-            for obj in (vao, index, fbo, *attachments, tex, *(b for b, _, _ in buffers)):
+            for obj in reversed(made):
                 if obj is not None:
                     obj.release()
 

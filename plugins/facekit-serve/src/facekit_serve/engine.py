@@ -180,7 +180,7 @@ class FaceResult:
     avatar_glb: Path | None = None
     avatar_files: list[Path] = field(default_factory=list)
     avatar_renders: Path | None = None
-    avatar_note: str = ""  # for the operator (the console); visitors see VISITOR_AVATAR_NOTE
+    avatar_note: str = ""  # shown on the page: VISITOR_AVATAR_NOTE, or why this face has no avatar
     comparison: Path | None = None
     comparison_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)

@@ -281,7 +281,8 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 return [None, hidden, status_error(f"{message} {type(error).__name__}"), *empty]
             choices = face_choices(len(analysis.faces), analysis.faces_found)
             chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
-            names[(session, analysis.sha256)] = Path(path).name
+            with waiting_lock:  # (handlers run on several threads)
+                names[(session, analysis.sha256)] = Path(path).name
             status = status_markdown(analysis, result, engine.labels, Path(path).name, time.perf_counter() - began)
             return [analysis.sha256, chooser_update, status, *values(result)]
 
@@ -295,7 +296,8 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             if sha256 is None or index is None:
                 return ["Waiting for a photo.", *empty]
             began = time.perf_counter()
-            name = names.get((request.session_hash or "", sha256), "this photo")
+            with waiting_lock:
+                name = names.get((request.session_hash or "", sha256), "this photo")
             try:
                 result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text))
             except FacekitError as error:
@@ -310,15 +312,15 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
 
         def session_ended(request: gr.Request) -> None:
             session = request.session_hash or ""
-            with waiting_lock:
+            with waiting_lock:  # (handlers run on several threads)
                 for holders, _ in waiting:
                     holders.discard(session)
                 done = [copies for holders, copies in waiting if not holders]
                 waiting[:] = [(holders, copies) for holders, copies in waiting if holders]
+                for key in [key for key in names if key[0] == session]:
+                    del names[key]
             for copies in done:
                 delete_copies(copies)
-            for key in [key for key in names if key[0] == session]:
-                names.pop(key, None)
             deleted = uploads.forget(session)
             dropped = engine.release(session, before_delete=delete_served_copies)
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
