@@ -197,6 +197,8 @@ def test_an_evicted_result_tells_who_still_shows_it_before_its_files_go(engine: 
     assert len(told) == 1 and told[0][1] == {"alice"}
     files = told[0][0]
     assert files and all(analysis.folder in path.parents for path in files) and not analysis.folder.exists()
+    # What is cached now (the served copies of these stay, whoever's page closes: the same bytes again give them)
+    assert engine.cached_files() and not any(analysis.folder in path.parents for path in engine.cached_files())
 
 
 def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(

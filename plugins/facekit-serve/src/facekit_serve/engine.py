@@ -328,6 +328,12 @@ class Engine:
             shutil.rmtree(old.folder, ignore_errors=True)
         return analysis
 
+    def cached_files(self) -> list[Path]:
+        """Every file of the uploads in the cache now."""
+        with self._cache_lock:
+            folders = [entry.folder for entry in self._cache.values()]
+        return sorted(path for folder in folders for path in folder.rglob("*") if path.is_file())
+
     def hold(self, sha256: str, session: str) -> None:
         """Record that ``session`` shows the upload ``sha256`` (its results live until the last holder ends)."""
         with self._cache_lock:

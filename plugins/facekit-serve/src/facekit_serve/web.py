@@ -319,8 +319,12 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 waiting[:] = [(holders, copies) for holders, copies in waiting if holders]
                 for key in [key for key in names if key[0] == session]:
                     del names[key]
-            for copies in done:
-                delete_copies(copies)
+            if done:
+                # The same bytes uploaded again since are cached anew, with results of the same content: their
+                # served copies are the same files, and that page still shows them.
+                live = set(served_copies(engine.cached_files()))
+                for copies in done:
+                    delete_copies([copy for copy in copies if copy not in live])
             deleted = uploads.forget(session)
             dropped = engine.release(session, before_delete=delete_served_copies)
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
