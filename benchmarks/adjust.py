@@ -11,7 +11,7 @@
 3. **Speed**: a 24-megapixel JPEG read, corrected and written, median of 3, ratio to gray-world in the same run.
 
     python benchmarks/adjust.py [--people 80] [--london 102] [--no-write]
-    python benchmarks/adjust.py --selection [--model LABEL=FILE ... --variants 'adjust,adjust, face only']
+    python benchmarks/adjust.py --selection [--model LABEL=FILE ... --variant adjust --variant 'adjust, face only']
 
 ``--model`` compares models (the adjust variants of each, one table) instead of the shipped one.
 """
@@ -298,12 +298,11 @@ def accuracy_table(accuracy: dict[str, dict[str, list[float]]], methods: list[st
 def compare_models(args: Any, root: Path, began: float) -> None:
     """The known-cast selection test for each ``--model`` (its adjust variants), one table: section adjust-models."""
     variants = {**ADJUST_VARIANTS, **SELECTION_VARIANTS}
-    if args.variants:
-        names = [name.strip() for name in args.variants.split(",")]
-        unknown = [name for name in names if name not in variants]
+    if args.variant:
+        unknown = [name for name in args.variant if name not in variants]
         if unknown:
-            raise SystemExit(f"unknown variants {unknown}; known: {', '.join(variants)}")
-        variants = {name: variants[name] for name in names}
+            raise SystemExit(f"unknown variants {unknown}; known: {' | '.join(variants)}")
+        variants = {name: variants[name] for name in args.variant}
     merged: dict[str, dict[str, list[float]]] = {}
     methods: list[str] = ["none"]
     for item in args.model:
@@ -351,7 +350,9 @@ def main() -> None:
         metavar="LABEL=FILE",
         help="with --selection: compare these models (checkpoints or exported) instead of the shipped one",
     )
-    parser.add_argument("--variants", help="with --model: the adjust variants to run, comma-separated (default: all)")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="with --model: an adjust variant to run (repeat; default: all)"
+    )
     args = parser.parse_args()
     root = DataSection().resolved_root()
     began = time.perf_counter()
