@@ -33,3 +33,19 @@ def test_decoder_bf16_autocast_on_cuda() -> None:
         out = decoder.decode(features)
     out.image.float().sum().backward()
     assert torch.isfinite(out.image.float()).all() and features.grad is not None
+
+
+def test_the_warp_keeps_its_precision_under_cuda_autocast() -> None:
+    """As on the CPU (tests/unit/test_warp.py): CUDA autocast also runs bmm/matmul in bf16/fp16, which put flows
+    pixels off at 224 px before the warp turned autocast off for itself."""
+    generator = torch.Generator().manual_seed(1)
+    source = torch.rand(2, 68, 2, generator=generator, dtype=torch.float64) * 150 + 37
+    destination = source + 3 * torch.randn(2, 68, 2, generator=generator, dtype=torch.float64)
+    image = torch.rand(2, 3, 224, 224, generator=generator)
+    exact = sparse_image_warp(image.double(), source, destination, regularization=0.01)[1]
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cuda", dtype=dtype):
+            flow = sparse_image_warp(
+                image.cuda(), source.float().cuda(), destination.float().cuda(), regularization=0.01
+            )[1]
+        assert flow.dtype == torch.float32 and (flow.double().cpu() - exact).abs().max() < 1e-2
