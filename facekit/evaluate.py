@@ -142,7 +142,9 @@ def evaluate_normalizer(
         metrics["judges"][judge.name] = {
             "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
             "threshold": judge.card.threshold,
-            "identity_pass_rate": round(float(judge.passes(preserved).mean()), 4),
+            # Of all photos: one without an output is a fail (before, only the normalized ones were counted).
+            "identity_pass_rate": round(float(judge.passes(preserved).sum()) / max(len(photos), 1), 4),
+            "identity_pass_rate_normalized": round(float(judge.passes(preserved).mean()), 4) if ok else None,
             "identity": _stats(preserved),
             "consistency_same_person": _stats(same),
             "consistency_different_people": _stats(different),
