@@ -25,6 +25,20 @@ def by_count(item: tuple[str, int]) -> int:
     return -item[1]
 
 
+def sources(train: list) -> str:
+    """The recipe's training sources in words (the caption said "3+ photos" whatever the recipe took)."""
+    words = []
+    for source in train:
+        if source.source == "lfw":
+            at_least = f", people with {source.min_photos}+ photos" if source.min_photos > 1 else ", every person"
+            words.append(f"LFW {source.people}{at_least}")
+        elif source.source == "london":
+            words.append(f"London {source.subset}")
+        else:
+            words.append(f"folder {source.path}")
+    return "; ".join(words)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipe", default="recipes/paper.yaml")
@@ -46,8 +60,8 @@ def main() -> None:
     lines = [
         f"## Prepare (`python benchmarks/prepare.py --recipe {args.recipe} --workers {args.workers}`)",
         "",
-        f"Machine: {machine()}. {summary['photos']} photos (LFW peopleDevTrain people with 3+ photos, London neutral, "
-        f"Canada) in {seconds:.0f} s end to end: **{summary['photos'] / seconds:.1f} photos/s** with "
+        f"Machine: {machine()}. {summary['photos']} photos ({sources(plan.recipe.data.train)}) "
+        f"in {seconds:.0f} s end to end: **{summary['photos'] / seconds:.1f} photos/s** with "
         f"{args.workers} worker processes (detection, pose, filters, alignment, per-person morph averages, textures).",
         f"Filters: |yaw| <= {rules.max_yaw_deg} deg, "
         f"|pitch - ({rules.frontal_pitch_deg})| <= {rules.max_pitch_deg} deg, "

@@ -279,8 +279,9 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
     for path, source in items:
         photo_rows, kept = _measure_photo(Photo(identity, Path(path), source))
         for row, face in zip([r for r in photo_rows if r["status"] == "kept"], kept, strict=True):
-            # With keep_all_faces each face is its own identity; otherwise every kept face is the same person.
-            key = f"{identity}#{row['face']}" if config.rules["keep_all_faces"] else identity
+            # With keep_all_faces each face of each photo is its own identity (keyed by photo and face: the faces
+            # ranked second in different photos are not one person); otherwise every kept face is the same person.
+            key = f"{identity}#{Path(path).name}#{row['face']}" if config.rules["keep_all_faces"] else identity
             row["identity"] = key
             groups.setdefault(key, []).append(face)
         rows.extend(photo_rows)

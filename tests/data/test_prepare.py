@@ -343,3 +343,29 @@ def test_morph_averages_and_the_decoders_fallback_keep_twelve_border_points(monk
     points = torch.rand(1, 68, 2) * 30
     decoder.warp(torch.rand(1, 3, 32, 32), points, points)
     assert counts == [12, 12]
+
+
+def test_keep_all_faces_never_averages_the_faces_of_different_photos(data_root: Path, tmp_path: Path) -> None:
+    """Before: with keep_all_faces the key was the face's rank in its photo, so the second-largest faces of every
+    photo in a folder were morph-averaged into one 'person' (two strangers here)."""
+    from facekit.data import prepare
+    from facekit.recipe import PrepareSection
+
+    people = sorted((data_root / "london" / "canada").glob("*.jpg"))[:4]
+    folder = tmp_path / "group"
+    folder.mkdir()
+    for name, (left, right) in {"p1.jpg": people[:2], "p2.jpg": people[2:]}.items():
+        canvas = Image.new("RGB", (600, 400))
+        canvas.paste(Image.open(left).convert("RGB").resize((300, 400)), (0, 0))
+        canvas.paste(Image.open(right).convert("RGB").resize((300, 400)), (300, 0))
+        canvas.save(folder / name)
+    rules = PrepareSection(
+        output=str(tmp_path / "out"), image_size=96, interocular_px=24, keep_all_faces=True, min_colourfulness=0,
+        max_yaw_deg=40, max_pitch_deg=40, min_sharpness=0,
+    ).model_dump(mode="json")  # fmt: skip
+    (tmp_path / "out" / "work").mkdir(parents=True)
+    prepare._init_worker(prepare.WorkerConfig("dlib", {}, rules, str(data_root / "sfm"), str(tmp_path / "out/work")))
+    record = prepare.process_identity(("folder/group", [(str(folder / n), "folder") for n in ("p1.jpg", "p2.jpg")]))
+    kept = [row for row in record["rows"] if row["status"] == "kept"]
+    assert len(kept) >= 3  # most of the four faces pass these loose filters
+    assert len(record["averages"]) == len(kept) and all(a["kept"] == 1 for a in record["averages"])
