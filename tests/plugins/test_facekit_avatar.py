@@ -148,6 +148,12 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
         image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
         assert image is not None and image.size == (512, 512), mesh_file
         assert 0.10 < np.ptp(mesh.vertices[:, 0]) < 0.25  # metres: a face is ~15 cm wide
+    # The GLB as viewers read it: skin is not metal (glTF's metallicFactor defaults to 1: a dark face), and it
+    # carries normals (without them viewers shade it flat).
+    glb = (tmp_path / "face.glb").read_bytes()
+    gltf = json.loads(glb[20 : 20 + int.from_bytes(glb[12:16], "little")])
+    assert gltf["materials"][0]["pbrMetallicRoughness"].get("metallicFactor", 1.0) == 0.0
+    assert "NORMAL" in gltf["meshes"][0]["primitives"][0]["attributes"]
     record = json.loads((tmp_path / "face.json").read_text())
     assert "non-commercial" in record["licence"] and len(record["coefficients"]) == 63
     assert record["landmark_map"] == "ibug_to_sfm.txt"

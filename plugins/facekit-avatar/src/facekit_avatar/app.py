@@ -226,13 +226,21 @@ def trimesh_of(avatar: Avatar, model: SurreyModel, name: str) -> Any:
 
 def mesh_files(avatar: Avatar, model: SurreyModel, name: str) -> dict[str, bytes]:
     """{file name: bytes} for NAME.obj, NAME.mtl, NAME.png and NAME.glb (written by trimesh)."""
+    from PIL import Image
     from trimesh.exchange.gltf import export_glb
     from trimesh.exchange.obj import export_obj
+    from trimesh.visual.material import PBRMaterial
 
     mesh = trimesh_of(avatar, model, name)
     text, extra = export_obj(mesh, include_texture=True, mtl_name=f"{name}.mtl", return_texture=True)
     files = {f"{name}.obj": text.encode(), **{k: bytes(v) for k, v in extra.items()}}
-    scene = mesh.scene()
+    # glTF's metallicFactor defaults to 1 (bare metal: a dark face in three.js, Blender, model-viewer) and a mesh
+    # without normals is drawn flat-shaded: skin is a rough dielectric, and the normals go in.
+    glb = mesh.copy()
+    glb.visual.material = PBRMaterial(
+        baseColorTexture=Image.fromarray(avatar.texture), metallicFactor=0.0, roughnessFactor=1.0, name=name
+    )
+    scene = glb.scene()
     scene.metadata["licence"] = LICENCE  # trimesh writes scene metadata as the glTF scene's extras
-    files[f"{name}.glb"] = export_glb(scene)
+    files[f"{name}.glb"] = export_glb(scene, include_normals=True)
     return files
