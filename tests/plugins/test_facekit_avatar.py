@@ -355,3 +355,21 @@ def test_renders_release_their_buffers() -> None:
     for _ in range(150):
         renderer._coverage(uv, triangles, 512)
     assert process.memory_info().rss - before < 60e6  # leaking, 150 renders held ~300 MB
+
+
+def test_landmarks_the_model_cannot_fit_are_no_avatar(maker: Any, shipped_normalizer: Any, tmp_path: Path) -> None:
+    """Before: mirrored or non-finite landmarks gave NaN vertices exported as an OBJ of 'nan' lines and a JSON with
+    bare NaN, marked done; all 68 points in one place was a 'perfect' fit of scale 0. A good face in the same batch
+    is not affected."""
+    face = shipped_normalizer.normalize(real_face().image)
+    good = face.landmarks.astype(np.float64)
+    nan = good.copy()
+    nan[10] = np.nan
+    same = np.repeat(good[:1], 68, axis=0)
+    batch = np.stack([good, nan, same])
+    avatars = maker.build(np.repeat(face.image[None], 3, axis=0), batch)
+    assert "fit_failed" not in avatars[0].record and np.isfinite(avatars[0].vertices).all()
+    assert "not all finite" in avatars[1].record["fit_failed"] and "no extent" in avatars[2].record["fit_failed"]
+    with pytest.raises(FacekitError, match="no avatar for this face"):
+        maker.export(avatars[1], tmp_path, "bad")
+    assert not list(tmp_path.iterdir())

@@ -152,6 +152,9 @@ class AvatarMaker:
                     },
                 )
             )
+        for avatar, problem in zip(avatars, fit_problems(fit, landmarks), strict=True):
+            if problem is not None:  # its numbers are not a fit: no files are written from it (export refuses)
+                avatar.record["fit_failed"] = problem
         seconds = time.perf_counter() - began
         for avatar in avatars:
             avatar.record["fit_seconds"] = fit.seconds / len(avatars)
@@ -173,6 +176,9 @@ class AvatarMaker:
         first with ``"complete": false`` and last with ``true``: a run killed in between leaves outputs a rerun knows
         as its own and redoes. A file that cannot be written is a FacekitError."""
         from facekit.batch import png_bytes, with_record, write_files
+
+        if avatar.record.get("fit_failed"):
+            raise FacekitError(f"no avatar for this face: {avatar.record['fit_failed']}")
 
         folder = Path(folder)
         files = [(folder / file, data) for file, data in mesh_files(avatar, self.model, name).items()]
@@ -204,6 +210,26 @@ def render_avatar(
     return renderer().render_textured(
         turned.numpy(), model.triangles, model.uv, texture, Camera(size).projection_matrix(), size
     )
+
+
+def fit_problems(fit: Any, landmarks: np.ndarray) -> list[str | None]:
+    """Per face, why its fit is no avatar (None: it is one): landmarks that are not finite or have no extent (all in
+    one place), or a fit whose scale, coefficients, pose or error are not finite numbers (a start the weak-perspective
+    solution could not give: mirrored or scrambled points). Before, such a face was exported with NaN vertices and
+    marked done, or as a 'perfect' fit of scale 0."""
+    points = np.asarray(landmarks, np.float64)
+    problems: list[str | None] = []
+    for b in range(points.shape[0]):
+        numbers = [fit.coefficients[b], fit.scale[b : b + 1], fit.translation[b], fit.reprojection_px[b : b + 1]]
+        if not np.isfinite(points[b]).all():
+            problems.append("its landmarks are not all finite numbers")
+        elif float(np.ptp(points[b], axis=0).min()) < 1.0:
+            problems.append("its landmarks have no extent (all in one place)")
+        elif not all(bool(torch.isfinite(n).all()) for n in numbers) or float(fit.scale[b]) <= 0:
+            problems.append("the model could not be fitted to its landmarks (mirrored or out of order?)")
+        else:
+            problems.append(None)
+    return problems
 
 
 def trimesh_of(avatar: Avatar, model: SurreyModel, name: str) -> Any:

@@ -155,6 +155,8 @@ def _avatars_locked(
                 row.update(status="unreadable", reason=reasons[i] or "unreadable")
             elif i not in avatars:
                 row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or "no face found")
+            elif avatars[i].record.get("fit_failed"):
+                row.update(status="fit_failed", reason=avatars[i].record["fit_failed"])
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
                 avatars[i].record.update(provenance[row["input"]])
