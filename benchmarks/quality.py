@@ -333,6 +333,12 @@ def main() -> None:
             f"Verification: {verify['pairs']} pairs ({verify['folds']}-fold protocol on {args.pairs}, threshold chosen "
             f"on the other folds; {verify['photos']} photos); a "
             "pair with a photo that has no output or no face for the judge counts with the worst score."
+            + (
+                " pairs.txt (View 2) is LFW's protocol but not disjoint from training: 4,853 of its 6,000 pairs "
+                "involve peopleDevTrain people, whose averages the model was trained on (pairsDevTest.txt: none)."
+                if args.pairs == "pairs.txt"
+                else ""
+            )
         )
     if included:
         lines.append("From earlier runs of this script on the same machine: " + "; ".join(included) + ".")
