@@ -331,17 +331,14 @@ class _RecipeLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.get(key)
-                seen.setdefault(key, key_node.start_mark.line + 1)
+                repeated = key in seen
             except TypeError:  # an unhashable key: SafeConstructor's own error says so
                 continue
-            if first is not None:  # (on the same line too: {steps: 5, steps: 6})
+            if repeated:  # (on the same line too: {steps: 5, steps: 6})
                 raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"the key first given at line {first} is given again",
-                    key_node.start_mark,
+                    None, None, f"the key first given at line {seen[key]} is given again", key_node.start_mark
                 )
+            seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
 

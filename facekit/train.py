@@ -54,9 +54,10 @@ def choose_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build_decoder(plan: Any, feature_size: int) -> tuple[Any, Any]:
-    """The recipe's decoder for encoder features of ``feature_size``, with the recipe's warper attached, and the
-    params it was built with (saved in checkpoints, to rebuild it)."""
+def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any, Any]:
+    """The recipe's decoder for encoder features of ``feature_size``, with the recipe's warper attached (``warper``
+    when already built and checked, as training does before the pool), and the params it was built with (saved in
+    checkpoints, to rebuild it)."""
     component = plan.components.get("decoder")
     if component is None:
         raise FacekitError("training needs components.decoder (e.g. {name: paper})")
@@ -69,10 +70,11 @@ def build_decoder(plan: Any, feature_size: int) -> tuple[Any, Any]:
     if params.feature_size != feature_size:
         params = params.model_copy(update={"feature_size": feature_size})
     decoder = component.spec.build(params)
-    warper = plan.components.get("warper")
-    if warper is not None and hasattr(decoder, "warper"):
-        decoder.warper = warper.build()
-        check_warper_for_losses(plan, decoder.warper)
+    if "warper" in plan.components and hasattr(decoder, "warper"):
+        if warper is None:
+            warper = plan.components["warper"].build()
+            check_warper_for_losses(plan, warper)
+        decoder.warper = warper
     return decoder, params
 
 
@@ -208,15 +210,16 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 f"--set train.init={checkpoint} and another train.output"
             )
 
-    if "warper" in plan.components:  # before the pool, which may take hours to encode
-        check_warper_for_losses(plan, plan.components["warper"].build())
+    warper = plan.components["warper"].build() if "warper" in plan.components else None
+    if warper is not None:  # before the pool, which may take hours to encode
+        check_warper_for_losses(plan, warper)
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
     pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
     encoder = frozen_encoder(encoder, device)
     # Seeded again: making the pool's morphs draws from torch's generator and reading the cached pool does not, so
     # a rerun over a cached pool (a run killed before its first checkpoint) would start from other weights.
     torch.manual_seed(settings.seed)
-    decoder, decoder_params = build_decoder(plan, int(pool.features.shape[1]))
+    decoder, decoder_params = build_decoder(plan, int(pool.features.shape[1]), warper)
     decoder = decoder.to(device)
     decoder.set_mean_landmarks(PreparedFaces(recipe.prepare.output).mean_landmarks)
     decoder.set_feature_stats(pool.features)
@@ -334,14 +337,15 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             if step % settings.sample_every == 0 or step == settings.steps:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
             saved = step % settings.checkpoint_every == 0 or step == settings.steps
+            meta = {**meta_base, "step": step, **_scaler_meta(scaler)}
             if saved:
-                save_checkpoint(checkpoint, decoder, optimizer, {**meta_base, "step": step, **_scaler_meta(scaler)})
+                save_checkpoint(checkpoint, decoder, optimizer, meta)
             if settings.keep_every is not None and step % settings.keep_every == 0:
                 kept = checkpoint.with_name(f"step-{step:06d}.safetensors")
                 if saved:  # the same state was just written: copy the file rather than serialise it again
                     shutil.copyfile(checkpoint, kept)
                 else:
-                    save_checkpoint(kept, decoder, optimizer, {**meta_base, "step": step, **_scaler_meta(scaler)})
+                    save_checkpoint(kept, decoder, optimizer, meta)
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"train loss {row['loss']:.4f}")
     if bar is not None:

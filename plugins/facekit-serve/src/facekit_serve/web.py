@@ -122,6 +122,7 @@ def status_markdown(analysis: Any, result: Any, labels: list[str], name: str, to
 def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: float = 20.0) -> Any:
     """The Blocks app over ``engine``; the caller queues and launches it (:func:`launch`)."""
     has_compare = bool(engine.others)
+    no_avatar_note = VISITOR_AVATAR_NOTE if engine.avatar_note else ""  # the reason is the console's
     # Every output of a face's results, in the order the handlers return them.
     with gr.Blocks(title="facekit", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         uploads = SessionUploads(demo)
@@ -158,7 +159,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 normalized_file = gr.File(label="Normalized face at the model's size (PNG)", elem_id="normalized-file")
         with gr.Tabs():
             with gr.Tab("3-D avatar", id="avatar-tab") as avatar_tab:
-                avatar_note = gr.Markdown(VISITOR_AVATAR_NOTE if engine.avatar_note else "", elem_id="avatar-note")
+                avatar_note = gr.Markdown(no_avatar_note, elem_id="avatar-note")
                 with gr.Row():
                     viewer = gr.Model3D(
                         label="Avatar (drag to turn, scroll to zoom)",
@@ -215,7 +216,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             """``face_outputs``' values for ``result`` (None: cleared)."""
             if result is None:
                 cleared: list[Any] = [None] * len(face_outputs)
-                cleared[face_outputs.index(avatar_note)] = VISITOR_AVATAR_NOTE if engine.avatar_note else ""
+                cleared[face_outputs.index(avatar_note)] = no_avatar_note
                 return cleared
 
             def text(path: Path | None) -> str | None:
