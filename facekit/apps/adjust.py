@@ -100,38 +100,60 @@ class Correction:
         return {**asdict(self), "shift_ycrcb": [round(t - s, 3) for s, t in zip(self.source, self.target, strict=True)]}
 
 
-def piecewise_lut(source: float, target: float) -> np.ndarray:
-    """(256,) uint8 lookup table of the piecewise-linear map through (0, 0), (source, target), (255, 255)."""
-    source = float(np.clip(source, 1.0, 254.0))
-    target = float(np.clip(target, 1.0, 254.0))
-    values = np.interp(np.arange(256, dtype=np.float64), [0.0, source, 255.0], [0.0, target, 255.0])
-    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
+def piecewise_lut(source: float, target: float, top: int = 255) -> np.ndarray:
+    """(top + 1,) lookup table of the piecewise-linear map through (0, 0), (source, target), (255, 255), with
+    ``source`` and ``target`` in 8-bit units and the table over ``top + 1`` levels (255: uint8; 65535: uint16)."""
+    scale = top / 255.0
+    source = float(np.clip(source, 1.0, 254.0)) * scale
+    target = float(np.clip(target, 1.0, 254.0)) * scale
+    values = np.interp(np.arange(top + 1, dtype=np.float64), [0.0, source, top], [0.0, target, top])
+    return np.clip(values + 0.5, 0, top).astype(np.uint8 if top == 255 else np.uint16)
 
 
 def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
-    """``photo`` (H, W, 3) uint8 RGB with ``correction`` applied to every pixel (three table lookups in YCrCb)."""
+    """``photo`` (H, W, 3) uint8 or uint16 RGB with ``correction`` applied to every pixel (three table lookups; the
+    paper's map in YCrCb, gains in linear light), at the photo's own depth."""
     import cv2
 
     if correction.source == correction.target:
         return photo.copy()  # nothing to move: skip the colour-space round trip (it rounds by a grey level)
     if correction.mapping == "gains":
         return apply_linear_gains(photo, correction.gains)
+    top = _top_level(photo)
     ycrcb = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2YCrCb)
-    luts = [piecewise_lut(correction.source[c], correction.target[c]) for c in range(3)]
+    luts = [piecewise_lut(correction.source[c], correction.target[c], top) for c in range(3)]
     return cv2.cvtColor(apply_luts(ycrcb, luts), cv2.COLOR_YCrCb2RGB)
 
 
 def apply_linear_gains(photo: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """``photo`` (H, W, 3) uint8 sRGB with each channel multiplied by its gain in linear light (three table lookups)."""
-    luts = [np.clip(to_srgb(LINEAR_LEVELS * gain) * 255 + 0.5, 0, 255).astype(np.uint8) for gain in gains]
+    """``photo`` (H, W, 3) uint8 or uint16 sRGB with each channel multiplied by its gain in linear light (three
+    table lookups)."""
+    top = _top_level(photo)
+    levels = LINEAR_LEVELS if top == 255 else to_linear(np.arange(top + 1) / top)
+    luts = [np.clip(to_srgb(levels * gain) * top + 0.5, 0, top).astype(photo.dtype) for gain in gains]
     return apply_luts(photo, luts)
 
 
+def _top_level(image: np.ndarray) -> int:
+    """The largest value of ``image``'s depth: 255 (uint8) or 65535 (uint16); other types are refused."""
+    if image.dtype == np.uint8:
+        return 255
+    if image.dtype == np.uint16:
+        return 65535
+    raise FacekitError(f"colour corrections take 8- or 16-bit images, got {image.dtype}")
+
+
 def apply_luts(image: np.ndarray, luts: list[np.ndarray]) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 with channel ``c`` looked up in ``luts[c]`` (256,) uint8: one pass over the image."""
+    """``image`` (H, W, 3) uint8 or uint16 with channel ``c`` looked up in ``luts[c]`` (one level per value of the
+    depth, same type): one pass over the image."""
     import cv2
 
-    return cv2.LUT(np.ascontiguousarray(image), np.stack(luts, axis=1)[:, None, :])
+    if image.dtype == np.uint8:
+        return cv2.LUT(np.ascontiguousarray(image), np.stack(luts, axis=1)[:, None, :])
+    out = np.empty_like(image)
+    for channel, lut in enumerate(luts):  # cv2.LUT reads 8-bit images only
+        out[..., channel] = lut[image[..., channel]]
+    return out
 
 
 def to_linear(values: np.ndarray) -> np.ndarray:
@@ -387,10 +409,11 @@ class AdjustRow:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_like(source: Any, image: np.ndarray) -> tuple[bytes, str]:
-    """``image`` (H, W, 3) uint8 RGB encoded in the format of the ``source`` photo (a path): JPEG at quality 95 with
-    4:4:4 chroma, PNG otherwise; the source's ICC profile (when it describes RGB) and EXIF are carried over, the EXIF
-    orientation reset to 1 (the pixels are already upright). Returns (bytes, file suffix)."""
+def encode_like(source: Any, image: np.ndarray, alpha: np.ndarray | None = None) -> tuple[bytes, str]:
+    """``image`` (H, W, 3) RGB, uint8 or uint16, encoded in the format of the ``source`` photo (a path): JPEG at quality
+    95 with 4:4:4 chroma, PNG otherwise (with ``alpha`` (H, W) of the same type when given, at 16 bits when the image
+    is); the source's ICC profile (when it describes RGB) and EXIF are carried over, the EXIF orientation reset to 1
+    (the pixels are already upright). Returns (bytes, file suffix)."""
     import io
 
     from PIL import Image
@@ -410,12 +433,91 @@ def encode_like(source: Any, image: np.ndarray) -> tuple[bytes, str]:
         logger.warning("%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error)
     if icc and icc[16:20] == b"RGB ":  # the output is RGB: a grey or CMYK profile would misdescribe it
         options["icc_profile"] = icc
+    if jpeg and (image.dtype != np.uint8 or alpha is not None):
+        raise FacekitError("a JPEG output takes 8-bit RGB without alpha")
     buffer = io.BytesIO()
     if jpeg:
         Image.fromarray(image).save(buffer, "JPEG", quality=95, subsampling=0, **options)
         return buffer.getvalue(), ".jpg"
-    Image.fromarray(image).save(buffer, "PNG", **options)
+    pixels = image if alpha is None else np.dstack([image, alpha.astype(image.dtype)])
+    if image.dtype == np.uint16:  # Pillow writes no 16-bit colour PNG: OpenCV's, with the profile and EXIF added
+        return png16(pixels, options.get("icc_profile"), options.get("exif")), ".png"
+    Image.fromarray(pixels).save(buffer, "PNG", **options)
     return buffer.getvalue(), ".png"
+
+
+def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
+    """(H, W, 3 or 4) uint16 RGB(A) as a 16-bit PNG (OpenCV's encoder) with an ``icc`` profile (iCCP chunk) and ``exif``
+    (eXIf chunk, Pillow's ``Exif.tobytes()``) placed after the header, where the PNG specification wants them."""
+    import struct
+    import zlib
+
+    import cv2
+
+    order = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(pixels), order))
+    if not ok:
+        raise FacekitError("OpenCV could not encode a 16-bit PNG")
+    data = encoded.tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    extra = b""
+    if icc:
+        extra += chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        extra += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    header_end = 8 + 8 + 13 + 4  # signature, then IHDR (length, type, 13 bytes, CRC)
+    return data[:header_end] + extra + data[header_end:]
+
+
+#: EXIF orientation -> the numpy steps that make the pixels upright (as Pillow's ``ImageOps.exif_transpose``).
+_ORIENTATIONS: dict[int, Any] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a photo that is not
+    a JPEG: its pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
+    or None. None when there is nothing to keep (8-bit without alpha) or OpenCV cannot read the file."""
+    import cv2
+    from PIL import Image
+
+    with Image.open(source) as opened:
+        if opened.format in ("JPEG", "MPO"):
+            return None
+        orientation = opened.getexif().get(0x0112, 1)
+    pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: orientation not applied
+    if pixels is None or pixels.dtype not in (np.uint8, np.uint16):
+        return None
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3):
+        return None
+    channels = pixels.shape[2]
+    alpha = pixels[..., -1] if channels in (2, 4) else None
+    colour = pixels[..., :1] if channels <= 2 else pixels[..., 2::-1]  # BGR(A) -> RGB
+    rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
+    turn = _ORIENTATIONS.get(orientation, lambda a: a)
+    return np.ascontiguousarray(turn(rgb)), None if alpha is None else np.ascontiguousarray(turn(alpha))
+
+
+def recolour(image: np.ndarray, record: Any) -> np.ndarray | None:
+    """``image`` (any depth :func:`apply_correction` takes) corrected as ``record`` says: a :class:`Correction`, or a
+    baseline's record with linear-light ``gains_rgb``; None when the record does not say how (another app's)."""
+    if isinstance(record, Correction):
+        return apply_correction(image, record)
+    if isinstance(record, dict) and record.get("light") == "linear" and len(record.get("gains_rgb", ())) == 3:
+        return apply_linear_gains(image, np.asarray(record["gains_rgb"], np.float64))
+    return None
 
 
 def before_after(before: np.ndarray, after: np.ndarray, height: int = 480) -> np.ndarray:
@@ -462,14 +564,37 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
     corrected, record = corrector.correct(photo)
     if record is None:
         return AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
-    data, suffix = encode_like(planned.source, corrected)
+    written, alpha, kept = kept_depth(planned.source, photo, corrected, record)
+    data, suffix = encode_like(planned.source, written, alpha)
     target = out / f"{planned.base}{suffix}"
-    record = {**(record.to_json() if hasattr(record, "to_json") else record), **provenance}
+    record = {**(record.to_json() if hasattr(record, "to_json") else record), **kept, **provenance}
     pictures = [(target, data), (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)))]
     failed = write_files(with_record(out / f"{planned.base}.json", record, pictures, indent=2), out)
     if failed:
         return AdjustRow(name, "unwritable", record={"reason": failed})
     return AdjustRow(name, "adjusted", str(target), record)
+
+
+def kept_depth(
+    source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """What to write for ``source`` once ``corrected`` (8-bit, from ``photo`` as :func:`facekit.images.load_rgb` read
+    it): the same correction at the file's own depth with its alpha kept (a 16-bit or transparent PNG stays one), and
+    what the record says about it. The estimate came from the 8-bit copy (alpha over grey); only the pixels written
+    change."""
+    deep = read_deep(source)
+    if deep is None:
+        return corrected, None, {}
+    pixels, alpha = deep
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    if pixels.shape[:2] != photo.shape[:2]:  # not the picture load_rgb read (a multi-frame file): 8-bit as read
+        logger.warning("%s: its full-depth pixels do not match the photo read; written at 8 bits", source)
+        return corrected, None, {"written": {"bits": 8, "alpha": False}}
+    again = recolour(pixels, record)
+    if again is None:  # a correction that says no more than its 8-bit result
+        eight = None if alpha is None else (alpha >> 8 if bits == 16 else alpha).astype(np.uint8)
+        return corrected, eight, {"written": {"bits": 8, "alpha": alpha is not None}}
+    return again, alpha, {"written": {"bits": bits, "alpha": alpha is not None}}
 
 
 def _adjust_locked(

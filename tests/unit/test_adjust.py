@@ -322,3 +322,69 @@ def test_a_phones_mpo_stays_jpeg_and_a_malformed_exif_is_left_out(tmp_path: Path
     data, suffix = encode_like(odd, pixels)
     with Image.open(io.BytesIO(data)) as written:
         assert suffix == ".jpg" and written.size == (64, 64)
+
+
+def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, shipped_normalizer: Any) -> None:
+    """Before: every PNG came back as 8-bit RGB: a 16-bit photo lost its low byte and a transparent one its alpha
+    (composited over grey, the grey corrected with the rest). Now the correction estimated on the 8-bit copy is applied
+    at the file's own depth and the alpha is carried over untouched, orientation and profile included."""
+    import cv2
+    from PIL import ImageCms
+
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files, read_deep
+    from facekit.batch import plan_folder
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    face = apply_gains(real_face().image.copy(), np.array([1.15, 1.0, 0.8]))
+    rng = np.random.default_rng(0)
+    deep = face.astype(np.uint16) * 257 + rng.integers(0, 257, face.shape).astype(np.uint16)  # low bytes differ
+    cv2.imwrite(str(photos / "deep.png"), deep[..., ::-1])
+    alpha = np.full(face.shape[:2], 255, np.uint8)
+    alpha[:, :40] = 0  # a transparent strip, its colour a saturated green nobody sees
+    alpha[:, 40:60] = 128
+    rgba = np.dstack([face, alpha])
+    rgba[:, :40, :3] = (0, 255, 0)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: upright is a quarter turn clockwise
+    exif[0x010F] = "facekit-test-camera"
+    Image.fromarray(np.rot90(rgba, 1).copy()).save(photos / "cutout.png", exif=exif.tobytes(), icc_profile=srgb)
+    read = read_deep(photos / "cutout.png")
+    assert read is not None and np.array_equal(read[1], alpha) and np.array_equal(read[0][:, 40:], face[:, 40:])
+    assert read_deep(photos / "deep.png") is not None
+    Image.fromarray(face).save(photos / "plain.png")
+    assert read_deep(photos / "plain.png") is None  # 8-bit without alpha: load_rgb's pixels are all there is
+
+    adjuster = FaceAdjuster(shipped_normalizer)
+    plan = plan_folder([str(photos)], tmp_path / "out", outputs=ADJUST_OUTPUTS)
+    rows = {Path(row.input).name: row for row in adjust_files(plan, adjuster)}
+    assert {name: row.status for name, row in rows.items()} == dict.fromkeys(
+        ("cutout.png", "deep.png", "plain.png"), "adjusted"
+    )
+
+    def as_recorded(name: str) -> Correction:
+        record = rows[name].record
+        return Correction(record["method"], tuple(record["source"]), tuple(record["target"]), mapping=record["mapping"])
+
+    written16 = cv2.imread(rows["deep.png"].output, cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert written16.dtype == np.uint16 and written16.shape == deep.shape
+    assert rows["deep.png"].record["written"] == {"bits": 16, "alpha": False}
+    # The correction at 16 bits (before: 8 bits only, so the file's values were multiples of 257), and it undoes the
+    # cast as the 8-bit one does.
+    assert np.array_equal(written16, apply_correction(deep, as_recorded("deep.png")))
+    assert np.unique(written16 % 257).size > 100
+    truth = real_face().image[FACE_BOX]
+    assert angular_error(written16[FACE_BOX] / 257.0, truth) < angular_error(deep[FACE_BOX] / 257.0, truth) / 2
+
+    with Image.open(rows["cutout.png"].output) as cutout:
+        assert cutout.mode == "RGBA" and cutout.size == (face.shape[1], face.shape[0])  # upright, orientation reset
+        assert cutout.info.get("icc_profile") == srgb and cutout.getexif()[0x010F] == "facekit-test-camera"
+        assert cutout.getexif().get(0x0112, 1) == 1
+        pixels = np.asarray(cutout)
+    assert np.array_equal(pixels[..., 3], alpha) and rows["cutout.png"].record["written"] == {"bits": 8, "alpha": True}
+    # Every pixel corrected from its own colour (the hidden green stays a green, not the grey it was shown over).
+    assert np.array_equal(
+        pixels[..., :3], apply_correction(np.ascontiguousarray(rgba[..., :3]), as_recorded("cutout.png"))
+    )
+    assert pixels[:, :40, 1].min() > 200 and pixels[:, :40, 0].max() < 60
