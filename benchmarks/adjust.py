@@ -61,8 +61,11 @@ ADJUST_VARIANTS: dict[str, dict[str, Any]] = {
 SELECTION_VARIANTS: dict[str, dict[str, Any]] = {
     "adjust, refined once": {"refine": 1},
     "adjust + white-patch 0.3": {"fuse_weight": 0.3},
+    "adjust + white-patch 0.6": {"fuse_weight": 0.6},
     "adjust + white-patch 0.7": {"fuse_weight": 0.7},
+    "adjust + white-patch 0.8": {"fuse_weight": 0.8},
     "adjust + shades-of-gray 0.5": {"fuse": "shades-of-gray"},
+    "adjust + shades-of-gray 0.7": {"fuse": "shades-of-gray", "fuse_weight": 0.7},
     "adjust + gray-edge 0.5": {"fuse": "gray-edge"},
     "adjust, agreement": {"fuse": "agreement"},
     "adjust, agreement sigma 2, refined once": {"fuse": "agreement", "fuse_sigma": 2.0, "refine": 1},

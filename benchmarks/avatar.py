@@ -9,8 +9,8 @@ On ``--photos`` LFW peopleDevTest photos (people never trained on), both methods
   from the photo (``extract_texture``; texels the photo does not show filled with the mean visible colour).
 Both neutral meshes are drawn by the same renderer and camera at yaw -30, 0, +30.
 
-Figures: landmark reprojection error (per photo: mean over the 68 points, jaw points to the nearest contour vertex;
-then the mean and 90th percentile over photos) in px and as a fraction of the interocular distance of the points
+Figures: landmark reprojection error (per photo: mean over the 66 points fitted, jaw points to the nearest contour
+vertex; then the mean and 90th percentile over photos) in px and as a fraction of the interocular distance of the points
 fitted; identity of the renders under SFace's own pipeline (YuNet + its alignment; never used in training) against
 the input photo (pass rate at SFace's threshold; a render where YuNet finds no face fails); the automatic
 correspondence's agreement with ``ibug_to_sfm.txt``; the colour model's held-out errors; speed per face after model
@@ -103,7 +103,7 @@ def main() -> None:
         points = np.asarray(outcomes[i].face.source_landmarks, np.float64)
         result = eos_fit(images[i], points, sfm)
         eos_seconds.append(result.seconds)
-        eos_err.append(result.per_point_px.mean())
+        eos_err.append(np.nanmean(result.per_point_px))
         eos_iod.append(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
         placed = place(torch.from_numpy(result.vertices)[None], scales[n], translations[n])
         texture = fill_invisible(result.isomap)

@@ -88,11 +88,12 @@ def project_eos(vertices: np.ndarray, pose: Any, width: int, height: int) -> np.
 
 
 def landmark_errors(projected: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(68,) distance of each iBUG point to its vertex: the mapped vertex for the 52 fixed points, the nearest
-    projected model-contour vertex of its side for the 16 jaw points (the rule both fits use)."""
+    """(68,) distance of each iBUG point to its vertex: the mapped vertex for the 50 points ``ibug_to_sfm.txt`` maps,
+    the nearest projected model-contour vertex of its side for the 16 jaw points (the rule both fits use); NaN for
+    the 2 points with no vertex (neither fit uses them)."""
     lm = read_landmark_map()
     right, left = read_model_contour()
-    errors = np.zeros(68)
+    errors = np.full(68, np.nan)
     errors[lm.points] = np.linalg.norm(projected[lm.vertices] - landmarks[lm.points], axis=1)
     for points, vertices in ((lm.right_contour, right), (lm.left_contour, left)):
         distances = np.linalg.norm(landmarks[points][:, None] - projected[vertices][None], axis=2)

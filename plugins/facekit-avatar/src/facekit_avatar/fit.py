@@ -63,15 +63,15 @@ class Camera:
 @dataclass
 class ShapeFit:
     """Fitted parameters for a batch: coefficients (B, K), scale (B,), translation (B, 3) in mm (camera space),
-    the contour vertices chosen (B, 16), and per-face reprojection error (B,) in px (RMS over the 68 points) and the
-    fit time in seconds for the whole batch."""
+    the contour vertices chosen (B, 16), per-face reprojection error (B,) in px (RMS over the 66 points fitted: 50
+    mapped, 16 on the contour) and the fit time in seconds for the whole batch."""
 
     coefficients: torch.Tensor
     scale: torch.Tensor
     translation: torch.Tensor
     contour_vertices: torch.Tensor
     reprojection_px: torch.Tensor
-    per_point_px: torch.Tensor  # (B, 68) distance of each landmark to its projected vertex
+    per_point_px: torch.Tensor  # (B, 68) distance of each landmark to its projected vertex; NaN where none is mapped
     seconds: float
 
     def vertices(self, model: SurreyModel) -> torch.Tensor:
@@ -155,7 +155,7 @@ def fit_shape(
     with torch.no_grad():
         fixed = project_all(lm.vertices, coefficients)
         contour = _project_chosen(model, camera, chosen, coefficients, log_scale, shift)
-        per_point = torch.zeros(batch, 68)
+        per_point = torch.full((batch, 68), float("nan"))  # the points the model has no vertex for stay NaN
         per_point[:, fixed_points] = (fixed - target[:, fixed_points]).norm(dim=2)
         per_point[:, contour_points] = (contour - target[:, contour_points]).norm(dim=2)
     translation = torch.cat([shift.detach(), torch.full((batch, 1), -DISTANCE_MM)], dim=1)
@@ -164,7 +164,7 @@ def fit_shape(
         scale=log_scale.detach().exp(),
         translation=translation,
         contour_vertices=chosen,
-        reprojection_px=per_point.pow(2).mean(1).sqrt(),
+        reprojection_px=per_point.pow(2).nanmean(1).sqrt(),
         per_point_px=per_point,
         seconds=time.perf_counter() - began,
     )
