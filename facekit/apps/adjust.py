@@ -100,12 +100,16 @@ class Correction:
         return {**asdict(self), "shift_ycrcb": [round(t - s, 3) for s, t in zip(self.source, self.target, strict=True)]}
 
 
-def piecewise_lut(source: float, target: float, top: int = 255) -> np.ndarray:
+def piecewise_lut(source: float, target: float, top: int = 255, chroma: bool = False) -> np.ndarray:
     """(top + 1,) lookup table of the piecewise-linear map through (0, 0), (source, target), (255, 255), with
-    ``source`` and ``target`` in 8-bit units and the table over ``top + 1`` levels (255: uint8; 65535: uint16)."""
-    scale = top / 255.0
-    source = float(np.clip(source, 1.0, 254.0)) * scale
-    target = float(np.clip(target, 1.0, 254.0)) * scale
+    ``source`` and ``target`` in 8-bit units and the table over ``top + 1`` levels (255: uint8; 65535: uint16). At
+    16 bits a ``chroma`` channel (OpenCV's Cr, Cb: neutral at 32768, not 128 x 257) is placed by its offset from
+    neutral."""
+    source = float(np.clip(source, 1.0, 254.0))
+    target = float(np.clip(target, 1.0, 254.0))
+    if top != 255:
+        scale, shift = top / 255.0, (-128.0 if chroma else 0.0)  # 8-bit 128 -> 128 * 257 - 128 = 32768
+        source, target = source * scale + shift, target * scale + shift
     values = np.interp(np.arange(top + 1, dtype=np.float64), [0.0, source, top], [0.0, target, top])
     return np.clip(values + 0.5, 0, top).astype(np.uint8 if top == 255 else np.uint16)
 
@@ -121,7 +125,7 @@ def apply_correction(photo: np.ndarray, correction: Correction) -> np.ndarray:
         return apply_linear_gains(photo, correction.gains)
     top = _top_level(photo)
     ycrcb = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2YCrCb)
-    luts = [piecewise_lut(correction.source[c], correction.target[c], top) for c in range(3)]
+    luts = [piecewise_lut(correction.source[c], correction.target[c], top, chroma=c > 0) for c in range(3)]
     return cv2.cvtColor(apply_luts(ycrcb, luts), cv2.COLOR_YCrCb2RGB)
 
 
@@ -485,14 +489,16 @@ _ORIENTATIONS: dict[int, Any] = {
 
 
 def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a photo that is not
-    a JPEG: its pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
+    """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a PNG or WebP photo:
+    its pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
     or None. None when there is nothing to keep (8-bit without alpha) or OpenCV cannot read the file."""
     import cv2
     from PIL import Image
 
     with Image.open(source) as opened:
-        if opened.format in ("JPEG", "MPO"):
+        # PNG and WebP only: OpenCV turns a TIFF upright itself and premultiplies its alpha (libtiff's RGBA reader),
+        # and JPEG has neither more than 8 bits nor alpha.
+        if opened.format not in ("PNG", "WEBP"):
             return None
         orientation = opened.getexif().get(0x0112, 1)
     pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: orientation not applied

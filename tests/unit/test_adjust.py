@@ -331,7 +331,7 @@ def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, s
     import cv2
     from PIL import ImageCms
 
-    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files, read_deep
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files, png16, read_deep
     from facekit.batch import plan_folder
 
     photos = tmp_path / "in"
@@ -339,20 +339,27 @@ def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, s
     face = apply_gains(real_face().image.copy(), np.array([1.15, 1.0, 0.8]))
     rng = np.random.default_rng(0)
     deep = face.astype(np.uint16) * 257 + rng.integers(0, 257, face.shape).astype(np.uint16)  # low bytes differ
-    cv2.imwrite(str(photos / "deep.png"), deep[..., ::-1])
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    upside_down = Image.Exif()
+    upside_down[0x0112] = 3  # stored turned half a turn
+    upside_down[0x010F] = "facekit-test-camera"
+    (photos / "deep.png").write_bytes(png16(np.ascontiguousarray(deep[::-1, ::-1]), srgb, upside_down.tobytes()))
     alpha = np.full(face.shape[:2], 255, np.uint8)
     alpha[:, :40] = 0  # a transparent strip, its colour a saturated green nobody sees
     alpha[:, 40:60] = 128
     rgba = np.dstack([face, alpha])
     rgba[:, :40, :3] = (0, 255, 0)
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()
     exif[0x0112] = 6  # stored on its side: upright is a quarter turn clockwise
     exif[0x010F] = "facekit-test-camera"
     Image.fromarray(np.rot90(rgba, 1).copy()).save(photos / "cutout.png", exif=exif.tobytes(), icc_profile=srgb)
     read = read_deep(photos / "cutout.png")
     assert read is not None and np.array_equal(read[1], alpha) and np.array_equal(read[0][:, 40:], face[:, 40:])
-    assert read_deep(photos / "deep.png") is not None
+    read = read_deep(photos / "deep.png")
+    assert read is not None and np.array_equal(read[0], deep) and read[1] is None
+    # A TIFF stays at 8 bits (OpenCV turns it upright itself and premultiplies its alpha): written as load_rgb reads it.
+    Image.fromarray(rgba).save(tmp_path / "cutout.tif", tiffinfo={0x0112: 3})
+    assert read_deep(tmp_path / "cutout.tif") is None
     Image.fromarray(face).save(photos / "plain.png")
     assert read_deep(photos / "plain.png") is None  # 8-bit without alpha: load_rgb's pixels are all there is
 
@@ -374,6 +381,9 @@ def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, s
     # cast as the 8-bit one does.
     assert np.array_equal(written16, apply_correction(deep, as_recorded("deep.png")))
     assert np.unique(written16 % 257).size > 100
+    with Image.open(rows["deep.png"].output) as opened:  # upright, its profile and EXIF carried over
+        assert opened.info.get("icc_profile") == srgb and opened.getexif()[0x010F] == "facekit-test-camera"
+        assert opened.getexif().get(0x0112, 1) == 1
     truth = real_face().image[FACE_BOX]
     assert angular_error(written16[FACE_BOX] / 257.0, truth) < angular_error(deep[FACE_BOX] / 257.0, truth) / 2
 
@@ -388,3 +398,23 @@ def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, s
         pixels[..., :3], apply_correction(np.ascontiguousarray(rgba[..., :3]), as_recorded("cutout.png"))
     )
     assert pixels[:, :40, 1].min() > 200 and pixels[:, :40, 0].max() < 60
+
+
+def test_the_papers_ycrcb_map_at_16_bits_matches_it_in_floating_point() -> None:
+    """OpenCV's 16-bit YCrCb has its neutral chroma at 32768, not 128 x 257: tables scaled from 8 bits without that
+    offset moved the greys by a tenth of an 8-bit level (mean; 0.08-0.11 per channel before)."""
+    import cv2
+
+    ramp = np.linspace(0, 65535, 4096).astype(np.uint16).reshape(64, 64, 1)
+    photo = np.repeat(ramp, 3, axis=2)  # greys, where every pixel's chroma sits at neutral
+    correction = Correction("adjust", (100.0, 100.0, 160.0), (100.0, 128.0, 128.0), mapping="ycrcb")
+    got = apply_correction(photo, correction).astype(np.float64) / 65535.0
+    # The same map in floating point, OpenCV's chroma neutral at 0.5: an 8-bit value v is 0.5 + (v - 128) / 255.
+    ycrcb = cv2.cvtColor(photo.astype(np.float32) / 65535.0, cv2.COLOR_RGB2YCrCb).astype(np.float64)
+    for c in range(3):
+        offset = 0.0 if c == 0 else 0.5 - 128.0 / 255.0
+        source, target = correction.source[c] / 255.0 + offset, correction.target[c] / 255.0 + offset
+        ycrcb[..., c] = np.interp(ycrcb[..., c], [0.0, source, 1.0], [0.0, target, 1.0])
+    expected = np.clip(cv2.cvtColor(ycrcb.astype(np.float32), cv2.COLOR_YCrCb2RGB), 0, 1)
+    bias = ((got - expected) * 255.0).reshape(-1, 3).mean(axis=0)  # in 8-bit levels
+    assert np.abs(bias).max() < 0.02, bias

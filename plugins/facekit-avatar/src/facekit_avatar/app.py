@@ -143,8 +143,8 @@ class AvatarMaker:
                         },
                         "reprojection_px": {
                             "rms": float(fit.reprojection_px[b]),
-                            "mean": float(fit.per_point_px[b].nanmean()),  # over the points fitted
-                            "max": float(fit.per_point_px[b].nan_to_num(nan=0.0).max()),
+                            "mean": float(fit.per_point_px[b, fit.fitted_points].mean()),
+                            "max": float(fit.per_point_px[b, fit.fitted_points].max()),
                             "interocular_px": interocular(landmarks[b]),
                         },
                         "landmark_map": LANDMARK_MAPS[self.landmarks],

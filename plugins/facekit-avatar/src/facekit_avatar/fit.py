@@ -73,6 +73,7 @@ class ShapeFit:
     reprojection_px: torch.Tensor
     per_point_px: torch.Tensor  # (B, 68) distance of each landmark to its projected vertex; NaN where none is mapped
     seconds: float
+    fitted_points: torch.Tensor  # (66,) the iBUG indices fitted (mapped, then contour): where per_point_px is defined
 
     def vertices(self, model: SurreyModel) -> torch.Tensor:
         """(B, N, 3) fitted vertices in camera space."""
@@ -155,6 +156,7 @@ def fit_shape(
     with torch.no_grad():
         fixed = project_all(lm.vertices, coefficients)
         contour = _project_chosen(model, camera, chosen, coefficients, log_scale, shift)
+        fitted = torch.cat([fixed_points, contour_points])
         per_point = torch.full((batch, 68), float("nan"))  # the points the model has no vertex for stay NaN
         per_point[:, fixed_points] = (fixed - target[:, fixed_points]).norm(dim=2)
         per_point[:, contour_points] = (contour - target[:, contour_points]).norm(dim=2)
@@ -164,9 +166,10 @@ def fit_shape(
         scale=log_scale.detach().exp(),
         translation=translation,
         contour_vertices=chosen,
-        reprojection_px=per_point.pow(2).nanmean(1).sqrt(),
+        reprojection_px=per_point[:, fitted].pow(2).mean(1).sqrt(),  # a NaN there shows
         per_point_px=per_point,
         seconds=time.perf_counter() - began,
+        fitted_points=fitted,
     )
 
 
