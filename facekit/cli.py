@@ -685,9 +685,10 @@ def explore_compare(
     overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """The photos through every model: OUT/compare.png (a row per photo: the photo aligned, then each model's
-    normalized face), and each model's consistency: per person with several photos (the file name without its last
-    _NNNN, else the photo's folder), the mean pairwise distance of the normalized faces under a judge independent of
-    the model, beside the same for the photos (compare.csv, compare.json). Exit 3 when some photo has no output."""
+    normalized face), and each model's consistency: per person with several photos (the photo's folder; in a single
+    folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the normalized faces under a judge
+    independent of the model, beside the same for the photos (compare.csv, compare.json). Exit 3 when some photo has
+    no output."""
     from rich.progress import Progress
 
     from facekit.apps.explore import COMPARE_FILES, write_comparison

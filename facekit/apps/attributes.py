@@ -228,16 +228,44 @@ def photo_in_face_frame(photo: np.ndarray, face: Any) -> tuple[np.ndarray, np.nd
 def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
     """The same measures on the raw photo: skin tone in the photo aligned into the normalized frame
     (:func:`photo_in_face_frame`), its region placed from the photo's own landmarks (the normalized face's where the
-    detector gives no 68 points); shape ratios from the detector's landmarks (when iBUG-68)."""
+    detector gives no 68 points), and the region's colourfulness (Hasler & Suesstrunk); shape ratios from the
+    detector's landmarks (when iBUG-68)."""
+    from facekit.data.quality import colourfulness
+
     aligned, own = photo_in_face_frame(photo, face)
-    tone = skin_tone(aligned, own if own is not None else face.decoder_landmarks)
-    values: dict[str, Any] = {"ita_degrees": tone.ita, "L": tone.lightness, "b": tone.b_star}
+    points = own if own is not None else face.decoder_landmarks
+    tone = skin_tone(aligned, points)
+    skin = aligned[skin_mask(np.asarray(points, np.float64), aligned.shape[0], aligned.shape[1])]
+    values: dict[str, Any] = {
+        "ita_degrees": tone.ita,
+        "L": tone.lightness,
+        "b": tone.b_star,
+        "colourfulness": colourfulness(skin[None]),
+    }
     if own is not None:
         values.update(shape_ratios(face.source_landmarks))
     return values
 
 
 # ------------------------------------------------------------------------------------------------ the app
+
+
+def measure_both(photo: np.ndarray, face: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The normalized face's measures (:func:`measure_face`), the photo's (:func:`measure_photo`) and a note: a photo
+    without colour in its skin region (below :data:`MIN_PHOTO_COLOURFULNESS`) has no skin tone, so the face's ITA,
+    category, a* and b* are undefined (NaN, ``undefined``) and the note says why (before, a grey photo got the
+    decoder's guessed colour as a confident category)."""
+    values, photo_values = measure_face(face.decoder_image, face.decoder_landmarks), measure_photo(photo, face)
+    if photo_values["colourfulness"] >= MIN_PHOTO_COLOURFULNESS:
+        return values, photo_values, ""
+    values.update(ita_degrees=float("nan"), ita_category="undefined", a=float("nan"), b=float("nan"))
+    return values, photo_values, NO_COLOUR
+
+
+#: Below this colourfulness of the photo's skin region (Hasler & Suesstrunk; natural skin is 10+, a grey photo ~0, the
+#: threshold ``facekit prepare`` rejects monochrome photos at) there is no skin tone to measure.
+MIN_PHOTO_COLOURFULNESS = 5.0
+NO_COLOUR = "the photo has no colour: skin tone undefined (the normalized face's colour would be the decoder's guess)"
 
 
 class FaceAttributes(UsesNormalizer):
@@ -257,12 +285,12 @@ class FaceAttributes(UsesNormalizer):
             if outcome.face is None or photo is None:
                 continue
             try:
-                face = outcome.face
-                measured = measure_face(face.decoder_image, face.decoder_landmarks), measure_photo(photo, face)
+                values, photo_values, note = measure_both(photo, outcome.face)
             except FacekitError as error:  # one face that cannot be measured is its photo's status, not the batch's
                 outcome.status, outcome.reason = "not_measured", str(error)
                 continue
-            outcome.extras["attributes"], outcome.extras["photo_attributes"] = measured
+            outcome.reason = note or outcome.reason
+            outcome.extras["attributes"], outcome.extras["photo_attributes"] = values, photo_values
         return list(outcomes)
 
     def measure(self, photo: Any) -> dict[str, Any] | None:
@@ -326,11 +354,12 @@ class AttributesRow:
     reason: str = ""
     values: dict[str, Any] = field(default_factory=dict)
     input_sha256: str = ""  # in attributes.json: what a rerun compares to reuse the row
+    path: str = ""  # the input's absolute path when it was measured (in attributes.json; "": resolve ``input`` now)
 
     @classmethod
     def from_record(cls, photo: dict[str, Any]) -> AttributesRow:
         """A row read back from attributes.json's ``photos`` (null measures are NaN again)."""
-        fixed = ("input", "status", "reason", "input_sha256")
+        fixed = ("input", "status", "reason", "input_sha256", "path")
         values = {k: _nan(v) for k, v in photo.items() if k not in fixed}
         return cls(
             str(photo["input"]),
@@ -338,7 +367,12 @@ class AttributesRow:
             str(photo.get("reason", "")),
             values,
             str(photo.get("input_sha256", "")),
+            str(photo.get("path", "")),
         )
+
+    def resolved(self) -> str:
+        """The photo's absolute path: as recorded when it was measured, else ``input`` resolved now."""
+        return self.path or str(Path(self.input).resolve())
 
     def csv_row(self) -> list[str]:
         def text(value: Any) -> str:
@@ -377,8 +411,9 @@ EARLIER = "measured by an earlier run (same photo and model)"
 
 def earlier_rows(out: Path, model_sha256: str | None) -> dict[str, dict[str, Any]] | None:
     """The photos of the tables an earlier ``facekit attributes`` run left in ``out`` with the model whose file has
-    ``model_sha256``, by input: {} when there are no tables, None when there are tables this run cannot resume (not
-    facekit's, another model, or made before the model's sha256 was recorded)."""
+    ``model_sha256``, by the input's absolute path (a rerun may name a photo by another path): {} when there are no
+    tables, None when there are tables this run cannot resume (not facekit's, another model, or made before the
+    model's sha256 was recorded)."""
     from facekit.batch import read_record
 
     if not any((out / name).exists() for name in TABLES):
@@ -387,7 +422,8 @@ def earlier_rows(out: Path, model_sha256: str | None) -> dict[str, dict[str, Any
     photos = record.get("photos")
     if model_sha256 is None or record.get("model_sha256") != model_sha256 or not isinstance(photos, list):
         return None
-    return {str(p["input"]): p for p in photos if isinstance(p, dict) and "input" in p and "status" in p}
+    rows = [p for p in photos if isinstance(p, dict) and "input" in p and "status" in p]
+    return {AttributesRow.from_record(p).resolved(): p for p in rows}
 
 
 def check_tables_clear(plan: Any, overwrite: bool = False, model_sha256: str | None = None) -> None:
@@ -452,7 +488,7 @@ def _measure_locked(
     remove_temporaries(plan.out, plan.planned)
     earlier = {} if overwrite else (earlier_rows(plan.out, model_sha256) or {})
     rows: list[AttributesRow] = []
-    given = {str(planned.source) for planned in plan.planned}
+    given = {str(Path(planned.source).resolve()) for planned in plan.planned}
     # The earlier tables' photos this run was not given stay in the tables.
     kept = [AttributesRow.from_record(photo) for name, photo in earlier.items() if name not in given]
 
@@ -464,7 +500,7 @@ def _measure_locked(
         batch, hashes = [], []
         for planned in plan.planned[start : start + plan.batch_size]:
             sha, _ = input_sha256(planned.source)
-            reused = _reused(planned, earlier.get(str(planned.source)), sha)
+            reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha)
             if reused is not None:
                 rows.append(reused)
             elif (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))) and not overwrite:
@@ -494,7 +530,7 @@ def _measure_locked(
                 row = (
                     AttributesRow(name, "unwritable", failed)
                     if failed
-                    else AttributesRow(name, "ok", values=values, input_sha256=sha)
+                    else AttributesRow(name, "ok", outcome.reason or "", values=values, input_sha256=sha)
                 )
             rows.append(row)
             if on_row is not None:
@@ -536,7 +572,7 @@ def write_tables(
         "photo_columns": "photo_*: the same measures on the photo aligned into the normalized frame (skin region from "
         "the photo's own landmarks) and on the detector's landmarks",
         "photos": [
-            {"input": r.input, "status": r.status, "reason": r.reason, **r.values}
+            {"input": r.input, "path": r.resolved(), "status": r.status, "reason": r.reason, **r.values}
             | ({"input_sha256": r.input_sha256} if r.input_sha256 else {})
             for r in rows
         ],

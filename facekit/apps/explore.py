@@ -5,12 +5,12 @@
   with an *independent* judge, a recognition network the model was not trained with, run through its own detector
   and alignment (:class:`facekit.fidelity.OwnPipelineJudge`): a model trained on dlib's features is judged by SFace,
   one trained on SFace's by dlib's ResNet. The endpoints are exactly the two photos' normalized faces.
-- **Compare**: the same photos through several models, a row per photo (first the photo aligned into the first
-  model's normalized frame), a column per model, and per model the **consistency** of each person's normalized faces:
-  the mean pairwise judge distance between the outputs of one person's photos (1 - cosine similarity for cosine
-  judges, Euclidean distance otherwise), beside the same for the input photos under the same judge (lower: more
-  alike). A person is named by the photo's file name without its last ``_NNNN`` (LFW's ``Name_0001.jpg``), else by
-  the folder the photo is in (``alice/holiday.jpg``): see :func:`person_of`.
+- **Compare**: the same photos through several models, a row per photo (first the photo aligned into the normalized
+  frame of the first model that found its face), a column per model, and per model the **consistency** of each
+  person's normalized faces: the mean pairwise judge distance between the outputs of one person's photos (1 - cosine
+  similarity for cosine judges, Euclidean distance otherwise), beside the same for the input photos under the same
+  judge (lower: more alike). A person is the folder a photo is in (``alice/holiday.jpg``), or in a single folder
+  whose every file is named ``Name_NNNN`` (LFW's names), the name without ``_NNNN``: see :func:`people_of`.
 """
 
 from __future__ import annotations
@@ -36,13 +36,18 @@ def independent_judge(encoder: str) -> str:
     return INDEPENDENT_JUDGES.get(encoder, "sface")
 
 
-def person_of(path: str | Path) -> str:
-    """Who a photo shows, from its path: the file name's stem without a trailing ``_NNNN`` (digits) when it has one
-    (LFW: ``Colin_Powell_0004.jpg`` -> ``Colin_Powell``), else the name of the folder it is in (``alice/beach.jpg`` ->
-    ``alice``)."""
-    path = Path(path)
-    match = re.fullmatch(r"(.+)_\d+", path.stem)
-    return match.group(1) if match else path.parent.name
+def people_of(paths: Sequence[str | Path]) -> list[str]:
+    """Who each photo shows, from its path. Photos in more than one folder: the folder's name (``alice/IMG_0001.jpg``
+    and ``alice/beach.jpg`` -> ``alice``; LFW's ``Colin_Powell/Colin_Powell_0004.jpg`` -> ``Colin_Powell``). All in
+    one folder: the file names without their trailing ``_NNNN`` when every name has one (LFW's names in a flat folder:
+    ``Jean_Chretien_12.png`` -> ``Jean_Chretien``), else the folder's name. Before, the ``_NNNN`` rule came first, so
+    a camera's ``IMG_0001.jpg`` in ``alice/`` and ``IMG_0002.jpg`` in ``bob/`` were one person, ``IMG``."""
+    folders = [Path(path).resolve().parent for path in paths]
+    if len(set(folders)) == 1:
+        numbered = [re.fullmatch(r"(.+)_\d+", Path(path).stem) for path in paths]
+        if all(numbered):
+            return [match.group(1) for match in numbered if match]
+    return [folder.name for folder in folders]
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -174,8 +179,9 @@ class Interpolation:
 @dataclass
 class Comparison:
     """Photos through several models: ``cells[label][i]`` the normalized face of photo ``i`` by model ``label`` (None
-    without one; ``status[label][i]`` = (status, reason)), ``aligned[i]`` the photo aligned into the first model's
-    frame, ``consistency`` a row per (model, person) and ``summary`` a row per model (see the module docstring)."""
+    without one; ``status[label][i]`` = (status, reason)), ``aligned[i]`` the photo aligned into the frame of the
+    first model that found its face, ``consistency`` a row per (model, person) and ``summary`` a row per model (see
+    the module docstring)."""
 
     photos: list[str]
     persons: list[str]
@@ -232,7 +238,8 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "person_rule": "the file name without a trailing _NNNN (LFW), else the name of the photo's folder",
+            "person_rule": "the photo's folder; in a single folder whose every file is named Name_NNNN (LFW), the "
+            "name without _NNNN",
             "distance": "mean pairwise judge distance within a person (1 - cosine similarity for cosine judges, "
             "Euclidean otherwise) over photos where the model gave an output and the judge found a face in both the "
             "photo and the output; lower is more alike",
@@ -403,7 +410,7 @@ class Explorer(UsesNormalizer):
             image, why = load_rgb(Path(path))
             images.append(None if image is None else downscale(image, COMPARE_SIDE))
             reasons.append(why)
-        persons = [person_of(p) for p in photos]
+        persons = people_of(photos)
         aligned: list[np.ndarray | None] = [None] * len(photos)
         cells: dict[str, list[np.ndarray | None]] = {}
         status: dict[str, list[tuple[str, str]]] = {}

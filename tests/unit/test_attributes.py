@@ -59,6 +59,11 @@ def test_ita_of_known_lab_colours() -> None:
         "brown",
         "dark",
     ]
+    # The bounds themselves (Chardon 1991; Del Bino 2013): each category lies strictly above its lower bound.
+    bounds = [(55.0, "very light", "light"), (41.0, "light", "intermediate"), (28.0, "intermediate", "tan")]
+    bounds += [(10.0, "tan", "brown"), (-30.0, "brown", "dark")]
+    for bound, above, at in bounds:
+        assert (ita_category(bound + 0.01), ita_category(bound), ita_category(bound - 0.01)) == (above, at, at), bound
     # Not a skin colour: grey (b* ~ 0) or blue (b* < 0) has no ITA, rather than +-90 degrees or more and a category.
     assert np.isnan(individual_typology_angle(80.0, 0.003)) and np.isnan(individual_typology_angle(60.0, -54.5))
     assert ita_category(float("nan")) == "undefined"
@@ -87,7 +92,8 @@ def test_a_known_colour_painted_on_the_skin_region_is_what_is_measured(normalize
     assert 30 < tone.ita < 60
     # The mirror image's region is the mirror of the region: nothing is measured off the skin patches.
     flipped = skin_mask(normalized.landmarks * [-1, 1] + [111, 0], 112)
-    assert (flipped == skin_mask(normalized.landmarks, 112)[:, ::-1]).mean() > 0.85
+    mirrored = skin_mask(normalized.landmarks, 112)[:, ::-1]
+    assert mirrored.sum() > 200 and (flipped & mirrored).sum() / (flipped | mirrored).sum() > 0.85  # intersection/union
 
 
 def test_the_skin_region_keeps_clear_of_eyes_brows_nostrils_and_lips(normalized: Any) -> None:
@@ -162,6 +168,19 @@ def test_the_normalized_face_keeps_its_tone_under_a_colour_cast(shipped_normaliz
     assert np.ptp(normalized) < 5 and np.ptp(normalized) < np.ptp(raw) / 6, (normalized, raw)
     shapes = np.array([o.extras["attributes"]["face_width_height"] for o in outcomes])
     assert np.ptp(shapes) < 0.02
+    assert all(o.reason == "" for o in outcomes)  # a cast photo still has colour
+
+
+def test_a_grey_photo_has_no_skin_tone(shipped_normalizer: Any) -> None:
+    """Before: the decoder paints a grey photo's face in colour, and that guess was reported as the person's skin tone
+    (ITA ~59, 'very light'). Now the tone is undefined and says why; the shape is still measured."""
+    from facekit.apps.attributes import NO_COLOUR
+
+    grey = np.repeat(real_face().image.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    outcome = FaceAttributes(shipped_normalizer).measure_faces([grey], ["grey"])[0]
+    values = outcome.extras["attributes"]
+    assert np.isnan(values["ita_degrees"]) and values["ita_category"] == "undefined" and outcome.reason == NO_COLOUR
+    assert outcome.extras["photo_attributes"]["colourfulness"] < 1 and 0.8 < values["face_width_height"] < 1.3
 
 
 def test_apply_measures_each_face_of_a_decoder_output(normalized: Any) -> None:
@@ -206,12 +225,15 @@ def test_cli_tables_status_rows_and_outputs_that_never_replace_inputs(tmp_path: 
     refused = run_cli("attributes", str(table), "-o", str(table.parent))
     assert refused.returncode == 1 and "one of the inputs" in refused.stderr and table.read_bytes() == kept
     # A rerun with the same model resumes: the unchanged photo keeps its row and picture, the earlier tables' other
-    # photos stay in them; a changed photo is measured again.
+    # photos stay in them; a changed photo is measured again. The rerun names the photos by other paths (relative,
+    # from another folder): the same files (before: rows 'exists', and the photo listed twice in the tables).
     picture = photos / "face_jpg_attributes.png"
     made = picture.stat().st_mtime_ns
-    again = run_cli("attributes", str(photos / "face.jpg"), str(photos / "wall.png"), "-o", str(photos))
+    again = run_cli("attributes", "in/face.jpg", "in/./wall.png", "-o", "in", cwd=tmp_path)
     assert again.returncode == 3, again.stdout + again.stderr  # wall.png: still no face
+    assert "exists" not in again.stdout, again.stdout
     resumed = json.loads((photos / "attributes.json").read_text())
+    assert len(resumed["photos"]) == 4, [p["input"] for p in resumed["photos"]]
     by_name = {Path(p["input"]).name: p for p in resumed["photos"]}
     assert set(by_name) == {"face.jpg", "wall.png", "broken.jpg", "face_attributes.png"}
     assert by_name["face.jpg"]["reason"].startswith("measured by an earlier run") and picture.stat().st_mtime_ns == made

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facekit.apps.explore import Explorer, feature_path, independent_judge, person_of, slerp
+from facekit.apps.explore import Explorer, feature_path, independent_judge, people_of, slerp
 from facekit.errors import FacekitError
 from facekit.testing import real_face
 from facekit.types import DecoderOutput
@@ -44,9 +44,19 @@ def test_straight_and_spherical_paths() -> None:
 
 
 def test_person_names_and_independent_judges() -> None:
-    assert person_of("lfw/images/Colin_Powell/Colin_Powell_0004.jpg") == "Colin_Powell"
-    assert person_of("photos/alice/beach.jpg") == "alice"
-    assert person_of("Jean_Chretien_12.png") == "Jean_Chretien"
+    lfw = ["lfw/Colin_Powell/Colin_Powell_0004.jpg", "lfw/Colin_Powell/Colin_Powell_0007.jpg", "lfw/Ann/Ann_0001.jpg"]
+    assert people_of(lfw) == ["Colin_Powell", "Colin_Powell", "Ann"]
+    # A camera's names in people's folders are the folders' people (before: all 'IMG', one person).
+    camera = [
+        "photos/alice/IMG_0001.jpg",
+        "photos/alice/beach.jpg",
+        "photos/bob/IMG_0002.jpg",
+        "photos/bob/2019_07.jpg",
+    ]
+    assert people_of(camera) == ["alice", "alice", "bob", "bob"]
+    flat = ["flat/Jean_Chretien_12.png", "flat/Jean_Chretien_3.png", "flat/Ann_0001.jpg"]
+    assert people_of(flat) == ["Jean_Chretien", "Jean_Chretien", "Ann"]
+    assert people_of(["me/IMG_0001.jpg", "me/beach.jpg"]) == ["me", "me"]  # one folder, not all numbered: its person
     assert independent_judge("dlib-resnet") == "sface" and independent_judge("sface") == "dlib-resnet"
     assert independent_judge("arcface") == "sface"
 

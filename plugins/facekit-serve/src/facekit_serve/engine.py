@@ -519,12 +519,11 @@ class Engine:
         return result
 
     def _attributes(self, result: FaceResult, photo: np.ndarray, face: Any, folder: Path) -> None:
-        from facekit.apps.attributes import measure_face, measure_photo, overlay
+        from facekit.apps.attributes import measure_both, overlay
         from facekit.batch import png_bytes
 
         try:
-            result.attributes = measure_face(face.decoder_image, face.decoder_landmarks)
-            result.photo_attributes = measure_photo(photo, face)
+            result.attributes, result.photo_attributes, result.attributes_note = measure_both(photo, face)
             image = folder / "attributes.png"
             image.write_bytes(png_bytes(overlay(face, photo)))
             result.attributes_image = image

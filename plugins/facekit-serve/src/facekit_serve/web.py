@@ -62,9 +62,10 @@ def attributes_markdown(result: Any) -> str:
     if not result.attributes:
         return escape(result.attributes_note) or "No attributes."
     face, photo = result.attributes, result.photo_attributes
+    ita = face["ita_degrees"]
+    tone = f"ITA {ita:.1f}° ({face['ita_category']})" if ita == ita else "undefined"  # NaN: no colour to measure
     lines = [
-        f"**Skin tone**: ITA {face['ita_degrees']:.1f}° ({face['ita_category']}), measured on the normalized face "
-        "(cheeks and forehead, median CIELAB under D65).",
+        f"**Skin tone**: {tone}, measured on the normalized face (cheeks and forehead, median CIELAB under D65).",
         "",
         "| measure | normalized face | photo |",
         "|---|---|---|",
@@ -76,6 +77,8 @@ def attributes_markdown(result: Any) -> str:
         theirs = photo.get(name)
         lines.append(f"| {description} | {face[name]:.3f} | {'-' if theirs is None else f'{theirs:.3f}'} |")
     lines += ["", "The photo's numbers follow its light, pose and expression; the normalized face's should not."]
+    if result.attributes_note:  # e.g. a grey photo: no skin tone
+        lines += ["", escape(result.attributes_note[0].upper() + result.attributes_note[1:]) + "."]
     return "\n".join(lines)
 
 
