@@ -203,8 +203,9 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
 
 
 def random_cast(photo: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """``photo`` (H, W, 3) uint8 under another light: each channel's linear value times a log-normal gain (std
-    ``sigma``, the three gains' geometric mean 1) and all times 2^U(-1, 1) (exposure), back to sRGB, clipped."""
+    """``photo`` (H, W, 3) uint8 under another light: each channel's linear value times a log-normal gain (``sigma``
+    drawn per channel, then centred so that the three gains' geometric mean is 1: each channel's log gain then has a
+    std of sigma * sqrt(2/3)) and all times 2^U(-1, 1) (exposure), back to sRGB, clipped."""
     from facekit.apps.adjust import to_linear, to_srgb
 
     log_gains = rng.normal(0.0, sigma, 3)

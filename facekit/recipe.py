@@ -191,7 +191,11 @@ class TrainSection(Section):
         "exposure of -1..+1 EV): the decoder learns the person's colours rather than the photo's light",
     )
     photo_cast_sigma: float = Field(
-        default=0.15, ge=0, le=1, description="photo_casts: std of the log gain per channel (0.15: about +-15 %)"
+        default=0.15,
+        ge=0,
+        le=1,
+        description="photo_casts: std of each channel's log gain as drawn; the three are then centred (geometric mean "
+        "1), which leaves each a std of sigma x 0.82 (0.15: about +-12 %)",
     )
     background: Literal["keep", "plain"] = Field(
         default="keep",
@@ -563,6 +567,13 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
     return problems
 
 
+#: London subsets no recipe may train on: they are what the benchmarks report on as photos never trained on.
+HELD_OUT_LONDON = {
+    "smiling_front": "the London smiling photos are held out (benchmarks/adjust.py's known-cast report and quality.py "
+    "--set london-smiling judge on them as photos never trained on): train on neutral_front and canada",
+}
+
+
 def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Problem]:
     """Sources exist, and no test person is used for training: the people of ``data.test`` and, since ``facekit
     eval`` and ``facekit bench`` score on LFW peopleDevTest (``evaluate.data`` lfw-devtest), those people too."""
@@ -590,6 +601,8 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                     problems.append(Problem(f"{path}.path", f"folder not found: {folder}"))
             elif not (root / "london" / str(src.subset)).is_dir():
                 problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
+            elif section == "train" and src.subset in HELD_OUT_LONDON:
+                problems.append(Problem(f"{path}.subset", HELD_OUT_LONDON[str(src.subset)]))
     devtest = root / "lfw" / "peopleDevTest.txt"
     if evaluated == "lfw-devtest" and people.get("train") and devtest.is_file():
         people.setdefault("test", set()).update(_read_people(devtest))

@@ -13,7 +13,8 @@ An explicit loop, no framework:
 - **logs**: ``metrics.csv`` (and TensorBoard when installed), sample grids ``samples/step-NNNNNN.png``;
 - **DDP**: under ``torchrun`` each rank takes its slice of the same global batch (gloo on CPU, nccl on GPU); gradients
   are averaged and BatchNorm uses the global batch's statistics (:mod:`facekit.distributed`), so N processes follow
-  the 1-process trajectory (to rounding, which Adam amplifies on near-zero gradients); only rank 0 writes and the
+  the 1-process trajectory (to rounding, which Adam amplifies on near-zero gradients; not exactly with
+  ``loss.perceptual``, whose per-layer normaliser is each rank's own mean |target map|); only rank 0 writes and the
   checkpoints record ``world_size``.
 """
 
@@ -155,6 +156,14 @@ def prepared_data_id(folder: Path) -> dict[str, Any] | None:
     return {"identities_sha256": summary.get("identities_sha256"), "fingerprint": fingerprint}
 
 
+def copy_atomic(source: Path, target: Path) -> None:
+    """``source`` copied to ``target`` through a temporary file renamed into place: a run killed while copying leaves
+    no truncated ``target``."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
 def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0)."""
@@ -283,6 +292,9 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         load_optimizer(optimizer, tensors, meta)
         start_step = int(meta["step"])
         logger.info("resumed from %s at step %d", checkpoint, start_step)
+        kept = checkpoint.with_name(f"step-{start_step:06d}.safetensors")
+        if settings.keep_every is not None and start_step % settings.keep_every == 0 and not kept.is_file():
+            copy_atomic(checkpoint, kept)  # the run was killed between last and its kept copy: this is that state
     model: torch.nn.Module = decoder
     if dist.world > 1:
         # BatchNorm with the global batch's statistics: N processes follow one process (facekit.distributed).
@@ -343,7 +355,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             if settings.keep_every is not None and step % settings.keep_every == 0:
                 kept = checkpoint.with_name(f"step-{step:06d}.safetensors")
                 if saved:  # the same state was just written: copy the file rather than serialise it again
-                    shutil.copyfile(checkpoint, kept)
+                    copy_atomic(checkpoint, kept)
                 else:
                     save_checkpoint(kept, decoder, optimizer, meta)
             if bar is not None:

@@ -91,8 +91,13 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     # more steps are fine.
     with pytest.raises(FacekitError, match=r"another recipe \(train.lr changed"):
         train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=110, lr=5e-2, keep_every=50)), resume=True)
+    # A run killed after last.safetensors and before its kept copy: the resumed run makes the kept copy (before, the
+    # kept step-000100 was never written again).
+    (out / "checkpoints" / "step-000100.safetensors").unlink()
     longer = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=102, lr=1e-2, keep_every=50)), resume=True)
     assert read_checkpoint(longer / "checkpoints" / "last.safetensors")[1]["step"] == 102
+    assert read_checkpoint(longer / "checkpoints" / "step-000100.safetensors")[1]["step"] == 100
+    assert not list((longer / "checkpoints").glob(".*.tmp"))
 
 
 def test_identity_loss_is_logged_and_trains(prepared: Path, tmp_path: Path) -> None:

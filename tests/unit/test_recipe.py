@@ -94,6 +94,15 @@ def test_test_people_never_train(data_root: Path) -> None:
     assert len(problems) == 1 and "1711 test people are also training people" in problems[0], problems
 
 
+def test_the_held_out_london_smiling_photos_never_train(data_root: Path) -> None:
+    """Before: the test-people check compared LFW names only, so a recipe could train on the London smiling photos
+    that benchmarks/adjust.py and quality.py --set london-smiling report on as never trained on."""
+    london = [{"source": "london", "subset": "neutral_front"}, {"source": "london", "subset": "smiling_front"}]
+    problems = problems_of({"data": {"root": str(data_root), "train": london}})
+    assert len(problems) == 1 and problems[0].startswith("data.train.1.subset: the London smiling photos are held out")
+    assert resolve({"data": {"root": str(data_root), "train": london[:1], "test": london[1:]}}).data_root == data_root
+
+
 def test_missing_data_is_reported(tmp_path: Path) -> None:
     problems = problems_of(
         {"data": {"root": str(tmp_path / "none"), "train": [{"source": "london", "subset": "canada"}]}}
