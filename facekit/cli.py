@@ -327,7 +327,7 @@ def adjust(
     ] = "auto",
     fuse_weight: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="adjust: the face's share when fused with one named estimator")
-    ] = 0.5,
+    ] = 0.6,
     refine: Annotated[
         int,
         typer.Option(
@@ -353,7 +353,7 @@ def adjust(
         "--mapping": mapping != "gains",
         "--region": region != "skin",
         "--fuse": fuse != "auto",
-        "--fuse-weight": fuse_weight != 0.5,
+        "--fuse-weight": fuse_weight != 0.6,
         "--refine": refine != 0,
     }
     if method != "adjust" and any(given.values()):

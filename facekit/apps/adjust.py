@@ -10,7 +10,7 @@ see benchmarks/RESULTS.md "Choosing the adjust algorithm").
 
 The baselines (:mod:`facekit.apps.baselines`) estimate a per-channel RGB gain from the whole photo instead.
 
-**Face + scene** (``fuse``, the default ``white-patch`` at ``fuse_weight`` 0.5): the face's white balance and a
+**Face + scene** (``fuse``, the default ``white-patch`` at ``fuse_weight`` 0.6): the face's white balance and a
 global estimator's are combined as a weighted geometric mean of their chromatic gains (each divided by its own
 luminance gain), in linear light; the exposure is the face's alone (a global estimator has none). The face and the
 brightest scene points fail differently (a skin tone the decoder misjudges; a scene without a white object), so the
@@ -241,6 +241,9 @@ def luminance_gain(gains: np.ndarray, source: np.ndarray) -> float:
 #: Degrees: how far a global estimate may disagree with the face's before ``agreement`` fusion stops listening to it
 #: (the width of its Gaussian weight).
 FUSE_SIGMA = 3.0
+#: The face's share when its white balance is fused with one named estimator (the default: white-patch). Chosen with
+#: the default model v3 on the selection set (benchmarks/RESULTS.md "adjust-models": 0.6 of 0.5-0.8).
+FUSE_WEIGHT = 0.6
 
 
 def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
@@ -250,7 +253,7 @@ def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fuse_white_balance(
-    correction: Correction, photo: np.ndarray, method: Fuse, weight: float = 0.5, sigma: float = FUSE_SIGMA
+    correction: Correction, photo: np.ndarray, method: Fuse, weight: float = FUSE_WEIGHT, sigma: float = FUSE_SIGMA
 ) -> Correction:
     """``correction`` (the face's, ``mapping="gains"``) with its white balance replaced by a weighted geometric mean
     of its chromatic gains and global estimators' on ``photo``, in linear light; its exposure kept. ``method``
@@ -326,7 +329,7 @@ class FaceAdjuster(UsesNormalizer):
         checkpoint: str | None = None,
         region: Region = "skin",
         fuse: Fuse | Literal["auto"] | None = "auto",
-        fuse_weight: float = 0.5,
+        fuse_weight: float = FUSE_WEIGHT,
         fuse_sigma: float = FUSE_SIGMA,
         refine: int = 0,
     ) -> None:

@@ -31,7 +31,7 @@ class AdjustParams(Params):
         "white-patch with mapping gains, None with ycrcb",
     )
     fuse_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="the face's share when fused with one named estimator"
+        default=0.6, ge=0.0, le=1.0, description="the face's share when fused with one named estimator"
     )
     fuse_sigma: float = Field(
         default=3.0,

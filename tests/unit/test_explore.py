@@ -121,8 +121,22 @@ def test_compare_grid_status_and_consistency(explorer: Explorer, shipped_normali
     assert np.abs(grid[28 : 28 + 64, 64:128].astype(int) - grid[28 : 28 + 64, 128:192]).max() == 0  # same model
     alice = [row for row in result.consistency if row["person"] == "alice"]
     assert len(alice) == 2 and alice[0]["judged"] == 2 and alice[0]["judge"] == "sface"
-    # The cast moves the photos apart for the judge more than it moves their normalized faces.
-    assert alice[0]["outputs_mean_distance"] < alice[0]["inputs_mean_distance"]
+    # The distances are the judge's (SFace through its own pipeline: 1 - cosine) between alice's two outputs and her
+    # two photos; both stay within SFace's threshold (the same person). Which one is smaller is the model's property,
+    # measured over many people by benchmarks/explore.py, not something one photo shows.
+    from facekit.images import load_rgb
+
+    judge = explorer.judge_for(shipped_normalizer)
+
+    def distance(images: list[Any]) -> float:
+        a, b = judge.embed(images)
+        return 1.0 - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    outputs = distance([result.cells["first"][0], result.cells["first"][1]])
+    inputs = distance([load_rgb(photos[0])[0], load_rgb(photos[1])[0]])
+    assert alice[0]["outputs_mean_distance"] == pytest.approx(outputs, abs=1e-4)
+    assert alice[0]["inputs_mean_distance"] == pytest.approx(inputs, abs=1e-4)
+    assert max(outputs, inputs) < 1.0 - judge.card.threshold
     assert [row["people"] for row in result.summary] == [1, 1]
     with pytest.raises(FacekitError, match="same label"):
         explorer.compare(photos[:1], [("x", shipped_normalizer), ("x", shipped_normalizer)])
