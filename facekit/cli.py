@@ -20,6 +20,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 import facekit
+from facekit.apps import FUSE_WEIGHT
 from facekit.detail import DetailSettings
 from facekit.errors import FacekitError
 from facekit.types import KINDS
@@ -326,8 +327,13 @@ def adjust(
         ),
     ] = "auto",
     fuse_weight: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="adjust: the face's share when fused with one named estimator")
-    ] = 0.6,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help=f"adjust: the face's share when fused with one named estimator [default: {FUSE_WEIGHT}]",
+        ),
+    ] = None,
     refine: Annotated[
         int,
         typer.Option(
@@ -353,7 +359,7 @@ def adjust(
         "--mapping": mapping != "gains",
         "--region": region != "skin",
         "--fuse": fuse != "auto",
-        "--fuse-weight": fuse_weight != 0.6,
+        "--fuse-weight": fuse_weight is not None,
         "--refine": refine != 0,
     }
     if method != "adjust" and any(given.values()):
@@ -361,7 +367,8 @@ def adjust(
         raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
-        params.update(fuse=None if fuse == "none" else fuse, fuse_weight=fuse_weight, refine=refine)
+        weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
+        params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     corrector = _corrector(method, params)
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+#: ``adjust``: the face's share when its white balance is fused with one named estimator (the default: white-patch).
+#: Chosen with the default model v3 on the selection set (benchmarks/RESULTS.md "adjust-models": 0.6 of 0.5-0.8). Here,
+#: not in :mod:`facekit.apps.adjust`, so that the app's params and the CLI read it without importing numpy.
+FUSE_WEIGHT = 0.6
+
 
 class UsesNormalizer:
     """An app that normalizes photos: the ``normalizer`` it was given, else the model file ``checkpoint`` or the

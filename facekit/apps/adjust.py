@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facekit.apps import UsesNormalizer
+from facekit.apps import FUSE_WEIGHT, UsesNormalizer
 from facekit.errors import FacekitError
 from facekit.images import downscale
 
@@ -241,9 +241,6 @@ def luminance_gain(gains: np.ndarray, source: np.ndarray) -> float:
 #: Degrees: how far a global estimate may disagree with the face's before ``agreement`` fusion stops listening to it
 #: (the width of its Gaussian weight).
 FUSE_SIGMA = 3.0
-#: The face's share when its white balance is fused with one named estimator (the default: white-patch). Chosen with
-#: the default model v3 on the selection set (benchmarks/RESULTS.md "adjust-models": 0.6 of 0.5-0.8).
-FUSE_WEIGHT = 0.6
 
 
 def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:

@@ -141,6 +141,7 @@ class SkinTone:
     ita: float
     category: str
     pixels: int
+    colourfulness: float  # of the region's pixels (Hasler & Suesstrunk): ~0 for a grey photo
 
 
 def skin_tone(image: np.ndarray, landmarks: np.ndarray) -> SkinTone:
@@ -148,9 +149,13 @@ def skin_tone(image: np.ndarray, landmarks: np.ndarray) -> SkinTone:
     mask = skin_mask(landmarks, image.shape[0], image.shape[1])
     if not mask.any():
         raise FacekitError("the skin region lies outside the image: the landmarks do not belong to this image")
-    lab = np.median(srgb_to_lab(np.ascontiguousarray(image)[mask]), axis=0)
+    from facekit.data.quality import colourfulness
+
+    pixels = np.ascontiguousarray(image)[mask]
+    lab = np.median(srgb_to_lab(pixels), axis=0)
     ita = float(individual_typology_angle(lab[0], lab[2]))
-    return SkinTone(float(lab[0]), float(lab[1]), float(lab[2]), ita, ita_category(ita), int(mask.sum()))
+    tone = (float(lab[0]), float(lab[1]), float(lab[2]), ita, ita_category(ita))
+    return SkinTone(*tone, int(mask.sum()), colourfulness(pixels[None]))
 
 
 # ------------------------------------------------------------------------------------------------ shape
@@ -230,17 +235,13 @@ def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
     (:func:`photo_in_face_frame`), its region placed from the photo's own landmarks (the normalized face's where the
     detector gives no 68 points), and the region's colourfulness (Hasler & Suesstrunk); shape ratios from the
     detector's landmarks (when iBUG-68)."""
-    from facekit.data.quality import colourfulness
-
     aligned, own = photo_in_face_frame(photo, face)
-    points = own if own is not None else face.decoder_landmarks
-    tone = skin_tone(aligned, points)
-    skin = aligned[skin_mask(np.asarray(points, np.float64), aligned.shape[0], aligned.shape[1])]
+    tone = skin_tone(aligned, own if own is not None else face.decoder_landmarks)
     values: dict[str, Any] = {
         "ita_degrees": tone.ita,
         "L": tone.lightness,
         "b": tone.b_star,
-        "colourfulness": colourfulness(skin[None]),
+        "colourfulness": tone.colourfulness,
     }
     if own is not None:
         values.update(shape_ratios(face.source_landmarks))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from facekit.apps import FUSE_WEIGHT
 from facekit.registry import ComponentSpec, Params
 
 _STRENGTH = Field(default=1.0, ge=0.0, le=1.0, description="how far to move (0: unchanged, 1: the full correction)")
@@ -31,7 +32,7 @@ class AdjustParams(Params):
         "white-patch with mapping gains, None with ycrcb",
     )
     fuse_weight: float = Field(
-        default=0.6, ge=0.0, le=1.0, description="the face's share when fused with one named estimator"
+        default=FUSE_WEIGHT, ge=0.0, le=1.0, description="the face's share when fused with one named estimator"
     )
     fuse_sigma: float = Field(
         default=3.0,
