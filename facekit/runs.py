@@ -31,7 +31,7 @@ TRACKED_PACKAGES = (
     "pydantic",
     "pluggy",
     "dlib-bin",
-    "opencv-python-headless",
+    "opencv-contrib-python-headless",
     "onnxruntime",
 )
 

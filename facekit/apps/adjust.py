@@ -254,10 +254,10 @@ def fuse_white_balance(
 ) -> Correction:
     """``correction`` (the face's, ``mapping="gains"``) with its white balance replaced by a weighted geometric mean
     of its chromatic gains and global estimators' on ``photo``, in linear light; its exposure kept. ``method``
-    ``agreement``: every estimator of :data:`facekit.apps.baselines.ESTIMATORS`, weighted by its agreement with the
+    ``agreement``: every estimator of :data:`facekit.apps.baselines.STATISTICAL`, weighted by its agreement with the
     face (``sigma`` degrees), the face weighted 1; an estimator's name: that one at ``1 - weight``, the face at
     ``weight``. See the module docstring."""
-    from facekit.apps.baselines import ESTIMATORS, linear_illuminants
+    from facekit.apps.baselines import STATISTICAL, linear_illuminants
 
     if correction.mapping != "gains":
         raise FacekitError("fusing with a global white balance needs mapping 'gains' (linear light)")
@@ -269,7 +269,7 @@ def fuse_white_balance(
     face = correction.gains
     exposure = luminance_gain(face, source)
     face_chroma = face / exposure
-    names = list(ESTIMATORS) if method == "agreement" else [method]
+    names = list(STATISTICAL) if method == "agreement" else [method]
     illuminants = linear_illuminants(names, photo)
     scenes = {name: 1.0 / light / luminance_gain(1.0 / light, source) for name, light in illuminants.items()}
     if method == "agreement":
@@ -337,10 +337,10 @@ class FaceAdjuster(UsesNormalizer):
             fuse = "white-patch" if gains else None
         self.region, self.fuse, self.fuse_weight = region, fuse, fuse_weight
         self.fuse_sigma, self.refine = fuse_sigma, refine
-        from facekit.apps.baselines import ESTIMATORS
+        from facekit.apps.baselines import STATISTICAL
 
-        if fuse is not None and fuse != "agreement" and fuse not in ESTIMATORS:
-            known = ", ".join(["agreement", *ESTIMATORS])
+        if fuse is not None and fuse != "agreement" and fuse not in STATISTICAL:
+            known = ", ".join(["agreement", *STATISTICAL])
             raise FacekitError(f"unknown fuse {fuse!r}; known: {known}, None or 'auto'")
         if not 0.0 <= fuse_weight <= 1.0:
             raise FacekitError(f"fuse weight must be between 0 and 1, got {fuse_weight}")

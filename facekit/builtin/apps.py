@@ -114,6 +114,7 @@ BASELINES = {
     "white-patch": "white balance: the brightest value of each channel is white (max-RGB, baseline)",
     "shades-of-gray": "white balance: Minkowski p=6 mean is grey (baseline)",
     "gray-edge": "white balance: the mean edge colour is grey (baseline)",
+    "xphoto": "white balance: OpenCV xphoto's learning-based estimate (Cheng et al. 2015; contrib build; baseline)",
 }
 
 

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from facekit.apps.adjust import LUMINANCE, Correction, FaceAdjuster, apply_correction, piecewise_lut
-from facekit.apps.baselines import ESTIMATORS, GlobalWhiteBalance, apply_gains
+from facekit.apps.baselines import STATISTICAL, GlobalWhiteBalance, apply_gains
+from facekit.errors import FacekitError
 from facekit.testing import real_face
 from tests.helpers import run_cli
 
@@ -61,7 +62,7 @@ def test_strength_and_channels() -> None:
         correction.scaled(1.5)
 
 
-@pytest.mark.parametrize("method", list(ESTIMATORS))
+@pytest.mark.parametrize("method", STATISTICAL)
 def test_baselines_remove_a_global_cast_on_a_grey_card(method: str) -> None:
     rng = np.random.default_rng(0)
     grey = np.clip(rng.normal(110, 25, (60, 80, 1)).repeat(3, axis=2), 0, 255).astype(np.uint8)  # unclipped cast
@@ -71,7 +72,7 @@ def test_baselines_remove_a_global_cast_on_a_grey_card(method: str) -> None:
     assert angular_error(corrected, grey) < angular_error(cast, grey) / 3
 
 
-@pytest.mark.parametrize("method", list(ESTIMATORS))
+@pytest.mark.parametrize("method", STATISTICAL)
 def test_baselines_undo_an_illuminant_in_linear_light(method: str) -> None:
     """A cast as light makes it (von Kries in linear RGB) on a colourful, unclipped scene: each baseline corrects
     the cast scene to what it makes of the scene itself (its estimate moves with the light), to rounding."""
@@ -82,6 +83,45 @@ def test_baselines_undo_an_illuminant_in_linear_light(method: str) -> None:
     warm = apply_linear_gains(scene, np.array([1.35, 1.0, 0.6]))  # about 3,000 K
     balancer = GlobalWhiteBalance(method)
     assert np.abs(balancer.correct(warm)[0].astype(int) - balancer.correct(scene)[0].astype(int)).mean() < 1.5
+
+
+def test_xphoto_applies_opencvs_own_gains_in_linear_light() -> None:
+    """The xphoto baseline corrects the photo as OpenCV's LearningBasedWB corrects its linear 16-bit copy (gains read
+    back in the right channel order, applied in linear light), up to the mean level facekit keeps."""
+    import cv2
+
+    from facekit.apps.adjust import LINEAR_LEVELS, apply_linear_gains
+
+    rng = np.random.default_rng(3)
+    scene = rng.integers(30, 200, (60, 80, 3)).astype(np.uint8)  # thousands of colours (see the next test)
+    warm = apply_linear_gains(scene, np.array([1.3, 1.0, 0.55]))
+    corrected, record = GlobalWhiteBalance("xphoto").correct(warm)
+    assert record["method"] == "xphoto"
+    linear = LINEAR_LEVELS[warm]
+    balancer = cv2.xphoto.createLearningBasedWB()
+    balancer.setRangeMaxVal(65535)
+    theirs = balancer.balanceWhite(np.round(linear[..., ::-1] * 65535).astype(np.uint16))[..., ::-1] / 65535.0
+    ours = LINEAR_LEVELS[corrected]
+    assert np.ptp(record["gains_rgb"]) > 0.05  # it did change the colour: the comparison below means something
+    chroma = ours / ours.sum(axis=2, keepdims=True), theirs / theirs.sum(axis=2, keepdims=True)
+    assert np.abs(chroma[0] - chroma[1]).max() < 0.01
+
+
+def test_xphoto_leaves_a_photo_of_few_colours_alone() -> None:
+    """OpenCV's learned estimate is undefined on a photo with fewer than 300 colours (it reads past its palette: the
+    result changed from run to run), so xphoto leaves such a photo as it is, every time."""
+    rng = np.random.default_rng(3)
+    blocks = np.repeat(np.repeat(rng.integers(30, 200, (12, 16, 3)), 5, axis=0), 5, axis=1).astype(np.uint8)
+    corrected, record = GlobalWhiteBalance("xphoto").correct(blocks)
+    assert record["gains_rgb"] == [1.0, 1.0, 1.0] and np.array_equal(corrected, blocks)
+
+
+def test_xphoto_without_the_contrib_build_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    monkeypatch.delattr(cv2, "xphoto")
+    with pytest.raises(FacekitError, match="opencv-contrib-python-headless"):
+        GlobalWhiteBalance("xphoto").correct(np.full((20, 20, 3), 120, np.uint8))
 
 
 def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path) -> None:
@@ -262,7 +302,7 @@ def test_agreement_fusion_listens_to_estimators_that_agree_with_the_face() -> No
 
     agreeing = fuse_white_balance(face_with(truth), photo, "agreement")
     weights = agreeing.face["fuse_weights"]
-    assert set(weights) == {"face", *ESTIMATORS} and min(weights.values()) > 0.9, weights
+    assert set(weights) == {"face", *STATISTICAL} and min(weights.values()) > 0.9, weights
     assert angle_degrees(agreeing.gains * source, truth * source) < 0.3
     for off, pulled in ((2.5, True), (25.0, False)):
         face = face_with(off_by(off))
