@@ -75,13 +75,15 @@ def _pillow_limit(limit: float) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = before
 
 
-def load_rgb(path: Path | bytes | bytearray | memoryview) -> tuple[np.ndarray | None, str]:
-    """Read a photo (a file, or its bytes already read) as (H, W, 3) uint8 RGB. Returns (image, note) or (None, why
+def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = True) -> tuple[np.ndarray | None, str]:
+    """Read a photo (a file, or its bytes already read) as (H, W, 3) uint8 sRGB. Returns (image, note) or (None, why
     it is unreadable).
 
     Alpha is composited over mid-grey; greyscale is expanded to three equal channels (the monochrome filter then
-    rejects it), 16-bit greyscale scaled to 8 bits; EXIF orientation is applied. A photo whose header declares more
-    than :func:`max_megapixels` is refused before decoding.
+    rejects it), 16-bit greyscale scaled to 8 bits; EXIF orientation is applied. An RGB photo with an embedded colour
+    profile other than sRGB (a phone's Display P3, Adobe RGB) is converted to sRGB (:func:`to_srgb`; the note says
+    so; ``colour_manage=False``: its values as stored). A photo whose header declares more than
+    :func:`max_megapixels` is refused before decoding.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -113,13 +115,65 @@ def load_rgb(path: Path | bytes | bytearray | memoryview) -> tuple[np.ndarray | 
                 note = "alpha composited over grey"
             elif image.mode in ("L", "I", "I;16", "F", "1"):
                 note = "greyscale"
-            return np.asarray(image.convert("RGB")), note
+            rgb = image.convert("RGB")
+            if colour_manage and image.mode in ("RGB", "RGBA", "P", "PA"):
+                rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"))
+                note = "; ".join(n for n in (note, managed) if n)
+            return np.asarray(rgb), note
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels.group(1)) / 1e6:.0f} MP" if pixels else "over Pillow's limit"
         return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+#: sRGB's primaries as an ICC profile states them (XYZ, adapted to the D50 connection space): a profile with these is
+#: taken for sRGB and its photo read as stored.
+SRGB_COLORANTS = np.array([[0.4361, 0.2225, 0.0139], [0.3851, 0.7169, 0.0971], [0.1431, 0.0606, 0.7141]])
+
+
+def srgb_profile(icc: bytes | None) -> bool | None:
+    """Whether the ICC profile ``icc`` describes sRGB (its RGB primaries within 0.003 of sRGB's; True for no profile);
+    None when it is not an RGB matrix profile facekit can read (unreadable, grey, CMYK, or a table-only profile)."""
+    if not icc:
+        return True
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile
+        if profile.xcolor_space.strip() != "RGB":
+            return None
+        colorants = [profile.red_colorant, profile.green_colorant, profile.blue_colorant]
+        xyz = np.array([c[0] for c in colorants if c is not None], np.float64)
+        if xyz.shape != (3, 3):
+            return None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return bool(np.abs(xyz - SRGB_COLORANTS).max() < 0.003)
+
+
+def to_srgb(image: Any, icc: bytes | None) -> tuple[Any, str]:
+    """The RGB PIL ``image`` converted from its embedded ICC profile ``icc`` to sRGB (relative colorimetric, little
+    CMS through Pillow), and a note; as it is when the profile is sRGB or absent (no note) or unusable (a note)."""
+    srgb = srgb_profile(icc)
+    if srgb:
+        return image, ""
+    if srgb is None:
+        return image, "colour profile not an RGB profile facekit can read: values read as sRGB"
+    from PIL import ImageCms
+
+    assert icc is not None
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    name = (ImageCms.getProfileDescription(source) or "unnamed").strip()
+    converted = ImageCms.profileToProfile(
+        image,
+        source,
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        outputMode="RGB",
+    )
+    return converted, f"converted from its colour profile ({name}) to sRGB"
 
 
 def downscale(photo: np.ndarray, side: int) -> np.ndarray:
@@ -142,8 +196,8 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         if array is None:
             raise FacekitError(f"{image}: {why}")
         return array
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
-        return np.asarray(image.convert("RGB"))
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image (its colour profile honoured)
+        return np.asarray(to_srgb(image.convert("RGB"), image.info.get("icc_profile"))[0])
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise FacekitError(f"expected a uint8 image (0-255), got dtype {array.dtype}; convert with (x * 255).round()")

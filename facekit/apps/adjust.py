@@ -413,11 +413,14 @@ class AdjustRow:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_like(source: Any, image: np.ndarray, alpha: np.ndarray | None = None) -> tuple[bytes, str]:
+def encode_like(
+    source: Any, image: np.ndarray, alpha: np.ndarray | None = None, profile: bool = True
+) -> tuple[bytes, str]:
     """``image`` (H, W, 3) RGB, uint8 or uint16, encoded in the format of the ``source`` photo (a path): JPEG at quality
     95 with 4:4:4 chroma, PNG otherwise (with ``alpha`` (H, W) of the same type when given, at 16 bits when the image
     is); the source's ICC profile (when it describes RGB) and EXIF are carried over, the EXIF orientation reset to 1
-    (the pixels are already upright). Returns (bytes, file suffix)."""
+    (the pixels are already upright); ``profile=False``: no profile (``image`` holds sRGB values, see
+    :func:`kept_depth`). Returns (bytes, file suffix)."""
     import io
 
     from PIL import Image
@@ -435,7 +438,7 @@ def encode_like(source: Any, image: np.ndarray, alpha: np.ndarray | None = None)
     except Exception as error:  # noqa: BLE001  (Pillow's EXIF writer raises many types on a malformed tag)
         # A tag of the wrong type decodes but cannot be written back: the photo is adjusted without its EXIF.
         logger.warning("%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error)
-    if icc and icc[16:20] == b"RGB ":  # the output is RGB: a grey or CMYK profile would misdescribe it
+    if profile and icc and icc[16:20] == b"RGB ":  # the output is RGB: a grey or CMYK profile would misdescribe it
         options["icc_profile"] = icc
     if jpeg and (image.dtype != np.uint8 or alpha is not None):
         raise FacekitError("a JPEG output takes 8-bit RGB without alpha")
@@ -571,7 +574,7 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
     if record is None:
         return AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
     written, alpha, kept = kept_depth(planned.source, photo, corrected, record)
-    data, suffix = encode_like(planned.source, written, alpha)
+    data, suffix = encode_like(planned.source, written, alpha, keeps_profile(kept))
     target = out / f"{planned.base}{suffix}"
     record = {**(record.to_json() if hasattr(record, "to_json") else record), **kept, **provenance}
     pictures = [(target, data), (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)))]
@@ -587,10 +590,12 @@ def kept_depth(
     """What to write for ``source`` once ``corrected`` (8-bit, from ``photo`` as :func:`facekit.images.load_rgb` read
     it): the same correction at the file's own depth with its alpha kept (a 16-bit or transparent PNG stays one), and
     what the record says about it. The estimate came from the 8-bit copy (alpha over grey); only the pixels written
-    change."""
+    change. A photo read converted to sRGB from its own colour profile (:func:`facekit.images.load_rgb`) is written
+    as its own values corrected, since ``encode_like`` keeps its profile: the correction estimated in sRGB is applied
+    to the file's values (exact for exposure; white balance gains in the file's primaries, close for wide-gamut RGB)."""
     deep = read_deep(source)
     if deep is None:
-        return corrected, None, {}
+        return _in_own_profile(source, photo, corrected, record)
     pixels, alpha = deep
     bits = 16 if pixels.dtype == np.uint16 else 8
     if pixels.shape[:2] != photo.shape[:2]:  # not the picture load_rgb read (a multi-frame file): 8-bit as read
@@ -601,6 +606,32 @@ def kept_depth(
         eight = None if alpha is None else (alpha >> 8 if bits == 16 else alpha).astype(np.uint8)
         return corrected, eight, {"written": {"bits": 8, "alpha": alpha is not None}}
     return again, alpha, {"written": {"bits": bits, "alpha": alpha is not None}}
+
+
+def _in_own_profile(
+    source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """:func:`kept_depth` for an 8-bit photo without alpha: ``corrected`` as it is, unless the photo was converted
+    from a colour profile other than sRGB on reading: then its stored values, corrected as ``record`` says."""
+    from PIL import Image
+
+    from facekit.images import load_rgb, srgb_profile
+
+    with Image.open(source) as opened:
+        icc = opened.info.get("icc_profile")
+    if srgb_profile(icc) is not False:
+        return corrected, None, {}
+    stored, _ = load_rgb(source, colour_manage=False)
+    again = None if stored is None or stored.shape != photo.shape else recolour(stored, record)
+    if again is None:
+        logger.warning("%s: its stored values could not be corrected; written in sRGB without its profile", source)
+        return corrected, None, {"written": {"bits": 8, "alpha": False, "profile": "dropped"}}
+    return again, None, {"written": {"bits": 8, "alpha": False, "profile": "kept"}}
+
+
+def keeps_profile(kept: dict[str, Any]) -> bool:
+    """Whether the output described by :func:`kept_depth`'s record ``kept`` carries the photo's colour profile."""
+    return bool(kept.get("written", {}).get("profile") != "dropped")
 
 
 def _adjust_locked(

@@ -445,7 +445,7 @@ class Engine:
         raise gone
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
-        from facekit.apps.adjust import apply_correction, before_after, encode_like, kept_depth
+        from facekit.apps.adjust import apply_correction, before_after, encode_like, keeps_profile, kept_depth
         from facekit.batch import png_bytes
         from facekit.images import downscale, load_rgb
 
@@ -472,8 +472,9 @@ class Engine:
         if full is None:  # the bytes were read a moment ago: only a full disk or a removed folder gets here
             raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
         after = apply_correction(full, correction)
-        written, alpha, _ = kept_depth(analysis.source, full, after, correction)  # 16-bit or transparent PNG: kept
-        data, suffix = encode_like(analysis.source, written, alpha)
+        # A 16-bit or transparent PNG keeps its depth and alpha, a photo in another colour profile its own values.
+        written, alpha, kept = kept_depth(analysis.source, full, after, correction)
+        data, suffix = encode_like(analysis.source, written, alpha, keeps_profile(kept))
         del written, alpha
         adjusted_full = folder / f"adjusted-full{suffix}"
         adjusted_full.write_bytes(data)
