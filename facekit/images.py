@@ -107,7 +107,7 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
                 top = max(65535.0, float(wide.max()))
                 grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2), "greyscale (16-bit)"
-            note = ""
+            note, colour = "", image.mode in ("RGB", "RGBA", "P", "PA")  # grey and CMYK photos are not converted
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
@@ -116,7 +116,7 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
             elif image.mode in ("L", "I", "I;16", "F", "1"):
                 note = "greyscale"
             rgb = image.convert("RGB")
-            if colour_manage and image.mode in ("RGB", "RGBA", "P", "PA"):
+            if colour_manage and colour:
                 rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"))
                 note = "; ".join(n for n in (note, managed) if n)
             return np.asarray(rgb), note
@@ -128,52 +128,92 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 
-#: sRGB's primaries as an ICC profile states them (XYZ, adapted to the D50 connection space): a profile with these is
-#: taken for sRGB and its photo read as stored.
+#: sRGB's primaries as an ICC profile states them (XYZ of R, G, B, adapted to the D50 connection space).
 SRGB_COLORANTS = np.array([[0.4361, 0.2225, 0.0139], [0.3851, 0.7169, 0.0971], [0.1431, 0.0606, 0.7141]])
 
 
+def _ramps() -> Any:
+    """A probe image: grey, red, green and blue ramps over all 256 levels and a few mixed colours (as PIL RGB)."""
+    from PIL import Image
+
+    levels = np.arange(256, dtype=np.uint8)
+    zero = np.zeros(256, np.uint8)
+    rows = [np.stack([levels, levels, levels], 1), np.stack([levels, zero, zero], 1)]
+    rows += [np.stack([zero, levels, zero], 1), np.stack([zero, zero, levels], 1)]
+    rows.append(np.stack([levels, levels[::-1], levels * np.uint8(7)], 1))  # the third wraps: mixed colours
+    return Image.fromarray(np.stack(rows, 0))
+
+
+def _transform(image: Any, icc: bytes) -> Any:
+    """``image`` (PIL RGB) from the profile ``icc`` to sRGB (little CMS, relative colorimetric). Raises on a profile
+    it cannot use (ImageCms.PyCMSError, OSError, ValueError)."""
+    from PIL import ImageCms
+
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    target = ImageCms.createProfile("sRGB")
+    return ImageCms.profileToProfile(
+        image, source, target, renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB"
+    )
+
+
 def srgb_profile(icc: bytes | None) -> bool | None:
-    """Whether the ICC profile ``icc`` describes sRGB (its RGB primaries within 0.003 of sRGB's; True for no profile);
-    None when it is not an RGB matrix profile facekit can read (unreadable, grey, CMYK, or a table-only profile)."""
+    """Whether the ICC profile ``icc`` describes sRGB (True for no profile): every level of a grey and three primary
+    ramps goes through its conversion to sRGB within one level (so primaries and curve both match). None when it is
+    not an RGB profile little CMS can use (unreadable, grey, CMYK, broken tags)."""
     if not icc:
         return True
+    if icc[16:20] != b"RGB ":
+        return None
+    try:
+        probe = _ramps()
+        moved = np.abs(np.asarray(_transform(probe, icc), np.int16) - np.asarray(probe, np.int16)).max()
+    except Exception:  # noqa: BLE001  (ImageCms.PyCMSError is a plain Exception; Pillow raises others on bad tags)
+        return None
+    return bool(moved <= 1)
+
+
+def profile_primaries(icc: bytes | None) -> np.ndarray | None:
+    """The RGB colorants (3, 3: XYZ of R, G, B rows, D50) of a matrix ICC profile ``icc``; None without a profile, for
+    sRGB (:func:`srgb_profile`) or when it states none (a table-only profile)."""
+    if not icc or srgb_profile(icc) is not False:
+        return None
     from PIL import ImageCms
 
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile
-        if profile.xcolor_space.strip() != "RGB":
-            return None
         colorants = [profile.red_colorant, profile.green_colorant, profile.blue_colorant]
         xyz = np.array([c[0] for c in colorants if c is not None], np.float64)
-        if xyz.shape != (3, 3):
-            return None
-    except (OSError, ValueError, TypeError, AttributeError):
+    except Exception:  # noqa: BLE001  (as srgb_profile)
         return None
-    return bool(np.abs(xyz - SRGB_COLORANTS).max() < 0.003)
+    return xyz if xyz.shape == (3, 3) and abs(np.linalg.det(xyz)) > 1e-6 else None
+
+
+def _profile_name(icc: bytes) -> str:
+    from PIL import ImageCms
+
+    try:
+        name = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except Exception:  # noqa: BLE001  (a description in another encoding than the tag's: PyCMSError)
+        name = ""
+    return (name or "").strip() or "unnamed"
 
 
 def to_srgb(image: Any, icc: bytes | None) -> tuple[Any, str]:
     """The RGB PIL ``image`` converted from its embedded ICC profile ``icc`` to sRGB (relative colorimetric, little
-    CMS through Pillow), and a note; as it is when the profile is sRGB or absent (no note) or unusable (a note)."""
+    CMS through Pillow), and a note; as it is when the profile is sRGB or absent (no note) or unusable (a note).
+    Never raises for a bad profile: a photo is never lost to its profile."""
     srgb = srgb_profile(icc)
     if srgb:
         return image, ""
+    unusable = "colour profile not an RGB profile facekit can use: values read as sRGB"
     if srgb is None:
-        return image, "colour profile not an RGB profile facekit can read: values read as sRGB"
-    from PIL import ImageCms
-
+        return image, unusable
     assert icc is not None
-    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    name = (ImageCms.getProfileDescription(source) or "unnamed").strip()
-    converted = ImageCms.profileToProfile(
-        image,
-        source,
-        ImageCms.createProfile("sRGB"),
-        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-        outputMode="RGB",
-    )
-    return converted, f"converted from its colour profile ({name}) to sRGB"
+    try:
+        converted = _transform(image, icc)
+    except Exception:  # noqa: BLE001  (as srgb_profile)
+        return image, unusable
+    return converted, f"converted from its colour profile ({_profile_name(icc)}) to sRGB"
 
 
 def downscale(photo: np.ndarray, side: int) -> np.ndarray:

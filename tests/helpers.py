@@ -73,7 +73,9 @@ def peak_in_fresh_process(code: str, argument: str) -> tuple[list[str], int]:
 DISPLAY_P3_COLORANTS = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
 
 
-def matrix_icc(colorants: tuple[tuple[float, float, float], ...], gamma: float, name: str = "test RGB") -> bytes:
+def matrix_icc(
+    colorants: tuple[tuple[float, float, float], ...], gamma: float, name: str | bytes = "test RGB"
+) -> bytes:
     """A minimal ICC v2 RGB display profile (matrix + one gamma curve per channel), built byte by byte from the ICC
     specification so tests can embed a profile that is not sRGB without a file: primaries ``colorants`` (3 XYZ
     triples, D50) and a pure power ``gamma`` curve."""
@@ -85,7 +87,7 @@ def matrix_icc(colorants: tuple[tuple[float, float, float], ...], gamma: float, 
     def xyz(values: tuple[float, float, float]) -> bytes:
         return b"XYZ " + bytes(4) + b"".join(s15(v) for v in values)
 
-    ascii_name = name.encode("ascii") + b"\x00"
+    ascii_name = (name.encode("ascii") if isinstance(name, str) else name) + b"\x00"  # bytes: any (bad) encoding
     desc = b"desc" + bytes(4) + struct.pack(">I", len(ascii_name)) + ascii_name + bytes(4 + 4 + 2 + 1 + 67)
     curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
     tags = [

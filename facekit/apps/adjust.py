@@ -519,14 +519,21 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     return np.ascontiguousarray(turn(rgb)), None if alpha is None else np.ascontiguousarray(turn(alpha))
 
 
-def recolour(image: np.ndarray, record: Any) -> np.ndarray | None:
+def recolour(image: np.ndarray, record: Any, primaries: np.ndarray | None = None) -> np.ndarray | None:
     """``image`` (any depth :func:`apply_correction` takes) corrected as ``record`` says: a :class:`Correction`, or a
-    baseline's record with linear-light ``gains_rgb``; None when the record does not say how (another app's)."""
+    baseline's record with linear-light ``gains_rgb``; None when the record does not say how (another app's).
+    ``primaries``: the image's values are in that RGB, not sRGB (:func:`gains_in_primaries`; the paper's YCrCb map is
+    applied as it is)."""
+    gains: np.ndarray | None = None
     if isinstance(record, Correction):
-        return apply_correction(image, record)
-    if isinstance(record, dict) and record.get("light") == "linear" and len(record.get("gains_rgb", ())) == 3:
-        return apply_linear_gains(image, np.asarray(record["gains_rgb"], np.float64))
-    return None
+        if record.mapping != "gains" or primaries is None or record.source == record.target:
+            return apply_correction(image, record)
+        gains = record.gains
+    elif isinstance(record, dict) and record.get("light") == "linear" and len(record.get("gains_rgb", ())) == 3:
+        gains = np.asarray(record["gains_rgb"], np.float64)
+    if gains is None:
+        return None
+    return apply_linear_gains(image, gains if primaries is None else gains_in_primaries(gains, primaries))
 
 
 def before_after(before: np.ndarray, after: np.ndarray, height: int = 480) -> np.ndarray:
@@ -590,48 +597,57 @@ def kept_depth(
     """What to write for ``source`` once ``corrected`` (8-bit, from ``photo`` as :func:`facekit.images.load_rgb` read
     it): the same correction at the file's own depth with its alpha kept (a 16-bit or transparent PNG stays one), and
     what the record says about it. The estimate came from the 8-bit copy (alpha over grey); only the pixels written
-    change. A photo read converted to sRGB from its own colour profile (:func:`facekit.images.load_rgb`) is written
-    as its own values corrected, since ``encode_like`` keeps its profile: the correction estimated in sRGB is applied
-    to the file's values (exact for exposure; white balance gains in the file's primaries, close for wide-gamut RGB)."""
+    change.
+
+    A photo in a colour profile other than sRGB was read converted to sRGB, but ``encode_like`` keeps its profile: its
+    own stored values are corrected instead (linear gains moved into its primaries, so that the colour the correction
+    turns grey in sRGB is turned grey in them; the curve is taken as sRGB's, Display P3's own), and the record says
+    ``profile: kept``; where that cannot be done the sRGB values are written without the profile (``dropped``)."""
+    from PIL import Image
+
+    from facekit.images import load_rgb, profile_primaries, srgb_profile
+
+    with Image.open(source) as opened:
+        icc = opened.info.get("icc_profile")
+    own = srgb_profile(icc) is False  # the file's values are not sRGB's
+    primaries = profile_primaries(icc) if own else None
+    profile = {"profile": "kept"} if own else {}
+    dropped = {"profile": "dropped"} if own else {}
     deep = read_deep(source)
     if deep is None:
-        return _in_own_profile(source, photo, corrected, record)
+        if not own:
+            return corrected, None, {}
+        stored, _ = load_rgb(source, colour_manage=False)
+        again = None if stored is None or stored.shape != photo.shape else recolour(stored, record, primaries)
+        if again is None:
+            logger.warning("%s: its stored values could not be corrected; written in sRGB without its profile", source)
+            return corrected, None, {"written": {"bits": 8, "alpha": False, **dropped}}
+        return again, None, {"written": {"bits": 8, "alpha": False, **profile}}
     pixels, alpha = deep
     bits = 16 if pixels.dtype == np.uint16 else 8
     if pixels.shape[:2] != photo.shape[:2]:  # not the picture load_rgb read (a multi-frame file): 8-bit as read
         logger.warning("%s: its full-depth pixels do not match the photo read; written at 8 bits", source)
-        return corrected, None, {"written": {"bits": 8, "alpha": False}}
-    again = recolour(pixels, record)
+        return corrected, None, {"written": {"bits": 8, "alpha": False, **dropped}}
+    again = recolour(pixels, record, primaries)
     if again is None:  # a correction that says no more than its 8-bit result
         eight = None if alpha is None else (alpha >> 8 if bits == 16 else alpha).astype(np.uint8)
-        return corrected, eight, {"written": {"bits": 8, "alpha": alpha is not None}}
-    return again, alpha, {"written": {"bits": bits, "alpha": alpha is not None}}
-
-
-def _in_own_profile(
-    source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """:func:`kept_depth` for an 8-bit photo without alpha: ``corrected`` as it is, unless the photo was converted
-    from a colour profile other than sRGB on reading: then its stored values, corrected as ``record`` says."""
-    from PIL import Image
-
-    from facekit.images import load_rgb, srgb_profile
-
-    with Image.open(source) as opened:
-        icc = opened.info.get("icc_profile")
-    if srgb_profile(icc) is not False:
-        return corrected, None, {}
-    stored, _ = load_rgb(source, colour_manage=False)
-    again = None if stored is None or stored.shape != photo.shape else recolour(stored, record)
-    if again is None:
-        logger.warning("%s: its stored values could not be corrected; written in sRGB without its profile", source)
-        return corrected, None, {"written": {"bits": 8, "alpha": False, "profile": "dropped"}}
-    return again, None, {"written": {"bits": 8, "alpha": False, "profile": "kept"}}
+        return corrected, eight, {"written": {"bits": 8, "alpha": alpha is not None, **dropped}}
+    return again, alpha, {"written": {"bits": bits, "alpha": alpha is not None, **profile}}
 
 
 def keeps_profile(kept: dict[str, Any]) -> bool:
     """Whether the output described by :func:`kept_depth`'s record ``kept`` carries the photo's colour profile."""
     return bool(kept.get("written", {}).get("profile") != "dropped")
+
+
+def gains_in_primaries(gains: np.ndarray, primaries: np.ndarray) -> np.ndarray:
+    """Linear-sRGB white balance ``gains`` (3,) as gains in another RGB's linear light with ``primaries`` (3, 3: XYZ of
+    its R, G, B, D50, as :data:`facekit.images.SRGB_COLORANTS`): the colour they turn grey (1 / gains) is turned the
+    same grey there (both RGBs share the white, so grey is (1, 1, 1) in each)."""
+    from facekit.images import SRGB_COLORANTS
+
+    cast = (1.0 / np.maximum(np.asarray(gains, np.float64), 1e-9)) @ SRGB_COLORANTS @ np.linalg.inv(primaries)
+    return np.asarray(1.0 / np.maximum(cast, 1e-9), np.float64)
 
 
 def _adjust_locked(

@@ -10,10 +10,11 @@ photo in linear light and divides it out with per-channel gains in linear light 
   contrib build (``opencv-contrib-python-headless<5``, which facekit installs as its one OpenCV distribution). Its model
   was trained on linear raw data, so it is fed the linear copy at 16 bits (``setRangeMaxVal(65535)``); its gains are
   read back as the ratio of its output to its input over the pixels it left unclipped. On the selection set
-  (``python benchmarks/adjust.py --selection``'s London/Canada neutral photos with known casts, scene background) that
-  input gave a median error of 7.96 deg, the 8-bit encoded copy 8.32 (its gains taken as encoded, ``g ** 2.2`` in
-  linear light) and the 8-bit photo corrected by OpenCV itself 8.71; no correction 7.86. OpenCV's model does not
-  transfer to sRGB photos (another sensor's colours): it is here because it is the learned method people reach for.
+  (``python benchmarks/xphoto_input.py``, RESULTS.md "xphoto-input": London/Canada neutral photos with known casts,
+  scene background) that input gave a median error of 7.96 deg, the 8-bit encoded copy 8.29 (its gains taken as
+  encoded, ``g ** 2.2`` in linear light) and the 8-bit photo corrected by OpenCV itself 8.71; no correction 7.86.
+  OpenCV's model does not transfer to sRGB photos (another sensor's colours): it is here because it is the learned
+  method people reach for. On a photo of fewer than :data:`XPHOTO_MIN_COLOURS` colours it changes nothing.
 
 Linear light, as a camera's illuminant acts and as ``adjust`` corrects: gains on the gamma-encoded values cannot undo
 a cast (a correct estimate applied that way leaves 7 degrees at 2,500 K). The estimate is taken on a copy at most
@@ -59,7 +60,7 @@ def _gray_edge(linear: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 XPHOTO_MIN_COLOURS = 310
 
 
-def _xphoto(linear: np.ndarray) -> np.ndarray:
+def _xphoto_module() -> Any:
     import cv2
 
     if not hasattr(cv2, "xphoto"):
@@ -67,7 +68,11 @@ def _xphoto(linear: np.ndarray) -> np.ndarray:
             "white balance 'xphoto' needs OpenCV's contrib build: pip uninstall opencv-python-headless, then "
             "pip install 'opencv-contrib-python-headless<5' (one OpenCV distribution only; `make` does this)"
         )
-    balancer = cv2.xphoto.createLearningBasedWB()
+    return cv2.xphoto
+
+
+def _xphoto(linear: np.ndarray) -> np.ndarray:
+    balancer = _xphoto_module().createLearningBasedWB()
     balancer.setRangeMaxVal(65535)
     bgr = np.ascontiguousarray(np.round(np.clip(linear[..., ::-1], 0.0, 1.0) * 65535.0).astype(np.uint16))
     # Its histogram: 64 bins per channel up to the photo's maximum (exclusive), over pixels below 98 % of the range.
@@ -140,6 +145,8 @@ class GlobalWhiteBalance:
             raise FacekitError(f"unknown white balance {method!r}; known: {', '.join(ESTIMATORS)}")
         if not 0.0 <= strength <= 1.0:
             raise FacekitError(f"strength must be between 0 and 1, got {strength}")
+        if method == "xphoto":
+            _xphoto_module()  # a missing contrib build stops the run here, not at every photo
         self.method, self.strength = method, strength
 
     def gains(self, photo: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def test_xphoto_without_the_contrib_build_says_how_to_get_it(monkeypatch: pytest
 
     monkeypatch.delattr(cv2, "xphoto")
     with pytest.raises(FacekitError, match="opencv-contrib-python-headless"):
-        GlobalWhiteBalance("xphoto").correct(np.full((20, 20, 3), 120, np.uint8))
+        GlobalWhiteBalance("xphoto")  # when the corrector is made, before any photo
 
 
 def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path) -> None:

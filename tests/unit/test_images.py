@@ -15,6 +15,7 @@ from facekit.images import SRGB_COLORANTS, as_rgb, load_rgb
 from tests.helpers import DISPLAY_P3_COLORANTS, matrix_icc, run_cli
 
 P3 = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3")
+PRIMARIES = np.array(DISPLAY_P3_COLORANTS)
 
 
 def patches() -> np.ndarray:
@@ -61,8 +62,18 @@ def test_srgb_untagged_and_unusable_profiles_read_as_stored() -> None:
     assert image is not None and np.array_equal(image, stored) and "read as sRGB" in note
 
 
+def test_gains_moved_into_p3_turn_the_same_colour_grey() -> None:
+    from facekit.apps.adjust import gains_in_primaries
+
+    gains = np.array([0.8, 1.0, 1.45])  # sRGB gains that turn the linear sRGB colour 1 / gains grey
+    cast_p3 = (1.0 / gains) @ SRGB_COLORANTS @ np.linalg.inv(PRIMARIES)  # that colour in P3's linear light
+    corrected = cast_p3 * gains_in_primaries(gains, PRIMARIES)
+    assert np.allclose(corrected, corrected.mean(), atol=1e-9)
+    assert np.allclose(gains_in_primaries(gains, SRGB_COLORANTS), gains)  # sRGB into sRGB: unchanged
+
+
 def test_adjust_writes_a_p3_photos_own_values_corrected_under_its_profile(tmp_path: Path) -> None:
-    from facekit.apps.adjust import apply_linear_gains
+    from facekit.apps.adjust import apply_linear_gains, gains_in_primaries
 
     stored = np.clip(patches().astype(int) + np.array([25, 0, -25]), 0, 255).astype(np.uint8)  # a warm cast
     photo = tmp_path / "p3.jpg"
@@ -76,10 +87,46 @@ def test_adjust_writes_a_p3_photos_own_values_corrected_under_its_profile(tmp_pa
         written = np.asarray(adjusted.convert("RGB")).astype(float)
     with Image.open(photo) as read:
         as_stored = np.asarray(read.convert("RGB"))  # the JPEG's own values (as load_rgb(colour_manage=False))
-    expected = apply_linear_gains(as_stored, np.asarray(record["gains_rgb"]))
+    # gray-world's sRGB gains moved into P3's primaries (what turns grey in sRGB turns grey in P3).
+    expected = apply_linear_gains(as_stored, gains_in_primaries(np.asarray(record["gains_rgb"]), PRIMARIES))
     assert np.abs(written - expected).mean() < 1.5
     converted = apply_linear_gains(load_rgb(photo)[0], np.asarray(record["gains_rgb"]))  # the sRGB values: wrong here
     assert np.abs(written - converted).mean() > 5
+
+
+def broken_profiles() -> dict[str, bytes]:
+    """Profiles little CMS refuses or Pillow cannot describe: a Latin-1 description, a curve with a bad count."""
+    latin = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "\u00c9cran P3".encode("latin-1"))
+    curve = matrix_icc(DISPLAY_P3_COLORANTS, 2.2)
+    at = curve.index(b"curv", curve.index(b"curv") + 1)  # the second curve's entry count
+    bad_curve = curve[: at + 8] + b"\xff\xff\xff\xff" + curve[at + 12 :]
+    return {"latin-1 description": latin, "bad curve": bad_curve}
+
+
+@pytest.mark.parametrize("name", list(broken_profiles()))
+def test_a_broken_profile_never_loses_the_photo(name: str) -> None:
+    stored = patches()
+    image, note = load_rgb(png(stored, broken_profiles()[name]))
+    assert image is not None, note
+    if "converted" not in note:  # little CMS refused it: the values as stored, and the note says so
+        assert np.array_equal(image, stored) and "read as sRGB" in note
+
+
+def test_a_broken_profile_does_not_end_an_adjust_batch(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for index, icc in enumerate([*broken_profiles().values(), None]):
+        Image.fromarray(patches()).save(photos / f"{index}.jpg", quality=95, **({"icc_profile": icc} if icc else {}))
+    result = run_cli("adjust", str(photos), "--method", "gray-world", "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+def test_srgb_primaries_with_another_curve_are_converted() -> None:
+    """sRGB is recognised by what its conversion does (primaries and curve), not by the primaries alone."""
+    linear = matrix_icc(tuple(map(tuple, SRGB_COLORANTS)), 1.0, "linear sRGB")
+    image, note = load_rgb(png(np.full((8, 8, 3), 50, np.uint8), linear))
+    assert image is not None and "converted" in note and abs(int(image[0, 0, 0]) - 124) <= 2
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
