@@ -23,6 +23,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,43 +185,60 @@ def known_casts(
     """Every method's errors on the first photos of each London ``subsets`` (name -> count), cast as the module
     docstring says; and the counts: photos taken, skipped (unreadable, or GrabCut failed), and per setting the cast
     photos in which no face was found (no method is scored on them)."""
+    variants = adjusters(normalizer, settings)
+    results: dict[str, dict[str, list[float]]] = {}
+    no_face = {"scene background": 0, "studio background": 0}
+    shots, counts = cast_shots(root, subsets)
+    for background, setting, clean, shot in shots:
+        # Every face is normalized and the largest used, as when RESULTS.md was made (a batch of all faces rounds
+        # the largest one's pixels slightly differently from a batch of one).
+        faces = normalizer.normalize(shot, all_faces=True)
+        if not faces:  # no method is scored on this photo
+            no_face[setting] += 1
+            continue
+        for method, corrected in corrections(shot, faces[0], variants).items():
+            angle, exposure = errors(corrected, clean, ~background)
+            results.setdefault(setting, {}).setdefault(f"{method} angle", []).append(angle)
+            results[setting].setdefault(f"{method} ev", []).append(exposure)
+    return results, {**counts, "no_face": no_face}
+
+
+def cast_shots(
+    root: Path, subsets: dict[str, int]
+) -> tuple[Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]], dict[str, int]]:
+    """The known-cast test's photos: for the first photos of each London ``subsets`` (name -> count), its background
+    mask and, per setting (scene background, studio background), the uncast photo and the cast one, as the module
+    docstring says (seed 2017: the same casts in every run and script). The counts dict (photos, skipped) is filled
+    as the iterator runs."""
     import cv2
 
-    variants = adjusters(normalizer, settings)
     rng = np.random.default_rng(2017)
     london = [photo for subset, count in subsets.items() for photo in london_photos(root, subset)[:count]]
     scenes = lfw_photos(root, "peopleDevTest.txt")
     picks = rng.choice(len(scenes), size=len(london), replace=False)
-    results: dict[str, dict[str, list[float]]] = {}
-    skipped = 0
-    no_face = {"scene background": 0, "studio background": 0}
-    for photo, pick in track(list(zip(london, picks, strict=True)), description=f"known casts: {len(london)} photos"):
-        original = load_rgb(photo.path)[0]
-        scene_photo = load_rgb(scenes[pick].path)[0]
-        if original is None or scene_photo is None:
-            skipped += 1
-            continue
-        background = background_mask(original)
-        if not 0.1 < background.mean() < 0.85:  # GrabCut took the person for background, or found none
-            skipped += 1
-            continue
-        scene = cv2.resize(scene_photo, original.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-        composite = np.where(background[..., None], scene, original)
-        illuminant = blackbody_rgb(rng.uniform(2500, 10000)) * np.array([1.0, 1.0 + rng.uniform(-0.03, 0.03), 1.0])
-        ev = rng.uniform(-1.5, 1.5)
-        for setting, clean in (("scene background", composite), ("studio background", original)):
-            shot = cast(clean, illuminant / illuminant.mean(), ev)
-            # Every face is normalized and the largest used, as when RESULTS.md was made (a batch of all faces rounds
-            # the largest one's pixels slightly differently from a batch of one).
-            faces = normalizer.normalize(shot, all_faces=True)
-            if not faces:  # no method is scored on this photo
-                no_face[setting] += 1
+    counts = {"photos": len(london), "skipped": 0}
+
+    def shots() -> Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]]:
+        pairs = list(zip(london, picks, strict=True))
+        for photo, pick in track(pairs, description=f"known casts: {len(london)} photos"):
+            original = load_rgb(photo.path)[0]
+            scene_photo = load_rgb(scenes[pick].path)[0]
+            if original is None or scene_photo is None:
+                counts["skipped"] += 1
                 continue
-            for method, corrected in corrections(shot, faces[0], variants).items():
-                angle, exposure = errors(corrected, clean, ~background)
-                results.setdefault(setting, {}).setdefault(f"{method} angle", []).append(angle)
-                results[setting].setdefault(f"{method} ev", []).append(exposure)
-    return results, {"photos": len(london), "skipped": skipped, "no_face": no_face}
+            background = background_mask(original)
+            if not 0.1 < background.mean() < 0.85:  # GrabCut took the person for background, or found none
+                counts["skipped"] += 1
+                continue
+            scene = cv2.resize(scene_photo, original.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+            composite = np.where(background[..., None], scene, original)
+            kelvin = rng.uniform(2500, 10000)  # drawn before the tint, as RESULTS.md's runs drew them
+            illuminant = blackbody_rgb(kelvin) * np.array([1.0, 1.0 + rng.uniform(-0.03, 0.03), 1.0])
+            ev = rng.uniform(-1.5, 1.5)
+            for setting, clean in (("scene background", composite), ("studio background", original)):
+                yield background, setting, clean, cast(clean, illuminant / illuminant.mean(), ev)
+
+    return shots(), counts
 
 
 # ------------------------------------------------------------------------------------------------ speed

@@ -24,14 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cv2
 import numpy as np
-from adjust import SELECTION_SET, background_mask, blackbody_rgb, cast, errors
+from adjust import SELECTION_SET, cast_shots, errors
 from results import machine, publish
-from rich.progress import track
 
 from facekit.apps.adjust import ESTIMATE_SIDE, apply_linear_gains
 from facekit.apps.baselines import GlobalWhiteBalance, gains_for
-from facekit.data.sources import lfw_photos, london_photos
-from facekit.images import downscale, load_rgb
+from facekit.images import downscale
 from facekit.recipe import DataSection
 
 
@@ -61,35 +59,17 @@ def main() -> None:
         "encoded 8-bit": encoded_8bit,
         "OpenCV on the 8-bit photo": opencv_8bit,
     }
-    # The casts and scenes exactly as benchmarks/adjust.py --selection draws them (same seed, same order).
-    rng = np.random.default_rng(2017)
-    london = [photo for subset, count in SELECTION_SET.items() for photo in london_photos(root, subset)[:count]]
-    scenes = lfw_photos(root, "peopleDevTest.txt")
-    picks = rng.choice(len(scenes), size=len(london), replace=False)
     angles: dict[tuple[str, str], list[float]] = {}
-    skipped = 0
-    for photo, pick in track(list(zip(london, picks, strict=True)), description=f"{len(london)} photos"):
-        original, scene_photo = load_rgb(photo.path)[0], load_rgb(scenes[pick].path)[0]
-        if original is None or scene_photo is None:
-            skipped += 1
-            continue
-        background = background_mask(original)
-        if not 0.1 < background.mean() < 0.85:
-            skipped += 1
-            continue
-        scene = cv2.resize(scene_photo, original.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-        composite = np.where(background[..., None], scene, original)
-        illuminant = blackbody_rgb(rng.uniform(2500, 10000)) * np.array([1.0, 1.0 + rng.uniform(-0.03, 0.03), 1.0])
-        ev = rng.uniform(-1.5, 1.5)
-        for setting, clean in (("scene background", composite), ("studio background", original)):
-            shot = cast(clean, illuminant / illuminant.mean(), ev)
-            for name, correct in inputs.items():
-                angles.setdefault((setting, name), []).append(errors(correct(shot), clean, ~background)[0])
+    shots, counts = cast_shots(root, SELECTION_SET)  # the casts of benchmarks/adjust.py --selection
+    for background, setting, clean, shot in shots:
+        for name, correct in inputs.items():
+            angles.setdefault((setting, name), []).append(errors(correct(shot), clean, ~background)[0])
+    skipped = counts["skipped"]
     lines = [
         "## What xphoto is fed, chosen on the selection set (`python benchmarks/xphoto_input.py`)",
         "",
         f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. OpenCV {cv2.__version__} (contrib). The "
-        f"known-cast test of `benchmarks/adjust.py --selection` ({len(london) - skipped} neutral photos of London "
+        f"known-cast test of `benchmarks/adjust.py --selection` ({counts['photos'] - skipped} neutral photos of London "
         f"and Canada training people, {skipped} skipped), white balance only; angular error on the person (degrees).",
         "",
         "| background | xphoto input | median angle | mean angle | worst 25 % mean |",

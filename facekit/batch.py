@@ -373,6 +373,22 @@ def input_sha256(path: Path) -> tuple[str | None, str]:
         return None, f"cannot read it: {error.strerror or error}"
 
 
+def reading(path: Path) -> dict[str, str]:
+    """What reading the photo at ``path`` does beyond decoding, as provenance items for its record:
+    ``{"read": ...}`` when its colour profile is converted to sRGB (:func:`facekit.images.load_rgb`), else ``{}``.
+    Outputs made before facekit converted profiles lack it, so a rerun does not take them for done."""
+    from PIL import Image
+
+    from facekit.images import srgb_profile
+
+    try:
+        with Image.open(path) as opened:
+            icc = opened.info.get("icc_profile")
+    except Exception:  # noqa: BLE001  (unreadable: its row says so when it is read)
+        return {}
+    return {"read": "converted to sRGB from its colour profile"} if srgb_profile(icc) is False else {}
+
+
 def same_job(record: dict[str, Any], provenance: dict[str, Any]) -> bool:
     """Whether an earlier ``record`` was made from the same input and settings (every ``provenance`` item equal)."""
     return all(record.get(key) == value for key, value in provenance.items())
@@ -478,7 +494,7 @@ def _normalize_locked(
     thumbnails: list[np.ndarray] = []
     for batch in _batches(plan.planned, batch_size):
         rows: list[Row] = []
-        todo: list[tuple[Planned, np.ndarray, str]] = []
+        todo: list[tuple[Planned, np.ndarray, str, dict[str, str]]] = []
         for item in batch:
             source_sha, why = input_sha256(item.source)
             if source_sha is None:  # unreadable (permissions, vanished): that photo's row, the batch goes on
@@ -486,7 +502,8 @@ def _normalize_locked(
                 continue
             png, record_path, _ = item.files(out)
             taken = occupied(item.files(out))
-            provenance = {"input_sha256": source_sha, "model_sha256": model_sha, "detail": detail}
+            read = reading(item.source)
+            provenance = {"input_sha256": source_sha, "model_sha256": model_sha, "detail": detail, **read}
             verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
             if verdict == "done":
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
@@ -502,9 +519,9 @@ def _normalize_locked(
             if image is None:
                 rows.append(Row(str(item.source), "unreadable", None, note))
                 continue
-            todo.append((item, image, source_sha))
+            todo.append((item, image, source_sha, read))
         outcomes = normalizer.normalize_many([t[1] for t in todo], [t[0].source.stem for t in todo], batch_size)
-        for (item, image, source_sha), outcome in zip(todo, outcomes, strict=True):
+        for (item, image, source_sha, read), outcome in zip(todo, outcomes, strict=True):
             if outcome.face is None:
                 rows.append(Row(str(item.source), outcome.status, None, outcome.reason or "no face found"))
                 continue
@@ -521,6 +538,7 @@ def _normalize_locked(
                 "faces_found": face.faces_found,
                 "landmarks": None if face.landmarks is None else np.round(face.landmarks, 2).tolist(),
                 "source_landmarks": np.round(face.source_landmarks, 2).tolist(),
+                **read,
             }
             pair = side_by_side(image, outcome)
             files = with_record(record, details, [(png, png_bytes(face.image)), (side, png_bytes(pair))])

@@ -653,7 +653,15 @@ def gains_in_primaries(gains: np.ndarray, primaries: np.ndarray) -> np.ndarray:
 def _adjust_locked(
     plan: Any, corrector: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
 ) -> list[AdjustRow]:
-    from facekit.batch import exists_reason, input_sha256, occupied, read_record, remove_temporaries, rerun_verdict
+    from facekit.batch import (
+        exists_reason,
+        input_sha256,
+        occupied,
+        read_record,
+        reading,
+        remove_temporaries,
+        rerun_verdict,
+    )
 
     out = plan.out
     remove_temporaries(out, plan.planned)
@@ -661,7 +669,7 @@ def _adjust_locked(
     for planned in plan.planned:
         name = str(planned.source)
         source_sha, why = input_sha256(planned.source)
-        provenance = {"input_sha256": source_sha, "settings": settings}
+        provenance = {"input_sha256": source_sha, "settings": settings, **reading(planned.source)}
         # The adjusted photo an earlier run left, in the input's format (.jpg or .png).
         made = [path for path in planned.outputs(out, (".jpg", ".png")) if path.is_file()]
         taken = occupied(planned.outputs(out, ADJUST_OUTPUTS))

@@ -145,3 +145,21 @@ def test_other_modes_with_a_profile_still_read(mode: str) -> None:
     else:
         assert "alpha composited over grey" in note and "converted" in note
         assert np.abs(read.astype(float) - p3_to_srgb(stored)).max() <= 2.0
+
+
+def test_outputs_made_before_profiles_were_converted_are_not_taken_for_done(tmp_path: Path) -> None:
+    """A P3 photo's record says it was read converted; a record without it (made before facekit converted profiles,
+    from other numbers) makes the rerun leave the outputs alone (``exists``) instead of calling them done."""
+    photo = tmp_path / "p3.jpg"
+    Image.fromarray(patches()).save(photo, quality=95, icc_profile=P3)
+    out = tmp_path / "out"
+    first = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    record = json.loads((out / "p3.json").read_text())
+    assert record["read"].startswith("converted")
+    again = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(out))
+    assert again.returncode == 0 and "done" in again.stdout, again.stdout
+    del record["read"]
+    (out / "p3.json").write_text(json.dumps(record))
+    old = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(out))
+    assert "exists" in old.stdout, old.stdout

@@ -104,6 +104,7 @@ def _avatars_locked(
         occupied,
         png_bytes,
         read_record,
+        reading,
         remove_temporaries,
         rerun_verdict,
     )
@@ -118,7 +119,7 @@ def _avatars_locked(
         for planned in plan.planned[start : start + plan.batch_size]:
             row = {"input": str(planned.source)}
             source_sha, why = input_sha256(planned.source)
-            provenance[row["input"]] = {"input_sha256": source_sha, "settings": settings}
+            provenance[row["input"]] = {"input_sha256": source_sha, "settings": settings, **reading(planned.source)}
             glb, obj, record = planned.outputs(plan.out, (".glb", ".obj", ".json"))
             taken = occupied(planned.outputs(plan.out, AVATAR_OUTPUTS))
             mine = provenance[row["input"]] if settings is not None else None
