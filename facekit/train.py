@@ -316,7 +316,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     }
     if dist.main:
         _prepare_logs(output, start_step)
-    writer = _tensorboard(output) if dist.main else None
+    writer = _tensorboard(output, start_step) if dist.main else None
     autocast = _autocast(device, settings.precision)
     # fp16's small range flushes small gradients to zero: scale the loss up, unscale before Adam, skip steps with
     # inf/nan (torch.amp). bf16 has fp32's range and needs none; disabled, the scaler is a plain backward + step.
@@ -410,12 +410,14 @@ def _log(output: Path, writer: Any, step: int, row: dict[str, float], seconds: f
             writer.add_scalar(f"train/{key}", value, step)
 
 
-def _tensorboard(output: Path) -> Any:
+def _tensorboard(output: Path, start_step: int = 0) -> Any:
+    """TensorBoard's writer (None without tensorboard). On a resume at ``start_step`` it hides the killed run's events
+    past the checkpoint (``purge_step``), as :func:`_prepare_logs` trims metrics.csv."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional: metrics.csv always has the numbers
         return None
-    return SummaryWriter(str(output / "tensorboard"))
+    return SummaryWriter(str(output / "tensorboard"), purge_step=start_step + 1 if start_step > 0 else None)
 
 
 def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any] | None:

@@ -104,6 +104,27 @@ def test_identity_loss_is_logged_and_trains(prepared: Path, tmp_path: Path) -> N
     out = train(resolve(tiny_recipe(prepared, tmp_path / "id", steps=3, lr=1e-2, loss={"identity": 1.0})))
     values = [float(r["identity"]) for r in metrics(out)]
     assert len(values) == 3 and all(0 < v < 2 for v in values)
+    # Its gradient reaches the decoder: the same run with the identity term weighted 1e-9 (the same computation and
+    # random draws, no pull) ends elsewhere. A detached identity loss would leave the two runs equal.
+    faint = train(resolve(tiny_recipe(prepared, tmp_path / "faint", steps=3, lr=1e-2, loss={"identity": 1e-9})))
+    pulled, kept = (read_checkpoint(o / "checkpoints" / "last.safetensors")[0] for o in (out, faint))
+    moved = max(float((pulled[k].float() - kept[k].float()).abs().max()) for k in pulled)
+    assert moved > 1e-4, moved
+
+
+def test_a_resume_hides_the_killed_runs_tensorboard_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.csv is trimmed to the checkpoint on resume; TensorBoard's events past it are purged the same way."""
+    import types
+
+    from facekit.train import _tensorboard
+
+    made: list[dict[str, Any]] = []
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = lambda log_dir, **options: made.append({"log_dir": log_dir, **options})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    _tensorboard(tmp_path, 0)
+    _tensorboard(tmp_path, 1200)
+    assert [m["purge_step"] for m in made] == [None, 1201]
 
 
 def test_kill_9_then_resume_continues_the_curve(prepared: Path, tmp_path: Path) -> None:
