@@ -246,6 +246,31 @@ def test_batch_norm_decoder_trains_and_is_deterministic_in_eval(prepared: Path, 
     assert difference < 1e-3, difference  # eval mode: no batch statistics (they would move pixels by ~0.1)
 
 
+def test_a_resume_repeats_the_uninterrupted_run_with_batch_norm_identity_and_jitter(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """What the kill test's tiny recipe leaves out: BatchNorm statistics, the identity loss and its jitter draws. A run
+    stopped at a checkpoint and resumed logs the same losses as one that ran straight through."""
+
+    def recipe(output: Path, steps: int) -> dict[str, Any]:
+        made = tiny_recipe(prepared, output, steps=steps, lr=1e-2, identity_jitter=0.05, loss={"identity": 1.0})
+        made["components"]["decoder"]["params"]["norm"] = "batch"
+        return made
+
+    straight = metrics(train(resolve(recipe(tmp_path / "straight", 8))))
+    train(resolve(recipe(tmp_path / "stopped", 4)))  # its last checkpoint is step 4
+    resumed = metrics(train(resolve(recipe(tmp_path / "stopped", 8)), resume=True))
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight]
+    for ours, theirs in zip(resumed, straight, strict=True):
+        for key in ("loss", "identity", "texture", "landmark"):
+            assert float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-5, abs=1e-7), (ours["step"], key)
+    # The weights and BatchNorm's running statistics (which the losses, in train mode, never read) end the same.
+    ends = [read_checkpoint(tmp_path / name / "checkpoints" / "last.safetensors")[0] for name in ("straight", "stopped")]
+    assert any(k.endswith("running_var") for k in ends[0]) and ends[0].keys() == ends[1].keys()
+    for key, tensor in ends[0].items():
+        assert float((tensor.double() - ends[1][key].double()).abs().max()) < 1e-5, key
+
+
 def test_a_random_cast_is_a_light_not_a_paint() -> None:
     """photo_casts: a per-channel gain in linear light (the three gains' geometric mean 1) times an exposure."""
     from facekit.apps.adjust import to_linear
