@@ -265,7 +265,7 @@ def test_a_resume_repeats_the_uninterrupted_run_with_batch_norm_identity_and_jit
         for key in ("loss", "identity", "texture", "landmark"):
             assert float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-5, abs=1e-7), (ours["step"], key)
     # The weights and BatchNorm's running statistics (which the losses, in train mode, never read) end the same.
-    ends = [read_checkpoint(tmp_path / name / "checkpoints" / "last.safetensors")[0] for name in ("straight", "stopped")]
+    ends = [read_checkpoint(tmp_path / run / "checkpoints" / "last.safetensors")[0] for run in ("straight", "stopped")]
     assert any(k.endswith("running_var") for k in ends[0]) and ends[0].keys() == ends[1].keys()
     for key, tensor in ends[0].items():
         assert float((tensor.double() - ends[1][key].double()).abs().max()) < 1e-5, key
