@@ -375,18 +375,16 @@ def input_sha256(path: Path) -> tuple[str | None, str]:
 
 def reading(path: Path) -> dict[str, str]:
     """What reading the photo at ``path`` does beyond decoding, as provenance items for its record:
-    ``{"read": ...}`` when its colour profile is converted to sRGB (:func:`facekit.images.load_rgb`), else ``{}``.
-    Outputs made before facekit converted profiles lack it, so a rerun does not take them for done."""
-    from PIL import Image
-
-    from facekit.images import srgb_profile
+    ``{"read": ...}`` when :func:`facekit.images.load_rgb` converts its colour profile to sRGB, else ``{}``.
+    Outputs made before facekit converted profiles lack it, so a rerun does not take them for done. Never raises."""
+    from facekit.images import managed_profile, open_image
 
     try:
-        with Image.open(path) as opened:
-            icc = opened.info.get("icc_profile")
-    except Exception:  # noqa: BLE001  (unreadable: its row says so when it is read)
+        with open_image(path) as opened:
+            converted = managed_profile(opened) is not None
+    except Exception:  # noqa: BLE001  (unreadable or refused: its row says so when it is read)
         return {}
-    return {"read": "converted to sRGB from its colour profile"} if srgb_profile(icc) is False else {}
+    return {"read": "converted to sRGB from its colour profile"} if converted else {}
 
 
 def same_job(record: dict[str, Any], provenance: dict[str, Any]) -> bool:

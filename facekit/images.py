@@ -56,6 +56,29 @@ _PILLOW_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
+def open_image(source: Any) -> Iterator[Any]:
+    """``PIL.Image.open(source)`` under the megapixel limit :func:`load_rgb` reads with (a photo it accepted never
+    trips Pillow's own, lower guard when opened again, e.g. for its profile or EXIF)."""
+    from PIL import Image
+
+    with _pillow_limit(max_megapixels()), Image.open(source) as opened:
+        yield opened
+
+
+#: PIL modes whose colour :func:`load_rgb` converts from an embedded profile (grey and CMYK photos keep their values).
+MANAGED_MODES = ("RGB", "RGBA", "P", "PA")
+
+
+def managed_profile(opened: Any) -> bytes | None:
+    """The ICC profile :func:`load_rgb` converts the opened PIL image ``opened`` from to sRGB, or None (no profile,
+    sRGB, unusable, or a mode it does not convert)."""
+    icc = opened.info.get("icc_profile")
+    if opened.mode not in MANAGED_MODES or srgb_profile(icc) is not False:
+        return None
+    return bytes(icc)
+
+
+@contextlib.contextmanager
 def _pillow_limit(limit: float) -> Iterator[None]:
     """Pillow's decompression-bomb guard raised to ``limit`` megapixels inside the block only, when the user allowed
     more than Pillow's own limit. The guard is a process-wide setting that other code in the process relies on, so it
@@ -107,7 +130,7 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
                 top = max(65535.0, float(wide.max()))
                 grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2), "greyscale (16-bit)"
-            note, colour = "", image.mode in ("RGB", "RGBA", "P", "PA")  # grey and CMYK photos are not converted
+            note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
@@ -156,23 +179,23 @@ def _transform(image: Any, icc: bytes) -> Any:
     )
 
 
-def srgb_profile(icc: bytes | None) -> bool | None:
+def srgb_profile(icc: Any) -> bool | None:
     """Whether the ICC profile ``icc`` describes sRGB (True for no profile): every level of a grey and three primary
     ramps goes through its conversion to sRGB within one level (so primaries and curve both match). None when it is
     not an RGB profile little CMS can use (unreadable, grey, CMYK, broken tags)."""
     if not icc:
         return True
-    if icc[16:20] != b"RGB ":
+    if not isinstance(icc, bytes | bytearray) or icc[16:20] != b"RGB ":  # a TIFF's tag may hold a number
         return None
     try:
         probe = _ramps()
-        moved = np.abs(np.asarray(_transform(probe, icc), np.int16) - np.asarray(probe, np.int16)).max()
+        moved = np.abs(np.asarray(_transform(probe, bytes(icc)), np.int16) - np.asarray(probe, np.int16)).max()
     except Exception:  # noqa: BLE001  (ImageCms.PyCMSError is a plain Exception; Pillow raises others on bad tags)
         return None
     return bool(moved <= 1)
 
 
-def profile_primaries(icc: bytes | None) -> np.ndarray | None:
+def profile_primaries(icc: Any) -> np.ndarray | None:
     """The RGB colorants (3, 3: XYZ of R, G, B rows, D50) of a matrix ICC profile ``icc``; None without a profile, for
     sRGB (:func:`srgb_profile`) or when it states none (a table-only profile)."""
     if not icc or srgb_profile(icc) is not False:
@@ -198,7 +221,7 @@ def _profile_name(icc: bytes) -> str:
     return (name or "").strip() or "unnamed"
 
 
-def to_srgb(image: Any, icc: bytes | None) -> tuple[Any, str]:
+def to_srgb(image: Any, icc: Any) -> tuple[Any, str]:
     """The RGB PIL ``image`` converted from its embedded ICC profile ``icc`` to sRGB (relative colorimetric, little
     CMS through Pillow), and a note; as it is when the profile is sRGB or absent (no note) or unusable (a note).
     Never raises for a bad profile: a photo is never lost to its profile."""

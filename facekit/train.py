@@ -412,12 +412,13 @@ def _log(output: Path, writer: Any, step: int, row: dict[str, float], seconds: f
 
 def _tensorboard(output: Path, start_step: int = 0) -> Any:
     """TensorBoard's writer (None without tensorboard). On a resume at ``start_step`` it hides the killed run's events
-    past the checkpoint (``purge_step``), as :func:`_prepare_logs` trims metrics.csv."""
+    past the checkpoint (``purge_step``; a fresh run's, those of a run killed before its first checkpoint), as
+    :func:`_prepare_logs` trims metrics.csv."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional: metrics.csv always has the numbers
         return None
-    return SummaryWriter(str(output / "tensorboard"), purge_step=start_step + 1 if start_step > 0 else None)
+    return SummaryWriter(str(output / "tensorboard"), purge_step=start_step + 1)
 
 
 def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any] | None:

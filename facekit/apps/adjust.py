@@ -425,7 +425,9 @@ def encode_like(
 
     from PIL import Image
 
-    with Image.open(source) as original:
+    from facekit.images import open_image
+
+    with open_image(source) as original:
         icc = original.info.get("icc_profile")
         exif = original.getexif()
         jpeg = original.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with a second embedded picture
@@ -438,7 +440,8 @@ def encode_like(
     except Exception as error:  # noqa: BLE001  (Pillow's EXIF writer raises many types on a malformed tag)
         # A tag of the wrong type decodes but cannot be written back: the photo is adjusted without its EXIF.
         logger.warning("%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error)
-    if profile and icc and icc[16:20] == b"RGB ":  # the output is RGB: a grey or CMYK profile would misdescribe it
+    # The output is RGB: a grey or CMYK profile would misdescribe it (and a TIFF's tag may hold a number).
+    if profile and isinstance(icc, bytes) and icc[16:20] == b"RGB ":
         options["icc_profile"] = icc
     if jpeg and (image.dtype != np.uint8 or alpha is not None):
         raise FacekitError("a JPEG output takes 8-bit RGB without alpha")
@@ -496,9 +499,10 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     its pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
     or None. None when there is nothing to keep (8-bit without alpha) or OpenCV cannot read the file."""
     import cv2
-    from PIL import Image
 
-    with Image.open(source) as opened:
+    from facekit.images import open_image
+
+    with open_image(source) as opened:
         # PNG and WebP only: OpenCV turns a TIFF upright itself and premultiplies its alpha (libtiff's RGBA reader),
         # and JPEG has neither more than 8 bits nor alpha.
         if opened.format not in ("PNG", "WEBP"):
@@ -603,13 +607,11 @@ def kept_depth(
     own stored values are corrected instead (linear gains moved into its primaries, so that the colour the correction
     turns grey in sRGB is turned grey in them; the curve is taken as sRGB's, Display P3's own), and the record says
     ``profile: kept``; where that cannot be done the sRGB values are written without the profile (``dropped``)."""
-    from PIL import Image
+    from facekit.images import load_rgb, managed_profile, open_image, profile_primaries
 
-    from facekit.images import load_rgb, profile_primaries, srgb_profile
-
-    with Image.open(source) as opened:
-        icc = opened.info.get("icc_profile")
-    own = srgb_profile(icc) is False  # the file's values are not sRGB's
+    with open_image(source) as opened:
+        icc = managed_profile(opened)
+    own = icc is not None  # load_rgb converted it: the file's values are not sRGB's
     primaries = profile_primaries(icc) if own else None
     profile = {"profile": "kept"} if own else {}
     dropped = {"profile": "dropped"} if own else {}

@@ -356,11 +356,12 @@ class AttributesRow:
     values: dict[str, Any] = field(default_factory=dict)
     input_sha256: str = ""  # in attributes.json: what a rerun compares to reuse the row
     path: str = ""  # the input's absolute path when it was measured (in attributes.json; "": resolve ``input`` now)
+    read: str = ""  # what reading did beyond decoding (facekit.batch.reading): a rerun reuses the row only if the same
 
     @classmethod
     def from_record(cls, photo: dict[str, Any]) -> AttributesRow:
         """A row read back from attributes.json's ``photos`` (null measures are NaN again)."""
-        fixed = ("input", "status", "reason", "input_sha256", "path")
+        fixed = ("input", "status", "reason", "input_sha256", "path", "read")
         values = {k: _nan(v) for k, v in photo.items() if k not in fixed}
         return cls(
             str(photo["input"]),
@@ -369,6 +370,7 @@ class AttributesRow:
             values,
             str(photo.get("input_sha256", "")),
             str(photo.get("path", "")),
+            str(photo.get("read", "")),
         )
 
     def resolved(self) -> str:
@@ -465,10 +467,13 @@ def attributes_files(
         return _measure_locked(plan, measurer, on_row, overwrite, model_sha256)
 
 
-def _reused(planned: Any, earlier: dict[str, Any] | None, sha: str | None) -> AttributesRow | None:
-    """The earlier run's row of ``planned`` when it can stand: a status in :data:`REUSED`, the same input sha256, and
-    (``ok``) its picture still there."""
+def _reused(planned: Any, earlier: dict[str, Any] | None, sha: str | None, read: str) -> AttributesRow | None:
+    """The earlier run's row of ``planned`` when it can stand: a status in :data:`REUSED`, the same input sha256 and
+    reading (``read``: a P3 photo measured before profiles were converted is measured again), and (``ok``) its
+    picture still there."""
     if earlier is None or sha is None or earlier.get("input_sha256") != sha or earlier["status"] not in REUSED:
+        return None
+    if earlier.get("read", "") != read:
         return None
     row = AttributesRow.from_record(earlier)
     if row.status == "ok" and not Path(str(row.values.get("output", ""))).is_file():
@@ -483,7 +488,15 @@ def _measure_locked(
     overwrite: bool,
     model_sha256: str | None,
 ) -> list[AttributesRow]:
-    from facekit.batch import exists_reason, input_sha256, occupied, png_bytes, remove_temporaries, write_files
+    from facekit.batch import (
+        exists_reason,
+        input_sha256,
+        occupied,
+        png_bytes,
+        reading,
+        remove_temporaries,
+        write_files,
+    )
     from facekit.images import load_rgb
 
     remove_temporaries(plan.out, plan.planned)
@@ -501,14 +514,15 @@ def _measure_locked(
         batch, hashes = [], []
         for planned in plan.planned[start : start + plan.batch_size]:
             sha, _ = input_sha256(planned.source)
-            reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha)
+            read = reading(planned.source).get("read", "")
+            reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha, read)
             if reused is not None:
                 rows.append(reused)
             elif (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))) and not overwrite:
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
             else:
                 batch.append(planned)
-                hashes.append(sha or "")
+                hashes.append((sha or "", read))
                 continue
             if on_row is not None:
                 on_row(rows[-1])
@@ -516,12 +530,14 @@ def _measure_locked(
             continue
         loaded = [load_rgb(planned.source) for planned in batch]
         outcomes = measurer.measure_faces([image for image, _ in loaded], [p.source.stem for p in batch])
-        for planned, (photo, why), outcome, sha in zip(batch, loaded, outcomes, hashes, strict=True):
+        for planned, (photo, why), outcome, (sha, read) in zip(batch, loaded, outcomes, hashes, strict=True):
             name = str(planned.source)
             if photo is None:
                 row = AttributesRow(name, "unreadable", why)
             elif "attributes" not in outcome.extras:
-                row = AttributesRow(name, outcome.status, outcome.reason or "no face found", input_sha256=sha)
+                row = AttributesRow(
+                    name, outcome.status, outcome.reason or "no face found", input_sha256=sha, read=read
+                )
             else:
                 target = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
                 failed = write_files([(target, png_bytes(overlay(outcome.face, photo)))], plan.out)
@@ -531,7 +547,7 @@ def _measure_locked(
                 row = (
                     AttributesRow(name, "unwritable", failed)
                     if failed
-                    else AttributesRow(name, "ok", outcome.reason or "", values=values, input_sha256=sha)
+                    else AttributesRow(name, "ok", outcome.reason or "", values=values, input_sha256=sha, read=read)
                 )
             rows.append(row)
             if on_row is not None:
@@ -575,6 +591,7 @@ def write_tables(
         "photos": [
             {"input": r.input, "path": r.resolved(), "status": r.status, "reason": r.reason, **r.values}
             | ({"input_sha256": r.input_sha256} if r.input_sha256 else {})
+            | ({"read": r.read} if r.read else {})
             for r in rows
         ],
     }

@@ -163,3 +163,45 @@ def test_outputs_made_before_profiles_were_converted_are_not_taken_for_done(tmp_
     (out / "p3.json").write_text(json.dumps(record))
     old = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(out))
     assert "exists" in old.stdout, old.stdout
+
+
+def test_a_tiff_whose_profile_tag_is_a_number_is_read_with_a_note(tmp_path: Path) -> None:
+    """Pillow hands a TIFF's ICC tag stored as SHORT or LONG back as an int: not a profile, never a crash."""
+    from PIL import TiffImagePlugin
+
+    from facekit.batch import reading
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[34675] = 7
+    tags.tagtype[34675] = 3  # SHORT
+    path = tmp_path / "odd.tif"
+    Image.fromarray(patches()).save(path, tiffinfo=tags)
+    with Image.open(path) as opened:
+        assert isinstance(opened.info.get("icc_profile"), int)  # the case this test is about
+    image, note = load_rgb(path)
+    assert image is not None and np.array_equal(image, patches()) and "read as sRGB" in note
+    assert reading(path) == {}
+
+
+def test_normalize_and_attributes_records_say_a_photo_was_converted(tmp_path: Path) -> None:
+    """The records a rerun compares against carry ``read`` for a converted photo; attributes measures a P3 photo
+    again when its earlier row lacks it (measured before profiles were converted)."""
+    from facekit.testing import real_face
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(real_face().image).save(photos / "face.jpg", quality=95, icc_profile=P3)
+    normalized = run_cli("normalize", str(photos / "face.jpg"), "-o", str(tmp_path / "n"))
+    assert normalized.returncode == 0, normalized.stdout + normalized.stderr
+    assert json.loads((tmp_path / "n" / "face.json").read_text())["read"].startswith("converted")
+    out = tmp_path / "a"
+    first = run_cli("attributes", str(photos / "face.jpg"), "-o", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    table = json.loads((out / "attributes.json").read_text())
+    assert table["photos"][0]["read"].startswith("converted")
+    again = run_cli("attributes", str(photos / "face.jpg"), "-o", str(out))
+    assert again.returncode == 0 and "earlier" in again.stdout, again.stdout  # its row reused
+    del table["photos"][0]["read"]
+    (out / "attributes.json").write_text(json.dumps(table))
+    old = run_cli("attributes", str(photos / "face.jpg"), "-o", str(out))  # not reused: its overlay is in the way
+    assert "earlier" not in old.stdout and "exists" in old.stdout, old.stdout
