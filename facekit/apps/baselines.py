@@ -140,6 +140,13 @@ def apply_gains(photo: np.ndarray, gains: np.ndarray) -> np.ndarray:
 class GlobalWhiteBalance:
     """One of :data:`ESTIMATORS` as a corrector: ``correct(photo) -> (photo, {"method", "gains_rgb"})``."""
 
+    @property
+    def estimate_side(self) -> int:
+        """It estimates on a copy at most this many pixels on its long side (``facekit adjust`` may hand it one)."""
+        from facekit.apps.adjust import ESTIMATE_SIDE
+
+        return ESTIMATE_SIDE
+
     def __init__(self, method: str, strength: float = 1.0) -> None:
         if method not in ESTIMATORS:
             raise FacekitError(f"unknown white balance {method!r}; known: {', '.join(ESTIMATORS)}")

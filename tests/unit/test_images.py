@@ -72,17 +72,24 @@ def test_gains_moved_into_p3_turn_the_same_colour_grey() -> None:
     assert np.allclose(gains_in_primaries(gains, SRGB_COLORANTS), gains)  # sRGB into sRGB: unchanged
 
 
-def test_adjust_writes_a_p3_photos_own_values_corrected_under_its_profile(tmp_path: Path) -> None:
-    from facekit.apps.adjust import apply_linear_gains, gains_in_primaries
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_adjust_writes_a_p3_photos_own_values_corrected_under_its_profile(tmp_path: Path, suffix: str) -> None:
+    """A JPEG takes the quick path (estimated on a small converted copy), a PNG the general one (the whole photo
+    converted, then its stored values corrected): both write the stored values corrected under the P3 profile."""
+    from facekit.apps.adjust import _in_own_profile, apply_linear_gains, gains_in_primaries
+    from facekit.apps.baselines import GlobalWhiteBalance
 
     stored = np.clip(patches().astype(int) + np.array([25, 0, -25]), 0, 255).astype(np.uint8)  # a warm cast
-    photo = tmp_path / "p3.jpg"
+    photo = tmp_path / f"p3{suffix}"
     Image.fromarray(stored).save(photo, quality=98, subsampling=0, icc_profile=P3)
+    quick = _in_own_profile(photo, GlobalWhiteBalance("gray-world"))
+    assert (quick is not None) == (suffix == ".jpg")
+    assert _in_own_profile(photo, object()) is None  # a corrector that does not say it estimates on a copy
     result = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((tmp_path / "out" / "p3.json").read_text())
     assert record["written"]["profile"] == "kept"
-    with Image.open(tmp_path / "out" / "p3.jpg") as adjusted:
+    with Image.open(tmp_path / "out" / f"p3{suffix}") as adjusted:
         assert adjusted.info.get("icc_profile") == P3
         written = np.asarray(adjusted.convert("RGB")).astype(float)
     with Image.open(photo) as read:
