@@ -212,3 +212,30 @@ def test_normalize_and_attributes_records_say_a_photo_was_converted(tmp_path: Pa
     (out / "attributes.json").write_text(json.dumps(table))
     old = run_cli("attributes", str(photos / "face.jpg"), "-o", str(out))  # not reused: its overlay is in the way
     assert "earlier" not in old.stdout and "exists" in old.stdout, old.stdout
+
+
+def test_the_quick_paths_before_after_is_as_sharp_as_the_general_paths(tmp_path: Path) -> None:
+    """A wide P3 JPEG's before/after is drawn from a copy as high as it is shown, not from the 1,024-px estimate copy
+    blown up (a 6:1 panorama's would be 171 px high)."""
+    rng = np.random.default_rng(9)
+    wide = np.repeat(rng.integers(40, 200, (60, 360, 3)), 10, axis=0).repeat(10, axis=1).astype(np.uint8)
+    for suffix in (".jpg", ".png"):
+        Image.fromarray(wide).save(tmp_path / f"wide{suffix}", quality=98, subsampling=0, icc_profile=P3)
+        result = run_cli(
+            "adjust", str(tmp_path / f"wide{suffix}"), "--method", "gray-world", "-o", str(tmp_path / suffix)
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    previews = [np.asarray(Image.open(tmp_path / s / "wide_before_after.png"), float) for s in (".jpg", ".png")]
+    assert previews[0].shape == previews[1].shape == (480, 2 * 2880, 3)
+    assert np.abs(previews[0] - previews[1]).mean() < 3  # the same picture, up to JPEG and the order of steps
+
+
+def test_a_grey_jpeg_with_an_rgb_profile_is_written_without_it(tmp_path: Path) -> None:
+    """load_rgb does not convert a grey photo; the written values are the sRGB estimate's, so a P3 label would lie."""
+    photo = tmp_path / "grey.jpg"
+    Image.fromarray(patches()).convert("L").save(photo, quality=95, icc_profile=P3)
+    result = run_cli("adjust", str(photo), "--method", "gray-world", "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out" / "grey.json").read_text())["written"]["profile"] == "dropped"
+    with Image.open(tmp_path / "out" / "grey.jpg") as written:
+        assert "icc_profile" not in written.info
