@@ -122,6 +122,63 @@ class Subject:
         return self._built
 
 
+#: Display P3's primaries (Apple's profile: XYZ adapted to D50), the wide-gamut profile phones embed.
+DISPLAY_P3_COLORANTS = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+
+
+def matrix_icc(
+    colorants: tuple[tuple[float, float, float], ...], gamma: float, name: str | bytes = "test RGB"
+) -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix + one gamma curve per channel), built byte by byte from the ICC
+    specification so tests can embed a profile that is not sRGB without a file: primaries ``colorants`` (3 XYZ
+    triples, D50) and a pure power ``gamma`` curve."""
+    import struct
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(values: tuple[float, float, float]) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(v) for v in values)
+
+    ascii_name = (name.encode("ascii") if isinstance(name, str) else name) + b"\x00"  # bytes: any (bad) encoding
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(ascii_name)) + ascii_name + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        (b"rXYZ", xyz(colorants[0])),
+        (b"gXYZ", xyz(colorants[1])),
+        (b"bXYZ", xyz(colorants[2])),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+        (b"cprt", b"text" + bytes(4) + b"no copyright, test data\x00"),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + bytes(4 + 4 + 4 + 4 + 8)
+        + struct.pack(">I", 0)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + bytes(4 + 16 + 28)
+    )
+    assert len(header) == 128
+    return header + table + body
+
+
 def _assert_finite(name: str, what: str, tensor: Any) -> None:
     assert isinstance(tensor, torch.Tensor), f"{name}: {what} is a {type(tensor).__name__}, not a torch.Tensor"
     assert torch.isfinite(tensor).all(), f"{name}: {what} has NaN or inf"

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from facekit.images import SRGB_COLORANTS, as_rgb, load_rgb
-from tests.helpers import DISPLAY_P3_COLORANTS, matrix_icc, run_cli
+from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+from tests.helpers import run_cli
 
 P3 = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3")
 PRIMARIES = np.array(DISPLAY_P3_COLORANTS)
