@@ -8,6 +8,7 @@ Numpy and Pillow at import (torch tensors are accepted but torch is not imported
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -187,9 +188,16 @@ def srgb_profile(icc: Any) -> bool | None:
         return True
     if not isinstance(icc, bytes | bytearray) or icc[16:20] != b"RGB ":  # a TIFF's tag may hold a number
         return None
+    return _converts_as_srgb(bytes(icc))
+
+
+@functools.lru_cache(maxsize=16)
+def _converts_as_srgb(icc: bytes) -> bool | None:
+    """:func:`srgb_profile` for an RGB profile's bytes, once per profile (reading, adjust and its checks ask several
+    times per photo, and a photo folder shares one or two profiles; each answer is a little CMS transform)."""
     try:
         probe = _ramps()
-        moved = np.abs(np.asarray(_transform(probe, bytes(icc)), np.int16) - np.asarray(probe, np.int16)).max()
+        moved = np.abs(np.asarray(_transform(probe, icc), np.int16) - np.asarray(probe, np.int16)).max()
     except Exception:  # noqa: BLE001  (ImageCms.PyCMSError is a plain Exception; Pillow raises others on bad tags)
         return None
     return bool(moved <= 1)
