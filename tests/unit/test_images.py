@@ -51,6 +51,9 @@ def test_a_display_p3_photo_is_read_converted_to_srgb() -> None:
     assert raw is not None and np.array_equal(raw, stored) and raw_note == ""
     with Image.open(io.BytesIO(png(stored, P3))) as opened:  # the API's PIL path converts the same way
         assert np.array_equal(as_rgb(opened), image)
+    grey = Image.fromarray(stored).convert("L")
+    grey.info["icc_profile"] = P3  # a grey picture with an RGB profile: neither load_rgb nor the API converts it
+    assert np.array_equal(as_rgb(grey), np.asarray(grey.convert("RGB")))
 
 
 def test_srgb_untagged_and_unusable_profiles_read_as_stored() -> None:
