@@ -280,12 +280,21 @@ def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, flo
 MEMORY_SIZES = ((3000, 2000), (6000, 4000))
 
 
-def memory(root: Path) -> dict[tuple[str, int], float]:
-    """Peak RSS (MB) of ``facekit adjust`` (and ``--method gray-world``) on one JPEG of 6 and 24 megapixels, each in a
-    fresh process (the kernel's accounting, as benchmarks/normalize_memory.py)."""
+def adjust_in_fresh_process(path: Path, out: Path, method: str = "adjust") -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of ``facekit adjust PATH -o OUT --method METHOD`` in a fresh process (the kernel's
+    accounting, as benchmarks/normalize_memory.py); a failed run ends the benchmark."""
     from normalize_memory import peak_rss_mb
 
     exe = Path(sys.executable).with_name("facekit")
+    peak, seconds, code = peak_rss_mb([str(exe), "adjust", str(path), "-o", str(out), "--method", method])
+    if code != 0:
+        raise SystemExit(f"facekit adjust --method {method} on {path.name} exited {code}")
+    return peak, seconds
+
+
+def memory(root: Path) -> dict[tuple[str, int], float]:
+    """Peak RSS (MB) of ``facekit adjust`` (and ``--method gray-world``) on one JPEG of 6 and 24 megapixels, each in a
+    fresh process."""
     peaks: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as folder:
         for width, height in MEMORY_SIZES:
@@ -293,35 +302,25 @@ def memory(root: Path) -> dict[tuple[str, int], float]:
             enlarged_jpeg(root, path, width, height)
             for method in ("adjust", "gray-world"):
                 out = Path(folder) / f"out-{method}-{width}"
-                peak, _, code = peak_rss_mb([str(exe), "adjust", str(path), "-o", str(out), "--method", method])
-                if code != 0:
-                    raise SystemExit(f"facekit adjust --method {method} on {path.name} exited {code}")
-                peaks[(method, width * height // 1_000_000)] = peak
+                peaks[(method, width * height // 1_000_000)] = adjust_in_fresh_process(path, out, method)[0]
     return peaks
 
 
 def profiles(root: Path, repeats: int = 3) -> dict[str, dict[str, float]]:
     """``facekit adjust`` on a 6000 x 4000 JPEG untagged and tagged Display P3 (a phone's profile, converted on
     reading), each in a fresh process: median wall time of ``repeats`` runs (model loading included) and peak RSS."""
-    from normalize_memory import peak_rss_mb
-
     from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
 
-    exe = Path(sys.executable).with_name("facekit")
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, icc in (("untagged", None), ("Display P3", matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "Display P3"))):
             path = Path(folder) / f"{name.replace(' ', '')}.jpg"
             enlarged_jpeg(root, path, 6000, 4000, icc)
-            walls, peaks = [], []
-            for run in range(repeats):
-                out = Path(folder) / f"out-{path.stem}-{run}"
-                peak, seconds, code = peak_rss_mb([str(exe), "adjust", str(path), "-o", str(out)])
-                walls.append(seconds)
-                peaks.append(peak)
-                if code != 0:
-                    raise SystemExit(f"facekit adjust on {path.name} exited {code}")
-            figures[name] = {"seconds": float(np.median(walls)), "peak_mb": float(max(peaks))}
+            runs = [adjust_in_fresh_process(path, Path(folder) / f"out-{path.stem}-{run}") for run in range(repeats)]
+            figures[name] = {
+                "seconds": float(np.median([seconds for _, seconds in runs])),
+                "peak_mb": float(max(peak for peak, _ in runs)),
+            }
     return figures
 
 
