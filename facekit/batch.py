@@ -508,7 +508,7 @@ def _normalize_locked(
                 continue
             if verdict == "exists":
                 reason = (
-                    f"{taken[0]} exists (another input, model, --detail or --detail-shape, or not facekit's): "
+                    f"{taken[0]} exists (another input, model or --detail settings, or not facekit's): "
                     "--overwrite replaces"
                 )
                 rows.append(Row(str(item.source), "exists", None, reason))

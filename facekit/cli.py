@@ -21,7 +21,7 @@ from rich.tree import Tree
 
 import facekit
 from facekit.apps import FUSE_WEIGHT
-from facekit.detail import DetailSettings
+from facekit.detail import FOREHEAD_LIMIT, DetailSettings
 from facekit.errors import FacekitError
 from facekit.types import KINDS
 
@@ -216,10 +216,14 @@ def prepare(
     )
 
 
-def detail_settings(strength: float | None, shape: float | None) -> DetailSettings | None:
-    """The photo detail settings of ``--detail`` and ``--detail-shape`` (:meth:`DetailSettings.of`; None: neither
-    given, the library's default for the detector)."""
-    return None if strength is None and shape is None else DetailSettings.of(strength=strength, shape=shape)
+def detail_settings(
+    strength: float | None, shape: float | None, forehead: float | None = None
+) -> DetailSettings | None:
+    """The photo detail settings of ``--detail``, ``--detail-shape`` and ``--detail-forehead``
+    (:meth:`DetailSettings.of`; None: none given, the library's default for the detector)."""
+    if strength is None and shape is None and forehead is None:
+        return None
+    return DetailSettings.of(strength=strength, shape=shape, forehead=forehead)
 
 
 @app.command()
@@ -256,6 +260,15 @@ def normalize(
             f"landmarks; default {DetailSettings().shape:g})",
         ),
     ] = None,
+    detail_forehead: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=FOREHEAD_LIMIT,
+            help=f"how far above the brows the photo's detail reaches, in interocular distances (0: the landmarks' "
+            f"hull, brows to chin; default {DetailSettings().forehead:g}: forehead and hairline)",
+        ),
+    ] = None,
 ) -> None:
     """Normalize the largest face of each photo: OUT/NAME.png, NAME.json (landmarks, hashes), NAME_side.png,
     manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
@@ -266,7 +279,7 @@ def normalize(
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     path = resolve_model(model, checkpoint)
-    settings = detail_settings(detail, detail_shape)  # None: the library's default for the detector
+    settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
     normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))

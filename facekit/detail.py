@@ -11,9 +11,11 @@ that band, only where the photo shows it:
 2. **Band**: the log luminance of the resampled photo minus its Gaussian blur of sigma ``sigma`` output pixels (at
    112 px; scaled with the output size). A ratio in log space carries texture, not shading: a smooth light gradient
    or colour cast of the photo is below the band and stays out.
-3. **Where**: the output's landmark hull (soft edge), times a foreshortening confidence (the map's local area ratio
-   against its median: where the photo saw the surface at a grazing angle, or not at all, the map squeezes and the
-   weight falls to zero), minus the inner mouth (a smile's teeth would otherwise show through a closed mouth).
+3. **Where**: the output's landmark hull (soft edge), reaching ``forehead`` interocular distances above the brows
+   (forehead and hairline: the 68 points stop at the brows, and what lies above them is the person's too), times a
+   foreshortening confidence (the map's local area ratio against its median: where the photo saw the surface at a
+   grazing angle, or not at all, the map squeezes and the weight falls to zero), minus the inner mouth (a smile's
+   teeth would otherwise show through a closed mouth).
 4. **Apply**: ``output * exp(strength * weight * band)`` per channel (hue kept), clipped.
 
 **Shape** (``shape``, applied before the band): the output's landmarks move ``shape`` of the way towards the photo's
@@ -24,11 +26,13 @@ mouth stays the decoder's, closed and neutral. Without it the photo's band lands
 the person more often (RESULTS.md "shape-selection", chosen on LFW DevTrain photos).
 
 ``strength`` 0 and ``shape`` 0 is the decoder's face unchanged. What it costs: the detail is the photo's, so it carries
-what the photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks; the shape
+what the photo shows at that scale: stubble, glasses frames, an occluding hand's edge, compression blocks, and above the
+brows a fringe, a hat's brim or a hairline's texture; the shape
 carries some of the photo's expression around the eyes and brows, and of a turned head's foreshortening; a wider band
 (sigma 4 px) lets shading at the scale of the eyes and nose in, so a hard shadow's edge shows as a soft line. The
 settings are chosen on LFW DevTrain photos: strength 1 on 200 (benchmarks/RESULTS.md, "Choosing the photo detail
-setting"), then shape 0.5 and sigma 4 on 500 (sigma 2 before; "shape-selection").
+setting"), then shape 0.5 and sigma 4 on 500 (sigma 2 before; "shape-selection"), then the forehead's reach on 500
+("forehead-selection").
 """
 
 from __future__ import annotations
@@ -56,17 +60,23 @@ SQUEEZE_RAMP = (0.35, 0.7)
 MAP_SMOOTHING = 1.0
 #: Largest |band| in log units (about a factor of 2): specular highlights and hard shadow edges stay bounded.
 BAND_LIMIT = 0.7
+#: How far above the brows the band reaches by default, in interocular distances of the output (``forehead``; chosen
+#: on LFW DevTrain photos, benchmarks/RESULTS.md "forehead-selection"), and the most it may.
+FOREHEAD_DEFAULT = 1.5
+FOREHEAD_LIMIT = 2.0
 
 
 @dataclass(frozen=True)
 class DetailSettings:
-    """``strength`` (0 = off, 1 = the photo's band as it is), ``sigma`` (px of a 112 px output) and ``shape`` (0 = the
-    decoder's landmarks, 1 = the photo's; module docstring). The defaults are the settings chosen on LFW DevTrain
-    photos (benchmarks/RESULTS.md, "Choosing the photo detail setting" and "shape-selection")."""
+    """``strength`` (0 = off, 1 = the photo's band as it is), ``sigma`` (px of a 112 px output), ``shape`` (0 = the
+    decoder's landmarks, 1 = the photo's) and ``forehead`` (how far above the brows the band reaches, in interocular
+    distances; 0 = the landmarks' hull; module docstring). The defaults are the settings chosen on LFW DevTrain
+    photos (benchmarks/RESULTS.md, "Choosing the photo detail setting", "shape-selection", "forehead-selection")."""
 
     strength: float = 1.0
     sigma: float = 4.0
     shape: float = 0.5
+    forehead: float = FOREHEAD_DEFAULT
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 2.0:
@@ -75,23 +85,30 @@ class DetailSettings:
             raise ValueError(f"detail sigma must be in [0.3, 20] px, got {self.sigma}")
         if not 0.0 <= self.shape <= 1.0:
             raise ValueError(f"detail shape must be in [0, 1], got {self.shape}")
+        if not 0.0 <= self.forehead <= FOREHEAD_LIMIT:
+            raise ValueError(f"detail forehead must be in [0, {FOREHEAD_LIMIT:g}], got {self.forehead}")
 
     @classmethod
     def of(
-        cls, strength: float | None = None, sigma: float | None = None, shape: float | None = None
+        cls,
+        strength: float | None = None,
+        sigma: float | None = None,
+        shape: float | None = None,
+        forehead: float | None = None,
     ) -> DetailSettings:
         """The defaults with the given fields replaced, except that strength 0 starts from :data:`DECODER_ONLY` (the
         decoder's face: no shape either unless ``shape`` is given). What ``--detail``/``--detail-shape`` and the
-        benchmarks' ``STRENGTH[:SIGMA[:SHAPE]]`` mean."""
-        given = {k: v for k, v in (("strength", strength), ("sigma", sigma), ("shape", shape)) if v is not None}
+        benchmarks' ``STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]`` mean."""
+        fields = (("strength", strength), ("sigma", sigma), ("shape", shape), ("forehead", forehead))
+        given = {k: v for k, v in fields if v is not None}
         return replace(DECODER_ONLY if strength == 0 else cls(), **given)
 
     @classmethod
     def parse(cls, text: str) -> DetailSettings:
-        """``STRENGTH[:SIGMA[:SHAPE]]`` as benchmarks take it (:meth:`of`)."""
+        """``STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]`` as benchmarks take it (:meth:`of`)."""
         values = [float(part) for part in text.split(":")]
-        if not 1 <= len(values) <= 3:
-            raise ValueError(f"photo detail is STRENGTH[:SIGMA[:SHAPE]], got {text!r}")
+        if not 1 <= len(values) <= 4:
+            raise ValueError(f"photo detail is STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]], got {text!r}")
         return cls.of(*values)
 
     @property
@@ -158,8 +175,24 @@ def squeeze_confidence(map_x: np.ndarray, map_y: np.ndarray, inside: np.ndarray)
     return np.asarray(np.clip((area / max(typical, 1e-9) - low) / (high - low), 0.0, 1.0), np.float32)
 
 
-def detail_weight(output_landmarks: np.ndarray, size: int, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """(S, S) float32 in [0, 1]: where the photo's detail goes (see the module docstring, step 3)."""
+def forehead_points(landmarks: np.ndarray, reach: float) -> np.ndarray:
+    """(10, 2): the iBUG-68 brow points (17-26) moved ``reach`` interocular distances up the face (perpendicular to
+    the line through the eye centres, towards the brows): the top of the region the photo's band covers."""
+    import numpy as np
+
+    points = np.asarray(landmarks, np.float64)
+    eyes = points[42:48].mean(0) - points[36:42].mean(0)  # left eye (image right) minus right eye
+    up = np.array([eyes[1], -eyes[0]])  # perpendicular; image y grows downwards
+    if up @ (points[17:27].mean(0) - points[48:68].mean(0)) < 0:
+        up = -up
+    return np.asarray(points[17:27] + reach * up, np.float64)
+
+
+def detail_weight(
+    output_landmarks: np.ndarray, size: int, map_x: np.ndarray, map_y: np.ndarray, forehead: float = 0.0
+) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: where the photo's detail goes (see the module docstring, step 3); with
+    ``forehead`` > 0 (iBUG-68 only) the region reaches that many interocular distances above the brows."""
     import cv2
     import numpy as np
 
@@ -168,7 +201,10 @@ def detail_weight(output_landmarks: np.ndarray, size: int, map_x: np.ndarray, ma
     points = np.asarray(output_landmarks, np.float64)
     soft = size / REFERENCE_SIZE
     hull = face_mask(points, size, size, blur_px=2.0 * soft)
-    weight = hull * squeeze_confidence(map_x, map_y, hull > 0.5)
+    region = hull
+    if forehead > 0 and len(points) == 68:
+        region = face_mask(np.concatenate([points, forehead_points(points, forehead)]), size, size, blur_px=2.0 * soft)
+    weight = region * squeeze_confidence(map_x, map_y, hull > 0.5)
     if len(points) == 68:  # iBUG-68: the inner lip contour is 60-67
         lips = coverage(points[60:68], size, size)  # each pixel's share inside the inner lip contour
         mouth = cv2.GaussianBlur(lips, (0, 0), 1.5 * soft)
@@ -227,6 +263,6 @@ def transfer_detail(
         logger.warning("photo detail skipped for one face: %s", error)
         return output
     band = detail_band(photo, map_x, map_y, settings.sigma * size / REFERENCE_SIZE)
-    weight = detail_weight(target, size, map_x, map_y)
+    weight = detail_weight(target, size, map_x, map_y, settings.forehead)
     gain = np.exp(settings.strength * weight * band)[..., None]
     return np.asarray(np.clip(np.round(output.astype(np.float32) * gain), 0, 255).astype(np.uint8))

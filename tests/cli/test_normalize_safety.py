@@ -194,7 +194,12 @@ def test_another_photo_detail_setting_is_another_output(tmp_path: Path, model: P
     fake = FakeNormalizer()
     fake.detail = DetailSettings()  # type: ignore[attr-defined]
     normalize_folder(fake, [str(source)], out, model)
-    assert json.loads((out / "face.json").read_text())["detail"] == {"strength": 1.0, "sigma": 4.0, "shape": 0.5}
+    assert json.loads((out / "face.json").read_text())["detail"] == {
+        "strength": 1.0,
+        "sigma": 4.0,
+        "shape": 0.5,
+        "forehead": 1.5,
+    }
     again = normalize_folder(fake, [str(source)], out, model)
     assert again.rows[0].status == "done"
     fake.detail = DetailSettings(strength=0.0)  # type: ignore[attr-defined]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from facekit.detail import DECODER_ONLY, DetailSettings, detail_weight, photo_map, photo_shape, transfer_detail
+from facekit.detail import (
+    DECODER_ONLY,
+    DetailSettings,
+    detail_weight,
+    forehead_points,
+    photo_map,
+    photo_shape,
+    transfer_detail,
+)
 from facekit.errors import FacekitError
 from facekit.fidelity import abs_laplacian, hull_mask
 
@@ -44,7 +53,7 @@ def test_fine_texture_moves_inside_the_face_only() -> None:
     noise = np.random.default_rng(2).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
     photo = np.repeat(noise[..., None], 3, axis=2)
     output = plain_face()
-    result = transfer_detail(output, points, photo, points, DetailSettings())
+    result = transfer_detail(output, points, photo, points, DetailSettings(forehead=0.0))
     inside = hull_mask(points, SIZE) & (detail_weight(points, SIZE, *photo_map(points, points, SIZE)) > 0.9)
     outside = ~hull_mask(points, SIZE, dilate_px=6)
     sharpness = abs_laplacian(result)
@@ -53,6 +62,54 @@ def test_fine_texture_moves_inside_the_face_only() -> None:
     # Colour is kept: the gain is the same for the three channels, so hue ratios stay.
     ratio = result[inside].astype(float) / output[inside].astype(float)
     assert np.abs(ratio[:, 0] - ratio[:, 2]).mean() < 0.03
+
+
+def real_points(size: int = SIZE) -> np.ndarray:
+    """dlib's 68 points of facekit's test face (a 200 px photo), scaled to a ``size`` frame."""
+    from facekit.testing import real_face
+
+    return np.asarray(real_face().ibug68 * size / 200.0, np.float64)
+
+
+def test_forehead_points_rise_perpendicular_to_the_eyes() -> None:
+    points = real_points()
+    iod = np.linalg.norm(points[42:48].mean(0) - points[36:42].mean(0))
+    raised = forehead_points(points, 1.0)
+    assert np.allclose(np.linalg.norm(raised - points[17:27], axis=1), iod)
+    assert (raised[:, 1] < points[17:27, 1] - 0.9 * iod).all()  # up the (nearly upright) face
+    # A rolled face: the points rise along the rolled face's up direction, not the image's.
+    angle = np.deg2rad(30)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = points.mean(0)
+    rolled = (points - centre) @ rotation.T + centre
+    assert np.allclose(forehead_points(rolled, 1.0), (raised - centre) @ rotation.T + centre)
+
+
+def test_the_forehead_takes_the_photos_detail_and_the_background_stays() -> None:
+    """With ``forehead`` the band reaches above the brows (forehead, hairline), nowhere else: below the brows and
+    outside both regions the face is what it is without."""
+    import cv2
+
+    points = real_points()
+    noise = np.random.default_rng(5).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    photo = np.repeat(noise[..., None], 3, axis=2)
+    output = plain_face()
+    without = transfer_detail(output, points, photo, points, DetailSettings(forehead=0.0))
+    reach = transfer_detail(output, points, photo, points, DetailSettings(forehead=1.0))
+    iod = np.linalg.norm(points[42:48].mean(0) - points[36:42].mean(0))
+    brow_top = points[17:27, 1].min()
+    x0, x1 = np.round(points[[19, 24], 0]).astype(int)
+    forehead = (slice(int(brow_top - 0.8 * iod), int(brow_top - 0.3 * iod)), slice(x0, x1))
+    assert np.array_equal(without[forehead], output[forehead])  # the 68 points' hull ends at the brows
+    assert abs_laplacian(reach)[forehead].mean() > 10 * max(abs_laplacian(without)[forehead].mean(), 0.1)
+    region = np.concatenate([points, forehead_points(points, 1.0)])
+    outside = ~hull_mask(region, SIZE, dilate_px=6)
+    assert np.array_equal(reach[outside], output[outside])
+    below = hull_mask(points, SIZE) & (np.arange(SIZE)[:, None] > points[33, 1])  # nose tip to chin
+    assert np.array_equal(reach[below], without[below])
+    # The face inside its soft edge: the same band under the same weight.
+    middle = cv2.erode(hull_mask(points, SIZE).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert np.abs(reach[middle].astype(int) - without[middle].astype(int)).max() <= 1
 
 
 def test_smooth_light_on_the_photo_does_not_move() -> None:
@@ -108,6 +165,11 @@ def test_other_schemes_and_bad_settings_are_refused() -> None:
         DetailSettings(strength=-1)
     with pytest.raises(ValueError, match="sigma"):
         DetailSettings(sigma=100)
+    with pytest.raises(ValueError, match="forehead"):
+        DetailSettings(forehead=3.0)
+    assert DetailSettings.parse("1:4:0.5:0.25").forehead == 0.25
+    with pytest.raises(ValueError, match="FOREHEAD"):
+        DetailSettings.parse("1:4:0.5:1:2")
 
 
 def test_the_shipped_pipeline_gets_sharper_and_keeps_its_background(shipped_normalizer: Any, data_root: Path) -> None:
@@ -127,7 +189,8 @@ def test_the_shipped_pipeline_gets_sharper_and_keeps_its_background(shipped_norm
     assert np.array_equal(plain.landmarks, sharp.landmarks)
     ratio = [detail_ratio(f.image, f.landmarks, image, f.source_landmarks) for f in (plain, sharp)]
     assert ratio[1] > ratio[0] + 0.15, ratio
-    outside = ~hull_mask(sharp.landmarks, SIZE, dilate_px=6)
+    region = np.concatenate([sharp.landmarks, forehead_points(sharp.landmarks, DetailSettings().forehead)])
+    outside = ~hull_mask(region, SIZE, dilate_px=6)  # the face and the forehead above it take the band
     assert np.array_equal(plain.image[outside], sharp.image[outside])
     # Colour measurements (adjust, attributes) read the decoder's own face on its own landmarks, which neither the band
     # nor the shape touches.
@@ -254,7 +317,8 @@ def test_detail_settings_parse_like_the_command_line() -> None:
     assert detail_settings(None, None) is None
     assert detail_settings(0.0, 0.5) == DetailSettings(strength=0.0, shape=0.5)
     with pytest.raises(ValueError, match="STRENGTH"):
-        DetailSettings.parse("1:2:0.5:4")
+        DetailSettings.parse("1:2:0.5:1:4")
+    assert DetailSettings.parse("1:4:0.5:0") == DetailSettings(forehead=0.0) == detail_settings(None, None, 0.0)
     with pytest.raises(ValueError, match="shape"):
         DetailSettings(shape=1.5)
 
@@ -301,3 +365,19 @@ def test_the_photo_map_smooths_alike_at_every_output_size() -> None:
         fitted = np.stack([map_x[at[:, 1], at[:, 0]], map_y[at[:, 1], at[:, 0]]], axis=1)
         residuals.append(float(np.sqrt(((fitted - photo) ** 2).sum(1).mean())))
     assert max(residuals) / min(residuals) < 1.01, residuals
+
+
+def test_the_command_line_passes_the_foreheads_reach(tmp_path: Path) -> None:
+    """`--detail-forehead` reaches the normalizer (the record says what made the face); other settings keep their
+    defaults."""
+    import json
+
+    from tests.helpers import run_cli
+
+    face = Path(__file__).resolve().parents[2] / "facekit" / "testing_data" / "face.jpg"
+    done = run_cli("normalize", str(face), "-o", str(tmp_path / "out"), "--detail-forehead", "0.5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "out" / "face.json").read_text())
+    assert record["detail"] == {**asdict(DetailSettings()), "forehead": 0.5}
+    refused = run_cli("normalize", str(face), "-o", str(tmp_path / "out2"), "--detail-forehead", "3")
+    assert refused.returncode != 0 and "--detail-forehead" in refused.stdout + refused.stderr
