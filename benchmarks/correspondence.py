@@ -7,16 +7,18 @@ The vote (``facekit_avatar.correspondence.vote``: dlib's 68 points on jittered r
 it picks neither ("disputed"), this asks faces which vertex lies where that point is: the Surrey model is fitted to
 each face's 68 points *without* the disputed points (so neither candidate shapes the fit), and the two candidate
 vertices are projected and measured against the face's point. Two sets of faces, neither used to pick the vertices:
-- the normalized faces of ``--photos`` LFW peopleDevTest photos (shipped model, the decoder's 68 points: what the
-  avatar app fits);
+- the normalized faces of ``--photos`` LFW photos (shipped model, the decoder's 68 points: what the avatar app fits),
+  of peopleDevTrain people by default (selection data: the app's ``voted`` map is chosen on them), or of
+  ``--people peopleDevTest.txt`` (people never trained on) as a re-check;
 - the near-frontal HELEN test photos with *hand-placed* iBUG-68 points (300-W's annotators' definition of the points,
   not dlib's), moved by a similarity into the same frame.
-Writes the RESULTS.md section "correspondence".
+Writes the RESULTS.md section "correspondence" ("correspondence-devtest" with ``--people peopleDevTest.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from results import machine, publish
 import facekit
 from facekit.data.sources import helen_test
 from facekit.detail import DECODER_ONLY
-from facekit.evaluate import lfw_devtest
+from facekit.evaluate import lfw_spread
 from facekit.images import load_rgb
 from facekit.normalize import Normalizer, default_model_path
 from facekit.recipe import DataSection
@@ -53,7 +55,14 @@ def table(disputed: list, distances: dict[str, np.ndarray]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=100, help="LFW peopleDevTest photos to normalize")
+    parser.add_argument("--photos", type=int, default=100, help="LFW photos to normalize")
+    parser.add_argument(
+        "--people",
+        choices=["peopleDevTrain.txt", "peopleDevTest.txt"],
+        default="peopleDevTrain.txt",
+        help="whose photos: DevTrain (selection data, default: the avatar app's landmark map is chosen on it) or "
+        "DevTest (people never trained on, a re-check)",
+    )
     parser.add_argument("--renders", type=int, default=24, help="jittered renders the vote uses")
     parser.add_argument("--sfm", default=None, help="sfm_shape_3448.bin (default: DATA/sfm/)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
@@ -86,7 +95,7 @@ def main() -> None:
     disputed = disputes(model, found.vertices)
 
     normalizer = Normalizer.from_checkpoint(default_model_path(), detail=DECODER_ONLY)
-    photos = lfw_devtest(root, args.photos)
+    photos = lfw_spread(root, args.photos, args.people)
     outcomes = normalizer.normalize_many([load_rgb(p.path)[0] for p in photos], [p.path.name for p in photos])
     faces = [o.face for o in outcomes if o.face is not None]
     size = faces[0].image.shape[0]
@@ -101,13 +110,14 @@ def main() -> None:
 
     lines = [
         "## Disputed correspondences: the vote vs `ibug_to_sfm.txt` on real faces "
-        f"(`python benchmarks/correspondence.py{'' if args.photos == 100 else f' --photos {args.photos}'}`)",
+        f"(`{shlex.join(['python', 'benchmarks/correspondence.py', *sys.argv[1:]])}`)",
         "",
         f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. The vote ({found.renders} renders) agrees with "
         f"`ibug_to_sfm.txt` on {exact:.0%} of its {len(model.landmarks.points)} mapped points exactly and "
         f"{near:.0%} exactly or as a direct neighbour; the other {len(disputed)} are disputed. For each, the model "
         f"is fitted to each face without the disputed points and both candidates are projected ({size} px frame, "
-        f"interocular distance ~27.5 px, 1 px ~ 2.3 mm): {len(faces)} normalized faces of LFW peopleDevTest photos "
+        f"interocular distance ~27.5 px, 1 px ~ 2.3 mm): {len(faces)} normalized faces of LFW "
+        f"{args.people.removesuffix('.txt')} photos "
         f"(the decoder's points, what the avatar app fits) and {len(helen)} near-frontal HELEN test photos with "
         "hand-placed iBUG-68 points (300-W's annotators, not dlib).",
         "",
@@ -123,7 +133,8 @@ def main() -> None:
             else "The faces do not side clearly with the vote: its disagreements are not the mapping's errors."
         ),
     ]
-    publish("correspondence", lines, write=not args.no_write)
+    section = "correspondence" if args.people == "peopleDevTrain.txt" else "correspondence-devtest"
+    publish(section, lines, write=not args.no_write)
     if args.write_map is not None:
         changed = ", ".join(f"{d.point + 1}: {d.mapped} -> {d.voted}" for d in disputed)
         write_landmark_map(

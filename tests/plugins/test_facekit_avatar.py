@@ -164,12 +164,12 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
     assert "NORMAL" in gltf["meshes"][0]["primitives"][0]["attributes"]
     record = json.loads((tmp_path / "face.json").read_text())
     assert "non-commercial" in record["licence"] and len(record["coefficients"]) == 63
-    assert record["landmark_map"] == "ibug_to_sfm.txt"
+    assert record["landmark_map"] == "ibug_to_sfm_voted.txt"  # the default
 
-    voted = facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="voted")
-    (moved,) = voted.build(face.image[None], face.landmarks[None])
-    assert moved.record["landmark_map"] == "ibug_to_sfm_voted.txt"
-    assert moved.record["reprojection_px"]["rms"] < avatar.record["reprojection_px"]["rms"]  # its points fit closer
+    hand = facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="ibug_to_sfm")
+    (eos_map,) = hand.build(face.image[None], face.landmarks[None])
+    assert eos_map.record["landmark_map"] == "ibug_to_sfm.txt"
+    assert avatar.record["reprojection_px"]["rms"] < eos_map.record["reprojection_px"]["rms"]  # voted points fit closer
     with pytest.raises(FacekitError, match="landmarks"):
         facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="eos")
 
@@ -334,7 +334,7 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "done"
     assert (out / "face.obj").read_text() != "my mesh\n" and (out / "sub" / "other.glb").is_file()
     # With settings in the records, a rerun with the same finds them made; other settings leave them alone.
-    settings = {"texture_size": 512, "landmarks": "ibug_to_sfm"}
+    settings = {"texture_size": 512, "landmarks": "voted"}
     avatar_files(plan, normalizer, maker, overwrite=True, settings=settings)
     made = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
     assert all(row["reason"] == "already made with these settings" for row in made.values()), made

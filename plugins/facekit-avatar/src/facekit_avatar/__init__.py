@@ -27,10 +27,10 @@ class AvatarParams(Params):
     sigma_px: float = Field(default=1.5, gt=0, description="landmark noise (px of a 112-px frame) in the shape fit")
     steps: int = Field(default=40, ge=1, description="gradient steps of the shape fit (after its closed-form start)")
     landmarks: Literal["ibug_to_sfm", "voted"] = Field(
-        default="ibug_to_sfm",
-        description="landmark -> vertex map of the fit: eos's hand-made ibug_to_sfm.txt, or it with the 12 points "
-        "where the App. B.1 vote disagrees moved to the voted vertex (nearer on real faces: RESULTS.md "
-        "'correspondence')",
+        default="voted",
+        description="landmark -> vertex map of the fit: voted (default: eos's hand-made ibug_to_sfm.txt with the 12 "
+        "points where the App. B.1 vote disagrees moved to the voted vertex, nearer on real faces: RESULTS.md "
+        "'correspondence') or ibug_to_sfm (eos's as it is)",
     )
 
 

@@ -56,7 +56,7 @@ class AvatarMaker:
         colour_prior: float = 0.03,
         sigma_px: float = 1.5,
         steps: int = 40,
-        landmarks: str = "ibug_to_sfm",
+        landmarks: str = "voted",
     ) -> None:
         self.model: SurreyModel = load_model(sfm)
         if landmarks not in LANDMARK_MAPS:

@@ -27,10 +27,10 @@ def avatar(
     landmarks: Annotated[
         str,
         typer.Option(
-            help="landmark -> vertex map of the fit: ibug_to_sfm (eos's) or voted (eos's with the 12 points the "
-            "App. B.1 vote places differently; nearer on real faces)"
+            help="landmark -> vertex map of the fit: voted (eos's with the 12 points the App. B.1 vote places "
+            "differently, nearer on real faces) or ibug_to_sfm (eos's as it is)"
         ),
-    ] = "ibug_to_sfm",
+    ] = "voted",
 ) -> None:
     """A textured 3-D avatar of the largest face of each photo (paper Sec. 7.3): OUT/NAME.obj + .mtl + .png (UV
     texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png, NAME_sheet.png (photo | normalized
