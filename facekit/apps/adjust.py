@@ -595,7 +595,8 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
         again = recolour(stored, record, primaries)  # None only for a record that does not say how: the general path
         corrected = recolour(photo, record)  # the before/after, from a copy as high as it is shown
     if again is not None and corrected is not None:
-        written, alpha, kept = again, None, {"written": {"bits": 8, "alpha": False, "profile": "kept"}}
+        kept: dict[str, Any] = {"written": {"bits": 8, "alpha": False, "profile": "kept"}}
+        data, suffix = encode_like(planned.source, again, None, profile=True)
     else:
         read, why = load_rgb(planned.source)
         if read is None:
@@ -604,8 +605,7 @@ def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, An
         corrected, record = corrector.correct(photo)
         if record is None:
             return no_face
-        written, alpha, kept = kept_depth(planned.source, photo, corrected, record)
-    data, suffix = encode_like(planned.source, written, alpha, keeps_profile(kept))
+        data, suffix, kept = encode_corrected(planned.source, photo, corrected, record)
     target = out / f"{planned.base}{suffix}"
     record = {**(record.to_json() if hasattr(record, "to_json") else record), **kept, **provenance}
     pictures = [(target, data), (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)))]
@@ -699,6 +699,18 @@ def kept_depth(
 def keeps_profile(kept: dict[str, Any]) -> bool:
     """Whether the output described by :func:`kept_depth`'s record ``kept`` carries the photo's colour profile."""
     return bool(kept.get("written", {}).get("profile") != "dropped")
+
+
+def encode_corrected(
+    source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
+) -> tuple[bytes, str, dict[str, Any]]:
+    """The corrected photo as a file like ``source``: :func:`kept_depth` (the file's own depth, alpha and colour
+    profile where it can) then :func:`encode_like` with the profile only where the values written are in it. Returns
+    (bytes, file suffix, what the record says about what was written). One call, so that no caller can write sRGB
+    values under the photo's P3 label or the other way round."""
+    written, alpha, kept = kept_depth(source, photo, corrected, record)
+    data, suffix = encode_like(source, written, alpha, keeps_profile(kept))
+    return data, suffix, kept
 
 
 def gains_in_primaries(gains: np.ndarray, primaries: np.ndarray) -> np.ndarray:

@@ -445,7 +445,7 @@ class Engine:
         raise gone
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
-        from facekit.apps.adjust import apply_correction, before_after, encode_like, keeps_profile, kept_depth
+        from facekit.apps.adjust import apply_correction, before_after, encode_corrected
         from facekit.batch import png_bytes
         from facekit.images import downscale, load_rgb
 
@@ -473,9 +473,7 @@ class Engine:
             raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
         after = apply_correction(full, correction)
         # A 16-bit or transparent PNG keeps its depth and alpha, a photo in another colour profile its own values.
-        written, alpha, kept = kept_depth(analysis.source, full, after, correction)
-        data, suffix = encode_like(analysis.source, written, alpha, keeps_profile(kept))
-        del written, alpha
+        data, suffix, _ = encode_corrected(analysis.source, full, after, correction)
         adjusted_full = folder / f"adjusted-full{suffix}"
         adjusted_full.write_bytes(data)
         shown_before, shown_after = downscale(full, PREVIEW_SIDE), downscale(after, PREVIEW_SIDE)
