@@ -212,6 +212,19 @@ def detail_weight(
     return np.asarray(weight, np.float32)
 
 
+def inside_photo(map_x: np.ndarray, map_y: np.ndarray, width: int, height: int, ramp_px: float) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: 1 where the map reads the photo at least ``ramp_px`` photo pixels inside its edges,
+    falling to 0 at the edge and beyond. Outside, the band would read the replicated border row (streaks), and within
+    about two blur widths of it the blur mixes those in; a photo cropped close above the brows meets this at the
+    forehead."""
+    import numpy as np
+
+    distance = np.minimum(
+        np.minimum(map_x + 0.5, width - 0.5 - map_x), np.minimum(map_y + 0.5, height - 0.5 - map_y)
+    )
+    return np.asarray(np.clip(distance / max(ramp_px, 1e-6), 0.0, 1.0), np.float32)
+
+
 def detail_band(photo: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, sigma_px: float) -> np.ndarray:
     """(S, S) float32: log luminance of ``photo`` (H, W, 3) uint8 RGB read through the maps, minus its blur."""
     import cv2
@@ -262,7 +275,9 @@ def transfer_detail(
     except SplineError as error:  # degenerate landmarks (e.g. all on one line): the decoder's face, never a failure
         logger.warning("photo detail skipped for one face: %s", error)
         return output
-    band = detail_band(photo, map_x, map_y, settings.sigma * size / REFERENCE_SIZE)
+    sigma_px = settings.sigma * size / REFERENCE_SIZE
+    band = detail_band(photo, map_x, map_y, sigma_px)
     weight = detail_weight(target, size, map_x, map_y, settings.forehead)
+    weight = weight * inside_photo(map_x, map_y, photo.shape[1], photo.shape[0], 2.0 * sigma_px)
     gain = np.exp(settings.strength * weight * band)[..., None]
     return np.asarray(np.clip(np.round(output.astype(np.float32) * gain), 0, 255).astype(np.uint8))

@@ -112,6 +112,24 @@ def test_the_forehead_takes_the_photos_detail_and_the_background_stays() -> None
     assert np.abs(reach[middle].astype(int) - without[middle].astype(int)).max() <= 1
 
 
+def test_nothing_is_read_beyond_the_photos_edge() -> None:
+    """A photo cropped just above the brows: the forehead maps above its top row. The band would read the replicated
+    edge there (vertical streaks); the output keeps the decoder's pixels wherever the map leaves the photo, and the
+    face inside the photo still takes the band."""
+    points = real_points()
+    noise = np.random.default_rng(6).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    photo = np.repeat(noise[..., None], 3, axis=2)
+    cropped = points - [0.0, points[17:27, 1].min() - 3.0]  # the brows 3 px below the photo's top row
+    output = plain_face()
+    result = transfer_detail(output, points, photo, cropped, DetailSettings())
+    map_x, map_y = photo_map(cropped, points, SIZE)
+    beyond = (map_y < -0.5) & hull_mask(np.concatenate([points, forehead_points(points, 1.5)]), SIZE)
+    assert beyond.sum() > 200  # the case is there: a good part of the forehead maps above the photo
+    assert np.array_equal(result[beyond], output[beyond])
+    inside = hull_mask(points, SIZE) & (map_y > 20)
+    assert abs_laplacian(result)[inside].mean() > 10 * max(abs_laplacian(output)[inside].mean(), 0.1)
+
+
 def test_smooth_light_on_the_photo_does_not_move() -> None:
     """A strong left-right light gradient is below the detail band: the even light of the output stays."""
     points = face_points()
