@@ -138,7 +138,8 @@ def main() -> None:
         "--detail",
         action="append",
         default=[],
-        help="NAME=STRENGTH[:SIGMA[:SHAPE]]: photo detail for model NAME (facekit.detail; 0 = the decoder alone; "
+        help="NAME=STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]: photo detail for model NAME (facekit.detail; 0 = the decoder "
+        "alone; "
         "default: the library's setting)",
     )
     parser.add_argument(

@@ -28,7 +28,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -487,7 +487,7 @@ def _normalize_locked(
     write_grid = not grid_is_input and (overwrite or not occupied([out / GRID]) or _is_our_grid(out / GRID))
     remove_temporaries(out, plan.planned)
     model_sha = sha256_file(model)
-    detail = asdict(normalizer.detail) if hasattr(normalizer, "detail") else None  # photo detail settings
+    detail = normalizer.detail.as_record() if hasattr(normalizer, "detail") else None  # photo detail settings
     summary = Summary()
     thumbnails: list[np.ndarray] = []
     for batch in _batches(plan.planned, batch_size):

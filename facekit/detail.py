@@ -97,7 +97,8 @@ class DetailSettings:
         forehead: float | None = None,
     ) -> DetailSettings:
         """The defaults with the given fields replaced, except that strength 0 starts from :data:`DECODER_ONLY` (the
-        decoder's face: no shape either unless ``shape`` is given). What ``--detail``/``--detail-shape`` and the
+        decoder's face: no shape either unless ``shape`` is given). What ``--detail``/``--detail-shape``/
+        ``--detail-forehead`` and the
         benchmarks' ``STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]`` mean."""
         fields = (("strength", strength), ("sigma", sigma), ("shape", shape), ("forehead", forehead))
         given = {k: v for k, v in fields if v is not None}
@@ -110,6 +111,16 @@ class DetailSettings:
         if not 1 <= len(values) <= 4:
             raise ValueError(f"photo detail is STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]], got {text!r}")
         return cls.of(*values)
+
+    def as_record(self) -> dict[str, float]:
+        """The settings as output records keep them: without the band (strength 0) its width and reach change no
+        pixel, so the forehead is left out (a decoder-only face made before the setting existed is the same face)."""
+        from dataclasses import asdict
+
+        record = asdict(self)
+        if not self.strength:
+            record.pop("forehead")
+        return record
 
     @property
     def active(self) -> bool:
@@ -219,9 +230,7 @@ def inside_photo(map_x: np.ndarray, map_y: np.ndarray, width: int, height: int, 
     forehead."""
     import numpy as np
 
-    distance = np.minimum(
-        np.minimum(map_x + 0.5, width - 0.5 - map_x), np.minimum(map_y + 0.5, height - 0.5 - map_y)
-    )
+    distance = np.minimum(np.minimum(map_x + 0.5, width - 0.5 - map_x), np.minimum(map_y + 0.5, height - 0.5 - map_y))
     return np.asarray(np.clip(distance / max(ramp_px, 1e-6), 0.0, 1.0), np.float32)
 
 

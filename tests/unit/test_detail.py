@@ -122,7 +122,7 @@ def test_nothing_is_read_beyond_the_photos_edge() -> None:
     cropped = points - [0.0, points[17:27, 1].min() - 3.0]  # the brows 3 px below the photo's top row
     output = plain_face()
     result = transfer_detail(output, points, photo, cropped, DetailSettings())
-    map_x, map_y = photo_map(cropped, points, SIZE)
+    _, map_y = photo_map(cropped, points, SIZE)
     beyond = (map_y < -0.5) & hull_mask(np.concatenate([points, forehead_points(points, 1.5)]), SIZE)
     assert beyond.sum() > 200  # the case is there: a good part of the forehead maps above the photo
     assert np.array_equal(result[beyond], output[beyond])
@@ -337,6 +337,10 @@ def test_detail_settings_parse_like_the_command_line() -> None:
     with pytest.raises(ValueError, match="STRENGTH"):
         DetailSettings.parse("1:2:0.5:1:4")
     assert DetailSettings.parse("1:4:0.5:0") == DetailSettings(forehead=0.0) == detail_settings(None, None, 0.0)
+    # Records: without the band the forehead's reach changes no pixel, so a decoder-only face keeps the record it had
+    # before the setting existed (a rerun finds it made).
+    assert DECODER_ONLY.as_record() == {"strength": 0.0, "sigma": 4.0, "shape": 0.0}
+    assert DetailSettings().as_record() == asdict(DetailSettings())
     with pytest.raises(ValueError, match="shape"):
         DetailSettings(shape=1.5)
 

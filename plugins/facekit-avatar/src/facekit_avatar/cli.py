@@ -57,6 +57,7 @@ def avatar(
             "sfm_sha256": sha256_file(maker.model.path),
             "texture_size": texture_size,
             "landmarks": landmarks,
+            "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
         }
         rows = avatar_files(
             plan,

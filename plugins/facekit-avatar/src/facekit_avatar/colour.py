@@ -95,8 +95,9 @@ def depth_inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return np.asarray((np.sign(area) * cross / lengths).min(axis=1))
 
 
-#: The forehead band: the eyebrows raised by this many interocular distances (the normalized face shows a clean
-#: forehead above the 68 points, which stop at the eyebrows).
+#: The forehead band: the eyebrows raised by this many interocular distances (the 68 points stop at the eyebrows; the
+#: normalized face's forehead above them is the decoder's, with the photo's fine detail by default,
+#: facekit.detail's ``forehead``).
 FOREHEAD = 0.45
 
 
