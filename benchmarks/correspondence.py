@@ -71,7 +71,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="also write ibug_to_sfm.txt with the disputed points' voted vertices here (the avatar app's "
-        "--landmarks voted ships plugins/facekit-avatar/src/facekit_avatar/data/ibug_to_sfm_voted.txt)",
+        "default map, --landmarks voted, ships plugins/facekit-avatar/src/facekit_avatar/data/ibug_to_sfm_voted.txt)",
     )
     args = parser.parse_args()
     from facekit_avatar.correspondence import (
