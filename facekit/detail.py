@@ -38,7 +38,7 @@ setting"), then shape 0.5 and sigma 4 on 500 (sigma 2 before; "shape-selection")
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from facekit.errors import FacekitError
@@ -115,8 +115,6 @@ class DetailSettings:
     def as_record(self) -> dict[str, float]:
         """The settings as output records keep them: without the band (strength 0) its width and reach change no
         pixel, so the forehead is left out (a decoder-only face made before the setting existed is the same face)."""
-        from dataclasses import asdict
-
         record = asdict(self)
         if not self.strength:
             record.pop("forehead")
@@ -191,8 +189,11 @@ def forehead_points(landmarks: np.ndarray, reach: float) -> np.ndarray:
     the line through the eye centres, towards the brows): the top of the region the photo's band covers."""
     import numpy as np
 
+    from facekit.align import eye_centres
+
     points = np.asarray(landmarks, np.float64)
-    eyes = points[42:48].mean(0) - points[36:42].mean(0)  # left eye (image right) minus right eye
+    first, second = eye_centres(points)
+    eyes = second - first  # its length is the interocular distance
     up = np.array([eyes[1], -eyes[0]])  # perpendicular; image y grows downwards
     if up @ (points[17:27].mean(0) - points[48:68].mean(0)) < 0:
         up = -up

@@ -268,8 +268,7 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
             raise FacekitError(f"{image}: {why}")
         return array
     if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image (its profile honoured as load_rgb does)
-        rgb = image.convert("RGB")
-        return np.asarray(to_srgb(rgb, image.info.get("icc_profile"))[0] if image.mode in MANAGED_MODES else rgb)
+        return np.asarray(to_srgb(image.convert("RGB"), managed_profile(image))[0])
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise FacekitError(f"expected a uint8 image (0-255), got dtype {array.dtype}; convert with (x * 255).round()")
