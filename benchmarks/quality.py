@@ -150,6 +150,14 @@ def main() -> None:
         "'hog only=face_detector:hog'; the frontalization baseline keeps the dlib detector's defaults)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the frontalization baseline")
+    parser.add_argument(
+        "--face",
+        choices=["central", "largest"],
+        default="central",
+        help="which face of a photo with several every method and both judges take (facekit.normalize.choose_face): "
+        "central (default here: LFW's photos are framed around their subject, and about 1 in 20 has another face, "
+        "sometimes larger) or largest (facekit normalize's default; what runs before stop 29 used)",
+    )
     parser.add_argument("--photos", type=int, default=500, help="photos for identity, detail and background")
     parser.add_argument(
         "--set",
@@ -206,7 +214,7 @@ def main() -> None:
     if unknown := set(overrides) - {name for name, _ in specs}:
         parser.error(f"--detector names no --model: {', '.join(sorted(unknown))}")
     methods: list[tuple[str, Any]] = [
-        (name, Normalizer.from_checkpoint(path, detail=details.get(name))) for name, path in specs
+        (name, Normalizer.from_checkpoint(path, detail=details.get(name), face=args.face)) for name, path in specs
     ]
     for name, method in methods:
         if name in overrides:  # the same detector with other params (strings: pydantic converts them)
@@ -214,8 +222,10 @@ def main() -> None:
             params = {**reference.get("params", {}), **overrides[name]}
             method.detector = facekit.load_component("detector", reference["name"], **params)
     if not args.no_baseline:
-        methods.append(("frontalization baseline", Frontalizer.from_data(root / "sfm", size=112)))
-    judges = [OwnPipelineJudge.build("sface"), OwnPipelineJudge.build("dlib-resnet")]
+        baseline = Frontalizer.from_data(root / "sfm", size=112)
+        baseline.face = args.face
+        methods.append(("frontalization baseline", baseline))
+    judges = [OwnPipelineJudge.build(name, face=args.face) for name in ("sface", "dlib-resnet")]
     share_detectors([method for _, method in methods] + judges)
 
     started = time.perf_counter()
@@ -290,7 +300,8 @@ def main() -> None:
         f"## {args.title} (`python benchmarks/quality.py {shlex.join(sys.argv[1:])}`)",
         "",
         f"Machine: {machine()}; torch threads: {threads}; {time.perf_counter() - started:.0f} s in all. "
-        f"{len(photos)} photos of {args.photo_set}. Each judge runs its own detector and "
+        f"{len(photos)} photos of {args.photo_set}; in a photo with several faces every method and judge takes the "
+        f"{args.face} one (`--face`). Each judge runs its own detector and "
         "alignment on photo and output (SFace: YuNet + its 5-point template, never used in training; dlib: its "
         "detector (HOG, its CNN where HOG finds none) + 68 points + dlib's chip, the training encoder). A photo with "
         "no output, or an output where the judge finds no "

@@ -488,6 +488,8 @@ def _normalize_locked(
     remove_temporaries(out, plan.planned)
     model_sha = sha256_file(model)
     detail = normalizer.detail.as_record() if hasattr(normalizer, "detail") else None  # photo detail settings
+    # Which face of a photo (--face); None for the largest, so records made before the choice existed still match.
+    face_rule = None if getattr(normalizer, "face", "largest") == "largest" else normalizer.face
     summary = Summary()
     thumbnails: list[np.ndarray] = []
     for batch in _batches(plan.planned, batch_size):
@@ -501,14 +503,20 @@ def _normalize_locked(
             png, record_path, _ = item.files(out)
             taken = occupied(item.files(out))
             read = reading(item.source)
-            provenance = {"input_sha256": source_sha, "model_sha256": model_sha, "detail": detail, **read}
+            provenance = {
+                "input_sha256": source_sha,
+                "model_sha256": model_sha,
+                "detail": detail,
+                "face": face_rule,
+                **read,
+            }
             verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
             if verdict == "done":
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
                 continue
             if verdict == "exists":
                 reason = (
-                    f"{taken[0]} exists (another input, model or --detail settings, or not facekit's): "
+                    f"{taken[0]} exists (another input, model, --detail or --face settings, or not facekit's): "
                     "--overwrite replaces"
                 )
                 rows.append(Row(str(item.source), "exists", None, reason))
@@ -531,6 +539,7 @@ def _normalize_locked(
                 "model": str(model),
                 "model_sha256": model_sha,
                 "detail": detail,
+                "face": face_rule,
                 "status": outcome.status,
                 "box": [round(v, 1) for v in face.box],
                 "faces_found": face.faces_found,

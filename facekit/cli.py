@@ -23,7 +23,7 @@ import facekit
 from facekit.apps import FUSE_WEIGHT
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings
 from facekit.errors import FacekitError
-from facekit.types import KINDS
+from facekit.types import KINDS, FaceChoice
 
 app = typer.Typer(
     name="facekit",
@@ -269,9 +269,17 @@ def normalize(
             f"hull, brows to chin; default {DetailSettings().forehead:g}: forehead and hairline)",
         ),
     ] = None,
+    face: Annotated[
+        FaceChoice,
+        typer.Option(
+            help="which face of a photo with several: the largest, or central (large and near the middle: the subject "
+            "of a photo framed around one face, as LFW's are)",
+        ),
+    ] = FaceChoice.LARGEST,
 ) -> None:
-    """Normalize the largest face of each photo: OUT/NAME.png, NAME.json (landmarks, hashes), NAME_side.png,
-    manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none (see the table)."""
+    """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,
+    hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none
+    (see the table)."""
     from rich.progress import Progress
 
     from facekit.batch import normalize_planned, plan_folder
@@ -280,7 +288,7 @@ def normalize(
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     path = resolve_model(model, checkpoint)
     settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
-    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings)
+    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings, face=face.value)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))

@@ -81,14 +81,17 @@ def background_noise(output: np.ndarray, output_landmarks: np.ndarray) -> float:
 class OwnPipelineJudge:
     """A recognition network with its own detector and alignment (see the module docstring).
 
-    ``embed(images)`` -> (N, D) float32 with NaN rows for images where its detector finds no face."""
+    ``embed(images)`` -> (N, D) float32 with NaN rows for images where its detector finds no face. ``face``: which
+    face of an image it judges (:func:`facekit.normalize.choose_face`): set it to the normalizer's, so that judge and
+    normalizer take the same person from a photo with several faces."""
 
     name: str
     detector: Any
     encoder: Any
+    face: str = "largest"
 
     @classmethod
-    def build(cls, name: str) -> OwnPipelineJudge:
+    def build(cls, name: str, face: str = "largest") -> OwnPipelineJudge:
         """The encoder ``name`` with the detector its card names (``ModelCard.detector``) and the card's alignment."""
         import facekit
         from facekit.align import check_alignable
@@ -98,22 +101,24 @@ class OwnPipelineJudge:
             raise FacekitError(f"encoder {name!r} names no detector of its own (ModelCard.detector): it cannot judge")
         detector = facekit.load_component("detector", encoder.card.detector)
         check_alignable(encoder, detector.card.landmark_scheme, f"detector {encoder.card.detector!r}")
-        return cls(name, detector, encoder)
+        return cls(name, detector, encoder, face)
 
     @property
     def card(self) -> Any:
         return self.encoder.card
 
     def crop(self, image: np.ndarray) -> np.ndarray | None:
-        """The judge's aligned input for the largest face of ``image`` (H, W, 3) uint8 RGB, or None."""
+        """The judge's aligned input for the face :attr:`face` chooses in ``image`` (H, W, 3) uint8 RGB, or None."""
         from facekit.align import encoder_input_transform, warp_image
+        from facekit.normalize import choose_face
 
         faces = self.detector.detect_array(image)
         if not faces:
             return None
-        points = np.asarray(faces[0].landmarks, np.float64)
+        face = faces[choose_face(faces, image.shape, self.face)]
+        points = np.asarray(face.landmarks, np.float64)
         width, height = self.card.input_size
-        transform = encoder_input_transform(self.encoder, points, faces[0].scheme)
+        transform = encoder_input_transform(self.encoder, points, face.scheme)
         return warp_image(image, transform, (height, width))
 
     def embed(self, images: list[np.ndarray | None], batch_size: int = 32) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
 from facekit.errors import FacekitError
 from facekit.images import to_uint8_rgb
-from facekit.types import LandmarkScheme, frozen_encoder
+from facekit.types import FaceChoice, LandmarkScheme, frozen_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +165,39 @@ def check_detection(detector: Any, face: Any) -> None:
         )
 
 
-def detect_largest(
-    detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str]
+#: How the one face of a photo is chosen among those found (``facekit normalize --face``), see :func:`choose_face`.
+FACE_CHOICES = tuple(choice.value for choice in FaceChoice)
+
+
+def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest") -> int:
+    """Index of the face to normalize among ``faces`` (FaceDetections, largest first as detectors give them) found in
+    an image of ``shape`` (H, W, ...).
+
+    ``largest``: the largest box. ``central``: the box's area minus twice the squared distance of its centre from the
+    image's centre (both in px^2, so the choice does not depend on the photo's size; the rule of FaceNet's LFW
+    alignment script): the subject of a photo framed around one face (LFW, ID and press crops) when a larger face is
+    beside it. A face far off-centre loses to a smaller central one, so a group photo framed around nobody in
+    particular is better served by ``largest`` (or ``normalize(all_faces=True)``)."""
+    if rule not in FACE_CHOICES:
+        raise FacekitError(f"unknown face choice {rule!r}; use one of: {', '.join(FACE_CHOICES)}")
+    if rule == "largest" or len(faces) < 2:
+        return 0
+    centre_x, centre_y = shape[1] / 2, shape[0] / 2
+    scores = [
+        (x1 - x0) * (y1 - y0) - 2.0 * (((x0 + x1) / 2 - centre_x) ** 2 + ((y0 + y1) / 2 - centre_y) ** 2)
+        for x0, y0, x1, y1 in (face.box for face in faces)
+    ]
+    return int(np.argmax(scores))
+
+
+def detect_one(
+    detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str], face: str = "largest"
 ) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
     """One :class:`Outcome` per input (``unreadable`` for None, ``no_face``, or ``ok`` still without a face) and, for
-    the ``ok`` ones, (index, image, largest FaceDetection) to normalize: the first step of every normalizer."""
+    the ``ok`` ones, (index, image, FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the
+    first step of every normalizer."""
+    if face not in FACE_CHOICES:
+        raise FacekitError(f"unknown face choice {face!r}; use one of: {', '.join(FACE_CHOICES)}")
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
@@ -180,9 +208,10 @@ def detect_largest(
         if not faces:
             outcomes.append(Outcome(name, "no_face"))
             continue
-        check_detection(detector, faces[0])
+        chosen = faces[choose_face(faces, image.shape, face)]
+        check_detection(detector, chosen)
         outcomes.append(Outcome(name, "ok", extras={"faces_found": len(faces)}))
-        pending.append((index, image, faces[0]))
+        pending.append((index, image, chosen))
     return outcomes, pending
 
 
@@ -197,8 +226,12 @@ class Normalizer:
         meta: dict[str, Any],
         device: str = "cpu",
         detail: DetailSettings | None = None,
+        face: str = "largest",
     ) -> None:
         from facekit.align import check_alignable
+
+        if face not in FACE_CHOICES:
+            raise FacekitError(f"unknown face choice {face!r}; use one of: {', '.join(FACE_CHOICES)}")
 
         card = getattr(detector, "card", None)
         scheme = card.landmark_scheme if card is not None else None
@@ -219,13 +252,20 @@ class Normalizer:
                     "(`facekit normalize --detail 0`)"
                 )
             self.detail = DECODER_ONLY
+        #: Which face of a photo :meth:`normalize` and :meth:`normalize_many` take (:func:`choose_face`).
+        self.face = face
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, device: str = "cpu", detail: DetailSettings | None = None
+        cls,
+        path: str | Path | None = None,
+        device: str = "cpu",
+        detail: DetailSettings | None = None,
+        face: str = "largest",
     ) -> Normalizer:
         """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one);
-        ``detail``: photo detail on the output (default :class:`facekit.detail.DetailSettings`)."""
+        ``detail``: photo detail on the output (default :class:`facekit.detail.DetailSettings`); ``face``: which face
+        of a photo to take (:func:`choose_face`)."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint
 
@@ -247,7 +287,7 @@ class Normalizer:
         if detector_ref is None:
             raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
         detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
-        return cls(decoder, encoder, detector, meta, device, detail)
+        return cls(decoder, encoder, detector, meta, device, detail, face)
 
     @property
     def image_size(self) -> int:
@@ -280,13 +320,14 @@ class Normalizer:
         max_faces: int | None = None,
         near: tuple[float, float, float, float] | None = None,
     ) -> NormalizedFace | list[NormalizedFace]:
-        """Normalize the largest face of ``image`` (every face, largest first, with ``all_faces=True``).
+        """Normalize one face of ``image``, the largest or the one :attr:`face` chooses (every face, largest first,
+        with ``all_faces=True``).
 
         Args:
             image: a path, a PIL image, or an (H, W, 3) uint8 array in RGB order (BGR with ``bgr=True``, as OpenCV
                 reads them); (H, W) greyscale and (H, W, 4) with alpha are accepted too.
             bgr: the array is in BGR order.
-            all_faces: return a list with every face found instead of the largest one.
+            all_faces: return a list with every face found instead of one.
             max_faces: with ``all_faces``, normalize only the largest ``max_faces`` (a crowd photo costs what it
                 shows); each face's ``faces_found`` still counts every face detected.
             near: with ``all_faces``, normalize only the detected face whose box overlaps this (x0, y0, x1, y1) box
@@ -332,9 +373,10 @@ class Normalizer:
     def normalize_many(
         self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
     ) -> list[Outcome]:
-        """Normalize the largest face of each image (``None`` = unreadable); one :class:`Outcome` per input."""
+        """Normalize one face of each image (``None`` = unreadable), chosen by :attr:`face` (:func:`choose_face`; the
+        largest by default); one :class:`Outcome` per input."""
 
-        outcomes, pending = detect_largest(self.detector, images, names)
+        outcomes, pending = detect_one(self.detector, images, names, self.face)
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
             found = [(image, face, outcomes[index].extras["faces_found"]) for index, image, face in chunk]

@@ -86,6 +86,20 @@ def two_faces() -> tuple[np.ndarray, tuple[float, float, float, float], tuple[fl
     return canvas, (10.0, 70.0, 130.0, 190.0), (200.0, 30.0, 400.0, 230.0)
 
 
+def subject_beside_a_larger_face() -> tuple[np.ndarray, np.ndarray]:
+    """(canvas, the same canvas without the large face): a 900 x 260 grey canvas with the test face at 60 % at its
+    centre (box about 390-510 x 70-190) and at full size near its right edge, the way an LFW photo is framed around
+    its subject beside a larger face (``face="central"`` takes the small one)."""
+    import cv2
+
+    face = real_face().image
+    alone = np.full((260, 900, 3), 128, np.uint8)
+    alone[70:190, 390:510] = cv2.resize(face, (120, 120), interpolation=cv2.INTER_AREA)
+    canvas = alone.copy()
+    canvas[30:230, 690:890] = face
+    return canvas, alone
+
+
 # ----------------------------------------------------------------------------------------------
 # the subject of a check
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ KINDS: tuple[Kind, ...] = ("detector", "encoder", "decoder", "warper", "app")
 Distance = Literal["cosine", "euclidean"]
 
 
+class FaceChoice(StrEnum):
+    """Which face of a photo with several the pipeline takes (:func:`facekit.normalize.choose_face`): the ``largest``,
+    or the ``central`` one (large and near the middle: the subject of a photo framed around one face)."""
+
+    LARGEST = "largest"
+    CENTRAL = "central"
+
+
 class LandmarkScheme(StrEnum):
     """What each landmark of a face means, in order. Detectors declare theirs (``ModelCard.landmark_scheme`` and every
     ``FaceDetection.scheme``); alignment reads the points by meaning, never by count alone.

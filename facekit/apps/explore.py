@@ -87,9 +87,9 @@ def encode(normalizer: Any, images: Sequence[np.ndarray | None], names: Sequence
     import torch
 
     from facekit.align import encoder_inputs
-    from facekit.normalize import detect_largest
+    from facekit.normalize import detect_one
 
-    outcomes, pending = detect_largest(normalizer.detector, images, names)
+    outcomes, pending = detect_one(normalizer.detector, images, names, normalizer.face)
     if not pending:
         return outcomes, None
     points = np.stack([np.asarray(face.landmarks, np.float64) for _, _, face in pending])

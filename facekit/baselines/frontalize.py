@@ -192,6 +192,8 @@ class Frontalizer:
         self.size = size
         self.shape = shape
         self.detector = detector
+        #: Which face of a photo :meth:`normalize_many` takes, as :attr:`facekit.normalize.Normalizer.face`.
+        self.face = "largest"
         self.view = reference_view(vertices, triangles, shape, contours, size)
         logger.debug("frontal reference view: %d of %d pixels on the mesh", int(self.view.mask.sum()), size * size)
         import cv2
@@ -257,12 +259,12 @@ class Frontalizer:
     def normalize_many(
         self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
     ) -> list[Outcome]:
-        """Frontalize the largest face of each image (``None`` = unreadable); one :class:`Outcome` per input, as
-        :meth:`facekit.normalize.Normalizer.normalize_many`. ``batch_size`` is accepted for the same signature (each
-        photo is done on its own)."""
-        from facekit.normalize import detect_largest
+        """Frontalize one face of each image (``None`` = unreadable), chosen by :attr:`face`; one :class:`Outcome` per
+        input, as :meth:`facekit.normalize.Normalizer.normalize_many`. ``batch_size`` is accepted for the same
+        signature (each photo is done on its own)."""
+        from facekit.normalize import detect_one
 
-        outcomes, pending = detect_largest(self.detector, images, names)
+        outcomes, pending = detect_one(self.detector, images, names, self.face)
         for index, image, face in pending:
             source = np.asarray(face.landmarks, dtype=np.float64)
             if source.shape != (68, 2):

@@ -207,6 +207,28 @@ def test_another_photo_detail_setting_is_another_output(tmp_path: Path, model: P
     assert left.rows[0].status == "exists" and "--detail" in left.rows[0].reason
 
 
+def test_another_face_choice_is_another_output(tmp_path: Path, model: Path) -> None:
+    """--face central may take another person from the same photo: its outputs are not the largest face's. Records
+    made before the choice existed (no "face" key) are the largest face's."""
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    fake = FakeNormalizer()
+    normalize_folder(fake, [str(source)], out, model)
+    record = json.loads((out / "face.json").read_text())
+    assert record["face"] is None
+    del record["face"]  # as written before --face
+    (out / "face.json").write_text(json.dumps(record))
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "done"
+    fake.face = "central"  # type: ignore[attr-defined]
+    left = normalize_folder(fake, [str(source)], out, model)
+    assert left.rows[0].status == "exists" and "--face" in left.rows[0].reason
+    made = normalize_folder(fake, [str(source)], out, model, overwrite=True)
+    assert made.rows[0].status == "ok" and json.loads((out / "face.json").read_text())["face"] == "central"
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "done"
+    fake.face = "largest"  # type: ignore[attr-defined]
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "exists"
+
+
 def test_memory_is_bounded_by_the_batch_and_bad_options_are_one_line(tmp_path: Path, model: Path) -> None:
     for index in range(7):
         photo(tmp_path / "in" / f"p{index}.png", 50 + index)

@@ -11,7 +11,7 @@ from PIL import Image
 
 import facekit
 from facekit.errors import FacekitError
-from facekit.testing import real_face, two_faces
+from facekit.testing import real_face, subject_beside_a_larger_face, two_faces
 
 
 @pytest.fixture
@@ -58,3 +58,44 @@ def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tm
         normalizer.normalize(tmp_path / "missing.jpg")
     with pytest.raises(FacekitError, match="no face normalized: no_face"):
         normalizer.normalize(np.full((80, 80, 3), 128, np.uint8))
+
+
+def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
+    import copy
+
+    from facekit.normalize import choose_face
+
+    canvas, alone = subject_beside_a_larger_face()
+    assert normalizer.face == "largest" and normalizer.normalize(canvas).box[0] > 600
+    central = copy.copy(normalizer)
+    central.face = "central"
+    chosen = central.normalize(canvas)
+    assert 350 < chosen.box[0] < 450 and chosen.faces_found == 2  # the subject, and the count of every face
+    assert np.abs(chosen.image.astype(int) - central.normalize(alone).image.astype(int)).max() <= 2  # same face
+    outcome = central.normalize_many([canvas], ["canvas"])[0]
+    assert outcome.face is not None and outcome.face.box == chosen.box
+    faces = normalizer.detector.detect_array(canvas)
+    scaled = [type(f)(tuple(2 * v for v in f.box), f.score) for f in faces]  # the same photo twice as large
+    assert choose_face(scaled, (520, 1800), "central") == choose_face(faces, canvas.shape, "central")
+    with pytest.raises(FacekitError, match=r"unknown face choice 'middle'.*largest, central"):
+        choose_face(faces, canvas.shape, "middle")
+    with pytest.raises(FacekitError, match="unknown face choice"):
+        facekit.Normalizer(normalizer.decoder, normalizer.encoder, normalizer.detector, normalizer.meta, face="middle")
+
+
+def test_the_command_line_passes_the_face_choice(tmp_path: Path) -> None:
+    """`facekit normalize --face central` normalizes the subject, and says so in the record; a bad choice is refused
+    before anything is read."""
+    import json
+
+    from tests.helpers import run_cli
+
+    canvas, _ = subject_beside_a_larger_face()
+    Image.fromarray(canvas).save(tmp_path / "two.png")
+    done = run_cli("normalize", str(tmp_path / "two.png"), "-o", str(tmp_path / "out"), "--face", "central")
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "out" / "two.json").read_text())
+    assert record["face"] == "central" and record["faces_found"] == 2 and 350 < record["box"][0] < 450
+    refused = run_cli("normalize", str(tmp_path / "two.png"), "-o", str(tmp_path / "out2"), "--face", "middle")
+    assert refused.returncode != 0 and "--face" in refused.stdout + refused.stderr
+    assert not (tmp_path / "out2").exists()

@@ -60,3 +60,16 @@ def test_judges_use_their_own_detector_and_fail_a_faceless_output(data_root: Pat
         scores = judge.scores(reference, outputs)
         assert judge.passes(scores).tolist() == [True, False, False], (name, scores)
         assert scores[2] == judge.worst
+
+
+def test_a_judge_takes_the_face_it_is_told_to() -> None:
+    """``face="central"``: the judge crops the subject a photo is framed around, as the normalizer then does."""
+    from facekit.testing import subject_beside_a_larger_face
+
+    canvas, alone = subject_beside_a_larger_face()
+    central = OwnPipelineJudge.build("sface", face="central")
+    reference = central.crop(alone)
+    assert reference is not None
+    assert np.abs(central.crop(canvas).astype(int) - reference.astype(int)).mean() < 2  # the small, central face
+    largest = OwnPipelineJudge.build("sface")
+    assert np.abs(largest.crop(canvas).astype(int) - reference.astype(int)).mean() > 10  # the large one
