@@ -117,7 +117,12 @@ class PrepareSection(Section):
     min_colourfulness: float = Field(default=5.0, ge=0, description="reject grey or sepia photos below this")
     max_mouth_open: float = Field(default=0.08, gt=0, description="inner-lip gap / interocular distance")
     max_mouth_width: float = Field(default=0.95, gt=0, description="mouth width / interocular distance (smiles)")
-    keep_all_faces: bool = Field(default=False, description="keep every face of a photo, not only the largest")
+    keep_all_faces: bool = Field(default=False, description="keep every face of a photo, not only one")
+    face: Literal["largest", "central"] = Field(
+        default="largest",
+        description="without keep_all_faces, which face of a photo with several: the largest, or central (the face "
+        "the photo is framed around, as LFW's are; facekit.normalize.choose_face)",
+    )
     workers: int = Field(default=2, ge=1, description="worker processes")
 
 

@@ -118,6 +118,7 @@ def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.nd
     from facekit.align import align_paper, interocular_distance
     from facekit.data.pose import estimate_pose
     from facekit.data.quality import FaceMeasures, colourfulness, mouth_measures, rejection_reason, sharpness
+    from facekit.normalize import choose_face
 
     config: WorkerConfig = _STATE["config"]
     rules = _Rules(config.rules)
@@ -132,7 +133,8 @@ def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.nd
         return [{**row, "status": "rejected", "reason": "no_face", "faces": 0}], []
     row["faces"] = len(faces)
     rows, kept = [], []
-    for index, face in enumerate(faces if rules.keep_all_faces else faces[:1]):
+    indices = range(len(faces)) if rules.keep_all_faces else [choose_face(faces, image.shape, rules.face)]
+    for index, face in ((i, faces[i]) for i in indices):
         landmarks = np.asarray(face.landmarks, dtype=np.float64)
         face_row = {**row, "face": index, "box": [round(v, 1) for v in face.box]}
         face_row["landmarks"] = np.round(landmarks, 2).tolist()
@@ -152,7 +154,7 @@ def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.nd
         face_row["measures"] = measures.to_dict()
         reason = rejection_reason(measures, rules)
         if len(faces) > 1 and not rules.keep_all_faces:
-            face_row["note"] = (face_row.get("note", "") + f"; {len(faces)} faces, largest kept").lstrip("; ")
+            face_row["note"] = (face_row.get("note", "") + f"; {len(faces)} faces, {rules.face} kept").lstrip("; ")
         if reason is None:
             face_row.update(status="kept", reason="")
             kept.append((aligned.image, aligned.landmarks.astype(np.float32)))
@@ -213,6 +215,8 @@ def settings_fingerprint(config: WorkerConfig) -> dict[str, Any]:
     """What every per-identity result depends on besides its photos: detector, its params and the filter rules
     (not the output folder or the worker count)."""
     rules = {k: v for k, v in config.rules.items() if k not in ("output", "workers")}
+    if rules.get("face") == "largest":  # the choice before it was a setting: folders made then still match
+        del rules["face"]
     return {
         "format": PREPARE_FORMAT,
         "detector": config.detector,

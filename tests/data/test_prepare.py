@@ -369,3 +369,22 @@ def test_keep_all_faces_never_averages_the_faces_of_different_photos(data_root: 
     kept = [row for row in record["rows"] if row["status"] == "kept"]
     assert len(kept) >= 3  # most of the four faces pass these loose filters
     assert len(record["averages"]) == len(kept) and all(a["kept"] == 1 for a in record["averages"])
+
+
+def test_prepare_takes_the_central_face_on_request(tmp_path: Path, data_root: Path) -> None:
+    """prepare.face central keeps the face a photo is framed around (LFW's subject) rather than a larger one beside
+    it; the default (largest) leaves the settings fingerprint as it was before the choice existed."""
+    from facekit.testing import subject_beside_a_larger_face
+
+    folder = tmp_path / "people" / "subject"
+    folder.mkdir(parents=True)
+    Image.fromarray(subject_beside_a_larger_face()[0]).save(folder / "two.png")
+    for face, output in (("largest", tmp_path / "largest"), ("central", tmp_path / "central")):
+        recipe = recipe_for(tmp_path / "people", output, data_root)
+        recipe["prepare"]["face"] = face
+        assert run_prepare(resolve(recipe)).finished
+        (row,) = map(json.loads, (output / "manifest.jsonl").read_text().splitlines())
+        assert f"2 faces, {face} kept" in row["note"]
+        assert (row["box"][0] > 600) == (face == "largest") and (350 < row["box"][0] < 450) == (face == "central")
+    assert "face" not in json.loads((tmp_path / "largest" / "fingerprint.json").read_text())["rules"]
+    assert json.loads((tmp_path / "central" / "fingerprint.json").read_text())["rules"]["face"] == "central"
