@@ -21,14 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np
-from quality import SharedDetections, normalize_all
+from quality import PairPhotos, SharedDetections, normalize_all
 from results import machine, publish
-from rich.progress import track
 
-from facekit.evaluate import read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge
-from facekit.images import load_rgb
 from facekit.normalize import FACE_CHOICES, Normalizer, choose_face
 from facekit.recipe import DataSection
 
@@ -47,15 +43,8 @@ def main() -> None:
 
     started = time.perf_counter()
     root = DataSection().resolved_root()
-    pairs = read_pairs(root, args.folds, args.pairs)
-    if args.max_pairs:
-        pairs = pairs[:: max(1, -(-len(pairs) // args.max_pairs))]
-    paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})
-    where = {p: i for i, p in enumerate(paths)}
-    images = [load_rgb(p)[0] for p in track(paths, description=f"reading {len(paths)} pair photos")]
-    same = np.array([pair.same for pair in pairs])
-    fold_of = np.array([pair.fold for pair in pairs])
-    first, second = (np.array([where[getattr(p, side)] for p in pairs]) for side in ("first", "second"))
+    pairs = PairPhotos.read(root, args.folds, args.pairs, args.max_pairs)
+    images, paths = pairs.images, pairs.paths
 
     detector = None
     rows, boxes = [], {}
@@ -65,19 +54,14 @@ def main() -> None:
         normalizer.detector = detector
         judge = OwnPipelineJudge.build("sface", face=rule)
         outcomes = normalize_all(normalizer, images, [p.stem for p in paths], rule)
-        boxes[rule] = [o.face.box if o.face is not None else None for o in outcomes]
-
-        def accuracy(embeddings: np.ndarray, judge: OwnPipelineJudge = judge) -> dict:
-            scores = judge.scores(embeddings[first], embeddings[second])
-            return tenfold_accuracy(scores, same, fold_of, judge.higher_is_same)
-
         faces = [o.face for o in outcomes]
+        boxes[rule] = [f.box if f is not None else None for f in faces]
         rows.append(
             (
                 rule,
-                accuracy(judge.embed(images)),
-                accuracy(judge.embed([f.image if f is not None else None for f in faces])),
-                accuracy(judge.embed([f.decoder_image if f is not None else None for f in faces])),
+                pairs.accuracy(judge, judge.embed(images)),
+                pairs.accuracy(judge, judge.embed([f.image if f is not None else None for f in faces])),
+                pairs.accuracy(judge, judge.embed([f.decoder_image if f is not None else None for f in faces])),
             )
         )
     assert detector is not None
@@ -97,7 +81,7 @@ def main() -> None:
     lines = [
         f"## Which face of a photo with several (`python benchmarks/face_choice.py {shlex.join(sys.argv[1:])}`)",
         "",
-        f"Machine: {machine()}; {time.perf_counter() - started:.0f} s in all. {len(pairs)} pairs of {args.pairs} "
+        f"Machine: {machine()}; {time.perf_counter() - started:.0f} s in all. {len(pairs.same)} pairs of {args.pairs} "
         f"({args.folds}-fold, threshold chosen on the other folds), {len(paths)} photos. dlib's detector finds "
         f"several faces in {several} of them, and the two rules take a different one in {differ}; YuNet (the "
         f"judge's) finds several in {judge_several}, the rules differing in {judge_differ}. Each rule is applied by "

@@ -27,6 +27,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,27 +80,51 @@ def outputs_of(outcomes: list[Any]) -> list[np.ndarray | None]:
     return [o.face.image if o.face is not None else None for o in outcomes]
 
 
+@dataclass
+class PairPhotos:
+    """LFW pairs with their photos read once: pair k is ``images[first[k]]`` and ``images[second[k]]``."""
+
+    paths: list[Path]
+    images: list[np.ndarray | None]
+    same: np.ndarray
+    fold_of: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+
+    @classmethod
+    def read(cls, root: Path, folds: int, name: str = "pairs.txt", max_pairs: int = 0) -> PairPhotos:
+        """``name``'s pairs dealt into ``folds`` (every n-th pair, so that at most ``max_pairs``; 0: all)."""
+        pairs = read_pairs(root, folds, name)
+        if max_pairs:
+            pairs = pairs[:: max(1, -(-len(pairs) // max_pairs))]
+        paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})
+        where = {p: i for i, p in enumerate(paths)}
+        images = [load_rgb(p)[0] for p in track(paths, description=f"reading {len(paths)} pair photos")]
+        first, second = (np.array([where[getattr(p, side)] for p in pairs]) for side in ("first", "second"))
+        same, fold_of = np.array([pair.same for pair in pairs]), np.array([pair.fold for pair in pairs])
+        return cls(paths, images, same, fold_of, first, second)
+
+    def accuracy(self, judge: OwnPipelineJudge, embeddings: np.ndarray) -> dict[str, Any]:
+        """The folds' accuracy of ``judge``'s scores between (photos, D) ``embeddings`` of each pair."""
+        scores = judge.scores(embeddings[self.first], embeddings[self.second])
+        return tenfold_accuracy(scores, self.same, self.fold_of, judge.higher_is_same)
+
+
 def verification(
     methods: list[tuple[str, Any]], root: Path, judge: OwnPipelineJudge, folds: int, name: str = "pairs.txt"
 ) -> dict[str, dict[str, Any]]:
-    pairs = read_pairs(root, folds, name)
-    paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})
-    where = {p: i for i, p in enumerate(paths)}
-    images = [load_rgb(p)[0] for p in track(paths, description=f"reading {len(paths)} pair photos")]
-    same = np.array([pair.same for pair in pairs])
-    fold_of = np.array([pair.fold for pair in pairs])
-    first, second = (np.array([where[getattr(p, side)] for p in pairs]) for side in ("first", "second"))
-
-    def accuracy(embeddings: np.ndarray) -> dict[str, Any]:
-        return tenfold_accuracy(
-            judge.scores(embeddings[first], embeddings[second]), same, fold_of, judge.higher_is_same
-        )
-
-    result = {"originals": {**accuracy(judge.embed(images)), "pairs": len(pairs), "photos": len(paths)}}
+    pairs = PairPhotos.read(root, folds, name)
+    result = {
+        "originals": {
+            **pairs.accuracy(judge, judge.embed(pairs.images)),
+            "pairs": len(pairs.same),
+            "photos": len(pairs.paths),
+        }
+    }
     for name, method in methods:
-        outcomes = normalize_all(method, images, [p.stem for p in paths], f"{name} (pairs)")
+        outcomes = normalize_all(method, pairs.images, [p.stem for p in pairs.paths], f"{name} (pairs)")
         embeddings = judge.embed(outputs_of(outcomes))
-        result[name] = {**accuracy(embeddings), "no_output": sum(o.face is None for o in outcomes)}
+        result[name] = {**pairs.accuracy(judge, embeddings), "no_output": sum(o.face is None for o in outcomes)}
     return result
 
 
