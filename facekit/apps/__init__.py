@@ -11,6 +11,9 @@ from typing import Any
 #: not in :mod:`facekit.apps.adjust`, so that the app's params and the CLI read it without importing numpy.
 FUSE_WEIGHT = 0.6
 
+#: ``adjust`` and the white-balance baselines estimate a correction on a copy this many pixels on its long side at most.
+ESTIMATE_SIDE = 1024
+
 
 class UsesNormalizer:
     """An app that normalizes photos: the ``normalizer`` it was given, else the model file ``checkpoint`` or the

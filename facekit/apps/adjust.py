@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facekit.apps import FUSE_WEIGHT, UsesNormalizer
+from facekit.apps import ESTIMATE_SIDE, FUSE_WEIGHT, UsesNormalizer
 from facekit.errors import FacekitError
 from facekit.images import downscale
 
@@ -301,10 +301,6 @@ def fuse_white_balance(
 
 #: The most refining rounds ``adjust`` takes (each normalizes the face once more).
 MAX_REFINE = 3
-
-
-#: The long side, in pixels, of the copy a correction is estimated on.
-ESTIMATE_SIDE = 1024
 
 
 class FaceAdjuster(UsesNormalizer):

@@ -18,7 +18,7 @@ photo in linear light and divides it out with per-channel gains in linear light 
 
 Linear light, as a camera's illuminant acts and as ``adjust`` corrects: gains on the gamma-encoded values cannot undo
 a cast (a correct estimate applied that way leaves 7 degrees at 2,500 K). The estimate is taken on a copy at most
-``facekit.apps.adjust.ESTIMATE_SIDE`` px on its long side, like ``adjust``'s.
+``facekit.apps.ESTIMATE_SIDE`` px on its long side, like ``adjust``'s.
 
 Each has the same ``correct(photo) -> (photo, record)`` as :class:`facekit.apps.adjust.FaceAdjuster`.
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from facekit.apps import ESTIMATE_SIDE
 from facekit.errors import FacekitError
 
 
@@ -112,7 +113,7 @@ def linear_illuminant(method: str, photo: np.ndarray) -> np.ndarray:
 def linear_illuminants(methods: Sequence[str], photo: np.ndarray) -> dict[str, np.ndarray]:
     """Each of ``methods``' illuminant of ``photo`` as :func:`linear_illuminant`, the copy shrunk and converted to
     linear light once for all of them."""
-    from facekit.apps.adjust import ESTIMATE_SIDE, LINEAR_LEVELS
+    from facekit.apps.adjust import LINEAR_LEVELS
     from facekit.images import downscale
 
     unknown = [m for m in methods if m not in ESTIMATORS]
@@ -140,12 +141,8 @@ def apply_gains(photo: np.ndarray, gains: np.ndarray) -> np.ndarray:
 class GlobalWhiteBalance:
     """One of :data:`ESTIMATORS` as a corrector: ``correct(photo) -> (photo, {"method", "gains_rgb"})``."""
 
-    @property
-    def estimate_side(self) -> int:
-        """It estimates on a copy at most this many pixels on its long side (``facekit adjust`` may hand it one)."""
-        from facekit.apps.adjust import ESTIMATE_SIDE
-
-        return ESTIMATE_SIDE
+    #: It estimates on a copy at most this many pixels on its long side (``facekit adjust`` may hand it one).
+    estimate_side = ESTIMATE_SIDE
 
     def __init__(self, method: str, strength: float = 1.0) -> None:
         if method not in ESTIMATORS:
