@@ -276,13 +276,15 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     Image.new("RGB", (120, 120), (90, 140, 200)).save(photos / "sky.png")
     out = tmp_path / "out"
-    result = run_cli("avatar", str(photos), "-o", str(out), "--sfm", sfm, "--texture-size", "128")
+    args = ("avatar", str(photos), "-o", str(out), "--sfm", sfm, "--texture-size", "128", "--face", "central")
+    result = run_cli(*args)
     assert result.returncode == 3, result.stdout + result.stderr
     text = " ".join(result.stdout.split())
     assert "1 of 3 avatars" in text and "unreadable" in text and "no_face" in text
     assert {p.name for p in out.iterdir()} >= {"face.glb", "face.obj", "face_sheet.png", "face_yaw-30.png"}
     sheet = np.asarray(Image.open(out / "face_sheet.png"))
     assert sheet.shape[0] == 224 and sheet.shape[1] > 5 * 200
+    assert json.loads((out / "face.json").read_text())["settings"]["face"] == "central"  # the choice reached it
     listing = run_cli("list", "apps")
     assert "avatar" in listing.stdout and "non-commercial" in " ".join(listing.stdout.split())
 

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from facekit.errors import FacekitError
+from facekit.types import FaceChoice
 
 
 def avatar(
@@ -31,11 +32,19 @@ def avatar(
             "differently, nearer on real faces) or ibug_to_sfm (eos's as it is)"
         ),
     ] = "voted",
+    face: Annotated[
+        FaceChoice,
+        typer.Option(
+            help="which face of a photo with several: the largest, or central (large and near the middle: the subject "
+            "of a photo framed around one face)"
+        ),
+    ] = FaceChoice.LARGEST,
 ) -> None:
-    """A textured 3-D avatar of the largest face of each photo (paper Sec. 7.3): OUT/NAME.obj + .mtl + .png (UV
-    texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png, NAME_sheet.png (photo | normalized
-    face | renders) and NAME.json (coefficients, pose, reprojection error, time, licence). The shape model is the
-    Surrey Face Model: free for non-commercial use only. Exit 3 when some photos got no avatar."""
+    """A textured 3-D avatar of one face of each photo (the largest, or --face central; paper Sec. 7.3):
+    OUT/NAME.obj + .mtl + .png (UV texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png,
+    NAME_sheet.png (photo | normalized face | renders) and NAME.json (coefficients, pose, reprojection error, time,
+    licence). The shape model is the Surrey Face Model: free for non-commercial use only. Exit 3 when some photos got
+    no avatar."""
     from rich.progress import Progress
 
     import facekit
@@ -48,7 +57,7 @@ def avatar(
     from facekit.models import sha256_file
 
     model_path = resolve_model(model, checkpoint)
-    normalizer = Normalizer.from_checkpoint(model_path, device=inference_device("cpu"))
+    normalizer = Normalizer.from_checkpoint(model_path, device=inference_device("cpu"), face=face.value)
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
@@ -58,6 +67,8 @@ def avatar(
             "texture_size": texture_size,
             "landmarks": landmarks,
             "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
+            # Only when not the largest, so that avatars made before the choice existed are still done.
+            **({"face": face.value} if face != FaceChoice.LARGEST else {}),
         }
         rows = avatar_files(
             plan,
