@@ -95,7 +95,9 @@ class OwnPipelineJudge:
         """The encoder ``name`` with the detector its card names (``ModelCard.detector``) and the card's alignment."""
         import facekit
         from facekit.align import check_alignable
+        from facekit.normalize import check_face_choice
 
+        check_face_choice(face)
         encoder = frozen_encoder(facekit.load_component("encoder", name))
         if not encoder.card.detector:
             raise FacekitError(f"encoder {name!r} names no detector of its own (ModelCard.detector): it cannot judge")

@@ -169,6 +169,13 @@ def check_detection(detector: Any, face: Any) -> None:
 FACE_CHOICES = tuple(choice.value for choice in FaceChoice)
 
 
+def check_face_choice(rule: str) -> str:
+    """``rule`` if it is one of :data:`FACE_CHOICES`, else a FacekitError naming them."""
+    if rule not in FACE_CHOICES:
+        raise FacekitError(f"unknown face choice {rule!r}; use one of: {', '.join(FACE_CHOICES)}")
+    return rule
+
+
 def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest") -> int:
     """Index of the face to normalize among ``faces`` (FaceDetections, largest first as detectors give them) found in
     an image of ``shape`` (H, W, ...).
@@ -178,9 +185,7 @@ def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest
     alignment script): the subject of a photo framed around one face (LFW, ID and press crops) when a larger face is
     beside it. A face far off-centre loses to a smaller central one, so a group photo framed around nobody in
     particular is better served by ``largest`` (or ``normalize(all_faces=True)``)."""
-    if rule not in FACE_CHOICES:
-        raise FacekitError(f"unknown face choice {rule!r}; use one of: {', '.join(FACE_CHOICES)}")
-    if rule == "largest" or len(faces) < 2:
+    if check_face_choice(rule) == "largest" or len(faces) < 2:
         return 0
     centre_x, centre_y = shape[1] / 2, shape[0] / 2
     scores = [
@@ -196,8 +201,7 @@ def detect_one(
     """One :class:`Outcome` per input (``unreadable`` for None, ``no_face``, or ``ok`` still without a face) and, for
     the ``ok`` ones, (index, image, FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the
     first step of every normalizer."""
-    if face not in FACE_CHOICES:
-        raise FacekitError(f"unknown face choice {face!r}; use one of: {', '.join(FACE_CHOICES)}")
+    check_face_choice(face)
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
@@ -230,9 +234,7 @@ class Normalizer:
     ) -> None:
         from facekit.align import check_alignable
 
-        if face not in FACE_CHOICES:
-            raise FacekitError(f"unknown face choice {face!r}; use one of: {', '.join(FACE_CHOICES)}")
-
+        check_face_choice(face)
         card = getattr(detector, "card", None)
         scheme = card.landmark_scheme if card is not None else None
         check_alignable(encoder, scheme, f"detector {type(detector).__name__}")
