@@ -79,7 +79,7 @@ def main() -> None:
         return f"{result['accuracy']:.2%} ± {result['std']:.2%}"
 
     lines = [
-        f"## Which face of a photo with several (`python benchmarks/face_choice.py {shlex.join(sys.argv[1:])}`)",
+        f"## Which face of a photo with several (`{shlex.join(['python', 'benchmarks/face_choice.py', *sys.argv[1:]])}`)",
         "",
         f"Machine: {machine()}; {time.perf_counter() - started:.0f} s in all. {len(pairs.same)} pairs of {args.pairs} "
         f"({args.folds}-fold, threshold chosen on the other folds), {len(paths)} photos. dlib's detector finds "
