@@ -78,8 +78,9 @@ def main() -> None:
     def cell(result: dict) -> str:
         return f"{result['accuracy']:.2%} ± {result['std']:.2%}"
 
+    command = shlex.join(["python", "benchmarks/face_choice.py", *sys.argv[1:]])
     lines = [
-        f"## Which face of a photo with several (`{shlex.join(['python', 'benchmarks/face_choice.py', *sys.argv[1:]])}`)",
+        f"## Which face of a photo with several (`{command}`)",
         "",
         f"Machine: {machine()}; {time.perf_counter() - started:.0f} s in all. {len(pairs.same)} pairs of {args.pairs} "
         f"({args.folds}-fold, threshold chosen on the other folds), {len(paths)} photos. dlib's detector finds "
