@@ -11,6 +11,7 @@ benchmarks/RESULTS.md, with the ratio to the smallest count (the anchor, same ru
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -65,8 +66,9 @@ def main() -> None:
         rows.append((count, peak, seconds, code))
         print(f"{count} photos: peak RSS {peak:.0f} MB, {seconds:.1f} s, exit {code}")
     anchor = rows[0][1]
+    command = shlex.join(["python", "benchmarks/normalize_memory.py", *sys.argv[1:]])
     lines = [
-        "## Peak memory of `facekit normalize` (`python benchmarks/normalize_memory.py`)",
+        f"## Peak memory of `facekit normalize` (`{command}`)",
         "",
         f"Machine: {machine()}. LFW peopleDevTest photos, batch size {args.batch_size}, each count in a fresh process "
         f"(the shipped model loaded); ratio to the {rows[0][0]}-photo run of the same invocation.",
