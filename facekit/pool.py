@@ -143,12 +143,15 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
     except (OSError, ValueError):
         paths_from = None
     data_root = recipe.data.resolved_root()
+    keep_all = recipe.prepare.keep_all_faces
     candidates: dict[int, list[tuple[str, np.ndarray]]] = {}
     with (Path(recipe.prepare.output) / "manifest.jsonl").open() as handle:
         for line in handle:
             row = json.loads(line)
             target = row_of.get(row["identity"])
-            if target is None or "landmarks" not in row or row.get("face", 0) != 0:
+            # One row per photo unless prepare kept every face: then only each photo's first face (a person's
+            # photos show others too). Without, the row is the face prepare chose (prepare.face), whatever its index.
+            if target is None or "landmarks" not in row or (keep_all and row.get("face", 0) != 0):
                 continue
             if abs(float(row["measures"]["yaw"])) > settings.photo_max_yaw_deg:
                 continue

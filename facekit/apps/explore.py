@@ -1,7 +1,8 @@
 """Exploring what a recognition network's features encode (Cole et al. 2017, Figs. 8, 16 and the interpolations).
 
-- **Interpolate**: encode the largest face of two photos, decode the straight path between their encoder features
-  (or the spherical one: directions slerped, lengths interpolated linearly) and judge every frame against both photos
+- **Interpolate**: encode one face of each of two photos (the largest, or the one the normalizer's ``face`` takes),
+  decode the straight path between their encoder features (or the spherical one: directions slerped, lengths
+  interpolated linearly) and judge every frame against both photos
   with an *independent* judge, a recognition network the model was not trained with, run through its own detector
   and alignment (:class:`facekit.fidelity.OwnPipelineJudge`): a model trained on dlib's features is judged by SFace,
   one trained on SFace's by dlib's ResNet. The endpoints are exactly the two photos' normalized faces.
@@ -321,26 +322,27 @@ class Explorer(UsesNormalizer):
     ) -> None:
         super().__init__(normalizer, model, checkpoint)
         self.steps, self.spherical, self.judge_name = steps, spherical, judge
-        self._judges: dict[str, Any] = {}
+        self._judges: dict[tuple[str, str], Any] = {}
 
     def judge_for(self, normalizer: Any) -> Any:
         """The judge of ``normalizer``'s outputs: ``judge`` when given, else :func:`independent_judge` of its encoder
-        (built once, with its own detector)."""
+        (built once, with its own detector), taking the face of a photo the normalizer takes (``face``)."""
         from facekit.fidelity import OwnPipelineJudge
 
         name = self.judge_name or independent_judge(str(normalizer.meta.get("encoder", "")))
         if name == normalizer.meta.get("encoder"):
             raise FacekitError(f"judge {name!r} is the model's own training encoder: choose an independent judge")
-        if name not in self._judges:
-            self._judges[name] = OwnPipelineJudge.build(name)
-        return self._judges[name]
+        face = getattr(normalizer, "face", "largest")  # the judge takes the face the normalizer took
+        if (name, face) not in self._judges:
+            self._judges[name, face] = OwnPipelineJudge.build(name, face=face)
+        return self._judges[name, face]
 
     def interpolate(
         self, a: Any, b: Any, steps: int | None = None, spherical: bool | None = None, names: Sequence[str] = ()
     ) -> Interpolation:
-        """Decode ``steps`` points (default: the app's) of the path between the features of the largest faces of
-        photos ``a`` and ``b`` (paths, PIL images or (H, W, 3) uint8 RGB). A photo without a face, or unreadable, is a
-        FacekitError naming it."""
+        """Decode ``steps`` points (default: the app's) of the path between the features of the faces the
+        normalizer takes (the largest by default) of photos ``a`` and ``b`` (paths, PIL images or (H, W, 3) uint8
+        RGB). A photo without a face, or unreadable, is a FacekitError naming it."""
         from facekit.evaluate import Judge
         from facekit.images import to_uint8_rgb
         from facekit.normalize import check_outputs

@@ -339,6 +339,11 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     encoder = facekit.load_component("encoder", "dlib-resnet").eval()
     targets, features, embeddings = encode_photos(plan.recipe, plan_faces(folder), encoder)
     assert targets.tolist() == [0, 1] and features.shape == (2, 256) and embeddings.shape == (2, 128)
+    # prepare.face central records the chosen face's index (here the second face found): still that photo's input.
+    rows[1]["face"] = 1
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    central_targets, central_features, _ = encode_photos(plan.recipe, plan_faces(folder), encoder)
+    assert central_targets.tolist() == [0, 1] and torch.equal(central_features, features)
     # Colour-cast copies: each photo again under two other lights, with the same (uncast) target.
     cast_plan = resolve(tiny_recipe(folder, tmp_path / "casts", photo_inputs=4, photo_casts=2))
     cast_targets, cast_features, _ = encode_photos(cast_plan.recipe, plan_faces(folder), encoder)

@@ -61,6 +61,21 @@ def test_person_names_and_independent_judges() -> None:
     assert independent_judge("arcface") == "sface"
 
 
+def test_the_judge_takes_the_face_the_normalizer_takes(explorer: Explorer, shipped_normalizer: Any) -> None:
+    """A normalizer told to take the central face is judged against the central face of the photos, not the largest."""
+    import copy
+
+    from facekit.testing import subject_beside_a_larger_face
+
+    central = copy.copy(shipped_normalizer)
+    central.face = "central"
+    assert explorer.judge_for(shipped_normalizer).face == "largest"
+    judge = explorer.judge_for(central)
+    assert judge.face == "central" and explorer.judge_for(central) is judge  # built once per face rule
+    canvas, alone = subject_beside_a_larger_face()
+    assert np.abs(judge.crop(canvas).astype(int) - judge.crop(alone).astype(int)).mean() < 2
+
+
 def test_interpolation_endpoints_are_the_photos_own_normalized_faces(
     explorer: Explorer, shipped_normalizer: Any
 ) -> None:
