@@ -1,6 +1,6 @@
 """Which face of a photo with several: the largest, or the one the photo is framed around (``--face central``).
 
-    python benchmarks/face_choice.py [--pairs pairsDevTrain.txt] [--folds 10]
+    python benchmarks/face_choice.py [--pairs pairsDevTrain.txt] [--folds 10] [--max-pairs N] [--no-write]
 
 LFW's photos are 250 px crops centred on their subject, and about one in twenty shows another face, sometimes a larger
 one. For each rule (:func:`facekit.normalize.choose_face`) the shipped model normalizes every photo of the pairs (the
@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument(
         "--pairs", default="pairsDevTrain.txt", choices=["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt"]
     )
-    parser.add_argument("--folds", type=int, default=10, help="folds (View 1 is dealt into this many)")
-    parser.add_argument("--max-pairs", type=int, default=0, help="every n-th pair so that at most this many (0: all)")
+    parser.add_argument("--folds", type=int, default=10, help="the first this many of the pairs' 10 folds")
+    parser.add_argument(
+        "--max-pairs", type=int, default=0, help="every n-th pair of each fold, so that about this many (0: all)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     args = parser.parse_args()
     if args.folds < 2:

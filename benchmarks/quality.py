@@ -1,7 +1,7 @@
 """The normalized face as a user would judge it: identity under judges' own pipelines, verification, detail, background.
 
     python benchmarks/quality.py [--model NAME=PATH ...] [--no-baseline] [--photos 500] [--folds 10]
-                                 [--sheet docs/quality-sheet.png]
+                                 [--face central] [--sheet docs/quality-sheet.png]
 
 For each method (the shipped default model unless ``--model`` is given, and the frontalization baseline) on
 ``--photos`` LFW peopleDevTest photos (people never trained on):
@@ -11,6 +11,8 @@ For each method (the shipped default model unless ``--model`` is given, and the 
   with no output, or an output in which the judge finds no face, counts as a fail (worst score). Photos in which the
   judge finds no face in the *input* are not judged (reported);
 - detail and background medians (:func:`facekit.fidelity.detail_ratio`, :func:`facekit.fidelity.background_noise`);
+- in a photo with several faces, every method and both judges take the same one (``--face``, default ``central``:
+  LFW's photos are framed around their subject; :func:`facekit.normalize.choose_face`), for identity and verification;
 - LFW verification on ``--folds`` folds of pairs.txt (10: the LFW protocol; each fold's threshold from the others)
   with both photos replaced by their normalized faces, judged by SFace through its own pipeline, beside the same on
   the original photos.
@@ -93,10 +95,13 @@ class PairPhotos:
 
     @classmethod
     def read(cls, root: Path, folds: int, name: str = "pairs.txt", max_pairs: int = 0) -> PairPhotos:
-        """``name``'s pairs dealt into ``folds`` (every n-th pair, so that at most ``max_pairs``; 0: all)."""
+        """``name``'s pairs in its first ``folds`` folds (View 1 is dealt into 10); with ``max_pairs`` every n-th pair
+        of each fold, so that about that many are kept and every fold keeps its share (0: all)."""
         pairs = read_pairs(root, folds, name)
         if max_pairs:
-            pairs = pairs[:: max(1, -(-len(pairs) // max_pairs))]
+            step = max(1, -(-len(pairs) // max_pairs))
+            folds_kept = sorted({pair.fold for pair in pairs})
+            pairs = [pair for fold in folds_kept for pair in [q for q in pairs if q.fold == fold][::step]]
         paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})
         where = {p: i for i, p in enumerate(paths)}
         images = [load_rgb(p)[0] for p in track(paths, description=f"reading {len(paths)} pair photos")]
