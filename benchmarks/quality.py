@@ -307,15 +307,21 @@ def main() -> None:
         for name in figures:
             figures[name]["verification_sface"] = pairs[name]
         figures["photos (no normalization)"] = {"verification_sface": pairs["originals"]}
+    for row in figures.values():
+        row["face"] = args.face  # which face of a photo with several (runs before the setting: the largest)
 
     included = []
     for path in args.include:
         for name, row in json.loads(path.read_text()).items():
-            mine = figures.setdefault(name, {})
+            rule = row.get("face", "largest")
+            if name not in figures:  # a method of that run only: its rule, whatever this run's
+                figures[name] = {"face": rule}
+            mine = figures[name]
             added = [key for key in row if key not in mine]
             mine.update({key: row[key] for key in added})
             if added:
-                included.append(f"{name}: {', '.join(added)} from {path}")
+                other = f" (taking the {rule} face)" if rule != args.face else ""
+                included.append(f"{name}: {', '.join(added)} from {path}{other}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(figures, indent=2) + "\n")
