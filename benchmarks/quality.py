@@ -252,9 +252,7 @@ def main() -> None:
             params = {**reference.get("params", {}), **overrides[name]}
             method.detector = facekit.load_component("detector", reference["name"], **params)
     if not args.no_baseline:
-        baseline = Frontalizer.from_data(root / "sfm", size=112)
-        baseline.face = args.face
-        methods.append(("frontalization baseline", baseline))
+        methods.append(("frontalization baseline", Frontalizer.from_data(root / "sfm", size=112, face=args.face)))
     judges = [OwnPipelineJudge.build(name, face=args.face) for name in ("sface", "dlib-resnet")]
     share_detectors([method for _, method in methods] + judges)
 

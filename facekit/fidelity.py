@@ -90,6 +90,11 @@ class OwnPipelineJudge:
     encoder: Any
     face: str = "largest"
 
+    def __post_init__(self) -> None:
+        from facekit.normalize import check_face_choice
+
+        check_face_choice(self.face)  # refused when built, not at the first crop
+
     @classmethod
     def build(cls, name: str, face: str = "largest") -> OwnPipelineJudge:
         """The encoder ``name`` with the detector its card names (``ModelCard.detector``) and the card's alignment."""
@@ -97,7 +102,7 @@ class OwnPipelineJudge:
         from facekit.align import check_alignable
         from facekit.normalize import check_face_choice
 
-        check_face_choice(face)
+        check_face_choice(face)  # before loading anything
         encoder = frozen_encoder(facekit.load_component("encoder", name))
         if not encoder.card.detector:
             raise FacekitError(f"encoder {name!r} names no detector of its own (ModelCard.detector): it cannot judge")

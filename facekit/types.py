@@ -194,8 +194,9 @@ class Detector(Protocol):
     """Finds faces and their landmarks in one photo.
 
     ``detect_array(image (H, W, 3) uint8 RGB) -> list[FaceDetection]``, **largest box first** (the pipeline normalizes
-    ``faces[0]``), each with ``(K, 2)`` landmarks in the scheme of ``card.landmark_scheme`` (K = ``card.landmarks``)
-    and that scheme's value in ``FaceDetection.scheme``. The card says what the points mean: a detector whose scheme
+    ``faces[0]``, or the one ``facekit.normalize.choose_face`` picks with ``face="central"``), each with ``(K, 2)``
+    landmarks in the scheme of ``card.landmark_scheme`` (K = ``card.landmarks``) and that scheme's value in
+    ``FaceDetection.scheme``. The card says what the points mean: a detector whose scheme
     an encoder cannot align from is refused by the pipeline with a FacekitError, never run.
     """
 

@@ -357,7 +357,7 @@ class FaceAdjuster(UsesNormalizer):
         small = downscale(photo, ESTIMATE_SIDE)
         if self.all_faces:
             faces = self.normalizer.normalize(small, all_faces=True)
-        else:  # the largest face only: the others are never encoded and decoded
+        else:  # one face only (the normalizer's choice): the others are never encoded and decoded
             face = self.normalizer.normalize_many([small], ["photo"])[0].face
             faces = [face] if face is not None else []
         if not faces:

@@ -272,8 +272,9 @@ NO_COLOUR = "the photo has no colour: skin tone undefined (the normalized face's
 class FaceAttributes(UsesNormalizer):
     """The ``attributes`` app: skin tone (ITA) and face-shape ratios measured on the normalized face.
 
-    ``measure(photo)`` normalizes the largest face and measures it (None when no face is found);
-    ``apply(faces)`` (the App protocol) measures already normalized faces (a DecoderOutput with 68 landmarks).
+    ``measure(photo)`` normalizes one face (the largest, or the normalizer's ``face`` choice) and measures it (None
+    when no face is found); ``apply(faces)`` (the App protocol) measures already normalized faces (a DecoderOutput
+    with 68 landmarks).
     """
 
     photo_detail = False
@@ -295,7 +296,8 @@ class FaceAttributes(UsesNormalizer):
         return list(outcomes)
 
     def measure(self, photo: Any) -> dict[str, Any] | None:
-        """Attributes of the largest face of ``photo`` (a path, PIL image or (H, W, 3) uint8 RGB), or None."""
+        """Attributes of the face the normalizer takes (the largest by default) of ``photo`` (a path, PIL image or
+        (H, W, 3) uint8 RGB), or None."""
         from facekit.images import as_rgb
 
         outcome = self.measure_faces([as_rgb(photo)], ["photo"])[0]

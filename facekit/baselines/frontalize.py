@@ -188,12 +188,15 @@ class Frontalizer:
         contours: dict[str, list[int]],
         size: int = 112,
         detector: Any = None,
+        face: str = "largest",
     ) -> None:
+        from facekit.normalize import check_face_choice
+
         self.size = size
         self.shape = shape
         self.detector = detector
         #: Which face of a photo :meth:`normalize_many` takes, as :attr:`facekit.normalize.Normalizer.face`.
-        self.face = "largest"
+        self.face = check_face_choice(face)
         self.view = reference_view(vertices, triangles, shape, contours, size)
         logger.debug("frontal reference view: %d of %d pixels on the mesh", int(self.view.mask.sum()), size * size)
         import cv2
@@ -203,9 +206,12 @@ class Frontalizer:
         self._points = self.view.points[self.view.mask]
 
     @classmethod
-    def from_data(cls, sfm_folder: str | Path, size: int = 112, detector: Any = None) -> Frontalizer:
+    def from_data(
+        cls, sfm_folder: str | Path, size: int = 112, detector: Any = None, face: str = "largest"
+    ) -> Frontalizer:
         """Build from the Surrey Face Model folder (``sfm_reference.obj``, ``ibug_to_sfm.txt``,
-        ``sfm_model_contours.json``); ``detector`` defaults to facekit's ``dlib`` detector (68 landmarks)."""
+        ``sfm_model_contours.json``); ``detector`` defaults to facekit's ``dlib`` detector (68 landmarks); ``face``:
+        which face of a photo with several (:func:`facekit.normalize.choose_face`)."""
         folder = Path(sfm_folder)
         contours_file = folder / "sfm_model_contours.json"
         if not contours_file.is_file():
@@ -218,7 +224,7 @@ class Frontalizer:
             import facekit
 
             detector = facekit.load_component("detector", "dlib")
-        return cls(vertices, triangles, shape, contours, size, detector)
+        return cls(vertices, triangles, shape, contours, size, detector, face)
 
     @property
     def image_size(self) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facekit.align import similarity_transform, warp_image
+from facekit.errors import FacekitError
 from facekit.fidelity import OwnPipelineJudge, abs_laplacian, background_noise, detail_ratio
 
 
@@ -73,3 +74,5 @@ def test_a_judge_takes_the_face_it_is_told_to() -> None:
     assert np.abs(central.crop(canvas).astype(int) - reference.astype(int)).mean() < 2  # the small, central face
     largest = OwnPipelineJudge.build("sface")
     assert np.abs(largest.crop(canvas).astype(int) - reference.astype(int)).mean() > 10  # the large one
+    with pytest.raises(FacekitError, match="unknown face choice 'middle'"):
+        OwnPipelineJudge(largest.name, largest.detector, largest.encoder, "middle")  # refused when made

@@ -180,6 +180,21 @@ def test_normalize_many_outcomes(frontalizer: Frontalizer, data_root: Path) -> N
     assert face.texture is None and len(face.box) == 4 and face.faces_found == 1
 
 
+def test_the_baseline_takes_the_face_it_is_told_to(frontalizer: Frontalizer, data_root: Path) -> None:
+    """face="central": the subject a photo is framed around, as the normalizer and the judges take it."""
+    from facekit.errors import FacekitError
+    from facekit.testing import subject_beside_a_larger_face
+
+    canvas, _ = subject_beside_a_larger_face()
+    central = Frontalizer.from_data(data_root / "sfm", detector=frontalizer.detector, face="central")
+    (largest,) = frontalizer.normalize_many([canvas], ["canvas"])
+    (chosen,) = central.normalize_many([canvas], ["canvas"])
+    assert largest.face is not None and chosen.face is not None
+    assert largest.face.box[0] > 600 and 350 < chosen.face.box[0] < 450 and chosen.face.faces_found == 2
+    with pytest.raises(FacekitError, match="unknown face choice"):
+        Frontalizer.from_data(data_root / "sfm", detector=frontalizer.detector, face="middle")
+
+
 def test_evaluate_normalizer_takes_the_frontalizer(frontalizer: Frontalizer, data_root: Path, tmp_path: Path) -> None:
     import facekit
     from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
