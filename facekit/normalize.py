@@ -170,10 +170,11 @@ FACE_CHOICES = tuple(choice.value for choice in FaceChoice)
 
 
 def check_face_choice(rule: str) -> str:
-    """``rule`` if it is one of :data:`FACE_CHOICES`, else a FacekitError naming them."""
+    """``rule`` as a plain string (a :class:`FaceChoice` is accepted) if it is one of :data:`FACE_CHOICES`, else a
+    FacekitError naming them."""
     if rule not in FACE_CHOICES:
         raise FacekitError(f"unknown face choice {rule!r}; use one of: {', '.join(FACE_CHOICES)}")
-    return rule
+    return str(rule)
 
 
 def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest") -> int:
@@ -234,7 +235,7 @@ class Normalizer:
     ) -> None:
         from facekit.align import check_alignable
 
-        check_face_choice(face)
+        face = check_face_choice(face)
         card = getattr(detector, "card", None)
         scheme = card.landmark_scheme if card is not None else None
         check_alignable(encoder, scheme, f"detector {type(detector).__name__}")

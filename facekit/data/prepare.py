@@ -215,8 +215,9 @@ def settings_fingerprint(config: WorkerConfig) -> dict[str, Any]:
     """What every per-identity result depends on besides its photos: detector, its params and the filter rules
     (not the output folder or the worker count)."""
     rules = {k: v for k, v in config.rules.items() if k not in ("output", "workers")}
-    if rules.get("face") == "largest":  # the choice before it was a setting: folders made then still match
-        del rules["face"]
+    # The choice before it was a setting (largest), or none at all (every face kept): folders made then still match.
+    if rules.get("face") == "largest" or rules.get("keep_all_faces"):
+        rules.pop("face", None)
     return {
         "format": PREPARE_FORMAT,
         "detector": config.detector,

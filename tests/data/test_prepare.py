@@ -385,6 +385,7 @@ def test_prepare_takes_the_central_face_on_request(tmp_path: Path, data_root: Pa
         assert run_prepare(resolve(recipe)).finished
         (row,) = map(json.loads, (output / "manifest.jsonl").read_text().splitlines())
         assert f"2 faces, {face} kept" in row["note"]
+        assert row["face"] == (1 if face == "central" else 0)  # the index of the face kept, among those found
         assert (row["box"][0] > 600) == (face == "largest") and (350 < row["box"][0] < 450) == (face == "central")
     assert "face" not in json.loads((tmp_path / "largest" / "fingerprint.json").read_text())["rules"]
     assert json.loads((tmp_path / "central" / "fingerprint.json").read_text())["rules"]["face"] == "central"

@@ -99,3 +99,21 @@ def test_the_command_line_passes_the_face_choice(tmp_path: Path) -> None:
     refused = run_cli("normalize", str(tmp_path / "two.png"), "-o", str(tmp_path / "out2"), "--face", "middle")
     assert refused.returncode != 0 and "--face" in refused.stdout + refused.stderr
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_the_central_rule_is_the_same_at_any_photo_size(scale: float) -> None:
+    """Near the rule's tie (area minus twice the centre's squared offset): the same choice however large the photo."""
+    from facekit.normalize import choose_face
+    from facekit.types import FaceDetection
+
+    def box(cx: float, cy: float, side: float) -> FaceDetection:
+        half = side / 2
+        return FaceDetection(tuple(scale * v for v in (cx - half, cy - half, cx + half, cy + half)), 1.0)
+
+    shape = (round(250 * scale), round(250 * scale), 3)
+    centred = box(125, 125, 100)  # score 10,000 at scale 1
+    for offset, larger_wins in ((58.6, True), (58.9, False)):  # 16,900 - 2 offset^2 = 10,032 / 9,962
+        faces = [box(125 + offset, 125, 130), centred]  # largest first, as detectors give them
+        assert choose_face(faces, shape, "central") == (0 if larger_wins else 1), (scale, offset)
+        assert choose_face(faces, shape, "largest") == 0

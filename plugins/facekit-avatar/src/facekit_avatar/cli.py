@@ -68,7 +68,7 @@ def avatar(
             "landmarks": landmarks,
             "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
             # Only when not the largest, so that avatars made before the choice existed are still done.
-            **({"face": face.value} if face != FaceChoice.LARGEST else {}),
+            **({"face": normalizer.face} if normalizer.face != "largest" else {}),
         }
         rows = avatar_files(
             plan,
