@@ -42,6 +42,7 @@ from facekit.evaluate import lfw_devtest, lfw_spread, read_pairs, tenfold_accura
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
+from facekit.types import FaceChoice
 
 
 class SharedDetections:
@@ -182,8 +183,8 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="leave out the frontalization baseline")
     parser.add_argument(
         "--face",
-        choices=["central", "largest"],
-        default="central",
+        choices=[choice.value for choice in FaceChoice],
+        default=FaceChoice.CENTRAL.value,
         help="which face of a photo with several every method and both judges take (facekit.normalize.choose_face): "
         "central (default here: LFW's photos are framed around their subject, and about 1 in 20 has another face, "
         "sometimes larger) or largest (facekit normalize's default; what runs before stop 29 used)",
