@@ -48,13 +48,15 @@ def main() -> None:
     pairs = PairPhotos.read(root, args.folds, args.pairs, args.max_pairs)
     images, paths = pairs.images, pairs.paths
 
-    detector = None
+    detector = yunet = None
     rows, boxes = [], {}
     for rule in FACE_CHOICES:
         normalizer = Normalizer.from_checkpoint(None, face=rule)
         detector = detector or SharedDetections(normalizer.detector)  # one detection pass for both rules
         normalizer.detector = detector
         judge = OwnPipelineJudge.build("sface", face=rule)
+        yunet = yunet or SharedDetections(judge.detector)  # the judge's detections too, once for both rules
+        judge.detector = yunet
         outcomes = normalize_all(normalizer, images, [p.stem for p in paths], rule)
         faces = [o.face for o in outcomes]
         boxes[rule] = [f.box if f is not None else None for f in faces]
@@ -66,10 +68,9 @@ def main() -> None:
                 pairs.accuracy(judge, judge.embed([f.decoder_image if f is not None else None for f in faces])),
             )
         )
-    assert detector is not None
+    assert detector is not None and yunet is not None
     several = sum(len(detector.detect_array(image)) > 1 for image in images if image is not None)
     differ = sum(a != b for a, b in zip(boxes["largest"], boxes["central"], strict=True))
-    yunet = OwnPipelineJudge.build("sface").detector
     judge_several = sum(len(yunet.detect_array(image)) > 1 for image in images if image is not None)
     judge_differ = sum(
         choose_face(found, image.shape, "largest") != choose_face(found, image.shape, "central")

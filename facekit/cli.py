@@ -23,7 +23,7 @@ import facekit
 from facekit.apps import FUSE_WEIGHT
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings
 from facekit.errors import FacekitError
-from facekit.types import KINDS, FaceChoice
+from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice
 
 app = typer.Typer(
     name="facekit",
@@ -271,10 +271,7 @@ def normalize(
     ] = None,
     face: Annotated[
         FaceChoice,
-        typer.Option(
-            help="which face of a photo with several: the largest, or central (large and near the middle: the subject "
-            "of a photo framed around one face, as LFW's are)",
-        ),
+        typer.Option(help=FACE_CHOICE_HELP),
     ] = FaceChoice.LARGEST,
 ) -> None:
     """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,

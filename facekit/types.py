@@ -34,6 +34,19 @@ class FaceChoice(StrEnum):
     CENTRAL = "central"
 
 
+#: The ``--face`` option's help, for every command that normalizes photos.
+FACE_CHOICE_HELP = (
+    "which face of a photo with several: the largest, or central (large and near the middle: the subject of a photo "
+    "framed around one face, as LFW's are)"
+)
+
+
+def face_record(rule: str) -> str | None:
+    """How output records keep a face rule: None for the largest, the rule before it was a setting, so that records
+    made then still match a rerun."""
+    return None if rule == FaceChoice.LARGEST else str(rule)
+
+
 class LandmarkScheme(StrEnum):
     """What each landmark of a face means, in order. Detectors declare theirs (``ModelCard.landmark_scheme`` and every
     ``FaceDetection.scheme``); alignment reads the points by meaning, never by count alone.

@@ -134,7 +134,8 @@ def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.nd
     row["faces"] = len(faces)
     rows, kept = [], []
     indices = range(len(faces)) if rules.keep_all_faces else [choose_face(faces, image.shape, rules.face)]
-    for index, face in ((i, faces[i]) for i in indices):
+    for index in indices:
+        face = faces[index]
         landmarks = np.asarray(face.landmarks, dtype=np.float64)
         face_row = {**row, "face": index, "box": [round(v, 1) for v in face.box]}
         face_row["landmarks"] = np.round(landmarks, 2).tolist()

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from facekit.errors import FacekitError
-from facekit.types import FaceChoice
+from facekit.types import FACE_CHOICE_HELP, FaceChoice, face_record
 
 
 def avatar(
@@ -34,10 +34,7 @@ def avatar(
     ] = "voted",
     face: Annotated[
         FaceChoice,
-        typer.Option(
-            help="which face of a photo with several: the largest, or central (large and near the middle: the subject "
-            "of a photo framed around one face)"
-        ),
+        typer.Option(help=FACE_CHOICE_HELP),
     ] = FaceChoice.LARGEST,
 ) -> None:
     """A textured 3-D avatar of one face of each photo (the largest, or --face central; paper Sec. 7.3):
@@ -67,8 +64,8 @@ def avatar(
             "texture_size": texture_size,
             "landmarks": landmarks,
             "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
-            # Only when not the largest, so that avatars made before the choice existed are still done.
-            **({"face": normalizer.face} if normalizer.face != "largest" else {}),
+            # Left out for the largest, so that avatars made before the choice existed are still done.
+            **({"face": rule} if (rule := face_record(normalizer.face)) else {}),
         }
         rows = avatar_files(
             plan,
