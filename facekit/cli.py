@@ -23,7 +23,7 @@ import facekit
 from facekit.apps import FUSE_WEIGHT
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings
 from facekit.errors import FacekitError
-from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice
+from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
 app = typer.Typer(
     name="facekit",
@@ -226,6 +226,10 @@ def detail_settings(
     return DetailSettings.of(strength=strength, shape=shape, forehead=forehead)
 
 
+#: ``--face``: which face of a photo with several each command takes (:func:`facekit.normalize.choose_face`).
+FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
+
+
 @app.command()
 def normalize(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
@@ -269,10 +273,7 @@ def normalize(
             f"hull, brows to chin; default {DetailSettings().forehead:g}: forehead and hairline)",
         ),
     ] = None,
-    face: Annotated[
-        FaceChoice,
-        typer.Option(help=FACE_CHOICE_HELP),
-    ] = FaceChoice.LARGEST,
+    face: FaceOption = FaceChoice.LARGEST,
 ) -> None:
     """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,
     hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none
@@ -332,7 +333,8 @@ def adjust(
     ] = "adjust",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: unchanged .. 1: the full correction")] = 1.0,
     only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
-    all_faces: Annotated[bool, typer.Option(help="average every face found (default: the largest)")] = False,
+    all_faces: Annotated[bool, typer.Option(help="average every face found (default: one face, see --face)")] = False,
+    face: FaceOption = FaceChoice.LARGEST,
     checkpoint: Annotated[str | None, typer.Option(help="model for adjust (default: the one shipped)")] = None,
     mapping: Annotated[
         str, typer.Option(help="adjust: gains (von Kries in linear RGB) or ycrcb (the paper's YCrCb map)")
@@ -377,6 +379,7 @@ def adjust(
     given = {
         "--only": only != "both",
         "--all-faces": all_faces,
+        "--face": face != FaceChoice.LARGEST,
         "--checkpoint": checkpoint is not None,
         "--mapping": mapping != "gains",
         "--region": region != "skin",
@@ -389,10 +392,13 @@ def adjust(
         raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
+        params.update(face=face.value)
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     corrector = _corrector(method, params)
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
+    if "face" in params and face_record(params["face"]) is None:
+        del settings["face"]  # the largest face, as records made before --face say nothing: they stay "done"
     if method == "adjust":
         from facekit.models import sha256_file
         from facekit.normalize import resolve_model
@@ -610,6 +616,7 @@ def attributes(
     ] = None,
     checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="photos read and normalized at a time")] = 16,
+    face: FaceOption = FaceChoice.LARGEST,
     overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
     """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
@@ -626,8 +633,8 @@ def attributes(
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
     model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed
-    check_tables_clear(plan, overwrite, model_sha256)
-    measurer = facekit.load_component("app", "attributes", model=model, checkpoint=checkpoint)
+    check_tables_clear(plan, overwrite, model_sha256, face.value)
+    measurer = facekit.load_component("app", "attributes", model=model, checkpoint=checkpoint, face=face.value)
     measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("measuring", total=len(plan.planned))
@@ -670,9 +677,11 @@ def explore_interpolate(
     judge: Annotated[
         str | None, typer.Option(help="judge encoder (default: independent of the model: dlib-resnet <-> sface)")
     ] = None,
+    face: FaceOption = FaceChoice.LARGEST,
     overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
-    """Decode the path between the encoder features of the largest faces of photos A and B: OUT/interpolate.png
+    """Decode the path between the encoder features of the faces of photos A and B (the largest, or --face
+    central): OUT/interpolate.png
     (frames, with the independent judge's score of each against A and B plotted under them), interpolate_strip.png,
     interpolate.gif and interpolate.json."""
     from facekit.apps.explore import INTERPOLATE_FILES, write_interpolation
@@ -684,7 +693,14 @@ def explore_interpolate(
             raise FacekitError(f"no such photo: {photo}")
     check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")  # before loading
     explorer = facekit.load_component(
-        "app", "explore", model=model, checkpoint=checkpoint, steps=steps, spherical=spherical, judge=judge
+        "app",
+        "explore",
+        model=model,
+        checkpoint=checkpoint,
+        steps=steps,
+        spherical=spherical,
+        judge=judge,
+        face=face.value,
     )
     with console.status("encoding, decoding and judging"):
         result = explorer.interpolate(a, b, names=[a, b])
@@ -711,13 +727,14 @@ def explore_compare(
     ] = None,
     checkpoint: Annotated[list[str] | None, typer.Option(help="a model file, a column each (repeatable)")] = None,
     cell: Annotated[int, typer.Option(min=32, max=512, help="pixels per grid cell")] = 128,
+    face: FaceOption = FaceChoice.LARGEST,
     overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
 ) -> None:
-    """The photos through every model: OUT/compare.png (a row per photo: the photo aligned, then each model's
-    normalized face), and each model's consistency: per person with several photos (the photo's folder; in a single
-    folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the normalized faces under a judge
-    independent of the model, beside the same for the photos (compare.csv, compare.json). Exit 3 when some photo has
-    no output."""
+    """The photos through every model (one face of each, --face): OUT/compare.png (a row per photo: the photo
+    aligned, then each model's normalized face), and each model's consistency: per person with several photos (the
+    photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the
+    normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
+    compare.json). Exit 3 when some photo has no output."""
     from rich.progress import Progress
 
     from facekit.apps.explore import COMPARE_FILES, write_comparison
@@ -731,7 +748,7 @@ def explore_compare(
     wanted = [(name, resolve_model(name, None)) for name in (model or [])]
     wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
     wanted = wanted or [("dlib", resolve_model())]
-    explorer = facekit.load_component("app", "explore")
+    explorer = facekit.load_component("app", "explore", face=face.value)
     loaded: dict[Path, Any] = {}
     models, labels = [], []
     for label, path in wanted:

@@ -17,14 +17,31 @@ ESTIMATE_SIDE = 1024
 
 class UsesNormalizer:
     """An app that normalizes photos: the ``normalizer`` it was given, else the model file ``checkpoint`` or the
-    shipped ``model`` (default: dlib), loaded on first use. Apps that only measure colour set ``photo_detail`` False:
-    they read :attr:`~facekit.normalize.NormalizedFace.decoder_image`, so the photo's detail would be work for
-    nothing."""
+    shipped ``model`` (default: dlib), loaded on first use and taking the ``face`` of a photo with several that
+    :func:`facekit.normalize.choose_face` names (a given normalizer takes its own; asking it for another is an error).
+    Apps that only measure colour set ``photo_detail`` False: they read
+    :attr:`~facekit.normalize.NormalizedFace.decoder_image`, so the photo's detail would be work for nothing."""
 
     photo_detail = True
 
-    def __init__(self, normalizer: Any = None, model: str | None = None, checkpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        normalizer: Any = None,
+        model: str | None = None,
+        checkpoint: str | None = None,
+        face: str | None = None,
+    ) -> None:
+        from facekit.errors import FacekitError
+        from facekit.normalize import check_face_choice
+
+        if face is not None:
+            face = check_face_choice(face)
+            own = getattr(normalizer, "face", "largest")
+            if normalizer is not None and own != face:
+                raise FacekitError(f"face {face!r} asked of a normalizer that takes the {own} face: make it with face=")
         self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
+        #: Which face of a photo with several the app's normalizer takes (largest or central).
+        self.face = face if face is not None else getattr(normalizer, "face", "largest")
 
     @property
     def normalizer(self) -> Any:
@@ -39,4 +56,4 @@ class UsesNormalizer:
         from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
-        return Normalizer.from_checkpoint(path, detail=None if self.photo_detail else DECODER_ONLY)
+        return Normalizer.from_checkpoint(path, detail=None if self.photo_detail else DECODER_ONLY, face=self.face)

@@ -327,8 +327,9 @@ class FaceAdjuster(UsesNormalizer):
         fuse_weight: float = FUSE_WEIGHT,
         fuse_sigma: float = FUSE_SIGMA,
         refine: int = 0,
+        face: str | None = None,
     ) -> None:
-        super().__init__(normalizer, None, checkpoint)
+        super().__init__(normalizer, None, checkpoint, face)
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
         gains = mapping == "gains"  # fusing and refining work in linear light; the paper's YCrCb map is one pass
         if fuse == "auto":
@@ -350,6 +351,8 @@ class FaceAdjuster(UsesNormalizer):
             raise FacekitError(f"refine must be between 0 and {MAX_REFINE} rounds, got {refine}")
         if refine and not gains:
             raise FacekitError("refine needs mapping 'gains'; the paper's ycrcb mapping runs with refine 0")
+        if all_faces and face not in (None, "largest"):
+            raise FacekitError(f"face {face!r} chooses one face; all_faces takes every face: give one of them")
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels

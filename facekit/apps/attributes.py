@@ -26,6 +26,7 @@ import numpy as np
 
 from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
+from facekit.types import face_record
 
 # ------------------------------------------------------------------------------------------------ skin region
 
@@ -414,11 +415,11 @@ REUSED = ("ok", "no_face", "not_measured")
 EARLIER = "measured by an earlier run (same photo and model)"
 
 
-def earlier_rows(out: Path, model_sha256: str | None) -> dict[str, dict[str, Any]] | None:
+def earlier_rows(out: Path, model_sha256: str | None, face: str = "largest") -> dict[str, dict[str, Any]] | None:
     """The photos of the tables an earlier ``facekit attributes`` run left in ``out`` with the model whose file has
-    ``model_sha256``, by the input's absolute path (a rerun may name a photo by another path): {} when there are no
-    tables, None when there are tables this run cannot resume (not facekit's, another model, or made before the
-    model's sha256 was recorded)."""
+    ``model_sha256`` taking the same ``face`` of a photo, by the input's absolute path (a rerun may name a photo by
+    another path): {} when there are no tables, None when there are tables this run cannot resume (not facekit's,
+    another model or face rule, or made before the model's sha256 was recorded)."""
     from facekit.batch import read_record
 
     if not any((out / name).exists() for name in TABLES):
@@ -427,17 +428,21 @@ def earlier_rows(out: Path, model_sha256: str | None) -> dict[str, dict[str, Any
     photos = record.get("photos")
     if model_sha256 is None or record.get("model_sha256") != model_sha256 or not isinstance(photos, list):
         return None
+    if record.get("face") != face_record(face):  # tables made before --face took the largest (no key)
+        return None
     rows = [p for p in photos if isinstance(p, dict) and "input" in p and "status" in p]
     return {AttributesRow.from_record(p).resolved(): p for p in rows}
 
 
-def check_tables_clear(plan: Any, overwrite: bool = False, model_sha256: str | None = None) -> None:
+def check_tables_clear(
+    plan: Any, overwrite: bool = False, model_sha256: str | None = None, face: str = "largest"
+) -> None:
     """Refuse an output folder whose table names are inputs (a photo given by a path that ends in attributes.csv),
     and (unless ``overwrite``) one that already holds tables this run cannot resume (:func:`earlier_rows`)."""
     from facekit.batch import check_fixed_outputs
 
     inputs = [planned.source for planned in plan.planned]
-    resumable = not overwrite and earlier_rows(plan.out, model_sha256) is not None
+    resumable = not overwrite and earlier_rows(plan.out, model_sha256, face) is not None
     check_fixed_outputs(plan.out, TABLES, inputs, overwrite or resumable, "facekit attributes")
 
 
@@ -464,7 +469,7 @@ def attributes_files(
             model_sha256 = sha256_file(Path(measurer.normalizer.meta["source"]))
         except (OSError, KeyError, TypeError):  # a normalizer not loaded from a file: its tables cannot be resumed
             model_sha256 = None
-    check_tables_clear(plan, overwrite, model_sha256)
+    check_tables_clear(plan, overwrite, model_sha256, measurer.face)
     with exclusive(plan.out, "attributes"):
         return _measure_locked(plan, measurer, on_row, overwrite, model_sha256)
 
@@ -502,7 +507,7 @@ def _measure_locked(
     from facekit.images import load_rgb
 
     remove_temporaries(plan.out, plan.planned)
-    earlier = {} if overwrite else (earlier_rows(plan.out, model_sha256) or {})
+    earlier = {} if overwrite else (earlier_rows(plan.out, model_sha256, measurer.face) or {})
     rows: list[AttributesRow] = []
     given = {str(Path(planned.source).resolve()) for planned in plan.planned}
     # The earlier tables' photos this run was not given stay in the tables.
@@ -583,6 +588,7 @@ def write_tables(
     record = {
         "model": model,
         "model_sha256": model_sha256,
+        "face": face_record(measurer.face if measurer is not None else "largest"),  # which face of a photo (--face)
         "skin_region": "both cheeks (lower eyelid - nose wing - mouth corner - jaw polygon shrunk 40 % towards its "
         "centre) and a forehead patch (0.8 x 0.3 interocular distances, 0.15 above the brows), from the decoder's "
         "predicted landmarks; median CIELAB (D65) of its pixels",

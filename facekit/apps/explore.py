@@ -319,8 +319,9 @@ class Explorer(UsesNormalizer):
         steps: int = 8,
         spherical: bool = False,
         judge: str | None = None,
+        face: str | None = None,
     ) -> None:
-        super().__init__(normalizer, model, checkpoint)
+        super().__init__(normalizer, model, checkpoint, face)
         self.steps, self.spherical, self.judge_name = steps, spherical, judge
         self._judges: dict[tuple[str, str], Any] = {}
 

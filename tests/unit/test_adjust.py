@@ -159,6 +159,13 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     assert other.returncode == 3 and "exists" in other.stdout, other.stdout
     same = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out))
     assert same.returncode == 0 and "done" in same.stdout, same.stdout
+    # --face is a setting of the job: the largest face (the default) is left out of the record, as before the option,
+    # so those outputs stay done; the central face's job is another one.
+    assert "face" not in json.loads((out / "face.json").read_text())["settings"]
+    central = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out), "--face", "central")
+    assert central.returncode == 3 and "exists" in central.stdout, central.stdout
+    both = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out), "--face", "central", "--all-faces")
+    assert both.returncode == 1 and "all_faces takes every face" in both.stderr, both.stderr
     # A run killed while writing (the record first, incomplete; the before/after not yet there) is redone.
     record = json.loads((out / "face.json").read_text())
     assert record["complete"] is True
@@ -173,8 +180,10 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     baseline = run_cli("adjust", str(photos / "wall.png"), "--method", "gray-world", "-o", str(tmp_path / "g"))
     assert baseline.returncode == 0 and (tmp_path / "g" / "wall.png").is_file()
     wall = str(photos / "wall.png")
-    ignored = run_cli("adjust", wall, "--method", "gray-world", "--fuse", "none", "-o", str(tmp_path))
-    assert ignored.returncode == 1 and "--fuse: options of --method adjust" in ignored.stderr, ignored.stderr
+    ignored = run_cli(
+        "adjust", wall, "--method", "gray-world", "--fuse", "none", "--face", "central", "-o", str(tmp_path)
+    )
+    assert ignored.returncode == 1 and "--face, --fuse: options of --method adjust" in ignored.stderr, ignored.stderr
     # An app that is not a correction method is named as such (before: 'attributes params: strength: extra field').
     other = run_cli("adjust", wall, "--method", "attributes", "-o", str(tmp_path / "a"))
     assert other.returncode == 1 and "attributes app does not correct photos; methods: adjust," in other.stderr

@@ -4,6 +4,7 @@ PIL image or array (RGB, or BGR with a flag), every face on request, clear error
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 import facekit
 from facekit.errors import FacekitError
+from facekit.normalize import default_model_path
 from facekit.testing import real_face, subject_beside_a_larger_face, two_faces
 
 
@@ -99,6 +101,35 @@ def test_the_command_line_passes_the_face_choice(tmp_path: Path) -> None:
     refused = run_cli("normalize", str(tmp_path / "two.png"), "-o", str(tmp_path / "out2"), "--face", "middle")
     assert refused.returncode != 0 and "--face" in refused.stdout + refused.stderr
     assert not (tmp_path / "out2").exists()
+    measured = run_cli("attributes", str(tmp_path / "two.png"), "-o", str(tmp_path / "attr"), "--face", "central")
+    assert measured.returncode == 0, measured.stdout + measured.stderr
+    assert json.loads((tmp_path / "attr" / "attributes.json").read_text())["face"] == "central"  # the measurer's rule
+
+
+def test_the_apps_take_the_face_they_are_asked_for(shipped_normalizer: Any) -> None:
+    """adjust, attributes and explore load their model with their params' face rule (their commands' --face): the
+    subject beside a larger face is measured; a normalizer given with another rule, or adjust's all_faces with one
+    face chosen, is refused."""
+    from facekit.apps.adjust import FaceAdjuster
+    from facekit.apps.explore import Explorer
+
+    canvas, _ = subject_beside_a_larger_face()
+    measurer = facekit.load_component("app", "attributes", face="central")
+    subject = measurer.measure_faces([canvas], ["two"])[0]
+    assert measurer.normalizer.face == "central" and 350 < subject.face.box[0] < 450, subject.face.box
+    assert "attributes" in subject.extras
+    largest = facekit.load_component("app", "attributes").measure_faces([canvas], ["two"])[0]
+    assert largest.face.box[0] > 600  # the default is unchanged: the larger face
+    explorer = facekit.load_component("app", "explore", face="central")
+    assert explorer.load_normalizer(default_model_path()).face == "central"  # `explore compare` loads each model so
+    assert facekit.load_component("app", "adjust", face="central").face == "central"
+    assert FaceAdjuster(shipped_normalizer).face == shipped_normalizer.face == "largest"  # a normalizer's own rule
+    with pytest.raises(FacekitError, match="asked of a normalizer that takes the largest face"):
+        Explorer(shipped_normalizer, face="central")
+    with pytest.raises(FacekitError, match="all_faces takes every face"):
+        facekit.load_component("app", "adjust", all_faces=True, face="central")
+    with pytest.raises(FacekitError, match="unknown face choice"):
+        FaceAdjuster(face="middle")
 
 
 @pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])

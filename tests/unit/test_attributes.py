@@ -251,6 +251,11 @@ def test_cli_tables_status_rows_and_outputs_that_never_replace_inputs(tmp_path: 
     other = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos), "--model", "sface")
     assert other.returncode == 1 and "attributes.csv" in other.stderr and "--overwrite" in other.stderr
     assert (photos / "attributes.csv").read_bytes() == tables
+    # So are tables that took another face of each photo (--face); the default's record says None (the largest).
+    assert json.loads((photos / "attributes.json").read_text())["face"] is None
+    central = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos), "--face", "central")
+    assert central.returncode == 1 and "attributes.csv" in central.stderr and "--overwrite" in central.stderr
+    assert (photos / "attributes.csv").read_bytes() == tables
 
 
 def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, tmp_path: Path) -> None:
