@@ -622,8 +622,8 @@ def attributes(
     """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
     D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
     Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). A rerun into the same -o
-    with the same model resumes: unchanged photos keep their rows. Exit 3 when some photos have no measures (see the
-    table)."""
+    with the same model and --face resumes: unchanged photos keep their rows. Exit 3 when some photos have no
+    measures (see the table)."""
     from rich.progress import Progress
 
     from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear

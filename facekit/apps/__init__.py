@@ -38,7 +38,10 @@ class UsesNormalizer:
             face = check_face_choice(face)
             own = getattr(normalizer, "face", "largest")
             if normalizer is not None and own != face:
-                raise FacekitError(f"face {face!r} asked of a normalizer that takes the {own} face: make it with face=")
+                raise FacekitError(
+                    f"face {face!r} asked of a normalizer that takes the {own} face: leave face out, or build the "
+                    f"normalizer with Normalizer.from_checkpoint(..., face={face!r})"
+                )
         self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
         #: Which face of a photo with several the app's normalizer takes (largest or central).
         self.face = face if face is not None else getattr(normalizer, "face", "largest")

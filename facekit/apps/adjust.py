@@ -351,8 +351,8 @@ class FaceAdjuster(UsesNormalizer):
             raise FacekitError(f"refine must be between 0 and {MAX_REFINE} rounds, got {refine}")
         if refine and not gains:
             raise FacekitError("refine needs mapping 'gains'; the paper's ycrcb mapping runs with refine 0")
-        if all_faces and face not in (None, "largest"):
-            raise FacekitError(f"face {face!r} chooses one face; all_faces takes every face: give one of them")
+        if all_faces and face is not None and self.face != "largest":  # asked for (a given normalizer's own: fine)
+            raise FacekitError(f"face {self.face} picks one face; all_faces averages every face: give one")
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels

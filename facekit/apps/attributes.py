@@ -408,11 +408,11 @@ def overlay(face: Any, photo: np.ndarray, scale: int = 2) -> np.ndarray:
     return np.hstack(tiles)
 
 
-#: The statuses a rerun reuses from an earlier table (same photo, same model): what the model decided, not what the
-#: disk or the folder did (``unreadable``, ``unwritable`` and ``exists`` are tried again).
+#: The statuses a rerun reuses from an earlier table (same photo, model and face rule): what the model decided, not
+#: what the disk or the folder did (``unreadable``, ``unwritable`` and ``exists`` are tried again).
 REUSED = ("ok", "no_face", "not_measured")
 #: The reason of a row taken over from the earlier tables.
-EARLIER = "measured by an earlier run (same photo and model)"
+EARLIER = "measured by an earlier run (same photo, model and face rule)"
 
 
 def earlier_rows(out: Path, model_sha256: str | None, face: str = "largest") -> dict[str, dict[str, Any]] | None:
@@ -458,9 +458,9 @@ def attributes_files(
     rows so far, rewritten after every batch.
     A photo that cannot be read, has no face, or whose picture cannot be written gets its status row; the others go
     on. Files already there are left alone unless ``overwrite`` (the tables: a FacekitError before any work), except
-    an earlier run's tables made with the same model (``model_sha256``, the model file's; default: the measurer's):
-    the run resumes, each unchanged photo (same sha256) keeps its earlier row and the earlier tables' other photos
-    stay in them."""
+    an earlier run's tables made with the same model (``model_sha256``, the model file's; default: the measurer's)
+    and face rule (the measurer's ``face``): the run resumes, each unchanged photo (same sha256) keeps its earlier
+    row and the earlier tables' other photos stay in them."""
     from facekit.locks import exclusive
     from facekit.models import sha256_file
 

@@ -152,6 +152,8 @@ class Interpolation:
     frames_without_face: int = 0
     #: Names of the photos (A, B) in which the judge finds no face: every score against that photo is NaN.
     photos_without_face: list[str] = field(default_factory=list)
+    #: Which face of each photo was taken (:func:`facekit.normalize.choose_face`).
+    face: str = "largest"
 
     def strip(self) -> np.ndarray:
         """The frames side by side, (S, N*S + 2(N-1), 3) uint8."""
@@ -174,6 +176,7 @@ class Interpolation:
             "to_b": values(self.to_b),
             "frames_without_face_for_judge": self.frames_without_face,
             "photos_without_face_for_judge": self.photos_without_face,
+            "face": self.face,
         }
 
 
@@ -192,6 +195,8 @@ class Comparison:
     status: dict[str, list[tuple[str, str]]]
     consistency: list[dict[str, Any]]
     summary: list[dict[str, Any]]
+    #: Which face of each photo every model's normalizer took (:func:`facekit.normalize.choose_face`), by label.
+    faces: dict[str, str] = field(default_factory=dict)
 
     def grid(self, cell: int = 128) -> np.ndarray:
         """A row per photo, a column per model after the aligned photo, ``cell`` px squares under a header of
@@ -254,6 +259,7 @@ class Comparison:
             ],
             "consistency": self.consistency,
             "summary": self.summary,
+            "face": self.faces,
         }
 
 
@@ -383,6 +389,7 @@ class Explorer(UsesNormalizer):
             to_b=score(along, np.repeat(ends[1:], steps, axis=0)),
             photos=photos,
             frames_without_face=int(np.isnan(along[:, 0]).sum()),
+            face=str(getattr(self.normalizer, "face", "largest")),
             photos_without_face=[p["input"] for p, end in zip(photos, ends, strict=True) if np.isnan(end[0])],
         )
 
@@ -446,7 +453,8 @@ class Explorer(UsesNormalizer):
             rows, total = consistency_rows(label, judge, persons, inputs[judge.name], outputs)
             consistency.extend(rows)
             summary.append(total)
-        return Comparison(names, persons, labels, aligned, cells, status, consistency, summary)
+        faces = {label: str(getattr(normalizer, "face", "largest")) for label, normalizer in models}
+        return Comparison(names, persons, labels, aligned, cells, status, consistency, summary, faces)
 
     def label(self) -> str:
         """This app's model as a column label: the shipped model's name, else the checkpoint's file name."""

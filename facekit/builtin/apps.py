@@ -12,15 +12,20 @@ from facekit.apps import FUSE_WEIGHT
 from facekit.registry import ComponentSpec, Params
 
 _STRENGTH = Field(default=1.0, ge=0.0, le=1.0, description="how far to move (0: unchanged, 1: the full correction)")
-# Which face of a photo with several (facekit.normalize.choose_face); a Literal as in the recipe's prepare.face, so
-# that the params schema reads without importing the pipeline.
-_FACE = "which face of a photo with several: largest, or central (the subject of a photo framed around it)"
+# Which face of a photo with several the app's own normalizer takes (facekit.normalize.choose_face); the fields are
+# Literals, as the recipe's prepare.face, so that the params schema reads without importing the pipeline. A recipe's
+# infer stage normalizes with its own settings and hands apps the decoded faces: there, as model and checkpoint, it
+# does not apply.
+_FACE = (
+    "which face of a photo with several the app normalizes: largest, or central (the subject of a photo framed "
+    "around it)"
+)
 
 
 class AdjustParams(Params):
     strength: float = _STRENGTH
     only: Literal["both", "white-balance", "exposure"] = Field(default="both", description="what to correct")
-    all_faces: bool = Field(default=False, description="average every face found (default: the one face chooses)")
+    all_faces: bool = Field(default=False, description="average every face found (default: the one `face` picks)")
     face: Literal["largest", "central"] = Field(default="largest", description=_FACE)
     mapping: Literal["ycrcb", "gains"] = Field(
         default="gains", description="gains: von Kries in linear RGB; ycrcb: the paper's piecewise-linear YCrCb map"
@@ -55,12 +60,14 @@ class AdjustParams(Params):
         if self.refine and self.mapping != "gains":
             raise ValueError("refine needs mapping 'gains'; the paper's ycrcb mapping runs with refine 0")
         if self.all_faces and self.face != "largest":
-            raise ValueError(f"face {self.face!r} chooses one face; all_faces takes every face: give one of them")
+            raise ValueError(
+                f"face {self.face} (--face) picks one face; all_faces (--all-faces) averages every face: give one"
+            )
         return self
 
 
 class ModelChoice(Params):
-    """Which normalizing model an app uses: a shipped one by name, or a file; not both."""
+    """Which normalizing model an app uses (a shipped one by name, or a file; not both) and which face it takes."""
 
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="a model file instead of a shipped model")

@@ -18,6 +18,7 @@ from facekit.apps.attributes import (
     RATIOS,
     VALUE_COLUMNS,
     FaceAttributes,
+    earlier_rows,
     individual_typology_angle,
     ita_category,
     overlay,
@@ -251,8 +252,14 @@ def test_cli_tables_status_rows_and_outputs_that_never_replace_inputs(tmp_path: 
     other = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos), "--model", "sface")
     assert other.returncode == 1 and "attributes.csv" in other.stderr and "--overwrite" in other.stderr
     assert (photos / "attributes.csv").read_bytes() == tables
-    # So are tables that took another face of each photo (--face); the default's record says None (the largest).
+    # So are tables that took another face of each photo (--face); the default's record says None (the largest), and
+    # tables made before --face (no key) are the largest face's.
     assert json.loads((photos / "attributes.json").read_text())["face"] is None
+    old = json.loads((photos / "attributes.json").read_text())
+    del old["face"]
+    (photos / "attributes.json").write_text(json.dumps(old))
+    assert earlier_rows(photos, old["model_sha256"]) is not None
+    assert earlier_rows(photos, old["model_sha256"], "central") is None
     central = run_cli("attributes", str(photos / "face.jpg"), "-o", str(photos), "--face", "central")
     assert central.returncode == 1 and "attributes.csv" in central.stderr and "--overwrite" in central.stderr
     assert (photos / "attributes.csv").read_bytes() == tables

@@ -92,6 +92,7 @@ def test_interpolation_endpoints_are_the_photos_own_normalized_faces(
     assert result.to_a[0] > result.threshold and result.to_b[-1] > result.threshold  # same person throughout
     record = result.to_json()
     assert record["t"] == [0.0, 0.25, 0.5, 0.75, 1.0] and len(record["to_b"]) == 5
+    assert record["face"] == "largest"  # which face of each photo (the normalizer's rule)
 
 
 def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:
@@ -131,6 +132,7 @@ def test_compare_grid_status_and_consistency(explorer: Explorer, shipped_normali
     assert result.labels == ["first", "second"] and result.persons == ["alice", "alice", "wall", "bob"]
     assert [s for s, _ in result.status["first"]] == ["ok", "ok", "no_face", "unreadable"]
     assert result.cells["first"][2] is None and result.aligned[3] is None and result.aligned[0].shape == (112, 112, 3)
+    assert result.to_json()["face"] == {"first": "largest", "second": "largest"}
     grid = result.grid(cell=64)
     assert grid.shape == (28 + 4 * 64, 3 * 64, 3)
     assert np.abs(grid[28 : 28 + 64, 64:128].astype(int) - grid[28 : 28 + 64, 128:192]).max() == 0  # same model
@@ -206,14 +208,17 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     # A second run into the same folder leaves the first one's files alone unless --overwrite.
     again = run_cli("explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3")
     assert again.returncode == 1 and "--overwrite replaces it" in again.stderr and clash.read_bytes() == kept
-    replaced = run_cli("explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3", "--overwrite")
+    replaced = run_cli(
+        "explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3", "--overwrite", "--face", "central"
+    )
     assert replaced.returncode == 0, replaced.stderr
+    assert json.loads((out / "interpolate.json").read_text())["face"] == "central"  # --face reached the app
 
     Image.new("RGB", (100, 100), (200, 30, 30)).save(tmp_path / "wall.png")
     shipped = Path(__file__).resolve().parents[2] / "facekit" / "assets" / "default-model.safetensors"
     compared = run_cli(
         "explore", "compare", str(a), str(b), str(tmp_path / "wall.png"), "-o", str(tmp_path / "cmp"),
-        "--model", "dlib", "--checkpoint", str(shipped),
+        "--model", "dlib", "--checkpoint", str(shipped), "--face", "central",
     )  # fmt: skip
     assert compared.returncode == 3, compared.stdout + compared.stderr  # the wall has no face
     with (tmp_path / "cmp" / "compare.csv").open() as handle:
@@ -222,5 +227,7 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     assert {r["person"] for r in rows} == {tmp_path.name, "(all people)"}  # no _NNNN: the folder names the person
     with Image.open(tmp_path / "cmp" / "compare.png") as grid:
         assert grid.size == (3 * 128, 28 + 3 * 128)
-    status = json.loads((tmp_path / "cmp" / "compare.json").read_text())["photos"]
+    compare_record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    status = compare_record["photos"]
     assert [p["dlib"]["status"] for p in status] == ["ok", "ok", "no_face"]
+    assert compare_record["face"] == {"dlib": "central", "default-model": "central"}  # --face reached every model
