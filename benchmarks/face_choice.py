@@ -52,10 +52,10 @@ def main() -> None:
     rows, boxes = [], {}
     for rule in FACE_CHOICES:
         normalizer = Normalizer.from_checkpoint(None, face=rule)
-        detector = detector or SharedDetections(normalizer.detector)  # one detection pass for both rules
+        detector = detector or SharedDetections(normalizer.detector, images)  # one detection pass for both rules
         normalizer.detector = detector
         judge = OwnPipelineJudge.build("sface", face=rule)
-        yunet = yunet or SharedDetections(judge.detector)  # the judge's detections too, once for both rules
+        yunet = yunet or SharedDetections(judge.detector, images)  # the judge's detections too, once for both rules
         judge.detector = yunet
         outcomes = normalize_all(normalizer, images, [p.stem for p in paths], rule)
         faces = [o.face for o in outcomes]

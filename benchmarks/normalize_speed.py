@@ -68,7 +68,7 @@ def main() -> None:
     names = [p.path.stem for p in photos]
     shipped = Normalizer.from_checkpoint()
     alone = Normalizer.from_checkpoint(detail=DECODER_ONLY)
-    shipped.detector = alone.detector = SharedDetections(shipped.detector)  # detected once, not timed
+    shipped.detector = alone.detector = SharedDetections(shipped.detector, images)  # detected once, not timed
     outcomes = shipped.normalize_many(images, names, args.batch_size)  # detects, and warms up
     faces = [o.face for o in outcomes if o.face is not None]
     count = len(faces)

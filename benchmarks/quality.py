@@ -29,6 +29,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,29 +48,42 @@ from facekit.types import FaceChoice
 
 class SharedDetections:
     """One detection pass for every method and judge that uses the same detector on the same photos (detection is most
-    of the cost on the CPU). Faces are remembered by the identity of the image array; the array is kept alive with
-    them, so an identity is never reused for another image during the run."""
+    of the cost on the CPU). Only the photos given to :meth:`share` are remembered, by the identity of their array
+    (kept alive with their faces, so an identity is never reused for another image during the run); anything else,
+    e.g. a method's output that a judge looks at once, is detected each time and not kept."""
 
-    def __init__(self, detector: Any) -> None:
+    def __init__(self, detector: Any, photos: Sequence[np.ndarray | None] = ()) -> None:
         self.detector = detector
         self.card = detector.card  # a facekit Detector: the pipeline reads its landmark scheme
-        self.memo: dict[int, tuple[np.ndarray, list[Any]]] = {}
+        self.memo: dict[int, tuple[np.ndarray, list[Any] | None]] = {}
+        self.share(photos)
+
+    def share(self, photos: Sequence[np.ndarray | None]) -> None:
+        """Remember the faces of these photos once found (every user of this detector will look at them)."""
+        for photo in photos:
+            if photo is not None:
+                self.memo.setdefault(id(photo), (photo, None))
 
     def detect_array(self, image: np.ndarray) -> list[Any]:
-        key = id(image)
-        if key not in self.memo:
-            self.memo[key] = (image, self.detector.detect_array(image))
-        return self.memo[key][1]
+        kept = self.memo.get(id(image))
+        if kept is None:
+            return self.detector.detect_array(image)
+        if kept[1] is None:
+            kept = self.memo[id(image)] = (image, self.detector.detect_array(image))
+        assert kept[1] is not None
+        return kept[1]
 
 
-def share_detectors(holders: list[Any]) -> None:
-    """Give every holder (method or judge) with an equal detector (same class and params) one SharedDetections."""
+def share_detectors(holders: list[Any]) -> list[SharedDetections]:
+    """Give every holder (method or judge) with an equal detector (same class and params) one SharedDetections; the
+    shared detectors, for :meth:`SharedDetections.share`."""
     shared: dict[str, SharedDetections] = {}
     for holder in holders:
         detector = holder.detector
         # Class, params and point count (dlib's 68- and 5-point detectors share a class and params).
         key = f"{type(detector).__qualname__}:{getattr(detector, 'params', None)!r}:{getattr(detector, 'points', None)}"
         holder.detector = shared.setdefault(key, SharedDetections(detector))
+    return list(shared.values())
 
 
 def normalize_all(method: Any, images: list[np.ndarray | None], names: list[str], label: str) -> list[Any]:
@@ -117,9 +131,16 @@ class PairPhotos:
 
 
 def verification(
-    methods: list[tuple[str, Any]], root: Path, judge: OwnPipelineJudge, folds: int, name: str = "pairs.txt"
+    methods: list[tuple[str, Any]],
+    root: Path,
+    judge: OwnPipelineJudge,
+    folds: int,
+    name: str = "pairs.txt",
+    shared: Sequence[SharedDetections] = (),
 ) -> dict[str, dict[str, Any]]:
     pairs = PairPhotos.read(root, folds, name)
+    for detector in shared:
+        detector.share(pairs.images)
     result = {
         "originals": {
             **pairs.accuracy(judge, judge.embed(pairs.images)),
@@ -255,7 +276,7 @@ def main() -> None:
     if not args.no_baseline:
         methods.append(("frontalization baseline", Frontalizer.from_data(root / "sfm", size=112, face=args.face)))
     judges = [OwnPipelineJudge.build(name, face=args.face) for name in ("sface", "dlib-resnet")]
-    share_detectors([method for _, method in methods] + judges)
+    shared = share_detectors([method for _, method in methods] + judges)
 
     started = time.perf_counter()
     if args.photo_set == "lfw-devtest":
@@ -272,6 +293,8 @@ def main() -> None:
         photos = london_photos(root, "smiling_front")[: args.photos]
     images = [load_rgb(p.path)[0] for p in photos]
     names = [p.path.stem for p in photos]
+    for detector in shared:
+        detector.share(images)
     inputs = {judge.name: judge.embed(images) for judge in judges}
     figures: dict[str, Any] = {}
     columns = []
@@ -285,7 +308,7 @@ def main() -> None:
         outputs = outputs_of(outcomes)
         has_output = np.array([o is not None for o in outputs])
         ok = [i for i, o in enumerate(outcomes) if o.face is not None]
-        details = [
+        ratios = [
             detail_ratio(
                 outcomes[i].face.image, outcomes[i].face.landmarks, images[i], outcomes[i].face.source_landmarks
             )
@@ -297,12 +320,12 @@ def main() -> None:
             "no_output": len(photos) - len(ok),
             "ms_per_photo": round(1000 * seconds / len(photos), 1),
             "identity": {j.name: identity_figures(j, inputs[j.name], j.embed(outputs), has_output) for j in judges},
-            "detail_median": round(float(np.median(details)), 3),
+            "detail_median": round(float(np.median(ratios)), 3),
             "background_median": round(float(np.nanmedian(backgrounds)), 2),
         }
         columns.append((name, outcomes))
     if args.folds > 0:
-        pairs = verification(methods, root, judges[0], args.folds, args.pairs)
+        pairs = verification(methods, root, judges[0], args.folds, args.pairs, shared)
         for name in figures:
             figures[name]["verification_sface"] = pairs[name]
         figures["photos (no normalization)"] = {"verification_sface": pairs["originals"]}

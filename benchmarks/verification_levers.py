@@ -1,0 +1,195 @@
+"""Levers at inference for verification on normalized faces, tried on selection data (LFW View 1 training pairs).
+
+    python benchmarks/verification_levers.py [--pairs pairsDevTrain.txt] [--max-pairs N] [--variant SPEC ...]
+        [--no-write]
+
+Issue #10 asks for LFW verification on the normalized faces (SFace through its own pipeline) of 97.5 %; the default
+pipeline and the decoder's face alone are level just under it. This tries what can be changed without training: the
+photo detail settings (how much of the photo's shape the face takes, the band's width and strength) and exaggerating
+the decoder's face away from its mean face, which undoes the shrinkage towards the mean that pixel and landmark losses
+teach a decoder (different people's normalized faces are more alike than their photos).
+
+A variant is ``DETAIL[@MODE:K]``: DETAIL is ``STRENGTH:SIGMA:SHAPE:FOREHEAD`` as ``quality.py --detail`` takes it;
+``output:K`` moves the decoder's texture and landmarks K times as far from those it decodes from the training set's
+mean features, ``feature:K`` decodes K times the standardised features (the shipped ``paper`` decoder's layout). The
+shipped model normalizes every photo of the pairs (central face) once per variant; detection and the encoder's
+features are computed once. Each variant is scored with the default pipeline and with the decoder's face alone.
+
+Writes the ``verification-levers`` section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import PairPhotos, SharedDetections, normalize_all
+from results import machine, publish
+
+from facekit.detail import DetailSettings
+from facekit.fidelity import OwnPipelineJudge
+from facekit.normalize import Normalizer
+from facekit.recipe import DataSection
+from facekit.types import DecoderOutput
+
+DEFAULT = "1:4:0.5:1.5"
+VARIANTS = [
+    DEFAULT,
+    "1:4:0:1.5",
+    "1:4:0.35:1.5",
+    "1:4:0.65:1.5",
+    "1:4:1:1.5",
+    "1:6:0.5:1.5",
+    "1.5:4:0.5:1.5",
+    f"{DEFAULT}@output:1.25",
+    f"{DEFAULT}@output:1.5",
+    f"{DEFAULT}@feature:1.25",
+]
+MODES = ("output", "feature")
+
+
+class Exaggerated(torch.nn.Module):
+    """The shipped decoder with its face moved ``k`` times as far from its mean face (``mode`` output) or decoded
+    from ``k`` times its standardised features (``mode`` feature)."""
+
+    def __init__(self, decoder: Any, mode: str, k: float) -> None:
+        super().__init__()
+        self.inner, self.mode, self.k = decoder, mode, k
+        self.image_size = decoder.image_size
+        self.mean_landmarks = decoder.mean_landmarks
+        self.warp = decoder.warp
+
+    def forward(self, features: torch.Tensor) -> DecoderOutput:
+        decoder = self.inner
+        z = decoder.standardise(features)
+        hidden = decoder.shared(self.k * z if self.mode == "feature" else z)
+        landmarks, texture = decoder.predict_landmarks(hidden), decoder.texture_head(hidden)
+        if self.mode == "output":
+            mean_hidden = decoder.shared(torch.zeros_like(z[:1]))
+            mean_points, mean_texture = decoder.predict_landmarks(mean_hidden), decoder.texture_head(mean_hidden)
+            landmarks = mean_points + self.k * (landmarks - mean_points)
+            texture = (mean_texture + self.k * (texture - mean_texture)).clamp(0, 1)
+        source = decoder.mean_landmarks.expand_as(landmarks).float()
+        image, _ = decoder.warp(texture, source, landmarks.float())
+        return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+
+
+class RememberedFeatures:
+    """The encoder with its features of each batch of crops remembered (every variant encodes the same crops)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.inner = encoder
+        self.memo: dict[str, torch.Tensor] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        key = hashlib.sha1(crops.detach().cpu().numpy().tobytes()).hexdigest()
+        if key not in self.memo:
+            self.memo[key] = self.inner.features(crops)
+        return self.memo[key]
+
+
+def parse_variant(text: str) -> tuple[DetailSettings, str | None, float]:
+    detail, _, exaggerate = text.partition("@")
+    if not exaggerate:
+        return DetailSettings.parse(detail), None, 1.0
+    mode, _, k = exaggerate.partition(":")
+    if mode not in MODES or not k:
+        raise ValueError(f"a variant is DETAIL[@MODE:K] with MODE one of {', '.join(MODES)}, got {text!r}")
+    return DetailSettings.parse(detail), mode, float(k)
+
+
+def label(text: str) -> str:
+    detail, mode, k = parse_variant(text)
+    parts = [f"strength {detail.strength:g}, sigma {detail.sigma:g}, shape {detail.shape:g}"]
+    if mode is not None:
+        parts.append(f"decoder x{k:g} from its mean ({mode})")
+    return "; ".join(parts) + (" (default)" if text == DEFAULT else "")
+
+
+def cosines(pairs: PairPhotos, embeddings: np.ndarray) -> tuple[float, float]:
+    """Mean cosine of same-person and of different-people pairs (pairs with a missing face left out)."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    scores = (unit[pairs.first] * unit[pairs.second]).sum(axis=1)
+    finite = np.isfinite(scores)
+    return float(scores[finite & pairs.same].mean()), float(scores[finite & ~pairs.same].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--pairs", default="pairsDevTrain.txt", choices=["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt"]
+    )
+    parser.add_argument("--folds", type=int, default=10, help="the first this many of the pairs' 10 folds")
+    parser.add_argument(
+        "--max-pairs", type=int, default=0, help="every n-th pair of each fold, so that about this many (0: all)"
+    )
+    parser.add_argument("--variant", action="append", default=[], help=f"DETAIL[@MODE:K] (default: {len(VARIANTS)})")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    args = parser.parse_args()
+    if args.folds < 2:
+        parser.error("--folds must be at least 2 (each fold's threshold comes from the others)")
+    variants = args.variant or VARIANTS
+    for text in variants:
+        try:
+            parse_variant(text)
+        except ValueError as error:
+            parser.error(str(error))
+
+    started = time.perf_counter()
+    pairs = PairPhotos.read(DataSection().resolved_root(), args.folds, args.pairs, args.max_pairs)
+    names = [path.stem for path in pairs.paths]
+    normalizer = Normalizer.from_checkpoint(None, face="central")
+    normalizer.detector = SharedDetections(normalizer.detector, pairs.images)
+    normalizer.encoder = RememberedFeatures(normalizer.encoder)
+    shipped = normalizer.decoder
+    judge = OwnPipelineJudge.build("sface", face="central")
+    judge.detector = SharedDetections(judge.detector, pairs.images)
+    photos = judge.embed(pairs.images)
+    Row = tuple[str, dict[str, Any], dict[str, Any] | None, tuple[float, float]]
+    rows: list[Row] = [("photos (no normalization)", pairs.accuracy(judge, photos), None, cosines(pairs, photos))]
+    for text in variants:
+        detail, mode, k = parse_variant(text)
+        normalizer.detail = detail
+        normalizer.decoder = shipped if mode is None else Exaggerated(shipped, mode, k)
+        faces = [o.face for o in normalize_all(normalizer, pairs.images, names, label(text))]
+        default = judge.embed([f.image if f is not None else None for f in faces])
+        alone = judge.embed([f.decoder_image if f is not None else None for f in faces])
+        scores = pairs.accuracy(judge, default), pairs.accuracy(judge, alone)
+        rows.append((label(text), *scores, cosines(pairs, default)))
+
+    def cell(result: dict | None) -> str:
+        return "-" if result is None else f"{result['accuracy']:.2%} ± {result['std']:.2%}"
+
+    command = shlex.join(["python", "benchmarks/verification_levers.py", *sys.argv[1:]])
+    lines = [
+        f"## Levers at inference for verification on normalized faces (`{command}`)",
+        "",
+        f"Machine: {machine()}; {time.perf_counter() - started:.0f} s in all. {len(pairs.same)} pairs of {args.pairs} "
+        f"({args.folds}-fold, threshold chosen on the other folds), {len(pairs.paths)} photos, the central face; "
+        "judge SFace through its own pipeline. The shipped model; shape: how far the face takes the photo's own "
+        "landmarks; sigma: the photo band's width (px); decoder xK: its face K times as far from its mean face.",
+        "",
+        "| variant | default pipeline | decoder alone | mean cosine, same person | mean cosine, different people |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {cell(default)} | {cell(alone)} | {same:.3f} | {different:.3f} |"
+            for name, default, alone, (same, different) in rows
+        ),
+    ]
+    publish("verification-levers", lines, write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
