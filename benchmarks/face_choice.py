@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import PairPhotos, SharedDetections, normalize_all
+from quality import (
+    PairPhotos,
+    SharedDetections,
+    accuracy_cell,
+    check_pair_arguments,
+    normalize_all,
+    pair_arguments,
+)
 from results import machine, publish
 
 from facekit.fidelity import OwnPipelineJudge
@@ -31,17 +38,9 @@ from facekit.recipe import DataSection
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--pairs", default="pairsDevTrain.txt", choices=["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt"]
-    )
-    parser.add_argument("--folds", type=int, default=10, help="the first this many of the pairs' 10 folds")
-    parser.add_argument(
-        "--max-pairs", type=int, default=0, help="every n-th pair of each fold, so that about this many (0: all)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    pair_arguments(parser)
     args = parser.parse_args()
-    if args.folds < 2:
-        parser.error("--folds must be at least 2 (each fold's threshold comes from the others)")
+    check_pair_arguments(parser, args)
 
     started = time.perf_counter()
     root = DataSection().resolved_root()
@@ -78,9 +77,6 @@ def main() -> None:
         if image is not None and len(found := yunet.detect_array(image)) > 1
     )
 
-    def cell(result: dict) -> str:
-        return f"{result['accuracy']:.2%} ± {result['std']:.2%}"
-
     command = shlex.join(["python", "benchmarks/face_choice.py", *sys.argv[1:]])
     lines = [
         f"## Which face of a photo with several (`{command}`)",
@@ -93,7 +89,7 @@ def main() -> None:
         "",
         "| face taken | photos (no normalization) | default pipeline | decoder alone |",
         "|---|---|---|---|",
-        *(f"| {rule} | {cell(photos)} | {cell(default)} | {cell(alone)} |" for rule, photos, default, alone in rows),
+        *(f"| {rule} | {' | '.join(accuracy_cell(r) for r in results)} |" for rule, *results in rows),
     ]
     publish("face-choice", lines, write=not args.no_write)
 

@@ -97,6 +97,29 @@ def outputs_of(outcomes: list[Any]) -> list[np.ndarray | None]:
     return [o.face.image if o.face is not None else None for o in outcomes]
 
 
+def pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """--pairs (default: View 1 training pairs, selection data), --folds, --max-pairs and --no-write: the options of
+    the benchmarks that choose on LFW pairs (face_choice.py, verification_levers.py)."""
+    parser.add_argument(
+        "--pairs", default="pairsDevTrain.txt", choices=["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt"]
+    )
+    parser.add_argument("--folds", type=int, default=10, help="the first this many of the pairs' 10 folds")
+    parser.add_argument(
+        "--max-pairs", type=int, default=0, help="every n-th pair of each fold, so that about this many (0: all)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+
+
+def check_pair_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.folds < 2:
+        parser.error("--folds must be at least 2 (each fold's threshold comes from the others)")
+
+
+def accuracy_cell(result: dict[str, Any] | None) -> str:
+    """A 10-fold accuracy as a table cell: mean +- spread over the folds ('-' for none)."""
+    return "-" if result is None else f"{result['accuracy']:.2%} ± {result['std']:.2%}"
+
+
 @dataclass
 class PairPhotos:
     """LFW pairs with their photos read once: pair k is ``images[first[k]]`` and ``images[second[k]]``."""

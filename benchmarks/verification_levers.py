@@ -32,7 +32,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import PairPhotos, SharedDetections, normalize_all
+from quality import (
+    PairPhotos,
+    SharedDetections,
+    accuracy_cell,
+    check_pair_arguments,
+    normalize_all,
+    pair_arguments,
+)
 from results import machine, publish
 
 from facekit.detail import DetailSettings
@@ -128,18 +135,10 @@ def cosines(pairs: PairPhotos, embeddings: np.ndarray) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--pairs", default="pairsDevTrain.txt", choices=["pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt"]
-    )
-    parser.add_argument("--folds", type=int, default=10, help="the first this many of the pairs' 10 folds")
-    parser.add_argument(
-        "--max-pairs", type=int, default=0, help="every n-th pair of each fold, so that about this many (0: all)"
-    )
+    pair_arguments(parser)
     parser.add_argument("--variant", action="append", default=[], help=f"DETAIL[@MODE:K] (default: {len(VARIANTS)})")
-    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     args = parser.parse_args()
-    if args.folds < 2:
-        parser.error("--folds must be at least 2 (each fold's threshold comes from the others)")
+    check_pair_arguments(parser, args)
     variants = args.variant or VARIANTS
     for text in variants:
         try:
@@ -169,9 +168,6 @@ def main() -> None:
         scores = pairs.accuracy(judge, default), pairs.accuracy(judge, alone)
         rows.append((label(text), *scores, cosines(pairs, default)))
 
-    def cell(result: dict | None) -> str:
-        return "-" if result is None else f"{result['accuracy']:.2%} ± {result['std']:.2%}"
-
     command = shlex.join(["python", "benchmarks/verification_levers.py", *sys.argv[1:]])
     lines = [
         f"## Levers at inference for verification on normalized faces (`{command}`)",
@@ -184,7 +180,7 @@ def main() -> None:
         "| variant | default pipeline | decoder alone | mean cosine, same person | mean cosine, different people |",
         "|---|---|---|---|---|",
         *(
-            f"| {name} | {cell(default)} | {cell(alone)} | {same:.3f} | {different:.3f} |"
+            f"| {name} | {accuracy_cell(default)} | {accuracy_cell(alone)} | {same:.3f} | {different:.3f} |"
             for name, default, alone, (same, different) in rows
         ),
     ]
