@@ -33,6 +33,7 @@ from facekit.evaluate import lfw_devtest
 from facekit.fidelity import OwnPipelineJudge
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
+from facekit.types import FaceChoice
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,6 +62,13 @@ def main() -> None:
         help="the avatar app's landmark map (default: voted, the app's); ibug_to_sfm (eos's map as it is) writes the "
         "section avatar-eos-map (ours only beside the same eos)",
     )
+    parser.add_argument(
+        "--face",
+        choices=[choice.value for choice in FaceChoice],
+        default=FaceChoice.CENTRAL.value,
+        help="which face of a photo with several the normalizer and the judge take (as quality.py; before stop 30: "
+        "largest)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -78,8 +86,8 @@ def main() -> None:
     root = DataSection().resolved_root()
     sfm = args.sfm or root / "sfm"
     maker = facekit.load_component("app", "avatar", sfm=str(sfm / "sfm_shape_3448.bin"), landmarks=args.landmarks)
-    normalizer = Normalizer.from_checkpoint()
-    judge = OwnPipelineJudge.build("sface")
+    normalizer = Normalizer.from_checkpoint(face=args.face)
+    judge = OwnPipelineJudge.build("sface", face=args.face)
 
     photos = lfw_devtest(root, args.photos)
     images = [load_rgb(p.path)[0] for p in photos]
@@ -185,8 +193,9 @@ def main() -> None:
             else "`. The fit's landmark map: eos's with the 12 disputed points at the voted vertices "
             "(plugins/facekit-avatar/src/facekit_avatar/data/ibug_to_sfm_voted.txt; RESULTS.md 'correspondence')."
         ),
-        f"{n_ok} of {len(photos)} LFW peopleDevTest photos normalized (people never trained on); the same dlib "
-        "68 points feed both methods. Renders: the same renderer and camera for both (neutral meshes).",
+        f"{n_ok} of {len(photos)} LFW peopleDevTest photos normalized (people never trained on; the {args.face} face "
+        "of a photo with several, for the normalizer and the judge alike); the same dlib 68 points feed both methods. "
+        "Renders: the same renderer and camera for both (neutral meshes).",
         "",
         "| | ours (fit to the normalized face) | eos on the photo |",
         "|---|---|---|",
