@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from quality import face_argument
 from results import machine, publish
 from rich.progress import track
 
@@ -33,7 +34,6 @@ from facekit.evaluate import lfw_devtest
 from facekit.fidelity import OwnPipelineJudge
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
-from facekit.types import FaceChoice
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,13 +62,7 @@ def main() -> None:
         help="the avatar app's landmark map (default: voted, the app's); ibug_to_sfm (eos's map as it is) writes the "
         "section avatar-eos-map (ours only beside the same eos)",
     )
-    parser.add_argument(
-        "--face",
-        choices=[choice.value for choice in FaceChoice],
-        default=FaceChoice.CENTRAL.value,
-        help="which face of a photo with several the normalizer and the judge take (as quality.py; before stop 30: "
-        "largest)",
-    )
+    face_argument(parser, "the normalizer and the judge take (runs before stop 30: largest)")
     args = parser.parse_args()
 
     import torch

@@ -32,8 +32,9 @@ from quality import (
 from results import machine, publish
 
 from facekit.fidelity import OwnPipelineJudge
-from facekit.normalize import FACE_CHOICES, Normalizer, choose_face
+from facekit.normalize import Normalizer, choose_face
 from facekit.recipe import DataSection
+from facekit.types import FACE_CHOICES
 
 
 def main() -> None:

@@ -65,13 +65,13 @@ class SharedDetections:
                 self.memo.setdefault(id(photo), (photo, None))
 
     def detect_array(self, image: np.ndarray) -> list[Any]:
-        kept = self.memo.get(id(image))
-        if kept is None:
+        if id(image) not in self.memo:  # not a shared photo
             return self.detector.detect_array(image)
-        if kept[1] is None:
-            kept = self.memo[id(image)] = (image, self.detector.detect_array(image))
-        assert kept[1] is not None
-        return kept[1]
+        photo, faces = self.memo[id(image)]
+        if faces is None:
+            faces = self.detector.detect_array(image)
+            self.memo[id(image)] = (photo, faces)
+        return faces
 
 
 def share_detectors(holders: list[Any]) -> list[SharedDetections]:
@@ -95,6 +95,19 @@ def normalize_all(method: Any, images: list[np.ndarray | None], names: list[str]
 
 def outputs_of(outcomes: list[Any]) -> list[np.ndarray | None]:
     return [o.face.image if o.face is not None else None for o in outcomes]
+
+
+def face_argument(parser: argparse.ArgumentParser, who: str) -> None:
+    """--face: which face of a photo with several ``who`` (e.g. "every method and both judges take"), central by
+    default in the benchmarks on LFW."""
+    parser.add_argument(
+        "--face",
+        choices=[choice.value for choice in FaceChoice],
+        default=FaceChoice.CENTRAL.value,
+        help=f"which face of a photo with several {who} (facekit.normalize.choose_face): central (default here: "
+        "LFW's photos are framed around their subject, and about 1 in 20 has another face, sometimes larger) or "
+        "largest (facekit normalize's default; what runs before stop 29 used)",
+    )
 
 
 def pair_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,14 +238,7 @@ def main() -> None:
         "'hog only=face_detector:hog'; the frontalization baseline keeps the dlib detector's defaults)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the frontalization baseline")
-    parser.add_argument(
-        "--face",
-        choices=[choice.value for choice in FaceChoice],
-        default=FaceChoice.CENTRAL.value,
-        help="which face of a photo with several every method and both judges take (facekit.normalize.choose_face): "
-        "central (default here: LFW's photos are framed around their subject, and about 1 in 20 has another face, "
-        "sometimes larger) or largest (facekit normalize's default; what runs before stop 29 used)",
-    )
+    face_argument(parser, "every method and both judges take")
     parser.add_argument("--photos", type=int, default=500, help="photos for identity, detail and background")
     parser.add_argument(
         "--set",

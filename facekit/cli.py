@@ -392,13 +392,12 @@ def adjust(
         raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
-        params.update(face=face.value)
+        if face_record(face) is not None:  # given only when not the largest: records made before --face stay "done"
+            params.update(face=face.value)
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     corrector = _corrector(method, params)
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
-    if "face" in params and face_record(params["face"]) is None:
-        del settings["face"]  # the largest face, as records made before --face say nothing: they stay "done"
     if method == "adjust":
         from facekit.models import sha256_file
         from facekit.normalize import resolve_model

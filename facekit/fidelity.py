@@ -91,7 +91,7 @@ class OwnPipelineJudge:
     face: str = "largest"
 
     def __post_init__(self) -> None:
-        from facekit.normalize import check_face_choice
+        from facekit.types import check_face_choice
 
         check_face_choice(self.face)  # refused when built, not at the first crop
 
@@ -100,7 +100,7 @@ class OwnPipelineJudge:
         """The encoder ``name`` with the detector its card names (``ModelCard.detector``) and the card's alignment."""
         import facekit
         from facekit.align import check_alignable
-        from facekit.normalize import check_face_choice
+        from facekit.types import check_face_choice
 
         check_face_choice(face)  # before loading anything
         encoder = frozen_encoder(facekit.load_component("encoder", name))

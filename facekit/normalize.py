@@ -24,7 +24,7 @@ import torch
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
 from facekit.errors import FacekitError
 from facekit.images import to_uint8_rgb
-from facekit.types import FaceChoice, LandmarkScheme, frozen_encoder
+from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
 logger = logging.getLogger(__name__)
 
@@ -163,18 +163,6 @@ def check_detection(detector: Any, face: Any) -> None:
             f"detector {type(detector).__name__} returned a face with {got}, but its card declares scheme "
             f"{card.landmark_scheme!r} with {card.landmarks} points: fix the detector plugin"
         )
-
-
-#: How the one face of a photo is chosen among those found (``facekit normalize --face``), see :func:`choose_face`.
-FACE_CHOICES = tuple(choice.value for choice in FaceChoice)
-
-
-def check_face_choice(rule: str) -> str:
-    """``rule`` as a plain string (a :class:`FaceChoice` is accepted) if it is one of :data:`FACE_CHOICES`, else a
-    FacekitError naming them."""
-    if rule not in FACE_CHOICES:
-        raise FacekitError(f"unknown face choice {rule!r}; use one of: {', '.join(FACE_CHOICES)}")
-    return str(rule)
 
 
 def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest") -> int:

@@ -41,6 +41,22 @@ FACE_CHOICE_HELP = (
 )
 
 
+#: How the one face of a photo is chosen among those found (``facekit normalize --face``), see
+#: :func:`facekit.normalize.choose_face`.
+FACE_CHOICES = tuple(choice.value for choice in FaceChoice)
+
+
+def check_face_choice(rule: str) -> str:
+    """``rule`` as a plain string (a :class:`FaceChoice` is accepted) if it is one of :data:`FACE_CHOICES`, else a
+    FacekitError naming them. Here, beside the choices, so that what only validates a rule (an app's params, its
+    constructor) need not import the pipeline and torch."""
+    from facekit.errors import FacekitError
+
+    if rule not in FACE_CHOICES:
+        raise FacekitError(f"unknown face choice {rule!r}; use one of: {', '.join(FACE_CHOICES)}")
+    return str(rule)
+
+
 def face_record(rule: str) -> str | None:
     """How output records keep a face rule: None for the largest, the rule before it was a setting, so that records
     made then still match a rerun."""

@@ -32,7 +32,7 @@ class UsesNormalizer:
         face: str | None = None,
     ) -> None:
         from facekit.errors import FacekitError
-        from facekit.normalize import check_face_choice
+        from facekit.types import check_face_choice
 
         if face is not None:
             face = check_face_choice(face)

@@ -389,7 +389,7 @@ class Explorer(UsesNormalizer):
             to_b=score(along, np.repeat(ends[1:], steps, axis=0)),
             photos=photos,
             frames_without_face=int(np.isnan(along[:, 0]).sum()),
-            face=str(getattr(self.normalizer, "face", "largest")),
+            face=self.face,
             photos_without_face=[p["input"] for p, end in zip(photos, ends, strict=True) if np.isnan(end[0])],
         )
 

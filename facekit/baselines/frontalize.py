@@ -190,7 +190,7 @@ class Frontalizer:
         detector: Any = None,
         face: str = "largest",
     ) -> None:
-        from facekit.normalize import check_face_choice
+        from facekit.types import check_face_choice
 
         self.size = size
         self.shape = shape
