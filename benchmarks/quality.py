@@ -40,7 +40,7 @@ from results import machine, publish
 from rich.progress import track
 
 from facekit.evaluate import lfw_devtest, lfw_spread, read_pairs, tenfold_accuracy
-from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures
+from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures, people_figures
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
 from facekit.types import FaceChoice
@@ -322,6 +322,7 @@ def main() -> None:
         photos = london_photos(root, "smiling_front")[: args.photos]
     images = [load_rgb(p.path)[0] for p in photos]
     names = [p.path.stem for p in photos]
+    people = [p.identity for p in photos]
     for detector in shared:
         detector.share(images)
     inputs = {judge.name: judge.embed(images) for judge in judges}
@@ -344,11 +345,14 @@ def main() -> None:
             for i in ok
         ]
         backgrounds = [background_noise(outcomes[i].face.image, outcomes[i].face.landmarks) for i in ok]
+        embedded = {judge.name: judge.embed(outputs) for judge in judges}
         figures[name] = {
             "photos": len(photos),
             "no_output": len(photos) - len(ok),
             "ms_per_photo": round(1000 * seconds / len(photos), 1),
-            "identity": {j.name: identity_figures(j, inputs[j.name], j.embed(outputs), has_output) for j in judges},
+            "identity": {j.name: identity_figures(j, inputs[j.name], embedded[j.name], has_output) for j in judges},
+            # SFace (never trained on): are different people's outputs as distinct as their photos?
+            "people_sface": people_figures(judges[0], people, inputs["sface"], embedded["sface"]),
             "detail_median": round(float(np.median(ratios)), 3),
             "background_median": round(float(np.nanmedian(backgrounds)), 2),
         }
@@ -426,6 +430,21 @@ def main() -> None:
         )
         + ".",
     ]
+    people_rows = [(n, r["people_sface"]) for n, r in figures.items() if "people_sface" in r]
+    if people_rows:
+        given = people_rows[0][1]
+        lines += [
+            "",
+            "Different people under SFace (never trained on): the mean cosine between the outputs of different people "
+            f"(between their photos: {given['different_people_photos']:.3f}; lower = more distinct), and rank-1 "
+            f"identification: the share of the {given['judged']} photos whose output is nearest a photo of the same "
+            "person among them all.",
+            "",
+            "| method | SFace mean cos, different people | rank-1 identification |",
+            "|---|---|---|",
+            *(f"| {n} | {r['different_people']:.3f} | {r['rank1']:.1%} |" for n, r in people_rows),
+            "",
+        ]
     if "photos (no normalization)" in figures:
         verify = figures["photos (no normalization)"]["verification_sface"]
         lines.append(

@@ -36,7 +36,7 @@ import numpy as np
 
 from facekit.errors import FacekitError
 from facekit.models import sha256_file
-from facekit.types import face_record
+from facekit.types import face_of, face_record
 
 MANIFEST = "manifest.jsonl"
 GRID = "grid.png"
@@ -489,7 +489,7 @@ def _normalize_locked(
     remove_temporaries(out, plan.planned)
     model_sha = sha256_file(model)
     detail = normalizer.detail.as_record() if hasattr(normalizer, "detail") else None  # photo detail settings
-    face_rule = face_record(getattr(normalizer, "face", "largest"))  # which face of a photo (--face)
+    face_rule = face_record(face_of(normalizer))  # which face of a photo (--face)
     summary = Summary()
     thumbnails: list[np.ndarray] = []
     for batch in _batches(plan.planned, batch_size):

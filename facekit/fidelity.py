@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,4 +182,45 @@ def identity_figures(
         "median": round(float(np.median(scores)), 4),
         "metric": "cosine similarity" if judge.higher_is_same else "euclidean distance",
         "threshold": judge.card.threshold,
+    }
+
+
+def people_figures(
+    judge: OwnPipelineJudge, people: Sequence[str], inputs: np.ndarray, outputs: np.ndarray
+) -> dict[str, Any]:
+    """How distinct different people's outputs stay under ``judge``, beside their photos': (N, D) embeddings of the
+    photos (``inputs``) and outputs (NaN rows: no face found or no output), ``people`` (N,) who each photo shows.
+
+    - ``different_people``: the judge's mean score between the outputs of different people (pairs where both have a
+      face), and ``different_people_photos`` the same between their photos: normalized faces that look alike push
+      the first towards "same" (higher cosine, lower distance);
+    - ``rank1``: of the photos the judge finds a face in, the share whose output scores best against a photo of the
+      same person among all those photos (identification in the set; an output without a face is a miss).
+    """
+    from facekit.evaluate import card_distance
+
+    who = np.asarray(people)
+
+    def mean_between_people(embeddings: np.ndarray) -> float | None:
+        rows = np.flatnonzero(~np.isnan(embeddings[:, 0]))
+        first, second = np.triu_indices(len(rows), k=1)
+        different = who[rows[first]] != who[rows[second]]
+        if not different.any():
+            return None
+        a, b = embeddings[rows[first[different]]], embeddings[rows[second[different]]]
+        return round(float(card_distance(judge.card, a, b).mean()), 4)
+
+    judged = np.flatnonzero(~np.isnan(inputs[:, 0]))
+    hits = 0
+    for i in judged:
+        if np.isnan(outputs[i, 0]):
+            continue
+        scores = card_distance(judge.card, np.repeat(outputs[i][None], len(judged), 0), inputs[judged])
+        best = judged[int(np.argmax(scores) if judge.higher_is_same else np.argmin(scores))]
+        hits += bool(who[best] == who[i])
+    return {
+        "different_people": mean_between_people(outputs),
+        "different_people_photos": mean_between_people(inputs),
+        "rank1": round(hits / len(judged), 4) if len(judged) else None,
+        "judged": len(judged),
     }

@@ -49,6 +49,23 @@ def identity_term(embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return (1 - F.cosine_similarity(embedding, target, dim=1)).mean()
 
 
+def separation_term(
+    embedding: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, margin: float = 0.0
+) -> torch.Tensor:
+    """Different people's outputs no more alike than their inputs: over the batch's pairs (i, j) of different
+    ``groups``, the mean of max(0, cos(E(out_i), E(out_j)) - cos(E(in_i), E(in_j)) + margin). The identity term pulls
+    each output towards its own input; pixel losses towards per-person averages pull every face towards the mean face,
+    which this term pushes back where two outputs have come closer than their photos were, or than ``margin`` less
+    alike (0 without such a pair)."""
+    out = F.normalize(embedding.float(), dim=1)
+    given = F.normalize(target.float(), dim=1)
+    excess = out @ out.T - given @ given.T
+    pairs = torch.triu(groups[:, None] != groups[None, :], diagonal=1)
+    if not bool(pairs.any()):
+        return excess.new_zeros(())
+    return F.relu(excess[pairs] + margin).mean()
+
+
 def laplacian(images: torch.Tensor) -> torch.Tensor:
     """4-neighbour Laplacian of each channel of (B, C, H, W) images (replicated border), same shape."""
     kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=images.dtype)
@@ -100,10 +117,15 @@ def losses(
     if weights.laplacian > 0:
         terms["laplacian"] = F.l1_loss(laplacian(learned.float()), laplacian(target))
     # A share of the batch (weights.identity_share) through the encoder; the rest gets the pixel terms only.
-    uses_encoder = weights.identity > 0 or weights.perceptual > 0
+    uses_encoder = weights.identity > 0 or weights.perceptual > 0 or weights.separation > 0
+    encoder_terms = (
+        ("identity", weights.identity),
+        ("perceptual", weights.perceptual),
+        ("separation", weights.separation),
+    )
     n, share_scale = identity if identity is not None else identity_items(out.image.shape[0], weights.identity_share)
     if uses_encoder and n == 0:  # none of the global batch's identity items is in this rank's slice
-        for key, weight in (("identity", weights.identity), ("perceptual", weights.perceptual)):
+        for key, weight in encoder_terms:
             if weight > 0:
                 terms[key] = out.image.new_zeros((), dtype=torch.float32)
     elif uses_encoder:
@@ -121,7 +143,15 @@ def losses(
             embedding = encoder.embed(crops)
         if weights.identity > 0:
             terms["identity"] = identity_term(embedding, batch["embedding"][:n]) * share_scale
+        if weights.separation > 0:
+            groups, margin = batch["group"][:n], weights.separation_margin
+            terms["separation"] = separation_term(embedding, batch["embedding"][:n], groups, margin) * share_scale
     weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
-    weight_of.update(identity=weights.identity, perceptual=weights.perceptual, laplacian=weights.laplacian)
+    weight_of.update(
+        identity=weights.identity,
+        perceptual=weights.perceptual,
+        laplacian=weights.laplacian,
+        separation=weights.separation,
+    )
     terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))
     return terms

@@ -31,6 +31,9 @@ class Pool:
     features: torch.Tensor
     embeddings: torch.Tensor
     transforms: torch.Tensor  # (N, 2, 3) image -> encoder input, from the target landmarks
+    # (N,) int64, who each item shows: an averaged identity's row (its own photos share it), each morph its own
+    # number; the separation loss compares only items of different groups.
+    groups: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -44,6 +47,7 @@ class Pool:
             "features": self.features[idx].to(device),
             "embedding": self.embeddings[idx].to(device),
             "transform": self.transforms[idx].to(device),
+            "group": self.groups[idx].to(device),
         }
 
 
@@ -72,6 +76,7 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
             landmarks.append(batch["landmarks"].numpy().astype(np.float32))
     all_images, all_textures = np.concatenate(images), np.concatenate(textures)
     all_landmarks = np.concatenate(landmarks)
+    groups = np.arange(len(all_images), dtype=np.int64)  # identities first (group = row), then one per morph
     features, embeddings = [], []
     with torch.no_grad():
         for start in _track(range(0, len(all_images), 32), "encoding", progress):
@@ -85,6 +90,7 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
         all_images = np.concatenate([all_images, all_images[targets]])
         all_textures = np.concatenate([all_textures, all_textures[targets]])
         all_landmarks = np.concatenate([all_landmarks, all_landmarks[targets]])
+        groups = np.concatenate([groups, targets])
         features.append(photo_features)
         embeddings.append(photo_embeddings)
     if recipe.train.background == "plain":
@@ -100,6 +106,7 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
         features=torch.cat(features),
         embeddings=torch.cat(embeddings),
         transforms=torch.from_numpy(transforms),
+        groups=torch.from_numpy(groups),
     )
 
 
@@ -266,6 +273,7 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
         raise FacekitError(f"no prepared dataset in {prepared}: run the prepare stage first (--stage prepare)")
     key = json.dumps(
         {
+            "format": 2,  # 2: with groups
             "prepared": str(prepared.resolve()),
             "prepared_mtime": (prepared / "landmarks.npy").stat().st_mtime_ns,
             "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,

@@ -152,6 +152,19 @@ class LossWeights(Section):
     laplacian: float = Field(
         default=0.0, ge=0, description="L1 between the Laplacians of output and target texture (fine detail)"
     )
+    separation: float = Field(
+        default=0.0,
+        ge=0,
+        description="for the identity loss's items of different people, max(0, cos(E(out_i), E(out_j)) - "
+        "cos(E(in_i), E(in_j))) averaged over pairs: different people's outputs no more alike than their inputs "
+        "(pairs within one process's slice under DDP)",
+    )
+    separation_margin: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="separation: outputs of different people this much less alike (cosine) than their inputs",
+    )
     identity_share: float = Field(
         default=1.0,
         gt=0,

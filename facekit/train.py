@@ -43,7 +43,18 @@ from facekit.warp import BOUNDARY_CONVENTION_KEY
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "last.safetensors"
-METRICS = ["step", "loss", "landmark", "texture", "image", "identity", "perceptual", "laplacian", "seconds"]
+METRICS = [
+    "step",
+    "loss",
+    "landmark",
+    "texture",
+    "image",
+    "identity",
+    "perceptual",
+    "laplacian",
+    "separation",
+    "seconds",
+]
 
 
 def choose_device(requested: str) -> torch.device:
@@ -80,16 +91,16 @@ def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any
 
 
 def check_warper_for_losses(plan: Any, warper: Any) -> None:
-    """The identity and perceptual losses reach the decoder through the warped face: with either on, a warper that
-    does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
+    """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any on,
+    a warper that does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
     loss = plan.recipe.train.loss
     flag = getattr(warper, "differentiable", None)
-    if (loss.identity > 0 or loss.perceptual > 0) and flag is not True:
+    if (loss.identity > 0 or loss.perceptual > 0 or loss.separation > 0) and flag is not True:
         name = plan.components["warper"].spec.name
         said = "says it is not differentiable" if flag is False else "does not say it is differentiable"
         raise FacekitError(
-            f"warper {name!r} {said} (its differentiable attribute), and the identity and perceptual losses reach "
-            "the decoder through the warped face: set train.loss.identity and train.loss.perceptual to 0 or choose "
+            f"warper {name!r} {said} (its differentiable attribute), and the encoder's losses reach the decoder "
+            "through the warped face: set train.loss.identity, perceptual and separation to 0 or choose "
             "a differentiable warper"
         )
 

@@ -57,6 +57,12 @@ def check_face_choice(rule: str) -> str:
     return str(rule)
 
 
+def face_of(normalizer: Any) -> str:
+    """Which face of a photo with several ``normalizer`` takes: its ``face`` rule, the largest for one without the
+    attribute (or None)."""
+    return str(getattr(normalizer, "face", FaceChoice.LARGEST.value))
+
+
 def face_record(rule: str) -> str | None:
     """How output records keep a face rule: None for the largest, the rule before it was a setting, so that records
     made then still match a rerun."""

@@ -32,11 +32,11 @@ class UsesNormalizer:
         face: str | None = None,
     ) -> None:
         from facekit.errors import FacekitError
-        from facekit.types import check_face_choice
+        from facekit.types import check_face_choice, face_of
 
         if face is not None:
             face = check_face_choice(face)
-            own = getattr(normalizer, "face", "largest")
+            own = face_of(normalizer)
             if normalizer is not None and own != face:
                 raise FacekitError(
                     f"face {face!r} asked of a normalizer that takes the {own} face: leave face out, or build the "
@@ -44,7 +44,7 @@ class UsesNormalizer:
                 )
         self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
         #: Which face of a photo with several the app's normalizer takes (largest or central).
-        self.face = face if face is not None else getattr(normalizer, "face", "largest")
+        self.face = face if face is not None else face_of(normalizer)
 
     @property
     def normalizer(self) -> Any:

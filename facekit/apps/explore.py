@@ -26,6 +26,7 @@ import numpy as np
 
 from facekit.apps import UsesNormalizer
 from facekit.errors import FacekitError
+from facekit.types import face_of
 
 #: The independent judge of a model, by the encoder it was trained on.
 INDEPENDENT_JUDGES = {"dlib-resnet": "sface", "sface": "dlib-resnet"}
@@ -339,7 +340,7 @@ class Explorer(UsesNormalizer):
         name = self.judge_name or independent_judge(str(normalizer.meta.get("encoder", "")))
         if name == normalizer.meta.get("encoder"):
             raise FacekitError(f"judge {name!r} is the model's own training encoder: choose an independent judge")
-        face = getattr(normalizer, "face", "largest")  # the judge takes the face the normalizer took
+        face = face_of(normalizer)  # the judge takes the face the normalizer took
         if (name, face) not in self._judges:
             self._judges[name, face] = OwnPipelineJudge.build(name, face=face)
         return self._judges[name, face]
@@ -453,7 +454,7 @@ class Explorer(UsesNormalizer):
             rows, total = consistency_rows(label, judge, persons, inputs[judge.name], outputs)
             consistency.extend(rows)
             summary.append(total)
-        faces = {label: str(getattr(normalizer, "face", "largest")) for label, normalizer in models}
+        faces = {label: face_of(normalizer) for label, normalizer in models}
         return Comparison(names, persons, labels, aligned, cells, status, consistency, summary, faces)
 
     def label(self) -> str:

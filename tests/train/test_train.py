@@ -353,6 +353,7 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     assert len(pool) == 24 + 2
     assert torch.equal(pool.textures[24], pool.textures[0]) and torch.equal(pool.landmarks[25], pool.landmarks[1])
     assert not torch.equal(pool.features[24], pool.features[0])  # encoded from the photo, not from the average
+    assert pool.groups.tolist() == [*range(24), 0, 1]  # a photo is its person's: the separation loss skips the pair
     for item in range(len(pool)):  # wherever the mask is zero the target is exactly the plain colour
         outside = torch.from_numpy(background_mask(pool.landmarks[item].numpy(), SIZE) < 1e-4)
         assert outside.any()
@@ -398,11 +399,12 @@ def plan_faces(folder: Path) -> Any:
 
 
 def test_detail_losses_are_logged_and_finite(prepared: Path, tmp_path: Path) -> None:
-    loss = {"identity": 0.5, "perceptual": 0.1, "laplacian": 1.0}
+    loss = {"identity": 0.5, "perceptual": 0.1, "laplacian": 1.0, "separation": 1.0}
     out = train(resolve(tiny_recipe(prepared, tmp_path / "detail", steps=2, lr=1e-3, loss=loss)))
     for row in metrics(out):
         values = {k: float(row[k]) for k in ("identity", "perceptual", "laplacian")}
         assert all(0 < v < 10 for v in values.values()), values
+        assert 0 <= float(row["separation"]) < 2
 
 
 def test_feature_matching_is_zero_for_equal_maps_and_scale_free() -> None:
@@ -476,6 +478,53 @@ def test_init_from_a_model_of_another_encoder_keeps_this_encoders_input_side(pre
 
     features = load_file(str(tuned / "pool.safetensors"))["features"]
     assert torch.allclose(after["model.feature_mean"], features.mean(0), atol=1e-4)
+
+
+def test_separation_pushes_apart_only_different_people_closer_than_their_inputs() -> None:
+    import torch
+
+    from facekit.losses import losses, separation_term
+    from facekit.recipe import LossWeights
+    from facekit.types import DecoderOutput
+
+    given = torch.eye(3, 4)  # three inputs, pairwise orthogonal (cosine 0)
+    apart = torch.eye(3, 4) * 5  # outputs as far apart as the inputs: nothing to push
+    assert float(separation_term(apart, given, torch.tensor([0, 1, 2]))) == 0
+    alike = torch.tensor([[1.0, 0, 0, 0], [1.0, 1.0, 0, 0], [0, 0, 1.0, 0]], requires_grad=True)
+    # outputs 0 and 1 at cosine 0.707 where their inputs were at 0: one of the three pairs, 0.707 / 3
+    value = separation_term(alike.detach(), given, torch.tensor([0, 1, 2]))
+    assert float(value) == pytest.approx(0.5**0.5 / 3, rel=1e-5)
+    # the same person twice (a photo and its average): the pair is not compared
+    assert float(separation_term(alike.detach(), given, torch.tensor([0, 0, 2]))) == 0
+    assert float(separation_term(alike.detach(), given, torch.tensor([5, 5, 5]))) == 0
+    # a margin asks every pair to be that much less alike than its inputs: (0.707 + 0.1 + 0.1 + 0.1) / 3
+    assert float(separation_term(alike.detach(), given, torch.tensor([0, 1, 2]), 0.1)) == pytest.approx(
+        (0.5**0.5 + 0.3) / 3, rel=1e-5
+    )
+    separation_term(alike, given, torch.tensor([0, 1, 2])).backward()
+    moved = alike.detach() - 0.1 * alike.grad
+    assert float(separation_term(moved, given, torch.tensor([0, 1, 2]))) < 0.5**0.5 / 3  # a step pushes them apart
+
+    class FirstFour:
+        class card:
+            input_size = (4, 4)
+
+        def embed(self, crops: torch.Tensor) -> torch.Tensor:
+            return crops.flatten(1)[:, :4]
+
+    image = torch.rand(3, 3, 4, 4)
+    items = {
+        "image": torch.rand(3, 3, 4, 4),
+        "transform": torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3),
+        "embedding": torch.rand(3, 4),
+        "group": torch.tensor([0, 1, 2]),
+    }
+    out = DecoderOutput(image=image, landmarks=None, texture=None)
+    terms = losses(out, items, FirstFour(), LossWeights(identity=0.0, separation=2.0), 4)
+    assert set(terms) == {"image", "separation", "loss"}
+    assert float(terms["loss"]) == pytest.approx(float(terms["image"] + 2 * terms["separation"]))
+    expected = separation_term(image[:, 0, 0, :], items["embedding"], items["group"])  # FirstFour's crop: row 0
+    assert float(terms["separation"]) == pytest.approx(float(expected))
 
 
 def test_identity_share_sends_only_part_of_the_batch_through_the_encoder() -> None:

@@ -76,3 +76,27 @@ def test_a_judge_takes_the_face_it_is_told_to() -> None:
     assert np.abs(largest.crop(canvas).astype(int) - reference.astype(int)).mean() > 10  # the large one
     with pytest.raises(FacekitError, match="unknown face choice 'middle'"):
         OwnPipelineJudge(largest.name, largest.detector, largest.encoder, "middle")  # refused when made
+
+
+def test_people_figures_compare_different_peoples_outputs_with_their_photos() -> None:
+    from types import SimpleNamespace
+
+    from facekit.fidelity import people_figures
+
+    cosine = SimpleNamespace(card=SimpleNamespace(distance="cosine"), higher_is_same=True)
+    photos = np.array([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0, 1.0]])  # a, a, b, c
+    people = ["a", "a", "b", "c"]
+    # Outputs: a's two photos kept apart from b and c; b's output drifts towards a's, c's has no face.
+    outputs = np.array([[1.0, 0, 0], [1.0, 0.05, 0], [1.0, 1.0, 0], [np.nan, np.nan, np.nan]])
+    figures = people_figures(cosine, people, photos, outputs)
+    # different people among the photos: a-b twice, a-c twice, b-c: cosines 0, 0.110, 0, 0, 0 -> 0.022
+    assert figures["different_people_photos"] == pytest.approx(0.1 / np.hypot(0.9, 0.1) / 5, abs=1e-4)
+    # among the outputs only a-b (twice) have both faces: cos 0.707 and (1 + 0.05) / (|(1, .05)| sqrt 2)
+    expected = (0.5**0.5 + 1.05 / (np.hypot(1, 0.05) * 2**0.5)) / 2
+    assert figures["different_people"] == pytest.approx(expected, abs=1e-4)
+    # rank 1: a's outputs are nearest a's photos; b's (1, 1, 0) is nearer a's second photo (cos 0.78) than b's own
+    # (0.71): a miss; c's output has no face: a miss
+    assert figures["rank1"] == 0.5 and figures["judged"] == 4
+    euclidean = SimpleNamespace(card=SimpleNamespace(distance="euclidean"), higher_is_same=False)
+    assert people_figures(euclidean, people, photos, photos)["rank1"] == 1.0  # each photo is nearest itself
+    assert people_figures(cosine, ["a"] * 4, photos, outputs)["different_people"] is None
