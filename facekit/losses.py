@@ -44,6 +44,22 @@ def encoder_crops(encoder: Any, images: torch.Tensor, transform: torch.Tensor) -
         return warp_images_affine(images.float(), transform.float(), (height, width))
 
 
+def blur_each(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images, each blurred by a Gaussian of its own ``sigmas`` (B,) px (0: unchanged), differentiably:
+    one separable kernel per image, reflected border."""
+    batch, channels = images.shape[:2]
+    radius = max(1, math.ceil(3 * float(sigmas.max()))) if len(sigmas) else 1
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    width = sigmas.to(images.dtype).clamp_min(1e-3)[:, None]
+    kernels = torch.exp(-0.5 * (offsets[None] / width) ** 2)
+    kernels = kernels / kernels.sum(1, keepdim=True)  # (B, K); sigma ~0 leaves a one-tap kernel: the image itself
+    weight = kernels.repeat_interleave(channels, 0)[:, None]  # (B*C, 1, K)
+    flat = F.pad(images.reshape(1, batch * channels, *images.shape[2:]), (radius, radius, radius, radius), "reflect")
+    flat = F.conv2d(flat, weight[:, :, None, :], groups=batch * channels)  # along x
+    flat = F.conv2d(flat, weight[:, :, :, None], groups=batch * channels)  # along y
+    return flat.reshape(images.shape)
+
+
 def identity_term(embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - cos(E(output), E(input)), averaged over the batch."""
     return (1 - F.cosine_similarity(embedding, target, dim=1)).mean()
@@ -130,6 +146,8 @@ def losses(
                 terms[key] = out.image.new_zeros((), dtype=torch.float32)
     elif uses_encoder:
         crops = encoder_crops(encoder, out.image[:n], batch["transform"][:n])
+        if "blur" in batch:  # train.identity_blur: the output's crop only; the target is the photo's own embedding
+            crops = blur_each(crops, batch["blur"][:n])
         if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
             if not hasattr(encoder, "embed_and_maps"):
                 raise FacekitError(

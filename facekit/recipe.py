@@ -193,6 +193,14 @@ class TrainSection(Section):
         description="identity loss on a randomly shifted, scaled and rotated crop (std as a fraction of the crop "
         "side, of log-scale and of radians): patterns that fool the encoder only at one exact alignment stop paying",
     )
+    identity_blur: float = Field(
+        default=0.0,
+        ge=0,
+        le=8,
+        description="identity loss on the output's crop blurred by a Gaussian of a random sigma, uniform in [0, this] "
+        "px of the encoder's input, drawn per item and step: fine patterns that move the encoder's embedding stop "
+        "paying, and identity has to be carried by what survives the blur",
+    )
     photo_inputs: int = Field(
         default=0,
         ge=0,

@@ -347,6 +347,9 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         if settings.identity_jitter > 0:
             draws = rng.normal(scale=settings.identity_jitter, size=(settings.batch_size, 4))[dist.rank :: dist.world]
             batch["transform"] = jitter_transforms(batch["transform"], encoder.card.input_size, draws)
+        if settings.identity_blur > 0:  # drawn after the jitter: runs without a blur see the same draws as before
+            sigmas = rng.uniform(0.0, settings.identity_blur, size=settings.batch_size)[dist.rank :: dist.world]
+            batch["blur"] = torch.from_numpy(sigmas.astype(np.float32)).to(device)
         with autocast:
             out = model(batch["features"])
             terms = losses(out, batch, encoder, settings.loss, decoder.image_size, identity=slice_identity)

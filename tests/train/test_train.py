@@ -228,6 +228,35 @@ def test_identity_jitter_is_seeded_per_step(prepared: Path, tmp_path: Path) -> N
     assert identity[0][0] != identity[2][0]  # the draws do move the crop
 
 
+def test_identity_blur_is_a_gaussian_of_each_items_own_sigma_and_seeded_per_step(
+    prepared: Path, tmp_path: Path
+) -> None:
+    import cv2
+    import torch
+
+    from facekit.losses import blur_each
+
+    images = torch.rand(3, 3, 40, 40, requires_grad=True)
+    blurred = blur_each(images, torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(blurred[0], images[0])  # sigma 0: the crop itself
+    for item, sigma in ((1, 1.0), (2, 2.0)):
+        for channel in range(3):
+            plane = images[item, channel].detach().numpy()
+            reference = cv2.GaussianBlur(plane, (13, 13), sigma, borderType=cv2.BORDER_REFLECT_101)
+            assert np.abs(blurred[item, channel].detach().numpy() - reference).max() < 1e-4, (sigma, channel)
+    blurred.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+    recipe = {"steps": 2, "lr": 1e-2, "loss": {"identity": 1.0}, "identity_jitter": 0.05}
+    runs = [
+        metrics(train(resolve(tiny_recipe(prepared, tmp_path / name, identity_blur=blur, **recipe))))
+        for name, blur in (("a", 3.0), ("b", 3.0), ("sharp", 0.0))
+    ]
+    identity = [[float(r["identity"]) for r in rows] for rows in runs]
+    assert identity[0] == identity[1]  # same seed, same sigmas: a resumed run repeats them
+    assert identity[0][0] != identity[2][0]  # the blur reaches the identity loss
+
+
 def test_batch_norm_decoder_trains_and_is_deterministic_in_eval(prepared: Path, tmp_path: Path) -> None:
     import torch
 
