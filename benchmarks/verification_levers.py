@@ -11,7 +11,8 @@ teach a decoder (different people's normalized faces are more alike than their p
 
 A variant is ``DETAIL[@MODE:K]``: DETAIL is ``STRENGTH:SIGMA:SHAPE:FOREHEAD`` as ``quality.py --detail`` takes it;
 ``output:K`` moves the decoder's texture and landmarks K times as far from those it decodes from the training set's
-mean features, ``feature:K`` decodes K times the standardised features (the shipped ``paper`` decoder's layout). The
+mean features, ``feature:K`` decodes K times the standardised features (the shipped ``paper`` decoder's layout),
+``flip:K`` decodes the encoder's features mixed with those of the mirrored crop ((1 - K) own + K mirrored). The
 shipped model normalizes every photo of the pairs (central face) once per variant; detection and the encoder's
 features are computed once. Each variant is scored with the default pipeline and with the decoder's face alone.
 
@@ -61,7 +62,7 @@ VARIANTS = [
     f"{DEFAULT}@output:1.5",
     f"{DEFAULT}@feature:1.25",
 ]
-MODES = ("output", "feature")
+MODES = ("output", "feature", "flip")
 
 
 class Exaggerated(torch.nn.Module):
@@ -88,6 +89,21 @@ class Exaggerated(torch.nn.Module):
         source = decoder.mean_landmarks.expand_as(landmarks).float()
         image, _ = decoder.warp(texture, source, landmarks.float())
         return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+
+
+class MirrorMixed:
+    """The encoder's features of each crop mixed with those of its mirror image: (1 - k) f(crop) + k f(mirrored),
+    k = 0.5 their mean (test-time augmentation, as face recognition averages a face's embedding with its mirror's)."""
+
+    def __init__(self, encoder: Any, k: float) -> None:
+        self.inner, self.k = encoder, k
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        own, mirrored = self.inner.features(crops), self.inner.features(crops.flip(-1))
+        return (1 - self.k) * own + self.k * mirrored
 
 
 class RememberedFeatures:
@@ -121,7 +137,11 @@ def label(text: str) -> str:
     detail, mode, k = parse_variant(text)
     parts = [f"strength {detail.strength:g}, sigma {detail.sigma:g}, shape {detail.shape:g}"]
     if mode is not None:
-        parts.append(f"decoder x{k:g} from its mean ({mode})")
+        parts.append(
+            f"features mixed with the mirrored crop's, weight {k:g}"
+            if mode == "flip"
+            else f"decoder x{k:g} from its mean ({mode})"
+        )
     return "; ".join(parts) + (" (default)" if text == DEFAULT else "")
 
 
@@ -151,7 +171,7 @@ def main() -> None:
     names = [path.stem for path in pairs.paths]
     normalizer = Normalizer.from_checkpoint(None, face="central")
     normalizer.detector = SharedDetections(normalizer.detector, pairs.images)
-    normalizer.encoder = RememberedFeatures(normalizer.encoder)
+    normalizer.encoder = remembered = RememberedFeatures(normalizer.encoder)
     shipped = normalizer.decoder
     judge = OwnPipelineJudge.build("sface", face="central")
     judge.detector = SharedDetections(judge.detector, pairs.images)
@@ -161,7 +181,8 @@ def main() -> None:
     for text in variants:
         detail, mode, k = parse_variant(text)
         normalizer.detail = detail
-        normalizer.decoder = shipped if mode is None else Exaggerated(shipped, mode, k)
+        normalizer.decoder = shipped if mode in (None, "flip") else Exaggerated(shipped, mode, k)
+        normalizer.encoder = MirrorMixed(remembered, k) if mode == "flip" else remembered
         faces = [o.face for o in normalize_all(normalizer, pairs.images, names, label(text))]
         default = judge.embed([f.image if f is not None else None for f in faces])
         alone = judge.embed([f.decoder_image if f is not None else None for f in faces])
