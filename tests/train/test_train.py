@@ -217,13 +217,18 @@ def test_jitter_transforms_compose_a_similarity_after_the_crop() -> None:
     np.testing.assert_allclose(jittered[:, :2] @ point + jittered[:, 2], expected, atol=1e-9)
 
 
+def identity_of_seeded_runs(prepared: Path, tmp_path: Path, setting: str, value: float, **recipe: Any) -> list:
+    """The identity loss per step of two runs with train.<setting> = value and one with it 0, all of one seed."""
+    runs = [
+        metrics(train(resolve(tiny_recipe(prepared, tmp_path / name, **{setting: given}, **recipe))))
+        for name, given in (("a", value), ("b", value), ("off", 0.0))
+    ]
+    return [[float(r["identity"]) for r in rows] for rows in runs]
+
+
 def test_identity_jitter_is_seeded_per_step(prepared: Path, tmp_path: Path) -> None:
     recipe = {"steps": 2, "lr": 1e-2, "loss": {"identity": 1.0}}
-    runs = [
-        metrics(train(resolve(tiny_recipe(prepared, tmp_path / name, identity_jitter=jitter, **recipe))))
-        for name, jitter in (("a", 0.05), ("b", 0.05), ("plain", 0.0))
-    ]
-    identity = [[float(r["identity"]) for r in rows] for rows in runs]
+    identity = identity_of_seeded_runs(prepared, tmp_path, "identity_jitter", 0.05, **recipe)
     assert identity[0] == identity[1]  # same seed, same draws: a resumed run repeats them
     assert identity[0][0] != identity[2][0]  # the draws do move the crop
 
@@ -248,11 +253,7 @@ def test_identity_blur_is_a_gaussian_of_each_items_own_sigma_and_seeded_per_step
     assert images.grad is not None and images.grad.abs().sum() > 0
 
     recipe = {"steps": 2, "lr": 1e-2, "loss": {"identity": 1.0}, "identity_jitter": 0.05}
-    runs = [
-        metrics(train(resolve(tiny_recipe(prepared, tmp_path / name, identity_blur=blur, **recipe))))
-        for name, blur in (("a", 3.0), ("b", 3.0), ("sharp", 0.0))
-    ]
-    identity = [[float(r["identity"]) for r in rows] for rows in runs]
+    identity = identity_of_seeded_runs(prepared, tmp_path, "identity_blur", 3.0, **recipe)
     assert identity[0] == identity[1]  # same seed, same sigmas: a resumed run repeats them
     assert identity[0][0] != identity[2][0]  # the blur reaches the identity loss
 
