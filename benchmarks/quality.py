@@ -128,6 +128,11 @@ def check_pair_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error("--folds must be at least 2 (each fold's threshold comes from the others)")
 
 
+def number(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, "-" for None (a figure with nothing to measure)."""
+    return "-" if value is None else format(value, spec)
+
+
 def accuracy_cell(result: dict[str, Any] | None) -> str:
     """A 10-fold accuracy as a table cell: mean +- spread over the folds ('-' for none)."""
     return "-" if result is None else f"{result['accuracy']:.2%} ± {result['std']:.2%}"
@@ -305,6 +310,7 @@ def main() -> None:
     if not args.no_baseline:
         methods.append(("frontalization baseline", Frontalizer.from_data(root / "sfm", size=112, face=args.face)))
     judges = [OwnPipelineJudge.build(name, face=args.face) for name in ("sface", "dlib-resnet")]
+    sface = judges[0]
     shared = share_detectors([method for _, method in methods] + judges)
 
     started = time.perf_counter()
@@ -352,7 +358,7 @@ def main() -> None:
             "ms_per_photo": round(1000 * seconds / len(photos), 1),
             "identity": {j.name: identity_figures(j, inputs[j.name], embedded[j.name], has_output) for j in judges},
             # SFace (never trained on): are different people's outputs as distinct as their photos?
-            "people_sface": people_figures(judges[0], people, inputs["sface"], embedded["sface"]),
+            "people_sface": people_figures(sface, people, inputs[sface.name], embedded[sface.name]),
             "detail_median": round(float(np.median(ratios)), 3),
             "background_median": round(float(np.nanmedian(backgrounds)), 2),
         }
@@ -436,13 +442,16 @@ def main() -> None:
         lines += [
             "",
             "Different people under SFace (never trained on): the mean cosine between the outputs of different people "
-            f"(between their photos: {given['different_people_photos']:.3f}; lower = more distinct), and rank-1 "
-            f"identification: the share of the {given['judged']} photos whose output is nearest a photo of the same "
-            "person among them all.",
+            f"(between their photos: {number(given['different_people_photos'], '.3f')}; lower = more distinct), and "
+            f"rank-1 identification: the share of the {given['judged']} photos whose output is nearest a photo of the "
+            "same person among them all (its own included).",
             "",
             "| method | SFace mean cos, different people | rank-1 identification |",
             "|---|---|---|",
-            *(f"| {n} | {r['different_people']:.3f} | {r['rank1']:.1%} |" for n, r in people_rows),
+            *(
+                f"| {n} | {number(r['different_people'], '.3f')} | {number(r['rank1'], '.1%')} |"
+                for n, r in people_rows
+            ),
             "",
         ]
     if "photos (no normalization)" in figures:

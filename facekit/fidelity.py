@@ -191,30 +191,30 @@ def people_figures(
     """How distinct different people's outputs stay under ``judge``, beside their photos': (N, D) embeddings of the
     photos (``inputs``) and outputs (NaN rows: no face found or no output), ``people`` (N,) who each photo shows.
 
-    - ``different_people``: the judge's mean score between the outputs of different people (pairs where both have a
-      face), and ``different_people_photos`` the same between their photos: normalized faces that look alike push
-      the first towards "same" (higher cosine, lower distance);
+    - ``different_people``: the judge's mean score between the outputs of different people, and
+      ``different_people_photos`` the same between their photos, both over the photos where the judge finds a face
+      in photo and output alike (the same pairs): normalized faces that look alike push the first towards "same"
+      (higher cosine, lower distance); None without such a pair;
     - ``rank1``: of the photos the judge finds a face in, the share whose output scores best against a photo of the
-      same person among all those photos (identification in the set; an output without a face is a miss).
+      same person among all those photos, its own photo included (identification in the set; an output without a
+      face is a miss). With one photo per person (HELEN) the only right answer is the output's own photo.
     """
     from facekit.evaluate import card_distance
 
     who = np.asarray(people)
+    judged = np.flatnonzero(~np.isnan(inputs[:, 0]))
+    both = judged[~np.isnan(outputs[judged, 0])]
+    first, second = np.triu_indices(len(both), k=1)
+    different = who[both[first]] != who[both[second]]
+    pairs = both[first[different]], both[second[different]]
 
     def mean_between_people(embeddings: np.ndarray) -> float | None:
-        rows = np.flatnonzero(~np.isnan(embeddings[:, 0]))
-        first, second = np.triu_indices(len(rows), k=1)
-        different = who[rows[first]] != who[rows[second]]
         if not different.any():
             return None
-        a, b = embeddings[rows[first[different]]], embeddings[rows[second[different]]]
-        return round(float(card_distance(judge.card, a, b).mean()), 4)
+        return round(float(card_distance(judge.card, embeddings[pairs[0]], embeddings[pairs[1]]).mean()), 4)
 
-    judged = np.flatnonzero(~np.isnan(inputs[:, 0]))
     hits = 0
-    for i in judged:
-        if np.isnan(outputs[i, 0]):
-            continue
+    for i in both:
         scores = card_distance(judge.card, np.repeat(outputs[i][None], len(judged), 0), inputs[judged])
         best = judged[int(np.argmax(scores) if judge.higher_is_same else np.argmin(scores))]
         hits += bool(who[best] == who[i])

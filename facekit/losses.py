@@ -46,9 +46,10 @@ def encoder_crops(encoder: Any, images: torch.Tensor, transform: torch.Tensor) -
 
 def blur_each(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) images, each blurred by a Gaussian of its own ``sigmas`` (B,) px (0: unchanged), differentiably:
-    one separable kernel per image, reflected border."""
+    one separable kernel per image, reflected border; the kernel reaches 3 sigma, or the image's side less one px."""
     batch, channels = images.shape[:2]
-    radius = max(1, math.ceil(3 * float(sigmas.max()))) if len(sigmas) else 1
+    reach = math.ceil(3 * float(sigmas.max())) if len(sigmas) else 0
+    radius = max(0, min(reach, min(images.shape[2:]) - 1))
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     width = sigmas.to(images.dtype).clamp_min(1e-3)[:, None]
     kernels = torch.exp(-0.5 * (offsets[None] / width) ** 2)
@@ -73,9 +74,11 @@ def separation_term(
     each output towards its own input; pixel losses towards per-person averages pull every face towards the mean face,
     which this term pushes back where two outputs have come closer than their photos were, or than ``margin`` less
     alike (0 without such a pair)."""
-    out = F.normalize(embedding.float(), dim=1)
-    given = F.normalize(target.float(), dim=1)
-    excess = out @ out.T - given @ given.T
+    # In float32 whatever the autocast: bf16 resolves a cosine near dlib's 0.83 to ~0.004, more than the term itself.
+    with torch.autocast(embedding.device.type, enabled=False):
+        out = F.normalize(embedding.float(), dim=1)
+        given = F.normalize(target.float(), dim=1)
+        excess = out @ out.T - given @ given.T
     pairs = torch.triu(groups[:, None] != groups[None, :], diagonal=1)
     if not bool(pairs.any()):
         return excess.new_zeros(())
@@ -146,7 +149,7 @@ def losses(
                 terms[key] = out.image.new_zeros((), dtype=torch.float32)
     elif uses_encoder:
         crops = encoder_crops(encoder, out.image[:n], batch["transform"][:n])
-        if "blur" in batch:  # train.identity_blur: the output's crop only; the target is the photo's own embedding
+        if "blur" in batch:  # train.identity_blur: the output's crop (the identity target is the photo's embedding)
             crops = blur_each(crops, batch["blur"][:n])
         if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
             if not hasattr(encoder, "embed_and_maps"):
@@ -155,7 +158,10 @@ def losses(
                 )
             embedding, maps = encoder.embed_and_maps(crops)
             with torch.no_grad():
-                _, targets = encoder.embed_and_maps(encoder_crops(encoder, batch["image"][:n], batch["transform"][:n]))
+                given = encoder_crops(encoder, batch["image"][:n], batch["transform"][:n])
+                if "blur" in batch:  # maps of the target under the same blur: the blur is no detail to make up for
+                    given = blur_each(given, batch["blur"][:n])
+                _, targets = encoder.embed_and_maps(given)
             terms["perceptual"] = feature_matching(maps, targets) * share_scale
         else:
             embedding = encoder.embed(crops)

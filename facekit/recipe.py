@@ -156,8 +156,8 @@ class LossWeights(Section):
         default=0.0,
         ge=0,
         description="for the identity loss's items of different people, max(0, cos(E(out_i), E(out_j)) - "
-        "cos(E(in_i), E(in_j))) averaged over pairs: different people's outputs no more alike than their inputs "
-        "(pairs within one process's slice under DDP)",
+        "cos(E(in_i), E(in_j)) + separation_margin) averaged over pairs: different people's outputs no more alike "
+        "than their inputs (pairs within one process's slice under DDP)",
     )
     separation_margin: float = Field(
         default=0.0,
@@ -169,8 +169,9 @@ class LossWeights(Section):
         default=1.0,
         gt=0,
         le=1,
-        description="the identity (and perceptual) loss on this share of each batch (its first items; batches are "
-        "random): for encoders whose forward+backward costs several times the decoder's (SFace: 9x dlib's on the CPU)",
+        description="the identity (and perceptual, separation) losses on this share of each batch (its first items; "
+        "batches are random): for encoders whose forward+backward costs several times the decoder's (SFace: 9x "
+        "dlib's on the CPU)",
     )
 
 
@@ -563,16 +564,17 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
         problems.append(
             Problem("prepare.interocular_px", f"must be less than half of prepare.image_size ({prepare.image_size})")
         )
-    identity = recipe.train.loss.identity
+    loss = recipe.train.loss
+    through_encoder = [name for name in ("identity", "perceptual", "separation") if getattr(loss, name) > 0]
     encoder = components.get("encoder")
-    if identity > 0 and encoder is not None:
+    if through_encoder and encoder is not None:
         card = encoder.spec.card
         if card is None or not card.differentiable:
             problems.append(
                 Problem(
-                    "train.loss.identity",
+                    f"train.loss.{through_encoder[0]}",
                     f"encoder {encoder.spec.name!r} is not differentiable in torch (its card says so); "
-                    "set train.loss.identity: 0 or choose a differentiable encoder",
+                    f"set train.loss.{' / '.join(through_encoder)} to 0 or choose a differentiable encoder",
                 )
             )
     decoder = components.get("decoder")

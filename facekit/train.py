@@ -14,7 +14,8 @@ An explicit loop, no framework:
 - **DDP**: under ``torchrun`` each rank takes its slice of the same global batch (gloo on CPU, nccl on GPU); gradients
   are averaged and BatchNorm uses the global batch's statistics (:mod:`facekit.distributed`), so N processes follow
   the 1-process trajectory (to rounding, which Adam amplifies on near-zero gradients; not exactly with
-  ``loss.perceptual``, whose per-layer normaliser is each rank's own mean |target map|); only rank 0 writes and the
+  ``loss.perceptual``, whose per-layer normaliser is each rank's own mean |target map|, nor with ``loss.separation``,
+  whose pairs are formed within each rank's slice); only rank 0 writes and the
   checkpoints record ``world_size``.
 """
 

@@ -555,6 +555,15 @@ def test_separation_pushes_apart_only_different_people_closer_than_their_inputs(
     assert float(terms["loss"]) == pytest.approx(float(terms["image"] + 2 * terms["separation"]))
     expected = separation_term(image[:, 0, 0, :], items["embedding"], items["group"])  # FirstFour's crop: row 0
     assert float(terms["separation"]) == pytest.approx(float(expected))
+    # A rank holding none of the identity items logs the encoder's terms as zeros (every rank reduces the same keys).
+    idle = losses(out, items, FirstFour(), LossWeights(identity=1.0, separation=2.0), 4, identity=(0, 0.0))
+    assert float(idle["identity"]) == 0 and float(idle["separation"]) == 0
+    # train.identity_blur: the identity loss sees the output's crop blurred by each item's sigma; 0 leaves it alone.
+    weights = LossWeights(identity=1.0)
+    plain = float(losses(out, items, FirstFour(), weights, 4)["identity"])
+    unblurred = float(losses(out, {**items, "blur": torch.zeros(3)}, FirstFour(), weights, 4)["identity"])
+    blurred = float(losses(out, {**items, "blur": torch.full((3,), 1.5)}, FirstFour(), weights, 4)["identity"])
+    assert unblurred == pytest.approx(plain, abs=1e-6) and abs(blurred - plain) > 1e-3
 
 
 def test_identity_share_sends_only_part_of_the_batch_through_the_encoder() -> None:

@@ -89,9 +89,9 @@ def test_people_figures_compare_different_peoples_outputs_with_their_photos() ->
     # Outputs: a's two photos kept apart from b and c; b's output drifts towards a's, c's has no face.
     outputs = np.array([[1.0, 0, 0], [1.0, 0.05, 0], [1.0, 1.0, 0], [np.nan, np.nan, np.nan]])
     figures = people_figures(cosine, people, photos, outputs)
-    # different people among the photos: a-b twice, a-c twice, b-c: cosines 0, 0.110, 0, 0, 0 -> 0.022
-    assert figures["different_people_photos"] == pytest.approx(0.1 / np.hypot(0.9, 0.1) / 5, abs=1e-4)
-    # among the outputs only a-b (twice) have both faces: cos 0.707 and (1 + 0.05) / (|(1, .05)| sqrt 2)
+    # both over the photos whose output has a face too (c's has none): a-b twice; the photos' cosines 0 and 0.110
+    assert figures["different_people_photos"] == pytest.approx(0.1 / np.hypot(0.9, 0.1) / 2, abs=1e-4)
+    # the outputs' cosines of the same pairs: 0.707 and (1 + 0.05) / (|(1, .05)| sqrt 2)
     expected = (0.5**0.5 + 1.05 / (np.hypot(1, 0.05) * 2**0.5)) / 2
     assert figures["different_people"] == pytest.approx(expected, abs=1e-4)
     # rank 1: a's outputs are nearest a's photos; b's (1, 1, 0) is nearer a's second photo (cos 0.78) than b's own

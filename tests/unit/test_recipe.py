@@ -288,3 +288,16 @@ def test_a_path_override_keeps_the_path_as_written() -> None:
         raw: dict = {}
         assert apply_overrides(raw, [path_override("train.output", path)]) == []
         assert raw["train"]["output"] == path
+
+
+def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
+    """identity, perceptual and separation all reach the decoder through the encoder's gradient."""
+    onnx = {"encoder": {"name": "arcface-onnx"}}  # its card: not differentiable in torch
+    for name in ("identity", "perceptual", "separation"):
+        loss = {"identity": 0.0, name: 1.0}
+        problems = problems_of({"components": onnx, "train": {"loss": loss}})
+        assert problems == [
+            f"train.loss.{name}: encoder 'arcface-onnx' is not differentiable in torch (its card says so); "
+            f"set train.loss.{name} to 0 or choose a differentiable encoder"
+        ]
+    resolve({"components": onnx, "train": {"loss": {"identity": 0.0}}})  # nothing through it: fine
