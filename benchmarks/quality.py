@@ -364,7 +364,7 @@ def main() -> None:
         }
         columns.append((name, outcomes))
     if args.folds > 0:
-        pairs = verification(methods, root, judges[0], args.folds, args.pairs, shared)
+        pairs = verification(methods, root, sface, args.folds, args.pairs, shared)
         for name in figures:
             figures[name]["verification_sface"] = pairs[name]
         figures["photos (no normalization)"] = {"verification_sface": pairs["originals"]}
@@ -411,8 +411,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in figures.items():
-        verify = row.get("verification_sface")
-        accuracy = f"{verify['accuracy']:.2%} ± {verify['std']:.2%}" if verify else "-"
+        accuracy = accuracy_cell(row.get("verification_sface"))
         if "identity" not in row:
             lines.append(f"| {name} | - | - | - | - | - | - | {accuracy} | - |")
             continue

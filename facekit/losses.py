@@ -5,7 +5,7 @@ a jittered crop made differentiably with the encoder's own alignment), and the o
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 from facekit.errors import FacekitError
 from facekit.types import DecoderOutput
+
+if TYPE_CHECKING:
+    from facekit.recipe import LossWeights
 
 
 def jitter_transforms(transforms: torch.Tensor, size: tuple[int, int], draws: np.ndarray) -> torch.Tensor:
@@ -117,7 +120,7 @@ def losses(
     out: DecoderOutput,
     batch: dict[str, torch.Tensor],
     encoder: Any,
-    weights: Any,
+    weights: LossWeights,
     image_size: int,
     identity: tuple[int, float] | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -136,18 +139,12 @@ def losses(
     if weights.laplacian > 0:
         terms["laplacian"] = F.l1_loss(laplacian(learned.float()), laplacian(target))
     # A share of the batch (weights.identity_share) through the encoder; the rest gets the pixel terms only.
-    uses_encoder = weights.identity > 0 or weights.perceptual > 0 or weights.separation > 0
-    encoder_terms = (
-        ("identity", weights.identity),
-        ("perceptual", weights.perceptual),
-        ("separation", weights.separation),
-    )
+    through_encoder = weights.through_encoder()
     n, share_scale = identity if identity is not None else identity_items(out.image.shape[0], weights.identity_share)
-    if uses_encoder and n == 0:  # none of the global batch's identity items is in this rank's slice
-        for key, weight in encoder_terms:
-            if weight > 0:
-                terms[key] = out.image.new_zeros((), dtype=torch.float32)
-    elif uses_encoder:
+    if through_encoder and n == 0:  # none of the global batch's identity items is in this rank's slice
+        for key in through_encoder:
+            terms[key] = out.image.new_zeros((), dtype=torch.float32)
+    elif through_encoder:
         crops = encoder_crops(encoder, out.image[:n], batch["transform"][:n])
         if "blur" in batch:  # train.identity_blur: the output's crop (the identity target is the photo's embedding)
             crops = blur_each(crops, batch["blur"][:n])
@@ -170,12 +167,7 @@ def losses(
         if weights.separation > 0:
             groups, margin = batch["group"][:n], weights.separation_margin
             terms["separation"] = separation_term(embedding, batch["embedding"][:n], groups, margin) * share_scale
-    weight_of = {"landmark": weights.landmark, "texture": weights.texture, "image": weights.texture}
-    weight_of.update(
-        identity=weights.identity,
-        perceptual=weights.perceptual,
-        laplacian=weights.laplacian,
-        separation=weights.separation,
-    )
-    terms["loss"] = sum((weight_of[k] * v for k, v in list(terms.items())), torch.zeros((), device=out.image.device))
+    # Each term's weight is the LossWeights field of its name; the image L1 (no texture) takes the texture's.
+    weighted = ((getattr(weights, "texture" if k == "image" else k) * v) for k, v in list(terms.items()))
+    terms["loss"] = sum(weighted, torch.zeros((), device=out.image.device))
     return terms

@@ -174,6 +174,11 @@ class LossWeights(Section):
         "dlib's on the CPU)",
     )
 
+    def through_encoder(self) -> list[str]:
+        """The terms switched on that run the encoder on the output (so need its gradient and a differentiable
+        warp): of identity, perceptual and separation."""
+        return [name for name in ("identity", "perceptual", "separation") if getattr(self, name) > 0]
+
 
 Channel = Annotated[int, Field(ge=0, le=255)]
 
@@ -564,8 +569,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
         problems.append(
             Problem("prepare.interocular_px", f"must be less than half of prepare.image_size ({prepare.image_size})")
         )
-    loss = recipe.train.loss
-    through_encoder = [name for name in ("identity", "perceptual", "separation") if getattr(loss, name) > 0]
+    through_encoder = recipe.train.loss.through_encoder()
     encoder = components.get("encoder")
     if through_encoder and encoder is not None:
         card = encoder.spec.card

@@ -94,9 +94,8 @@ def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any
 def check_warper_for_losses(plan: Any, warper: Any) -> None:
     """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any on,
     a warper that does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
-    loss = plan.recipe.train.loss
     flag = getattr(warper, "differentiable", None)
-    if (loss.identity > 0 or loss.perceptual > 0 or loss.separation > 0) and flag is not True:
+    if plan.recipe.train.loss.through_encoder() and flag is not True:
         name = plan.components["warper"].spec.name
         said = "says it is not differentiable" if flag is False else "does not say it is differentiable"
         raise FacekitError(
