@@ -37,7 +37,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check facekit plugins tests benchmarks examples
 	$(BIN)/ruff format --check facekit plugins tests benchmarks examples
-	$(BIN)/mypy facekit
+	$(BIN)/mypy facekit benchmarks examples
 	$(BIN)/mypy $(wildcard plugins/*/src)
 
 format: $(STAMP)

@@ -116,12 +116,12 @@ def consistency(normalizer: Normalizer, root: Path, people: int, per_person: int
     for person in track(chosen, description=f"consistency: {len(chosen)} people"):
         points: dict[str, list[np.ndarray]] = {m: [] for m in spreads}
         for path in by_person[person][:per_person]:
-            photo = load_rgb(path)[0]
-            faces = normalizer.normalize(photo, all_faces=True) if photo is not None else []
-            if not faces:
+            image = load_rgb(path)[0]
+            faces = normalizer.normalize(image, all_faces=True) if image is not None else []
+            if image is None or not faces:
                 continue
             face = faces[0]
-            for method, corrected in corrections(photo, face, variants).items():
+            for method, corrected in corrections(image, face, variants).items():
                 points[method].append(chromaticity(face_box_rgb(corrected, face)))
             points["normalized face"].append(chromaticity(box_of(face.image).astype(np.float64).mean(axis=0)))
         if len(points["none"]) < 4:
@@ -251,10 +251,12 @@ def enlarged_jpeg(root: Path, path: Path, width: int, height: int, icc: bytes | 
     import cv2
     from PIL import Image
 
-    face = load_rgb(root / "london" / "smiling_front" / "005_08.jpg")[0]
-    assert face is not None
+    source = root / "london" / "smiling_front" / "005_08.jpg"
+    face = load_rgb(source)[0]
+    if face is None:
+        raise SystemExit(f"cannot read {source}: see the data README")
     big = Image.fromarray(cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC))
-    big.save(path, quality=92, **({"icc_profile": icc} if icc else {}))
+    big.save(path, quality=92, icc_profile=icc)  # None: no profile
     return face
 
 
@@ -269,6 +271,8 @@ def speed(normalizer: Normalizer, root: Path, repeats: int = 3) -> dict[str, flo
             for _ in range(repeats):
                 start = time.perf_counter()
                 photo = load_rgb(path)[0]
+                if photo is None:
+                    raise SystemExit(f"cannot read back {path}")
                 corrected, _ = corrector.correct(photo)
                 encode_like(path, corrected)
                 runs.append(time.perf_counter() - start)

@@ -67,6 +67,7 @@ def main() -> None:
 
     import torch
     from facekit_avatar.app import render_avatar
+    from facekit_avatar.cards import YAWS
     from facekit_avatar.cli import face_crop
     from facekit_avatar.colour import ColourModel
     from facekit_avatar.correspondence import agreement, vote
@@ -86,8 +87,8 @@ def main() -> None:
     photos = lfw_devtest(root, args.photos)
     images = [load_rgb(p.path)[0] for p in photos]
     outcomes = normalizer.normalize_many(images, [p.path.stem for p in photos])
-    ok = [i for i, o in enumerate(outcomes) if o.face is not None]
-    faces = [outcomes[i].face for i in ok]
+    found = [(i, o.face) for i, o in enumerate(outcomes) if o.face is not None]
+    ok, faces = [i for i, _ in found], [face for _, face in found]
     normalized = np.stack([f.image for f in faces])
     landmarks = np.stack([f.landmarks for f in faces]).astype(np.float32)
     size = normalized.shape[1]
@@ -102,15 +103,15 @@ def main() -> None:
     translations = torch.tensor([[a.record["pose"]["translation_mm"]] for a in ours])
 
     eos_err, eos_iod, eos_renders, eos_seconds = [], [], [], []
-    for n, i in enumerate(track(ok, description="eos")):
-        points = np.asarray(outcomes[i].face.source_landmarks, np.float64)
+    for n, (i, face) in enumerate(track(found, description="eos")):
+        points = np.asarray(face.source_landmarks, np.float64)
         result = eos_fit(images[i], points, sfm)
         eos_seconds.append(result.seconds)
         eos_err.append(np.nanmean(result.per_point_px))
         eos_iod.append(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
         placed = place(torch.from_numpy(result.vertices)[None], scales[n], translations[n])
         texture = fill_invisible(result.isomap)
-        eos_renders.append({y: render_avatar(placed[0].numpy(), maker.model, texture, size, y) for y in (-30, 0, 30)})
+        eos_renders.append({y: render_avatar(placed[0].numpy(), maker.model, texture, size, y) for y in YAWS})
     eos_err_a, eos_iod_a = np.array(eos_err), np.array(eos_iod)
 
     inputs = judge.embed([images[i] for i in ok])
@@ -118,7 +119,7 @@ def main() -> None:
     normalized_scores = judge.scores(inputs, judge.embed(list(normalized)))
     identity["normalized face"][0] = float(judge.passes(normalized_scores).mean())
     medians: dict[str, dict[float, float]] = {"ours": {}, "eos": {}}
-    for yaw in (-30.0, 0.0, 30.0):
+    for yaw in YAWS:
         for name, renders in (("ours", [a.renders[yaw] for a in ours]), ("eos", [r[yaw] for r in eos_renders])):
             scores = judge.scores(inputs, judge.embed(renders))
             identity[name][yaw] = float(judge.passes(scores).mean())
@@ -153,8 +154,8 @@ def main() -> None:
         [
             face_crop(images[i], outcomes[i].face),
             normalized[n],
-            *[ours[n].renders[y] for y in (-30.0, 0.0, 30.0)],
-            *[eos_renders[n][y] for y in (-30, 0, 30)],
+            *[ours[n].renders[y] for y in YAWS],
+            *[eos_renders[n][y] for y in YAWS],
         ]
         for n, i in enumerate(ok[:6])
     ]
@@ -202,7 +203,7 @@ def main() -> None:
         *[
             f"| SFace pass rate, render at yaw {y:+.0f} (median cosine) | {identity['ours'][y]:.1%} "
             f"({medians['ours'][y]:.3f}) | {identity['eos'][y]:.1%} ({medians['eos'][y]:.3f}) |"
-            for y in (-30.0, 0.0, 30.0)
+            for y in YAWS
         ],
         f"| fit time per face | {speed[1][0] * 1000:.0f} ms (batch 1), {speed[64][0] * 1000:.1f} ms (batch 64) | "
         f"{np.mean(eos_seconds) * 1000:.0f} ms (fit + texture, one at a time) |",

@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import dlib
 import numpy as np
 import torch
 from facekit_dlib.resnet import chips_to_tensor, extract_chip, load_dlib_resnet
+
+from facekit.images import load_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
@@ -50,7 +51,9 @@ def lfw_chips(n: int, models: Path) -> tuple[list[np.ndarray], list[np.ndarray],
         if not photos:
             continue
         tried += 1
-        img = cv2.cvtColor(cv2.imread(str(photos[0])), cv2.COLOR_BGR2RGB)
+        img = load_rgb(photos[0])[0]
+        if img is None:  # unreadable: skipped like a photo without a face
+            continue
         dets = detector(img, 1)
         if not dets:
             continue

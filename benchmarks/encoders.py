@@ -224,25 +224,25 @@ def build_encoders(names: Iterable[str]) -> dict[str, Encoder]:
         elif name in ("dlib-resnet", "dlib-resnet-chips"):
             torch_encoder = facekit.load_component("encoder", "dlib-resnet").eval()
             card = torch_encoder.card
-            if name == "dlib-resnet":
+            from facekit_dlib.resnet import chips_to_tensor, extract_chip
 
-                def port(photos: list[np.ndarray], faces: list[Face], enc: Any = torch_encoder) -> np.ndarray:
+            def port(
+                photos: list[np.ndarray], faces: list[Face], enc: Any = torch_encoder, own: bool = name != "dlib-resnet"
+            ) -> np.ndarray:
+                if own:  # dlib's own chips
+                    x = chips_to_tensor(
+                        [extract_chip(p, f.landmarks, 150, 0.25) for p, f in zip(photos, faces, strict=True)]
+                    )
+                else:
                     x = encoder_inputs(enc, photos, np.stack([f.landmarks for f in faces]))
-                    with torch.no_grad():
-                        return enc.embed(x).double().numpy()
+                with torch.no_grad():
+                    return enc.embed(x).double().numpy()
 
-                description = "torch port, crops from `encoder_inputs` (dlib chip geometry, cv2.warpAffine)"
-            else:
-                from facekit_dlib.resnet import chips_to_tensor, extract_chip
-
-                def port(
-                    photos: list[np.ndarray], faces: list[Face], enc: Any = torch_encoder, ex: Any = extract_chip
-                ) -> np.ndarray:
-                    x = chips_to_tensor([ex(p, f.landmarks, 150, 0.25) for p, f in zip(photos, faces, strict=True)])
-                    with torch.no_grad():
-                        return enc.embed(x).double().numpy()
-
-                description = "torch port on dlib's own chips (`extract_chip` = `dlib.get_face_chip`)"
+            description = (
+                "torch port, crops from `encoder_inputs` (dlib chip geometry, cv2.warpAffine)"
+                if name == "dlib-resnet"
+                else "torch port on dlib's own chips (`extract_chip` = `dlib.get_face_chip`)"
+            )
             encoders[name] = Encoder(name, card.distance, card.threshold, port, BATCH, description)
         elif name == "sface":
             sface = facekit.load_component("encoder", "sface").eval()

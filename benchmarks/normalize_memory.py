@@ -61,8 +61,8 @@ def main() -> None:
             inputs.mkdir()
             for photo in photos[:count]:
                 (inputs / photo.path.name).symlink_to(photo.path.resolve())
-            command = [str(exe), "normalize", str(inputs), "-o", str(Path(folder) / "out")]
-            peak, seconds, code = peak_rss_mb([*command, "--batch-size", str(args.batch_size)])
+            run = [str(exe), "normalize", str(inputs), "-o", str(Path(folder) / "out")]
+            peak, seconds, code = peak_rss_mb([*run, "--batch-size", str(args.batch_size)])
         rows.append((count, peak, seconds, code))
         print(f"{count} photos: peak RSS {peak:.0f} MB, {seconds:.1f} s, exit {code}")
     anchor = rows[0][1]

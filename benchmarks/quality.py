@@ -214,13 +214,13 @@ def contact_sheet(photos: list[np.ndarray | None], columns: list[tuple[str, list
         if photo is not None:  # the whole photo, fitted into the square (centred)
             scale = size / max(photo.shape[:2])
             width, height = max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale))
-            thumb = Image.fromarray(photo).resize((width, height), Image.BICUBIC)
+            thumb = Image.fromarray(photo).resize((width, height), Image.Resampling.BICUBIC)
             sheet.paste(thumb, ((size - width) // 2, header + r * size + (size - height) // 2))
         for c, (_, outcomes) in enumerate(columns, start=1):
             face = outcomes[index].face
             if face is not None:
                 image = Image.fromarray(face.image)
-                sheet.paste(image.resize((size, size), Image.BICUBIC), (c * size, header + r * size))
+                sheet.paste(image.resize((size, size), Image.Resampling.BICUBIC), (c * size, header + r * size))
     return sheet
 
 
@@ -344,11 +344,10 @@ def main() -> None:
         outputs = outputs_of(outcomes)
         has_output = np.array([o is not None for o in outputs])
         ok = [i for i, o in enumerate(outcomes) if o.face is not None]
-        ratios = [
-            detail_ratio(
-                outcomes[i].face.image, outcomes[i].face.landmarks, images[i], outcomes[i].face.source_landmarks
-            )
-            for i in ok
+        ratios = [  # a photo with an output was read
+            detail_ratio(o.face.image, o.face.landmarks, photo, o.face.source_landmarks)
+            for o, photo in zip(outcomes, images, strict=True)
+            if o.face is not None and photo is not None
         ]
         backgrounds = [background_noise(outcomes[i].face.image, outcomes[i].face.landmarks) for i in ok]
         embedded = {judge.name: judge.embed(outputs) for judge in judges}

@@ -27,6 +27,13 @@ PHOTOS = [
 ]
 
 
+def read(path: Path) -> np.ndarray:
+    photo = load_rgb(path)[0]
+    if photo is None:
+        raise SystemExit(f"cannot read {path}: see the data README")
+    return photo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="docs/adjust-before-after.jpg")
@@ -35,8 +42,8 @@ def main() -> None:
     adjuster, gray = FaceAdjuster(), GlobalWhiteBalance("gray-world")
     rows = []
     for person, scene_path, kelvin, ev in PHOTOS:
-        photo = load_rgb(root / person)[0]
-        scene = np.asarray(Image.fromarray(load_rgb(root / scene_path)[0]).resize(photo.shape[1::-1]))
+        photo, scene_photo = read(root / person), read(root / scene_path)
+        scene = np.asarray(Image.fromarray(scene_photo).resize(photo.shape[1::-1]))
         clean = np.where(background_mask(photo)[..., None], scene, photo)
         shot = cast(clean, blackbody_rgb(kelvin), ev)
         tiles = [shot, adjuster.correct(shot)[0], gray.correct(shot)[0], clean]

@@ -39,7 +39,7 @@ def load_faces(folder: Path, people: int, size: int) -> tuple[torch.Tensor, torc
     for tem in tems:
         photo = Image.open(tem.with_suffix(".jpg")).convert("RGB")
         scale = size / photo.width
-        images.append(np.asarray(photo.resize((size, round(photo.height * scale)), Image.BILINEAR))[:size])
+        images.append(np.asarray(photo.resize((size, round(photo.height * scale)), Image.Resampling.BILINEAR))[:size])
         points.append(read_tem(tem) * scale)
     image_tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
     return image_tensor, torch.from_numpy(np.stack(points)), [t.stem for t in tems]

@@ -67,7 +67,8 @@ def main() -> None:
     Path(args.compare).parent.mkdir(parents=True, exist_ok=True)
     with_footer(comparison.grid(cell=112), footer).save(args.compare, quality=88)
 
-    result = explorer.interpolate(*(images / name for name in INTERPOLATE), names=[Path(n).name for n in INTERPOLATE])
+    first, second = (images / name for name in INTERPOLATE)
+    result = explorer.interpolate(first, second, names=[Path(n).name for n in INTERPOLATE])
     Image.fromarray(interpolation_figure(result)).save(args.interpolate, quality=88)
     for path in (args.compare, args.interpolate):
         print(path, f"{Path(path).stat().st_size / 1e3:.0f} kB")

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from facekit_serve.testing import running_server
@@ -23,7 +24,10 @@ from PIL import Image
 
 from facekit.recipe import DataSection
 
-VIEWPORT = {"width": 1280, "height": 1100}
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
+VIEWPORT: ViewportSize = {"width": 1280, "height": 1100}
 
 
 def main() -> None:
