@@ -21,7 +21,7 @@ from rich.tree import Tree
 
 import facekit
 from facekit.apps import FUSE_WEIGHT
-from facekit.detail import FOREHEAD_LIMIT, DetailSettings
+from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
 from facekit.errors import FacekitError
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
@@ -216,16 +216,6 @@ def prepare(
     )
 
 
-def detail_settings(
-    strength: float | None, shape: float | None, forehead: float | None = None
-) -> DetailSettings | None:
-    """The photo detail settings of ``--detail``, ``--detail-shape`` and ``--detail-forehead``
-    (:meth:`DetailSettings.of`; None: none given, the library's default for the detector)."""
-    if strength is None and shape is None and forehead is None:
-        return None
-    return DetailSettings.of(strength=strength, shape=shape, forehead=forehead)
-
-
 #: ``--face``: which face of a photo with several each command takes (:func:`facekit.normalize.choose_face`).
 FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
 
@@ -281,7 +271,7 @@ def normalize(
     from rich.progress import Progress
 
     from facekit.batch import normalize_planned, plan_folder
-    from facekit.normalize import Normalizer, resolve_model
+    from facekit.normalize import Normalizer, inference_device, resolve_model
 
     plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
     path = resolve_model(model, checkpoint)
@@ -416,20 +406,6 @@ def adjust(
         f"{len(rows) - failed} of {len(rows)} photos adjusted in {out}",
         failed,
     )
-
-
-def inference_device(requested: str) -> str:
-    """``--device`` as a torch device string: ``auto`` picks the first GPU when one is visible; a GPU that is not
-    there is a FacekitError, not a CUDA traceback."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise FacekitError(f"--device {requested}: no GPU is visible here; use --device cpu or auto")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise FacekitError(f"--device {requested!r}: use cpu, cuda, cuda:N or auto")
-    return requested
 
 
 @app.command("eval")

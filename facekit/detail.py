@@ -130,6 +130,18 @@ class DetailSettings:
 #: bench``): they measure the model, and the detail would lend every decoder the photo's pixels.
 DECODER_ONLY = DetailSettings(strength=0.0, shape=0.0)
 
+
+def detail_settings(
+    strength: float | None, shape: float | None, forehead: float | None = None
+) -> DetailSettings | None:
+    """The photo detail settings of ``--detail``, ``--detail-shape`` and ``--detail-forehead`` (and the recipe's
+    ``infer.detail``, ``infer.detail_shape``, ``infer.detail_forehead``) (:meth:`DetailSettings.of`; None: none given,
+    the library's default for the detector)."""
+    if strength is None and shape is None and forehead is None:
+        return None
+    return DetailSettings.of(strength=strength, shape=shape, forehead=forehead)
+
+
 #: iBUG-68 points whose position the photo lends the output (``DetailSettings.shape``): jaw, brows, nose and eyes. The
 #: mouth (48-67) stays the decoder's: a smile's or a speaker's mouth is expression, not the person.
 SHAPE_POINTS = slice(0, 48)

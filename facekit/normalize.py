@@ -143,6 +143,20 @@ class Outcome:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def inference_device(requested: str, option: str = "--device") -> str:
+    """``--device`` (or the recipe value ``option``) as a torch device string: ``auto`` picks the first GPU when one
+    is visible; a GPU that is not there is a FacekitError, not a CUDA traceback."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise FacekitError(f"{option} {requested}: no GPU is visible here; use cpu or auto")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise FacekitError(f"{option} {requested!r}: use cpu, cuda, cuda:N or auto")
+    return requested
+
+
 def box_overlap(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

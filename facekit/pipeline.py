@@ -106,8 +106,9 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
     from facekit.batch import normalize_folder
+    from facekit.detail import detail_settings
     from facekit.errors import FacekitError
-    from facekit.normalize import Normalizer
+    from facekit.normalize import Normalizer, inference_device
     from facekit.runs import start_run
 
     infer = plan.recipe.infer
@@ -117,9 +118,13 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     checkpoint = Path(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     run = start_run(plan, "infer", Path(infer.output) / "runs")
     items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
-    summary = normalize_folder(
-        Normalizer.from_checkpoint(checkpoint), items, infer.output, checkpoint, infer.batch_size
+    normalizer = Normalizer.from_checkpoint(
+        checkpoint,
+        device=inference_device(infer.device, "infer.device"),
+        detail=detail_settings(infer.detail, infer.detail_shape, infer.detail_forehead),
+        face=infer.face,
     )
+    summary = normalize_folder(normalizer, items, infer.output, checkpoint, infer.batch_size)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from facekit.detail import FOREHEAD_LIMIT
 from facekit.errors import FacekitError, Problem, RecipeError
 from facekit.registry import ComponentSpec, Params, get_registry, no_booleans_for_numbers, problems_from_validation
 from facekit.types import Kind
@@ -258,6 +259,27 @@ class InferSection(Section):
     )
     checkpoint: str | None = None
     batch_size: int = Field(default=16, ge=1)
+    # What `facekit normalize` takes as options, so a recipe's inference is the command's.
+    face: Literal["largest", "central"] = Field(
+        default="largest", description="which face of a photo with several (facekit normalize --face)"
+    )
+    detail: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="strength of the photo's fine detail on the face (--detail; 0: the decoder's face alone; "
+        "unset: the library's default for the detector)",
+    )
+    detail_shape: float | None = Field(
+        default=None, ge=0, le=1, description="how far the face takes the photo's own shape (--detail-shape)"
+    )
+    detail_forehead: float | None = Field(
+        default=None,
+        ge=0,
+        le=FOREHEAD_LIMIT,
+        description="how far above the brows the photo's detail reaches (--detail-forehead)",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: a GPU when one is visible")
     output: str = Field(default="runs/infer")
 
 

@@ -16,6 +16,7 @@ import yaml
 import facekit
 from facekit.decoder import PaperDecoder
 from facekit.decoder_params import DecoderParams
+from facekit.detail import DetailSettings
 from facekit.errors import FacekitError
 from facekit.registry import ComponentSpec, NoParams, Params
 from facekit.testing import real_face, run_check
@@ -147,7 +148,8 @@ def test_training_refuses_a_warper_the_identity_loss_cannot_pass_through(tmp_pat
 
 
 def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) -> None:
-    """Before: components.apps validated and was never called (an app that raised on every call exited 0)."""
+    """Before: components.apps validated and was never called (an app that raised on every call exited 0). The infer
+    stage also takes `facekit normalize`'s face choice and photo detail settings from the recipe (before: neither)."""
     from facekit.normalize import default_model_path
 
     photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
@@ -162,7 +164,14 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
             ],
         },
         "prepare": {"image_size": 112},
-        "infer": {"inputs": [str(photo)], "checkpoint": str(default_model_path()), "output": str(tmp_path / "out")},
+        "infer": {
+            "inputs": [str(photo)],
+            "checkpoint": str(default_model_path()),
+            "output": str(tmp_path / "out"),
+            "face": "central",
+            "detail": 0,
+            "device": "cpu",
+        },
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     from tests.helpers import run_cli
@@ -173,3 +182,5 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     assert set(apps) == {"attributes", "gray-world (apps.1)", "gray-world (apps.2)"}  # the same app twice: both kept
     face = apps["attributes"]["faces"][str(photo)]
     assert 0 < face["ita_degrees"] < 90 and len(apps["gray-world (apps.1)"]["faces"][str(photo)]["gains_rgb"]) == 3
+    record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
+    assert record["face"] == "central" and record["detail"] == DetailSettings.of(strength=0).as_record()

@@ -327,7 +327,7 @@ def test_the_shipped_pipeline_takes_the_photos_shape(shipped_normalizer: Any, da
 
 
 def test_detail_settings_parse_like_the_command_line() -> None:
-    from facekit.cli import detail_settings
+    from facekit.detail import detail_settings
 
     assert DetailSettings.parse("0") == DECODER_ONLY == detail_settings(0.0, None)
     assert DetailSettings.parse("1:4:0") == DetailSettings(shape=0.0) == detail_settings(None, 0.0)

@@ -301,3 +301,13 @@ def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
             f"set train.loss.{name} to 0 or choose a differentiable encoder"
         ]
     resolve({"components": onnx, "train": {"loss": {"identity": 0.0}}})  # nothing through it: fine
+
+
+def test_infer_takes_normalizes_options_and_refuses_what_normalize_refuses() -> None:
+    """The infer stage takes what `facekit normalize` takes as options (face, photo detail, device), within the
+    same bounds; a value normalize would refuse is a recipe problem before anything runs."""
+    plan = resolve({"infer": {"face": "central", "detail": 0.5, "detail_shape": 0, "detail_forehead": 1}})
+    assert (plan.recipe.infer.face, plan.recipe.infer.detail, plan.recipe.infer.detail_forehead) == ("central", 0.5, 1)
+    for key, value in (("face", "leftmost"), ("detail", 3), ("detail_shape", -0.1), ("detail_forehead", 9)):
+        with pytest.raises(RecipeError, match=f"infer.{key}"):
+            resolve({"infer": {key: value}})

@@ -46,15 +46,14 @@ def avatar(
 
     import facekit
     from facekit.batch import plan_folder
-    from facekit.cli import STATUS_COLUMNS, console, inference_device, report_rows
+    from facekit.cli import STATUS_COLUMNS, console, report_rows
+    from facekit.models import sha256_file
     from facekit.normalize import Normalizer, resolve_model
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS)  # bad inputs are reported before loading
-    from facekit.models import sha256_file
-
     model_path = resolve_model(model, checkpoint)
-    normalizer = Normalizer.from_checkpoint(model_path, device=inference_device("cpu"), face=face.value)
+    normalizer = Normalizer.from_checkpoint(model_path, face=face.value)
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
