@@ -34,7 +34,8 @@ def cells(plan: Plan) -> list[tuple[str, ...]]:
 
 
 def recipe_hash(plan: Plan) -> str:
-    text = json.dumps({k: v for k, v in plan.to_dict().items() if k != "bench"}, sort_keys=True)
+    # The infer section changes no cell (a cell trains and evaluates), so its settings do not make one new.
+    text = json.dumps({k: v for k, v in plan.to_dict().items() if k not in ("bench", "infer")}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -151,7 +151,7 @@ def inference_device(requested: str, option: str = "--device") -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise FacekitError(f"{option} {requested}: no GPU is visible here; use cpu or auto")
+        raise FacekitError(f"{option} {requested}: no GPU is visible here; use {option} cpu or auto")
     if requested != "cpu" and not requested.startswith("cuda"):
         raise FacekitError(f"{option} {requested!r}: use cpu, cuda, cuda:N or auto")
     return requested

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,22 +116,38 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
     root = plan.data_root
     checkpoint = Path(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
-    run = start_run(plan, "infer", Path(infer.output) / "runs")
+    device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
+    run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device)
     items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
     normalizer = Normalizer.from_checkpoint(
         checkpoint,
-        device=inference_device(infer.device, "infer.device"),
+        device=device,
         detail=detail_settings(infer.detail, infer.detail_shape, infer.detail_forehead),
         face=infer.face,
     )
-    summary = normalize_folder(normalizer, items, infer.output, checkpoint, infer.batch_size)
+    summary = normalize_folder(normalizer, items, infer.output, checkpoint, infer.batch_size, infer.overwrite)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
     if apps:
         results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
         (Path(infer.output) / "apps.json").write_text(json.dumps(results, indent=2) + "\n")
-    return run
+    return replace(run, note=infer_note(summary, infer.output))
+
+
+def infer_note(summary: Any, output: str) -> str:
+    """What `facekit run` prints for the infer stage: how many photos have their face in ``output``, and why the
+    others do not (outputs left alone from other settings named with what to do)."""
+    from collections import Counter
+
+    have = sum(row.status in ("ok", "done") for row in summary.rows)
+    note = f"{have} of {len(summary.rows)} photos have their normalized face in {output}"
+    others = Counter(row.status for row in summary.rows if row.status not in ("ok", "done"))
+    if others:
+        note += "; " + ", ".join(f"{count} {status}" for status, count in sorted(others.items()))
+    if others.get("exists"):
+        note += " (outputs made with another model or settings are left alone: set infer.overwrite or infer.output)"
+    return note
 
 
 def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: int = 16) -> dict[str, Any]:
@@ -236,5 +252,6 @@ def run_plan(
             continue
         runner = STAGE_RUNNERS[stage]
         assert runner is not None
-        outputs.append((stage, runner(plan, options or RunOptions()).path, ""))
+        run = runner(plan, options or RunOptions())
+        outputs.append((stage, run.path, run.note))
     return outputs

@@ -279,7 +279,16 @@ class InferSection(Section):
         le=FOREHEAD_LIMIT,
         description="how far above the brows the photo's detail reaches (--detail-forehead)",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: a GPU when one is visible")
+    device: str = Field(
+        default="cpu",
+        pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
+        description="cpu, cuda, cuda:N or auto (a GPU when one is visible), as facekit normalize --device",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="replace outputs made from another input, model or settings (facekit normalize --overwrite); "
+        "without it they are left alone and counted as 'exists'",
+    )
     output: str = Field(default="runs/infer")
 
 

@@ -79,6 +79,8 @@ def describe_device(requested: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    #: What `facekit run` prints for the stage instead of "wrote PATH" (e.g. how many photos the infer stage did).
+    note: str = ""
 
     def file(self, name: str) -> Path:
         return self.path / name

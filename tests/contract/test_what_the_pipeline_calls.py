@@ -149,7 +149,8 @@ def test_training_refuses_a_warper_the_identity_loss_cannot_pass_through(tmp_pat
 
 def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) -> None:
     """Before: components.apps validated and was never called (an app that raised on every call exited 0). The infer
-    stage also takes `facekit normalize`'s face choice and photo detail settings from the recipe (before: neither)."""
+    stage also takes `facekit normalize`'s face choice, photo detail, device and overwrite settings from the recipe
+    (before: none of them), and says when outputs from other settings were left alone (before: "wrote", exit 0)."""
     from facekit.normalize import default_model_path
 
     photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
@@ -169,8 +170,10 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
             "checkpoint": str(default_model_path()),
             "output": str(tmp_path / "out"),
             "face": "central",
-            "detail": 0,
-            "device": "cpu",
+            "detail": 0.5,
+            "detail_shape": 0.2,
+            "detail_forehead": 1.0,
+            "device": "auto",
         },
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -183,4 +186,21 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     face = apps["attributes"]["faces"][str(photo)]
     assert 0 < face["ita_degrees"] < 90 and len(apps["gray-world (apps.1)"]["faces"][str(photo)]["gains_rgb"]) == 3
     record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
-    assert record["face"] == "central" and record["detail"] == DetailSettings.of(strength=0).as_record()
+    assert record["face"] == "central" and record["detail"] == DetailSettings.of(0.5, None, 0.2, 1.0).as_record()
+    (run,) = (tmp_path / "out" / "runs").glob("*-infer")
+    assert json.loads((run / "run.json").read_text())["device"]["requested"] == "auto"
+
+    # Other settings into the same folder: left alone and said so; with infer.overwrite, replaced.
+    recipe["components"].pop("apps")
+    recipe["infer"]["detail"] = 0
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    again = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
+    assert again.returncode == 0, again.stderr
+    assert "0 of 1 photos have their normalized face" in again.stdout and "1 exists" in again.stdout
+    assert "infer.overwrite" in again.stdout
+    recipe["infer"]["overwrite"] = True
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    replaced = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
+    assert "1 of 1 photos have their normalized face" in replaced.stdout, replaced.stdout + replaced.stderr
+    record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
+    assert record["detail"] == DetailSettings.of(0, None, 0.2, 1.0).as_record()  # the decoder's face, shape 0.2

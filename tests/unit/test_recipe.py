@@ -7,7 +7,7 @@ import yaml
 
 from facekit.errors import FacekitError, RecipeError, StageNotBuiltError
 from facekit.pipeline import run_plan, stages_to_run
-from facekit.recipe import Recipe, apply_overrides, load_recipe, resolve
+from facekit.recipe import InferSection, Recipe, apply_overrides, load_recipe, resolve
 
 
 def problems_of(raw: dict, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -309,5 +309,25 @@ def test_infer_takes_normalizes_options_and_refuses_what_normalize_refuses() -> 
     plan = resolve({"infer": {"face": "central", "detail": 0.5, "detail_shape": 0, "detail_forehead": 1}})
     assert (plan.recipe.infer.face, plan.recipe.infer.detail, plan.recipe.infer.detail_forehead) == ("central", 0.5, 1)
     for key, value in (("face", "leftmost"), ("detail", 3), ("detail_shape", -0.1), ("detail_forehead", 9)):
+        assert key in InferSection.model_fields  # a refusal, not an unknown key
         with pytest.raises(RecipeError, match=f"infer.{key}"):
             resolve({"infer": {key: value}})
+
+
+def test_infer_device_is_normalizes_device() -> None:
+    """``infer.device`` takes what ``--device`` takes (cuda:N included); a GPU asked for where none is visible is
+    refused naming the recipe value, before a run folder is made (the stage resolves it first)."""
+    import torch
+
+    from facekit.normalize import inference_device
+
+    assert resolve({"infer": {"device": "cuda:1"}}).recipe.infer.device == "cuda:1"
+    with pytest.raises(RecipeError, match="infer.device"):
+        resolve({"infer": {"device": "gpu"}})
+    assert inference_device("cpu") == "cpu"
+    assert inference_device("auto", "infer.device") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(FacekitError, match="infer.device 'tpu'"):
+        inference_device("tpu", "infer.device")
+    if not torch.cuda.is_available():
+        with pytest.raises(FacekitError, match="infer.device cuda:0: no GPU is visible here; use infer.device cpu"):
+            inference_device("cuda:0", "infer.device")
