@@ -322,12 +322,12 @@ def test_infer_device_is_normalizes_device() -> None:
     from facekit.normalize import inference_device
 
     assert resolve({"infer": {"device": "cuda:1"}}).recipe.infer.device == "cuda:1"
-    with pytest.raises(RecipeError, match="infer.device"):
+    with pytest.raises(RecipeError, match=r"infer\.device"):
         resolve({"infer": {"device": "gpu"}})
     assert inference_device("cpu") == "cpu"
     assert inference_device("auto", "infer.device") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(FacekitError, match="infer.device 'tpu'"):
+    with pytest.raises(FacekitError, match=r"infer\.device 'tpu'"):
         inference_device("tpu", "infer.device")
     if not torch.cuda.is_available():
-        with pytest.raises(FacekitError, match="infer.device cuda:0: no GPU is visible here; use infer.device cpu"):
+        with pytest.raises(FacekitError, match=r"infer\.device cuda:0: no GPU is visible here; use infer\.device cpu"):
             inference_device("cuda:0", "infer.device")
