@@ -79,10 +79,13 @@ def default_model_sha256() -> str:
 
 def resolve_model(model: str | None = None, checkpoint: str | Path | None = None) -> Path:
     """The model file a command was asked for: ``checkpoint`` (a path), else the shipped ``model`` (a name of
-    ``SHIPPED_MODELS``), else the default; both given is an error."""
+    ``SHIPPED_MODELS``), else the default; both given, or a checkpoint that is not a file, is an error (before any
+    work: ``facekit adjust`` hashed a missing one with a traceback)."""
     if model is not None and checkpoint is not None:
         raise FacekitError("pass --model (a shipped model) or --checkpoint (a file), not both")
     if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise FacekitError(f"checkpoint not found: {checkpoint}")
         return Path(checkpoint)
     return model_path(model or "dlib")
 

@@ -96,6 +96,16 @@ def test_run_without_a_trained_model_is_one_line_exit_1(tmp_path: Path) -> None:
     assert result.returncode == 1 and "checkpoint not found" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_missing_checkpoint_is_one_line_in_every_command(data_root: Path, tmp_path: Path) -> None:
+    """Before: `facekit adjust --checkpoint` with no such file ended in a FileNotFoundError traceback."""
+    photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    for command in ("normalize", "adjust", "attributes"):
+        result = run_cli(command, str(photo), "-o", str(tmp_path / command), "--checkpoint", str(tmp_path / "nope"))
+        assert result.returncode == 1, (command, result.stderr)
+        assert "checkpoint not found" in result.stderr and "Traceback" not in result.stderr, command
+        assert not (tmp_path / command).exists() or not any((tmp_path / command).iterdir()), command
+
+
 def test_missing_recipe_file() -> None:
     result = run_cli("check", "nope.yaml")
     assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr

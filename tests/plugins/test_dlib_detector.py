@@ -38,3 +38,14 @@ def test_the_cnn_finds_the_face_hog_misses_at_the_photos_scale() -> None:
         centre = found[0].landmarks.mean(axis=0) / scale
         assert np.linalg.norm(centre - 100.0) < 25.0, centre
     assert both.detect_array(np.full((300, 300, 3), 128, np.uint8)) == []  # still nothing where there is nothing
+
+
+def test_tiny_or_thin_images_have_no_face_rather_than_a_dlib_failure() -> None:
+    """dlib's CNN raised a RuntimeError on copies under ~10 px a side (9 x 9 could corrupt the heap and abort), and a
+    thin photo reaches it shrunk to the fallback's 400 px: every such photo ended the whole batch with a traceback."""
+    for name in ("dlib", "dlib-5pt"):
+        detector = facekit.load_component("detector", name)
+        for shape in ((1, 1), (9, 9), (5, 300), (300, 5), (40, 5000), (5000, 40)):
+            assert detector.detect_array(np.full((*shape, 3), 128, np.uint8)) == [], (name, shape)
+    cnn = facekit.load_component("detector", "dlib", face_detector="cnn", upsample=0)
+    assert cnn.detect_array(np.full((20, 20, 3), 128, np.uint8)) == []

@@ -17,6 +17,10 @@ from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
 #: ~0.6 s for 250 x 250 px on one CPU core and grows with the area (33 s at 800 px upsampled once), and the faces HOG
 #: misses are turned ones, not small ones (HOG with ``upsample`` 1 already finds faces of 40 px).
 FALLBACK_SIDE = 400
+#: The CNN (mmod) is not run on an image (after its upsampling) shorter than this on a side: its window is 80 px, so
+#: it finds no face there, and dlib fails on copies under ~10 px (a RuntimeError, or at 9 x 9 a corrupted heap that
+#: aborts the process).
+MIN_CNN_SIDE = 40
 
 
 class DetectorParams(Params):
@@ -74,6 +78,8 @@ class DlibDetector:
         self, image: np.ndarray, upsample: int, scale: float
     ) -> list[tuple[tuple[float, float, float, float], float]]:
         """mmod's faces in ``image`` (a copy of the photo at ``scale``) as (box in the photo's pixels, confidence)."""
+        if min(image.shape[:2]) * 2**upsample < MIN_CNN_SIDE:
+            return []
         found = [(d.rect, float(d.confidence)) for d in self._cnn(image, upsample)]
         return [(_box(rect, scale), score) for rect, score in found if score >= self.params.threshold]
 
