@@ -186,12 +186,13 @@ def prepare(
     """Build the training set: detect, filter, align, average per person, textures (resumable)."""
     from facekit.data.prepare import Shard, run_prepare
     from facekit.recipe import load_recipe
-    from facekit.runs import start_run
+    from facekit.runs import finish_run, start_run
 
     plan = load_recipe(recipe, overrides=set_ or [])
     parsed = Shard.parse(shard)
-    start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
+    run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
     report = run_prepare(plan, shard=parsed, progress=True)
+    finish_run(run)
     console.print(
         f"processed {report.processed_identities} identities ({report.processed_photos} photos) "
         f"in {report.seconds:.1f} s"

@@ -15,7 +15,7 @@ from typing import Any
 
 from facekit.errors import StageNotBuiltError
 from facekit.recipe import STAGES, Plan
-from facekit.runs import RunDir
+from facekit.runs import RunDir, finish_run
 
 StageRunner = Callable[[Plan, "RunOptions"], RunDir]
 
@@ -253,5 +253,6 @@ def run_plan(
         runner = STAGE_RUNNERS[stage]
         assert runner is not None
         run = runner(plan, options or RunOptions())
+        finish_run(run)
         outputs.append((stage, run.path, run.note))
     return outputs

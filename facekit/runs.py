@@ -37,7 +37,10 @@ TRACKED_PACKAGES = (
 
 
 def git_sha(cwd: Path | None = None) -> str | None:
-    """The commit of the working tree (with ``-dirty`` when it has changes), or ``None`` outside git."""
+    """The commit of facekit's own working tree (``cwd``: another one's), with ``-dirty`` when it has changes, or
+    ``None`` where facekit is not in a git checkout (an installed wheel). Before: the folder the command ran from,
+    so a run started inside another repository recorded that repository's commit."""
+    cwd = Path(__file__).resolve().parent if cwd is None else cwd
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
@@ -129,3 +132,14 @@ def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", s
     }
     (path / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return RunDir(path)
+
+
+def finish_run(run: RunDir) -> None:
+    """Mark ``run`` finished in its ``run.json`` (``finished``: the time): a run folder without it did not complete
+    (it failed, or was interrupted), though it holds the same recipe and provenance as one that did."""
+    record = run.path / "run.json"
+    if not is_rank_zero() or not record.is_file():
+        return
+    info = json.loads(record.read_text(encoding="utf-8"))
+    info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    record.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

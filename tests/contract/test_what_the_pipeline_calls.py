@@ -188,7 +188,8 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
     assert record["face"] == "central" and record["detail"] == DetailSettings.of(0.5, None, 0.2, 1.0).as_record()
     (run,) = (tmp_path / "out" / "runs").glob("*-infer")
-    assert json.loads((run / "run.json").read_text())["device"]["requested"] == "auto"
+    info = json.loads((run / "run.json").read_text())
+    assert info["device"]["requested"] == "auto" and info["finished"]  # `facekit run` marks a stage that completed
 
     # Other settings into the same folder: left alone and said so; with infer.overwrite, replaced.
     recipe["components"].pop("apps")

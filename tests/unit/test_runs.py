@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from facekit.recipe import resolve
-from facekit.runs import git_sha, start_run
+from facekit.runs import finish_run, git_sha, start_run
 
 
 def test_run_folder_records_recipe_and_provenance(tmp_path: Path) -> None:
@@ -24,10 +24,43 @@ def test_run_folder_records_recipe_and_provenance(tmp_path: Path) -> None:
     assert "pydantic" in info["packages"]
     second = start_run(plan, "train", tmp_path)
     assert second.path != run.path  # never overwrite an earlier run
+    assert "finished" not in info  # until the stage completes
+    finish_run(run)
+    finished = json.loads((run.path / "run.json").read_text())
+    assert finished.pop("finished") and finished == info
 
 
 def test_git_sha_outside_a_repository(tmp_path: Path) -> None:
     assert git_sha(tmp_path) is None
+
+
+def test_git_sha_is_facekits_own_wherever_the_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a run started inside another git repository recorded that repository's commit."""
+    import subprocess
+
+    import facekit
+
+    own = git_sha(Path(facekit.__file__).resolve().parent)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "other",
+        ],
+        check=True,
+    )
+    monkeypatch.chdir(tmp_path)
+    assert git_sha() == own != git_sha(tmp_path)
 
 
 def test_only_rank_zero_writes_a_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
