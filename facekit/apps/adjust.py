@@ -302,6 +302,17 @@ def fuse_white_balance(
 #: The most refining rounds ``adjust`` takes (each normalizes the face once more).
 MAX_REFINE = 3
 
+#: A photo whose pixels' channels differ by at most this many levels (99th percentile; a grey JPEG stored as RGB
+#: differs by a level or two) is black-and-white: it has no white balance to correct, and the face's would tint it
+#: towards a skin colour (a sepia cast), so only its exposure moves.
+MONOCHROME_SPREAD = 3
+
+
+def is_monochrome(photo: np.ndarray) -> bool:
+    """Whether ``photo`` (H, W, 3) uint8 RGB is black-and-white (see :data:`MONOCHROME_SPREAD`)."""
+    spread = photo.max(axis=2).astype(np.int16) - photo.min(axis=2)
+    return float(np.percentile(spread, 99)) <= MONOCHROME_SPREAD
+
 
 class FaceAdjuster(UsesNormalizer):
     """The ``adjust`` app: white balance and exposure of a photo from its normalized face.
@@ -385,10 +396,16 @@ class FaceAdjuster(UsesNormalizer):
         return fuse_white_balance(correction, photo, self.fuse, self.fuse_weight, self.fuse_sigma)
 
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
+        """(``photo`` corrected, the correction), or (``photo``, None) without a face. A black-and-white photo
+        (:func:`is_monochrome`) gets its exposure only, and its record says ``monochrome``."""
         correction = self.estimate(photo)
         if correction is None:
             return photo, None
-        scaled = correction.scaled(self.strength, self.only)
+        strength, only = self.strength, self.only
+        if is_monochrome(downscale(photo, ESTIMATE_SIDE)):
+            correction = replace(correction, face={**correction.face, "monochrome": True})
+            strength, only = (0.0 if only == "white-balance" else strength), "exposure"
+        scaled = correction.scaled(strength, only)
         return apply_correction(photo, scaled), scaled
 
     def apply(self, faces: Any) -> dict[str, Any]:

@@ -467,3 +467,20 @@ def test_the_papers_ycrcb_map_at_16_bits_matches_it_in_floating_point() -> None:
     expected = np.clip(cv2.cvtColor(ycrcb.astype(np.float32), cv2.COLOR_YCrCb2RGB), 0, 1)
     bias = ((got - expected) * 255.0).reshape(-1, 3).mean(axis=0)  # in 8-bit levels
     assert np.abs(bias).max() < 0.02, bias
+
+
+@pytest.mark.parametrize("mapping", ["gains", "ycrcb"])
+def test_a_black_and_white_photo_stays_black_and_white(shipped_normalizer: Any, mapping: str) -> None:
+    """Before: the face's colour tinted a grey photo sepia (gains 1.6 / 1.2 / 1.0). Now its exposure alone moves,
+    and white balance alone leaves it as it is."""
+    grey = np.asarray(Image.fromarray(real_face().image).convert("L").convert("RGB"))
+    dark = (grey * 0.6).astype(np.uint8)
+    corrected, record = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(dark)
+    assert record is not None and record.face["monochrome"] is True
+    spread = corrected.max(axis=2).astype(int) - corrected.min(axis=2)
+    assert spread.max() <= 1 and corrected.mean() > dark.mean() + 10, (spread.max(), corrected.mean(), dark.mean())
+    same, record = FaceAdjuster(shipped_normalizer, mapping=mapping, only="white-balance").correct(dark)
+    assert record is not None and np.array_equal(same, dark)
+    # A colour photo is not taken for one.
+    _, colour = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(real_face().image.copy())
+    assert colour is not None and "monochrome" not in colour.face
