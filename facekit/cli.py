@@ -298,11 +298,18 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
     import facekit
 
     apps = facekit.get_registry("app")
-    spec = apps.get(method)  # an unknown name: the registry's error, with the nearest names
 
     def corrects(name: str) -> bool:
         return "strength" in apps.get(name).params.model_fields
 
+    if method not in apps.names():  # the methods there are, not every app (attributes, avatar, explore)
+        from difflib import get_close_matches
+
+        methods = [name for name in apps.names() if corrects(name)]
+        near = get_close_matches(method, methods, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise FacekitError(f"--method {method}: no such method; methods: {', '.join(methods)}{hint}")
+    spec = apps.get(method)
     if corrects(method):
         corrector = spec.build(params)
         if callable(getattr(corrector, "correct", None)):
@@ -665,6 +672,8 @@ def explore_interpolate(
 
     target = Path(out)
     for photo in (a, b):
+        if Path(photo).is_dir():
+            raise FacekitError(f"{photo} is a folder: interpolate goes between two photos")
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
     check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")  # before loading

@@ -114,6 +114,11 @@ def read_photo(photo: Any, name: str | None = None) -> tuple[str, np.ndarray | N
     return name or "photo", as_rgb(photo), ""
 
 
+def status_and_reason(status: str, reason: str) -> str:
+    """``status reason`` for a message, the status once when the reason starts with it ('unreadable (OSError ...)')."""
+    return reason if reason.startswith(status) else f"{status} {reason}".strip()
+
+
 def strip(frames: Sequence[np.ndarray], gap: int = 0) -> np.ndarray:
     """(S, S, 3) uint8 frames side by side, ``gap`` white pixels between them: (S, N*S + (N-1)*gap, 3)."""
     height = frames[0].shape[0]
@@ -367,7 +372,7 @@ class Explorer(UsesNormalizer):
         ]
         bad = [p for p in photos if p["status"] != "ok"]
         if bad:
-            detail = "; ".join(f"{p['input']}: {p['status']} {p['reason']}".strip() for p in bad)
+            detail = "; ".join(f"{p['input']}: {status_and_reason(p['status'], p['reason'])}" for p in bad)
             raise FacekitError(f"interpolation needs a face in both photos: {detail}")
         path = feature_path(features[0], features[1], steps, spherical)
         out = self.normalizer.decode_features(path)

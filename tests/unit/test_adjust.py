@@ -188,6 +188,9 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     other = run_cli("adjust", wall, "--method", "attributes", "-o", str(tmp_path / "a"))
     assert other.returncode == 1 and "attributes app does not correct photos; methods: adjust," in other.stderr
     assert not (tmp_path / "a").exists()
+    # An unknown one lists the methods only, with the nearest (before: every app, avatar and explore included).
+    typo = run_cli("adjust", wall, "--method", "grey-world", "-o", str(tmp_path / "t"))
+    assert typo.returncode == 1 and "did you mean 'gray-world'?" in typo.stderr and "avatar" not in typo.stderr
     with Image.open(io.BytesIO((tmp_path / "g" / "wall.png").read_bytes())) as grey:
         assert angular_error(np.asarray(grey), np.full((1, 1, 3), 128.0)) < 1.0
 

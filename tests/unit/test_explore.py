@@ -213,6 +213,12 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     )
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads((out / "interpolate.json").read_text())["face"] == "central"  # --face reached the app
+    # A folder is named as one (before: 'no such photo'), a truncated photo's status said once.
+    folder = run_cli("explore", "interpolate", str(tmp_path), str(b), "-o", str(tmp_path / "f"))
+    assert folder.returncode == 1 and "is a folder: interpolate goes between two photos" in folder.stderr
+    (tmp_path / "cut.jpg").write_bytes(a.read_bytes()[:2000])
+    cut = run_cli("explore", "interpolate", str(tmp_path / "cut.jpg"), str(b), "-o", str(tmp_path / "c"))
+    assert cut.returncode == 1 and "cut.jpg: unreadable (" in cut.stderr and "unreadable unreadable" not in cut.stderr
 
     Image.new("RGB", (100, 100), (200, 30, 30)).save(tmp_path / "wall.png")
     shipped = Path(__file__).resolve().parents[2] / "facekit" / "assets" / "default-model.safetensors"
