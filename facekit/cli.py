@@ -302,20 +302,18 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
     def corrects(name: str) -> bool:
         return "strength" in apps.get(name).params.model_fields
 
+    methods = [name for name in apps.names() if corrects(name)]
     if method not in apps.names():  # the methods there are, not every app (attributes, avatar, explore)
         from difflib import get_close_matches
 
-        methods = [name for name in apps.names() if corrects(name)]
         near = get_close_matches(method, methods, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise FacekitError(f"--method {method}: no such method; methods: {', '.join(methods)}{hint}")
-    spec = apps.get(method)
     if corrects(method):
-        corrector = spec.build(params)
+        corrector = apps.get(method).build(params)
         if callable(getattr(corrector, "correct", None)):
             return corrector
-    methods = ", ".join(name for name in apps.names() if corrects(name))
-    raise FacekitError(f"--method {method}: the {method} app does not correct photos; methods: {methods}")
+    raise FacekitError(f"--method {method}: the {method} app does not correct photos; methods: {', '.join(methods)}")
 
 
 @app.command()
