@@ -518,15 +518,21 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every weight file the registered components know, with its licence and where it was found."""
+    """Every weight file the registered components know, with its licence and where it was found, and the models
+    facekit ships (``--model NAME``)."""
     from facekit.models import read_manifest, status, store_dir
+    from facekit.normalize import SHIPPED_LICENCE, model_path, shipped_models
 
     table = Table(title=f"model files (store: {store_dir()})")
     for column in ("component", "file", "licence", "found at"):
         table.add_column(column, overflow="fold")
-    for row in status():
+    for name in shipped_models():
+        path = model_path(name, verify=False)
+        table.add_row(f"--model {name} (shipped)", path.name, SHIPPED_LICENCE, str(path))
+    rows = status()
+    for row in rows:
         table.add_row(row["component"], row["file"], row["licence"], row["where"])
-    known = {row["file"] for row in status()}
+    known = {row["file"] for row in rows}
     for name, entry in read_manifest().items():
         if name not in known:
             table.add_row("(imported)", name, entry.licence, str(store_dir() / name))

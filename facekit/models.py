@@ -214,15 +214,23 @@ def verify_store() -> list[tuple[str, str]]:
 
 
 def status() -> list[dict[str, Any]]:
-    """Each known weight file with where it is found (store, package) or 'missing'."""
+    """Each weight file a registered card names with where it is found (store, package) or 'missing'; a file whose
+    card pins no sha256 (VGG-Face, arcface_torch: releases differ) is listed too, and says so."""
+    from facekit.registry import list_components
+
     rows = []
-    for component, source in known_sources():
-        where = "missing"
-        if (store_dir() / source.file).is_file():
-            where = str(store_dir() / source.file)
-        elif (packaged := package_file(source)) is not None:
-            where = str(packaged)
-        rows.append({"component": component, "file": source.file, "licence": source.licence, "where": where})
+    for spec in list_components():
+        for source in spec.card.weights if spec.card is not None else ():
+            if not source.file:
+                continue
+            where = "missing"
+            if (store_dir() / source.file).is_file():
+                where = str(store_dir() / source.file)
+            elif (packaged := package_file(source)) is not None:
+                where = str(packaged)
+            if not source.sha256:
+                where += " (sha256 not pinned: pass the component's sha256 param to pin yours)"
+            rows.append({"component": spec.name, "file": source.file, "licence": source.licence, "where": where})
     return rows
 
 

@@ -33,6 +33,12 @@ DEFAULT_MODEL = "default-model.safetensors"
 #: The models shipped in ``facekit/assets``, by the encoder they were trained on (``--model NAME``); each file has
 #: its sha256 beside it (``FILE.sha256``). The first is the default.
 SHIPPED_MODELS: dict[str, str] = {"dlib": DEFAULT_MODEL, "sface": "sface-model.safetensors"}
+#: What ``facekit models list`` says of the shipped models' terms: facekit's code is Apache-2.0, but both were
+#: trained on data built with dlib's 68-point predictor, trained on iBUG 300-W (README "Data and licences").
+SHIPPED_LICENCE = (
+    "facekit's (Apache-2.0 code); trained on data built with dlib's iBUG 300-W landmark model: non-commercial "
+    "research use only"
+)
 
 
 def shipped_models() -> list[str]:

@@ -107,6 +107,10 @@ def test_cli_models_list_and_verify(tmp_path: Path) -> None:
     listing = run_cli("models", "list", env=env)
     assert listing.returncode == 0, listing.stderr
     assert "shape_predictor_68_face_landmarks.dat" in listing.stdout
+    # The shipped models, and weight files whose card pins no checksum (before: neither was listed).
+    flat = " ".join(listing.stdout.split())
+    assert "default-model.safetensors" in flat and "sface-model.safetensors" in flat
+    assert "vgg_face_dag.pth" in flat
     verify = run_cli("models", "verify", env=env)
     assert verify.returncode == 0 and "empty" in verify.stdout
     missing = run_cli("models", "import", str(tmp_path / "nope.bin"), env=env)
