@@ -390,6 +390,8 @@ def adjust(
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
         if face_record(face) is not None:  # given only when not the largest: records made before --face stay "done"
             params.update(face=face.value)
+        if fuse_weight is not None and fuse in ("none", "agreement"):  # neither mixes by a fixed share
+            raise FacekitError(f"--fuse-weight: the face's share when fused with one estimator; --fuse {fuse} takes none")
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     corrector = _corrector(method, params)
@@ -836,6 +838,11 @@ def main(argv: list[str] | None = None) -> int:
         say_error(str(exc))
         return exc.exit_code
     except SystemExit as exc:
+        if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
+            say_error(
+                "interrupted: outputs finished so far are kept; the same command again skips them as 'done' "
+                "(facekit run: --resume continues a training)"
+            )
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except OSError as exc:
         # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
@@ -855,6 +862,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
+
+#: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as Typer exits.
+INTERRUPTED = 130
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
 _ENVIRONMENT_ERRNOS = frozenset(

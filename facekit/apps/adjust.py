@@ -351,7 +351,7 @@ class FaceAdjuster(UsesNormalizer):
 
         if fuse is not None and fuse != "agreement" and fuse not in STATISTICAL:
             known = ", ".join(["agreement", *STATISTICAL])
-            raise FacekitError(f"unknown fuse {fuse!r}; known: {known}, None or 'auto'")
+            raise FacekitError(f"unknown fuse {fuse!r}; known: {known}, none (the face alone) or auto")
         if not 0.0 <= fuse_weight <= 1.0:
             raise FacekitError(f"fuse weight must be between 0 and 1, got {fuse_weight}")
         if not fuse_sigma > 0:

@@ -120,3 +120,18 @@ def test_the_cli_waits_passively_unless_told_otherwise(monkeypatch: pytest.Monke
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     main(["--version"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_ctrl_c_says_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Typer turns Ctrl-C into exit 130 and says nothing; facekit says that finished outputs are kept."""
+    import facekit.batch
+    from facekit.cli import INTERRUPTED, main
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facekit.batch, "plan_folder", interrupted)
+    assert main(["normalize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == INTERRUPTED == 130
+    assert "interrupted: outputs finished so far are kept" in capsys.readouterr().err
