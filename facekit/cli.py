@@ -391,7 +391,7 @@ def adjust(
         if face_record(face) is not None:  # given only when not the largest: records made before --face stay "done"
             params.update(face=face.value)
         if fuse_weight is not None and fuse in ("none", "agreement"):  # neither mixes by a fixed share
-            raise FacekitError(f"--fuse-weight: the face's share when fused with one estimator; --fuse {fuse} takes none")
+            raise FacekitError(f"--fuse-weight: the face's share beside one estimator; --fuse {fuse} takes none")
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     corrector = _corrector(method, params)
