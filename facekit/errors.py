@@ -37,8 +37,11 @@ class RecipeError(FacekitError):
         self.problems = list(problems)
         self.source = source
         count = len(self.problems)
-        lines = "; ".join(str(p) for p in self.problems)
-        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}: {lines}")
+        if count == 1:
+            super().__init__(f"{source}: 1 problem: {self.problems[0]}")
+        else:  # one per line: a recipe with several typos is read down, not across
+            lines = "".join(f"\n  - {p}" for p in self.problems)
+            super().__init__(f"{source}: {count} problems:{lines}")
 
 
 class ComponentNotFoundError(FacekitError):

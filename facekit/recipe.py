@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -554,7 +554,23 @@ def _validate_sections(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[Pro
             values[name] = TypeAdapter(info.annotation).validate_python(raw[name])  # type: ignore[arg-type]
         except ValidationError as exc:
             problems.extend(problems_from_validation(exc, prefix=name))
-    return values, problems
+    return values, [_with_nearest_field(problem) for problem in problems]
+
+
+def _with_nearest_field(problem: Problem) -> Problem:
+    """An unknown key's problem with the nearest field of its section, when one is close ('train.stpes': did you
+    mean 'steps'?); any other problem as it is."""
+    from difflib import get_close_matches
+
+    if problem.message != "extra field not permitted":
+        return problem
+    *parents, key = problem.path.split(".")
+    model: type[BaseModel] | None = Recipe
+    for part in parents:
+        info = model.model_fields.get(part) if model is not None else None
+        model = _model_in(info.annotation) if info is not None else None
+    near = get_close_matches(key, list(model.model_fields), n=1, cutoff=0.7) if model is not None else []
+    return replace(problem, message=f"{problem.message}; did you mean {near[0]!r}?") if near else problem
 
 
 def _resolve_components(components: Components) -> tuple[dict[str, ResolvedComponent], list[Problem]]:

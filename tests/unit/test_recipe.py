@@ -331,3 +331,14 @@ def test_infer_device_is_normalizes_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(FacekitError, match=r"infer\.device cuda:0: no GPU is visible here; use infer\.device cpu"):
             inference_device("cuda:0", "infer.device")
+
+
+def test_an_unknown_key_names_the_nearest_field_of_its_section() -> None:
+    """Before: 'train.stpes: extra field not permitted' without a hint, every problem on one line."""
+    with pytest.raises(RecipeError) as caught:
+        resolve({"trian": {}, "train": {"stpes": 3, "loss": {"identty": 1}}, "infer": {"zzz": 1}})
+    message = str(caught.value)
+    assert "\n  - train.stpes: extra field not permitted; did you mean 'steps'?" in message
+    assert "train.loss.identty: extra field not permitted; did you mean 'identity'?" in message
+    assert "trian: extra field not permitted; did you mean 'train'?" in message
+    assert "infer.zzz: extra field not permitted\n" in message + "\n"  # nothing near: no guess
