@@ -333,12 +333,13 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     assert list(elsewhere.iterdir()) == []
     (out / "sub").unlink()
     again = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, overwrite=True)}
-    assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "done"
+    assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "ok"  # made now (before: "done")
     assert (out / "face.obj").read_text() != "my mesh\n" and (out / "sub" / "other.glb").is_file()
     # With settings in the records, a rerun with the same finds them made; other settings leave them alone.
     settings = {"texture_size": 512, "landmarks": "voted"}
     avatar_files(plan, normalizer, maker, overwrite=True, settings=settings)
     made = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
+    assert all(row["status"] == "done" for row in made.values()), made
     assert all(row["reason"] == "already made with these settings" for row in made.values()), made
     changed = avatar_files(plan, normalizer, maker, settings={**settings, "texture_size": 256})
     assert {row["status"] for row in changed} == {"exists"}
@@ -348,7 +349,7 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     (out / "face_sheet.png").unlink()
     (out / "face.json").write_text(json.dumps({**record, "complete": False}))
     redone = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
-    assert redone["face.jpg"]["status"] == "done" and "reason" not in redone["face.jpg"], redone
+    assert redone["face.jpg"]["status"] == "ok" and "reason" not in redone["face.jpg"], redone
     assert (out / "face_sheet.png").is_file() and json.loads((out / "face.json").read_text())["complete"] is True
 
 

@@ -74,7 +74,7 @@ def avatar(
             overwrite=overwrite,
             settings=settings,
         )
-    failed = sum(row["status"] != "done" for row in rows)
+    failed = sum(row["status"] not in ("ok", "done") for row in rows)
     report_rows(
         f"facekit avatar -> {out}",
         STATUS_COLUMNS,
@@ -92,7 +92,8 @@ def avatar_files(
     overwrite: bool = False,
     settings: dict[str, Any] | None = None,
 ) -> list[dict[str, str]]:
-    """Every planned photo -> its avatar files; one row per photo with ``status`` done, no_face, unreadable, exists
+    """Every planned photo -> its avatar files; one row per photo with ``status`` ok (made now), done (already made
+    with these settings), no_face, unreadable, exists
     (its files are already there: left alone unless ``overwrite``) or unwritable (a bad photo never ends the
     batch). With ``settings`` (models' sha256, options), each NAME.json holds them and the input's sha256, and a
     rerun with the same is ``done`` without redoing it. The folder is locked against another facekit writing into
@@ -181,7 +182,7 @@ def _avatars_locked(
                 if failed:
                     row.update(status="unwritable", reason=failed)
                 else:
-                    row.update(status="done", output=str(Path(files[0])))
+                    row.update(status="ok", output=str(Path(files[0])))
             rows.append(row)
             if on_row is not None:
                 on_row(row)
