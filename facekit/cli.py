@@ -143,6 +143,10 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     data = plan.to_dict()
     for section in ("data", "prepare", "augment", "train", "infer", "evaluate", "bench"):
         _add_mapping(tree.add(section), data[section])
+    # Where the relative paths lead: data.root unset means $FACEKIT_DATA or the default, outputs are under the
+    # folder the command runs in.
+    root = plan.recipe.data.resolved_root()
+    tree.add(f"data is read from {root.resolve()}; relative outputs are under {Path.cwd()}")
     console.print(tree)
 
 

@@ -41,6 +41,8 @@ def test_check_shows_the_plan() -> None:
     result = run_cli("check", "recipes/demo.yaml", "--set", "train.steps=9")
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout and "rbf-linear" in result.stdout and "steps = 9" in result.stdout
+    # Where data.root (unset: $FACEKIT_DATA or the default) and the relative outputs lead.
+    assert "data is read from " in result.stdout and "relative outputs are under " in result.stdout
     grid = run_cli("check", "benchmarks/encoders_x_warps.yaml")  # the bench grid is part of the plan too
     assert grid.returncode == 0 and "bench" in grid.stdout and "max_photos = 100" in grid.stdout, grid.stdout
     inside = run_cli("check", "recipes/demo.yaml", "--set", "data.train.0.peple=x")  # where in the list it is
