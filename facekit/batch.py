@@ -350,6 +350,8 @@ class Row:
 class Summary:
     rows: list[Row] = field(default_factory=list)
     grid: Path | None = None
+    #: Why no grid.png was written where there were faces for one (a file there that is not facekit's, or an input).
+    grid_left: str = ""
 
     @property
     def failed(self) -> int:
@@ -561,6 +563,9 @@ def _normalize_locked(
         for row in rows:
             if on_row is not None:
                 on_row(row)
+    if thumbnails and not write_grid:
+        why = "it is one of the inputs" if grid_is_input else "a file not made by facekit is there (--overwrite)"
+        summary.grid_left = f"{out / GRID} not written: {why}"
     if thumbnails and write_grid:
         width = max(t.shape[1] for t in thumbnails)
         padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]

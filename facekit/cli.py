@@ -286,7 +286,7 @@ def normalize(
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
     done = len(summary.rows) - summary.failed
-    grid = f"; grid: {summary.grid}" if summary.grid else ""
+    grid = f"; grid: {summary.grid}" if summary.grid else f"; {summary.grid_left}" if summary.grid_left else ""
     report_rows(
         f"facekit normalize -> {out}",
         STATUS_COLUMNS,

@@ -85,6 +85,7 @@ def test_a_photo_named_grid_given_as_input_in_the_output_folder_is_never_replace
     kept = digest(grid)
     summary = normalize_folder(FakeNormalizer(), [str(face), str(grid)], folder, model, overwrite=True)
     assert [r.status for r in summary.rows] == ["ok", "ok"] and summary.grid is None
+    assert summary.grid_left.endswith("not written: it is one of the inputs")
     assert digest(grid) == kept and (folder / "grid_png.png").is_file()
 
 
@@ -336,6 +337,7 @@ def test_a_users_own_files_in_the_output_folder_are_never_touched(tmp_path: Path
     own_grid = digest(out / GRID)
     summary = normalize_folder(FakeNormalizer(), [str(source)], out, model)
     assert [row.status for row in summary.rows] == ["ok"] and summary.grid is None
+    assert "a file not made by facekit is there" in summary.grid_left  # said, not silently skipped
     assert all(file.read_text() == "mine" for file in mine) and not leftover.exists()
     assert digest(out / GRID) == own_grid
     rerun = normalize_folder(FakeNormalizer(), [str(photo(tmp_path / "in" / "b.jpg", 90))], out, model)
