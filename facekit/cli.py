@@ -335,7 +335,10 @@ def adjust(
     only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
     all_faces: Annotated[bool, typer.Option(help="average every face found (default: one face, see --face)")] = False,
     face: FaceOption = FaceChoice.LARGEST,
-    checkpoint: Annotated[str | None, typer.Option(help="model for adjust (default: the one shipped)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="model file for adjust (default: the shipped --model)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="adjust: a shipped model by its encoder: dlib (default) or sface")
+    ] = None,
     mapping: Annotated[
         str, typer.Option(help="adjust: gains (von Kries in linear RGB) or ycrcb (the paper's YCrCb map)")
     ] = "gains",
@@ -381,6 +384,7 @@ def adjust(
         "--all-faces": all_faces,
         "--face": face != FaceChoice.LARGEST,
         "--checkpoint": checkpoint is not None,
+        "--model": model is not None,
         "--mapping": mapping != "gains",
         "--region": region != "skin",
         "--fuse": fuse != "auto",
@@ -391,6 +395,10 @@ def adjust(
         flags = ", ".join(flag for flag, set_ in given.items() if set_)
         raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
+        if model is not None:  # a shipped model: its file, as --checkpoint (without --model the records stay as before)
+            from facekit.normalize import resolve_model
+
+            checkpoint = str(resolve_model(model, checkpoint))
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
         if face_record(face) is not None:  # given only when not the largest: records made before --face stay "done"
             params.update(face=face.value)

@@ -191,6 +191,9 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     # An unknown one lists the methods only, with the nearest (before: every app, avatar and explore included).
     typo = run_cli("adjust", wall, "--method", "grey-world", "-o", str(tmp_path / "t"))
     assert typo.returncode == 1 and "did you mean 'gray-world'?" in typo.stderr and "avatar" not in typo.stderr
+    # --model names a shipped model as the other face commands do (before: adjust had only --checkpoint).
+    named = run_cli("adjust", wall, "--model", "nope", "-o", str(tmp_path / "m"))
+    assert named.returncode == 1 and "shipped models are: dlib, sface" in named.stderr
     # A share for a fusion that takes none is refused (before: accepted and ignored).
     share = run_cli("adjust", wall, "--fuse", "none", "--fuse-weight", "0.3", "-o", str(tmp_path / "s"))
     assert share.returncode == 1 and "--fuse none takes none" in share.stderr and not (tmp_path / "s").exists()
