@@ -395,10 +395,10 @@ def adjust(
         flags = ", ".join(flag for flag, set_ in given.items() if set_)
         raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
     if method == "adjust":  # its params check --only, --mapping and --fuse
-        if model is not None:  # a shipped model: its file, as --checkpoint (without --model the records stay as before)
-            from facekit.normalize import resolve_model
+        from facekit.normalize import SHIPPED_MODELS
 
-            checkpoint = str(resolve_model(model, checkpoint))
+        if model not in (None, next(iter(SHIPPED_MODELS))):  # by name; the default's records stay as before
+            params.update(model=model)
         params.update(only=only, all_faces=all_faces, mapping=mapping, checkpoint=checkpoint, region=region)
         if face_record(face) is not None:  # given only when not the largest: records made before --face stay "done"
             params.update(face=face.value)
@@ -412,7 +412,7 @@ def adjust(
         from facekit.models import sha256_file
         from facekit.normalize import resolve_model
 
-        settings["model_sha256"] = sha256_file(resolve_model(None, checkpoint))
+        settings["model_sha256"] = sha256_file(resolve_model(model, checkpoint))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("adjusting", total=len(plan.planned))
         rows = adjust_files(
@@ -852,8 +852,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
             say_error(
-                "interrupted: outputs finished so far are kept; the same command again skips them as 'done' "
-                "(facekit run: --resume continues a training)"
+                "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos "
+                "when run again (facekit run --resume continues a training)"
             )
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except OSError as exc:

@@ -38,10 +38,18 @@ TRACKED_PACKAGES = (
 
 def git_sha(cwd: Path | None = None) -> str | None:
     """The commit of facekit's own working tree (``cwd``: another one's), with ``-dirty`` when it has changes, or
-    ``None`` where facekit is not in a git checkout (an installed wheel). Before: the folder the command ran from,
-    so a run started inside another repository recorded that repository's commit."""
-    cwd = Path(__file__).resolve().parent if cwd is None else cwd
+    ``None`` where facekit is not in its own git checkout (an installed wheel, even one inside another repository's
+    folder). Before: the folder the command ran from, so a run started inside another repository recorded that
+    repository's commit."""
+    package = Path(__file__).resolve().parent
     try:
+        if cwd is None:  # facekit's checkout only: the package folder must be its top level's facekit/
+            top = subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"], cwd=package, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            if not top or (Path(top) / "facekit").resolve() != package:
+                return None
+            cwd = package
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()

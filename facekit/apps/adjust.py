@@ -308,10 +308,22 @@ MAX_REFINE = 3
 MONOCHROME_SPREAD = 3
 
 
-def is_monochrome(photo: np.ndarray) -> bool:
-    """Whether ``photo`` (H, W, 3) uint8 RGB is black-and-white (see :data:`MONOCHROME_SPREAD`)."""
+#: A face's mean colour (linear RGB) within this ratio between its channels is grey: skin in a colour photo is far
+#: from it (its red is ~1.5x its blue in linear light), a grey photo's face is at it.
+NEUTRAL_RATIO = 1.03
+
+
+def is_monochrome(photo: np.ndarray, correction: Correction) -> bool:
+    """Whether ``photo`` (H, W, 3) uint8 RGB, whose faces gave ``correction``, is black-and-white: its pixels are
+    grey (:data:`MONOCHROME_SPREAD`) and so is the face's mean colour (a colour face framed by a large grey or black
+    border is not black-and-white)."""
     spread = photo.max(axis=2).astype(np.int16) - photo.min(axis=2)
-    return float(np.percentile(spread, 99)) <= MONOCHROME_SPREAD
+    if float(np.percentile(spread, 99)) > MONOCHROME_SPREAD:
+        return False
+    source = np.asarray(correction.source, np.float64)
+    if correction.mapping == "ycrcb":  # (Y, Cr, Cb): grey at Cr = Cb = 128
+        return bool(np.abs(source[1:] - 128.0).max() <= MONOCHROME_SPREAD / 2)
+    return bool(source.max() <= NEUTRAL_RATIO * max(float(source.min()), 1e-9))
 
 
 class FaceAdjuster(UsesNormalizer):
@@ -339,8 +351,9 @@ class FaceAdjuster(UsesNormalizer):
         fuse_sigma: float = FUSE_SIGMA,
         refine: int = 0,
         face: str | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(normalizer, None, checkpoint, face)
+        super().__init__(normalizer, model, checkpoint, face)
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
         gains = mapping == "gains"  # fusing and refining work in linear light; the paper's YCrCb map is one pass
         if fuse == "auto":
@@ -351,7 +364,9 @@ class FaceAdjuster(UsesNormalizer):
 
         if fuse is not None and fuse != "agreement" and fuse not in STATISTICAL:
             known = ", ".join(["agreement", *STATISTICAL])
-            raise FacekitError(f"unknown fuse {fuse!r}; known: {known}, none (the face alone) or auto")
+            raise FacekitError(
+                f"unknown fuse {fuse!r}; known: {known}, None (the face alone; none on the command line) or 'auto'"
+            )
         if not 0.0 <= fuse_weight <= 1.0:
             raise FacekitError(f"fuse weight must be between 0 and 1, got {fuse_weight}")
         if not fuse_sigma > 0:
@@ -401,12 +416,18 @@ class FaceAdjuster(UsesNormalizer):
         correction = self.estimate(photo)
         if correction is None:
             return photo, None
+        settled = self.settle(downscale(photo, ESTIMATE_SIDE), correction)
+        return apply_correction(photo, settled), settled
+
+    def settle(self, photo: np.ndarray, correction: Correction) -> Correction:
+        """``correction`` (estimated from the faces of ``photo``, a copy of at most :data:`ESTIMATE_SIDE` pixels) at
+        this app's strength and channels; for a black-and-white photo (:func:`is_monochrome`) its exposure only,
+        and its record says ``monochrome``."""
         strength, only = self.strength, self.only
-        if is_monochrome(downscale(photo, ESTIMATE_SIDE)):
+        if is_monochrome(photo, correction):
             correction = replace(correction, face={**correction.face, "monochrome": True})
             strength, only = (0.0 if only == "white-balance" else strength), "exposure"
-        scaled = correction.scaled(strength, only)
-        return apply_correction(photo, scaled), scaled
+        return correction.scaled(strength, only)
 
     def apply(self, faces: Any) -> dict[str, Any]:
         """Central-box mean (Y, Cr, Cb) of each normalized face of ``faces`` (a DecoderOutput): (B, 3)."""

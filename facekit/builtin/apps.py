@@ -30,7 +30,8 @@ class AdjustParams(Params):
     mapping: Literal["ycrcb", "gains"] = Field(
         default="gains", description="gains: von Kries in linear RGB; ycrcb: the paper's piecewise-linear YCrCb map"
     )
-    checkpoint: str | None = Field(default=None, description="the normalizing model (default: the one shipped)")
+    model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
+    checkpoint: str | None = Field(default=None, description="the normalizing model file (default: the shipped model)")
     region: Literal["box", "skin"] = Field(
         default="skin", description="skin: cheeks and forehead (no teeth or lips); box: the paper's central face box"
     )
@@ -59,6 +60,8 @@ class AdjustParams(Params):
             raise ValueError("fuse needs mapping 'gains'; the paper's ycrcb mapping runs with fuse none (--fuse none)")
         if self.refine and self.mapping != "gains":
             raise ValueError("refine needs mapping 'gains'; the paper's ycrcb mapping runs with refine 0")
+        if self.model is not None and self.checkpoint is not None:
+            raise ValueError("give model (a shipped model) or checkpoint (a file), not both")
         if self.all_faces and self.face != "largest":
             raise ValueError(
                 f"face {self.face} (--face) picks one face; all_faces (--all-faces) averages every face: give one"

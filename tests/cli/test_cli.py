@@ -127,7 +127,7 @@ def test_the_cli_waits_passively_unless_told_otherwise(monkeypatch: pytest.Monke
 def test_ctrl_c_says_what_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Typer turns Ctrl-C into exit 130 and says nothing; facekit says that finished outputs are kept."""
+    """Typer turns Ctrl-C into exit 130 and says nothing; facekit says what stays and what a rerun skips."""
     import facekit.batch
     from facekit.cli import INTERRUPTED, main
 
@@ -136,4 +136,4 @@ def test_ctrl_c_says_what_is_kept(
 
     monkeypatch.setattr(facekit.batch, "plan_folder", interrupted)
     assert main(["normalize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == INTERRUPTED == 130
-    assert "interrupted: outputs finished so far are kept" in capsys.readouterr().err
+    assert "interrupted: what was written stays; normalize, adjust" in capsys.readouterr().err

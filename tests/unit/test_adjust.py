@@ -490,6 +490,10 @@ def test_a_black_and_white_photo_stays_black_and_white(shipped_normalizer: Any, 
     assert spread.max() <= 1 and corrected.mean() > dark.mean() + 10, (spread.max(), corrected.mean(), dark.mean())
     same, record = FaceAdjuster(shipped_normalizer, mapping=mapping, only="white-balance").correct(dark)
     assert record is not None and np.array_equal(same, dark)
-    # A colour photo is not taken for one.
+    # A colour photo is not taken for one, even a small colour face in a large grey frame (99 % grey pixels).
     _, colour = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(real_face().image.copy())
     assert colour is not None and "monochrome" not in colour.face
+    framed = np.full((1800, 2400, 3), 20, np.uint8)
+    framed[800:1000, 1100:1300] = real_face().image
+    _, small = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(framed)
+    assert small is not None and "monochrome" not in small.face

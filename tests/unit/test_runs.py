@@ -61,6 +61,12 @@ def test_git_sha_is_facekits_own_wherever_the_command_runs(tmp_path: Path, monke
     )
     monkeypatch.chdir(tmp_path)
     assert git_sha() == own != git_sha(tmp_path)
+    # facekit installed (not checked out) inside another repository's folder: no commit, not that repository's.
+    import facekit.runs
+
+    (tmp_path / "site" / "facekit").mkdir(parents=True)
+    monkeypatch.setattr(facekit.runs, "__file__", str(tmp_path / "site" / "facekit" / "runs.py"))
+    assert git_sha() is None and git_sha(tmp_path) is not None
 
 
 def test_only_rank_zero_writes_a_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -467,7 +467,7 @@ class Engine:
 
         tell(0.3, "adjusting white balance and exposure")
         start = time.perf_counter()
-        correction = self.adjuster.estimate_faces(analysis.photo, [face])
+        correction = self.adjuster.settle(analysis.photo, self.adjuster.estimate_faces(analysis.photo, [face]))
         full, why = load_rgb(analysis.source)
         if full is None:  # the bytes were read a moment ago: only a full disk or a removed folder gets here
             raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
