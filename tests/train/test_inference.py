@@ -181,7 +181,7 @@ def test_shipped_models_are_chosen_by_name() -> None:
     assert "dlib" in shipped_models() and set(shipped_models()) <= set(SHIPPED_MODELS)
     assert resolve_model() == resolve_model("dlib") == default_model_path()
     assert resolve_model(None, str(default_model_path())) == default_model_path()
-    with pytest.raises(FacekitError, match="checkpoint not found: some/file.safetensors"):
+    with pytest.raises(FacekitError, match=r"checkpoint not found: some/file\.safetensors"):
         resolve_model(None, "some/file.safetensors")  # said before any work
     with pytest.raises(FacekitError, match="not both"):
         resolve_model("dlib", "some/file.safetensors")
