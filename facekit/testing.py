@@ -342,9 +342,19 @@ def check_detector_largest_first(subject: Subject) -> None:
 
 
 def check_detector_no_face(subject: Subject) -> None:
-    """A plain grey image gives an empty list (not an error, not a face)."""
+    """A plain grey image gives an empty list (not an error, not a face), and so does one too small or too thin for
+    a face: the pipeline hands the detector any photo, and an exception ends the whole batch (dlib's CNN raised on
+    these, and corrupted the heap at 9 x 9)."""
     faces = _faces(subject, np.full((120, 160, 3), 128, np.uint8))
     assert faces == [], f"{subject.name}: finds {len(faces)} faces in a plain grey image"
+    for shape in ((1, 1), (9, 9), (5, 300), (300, 5)):
+        try:
+            faces = _faces(subject, np.full((*shape, 3), 128, np.uint8))
+        except AssertionError:
+            raise
+        except Exception as error:  # noqa: BLE001  (what a photo of that size would do to a batch)
+            raise AssertionError(f"{subject.name}: a {shape[1]} x {shape[0]} image raises {error!r}") from None
+        assert faces == [], f"{subject.name}: finds {len(faces)} faces in a {shape[1]} x {shape[0]} grey image"
 
 
 # ----------------------------------------------------------------------------------------------

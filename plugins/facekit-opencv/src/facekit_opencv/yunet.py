@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 SOURCE = YUNET_SOURCE
 SCHEME = YUNET_SCHEME
+#: YuNet is not run on an image shorter than this on a side: its network strides by 32, and on such an image (a
+#: 300 x 5 strip, after other sizes) OpenCV returned a "face" at -1e29 px with score 1.0.
+MIN_SIDE = 32
 card = yunet_card
 
 #: YuNet index of each facekit "eyes-nose-mouth5" point (image-left eye, image-right eye, nose tip, image-left mouth
@@ -67,8 +70,11 @@ class YuNetDetector:
 
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        if min(image.shape[:2]) < MIN_SIDE:
+            return []
         frame = np.ascontiguousarray(image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        return self._faces(self.raw(frame))
+        height, width = image.shape[:2]
+        return [face for face in self._faces(self.raw(frame)) if _inside(face, width, height)]
 
     def raw(self, bgr_image: np.ndarray) -> np.ndarray:
         """``cv2.FaceDetectorYN.detect`` on an (H, W, 3) uint8 BGR image: (N, 15) float32 rows as OpenCV gives them."""
@@ -88,3 +94,13 @@ class YuNetDetector:
             faces.append(FaceDetection((x, y, x + w, y + h), float(row[14]), landmarks, SCHEME))
         faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
         return faces
+
+
+def _inside(face: FaceDetection, width: int, height: int) -> bool:
+    """Whether ``face``'s box and points are finite and overlap the ``width`` x ``height`` image (OpenCV's output for
+    an input it cannot handle is neither)."""
+    box = np.asarray(face.box, np.float64)
+    points = np.asarray(face.landmarks, np.float64)
+    if not (np.isfinite(box).all() and np.isfinite(points).all()):
+        return False
+    return bool(box[0] < width and box[2] > 0 and box[1] < height and box[3] > 0)
