@@ -453,6 +453,9 @@ def eval_command(
     baseline: Annotated[str | None, typer.Option(help="evaluate a baseline instead of a model: frontalize")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
     set_: SetOption = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an earlier evaluation's files in -o (default: stop before measuring)")
+    ] = False,
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
     A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
@@ -461,7 +464,9 @@ def eval_command(
     if pairs == 1:
         raise FacekitError("--pairs 1 would choose the threshold on the pairs it scores: give 2-10 folds (or 0)")
 
-    metrics, folder = evaluate_plan(recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline)
+    metrics, folder = evaluate_plan(
+        recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline, overwrite
+    )
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
     for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
         table.add_column(column)

@@ -162,7 +162,8 @@ def evaluate_normalizer(
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
     from facekit.report import write_report
 
-    write_report(out / "report.html", "facekit evaluation", metrics, examples, sorted(out.glob("identity-*.png")))
+    figures = [out / f"identity-{judge.name}.png" for judge in judges]  # this run's (not an earlier run's others)
+    write_report(out / "report.html", "facekit evaluation", metrics, examples, figures)
     return metrics
 
 
@@ -346,9 +347,12 @@ def evaluate_plan(
     overrides: Sequence[str] = (),
     pair_folds: int = 0,
     baseline: str | None = None,
+    overwrite: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``;
-    ``max_photos`` None: the recipe's ``evaluate.max_photos`` (500 without a recipe)."""
+    ``max_photos`` None: the recipe's ``evaluate.max_photos`` (500 without a recipe). Without ``overwrite`` (the
+    command's default), files of an earlier evaluation (or the user's) under its names in the folder stop it before
+    anything is measured; the recipe's evaluate stage replaces its own folder's."""
     import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
@@ -390,8 +394,12 @@ def evaluate_plan(
             return frozen_encoder(configured.build())
         return frozen_encoder(facekit.load_component("encoder", name))
 
-    judge_list = [Judge(name, build(name)) for name in names]
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
+    from facekit.batch import check_fixed_outputs
+
+    files = ["metrics.json", "report.html", *(f"identity-{name}.{kind}" for name in names for kind in ("png", "npy"))]
+    check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
+    judge_list = [Judge(name, build(name)) for name in names]
     if max_photos is None:  # the recipe's evaluate section, else its default
         max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
     metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)

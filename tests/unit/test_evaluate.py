@@ -107,3 +107,22 @@ def test_a_photo_without_an_output_counts_as_a_fail_in_the_pass_rate(
     )
     figures = metrics["judges"]["same"]
     assert figures["identity_pass_rate"] == 0.5 and figures["identity_pass_rate_normalized"] == 1.0
+
+
+def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tmp_path: Path) -> None:
+    """Before: a second `facekit eval` into the same folder replaced the first's files without a word, and its
+    report showed every identity-*.png in the folder, an earlier run's other judges included."""
+    from tests.helpers import run_cli
+
+    out = tmp_path / "eval"
+    first = run_cli("eval", "--max-photos", "2", "-o", str(out))
+    assert first.returncode == 0, first.stderr
+    kept = (out / "metrics.json").read_bytes()
+    (out / "identity-other.png").write_bytes((out / "identity-dlib-resnet.png").read_bytes())  # another judge's
+    again = run_cli("eval", "--max-photos", "2", "-o", str(out))
+    assert again.returncode == 1 and "facekit eval --overwrite replaces it" in again.stderr
+    assert (out / "metrics.json").read_bytes() == kept
+    replaced = run_cli("eval", "--max-photos", "2", "-o", str(out), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    report = (out / "report.html").read_text()
+    assert "identity-other" not in report and report.count("<img") >= 1
