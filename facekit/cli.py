@@ -22,7 +22,7 @@ from rich.tree import Tree
 import facekit
 from facekit.apps import FUSE_WEIGHT
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, did_you_mean
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
 app = typer.Typer(
@@ -308,11 +308,10 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
 
     methods = [name for name in apps.names() if corrects(name)]
     if method not in apps.names():  # the methods there are, not every app (attributes, avatar, explore)
-        from difflib import get_close_matches
-
-        near = get_close_matches(method, methods, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise FacekitError(f"--method {method}: no such method; methods: {', '.join(methods)}{hint}")
+        hint = did_you_mean(method, methods)
+        raise FacekitError(
+            f"--method {method}: no such method; methods: {', '.join(methods)}{'; ' + hint if hint else ''}"
+        )
     if corrects(method):
         corrector = apps.get(method).build(params)
         if callable(getattr(corrector, "correct", None)):

@@ -66,3 +66,11 @@ class PluginError(FacekitError):
 
 class StageNotBuiltError(FacekitError):
     """A recipe stage that validates but whose implementation has not landed yet."""
+
+
+def did_you_mean(name: str, choices: Sequence[str], n: int = 1, cutoff: float = 0.6) -> str:
+    """'did you mean 'a' or 'b'?' for the (up to ``n``) ``choices`` nearest ``name`` (difflib), or '' for none."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=cutoff)
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""

@@ -150,14 +150,17 @@ def resolve_weights(source: WeightsSource, path: str | Path | None = None, what:
     )
 
 
-def known_sources() -> list[tuple[str, WeightsSource]]:
-    """Every weight file named by a registered component's card: (component, source)."""
+def known_sources(pinned: bool = True) -> list[tuple[str, WeightsSource]]:
+    """Every weight file named by a registered component's card: (component, source); with ``pinned`` only those
+    whose card pins a sha256 (what the store can recognise a file by)."""
     from facekit.registry import list_components
 
     found: list[tuple[str, WeightsSource]] = []
     for spec in list_components():
         if spec.card is not None:
-            found.extend((spec.name, weights) for weights in spec.card.weights if weights.file and weights.sha256)
+            found.extend(
+                (spec.name, weights) for weights in spec.card.weights if weights.file and (weights.sha256 or not pinned)
+            )
     return found
 
 
@@ -216,21 +219,16 @@ def verify_store() -> list[tuple[str, str]]:
 def status() -> list[dict[str, Any]]:
     """Each weight file a registered card names with where it is found (store, package) or 'missing'; a file whose
     card pins no sha256 (VGG-Face, arcface_torch: releases differ) is listed too, and says so."""
-    from facekit.registry import list_components
-
     rows = []
-    for spec in list_components():
-        for source in spec.card.weights if spec.card is not None else ():
-            if not source.file:
-                continue
-            where = "missing"
-            if (store_dir() / source.file).is_file():
-                where = str(store_dir() / source.file)
-            elif (packaged := package_file(source)) is not None:
-                where = str(packaged)
-            if not source.sha256:
-                where += " (sha256 not pinned: pass the component's sha256 param to pin yours)"
-            rows.append({"component": spec.name, "file": source.file, "licence": source.licence, "where": where})
+    for component, source in known_sources(pinned=False):
+        where = "missing"
+        if (store_dir() / source.file).is_file():
+            where = str(store_dir() / source.file)
+        elif (packaged := package_file(source)) is not None:
+            where = str(packaged)
+        if not source.sha256:
+            where += " (sha256 not pinned: pass the component's sha256 param to pin yours)"
+        rows.append({"component": component, "file": source.file, "licence": source.licence, "where": where})
     return rows
 
 

@@ -19,9 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from facekit.detail import FOREHEAD_LIMIT
-from facekit.errors import FacekitError, Problem, RecipeError
+from facekit.errors import FacekitError, Problem, RecipeError, did_you_mean
 from facekit.registry import ComponentSpec, Params, get_registry, no_booleans_for_numbers, problems_from_validation
-from facekit.types import Kind
+from facekit.types import FaceRule, Kind
 
 DEFAULT_DATA_ROOT = "../shared/data"
 STAGES: tuple[str, ...] = ("prepare", "augment", "train", "evaluate", "infer")
@@ -119,7 +119,7 @@ class PrepareSection(Section):
     max_mouth_open: float = Field(default=0.08, gt=0, description="inner-lip gap / interocular distance")
     max_mouth_width: float = Field(default=0.95, gt=0, description="mouth width / interocular distance (smiles)")
     keep_all_faces: bool = Field(default=False, description="keep every face of a photo, not only one")
-    face: Literal["largest", "central"] = Field(
+    face: FaceRule = Field(
         default="largest",
         description="without keep_all_faces, which face of a photo with several: the largest, or central (the face "
         "the photo is framed around, as LFW's are; facekit.normalize.choose_face)",
@@ -260,7 +260,7 @@ class InferSection(Section):
     checkpoint: str | None = None
     batch_size: int = Field(default=16, ge=1)
     # What `facekit normalize` takes as options, so a recipe's inference is the command's.
-    face: Literal["largest", "central"] = Field(
+    face: FaceRule = Field(
         default="largest", description="which face of a photo with several (facekit normalize --face)"
     )
     detail: float | None = Field(
@@ -560,8 +560,6 @@ def _validate_sections(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[Pro
 def _with_nearest_field(problem: Problem) -> Problem:
     """An unknown key's problem with the nearest field of its section, when one is close ('train.stpes': did you
     mean 'steps'?); any other problem as it is."""
-    from difflib import get_close_matches
-
     if problem.message != "extra field not permitted":
         return problem
     *parents, key = problem.path.split(".")
@@ -569,8 +567,8 @@ def _with_nearest_field(problem: Problem) -> Problem:
     for part in parents:
         info = model.model_fields.get(part) if model is not None else None
         model = _model_in(info.annotation) if info is not None else None
-    near = get_close_matches(key, list(model.model_fields), n=1, cutoff=0.7) if model is not None else []
-    return replace(problem, message=f"{problem.message}; did you mean {near[0]!r}?") if near else problem
+    hint = did_you_mean(key, list(model.model_fields), cutoff=0.7) if model is not None else ""
+    return replace(problem, message=f"{problem.message}; {hint}") if hint else problem
 
 
 def _resolve_components(components: Components) -> tuple[dict[str, ResolvedComponent], list[Problem]]:

@@ -7,7 +7,6 @@ duplicate name is an error naming both plugins.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem
+from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem, did_you_mean
 from facekit.types import KINDS, Kind, ModelCard
 
 logger = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ class Registry(Generic[T]):
             raise ComponentNotFoundError(self.not_found_message(name)) from None
 
     def not_found_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
+        close = did_you_mean(name, list(self._specs), n=3, cutoff=0.5)
         parts = [f"unknown {self.kind} {name!r}"]
         provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
         skipped = dict((distribution, plugin) for plugin, distribution in self._skipped)
@@ -153,7 +152,7 @@ class Registry(Generic[T]):
         elif provider is not None:
             parts.append(f"it is provided by the distribution {provider}: pip install {provider}")
         if close:
-            parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
+            parts.append(close)
         parts.append("known: " + (", ".join(sorted(self._specs)) or "none"))
         if self._load_failures:
             parts.append("plugins that failed to load: " + "; ".join(self._load_failures))

@@ -44,6 +44,8 @@ FACE_CHOICE_HELP = (
 #: How the one face of a photo is chosen among those found (``facekit normalize --face``), see
 #: :func:`facekit.normalize.choose_face`.
 FACE_CHOICES = tuple(choice.value for choice in FaceChoice)
+#: :class:`FaceChoice`'s values as a type, for settings models (recipes, app params); a test keeps the two equal.
+FaceRule = Literal["largest", "central"]
 
 
 def check_face_choice(rule: str) -> str:

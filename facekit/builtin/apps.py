@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from facekit.apps import FUSE_WEIGHT
 from facekit.registry import ComponentSpec, Params
+from facekit.types import FaceRule
 
 _STRENGTH = Field(default=1.0, ge=0.0, le=1.0, description="how far to move (0: unchanged, 1: the full correction)")
 # Which face of a photo with several the app's own normalizer takes (facekit.normalize.choose_face); the fields are
@@ -26,7 +27,7 @@ class AdjustParams(Params):
     strength: float = _STRENGTH
     only: Literal["both", "white-balance", "exposure"] = Field(default="both", description="what to correct")
     all_faces: bool = Field(default=False, description="average every face found (default: the one `face` picks)")
-    face: Literal["largest", "central"] = Field(default="largest", description=_FACE)
+    face: FaceRule = Field(default="largest", description=_FACE)
     mapping: Literal["ycrcb", "gains"] = Field(
         default="gains", description="gains: von Kries in linear RGB; ycrcb: the paper's piecewise-linear YCrCb map"
     )
@@ -74,7 +75,7 @@ class ModelChoice(Params):
 
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="a model file instead of a shipped model")
-    face: Literal["largest", "central"] = Field(default="largest", description=_FACE)
+    face: FaceRule = Field(default="largest", description=_FACE)
 
     @model_validator(mode="after")
     def _one_model(self) -> ModelChoice:

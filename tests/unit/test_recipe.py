@@ -342,3 +342,12 @@ def test_an_unknown_key_names_the_nearest_field_of_its_section() -> None:
     assert "train.loss.identty: extra field not permitted; did you mean 'identity'?" in message
     assert "trian: extra field not permitted; did you mean 'train'?" in message
     assert "infer.zzz: extra field not permitted\n" in message + "\n"  # nothing near: no guess
+
+
+def test_the_face_rule_type_lists_the_face_choices() -> None:
+    """Settings models take FaceRule, a Literal that must list FaceChoice's values (a rule added to one only)."""
+    from typing import get_args
+
+    from facekit.types import FACE_CHOICES, FaceRule
+
+    assert get_args(FaceRule) == FACE_CHOICES
