@@ -413,10 +413,11 @@ class FaceAdjuster(UsesNormalizer):
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         """(``photo`` corrected, the correction), or (``photo``, None) without a face. A black-and-white photo
         (:func:`is_monochrome`) gets its exposure only, and its record says ``monochrome``."""
-        correction = self.estimate(photo)
+        small = downscale(photo, ESTIMATE_SIDE)  # once: estimate() takes it as it is
+        correction = self.estimate(small)
         if correction is None:
             return photo, None
-        settled = self.settle(downscale(photo, ESTIMATE_SIDE), correction)
+        settled = self.settle(small, correction)
         return apply_correction(photo, settled), settled
 
     def settle(self, photo: np.ndarray, correction: Correction) -> Correction:
