@@ -64,6 +64,15 @@ class PluginError(FacekitError):
     """A plugin failed to import, or implements a hook that does not exist."""
 
 
+#: Status of a photo on which the detector raised: the batch goes on, the photo's row says what it raised.
+DETECTOR_ERROR = "detector_error"
+
+
+class DetectorFailed(FacekitError):
+    """The detector plugin raised on this photo (the message says which and what): a batch makes it that photo's
+    ``detector_error`` row and goes on."""
+
+
 class StageNotBuiltError(FacekitError):
     """A recipe stage that validates but whose implementation has not landed yet."""
 

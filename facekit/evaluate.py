@@ -189,9 +189,11 @@ def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int 
 def _landmark_plausibility(normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray) -> dict[str, Any]:
     """The detector run on the normalized faces: how often it finds a face, and its NME against the prediction (the
     decoder's iBUG-68 points; only when the detector gives iBUG-68 points too)."""
+    from facekit.normalize import detect_guarded
+
     errors, detected = [], 0
     for image, points in zip(outputs, predicted, strict=True):
-        faces = normalizer.detector.detect_array(image)
+        faces, _ = detect_guarded(normalizer.detector, image, "a normalized face")  # raised: not found (logged)
         if not faces:
             continue
         detected += 1

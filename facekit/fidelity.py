@@ -116,11 +116,12 @@ class OwnPipelineJudge:
         return self.encoder.card
 
     def crop(self, image: np.ndarray) -> np.ndarray | None:
-        """The judge's aligned input for the face :attr:`face` chooses in ``image`` (H, W, 3) uint8 RGB, or None."""
+        """The judge's aligned input for the face :attr:`face` chooses in ``image`` (H, W, 3) uint8 RGB, or None (no
+        face, or the judge's detector raised on it)."""
         from facekit.align import encoder_input_transform, warp_image
-        from facekit.normalize import choose_face
+        from facekit.normalize import choose_face, detect_guarded
 
-        faces = self.detector.detect_array(image)
+        faces, _ = detect_guarded(self.detector, image, f"judge {self.name}")  # raised: no face for the judge (logged)
         if not faces:
             return None
         face = faces[choose_face(faces, image.shape, self.face)]

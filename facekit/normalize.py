@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
-from facekit.errors import FacekitError
+from facekit.errors import DETECTOR_ERROR, DetectorFailed, FacekitError
 from facekit.images import to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
@@ -143,7 +143,8 @@ class NormalizedFace:
 
 @dataclass
 class Outcome:
-    """What happened to one input: ``status`` is ``ok``, ``no_face`` or ``unreadable``."""
+    """What happened to one input: ``status`` is ``ok``, ``no_face``, ``unreadable`` or ``detector_error``
+    (:data:`DETECTOR_ERROR`; ``reason`` says what the detector raised)."""
 
     name: str
     status: str
@@ -207,12 +208,35 @@ def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest
     return int(np.argmax(scores))
 
 
+def detector_failure(detector: Any, error: BaseException, limit: int = 300) -> str:
+    """The reason of a :data:`DETECTOR_ERROR` row: which detector raised what (one line, at most ``limit`` chars)."""
+    message = " ".join(str(error).split()) or "(no message)"
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
+    return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}"
+
+
+def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:
+    """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image (logged under
+    ``name``; :func:`detector_failure`): every loop over photos goes on past one a detector plugin fails on. Running
+    out of memory is not a photo's problem and still raises."""
+    try:
+        return list(detector.detect_array(image)), ""
+    except MemoryError:
+        raise
+    except Exception as error:  # any plugin's error: that photo's row says which
+        why = detector_failure(detector, error)
+        logger.warning("%s: %s", name or "a photo", why, exc_info=logger.isEnabledFor(logging.DEBUG))
+        return [], why
+
+
 def detect_one(
     detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str], face: str = "largest"
 ) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
-    """One :class:`Outcome` per input (``unreadable`` for None, ``no_face``, or ``ok`` still without a face) and, for
-    the ``ok`` ones, (index, image, FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the
-    first step of every normalizer."""
+    """One :class:`Outcome` per input (``unreadable`` for None, ``no_face``, :data:`DETECTOR_ERROR` when the detector
+    raised on it (logged; the others go on), or ``ok`` still without a face) and, for the ``ok`` ones, (index, image,
+    FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the first step of every
+    normalizer."""
     check_face_choice(face)
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
@@ -220,7 +244,10 @@ def detect_one(
         if image is None:
             outcomes.append(Outcome(name, "unreadable"))
             continue
-        faces = detector.detect_array(image)
+        faces, why = detect_guarded(detector, image, name)
+        if why:
+            outcomes.append(Outcome(name, DETECTOR_ERROR, reason=why))
+            continue
         if not faces:
             outcomes.append(Outcome(name, "no_face"))
             continue
@@ -352,13 +379,16 @@ class Normalizer:
             A :class:`NormalizedFace`, or a list of them (empty when no face is found) with ``all_faces``.
 
         Raises:
-            FacekitError: the image cannot be read, or (without ``all_faces``) has no face.
+            FacekitError: the image cannot be read, or (without ``all_faces``) has no face; DetectorFailed (a
+                FacekitError) when the detector raised on it.
         """
         from facekit.images import as_rgb
 
         photo = as_rgb(image, bgr=bgr)
         if all_faces:
-            faces = self.detector.detect_array(photo)
+            faces, why = detect_guarded(self.detector, photo, "image")
+            if why:
+                raise DetectorFailed(f"no face normalized: {DETECTOR_ERROR} {why}")
             for face in faces:
                 check_detection(self.detector, face)
             kept = faces
@@ -368,6 +398,8 @@ class Normalizer:
             kept = kept if max_faces is None else kept[: max(0, max_faces)]
             return self._normalize_faces([(photo, face, len(faces)) for face in kept])
         outcome = self.normalize_many([photo], ["image"])[0]
+        if outcome.status == DETECTOR_ERROR:
+            raise DetectorFailed(f"no face normalized: {outcome.status} {outcome.reason}")
         if outcome.face is None:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())
         return outcome.face

@@ -234,7 +234,9 @@ class Detector(Protocol):
     ``faces[0]``, or the one ``facekit.normalize.choose_face`` picks with ``face="central"``), each with ``(K, 2)``
     landmarks in the scheme of ``card.landmark_scheme`` (K = ``card.landmarks``) and that scheme's value in
     ``FaceDetection.scheme``. The card says what the points mean: a detector whose scheme
-    an encoder cannot align from is refused by the pipeline with a FacekitError, never run.
+    an encoder cannot align from is refused by the pipeline with a FacekitError, never run. An image with no face
+    (too small, too thin, blank) is an empty list, not an error (``facekit.testing``'s ``no_face`` check); an
+    exception raised for one photo costs that photo only (``detector_error`` row, ``facekit.normalize.detect_guarded``).
     """
 
     card: ModelCard

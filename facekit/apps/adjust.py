@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from facekit.apps import ESTIMATE_SIDE, FUSE_WEIGHT, UsesNormalizer
-from facekit.errors import FacekitError
+from facekit.errors import DETECTOR_ERROR, DetectorFailed, FacekitError
 from facekit.images import downscale
 
 logger = logging.getLogger(__name__)
@@ -382,13 +382,16 @@ class FaceAdjuster(UsesNormalizer):
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
-        on its long side (mean colours do not need more; detection at 24 MP would take seconds), or None."""
+        on its long side (mean colours do not need more; detection at 24 MP would take seconds), or None (no face).
+        DetectorFailed when the detector raised on it."""
         small = downscale(photo, ESTIMATE_SIDE)
         if self.all_faces:
             faces = self.normalizer.normalize(small, all_faces=True)
         else:  # one face only (the normalizer's choice): the others are never encoded and decoded
-            face = self.normalizer.normalize_many([small], ["photo"])[0].face
-            faces = [face] if face is not None else []
+            outcome = self.normalizer.normalize_many([small], ["photo"])[0]
+            if outcome.status == DETECTOR_ERROR:
+                raise DetectorFailed(outcome.reason)
+            faces = [outcome.face] if outcome.face is not None else []
         if not faces:
             return None
         return self.estimate_faces(small, faces)
@@ -616,7 +619,16 @@ def adjust_files(
 
 def _adjust_one(planned: Any, out: Any, corrector: Any, provenance: dict[str, Any]) -> AdjustRow:
     """One photo of :func:`adjust_files`: read, correct, write its three files (its row says what happened); the
-    record gets ``provenance`` (input sha256, settings)."""
+    record gets ``provenance`` (input sha256, settings). A detector that raises on the photo makes it a
+    ``detector_error`` row (left unchanged)."""
+    try:
+        return _adjust_read_and_write(planned, out, corrector, provenance)
+    except DetectorFailed as error:
+        why = f"{error}: the photo is left unchanged"
+        return AdjustRow(str(planned.source), DETECTOR_ERROR, record={"reason": why})
+
+
+def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: dict[str, Any]) -> AdjustRow:
 
     from facekit.batch import png_bytes, with_record, write_files
     from facekit.images import load_rgb

@@ -118,7 +118,7 @@ def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.nd
     from facekit.align import align_paper, interocular_distance
     from facekit.data.pose import estimate_pose
     from facekit.data.quality import FaceMeasures, colourfulness, mouth_measures, rejection_reason, sharpness
-    from facekit.normalize import choose_face
+    from facekit.normalize import DETECTOR_ERROR, choose_face, detect_guarded
 
     config: WorkerConfig = _STATE["config"]
     rules = _Rules(config.rules)
@@ -128,7 +128,9 @@ def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.nd
         return [{**row, "status": "rejected", "reason": note, "faces": 0}], []
     if note:
         row["note"] = note
-    faces = _STATE["detector"].detect_array(image)
+    faces, why = detect_guarded(_STATE["detector"], image, str(photo.path))
+    if why:  # one photo the detector fails on is rejected; the others go on
+        return [{**row, "status": "rejected", "reason": DETECTOR_ERROR, "detail": why, "faces": 0}], []
     if not faces:
         return [{**row, "status": "rejected", "reason": "no_face", "faces": 0}], []
     row["faces"] = len(faces)

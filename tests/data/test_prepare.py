@@ -389,3 +389,40 @@ def test_prepare_takes_the_central_face_on_request(tmp_path: Path, data_root: Pa
         assert (row["box"][0] > 600) == (face == "largest") and (350 < row["box"][0] < 450) == (face == "central")
     assert "face" not in json.loads((tmp_path / "largest" / "fingerprint.json").read_text())["rules"]
     assert json.loads((tmp_path / "central" / "fingerprint.json").read_text())["rules"]["face"] == "central"
+
+
+def test_a_detector_that_raises_on_one_photo_rejects_that_photo_only(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detector plugin that raises on one photo (here: on any photo 250 px wide) costs that photo a row, not the
+    whole prepare run: its reason is ``detector_error`` with what was raised, the others are kept."""
+    import facekit
+
+    real = facekit.load_component
+
+    class RaisesOnOne:
+        def __init__(self, inner: object) -> None:
+            self.inner, self.card = inner, inner.card  # type: ignore[attr-defined]
+
+        def detect_array(self, image: np.ndarray) -> list:
+            if image.shape[1] == 250:
+                raise RuntimeError("Unsupported image type, must be 8bit gray or RGB image.")
+            return self.inner.detect_array(image)  # type: ignore[attr-defined]
+
+    def load(kind: str, name: str, **params: object) -> object:
+        component = real(kind, name, **params)
+        return RaisesOnOne(component) if kind == "detector" else component
+
+    monkeypatch.setattr(facekit, "load_component", load)
+    folder = tmp_path / "people"
+    (folder / "alice").mkdir(parents=True)
+    faces = canada(data_root, 2, size=240)
+    faces[0].save(folder / "alice" / "a1.jpg")
+    faces[1].resize((250, 250 * faces[1].height // faces[1].width)).save(folder / "alice" / "a2.jpg")
+    report = run_prepare(resolve(recipe_for(folder, tmp_path / "out", data_root)))
+    assert report.finished
+    lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    rows = {Path(r["path"]).name: r for r in map(json.loads, lines)}
+    assert rows["a1.jpg"]["status"] == "kept"
+    assert rows["a2.jpg"]["status"] == "rejected" and rows["a2.jpg"]["reason"] == "detector_error"
+    assert "RaisesOnOne) raised RuntimeError on it: Unsupported image type" in rows["a2.jpg"]["detail"]

@@ -148,3 +148,55 @@ def test_the_central_rule_is_the_same_at_any_photo_size(scale: float) -> None:
         faces = [box(125 + offset, 125, 130), centred]  # largest first, as detectors give them
         assert choose_face(faces, shape, "central") == (0 if larger_wins else 1), (scale, offset)
         assert choose_face(faces, shape, "largest") == 0
+
+
+class _RaisesOnSmallPhotos:
+    """A third-party detector with a bug: it raises on photos narrower than 190 px and works on the others."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.card = inner, inner.card
+
+    def detect_array(self, image: np.ndarray) -> list[Any]:
+        if image.shape[1] < 190:
+            raise IndexError("index 3 is out of bounds for axis 0 with size 3")
+        return list(self.inner.detect_array(image))
+
+
+def test_a_detector_that_raises_on_one_photo_costs_that_photo_only(
+    shipped_normalizer: facekit.Normalizer, tmp_path: Path
+) -> None:
+    """The batch goes on: the photo's row is ``detector_error`` with what the detector raised, the others are
+    normalized, the exit status is the one for 'some inputs gave no output'; the one-photo API raises a FacekitError
+    that says the same."""
+    from facekit.batch import normalize_folder
+    from facekit.normalize import DETECTOR_ERROR, Normalizer
+
+    base = shipped_normalizer
+    normalizer = Normalizer(base.decoder, base.encoder, _RaisesOnSmallPhotos(base.detector), base.meta)
+    face = real_face().image
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(face).save(folder / "a_large.png")
+    Image.fromarray(np.ascontiguousarray(face[:, 6:186])).save(folder / "b_narrow.png")
+    Image.fromarray(face).save(folder / "c_large.png")
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"model")
+    summary = normalize_folder(normalizer, [str(folder)], tmp_path / "out", model, batch_size=8)
+    statuses = {Path(row.input).name: (row.status, row.reason) for row in summary.rows}
+    assert statuses["a_large.png"][0] == statuses["c_large.png"][0] == "ok"
+    status, reason = statuses["b_narrow.png"]
+    assert status == DETECTOR_ERROR and "_RaisesOnSmallPhotos) raised IndexError on it: index 3" in reason
+    assert summary.failed == 1 and (tmp_path / "out" / "c_large.png").is_file()
+    with pytest.raises(FacekitError, match=r"no face normalized: detector_error .*IndexError"):
+        normalizer.normalize(np.ascontiguousarray(face[:, 6:186]))
+    for all_faces in (False, True):  # adjust: the photo's row, left unchanged; the batch goes on
+        from facekit.apps.adjust import ADJUST_OUTPUTS, FaceAdjuster, adjust_files
+        from facekit.batch import plan_folder
+
+        adjusted = tmp_path / f"adjusted-{all_faces}"
+        plan = plan_folder([str(folder)], str(adjusted), 8, outputs=ADJUST_OUTPUTS)
+        rows = {Path(r.input).name: r for r in adjust_files(plan, FaceAdjuster(normalizer, all_faces=all_faces))}
+        assert rows["a_large.png"].status == rows["c_large.png"].status == "adjusted"
+        narrow = rows["b_narrow.png"]
+        assert narrow.status == DETECTOR_ERROR and "raised IndexError" in narrow.record["reason"]
+        assert not list(adjusted.glob("b_narrow*"))
