@@ -411,7 +411,7 @@ class _RecipeLoader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file (safe YAML, at most :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_RECIPE_VALUES` values with
-    its aliases expanded); a top level that is not a mapping is an error."""
+    its aliases expanded); a top level that is not a mapping, or an empty file, is an error."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_RECIPE_BYTES:
@@ -436,8 +436,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if too_large:
         problem = f"more than {MAX_RECIPE_VALUES:,} values once its YAML aliases are expanded: refused as an alias bomb"
         raise RecipeError([Problem("", problem)], str(path))
-    if raw is None:
-        return {}
+    if raw is None or raw == {}:  # all defaults would train on no data: a file emptied or saved by mistake
+        raise RecipeError([Problem("", "no sections: a recipe names at least its data (see recipes/)")], str(path))
     if not isinstance(raw, dict):
         raise RecipeError([Problem("", "the top level must be a mapping of sections")], str(path))
     return raw

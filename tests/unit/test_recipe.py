@@ -117,6 +117,10 @@ def test_load_recipe_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("train: {steps: [\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(tmp_path / "bad.yaml")
+    for empty in ("", "# only a comment\n", "{}\n"):  # all defaults would train on no data: refused, not run
+        (tmp_path / "empty.yaml").write_text(empty)
+        with pytest.raises(RecipeError, match="empty.yaml: 1 problem: no sections"):
+            load_recipe(tmp_path / "empty.yaml")
 
 
 def test_unbuilt_stage_refuses_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
