@@ -119,7 +119,7 @@ def test_load_recipe_errors(tmp_path: Path) -> None:
         load_recipe(tmp_path / "bad.yaml")
     for empty in ("", "# only a comment\n", "{}\n"):  # all defaults would train on no data: refused, not run
         (tmp_path / "empty.yaml").write_text(empty)
-        with pytest.raises(RecipeError, match="empty.yaml: 1 problem: no sections"):
+        with pytest.raises(RecipeError, match=r"empty\.yaml: 1 problem: no sections"):
             load_recipe(tmp_path / "empty.yaml")
 
 
