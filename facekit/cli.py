@@ -223,6 +223,10 @@ def prepare(
 
 #: ``--face``: which face of a photo with several each command takes (:func:`facekit.normalize.choose_face`).
 FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
+#: ``--overwrite`` of the commands that write per-photo outputs into -o (its help says the default once).
+OverwriteOption = Annotated[
+    bool, typer.Option(help="replace outputs already in -o (default: leave them)", show_default=False)
+]
 
 
 @app.command()
@@ -235,7 +239,8 @@ def normalize(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="photos read, normalized and written at a time")] = 16,
     overwrite: Annotated[
-        bool, typer.Option(help="replace outputs made from another input or model (default: leave them)")
+        bool,
+        typer.Option(help="replace outputs made from another input or model (default: leave them)", show_default=False),
     ] = False,
     inside_inputs: Annotated[
         bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
@@ -332,7 +337,9 @@ def adjust(
     ] = "adjust",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: unchanged .. 1: the full correction")] = 1.0,
     only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
-    all_faces: Annotated[bool, typer.Option(help="average every face found (default: one face, see --face)")] = False,
+    all_faces: Annotated[
+        bool, typer.Option(help="average every face found (default: one face, see --face)", show_default=False)
+    ] = False,
     face: FaceOption = FaceChoice.LARGEST,
     checkpoint: Annotated[str | None, typer.Option(help="model file for adjust (default: the shipped --model)")] = None,
     model: Annotated[
@@ -366,7 +373,7 @@ def adjust(
             min=0, max=3, help="adjust: rounds of normalizing the face again from the corrected photo (--mapping gains)"
         ),
     ] = 0,
-    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
     the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
@@ -453,7 +460,10 @@ def eval_command(
     out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
     set_: SetOption = None,
     overwrite: Annotated[
-        bool, typer.Option(help="replace an earlier evaluation's files in -o (default: stop before measuring)")
+        bool,
+        typer.Option(
+            help="replace an earlier evaluation's files in -o (default: stop before measuring)", show_default=False
+        ),
     ] = False,
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
@@ -622,7 +632,7 @@ def attributes(
     checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="photos read and normalized at a time")] = 16,
     face: FaceOption = FaceChoice.LARGEST,
-    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
     D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
@@ -683,7 +693,7 @@ def explore_interpolate(
         str | None, typer.Option(help="judge encoder (default: independent of the model: dlib-resnet <-> sface)")
     ] = None,
     face: FaceOption = FaceChoice.LARGEST,
-    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Decode the path between the encoder features of the faces of photos A and B (the largest, or --face
     central): OUT/interpolate.png
@@ -735,7 +745,7 @@ def explore_compare(
     checkpoint: Annotated[list[str] | None, typer.Option(help="a model file, a column each (repeatable)")] = None,
     cell: Annotated[int, typer.Option(min=32, max=512, help="pixels per grid cell")] = 128,
     face: FaceOption = FaceChoice.LARGEST,
-    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """The photos through every model (one face of each, --face): OUT/compare.png (a row per photo: the photo
     aligned, then each model's normalized face), and each model's consistency: per person with several photos (the

@@ -24,7 +24,9 @@ def avatar(
     ] = None,
     texture_size: Annotated[int, typer.Option(min=64, max=4096, help="side of the UV texture map")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="photos normalized and fitted at a time")] = 16,
-    overwrite: Annotated[bool, typer.Option(help="replace outputs already in -o (default: leave them)")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace outputs already in -o (default: leave them)", show_default=False)
+    ] = False,
     landmarks: Annotated[
         str,
         typer.Option(
