@@ -313,11 +313,30 @@ MONOCHROME_SPREAD = 3
 NEUTRAL_RATIO = 1.03
 
 
+#: The pixels :func:`is_monochrome` reads: around each face used, this many box sizes on every side of its box.
+MONOCHROME_MARGIN = 1.0
+
+
+def around_faces(photo: np.ndarray, boxes: Any, margin: float = MONOCHROME_MARGIN) -> np.ndarray:
+    """The pixels (N, 3) of ``photo`` within ``margin`` box sizes of any of the (x0, y0, x1, y1) ``boxes``; every
+    pixel when there are none (or none on the photo)."""
+    height, width = photo.shape[:2]
+    keep = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes or ():
+        dx, dy = margin * (x1 - x0), margin * (y1 - y0)
+        left, top = max(0, int(np.floor(x0 - dx))), max(0, int(np.floor(y0 - dy)))
+        right, bottom = min(width, int(np.ceil(x1 + dx))), min(height, int(np.ceil(y1 + dy)))
+        keep[top:bottom, left:right] = True
+    return photo[keep] if keep.any() else photo.reshape(-1, photo.shape[-1])
+
+
 def is_monochrome(photo: np.ndarray, correction: Correction) -> bool:
-    """Whether ``photo`` (H, W, 3) uint8 RGB, whose faces gave ``correction``, is black-and-white: its pixels are
-    grey (:data:`MONOCHROME_SPREAD`) and so is the face's mean colour (a colour face framed by a large grey or black
+    """Whether ``photo`` (H, W, 3) uint8 RGB, whose faces gave ``correction``, is black-and-white: its pixels around
+    the faces (:data:`MONOCHROME_MARGIN`; a coloured border, caption or logo elsewhere does not count) are grey
+    (:data:`MONOCHROME_SPREAD`) and so is the face's mean colour (a colour face framed by a large grey or black
     border is not black-and-white)."""
-    spread = photo.max(axis=2).astype(np.int16) - photo.min(axis=2)
+    pixels = around_faces(photo, correction.face.get("boxes"))
+    spread = pixels.max(axis=-1).astype(np.int16) - pixels.min(axis=-1)
     if float(np.percentile(spread, 99)) > MONOCHROME_SPREAD:
         return False
     source = np.asarray(correction.source, np.float64)

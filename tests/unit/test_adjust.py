@@ -490,6 +490,12 @@ def test_a_black_and_white_photo_stays_black_and_white(shipped_normalizer: Any, 
     assert spread.max() <= 1 and corrected.mean() > dark.mean() + 10, (spread.max(), corrected.mean(), dark.mean())
     same, record = FaceAdjuster(shipped_normalizer, mapping=mapping, only="white-balance").correct(dark)
     assert record is not None and np.array_equal(same, dark)
+    # A coloured caption band along the bottom (12 % of the photo, far from the face) does not make it a colour one.
+    captioned = np.full((800, 800, 3), 90, np.uint8)
+    captioned[300:500, 300:500] = dark
+    captioned[700:, :] = (200, 30, 40)
+    _, record = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(captioned)
+    assert record is not None and record.face["monochrome"] is True
     # A colour photo is not taken for one, even a small colour face in a large grey frame (99 % grey pixels).
     _, colour = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(real_face().image.copy())
     assert colour is not None and "monochrome" not in colour.face
