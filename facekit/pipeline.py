@@ -154,7 +154,8 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
     """The pipeline's last step (photo -> ... -> warp -> apps): the recipe's ``components.apps`` on the normalized
     faces of ``rows`` (each output PNG with its NAME.json's landmarks, as normalize wrote them), ``batch_size`` at a
     time. Returns ``{app: {"faces": {input: {result: value}}, "batches": [{result: file}]}}``: a result with one
-    entry per face (its first axis the batch) is listed per input; any other (explore's strip) is saved as
+    entry per face (its first axis the batch, and it follows the batch: :func:`_per_face_keys`) is listed per input;
+    any other (explore's strip) is saved as
     ``out/apps/SLOT-BATCH-RESULT.npy`` (``apps.0-0-strip.npy``). An app listed twice is ``NAME (apps.N)``."""
     import numpy as np
     import torch
@@ -170,6 +171,7 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
         for name, component in zip(names, apps, strict=True)
     ]
     results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _, _ in built}
+    per_face_keys: dict[str, set[str]] = {}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         images, landmarks = [], []
@@ -183,8 +185,10 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
             landmarks=torch.stack(landmarks) if all(p is not None for p in landmarks) else None,  # type: ignore[arg-type]
         )
         for name, slot, app in built:
-            applied = {key: np.asarray(value) for key, value in app.apply(faces).items()}
-            per_face = {key: value for key, value in applied.items() if value.ndim and len(value) == len(chunk)}
+            applied = _applied(app, faces)
+            if name not in per_face_keys:  # once per app: which results have one entry per face
+                per_face_keys[name] = _per_face_keys(app, faces, applied)
+            per_face = {key: value for key, value in applied.items() if key in per_face_keys[name]}
             for index, row in enumerate(chunk):
                 results[name]["faces"].setdefault(row.input, {}).update(
                     {key: value[index].tolist() for key, value in per_face.items()}
@@ -198,6 +202,44 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
             if saved:
                 results[name]["batches"].append(saved)
     return results
+
+
+def _applied(app: Any, faces: Any) -> dict[str, Any]:
+    """``app.apply(faces)`` without autograd, each result as a numpy array (a tensor an app's own layers made, one
+    that requires grad included)."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        results = app.apply(faces)
+    return {
+        key: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        for key, value in results.items()
+    }
+
+
+def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any]) -> set[str]:
+    """The results of ``applied`` (``app`` on ``faces``, B of them) that have one entry per face: their first axis
+    is B here and follows the batch when the app is given one face fewer or more (a result of a fixed length that
+    happens to be B, say an RGB triple for 3 faces, is the batch's, not three faces')."""
+    import torch
+
+    from facekit.types import DecoderOutput
+
+    count = int(faces.image.shape[0])
+    candidates = {key for key, value in applied.items() if value.ndim and len(value) == count}
+    if not candidates:
+        return set()
+    other = count - 1 if count > 1 else 2
+    pick = torch.arange(other) % count
+
+    def take(tensor: Any) -> Any:
+        return None if tensor is None else tensor[pick]
+
+    probe = _applied(
+        app, DecoderOutput(image=take(faces.image), landmarks=take(faces.landmarks), texture=take(faces.texture))
+    )
+    return {key for key in candidates if key in probe and probe[key].ndim and len(probe[key]) == other}
 
 
 # A stage mapped to None validates in recipes but refuses to run (how new stages land before their code does).

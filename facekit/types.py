@@ -201,6 +201,19 @@ class FaceDetection:
     landmarks: np.ndarray | None = None
     scheme: str | None = None
 
+    def __post_init__(self) -> None:
+        # numpy scalars (what most detectors compute) become Python floats: records are JSON, and json refuses
+        # np.float32. A box that is not four numbers is the plugin's error, said here rather than deep in a batch.
+        try:
+            box = tuple(float(v) for v in self.box)
+            score = float(self.score)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"FaceDetection needs a box of four numbers and a numeric score: {error}") from None
+        if len(box) != 4:
+            raise TypeError(f"FaceDetection needs a box of four numbers (x0, y0, x1, y1), got {len(box)}")
+        object.__setattr__(self, "box", box)
+        object.__setattr__(self, "score", score)
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -337,6 +350,11 @@ class Warper(Protocol):
 
 @runtime_checkable
 class App(Protocol):
-    """Something done with normalized faces: ``apply(faces: DecoderOutput) -> dict of named results``."""
+    """Something done with normalized faces: ``apply(faces: DecoderOutput) -> dict of named results``.
+
+    A result with one entry per face has the batch as its first axis (B rows for B faces); the recipe's infer stage
+    lists it per photo in apps.json, having checked once that it follows the batch (one face fewer or more). Any other
+    result is the batch's and is saved as a file. Results may be numpy arrays, lists or tensors (taken without
+    autograd)."""
 
     def apply(self, faces: DecoderOutput) -> dict[str, Any]: ...

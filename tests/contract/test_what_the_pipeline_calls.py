@@ -205,3 +205,44 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     assert "1 of 1 photos have their normalized face" in replaced.stdout, replaced.stdout + replaced.stderr
     record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
     assert record["detail"] == DetailSettings.of(0, None, 0.2, 1.0).as_record()  # the decoder's face, shape 0.2
+
+
+def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path) -> None:
+    """An app's result of a fixed length that equals the batch (an RGB triple for 3 faces) is the batch's, saved
+    once, not handed out as three faces' values (before: by length alone); a tensor that requires grad (an app with
+    layers of its own) is taken without a traceback."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from facekit.batch import Row
+    from facekit.pipeline import run_apps
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+
+        def apply(self, faces: Any) -> dict[str, Any]:  # type: ignore[override]
+            means = faces.image.mean(dim=(2, 3))  # (B, 3)
+            return {"mean_rgb": means, "batch_rgb": means.mean(0), "logits": self.linear(means)}
+
+    class Built:
+        spec = type("Spec", (), {"name": "head"})()
+        slot = "apps.0"
+
+        def build(self) -> Head:
+            return Head()
+
+    rows = []
+    for index, grey in enumerate((60, 120, 180)):
+        png = tmp_path / f"face{index}.png"
+        Image.fromarray(np.full((16, 16, 3), grey, np.uint8)).save(png)
+        png.with_suffix(".json").write_text(json.dumps({"landmarks": None}))
+        rows.append(Row(f"in{index}.jpg", "ok", str(png)))
+    results = run_apps([Built()], rows, tmp_path / "out")["head"]
+    assert set(results["faces"]) == {"in0.jpg", "in1.jpg", "in2.jpg"}
+    assert set(results["faces"]["in1.jpg"]) == {"mean_rgb", "logits"}
+    assert np.allclose(results["faces"]["in1.jpg"]["mean_rgb"], [120 / 255] * 3, atol=1e-6)
+    (saved,) = results["batches"]
+    assert set(saved) == {"batch_rgb"} and np.allclose(np.load(saved["batch_rgb"]), [120 / 255] * 3, atol=1e-6)

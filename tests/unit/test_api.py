@@ -3,6 +3,7 @@ PIL image or array (RGB, or BGR with a flag), every face on request, clear error
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -151,18 +152,24 @@ def test_the_central_rule_is_the_same_at_any_photo_size(scale: float) -> None:
 
 
 class _RaisesOnSmallPhotos:
-    """A third-party detector with a bug: it raises on photos narrower than 190 px and works on the others."""
+    """A third-party detector with a bug: it raises on photos narrower than 190 px and works on the others, giving
+    its boxes and scores as numpy float32 (what most detectors compute; records are JSON)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.card = inner, inner.card
 
     def detect_array(self, image: np.ndarray) -> list[Any]:
+        from facekit.types import FaceDetection
+
         if image.shape[1] < 190:
             raise IndexError("index 3 is out of bounds for axis 0 with size 3")
-        return list(self.inner.detect_array(image))
+        return [
+            FaceDetection(np.asarray(f.box, np.float32), np.float32(f.score), f.landmarks, f.scheme)
+            for f in self.inner.detect_array(image)
+        ]
 
 
-def test_a_detector_that_raises_on_one_photo_costs_that_photo_only(
+def test_a_detector_that_raises_on_one_photo_costs_that_photo_only_and_numpy_boxes_are_fine(
     shipped_normalizer: facekit.Normalizer, tmp_path: Path
 ) -> None:
     """The batch goes on: the photo's row is ``detector_error`` with what the detector raised, the others are
@@ -174,6 +181,7 @@ def test_a_detector_that_raises_on_one_photo_costs_that_photo_only(
     base = shipped_normalizer
     normalizer = Normalizer(base.decoder, base.encoder, _RaisesOnSmallPhotos(base.detector), base.meta)
     face = real_face().image
+    face_box = base.detector.detect_array(face)[0].box
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(face).save(folder / "a_large.png")
@@ -187,6 +195,7 @@ def test_a_detector_that_raises_on_one_photo_costs_that_photo_only(
     status, reason = statuses["b_narrow.png"]
     assert status == DETECTOR_ERROR and "_RaisesOnSmallPhotos) raised IndexError on it: index 3" in reason
     assert summary.failed == 1 and (tmp_path / "out" / "c_large.png").is_file()
+    assert json.loads((tmp_path / "out" / "c_large.json").read_text())["box"] == [round(v, 1) for v in face_box]
     with pytest.raises(FacekitError, match=r"no face normalized: detector_error .*IndexError"):
         normalizer.normalize(np.ascontiguousarray(face[:, 6:186]))
     for all_faces in (False, True):  # adjust: the photo's row, left unchanged; the batch goes on
