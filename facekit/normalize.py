@@ -303,10 +303,13 @@ class Normalizer:
         device: str = "cpu",
         detail: DetailSettings | None = None,
         face: str = "largest",
+        detector: Any = None,
     ) -> Normalizer:
         """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one);
         ``detail``: photo detail on the output (default :class:`facekit.detail.DetailSettings`); ``face``: which face
-        of a photo to take (:func:`choose_face`)."""
+        of a photo to take (:func:`choose_face`); ``detector``: a detector to use instead of the one the model was
+        trained with (e.g. ``facekit.load_component("detector", "my-detector")``; its landmark scheme must be one the
+        model's encoder aligns from, or a FacekitError says so)."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint
 
@@ -324,10 +327,11 @@ class Normalizer:
         encoder_ref = meta.get("recipe", {}).get("components", {}).get("encoder") or {}
         params = encoder_ref.get("params", {}) if encoder_ref.get("name") == meta["encoder"] else {}
         encoder = facekit.load_component("encoder", meta["encoder"], **params)
-        detector_ref = meta["recipe"]["components"].get("detector")
-        if detector_ref is None:
-            raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
-        detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
+        if detector is None:
+            detector_ref = meta["recipe"]["components"].get("detector")
+            if detector_ref is None:
+                raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
+            detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
         return cls(decoder, encoder, detector, meta, device, detail, face)
 
     @property

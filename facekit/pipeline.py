@@ -117,14 +117,20 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     root = plan.data_root
     checkpoint = Path(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
-    run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device)
-    items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
+    given = plan.recipe.components.model_fields_set
+    # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
+    # model's, and a recipe that names others is refused rather than silently overruled.
+    detector = plan.components["detector"].build() if "detector" in given and "detector" in plan.components else None
     normalizer = Normalizer.from_checkpoint(
         checkpoint,
         device=device,
         detail=detail_settings(infer.detail, infer.detail_shape, infer.detail_forehead),
         face=infer.face,
+        detector=detector,
     )
+    used = model_components(plan, normalizer.meta, checkpoint)
+    run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
+    items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
     summary = normalize_folder(normalizer, items, infer.output, checkpoint, infer.batch_size, infer.overwrite)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
@@ -133,6 +139,45 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
         (Path(infer.output) / "apps.json").write_text(json.dumps(results, indent=2) + "\n")
     return replace(run, note=infer_note(summary, infer.output))
+
+
+def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path) -> dict[str, str]:
+    """What the infer stage runs, slot -> "name (plugin)": the model's encoder, decoder and warper, the detector (the
+    recipe's when it names one, else the model's) and the recipe's apps. A FacekitError when the recipe names an
+    encoder, decoder or warper other than the model's: the decoder was trained on that encoder's features and
+    through that warp, and cannot take others."""
+    import facekit
+    from facekit.errors import FacekitError
+    from facekit.types import Kind
+
+    given = plan.recipe.components.model_fields_set
+    detector_ref = (meta.get("recipe", {}).get("components", {}) or {}).get("detector") or {}
+    model: dict[str, str | None] = {slot: meta.get(slot) for slot in ("encoder", "decoder", "warper")}
+    model["detector"] = detector_ref.get("name")
+    clashes = [
+        f"components.{slot} is {plan.components[slot].spec.name!r}, the model's is {model[slot]!r}"
+        for slot in ("encoder", "decoder", "warper")
+        if slot in given and slot in plan.components and model[slot] and plan.components[slot].spec.name != model[slot]
+    ]
+    if clashes:
+        raise FacekitError(
+            f"infer.checkpoint {checkpoint}: " + "; ".join(clashes) + ". The infer stage runs the model's own "
+            "encoder, decoder and warper (the decoder was trained with them): drop these from the recipe, or train a "
+            "model with them (only the detector may differ)"
+        )
+    used: dict[str, str] = {}
+    kinds: tuple[Kind, ...] = ("detector", "encoder", "decoder", "warper")
+    for kind in kinds:
+        name = model[kind]
+        if kind == "detector" and "detector" in given and "detector" in plan.components:
+            spec = plan.components["detector"].spec
+            used[kind] = f"{spec.name} ({spec.plugin})"
+        elif name:
+            used[kind] = f"{name} ({facekit.get_registry(kind).get(name).plugin})"
+    used.update(
+        {slot: f"{c.spec.name} ({c.spec.plugin})" for slot, c in plan.components.items() if slot.startswith("apps.")}
+    )
+    return used
 
 
 def infer_note(summary: Any, output: str) -> str:

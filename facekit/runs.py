@@ -102,8 +102,17 @@ def is_rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", seed: int | None = None) -> RunDir:
-    """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it.
+def start_run(
+    plan: Plan,
+    stage: str,
+    output: str | Path,
+    device: str = "cpu",
+    seed: int | None = None,
+    components: dict[str, str] | None = None,
+) -> RunDir:
+    """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it;
+    ``components``: what the stage really runs, slot -> "name (plugin)" (default: the recipe's; the infer stage runs
+    its model's encoder, decoder and warper).
 
     Under ``torchrun`` only rank 0 writes: the other ranks get the would-be path and create nothing, so N processes
     started in the same second never race for one folder name.
@@ -134,7 +143,9 @@ def start_run(plan: Plan, stage: str, output: str | Path, device: str = "cpu", s
         "git_sha": git_sha(),
         "packages": package_versions(),
         "plugins": {p.name: f"{p.distribution} {p.version}" for p in get_plugin_state().plugins},
-        "components": {slot: f"{c.spec.name} ({c.spec.plugin})" for slot, c in plan.components.items()},
+        "components": components
+        if components is not None
+        else {slot: f"{c.spec.name} ({c.spec.plugin})" for slot, c in plan.components.items()},
         "device": describe_device(device),
         "seed": seed,
     }

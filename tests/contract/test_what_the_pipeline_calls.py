@@ -246,3 +246,38 @@ def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path
     assert np.allclose(results["faces"]["in1.jpg"]["mean_rgb"], [120 / 255] * 3, atol=1e-6)
     (saved,) = results["batches"]
     assert set(saved) == {"batch_rgb"} and np.allclose(np.load(saved["batch_rgb"]), [120 / 255] * 3, atol=1e-6)
+
+
+def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """Before: the infer stage took detector, encoder and warper from the model file whatever the recipe named, and
+    run.json recorded the recipe's (a recipe's `warper: tps` gave the rbf-linear model's faces under a 'tps' label).
+    Now the recipe's detector is the one run (its scheme checked against the model's encoder), run.json names what
+    ran, and an encoder, decoder or warper other than the model's is refused before a run folder is made."""
+    from facekit.normalize import default_model_path
+    from tests.helpers import run_cli
+
+    photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    recipe: dict[str, Any] = {
+        "components": {"detector": {"name": "dlib-5pt"}},
+        "infer": {"inputs": [str(photo)], "checkpoint": str(default_model_path()), "output": str(tmp_path / "out")},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "out" / "runs").glob("*-infer")
+    components = json.loads((run / "run.json").read_text())["components"]
+    assert components["detector"].startswith("dlib-5pt ") and components["warper"].startswith("rbf-linear ")
+    assert components["encoder"].startswith("dlib-resnet ") and components["decoder"].startswith("paper ")
+    record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
+    assert len(record["source_landmarks"]) == 5  # the recipe's 5-point detector found the face
+
+    recipe["components"] = {"warper": {"name": "tps"}, "encoder": {"name": "sface"}}
+    recipe["infer"]["output"] = str(tmp_path / "refused")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    refused = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "components.encoder is 'sface', the model's is 'dlib-resnet'" in refused.stderr
+    assert "components.warper is 'tps', the model's is 'rbf-linear'" in refused.stderr
+    assert not (tmp_path / "refused" / "runs").exists()
