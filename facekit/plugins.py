@@ -4,9 +4,11 @@
 - ``FACEKIT_DISABLE_PLUGINS=a,b`` skips the named entry points (a block-list).
 
 The builtins register through the same group (entry point ``builtin``), so they can be disabled like any other.
-A plugin that fails to import is never swallowed: it is recorded as a :class:`LoadFailure`, reported by
-``facekit plugins``, and turned into a :class:`~facekit.errors.PluginError` naming the distribution, the entry
-point and how to disable it as soon as anything asks for a registry.
+A plugin that fails to import (or implements a misspelled hook) is never swallowed and never takes the others down:
+it is recorded as a :class:`LoadFailure`, left out, reported by ``facekit plugins`` and in a warning (naming the
+distribution, the entry point and how to disable it) as soon as anything asks for a registry, and named when a
+component it might have registered is not found (:meth:`PluginState.raise_failures` turns the failures into a
+:class:`~facekit.errors.PluginError` for callers that want that).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class PluginState:
     failures: list[LoadFailure] = field(default_factory=list)
     #: (entry-point name, distribution) of installed plugins that FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS left out.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Whether the failures were logged (get_plugin_manager, once per process).
+    warned: bool = False
 
     def raise_failures(self) -> None:
         """Raise a :class:`PluginError` describing every plugin that failed to load, if any."""
@@ -159,9 +163,14 @@ def get_plugin_state() -> PluginState:
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager; raises :class:`PluginError` if a plugin failed to load."""
+    """The process-wide plugin manager, without the plugins that failed to load: each of those is a warning (once per
+    process) naming its distribution and how to disable it, is listed by ``facekit plugins`` and in the message for a
+    component that is not found; the other plugins and every command keep working."""
     state = get_plugin_state()
-    state.raise_failures()
+    if not state.warned:
+        state.warned = True
+        for failure in state.failures:
+            logger.warning("%s", failure.message())
     return state.manager
 
 

@@ -181,3 +181,32 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
     finally:
         cli.app.registered_commands[:], cli.app.registered_groups[:] = commands, groups
         plugins.reset()
+
+
+class _BrokenEntryPoint(_FakeEntryPoint):
+    def load(self) -> object:
+        raise ModuleNotFoundError("No module named 'onnxruntime_extensions'")
+
+
+def test_a_plugin_that_fails_to_import_is_left_out_and_the_rest_work(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: one installed plugin with a missing dependency (or a misspelled hook) made every command that looks
+    up a component exit 1 with a PluginError; now it is a warning, once per process, and the rest work."""
+    from facekit.errors import ComponentNotFoundError
+
+    real = plugins._entry_points()
+    broken = _BrokenEntryPoint("broken", "facekit-broken", None)
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, broken])
+    plugins.reset()
+    try:
+        with caplog.at_level("WARNING", logger="facekit.plugins"):
+            assert "rbf-linear" in facekit.get_registry("warper").names()
+            facekit.get_registry("detector")
+        warned = [r.getMessage() for r in caplog.records if "facekit-broken" in r.getMessage()]
+        assert len(warned) == 1 and "FACEKIT_DISABLE_PLUGINS=broken" in warned[0]
+        assert "onnxruntime_extensions" in warned[0]
+        with pytest.raises(ComponentNotFoundError, match="facekit-broken"):  # what it might have registered: named
+            facekit.get_registry("warper").get("shepard")
+    finally:
+        plugins.reset()
