@@ -10,7 +10,7 @@ gradients. In a plugin's tests::
     import pytest
     from facekit.testing import parametrize_with_checks, run_check
 
-    @pytest.mark.parametrize(("kind", "spec", "check"), parametrize_with_checks(plugin="my-plugin"))
+    @pytest.mark.parametrize(("kind", "spec", "check"), parametrize_with_checks(plugin="myplugin"))
     def test_conforms(kind, spec, check):
         run_check(kind, spec, check)
 
@@ -730,11 +730,20 @@ def subject(kind: Kind, spec: ComponentSpec[Any], params: Params | Mapping[str, 
 def run_check(
     kind: Kind, spec: ComponentSpec[Any], check: str, params: Params | Mapping[str, Any] | None = None
 ) -> None:
-    """Run the check named ``check`` (see :func:`check_names`) of ``kind`` on ``spec``."""
+    """Run the check named ``check`` (see :func:`check_names`) of ``kind`` on ``spec``. Weights that are not on this
+    machine (user-supplied ones, :class:`facekit.models.WeightsNotFoundError`) skip the pytest case, saying which
+    file; a plugin's own tests run the checks on test weights with ``params``."""
+    from facekit.models import WeightsNotFoundError
+
     by_name = dict(zip(check_names(kind), CHECKS[kind], strict=True))
     if check not in by_name:
         raise KeyError(f"no {kind} check {check!r}; known: {', '.join(by_name)}")
-    by_name[check](subject(kind, spec, params))
+    try:
+        by_name[check](subject(kind, spec, params))
+    except WeightsNotFoundError as missing:
+        import pytest
+
+        pytest.skip(f"{spec.name}: weights not on this machine ({missing})")
 
 
 def check_component(
@@ -779,19 +788,44 @@ def parametrize_with_checks(
     xfail: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Any]:
     """``pytest.param(kind, spec, check)`` for every registered component of ``kinds`` (all kinds by default; of one
-    ``plugin`` if given) and every check of its kind, with id ``kind-name-check``. ``xfail`` maps (component name,
-    check name) to the reason a component declares it fails that check; those cases are marked ``xfail(strict=True)``
-    so a fixed component is noticed."""
+    ``plugin`` if given: its entry-point name) and every check of its kind, with id ``kind-name-check``. ``xfail``
+    maps (component name, check name) to the reason a component declares it fails that check; those cases are marked
+    ``xfail(strict=True)`` so a fixed component is noticed. A component whose params have no defaults is skipped
+    (run its checks with real params: :func:`check_component`).
+
+    A ``plugin`` that registered nothing, or an ``xfail`` key naming no selected component or no check of its kind,
+    is a ValueError: a misspelled name would otherwise pass (no cases, or a declared failure never applied)."""
     import pytest
 
     wanted = KINDS if kinds is None else ((kinds,) if isinstance(kinds, str) else kinds)
-    cases = []
+    cases, selected = [], {}
     for kind in wanted:
         for spec in get_registry(kind):
             if plugin is not None and spec.plugin != plugin:
                 continue
+            selected[spec.name] = kind
+            required = default_params(spec) is None
             for name in check_names(kind):
                 reason = (xfail or {}).get((spec.name, name))
                 marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                if required:
+                    why = f"{spec.name} has required params: run its checks with check_component(spec, params=...)"
+                    marks = [pytest.mark.skip(reason=why)]
                 cases.append(pytest.param(kind, spec, name, id=f"{kind}-{spec.name}-{name}", marks=marks))
+    if plugin is not None and not selected:
+        from facekit.plugins import get_plugin_state
+
+        loaded = sorted(p.name for p in get_plugin_state().plugins)
+        by_distribution = [p.name for p in get_plugin_state().plugins if p.distribution == plugin]
+        hint = f" (that is a distribution: its entry point is {by_distribution[0]!r})" if by_distribution else ""
+        raise ValueError(
+            f"plugin {plugin!r} registered no {'/'.join(wanted)} component{hint}; loaded plugins (entry-point names): "
+            f"{', '.join(loaded)}"
+        )
+    for component, check in xfail or {}:
+        if component not in selected:
+            raise ValueError(f"xfail names {component!r}, which is not among the components checked here")
+        if check not in check_names(selected[component]):
+            known = ", ".join(check_names(selected[component]))
+            raise ValueError(f"xfail names no {selected[component]} check {check!r} of {component!r}; known: {known}")
     return cases

@@ -141,7 +141,7 @@ ARCFACE_112_TEMPLATE = AlignmentTemplate(
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The data contract that travels with a model's weights (see ARCHITECTURE.md, "Model cards").
+    """The data contract that travels with a model's weights (CONTRIBUTING.md, "Writing a plugin", lists its fields).
 
     Alignment and normalisation are derived from the card, never hard-coded at call sites.
     """
