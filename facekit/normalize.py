@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
-from facekit.errors import DETECTOR_ERROR, DetectorFailed, FacekitError
+from facekit.errors import DETECTOR_ERROR, ComponentNotFoundError, DetectorFailed, FacekitError
 from facekit.images import to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
@@ -318,20 +318,23 @@ class Normalizer:
         meta = {**meta, "source": str(checkpoint)}
         if "decoder" not in meta:
             raise FacekitError(f"{checkpoint} is not a facekit model (no decoder in its metadata)")
-        decoder = facekit.get_registry("decoder").get(meta["decoder"]).build(meta["decoder_params"])
-        load_decoder_state(decoder, tensors)
-        if meta.get("warper"):
-            decoder.warper = facekit.load_component("warper", meta["warper"], **(meta.get("warper_params") or {}))
-        # The encoder the decoder was trained on, with the recipe's params (a facenet variant, an arcface weights file):
-        # the same name with default params would give other features.
-        encoder_ref = meta.get("recipe", {}).get("components", {}).get("encoder") or {}
-        params = encoder_ref.get("params", {}) if encoder_ref.get("name") == meta["encoder"] else {}
-        encoder = facekit.load_component("encoder", meta["encoder"], **params)
-        if detector is None:
-            detector_ref = meta["recipe"]["components"].get("detector")
-            if detector_ref is None:
-                raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
-            detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
+        try:  # the components the model was trained with: a missing one is named as the model's
+            decoder = facekit.get_registry("decoder").get(meta["decoder"]).build(meta["decoder_params"])
+            load_decoder_state(decoder, tensors)
+            if meta.get("warper"):
+                decoder.warper = facekit.load_component("warper", meta["warper"], **(meta.get("warper_params") or {}))
+            # The encoder the decoder was trained on, with the recipe's params (a facenet variant, an arcface weights
+            # file): the same name with default params would give other features.
+            encoder_ref = meta.get("recipe", {}).get("components", {}).get("encoder") or {}
+            params = encoder_ref.get("params", {}) if encoder_ref.get("name") == meta["encoder"] else {}
+            encoder = facekit.load_component("encoder", meta["encoder"], **params)
+            if detector is None:
+                detector_ref = meta["recipe"]["components"].get("detector")
+                if detector_ref is None:
+                    raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
+                detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
+        except ComponentNotFoundError as error:
+            raise ComponentNotFoundError(f"{checkpoint} was made with a component not available here: {error}") from None
         return cls(decoder, encoder, detector, meta, device, detail, face)
 
     @property

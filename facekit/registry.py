@@ -8,6 +8,7 @@ duplicate name is an error naming both plugins.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,13 +17,16 @@ from typing import Any, Generic, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem, did_you_mean
-from facekit.types import KINDS, Kind, ModelCard
+from facekit.types import KINDS, Kind, LandmarkScheme, ModelCard
 
 logger = logging.getLogger(__name__)
 #: Plugins whose registration hook raised (their components are left out); `facekit plugins` reports them.
 HOOK_FAILURES: list[str] = []
 
 T = TypeVar("T")
+
+#: What a component may be called: it is typed in recipes and on the command line.
+COMPONENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 HOOK_FOR_KIND: dict[Kind, str] = {
     "detector": "register_detectors",
@@ -114,6 +118,14 @@ class Registry(Generic[T]):
         """Add ``spec``; a name already taken is a :class:`DuplicateComponentError` naming both plugins."""
         if not isinstance(spec, ComponentSpec):
             raise TypeError(f"register() takes a facekit.ComponentSpec, got {type(spec).__name__}")
+        if not isinstance(spec.name, str) or not COMPONENT_NAME.fullmatch(spec.name):
+            raise ValueError(
+                f"{self.kind} name {spec.name!r}: use lower-case letters, digits, '-', '_' or '.', starting with a "
+                "letter or digit (it is typed in recipes and on the command line)"
+            )
+        scheme = spec.card.landmark_scheme if spec.card is not None else None
+        if scheme is not None:
+            LandmarkScheme.parse(scheme, f"{self.kind} {spec.name!r}")  # a ValueError listing the known schemes
         existing = self._specs.get(spec.name)
         if existing is not None:
             raise DuplicateComponentError(

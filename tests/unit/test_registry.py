@@ -92,3 +92,19 @@ def test_every_encoder_card_says_same_person_for_close_embeddings_and_not_for_fa
         assert not card_passes(card, card_distance(card, unit(0.0), far))[0], name
         checked += 1
     assert checked >= 4
+
+
+def test_names_and_landmark_schemes_are_checked_when_registered() -> None:
+    """Before: 'My Warp!' (which no recipe or command line can name) and a card's scheme 'ibug-68' (which the
+    pipeline then reads as no known scheme) were registered and listed."""
+    from facekit.types import ModelCard
+
+    registry: Registry[Any] = Registry("warper")
+    for bad in ("My Warp!", "", "-dash", "tps two"):
+        with pytest.raises(ValueError, match="use lower-case letters"):
+            registry.add(ComponentSpec(bad, lambda p: None, NoParams))
+    registry.add(ComponentSpec("smooth_tps.v2-1", lambda p: None, NoParams))
+    detectors: Registry[Any] = Registry("detector")
+    card = ModelCard(landmarks=68, landmark_scheme="ibug-68")
+    with pytest.raises(ValueError, match=r"detector 'mine' declares landmark scheme 'ibug-68'; known schemes: ibug68"):
+        detectors.add(ComponentSpec("mine", lambda p: None, NoParams, card=card))
