@@ -334,7 +334,8 @@ class Normalizer:
                     raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
                 detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
         except ComponentNotFoundError as error:
-            raise ComponentNotFoundError(f"{checkpoint} was made with a component not available here: {error}") from None
+            missing = f"{checkpoint} was made with a component not available here: {error}"
+            raise ComponentNotFoundError(missing) from None
         return cls(decoder, encoder, detector, meta, device, detail, face)
 
     @property
