@@ -720,6 +720,13 @@ def _in_own_profile(source: Any, corrector: Any) -> tuple[np.ndarray, np.ndarray
     return stored, np.asarray(small), np.asarray(shown), profile_primaries(icc)
 
 
+#: Why a 16-bit photo corrected by a method whose record gives no linear gains is written at 8 bits.
+LOST_DEPTH = (
+    "the method's record does not say how to correct the 16-bit pixels (a record with 'light': 'linear' and "
+    "'gains_rgb' does), only its 8-bit result"
+)
+
+
 def kept_depth(
     source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
@@ -761,7 +768,11 @@ def kept_depth(
     again = recolour(pixels, record, primaries)
     if again is None:  # a correction that says no more than its 8-bit result
         eight = None if alpha is None else (alpha >> 8 if bits == 16 else alpha).astype(np.uint8)
-        return corrected, eight, {"written": {"bits": 8, "alpha": alpha is not None, **dropped}}
+        written: dict[str, Any] = {"bits": 8, "alpha": alpha is not None, **dropped}
+        if bits == 16:
+            written["why"] = LOST_DEPTH
+            logger.warning("%s: written at 8 bits: %s", source, LOST_DEPTH)
+        return corrected, eight, {"written": written}
     return again, alpha, {"written": {"bits": bits, "alpha": alpha is not None, **profile}}
 
 

@@ -503,3 +503,20 @@ def test_a_black_and_white_photo_stays_black_and_white(shipped_normalizer: Any, 
     framed[800:1000, 1100:1300] = real_face().image
     _, small = FaceAdjuster(shipped_normalizer, mapping=mapping).correct(framed)
     assert small is not None and "monochrome" not in small.face
+
+
+def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(tmp_path: Path) -> None:
+    """Before: a third-party --method's 16-bit PNG came out at 8 bits without a word (a plugin-author audit)."""
+    import cv2
+
+    from facekit.apps.adjust import LOST_DEPTH, kept_depth
+
+    deep = (np.linspace(0, 65535, 32 * 32 * 3) % 65536).astype(np.uint16).reshape(32, 32, 3)
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), deep[..., ::-1])
+    photo = (deep >> 8).astype(np.uint8)
+    warmer = np.clip(photo.astype(int) + (8, 0, -8), 0, 255).astype(np.uint8)
+    written, _, kept = kept_depth(path, photo, warmer, {"method": "warm", "shift": [8, 0, -8]})
+    assert written.dtype == np.uint8 and kept["written"]["bits"] == 8 and kept["written"]["why"] == LOST_DEPTH
+    again, _, kept = kept_depth(path, photo, warmer, {"light": "linear", "gains_rgb": [1.1, 1.0, 0.9]})
+    assert again.dtype == np.uint16 and kept["written"]["bits"] == 16 and "why" not in kept["written"]
