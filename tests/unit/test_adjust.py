@@ -515,7 +515,7 @@ def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(t
     path = tmp_path / "deep.png"
     cv2.imwrite(str(path), deep[..., ::-1])
     photo = (deep >> 8).astype(np.uint8)
-    warmer = np.clip(photo.astype(int) + (8, 0, -8), 0, 255).astype(np.uint8)
+    warmer = np.clip(photo.astype(int) + np.array([8, 0, -8]), 0, 255).astype(np.uint8)
     written, _, kept = kept_depth(path, photo, warmer, {"method": "warm", "shift": [8, 0, -8]})
     assert written.dtype == np.uint8 and kept["written"]["bits"] == 8 and kept["written"]["why"] == LOST_DEPTH
     again, _, kept = kept_depth(path, photo, warmer, {"light": "linear", "gains_rgb": [1.1, 1.0, 0.9]})
