@@ -92,9 +92,10 @@ def plugins() -> None:
     for info in state.plugins:
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
     console.print(table)
+    from facekit.plugins import quiet_plugin_warnings
     from facekit.registry import HOOK_FAILURES, get_registries
 
-    if not state.failures:  # (with load failures the registries are refused anyway)
+    with quiet_plugin_warnings():  # each failure is said once, below
         get_registries()  # runs every plugin's registration hooks: a hook that raises is reported here
     messages = [failure.message() for failure in state.failures] + HOOK_FAILURES + COMMAND_FAILURES
     for message in messages:

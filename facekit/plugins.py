@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
@@ -160,6 +162,19 @@ def get_plugin_state() -> PluginState:
         _load_one(ep, manager, state)
     check_pending(manager, state)
     return state
+
+
+@contextmanager
+def quiet_plugin_warnings() -> Iterator[None]:
+    """Within: load and registration failures are not logged (``facekit plugins`` reports each itself)."""
+    previous = logger.level, logging.getLogger("facekit.registry").level
+    logger.setLevel(logging.ERROR)
+    logging.getLogger("facekit.registry").setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous[0])
+        logging.getLogger("facekit.registry").setLevel(previous[1])
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

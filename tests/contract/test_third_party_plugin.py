@@ -135,8 +135,8 @@ def test_plugin_works_from_a_recipe(sites: dict[str, Path], tmp_path: Path) -> N
 
 def test_broken_plugin_names_distribution_entry_point_and_fix(sites: dict[str, Path]) -> None:
     env = {"PYTHONPATH": str(sites["broken"])}
-    result = run_cli("list", env=env)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    result = run_cli("list", env=env)  # the broken plugin is left out with a warning; the rest works
+    assert result.returncode == 0 and "Traceback" not in result.stderr and "rbf-linear" in result.stdout
     message = " ".join(result.stderr.split())
     for needle in (
         "facekit-broken",
@@ -145,8 +145,8 @@ def test_broken_plugin_names_distribution_entry_point_and_fix(sites: dict[str, P
         "FACEKIT_DISABLE_PLUGINS=broken",
     ):
         assert needle in message
-    report = run_cli("plugins", env=env)
-    assert report.returncode == 1 and "builtin" in report.stdout and "broken on purpose" in report.stderr
+    report = run_cli("plugins", env=env)  # the report itself exits 1 and says each failure once
+    assert report.returncode == 1 and "builtin" in report.stdout and report.stderr.count("broken on purpose") == 1
     skipped = run_cli("list", env={**env, "FACEKIT_DISABLE_PLUGINS": "broken"})
     assert skipped.returncode == 0 and "rbf-linear" in skipped.stdout
 
