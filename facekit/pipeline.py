@@ -36,7 +36,25 @@ def run_prepare_stage(plan: Plan, options: RunOptions) -> RunDir:
     run = start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs")
     report = run_prepare(plan, progress=options.progress)
     (run.path / "summary.json").write_text(json.dumps(report.summary, indent=2) + "\n")
-    return run
+    return replace(run, note=prepare_note(report.summary, plan.recipe.prepare.output))
+
+
+def prepare_note(summary: dict[str, Any], output: str) -> str:
+    """What `facekit run` prints for the prepare stage: people and photos kept, and why the others were dropped; a
+    FacekitError when nobody was kept (the later stages would have nothing to train on)."""
+    from facekit.errors import FacekitError
+
+    if not summary:  # another shard builds the arrays
+        return f"this shard's photos are done; the arrays are built when every shard is ({output})"
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(summary.get("reasons", {}).items()))
+    kept = summary.get("status", {}).get("kept", 0)
+    said = (
+        f"{summary.get('identities_kept', 0)} of {summary.get('identities_seen', 0)} people and {kept} of "
+        f"{summary.get('photos', 0)} photos kept" + (f" (dropped: {reasons})" if reasons else "")
+    )
+    if not summary.get("identities_kept"):
+        raise FacekitError(f"prepare kept nobody: {said}; see {Path(output) / 'manifest.jsonl'} for each photo")
+    return f"{said}: {output}"
 
 
 def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:

@@ -85,6 +85,13 @@ class DataSource(Section):
         needed = {"lfw": "people", "london": "subset", "folder": "path"}[self.source]
         if getattr(self, needed) is None:
             raise ValueError(f"source {self.source!r} needs {needed!r}")
+        belongs = {"people": "lfw", "min_photos": "lfw", "subset": "london", "path": "folder"}
+        stray = sorted(f for f in self.model_fields_set if belongs.get(f, self.source) != self.source)
+        if stray:  # given and silently ignored before: a folder source's min_photos kept one-photo people
+            raise ValueError(
+                f"source {self.source!r} does not take {', '.join(repr(f) for f in stray)} "
+                f"({'; '.join(f'{f}: {belongs[f]} sources only' for f in stray)})"
+            )
         return self
 
 
@@ -93,7 +100,11 @@ class DataSection(Section):
 
     root: str | None = Field(default=None, description="data root; null = $FACEKIT_DATA or ../shared/data")
     train: list[DataSource] = Field(default_factory=list)
-    test: list[DataSource] = Field(default_factory=list)
+    test: list[DataSource] = Field(
+        default_factory=list,
+        description="people kept out of training (checked: none of them in data.train); evaluation scores "
+        "evaluate.data",
+    )
 
     def resolved_root(self) -> Path:
         return Path(self.root or os.environ.get("FACEKIT_DATA") or DEFAULT_DATA_ROOT).expanduser()
@@ -673,9 +684,15 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 people.setdefault(section, set()).update(_read_people(file))
             elif src.source == "folder":
                 assert src.path is not None
-                folder = Path(src.path) if Path(src.path).is_absolute() else root / src.path
+                given = Path(src.path).expanduser()
+                folder = given if given.is_absolute() else root / given
                 if not folder.is_dir():
-                    problems.append(Problem(f"{path}.path", f"folder not found: {folder}"))
+                    where = "" if given.is_absolute() else f" (a relative path is under data.root, {root})"
+                    problems.append(Problem(f"{path}.path", f"folder not found: {folder}{where}"))
+                    continue
+                # Its people by their folder names (LFW's are First_Last): a DevTest person copied in is a leak too.
+                names = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                people.setdefault(section, set()).update(names)
             elif not (root / "london" / str(src.subset)).is_dir():
                 problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
             elif section == "train" and src.subset in HELD_OUT_LONDON:

@@ -98,6 +98,9 @@ class PrepareReport:
 # ------------------------------------------------------------------------------------------------ one photo
 
 
+#: The per-identity arrays prepare writes (NAME.npy), beside mean_landmarks.npy.
+ARRAY_NAMES = ("averages", "landmarks", "textures")
+
 _STATE: dict[str, Any] = {}
 
 
@@ -378,6 +381,11 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     detector = plan.components["detector"]
     root = recipe.data.resolved_root()
     groups = group_by_identity(photos_from_sources(root, recipe.data.train))
+    if not groups:
+        raise FacekitError(
+            "data.train's sources hold no photos: a folder source wants <folder>/<person>/<photo> files (or photos "
+            "directly in it, one person each), under data.root when the path is relative"
+        )
     identities = sorted(groups)[:limit]
     mine = [identity for i, identity in enumerate(identities) if i % shard.count == shard.index]
     progress_file = output / shard.progress_name
@@ -510,7 +518,9 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
         for e in entries
     ]
     (output / "identities.json").write_text(json.dumps(identities, indent=1) + "\n")
-    if not entries:
+    if not entries:  # nothing to train on: an earlier run's arrays must not pass for this one's
+        for name in (*ARRAY_NAMES, "mean_landmarks"):
+            (output / f"{name}.npy").unlink(missing_ok=True)
         logger.warning("prepare kept no identity: no arrays written")
         return summary
     averages = np.stack(images)
@@ -526,7 +536,7 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
                 batch, source, target, order=1, regularization=FACE_WARP_REGULARIZATION, boundary_points=3
             )
             textures[start : start + 64] = (warped.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    for name, array in (("averages", averages), ("landmarks", points), ("textures", textures)):
+    for name, array in zip(ARRAY_NAMES, (averages, points, textures), strict=True):
         _save_atomic(output / f"{name}.npy", array)
     _save_atomic(output / "mean_landmarks.npy", mean_points)
     from PIL import Image

@@ -84,31 +84,40 @@ def helen_photos(root: Path) -> list[Photo]:
     ]
 
 
-def folder_photos(folder: Path) -> list[Photo]:
-    """``<folder>/<person>/<photo>`` (one identity per sub-folder) and ``<folder>/<photo>`` (one identity each).
-    Every file counts, whatever its suffix, so that unreadable files are reported rather than skipped."""
+def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
+    """``<folder>/<person>/...<photo>`` (one identity per sub-folder, its photos at any depth below it) and
+    ``<folder>/<photo>`` (one identity each), identities ``PREFIX/<person>``. Every file counts, whatever its suffix,
+    so that unreadable files are reported rather than skipped; hidden files and folders (``.DS_Store``, ``.git``)
+    do not."""
     if not folder.is_dir():
         raise FacekitError(f"photo folder not found: {folder}")
     photos: list[Photo] = []
     for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
         if path.is_dir():
-            photos.extend(Photo(f"folder/{path.name}", p, "folder") for p in sorted(path.iterdir()) if p.is_file())
-        elif path.is_file() and not path.name.startswith("."):
-            photos.append(Photo(f"folder/{path.stem}", path, "folder"))
+            inside = (p for p in sorted(path.rglob("*")) if p.is_file())
+            visible = (p for p in inside if not any(part.startswith(".") for part in p.relative_to(path).parts))
+            photos.extend(Photo(f"{prefix}/{path.name}", p, "folder") for p in visible)
+        elif path.is_file():
+            photos.append(Photo(f"{prefix}/{path.stem}", path, "folder"))
     return photos
 
 
 def photos_from_sources(root: Path, sources: Iterable[DataSource]) -> list[Photo]:
     """All photos of a recipe's ``data.train`` (or ``data.test``) sources, in a stable order."""
     photos: list[Photo] = []
+    folders = 0
     for src in sources:
         if src.source == "lfw" and src.people is not None:
             photos.extend(lfw_photos(root, src.people, src.min_photos))
         elif src.source == "london" and src.subset is not None:
             photos.extend(london_photos(root, src.subset))
         elif src.source == "folder" and src.path is not None:
-            path = Path(src.path)
-            photos.extend(folder_photos(path if path.is_absolute() else root / path))
+            path = Path(src.path).expanduser()
+            folders += 1  # the second folder's people are folder2/...: two folders' 'anna' are two people
+            prefix = "folder" if folders == 1 else f"folder{folders}"
+            photos.extend(folder_photos(path if path.is_absolute() else root / path, prefix))
     return photos
 
 

@@ -426,3 +426,49 @@ def test_a_detector_that_raises_on_one_photo_rejects_that_photo_only(
     assert rows["a1.jpg"]["status"] == "kept"
     assert rows["a2.jpg"]["status"] == "rejected" and rows["a2.jpg"]["reason"] == "detector_error"
     assert "RaisesOnOne) raised RuntimeError on it: Unsupported image type" in rows["a2.jpg"]["detail"]
+
+
+def test_folder_sources_never_merge_people_and_read_nested_photos(tmp_path: Path, data_root: Path) -> None:
+    """Before: two folder sources' 'anna' were one person (averaged into one face); photos one folder below a
+    person's were skipped without a word and a .DS_Store there was an 'unreadable photo'; an empty folder ended
+    prepare in a ValueError traceback."""
+    from facekit.data.sources import photos_from_sources
+    from facekit.recipe import DataSource
+
+    faces = canada(data_root, 3, size=240)
+    first, second = tmp_path / "a", tmp_path / "b"
+    (first / "anna" / "2019").mkdir(parents=True)
+    (second / "anna").mkdir(parents=True)
+    faces[0].save(first / "anna" / "2019" / "one.jpg")
+    (first / "anna" / ".DS_Store").write_bytes(b"\0\0")
+    (first / "anna" / ".git").mkdir()
+    (first / "anna" / ".git" / "x.jpg").write_bytes(b"")
+    faces[1].save(second / "anna" / "two.jpg")
+    sources = [DataSource(source="folder", path=str(first)), DataSource(source="folder", path=str(second))]
+    photos = photos_from_sources(tmp_path, sources)
+    assert [(p.identity, p.path.name) for p in photos] == [("folder/anna", "one.jpg"), ("folder2/anna", "two.jpg")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    recipe = recipe_for(empty, tmp_path / "out-empty", data_root)
+    with pytest.raises(FacekitError, match=r"data\.train's sources hold no photos"):
+        run_prepare(resolve(recipe))
+
+
+def test_a_prepare_that_keeps_nobody_leaves_no_arrays_and_says_so(tmp_path: Path, data_root: Path) -> None:
+    """Before: it exited 0 with a log line and left the previous recipe's arrays, which training then used."""
+    from facekit.pipeline import RunOptions, run_prepare_stage
+
+    folder, _ = alice_and_bob(tmp_path, data_root, 2)
+    output = tmp_path / "out"
+    run_prepare(resolve(recipe_for(folder, output, data_root)))
+    assert (output / "landmarks.npy").is_file()
+    blank = tmp_path / "blank"
+    (blank / "nobody").mkdir(parents=True)
+    Image.fromarray(np.full((240, 240, 3), (90, 140, 200), np.uint8)).save(blank / "nobody" / "wall.jpg")
+    with pytest.raises(
+        FacekitError, match=r"prepare kept nobody: 0 of 1 people and 0 of 1 photos kept \(dropped: 1 no_face\)"
+    ):
+        run_prepare_stage(resolve(recipe_for(blank, output, data_root)), RunOptions(progress=False))
+    assert not any(
+        (output / f"{name}.npy").exists() for name in ("averages", "landmarks", "textures", "mean_landmarks")
+    )

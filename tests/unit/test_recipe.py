@@ -355,3 +355,24 @@ def test_the_face_rule_type_lists_the_face_choices() -> None:
     from facekit.types import FACE_CHOICES, FaceRule
 
     assert get_args(FaceRule) == FACE_CHOICES
+
+
+def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(tmp_path: Path) -> None:
+    """Before: min_photos, people or subset on a folder source were accepted and ignored (one-photo people kept),
+    and the train/test overlap check read only lfw sources, so LFW DevTest people copied into a folder trained."""
+    folder = tmp_path / "photos"
+    (folder / "Adrien_Brody").mkdir(parents=True)  # an LFW peopleDevTest person
+    (folder / "anna").mkdir()
+    train = {"source": "folder", "path": str(folder), "min_photos": 3}
+    (problem,) = problems_of({"data": {"root": str(tmp_path), "train": [train]}})
+    assert "source 'folder' does not take 'min_photos' (min_photos: lfw sources only)" in problem
+    lfw = tmp_path / "lfw"
+    lfw.mkdir()
+    (lfw / "peopleDevTest.txt").write_text("1\nAdrien_Brody\t3\n")
+    train.pop("min_photos")
+    problems = problems_of({"data": {"root": str(tmp_path), "train": [train]}})
+    assert any("Adrien_Brody" in p for p in problems), problems
+    missing = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": "nope"}]}})
+    assert missing == [
+        f"data.train.0.path: folder not found: {tmp_path / 'nope'} (a relative path is under data.root, {tmp_path})"
+    ]
