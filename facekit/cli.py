@@ -215,6 +215,9 @@ def prepare(
     for reason, count in sorted(summary["reasons"].items(), key=lambda item: -item[1]):
         table.add_row(f"  rejected: {reason}", str(count))
     console.print(table)
+    from facekit.pipeline import prepare_note
+
+    prepare_note(summary, str(report.output))  # nobody kept: a FacekitError, as from `facekit run`
     console.print(
         f"{summary['identities_kept']} averaged identities from {summary['photos']} photos "
         f"({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "
