@@ -173,13 +173,18 @@ def run(
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option(help="continue train.output's last checkpoint")] = False,
 ) -> None:
-    """Run a recipe's stages (all of them by default) and print the run folders written."""
+    """Run a recipe's stages (all of them by default) and print the run folders written. Exit 3 when the infer
+    stage left some photos without a normalized face (as `facekit normalize`)."""
+    from facekit.batch import EXIT_SOME_FAILED
     from facekit.pipeline import RunOptions, run_plan
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    for name, path, note in run_plan(plan, stage, RunOptions(resume=resume)):
-        console.print(f"{name}: {note or f'wrote {path}'}")
+    results = run_plan(plan, stage, RunOptions(resume=resume))
+    for result in results:
+        console.print(f"{result.stage}: {result.note or f'wrote {result.path}'}")
+    if any(result.failed for result in results):
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command()

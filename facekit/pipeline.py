@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from facekit.errors import StageNotBuiltError
 from facekit.recipe import STAGES, Plan
@@ -156,7 +156,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     if apps:
         results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
         (Path(infer.output) / "apps.json").write_text(json.dumps(results, indent=2) + "\n")
-    return replace(run, note=infer_note(summary, infer.output))
+    return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
 def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path) -> dict[str, str]:
@@ -335,11 +335,19 @@ def skip_reason(stage: str, plan: Plan) -> str | None:
     return None
 
 
-def run_plan(
-    plan: Plan, stages: Sequence[str] | None = None, options: RunOptions | None = None
-) -> list[tuple[str, Path | None, str]]:
+class StageResult(NamedTuple):
+    """One stage of :func:`run_plan`: its run folder (None if skipped), what to print, and how many inputs it gave no
+    output for."""
+
+    stage: str
+    path: Path | None
+    note: str
+    failed: int = 0
+
+
+def run_plan(plan: Plan, stages: Sequence[str] | None = None, options: RunOptions | None = None) -> list[StageResult]:
     """Run ``stages`` of ``plan`` (all by default, skipping those with nothing to do); refuses up front (writing
-    nothing) if one is not built yet. Returns (stage, run folder or None if skipped, note) per stage."""
+    nothing) if one is not built yet. Returns a :class:`StageResult` per stage."""
     todo = stages_to_run(stages)
     missing = [s for s in todo if STAGE_RUNNERS[s] is None]
     if missing:
@@ -349,15 +357,15 @@ def run_plan(
             f"(`facekit check {plan.source}`), but only these stages run today: "
             f"{', '.join(s for s, r in STAGE_RUNNERS.items() if r is not None) or 'none'}"
         )
-    outputs: list[tuple[str, Path | None, str]] = []
+    outputs: list[StageResult] = []
     for stage in todo:
         reason = skip_reason(stage, plan)
         if reason is not None and not stages:
-            outputs.append((stage, None, f"skipped: {reason}"))
+            outputs.append(StageResult(stage, None, f"skipped: {reason}"))
             continue
         runner = STAGE_RUNNERS[stage]
         assert runner is not None
         run = runner(plan, options or RunOptions())
         finish_run(run)
-        outputs.append((stage, run.path, run.note))
+        outputs.append(StageResult(stage, run.path, run.note, run.failed))
     return outputs

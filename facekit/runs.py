@@ -92,6 +92,8 @@ class RunDir:
     path: Path
     #: What `facekit run` prints for the stage instead of "wrote PATH" (e.g. how many photos the infer stage did).
     note: str = ""
+    #: Inputs the stage gave no output for (the infer stage's photos without a face): `facekit run` then exits 3.
+    failed: int = 0
 
     def file(self, name: str) -> Path:
         return self.path / name
