@@ -123,6 +123,11 @@ def export_model(
         for k, v in tensors.items()
         if k.startswith("model.")
     }
+    if not weights or "decoder" not in meta:  # a training pool's or another file's tensors: not a model to ship
+        raise FacekitError(
+            f"{checkpoint} is not a facekit training checkpoint (no decoder weights in it): export one of "
+            "train.output's checkpoints/*.safetensors"
+        )
     meta = {k: v for k, v in meta.items() if k != "param_groups"}
     meta["exported_from"] = str(checkpoint)
     meta["git_sha"] = git_sha()

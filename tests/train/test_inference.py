@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from PIL import Image
@@ -57,6 +58,12 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
         export_model(checkpoint, checkpoint, overwrite=True)
     with pytest.raises(FacekitError, match="is a folder"):
         export_model(checkpoint, tmp_path, overwrite=True)
+    from safetensors.torch import save_file
+
+    save_file({"features": torch.zeros(2, 3)}, str(tmp_path / "pool.safetensors"))  # a training pool, say
+    with pytest.raises(FacekitError, match="not a facekit training checkpoint"):  # before: a model with no weights
+        export_model(tmp_path / "pool.safetensors", tmp_path / "empty.safetensors")
+    assert not (tmp_path / "empty.safetensors").exists()
     (tmp_path / "bad.json").write_text("{not json")
     for metrics in (tmp_path / "missing.json", tmp_path / "bad.json"):
         with pytest.raises(FacekitError, match="cannot be read as JSON"):
