@@ -48,11 +48,17 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
     from facekit.normalize import Normalizer
+    from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device, git_sha, package_versions
     from facekit.train import train
 
     base = load_recipe(recipe, overrides)
     settings = base.recipe.bench
+    if not settings.grid:  # one unlabelled cell would be a training, not a comparison
+        raise FacekitError(
+            f"{recipe} has no bench.grid: list the settings to compare, e.g. bench: {{grid: {{train.lr: [0.001, "
+            "0.0003]}}}} (benchmarks/*.yaml); `facekit run` trains one recipe"
+        )
     output = Path(settings.output)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
@@ -73,7 +79,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             continue
         folder = output / "cells" / digest
         plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
-        _reuse_pool(output / "cells", folder, plan.components["encoder"].spec.name)
+        _reuse_pool(output / "cells", folder, pool_encoder_key(plan))
         logger.info("bench cell %s: %s", digest, " ".join(cell))
         start = time.perf_counter()
         train(plan, resume=True, progress=progress)
@@ -100,7 +106,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     return rows, output
 
 
-def _reuse_pool(cells_folder: Path, folder: Path, encoder: str) -> None:
+def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
     """Offer the cell an earlier cell's cached training pool; facekit.train uses it only if its key matches
     (same prepared set, pool, augmentation, seed and encoder), else rebuilds it."""
     import shutil
@@ -115,7 +121,7 @@ def _reuse_pool(cells_folder: Path, folder: Path, encoder: str) -> None:
             return
 
 
-def _pool_encoder(path: Path) -> str | None:
+def _pool_encoder(path: Path) -> list[Any] | None:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:

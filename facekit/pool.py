@@ -261,6 +261,13 @@ def plain_background(
     return flat_images, flat_textures
 
 
+
+def pool_encoder_key(plan: Any) -> list[Any]:
+    """The encoder part of a training pool's cache key: [name, params as JSON] (``facekit bench`` matches cells' pools
+    by it)."""
+    encoder = plan.components["encoder"]
+    return [encoder.spec.name, encoder.params.model_dump(mode="json")]
+
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
@@ -279,10 +286,7 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
             "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
             "augment": recipe.augment.model_dump(mode="json"),
             "seed": recipe.train.seed,
-            "encoder": [
-                plan.components["encoder"].spec.name,
-                plan.components["encoder"].params.model_dump(mode="json"),
-            ],
+            "encoder": pool_encoder_key(plan),
             "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
             **(
                 {"photo_casts": [recipe.train.photo_casts, recipe.train.photo_cast_sigma]}

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -107,7 +107,12 @@ def test_evaluation_metrics_and_report(checkpoint: Path, tmp_path: Path, data_ro
     assert (tmp_path / "identity-dlib-resnet.png").is_file()
 
 
-def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from facekit import pool
+
+    built: list[int] = []
+    real_build = pool.build_pool
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real_build(*a, **k))
     raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
     raw["bench"] = {
         "grid": {"components.warper": [{"name": "rbf-linear"}, {"name": "tps"}]},
@@ -121,6 +126,7 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path) -> None:  # 
 
     rows, output = run_bench(str(recipe), [], progress=False)
     assert len(rows) == 2 and len({r["recipe_hash"] for r in rows}) == 2
+    assert len(built) == 1  # the second cell (another warper, the same pool) took the first's (before: rebuilt it)
     lines = (output / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all("git_sha" in json.loads(line) for line in lines)
     assert (output / "pass_rates.png").is_file() and "<table>" in (output / "report.html").read_text()
@@ -208,3 +214,15 @@ def test_the_sface_model_normalizes_with_its_own_encoder(data_root: Path) -> Non
     assert normalizer.meta["encoder"] == "sface" and normalizer.encoder.card.embedding_size == 128
     face = normalizer.normalize(lfw(data_root, "Adrien_Brody"))
     assert face.image.shape == (112, 112, 3) and face.landmarks.shape == (68, 2)
+
+
+def test_bench_without_a_grid_is_refused(tmp_path: Path) -> None:
+    """Before: one unlabelled cell was trained and scored on 100 photos, exit 0."""
+    from facekit.bench import run_bench
+    from facekit.errors import FacekitError
+
+    recipe = tmp_path / "one.yaml"
+    recipe.write_text(yaml.safe_dump({"bench": {"max_photos": 3, "output": str(tmp_path / "bench")}}))
+    with pytest.raises(FacekitError, match="has no bench.grid"):
+        run_bench(str(recipe), [], progress=False)
+    assert not (tmp_path / "bench").exists()
