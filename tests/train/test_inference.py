@@ -223,6 +223,6 @@ def test_bench_without_a_grid_is_refused(tmp_path: Path) -> None:
 
     recipe = tmp_path / "one.yaml"
     recipe.write_text(yaml.safe_dump({"bench": {"max_photos": 3, "output": str(tmp_path / "bench")}}))
-    with pytest.raises(FacekitError, match="has no bench.grid"):
+    with pytest.raises(FacekitError, match=r"has no bench\.grid"):
         run_bench(str(recipe), [], progress=False)
     assert not (tmp_path / "bench").exists()
