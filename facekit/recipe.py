@@ -646,12 +646,29 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
         problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
     problems.extend(_check_data(recipe.data, recipe.evaluate.data))
+    problems.extend(_shared_outputs(recipe))
     for key, values in recipe.bench.grid.items():
         if not values:
             problems.append(Problem(f"bench.grid.{key}", "needs at least one value"))
         problem = _set_path(recipe.model_dump(mode="json"), Recipe, key, values[0] if values else None)
         if problem is not None:
             problems.append(Problem(f"bench.grid.{key}", problem.message))
+    return problems
+
+
+def _shared_outputs(recipe: Recipe) -> list[Problem]:
+    """Each stage writes its own folder: two stages sharing one overwrite each other's files (augment's contact sheet
+    over prepare's) or refuse them (infer reads prepare's manifest.jsonl as not its own)."""
+    owners: dict[Path, str] = {}
+    problems = []
+    for stage in ("prepare", "augment", "train", "evaluate", "infer", "bench"):
+        folder = Path(getattr(recipe, stage).output).expanduser().resolve()
+        if folder in owners:
+            problems.append(
+                Problem(f"{stage}.output", f"is {owners[folder]}.output's folder too: give each stage its own")
+            )
+        else:
+            owners[folder] = stage
     return problems
 
 

@@ -376,3 +376,12 @@ def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(t
     assert missing == [
         f"data.train.0.path: folder not found: {tmp_path / 'nope'} (a relative path is under data.root, {tmp_path})"
     ]
+
+
+def test_two_stages_cannot_share_an_output_folder(tmp_path: Path) -> None:
+    """Before: accepted; augment then overwrote prepare's contact sheet and infer refused prepare's manifest."""
+    same = str(tmp_path / "all")
+    raw = {stage: {"output": same} for stage in ("prepare", "augment", "train", "evaluate", "infer")}
+    problems = problems_of(raw)
+    assert "augment.output: is prepare.output's folder too: give each stage its own" in problems
+    assert sum("prepare.output's folder too" in p for p in problems) == 4
