@@ -96,14 +96,21 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
+    from facekit.checkpoints import read_checkpoint
     from facekit.runs import start_run
     from facekit.train import train
 
     run = start_run(
         plan, "train", Path(plan.recipe.train.output) / "runs", plan.recipe.train.device, plan.recipe.train.seed
     )
-    train(plan, resume=options.resume, progress=options.progress)
-    return run
+    output = train(plan, resume=options.resume, progress=options.progress)
+    last = Path(output) / "checkpoints" / "last.safetensors"
+    steps = plan.recipe.train.steps
+    step = int(read_checkpoint(last)[1].get("step", 0)) if last.is_file() else 0
+    note = f"step {step} of train.steps {steps}: {last}"
+    if step > steps:
+        note += f" (the checkpoint was already past train.steps {steps}: nothing was trained; raise train.steps)"
+    return replace(run, note=note)
 
 
 def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
@@ -115,10 +122,14 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
     from facekit.evaluate import evaluate_plan
 
-    evaluate_plan(
+    metrics, folder = evaluate_plan(
         plan.source, None, evaluate.data, sorted(set(judges)), evaluate.max_photos, evaluate.output, plan.overrides
     )
-    return run
+    rates = ", ".join(
+        f"{name} pass {figures['identity_pass_rate']:.1%}" for name, figures in metrics.get("judges", {}).items()
+    )
+    note = f"{metrics.get('normalized', 0)} of {metrics.get('photos', 0)} photos normalized; identity kept: {rates}"
+    return replace(run, note=f"{note} ({Path(folder) / 'metrics.json'}, report.html)")
 
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:

@@ -148,11 +148,20 @@ def test_kill_9_then_resume_continues_the_curve(prepared: Path, tmp_path: Path) 
     saved = read_checkpoint(output / "checkpoints" / "last.safetensors")[1]["step"]
     assert logged - saved < 4 + 1  # at most one checkpoint interval lost
 
-    subprocess.run([str(exe), "run", str(recipe), "--stage", "train", "--resume"], check=True, capture_output=True)
+    resumed = subprocess.run(
+        [str(exe), "run", str(recipe), "--stage", "train", "--resume"], check=True, capture_output=True, text=True
+    )
+    assert "train: step 40 of train.steps 40" in resumed.stdout  # what it did, not only where it wrote
     rows = metrics(output)
     assert [int(r["step"]) for r in rows] == list(range(1, 41))  # no gap, no duplicate
     for row in rows:
         assert float(row["loss"]) == pytest.approx(expected[int(row["step"])], rel=1e-4, abs=1e-6)
+    shorter = subprocess.run(  # a recipe asking for fewer steps than the checkpoint has: said, not silently done
+        [str(exe), "run", str(recipe), "--stage", "train", "--resume", "--set", "train.steps=30"],
+        capture_output=True,
+        text=True,
+    )
+    assert shorter.returncode == 0 and "nothing was trained; raise train.steps" in shorter.stdout, shorter.stderr
 
 
 def test_ddp_two_processes_follow_one_process(prepared: Path, tmp_path: Path) -> None:
