@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from facekit.errors import StageNotBuiltError
+from facekit.errors import FacekitError, StageNotBuiltError, did_you_mean
 from facekit.recipe import STAGES, Plan
 from facekit.runs import RunDir, finish_run
 
@@ -331,8 +331,11 @@ def stages_to_run(requested: Sequence[str] | None) -> list[str]:
     if not requested:
         return list(STAGES)
     unknown = [s for s in requested if s not in STAGES]
-    if unknown:
-        raise StageNotBuiltError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    if unknown:  # a usage error: exit 2, like a recipe's
+        hint = did_you_mean(unknown[0], STAGES)
+        error = FacekitError(f"unknown stage {unknown[0]!r}; {hint or 'stages: ' + ', '.join(STAGES)}")
+        error.exit_code = 2
+        raise error
     return [s for s in STAGES if s in requested]
 
 

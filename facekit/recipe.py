@@ -492,8 +492,9 @@ def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: A
             continue
         fields = current_model.model_fields
         if part not in fields:
-            known = ", ".join(fields)
-            return Problem(f"--set {dotted}", f"unknown path: {part!r} is not a key of {where} (keys: {known})")
+            hint = did_you_mean(part, list(fields), cutoff=0.7)
+            known = hint or f"keys: {', '.join(fields)}"
+            return Problem(f"--set {dotted}", f"unknown path: {part!r} is not a key of {where} ({known})")
         annotation = fields[part].annotation
         if last:
             node[part] = value

@@ -131,8 +131,13 @@ def test_unbuilt_stage_refuses_before_writing(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(StageNotBuiltError, match="not built yet"):
         run_plan(plan, ["evaluate"])
     assert not (tmp_path / "out").exists()
-    with pytest.raises(StageNotBuiltError, match="unknown stage 'trian'"):
+    with pytest.raises(FacekitError, match="unknown stage 'trian'; did you mean 'train'") as typo:
         stages_to_run(["trian"])
+    assert typo.value.exit_code == 2  # a usage error, as a recipe's
+    with pytest.raises(FacekitError, match="unknown stage 'x'; stages: prepare, augment"):
+        stages_to_run(["x"])
+    (problem,) = problems_of({}, ("train.stpes=3",))
+    assert problem == "--set train.stpes: unknown path: 'stpes' is not a key of train (did you mean 'steps'?)"
     assert stages_to_run(["infer", "prepare"]) == ["prepare", "infer"]
 
 
