@@ -284,7 +284,8 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
             "prepared": str(prepared.resolve()),
             "prepared_mtime": (prepared / "landmarks.npy").stat().st_mtime_ns,
             "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
-            "augment": recipe.augment.model_dump(mode="json"),
+            # How morphs are made; not the augment stage's own files (count, output), which the pool never reads.
+            "augment": recipe.augment.model_dump(mode="json", exclude={"count", "output"}),
             "seed": recipe.train.seed,
             "encoder": pool_encoder_key(plan),
             "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],

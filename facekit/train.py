@@ -119,6 +119,9 @@ RESUMABLE_CHANGES = frozenset(
         "train.sample_every",
         "train.device",
         "prepare.workers",
+        # The augment stage's own files (how many morphs it writes, where): training makes its pool's morphs itself.
+        "augment.count",
+        "augment.output",
     }
 )
 

@@ -94,7 +94,10 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     # A run killed after last.safetensors and before its kept copy: the resumed run makes the kept copy (before, the
     # kept step-000100 was never written again).
     (out / "checkpoints" / "step-000100.safetensors").unlink()
-    longer = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=102, lr=1e-2, keep_every=50)), resume=True)
+    # The augment stage's own files (count, output) are not training's: changing them resumes (before: refused).
+    changed = tiny_recipe(prepared, tmp_path / "run", steps=102, lr=1e-2, keep_every=50)
+    changed["augment"] = {**changed.get("augment", {}), "count": 7, "output": str(tmp_path / "elsewhere")}
+    longer = train(resolve(changed), resume=True)
     assert read_checkpoint(longer / "checkpoints" / "last.safetensors")[1]["step"] == 102
     assert read_checkpoint(longer / "checkpoints" / "step-000100.safetensors")[1]["step"] == 100
     assert not list((longer / "checkpoints").glob(".*.tmp"))
