@@ -261,12 +261,12 @@ def plain_background(
     return flat_images, flat_textures
 
 
-
 def pool_encoder_key(plan: Any) -> list[Any]:
     """The encoder part of a training pool's cache key: [name, params as JSON] (``facekit bench`` matches cells' pools
     by it)."""
     encoder = plan.components["encoder"]
     return [encoder.spec.name, encoder.params.model_dump(mode="json")]
+
 
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
