@@ -279,13 +279,12 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
 
 
 def _applied(app: Any, faces: Any) -> dict[str, Any]:
-    """``app.apply(faces)`` without autograd, each result as a numpy array (a tensor an app's own layers made, one
-    that requires grad included)."""
+    """``app.apply(faces)``, each result as a numpy array (detached: a tensor an app's own layers made, one that
+    requires grad, included). Autograd stays on: an app may optimise inside ``apply`` (the avatar's fit does)."""
     import numpy as np
     import torch
 
-    with torch.no_grad():
-        results = app.apply(faces)
+    results = app.apply(faces)
     return {
         key: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         for key, value in results.items()
@@ -295,7 +294,8 @@ def _applied(app: Any, faces: Any) -> dict[str, Any]:
 def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any]) -> set[str]:
     """The results of ``applied`` (``app`` on ``faces``, B of them) that have one entry per face: their first axis
     is B here and follows the batch when the app is given one face fewer or more (a result of a fixed length that
-    happens to be B, say an RGB triple for 3 faces, is the batch's, not three faces')."""
+    happens to be B, say an RGB triple for 3 faces, is the batch's, not three faces'). The probe is one face (two
+    when B is 1), so it costs the app little."""
     import torch
 
     from facekit.types import DecoderOutput
@@ -304,7 +304,7 @@ def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any]) -> set[str]:
     candidates = {key for key, value in applied.items() if value.ndim and len(value) == count}
     if not candidates:
         return set()
-    other = count - 1 if count > 1 else 2
+    other = 1 if count > 1 else 2
     pick = torch.arange(other) % count
 
     def take(tensor: Any) -> Any:

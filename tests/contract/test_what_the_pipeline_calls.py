@@ -211,7 +211,8 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
 def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path) -> None:
     """An app's result of a fixed length that equals the batch (an RGB triple for 3 faces) is the batch's, saved
     once, not handed out as three faces' values (before: by length alone); a tensor that requires grad (an app with
-    layers of its own) is taken without a traceback."""
+    layers of its own) is taken without a traceback; and autograd stays on inside ``apply`` (an app that optimises,
+    as the avatar's fit does, works in a recipe)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -226,7 +227,9 @@ def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path
 
         def apply(self, faces: Any) -> dict[str, Any]:  # type: ignore[override]
             means = faces.image.mean(dim=(2, 3))  # (B, 3)
-            return {"mean_rgb": means, "batch_rgb": means.mean(0), "logits": self.linear(means)}
+            fitted = means.clone().requires_grad_(True)
+            (slope,) = torch.autograd.grad((fitted**2).sum(), fitted)  # raises under no_grad
+            return {"mean_rgb": means, "batch_rgb": means.mean(0), "logits": self.linear(means), "slope": slope}
 
     class Built:
         spec = type("Spec", (), {"name": "head"})()
@@ -243,7 +246,8 @@ def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path
         rows.append(Row(f"in{index}.jpg", "ok", str(png)))
     results = run_apps([Built()], rows, tmp_path / "out")["head"]
     assert set(results["faces"]) == {"in0.jpg", "in1.jpg", "in2.jpg"}
-    assert set(results["faces"]["in1.jpg"]) == {"mean_rgb", "logits"}
+    assert set(results["faces"]["in1.jpg"]) == {"mean_rgb", "logits", "slope"}
+    assert np.allclose(results["faces"]["in1.jpg"]["slope"], [2 * 120 / 255] * 3, atol=1e-5)
     assert np.allclose(results["faces"]["in1.jpg"]["mean_rgb"], [120 / 255] * 3, atol=1e-6)
     (saved,) = results["batches"]
     assert set(saved) == {"batch_rgb"} and np.allclose(np.load(saved["batch_rgb"]), [120 / 255] * 3, atol=1e-6)
