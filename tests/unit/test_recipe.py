@@ -383,6 +383,28 @@ def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(t
     ]
 
 
+def test_a_run_folders_recipe_yaml_loads_again(tmp_path: Path) -> None:
+    """A run folder's recipe.yaml lists every field, other sources' defaults included (a folder source's
+    ``min_photos: 1``, ``people: null``); the stray-field check refuses only fields set to something of their own."""
+    from facekit.recipe import load_recipe
+
+    (tmp_path / "photos" / "anna").mkdir(parents=True)
+    (tmp_path / "london" / "neutral_front").mkdir(parents=True)
+    raw = {
+        "data": {
+            "root": str(tmp_path),
+            "train": [{"source": "folder", "path": "photos"}],
+            "test": [{"source": "london", "subset": "neutral_front"}],
+        }
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    plan = load_recipe(tmp_path / "r.yaml")
+    dumped = plan.to_dict()
+    assert dumped["data"]["train"][0]["min_photos"] == 1 and dumped["data"]["train"][0]["people"] is None
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(dumped, sort_keys=False))
+    assert load_recipe(tmp_path / "again.yaml").to_dict() == dumped
+
+
 def test_two_stages_cannot_share_an_output_folder(tmp_path: Path) -> None:
     """Before: accepted; augment then overwrote prepare's contact sheet and infer refused prepare's manifest."""
     same = str(tmp_path / "all")
