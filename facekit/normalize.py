@@ -216,15 +216,25 @@ def detector_failure(detector: Any, error: BaseException, limit: int = 300) -> s
     return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}"
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is running out of memory: torch's ``OutOfMemoryError`` (CUDA, MPS) or a RuntimeError that
+    says so (onnxruntime's and older torch's)."""
+    return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower()
+
+
 def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:
     """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image (logged under
-    ``name``; :func:`detector_failure`): every loop over photos goes on past one a detector plugin fails on. Running
-    out of memory is not a photo's problem and still raises."""
+    ``name``; :func:`detector_failure`): every loop over photos goes on past one a detector plugin fails on. A
+    detector that returns None found no face. Running out of memory (host or accelerator) is not a photo's problem
+    and still raises."""
     try:
-        return list(detector.detect_array(image)), ""
+        found = detector.detect_array(image)
+        return ([] if found is None else list(found)), ""
     except MemoryError:
         raise
     except Exception as error:  # any plugin's error: that photo's row says which
+        if _out_of_memory(error):
+            raise
         why = detector_failure(detector, error)
         logger.warning("%s: %s", name or "a photo", why, exc_info=logger.isEnabledFor(logging.DEBUG))
         return [], why

@@ -43,7 +43,7 @@ import numpy as np
 
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
-from facekit.errors import FacekitError
+from facekit.errors import DETECTOR_ERROR, FacekitError
 from facekit.images import load_rgb
 from facekit.locks import exclusive
 from facekit.types import LandmarkScheme
@@ -302,7 +302,10 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
         target = Path(config.work_dir) / f"{_safe_name(key)}.npz"
         _write_atomic(target, partial(np.savez, image=image, landmarks=landmarks))
         averages.append({"identity": key, "file": target.name, "kept": len(faces)})
-    return {"identity": identity, "photos": len(items), "inputs": digest, "rows": rows, "averages": averages}
+    record = {"identity": identity, "photos": len(items), "inputs": digest, "rows": rows, "averages": averages}
+    if any(row.get("reason") == DETECTOR_ERROR for row in rows):
+        record["retry"] = True  # the detector failed on a photo: this identity is redone by the next run
+    return record
 
 
 # ------------------------------------------------------------------------------------------------ bookkeeping
@@ -399,8 +402,13 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     )
     _check_fingerprint(output, settings_fingerprint(config))
     done = read_progress(output)
-    # An identity is done only if its record was made from the same photos (same paths, sizes and times).
-    todo = [i for i in mine if i not in done or done[i].get("inputs") != inputs_digest(_items(groups[i]))]
+    # An identity is done only if its record was made from the same photos (same paths, sizes and times) and the
+    # detector did not fail on one of them (a failure may be passing: out of a device's memory, a plugin's bug).
+    todo = [
+        i
+        for i in mine
+        if i not in done or done[i].get("retry") or done[i].get("inputs") != inputs_digest(_items(groups[i]))
+    ]
     logger.info(
         "prepare: %d identities, %d done, %d to do in shard %s", len(mine), len(mine) - len(todo), len(todo), shard
     )
@@ -410,6 +418,15 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
         photos_done = _process(todo, groups, config, progress_file, rules.workers, progress)
     seconds = time.perf_counter() - start
     done = read_progress(output)
+    retry = sorted(i for i in mine if done.get(i, {}).get("retry"))
+    if retry:
+        logger.warning(
+            "prepare: the detector failed on photos of %d identities (%s; manifest.jsonl rows with reason %s): the "
+            "next run retries them",
+            len(retry),
+            ", ".join(retry[:3]) + (", ..." if len(retry) > 3 else ""),
+            DETECTOR_ERROR,
+        )
     finished = all(identity in done for identity in identities)
     summary: dict[str, Any] = {}
     if finished:

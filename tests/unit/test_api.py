@@ -169,6 +169,41 @@ class _RaisesOnSmallPhotos:
         ]
 
 
+def test_a_detector_out_of_memory_still_raises_and_none_is_no_face() -> None:
+    """A detector's error costs its photo only, except running out of memory (host, or a device's: torch's
+    OutOfMemoryError, onnxruntime's message), which is not that photo's problem and would fail every photo after;
+    a detector returning None found no face (was: a TypeError reported as the detector's failure)."""
+    from facekit.normalize import detect_guarded
+
+    class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name; CPU torch cannot raise the real one
+        pass
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    for error in (MemoryError(), OutOfMemoryError("CUDA"), RuntimeError("Failed to allocate: out of memory")):
+
+        class Raises:
+            card = None
+
+            def detect_array(self, image: np.ndarray, error: Exception = error) -> list:
+                raise error
+
+        with pytest.raises(type(error)):
+            detect_guarded(Raises(), image)
+
+    class Nothing:
+        def detect_array(self, image: np.ndarray) -> None:
+            return None
+
+    assert detect_guarded(Nothing(), image) == ([], "")
+
+    class Broken:
+        def detect_array(self, image: np.ndarray) -> list:
+            raise ValueError("bad shape")
+
+    faces, why = detect_guarded(Broken(), image)
+    assert faces == [] and "ValueError" in why and "bad shape" in why
+
+
 def test_a_detector_that_raises_on_one_photo_costs_that_photo_only_and_numpy_boxes_are_fine(
     shipped_normalizer: facekit.Normalizer, tmp_path: Path
 ) -> None:
