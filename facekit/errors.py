@@ -52,6 +52,11 @@ class DuplicateComponentError(FacekitError):
     """Two plugins registered the same name for the same kind of component."""
 
 
+class InvalidComponentSpec(FacekitError, ValueError):
+    """A spec a plugin registers that no recipe could use (a name it cannot type, an unknown landmark scheme): left
+    out alone, the plugin's other components stay."""
+
+
 class ParamsError(FacekitError):
     """Parameters given to a component do not match its ``Params`` model."""
 

@@ -16,7 +16,14 @@ from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError, Problem, did_you_mean
+from facekit.errors import (
+    ComponentNotFoundError,
+    DuplicateComponentError,
+    InvalidComponentSpec,
+    ParamsError,
+    Problem,
+    did_you_mean,
+)
 from facekit.types import KINDS, Kind, LandmarkScheme, ModelCard
 
 logger = logging.getLogger(__name__)
@@ -119,13 +126,16 @@ class Registry(Generic[T]):
         if not isinstance(spec, ComponentSpec):
             raise TypeError(f"register() takes a facekit.ComponentSpec, got {type(spec).__name__}")
         if not isinstance(spec.name, str) or not COMPONENT_NAME.fullmatch(spec.name):
-            raise ValueError(
+            raise InvalidComponentSpec(
                 f"{self.kind} name {spec.name!r}: use lower-case letters, digits, '-', '_' or '.', starting with a "
                 "letter or digit (it is typed in recipes and on the command line)"
             )
         scheme = spec.card.landmark_scheme if spec.card is not None else None
         if scheme is not None:
-            LandmarkScheme.parse(scheme, f"{self.kind} {spec.name!r}")  # a ValueError listing the known schemes
+            try:
+                LandmarkScheme.parse(scheme, f"{self.kind} {spec.name!r}")  # a ValueError listing the known schemes
+            except ValueError as error:
+                raise InvalidComponentSpec(str(error)) from None
         existing = self._specs.get(spec.name)
         if existing is not None:
             raise DuplicateComponentError(
@@ -223,10 +233,18 @@ def get_registries() -> dict[Kind, Registry[Any]]:
                 _plugin: str = impl.plugin_name,
                 _reg: Registry[Any] = registry,
                 _added: list[ComponentSpec[Any]] = added,
+                _kind: Kind = kind,
             ) -> None:
                 if isinstance(spec, ComponentSpec):
                     spec = ComponentSpec(**{**spec.__dict__, "plugin": _plugin})
-                _reg.add(spec)
+                try:
+                    _reg.add(spec)
+                except InvalidComponentSpec as error:  # that component is left out; the plugin's others stay
+                    message = f"plugin {_plugin!r} registers an unusable {_kind}, left out: {error}"
+                    logger.warning("%s", message)
+                    failures.append(message)
+                    HOOK_FAILURES.append(message)
+                    return
                 _added.append(spec)
 
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import pluggy
 import pytest
@@ -180,6 +181,39 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
         assert len(cli.COMMAND_FAILURES) == 1
     finally:
         cli.app.registered_commands[:], cli.app.registered_groups[:] = commands, groups
+        plugins.reset()
+
+
+def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec named so no recipe can type it ('My Warp') or declaring an unknown landmark scheme is left out with a
+    warning; the same hook's other components stay (the whole hook was dropped when the check first came)."""
+    from facekit import registry
+    from facekit.registry import ComponentSpec, NoParams
+    from facekit.types import ModelCard
+
+    mixed = types.ModuleType("mixed_plugin")
+
+    @facekit.hookimpl
+    def register_warpers(register: Any) -> None:
+        register(ComponentSpec("My Warp", lambda params: None, NoParams))
+        register(ComponentSpec("good-warp", lambda params: None, NoParams))
+        register(ComponentSpec("odd-scheme", lambda params: None, NoParams, card=ModelCard(landmark_scheme="ibug-68")))
+
+    mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, _FakeEntryPoint("mixed", "facekit-mixed", mixed)])
+    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
+    plugins.reset()
+    try:
+        names = facekit.get_registry("warper").names()
+        assert "good-warp" in names and "rbf-linear" in names
+        assert "My Warp" not in names and "odd-scheme" not in names
+        assert len(registry.HOOK_FAILURES) == 2
+        assert (
+            "plugin 'mixed' registers an unusable warper, left out: warper name 'My Warp'" in registry.HOOK_FAILURES[0]
+        )
+        assert "known schemes" in registry.HOOK_FAILURES[1]
+    finally:
         plugins.reset()
 
 
