@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,5 +30,24 @@ def test_a_misspelled_plugin_or_xfail_name_is_an_error_not_a_silent_pass() -> No
     assert {p.values[1].name for p in parametrize_with_checks("detector", plugin="dlib")} == {"dlib", "dlib-5pt"}
     with pytest.raises(ValueError, match="xfail names 'dlb'"):
         parametrize_with_checks("detector", plugin="dlib", xfail={("dlb", "no_face"): "typo"})
-    with pytest.raises(ValueError, match=r"no detector check 'noface' of 'dlib'; known: .*no_face"):
+    with pytest.raises(ValueError, match=r"no check 'noface' of 'dlib'; known: .*no_face"):
         parametrize_with_checks("detector", plugin="dlib", xfail={("dlib", "noface"): "typo"})
+    # One xfail table shared by per-kind parametrizations: a key for a registered component of another kind is fine.
+    encoders = parametrize_with_checks("encoder", plugin="dlib", xfail={("dlib", "no_face"): "declared elsewhere"})
+    assert {p.values[1].name for p in encoders} == {"dlib-resnet"}
+
+
+def test_weights_missing_skip_only_the_default_params_case(tmp_path: Path) -> None:
+    """With default params, weights not on this machine skip the case (user-supplied weights); with params a test
+    gave (its own test weights) a missing file is that test's failure, not a skip."""
+    from facekit.models import WeightsNotFoundError
+    from facekit.registry import ComponentSpec, NoParams
+
+    def build(params: Any) -> Any:
+        raise WeightsNotFoundError(f"{tmp_path / 'model.pt'} not found")
+
+    spec = ComponentSpec("needs-weights", build, NoParams)
+    with pytest.raises(pytest.skip.Exception, match="weights not on this machine"):
+        run_check("warper", spec, "protocol")
+    with pytest.raises(WeightsNotFoundError):
+        run_check("warper", spec, "protocol", params={})
