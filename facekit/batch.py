@@ -338,7 +338,7 @@ class Row:
     """One manifest line."""
 
     input: str
-    status: str  # ok | done | no_face | unreadable | exists
+    status: str  # ok | done | no_face | unreadable | detector_error | exists | unwritable
     output: str | None = None
     reason: str = ""
 

@@ -202,13 +202,13 @@ def prepare(
     parsed = Shard.parse(shard)
     run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
     report = run_prepare(plan, shard=parsed, progress=True)
-    finish_run(run)
     console.print(
         f"processed {report.processed_identities} identities ({report.processed_photos} photos) "
         f"in {report.seconds:.1f} s"
         + (f", {report.processed_photos / report.seconds:.2f} photos/s" if report.processed_photos else "")
     )
     if not report.finished:
+        finish_run(run)
         console.print(f"shard {shard} done; the dataset is built when every shard has run: {report.output}")
         return
     summary = report.summary
@@ -222,7 +222,9 @@ def prepare(
     console.print(table)
     from facekit.pipeline import prepare_note
 
-    prepare_note(summary, str(report.output))  # nobody kept: a FacekitError, as from `facekit run`
+    # Nobody kept: a FacekitError, as from `facekit run`; the run folder is left unfinished, as there.
+    prepare_note(summary, str(report.output))
+    finish_run(run)
     console.print(
         f"{summary['identities_kept']} averaged identities from {summary['photos']} photos "
         f"({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "

@@ -466,8 +466,8 @@ class FaceAdjuster(UsesNormalizer):
 @dataclass
 class AdjustRow:
     """What happened to one photo: ``status`` is ``adjusted``, ``done`` (an earlier run made it with the same
-    settings), ``no_face`` (left unchanged, not written), ``unreadable``, ``exists`` (outputs already there, left
-    alone) or ``unwritable``."""
+    settings), ``no_face`` (left unchanged, not written), ``unreadable``, ``detector_error`` (the detector raised on
+    it; not written), ``exists`` (outputs already there, left alone) or ``unwritable``."""
 
     input: str
     status: str

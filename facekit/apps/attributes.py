@@ -349,7 +349,8 @@ VALUE_COLUMNS = (
 
 @dataclass
 class AttributesRow:
-    """One photo: ``status`` is ``ok``, ``no_face``, ``unreadable`` or ``not_measured`` (the skin region fell outside
+    """One photo: ``status`` is ``ok``, ``no_face``, ``unreadable``, ``detector_error`` (the detector raised on it:
+    ``reason`` says what) or ``not_measured`` (the skin region fell outside
     the image); ``values`` the measures (``photo_*``: the same
     on the raw photo)."""
 

@@ -386,8 +386,9 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     groups = group_by_identity(photos_from_sources(root, recipe.data.train))
     if not groups:
         raise FacekitError(
-            "data.train's sources hold no photos: a folder source wants <folder>/<person>/<photo> files (or photos "
-            "directly in it, one person each), under data.root when the path is relative"
+            f"data.train's sources hold no photos ({', '.join(s.source for s in recipe.data.train)}): a folder source "
+            "wants <folder>/<person>/<photo> files (or photos directly in it, one person each), under data.root when "
+            "the path is relative; an lfw source keeps the people of its list with at least min_photos photos"
         )
     identities = sorted(groups)[:limit]
     mine = [identity for i, identity in enumerate(identities) if i % shard.count == shard.index]

@@ -480,3 +480,14 @@ def test_a_prepare_that_keeps_nobody_leaves_no_arrays_and_says_so(tmp_path: Path
     assert not any(
         (output / f"{name}.npy").exists() for name in ("averages", "landmarks", "textures", "mean_landmarks")
     )
+    # `facekit prepare` says the same, exits non-zero and leaves its run record unfinished (it was marked finished).
+    import yaml
+
+    from tests.helpers import run_cli
+
+    again = tmp_path / "again"
+    (tmp_path / "blank.yaml").write_text(yaml.safe_dump(recipe_for(blank, again, data_root)))
+    result = run_cli("prepare", str(tmp_path / "blank.yaml"))
+    assert result.returncode == 1 and "prepare kept nobody" in result.stderr + result.stdout
+    (record,) = (again / "runs").glob("*-prepare/run.json")
+    assert "finished" not in json.loads(record.read_text())
