@@ -217,9 +217,13 @@ def detector_failure(detector: Any, error: BaseException, limit: int = 300) -> s
 
 
 def _out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is running out of memory: torch's ``OutOfMemoryError`` (CUDA, MPS) or a RuntimeError that
-    says so (onnxruntime's and older torch's)."""
-    return type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower()
+    """Whether ``error`` is running out of memory: torch's ``OutOfMemoryError`` (CUDA, MPS), or an error whose
+    message says so: older torch's and CUDA's "out of memory", onnxruntime's arena "Failed to allocate memory",
+    cuDNN/cuBLAS "ALLOC_FAILED"."""
+    message = str(error).lower()
+    return type(error).__name__ == "OutOfMemoryError" or any(
+        sign in message for sign in ("out of memory", "failed to allocate memory", "alloc_failed")
+    )
 
 
 def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:

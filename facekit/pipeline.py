@@ -293,9 +293,9 @@ def _applied(app: Any, faces: Any) -> dict[str, Any]:
 
 def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any]) -> set[str]:
     """The results of ``applied`` (``app`` on ``faces``, B of them) that have one entry per face: their first axis
-    is B here and follows the batch when the app is given one face fewer or more (a result of a fixed length that
-    happens to be B, say an RGB triple for 3 faces, is the batch's, not three faces'). The probe is one face (two
-    when B is 1), so it costs the app little."""
+    is B here and follows the batch when the app is given another count (a result of a fixed length that happens to
+    be B, say an RGB triple for 3 faces, is the batch's, not three faces'). The probe is one face (two when B is 1),
+    so it costs the app little."""
     import torch
 
     from facekit.types import DecoderOutput

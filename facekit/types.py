@@ -353,8 +353,8 @@ class App(Protocol):
     """Something done with normalized faces: ``apply(faces: DecoderOutput) -> dict of named results``.
 
     A result with one entry per face has the batch as its first axis (B rows for B faces); the recipe's infer stage
-    lists it per photo in apps.json, having checked once that it follows the batch (one face fewer or more). Any other
-    result is the batch's and is saved as a file. Results may be numpy arrays, lists or tensors (taken without
-    autograd)."""
+    lists it per photo in apps.json, having checked once that it follows the batch (given one face, or two when the
+    batch is one). Any other result is the batch's and is saved as a file. ``apply`` runs with autograd on (it may
+    optimise, as the avatar's fit does); results may be numpy arrays, lists or tensors (detached)."""
 
     def apply(self, faces: DecoderOutput) -> dict[str, Any]: ...

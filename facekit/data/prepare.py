@@ -302,10 +302,22 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
         target = Path(config.work_dir) / f"{_safe_name(key)}.npz"
         _write_atomic(target, partial(np.savez, image=image, landmarks=landmarks))
         averages.append({"identity": key, "file": target.name, "kept": len(faces)})
-    record = {"identity": identity, "photos": len(items), "inputs": digest, "rows": rows, "averages": averages}
-    if any(row.get("reason") == DETECTOR_ERROR for row in rows):
-        record["retry"] = True  # the detector failed on a photo: this identity is redone by the next run
-    return record
+    return {"identity": identity, "photos": len(items), "inputs": digest, "rows": rows, "averages": averages}
+
+
+def detector_failed(record: dict[str, Any]) -> bool:
+    """Whether the detector raised on one of this identity's photos: the next run redoes it (the failure may be
+    passing: a device out of memory, a plugin fixed since)."""
+    return any(row.get("reason") == DETECTOR_ERROR for row in record.get("rows", ()))
+
+
+def _same_outcome(record: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+    """A redone identity came out as its recorded one (the detector failed on the same photos again): nothing to
+    append, so the arrays (and the training pool keyed on them) are not rebuilt for it."""
+    if previous is None:
+        return False
+    keys = ("inputs", "rows", "averages")
+    return json.loads(json.dumps({k: record.get(k) for k in keys})) == {k: previous.get(k) for k in keys}
 
 
 # ------------------------------------------------------------------------------------------------ bookkeeping
@@ -385,8 +397,9 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     root = recipe.data.resolved_root()
     groups = group_by_identity(photos_from_sources(root, recipe.data.train))
     if not groups:
+        sources = ", ".join(_described(s) for s in recipe.data.train)
         raise FacekitError(
-            f"data.train's sources hold no photos ({', '.join(s.source for s in recipe.data.train)}): a folder source "
+            f"data.train's sources hold no photos ({sources}): a folder source "
             "wants <folder>/<person>/<photo> files (or photos directly in it, one person each), under data.root when "
             "the path is relative; an lfw source keeps the people of its list with at least min_photos photos"
         )
@@ -408,7 +421,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     todo = [
         i
         for i in mine
-        if i not in done or done[i].get("retry") or done[i].get("inputs") != inputs_digest(_items(groups[i]))
+        if i not in done or detector_failed(done[i]) or done[i].get("inputs") != inputs_digest(_items(groups[i]))
     ]
     logger.info(
         "prepare: %d identities, %d done, %d to do in shard %s", len(mine), len(mine) - len(todo), len(todo), shard
@@ -416,14 +429,14 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     start = time.perf_counter()
     photos_done = 0
     if todo:
-        photos_done = _process(todo, groups, config, progress_file, rules.workers, progress)
+        photos_done = _process(todo, groups, config, progress_file, rules.workers, progress, done)
     seconds = time.perf_counter() - start
     done = read_progress(output)
-    retry = sorted(i for i in mine if done.get(i, {}).get("retry"))
+    retry = sorted(i for i in mine if i in done and detector_failed(done[i]))
     if retry:
         logger.warning(
-            "prepare: the detector failed on photos of %d identities (%s; manifest.jsonl rows with reason %s): the "
-            "next run retries them",
+            "prepare: the detector failed on photos of %d identities (%s; their rows' reason: %s): the next run "
+            "retries them",
             len(retry),
             ", ".join(retry[:3]) + (", ..." if len(retry) > 3 else ""),
             DETECTOR_ERROR,
@@ -455,6 +468,12 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
 
 
+def _described(source: Any) -> str:
+    """A data source in a message: ``folder ~/photos``, ``lfw peopleDevTrain.txt``, ``london neutral_front``."""
+    detail = {"folder": source.path, "lfw": source.people, "london": source.subset}.get(source.source)
+    return f"{source.source} {detail}" if detail else source.source
+
+
 def identities_digest(identities: list[str]) -> str:
     """sha256 of the sorted identity names a prepared set is built from."""
     import hashlib
@@ -469,7 +488,10 @@ def _process(
     progress_file: Path,
     workers: int,
     show_progress: bool,
+    previous: dict[str, dict[str, Any]],
 ) -> int:
+    """Process ``todo``'s identities, appending each record to ``progress_file`` unless it is ``previous``'s again
+    (:func:`_same_outcome`); the number of photos read."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     photos = 0
@@ -486,7 +508,8 @@ def _process(
             _init_worker(config)
             results: Iterator[dict[str, Any]] = map(process_identity, _tasks(groups, todo))
             for record in results:
-                _append(progress_file, record)
+                if not _same_outcome(record, previous.get(record["identity"])):
+                    _append(progress_file, record)
                 photos += record["photos"]
                 bar.advance(task)
             return photos
@@ -494,7 +517,8 @@ def _process(
         context = multiprocessing.get_context("spawn")
         with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
             for record in pool.imap_unordered(process_identity, _tasks(groups, todo)):
-                _append(progress_file, record)
+                if not _same_outcome(record, previous.get(record["identity"])):
+                    _append(progress_file, record)
                 photos += record["photos"]
                 bar.advance(task)
     return photos

@@ -427,7 +427,14 @@ def test_a_detector_that_raises_on_one_photo_rejects_that_photo_only(
     assert rows["a2.jpg"]["status"] == "rejected" and rows["a2.jpg"]["reason"] == "detector_error"
     assert "RaisesOnOne) raised RuntimeError on it: Unsupported image type" in rows["a2.jpg"]["detail"]
     # The failure may be passing (a device out of memory, a plugin's bug fixed since): the next run retries that
-    # identity, and a detector that works on it now keeps the photo.
+    # identity. Failing the same way again changes nothing: no new record, the arrays (and the training pool keyed
+    # on them) are not rebuilt.
+    progress, arrays = tmp_path / "out" / "progress.jsonl", tmp_path / "out" / "landmarks.npy"
+    lines_before, built = len(progress.read_text().splitlines()), arrays.stat().st_mtime_ns
+    same = run_prepare(resolve(recipe_for(folder, tmp_path / "out", data_root)))
+    assert same.finished and same.processed_identities == 1
+    assert len(progress.read_text().splitlines()) == lines_before and arrays.stat().st_mtime_ns == built
+    # A detector that works on it now keeps the photo.
     monkeypatch.setattr(facekit, "load_component", real)
     again = run_prepare(resolve(recipe_for(folder, tmp_path / "out", data_root)))
     assert again.finished and again.processed_identities == 1
@@ -458,7 +465,7 @@ def test_folder_sources_never_merge_people_and_read_nested_photos(tmp_path: Path
     empty = tmp_path / "empty"
     empty.mkdir()
     recipe = recipe_for(empty, tmp_path / "out-empty", data_root)
-    with pytest.raises(FacekitError, match=r"data\.train's sources hold no photos"):
+    with pytest.raises(FacekitError, match=rf"data\.train's sources hold no photos \(folder {empty}\)"):
         run_prepare(resolve(recipe))
 
 
