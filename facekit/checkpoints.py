@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,27 +69,57 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint` (or a model from :func:`export_model`)."""
-    from safetensors import SafetensorError, safe_open
-
     from facekit.models import ChecksumError
 
     path = Path(path)
     if not path.is_file():
         raise FacekitError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        meta = json.loads(header.get("facekit", "{}"))
+    with _unreadable_as_error(path):
+        header, meta = _header(path)
         tensors = load_file(str(path))
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # a damaged header, JSON or file
-        raise FacekitError(f"{path} is not a readable facekit model ({type(error).__name__}: {error})") from None
     expected = header.get(DIGEST_KEY)
     if expected is not None and tensors_digest(tensors) != expected:
         raise ChecksumError(f"{path} is damaged: its tensors do not match the checksum they were saved with")
+    return tensors, _checked_meta(path, header, meta)
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a checkpoint or model file from its header alone (checked against the checksum it was saved
+    with), without reading its tensors: what reports need (the step reached, the recipe)."""
+    path = Path(path)
+    with _unreadable_as_error(path):
+        header, meta = _header(path)
+    return _checked_meta(path, header, meta)
+
+
+@contextmanager
+def _unreadable_as_error(path: Path) -> Iterator[None]:
+    """A damaged header, JSON or file read inside is a FacekitError naming ``path``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise FacekitError(f"{path} is not a readable facekit model ({type(error).__name__}: {error})") from None
+
+
+def _header(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """The safetensors header's metadata and facekit's JSON in it (unparsed JSON raises, as a damaged file does)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    return header, json.loads(header.get("facekit", "{}"))
+
+
+def _checked_meta(path: Path, header: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` (facekit's JSON in ``header``), checked against the checksum it was saved with."""
+    from facekit.models import ChecksumError
+
     expected = header.get(META_DIGEST_KEY)
     if expected is not None and text_digest(header.get("facekit", "")) != expected:
         raise ChecksumError(f"{path} is damaged: its metadata does not match the checksum it was saved with")
-    return tensors, tfa_boundary_points(meta)
+    return tfa_boundary_points(meta)
 
 
 def load_decoder_state(decoder: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:

@@ -96,7 +96,7 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
-    from facekit.checkpoints import read_checkpoint
+    from facekit.checkpoints import read_checkpoint_meta
     from facekit.runs import start_run
     from facekit.train import train
 
@@ -106,7 +106,7 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     output = train(plan, resume=options.resume, progress=options.progress)
     last = Path(output) / "checkpoints" / "last.safetensors"
     steps = plan.recipe.train.steps
-    step = int(read_checkpoint(last)[1].get("step", 0)) if last.is_file() else 0
+    step = int(read_checkpoint_meta(last).get("step", 0)) if last.is_file() else 0
     note = f"step {step} of train.steps {steps}: {last}"
     if step > steps:
         note += f" (the checkpoint was already past train.steps {steps}: nothing was trained; raise train.steps)"

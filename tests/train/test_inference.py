@@ -143,7 +143,7 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
     import torch
 
-    from facekit.checkpoints import read_checkpoint
+    from facekit.checkpoints import read_checkpoint, read_checkpoint_meta
     from facekit.errors import FacekitError
     from facekit.models import ChecksumError
 
@@ -166,6 +166,9 @@ def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_pat
     save_file(load_file(str(exported)), str(edited), metadata={**header, "facekit": json.dumps(meta)})
     with pytest.raises(ChecksumError, match="its metadata does not match"):
         read_checkpoint(edited)
+    with pytest.raises(ChecksumError, match="its metadata does not match"):  # the header alone, as reports read it
+        read_checkpoint_meta(edited)
+    assert read_checkpoint_meta(tampered) == read_checkpoint(exported)[1]  # tensors are not read: no tensor check
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
     with pytest.raises(FacekitError, match="not a readable"):

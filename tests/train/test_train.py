@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from facekit.checkpoints import read_checkpoint
+from facekit.checkpoints import read_checkpoint, read_checkpoint_meta
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
 from facekit.train import train
@@ -85,6 +85,7 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     kept = sorted(p.name for p in (out / "checkpoints").glob("step-*.safetensors"))
     assert kept == ["step-000050.safetensors", "step-000100.safetensors"]
     assert read_checkpoint(out / "checkpoints" / kept[0])[1]["step"] == 50
+    assert read_checkpoint_meta(out / "checkpoints" / kept[0]) == read_checkpoint(out / "checkpoints" / kept[0])[1]
     with pytest.raises(Exception, match="--resume"):
         train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=100)))
     # Resuming under another recipe would mix two runs (the old lr, Adam state, data): refused, naming what changed;
