@@ -66,6 +66,10 @@ FOREHEAD_DEFAULT = 1.5
 FOREHEAD_LIMIT = 2.0
 
 
+class DetailError(FacekitError, ValueError):
+    """A photo detail setting out of its range (a ValueError too, as it was before it was a FacekitError)."""
+
+
 @dataclass(frozen=True)
 class DetailSettings:
     """``strength`` (0 = off, 1 = the photo's band as it is), ``sigma`` (px of a 112 px output), ``shape`` (0 = the
@@ -79,14 +83,18 @@ class DetailSettings:
     forehead: float = FOREHEAD_DEFAULT
 
     def __post_init__(self) -> None:
+        for name in ("strength", "sigma", "shape", "forehead"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                raise DetailError(f"detail {name} must be a number, got {value!r}")
         if not 0.0 <= self.strength <= 2.0:
-            raise ValueError(f"detail strength must be in [0, 2], got {self.strength}")
+            raise DetailError(f"detail strength must be in [0, 2], got {self.strength}")
         if not 0.3 <= self.sigma <= 20.0:
-            raise ValueError(f"detail sigma must be in [0.3, 20] px, got {self.sigma}")
+            raise DetailError(f"detail sigma must be in [0.3, 20] px, got {self.sigma}")
         if not 0.0 <= self.shape <= 1.0:
-            raise ValueError(f"detail shape must be in [0, 1], got {self.shape}")
+            raise DetailError(f"detail shape must be in [0, 1], got {self.shape}")
         if not 0.0 <= self.forehead <= FOREHEAD_LIMIT:
-            raise ValueError(f"detail forehead must be in [0, {FOREHEAD_LIMIT:g}], got {self.forehead}")
+            raise DetailError(f"detail forehead must be in [0, {FOREHEAD_LIMIT:g}], got {self.forehead}")
 
     @classmethod
     def of(

@@ -109,7 +109,7 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
     so; ``colour_manage=False``: its values as stored). A photo whose header declares more than
     :func:`max_megapixels` is refused before decoding.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     limit = max_megapixels()
     allow = " set FACEKIT_MAX_MEGAPIXELS to allow it)"
@@ -122,34 +122,45 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
             if megapixels > limit:
                 size = f"{opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP"
                 return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
-            opened.load()
-            image = ImageOps.exif_transpose(opened) or opened
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow
-                # opens 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
-                wide = np.asarray(image, dtype=np.float64)
-                top = max(65535.0, float(wide.max()))
-                grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2), "greyscale (16-bit)"
-            note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-                image = Image.alpha_composite(background, rgba)
-                note = "alpha composited over grey"
-            elif image.mode in ("L", "I", "I;16", "F", "1"):
-                note = "greyscale"
-            rgb = image.convert("RGB")
-            if colour_manage and colour:
-                rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"))
-                note = "; ".join(n for n in (note, managed) if n)
-            return np.asarray(rgb), note
+            return pil_to_rgb(opened, colour_manage)
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels.group(1)) / 1e6:.0f} MP" if pixels else "over Pillow's limit"
         return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str]:
+    """An opened PIL image as (H, W, 3) uint8 sRGB and a note, as :func:`load_rgb` reads photos: EXIF orientation
+    applied, 16-bit greyscale scaled to 8 bits, alpha composited over mid-grey, an RGB profile other than sRGB
+    converted (``colour_manage``)."""
+    from PIL import Image, ImageOps
+
+    opened.load()
+    image = ImageOps.exif_transpose(opened) or opened
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow opens
+        # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
+        # A float image ("F") in 0..255 keeps its scale.
+        wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        peak = float(wide.max()) if wide.size else 0.0
+        top = 255.0 if image.mode == "F" and peak <= 255.0 else max(65535.0, peak)
+        grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2), "greyscale" if top == 255.0 else "greyscale (16-bit)"
+    note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+        image = Image.alpha_composite(background, rgba)
+        note = "alpha composited over grey"
+    elif image.mode in ("L", "1"):
+        note = "greyscale"
+    rgb = image.convert("RGB")
+    if colour_manage and colour:
+        rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"))
+        note = "; ".join(n for n in (note, managed) if n)
+    return np.asarray(rgb), note
 
 
 #: sRGB's primaries as an ICC profile states them (XYZ of R, G, B, adapted to the D50 connection space).
@@ -259,22 +270,60 @@ def downscale(photo: np.ndarray, side: int) -> np.ndarray:
 
 
 def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
-    """A photo as (H, W, 3) uint8 RGB from a path (read with :func:`load_rgb`), a PIL image, or an array: (H, W, 3)
-    uint8 RGB (BGR with ``bgr=True``, OpenCV's order), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
-    (dropped). Anything else is a FacekitError that says what was given."""
-    if isinstance(image, str | os.PathLike):
-        array, why = load_rgb(Path(image))
+    """A photo as (H, W, 3) uint8 RGB, read the same way whatever form it comes in: a path or the file's bytes (read
+    with :func:`load_rgb`), an open binary file, a PIL image (as :func:`load_rgb` reads a file: EXIF orientation,
+    16-bit grey, alpha over mid-grey, colour profile), or an array: (H, W, 3) uint8 RGB (BGR with ``bgr=True``,
+    OpenCV's order; ``bgr`` applies to arrays only), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
+    (composited over mid-grey, as a file's). Every form is held to :func:`max_megapixels`. Anything else, or an
+    empty image, is a FacekitError that says what was given."""
+    if isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read"):
+        data = image.read() if hasattr(image, "read") else image
+        if hasattr(image, "read") and isinstance(data, str):
+            raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
+        array, why = load_rgb(Path(data) if isinstance(data, str | os.PathLike) else data)
         if array is None:
-            raise FacekitError(f"{image}: {why}")
+            raise FacekitError(f"{image if isinstance(image, str | os.PathLike) else 'the photo given'}: {why}")
         return array
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image (its profile honoured as load_rgb does)
-        return np.asarray(to_srgb(image.convert("RGB"), managed_profile(image))[0])
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
+        _check_size(image.size[0], image.size[1])
+        return pil_to_rgb(image)[0]
+    if image is None:
+        raise FacekitError("expected a photo (a path, PIL image or array), got None")
     array = np.asarray(image)
+    if array.dtype == object or array.dtype.kind in "SU":
+        raise FacekitError(f"expected a photo (a path, PIL image or array), got {type(image).__name__}")
     if array.dtype != np.uint8:
-        raise FacekitError(f"expected a uint8 image (0-255), got dtype {array.dtype}; convert with (x * 255).round()")
+        hint = (
+            "for floats in 0..1: (x * 255).round().astype(np.uint8); in 0..255: x.round().astype(np.uint8)"
+            if array.dtype.kind == "f"
+            else "for 16 bits: (x >> 8).astype(np.uint8)"
+            if array.dtype == np.uint16
+            else "convert it to uint8 (0-255)"
+        )
+        raise FacekitError(f"expected a uint8 image (0-255), got dtype {array.dtype}; {hint}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise FacekitError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise FacekitError(f"expected a photo, got an empty image of shape {array.shape}")
+    _check_size(array.shape[1], array.shape[0])
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise FacekitError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
-    array = array[..., :3]
+    if array.shape[2] == 4:  # over mid-grey, as load_rgb composites a file's alpha
+        alpha = array[..., 3:].astype(np.float32) / 255.0
+        over = array[..., :3].astype(np.float32) * alpha + 128.0 * (1.0 - alpha)
+        array = np.clip(over + 0.5, 0, 255).astype(np.uint8)
+    else:
+        array = array[..., :3]
     return np.ascontiguousarray(array[..., ::-1] if bgr else array)
+
+
+def _check_size(width: int, height: int) -> None:
+    """A photo given as an image rather than a file is held to the same :func:`max_megapixels` as a file."""
+    limit = max_megapixels()
+    if width * height / 1e6 > limit:
+        size = f"{width} x {height} = {width * height / 1e6:.0f} MP"
+        raise FacekitError(f"{TOO_LARGE} ({size} > {limit:g} MP; set FACEKIT_MAX_MEGAPIXELS to allow it)")
+    if width == 0 or height == 0:
+        raise FacekitError(f"expected a photo, got an empty image ({width} x {height})")

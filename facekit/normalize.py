@@ -11,12 +11,15 @@ so nothing else is needed to rebuild the pipeline.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ from facekit.errors import DETECTOR_ERROR, ComponentNotFoundError, DetectorFaile
 from facekit.images import to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
+_Method = TypeVar("_Method", bound=Any)
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default-model.safetensors"
@@ -167,6 +171,72 @@ def inference_device(requested: str, option: str = "--device") -> str:
     return requested
 
 
+def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any, image: Any) -> None:
+    """:meth:`Normalizer.normalize`'s options, each of the type it takes and used only where it means something (an
+    option that would be ignored is an error, not a silent default)."""
+    import numbers
+
+    for name, value in (("bgr", bgr), ("all_faces", all_faces)):
+        if not isinstance(value, bool):
+            raise FacekitError(f"normalize: {name} must be True or False, got {value!r}")
+    if bgr and (isinstance(image, str | os.PathLike) or hasattr(image, "mode")):
+        raise FacekitError("normalize: bgr=True is for arrays in OpenCV's order; a file or PIL image has its own")
+    if not all_faces and (max_faces is not None or near is not None):
+        given = " and ".join(n for n, v in (("max_faces", max_faces), ("near", near)) if v is not None)
+        raise FacekitError(f"normalize: {given} pick among every face found: pass all_faces=True too")
+    if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)):
+        raise FacekitError(f"normalize: max_faces must be a whole number >= 1, got {max_faces!r}")
+    if max_faces is not None and max_faces < 1:
+        raise FacekitError(f"normalize: max_faces must be a whole number >= 1, got {max_faces!r}")
+    if near is not None:
+        try:
+            box = [float(v) for v in near]
+        except (TypeError, ValueError):
+            box = []
+        if len(box) != 4 or not all(np.isfinite(box)):
+            raise FacekitError(f"normalize: near must be a box (x0, y0, x1, y1) of 4 numbers, got {near!r}")
+
+
+def _one_at_a_time(method: _Method) -> _Method:
+    """A Normalizer method that threads sharing the Normalizer call one at a time (its ``_lock``)."""
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, locked)
+
+
+def _device_name(device: Any) -> str:
+    """A device given as a string or a torch.device, as the string :func:`inference_device` checks."""
+    if isinstance(device, str):
+        return device
+    if type(device).__name__ == "device":  # torch.device
+        return str(device)
+    raise FacekitError(f"device: use 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+
+
+def _detail_settings(detail: Any) -> DetailSettings | None:
+    """``detail`` as given to a Normalizer: DetailSettings, None (the default), a number (the strength, as
+    ``--detail``: 0 = the decoder's face alone, :data:`DECODER_ONLY`) or a mapping of DetailSettings' fields (as
+    :meth:`DetailSettings.of` reads them)."""
+    from collections.abc import Mapping
+
+    if detail is None or isinstance(detail, DetailSettings):
+        return detail
+    if isinstance(detail, int | float) and not isinstance(detail, bool):
+        return DetailSettings.of(strength=float(detail))  # as `--detail N`: 0 is the decoder's face alone
+    if isinstance(detail, Mapping):
+        unknown = set(detail) - {"strength", "sigma", "shape", "forehead"}
+        if unknown:
+            raise FacekitError(f"detail: unknown setting(s) {sorted(unknown)}; known: strength, sigma, shape, forehead")
+        return DetailSettings.of(**detail)
+    raise FacekitError(
+        f"detail: use facekit.detail.DetailSettings, a strength (0 = off) or a dict of its fields, got {detail!r}"
+    )
+
+
 def box_overlap(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -288,6 +358,8 @@ class Normalizer:
         from facekit.align import check_alignable
 
         face = check_face_choice(face)
+        device = inference_device(_device_name(device), "device")
+        detail = _detail_settings(detail)
         card = getattr(detector, "card", None)
         scheme = card.landmark_scheme if card is not None else None
         check_alignable(encoder, scheme, f"detector {type(detector).__name__}")
@@ -309,6 +381,8 @@ class Normalizer:
             self.detail = DECODER_ONLY
         #: Which face of a photo :meth:`normalize` and :meth:`normalize_many` take (:func:`choose_face`).
         self.face = face
+        # Threads sharing this Normalizer take turns: a detector (dlib's) may not be safe to share.
+        self._lock = threading.RLock()
 
     @classmethod
     def from_checkpoint(
@@ -319,14 +393,20 @@ class Normalizer:
         face: str = "largest",
         detector: Any = None,
     ) -> Normalizer:
-        """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one);
-        ``detail``: photo detail on the output (default :class:`facekit.detail.DetailSettings`); ``face``: which face
-        of a photo to take (:func:`choose_face`); ``detector``: a detector to use instead of the one the model was
-        trained with (e.g. ``facekit.load_component("detector", "my-detector")``; its landmark scheme must be one the
-        model's encoder aligns from, or a FacekitError says so)."""
+        """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one; a shipped
+        model's name, ``"dlib"`` or ``"sface"``, takes that one); ``device``: ``cpu``, ``cuda``, ``cuda:N`` or
+        ``auto``; ``detail``: photo detail on the output (default :class:`facekit.detail.DetailSettings`; a number is
+        its strength, 0 = the decoder's face alone); ``face``: which face of a photo to take (:func:`choose_face`);
+        ``detector``: a detector to use instead of the one the model was trained with (e.g.
+        ``facekit.load_component("detector", "my-detector")``; its landmark scheme must be one the model's encoder
+        aligns from, or a FacekitError says so). One Normalizer may be shared by threads: calls take turns."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint
 
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise FacekitError(f"from_checkpoint: expected a model file's path or a shipped model's name, got {path!r}")
+        if isinstance(path, str) and path in SHIPPED_MODELS and not Path(path).exists():
+            path = model_path(path)  # a shipped model by name: "dlib", "sface"
         checkpoint = Path(path) if path is not None else default_model_path()
         tensors, meta = read_checkpoint(checkpoint)
         meta = {**meta, "source": str(checkpoint)}
@@ -364,6 +444,7 @@ class Normalizer:
     def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[False] = ...) -> NormalizedFace: ...
 
     @overload
+    @_one_at_a_time
     def normalize(
         self,
         image: Any,
@@ -406,6 +487,7 @@ class Normalizer:
         """
         from facekit.images import as_rgb
 
+        _check_normalize_options(bgr, all_faces, max_faces, near, image)
         photo = as_rgb(image, bgr=bgr)
         if all_faces:
             faces, why = detect_guarded(self.detector, photo, "image")
@@ -417,7 +499,7 @@ class Normalizer:
             if near is not None:  # among every face found, then max_faces
                 overlaps = [box_overlap(face.box, near) for face in faces]
                 kept = [faces[int(np.argmax(overlaps))]] if overlaps and max(overlaps) > 0 else []
-            kept = kept if max_faces is None else kept[: max(0, max_faces)]
+            kept = kept if max_faces is None else kept[:max_faces]
             return self._normalize_faces([(photo, face, len(faces)) for face in kept])
         outcome = self.normalize_many([photo], ["image"])[0]
         if outcome.status == DETECTOR_ERROR:
@@ -426,6 +508,7 @@ class Normalizer:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())
         return outcome.face
 
+    @_one_at_a_time
     def renormalize(self, photo: np.ndarray, faces: Sequence[NormalizedFace]) -> list[NormalizedFace]:
         """``faces`` normalized again from ``photo`` (H, W, 3) uint8 RGB, a recoloured copy of the photo they came
         from (same size, same geometry): each is re-encoded and re-decoded from its own detection (box and landmarks),
@@ -438,11 +521,28 @@ class Normalizer:
             found.append((photo, detection, face.faces_found))
         return self._normalize_faces(found)
 
+    @_one_at_a_time
     def normalize_many(
         self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
     ) -> list[Outcome]:
         """Normalize one face of each image (``None`` = unreadable), chosen by :attr:`face` (:func:`choose_face`; the
-        largest by default); one :class:`Outcome` per input."""
+        largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
+        :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a form it cannot
+        take is a FacekitError naming the input."""
+        from facekit.images import as_rgb
+
+        if len(images) != len(names):
+            raise FacekitError(f"normalize_many: {len(images)} images but {len(names)} names")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
+        readable: list[np.ndarray | None] = []
+        for image, name in zip(images, names, strict=True):
+            plain = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            try:
+                readable.append(image if image is None or (plain and image.shape[2] == 3) else as_rgb(image))
+            except FacekitError as error:
+                raise FacekitError(f"normalize_many: {name}: {error}") from None
+        images = readable
 
         outcomes, pending = detect_one(self.detector, images, names, self.face)
         for start in range(0, len(pending), batch_size):

@@ -3,6 +3,7 @@ its landmark predictor."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +44,9 @@ class DlibDetector:
         self.points = points
         self.card = card(points, params.face_detector)
         self._dlib = dlib
+        # dlib's detectors are not safe to share between threads (two threads at once sometimes get another box):
+        # one detection at a time per detector.
+        self._lock = threading.Lock()
         if params.face_detector != "cnn":
             self._hog = dlib.get_frontal_face_detector()
         if params.face_detector != "hog":
@@ -58,6 +62,10 @@ class DlibDetector:
         """``image`` (H, W, 3) uint8 RGB -> the faces found, largest first, each with (K, 2) float32 landmarks."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        with self._lock:
+            return self._detect(image)
+
+    def _detect(self, image: np.ndarray) -> list[FaceDetection]:
         found: list[tuple[tuple[float, float, float, float], float]] = []
         if self.params.face_detector != "cnn":
             rects, scores, _ = self._hog.run(image, self.params.upsample, self.params.threshold)
