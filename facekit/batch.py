@@ -72,11 +72,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) -> list[tuple[Path, str]]:
-    """(photo, name relative to what was given) for every photo of ``items`` (files, or folders scanned recursively).
+    """(photo, name relative to what was given) for every photo of ``items`` (files, or folders scanned recursively:
+    :func:`_photos_below`).
 
     ``out`` equal to a folder given is refused; ``out`` inside one is refused unless ``inside_inputs``, and is then
     left out of the scan."""
-    from facekit.outputs import PHOTO_SUFFIXES
 
     target = out.resolve()
     found: list[tuple[Path, str]] = []
@@ -96,9 +96,7 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
                     f"the input folder {item} is inside -o {out}: facekit skips its own output folder when scanning, "
                     "so none of its photos would be read; choose an output folder outside the inputs"
                 )
-            for photo in sorted(path.rglob("*")):
-                if photo.suffix.lower() not in PHOTO_SUFFIXES or not photo.is_file():
-                    continue
+            for photo in _photos_below(path):
                 if _inside(photo.resolve(), target):
                     continue  # facekit's own outputs
                 found.append((photo, photo.relative_to(path).as_posix()))
@@ -115,6 +113,28 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
             seen.add(key)
             unique.append((photo, relative))
     return unique
+
+
+def _photos_below(folder: Path) -> list[Path]:
+    """The photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted: linked
+    folders are followed (each real folder once, so a link loop ends), hidden files and folders (``.thumbs``, macOS's
+    ``._photo.jpg``) are skipped, as ``facekit prepare`` skips them."""
+    from facekit.outputs import PHOTO_SUFFIXES
+
+    photos: list[Path] = []
+    seen: set[str] = set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in files:
+            candidate = Path(root) / name
+            if not name.startswith(".") and candidate.suffix.lower() in PHOTO_SUFFIXES and candidate.is_file():
+                photos.append(candidate)
+    return sorted(photos)
 
 
 def _stem(relative: str) -> tuple[str, str]:
@@ -169,9 +189,11 @@ def plan_outputs(
     inputs = {photo.resolve() for photo, _ in found}
     taken: set[str] = set(RESERVED)
 
-    def free(base: str) -> set[str] | None:
+    def free(base: str, photo: Path | None = None) -> set[str] | None:
         names = {f"{base}{suffix}" for suffix in outputs}
         if names & taken or any((out / name).resolve() in inputs for name in names):
+            return None
+        if photo is not None and ".json" in outputs and _made_for_another(out / f"{base}.json", photo):
             return None
         return names
 
@@ -184,13 +206,30 @@ def plan_outputs(
     for photo, relative in found:
         if photo not in bases:
             for base in _name_candidates(relative):
-                if (names := free(base)) is not None:
+                if (names := free(base, photo)) is not None:
                     taken |= names
                     bases[photo] = base
                     break
         if photo in bases:
             planned.append(Planned(photo, bases[photo]))
     return planned
+
+
+def _made_for_another(record_path: Path, photo: Path) -> bool:
+    """Whether the outputs under ``record_path``'s name were made by an earlier run from another photo: the record
+    names another source file and holds another sha256 (a photo added later whose name clashes with a finished one
+    gets the next free name, rather than "exists" and an --overwrite that would replace the other photo's outputs).
+    A record naming no source (made before records did) or this very file keeps the name."""
+    record = read_record(record_path)
+    source, recorded = record.get("source"), record.get("input_sha256")
+    if not isinstance(source, str) or not recorded:
+        return False
+    try:
+        if Path(source).resolve() == photo.resolve():
+            return False
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return recorded != (input_sha256(photo)[0] or "")
 
 
 #: How write_atomic's temporary files begin and end: a killed run's leftovers are recognised by both, never a
@@ -214,7 +253,9 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
             f"{folder} leads outside the output folder {out} (a symbolic link?): refusing to write there"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=TEMPORARY_SUFFIX)
+    # The target's name, cut short: any name the file system takes for the target leaves room for the temporary's.
+    prefix = f"{TEMPORARY_PREFIX}{os.fsdecode(os.fsencode(path.name)[:40])}."
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=TEMPORARY_SUFFIX)
     try:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
         with os.fdopen(handle, "wb") as stream:

@@ -712,6 +712,7 @@ def explore_interpolate(
     interpolate.gif and interpolate.json."""
     from facekit.apps.explore import INTERPOLATE_FILES, write_interpolation
     from facekit.batch import check_fixed_outputs
+    from facekit.locks import exclusive
 
     target = Path(out)
     for photo in (a, b):
@@ -719,20 +720,23 @@ def explore_interpolate(
             raise FacekitError(f"{photo} is a folder: interpolate goes between two photos")
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
-    check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")  # before loading
-    explorer = facekit.load_component(
-        "app",
-        "explore",
-        model=model,
-        checkpoint=checkpoint,
-        steps=steps,
-        spherical=spherical,
-        judge=judge,
-        face=face.value,
-    )
-    with console.status("encoding, decoding and judging"):
-        result = explorer.interpolate(a, b, names=[a, b])
-    written = write_interpolation(result, target, [a, b], overwrite)
+    check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], True, "facekit explore interpolate")  # -o a file? an input?
+    with exclusive(target, "facekit explore interpolate"):  # one run at a time into -o (as normalize's)
+        # Before loading:
+        check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
+        explorer = facekit.load_component(
+            "app",
+            "explore",
+            model=model,
+            checkpoint=checkpoint,
+            steps=steps,
+            spherical=spherical,
+            judge=judge,
+            face=face.value,
+        )
+        with console.status("encoding, decoding and judging"):
+            result = explorer.interpolate(a, b, names=[a, b])
+        written = write_interpolation(result, target, [a, b], overwrite)
     table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")
     for column in ("frame", "t", "to A", "to B"):
         table.add_column(column)
@@ -767,31 +771,33 @@ def explore_compare(
 
     from facekit.apps.explore import COMPARE_FILES, write_comparison
     from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
+    from facekit.locks import exclusive
     from facekit.normalize import resolve_model
 
     target = Path(out)
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
-    found = [path for path, _ in scan_inputs(photos, target)]
-    check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
-    wanted = [(name, resolve_model(name, None)) for name in (model or [])]
-    wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
-    wanted = wanted or [("dlib", resolve_model())]
-    explorer = facekit.load_component("app", "explore", face=face.value)
-    loaded: dict[Path, Any] = {}
-    models, labels = [], []
-    for label, path in wanted:
-        unique, count = label, 2
-        while unique in labels:
-            unique, count = f"{label}-{count}", count + 1
-        labels.append(unique)
-        key = path.resolve()
-        if key not in loaded:
-            loaded[key] = explorer.load_normalizer(path)
-        models.append((unique, loaded[key]))
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("normalizing and judging", total=len(found) * len(models))
-        result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))
-    written = write_comparison(result, target, found, cell, overwrite)
+    with exclusive(target, "facekit explore compare"):  # one run at a time into -o (as normalize's)
+        found = [path for path, _ in scan_inputs(photos, target)]
+        check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
+        wanted = [(name, resolve_model(name, None)) for name in (model or [])]
+        wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
+        wanted = wanted or [("dlib", resolve_model())]
+        explorer = facekit.load_component("app", "explore", face=face.value)
+        loaded: dict[Path, Any] = {}
+        models, labels = [], []
+        for label, path in wanted:
+            unique, count = label, 2
+            while unique in labels:
+                unique, count = f"{label}-{count}", count + 1
+            labels.append(unique)
+            key = path.resolve()
+            if key not in loaded:
+                loaded[key] = explorer.load_normalizer(path)
+            models.append((unique, loaded[key]))
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("normalizing and judging", total=len(found) * len(models))
+            result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))
+        written = write_comparison(result, target, found, cell, overwrite)
     table = Table(title=f"facekit explore compare -> {out}")
     for column in ("photo", "person", *labels):
         table.add_column(column, overflow="fold")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
 def _resize(image: np.ndarray, height: int) -> np.ndarray:

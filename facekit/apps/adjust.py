@@ -835,7 +835,7 @@ def _adjust_locked(
         elif verdict == "exists":
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
-            row = _adjust_one(planned, out, corrector, provenance)
+            row = _adjust_one(planned, out, corrector, {**provenance, "source": name})  # whose outputs these are
         rows.append(row)
         if on_row is not None:
             on_row(row)

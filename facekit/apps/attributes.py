@@ -582,7 +582,8 @@ def write_tables(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["input", "status", "reason", *VALUE_COLUMNS])
     writer.writerows(row.csv_row() for row in rows)
-    write_atomic(out / TABLES[0], buffer.getvalue().encode(), out)
+    # A file name that is not UTF-8 (Latin-1 'caf\xe9' from an old disk) is shown with its odd bytes escaped.
+    write_atomic(out / TABLES[0], buffer.getvalue().encode("utf-8", "backslashreplace"), out)
     model = None
     if measurer is not None and measurer._normalizer is not None:
         model = measurer.normalizer.meta.get("source")

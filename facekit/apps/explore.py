@@ -577,6 +577,6 @@ def write_comparison(
     out.mkdir(parents=True, exist_ok=True)
     grid, table, record = (out / name for name in COMPARE_FILES)
     write_atomic(grid, png_bytes(result.grid(cell)), out)
-    write_atomic(table, result.csv().encode(), out)
+    write_atomic(table, result.csv().encode("utf-8", "backslashreplace"), out)  # a non-UTF-8 file name, escaped
     write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
     return [grid, table, record]

@@ -105,6 +105,53 @@ def test_adding_a_photo_with_the_same_name_keeps_the_finished_ones_outputs(tmp_p
     assert [r.status for r in again.rows] == ["done", "done"] and again.failed == 0
 
 
+def test_a_photo_added_in_a_later_run_under_a_taken_name_gets_its_own(tmp_path: Path, model: Path) -> None:
+    """Before: normalizing b/face.jpg into a folder that held a/face.jpg's outputs was 'exists', and the --overwrite
+    it suggested replaced a's face while the manifest still named a. Outputs recorded for another file with other
+    content now leave the name to it; the same photo moved elsewhere (same content) is still done; a photo edited
+    in place is still 'exists'."""
+    out = tmp_path / "seq"
+    first = photo(tmp_path / "a" / "face.jpg", 100)
+    normalize_folder(FakeNormalizer(), [str(first)], out, model)
+    made = digest(out / "face.png")
+    second = photo(tmp_path / "b" / "face.jpg", 150)
+    summary = normalize_folder(FakeNormalizer(), [str(second)], out, model)
+    assert [(r.status, Path(r.output).name) for r in summary.rows] == [("ok", "face_jpg.png")]
+    assert digest(out / "face.png") == made and json.loads((out / "face.json").read_text())["source"] == str(first)
+    again = normalize_folder(FakeNormalizer(), [str(first), str(second)], out, model)  # both, either order: done
+    assert sorted(r.status for r in again.rows) == ["done", "done"]
+    moved = tmp_path / "c" / "face.jpg"
+    moved.parent.mkdir()
+    moved.write_bytes(first.read_bytes())
+    assert normalize_folder(FakeNormalizer(), [str(moved)], out, model).rows[0].status == "done"
+    photo(first, 60)  # edited in place: its own name, another photo: left alone unless --overwrite
+    assert normalize_folder(FakeNormalizer(), [str(first)], out, model).rows[0].status == "exists"
+
+
+def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
+    """Before: a name of 225-246 bytes without its extension was 'unwritable: File name too long', because the
+    temporary file's name added 22 bytes to the output's."""
+    long = photo(tmp_path / "in" / f"{'x' * 240}.jpg", 100)
+    summary = normalize_folder(FakeNormalizer(), [str(long)], tmp_path / "out", model)
+    assert summary.rows[0].status == "ok", summary.rows[0].reason
+
+
+def test_a_folder_scan_follows_links_and_skips_hidden_files(tmp_path: Path) -> None:
+    """Before: a linked folder inside an input folder was skipped without a word, .jfif and .gif photos (read fine
+    when named) were skipped, and hidden files (macOS's ._photo.jpg, a .thumbs folder) were taken for photos."""
+    inputs = tmp_path / "in"
+    photo(inputs / "own" / "a.jpg", 100)
+    photo(tmp_path / "elsewhere" / "b.jpg", 100)
+    (inputs / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (inputs / "loop").symlink_to(inputs, target_is_directory=True)  # a link back up: scanned once
+    photo(inputs / "c.jfif", 100)
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(inputs / "d.gif")
+    photo(inputs / ".thumbs" / "e.jpg", 100)
+    (inputs / "._a.jpg").write_bytes(b"\0\5\26\7")  # macOS's resource fork beside a copied photo
+    names = [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")]
+    assert names == ["c.jfif", "d.gif", "linked/b.jpg", "own/a.jpg"]
+
+
 def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
     inputs = tmp_path / "in"
     originals = [photo(inputs / "x.png", 90), photo(inputs / "y.jpg", 91)]

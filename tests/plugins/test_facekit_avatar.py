@@ -4,6 +4,7 @@ command, on the real model (../shared/data/sfm) and the real face shipped with f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,14 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
     record = json.loads((tmp_path / "face.json").read_text())
     assert "non-commercial" in record["licence"] and len(record["coefficients"]) == 63
     assert record["landmark_map"] == "ibug_to_sfm_voted.txt"  # the default
+
+    # A file name that is not UTF-8 (Latin-1 'café' from an old disk): trimesh dropped the material and texture of
+    # the OBJ without a word (an 'ok' row, a grey mesh); the OBJ now names the MTL and the MTL the PNG byte for byte.
+    latin = os.fsdecode(b"caf\xe9")
+    written = {os.fsencode(p.name) for p in maker.export(avatar, tmp_path / "latin", latin)}
+    assert {b"caf\xe9.obj", b"caf\xe9.mtl", b"caf\xe9.png", b"caf\xe9.glb"} <= written
+    obj = (tmp_path / "latin" / f"{latin}.obj").read_bytes()
+    assert b"mtllib caf\xe9.mtl" in obj and b"map_Kd caf\xe9.png" in (tmp_path / "latin" / f"{latin}.mtl").read_bytes()
 
     hand = facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="ibug_to_sfm")
     (eos_map,) = hand.build(face.image[None], face.landmarks[None])

@@ -296,3 +296,18 @@ def test_a_face_that_cannot_be_measured_is_its_own_status_row(normalized: Any, t
     assert [r.status for r in again] == ["exists", "exists"] and mine.read_bytes() == b"mine"
     expected = skin_tone(normalized.decoder_image, normalized.decoder_landmarks).ita
     assert rows[1].values["ita_degrees"] == pytest.approx(expected)
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path: Path) -> None:
+    """Before: a Latin-1 name ('caf\\xe9.jpg', as old disks hold them) ended `facekit attributes` in a
+    UnicodeEncodeError with no tables, leaving overlays a rerun then called 'exists'."""
+    import os
+
+    from facekit.apps.attributes import AttributesRow, write_tables
+
+    name = os.fsdecode(b"caf\xe9.jpg")
+    write_tables([AttributesRow(name, "no_face", "no face found")], tmp_path)
+    (row,) = list(csv.DictReader((tmp_path / "attributes.csv").open(encoding="utf-8")))
+    assert row["input"] == "caf\\udce9.jpg" and row["status"] == "no_face"
+    (photo,) = json.loads((tmp_path / "attributes.json").read_text())["photos"]
+    assert os.fsencode(photo["input"]) == b"caf\xe9.jpg"  # JSON keeps the name exactly

@@ -193,7 +193,7 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_cli("explore", "interpolate", str(a), str(b), "-o", str(out), "-n", "3")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(
+    assert sorted(p.name for p in out.iterdir() if p.name != ".facekit.lock") == sorted(
         ["interpolate.png", "interpolate_strip.png", "interpolate.gif", "interpolate.json"]
     )
     record = json.loads((out / "interpolate.json").read_text())
@@ -237,3 +237,11 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     status = compare_record["photos"]
     assert [p["dlib"]["status"] for p in status] == ["ok", "ok", "no_face"]
     assert compare_record["face"] == {"dlib": "central", "default-model": "central"}  # --face reached every model
+    # One run at a time into a folder (before: two runs both computed and the last silently won, or the second
+    # failed only after all its work); the lock is taken before any model loads.
+    from facekit.locks import exclusive
+
+    with exclusive(tmp_path / "busy", "test"):
+        for command in (["compare", str(a)], ["interpolate", str(a), str(b)]):
+            busy = run_cli("explore", *command, "-o", str(tmp_path / "busy"))
+            assert busy.returncode == 1 and "is writing into" in busy.stderr, busy.stderr

@@ -8,6 +8,7 @@ maker.export(avatars[0], folder, "name")      # NAME.obj/.mtl/.png, NAME.glb, re
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -257,14 +258,29 @@ def mesh_files(avatar: Avatar, model: SurreyModel, name: str) -> dict[str, bytes
     from trimesh.exchange.obj import export_obj
     from trimesh.visual.material import PBRMaterial
 
-    mesh = trimesh_of(avatar, model, name)
-    text, extra = export_obj(mesh, include_texture=True, mtl_name=f"{name}.mtl", return_texture=True)
-    files = {f"{name}.obj": text.encode(), **{k: bytes(v) for k, v in extra.items()}}
+    # trimesh writes the name into the OBJ and MTL as text and drops the material, silently, for a name that is not
+    # UTF-8 (a file system's Latin-1 'caf\xe9'): it writes a stand-in, replaced by the name's own bytes afterwards.
+    stand_in = "facekit-avatar-name"
+    mesh = trimesh_of(avatar, model, stand_in)
+    text, extra = export_obj(mesh, include_texture=True, mtl_name=f"{stand_in}.mtl", return_texture=True)
+    raw = os.fsencode(name)
+
+    def named(data: bytes) -> bytes:
+        return data.replace(stand_in.encode(), raw)
+
+    files = {f"{name}.obj": named(text.encode())}
+    for key, value in extra.items():
+        files[key.replace(stand_in, name)] = named(bytes(value)) if key.endswith(".mtl") else bytes(value)
+    if not {f"{name}.mtl", f"{name}.png"} <= files.keys():
+        raise FacekitError(f"the OBJ export left out its material or texture ({', '.join(sorted(files))})")
     # glTF's metallicFactor defaults to 1 (bare metal: a dark face in three.js, Blender, model-viewer) and a mesh
     # without normals is drawn flat-shaded: skin is a rough dielectric, and the normals go in.
     glb = mesh.copy()
     glb.visual.material = PBRMaterial(
-        baseColorTexture=Image.fromarray(avatar.texture), metallicFactor=0.0, roughnessFactor=1.0, name=name
+        baseColorTexture=Image.fromarray(avatar.texture),
+        metallicFactor=0.0,
+        roughnessFactor=1.0,
+        name=name.encode("utf-8", "backslashreplace").decode(),  # glTF is UTF-8 JSON
     )
     scene = glb.scene()
     scene.metadata["licence"] = LICENCE  # trimesh writes scene metadata as the glTF scene's extras
