@@ -221,7 +221,9 @@ def _made_for_another(record_path: Path, photo: Path) -> bool:
     gets the next free name, rather than "exists" and an --overwrite that would replace the other photo's outputs).
     A record naming no source (made before records did) or this very file keeps the name."""
     record = read_record(record_path)
-    source, recorded = record.get("source"), record.get("input_sha256")
+    # normalize's records name their photo "source"; adjust's and avatar's "input" ("source" is a colour there).
+    source = record.get("source") if isinstance(record.get("source"), str) else record.get("input")
+    recorded = record.get("input_sha256")
     if not isinstance(source, str) or not recorded:
         return False
     try:

@@ -401,19 +401,31 @@ class FaceAdjuster(UsesNormalizer):
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
-        on its long side (mean colours do not need more; detection at 24 MP would take seconds), or None (no face).
+        on its long side (mean colours do not need more; detection at 24 MP would take seconds; the photo itself when
+        the copy shows no face), or None (no face).
         DetectorFailed when the detector raised on it."""
+        return self._estimated(photo)[1]
+
+    def _estimated(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
+        """(the copy of ``photo`` the correction was estimated on, the correction or None): a copy at most
+        :data:`ESTIMATE_SIDE` pixels on its long side, or the photo itself when a face too small to find on the copy
+        (a group photo, a distant face in a 12 MP frame) is there, as `facekit normalize` finds it."""
         small = downscale(photo, ESTIMATE_SIDE)
+        for copy in (small, photo) if small.shape != photo.shape else (photo,):
+            faces = self._faces(copy)
+            if faces:
+                return copy, self.estimate_faces(copy, faces)
+        return small, None
+
+    def _faces(self, photo: np.ndarray) -> list[Any]:
+        """The normalized faces :meth:`estimate` uses in ``photo``: every one (``all_faces``) or the normalizer's
+        choice; DetectorFailed when the detector raised on it."""
         if self.all_faces:
-            faces = self.normalizer.normalize(small, all_faces=True)
-        else:  # one face only (the normalizer's choice): the others are never encoded and decoded
-            outcome = self.normalizer.normalize_many([small], ["photo"])[0]
-            if outcome.status == DETECTOR_ERROR:
-                raise DetectorFailed(outcome.reason)
-            faces = [outcome.face] if outcome.face is not None else []
-        if not faces:
-            return None
-        return self.estimate_faces(small, faces)
+            return list(self.normalizer.normalize(photo, all_faces=True))
+        outcome = self.normalizer.normalize_many([photo], ["photo"])[0]  # the others are never encoded and decoded
+        if outcome.status == DETECTOR_ERROR:
+            raise DetectorFailed(outcome.reason)
+        return [outcome.face] if outcome.face is not None else []
 
     def estimate_faces(self, photo: np.ndarray, faces: list[Any]) -> Correction:
         """The correction from ``faces`` already normalized from ``photo`` (a copy of at most :data:`ESTIMATE_SIDE`
@@ -435,11 +447,10 @@ class FaceAdjuster(UsesNormalizer):
     def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         """(``photo`` corrected, the correction), or (``photo``, None) without a face. A black-and-white photo
         (:func:`is_monochrome`) gets its exposure only, and its record says ``monochrome``."""
-        small = downscale(photo, ESTIMATE_SIDE)  # once: estimate() takes it as it is
-        correction = self.estimate(small)
+        copy, correction = self._estimated(photo)
         if correction is None:
             return photo, None
-        settled = self.settle(small, correction)
+        settled = self.settle(copy, correction)
         return apply_correction(photo, settled), settled
 
     def settle(self, photo: np.ndarray, correction: Correction) -> Correction:
@@ -835,7 +846,7 @@ def _adjust_locked(
         elif verdict == "exists":
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
-            row = _adjust_one(planned, out, corrector, {**provenance, "source": name})  # whose outputs these are
+            row = _adjust_one(planned, out, corrector, {**provenance, "input": name})  # whose outputs these are
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -48,6 +48,21 @@ def test_a_colour_cast_on_a_real_face_is_undone(adjuster: FaceAdjuster) -> None:
     assert paper is not None and max(abs(t - s) for s, t in zip(paper.source, paper.target, strict=True)) < 4.0
 
 
+def test_a_small_face_in_a_large_photo_is_found(adjuster: FaceAdjuster) -> None:
+    """Before: adjust looked for faces only on a copy shrunk to 1,024 px, so a face that normalize finds in a large
+    frame (here ~90 px wide in 4,000 x 3,000, ~22 px on the copy) was 'no_face' and the photo was left as it was."""
+    from PIL import Image
+
+    face = np.asarray(Image.fromarray(real_face().image).resize((160, 160), Image.Resampling.LANCZOS))
+    large = np.full((3000, 4000, 3), 150, np.uint8)
+    large[1400:1560, 2000:2160] = face  # a face box of ~90 px: ~22 px on the 1,024 px copy
+    cast = apply_gains(large, np.array([1.15, 1.0, 0.8]))
+    corrected, correction = adjuster.correct(cast)
+    assert correction is not None and corrected.shape == cast.shape
+    red, blue = correction.gains[0], correction.gains[2]
+    assert red < 1.0 < blue  # it undoes the cast's direction
+
+
 def test_strength_and_channels() -> None:
     photo = real_face().image.copy()
     correction = Correction("adjust", (120.0, 140.0, 110.0), (130.0, 135.0, 118.0))
@@ -520,3 +535,20 @@ def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(t
     assert written.dtype == np.uint8 and kept["written"]["bits"] == 8 and kept["written"]["why"] == LOST_DEPTH
     again, _, kept = kept_depth(path, photo, warmer, {"light": "linear", "gains_rgb": [1.1, 1.0, 0.9]})
     assert again.dtype == np.uint16 and kept["written"]["bits"] == 16 and "why" not in kept["written"]
+
+
+def test_a_photo_added_later_under_a_taken_name_gets_its_own_outputs(adjuster: FaceAdjuster, tmp_path: Path) -> None:
+    """adjust's records name their photo (``input``; ``source`` is the correction's colour there), so a photo
+    adjusted in a later run whose name another photo's outputs hold gets the next free name, not 'exists'."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
+    from facekit.batch import plan_folder
+
+    out = tmp_path / "out"
+    for folder, gains in (("a", (1.1, 1.0, 0.9)), ("b", (0.9, 1.0, 1.1))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(apply_gains(real_face().image, np.array(gains))).save(tmp_path / folder / "face.jpg")
+    (first,) = adjust_files(plan_folder([str(tmp_path / "a" / "face.jpg")], out, outputs=ADJUST_OUTPUTS), adjuster)
+    record = json.loads((out / "face.json").read_text())
+    assert record["input"] == str(tmp_path / "a" / "face.jpg") and len(record["source"]) == 3
+    (second,) = adjust_files(plan_folder([str(tmp_path / "b" / "face.jpg")], out, outputs=ADJUST_OUTPUTS), adjuster)
+    assert (first.status, second.status) == ("adjusted", "adjusted") and Path(second.output).name == "face_jpg.jpg"

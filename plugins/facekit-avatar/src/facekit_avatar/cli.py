@@ -171,7 +171,7 @@ def _avatars_locked(
                 row.update(status="fit_failed", reason=avatars[i].record["fit_failed"])
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
-                avatars[i].record.update({**provenance[row["input"]], "source": row["input"]})  # whose outputs
+                avatars[i].record.update({**provenance[row["input"]], "input": row["input"]})  # whose outputs
                 sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
                 sheet_file = (plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))
                 failed = ""
