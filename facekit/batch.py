@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,8 @@ import numpy as np
 from facekit.errors import FacekitError
 from facekit.models import sha256_file
 from facekit.types import face_of, face_record
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 GRID = "grid.png"
@@ -80,6 +83,7 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
 
     target = out.resolve()
     found: list[tuple[Path, str]] = []
+    ours: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
@@ -101,9 +105,21 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
                     continue  # facekit's own outputs
                 found.append((photo, photo.relative_to(path).as_posix()))
         elif path.is_file():
+            if _inside(path.resolve(), target) and _made_for_another(path.with_suffix(".json"), path):
+                # facekit's output of another photo, in -o (`facekit adjust *.jpg -o .` run twice): corrected again
+                # it would become p_jpg_jpg.jpg and push its own photo's outputs to a new name.
+                ours.append(path)
+                continue
             found.append((path, path.name))
         else:
             raise FacekitError(f"no such photo or folder: {path}")
+    if ours:
+        logger.warning(
+            "%d of the files given are facekit's outputs of other photos in -o (%s%s): skipped",
+            len(ours),
+            ours[0].name,
+            ", ..." if len(ours) > 1 else "",
+        )
     if not found:
         raise FacekitError("no photos found in " + ", ".join(items))
     seen: set[Path] = set()

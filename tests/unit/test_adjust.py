@@ -552,3 +552,21 @@ def test_a_photo_added_later_under_a_taken_name_gets_its_own_outputs(adjuster: F
     assert record["input"] == str(tmp_path / "a" / "face.jpg") and len(record["source"]) == 3
     (second,) = adjust_files(plan_folder([str(tmp_path / "b" / "face.jpg")], out, outputs=ADJUST_OUTPUTS), adjuster)
     assert (first.status, second.status) == ("adjusted", "adjusted") and Path(second.output).name == "face_jpg.jpg"
+
+
+def test_adjusting_files_into_their_own_folder_twice_is_done(adjuster: FaceAdjuster, tmp_path: Path) -> None:
+    """`facekit adjust *.jpg -o .` run twice: the glob now holds the first run's outputs too. Before, the second run
+    corrected p_jpg.jpg again (p_jpg_jpg.jpg) and redid p.jpg as p_jpg-2.jpg; facekit's outputs of other photos in
+    -o are now skipped, and p.jpg is done."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
+    from facekit.batch import plan_folder
+
+    Image.fromarray(apply_gains(real_face().image, np.array([1.1, 1.0, 0.9]))).save(tmp_path / "p.jpg")
+    settings = {"method": "adjust"}  # what the command records: a rerun with the same is done
+    plan = plan_folder([str(tmp_path / "p.jpg")], tmp_path, outputs=ADJUST_OUTPUTS)
+    (first,) = adjust_files(plan, adjuster, settings=settings)
+    assert first.status == "adjusted" and Path(first.output).name == "p_jpg.jpg"
+    globbed = sorted(str(p) for p in tmp_path.glob("*.jpg"))  # p.jpg, p_jpg.jpg
+    rows = adjust_files(plan_folder(globbed, tmp_path, outputs=ADJUST_OUTPUTS), adjuster, settings=settings)
+    assert [(Path(r.input).name, r.status) for r in rows] == [("p.jpg", "done")]
+    assert sorted(p.name for p in tmp_path.glob("*.jpg")) == ["p.jpg", "p_jpg.jpg"]
