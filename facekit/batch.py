@@ -112,7 +112,8 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
                 continue
             found.append((path, path.name))
         else:
-            raise FacekitError(f"no such photo or folder: {path}")
+            stdin = " (photos are read from files: standard input is not supported)" if item == "-" else ""
+            raise FacekitError(f"no such photo or folder: {path}{stdin}")
     if ours:
         logger.warning(
             "%d of the files given are facekit's outputs of other photos in -o (%s%s): skipped",
@@ -555,7 +556,7 @@ def _normalize_locked(
     thumbnails: list[np.ndarray] = []
     for batch in _batches(plan.planned, batch_size):
         rows: list[Row] = []
-        todo: list[tuple[Planned, np.ndarray, str, dict[str, str]]] = []
+        todo: list[tuple[Planned, np.ndarray, str, dict[str, str], str]] = []
         for item in batch:
             source_sha, why = input_sha256(item.source)
             if source_sha is None:  # unreadable (permissions, vanished): that photo's row, the batch goes on
@@ -586,9 +587,9 @@ def _normalize_locked(
             if image is None:
                 rows.append(Row(str(item.source), "unreadable", None, note))
                 continue
-            todo.append((item, image, source_sha, read))
+            todo.append((item, image, source_sha, read, note))
         outcomes = normalizer.normalize_many([t[1] for t in todo], [t[0].source.stem for t in todo], batch_size)
-        for (item, image, source_sha, read), outcome in zip(todo, outcomes, strict=True):
+        for (item, image, source_sha, read, note), outcome in zip(todo, outcomes, strict=True):
             if outcome.face is None:
                 rows.append(Row(str(item.source), outcome.status, None, outcome.reason or "no face found"))
                 continue
@@ -607,6 +608,7 @@ def _normalize_locked(
                 "landmarks": None if face.landmarks is None else np.round(face.landmarks, 2).tolist(),
                 "source_landmarks": np.round(face.source_landmarks, 2).tolist(),
                 **read,
+                **({"reading": note} if note else {}),  # greyscale, alpha over grey, the first of N frames
             }
             pair = side_by_side(image, outcome)
             files = with_record(record, details, [(png, png_bytes(face.image)), (side, png_bytes(pair))])

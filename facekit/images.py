@@ -134,7 +134,16 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
 def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str]:
     """An opened PIL image as (H, W, 3) uint8 sRGB and a note, as :func:`load_rgb` reads photos: EXIF orientation
     applied, 16-bit greyscale scaled to 8 bits, alpha composited over mid-grey, an RGB profile other than sRGB
-    converted (``colour_manage``)."""
+    converted (``colour_manage``); of an animated GIF or WebP or a multi-page TIFF, the first frame (the note says
+    so)."""
+    frames = int(getattr(opened, "n_frames", 1) or 1)
+    rgb, note = _frame_to_rgb(opened, colour_manage)
+    if frames > 1:
+        note = "; ".join(n for n in (note, f"the first of {frames} frames") if n)
+    return rgb, note
+
+
+def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
     from PIL import Image, ImageOps
 
     opened.load()

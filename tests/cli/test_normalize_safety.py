@@ -128,6 +128,18 @@ def test_a_photo_added_in_a_later_run_under_a_taken_name_gets_its_own(tmp_path: 
     assert normalize_folder(FakeNormalizer(), [str(first)], out, model).rows[0].status == "exists"
 
 
+def test_the_record_says_how_the_photo_was_read(tmp_path: Path, model: Path) -> None:
+    """A greyscale photo gets a coloured face (the decoder's guess of skin colour): its record says it was read as
+    greyscale, as load_rgb's note does (before: the note was dropped); a plain photo's record has no such entry."""
+    grey = tmp_path / "in" / "grey.png"
+    grey.parent.mkdir()
+    Image.fromarray(np.full((40, 40), 120, np.uint8)).save(grey)
+    plain = photo(tmp_path / "in" / "plain.png", 120)
+    normalize_folder(FakeNormalizer(), [str(grey), str(plain)], tmp_path / "out", model)
+    assert json.loads((tmp_path / "out" / "grey.json").read_text())["reading"] == "greyscale"
+    assert "reading" not in json.loads((tmp_path / "out" / "plain.json").read_text())
+
+
 def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
     """Before: a name of 225-246 bytes without its extension was 'unwritable: File name too long', because the
     temporary file's name added 22 bytes to the output's."""

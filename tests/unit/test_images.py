@@ -243,3 +243,20 @@ def test_a_grey_jpeg_with_an_rgb_profile_is_written_without_it(tmp_path: Path) -
     assert json.loads((tmp_path / "out" / "grey.json").read_text())["written"]["profile"] == "dropped"
     with Image.open(tmp_path / "out" / "grey.jpg") as written:
         assert "icc_profile" not in written.info
+
+
+def test_a_photo_of_several_frames_says_which_was_read(tmp_path: Path) -> None:
+    """An animated GIF or a multi-page TIFF is read as its first frame, and the note says so (before: silently, so a
+    blank first frame was 'no face' with no hint that a later frame held one)."""
+    frames = [Image.new("RGB", (20, 20), (10 * i, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    image, note = load_rgb(tmp_path / "moving.gif")
+    assert image is not None and note == "the first of 3 frames"
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:2])
+    assert load_rgb(tmp_path / "pages.tif")[1] == "the first of 2 frames"
+    assert load_rgb(_write(tmp_path / "one.png", frames[0]))[1] == ""
+
+
+def _write(path: Path, image: Image.Image) -> Path:
+    image.save(path)
+    return path
