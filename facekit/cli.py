@@ -232,6 +232,14 @@ def prepare(
     )
 
 
+def output_folder(value: str | None) -> str | None:
+    """``-o``'s check: an empty value (``-o ""``, an unset shell variable) is a usage error rather than the current
+    folder."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("an empty output folder; give one (-o . for the current folder)")
+    return value
+
+
 #: ``--face``: which face of a photo with several each command takes (:func:`facekit.normalize.choose_face`).
 FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
 #: ``--overwrite`` of the commands that write per-photo outputs into -o (its help says the default once).
@@ -243,7 +251,7 @@ OverwriteOption = Annotated[
 @app.command()
 def normalize(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
-    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "normalized",
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "normalized",
     checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
     model: Annotated[
         str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
@@ -338,7 +346,7 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
 @app.command()
 def adjust(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
-    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "adjusted",
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "adjusted",
     method: Annotated[
         str,
         typer.Option(
@@ -468,7 +476,7 @@ def eval_command(
         ),
     ] = 0,
     baseline: Annotated[str | None, typer.Option(help="evaluate a baseline instead of a model: frontalize")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="output folder")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = None,
     set_: SetOption = None,
     overwrite: Annotated[
         bool,
@@ -636,7 +644,7 @@ def models_bundle(
 @app.command()
 def attributes(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
-    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "attributes",
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "attributes",
     model: Annotated[
         str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
     ] = None,
@@ -693,7 +701,7 @@ app.add_typer(explore_app, name="explore")
 def explore_interpolate(
     a: Annotated[str, typer.Argument(help="photo A")],
     b: Annotated[str, typer.Argument(help="photo B")],
-    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "explore",
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "explore",
     steps: Annotated[int, typer.Option("--steps", "-n", min=2, max=256, help="frames, A and B included")] = 8,
     spherical: Annotated[bool, typer.Option(help="slerp the feature directions instead of a straight line")] = False,
     model: Annotated[
@@ -753,7 +761,7 @@ def explore_interpolate(
 @explore_app.command("compare")
 def explore_compare(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos (a row each)")],
-    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "explore",
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "explore",
     model: Annotated[
         list[str] | None, typer.Option(help="a shipped model, a column each (repeatable): dlib, sface")
     ] = None,

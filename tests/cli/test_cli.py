@@ -137,3 +137,10 @@ def test_ctrl_c_says_what_is_kept(
     monkeypatch.setattr(facekit.batch, "plan_folder", interrupted)
     assert main(["normalize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == INTERRUPTED == 130
     assert "interrupted: what was written stays; normalize, adjust" in capsys.readouterr().err
+
+
+def test_an_empty_output_folder_is_a_usage_error() -> None:
+    """Before: `-o ""` (an unset shell variable) wrote into the current folder and the summary read 'in ;'."""
+    for command in (["normalize"], ["adjust"], ["attributes"], ["avatar"], ["explore", "compare"]):
+        result = run_cli(*command, "photo.jpg", "-o", "")
+        assert result.returncode == 2 and "empty output folder" in result.stderr, (command, result.stderr)

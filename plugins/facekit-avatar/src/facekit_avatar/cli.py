@@ -12,9 +12,15 @@ from facekit.errors import FacekitError
 from facekit.types import FACE_CHOICE_HELP, FaceChoice, face_record
 
 
+def _output_folder(value: str | None) -> str | None:
+    from facekit.cli import output_folder  # facekit's own -o check (imported when the command runs)
+
+    return output_folder(value)
+
+
 def avatar(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
-    out: Annotated[str, typer.Option("--out", "-o", help="output folder")] = "avatars",
+    out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=_output_folder)] = "avatars",
     checkpoint: Annotated[
         str | None, typer.Option(help="normalizing model file (default: the shipped --model)")
     ] = None,
