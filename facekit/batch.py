@@ -74,12 +74,15 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) -> list[tuple[Path, str]]:
+def scan_inputs(
+    items: Sequence[str], out: Path, inside_inputs: bool = False, outputs: Sequence[str] = ()
+) -> list[tuple[Path, str]]:
     """(photo, name relative to what was given) for every photo of ``items`` (files, or folders scanned recursively:
     :func:`_photos_below`).
 
     ``out`` equal to a folder given is refused; ``out`` inside one is refused unless ``inside_inputs``, and is then
-    left out of the scan."""
+    left out of the scan. A file given that is this command's output of another photo in ``out`` (``outputs``: the
+    suffixes it writes; :func:`_our_output`) is skipped with a warning."""
 
     target = out.resolve()
     found: list[tuple[Path, str]] = []
@@ -105,7 +108,7 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
                     continue  # facekit's own outputs
                 found.append((photo, photo.relative_to(path).as_posix()))
         elif path.is_file():
-            if _inside(path.resolve(), target) and _made_for_another(path.with_suffix(".json"), path):
+            if _inside(path.resolve(), target) and _our_output(path, outputs):
                 # facekit's output of another photo, in -o (`facekit adjust *.jpg -o .` run twice): corrected again
                 # it would become p_jpg_jpg.jpg and push its own photo's outputs to a new name.
                 ours.append(path)
@@ -133,24 +136,43 @@ def scan_inputs(items: Sequence[str], out: Path, inside_inputs: bool = False) ->
 
 
 def _photos_below(folder: Path) -> list[Path]:
-    """The photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted: linked
-    folders are followed (each real folder once, so a link loop ends), hidden files and folders (``.thumbs``, macOS's
-    ``._photo.jpg``) are skipped, as ``facekit prepare`` skips them."""
+    """The photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted. The
+    real folders come first, each under its own path (as before links were followed, so outputs keep their names);
+    then linked folders whose target was not scanned yet, unless it holds a scanned one (a link to a parent would pull
+    in every sibling). Hidden files and folders (``.thumbs``, macOS's ``._photo.jpg``) are skipped, as ``facekit
+    prepare`` skips them."""
     from facekit.outputs import PHOTO_SUFFIXES
 
     photos: list[Path] = []
     seen: set[str] = set()
-    for root, folders, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            folders[:] = []
+    pending: list[Path] = [folder]
+    links: list[Path] = []
+    while pending or links:
+        if not pending:  # the real tree is done: the first link that leads somewhere new
+            link = links.pop(0)
+            target = os.path.realpath(link)
+            if target not in seen and not any(s.startswith(target.rstrip(os.sep) + os.sep) for s in seen):
+                pending.append(link)
             continue
-        seen.add(real)
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in files:
-            candidate = Path(root) / name
-            if not name.startswith(".") and candidate.suffix.lower() in PHOTO_SUFFIXES and candidate.is_file():
-                photos.append(candidate)
+        for root, folders, files in os.walk(pending.pop(0)):  # links are listed, not entered
+            real = os.path.realpath(root)
+            if real in seen:
+                folders[:] = []
+                continue
+            seen.add(real)
+            entered = []
+            for name in sorted(folders):
+                if name.startswith("."):
+                    continue
+                if (Path(root) / name).is_symlink():
+                    links.append(Path(root) / name)
+                else:
+                    entered.append(name)
+            folders[:] = entered
+            for name in files:
+                candidate = Path(root) / name
+                if not name.startswith(".") and candidate.suffix.lower() in PHOTO_SUFFIXES and candidate.is_file():
+                    photos.append(candidate)
     return sorted(photos)
 
 
@@ -232,15 +254,25 @@ def plan_outputs(
     return planned
 
 
+def _our_output(path: Path, outputs: Sequence[str]) -> bool:
+    """Whether ``path`` is a command's output of another photo: NAME + one of ``outputs`` (the suffixes it writes)
+    beside a NAME.json recorded for another photo (:func:`_made_for_another`), or the contact grid normalize writes."""
+    if path.name == GRID and _is_our_grid(path):
+        return True
+    return any(
+        path.name.endswith(suffix) and _made_for_another(path.parent / f"{path.name[: -len(suffix)]}.json", path)
+        for suffix in outputs
+        if suffix != ".json" and len(path.name) > len(suffix)
+    )
+
+
 def _made_for_another(record_path: Path, photo: Path) -> bool:
     """Whether the outputs under ``record_path``'s name were made by an earlier run from another photo: the record
     names another source file and holds another sha256 (a photo added later whose name clashes with a finished one
     gets the next free name, rather than "exists" and an --overwrite that would replace the other photo's outputs).
-    A record naming no source (made before records did) or this very file keeps the name."""
+    A record without ``input_path`` (made before records had it) or naming this very file keeps the name."""
     record = read_record(record_path)
-    # normalize's records name their photo "source"; adjust's and avatar's "input" ("source" is a colour there).
-    source = record.get("source") if isinstance(record.get("source"), str) else record.get("input")
-    recorded = record.get("input_sha256")
+    source, recorded = record.get("input_path"), record.get("input_sha256")  # absolute: the same from any folder
     if not isinstance(source, str) or not recorded:
         return False
     try:
@@ -273,7 +305,7 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
         )
     folder.mkdir(parents=True, exist_ok=True)
     # The target's name, cut short: any name the file system takes for the target leaves room for the temporary's.
-    prefix = f"{TEMPORARY_PREFIX}{os.fsdecode(os.fsencode(path.name)[:40])}."
+    prefix = f"{TEMPORARY_PREFIX}{path.name[:40]}."  # cut by characters: never half of a UTF-8 one
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=TEMPORARY_SUFFIX)
     try:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
@@ -498,7 +530,7 @@ def plan_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FacekitError(f"-o {out} is a file, not a folder")
-    return FolderPlan(out, plan_outputs(scan_inputs(items, out, inside_inputs), out, outputs), batch_size)
+    return FolderPlan(out, plan_outputs(scan_inputs(items, out, inside_inputs, outputs), out, outputs), batch_size)
 
 
 def normalize_folder(
@@ -597,6 +629,7 @@ def _normalize_locked(
             face = outcome.face
             details = {
                 "source": str(item.source),
+                "input_path": os.path.abspath(item.source),  # whose outputs these are, from any folder
                 "input_sha256": source_sha,
                 "model": str(model),
                 "model_sha256": model_sha,

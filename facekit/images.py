@@ -136,7 +136,8 @@ def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str
     applied, 16-bit greyscale scaled to 8 bits, alpha composited over mid-grey, an RGB profile other than sRGB
     converted (``colour_manage``); of an animated GIF or WebP or a multi-page TIFF, the first frame (the note says
     so)."""
-    frames = int(getattr(opened, "n_frames", 1) or 1)
+    # A phone's JPEG with a second, embedded image opens as MPO with 2 frames: the photo is the first, no news.
+    frames = int(getattr(opened, "n_frames", 1) or 1) if opened.format != "MPO" else 1
     rgb, note = _frame_to_rgb(opened, colour_manage)
     if frames > 1:
         note = "; ".join(n for n in (note, f"the first of {frames} frames") if n)
@@ -147,7 +148,9 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
     from PIL import Image, ImageOps
 
     opened.load()
-    image = ImageOps.exif_transpose(opened) or opened
+    # EXIF orientation applies to an image as decoded from its file; a PIL image derived from one (rotated by hand,
+    # resized: format None) carries the tag along but is already as its maker wants it.
+    image = (ImageOps.exif_transpose(opened) or opened) if opened.format else opened
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow opens
         # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
@@ -294,7 +297,7 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
             raise FacekitError(f"{image if isinstance(image, str | os.PathLike) else 'the photo given'}: {why}")
         return array
     if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
-        _check_size(image.size[0], image.size[1])
+        check_size(image.size[0], image.size[1])
         return pil_to_rgb(image)[0]
     if image is None:
         raise FacekitError("expected a photo (a path, PIL image or array), got None")
@@ -316,7 +319,7 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         raise FacekitError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise FacekitError(f"expected a photo, got an empty image of shape {array.shape}")
-    _check_size(array.shape[1], array.shape[0])
+    check_size(array.shape[1], array.shape[0])
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2)
     if array.shape[2] == 4:  # over mid-grey, as load_rgb composites a file's alpha
@@ -328,8 +331,9 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     return np.ascontiguousarray(array[..., ::-1] if bgr else array)
 
 
-def _check_size(width: int, height: int) -> None:
-    """A photo given as an image rather than a file is held to the same :func:`max_megapixels` as a file."""
+def check_size(width: int, height: int) -> None:
+    """A photo given as an image rather than a file is held to the same :func:`max_megapixels` as a file (a
+    FacekitError), and an empty one is refused."""
     limit = max_megapixels()
     if width * height / 1e6 > limit:
         size = f"{width} x {height} = {width * height / 1e6:.0f} MP"

@@ -166,8 +166,14 @@ def inference_device(requested: str, option: str = "--device") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise FacekitError(f"{option} {requested}: no GPU is visible here; use {option} cpu or auto")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise FacekitError(f"{option} {requested!r}: use cpu, cuda, cuda:N or auto")
+    kind = requested.split(":", 1)[0]
+    if kind in ("mps", "xpu"):  # Apple's and Intel's GPUs, when this torch has them
+        backend = getattr(torch.backends, "mps", None) if kind == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise FacekitError(f"{option} {requested}: no {kind} device is visible here; use {option} cpu or auto")
+        return requested
+    if requested != "cpu" and kind != "cuda":
+        raise FacekitError(f"{option} {requested!r}: use cpu, cuda, cuda:N, mps, xpu or auto")
     return requested
 
 
@@ -202,7 +208,9 @@ def _one_at_a_time(method: _Method) -> _Method:
 
     @functools.wraps(method)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
+        # Made on first use (a subclass that skips __init__, a copy or unpickled Normalizer has none yet).
+        lock = self.__dict__.get("_lock") or self.__dict__.setdefault("_lock", threading.RLock())
+        with lock:
             return method(self, *args, **kwargs)
 
     return cast(_Method, locked)
@@ -384,6 +392,10 @@ class Normalizer:
         # Threads sharing this Normalizer take turns: a detector (dlib's) may not be safe to share.
         self._lock = threading.RLock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copied or pickled without its lock (a lock cannot be); the copy makes its own on first use."""
+        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+
     @classmethod
     def from_checkpoint(
         cls,
@@ -444,7 +456,6 @@ class Normalizer:
     def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[False] = ...) -> NormalizedFace: ...
 
     @overload
-    @_one_at_a_time
     def normalize(
         self,
         image: Any,
@@ -455,6 +466,7 @@ class Normalizer:
         near: tuple[float, float, float, float] | None = ...,
     ) -> list[NormalizedFace]: ...
 
+    @_one_at_a_time
     def normalize(
         self,
         image: Any,
@@ -529,7 +541,7 @@ class Normalizer:
         largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
         :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a form it cannot
         take is a FacekitError naming the input."""
-        from facekit.images import as_rgb
+        from facekit.images import as_rgb, check_size
 
         if len(images) != len(names):
             raise FacekitError(f"normalize_many: {len(images)} images but {len(names)} names")
@@ -537,9 +549,19 @@ class Normalizer:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
         readable: list[np.ndarray | None] = []
         for image, name in zip(images, names, strict=True):
-            plain = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
             try:
-                readable.append(image if image is None or (plain and image.shape[2] == 3) else as_rgb(image))
+                if image is None:
+                    readable.append(None)
+                elif (
+                    isinstance(image, np.ndarray)
+                    and image.dtype == np.uint8
+                    and image.ndim == 3
+                    and image.shape[2] == 3
+                ):
+                    check_size(image.shape[1], image.shape[0])  # the megapixel limit, as for every other form
+                    readable.append(image)
+                else:
+                    readable.append(as_rgb(image))
             except FacekitError as error:
                 raise FacekitError(f"normalize_many: {name}: {error}") from None
         images = readable

@@ -32,6 +32,7 @@ degrees median), not the fused default.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -47,6 +48,10 @@ Only = Literal["both", "white-balance", "exposure"]
 Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
 Mapping = Literal["ycrcb", "gains"]
 Region = Literal["box", "skin"]
+
+#: The long side of the second, larger copy faces are looked for on when the first (ESTIMATE_SIDE) shows none: a
+#: face of ~90 px in a 4,000 px photo is ~46 px there, which dlib's detector finds (~22 px on the first it does not).
+RETRY_SIDE = 2048
 
 #: Rec. 709 luminance weights of linear RGB.
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
@@ -401,17 +406,18 @@ class FaceAdjuster(UsesNormalizer):
 
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
-        on its long side (mean colours do not need more; detection at 24 MP would take seconds; the photo itself when
-        the copy shows no face), or None (no face).
+        on its long side (mean colours do not need more; detection at 24 MP would take seconds; a copy of
+        :data:`RETRY_SIDE` when that one shows no face), or None (no face).
         DetectorFailed when the detector raised on it."""
         return self._estimated(photo)[1]
 
     def _estimated(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         """(the copy of ``photo`` the correction was estimated on, the correction or None): a copy at most
-        :data:`ESTIMATE_SIDE` pixels on its long side, or the photo itself when a face too small to find on the copy
-        (a group photo, a distant face in a 12 MP frame) is there, as `facekit normalize` finds it."""
+        :data:`ESTIMATE_SIDE` pixels on its long side, or one of :data:`RETRY_SIDE` when the first shows no face (a
+        group photo, a distant face in a 12 MP frame: ~90 px there, ~20 px on the small copy)."""
         small = downscale(photo, ESTIMATE_SIDE)
-        for copy in (small, photo) if small.shape != photo.shape else (photo,):
+        larger = downscale(photo, RETRY_SIDE)
+        for copy in (small, larger) if larger.shape != small.shape else (small,):
             faces = self._faces(copy)
             if faces:
                 return copy, self.estimate_faces(copy, faces)
@@ -846,7 +852,8 @@ def _adjust_locked(
         elif verdict == "exists":
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
-            row = _adjust_one(planned, out, corrector, {**provenance, "input": name})  # whose outputs these are
+            mine = {**provenance, "input_path": os.path.abspath(planned.source)}  # whose outputs these are
+            row = _adjust_one(planned, out, corrector, mine)
         rows.append(row)
         if on_row is not None:
             on_row(row)

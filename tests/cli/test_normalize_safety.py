@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.batch import MANIFEST, normalize_folder, plan_outputs, scan_inputs
+from facekit.batch import MANIFEST, normalize_folder, plan_folder, plan_outputs, scan_inputs
 from facekit.errors import FacekitError
 from facekit.normalize import NormalizedFace, Outcome
 
@@ -105,7 +105,9 @@ def test_adding_a_photo_with_the_same_name_keeps_the_finished_ones_outputs(tmp_p
     assert [r.status for r in again.rows] == ["done", "done"] and again.failed == 0
 
 
-def test_a_photo_added_in_a_later_run_under_a_taken_name_gets_its_own(tmp_path: Path, model: Path) -> None:
+def test_a_photo_added_in_a_later_run_under_a_taken_name_gets_its_own(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: normalizing b/face.jpg into a folder that held a/face.jpg's outputs was 'exists', and the --overwrite
     it suggested replaced a's face while the manifest still named a. Outputs recorded for another file with other
     content now leave the name to it; the same photo moved elsewhere (same content) is still done; a photo edited
@@ -126,6 +128,13 @@ def test_a_photo_added_in_a_later_run_under_a_taken_name_gets_its_own(tmp_path: 
     assert normalize_folder(FakeNormalizer(), [str(moved)], out, model).rows[0].status == "done"
     photo(first, 60)  # edited in place: its own name, another photo: left alone unless --overwrite
     assert normalize_folder(FakeNormalizer(), [str(first)], out, model).rows[0].status == "exists"
+    # Run from another folder with a relative path: the records hold absolute paths, so the verdicts are the same.
+    third = photo(tmp_path / "d" / "face.jpg", 200)
+    monkeypatch.chdir(third.parent)
+    (row,) = normalize_folder(FakeNormalizer(), ["face.jpg"], out, model).rows
+    assert (row.status, Path(row.output).name) == ("ok", "face_jpg-2.png")
+    monkeypatch.chdir(first.parent)
+    assert normalize_folder(FakeNormalizer(), ["face.jpg"], out, model).rows[0].status == "exists"
 
 
 def test_the_record_says_how_the_photo_was_read(tmp_path: Path, model: Path) -> None:
@@ -138,6 +147,20 @@ def test_the_record_says_how_the_photo_was_read(tmp_path: Path, model: Path) -> 
     normalize_folder(FakeNormalizer(), [str(grey), str(plain)], tmp_path / "out", model)
     assert json.loads((tmp_path / "out" / "grey.json").read_text())["reading"] == "greyscale"
     assert "reading" not in json.loads((tmp_path / "out" / "plain.json").read_text())
+
+
+def test_normalizing_a_glob_into_its_own_folder_twice_is_done(tmp_path: Path, model: Path) -> None:
+    """`facekit normalize *.png -o .` run twice: the glob now holds the first run's grid and p_side.png. They are
+    skipped (this command's outputs of another photo; the grid by its mark), and p.png is done, under its name."""
+    first = photo(tmp_path / "p.png", 100)
+    normalize_folder(FakeNormalizer(), [str(first)], tmp_path, model)
+    made = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert made == ["grid.png", "p.png", "p_png.png", "p_png_side.png"]
+    again = normalize_folder(FakeNormalizer(), sorted(str(p) for p in tmp_path.glob("*.png")), tmp_path, model)
+    assert [(Path(r.input).name, r.status) for r in again.rows] == [("p.png", "done")]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == made
+    mine = photo(tmp_path / "p_png.jpg", 120)  # a user's photo beside them, of a suffix normalize never writes: read
+    assert mine in [item.source for item in plan_folder([str(mine)], tmp_path).planned]
 
 
 def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
@@ -160,6 +183,13 @@ def test_a_folder_scan_follows_links_and_skips_hidden_files(tmp_path: Path) -> N
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(inputs / "d.gif")
     photo(inputs / ".thumbs" / "e.jpg", 100)
     (inputs / "._a.jpg").write_bytes(b"\0\5\26\7")  # macOS's resource fork beside a copied photo
+    names = [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")]
+    assert names == ["c.jfif", "d.gif", "linked/b.jpg", "own/a.jpg"]
+    # A link that sorts before the real folder it leads to: the photos keep their real path (their outputs' names
+    # from before links were followed); a link to a parent folder does not pull in its other folders.
+    (inputs / "albums").mkdir()
+    (inputs / "albums" / "best").symlink_to(inputs / "own", target_is_directory=True)
+    (inputs / "up").symlink_to(tmp_path, target_is_directory=True)
     names = [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")]
     assert names == ["c.jfif", "d.gif", "linked/b.jpg", "own/a.jpg"]
 

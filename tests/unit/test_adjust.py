@@ -50,7 +50,8 @@ def test_a_colour_cast_on_a_real_face_is_undone(adjuster: FaceAdjuster) -> None:
 
 def test_a_small_face_in_a_large_photo_is_found(adjuster: FaceAdjuster) -> None:
     """Before: adjust looked for faces only on a copy shrunk to 1,024 px, so a face that normalize finds in a large
-    frame (here ~90 px wide in 4,000 x 3,000, ~22 px on the copy) was 'no_face' and the photo was left as it was."""
+    frame (here ~90 px wide in 4,000 x 3,000, ~22 px on the copy) was 'no_face' and the photo was left as it was; a
+    second copy of 2,048 px finds it."""
     from PIL import Image
 
     face = np.asarray(Image.fromarray(real_face().image).resize((160, 160), Image.Resampling.LANCZOS))
@@ -538,7 +539,7 @@ def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(t
 
 
 def test_a_photo_added_later_under_a_taken_name_gets_its_own_outputs(adjuster: FaceAdjuster, tmp_path: Path) -> None:
-    """adjust's records name their photo (``input``; ``source`` is the correction's colour there), so a photo
+    """adjust's records name their photo (``input_path``, absolute; ``source`` is the correction's colour), so a photo
     adjusted in a later run whose name another photo's outputs hold gets the next free name, not 'exists'."""
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
     from facekit.batch import plan_folder
@@ -549,7 +550,7 @@ def test_a_photo_added_later_under_a_taken_name_gets_its_own_outputs(adjuster: F
         Image.fromarray(apply_gains(real_face().image, np.array(gains))).save(tmp_path / folder / "face.jpg")
     (first,) = adjust_files(plan_folder([str(tmp_path / "a" / "face.jpg")], out, outputs=ADJUST_OUTPUTS), adjuster)
     record = json.loads((out / "face.json").read_text())
-    assert record["input"] == str(tmp_path / "a" / "face.jpg") and len(record["source"]) == 3
+    assert record["input_path"] == str(tmp_path / "a" / "face.jpg") and len(record["source"]) == 3
     (second,) = adjust_files(plan_folder([str(tmp_path / "b" / "face.jpg")], out, outputs=ADJUST_OUTPUTS), adjuster)
     assert (first.status, second.status) == ("adjusted", "adjusted") and Path(second.output).name == "face_jpg.jpg"
 

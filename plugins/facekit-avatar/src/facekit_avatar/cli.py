@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -177,7 +178,9 @@ def _avatars_locked(
                 row.update(status="fit_failed", reason=avatars[i].record["fit_failed"])
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
-                avatars[i].record.update({**provenance[row["input"]], "input": row["input"]})  # whose outputs
+                avatars[i].record.update(
+                    {**provenance[row["input"]], "input_path": os.path.abspath(planned.source)}
+                )  # whose outputs
                 sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
                 sheet_file = (plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))
                 failed = ""
