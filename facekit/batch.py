@@ -266,13 +266,19 @@ def _our_output(path: Path, outputs: Sequence[str]) -> bool:
     )
 
 
+def made_from(photo: Path) -> dict[str, str]:
+    """The record item that says whose outputs these are: the photo's absolute path, the same from any working
+    folder (:func:`_made_for_another` reads it; normalize, adjust and avatar write it)."""
+    return {"input_path": os.path.abspath(photo)}
+
+
 def _made_for_another(record_path: Path, photo: Path) -> bool:
     """Whether the outputs under ``record_path``'s name were made by an earlier run from another photo: the record
     names another source file and holds another sha256 (a photo added later whose name clashes with a finished one
     gets the next free name, rather than "exists" and an --overwrite that would replace the other photo's outputs).
     A record without ``input_path`` (made before records had it) or naming this very file keeps the name."""
     record = read_record(record_path)
-    source, recorded = record.get("input_path"), record.get("input_sha256")  # absolute: the same from any folder
+    source, recorded = record.get("input_path"), record.get("input_sha256")  # made_from's
     if not isinstance(source, str) or not recorded:
         return False
     try:
@@ -629,7 +635,7 @@ def _normalize_locked(
             face = outcome.face
             details = {
                 "source": str(item.source),
-                "input_path": os.path.abspath(item.source),  # whose outputs these are, from any folder
+                **made_from(item.source),
                 "input_sha256": source_sha,
                 "model": str(model),
                 "model_sha256": model_sha,

@@ -728,9 +728,8 @@ def explore_interpolate(
             raise FacekitError(f"{photo} is a folder: interpolate goes between two photos")
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
-    check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], True, "facekit explore interpolate")  # -o a file? an input?
-    with exclusive(target, "facekit explore interpolate"):  # one run at a time into -o (as normalize's)
-        # Before loading:
+    # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
+    with exclusive(target, "facekit explore interpolate"):
         check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
         explorer = facekit.load_component(
             "app",

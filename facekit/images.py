@@ -112,23 +112,25 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
     from PIL import Image, UnidentifiedImageError
 
     limit = max_megapixels()
-    allow = " set FACEKIT_MAX_MEGAPIXELS to allow it)"
     try:
         source: Path | io.BytesIO = Path(path) if isinstance(path, (str, Path)) else io.BytesIO(bytes(path))
         if (source.stat().st_size if isinstance(source, Path) else len(source.getbuffer())) == 0:
             return None, "unreadable (empty file)"
         with _pillow_limit(limit), Image.open(source) as opened:
-            megapixels = opened.size[0] * opened.size[1] / 1e6
-            if megapixels > limit:
-                size = f"{opened.size[0]} x {opened.size[1]} = {megapixels:.0f} MP"
-                return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
+            if opened.size[0] * opened.size[1] / 1e6 > limit:
+                return None, _too_large(f"{opened.size[0]} x {opened.size[1]}", opened.size[0] * opened.size[1], limit)
             return pil_to_rgb(opened, colour_manage)
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(pixels.group(1)) / 1e6:.0f} MP" if pixels else "over Pillow's limit"
-        return None, f"{TOO_LARGE} ({size} > {limit:g} MP;{allow}"
+        return None, _too_large("", int(pixels.group(1)) if pixels else None, limit)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def _too_large(size: str, pixels: int | None, limit: float) -> str:
+    """Why a photo of ``size`` (``"W x H"``, or "") and ``pixels`` (None: past Pillow's own limit) is refused."""
+    shown = f"{pixels / 1e6:.0f} MP" if pixels is not None else "over Pillow's limit"
+    return f"{TOO_LARGE} ({f'{size} = ' if size else ''}{shown} > {limit:g} MP; set FACEKIT_MAX_MEGAPIXELS to allow it)"
 
 
 def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str]:
@@ -317,17 +319,14 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise FacekitError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise FacekitError(f"expected a photo, got an empty image of shape {array.shape}")
     check_size(array.shape[1], array.shape[0])
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2)
-    if array.shape[2] == 4:  # over mid-grey, as load_rgb composites a file's alpha
-        alpha = array[..., 3:].astype(np.float32) / 255.0
-        over = array[..., :3].astype(np.float32) * alpha + 128.0 * (1.0 - alpha)
-        array = np.clip(over + 0.5, 0, 255).astype(np.uint8)
-    else:
-        array = array[..., :3]
+    if array.shape[2] == 4:  # its alpha over mid-grey, as load_rgb reads a file's
+        from PIL import Image
+
+        rgba = array[..., [2, 1, 0, 3]] if bgr else array
+        return pil_to_rgb(Image.fromarray(np.ascontiguousarray(rgba), "RGBA"))[0]
     return np.ascontiguousarray(array[..., ::-1] if bgr else array)
 
 
@@ -336,7 +335,6 @@ def check_size(width: int, height: int) -> None:
     FacekitError), and an empty one is refused."""
     limit = max_megapixels()
     if width * height / 1e6 > limit:
-        size = f"{width} x {height} = {width * height / 1e6:.0f} MP"
-        raise FacekitError(f"{TOO_LARGE} ({size} > {limit:g} MP; set FACEKIT_MAX_MEGAPIXELS to allow it)")
+        raise FacekitError(_too_large(f"{width} x {height}", width * height, limit))
     if width == 0 or height == 0:
         raise FacekitError(f"expected a photo, got an empty image ({width} x {height})")

@@ -22,6 +22,8 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
     """Hold ``folder/name`` for the duration; another holder is a FacekitError naming ``what`` (or, with ``wait``,
     is waited for). The lock file is opened without following a symbolic link."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FacekitError(f"{folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     try:

@@ -190,9 +190,8 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
     if not all_faces and (max_faces is not None or near is not None):
         given = " and ".join(n for n, v in (("max_faces", max_faces), ("near", near)) if v is not None)
         raise FacekitError(f"normalize: {given} pick among every face found: pass all_faces=True too")
-    if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)):
-        raise FacekitError(f"normalize: max_faces must be a whole number >= 1, got {max_faces!r}")
-    if max_faces is not None and max_faces < 1:
+    whole = isinstance(max_faces, numbers.Integral) and not isinstance(max_faces, bool)
+    if max_faces is not None and not (whole and max_faces >= 1):
         raise FacekitError(f"normalize: max_faces must be a whole number >= 1, got {max_faces!r}")
     if near is not None:
         try:
@@ -222,7 +221,7 @@ def _device_name(device: Any) -> str:
         return device
     if type(device).__name__ == "device":  # torch.device
         return str(device)
-    raise FacekitError(f"device: use 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    raise FacekitError(f"device: use 'cpu', 'cuda', 'cuda:N', 'mps', 'xpu' or 'auto', got {device!r}")
 
 
 def _detail_settings(detail: Any) -> DetailSettings | None:
@@ -230,15 +229,17 @@ def _detail_settings(detail: Any) -> DetailSettings | None:
     ``--detail``: 0 = the decoder's face alone, :data:`DECODER_ONLY`) or a mapping of DetailSettings' fields (as
     :meth:`DetailSettings.of` reads them)."""
     from collections.abc import Mapping
+    from dataclasses import fields
 
     if detail is None or isinstance(detail, DetailSettings):
         return detail
     if isinstance(detail, int | float) and not isinstance(detail, bool):
         return DetailSettings.of(strength=float(detail))  # as `--detail N`: 0 is the decoder's face alone
     if isinstance(detail, Mapping):
-        unknown = set(detail) - {"strength", "sigma", "shape", "forehead"}
+        known = [f.name for f in fields(DetailSettings)]
+        unknown = set(detail) - set(known)
         if unknown:
-            raise FacekitError(f"detail: unknown setting(s) {sorted(unknown)}; known: strength, sigma, shape, forehead")
+            raise FacekitError(f"detail: unknown setting(s) {sorted(unknown)}; known: {', '.join(known)}")
         return DetailSettings.of(**detail)
     raise FacekitError(
         f"detail: use facekit.detail.DetailSettings, a strength (0 = off) or a dict of its fields, got {detail!r}"
@@ -541,7 +542,7 @@ class Normalizer:
         largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
         :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a form it cannot
         take is a FacekitError naming the input."""
-        from facekit.images import as_rgb, check_size
+        from facekit.images import as_rgb
 
         if len(images) != len(names):
             raise FacekitError(f"normalize_many: {len(images)} images but {len(names)} names")
@@ -549,19 +550,8 @@ class Normalizer:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
         readable: list[np.ndarray | None] = []
         for image, name in zip(images, names, strict=True):
-            try:
-                if image is None:
-                    readable.append(None)
-                elif (
-                    isinstance(image, np.ndarray)
-                    and image.dtype == np.uint8
-                    and image.ndim == 3
-                    and image.shape[2] == 3
-                ):
-                    check_size(image.shape[1], image.shape[0])  # the megapixel limit, as for every other form
-                    readable.append(image)
-                else:
-                    readable.append(as_rgb(image))
+            try:  # a plain RGB array comes back as it is (no copy), checked against the megapixel limit
+                readable.append(None if image is None else as_rgb(image))
             except FacekitError as error:
                 raise FacekitError(f"normalize_many: {name}: {error}") from None
         images = readable

@@ -91,9 +91,7 @@ class DataSource(Section):
         stray = sorted(
             f
             for f in self.model_fields_set
-            if belongs.get(f, self.source) != self.source
-            and getattr(self, f) is not None
-            and getattr(self, f) != type(self).model_fields[f].default
+            if belongs.get(f, self.source) != self.source and getattr(self, f) != type(self).model_fields[f].default
         )
         if stray:  # given and silently ignored before: a folder source's min_photos kept one-photo people
             raise ValueError(

@@ -223,6 +223,12 @@ def get_registries() -> dict[Kind, Registry[Any]]:
     failures = [f.message() for f in get_plugin_state().failures]
     HOOK_FAILURES.clear()  # this build's failures only: a rebuild after plugins.reset() lists each once
     registries: dict[Kind, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
+
+    def report(message: str) -> None:  # shown once, listed by `facekit plugins` and on a component not found
+        logger.warning("%s", message)
+        failures.append(message)
+        HOOK_FAILURES.append(message)
+
     for kind, hook_name in HOOK_FOR_KIND.items():
         registry = registries[kind]
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
@@ -240,10 +246,7 @@ def get_registries() -> dict[Kind, Registry[Any]]:
                 try:
                     _reg.add(spec)
                 except InvalidComponentSpec as error:  # that component is left out; the plugin's others stay
-                    message = f"plugin {_plugin!r} registers an unusable {_kind}, left out: {error}"
-                    logger.warning("%s", message)
-                    failures.append(message)
-                    HOOK_FAILURES.append(message)
+                    report(f"plugin {_plugin!r} registers an unusable {_kind}, left out: {error}")
                     return
                 _added.append(spec)
 
@@ -254,13 +257,10 @@ def get_registries() -> dict[Kind, Registry[Any]]:
             except Exception as error:  # noqa: BLE001  (a broken plugin: its components are left out, the rest work)
                 for spec in added:
                     registry.remove(spec.name)
-                message = (
+                report(
                     f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}. Fix or "
                     f"uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
                 )
-                logger.warning("%s", message)
-                failures.append(message)
-                HOOK_FAILURES.append(message)
     skipped = tuple(get_plugin_state().skipped)
     for registry in registries.values():
         registry.set_load_failures(tuple(failures), skipped)

@@ -32,7 +32,6 @@ degrees median), not the fused default.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -416,12 +415,14 @@ class FaceAdjuster(UsesNormalizer):
         :data:`ESTIMATE_SIDE` pixels on its long side, or one of :data:`RETRY_SIDE` when the first shows no face (a
         group photo, a distant face in a 12 MP frame: ~90 px there, ~20 px on the small copy)."""
         small = downscale(photo, ESTIMATE_SIDE)
-        larger = downscale(photo, RETRY_SIDE)
-        for copy in (small, larger) if larger.shape != small.shape else (small,):
-            faces = self._faces(copy)
-            if faces:
-                return copy, self.estimate_faces(copy, faces)
-        return small, None
+        faces = self._faces(small)
+        if faces:
+            return small, self.estimate_faces(small, faces)
+        if max(photo.shape[:2]) <= ESTIMATE_SIDE:  # the small copy was the photo itself: nothing more to see
+            return small, None
+        larger = downscale(photo, RETRY_SIDE)  # made only when needed: a resize of a 12 MP photo is not free
+        faces = self._faces(larger)
+        return (larger, self.estimate_faces(larger, faces)) if faces else (small, None)
 
     def _faces(self, photo: np.ndarray) -> list[Any]:
         """The normalized faces :meth:`estimate` uses in ``photo``: every one (``all_faces``) or the normalizer's
@@ -826,6 +827,7 @@ def _adjust_locked(
     from facekit.batch import (
         exists_reason,
         input_sha256,
+        made_from,
         occupied,
         read_record,
         reading,
@@ -852,8 +854,7 @@ def _adjust_locked(
         elif verdict == "exists":
             row = AdjustRow(name, "exists", record={"reason": exists_reason(taken[0])})
         else:
-            mine = {**provenance, "input_path": os.path.abspath(planned.source)}  # whose outputs these are
-            row = _adjust_one(planned, out, corrector, mine)
+            row = _adjust_one(planned, out, corrector, {**provenance, **made_from(planned.source)})
         rows.append(row)
         if on_row is not None:
             on_row(row)

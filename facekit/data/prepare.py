@@ -27,6 +27,7 @@ killed run continues where it stopped and never counts a photo twice. ``--shard 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -502,25 +503,22 @@ def _process(
         TextColumn("identities"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, disable=not show_progress) as bar:
+    with Progress(*columns, disable=not show_progress) as bar, contextlib.ExitStack() as stack:
         task = bar.add_task("prepare", total=len(todo))
+        results: Iterator[dict[str, Any]]
         if workers == 1:
             _init_worker(config)
-            results: Iterator[dict[str, Any]] = map(process_identity, _tasks(groups, todo))
-            for record in results:
-                if not _same_outcome(record, previous.get(record["identity"])):
-                    _append(progress_file, record)
-                photos += record["photos"]
-                bar.advance(task)
-            return photos
-        # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-            for record in pool.imap_unordered(process_identity, _tasks(groups, todo)):
-                if not _same_outcome(record, previous.get(record["identity"])):
-                    _append(progress_file, record)
-                photos += record["photos"]
-                bar.advance(task)
+            results = map(process_identity, _tasks(groups, todo))
+        else:  # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
+            pool = stack.enter_context(
+                multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config,))
+            )
+            results = pool.imap_unordered(process_identity, _tasks(groups, todo))
+        for record in results:
+            if not _same_outcome(record, previous.get(record["identity"])):
+                _append(progress_file, record)
+            photos += record["photos"]
+            bar.advance(task)
     return photos
 
 

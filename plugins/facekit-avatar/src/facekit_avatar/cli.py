@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -119,6 +118,7 @@ def _avatars_locked(
     from facekit.batch import (
         exists_reason,
         input_sha256,
+        made_from,
         occupied,
         png_bytes,
         read_record,
@@ -178,9 +178,7 @@ def _avatars_locked(
                 row.update(status="fit_failed", reason=avatars[i].record["fit_failed"])
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
-                avatars[i].record.update(
-                    {**provenance[row["input"]], "input_path": os.path.abspath(planned.source)}
-                )  # whose outputs
+                avatars[i].record.update({**provenance[row["input"]], **made_from(planned.source)})
                 sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
                 sheet_file = (plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))
                 failed = ""
