@@ -674,13 +674,16 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
     no_face = AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
     quick = _in_own_profile(planned.source, corrector)
     again: np.ndarray | None = None
+    corrected: np.ndarray | None = None
     if quick is not None:  # a JPEG in another profile: estimated on a small sRGB copy, its stored values corrected
         stored, small, photo, primaries = quick
         record = corrector.correct(small)[1]
-        if record is None:
+        if record is None and small.shape[:2] == stored.shape[:2]:
             return no_face
-        again = recolour(stored, record, primaries)  # None only for a record that does not say how: the general path
-        corrected = recolour(photo, record)  # the before/after, from a copy as high as it is shown
+        if record is not None:  # else a face too small for the copy: the general path looks on a larger one too
+            # None only for a record that does not say how: the general path
+            again = recolour(stored, record, primaries)
+            corrected = recolour(photo, record)  # the before/after, from a copy as high as it is shown
     if again is not None and corrected is not None:
         kept: dict[str, Any] = {"written": {"bits": 8, "alpha": False, "profile": "kept"}}
         data, suffix = encode_like(planned.source, again, None, profile=True)

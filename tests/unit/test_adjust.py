@@ -64,6 +64,28 @@ def test_a_small_face_in_a_large_photo_is_found(adjuster: FaceAdjuster) -> None:
     assert red < 1.0 < blue  # it undoes the cast's direction
 
 
+def test_a_small_face_in_a_large_photo_in_another_colour_profile_is_found(tmp_path: Path) -> None:
+    """The same on the command line for a JPEG in a colour profile other than sRGB (a phone's Display P3), which
+    adjust estimates on a small sRGB copy without converting the whole photo: that copy is 1,024 px, so the face was
+    'no_face' there too until it fell back to the general path and its 2,048 px copy."""
+    from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+
+    face = np.asarray(Image.fromarray(real_face().image).resize((160, 160), Image.Resampling.LANCZOS))
+    large = np.full((3000, 4000, 3), 150, np.uint8)
+    large[1400:1560, 2000:2160] = face
+    p3 = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3")
+    Image.fromarray(apply_gains(large, np.array([1.15, 1.0, 0.8]))).save(
+        tmp_path / "group.jpg", quality=90, icc_profile=p3
+    )
+    result = run_cli("adjust", str(tmp_path / "group.jpg"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0 and "adjusted" in result.stdout, result.stdout + result.stderr
+    record = json.loads((tmp_path / "out" / "group.json").read_text())
+    assert record["mapping"] == "gains" and record["gains_rgb"][0] < 1.0 < record["gains_rgb"][2], record
+    assert record["written"]["profile"] == "kept" and record["face"]["faces_used"] == 1
+    with Image.open(tmp_path / "out" / "group.jpg") as written:
+        assert written.size == (4000, 3000) and written.info.get("icc_profile") == p3
+
+
 def test_strength_and_channels() -> None:
     photo = real_face().image.copy()
     correction = Correction("adjust", (120.0, 140.0, 110.0), (130.0, 135.0, 118.0))
