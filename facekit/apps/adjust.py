@@ -37,9 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facekit.apps import ESTIMATE_SIDE, FUSE_WEIGHT, UsesNormalizer
+from facekit.apps import ESTIMATE_SIDE, FUSE_WEIGHT, UsesNormalizer, faces_on_copies
 from facekit.errors import DETECTOR_ERROR, DetectorFailed, FacekitError
-from facekit.images import downscale
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +46,6 @@ Only = Literal["both", "white-balance", "exposure"]
 Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
 Mapping = Literal["ycrcb", "gains"]
 Region = Literal["box", "skin"]
-
-#: The long side of the second, larger copy faces are looked for on when the first (ESTIMATE_SIDE) shows none: a
-#: face of ~90 px in a 4,000 px photo is ~46 px there, which dlib's detector finds (~22 px on the first it does not).
-RETRY_SIDE = 2048
 
 #: Rec. 709 luminance weights of linear RGB.
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
@@ -406,23 +401,15 @@ class FaceAdjuster(UsesNormalizer):
     def estimate(self, photo: np.ndarray) -> Correction | None:
         """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
         on its long side (mean colours do not need more; detection at 24 MP would take seconds; a copy of
-        :data:`RETRY_SIDE` when that one shows no face), or None (no face).
+        :data:`facekit.apps.RETRY_SIDE` when that one shows no face), or None (no face).
         DetectorFailed when the detector raised on it."""
         return self._estimated(photo)[1]
 
     def _estimated(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
-        """(the copy of ``photo`` the correction was estimated on, the correction or None): a copy at most
-        :data:`ESTIMATE_SIDE` pixels on its long side, or one of :data:`RETRY_SIDE` when the first shows no face (a
-        group photo, a distant face in a 12 MP frame: ~90 px there, ~20 px on the small copy)."""
-        small = downscale(photo, ESTIMATE_SIDE)
-        faces = self._faces(small)
-        if faces:
-            return small, self.estimate_faces(small, faces)
-        if max(photo.shape[:2]) <= ESTIMATE_SIDE:  # the small copy was the photo itself: nothing more to see
-            return small, None
-        larger = downscale(photo, RETRY_SIDE)  # made only when needed: a resize of a 12 MP photo is not free
-        faces = self._faces(larger)
-        return (larger, self.estimate_faces(larger, faces)) if faces else (small, None)
+        """(the copy of ``photo`` the correction was estimated on, the correction or None):
+        :func:`facekit.apps.faces_on_copies`."""
+        copy, faces = faces_on_copies(photo, self._faces)
+        return copy, (self.estimate_faces(copy, faces) if faces else None)
 
     def _faces(self, photo: np.ndarray) -> list[Any]:
         """The normalized faces :meth:`estimate` uses in ``photo``: every one (``all_faces``) or the normalizer's

@@ -238,6 +238,26 @@ def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Pat
     assert list((tmp_path / "results").iterdir()) == []  # nothing kept for it
 
 
+def test_a_small_face_in_a_large_photo_is_found_and_the_message_scales(engine: Engine, tmp_path: Path) -> None:
+    """A ~90 px face in a 4,000 x 3,000 photo is ~22 px on the 1,024 px copy faces were looked for on, so the page
+    said "No face was found ... at least about 80 pixels wide" of a face wider than that; a second, 2,048 px copy
+    (as ``facekit adjust`` takes) finds it. Where none is found the width asked for is in the photo's pixels."""
+    from facekit.testing import real_face
+
+    face = np.asarray(Image.fromarray(real_face().image).resize((160, 160), Image.Resampling.LANCZOS))
+    large = np.full((3000, 4000, 3), 150, np.uint8)
+    large[1400:1560, 2000:2160] = face
+    Image.fromarray(large).save(tmp_path / "group.jpg", quality=90)
+    analysis = engine.analyze(tmp_path / "group.jpg")
+    assert len(analysis.faces) == 1 and analysis.size == (4000, 3000) and max(analysis.photo.shape) == 2048
+    made = engine.result(analysis.sha256, 0)
+    with Image.open(made.adjusted_full) as adjusted:  # the download stays full size
+        assert adjusted.size == (4000, 3000)
+    Image.fromarray(np.full((3000, 4000, 3), 150, np.uint8)).save(tmp_path / "wall.jpg")
+    with pytest.raises(UploadError, match="at least about 156 pixels wide"):
+        engine.analyze(tmp_path / "wall.jpg")
+
+
 def test_without_the_surrey_model_the_avatar_tab_says_so_and_the_rest_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,15 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from facekit.apps.adjust import ESTIMATE_SIDE, FaceAdjuster
+from facekit.apps import ESTIMATE_SIDE, RETRY_SIDE, faces_on_copies
+from facekit.apps.adjust import FaceAdjuster
 from facekit.errors import FacekitError
 
 log = logging.getLogger(__name__)
 
 #: Faces offered per photo (largest first); a crowd photo offers its 8 largest.
 MAX_FACES = 8
-#: The long side, in pixels, of the copy faces are detected, normalized and measured on (as ``facekit adjust``).
+#: The long side, in pixels, of the copy faces are detected, normalized and measured on (as ``facekit adjust``: one of
+#: ``facekit.apps.RETRY_SIDE`` when that shows no face, :func:`facekit.apps.faces_on_copies`).
 DETECT_SIDE = ESTIMATE_SIDE
+#: About the narrowest face, in pixels of the copy it is looked for on, that the detector finds (dlib's HOG window).
+SMALLEST_FACE = 80
 #: The long side of the adjusted photo and the before/after shown on the page (the full-size file is a download).
 PREVIEW_SIDE = 2048
 #: The side of the normalized face shown with its landmarks (an integer multiple of the model's size).
@@ -188,7 +192,8 @@ class FaceResult:
 
 @dataclass
 class Analysis:
-    """One upload: its sha256, the photo at most :data:`DETECT_SIDE` on its long side (``photo``), its full size
+    """One upload: its sha256, the copy of the photo its faces were found on (``photo``: :data:`DETECT_SIDE` on its long
+    side at most, or ``facekit.apps.RETRY_SIDE`` when that showed no face), its full size
     (width, height), its normalized faces (largest first, at most :data:`MAX_FACES`), the results made so far by
     face."""
 
@@ -381,8 +386,6 @@ class Engine:
         """Read and check the upload at ``path``, find its faces and normalize them (at most :data:`MAX_FACES`,
         largest first). The same bytes a second time come from the cache. A photo without a face, unreadable, empty
         or too large is an :class:`UploadError`."""
-        from facekit.images import downscale
-
         tell = progress or (lambda fraction, text: None)
         tell(0.02, "reading the photo")
         data = read_upload_bytes(path, self.max_upload_bytes)
@@ -392,14 +395,18 @@ class Engine:
             return found
         began = time.perf_counter()
         full = decode_upload(data, Path(name or str(path)).name)
-        photo = downscale(full, DETECT_SIDE)
         tell(0.1, "finding and normalizing the faces")
-        with self._model_lock:
-            faces = self.normalizer.normalize(photo, all_faces=True, max_faces=MAX_FACES)
+
+        def find(copy: np.ndarray) -> list[Any]:
+            return list(self.normalizer.normalize(copy, all_faces=True, max_faces=MAX_FACES))
+
+        with self._model_lock:  # a second, larger copy when the first shows no face (a distant face, a group photo)
+            photo, faces = faces_on_copies(full, find)
         if not faces:
+            smallest = round(SMALLEST_FACE * max(1.0, max(full.shape[:2]) / RETRY_SIDE))  # in the photo's pixels
             raise UploadError(
                 "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
-                "and at least about 80 pixels wide."
+                f"and at least about {smallest} pixels wide."
             )
         folder = self.workdir / f"{sha256[:16]}-{next(self._serial)}"
         folder.mkdir(parents=True)
