@@ -319,10 +319,18 @@ def server(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         pytest.skip(f"the Surrey model is not at {sfm}")
     folder = tmp_path_factory.mktemp("serve")
     arguments = ["--sfm", str(sfm), "--max-upload-mb", "2"]
-    env = {"GRADIO_HEARTBEAT_INTERVAL": "0.5"}  # a closed page is noticed within a second
+    # A closed page is noticed within a second. GRADIO_TEMP_DIR names a folder of the user's: the server uses its own
+    # anyway, deleted when it stops (before: Gradio's copies went there and stayed).
+    env = {"GRADIO_HEARTBEAT_INTERVAL": "0.5", "GRADIO_TEMP_DIR": str(folder / "users-gradio")}
     try:
         with running_server(folder, arguments, env, start_seconds=120) as started:
-            yield {"url": started.url, "process": started.process, "folder": folder, "log": started.log}
+            yield {
+                "url": started.url,
+                "port": started.port,
+                "process": started.process,
+                "folder": folder,
+                "log": started.log,
+            }
     except ServerDidNotStart as error:
         pytest.fail(str(error))
 
@@ -466,11 +474,67 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
     assert server["process"].poll() is None
 
 
+def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
+    """Send a request as a browser or script would, headers exactly as given; the status and the start of the body."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in {"Host": f"127.0.0.1:{port}", **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
+        response = connection.getresponse()
+        return response.status, response.read(300).decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def multipart(name: str, content: bytes) -> tuple[dict[str, str], bytes]:
+    boundary = "facekitboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(body))}, body
+
+
+def test_the_server_refuses_other_sites_rebinding_names_and_endless_bodies(
+    server: dict[str, Any], data_root: Path
+) -> None:
+    """Before: a page on another site uploaded photos to the server (a form POST needs no preflight), a DNS name
+    re-pointed to 127.0.0.1 read every answer, and a 200 MB text body was read into memory whole."""
+    port, folder = server["port"], server["folder"]
+    photo = (data_root / LFW_PHOTO).read_bytes()
+    status, text = raw_request(port, "GET", "/config", {"Host": f"rebind.attacker.example:{port}"})
+    assert status == 421 and "does not answer to the name" in text
+    headers, body = multipart("from-evil-site.jpg", photo)
+    status, _ = raw_request(port, "POST", "/gradio_api/upload", {**headers, "Origin": "http://evil.test"}, body)
+    assert status == 403
+    assert not any(p.name == "from-evil-site.jpg" for p in folder.rglob("*"))
+    join = {"Content-Type": "text/plain", "Content-Length": str(200 << 20)}  # the body is never sent: not read
+    status, text = raw_request(port, "POST", "/gradio_api/queue/join", join)
+    assert status == 413 and "request too large" in text
+    big = {**headers, "Content-Length": str(4 * MB)}  # over --max-upload-mb 2 and the form's room
+    assert raw_request(port, "POST", "/gradio_api/upload", big)[0] == 413
+    # The same upload from the page's own origin is taken.
+    own = {**headers, "Origin": server["url"].rstrip("/")}
+    status, text = raw_request(port, "POST", "/gradio_api/upload", own, body)
+    assert status == 200 and "from-evil-site.jpg" in text, text
+    assert server["process"].poll() is None
+
+
 def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
     process = server["process"]
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, server["log"].read_text()[-2000:]
     assert list(server["folder"].glob("facekit-serve-*")) == []
+    users = server["folder"] / "users-gradio"
+    assert not users.exists() or not any(p.is_file() for p in users.rglob("*"))
 
 
 def test_the_photo_events_share_one_concurrency_limit(engine: Engine) -> None:
@@ -506,12 +570,32 @@ def test_a_crashed_servers_folder_is_removed_by_the_next_server(tmp_path: Path) 
 
     from facekit.locks import exclusive
 
-    running, crashed, older, old = (tmp_path / f"facekit-serve-{n}" for n in ("run", "crash", "older", "old"))
+    running, crashed, older, old = (
+        tmp_path / f"facekit-serve-{n}" for n in ("run_0001", "crash_01", "older_01", "old_0001")
+    )
     for folder in (running, crashed, older, old):
-        folder.mkdir()
-        (folder / "upload.jpg").write_bytes(b"a visitor's photo")
+        (folder / "gradio" / "0a1b").mkdir(parents=True)
+        (folder / "gradio" / "0a1b" / "upload.jpg").write_bytes(b"a visitor's photo")
     (crashed / SERVE_LOCK).write_text("123\n")  # its server is gone: nobody holds the lock
     os.utime(old, (0, os.path.getmtime(old) - UNLOCKED_AGE_S - 60))  # no lock file (an older facekit), a day old
     with exclusive(running, "facekit serve", SERVE_LOCK):
         assert remove_abandoned(tmp_path) == 2
         assert running.is_dir() and older.is_dir() and not crashed.exists() and not old.exists()
+
+
+def test_a_users_folder_named_like_a_servers_is_never_removed(tmp_path: Path) -> None:
+    """Before: any folder in TMPDIR whose name began with facekit-serve- and that was a day old was deleted with its
+    contents (a user's backup, notes)."""
+    import os
+
+    from facekit_serve.cli import SERVE_LOCK, UNLOCKED_AGE_S, remove_abandoned
+
+    backup = tmp_path / "facekit-serve-backup"  # not mkdtemp's name
+    notes = tmp_path / "facekit-serve-abcd1234"  # mkdtemp's name, but something a server never writes inside
+    for folder in (backup, notes):
+        (folder / "results").mkdir(parents=True)
+        (folder / "my-notes.txt").write_text("mine")
+        (folder / SERVE_LOCK).write_text("1\n")
+        os.utime(folder, (0, os.path.getmtime(folder) - UNLOCKED_AGE_S - 60))
+    assert remove_abandoned(tmp_path) == 0
+    assert (backup / "my-notes.txt").is_file() and (notes / "my-notes.txt").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,18 +22,36 @@ from facekit.locks import exclusive
 #: Each server's files (uploads, results, Gradio's copies) live in a temporary folder named so, locked while it runs.
 WORKDIR_PREFIX = "facekit-serve-"
 SERVE_LOCK = ".facekit-serve.lock"
+#: A server folder's name: :func:`tempfile.mkdtemp`'s (the prefix and 8 of ``[a-z0-9_]``).
+WORKDIR_NAME = re.compile(re.escape(WORKDIR_PREFIX) + r"[a-z0-9_]{8}")
+#: All that a server writes in its folder (its lock, the example photos, the results, Gradio's uploads and copies).
+SERVER_ENTRIES = frozenset({SERVE_LOCK, "examples", "results", "gradio"})
 #: A folder without a lock file (made by a facekit before the lock) is taken for abandoned after this long.
 UNLOCKED_AGE_S = 24 * 3600
 
 
 def remove_abandoned(parent: Path, keep: Path | None = None) -> int:
-    """Delete the ``facekit-serve-*`` folders in ``parent`` that no running server holds (a server killed by
-    ``kill -9`` or out of memory never ran its clean-up, and its visitors' photos stayed); only this user's, never
-    through a link, never ``keep``. Returns how many were removed."""
+    """Delete the server folders in ``parent`` that no running server holds (a server killed by ``kill -9`` or out
+    of memory never ran its clean-up, and its visitors' photos stayed); only this user's, never through a link, never
+    ``keep``. A server folder is named as :func:`tempfile.mkdtemp` names it (:data:`WORKDIR_PREFIX` and 8 letters,
+    digits or underscores) and holds nothing but what a server writes there (:data:`SERVER_ENTRIES`): a folder of
+    the user's that happens to start so is never touched. Returns how many were removed."""
     removed = 0
     for folder in sorted(parent.glob(f"{WORKDIR_PREFIX}*")):
-        if folder == keep or folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+        if (
+            folder == keep
+            or not WORKDIR_NAME.fullmatch(folder.name)
+            or folder.is_symlink()
+            or not folder.is_dir()
+            or folder.stat().st_uid != os.getuid()
+        ):
             continue
+        try:
+            entries = {entry.name for entry in folder.iterdir()}
+        except OSError:
+            continue
+        if not entries <= SERVER_ENTRIES:
+            continue  # something a server does not write: not ours to delete
         lock = folder / SERVE_LOCK
         if not lock.exists() and time.time() - folder.stat().st_mtime < UNLOCKED_AGE_S:
             continue  # perhaps an older facekit's running server: left until it is a day old
@@ -91,6 +110,13 @@ def serve(
     concurrency: Annotated[int, typer.Option(min=1, max=16, help="photos processed at the same time")] = 1,
     max_queue: Annotated[int, typer.Option(min=1, help="requests that may wait; more are refused until one ends")] = 64,
     compare: Annotated[bool, typer.Option(help="compare with the other shipped models when there are any")] = True,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="another name the page may be opened by (e.g. this machine's name on the network); repeatable. "
+            "Requests naming any other host are refused (DNS rebinding)"
+        ),
+    ] = None,
 ) -> None:
     """A local web page for the whole chain: upload or drop a photo and see its faces, the normalized face with its
     landmarks, the adjusted photo (before | after), the 3-D avatar (interactive, GLB and OBJ to download), skin tone
@@ -105,6 +131,7 @@ def serve(
     from facekit_serve.offline import offline_environment
 
     console = Console(markup=False)  # paths, hosts and model labels print as they are ("[::1]" too)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # --host [::1] as --host ::1
     check_port(host, port)  # before the models load: a taken port is a one-line error, not a minute later
     if not is_loopback(host):
         warning = f": --host {host} makes the page reachable from other machines: anyone who can reach it can upload "
@@ -117,7 +144,9 @@ def serve(
         console.print(f"removed {removed} folder(s) a stopped server left in {workdir.parent} (its visitors' photos)")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a stop while loading cleans up too
     offline_environment()
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir / "gradio"))
+    # Gradio's uploads and copies go in this server's folder even when the caller's environment names another:
+    # the promise is that they are deleted when the server stops.
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
     engine = None
     try:
         from facekit_serve.web import build_app, launch  # after the environment: gradio reads it on import
@@ -144,7 +173,20 @@ def serve(
         table.add_row("files", f"{workdir} (deleted when the server stops)")
         console.print(table)
         console.print(f"open {url} in a browser; Ctrl+C stops the server")
-        launch(demo, host, port, engine.max_upload_bytes, concurrency, max_queue, [workdir])
+        try:
+            launch(
+                demo,
+                host,
+                port,
+                engine.max_upload_bytes,
+                concurrency,
+                max_queue,
+                [workdir],
+                allow_hosts=allow_host or (),
+            )
+        except OSError as error:  # the port was taken while the models loaded
+            reason = error.strerror or "taken while the models loaded"  # Gradio's own OSError has no strerror
+            raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM before the server ran (the server handles its own)
         console.print("stopped")
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 CACHE_SWEEP = (300, 3600)
 #: The events that process a photo (an upload, a face chosen) share one concurrency limit, --concurrency.
 CONCURRENCY_GROUP = "facekit-photo"
+#: Room in Gradio's upload folder for its copies of results (normalized faces, avatars), beyond the photos.
+RESULT_FOLDER_BYTES = 512 << 20
 
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
@@ -448,11 +451,29 @@ def launch(
     max_queue: int,
     allowed: list[Path],
     block: bool = True,
+    allow_hosts: Sequence[str] = (),
 ) -> Any:
-    """Queue (``concurrency`` requests at a time, at most ``max_queue`` waiting) and serve ``demo`` on host:port."""
+    """Queue (``concurrency`` requests at a time, at most ``max_queue`` waiting) and serve ``demo`` on host:port
+    behind a :class:`facekit_serve.guard.RequestGuard` (``allow_hosts``: more names the page may be reached by).
+    Gradio's folder of uploads and served copies may hold a photo for every request that may run or wait, and
+    :data:`RESULT_FOLDER_BYTES` more."""
+    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
+
+    from facekit_serve.guard import RequestGuard
+
+    guard = Middleware(
+        RequestGuard,
+        listen=host,
+        upload_bytes=max_upload_bytes,
+        allow_hosts=allow_hosts,
+        upload_folder=get_upload_folder(),
+        folder_bytes=(max_queue + concurrency) * max_upload_bytes + RESULT_FOLDER_BYTES,
+    )
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return demo.launch(
-        server_name=host,
+        app_kwargs={"middleware": [guard]},
+        server_name=f"[{host}]" if ":" in host and not host.startswith("[") else host,
         server_port=port,
         share=False,
         max_file_size=max_upload_bytes,
