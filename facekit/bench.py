@@ -33,10 +33,18 @@ def cells(plan: Plan) -> list[tuple[str, ...]]:
     ]
 
 
-def recipe_hash(plan: Plan) -> str:
+#: Grid keys that would change the prepared data: a bench trains every cell on prepare.output as it is.
+DATA_KEYS = ("prepare.", "data.", "components.detector")
+
+
+def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
+    """A cell's name: its recipe, and the digest of the prepared arrays it trains on (``prepared``; a set prepared
+    again from other photos makes every cell new)."""
     # The infer section changes no cell (a cell trains and evaluates), so its settings do not make one new.
-    text = json.dumps({k: v for k, v in plan.to_dict().items() if k not in ("bench", "infer")}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    cell = {k: v for k, v in plan.to_dict().items() if k not in ("bench", "infer")}
+    if prepared is not None:
+        cell["prepared_arrays_sha256"] = prepared
+    return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
@@ -50,7 +58,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     from facekit.normalize import Normalizer
     from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device, git_sha, package_versions
-    from facekit.train import train
+    from facekit.train import prepared_data_id, train
 
     base = load_recipe(recipe, overrides)
     settings = base.recipe.bench
@@ -59,6 +67,14 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             f"{recipe} has no bench.grid: list the settings to compare, e.g. bench: {{grid: {{train.lr: [0.001, "
             "0.0003]}}}} (benchmarks/*.yaml); `facekit run` trains one recipe"
         )
+    varied = [key for key in settings.grid if key.startswith(DATA_KEYS)]
+    if varied:
+        raise FacekitError(
+            f"bench.grid varies {', '.join(varied)}, which would change the prepared data: every cell trains on "
+            f"{base.recipe.prepare.output} as it is. Prepare each variant into its own prepare.output (facekit run "
+            "RECIPE --stage prepare --set prepare.output=...) and bench them one grid each"
+        )
+    prepared = (prepared_data_id(Path(base.recipe.prepare.output)) or {}).get("arrays_sha256")
     output = Path(settings.output)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
@@ -73,7 +89,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     evaluation = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
     rows = []
     for cell, plan in plans:
-        digest = recipe_hash(plan)
+        digest = recipe_hash(plan, prepared)
         if digest in done and done[digest].get("evaluation") == evaluation:
             rows.append(done[digest])
             continue
@@ -109,7 +125,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
 def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
     """Offer the cell an earlier cell's cached training pool; facekit.train uses it only if its key matches
     (same prepared set, pool, augmentation, seed and encoder), else rebuilds it."""
-    import shutil
+    from facekit.train import copy_atomic
 
     target = folder / "pool.safetensors"
     if target.exists():
@@ -117,16 +133,20 @@ def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
         if candidate != target and _pool_encoder(candidate) == encoder:
-            shutil.copyfile(candidate, target)
+            copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool
             return
 
 
 def _pool_encoder(path: Path) -> list[Any] | None:
-    from safetensors import safe_open
+    """The encoder a cached pool was made with; None when the file cannot be read (cut short: not offered)."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        key = (handle.metadata() or {}).get("key")
-    return json.loads(key)["encoder"] if key else None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            key = (handle.metadata() or {}).get("key")
+        return json.loads(key)["encoder"] if key else None
+    except (SafetensorError, OSError, ValueError, KeyError):
+        return None
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

@@ -299,12 +299,15 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
         sort_keys=True,
     )
     if path.is_file():
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("key") == key:
-                logger.info("training pool from cache %s", path)
-                return Pool(**load_file(str(path)))
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                if (handle.metadata() or {}).get("key") == key:
+                    logger.info("training pool from cache %s", path)
+                    return Pool(**load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as error:  # cut short (a copy killed), or not a pool at all
+            logger.warning("the cached training pool %s cannot be read (%s): it is made again", path, error)
     pool = build_pool(plan, encoder, progress)
     from facekit.runs import is_rank_zero
 

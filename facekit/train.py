@@ -160,14 +160,64 @@ def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> N
 
 
 def prepared_data_id(folder: Path) -> dict[str, Any] | None:
-    """What a prepared set was made from and how: its identities' sha256 and prepare's format and settings
-    (``summary.json``, ``fingerprint.json``); None when it has none (older sets, or none yet)."""
+    """What a prepared set was made from and how: its identities' sha256, its arrays' sha256 and prepare's format
+    and settings (``summary.json``, ``fingerprint.json``); None when it has none (older sets, or none yet). Raises
+    when the arrays are no longer those the summary records (files copied in by hand)."""
+    from facekit.data.dataset import prepared_digest
+
     try:
         summary = json.loads((folder / "summary.json").read_text())
         fingerprint = json.loads((folder / "fingerprint.json").read_text())
     except (OSError, ValueError):
         return None
-    return {"identities_sha256": summary.get("identities_sha256"), "fingerprint": fingerprint}
+    recorded = summary.get("arrays_sha256")
+    if recorded is not None and prepared_digest(folder) != recorded:
+        raise FacekitError(
+            f"{folder}'s arrays are not the ones its summary.json records (changed after prepare finished): run the "
+            "prepare stage again"
+        )
+    return {
+        "identities_sha256": summary.get("identities_sha256"),
+        "arrays_sha256": recorded,
+        "fingerprint": fingerprint,
+    }
+
+
+def same_prepared_data(earlier: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether two :func:`prepared_data_id` name the same set, by what both record (a checkpoint from before the
+    arrays' digest was recorded is compared on the rest)."""
+    return all(earlier[key] == now.get(key) for key in earlier if earlier[key] is not None and now.get(key) is not None)
+
+
+def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
+    """Refuse to train on a prepared set made with other prepare settings or detector than ``plan``'s recipe asks
+    for (``fingerprint.json``), or at another image size (sets made by hand have no fingerprint)."""
+    from facekit.data.prepare import FINGERPRINT, _flatten, recipe_fingerprint
+
+    try:
+        recorded = json.loads((folder / FINGERPRINT).read_text())
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded is not None:
+        wanted = recipe_fingerprint(plan)
+        before, now = _flatten(recorded), _flatten(wanted)
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            raise FacekitError(
+                f"prepare.output {folder} was prepared with other settings than this recipe's ({', '.join(changed[:6])}"
+                f"{', ...' if len(changed) > 6 else ''}): run this recipe's prepare stage (--stage prepare) into "
+                "another prepare.output, or train with the recipe that prepared it"
+            )
+    from facekit.data.dataset import PreparedFaces
+
+    size = int(PreparedFaces(folder).averages.shape[1])
+    if size != plan.recipe.prepare.image_size:
+        raise FacekitError(
+            f"prepare.output {folder} holds {size} px faces and this recipe's prepare.image_size is "
+            f"{plan.recipe.prepare.image_size}: run its prepare stage, or set prepare.image_size: {size}"
+        )
 
 
 def copy_atomic(source: Path, target: Path) -> None:
@@ -208,12 +258,13 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    check_prepared_for_recipe(plan, Path(recipe.prepare.output))
     prepared = prepared_data_id(Path(recipe.prepare.output))
     if resume and checkpoint.exists():
         resumed = read_checkpoint(checkpoint)
         check_resumable(resumed[1].get("recipe"), plan.to_dict(), checkpoint)
         earlier = resumed[1].get("prepared_data")
-        if earlier is not None and prepared is not None and earlier != prepared:
+        if earlier is not None and prepared is not None and not same_prepared_data(earlier, prepared):
             raise FacekitError(
                 f"--resume would continue {checkpoint} on other prepared data: {recipe.prepare.output} was prepared "
                 "again from other photos or in another format since; choose another train.output, or start from it "

@@ -11,6 +11,29 @@ import numpy as np
 
 from facekit.errors import FacekitError
 
+#: A file prepare writes before it rewrites a set's arrays and removes after their summary: a set holding it was
+#: left half-written (a prepare killed while it finished).
+FINALIZING_MARK = ".facekit.finalizing"
+#: The files a prepared set's digest covers, in its order (``summary.json``'s ``arrays_sha256``).
+DIGESTED = ("identities.json", "averages.npy", "landmarks.npy", "textures.npy", "mean_landmarks.npy")
+
+
+def prepared_digest(folder: Path) -> str:
+    """sha256 over a prepared set's identities and arrays (:data:`DIGESTED`; a missing file counts as empty): what
+    ``summary.json`` records, so that a resumed training can tell the same set from one prepared again."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in DIGESTED:
+        digest.update(f"{name}\n".encode())
+        try:
+            with (folder / name).open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            continue
+    return digest.hexdigest()
+
 
 class PreparedFaces:
     """The arrays of a prepared dataset, memory-mapped: nothing is read until an item is indexed.
@@ -21,8 +44,25 @@ class PreparedFaces:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        if (self.folder / FINALIZING_MARK).exists():
+            raise FacekitError(
+                f"{self.folder} was left half-written (a prepare stopped while it wrote the arrays): run the prepare "
+                "stage again to finish it"
+            )
         if not (self.folder / "landmarks.npy").is_file():
-            raise FacekitError(f"{self.folder} is not a prepared dataset (no landmarks.npy): run the prepare stage")
+            raise FacekitError(
+                f"{self.folder} is not a prepared dataset (no landmarks.npy): run the prepare stage first "
+                "(--stage prepare)"
+            )
+        rows = {name: len(getattr(self, name)) for name in ("averages", "textures", "landmarks")}
+        if (self.folder / "identities.json").is_file():
+            rows["identities.json"] = len(self.identities)
+        if len(set(rows.values())) > 1:
+            counts = ", ".join(f"{name} {count}" for name, count in rows.items())
+            raise FacekitError(
+                f"{self.folder}'s files disagree on how many faces it holds ({counts}): they come from different "
+                "prepare runs; run the prepare stage again"
+            )
 
     def _array(self, name: str) -> np.ndarray:
         return np.load(self.folder / f"{name}.npy", mmap_mode="r")

@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from facekit.data import FACE_WARP_REGULARIZATION
+from facekit.data.dataset import FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import DETECTOR_ERROR, FacekitError
 from facekit.images import load_rgb
@@ -101,6 +102,8 @@ class PrepareReport:
 
 #: The per-identity arrays prepare writes (NAME.npy), beside mean_landmarks.npy.
 ARRAY_NAMES = ("averages", "landmarks", "textures")
+#: Present while :func:`finalize` rewrites a set's files (see facekit.data.dataset).
+FINALIZING = FINALIZING_MARK
 
 _STATE: dict[str, Any] = {}
 
@@ -216,6 +219,14 @@ def _safe_name(identity: str) -> str:
 #: count; facekit.warp.boundary_control_points).
 PREPARE_FORMAT = 3
 FINGERPRINT = "fingerprint.json"
+
+
+def recipe_fingerprint(plan: Any) -> dict[str, Any]:
+    """:func:`settings_fingerprint` of the prepared set ``plan``'s recipe asks for (what training compares with the
+    set's ``fingerprint.json``)."""
+    detector = plan.components["detector"]
+    rules = plan.recipe.prepare.model_dump(mode="json")
+    return settings_fingerprint(WorkerConfig(detector.spec.name, detector.params.model_dump(), rules, "", ""))
 
 
 def settings_fingerprint(config: WorkerConfig) -> dict[str, Any]:
@@ -415,7 +426,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
         sfm_folder=str(root / "sfm"),
         work_dir=str(output / WORK),
     )
-    _check_fingerprint(output, settings_fingerprint(config))
+    _check_fingerprint(output, recipe_fingerprint(plan))  # the settings training checks the set against
     done = read_progress(output)
     # An identity is done only if its record was made from the same photos (same paths, sizes and times) and the
     # detector did not fail on one of them (a failure may be passing: out of a device's memory, a plugin's bug).
@@ -451,13 +462,19 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             summary_path = output / "summary.json"
             newest = max(p.stat().st_mtime_ns for p in output.glob("progress*.jsonl"))
             built = summary_path.is_file() and (output / "identities.json").is_file()
+            built = built and not (output / FINALIZING).exists()
             wanted = identities_digest(identities)  # the arrays hold these people: a changed list rebuilds them
             previous = json.loads(summary_path.read_text()) if built else {}
             if built and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted:
                 summary = previous
             else:
+                # Marked while the files are rewritten, and the summary (written last) gone: a run killed here
+                # leaves a set that training refuses (PreparedFaces) and the next prepare builds again.
+                (output / FINALIZING).touch()
+                summary_path.unlink(missing_ok=True)
                 summary = finalize(output, [done[i] for i in identities], rules.image_size)
                 summary["identities_sha256"] = wanted
+                summary["arrays_sha256"] = prepared_digest(output)
                 # The manifest keeps photo paths as given; where they were given from lets training elsewhere (a
                 # GPU node, another folder) find them under its own data root (facekit.pool.manifest_photo).
                 summary["paths_from"] = {"cwd": os.getcwd(), "data_root": os.path.abspath(root)}
@@ -466,6 +483,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                     summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
                 text = json.dumps(summary, indent=2) + "\n"
                 _write_atomic(summary_path, lambda h: h.write(text.encode()))
+                (output / FINALIZING).unlink()
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
 
 
@@ -529,9 +547,8 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
     from facekit.warp import sparse_image_warp
 
     rows = [row for record in records for row in record["rows"]]
-    with (output / "manifest.jsonl").open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
+    manifest = "".join(json.dumps(row) + "\n" for row in rows)
+    _write_atomic(output / "manifest.jsonl", lambda handle: handle.write(manifest.encode()))
     entries = [avg for record in records for avg in record["averages"]]
     source_of = {row["identity"]: row["source"] for row in rows}
     photos_of = {record["identity"]: record["photos"] for record in records}
@@ -557,7 +574,8 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
         }
         for e in entries
     ]
-    (output / "identities.json").write_text(json.dumps(identities, indent=1) + "\n")
+    listed = json.dumps(identities, indent=1) + "\n"
+    _write_atomic(output / "identities.json", lambda handle: handle.write(listed.encode()))
     if not entries:  # nothing to train on: an earlier run's arrays must not pass for this one's
         for name in (*ARRAY_NAMES, "mean_landmarks"):
             (output / f"{name}.npy").unlink(missing_ok=True)

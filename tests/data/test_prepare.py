@@ -498,3 +498,52 @@ def test_a_prepare_that_keeps_nobody_leaves_no_arrays_and_says_so(tmp_path: Path
     assert result.returncode == 1 and "prepare kept nobody" in result.stderr + result.stdout
     (record,) = (again / "runs").glob("*-prepare/run.json")
     assert "finished" not in json.loads(record.read_text())
+
+
+def test_a_prepare_stopped_while_it_writes_the_arrays_is_refused_then_finished(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a prepare killed between two arrays of its final step left the new averages beside the old
+    landmarks and textures (the same number of rows), and training read that set as whole."""
+    from facekit.data import prepare
+    from facekit.data.dataset import prepared_digest
+
+    folder, faces = alice_and_bob(tmp_path, data_root, 3)
+    plan = resolve(recipe_for(folder, tmp_path / "out", data_root))
+    assert run_prepare(plan).finished
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["arrays_sha256"] == prepared_digest(tmp_path / "out")
+    faces[2].save(folder / "alice" / "a1.jpg")  # alice's photo changes: her row is made again
+
+    real_save = prepare._save_atomic
+
+    def killed_at_the_landmarks(path: Path, array: np.ndarray) -> None:
+        if path.name == "landmarks.npy":
+            raise KeyboardInterrupt  # as a kill between two renames
+        real_save(path, array)
+
+    monkeypatch.setattr(prepare, "_save_atomic", killed_at_the_landmarks)
+    with pytest.raises(KeyboardInterrupt):
+        run_prepare(plan)
+    monkeypatch.setattr(prepare, "_save_atomic", real_save)
+    assert not (tmp_path / "out" / "summary.json").exists()
+    with pytest.raises(FacekitError, match="half-written"):
+        PreparedFaces(tmp_path / "out")
+    report = run_prepare(plan)  # nothing to redo per person: the arrays are built again
+    assert report.finished and report.processed_identities == 0
+    assert len(PreparedFaces(tmp_path / "out")) == 2
+    assert not (tmp_path / "out" / prepare.FINALIZING).exists()
+    fresh = run_prepare(resolve(recipe_for(folder, tmp_path / "fresh", data_root)))
+    assert fresh.finished and _arrays_digest(tmp_path / "out") == _arrays_digest(tmp_path / "fresh")
+
+
+def test_files_of_different_runs_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    np.save(folder / "averages.npy", np.zeros((3, 8, 8, 3), np.uint8))
+    np.save(folder / "textures.npy", np.zeros((3, 8, 8, 3), np.uint8))
+    np.save(folder / "landmarks.npy", np.zeros((2, 68, 2), np.float32))
+    with pytest.raises(
+        FacekitError, match=r"disagree on how many faces it holds \(averages 3, textures 3, landmarks 2"
+    ):
+        PreparedFaces(folder)

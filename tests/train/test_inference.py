@@ -229,3 +229,32 @@ def test_bench_without_a_grid_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FacekitError, match=r"has no bench\.grid"):
         run_bench(str(recipe), [], progress=False)
     assert not (tmp_path / "bench").exists()
+
+
+def test_bench_refuses_a_grid_over_the_prepared_data(tmp_path: Path) -> None:
+    """Before: a grid over prepare.interocular_px trained every cell on the same prepared set and reported the cells
+    as if they differed."""
+    from facekit.bench import run_bench
+    from facekit.errors import FacekitError
+
+    recipe = tmp_path / "grid.yaml"
+    grid = {"prepare.interocular_px": [20, 27.5], "train.lr": [0.001]}
+    recipe.write_text(yaml.safe_dump({"bench": {"grid": grid, "output": str(tmp_path / "bench")}}))
+    with pytest.raises(FacekitError, match=r"bench\.grid varies prepare\.interocular_px, which would change"):
+        run_bench(str(recipe), [], progress=False)
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_cut_short_cached_pool_is_made_again(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Before: a bench killed while copying one cell's pool to the next left a cut-short pool.safetensors, and every
+    later run of that cell stopped with safetensors' traceback."""
+    from facekit.bench import _pool_encoder
+
+    first = train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1)))
+    pool = (first / "pool.safetensors").read_bytes()
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "pool.safetensors").write_bytes(pool[: len(pool) // 3])
+    assert _pool_encoder(second / "pool.safetensors") is None  # not offered to other cells
+    out = train(resolve(tiny_recipe(prepared, second, steps=1)))
+    assert (out / "pool.safetensors").read_bytes() == pool  # made again, the same

@@ -712,20 +712,57 @@ def test_fp16_steps_scale_the_loss_so_small_gradients_survive() -> None:
     assert changes[False] == 0.0 and changes[True] > 1e-5
 
 
+def mark_prepared(folder: Path, recipe: dict[str, Any], **summary: Any) -> None:
+    """Give a hand-made set what prepare writes beside its arrays: the recipe's fingerprint and a summary
+    recording the arrays' digest."""
+    from facekit.data.dataset import prepared_digest
+    from facekit.data.prepare import FINGERPRINT, recipe_fingerprint
+
+    (folder / FINGERPRINT).write_text(json.dumps(recipe_fingerprint(resolve(recipe))))
+    digest = prepared_digest(folder)
+    (folder / "summary.json").write_text(
+        json.dumps({"identities_sha256": "a" * 64, "arrays_sha256": digest, **summary})
+    )
+
+
 def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(prepared: Path, tmp_path: Path) -> None:
-    """Before: --resume compared recipes only; the same prepare.output prepared again (other photos, or another
-    prepare format) was continued as if it were the same data."""
+    """Before: --resume compared the identities' names and prepare's settings only; the same people prepared again
+    from other photos were continued as if they were the same data."""
     import shutil
 
     folder = tmp_path / "prepared"
     shutil.copytree(prepared, folder)
-    (folder / "summary.json").write_text(json.dumps({"identities_sha256": "a" * 64}))
-    (folder / "fingerprint.json").write_text(json.dumps({"format": 3}))
+    mark_prepared(folder, tiny_recipe(folder, tmp_path / "run"))
     train(resolve(tiny_recipe(folder, tmp_path / "run", steps=2)))
     train(resolve(tiny_recipe(folder, tmp_path / "run", steps=3)), resume=True)  # the same data: continued
-    (folder / "summary.json").write_text(json.dumps({"identities_sha256": "b" * 64}))
+    averages = np.load(folder / "averages.npy")
+    np.save(folder / "averages.npy", averages[::-1].copy())  # other photos of the same people
+    with pytest.raises(FacekitError, match="changed after prepare finished"):  # by hand: the summary disagrees
+        train(resolve(tiny_recipe(folder, tmp_path / "run", steps=4)), resume=True)
+    mark_prepared(folder, tiny_recipe(folder, tmp_path / "run"))  # as prepare writes it
     with pytest.raises(FacekitError, match="on other prepared data"):
         train(resolve(tiny_recipe(folder, tmp_path / "run", steps=4)), resume=True)
+
+
+def test_training_refuses_a_set_prepared_with_other_settings(prepared: Path, tmp_path: Path) -> None:
+    """Before: training read whatever prepare.output held: a set prepared at another interocular distance trained
+    silently, and one at another image size stopped deep in the losses with a shape error."""
+    import shutil
+
+    folder = tmp_path / "prepared"
+    shutil.copytree(prepared, folder)
+    other = tiny_recipe(folder, tmp_path / "run")
+    other["prepare"]["interocular_px"] = 10
+    mark_prepared(folder, other)
+    with pytest.raises(FacekitError, match=r"other settings than this recipe's \(rules.interocular_px\)"):
+        train(resolve(tiny_recipe(folder, tmp_path / "run", steps=1)))
+    (folder / "fingerprint.json").unlink()  # a hand-made set: its arrays' size is still checked
+    bigger = tiny_recipe(folder, tmp_path / "run", steps=1)
+    bigger["prepare"]["image_size"] = 48
+    bigger["components"]["decoder"]["params"]["image_size"] = 48
+    with pytest.raises(FacekitError, match=r"holds 32 px faces and this recipe's prepare\.image_size is 48"):
+        train(resolve(bigger))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_manifest_photos_are_found_from_another_folder_or_data_root(tmp_path: Path) -> None:
