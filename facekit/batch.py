@@ -354,6 +354,39 @@ def check_fixed_outputs(
         refuse_occupied([out / name for name in names], command)
 
 
+def refuse_foreign_folder(
+    folder: Path, own: Sequence[str], setting: str, signatures: dict[str, bytes] | None = None
+) -> None:
+    """Refuse a stage's output ``folder`` holding anything the stage does not write itself: an entry that is not
+    one of ``own`` (names or glob patterns; hidden entries are facekit's locks and temporaries), or a file named
+    in ``signatures`` whose first 4 kB lack its mark (a ``metrics.csv`` or ``report.html`` of the user's). The stage
+    would replace files of the user's under its fixed names. A missing or empty folder, or one of its own, passes."""
+    from fnmatch import fnmatchcase
+
+    try:
+        entries = sorted(entry.name for entry in os.scandir(folder))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise FacekitError(f"{setting} {folder} is a file, not a folder") from None
+    foreign = [name for name in entries if not name.startswith(".") and not any(fnmatchcase(name, p) for p in own)]
+    for name, mark in (signatures or {}).items():
+        if name in entries and name not in foreign:
+            try:
+                with (folder / name).open("rb") as handle:
+                    head = handle.read(4096)
+            except OSError:
+                head = b""
+            if mark not in head:
+                foreign.append(name)
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise FacekitError(
+            f"{setting} {folder} holds files facekit did not write there ({shown}): it writes fixed names "
+            f"({', '.join(own[:4])}, ...) that would replace them; choose a new or empty folder for {setting}"
+        )
+
+
 def exists_reason(path: Path) -> str:
     """The status reason of a photo whose output ``path`` is already there."""
     return f"{path} exists (not replaced): --overwrite replaces it"

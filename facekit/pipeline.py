@@ -96,10 +96,14 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
+    from facekit.batch import refuse_foreign_folder
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.runs import start_run
-    from facekit.train import train
+    from facekit.train import CHECKPOINT, TRAIN_ENTRIES, TRAIN_SIGNATURES, train
 
+    output = Path(plan.recipe.train.output)
+    if not (output / "checkpoints" / CHECKPOINT).exists():  # before the run folder is made in it
+        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
     run = start_run(
         plan, "train", Path(plan.recipe.train.output) / "runs", plan.recipe.train.device, plan.recipe.train.seed
     )
@@ -115,15 +119,24 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Evaluate the recipe's trained model on its evaluate section; judges: the encoder and components.judge."""
+    from facekit.batch import refuse_foreign_folder
+    from facekit.evaluate import EVALUATE_ENTRIES, EVALUATE_SIGNATURES, evaluate_plan
     from facekit.runs import start_run
 
     evaluate = plan.recipe.evaluate
+    refuse_foreign_folder(Path(evaluate.output), EVALUATE_ENTRIES, "evaluate.output", EVALUATE_SIGNATURES)
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
-    from facekit.evaluate import evaluate_plan
 
     metrics, folder = evaluate_plan(
-        plan.source, None, evaluate.data, sorted(set(judges)), evaluate.max_photos, evaluate.output, plan.overrides
+        plan.source,
+        None,
+        evaluate.data,
+        sorted(set(judges)),
+        evaluate.max_photos,
+        evaluate.output,
+        plan.overrides,
+        stage=True,
     )
     rates = ", ".join(
         f"{name} pass {figures['identity_pass_rate']:.1%}" for name, figures in metrics.get("judges", {}).items()

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
 from facekit.errors import FacekitError
@@ -124,6 +125,12 @@ RESUMABLE_CHANGES = frozenset(
         "augment.output",
     }
 )
+
+
+#: What a training (and the recipe's train stage, and a bench cell) writes in train.output.
+TRAIN_ENTRIES = ("checkpoints", "samples", "metrics.csv", "pool.safetensors", "tensorboard", "runs", "eval")
+#: How facekit's own files among them begin (refuse_foreign_folder): a user's metrics.csv does not pass for ours.
+TRAIN_SIGNATURES = {"metrics.csv": b"step,"}
 
 
 def recipe_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -237,6 +244,8 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     from facekit.runs import is_rank_zero
 
     output = Path(plan.recipe.train.output)
+    if not (output / "checkpoints" / CHECKPOINT).exists():  # a fresh training: before its lock is made in there
+        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
     with exclusive(output, "training") if is_rank_zero() else nullcontext():
         return _train(plan, resume, progress)
 
@@ -258,6 +267,9 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    built_warper = plan.components["warper"].build() if "warper" in plan.components else None
+    if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
+        check_warper_for_losses(plan, built_warper)
     check_prepared_for_recipe(plan, Path(recipe.prepare.output))
     prepared = prepared_data_id(Path(recipe.prepare.output))
     if resume and checkpoint.exists():
@@ -284,16 +296,13 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 f"--set train.init={checkpoint} and another train.output"
             )
 
-    warper = plan.components["warper"].build() if "warper" in plan.components else None
-    if warper is not None:  # before the pool, which may take hours to encode
-        check_warper_for_losses(plan, warper)
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
     pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
     encoder = frozen_encoder(encoder, device)
     # Seeded again: making the pool's morphs draws from torch's generator and reading the cached pool does not, so
     # a rerun over a cached pool (a run killed before its first checkpoint) would start from other weights.
     torch.manual_seed(settings.seed)
-    decoder, decoder_params = build_decoder(plan, int(pool.features.shape[1]), warper)
+    decoder, decoder_params = build_decoder(plan, int(pool.features.shape[1]), built_warper)
     decoder = decoder.to(device)
     decoder.set_mean_landmarks(PreparedFaces(recipe.prepare.output).mean_landmarks)
     decoder.set_feature_stats(pool.features)

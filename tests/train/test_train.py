@@ -779,3 +779,31 @@ def test_manifest_photos_are_found_from_another_folder_or_data_root(tmp_path: Pa
     assert manifest_photo(str(old_root / "lfw" / "a.jpg"), paths_from, new_root) == new_root / "lfw" / "a.jpg"
     assert manifest_photo("elsewhere/b.jpg", paths_from, new_root) == Path("elsewhere/b.jpg")  # outside: as given
     assert manifest_photo("../data/lfw/a.jpg", None, new_root) == Path("../data/lfw/a.jpg")  # an older set
+
+
+def test_a_fresh_training_or_evaluation_never_writes_into_a_folder_of_the_users(prepared: Path, tmp_path: Path) -> None:
+    """Before: train.output or evaluate.output naming a folder of the user's replaced their metrics.csv (training)
+    or report.html and metrics.json (the evaluate stage)."""
+    from facekit.pipeline import RunOptions, run_evaluate_stage, run_train_stage
+
+    work, reports = tmp_path / "my-work", tmp_path / "my-reports"
+    for folder, name in ((work, "metrics.csv"), (reports, "report.html")):
+        folder.mkdir()
+        (folder / name).write_text("mine\n")
+    recipe = tiny_recipe(prepared, work, steps=1)
+    recipe["evaluate"] = {"output": str(reports), "max_photos": 2}
+    plan = resolve(recipe)
+    with pytest.raises(FacekitError, match=r"train.output .*my-work holds files facekit did not write there \(metrics"):
+        run_train_stage(plan, RunOptions(progress=False))
+    with pytest.raises(FacekitError, match="holds files facekit did not write there"):
+        train(plan)
+    with pytest.raises(FacekitError, match=r"evaluate.output .*my-reports holds files facekit did not write there"):
+        run_evaluate_stage(plan, RunOptions(progress=False))
+    for folder, name in ((work, "metrics.csv"), (reports, "report.html")):  # untouched, no run folder made
+        assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_text() == "mine\n"
+    # facekit's own folders pass: a training goes on in its folder, and a bench cell's pool copied in first is taken.
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "pool.safetensors").write_bytes(b"")
+    train(resolve(tiny_recipe(prepared, ours, steps=1)))
+    train(resolve(tiny_recipe(prepared, ours, steps=2)), resume=True)
