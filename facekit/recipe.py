@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -654,6 +655,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
         problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
     problems.extend(_check_data(recipe.data, recipe.evaluate.data))
     problems.extend(_shared_outputs(recipe))
+    problems.extend(_outputs_among_photos(recipe))
     for key, values in recipe.bench.grid.items():
         if not values:
             problems.append(Problem(f"bench.grid.{key}", "needs at least one value"))
@@ -679,11 +681,50 @@ def _shared_outputs(recipe: Recipe) -> list[Problem]:
     return problems
 
 
+def _outputs_among_photos(recipe: Recipe) -> list[Problem]:
+    """No stage writes inside a photo folder the recipe reads (``data.train``/``data.test`` folder sources): its
+    crops, arrays and sheets would be read back as a person's photos by the next prepare."""
+    root = recipe.data.resolved_root()
+    problems = []
+    for section in ("train", "test"):
+        for i, src in enumerate(getattr(recipe.data, section)):
+            if src.source != "folder" or src.path is None:
+                continue
+            given = Path(src.path).expanduser()
+            photos = (given if given.is_absolute() else root / given).resolve()
+            for stage in ("prepare", "augment", "train", "evaluate", "infer", "bench"):
+                folder = Path(getattr(recipe, stage).output).expanduser().resolve()
+                if folder == photos or photos in folder.parents:
+                    problems.append(
+                        Problem(
+                            f"{stage}.output",
+                            f"is inside data.{section}.{i}'s photo folder {photos}: what it writes would be read "
+                            "as photos of a person; choose a folder outside it",
+                        )
+                    )
+    return problems
+
+
+#: The photo number LFW appends to a person's name in its file names.
+LFW_NUMBER = re.compile(r"_\d{4}$")
+
 #: London subsets no recipe may train on: they are what the benchmarks report on as photos never trained on.
 HELD_OUT_LONDON = {
     "smiling_front": "the London smiling photos are held out (benchmarks/adjust.py's known-cast report and quality.py "
     "--set london-smiling judge on them as photos never trained on): train on neutral_front and canada",
 }
+
+
+def folder_people_names(folder: Path) -> set[str]:
+    """The names a photo folder may hold LFW people under, to find a DevTest person copied in: every folder name at
+    any depth, and every file's name without its LFW number (``Adrien_Brody_0001.jpg`` loose in the folder, or in
+    ``people/``, is ``Adrien_Brody``). Hidden entries are skipped, as the photo readers skip them."""
+    names: set[str] = set()
+    for _base, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        names.update(folders)
+        names.update(LFW_NUMBER.sub("", Path(name).stem) for name in files if not name.startswith("."))
+    return names
 
 
 def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Problem]:
@@ -714,9 +755,7 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                     where = "" if given.is_absolute() else f" (a relative path is under data.root, {root})"
                     problems.append(Problem(f"{path}.path", f"folder not found: {folder}{where}"))
                     continue
-                # Its people by their folder names (LFW's are First_Last): a DevTest person copied in is a leak too.
-                names = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
-                people.setdefault(section, set()).update(names)
+                people.setdefault(section, set()).update(folder_people_names(folder))
             elif not (root / "london" / str(src.subset)).is_dir():
                 problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
             elif section == "train" and src.subset in HELD_OUT_LONDON:

@@ -383,6 +383,40 @@ def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(t
     ]
 
 
+def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Path) -> None:
+    """Before: only a folder source's first-level folder names were read, so DevTest photos loose in it
+    (Adrien_Brody_0001.jpg, each its own 'person') or one level deeper (people/Celine_Dion/...) trained unnoticed."""
+    lfw = tmp_path / "lfw"
+    lfw.mkdir()
+    (lfw / "peopleDevTest.txt").write_text("2\nAdrien_Brody\t3\nCeline_Dion\t4\n")
+    loose, nested, clean = tmp_path / "loose", tmp_path / "nested", tmp_path / "clean"
+    loose.mkdir()
+    (loose / "Adrien_Brody_0001.jpg").write_bytes(b"photo")
+    (nested / "people" / "Celine_Dion").mkdir(parents=True)
+    (nested / "people" / "Celine_Dion" / "x.jpg").write_bytes(b"photo")
+    (clean / "anna").mkdir(parents=True)
+    (clean / "anna" / "Adrien_Brody_fan_0001.jpg").write_bytes(b"photo")  # not his name once the number goes
+    (clean / ".cache" / "Celine_Dion").mkdir(parents=True)  # hidden: the photo readers skip it too
+    for folder, name in ((loose, "Adrien_Brody"), (nested, "Celine_Dion")):
+        problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(folder)}]}})
+        assert len(problems) == 1 and f"1 test people are also training people (e.g. {name})" in problems[0], problems
+    resolve({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(clean)}]}})  # no problem
+
+
+def test_no_stage_writes_inside_a_photo_folder_it_reads(tmp_path: Path) -> None:
+    """Before: prepare.output inside the data.train folder was read back by the next prepare as a person named
+    'prepared', its arrays and contact sheet as their photos."""
+    (tmp_path / "photos" / "anna").mkdir(parents=True)
+    raw = {
+        "data": {"root": str(tmp_path), "train": [{"source": "folder", "path": "photos"}]},
+        "prepare": {"output": str(tmp_path / "photos" / "prepared")},
+    }
+    (problem,) = problems_of(raw)
+    assert problem.startswith("prepare.output: is inside data.train.0's photo folder") and "read as photos" in problem
+    raw["prepare"]["output"] = str(tmp_path / "prepared")  # beside it: fine
+    resolve(raw)
+
+
 def test_a_run_folders_recipe_yaml_loads_again(tmp_path: Path) -> None:
     """A run folder's recipe.yaml lists every field, other sources' defaults included (a folder source's
     ``min_photos: 1``, ``people: null``); the stray-field check refuses only fields set to something of their own."""
