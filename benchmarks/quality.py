@@ -353,6 +353,7 @@ def main() -> None:
         embedded = {judge.name: judge.embed(outputs) for judge in judges}
         figures[name] = {
             "photos": len(photos),
+            "weights_sha256": getattr(method, "meta", {}).get("weights_sha256"),  # what facekit export checks
             "no_output": len(photos) - len(ok),
             "ms_per_photo": round(1000 * seconds / len(photos), 1),
             "identity": {j.name: identity_figures(j, inputs[j.name], embedded[j.name], has_output) for j in judges},

@@ -136,6 +136,58 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's model tensors as a model file holds them: fp16, but the mean landmarks (sub-pixel positions)
+    and integer buffers as they are. Idempotent: a model file's tensors come back unchanged."""
+    return {
+        k: (v.half() if v.is_floating_point() and not k.endswith("mean_landmarks") else v)
+        for k, v in tensors.items()
+        if k.startswith("model.")
+    }
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model's weights as exported (:func:`model_weights`): the same for a checkpoint and the model file
+    made from it, so an evaluation of either names the model (``weights_sha256`` in its metrics)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model_weights(tensors).items()):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}\n".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def recorded_digests(metrics: Any) -> set[str]:
+    """The ``weights_sha256`` an evaluation's metrics record: at the top (``facekit eval``) or in each model's row
+    (``benchmarks/quality.py``)."""
+    if not isinstance(metrics, dict):
+        return set()
+    rows = [metrics, *(row for row in metrics.values() if isinstance(row, dict))]
+    return {str(row["weights_sha256"]) for row in rows if isinstance(row.get("weights_sha256"), str)}
+
+
+def check_metrics_measure(metrics: Any, digest: str, path: str | Path, checkpoint: str | Path) -> None:
+    """Refuse to record ``metrics`` in a model file unless they measured these weights (``digest``)."""
+    recorded = recorded_digests(metrics)
+    if digest in recorded:
+        return
+    measure = (
+        f"evaluate it first (facekit eval --checkpoint {checkpoint}, or benchmarks/quality.py "
+        f"--model NAME={checkpoint}) and pass that metrics.json"
+    )
+    if not recorded:
+        raise FacekitError(
+            f"--metrics {path} does not say which model it measured (no weights_sha256: made by an older facekit or by "
+            f"hand): {measure}"
+        )
+    raise FacekitError(
+        f"--metrics {path} measured another model (weights {', '.join(sorted(d[:12] for d in recorded))}; "
+        f"{checkpoint}'s are {digest[:12]}): {measure}"
+    )
+
+
 def export_model(
     checkpoint: str | Path, out: str | Path, metrics: str | Path | None = None, overwrite: bool = False
 ) -> int:
@@ -150,11 +202,7 @@ def export_model(
         raise FacekitError(f"{out} exists: --overwrite replaces it")
 
     tensors, meta = read_checkpoint(Path(checkpoint))
-    weights = {
-        k: (v.half() if v.is_floating_point() and not k.endswith("mean_landmarks") else v)
-        for k, v in tensors.items()
-        if k.startswith("model.")
-    }
+    weights = model_weights(tensors)
     if not weights or "decoder" not in meta:  # a training pool's or another file's tensors: not a model to ship
         raise FacekitError(
             f"{checkpoint} is not a facekit training checkpoint (no decoder weights in it): export one of "
@@ -168,6 +216,7 @@ def export_model(
             meta["metrics"] = json.loads(Path(metrics).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FacekitError(f"--metrics {metrics} cannot be read as JSON: {error}") from None
+        check_metrics_measure(meta["metrics"], weights_digest(weights), metrics, checkpoint)
     out = Path(out)
     if out.is_dir():
         raise FacekitError(f"{out} is a folder: give the model file's name (e.g. {out / 'model.safetensors'})")

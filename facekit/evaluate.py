@@ -127,6 +127,8 @@ def evaluate_normalizer(
     people = np.array([photos[i].identity for i in ok])
     metrics: dict[str, Any] = {
         "photos": len(photos),
+        # The weights measured (None for a method without any, the baseline): `facekit export --metrics` checks it.
+        "weights_sha256": getattr(normalizer, "meta", {}).get("weights_sha256"),
         "normalized": len(ok),
         "status": {s: sum(o.status == s for o in outcomes) for s in sorted({o.status for o in outcomes})},
         "judges": {},

@@ -414,7 +414,7 @@ class Normalizer:
         ``facekit.load_component("detector", "my-detector")``; its landmark scheme must be one the model's encoder
         aligns from, or a FacekitError says so). One Normalizer may be shared by threads: calls take turns."""
         import facekit
-        from facekit.checkpoints import load_decoder_state, read_checkpoint
+        from facekit.checkpoints import load_decoder_state, read_checkpoint, weights_digest
 
         if path is not None and not isinstance(path, str | os.PathLike):
             raise FacekitError(f"from_checkpoint: expected a model file's path or a shipped model's name, got {path!r}")
@@ -422,7 +422,9 @@ class Normalizer:
             path = model_path(path)  # a shipped model by name: "dlib", "sface"
         checkpoint = Path(path) if path is not None else default_model_path()
         tensors, meta = read_checkpoint(checkpoint)
-        meta = {**meta, "source": str(checkpoint)}
+        # Which weights these are, the same for a checkpoint and the model file exported from it: an evaluation
+        # records it, and `facekit export --metrics` records only an evaluation of the model it writes.
+        meta = {**meta, "source": str(checkpoint), "weights_sha256": weights_digest(tensors)}
         if "decoder" not in meta:
             raise FacekitError(f"{checkpoint} is not a facekit model (no decoder in its metadata)")
         try:  # the components the model was trained with: a missing one is named as the model's

@@ -92,6 +92,35 @@ def test_cli_normalize_writes_files_and_statuses(checkpoint: Path, tmp_path: Pat
     assert (out / "amelie.png").is_file() and (out / "amelie_side.png").is_file() and (out / "grid.png").is_file()
 
 
+def test_export_records_only_metrics_of_the_model_it_writes(
+    checkpoint: Path,
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    data_root: Path,
+) -> None:
+    """Before: --metrics took any JSON, so a model file could carry another model's (or an older step's) figures."""
+    from facekit.checkpoints import read_checkpoint_meta
+
+    photos = lfw_devtest(data_root, 3)
+    judge = Judge("dlib-resnet", facekit.load_component("encoder", "dlib-resnet").eval())
+    evaluate_normalizer(Normalizer.from_checkpoint(checkpoint), photos, [judge], tmp_path / "eval")
+    metrics = tmp_path / "eval" / "metrics.json"
+    exported = tmp_path / "model.safetensors"
+    export_model(checkpoint, exported, metrics=metrics)
+    recorded = read_checkpoint_meta(exported)["metrics"]
+    assert recorded["weights_sha256"] == Normalizer.from_checkpoint(exported).meta["weights_sha256"]  # fp16 alike
+    other = train(resolve(tiny_recipe(prepared, tmp_path / "other", steps=1)))
+    with pytest.raises(FacekitError, match=r"measured another model \(weights "):
+        export_model(other / "checkpoints" / "last.safetensors", tmp_path / "wrong.safetensors", metrics=metrics)
+    quality = tmp_path / "quality.json"  # benchmarks/quality.py's rows: one of them must be this model's
+    quality.write_text(json.dumps({"v3": {"weights_sha256": recorded["weights_sha256"]}, "baseline": {}}))
+    export_model(checkpoint, tmp_path / "from-quality.safetensors", metrics=quality)
+    (tmp_path / "hand.json").write_text(json.dumps({"pass_rate": 0.99}))
+    with pytest.raises(FacekitError, match="does not say which model it measured"):
+        export_model(checkpoint, tmp_path / "hand.safetensors", metrics=tmp_path / "hand.json")
+    assert not (tmp_path / "wrong.safetensors").exists() and not (tmp_path / "hand.safetensors").exists()
+
+
 def test_evaluation_metrics_and_report(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
     judge = Judge("dlib-resnet", facekit.load_component("encoder", "dlib-resnet").eval())
     photos = lfw_devtest(data_root, 8)
