@@ -453,7 +453,21 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             ", ".join(retry[:3]) + (", ..." if len(retry) > 3 else ""),
             DETECTOR_ERROR,
         )
-    finished = all(identity in done for identity in identities)
+    # Finished when every identity (this shard's and the others') has a record made from its photos as they are now:
+    # another shard's record of photos changed since is stale until that shard runs again.
+    stale = [
+        identity
+        for identity in identities
+        if identity not in done or done[identity].get("inputs") != inputs_digest(_items(groups[identity]))
+    ]
+    finished = not stale
+    if stale and shard.count > 1 and all(identity not in mine for identity in stale):
+        logger.info(
+            "prepare: %d identities of other shards are not done or their photos changed since (%s): the set is "
+            "built when their shards have run",
+            len(stale),
+            ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else ""),
+        )
     summary: dict[str, Any] = {}
     if finished:
         # Shards finishing together build the arrays one after the other, and only once: a later shard finds the

@@ -172,6 +172,23 @@ def test_an_identity_redone_without_shards_keeps_its_latest_result(tmp_path: Pat
     assert run_prepare(plan).processed_identities == 0  # and it stays done
 
 
+def test_a_shard_does_not_finish_the_set_with_another_shards_stale_record(tmp_path: Path, data_root: Path) -> None:
+    """Before: after bob's photo changed, the shard without bob reported the set finished (and a shard that rebuilt
+    the arrays used bob's record of his old photo)."""
+    folder, faces = alice_and_bob(tmp_path, data_root, 3)
+    plan = resolve(recipe_for(folder, tmp_path / "out", data_root))
+    assert not run_prepare(plan, shard=Shard.parse("0/2")).finished
+    assert run_prepare(plan, shard=Shard.parse("1/2")).finished
+    before = np.load(tmp_path / "out" / "averages.npy")
+    faces[2].save(folder / "bob" / "b1.jpg")  # bob (shard 1/2's) has another photo now
+    alices = run_prepare(plan, shard=Shard.parse("0/2"))
+    assert alices.processed_identities == 0 and not alices.finished
+    bobs = run_prepare(plan, shard=Shard.parse("1/2"))
+    assert bobs.processed_identities == 1 and bobs.finished
+    after = np.load(tmp_path / "out" / "averages.npy")
+    assert np.array_equal(before[0], after[0]) and not np.array_equal(before[1], after[1])
+
+
 def test_shard_parsing() -> None:
     assert Shard.parse("2/4") == Shard(2, 4)
     for bad in ("4/4", "x", "1/0", "-1/2"):
