@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,22 @@ def card_passes(card: Any, values: np.ndarray) -> np.ndarray:
     return values > threshold if card.distance == "cosine" else values < threshold
 
 
+def metrics_json(metrics: dict[str, Any]) -> str:
+    """``metrics`` as strict JSON: a value that is not a finite number (a statistic of nothing) is null, not the
+    ``NaN`` that Python writes and other JSON readers refuse."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(item) for item in value]
+        return value
+
+    return json.dumps(finite(metrics), indent=2, allow_nan=False) + "\n"
+
+
 def _stats(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {}
@@ -152,13 +169,15 @@ def evaluate_normalizer(
             "consistency_different_people": _stats(different),
             "inputs_same_person": _stats(inputs_same),
             "same_person_pass_rate": round(float(judge.passes(same).mean()), 4) if len(same) else None,
-            "different_people_reject_rate": round(float((~judge.passes(different)).mean()), 4),
+            "different_people_reject_rate": round(float((~judge.passes(different)).mean()), 4)
+            if len(different)
+            else None,
         }
         _histogram(preserved, judge, out / f"identity-{judge.name}.png")
         np.save(out / f"identity-{judge.name}.npy", preserved)
     metrics["landmarks"] = _landmark_plausibility(normalizer, outputs, output_landmarks)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(metrics_json(metrics))
     from facekit.outputs import side_by_side
 
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
@@ -420,5 +439,5 @@ def evaluate_plan(
     metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
     if pair_folds:
         metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (folder / "metrics.json").write_text(metrics_json(metrics))
     return metrics, folder

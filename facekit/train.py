@@ -133,30 +133,52 @@ TRAIN_ENTRIES = ("checkpoints", "samples", "metrics.csv", "pool.safetensors", "t
 TRAIN_SIGNATURES = {"metrics.csv": b"step,"}
 
 
-def recipe_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted paths where two recipe dictionaries differ (a key on one side only counts)."""
+#: Recipe parts that do not touch training, free to change on resume: the other stages' sections, the judge and the
+#: apps.
+FREE_ON_RESUME = ("evaluate.", "infer.", "bench.", "components.judge", "components.apps")
+#: Settings holding a path, compared as paths (``./runs/x/`` is ``runs/x``).
+PATH_KEYS = frozenset({"output", "init", "root", "path", "checkpoint"})
+
+
+def recipe_changes(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> list[str]:
+    """Dotted paths where two recipe dictionaries differ. A key on one side only counts, unless it is a setting
+    added since ``old`` was written that ``new`` leaves at its default (``defaults``: a default recipe's dict), or
+    one removed since; paths are compared normalized."""
     if isinstance(old, dict) and isinstance(new, dict):
         changed = []
         for key in sorted(set(old) | set(new)):
             path = f"{prefix}{key}"
-            if key not in old or key not in new:
-                changed.append(path)
+            default = defaults.get(key, _MISSING) if isinstance(defaults, dict) else _MISSING
+            if key not in old:
+                if default is _MISSING or new[key] != default:
+                    changed.append(path)
+            elif key not in new:
+                continue  # a setting this facekit no longer has: nothing to compare it with
+            elif key in PATH_KEYS and isinstance(old[key], str) and isinstance(new[key], str):
+                if os.path.normpath(os.path.expanduser(old[key])) != os.path.normpath(os.path.expanduser(new[key])):
+                    changed.append(path)
             else:
-                changed += recipe_changes(old[key], new[key], f"{path}.")
+                changed += recipe_changes(old[key], new[key], f"{path}.", None if default is _MISSING else default)
         return changed
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new, strict=True)) for c in recipe_changes(a, b, f"{prefix}{i}.")]
     return [] if old == new else [prefix.rstrip(".")]
+
+
+_MISSING = object()
 
 
 def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume ``checkpoint`` (its ``stored`` recipe) under a ``current`` recipe that changes more than
-    :data:`RESUMABLE_CHANGES` (the evaluate and infer sections are free too: they do not touch training)."""
+    :data:`RESUMABLE_CHANGES` (and :data:`FREE_ON_RESUME`: they do not touch training)."""
+    from facekit.recipe import Recipe
+
     if not isinstance(stored, dict):
         return  # a checkpoint from before recipes were recorded: nothing to compare
-    ignored = ("evaluate.", "infer.", "bench.")
     changes = [
         path
-        for path in recipe_changes(stored, current)
-        if path not in RESUMABLE_CHANGES and not path.startswith(ignored)
+        for path in recipe_changes(stored, current, defaults=Recipe().model_dump(mode="json"))
+        if path not in RESUMABLE_CHANGES and not path.startswith(FREE_ON_RESUME)
     ]
     if changes:
         raise FacekitError(
@@ -266,6 +288,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
+    if resume and not checkpoint.exists():
+        logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     built_warper = plan.components["warper"].build() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode

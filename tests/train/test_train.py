@@ -807,3 +807,27 @@ def test_a_fresh_training_or_evaluation_never_writes_into_a_folder_of_the_users(
     (ours / "pool.safetensors").write_bytes(b"")
     train(resolve(tiny_recipe(prepared, ours, steps=1)))
     train(resolve(tiny_recipe(prepared, ours, steps=2)), resume=True)
+
+
+def test_harmless_changes_resume(prepared: Path, tmp_path: Path) -> None:
+    """Before: --resume refused train.output spelled ./run/, a judge added for evaluation, and a checkpoint written
+    before a setting existed (the new setting at its default counted as a change)."""
+    from facekit.recipe import Recipe
+    from facekit.train import check_resumable
+
+    train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=1)))
+    again = tiny_recipe(prepared, Path(f"{tmp_path}/./run/"), steps=2)
+    again["components"]["judge"] = {"name": "dlib-resnet"}
+    assert read_checkpoint(train(resolve(again), resume=True) / "checkpoints" / "last.safetensors")[1]["step"] == 2
+    current = resolve(tiny_recipe(prepared, tmp_path / "run")).to_dict()
+    older = json.loads(json.dumps(current))
+    del older["train"]["photo_casts"]  # written before photo_casts existed
+    check_resumable(older, current, tmp_path / "run")
+    assert Recipe().train.photo_casts == current["train"]["photo_casts"]
+    current["train"]["photo_casts"] = current["train"]["photo_casts"] + 1  # set to something: a change
+    with pytest.raises(FacekitError, match=r"another recipe \(train.photo_casts changed"):
+        check_resumable(older, current, tmp_path / "run")
+    moved = json.loads(json.dumps(older))
+    moved["prepare"]["output"] = str(tmp_path / "elsewhere")  # another folder is another set: still refused
+    with pytest.raises(FacekitError, match=r"prepare.output changed"):
+        check_resumable(moved, older, tmp_path / "run")

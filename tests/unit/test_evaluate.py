@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,16 @@ def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tm
     assert replaced.returncode == 0, replaced.stderr
     report = (out / "report.html").read_text()
     assert "identity-other" not in report and report.count("<img") >= 1
+
+
+def test_metrics_json_is_strict_json() -> None:
+    """Before: a statistic of nothing (no pair of different people's outputs) was written as NaN, which JSON
+    readers other than Python's refuse."""
+    from facekit.evaluate import metrics_json
+
+    text = metrics_json({"rate": float("nan"), "nested": [{"x": float("inf")}, 1.5], "name": "m"})
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    assert json.loads(text, parse_constant=refuse) == {"rate": None, "nested": [{"x": None}, 1.5], "name": "m"}
