@@ -889,11 +889,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
-            say_error(
-                "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos "
-                "when run again (facekit run --resume continues a training)"
-            )
+            say_error(INTERRUPTED_MESSAGE)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:  # Ctrl-C before Typer runs the command (while the plugins and torch load)
+        if _debug():
+            raise
+        say_error(INTERRUPTED_MESSAGE)
+        return INTERRUPTED
     except OSError as exc:
         # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
         if exc.errno not in _ENVIRONMENT_ERRNOS or _debug():
@@ -915,6 +917,10 @@ def main(argv: list[str] | None = None) -> int:
 
 #: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as Typer exits.
 INTERRUPTED = 130
+INTERRUPTED_MESSAGE = (
+    "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos when run "
+    "again (facekit run --resume continues a training)"
+)
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
 _ENVIRONMENT_ERRNOS = frozenset(

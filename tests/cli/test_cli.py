@@ -137,6 +137,13 @@ def test_ctrl_c_says_what_is_kept(
     monkeypatch.setattr(facekit.batch, "plan_folder", interrupted)
     assert main(["normalize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == INTERRUPTED == 130
     assert "interrupted: what was written stays; normalize, adjust" in capsys.readouterr().err
+    # Ctrl-C while the plugins load, before Typer runs the command (before: a KeyboardInterrupt traceback).
+    import facekit.cli
+
+    monkeypatch.setattr(facekit.cli, "_register_plugin_commands", interrupted)
+    assert main(["normalize", str(tmp_path / "a.jpg")]) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert "interrupted: what was written stays" in err and "Traceback" not in err
 
 
 def test_an_empty_output_folder_is_a_usage_error() -> None:
