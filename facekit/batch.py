@@ -357,21 +357,28 @@ def check_fixed_outputs(
 def refuse_foreign_folder(
     folder: Path, own: Sequence[str], setting: str, signatures: dict[str, bytes] | None = None
 ) -> None:
-    """Refuse a stage's output ``folder`` holding anything the stage does not write itself: an entry that is not
-    one of ``own`` (names or glob patterns; hidden entries are facekit's locks and temporaries), or a file named
-    in ``signatures`` whose first 4 kB lack its mark (a ``metrics.csv`` or ``report.html`` of the user's). The stage
-    would replace files of the user's under its fixed names. A missing or empty folder, or one of its own, passes."""
+    """Refuse a stage's output ``folder`` that holds files of the user's: a file that is not one of ``own`` (names
+    or glob patterns; hidden entries are facekit's locks and temporaries), or a file named in ``signatures`` whose
+    first 4 kB lack its mark (a ``metrics.csv`` or ``report.html`` of the user's, which the stage would replace).
+    Folders pass (other runs' output folders under a shared ``runs/eval``; the stage writes no folder but its own
+    names). A missing or empty folder, or one of the stage's own, passes."""
     from fnmatch import fnmatchcase
 
     try:
-        entries = sorted(entry.name for entry in os.scandir(folder))
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except FileNotFoundError:
         return
     except NotADirectoryError:
         raise FacekitError(f"{setting} {folder} is a file, not a folder") from None
-    foreign = [name for name in entries if not name.startswith(".") and not any(fnmatchcase(name, p) for p in own)]
+    foreign = [
+        entry.name
+        for entry in entries
+        if not entry.name.startswith(".")
+        and not entry.is_dir(follow_symlinks=False)
+        and not any(fnmatchcase(entry.name, pattern) for pattern in own)
+    ]
     for name, mark in (signatures or {}).items():
-        if name in entries and name not in foreign:
+        if (folder / name).is_file() and name not in foreign:
             try:
                 with (folder / name).open("rb") as handle:
                     head = handle.read(4096)
@@ -383,7 +390,8 @@ def refuse_foreign_folder(
         shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
         raise FacekitError(
             f"{setting} {folder} holds files facekit did not write there ({shown}): it writes fixed names "
-            f"({', '.join(own[:4])}, ...) that would replace them; choose a new or empty folder for {setting}"
+            f"({', '.join(own[:4])}, ...) that would replace files of yours; choose a new or empty folder for "
+            f"{setting}"
         )
 
 

@@ -96,14 +96,11 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
-    from facekit.batch import refuse_foreign_folder
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.runs import start_run
-    from facekit.train import CHECKPOINT, TRAIN_ENTRIES, TRAIN_SIGNATURES, train
+    from facekit.train import train
 
-    output = Path(plan.recipe.train.output)
-    if not (output / "checkpoints" / CHECKPOINT).exists():  # before the run folder is made in it
-        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+    check_output_folders(plan, ["train"])  # before the run folder is made in it
     run = start_run(
         plan, "train", Path(plan.recipe.train.output) / "runs", plan.recipe.train.device, plan.recipe.train.seed
     )
@@ -119,12 +116,11 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Evaluate the recipe's trained model on its evaluate section; judges: the encoder and components.judge."""
-    from facekit.batch import refuse_foreign_folder
-    from facekit.evaluate import EVALUATE_ENTRIES, EVALUATE_SIGNATURES, evaluate_plan
+    from facekit.evaluate import evaluate_plan
     from facekit.runs import start_run
 
     evaluate = plan.recipe.evaluate
-    refuse_foreign_folder(Path(evaluate.output), EVALUATE_ENTRIES, "evaluate.output", EVALUATE_SIGNATURES)
+    check_output_folders(plan, ["evaluate"])  # before the run folder is made in it
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
@@ -372,6 +368,22 @@ class StageResult(NamedTuple):
     failed: int = 0
 
 
+def check_output_folders(plan: Plan, stages: Sequence[str]) -> None:
+    """Before the first stage runs: a fresh training's and the evaluate stage's folders hold no files of the user's
+    (``refuse_foreign_folder``), so that a run does not train for hours and then stop at its evaluation."""
+    from facekit.batch import refuse_foreign_folder
+    from facekit.evaluate import EVALUATE_ENTRIES, EVALUATE_SIGNATURES
+    from facekit.train import CHECKPOINT, TRAIN_ENTRIES, TRAIN_SIGNATURES
+
+    train = Path(plan.recipe.train.output)
+    if "train" in stages and not (train / "checkpoints" / CHECKPOINT).exists():
+        refuse_foreign_folder(train, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+    if "evaluate" in stages:
+        refuse_foreign_folder(
+            Path(plan.recipe.evaluate.output), EVALUATE_ENTRIES, "evaluate.output", EVALUATE_SIGNATURES
+        )
+
+
 def run_plan(plan: Plan, stages: Sequence[str] | None = None, options: RunOptions | None = None) -> list[StageResult]:
     """Run ``stages`` of ``plan`` (all by default, skipping those with nothing to do); refuses up front (writing
     nothing) if one is not built yet. Returns a :class:`StageResult` per stage."""
@@ -384,6 +396,7 @@ def run_plan(plan: Plan, stages: Sequence[str] | None = None, options: RunOption
             f"(`facekit check {plan.source}`), but only these stages run today: "
             f"{', '.join(s for s, r in STAGE_RUNNERS.items() if r is not None) or 'none'}"
         )
+    check_output_folders(plan, [s for s in todo if stages or skip_reason(s, plan) is None])
     outputs: list[StageResult] = []
     for stage in todo:
         reason = skip_reason(stage, plan)

@@ -715,7 +715,7 @@ HELD_OUT_LONDON = {
 }
 
 
-def folder_people_names(folder: Path) -> set[str]:
+def folder_people_names(folder: Path) -> frozenset[str]:
     """The names a photo folder may hold LFW people under, to find a DevTest person copied in: every folder name at
     any depth, and every file's name without its LFW number (``Adrien_Brody_0001.jpg`` loose in the folder, or in
     ``people/``, is ``Adrien_Brody``). Hidden entries are skipped, as the photo readers skip them."""
@@ -724,7 +724,7 @@ def folder_people_names(folder: Path) -> set[str]:
         folders[:] = [name for name in folders if not name.startswith(".")]
         names.update(folders)
         names.update(LFW_NUMBER.sub("", Path(name).stem) for name in files if not name.startswith("."))
-    return names
+    return frozenset(names)
 
 
 def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Problem]:
@@ -736,7 +736,12 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
         return problems
     if not root.is_dir():
         return [Problem("data.root", f"data folder not found: {root} (set data.root or FACEKIT_DATA)")]
-    people: dict[str, set[str]] = {}
+    # people: who each section trains or tests on (LFW names, a folder source's person folders); lfw: the LFW names
+    # among them; deep: every name a folder source may hold LFW photos under, matched against LFW names only (two
+    # folders' IMG_0001.jpg and IMG_0002.jpg are not one person).
+    people: dict[str, set[str]] = {"train": set(), "test": set()}
+    lfw: dict[str, set[str]] = {"train": set(), "test": set()}
+    deep: dict[str, set[str]] = {"train": set(), "test": set()}
     for section in ("train", "test"):
         for i, src in enumerate(getattr(data, section)):
             path = f"data.{section}.{i}"
@@ -746,7 +751,9 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 if not file.is_file():
                     problems.append(Problem(f"{path}.people", f"file not found: {file}"))
                     continue
-                people.setdefault(section, set()).update(_read_people(file))
+                names = _read_people(file)
+                people[section] |= names
+                lfw[section] |= names
             elif src.source == "folder":
                 assert src.path is not None
                 given = Path(src.path).expanduser()
@@ -755,15 +762,18 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                     where = "" if given.is_absolute() else f" (a relative path is under data.root, {root})"
                     problems.append(Problem(f"{path}.path", f"folder not found: {folder}{where}"))
                     continue
-                people.setdefault(section, set()).update(folder_people_names(folder))
+                people[section] |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                deep[section] |= folder_people_names(folder)
             elif not (root / "london" / str(src.subset)).is_dir():
                 problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
             elif section == "train" and src.subset in HELD_OUT_LONDON:
                 problems.append(Problem(f"{path}.subset", HELD_OUT_LONDON[str(src.subset)]))
     devtest = root / "lfw" / "peopleDevTest.txt"
-    if evaluated == "lfw-devtest" and people.get("train") and devtest.is_file():
-        people.setdefault("test", set()).update(_read_people(devtest))
-    overlap = people.get("train", set()) & people.get("test", set())
+    if evaluated == "lfw-devtest" and data.train and devtest.is_file():
+        names = _read_people(devtest)
+        people["test"] |= names
+        lfw["test"] |= names
+    overlap = (people["train"] & people["test"]) | (deep["train"] & lfw["test"]) | (lfw["train"] & deep["test"])
     if overlap:
         shown = ", ".join(sorted(overlap)[:5])
         problems.append(

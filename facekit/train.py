@@ -153,7 +153,9 @@ def recipe_changes(old: Any, new: Any, prefix: str = "", defaults: Any = None) -
                 if default is _MISSING or new[key] != default:
                     changed.append(path)
             elif key not in new:
-                continue  # a setting this facekit no longer has: nothing to compare it with
+                if isinstance(defaults, dict) and key not in defaults:
+                    continue  # a setting this facekit no longer has: nothing to compare it with
+                changed.append(path)  # e.g. a component's param no longer given: its own default now
             elif key in PATH_KEYS and isinstance(old[key], str) and isinstance(new[key], str):
                 if os.path.normpath(os.path.expanduser(old[key])) != os.path.normpath(os.path.expanduser(new[key])):
                     changed.append(path)
@@ -168,16 +170,24 @@ def recipe_changes(old: Any, new: Any, prefix: str = "", defaults: Any = None) -
 _MISSING = object()
 
 
+def _schema_defaults() -> dict[str, Any]:
+    """A default recipe's settings, for :func:`recipe_changes`; without ``components``, whose params hold only what
+    a recipe gave (a param added or dropped there is the component's own default, not the recipe's)."""
+    from facekit.recipe import Recipe
+
+    defaults = Recipe().model_dump(mode="json")
+    defaults.pop("components", None)
+    return defaults
+
+
 def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume ``checkpoint`` (its ``stored`` recipe) under a ``current`` recipe that changes more than
     :data:`RESUMABLE_CHANGES` (and :data:`FREE_ON_RESUME`: they do not touch training)."""
-    from facekit.recipe import Recipe
-
     if not isinstance(stored, dict):
         return  # a checkpoint from before recipes were recorded: nothing to compare
     changes = [
         path
-        for path in recipe_changes(stored, current, defaults=Recipe().model_dump(mode="json"))
+        for path in recipe_changes(stored, current, defaults=_schema_defaults())
         if path not in RESUMABLE_CHANGES and not path.startswith(FREE_ON_RESUME)
     ]
     if changes:

@@ -258,6 +258,22 @@ def inputs_digest(items: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def photos_digest(items: list[tuple[str, str]], root: Path) -> str:
+    """sha256 over an identity's photos as any machine sharing the data sees them: paths relative to the data root
+    (else as given) and sizes, not modification times. How a shard judges another shard's record (run on another
+    node, the data mounted elsewhere or copied) before it builds the set from it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path, source in sorted(items):
+        try:
+            name = os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
+            digest.update(f"{name}|{source}|{os.stat(path).st_size}\n".encode())
+        except (OSError, ValueError):
+            digest.update(f"{path}|{source}|missing\n".encode())
+    return digest.hexdigest()
+
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}, to name exactly which setting changed."""
     if not isinstance(value, dict):
@@ -441,7 +457,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     start = time.perf_counter()
     photos_done = 0
     if todo:
-        photos_done = _process(todo, groups, config, progress_file, rules.workers, progress, done)
+        photos_done = _process(todo, groups, config, progress_file, rules.workers, progress, done, root)
     seconds = time.perf_counter() - start
     done = read_progress(output)
     retry = sorted(i for i in mine if i in done and detector_failed(done[i]))
@@ -453,13 +469,19 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             ", ".join(retry[:3]) + (", ..." if len(retry) > 3 else ""),
             DETECTOR_ERROR,
         )
+
     # Finished when every identity (this shard's and the others') has a record made from its photos as they are now:
     # another shard's record of photos changed since is stale until that shard runs again.
-    stale = [
-        identity
-        for identity in identities
-        if identity not in done or done[identity].get("inputs") != inputs_digest(_items(groups[identity]))
-    ]
+    def current(identity: str) -> bool:  # made from the photos as they are now
+        record = done.get(identity)
+        if record is None:
+            return False
+        if identity in mine:
+            return bool(record.get("inputs") == inputs_digest(_items(groups[identity])))
+        portable = record.get("photos_sha256")  # another shard's, perhaps made on another node
+        return portable is None or portable == photos_digest(_items(groups[identity]), root)  # None: an older record
+
+    stale = [identity for identity in identities if not current(identity)]
     finished = not stale
     if stale and shard.count > 1 and all(identity not in mine for identity in stale):
         logger.info(
@@ -522,6 +544,7 @@ def _process(
     workers: int,
     show_progress: bool,
     previous: dict[str, dict[str, Any]],
+    root: Path,
 ) -> int:
     """Process ``todo``'s identities, appending each record to ``progress_file`` unless it is ``previous``'s again
     (:func:`_same_outcome`); the number of photos read."""
@@ -547,6 +570,7 @@ def _process(
             )
             results = pool.imap_unordered(process_identity, _tasks(groups, todo))
         for record in results:
+            record["photos_sha256"] = photos_digest(_items(groups[record["identity"]]), root)
             if not _same_outcome(record, previous.get(record["identity"])):
                 _append(progress_file, record)
             photos += record["photos"]

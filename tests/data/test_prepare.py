@@ -180,6 +180,9 @@ def test_a_shard_does_not_finish_the_set_with_another_shards_stale_record(tmp_pa
     assert not run_prepare(plan, shard=Shard.parse("0/2")).finished
     assert run_prepare(plan, shard=Shard.parse("1/2")).finished
     before = np.load(tmp_path / "out" / "averages.npy")
+    # Another node sees bob's photo with another modification time (a copy): his record there still stands.
+    os.utime(folder / "bob" / "b1.jpg", (1_000_000, 1_000_000))
+    assert run_prepare(plan, shard=Shard.parse("0/2")).finished
     faces[2].save(folder / "bob" / "b1.jpg")  # bob (shard 1/2's) has another photo now
     alices = run_prepare(plan, shard=Shard.parse("0/2"))
     assert alices.processed_identities == 0 and not alices.finished
@@ -197,7 +200,8 @@ def test_shard_parsing() -> None:
 
 
 def test_prepare_needs_a_68_point_detector(tmp_path: Path, data_root: Path) -> None:
-    raw = recipe_for(tmp_path, tmp_path / "out", data_root)
+    (tmp_path / "photos").mkdir()
+    raw = recipe_for(tmp_path / "photos", tmp_path / "out", data_root)
     raw["components"]["detector"]["name"] = "dlib-5pt"
     with pytest.raises(FacekitError, match="68-point"):
         run_prepare(resolve(raw))

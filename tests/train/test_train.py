@@ -801,6 +801,15 @@ def test_a_fresh_training_or_evaluation_never_writes_into_a_folder_of_the_users(
         run_evaluate_stage(plan, RunOptions(progress=False))
     for folder, name in ((work, "metrics.csv"), (reports, "report.html")):  # untouched, no run folder made
         assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_text() == "mine\n"
+    # Other runs' folders beside it pass (runs/eval holds runs/eval/demo when a recipe leaves evaluate.output at its
+    # default; helper-45: the paper recipe trained for hours, then stopped at its evaluation).
+    from facekit.pipeline import check_output_folders
+
+    shared = tmp_path / "eval"
+    (shared / "demo").mkdir(parents=True)
+    (shared / "demo" / "metrics.json").write_text("{}")
+    recipe["evaluate"] = {"output": str(shared), "max_photos": 2}
+    check_output_folders(resolve(recipe), ["evaluate"])
     # facekit's own folders pass: a training goes on in its folder, and a bench cell's pool copied in first is taken.
     ours = tmp_path / "ours"
     ours.mkdir()
@@ -827,6 +836,10 @@ def test_harmless_changes_resume(prepared: Path, tmp_path: Path) -> None:
     current["train"]["photo_casts"] = current["train"]["photo_casts"] + 1  # set to something: a change
     with pytest.raises(FacekitError, match=r"another recipe \(train.photo_casts changed"):
         check_resumable(older, current, tmp_path / "run")
+    dropped = json.loads(json.dumps(older))  # a component's param no longer given: its own default, another run
+    del dropped["components"]["decoder"]["params"]["channels"]
+    with pytest.raises(FacekitError, match=r"components.decoder.params.channels changed"):
+        check_resumable(older, dropped, tmp_path / "run")
     moved = json.loads(json.dumps(older))
     moved["prepare"]["output"] = str(tmp_path / "elsewhere")  # another folder is another set: still refused
     with pytest.raises(FacekitError, match=r"prepare.output changed"):

@@ -401,6 +401,13 @@ def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Pat
         problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(folder)}]}})
         assert len(problems) == 1 and f"1 test people are also training people (e.g. {name})" in problems[0], problems
     resolve({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(clean)}]}})  # no problem
+    # Camera file names are not people: alice's IMG_0001.jpg and bob's IMG_0002.jpg in a test folder (helper-45).
+    camera_train, camera_test = tmp_path / "cam-train", tmp_path / "cam-test"
+    for folder, person, number in ((camera_train, "alice", 1), (camera_test, "bob", 2)):
+        (folder / person).mkdir(parents=True)
+        (folder / person / f"IMG_{number:04d}.jpg").write_bytes(b"photo")
+    sources = {"train": [{"source": "folder", "path": str(camera_train)}]}
+    resolve({"data": {"root": str(tmp_path), **sources, "test": [{"source": "folder", "path": str(camera_test)}]}})
 
 
 def test_no_stage_writes_inside_a_photo_folder_it_reads(tmp_path: Path) -> None:

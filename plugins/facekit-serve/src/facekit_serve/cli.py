@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -185,7 +186,8 @@ def serve(
                 allow_hosts=allow_host or (),
             )
         except OSError as error:  # the port was taken while the models loaded
-            reason = error.strerror or "taken while the models loaded"  # Gradio's own OSError has no strerror
+            taken = error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error)  # Gradio's words
+            reason = "taken while the models loaded" if taken else (error.strerror or str(error))
             raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM before the server ran (the server handles its own)
         console.print("stopped")

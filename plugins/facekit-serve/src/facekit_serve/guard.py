@@ -11,7 +11,8 @@ Gradio's own checks leave a local server open to any web page the visitor has op
   Refused: a state-changing request whose ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another site.
 - **Unbounded bodies**: Gradio limits each uploaded *file*, not a request body; a 200 MB JSON or text body was read
   into memory whole. Refused: bodies over the upload limit (plus room for the form) on the upload route and over
-  :data:`OTHER_BODY_BYTES` elsewhere, counted as they arrive when no ``Content-Length`` is given.
+  :data:`OTHER_BODY_BYTES` elsewhere, counted as they arrive when no ``Content-Length`` is given (an upload must
+  give one).
 - **A full disk**: uploads wait in Gradio's folder until their page is closed; the folder is capped as a whole.
 """
 
@@ -85,7 +86,10 @@ class RequestGuard:
     ) -> None:
         self.app = app
         self.any_address = listen in WILDCARD_HOSTS
-        self.hosts = LOOPBACK_NAMES | {host_name(name) for name in allow_hosts}
+        #: Names given with --allow-host: a page served under one of them (behind a proxy that rewrites the Host) is
+        #: the server's own, whatever its port.
+        self.named = frozenset(host_name(name) for name in allow_hosts)
+        self.hosts = LOOPBACK_NAMES | self.named
         if not self.any_address:
             self.hosts |= {host_name(listen) if listen.startswith("[") else listen.lower()}
         self.upload_bytes = upload_bytes + FORM_BYTES
@@ -114,7 +118,10 @@ class RequestGuard:
         if origin is None:
             return  # not from a browser page (curl, gradio_client): the Host check above stands
         parts = urlsplit(origin)
-        if origin == "null" or parts.netloc.lower() != headers.get("host", "").strip().lower():
+        if origin == "null":
+            raise Refused(403, "requests from other web sites are refused")
+        same = parts.netloc.lower() == headers.get("host", "").strip().lower()
+        if not same and host_name(parts.netloc) not in self.named:  # a name given with --allow-host: a proxy's
             raise Refused(403, "requests from other web sites are refused")
 
     def body_limit(self, method: str, path: str) -> int:
@@ -124,6 +131,10 @@ class RequestGuard:
 
     def check_length(self, limit: int, headers: dict[str, str]) -> None:
         length = headers.get("content-length")
+        if length is None and limit == self.upload_bytes:
+            # An upload must say its length (browsers and gradio_client do): one cut off part-way leaves the
+            # multipart parser's temporary files behind, which would fill the folder's cap until a restart.
+            raise Refused(411, "an upload must give its Content-Length")
         if length is not None and (not length.strip().isdigit() or int(length) > limit):
             raise Refused(413, f"request too large (more than {limit / 1e6:.1f} MB)")
 
