@@ -528,6 +528,21 @@ def test_the_server_refuses_other_sites_rebinding_names_and_endless_bodies(
     assert server["process"].poll() is None
 
 
+def test_an_api_caller_gets_problems_as_errors(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
+    """Before: a program calling /analyze (gradio_client) got a success whose status was an HTML message; now a
+    problem is an error it can catch, and a good photo is a result."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], verbose=False, download_files=str(tmp_path / "downloads"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((data_root / LFW_AGAIN).read_bytes()[:2500])
+    with pytest.raises(Exception, match="not a photo facekit can read"):
+        client.predict(handle_file(str(broken)), api_name="/analyze")
+    result = client.predict(handle_file(str(data_root / LFW_PHOTO)), api_name="/analyze")
+    status, detections = result[1], result[2]  # (the upload's State is not part of the API)
+    assert "1 face found" in status and Path(detections).is_file()
+
+
 def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
     process = server["process"]
     process.send_signal(signal.SIGTERM)

@@ -53,6 +53,15 @@ def status_error(message: str) -> str:
     return f'<p class="error">⚠ {escape(message)}</p>'
 
 
+def raise_for_api(request: Any, message: str) -> None:
+    """For a program calling the page's API (gradio_client marks its requests ``x-gradio-user: api``), a problem
+    is an error it can catch (``gr.Error``: gradio_client raises it), not a success whose status box holds an HTML
+    message; the page itself shows the message in its status box."""
+    headers = getattr(request, "headers", None) or {}
+    if headers.get("x-gradio-user") == "api":
+        raise gr.Error(message)
+
+
 def face_choices(count: int, found: int) -> list[str]:
     labels = [f"face {i + 1}" + (" (largest)" if i == 0 else "") for i in range(count)]
     return labels if found <= count else [*labels[:-1], f"face {count} (of {found} found)"]
@@ -281,10 +290,12 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 engine.hold(analysis.sha256, session)
                 result = engine.result(analysis.sha256, 0, tell)
             except FacekitError as error:
+                raise_for_api(request, str(error))
                 return [None, hidden, status_error(str(error)), *empty]
             except Exception as error:  # a server answers every request; the log has the traceback
                 log.exception("facekit serve: processing %s failed", Path(path).name)
                 message = "Something went wrong on the server while processing this photo (the server log says what)."
+                raise_for_api(request, f"{message} {type(error).__name__}")
                 return [None, hidden, status_error(f"{message} {type(error).__name__}"), *empty]
             choices = face_choices(len(analysis.faces), analysis.faces_found)
             chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
@@ -308,10 +319,13 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             try:
                 result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text))
             except FacekitError as error:
+                raise_for_api(request, str(error))
                 return [status_error(str(error)), *empty]
             analysis = engine.cached(sha256)
             if analysis is None:
-                return [status_error("This photo is no longer in the server's memory. Please upload it again."), *empty]
+                gone = "This photo is no longer in the server's memory. Please upload it again."
+                raise_for_api(request, gone)
+                return [status_error(gone), *empty]
             return [
                 status_markdown(analysis, result, engine.labels, name, time.perf_counter() - began),
                 *values(result),
