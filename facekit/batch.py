@@ -395,6 +395,20 @@ def refuse_foreign_folder(
         )
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every float that is not a finite number (nested in dicts, lists and tuples) replaced by None:
+    strict JSON (``allow_nan=False``), which other readers than Python's accept."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def exists_reason(path: Path) -> str:
     """The status reason of a photo whose output ``path`` is already there."""
     return f"{path} exists (not replaced): --overwrite replaces it"

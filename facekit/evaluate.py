@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,17 +91,9 @@ def card_passes(card: Any, values: np.ndarray) -> np.ndarray:
 def metrics_json(metrics: dict[str, Any]) -> str:
     """``metrics`` as strict JSON: a value that is not a finite number (a statistic of nothing) is null, not the
     ``NaN`` that Python writes and other JSON readers refuse."""
+    from facekit.batch import finite_or_null
 
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {key: finite(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [finite(item) for item in value]
-        return value
-
-    return json.dumps(finite(metrics), indent=2, allow_nan=False) + "\n"
+    return json.dumps(finite_or_null(metrics), indent=2, allow_nan=False) + "\n"
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:

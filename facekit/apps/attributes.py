@@ -576,7 +576,7 @@ def write_tables(
     import io
     import json
 
-    from facekit.batch import write_atomic
+    from facekit.batch import finite_or_null, write_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -605,21 +605,12 @@ def write_tables(
             for r in rows
         ],
     }
-    text = json.dumps(_no_nan(record), indent=2, allow_nan=False)  # an undefined ITA is null: the file stays JSON
+    # An undefined ITA is null: the file stays JSON.
+    text = json.dumps(finite_or_null(record), indent=2, allow_nan=False)
     write_atomic(out / TABLES[1], (text + "\n").encode(), out)
 
 
 def _nan(value: Any) -> Any:
-    """A measure read back from attributes.json: null (an undefined ITA, written by :func:`_no_nan`) is NaN again."""
+    """A measure read back from attributes.json: null (an undefined ITA, written by
+    :func:`facekit.batch.finite_or_null`) is NaN again."""
     return float("nan") if value is None else value
-
-
-def _no_nan(value: Any) -> Any:
-    """``value`` with every NaN float (nested in dicts and lists) replaced by None."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
-    return value
