@@ -98,7 +98,8 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         _reuse_pool(output / "cells", folder, pool_encoder_key(plan))
         logger.info("bench cell %s: %s", digest, " ".join(cell))
         start = time.perf_counter()
-        train(plan, resume=True, progress=progress)
+        # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is).
+        train(plan, resume=(folder / "checkpoints" / "last.safetensors").is_file(), progress=progress)
         trained = time.perf_counter() - start
         normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY)
         metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)

@@ -149,14 +149,7 @@ def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 of a model's weights as exported (:func:`model_weights`): the same for a checkpoint and the model file
     made from it, so an evaluation of either names the model (``weights_sha256`` in its metrics)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key, value in sorted(model_weights(tensors).items()):
-        value = value.detach().cpu().contiguous()
-        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}\n".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_digest(model_weights(tensors))
 
 
 def recorded_digests(metrics: Any) -> set[str]:

@@ -98,9 +98,9 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.runs import start_run
-    from facekit.train import train
+    from facekit.train import check_trainable, train
 
-    check_output_folders(plan, ["train"])  # before the run folder is made in it
+    check_trainable(plan, options.resume)  # a refused training leaves no run record (nor a lock) in train.output
     run = start_run(
         plan, "train", Path(plan.recipe.train.output) / "runs", plan.recipe.train.device, plan.recipe.train.seed
     )

@@ -776,10 +776,11 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
     overlap = (people["train"] & people["test"]) | (deep["train"] & lfw["test"]) | (lfw["train"] & deep["test"])
     if overlap:
         shown = ", ".join(sorted(overlap)[:5])
+        who = "test person is also a training person" if len(overlap) == 1 else "test people are also training people"
         problems.append(
             Problem(
                 "data.train",
-                f"{len(overlap)} test people are also training people (e.g. {shown}): never train on test people",
+                f"{len(overlap)} {who} (e.g. {shown}): never train on test people",
             )
         )
     return problems

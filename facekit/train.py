@@ -231,7 +231,7 @@ def same_prepared_data(earlier: dict[str, Any], now: dict[str, Any]) -> bool:
 def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
     """Refuse to train on a prepared set made with other prepare settings or detector than ``plan``'s recipe asks
     for (``fingerprint.json``), or at another image size (sets made by hand have no fingerprint)."""
-    from facekit.data.prepare import FINGERPRINT, _flatten, recipe_fingerprint
+    from facekit.data.prepare import FINGERPRINT, fingerprint_changes, recipe_fingerprint
 
     try:
         recorded = json.loads((folder / FINGERPRINT).read_text())
@@ -241,8 +241,7 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
         recorded = {}
     if recorded is not None:
         wanted = recipe_fingerprint(plan)
-        before, now = _flatten(recorded), _flatten(wanted)
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed = fingerprint_changes(recorded, wanted)
         if changed:
             raise FacekitError(
                 f"prepare.output {folder} was prepared with other settings than this recipe's ({', '.join(changed[:6])}"
@@ -257,6 +256,54 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
             f"prepare.output {folder} holds {size} px faces and this recipe's prepare.image_size is "
             f"{plan.recipe.prepare.image_size}: run its prepare stage, or set prepare.image_size: {size}"
         )
+
+
+def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None]:
+    """What a training checks before it writes anything in train.output (the recipe's train stage calls it before
+    its run record, :func:`train` before its lock): the checkpoint there and --resume agree, a fresh training's
+    folder holds no files of the user's, the warper passes the losses, the prepared set is this recipe's and, when
+    resuming, the same set under a recipe that changes nothing but what :data:`RESUMABLE_CHANGES` allows. Returns
+    the built warper (None without one) and the prepared set's :func:`prepared_data_id`."""
+    from facekit.checkpoints import read_checkpoint_meta
+
+    recipe = plan.recipe
+    if plan.components.get("encoder") is None:
+        raise FacekitError("training needs components.encoder (e.g. {name: dlib-resnet})")
+    output = Path(recipe.train.output)
+    checkpoint = output / "checkpoints" / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
+    if not checkpoint.exists():
+        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+    built_warper = plan.components["warper"].build() if "warper" in plan.components else None
+    if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
+        check_warper_for_losses(plan, built_warper)
+    check_prepared_for_recipe(plan, Path(recipe.prepare.output))
+    prepared = prepared_data_id(Path(recipe.prepare.output))
+    if resume and checkpoint.exists():
+        meta = read_checkpoint_meta(checkpoint)
+        check_resumable(meta.get("recipe"), plan.to_dict(), checkpoint)
+        earlier = meta.get("prepared_data")
+        if earlier is not None and prepared is not None and not same_prepared_data(earlier, prepared):
+            raise FacekitError(
+                f"--resume would continue {checkpoint} on other prepared data: {recipe.prepare.output} was prepared "
+                "again from other photos or in another format since; choose another train.output, or start from it "
+                "with train.init"
+            )
+        # read_checkpoint gives a file written before boundary_points counted tfa's way its params in today's
+        # count; the same recipe text builds today's warper from its own number, which would be another warp.
+        warper = plan.components.get("warper")
+        trained, now = meta.get("warper_params"), warper.params.model_dump() if warper is not None else None
+        if trained is not None and now is not None and trained != now:
+            changed = ", ".join(
+                f"{k} {trained.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if trained.get(k) != now.get(k)
+            )
+            raise FacekitError(
+                f"{checkpoint} was written before boundary_points counted tfa's way, and the same recipe now builds "
+                f"another warp ({changed}): it cannot be continued as it was; start a new run from its weights with "
+                f"--set train.init={checkpoint} and another train.output"
+            )
+    return built_warper, prepared
 
 
 def copy_atomic(source: Path, target: Path) -> None:
@@ -276,8 +323,7 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     from facekit.runs import is_rank_zero
 
     output = Path(plan.recipe.train.output)
-    if not (output / "checkpoints" / CHECKPOINT).exists():  # a fresh training: before its lock is made in there
-        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+    check_trainable(plan, resume)  # before its lock is made in train.output (again inside: a training may be waiting)
     with exclusive(output, "training") if is_rank_zero() else nullcontext():
         return _train(plan, resume, progress)
 
@@ -286,9 +332,6 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     from facekit.data.dataset import PreparedFaces
 
     recipe, settings = plan.recipe, plan.recipe.train
-    encoder_component = plan.components.get("encoder")
-    if encoder_component is None:
-        raise FacekitError("training needs components.encoder (e.g. {name: dlib-resnet})")
     device = choose_device(settings.device)
     if settings.precision == "fp16" and device.type == "cpu":  # device: auto on a machine without a GPU
         raise FacekitError("train.precision fp16 needs a GPU, and training would run on the CPU: use bf16 or fp32")
@@ -296,40 +339,13 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     torch.manual_seed(settings.seed)
     output = Path(settings.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
-    if checkpoint.exists() and not resume:
-        raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
-    if resume and not checkpoint.exists():
-        logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
+    built_warper, prepared = check_trainable(plan, resume)
+    encoder_component = plan.components["encoder"]  # there: check_trainable
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
-    built_warper = plan.components["warper"].build() if "warper" in plan.components else None
-    if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
-        check_warper_for_losses(plan, built_warper)
-    check_prepared_for_recipe(plan, Path(recipe.prepare.output))
-    prepared = prepared_data_id(Path(recipe.prepare.output))
     if resume and checkpoint.exists():
         resumed = read_checkpoint(checkpoint)
-        check_resumable(resumed[1].get("recipe"), plan.to_dict(), checkpoint)
-        earlier = resumed[1].get("prepared_data")
-        if earlier is not None and prepared is not None and not same_prepared_data(earlier, prepared):
-            raise FacekitError(
-                f"--resume would continue {checkpoint} on other prepared data: {recipe.prepare.output} was prepared "
-                "again from other photos or in another format since; choose another train.output, or start from it "
-                "with train.init"
-            )
-        # read_checkpoint gives a file written before boundary_points counted tfa's way its params in today's
-        # count; the same recipe text builds today's warper from its own number, which would be another warp.
-        warper = plan.components.get("warper")
-        trained, now = resumed[1].get("warper_params"), warper.params.model_dump() if warper is not None else None
-        if trained is not None and now is not None and trained != now:
-            changed = ", ".join(
-                f"{k} {trained.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if trained.get(k) != now.get(k)
-            )
-            raise FacekitError(
-                f"{checkpoint} was written before boundary_points counted tfa's way, and the same recipe now builds "
-                f"another warp ({changed}): it cannot be continued as it was; start a new run from its weights with "
-                f"--set train.init={checkpoint} and another train.output"
-            )
-
+    elif resume:
+        logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
     pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
     encoder = frozen_encoder(encoder, device)

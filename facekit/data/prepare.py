@@ -284,6 +284,25 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+#: A fingerprint's keys as a recipe spells them (fingerprint_changes).
+RECIPE_NAMES = {"rules": "prepare", "detector_params": "components.detector.params", "detector": "components.detector"}
+
+
+def fingerprint_changes(before: Any, now: Any) -> list[str]:
+    """The settings two fingerprints differ in, named as a recipe spells them (``prepare.max_yaw_deg``,
+    ``components.detector.params.upsample``; ``format``: prepare's own format, a newer facekit's)."""
+    old, new = _flatten(before), _flatten(now)
+    changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    named = []
+    for key in changed:
+        head, _, rest = key.partition(".")
+        recipe = RECIPE_NAMES.get(head)
+        named.append(
+            f"{recipe}.{rest}" if recipe and rest else recipe or ("prepare's format" if key == "format" else key)
+        )
+    return named
+
+
 def _check_fingerprint(output: Path, fingerprint: dict[str, Any]) -> None:
     """Refuse to continue a folder made with other settings; record the settings of a new one."""
     path = output / FINGERPRINT
@@ -293,8 +312,7 @@ def _check_fingerprint(output: Path, fingerprint: dict[str, Any]) -> None:
         except (OSError, ValueError):
             previous = None
         if previous != fingerprint:
-            before, now = _flatten(previous), _flatten(fingerprint)
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changed = fingerprint_changes(previous, fingerprint)
             raise FacekitError(
                 f"prepare.output {output} holds work made with other settings ({', '.join(changed) or 'unreadable'}"
                 "): choose another prepare.output, or delete that folder to start again"

@@ -754,8 +754,13 @@ def test_training_refuses_a_set_prepared_with_other_settings(prepared: Path, tmp
     other = tiny_recipe(folder, tmp_path / "run")
     other["prepare"]["interocular_px"] = 10
     mark_prepared(folder, other)
-    with pytest.raises(FacekitError, match=r"other settings than this recipe's \(rules.interocular_px\)"):
+    with pytest.raises(FacekitError, match=r"other settings than this recipe's \(prepare.interocular_px\)"):
         train(resolve(tiny_recipe(folder, tmp_path / "run", steps=1)))
+    from facekit.pipeline import RunOptions, run_train_stage
+
+    with pytest.raises(FacekitError, match="other settings"):  # the stage: refused before its run record and lock
+        run_train_stage(resolve(tiny_recipe(folder, tmp_path / "run", steps=1)), RunOptions(progress=False))
+    assert not (tmp_path / "run").exists()
     (folder / "fingerprint.json").unlink()  # a hand-made set: its arrays' size is still checked
     bigger = tiny_recipe(folder, tmp_path / "run", steps=1)
     bigger["prepare"]["image_size"] = 48

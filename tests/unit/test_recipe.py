@@ -399,7 +399,7 @@ def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Pat
     (clean / ".cache" / "Celine_Dion").mkdir(parents=True)  # hidden: the photo readers skip it too
     for folder, name in ((loose, "Adrien_Brody"), (nested, "Celine_Dion")):
         problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(folder)}]}})
-        assert len(problems) == 1 and f"1 test people are also training people (e.g. {name})" in problems[0], problems
+        assert len(problems) == 1 and f"1 test person is also a training person (e.g. {name})" in problems[0], problems
     resolve({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(clean)}]}})  # no problem
     # Camera file names are not people: alice's IMG_0001.jpg and bob's IMG_0002.jpg in a test folder (helper-45).
     camera_train, camera_test = tmp_path / "cam-train", tmp_path / "cam-test"
