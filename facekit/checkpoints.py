@@ -5,7 +5,6 @@ provenance), one safetensors format with a sha256 over the tensors. Inference re
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facekit.errors import FacekitError
+from facekit.locks import replace_durably
 from facekit.warp import tfa_boundary_points
 
 
@@ -39,7 +39,7 @@ def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
     text = json.dumps(meta)
     header = {"facekit": text, DIGEST_KEY: tensors_digest(tensors), META_DIGEST_KEY: text_digest(text)}
     save_file(tensors, str(temporary), metadata=header)
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
 
 
 #: Metadata key of the sha256 over a checkpoint's tensors (names, dtypes, shapes and bytes), checked when read.

@@ -43,3 +43,25 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
         yield path
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def replace_durably(temporary: str | Path, target: str | Path) -> None:
+    """Rename the finished ``temporary`` file over ``target`` so that a power cut leaves the old file or the new one
+    whole, never an empty or partial one: the file's data is flushed to disk first, the folder's entry after. For
+    the files a long job resumes from (checkpoints, prepared arrays, the training pool)."""
+    descriptor = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, target)
+    try:
+        folder = os.open(Path(target).parent, os.O_RDONLY)
+    except OSError:  # a folder that cannot be opened (some platforms): the rename stands
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)

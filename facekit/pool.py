@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facekit.errors import FacekitError
+from facekit.locks import replace_durably
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
         save_file({k: v.contiguous() for k, v in pool.__dict__.items()}, str(temporary), metadata={"key": key})
-        os.replace(temporary, path)
+        replace_durably(temporary, path)
     return pool
 
 

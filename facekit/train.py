@@ -37,6 +37,7 @@ from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
 from facekit.errors import FacekitError
+from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.pool import Pool, cached_pool
 from facekit.types import frozen_encoder
@@ -311,7 +312,7 @@ def copy_atomic(source: Path, target: Path) -> None:
     no truncated ``target``."""
     temporary = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    replace_durably(temporary, target)
 
 
 def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:

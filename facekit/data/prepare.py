@@ -47,7 +47,7 @@ from facekit.data.dataset import FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import DETECTOR_ERROR, FacekitError
 from facekit.images import load_rgb
-from facekit.locks import exclusive
+from facekit.locks import exclusive, replace_durably
 from facekit.types import LandmarkScheme
 
 logger = logging.getLogger(__name__)
@@ -679,7 +679,7 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600: keep the user's usual permissions
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
-        os.replace(temporary, path)
+        replace_durably(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

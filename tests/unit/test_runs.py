@@ -86,3 +86,28 @@ def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         paths = list(pool.map(lambda _: start_run(plan, "infer", tmp_path).path, range(16)))
     assert len(set(paths)) == 16 and all((p / "run.json").is_file() for p in paths)
+
+
+def test_files_a_long_job_resumes_from_reach_the_disk_before_their_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: checkpoints, prepared arrays and the training pool were renamed into place without an fsync, so a power
+    cut could leave an empty file under the final name, which the next run would take for the real one."""
+    import os
+
+    import numpy as np
+    import torch
+
+    from facekit import locks
+    from facekit.checkpoints import write_model_file
+    from facekit.data.prepare import _save_atomic
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(locks.os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        locks.os, "replace", lambda a, b: events.append(f"replace {Path(b).name}") or real_replace(a, b)
+    )
+    write_model_file(tmp_path / "last.safetensors", {"model.w": torch.zeros(2)}, {"step": 1})
+    _save_atomic(tmp_path / "landmarks.npy", np.zeros((2, 68, 2), np.float32))
+    assert events == ["fsync", "replace last.safetensors", "fsync", "fsync", "replace landmarks.npy", "fsync"]
