@@ -418,7 +418,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         start_step = int(meta["step"])
         logger.info("resumed from %s at step %d", checkpoint, start_step)
         kept = checkpoint.with_name(f"step-{start_step:06d}.safetensors")
-        if settings.keep_every is not None and start_step % settings.keep_every == 0 and not kept.is_file():
+        keep_now = settings.keep_every is not None and start_step % settings.keep_every == 0 and not kept.is_file()
+        if dist.main and keep_now:  # one rank writes it (all ranks' copies raced on one temporary name)
             copy_atomic(checkpoint, kept)  # the run was killed between last and its kept copy: this is that state
     model: torch.nn.Module = decoder
     if dist.world > 1:

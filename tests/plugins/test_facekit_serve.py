@@ -536,8 +536,11 @@ def test_an_api_caller_gets_problems_as_errors(server: dict[str, Any], data_root
     client = Client(server["url"], verbose=False, download_files=str(tmp_path / "downloads"))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes((data_root / LFW_AGAIN).read_bytes()[:2500])
+    tracebacks = server["log"].read_text(errors="replace").count("Traceback")
     with pytest.raises(Exception, match="not a photo facekit can read"):
         client.predict(handle_file(str(broken)), api_name="/analyze")
+    # The visitor's file is wrong, not the server: no traceback in the server's log (Gradio prints one per gr.Error).
+    assert server["log"].read_text(errors="replace").count("Traceback") == tracebacks
     result = client.predict(handle_file(str(data_root / LFW_PHOTO)), api_name="/analyze")
     status, detections = result[1], result[2]  # (the upload's State is not part of the API)
     assert "1 face found" in status and Path(detections).is_file()

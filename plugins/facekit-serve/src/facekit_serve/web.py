@@ -54,12 +54,14 @@ def status_error(message: str) -> str:
 
 
 def raise_for_api(request: Any, message: str) -> None:
-    """For a program calling the page's API (gradio_client marks its requests ``x-gradio-user: api``), a problem
-    is an error it can catch (``gr.Error``: gradio_client raises it), not a success whose status box holds an HTML
-    message; the page itself shows the message in its status box."""
+    """For a program calling the page's API (gradio_client sends ``x-gradio-user: api``, a plain REST call no such
+    header), a problem is an error it can catch (``gr.Error``: gradio_client raises it), not a success whose status
+    box holds an HTML message; the page itself (``x-gradio-user: app``) shows the message in its status box. Not
+    printed as a traceback: it is the visitor's photo, not the server, that is wrong (the server's own failures are
+    logged where they are caught)."""
     headers = getattr(request, "headers", None) or {}
-    if headers.get("x-gradio-user") == "api":
-        raise gr.Error(message)
+    if headers.get("x-gradio-user") != "app":
+        raise gr.Error(message, print_exception=False) from None
 
 
 def face_choices(count: int, found: int) -> list[str]:
