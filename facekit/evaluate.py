@@ -368,13 +368,12 @@ def evaluate_plan(
     pair_folds: int = 0,
     baseline: str | None = None,
     overwrite: bool = True,
-    stage: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``;
     ``max_photos`` None: the recipe's ``evaluate.max_photos`` (500 without a recipe). Without ``overwrite`` (the
     command's default), files of an earlier evaluation (or the user's) under its names in the folder stop it before
-    anything is measured; the recipe's evaluate stage (``stage``) replaces its own folder's, and refuses a folder
-    holding anything else (:data:`EVALUATE_ENTRIES`)."""
+    anything is measured; the recipe's evaluate stage replaces its own folder's (it refuses, before this, a folder
+    holding the user's files: :func:`facekit.pipeline.check_output_folders`)."""
     import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
@@ -417,12 +416,10 @@ def evaluate_plan(
         return frozen_encoder(facekit.load_component("encoder", name))
 
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
-    from facekit.batch import check_fixed_outputs, refuse_foreign_folder
+    from facekit.batch import check_fixed_outputs
 
     files = ["metrics.json", "report.html", *(f"identity-{name}.{kind}" for name in names for kind in ("png", "npy"))]
     check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
-    if stage:  # replaces its own files, and only in a folder of its own
-        refuse_foreign_folder(folder, EVALUATE_ENTRIES, "evaluate.output", EVALUATE_SIGNATURES)
     judge_list = [Judge(name, build(name)) for name in names]
     if max_photos is None:  # the recipe's evaluate section, else its default
         max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500

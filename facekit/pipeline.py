@@ -125,14 +125,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
     metrics, folder = evaluate_plan(
-        plan.source,
-        None,
-        evaluate.data,
-        sorted(set(judges)),
-        evaluate.max_photos,
-        evaluate.output,
-        plan.overrides,
-        stage=True,
+        plan.source, None, evaluate.data, sorted(set(judges)), evaluate.max_photos, evaluate.output, plan.overrides
     )
     rates = ", ".join(
         f"{name} pass {figures['identity_pass_rate']:.1%}" for name, figures in metrics.get("judges", {}).items()
@@ -371,14 +364,14 @@ class StageResult(NamedTuple):
 def check_output_folders(plan: Plan, stages: Sequence[str]) -> None:
     """Before the first stage runs: a fresh training's and the evaluate stage's folders hold no files of the user's
     (``refuse_foreign_folder``), so that a run does not train for hours and then stop at its evaluation."""
-    from facekit.batch import refuse_foreign_folder
-    from facekit.evaluate import EVALUATE_ENTRIES, EVALUATE_SIGNATURES
-    from facekit.train import CHECKPOINT, TRAIN_ENTRIES, TRAIN_SIGNATURES
+    if "train" in stages:  # (imported here: a prepare-only run need not load torch for it)
+        from facekit.train import check_train_output
 
-    train = Path(plan.recipe.train.output)
-    if "train" in stages and not (train / "checkpoints" / CHECKPOINT).exists():
-        refuse_foreign_folder(train, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+        check_train_output(Path(plan.recipe.train.output))
     if "evaluate" in stages:
+        from facekit.batch import refuse_foreign_folder
+        from facekit.evaluate import EVALUATE_ENTRIES, EVALUATE_SIGNATURES
+
         refuse_foreign_folder(
             Path(plan.recipe.evaluate.output), EVALUATE_ENTRIES, "evaluate.output", EVALUATE_SIGNATURES
         )

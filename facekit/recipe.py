@@ -81,6 +81,11 @@ class DataSource(Section):
     subset: Literal["neutral_front", "smiling_front", "canada"] | None = Field(default=None, description="london")
     path: str | None = Field(default=None, description="folder: a folder of <person>/<photo> files")
 
+    def folder(self, root: Path) -> Path:
+        """A folder source's folder: ``path`` with ``~`` expanded, under the data ``root`` when relative."""
+        given = Path(str(self.path)).expanduser()
+        return given if given.is_absolute() else root / given
+
     @model_validator(mode="after")
     def _fields_for_source(self) -> DataSource:
         needed = {"lfw": "people", "london": "subset", "folder": "path"}[self.source]
@@ -690,8 +695,7 @@ def _outputs_among_photos(recipe: Recipe) -> list[Problem]:
         for i, src in enumerate(getattr(recipe.data, section)):
             if src.source != "folder" or src.path is None:
                 continue
-            given = Path(src.path).expanduser()
-            photos = (given if given.is_absolute() else root / given).resolve()
+            photos = src.folder(root).resolve()
             for stage in ("prepare", "augment", "train", "evaluate", "infer", "bench"):
                 folder = Path(getattr(recipe, stage).output).expanduser().resolve()
                 if folder == photos or photos in folder.parents:
@@ -756,10 +760,10 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 lfw[section] |= names
             elif src.source == "folder":
                 assert src.path is not None
-                given = Path(src.path).expanduser()
-                folder = given if given.is_absolute() else root / given
+                folder = src.folder(root)
                 if not folder.is_dir():
-                    where = "" if given.is_absolute() else f" (a relative path is under data.root, {root})"
+                    relative = not Path(src.path).expanduser().is_absolute()
+                    where = f" (a relative path is under data.root, {root})" if relative else ""
                     problems.append(Problem(f"{path}.path", f"folder not found: {folder}{where}"))
                     continue
                 people[section] |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}

@@ -259,6 +259,13 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
         )
 
 
+def check_train_output(output: Path) -> None:
+    """A fresh training (no checkpoint in ``output`` yet) writes only into a folder holding no files of the
+    user's (:func:`facekit.batch.refuse_foreign_folder`); a training with a checkpoint there goes on in its own."""
+    if not (output / "checkpoints" / CHECKPOINT).exists():
+        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+
+
 def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None]:
     """What a training checks before it writes anything in train.output (the recipe's train stage calls it before
     its run record, :func:`train` before its lock): the checkpoint there and --resume agree, a fresh training's
@@ -274,8 +281,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
-    if not checkpoint.exists():
-        refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
+    check_train_output(output)
     built_warper = plan.components["warper"].build() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)

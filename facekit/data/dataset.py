@@ -20,9 +20,21 @@ DIGESTED = ("identities.json", "averages.npy", "landmarks.npy", "textures.npy", 
 
 def prepared_digest(folder: Path) -> str:
     """sha256 over a prepared set's identities and arrays (:data:`DIGESTED`; a missing file counts as empty): what
-    ``summary.json`` records, so that a resumed training can tell the same set from one prepared again."""
+    ``summary.json`` records, so that a resumed training can tell the same set from one prepared again. Remembered
+    per process by the files' identity, size and modification time (a training stage checks its set more than once;
+    the arrays are GBs at 224 px)."""
     import hashlib
 
+    def stat(name: str) -> tuple[int, int, int] | None:
+        try:
+            found = (folder / name).stat()
+        except FileNotFoundError:
+            return None
+        return found.st_ino, found.st_size, found.st_mtime_ns
+
+    key = (str(Path(folder).resolve()), tuple(stat(name) for name in DIGESTED))
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     digest = hashlib.sha256()
     for name in DIGESTED:
         digest.update(f"{name}\n".encode())
@@ -32,7 +44,13 @@ def prepared_digest(folder: Path) -> str:
                     digest.update(chunk)
         except FileNotFoundError:
             continue
-    return digest.hexdigest()
+    if len(_DIGESTS) > 16:
+        _DIGESTS.clear()
+    _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple[str, tuple[tuple[int, int, int] | None, ...]], str] = {}
 
 
 class PreparedFaces:

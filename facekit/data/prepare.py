@@ -102,8 +102,6 @@ class PrepareReport:
 
 #: The per-identity arrays prepare writes (NAME.npy), beside mean_landmarks.npy.
 ARRAY_NAMES = ("averages", "landmarks", "textures")
-#: Present while :func:`finalize` rewrites a set's files (see facekit.data.dataset).
-FINALIZING = FINALIZING_MARK
 
 _STATE: dict[str, Any] = {}
 
@@ -244,32 +242,23 @@ def settings_fingerprint(config: WorkerConfig) -> dict[str, Any]:
     }
 
 
-def inputs_digest(items: list[tuple[str, str]]) -> str:
-    """sha256 over an identity's photos (path, source, size, modification time): a changed photo set is redone."""
+def inputs_digest(items: list[tuple[str, str]], root: Path | None = None) -> str:
+    """sha256 over an identity's photos (path, source, size, modification time): a changed photo set is redone.
+    With the data ``root``: as any machine sharing the data sees them (paths relative to it, else as given, and
+    sizes, not modification times): how a shard judges another shard's record (run on another node, the data
+    mounted elsewhere or copied) before it builds the set from it."""
     import hashlib
 
     digest = hashlib.sha256()
     for path, source in sorted(items):
         try:
             stat = os.stat(path)
-            digest.update(f"{path}|{source}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            if root is None:
+                digest.update(f"{path}|{source}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            else:
+                name = os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
+                digest.update(f"{name}|{source}|{stat.st_size}\n".encode())
         except OSError:
-            digest.update(f"{path}|{source}|missing\n".encode())
-    return digest.hexdigest()
-
-
-def photos_digest(items: list[tuple[str, str]], root: Path) -> str:
-    """sha256 over an identity's photos as any machine sharing the data sees them: paths relative to the data root
-    (else as given) and sizes, not modification times. How a shard judges another shard's record (run on another
-    node, the data mounted elsewhere or copied) before it builds the set from it."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path, source in sorted(items):
-        try:
-            name = os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
-            digest.update(f"{name}|{source}|{os.stat(path).st_size}\n".encode())
-        except (OSError, ValueError):
             digest.update(f"{path}|{source}|missing\n".encode())
     return digest.hexdigest()
 
@@ -497,7 +486,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
         if identity in mine:
             return bool(record.get("inputs") == inputs_digest(_items(groups[identity])))
         portable = record.get("photos_sha256")  # another shard's, perhaps made on another node
-        return portable is None or portable == photos_digest(_items(groups[identity]), root)  # None: an older record
+        return portable is None or portable == inputs_digest(_items(groups[identity]), root)  # None: an older record
 
     stale = [identity for identity in identities if not current(identity)]
     finished = not stale
@@ -516,7 +505,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             summary_path = output / "summary.json"
             newest = max(p.stat().st_mtime_ns for p in output.glob("progress*.jsonl"))
             built = summary_path.is_file() and (output / "identities.json").is_file()
-            built = built and not (output / FINALIZING).exists()
+            built = built and not (output / FINALIZING_MARK).exists()
             wanted = identities_digest(identities)  # the arrays hold these people: a changed list rebuilds them
             previous = json.loads(summary_path.read_text()) if built else {}
             if built and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted:
@@ -524,7 +513,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             else:
                 # Marked while the files are rewritten, and the summary (written last) gone: a run killed here
                 # leaves a set that training refuses (PreparedFaces) and the next prepare builds again.
-                (output / FINALIZING).touch()
+                (output / FINALIZING_MARK).touch()
                 summary_path.unlink(missing_ok=True)
                 summary = finalize(output, [done[i] for i in identities], rules.image_size)
                 summary["identities_sha256"] = wanted
@@ -537,7 +526,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                     summary["last_run"]["photos_per_second"] = round(photos_done / seconds, 2)
                 text = json.dumps(summary, indent=2) + "\n"
                 _write_atomic(summary_path, lambda h: h.write(text.encode()))
-                (output / FINALIZING).unlink()
+                (output / FINALIZING_MARK).unlink()
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
 
 
@@ -588,7 +577,7 @@ def _process(
             )
             results = pool.imap_unordered(process_identity, _tasks(groups, todo))
         for record in results:
-            record["photos_sha256"] = photos_digest(_items(groups[record["identity"]]), root)
+            record["photos_sha256"] = inputs_digest(_items(groups[record["identity"]]), root)
             if not _same_outcome(record, previous.get(record["identity"])):
                 _append(progress_file, record)
             photos += record["photos"]

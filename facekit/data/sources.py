@@ -114,10 +114,9 @@ def photos_from_sources(root: Path, sources: Iterable[DataSource]) -> list[Photo
         elif src.source == "london" and src.subset is not None:
             photos.extend(london_photos(root, src.subset))
         elif src.source == "folder" and src.path is not None:
-            path = Path(src.path).expanduser()
             folders += 1  # the second folder's people are folder2/...: two folders' 'anna' are two people
             prefix = "folder" if folders == 1 else f"folder{folders}"
-            photos.extend(folder_photos(path if path.is_absolute() else root / path, prefix))
+            photos.extend(folder_photos(src.folder(root), prefix))
     return photos
 
 

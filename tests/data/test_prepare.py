@@ -553,7 +553,7 @@ def test_a_prepare_stopped_while_it_writes_the_arrays_is_refused_then_finished(
     report = run_prepare(plan)  # nothing to redo per person: the arrays are built again
     assert report.finished and report.processed_identities == 0
     assert len(PreparedFaces(tmp_path / "out")) == 2
-    assert not (tmp_path / "out" / prepare.FINALIZING).exists()
+    assert not (tmp_path / "out" / prepare.FINALIZING_MARK).exists()
     fresh = run_prepare(resolve(recipe_for(folder, tmp_path / "fresh", data_root)))
     assert fresh.finished and _arrays_digest(tmp_path / "out") == _arrays_digest(tmp_path / "fresh")
 

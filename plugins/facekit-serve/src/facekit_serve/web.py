@@ -53,15 +53,16 @@ def status_error(message: str) -> str:
     return f'<p class="error">⚠ {escape(message)}</p>'
 
 
-def raise_for_api(request: Any, message: str) -> None:
-    """For a program calling the page's API (gradio_client sends ``x-gradio-user: api``, a plain REST call no such
-    header), a problem is an error it can catch (``gr.Error``: gradio_client raises it), not a success whose status
-    box holds an HTML message; the page itself (``x-gradio-user: app``) shows the message in its status box. Not
-    printed as a traceback: it is the visitor's photo, not the server, that is wrong (the server's own failures are
-    logged where they are caught)."""
+def problem(request: Any, message: str) -> str:
+    """A problem with a request, as its caller gets it: the page itself (``x-gradio-user: app``) shows the
+    :func:`status_error` returned in its status box; a program calling the page's API (gradio_client sends
+    ``x-gradio-user: api``, a plain REST call no such header) gets an error it can catch (``gr.Error``:
+    gradio_client raises it), not a success whose status box holds an HTML message. Not printed as a traceback: it
+    is the visitor's photo, not the server, that is wrong (the server's own failures are logged where caught)."""
     headers = getattr(request, "headers", None) or {}
     if headers.get("x-gradio-user") != "app":
         raise gr.Error(message, print_exception=False) from None
+    return status_error(message)
 
 
 def face_choices(count: int, found: int) -> list[str]:
@@ -292,13 +293,11 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 engine.hold(analysis.sha256, session)
                 result = engine.result(analysis.sha256, 0, tell)
             except FacekitError as error:
-                raise_for_api(request, str(error))
-                return [None, hidden, status_error(str(error)), *empty]
+                return [None, hidden, problem(request, str(error)), *empty]
             except Exception as error:  # a server answers every request; the log has the traceback
                 log.exception("facekit serve: processing %s failed", Path(path).name)
                 message = "Something went wrong on the server while processing this photo (the server log says what)."
-                raise_for_api(request, f"{message} {type(error).__name__}")
-                return [None, hidden, status_error(f"{message} {type(error).__name__}"), *empty]
+                return [None, hidden, problem(request, f"{message} {type(error).__name__}"), *empty]
             choices = face_choices(len(analysis.faces), analysis.faces_found)
             chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
             with waiting_lock:  # (handlers run on several threads)
@@ -321,13 +320,11 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             try:
                 result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text))
             except FacekitError as error:
-                raise_for_api(request, str(error))
-                return [status_error(str(error)), *empty]
+                return [problem(request, str(error)), *empty]
             analysis = engine.cached(sha256)
             if analysis is None:
                 gone = "This photo is no longer in the server's memory. Please upload it again."
-                raise_for_api(request, gone)
-                return [status_error(gone), *empty]
+                return [problem(request, gone), *empty]
             return [
                 status_markdown(analysis, result, engine.labels, name, time.perf_counter() - began),
                 *values(result),
