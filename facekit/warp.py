@@ -33,11 +33,13 @@ Numerics
 --------
 * Distances always use exact differences ``(q - c)`` (never ``|q|^2 + |c|^2 - 2 q.c``).
 * The small ``(N + 3) x (N + 3)`` system is built and solved in float64 (after centring the points,
-  which leaves the interpolant unchanged). The dense evaluation of order 1 runs in float32 (~3e-5 px
-  from float64 at 224 px) unless the worst-case bound ``2 eps32 * diag * max_b sum|w|`` on its
-  rounding error exceeds 1e-2 px (a typical face at 224 px: ~5e-3; huge cancelling weights, e.g.
-  centres 0.01 px apart carrying different values: ~0.6), then it runs in float64 (one host sync,
-  ~2x time in that rare case). Orders >= 2 are evaluated in float64 because ``r^k`` reaches ~1e7
+  which leaves the interpolant unchanged). The dense evaluation of order 1 runs in float32 (up to
+  ~6e-4 px from float64 at 224 px on a face with a few px of landmark jitter) unless the worst-case
+  bound ``2 eps32 * diag * max_b sum|w|`` on its rounding error exceeds 1e-2 px (a typical face at
+  224 px: ~5e-3; huge cancelling weights, e.g. centres 0.01 px apart carrying different values: ~0.6),
+  then it runs in float64 (one host sync, ~2x time in that rare case). The choice is made per batch:
+  a partner with such weights puts the whole batch in float64, so an item's flow can differ by that
+  float32 error (<1e-3 px) between batches. Orders >= 2 are evaluated in float64 because ``r^k`` reaches ~1e7
   at 224 px and cancels (~1e-3 px error in float32). Float64 inputs are evaluated in float64.
   Flows are float32 (float64 for float64 inputs); warped images are cast back to the input dtype,
   so float16/bfloat16 inputs are safe (sampling runs in float32).
@@ -633,7 +635,7 @@ def dense_flow(
     w, v, origin = solve_spline(centers, values, order, regularization, check)
     dt = _compute_dtype(centers, values)
     # r^k for k >= 2 reaches ~1e7 at 224 px and cancels: float32 would cost ~1e-3 px, so the dense
-    # evaluation of higher orders runs in float64 (order 1, the paper's, stays float32: ~3e-5 px)
+    # evaluation of higher orders runs in float64 (order 1, the paper's, stays float32: <~6e-4 px)
     edt = torch.float64 if _check_order(order) >= 2 else dt
     if edt != torch.float64 and _float32_error_bound(w, height, width) > 1e-2:
         # huge weights (e.g. centres 0.01 px apart with different values) cancel in float32

@@ -94,8 +94,8 @@ def fit_camera(
 
 def estimate_pose(landmarks: np.ndarray, image_size: tuple[int, int], shape: MeanShape) -> Pose:
     """Yaw/pitch/roll of a face from its 68 landmarks (x, y pixels) in an image of ``image_size`` (width, height)
-    (:func:`fit_camera`); positive yaw = the face turned to the image's right (the subject's left), positive
-    pitch = looking down."""
+    (:func:`fit_camera`); positive yaw = the face turned to the image's left (the subject's right: its nose tip
+    lies left of the eyes' midpoint), positive pitch = looking down."""
     _, rotation, _ = fit_camera(landmarks, image_size, shape)
     yaw = np.degrees(np.arcsin(np.clip(-rotation[2, 0], -1.0, 1.0)))
     pitch = np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2]))

@@ -29,6 +29,15 @@ def test_pose_recovers_synthetic_rotations(data_root: Path, yaw: float, pitch: f
     assert abs(pose.yaw - yaw) < 0.5 and abs(pose.pitch - pitch) < 0.5 and abs(pose.roll) < 0.5
 
 
+def test_positive_yaw_is_a_face_turned_to_the_image_left(data_root: Path) -> None:
+    """The sign estimate_pose documents: the nose tip (iBUG 30) then lies left of the eyes' midpoint in the image."""
+    shape = load_mean_shape(data_root / "sfm")
+    landmarks = np.zeros((68, 2))
+    landmarks[shape.landmarks] = project(shape.points, 20, 0)
+    assert landmarks[30, 0] < landmarks[36:48, 0].mean() - 5  # the nose points to the image's left
+    assert estimate_pose(landmarks, (400, 400), shape).yaw == pytest.approx(20, abs=0.5)
+
+
 def test_pose_sign_flips_with_a_mirrored_face(data_root: Path) -> None:
     shape = load_mean_shape(data_root / "sfm")
     landmarks = np.zeros((68, 2))
