@@ -115,25 +115,44 @@ class OwnPipelineJudge:
     def card(self) -> Any:
         return self.encoder.card
 
-    def crop(self, image: np.ndarray) -> np.ndarray | None:
+    def crop(self, image: np.ndarray, near: Sequence[float] | None = None) -> np.ndarray | None:
         """The judge's aligned input for the face :attr:`face` chooses in ``image`` (H, W, 3) uint8 RGB, or None (no
-        face, or the judge's detector raised on it)."""
+        face, or the judge's detector raised on it). With ``near``, an (x0, y0, x1, y1) box of another detector (the
+        face a normalizer took): the judge's detection that overlaps it most, or None when none does. Two detectors
+        box one face differently, so with two faces of nearly one size the :attr:`face` rule alone can take the
+        other person."""
         from facekit.align import encoder_input_transform, warp_image
-        from facekit.normalize import choose_face, detect_guarded
+        from facekit.normalize import box_overlap, choose_face, detect_guarded
 
         faces, _ = detect_guarded(self.detector, image, f"judge {self.name}")  # raised: no face for the judge (logged)
         if not faces:
             return None
-        face = faces[choose_face(faces, image.shape, self.face)]
+        if near is None:
+            face = faces[choose_face(faces, image.shape, self.face)]
+        else:
+            overlaps = [box_overlap(found.box, near) for found in faces]
+            if max(overlaps) <= 0.0:
+                return None  # the judge does not find that face: no score, rather than another person's
+            face = faces[int(np.argmax(overlaps))]
         points = np.asarray(face.landmarks, np.float64)
         width, height = self.card.input_size
         transform = encoder_input_transform(self.encoder, points, face.scheme)
         return warp_image(image, transform, (height, width))
 
-    def embed(self, images: list[np.ndarray | None], batch_size: int = 32) -> np.ndarray:
+    def embed(
+        self,
+        images: list[np.ndarray | None],
+        batch_size: int = 32,
+        near: Sequence[Sequence[float] | None] | None = None,
+    ) -> np.ndarray:
+        """(N, D) float32 embeddings, NaN rows where no face is found; ``near``: per image, the box of the face to
+        judge (:meth:`crop`) or None for the :attr:`face` rule."""
         import torch
 
-        crops = [None if image is None else self.crop(image) for image in images]
+        boxes = list(near) if near is not None else [None] * len(images)
+        if len(boxes) != len(images):
+            raise FacekitError(f"judge {self.name}: {len(boxes)} boxes for {len(images)} images")
+        crops = [None if image is None else self.crop(image, box) for image, box in zip(images, boxes, strict=True)]
         found = [i for i, c in enumerate(crops) if c is not None]
         out = np.full((len(images), int(self.card.embedding_size)), np.nan, np.float32)
         with torch.no_grad():

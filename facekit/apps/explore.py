@@ -83,23 +83,29 @@ def feature_path(a: Any, b: Any, steps: int, spherical: bool = False) -> Any:
     return path
 
 
-def encode(normalizer: Any, images: Sequence[np.ndarray | None], names: Sequence[str]) -> tuple[list[Any], Any]:
+def encode(
+    normalizer: Any, images: Sequence[np.ndarray | None], names: Sequence[str]
+) -> tuple[list[Any], Any, list[tuple[float, float, float, float] | None]]:
     """The normalizer's first half on ``images`` (None = unreadable): (one Outcome per image, like
-    ``normalize_many``, without the face; (B, F) encoder features of those with status ``ok``, in order)."""
+    ``normalize_many``, without the face; (B, F) encoder features of those with status ``ok``, in order; per image
+    the box of the face taken, or None)."""
     import torch
 
     from facekit.align import encoder_inputs
     from facekit.normalize import detect_one
 
     outcomes, pending = detect_one(normalizer.detector, images, names, normalizer.face)
+    boxes: list[tuple[float, float, float, float] | None] = [None] * len(images)
+    for index, _, face in pending:
+        boxes[index] = tuple(float(v) for v in face.box)  # type: ignore[assignment]
     if not pending:
-        return outcomes, None
+        return outcomes, None, boxes
     points = np.stack([np.asarray(face.landmarks, np.float64) for _, _, face in pending])
     crops = encoder_inputs(
         normalizer.encoder, [image for _, image, _ in pending], points, normalizer.detector.card.landmark_scheme
     ).to(normalizer.device)
     with torch.no_grad():
-        return outcomes, normalizer.encoder.features(crops)
+        return outcomes, normalizer.encoder.features(crops), boxes
 
 
 def read_photo(photo: Any, name: str | None = None) -> tuple[str, np.ndarray | None, str]:
@@ -365,7 +371,7 @@ class Explorer(UsesNormalizer):
         given = list(names) + ["A", "B"][len(names) :]
         read = [read_photo(photo, name) for photo, name in zip((a, b), given, strict=False)]
         images = [image for _, image, _ in read]
-        outcomes, features = encode(self.normalizer, images, [name for name, _, _ in read])
+        outcomes, features, boxes = encode(self.normalizer, images, [name for name, _, _ in read])
         photos = [
             {"input": name, "status": o.status, "reason": why or o.reason}
             for (name, _, why), o in zip(read, outcomes, strict=True)
@@ -379,7 +385,7 @@ class Explorer(UsesNormalizer):
         check_outputs(out.image, out.landmarks, self.normalizer.image_size, str(self.normalizer.meta.get("source")))
         frames = to_uint8_rgb(out.image)
         judge = self.judge_for(self.normalizer)
-        ends, along = judge.embed(images), judge.embed(list(frames))
+        ends, along = judge.embed(images, near=boxes), judge.embed(list(frames))
         score = Judge(judge.name, judge.encoder).distance
         return Interpolation(
             t=np.linspace(0.0, 1.0, steps),
@@ -430,14 +436,14 @@ class Explorer(UsesNormalizer):
         aligned: list[np.ndarray | None] = [None] * len(photos)
         cells: dict[str, list[np.ndarray | None]] = {}
         status: dict[str, list[tuple[str, str]]] = {}
-        inputs: dict[str, np.ndarray] = {}
+        # The judge's embedding of each photo, of the face the model took (its box): per judge and set of boxes, as
+        # models with one detector take the same faces.
+        inputs: dict[tuple[str, tuple[Any, ...]], np.ndarray] = {}
         consistency: list[dict[str, Any]] = []
         summary: list[dict[str, Any]] = []
         for label, normalizer in models:
             outcomes: list[Any] = []
             judge = self.judge_for(normalizer)
-            if judge.name not in inputs:
-                inputs[judge.name] = judge.embed(images)
             embedded = []
             for start in range(0, len(images), batch_size):
                 chunk = normalizer.normalize_many(
@@ -456,7 +462,10 @@ class Explorer(UsesNormalizer):
             for i, (image, outcome) in enumerate(zip(images, outcomes, strict=True)):
                 if aligned[i] is None and outcome.face is not None and image is not None:
                     aligned[i] = photo_in_face_frame(image, outcome.face)[0]
-            rows, total = consistency_rows(label, judge, persons, inputs[judge.name], outputs)
+            boxes = tuple(None if o.face is None else tuple(o.face.box) for o in outcomes)
+            if (judge.name, boxes) not in inputs:
+                inputs[judge.name, boxes] = judge.embed(images, near=boxes)
+            rows, total = consistency_rows(label, judge, persons, inputs[judge.name, boxes], outputs)
             consistency.extend(rows)
             summary.append(total)
         faces = {label: face_of(normalizer) for label, normalizer in models}

@@ -95,6 +95,23 @@ def test_interpolation_endpoints_are_the_photos_own_normalized_faces(
     assert record["face"] == "largest"  # which face of each photo (the normalizer's rule)
 
 
+def test_the_judge_scores_the_face_the_normalizer_took_not_its_own_pick(explorer: Explorer, data_root: Path) -> None:
+    """Two faces of one size: dlib's detector (the normalizer's) and YuNet (SFace's) box them differently and take
+    another one as the largest; the judge scores the face whose box overlaps the normalizer's (it scored the other
+    person: B's own normalized face 0.12 "to B")."""
+    from PIL import Image
+
+    images = data_root / "lfw" / "images"
+    powell = Image.open(images / "Colin_Powell" / "Colin_Powell_0001.jpg")
+    canvas = Image.new("RGB", (520, 260), (128, 128, 128))
+    canvas.paste(Image.open(images / "George_W_Bush" / "George_W_Bush_0001.jpg"), (0, 0))
+    canvas.paste(powell.resize((250, 250)), (265, 0))
+    result = explorer.interpolate(np.asarray(powell), np.asarray(canvas), steps=2)
+    assert result.to_b[-1] > result.threshold and result.to_a[-1] > result.threshold  # Powell at both ends
+    judge = explorer.judge_for(explorer.normalizer)
+    assert judge.crop(np.asarray(canvas), near=(0.0, 0.0, 5.0, 5.0)) is None  # no face of the judge's there
+
+
 def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:
     wall = np.full((120, 120, 3), 128, np.uint8)
     with pytest.raises(FacekitError, match=r"wall\.png: no_face"):
