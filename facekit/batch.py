@@ -24,6 +24,7 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
@@ -183,15 +184,58 @@ def _stem(relative: str) -> tuple[str, str]:
     return (relative[: -len(suffix)], suffix[1:].lower()) if suffix else (relative, "")
 
 
-def _name_candidates(relative: str) -> list[str]:
-    """The base names an input may get, in order: ``face``, ``face_jpg``, ``face_jpg-2``, ... (``photo``,
-    ``photo-2``, ... for a name without an extension)."""
+def _name_candidates(relative: str, room: int | None = None) -> Iterator[str]:
+    """The base names an input may get, in order (made as they are asked for): ``face``, ``face_jpg``,
+    ``face_jpg-2``, ... (``photo``, ``photo-2``, ... for a name without an extension), each fitted into ``room``
+    bytes (:func:`fit_name`)."""
     stem, suffix = _stem(relative)
     first = f"{stem}_{suffix}" if suffix else stem
-    return [stem] + ([first] if suffix else []) + [f"{first}-{n}" for n in range(2, 10_000)]
+    names = itertools.chain([stem], [first] if suffix else [], (f"{first}-{n}" for n in range(2, 10_000)))
+    return names if room is None else (fit_name(name, room) for name in names)
 
 
-def _kept_names(found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str]) -> dict[Path, str]:
+#: What the name of a shortened output base ends with: "~" and this many hex digits of its full name's sha256.
+SHORTENED_DIGITS = 8
+
+
+def fit_name(base: str, room: int) -> str:
+    """``base`` (``a/face``) with its last part cut to at most ``room`` bytes (in the file system's encoding) when
+    longer: its leading bytes (never half a UTF-8 character), then ``~`` and :data:`SHORTENED_DIGITS` hex digits of
+    the whole part's sha256, so that two long names sharing a beginning stay apart. A photo's name may use the file
+    system's whole limit, and its outputs add a suffix (``_yaw+30.png``) that would not fit."""
+    import hashlib
+
+    folder, slash, name = base.rpartition("/")
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return base
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:SHORTENED_DIGITS]
+    cut = raw[: max(room - len(tag), 0)]
+    for drop in range(4):  # a UTF-8 character is at most 4 bytes: drop a split one's start
+        try:
+            head = cut[: len(cut) - drop].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:  # not UTF-8 at all: kept byte for byte, as the file system gave it
+        head = os.fsdecode(cut)
+    return f"{folder}{slash}{head}{tag}"
+
+
+def name_limit(folder: Path) -> int:
+    """The longest file name in bytes the file system of ``folder`` (or its nearest existing parent) takes."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _kept_names(
+    found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str], room: int | None = None
+) -> dict[Path, str]:
     """Inputs whose earlier outputs are in ``out`` under one of their candidate names (that name's ``.json`` record
     holds the input's sha256), among inputs that share a name with another: they keep it, so that adding
     ``face.jpeg`` beside a finished ``face.jpg`` neither renames the finished photo's outputs nor makes the new one
@@ -207,7 +251,7 @@ def _kept_names(found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[
             continue
         for photo, relative in members:
             sha: str | None = None
-            for base in _name_candidates(relative)[: len(members) + 1]:
+            for base in itertools.islice(_name_candidates(relative, room), len(members) + 1):
                 recorded = read_record(out / f"{base}.json").get("input_sha256")
                 if not recorded or base in kept.values():
                     continue
@@ -224,9 +268,11 @@ def plan_outputs(
     """Unique output base names: the relative name without its extension; on a clash the extension is kept
     (``face_jpg``), then a counter is added (``face_jpg-2``), except that an input whose earlier outputs are already
     in ``out`` under one of these names keeps it (:func:`_kept_names`). None of the ``outputs`` (suffixes of the base
-    name the caller writes) lands on an input, a reserved name or another photo's output."""
+    name the caller writes) lands on an input, a reserved name or another photo's output, and every one fits the
+    file system's name limit (a longer base is shortened, :func:`fit_name`)."""
     inputs = {photo.resolve() for photo, _ in found}
     taken: set[str] = set(RESERVED)
+    room = name_limit(out) - max((len(os.fsencode(suffix)) for suffix in outputs), default=0)
 
     def free(base: str, photo: Path | None = None) -> set[str] | None:
         names = {f"{base}{suffix}" for suffix in outputs}
@@ -237,14 +283,14 @@ def plan_outputs(
         return names
 
     bases: dict[Path, str] = {}
-    for photo, base in _kept_names(found, out, outputs).items():
+    for photo, base in _kept_names(found, out, outputs, room).items():
         if (names := free(base)) is not None:
             taken |= names
             bases[photo] = base
     planned = []
     for photo, relative in found:
         if photo not in bases:
-            for base in _name_candidates(relative):
+            for base in _name_candidates(relative, room):
                 if (names := free(base, photo)) is not None:
                     taken |= names
                     bases[photo] = base

@@ -171,6 +171,33 @@ def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
     assert summary.rows[0].status == "ok", summary.rows[0].reason
 
 
+def test_a_name_at_the_file_systems_limit_gets_shortened_outputs_and_the_batch_goes_on(
+    tmp_path: Path, model: Path
+) -> None:
+    """Before: a photo named with 251 of the 255 bytes a name may have ended the whole batch with a traceback
+    (OSError: File name too long) as its outputs' names (NAME_side.png, an avatar's NAME_yaw+30.png) were checked.
+    Its outputs now take the name's beginning, ~ and 8 hex digits of the whole name; two such names stay apart, a
+    split UTF-8 character is dropped, and a rerun finds them done."""
+    from facekit.batch import SHORTENED_DIGITS, fit_name
+
+    inputs = tmp_path / "in"
+    long_a = photo(inputs / f"{'M' * 247}.jpg", 100)
+    long_b = photo(inputs / f"{'M' * 246}N.jpg", 110)
+    short = photo(inputs / "ok.jpg", 120)
+    summary = normalize_folder(FakeNormalizer(), [str(inputs)], tmp_path / "out", model)
+    assert [r.status for r in summary.rows] == ["ok", "ok", "ok"], [r.reason for r in summary.rows]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert all(len(os.fsencode(name)) <= 255 for name in names)
+    sides = [name for name in names if name.endswith("_side.png")]
+    assert len(sides) == 3 and "ok_side.png" in sides
+    assert sum(name.startswith("M" * 200) and "~" in name for name in sides) == 2
+    again = normalize_folder(FakeNormalizer(), [str(long_a), str(long_b), str(short)], tmp_path / "out", model)
+    assert [r.status for r in again.rows] == ["done", "done", "done"]
+    cut = fit_name("sub/" + "\u00e9" * 120, 20)  # 240 bytes of two-byte characters into 20
+    assert cut.startswith("sub/") and len(cut[4:].encode()) <= 20 and cut.count("\u00e9") == 5
+    assert len(cut.split("~")[1]) == SHORTENED_DIGITS
+
+
 def test_a_folder_scan_follows_links_and_skips_hidden_files(tmp_path: Path) -> None:
     """Before: a linked folder inside an input folder was skipped without a word, .jfif and .gif photos (read fine
     when named) were skipped, and hidden files (macOS's ._photo.jpg, a .thumbs folder) were taken for photos."""
