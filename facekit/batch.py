@@ -302,14 +302,40 @@ def plan_outputs(
 
 def _our_output(path: Path, outputs: Sequence[str]) -> bool:
     """Whether ``path`` is a command's output of another photo: NAME + one of ``outputs`` (the suffixes it writes)
-    beside a NAME.json recorded for another photo (:func:`_made_for_another`), or the contact grid normalize writes."""
+    beside a NAME.json recorded for another photo (:func:`_made_for_another`), a PNG output marked with the photo it
+    was made from (:data:`OUTPUT_MARK`: a command without per-photo records), or the contact grid normalize writes."""
     if path.name == GRID and _is_our_grid(path):
         return True
+    suffixes = [suffix for suffix in outputs if suffix != ".json" and len(path.name) > len(suffix)]
+    if any(path.name.endswith(suffix) and suffix.lower().endswith(".png") for suffix in suffixes):
+        if _png_text(path).get(OUTPUT_MARK):
+            return True
     return any(
         path.name.endswith(suffix) and _made_for_another(path.parent / f"{path.name[: -len(suffix)]}.json", path)
-        for suffix in outputs
-        if suffix != ".json" and len(path.name) > len(suffix)
+        for suffix in suffixes
     )
+
+
+#: The tEXt key of a PNG output that names the photo it was made from (its absolute path), so that a later run
+#: given it as an input (``facekit attributes *.png -o .`` twice) knows it for an output, not a photo.
+OUTPUT_MARK = "facekit-output-of"
+
+
+def output_mark(photo: Path) -> dict[str, str]:
+    """:func:`png_bytes` text marking an output of ``photo`` (:data:`OUTPUT_MARK`); a name that is not UTF-8 is
+    written with its odd bytes escaped."""
+    return {OUTPUT_MARK: os.fsencode(os.path.abspath(photo)).decode("utf-8", "backslashreplace")}
+
+
+def _png_text(path: Path) -> dict[str, Any]:
+    """The text chunks of the PNG at ``path`` ({} when it is none or cannot be read)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return dict(image.info) if image.format == "PNG" else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def made_from(photo: Path) -> dict[str, str]:
@@ -523,13 +549,7 @@ GRID_MARK = "facekit-grid"
 
 
 def _is_our_grid(path: Path) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.info.get(GRID_MARK) == "1"
-    except (OSError, ValueError):
-        return False
+    return _png_text(path).get(GRID_MARK) == "1"
 
 
 @dataclass

@@ -475,17 +475,22 @@ def attributes_files(
         return _measure_locked(plan, measurer, on_row, overwrite, model_sha256)
 
 
-def _reused(planned: Any, earlier: dict[str, Any] | None, sha: str | None, read: str) -> AttributesRow | None:
+def _reused(
+    planned: Any, earlier: dict[str, Any] | None, sha: str | None, read: str, picture: Path
+) -> AttributesRow | None:
     """The earlier run's row of ``planned`` when it can stand: a status in :data:`REUSED`, the same input sha256 and
     reading (``read``: a P3 photo measured before profiles were converted is measured again), and (``ok``) its
-    picture still there."""
+    ``picture`` (where this run would write it) still there. The row's output is named as this run names it: the
+    earlier run may have been started from another working folder, or the folder moved since."""
     if earlier is None or sha is None or earlier.get("input_sha256") != sha or earlier["status"] not in REUSED:
         return None
     if earlier.get("read", "") != read:
         return None
     row = AttributesRow.from_record(earlier)
-    if row.status == "ok" and not Path(str(row.values.get("output", ""))).is_file():
-        return None
+    if row.status == "ok":
+        if not picture.is_file():
+            return None
+        row = replace(row, values={**row.values, "output": str(picture)})
     return replace(row, input=str(planned.source), reason=EARLIER if row.status == "ok" else row.reason)
 
 
@@ -500,6 +505,7 @@ def _measure_locked(
         exists_reason,
         input_sha256,
         occupied,
+        output_mark,
         png_bytes,
         reading,
         remove_temporaries,
@@ -523,7 +529,8 @@ def _measure_locked(
         for planned in plan.planned[start : start + plan.batch_size]:
             sha, _ = input_sha256(planned.source)
             read = reading(planned.source).get("read", "")
-            reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha, read)
+            picture = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
+            reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha, read, picture)
             if reused is not None:
                 rows.append(reused)
             elif (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))) and not overwrite:
@@ -548,7 +555,8 @@ def _measure_locked(
                 )
             else:
                 target = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
-                failed = write_files([(target, png_bytes(overlay(outcome.face, photo)))], plan.out)
+                picture = png_bytes(overlay(outcome.face, photo), output_mark(planned.source))
+                failed = write_files([(target, picture)], plan.out)
                 values = dict(outcome.extras["attributes"])
                 values.update({f"photo_{k}": v for k, v in outcome.extras["photo_attributes"].items()})
                 values["output"] = "" if failed else str(target)

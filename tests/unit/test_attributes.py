@@ -311,3 +311,43 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path: Path) -> None
     assert row["input"] == "caf\\udce9.jpg" and row["status"] == "no_face"
     (photo,) = json.loads((tmp_path / "attributes.json").read_text())["photos"]
     assert os.fsencode(photo["input"]) == b"caf\xe9.jpg"  # JSON keeps the name exactly
+
+
+def test_a_rerun_from_another_folder_keeps_the_rows_and_skips_its_own_pictures(
+    normalized: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a first run with a relative -o recorded its pictures relative to the folder it ran in, so the same
+    command from another folder found none of them, marked every photo 'exists' and dropped every measurement from
+    the tables; and ``attributes *.jpg *.png -o .`` run twice measured its own pictures as photos."""
+    from facekit.apps.attributes import attributes_files
+    from facekit.batch import plan_folder
+    from facekit.normalize import Outcome
+
+    class Stub:
+        def __init__(self) -> None:
+            self.meta = {"source": "stub"}
+
+        def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
+            return [Outcome(name, "ok", normalized) for name in names]
+
+    for name in ("first.jpg", "second.jpg"):
+        Image.fromarray(real_face().image).save(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    first = attributes_files(
+        plan_folder(["first.jpg", "second.jpg"], Path(".")), FaceAttributes(Stub()), None, False, "m"
+    )
+    assert [r.status for r in first] == ["ok", "ok"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    given = [str(tmp_path / n) for n in ("first.jpg", "second.jpg", "first_attributes.png", "second_attributes.png")]
+    plan = plan_folder(given, tmp_path)
+    assert [p.source.name for p in plan.planned] == ["first.jpg", "second.jpg"]  # its pictures are not photos
+    again = attributes_files(plan, FaceAttributes(Stub()), None, False, "m")
+    assert [r.status for r in again] == ["ok", "ok"], [r.reason for r in again]
+    assert all(r.reason.startswith("measured by an earlier run") for r in again)
+    table = json.loads((tmp_path / "attributes.json").read_text())["photos"]
+    assert [p["status"] for p in table] == ["ok", "ok"]
+    assert [p["output"] for p in table] == [
+        str(tmp_path / "first_attributes.png"),
+        str(tmp_path / "second_attributes.png"),
+    ]
