@@ -360,6 +360,12 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     redone = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
     assert redone["face.jpg"]["status"] == "ok" and "reason" not in redone["face.jpg"], redone
     assert (out / "face_sheet.png").is_file() and json.loads((out / "face.json").read_text())["complete"] is True
+    # Files the record lists deleted since (the OBJ and its texture): made again (before: "done", the OBJ missing).
+    (out / "face.obj").unlink()
+    (out / "face.png").unlink()
+    remade = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, settings=settings)}
+    assert remade["face.jpg"]["status"] == "ok" and (out / "face.obj").is_file() and (out / "face.png").is_file()
+    assert remade["other.jpg"]["status"] == "done"
 
 
 def test_renders_release_their_buffers() -> None:

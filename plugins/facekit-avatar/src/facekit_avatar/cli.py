@@ -141,7 +141,11 @@ def _avatars_locked(
             glb, obj, record = planned.outputs(plan.out, (".glb", ".obj", ".json"))
             taken = occupied(planned.outputs(plan.out, AVATAR_OUTPUTS))
             mine = provenance[row["input"]] if settings is not None else None
-            verdict = rerun_verdict(read_record(record), mine, glb.is_file(), taken, overwrite)
+            previous = read_record(record)
+            listed = previous.get("files") if isinstance(previous.get("files"), list) else []
+            # Made: the GLB and every file the record lists (the OBJ, its material and texture, the renders).
+            made = glb.is_file() and all((record.parent / str(name)).is_file() for name in listed)
+            verdict = rerun_verdict(previous, mine, made, taken, overwrite)
             if source_sha is None:
                 row.update(status="unreadable", reason=why)
             elif verdict == "done":
