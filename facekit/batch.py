@@ -76,14 +76,19 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def scan_inputs(
-    items: Sequence[str], out: Path, inside_inputs: bool = False, outputs: Sequence[str] = ()
+    items: Sequence[str],
+    out: Path,
+    inside_inputs: bool = False,
+    outputs: Sequence[str] = (),
+    inside_option: str = "",
 ) -> list[tuple[Path, str]]:
     """(photo, name relative to what was given) for every photo of ``items`` (files, or folders scanned recursively:
     :func:`_photos_below`).
 
-    ``out`` equal to a folder given is refused; ``out`` inside one is refused unless ``inside_inputs``, and is then
-    left out of the scan. A file given that is this command's output of another photo in ``out`` (``outputs``: the
-    suffixes it writes; :func:`_our_output`) is skipped with a warning."""
+    ``out`` equal to a folder given is refused; ``out`` inside one is refused unless ``inside_inputs`` (the refusal
+    names ``inside_option``, how the command asks for it, when it has one), and is then left out of the scan. A
+    file given that is this command's output of another photo in ``out`` (``outputs``: the suffixes it writes;
+    :func:`_our_output`) is skipped with a warning."""
 
     target = out.resolve()
     found: list[tuple[Path, str]] = []
@@ -95,9 +100,13 @@ def scan_inputs(
             if target == folder:
                 raise FacekitError(f"-o {out} is the input folder {item}: choose an output folder outside the inputs")
             if _inside(target, folder) and not inside_inputs:
+                allowed = (
+                    f", or pass {inside_option} (the output folder is then skipped when the inputs are scanned)"
+                    if inside_option
+                    else ""
+                )
                 raise FacekitError(
-                    f"-o {out} is inside the input folder {item}: choose a folder outside the inputs, or pass "
-                    "--inside-inputs (the output folder is then skipped when the inputs are scanned)"
+                    f"-o {out} is inside the input folder {item}: choose a folder outside the inputs{allowed}"
                 )
             if _inside(folder, target):
                 raise FacekitError(
@@ -650,6 +659,7 @@ def plan_folder(
     batch_size: int = 16,
     inside_inputs: bool = False,
     outputs: Sequence[str] = NORMALIZE_OUTPUTS,
+    inside_option: str = "",
 ) -> FolderPlan:
     """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`)."""
     if batch_size < 1:
@@ -657,7 +667,8 @@ def plan_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FacekitError(f"-o {out} is a file, not a folder")
-    return FolderPlan(out, plan_outputs(scan_inputs(items, out, inside_inputs, outputs), out, outputs), batch_size)
+    found = scan_inputs(items, out, inside_inputs, outputs, inside_option)
+    return FolderPlan(out, plan_outputs(found, out, outputs), batch_size)
 
 
 def normalize_folder(
@@ -669,9 +680,12 @@ def normalize_folder(
     overwrite: bool = False,
     inside_inputs: bool = False,
     on_row: Callable[[Row], None] | None = None,
+    inside_option: str = "inside_inputs=True",
 ) -> Summary:
-    """:func:`plan_folder` then :func:`normalize_planned`."""
-    return normalize_planned(normalizer, plan_folder(items, out, batch_size, inside_inputs), model, overwrite, on_row)
+    """:func:`plan_folder` then :func:`normalize_planned`; ``inside_option``: how the caller allows ``out`` inside
+    an input folder, named when it is refused ("": the caller has no way)."""
+    plan = plan_folder(items, out, batch_size, inside_inputs, inside_option=inside_option)
+    return normalize_planned(normalizer, plan, model, overwrite, on_row)
 
 
 def normalize_planned(

@@ -302,7 +302,8 @@ def normalize(
     from facekit.batch import normalize_planned, plan_folder
     from facekit.normalize import Normalizer, inference_device, resolve_model
 
-    plan = plan_folder(photos, out, batch_size, inside_inputs)  # bad inputs or -o are reported before the model loads
+    # Bad inputs or -o are reported before the model loads.
+    plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
     path = resolve_model(model, checkpoint)
     settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
     normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings, face=face.value)

@@ -162,7 +162,9 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     used = model_components(plan, normalizer.meta, checkpoint)
     run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
     items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
-    summary = normalize_folder(normalizer, items, infer.output, checkpoint, infer.batch_size, infer.overwrite)
+    summary = normalize_folder(
+        normalizer, items, infer.output, checkpoint, infer.batch_size, infer.overwrite, inside_option=""
+    )
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]

@@ -227,8 +227,13 @@ def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
     before = [digest(p) for p in originals]
     with pytest.raises(FacekitError, match="is the input folder"):
         normalize_folder(FakeNormalizer(), [str(inputs)], inputs, model)
-    with pytest.raises(FacekitError, match="inside the input folder"):
+    with pytest.raises(FacekitError, match=r"inside the input folder.*pass inside_inputs=True"):
         normalize_folder(FakeNormalizer(), [str(inputs)], inputs / "out", model)
+    # Commands without the option do not offer it (before: adjust, attributes, avatar and explore named normalize's
+    # --inside-inputs, which they do not have).
+    with pytest.raises(FacekitError, match="inside the input folder") as refused:
+        plan_folder([str(inputs)], inputs / "out", outputs=(".png", ".json"))
+    assert "inside" not in str(refused.value).split("input folder")[1]
     with pytest.raises(FacekitError, match="is inside -o"):  # not "no photos found"
         normalize_folder(FakeNormalizer(), [str(inputs)], tmp_path, model)
     # Allowed when asked: the output folder is skipped when scanning, so a rerun never normalizes its own outputs.
