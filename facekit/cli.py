@@ -777,7 +777,7 @@ def explore_compare(
     compare.json). Exit 3 when some photo has no output."""
     from rich.progress import Progress
 
-    from facekit.apps.explore import COMPARE_FILES, write_comparison
+    from facekit.apps.explore import COMPARE_FILES, status_and_reason, write_comparison
     from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
     from facekit.locks import exclusive
     from facekit.normalize import resolve_model
@@ -810,7 +810,7 @@ def explore_compare(
     for column in ("photo", "person", *labels):
         table.add_column(column, overflow="fold")
     for i, photo in enumerate(result.photos):
-        cells = [" ".join(part for part in result.status[label][i] if part) for label in labels]
+        cells = [status_and_reason(*result.status[label][i]) for label in labels]
         table.add_row(photo, result.persons[i], *cells)
     console.print(table)
     summary = Table(title="consistency: mean pairwise judge distance within a person (lower: more alike)")

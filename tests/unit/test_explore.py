@@ -112,6 +112,16 @@ def test_the_judge_scores_the_face_the_normalizer_took_not_its_own_pick(explorer
     assert judge.crop(np.asarray(canvas), near=(0.0, 0.0, 5.0, 5.0)) is None  # no face of the judge's there
 
 
+def test_the_figure_takes_a_file_name_that_is_not_utf8(explorer: Explorer) -> None:
+    """Before: matplotlib refused the lone surrogate such a name holds (a TypeError after the models had run)."""
+    from facekit.apps.explore import interpolation_figure
+
+    face = real_face().image
+    result = explorer.interpolate(face, face[:, ::-1].copy(), steps=2, names=["bad\udcffname.jpg", "b.jpg"])
+    figure = interpolation_figure(result)
+    assert figure.ndim == 3 and figure.dtype == np.uint8
+
+
 def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:
     wall = np.full((120, 120, 3), 128, np.uint8)
     with pytest.raises(FacekitError, match=r"wall\.png: no_face"):
@@ -239,20 +249,22 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
 
     Image.new("RGB", (100, 100), (200, 30, 30)).save(tmp_path / "wall.png")
     shipped = Path(__file__).resolve().parents[2] / "facekit" / "assets" / "default-model.safetensors"
+    (tmp_path / "empty.jpg").write_bytes(b"")
     compared = run_cli(
-        "explore", "compare", str(a), str(b), str(tmp_path / "wall.png"), "-o", str(tmp_path / "cmp"),
-        "--model", "dlib", "--checkpoint", str(shipped), "--face", "central",
+        "explore", "compare", str(a), str(b), str(tmp_path / "wall.png"), str(tmp_path / "empty.jpg"),
+        "-o", str(tmp_path / "cmp"), "--model", "dlib", "--checkpoint", str(shipped), "--face", "central",
     )  # fmt: skip
     assert compared.returncode == 3, compared.stdout + compared.stderr  # the wall has no face
+    assert "unreadable (" in compared.stdout and "unreadable unreadable" not in compared.stdout  # said once
     with (tmp_path / "cmp" / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {r["model"] for r in rows} == {"dlib", "default-model"}
     assert {r["person"] for r in rows} == {tmp_path.name, "(all people)"}  # no _NNNN: the folder names the person
     with Image.open(tmp_path / "cmp" / "compare.png") as grid:
-        assert grid.size == (3 * 128, 28 + 3 * 128)
+        assert grid.size == (3 * 128, 28 + 4 * 128)
     compare_record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     status = compare_record["photos"]
-    assert [p["dlib"]["status"] for p in status] == ["ok", "ok", "no_face"]
+    assert [p["dlib"]["status"] for p in status] == ["ok", "ok", "no_face", "unreadable"]
     assert compare_record["face"] == {"dlib": "central", "default-model": "central"}  # --face reached every model
     # One run at a time into a folder (before: two runs both computed and the last silently won, or the second
     # failed only after all its work); the lock is taken before any model loads.
