@@ -20,10 +20,13 @@ LOCK = ".facekit.lock"
 @contextmanager
 def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = False) -> Iterator[Path]:
     """Hold ``folder/name`` for the duration; another holder is a FacekitError naming ``what`` (or, with ``wait``,
-    is waited for). The lock file is opened without following a symbolic link."""
+    is waited for). The lock file is opened without following a symbolic link. A folder this call made that holds
+    nothing but the lock at the end (the run failed before writing anything) is removed with it, and so are the
+    empty parents it made: a failed run leaves no trace."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FacekitError(f"{folder} is a file, not a folder")
+    made = [] if wait else _missing_folders(folder)  # a waiter's folder may be another holder's: never removed
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     try:
@@ -42,7 +45,31 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
         os.write(descriptor, f"{os.getpid()}\n".encode())
         yield path
     finally:
+        if made:
+            _remove_if_only(path, made)
         os.close(descriptor)  # closing releases the lock
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_only(lock: Path, made: list[Path]) -> None:
+    """Remove ``lock`` and the folders ``made`` (innermost first) when the lock is all the innermost one holds (while
+    the lock is still held: nobody else can have started writing there)."""
+    try:
+        if [entry.name for entry in made[0].iterdir()] != [lock.name]:
+            return
+        lock.unlink()
+        for folder in made:
+            folder.rmdir()  # stops at the first that is not empty (OSError)
+    except OSError:
+        pass
 
 
 def replace_durably(temporary: str | Path, target: str | Path) -> None:

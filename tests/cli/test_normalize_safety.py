@@ -20,6 +20,7 @@ from PIL import Image
 from facekit.batch import MANIFEST, normalize_folder, plan_folder, plan_outputs, scan_inputs
 from facekit.errors import FacekitError
 from facekit.normalize import NormalizedFace, Outcome
+from tests.helpers import run_cli
 
 
 class FakeNormalizer:
@@ -411,6 +412,28 @@ def test_two_writers_into_one_folder_are_refused_and_a_finished_one_lets_go(tmp_
         normalize_folder(FakeNormalizer(), [str(source)], out, model)
     assert not (out / "face.png").exists()
     assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "ok"
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """Before: a failed run (``explore interpolate`` on a photo without a face, a bad --checkpoint) left the -o it
+    made holding only its lock file. A folder that was there, or one with outputs in it, stays."""
+    from facekit.locks import LOCK, exclusive
+
+    out = tmp_path / "new" / "deeper"
+    with pytest.raises(RuntimeError), exclusive(out, "explore interpolate"):
+        raise RuntimeError("no face in B")
+    assert not (tmp_path / "new").exists()
+    with exclusive(out, "explore interpolate"):
+        (out / "result.png").write_bytes(b"made")
+    assert (out / "result.png").is_file()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    with exclusive(kept, "normalize"):
+        pass
+    assert kept.is_dir() and [p.name for p in kept.iterdir()] == [LOCK]
+    result = run_cli("explore", "interpolate", str(photo(tmp_path / "a.png", 90)), str(photo(tmp_path / "b.png", 91)),
+                     "-o", str(tmp_path / "failed"))  # fmt: skip
+    assert result.returncode == 1 and not (tmp_path / "failed").exists(), result.stderr
 
 
 def test_outputs_get_the_usual_permissions(tmp_path: Path, model: Path) -> None:
