@@ -417,7 +417,11 @@ class Explorer(UsesNormalizer):
         from facekit.apps.attributes import photo_in_face_frame
         from facekit.images import load_rgb
 
+        if not photos:
+            raise FacekitError("compare needs at least one photo")
         models = list(models) if models is not None else [(self.label(), self.normalizer)]
+        if not models:
+            raise FacekitError("compare needs at least one model")
         labels = [label for label, _ in models]
         if len(set(labels)) != len(labels):
             raise FacekitError(f"two models have the same label ({', '.join(labels)}): label each differently")

@@ -400,3 +400,24 @@ def test_landmarks_the_model_cannot_fit_are_no_avatar(maker: Any, shipped_normal
     with pytest.raises(FacekitError, match="no avatar for this face"):
         maker.export(avatars[1], tmp_path, "bad")
     assert not list(tmp_path.iterdir())
+
+
+def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Path) -> None:
+    """Before: an empty batch was a torch error, float images "data size mismatch", batches of two sizes an
+    IndexError, and export(..., "") wrote hidden files named .obj and .glb."""
+    from facekit.errors import FacekitError
+
+    face = np.zeros((1, 112, 112, 3), np.uint8)
+    points = np.asarray(real_face().ibug68, np.float32)[None] * 112 / real_face().image.shape[0]
+    for images, landmarks, message in [
+        (face[:0], points[:0], "at least one square face"),
+        (face.astype(np.float32), points, "uint8 array"),
+        (np.concatenate([face, face]), points, r"must be \(2, 68, 2\)"),
+        (face, points[:, :5], r"must be \(1, 68, 2\)"),
+    ]:
+        with pytest.raises(FacekitError, match=message):
+            maker.build(images, landmarks)
+    (avatar,) = maker.build(np.full((1, 112, 112, 3), 128, np.uint8), points)
+    with pytest.raises(FacekitError, match="need a name"):
+        maker.export(avatar, tmp_path, "")
+    assert list(tmp_path.iterdir()) == []

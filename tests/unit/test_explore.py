@@ -122,6 +122,13 @@ def test_the_figure_takes_a_file_name_that_is_not_utf8(explorer: Explorer) -> No
     assert figure.ndim == 3 and figure.dtype == np.uint8
 
 
+def test_compare_without_photos_or_models_is_one_line(explorer: Explorer) -> None:
+    with pytest.raises(FacekitError, match="at least one photo"):  # before: numpy's "need at least one array"
+        explorer.compare([])
+    with pytest.raises(FacekitError, match="at least one model"):
+        explorer.compare(["a.jpg"], models=[])
+
+
 def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:
     wall = np.full((120, 120, 3), 128, np.uint8)
     with pytest.raises(FacekitError, match=r"wall\.png: no_face"):

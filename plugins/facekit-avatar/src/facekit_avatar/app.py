@@ -46,6 +46,21 @@ class Avatar:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+def check_faces(images: Any, landmarks: Any) -> None:
+    """Refuse what :meth:`AvatarMaker.build` cannot read, in one line (before: a torch error on an empty batch, "data
+    size mismatch" for float images, an IndexError for batches of two sizes)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise FacekitError(f"avatar: images must be a (B, S, S, 3) uint8 array of normalized faces, got {got}")
+    if images.shape[0] == 0 or images.shape[1] != images.shape[2]:
+        raise FacekitError(f"avatar: images must hold at least one square face, got shape {images.shape}")
+    points = np.asarray(landmarks)
+    if points.shape != (images.shape[0], 68, 2):  # a face with points that are not finite is that face's fit_failed
+        raise FacekitError(
+            f"avatar: landmarks must be ({images.shape[0]}, 68, 2) iBUG points, one set per image, got {points.shape}"
+        )
+
+
 class AvatarMaker:
     """Fits, textures, renders and exports avatars (see the module docstring)."""
 
@@ -107,6 +122,7 @@ class AvatarMaker:
         (no colour model): the grazing-angle smears the blend removes, for comparison."""
         from facekit_avatar.render import renderer
 
+        check_faces(images, landmarks)
         began = time.perf_counter()
         size = images.shape[1]
         fit = self.fit(landmarks, size)
@@ -180,6 +196,8 @@ class AvatarMaker:
 
         if avatar.record.get("fit_failed"):
             raise FacekitError(f"no avatar for this face: {avatar.record['fit_failed']}")
+        if "\0" in name or name.endswith("/") or Path(name).name in ("", ".", ".."):
+            raise FacekitError(f"export: the avatar's files need a name (NAME.obj, NAME.glb, ...), got {name!r}")
 
         folder = Path(folder)
         files = [(folder / file, data) for file, data in mesh_files(avatar, self.model, name).items()]
