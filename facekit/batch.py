@@ -317,7 +317,7 @@ def _our_output(path: Path, outputs: Sequence[str]) -> bool:
         return True
     suffixes = [suffix for suffix in outputs if suffix != ".json" and len(path.name) > len(suffix)]
     if any(path.name.endswith(suffix) and suffix.lower().endswith(".png") for suffix in suffixes):
-        if _png_text(path).get(OUTPUT_MARK):
+        if png_text(path).get(OUTPUT_MARK):
             return True
     return any(
         path.name.endswith(suffix) and _made_for_another(path.parent / f"{path.name[: -len(suffix)]}.json", path)
@@ -336,7 +336,7 @@ def output_mark(photo: Path) -> dict[str, str]:
     return {OUTPUT_MARK: os.fsencode(os.path.abspath(photo)).decode("utf-8", "backslashreplace")}
 
 
-def _png_text(path: Path) -> dict[str, Any]:
+def png_text(path: Path) -> dict[str, Any]:
     """The text chunks of the PNG at ``path`` ({} when it is none or cannot be read)."""
     from PIL import Image
 
@@ -558,7 +558,7 @@ GRID_MARK = "facekit-grid"
 
 
 def _is_our_grid(path: Path) -> bool:
-    return _png_text(path).get(GRID_MARK) == "1"
+    return png_text(path).get(GRID_MARK) == "1"
 
 
 @dataclass

@@ -122,9 +122,9 @@ class OwnPipelineJudge:
         box one face differently, so with two faces of nearly one size the :attr:`face` rule alone can take the
         other person."""
         from facekit.align import encoder_input_transform, warp_image
-        from facekit.normalize import box_overlap, choose_face, detect_guarded
+        from facekit.normalize import box_overlap, choose_face, detect_photo
 
-        faces, _ = detect_guarded(self.detector, image, f"judge {self.name}")  # raised: no face for the judge (logged)
+        faces, _ = detect_photo(self.detector, image, f"judge {self.name}")  # raised: no face for the judge (logged)
         if not faces:
             return None
         if near is None:

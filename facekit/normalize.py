@@ -323,33 +323,28 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
         return [], why
 
 
-#: Photos longer than this (px) are searched for faces on smaller copies (:func:`detect_photo`).
+#: Photos longer than this (px) are searched for faces on a copy of this size (:func:`detect_photo`).
 LARGE_SIDE = 2048
-#: A face found on a copy is located again on a crop of the full photo, shrunk so that its box is at most this many
-#: pixels on its long side: enough for the 68 points of a face normalized at 112-224 px.
+#: A face found on the copy is located again on a crop of the full photo (twice its box), shrunk so that the face's
+#: box is at most this many pixels on its long side (the crop ~800 px): enough for the 68 points of a face
+#: normalized at 112-224 px.
 REFINE_SIDE = 400
 
 
 def detect_photo(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:
-    """:func:`detect_guarded` on a photo up to :data:`LARGE_SIDE` px; on a larger one, faces are found on a copy
-    (:func:`facekit.apps.faces_on_copies`: 1,024 px, then 2,048 when that shows none) and each is located again on a
-    crop of the photo around it (twice its box, shrunk to :data:`REFINE_SIDE` px; the copy's detection scaled up
-    where the crop shows none), in the photo's pixels. dlib's detector took ~17 s and 2 GB on a 36 MP photo at full
-    size; a face too small to show on the 2,048 px copy (under ~1 % of a 36 MP photo's width) is not found."""
+    """:func:`detect_guarded` on a photo up to :data:`LARGE_SIDE` px; on a larger one, faces are found on a copy of
+    :data:`LARGE_SIDE` px and each is located again on a crop of the photo around it (twice its box, the face shrunk
+    to :data:`REFINE_SIDE` px; the copy's detection scaled up where the crop shows none), in the photo's pixels.
+    dlib's detector took ~17 s and 2 GB on a 36 MP photo at full size; a face too small to show on the copy (under
+    ~1 % of a 36 MP photo's width, as on any 2,048 px photo) is not found."""
     if max(image.shape[:2]) <= LARGE_SIDE:
         return detect_guarded(detector, image, name)
-    from facekit.apps import faces_on_copies
+    from facekit.images import downscale
 
-    problems: list[str] = []
-
-    def find(copy: np.ndarray) -> list[Any]:
-        faces, why = detect_guarded(detector, copy, name)
-        problems.append(why)
-        return faces
-
-    copy, faces = faces_on_copies(image, find)
-    if not faces:
-        return [], next((why for why in problems if why), "")
+    copy = downscale(image, LARGE_SIDE)
+    faces, why = detect_guarded(detector, copy, name)
+    if why or not faces:
+        return [], why
     scale = (image.shape[1] / copy.shape[1], image.shape[0] / copy.shape[0])
     return [_refine(detector, image, _scaled(face, scale), name) for face in faces], ""
 
@@ -377,10 +372,14 @@ def _refine(detector: Any, image: np.ndarray, face: Any, name: str) -> Any:
     import cv2
 
     x0, y0, x1, y1 = face.box
+    if not np.isfinite(face.box).all():
+        return face  # a plugin's odd box: the copy's detection, judged later as any other
     side = max(x1 - x0, y1 - y0, 1.0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     left, top = max(0, int(cx - side)), max(0, int(cy - side))
     right, bottom = min(image.shape[1], int(np.ceil(cx + side))), min(image.shape[0], int(np.ceil(cy + side)))
+    if right - left < 2 or bottom - top < 2:  # a box (nearly) outside the photo
+        return face
     crop = image[top:bottom, left:right]
     factor = min(1.0, REFINE_SIDE / side)
     if factor < 1.0:

@@ -17,6 +17,7 @@ people's normalized faces).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -488,10 +489,29 @@ def _reused(
         return None
     row = AttributesRow.from_record(earlier)
     if row.status == "ok":
-        if not picture.is_file():
+        found = _own_picture(planned.source, picture, Path(str(row.values.get("output", ""))))
+        if found is None:
             return None
-        row = replace(row, values={**row.values, "output": str(picture)})
+        row = replace(row, values={**row.values, "output": found})
     return replace(row, input=str(planned.source), reason=EARLIER if row.status == "ok" else row.reason)
+
+
+def _own_picture(source: Path, planned: Path, recorded: Path) -> str | None:
+    """The absolute path of ``source``'s picture from an earlier run: where this run would write it (``planned``),
+    else where the row says (``recorded``, relative to the folder that run started in), whichever is there and marked
+    as made from ``source`` (:data:`facekit.batch.OUTPUT_MARK`; a picture made before the mark counts where the row
+    names it, or under its name where this run would write it). Names are given by order: another photo's picture
+    may stand where this one's would go."""
+    from facekit.batch import OUTPUT_MARK, output_mark, png_text
+
+    mine = output_mark(source)[OUTPUT_MARK]
+    for candidate in (planned, recorded):
+        if not candidate.name or not candidate.is_file():
+            continue
+        mark = png_text(candidate).get(OUTPUT_MARK)
+        if mark == mine or (mark is None and candidate.name == recorded.name):
+            return os.path.abspath(candidate)
+    return None
 
 
 def _measure_locked(
@@ -559,7 +579,7 @@ def _measure_locked(
                 failed = write_files([(target, picture)], plan.out)
                 values = dict(outcome.extras["attributes"])
                 values.update({f"photo_{k}": v for k, v in outcome.extras["photo_attributes"].items()})
-                values["output"] = "" if failed else str(target)
+                values["output"] = "" if failed else os.path.abspath(target)  # the same from any working folder
                 row = (
                     AttributesRow(name, "unwritable", failed)
                     if failed

@@ -523,9 +523,10 @@ def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
     )
     top.imshow(frames, interpolation="bicubic")
     top.set_axis_off()
-    # A file name that is not UTF-8 holds lone surrogates, which matplotlib's text refuses: its odd bytes escaped.
+    # A file name that is not UTF-8 holds lone surrogates, which matplotlib's text refuses: its odd bytes escaped;
+    # and a name is text, not mathtext ("cost_$5_$^.jpg" raised as it was drawn).
     a, b = (p["input"].split("/")[-1].encode("utf-8", "backslashreplace").decode() for p in result.photos)
-    top.set_title(f"{a}  ->  {b}", fontsize=9)
+    top.set_title(f"{a}  ->  {b}", fontsize=9, parse_math=False)
     bottom.plot(result.t, result.to_a, "o-", color="#4477aa", label="to photo A")
     bottom.plot(result.t, result.to_b, "s-", color="#cc6677", label="to photo B")
     bottom.axhline(

@@ -393,7 +393,7 @@ def test_a_detector_that_raises_on_one_photo_costs_that_photo_only_and_numpy_box
 
 def test_a_large_photo_is_searched_on_copies_and_its_face_located_on_a_crop(normalizer: facekit.Normalizer) -> None:
     """Before: every detector ran on the whole photo (dlib's: ~17 s and 2 GB for 36 MP). Over 2,048 px the faces
-    are found on a 1,024 px copy and each located again on a crop of the photo: the detector never sees more than
+    are found on a 2,048 px copy and each located again on a crop of the photo: the detector never sees more than
     2,048 px, and the landmarks stay within ~1.5 % of the interocular distance of those found on the whole photo."""
     import cv2
 
@@ -424,3 +424,25 @@ def test_a_large_photo_is_searched_on_copies_and_its_face_located_on_a_crop(norm
     assert seen == [small.shape]
     out = normalizer.normalize(big)  # and the normalizer takes that way
     assert np.abs(np.subtract(out.box, faces[0].box)).max() < 1e-6
+    # A large face and a small one (2 % of the width) that only the 2,048 px copy shows: both found (a first version
+    # looked at 2,048 px only when 1,024 px showed nothing, and lost the small one).
+    group = np.full((3072, 4096, 3), 128, np.uint8)
+    group[200:1700, 0:1500] = cv2.resize(real_face().image, (1500, 1500), interpolation=cv2.INTER_CUBIC)
+    group[1456:1616, 1968:2128] = cv2.resize(real_face().image, (160, 160), interpolation=cv2.INTER_AREA)
+    found, _ = detect_photo(normalizer.detector, group)
+    assert any(1900 < (f.box[0] + f.box[2]) / 2 < 2200 for f in found), [f.box for f in found]
+
+    class Odd:
+        card = normalizer.detector.card
+
+        def __init__(self, box: tuple[float, ...]) -> None:
+            self.box = box
+
+        def detect_array(self, image: np.ndarray) -> Any:
+            from facekit.types import FaceDetection
+
+            return [FaceDetection(self.box, 0.9, np.zeros((68, 2)), "ibug68")]
+
+    for box in [(float("nan"),) * 4, (5000.0, 10.0, 5100.0, 110.0), (0.0, 0.0, float("inf"), 50.0)]:
+        odd, why = detect_photo(Odd(box), big)  # a plugin's odd box ends nothing (before: ValueError, cv2.error)
+        assert len(odd) == 1 and why == ""

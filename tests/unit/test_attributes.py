@@ -318,9 +318,10 @@ def test_a_rerun_from_another_folder_keeps_the_rows_and_skips_its_own_pictures(
 ) -> None:
     """Before: a first run with a relative -o recorded its pictures relative to the folder it ran in, so the same
     command from another folder found none of them, marked every photo 'exists' and dropped every measurement from
-    the tables; and ``attributes *.jpg *.png -o .`` run twice measured its own pictures as photos."""
-    from facekit.apps.attributes import attributes_files
-    from facekit.batch import plan_folder
+    the tables; ``attributes *.jpg *.png -o .`` run twice measured its own pictures as photos; and (a first version
+    of the fix) photos given in another order took each other's pictures, as names go by order."""
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, attributes_files
+    from facekit.batch import OUTPUT_MARK, plan_folder, png_text
     from facekit.normalize import Outcome
 
     class Stub:
@@ -330,24 +331,26 @@ def test_a_rerun_from_another_folder_keeps_the_rows_and_skips_its_own_pictures(
         def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
             return [Outcome(name, "ok", normalized) for name in names]
 
-    for name in ("first.jpg", "second.jpg"):
+    def run(photos: list[str]) -> list[Any]:
+        plan = plan_folder(photos, Path(".") if Path.cwd() == tmp_path else tmp_path, outputs=ATTRIBUTE_OUTPUTS)
+        return attributes_files(plan, FaceAttributes(Stub()), None, False, "m")
+
+    for name in ("a.jpg", "a.png", "b.jpg"):
         Image.fromarray(real_face().image).save(tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    first = attributes_files(
-        plan_folder(["first.jpg", "second.jpg"], Path(".")), FaceAttributes(Stub()), None, False, "m"
-    )
-    assert [r.status for r in first] == ["ok", "ok"]
+    first = run(["a.jpg", "a.png", "b.jpg"])
+    assert [r.status for r in first] == ["ok", "ok", "ok"]
+    pictures = {r.input: r.values["output"] for r in first}
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    given = [str(tmp_path / n) for n in ("first.jpg", "second.jpg", "first_attributes.png", "second_attributes.png")]
-    plan = plan_folder(given, tmp_path)
-    assert [p.source.name for p in plan.planned] == ["first.jpg", "second.jpg"]  # its pictures are not photos
-    again = attributes_files(plan, FaceAttributes(Stub()), None, False, "m")
-    assert [r.status for r in again] == ["ok", "ok"], [r.reason for r in again]
+    given = [str(tmp_path / n) for n in ("a.png", "a.jpg", "b.jpg")]  # another order: a.png now plans a's name
+    again = run([*given, str(tmp_path / "b_attributes.png")])  # its own picture given too: not a photo
+    assert [Path(r.input).name for r in again] == ["a.png", "a.jpg", "b.jpg"]
+    assert [r.status for r in again] == ["ok", "ok", "ok"], [r.reason for r in again]
     assert all(r.reason.startswith("measured by an earlier run") for r in again)
+    for row in again:  # each row names its own photo's picture, by its absolute path
+        assert Path(row.values["output"]).is_absolute()
+        assert Path(row.values["output"]).name == Path(pictures[Path(row.input).name]).name
+        assert png_text(Path(row.values["output"]))[OUTPUT_MARK] == row.input
     table = json.loads((tmp_path / "attributes.json").read_text())["photos"]
-    assert [p["status"] for p in table] == ["ok", "ok"]
-    assert [p["output"] for p in table] == [
-        str(tmp_path / "first_attributes.png"),
-        str(tmp_path / "second_attributes.png"),
-    ]
+    assert [p["status"] for p in table] == ["ok", "ok", "ok"]

@@ -117,8 +117,8 @@ def test_the_figure_takes_a_file_name_that_is_not_utf8(explorer: Explorer) -> No
     from facekit.apps.explore import interpolation_figure
 
     face = real_face().image
-    result = explorer.interpolate(face, face[:, ::-1].copy(), steps=2, names=["bad\udcffname.jpg", "b.jpg"])
-    figure = interpolation_figure(result)
+    result = explorer.interpolate(face, face[:, ::-1].copy(), steps=2, names=["bad\udcffname.jpg", "cost_$5_$^.jpg"])
+    figure = interpolation_figure(result)  # nor is a name with dollar signs read as mathtext
     assert figure.ndim == 3 and figure.dtype == np.uint8
 
 
