@@ -342,7 +342,7 @@ def png_text(path: Path) -> dict[str, Any]:
 
     try:
         with Image.open(path) as image:
-            return dict(image.info) if image.format == "PNG" else {}
+            return {str(key): value for key, value in image.info.items()} if image.format == "PNG" else {}
     except (OSError, ValueError):
         return {}
 

@@ -362,7 +362,7 @@ def _scaled(face: Any, scale: tuple[float, float], offset: tuple[float, float] =
     points = None
     if face.landmarks is not None:
         points = (np.asarray(face.landmarks, np.float64) + 0.5) * (sx, sy) - 0.5 + offset
-    if is_dataclass(face):
+    if is_dataclass(face) and not isinstance(face, type):
         return replace(face, box=box, landmarks=points)
     return FaceDetection(box, face.score, points, face.scheme)  # a plugin's own type with FaceDetection's fields
 

@@ -142,7 +142,8 @@ def _avatars_locked(
             taken = occupied(planned.outputs(plan.out, AVATAR_OUTPUTS))
             mine = provenance[row["input"]] if settings is not None else None
             previous = read_record(record)
-            listed = previous.get("files") if isinstance(previous.get("files"), list) else []
+            recorded = previous.get("files")
+            listed = recorded if isinstance(recorded, list) else []
             # Made: the GLB and every file the record lists (the OBJ, its material and texture, the renders).
             made = glb.is_file() and all((record.parent / str(name)).is_file() for name in listed)
             verdict = rerun_verdict(previous, mine, made, taken, overwrite)
