@@ -201,6 +201,50 @@ def test_an_evicted_result_tells_who_still_shows_it_before_its_files_go(engine: 
     assert engine.cached_files() and not any(analysis.folder in path.parents for path in engine.cached_files())
 
 
+def test_a_page_closing_leaves_what_another_page_shares(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: two pages sending one picture in other bytes (a re-saved JPEG) got results of one content, which
+    Gradio serves from one copy; the first page to close deleted it under the other (403s on its images and
+    downloads). And two pages sending the same file share Gradio's upload: the first to close deleted it while the
+    other's request still waited for it."""
+    from facekit_serve.web import SessionUploads, delete_unused_copies, served_copies
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    plain = example_photos(tmp_path / "examples")[0]
+    again = tmp_path / "resaved.png"
+    Image.open(plain).save(again, pnginfo=None, optimize=True)  # the same pixels in other bytes
+    first, second = engine.analyze(plain), engine.analyze(again)
+    assert first.sha256 != second.sha256
+    engine.result(first.sha256, 0)
+    engine.result(second.sha256, 0)
+    engine.hold(first.sha256, "alice")
+    engine.hold(second.sha256, "bob")
+    copies = served_copies([path for path in first.folder.rglob("*.png") if path.is_file()])
+    for copy in copies:  # Gradio's copies, made as the pages were served
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(b"served")
+    bobs = set(served_copies([path for path in second.folder.rglob("*") if path.is_file()]))
+    shared = [copy for copy in copies if copy in bobs]
+    assert len(shared) >= 3, (copies, bobs)  # the normalized face, its renders ...: the same content, one copy
+    engine.release("alice", before_delete=lambda files: delete_unused_copies(served_copies(files), engine))
+    assert all(copy.exists() for copy in shared)  # bob's page still shows them
+    assert not any(copy.exists() for copy in copies if copy not in bobs)  # alice's own are gone
+    assert not first.folder.exists() and second.folder.is_dir()
+
+    class Demo:
+        def __init__(self) -> None:
+            self.upload_file_set = {str(tmp_path / "upload" / "photo.jpg")}
+
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "photo.jpg").write_bytes(b"photo")
+    uploads = SessionUploads(Demo())
+    uploads.remember("alice", str(tmp_path / "upload" / "photo.jpg"))
+    uploads.remember("bob", str(tmp_path / "upload" / "photo.jpg"))
+    assert uploads.forget("alice") == 0 and (tmp_path / "upload" / "photo.jpg").is_file()
+    assert uploads.forget("bob") == 1 and not (tmp_path / "upload").exists()
+
+
 def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -617,3 +661,23 @@ def test_a_users_folder_named_like_a_servers_is_never_removed(tmp_path: Path) ->
         os.utime(folder, (0, os.path.getmtime(folder) - UNLOCKED_AGE_S - 60))
     assert remove_abandoned(tmp_path) == 0
     assert (backup / "my-notes.txt").is_file() and (notes / "my-notes.txt").is_file()
+
+
+def test_the_page_offers_no_share_button_no_nan_and_says_how_many_faces_it_offers(engine: Engine) -> None:
+    """Before: every result image had Gradio's Share button (only an error off Hugging Face Spaces, on a page that
+    promises the photo stays here), a grey photo's table showed "nan", and "face 8 (of 12 found)" read as the
+    eighth of twelve."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+    from facekit_serve.web import attributes_markdown, build_app, face_choices
+
+    demo = build_app(engine, [], 20.0)
+    images = [block for block in demo.blocks.values() if isinstance(block, gr.Image)]
+    assert len(images) >= 7 and all("share" not in (image.buttons or ["share"]) for image in images)
+    assert face_choices(8, 12)[-1] == "face 8 (the 8 largest of 12 found)" and face_choices(2, 2)[-1] == "face 2"
+    ratios = {name: 0.5 for name in __import__("facekit.apps.attributes", fromlist=["RATIOS"]).RATIOS}
+    grey = {"ita_degrees": float("nan"), "ita_category": "undefined", "L": 60.0, "b": float("nan"), **ratios}
+    result = SimpleNamespace(attributes=grey, photo_attributes={**grey, "L": 55.0}, attributes_note="a grey photo")
+    table = attributes_markdown(result)
+    assert "nan" not in table and "| ITA (degrees) | - | - |" in table and "| L* | 60.0 | 55.0 |" in table

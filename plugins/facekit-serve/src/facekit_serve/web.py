@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 CACHE_SWEEP = (300, 3600)
 #: The events that process a photo (an upload, a face chosen) share one concurrency limit, --concurrency.
 CONCURRENCY_GROUP = "facekit-photo"
+#: The buttons of every result image: Gradio's default adds "Share", which works only on Hugging Face Spaces (it
+#: raised "Must be on Spaces to share" on a page that promises the photo stays on this server).
+IMAGE_BUTTONS: list[Any] = ["download", "fullscreen"]
 #: Room in Gradio's upload folder for its copies of results (normalized faces, avatars), beyond the photos.
 RESULT_FOLDER_BYTES = 512 << 20
 
@@ -67,7 +70,16 @@ def problem(request: Any, message: str) -> str:
 
 def face_choices(count: int, found: int) -> list[str]:
     labels = [f"face {i + 1}" + (" (largest)" if i == 0 else "") for i in range(count)]
-    return labels if found <= count else [*labels[:-1], f"face {count} (of {found} found)"]
+    # More found than offered: the last label says so ("face 8 (of 12 found)" read as "face 8 of 12").
+    return labels if found <= count else [*labels[:-1], f"face {count} (the {count} largest of {found} found)"]
+
+
+def number(value: Any, digits: int) -> str:
+    """A table cell: ``value`` with ``digits`` decimals, or "-" where there is none (None, NaN: a grey photo's skin
+    tone; the page showed "nan")."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.{digits}f}"
 
 
 def attributes_markdown(result: Any) -> str:
@@ -84,13 +96,12 @@ def attributes_markdown(result: Any) -> str:
         "",
         "| measure | normalized face | photo |",
         "|---|---|---|",
-        f"| ITA (degrees) | {face['ita_degrees']:.1f} | {photo.get('ita_degrees', float('nan')):.1f} |",
-        f"| L* | {face['L']:.1f} | {photo.get('L', float('nan')):.1f} |",
-        f"| b* | {face['b']:.1f} | {photo.get('b', float('nan')):.1f} |",
+        f"| ITA (degrees) | {number(face['ita_degrees'], 1)} | {number(photo.get('ita_degrees'), 1)} |",
+        f"| L* | {number(face['L'], 1)} | {number(photo.get('L'), 1)} |",
+        f"| b* | {number(face['b'], 1)} | {number(photo.get('b'), 1)} |",
     ]
     for name, (_, _, description) in RATIOS.items():
-        theirs = photo.get(name)
-        lines.append(f"| {description} | {face[name]:.3f} | {'-' if theirs is None else f'{theirs:.3f}'} |")
+        lines.append(f"| {description} | {number(face[name], 3)} | {number(photo.get(name), 3)} |")
     lines += ["", "The photo's numbers follow its light, pose and expression; the normalized face's should not."]
     if result.attributes_note:  # e.g. a grey photo: no skin tone
         lines += ["", escape(result.attributes_note[0].upper() + result.attributes_note[1:]) + "."]
@@ -166,13 +177,16 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 status = gr.Markdown("Waiting for a photo.", elem_id="status")
                 chooser = gr.Radio(label="Faces (largest first)", type="index", visible=False, elem_id="faces")
             with gr.Column(scale=1):
-                detections = gr.Image(label="Detected faces", type="filepath", elem_id="detections", height=360)
+                detections = gr.Image(
+                    label="Detected faces", type="filepath", elem_id="detections", height=360, buttons=IMAGE_BUTTONS
+                )
             with gr.Column(scale=1):
                 normalized = gr.Image(
                     label="Normalized face, predicted landmarks in green",
                     type="filepath",
                     elem_id="normalized",
                     height=360,
+                    buttons=IMAGE_BUTTONS,
                 )
                 normalized_file = gr.File(label="Normalized face at the model's size (PNG)", elem_id="normalized-file")
         with gr.Tabs():
@@ -188,7 +202,10 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                     )
                     with gr.Column():
                         renders = gr.Image(
-                            label="Renders at -30, 0 and +30 degrees", type="filepath", elem_id="renders"
+                            label="Renders at -30, 0 and +30 degrees",
+                            type="filepath",
+                            elem_id="renders",
+                            buttons=IMAGE_BUTTONS,
                         )
                         avatar_files = gr.File(
                             label="Download: GLB, OBJ + MTL + texture (zip). Surrey Face Model: non-commercial use",
@@ -198,18 +215,27 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             with gr.Tab("Adjusted photo", id="adjust-tab"):
                 adjust_note = gr.Markdown(elem_id="adjust-note")
                 with gr.Row():
-                    adjusted = gr.Image(label="Adjusted photo", type="filepath", elem_id="adjusted")
-                    pair = gr.Image(label="Before | after", type="filepath", elem_id="before-after")
+                    adjusted = gr.Image(
+                        label="Adjusted photo", type="filepath", elem_id="adjusted", buttons=IMAGE_BUTTONS
+                    )
+                    pair = gr.Image(
+                        label="Before | after", type="filepath", elem_id="before-after", buttons=IMAGE_BUTTONS
+                    )
                 adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file")
             with gr.Tab("Attributes", id="attributes-tab"):
-                with gr.Row():
-                    attributes = gr.Markdown(elem_id="attributes")
+                with gr.Row():  # the table keeps a readable width: on a phone the row wraps
+                    attributes = gr.Markdown(elem_id="attributes", min_width=340)
                     attributes_image = gr.Image(
-                        label="Skin region on the normalized face | on the photo", type="filepath", elem_id="skin"
+                        label="Skin region on the normalized face | on the photo",
+                        type="filepath",
+                        elem_id="skin",
+                        buttons=IMAGE_BUTTONS,
                     )
             with gr.Tab("Compare models", id="compare-tab", visible=has_compare):
                 compare_note = gr.Markdown(engine_compare_note(engine, None), elem_id="compare-note")
-                comparison = gr.Image(label="Models compared", type="filepath", elem_id="comparison")
+                comparison = gr.Image(
+                    label="Models compared", type="filepath", elem_id="comparison", buttons=IMAGE_BUTTONS
+                )
 
         face_outputs = [
             detections,
@@ -269,7 +295,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
         def evicted(files: list[Path], holders: set[str]) -> None:
             copies = served_copies(files)
             if not holders:
-                delete_copies(copies)
+                delete_unused_copies(copies, engine)
                 return
             with waiting_lock:
                 waiting.append((set(holders), copies))
@@ -339,16 +365,23 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 waiting[:] = [(holders, copies) for holders, copies in waiting if holders]
                 for key in [key for key in names if key[0] == session]:
                     del names[key]
-            if done:
+            for copies in done:
                 # The same bytes uploaded again since are cached anew, with results of the same content: their
                 # served copies are the same files, and that page still shows them.
-                live = set(served_copies(engine.cached_files()))
-                for copies in done:
-                    delete_copies([copy for copy in copies if copy not in live])
+                delete_unused_copies(copies, engine)
             deleted = uploads.forget(session)
-            dropped = engine.release(session, before_delete=delete_served_copies)
+            dropped = engine.release(
+                session, before_delete=lambda files: delete_unused_copies(served_copies(files), engine)
+            )
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
 
+        def received(path: str | None, request: gr.Request) -> None:
+            """An upload is this session's as soon as it arrives, before its analysis waits in the queue: another
+            page that sent the same photo (one file under its content's hash) and closes meanwhile leaves it."""
+            if path is not None:
+                uploads.remember(request.session_hash or "", path)
+
+        upload.upload(received, inputs=[upload], queue=False, show_progress="hidden", api_visibility="private")
         # One concurrency group: --concurrency counts photos being processed, whichever event runs them (each
         # event had its own limit, so a face choice ran beside another visitor's upload at --concurrency 1).
         upload.change(
@@ -403,11 +436,14 @@ class SessionUploads:
                 self._by_session.setdefault(session, set()).add(str(path))
 
     def forget(self, session: str) -> int:
-        """Delete the files ``session`` uploaded (and their folders, when empty). Returns how many were deleted."""
+        """Delete the files ``session`` uploaded (and their folders, when empty), except those another session
+        uploaded too (Gradio keeps an upload under its content's hash: two pages sending one photo share the
+        file, and the other's request may still be waiting for it). Returns how many were deleted."""
         with self._lock:
             paths = self._by_session.pop(session, set())
+            shared = set().union(*self._by_session.values()) if self._by_session else set()
         deleted = 0
-        for path in paths:
+        for path in paths - shared:
             file = Path(path)
             self.demo.upload_file_set.discard(path)
             try:
@@ -433,10 +469,13 @@ def served_copies(files: list[Path]) -> list[Path]:
     return [cache / hash_file(file) / strip_invalid_filename_characters(file.name) for file in files if file.is_file()]
 
 
-def delete_served_copies(files: list[Path]) -> int:
-    """Delete the copies Gradio made of our result ``files`` to serve them, and their folders when empty. Returns
-    how many were deleted."""
-    return delete_copies(served_copies(files))
+def delete_unused_copies(copies: list[Path], engine: Any) -> int:
+    """Delete the served ``copies`` that no upload still in ``engine``'s cache shares (and their folders when empty):
+    Gradio keeps one copy per content, and two uploads of one picture in other bytes (a re-saved JPEG) make results
+    of the same content (before: one visitor leaving broke the other's images and downloads). Returns how many
+    were deleted."""
+    live = set(served_copies(engine.cached_files()))
+    return delete_copies([copy for copy in copies if copy not in live])
 
 
 def delete_copies(copies: list[Path]) -> int:
