@@ -48,6 +48,8 @@ RESULT_FOLDER_BYTES = 512 << 20
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
 #status p { margin: 0.2em 0; }
+#attributes th, #attributes td { word-break: normal; overflow-wrap: normal; }
+#attributes td:not(:first-child), #attributes th:not(:first-child) { white-space: nowrap; }
 """
 
 
@@ -223,14 +225,16 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                     )
                 adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file")
             with gr.Tab("Attributes", id="attributes-tab"):
-                with gr.Row():  # the table keeps a readable width: on a phone the row wraps
-                    attributes = gr.Markdown(elem_id="attributes", min_width=340)
-                    attributes_image = gr.Image(
-                        label="Skin region on the normalized face | on the photo",
-                        type="filepath",
-                        elem_id="skin",
-                        buttons=IMAGE_BUTTONS,
-                    )
+                with gr.Row():  # the table keeps a readable width: on a phone the row wraps (columns)
+                    with gr.Column(min_width=340):
+                        attributes = gr.Markdown(elem_id="attributes")
+                    with gr.Column(min_width=240):
+                        attributes_image = gr.Image(
+                            label="Skin region on the normalized face | on the photo",
+                            type="filepath",
+                            elem_id="skin",
+                            buttons=IMAGE_BUTTONS,
+                        )
             with gr.Tab("Compare models", id="compare-tab", visible=has_compare):
                 compare_note = gr.Markdown(engine_compare_note(engine, None), elem_id="compare-note")
                 comparison = gr.Image(
