@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,26 +22,41 @@ LOCK = ".facekit.lock"
 def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = False) -> Iterator[Path]:
     """Hold ``folder/name`` for the duration; another holder is a FacekitError naming ``what`` (or, with ``wait``,
     is waited for). The lock file is opened without following a symbolic link. A folder this call made that holds
-    nothing but the lock at the end (the run failed before writing anything) is removed with it, and so are the
-    empty parents it made: a failed run leaves no trace."""
+    nothing but the lock at the end (the run failed before writing anything) is removed with it by the holder, and
+    so are the empty parents it made: a failed run leaves no trace. A lock file removed so, after another process
+    opened it, is noticed by that process once it holds it (the file it locked is no longer the folder's lock): it
+    starts again on a new one."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
+    try:
+        kind = folder.stat().st_mode  # one look: another run's clean-up may remove the folder between two
+    except (FileNotFoundError, NotADirectoryError):
+        kind = None
+    if kind is not None and not stat.S_ISDIR(kind):
         raise FacekitError(f"{folder} is a file, not a folder")
     made = [] if wait else _missing_folders(folder)  # a waiter's folder may be another holder's: never removed
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as error:
-        raise FacekitError(f"cannot create the lock {path}: {error.strerror}") from None
-    try:
+    for _ in range(100):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except (FileExistsError, FileNotFoundError):  # the folder went while it was made (a holder's clean-up)
+            continue
+        except OSError as error:
+            raise FacekitError(f"cannot create the lock {path}: {error.strerror}") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            os.close(descriptor)
             raise FacekitError(
                 f"another facekit {what} is writing into {folder} right now: wait for it to finish, or choose another "
                 "output folder"
             ) from None
+        if _is_the_file(descriptor, path):
+            break
+        os.close(descriptor)  # locked a lock file its holder removed as it finished: take the folder's new one
+    else:
+        raise FacekitError(f"cannot take the lock {path}: it keeps being removed")
+    try:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())
         yield path
@@ -48,6 +64,15 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
         if made:
             _remove_if_only(path, made)
         os.close(descriptor)  # closing releases the lock
+
+
+def _is_the_file(descriptor: int, path: Path) -> bool:
+    """Whether the open ``descriptor`` is the file at ``path`` now (not one removed or replaced since it was opened)."""
+    try:
+        mine, there = os.fstat(descriptor), os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _missing_folders(folder: Path) -> list[Path]:

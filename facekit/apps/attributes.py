@@ -504,12 +504,14 @@ def _own_picture(source: Path, planned: Path, recorded: Path) -> str | None:
     may stand where this one's would go."""
     from facekit.batch import OUTPUT_MARK, output_mark, png_text
 
-    mine = output_mark(source)[OUTPUT_MARK]
+    mine = os.path.realpath(output_mark(source)[OUTPUT_MARK])  # by the file, however the photo was named
     for candidate in (planned, recorded):
         if not candidate.name or not candidate.is_file():
             continue
         mark = png_text(candidate).get(OUTPUT_MARK)
-        if mark == mine or (mark is None and candidate.name == recorded.name):
+        if (isinstance(mark, str) and os.path.realpath(mark) == mine) or (
+            mark is None and candidate.name == recorded.name
+        ):
             return os.path.abspath(candidate)
     return None
 

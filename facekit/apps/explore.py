@@ -417,7 +417,7 @@ class Explorer(UsesNormalizer):
         from facekit.apps.attributes import photo_in_face_frame
         from facekit.images import load_rgb
 
-        if not photos:
+        if len(photos) == 0:  # (a numpy array of paths has no truth value)
             raise FacekitError("compare needs at least one photo")
         models = list(models) if models is not None else [(self.label(), self.normalizer)]
         if not models:

@@ -431,6 +431,21 @@ def test_a_run_that_fails_before_writing_leaves_no_folder_behind(tmp_path: Path)
     with exclusive(kept, "normalize"):
         pass
     assert kept.is_dir() and [p.name for p in kept.iterdir()] == [LOCK]
+    # A run refused while another holds the new folder removes nothing of the holder's (a first version did: the
+    # holder's lock and folder went, and a third run took the lock beside it); a lock file removed after another
+    # process opened it is not the folder's lock any more (that process starts again on a new one).
+    from facekit.locks import _is_the_file
+
+    with exclusive(out.parent / "shared", "normalize") as held:
+        with pytest.raises(FacekitError, match="another facekit"), exclusive(out.parent / "shared", "normalize"):
+            pass
+        assert held.is_file()
+        opened = os.open(held, os.O_RDONLY)
+        assert _is_the_file(opened, held)
+    try:
+        assert not held.exists() and not _is_the_file(opened, held)  # the holder's clean-up: the folder was new
+    finally:
+        os.close(opened)
     result = run_cli("explore", "interpolate", str(photo(tmp_path / "a.png", 90)), str(photo(tmp_path / "b.png", 91)),
                      "-o", str(tmp_path / "failed"))  # fmt: skip
     assert result.returncode == 1 and not (tmp_path / "failed").exists(), result.stderr

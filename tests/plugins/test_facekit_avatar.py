@@ -421,3 +421,5 @@ def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Pat
     with pytest.raises(FacekitError, match="need a name"):
         maker.export(avatar, tmp_path, "")
     assert list(tmp_path.iterdir()) == []
+    written = maker.export(avatar, tmp_path, "..")  # a photo named ...jpg: its files are ...obj, ...glb
+    assert (tmp_path / "...obj").is_file() and all(tmp_path in Path(p).parents for p in written)

@@ -354,3 +354,7 @@ def test_a_rerun_from_another_folder_keeps_the_rows_and_skips_its_own_pictures(
         assert png_text(Path(row.values["output"]))[OUTPUT_MARK] == row.input
     table = json.loads((tmp_path / "attributes.json").read_text())["photos"]
     assert [p["status"] for p in table] == ["ok", "ok", "ok"]
+    # The photos named through a link to their folder: the same files, their rows kept (not 'exists').
+    (tmp_path / "elsewhere" / "link").symlink_to(tmp_path, target_is_directory=True)
+    linked = run([str(tmp_path / "elsewhere" / "link" / n) for n in ("a.jpg", "a.png", "b.jpg")])
+    assert [r.status for r in linked] == ["ok", "ok", "ok"], [r.reason for r in linked]

@@ -127,6 +127,8 @@ def test_compare_without_photos_or_models_is_one_line(explorer: Explorer) -> Non
         explorer.compare([])
     with pytest.raises(FacekitError, match="at least one model"):
         explorer.compare(["a.jpg"], models=[])
+    result = explorer.compare(np.array(["missing.jpg", "gone.jpg"]))  # an array of paths: no truth value
+    assert [status for status, _ in result.status[result.labels[0]]] == ["unreadable", "unreadable"]
 
 
 def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:

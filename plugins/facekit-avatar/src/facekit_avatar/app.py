@@ -196,7 +196,7 @@ class AvatarMaker:
 
         if avatar.record.get("fit_failed"):
             raise FacekitError(f"no avatar for this face: {avatar.record['fit_failed']}")
-        if "\0" in name or name.endswith("/") or Path(name).name in ("", ".", ".."):
+        if not name or "\0" in name or name.endswith("/"):  # ("..": a photo named ...jpg, whose files are ...obj)
             raise FacekitError(f"export: the avatar's files need a name (NAME.obj, NAME.glb, ...), got {name!r}")
 
         folder = Path(folder)

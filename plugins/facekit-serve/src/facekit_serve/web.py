@@ -296,10 +296,15 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
         waiting: list[tuple[set[str], list[Path]]] = []
         waiting_lock = threading.Lock()
 
+        def shown() -> set[Path]:
+            """Served copies of results the cache dropped that pages still show (the waiting list)."""
+            with waiting_lock:
+                return {copy for _, copies in waiting for copy in copies}
+
         def evicted(files: list[Path], holders: set[str]) -> None:
             copies = served_copies(files)
             if not holders:
-                delete_unused_copies(copies, engine)
+                delete_unused_copies(copies, engine, shown())
                 return
             with waiting_lock:
                 waiting.append((set(holders), copies))
@@ -372,10 +377,10 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             for copies in done:
                 # The same bytes uploaded again since are cached anew, with results of the same content: their
                 # served copies are the same files, and that page still shows them.
-                delete_unused_copies(copies, engine)
+                delete_unused_copies(copies, engine, shown())
             deleted = uploads.forget(session)
             dropped = engine.release(
-                session, before_delete=lambda files: delete_unused_copies(served_copies(files), engine)
+                session, before_delete=lambda files: delete_unused_copies(served_copies(files), engine, shown())
             )
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
 
@@ -435,30 +440,30 @@ class SessionUploads:
 
     def remember(self, session: str, path: str) -> None:
         """Record that ``session`` uploaded ``path``."""
-        if str(path) in self.demo.upload_file_set:
-            with self._lock:
+        with self._lock:  # (one lock with forget: an upload is remembered before its file can be deleted, or after)
+            if str(path) in self.demo.upload_file_set:
                 self._by_session.setdefault(session, set()).add(str(path))
 
     def forget(self, session: str) -> int:
         """Delete the files ``session`` uploaded (and their folders, when empty), except those another session
         uploaded too (Gradio keeps an upload under its content's hash: two pages sending one photo share the
         file, and the other's request may still be waiting for it). Returns how many were deleted."""
+        deleted = 0
         with self._lock:
             paths = self._by_session.pop(session, set())
             shared = set().union(*self._by_session.values()) if self._by_session else set()
-        deleted = 0
-        for path in paths - shared:
-            file = Path(path)
-            self.demo.upload_file_set.discard(path)
-            try:
-                file.unlink()
-                deleted += 1
-            except FileNotFoundError:
-                continue
-            try:
-                file.parent.rmdir()  # Gradio keeps each upload in a folder of its own
-            except OSError:
-                pass
+            for path in paths - shared:
+                file = Path(path)
+                self.demo.upload_file_set.discard(path)
+                try:
+                    file.unlink()
+                    deleted += 1
+                except FileNotFoundError:
+                    continue
+                try:
+                    file.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+                except OSError:
+                    pass
         return deleted
 
 
@@ -473,12 +478,12 @@ def served_copies(files: list[Path]) -> list[Path]:
     return [cache / hash_file(file) / strip_invalid_filename_characters(file.name) for file in files if file.is_file()]
 
 
-def delete_unused_copies(copies: list[Path], engine: Any) -> int:
-    """Delete the served ``copies`` that no upload still in ``engine``'s cache shares (and their folders when empty):
-    Gradio keeps one copy per content, and two uploads of one picture in other bytes (a re-saved JPEG) make results
-    of the same content (before: one visitor leaving broke the other's images and downloads). Returns how many
-    were deleted."""
-    live = set(served_copies(engine.cached_files()))
+def delete_unused_copies(copies: list[Path], engine: Any, shown: set[Path] | frozenset[Path] = frozenset()) -> int:
+    """Delete the served ``copies`` that no upload still in ``engine``'s cache shares, nor a page still ``shown``
+    (copies of results the cache dropped while pages show them), and their folders when empty: Gradio keeps one
+    copy per content, and two uploads of one picture in other bytes (a re-saved JPEG) make results of the same
+    content (before: one visitor leaving broke the other's images and downloads). Returns how many were deleted."""
+    live = set(served_copies(engine.cached_files())) | set(shown)
     return delete_copies([copy for copy in copies if copy not in live])
 
 
