@@ -607,6 +607,10 @@ def test_the_photo_events_share_one_concurrency_limit(engine: Engine) -> None:
     events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name in ("analyze", "choose_face")}
     assert set(events) == {"analyze", "choose_face"}
     assert {fn.concurrency_id for fn in events.values()} == {CONCURRENCY_GROUP}
+    # The upload is the page's as it arrives: a handler outside the queue, on the same component as analyze.
+    (received,) = [fn for fn in demo.fns.values() if fn.fn is not None and fn.fn.__name__ == "received"]
+    assert not received.queue and [event for _, event in received.targets] == ["upload"]
+    assert [block for block, _ in received.targets] == [block for block, _ in events["analyze"].targets]
 
 
 def test_the_status_names_this_visitors_file_not_the_cached_uploaders(engine: Engine, tmp_path: Path) -> None:
