@@ -231,13 +231,17 @@ def fit_name(base: str, room: int) -> str:
     return f"{folder}{slash}{head}{tag}"
 
 
+def _nearest_existing(folder: Path) -> Path:
+    """``folder``, or its nearest parent that exists."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def name_limit(folder: Path) -> int:
     """The longest file name in bytes the file system of ``folder`` (or its nearest existing parent) takes."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     try:
-        return int(os.pathconf(existing, "PC_NAME_MAX"))
+        return int(os.pathconf(_nearest_existing(folder), "PC_NAME_MAX"))
     except (OSError, ValueError):
         return 255
 
@@ -381,9 +385,7 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
     before anything is created there."""
     folder = path.parent
     out.mkdir(parents=True, exist_ok=True)  # the output root itself is the caller's to choose
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     if not _inside(existing.resolve(), out.resolve()) or (
         folder.exists() and not _inside(folder.resolve(), out.resolve())
     ):

@@ -122,18 +122,14 @@ class OwnPipelineJudge:
         box one face differently, so with two faces of nearly one size the :attr:`face` rule alone can take the
         other person."""
         from facekit.align import encoder_input_transform, warp_image
-        from facekit.normalize import box_overlap, choose_face, detect_photo
+        from facekit.normalize import choose_face, detect_photo, overlapping
 
         faces, _ = detect_photo(self.detector, image, f"judge {self.name}")  # raised: no face for the judge (logged)
         if not faces:
             return None
-        if near is None:
-            face = faces[choose_face(faces, image.shape, self.face)]
-        else:
-            overlaps = [box_overlap(found.box, near) for found in faces]
-            if max(overlaps) <= 0.0:
-                return None  # the judge does not find that face: no score, rather than another person's
-            face = faces[int(np.argmax(overlaps))]
+        face = faces[choose_face(faces, image.shape, self.face)] if near is None else overlapping(faces, near)
+        if face is None:
+            return None  # the judge does not find that face: no score, rather than another person's
         points = np.asarray(face.landmarks, np.float64)
         width, height = self.card.input_size
         transform = encoder_input_transform(self.encoder, points, face.scheme)

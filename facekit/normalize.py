@@ -246,6 +246,15 @@ def _detail_settings(detail: Any) -> DetailSettings | None:
     )
 
 
+def overlapping(faces: Sequence[Any], box: Sequence[float], least: float = 0.0) -> Any | None:
+    """The one of ``faces`` whose box overlaps ``box`` most (:func:`box_overlap`), or None when none overlaps it by
+    more than ``least``: how a face found by one detector is found again among another's (or another image's)."""
+    overlaps = [box_overlap(face.box, box) for face in faces]
+    if not overlaps or max(overlaps) <= least:
+        return None
+    return faces[int(np.argmax(overlaps))]
+
+
 def box_overlap(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -387,11 +396,8 @@ def _refine(detector: Any, image: np.ndarray, face: Any, name: str) -> Any:
         crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
     found, _ = detect_guarded(detector, crop, name)
     scale = ((right - left) / crop.shape[1], (bottom - top) / crop.shape[0])
-    again = [_scaled(f, scale, (left, top)) for f in found]
-    overlaps = [box_overlap(f.box, face.box) for f in again]
-    if not overlaps or max(overlaps) < 0.3:  # not the same face: the copy's own detection
-        return face
-    return again[int(np.argmax(overlaps))]
+    again = overlapping([_scaled(f, scale, (left, top)) for f in found], face.box, least=0.3)
+    return face if again is None else again  # none: not the same face there, the copy's own detection
 
 
 def detect_one(
@@ -583,8 +589,8 @@ class Normalizer:
                 check_detection(self.detector, face)
             kept = faces
             if near is not None:  # among every face found, then max_faces
-                overlaps = [box_overlap(face.box, near) for face in faces]
-                kept = [faces[int(np.argmax(overlaps))]] if overlaps and max(overlaps) > 0 else []
+                chosen = overlapping(faces, near)
+                kept = [] if chosen is None else [chosen]
             kept = kept if max_faces is None else kept[:max_faces]
             return self._normalize_faces([(photo, face, len(faces)) for face in kept])
         outcome = self.normalize_many([photo], ["image"])[0]

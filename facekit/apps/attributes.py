@@ -551,7 +551,7 @@ def _measure_locked(
         for planned in plan.planned[start : start + plan.batch_size]:
             sha, _ = input_sha256(planned.source)
             read = reading(planned.source).get("read", "")
-            picture = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
+            (picture,) = planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)
             reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha, read, picture)
             if reused is not None:
                 rows.append(reused)
@@ -576,7 +576,7 @@ def _measure_locked(
                     name, outcome.status, outcome.reason or "no face found", input_sha256=sha, read=read
                 )
             else:
-                target = plan.out / f"{planned.base}{ATTRIBUTE_OUTPUTS[0]}"
+                (target,) = planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)
                 picture = png_bytes(overlay(outcome.face, photo), output_mark(planned.source))
                 failed = write_files([(target, picture)], plan.out)
                 values = dict(outcome.extras["attributes"])

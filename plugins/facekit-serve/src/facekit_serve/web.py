@@ -374,14 +374,14 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 waiting[:] = [(holders, copies) for holders, copies in waiting if holders]
                 for key in [key for key in names if key[0] == session]:
                     del names[key]
-            for copies in done:
-                # The same bytes uploaded again since are cached anew, with results of the same content: their
-                # served copies are the same files, and that page still shows them.
-                delete_unused_copies(copies, engine, shown())
+            # Copies of the results this page was the last to show: those its dropped cache entries made (named
+            # while their files exist, before release deletes them) and those of evicted results it still showed.
+            # The same bytes uploaded again since are cached anew, with results of the same content: their served
+            # copies are the same files, and that page still shows them (delete_unused_copies keeps those).
+            gone = [copy for copies in done for copy in copies]
             deleted = uploads.forget(session)
-            dropped = engine.release(
-                session, before_delete=lambda files: delete_unused_copies(served_copies(files), engine, shown())
-            )
+            dropped = engine.release(session, before_delete=lambda files: gone.extend(served_copies(files)))
+            delete_unused_copies(gone, engine, shown())  # the cache's files hashed once, not per entry
             log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
 
         def received(path: str | None, request: gr.Request) -> None:
