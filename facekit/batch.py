@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -406,6 +406,36 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+#: How a spreadsheet reads a cell as a formula: one that begins with one of these (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> str:
+    """``value`` as a CSV cell a spreadsheet shows as text: a text that begins like a formula (a photo named
+    ``=HYPERLINK(...).jpg``, a folder named ``-x``) gets a leading ``'``, which spreadsheets take as "this is text";
+    numbers, negative ones included, stay numbers."""
+    text = "" if value is None else str(value)
+    if not text.startswith(FORMULA_STARTS):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
+
+
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """A CSV table (a header, then ``rows``) with :func:`spreadsheet_cell` cells, UTF-8 with a file name that is not
+    (Latin-1 ``caf\\xe9`` from an old disk) shown with its odd bytes escaped."""
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([spreadsheet_cell(cell) for cell in row] for row in rows)
+    return buffer.getvalue().encode("utf-8", "backslashreplace")
 
 
 def occupied(paths: Iterator[Path] | Sequence[Path]) -> list[Path]:

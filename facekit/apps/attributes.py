@@ -602,18 +602,13 @@ def write_tables(
 ) -> None:
     """OUT/attributes.csv (a row per photo, :data:`VALUE_COLUMNS`) and OUT/attributes.json (the rows with their
     input's sha256, the model and its file's sha256, what every column means)."""
-    import csv
-    import io
     import json
 
-    from facekit.batch import finite_or_null, write_atomic
+    from facekit.batch import csv_bytes, finite_or_null, write_atomic
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["input", "status", "reason", *VALUE_COLUMNS])
-    writer.writerows(row.csv_row() for row in rows)
-    # A file name that is not UTF-8 (Latin-1 'caf\xe9' from an old disk) is shown with its odd bytes escaped.
-    write_atomic(out / TABLES[0], buffer.getvalue().encode("utf-8", "backslashreplace"), out)
+    write_atomic(
+        out / TABLES[0], csv_bytes(["input", "status", "reason", *VALUE_COLUMNS], map(AttributesRow.csv_row, rows)), out
+    )
     model = None
     if measurer is not None and measurer._normalizer is not None:
         model = measurer.normalizer.meta.get("source")

@@ -239,20 +239,15 @@ class Comparison:
             draw.text((3, header + (r + 1) * cell - 12), name, fill=(255, 255, 255))
         return np.asarray(sheet)
 
-    def csv(self) -> str:
+    def csv(self) -> bytes:
         """The consistency rows, then a row per model over all people (``person`` = ``(all people)``, ``people`` the
         number of people scored)."""
-        import csv
-        import io
+        from facekit.batch import csv_bytes
 
         columns = ["model", "judge", "metric", "person", "people", "photos", "judged", "outputs_mean_distance"]
         columns.append("inputs_mean_distance")
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.consistency)
-        writer.writerows({**row, "person": "(all people)"} for row in self.summary)
-        return buffer.getvalue()
+        rows = [*self.consistency, *({**row, "person": "(all people)"} for row in self.summary)]
+        return csv_bytes(columns, ([row.get(c) for c in columns] for row in rows))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -591,6 +586,6 @@ def write_comparison(
     out.mkdir(parents=True, exist_ok=True)
     grid, table, record = (out / name for name in COMPARE_FILES)
     write_atomic(grid, png_bytes(result.grid(cell)), out)
-    write_atomic(table, result.csv().encode("utf-8", "backslashreplace"), out)  # a non-UTF-8 file name, escaped
+    write_atomic(table, result.csv(), out)
     write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
     return [grid, table, record]

@@ -313,6 +313,21 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path: Path) -> None
     assert os.fsencode(photo["input"]) == b"caf\xe9.jpg"  # JSON keeps the name exactly
 
 
+def test_names_that_begin_like_a_formula_stay_text_in_the_table(tmp_path: Path) -> None:
+    """A photo named ``=HYPERLINK(...)`` or ``@SUM(...)`` is a formula to a spreadsheet that opens attributes.csv (CSV
+    injection); its cell gets a leading ``'``, negative numbers stay numbers, and the JSON keeps the name exactly."""
+    from facekit.apps.attributes import AttributesRow, write_tables
+
+    names = ["=HYPERLINK(\"http://x\",\"y\").jpg", "@SUM(A1).jpg", "+1.jpg", "-2.jpg", "\tcmd.jpg", "plain.jpg"]
+    rows = [AttributesRow(name, "ok", "", {"ita_degrees": -12.5}) for name in names]
+    write_tables(rows, tmp_path)
+    read = list(csv.DictReader((tmp_path / "attributes.csv").open(encoding="utf-8", newline="")))
+    assert [row["input"] for row in read] == ["'" + name for name in names[:-1]] + ["plain.jpg"]
+    assert all(row["ita_degrees"] == "-12.5000" for row in read)  # a number that begins with '-' stays a number
+    photos = json.loads((tmp_path / "attributes.json").read_text())["photos"]
+    assert [photo["input"] for photo in photos] == names
+
+
 def test_a_rerun_from_another_folder_keeps_the_rows_and_skips_its_own_pictures(
     normalized: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
