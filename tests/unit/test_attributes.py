@@ -318,7 +318,7 @@ def test_names_that_begin_like_a_formula_stay_text_in_the_table(tmp_path: Path) 
     injection); its cell gets a leading ``'``, negative numbers stay numbers, and the JSON keeps the name exactly."""
     from facekit.apps.attributes import AttributesRow, write_tables
 
-    names = ["=HYPERLINK(\"http://x\",\"y\").jpg", "@SUM(A1).jpg", "+1.jpg", "-2.jpg", "\tcmd.jpg", "plain.jpg"]
+    names = ['=HYPERLINK("http://x","y").jpg', "@SUM(A1).jpg", "+1.jpg", "-2.jpg", "\tcmd.jpg", "plain.jpg"]
     rows = [AttributesRow(name, "ok", "", {"ita_degrees": -12.5}) for name in names]
     write_tables(rows, tmp_path)
     read = list(csv.DictReader((tmp_path / "attributes.csv").open(encoding="utf-8", newline="")))
