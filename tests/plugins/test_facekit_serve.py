@@ -32,6 +32,7 @@ from facekit_serve.engine import (
     read_upload,
 )
 from facekit_serve.testing import ServerDidNotStart, running_server
+from facekit_serve.web import ALT_TEXT
 from PIL import Image
 
 from facekit.images import load_rgb
@@ -459,6 +460,11 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             assert adjusted.size == (250, 250)
             assert np.asarray(adjusted.convert("RGB")).std() > 20  # a photo, not a blank
             assert fetch_image(page, "#before-after").size == (500, 250)
+            # Screen readers: each result image says what it shows (Gradio's default alt="" marks it decorative), and
+            # the status box is a live region, so "1 face found" or a problem is read out when it appears.
+            for element in ("detections", "normalized", "adjusted", "before-after"):  # those on the open tab
+                assert page.locator(f"#{element} img").first.get_attribute("alt") == ALT_TEXT[element], element
+            assert status.get_attribute("aria-live") == "polite" and status.get_attribute("role") == "status"
 
             # The 3-D viewer draws the avatar (its tab opened after the result arrived), and the GLB is a real
             # binary glTF.
@@ -470,8 +476,10 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             expect(links).to_have_count(2)
             glb = page.request.get(page.locator("#avatar-files a[download='avatar.glb']").get_attribute("href"))
             assert glb.ok and glb.body()[:4] == b"glTF"
+            assert page.locator("#renders img").first.get_attribute("alt") == ALT_TEXT["renders"]
             page.get_by_role("tab", name="Attributes").click()
             expect(page.locator("#attributes")).to_contain_text("ITA")
+            assert page.locator("#skin img").first.get_attribute("alt") == ALT_TEXT["skin"]
 
             # Bad input: a message in plain words, and the server stays up.
             upload(page, broken)

@@ -52,6 +52,31 @@ ERROR_CSS = """
 #attributes td:not(:first-child), #attributes th:not(:first-child) { white-space: nowrap; }
 """
 
+#: Run when the page loads: the status box is a live region, so a screen reader says "1 face found" or a problem
+#: when it appears (Gradio's Markdown has no such option, and Blocks takes no script of its own since Gradio 6).
+PAGE_JS = """() => {
+  const mark = () => {
+    const status = document.getElementById("status");
+    if (!status) return false;
+    status.setAttribute("role", "status");
+    status.setAttribute("aria-live", "polite");
+    return true;
+  };
+  if (!mark()) new MutationObserver((_, observer) => mark() && observer.disconnect())
+    .observe(document.body, { childList: true, subtree: true });
+}"""
+
+#: What each result image shows, for screen readers (without it Gradio marks an image decorative: alt="").
+ALT_TEXT = {
+    "detections": "The photo with a box around each face found",
+    "normalized": "The normalized face: frontal, neutral expression, evenly lit, its predicted landmarks in green",
+    "renders": "The 3-D avatar rendered turned 30 degrees one way, facing the camera, and 30 degrees the other way",
+    "adjusted": "The photo with its white balance and exposure adjusted from the face",
+    "before-after": "The photo before and after the adjustment, side by side",
+    "skin": "The skin region that was measured, outlined on the normalized face and on the photo",
+    "comparison": "The normalized faces each model makes of this photo, side by side",
+}
+
 
 def status_error(message: str) -> str:
     """A problem as the status box shows it: plain words, marked so that it stands out."""
@@ -180,13 +205,19 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 chooser = gr.Radio(label="Faces (largest first)", type="index", visible=False, elem_id="faces")
             with gr.Column(scale=1):
                 detections = gr.Image(
-                    label="Detected faces", type="filepath", elem_id="detections", height=360, buttons=IMAGE_BUTTONS
+                    label="Detected faces",
+                    type="filepath",
+                    elem_id="detections",
+                    alt_text=ALT_TEXT["detections"],
+                    height=360,
+                    buttons=IMAGE_BUTTONS,
                 )
             with gr.Column(scale=1):
                 normalized = gr.Image(
                     label="Normalized face, predicted landmarks in green",
                     type="filepath",
                     elem_id="normalized",
+                    alt_text=ALT_TEXT["normalized"],
                     height=360,
                     buttons=IMAGE_BUTTONS,
                 )
@@ -207,6 +238,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                             label="Renders at -30, 0 and +30 degrees",
                             type="filepath",
                             elem_id="renders",
+                            alt_text=ALT_TEXT["renders"],
                             buttons=IMAGE_BUTTONS,
                         )
                         avatar_files = gr.File(
@@ -218,10 +250,18 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 adjust_note = gr.Markdown(elem_id="adjust-note")
                 with gr.Row():
                     adjusted = gr.Image(
-                        label="Adjusted photo", type="filepath", elem_id="adjusted", buttons=IMAGE_BUTTONS
+                        label="Adjusted photo",
+                        type="filepath",
+                        elem_id="adjusted",
+                        alt_text=ALT_TEXT["adjusted"],
+                        buttons=IMAGE_BUTTONS,
                     )
                     pair = gr.Image(
-                        label="Before | after", type="filepath", elem_id="before-after", buttons=IMAGE_BUTTONS
+                        label="Before | after",
+                        type="filepath",
+                        elem_id="before-after",
+                        alt_text=ALT_TEXT["before-after"],
+                        buttons=IMAGE_BUTTONS,
                     )
                 adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file")
             with gr.Tab("Attributes", id="attributes-tab"):
@@ -233,12 +273,17 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                             label="Skin region on the normalized face | on the photo",
                             type="filepath",
                             elem_id="skin",
+                            alt_text=ALT_TEXT["skin"],
                             buttons=IMAGE_BUTTONS,
                         )
             with gr.Tab("Compare models", id="compare-tab", visible=has_compare):
                 compare_note = gr.Markdown(engine_compare_note(engine, None), elem_id="compare-note")
                 comparison = gr.Image(
-                    label="Models compared", type="filepath", elem_id="comparison", buttons=IMAGE_BUTTONS
+                    label="Models compared",
+                    type="filepath",
+                    elem_id="comparison",
+                    alt_text=ALT_TEXT["comparison"],
+                    buttons=IMAGE_BUTTONS,
                 )
 
         face_outputs = [
@@ -548,4 +593,5 @@ def launch(
         prevent_thread_lock=not block,
         quiet=True,
         css=ERROR_CSS,
+        js=PAGE_JS,
     )
