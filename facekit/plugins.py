@@ -88,6 +88,10 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name != "builtin", ep.name))
 
 
+#: What a hook's arguments must be (facekit.hookspecs), for a plugin whose hook names others.
+HOOK_ARGUMENTS = "facekit's register_* hooks take one argument named register; register_commands takes app"
+
+
 def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: PluginState) -> None:
     dist_name = ep.dist.name if ep.dist is not None else "unknown"
     dist_version = ep.dist.version if ep.dist is not None else "unknown"
@@ -105,7 +109,28 @@ def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: Plu
     except ValueError as exc:  # pluggy: the same module or name twice
         state.failures.append(LoadFailure(ep.name, dist_name, ep.value, str(exc)))
         return
+    except pluggy.PluginValidationError as exc:  # a hook whose arguments are not the spec's: def register_x(reg)
+        why = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        state.failures.append(LoadFailure(ep.name, dist_name, ep.value, f"{why} ({HOOK_ARGUMENTS})"))
+        return
     hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
+    undecorated = sorted(
+        name
+        for name in dir(module)
+        if name.startswith("register_") and callable(getattr(module, name, None)) and name not in hooks
+    )
+    if not hooks and undecorated:  # pluggy takes only functions marked as hooks: these would be ignored in silence
+        manager.unregister(module)
+        state.failures.append(
+            LoadFailure(
+                ep.name,
+                dist_name,
+                ep.value,
+                f"{', '.join(undecorated)} not marked with @facekit.hookimpl, so facekit would never call "
+                f"{'them' if len(undecorated) > 1 else 'it'}",
+            )
+        )
+        return
     state.plugins.append(PluginInfo(ep.name, dist_name, dist_version, getattr(module, "__name__", ep.value), hooks))
 
 

@@ -244,3 +244,41 @@ def test_a_plugin_that_fails_to_import_is_left_out_and_the_rest_work(
             facekit.get_registry("warper").get("shepard")
     finally:
         plugins.reset()
+
+
+def test_a_hook_with_another_argument_or_without_the_marker_is_left_out_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: ``def register_warpers(reg)`` raised pluggy's PluginValidationError out of plugin loading, so every
+    command (``facekit --help`` and ``facekit plugins`` included) ended in a traceback; a ``register_*`` function
+    without ``@facekit.hookimpl`` was ignored without a word."""
+    from facekit.registry import ComponentSpec, NoParams
+
+    misnamed = types.ModuleType("misnamed_plugin")
+
+    @facekit.hookimpl
+    def register_warpers(reg: Any) -> None:
+        reg(ComponentSpec("never-warp", lambda params: None, NoParams))
+
+    misnamed.register_warpers = register_warpers  # type: ignore[attr-defined]
+    unmarked = types.ModuleType("unmarked_plugin")
+    unmarked.register_warpers = lambda register: None  # type: ignore[attr-defined]
+    real = plugins._entry_points()
+    fakes = [
+        _FakeEntryPoint("misnamed", "facekit-misnamed", misnamed),
+        _FakeEntryPoint("unmarked", "facekit-un", unmarked),
+    ]
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, *fakes])
+    plugins.reset()
+    try:
+        state = plugins.get_plugin_state()
+        assert {p.name for p in state.plugins} >= {"builtin"} and not {"misnamed", "unmarked"} & {
+            p.name for p in state.plugins
+        }
+        messages = {failure.name: failure.message() for failure in state.failures}
+        assert "{'reg'}" in messages["misnamed"] and "argument named register" in messages["misnamed"]
+        assert "FACEKIT_DISABLE_PLUGINS=misnamed" in messages["misnamed"]
+        assert "register_warpers not marked with @facekit.hookimpl" in messages["unmarked"]
+        assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
+    finally:
+        plugins.reset()
