@@ -185,7 +185,8 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
 
 
 def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A spec named so no recipe can type it ('My Warp') or declaring an unknown landmark scheme is left out with a
+    """A spec named so no recipe can type it ('My Warp') or declaring an unknown landmark scheme, or whose params are no facekit.Params (a dataclass: a traceback at
+    `facekit check`), is left out with a
     warning; the same hook's other components stay (the whole hook was dropped when the check first came)."""
     from facekit import registry
     from facekit.registry import ComponentSpec, NoParams
@@ -198,6 +199,7 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         register(ComponentSpec("My Warp", lambda params: None, NoParams))
         register(ComponentSpec("good-warp", lambda params: None, NoParams))
         register(ComponentSpec("odd-scheme", lambda params: None, NoParams, card=ModelCard(landmark_scheme="ibug-68")))
+        register(ComponentSpec("dataclass-params", lambda params: None, dict))  # type: ignore[arg-type]
 
     mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
     real = plugins._entry_points()
@@ -207,12 +209,13 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
     try:
         names = facekit.get_registry("warper").names()
         assert "good-warp" in names and "rbf-linear" in names
-        assert "My Warp" not in names and "odd-scheme" not in names
-        assert len(registry.HOOK_FAILURES) == 2
+        assert "My Warp" not in names and "odd-scheme" not in names and "dataclass-params" not in names
+        assert len(registry.HOOK_FAILURES) == 3
         assert (
             "plugin 'mixed' registers an unusable warper, left out: warper name 'My Warp'" in registry.HOOK_FAILURES[0]
         )
         assert "known schemes" in registry.HOOK_FAILURES[1]
+        assert "not a subclass of facekit.Params" in registry.HOOK_FAILURES[2]
     finally:
         plugins.reset()
 
