@@ -185,9 +185,9 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
 
 
 def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A spec named so no recipe can type it ('My Warp') or declaring an unknown landmark scheme, or whose params are no facekit.Params (a dataclass: a traceback at
-    `facekit check`), is left out with a
-    warning; the same hook's other components stay (the whole hook was dropped when the check first came)."""
+    """A spec named so no recipe can type it ('My Warp'), declaring an unknown landmark scheme, or whose params are
+    no facekit.Params (a dataclass: before, a traceback at `facekit check`) is left out with a warning; the same
+    hook's other components stay (the whole hook was dropped when the check first came)."""
     from facekit import registry
     from facekit.registry import ComponentSpec, NoParams
     from facekit.types import ModelCard
