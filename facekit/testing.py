@@ -579,40 +579,120 @@ def check_decoder_trainable(subject: Subject) -> None:
 # warpers
 # ----------------------------------------------------------------------------------------------
 def _warp_inputs(batch: int = 2, height: int = 36, width: int = 44) -> tuple[torch.Tensor, torch.Tensor]:
+    """A noise image and five control points, each item's own (the second item's shifted by (1, 2) px): a warper that
+    reads only the batch's first points is noticed."""
     image = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
-    source = torch.tensor([[12.0, 10.0], [30.0, 11.0], [21.0, 19.0], [14.0, 27.0], [29.0, 26.0]]).expand(batch, -1, -1)
-    return image, source.contiguous()
+    base = torch.tensor([[12.0, 10.0], [30.0, 11.0], [21.0, 19.0], [14.0, 27.0], [29.0, 26.0]])
+    source = torch.stack([base + torch.tensor([1.0, 2.0]) * (item % 2) for item in range(batch)])
+    return image, source
+
+
+#: Per item (of :func:`_warp_inputs`): which control point moves, and by how much (x, y) in whole pixels.
+_MOVES = ((2, (3.0, -2.0)), (4, (-2.0, 3.0)))
 
 
 def _moved(source: torch.Tensor) -> torch.Tensor:
     destination = source.clone()
-    destination[:, 2] += torch.tensor([3.0, -2.0])
+    for item in range(source.shape[0]):
+        point, move = _MOVES[item % 2]
+        destination[item, point] += torch.tensor(move)
     return destination
 
 
+def _smooth_image(batch: int, height: int, width: int) -> torch.Tensor:
+    """Low-frequency colours (at most ~0.07 per pixel): a flow off by a fraction of a pixel, as a smoothing warper's
+    is at its points, changes a value by little, while a wrong move changes it by a lot."""
+    ys, xs = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
+    channels = [
+        0.5 + 0.2 * torch.sin(xs / 5 + c) * torch.cos(ys / 6 - c) + 0.1 * torch.sin((xs + ys) / 9 + 2 * c)
+        for c in range(3)
+    ]
+    return torch.stack(channels)[None].expand(batch, -1, -1, -1).contiguous()
+
+
 def check_warper_identity(subject: Subject) -> None:
-    """Shapes and dtypes; the identity when source == destination."""
+    """Shapes and dtypes, for a batch of two and of one; the identity when source == destination."""
     name, warper = subject.name, subject.component()
-    image, source = _warp_inputs()
-    warped, flow = warper.warp(image, source, source.clone())
-    assert warped.shape == image.shape, f"{name}: warped shape {tuple(warped.shape)} != {tuple(image.shape)}"
-    assert warped.dtype == image.dtype, f"{name}: warped dtype {warped.dtype} != {image.dtype}"
-    assert tuple(flow.shape) == (*image.shape[:1], *image.shape[2:], 2), f"{name}: flow shape {tuple(flow.shape)}"
-    assert torch.allclose(warped, image, atol=1e-3), f"{name}: not the identity when source == destination"
+    for batch in (2, 1):
+        image, source = _warp_inputs(batch)
+        warped, flow = warper.warp(image, source, source.clone())
+        shapes = f"{tuple(warped.shape)} != {tuple(image.shape)} (batch of {batch})"
+        assert warped.shape == image.shape, f"{name}: warped shape {shapes}"
+        assert warped.dtype == image.dtype, f"{name}: warped dtype {warped.dtype} != {image.dtype}"
+        want = (*image.shape[:1], *image.shape[2:], 2)
+        assert tuple(flow.shape) == want, f"{name}: flow shape {tuple(flow.shape)} != {want} (batch of {batch})"
+        assert torch.allclose(warped, image, atol=1e-3), f"{name}: not the identity when source == destination"
+
+
+#: How far (px) the flow at a moved point may be from the move: a smoothing warper (``regularization``) trades a
+#: little exactness for smoothness (rbf-linear at 0.1: ~0.05 px).
+FLOW_TOLERANCE = 0.1
 
 
 def check_warper_moves_content(subject: Subject) -> None:
-    """A control point moved by whole pixels: the output at the destination shows the input at the source, and the
-    flow there is the move."""
+    """In each item of a batch its own control point moved by whole pixels: the flow at the destination is the
+    move (within :data:`FLOW_TOLERANCE`), the output there shows the input at the source, and the flow on the pixels
+    around it is close to the move (within half its length: content moves as a piece, not a pixel)."""
     name, warper = subject.name, subject.component()
-    image, source = _warp_inputs()
+    _, source = _warp_inputs()
+    image = _smooth_image(*source.shape[:1], 36, 44)
     destination = _moved(source)
     warped, flow = warper.warp(image, source, destination)
     _assert_finite(name, "warped image", warped)
-    (dx, dy), (sx, sy) = destination[0, 2].long().tolist(), source[0, 2].long().tolist()
-    got, want = warped[:, :, dy, dx], image[:, :, sy, sx]
-    assert torch.allclose(got, want, atol=2e-3), f"{name}: output at destination {dx, dy} does not show source {sx, sy}"
-    assert torch.allclose(flow[:, dy, dx].float(), torch.tensor([3.0, -2.0]), atol=2e-3), f"{name}: flow wrong"
+    _assert_finite(name, "flow", flow)
+    for item in range(source.shape[0]):
+        point, move = _MOVES[item % 2]
+        (dx, dy), (sx, sy) = destination[item, point].long().tolist(), source[item, point].long().tolist()
+        found = flow[item, dy, dx].float()
+        error = float((found - torch.tensor(move)).abs().max())
+        assert error <= FLOW_TOLERANCE, (
+            f"{name}: item {item}: flow at the destination {dx, dy} is {tuple(round(v, 3) for v in found.tolist())}, "
+            f"not the move {move} (off by {error:.3g} px; the flow's sign: output pixel p shows input p - flow(p))"
+        )
+        got, want = warped[item, :, dy, dx], image[item, :, sy, sx]
+        off = float((got - want).abs().max())
+        assert off <= 5e-3, (
+            f"{name}: item {item}: output at the destination {dx, dy} does not show the input at the source "
+            f"{sx, sy} (off by {off:.3g} in [0, 1] values, while the flow there is right)"
+        )
+        around = flow[item, dy - 1 : dy + 2, dx - 1 : dx + 2].float() - torch.tensor(move)
+        far = float(around.norm(dim=-1).max())
+        length = float(torch.tensor(move).norm())
+        assert far <= 0.5 * length, (
+            f"{name}: item {item}: the flow one pixel from the destination {dx, dy} is {far:.3g} px from the move "
+            f"(over half its length {length:.3g}): the content does not move with its point"
+        )
+
+
+#: The decoder's warp moves 68 iBUG points, some nearly coinciding (inner lips): :func:`check_warper_face_points`
+#: moves the test face's by up to this many px each, in a frame of :data:`FACE_FRAME` px.
+FACE_JITTER, FACE_FRAME = 0.8, 64
+#: The largest flow (px) that check accepts: the built-in splines stay under 6 px (cubic: ~5.8, its overshoot).
+FACE_FLOW_LIMIT = 16.0
+
+
+def check_warper_face_points(subject: Subject) -> None:
+    """What the decoder feeds a warper: the 68 iBUG points of a real face (some nearly coinciding) each moved by up to
+    :data:`FACE_JITTER` px, two faces in a batch: finite output, a flow that stays within :data:`FACE_FLOW_LIMIT` px,
+    and each face warped as it would be alone (an ill-conditioned spline gives flows of thousands of px here)."""
+    name, warper = subject.name, subject.component()
+    face = real_face()
+    points = torch.tensor(face.ibug68 * FACE_FRAME / face.image.shape[0], dtype=torch.float32)
+    source = points.expand(2, -1, -1).contiguous()
+    jitter = torch.rand(2, 68, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    destination = source + jitter * FACE_JITTER
+    image = _smooth_image(2, FACE_FRAME, FACE_FRAME)
+    warped, flow = warper.warp(image, source, destination)
+    _assert_finite(name, "warped image", warped)
+    _assert_finite(name, "flow", flow)
+    largest = float(flow.float().norm(dim=-1).max())
+    assert largest <= FACE_FLOW_LIMIT, (
+        f"{name}: moving a face's 68 points by at most {FACE_JITTER} px each gives flows of up to {largest:.4g} px "
+        "(ill-conditioned near coinciding points?)"
+    )
+    alone, _ = warper.warp(image[1:], source[1:], destination[1:])
+    off = float((alone - warped[1:]).abs().max())
+    assert off <= 1e-4, f"{name}: the second face warped alone differs from it in the batch by {off:.3g}"
 
 
 def check_warper_deterministic(subject: Subject) -> None:
@@ -689,6 +769,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_protocol,
         check_warper_identity,
         check_warper_moves_content,
+        check_warper_face_points,
         check_warper_deterministic,
         check_warper_gradients,
     ),

@@ -12,7 +12,10 @@ from facekit.testing import parametrize_with_checks, run_check
 from facekit.types import Kind
 
 #: Declared exceptions: (component, check) -> why. Strict xfails: a component that starts passing is noticed.
-XFAIL: dict[tuple[str, str], str] = {}
+XFAIL: dict[tuple[str, str], str] = {
+    ("kornia-tps", "face_points"): "kornia's thin-plate spline centres its kernels on the targets, not on the points "
+    "it interpolates: on a face's 68 points moved by under a pixel its flows reach thousands of px (a comparison only)",
+}
 
 
 @pytest.mark.parametrize(("kind", "spec", "check"), parametrize_with_checks(xfail=XFAIL))
