@@ -35,7 +35,9 @@ class _PointsOnlyWarper:
     def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
         warped, flow = image.clone(), torch.zeros(*image.shape[:1], *image.shape[2:], 2)
         for b in range(image.shape[0]):
-            for (sx, sy), (dx, dy) in zip(source[b].round().long().tolist(), destination[b].round().long().tolist()):
+            for (sx, sy), (dx, dy) in zip(
+                source[b].round().long().tolist(), destination[b].round().long().tolist(), strict=True
+            ):
                 warped[b, :, dy, dx] = image[b, :, sy, sx]
                 flow[b, dy, dx] = torch.tensor([dx - sx, dy - sy], dtype=flow.dtype)
         return warped, flow
