@@ -635,7 +635,7 @@ def check_warper_moves_content(subject: Subject) -> None:
     around it is close to the move (within half its length: content moves as a piece, not a pixel)."""
     name, warper = subject.name, subject.component()
     _, source = _warp_inputs()
-    image = _smooth_image(*source.shape[:1], 36, 44)
+    image = _smooth_image(source.shape[0], 36, 44)
     destination = _moved(source)
     warped, flow = warper.warp(image, source, destination)
     _assert_finite(name, "warped image", warped)
