@@ -277,6 +277,20 @@ def check_detection(detector: Any, face: Any) -> None:
         )
 
 
+def check_features(encoder: Any, features: Any, batch: int) -> None:
+    """Refuse encoder features that are not a (``batch``, F) float tensor: the decoder would fail far from the cause
+    (an encoder that squeezes a batch of one) or read them wrongly."""
+    shape = tuple(getattr(features, "shape", ()))
+    if not (
+        isinstance(features, torch.Tensor) and len(shape) == 2 and shape[0] == batch and features.is_floating_point()
+    ):
+        got = f"{type(features).__name__} of shape {shape}" if shape else type(features).__name__
+        raise FacekitError(
+            f"encoder {type(encoder).__name__} returned features as a {got} for {batch} face(s), not a ({batch}, F) "
+            "float tensor: fix the encoder plugin (facekit.testing's encoder checks show where)"
+        )
+
+
 def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest") -> int:
     """Index of the face to normalize among ``faces`` (FaceDetections, largest first as detectors give them) found in
     an image of ``shape`` (H, W, ...).
@@ -674,7 +688,9 @@ class Normalizer:
         points = np.stack([np.asarray(face.landmarks, np.float64) for _, face, _ in found])
         crops = encoder_inputs(self.encoder, photos, points, self.detector.card.landmark_scheme).to(self.device)
         with torch.no_grad():
-            out = self.decoder(self.encoder.features(crops))
+            features = self.encoder.features(crops)
+            check_features(self.encoder, features, len(found))
+            out = self.decoder(features)
         check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
         shaped = self._with_photo_shape(out, [face.landmarks for _, face, _ in found])
         image, points_out = shaped if shaped is not None else (out.image, out.landmarks)

@@ -416,6 +416,26 @@ def check_encoder_alignment(subject: Subject) -> None:
     width, height = card.input_size
     assert tuple(crops.shape) == (2, 3, height, width), f"{name}: aligned crops {tuple(crops.shape)}"
     assert crops.min() >= 0 and crops.max() <= 1, f"{name}: crops outside [0, 1]"
+    # What the template means, whatever the weights: the face lands upright and unmirrored in the crop (a template
+    # written y-up, or with its eyes swapped, gives upside-down or mirrored crops that random weights cannot notice).
+    from facekit.align import apply_transform, encoder_input_transform, eye_centres
+
+    face = real_face()
+    left, right = eye_centres(face.ibug68)
+    mouth = face.ibug68[48:68].mean(axis=0)
+    (lx, ly), (rx, ry), (mx, my) = apply_transform(
+        encoder_input_transform(subject.component(), face.ibug68), np.stack([left, right, mouth])
+    )
+    where = f"image-left eye at ({lx:.0f}, {ly:.0f}), the other at ({rx:.0f}, {ry:.0f}), mouth at ({mx:.0f}, {my:.0f})"
+    assert max(ly, ry) < my, f"{name}: the aligned face is not upright ({where}): template y grows downwards"
+    assert lx < rx, f"{name}: the aligned face is mirrored ({where}): check the template's point order"
+    apart = float(np.hypot(rx - lx, ry - ly))
+    assert apart >= 0.15 * width, (
+        f"{name}: the eyes land {apart:.1f} px apart in a {width} px crop ({where}): no similarity maps the face "
+        "onto the template (points in another order, such as the right eye first?)"
+    )
+    inside = all(0 <= x < width and 0 <= y < height for x, y in ((lx, ly), (rx, ry), (mx, my)))
+    assert inside, f"{name}: eyes and mouth fall outside the {width} x {height} crop ({where})"
 
 
 def check_encoder_outputs(subject: Subject) -> None:
@@ -430,8 +450,10 @@ def check_encoder_outputs(subject: Subject) -> None:
     assert embedding.dtype == torch.float32, f"{name}: embedding dtype {embedding.dtype}"
     _assert_finite(name, "features", features)
     assert features.dtype == torch.float32, f"{name}: features dtype {features.dtype} (the decoder reads float32)"
-    if card.feature_size:
-        assert features.shape == (2, card.feature_size), f"{name}: features shape {tuple(features.shape)}"
+    want = f"(2, {card.feature_size or 'F'})"
+    shaped = features.ndim == 2 and features.shape[0] == 2
+    shaped = shaped and (not card.feature_size or features.shape[1] == card.feature_size)
+    assert shaped, f"{name}: features shape {tuple(features.shape)}, not {want} for a batch of 2 faces"
     both = getattr(encoder, "embed_and_features", None)
     if both is not None:  # the training pool calls it instead of embed + features: it must say the same
         with torch.no_grad():
@@ -452,9 +474,15 @@ def check_encoder_deterministic(subject: Subject) -> None:
     name, encoder = subject.name, subject.component()
     crops = _aligned(subject)
     with torch.no_grad():
-        first, again, alone = encoder.embed(crops), encoder.embed(crops), encoder.embed(crops[:1])
-    assert torch.allclose(first, again, atol=1e-6), f"{name}: not deterministic in eval mode"
-    assert torch.allclose(first[:1], alone, atol=1e-4), f"{name}: a face's embedding depends on the rest of the batch"
+        first, again = encoder.embed(crops), encoder.embed(crops)
+        assert torch.allclose(first, again, atol=1e-6), f"{name}: not deterministic in eval mode"
+        for row in range(crops.shape[0]):  # each face alone: a batch of one keeps its axis, and its own values
+            alone, features = encoder.embed(crops[row : row + 1]), encoder.features(crops[row : row + 1])
+            for what, got in (("embedding", alone), ("features", features)):
+                ok = got.ndim == 2 and got.shape[0] == 1
+                assert ok, f"{name}: the {what} of a batch of one has shape {tuple(got.shape)}, not (1, ...)"
+            same = torch.allclose(first[row : row + 1], alone, atol=1e-4)
+            assert same, f"{name}: face {row}'s embedding depends on the rest of the batch"
 
 
 def check_encoder_gradients(subject: Subject) -> None:

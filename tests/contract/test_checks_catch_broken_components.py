@@ -12,6 +12,98 @@ from facekit.registry import ComponentSpec, NoParams, get_registry
 from facekit.testing import check_component, run_check
 
 
+class _TinyEncoder(torch.nn.Module):
+    """A correct small encoder (random weights) on ArcFace's 112 px crops."""
+
+    def __init__(self, card: Any) -> None:
+        super().__init__()
+        self.card = card
+        generator = torch.Generator().manual_seed(0)
+        self.project = torch.nn.Parameter(torch.randn(3 * 16 * 16, 8, generator=generator))
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(crops, 16).flatten(1) @ self.project
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.features(crops), dim=1)
+
+
+class _SqueezeEncoder(_TinyEncoder):
+    """Right, except that a batch of one loses its batch axis (``.squeeze()``)."""
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        return super().features(crops).squeeze()
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(_TinyEncoder.features(self, crops), dim=1).squeeze()
+
+
+class _FirstRowEncoder(_TinyEncoder):
+    """Every face gets the batch's first face's embedding."""
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return super().embed(crops)[:1].expand(crops.shape[0], -1)
+
+
+def _card(points: tuple[tuple[float, float], ...] | None = None) -> Any:
+    from dataclasses import replace
+
+    from facekit.types import ARCFACE_112_TEMPLATE, ModelCard, WeightsSource
+
+    template = ARCFACE_112_TEMPLATE if points is None else replace(ARCFACE_112_TEMPLATE, points=points)
+    return ModelCard(
+        input_size=(112, 112),
+        embedding_size=8,
+        feature_size=8,
+        threshold=0.5,
+        distance="cosine",
+        template=template,
+        weights=(WeightsSource(file="", sha256="", licence="none: random test weights"),),
+    )
+
+
+def _encoder(name: str, cls: type, card: Any = None) -> ComponentSpec[Any]:
+    card = card or _card()
+    return ComponentSpec(name, lambda params: cls(card), NoParams, card=card)
+
+
+def _upside_down() -> tuple[tuple[float, float], ...]:
+    from facekit.types import ARCFACE_112_TEMPLATE
+
+    return tuple((x, 111.0 - y) for x, y in ARCFACE_112_TEMPLATE.points)  # y up: the mouth above the eyes
+
+
+def _mirrored() -> tuple[tuple[float, float], ...]:
+    from facekit.types import ARCFACE_112_TEMPLATE
+
+    eyes, nose, mouth = ARCFACE_112_TEMPLATE.points[:2], ARCFACE_112_TEMPLATE.points[2], ARCFACE_112_TEMPLATE.points[3:]
+    return (eyes[1], eyes[0], nose, mouth[1], mouth[0])  # the right eye first: a mirror image
+
+
+@pytest.mark.parametrize(
+    ("spec", "check", "message"),
+    [
+        (_encoder("squeeze", _SqueezeEncoder), "deterministic", "batch of one has shape"),
+        (_encoder("first-row", _FirstRowEncoder), "deterministic", "face 1's embedding depends"),
+        (_encoder("y-up", _TinyEncoder, _card(_upside_down())), "alignment", "not upright"),
+        (_encoder("mirror", _TinyEncoder, _card(_mirrored())), "alignment", "px apart in a 112 px crop"),
+    ],
+    ids=["squeeze", "first-row", "y-up", "mirror"],
+)
+def test_the_encoder_checks_catch_what_the_pipeline_would_get_wrong(
+    spec: ComponentSpec[Any], check: str, message: str
+) -> None:
+    """Before: each passed every check but ``identity`` (which random weights declare failing): a squeezed batch
+    of one was an 85-line IndexError in `facekit normalize`, a first-row encoder gave every face one embedding, and a
+    y-up template aligned faces upside down."""
+    with pytest.raises(AssertionError, match=message):
+        run_check("encoder", spec, check)
+
+
+def test_a_small_correct_encoder_passes_the_encoder_checks() -> None:
+    check_component("encoder", _encoder("tiny", _TinyEncoder), skip={"identity": "random weights"})
+
+
 def _warper(name: str, cls: type) -> ComponentSpec[Any]:
     return ComponentSpec(name, lambda params: cls(), NoParams)
 

@@ -40,6 +40,8 @@ class PlainEncoder:
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         features = self.inner.features(images)
+        if self.mode == "squeeze":  # a batch of one loses its axis
+            return features.squeeze()
         return features.double() if self.mode == "float64" else features
 
     def embed_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +61,11 @@ def test_an_encoder_that_is_not_a_module_runs_in_the_normalizer(shipped_normaliz
     wrapped = Normalizer(shipped.decoder, plain, shipped.detector, shipped.meta)
     photo = real_face().image.copy()
     assert np.abs(wrapped.normalize(photo).image.astype(int) - shipped.normalize(photo).image).max() <= 1
+    # An encoder that squeezes a batch of one: a one-line error naming it (before: an 85-line IndexError from the
+    # decoder's first layer).
+    squeezing = Normalizer(shipped.decoder, PlainEncoder("squeeze", name="dlib-resnet"), shipped.detector, shipped.meta)
+    with pytest.raises(FacekitError, match=r"PlainEncoder returned features as a Tensor of shape \(256,\) for 1 face"):
+        squeezing.normalize(photo)
 
 
 @pytest.mark.parametrize(("mode", "message"), [("float64", "features dtype"), ("swapped", "embed_and_features")])
