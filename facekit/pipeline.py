@@ -170,7 +170,11 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
     if apps:
         results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
-        (Path(infer.output) / "apps.json").write_text(json.dumps(results, indent=2) + "\n")
+        from facekit.batch import finite_or_null
+
+        # An app's NaN or infinity is null: the file stays JSON.
+        text = json.dumps(finite_or_null(results), indent=2, allow_nan=False)
+        (Path(infer.output) / "apps.json").write_text(text + "\n")
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
@@ -248,6 +252,7 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
         (name if names.count(name) == 1 else f"{name} ({component.slot})", component.slot, component.build())
         for name, component in zip(names, apps, strict=True)
     ]
+    labels = [f"app {name} (plugin {getattr(c.spec, 'plugin', '?')})" for name, c in zip(names, apps, strict=True)]
     results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _, _ in built}
     per_face_keys: dict[str, set[str]] = {}
     for start in range(0, len(rows), batch_size):
@@ -262,10 +267,10 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
             image=torch.stack(images),
             landmarks=torch.stack(landmarks) if all(p is not None for p in landmarks) else None,  # type: ignore[arg-type]
         )
-        for name, slot, app in built:
-            applied = _applied(app, faces)
+        for (name, slot, app), label in zip(built, labels, strict=True):
+            applied = _applied(app, faces, label)
             if name not in per_face_keys:  # once per app: which results have one entry per face
-                per_face_keys[name] = _per_face_keys(app, faces, applied)
+                per_face_keys[name] = _per_face_keys(app, faces, applied, label)
             per_face = {key: value for key, value in applied.items() if key in per_face_keys[name]}
             for index, row in enumerate(chunk):
                 results[name]["faces"].setdefault(row.input, {}).update(
@@ -282,20 +287,41 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
     return results
 
 
-def _applied(app: Any, faces: Any) -> dict[str, Any]:
-    """``app.apply(faces)``, each result as a numpy array (detached: a tensor an app's own layers made, one that
-    requires grad, included). Autograd stays on: an app may optimise inside ``apply`` (the avatar's fit does)."""
+def _applied(app: Any, faces: Any, label: str = "") -> dict[str, Any]:
+    """``app.apply`` on a copy of ``faces`` (an app that changes its input in place leaves the next app's alone), each
+    result as a numpy array (detached: a tensor an app's own layers made, one that requires grad, included;
+    bfloat16, which numpy lacks, as float32). Autograd stays on: an app may optimise inside ``apply`` (the avatar's
+    fit does). An app that raises is a FacekitError naming it (``label``) and the batch."""
     import numpy as np
     import torch
 
-    results = app.apply(faces)
-    return {
-        key: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        for key, value in results.items()
-    }
+    from facekit.types import DecoderOutput
+
+    def copy(tensor: Any) -> Any:
+        return tensor.clone() if isinstance(tensor, torch.Tensor) else tensor
+
+    mine = DecoderOutput(image=copy(faces.image), landmarks=copy(faces.landmarks), texture=copy(faces.texture))
+    try:
+        results = app.apply(mine)
+    except Exception as error:
+        count = int(faces.image.shape[0])
+        raise FacekitError(
+            f"{label or type(app).__name__} failed on a batch of {count} normalized face(s): "
+            f"{type(error).__name__}: {error} (FACEKIT_DEBUG=1 for the traceback)"
+        ) from error
+    if not isinstance(results, dict):
+        raise FacekitError(f"{label or type(app).__name__}: apply returned {type(results).__name__}, not a dict")
+
+    def array(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+        return np.asarray(value)
+
+    return {key: array(value) for key, value in results.items()}
 
 
-def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any]) -> set[str]:
+def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any], label: str = "") -> set[str]:
     """The results of ``applied`` (``app`` on ``faces``, B of them) that have one entry per face: their first axis
     is B here and follows the batch when the app is given another count (a result of a fixed length that happens to
     be B, say an RGB triple for 3 faces, is the batch's, not three faces'). The probe is one face (two when B is 1),
@@ -315,7 +341,9 @@ def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any]) -> set[str]:
         return None if tensor is None else tensor[pick]
 
     probe = _applied(
-        app, DecoderOutput(image=take(faces.image), landmarks=take(faces.landmarks), texture=take(faces.texture))
+        app,
+        DecoderOutput(image=take(faces.image), landmarks=take(faces.landmarks), texture=take(faces.texture)),
+        label,
     )
     return {key for key in candidates if key in probe and probe[key].ndim and len(probe[key]) == other}
 

@@ -752,13 +752,29 @@ def check_warper_gradients(subject: Subject) -> None:
 # apps
 # ----------------------------------------------------------------------------------------------
 def check_app_applies(subject: Subject) -> None:
-    """``apply`` on the real face as a DecoderOutput returns a dict keyed by result name."""
+    """``apply`` on the real face as a DecoderOutput, a batch of two and of one: returns a dict keyed by result name,
+    leaves its input as it was (the infer stage hands the next app the same faces), and its numbers are finite and
+    go through the infer stage's conversion (:func:`facekit.pipeline._applied`, which also probes which results have
+    one entry per face)."""
+    from facekit.pipeline import _applied, _per_face_keys
+
+    name, app = subject.name, subject.component()
     face = real_face()
     image = torch.tensor(face.image).permute(2, 0, 1)[None].float() / 255  # a copy: the cached face is read-only
-    out = subject.component().apply(
-        DecoderOutput(image=image, landmarks=torch.from_numpy(face.ibug68)[None].float(), texture=None)
-    )
-    assert isinstance(out, dict) and all(isinstance(k, str) for k in out), f"{subject.name}: apply must return a dict"
+    points = torch.from_numpy(face.ibug68)[None].float()
+    for count in (2, 1):
+        batch, landmarks = image.repeat(count, 1, 1, 1), points.repeat(count, 1, 1)
+        faces = DecoderOutput(image=batch, landmarks=landmarks, texture=None)
+        applied = _applied(app, faces, name)  # an app that raises: a FacekitError naming it
+        kept = (batch.clone(), landmarks.clone())
+        out = app.apply(faces)
+        assert isinstance(out, dict) and all(isinstance(k, str) for k in out), f"{name}: apply must return a dict"
+        changed = not (torch.equal(batch, kept[0]) and torch.equal(landmarks, kept[1]))
+        assert not changed, f"{name}: apply changed the faces it was given (work on a copy)"
+        for key, value in applied.items():
+            if value.dtype.kind in "fc":
+                assert np.isfinite(value).all(), f"{name}: result {key!r} is not finite on the real face"
+        _per_face_keys(app, faces, applied, name)
 
 
 Check = Callable[[Subject], None]

@@ -189,3 +189,45 @@ def test_a_smoothing_warper_passes_the_warper_checks() -> None:
     for regularization in (0.01, 0.1):
         check_component("warper", get_registry("warper").get("rbf-linear"), {"regularization": regularization})
     check_component("warper", get_registry("warper").get("tps"), {"regularization": 0.1})
+
+
+class _ZeroingApp:
+    def apply(self, faces: Any) -> dict[str, Any]:
+        faces.image.zero_()
+        return {"done": torch.ones(faces.image.shape[0])}
+
+
+class _NaNApp:
+    def apply(self, faces: Any) -> dict[str, Any]:
+        return {"value": torch.full((faces.image.shape[0],), float("nan"))}
+
+
+class _RaisingApp:
+    def apply(self, faces: Any) -> dict[str, Any]:
+        raise RuntimeError("cannot handle a batch")
+
+
+class _BFloat16App:
+    def apply(self, faces: Any) -> dict[str, Any]:
+        return {"mean": faces.image.mean(dim=(1, 2, 3)).to(torch.bfloat16)}
+
+
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [
+        (_ZeroingApp, "changed the faces it was given"),
+        (_NaNApp, "'value' is not finite"),
+        (_RaisingApp, "failed on a batch of 2 .*cannot handle a batch"),
+    ],
+)
+def test_the_app_check_catches_what_the_infer_stage_would_get_wrong(cls: type, message: str) -> None:
+    """Before: the app check applied the app to one face and looked only at the type of what came back."""
+    from facekit.errors import FacekitError
+
+    with pytest.raises((AssertionError, FacekitError), match=message):
+        run_check("app", ComponentSpec(cls.__name__.strip("_").lower(), lambda params: cls(), NoParams), "applies")
+
+
+def test_an_app_with_bfloat16_results_passes_the_app_check() -> None:
+    """The infer stage converts bfloat16 (which numpy lacks) to float32; before, a TypeError traceback."""
+    run_check("app", ComponentSpec("bf16", lambda params: _BFloat16App(), NoParams), "applies")

@@ -260,6 +260,53 @@ def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path
     assert set(saved) == {"batch_rgb"} and np.allclose(np.load(saved["batch_rgb"]), [120 / 255] * 3, atol=1e-6)
 
 
+def test_apps_that_change_their_input_give_bfloat16_nan_or_raise_are_handled(tmp_path: Path) -> None:
+    """Before (helper-54): an app that zeroed its input in place made the next app measure black faces; a bfloat16
+    result was a TypeError traceback; a NaN was written into apps.json as bare NaN (not JSON); an app that raised was
+    a 50-line traceback naming neither app nor plugin."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from facekit.batch import Row
+    from facekit.pipeline import run_apps
+
+    class Zeroing:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            faces.image.zero_()
+            return {}
+
+    class Mean:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            means = faces.image.mean(dim=(1, 2, 3))
+            return {"mean": means, "half": means.to(torch.bfloat16), "nan": means * float("nan")}
+
+    class Raising:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            raise RuntimeError("out of ideas")
+
+    def built(name: str, app: Any, slot: int) -> Any:
+        spec = type("Spec", (), {"name": name, "plugin": f"facekit-{name}"})()
+        return type("Built", (), {"spec": spec, "slot": f"apps.{slot}", "build": lambda self: app})()
+
+    rows = []
+    for index, grey in enumerate((60, 180)):
+        png = tmp_path / f"face{index}.png"
+        Image.fromarray(np.full((16, 16, 3), grey, np.uint8)).save(png)
+        png.with_suffix(".json").write_text(json.dumps({"landmarks": None}))
+        rows.append(Row(f"in{index}.jpg", "ok", str(png)))
+    results = run_apps([built("zeroing", Zeroing(), 0), built("mean", Mean(), 1)], rows, tmp_path / "out")
+    face = results["mean"]["faces"]["in1.jpg"]
+    assert face["mean"] == pytest.approx(180 / 255) and face["half"] == pytest.approx(180 / 255, rel=1e-2)
+    from facekit.batch import finite_or_null
+
+    assert finite_or_null(face)["nan"] is None  # what the infer stage writes into apps.json
+    with pytest.raises(
+        FacekitError, match=r"app raising \(plugin facekit-raising\) failed on a batch of 2 .*out of ideas"
+    ):
+        run_apps([built("raising", Raising(), 0)], rows, tmp_path / "out")
+
+
 def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
     data_root: Path, tmp_path: Path
 ) -> None:
