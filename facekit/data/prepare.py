@@ -34,7 +34,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -543,6 +543,38 @@ def identities_digest(identities: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(identities)).encode()).hexdigest()
 
 
+def _in_workers(
+    stack: contextlib.ExitStack, workers: int, config: WorkerConfig, tasks: Iterable[tuple[str, list[Any]]]
+) -> Iterator[dict[str, Any]]:
+    """process_identity's records for ``tasks`` from ``workers`` processes, as they finish. A worker that dies (the
+    out-of-memory killer, kill -9) or cannot start is a FacekitError: multiprocessing.Pool replaced such a worker
+    and waited for its lost task forever, at full CPU when every new worker failed to start."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from facekit.data.pose import load_mean_shape
+
+    load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
+    executor = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(config,)
+    )
+    stack.callback(executor.shutdown, wait=True, cancel_futures=True)  # on an error: no new identity starts
+    futures = [executor.submit(process_identity, task) for task in tasks]
+
+    def finished() -> Iterator[dict[str, Any]]:
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            raise FacekitError(
+                "a prepare worker stopped without finishing (out of memory, killed, or it could not start: a message "
+                "above may say why); the identities finished so far are kept: run prepare again to go on, with "
+                "prepare.workers=1 to see a worker's own error or to use less memory"
+            ) from None
+
+    return finished()
+
+
 def _process(
     todo: list[str],
     groups: dict[str, list[Photo]],
@@ -572,10 +604,7 @@ def _process(
             _init_worker(config)
             results = map(process_identity, _tasks(groups, todo))
         else:  # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
-            pool = stack.enter_context(
-                multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config,))
-            )
-            results = pool.imap_unordered(process_identity, _tasks(groups, todo))
+            results = _in_workers(stack, workers, config, _tasks(groups, todo))
         for record in results:
             record["photos_sha256"] = inputs_digest(_items(groups[record["identity"]]), root)
             if not _same_outcome(record, previous.get(record["identity"])):

@@ -568,3 +568,24 @@ def test_files_of_different_runs_are_refused(tmp_path: Path) -> None:
         FacekitError, match=r"disagree on how many faces it holds \(averages 3, textures 3, landmarks 2"
     ):
         PreparedFaces(folder)
+
+
+def test_a_worker_that_dies_or_cannot_start_is_one_line_not_a_hang(tmp_path: Path, data_root: Path) -> None:
+    """Before (helper-53): with prepare.workers >= 2, multiprocessing.Pool replaced a worker that died (kill -9, the
+    out-of-memory killer) and waited forever for its lost identity; one that could not start (no Surrey Face Model
+    under data.root) was replaced again and again at full CPU (11 minutes before it was stopped)."""
+    import contextlib
+
+    from facekit.data import prepare
+    from facekit.errors import FacekitError
+    from facekit.recipe import PrepareSection
+
+    rules = PrepareSection(output=str(tmp_path / "out"), image_size=96, interocular_px=24).model_dump(mode="json")
+    tasks = [("folder/a", [(str(tmp_path / "a.jpg"), "folder")])]
+    missing = prepare.WorkerConfig("dlib", {}, rules, str(tmp_path / "no-sfm"), str(tmp_path / "work"))
+    with contextlib.ExitStack() as stack, pytest.raises(FacekitError, match="Surrey Face Model"):
+        list(prepare._in_workers(stack, 2, missing, tasks))  # checked before any worker starts
+    # A worker that fails as it starts (here: a detector no plugin registers) ends the run with a line saying so.
+    broken = prepare.WorkerConfig("no-such-detector", {}, rules, str(data_root / "sfm"), str(tmp_path / "work"))
+    with contextlib.ExitStack() as stack, pytest.raises(FacekitError, match="a prepare worker stopped without"):
+        list(prepare._in_workers(stack, 2, broken, tasks))
