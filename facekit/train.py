@@ -249,6 +249,7 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
                 f"{', ...' if len(changed) > 6 else ''}): run this recipe's prepare stage (--stage prepare) into "
                 "another prepare.output, or train with the recipe that prepared it"
             )
+    check_prepared_people(plan, folder)
     from facekit.data.dataset import PreparedFaces
 
     size = int(PreparedFaces(folder).averages.shape[1])
@@ -256,6 +257,34 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
         raise FacekitError(
             f"prepare.output {folder} holds {size} px faces and this recipe's prepare.image_size is "
             f"{plan.recipe.prepare.image_size}: run its prepare stage, or set prepare.image_size: {size}"
+        )
+
+
+def check_prepared_people(plan: Any, folder: Path) -> None:
+    """Refuse a prepared set made from other people than the recipe's ``data.train`` names (its ``summary.json``
+    records their names' sha256; before, a set prepared from another folder trained in silence, and the checkpoint
+    recorded this recipe's sources). Where the sources cannot be read here (a node that was given only the prepared
+    set) there is nothing to compare, and the set is taken as it is."""
+    from facekit.data.prepare import identities_digest
+    from facekit.data.sources import group_by_identity, photos_from_sources
+
+    try:
+        recorded = json.loads((folder / "summary.json").read_text()).get("identities_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not recorded or not plan.recipe.data.train:
+        return
+    try:
+        people = sorted(
+            group_by_identity(photos_from_sources(plan.recipe.data.resolved_root(), plan.recipe.data.train))
+        )
+    except (OSError, FacekitError):
+        return
+    if people and identities_digest(people) != recorded:
+        raise FacekitError(
+            f"prepare.output {folder} holds the faces of other people than this recipe's data.train names "
+            f"({len(people)} people there now): run its prepare stage again (it redoes only what changed), or train "
+            "with the recipe that prepared the set"
         )
 
 

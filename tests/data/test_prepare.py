@@ -271,6 +271,17 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
     report = run_prepare(resolve(recipe))
     assert report.processed_identities == 1 and report.finished
     assert read_progress(output)["folder/p1"]["photos"] == 2
+    # Training checks the set holds the recipe's people (before: a set prepared from another folder trained in
+    # silence, and the checkpoint recorded this recipe's sources).
+    from facekit.train import check_prepared_for_recipe
+
+    check_prepared_for_recipe(resolve(recipe), output)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for person in ("p0", "p1"):
+        (fewer / person).symlink_to(folder / person)
+    with pytest.raises(FacekitError, match=r"other people than this recipe's data.train names \(2 people"):
+        check_prepared_for_recipe(resolve(recipe_for(fewer, output, data_root)), output)
 
 
 def _arrays_digest(output: Path) -> dict[str, str]:
