@@ -83,7 +83,13 @@ class PreparedFaces:
             )
 
     def _array(self, name: str) -> np.ndarray:
-        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        try:
+            return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError) as error:  # missing, cut short (mmap longer than the file), not an array
+            raise FacekitError(
+                f"{self.folder / f'{name}.npy'} cannot be read ({error}): run the prepare stage again, which rebuilds "
+                "the arrays from its finished work"
+            ) from None
 
     @cached_property
     def averages(self) -> np.ndarray:

@@ -456,7 +456,10 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     todo = [
         i
         for i in mine
-        if i not in done or detector_failed(done[i]) or done[i].get("inputs") != inputs_digest(_items(groups[i]))
+        if i not in done
+        or detector_failed(done[i])
+        or done[i].get("inputs") != inputs_digest(_items(groups[i]))
+        or not _work_files_present(output, done[i])
     ]
     logger.info(
         "prepare: %d identities, %d done, %d to do in shard %s", len(mine), len(mine) - len(todo), len(todo), shard
@@ -481,7 +484,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
     # another shard's record of photos changed since is stale until that shard runs again.
     def current(identity: str) -> bool:  # made from the photos as they are now
         record = done.get(identity)
-        if record is None:
+        if record is None or not _work_files_present(output, record):
             return False
         if identity in mine:
             return bool(record.get("inputs") == inputs_digest(_items(groups[identity])))
@@ -508,7 +511,10 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             built = built and not (output / FINALIZING_MARK).exists()
             wanted = identities_digest(identities)  # the arrays hold these people: a changed list rebuilds them
             previous = json.loads(summary_path.read_text()) if built else {}
-            if built and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted:
+            # The arrays as the summary recorded them (missing, cut short or altered since: built again, else
+            # training refuses them and this stage would call them done, run after run).
+            intact = previous.get("arrays_sha256") in (None, prepared_digest(output)) if built else False
+            if intact and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted:
                 summary = previous
             else:
                 # Marked while the files are rewritten, and the summary (written last) gone: a run killed here
@@ -528,6 +534,12 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                 _write_atomic(summary_path, lambda h: h.write(text.encode()))
                 (output / FINALIZING_MARK).unlink()
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
+
+
+def _work_files_present(output: Path, record: dict[str, Any]) -> bool:
+    """Whether the work files an identity's record names are there (``work/`` deleted by hand: redo the identity
+    rather than fail when the arrays are built from them)."""
+    return all((output / WORK / entry["file"]).is_file() for entry in record.get("averages", []))
 
 
 def _described(source: Any) -> str:

@@ -283,6 +283,28 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(FacekitError, match=r"other people than this recipe's data.train names \(2 people"):
         check_prepared_for_recipe(resolve(recipe_for(fewer, output, data_root)), output)
 
+    # Arrays missing, cut short or altered after prepare finished: training says so in one line, and the next
+    # prepare builds them again from its finished work (before: a traceback, and prepare called the set done).
+    from facekit.data.dataset import PreparedFaces
+
+    reference = _arrays_digest(output)
+    (output / "textures.npy").unlink()
+    with pytest.raises(FacekitError, match=r"textures.npy cannot be read"):
+        len(PreparedFaces(output).textures)
+    assert run_prepare(resolve(recipe)).processed_identities == 0 and _arrays_digest(output) == reference
+    with (output / "averages.npy").open("r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(FacekitError, match=r"averages.npy cannot be read"):
+        PreparedFaces(output)
+    assert run_prepare(resolve(recipe)).processed_identities == 0 and _arrays_digest(output) == reference
+    # work/ deleted by hand: its identities are done again (before: a FileNotFoundError when the set was rebuilt).
+    import shutil
+
+    shutil.rmtree(output / "work")
+    canada(data_root, 5, size=240)[4].save(folder / "p2" / "two.jpg")  # a change that rebuilds the arrays
+    report = run_prepare(resolve(recipe))
+    assert report.finished and report.processed_identities == 3
+
 
 def _arrays_digest(output: Path) -> dict[str, str]:
     import hashlib
