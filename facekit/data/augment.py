@@ -18,9 +18,10 @@ Array inputs (any array-like indexed lazily, e.g. ``np.memmap``):
 
 Materialised format (:func:`materialise`): ``out_dir/index.json`` plus one directory per shard, ``shard-00000/``
 holding ``images.npy`` ``(n, S, S, 3)`` uint8, ``textures.npy`` ``(n, S, S, 3)`` uint8, ``landmarks.npy`` ``(n, K, 2)``
-float32 and ``items.npy`` ``(n,)`` int64 (the dataset indices). Plain ``.npy`` files open as memmaps
-(``np.load(path, mmap_mode="r")``); a shard is written to ``shard-XXXXX.tmp/`` and renamed when complete, so an
-interrupted run never leaves a shard that looks finished, and a rerun skips the shards that exist.
+float32, ``items.npy`` ``(n,)`` int64 (the dataset indices) and ``fingerprint.json`` (what its items were made
+from). Plain ``.npy`` files open as memmaps (``np.load(path, mmap_mode="r")``); a shard is written to
+``shard-XXXXX.tmp/`` and renamed when complete, so an interrupted run never leaves a shard that looks finished, and a
+rerun skips the shards that exist with the same items and fingerprint.
 """
 
 from __future__ import annotations
@@ -298,7 +299,13 @@ class MorphDataset(Dataset):
 # ----------------------------------------------------------------------------------------------
 # materialise to disk
 # ----------------------------------------------------------------------------------------------
-def _write_shard(out_dir: Path, name: str, items: list[int], rows: list[dict[str, torch.Tensor]]) -> Path:
+#: Each shard's copy of what its items were made from (materialise's ``fingerprint``).
+SHARD_FINGERPRINT = "fingerprint.json"
+
+
+def _write_shard(
+    out_dir: Path, name: str, items: list[int], rows: list[dict[str, torch.Tensor]], fingerprint: Any = None
+) -> Path:
     tmp = out_dir / f"{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -307,6 +314,7 @@ def _write_shard(out_dir: Path, name: str, items: list[int], rows: list[dict[str
     np.save(tmp / "textures.npy", np.stack(to_uint8_rgb(torch.stack([r["texture"] for r in rows]))))
     np.save(tmp / "landmarks.npy", np.stack([r["landmarks"].numpy().astype(np.float32) for r in rows]))
     np.save(tmp / "items.npy", np.asarray(items, np.int64))
+    (tmp / SHARD_FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n")
     final = out_dir / name
     if final.is_dir():  # facekit's own shard holding other items (count changed): replaced
         shutil.rmtree(final)
@@ -353,8 +361,16 @@ def materialise(
     ]
 
     def holds(name: str, items: list[int]) -> bool:
+        """The shard is there with exactly its items, made from the same ``fingerprint`` (index.json is written
+        last: a run killed before it, then run with another seed, kept the killed run's shards)."""
         path = out / name / "items.npy"
-        return path.is_file() and np.load(path).tolist() == items
+        if not (path.is_file() and np.load(path).tolist() == items):
+            return False
+        try:
+            made_from = json.loads((out / name / SHARD_FINGERPRINT).read_text())
+        except (OSError, ValueError):
+            return fingerprint is None  # a shard from before shards kept theirs: made again when it matters
+        return bool(made_from == json.loads(json.dumps(fingerprint, sort_keys=True)))
 
     todo = [(name, items) for name, items in shards if not holds(name, items)]
     logger.info("materialise: %d of %d shards to write in %s", len(todo), len(shards), out)
@@ -377,7 +393,7 @@ def materialise(
                     rows.append(next(it))
                     if bar is not None:
                         bar.advance(task)
-                written.append(_write_shard(out, name, items, rows))
+                written.append(_write_shard(out, name, items, rows, fingerprint))
                 logger.debug("materialise: wrote %s", name)
         finally:
             if bar is not None:

@@ -206,6 +206,18 @@ def test_materialise_after_the_count_or_the_data_changed(data, tmp_path) -> None
     with pytest.raises(FacekitError, match="other prepared data or settings"):
         materialise(_dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2})
 
+    # A run killed before its index.json, then run with another fingerprint (another seed): the killed run's shards
+    # are made again, not kept (before: kept, and index.json then named the new seed over the old morphs).
+    (out / "index.json").unlink()
+    again = materialise(
+        _dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2}
+    )
+    assert [p.name for p in again] == ["shard-00000", "shard-00001", "shard-00002"]
+    assert (
+        materialise(_dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2})
+        == []
+    )
+
 
 def test_contact_sheet_layout() -> None:
     imgs = np.zeros((5, 4, 6, 3), np.float32)
