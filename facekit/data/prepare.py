@@ -32,6 +32,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -450,6 +451,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
         work_dir=str(output / WORK),
     )
     _check_fingerprint(output, recipe_fingerprint(plan))  # the settings training checks the set against
+    remove_stale_temporaries(output)
     done = read_progress(output)
     # An identity is done only if its record was made from the same photos (same paths, sizes and times) and the
     # detector did not fail on one of them (a failure may be passing: out of a device's memory, a plugin's bug).
@@ -694,6 +696,36 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     _write_atomic(path, lambda handle: np.save(handle, array))
+
+
+#: A temporary file of :func:`_write_atomic` (``.NAME.XXXXXXXX.tmp``, NAME one of prepare's own files).
+_TEMPORARY = re.compile(r"\..+\.(npy|npz|json|jsonl|png)\.[a-z0-9_]{8}\.tmp")
+#: How long (s) a temporary file must have been left untouched to be a killed run's: a shard running at the same
+#: time in the same folder is writing its own, which are fresh.
+TEMPORARY_AGE_S = 3600.0
+
+
+def remove_stale_temporaries(output: Path) -> int:
+    """Delete the temporary files killed prepare runs left in ``output`` and its ``work/`` (unique names, so they
+    piled up run after run): only :func:`_write_atomic`'s names, untouched for :data:`TEMPORARY_AGE_S`. Returns how
+    many."""
+    removed = 0
+    now = time.time()
+    for folder in (output, output / WORK):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not (_TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > TEMPORARY_AGE_S:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:

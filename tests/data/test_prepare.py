@@ -622,3 +622,25 @@ def test_a_worker_that_dies_or_cannot_start_is_one_line_not_a_hang(tmp_path: Pat
     broken = prepare.WorkerConfig("no-such-detector", {}, rules, str(data_root / "sfm"), str(tmp_path / "work"))
     with contextlib.ExitStack() as stack, pytest.raises(FacekitError, match="a prepare worker stopped without"):
         list(prepare._in_workers(stack, 2, broken, tasks))
+
+
+def test_a_killed_runs_temporary_files_are_removed_by_the_next(tmp_path: Path) -> None:
+    """Before (helper-53): prepare's temporaries have unique names (.averages.npy.wv24xuvs.tmp), so those a kill -9
+    left piled up run after run. Only its own names, untouched for an hour (a shard running beside it writes fresh
+    ones), are removed; a user's hidden file is not."""
+    import os
+    import time
+
+    from facekit.data.prepare import remove_stale_temporaries
+
+    (tmp_path / "work").mkdir()
+    old = [tmp_path / ".averages.npy.wv24xuvs.tmp", tmp_path / "work" / ".folder_Ana-1a2b.npz.njzvuwos.tmp"]
+    fresh = tmp_path / ".summary.json.abcd1234.tmp"  # another shard's, being written
+    mine = tmp_path / ".notes.txt.abcdefgh.tmp"  # not a name prepare writes
+    for path in (*old, fresh, mine):
+        path.write_bytes(b"x")
+    hour_ago = time.time() - 3700
+    for path in (*old, mine):
+        os.utime(path, (hour_ago, hour_ago))
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert not any(path.exists() for path in old) and fresh.exists() and mine.exists()
