@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.locks import current_umask
 from facekit.models import sha256_file
 from facekit.types import face_of, face_record
 
@@ -564,12 +565,6 @@ def remove_temporaries(out: Path, planned: Sequence[Planned]) -> None:
         for stale in folder.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
             if stale.is_file() and not stale.is_symlink():
                 stale.unlink()
-
-
-def current_umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:

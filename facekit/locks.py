@@ -97,10 +97,27 @@ def _remove_if_only(lock: Path, made: list[Path]) -> None:
         pass
 
 
+def current_umask() -> int:
+    """The process's umask: read from /proc (Linux) where it can be, since setting it to read it back (the portable
+    way) briefly gives any file another thread creates meanwhile a umask of 0."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def replace_durably(temporary: str | Path, target: str | Path) -> None:
     """Rename the finished ``temporary`` file over ``target`` so that a power cut leaves the old file or the new one
     whole, never an empty or partial one: the file's data is flushed to disk first, the folder's entry after. For
-    the files a long job resumes from (checkpoints, prepared arrays, the training pool)."""
+    the files a long job resumes from (checkpoints, prepared arrays, the training pool). The file gets the user's
+    usual permissions (safetensors and mkstemp make 0600: a checkpoint or exported model others could not read)."""
+    os.chmod(temporary, 0o666 & ~current_umask())
     descriptor = os.open(temporary, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -52,6 +52,11 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
     exported = tmp_path / "model.safetensors"
     size = export_model(checkpoint, exported)
     assert size < checkpoint.stat().st_size / 2
+    from facekit.locks import current_umask
+
+    # The user's usual permissions, as every other output has (before: 0600, safetensors' own, for checkpoints too).
+    for made in (exported, checkpoint):
+        assert made.stat().st_mode & 0o777 == 0o666 & ~current_umask(), oct(made.stat().st_mode)
     with pytest.raises(FacekitError, match="exists: --overwrite"):
         export_model(checkpoint, exported)
     with pytest.raises(FacekitError, match="is the checkpoint itself"):
