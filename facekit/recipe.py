@@ -509,6 +509,8 @@ def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: A
             return Problem(f"--set {dotted}", f"unknown path: {part!r} is not a key of {where} ({known})")
         annotation = fields[part].annotation
         if last:
+            if current_model is ComponentRef and part == "name" and node.get("name") != value:
+                node.pop("params", None)  # they were the other component's (as ``extends:`` does)
             node[part] = value
             return None
         child = node.get(part)
@@ -548,7 +550,8 @@ def path_override(key: str, path: str | Path) -> str:
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:
     """Apply ``a.b=value`` overrides in place (values parsed as YAML); return the problems found."""
     problems = []
-    for item in overrides:
+    # A component's new name first: it drops the other component's params, not those set beside it.
+    for item in sorted(overrides, key=lambda item: not item.partition("=")[0].strip().endswith(".name")):
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             problems.append(Problem(f"--set {item}", "expected KEY=VALUE, e.g. train.steps=100"))

@@ -51,6 +51,22 @@ def test_overrides_parse_yaml_values_and_reach_params() -> None:
     assert plan.recipe.train.loss.identity == 0.5
 
 
+def test_overriding_a_components_name_drops_the_other_components_params() -> None:
+    """As ``extends:`` does: the params belonged to the other component (before: --set components.warper.name=
+    piecewise-affine kept rbf-linear's regularization and was refused as an extra field). Params set beside the
+    name, before or after it on the command line, stay."""
+    plan = resolve({}, ("components.warper.name=piecewise-affine",))
+    assert plan.components["warper"].spec.name == "piecewise-affine"
+    for overrides in (
+        ("components.warper.name=tps", "components.warper.params.regularization=0.2"),
+        ("components.warper.params.regularization=0.2", "components.warper.name=tps"),
+    ):
+        plan = resolve({}, overrides)
+        assert plan.components["warper"].params.regularization == 0.2  # type: ignore[attr-defined]
+    same = resolve({}, ("components.warper.name=rbf-linear",))  # the same name: its params stay
+    assert same.components["warper"].params.regularization == 0.01  # type: ignore[attr-defined]
+
+
 def test_override_inside_a_list_item() -> None:
     raw = {"data": {"root": "/nonexistent", "train": [{"source": "folder", "path": "a"}]}}
     problems = apply_overrides(raw, ["data.train.0.path=b", "data.train.3.path=c", "data.train.0.nope=1", "oops"])
