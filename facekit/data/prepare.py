@@ -243,24 +243,35 @@ def settings_fingerprint(config: WorkerConfig) -> dict[str, Any]:
     }
 
 
-def inputs_digest(items: list[tuple[str, str]], root: Path | None = None) -> str:
+def made_from(record: dict[str, Any], items: list[tuple[str, str]]) -> bool:
+    """Whether an identity's ``record`` was made from its photos ``items`` as they are now (:func:`inputs_digest`;
+    records made before the paths were made absolute there are compared as they were made, so they stay done)."""
+    recorded = record.get("inputs")
+    return recorded == inputs_digest(items) or recorded == inputs_digest(items, absolute=False)
+
+
+def inputs_digest(items: list[tuple[str, str]], root: Path | None = None, absolute: bool = True) -> str:
     """sha256 over an identity's photos (path, source, size, modification time): a changed photo set is redone.
+    Paths are made absolute (``absolute``), so data.root spelled another way (``../data`` from another folder, a
+    trailing ``/``) is the same photos (before: every identity was done again, hours at the paper's scale).
     With the data ``root``: as any machine sharing the data sees them (paths relative to it, else as given, and
     sizes, not modification times): how a shard judges another shard's record (run on another node, the data
     mounted elsewhere or copied) before it builds the set from it."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path, source in sorted(items):
+    local = root is None and absolute
+    for path, source in sorted(items, key=lambda item: (os.path.abspath(item[0]), item[1]) if local else item):
+        shown = os.path.abspath(path) if local else path
         try:
             stat = os.stat(path)
             if root is None:
-                digest.update(f"{path}|{source}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+                digest.update(f"{shown}|{source}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
             else:
                 name = os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
                 digest.update(f"{name}|{source}|{stat.st_size}\n".encode())
         except OSError:
-            digest.update(f"{path}|{source}|missing\n".encode())
+            digest.update(f"{shown}|{source}|missing\n".encode())
     return digest.hexdigest()
 
 
@@ -460,7 +471,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
         for i in mine
         if i not in done
         or detector_failed(done[i])
-        or done[i].get("inputs") != inputs_digest(_items(groups[i]))
+        or not made_from(done[i], _items(groups[i]))
         or not _work_files_present(output, done[i])
     ]
     logger.info(
@@ -489,7 +500,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
         if record is None or not _work_files_present(output, record):
             return False
         if identity in mine:
-            return bool(record.get("inputs") == inputs_digest(_items(groups[identity])))
+            return made_from(record, _items(groups[identity]))
         portable = record.get("photos_sha256")  # another shard's, perhaps made on another node
         return portable is None or portable == inputs_digest(_items(groups[identity]), root)  # None: an older record
 

@@ -271,6 +271,17 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
     report = run_prepare(resolve(recipe))
     assert report.processed_identities == 1 and report.finished
     assert read_progress(output)["folder/p1"]["photos"] == 2
+    # The same photos through a path spelled another way (a data.root given from another folder): nothing redone
+    # (before: every identity, since the records hashed the paths as given).
+    (tmp_path / "x").mkdir()
+    spelled = recipe_for(tmp_path / "x" / ".." / "people", output, data_root)
+    assert run_prepare(resolve(spelled)).processed_identities == 0
+    from facekit.data.prepare import _items, inputs_digest, made_from
+    from facekit.data.sources import Photo
+
+    photos = [(str(tmp_path / "x" / ".." / "people" / "p0" / "one.jpg"), "folder")]
+    assert made_from({"inputs": inputs_digest(photos, absolute=False)}, photos)  # a record made before: still done
+    assert _items([Photo("folder/p0", Path(photos[0][0]), "folder")]) == photos
     # Training checks the set holds the recipe's people (before: a set prepared from another folder trained in
     # silence, and the checkpoint recorded this recipe's sources).
     from facekit.train import check_prepared_for_recipe
