@@ -316,6 +316,15 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
         check_warper_for_losses(plan, built_warper)
     check_prepared_for_recipe(plan, Path(recipe.prepare.output))
     prepared = prepared_data_id(Path(recipe.prepare.output))
+    if recipe.train.init is not None and not (resume and checkpoint.exists()):
+        # Read now, not after the training pool (hours of encoding at the paper's scale): a missing or damaged
+        # file, or another decoder, is one line before anything is written.
+        started_from = read_checkpoint_meta(Path(recipe.train.init))
+        wanted = plan.components["decoder"].spec.name if "decoder" in plan.components else None
+        if started_from.get("decoder") not in (None, wanted):
+            raise FacekitError(
+                f"train.init {recipe.train.init} is a {started_from['decoder']!r} decoder; this recipe trains {wanted!r}"
+            )
     if resume and checkpoint.exists():
         meta = read_checkpoint_meta(checkpoint)
         check_resumable(meta.get("recipe"), plan.to_dict(), checkpoint)

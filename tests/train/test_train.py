@@ -473,6 +473,19 @@ def test_a_second_training_into_the_same_folder_is_refused(prepared: Path, tmp_p
     assert not (output / "checkpoints").exists()
 
 
+def test_a_bad_train_init_is_refused_before_the_pool_is_built(prepared: Path, tmp_path: Path) -> None:
+    """Before (helper-53): a missing train.init was found after the training pool was encoded and saved (hours at
+    the paper's scale), leaving the pool and an unfinished run record in the new folder."""
+    from facekit.errors import FacekitError
+
+    output = tmp_path / "fresh"
+    recipe = tiny_recipe(prepared, output, steps=1)
+    recipe["train"]["init"] = str(tmp_path / "nope" / "last.safetensors")
+    with pytest.raises(FacekitError, match="nope"):
+        train(resolve(recipe))
+    assert not (output / "pool.safetensors").exists() and not (output / "checkpoints").exists()
+
+
 def test_kill_9_at_five_points_gives_the_same_weights(prepared: Path, tmp_path: Path) -> None:
     import torch
 
