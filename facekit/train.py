@@ -323,7 +323,8 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
         wanted = plan.components["decoder"].spec.name if "decoder" in plan.components else None
         if started_from.get("decoder") not in (None, wanted):
             raise FacekitError(
-                f"train.init {recipe.train.init} is a {started_from['decoder']!r} decoder; this recipe trains {wanted!r}"
+                f"train.init {recipe.train.init} is a {started_from['decoder']!r} decoder; this recipe trains "
+                f"{wanted!r}"
             )
     if resume and checkpoint.exists():
         meta = read_checkpoint_meta(checkpoint)
