@@ -136,7 +136,7 @@ TRAIN_SIGNATURES = {"metrics.csv": b"step,"}
 
 #: Recipe parts that do not touch training, free to change on resume: the other stages' sections, the judge and the
 #: apps.
-FREE_ON_RESUME = ("evaluate.", "infer.", "bench.", "components.judge", "components.apps")
+FREE_ON_RESUME = ("evaluate.", "infer.", "bench.", "components.judge", "components.apps", "data.test")
 #: Settings holding a path, compared as paths (``./runs/x/`` is ``runs/x``).
 PATH_KEYS = frozenset({"output", "init", "root", "path", "checkpoint"})
 
@@ -158,7 +158,8 @@ def recipe_changes(old: Any, new: Any, prefix: str = "", defaults: Any = None) -
                     continue  # a setting this facekit no longer has: nothing to compare it with
                 changed.append(path)  # e.g. a component's param no longer given: its own default now
             elif key in PATH_KEYS and isinstance(old[key], str) and isinstance(new[key], str):
-                if os.path.normpath(os.path.expanduser(old[key])) != os.path.normpath(os.path.expanduser(new[key])):
+                # Absolute: the same folder spelled from here (runs/x, ./runs/x/, /home/me/runs/x) is no change.
+                if os.path.abspath(os.path.expanduser(old[key])) != os.path.abspath(os.path.expanduser(new[key])):
                     changed.append(path)
             else:
                 changed += recipe_changes(old[key], new[key], f"{path}.", None if default is _MISSING else default)
@@ -194,7 +195,8 @@ def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> N
     if changes:
         raise FacekitError(
             f"--resume would continue {checkpoint} under another recipe ({', '.join(changes[:8])}"
-            f"{', ...' if len(changes) > 8 else ''} changed; only steps and checkpoint/sample intervals may): "
+            f"{', ...' if len(changes) > 8 else ''} changed; only {', '.join(sorted(RESUMABLE_CHANGES))} and the "
+            "other stages' settings may): "
             "choose another train.output, or start from it with train.init"
         )
 

@@ -862,3 +862,10 @@ def test_harmless_changes_resume(prepared: Path, tmp_path: Path) -> None:
     moved["prepare"]["output"] = str(tmp_path / "elsewhere")  # another folder is another set: still refused
     with pytest.raises(FacekitError, match=r"prepare.output changed"):
         check_resumable(moved, older, tmp_path / "run")
+    # The same folder spelled relative to here, and the test photos (they train nothing): no change (helper-53).
+    spelled = json.loads(json.dumps(older))
+    spelled["train"]["output"] = os.path.relpath(older["train"]["output"])
+    spelled["data"]["test"] = [{"source": "lfw", "people": "peopleDevTest.txt"}]
+    check_resumable(older, spelled, tmp_path / "run")
+    with pytest.raises(FacekitError, match=r"only augment.count, .*train.steps and the other stages' settings may"):
+        check_resumable(moved, older, tmp_path / "run")
