@@ -194,12 +194,13 @@ def prepare(
     set_: SetOption = None,
 ) -> None:
     """Build the training set: detect, filter, align, average per person, textures (resumable)."""
-    from facekit.data.prepare import Shard, run_prepare
+    from facekit.data.prepare import Shard, check_preparable, run_prepare
     from facekit.recipe import load_recipe
     from facekit.runs import finish_run, start_run
 
     plan = load_recipe(recipe, overrides=set_ or [])
     parsed = Shard.parse(shard)
+    check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
     report = run_prepare(plan, shard=parsed, progress=True)
     console.print(

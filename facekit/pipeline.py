@@ -30,9 +30,10 @@ class RunOptions:
 
 def run_prepare_stage(plan: Plan, options: RunOptions) -> RunDir:
     """The prepare stage (facekit.data.prepare), with a progress bar; its run record goes beside the dataset."""
-    from facekit.data.prepare import run_prepare
+    from facekit.data.prepare import check_preparable, run_prepare
     from facekit.runs import start_run
 
+    check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs")
     report = run_prepare(plan, progress=options.progress)
     (run.path / "summary.json").write_text(json.dumps(report.summary, indent=2) + "\n")

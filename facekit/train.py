@@ -236,6 +236,8 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
     for (``fingerprint.json``), or at another image size (sets made by hand have no fingerprint)."""
     from facekit.data.prepare import FINGERPRINT, fingerprint_changes, recipe_fingerprint
 
+    if folder.exists() and not folder.is_dir():
+        raise FacekitError(f"prepare.output {folder} is a file, not a prepared set: set prepare.output to its folder")
     try:
         recorded = json.loads((folder / FINGERPRINT).read_text())
     except FileNotFoundError:

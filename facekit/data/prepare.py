@@ -304,8 +304,8 @@ def fingerprint_changes(before: Any, now: Any) -> list[str]:
     return named
 
 
-def _check_fingerprint(output: Path, fingerprint: dict[str, Any]) -> None:
-    """Refuse to continue a folder made with other settings; record the settings of a new one."""
+def _check_fingerprint(output: Path, fingerprint: dict[str, Any], record: bool = True) -> None:
+    """Refuse to continue a folder made with other settings; record the settings of a new one (``record``)."""
     path = output / FINGERPRINT
     if path.is_file():
         try:
@@ -324,7 +324,8 @@ def _check_fingerprint(output: Path, fingerprint: dict[str, Any]) -> None:
             f"prepare.output {output} holds work from an older facekit that did not record its settings: delete it "
             "or choose another prepare.output"
         )
-    _write_atomic(path, lambda h: h.write((json.dumps(fingerprint, indent=1, sort_keys=True) + "\n").encode()))
+    if record:
+        _write_atomic(path, lambda h: h.write((json.dumps(fingerprint, indent=1, sort_keys=True) + "\n").encode()))
 
 
 def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
@@ -417,8 +418,19 @@ def _tasks(groups: dict[str, list[Photo]], todo: list[str]) -> Iterator[tuple[st
 
 def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit: int | None = None) -> PrepareReport:
     """Run (or continue) the prepare stage of a resolved recipe ``plan``. ``limit`` caps identities (for tests)."""
+    check_preparable(plan)
+    output = Path(plan.recipe.prepare.output)
+    (output / WORK).mkdir(parents=True, exist_ok=True)
+    # One process per shard; the shards themselves may run at once (that is what they are for).
+    with exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"):
+        return _run_prepare(plan, output, shard, progress, limit)
+
+
+def check_preparable(plan: Any) -> dict[str, list[Photo]]:
+    """What prepare checks before it writes anything (the callers check it before their run record, so a refused
+    run leaves no folder): a 68-point detector, data.train sources holding photos, and a prepare.output made with
+    these settings if it holds work. Returns the photos by identity."""
     recipe = plan.recipe
-    rules = recipe.prepare
     detector = plan.components.get("detector")
     if detector is None:
         raise FacekitError("the prepare stage needs components.detector (e.g. {name: dlib})")
@@ -430,19 +442,7 @@ def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit
         )
     if not recipe.data.train:
         raise FacekitError("the prepare stage needs data.train sources")
-    output = Path(rules.output)
-    (output / WORK).mkdir(parents=True, exist_ok=True)
-    # One process per shard; the shards themselves may run at once (that is what they are for).
-    with exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"):
-        return _run_prepare(plan, output, shard, progress, limit)
-
-
-def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: int | None) -> PrepareReport:
-    recipe = plan.recipe
-    rules = recipe.prepare
-    detector = plan.components["detector"]
-    root = recipe.data.resolved_root()
-    groups = group_by_identity(photos_from_sources(root, recipe.data.train))
+    groups = group_by_identity(photos_from_sources(recipe.data.resolved_root(), recipe.data.train))
     if not groups:
         sources = ", ".join(_described(s) for s in recipe.data.train)
         raise FacekitError(
@@ -450,6 +450,20 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             "wants <folder>/<person>/<photo> files (or photos directly in it, one person each), under data.root when "
             "the path is relative; an lfw source keeps the people of its list with at least min_photos photos"
         )
+    output = Path(recipe.prepare.output)
+    if output.is_dir():
+        _check_fingerprint(output, recipe_fingerprint(plan), record=False)
+    elif output.exists():
+        raise FacekitError(f"prepare.output {output} is a file, not a folder: choose another prepare.output")
+    return groups
+
+
+def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: int | None) -> PrepareReport:
+    recipe = plan.recipe
+    rules = recipe.prepare
+    detector = plan.components["detector"]
+    root = recipe.data.resolved_root()
+    groups = check_preparable(plan)
     identities = sorted(groups)[:limit]
     mine = [identity for i, identity in enumerate(identities) if i % shard.count == shard.index]
     progress_file = output / shard.progress_name

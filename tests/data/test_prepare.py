@@ -293,6 +293,9 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
         (fewer / person).symlink_to(folder / person)
     with pytest.raises(FacekitError, match=r"other people than this recipe's data.train names \(2 people"):
         check_prepared_for_recipe(resolve(recipe_for(fewer, output, data_root)), output)
+    (tmp_path / "a-file").write_text("not a set")
+    with pytest.raises(FacekitError, match=r"is a file, not a prepared set"):  # before: 'other settings (...)'
+        check_prepared_for_recipe(resolve(recipe_for(folder, tmp_path / "a-file", data_root)), tmp_path / "a-file")
 
     # Arrays missing, cut short or altered after prepare finished: training says so in one line, and the next
     # prepare builds them again from its finished work (before: a traceback, and prepare called the set done).
@@ -655,3 +658,30 @@ def test_a_killed_runs_temporary_files_are_removed_by_the_next(tmp_path: Path) -
         os.utime(path, (hour_ago, hour_ago))
     assert remove_stale_temporaries(tmp_path) == 2
     assert not any(path.exists() for path in old) and fresh.exists() and mine.exists()
+
+
+def test_a_refused_prepare_leaves_no_folder_and_no_run_record(tmp_path: Path, data_root: Path) -> None:
+    """Before (helper-53): `facekit prepare` and the recipe's stage wrote their run record (and work/, a lock) into
+    prepare.output before prepare refused an empty photo folder, a 5-point detector or other settings."""
+    import yaml
+
+    from tests.helpers import run_cli
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    recipe = recipe_for(empty, tmp_path / "new", data_root)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    for command in (["prepare", str(tmp_path / "r.yaml")], ["run", str(tmp_path / "r.yaml"), "--stage", "prepare"]):
+        result = run_cli(*command)
+        assert result.returncode == 1 and "hold no photos" in result.stderr, result.stderr
+        assert not (tmp_path / "new").exists()
+    # A set made with other settings: refused, and nothing new in it.
+    folder, _ = alice_and_bob(tmp_path, data_root, 2)
+    assert run_prepare(resolve(recipe_for(folder, tmp_path / "made", data_root))).finished
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "made").rglob("*"))
+    other = recipe_for(folder, tmp_path / "made", data_root)
+    other["prepare"]["image_size"] = 112
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    result = run_cli("prepare", str(tmp_path / "other.yaml"))
+    assert result.returncode == 1 and "other settings" in result.stderr, result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "made").rglob("*")) == before
