@@ -101,6 +101,8 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is).
         train(plan, resume=(folder / "checkpoints" / "last.safetensors").is_file(), progress=progress)
         trained = time.perf_counter() - start
+        if digest in done:  # scored again another way: its training was the earlier row's (here: nothing to do)
+            trained = float(done[digest].get("train_seconds", trained))
         normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY)
         metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         row = {

@@ -170,6 +170,8 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     # Scored another way (more photos): the trained cells are scored again, not shown with the old figures.
     rescored, _ = run_bench(str(recipe), ["bench.max_photos=4"], progress=False)
     assert [r["evaluation"]["max_photos"] for r in rescored] == [4, 4]
+    # Its training is the earlier row's, time included (before: the no-op resume's fraction of a second).
+    assert [r["train_seconds"] for r in rescored] == [r["train_seconds"] for r in rows]
     assert [r["metrics"]["photos"] for r in rescored] == [4, 4]
     assert len((output / "results.jsonl").read_text().splitlines()) == 4
 
