@@ -117,7 +117,10 @@ def replace_durably(temporary: str | Path, target: str | Path) -> None:
     whole, never an empty or partial one: the file's data is flushed to disk first, the folder's entry after. For
     the files a long job resumes from (checkpoints, prepared arrays, the training pool). The file gets the user's
     usual permissions (safetensors and mkstemp make 0600: a checkpoint or exported model others could not read)."""
-    os.chmod(temporary, 0o666 & ~current_umask())
+    try:
+        os.chmod(temporary, 0o666 & ~current_umask())
+    except OSError:  # a file system without permissions (vfat, some network mounts): the file is written all the same
+        pass
     descriptor = os.open(temporary, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -171,11 +171,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
     if apps:
         results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
-        from facekit.batch import finite_or_null
-
-        # An app's NaN or infinity is null: the file stays JSON.
-        text = json.dumps(finite_or_null(results), indent=2, allow_nan=False)
-        (Path(infer.output) / "apps.json").write_text(text + "\n")
+        write_apps_json(results, Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
@@ -231,6 +227,15 @@ def infer_note(summary: Any, output: str) -> str:
     if others.get("exists"):
         note += " (outputs made with another model or settings are left alone: set infer.overwrite or infer.output)"
     return note
+
+
+def write_apps_json(results: dict[str, Any], out: Path) -> Path:
+    """OUT/apps.json: :func:`run_apps`'s results, an app's NaN or infinity as null (the file stays JSON)."""
+    from facekit.batch import finite_or_null
+
+    path = out / "apps.json"
+    path.write_text(json.dumps(finite_or_null(results), indent=2, allow_nan=False) + "\n")
+    return path
 
 
 def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: int = 16) -> dict[str, Any]:
@@ -289,13 +294,13 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
 
 
 def _applied(app: Any, faces: Any, label: str = "") -> dict[str, Any]:
-    """``app.apply`` on a copy of ``faces`` (an app that changes its input in place leaves the next app's alone), each
-    result as a numpy array (detached: a tensor an app's own layers made, one that requires grad, included;
-    bfloat16, which numpy lacks, as float32). Autograd stays on: an app may optimise inside ``apply`` (the avatar's
-    fit does). An app that raises is a FacekitError naming it (``label``) and the batch."""
-    import numpy as np
+    """``app.apply`` on a copy of ``faces`` (an app that changes its input in place leaves the next app's alone), its
+    results as :func:`app_arrays`. Autograd stays on: an app may optimise inside ``apply`` (the avatar's fit does). An
+    app that raises is a FacekitError naming it (``label``) and the batch; weights not on this machine stay
+    :class:`facekit.models.WeightsNotFoundError` (what it says is the fix)."""
     import torch
 
+    from facekit.models import WeightsNotFoundError
     from facekit.types import DecoderOutput
 
     def copy(tensor: Any) -> Any:
@@ -304,14 +309,25 @@ def _applied(app: Any, faces: Any, label: str = "") -> dict[str, Any]:
     mine = DecoderOutput(image=copy(faces.image), landmarks=copy(faces.landmarks), texture=copy(faces.texture))
     try:
         results = app.apply(mine)
+    except WeightsNotFoundError:
+        raise
     except Exception as error:
         count = int(faces.image.shape[0])
         raise FacekitError(
             f"{label or type(app).__name__} failed on a batch of {count} normalized face(s): "
             f"{type(error).__name__}: {error} (FACEKIT_DEBUG=1 for the traceback)"
         ) from error
+    return app_arrays(results, label or type(app).__name__)
+
+
+def app_arrays(results: Any, label: str) -> dict[str, Any]:
+    """An app's results as numpy arrays (detached: a tensor an app's own layers made, one that requires grad,
+    included; bfloat16, which numpy lacks, as float32); a result that is not a dict is a FacekitError."""
+    import numpy as np
+    import torch
+
     if not isinstance(results, dict):
-        raise FacekitError(f"{label or type(app).__name__}: apply returned {type(results).__name__}, not a dict")
+        raise FacekitError(f"{label}: apply returned {type(results).__name__}, not a dict")
 
     def array(value: Any) -> Any:
         if isinstance(value, torch.Tensor):

@@ -485,9 +485,16 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list
 
 
-def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: Any, prefix: str = "") -> Problem | None:
+def _set_path(
+    raw: dict[str, Any],
+    model: type[BaseModel],
+    dotted: str,
+    value: Any,
+    prefix: str = "",
+    given: Sequence[str] = (),
+) -> Problem | None:
     """Set ``raw[dotted] = value`` if the schema knows the path; otherwise return the problem (``prefix``: where
-    ``raw`` sits in the recipe, for the message)."""
+    ``raw`` sits in the recipe, for the message; ``given``: the full paths the command line set before this one)."""
     parts = dotted.split(".")
     node: Any = raw
     current_model: type[BaseModel] | None = model
@@ -510,7 +517,11 @@ def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: A
         annotation = fields[part].annotation
         if last:
             if current_model is ComponentRef and part == "name" and node.get("name") != value:
-                node.pop("params", None)  # they were the other component's (as ``extends:`` does)
+                # The params were the other component's (as ``extends:`` does), except those this command line set.
+                at = ".".join(p for p in (prefix, *parts[:depth]) if p) + ".params."
+                mine = {key[len(at) :].split(".")[0] for key in given if key.startswith(at)}
+                params = node.get("params")
+                node["params"] = {k: v for k, v in params.items() if k in mine} if isinstance(params, dict) else {}
             node[part] = value
             return None
         child = node.get(part)
@@ -527,7 +538,7 @@ def _set_path(raw: dict[str, Any], model: type[BaseModel], dotted: str, value: A
             if item_model is None or not isinstance(items[int(index)], dict):
                 return Problem(f"--set {dotted}", "cannot set inside this list item")
             inside = ".".join([p for p in (prefix, *parts[: depth + 2]) if p])
-            problem = _set_path(items[int(index)], item_model, rest, value, inside)
+            problem = _set_path(items[int(index)], item_model, rest, value, inside, given)
             return Problem(f"--set {dotted}", problem.message) if problem else None
         if not isinstance(child, dict):
             # Start from the field's default so that setting one key keeps the others (e.g. the warper's name).
@@ -550,8 +561,8 @@ def path_override(key: str, path: str | Path) -> str:
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:
     """Apply ``a.b=value`` overrides in place (values parsed as YAML); return the problems found."""
     problems = []
-    # A component's new name first: it drops the other component's params, not those set beside it.
-    for item in sorted(overrides, key=lambda item: not item.partition("=")[0].strip().endswith(".name")):
+    given: list[str] = []
+    for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             problems.append(Problem(f"--set {item}", "expected KEY=VALUE, e.g. train.steps=100"))
@@ -560,7 +571,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Probl
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        problem = _set_path(raw, Recipe, key.strip(), value)
+        problem = _set_path(raw, Recipe, key.strip(), value, given=given)
+        given.append(key.strip())
         if problem:
             problems.append(problem)
     return problems

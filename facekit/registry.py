@@ -130,10 +130,11 @@ class Registry(Generic[T]):
                 f"{self.kind} name {spec.name!r}: use lower-case letters, digits, '-', '_' or '.', starting with a "
                 "letter or digit (it is typed in recipes and on the command line)"
             )
-        if not (isinstance(spec.params, type) and issubclass(spec.params, Params)):
+        if not (isinstance(spec.params, type) and issubclass(spec.params, BaseModel)):
             raise InvalidComponentSpec(
-                f"{self.kind} {spec.name!r}: params is {spec.params!r}, not a subclass of facekit.Params (a pydantic "
-                "model facekit validates recipe settings with; facekit.NoParams for a component without settings)"
+                f"{self.kind} {spec.name!r}: params is {spec.params!r}, not a pydantic model: use a subclass of "
+                "facekit.Params (facekit validates recipe settings with it; facekit.NoParams for a component without "
+                "settings)"
             )
         scheme = spec.card.landmark_scheme if spec.card is not None else None
         if scheme is not None:

@@ -474,7 +474,7 @@ def check_encoder_deterministic(subject: Subject) -> None:
     name, encoder = subject.name, subject.component()
     crops = _aligned(subject)
     with torch.no_grad():
-        first, again = encoder.embed(crops), encoder.embed(crops)
+        first, again, all_features = encoder.embed(crops), encoder.embed(crops), encoder.features(crops)
         assert torch.allclose(first, again, atol=1e-6), f"{name}: not deterministic in eval mode"
         for row in range(crops.shape[0]):  # each face alone: a batch of one keeps its axis, and its own values
             alone, features = encoder.embed(crops[row : row + 1]), encoder.features(crops[row : row + 1])
@@ -483,6 +483,8 @@ def check_encoder_deterministic(subject: Subject) -> None:
                 assert ok, f"{name}: the {what} of a batch of one has shape {tuple(got.shape)}, not (1, ...)"
             same = torch.allclose(first[row : row + 1], alone, atol=1e-4)
             assert same, f"{name}: face {row}'s embedding depends on the rest of the batch"
+            same = torch.allclose(all_features[row : row + 1], features, atol=1e-4)
+            assert same, f"{name}: face {row}'s features depend on the rest of the batch (the decoder reads them)"
 
 
 def check_encoder_gradients(subject: Subject) -> None:
@@ -753,10 +755,10 @@ def check_warper_gradients(subject: Subject) -> None:
 # ----------------------------------------------------------------------------------------------
 def check_app_applies(subject: Subject) -> None:
     """``apply`` on the real face as a DecoderOutput, a batch of two and of one: returns a dict keyed by result name,
-    leaves its input as it was (the infer stage hands the next app the same faces), and its numbers are finite and
-    go through the infer stage's conversion (:func:`facekit.pipeline._applied`, which also probes which results have
-    one entry per face)."""
-    from facekit.pipeline import _applied, _per_face_keys
+    leaves its input as it was (the infer stage hands the next app the same faces), and its numbers, read as the
+    infer stage reads them (:func:`facekit.pipeline.app_arrays`), are finite. ``apply`` runs once per batch size."""
+    from facekit.models import WeightsNotFoundError
+    from facekit.pipeline import app_arrays
 
     name, app = subject.name, subject.component()
     face = real_face()
@@ -764,17 +766,21 @@ def check_app_applies(subject: Subject) -> None:
     points = torch.from_numpy(face.ibug68)[None].float()
     for count in (2, 1):
         batch, landmarks = image.repeat(count, 1, 1, 1), points.repeat(count, 1, 1)
-        faces = DecoderOutput(image=batch, landmarks=landmarks, texture=None)
-        applied = _applied(app, faces, name)  # an app that raises: a FacekitError naming it
         kept = (batch.clone(), landmarks.clone())
-        out = app.apply(faces)
-        assert isinstance(out, dict) and all(isinstance(k, str) for k in out), f"{name}: apply must return a dict"
+        try:
+            out = app.apply(DecoderOutput(image=batch, landmarks=landmarks, texture=None))
+        except WeightsNotFoundError:
+            raise
+        except Exception as error:
+            raise AssertionError(
+                f"{name}: apply raised on a batch of {count}: {type(error).__name__}: {error}"
+            ) from error
         changed = not (torch.equal(batch, kept[0]) and torch.equal(landmarks, kept[1]))
         assert not changed, f"{name}: apply changed the faces it was given (work on a copy)"
-        for key, value in applied.items():
+        assert all(isinstance(k, str) for k in out or {}), f"{name}: apply must return a dict keyed by result name"
+        for key, value in app_arrays(out, name).items():
             if value.dtype.kind in "fc":
                 assert np.isfinite(value).all(), f"{name}: result {key!r} is not finite on the real face"
-        _per_face_keys(app, faces, applied, name)
 
 
 Check = Callable[[Subject], None]

@@ -231,9 +231,11 @@ def same_prepared_data(earlier: dict[str, Any], now: dict[str, Any]) -> bool:
     return all(earlier[key] == now.get(key) for key in earlier if earlier[key] is not None and now.get(key) is not None)
 
 
-def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
+def check_prepared_for_recipe(plan: Any, folder: Path, resuming: bool = False) -> None:
     """Refuse to train on a prepared set made with other prepare settings or detector than ``plan``'s recipe asks
-    for (``fingerprint.json``), or at another image size (sets made by hand have no fingerprint)."""
+    for (``fingerprint.json``), from other people than its data.train (not when ``resuming``: the checkpoint names
+    its set, and people added to the photos since must not stop it), or at another image size (sets made by hand
+    have no fingerprint)."""
     from facekit.data.prepare import FINGERPRINT, fingerprint_changes, recipe_fingerprint
 
     if folder.exists() and not folder.is_dir():
@@ -253,7 +255,8 @@ def check_prepared_for_recipe(plan: Any, folder: Path) -> None:
                 f"{', ...' if len(changed) > 6 else ''}): run this recipe's prepare stage (--stage prepare) into "
                 "another prepare.output, or train with the recipe that prepared it"
             )
-    check_prepared_people(plan, folder)
+    if not resuming:
+        check_prepared_people(plan, folder)
     from facekit.data.dataset import PreparedFaces
 
     size = int(PreparedFaces(folder).averages.shape[1])
@@ -318,7 +321,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     built_warper = plan.components["warper"].build() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)
-    check_prepared_for_recipe(plan, Path(recipe.prepare.output))
+    check_prepared_for_recipe(plan, Path(recipe.prepare.output), resuming=resume and checkpoint.exists())
     prepared = prepared_data_id(Path(recipe.prepare.output))
     if recipe.train.init is not None and not (resume and checkpoint.exists()):
         # Read now, not after the training pool (hours of encoding at the paper's scale): a missing or damaged

@@ -346,6 +346,7 @@ def materialise(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    indexed = fingerprint is not None and (out / "index.json").is_file()  # below: with this run's fingerprint
     if fingerprint is not None and (out / "index.json").is_file():
         earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
         if earlier != fingerprint:
@@ -369,7 +370,13 @@ def materialise(
         try:
             made_from = json.loads((out / name / SHARD_FINGERPRINT).read_text())
         except (OSError, ValueError):
-            return fingerprint is None  # a shard from before shards kept theirs: made again when it matters
+            # A shard from before shards kept theirs: the folder's index.json (checked above to hold this run's
+            # fingerprint) vouches for it, and it gets its own copy; without an index, it is made again.
+            if fingerprint is None or indexed:
+                if fingerprint is not None:
+                    (out / name / SHARD_FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n")
+                return True
+            return False
         return bool(made_from == json.loads(json.dumps(fingerprint, sort_keys=True)))
 
     todo = [(name, items) for name, items in shards if not holds(name, items)]

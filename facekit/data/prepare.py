@@ -44,7 +44,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from facekit.data import FACE_WARP_REGULARIZATION
-from facekit.data.dataset import FINALIZING_MARK, prepared_digest
+from facekit.data.dataset import DIGESTED, FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import DETECTOR_ERROR, FacekitError
 from facekit.images import load_rgb
@@ -538,11 +538,13 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             built = built and not (output / FINALIZING_MARK).exists()
             wanted = identities_digest(identities)  # the arrays hold these people: a changed list rebuilds them
             previous = json.loads(summary_path.read_text()) if built else {}
-            # The arrays as the summary recorded them (missing, cut short or altered since: built again, else
-            # training refuses them and this stage would call them done, run after run).
-            intact = previous.get("arrays_sha256") in (None, prepared_digest(output)) if built else False
-            if intact and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted:
+            fresh = built and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted
+            if fresh and _arrays_intact(output, previous):
                 summary = previous
+                if summary.get("arrays_stat") != _array_stats(output):  # checked the long way: remember the files
+                    summary["arrays_stat"] = _array_stats(output)
+                    text = json.dumps(summary, indent=2) + "\n"
+                    _write_atomic(summary_path, lambda h: h.write(text.encode()))
             else:
                 # Marked while the files are rewritten, and the summary (written last) gone: a run killed here
                 # leaves a set that training refuses (PreparedFaces) and the next prepare builds again.
@@ -551,6 +553,7 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                 summary = finalize(output, [done[i] for i in identities], rules.image_size)
                 summary["identities_sha256"] = wanted
                 summary["arrays_sha256"] = prepared_digest(output)
+                summary["arrays_stat"] = _array_stats(output)  # what a rerun compares before it reads GBs
                 # The manifest keeps photo paths as given; where they were given from lets training elsewhere (a
                 # GPU node, another folder) find them under its own data root (facekit.pool.manifest_photo).
                 summary["paths_from"] = {"cwd": os.getcwd(), "data_root": os.path.abspath(root)}
@@ -561,6 +564,36 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                 _write_atomic(summary_path, lambda h: h.write(text.encode()))
                 (output / FINALIZING_MARK).unlink()
     return PrepareReport(output, len(todo), photos_done, seconds, finished, summary)
+
+
+def _array_stats(output: Path) -> dict[str, list[int] | None]:
+    """Size and modification time of each file a prepared set's digest covers (None: missing)."""
+    stats: dict[str, list[int] | None] = {}
+    for name in DIGESTED:
+        try:
+            found = (output / name).stat()
+        except FileNotFoundError:
+            stats[name] = None
+            continue
+        stats[name] = [found.st_size, found.st_mtime_ns]
+    return stats
+
+
+def _arrays_intact(output: Path, summary: dict[str, Any]) -> bool:
+    """Whether a built set's arrays are still those its summary records: unchanged files (size and time, as
+    recorded) are; otherwise every array must open (not missing or cut short, unless nobody was kept) and, where
+    the summary has one, match its sha256 (which reads GBs at 224 px, so only then). Missing, cut short or altered
+    arrays are built again, else training refuses them and prepare would call them done, run after run."""
+    if summary.get("arrays_stat") == _array_stats(output):
+        return True
+    if summary.get("identities_kept", 1):
+        for name in (*ARRAY_NAMES, "mean_landmarks"):
+            try:
+                np.load(output / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError):
+                return False
+    recorded = summary.get("arrays_sha256")
+    return recorded is None or prepared_digest(output) == recorded
 
 
 def _work_files_present(output: Path, record: dict[str, Any]) -> bool:

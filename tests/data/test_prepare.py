@@ -248,7 +248,7 @@ def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
     assert image[..., 0].tolist() == [[0, 117], [58, 78]]
 
 
-def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
+def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Other settings are refused (not silently reused); a changed photo set is redone; names map injectively."""
     from facekit.data.prepare import _safe_name
 
@@ -293,6 +293,9 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
         (fewer / person).symlink_to(folder / person)
     with pytest.raises(FacekitError, match=r"other people than this recipe's data.train names \(2 people"):
         check_prepared_for_recipe(resolve(recipe_for(fewer, output, data_root)), output)
+    # Resuming: the checkpoint names its set; people added to (or gone from) the photos since must not stop it
+    # (helper-55: preparing again, as the refusal said, changed the set and --resume refused that too).
+    check_prepared_for_recipe(resolve(recipe_for(fewer, output, data_root)), output, resuming=True)
     (tmp_path / "a-file").write_text("not a set")
     with pytest.raises(FacekitError, match=r"is a file, not a prepared set"):  # before: 'other settings (...)'
         check_prepared_for_recipe(resolve(recipe_for(folder, tmp_path / "a-file", data_root)), tmp_path / "a-file")
@@ -311,6 +314,19 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(FacekitError, match=r"averages.npy cannot be read"):
         PreparedFaces(output)
     assert run_prepare(resolve(recipe)).processed_identities == 0 and _arrays_digest(output) == reference
+    # A set from before summaries recorded the arrays' digest (helper-55: an array missing there was called done).
+    summary = json.loads((output / "summary.json").read_text())
+    for key in ("arrays_sha256", "arrays_stat"):
+        summary.pop(key)
+    (output / "summary.json").write_text(json.dumps(summary))
+    (output / "textures.npy").unlink()
+    assert run_prepare(resolve(recipe)).processed_identities == 0 and _arrays_digest(output) == reference
+    # An unchanged set is not read again: its files' sizes and times are what the summary recorded.
+    import facekit.data.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "prepared_digest", lambda folder: pytest.fail("read the arrays again"))
+    assert run_prepare(resolve(recipe)).processed_identities == 0
+    monkeypatch.undo()
     # work/ deleted by hand: its identities are done again (before: a FileNotFoundError when the set was rebuilt).
     import shutil
 

@@ -217,6 +217,14 @@ def test_materialise_after_the_count_or_the_data_changed(data, tmp_path) -> None
         materialise(_dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2})
         == []
     )
+    # Shards made before shards kept their fingerprint, under an index.json of this one: kept, not made again
+    # (helper-55: every existing augment folder was rebuilt in full after the upgrade).
+    for shard in ("shard-00000", "shard-00001", "shard-00002"):
+        (out / shard / "fingerprint.json").unlink()
+    kept = materialise(
+        _dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2}
+    )
+    assert kept == [] and (out / "shard-00001" / "fingerprint.json").is_file()
 
 
 def test_contact_sheet_layout() -> None:

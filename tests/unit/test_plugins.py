@@ -188,9 +188,14 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
     """A spec named so no recipe can type it ('My Warp'), declaring an unknown landmark scheme, or whose params are
     no facekit.Params (a dataclass: before, a traceback at `facekit check`) is left out with a warning; the same
     hook's other components stay (the whole hook was dropped when the check first came)."""
+    from pydantic import BaseModel, ConfigDict
+
     from facekit import registry
     from facekit.registry import ComponentSpec, NoParams
     from facekit.types import ModelCard
+
+    class PlainModel(BaseModel):
+        model_config = ConfigDict(extra="forbid")
 
     mixed = types.ModuleType("mixed_plugin")
 
@@ -200,6 +205,7 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         register(ComponentSpec("good-warp", lambda params: None, NoParams))
         register(ComponentSpec("odd-scheme", lambda params: None, NoParams, card=ModelCard(landmark_scheme="ibug-68")))
         register(ComponentSpec("dataclass-params", lambda params: None, dict))  # type: ignore[arg-type]
+        register(ComponentSpec("pydantic-params", lambda params: None, PlainModel))  # a plain BaseModel: it works
 
     mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
     real = plugins._entry_points()
@@ -208,14 +214,14 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
     plugins.reset()
     try:
         names = facekit.get_registry("warper").names()
-        assert "good-warp" in names and "rbf-linear" in names
+        assert "good-warp" in names and "rbf-linear" in names and "pydantic-params" in names
         assert "My Warp" not in names and "odd-scheme" not in names and "dataclass-params" not in names
         assert len(registry.HOOK_FAILURES) == 3
         assert (
             "plugin 'mixed' registers an unusable warper, left out: warper name 'My Warp'" in registry.HOOK_FAILURES[0]
         )
         assert "known schemes" in registry.HOOK_FAILURES[1]
-        assert "not a subclass of facekit.Params" in registry.HOOK_FAILURES[2]
+        assert "not a pydantic model: use a subclass of facekit.Params" in registry.HOOK_FAILURES[2]
     finally:
         plugins.reset()
 

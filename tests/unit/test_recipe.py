@@ -63,7 +63,12 @@ def test_overriding_a_components_name_drops_the_other_components_params() -> Non
     ):
         plan = resolve({}, overrides)
         assert plan.components["warper"].params.regularization == 0.2  # type: ignore[attr-defined]
+    # Overrides apply in the order given (helper-55: moving names first let an earlier whole-component override win).
+    last = resolve({}, ("components.warper={name: tps, params: {regularization: 0.2}}", "components.warper.name=cubic"))
+    assert last.components["warper"].spec.name == "cubic"
+    assert last.components["warper"].params.regularization == 0  # type: ignore[attr-defined]  # tps's: dropped
     same = resolve({}, ("components.warper.name=rbf-linear",))  # the same name: its params stay
+
     assert same.components["warper"].params.regularization == 0.01  # type: ignore[attr-defined]
 
 
