@@ -483,7 +483,8 @@ def check_encoder_deterministic(subject: Subject) -> None:
                 assert ok, f"{name}: the {what} of a batch of one has shape {tuple(got.shape)}, not (1, ...)"
             same = torch.allclose(first[row : row + 1], alone, atol=1e-4)
             assert same, f"{name}: face {row}'s embedding depends on the rest of the batch"
-            same = torch.allclose(all_features[row : row + 1], features, atol=1e-4)
+            scale = float(all_features.abs().max()) or 1.0  # features may run to hundreds (VGG-Face's fc7)
+            same = torch.allclose(all_features[row : row + 1], features, atol=1e-5 * scale)
             assert same, f"{name}: face {row}'s features depend on the rest of the batch (the decoder reads them)"
 
 

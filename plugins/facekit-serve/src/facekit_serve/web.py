@@ -78,6 +78,14 @@ ALT_TEXT = {
 }
 
 
+def result_image(elem_id: str, label: str, **options: Any) -> Any:
+    """An output image of the page: a file path, its :data:`ALT_TEXT` for screen readers, download and full-screen
+    buttons (no Share)."""
+    return gr.Image(
+        label=label, type="filepath", elem_id=elem_id, alt_text=ALT_TEXT[elem_id], buttons=IMAGE_BUTTONS, **options
+    )
+
+
 def status_error(message: str) -> str:
     """A problem as the status box shows it: plain words, marked so that it stands out."""
     return f'<p class="error">⚠ {escape(message)}</p>'
@@ -204,22 +212,10 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 status = gr.Markdown("Waiting for a photo.", elem_id="status")
                 chooser = gr.Radio(label="Faces (largest first)", type="index", visible=False, elem_id="faces")
             with gr.Column(scale=1):
-                detections = gr.Image(
-                    label="Detected faces",
-                    type="filepath",
-                    elem_id="detections",
-                    alt_text=ALT_TEXT["detections"],
-                    height=360,
-                    buttons=IMAGE_BUTTONS,
-                )
+                detections = result_image("detections", label="Detected faces", height=360)
             with gr.Column(scale=1):
-                normalized = gr.Image(
-                    label="Normalized face, predicted landmarks in green",
-                    type="filepath",
-                    elem_id="normalized",
-                    alt_text=ALT_TEXT["normalized"],
-                    height=360,
-                    buttons=IMAGE_BUTTONS,
+                normalized = result_image(
+                    "normalized", label="Normalized face, predicted landmarks in green", height=360
                 )
                 normalized_file = gr.File(label="Normalized face at the model's size (PNG)", elem_id="normalized-file")
         with gr.Tabs():
@@ -234,13 +230,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                         height=400,
                     )
                     with gr.Column():
-                        renders = gr.Image(
-                            label="Renders at -30, 0 and +30 degrees",
-                            type="filepath",
-                            elem_id="renders",
-                            alt_text=ALT_TEXT["renders"],
-                            buttons=IMAGE_BUTTONS,
-                        )
+                        renders = result_image("renders", label="Renders at -30, 0 and +30 degrees")
                         avatar_files = gr.File(
                             label="Download: GLB, OBJ + MTL + texture (zip). Surrey Face Model: non-commercial use",
                             file_count="multiple",
@@ -249,42 +239,20 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             with gr.Tab("Adjusted photo", id="adjust-tab"):
                 adjust_note = gr.Markdown(elem_id="adjust-note")
                 with gr.Row():
-                    adjusted = gr.Image(
-                        label="Adjusted photo",
-                        type="filepath",
-                        elem_id="adjusted",
-                        alt_text=ALT_TEXT["adjusted"],
-                        buttons=IMAGE_BUTTONS,
-                    )
-                    pair = gr.Image(
-                        label="Before | after",
-                        type="filepath",
-                        elem_id="before-after",
-                        alt_text=ALT_TEXT["before-after"],
-                        buttons=IMAGE_BUTTONS,
-                    )
+                    adjusted = result_image("adjusted", label="Adjusted photo")
+                    pair = result_image("before-after", label="Before | after")
                 adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file")
             with gr.Tab("Attributes", id="attributes-tab"):
                 with gr.Row():  # the table keeps a readable width: on a phone the row wraps (columns)
                     with gr.Column(min_width=340):
                         attributes = gr.Markdown(elem_id="attributes")
                     with gr.Column(min_width=240):
-                        attributes_image = gr.Image(
-                            label="Skin region on the normalized face | on the photo",
-                            type="filepath",
-                            elem_id="skin",
-                            alt_text=ALT_TEXT["skin"],
-                            buttons=IMAGE_BUTTONS,
+                        attributes_image = result_image(
+                            "skin", label="Skin region on the normalized face | on the photo"
                         )
             with gr.Tab("Compare models", id="compare-tab", visible=has_compare):
                 compare_note = gr.Markdown(engine_compare_note(engine, None), elem_id="compare-note")
-                comparison = gr.Image(
-                    label="Models compared",
-                    type="filepath",
-                    elem_id="comparison",
-                    alt_text=ALT_TEXT["comparison"],
-                    buttons=IMAGE_BUTTONS,
-                )
+                comparison = result_image("comparison", label="Models compared")
 
         face_outputs = [
             detections,
