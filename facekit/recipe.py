@@ -485,6 +485,11 @@ def _is_list(annotation: Any) -> bool:
     return get_origin(annotation) is list
 
 
+def _dotted(path: str) -> str:
+    """A dotted path with list indexes as numbers (``apps.00.name`` is ``apps.0.name``)."""
+    return ".".join(str(int(part)) if part.isdigit() else part for part in path.split("."))
+
+
 def _set_path(
     raw: dict[str, Any],
     model: type[BaseModel],
@@ -518,10 +523,14 @@ def _set_path(
         if last:
             if current_model is ComponentRef and part == "name" and node.get("name") != value:
                 # The params were the other component's (as ``extends:`` does), except those this command line set.
-                at = ".".join(p for p in (prefix, *parts[:depth]) if p) + ".params."
-                mine = {key[len(at) :].split(".")[0] for key in given if key.startswith(at)}
+                at = _dotted(".".join(p for p in (prefix, *parts[:depth]) if p) + ".params")
+                earlier = [_dotted(key) for key in given]
                 params = node.get("params")
-                node["params"] = {k: v for k, v in params.items() if k in mine} if isinstance(params, dict) else {}
+                if not isinstance(params, dict):
+                    node["params"] = {}
+                elif at not in earlier:  # (all of them when the command line set the whole mapping)
+                    mine = {key[len(at) + 1 :].split(".")[0] for key in earlier if key.startswith(at + ".")}
+                    node["params"] = {k: v for k, v in params.items() if k in mine}
             node[part] = value
             return None
         child = node.get(part)

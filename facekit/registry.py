@@ -55,6 +55,13 @@ def no_booleans_for_numbers(model: type[BaseModel], data: Any) -> Any:
     return data
 
 
+def as_mapping(params: Any) -> Mapping[str, Any]:
+    """Settings as a mapping: a mapping as it is, a pydantic model's fields, nothing as ``{}``."""
+    if params is None:
+        return {}
+    return params if isinstance(params, Mapping) else dict(params)
+
+
 class Params(BaseModel):
     """Base class for a component's parameters: typed, described fields; unknown keys are errors, numbers must be
     finite and ``true``/``false`` is never read as a number (as in the recipe's own sections)."""
@@ -93,9 +100,9 @@ class ComponentSpec(Generic[T]):
             raise ParamsError(problems_from_validation(exc), f"{self.name} params") from None
 
     def build(self, params: Params | Mapping[str, Any] | None = None) -> T:
-        """Validate ``params`` (if a mapping) and call the factory."""
-        if not isinstance(params, Params):
-            params = self.validate_params(params or {})
+        """Validate ``params`` (unless already this spec's own model) and call the factory."""
+        if not isinstance(params, self.params):
+            params = self.validate_params(as_mapping(params))
         return self.factory(params)
 
 
@@ -135,6 +142,11 @@ class Registry(Generic[T]):
                 f"{self.kind} {spec.name!r}: params is {spec.params!r}, not a pydantic model: use a subclass of "
                 "facekit.Params (facekit validates recipe settings with it; facekit.NoParams for a component without "
                 "settings)"
+            )
+        if spec.params.model_config.get("extra") != "forbid":
+            raise InvalidComponentSpec(
+                f"{self.kind} {spec.name!r}: params {spec.params.__name__} takes unknown keys, so a misspelled setting "
+                "in a recipe would be ignored: subclass facekit.Params (or set model_config extra='forbid')"
             )
         scheme = spec.card.landmark_scheme if spec.card is not None else None
         if scheme is not None:

@@ -32,7 +32,7 @@ import torch
 from pydantic import ValidationError
 
 from facekit.errors import did_you_mean
-from facekit.registry import ComponentSpec, Params, get_registry
+from facekit.registry import ComponentSpec, Params, as_mapping, get_registry
 from facekit.types import (
     KINDS,
     App,
@@ -778,7 +778,8 @@ def check_app_applies(subject: Subject) -> None:
             ) from error
         changed = not (torch.equal(batch, kept[0]) and torch.equal(landmarks, kept[1]))
         assert not changed, f"{name}: apply changed the faces it was given (work on a copy)"
-        assert all(isinstance(k, str) for k in out or {}), f"{name}: apply must return a dict keyed by result name"
+        assert isinstance(out, dict), f"{name}: apply returned {type(out).__name__}, not a dict"
+        assert all(isinstance(k, str) for k in out), f"{name}: apply must return a dict keyed by result name"
         for key, value in app_arrays(out, name).items():
             if value.dtype.kind in "fc":
                 assert np.isfinite(value).all(), f"{name}: result {key!r} is not finite on the real face"
@@ -853,7 +854,7 @@ _SUBJECTS: dict[tuple[str, str, str], Subject] = {}
 
 def subject(kind: Kind, spec: ComponentSpec[Any], params: Params | Mapping[str, Any] | None = None) -> Subject:
     """The (cached) :class:`Subject` for ``spec`` with ``params``: one build shared by that component's checks."""
-    validated = params if isinstance(params, Params) else spec.validate_params(params or {})
+    validated = params if isinstance(params, spec.params) else spec.validate_params(as_mapping(params))
     key = (kind, f"{spec.plugin}:{spec.name}:{id(spec)}", validated.model_dump_json())
     if key not in _SUBJECTS:
         _SUBJECTS[key] = Subject(kind, spec, validated)

@@ -321,7 +321,11 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     built_warper = plan.components["warper"].build() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)
-    check_prepared_for_recipe(plan, Path(recipe.prepare.output), resuming=resume and checkpoint.exists())
+    # Resuming a checkpoint that names its prepared set: the set is compared with that, not with the photos now.
+    resuming = resume and checkpoint.exists()
+    resuming = resuming and read_checkpoint_meta(checkpoint).get("prepared_data") is not None
+    resuming = resuming and prepared_data_id(Path(recipe.prepare.output)) is not None
+    check_prepared_for_recipe(plan, Path(recipe.prepare.output), resuming=resuming)
     prepared = prepared_data_id(Path(recipe.prepare.output))
     if recipe.train.init is not None and not (resume and checkpoint.exists()):
         # Read now, not after the training pool (hours of encoding at the paper's scale): a missing or damaged

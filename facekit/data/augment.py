@@ -346,7 +346,14 @@ def materialise(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    indexed = fingerprint is not None and (out / "index.json").is_file()  # below: with this run's fingerprint
+    # Shards the folder's index.json lists (checked below to hold this run's fingerprint): (dir, start, count).
+    listed: set[tuple[str, int, int]] = set()
+    if fingerprint is not None and (out / "index.json").is_file():
+        try:
+            shards_of = json.loads((out / "index.json").read_text()).get("shards", [])
+            listed = {(s["dir"], int(s["start"]), int(s["count"])) for s in shards_of}
+        except (OSError, ValueError, KeyError, TypeError):
+            listed = set()
     if fingerprint is not None and (out / "index.json").is_file():
         earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
         if earlier != fingerprint:
@@ -371,8 +378,8 @@ def materialise(
             made_from = json.loads((out / name / SHARD_FINGERPRINT).read_text())
         except (OSError, ValueError):
             # A shard from before shards kept theirs: the folder's index.json (checked above to hold this run's
-            # fingerprint) vouches for it, and it gets its own copy; without an index, it is made again.
-            if fingerprint is None or indexed:
+            # fingerprint) vouches for the shards it lists, which get their own copy; any other is made again.
+            if fingerprint is None or (name, items[0], len(items)) in listed:
                 if fingerprint is not None:
                     (out / name / SHARD_FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n")
                 return True

@@ -544,7 +544,11 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
                 if summary.get("arrays_stat") != _array_stats(output):  # checked the long way: remember the files
                     summary["arrays_stat"] = _array_stats(output)
                     text = json.dumps(summary, indent=2) + "\n"
+                    before = summary_path.stat()
                     _write_atomic(summary_path, lambda h: h.write(text.encode()))
+                    # Its old time: "newer than every progress file" must keep meaning "built from them" (a shard's
+                    # record written meanwhile is then still seen as not in the arrays).
+                    os.utime(summary_path, ns=(before.st_atime_ns, before.st_mtime_ns))
             else:
                 # Marked while the files are rewritten, and the summary (written last) gone: a run killed here
                 # leaves a set that training refuses (PreparedFaces) and the next prepare builds again.

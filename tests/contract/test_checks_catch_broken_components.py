@@ -218,6 +218,11 @@ class _RaisingApp:
         raise RuntimeError("cannot handle a batch")
 
 
+class _TensorApp:
+    def apply(self, faces: Any) -> Any:
+        return faces.image.mean(dim=(1, 2, 3))
+
+
 class _BFloat16App:
     def apply(self, faces: Any) -> dict[str, Any]:
         return {"mean": faces.image.mean(dim=(1, 2, 3)).to(torch.bfloat16)}
@@ -229,6 +234,7 @@ class _BFloat16App:
         (_ZeroingApp, "changed the faces it was given"),
         (_NaNApp, "'value' is not finite"),
         (_RaisingApp, "apply raised on a batch of 2: RuntimeError: cannot handle a batch"),
+        (_TensorApp, "apply returned Tensor, not a dict"),
     ],
 )
 def test_the_app_check_catches_what_the_infer_stage_would_get_wrong(cls: type, message: str) -> None:

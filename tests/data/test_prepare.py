@@ -327,6 +327,16 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path, monkeypa
     monkeypatch.setattr(prepare_module, "prepared_digest", lambda folder: pytest.fail("read the arrays again"))
     assert run_prepare(resolve(recipe)).processed_identities == 0
     monkeypatch.undo()
+    # A copy that changed the arrays' times, not their bytes: checked the long way once, not rebuilt, remembered;
+    # the summary keeps its time (it must not look newer than progress another shard wrote meanwhile).
+    import os
+
+    later = (output / "averages.npy").stat().st_mtime_ns + 10**9
+    os.utime(output / "averages.npy", ns=(later, later))
+    summary_time = (output / "summary.json").stat().st_mtime_ns
+    assert run_prepare(resolve(recipe)).processed_identities == 0 and _arrays_digest(output) == reference
+    assert json.loads((output / "summary.json").read_text())["arrays_stat"]["averages.npy"][1] == later
+    assert (output / "summary.json").stat().st_mtime_ns == summary_time
     # work/ deleted by hand: its identities are done again (before: a FileNotFoundError when the set was rebuilt).
     import shutil
 

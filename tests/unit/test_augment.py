@@ -225,6 +225,19 @@ def test_materialise_after_the_count_or_the_data_changed(data, tmp_path) -> None
         _dataset(data, length=30), 30, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2}
     )
     assert kept == [] and (out / "shard-00001" / "fingerprint.json").is_file()
+    # A shard the index does not list (a killed run's, beyond its count) is made again, not vouched for.
+    more = materialise(
+        _dataset(data, length=40), 40, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2}
+    )
+    (out / "shard-00003" / "fingerprint.json").unlink()
+    (out / "index.json").write_text((out / "index.json").read_text().replace('"count": 40', '"count": 30'))
+    index = json.loads((out / "index.json").read_text())
+    index["shards"] = index["shards"][:3]
+    (out / "index.json").write_text(json.dumps(index))
+    again = materialise(
+        _dataset(data, length=40), 40, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 2}
+    )
+    assert [p.name for p in more] == ["shard-00003"] and [p.name for p in again] == ["shard-00003"]
 
 
 def test_contact_sheet_layout() -> None:

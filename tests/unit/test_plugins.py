@@ -197,6 +197,9 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
     class PlainModel(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
+    class LaxModel(BaseModel):
+        strength: float = 1.0
+
     mixed = types.ModuleType("mixed_plugin")
 
     @facekit.hookimpl
@@ -206,6 +209,7 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         register(ComponentSpec("odd-scheme", lambda params: None, NoParams, card=ModelCard(landmark_scheme="ibug-68")))
         register(ComponentSpec("dataclass-params", lambda params: None, dict))  # type: ignore[arg-type]
         register(ComponentSpec("pydantic-params", lambda params: None, PlainModel))  # a plain BaseModel: it works
+        register(ComponentSpec("lax-params", lambda params: None, LaxModel))  # takes unknown keys: typos pass
 
     mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
     real = plugins._entry_points()
@@ -216,12 +220,14 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         names = facekit.get_registry("warper").names()
         assert "good-warp" in names and "rbf-linear" in names and "pydantic-params" in names
         assert "My Warp" not in names and "odd-scheme" not in names and "dataclass-params" not in names
-        assert len(registry.HOOK_FAILURES) == 3
+        assert "lax-params" not in names
+        assert len(registry.HOOK_FAILURES) == 4
         assert (
             "plugin 'mixed' registers an unusable warper, left out: warper name 'My Warp'" in registry.HOOK_FAILURES[0]
         )
         assert "known schemes" in registry.HOOK_FAILURES[1]
         assert "not a pydantic model: use a subclass of facekit.Params" in registry.HOOK_FAILURES[2]
+        assert "takes unknown keys, so a misspelled setting" in registry.HOOK_FAILURES[3]
     finally:
         plugins.reset()
 

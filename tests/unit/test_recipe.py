@@ -67,6 +67,12 @@ def test_overriding_a_components_name_drops_the_other_components_params() -> Non
     last = resolve({}, ("components.warper={name: tps, params: {regularization: 0.2}}", "components.warper.name=cubic"))
     assert last.components["warper"].spec.name == "cubic"
     assert last.components["warper"].params.regularization == 0  # type: ignore[attr-defined]  # tps's: dropped
+    # The whole params mapping given before the name, and list items spelled with leading zeros (helper-56).
+    given = resolve({}, ("components.warper.params={regularization: 0.2}", "components.warper.name=tps"))
+    assert given.components["warper"].params.regularization == 0.2  # type: ignore[attr-defined]
+    raw: dict = {"components": {"apps": [{"name": "adjust", "params": {"strength": 0.5}}]}}
+    assert not apply_overrides(raw, ["components.apps.00.params.fuse=none", "components.apps.0.name=xphoto"])
+    assert raw["components"]["apps"][0] == {"name": "xphoto", "params": {"fuse": "none"}}
     same = resolve({}, ("components.warper.name=rbf-linear",))  # the same name: its params stay
 
     assert same.components["warper"].params.regularization == 0.01  # type: ignore[attr-defined]
