@@ -200,9 +200,9 @@ def prepare(
 
     plan = load_recipe(recipe, overrides=set_ or [])
     parsed = Shard.parse(shard)
-    check_preparable(plan)  # a refused run leaves no folder and no run record
+    groups = check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
-    report = run_prepare(plan, shard=parsed, progress=True)
+    report = run_prepare(plan, shard=parsed, progress=True, groups=groups)
     console.print(
         f"processed {report.processed_identities} identities ({report.processed_photos} photos) "
         f"in {report.seconds:.1f} s"

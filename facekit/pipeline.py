@@ -33,9 +33,9 @@ def run_prepare_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.data.prepare import check_preparable, run_prepare
     from facekit.runs import start_run
 
-    check_preparable(plan)  # a refused run leaves no folder and no run record
+    groups = check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs")
-    report = run_prepare(plan, progress=options.progress)
+    report = run_prepare(plan, progress=options.progress, groups=groups)
     (run.path / "summary.json").write_text(json.dumps(report.summary, indent=2) + "\n")
     return replace(run, note=prepare_note(report.summary, plan.recipe.prepare.output))
 

@@ -476,6 +476,7 @@ def check_encoder_deterministic(subject: Subject) -> None:
     with torch.no_grad():
         first, again, all_features = encoder.embed(crops), encoder.embed(crops), encoder.features(crops)
         assert torch.allclose(first, again, atol=1e-6), f"{name}: not deterministic in eval mode"
+        scale = float(all_features.abs().max()) or 1.0  # features may run to hundreds (VGG-Face's fc7)
         for row in range(crops.shape[0]):  # each face alone: a batch of one keeps its axis, and its own values
             alone, features = encoder.embed(crops[row : row + 1]), encoder.features(crops[row : row + 1])
             for what, got in (("embedding", alone), ("features", features)):
@@ -483,7 +484,6 @@ def check_encoder_deterministic(subject: Subject) -> None:
                 assert ok, f"{name}: the {what} of a batch of one has shape {tuple(got.shape)}, not (1, ...)"
             same = torch.allclose(first[row : row + 1], alone, atol=1e-4)
             assert same, f"{name}: face {row}'s embedding depends on the rest of the batch"
-            scale = float(all_features.abs().max()) or 1.0  # features may run to hundreds (VGG-Face's fc7)
             same = torch.allclose(all_features[row : row + 1], features, atol=1e-5 * scale)
             assert same, f"{name}: face {row}'s features depend on the rest of the batch (the decoder reads them)"
 
@@ -778,9 +778,9 @@ def check_app_applies(subject: Subject) -> None:
             ) from error
         changed = not (torch.equal(batch, kept[0]) and torch.equal(landmarks, kept[1]))
         assert not changed, f"{name}: apply changed the faces it was given (work on a copy)"
-        assert isinstance(out, dict), f"{name}: apply returned {type(out).__name__}, not a dict"
+        arrays = app_arrays(out, name)  # a FacekitError for anything but a dict
         assert all(isinstance(k, str) for k in out), f"{name}: apply must return a dict keyed by result name"
-        for key, value in app_arrays(out, name).items():
+        for key, value in arrays.items():
             if value.dtype.kind in "fc":
                 assert np.isfinite(value).all(), f"{name}: result {key!r} is not finite on the real face"
 

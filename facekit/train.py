@@ -321,13 +321,15 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     built_warper = plan.components["warper"].build() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)
+    meta = read_checkpoint_meta(checkpoint) if resume and checkpoint.exists() else None
     # Resuming a checkpoint that names its prepared set: the set is compared with that, not with the photos now.
-    resuming = resume and checkpoint.exists()
-    resuming = resuming and read_checkpoint_meta(checkpoint).get("prepared_data") is not None
-    resuming = resuming and prepared_data_id(Path(recipe.prepare.output)) is not None
-    check_prepared_for_recipe(plan, Path(recipe.prepare.output), resuming=resuming)
-    prepared = prepared_data_id(Path(recipe.prepare.output))
-    if recipe.train.init is not None and not (resume and checkpoint.exists()):
+    prepared = None
+    if meta is not None and meta.get("prepared_data") is not None:
+        prepared = prepared_data_id(Path(recipe.prepare.output))
+    check_prepared_for_recipe(plan, Path(recipe.prepare.output), resuming=prepared is not None)
+    if prepared is None:
+        prepared = prepared_data_id(Path(recipe.prepare.output))
+    if recipe.train.init is not None and meta is None:
         # Read now, not after the training pool (hours of encoding at the paper's scale): a missing or damaged
         # file, or another decoder, is one line before anything is written.
         started_from = read_checkpoint_meta(Path(recipe.train.init))
@@ -337,8 +339,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
                 f"train.init {recipe.train.init} is a {started_from['decoder']!r} decoder; this recipe trains "
                 f"{wanted!r}"
             )
-    if resume and checkpoint.exists():
-        meta = read_checkpoint_meta(checkpoint)
+    if meta is not None:
         check_resumable(meta.get("recipe"), plan.to_dict(), checkpoint)
         earlier = meta.get("prepared_data")
         if earlier is not None and prepared is not None and not same_prepared_data(earlier, prepared):
@@ -422,12 +423,10 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)
-        other_encoder = init_meta.get("encoder") not in (None, encoder_component.spec.name)
-        wanted = plan.components["decoder"].spec.name if "decoder" in plan.components else None
-        if init_meta.get("decoder") not in (None, wanted):
-            raise FacekitError(
-                f"train.init {settings.init} is a {init_meta['decoder']!r} decoder; this recipe trains {wanted!r}"
-            )
+        other_encoder = init_meta.get("encoder") not in (
+            None,
+            encoder_component.spec.name,
+        )  # (decoder: check_trainable)
         fresh: list[str] = []
         if other_encoder:
             # A warm start from a model of another encoder: its decoder layers, but this encoder's feature statistics,

@@ -303,9 +303,15 @@ class MorphDataset(Dataset):
 SHARD_FINGERPRINT = "fingerprint.json"
 
 
+def _fingerprint_text(fingerprint: Any) -> str:
+    """A shard's ``fingerprint.json``: materialise's ``fingerprint`` with sorted keys."""
+    return json.dumps(fingerprint, sort_keys=True) + "\n"
+
+
 def _write_shard(
-    out_dir: Path, name: str, items: list[int], rows: list[dict[str, torch.Tensor]], fingerprint: Any = None
+    out_dir: Path, name: str, items: list[int], rows: list[dict[str, torch.Tensor]], fingerprint: str = "null\n"
 ) -> Path:
+    """Shard ``name`` of ``items``; ``fingerprint``: what they were made from, as :func:`_fingerprint_text`."""
     tmp = out_dir / f"{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -314,7 +320,7 @@ def _write_shard(
     np.save(tmp / "textures.npy", np.stack(to_uint8_rgb(torch.stack([r["texture"] for r in rows]))))
     np.save(tmp / "landmarks.npy", np.stack([r["landmarks"].numpy().astype(np.float32) for r in rows]))
     np.save(tmp / "items.npy", np.asarray(items, np.int64))
-    (tmp / SHARD_FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n")
+    (tmp / SHARD_FINGERPRINT).write_text(fingerprint)
     final = out_dir / name
     if final.is_dir():  # facekit's own shard holding other items (count changed): replaced
         shutil.rmtree(final)
@@ -368,6 +374,8 @@ def materialise(
         for s, a in enumerate(range(0, count, shard_size))
     ]
 
+    shard_fingerprint = _fingerprint_text(fingerprint)
+
     def holds(name: str, items: list[int]) -> bool:
         """The shard is there with exactly its items, made from the same ``fingerprint`` (index.json is written
         last: a run killed before it, then run with another seed, kept the killed run's shards)."""
@@ -381,10 +389,10 @@ def materialise(
             # fingerprint) vouches for the shards it lists, which get their own copy; any other is made again.
             if fingerprint is None or (name, items[0], len(items)) in listed:
                 if fingerprint is not None:
-                    (out / name / SHARD_FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n")
+                    (out / name / SHARD_FINGERPRINT).write_text(shard_fingerprint)
                 return True
             return False
-        return bool(made_from == json.loads(json.dumps(fingerprint, sort_keys=True)))
+        return bool(made_from == json.loads(shard_fingerprint))
 
     todo = [(name, items) for name, items in shards if not holds(name, items)]
     logger.info("materialise: %d of %d shards to write in %s", len(todo), len(shards), out)
@@ -407,7 +415,7 @@ def materialise(
                     rows.append(next(it))
                     if bar is not None:
                         bar.advance(task)
-                written.append(_write_shard(out, name, items, rows, fingerprint))
+                written.append(_write_shard(out, name, items, rows, shard_fingerprint))
                 logger.debug("materialise: wrote %s", name)
         finally:
             if bar is not None:

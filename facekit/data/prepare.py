@@ -416,14 +416,22 @@ def _tasks(groups: dict[str, list[Photo]], todo: list[str]) -> Iterator[tuple[st
         yield identity, _items(groups[identity])
 
 
-def run_prepare(plan: Any, shard: Shard = Shard(), progress: bool = False, limit: int | None = None) -> PrepareReport:
-    """Run (or continue) the prepare stage of a resolved recipe ``plan``. ``limit`` caps identities (for tests)."""
-    check_preparable(plan)
+def run_prepare(
+    plan: Any,
+    shard: Shard = Shard(),
+    progress: bool = False,
+    limit: int | None = None,
+    groups: dict[str, list[Photo]] | None = None,
+) -> PrepareReport:
+    """Run (or continue) the prepare stage of a resolved recipe ``plan``. ``limit`` caps identities (for tests);
+    ``groups``: what :func:`check_preparable` returned, when the caller checked it already."""
+    if groups is None:
+        groups = check_preparable(plan)
     output = Path(plan.recipe.prepare.output)
     (output / WORK).mkdir(parents=True, exist_ok=True)
     # One process per shard; the shards themselves may run at once (that is what they are for).
     with exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"):
-        return _run_prepare(plan, output, shard, progress, limit)
+        return _run_prepare(plan, output, groups, shard, progress, limit)
 
 
 def check_preparable(plan: Any) -> dict[str, list[Photo]]:
@@ -458,12 +466,13 @@ def check_preparable(plan: Any) -> dict[str, list[Photo]]:
     return groups
 
 
-def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: int | None) -> PrepareReport:
+def _run_prepare(
+    plan: Any, output: Path, groups: dict[str, list[Photo]], shard: Shard, progress: bool, limit: int | None
+) -> PrepareReport:
     recipe = plan.recipe
     rules = recipe.prepare
     detector = plan.components["detector"]
     root = recipe.data.resolved_root()
-    groups = check_preparable(plan)
     identities = sorted(groups)[:limit]
     mine = [identity for i, identity in enumerate(identities) if i % shard.count == shard.index]
     progress_file = output / shard.progress_name
@@ -539,10 +548,11 @@ def _run_prepare(plan: Any, output: Path, shard: Shard, progress: bool, limit: i
             wanted = identities_digest(identities)  # the arrays hold these people: a changed list rebuilds them
             previous = json.loads(summary_path.read_text()) if built else {}
             fresh = built and summary_path.stat().st_mtime_ns > newest and previous.get("identities_sha256") == wanted
-            if fresh and _arrays_intact(output, previous):
+            stats = _array_stats(output)
+            if fresh and _arrays_intact(output, previous, stats):
                 summary = previous
-                if summary.get("arrays_stat") != _array_stats(output):  # checked the long way: remember the files
-                    summary["arrays_stat"] = _array_stats(output)
+                if summary.get("arrays_stat") != stats:  # checked the long way: remember the files
+                    summary["arrays_stat"] = stats
                     text = json.dumps(summary, indent=2) + "\n"
                     before = summary_path.stat()
                     _write_atomic(summary_path, lambda h: h.write(text.encode()))
@@ -583,12 +593,13 @@ def _array_stats(output: Path) -> dict[str, list[int] | None]:
     return stats
 
 
-def _arrays_intact(output: Path, summary: dict[str, Any]) -> bool:
+def _arrays_intact(output: Path, summary: dict[str, Any], stats: dict[str, list[int] | None]) -> bool:
     """Whether a built set's arrays are still those its summary records: unchanged files (size and time, as
     recorded) are; otherwise every array must open (not missing or cut short, unless nobody was kept) and, where
     the summary has one, match its sha256 (which reads GBs at 224 px, so only then). Missing, cut short or altered
-    arrays are built again, else training refuses them and prepare would call them done, run after run."""
-    if summary.get("arrays_stat") == _array_stats(output):
+    arrays are built again, else training refuses them and prepare would call them done, run after run. ``stats``:
+    :func:`_array_stats` now."""
+    if summary.get("arrays_stat") == stats:
         return True
     if summary.get("identities_kept", 1):
         for name in (*ARRAY_NAMES, "mean_landmarks"):
@@ -796,11 +807,8 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     not share one."""
     import tempfile
 
-    from facekit.batch import current_umask
-
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600: keep the user's usual permissions
+    try:  # (mkstemp makes 0600: replace_durably gives the file the user's usual permissions)
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
         replace_durably(temporary, path)
