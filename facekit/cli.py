@@ -137,10 +137,17 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     plan = load_recipe(recipe, overrides=set_ or [])
     tree = Tree(Text.assemble((recipe, "bold"), " ", ("valid", "green")))
     comps = tree.add("components")
+    # Training gives the decoder the encoder's feature size whatever the recipe says (facekit.train.build_decoder):
+    # show that value, from the encoder's card, rather than the decoder's default.
+    encoder = plan.components.get("encoder")
+    encoder_features = encoder.spec.card.feature_size if encoder is not None and encoder.spec.card else None
     for slot, resolved in plan.components.items():
         node = comps.add(Text.assemble(f"{slot}: ", (resolved.spec.name, "cyan"), f" ({resolved.spec.plugin})"))
         for key, value in resolved.params.model_dump().items():
-            node.add(f"{key} = {value!r}")
+            if slot == "decoder" and key == "feature_size" and encoder_features and value != encoder_features:
+                node.add(f"{key} = {encoder_features!r} (the encoder's; training replaces the recipe's {value!r})")
+            else:
+                node.add(f"{key} = {value!r}")
     data = plan.to_dict()
     for section in ("data", "prepare", "augment", "train", "infer", "evaluate", "bench"):
         _add_mapping(tree.add(section), data[section])

@@ -49,6 +49,10 @@ def test_check_shows_the_plan() -> None:
     assert inside.returncode == 2 and "is not a key of data.train.0" in " ".join(inside.stderr.split())
     london = run_cli("check", "recipes/demo.yaml", "--set", "evaluate.data=london")  # not implemented: refused
     assert london.returncode == 2, london.stdout
+    # The decoder's feature_size shown is what trains: the encoder's (its card), not the decoder's default 256.
+    sface = run_cli("check", "recipes/demo.yaml", "--set", "components.encoder.name=sface")
+    assert sface.returncode == 0, sface.stderr
+    assert "feature_size = 128 (the encoder's" in sface.stdout and "feature_size = 256\n" not in sface.stdout
 
 
 def test_bad_recipe_one_message_exit_2_no_traceback(tmp_path: Path) -> None:
