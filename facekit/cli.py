@@ -267,7 +267,11 @@ def normalize(
     batch_size: Annotated[int, typer.Option(min=1, help="photos read, normalized and written at a time")] = 16,
     overwrite: Annotated[
         bool,
-        typer.Option(help="replace outputs made from another input or model (default: leave them)", show_default=False),
+        typer.Option(
+            help="replace outputs that differ from what this run writes: made from another input, model or settings, "
+            "or files facekit did not make (default: leave them, status 'exists')",
+            show_default=False,
+        ),
     ] = False,
     inside_inputs: Annotated[
         bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
@@ -392,7 +396,7 @@ def adjust(
         typer.Option(
             min=0.0,
             max=1.0,
-            help=f"adjust: the face's share when fused with one named estimator [default: {FUSE_WEIGHT}]",
+            help=f"adjust: the face's share when fused with one named estimator (default: {FUSE_WEIGHT})",
         ),
     ] = None,
     refine: Annotated[
@@ -884,8 +888,8 @@ def _debug() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning known errors into one line and an exit code."""
-    # Before torch loads: OpenMP's default spin-waiting makes small parallel operations many times slower whenever
-    # another process holds the cores (a training in the background); see benchmarks/omp_wait.py.
+    # Before torch loads: OpenMP's default spin-waiting slows torch whenever another process holds the cores (a
+    # training in the background): 345 vs 287 ms per photo for normalize, RESULTS.md "omp-wait".
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         _register_plugin_commands()

@@ -222,11 +222,13 @@ def status() -> list[dict[str, Any]]:
     rows = []
     for component, source in known_sources(pinned=False):
         where = "missing"
-        if (store_dir() / source.file).is_file():
+        if source.module is not None:
+            where = f"in the {source.module} module's code" if importlib.util.find_spec(source.module) else "missing"
+        elif (store_dir() / source.file).is_file():
             where = str(store_dir() / source.file)
         elif (packaged := package_file(source)) is not None:
             where = str(packaged)
-        if not source.sha256:
+        if not source.sha256 and source.module is None:
             where += " (sha256 not pinned: pass the component's sha256 param to pin yours)"
         rows.append({"component": component, "file": source.file, "licence": source.licence, "where": where})
     return rows

@@ -113,6 +113,9 @@ class WeightsSource:
     package: str | None = None
     url: str | None = None
     note: str = ""
+    #: The importable module whose code holds these weights when there is no file (dlib's HOG detector is built into
+    #: dlib): ``facekit models list`` shows them as found when it imports.
+    module: str | None = None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ SOURCES: dict[str, WeightsSource] = {
     ),
 }
 
-HOG_SOURCE = WeightsSource("built into dlib", None, "Boost Software License 1.0 (dlib)", package="dlib-bin")
+HOG_SOURCE = WeightsSource(
+    "built into dlib", None, "Boost Software License 1.0 (dlib)", package="dlib-bin", module="dlib"
+)
 
 
 def model_path(name: str) -> Path:
