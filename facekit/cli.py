@@ -470,7 +470,10 @@ def adjust(
 def eval_command(
     recipe: Annotated[str | None, typer.Argument(help="recipe (its evaluate section and train.output's model)")] = None,
     checkpoint: Annotated[
-        str | None, typer.Option(help="a model file (default: the recipe's, else the shipped one)")
+        str | None, typer.Option(help="a model file (default: the recipe's, else the shipped --model)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
     ] = None,
     data: Annotated[str, typer.Option(help="lfw-devtest")] = "lfw-devtest",
     judge: Annotated[
@@ -504,6 +507,12 @@ def eval_command(
 
     if pairs == 1:
         raise FacekitError("--pairs 1 would choose the threshold on the pairs it scores: give 2-10 folds (or 0)")
+    if model is not None:
+        from facekit.normalize import resolve_model
+
+        if baseline is not None:
+            raise FacekitError("--baseline evaluates a method without a model: leave out --model")
+        checkpoint = str(resolve_model(model, checkpoint))
 
     metrics, folder = evaluate_plan(
         recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline, overwrite

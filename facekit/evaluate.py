@@ -108,9 +108,15 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_normalizer(
-    normalizer: Any, photos: list[Photo], judges: list[Judge], out: Path, progress: bool = False
+    normalizer: Any,
+    photos: list[Photo],
+    judges: list[Judge],
+    out: Path,
+    progress: bool = False,
+    about: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Normalize ``photos`` and measure them under ``judges``; writes metrics.json, plots and report.html."""
+    """Normalize ``photos`` and measure them under ``judges``; writes metrics.json, plots and report.html.
+    ``about``: what was evaluated (``model``, ``data``), at the top of both."""
     from facekit.images import load_rgb
 
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +140,7 @@ def evaluate_normalizer(
     output_landmarks = np.stack([outcomes[i].face.landmarks for i in ok]).astype(np.float64)
     people = np.array([photos[i].identity for i in ok])
     metrics: dict[str, Any] = {
+        **(about or {}),
         "photos": len(photos),
         # The weights measured (None for a method without any, the baseline): `facekit export --metrics` checks it.
         "weights_sha256": getattr(normalizer, "meta", {}).get("weights_sha256"),
@@ -175,7 +182,10 @@ def evaluate_normalizer(
     from facekit.report import write_report
 
     figures = [out / f"identity-{judge.name}.png" for judge in judges]  # this run's (not an earlier run's others)
-    write_report(out / "report.html", "facekit evaluation", metrics, examples, figures)
+    import html
+
+    said = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in (about or {}).items())
+    write_report(out / "report.html", "facekit evaluation", metrics, examples, figures, [said] if said else [])
     return metrics
 
 
@@ -380,10 +390,21 @@ def evaluate_plan(
     from facekit.normalize import Normalizer
     from facekit.recipe import DataSection, load_recipe
 
+    from facekit.locks import exclusive
+
     plan = load_recipe(recipe, overrides) if recipe else None
+    if baseline is not None and checkpoint is not None:
+        raise FacekitError("--baseline evaluates a method without a model: leave out --checkpoint")
     if checkpoint is None and plan is not None:
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    if data != "lfw-devtest":
+        raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
     root = (plan.recipe.data if plan else DataSection()).resolved_root()
+    if not (root / "lfw" / "peopleDevTest.txt").is_file():  # before minutes of model loading and measuring
+        raise FacekitError(
+            f"LFW's peopleDevTest.txt is not under {root / 'lfw'}: set FACEKIT_DATA (or the recipe's data.root) to "
+            "the data folder that holds lfw/"
+        )
     normalizer: Any
     if baseline == "frontalize":
         from facekit.baselines.frontalize import Frontalizer
@@ -393,8 +414,6 @@ def evaluate_plan(
         raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
     else:
         normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY)  # the model, not the photo's pixels
-    if data != "lfw-devtest":
-        raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
     if judges:
         names = list(judges)
     elif baseline is None:
@@ -420,12 +439,18 @@ def evaluate_plan(
 
     files = ["metrics.json", "report.html", *(f"identity-{name}.{kind}" for name in names for kind in ("png", "npy"))]
     check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
-    judge_list = [Judge(name, build(name)) for name in names]
-    if max_photos is None:  # the recipe's evaluate section, else its default
-        max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
-    metrics = evaluate_normalizer(normalizer, lfw_devtest(root, max_photos), judge_list, folder, progress=True)
-    metrics["model"] = f"baseline {baseline}" if baseline else str(checkpoint or "default")
-    if pair_folds:
-        metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
-    (folder / "metrics.json").write_text(metrics_json(metrics))
+    # The lock before measuring: an output folder that cannot be written stops the run now, not after the work.
+    with exclusive(folder, "facekit eval"):
+        judge_list = [Judge(name, build(name)) for name in names]
+        if max_photos is None:  # the recipe's evaluate section, else its default
+            max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
+        photos = lfw_devtest(root, max_photos)
+        about = {
+            "model": f"baseline {baseline}" if baseline else str(checkpoint or "default"),
+            "data": f"{data}: {len(photos)} photos of LFW peopleDevTest.txt people (never trained on) in {root}",
+        }
+        metrics = evaluate_normalizer(normalizer, photos, judge_list, folder, progress=True, about=about)
+        if pair_folds:
+            metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
+        (folder / "metrics.json").write_text(metrics_json(metrics))
     return metrics, folder

@@ -516,6 +516,20 @@ def _own_picture(source: Path, planned: Path, recorded: Path) -> str | None:
     return None
 
 
+#: The PNG text key of a picture's model file sha256: a picture this photo and model made whose row never reached
+#: the tables (a run interrupted between the two) is measured again rather than called someone else's file.
+MODEL_MARK = "facekit-model-sha256"
+
+
+def _unrecorded_own_picture(source: Path, picture: Path, model_sha256: str | None) -> bool:
+    """Whether ``picture`` is ``source``'s own, made with this model (:data:`MODEL_MARK`) though no row holds it."""
+    from facekit.batch import png_text
+
+    if model_sha256 is None or png_text(picture).get(MODEL_MARK) != model_sha256:
+        return False
+    return _own_picture(source, picture, Path()) is not None
+
+
 def _measure_locked(
     plan: Any,
     measurer: FaceAttributes,
@@ -555,7 +569,11 @@ def _measure_locked(
             reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha, read, picture)
             if reused is not None:
                 rows.append(reused)
-            elif (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS))) and not overwrite:
+            elif (
+                (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)))
+                and not overwrite
+                and not _unrecorded_own_picture(planned.source, picture, model_sha256)
+            ):
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
             else:
                 batch.append(planned)
@@ -577,7 +595,8 @@ def _measure_locked(
                 )
             else:
                 (target,) = planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)
-                picture = png_bytes(overlay(outcome.face, photo), output_mark(planned.source))
+                marks = output_mark(planned.source) | ({MODEL_MARK: model_sha256} if model_sha256 else {})
+                picture = png_bytes(overlay(outcome.face, photo), marks)
                 failed = write_files([(target, picture)], plan.out)
                 values = dict(outcome.extras["attributes"])
                 values.update({f"photo_{k}": v for k, v in outcome.extras["photo_attributes"].items()})

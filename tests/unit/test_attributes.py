@@ -373,3 +373,44 @@ def test_a_rerun_from_another_folder_keeps_the_rows_and_skips_its_own_pictures(
     (tmp_path / "elsewhere" / "link").symlink_to(tmp_path, target_is_directory=True)
     linked = run([str(tmp_path / "elsewhere" / "link" / n) for n in ("a.jpg", "a.png", "b.jpg")])
     assert [r.status for r in linked] == ["ok", "ok", "ok"], [r.reason for r in linked]
+
+
+def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
+    normalized: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-58's audit: Ctrl-C between a photo's picture and its batch's tables left a picture without a row, and
+    the rerun called it someone else's file ('exists ... --overwrite replaces it', exit 3). A picture marked as made
+    from another photo, or a file of the user's, still stays."""
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, attributes_files
+    from facekit.batch import plan_folder
+    from facekit.normalize import Outcome
+
+    class Stub:
+        def __init__(self) -> None:
+            self.meta = {"source": "stub"}
+
+        def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
+            return [Outcome(name, "ok", normalized) for name in names]
+
+    def run() -> list[Any]:
+        plan = plan_folder(
+            [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg")], tmp_path / "out", outputs=ATTRIBUTE_OUTPUTS
+        )
+        return attributes_files(plan, FaceAttributes(Stub()), None, False, model)
+
+    model = "m"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.fromarray(real_face().image).save(tmp_path / name)
+    assert [r.status for r in run()] == ["ok", "ok", "ok"]
+    out = tmp_path / "out"
+    (out / "attributes.csv").unlink()  # as if killed before the batch's tables were written
+    (out / "attributes.json").unlink()
+    (out / "c_attributes.png").write_bytes((out / "a_attributes.png").read_bytes())  # a's picture under c's name
+    again = {Path(r.input).name: r for r in run()}
+    assert {n: r.status for n, r in again.items()} == {"a.jpg": "ok", "b.jpg": "ok", "c.jpg": "exists"}
+    assert again["a.jpg"].reason == "" and "not replaced" in again["c.jpg"].reason
+    # Made with another model: left alone as before (its measurements are that model's).
+    for name in ("attributes.csv", "attributes.json"):
+        (out / name).unlink()
+    model = "another"
+    assert {r.status for r in run()} == {"exists"}

@@ -140,3 +140,32 @@ def test_metrics_json_is_strict_json() -> None:
         raise ValueError(constant)
 
     assert json.loads(text, parse_constant=refuse) == {"rate": None, "nested": [{"x": None}, 1.5], "name": "m"}
+
+
+def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evaluated(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """helper-58's audit: a missing data folder ended `facekit eval` in a 40-line FileNotFoundError after the model
+    loaded; --baseline dropped --checkpoint without a word; an -o that cannot be written failed after all the work;
+    report.html did not say which model or data it measured; eval had no --model (the other commands have)."""
+    from tests.helpers import run_cli
+
+    missing = run_cli("eval", "--max-photos", "2", "-o", str(tmp_path / "a"), env={"FACEKIT_DATA": str(tmp_path)})
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert "peopleDevTest.txt" in missing.stderr and "FACEKIT_DATA" in missing.stderr
+    both = run_cli("eval", "--baseline", "frontalize", "--checkpoint", "x.safetensors", "-o", str(tmp_path / "b"))
+    assert both.returncode == 1 and "leave out --checkpoint" in both.stderr
+    both = run_cli("eval", "--baseline", "frontalize", "--model", "sface", "-o", str(tmp_path / "b"))
+    assert both.returncode == 1 and "leave out --model" in both.stderr
+    assert not (tmp_path / "b").exists()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where -o's parent should be")
+    unwritable = run_cli("eval", "--max-photos", "2", "-o", str(blocked / "eval"))
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr, unwritable.stderr
+    assert "normalizing" not in unwritable.stdout + unwritable.stderr  # stopped before measuring
+    done = run_cli("eval", "--max-photos", "2", "--model", "sface", "-o", str(tmp_path / "c"))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["model"].endswith("sface-model.safetensors") and "peopleDevTest" in metrics["data"]
+    report = (tmp_path / "c" / "report.html").read_text()
+    assert "sface-model.safetensors" in report and "2 photos of LFW peopleDevTest.txt" in report
