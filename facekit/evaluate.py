@@ -387,10 +387,9 @@ def evaluate_plan(
     import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
+    from facekit.locks import exclusive
     from facekit.normalize import Normalizer
     from facekit.recipe import DataSection, load_recipe
-
-    from facekit.locks import exclusive
 
     plan = load_recipe(recipe, overrides) if recipe else None
     if baseline is not None and checkpoint is not None:
