@@ -171,7 +171,14 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     if not path.is_file():
         raise FacekitError(f"not a file: {path}")
     digest = sha256_file(path)
-    match = next((s for _, s in known_sources() if s.sha256 == digest), None)
+    known = known_sources()
+    match = next((s for _, s in known if s.sha256 == digest), None)
+    named = next(((component, s) for component, s in known if s.file == path.name), None)
+    if match is None and named is not None:  # a card's file name with other bytes: the card's loader would refuse it
+        raise FacekitError(
+            f"{path.name} is the weights file of {named[0]!r}, whose card pins sha256 {named[1].sha256}; this file's "
+            f"is {digest}: it is damaged or another release. Rename it to store it as a file of your own"
+        )
     if match is None and licence is None:
         raise FacekitError(
             f"{path.name} (sha256 {digest}) is not a file any registered model card knows; "
@@ -204,7 +211,9 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
 
 
 def verify_store() -> list[tuple[str, str]]:
-    """Re-hash every stored file: (file, "ok" | what is wrong)."""
+    """Re-hash every stored file: (file, "ok" | what is wrong). A file under a name a card pins is checked against
+    the card's sha256 too (the manifest may have recorded a damaged file)."""
+    pinned = {source.file: source.sha256 for _, source in known_sources()}
     results = []
     for name, entry in read_manifest().items():
         path = store_dir() / name
@@ -212,7 +221,10 @@ def verify_store() -> list[tuple[str, str]]:
             results.append((name, "missing"))
             continue
         actual = sha256_file(path)
-        results.append((name, "ok" if actual == entry.sha256 else f"sha256 {actual}, expected {entry.sha256}"))
+        expected = {entry.sha256, pinned.get(name, entry.sha256)}
+        results.append(
+            (name, "ok" if expected == {actual} else f"sha256 {actual}, expected {' or '.join(expected - {actual})}")
+        )
     return results
 
 

@@ -128,3 +128,21 @@ def test_a_damaged_store_manifest_is_one_line(tmp_path: Path) -> None:
         result = run_cli("models", "verify", env=env)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert "manifest" in result.stderr and "damaged" in result.stderr
+
+
+def test_a_damaged_file_under_a_cards_name_is_refused_and_found(tmp_path: Path, home: Path, toy_card: None) -> None:
+    """helper-58's audit: a damaged toy.bin said 'not a file any card knows', was stored with the licence given
+    (``--licence MIT`` on someone else's weights), and `models verify` called it ok until the model refused it."""
+    damaged = tmp_path / "toy.bin"
+    damaged.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(FacekitError, match=f"pins sha256 {SHA}.*damaged or another release"):
+        models.import_file(damaged, licence="MIT")
+    assert models.read_manifest() == {}
+    # One stored before this check (or written over since): verify compares it with the card's sha256 too.
+    store = home / "models"
+    store.mkdir(parents=True)
+    (store / "toy.bin").write_bytes(PAYLOAD[:-1])
+    actual = hashlib.sha256(PAYLOAD[:-1]).hexdigest()
+    entry = {"file": "toy.bin", "sha256": actual, "licence": "MIT", "source": "user file", "size": len(PAYLOAD) - 1}
+    (store / "manifest.json").write_text(json.dumps({"toy.bin": entry}))
+    assert models.verify_store() == [("toy.bin", f"sha256 {actual}, expected {SHA}")]
