@@ -784,33 +784,37 @@ def explore_compare(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos (a row each)")],
     out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "explore",
     model: Annotated[
-        list[str] | None, typer.Option(help="a shipped model, a column each (repeatable): dlib, sface")
+        list[str] | None,
+        typer.Option(help="a shipped model, a column each (repeatable): dlib, sface (default: every shipped model)"),
     ] = None,
     checkpoint: Annotated[list[str] | None, typer.Option(help="a model file, a column each (repeatable)")] = None,
     cell: Annotated[int, typer.Option(min=32, max=512, help="pixels per grid cell")] = 128,
     face: FaceOption = FaceChoice.LARGEST,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """The photos through every model (one face of each, --face): OUT/compare.png (a row per photo: the photo
+    """The photos through each model (every shipped one unless --model/--checkpoint name some; one face of each,
+    --face): OUT/compare.png (a row per photo: the photo
     aligned, then each model's normalized face), and each model's consistency: per person with several photos (the
     photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the
     normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
     compare.json). Exit 3 when some photo has no output."""
     from rich.progress import Progress
 
-    from facekit.apps.explore import COMPARE_FILES, status_and_reason, write_comparison
+    from facekit.apps.explore import COMPARE_FILES, people_rule_warning, status_and_reason, write_comparison
     from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
     from facekit.locks import exclusive
-    from facekit.normalize import resolve_model
+    from facekit.normalize import resolve_model, shipped_models
 
     target = Path(out)
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
     with exclusive(target, "facekit explore compare"):  # one run at a time into -o (as normalize's)
         found = [path for path, _ in scan_inputs(photos, target)]
         check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
+        if (warning := people_rule_warning(found)) is not None:
+            console.print(f"warning: {warning}", style="yellow")
         wanted = [(name, resolve_model(name, None)) for name in (model or [])]
         wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
-        wanted = wanted or [("dlib", resolve_model())]
+        wanted = wanted or [(name, resolve_model(name, None)) for name in shipped_models()]
         explorer = facekit.load_component("app", "explore", face=face.value)
         loaded: dict[Path, Any] = {}
         models, labels = [], []

@@ -52,6 +52,27 @@ def people_of(paths: Sequence[str | Path]) -> list[str]:
     return [folder.name for folder in folders]
 
 
+def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
+    """A warning when :func:`people_of` takes one folder's photos as one person though their names say otherwise:
+    some (not all) are named ``Name_NNNN`` with at least two names, so one stray file (``holiday.jpg`` among LFW
+    photos) turns several people into one and their consistency is measured across people."""
+    folders = {Path(path).resolve().parent for path in paths}
+    if len(folders) != 1:
+        return None
+    numbered = [re.fullmatch(r"(.+)_\d+", Path(path).stem) for path in paths]
+    names = {match.group(1) for match in numbered if match}
+    strays = [Path(path).name for path, match in zip(paths, numbered, strict=True) if match is None]
+    if len(names) < 2 or not strays:
+        return None
+    folder = next(iter(folders)).name
+    shown = ", ".join(strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
+    return (
+        f"{len(paths) - len(strays)} photos are named Name_NNNN with {len(names)} different names, but {shown} "
+        f"not: all {len(paths)} are taken as one person, {folder!r}, and their consistency is measured across "
+        "them. Put each person's photos in a folder of their own, or leave the others out"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ paths
 
 
@@ -118,6 +139,12 @@ def read_photo(photo: Any, name: str | None = None) -> tuple[str, np.ndarray | N
         image, why = load_rgb(Path(photo))
         return name or str(photo), image, why
     return name or "photo", as_rgb(photo), ""
+
+
+def photo_cell_reason(statuses: Sequence[str]) -> str:
+    """Why a comparison row's photo cell is empty, as the models' cells say it (before: 'no face' beside the models'
+    'unreadable'): unreadable when a model could not read it, else no_face."""
+    return "unreadable" if "unreadable" in statuses else "no_face"
 
 
 def status_and_reason(status: str, reason: str) -> str:
@@ -226,15 +253,16 @@ class Comparison:
             draw.multiline_text((c * cell + 4, 2), "\n".join(lines), fill=(0, 0, 0), spacing=1)
         for r in range(len(self.photos)):
             row = [self.aligned[r], *(self.cells[label][r] for label in self.labels)]
-            reasons = ["", *(self.status[label][r][0] for label in self.labels)]
+            statuses = [self.status[label][r][0] for label in self.labels]
+            reasons = [photo_cell_reason(statuses), *statuses]
             for c, image in enumerate(row):
                 x, y = c * cell, header + r * cell
                 if image is None:
                     draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(200, 200, 200))
-                    draw.text((x + 6, y + cell // 2 - 6), reasons[c] or "no face", fill=(0, 0, 0))
+                    draw.text((x + 6, y + cell // 2 - 6), reasons[c].replace("_", " "), fill=(0, 0, 0))
                     continue
                 sheet.paste(Image.fromarray(image).resize((cell, cell), Image.Resampling.BICUBIC), (x, y))
-            name = self.persons[r][: cell // 6]
+            name = Path(self.photos[r]).stem[: cell // 6]  # the file: rows of one person stay apart
             draw.rectangle((0, header + (r + 1) * cell - 13, 6 * len(name) + 6, header + (r + 1) * cell - 1), (0, 0, 0))
             draw.text((3, header + (r + 1) * cell - 12), name, fill=(255, 255, 255))
         return np.asarray(sheet)

@@ -283,3 +283,27 @@ def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
         for command in (["compare", str(a)], ["interpolate", str(a), str(b)]):
             busy = run_cli("explore", *command, "-o", str(tmp_path / "busy"))
             assert busy.returncode == 1 and "is writing into" in busy.stderr, busy.stderr
+
+
+def test_compare_defaults_to_every_shipped_model_and_warns_when_names_are_mixed(tmp_path: Path) -> None:
+    """helper-58's audit: `explore compare` said "the photos through every model" and compared one (dlib); a stray
+    file among LFW-named photos silently made several people one, and the grid said 'no face' for an unreadable
+    photo beside the models' 'unreadable'."""
+    from facekit.apps.explore import people_rule_warning, photo_cell_reason
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    face = real_face().image
+    for name in ("Anna_Smith_0001", "Anna_Smith_0002", "Bo_Li_0001", "holiday"):
+        Image.fromarray(face).save(folder / f"{name}.jpg", quality=95)
+    result = run_cli("explore", "compare", str(folder), "-o", str(tmp_path / "cmp"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "warning: 3 photos are named Name_NNNN with 2 different names, but holiday.jpg not" in said
+    record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert set(record["face"]) == {"dlib", "sface"}  # both shipped models, a column each
+    names = [folder / f"{n}.jpg" for n in ("Anna_Smith_0001", "Anna_Smith_0002", "Bo_Li_0001")]
+    assert people_rule_warning(names) is None  # LFW names only: each person by name
+    assert people_rule_warning([tmp_path / "IMG_0001.jpg", tmp_path / "beach.jpg"]) is None  # one camera's folder
+    assert photo_cell_reason(["unreadable", "unreadable"]) == "unreadable"
+    assert photo_cell_reason(["no_face", "ok"]) == "no_face"
