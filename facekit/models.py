@@ -250,6 +250,10 @@ def bundle(sources: Iterable[WeightsSource], out: str | Path, overwrite: bool = 
     ``out`` is a FacekitError unless ``overwrite``. Written to a temporary file and renamed: never half a tar."""
     entries: dict[str, StoredModel] = {}
     out = Path(out)
+    if out.is_dir():  # before: "exists: --overwrite replaces it", then a temporary file's IsADirectoryError
+        raise FacekitError(f"{out} is a folder: give the bundle's file name, e.g. {out / 'models.tar'}")
+    if out.suffix.lower() in (".zip", ".tgz", ".gz", ".bz2", ".xz", ".7z"):
+        raise FacekitError(f"{out}: a bundle is an uncompressed tar file (weights do not compress); name it .tar")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise FacekitError(f"{out} exists: --overwrite replaces it")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,12 @@ def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> Non
     with pytest.raises(FacekitError, match="exists: --overwrite replaces it"):
         models.bundle([SOURCE], out)
     assert out.read_bytes() == kept and models.bundle([SOURCE], out, overwrite=True) == ["toy.bin"]
+    # A folder, or a name that promises another format, is one clear line (before: "exists: --overwrite replaces
+    # it", then an IsADirectoryError naming a temporary file; a tar written under .zip).
+    with pytest.raises(FacekitError, match=r"is a folder: give the bundle's file name"):
+        models.bundle([SOURCE], tmp_path, overwrite=True)
+    with pytest.raises(FacekitError, match=r"name it \.tar"):
+        models.bundle([SOURCE], tmp_path / "weights.zip")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".facekit-")] == []  # no temporary left
 
 
