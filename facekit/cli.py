@@ -20,7 +20,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 import facekit
-from facekit.apps import FUSE_WEIGHT
+from facekit.apps import FUSE_WEIGHT, FuseChoice, Mapping, Only, Region
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
 from facekit.errors import FacekitError, did_you_mean
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
@@ -368,7 +368,7 @@ def adjust(
         ),
     ] = "adjust",
     strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="0: unchanged .. 1: the full correction")] = 1.0,
-    only: Annotated[str, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
+    only: Annotated[Only, typer.Option(help="both, white-balance or exposure (adjust only)")] = "both",
     all_faces: Annotated[
         bool, typer.Option(help="average every face found (default: one face, see --face)", show_default=False)
     ] = False,
@@ -378,13 +378,13 @@ def adjust(
         str | None, typer.Option(help="adjust: a shipped model by its encoder: dlib (default) or sface")
     ] = None,
     mapping: Annotated[
-        str, typer.Option(help="adjust: gains (von Kries in linear RGB) or ycrcb (the paper's YCrCb map)")
+        Mapping, typer.Option(help="adjust: gains (von Kries in linear RGB) or ycrcb (the paper's YCrCb map)")
     ] = "gains",
     region: Annotated[
-        str, typer.Option(help="adjust: skin (cheeks and forehead) or box (the paper's central face box)")
+        Region, typer.Option(help="adjust: skin (cheeks and forehead) or box (the paper's central face box)")
     ] = "skin",
     fuse: Annotated[
-        str,
+        FuseChoice,
         typer.Option(
             help="adjust: combine the face's white balance with global estimators': agreement (each weighted by how "
             "well it agrees with the face), one of white-patch, gray-world, shades-of-gray, gray-edge (mixed at "
@@ -407,8 +407,9 @@ def adjust(
     ] = 0,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg|png in
-    the input's format (ICC profile and EXIF kept), NAME_before_after.png and NAME.json (the shift, the face used).
+    """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg for a
+    JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; 16-bit kept), in RGB (a grey photo too), ICC profile and
+    EXIF kept; NAME_before_after.png and NAME.json (the shift, the face used).
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
     from rich.progress import Progress
 

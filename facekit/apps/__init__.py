@@ -4,7 +4,15 @@ baselines (``baselines``: general white balancing), ``attributes`` (skin tone an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+#: ``adjust``'s settings (here, not in :mod:`facekit.apps.adjust`, so that the CLI validates them without numpy).
+Only = Literal["both", "white-balance", "exposure"]
+Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
+Mapping = Literal["ycrcb", "gains"]
+Region = Literal["box", "skin"]
+#: ``facekit adjust --fuse``: a :data:`Fuse`, ``auto`` (white-patch with gains mapping) or ``none`` (the face alone).
+FuseChoice = Literal["auto", "none", "agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
 
 #: ``adjust``: the face's share when its white balance is fused with one named estimator (the default: white-patch).
 #: Chosen with the default model v3 on the selection set (benchmarks/RESULTS.md "adjust-models": 0.6 of 0.5-0.8). Here,

@@ -37,15 +37,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facekit.apps import ESTIMATE_SIDE, FUSE_WEIGHT, UsesNormalizer, faces_on_copies
+from facekit.apps import ESTIMATE_SIDE, FUSE_WEIGHT, Fuse, Mapping, Only, Region, UsesNormalizer, faces_on_copies
 from facekit.errors import DETECTOR_ERROR, DetectorFailed, FacekitError
 
 logger = logging.getLogger(__name__)
-
-Only = Literal["both", "white-balance", "exposure"]
-Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
-Mapping = Literal["ycrcb", "gains"]
-Region = Literal["box", "skin"]
 
 #: Rec. 709 luminance weights of linear RGB.
 LUMINANCE = np.array([0.2126, 0.7152, 0.0722])

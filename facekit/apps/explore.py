@@ -148,8 +148,11 @@ def photo_cell_reason(statuses: Sequence[str]) -> str:
 
 
 def status_and_reason(status: str, reason: str) -> str:
-    """``status reason`` for a message, the status once when the reason starts with it ('unreadable (OSError ...)')."""
-    return reason if reason.startswith(status) else f"{status} {reason}".strip()
+    """``status: reason`` for a message, the status once when the reason starts with it ('unreadable (OSError ...)';
+    before, 'unreadable too large (...)' read as one phrase)."""
+    if not reason or reason.startswith(status):
+        return reason or status
+    return f"{status}: {reason}"
 
 
 def strip(frames: Sequence[np.ndarray], gap: int = 0) -> np.ndarray:
@@ -262,7 +265,7 @@ class Comparison:
                     draw.text((x + 6, y + cell // 2 - 6), reasons[c].replace("_", " "), fill=(0, 0, 0))
                     continue
                 sheet.paste(Image.fromarray(image).resize((cell, cell), Image.Resampling.BICUBIC), (x, y))
-            name = Path(self.photos[r]).stem[: cell // 6]  # the file: rows of one person stay apart
+            name = Path(self.photos[r]).stem[: (cell - 6) // 6]  # the file (rows of one person stay apart), in its cell
             draw.rectangle((0, header + (r + 1) * cell - 13, 6 * len(name) + 6, header + (r + 1) * cell - 1), (0, 0, 0))
             draw.text((3, header + (r + 1) * cell - 12), name, fill=(255, 255, 255))
         return np.asarray(sheet)

@@ -307,3 +307,7 @@ def test_compare_defaults_to_every_shipped_model_and_warns_when_names_are_mixed(
     assert people_rule_warning([tmp_path / "IMG_0001.jpg", tmp_path / "beach.jpg"]) is None  # one camera's folder
     assert photo_cell_reason(["unreadable", "unreadable"]) == "unreadable"
     assert photo_cell_reason(["no_face", "ok"]) == "no_face"
+    from facekit.apps.explore import status_and_reason
+
+    assert status_and_reason("unreadable", "too large (64 MP > 50 MP)") == "unreadable: too large (64 MP > 50 MP)"
+    assert status_and_reason("unreadable", "unreadable (OSError)") == "unreadable (OSError)"  # the status once
