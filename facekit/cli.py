@@ -816,6 +816,8 @@ def explore_compare(
         wanted = [(name, resolve_model(name, None)) for name in (model or [])]
         wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
         wanted = wanted or [(name, resolve_model(name, None)) for name in shipped_models()]
+        if not wanted:
+            raise FacekitError("no shipped model is installed: pass --checkpoint FILE (or reinstall facekit)")
         explorer = facekit.load_component("app", "explore", face=face.value)
         loaded: dict[Path, Any] = {}
         models, labels = [], []

@@ -388,7 +388,7 @@ def evaluate_plan(
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.locks import exclusive
-    from facekit.normalize import Normalizer
+    from facekit.normalize import Normalizer, resolve_model
     from facekit.recipe import DataSection, load_recipe
 
     plan = load_recipe(recipe, overrides) if recipe else None
@@ -404,49 +404,52 @@ def evaluate_plan(
             f"LFW's peopleDevTest.txt is not under {root / 'lfw'}: set FACEKIT_DATA (or the recipe's data.root) to "
             "the data folder that holds lfw/"
         )
-    normalizer: Any
-    if baseline == "frontalize":
-        from facekit.baselines.frontalize import Frontalizer
-
-        normalizer = Frontalizer.from_data(root / "sfm", size=112)
-    elif baseline is not None:
-        raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
-    else:
-        normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY)  # the model, not the photo's pixels
-    if judges:
-        names = list(judges)
-    elif baseline is None:
-        names = [normalizer.meta["encoder"]]
-    elif plan is not None and "encoder" in plan.components:
-        names = [plan.components["encoder"].spec.name]
-    else:
-        raise FacekitError("the baseline has no encoder of its own: name a judge (--judge NAME) or a recipe")
-    # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
-    # recipe names (components.judge) is built with the recipe's params.
-    own = getattr(normalizer, "meta", {}).get("encoder")
-    configured = plan.components.get("judge") if plan is not None else None
-
-    def build(name: str) -> Any:
-        if name == own:
-            return normalizer.encoder
-        if configured is not None and configured.spec.name == name:
-            return frozen_encoder(configured.build())
-        return frozen_encoder(facekit.load_component("encoder", name))
-
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     from facekit.batch import check_fixed_outputs
 
-    files = ["metrics.json", "report.html", *(f"identity-{name}.{kind}" for name in names for kind in ("png", "npy"))]
-    check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
-    # The lock before measuring: an output folder that cannot be written stops the run now, not after the work.
+    check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
+    # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
     with exclusive(folder, "facekit eval"):
+        normalizer: Any
+        if baseline == "frontalize":
+            from facekit.baselines.frontalize import Frontalizer
+
+            normalizer = Frontalizer.from_data(root / "sfm", size=112)
+        elif baseline is not None:
+            raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
+        else:
+            checkpoint = str(resolve_model(None, checkpoint))  # the file measured, named in the record
+            normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY)  # the model, not the photo's
+        if judges:
+            names = list(judges)
+        elif baseline is None:
+            names = [normalizer.meta["encoder"]]
+        elif plan is not None and "encoder" in plan.components:
+            names = [plan.components["encoder"].spec.name]
+        else:
+            raise FacekitError("the baseline has no encoder of its own: name a judge (--judge NAME) or a recipe")
+        # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
+        # recipe names (components.judge) is built with the recipe's params.
+        own = getattr(normalizer, "meta", {}).get("encoder")
+        configured = plan.components.get("judge") if plan is not None else None
+
+        def build(name: str) -> Any:
+            if name == own:
+                return normalizer.encoder
+            if configured is not None and configured.spec.name == name:
+                return frozen_encoder(configured.build())
+            return frozen_encoder(facekit.load_component("encoder", name))
+
+        files = [f"identity-{name}.{kind}" for name in names for kind in ("png", "npy")]
+        check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
         judge_list = [Judge(name, build(name)) for name in names]
         if max_photos is None:  # the recipe's evaluate section, else its default
             max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
         photos = lfw_devtest(root, max_photos)
+        count = f"{len(photos)} photo{'s' if len(photos) != 1 else ''}"
         about = {
-            "model": f"baseline {baseline}" if baseline else str(checkpoint or "default"),
-            "data": f"{data}: {len(photos)} photos of LFW peopleDevTest.txt people (never trained on) in {root}",
+            "model": f"baseline {baseline}" if baseline else str(checkpoint),
+            "data": f"{data}: {count} of LFW peopleDevTest.txt people (never trained on) in {root}",
         }
         metrics = evaluate_normalizer(normalizer, photos, judge_list, folder, progress=True, about=about)
         if pair_folds:

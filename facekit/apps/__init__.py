@@ -12,7 +12,7 @@ Fuse = Literal["agreement", "white-patch", "gray-world", "shades-of-gray", "gray
 Mapping = Literal["ycrcb", "gains"]
 Region = Literal["box", "skin"]
 #: ``facekit adjust --fuse``: a :data:`Fuse`, ``auto`` (white-patch with gains mapping) or ``none`` (the face alone).
-FuseChoice = Literal["auto", "none", "agreement", "white-patch", "gray-world", "shades-of-gray", "gray-edge"]
+FuseChoice = Literal["auto", "none", Fuse]
 
 #: ``adjust``: the face's share when its white balance is fused with one named estimator (the default: white-patch).
 #: Chosen with the default model v3 on the selection set (benchmarks/RESULTS.md "adjust-models": 0.6 of 0.5-0.8). Here,

@@ -566,13 +566,15 @@ def _measure_locked(
             sha, _ = input_sha256(planned.source)
             read = reading(planned.source).get("read", "")
             (picture,) = planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)
-            reused = _reused(planned, earlier.get(str(Path(planned.source).resolve())), sha, read, picture)
+            recorded = earlier.get(str(Path(planned.source).resolve()))
+            reused = _reused(planned, recorded, sha, read, picture)
             if reused is not None:
                 rows.append(reused)
             elif (
                 (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)))
                 and not overwrite
-                and not _unrecorded_own_picture(planned.source, picture, model_sha256)
+                # a picture with no row at all (not one whose photo changed since its row: that stays 'exists')
+                and not (recorded is None and _unrecorded_own_picture(planned.source, picture, model_sha256))
             ):
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
             else:

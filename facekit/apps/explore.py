@@ -68,8 +68,9 @@ def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
     shown = ", ".join(strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
     return (
         f"{len(paths) - len(strays)} photos are named Name_NNNN with {len(names)} different names, but {shown} "
-        f"not: all {len(paths)} are taken as one person, {folder!r}, and their consistency is measured across "
-        "them. Put each person's photos in a folder of their own, or leave the others out"
+        f"not: all {len(paths)} are taken as one person, {folder!r}. If they show different people, put each "
+        "person's photos in a folder of their own (or leave the others out): else consistency is measured across "
+        "people"
     )
 
 

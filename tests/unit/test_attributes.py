@@ -409,6 +409,9 @@ def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
     again = {Path(r.input).name: r for r in run()}
     assert {n: r.status for n, r in again.items()} == {"a.jpg": "ok", "b.jpg": "ok", "c.jpg": "exists"}
     assert again["a.jpg"].reason == "" and "not replaced" in again["c.jpg"].reason
+    # A photo changed since its row: its old picture stays, as before (only a picture with no row is redone).
+    Image.fromarray(real_face().image[:, ::-1]).save(tmp_path / "a.jpg")
+    assert {Path(r.input).name: r.status for r in run()}["a.jpg"] == "exists"
     # Made with another model: left alone as before (its measurements are that model's).
     for name in ("attributes.csv", "attributes.json"):
         (out / name).unlink()

@@ -158,14 +158,25 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     both = run_cli("eval", "--baseline", "frontalize", "--model", "sface", "-o", str(tmp_path / "b"))
     assert both.returncode == 1 and "leave out --model" in both.stderr
     assert not (tmp_path / "b").exists()
-    blocked = tmp_path / "blocked"
-    blocked.write_text("a file where -o's parent should be")
-    unwritable = run_cli("eval", "--max-photos", "2", "-o", str(blocked / "eval"))
-    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr, unwritable.stderr
-    assert "normalizing" not in unwritable.stdout + unwritable.stderr  # stopped before measuring
+    from facekit.locks import exclusive
+
+    with exclusive(tmp_path / "held", "test"):  # a folder eval cannot take: refused before the model loads
+        busy = run_cli("eval", "--max-photos", "2", "-o", str(tmp_path / "held"))
+        assert busy.returncode == 1 and "is writing into" in busy.stderr, busy.stderr
+        assert "normalizing" not in busy.stdout + busy.stderr
+        from facekit import evaluate
+        from facekit.errors import FacekitError
+        from facekit.normalize import Normalizer
+
+        def loaded(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the model loaded before the output folder was taken")
+
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(FacekitError, match="is writing into"):
+            patch.setattr(Normalizer, "from_checkpoint", loaded)
+            evaluate.evaluate_plan(None, None, "lfw-devtest", [], 2, str(tmp_path / "held"), overwrite=False)
     done = run_cli("eval", "--max-photos", "2", "--model", "sface", "-o", str(tmp_path / "c"))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
-    assert metrics["model"].endswith("sface-model.safetensors") and "peopleDevTest" in metrics["data"]
+    assert metrics["model"].endswith("sface-model.safetensors") and "2 photos of LFW peopleDevTest" in metrics["data"]
     report = (tmp_path / "c" / "report.html").read_text()
     assert "sface-model.safetensors" in report and "2 photos of LFW peopleDevTest.txt" in report
