@@ -172,6 +172,16 @@ def test_compare_grid_status_and_consistency(explorer: Explorer, shipped_normali
     grid = result.grid(cell=64)
     assert grid.shape == (28 + 4 * 64, 3 * 64, 3)
     assert np.abs(grid[28 : 28 + 64, 64:128].astype(int) - grid[28 : 28 + 64, 128:192]).max() == 0  # same model
+    # The empty photo cells say why as the models' cells do (the wall: no face; bob's file: unreadable; before, both
+    # 'no face'), above the row's label.
+    wall, bob = (grid[28 + r * 64 : 28 + r * 64 + 50, :64] for r in (2, 3))
+    assert np.abs(wall.astype(int) - bob).max() > 0
+    # Rows are labelled by file: the same result with other file names draws other labels (before: the person's).
+    from dataclasses import replace
+
+    renamed = replace(result, photos=[str(tmp_path / f"x{i}.jpg") for i in range(4)]).grid(cell=64)
+    assert np.abs(renamed.astype(int) - grid).max() > 0
+    assert np.abs(renamed[:, 64:].astype(int) - grid[:, 64:]).max() == 0  # only the labels in the photo column
     alice = [row for row in result.consistency if row["person"] == "alice"]
     assert len(alice) == 2 and alice[0]["judged"] == 2 and alice[0]["judge"] == "sface"
     # The distances are the judge's (SFace through its own pipeline: 1 - cosine) between alice's two outputs and her
