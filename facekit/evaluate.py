@@ -407,6 +407,9 @@ def evaluate_plan(
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     from facekit.batch import check_fixed_outputs
 
+    if baseline is None:  # the file measured (a missing one is one line before anything is made), named absolutely
+        checkpoint = str(resolve_model(None, checkpoint).resolve())
+
     check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
     with exclusive(folder, "facekit eval"):
@@ -418,7 +421,6 @@ def evaluate_plan(
         elif baseline is not None:
             raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
         else:
-            checkpoint = str(resolve_model(None, checkpoint))  # the file measured, named in the record
             normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY)  # the model, not the photo's
         if judges:
             names = list(judges)

@@ -573,8 +573,11 @@ def _measure_locked(
             elif (
                 (taken := occupied(planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)))
                 and not overwrite
-                # a picture with no row at all (not one whose photo changed since its row: that stays 'exists')
-                and not (recorded is None and _unrecorded_own_picture(planned.source, picture, model_sha256))
+                # a picture no row owns (only an 'ok' row has one; a photo changed since its ok row keeps 'exists')
+                and not (
+                    (recorded is None or recorded.get("status") != "ok")
+                    and _unrecorded_own_picture(planned.source, picture, model_sha256)
+                )
             ):
                 rows.append(AttributesRow(str(planned.source), "exists", exists_reason(taken[0])))
             else:

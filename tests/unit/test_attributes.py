@@ -409,7 +409,15 @@ def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
     again = {Path(r.input).name: r for r in run()}
     assert {n: r.status for n, r in again.items()} == {"a.jpg": "ok", "b.jpg": "ok", "c.jpg": "exists"}
     assert again["a.jpg"].reason == "" and "not replaced" in again["c.jpg"].reason
-    # A photo changed since its row: its old picture stays, as before (only a picture with no row is redone).
+    # c's row says 'exists' (no picture of its own): once its own picture is written and the tables are not (another
+    # interruption), the rerun redoes it too (helper-60: only photos without any row were redone).
+    tables = {name: (out / name).read_bytes() for name in ("attributes.csv", "attributes.json")}
+    (out / "c_attributes.png").unlink()
+    assert {Path(r.input).name: r.status for r in run()}["c.jpg"] == "ok"
+    for name, data in tables.items():
+        (out / name).write_bytes(data)
+    assert {Path(r.input).name: r.status for r in run()}["c.jpg"] == "ok"
+    # A photo changed since its ok row: its old picture stays, as before (only a picture no row owns is redone).
     Image.fromarray(real_face().image[:, ::-1]).save(tmp_path / "a.jpg")
     assert {Path(r.input).name: r.status for r in run()}["a.jpg"] == "exists"
     # Made with another model: left alone as before (its measurements are that model's).

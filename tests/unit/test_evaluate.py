@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,27 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     assert metrics["model"].endswith("sface-model.safetensors") and "2 photos of LFW peopleDevTest" in metrics["data"]
     report = (tmp_path / "c" / "report.html").read_text()
     assert "sface-model.safetensors" in report and "2 photos of LFW peopleDevTest.txt" in report
+    # Without a model option the record names the shipped file measured (before: "default"), by its absolute path.
+    plain = run_cli("eval", "--max-photos", "1", "-o", str(tmp_path / "d"))
+    assert plain.returncode == 0, plain.stderr
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert Path(metrics["model"]).is_absolute() and metrics["model"].endswith("default-model.safetensors")
+    assert "1 photo of LFW" in metrics["data"]
+    # A model file given relative to the working folder is recorded by its absolute path (as the data folder is).
+    (tmp_path / "rel").mkdir()
+    shutil.copyfile(metrics["model"], tmp_path / "rel" / "m.safetensors")
+    root = str(data_root.resolve())
+    relative = run_cli(
+        "eval", "--max-photos", "1", "--checkpoint", "rel/m.safetensors", "-o", "f", cwd=tmp_path,
+        env={"FACEKIT_DATA": root},
+    )  # fmt: skip
+    assert relative.returncode == 0, relative.stderr
+    assert json.loads((tmp_path / "f" / "metrics.json").read_text())["model"] == str(tmp_path / "rel" / "m.safetensors")
+    # A missing model file is one line before anything is made: the recipe's evaluate stage leaves no lock in its
+    # output folder (helper-60: the lock was taken first).
+    stage = run_cli(
+        "run", "recipes/demo.yaml", "--stage", "evaluate", "--set", f"train.output={tmp_path / 'none'}",
+        "--set", f"evaluate.output={tmp_path / 'g'}",
+    )  # fmt: skip
+    assert stage.returncode == 1 and "checkpoint not found" in stage.stderr, stage.stderr
+    assert not (tmp_path / "g" / ".facekit.lock").exists()
