@@ -122,6 +122,9 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
 
     evaluate = plan.recipe.evaluate
     check_output_folders(plan, ["evaluate"])  # before the run folder is made in it
+    model = Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors"
+    if not model.is_file():  # a refused stage writes nothing (no run record in evaluate.output)
+        raise FacekitError(f"checkpoint not found: {model} (run the train stage first, or set train.output)")
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 

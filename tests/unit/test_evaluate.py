@@ -204,4 +204,4 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
         "--set", f"evaluate.output={tmp_path / 'g'}",
     )  # fmt: skip
     assert stage.returncode == 1 and "checkpoint not found" in stage.stderr, stage.stderr
-    assert not (tmp_path / "g" / ".facekit.lock").exists()
+    assert not (tmp_path / "g").exists()  # nor its run record (before: evaluate.output/runs/<stamp>-evaluate/)
