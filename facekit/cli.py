@@ -508,15 +508,9 @@ def eval_command(
 
     if pairs == 1:
         raise FacekitError("--pairs 1 would choose the threshold on the pairs it scores: give 2-10 folds (or 0)")
-    if model is not None:
-        from facekit.normalize import resolve_model
-
-        if baseline is not None:
-            raise FacekitError("--baseline evaluates a method without a model: leave out --model")
-        checkpoint = str(resolve_model(model, checkpoint))
 
     metrics, folder = evaluate_plan(
-        recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline, overwrite
+        recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline, overwrite, model
     )
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
     for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):

@@ -378,8 +378,10 @@ def evaluate_plan(
     pair_folds: int = 0,
     baseline: str | None = None,
     overwrite: bool = True,
+    model: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped default) on ``data`` under ``judges``;
+    """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
+    under ``judges``;
     ``max_photos`` None: the recipe's ``evaluate.max_photos`` (500 without a recipe). Without ``overwrite`` (the
     command's default), files of an earlier evaluation (or the user's) under its names in the folder stop it before
     anything is measured; the recipe's evaluate stage replaces its own folder's (it refuses, before this, a folder
@@ -392,8 +394,9 @@ def evaluate_plan(
     from facekit.recipe import DataSection, load_recipe
 
     plan = load_recipe(recipe, overrides) if recipe else None
-    if baseline is not None and checkpoint is not None:
-        raise FacekitError("--baseline evaluates a method without a model: leave out --checkpoint")
+    if baseline is not None and (checkpoint is not None or model is not None):
+        given = "--checkpoint" if checkpoint is not None else "--model"
+        raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
     if checkpoint is None and plan is not None:
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if data != "lfw-devtest":
@@ -408,7 +411,7 @@ def evaluate_plan(
     from facekit.batch import check_fixed_outputs
 
     if baseline is None:  # the file measured (a missing one is one line before anything is made), named absolutely
-        checkpoint = str(resolve_model(None, checkpoint).resolve())
+        checkpoint = str(resolve_model(model, checkpoint).resolve())
 
     check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.

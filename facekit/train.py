@@ -423,10 +423,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)
-        other_encoder = init_meta.get("encoder") not in (
-            None,
-            encoder_component.spec.name,
-        )  # (decoder: check_trainable)
+        # (its decoder was checked by check_trainable)
+        other_encoder = init_meta.get("encoder") not in (None, encoder_component.spec.name)
         fresh: list[str] = []
         if other_encoder:
             # A warm start from a model of another encoder: its decoder layers, but this encoder's feature statistics,

@@ -38,6 +38,10 @@ def independent_judge(encoder: str) -> str:
     return INDEPENDENT_JUDGES.get(encoder, "sface")
 
 
+#: An LFW-style file name: ``Name_NNNN`` (the person's name, then the photo's number).
+NUMBERED = re.compile(r"(.+)_\d+")
+
+
 def people_of(paths: Sequence[str | Path]) -> list[str]:
     """Who each photo shows, from its path. Photos in more than one folder: the folder's name (``alice/IMG_0001.jpg``
     and ``alice/beach.jpg`` -> ``alice``; LFW's ``Colin_Powell/Colin_Powell_0004.jpg`` -> ``Colin_Powell``). All in
@@ -46,7 +50,7 @@ def people_of(paths: Sequence[str | Path]) -> list[str]:
     a camera's ``IMG_0001.jpg`` in ``alice/`` and ``IMG_0002.jpg`` in ``bob/`` were one person, ``IMG``."""
     folders = [Path(path).resolve().parent for path in paths]
     if len(set(folders)) == 1:
-        numbered = [re.fullmatch(r"(.+)_\d+", Path(path).stem) for path in paths]
+        numbered = [NUMBERED.fullmatch(Path(path).stem) for path in paths]
         if all(numbered):
             return [match.group(1) for match in numbered if match]
     return [folder.name for folder in folders]
@@ -59,7 +63,7 @@ def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
     folders = {Path(path).resolve().parent for path in paths}
     if len(folders) != 1:
         return None
-    numbered = [re.fullmatch(r"(.+)_\d+", Path(path).stem) for path in paths]
+    numbered = [NUMBERED.fullmatch(Path(path).stem) for path in paths]
     names = {match.group(1) for match in numbered if match}
     strays = [Path(path).name for path, match in zip(paths, numbered, strict=True) if match is None]
     if len(names) < 2 or not strays:
