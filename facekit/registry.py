@@ -2,7 +2,8 @@
 
 A registry is a value computed from the plugin manager (cached per process), never a global filled by import side
 effects. Each plugin's hook is called on its own with a ``register`` callback that knows the plugin's name, so a
-duplicate name is an error naming both plugins.
+duplicate name is an error naming both plugins: the name is unusable (asking for it raises that error, and `facekit
+plugins` reports it), while every other component, the two plugins' others included, keeps working.
 """
 
 from __future__ import annotations
@@ -125,11 +126,14 @@ class Registry(Generic[T]):
     def __init__(self, kind: Kind, load_failures: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._specs: dict[str, ComponentSpec[T]] = {}
+        # Names two or more plugins registered: none of them is used (which one a recipe meant is unknowable).
+        self._conflicts: dict[str, list[ComponentSpec[T]]] = {}
         self._load_failures = load_failures
         self._skipped: tuple[tuple[str, str], ...] = ()
 
     def add(self, spec: ComponentSpec[T]) -> None:
-        """Add ``spec``; a name already taken is a :class:`DuplicateComponentError` naming both plugins."""
+        """Add ``spec``; a name already taken is a :class:`DuplicateComponentError` naming both plugins, and from then
+        on the name is unusable: :meth:`get` raises the same error (until :meth:`drop_plugin` leaves one)."""
         if not isinstance(spec, ComponentSpec):
             raise TypeError(f"register() takes a facekit.ComponentSpec, got {type(spec).__name__}")
         if not isinstance(spec.name, str) or not COMPONENT_NAME.fullmatch(spec.name):
@@ -154,17 +158,34 @@ class Registry(Generic[T]):
                 LandmarkScheme.parse(scheme, f"{self.kind} {spec.name!r}")  # a ValueError listing the known schemes
             except ValueError as error:
                 raise InvalidComponentSpec(str(error)) from None
-        existing = self._specs.get(spec.name)
-        if existing is not None:
-            raise DuplicateComponentError(
-                f"{self.kind} {spec.name!r} is registered by two plugins: {existing.plugin!r} and {spec.plugin!r}; "
-                f"uninstall one, or disable it with FACEKIT_DISABLE_PLUGINS"
-            )
+        existing = self._specs.pop(spec.name, None)
+        if existing is not None or spec.name in self._conflicts:
+            claims = self._conflicts.setdefault(spec.name, [] if existing is None else [existing])
+            claims.append(spec)
+            raise DuplicateComponentError(self.conflict_message(spec.name))
         self._specs[spec.name] = spec
 
-    def remove(self, name: str) -> None:
-        """Forget ``name`` (a plugin whose registration hook failed half-way)."""
-        self._specs.pop(name, None)
+    def conflict_message(self, name: str) -> str:
+        plugins = [repr(spec.plugin) for spec in self._conflicts[name]]
+        who = " and ".join(plugins) if len(plugins) == 2 else ", ".join(plugins[:-1]) + f" and {plugins[-1]}"
+        many = "two" if len(plugins) == 2 else "several"
+        return (
+            f"{self.kind} {name!r} is registered by {many} plugins: {who}; uninstall one, or disable it with "
+            "FACEKIT_DISABLE_PLUGINS"
+        )
+
+    def drop_plugin(self, plugin: str) -> None:
+        """Forget every component ``plugin`` registered (its registration hook failed half-way); a name it shared
+        with one other plugin becomes that plugin's again."""
+        self._specs = {name: spec for name, spec in self._specs.items() if spec.plugin != plugin}
+        for name, claims in list(self._conflicts.items()):
+            kept = [spec for spec in claims if spec.plugin != plugin]
+            if len(kept) > 1:
+                self._conflicts[name] = kept
+            else:
+                del self._conflicts[name]
+                if kept:
+                    self._specs[name] = kept[0]
 
     def set_load_failures(self, failures: tuple[str, ...], skipped: tuple[tuple[str, str], ...] = ()) -> None:
         """What failed while plugins loaded and registered, and the (plugin, distribution) pairs the environment left
@@ -173,7 +194,10 @@ class Registry(Generic[T]):
         self._skipped = skipped
 
     def get(self, name: str) -> ComponentSpec[T]:
-        """The spec called ``name``; a miss lists close names and any plugins that failed to load."""
+        """The spec called ``name``; a miss lists close names and any plugins that failed to load, a name two plugins
+        registered is a :class:`DuplicateComponentError` naming them."""
+        if name in self._conflicts:
+            raise DuplicateComponentError(self.conflict_message(name))
         try:
             return self._specs[name]
         except KeyError:
@@ -250,13 +274,11 @@ def get_registries() -> dict[Kind, Registry[Any]]:
     for kind, hook_name in HOOK_FOR_KIND.items():
         registry = registries[kind]
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            added: list[ComponentSpec[Any]] = []
 
             def register(
                 spec: ComponentSpec[Any],
                 _plugin: str = impl.plugin_name,
                 _reg: Registry[Any] = registry,
-                _added: list[ComponentSpec[Any]] = added,
                 _kind: Kind = kind,
             ) -> None:
                 if isinstance(spec, ComponentSpec):
@@ -265,16 +287,13 @@ def get_registries() -> dict[Kind, Registry[Any]]:
                     _reg.add(spec)
                 except InvalidComponentSpec as error:  # that component is left out; the plugin's others stay
                     report(f"plugin {_plugin!r} registers an unusable {_kind}, left out: {error}")
-                    return
-                _added.append(spec)
+                except DuplicateComponentError as error:  # that name is unusable; every other component works
+                    report(f"{error} (asking for it is an error until then)")
 
             try:
                 impl.function(register=register)
-            except DuplicateComponentError:
-                raise
             except Exception as error:  # noqa: BLE001  (a broken plugin: its components are left out, the rest work)
-                for spec in added:
-                    registry.remove(spec.name)
+                registry.drop_plugin(impl.plugin_name)
                 report(
                     f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}. Fix or "
                     f"uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"

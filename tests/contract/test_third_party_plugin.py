@@ -60,6 +60,7 @@ from facekit import ComponentSpec
 @facekit.hookimpl
 def register_warpers(register):
     register(ComponentSpec("rbf-linear", lambda params: None, summary="clashes with the builtin"))
+    register(ComponentSpec("dupe-warp", lambda params: None, summary="the clashing plugin's own warper"))
 """
 
 
@@ -151,11 +152,19 @@ def test_broken_plugin_names_distribution_entry_point_and_fix(sites: dict[str, P
     assert skipped.returncode == 0 and "rbf-linear" in skipped.stdout
 
 
-def test_duplicate_name_names_both_plugins(sites: dict[str, Path]) -> None:
-    result = run_cli("list", env={"PYTHONPATH": str(sites["duplicate"])})
-    assert result.returncode == 1
-    message = " ".join(result.stderr.split())
-    assert "'rbf-linear' is registered by two plugins: 'builtin' and 'dupe'" in message
+def test_duplicate_name_names_both_plugins_and_only_that_name_is_unusable(sites: dict[str, Path]) -> None:
+    env = {"PYTHONPATH": str(sites["duplicate"])}
+    clash = "'rbf-linear' is registered by two plugins: 'builtin' and 'dupe'"
+    listing = run_cli("list", "warpers", env=env)  # the rest of facekit works (before: every command stopped)
+    assert listing.returncode == 0, listing.stderr
+    assert clash in " ".join(listing.stderr.split())
+    listed = [cells[2].strip() for cells in (line.split("│") for line in listing.stdout.splitlines()) if len(cells) > 3]
+    assert "tps" in listed and "dupe-warp" in listed and "rbf-linear" not in listed
+    report = run_cli("plugins", env=env)
+    assert report.returncode == 1 and clash in " ".join(report.stderr.split())
+    # A recipe asking for the name is refused with both plugins named (neither is silently taken).
+    used = run_cli("check", "recipes/paper.yaml", env=env)
+    assert used.returncode != 0 and clash in " ".join(used.stderr.split()), used.stdout + used.stderr
 
 
 def _env() -> dict[str, str]:

@@ -22,6 +22,19 @@ def test_duplicate_name_names_both_plugins() -> None:
     registry.add(make("smooth", plugin="alpha"))
     with pytest.raises(DuplicateComponentError, match="'alpha' and 'beta'"):
         registry.add(make("smooth", plugin="beta"))
+    registry.add(make("sharp", plugin="beta"))
+    # Neither plugin's 'smooth' is used: asking for it says why; the other names work.
+    with pytest.raises(DuplicateComponentError, match="'smooth' is registered by two plugins: 'alpha' and 'beta'"):
+        registry.get("smooth")
+    assert registry.names() == ["sharp"] and "smooth" not in registry
+    with pytest.raises(DuplicateComponentError, match="several plugins: 'alpha', 'beta' and 'gamma'"):
+        registry.add(make("smooth", plugin="gamma"))
+    # A plugin dropped (its hook failed half-way) gives up its claims: one claimant left owns the name again.
+    registry.drop_plugin("gamma")
+    with pytest.raises(DuplicateComponentError, match="two plugins: 'alpha' and 'beta'"):
+        registry.get("smooth")
+    registry.drop_plugin("beta")
+    assert registry.get("smooth").plugin == "alpha" and registry.names() == ["smooth"]
 
 
 def test_unknown_name_suggests_close_matches_and_load_failures() -> None:
