@@ -315,7 +315,11 @@ def detector_failure(detector: Any, error: BaseException, limit: int = 300) -> s
     message = " ".join(str(error).split()) or "(no message)"
     if len(message) > limit:
         message = message[: limit - 3] + "..."
-    return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}"
+    hint = ""
+    if isinstance(error, ValueError) and "read-only" in message:  # numpy's "assignment destination is read-only"
+        hint = " (detectors are given the photo read-only: it is the caller's, and later steps crop from it; copy it"
+        hint += " first)"
+    return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}{hint}"
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -332,9 +336,12 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
     """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image (logged under
     ``name``; :func:`detector_failure`): every loop over photos goes on past one a detector plugin fails on. A
     detector that returns None found no face. Running out of memory (host or accelerator) is not a photo's problem
-    and still raises."""
+    and still raises. The detector is given ``image`` read-only: it is the caller's, and the encoder's crop and the
+    photo detail are taken from it afterwards (a detector that drew on it changed the face without a word)."""
+    view = image.view()
+    view.flags.writeable = False
     try:
-        found = detector.detect_array(image)
+        found = detector.detect_array(view)
         return ([] if found is None else list(found)), ""
     except MemoryError:
         raise

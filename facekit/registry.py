@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from facekit.errors import (
     ComponentNotFoundError,
     DuplicateComponentError,
+    FacekitError,
     InvalidComponentSpec,
     ParamsError,
     Problem,
@@ -32,6 +34,12 @@ logger = logging.getLogger(__name__)
 HOOK_FAILURES: list[str] = []
 
 T = TypeVar("T")
+
+#: The kinds whose components must carry a ModelCard, and what the pipeline reads from it.
+CARD_KINDS: dict[str, str] = {
+    "encoder": "its input size, alignment template, feature size and threshold",
+    "detector": "its landmark scheme",
+}
 
 #: What a component may be called: it is typed in recipes and on the command line.
 COMPONENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -152,6 +160,11 @@ class Registry(Generic[T]):
                 f"{self.kind} {spec.name!r}: params {spec.params.__name__} takes unknown keys, so a misspelled setting "
                 "in a recipe would be ignored: subclass facekit.Params (or set model_config extra='forbid')"
             )
+        if spec.card is None and self.kind in CARD_KINDS:
+            raise InvalidComponentSpec(
+                f"{self.kind} {spec.name!r} has no model card: register it with ComponentSpec(card=ModelCard(...)); "
+                f"the pipeline reads {CARD_KINDS[self.kind]} from it"
+            )
         scheme = spec.card.landmark_scheme if spec.card is not None else None
         if scheme is not None:
             try:
@@ -256,9 +269,29 @@ FIRST_PARTY_PROVIDERS: dict[tuple[str, str], str] = {
 }
 
 
+#: ``building`` is True while :func:`get_registries` calls the plugins' hooks in this thread (a hook asking for a
+#: registry would re-enter it; another thread building at the same time is not a re-entry).
+_BUILD = threading.local()
+
+
 @lru_cache(maxsize=1)
 def get_registries() -> dict[Kind, Registry[Any]]:
-    """Build all five registries by calling each loaded plugin's hooks (cached per process)."""
+    """Build all five registries by calling each loaded plugin's hooks (cached per process). A hook that asks for a
+    registry while they are built is that plugin's error (it is left out; the others are not charged with it)."""
+    if getattr(_BUILD, "building", False):  # re-entered from a hook: the cache is not filled yet
+        raise FacekitError(
+            "a plugin asked for facekit's registries (get_registry, load_component) inside its register_* hook, "
+            "while they are being built: look other components up when yours is built (in its factory), not when "
+            "it is registered"
+        )
+    _BUILD.building = True
+    try:
+        return _build_registries()
+    finally:
+        _BUILD.building = False
+
+
+def _build_registries() -> dict[Kind, Registry[Any]]:
     from facekit.plugins import get_plugin_manager, get_plugin_state
 
     manager = get_plugin_manager()

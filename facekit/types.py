@@ -253,6 +253,10 @@ class Detector(Protocol):
     an encoder cannot align from is refused by the pipeline with a FacekitError, never run. An image with no face
     (too small, too thin, blank) is an empty list, not an error (``facekit.testing``'s ``no_face`` check); an
     exception raised for one photo costs that photo only (``detector_error`` row, ``facekit.normalize.detect_guarded``).
+    The image is given read-only (it is the caller's photo, and the pipeline crops from it afterwards: copy it before
+    changing it). A photo over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each
+    face found located again on a crop around it of about 800 px, so a size in pixels (a smallest face, say) is in
+    the pixels of the image the detector is given, not the photo's.
     """
 
     card: ModelCard
@@ -341,7 +345,8 @@ class Warper(Protocol):
     """Moves an image so that ``source`` landmarks land on ``destination`` landmarks.
 
     ``warp(image (B, C, H, W), source (B, K, 2), destination (B, K, 2)) -> (warped (B, C, H, W), flow (B, H, W, 2))``.
-    ``differentiable`` says whether gradients flow to image, source and destination.
+    ``differentiable`` says whether gradients flow to image, source and destination. The inputs need not be
+    contiguous: the decoder passes its mean face's points expanded over the batch (``reshape``, not ``view``).
     """
 
     differentiable: bool

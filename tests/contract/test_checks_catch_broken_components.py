@@ -178,9 +178,33 @@ class _NarrowGaussianWarper:
         return warped.to(image.dtype), flow.float()
 
 
+class _ViewWarper:
+    """Right, except that it flattens the points with ``view``, which a source expanded over the batch (the decoder's
+    mean face) does not allow."""
+
+    differentiable = False
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
+        batch, points = source.shape[:2]
+        flat = source.view(batch * points, 2)
+        return get_registry("warper").get("rbf-linear").build().warp(image, flat.reshape(batch, points, 2), destination)
+
+
+class _ImageOnlyWarper:
+    """Returns the warped image and forgets the flow."""
+
+    differentiable = False
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
+        return get_registry("warper").get("rbf-linear").build().warp(image, source, destination)[0]
+
+
 @pytest.mark.parametrize(
     ("cls", "check", "message"),
     [
+        (_ViewWarper, "face_points", "not contiguous"),
+        (_ImageOnlyWarper, "identity", "warp returns Tensor, not the pair"),
+        (_ImageOnlyWarper, "moves_content", "warp returns Tensor, not the pair"),
         (_FirstOnlyWarper, "moves_content", "item 1: flow at the destination"),
         (_PointsOnlyWarper, "moves_content", "one pixel from the destination"),
         (_SqueezeWarper, "identity", "batch of 1"),
@@ -189,7 +213,8 @@ class _NarrowGaussianWarper:
 )
 def test_the_warper_checks_catch_what_the_pipeline_would_get_wrong(cls: type, check: str, message: str) -> None:
     """Before: each of these passed every warper check (the checks used one move for both items, a batch of two,
-    one pixel, and five points far apart)."""
+    one pixel, and five points far apart; helper-61: contiguous points only, so a ``view`` passed and crashed in
+    training; a warper returning the image alone was unpacked along its batch axis into a misleading shape error)."""
     with pytest.raises(AssertionError, match=message):
         run_check("warper", _warper(cls.__name__.strip("_").lower(), cls), check)
 
@@ -248,3 +273,36 @@ def test_the_app_check_catches_what_the_infer_stage_would_get_wrong(cls: type, m
 def test_an_app_with_bfloat16_results_passes_the_app_check() -> None:
     """The infer stage converts bfloat16 (which numpy lacks) to float32; before, a TypeError traceback."""
     run_check("app", ComponentSpec("bf16", lambda params: _BFloat16App(), NoParams), "applies")
+
+
+class _DrawingDetector:
+    """dlib's detector, drawing its boxes onto the image it is given (a debugging overlay left in)."""
+
+    def __init__(self) -> None:
+        self.inner = get_registry("detector").get("dlib").build()
+        self.card = self.inner.card
+
+    def detect_array(self, image: Any) -> Any:
+        faces = self.inner.detect_array(image)
+        for face in faces:
+            x0, y0, x1, _ = (int(v) for v in face.box)
+            image[max(y0, 0), max(x0, 0) : max(x1, 0)] = (0, 255, 0)
+        return faces
+
+
+def test_a_detector_that_draws_on_its_input_fails_conformance_and_cannot_change_the_photo() -> None:
+    """Before (helper-61): it passed all six detector checks (each gave it a copy), and in the pipeline it changed the
+    caller's photo and the normalized face (a green line across the forehead, up to 137 grey levels). The checks now
+    compare the image before and after; the pipeline gives detectors the photo read-only, so the same detector's
+    photo is a ``detector_error`` row that says why, and the photo is untouched."""
+    from facekit.normalize import detect_photo
+    from facekit.testing import real_face
+
+    spec = ComponentSpec("drawing", lambda params: _DrawingDetector(), NoParams, card=_DrawingDetector().card)
+    with pytest.raises(AssertionError, match="detect_array changed the image it was given"):
+        run_check("detector", spec, "real_face")
+    photo = real_face().image.copy()
+    before = photo.copy()
+    faces, why = detect_photo(_DrawingDetector(), photo, "face.jpg")
+    assert faces == [] and "read-only" in why and "copy it first" in why
+    assert (photo == before).all() and photo.flags.writeable

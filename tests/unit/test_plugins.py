@@ -232,6 +232,44 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         plugins.reset()
 
 
+def test_a_hook_that_asks_for_registries_is_its_plugins_error_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before (helper-61): a register_* hook that called get_registry re-entered the build, which recursed until
+    RecursionError; the error was then charged to whichever plugins' hooks were on the stack (30 'load error' lines
+    naming dlib, opencv, ...), and which components survived changed from run to run. Now that hook alone fails, with
+    a line saying what to do. An encoder or detector without a model card is left out the same way (before: listed,
+    accepted by `facekit check`, then an AttributeError traceback in training)."""
+    from facekit import registry
+    from facekit.registry import ComponentSpec, NoParams
+
+    eager = types.ModuleType("eager_plugin")
+
+    @facekit.hookimpl
+    def register_detectors(register: Any) -> None:
+        dlib = facekit.get_registry("detector").get("dlib")  # the mistake: a lookup while registries are built
+        register(ComponentSpec("eager-det", lambda params: dlib.build(), NoParams, card=dlib.card))
+
+    @facekit.hookimpl
+    def register_encoders(register: Any) -> None:
+        register(ComponentSpec("card-less", lambda params: None, NoParams))
+
+    eager.register_detectors = register_detectors  # type: ignore[attr-defined]
+    eager.register_encoders = register_encoders  # type: ignore[attr-defined]
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, _FakeEntryPoint("eager", "facekit-eager", eager)])
+    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
+    plugins.reset()
+    try:
+        detectors, encoders = facekit.get_registry("detector"), facekit.get_registry("encoder")
+        assert {"dlib", "yunet"} <= set(detectors.names()) and "eager-det" not in detectors.names()
+        assert {"dlib-resnet", "sface"} <= set(encoders.names()) and "card-less" not in encoders.names()
+        assert len(registry.HOOK_FAILURES) == 2, registry.HOOK_FAILURES
+        assert registry.HOOK_FAILURES[0].startswith("plugin 'eager' failed in register_detectors: FacekitError")
+        assert "in its factory" in registry.HOOK_FAILURES[0]
+        assert "encoder 'card-less' has no model card" in registry.HOOK_FAILURES[1]
+    finally:
+        plugins.reset()
+
+
 class _BrokenEntryPoint(_FakeEntryPoint):
     def load(self) -> object:
         raise ModuleNotFoundError("No module named 'onnxruntime_extensions'")

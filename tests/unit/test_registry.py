@@ -7,6 +7,7 @@ import pytest
 import facekit
 from facekit.errors import ComponentNotFoundError, DuplicateComponentError, ParamsError
 from facekit.registry import ComponentSpec, NoParams, Params, Registry
+from facekit.types import ModelCard
 
 
 class ScaleParams(Params):
@@ -14,7 +15,8 @@ class ScaleParams(Params):
 
 
 def make(name: str, plugin: str = "p") -> ComponentSpec[Any]:
-    return ComponentSpec(name=name, factory=lambda p: p, params=ScaleParams, summary="s", plugin=plugin)
+    card = ModelCard()  # encoders and detectors must carry one
+    return ComponentSpec(name=name, factory=lambda p: p, params=ScaleParams, summary="s", card=card, plugin=plugin)
 
 
 def test_duplicate_name_names_both_plugins() -> None:
@@ -110,7 +112,6 @@ def test_every_encoder_card_says_same_person_for_close_embeddings_and_not_for_fa
 def test_names_and_landmark_schemes_are_checked_when_registered() -> None:
     """Before: 'My Warp!' (which no recipe or command line can name) and a card's scheme 'ibug-68' (which the
     pipeline then reads as no known scheme) were registered and listed."""
-    from facekit.types import ModelCard
 
     registry: Registry[Any] = Registry("warper")
     for bad in ("My Warp!", "", "-dash", "tps two"):
