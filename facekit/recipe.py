@@ -20,7 +20,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from facekit.detail import FOREHEAD_LIMIT
-from facekit.errors import FacekitError, Problem, RecipeError, did_you_mean
+from facekit.errors import (
+    ComponentNotFoundError,
+    DuplicateComponentError,
+    FacekitError,
+    Problem,
+    RecipeError,
+    did_you_mean,
+)
 from facekit.registry import ComponentSpec, Params, get_registry, no_booleans_for_numbers, problems_from_validation
 from facekit.types import FaceRule, Kind
 
@@ -631,15 +638,16 @@ def _resolve_components(components: Components) -> tuple[dict[str, ResolvedCompo
             refs = [(slot, value)] if value is not None else []
         for key, ref in refs:
             path = f"components.{key}"
-            registry = get_registry(kind)
-            if ref.name not in registry:
-                problems.append(Problem(f"{path}.name", registry.not_found_message(ref.name)))
+            try:  # unknown (close names listed), or registered by two plugins (both named)
+                spec = get_registry(kind).get(ref.name)
+            except (ComponentNotFoundError, DuplicateComponentError) as error:
+                problems.append(Problem(f"{path}.name", str(error)))
                 continue
-            spec = registry.get(ref.name)
             try:
                 params = spec.params.model_validate(ref.params)
             except ValidationError as exc:
-                problems.extend(problems_from_validation(exc, prefix=f"{path}.params"))
+                fields = list(spec.params.model_fields)
+                problems.extend(problems_from_validation(exc, prefix=f"{path}.params", fields=fields))
                 continue
             resolved[key] = ResolvedComponent(key, kind, spec, params)
     return resolved, problems

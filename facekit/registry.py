@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar, get_args
@@ -106,7 +106,8 @@ class ComponentSpec(Generic[T]):
         try:
             return self.params.model_validate(dict(values))
         except ValidationError as exc:
-            raise ParamsError(problems_from_validation(exc), f"{self.name} params") from None
+            fields = list(self.params.model_fields)
+            raise ParamsError(problems_from_validation(exc, fields=fields), f"{self.name} params") from None
 
     def build(self, params: Params | Mapping[str, Any] | None = None) -> T:
         """Validate ``params`` (unless already this spec's own model) and call the factory."""
@@ -115,8 +116,10 @@ class ComponentSpec(Generic[T]):
         return self.factory(params)
 
 
-def problems_from_validation(exc: ValidationError, prefix: str = "") -> list[Problem]:
-    """Turn pydantic errors into :class:`Problem` records with dotted paths under ``prefix``."""
+def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Sequence[str] = ()) -> list[Problem]:
+    """Turn pydantic errors into :class:`Problem` records with dotted paths under ``prefix``; an unknown key among
+    ``fields`` (the model's own) names the nearest one when one is close ('regularisation': did you mean
+    'regularization'?)."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"])
@@ -124,6 +127,8 @@ def problems_from_validation(exc: ValidationError, prefix: str = "") -> list[Pro
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "extra field not permitted"
+            hint = did_you_mean(str(err["loc"][-1]), fields, cutoff=0.7) if len(err["loc"]) == 1 else ""
+            message += f"; {hint}" if hint else ""
         problems.append(Problem(path, message))
     return problems
 

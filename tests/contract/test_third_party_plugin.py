@@ -164,7 +164,9 @@ def test_duplicate_name_names_both_plugins_and_only_that_name_is_unusable(sites:
     assert report.returncode == 1 and clash in " ".join(report.stderr.split())
     # A recipe asking for the name is refused with both plugins named (neither is silently taken).
     used = run_cli("check", "recipes/paper.yaml", env=env)
-    assert used.returncode != 0 and clash in " ".join(used.stderr.split()), used.stdout + used.stderr
+    said = " ".join(used.stderr.split())
+    assert used.returncode != 0 and f"components.warper.name: warper {clash}" in said, used.stdout + used.stderr
+    assert "unknown warper" not in said
 
 
 def _env() -> dict[str, str]:

@@ -39,9 +39,14 @@ def test_all_four_kinds_of_problem_reported_together() -> None:
     assert "--set train.stpes: unknown path" in joined
 
 
-def test_misspelled_param_key_has_its_full_path() -> None:
+def test_misspelled_param_key_has_its_full_path_and_the_nearest_field() -> None:
+    """The nearest field since helper-61 (section keys had it, a component's params not)."""
     problems = problems_of({"components": {"warper": {"name": "tps", "params": {"regularisation": 1}}}})
-    assert problems == ["components.warper.params.regularisation: extra field not permitted"]
+    assert problems == [
+        "components.warper.params.regularisation: extra field not permitted; did you mean 'regularization'?"
+    ]
+    far = problems_of({"components": {"warper": {"name": "tps", "params": {"smoothness": 1}}}})
+    assert far == ["components.warper.params.smoothness: extra field not permitted"]
 
 
 def test_overrides_parse_yaml_values_and_reach_params() -> None:

@@ -54,7 +54,7 @@ def test_unknown_name_suggests_close_matches_and_load_failures() -> None:
 def test_build_validates_params() -> None:
     spec = make("s")
     assert spec.build({"factor": 2}).factor == 2.0
-    with pytest.raises(ParamsError, match="factr: extra field not permitted"):
+    with pytest.raises(ParamsError, match="factr: extra field not permitted; did you mean 'factor'"):
         spec.build({"factr": 2})
     with pytest.raises(ParamsError, match="factor"):
         spec.build({"factor": "big"})
