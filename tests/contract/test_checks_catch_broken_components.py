@@ -293,8 +293,9 @@ class _DrawingDetector:
 def test_a_detector_that_draws_on_its_input_fails_conformance_and_cannot_change_the_photo() -> None:
     """Before (helper-61): it passed all six detector checks (each gave it a copy), and in the pipeline it changed the
     caller's photo and the normalized face (a green line across the forehead, up to 137 grey levels). The checks now
-    compare the image before and after; the pipeline gives detectors the photo read-only, so the same detector's
-    photo is a ``detector_error`` row that says why, and the photo is untouched."""
+    compare the image before and after; the pipeline gives detectors a copy (helper-62: a read-only view failed
+    detectors that write in place without changing a value, and did not stop one that set the flag back or wrote
+    through torch), so the photo and the face are untouched."""
     from facekit.normalize import detect_photo
     from facekit.testing import real_face
 
@@ -303,6 +304,7 @@ def test_a_detector_that_draws_on_its_input_fails_conformance_and_cannot_change_
         run_check("detector", spec, "real_face")
     photo = real_face().image.copy()
     before = photo.copy()
-    faces, why = detect_photo(_DrawingDetector(), photo, "face.jpg")
-    assert faces == [] and "read-only" in why and "copy it first" in why
-    assert (photo == before).all() and photo.flags.writeable
+    drawn, why = detect_photo(_DrawingDetector(), photo, "face.jpg")
+    plain, _ = detect_photo(get_registry("detector").get("dlib").build(), photo, "face.jpg")
+    assert why == "" and (photo == before).all()
+    assert len(drawn) == len(plain) == 1 and (drawn[0].landmarks == plain[0].landmarks).all()

@@ -270,6 +270,69 @@ def test_a_hook_that_asks_for_registries_is_its_plugins_error_alone(monkeypatch:
         plugins.reset()
 
 
+def test_clashes_are_reported_once_after_every_hook_ran_and_apart_from_load_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """helper-62: a clash was reported as it happened, so a name given back when the claiming plugin's hook then
+    failed was still called unusable; three claimants made two lines, one plugin registering a name twice read
+    "two plugins: 'solo' and 'solo'"; clashes were listed among "plugins that failed to load" in every not-found
+    message, and a misspelled clashing name got no "did you mean". `facekit adjust --method` with a clashing app
+    said "no such method". Threads asking at once wait for one build."""
+    import threading
+
+    from facekit import cli, registry
+    from facekit.errors import ComponentNotFoundError, DuplicateComponentError
+    from facekit.registry import ComponentSpec, NoParams
+
+    def module(name: str, hook: str, names: list[str], fail: bool = False) -> types.ModuleType:
+        plugin = types.ModuleType(name)
+
+        def register_all(register: Any) -> None:
+            for component in names:
+                register(ComponentSpec(component, lambda params: None, NoParams))
+            if fail:
+                raise RuntimeError("broken after registering")
+
+        setattr(plugin, hook, facekit.hookimpl(register_all))
+        plugin.__dict__[hook].__name__ = hook
+        return plugin
+
+    added = [
+        _FakeEntryPoint("failing", "facekit-failing", module("failing", "register_warpers", ["tps"], fail=True)),
+        _FakeEntryPoint("solo", "facekit-solo", module("solo", "register_warpers", ["twice", "twice"])),
+        _FakeEntryPoint("a", "facekit-a", module("a", "register_warpers", ["shared-warp"])),
+        _FakeEntryPoint("b", "facekit-b", module("b", "register_warpers", ["shared-warp"])),
+        _FakeEntryPoint("c", "facekit-c", module("c", "register_warpers", ["shared-warp"])),
+        _FakeEntryPoint("grey", "facekit-grey", module("grey", "register_apps", ["gray-world"])),
+    ]
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, *added])
+    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
+    plugins.reset()
+    try:
+        built: list[Any] = []
+        threads = [threading.Thread(target=lambda: built.append(registry.get_registries())) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(registries) for registries in built}) == 1  # one build, every thread given it
+        warpers = facekit.get_registry("warper")
+        assert warpers.get("tps").plugin == "builtin"  # the failing plugin's claim was given up
+        failures = registry.HOOK_FAILURES
+        assert sum("'tps'" in line for line in failures) == 0 and len(failures) == 4, failures
+        assert any("plugin 'solo' registers warper 'twice' 2 times: register it once" in line for line in failures)
+        three = [line for line in failures if "'shared-warp'" in line]
+        assert len(three) == 1 and "3 plugins: 'a', 'b' and 'c'; uninstall all but one" in three[0]
+        with pytest.raises(ComponentNotFoundError) as info:
+            warpers.get("shared-warps")
+        assert "did you mean 'shared-warp'" in str(info.value) and "registered by" not in str(info.value)
+        with pytest.raises(DuplicateComponentError, match="app 'gray-world' is registered by two plugins"):
+            cli._corrector("gray-world", {})
+    finally:
+        plugins.reset()
+
+
 class _BrokenEntryPoint(_FakeEntryPoint):
     def load(self) -> object:
         raise ModuleNotFoundError("No module named 'onnxruntime_extensions'")

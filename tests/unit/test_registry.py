@@ -29,7 +29,7 @@ def test_duplicate_name_names_both_plugins() -> None:
     with pytest.raises(DuplicateComponentError, match="'smooth' is registered by two plugins: 'alpha' and 'beta'"):
         registry.get("smooth")
     assert registry.names() == ["sharp"] and "smooth" not in registry
-    with pytest.raises(DuplicateComponentError, match="several plugins: 'alpha', 'beta' and 'gamma'"):
+    with pytest.raises(DuplicateComponentError, match="3 plugins: 'alpha', 'beta' and 'gamma'; uninstall all but one"):
         registry.add(make("smooth", plugin="gamma"))
     # A plugin dropped (its hook failed half-way) gives up its claims: one claimant left owns the name again.
     registry.drop_plugin("gamma")
