@@ -12,7 +12,9 @@ teach a decoder (different people's normalized faces are more alike than their p
 A variant is ``DETAIL[@MODE:K]``: DETAIL is ``STRENGTH:SIGMA:SHAPE:FOREHEAD`` as ``quality.py --detail`` takes it;
 ``output:K`` moves the decoder's texture and landmarks K times as far from those it decodes from the training set's
 mean features, ``feature:K`` decodes K times the standardised features (the shipped ``paper`` decoder's layout),
-``flip:K`` decodes the encoder's features mixed with those of the mirrored crop ((1 - K) own + K mirrored). The
+``flip:K`` decodes the encoder's features mixed with those of the mirrored crop ((1 - K) own + K mirrored),
+``invert:K`` takes K Adam steps (rate 0.05) on the decoder's standardised input so that the training encoder's
+embedding of the output's crop moves towards the photo's (test-time inversion; the judge, SFace, is not used). The
 shipped model normalizes every photo of the pairs (central face) once per variant; detection and the encoder's
 features are computed once. Each variant is scored with the default pipeline and with the decoder's face alone.
 
@@ -62,7 +64,7 @@ VARIANTS = [
     f"{DEFAULT}@output:1.5",
     f"{DEFAULT}@feature:1.25",
 ]
-MODES = ("output", "feature", "flip")
+MODES = ("output", "feature", "flip", "invert")
 
 
 class Exaggerated(torch.nn.Module):
@@ -89,6 +91,49 @@ class Exaggerated(torch.nn.Module):
         source = decoder.mean_landmarks.expand_as(landmarks).float()
         image, _ = decoder.warp(texture, source, landmarks.float())
         return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+
+
+class Inverted(torch.nn.Module):
+    """The shipped decoder, its standardised input moved by ``steps`` Adam steps (rate ``rate``) so that the training
+    encoder's embedding of the output (cropped from the output's own landmarks, as training crops it) comes nearer the
+    photo's: 1 - cosine, the identity loss of training, minimised for each face at inference. The photo's embedding is
+    the encoder's last layer applied to its features (dlib's ResNet: ``net.fc``)."""
+
+    def __init__(self, decoder: Any, encoder: Any, steps: int, rate: float = 0.05) -> None:
+        super().__init__()
+        self.inner, self.encoder, self.steps, self.rate = decoder, encoder, steps, rate
+        self.image_size = decoder.image_size
+        self.mean_landmarks = decoder.mean_landmarks
+        self.warp = decoder.warp
+
+    def decode(self, z: torch.Tensor) -> DecoderOutput:
+        decoder = self.inner
+        hidden = decoder.shared(z)
+        landmarks, texture = decoder.predict_landmarks(hidden), decoder.texture_head(hidden)
+        image, _ = decoder.warp(texture, decoder.mean_landmarks.expand_as(landmarks).float(), landmarks.float())
+        return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+
+    def forward(self, features: torch.Tensor) -> DecoderOutput:
+        from facekit.align import encoder_input_transform
+        from facekit.losses import encoder_crops, identity_term
+
+        encoder = self.encoder
+        with torch.no_grad():
+            target, start = encoder.net.fc(features), self.inner.standardise(features)
+        z = start.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([z], lr=self.rate)
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                out = self.decode(z)
+                assert out.landmarks is not None  # the paper decoder always predicts them
+                points = out.landmarks.detach().double().cpu().numpy()
+                transforms = torch.from_numpy(np.stack([encoder_input_transform(encoder, p) for p in points]))
+                embedding = encoder.embed(encoder_crops(encoder, out.image, transforms.float()))
+                optimiser.zero_grad()
+                (identity_term(embedding, target) * len(z)).backward()
+                optimiser.step()
+        with torch.no_grad():
+            return self.decode(z.detach())
 
 
 class MirrorMixed:
@@ -136,12 +181,12 @@ def parse_variant(text: str) -> tuple[DetailSettings, str | None, float]:
 def label(text: str) -> str:
     detail, mode, k = parse_variant(text)
     parts = [f"strength {detail.strength:g}, sigma {detail.sigma:g}, shape {detail.shape:g}"]
-    if mode is not None:
-        parts.append(
-            f"features mixed with the mirrored crop's, weight {k:g}"
-            if mode == "flip"
-            else f"decoder x{k:g} from its mean ({mode})"
-        )
+    if mode == "flip":
+        parts.append(f"features mixed with the mirrored crop's, weight {k:g}")
+    elif mode == "invert":
+        parts.append(f"decoder's input inverted, {k:g} steps")
+    elif mode is not None:
+        parts.append(f"decoder x{k:g} from its mean ({mode})")
     return "; ".join(parts) + (" (default)" if text == DEFAULT else "")
 
 
@@ -181,7 +226,13 @@ def main() -> None:
     for text in variants:
         detail, mode, k = parse_variant(text)
         normalizer.detail = detail
-        normalizer.decoder = shipped if mode in (None, "flip") else Exaggerated(shipped, mode, k)
+        normalizer.decoder = (
+            shipped
+            if mode in (None, "flip")
+            else Inverted(shipped, remembered, int(k))
+            if mode == "invert"
+            else Exaggerated(shipped, mode, k)
+        )
         normalizer.encoder = MirrorMixed(remembered, k) if mode == "flip" else remembered
         faces = [o.face for o in normalize_all(normalizer, pairs.images, names, label(text))]
         default = judge.embed([f.image if f is not None else None for f in faces])
