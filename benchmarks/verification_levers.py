@@ -67,16 +67,30 @@ VARIANTS = [
 MODES = ("output", "feature", "flip", "invert")
 
 
-class Exaggerated(torch.nn.Module):
+class Wrapped(torch.nn.Module):
+    """The shipped decoder behind a variant: what the normalizer reads of it (size, mean face, warp) and its texture
+    warped onto landmarks."""
+
+    def __init__(self, decoder: Any) -> None:
+        super().__init__()
+        self.inner = decoder
+        self.image_size = decoder.image_size
+        self.mean_landmarks = decoder.mean_landmarks
+        self.warp = decoder.warp
+
+    def render(self, landmarks: torch.Tensor, texture: torch.Tensor) -> DecoderOutput:
+        source = self.inner.mean_landmarks.expand_as(landmarks).float()
+        image, _ = self.inner.warp(texture, source, landmarks.float())
+        return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+
+
+class Exaggerated(Wrapped):
     """The shipped decoder with its face moved ``k`` times as far from its mean face (``mode`` output) or decoded
     from ``k`` times its standardised features (``mode`` feature)."""
 
     def __init__(self, decoder: Any, mode: str, k: float) -> None:
-        super().__init__()
-        self.inner, self.mode, self.k = decoder, mode, k
-        self.image_size = decoder.image_size
-        self.mean_landmarks = decoder.mean_landmarks
-        self.warp = decoder.warp
+        super().__init__(decoder)
+        self.mode, self.k = mode, k
 
     def forward(self, features: torch.Tensor) -> DecoderOutput:
         decoder = self.inner
@@ -88,30 +102,22 @@ class Exaggerated(torch.nn.Module):
             mean_points, mean_texture = decoder.predict_landmarks(mean_hidden), decoder.texture_head(mean_hidden)
             landmarks = mean_points + self.k * (landmarks - mean_points)
             texture = (mean_texture + self.k * (texture - mean_texture)).clamp(0, 1)
-        source = decoder.mean_landmarks.expand_as(landmarks).float()
-        image, _ = decoder.warp(texture, source, landmarks.float())
-        return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+        return self.render(landmarks, texture)
 
 
-class Inverted(torch.nn.Module):
+class Inverted(Wrapped):
     """The shipped decoder, its standardised input moved by ``steps`` Adam steps (rate ``rate``) so that the training
     encoder's embedding of the output (cropped from the output's own landmarks, as training crops it) comes nearer the
     photo's: 1 - cosine, the identity loss of training, minimised for each face at inference. The photo's embedding is
     the encoder's last layer applied to its features (dlib's ResNet: ``net.fc``)."""
 
     def __init__(self, decoder: Any, encoder: Any, steps: int, rate: float = 0.05) -> None:
-        super().__init__()
-        self.inner, self.encoder, self.steps, self.rate = decoder, encoder, steps, rate
-        self.image_size = decoder.image_size
-        self.mean_landmarks = decoder.mean_landmarks
-        self.warp = decoder.warp
+        super().__init__(decoder)
+        self.encoder, self.steps, self.rate = encoder, steps, rate
 
     def decode(self, z: torch.Tensor) -> DecoderOutput:
-        decoder = self.inner
-        hidden = decoder.shared(z)
-        landmarks, texture = decoder.predict_landmarks(hidden), decoder.texture_head(hidden)
-        image, _ = decoder.warp(texture, decoder.mean_landmarks.expand_as(landmarks).float(), landmarks.float())
-        return DecoderOutput(image=image, landmarks=landmarks, texture=texture)
+        hidden = self.inner.shared(z)
+        return self.render(self.inner.predict_landmarks(hidden), self.inner.texture_head(hidden))
 
     def forward(self, features: torch.Tensor) -> DecoderOutput:
         from facekit.align import encoder_input_transform

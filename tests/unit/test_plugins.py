@@ -75,6 +75,16 @@ class _FakeEntryPoint:
         return self.module
 
 
+def _installed_beside(monkeypatch: pytest.MonkeyPatch, *added: _FakeEntryPoint) -> None:
+    """The real plugins and ``added``, registries to be built afresh, their hook failures counted from none."""
+    from facekit import registry
+
+    real = plugins._entry_points()
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, *added])
+    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
+    plugins.reset()
+
+
 def test_a_second_distribution_with_a_taken_name_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the second distribution's entry point was skipped without a word."""
     first, second = types.ModuleType("first_plugin"), types.ModuleType("second_plugin")
@@ -212,10 +222,7 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         register(ComponentSpec("lax-params", lambda params: None, LaxModel))  # takes unknown keys: typos pass
 
     mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
-    real = plugins._entry_points()
-    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, _FakeEntryPoint("mixed", "facekit-mixed", mixed)])
-    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
-    plugins.reset()
+    _installed_beside(monkeypatch, _FakeEntryPoint("mixed", "facekit-mixed", mixed))
     try:
         names = facekit.get_registry("warper").names()
         assert "good-warp" in names and "rbf-linear" in names and "pydantic-params" in names
@@ -254,10 +261,7 @@ def test_a_hook_that_asks_for_registries_is_its_plugins_error_alone(monkeypatch:
 
     eager.register_detectors = register_detectors  # type: ignore[attr-defined]
     eager.register_encoders = register_encoders  # type: ignore[attr-defined]
-    real = plugins._entry_points()
-    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, _FakeEntryPoint("eager", "facekit-eager", eager)])
-    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
-    plugins.reset()
+    _installed_beside(monkeypatch, _FakeEntryPoint("eager", "facekit-eager", eager))
     try:
         detectors, encoders = facekit.get_registry("detector"), facekit.get_registry("encoder")
         assert {"dlib", "yunet"} <= set(detectors.names()) and "eager-det" not in detectors.names()
@@ -305,10 +309,7 @@ def test_clashes_are_reported_once_after_every_hook_ran_and_apart_from_load_fail
         _FakeEntryPoint("c", "facekit-c", module("c", "register_warpers", ["shared-warp"])),
         _FakeEntryPoint("grey", "facekit-grey", module("grey", "register_apps", ["gray-world"])),
     ]
-    real = plugins._entry_points()
-    monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, *added])
-    monkeypatch.setattr(registry, "HOOK_FAILURES", [])
-    plugins.reset()
+    _installed_beside(monkeypatch, *added)
     try:
         built: list[Any] = []
         threads = [threading.Thread(target=lambda: built.append(registry.get_registries())) for _ in range(4)]
