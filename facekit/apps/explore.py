@@ -40,19 +40,36 @@ def independent_judge(encoder: str) -> str:
 
 #: An LFW-style file name: ``Name_NNNN`` (the person's name, then the photo's number).
 NUMBERED = re.compile(r"(.+)_\d+")
+#: What cameras and phones put before a photo's number (``IMG_0001``, ``DSC_0042``, ``PXL_20240101_123456``):
+#: no person's name, compared in lower case.
+CAMERA_PREFIXES = frozenset(
+    "img dsc dscn dscf dsci pxl mvimg vid gopr dji sam wp pano photo image pic picture screenshot scan p".split()
+)
+
+
+def person_named(path: str | Path) -> str | None:
+    """The person an LFW-style file name (``Colin_Powell_0004.jpg``) names, or None: not ``Name_NNNN``, or a
+    camera's name (``IMG_0001.jpg``; a name with digits, as ``PXL_20240101_123456`` gives, is none either)."""
+    match = NUMBERED.fullmatch(Path(path).stem)
+    if match is None:
+        return None
+    name = match.group(1)
+    return None if name.lower() in CAMERA_PREFIXES or any(c.isdigit() for c in name) else name
 
 
 def people_of(paths: Sequence[str | Path]) -> list[str]:
     """Who each photo shows, from its path. Photos in more than one folder: the folder's name (``alice/IMG_0001.jpg``
     and ``alice/beach.jpg`` -> ``alice``; LFW's ``Colin_Powell/Colin_Powell_0004.jpg`` -> ``Colin_Powell``). All in
     one folder: the file names without their trailing ``_NNNN`` when every name has one (LFW's names in a flat folder:
-    ``Jean_Chretien_12.png`` -> ``Jean_Chretien``), else the folder's name. Before, the ``_NNNN`` rule came first, so
-    a camera's ``IMG_0001.jpg`` in ``alice/`` and ``IMG_0002.jpg`` in ``bob/`` were one person, ``IMG``."""
+    ``Jean_Chretien_12.png`` -> ``Jean_Chretien``), else the folder's name; a camera's names (``IMG_0001.jpg``,
+    :func:`person_named`) are no person's. Before, the ``_NNNN`` rule came first, so a camera's ``IMG_0001.jpg`` in
+    ``alice/`` and ``IMG_0002.jpg`` in ``bob/`` were one person, ``IMG``; and one folder of ``IMG_0001.jpg`` and
+    ``DSC_0002.jpg`` was two people, ``IMG`` and ``DSC``."""
     folders = [Path(path).resolve().parent for path in paths]
     if len(set(folders)) == 1:
-        numbered = [NUMBERED.fullmatch(Path(path).stem) for path in paths]
-        if all(numbered):
-            return [match.group(1) for match in numbered if match]
+        named = [person_named(path) for path in paths]
+        if all(named):
+            return [name for name in named if name]
     return [folder.name for folder in folders]
 
 
@@ -63,9 +80,9 @@ def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
     folders = {Path(path).resolve().parent for path in paths}
     if len(folders) != 1:
         return None
-    numbered = [NUMBERED.fullmatch(Path(path).stem) for path in paths]
-    names = {match.group(1) for match in numbered if match}
-    strays = [Path(path).name for path, match in zip(paths, numbered, strict=True) if match is None]
+    named = [person_named(path) for path in paths]
+    names = {name for name in named if name}
+    strays = [Path(path).name for path, name in zip(paths, named, strict=True) if name is None]
     if len(names) < 2 or not strays:
         return None
     folder = next(iter(folders)).name

@@ -57,6 +57,10 @@ def test_person_names_and_independent_judges() -> None:
     flat = ["flat/Jean_Chretien_12.png", "flat/Jean_Chretien_3.png", "flat/Ann_0001.jpg"]
     assert people_of(flat) == ["Jean_Chretien", "Jean_Chretien", "Ann"]
     assert people_of(["me/IMG_0001.jpg", "me/beach.jpg"]) == ["me", "me"]  # one folder, not all numbered: its person
+    # A camera's names are no person's (before: two people, 'IMG' and 'DSC'; phones' dated names likewise).
+    assert people_of(["me/IMG_0001.jpg", "me/DSC_0002.jpg"]) == ["me", "me"]
+    assert people_of(["me/PXL_20240101_123456.jpg", "me/PXL_20240102_000001.jpg"]) == ["me", "me"]
+    assert people_of(["x/Madonna_0001.jpg", "x/AJ_Cook_0001.jpg"]) == ["Madonna", "AJ_Cook"]  # LFW's names stay
     assert independent_judge("dlib-resnet") == "sface" and independent_judge("sface") == "dlib-resnet"
     assert independent_judge("arcface") == "sface"
 
@@ -315,6 +319,8 @@ def test_compare_defaults_to_every_shipped_model_and_warns_when_names_are_mixed(
     names = [folder / f"{n}.jpg" for n in ("Anna_Smith_0001", "Anna_Smith_0002", "Bo_Li_0001")]
     assert people_rule_warning(names) is None  # LFW names only: each person by name
     assert people_rule_warning([tmp_path / "IMG_0001.jpg", tmp_path / "beach.jpg"]) is None  # one camera's folder
+    camera = [tmp_path / n for n in ("IMG_0001.jpg", "DSC_0002.jpg", "beach.jpg")]  # before: warned of 2 names
+    assert people_rule_warning(camera) is None
     assert photo_cell_reason(["unreadable", "unreadable"]) == "unreadable"
     assert photo_cell_reason(["no_face", "ok"]) == "no_face"
     from facekit.apps.explore import status_and_reason
