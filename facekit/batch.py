@@ -8,7 +8,9 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
   added; ``grid.png`` and ``manifest.jsonl`` are reserved, and the grid is never written over an input;
 - **inputs are never written**: ``-o`` equal to an input folder is refused; ``-o`` inside an input folder is refused
   unless ``--inside-inputs`` is given, and then that folder is skipped when the inputs are scanned (facekit never
-  normalizes its own outputs); an output that would land on an input is refused;
+  normalizes its own outputs: an earlier run's, found by a folder scan anywhere, are skipped with a warning); an
+  output that would land on an input is refused; a photo reached also through a link is read once, under its own
+  path; files that are not photos by their suffix (``photo.heic``) are named in a warning;
 - **atomic, never through a link**: each file is written to a temporary file in its folder and renamed over the target
   (a symlink there is replaced, never followed); folders inside the output must resolve inside it; a photo whose
   outputs cannot be written is a row (``unwritable``) and the batch goes on;
@@ -94,6 +96,8 @@ def scan_inputs(
     target = out.resolve()
     found: list[tuple[Path, str]] = []
     ours: list[Path] = []
+    earlier: list[Path] = []  # outputs of an earlier run found in a folder given
+    skipped: list[Path] = []  # files in a folder given that are not photos by their suffix
     for item in items:
         path = Path(item)
         if path.is_dir():
@@ -114,9 +118,14 @@ def scan_inputs(
                     f"the input folder {item} is inside -o {out}: facekit skips its own output folder when scanning, "
                     "so none of its photos would be read; choose an output folder outside the inputs"
                 )
-            for photo in _photos_below(path):
+            photos, others = _photos_below(path)
+            skipped.extend(others)
+            for photo in photos:
                 if _inside(photo.resolve(), target):
                     continue  # facekit's own outputs
+                if outputs and _our_output(photo, outputs):  # an earlier run's outputs kept among the photos
+                    earlier.append(photo)
+                    continue
                 found.append((photo, photo.relative_to(path).as_posix()))
         elif path.is_file():
             if _inside(path.resolve(), target) and _our_output(path, outputs):
@@ -135,19 +144,50 @@ def scan_inputs(
             ours[0].name,
             ", ..." if len(ours) > 1 else "",
         )
+    if earlier:
+        logger.warning(
+            "%d files in the folders given are facekit's outputs of an earlier run (%s%s): skipped",
+            len(earlier),
+            earlier[0],
+            ", ..." if len(earlier) > 1 else "",
+        )
+    from facekit.outputs import PHOTO_SUFFIXES
+
+    kinds = " ".join(sorted(PHOTO_SUFFIXES))
+    if skipped:
+        shown = ", ".join(path.name for path in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        logger.warning(
+            "%d files in the folders given are not photos (%s): skipped; photos are %s", len(skipped), shown, kinds
+        )
     if not found:
-        raise FacekitError("no photos found in " + ", ".join(items))
-    seen: set[Path] = set()
-    unique = []
+        raise FacekitError("no photos found in " + ", ".join(items) + f" (photos are {kinds})")
+    where: dict[Path, int] = {}
+    unique: list[tuple[Path, str]] = []
+    twice: list[Path] = []
     for photo, relative in found:  # the same file given twice (a.jpg a.jpg, or as a file and in its folder): once
-        if (key := photo.resolve()) not in seen:
-            seen.add(key)
+        key = photo.resolve()
+        if key not in where:
+            where[key] = len(unique)
             unique.append((photo, relative))
+            continue
+        kept = unique[where[key]][0]
+        if kept != photo:
+            twice.append(photo if photo.is_symlink() or not kept.is_symlink() else kept)
+        if kept.is_symlink() and not photo.is_symlink():  # the file itself, not a link to it, names the outputs
+            unique[where[key]] = (photo, relative)
+    if twice:
+        logger.warning(
+            "%d photos were reached twice, through a link (%s%s): each is normalized once, under its own name",
+            len(twice),
+            twice[0],
+            ", ..." if len(twice) > 1 else "",
+        )
     return unique
 
 
-def _photos_below(folder: Path) -> list[Path]:
-    """The photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted. The
+def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted; the
+    other files, which are not photos: ``photo.heic``, ``notes.txt``). The
     real folders come first, each under its own path (as before links were followed, so outputs keep their names);
     then linked folders whose target was not scanned yet, unless it holds a scanned one (a link to a parent would pull
     in every sibling). Hidden files and folders (``.thumbs``, macOS's ``._photo.jpg``) are skipped, as ``facekit
@@ -155,6 +195,7 @@ def _photos_below(folder: Path) -> list[Path]:
     from facekit.outputs import PHOTO_SUFFIXES
 
     photos: list[Path] = []
+    others: list[Path] = []
     seen: set[str] = set()
     pending: list[Path] = [folder]
     links: list[Path] = []
@@ -182,9 +223,18 @@ def _photos_below(folder: Path) -> list[Path]:
             folders[:] = entered
             for name in files:
                 candidate = Path(root) / name
-                if not name.startswith(".") and candidate.suffix.lower() in PHOTO_SUFFIXES and candidate.is_file():
+                if name.startswith(".") or not candidate.is_file():
+                    continue
+                if candidate.suffix.lower() in PHOTO_SUFFIXES:
                     photos.append(candidate)
-    return sorted(photos)
+                elif candidate.suffix.lower() not in NOT_PHOTOS:
+                    others.append(candidate)
+    return sorted(photos), sorted(others)
+
+
+#: Files a folder of photos holds beside them that are no photo and not worth a word: facekit's own records and
+#: tables, sidecars.
+NOT_PHOTOS = frozenset({".json", ".jsonl", ".csv", ".txt", ".md", ".xmp", ".aae", ".ini", ".db", ".lock"})
 
 
 def _stem(relative: str) -> tuple[str, str]:

@@ -276,7 +276,9 @@ def normalize(
     inside_inputs: Annotated[
         bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when one is visible)")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda, cuda:N, mps, xpu or auto (a GPU when one is visible)")
+    ] = "cpu",
     detail: Annotated[
         float | None,
         typer.Option(

@@ -164,6 +164,34 @@ def test_normalizing_a_glob_into_its_own_folder_twice_is_done(tmp_path: Path, mo
     assert mine in [item.source for item in plan_folder([str(mine)], tmp_path).planned]
 
 
+def test_a_folder_scan_skips_an_earlier_runs_outputs_links_twice_and_says_what_is_no_photo(
+    tmp_path: Path, model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """helper-63: a folder holding an earlier run's output folder (``-o folder/out --inside-inputs``, then another
+    ``-o``) normalized those outputs again (5 of 7 "photos" were facekit's faces, side-by-sides and grid); a link to a
+    photo beside the photo took its name and the photo itself vanished from the table without a word; a HEIC photo
+    was skipped silently, and a folder of only such files said "no photos found" without saying what is one."""
+    inputs = tmp_path / "in"
+    photo(inputs / "a.jpg", 100)
+    photo(inputs / "s" / "b.jpg", 110)
+    normalize_folder(FakeNormalizer(), [str(inputs)], inputs / "out", model, inside_inputs=True)
+    (inputs / "alink.jpg").symlink_to(inputs / "s" / "b.jpg")  # sorts before s/b.jpg
+    (inputs / "photo.heic").write_bytes(b"not read here")
+    (inputs / "notes.json").write_text("{}")  # a sidecar: not worth a word
+    with caplog.at_level("WARNING", logger="facekit.batch"):
+        found = scan_inputs([str(inputs)], tmp_path / "other", outputs=(".png", "_side.png"))
+    assert [relative for _, relative in found] == ["a.jpg", "s/b.jpg"]
+    said = " ".join(record.getMessage() for record in caplog.records)
+    assert "files in the folders given are facekit's outputs of an earlier run" in said
+    assert "reached twice, through a link" in said and "alink.jpg" in said
+    assert "1 files in the folders given are not photos (photo.heic)" in said and ".jpg" in said
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "photo.heic").write_bytes(b"x")
+    with pytest.raises(FacekitError, match=r"no photos found in .*only \(photos are .*\.jpg"):
+        scan_inputs([str(only)], tmp_path / "o2")
+
+
 def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
     """Before: a name of 225-246 bytes without its extension was 'unwritable: File name too long', because the
     temporary file's name added 22 bytes to the output's."""
