@@ -630,6 +630,20 @@ def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def _earlier_thumbnail(side: Path) -> list[np.ndarray]:
+    """The grid's row of a photo an earlier run normalized: its side-by-side ``side`` at the grid's 160 px height
+    ([] when it is gone or unreadable: the grid then shows the others)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(side) as opened:
+            pair = opened.convert("RGB")
+            width = max(1, round(pair.width * 160 / pair.height))
+            return [np.asarray(pair.resize((width, 160), Image.Resampling.BILINEAR))]
+    except (OSError, UnidentifiedImageError, ValueError, ZeroDivisionError):
+        return []
+
+
 #: The tEXt key that marks a grid.png as facekit's own (a rerun may replace it; a user's grid.png it leaves alone).
 GRID_MARK = "facekit-grid"
 
@@ -804,6 +818,7 @@ def _normalize_locked(
     face_rule = face_record(face_of(normalizer))  # which face of a photo (--face)
     summary = Summary()
     thumbnails: list[np.ndarray] = []
+    made_any = False  # a rerun with every photo done leaves the grid as it is
     for batch in _batches(plan.planned, batch_size):
         rows: list[Row] = []
         todo: list[tuple[Planned, np.ndarray, str, dict[str, str], str]] = []
@@ -825,6 +840,8 @@ def _normalize_locked(
             verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
             if verdict == "done":
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
+                if len(thumbnails) < GRID_ROWS:  # the grid shows the folder, not only what this run added
+                    thumbnails.extend(_earlier_thumbnail(item.files(out)[2]))
                 continue
             if verdict == "exists":
                 reason = (
@@ -868,6 +885,7 @@ def _normalize_locked(
                 rows.append(Row(str(item.source), "unwritable", None, failed))
                 continue
             rows.append(Row(str(item.source), "ok", str(png)))
+            made_any = True
             if len(thumbnails) < GRID_ROWS:
                 thumbnails.append(side_by_side(image, outcome, height=160))
         _append_manifest(out, rows)
@@ -875,10 +893,10 @@ def _normalize_locked(
         for row in rows:
             if on_row is not None:
                 on_row(row)
-    if thumbnails and not write_grid:
+    if made_any and not write_grid:
         why = "it is one of the inputs" if grid_is_input else "a file not made by facekit is there (--overwrite)"
         summary.grid_left = f"{out / GRID} not written: {why}"
-    if thumbnails and write_grid:
+    if made_any and write_grid:
         width = max(t.shape[1] for t in thumbnails)
         padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]
         summary.grid = out / GRID

@@ -192,6 +192,24 @@ def test_a_folder_scan_skips_an_earlier_runs_outputs_links_twice_and_says_what_i
         scan_inputs([str(only)], tmp_path / "o2")
 
 
+def test_the_grid_shows_the_folder_not_only_what_a_rerun_added(tmp_path: Path, model: Path) -> None:
+    """helper-63: a rerun that added a photo replaced grid.png with that photo's row alone (the earlier rows were
+    gone); it now holds the done photos' rows too (from their side-by-sides), and a rerun with nothing new leaves it
+    as it is."""
+    out = tmp_path / "out"
+    first = [str(photo(tmp_path / "in" / f"{name}.jpg", value)) for name, value in (("a", 100), ("b", 120))]
+    normalize_folder(FakeNormalizer(), first, out, model)
+    rows_before = np.asarray(Image.open(out / "grid.png")).shape[0]
+    added = str(photo(tmp_path / "in" / "c.jpg", 140))
+    summary = normalize_folder(FakeNormalizer(), [*first, added], out, model)
+    assert [row.status for row in summary.rows] == ["done", "done", "ok"]
+    grid = np.asarray(Image.open(out / "grid.png"))
+    assert grid.shape[0] == rows_before * 3 // 2  # three rows of 164 px, where the rerun used to write one
+    untouched = digest(out / "grid.png")
+    again = normalize_folder(FakeNormalizer(), [*first, added], out, model)
+    assert {row.status for row in again.rows} == {"done"} and digest(out / "grid.png") == untouched
+
+
 def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
     """Before: a name of 225-246 bytes without its extension was 'unwritable: File name too long', because the
     temporary file's name added 22 bytes to the output's."""
