@@ -8,9 +8,10 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
   added; ``grid.png`` and ``manifest.jsonl`` are reserved, and the grid is never written over an input;
 - **inputs are never written**: ``-o`` equal to an input folder is refused; ``-o`` inside an input folder is refused
   unless ``--inside-inputs`` is given, and then that folder is skipped when the inputs are scanned (facekit never
-  normalizes its own outputs: an earlier run's, found by a folder scan anywhere, are skipped with a warning); an
-  output that would land on an input is refused; a photo reached also through a link is read once, under its own
-  path; files that are not photos by their suffix (``photo.heic``) are named in a warning;
+  normalizes its own outputs: a folder scan skips, with a warning, a marked grid and this command's outputs made
+  from photos that are themselves among the inputs, while another command's outputs fed on stay inputs); an output
+  that would land on an input is refused; a photo reached also through a link is read once, by the path without a
+  link where there is one; files not read (``photo.heic``, by their suffix) are named in a warning;
 - **atomic, never through a link**: each file is written to a temporary file in its folder and renamed over the target
   (a symlink there is replaced, never followed); folders inside the output must resolve inside it; a photo whose
   outputs cannot be written is a row (``unwritable``) and the batch goes on;
@@ -91,13 +92,16 @@ def scan_inputs(
     ``out`` equal to a folder given is refused; ``out`` inside one is refused unless ``inside_inputs`` (the refusal
     names ``inside_option``, how the command asks for it, when it has one), and is then left out of the scan. A
     file given that is this command's output of another photo in ``out`` (``outputs``: the suffixes it writes;
-    :func:`_our_output`) is skipped with a warning."""
+    :func:`_our_output`) is skipped with a warning; so is, in a folder scan, a marked grid and an output of this
+    command whose record names a photo among the inputs (:func:`_recorded_source`). A photo reached twice (through a
+    link) is read once, files that are not read are named in a warning."""
 
     target = out.resolve()
     found: list[tuple[Path, str]] = []
     ours: list[Path] = []
     earlier: list[Path] = []  # outputs of an earlier run found in a folder given
     skipped: list[Path] = []  # files in a folder given that are not photos by their suffix
+    made_from_path: dict[Path, Path | None] = {}  # a scanned file's source, as its facekit record or mark names it
     for item in items:
         path = Path(item)
         if path.is_dir():
@@ -119,14 +123,15 @@ def scan_inputs(
                     "so none of its photos would be read; choose an output folder outside the inputs"
                 )
             photos, others = _photos_below(path)
-            skipped.extend(others)
+            skipped.extend(other for other in others if not _inside(other.resolve(), target))
             for photo in photos:
                 if _inside(photo.resolve(), target):
                     continue  # facekit's own outputs
-                if outputs and _our_output(photo, outputs):  # an earlier run's outputs kept among the photos
+                if photo.name == GRID and _is_our_grid(photo):  # an earlier run's contact grid
                     earlier.append(photo)
                     continue
                 found.append((photo, photo.relative_to(path).as_posix()))
+                made_from_path[photo] = _recorded_source(photo, outputs)
         elif path.is_file():
             if _inside(path.resolve(), target) and _our_output(path, outputs):
                 # facekit's output of another photo, in -o (`facekit adjust *.jpg -o .` run twice): corrected again
@@ -144,9 +149,21 @@ def scan_inputs(
             ours[0].name,
             ", ..." if len(ours) > 1 else "",
         )
+    # An output of this command made by an earlier run from a photo that is itself among the inputs (`-o folder/out
+    # --inside-inputs`, then another -o): normalized again it would be junk. Outputs of photos not among the inputs
+    # (another command's, fed on: adjust's, then normalize) and photos beside an old record are the user's inputs.
+    scanned = {photo.resolve() for photo, _ in found}
+    derived = {
+        photo
+        for photo, source in made_from_path.items()
+        if source is not None and source in scanned and source != photo.resolve()
+    }
+    earlier.extend(photo for photo, _ in found if photo in derived)
+    found = [(photo, relative) for photo, relative in found if photo not in derived]
     if earlier:
         logger.warning(
-            "%d files in the folders given are facekit's outputs of an earlier run (%s%s): skipped",
+            "%d files in the folders given are facekit's outputs of an earlier run from photos given here (%s%s): "
+            "skipped",
             len(earlier),
             earlier[0],
             ", ..." if len(earlier) > 1 else "",
@@ -156,11 +173,9 @@ def scan_inputs(
     kinds = " ".join(sorted(PHOTO_SUFFIXES))
     if skipped:
         shown = ", ".join(path.name for path in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        logger.warning(
-            "%d files in the folders given are not photos (%s): skipped; photos are %s", len(skipped), shown, kinds
-        )
+        logger.warning("%d file(s) in the folders given not read (%s): facekit reads %s", len(skipped), shown, kinds)
     if not found:
-        raise FacekitError("no photos found in " + ", ".join(items) + f" (photos are {kinds})")
+        raise FacekitError("no photos found in " + ", ".join(items) + f" (facekit reads {kinds})")
     where: dict[Path, int] = {}
     unique: list[tuple[Path, str]] = []
     twice: list[Path] = []
@@ -171,18 +186,44 @@ def scan_inputs(
             unique.append((photo, relative))
             continue
         kept = unique[where[key]][0]
-        if kept != photo:
-            twice.append(photo if photo.is_symlink() or not kept.is_symlink() else kept)
-        if kept.is_symlink() and not photo.is_symlink():  # the file itself, not a link to it, names the outputs
+        if os.path.normpath(os.path.abspath(kept)) == os.path.normpath(os.path.abspath(photo)):
+            continue  # the same path given twice, or as a file and in its folder: no link involved
+        if _real_path(photo) and not _real_path(kept):  # the file's own path, not a link's, names the outputs
             unique[where[key]] = (photo, relative)
+            kept, photo = photo, kept
+        twice.append(photo)
     if twice:
         logger.warning(
-            "%d photos were reached twice, through a link (%s%s): each is normalized once, under its own name",
+            "%d photo(s) reached a second time through a link (%s%s): each is read once, as %s",
             len(twice),
             twice[0],
             ", ..." if len(twice) > 1 else "",
+            "the path without a link where there is one",
         )
     return unique
+
+
+def _real_path(path: Path) -> bool:
+    """Whether ``path`` leads to its file through no link (in any of its parts)."""
+    return os.path.realpath(path) == os.path.normpath(os.path.abspath(path))
+
+
+def _recorded_source(path: Path, outputs: Sequence[str]) -> Path | None:
+    """The photo a facekit output at ``path`` was made from, resolved, as its PNG mark (:data:`OUTPUT_MARK`) or the
+    ``NAME.json`` record beside it names it (NAME + one of this command's ``outputs`` suffixes); None for a file
+    neither names (a photo)."""
+    source: Any = None
+    if path.suffix.lower() == ".png":
+        source = png_text(path).get(OUTPUT_MARK)
+    for suffix in outputs:
+        if source is None and suffix != ".json" and len(path.name) > len(suffix) and path.name.endswith(suffix):
+            source = read_record(path.parent / f"{path.name[: -len(suffix)]}.json").get("input_path")
+    if not isinstance(source, str) or not source:
+        return None
+    try:
+        return Path(source).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -234,7 +275,10 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
 
 #: Files a folder of photos holds beside them that are no photo and not worth a word: facekit's own records and
 #: tables, sidecars.
-NOT_PHOTOS = frozenset({".json", ".jsonl", ".csv", ".txt", ".md", ".xmp", ".aae", ".ini", ".db", ".lock"})
+NOT_PHOTOS = frozenset(
+    {".json", ".jsonl", ".csv", ".txt", ".md", ".xmp", ".aae", ".ini", ".db", ".lock", ".html", ".yaml", ".yml"}
+    | {".log", ".glb", ".obj", ".mtl", ".safetensors", ".npy", ".npz"}
+)
 
 
 def _stem(relative: str) -> tuple[str, str]:
@@ -635,12 +679,14 @@ def _earlier_thumbnail(side: Path) -> list[np.ndarray]:
     ([] when it is gone or unreadable: the grid then shows the others)."""
     from PIL import Image, UnidentifiedImageError
 
+    if not side.is_file():  # gone, or something that is no file (a FIFO would block the read)
+        return []
     try:
         with Image.open(side) as opened:
             pair = opened.convert("RGB")
             width = max(1, round(pair.width * 160 / pair.height))
             return [np.asarray(pair.resize((width, 160), Image.Resampling.BILINEAR))]
-    except (OSError, UnidentifiedImageError, ValueError, ZeroDivisionError):
+    except (OSError, UnidentifiedImageError, ValueError, ZeroDivisionError, Image.DecompressionBombError):
         return []
 
 
@@ -818,7 +864,7 @@ def _normalize_locked(
     face_rule = face_record(face_of(normalizer))  # which face of a photo (--face)
     summary = Summary()
     thumbnails: list[np.ndarray] = []
-    made_any = False  # a rerun with every photo done leaves the grid as it is
+    made_any = not (out / GRID).exists()  # a rerun with every photo done leaves the grid as it is, if there is one
     for batch in _batches(plan.planned, batch_size):
         rows: list[Row] = []
         todo: list[tuple[Planned, np.ndarray, str, dict[str, str], str]] = []
@@ -893,10 +939,10 @@ def _normalize_locked(
         for row in rows:
             if on_row is not None:
                 on_row(row)
-    if made_any and not write_grid:
+    if made_any and thumbnails and not write_grid:
         why = "it is one of the inputs" if grid_is_input else "a file not made by facekit is there (--overwrite)"
         summary.grid_left = f"{out / GRID} not written: {why}"
-    if made_any and write_grid:
+    if made_any and thumbnails and write_grid:
         width = max(t.shape[1] for t in thumbnails)
         padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]
         summary.grid = out / GRID

@@ -182,14 +182,27 @@ def test_a_folder_scan_skips_an_earlier_runs_outputs_links_twice_and_says_what_i
         found = scan_inputs([str(inputs)], tmp_path / "other", outputs=(".png", "_side.png"))
     assert [relative for _, relative in found] == ["a.jpg", "s/b.jpg"]
     said = " ".join(record.getMessage() for record in caplog.records)
-    assert "files in the folders given are facekit's outputs of an earlier run" in said
-    assert "reached twice, through a link" in said and "alink.jpg" in said
-    assert "1 files in the folders given are not photos (photo.heic)" in said and ".jpg" in said
+    assert "files in the folders given are facekit's outputs of an earlier run from photos given here" in said
+    assert "reached a second time through a link" in said and "alink.jpg" in said
+    assert "1 file(s) in the folders given not read (photo.heic): facekit reads" in said and ".jpg" in said
     only = tmp_path / "only"
     only.mkdir()
     (only / "photo.heic").write_bytes(b"x")
-    with pytest.raises(FacekitError, match=r"no photos found in .*only \(photos are .*\.jpg"):
+    with pytest.raises(FacekitError, match=r"no photos found in .*only \(facekit reads .*\.jpg"):
         scan_inputs([str(only)], tmp_path / "o2")
+    # helper-64: outputs of photos that are not among the inputs are inputs (one command's results fed to the next,
+    # or a photo beside an old record): only the earlier run's outputs of the photos given here are skipped.
+    chained = tmp_path / "chained"
+    normalize_folder(FakeNormalizer(), [str(inputs / "a.jpg")], chained, model)
+    assert [relative for _, relative in scan_inputs([str(chained)], tmp_path / "o3", outputs=(".png",))] == [
+        "a.png",
+        "a_side.png",
+    ]
+    # The same path twice, relative and absolute, is no link: no warning.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="facekit.batch"):
+        twice = scan_inputs([str(inputs / "s"), str((inputs / "s" / "b.jpg").resolve())], tmp_path / "o4")
+    assert len(twice) == 1 and "link" not in " ".join(record.getMessage() for record in caplog.records)
 
 
 def test_the_grid_shows_the_folder_not_only_what_a_rerun_added(tmp_path: Path, model: Path) -> None:
@@ -208,6 +221,9 @@ def test_the_grid_shows_the_folder_not_only_what_a_rerun_added(tmp_path: Path, m
     untouched = digest(out / "grid.png")
     again = normalize_folder(FakeNormalizer(), [*first, added], out, model)
     assert {row.status for row in again.rows} == {"done"} and digest(out / "grid.png") == untouched
+    (out / "grid.png").unlink()  # deleted (or a run killed before its grid): made again from the done photos
+    normalize_folder(FakeNormalizer(), [*first, added], out, model)
+    assert np.asarray(Image.open(out / "grid.png")).shape == grid.shape
 
 
 def test_a_long_file_name_is_written(tmp_path: Path, model: Path) -> None:
