@@ -215,9 +215,9 @@ def _recorded_source(path: Path, outputs: Sequence[str]) -> Path | None:
     source: Any = None
     if path.suffix.lower() == ".png":
         source = png_text(path).get(OUTPUT_MARK)
-    for suffix in outputs:
-        if source is None and suffix != ".json" and len(path.name) > len(suffix) and path.name.endswith(suffix):
-            source = read_record(path.parent / f"{path.name[: -len(suffix)]}.json").get("input_path")
+    for _, record in _record_paths(path, outputs):
+        if source is None:
+            source = read_record(record).get("input_path")
     if not isinstance(source, str) or not source:
         return None
     try:
@@ -414,14 +414,20 @@ def _our_output(path: Path, outputs: Sequence[str]) -> bool:
     was made from (:data:`OUTPUT_MARK`: a command without per-photo records), or the contact grid normalize writes."""
     if path.name == GRID and _is_our_grid(path):
         return True
-    suffixes = [suffix for suffix in outputs if suffix != ".json" and len(path.name) > len(suffix)]
-    if any(path.name.endswith(suffix) and suffix.lower().endswith(".png") for suffix in suffixes):
-        if png_text(path).get(OUTPUT_MARK):
-            return True
-    return any(
-        path.name.endswith(suffix) and _made_for_another(path.parent / f"{path.name[: -len(suffix)]}.json", path)
-        for suffix in suffixes
-    )
+    records = _record_paths(path, outputs)
+    if any(suffix.lower().endswith(".png") for suffix, _ in records) and png_text(path).get(OUTPUT_MARK):
+        return True
+    return any(_made_for_another(record, path) for _, record in records)
+
+
+def _record_paths(path: Path, outputs: Sequence[str]) -> list[tuple[str, Path]]:
+    """(suffix, NAME.json) for each of a command's ``outputs`` suffixes that ``path`` is NAME + (the record that
+    would say which photo it was made from)."""
+    return [
+        (suffix, path.parent / f"{path.name[: -len(suffix)]}.json")
+        for suffix in outputs
+        if suffix != ".json" and len(path.name) > len(suffix) and path.name.endswith(suffix)
+    ]
 
 
 #: The tEXt key of a PNG output that names the photo it was made from (its absolute path), so that a later run
@@ -863,8 +869,11 @@ def _normalize_locked(
     detail = normalizer.detail.as_record() if hasattr(normalizer, "detail") else None  # photo detail settings
     face_rule = face_record(face_of(normalizer))  # which face of a photo (--face)
     summary = Summary()
-    thumbnails: list[np.ndarray] = []
-    made_any = not (out / GRID).exists()  # a rerun with every photo done leaves the grid as it is, if there is one
+    # The grid's rows in the order given: this run's faces, and the side-by-side files of photos already done (read
+    # only when a grid is made). Past GRID_ROWS made faces none can be among the first GRID_ROWS rows.
+    grid_rows: list[np.ndarray | Path] = []
+    faces_made = 0
+    grid_due = not (out / GRID).exists()  # a rerun with every photo done leaves the grid as it is, if there is one
     for batch in _batches(plan.planned, batch_size):
         rows: list[Row] = []
         todo: list[tuple[Planned, np.ndarray, str, dict[str, str], str]] = []
@@ -886,8 +895,8 @@ def _normalize_locked(
             verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
             if verdict == "done":
                 rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
-                if len(thumbnails) < GRID_ROWS:  # the grid shows the folder, not only what this run added
-                    thumbnails.extend(_earlier_thumbnail(item.files(out)[2]))
+                if faces_made < GRID_ROWS:  # the grid shows the folder, not only what this run added
+                    grid_rows.append(item.files(out)[2])
                 continue
             if verdict == "exists":
                 reason = (
@@ -931,18 +940,23 @@ def _normalize_locked(
                 rows.append(Row(str(item.source), "unwritable", None, failed))
                 continue
             rows.append(Row(str(item.source), "ok", str(png)))
-            made_any = True
-            if len(thumbnails) < GRID_ROWS:
-                thumbnails.append(side_by_side(image, outcome, height=160))
+            grid_due = True
+            if faces_made < GRID_ROWS:
+                grid_rows.append(side_by_side(image, outcome, height=160))
+                faces_made += 1
         _append_manifest(out, rows)
         summary.rows.extend(rows)
         for row in rows:
             if on_row is not None:
                 on_row(row)
-    if made_any and thumbnails and not write_grid:
+    thumbnails: list[np.ndarray] = []
+    for entry in grid_rows if grid_due else []:
+        if len(thumbnails) < GRID_ROWS:
+            thumbnails.extend(_earlier_thumbnail(entry) if isinstance(entry, Path) else [entry])
+    if thumbnails and not write_grid:
         why = "it is one of the inputs" if grid_is_input else "a file not made by facekit is there (--overwrite)"
         summary.grid_left = f"{out / GRID} not written: {why}"
-    if made_any and thumbnails and write_grid:
+    if thumbnails and write_grid:
         width = max(t.shape[1] for t in thumbnails)
         padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]
         summary.grid = out / GRID

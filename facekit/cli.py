@@ -22,7 +22,7 @@ from rich.tree import Tree
 import facekit
 from facekit.apps import FUSE_WEIGHT, FuseChoice, Mapping, Only, Region
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
-from facekit.errors import FacekitError, did_you_mean
+from facekit.errors import ComponentNotFoundError, FacekitError, did_you_mean
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
 app = typer.Typer(
@@ -346,15 +346,15 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
         return "strength" in apps.get(name).params.model_fields
 
     methods = [name for name in apps.names() if corrects(name)]
-    if method in apps.conflicts():  # two plugins registered it: say so, not "no such method"
-        apps.get(method)
-    if method not in apps.names():  # the methods there are, not every app (attributes, avatar, explore)
+    try:  # two plugins registering it is their error (DuplicateComponentError), not "no such method"
+        spec = apps.get(method)
+    except ComponentNotFoundError:  # the methods there are, not every app (attributes, avatar, explore)
         hint = did_you_mean(method, methods)
         raise FacekitError(
             f"--method {method}: no such method; methods: {', '.join(methods)}{'; ' + hint if hint else ''}"
-        )
-    if corrects(method):
-        corrector = apps.get(method).build(params)
+        ) from None
+    if "strength" in spec.params.model_fields:
+        corrector = spec.build(params)
         if callable(getattr(corrector, "correct", None)):
             return corrector
     raise FacekitError(f"--method {method}: the {method} app does not correct photos; methods: {', '.join(methods)}")
