@@ -875,12 +875,15 @@ def _normalize_locked(
     faces_made = 0
     grid_due = not (out / GRID).exists()  # a rerun with every photo done leaves the grid as it is, if there is one
     for batch in _batches(plan.planned, batch_size):
-        rows: list[Row] = []
-        todo: list[tuple[Planned, np.ndarray, str, dict[str, str], str]] = []
-        for item in batch:
+        # Rows and grid entries by the photo's place in the batch: the table, manifest and grid keep the order given
+        # (before, the photos left alone came first in each batch, then those normalized).
+        placed: dict[int, Row] = {}
+        shown: dict[int, np.ndarray | Path] = {}
+        todo: list[tuple[int, Planned, np.ndarray, str, dict[str, str], str]] = []
+        for place, item in enumerate(batch):
             source_sha, why = input_sha256(item.source)
             if source_sha is None:  # unreadable (permissions, vanished): that photo's row, the batch goes on
-                rows.append(Row(str(item.source), "unreadable", None, why))
+                placed[place] = Row(str(item.source), "unreadable", None, why)
                 continue
             png, record_path, _ = item.files(out)
             taken = occupied(item.files(out))
@@ -894,26 +897,26 @@ def _normalize_locked(
             }
             verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
             if verdict == "done":
-                rows.append(Row(str(item.source), "done", str(png), "already normalized with this model"))
+                placed[place] = Row(str(item.source), "done", str(png), "already normalized with this model")
                 if faces_made < GRID_ROWS:  # the grid shows the folder, not only what this run added
-                    grid_rows.append(item.files(out)[2])
+                    shown[place] = item.files(out)[2]
                 continue
             if verdict == "exists":
                 reason = (
                     f"{taken[0]} exists (another input, model, --detail or --face settings, or not facekit's): "
                     "--overwrite replaces"
                 )
-                rows.append(Row(str(item.source), "exists", None, reason))
+                placed[place] = Row(str(item.source), "exists", None, reason)
                 continue
             image, note = load_rgb(item.source)
             if image is None:
-                rows.append(Row(str(item.source), "unreadable", None, note))
+                placed[place] = Row(str(item.source), "unreadable", None, note)
                 continue
-            todo.append((item, image, source_sha, read, note))
-        outcomes = normalizer.normalize_many([t[1] for t in todo], [t[0].source.stem for t in todo], batch_size)
-        for (item, image, source_sha, read, note), outcome in zip(todo, outcomes, strict=True):
+            todo.append((place, item, image, source_sha, read, note))
+        outcomes = normalizer.normalize_many([t[2] for t in todo], [t[1].source.stem for t in todo], batch_size)
+        for (place, item, image, source_sha, read, note), outcome in zip(todo, outcomes, strict=True):
             if outcome.face is None:
-                rows.append(Row(str(item.source), outcome.status, None, outcome.reason or "no face found"))
+                placed[place] = Row(str(item.source), outcome.status, None, outcome.reason or "no face found")
                 continue
             png, record, side = item.files(out)
             face = outcome.face
@@ -937,13 +940,15 @@ def _normalize_locked(
             files = with_record(record, details, [(png, png_bytes(face.image)), (side, png_bytes(pair))])
             failed = write_files(files, out)
             if failed:
-                rows.append(Row(str(item.source), "unwritable", None, failed))
+                placed[place] = Row(str(item.source), "unwritable", None, failed)
                 continue
-            rows.append(Row(str(item.source), "ok", str(png)))
+            placed[place] = Row(str(item.source), "ok", str(png))
             grid_due = True
             if faces_made < GRID_ROWS:
-                grid_rows.append(side_by_side(image, outcome, height=160))
+                shown[place] = side_by_side(image, outcome, height=160)
                 faces_made += 1
+        rows = [placed[place] for place in sorted(placed)]
+        grid_rows.extend(shown[place] for place in sorted(shown))
         _append_manifest(out, rows)
         summary.rows.extend(rows)
         for row in rows:

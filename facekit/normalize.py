@@ -177,6 +177,11 @@ def inference_device(requested: str, option: str = "--device") -> str:
     return requested
 
 
+def _is_photo(item: Any) -> bool:
+    """A path, PIL image or image array: what a list of photos holds (a nested list of pixel rows is not one)."""
+    return isinstance(item, str | os.PathLike | np.ndarray) or hasattr(item, "mode")
+
+
 def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any, image: Any) -> None:
     """:meth:`Normalizer.normalize`'s options, each of the type it takes and used only where it means something (an
     option that would be ignored is an error, not a silent default)."""
@@ -185,6 +190,14 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
     for name, value in (("bgr", bgr), ("all_faces", all_faces)):
         if not isinstance(value, bool):
             raise FacekitError(f"normalize: {name} must be True or False, got {value!r}")
+    several = len(image) if isinstance(image, list | tuple) and image and _is_photo(image[0]) else None
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        several = image.shape[0]
+    if several is not None:
+        raise FacekitError(
+            f"normalize takes one photo per call, got {several} (a {type(image).__name__}); for several: "
+            "normalize_many(images, names)"
+        )
     if bgr and (isinstance(image, str | os.PathLike) or hasattr(image, "mode")):
         raise FacekitError("normalize: bgr=True is for arrays in OpenCV's order; a file or PIL image has its own")
     if not all_faces and (max_faces is not None or near is not None):
@@ -612,6 +625,12 @@ class Normalizer:
         outcome = self.normalize_many([photo], ["image"])[0]
         if outcome.status == DETECTOR_ERROR:
             raise DetectorFailed(f"no face normalized: {outcome.status} {outcome.reason}")
+        if outcome.face is None and outcome.status == "no_face":
+            height, width = photo.shape[:2]
+            raise FacekitError(
+                f"no face normalized: the detector ({type(self.detector).__name__}) found no face in this {width} x "
+                f"{height} photo (to get an empty list instead of this error: normalize(image, all_faces=True))"
+            )
         if outcome.face is None:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())
         return outcome.face

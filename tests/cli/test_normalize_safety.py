@@ -602,6 +602,19 @@ def test_a_photo_that_cannot_be_read_is_a_row_not_the_end(
     assert "could not write" in status["b.jpg"].reason and (tmp_path / "out2" / "c.png").is_file()
 
 
+def test_the_table_and_manifest_keep_the_order_given_within_a_batch(tmp_path: Path, model: Path) -> None:
+    """helper-63: in each batch, the photos left alone (done, unreadable) were listed before those normalized."""
+    names = ("a", "b", "c", "d", "e")
+    sources = [photo(tmp_path / "in" / f"{name}.jpg", 0 if name == "d" else 120) for name in names]
+    (tmp_path / "in" / "c.jpg").write_bytes(b"not a photo")
+    out = tmp_path / "out"
+    normalize_folder(FakeNormalizer(), [str(sources[1])], out, model)  # b is done before the run
+    summary = normalize_folder(FakeNormalizer(), [str(s) for s in sources], out, model)
+    order = [(Path(row.input).stem, row.status) for row in summary.rows]
+    assert order == [("a", "ok"), ("b", "done"), ("c", "unreadable"), ("d", "no_face"), ("e", "ok")]
+    assert [(Path(r["input"]).stem, r["status"]) for r in manifest(out)[-5:]] == order
+
+
 def test_an_output_a_killed_run_left_half_written_is_redone(tmp_path: Path, model: Path) -> None:
     """The record is written first (incomplete), then the pictures, then the record again: a run killed in between
     leaves outputs the rerun knows to be its own job, so it redoes them without --overwrite."""

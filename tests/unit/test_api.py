@@ -59,8 +59,13 @@ def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tm
         normalizer.normalize(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(FacekitError, match=r"missing\.jpg: unreadable"):
         normalizer.normalize(tmp_path / "missing.jpg")
-    with pytest.raises(FacekitError, match="no face normalized: no_face"):
+    with pytest.raises(FacekitError, match=r"found no face in this 80 x 80 photo .*all_faces=True"):
         normalizer.normalize(np.full((80, 80, 3), 128, np.uint8))
+    # Several photos at once (a list, or a batch array) are named as such, not as an odd shape (helper-63).
+    face = real_face().image
+    for several in ([face, face], (face, face), [tmp_path / "a.jpg", tmp_path / "b.jpg"], np.stack([face, face])):
+        with pytest.raises(FacekitError, match=r"one photo per call, got 2 .*normalize_many"):
+            normalizer.normalize(several)
 
 
 def test_every_form_of_one_photo_is_read_the_same_way(
