@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -288,11 +289,16 @@ def _stem(relative: str) -> tuple[str, str]:
     return (relative[: -len(suffix)], suffix[1:].lower()) if suffix else (relative, "")
 
 
-def _name_candidates(relative: str, room: int | None = None) -> Iterator[str]:
+def _name_candidates(relative: str, room: int | None = None, plain: bool = False) -> Iterator[str]:
     """The base names an input may get, in order (made as they are asked for): ``face``, ``face_jpg``,
     ``face_jpg-2``, ... (``photo``, ``photo-2``, ... for a name without an extension), each fitted into ``room``
-    bytes (:func:`fit_name`)."""
+    bytes (:func:`fit_name`); with ``plain``, white space in the file's name is ``_`` (``John Smith`` ->
+    ``John_Smith``: OBJ's ``mtllib`` and ``map_Kd`` cannot name a file with spaces)."""
     stem, suffix = _stem(relative)
+    if plain:
+        folder, slash, name = stem.rpartition("/")
+        stem = folder + slash + re.sub(r"\s", "_", name)
+        suffix = re.sub(r"\s", "_", suffix)
     first = f"{stem}_{suffix}" if suffix else stem
     names = itertools.chain([stem], [first] if suffix else [], (f"{first}-{n}" for n in range(2, 10_000)))
     return names if room is None else (fit_name(name, room) for name in names)
@@ -342,7 +348,7 @@ def name_limit(folder: Path) -> int:
 
 
 def _kept_names(
-    found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str], room: int | None = None
+    found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str], room: int | None = None, plain: bool = False
 ) -> dict[Path, str]:
     """Inputs whose earlier outputs are in ``out`` under one of their candidate names (that name's ``.json`` record
     holds the input's sha256), among inputs that share a name with another: they keep it, so that adding
@@ -352,14 +358,14 @@ def _kept_names(
         return {}
     groups: dict[str, list[tuple[Path, str]]] = {}
     for photo, relative in found:
-        groups.setdefault(_stem(relative)[0], []).append((photo, relative))
+        groups.setdefault(next(_name_candidates(relative, None, plain)), []).append((photo, relative))
     kept: dict[Path, str] = {}
     for members in groups.values():
         if len(members) < 2:
             continue
         for photo, relative in members:
             sha: str | None = None
-            for base in itertools.islice(_name_candidates(relative, room), len(members) + 1):
+            for base in itertools.islice(_name_candidates(relative, room, plain), len(members) + 1):
                 recorded = read_record(out / f"{base}.json").get("input_sha256")
                 if not recorded or base in kept.values():
                     continue
@@ -371,13 +377,14 @@ def _kept_names(
 
 
 def plan_outputs(
-    found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str] = NORMALIZE_OUTPUTS
+    found: Sequence[tuple[Path, str]], out: Path, outputs: Sequence[str] = NORMALIZE_OUTPUTS, plain: bool = False
 ) -> list[Planned]:
     """Unique output base names: the relative name without its extension; on a clash the extension is kept
     (``face_jpg``), then a counter is added (``face_jpg-2``), except that an input whose earlier outputs are already
     in ``out`` under one of these names keeps it (:func:`_kept_names`). None of the ``outputs`` (suffixes of the base
     name the caller writes) lands on an input, a reserved name or another photo's output, and every one fits the
-    file system's name limit (a longer base is shortened, :func:`fit_name`)."""
+    file system's name limit (a longer base is shortened, :func:`fit_name`). ``plain``: no white space in a base's
+    file name (:func:`_name_candidates`)."""
     inputs = {photo.resolve() for photo, _ in found}
     taken: set[str] = set(RESERVED)
     room = name_limit(out) - max((len(os.fsencode(suffix)) for suffix in outputs), default=0)
@@ -388,17 +395,24 @@ def plan_outputs(
             return None
         if photo is not None and ".json" in outputs and _made_for_another(out / f"{base}.json", photo):
             return None
+        # A name that is another photo's output under its own record (foo.jpg's foo_side.png for a new foo_side.jpg,
+        # whose foo_side.png would replace it while foo.jpg stayed "done"; helper-65).
+        if photo is not None and ".json" in outputs:
+            own = out / f"{base}.json"
+            others = {record for name in names for _, record in _record_paths(out / name, outputs)} - {own}
+            if any(_made_for_another(record, photo) for record in sorted(others)):
+                return None
         return names
 
     bases: dict[Path, str] = {}
-    for photo, base in _kept_names(found, out, outputs, room).items():
+    for photo, base in _kept_names(found, out, outputs, room, plain).items():
         if (names := free(base)) is not None:
             taken |= names
             bases[photo] = base
     planned = []
     for photo, relative in found:
         if photo not in bases:
-            for base in _name_candidates(relative, room):
+            for base in _name_candidates(relative, room, plain):
                 if (names := free(base, photo)) is not None:
                     taken |= names
                     bases[photo] = base
@@ -490,9 +504,10 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
     if not _inside(existing.resolve(), out.resolve()) or (
         folder.exists() and not _inside(folder.resolve(), out.resolve())
     ):
-        raise FacekitError(
-            f"{folder} leads outside the output folder {out} (a symbolic link?): refusing to write there"
-        )
+        # Why, as far as the name tells (helper-65: '..' was put down to a link).
+        lexical = os.path.normpath(os.path.abspath(folder)).startswith(os.path.abspath(out).rstrip(os.sep) + os.sep)
+        how = " ('..' in the name)" if ".." in path.parts else " through a symbolic link" if lexical else ""
+        raise FacekitError(f"{folder} leads outside the output folder {out}{how}: refusing to write there")
     folder.mkdir(parents=True, exist_ok=True)
     # The target's name, cut short: any name the file system takes for the target leaves room for the temporary's.
     prefix = f"{TEMPORARY_PREFIX}{path.name[:40]}."  # cut by characters: never half of a UTF-8 one
@@ -624,8 +639,9 @@ def finite_or_null(value: Any) -> Any:
 
 
 def exists_reason(path: Path) -> str:
-    """The status reason of a photo whose output ``path`` is already there."""
-    return f"{path} exists (not replaced): --overwrite replaces it"
+    """The status reason of a photo whose output ``path`` is already there, made from something else (normalize's
+    wording; before: "exists (not replaced)", which did not say why a rerun with new settings left it)."""
+    return f"{path} exists (another input or other settings, or not facekit's): --overwrite replaces it"
 
 
 def with_record(
@@ -803,15 +819,17 @@ def plan_folder(
     inside_inputs: bool = False,
     outputs: Sequence[str] = NORMALIZE_OUTPUTS,
     inside_option: str = "",
+    plain: bool = False,
 ) -> FolderPlan:
-    """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`)."""
+    """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`;
+    ``plain``: output names without white space)."""
     if batch_size < 1:
         raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FacekitError(f"-o {out} is a file, not a folder")
     found = scan_inputs(items, out, inside_inputs, outputs, inside_option)
-    return FolderPlan(out, plan_outputs(found, out, outputs), batch_size)
+    return FolderPlan(out, plan_outputs(found, out, outputs, plain), batch_size)
 
 
 def normalize_folder(

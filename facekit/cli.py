@@ -254,6 +254,13 @@ FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
 OverwriteOption = Annotated[
     bool, typer.Option(help="replace outputs already in -o (default: leave them)", show_default=False)
 ]
+#: ``--overwrite`` of adjust (and avatar's, in its plugin): what is already made from the same photo and settings
+#: stays 'done' either way (helper-65: the help said it replaced every output; attributes' does measure again).
+REDO_HELP = (
+    "replace outputs in -o made from another input or other settings, or not by facekit (default: leave them, "
+    "status 'exists'); outputs of this photo with these settings stay 'done': delete them to make them again"
+)
+PhotoOverwriteOption = Annotated[bool, typer.Option(help=REDO_HELP, show_default=False)]
 
 
 @app.command()
@@ -409,7 +416,7 @@ def adjust(
             min=0, max=3, help="adjust: rounds of normalizing the face again from the corrected photo (--mapping gains)"
         ),
     ] = 0,
-    overwrite: OverwriteOption = False,
+    overwrite: PhotoOverwriteOption = False,
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg for a
     JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; 16-bit kept), in RGB (a grey photo too), ICC profile and

@@ -156,12 +156,15 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow opens
         # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
-        # A float image ("F") in 0..255 keeps its scale.
+        # A float image ("F") in 0..255 keeps its scale, one in 0..1 (a float TIFF as science tools write it; it
+        # read as black, helper-65) is scaled to 0..255: one that runs to 1 on a 0..255 scale is black either way.
         wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
         peak = float(wide.max()) if wide.size else 0.0
-        top = 255.0 if image.mode == "F" and peak <= 255.0 else max(65535.0, peak)
+        unit = image.mode == "F" and 0.0 < peak <= 1.0
+        top = 1.0 if unit else 255.0 if image.mode == "F" and peak <= 255.0 else max(65535.0, peak)
         grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2), "greyscale" if top == 255.0 else "greyscale (16-bit)"
+        note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"
+        return np.repeat(grey[..., None], 3, axis=2), note
     note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -140,6 +140,10 @@ def resolve_weights(source: WeightsSource, path: str | Path | None = None, what:
     label = what or source.file
     if path is not None:
         explicit = Path(path).expanduser()
+        if explicit.is_dir():  # (helper-65: a folder was "weight file not found")
+            inside = explicit / source.file
+            hint = f": {inside}" if inside.is_file() else f" ({source.file})"
+            raise WeightsNotFoundError(f"{label}: {explicit} is a folder; give the weight file itself{hint}")
         if not explicit.is_file():
             raise WeightsNotFoundError(f"{label}: weight file not found: {explicit}")
         return verify_file(explicit, source.sha256, label)

@@ -138,6 +138,22 @@ def test_a_photo_added_in_a_later_run_under_a_taken_name_gets_its_own(
     assert normalize_folder(FakeNormalizer(), ["face.jpg"], out, model).rows[0].status == "exists"
 
 
+def test_a_later_photo_named_like_another_photos_output_gets_its_own_names(tmp_path: Path, model: Path) -> None:
+    """helper-65: foo.jpg's foo_side.png was foo_side.jpg's foo_side.png too: the new photo was 'exists', and the
+    --overwrite it suggested replaced foo's side-by-side while foo stayed 'done'. Either order, each keeps its own."""
+    for order in (("foo", "foo_side"), ("foo_side", "foo")):
+        folder, out = tmp_path / "-".join(order), tmp_path / f"out-{'-'.join(order)}"
+        first = photo(folder / f"{order[0]}.jpg", 100)
+        second = photo(folder / f"{order[1]}.jpg", 200)
+        normalize_folder(FakeNormalizer(), [str(first)], out, model)
+        before = {p.name: digest(p) for p in out.iterdir() if p.suffix == ".png" and p.name != "grid.png"}
+        (row,) = normalize_folder(FakeNormalizer(), [str(second)], out, model).rows
+        assert row.status == "ok" and Path(row.output).name == f"{order[1]}_jpg.png"
+        assert {name: digest(out / name) for name in before} == before  # the first photo's files are as they were
+        again = normalize_folder(FakeNormalizer(), [str(folder)], out, model)
+        assert sorted(r.status for r in again.rows) == ["done", "done"]
+
+
 def test_the_record_says_how_the_photo_was_read(tmp_path: Path, model: Path) -> None:
     """A greyscale photo gets a coloured face (the decoder's guess of skin colour): its record says it was read as
     greyscale, as load_rgb's note does (before: the note was dropped); a plain photo's record has no such entry."""
@@ -346,6 +362,7 @@ def test_a_linked_subfolder_cannot_lead_writes_outside(tmp_path: Path, model: Pa
     status = {Path(row.input).relative_to(tmp_path / "in").as_posix(): row for row in summary.rows}
     assert status["sub/face.jpg"].status == status["sub/deeper/face.jpg"].status == "unwritable"
     assert "leads outside the output folder" in status["sub/face.jpg"].reason
+    assert "through a symbolic link" in status["sub/face.jpg"].reason
     assert status["top.jpg"].status == "ok"  # the batch goes on
     assert list(elsewhere.iterdir()) == []
 

@@ -246,6 +246,11 @@ def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
     image, note = load_rgb(path)
     assert image is not None and image.shape == (2, 2, 3) and "16-bit" in note
     assert image[..., 0].tolist() == [[0, 117], [58, 78]]
+    # A float TIFF in 0..1 (helper-65: it read as black, 0 and 1 of 255) is scaled; one in 0..255 keeps its scale.
+    for name, scale, note_is in (("unit.tif", 1.0, "float 0..1"), ("byte.tif", 255.0, "greyscale")):
+        Image.fromarray(np.array([[0.0, 0.5], [0.25, 1.0]], np.float32) * np.float32(scale), "F").save(tmp_path / name)
+        image, note = load_rgb(tmp_path / name)
+        assert image is not None and image[..., 0].tolist() == [[0, 128], [64, 255]] and note_is in note, name
 
 
 def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -163,6 +163,10 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
     gltf = json.loads(glb[20 : 20 + int.from_bytes(glb[12:16], "little")])
     assert gltf["materials"][0]["pbrMetallicRoughness"].get("metallicFactor", 1.0) == 0.0
     assert "NORMAL" in gltf["meshes"][0]["primitives"][0]["attributes"]
+    # The OBJ carries normals too (helper-65: without them Blender and three.js shade it flat).
+    obj_lines = (tmp_path / "face.obj").read_text().splitlines()
+    assert sum(line.startswith("vn ") for line in obj_lines) == 3448
+    assert all(len(line.split()[1].split("/")) == 3 for line in obj_lines if line.startswith("f "))
     record = json.loads((tmp_path / "face.json").read_text())
     assert "non-commercial" in record["licence"] and len(record["coefficients"]) == 63
     assert record["landmark_map"] == "ibug_to_sfm_voted.txt"  # the default
@@ -181,6 +185,8 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
     assert avatar.record["reprojection_px"]["rms"] < eos_map.record["reprojection_px"]["rms"]  # voted points fit closer
     with pytest.raises(FacekitError, match="landmarks"):
         facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="eos")
+    with pytest.raises(FacekitError, match=r"not a colour model.*FileNotFoundError"):  # helper-65: a raw error
+        facekit.load_component("app", "avatar", sfm=str(maker.model.path), colour_model=str(tmp_path / "no.npz"))
 
 
 def test_the_blend_replaces_grazing_smears_with_the_colour_model(maker: Any) -> None:
@@ -281,8 +287,8 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    Image.fromarray(real_face().image).save(photos / "face.jpg")
-    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(real_face().image).save(photos / "a face.jpg")  # white space: plain output names (helper-65)
+    (photos / "0broken.jpg").write_bytes(b"not a jpeg")
     Image.new("RGB", (120, 120), (90, 140, 200)).save(photos / "sky.png")
     out = tmp_path / "out"
     args = ("avatar", str(photos), "-o", str(out), "--sfm", sfm, "--texture-size", "128", "--face", "central")
@@ -290,10 +296,18 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     assert result.returncode == 3, result.stdout + result.stderr
     text = " ".join(result.stdout.split())
     assert "1 of 3 avatars" in text and "unreadable" in text and "no_face" in text
-    assert {p.name for p in out.iterdir()} >= {"face.glb", "face.obj", "face_sheet.png", "face_yaw-30.png"}
-    sheet = np.asarray(Image.open(out / "face_sheet.png"))
+    assert {p.name for p in out.iterdir()} >= {"a_face.glb", "a_face.obj", "a_face_sheet.png", "a_face_yaw-30.png"}
+    # OBJ readers split mtllib and map_Kd at spaces (pywavefront: "Unknown material"): the names have none.
+    assert "mtllib a_face.mtl" in (out / "a_face.obj").read_text()
+    assert "map_Kd a_face.png" in (out / "a_face.mtl").read_text()
+    sheet = np.asarray(Image.open(out / "a_face_sheet.png"))
     assert sheet.shape[0] == 224 and sheet.shape[1] > 5 * 200
-    assert json.loads((out / "face.json").read_text())["settings"]["face"] == "central"  # the choice reached it
+    record = json.loads((out / "a_face.json").read_text())
+    assert record["settings"]["face"] == "central"  # the choice reached it
+    assert record["faces_found"] == 1 and len(record["box"]) == 4 and "reading" not in record  # which face, as read
+    again = run_cli(*args)  # the plain name is found again: done, nothing remade
+    assert again.returncode == 3 and "done" in again.stdout and not (out / "a face.obj").exists()
+    assert again.stdout.index("0broken") < again.stdout.index("a face") < again.stdout.index("sky")  # order given
     listing = run_cli("list", "apps")
     assert "avatar" in listing.stdout and "non-commercial" in " ".join(listing.stdout.split())
 
@@ -417,9 +431,33 @@ def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Pat
     ]:
         with pytest.raises(FacekitError, match=message):
             maker.build(images, landmarks)
+    # apply (the infer stage's and the API's way in) refuses the same, and a face its fit fails is NaN with a
+    # reason (helper-65: NaN landmarks gave NaN vertices silently, all-zero ones a 'perfect' fit of scale 0).
+    from facekit.types import DecoderOutput
+
+    tensor = torch.full((1, 3, 112, 112), 0.5)
+    for image, marks, message in [
+        (tensor[:0], torch.from_numpy(points[:0]), "at least one square face"),
+        (tensor * 255, torch.from_numpy(points), r"in \[0, 1\].*255"),
+        (tensor.repeat(2, 1, 1, 1), torch.from_numpy(points), r"must be \(2, 68, 2\)"),
+        (tensor, points, "as a \\(B, 68, 2\\) tensor, got ndarray"),
+        (tensor[0], torch.from_numpy(points), r"\(B, 3, S, S\) tensor"),
+    ]:
+        with pytest.raises(FacekitError, match=message):
+            maker.apply(DecoderOutput(image=image, landmarks=marks))
+    bad = torch.from_numpy(np.concatenate([points, points * np.nan, points * 0]))
+    results = maker.apply(DecoderOutput(image=tensor.repeat(3, 1, 1, 1), landmarks=bad))
+    assert list(results["fit_failed"]) == ["", "its landmarks are not all finite numbers", results["fit_failed"][2]]
+    assert "no extent" in results["fit_failed"][2]
+    assert np.isfinite(results["vertices"][0]).all() and np.isnan(results["vertices"][1:]).all()
+    assert np.isnan(results["scale"][1:]).all() and np.isfinite(results["scale"][0])
     (avatar,) = maker.build(np.full((1, 112, 112, 3), 128, np.uint8), points)
     with pytest.raises(FacekitError, match="need a name"):
         maker.export(avatar, tmp_path, "")
+    with pytest.raises(FacekitError, match=r"white space.*'api_face'"):
+        maker.export(avatar, tmp_path, "api face")
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FacekitError, match=r"leads outside .*\('\.\.' in the name\)"):  # not "a symbolic link?"
+        maker.export(avatar, tmp_path / "inside" / "..", "face", root=tmp_path / "inside")
     written = maker.export(avatar, tmp_path, "..")  # a photo named ...jpg: its files are ...obj, ...glb
     assert (tmp_path / "...obj").is_file() and all(tmp_path in Path(p).parents for p in written)

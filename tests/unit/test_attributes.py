@@ -408,7 +408,7 @@ def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
     (out / "c_attributes.png").write_bytes((out / "a_attributes.png").read_bytes())  # a's picture under c's name
     again = {Path(r.input).name: r for r in run()}
     assert {n: r.status for n, r in again.items()} == {"a.jpg": "ok", "b.jpg": "ok", "c.jpg": "exists"}
-    assert again["a.jpg"].reason == "" and "not replaced" in again["c.jpg"].reason
+    assert again["a.jpg"].reason == "" and "another input or other settings" in again["c.jpg"].reason
     # c's row says 'exists' (no picture of its own): once its own picture is written and the tables are not (another
     # interruption), the rerun redoes it too (helper-60: only photos without any row were redone).
     tables = {name: (out / name).read_bytes() for name in ("attributes.csv", "attributes.json")}

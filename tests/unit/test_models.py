@@ -74,6 +74,9 @@ def test_one_changed_byte_is_refused(tmp_path: Path, home: Path) -> None:
     bad.write_bytes(PAYLOAD[:100] + bytes([PAYLOAD[100] ^ 1]) + PAYLOAD[101:])
     with pytest.raises(models.ChecksumError, match=f"expected {SHA}"):
         models.resolve_weights(SOURCE, bad)
+    # The folder holding it, given for the file (`--sfm data/sfm`), says so and names the file (helper-65: "not found").
+    with pytest.raises(models.WeightsNotFoundError, match=f"is a folder; give the weight file itself: {good}"):
+        models.resolve_weights(SOURCE, tmp_path)
 
 
 def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> None:

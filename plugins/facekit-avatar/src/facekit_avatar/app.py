@@ -92,19 +92,32 @@ class AvatarMaker:
 
     def apply(self, faces: Any) -> dict[str, Any]:
         """``faces`` a DecoderOutput (images (B, 3, S, S) in [0, 1], landmarks (B, 68, 2)) -> shape coefficients
-        (B, K), scale (B,), translation (B, 3), vertices (B, N, 3) in camera space, colours (B, N, 3), and the RMS
-        reprojection error (B,) in px."""
+        (B, K), scale (B,), translation (B, 3), vertices (B, N, 3) in camera space, colours (B, N, 3), the RMS
+        reprojection error (B,) in px, and ``fit_failed`` (B,): why a face's fit is no avatar ("" when it is one;
+        such a face's numbers are NaN, null in the infer stage's apps.json). What :meth:`build` refuses is refused
+        here too, in one line."""
         from facekit.images import to_uint8_rgb
 
-        if faces.landmarks is None or faces.landmarks.shape[1] != 68:
-            raise ValueError("the avatar app needs the decoder's 68 iBUG landmarks")
-        images = np.stack(to_uint8_rgb(faces.image))
-        landmarks = faces.landmarks.detach().float().cpu().numpy()
+        image, points = faces.image, faces.landmarks
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+            got = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
+            raise FacekitError(f"avatar: apply takes images as a (B, 3, S, S) tensor in [0, 1], got {got}")
+        if not isinstance(points, torch.Tensor):
+            got = "none" if points is None else type(points).__name__
+            raise FacekitError(f"avatar: apply needs the decoder's 68 iBUG landmarks as a (B, 68, 2) tensor, got {got}")
+        if image.numel() and (float(image.min()) < -1e-3 or float(image.max()) > 1 + 1e-3):
+            raise FacekitError(
+                f"avatar: apply takes images in [0, 1], these run from {float(image.min()):g} to "
+                f"{float(image.max()):g} (0..255? divide by 255)"
+            )
+        images = np.stack(to_uint8_rgb(image)) if image.shape[0] else np.zeros((0, *image.shape[2:], 3), np.uint8)
+        landmarks = points.detach().float().cpu().numpy()
+        check_faces(images, landmarks)
         fit = self.fit(landmarks, images.shape[1])
         vertices = fit.vertices(self.model)
         samples = sample_vertices(self.model, fit, images, landmarks, images.shape[1], vertices)
         colours, _ = self.colour_model.blend(samples, self.colour_prior)
-        return {
+        results = {
             "coefficients": fit.coefficients.numpy(),
             "scale": fit.scale.numpy(),
             "translation": fit.translation.numpy(),
@@ -113,6 +126,14 @@ class AvatarMaker:
             "confidence": samples.confidence,
             "reprojection_px": fit.reprojection_px.numpy(),
         }
+        problems = fit_problems(fit, landmarks)
+        failed = np.array([problem is not None for problem in problems])
+        results = {
+            key: np.where(failed.reshape(-1, *[1] * (np.ndim(v) - 1)), np.nan, v).astype(np.asarray(v).dtype)
+            for key, v in results.items()
+        }
+        results["fit_failed"] = np.array([problem or "" for problem in problems])
+        return results
 
     def build(
         self, images: np.ndarray, landmarks: np.ndarray, yaws: tuple[float, ...] = YAWS, blend: bool = True
@@ -198,6 +219,11 @@ class AvatarMaker:
             raise FacekitError(f"no avatar for this face: {avatar.record['fit_failed']}")
         if not name or "\0" in name or name.endswith("/"):  # ("..": a photo named ...jpg, whose files are ...obj)
             raise FacekitError(f"export: the avatar's files need a name (NAME.obj, NAME.glb, ...), got {name!r}")
+        if any(character.isspace() for character in name):
+            raise FacekitError(
+                f"export: {name!r} has white space, and the OBJ's mtllib and map_Kd lines cannot name such files "
+                "(readers split them at spaces): use e.g. " + repr("_".join(name.split()))
+            )
 
         folder = Path(folder)
         files = [(folder / file, data) for file, data in mesh_files(avatar, self.model, name).items()]
@@ -280,7 +306,10 @@ def mesh_files(avatar: Avatar, model: SurreyModel, name: str) -> dict[str, bytes
     # UTF-8 (a file system's Latin-1 'caf\xe9'): it writes a stand-in, replaced by the name's own bytes afterwards.
     stand_in = "facekit-avatar-name"
     mesh = trimesh_of(avatar, model, stand_in)
-    text, extra = export_obj(mesh, include_texture=True, mtl_name=f"{stand_in}.mtl", return_texture=True)
+    # Normals, as in the GLB: without them Blender and three.js draw the OBJ flat-shaded (helper-65).
+    text, extra = export_obj(
+        mesh, include_normals=True, include_texture=True, mtl_name=f"{stand_in}.mtl", return_texture=True
+    )
     raw = os.fsencode(name)
 
     def named(data: bytes) -> bytes:

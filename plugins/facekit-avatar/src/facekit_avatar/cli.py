@@ -31,7 +31,12 @@ def avatar(
     texture_size: Annotated[int, typer.Option(min=64, max=4096, help="side of the UV texture map")] = 512,
     batch_size: Annotated[int, typer.Option(min=1, help="photos normalized and fitted at a time")] = 16,
     overwrite: Annotated[
-        bool, typer.Option(help="replace outputs already in -o (default: leave them)", show_default=False)
+        bool,
+        typer.Option(
+            help="replace outputs in -o made from another input or other settings, or not by facekit (default: leave "
+            "them, status 'exists'); avatars of this photo with these settings stay 'done': delete them to remake them",
+            show_default=False,
+        ),
     ] = False,
     landmarks: Annotated[
         str,
@@ -59,10 +64,12 @@ def avatar(
     from facekit.normalize import Normalizer, resolve_model
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
-    plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS)  # bad inputs are reported before loading
+    # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
+    plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS, plain=True)  # bad inputs before loading
     model_path = resolve_model(model, checkpoint)
-    normalizer = Normalizer.from_checkpoint(model_path, face=face.value)
+    # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
+    normalizer = Normalizer.from_checkpoint(model_path, face=face.value)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
         settings = {
@@ -133,8 +140,10 @@ def _avatars_locked(
     rows: list[dict[str, str]] = []
     provenance: dict[str, dict[str, Any]] = {}
     for start in range(0, len(plan.planned), plan.batch_size):
-        chunk = []
-        for planned in plan.planned[start : start + plan.batch_size]:
+        # Rows by the photo's place in the batch, emitted in the order given (before: those left alone came first).
+        placed: dict[int, dict[str, str]] = {}
+        chunk: list[tuple[int, Any]] = []
+        for place, planned in enumerate(plan.planned[start : start + plan.batch_size]):
             row = {"input": str(planned.source)}
             source_sha, why = input_sha256(planned.source)
             provenance[row["input"]] = {"input_sha256": source_sha, "settings": settings, **reading(planned.source)}
@@ -154,25 +163,23 @@ def _avatars_locked(
             elif verdict == "exists":
                 row.update(status="exists", reason=exists_reason(taken[0]))
             else:
-                chunk.append(planned)
+                chunk.append((place, planned))
                 continue
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
+            placed[place] = row
         photos = []
         reasons = []
-        for planned in chunk:
+        for _, planned in chunk:
             photo, why = load_rgb(planned.source)
             photos.append(photo)
             reasons.append(why)
-        outcomes = normalizer.normalize_many(photos, [str(p.source) for p in chunk])
+        outcomes = normalizer.normalize_many(photos, [str(p.source) for _, p in chunk])
         good = [i for i, o in enumerate(outcomes) if o.face is not None]
         avatars = {}
         if good:
             images = np.stack([outcomes[i].face.image for i in good])
             landmarks = np.stack([outcomes[i].face.landmarks for i in good])
             avatars = dict(zip(good, maker.build(images, landmarks), strict=True))
-        for i, planned in enumerate(chunk):
+        for i, (place, planned) in enumerate(chunk):
             row = {"input": str(planned.source)}
             photo = photos[i]
             if photo is None:
@@ -183,8 +190,19 @@ def _avatars_locked(
                 row.update(status="fit_failed", reason=avatars[i].record["fit_failed"])
             else:
                 base = Path(planned.base)  # may name a subfolder (inputs from nested folders)
-                avatars[i].record.update({**provenance[row["input"]], **made_from(planned.source)})
-                sheet = contact_sheet(photo, outcomes[i].face, avatars[i])
+                face = outcomes[i].face
+                avatars[i].record.update(
+                    {
+                        **provenance[row["input"]],
+                        **made_from(planned.source),
+                        # Which face of the photo, and how it was read (greyscale, alpha over grey, first frame), as
+                        # normalize records them (helper-65); not part of what makes a rerun 'done'.
+                        "box": [round(float(v), 1) for v in face.box],
+                        "faces_found": face.faces_found,
+                        **({"reading": reasons[i]} if reasons[i] else {}),
+                    }
+                )
+                sheet = contact_sheet(photo, face, avatars[i])
                 sheet_file = (plan.out / f"{planned.base}_sheet.png", png_bytes(sheet))
                 failed = ""
                 try:
@@ -197,9 +215,11 @@ def _avatars_locked(
                     row.update(status="unwritable", reason=failed)
                 else:
                     row.update(status="ok", output=str(Path(files[0])))
-            rows.append(row)
+            placed[place] = row
+        for place in sorted(placed):
+            rows.append(placed[place])
             if on_row is not None:
-                on_row(row)
+                on_row(placed[place])
     return rows
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facekit.errors import FacekitError
 from facekit_avatar.fit import Camera, ShapeFit, vertex_normals
 from facekit_avatar.model import SurreyModel
 
@@ -161,8 +162,14 @@ class ColourModel:
         source = Path(path) if path is not None else Path(str(resources.files("facekit_avatar") / "data"))
         if source.is_dir():
             source = source / COLOUR_MODEL_FILE
-        with np.load(source) as data:
-            return cls(data["mean"].astype(np.float32), data["basis"].astype(np.float32), int(data["people"]))
+        try:
+            with np.load(source) as data:
+                return cls(data["mean"].astype(np.float32), data["basis"].astype(np.float32), int(data["people"]))
+        except (OSError, ValueError, KeyError, EOFError) as error:  # missing, not an .npz, or not a colour model
+            raise FacekitError(
+                f"colour_model {source}: not a colour model (an .npz with mean, basis and people, as "
+                f"python -m facekit_avatar.learn writes): {type(error).__name__}: {error}"
+            ) from None
 
 
 def learn(
