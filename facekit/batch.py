@@ -400,7 +400,7 @@ def plan_outputs(
         if photo is not None and ".json" in outputs:
             own = out / f"{base}.json"
             others = {record for name in names for _, record in _record_paths(out / name, outputs)} - {own}
-            if any(_made_for_another(record, photo) for record in sorted(others)):
+            if any(_names_another(record, photo) for record in sorted(others)):
                 return None
         return names
 
@@ -472,6 +472,18 @@ def made_from(photo: Path) -> dict[str, str]:
     return {"input_path": os.path.abspath(photo)}
 
 
+def _names_another(record_path: Path, photo: Path) -> bool:
+    """Whether the record at ``record_path`` names a photo other than ``photo`` (any content: under a name that is not
+    this photo's base, even a copy of it is another photo; helper-66)."""
+    source = read_record(record_path).get("input_path")
+    if not isinstance(source, str):
+        return False
+    try:
+        return Path(source).resolve() != photo.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def _made_for_another(record_path: Path, photo: Path) -> bool:
     """Whether the outputs under ``record_path``'s name were made by an earlier run from another photo: the record
     names another source file and holds another sha256 (a photo added later whose name clashes with a finished one
@@ -506,7 +518,7 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
     ):
         # Why, as far as the name tells (helper-65: '..' was put down to a link).
         lexical = os.path.normpath(os.path.abspath(folder)).startswith(os.path.abspath(out).rstrip(os.sep) + os.sep)
-        how = " ('..' in the name)" if ".." in path.parts else " through a symbolic link" if lexical else ""
+        how = " through a symbolic link" if lexical else " ('..' in the name)" if ".." in path.parts else ""
         raise FacekitError(f"{folder} leads outside the output folder {out}{how}: refusing to write there")
     folder.mkdir(parents=True, exist_ok=True)
     # The target's name, cut short: any name the file system takes for the target leaves room for the temporary's.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,19 @@ def test_a_later_photo_named_like_another_photos_output_gets_its_own_names(tmp_p
         assert {name: digest(out / name) for name in before} == before  # the first photo's files are as they were
         again = normalize_folder(FakeNormalizer(), [str(folder)], out, model)
         assert sorted(r.status for r in again.rows) == ["done", "done"]
+    # A copy of the photo under the other name (the same bytes) is another photo too (helper-66).
+    folder, out = tmp_path / "copy", tmp_path / "out-copy"
+    first = photo(folder / "foo.jpg", 100)
+    shutil.copy(first, folder / "foo_side.jpg")
+    normalize_folder(FakeNormalizer(), [str(first)], out, model)
+    (row,) = normalize_folder(FakeNormalizer(), [str(folder / "foo_side.jpg")], out, model).rows
+    assert row.status == "ok" and Path(row.output).name == "foo_side_jpg.png"
+    # The avatar's names plan the same way (foo_sheet.jpg beside foo.jpg's foo_sheet.png).
+    avatar_like = (".obj", ".png", ".json", "_sheet.png")
+    (out / "foo.json").write_text(json.dumps({"input_path": str(first.resolve()), "input_sha256": digest(first)}))
+    sheet = photo(folder / "foo_sheet.jpg", 150)
+    (planned,) = plan_outputs([(sheet, "foo_sheet.jpg")], out, avatar_like)
+    assert planned.base == "foo_sheet_jpg"
 
 
 def test_the_record_says_how_the_photo_was_read(tmp_path: Path, model: Path) -> None:
@@ -328,6 +342,24 @@ def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
     assert planned.base == "z_png"
     normalize_folder(FakeNormalizer(), [str(inside)], out, model)
     assert digest(inside) == kept and (out / "z_png.png").is_file()
+
+
+def test_a_link_under_a_relative_output_folder_is_named_as_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-66: with -o ../out, the '..' of -o itself was blamed instead of the link inside it."""
+    from facekit.batch import write_atomic
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "sub").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(FacekitError, match="through a symbolic link"):
+        write_atomic(Path("../out/sub/face.png"), b"x", Path("../out"))
+    with pytest.raises(FacekitError, match=r"\('\.\.' in the name\)"):
+        write_atomic(Path("../out/../elsewhere/face.png"), b"x", Path("../out"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 def test_writes_replace_a_symlink_instead_of_following_it(tmp_path: Path, model: Path) -> None:

@@ -187,6 +187,17 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
         facekit.load_component("app", "avatar", sfm=str(maker.model.path), landmarks="eos")
     with pytest.raises(FacekitError, match=r"not a colour model.*FileNotFoundError"):  # helper-65: a raw error
         facekit.load_component("app", "avatar", sfm=str(maker.model.path), colour_model=str(tmp_path / "no.npz"))
+    # A .npy, a cut-short .npz (helper-66: raw TypeError, BadZipFile) and one made for another mesh: one line each.
+    np.save(tmp_path / "arr.npy", np.zeros(3))
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    np.savez(tmp_path / "small.npz", mean=np.zeros((10, 3)), basis=np.zeros((10, 3, 2)), people=np.int64(5))
+    for name, message in (
+        ("arr.npy", "not a colour model"),
+        ("cut.npz", "not a colour model"),
+        ("small.npz", "another mesh"),
+    ):
+        with pytest.raises(FacekitError, match=message):
+            facekit.load_component("app", "avatar", sfm=str(maker.model.path), colour_model=str(tmp_path / name))
 
 
 def test_the_blend_replaces_grazing_smears_with_the_colour_model(maker: Any) -> None:

@@ -4,6 +4,7 @@ port, with a real LFW photo and the real Surrey model."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import signal
@@ -132,6 +133,12 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
     text = adjust_markdown(result)
     assert "white-patch" in text
     assert f"x{result.correction['gains_rgb'][0]:.3f}" in text
+    # A black-and-white photo is corrected in exposure only, and the note says that, not a white balance (helper-67).
+    grey = dataclasses.replace(
+        result, correction={**result.correction, "face": {"monochrome": True, "fuse": "white-patch"}}
+    )
+    text = adjust_markdown(grey)
+    assert "black-and-white" in text and "only its exposure" in text and "white-patch" not in text
     # The landmarks are drawn: the enlarged face differs from a plain enlargement exactly where the dots are.
     marked = np.asarray(Image.open(result.normalized).convert("RGB"), np.int16)
     plain_big = np.asarray(
@@ -317,6 +324,27 @@ def test_without_the_surrey_model_the_avatar_tab_says_so_and_the_rest_works(
         assert result.avatar_glb is None and result.avatar_note == VISITOR_AVATAR_NOTE
         assert str(tmp_path) not in result.avatar_note
         assert image_size(result.normalized) == (448, 448) and result.attributes
+    finally:
+        engine.close()
+
+
+def test_a_comparison_model_that_cannot_load_is_left_out_not_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-67: with facekit[default] only (no facekit-opencv), the shipped sface model's encoder is unknown and
+    `facekit serve` did not start, though nobody asked for the comparison."""
+    from facekit.apps.explore import Explorer
+    from facekit.errors import FacekitError
+
+    def unknown_encoder(self: Any, path: Any) -> Any:
+        raise FacekitError(f"{path} was made with a component not available here: unknown encoder 'sface'")
+
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "empty-store"))
+    monkeypatch.setattr(Explorer, "load_normalizer", unknown_encoder)
+    engine = Engine.load(tmp_path / "results", compare=True)
+    try:
+        assert engine.others == [] and "left out sface" in engine.compare_note
+        assert "unknown encoder 'sface'" in engine.compare_note
     finally:
         engine.close()
 

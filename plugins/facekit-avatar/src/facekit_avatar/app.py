@@ -80,6 +80,12 @@ class AvatarMaker:
         self.landmarks = landmarks
         self.landmark_map = read_landmark_map(data_file(LANDMARK_MAPS[landmarks]))
         self.colour_model = ColourModel.load(colour_model)
+        mean, basis = self.colour_model.mean, self.colour_model.basis
+        if mean.shape != (self.model.vertices, 3) or basis.ndim != 3 or basis.shape[:2] != mean.shape:
+            raise FacekitError(  # a colour model of another mesh failed later, inside the blend (helper-66)
+                f"colour_model: made for another mesh (mean {mean.shape}, basis {basis.shape}); this shape model has "
+                f"{self.model.vertices} vertices: learn one for it (python -m facekit_avatar.learn)"
+            )
         self.texture_size = texture_size
         self.colour_prior = colour_prior
         self.sigma_px = sigma_px

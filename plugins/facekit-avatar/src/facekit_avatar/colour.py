@@ -13,6 +13,7 @@ that basis (confidence as weights, a Gaussian prior on the coefficients), blende
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -165,7 +166,8 @@ class ColourModel:
         try:
             with np.load(source) as data:
                 return cls(data["mean"].astype(np.float32), data["basis"].astype(np.float32), int(data["people"]))
-        except (OSError, ValueError, KeyError, EOFError) as error:  # missing, not an .npz, or not a colour model
+        # Missing, not an .npz (a .npy: TypeError; a cut-short zip: BadZipFile), or not a colour model's arrays.
+        except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as error:
             raise FacekitError(
                 f"colour_model {source}: not a colour model (an .npz with mean, basis and people, as "
                 f"python -m facekit_avatar.learn writes): {type(error).__name__}: {error}"

@@ -169,6 +169,8 @@ def serve(
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         table = Table(title=f"facekit serve -> {url}", show_header=False)
         table.add_row("models", ", ".join(engine.labels))
+        if engine.compare_note:
+            table.add_row("comparison", engine.compare_note)
         table.add_row("3-D avatar", "ready" if not engine.avatar_note else engine.avatar_note)
         table.add_row("uploads", f"up to {max_upload_mb:g} MB; {concurrency} at a time, {max_queue} may wait")
         table.add_row("files", f"{workdir} (deleted when the server stops)")

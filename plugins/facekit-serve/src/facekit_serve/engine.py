@@ -231,6 +231,8 @@ class Engine:
         self.adjuster = FaceAdjuster(normalizer)  # corrects as `facekit adjust` does, with this page's normalizer
         self.others = list(others or [])
         self.avatar, self.avatar_note = avatar, avatar_note
+        #: Shipped models the comparison leaves out, and why (the console says so; empty when none).
+        self.compare_note = ""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes = max_upload_bytes
@@ -269,12 +271,20 @@ class Engine:
         label = Explorer(model=model, checkpoint=checkpoint).label()  # as `facekit explore compare` names columns
         normalizer = Normalizer.from_checkpoint(path)
         others: list[tuple[str, Any]] = []
+        left_out: list[str] = []
         if compare:
             for name in shipped_models():
                 other = resolve_model(name)
-                if other.resolve() != path.resolve():
-                    others.append((name, Explorer().load_normalizer(other)))  # the grid reads decoder_image
+                if other.resolve() == path.resolve():
+                    continue
+                try:  # the grid reads decoder_image
+                    others.append((name, Explorer().load_normalizer(other)))
+                except (
+                    FacekitError
+                ) as error:  # its encoder's plugin is not installed (helper-67: the server did not start)
+                    left_out.append(f"{name}: {error}")
         engine = cls(normalizer, label, workdir, round(max_upload_mb * MB), others)
+        engine.compare_note = "; ".join(f"left out {line}" for line in left_out)
         try:
             maker = facekit.load_component("app", "avatar", sfm=sfm)
         except WeightsNotFoundError as error:

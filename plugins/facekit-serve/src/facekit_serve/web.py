@@ -48,6 +48,7 @@ RESULT_FOLDER_BYTES = 512 << 20
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
 #status p { margin: 0.2em 0; }
+#status code { overflow-wrap: anywhere; white-space: normal; }
 #attributes th, #attributes td { word-break: normal; overflow-wrap: normal; }
 #attributes td:not(:first-child), #attributes th:not(:first-child) { white-space: nowrap; }
 """
@@ -145,6 +146,16 @@ def attributes_markdown(result: Any) -> str:
 
 def adjust_markdown(result: Any) -> str:
     record = result.correction
+    if record.get("face", {}).get("monochrome"):  # as `facekit adjust`: exposure only (helper-67: the note said more)
+        exposure = (
+            f"x{record['gains_rgb'][1]:.3f} in linear light"
+            if "gains_rgb" in record
+            else f"{(record.get('shift_ycrcb') or [0.0])[0]:+.1f} grey levels"
+        )
+        return (
+            f"A black-and-white photo: only its exposure was corrected ({exposure}); it stays black-and-white, "
+            "since the face's colour would tint it. The full-size photo is below."
+        )
     if "gains_rgb" in record:  # von Kries gains in linear light (the default, as `facekit adjust`)
         red, green, blue = record["gains_rgb"]
         fused = record.get("face", {}).get("fuse")
@@ -217,7 +228,10 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 normalized = result_image(
                     "normalized", label="Normalized face, predicted landmarks in green", height=360
                 )
-                normalized_file = gr.File(label="Normalized face at the model's size (PNG)", elem_id="normalized-file")
+                # Downloads only (interactive=False): an editable File's 7 px "x" removed a result for good (helper-67).
+                normalized_file = gr.File(
+                    label="Normalized face at the model's size (PNG)", elem_id="normalized-file", interactive=False
+                )
         with gr.Tabs():
             with gr.Tab("3-D avatar", id="avatar-tab") as avatar_tab:
                 avatar_note = gr.Markdown(no_avatar_note, elem_id="avatar-note")
@@ -235,13 +249,14 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                             label="Download: GLB, OBJ + MTL + texture (zip). Surrey Face Model: non-commercial use",
                             file_count="multiple",
                             elem_id="avatar-files",
+                            interactive=False,
                         )
             with gr.Tab("Adjusted photo", id="adjust-tab"):
                 adjust_note = gr.Markdown(elem_id="adjust-note")
                 with gr.Row():
                     adjusted = result_image("adjusted", label="Adjusted photo")
                     pair = result_image("before-after", label="Before | after")
-                adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file")
+                adjusted_file = gr.File(label="Adjusted photo, full size", elem_id="adjusted-file", interactive=False)
             with gr.Tab("Attributes", id="attributes-tab"):
                 with gr.Row():  # the table keeps a readable width: on a phone the row wraps (columns)
                     with gr.Column(min_width=340):
