@@ -139,6 +139,8 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
     )
     text = adjust_markdown(grey)
     assert "black-and-white" in text and "only its exposure" in text and "white-patch" not in text
+    tiff = dataclasses.replace(result, adjusted_full=result.adjusted_full.with_suffix(".png"))
+    assert "below as PNG" in adjust_markdown(tiff) and "own format" not in adjust_markdown(tiff)  # helper-67
     # The landmarks are drawn: the enlarged face differs from a plain enlargement exactly where the dots are.
     marked = np.asarray(Image.open(result.normalized).convert("RGB"), np.int16)
     plain_big = np.asarray(

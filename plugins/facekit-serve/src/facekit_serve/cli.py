@@ -107,7 +107,9 @@ def serve(
         str | None,
         typer.Option(help="sfm_shape_3448.bin for the avatar (default: the model store; `facekit models import`)"),
     ] = None,
-    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="largest photo accepted, in MB")] = 20.0,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.01, help="largest photo accepted, in MB of 1,048,576 bytes (MiB)")
+    ] = 20.0,
     concurrency: Annotated[int, typer.Option(min=1, max=16, help="photos processed at the same time")] = 1,
     max_queue: Annotated[int, typer.Option(min=1, help="requests that may wait; more are refused until one ends")] = 64,
     compare: Annotated[bool, typer.Option(help="compare with the other shipped models when there are any")] = True,

@@ -144,6 +144,13 @@ def attributes_markdown(result: Any) -> str:
     return "\n".join(lines)
 
 
+#: The adjusted download, as `facekit adjust` writes it (helper-67: "in its own format" was untrue for TIFF, BMP, GIF).
+FULL_SIZE_NOTE = (
+    "The full-size photo is below as {kind}, with the photo's colour profile and EXIF (a JPEG stays a JPEG; other "
+    "formats are written as PNG)."
+)
+
+
 def adjust_markdown(result: Any) -> str:
     record = result.correction
     if record.get("face", {}).get("monochrome"):  # as `facekit adjust`: exposure only (helper-67: the note said more)
@@ -154,7 +161,8 @@ def adjust_markdown(result: Any) -> str:
         )
         return (
             f"A black-and-white photo: only its exposure was corrected ({exposure}); it stays black-and-white, "
-            "since the face's colour would tint it. The full-size photo is below."
+            "since the face's colour would tint it. "
+            + FULL_SIZE_NOTE.format(kind=Path(result.adjusted_full).suffix[1:].upper())
         )
     if "gains_rgb" in record:  # von Kries gains in linear light (the default, as `facekit adjust`)
         red, green, blue = record["gains_rgb"]
@@ -178,8 +186,7 @@ def adjust_markdown(result: Any) -> str:
         how = f"exposure (Y) {shift[0]:+.1f}, white balance (Cr, Cb) {shift[1]:+.1f}, {shift[2]:+.1f} grey levels"
     return (
         f"Each channel of the photo was moved: {how}. The photo's face is mapped onto the normalized face's even, "
-        "neutral colour (paper Sec. 7.4). The full-size photo, in its own format with its colour profile and EXIF, "
-        "is below."
+        "neutral colour (paper Sec. 7.4). " + FULL_SIZE_NOTE.format(kind=Path(result.adjusted_full).suffix[1:].upper())
     )
 
 
