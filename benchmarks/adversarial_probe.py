@@ -6,7 +6,7 @@ as a fine-tuning probe of the shipped model; judged with ``quality.py`` on HELEN
     python benchmarks/quality.py --set helen-test --photos 330 --folds 0 --no-baseline ... \
         --model 'adversarial 0.02=runs/train/adv02/checkpoints/step-000500.safetensors'
 
-A PatchGAN discriminator (four spectrally normalised convolutions: 112 px -> 14 x 14 patches of ~46 px) tells the
+A PatchGAN critic (four spectrally normalised convolutions: 112 px -> 14 x 14 scores, each seeing 38 px) tells the
 training targets (the person's average or morph, on the plain background) from the decoder's warped output, with
 least-squares GAN losses (Mao et al. 2017); it takes one Adam step (rate 2e-4, betas 0.5/0.999) per training step on
 that step's batch. The decoder's extra term is ``weight * 0.5 * mean((D(output) - 1)^2)``, added to facekit's own loss
@@ -32,7 +32,7 @@ from facekit.recipe import load_recipe
 
 
 class Patches(nn.Module):
-    """A PatchGAN critic on [0, 1] images: one score per ~46 px patch (stride 8)."""
+    """A PatchGAN critic on [0, 1] images: one score per 38 px window (stride 8)."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
@@ -72,6 +72,7 @@ def main() -> None:
         def with_adversary(out: Any, batch: dict[str, torch.Tensor], *rest: Any, **named: Any) -> Any:
             terms = original(out, batch, *rest, **named)
             fake, real = out.image.float(), batch["image"]
+            critic.to(real.device)  # in place: the optimizer keeps the same parameters (helper-68: a GPU recipe)
             critic_optimizer.zero_grad(set_to_none=True)  # its own gradients: the decoder's Adam has none
             on_real, on_fake = critic(real), critic(fake.detach())
             critic_loss = 0.5 * (

@@ -408,9 +408,16 @@ def plan_outputs(
             return None
         # A name that is another photo's output under its own record (foo.jpg's foo_side.png for a new foo_side.jpg,
         # whose foo_side.png would replace it while foo.jpg stayed "done"; helper-65).
-        folder = (out / base).parent
-        if photo is not None and ".json" in outputs and (listing := records_in(folder)):
-            own, stem = f"{(out / base).name}.json", (out / base).name
+        head, _, stem = base.rpartition("/")  # by string: a base "." (a photo named ..jpg) is no folder of its own
+        folder, own = (out / head if head else out), f"{stem}.json"
+        # A photo whose finished outputs are at this base keeps it (helper-68: a folder where two photos' outputs
+        # had come to share names renamed both on a rerun; only the one whose files are not its own moves).
+        if (
+            photo is not None
+            and ".json" in outputs
+            and (listing := records_in(folder))
+            and not _names_this(folder / own, photo, listing)
+        ):
             names_here = [f"{stem}{output}" for output in outputs]
             others = (
                 {  # the records that name these files as their outputs (:func:`_record_paths`, by name)
@@ -493,16 +500,20 @@ def made_from(photo: Path) -> dict[str, str]:
     return {"input_path": os.path.abspath(photo)}
 
 
+def _names_this(record_path: Path, photo: Path, listing: set[str]) -> bool:
+    """Whether ``record_path`` (one of ``listing``'s names) is the complete record of this very file, ``photo``."""
+    if record_path.name not in listing:
+        return False
+    record = read_record(record_path)
+    return record.get("input_path") == os.path.abspath(photo) and bool(record.get("complete", True))
+
+
 def _names_another(record_path: Path, photo: Path) -> bool:
-    """Whether the record at ``record_path`` names a photo other than ``photo`` (any content: under a name that is not
-    this photo's base, even a copy of it is another photo; helper-66)."""
+    """Whether the record at ``record_path`` names a file other than ``photo``, by path as :func:`made_from` writes it
+    (under a name that is not this photo's base, a copy of it (helper-66) or a link to it (helper-68) is another
+    photo: its outputs are that file's)."""
     source = read_record(record_path).get("input_path")
-    if not isinstance(source, str):
-        return False
-    try:
-        return Path(source).resolve() != photo.resolve()
-    except (OSError, RuntimeError, ValueError):
-        return False
+    return isinstance(source, str) and source != os.path.abspath(photo)
 
 
 def _made_for_another(record_path: Path, photo: Path) -> bool:

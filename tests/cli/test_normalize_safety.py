@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.batch import MANIFEST, normalize_folder, plan_folder, plan_outputs, scan_inputs
+from facekit.batch import MANIFEST, NORMALIZE_OUTPUTS, normalize_folder, plan_folder, plan_outputs, scan_inputs
 from facekit.errors import FacekitError
 from facekit.normalize import NormalizedFace, Outcome
 from tests.helpers import run_cli
@@ -160,6 +160,33 @@ def test_a_later_photo_named_like_another_photos_output_gets_its_own_names(tmp_p
     normalize_folder(FakeNormalizer(), [str(first)], out, model)
     (row,) = normalize_folder(FakeNormalizer(), [str(folder / "foo_side.jpg")], out, model).rows
     assert row.status == "ok" and Path(row.output).name == "foo_side_jpg.png"
+    # A link to the photo under the other name is another photo too (helper-68), and so is a photo in a subfolder.
+    (folder / "link").mkdir()
+    (folder / "link" / "foo_side.jpg").symlink_to(first)
+    (link,) = plan_outputs([(folder / "link" / "foo_side.jpg", "foo_side.jpg")], out, NORMALIZE_OUTPUTS)
+    assert link.base == "foo_side_jpg"
+    nested = photo(tmp_path / "nested" / "a" / "foo.jpg", 100)
+    normalize_folder(FakeNormalizer(), [str(nested)], out / "n", model)
+    photo(tmp_path / "nested" / "a" / "foo_side.jpg", 50)
+    (row,) = normalize_folder(FakeNormalizer(), [str(tmp_path / "nested")], out / "n", model).rows[1:]
+    assert row.status == "ok" and Path(row.output).name == "foo_side_jpg.png"
+    # A folder where an earlier version let two photos' outputs share names: on a rerun the first keeps its finished
+    # outputs and only the other moves (before: both were renamed and made again, their old files left behind).
+    shared = tmp_path / "shared"
+    normalize_folder(FakeNormalizer(), [str(first)], shared, model)
+    other = photo(tmp_path / "other" / "foo_side.jpg", 30)
+    (shared / "foo_side.json").write_text(
+        json.dumps({"input_path": os.path.abspath(other), "input_sha256": digest(other), "complete": True})
+    )
+    rerun = plan_outputs([(first, "foo.jpg"), (other, "foo_side.jpg")], shared, NORMALIZE_OUTPUTS)
+    assert [p.base for p in rerun] == ["foo", "foo_side_jpg"]
+    # A photo named ..jpg (base "."): its candidates are checked in -o itself, not in -o's parent.
+    dots = tmp_path / "dots" / "..jpg"
+    dots.parent.mkdir()
+    dots.write_bytes(first.read_bytes())
+    (out / "._side.json").write_text(json.dumps({"input_path": "/elsewhere/x.jpg", "input_sha256": "x"}))
+    (planned_dots,) = plan_outputs([(dots, "..jpg")], out, NORMALIZE_OUTPUTS)
+    assert planned_dots.base != "."
     # The avatar's names plan the same way (foo_sheet.jpg beside foo.jpg's foo_sheet.png).
     avatar_like = (".obj", ".png", ".json", "_sheet.png")
     (out / "foo.json").write_text(json.dumps({"input_path": str(first.resolve()), "input_sha256": digest(first)}))
