@@ -289,6 +289,12 @@ def _stem(relative: str) -> tuple[str, str]:
     return (relative[: -len(suffix)], suffix[1:].lower()) if suffix else (relative, "")
 
 
+def plain_name(name: str) -> str:
+    """``name`` with each white-space character as ``_`` (``John Smith`` -> ``John_Smith``): file names that formats
+    naming other files by name (OBJ's ``mtllib``, ``map_Kd``) can hold."""
+    return re.sub(r"\s", "_", name)
+
+
 def _name_candidates(relative: str, room: int | None = None, plain: bool = False) -> Iterator[str]:
     """The base names an input may get, in order (made as they are asked for): ``face``, ``face_jpg``,
     ``face_jpg-2``, ... (``photo``, ``photo-2``, ... for a name without an extension), each fitted into ``room``
@@ -297,8 +303,7 @@ def _name_candidates(relative: str, room: int | None = None, plain: bool = False
     stem, suffix = _stem(relative)
     if plain:
         folder, slash, name = stem.rpartition("/")
-        stem = folder + slash + re.sub(r"\s", "_", name)
-        suffix = re.sub(r"\s", "_", suffix)
+        stem, suffix = folder + slash + plain_name(name), plain_name(suffix)
     first = f"{stem}_{suffix}" if suffix else stem
     names = itertools.chain([stem], [first] if suffix else [], (f"{first}-{n}" for n in range(2, 10_000)))
     return names if room is None else (fit_name(name, room) for name in names)
@@ -418,16 +423,8 @@ def plan_outputs(
             and (listing := records_in(folder))
             and not _names_this(folder / own, photo, listing)
         ):
-            names_here = [f"{stem}{output}" for output in outputs]
-            others = (
-                {  # the records that name these files as their outputs (:func:`_record_paths`, by name)
-                    f"{name[: -len(suffix)]}.json"
-                    for name in names_here
-                    for suffix in outputs
-                    if suffix != ".json" and len(name) > len(suffix) and name.endswith(suffix)
-                }
-                & listing
-            )
+            # The records that name these files as their outputs, by name (no Path per candidate).
+            others = {record for output in outputs for _, record in _record_names(f"{stem}{output}", outputs)} & listing
             if any(_names_another(folder / record, photo) for record in sorted(others - {own})):
                 return None
         return names
@@ -462,14 +459,19 @@ def _our_output(path: Path, outputs: Sequence[str]) -> bool:
     return any(_made_for_another(record, path) for _, record in records)
 
 
-def _record_paths(path: Path, outputs: Sequence[str]) -> list[tuple[str, Path]]:
-    """(suffix, NAME.json) for each of a command's ``outputs`` suffixes that ``path`` is NAME + (the record that
-    would say which photo it was made from)."""
+def _record_names(name: str, outputs: Sequence[str]) -> list[tuple[str, str]]:
+    """(suffix, ``NAME.json``) for each of a command's ``outputs`` suffixes that the file name ``name`` is NAME +
+    (the record that would say which photo it was made from)."""
     return [
-        (suffix, path.parent / f"{path.name[: -len(suffix)]}.json")
+        (suffix, f"{name[: -len(suffix)]}.json")
         for suffix in outputs
-        if suffix != ".json" and len(path.name) > len(suffix) and path.name.endswith(suffix)
+        if suffix != ".json" and len(name) > len(suffix) and name.endswith(suffix)
     ]
+
+
+def _record_paths(path: Path, outputs: Sequence[str]) -> list[tuple[str, Path]]:
+    """:func:`_record_names` of ``path``, as paths beside it."""
+    return [(suffix, path.parent / record) for suffix, record in _record_names(path.name, outputs)]
 
 
 #: The tEXt key of a PNG output that names the photo it was made from (its absolute path), so that a later run

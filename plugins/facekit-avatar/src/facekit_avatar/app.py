@@ -219,16 +219,16 @@ class AvatarMaker:
         link; ``extra`` (path, bytes) files are written with them (e.g. the CLI's contact sheet). NAME.json is written
         first with ``"complete": false`` and last with ``true``: a run killed in between leaves outputs a rerun knows
         as its own and redoes. A file that cannot be written is a FacekitError."""
-        from facekit.batch import png_bytes, with_record, write_files
+        from facekit.batch import plain_name, png_bytes, with_record, write_files
 
         if avatar.record.get("fit_failed"):
             raise FacekitError(f"no avatar for this face: {avatar.record['fit_failed']}")
         if not name or "\0" in name or name.endswith("/"):  # ("..": a photo named ...jpg, whose files are ...obj)
             raise FacekitError(f"export: the avatar's files need a name (NAME.obj, NAME.glb, ...), got {name!r}")
-        if any(character.isspace() for character in name):
+        if plain_name(name) != name:  # the rule the CLI's output names follow (facekit.batch.plain_name)
             raise FacekitError(
                 f"export: {name!r} has white space, and the OBJ's mtllib and map_Kd lines cannot name such files "
-                "(readers split them at spaces): use e.g. " + repr("_".join(name.split()))
+                f"(readers split them at spaces): use e.g. {plain_name(name)!r}"
             )
 
         folder = Path(folder)

@@ -153,6 +153,7 @@ FULL_SIZE_NOTE = (
 
 def adjust_markdown(result: Any) -> str:
     record = result.correction
+    full_size = FULL_SIZE_NOTE.format(kind=Path(result.adjusted_full).suffix[1:].upper())
     if record.get("face", {}).get("monochrome"):  # as `facekit adjust`: exposure only (helper-67: the note said more)
         exposure = (
             f"x{record['gains_rgb'][1]:.3f} in linear light"
@@ -161,8 +162,7 @@ def adjust_markdown(result: Any) -> str:
         )
         return (
             f"A black-and-white photo: only its exposure was corrected ({exposure}); it stays black-and-white, "
-            "since the face's colour would tint it. "
-            + FULL_SIZE_NOTE.format(kind=Path(result.adjusted_full).suffix[1:].upper())
+            "since the face's colour would tint it. " + full_size
         )
     if "gains_rgb" in record:  # von Kries gains in linear light (the default, as `facekit adjust`)
         red, green, blue = record["gains_rgb"]
@@ -186,7 +186,7 @@ def adjust_markdown(result: Any) -> str:
         how = f"exposure (Y) {shift[0]:+.1f}, white balance (Cr, Cb) {shift[1]:+.1f}, {shift[2]:+.1f} grey levels"
     return (
         f"Each channel of the photo was moved: {how}. The photo's face is mapped onto the normalized face's even, "
-        "neutral colour (paper Sec. 7.4). " + FULL_SIZE_NOTE.format(kind=Path(result.adjusted_full).suffix[1:].upper())
+        "neutral colour (paper Sec. 7.4). " + full_size
     )
 
 
