@@ -158,9 +158,11 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
         # A float image ("F") in 0..255 keeps its scale, one in 0..1 (a float TIFF as science tools write it; it
         # read as black, helper-65) is scaled to 0..255: one that runs to 1 on a 0..255 scale is black either way.
+        # One whose highlights overshoot 1 a little (up to 2, at most 1 % of pixels past 1: specular pixels after
+        # processing) is 0..1 too, clipped at white: it read as black on the 0..255 scale (helper-66).
         wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
         peak = float(wide.max()) if wide.size else 0.0
-        unit = image.mode == "F" and 0.0 < peak <= 1.0
+        unit = image.mode == "F" and 0.0 < peak <= 2.0 and (peak <= 1.0 or float(np.percentile(wide, 99)) <= 1.0)
         top = 1.0 if unit else 255.0 if image.mode == "F" and peak <= 255.0 else max(65535.0, peak)
         grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"

@@ -251,6 +251,12 @@ def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
         Image.fromarray(np.array([[0.0, 0.5], [0.25, 1.0]], np.float32) * np.float32(scale), "F").save(tmp_path / name)
         image, note = load_rgb(tmp_path / name)
         assert image is not None and image[..., 0].tolist() == [[0, 128], [64, 255]] and note_is in note, name
+    # A 0..1 image whose few highlights overshoot 1 (helper-66: read on the 0..255 scale, black) clips at white.
+    values = np.full((20, 20), 0.5, np.float32)
+    values[0, :3] = 1.3
+    Image.fromarray(values, "F").save(tmp_path / "over.tif")
+    image, note = load_rgb(tmp_path / "over.tif")
+    assert image is not None and image[1, 1, 0] == 128 and image[0, 0, 0] == 255 and "float 0..1" in note
 
 
 def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -628,6 +628,24 @@ def test_an_api_caller_gets_problems_as_errors(server: dict[str, Any], data_root
     assert "1 face found" in status and Path(detections).is_file()
 
 
+def test_only_the_pages_own_results_are_served(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
+    """Before: the server's whole folder was an allowed path, so anyone who named a file in it got it: its lock (the
+    process id), every visitor's uploaded photo and results. Now only the copies Gradio serves to the page are."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], verbose=False, download_files=str(tmp_path / "downloads"))
+    detections = Path(client.predict(handle_file(str(data_root / LFW_PHOTO)), api_name="/analyze")[2])
+    assert detections.is_file()  # the page's own copy reached the caller
+    (workdir,) = server["folder"].glob("facekit-serve-*")
+    private = [workdir / ".facekit-serve.lock", *workdir.glob("results/*/upload.*"), *workdir.glob("results/*/*/*")]
+    assert len(private) >= 3, private
+    for path in private:
+        status, _ = raw_request(server["port"], "GET", f"/gradio_api/file={path}", {})
+        assert status in (403, 404), (path, status)
+    served = next(path for path in (workdir / "gradio").rglob("*") if path.is_file())  # Gradio's copies
+    assert raw_request(server["port"], "GET", f"/gradio_api/file={served}", {})[0] == 200
+
+
 def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
     process = server["process"]
     process.send_signal(signal.SIGTERM)

@@ -186,7 +186,6 @@ def serve(
                 engine.max_upload_bytes,
                 concurrency,
                 max_queue,
-                [workdir],
                 allow_hosts=allow_host or (),
             )
         except OSError as error:  # the port was taken while the models loaded

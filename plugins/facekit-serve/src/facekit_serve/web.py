@@ -545,14 +545,15 @@ def launch(
     max_upload_bytes: int,
     concurrency: int,
     max_queue: int,
-    allowed: list[Path],
     block: bool = True,
     allow_hosts: Sequence[str] = (),
 ) -> Any:
     """Queue (``concurrency`` requests at a time, at most ``max_queue`` waiting) and serve ``demo`` on host:port
     behind a :class:`facekit_serve.guard.RequestGuard` (``allow_hosts``: more names the page may be reached by).
     Gradio's folder of uploads and served copies may hold a photo for every request that may run or wait, and
-    :data:`RESULT_FOLDER_BYTES` more."""
+    :data:`RESULT_FOLDER_BYTES` more. No folder is served as it is (no ``allowed_paths``): the results reach the page
+    as Gradio's copies, and before, the server's whole folder was served to anyone who named a path in it (its lock,
+    every visitor's upload and results)."""
     from gradio.utils import get_upload_folder
     from starlette.middleware import Middleware
 
@@ -574,7 +575,6 @@ def launch(
         share=False,
         max_file_size=max_upload_bytes,
         show_error=False,
-        allowed_paths=[str(path) for path in allowed],
         footer_links=[],
         run_history=False,
         ssr_mode=False,
