@@ -37,14 +37,48 @@ def cells(plan: Plan) -> list[tuple[str, ...]]:
 DATA_KEYS = ("prepare.", "data.", "components.detector")
 
 
+#: What a bench writes in bench.output (and a fresh bench's folder may hold nothing else).
+BENCH_ENTRIES = ("results.jsonl", "pass_rates.png", "report.html", "cells")
+#: How a bench's own files begin (facekit.batch.refuse_foreign_folder).
+BENCH_SIGNATURES = {"results.jsonl": b'"recipe_hash"', "report.html": b"<title>facekit bench</title>"}
+
+
 def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
-    """A cell's name: its recipe, and the digest of the prepared arrays it trains on (``prepared``; a set prepared
-    again from other photos makes every cell new)."""
-    # The infer section changes no cell (a cell trains and evaluates), so its settings do not make one new.
+    """A cell's name: the settings that shape its trained weights, and the digest of the prepared arrays it trains on
+    (``prepared``; a set prepared again from other photos makes every cell new). Settings a resumed training may
+    change but its length (how often it writes, where it runs: ``facekit.train.RESUMABLE_CHANGES``), the stages a
+    cell does not run (evaluate, infer, bench: its scoring is the bench's own, compared apart) and the output paths
+    leave the name as it is (helper-70: ``--set evaluate.max_photos=3`` or ``train.sample_every=2`` trained every
+    cell again, hours on a real grid)."""
+    from facekit.train import FREE_ON_RESUME, RESUMABLE_CHANGES
+
+    free = RESUMABLE_CHANGES - {"train.steps"} | ({"prepare.output"} if prepared is not None else set())
+    cell = {
+        path: v for path, v in _flat(plan.to_dict()).items() if path not in free and not path.startswith(FREE_ON_RESUME)
+    }
+    if prepared is not None:
+        cell["prepared_arrays_sha256"] = prepared
+    return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def legacy_recipe_hash(plan: Plan, prepared: str | None = None) -> str:
+    """A cell's name as benches before 2026-12-04 gave it (the whole recipe but its bench and infer sections): their
+    cells are found under it, not trained again."""
     cell = {k: v for k, v in plan.to_dict().items() if k not in ("bench", "infer")}
     if prepared is not None:
         cell["prepared_arrays_sha256"] = prepared
     return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recipe's dict as {dotted path: value} (mappings opened, lists kept whole)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
@@ -76,6 +110,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         )
     prepared = (prepared_data_id(Path(base.recipe.prepare.output)) or {}).get("arrays_sha256")
     output = Path(settings.output)
+    check_bench_folder(output)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
     done = {row["recipe_hash"]: row for row in _read_rows(results)}
@@ -89,7 +124,9 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     evaluation = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
     rows = []
     for cell, plan in plans:
-        digest = recipe_hash(plan, prepared)
+        digest, legacy = recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)
+        if digest not in done and legacy in done:  # benched before the name left out what trains nothing
+            digest = legacy
         if digest in done and done[digest].get("evaluation") == evaluation:
             rows.append(done[digest])
             continue
@@ -133,11 +170,22 @@ def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
     target = folder / "pool.safetensors"
     if target.exists():
         return
-    folder.mkdir(parents=True, exist_ok=True)
     for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
         if candidate != target and _pool_encoder(candidate) == encoder:
+            folder.mkdir(parents=True, exist_ok=True)  # (only here: a cell that fails to start leaves no folder)
             copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool
             return
+
+
+def check_bench_folder(output: Path) -> None:
+    """Refuse a bench.output holding files of the user's that the bench would replace: a ``report.html`` or
+    ``results.jsonl`` facekit did not write, a ``pass_rates.png`` in a folder without a bench's results, and, in a
+    folder not yet a bench's, any file (helper-70: a user's report.html and pass_rates.png were replaced)."""
+    from facekit.batch import refuse_foreign_folder
+
+    resumed = (output / "results.jsonl").is_file()
+    own = ["*"] if resumed else [name for name in BENCH_ENTRIES if name != "pass_rates.png"]
+    refuse_foreign_folder(output, own, "bench.output", BENCH_SIGNATURES)
 
 
 def _pool_encoder(path: Path) -> list[Any] | None:

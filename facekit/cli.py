@@ -187,9 +187,11 @@ def run(
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    results = run_plan(plan, stage, RunOptions(resume=resume))
-    for result in results:
-        console.print(f"{result.stage}: {result.note or f'wrote {result.path}'}")
+
+    def said(done: Any) -> None:  # as each stage ends: a later stage's failure leaves the finished ones said
+        console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}")
+
+    results = run_plan(plan, stage, RunOptions(resume=resume), said)
     if any(result.failed for result in results):
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -222,7 +224,8 @@ def prepare(
     summary = report.summary
     table = Table(title=f"prepare: {report.output}")
     table.add_column("status / reason")
-    table.add_column("photos", justify="right")
+    faces = summary.get("faces_kept", 0) != summary.get("photos_kept", 0)  # keep_all_faces: kept rows are faces
+    table.add_column("photos (kept: faces)" if faces else "photos", justify="right")
     for status, count in sorted(summary["status"].items()):
         table.add_row(status, str(count))
     for reason, count in sorted(summary["reasons"].items(), key=lambda item: -item[1]):
@@ -234,8 +237,8 @@ def prepare(
     prepare_note(summary, str(report.output))
     finish_run(run)
     console.print(
-        f"{summary['identities_kept']} averaged identities from {summary['photos']} photos "
-        f"({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "
+        f"{summary['identities_kept']} averaged identities from {summary.get('photos_kept', '?')} of "
+        f"{summary['photos']} photos ({', '.join(f'{k}: {v}' for k, v in summary.get('sources', {}).items())}); "
         f"contact sheet: {report.output / 'contact_sheet.png'}"
     )
 
@@ -536,6 +539,12 @@ def eval_command(
             str(values["consistency_different_people"].get("median", "")),
         )
     console.print(table)
+    same = metrics.get("same_person_pairs") or {}
+    if same.get("pairs"):  # a few people with many photos make most pairs: say whose the medians are
+        console.print(
+            f"same person: {same['pairs']} pairs of {same['people']} people (one person: "
+            f"{same['largest_share']:.0%} of them); different people: {metrics['different_people_pairs']} pairs"
+        )
     for name, columns in metrics.get("lfw_pairs", {}).items():
         if isinstance(columns, dict):
             console.print(
@@ -659,12 +668,29 @@ def models_bundle(
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
-    """Pack the weight files a recipe needs into one tar, for an air-gapped machine."""
-    from facekit.models import bundle
+    """Pack the weight files a recipe needs into one tar, for an air-gapped machine: each component is built with
+    the recipe's params and the files it loads are packed (a variant's file, a file its ``weights`` param names);
+    one that cannot load (a missing file) stops the bundle with the file to place."""
+    from facekit.models import bundle, recording_weights
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    sources = [w for c in plan.components.values() if c.spec.card for w in c.spec.card.weights if w.sha256]
+    sources: list[Any] = []
+    with console.status("building the recipe's components to see which weight files they load"):
+        for key, component in plan.components.items():
+            # Before: every file with a checksum on each card was packed, whatever the params chose; a file the
+            # params named, or one without a checksum, was left out without a word (helper-69).
+            with recording_weights() as used:
+                component.build()
+            sources += used
+            given = getattr(component.params, "weights", None)
+            for source, path in used if given else []:
+                console.print(
+                    f"components.{key}.params.weights: {path} is packed as models/{source.file}; on the other "
+                    "machine leave the param out (the store has the file) or point it there"
+                )
+            if not used and component.spec.card is not None:  # loads its weights later, if at all: the card's
+                sources += [weights for weights in component.spec.card.weights if weights.sha256]
     files = bundle(sources, out, overwrite)
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +115,13 @@ def evaluate_normalizer(
     out: Path,
     progress: bool = False,
     about: dict[str, str] | None = None,
+    pairs: tuple[Path, int] | None = None,
 ) -> dict[str, Any]:
     """Normalize ``photos`` and measure them under ``judges``; writes metrics.json, plots and report.html.
-    ``about``: what was evaluated (``model``, ``data``), at the top of both."""
+    ``about``: what was evaluated (``model``, ``data``), at the top of both. ``pairs``: (data root, folds) to add LFW
+    pairs verification (:func:`verify_pairs`) as ``lfw_pairs``, in the report too (before, `facekit eval --pairs`
+    added it to metrics.json only). When no photo is normalized, the judges' pass rates are 0 and their other
+    figures empty (before: a traceback)."""
     from facekit.images import load_rgb
 
     out.mkdir(parents=True, exist_ok=True)
@@ -134,10 +139,10 @@ def evaluate_normalizer(
     normalize_seconds = time.perf_counter() - start
     ok = [i for i, o in enumerate(outcomes) if o.face is not None]
     inputs = [_image(images[i]) for i in ok]
-    input_landmarks = np.stack([outcomes[i].face.source_landmarks for i in ok]).astype(np.float64)
+    input_landmarks = _stack([outcomes[i].face.source_landmarks for i in ok])
     input_scheme = outcomes[ok[0]].face.source_scheme if ok else None
     outputs = [outcomes[i].face.image for i in ok]
-    output_landmarks = np.stack([outcomes[i].face.landmarks for i in ok]).astype(np.float64)
+    output_landmarks = _stack([outcomes[i].face.landmarks for i in ok])
     people = np.array([photos[i].identity for i in ok])
     metrics: dict[str, Any] = {
         **(about or {}),
@@ -149,13 +154,24 @@ def evaluate_normalizer(
         "judges": {},
         "seconds": {"normalize": round(normalize_seconds, 1)},
     }
-    pairs = _consistency_pairs(people, np.random.default_rng(0))
+    indices = _consistency_pairs(people, np.random.default_rng(0))
+    # Who the same-person figures are about: a few people with many photos make most pairs (LFW's 500 DevTest photos:
+    # 241 of 375 pairs are two people's).
+    per_person = Counter(people[indices["same"][:, 0]].tolist())
+    metrics["same_person_pairs"] = {
+        "pairs": len(indices["same"]),
+        "people": len(per_person),
+        "largest_share": round(max(per_person.values()) / len(indices["same"]), 4) if per_person else None,
+    }
+    metrics["different_people_pairs"] = len(indices["different"])
     for judge in judges:
-        a, b = judge.embed(inputs, input_landmarks, input_scheme), judge.embed(outputs, output_landmarks)
-        preserved = judge.distance(a, b)
-        same = judge.distance(b[pairs["same"][:, 0]], b[pairs["same"][:, 1]]) if len(pairs["same"]) else np.zeros(0)
-        different = judge.distance(b[pairs["different"][:, 0]], b[pairs["different"][:, 1]])
-        inputs_same = judge.distance(a[pairs["same"][:, 0]], a[pairs["same"][:, 1]]) if len(pairs["same"]) else same
+        if not ok:  # nothing to embed: every photo fails
+            preserved = same = different = inputs_same = np.zeros(0)
+        else:
+            a, b = judge.embed(inputs, input_landmarks, input_scheme), judge.embed(outputs, output_landmarks)
+            preserved = judge.distance(a, b)
+            same, inputs_same = (judge.distance(e[indices["same"][:, 0]], e[indices["same"][:, 1]]) for e in (b, a))
+            different = judge.distance(b[indices["different"][:, 0]], b[indices["different"][:, 1]])
         metrics["judges"][judge.name] = {
             "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
             "threshold": judge.card.threshold,
@@ -174,6 +190,8 @@ def evaluate_normalizer(
         _histogram(preserved, judge, out / f"identity-{judge.name}.png")
         np.save(out / f"identity-{judge.name}.npy", preserved)
     metrics["landmarks"] = _landmark_plausibility(normalizer, outputs, output_landmarks)
+    if pairs is not None:
+        metrics["lfw_pairs"] = verify_pairs(normalizer, pairs[0], judges, pairs[1], progress=progress)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
     (out / "metrics.json").write_text(metrics_json(metrics))
     from facekit.outputs import side_by_side
@@ -189,19 +207,29 @@ def evaluate_normalizer(
     return metrics
 
 
+def _stack(landmarks: list[np.ndarray]) -> np.ndarray:
+    """(N, K, 2) float64 of N faces' landmarks; (0, 0, 2) for none."""
+    return np.stack(landmarks).astype(np.float64) if landmarks else np.zeros((0, 0, 2))
+
+
 def _image(image: np.ndarray | None) -> np.ndarray:
     assert image is not None  # only photos that were read and normalized get here
     return image
 
 
 def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int = 1000) -> dict[str, np.ndarray]:
-    """Index pairs of outputs of the same person (all) and of different people (``count`` random ones)."""
+    """Index pairs of outputs of the same person (all) and of different people (``count`` random ones, each pair
+    once; all of them when there are no more: before, drawn with replacement, 6 photos' 15 pairs gave 1,000 with
+    repeats)."""
     same = [(i, j) for i in range(len(people)) for j in range(i + 1, len(people)) if people[i] == people[j]]
-    different: list[tuple[int, int]] = []
-    while len(different) < count and len(set(people)) > 1:
-        i, j = rng.integers(len(people), size=2)
+    sizes = Counter(people.tolist())
+    possible = len(people) * (len(people) - 1) // 2 - sum(n * (n - 1) // 2 for n in sizes.values())
+    chosen: dict[tuple[int, int], None] = {}  # (an ordered set: the draw's order)
+    while len(chosen) < min(count, possible):
+        i, j = sorted(int(k) for k in rng.integers(len(people), size=2))
         if people[i] != people[j]:
-            different.append((i, j))
+            chosen[(i, j)] = None
+    different = list(chosen)
     return {
         "same": np.array(same, dtype=int).reshape(-1, 2),
         "different": np.array(different, dtype=int).reshape(-1, 2),
@@ -340,10 +368,14 @@ def verify_pairs(
     result: dict[str, Any] = {"pairs": len(pairs), "photos": len(paths), "not_normalized": len(paths) - len(ok)}
     for judge in judges:
         scheme = outcomes[ok[0]].face.source_scheme if ok else None
-        inputs = judge.embed(
-            [_image(images[i]) for i in ok], np.stack([outcomes[i].face.source_landmarks for i in ok]), scheme
-        )
-        outputs = judge.embed([outcomes[i].face.image for i in ok], np.stack([outcomes[i].face.landmarks for i in ok]))
+        inputs = outputs = np.zeros((0, 1))  # none normalized: every pair scores as a miss (before: a traceback)
+        if ok:
+            inputs = judge.embed(
+                [_image(images[i]) for i in ok], _stack([outcomes[i].face.source_landmarks for i in ok]), scheme
+            )
+            outputs = judge.embed(
+                [outcomes[i].face.image for i in ok], _stack([outcomes[i].face.landmarks for i in ok])
+            )
         higher = judge.card.distance == "cosine"
         worst = -np.inf if higher else np.inf
         columns = {}
@@ -393,11 +425,13 @@ def evaluate_plan(
     from facekit.normalize import Normalizer, resolve_model
     from facekit.recipe import DataSection, load_recipe
 
+    if overrides and not recipe:  # before: ignored, and the run went on as if they had been applied
+        raise FacekitError("--set changes a recipe's settings: name the recipe (facekit eval RECIPE --set ...)")
     plan = load_recipe(recipe, overrides) if recipe else None
     if baseline is not None and (checkpoint is not None or model is not None):
         given = "--checkpoint" if checkpoint is not None else "--model"
         raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
-    if checkpoint is None and plan is not None:
+    if checkpoint is None and model is None and plan is not None:  # a --model given is the model measured
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
@@ -456,8 +490,6 @@ def evaluate_plan(
             "model": f"baseline {baseline}" if baseline else str(checkpoint),
             "data": f"{data}: {count} of LFW peopleDevTest.txt people (never trained on) in {root}",
         }
-        metrics = evaluate_normalizer(normalizer, photos, judge_list, folder, progress=True, about=about)
-        if pair_folds:
-            metrics["lfw_pairs"] = verify_pairs(normalizer, root, judge_list, pair_folds, progress=True)
-        (folder / "metrics.json").write_text(metrics_json(metrics))
+        pairs = (root, pair_folds) if pair_folds else None
+        metrics = evaluate_normalizer(normalizer, photos, judge_list, folder, True, about, pairs)
     return metrics, folder

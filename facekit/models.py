@@ -9,13 +9,16 @@ licence and source; ``facekit models import PATH`` puts a file there, ``facekit 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +28,8 @@ from facekit.errors import FacekitError
 from facekit.types import WeightsSource
 
 MANIFEST = "manifest.json"
+#: The manifests of bundles unpacked into the store (each named by its content).
+BUNDLE_MANIFESTS = "manifest.bundle-*.json"
 
 
 def facekit_home() -> Path:
@@ -87,7 +92,7 @@ def read_manifest() -> dict[str, StoredModel]:
     """The store's entries: ``manifest.json`` (``facekit models import``) and the manifests of bundles unpacked into
     the store (``manifest.bundle-*.json``, each named by its content, so unpacking one never replaces another's)."""
     entries: dict[str, StoredModel] = {}
-    for path in [*sorted(store_dir().glob("manifest.bundle-*.json")), store_dir() / MANIFEST]:
+    for path in [*sorted(store_dir().glob(BUNDLE_MANIFESTS)), store_dir() / MANIFEST]:
         if not path.is_file():
             continue
         try:
@@ -132,11 +137,36 @@ def package_file(source: WeightsSource) -> Path | None:
     return next((candidate for candidate in package_candidates(folder, source) if candidate.is_file()), None)
 
 
+#: While :func:`recording_weights` runs: every (source, file) :func:`resolve_weights` found, in order.
+_RECORDED: ContextVar[list[tuple[WeightsSource, Path]] | None] = ContextVar("facekit_recorded_weights", default=None)
+
+
+@contextmanager
+def recording_weights() -> Iterator[list[tuple[WeightsSource, Path]]]:
+    """The weight files components resolve while the block runs, as (source, verified path): what a component
+    built with its params really loads (a variant's file, a file its ``weights`` param names), for
+    ``facekit models bundle``."""
+    found: list[tuple[WeightsSource, Path]] = []
+    token = _RECORDED.set(found)
+    try:
+        yield found
+    finally:
+        _RECORDED.reset(token)
+
+
 def resolve_weights(source: WeightsSource, path: str | Path | None = None, what: str = "") -> Path:
     """Find and verify the weight file of ``source``: an explicit ``path``, else the store, else its pip package.
 
     A missing file is an error that says exactly which file to place where, with its sha256.
     """
+    found = _resolve_weights(source, path, what)
+    recorded = _RECORDED.get()
+    if recorded is not None:
+        recorded.append((source, found))
+    return found
+
+
+def _resolve_weights(source: WeightsSource, path: str | Path | None, what: str) -> Path:
     label = what or source.file
     if path is not None:
         explicit = Path(path).expanduser()
@@ -205,8 +235,12 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
             "pass --licence (and --source) to store it anyway"
         )
     name = match.file if match else path.name
-    if name == MANIFEST or name.startswith("."):
-        raise FacekitError(f"{name}: the store keeps its own {MANIFEST} and hidden files; rename the file first")
+    if name == MANIFEST or name.startswith(".") or fnmatch.fnmatchcase(name, BUNDLE_MANIFESTS):
+        # (helper-69: a file named manifest.bundle-*.json was read as a manifest, and every store command failed)
+        raise FacekitError(
+            f"{name}: the store keeps its own {MANIFEST}, bundles' {BUNDLE_MANIFESTS} and hidden files; rename the "
+            "file first"
+        )
     entries = read_manifest()
     held = entries.get(name)
     if (store_dir() / name).is_file() and held is not None and held.sha256 != digest:
@@ -244,6 +278,15 @@ def verify_store() -> list[tuple[str, str]]:
         expected = {entry.sha256, pinned.get(name) or entry.sha256}
         wrong = " or ".join(sorted(expected - {actual}))
         results.append((name, f"sha256 {actual}, expected {wrong}" if wrong else "ok"))
+    # A file placed in the store by hand (as the missing-weights error says to) under a name a card pins: loaders
+    # take it before the package's copy, so it is checked too (helper-69: "the store is empty" while a damaged
+    # copy stopped every load).
+    listed = set(read_manifest())
+    for name, expected_sha in sorted(pinned.items()):
+        path = store_dir() / name
+        if name not in listed and path.is_file():
+            actual = sha256_file(path)
+            results.append((name, "ok" if actual == expected_sha else f"sha256 {actual}, expected {expected_sha}"))
     return results
 
 
@@ -265,9 +308,12 @@ def status() -> list[dict[str, Any]]:
     return rows
 
 
-def bundle(sources: Iterable[WeightsSource], out: str | Path, overwrite: bool = False) -> list[str]:
-    """Write a tar of the given weight files (verified) plus a manifest, laid out as ``$FACEKIT_HOME``; an existing
-    ``out`` is a FacekitError unless ``overwrite``. Written to a temporary file and renamed: never half a tar."""
+def bundle(
+    sources: Iterable[WeightsSource | tuple[WeightsSource, Path]], out: str | Path, overwrite: bool = False
+) -> list[str]:
+    """Write a tar of the given weight files (verified; a source with the path it was found at is packed from
+    there, under the source's file name) plus a manifest, laid out as ``$FACEKIT_HOME``; an existing ``out`` is a
+    FacekitError unless ``overwrite``. Written to a temporary file and renamed: never half a tar."""
     entries: dict[str, StoredModel] = {}
     out = Path(out)
     if out.is_dir():  # before: "exists: --overwrite replaces it", then a temporary file's IsADirectoryError
@@ -286,12 +332,15 @@ def bundle(sources: Iterable[WeightsSource], out: str | Path, overwrite: bool = 
     return sorted(entries)
 
 
-def _write_bundle(sources: Iterable[WeightsSource], out: Path, entries: dict[str, StoredModel]) -> None:
+def _write_bundle(
+    sources: Iterable[WeightsSource | tuple[WeightsSource, Path]], out: Path, entries: dict[str, StoredModel]
+) -> None:
     with tarfile.open(out, "w") as tar:
-        for source in sources:
+        for item in sources:
+            source, path = item if isinstance(item, tuple) else (item, None)
             if source.file in entries:
                 continue
-            path = resolve_weights(source)
+            path = path or resolve_weights(source)
             tar.add(path, arcname=f"models/{source.file}")
             entries[source.file] = StoredModel(
                 source.file, sha256_file(path), source.licence, source.url or source.package or "", path.stat().st_size

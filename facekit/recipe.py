@@ -754,12 +754,14 @@ HELD_OUT_LONDON = {
 def folder_people_names(folder: Path) -> frozenset[str]:
     """The names a photo folder may hold LFW people under, to find a DevTest person copied in: every folder name at
     any depth, and every file's name without its LFW number (``Adrien_Brody_0001.jpg`` loose in the folder, or in
-    ``people/``, is ``Adrien_Brody``). Hidden entries are skipped, as the photo readers skip them."""
+    ``people/``, is ``Adrien_Brody``). The files are those the photo readers read
+    (:func:`facekit.data.sources.walk_visible`: hidden entries skipped, links to folders followed)."""
+    from facekit.data.sources import walk_visible
+
     names: set[str] = set()
-    for _base, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
+    for _base, folders, files in walk_visible(folder):
         names.update(folders)
-        names.update(LFW_NUMBER.sub("", Path(name).stem) for name in files if not name.startswith("."))
+        names.update(LFW_NUMBER.sub("", Path(name).stem) for name in files)
     return frozenset(names)
 
 

@@ -32,7 +32,9 @@ def png_data_uri(image: np.ndarray | Path) -> str:
 
 
 def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
-    if isinstance(value, dict):
+    if isinstance(value, dict) and not value and prefix:  # (before: left out, so a figure with no pairs vanished)
+        rows.append((prefix, "none"))
+    elif isinstance(value, dict):
         for key, item in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), item, rows)
     else:

@@ -60,6 +60,15 @@ METRICS = [
 ]
 
 
+def training_device(settings: Any) -> torch.device:
+    """The device ``train`` settings ask for, refused in one line when there is none or its precision cannot run
+    there."""
+    device = choose_device(settings.device)
+    if settings.precision == "fp16" and device.type == "cpu":  # device: auto on a machine without a GPU
+        raise FacekitError("train.precision fp16 needs a GPU, and training would run on the CPU: use bf16 or fp32")
+    return device
+
+
 def choose_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -124,6 +133,10 @@ RESUMABLE_CHANGES = frozenset(
         # The augment stage's own files (how many morphs it writes, where): training makes its pool's morphs itself.
         "augment.count",
         "augment.output",
+        # Where the checkpoint is (helper-69: a training folder copied or moved elsewhere could not be resumed). A
+        # moved prepared set (prepare.output) may be resumed on when both record their arrays' digest and it is the
+        # same (check_trainable).
+        "train.output",
     }
 )
 
@@ -182,15 +195,16 @@ def _schema_defaults() -> dict[str, Any]:
     return defaults
 
 
-def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path) -> None:
+def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path, also: frozenset[str] = frozenset()) -> None:
     """Refuse to resume ``checkpoint`` (its ``stored`` recipe) under a ``current`` recipe that changes more than
-    :data:`RESUMABLE_CHANGES` (and :data:`FREE_ON_RESUME`: they do not touch training)."""
+    :data:`RESUMABLE_CHANGES` (and :data:`FREE_ON_RESUME`: they do not touch training; ``also``: settings whose
+    change was checked otherwise)."""
     if not isinstance(stored, dict):
         return  # a checkpoint from before recipes were recorded: nothing to compare
     changes = [
         path
         for path in recipe_changes(stored, current, defaults=_schema_defaults())
-        if path not in RESUMABLE_CHANGES and not path.startswith(FREE_ON_RESUME)
+        if path not in RESUMABLE_CHANGES | also and not path.startswith(FREE_ON_RESUME)
     ]
     if changes:
         raise FacekitError(
@@ -321,6 +335,11 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     built_warper = plan.components["warper"].build() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)
+    training_device(recipe.train)  # (helper-69: train.device cuda without a GPU left a run record and a lock)
+    if recipe.augment.enabled and recipe.train.pool_size > 0:
+        from facekit.data.augment import check_neighbours
+
+        check_neighbours(plan)
     meta = read_checkpoint_meta(checkpoint) if resume and checkpoint.exists() else None
     # Resuming a checkpoint that names its prepared set: the set is compared with that, not with the photos now.
     prepared = None
@@ -339,9 +358,13 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
                 f"train.init {recipe.train.init} is a {started_from['decoder']!r} decoder; this recipe trains "
                 f"{wanted!r}"
             )
+        check_init_fits(plan, started_from)
     if meta is not None:
-        check_resumable(meta.get("recipe"), plan.to_dict(), checkpoint)
         earlier = meta.get("prepared_data")
+        # The same arrays in another folder (a prepared set moved or copied) are the same data.
+        digests = [(earlier or {}).get("arrays_sha256"), (prepared or {}).get("arrays_sha256")]
+        moved = frozenset({"prepare.output"}) if digests[0] and digests[0] == digests[1] else frozenset()
+        check_resumable(meta.get("recipe"), plan.to_dict(), checkpoint, moved)
         if earlier is not None and prepared is not None and not same_prepared_data(earlier, prepared):
             raise FacekitError(
                 f"--resume would continue {checkpoint} on other prepared data: {recipe.prepare.output} was prepared "
@@ -362,6 +385,45 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
                 f"--set train.init={checkpoint} and another train.output"
             )
     return built_warper, prepared
+
+
+def check_init_fits(plan: Any, started_from: dict[str, Any]) -> None:
+    """Before the training pool (helper-69: both were found after it, the first as six lines of torch's size
+    mismatches): a train.init model of this encoder whose decoder was built with other params (``hidden``,
+    ``grid``, ...: its weights would not load), or trained on another prepared set (its mean face more than
+    :data:`MEAN_FACE_TOLERANCE_PX` from this one's: its texture frame is not this data's), is one line."""
+    from facekit.data.dataset import PreparedFaces
+
+    init = plan.recipe.train.init
+    decoder = plan.components.get("decoder")
+    trained = started_from.get("decoder_params")
+    same_encoder = started_from.get("encoder") in (None, plan.components["encoder"].spec.name)
+    if same_encoder and decoder is not None and isinstance(trained, dict):
+        now = decoder.params.model_dump()
+        differ = [key for key in sorted(now) if key != "feature_size" and key in trained and trained[key] != now[key]]
+        if differ:
+            said = ", ".join(f"{key} {trained[key]!r} there, {now[key]!r} here" for key in differ)
+            raise FacekitError(
+                f"train.init {init} does not fit this recipe's decoder ({said}): set components.decoder.params as "
+                "that model's recipe did"
+            )
+    mean_file = Path(plan.recipe.prepare.output) / "mean_landmarks.npy"
+    if not mean_file.is_file():
+        return  # no prepared set: its own check says so
+    from safetensors import safe_open
+
+    with safe_open(str(init), framework="pt") as handle:
+        if "model.mean_landmarks" not in handle.keys():
+            return
+        theirs = handle.get_tensor("model.mean_landmarks").double()
+    ours = torch.from_numpy(np.asarray(PreparedFaces(plan.recipe.prepare.output).mean_landmarks, np.float64))
+    moved = float((theirs - ours).abs().max()) if theirs.shape == ours.shape else float("inf")
+    if moved > MEAN_FACE_TOLERANCE_PX:
+        raise FacekitError(
+            f"train.init {init} was trained on another prepared set: its mean face is up to {moved:.1f} px from "
+            f"{plan.recipe.prepare.output}'s, so its texture frame would not be this data's; train from scratch or "
+            "prepare the data as that model's recipe did"
+        )
 
 
 def copy_atomic(source: Path, target: Path) -> None:
@@ -390,9 +452,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     from facekit.data.dataset import PreparedFaces
 
     recipe, settings = plan.recipe, plan.recipe.train
-    device = choose_device(settings.device)
-    if settings.precision == "fp16" and device.type == "cpu":  # device: auto on a machine without a GPU
-        raise FacekitError("train.precision fp16 needs a GPU, and training would run on the CPU: use bf16 or fp32")
+    device = training_device(settings)
     dist = setup_distributed(device)
     torch.manual_seed(settings.seed)
     output = Path(settings.output)
@@ -419,7 +479,6 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
             "components.decoder.params.image_size to match"
         )
-    prepared_mean = decoder.mean_landmarks.detach().clone()
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)
@@ -450,13 +509,6 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                 load_decoder_state(decoder, init_tensors)
         except RuntimeError as error:
             raise FacekitError(f"train.init {settings.init} does not fit this recipe's decoder: {error}") from None
-        moved = float((decoder.mean_landmarks - prepared_mean).abs().max())
-        if moved > MEAN_FACE_TOLERANCE_PX:
-            raise FacekitError(
-                f"train.init {settings.init} was trained on another prepared set: its mean face is up to {moved:.1f} "
-                f"px from {recipe.prepare.output}'s, so its texture frame would not be this data's; train from "
-                "scratch or prepare the data as that model's recipe did"
-            )
         logger.info(
             "decoder initialised from %s%s",
             settings.init,

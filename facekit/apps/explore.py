@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,20 +65,43 @@ def people_of(paths: Sequence[str | Path]) -> list[str]:
     ``Jean_Chretien_12.png`` -> ``Jean_Chretien``), else the folder's name; a camera's names (``IMG_0001.jpg``,
     :func:`person_named`) are no person's. Before, the ``_NNNN`` rule came first, so a camera's ``IMG_0001.jpg`` in
     ``alice/`` and ``IMG_0002.jpg`` in ``bob/`` were one person, ``IMG``; and one folder of ``IMG_0001.jpg`` and
-    ``DSC_0002.jpg`` was two people, ``IMG`` and ``DSC``."""
-    folders = [Path(path).resolve().parent for path in paths]
+    ``DSC_0002.jpg`` was two people, ``IMG`` and ``DSC``.
+
+    A folder is the one the path names, links not followed (``people/anna/`` holding links into one shared folder of
+    photos is anna's); two folders of one name are two people, told apart by their paths below their common parent
+    (``alice/2019`` and ``bob/2019``). Before, links were resolved and folders known by their name alone: both made
+    different people one, and their consistency was measured across people, with no warning."""
+    folders = [photo_folder(path) for path in paths]
     if len(set(folders)) == 1:
         named = [person_named(path) for path in paths]
         if all(named):
             return [name for name in named if name]
-    return [folder.name for folder in folders]
+    return folder_labels(folders)
+
+
+def photo_folder(path: str | Path) -> Path:
+    """The folder ``path`` names (absolute, ``..`` and ``.`` removed, links not followed)."""
+    return Path(os.path.abspath(path)).parent
+
+
+def folder_labels(folders: Sequence[Path]) -> list[str]:
+    """A person's label for each folder: its name, or, where other folders have the same name, its path below the
+    common parent of all of them (``alice/2019``, ``bob/2019``)."""
+    distinct = sorted(set(folders))
+    names = [folder.name for folder in distinct]
+    if len(set(names)) == len(names):
+        return [folder.name for folder in folders]
+    common = Path(os.path.commonpath([str(folder) for folder in distinct]))
+    base = common.parent if common in distinct else common  # alice/ and alice/alice/: "alice", "alice/alice"
+    clashing = {name for name in names if names.count(name) > 1}
+    return [folder.relative_to(base).as_posix() if folder.name in clashing else folder.name for folder in folders]
 
 
 def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
     """A warning when :func:`people_of` takes one folder's photos as one person though their names say otherwise:
     some (not all) are named ``Name_NNNN`` with at least two names, so one stray file (``holiday.jpg`` among LFW
     photos) turns several people into one and their consistency is measured across people."""
-    folders = {Path(path).resolve().parent for path in paths}
+    folders = {photo_folder(path) for path in paths}
     if len(folders) != 1:
         return None
     named = [person_named(path) for path in paths]
@@ -358,8 +382,10 @@ def consistency_rows(
         rows.append(row)
     scored = [r for r in rows if r["outputs_mean_distance"] is not None]
     summary: dict[str, Any] = {"model": label, "judge": judge.name, "metric": metric, "people": len(scored)}
-    summary["photos"] = sum(r["photos"] for r in scored)  # every photo of the people scored
-    summary["judged"] = sum(r["judged"] for r in scored)  # of which the judge found a face in photo and output
+    # Every photo of the people with several (helper-70: of those scored only, so a folder of 2 people whose faces
+    # the judge missed said "0 of 0"), and of them the photos the scores are over.
+    summary["photos"] = sum(r["photos"] for r in rows)
+    summary["judged"] = sum(r["judged"] for r in scored)
     for key in ("outputs_mean_distance", "inputs_mean_distance"):
         summary[key] = round(float(np.mean([r[key] for r in scored])), 4) if scored else None
     return rows, summary

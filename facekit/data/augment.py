@@ -501,6 +501,24 @@ def synthetic_identities(n: int, size: int = 224, seed: int = 0, jitter_px: floa
     return {"landmarks": lms, "textures": textures, "mean_landmarks": mean, "backgrounds": backgrounds}
 
 
+def check_neighbours(plan: Any) -> None:
+    """``augment.neighbours`` against the prepared set in ``prepare.output`` (nothing to check without one): a morph
+    needs more identities than neighbours. Training checks it before its run record and lock (helper-69: a refused
+    training left both)."""
+    from facekit.errors import FacekitError
+
+    folder = Path(plan.recipe.prepare.output)
+    if not (folder / "landmarks.npy").is_file():
+        return
+    neighbours = plan.recipe.augment.neighbours
+    identities = len(np.load(folder / "landmarks.npy", mmap_mode="r"))
+    if not 0 < neighbours < identities:
+        raise FacekitError(
+            f"augment.neighbours {neighbours} needs more than that many prepared identities; {folder} has "
+            f"{identities}: lower augment.neighbours (--set augment.neighbours=...) or turn augmentation off"
+        )
+
+
 def morph_dataset(plan: Any, length: int) -> MorphDataset:
     """The :class:`MorphDataset` of a recipe: the prepared set in ``prepare.output`` (its averages are the seed
     photos whose backgrounds the morphs are pasted onto), neighbours and mask blur from ``augment``."""
@@ -509,13 +527,8 @@ def morph_dataset(plan: Any, length: int) -> MorphDataset:
     folder = Path(plan.recipe.prepare.output)
     if not (folder / "textures.npy").is_file():
         raise FacekitError(f"no prepared dataset in {folder}: run the prepare stage first")
+    check_neighbours(plan)
     augment = plan.recipe.augment
-    identities = len(np.load(folder / "landmarks.npy", mmap_mode="r"))
-    if not 0 < augment.neighbours < identities:
-        raise FacekitError(
-            f"augment.neighbours {augment.neighbours} needs more than that many prepared identities; {folder} has "
-            f"{identities}: lower augment.neighbours (--set augment.neighbours=...) or turn augmentation off"
-        )
     return MorphDataset(
         folder / "landmarks.npy",
         folder / "textures.npy",

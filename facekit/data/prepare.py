@@ -720,6 +720,10 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
             landmarks.append(data["landmarks"])
     summary: dict[str, Any] = {
         "photos": len({row["path"] for row in rows}),
+        # The photos averaged, and their faces (more with keep_all_faces: each a row of its own; helper-69: "9 of
+        # 6 photos kept" counted faces as photos).
+        "photos_kept": len({row["path"] for row in rows if row["status"] == "kept"}),
+        "faces_kept": sum(row["status"] == "kept" for row in rows),
         "identities_seen": len(records),
         "identities_kept": len(entries),
         "status": dict(Counter(row["status"] for row in rows)),

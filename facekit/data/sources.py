@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +85,22 @@ def helen_photos(root: Path) -> list[Photo]:
     ]
 
 
+def walk_visible(folder: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk(folder)`` as the folder readers see it: hidden folders and files left out, links to folders followed
+    (a person's folder that is a link, or a link inside it, holds that person's photos), each real folder once (a
+    link back up is not walked again). The recipe's train/test overlap check walks the same files, so a DevTest
+    person reached through a link is found (helper-69: it was read for training but not checked)."""
+    seen: set[str] = set()
+    for base, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(base)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        yield Path(base), folders, sorted(name for name in files if not name.startswith("."))
+
+
 def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
     """``<folder>/<person>/...<photo>`` (one identity per sub-folder, its photos at any depth below it) and
     ``<folder>/<photo>`` (one identity each), identities ``PREFIX/<person>``. Every file counts, whatever its suffix,
@@ -96,9 +113,8 @@ def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
         if path.name.startswith("."):
             continue
         if path.is_dir():
-            inside = (p for p in sorted(path.rglob("*")) if p.is_file())
-            visible = (p for p in inside if not any(part.startswith(".") for part in p.relative_to(path).parts))
-            photos.extend(Photo(f"{prefix}/{path.name}", p, "folder") for p in visible)
+            inside = [base / name for base, _, files in walk_visible(path) for name in files]
+            photos.extend(Photo(f"{prefix}/{path.name}", p, "folder") for p in sorted(inside) if p.is_file())
         elif path.is_file():
             photos.append(Photo(f"{prefix}/{path.stem}", path, "folder"))
     return photos

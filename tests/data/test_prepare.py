@@ -474,6 +474,12 @@ def test_keep_all_faces_never_averages_the_faces_of_different_photos(data_root: 
     kept = [row for row in record["rows"] if row["status"] == "kept"]
     assert len(kept) >= 3  # most of the four faces pass these loose filters
     assert len(record["averages"]) == len(kept) and all(a["kept"] == 1 for a in record["averages"])
+    # Faces are counted as faces, photos as photos (helper-69: "9 of 6 photos kept").
+    from facekit.pipeline import prepare_note
+
+    summary = prepare.finalize(tmp_path / "out", [record], 96)
+    assert (summary["photos"], summary["photos_kept"], summary["faces_kept"]) == (2, 2, len(kept))
+    assert f"1 people and 2 of 2 photos kept ({len(kept)} faces)" in prepare_note(summary, "out")
 
 
 def test_prepare_takes_the_central_face_on_request(tmp_path: Path, data_root: Path) -> None:

@@ -167,6 +167,19 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     again, _ = run_bench(str(recipe), [], progress=False)  # finished cells are not trained again
     assert [r["recipe_hash"] for r in again] == [r["recipe_hash"] for r in rows]
     assert len((output / "results.jsonl").read_text().splitlines()) == 2
+    # Settings that train nothing differently leave the cells as they are (helper-70: each one trained every cell
+    # again).
+    import facekit.bench as bench
+    from facekit.recipe import load_recipe
+
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a finished cell was trained again")
+
+    free = ["train.sample_every=1", "train.checkpoint_every=1", "evaluate.max_photos=2", f"train.output={tmp_path}/x"]
+    with monkeypatch.context() as patch:
+        patch.setattr("facekit.train.train", no_training)
+        kept, _ = run_bench(str(recipe), free, progress=False)
+        assert [r["recipe_hash"] for r in kept] == [r["recipe_hash"] for r in rows]
     # Scored another way (more photos): the trained cells are scored again, not shown with the old figures.
     rescored, _ = run_bench(str(recipe), ["bench.max_photos=4"], progress=False)
     assert [r["evaluation"]["max_photos"] for r in rescored] == [4, 4]
@@ -174,6 +187,23 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     assert [r["train_seconds"] for r in rescored] == [r["train_seconds"] for r in rows]
     assert [r["metrics"]["photos"] for r in rescored] == [4, 4]
     assert len((output / "results.jsonl").read_text().splitlines()) == 4
+    # Cells named as benches before 2026-12-04 named them are found under that name, not trained again.
+    with monkeypatch.context() as patch:
+        patch.setattr("facekit.train.train", no_training)
+        from facekit.train import prepared_data_id
+
+        prepared_sha = (prepared_data_id(prepared) or {}).get("arrays_sha256")
+        renamed = {}
+        for cell, row in zip(bench.cells(load_recipe(str(recipe), [])), rows, strict=True):
+            old = bench.legacy_recipe_hash(load_recipe(str(recipe), list(cell)), prepared_sha)
+            (output / "cells" / row["recipe_hash"]).rename(output / "cells" / old)
+            renamed[row["recipe_hash"]] = old
+        text = (output / "results.jsonl").read_text()
+        for new, old in renamed.items():
+            text = text.replace(new, old)
+        (output / "results.jsonl").write_text(text)
+        legacy, _ = run_bench(str(recipe), ["bench.max_photos=4"], progress=False)
+        assert [r["recipe_hash"] for r in legacy] == list(renamed.values())
 
 
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
@@ -253,6 +283,29 @@ def test_the_sface_model_normalizes_with_its_own_encoder(data_root: Path) -> Non
     assert normalizer.meta["encoder"] == "sface" and normalizer.encoder.card.embedding_size == 128
     face = normalizer.normalize(lfw(data_root, "Adrien_Brody"))
     assert face.image.shape == (112, 112, 3) and face.landmarks.shape == (68, 2)
+
+
+def test_bench_never_replaces_a_users_report_or_plot(tmp_path: Path) -> None:
+    """helper-70: a bench.output holding the user's report.html and pass_rates.png had both replaced."""
+    from facekit.bench import check_bench_folder
+    from facekit.errors import FacekitError
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "report.html").write_text("my own notes")
+    with pytest.raises(FacekitError, match=r"bench.output .* holds files facekit did not write there \(report.html\)"):
+        check_bench_folder(folder)
+    (folder / "report.html").unlink()
+    (folder / "pass_rates.png").write_bytes(b"\x89PNG mine")
+    with pytest.raises(FacekitError, match=r"pass_rates\.png"):
+        check_bench_folder(folder)
+    (folder / "results.jsonl").write_text('{"recipe_hash": "abc"}\n')  # a bench's folder: its plot is its own
+    (folder / "notes.txt").write_text("mine, and no name the bench writes")
+    check_bench_folder(folder)
+    (folder / "report.html").write_text("my own notes")
+    with pytest.raises(FacekitError, match=r"report\.html"):
+        check_bench_folder(folder)
+    assert (folder / "report.html").read_text() == "my own notes"
 
 
 def test_bench_without_a_grid_is_refused(tmp_path: Path) -> None:

@@ -420,10 +420,16 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     for key in ("model.shared.0.weight", "model.texture_head.0.weight"):
         assert torch.allclose(before[key], after[key], atol=1e-6), key
         assert not torch.allclose(without[key], after[key], atol=1e-3), key
-    with pytest.raises(Exception, match="does not fit"):
-        wider = tiny_recipe(prepared, tmp_path / "wider", steps=1, init=str(started))
-        wider["components"]["decoder"]["params"]["hidden"] = 48
+    # Another decoder size, or another prepared set, is one line before the training pool is made (helper-69:
+    # after it, the first as six lines of torch's size mismatches).
+    wider = tiny_recipe(prepared, tmp_path / "wider", steps=1, init=str(started))
+    hidden = wider["components"]["decoder"]["params"]["hidden"]
+    wider["components"]["decoder"]["params"]["hidden"] = hidden + 16
+    with pytest.raises(
+        FacekitError, match=rf"does not fit this recipe's decoder \(hidden {hidden} there, {hidden + 16} here\)"
+    ):
         train(resolve(wider))
+    assert not (tmp_path / "wider" / "pool.safetensors").exists()
     # A model from another prepared set (its mean face 3 px off): its texture frame is not this data's.
     from facekit.checkpoints import write_model_file
 
@@ -433,6 +439,7 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     write_model_file(shifted, tensors, meta)
     with pytest.raises(FacekitError, match=r"another prepared set: its mean face is up to 3\.0 px"):
         train(resolve(tiny_recipe(prepared, tmp_path / "shifted", steps=1, init=str(shifted))))
+    assert not (tmp_path / "shifted" / "pool.safetensors").exists()
 
 
 def plan_faces(folder: Path) -> Any:
@@ -748,6 +755,12 @@ def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(pre
     mark_prepared(folder, tiny_recipe(folder, tmp_path / "run"))
     train(resolve(tiny_recipe(folder, tmp_path / "run", steps=2)))
     train(resolve(tiny_recipe(folder, tmp_path / "run", steps=3)), resume=True)  # the same data: continued
+    # The training folder copied and the prepared set moved elsewhere: the same run on the same arrays, continued
+    # (helper-69: refused, "train.output changed").
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    shutil.copytree(folder, tmp_path / "moved")
+    recipe = tiny_recipe(tmp_path / "moved", tmp_path / "copy", steps=4)
+    assert read_checkpoint(train(resolve(recipe), resume=True) / "checkpoints" / "last.safetensors")[1]["step"] == 4
     averages = np.load(folder / "averages.npy")
     np.save(folder / "averages.npy", averages[::-1].copy())  # other photos of the same people
     with pytest.raises(FacekitError, match="changed after prepare finished"):  # by hand: the summary disagrees
@@ -781,6 +794,27 @@ def test_training_refuses_a_set_prepared_with_other_settings(prepared: Path, tmp
     with pytest.raises(FacekitError, match=r"holds 32 px faces and this recipe's prepare\.image_size is 48"):
         train(resolve(bigger))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_training_refused_for_its_device_or_neighbours_leaves_nothing(prepared: Path, tmp_path: Path) -> None:
+    """helper-69: train.device cuda without a GPU, or more augment.neighbours than prepared identities, were refused
+    after the stage's run record and lock were written in train.output."""
+    import torch
+
+    from facekit.pipeline import RunOptions, run_train_stage
+
+    identities = len(np.load(prepared / "landmarks.npy"))
+    many = {"augment": {"enabled": True, "neighbours": identities}, "train": {"pool_size": 4}}
+    cases = [(many, "needs more than that many prepared identities")]
+    if not torch.cuda.is_available():
+        cases.append(({"train": {"device": "cuda"}}, "no GPU is visible"))
+    for change, message in cases:
+        recipe = tiny_recipe(prepared, tmp_path / "run", steps=1)
+        for section, values in change.items():
+            recipe.setdefault(section, {}).update(values)
+        with pytest.raises(FacekitError, match=message):
+            run_train_stage(resolve(recipe), RunOptions(progress=False))
+        assert not (tmp_path / "run").exists(), change
 
 
 def test_manifest_photos_are_found_from_another_folder_or_data_root(tmp_path: Path) -> None:

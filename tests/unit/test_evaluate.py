@@ -205,3 +205,57 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     )  # fmt: skip
     assert stage.returncode == 1 and "checkpoint not found" in stage.stderr, stage.stderr
     assert not (tmp_path / "g").exists()  # nor its run record (before: evaluate.output/runs/<stamp>-evaluate/)
+
+
+def test_an_evaluation_where_no_photo_is_normalized_reports_fails_not_a_traceback(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """helper-70: no normalized photo ended `facekit eval` (and a bench cell) in 'need at least one array to stack';
+    empty figures vanished from report.html; `--pairs` results were missing from it."""
+    from types import SimpleNamespace
+
+    from facekit.evaluate import Judge, evaluate_normalizer
+    from facekit.normalize import Normalizer
+
+    class Nothing:
+        detector = None
+
+        def normalize_many(self, images: list, names: list) -> list:
+            return [SimpleNamespace(face=None, status="no_face") for _ in images]
+
+    judge = Judge("dlib-resnet", Normalizer.from_checkpoint().encoder)
+    metrics = evaluate_normalizer(Nothing(), lfw_devtest(data_root, 3), [judge], tmp_path / "out", pairs=(data_root, 2))
+    figures = metrics["judges"]["dlib-resnet"]
+    assert metrics["normalized"] == 0 and figures["identity_pass_rate"] == 0.0 and figures["identity"] == {}
+    assert metrics["lfw_pairs"]["not_normalized"] == metrics["lfw_pairs"]["photos"] > 0
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "judges.dlib-resnet.identity</td><td>none" in report and "lfw_pairs.dlib-resnet.normalized" in report
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["lfw_pairs"] == metrics["lfw_pairs"]
+
+
+def test_different_people_pairs_are_each_drawn_once_and_same_person_pairs_say_whose() -> None:
+    """helper-70: 6 photos (15 pairs, 12 of different people) gave 1,000 pairs drawn with replacement."""
+    from facekit.evaluate import _consistency_pairs
+
+    people = np.array(["a", "a", "b", "b", "c", "c"])
+    pairs = _consistency_pairs(people, np.random.default_rng(0))
+    different = {tuple(p) for p in pairs["different"].tolist()}
+    assert len(pairs["different"]) == len(different) == 12 and all(people[i] != people[j] for i, j in different)
+    many = np.array([str(k // 3) for k in range(300)])  # 100 people, 3 photos each: 1,000 of 44,550 pairs
+    pairs = _consistency_pairs(many, np.random.default_rng(0))
+    assert len({tuple(p) for p in pairs["different"].tolist()}) == len(pairs["different"]) == 1000
+    assert len(pairs["same"]) == 300
+
+
+def test_eval_refuses_set_without_a_recipe_and_measures_the_model_given_with_one(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """helper-70: `--set` without a recipe was ignored; `eval RECIPE --model sface` said 'not both' of --model and a
+    --checkpoint nobody passed."""
+    from tests.helpers import run_cli
+
+    ignored = run_cli("eval", "--set", "evaluate.max_photos=1", "-o", str(tmp_path / "a"))
+    assert ignored.returncode == 1 and "name the recipe" in ignored.stderr and not (tmp_path / "a").exists()
+    given = run_cli("eval", "recipes/demo.yaml", "--model", "sface", "--max-photos", "1", "-o", str(tmp_path / "b"))
+    assert given.returncode == 0, given.stderr
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["model"].endswith("sface-model.safetensors")

@@ -61,8 +61,26 @@ def test_person_names_and_independent_judges() -> None:
     assert people_of(["me/IMG_0001.jpg", "me/DSC_0002.jpg"]) == ["me", "me"]
     assert people_of(["me/PXL_20240101_123456.jpg", "me/PXL_20240102_000001.jpg"]) == ["me", "me"]
     assert people_of(["x/Madonna_0001.jpg", "x/AJ_Cook_0001.jpg"]) == ["Madonna", "AJ_Cook"]  # LFW's names stay
+    # Two folders of one name are two people (helper-70: alice/2019 and bob/2019 were one, '2019').
+    years = ["p/alice/2019/a.jpg", "p/alice/2019/b.jpg", "p/bob/2019/c.jpg", "p/carol/d.jpg"]
+    assert people_of(years) == ["alice/2019", "alice/2019", "bob/2019", "carol"]
+    assert people_of(["alice/a.jpg", "alice/alice/b.jpg"]) == ["alice", "alice/alice"]
     assert independent_judge("dlib-resnet") == "sface" and independent_judge("sface") == "dlib-resnet"
     assert independent_judge("arcface") == "sface"
+
+
+def test_a_persons_folder_of_links_is_that_person(tmp_path: Path) -> None:
+    """helper-70: people/anna/ and people/ben/ holding links into one shared folder were one person (the links were
+    resolved), and their consistency was measured across the two."""
+    shared = tmp_path / "library"
+    shared.mkdir()
+    paths = []
+    for person, photo in (("anna", "IMG_0001.jpg"), ("anna", "IMG_0002.jpg"), ("ben", "IMG_0003.jpg")):
+        (shared / photo).write_bytes(b"")
+        (tmp_path / "people" / person).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "people" / person / photo).symlink_to(shared / photo)
+        paths.append(tmp_path / "people" / person / photo)
+    assert people_of(paths) == ["anna", "anna", "ben"]
 
 
 def test_the_judge_takes_the_face_the_normalizer_takes(explorer: Explorer, shipped_normalizer: Any) -> None:
@@ -223,6 +241,14 @@ def test_the_summary_counts_photos_and_judged_photos_apart() -> None:
     rows, summary = consistency_rows("m", judge, persons, inputs, outputs)
     assert [(r["person"], r["photos"], r["judged"]) for r in rows] == [("a", 3, 2), ("b", 2, 2)]
     assert (summary["people"], summary["photos"], summary["judged"]) == (2, 5, 4)
+    # A person whose photos the judge missed counts among the photos, not the judged (before: "0 of 0" when nobody
+    # could be scored).
+    _, summary = consistency_rows(
+        "m", judge, [*persons, "d", "d"], np.vstack([inputs, inputs[:2]]), np.vstack([outputs, np.full((2, 2), np.nan)])
+    )
+    assert (summary["people"], summary["photos"], summary["judged"]) == (2, 7, 4)
+    _, summary = consistency_rows("m", judge, ["d", "d"], inputs[:2], np.full((2, 2), np.nan))
+    assert (summary["people"], summary["photos"], summary["judged"]) == (0, 2, 0)
 
 
 def test_apply_lays_out_a_path_and_measures_its_steps() -> None:

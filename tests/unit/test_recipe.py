@@ -415,6 +415,37 @@ def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(t
     ]
 
 
+def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are_read(tmp_path: Path) -> None:
+    """helper-69: a person folder that is a link (people/Someone -> stash/) was read for training but not walked by
+    the overlap check, so a DevTest photo trained unnoticed; a linked folder inside a person's folder was not read."""
+    from facekit.data.sources import folder_photos
+
+    lfw = tmp_path / "lfw"
+    lfw.mkdir()
+    (lfw / "peopleDevTest.txt").write_text("1\nAdrien_Brody\t3\n")
+    stash, people = tmp_path / "stash", tmp_path / "people"
+    stash.mkdir()
+    (stash / "Adrien_Brody_0001.jpg").write_bytes(b"photo")
+    (people / "carl").mkdir(parents=True)
+    (people / "Someone").symlink_to(stash)
+    problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(people)}]}})
+    assert len(problems) == 1 and "(e.g. Adrien_Brody)" in problems[0], problems
+    (people / "Someone").unlink()
+    (tmp_path / "more").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "more" / name).write_bytes(b"photo")
+    (people / "carl" / "linked").symlink_to(tmp_path / "more")
+    (people / "carl" / "linked" / "up").symlink_to(people)  # a link back up is walked once, not forever
+    (people / "carl" / "own.jpg").write_bytes(b"photo")
+    photos = folder_photos(people)
+    assert [p.path.relative_to(people).as_posix() for p in photos] == [
+        "carl/linked/a.jpg",
+        "carl/linked/b.jpg",
+        "carl/own.jpg",
+    ]
+    assert {p.identity for p in photos} == {"folder/carl"}
+
+
 def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Path) -> None:
     """Before: only a folder source's first-level folder names were read, so DevTest photos loose in it
     (Adrien_Brody_0001.jpg, each its own 'person') or one level deeper (people/Celine_Dion/...) trained unnoticed."""
@@ -485,3 +516,42 @@ def test_two_stages_cannot_share_an_output_folder(tmp_path: Path) -> None:
     problems = problems_of(raw)
     assert "augment.output: is prepare.output's folder too: give each stage its own" in problems
     assert sum("prepare.output's folder too" in p for p in problems) == 4
+
+
+def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-69: a missing infer input, or a judge whose weights are not here, stopped `facekit run` after hours
+    of training; a later stage's failure left the finished stages' lines unsaid."""
+    from facekit import pipeline
+    from facekit.runs import RunDir
+
+    ran: list[str] = []
+
+    def runner(name: str) -> object:
+        def run(plan: object, options: object) -> RunDir:
+            ran.append(name)
+            if name == "infer":
+                raise FacekitError("the infer stage failed")
+            return RunDir(tmp_path / name, note=f"{name} done")
+
+        return run
+
+    for stage in ("train", "evaluate", "infer"):
+        monkeypatch.setitem(pipeline.STAGE_RUNNERS, stage, runner(stage))
+    monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
+    monkeypatch.setattr(pipeline, "check_output_folders", lambda plan, stages: None)
+    base = {"train": {"output": str(tmp_path / "t")}, "evaluate": {"output": str(tmp_path / "e")}}
+    missing = resolve({**base, "infer": {"inputs": [str(tmp_path / "nope.jpg")], "output": str(tmp_path / "o")}})
+    with pytest.raises(FacekitError, match=r"infer.inputs: no such photo or folder: .*nope\.jpg"):
+        run_plan(missing, ["train", "infer"])
+    judge = resolve({**base, "components": {"judge": {"name": "vggface"}}})
+    with pytest.raises(FacekitError, match=r"needs the weight file vgg_face_dag\.pth"):
+        run_plan(judge, ["train", "evaluate"])
+    assert ran == []  # nothing ran: each was refused before the first stage
+    (tmp_path / "here.jpg").write_bytes(b"")
+    plan = resolve({**base, "infer": {"inputs": [str(tmp_path / "here.jpg")], "output": str(tmp_path / "o")}})
+    said: list[str] = []
+    with pytest.raises(FacekitError, match="the infer stage failed"):
+        run_plan(plan, ["train", "evaluate", "infer"], on_stage=lambda done: said.append(done.note))
+    assert said == ["train done", "evaluate done"]
