@@ -603,7 +603,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list() -> None:
     """Every weight file the registered components know, with its licence and where it was found, and the models
-    facekit ships (``--model NAME``)."""
+    facekit ships (--model NAME)."""
     from facekit.models import read_manifest, status, store_dir
     from facekit.normalize import SHIPPED_LICENCE, model_path, shipped_models
 
@@ -979,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
 INTERRUPTED = 130
 INTERRUPTED_MESSAGE = (
     "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos when run "
-    "again (facekit run --resume continues a training)"
+    "again, prepare goes on with the people not yet done, and --resume continues a training"
 )
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.

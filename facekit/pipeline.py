@@ -95,7 +95,8 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     )
     sheet = contact_sheet([np.round(dataset.morph(int(i)).image.clip(0, 1) * 255).astype(np.uint8) for i in picks])
     Image.fromarray(sheet).save(Path(augment.output) / "contact_sheet.png")
-    return run
+    # The morphs' folder, not the run record's (helper-69: "wrote runs/.../runs/<stamp>-augment").
+    return replace(run, note=f"{augment.count} morphs in {augment.output} (contact sheet: contact_sheet.png)")
 
 
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:

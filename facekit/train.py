@@ -555,8 +555,10 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if resumed is not None and resumed[1].get("grad_scaler") and scaler.is_enabled():
         scaler.load_state_dict(resumed[1]["grad_scaler"])
     fixed = np.arange(min(8, len(pool)))
-    began = time.perf_counter()
-    bar = _progress_bar(progress and dist.main, settings.steps, start_step)
+    # metrics.csv's seconds count the whole training: a resumed run goes on from the checkpoint's (helper-69: they
+    # started from 0 again, so a resumed training's time could not be read off it).
+    began = time.perf_counter() - (float(resumed[1].get("train_seconds", 0.0)) if resumed is not None else 0.0)
+    bar = _progress_bar(progress and dist.main, max(settings.steps, start_step), start_step)  # (not "4/2")
     # The identity loss's items of the global batch that are this rank's (the same set N processes or one).
     slice_identity = identity_items(settings.batch_size, settings.loss.identity_share, dist.rank, dist.world)
     for step in range(start_step + 1, settings.steps + 1):
@@ -583,7 +585,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             if step % settings.sample_every == 0 or step == settings.steps:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
             saved = step % settings.checkpoint_every == 0 or step == settings.steps
-            meta = {**meta_base, "step": step, **_scaler_meta(scaler)}
+            meta = {**meta_base, "step": step, "train_seconds": round(time.perf_counter() - began, 2)}
+            meta.update(_scaler_meta(scaler))
             if saved:
                 save_checkpoint(checkpoint, decoder, optimizer, meta)
             if settings.keep_every is not None and step % settings.keep_every == 0:

@@ -33,6 +33,25 @@ from facekit.types import face_of
 INDEPENDENT_JUDGES = {"dlib-resnet": "sface", "sface": "dlib-resnet"}
 
 
+def check_independent(judge: str, normalizer: Any) -> None:
+    """Refuse a ``judge`` that loads a weight file the model's encoder loads (by the sha256 their cards pin): an
+    encoder of another name wrapping the same network (a plugin's SFace variant, judged by SFace; helper-70) is no
+    independent judge."""
+    from facekit.registry import get_registry
+
+    def pinned(card: Any) -> dict[str, str]:
+        return {w.sha256: w.file for w in getattr(card, "weights", ()) if w.sha256}
+
+    own = pinned(getattr(getattr(normalizer, "encoder", None), "card", None))
+    shared = sorted(set(own) & set(pinned(get_registry("encoder").get(judge).card)))
+    if shared:
+        raise FacekitError(
+            f"judge {judge!r} loads the weights the model's encoder {normalizer.meta.get('encoder')!r} was trained on "
+            f"({own[shared[0]]}): it is no independent judge; choose another (explore's judge param; `facekit "
+            "explore interpolate --judge NAME`)"
+        )
+
+
 def independent_judge(encoder: str) -> str:
     """The judge for a model trained on ``encoder``: never that encoder (dlib-resnet -> sface, sface -> dlib-resnet,
     anything else -> sface)."""
@@ -425,6 +444,7 @@ class Explorer(UsesNormalizer):
         name = self.judge_name or independent_judge(str(normalizer.meta.get("encoder", "")))
         if name == normalizer.meta.get("encoder"):
             raise FacekitError(f"judge {name!r} is the model's own training encoder: choose an independent judge")
+        check_independent(name, normalizer)
         face = face_of(normalizer)  # the judge takes the face the normalizer took
         if (name, face) not in self._judges:
             self._judges[name, face] = OwnPipelineJudge.build(name, face=face)

@@ -61,8 +61,9 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
         export_model(checkpoint, exported)
     with pytest.raises(FacekitError, match="is the checkpoint itself"):
         export_model(checkpoint, checkpoint, overwrite=True)
-    with pytest.raises(FacekitError, match="is a folder"):
-        export_model(checkpoint, tmp_path, overwrite=True)
+    for overwrite in (True, False):  # (helper-69: without --overwrite, "exists: --overwrite replaces it")
+        with pytest.raises(FacekitError, match="is a folder"):
+            export_model(checkpoint, tmp_path, overwrite=overwrite)
     from safetensors.torch import save_file
 
     save_file({"features": torch.zeros(2, 3)}, str(tmp_path / "pool.safetensors"))  # a training pool, say

@@ -158,6 +158,8 @@ def test_kill_9_then_resume_continues_the_curve(prepared: Path, tmp_path: Path) 
     assert "train: step 40 of train.steps 40" in resumed.stdout  # what it did, not only where it wrote
     rows = metrics(output)
     assert [int(r["step"]) for r in rows] == list(range(1, 41))  # no gap, no duplicate
+    seconds = [float(r["seconds"]) for r in rows]  # the whole training's time (helper-69: restarted from 0)
+    assert seconds == sorted(seconds) and seconds[saved] >= seconds[saved - 1]
     for row in rows:
         assert float(row["loss"]) == pytest.approx(expected[int(row["step"])], rel=1e-4, abs=1e-6)
     shorter = subprocess.run(  # a recipe asking for fewer steps than the checkpoint has: said, not silently done
@@ -903,3 +905,15 @@ def test_harmless_changes_resume(prepared: Path, tmp_path: Path) -> None:
     check_resumable(older, spelled, tmp_path / "run")
     with pytest.raises(FacekitError, match=r"only augment.count, .*train.steps and the other stages' settings may"):
         check_resumable(moved, older, tmp_path / "run")
+
+
+def test_the_augment_stage_says_where_its_morphs_are(prepared: Path, tmp_path: Path) -> None:
+    """helper-69: `facekit run` printed the augment stage's run record folder, not the morphs' folder."""
+    from facekit.pipeline import RunOptions, run_plan
+
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=1)
+    recipe["augment"] = {"enabled": True, "count": 3, "neighbours": 3, "output": str(tmp_path / "morphs")}
+    recipe["prepare"]["workers"] = 1
+    (result,) = run_plan(resolve(recipe), ["augment"], RunOptions(progress=False))
+    assert result.note == f"3 morphs in {tmp_path / 'morphs'} (contact sheet: contact_sheet.png)"
+    assert (tmp_path / "morphs" / "contact_sheet.png").is_file()

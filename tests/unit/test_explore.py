@@ -353,3 +353,20 @@ def test_compare_defaults_to_every_shipped_model_and_warns_when_names_are_mixed(
 
     assert status_and_reason("unreadable", "too large (64 MP > 50 MP)") == "unreadable: too large (64 MP > 50 MP)"
     assert status_and_reason("unreadable", "unreadable (OSError)") == "unreadable (OSError)"  # the status once
+
+
+def test_a_judge_that_loads_the_models_encoder_weights_is_refused() -> None:
+    """helper-70: a model trained on a plugin encoder wrapping SFace (CONTRIBUTING's example) was judged by SFace,
+    the same network, as if independent."""
+    from types import SimpleNamespace
+
+    from facekit.apps.explore import check_independent
+    from facekit.registry import get_registry
+
+    wrapped = SimpleNamespace(encoder=SimpleNamespace(card=get_registry("encoder").get("sface").card))
+    normalizer = SimpleNamespace(meta={"encoder": "sface-flip"}, **vars(wrapped))
+    with pytest.raises(FacekitError, match=r"judge 'sface' loads the weights .*'sface-flip'.*no independent judge"):
+        check_independent("sface", normalizer)
+    check_independent("dlib-resnet", normalizer)  # another network: independent
+    with pytest.raises(FacekitError, match="no independent judge"):
+        Explorer().judge_for(normalizer)  # the default judge for an encoder it does not know: SFace, refused
