@@ -86,6 +86,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     import torch
 
     import facekit
+    from facekit.checkpoints import read_checkpoint_meta
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
@@ -138,8 +139,12 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is).
         train(plan, resume=(folder / "checkpoints" / "last.safetensors").is_file(), progress=progress)
         trained = time.perf_counter() - start
+        # Of which making (or reading) the training pool: the first cell of an encoder makes it, the others copy it
+        # (helper-70: their times were compared as training times).
+        pool = read_checkpoint_meta(folder / "checkpoints" / "last.safetensors").get("pool_seconds")
         if digest in done:  # scored again another way: its training was the earlier row's (here: nothing to do)
             trained = float(done[digest].get("train_seconds", trained))
+            pool = done[digest].get("pool_seconds")
         normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY)
         metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         row = {
@@ -151,6 +156,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             "torch_threads": torch.get_num_threads(),
             "train_steps": plan.recipe.train.steps,
             "train_seconds": round(trained, 1),
+            "pool_seconds": pool,
             "evaluation": evaluation,
             "metrics": metrics,
         }
@@ -212,6 +218,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def train_time(row: dict[str, Any]) -> str:
+    """A cell's training seconds, with the part spent making its training pool when known (``12.3 (pool 8.6)``)."""
+    pool = row.get("pool_seconds")
+    return f"{row['train_seconds']}" + (f" (pool {pool:.1f})" if isinstance(pool, int | float) else "")
+
+
 def cell_label(row: dict[str, Any]) -> str:
     """``dlib-resnet, tps``: the values of a cell, component refs shown by name."""
     labels = []
@@ -262,7 +274,7 @@ def _report(rows: list[dict[str, Any]], judges: list[str], output: Path) -> None
         )
         body += (
             f"<tr><td>{html.escape(cell_label(row))}</td><td>{row['recipe_hash']}</td>{rates}"
-            f"<td>{row['train_steps']}</td><td>{row['train_seconds']}</td></tr>"
+            f"<td>{row['train_steps']}</td><td>{train_time(row)}</td></tr>"
         )
     table = (
         "<h2>Cells</h2><table><tr><th>cell</th><th>recipe hash</th>"

@@ -562,7 +562,7 @@ def bench(
     set_: SetOption = None,
 ) -> None:
     """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
-    from facekit.bench import cell_label, pass_rate, run_bench
+    from facekit.bench import cell_label, pass_rate, run_bench, train_time
 
     rows, output = run_bench(recipe, set_ or [])
     judges = load_judges(rows)
@@ -571,7 +571,7 @@ def bench(
         table.add_column(column)
     for row in rows:
         rates = [f"{(pass_rate(row, j) or 0):.1%}" for j in judges]
-        table.add_row(cell_label(row), row["recipe_hash"], *rates, str(row["train_seconds"]))
+        table.add_row(cell_label(row), row["recipe_hash"], *rates, train_time(row))
     console.print(table)
     console.print(f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}")
 

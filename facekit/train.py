@@ -465,7 +465,9 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     elif resume:
         logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
+    pool_began = time.perf_counter()
     pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
+    pool_seconds = time.perf_counter() - pool_began  # (in the checkpoint: a bench tells training from pool time)
     encoder = frozen_encoder(encoder, device)
     # Seeded again: making the pool's morphs draws from torch's generator and reading the cached pool does not, so
     # a rerun over a cached pool (a run killed before its first checkpoint) would start from other weights.
@@ -533,6 +535,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     from facekit.runs import git_sha
 
     meta_base = {
+        "pool_seconds": round(pool_seconds, 2),
         "train_git_sha": git_sha(),
         "decoder": plan.components["decoder"].spec.name,
         "decoder_params": decoder_params.model_dump(),
