@@ -49,13 +49,20 @@ def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
     change but its length (how often it writes, where it runs: ``facekit.train.RESUMABLE_CHANGES``), the stages a
     cell does not run (evaluate, infer, bench: its scoring is the bench's own, compared apart) and the output paths
     leave the name as it is (helper-70: ``--set evaluate.max_photos=3`` or ``train.sample_every=2`` trained every
-    cell again, hours on a real grid)."""
+    cell again, hours on a real grid). ``train.device`` stays in it (another device, other arithmetic), and so does
+    every setting the grid varies, whatever it is: cells of one grid never share a name (helper-71: a grid over
+    ``train.sample_every`` trained its first cell and showed it twice)."""
     from facekit.train import FREE_ON_RESUME, RESUMABLE_CHANGES
 
-    free = RESUMABLE_CHANGES - {"train.steps"} | ({"prepare.output"} if prepared is not None else set())
-    cell = {
-        path: v for path, v in _flat(plan.to_dict()).items() if path not in free and not path.startswith(FREE_ON_RESUME)
-    }
+    free = RESUMABLE_CHANGES - {"train.steps", "train.device"} | ({"prepare.output"} if prepared else set())
+    axes = tuple(plan.recipe.bench.grid)
+
+    def kept(path: str) -> bool:
+        if any(path == axis or path.startswith(f"{axis}.") for axis in axes):
+            return True
+        return path not in free and not path.startswith(FREE_ON_RESUME)
+
+    cell = {path: value for path, value in _flat(plan.to_dict()).items() if kept(path)}
     if prepared is not None:
         cell["prepared_arrays_sha256"] = prepared
     return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]

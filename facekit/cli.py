@@ -225,7 +225,7 @@ def prepare(
     table = Table(title=f"prepare: {report.output}")
     table.add_column("status / reason")
     faces = summary.get("faces_kept", 0) != summary.get("photos_kept", 0)  # keep_all_faces: kept rows are faces
-    table.add_column("photos (kept: faces)" if faces else "photos", justify="right")
+    table.add_column("faces (and photos without one)" if faces else "photos", justify="right")
     for status, count in sorted(summary["status"].items()):
         table.add_row(status, str(count))
     for reason, count in sorted(summary["reasons"].items(), key=lambda item: -item[1]):
@@ -668,9 +668,11 @@ def models_bundle(
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
-    """Pack the weight files a recipe needs into one tar, for an air-gapped machine: each component is built with
-    the recipe's params and the files it loads are packed (a variant's file, a file its ``weights`` param names);
-    one that cannot load (a missing file) stops the bundle with the file to place."""
+    """Pack the weight files a recipe's components load into one tar, for an air-gapped machine: each component
+    the recipe names is built with its params and the files it loads are packed (a variant's file, a file its
+    ``weights`` param names); one that cannot load (a missing file) stops the bundle with the file to place.
+    Models chosen elsewhere (bench.judges, explore's judge, a shipped normalizing model) are not components of the
+    recipe: add them as components.judge, or copy their files."""
     from facekit.models import bundle, recording_weights
     from facekit.recipe import load_recipe
 

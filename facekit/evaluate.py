@@ -13,6 +13,7 @@ landmarks, the normalized face with the predicted ones. Writes ``metrics.json``,
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -220,16 +221,30 @@ def _image(image: np.ndarray | None) -> np.ndarray:
 def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int = 1000) -> dict[str, np.ndarray]:
     """Index pairs of outputs of the same person (all) and of different people (``count`` random ones, each pair
     once; all of them when there are no more: before, drawn with replacement, 6 photos' 15 pairs gave 1,000 with
-    repeats)."""
-    same = [(i, j) for i in range(len(people)) for j in range(i + 1, len(people)) if people[i] == people[j]]
-    sizes = Counter(people.tolist())
-    possible = len(people) * (len(people) - 1) // 2 - sum(n * (n - 1) // 2 for n in sizes.values())
-    chosen: dict[tuple[int, int], None] = {}  # (an ordered set: the draw's order)
-    while len(chosen) < min(count, possible):
-        i, j = sorted(int(k) for k in rng.integers(len(people), size=2))
-        if people[i] != people[j]:
-            chosen[(i, j)] = None
-    different = list(chosen)
+    repeats). Pairs are ``(i, j)`` with ``i < j``, the same-person ones in order."""
+    groups: dict[Any, list[int]] = {}
+    for index, person in enumerate(people.tolist()):
+        groups.setdefault(person, []).append(index)
+    same = sorted(pair for members in groups.values() for pair in itertools.combinations(members, 2))
+    possible = len(people) * (len(people) - 1) // 2 - len(same)
+    if possible <= 4 * count:  # few: list them and choose (drawing until done would take long in a skewed set)
+        members = list(groups.values())
+        every = [
+            (min(a, b), max(a, b))
+            for g, first in enumerate(members)
+            for second in members[g + 1 :]
+            for a in first
+            for b in second
+        ]
+        chosen = rng.permutation(len(every))[:count] if every else np.zeros(0, int)
+        different = [every[k] for k in chosen]
+    else:  # many: draw, each pair once (at most a quarter of them wanted: few draws are repeats)
+        drawn: dict[tuple[int, int], None] = {}
+        while len(drawn) < count:
+            i, j = sorted(int(k) for k in rng.integers(len(people), size=2))
+            if people[i] != people[j]:
+                drawn[(i, j)] = None
+        different = list(drawn)
     return {
         "same": np.array(same, dtype=int).reshape(-1, 2),
         "different": np.array(different, dtype=int).reshape(-1, 2),

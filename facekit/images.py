@@ -291,11 +291,15 @@ def downscale(photo: np.ndarray, side: int) -> np.ndarray:
 def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     """A photo as (H, W, 3) uint8 RGB, read the same way whatever form it comes in: a path or the file's bytes (read
     with :func:`load_rgb`), an open binary file, a PIL image (as :func:`load_rgb` reads a file: EXIF orientation,
-    16-bit grey, alpha over mid-grey, colour profile), or an array: (H, W, 3) uint8 RGB (BGR with ``bgr=True``,
+    16-bit grey, alpha over mid-grey, colour profile; one derived from an opened image, by ``convert``, ``resize`` or
+    ``rotate``, is taken as its pixels are, its EXIF orientation not applied again: ``ImageOps.exif_transpose`` the
+    opened image first), or an array: (H, W, 3) uint8 RGB (BGR with ``bgr=True``,
     OpenCV's order; ``bgr`` applies to arrays only), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
     (composited over mid-grey, as a file's). Every form is held to :func:`max_megapixels`. Anything else, or an
     empty image, is a FacekitError that says what was given."""
     if isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read"):
+        if isinstance(image, io.TextIOBase):  # (helper-72: its read() raised UnicodeDecodeError before this was said)
+            raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         data = image.read() if hasattr(image, "read") else image
         if hasattr(image, "read") and isinstance(data, str):
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
@@ -305,7 +309,12 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         return array
     if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
         check_size(image.size[0], image.size[1])
-        return pil_to_rgb(image)[0]
+        try:
+            return pil_to_rgb(image)[0]
+        except (OSError, ValueError, AssertionError, SyntaxError) as error:  # cut short, closed, damaged
+            # (helper-72: a raw "image file is truncated", or a bare AssertionError for a closed one)
+            why = str(error) or "it is closed or its file is gone (use it inside its `with Image.open(...)` block)"
+            raise FacekitError(f"the PIL image given cannot be read: {why}") from None
     if image is None:
         raise FacekitError("expected a photo (a path, PIL image or array), got None")
     array = np.asarray(image)

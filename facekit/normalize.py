@@ -215,14 +215,21 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
             raise FacekitError(f"normalize: near must be a box (x0, y0, x1, y1) of 4 numbers, got {near!r}")
 
 
+def turn_of(normalizer: Any) -> threading.RLock:
+    """The lock threads sharing ``normalizer`` take turns by (made on first use: a subclass that skips __init__, a
+    copy or unpickled Normalizer has none yet); code that calls its detector or encoder itself holds it too."""
+    lock: threading.RLock = normalizer.__dict__.get("_lock") or normalizer.__dict__.setdefault(
+        "_lock", threading.RLock()
+    )
+    return lock
+
+
 def _one_at_a_time(method: _Method) -> _Method:
     """A Normalizer method that threads sharing the Normalizer call one at a time (its ``_lock``)."""
 
     @functools.wraps(method)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        # Made on first use (a subclass that skips __init__, a copy or unpickled Normalizer has none yet).
-        lock = self.__dict__.get("_lock") or self.__dict__.setdefault("_lock", threading.RLock())
-        with lock:
+        with turn_of(self):
             return method(self, *args, **kwargs)
 
     return cast(_Method, locked)
@@ -524,9 +531,15 @@ class Normalizer:
 
         if path is not None and not isinstance(path, str | os.PathLike):
             raise FacekitError(f"from_checkpoint: expected a model file's path or a shipped model's name, got {path!r}")
-        if isinstance(path, str) and path in SHIPPED_MODELS and not Path(path).exists():
-            path = model_path(path)  # a shipped model by name: "dlib", "sface"
+        if isinstance(path, str) and path.lower() in SHIPPED_MODELS and not Path(path).is_file():
+            # A shipped model by name ("dlib", "sface"; a file of that name is the file; helper-72: a folder named
+            # sface in the working folder made it "checkpoint not found").
+            path = model_path(path.lower())
         checkpoint = Path(path) if path is not None else default_model_path()
+        if path is not None and not checkpoint.is_file() and os.sep not in str(path) and not checkpoint.suffix:
+            raise FacekitError(
+                f"from_checkpoint: {path!r} is neither a model file nor a shipped model ({', '.join(SHIPPED_MODELS)})"
+            )
         tensors, meta = read_checkpoint(checkpoint)
         # Which weights these are, the same for a checkpoint and the model file exported from it: an evaluation
         # records it, and `facekit export --metrics` records only an evaluation of the model it writes.

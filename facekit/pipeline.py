@@ -8,6 +8,7 @@ the run options and returns the run folder it wrote.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -431,11 +432,12 @@ def check_output_folders(plan: Plan, stages: Sequence[str]) -> None:
         )
 
 
-def check_later_stages(plan: Plan, stages: Sequence[str]) -> None:
+def check_later_stages(plan: Plan, stages: Sequence[str], running: Sequence[str] = ()) -> None:
     """Before the first stage runs, what a later stage would stop on that no earlier stage can mend (helper-69: a
     missing infer input, or a judge whose weights are not here, stopped the run after hours of training): the infer
-    stage's inputs, its checkpoint when the recipe names one, and its device; the evaluate stage's judge, built
-    once to load its weights."""
+    stage's inputs, its checkpoint when the recipe names one (unless it is under train.output and the train stage is
+    among ``running``, which may write it), and its device; the evaluate stage's judge, built once to load its
+    weights."""
     from facekit.errors import FacekitError
 
     if "infer" in stages:
@@ -450,8 +452,11 @@ def check_later_stages(plan: Plan, stages: Sequence[str]) -> None:
                 f"infer.inputs: no such photo or folder: {', '.join(str(plan.data_root / m) for m in missing[:3])}"
                 f"{', ...' if len(missing) > 3 else ''} (a relative path is under data.root, {plan.data_root})"
             )
-        if infer.checkpoint is not None and not Path(infer.checkpoint).is_file():
-            raise FacekitError(f"infer.checkpoint not found: {infer.checkpoint}")
+        made = os.path.abspath(plan.recipe.train.output) + os.sep  # a file the train stage may write (helper-71)
+        named = infer.checkpoint
+        if named is not None and not Path(named).is_file():
+            if not ("train" in running and os.path.abspath(named).startswith(made)):
+                raise FacekitError(f"infer.checkpoint not found: {named}")
         inference_device(infer.device, "infer.device")
     if "evaluate" in stages and "judge" in plan.components:
         plan.components["judge"].build()  # a missing weight file is its plugin's one line, naming the file
@@ -477,7 +482,7 @@ def run_plan(
         )
     running = [s for s in todo if stages or skip_reason(s, plan) is None]
     check_output_folders(plan, running)
-    check_later_stages(plan, [s for s in running if s != running[0]] if running else [])
+    check_later_stages(plan, [s for s in running if s != running[0]] if running else [], running)
     outputs: list[StageResult] = []
     for stage in todo:
         reason = skip_reason(stage, plan)

@@ -269,6 +269,16 @@ def pool_encoder_key(plan: Any) -> list[Any]:
     return [encoder.spec.name, encoder.params.model_dump(mode="json")]
 
 
+def _arrays_digest(prepared: Path) -> str | None:
+    """The arrays' sha256 the prepared set's summary.json records (checked against the arrays by the training's own
+    checks, facekit.train.prepared_data_id), or None."""
+    try:
+        recorded = json.loads((prepared / "summary.json").read_text()).get("arrays_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
@@ -279,32 +289,34 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
     prepared = Path(recipe.prepare.output)
     if not (prepared / "landmarks.npy").is_file():
         raise FacekitError(f"no prepared dataset in {prepared}: run the prepare stage first (--stage prepare)")
-    key = json.dumps(
-        {
-            "format": 2,  # 2: with groups
-            "prepared": str(prepared.resolve()),
-            "prepared_mtime": (prepared / "landmarks.npy").stat().st_mtime_ns,
-            "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
-            # How morphs are made; not the augment stage's own files (count, output), which the pool never reads.
-            "augment": recipe.augment.model_dump(mode="json", exclude={"count", "output"}),
-            "seed": recipe.train.seed,
-            "encoder": pool_encoder_key(plan),
-            "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
-            **(
-                {"photo_casts": [recipe.train.photo_casts, recipe.train.photo_cast_sigma]}
-                if recipe.train.photo_casts
-                else {}
-            ),
-            "background": [recipe.train.background, list(recipe.train.background_rgb)],
-        },
-        sort_keys=True,
-    )
+    where = {"prepared": str(prepared.resolve()), "prepared_mtime": (prepared / "landmarks.npy").stat().st_mtime_ns}
+    settings = {
+        "format": 2,  # 2: with groups
+        "pool_size": recipe.train.pool_size if recipe.augment.enabled else 0,
+        # How morphs are made; not the augment stage's own files (count, output), which the pool never reads.
+        "augment": recipe.augment.model_dump(mode="json", exclude={"count", "output"}),
+        "seed": recipe.train.seed,
+        "encoder": pool_encoder_key(plan),
+        "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
+        **(
+            {"photo_casts": [recipe.train.photo_casts, recipe.train.photo_cast_sigma]}
+            if recipe.train.photo_casts
+            else {}
+        ),
+        "background": [recipe.train.background, list(recipe.train.background_rgb)],
+    }
+    # The prepared set by its arrays' digest where its summary records one (a set moved or copied elsewhere is the
+    # same set: helper-71 saw a resume on a moved set make the pool again, hours at the paper's scale); a pool cached
+    # under the set's folder and time, as every pool was before, is still found.
+    digest = _arrays_digest(prepared)
+    key = json.dumps({**settings, **({"prepared_arrays_sha256": digest} if digest else where)}, sort_keys=True)
+    keys = {key, json.dumps({**settings, **where}, sort_keys=True)}
     if path.is_file():
         from safetensors import SafetensorError, safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:
-                if (handle.metadata() or {}).get("key") == key:
+                if (handle.metadata() or {}).get("key") in keys:
                     logger.info("training pool from cache %s", path)
                     return Pool(**load_file(str(path)))
         except (SafetensorError, OSError, ValueError) as error:  # cut short (a copy killed), or not a pool at all

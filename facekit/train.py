@@ -358,7 +358,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
                 f"train.init {recipe.train.init} is a {started_from['decoder']!r} decoder; this recipe trains "
                 f"{wanted!r}"
             )
-        check_init_fits(plan, started_from)
+        check_init_fits(plan, started_from, built_warper)
     if meta is not None:
         earlier = meta.get("prepared_data")
         # The same arrays in another folder (a prepared set moved or copied) are the same data.
@@ -387,37 +387,50 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     return built_warper, prepared
 
 
-def check_init_fits(plan: Any, started_from: dict[str, Any]) -> None:
+def check_init_fits(plan: Any, started_from: dict[str, Any], warper: Any = None) -> None:
     """Before the training pool (helper-69: both were found after it, the first as six lines of torch's size
-    mismatches): a train.init model of this encoder whose decoder was built with other params (``hidden``,
-    ``grid``, ...: its weights would not load), or trained on another prepared set (its mean face more than
-    :data:`MEAN_FACE_TOLERANCE_PX` from this one's: its texture frame is not this data's), is one line."""
+    mismatches): a train.init model of this encoder whose weights do not fit this recipe's decoder (their shapes and
+    names compared with the decoder built from the recipe: a param that shapes no weight, as fc-texture's ``grid``,
+    is no mismatch), or one trained on another prepared set (its mean face more than :data:`MEAN_FACE_TOLERANCE_PX`
+    from this one's: its texture frame is not this data's), is one line. A model of another encoder keeps what fits
+    and starts the rest afresh (:func:`_train`), so only its mean face is checked, where it has as many points."""
+    from safetensors import safe_open
+
     from facekit.data.dataset import PreparedFaces
 
     init = plan.recipe.train.init
-    decoder = plan.components.get("decoder")
+    with safe_open(str(init), framework="pt") as handle:
+        names = [key for key in handle.keys() if key.startswith("model.")]  # (not a checkpoint's optim.* state)
+        theirs = {key.removeprefix("model."): tuple(handle.get_slice(key).get_shape()) for key in names}
+        mean = handle.get_tensor("model.mean_landmarks").double() if "mean_landmarks" in theirs else None
     trained = started_from.get("decoder_params")
     same_encoder = started_from.get("encoder") in (None, plan.components["encoder"].spec.name)
-    if same_encoder and decoder is not None and isinstance(trained, dict):
-        now = decoder.params.model_dump()
-        differ = [key for key in sorted(now) if key != "feature_size" and key in trained and trained[key] != now[key]]
+    if same_encoder and "decoder" in plan.components and isinstance(trained, dict) and "feature_size" in trained:
+        decoder, _ = build_decoder(plan, int(trained["feature_size"]), warper)
+        ours = {key: tuple(value.shape) for key, value in decoder.state_dict().items()}
+        differ = [key for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
         if differ:
-            said = ", ".join(f"{key} {trained[key]!r} there, {now[key]!r} here" for key in differ)
-            raise FacekitError(
-                f"train.init {init} does not fit this recipe's decoder ({said}): set components.decoder.params as "
-                "that model's recipe did"
+            shapes = "; ".join(
+                f"{k} {theirs.get(k, 'missing')} there, {ours.get(k, 'missing')} here" for k in differ[:3]
             )
-    mean_file = Path(plan.recipe.prepare.output) / "mean_landmarks.npy"
-    if not mean_file.is_file():
+            now = plan.components["decoder"].params.model_dump()
+            params = ", ".join(
+                f"{k} {trained[k]!r} there, {now[k]!r} here"
+                for k in sorted(now)
+                if k in trained and k != "feature_size" and trained[k] != now[k]
+            )
+            more = "; ..." if len(differ) > 3 else ""
+            raise FacekitError(
+                f"train.init {init} does not fit this recipe's decoder ({shapes}{more})"
+                + (f" (params: {params})" if params else "")
+                + ": set components.decoder.params as that model's recipe did"
+            )
+    if mean is None or not (Path(plan.recipe.prepare.output) / "mean_landmarks.npy").is_file():
         return  # no prepared set: its own check says so
-    from safetensors import safe_open
-
-    with safe_open(str(init), framework="pt") as handle:
-        if "model.mean_landmarks" not in handle.keys():
-            return
-        theirs = handle.get_tensor("model.mean_landmarks").double()
-    ours = torch.from_numpy(np.asarray(PreparedFaces(plan.recipe.prepare.output).mean_landmarks, np.float64))
-    moved = float((theirs - ours).abs().max()) if theirs.shape == ours.shape else float("inf")
+    ours_mean = torch.from_numpy(np.asarray(PreparedFaces(plan.recipe.prepare.output).mean_landmarks, np.float64))
+    if mean.shape != ours_mean.shape:
+        return  # another landmark count: started afresh (another encoder's model), or refused above
+    moved = float((mean - ours_mean).abs().max())
     if moved > MEAN_FACE_TOLERANCE_PX:
         raise FacekitError(
             f"train.init {init} was trained on another prepared set: its mean face is up to {moved:.1f} px from "

@@ -393,12 +393,14 @@ class FaceAdjuster(UsesNormalizer):
         if all_faces and face is not None and self.face != "largest":  # asked for (a given normalizer's own: fine)
             raise FacekitError(f"face {self.face} picks one face; all_faces averages every face: give one")
 
-    def estimate(self, photo: np.ndarray) -> Correction | None:
-        """The correction for ``photo`` (H, W, 3) uint8 RGB, estimated on a copy at most :data:`ESTIMATE_SIDE` pixels
-        on its long side (mean colours do not need more; detection at 24 MP would take seconds; a copy of
-        :data:`facekit.apps.RETRY_SIDE` when that one shows no face), or None (no face).
-        DetectorFailed when the detector raised on it."""
-        return self._estimated(photo)[1]
+    def estimate(self, photo: Any) -> Correction | None:
+        """The correction for ``photo`` ((H, W, 3) uint8 RGB, or anything :meth:`Normalizer.normalize` takes, read
+        the same way), estimated on a copy at most :data:`ESTIMATE_SIDE` pixels on its long side (mean colours do not
+        need more; detection at 24 MP would take seconds; a copy of :data:`facekit.apps.RETRY_SIDE` when that one
+        shows no face), or None (no face). DetectorFailed when the detector raised on it."""
+        from facekit.images import as_rgb
+
+        return self._estimated(as_rgb(photo))[1]
 
     def _estimated(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         """(the copy of ``photo`` the correction was estimated on, the correction or None):
@@ -433,9 +435,15 @@ class FaceAdjuster(UsesNormalizer):
             return correction
         return fuse_white_balance(correction, photo, self.fuse, self.fuse_weight, self.fuse_sigma)
 
-    def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
-        """(``photo`` corrected, the correction), or (``photo``, None) without a face. A black-and-white photo
-        (:func:`is_monochrome`) gets its exposure only, and its record says ``monochrome``."""
+    def correct(self, photo: Any) -> tuple[np.ndarray, Correction | None]:
+        """(``photo`` corrected, the correction), or (``photo``, None) without a face; ``photo`` is (H, W, 3) uint8
+        RGB or anything :meth:`Normalizer.normalize` takes, read the same way (helper-72: a path, a PIL image, a
+        grey or RGBA array ended in an AttributeError, IndexError or OpenCV assertion), and comes back as (H, W, 3)
+        RGB. A black-and-white photo (:func:`is_monochrome`) gets its exposure only, and its record says
+        ``monochrome``."""
+        from facekit.images import as_rgb
+
+        photo = as_rgb(photo)
         copy, correction = self._estimated(photo)
         if correction is None:
             return photo, None

@@ -110,7 +110,13 @@ def folder_labels(folders: Sequence[Path]) -> list[str]:
     names = [folder.name for folder in distinct]
     if len(set(names)) == len(names):
         return [folder.name for folder in folders]
-    common = Path(os.path.commonpath([str(folder) for folder in distinct]))
+    try:
+        common = Path(os.path.commonpath([str(folder) for folder in distinct]))
+    except ValueError:  # folders on different drives (Windows): their whole paths
+        return [
+            folder.as_posix() if folder.name in names and names.count(folder.name) > 1 else folder.name
+            for folder in folders
+        ]
     base = common.parent if common in distinct else common  # alice/ and alice/alice/: "alice", "alice/alice"
     clashing = {name for name in names if names.count(name) > 1}
     return [folder.relative_to(base).as_posix() if folder.name in clashing else folder.name for folder in folders]
@@ -175,6 +181,15 @@ def encode(
     """The normalizer's first half on ``images`` (None = unreadable): (one Outcome per image, like
     ``normalize_many``, without the face; (B, F) encoder features of those with status ``ok``, in order; per image
     the box of the face taken, or None)."""
+    from facekit.normalize import turn_of
+
+    with turn_of(normalizer):  # its detector and encoder, as the Normalizer's own methods use them (helper-72)
+        return _encode(normalizer, images, names)
+
+
+def _encode(
+    normalizer: Any, images: Sequence[np.ndarray | None], names: Sequence[str]
+) -> tuple[list[Any], Any, list[tuple[float, float, float, float] | None]]:
     import torch
 
     from facekit.align import encoder_inputs
@@ -433,6 +448,10 @@ class Explorer(UsesNormalizer):
         face: str | None = None,
     ) -> None:
         super().__init__(normalizer, model, checkpoint, face)
+        if judge is not None:  # an unknown name now, not after the model loaded and the photos were normalized
+            from facekit.registry import get_registry
+
+            get_registry("encoder").get(judge)  # (helper-72: "unknown encoder 'nope'" came 3.7 s later)
         self.steps, self.spherical, self.judge_name = steps, spherical, judge
         self._judges: dict[tuple[str, str], Any] = {}
 
@@ -511,6 +530,8 @@ class Explorer(UsesNormalizer):
         from facekit.apps.attributes import photo_in_face_frame
         from facekit.images import load_rgb
 
+        if isinstance(photos, str | os.PathLike | bytes):  # (helper-72: a path's characters were 49 "photos")
+            raise FacekitError(f"compare takes a list of photos' paths, got one: compare([{str(photos)!r}])")
         if len(photos) == 0:  # (a numpy array of paths has no truth value)
             raise FacekitError("compare needs at least one photo")
         models = list(models) if models is not None else [(self.label(), self.normalizer)]

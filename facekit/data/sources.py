@@ -85,11 +85,14 @@ def helen_photos(root: Path) -> list[Photo]:
     ]
 
 
-def walk_visible(folder: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+def walk_visible(folder: Path, top: Path | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
     """``os.walk(folder)`` as the folder readers see it: hidden folders and files left out, links to folders followed
-    (a person's folder that is a link, or a link inside it, holds that person's photos), each real folder once (a
-    link back up is not walked again). The recipe's train/test overlap check walks the same files, so a DevTest
-    person reached through a link is found (helper-69: it was read for training but not checked)."""
+    (a person's folder that is a link, or a link inside it, holds that person's photos) unless they lead back into
+    ``top`` (the photo folder ``folder`` is part of; default ``folder``), to it or above it: those are other people's
+    photos, or these again (helper-71: a link inside carl/ to the folder above put ben's photos in carl's average).
+    Each real folder is walked once. The recipe's train/test overlap check walks the same files, so a DevTest person
+    reached through a link is found (helper-69: it was read for training but not checked)."""
+    inside = os.path.realpath(top if top is not None else folder)
     seen: set[str] = set()
     for base, folders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(base)
@@ -97,8 +100,18 @@ def walk_visible(folder: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
             folders[:] = []
             continue
         seen.add(real)
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        folders[:] = sorted(
+            name for name in folders if not name.startswith(".") and not _leads_back(Path(base) / name, inside)
+        )
         yield Path(base), folders, sorted(name for name in files if not name.startswith("."))
+
+
+def _leads_back(path: Path, top: str) -> bool:
+    """Whether ``path`` is a link to a folder at, above or inside the real folder ``top``."""
+    if not path.is_symlink():
+        return False
+    target = os.path.realpath(path)
+    return target == top or top.startswith(target + os.sep) or target.startswith(top + os.sep)
 
 
 def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
@@ -113,7 +126,7 @@ def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
         if path.name.startswith("."):
             continue
         if path.is_dir():
-            inside = [base / name for base, _, files in walk_visible(path) for name in files]
+            inside = [base / name for base, _, files in walk_visible(path, top=folder) for name in files]
             photos.extend(Photo(f"{prefix}/{path.name}", p, "folder") for p in sorted(inside) if p.is_file())
         elif path.is_file():
             photos.append(Photo(f"{prefix}/{path.stem}", path, "folder"))

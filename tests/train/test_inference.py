@@ -180,6 +180,13 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a finished cell was trained again")
 
+    # ... but what a grid varies names its cells apart, whatever it is, and so does the device (helper-71: a grid
+    # over train.sample_every trained one cell and showed it twice; cpu and cuda cells shared a name).
+    axes = {**raw, "bench": {**raw["bench"], "grid": {"train.sample_every": [1, 2], "train.device": ["cpu", "cuda"]}}}
+    (tmp_path / "axes.yaml").write_text(yaml.safe_dump(axes))
+    grid = load_recipe(str(tmp_path / "axes.yaml"), [])
+    names = {bench.recipe_hash(load_recipe(str(tmp_path / "axes.yaml"), list(cell))) for cell in bench.cells(grid)}
+    assert len(names) == 4
     free = ["train.sample_every=1", "train.checkpoint_every=1", "evaluate.max_photos=2", f"train.output={tmp_path}/x"]
     with monkeypatch.context() as patch:
         patch.setattr("facekit.train.train", no_training)
@@ -292,14 +299,16 @@ def test_the_sface_model_normalizes_with_its_own_encoder(data_root: Path) -> Non
 
 def test_bench_never_replaces_a_users_report_or_plot(tmp_path: Path) -> None:
     """helper-70: a bench.output holding the user's report.html and pass_rates.png had both replaced."""
-    from facekit.bench import check_bench_folder
+    from facekit.bench import check_bench_folder, run_bench
     from facekit.errors import FacekitError
 
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "report.html").write_text("my own notes")
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump({"bench": {"grid": {"train.lr": [0.1, 0.2]}, "output": str(folder)}}))
     with pytest.raises(FacekitError, match=r"bench.output .* holds files facekit did not write there \(report.html\)"):
-        check_bench_folder(folder)
+        run_bench(str(recipe), [], progress=False)  # before any cell trains
     (folder / "report.html").unlink()
     (folder / "pass_rates.png").write_bytes(b"\x89PNG mine")
     with pytest.raises(FacekitError, match=r"pass_rates\.png"):

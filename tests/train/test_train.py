@@ -428,10 +428,23 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     hidden = wider["components"]["decoder"]["params"]["hidden"]
     wider["components"]["decoder"]["params"]["hidden"] = hidden + 16
     with pytest.raises(
-        FacekitError, match=rf"does not fit this recipe's decoder \(hidden {hidden} there, {hidden + 16} here\)"
+        FacekitError,
+        match=rf"does not fit this recipe's decoder \(.* there, .* here.*\) \(params: hidden {hidden} there, "
+        rf"{hidden + 16} here\)",
     ):
         train(resolve(wider))
     assert not (tmp_path / "wider" / "pool.safetensors").exists()
+    # A param that shapes no weight (fc-texture has no texture grid) is no mismatch (helper-71: refused, "grid 4
+    # there, 8 here", though the weights load).
+    fc = tiny_recipe(prepared, tmp_path / "fc", steps=1)
+    fc["components"]["decoder"]["name"] = "fc-texture"
+    fc_model = train(resolve(fc)) / "checkpoints" / "last.safetensors"
+    regrid = tiny_recipe(prepared, tmp_path / "regrid", steps=1, init=str(fc_model))
+    regrid["components"]["decoder"] = {
+        **fc["components"]["decoder"],
+        "params": {**fc["components"]["decoder"]["params"], "grid": 8},
+    }
+    train(resolve(regrid))
     # A model from another prepared set (its mean face 3 px off): its texture frame is not this data's.
     from facekit.checkpoints import write_model_file
 
@@ -747,7 +760,9 @@ def mark_prepared(folder: Path, recipe: dict[str, Any], **summary: Any) -> None:
     )
 
 
-def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(prepared: Path, tmp_path: Path) -> None:
+def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: --resume compared the identities' names and prepare's settings only; the same people prepared again
     from other photos were continued as if they were the same data."""
     import shutil
@@ -762,7 +777,13 @@ def test_resume_refuses_to_continue_on_data_prepared_again_from_other_photos(pre
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
     shutil.copytree(folder, tmp_path / "moved")
     recipe = tiny_recipe(tmp_path / "moved", tmp_path / "copy", steps=4)
+    from facekit import pool
+
+    built: list[int] = []
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1))  # (the cached pool is the set's)
     assert read_checkpoint(train(resolve(recipe), resume=True) / "checkpoints" / "last.safetensors")[1]["step"] == 4
+    assert built == []  # the pool cached for the same arrays is used (helper-71: made again, hours at scale)
+    monkeypatch.undo()
     averages = np.load(folder / "averages.npy")
     np.save(folder / "averages.npy", averages[::-1].copy())  # other photos of the same people
     with pytest.raises(FacekitError, match="changed after prepare finished"):  # by hand: the summary disagrees

@@ -451,3 +451,68 @@ def test_a_large_photo_is_searched_on_copies_and_its_face_located_on_a_crop(norm
     for box in [(float("nan"),) * 4, (5000.0, 10.0, 5100.0, 110.0), (0.0, 0.0, float("inf"), 50.0)]:
         odd, why = detect_photo(Odd(box), big)  # a plugin's odd box ends nothing (before: ValueError, cv2.error)
         assert len(odd) == 1 and why == ""
+
+
+def test_the_apps_read_every_photo_form_the_normalizer_reads(
+    shipped_normalizer: Any, tmp_path: Path, data_root: Path
+) -> None:
+    """helper-72: adjust.correct/estimate and attributes.measure_faces normalized a path, a PIL image or a grey or
+    RGBA array (normalize_many reads them) and then measured the unread object: AttributeError, IndexError, an
+    OpenCV assertion or a matmul error."""
+    from facekit.apps.adjust import FaceAdjuster
+    from facekit.apps.attributes import FaceAttributes
+    from facekit.images import load_rgb
+
+    path = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    rgb = load_rgb(path)[0]
+    assert rgb is not None
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    adjuster = FaceAdjuster(shipped_normalizer)
+    reference = adjuster.correct(rgb)
+    for form in (str(path), path, Image.open(path), rgba):
+        corrected, correction = adjuster.correct(form)
+        assert correction is not None and corrected.shape == rgb.shape
+        assert np.abs(corrected.astype(int) - reference[0]).max() <= 1, type(form)
+        assert adjuster.estimate(form) is not None
+    grey_out, grey_correction = adjuster.correct(grey)
+    assert grey_out.shape == rgb.shape and grey_correction is not None and grey_correction.face.get("monochrome")
+    measurer = FaceAttributes(shipped_normalizer)
+    outcomes = measurer.measure_faces([str(path), grey, rgba, None], ["path", "grey", "rgba", "none"])
+    assert [o.status for o in outcomes[:3]] == ["ok"] * 3 and outcomes[3].face is None
+    with pytest.raises(FacekitError, match=r"measure_faces: bad: expected a uint8 image"):
+        measurer.measure_faces([3.5], ["bad"])
+
+
+def test_a_model_by_name_pickles_and_odd_inputs_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path
+) -> None:
+    """helper-72: a folder named sface in the working folder made from_checkpoint("sface") "checkpoint not found";
+    a Normalizer could not be pickled (dlib's detector); a cut-short or closed PIL image, a file open in text mode
+    and one path given to explore's compare gave raw errors or 49 one-letter "photos"."""
+    import io
+    import pickle
+
+    from facekit.normalize import Normalizer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sface").mkdir()
+    sface = Normalizer.from_checkpoint("SFace")
+    assert sface.meta["encoder"] == "sface"
+    with pytest.raises(FacekitError, match=r"'sfase' is neither a model file nor a shipped model \(dlib, sface\)"):
+        Normalizer.from_checkpoint("sfase")
+    copy = pickle.loads(pickle.dumps(sface))
+    face = real_face().image
+    assert np.array_equal(copy.normalize(face).image, sface.normalize(face).image)
+    path = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    cut = path.read_bytes()[:4000]
+    with pytest.raises(FacekitError, match="the PIL image given cannot be read"):
+        sface.normalize(Image.open(io.BytesIO(cut)))
+    with Image.open(path) as opened:
+        pass
+    with pytest.raises(FacekitError, match="the PIL image given cannot be read"):
+        sface.normalize(opened)
+    with open(path) as text, pytest.raises(FacekitError, match="open it with 'rb'"):
+        sface.normalize(text)
+    with pytest.raises(FacekitError, match=r"compare takes a list of photos' paths, got one"):
+        facekit.load_component("app", "explore").compare(str(path))

@@ -370,3 +370,25 @@ def test_a_judge_that_loads_the_models_encoder_weights_is_refused() -> None:
     check_independent("dlib-resnet", normalizer)  # another network: independent
     with pytest.raises(FacekitError, match="no independent judge"):
         Explorer().judge_for(normalizer)  # the default judge for an encoder it does not know: SFace, refused
+    with pytest.raises(FacekitError, match="unknown encoder 'nope'"):  # at once (helper-72: after the photos)
+        Explorer(judge="nope")
+
+
+def test_explore_uses_the_normalizers_parts_on_its_turn(
+    shipped_normalizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-72: explore's encode called the Normalizer's detector and encoder outside the lock by which threads
+    sharing it take turns (a detector that is not thread-safe, the reason for the lock, could be called at once)."""
+    import facekit.normalize as normalize
+    from facekit.apps.explore import encode
+
+    real = normalize.detect_one
+    held: list[bool] = []
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        held.append(normalize.turn_of(shipped_normalizer)._is_owned())  # type: ignore[attr-defined]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(normalize, "detect_one", watched)
+    outcomes, features, _ = encode(shipped_normalizer, [real_face().image], ["face"])
+    assert held == [True] and features is not None and outcomes[0].status == "ok"

@@ -435,15 +435,18 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / "more" / name).write_bytes(b"photo")
     (people / "carl" / "linked").symlink_to(tmp_path / "more")
-    (people / "carl" / "linked" / "up").symlink_to(people)  # a link back up is walked once, not forever
+    (people / "carl" / "linked" / "up").symlink_to(people)  # a link back up is not walked (nor forever)
     (people / "carl" / "own.jpg").write_bytes(b"photo")
-    photos = folder_photos(people)
+    (people / "ben").mkdir()
+    (people / "ben" / "b.jpg").write_bytes(b"photo")
+    (people / "carl" / "friend").symlink_to(people / "ben")  # another person's photos are not carl's (helper-71)
+    photos = [photo for photo in folder_photos(people) if photo.identity == "folder/carl"]
     assert [p.path.relative_to(people).as_posix() for p in photos] == [
         "carl/linked/a.jpg",
         "carl/linked/b.jpg",
         "carl/own.jpg",
     ]
-    assert {p.identity for p in photos} == {"folder/carl"}
+    assert [p.path.name for p in folder_photos(people) if p.identity == "folder/ben"] == ["b.jpg"]
 
 
 def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Path) -> None:
@@ -539,6 +542,7 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
 
     for stage in ("train", "evaluate", "infer"):
         monkeypatch.setitem(pipeline.STAGE_RUNNERS, stage, runner(stage))
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))  # a store without VGG-Face's weights, on any machine
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
     monkeypatch.setattr(pipeline, "check_output_folders", lambda plan, stages: None)
     base = {"train": {"output": str(tmp_path / "t")}, "evaluate": {"output": str(tmp_path / "e")}}
@@ -549,6 +553,15 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     with pytest.raises(FacekitError, match=r"needs the weight file vgg_face_dag\.pth"):
         run_plan(judge, ["train", "evaluate"])
     assert ran == []  # nothing ran: each was refused before the first stage
+    # A checkpoint the train stage will write may be named before it exists (helper-71: refused on a fresh run).
+    ahead = tmp_path / "t" / "checkpoints" / "step-000001.safetensors"
+    (tmp_path / "here.jpg").write_bytes(b"")
+    own = {"inputs": [str(tmp_path / "here.jpg")], "output": str(tmp_path / "o"), "checkpoint": str(ahead)}
+    with pytest.raises(FacekitError, match="the infer stage failed"):  # past the check: the stages ran
+        run_plan(resolve({**base, "infer": own}), ["train", "infer"])
+    with pytest.raises(FacekitError, match=r"infer\.checkpoint not found"):  # without the train stage: refused
+        run_plan(resolve({**base, "infer": own}), ["evaluate", "infer"])
+    ran.clear()
     (tmp_path / "here.jpg").write_bytes(b"")
     plan = resolve({**base, "infer": {"inputs": [str(tmp_path / "here.jpg")], "output": str(tmp_path / "o")}})
     said: list[str] = []

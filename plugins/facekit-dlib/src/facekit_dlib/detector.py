@@ -54,6 +54,14 @@ class DlibDetector:
         name = "shape_predictor_68_face_landmarks.dat" if points == 68 else "shape_predictor_5_face_landmarks.dat"
         self._predictor = dlib.shape_predictor(str(model_path(name)))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled or deep-copied as its settings (dlib's objects, the module and the lock cannot be): the copy loads
+        its models again (helper-72: a Normalizer could not be pickled, for a process pool, nor deep-copied)."""
+        return {"params": self.params, "points": self.points}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["params"], state["points"])  # type: ignore[misc]
+
     def detect(self, images: Any) -> list[list[FaceDetection]]:
         """``images`` (B, 3, H, W) in [0, 1] -> per image, the faces found, largest first."""
         return [self.detect_array(image) for image in to_uint8_rgb(images)]
