@@ -59,6 +59,7 @@ def model_path(name: str = "dlib", verify: bool = True) -> Path:
     damaged or altered file is a ChecksumError."""
     from facekit.models import verify_file
 
+    name = name.lower() if isinstance(name, str) and name.lower() in SHIPPED_MODELS else name  # "SFace" too
     if name not in SHIPPED_MODELS:
         raise FacekitError(f"no shipped model named {name!r}; the shipped models are: {', '.join(SHIPPED_MODELS)}")
     path = _assets() / SHIPPED_MODELS[name]
@@ -531,10 +532,15 @@ class Normalizer:
 
         if path is not None and not isinstance(path, str | os.PathLike):
             raise FacekitError(f"from_checkpoint: expected a model file's path or a shipped model's name, got {path!r}")
-        if isinstance(path, str) and path.lower() in SHIPPED_MODELS and not Path(path).is_file():
-            # A shipped model by name ("dlib", "sface"; a file of that name is the file; helper-72: a folder named
-            # sface in the working folder made it "checkpoint not found").
-            path = model_path(path.lower())
+        if isinstance(detector, str):  # (helper-72: "detector str does not declare its landmark scheme")
+            raise FacekitError(
+                f"from_checkpoint: detector takes a detector, not its name: detector=facekit.load_component("
+                f"'detector', {detector!r})"
+            )
+        if path is not None and str(path).lower() in SHIPPED_MODELS and not Path(path).is_file():
+            # A shipped model by name ("dlib", "sface", a str or a Path; a file of that name is the file;
+            # helper-72: a folder named sface in the working folder made it "checkpoint not found").
+            path = model_path(str(path))
         checkpoint = Path(path) if path is not None else default_model_path()
         if path is not None and not checkpoint.is_file() and os.sep not in str(path) and not checkpoint.suffix:
             raise FacekitError(
@@ -671,6 +677,11 @@ class Normalizer:
         take is a FacekitError naming the input."""
         from facekit.images import as_rgb
 
+        if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
+            raise FacekitError(  # (helper-72: a path's characters were read as photos and names)
+                "normalize_many takes a list of photos and a list of their names: normalize_many([photo], [name])"
+            )
+        images, names = list(images), list(names)  # (a generator has no len)
         if len(images) != len(names):
             raise FacekitError(f"normalize_many: {len(images)} images but {len(names)} names")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -432,6 +432,15 @@ def check_output_folders(plan: Plan, stages: Sequence[str]) -> None:
         )
 
 
+def checkpoints_written(train: Any) -> set[str]:
+    """The checkpoints (absolute paths) a training with ``train`` settings writes: ``checkpoints/last.safetensors``
+    and, with ``keep_every``, ``step-NNNNNN.safetensors`` at its multiples up to ``steps`` (helper-73: any path under
+    train.output passed for one the train stage would write, a typo too)."""
+    folder = Path(os.path.abspath(train.output)) / "checkpoints"
+    kept = range(train.keep_every, train.steps + 1, train.keep_every) if train.keep_every else range(0)
+    return {str(folder / "last.safetensors"), *(str(folder / f"step-{step:06d}.safetensors") for step in kept)}
+
+
 def check_later_stages(plan: Plan, stages: Sequence[str], running: Sequence[str] = ()) -> None:
     """Before the first stage runs, what a later stage would stop on that no earlier stage can mend (helper-69: a
     missing infer input, or a judge whose weights are not here, stopped the run after hours of training): the infer
@@ -452,10 +461,9 @@ def check_later_stages(plan: Plan, stages: Sequence[str], running: Sequence[str]
                 f"infer.inputs: no such photo or folder: {', '.join(str(plan.data_root / m) for m in missing[:3])}"
                 f"{', ...' if len(missing) > 3 else ''} (a relative path is under data.root, {plan.data_root})"
             )
-        made = os.path.abspath(plan.recipe.train.output) + os.sep  # a file the train stage may write (helper-71)
         named = infer.checkpoint
         if named is not None and not Path(named).is_file():
-            if not ("train" in running and os.path.abspath(named).startswith(made)):
+            if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):
                 raise FacekitError(f"infer.checkpoint not found: {named}")
         inference_device(infer.device, "infer.device")
     if "evaluate" in stages and "judge" in plan.components:

@@ -269,16 +269,6 @@ def pool_encoder_key(plan: Any) -> list[Any]:
     return [encoder.spec.name, encoder.params.model_dump(mode="json")]
 
 
-def _arrays_digest(prepared: Path) -> str | None:
-    """The arrays' sha256 the prepared set's summary.json records (checked against the arrays by the training's own
-    checks, facekit.train.prepared_data_id), or None."""
-    try:
-        recorded = json.loads((prepared / "summary.json").read_text()).get("arrays_sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return recorded if isinstance(recorded, str) and recorded else None
-
-
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
@@ -305,11 +295,13 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
         ),
         "background": [recipe.train.background, list(recipe.train.background_rgb)],
     }
-    # The prepared set by its arrays' digest where its summary records one (a set moved or copied elsewhere is the
-    # same set: helper-71 saw a resume on a moved set make the pool again, hours at the paper's scale); a pool cached
-    # under the set's folder and time, as every pool was before, is still found.
-    digest = _arrays_digest(prepared)
-    key = json.dumps({**settings, **({"prepared_arrays_sha256": digest} if digest else where)}, sort_keys=True)
+    # The prepared set by its arrays' digest, hashed here (a set moved or copied elsewhere is the same set: helper-71
+    # saw a resume on a moved set make the pool again, hours at the paper's scale; a digest read from summary.json
+    # would trust a set whose arrays were changed by hand, helper-73); a pool cached under the set's folder and
+    # time, as every pool was before, is still found.
+    from facekit.data.dataset import prepared_digest
+
+    key = json.dumps({**settings, "prepared_arrays_sha256": prepared_digest(prepared)}, sort_keys=True)
     keys = {key, json.dumps({**settings, **where}, sort_keys=True)}
     if path.is_file():
         from safetensors import SafetensorError, safe_open

@@ -167,8 +167,8 @@ def feature_path(a: Any, b: Any, steps: int, spherical: bool = False) -> Any:
     exactly ``a`` and the last exactly ``b``."""
     import torch
 
-    if steps < 2:
-        raise FacekitError(f"an interpolation needs at least 2 steps (the two photos), got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 2:  # (2.5: torch's TypeError)
+        raise FacekitError(f"an interpolation needs a whole number of at least 2 steps (the two photos), got {steps!r}")
     t = torch.linspace(0.0, 1.0, steps, dtype=a.dtype, device=a.device)
     path = slerp(a, b, t) if spherical else (1 - t)[:, None] * a + t[:, None] * b
     path[0], path[-1] = a, b  # no rounding at the ends: they decode to the photos' own normalized faces

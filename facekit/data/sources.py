@@ -92,7 +92,7 @@ def walk_visible(folder: Path, top: Path | None = None) -> Iterator[tuple[Path, 
     photos, or these again (helper-71: a link inside carl/ to the folder above put ben's photos in carl's average).
     Each real folder is walked once. The recipe's train/test overlap check walks the same files, so a DevTest person
     reached through a link is found (helper-69: it was read for training but not checked)."""
-    inside = os.path.realpath(top if top is not None else folder)
+    inside, start = os.path.realpath(top if top is not None else folder), os.path.realpath(folder)
     seen: set[str] = set()
     for base, folders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(base)
@@ -101,17 +101,23 @@ def walk_visible(folder: Path, top: Path | None = None) -> Iterator[tuple[Path, 
             continue
         seen.add(real)
         folders[:] = sorted(
-            name for name in folders if not name.startswith(".") and not _leads_back(Path(base) / name, inside)
+            name for name in folders if not name.startswith(".") and not leads_back(Path(base) / name, inside, start)
         )
         yield Path(base), folders, sorted(name for name in files if not name.startswith("."))
 
 
-def _leads_back(path: Path, top: str) -> bool:
-    """Whether ``path`` is a link to a folder at, above or inside the real folder ``top``."""
+def leads_back(path: Path, top: str, start: str | None = None) -> bool:
+    """Whether ``path`` is a link to a folder at or above the real folder ``top`` (or ``start``, where a walk began:
+    a person's folder that is itself a link elsewhere), or inside ``top`` where a walk of it goes anyway (not
+    through a hidden folder, which no walk enters: a link to ``.store/ann`` is followed; helper-73)."""
     if not path.is_symlink():
         return False
     target = os.path.realpath(path)
-    return target == top or top.startswith(target + os.sep) or target.startswith(top + os.sep)
+    if any(target == place or place.startswith(target + os.sep) for place in (top, start) if place):
+        return True
+    if not target.startswith(top + os.sep):
+        return False
+    return not any(part.startswith(".") for part in Path(os.path.relpath(target, top)).parts)
 
 
 def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
@@ -122,8 +128,12 @@ def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
     if not folder.is_dir():
         raise FacekitError(f"photo folder not found: {folder}")
     photos: list[Photo] = []
+    top = os.path.realpath(folder)
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        # A person's folder that is a link to the photo folder, above it or to another person's folder in it is
+        # skipped, as the recipe's overlap check skips it (helper-73: people/all -> the data root trained on
+        # DevTest photos the check never saw; people/alias -> people/ben trained ben twice).
+        if path.name.startswith(".") or leads_back(path, top):
             continue
         if path.is_dir():
             inside = [base / name for base, _, files in walk_visible(path, top=folder) for name in files]

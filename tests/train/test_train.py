@@ -938,3 +938,31 @@ def test_the_augment_stage_says_where_its_morphs_are(prepared: Path, tmp_path: P
     (result,) = run_plan(resolve(recipe), ["augment"], RunOptions(progress=False))
     assert result.note == f"3 morphs in {tmp_path / 'morphs'} (contact sheet: contact_sheet.png)"
     assert (tmp_path / "morphs" / "contact_sheet.png").is_file()
+
+
+def test_a_cached_pool_is_made_again_when_the_arrays_change(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-73: the pool cache was keyed by the digest summary.json records, so a hand-made set (no
+    fingerprint.json, nothing checks it) whose arrays changed afterwards reused the old pool; the key is now the
+    digest of the arrays themselves."""
+    import shutil
+
+    import torch
+
+    from facekit import pool
+    from facekit.data.dataset import prepared_digest
+
+    folder = tmp_path / "prepared"
+    shutil.copytree(prepared, folder)
+    (folder / "summary.json").write_text(json.dumps({"arrays_sha256": prepared_digest(folder)}))
+    plan = resolve(tiny_recipe(folder, tmp_path / "run", steps=1))
+    encoder = plan.components["encoder"].build()
+    first = pool.cached_pool(plan, encoder, tmp_path / "pool.safetensors")
+    landmarks = np.load(folder / "landmarks.npy")
+    np.save(folder / "landmarks.npy", landmarks + 3.0)  # changed by hand; summary.json still says the old digest
+    built: list[int] = []
+    real = pool.build_pool
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    again = pool.cached_pool(plan, encoder, tmp_path / "pool.safetensors")
+    assert built == [1] and torch.allclose(again.landmarks, first.landmarks + 3.0)

@@ -492,6 +492,7 @@ def test_a_model_by_name_pickles_and_odd_inputs_are_one_line(
     and one path given to explore's compare gave raw errors or 49 one-letter "photos"."""
     import io
     import pickle
+    from copy import deepcopy
 
     from facekit.normalize import Normalizer
 
@@ -502,6 +503,21 @@ def test_a_model_by_name_pickles_and_odd_inputs_are_one_line(
     with pytest.raises(FacekitError, match=r"'sfase' is neither a model file nor a shipped model \(dlib, sface\)"):
         Normalizer.from_checkpoint("sfase")
     copy = pickle.loads(pickle.dumps(sface))
+    from facekit_dlib.detector import DlibDetector
+
+    from facekit.normalize import resolve_model
+
+    assert resolve_model("SFace") == resolve_model("sface")  # the commands' --model too (helper-73)
+
+    class Scaled(DlibDetector):  # a subclass with its own __init__ and attributes (helper-73: TypeError, lost)
+        def __init__(self, params: Any, points: int, extra: int) -> None:
+            super().__init__(params, points)
+            self.extra = extra
+
+    scaled = Scaled(sface.detector.params, 68, extra=3)
+    scaled.scale = 3
+    restored = deepcopy(scaled)  # (a local class cannot be pickled by name; a copy takes the same state path)
+    assert (restored.extra, restored.scale, restored.params) == (3, 3, scaled.params) and restored.detect_array
     face = real_face().image
     assert np.array_equal(copy.normalize(face).image, sface.normalize(face).image)
     path = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
@@ -516,3 +532,13 @@ def test_a_model_by_name_pickles_and_odd_inputs_are_one_line(
         sface.normalize(text)
     with pytest.raises(FacekitError, match=r"compare takes a list of photos' paths, got one"):
         facekit.load_component("app", "explore").compare(str(path))
+    with pytest.raises(FacekitError, match=r"normalize_many takes a list of photos and a list of their names"):
+        sface.normalize_many(str(path), str(path))
+    (done,) = sface.normalize_many((photo for photo in [face]), (name for name in ["face"]))  # generators
+    assert done.status == "ok"
+    with pytest.raises(FacekitError, match=r"detector=facekit.load_component\('detector', 'dlib'\)"):
+        Normalizer.from_checkpoint(detector="dlib")
+    from facekit.apps.explore import feature_path
+
+    with pytest.raises(FacekitError, match="a whole number of at least 2 steps"):
+        feature_path(np.zeros(3), np.ones(3), 2.5)  # type: ignore[arg-type]

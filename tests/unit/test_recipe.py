@@ -440,7 +440,25 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     (people / "ben").mkdir()
     (people / "ben" / "b.jpg").write_bytes(b"photo")
     (people / "carl" / "friend").symlink_to(people / "ben")  # another person's photos are not carl's (helper-71)
-    photos = [photo for photo in folder_photos(people) if photo.identity == "folder/carl"]
+    # A person folder that is a link into the photo folder, or above it, is nobody's (helper-73: people/all -> the
+    # data root trained on photos the overlap check never saw; an alias trained ben twice); a link to a hidden
+    # folder inside, which no walk enters, is followed; a link above a linked person's own folder is not.
+    (people / "alias").symlink_to(people / "ben")
+    (people / "all").symlink_to(tmp_path)
+    (people / ".store" / "ann").mkdir(parents=True)
+    (people / ".store" / "ann" / "a2.jpg").write_bytes(b"photo")
+    (people / "ann").symlink_to(people / ".store" / "ann")
+    (tmp_path / "ext" / "dora").mkdir(parents=True)
+    (tmp_path / "ext" / "dora" / "d1.jpg").write_bytes(b"photo")
+    (tmp_path / "ext" / "eve").mkdir()
+    (tmp_path / "ext" / "eve" / "e1.jpg").write_bytes(b"photo")
+    (tmp_path / "ext" / "eve" / "up").symlink_to(tmp_path / "ext")
+    (people / "eve").symlink_to(tmp_path / "ext" / "eve")
+    everyone = folder_photos(people)
+    assert sorted({p.identity for p in everyone}) == ["folder/ann", "folder/ben", "folder/carl", "folder/eve"]
+    assert [p.path.name for p in everyone if p.identity == "folder/eve"] == ["e1.jpg"]
+    assert [p.path.name for p in everyone if p.identity == "folder/ann"] == ["a2.jpg"]
+    photos = [photo for photo in everyone if photo.identity == "folder/carl"]
     assert [p.path.relative_to(people).as_posix() for p in photos] == [
         "carl/linked/a.jpg",
         "carl/linked/b.jpg",
@@ -553,14 +571,18 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     with pytest.raises(FacekitError, match=r"needs the weight file vgg_face_dag\.pth"):
         run_plan(judge, ["train", "evaluate"])
     assert ran == []  # nothing ran: each was refused before the first stage
-    # A checkpoint the train stage will write may be named before it exists (helper-71: refused on a fresh run).
-    ahead = tmp_path / "t" / "checkpoints" / "step-000001.safetensors"
+    # A checkpoint the train stage will write may be named before it exists (helper-71: refused on a fresh run), but
+    # not any path under train.output (helper-73: a typo passed, to fail after the training).
     (tmp_path / "here.jpg").write_bytes(b"")
-    own = {"inputs": [str(tmp_path / "here.jpg")], "output": str(tmp_path / "o"), "checkpoint": str(ahead)}
-    with pytest.raises(FacekitError, match="the infer stage failed"):  # past the check: the stages ran
-        run_plan(resolve({**base, "infer": own}), ["train", "infer"])
+    kept = {**base, "train": {**base["train"], "steps": 4, "keep_every": 2}}
+    for name, written in (("last", True), ("step-000002", True), ("step-000003", False), ("lats", False)):
+        ahead = tmp_path / "t" / "checkpoints" / f"{name}.safetensors"
+        own = {"inputs": [str(tmp_path / "here.jpg")], "output": str(tmp_path / "o"), "checkpoint": str(ahead)}
+        message = "the infer stage failed" if written else r"infer\.checkpoint not found"  # ran, or refused first
+        with pytest.raises(FacekitError, match=message):
+            run_plan(resolve({**kept, "infer": own}), ["train", "infer"])
     with pytest.raises(FacekitError, match=r"infer\.checkpoint not found"):  # without the train stage: refused
-        run_plan(resolve({**base, "infer": own}), ["evaluate", "infer"])
+        run_plan(resolve({**kept, "infer": own}), ["evaluate", "infer"])
     ran.clear()
     (tmp_path / "here.jpg").write_bytes(b"")
     plan = resolve({**base, "infer": {"inputs": [str(tmp_path / "here.jpg")], "output": str(tmp_path / "o")}})

@@ -54,13 +54,18 @@ class DlibDetector:
         name = "shape_predictor_68_face_landmarks.dat" if points == 68 else "shape_predictor_5_face_landmarks.dat"
         self._predictor = dlib.shape_predictor(str(model_path(name)))
 
+    #: What cannot be pickled or copied (dlib's module and objects, the lock): made again from the settings.
+    _REBUILT = ("_dlib", "_lock", "_hog", "_cnn", "_predictor")
+
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled or deep-copied as its settings (dlib's objects, the module and the lock cannot be): the copy loads
-        its models again (helper-72: a Normalizer could not be pickled, for a process pool, nor deep-copied)."""
-        return {"params": self.params, "points": self.points}
+        """Pickled or deep-copied without dlib's objects, the module and the lock: the copy loads its models again
+        (helper-72: a Normalizer could not be pickled, for a process pool, nor deep-copied); a subclass's own
+        attributes come along."""
+        return {key: value for key, value in self.__dict__.items() if key not in self._REBUILT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["params"], state["points"])  # type: ignore[misc]
+        DlibDetector.__init__(self, state["params"], state["points"])  # (not a subclass's own __init__)
+        self.__dict__.update(state)
 
     def detect(self, images: Any) -> list[list[FaceDetection]]:
         """``images`` (B, 3, H, W) in [0, 1] -> per image, the faces found, largest first."""
