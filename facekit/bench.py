@@ -62,18 +62,18 @@ def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
             return True
         return path not in free and not path.startswith(FREE_ON_RESUME)
 
-    cell = {path: value for path, value in _flat(plan.to_dict()).items() if kept(path)}
-    if prepared is not None:
-        cell["prepared_arrays_sha256"] = prepared
-    return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]
+    return _cell_name({path: value for path, value in _flat(plan.to_dict()).items() if kept(path)}, prepared)
 
 
 def legacy_recipe_hash(plan: Plan, prepared: str | None = None) -> str:
     """A cell's name as benches before 2026-12-04 gave it (the whole recipe but its bench and infer sections): their
     cells are found under it, not trained again."""
-    cell = {k: v for k, v in plan.to_dict().items() if k not in ("bench", "infer")}
-    if prepared is not None:
-        cell["prepared_arrays_sha256"] = prepared
+    return _cell_name({k: v for k, v in plan.to_dict().items() if k not in ("bench", "infer")}, prepared)
+
+
+def _cell_name(settings: dict[str, Any], prepared: str | None) -> str:
+    """12 hex digits of the sha256 of ``settings`` and the prepared arrays' digest (when known)."""
+    cell = {**settings, **({"prepared_arrays_sha256": prepared} if prepared is not None else {})}
     return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -189,11 +189,12 @@ def export_model(
     An existing ``out`` is a FacekitError unless ``overwrite``; ``out`` is never the checkpoint itself."""
     from facekit.runs import git_sha
 
-    if Path(out).resolve() == Path(checkpoint).resolve():
+    out = Path(out)
+    if out.resolve() == Path(checkpoint).resolve():
         raise FacekitError(f"{out} is the checkpoint itself: write the model to another file")
-    if Path(out).is_dir():  # (helper-69: first "exists: --overwrite replaces it", and with it "is a folder")
-        raise FacekitError(f"{out} is a folder: give the model file's name (e.g. {Path(out) / 'model.safetensors'})")
-    if (Path(out).exists() or Path(out).is_symlink()) and not overwrite:
+    if out.is_dir():  # (helper-69: first "exists: --overwrite replaces it", and with it "is a folder")
+        raise FacekitError(f"{out} is a folder: give the model file's name (e.g. {out / 'model.safetensors'})")
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise FacekitError(f"{out} exists: --overwrite replaces it")
 
     tensors, meta = read_checkpoint(Path(checkpoint))
@@ -212,5 +213,5 @@ def export_model(
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FacekitError(f"--metrics {metrics} cannot be read as JSON: {error}") from None
         check_metrics_measure(meta["metrics"], weights_digest(weights), metrics, checkpoint)
-    write_model_file(Path(out), weights, meta)
-    return Path(out).stat().st_size
+    write_model_file(out, weights, meta)
+    return out.stat().st_size

@@ -139,11 +139,7 @@ def evaluate_normalizer(
         outcomes.extend(normalizer.normalize_many(images[chunk], [p.path.stem for p in photos[chunk]]))
     normalize_seconds = time.perf_counter() - start
     ok = [i for i, o in enumerate(outcomes) if o.face is not None]
-    inputs = [_image(images[i]) for i in ok]
-    input_landmarks = _stack([outcomes[i].face.source_landmarks for i in ok])
-    input_scheme = outcomes[ok[0]].face.source_scheme if ok else None
-    outputs = [outcomes[i].face.image for i in ok]
-    output_landmarks = _stack([outcomes[i].face.landmarks for i in ok])
+    faces = _Faces.of(images, outcomes, ok)
     people = np.array([photos[i].identity for i in ok])
     metrics: dict[str, Any] = {
         **(about or {}),
@@ -169,7 +165,7 @@ def evaluate_normalizer(
         if not ok:  # nothing to embed: every photo fails
             preserved = same = different = inputs_same = np.zeros(0)
         else:
-            a, b = judge.embed(inputs, input_landmarks, input_scheme), judge.embed(outputs, output_landmarks)
+            a, b = faces.embed(judge)
             preserved = judge.distance(a, b)
             same, inputs_same = (judge.distance(e[indices["same"][:, 0]], e[indices["same"][:, 1]]) for e in (b, a))
             different = judge.distance(b[indices["different"][:, 0]], b[indices["different"][:, 1]])
@@ -190,7 +186,7 @@ def evaluate_normalizer(
         }
         _histogram(preserved, judge, out / f"identity-{judge.name}.png")
         np.save(out / f"identity-{judge.name}.npy", preserved)
-    metrics["landmarks"] = _landmark_plausibility(normalizer, outputs, output_landmarks)
+    metrics["landmarks"] = _landmark_plausibility(normalizer, faces.outputs, faces.output_landmarks)
     if pairs is not None:
         metrics["lfw_pairs"] = verify_pairs(normalizer, pairs[0], judges, pairs[1], progress=progress)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
@@ -211,6 +207,33 @@ def evaluate_normalizer(
 def _stack(landmarks: list[np.ndarray]) -> np.ndarray:
     """(N, K, 2) float64 of N faces' landmarks; (0, 0, 2) for none."""
     return np.stack(landmarks).astype(np.float64) if landmarks else np.zeros((0, 0, 2))
+
+
+@dataclass(frozen=True)
+class _Faces:
+    """The photos a normalizer gave a face for, and those faces, as judges embed them."""
+
+    inputs: list[np.ndarray]
+    input_landmarks: np.ndarray
+    input_scheme: str | None
+    outputs: list[np.ndarray]
+    output_landmarks: np.ndarray
+
+    @classmethod
+    def of(cls, images: list[np.ndarray | None], outcomes: list[Any], ok: list[int]) -> _Faces:
+        faces = [outcomes[i].face for i in ok]
+        return cls(
+            [_image(images[i]) for i in ok],
+            _stack([face.source_landmarks for face in faces]),
+            faces[0].source_scheme if faces else None,
+            [face.image for face in faces],
+            _stack([face.landmarks for face in faces]),
+        )
+
+    def embed(self, judge: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``judge``'s embeddings of the photos and of their normalized faces."""
+        inputs = judge.embed(self.inputs, self.input_landmarks, self.input_scheme)
+        return inputs, judge.embed(self.outputs, self.output_landmarks)
 
 
 def _image(image: np.ndarray | None) -> np.ndarray:
@@ -381,16 +404,10 @@ def verify_pairs(
     same = np.array([pair.same for pair in pairs])
     fold_of = np.array([pair.fold for pair in pairs])
     result: dict[str, Any] = {"pairs": len(pairs), "photos": len(paths), "not_normalized": len(paths) - len(ok)}
+    faces = _Faces.of(images, outcomes, ok)
     for judge in judges:
-        scheme = outcomes[ok[0]].face.source_scheme if ok else None
-        inputs = outputs = np.zeros((0, 1))  # none normalized: every pair scores as a miss (before: a traceback)
-        if ok:
-            inputs = judge.embed(
-                [_image(images[i]) for i in ok], _stack([outcomes[i].face.source_landmarks for i in ok]), scheme
-            )
-            outputs = judge.embed(
-                [outcomes[i].face.image for i in ok], _stack([outcomes[i].face.landmarks for i in ok])
-            )
+        # None normalized: every pair scores as a miss (before: a traceback).
+        inputs, outputs = faces.embed(judge) if ok else (np.zeros((0, 1)), np.zeros((0, 1)))
         higher = judge.card.distance == "cosine"
         worst = -np.inf if higher else np.inf
         columns = {}

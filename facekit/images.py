@@ -288,6 +288,25 @@ def downscale(photo: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
 
 
+def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray | None], list[str]]:
+    """``images`` each read by :func:`as_rgb` (``None`` stays None: unreadable) and ``names`` as lists, for
+    ``caller``'s batch (``normalize_many``, ``measure_faces``): a path or bytes given instead of a list (its
+    characters were read as photos), lists of other lengths, or a form :func:`as_rgb` cannot take is a
+    FacekitError naming ``caller`` and the input. A plain RGB array comes back as it is (no copy)."""
+    if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
+        raise FacekitError(f"{caller} takes a list of photos and a list of their names: {caller}([photo], [name])")
+    images, names = list(images), list(names)  # (a generator has no len)
+    if len(images) != len(names):
+        raise FacekitError(f"{caller}: {len(images)} images but {len(names)} names")
+    read: list[np.ndarray | None] = []
+    for image, name in zip(images, names, strict=True):
+        try:
+            read.append(None if image is None else as_rgb(image))
+        except FacekitError as error:
+            raise FacekitError(f"{caller}: {name}: {error}") from None
+    return read, names
+
+
 def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     """A photo as (H, W, 3) uint8 RGB, read the same way whatever form it comes in: a path or the file's bytes (read
     with :func:`load_rgb`), an open binary file, a PIL image (as :func:`load_rgb` reads a file: EXIF orientation,

@@ -675,24 +675,11 @@ class Normalizer:
         largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
         :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a form it cannot
         take is a FacekitError naming the input."""
-        from facekit.images import as_rgb
+        from facekit.images import read_photos
 
-        if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
-            raise FacekitError(  # (helper-72: a path's characters were read as photos and names)
-                "normalize_many takes a list of photos and a list of their names: normalize_many([photo], [name])"
-            )
-        images, names = list(images), list(names)  # (a generator has no len)
-        if len(images) != len(names):
-            raise FacekitError(f"normalize_many: {len(images)} images but {len(names)} names")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
-        readable: list[np.ndarray | None] = []
-        for image, name in zip(images, names, strict=True):
-            try:  # a plain RGB array comes back as it is (no copy), checked against the megapixel limit
-                readable.append(None if image is None else as_rgb(image))
-            except FacekitError as error:
-                raise FacekitError(f"normalize_many: {name}: {error}") from None
-        images = readable
+        images, names = read_photos(images, names, "normalize_many")  # (helper-72: a path's characters were photos)
 
         outcomes, pending = detect_one(self.detector, images, names, self.face)
         for start in range(0, len(pending), batch_size):

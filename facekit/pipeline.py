@@ -147,14 +147,11 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
     from facekit.batch import normalize_folder
     from facekit.detail import detail_settings
-    from facekit.errors import FacekitError
     from facekit.normalize import Normalizer, inference_device
     from facekit.runs import start_run
 
     infer = plan.recipe.infer
-    if not infer.inputs:
-        raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
-    root = plan.data_root
+    items = infer_items(plan)
     checkpoint = Path(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     given = plan.recipe.components.model_fields_set
@@ -170,7 +167,6 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     )
     used = model_components(plan, normalizer.meta, checkpoint)
     run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
-    items = [item if Path(item).is_absolute() else str(root / item) for item in infer.inputs]
     summary = normalize_folder(
         normalizer, items, infer.output, checkpoint, infer.batch_size, infer.overwrite, inside_option=""
     )
@@ -441,32 +437,39 @@ def checkpoints_written(train: Any) -> set[str]:
     return {str(folder / "last.safetensors"), *(str(folder / f"step-{step:06d}.safetensors") for step in kept)}
 
 
-def check_later_stages(plan: Plan, stages: Sequence[str], running: Sequence[str] = ()) -> None:
-    """Before the first stage runs, what a later stage would stop on that no earlier stage can mend (helper-69: a
-    missing infer input, or a judge whose weights are not here, stopped the run after hours of training): the infer
-    stage's inputs, its checkpoint when the recipe names one (unless it is under train.output and the train stage is
-    among ``running``, which may write it), and its device; the evaluate stage's judge, built once to load its
-    weights."""
+def infer_items(plan: Plan) -> list[str]:
+    """The infer stage's inputs, a relative one under data.root; an empty list is a FacekitError."""
     from facekit.errors import FacekitError
 
-    if "infer" in stages:
+    if not plan.recipe.infer.inputs:
+        raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
+    return [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
+
+
+def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
+    """Before the first of ``running`` stages, what a later one would stop on that no earlier stage can mend
+    (helper-69: a missing infer input, or a judge whose weights are not here, stopped the run after hours of
+    training): the infer stage's inputs, its checkpoint when the recipe names one (unless the train stage runs and
+    writes it), and its device; the evaluate stage's judge, built once to load its weights."""
+    from facekit.errors import FacekitError
+
+    later = running[1:]
+    if "infer" in later:
         from facekit.normalize import inference_device
 
         infer = plan.recipe.infer
-        if not infer.inputs:
-            raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
-        missing = [item for item in infer.inputs if not (plan.data_root / item).exists()]  # (absolute: as given)
+        missing = [item for item in infer_items(plan) if not Path(item).exists()]
         if missing:
             raise FacekitError(
-                f"infer.inputs: no such photo or folder: {', '.join(str(plan.data_root / m) for m in missing[:3])}"
-                f"{', ...' if len(missing) > 3 else ''} (a relative path is under data.root, {plan.data_root})"
+                f"infer.inputs: no such photo or folder: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
+                f" (a relative path is under data.root, {plan.data_root})"
             )
         named = infer.checkpoint
         if named is not None and not Path(named).is_file():
             if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):
                 raise FacekitError(f"infer.checkpoint not found: {named}")
         inference_device(infer.device, "infer.device")
-    if "evaluate" in stages and "judge" in plan.components:
+    if "evaluate" in later and "judge" in plan.components:
         plan.components["judge"].build()  # a missing weight file is its plugin's one line, naming the file
 
 
@@ -490,7 +493,7 @@ def run_plan(
         )
     running = [s for s in todo if stages or skip_reason(s, plan) is None]
     check_output_folders(plan, running)
-    check_later_stages(plan, [s for s in running if s != running[0]] if running else [], running)
+    check_later_stages(plan, running)
     outputs: list[StageResult] = []
     for stage in todo:
         reason = skip_reason(stage, plan)

@@ -285,17 +285,11 @@ class FaceAttributes(UsesNormalizer):
         """:meth:`Normalizer.normalize_many` outcomes of ``photos`` (each (H, W, 3) uint8 RGB, anything
         :meth:`Normalizer.normalize` takes, or None: unreadable) with ``extras["attributes"]`` (normalized face)
         and ``extras["photo_attributes"]`` (the raw photo, :func:`measure_photo`) on those with a face."""
-        from facekit.images import as_rgb
+        from facekit.images import read_photos
 
-        if len(photos) != len(names):
-            raise FacekitError(f"measure_faces: {len(photos)} photos but {len(names)} names")
-        read: list[np.ndarray | None] = []  # once, as normalize_many reads them (helper-72: a path, grey or RGBA
-        for photo, name in zip(photos, names, strict=True):  # photo was normalized, then measured unread)
-            try:
-                read.append(None if photo is None else as_rgb(photo))
-            except FacekitError as error:
-                raise FacekitError(f"measure_faces: {name}: {error}") from None
-        photos = read
+        # Read here, as normalize_many reads them (helper-72: a path, grey or RGBA photo was normalized, then
+        # measured unread).
+        photos, names = read_photos(photos, names, "measure_faces")
         outcomes = self.normalizer.normalize_many(photos, names)
         for photo, outcome in zip(photos, outcomes, strict=True):
             if outcome.face is None or photo is None:

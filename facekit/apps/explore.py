@@ -108,18 +108,20 @@ def folder_labels(folders: Sequence[Path]) -> list[str]:
     common parent of all of them (``alice/2019``, ``bob/2019``)."""
     distinct = sorted(set(folders))
     names = [folder.name for folder in distinct]
-    if len(set(names)) == len(names):
+    clashing = {name for name in names if names.count(name) > 1}
+    if not clashing:
         return [folder.name for folder in folders]
     try:
         common = Path(os.path.commonpath([str(folder) for folder in distinct]))
+        base: Path | None = common.parent if common in distinct else common  # alice/, alice/alice/: "alice/alice"
     except ValueError:  # folders on different drives (Windows): their whole paths
-        return [
-            folder.as_posix() if folder.name in names and names.count(folder.name) > 1 else folder.name
-            for folder in folders
-        ]
-    base = common.parent if common in distinct else common  # alice/ and alice/alice/: "alice", "alice/alice"
-    clashing = {name for name in names if names.count(name) > 1}
-    return [folder.relative_to(base).as_posix() if folder.name in clashing else folder.name for folder in folders]
+        base = None
+    return [
+        (folder.relative_to(base) if base is not None else folder).as_posix()
+        if folder.name in clashing
+        else folder.name
+        for folder in folders
+    ]
 
 
 def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
