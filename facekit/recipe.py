@@ -755,13 +755,18 @@ def folder_people_names(folder: Path) -> frozenset[str]:
     """The names a photo folder may hold LFW people under, to find a DevTest person copied in: every folder name at
     any depth, and every file's name without its LFW number (``Adrien_Brody_0001.jpg`` loose in the folder, or in
     ``people/``, is ``Adrien_Brody``). The files are those the photo readers read
-    (:func:`facekit.data.sources.walk_visible`: hidden entries skipped, links to folders followed)."""
+    (:func:`facekit.data.sources.walk_visible`: hidden entries skipped, links to folders followed), and a linked
+    file's target too (``carl/x.jpg`` -> ``.../Adrien_Brody/Adrien_Brody_0001.jpg`` is his photo)."""
     from facekit.data.sources import walk_visible
 
     names: set[str] = set()
-    for _base, folders, files in walk_visible(folder):
+    for base, folders, files in walk_visible(folder):
         names.update(folders)
-        names.update(LFW_NUMBER.sub("", Path(name).stem) for name in files)
+        for name in files:
+            names.add(LFW_NUMBER.sub("", Path(name).stem))
+            if (base / name).is_symlink():  # carl/x.jpg -> .../Adrien_Brody_0001.jpg is his photo, whatever its name
+                target = Path(os.path.realpath(base / name))
+                names.update((LFW_NUMBER.sub("", target.stem), target.parent.name))
     return frozenset(names)
 
 

@@ -90,8 +90,10 @@ def walk_visible(folder: Path, top: Path | None = None) -> Iterator[tuple[Path, 
     (a person's folder that is a link, or a link inside it, holds that person's photos) unless they lead back into
     ``top`` (the photo folder ``folder`` is part of; default ``folder``), to it or above it: those are other people's
     photos, or these again (helper-71: a link inside carl/ to the folder above put ben's photos in carl's average).
-    Each real folder is walked once. The recipe's train/test overlap check walks the same files, so a DevTest person
-    reached through a link is found (helper-69: it was read for training but not checked)."""
+    Each real folder is walked once; a linked file is left out where a walk of the photo folder reads it anyway
+    (:func:`reached_anyway`: a link to ben's photo in carl/ averaged ben into carl). The recipe's train/test
+    overlap check walks the same files, so a DevTest person reached through a link is found (helper-69: it was read
+    for training but not checked)."""
     inside, start = os.path.realpath(top if top is not None else folder), os.path.realpath(folder)
     seen: set[str] = set()
     for base, folders, files in os.walk(folder, followlinks=True):
@@ -103,7 +105,9 @@ def walk_visible(folder: Path, top: Path | None = None) -> Iterator[tuple[Path, 
         folders[:] = sorted(
             name for name in folders if not name.startswith(".") and not leads_back(Path(base) / name, inside, start)
         )
-        yield Path(base), folders, sorted(name for name in files if not name.startswith("."))
+        yield Path(base), folders, sorted(
+            name for name in files if not name.startswith(".") and not reached_anyway(Path(base) / name, inside, start)
+        )
 
 
 def leads_back(path: Path, top: str, start: str | None = None) -> bool:
@@ -118,6 +122,20 @@ def leads_back(path: Path, top: str, start: str | None = None) -> bool:
     if not target.startswith(top + os.sep):
         return False
     return not any(part.startswith(".") for part in Path(os.path.relpath(target, top)).parts)
+
+
+def reached_anyway(path: Path, top: str, start: str) -> bool:
+    """Whether ``path`` is a link to a file inside the real folder ``top`` or ``start`` (not through a hidden folder):
+    a walk of the photo folder reads that file as whoever's it is (another person's photo, a loose photo that is its
+    own person) or reads it already (a second name for this person's photo, which would count twice in the
+    average). A link to a file elsewhere, or hidden inside, is this person's photo."""
+    if not path.is_symlink():
+        return False
+    target = os.path.realpath(path)
+    for place in {top, start}:
+        if target.startswith(place + os.sep):
+            return not any(part.startswith(".") for part in Path(os.path.relpath(target, place)).parts)
+    return False
 
 
 def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:

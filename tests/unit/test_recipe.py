@@ -431,6 +431,10 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(people)}]}})
     assert len(problems) == 1 and "(e.g. Adrien_Brody)" in problems[0], problems
     (people / "Someone").unlink()
+    (people / "carl" / "x.jpg").symlink_to(stash / "Adrien_Brody_0001.jpg")  # a linked file is its target's photo
+    problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(people)}]}})
+    assert len(problems) == 1 and "(e.g. Adrien_Brody)" in problems[0], problems
+    (people / "carl" / "x.jpg").unlink()
     (tmp_path / "more").mkdir()
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / "more" / name).write_bytes(b"photo")
@@ -454,14 +458,24 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     (tmp_path / "ext" / "eve" / "e1.jpg").write_bytes(b"photo")
     (tmp_path / "ext" / "eve" / "up").symlink_to(tmp_path / "ext")
     (people / "eve").symlink_to(tmp_path / "ext" / "eve")
+    # A linked file another walk reads anyway is left out: ben's photo is not carl's, carl's own photo under a second
+    # name counts once; a photo kept outside the folder, or hidden inside it, is followed.
+    (people / "carl" / "ben.jpg").symlink_to(people / "ben" / "b.jpg")
+    (people / "carl" / "again.jpg").symlink_to(people / "carl" / "own.jpg")
+    (tmp_path / "c2.jpg").write_bytes(b"photo")
+    (people / "carl" / "outside.jpg").symlink_to(tmp_path / "c2.jpg")
+    (people / ".store" / "c3.jpg").write_bytes(b"photo")
+    (people / "carl" / "hidden.jpg").symlink_to(people / ".store" / "c3.jpg")
     everyone = folder_photos(people)
     assert sorted({p.identity for p in everyone}) == ["folder/ann", "folder/ben", "folder/carl", "folder/eve"]
     assert [p.path.name for p in everyone if p.identity == "folder/eve"] == ["e1.jpg"]
     assert [p.path.name for p in everyone if p.identity == "folder/ann"] == ["a2.jpg"]
     photos = [photo for photo in everyone if photo.identity == "folder/carl"]
     assert [p.path.relative_to(people).as_posix() for p in photos] == [
+        "carl/hidden.jpg",
         "carl/linked/a.jpg",
         "carl/linked/b.jpg",
+        "carl/outside.jpg",
         "carl/own.jpg",
     ]
     assert [p.path.name for p in folder_photos(people) if p.identity == "folder/ben"] == ["b.jpg"]
