@@ -106,7 +106,7 @@ def walk_visible(folder: Path, top: Path | None = None) -> Iterator[tuple[Path, 
             name for name in folders if not name.startswith(".") and not leads_back(Path(base) / name, inside, start)
         )
         shown = [name for name in files if not name.startswith(".")]
-        yield Path(base), folders, sorted(name for name in shown if not reached_anyway(Path(base) / name, inside, start))
+        yield Path(base), folders, sorted(n for n in shown if not reached_anyway(Path(base) / n, inside, start))
 
 
 def leads_back(path: Path, top: str, start: str | None = None) -> bool:
