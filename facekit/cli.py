@@ -668,31 +668,48 @@ def models_bundle(
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
-    """Pack the weight files a recipe's components load into one tar, for an air-gapped machine: each component
-    the recipe names is built with its params and the files it loads are packed (a variant's file, a file its
-    ``weights`` param names); one that cannot load (a missing file) stops the bundle with the file to place.
-    Models chosen elsewhere (bench.judges, explore's judge, a shipped normalizing model) are not components of the
-    recipe: add them as components.judge, or copy their files."""
+    """Pack the weight files a recipe loads into one tar, for an air-gapped machine: each component the recipe
+    names, each component of its bench grid's cells and each of its bench.judges is built with its params and the
+    files it loads are packed (a variant's file, a file its ``weights`` param names); one that cannot load (a
+    missing file) stops the bundle with the file to place. Models chosen outside the recipe (explore's judge, a
+    shipped normalizing model) are not: add them as components.judge, or copy their files."""
+    from facekit.bench import cells
     from facekit.models import bundle, recording_weights
     from facekit.recipe import load_recipe
+    from facekit.registry import get_registry
 
     plan = load_recipe(recipe, overrides=set_ or [])
+    # Before: only the recipe's own components were packed; a bench grid over components.encoder.name, or its
+    # bench.judges, loaded weights the other machine did not have, and the bench stopped at its first such cell.
+    wanted: dict[str, tuple[str, Any, Any]] = {}  # (kind, name, params) -> (where, spec, params)
+    for overrides in [(), *cells(plan)] if plan.recipe.bench.grid else [()]:
+        cell = load_recipe(recipe, overrides=[*(set_ or []), *overrides]) if overrides else plan
+        for key, component in cell.components.items():
+            where = f"components.{key}.params.weights" + (f" (bench cell {', '.join(overrides)})" if overrides else "")
+            wanted.setdefault(
+                f"{component.kind}:{component.spec.name}:{component.params.model_dump_json()}",
+                (where, component.spec, component.params),
+            )
+    for name in plan.recipe.bench.judges:
+        spec = get_registry("encoder").get(name)
+        params = spec.params()
+        wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (f"bench.judges {name}", spec, params))
     sources: list[Any] = []
     with console.status("building the recipe's components to see which weight files they load"):
-        for key, component in plan.components.items():
+        for where, spec, params in wanted.values():
             # Before: every file with a checksum on each card was packed, whatever the params chose; a file the
             # params named, or one without a checksum, was left out without a word (helper-69).
             with recording_weights() as used:
-                component.build()
+                spec.build(params)
             sources += used
-            given = getattr(component.params, "weights", None)
+            given = getattr(params, "weights", None)
             for source, path in used if given else []:
                 console.print(
-                    f"components.{key}.params.weights: {path} is packed as models/{source.file}; on the other "
-                    "machine leave the param out (the store has the file) or point it there"
+                    f"{where}: {path} is packed as models/{source.file}; on the other machine leave "
+                    "the param out (the store has the file) or point it there"
                 )
-            if not used and component.spec.card is not None:  # loads its weights later, if at all: the card's
-                sources += [weights for weights in component.spec.card.weights if weights.sha256]
+            if not used and spec.card is not None:  # loads its weights later, if at all: the card's
+                sources += [weights for weights in spec.card.weights if weights.sha256]
     files = bundle(sources, out, overwrite)
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 

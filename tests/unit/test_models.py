@@ -210,6 +210,14 @@ def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) ->
                       "components.judge.name=vggface", env=env)  # fmt: skip
     assert missing.returncode == 1 and "needs the weight file vgg_face_dag.pth" in missing.stderr, missing.stderr
     assert not (tmp_path / "b.tar").exists()
+    # A bench grid's cells and bench.judges load weights too (before: only the recipe's own components were packed,
+    # so a bench over encoders, or judged by SFace, stopped on the air-gapped machine).
+    for name, setting in (("c", "bench.judges=[sface]"), ("d", "bench.grid={components.encoder.name: [sface]}")):
+        out = tmp_path / f"{name}.tar"
+        made = run_cli("models", "bundle", "recipes/demo.yaml", str(out), "--set", setting, env=env)
+        assert made.returncode == 0, made.stderr
+        with tarfile.open(out) as tar:
+            assert "models/face_recognition_sface_2021dec_int8bq.onnx" in tar.getnames(), (setting, tar.getnames())
 
 
 def test_verify_checks_a_cards_file_placed_in_the_store_by_hand(tmp_path: Path) -> None:
