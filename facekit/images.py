@@ -51,6 +51,10 @@ def max_megapixels() -> float:
 
 #: How :func:`load_rgb`'s reason begins when a photo is refused for its pixel count (before decoding).
 TOO_LARGE = "too large"
+#: How :func:`load_rgb`'s reason begins for a HEIC/HEIF photo (a phone's default), which Pillow does not decode.
+HEIC = "a HEIC/HEIF photo"
+#: The ISO base media brands of HEIC/HEIF stills and sequences (bytes 8-12 of the file, after ``ftyp``).
+HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
 
 _PILLOW_GUARD = threading.Lock()
@@ -124,7 +128,22 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         return None, _too_large("", int(pixels.group(1)) if pixels else None, limit)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, UnidentifiedImageError) and _is_heic(source):  # before: "cannot identify image file"
+            return None, f"unreadable ({HEIC}, which facekit does not decode: convert it to JPEG or PNG first)"
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def _is_heic(source: Path | io.BytesIO) -> bool:
+    """Whether a file Pillow could not identify begins as a HEIC/HEIF photo (``ftyp`` box, a HEIF brand)."""
+    try:
+        if isinstance(source, Path):
+            with source.open("rb") as handle:
+                head = handle.read(12)
+        else:
+            head = source.getvalue()[:12]
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS
 
 
 def _too_large(size: str, pixels: int | None, limit: float) -> str:

@@ -66,8 +66,12 @@ def test_read_upload_says_what_is_wrong_in_plain_words(tmp_path: Path, monkeypat
     truncated.write_bytes(source.read_bytes()[:3000])
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo at all\n")
+    heic = tmp_path / "IMG_0001.HEIC"  # a phone's photo: before, "may be damaged ... or not an image at all"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
+    assert load_rgb(heic)[1].startswith("unreadable (a HEIC/HEIF photo, which facekit does not decode")
     cases = {
         empty: "The file is empty",
+        heic: "This is a HEIC photo",
         truncated: "not a photo facekit can read",
         text: "not a photo facekit can read",
         tmp_path / "missing.jpg": "did not arrive",

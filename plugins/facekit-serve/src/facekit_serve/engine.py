@@ -95,7 +95,7 @@ VISITOR_AVATAR_NOTE = "The 3-D avatar is not available on this server."
 def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
     """The (H, W, 3) uint8 RGB photo in an upload's bytes, or an :class:`UploadError`: not an image, damaged or cut
     short, too many pixels."""
-    from facekit.images import TOO_LARGE, load_rgb
+    from facekit.images import HEIC, TOO_LARGE, load_rgb
 
     photo, why = load_rgb(data)
     if photo is None:
@@ -105,6 +105,11 @@ def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
             # visitor's business.
             detail = why.removeprefix(TOO_LARGE).strip().removeprefix("(").split(";")[0].removesuffix(")")
             raise UploadError(f"The photo is too large ({detail}). Please send a smaller photo.")
+        if HEIC in why:  # before: "may be damaged, cut short, or not an image at all"
+            raise UploadError(
+                "This is a HEIC photo (a phone's default format), which facekit does not read. Please upload it as "
+                "JPEG, PNG or WebP (on an iPhone: Settings > Camera > Formats > Most Compatible, or share it as JPEG)."
+            )
         raise UploadError(
             "This file is not a photo facekit can read: it may be damaged, cut short, or not an image at all. "
             "Please upload a JPEG, PNG or WebP photo."
