@@ -365,6 +365,22 @@ def test_serve_refuses_a_taken_port_in_one_line() -> None:
     assert "cannot listen on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_serve_refuses_a_surrey_model_it_was_told_to_use_and_cannot(tmp_path: Path) -> None:
+    """helper-67: `--sfm PATH` with a typo or a damaged file started the server without the avatar, a console line
+    the only sign; the operator asked for it, so it is an error (no --sfm and none in the store stays a note)."""
+    from facekit.errors import FacekitError
+
+    with socket.socket() as probe:  # a port that is free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    missing = run_cli("serve", "--port", str(port), "--sfm", str(tmp_path / "nope.bin"))
+    assert missing.returncode == 1 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+    damaged = tmp_path / "sfm_shape_3448.bin"
+    damaged.write_bytes(b"not a model")
+    with pytest.raises(FacekitError, match=f"--sfm {damaged}: "):
+        Engine.load(tmp_path / "results", compare=False, sfm=str(damaged))
+
+
 def test_the_command_is_registered_without_importing_gradio_or_torch() -> None:
     code = (
         "import sys\nfrom facekit.cli import _register_plugin_commands, app\n_register_plugin_commands()\n"

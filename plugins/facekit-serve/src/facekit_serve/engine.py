@@ -266,7 +266,7 @@ class Engine:
         """Load the normalizing model (``checkpoint``, else the shipped ``model``, else the default), the other
         shipped models for the comparison (when ``compare``), and the avatar app with the Surrey model at ``sfm``
         (default: the model store). A missing Surrey model, avatar plugin or OpenGL driver is a note on the avatar
-        tab, not an error: the rest of the page works."""
+        tab, not an error: the rest of the page works; a Surrey model named by ``sfm`` that cannot load is one."""
         import facekit
         from facekit.apps.explore import Explorer
         from facekit.models import WeightsNotFoundError
@@ -292,14 +292,18 @@ class Engine:
         engine.compare_note = "; ".join(f"left out {line}" for line in left_out)
         try:
             maker = facekit.load_component("app", "avatar", sfm=sfm)
-        except WeightsNotFoundError as error:
-            engine.avatar_note = (
-                "The 3-D avatar needs the Surrey Face Model (sfm_shape_3448.bin, free for non-commercial use), "
-                "which this server does not have. Start it with `--sfm PATH`, or run `facekit models import "
-                f"sfm_shape_3448.bin` once. Everything else on this page works without it. ({error})"
-            )
-        except FacekitError as error:  # the avatar plugin is not installed, or its model is damaged
-            engine.avatar_note = f"The 3-D avatar is not available on this server: {error}"
+        except FacekitError as error:
+            if sfm is not None:  # the operator named the model: a missing or damaged one stops the start (before:
+                engine.close()  # the server started without the avatar, a console line the only sign)
+                raise FacekitError(f"--sfm {sfm}: {error}") from None
+            if isinstance(error, WeightsNotFoundError):
+                engine.avatar_note = (
+                    "The 3-D avatar needs the Surrey Face Model (sfm_shape_3448.bin, free for non-commercial use), "
+                    "which this server does not have. Start it with `--sfm PATH`, or run `facekit models import "
+                    f"sfm_shape_3448.bin` once. Everything else on this page works without it. ({error})"
+                )
+            else:  # the avatar plugin is not installed, or the store's model is damaged
+                engine.avatar_note = f"The 3-D avatar is not available on this server: {error}"
         else:
             engine.avatar = maker
             engine.avatar_note = engine._gl.submit(_gl_ready).result()
