@@ -14,11 +14,26 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
 
-from facekit.bench import cell_label, pass_rate
+from facekit.bench import cell_label, pass_rate, train_time
+
+#: How a bench's ``bench.data`` reads in the section.
+SET_WORDS = {"lfw-devtest": "LFW DevTest", "helen-test": "HELEN test", "london-smiling": "London smiling"}
+
+
+def current_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of a results.jsonl's rows, each cell's last, scored as the last row was (its judges, photos and set): rows of
+    earlier runs, retrained or scored another way, are history, not this grid (before: every row was listed, a
+    cell twice)."""
+    if not rows:
+        return []
+    latest = {tuple(row["cell"]): row for row in rows}
+    evaluation = rows[-1].get("evaluation")
+    return [row for row in latest.values() if row.get("evaluation") == evaluation]
 
 
 def main() -> None:
@@ -29,33 +44,49 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence on the conditions, added to the paragraph")
     args = parser.parse_args()
     folder = args.folder
-    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
+    results = folder / "results.jsonl"
+    if not results.is_file():
+        raise SystemExit(f"{results} not found: run `facekit bench {args.recipe}` first")
+    rows = current_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
+    if not rows:
+        raise SystemExit(f"{results} holds no cells: nothing written")
     judges = sorted({j for row in rows for j in row["metrics"]["judges"]})
-    first = rows[0]
-    keys = ", ".join(item.split("=", 1)[0] for item in first["cell"])
+    evaluation = rows[-1].get("evaluation") or {}
+    photos = sorted({row["metrics"]["photos"] for row in rows})
+    steps = sorted({row["train_steps"] for row in rows})
+    shas = sorted({row["git_sha"][:12] for row in rows})
+    keys = ", ".join(item.split("=", 1)[0] for item in rows[0]["cell"])
+    where = SET_WORDS.get(evaluation.get("data", "lfw-devtest"), evaluation.get("data"))
     lines = [
         f"## Grid `{args.recipe}` (`facekit bench {args.recipe}`)",
         "",
-        f"Machine: {machine()}. Each cell: {first['train_steps']} training steps of the recipe with the cell's "
-        f"values of {keys}, then identity pass rates (and median distance or cosine) on {first['metrics']['photos']} "
-        "LFW DevTest photos under each judge. Short cells: a ranking at equal (small) budget, not converged models. "
+        f"Machine: {machine()}. Each cell: {' or '.join(map(str, steps))} training steps of the recipe with the "
+        f"cell's values of {keys}, then identity pass rates (and median distance or cosine) on "
+        f"{' or '.join(map(str, photos))} {where} photos under each judge (-: not judged). Short cells: a ranking "
+        "at equal (small) budget, not converged models. Train s: the training's seconds, of which making its pool. "
         f"Plot and report: `{folder / 'pass_rates.png'}`, `{folder / 'report.html'}`. {args.note}".rstrip(),
         "",
         "| cell | recipe hash | "
         + " | ".join(f"{j} pass | {j} median" for j in judges)
-        + " | train s | torch threads | git sha |",
-        "|---|---|" + "---|---|" * len(judges) + "---|---|---|",
+        + (" | steps" if len(steps) > 1 else "")
+        + " | train s | torch threads"
+        + (" | git sha |" if len(shas) > 1 else " |"),
+        "|---|---|" + "---|---|" * len(judges) + "---|" * (2 + (len(steps) > 1) + (len(shas) > 1)),
     ]
     for row in rows:
         values = []
         for judge in judges:
-            metrics = row["metrics"]["judges"].get(judge, {})
-            median = metrics.get("identity", {}).get("median")
-            values.append(f"{(pass_rate(row, judge) or 0):.1%} | {'' if median is None else f'{median:.3f}'}")
+            rate = pass_rate(row, judge)
+            median = row["metrics"]["judges"].get(judge, {}).get("identity", {}).get("median")
+            values.append(f"{'-' if rate is None else f'{rate:.1%}'} | {'-' if median is None else f'{median:.3f}'}")
         lines.append(
-            f"| {cell_label(row)} | {row['recipe_hash']} | {' | '.join(values)} | {row['train_seconds']} | "
-            f"{row.get('torch_threads', '')} | {row['git_sha'][:12]} |"
+            f"| {cell_label(row)} | {row['recipe_hash']} | {' | '.join(values)} | "
+            + (f"{row['train_steps']} | " if len(steps) > 1 else "")
+            + f"{train_time(row)} | {row.get('torch_threads', '')} |"
+            + (f" {row['git_sha'][:12]} |" if len(shas) > 1 else "")
         )
+    if len(shas) == 1:
+        lines.append(f"\ngit sha of every cell: {shas[0]}")
     print("\n".join(lines))
     write_section(args.section, "\n".join(lines))
 

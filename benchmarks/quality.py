@@ -39,7 +39,7 @@ import numpy as np
 from results import machine, publish
 from rich.progress import track
 
-from facekit.evaluate import lfw_devtest, lfw_spread, read_pairs, tenfold_accuracy
+from facekit.evaluate import PHOTO_SETS, photo_set, read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures, people_figures
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument(
         "--set",
         dest="photo_set",
-        choices=["lfw-devtest", "london-smiling", "lfw-devtrain", "helen-test"],
+        choices=PHOTO_SETS,
         default="lfw-devtest",
         help="lfw-devtest: people never trained on (report); london-smiling: the London people's smiling photos, never "
         "trained on though their neutral ones were; lfw-devtrain: wild photos of the training people (identity "
@@ -314,18 +314,7 @@ def main() -> None:
     shared = share_detectors([method for _, method in methods] + judges)
 
     started = time.perf_counter()
-    if args.photo_set == "lfw-devtest":
-        photos = lfw_devtest(root, args.photos)
-    elif args.photo_set == "lfw-devtrain":
-        photos = lfw_spread(root, args.photos, "peopleDevTrain.txt")
-    elif args.photo_set == "helen-test":
-        from facekit.data.sources import helen_photos
-
-        photos = helen_photos(root)[: args.photos]
-    else:
-        from facekit.data.sources import london_photos
-
-        photos = london_photos(root, "smiling_front")[: args.photos]
+    photos = photo_set(root, args.photo_set, args.photos)
     images = [load_rgb(p.path)[0] for p in photos]
     names = [p.path.stem for p in photos]
     people = [p.identity for p in photos]

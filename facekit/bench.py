@@ -1,7 +1,8 @@
 """`facekit bench RECIPE`: short trainings over a grid of overrides (encoders x warpers x decoders), each evaluated.
 
 The recipe's ``bench.grid`` maps recipe paths to values; every combination is one cell, trained for ``train.steps``
-into ``<bench.output>/cells/<hash>/`` and evaluated on ``bench.max_photos`` LFW DevTest photos under every judge.
+into ``<bench.output>/cells/<hash>/`` and evaluated on ``bench.max_photos`` photos of ``bench.data`` under every
+judge (HELEN's test photos by default: a grid chooses settings, and LFW DevTest is for reporting only).
 Each cell appends one JSON line to ``<bench.output>/results.jsonl`` (overrides, recipe hash, git sha, versions,
 device, timings, metrics); the run ends with a table, a plot and ``report.html``. Finished cells (same recipe hash)
 are not trained again, so an interrupted bench resumes.
@@ -96,7 +97,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
-    from facekit.evaluate import Judge, evaluate_normalizer, lfw_devtest
+    from facekit.evaluate import Judge, evaluate_normalizer, photo_set
     from facekit.normalize import Normalizer
     from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device, git_sha, package_versions
@@ -126,10 +127,15 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     if not names:
         raise FacekitError("bench needs judges: set bench.judges or components.encoder")
     judges = [Judge(name, frozen_encoder(facekit.load_component("encoder", name))) for name in names]
-    photos = lfw_devtest(base.data_root, settings.max_photos)
+    photos = photo_set(base.data_root, settings.data, settings.max_photos)
+    if not photos:
+        where = f"no photos under {base.data_root} (set data.root or FACEKIT_DATA)"
+        raise FacekitError(f"bench.data {settings.data}: {where}")
     plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
     evaluation = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
+    if settings.data != "lfw-devtest":  # benches before bench.data scored on DevTest: their rows stand for it
+        evaluation["data"] = settings.data
     rows = []
     for cell, plan in plans:
         digest, legacy = recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)

@@ -37,6 +37,31 @@ def lfw_devtest(root: Path, max_photos: int) -> list[Photo]:
     return lfw_spread(root, max_photos, "peopleDevTest.txt")
 
 
+#: Photo sets a model may be scored on, by name (:func:`photo_set`): lfw-devtest is for reports only; settings are
+#: chosen on the others (helen-test: people outside LFW and London; london-smiling: the London people's smiling
+#: photos, never trained on; lfw-devtrain: the training people's wild photos, for settings that leave the model as
+#: it is).
+PHOTO_SETS = ("lfw-devtest", "helen-test", "london-smiling", "lfw-devtrain")
+
+
+def photo_set(root: Path, name: str, max_photos: int) -> list[Photo]:
+    """Up to ``max_photos`` photos of the set ``name`` (:data:`PHOTO_SETS`): LFW's spread evenly over the sorted
+    list, the others' first ones."""
+    from facekit.data.sources import helen_photos, london_photos
+
+    if name == "lfw-devtest":
+        return lfw_devtest(root, max_photos)
+    if name == "lfw-devtrain":
+        return lfw_spread(root, max_photos, "peopleDevTrain.txt")
+    if name == "helen-test":
+        return helen_photos(root)[:max_photos]
+    if name == "london-smiling":
+        return london_photos(root, "smiling_front")[:max_photos]
+    from facekit.errors import FacekitError
+
+    raise FacekitError(f"unknown photo set {name!r}; one of {', '.join(PHOTO_SETS)}")
+
+
 def lfw_spread(root: Path, max_photos: int, people: str) -> list[Photo]:
     """``max_photos`` photos of the LFW ``people`` list (e.g. ``peopleDevTrain.txt``), spread evenly over the
     (sorted) list."""

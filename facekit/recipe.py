@@ -332,7 +332,13 @@ class BenchSection(Section):
     """`facekit bench`: a grid of ``--set`` overrides over this recipe; each cell trains briefly and is evaluated."""
 
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="recipe path -> values to try")
-    max_photos: int = Field(default=100, ge=1, description="LFW DevTest photos evaluated per cell")
+    data: Literal["helen-test", "london-smiling", "lfw-devtest"] = Field(
+        default="helen-test",
+        description="the photos each cell is scored on: helen-test (HELEN's test photos, people outside LFW and "
+        "London, never trained on) or london-smiling to choose settings; lfw-devtest only to report on, never to "
+        "choose (facekit.evaluate.photo_set)",
+    )
+    max_photos: int = Field(default=100, ge=1, description="photos of bench.data evaluated per cell")
     judges: list[str] = Field(
         default_factory=list, description="judge encoders (default: the recipe's own components.encoder)"
     )

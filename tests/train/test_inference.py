@@ -161,6 +161,9 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
 
     rows, output = run_bench(str(recipe), [], progress=False)
     assert len(rows) == 2 and len({r["recipe_hash"] for r in rows}) == 2
+    # Scored on HELEN's photos, people never trained on: a grid chooses settings, and DevTest is for reports only
+    # (helper-75: the default model's norm and jitter were chosen on DevTest figures).
+    assert [r["evaluation"]["data"] for r in rows] == ["helen-test"] * 2
     assert len(built) == 1  # the second cell (another warper, the same pool) took the first's (before: rebuilt it)
     lines = (output / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all("git_sha" in json.loads(line) for line in lines)

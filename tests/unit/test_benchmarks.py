@@ -1,0 +1,36 @@
+"""The benchmark scripts' own rules: which rows a grid section shows, and when a section is not written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+
+def row(cell: str, sha: str, evaluation: dict[str, Any], rate: float | None = 0.5) -> dict[str, Any]:
+    judges = {} if rate is None else {"sface": {"identity_pass_rate": rate, "identity": {"median": 0.4}}}
+    return {
+        "cell": [f"train.lr={cell}"],
+        "recipe_hash": sha,
+        "git_sha": sha,
+        "train_steps": 10,
+        "train_seconds": 1.0,
+        "pool_seconds": 0.5,
+        "evaluation": evaluation,
+        "metrics": {"photos": evaluation["max_photos"], "judges": judges},
+    }
+
+
+def test_a_grid_section_shows_each_cells_last_row_scored_as_the_last_run() -> None:
+    """helper-75: every row of results.jsonl was listed (a cell twice, stale runs with other judges), a judge a row
+    lacks read 0.0 %, and the caption took the first row's steps and photos."""
+    from grid_results import current_rows
+
+    old = {"judges": ["sface"], "max_photos": 100, "photo_detail": "off"}
+    new = {**old, "max_photos": 150, "data": "helen-test"}
+    rows = [row("0.1", "a", old), row("0.2", "b", old), row("0.1", "c", new), row("0.2", "d", new, rate=None)]
+    assert [r["recipe_hash"] for r in current_rows(rows)] == ["c", "d"]
+    assert [r["recipe_hash"] for r in current_rows(rows[:2])] == ["a", "b"]
+    assert current_rows([]) == []
