@@ -208,14 +208,18 @@ def cast_shots(
     root: Path, subsets: dict[str, int]
 ) -> tuple[Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]], dict[str, int]]:
     """The known-cast test's photos: for the first photos of each London ``subsets`` (name -> count), its background
-    mask and, per setting (scene background, studio background), the uncast photo and the cast one, as the module
-    docstring says (seed 2017: the same casts in every run and script). The counts dict (photos, skipped) is filled
-    as the iterator runs."""
+    mask (the scene behind it an LFW photo: a DevTest one for the report's smiling photos, a DevTrain one for the
+    selection set) and, per setting (scene background, studio background), the uncast photo and the cast one, as the
+    module docstring says (seed 2017: the same casts in every run and script). The counts dict (photos, skipped) is
+    filled as the iterator runs."""
     import cv2
 
     rng = np.random.default_rng(2017)
     london = [photo for subset, count in subsets.items() for photo in london_photos(root, subset)[:count]]
-    scenes = lfw_photos(root, "peopleDevTest.txt")
+    # The report's scenes (the smiling photos) are DevTest photos; the selection set's are DevTrain photos (before:
+    # DevTest too, and with the same seed the same scenes as the report's: settings chosen on the report's scenes).
+    people = "peopleDevTest.txt" if set(subsets) == {"smiling_front"} else "peopleDevTrain.txt"
+    scenes = lfw_photos(root, people)
     picks = rng.choice(len(scenes), size=len(london), replace=False)
     counts = {"photos": len(london), "skipped": 0}
 
@@ -385,7 +389,9 @@ def compare_models(args: Any, root: Path, began: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=80, help="LFW DevTest people with 4+ photos")
-    parser.add_argument("--per-person", type=int, default=8, help="photos per person at most")
+    parser.add_argument(
+        "--per-person", type=int, default=8, help="photos per person at most (at least 4: a spread needs 4 faces)"
+    )
     parser.add_argument("--london", type=int, default=102, help="London smiling photos")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument(
@@ -410,6 +416,10 @@ def main() -> None:
         help="only `facekit adjust` on a 24 MP JPEG untagged vs tagged Display P3 (section adjust-profiles)",
     )
     args = parser.parse_args()
+    if args.per_person < 4:  # before: no person kept, and a table of nan written
+        parser.error("--per-person: at least 4 (a person's spread is measured over 4 or more faces)")
+    if (args.model or args.variant) and not args.selection:  # before: ignored, yet named in the section's heading
+        parser.error("--model and --variant go with --selection")
     root = DataSection().resolved_root()
     began = time.perf_counter()
     if args.profiles:
@@ -458,6 +468,8 @@ def main() -> None:
         publish("adjust-selection", lines, write=not args.no_write)
         return
     spread, used, chosen = consistency(normalizer, root, args.people, args.per_person)
+    if not used:
+        raise SystemExit(f"no person of {chosen} had 4 photos with a face: no consistency figure, nothing written")
     accuracy, counts = known_casts(normalizer, root, {"smiling_front": args.london})
     skipped, no_face = counts["skipped"], counts["no_face"]
     seconds = speed(normalizer, root)

@@ -45,6 +45,8 @@ def main() -> None:
     params = dict(item.split("=", 1) for item in args.set)
     detector = facekit.load_component("detector", args.detector, **params)
     photos = sorted((DATA / "ibug68" / "helen_test").glob("*.jpg"))[: args.limit]
+    if not photos:  # before: "0 photos ... nan" written over the published figures
+        raise SystemExit(f"no HELEN test photos under {DATA / 'ibug68' / 'helen_test'} (set FACEKIT_DATA)")
     found_errors, box_errors, missed = [], [], 0
     start = time.perf_counter()
     for photo in track(photos, description="detecting"):

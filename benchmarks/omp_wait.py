@@ -43,8 +43,12 @@ def run(inputs: Path, policy: str, busy: bool) -> float:
         with tempfile.TemporaryDirectory() as out:
             command = [str(Path(sys.executable).with_name("facekit")), "normalize", str(inputs), "-o", out]
             started = time.perf_counter()
-            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-            return time.perf_counter() - started
+            done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            seconds = time.perf_counter() - started
+            if done.returncode not in (0, 3):  # 3: some photos had no face, the others were normalized
+                # Before: a failing command's second was published as the policy's time.
+                raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+            return seconds
     finally:
         for burner in burners:
             burner.terminate()

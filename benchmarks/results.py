@@ -29,13 +29,23 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {date.today().isoformat()}"
 
 
+#: A figure that is not a number: a run that measured nothing (no photos found, too few people).
+NOT_A_NUMBER = re.compile(r"(?<![A-Za-z])nan(?![A-Za-z])", re.I)
+
+
 def write_section(name: str, body: str) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (append the section if new)."""
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (append the section if new). A
+    body with a NaN figure is refused, RESULTS.md left as it is (helper-75: a run without data wrote "0 photos ...
+    nan" over the published figures)."""
+    if NOT_A_NUMBER.search(body):
+        raise SystemExit(f"section {name!r} has NaN figures (nothing measured?): RESULTS.md left as it is")
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     block = f"<!-- {name}:start -->\n{body.rstrip()}\n<!-- {name}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    temporary = RESULTS.with_name(f".{RESULTS.name}.tmp")  # never half a file
+    temporary.write_text(text)
+    temporary.replace(RESULTS)
 
 
 def publish(name: str, lines: list[str], write: bool = True) -> None:

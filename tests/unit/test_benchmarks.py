@@ -34,3 +34,21 @@ def test_a_grid_section_shows_each_cells_last_row_scored_as_the_last_run() -> No
     assert [r["recipe_hash"] for r in current_rows(rows)] == ["c", "d"]
     assert [r["recipe_hash"] for r in current_rows(rows[:2])] == ["a", "b"]
     assert current_rows([]) == []
+
+
+def test_a_section_with_nan_figures_is_not_written(tmp_path: Path, monkeypatch: Any) -> None:
+    """helper-75: a run without data wrote "0 photos ... nan" over the published HELEN figures."""
+    import pytest
+    import results
+
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# r\n\n<!-- s:start -->\nold 0.5\n<!-- s:end -->\n")
+    monkeypatch.setattr(results, "RESULTS", page)
+    kept = page.read_text()
+    for body in ("| 0 | nan | nan% |", "mean NaN"):
+        with pytest.raises(SystemExit, match="NaN figures"):
+            results.write_section("s", body)
+        assert page.read_text() == kept
+    results.write_section("s", "new 0.6 (financial, Nancy)")
+    assert "new 0.6" in page.read_text() and "old" not in page.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]  # no temporary left beside it
