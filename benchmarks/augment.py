@@ -14,6 +14,7 @@ synthetic identities. Writes the `augment` section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dataset", type=Path)
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG of 64 random morphs")
+    parser.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md as it is")
     args = parser.parse_args()
     torch.set_num_threads(2)
     cv2.setNumThreads(2)
@@ -136,8 +138,11 @@ def main() -> None:
         print(f"contact sheet: {args.sheet}")
 
     size = data["textures"].shape[1]
+    # The command as given (before: --dataset was left out, so the heading did not reproduce the section).
+    flags = [*(["--quick"] if args.quick else []), *(["--dataset", str(args.dataset)] if args.dataset else [])]
+    command = "python benchmarks/augment.py" + (f" {shlex.join(flags)}" if flags else "")
     lines = [
-        "## Augmentation (`python benchmarks/augment.py" + (" --quick" if args.quick else "") + "`)",
+        f"## Augmentation (`{command}`)",
         "",
         f"Machine: {machine()}. Torch/cv2 threads 2. Data: {source}.",
         "",
@@ -153,7 +158,9 @@ def main() -> None:
         f"{rate2:.1f} morphs/s with DataLoader(num_workers=2); {count} morphs each after warm-up. "
         f"Nearest neighbours (k = 10, 32 px textures): {t_nn:.2f} s.",
     ]
-    write_section("augment", "\n".join(lines))
+    print("\n".join(lines))
+    if not args.no_write:
+        write_section("augment", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -162,11 +162,13 @@ def main() -> None:
     from PIL import Image
 
     variant = args.landmarks != "voted"  # eos's map: its own section, the figures and sheets stay the default's
-    docs = REPO / "docs" if not variant else Path(tempfile.mkdtemp(prefix="avatar-eos-map-"))
+    # A trial (--no-write) or a variant leaves the published sheets as they are (helper-75: --no-write replaced them).
+    published = not variant and not args.no_write
+    docs = REPO / "docs" if published else Path(tempfile.mkdtemp(prefix="avatar-sheets-"))
     docs.mkdir(exist_ok=True)
     Image.fromarray(sheet(rows)).save(docs / "avatar-sheet.jpg", quality=88)
     plain = maker.build(normalized[:4], landmarks[:4], yaws=(-45.0, 45.0), blend=False)
-    blended = maker.build(normalized[:4], landmarks[:4], yaws=(-45.0, 45.0))
+    blended = maker.build(normalized[:4], landmarks[:4], yaws=(-45.0, 45.0))  # up to 4 (before: a 2-photo run's end)
     blend_rows = [
         [
             normalized[k],
@@ -175,9 +177,11 @@ def main() -> None:
             plain[k].renders[45.0],
             blended[k].renders[45.0],
         ]
-        for k in range(4)
+        for k in range(len(blended))
     ]
     Image.fromarray(sheet(blend_rows)).save(docs / "avatar-blend.jpg", quality=88)
+    if not published:
+        print(f"sheets written to {docs}")
 
     n_ok = len(ok)
     lines = [

@@ -46,6 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import facekit
 from facekit.align import encoder_inputs
+from facekit.evaluate import tenfold_folds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import machine, write_section
@@ -295,27 +296,6 @@ def scores(encoder: Encoder, embeddings: dict[str, np.ndarray], pairs: Sequence[
     raise ValueError(f"unknown distance {encoder.distance!r}")
 
 
-def best_threshold(score: np.ndarray, same: np.ndarray) -> float:
-    """The threshold t (predict "same" when score > t) with the highest accuracy on (score, same); among equally good
-    cuts, the middle one. Candidates lie half-way between consecutive distinct scores (and beyond both ends)."""
-    order = np.argsort(score, kind="stable")
-    s, y = score[order], same[order].astype(np.int64)
-    n = len(s)
-    neg_below = np.concatenate([[0], np.cumsum(1 - y)])  # cut i: the i lowest scores are called "different"
-    pos_below = np.concatenate([[0], np.cumsum(y)])
-    correct = neg_below + (y.sum() - pos_below)
-    valid = np.ones(n + 1, bool)
-    valid[1:n] = s[1:] > s[:-1]  # a cut between equal scores is not realisable
-    correct = np.where(valid, correct, -1)
-    best = np.flatnonzero(correct == correct.max())
-    i = int(best[len(best) // 2])
-    if i == 0:
-        return float(s[0] - 1e-6)
-    if i == n:
-        return float(s[-1] + 1e-6)
-    return float((s[i - 1] + s[i]) / 2)
-
-
 @dataclass
 class Verification:
     accuracies: np.ndarray  # (folds,)
@@ -327,15 +307,11 @@ def verify(encoder: Encoder, embeddings: dict[str, np.ndarray], pairs: Sequence[
     score = scores(encoder, embeddings, pairs)
     same = np.array([p.same for p in pairs])
     fold = np.array([p.fold for p in pairs])
-    accuracies, thresholds = [], []
-    for k in np.unique(fold):
-        train, test = fold != k, fold == k
-        t = best_threshold(score[train], same[train])
-        accuracies.append(float(((score[test] > t) == same[test]).mean()))
-        thresholds.append(-t if encoder.distance == "euclidean" else t)
+    # facekit's own 10-fold protocol, as quality.py and the others score (helper-75: a copy here had drifted).
+    accuracies, thresholds = tenfold_folds(score, same, fold, higher_is_same=True)
     sign = -1.0 if encoder.distance == "euclidean" else 1.0
     card = float(((score > sign * encoder.card_threshold) == same).mean())
-    return Verification(np.array(accuracies), np.array(thresholds), card)
+    return Verification(accuracies, sign * thresholds, card)
 
 
 # --------------------------------------------------------------------------------------------------------------------

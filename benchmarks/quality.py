@@ -281,6 +281,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.folds == 1:
         parser.error("--folds 1 leaves no held-out fold (the threshold would be chosen on the pairs it scores)")
+    if not 0 <= args.folds <= 10:  # before: --folds 11 headed the table "11-fold" over LFW's 10
+        parser.error("--folds: 0 (skip verification) or 2 to 10 (LFW's pairs have 10 folds)")
+    named = [item.split("=", 1)[0] for item in args.model]
+    if len(set(named)) < len(named):  # before: both ran, one row shown, one key in metrics.json
+        parser.error(f"--model: each NAME once ({', '.join(sorted({n for n in named if named.count(n) > 1}))} twice)")
 
     import facekit
     from facekit.baselines.frontalize import Frontalizer
@@ -355,8 +360,8 @@ def main() -> None:
     if args.folds > 0:
         pairs = verification(methods, root, sface, args.folds, args.pairs, shared)
         for name in figures:
-            figures[name]["verification_sface"] = pairs[name]
-        figures["photos (no normalization)"] = {"verification_sface": pairs["originals"]}
+            figures[name]["verification_sface"] = {**pairs[name], "pairs_file": args.pairs}
+        figures["photos (no normalization)"] = {"verification_sface": {**pairs["originals"], "pairs_file": args.pairs}}
     for row in figures.values():
         row["face"] = args.face  # which face of a photo with several (runs before the setting: the largest)
 
@@ -401,6 +406,9 @@ def main() -> None:
     ]
     for name, row in figures.items():
         accuracy = accuracy_cell(row.get("verification_sface"))
+        scored_on = (row.get("verification_sface") or {}).get("pairs_file", args.pairs)
+        if scored_on != args.pairs:  # an included run's, on other pairs (before: labelled as this run's)
+            accuracy += f" ({scored_on})"
         if "identity" not in row:
             lines.append(f"| {name} | - | - | - | - | - | - | {accuracy} | - |")
             continue
@@ -444,14 +452,15 @@ def main() -> None:
         ]
     if "photos (no normalization)" in figures:
         verify = figures["photos (no normalization)"]["verification_sface"]
+        scored = verify.get("pairs_file", args.pairs)
         lines.append(
-            f"Verification: {verify['pairs']} pairs ({verify['folds']}-fold protocol on {args.pairs}, threshold chosen "
+            f"Verification: {verify['pairs']} pairs ({verify['folds']}-fold protocol on {scored}, threshold chosen "
             f"on the other folds; {verify['photos']} photos); a "
             "pair with a photo that has no output or no face for the judge counts with the worst score."
             + (
                 " pairs.txt (View 2) is LFW's protocol but not disjoint from training: 4,853 of its 6,000 pairs "
                 "involve peopleDevTrain people, whose averages the model was trained on (pairsDevTest.txt: none)."
-                if args.pairs == "pairs.txt"
+                if scored == "pairs.txt"
                 else ""
             )
         )

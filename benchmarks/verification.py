@@ -12,6 +12,7 @@ pass rates on LFW DevTest photos for the baseline, so its figures sit next to th
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/eval/verification-benchmark"))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if not 2 <= args.folds <= 10:  # before: --folds 1 was accepted and called "threshold chosen on the other folds"
+        parser.error("--folds: 2 to 10 (each fold's threshold comes from the others; LFW's pairs have 10 folds)")
     root = DataSection().resolved_root()
     judges = [Judge(name, facekit.load_component("encoder", name).eval()) for name in ("dlib-resnet", "sface")]
     methods: list[tuple[str, Any]] = [
@@ -49,8 +52,9 @@ def main() -> None:
         identity = evaluate_normalizer(normalizer, photos, judges, folder, progress=True)
         rows.append((name, pairs, identity, time.perf_counter() - start))
     first = rows[0][1]
+    command = shlex.join(["python", "benchmarks/verification.py", *sys.argv[1:]])  # as given (before: --folds only)
     lines = [
-        f"## LFW verification with normalized faces (`python benchmarks/verification.py --folds {args.folds}`)",
+        f"## LFW verification with normalized faces (`{command}`)",
         "",
         f"Machine: {machine()}. {first['pairs']} pairs ({args.folds} folds of pairs.txt, {first['photos']} photos). "
         f"Both photos of each pair replaced by their normalized faces; {args.folds}-fold protocol (threshold chosen on "
@@ -69,7 +73,7 @@ def main() -> None:
             )
     lines += [
         "",
-        f"Identity preservation on {args.identity_photos} LFW DevTest photos (pass rate: normalized face within the "
+        f"Identity preservation on {len(photos)} LFW DevTest photos (pass rate: normalized face within the "
         "judge's threshold of its photo):",
         "",
         "| method | dlib-resnet pass | SFace pass | same-person median (dlib) | different-people median (dlib) |",

@@ -37,6 +37,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -302,17 +303,14 @@ def fmt_ms(t: float | None, tmin: float | None = None) -> str:
     return f"{t * 1e3:.1f}" if tmin is None else f"{t * 1e3:.1f} ({tmin * 1e3:.1f})"
 
 
-def write_results(text: str) -> None:
-    block = f"{START}\n## Warp\n\n{text.rstrip()}\n{END}"
-    if RESULTS.exists():
-        old = RESULTS.read_text()
-        if START in old and END in old:
-            new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
-        else:
-            new = old.rstrip() + "\n\n" + block + "\n"
-    else:
-        new = "# Benchmark results\n\n" + block + "\n"
-    RESULTS.write_text(new)
+def write_results(text: str, argv: list[str]) -> None:
+    """The "warp" section of RESULTS.md, headed by the command that made it (helper-75: it had none, and the
+    published table came from a --quick run)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import write_section
+
+    command = "python benchmarks/warp.py" + (f" {shlex.join(argv)}" if argv else "")
+    write_section("warp", f"## Warp (`{command}`)\n\n{text.rstrip()}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -403,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in notes:
         emit(f"- {n}")
     if not args.no_write:
-        write_results("\n".join(lines))
+        write_results("\n".join(lines), sys.argv[1:] if argv is None else argv)
         print(f"\nwrote {RESULTS}")
 
 
