@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from facekit.data.sources import Photo, lfw_photos
+from facekit.errors import FacekitError
 from facekit.types import LandmarkScheme, frozen_encoder
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ def photo_set(root: Path, name: str, max_photos: int) -> list[Photo]:
         return helen_photos(root)[:max_photos]
     if name == "london-smiling":
         return london_photos(root, "smiling_front")[:max_photos]
-    from facekit.errors import FacekitError
-
     raise FacekitError(f"unknown photo set {name!r}; one of {', '.join(PHOTO_SETS)}")
 
 
@@ -164,7 +163,7 @@ def evaluate_normalizer(
         outcomes.extend(normalizer.normalize_many(images[chunk], [p.path.stem for p in photos[chunk]]))
     normalize_seconds = time.perf_counter() - start
     ok = [i for i, o in enumerate(outcomes) if o.face is not None]
-    faces = _Faces.of(images, outcomes, ok)
+    faces = _Faces.of(images, outcomes, ok, normalizer)
     people = np.array([photos[i].identity for i in ok])
     metrics: dict[str, Any] = {
         **(about or {}),
@@ -211,7 +210,9 @@ def evaluate_normalizer(
         }
         _histogram(preserved, judge, out / f"identity-{judge.name}.png")
         np.save(out / f"identity-{judge.name}.npy", preserved)
-    metrics["landmarks"] = _landmark_plausibility(normalizer, faces.outputs, faces.output_landmarks)
+    metrics["landmarks"] = _landmark_plausibility(
+        normalizer, faces.outputs, faces.output_landmarks if faces.predicted else None
+    )
     if pairs is not None:
         metrics["lfw_pairs"] = verify_pairs(normalizer, pairs[0], judges, pairs[1], progress=progress)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
@@ -243,16 +244,25 @@ class _Faces:
     input_scheme: str | None
     outputs: list[np.ndarray]
     output_landmarks: np.ndarray
+    predicted: bool  # the outputs' landmarks are the decoder's own (else the frame's mean face's)
 
     @classmethod
-    def of(cls, images: list[np.ndarray | None], outcomes: list[Any], ok: list[int]) -> _Faces:
+    def of(cls, images: list[np.ndarray | None], outcomes: list[Any], ok: list[int], normalizer: Any) -> _Faces:
+        """A decoder without landmarks (the plain CNN) draws its face in the training frame: its outputs are cropped
+        by the frame's mean landmarks (before: a TypeError, and the plain-cnn ablation could not be evaluated)."""
         faces = [outcomes[i].face for i in ok]
+        predicted = all(face.landmarks is not None for face in faces)
+        frame = getattr(getattr(normalizer, "decoder", None), "mean_landmarks", None)
+        if not predicted and frame is None:
+            raise FacekitError("the normalized faces have no landmarks and the model no mean face to crop them by")
+        mean = np.asarray(frame.detach().cpu().double() if isinstance(frame, torch.Tensor) else frame, np.float64)
         return cls(
             [_image(images[i]) for i in ok],
             _stack([face.source_landmarks for face in faces]),
             faces[0].source_scheme if faces else None,
             [face.image for face in faces],
-            _stack([face.landmarks for face in faces]),
+            _stack([face.landmarks if face.landmarks is not None else mean for face in faces]),
+            predicted,
         )
 
     def embed(self, judge: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -299,18 +309,19 @@ def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int 
     }
 
 
-def _landmark_plausibility(normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray) -> dict[str, Any]:
+def _landmark_plausibility(normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray | None) -> dict[str, Any]:
     """The detector run on the normalized faces: how often it finds a face, and its NME against the prediction (the
-    decoder's iBUG-68 points; only when the detector gives iBUG-68 points too)."""
+    decoder's iBUG-68 points; only when the detector gives iBUG-68 points too, and the decoder predicts any)."""
     from facekit.normalize import detect_guarded
 
     errors, detected = [], 0
-    for image, points in zip(outputs, predicted, strict=True):
+    for index, image in enumerate(outputs):
+        points = predicted[index] if predicted is not None else None
         faces, _ = detect_guarded(normalizer.detector, image, "a normalized face")  # raised: not found (logged)
         if not faces:
             continue
         detected += 1
-        if faces[0].scheme == LandmarkScheme.IBUG68.value:
+        if points is not None and faces[0].scheme == LandmarkScheme.IBUG68.value:
             found = np.asarray(faces[0].landmarks, np.float64)
             scale = np.linalg.norm(points[36] - points[45])
             errors.append(float(np.linalg.norm(found - points, axis=1).mean() / scale))
@@ -439,7 +450,7 @@ def verify_pairs(
     same = np.array([pair.same for pair in pairs])
     fold_of = np.array([pair.fold for pair in pairs])
     result: dict[str, Any] = {"pairs": len(pairs), "photos": len(paths), "not_normalized": len(paths) - len(ok)}
-    faces = _Faces.of(images, outcomes, ok)
+    faces = _Faces.of(images, outcomes, ok, normalizer)
     for judge in judges:
         # None normalized: every pair scores as a miss (before: a traceback).
         inputs, outputs = faces.embed(judge) if ok else (np.zeros((0, 1)), np.zeros((0, 1)))
@@ -487,7 +498,6 @@ def evaluate_plan(
     holding the user's files: :func:`facekit.pipeline.check_output_folders`)."""
     import facekit
     from facekit.detail import DECODER_ONLY
-    from facekit.errors import FacekitError
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, resolve_model
     from facekit.recipe import DataSection, load_recipe

@@ -20,7 +20,7 @@ from facekit.normalize import Normalizer
 from facekit.recipe import resolve
 from facekit.train import train
 from tests.helpers import run_cli
-from tests.train.test_train import prepared, tiny_recipe  # noqa: F401 - the fixture is shared
+from tests.train.test_train import SIZE, prepared, tiny_recipe  # noqa: F401 - the fixture is shared
 
 pytest.importorskip("dlib")
 
@@ -125,6 +125,29 @@ def test_export_records_only_metrics_of_the_model_it_writes(
     with pytest.raises(FacekitError, match="does not say which model it measured"):
         export_model(checkpoint, tmp_path / "hand.safetensors", metrics=tmp_path / "hand.json")
     assert not (tmp_path / "wrong.safetensors").exists() and not (tmp_path / "hand.safetensors").exists()
+
+
+def test_a_plain_cnn_model_is_evaluated_on_its_frames_mean_face(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    data_root: Path,
+) -> None:
+    """helper-74: a decoder without landmarks (the plain-cnn ablation) ended every evaluation with a TypeError; its
+    faces are cropped by the frame's mean face, and no landmark error is made up for it."""
+    raw = tiny_recipe(prepared, tmp_path / "plain", steps=2, checkpoint_every=2)
+    raw["components"]["decoder"] = {"name": "plain-cnn", "params": {"image_size": SIZE, "grid": 4, "channels": 16}}
+    trained = train(resolve(raw)) / "checkpoints" / "last.safetensors"
+    judge = Judge("dlib-resnet", facekit.load_component("encoder", "dlib-resnet").eval())
+    normalizer = Normalizer.from_checkpoint(trained)
+    metrics = evaluate_normalizer(normalizer, lfw_devtest(data_root, 3), [judge], tmp_path / "eval")
+    assert metrics["normalized"] == 3 and metrics["judges"]["dlib-resnet"]["identity_pass_rate"] >= 0
+    assert metrics["landmarks"]["nme_vs_predicted"] == _stats_of_nothing()
+
+
+def _stats_of_nothing() -> Any:
+    from facekit.evaluate import _stats
+
+    return _stats(np.array([]))
 
 
 def test_evaluation_metrics_and_report(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
