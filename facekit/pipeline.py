@@ -62,6 +62,18 @@ def prepare_note(summary: dict[str, Any], output: str) -> str:
     return f"{said}: {output}"
 
 
+#: What the augment stage writes in augment.output besides its shard-NNNNN/ and runs/ folders.
+AUGMENT_ENTRIES = ("index.json", "contact_sheet.png")
+
+
+def check_augment_output(output: Path) -> None:
+    """augment.output holds no files of the user's: a folder without the stage's index.json is not its own, and
+    the contact sheet would replace a file of that name (helper-74: it did)."""
+    from facekit.batch import refuse_foreign_folder
+
+    refuse_foreign_folder(output, AUGMENT_ENTRIES if (output / "index.json").is_file() else (), "augment.output")
+
+
 def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Materialise ``augment.count`` random morphs of the prepared set into shards, plus a 64-morph contact sheet."""
     import numpy as np
@@ -75,6 +87,7 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     augment = plan.recipe.augment
     if not augment.enabled or augment.count == 0:
         raise FacekitError("augment.enabled is false or augment.count is 0: nothing to materialise")
+    check_augment_output(Path(augment.output))
     dataset = morph_dataset(plan, length=augment.count)
     run = start_run(plan, "augment", Path(augment.output) / "runs")
     prepared = Path(plan.recipe.prepare.output)
@@ -415,6 +428,8 @@ class StageResult(NamedTuple):
 def check_output_folders(plan: Plan, stages: Sequence[str]) -> None:
     """Before the first stage runs: a fresh training's and the evaluate stage's folders hold no files of the user's
     (``refuse_foreign_folder``), so that a run does not train for hours and then stop at its evaluation."""
+    if "augment" in stages and plan.recipe.augment.enabled and plan.recipe.augment.count:
+        check_augment_output(Path(plan.recipe.augment.output))
     if "train" in stages:  # (imported here: a prepare-only run need not load torch for it)
         from facekit.train import check_train_output
 

@@ -207,6 +207,34 @@ def test_prepare_needs_a_68_point_detector(tmp_path: Path, data_root: Path) -> N
         run_prepare(resolve(raw))
 
 
+def test_prepare_and_augment_never_replace_a_users_files_in_their_folder(tmp_path: Path, data_root: Path) -> None:
+    """helper-74: prepare.output holding the user's summary.json or contact_sheet.png had them replaced without a
+    word (a summary.json that was not JSON: a traceback after all the work), augment.output its contact sheet."""
+    from facekit.pipeline import check_augment_output
+
+    folder, _ = alice_and_bob(tmp_path, data_root, 2)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"my": 1}')
+    (mine / "contact_sheet.png").write_bytes(b"my picture")
+    with pytest.raises(FacekitError, match=r"prepare.output .* holds files facekit did not write there"):
+        run_prepare(resolve(recipe_for(folder, mine, data_root)))
+    assert (mine / "summary.json").read_text() == '{"my": 1}' and sorted(p.name for p in mine.iterdir()) == [
+        "contact_sheet.png",
+        "summary.json",
+    ]
+    output = tmp_path / "out"  # prepare's own folder, written and written again, passes
+    assert run_prepare(resolve(recipe_for(folder, output, data_root))).finished
+    assert run_prepare(resolve(recipe_for(folder, output, data_root))).processed_identities == 0
+    with pytest.raises(FacekitError, match=r"augment.output .* holds files facekit did not write there"):
+        check_augment_output(mine)
+    check_augment_output(tmp_path / "new")  # a new folder, or one augment wrote, passes
+    (tmp_path / "aug").mkdir()
+    (tmp_path / "aug" / "index.json").write_text('{"shards": []}')
+    (tmp_path / "aug" / "contact_sheet.png").write_bytes(b"its sheet")
+    check_augment_output(tmp_path / "aug")
+
+
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from facekit.images import load_rgb
 
