@@ -510,9 +510,11 @@ def _set_path(
     value: Any,
     prefix: str = "",
     given: Sequence[str] = (),
+    text: str | None = None,
 ) -> Problem | None:
     """Set ``raw[dotted] = value`` if the schema knows the path; otherwise return the problem (``prefix``: where
-    ``raw`` sits in the recipe, for the message; ``given``: the full paths the command line set before this one)."""
+    ``raw`` sits in the recipe, for the message; ``given``: the full paths the command line set before this one;
+    ``text``: the value as the command line wrote it, taken as it is for a text field: :func:`text_value`)."""
     parts = dotted.split(".")
     node: Any = raw
     current_model: type[BaseModel] | None = model
@@ -544,7 +546,7 @@ def _set_path(
                 elif at not in earlier:  # (all of them when the command line set the whole mapping)
                     mine = {key[len(at) + 1 :].split(".")[0] for key in earlier if key.startswith(at + ".")}
                     node["params"] = {k: v for k, v in params.items() if k in mine}
-            node[part] = value
+            node[part] = text_value(annotation, text, value)
             return None
         child = node.get(part)
         if _is_list(annotation):
@@ -560,7 +562,7 @@ def _set_path(
             if item_model is None or not isinstance(items[int(index)], dict):
                 return Problem(f"--set {dotted}", "cannot set inside this list item")
             inside = ".".join([p for p in (prefix, *parts[: depth + 2]) if p])
-            problem = _set_path(items[int(index)], item_model, rest, value, inside, given)
+            problem = _set_path(items[int(index)], item_model, rest, value, inside, given, text)
             return Problem(f"--set {dotted}", problem.message) if problem else None
         if not isinstance(child, dict):
             # Start from the field's default so that setting one key keeps the others (e.g. the warper's name).
@@ -580,6 +582,21 @@ def path_override(key: str, path: str | Path) -> str:
     return f"{key}={json.dumps(str(path))}"
 
 
+def text_value(annotation: Any, text: str | None, value: Any) -> Any:
+    """A ``--set`` value for a field of type ``annotation``: for a text field (a path, a name) the command line's
+    ``text`` as written, not read as YAML (helper-74: ``evaluate.output=runs/eval #2`` lost its `` #2`` as a
+    comment and overwrote another model's results; ``train.output=2024`` was a number), unless it is quoted (as
+    :func:`path_override` writes) or, where the field may be empty, ``null``/``~``."""
+    if text is None or (isinstance(value, str) and text.strip()[:1] in ("'", '"')):
+        return value
+    kinds = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
+    if str not in kinds or kinds - {str, type(None)}:
+        return value
+    if type(None) in kinds and text.strip() in ("null", "~", ""):
+        return None
+    return text.strip()
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:
     """Apply ``a.b=value`` overrides in place (values parsed as YAML); return the problems found."""
     problems = []
@@ -593,7 +610,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Probl
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        problem = _set_path(raw, Recipe, key.strip(), value, given=given)
+        problem = _set_path(raw, Recipe, key.strip(), value, given=given, text=text)
         given.append(key.strip())
         if problem:
             problems.append(problem)

@@ -331,6 +331,17 @@ def test_a_path_override_keeps_the_path_as_written() -> None:
         assert raw["train"]["output"] == path
 
 
+def test_a_text_field_takes_the_command_lines_text_as_written() -> None:
+    """helper-74: `--set "evaluate.output=runs/eval #2"` lost ' #2' as a YAML comment and overwrote another model's
+    results; `--set train.output=2024` was refused as a number. Numbers, lists and components still read as YAML."""
+    raw: dict = {}
+    given = ["evaluate.output=runs/eval #2", "train.output=2024", "infer.output=yes", "train.init=null"]
+    assert apply_overrides(raw, [*given, "train.steps=5", "components.warper={name: tps}", "infer.inputs=[a, b]"]) == []
+    assert raw["evaluate"]["output"] == "runs/eval #2" and raw["train"]["output"] == "2024"
+    assert raw["infer"]["output"] == "yes" and raw["train"]["init"] is None and raw["train"]["steps"] == 5
+    assert raw["components"]["warper"]["name"] == "tps" and raw["infer"]["inputs"] == ["a", "b"]
+
+
 def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
     """identity, perceptual and separation all reach the decoder through the encoder's gradient."""
     onnx = {"encoder": {"name": "arcface-onnx"}}  # its card: not differentiable in torch
