@@ -181,6 +181,12 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     assert metrics["model"].endswith("sface-model.safetensors") and "2 photos of LFW peopleDevTest" in metrics["data"]
     report = (tmp_path / "c" / "report.html").read_text()
     assert "sface-model.safetensors" in report and "2 photos of LFW peopleDevTest.txt" in report
+    # A recipe's components.judge judges too, as in the evaluate stage (helper-74: `facekit eval RECIPE` left out
+    # the independent judge the recipe names).
+    judged = run_cli("eval", "recipes/demo.yaml", "--set", "components.judge.name=sface", "--model", "dlib",
+                     "--max-photos", "1", "-o", str(tmp_path / "j"))  # fmt: skip
+    assert judged.returncode == 0, judged.stderr
+    assert sorted(json.loads((tmp_path / "j" / "metrics.json").read_text())["judges"]) == ["dlib-resnet", "sface"]
     # Without a model option the record names the shipped file measured (before: "default"), by its absolute path.
     plain = run_cli("eval", "--max-photos", "1", "-o", str(tmp_path / "d"))
     assert plain.returncode == 0, plain.stderr
