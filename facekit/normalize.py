@@ -70,6 +70,17 @@ def model_path(name: str = "dlib", verify: bool = True) -> Path:
     return path
 
 
+def model_file(path: str | os.PathLike[str] | None) -> Path:
+    """The model file ``path`` names: the file, or a shipped model by name ("dlib", "sface", a str or a Path; a
+    file of that name is the file; helper-72: a folder named sface in the working folder made it "checkpoint not
+    found"); None: the default model. Its existence is the caller's to check."""
+    if path is None:
+        return default_model_path()
+    if str(path).lower() in SHIPPED_MODELS and not Path(path).is_file():
+        return model_path(str(path))
+    return Path(path)
+
+
 def model_sha256(name: str = "dlib") -> str:
     """The sha256 recorded for the shipped model ``name``."""
     record = _assets() / f"{SHIPPED_MODELS[name]}.sha256"
@@ -537,11 +548,7 @@ class Normalizer:
                 f"from_checkpoint: detector takes a detector, not its name: detector=facekit.load_component("
                 f"'detector', {detector!r})"
             )
-        if path is not None and str(path).lower() in SHIPPED_MODELS and not Path(path).is_file():
-            # A shipped model by name ("dlib", "sface", a str or a Path; a file of that name is the file;
-            # helper-72: a folder named sface in the working folder made it "checkpoint not found").
-            path = model_path(str(path))
-        checkpoint = Path(path) if path is not None else default_model_path()
+        checkpoint = model_file(path)
         if path is not None and not checkpoint.is_file() and os.sep not in str(path) and not checkpoint.suffix:
             raise FacekitError(
                 f"from_checkpoint: {path!r} is neither a model file nor a shipped model ({', '.join(SHIPPED_MODELS)})"

@@ -160,12 +160,13 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
     from facekit.batch import normalize_folder
     from facekit.detail import detail_settings
-    from facekit.normalize import Normalizer, inference_device
+    from facekit.normalize import Normalizer, inference_device, model_file
     from facekit.runs import start_run
 
     infer = plan.recipe.infer
     items = infer_items(plan)
-    checkpoint = Path(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    # A shipped model's name is its file (helper-74: infer.checkpoint=dlib loaded it, then hashing 'dlib' failed).
+    checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     given = plan.recipe.components.model_fields_set
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
@@ -479,8 +480,10 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
                 f"infer.inputs: no such photo or folder: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
                 f" (a relative path is under data.root, {plan.data_root})"
             )
+        from facekit.normalize import model_file
+
         named = infer.checkpoint
-        if named is not None and not Path(named).is_file():
+        if named is not None and not model_file(named).is_file():
             if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):
                 raise FacekitError(f"infer.checkpoint not found: {named}")
         inference_device(infer.device, "infer.device")
