@@ -86,6 +86,7 @@ def scan_inputs(
     inside_inputs: bool = False,
     outputs: Sequence[str] = (),
     inside_option: str = "",
+    option: str = "-o",
 ) -> list[tuple[Path, str]]:
     """(photo, name relative to what was given) for every photo of ``items`` (files, or folders scanned recursively:
     :func:`_photos_below`).
@@ -95,7 +96,8 @@ def scan_inputs(
     file given that is this command's output of another photo in ``out`` (``outputs``: the suffixes it writes;
     :func:`_our_output`) is skipped with a warning; so is, in a folder scan, a marked grid and an output of this
     command whose record names a photo among the inputs (:func:`_recorded_source`). A photo reached twice (through a
-    link) is read once, files that are not read are named in a warning."""
+    link) is read once, files that are not read are named in a warning. ``option``: how the command names ``out``
+    in its messages (``infer.output`` for the infer stage)."""
 
     target = out.resolve()
     found: list[tuple[Path, str]] = []
@@ -108,7 +110,7 @@ def scan_inputs(
         if path.is_dir():
             folder = path.resolve()
             if target == folder:
-                raise FacekitError(f"-o {out} is the input folder {item}: choose an output folder outside the inputs")
+                raise FacekitError(f"{option} {out} is the input folder {item}: choose a folder outside the inputs")
             if _inside(target, folder) and not inside_inputs:
                 allowed = (
                     f", or pass {inside_option} (the output folder is then skipped when the inputs are scanned)"
@@ -116,11 +118,12 @@ def scan_inputs(
                     else ""
                 )
                 raise FacekitError(
-                    f"-o {out} is inside the input folder {item}: choose a folder outside the inputs{allowed}"
+                    f"{option} {out} is inside the input folder {item}: choose a folder outside the inputs{allowed}"
                 )
             if _inside(folder, target):
                 raise FacekitError(
-                    f"the input folder {item} is inside -o {out}: facekit skips its own output folder when scanning, "
+                    f"the input folder {item} is inside {option} {out}: facekit skips its own output folder when "
+                    "scanning, "
                     "so none of its photos would be read; choose an output folder outside the inputs"
                 )
             photos, others = _photos_below(path)
@@ -866,15 +869,16 @@ def plan_folder(
     outputs: Sequence[str] = NORMALIZE_OUTPUTS,
     inside_option: str = "",
     plain: bool = False,
+    option: str = "-o",
 ) -> FolderPlan:
     """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`;
-    ``plain``: output names without white space)."""
+    ``plain``: output names without white space; ``option``: how the command names ``out``)."""
     if batch_size < 1:
         raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FacekitError(f"-o {out} is a file, not a folder")
-    found = scan_inputs(items, out, inside_inputs, outputs, inside_option)
+        raise FacekitError(f"{option} {out} is a file, not a folder")
+    found = scan_inputs(items, out, inside_inputs, outputs, inside_option, option)
     return FolderPlan(out, plan_outputs(found, out, outputs, plain), batch_size)
 
 

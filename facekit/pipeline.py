@@ -158,13 +158,12 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
-    from facekit.batch import normalize_folder
+    from facekit.batch import normalize_planned
     from facekit.detail import detail_settings
     from facekit.normalize import Normalizer, inference_device, model_file
     from facekit.runs import start_run
 
     infer = plan.recipe.infer
-    items = infer_items(plan)
     # A shipped model's name is its file (helper-74: infer.checkpoint=dlib loaded it, then hashing 'dlib' failed).
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
@@ -180,10 +179,9 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         detector=detector,
     )
     used = model_components(plan, normalizer.meta, checkpoint)
+    folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos
     run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
-    summary = normalize_folder(
-        normalizer, items, infer.output, checkpoint, infer.batch_size, infer.overwrite, inside_option=""
-    )
+    summary = normalize_planned(normalizer, folder_plan, checkpoint, infer.overwrite)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
@@ -462,11 +460,22 @@ def infer_items(plan: Plan) -> list[str]:
     return [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
 
 
+def plan_infer_outputs(plan: Plan) -> Any:
+    """The infer stage's inputs scanned and outputs named (:func:`facekit.batch.plan_folder`): infer.output that is
+    a file, or inside an input folder, is refused in the recipe's words (helper-74: "-o", after training, with a run
+    record left among the photos)."""
+    from facekit.batch import plan_folder
+
+    infer = plan.recipe.infer
+    return plan_folder(infer_items(plan), infer.output, infer.batch_size, option="infer.output")
+
+
 def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
     """Before the first of ``running`` stages, what a later one would stop on that no earlier stage can mend
     (helper-69: a missing infer input, or a judge whose weights are not here, stopped the run after hours of
     training): the infer stage's inputs, its checkpoint when the recipe names one (unless the train stage runs and
-    writes it), and its device; the evaluate stage's judge, built once to load its weights."""
+    writes it), its device and output folder; the train stage's device, train.init model and encoder weights; the
+    evaluate stage's judge, built once to load its weights."""
     from facekit.errors import FacekitError
 
     later = running[1:]
@@ -482,11 +491,24 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
             )
         from facekit.normalize import model_file
 
+        plan_infer_outputs(plan)
         named = infer.checkpoint
         if named is not None and not model_file(named).is_file():
             if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):
                 raise FacekitError(f"infer.checkpoint not found: {named}")
         inference_device(infer.device, "infer.device")
+    if "train" in later:  # (helper-74: each of these stopped the run after the whole prepare stage)
+        from facekit.checkpoints import read_checkpoint_meta
+        from facekit.train import training_device
+
+        training_device(plan.recipe.train)  # train.device cuda without a GPU (paper.yaml on a CPU machine)
+        if plan.recipe.train.init is not None:
+            try:
+                read_checkpoint_meta(Path(plan.recipe.train.init))  # a missing or damaged model file
+            except FacekitError as error:
+                raise FacekitError(f"train.init: {error}") from None
+        if "encoder" in plan.components:
+            plan.components["encoder"].build()  # a missing weight file is its plugin's one line, naming the file
     if "evaluate" in later and "judge" in plan.components:
         plan.components["judge"].build()  # a missing weight file is its plugin's one line, naming the file
 

@@ -583,7 +583,7 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
 
         return run
 
-    for stage in ("train", "evaluate", "infer"):
+    for stage in ("prepare", "train", "evaluate", "infer"):
         monkeypatch.setitem(pipeline.STAGE_RUNNERS, stage, runner(stage))
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))  # a store without VGG-Face's weights, on any machine
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
@@ -595,7 +595,26 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     judge = resolve({**base, "components": {"judge": {"name": "vggface"}}})
     with pytest.raises(FacekitError, match=r"needs the weight file vgg_face_dag\.pth"):
         run_plan(judge, ["train", "evaluate"])
+    # What the train stage or the infer stage's output folder would stop on is found before prepare (helper-74: each
+    # stopped the run after the whole prepare stage, or after training).
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "a-file").write_text("mine")
+    cases = {
+        r"no GPU|CUDA|cuda": {"train": {**base["train"], "device": "cuda"}},
+        r"train\.init: .*nope\.safetensors": {"train": {**base["train"], "init": str(tmp_path / "nope.safetensors")}},
+        r"needs the weight file vgg_face_dag\.pth": {"components": {"encoder": {"name": "vggface"}}},
+        r"infer\.output .*a-file is a file": {
+            "infer": {"inputs": [str(tmp_path / "photos")], "output": str(tmp_path / "a-file")}
+        },
+        r"infer\.output .* is inside the input folder": {
+            "infer": {"inputs": [str(tmp_path / "photos")], "output": str(tmp_path / "photos" / "out")}
+        },
+    }
+    for message, changed in cases.items():
+        with pytest.raises(FacekitError, match=message):
+            run_plan(resolve({**base, **changed}), ["prepare", "train", *(["infer"] if "infer" in changed else [])])
     assert ran == []  # nothing ran: each was refused before the first stage
+    assert not (tmp_path / "photos" / "out").exists()
     # A checkpoint the train stage will write may be named before it exists (helper-71: refused on a fresh run), but
     # not any path under train.output (helper-73: a typo passed, to fail after the training).
     (tmp_path / "here.jpg").write_bytes(b"")
