@@ -5,6 +5,8 @@ provenance), one safetensors format with a sha256 over the tensors. Inference re
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +40,25 @@ def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
     temporary = path.with_name(f".{path.name}.tmp")
     text = json.dumps(meta)
     header = {"facekit": text, DIGEST_KEY: tensors_digest(tensors), META_DIGEST_KEY: text_digest(text)}
-    save_file(tensors, str(temporary), metadata=header)
+    save_tensors(tensors, temporary, header)
     replace_durably(temporary, path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' ``save_file``, its I/O failures raised as the OSError they are, the part written removed
+    (helper-74: a full disk while saving a checkpoint or the training pool was a SafetensorError traceback; as an
+    OSError the command says it in one line: "free some space")."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as error:
+        path.unlink(missing_ok=True)
+        found = re.search(r"os error (\d+)", str(error))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 #: Metadata key of the sha256 over a checkpoint's tensors (names, dtypes, shapes and bytes), checked when read.

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from facekit.checkpoints import save_tensors
 from facekit.errors import FacekitError
 from facekit.locks import replace_durably
 
@@ -319,7 +320,7 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
     if is_rank_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in pool.__dict__.items()}, str(temporary), metadata={"key": key})
+        save_tensors({k: v.contiguous() for k, v in pool.__dict__.items()}, temporary, {"key": key})
         replace_durably(temporary, path)
     return pool
 

@@ -111,3 +111,24 @@ def test_files_a_long_job_resumes_from_reach_the_disk_before_their_rename(
     write_model_file(tmp_path / "last.safetensors", {"model.w": torch.zeros(2)}, {"step": 1})
     _save_atomic(tmp_path / "landmarks.npy", np.zeros((2, 68, 2), np.float32))
     assert events == ["fsync", "replace last.safetensors", "fsync", "fsync", "replace landmarks.npy", "fsync"]
+
+
+def test_a_full_disk_while_saving_tensors_is_the_oserror_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-74: a full disk while saving a checkpoint or the training pool was a SafetensorError traceback; as an
+    OSError the command says it in one line ("free some space"), and the part written is removed."""
+    import errno
+
+    import torch
+    from safetensors import SafetensorError
+
+    from facekit import checkpoints
+
+    def full(tensors: object, path: str, metadata: object = None) -> None:
+        Path(path).write_bytes(b"part")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoints, "save_file", full)
+    with pytest.raises(OSError) as caught:
+        checkpoints.write_model_file(tmp_path / "last.safetensors", {"model.w": torch.zeros(2)}, {"step": 1})
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename.endswith(".last.safetensors.tmp")
+    assert list(tmp_path.iterdir()) == []
