@@ -185,9 +185,9 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
-    if apps:
-        results = run_apps(apps, [row for row in summary.rows if row.output is not None], Path(infer.output))
-        write_apps_json(results, Path(infer.output))
+    made = [row for row in summary.rows if row.output is not None]
+    if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
+        write_apps_json(run_apps(apps, made, Path(infer.output)), Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
@@ -467,7 +467,17 @@ def plan_infer_outputs(plan: Plan) -> Any:
     from facekit.batch import plan_folder
 
     infer = plan.recipe.infer
-    return plan_folder(infer_items(plan), infer.output, infer.batch_size, option="infer.output")
+    folder_plan = plan_folder(infer_items(plan), infer.output, infer.batch_size, option="infer.output")
+    apps_json = Path(infer.output) / "apps.json"
+    if any(key.startswith("apps.") for key in plan.components) and apps_json.is_file():
+        with apps_json.open("rb") as handle:
+            head = handle.read(4096)
+        if head.strip() not in (b"{}", b"") and b'"faces"' not in head:  # (helper-74: a user's was replaced)
+            raise FacekitError(
+                f"infer.output {infer.output} holds an apps.json facekit did not write: the recipe's apps would "
+                "replace it; move it, or choose another infer.output"
+            )
+    return folder_plan
 
 
 def check_later_stages(plan: Plan, running: Sequence[str]) -> None:

@@ -198,14 +198,25 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     info = json.loads((run / "run.json").read_text())
     assert info["device"]["requested"] == "auto" and info["finished"]  # `facekit run` marks a stage that completed
 
-    # Other settings into the same folder: left alone and said so; with infer.overwrite, replaced.
-    recipe["components"].pop("apps")
+    # Other settings into the same folder: left alone and said so; with infer.overwrite, replaced. With no face
+    # made, the earlier apps.json stays (helper-74: it was rewritten with no faces).
+    written = (tmp_path / "out" / "apps.json").read_bytes()
     recipe["infer"]["detail"] = 0
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     again = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
     assert again.returncode == 3, again.stderr  # as `facekit normalize`: some photos have no output (before: 0)
     assert "0 of 1 photos have their normalized face" in again.stdout and "1 exists" in again.stdout
-    assert "infer.overwrite" in again.stdout
+    assert "infer.overwrite" in again.stdout and (tmp_path / "out" / "apps.json").read_bytes() == written
+    # A user's apps.json where the apps would write theirs: refused before anything runs (helper-74: replaced).
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "apps.json").write_text('{"my": "notes"}')
+    (tmp_path / "r2.yaml").write_text(
+        yaml.safe_dump({**recipe, "infer": {**recipe["infer"], "output": str(tmp_path / "mine")}})
+    )
+    refused = run_cli("run", str(tmp_path / "r2.yaml"), "--stage", "infer")
+    assert refused.returncode == 1 and "holds an apps.json facekit did not write" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["apps.json"]
+    recipe["components"].pop("apps")
     recipe["infer"]["overwrite"] = True
     recipe["infer"]["checkpoint"] = "dlib"  # the shipped model by name (helper-74: a traceback hashing 'dlib')
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
