@@ -209,11 +209,29 @@ def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path) -> dict
         for slot in ("encoder", "decoder", "warper")
         if slot in given and slot in plan.components and model[slot] and plan.components[slot].spec.name != model[slot]
     ]
+    # The same component with other params the recipe sets (helper-74: --set components.warper.params.regularization
+    # =0.5 gave byte-identical faces, and the run's recipe.yaml recorded the value as used).
+    model_params = {
+        "encoder": ((meta.get("recipe", {}).get("components", {}) or {}).get("encoder") or {}).get("params") or {},
+        "decoder": meta.get("decoder_params") or {},
+        "warper": meta.get("warper_params") or {},
+    }
+    for slot in ("encoder", "decoder", "warper"):
+        component = plan.components.get(slot)
+        if slot not in given or component is None or component.spec.name != model[slot]:
+            continue
+        theirs = component.spec.validate_params(model_params[slot])
+        clashes += [
+            f"components.{slot}.params.{key} is {getattr(component.params, key)!r}, the model's is "
+            f"{getattr(theirs, key)!r}"
+            for key in sorted(component.params.model_fields_set)
+            if getattr(component.params, key) != getattr(theirs, key)
+        ]
     if clashes:
         raise FacekitError(
             f"infer.checkpoint {checkpoint}: " + "; ".join(clashes) + ". The infer stage runs the model's own "
-            "encoder, decoder and warper (the decoder was trained with them): drop these from the recipe, or train a "
-            "model with them (only the detector may differ)"
+            "encoder, decoder and warper with their params (the decoder was trained with them): drop these from the "
+            "recipe, or train a model with them (only the detector may differ)"
         )
     used: dict[str, str] = {}
     kinds: tuple[Kind, ...] = ("detector", "encoder", "decoder", "warper")

@@ -353,3 +353,16 @@ def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts
     assert "components.encoder is 'sface', the model's is 'dlib-resnet'" in refused.stderr
     assert "components.warper is 'tps', the model's is 'rbf-linear'" in refused.stderr
     assert not (tmp_path / "refused" / "runs").exists()
+    # The model's own components with other params are refused too (helper-74: ignored, the faces unchanged); params
+    # that match the model's pass.
+    recipe["components"] = {
+        "warper": {"name": "rbf-linear", "params": {"regularization": 0.5}},
+        "decoder": {"name": "paper", "params": {"image_size": 112, "channels": 64}},
+    }
+    recipe["prepare"] = {"image_size": 112}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    refused = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
+    assert refused.returncode == 1, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "components.warper.params.regularization is 0.5, the model's is 0.01" in said
+    assert "components.decoder.params.channels is 64, the model's is 256" in said and "image_size" not in said
