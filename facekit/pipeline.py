@@ -425,7 +425,9 @@ def stages_to_run(requested: Sequence[str] | None) -> list[str]:
 def skip_reason(stage: str, plan: Plan) -> str | None:
     """Why a stage has nothing to do in ``plan`` (it is then skipped when all stages run), or None."""
     recipe = plan.recipe
-    if stage == "augment" and (not recipe.augment.enabled or recipe.augment.count == 0):
+    if stage == "augment" and not recipe.augment.enabled:  # (helper-74: it said "count is 0 ... on the fly")
+        return "augment.enabled is false: training uses the averages alone, no morphs"
+    if stage == "augment" and recipe.augment.count == 0:
         return "augment.count is 0: morphs are made on the fly into the training pool"
     if stage == "infer" and not recipe.infer.inputs:
         return "infer.inputs is empty"

@@ -634,3 +634,14 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     with pytest.raises(FacekitError, match="the infer stage failed"):
         run_plan(plan, ["train", "evaluate", "infer"], on_stage=lambda done: said.append(done.note))
     assert said == ["train done", "evaluate done"]
+
+
+def test_the_augment_stage_says_truly_why_it_is_skipped() -> None:
+    """helper-74: with augment.enabled false (the no-augmentation ablation) it said "augment.count is 0: morphs are
+    made on the fly", both halves false."""
+    from facekit.pipeline import skip_reason
+
+    off = skip_reason("augment", resolve({"augment": {"enabled": False, "count": 5}}))
+    assert off == "augment.enabled is false: training uses the averages alone, no morphs"
+    assert "augment.count is 0" in str(skip_reason("augment", resolve({"augment": {"count": 0}})))
+    assert skip_reason("augment", resolve({"augment": {"count": 5}})) is None
