@@ -713,6 +713,8 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
         )
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
         problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
+    if recipe.train.photo_casts and not recipe.train.photo_inputs:  # (helper-74: accepted, and it did nothing)
+        problems.append(Problem("train.photo_casts", "casts copies of train.photo_inputs' photos: set photo_inputs"))
     problems.extend(_check_data(recipe.data, recipe.evaluate.data))
     problems.extend(_shared_outputs(recipe))
     problems.extend(_outputs_among_photos(recipe))

@@ -645,3 +645,10 @@ def test_the_augment_stage_says_truly_why_it_is_skipped() -> None:
     assert off == "augment.enabled is false: training uses the averages alone, no morphs"
     assert "augment.count is 0" in str(skip_reason("augment", resolve({"augment": {"count": 0}})))
     assert skip_reason("augment", resolve({"augment": {"count": 5}})) is None
+
+
+def test_photo_casts_need_photo_inputs() -> None:
+    """helper-74: train.photo_casts without photo_inputs was accepted and did nothing (yet keyed the pool cache)."""
+    (problem,) = problems_of({"train": {"photo_casts": 2}})
+    assert problem.startswith("train.photo_casts: casts copies of train.photo_inputs' photos")
+    resolve({"train": {"photo_casts": 2, "photo_inputs": 1}})
