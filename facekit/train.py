@@ -195,12 +195,25 @@ def _schema_defaults() -> dict[str, Any]:
     return defaults
 
 
+def _data_root_resolved(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with data.root as the folder it names (unset: FACEKIT_DATA or the default), so that a root given
+    by path and the same folder left to FACEKIT_DATA are no change (helper-74: "data.root changed" on resume)."""
+    from facekit.recipe import DataSection
+
+    data = recipe.get("data")
+    if not isinstance(data, dict) or not (data.get("root") is None or isinstance(data.get("root"), str)):
+        return recipe
+    root = os.path.abspath(DataSection(root=data.get("root")).resolved_root())
+    return {**recipe, "data": {**data, "root": root}}
+
+
 def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path, also: frozenset[str] = frozenset()) -> None:
     """Refuse to resume ``checkpoint`` (its ``stored`` recipe) under a ``current`` recipe that changes more than
     :data:`RESUMABLE_CHANGES` (and :data:`FREE_ON_RESUME`: they do not touch training; ``also``: settings whose
     change was checked otherwise)."""
     if not isinstance(stored, dict):
         return  # a checkpoint from before recipes were recorded: nothing to compare
+    stored, current = _data_root_resolved(stored), _data_root_resolved(current)
     changes = [
         path
         for path in recipe_changes(stored, current, defaults=_schema_defaults())

@@ -926,6 +926,15 @@ def test_harmless_changes_resume(prepared: Path, tmp_path: Path) -> None:
     check_resumable(older, spelled, tmp_path / "run")
     with pytest.raises(FacekitError, match=r"only augment.count, .*train.steps and the other stages' settings may"):
         check_resumable(moved, older, tmp_path / "run")
+    # data.root left to FACEKIT_DATA and the same folder given by path: no change (helper-74); another folder is one.
+    from facekit.recipe import DataSection
+
+    unset, given, other = (json.loads(json.dumps(older)) for _ in range(3))
+    unset["data"]["root"], given["data"]["root"] = None, str(DataSection().resolved_root())
+    other["data"]["root"] = str(tmp_path / "other-data")
+    check_resumable(unset, given, tmp_path / "run")
+    with pytest.raises(FacekitError, match=r"data.root changed"):
+        check_resumable(unset, other, tmp_path / "run")
 
 
 def test_the_augment_stage_says_where_its_morphs_are(prepared: Path, tmp_path: Path) -> None:
