@@ -889,8 +889,53 @@ def _merge(base: Any, update: Any) -> Any:
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
     """Read (following ``extends``), override, validate and resolve a recipe; raise :class:`RecipeError` listing
-    every problem."""
-    return resolve(read_recipe(path), overrides=overrides, source=str(path))
+    every problem, each set in a base file named with it."""
+    try:
+        return resolve(read_recipe(path), overrides=overrides, source=str(path))
+    except RecipeError as error:
+        origins = recipe_origins(Path(path))
+        if not any(file != Path(path).resolve() for file in origins.values()):
+            raise
+        given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
+        located = [_located(problem, origins, Path(path).resolve(), given) for problem in error.problems]
+        raise RecipeError(located, error.source) from None
+
+
+def recipe_origins(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Path]:
+    """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
+    try:
+        raw = read_yaml(path)
+    except (RecipeError, OSError):
+        return {}
+    origins: dict[str, Path] = {}
+    base = raw.pop("extends", None)
+    real = path.resolve()
+    if isinstance(base, str) and (path.parent / base).resolve() not in (*_chain, real):
+        origins.update(recipe_origins((path.parent / base).resolve(), (*_chain, real)))
+
+    def walk(value: Any, prefix: str) -> None:
+        origins[prefix] = real
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(inner, f"{prefix}.{key}")
+
+    for key, value in raw.items():
+        walk(value, str(key))
+    return origins
+
+
+def _located(problem: Problem, origins: dict[str, Path], own: Path, given: set[str]) -> Problem:
+    """``problem`` with the base file that sets its path (the longest set prefix), when that is not ``own`` and the
+    command line did not set it (helper-74: a base's stray key was reported under the child's name)."""
+    parts = problem.path.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if any(prefix == key or key.startswith(f"{prefix}.") for key in given):
+            return problem
+        if prefix in origins:
+            file = origins[prefix]
+            return problem if file == own else Problem(problem.path, f"{problem.message} (set in {file})")
+    return problem
 
 
 def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "recipe") -> Plan:

@@ -220,6 +220,24 @@ def test_extends_merges_mappings_and_replaces_the_rest(tmp_path: Path) -> None:
     assert plan.components["decoder"].spec.name == "plain-cnn" and plan.components["decoder"].params.grid == 7
 
 
+def test_a_problem_set_in_a_base_recipe_names_that_file(tmp_path: Path) -> None:
+    """helper-74: a stray key in the base was reported under the child's name only ("j.yaml: foo: extra field")."""
+    from facekit.errors import RecipeError
+    from facekit.recipe import load_recipe
+
+    (tmp_path / "f.yaml").write_text("foo: 1\ntrain: {steps: 3, lr: -1}\n")
+    (tmp_path / "j.yaml").write_text("extends: f.yaml\ntrain: {batch_size: 0}\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "j.yaml")
+    said = {problem.path: problem.message for problem in caught.value.problems}
+    assert said["foo"].endswith(f"(set in {tmp_path / 'f.yaml'})")
+    assert said["train.lr"].endswith(f"(set in {tmp_path / 'f.yaml'})")
+    assert "set in" not in said["train.batch_size"]  # the recipe's own
+    with pytest.raises(RecipeError) as caught:  # what the command line sets is the command line's
+        load_recipe(tmp_path / "j.yaml", ["train.lr=-2"])
+    assert "set in" not in {p.path: p.message for p in caught.value.problems}["train.lr"]
+
+
 def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
