@@ -905,7 +905,7 @@ def recipe_origins(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Path]
     """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
     try:
         raw = read_yaml(path)
-    except (RecipeError, OSError):
+    except (FacekitError, OSError):  # a base not found or not a recipe: said by read_recipe already
         return {}
     origins: dict[str, Path] = {}
     base = raw.pop("extends", None)
