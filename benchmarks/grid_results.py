@@ -25,10 +25,14 @@ from facekit.bench import cell_label, pass_rate, train_time
 SET_WORDS = {"lfw-devtest": "LFW DevTest", "helen-test": "HELEN test", "london-smiling": "London smiling"}
 
 
-def current_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Of a results.jsonl's rows, each cell's last, scored as the last row was (its judges, photos and set): rows of
-    earlier runs, retrained or scored another way, are history, not this grid (before: every row was listed, a
-    cell twice)."""
+def current_rows(rows: list[dict[str, Any]], last: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Of a results.jsonl's rows, the ones the last bench showed (``last``: its last.json, the cells' hashes and
+    how they were scored; a bench that found every cell cached appends nothing, helper-76); without it, each cell's
+    last row scored as the last row was. Rows of earlier runs, retrained or scored another way, are history, not
+    this grid (before: every row was listed, a cell twice)."""
+    if last is not None:
+        scored = {row["recipe_hash"]: row for row in rows if row.get("evaluation") == last.get("evaluation")}
+        return [scored[digest] for digest in last.get("recipe_hashes", []) if digest in scored]
     if not rows:
         return []
     latest = {tuple(row["cell"]): row for row in rows}
@@ -47,7 +51,8 @@ def main() -> None:
     results = folder / "results.jsonl"
     if not results.is_file():
         raise SystemExit(f"{results} not found: run `facekit bench {args.recipe}` first")
-    rows = current_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
+    last = json.loads((folder / "last.json").read_text()) if (folder / "last.json").is_file() else None
+    rows = current_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()], last)
     if not rows:
         raise SystemExit(f"{results} holds no cells: nothing written")
     judges = sorted({j for row in rows for j in row["metrics"]["judges"]})

@@ -666,10 +666,10 @@ def refuse_foreign_folder(
                 foreign.append(name)
     if foreign:
         shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
+        writes = f"fixed names ({', '.join(own[:4])}, ...)" if own else "files of fixed names"
         raise FacekitError(
-            f"{setting} {folder} holds files facekit did not write there ({shown}): it writes fixed names "
-            f"({', '.join(own[:4])}, ...) that would replace files of yours; choose a new or empty folder for "
-            f"{setting}"
+            f"{setting} {folder} holds files facekit did not write there ({shown}): it writes {writes} that would "
+            f"replace files of yours; choose a new or empty folder for {setting}"
         )
 
 

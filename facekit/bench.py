@@ -39,7 +39,7 @@ DATA_KEYS = ("prepare.", "data.", "components.detector")
 
 
 #: What a bench writes in bench.output (and a fresh bench's folder may hold nothing else).
-BENCH_ENTRIES = ("results.jsonl", "pass_rates.png", "report.html", "cells")
+BENCH_ENTRIES = ("results.jsonl", "pass_rates.png", "report.html", "cells", "last.json")
 #: How a bench's own files begin (facekit.batch.refuse_foreign_folder).
 BENCH_SIGNATURES = {"results.jsonl": b'"recipe_hash"', "report.html": b"<title>facekit bench</title>"}
 
@@ -178,6 +178,9 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         rows.append(row)
     _plot(rows, names, output / "pass_rates.png")
     _report(rows, names, output)
+    # Which rows this bench showed (its cached ones append nothing): what benchmarks/grid_results.py publishes.
+    last = {"recipe_hashes": [row["recipe_hash"] for row in rows], "evaluation": evaluation}
+    (output / "last.json").write_text(json.dumps(last, indent=1) + "\n")
     return rows, output
 
 

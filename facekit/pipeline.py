@@ -62,16 +62,13 @@ def prepare_note(summary: dict[str, Any], output: str) -> str:
     return f"{said}: {output}"
 
 
-#: What the augment stage writes in augment.output besides its shard-NNNNN/ and runs/ folders.
-AUGMENT_ENTRIES = ("index.json", "contact_sheet.png")
-
-
 def check_augment_output(output: Path) -> None:
-    """augment.output holds no files of the user's: a folder without the stage's index.json is not its own, and
-    the contact sheet would replace a file of that name (helper-74: it did)."""
+    """A folder without the augment stage's index.json is not its own: a file of the user's there stops it (helper-74:
+    its contact sheet replaced one of that name); in its own folder other files are left alone."""
     from facekit.batch import refuse_foreign_folder
 
-    refuse_foreign_folder(output, AUGMENT_ENTRIES if (output / "index.json").is_file() else (), "augment.output")
+    if not (output / "index.json").is_file():  # its own folder may hold anything else (helper-76: a README stopped it)
+        refuse_foreign_folder(output, (), "augment.output")
 
 
 def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
@@ -526,13 +523,18 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
         if named is not None and not model_file(named).is_file():
             if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):
                 raise FacekitError(f"infer.checkpoint not found: {named}")
+        elif named is not None:  # a model that is there: the recipe's components must be its own (helper-76)
+            from facekit.checkpoints import read_checkpoint_meta
+
+            model_components(plan, read_checkpoint_meta(model_file(named)), model_file(named))
         inference_device(infer.device, "infer.device")
     if "train" in later:  # (helper-74: each of these stopped the run after the whole prepare stage)
         from facekit.checkpoints import read_checkpoint_meta
         from facekit.train import training_device
 
         training_device(plan.recipe.train)  # train.device cuda without a GPU (paper.yaml on a CPU machine)
-        if plan.recipe.train.init is not None:
+        resuming = (Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors").exists()
+        if plan.recipe.train.init is not None and not resuming:  # (a resumed run does not read it: helper-76)
             try:
                 read_checkpoint_meta(Path(plan.recipe.train.init))  # a missing or damaged model file
             except FacekitError as error:

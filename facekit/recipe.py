@@ -525,7 +525,7 @@ def _set_path(
             if not isinstance(node, dict):
                 return Problem(f"--set {dotted}", f"{where} is not a mapping")
             if last:
-                node[part] = value
+                node[part] = text_value(None, text, value)
                 return None
             node = node.setdefault(part, {})
             continue
@@ -557,7 +557,7 @@ def _set_path(
             item_model = _model_in(get_args(annotation)[0])
             rest = ".".join(parts[depth + 2 :])
             if not rest:
-                items[int(index)] = value
+                items[int(index)] = text_value(get_args(annotation)[0], text, value)
                 return None
             if item_model is None or not isinstance(items[int(index)], dict):
                 return Problem(f"--set {dotted}", "cannot set inside this list item")
@@ -583,17 +583,19 @@ def path_override(key: str, path: str | Path) -> str:
 
 
 def text_value(annotation: Any, text: str | None, value: Any) -> Any:
-    """A ``--set`` value for a field of type ``annotation``: for a text field (a path, a name) the command line's
-    ``text`` as written, not read as YAML (helper-74: ``evaluate.output=runs/eval #2`` lost its `` #2`` as a
-    comment and overwrote another model's results; ``train.output=2024`` was a number), unless it is quoted (as
-    :func:`path_override` writes) or, where the field may be empty, ``null``/``~``."""
-    if text is None or (isinstance(value, str) and text.strip()[:1] in ("'", '"')):
+    """A ``--set`` value as the command line wrote it where YAML would misread it (helper-74): an unquoted value YAML
+    reads as text is the text as written (``evaluate.output=runs/eval #2`` lost `` #2`` as a comment and overwrote
+    another model's results; a component's param or a list item too: helper-76); for a text field of type
+    ``annotation`` (a path, a name) a value YAML reads as a number or bool is the text (``train.output=2024``), and
+    ``null``/``~`` is None where the field may be empty. Quoted values (as :func:`path_override` writes) and empty
+    ones are YAML's: an empty required field is refused, not the current folder."""
+    if text is None or not text.strip() or text.strip()[:1] in ("'", '"'):
         return value
+    if isinstance(value, str):
+        return text.strip()
     kinds = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
-    if str not in kinds or kinds - {str, type(None)}:
+    if str not in kinds or kinds - {str, type(None)} or value is None:
         return value
-    if type(None) in kinds and text.strip() in ("null", "~", ""):
-        return None
     return text.strip()
 
 

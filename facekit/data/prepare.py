@@ -218,18 +218,6 @@ def _safe_name(identity: str) -> str:
 #: count; facekit.warp.boundary_control_points).
 PREPARE_FORMAT = 3
 FINGERPRINT = "fingerprint.json"
-#: What prepare writes in prepare.output (besides its work/ and runs/ folders and hidden locks).
-PREPARE_ENTRIES = (
-    FINGERPRINT,
-    "summary.json",
-    "identities.json",
-    "manifest.jsonl",
-    "progress*.jsonl",
-    "mean_face.png",
-    "contact_sheet.png",
-    "mean_landmarks.npy",
-    *(f"{name}.npy" for name in ARRAY_NAMES),
-)
 
 
 def recipe_fingerprint(plan: Any) -> dict[str, Any]:
@@ -476,9 +464,9 @@ def check_preparable(plan: Any) -> dict[str, list[Photo]]:
         # fixed names (summary.json, contact_sheet.png, ...) would replace (helper-74: they were, without a word).
         from facekit.batch import refuse_foreign_folder
 
-        own = PREPARE_ENTRIES if (output / FINGERPRINT).is_file() else ()
-        refuse_foreign_folder(output, own, "prepare.output")
-        _check_fingerprint(output, recipe_fingerprint(plan), record=False)
+        _check_fingerprint(output, recipe_fingerprint(plan), record=False)  # (an older facekit's folder: said so)
+        if not (output / FINGERPRINT).is_file():  # its own folder may hold anything else (helper-76: a README)
+            refuse_foreign_folder(output, (), "prepare.output")
     elif output.exists():
         raise FacekitError(f"prepare.output {output} is a file, not a folder: choose another prepare.output")
     return groups

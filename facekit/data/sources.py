@@ -157,7 +157,19 @@ def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
             photos.extend(Photo(f"{prefix}/{path.name}", p, "folder") for p in sorted(inside) if p.is_file())
         elif path.is_file():
             photos.append(Photo(f"{prefix}/{path.stem}", path, "folder"))
-    return photos
+    # A linked file whose photo the walk reads as itself anywhere (another person's behind a linked person folder,
+    # this person's in a linked folder) is that reading's, once (helper-76: eve's photo was still averaged into
+    # carl, a photo of carl's linked folder counted twice); two links to one photo elsewhere count once too.
+    read = {os.path.realpath(photo.path) for photo in photos if not photo.path.is_symlink()}
+    kept: list[Photo] = []
+    for photo in photos:
+        real = os.path.realpath(photo.path)
+        if photo.path.is_symlink():
+            if real in read:
+                continue
+            read.add(real)
+        kept.append(photo)
+    return kept
 
 
 def photos_from_sources(root: Path, sources: Iterable[DataSource]) -> list[Photo]:

@@ -226,12 +226,15 @@ def test_prepare_and_augment_never_replace_a_users_files_in_their_folder(tmp_pat
     output = tmp_path / "out"  # prepare's own folder, written and written again, passes
     assert run_prepare(resolve(recipe_for(folder, output, data_root))).finished
     assert run_prepare(resolve(recipe_for(folder, output, data_root))).processed_identities == 0
+    (output / "README.md").write_text("my notes")  # its own folder may hold the user's notes (helper-76)
+    assert run_prepare(resolve(recipe_for(folder, output, data_root))).processed_identities == 0
     with pytest.raises(FacekitError, match=r"augment.output .* holds files facekit did not write there"):
         check_augment_output(mine)
     check_augment_output(tmp_path / "new")  # a new folder, or one augment wrote, passes
     (tmp_path / "aug").mkdir()
     (tmp_path / "aug" / "index.json").write_text('{"shards": []}')
     (tmp_path / "aug" / "contact_sheet.png").write_bytes(b"its sheet")
+    (tmp_path / "aug" / "NOTES.txt").write_text("mine")
     check_augment_output(tmp_path / "aug")
 
 

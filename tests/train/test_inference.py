@@ -187,6 +187,8 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     # Scored on HELEN's photos, people never trained on: a grid chooses settings, and DevTest is for reports only
     # (helper-75: the default model's norm and jitter were chosen on DevTest figures).
     assert [r["evaluation"]["data"] for r in rows] == ["helen-test"] * 2
+    shown = json.loads((output / "last.json").read_text())  # what grid_results.py publishes
+    assert shown["recipe_hashes"] == [r["recipe_hash"] for r in rows] and shown["evaluation"] == rows[0]["evaluation"]
     assert len(built) == 1  # the second cell (another warper, the same pool) took the first's (before: rebuilt it)
     lines = (output / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all("git_sha" in json.loads(line) for line in lines)

@@ -34,6 +34,9 @@ def test_a_grid_section_shows_each_cells_last_row_scored_as_the_last_run() -> No
     assert [r["recipe_hash"] for r in current_rows(rows)] == ["c", "d"]
     assert [r["recipe_hash"] for r in current_rows(rows[:2])] == ["a", "b"]
     assert current_rows([]) == []
+    # The last bench's own list, when it wrote one: it may have shown cached rows older than others (helper-76).
+    last = {"recipe_hashes": ["a", "b"], "evaluation": old}
+    assert [r["recipe_hash"] for r in current_rows(rows, last)] == ["a", "b"]
 
 
 def test_a_section_with_nan_figures_is_not_written(tmp_path: Path, monkeypatch: Any) -> None:

@@ -358,6 +358,12 @@ def test_a_text_field_takes_the_command_lines_text_as_written() -> None:
     assert raw["evaluate"]["output"] == "runs/eval #2" and raw["train"]["output"] == "2024"
     assert raw["infer"]["output"] == "yes" and raw["train"]["init"] is None and raw["train"]["steps"] == 5
     assert raw["components"]["warper"]["name"] == "tps" and raw["infer"]["inputs"] == ["a", "b"]
+    # A component's param and a list item too; an empty required field is refused, not the current folder
+    # (helper-76).
+    more = ["components.warper.params.note=a #b", "infer.inputs.1=photos/party #1.jpg"]
+    assert apply_overrides(raw, more) == [] and raw["components"]["warper"]["params"]["note"] == "a #b"
+    assert raw["infer"]["inputs"] == ["a", "photos/party #1.jpg"]
+    assert any(p.startswith("infer.output") for p in problems_of({}, ("infer.output=",)))
 
 
 def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
@@ -495,6 +501,10 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     (people / "carl" / "outside.jpg").symlink_to(tmp_path / "c2.jpg")
     (people / ".store" / "c3.jpg").write_bytes(b"photo")
     (people / "carl" / "hidden.jpg").symlink_to(people / ".store" / "c3.jpg")
+    # ... and one the walk reads as itself through a linked folder: eve's behind people/eve, carl's own behind his
+    # linked folder (helper-76).
+    (people / "carl" / "eves.jpg").symlink_to(tmp_path / "ext" / "eve" / "e1.jpg")
+    (people / "carl" / "a_again.jpg").symlink_to(tmp_path / "more" / "a.jpg")
     everyone = folder_photos(people)
     assert sorted({p.identity for p in everyone}) == ["folder/ann", "folder/ben", "folder/carl", "folder/eve"]
     assert [p.path.name for p in everyone if p.identity == "folder/eve"] == ["e1.jpg"]
@@ -628,11 +638,30 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
             "infer": {"inputs": [str(tmp_path / "photos")], "output": str(tmp_path / "photos" / "out")}
         },
     }
+    # A named model whose own components the recipe sets other params for (helper-76: refused only at the infer stage).
+    from facekit.normalize import default_model_path
+
+    (tmp_path / "one.jpg").write_bytes(b"")
+    shipped = {
+        "inputs": [str(tmp_path / "one.jpg")],
+        "output": str(tmp_path / "o"),
+        "checkpoint": str(default_model_path()),
+    }
+    warper = {"name": "rbf-linear", "params": {"regularization": 0.5}}
+    cases[r"components\.warper\.params\.regularization is 0\.5"] = {"components": {"warper": warper}, "infer": shipped}
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the cuda case on a GPU machine too (helper-76)
     for message, changed in cases.items():
         with pytest.raises(FacekitError, match=message):
             run_plan(resolve({**base, **changed}), ["prepare", "train", *(["infer"] if "infer" in changed else [])])
     assert ran == []  # nothing ran: each was refused before the first stage
     assert not (tmp_path / "photos" / "out").exists()
+    # A resumed training does not read train.init: its model may be gone (helper-76: refused up front).
+    (tmp_path / "t2" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "t2" / "checkpoints" / "last.safetensors").write_bytes(b"")
+    gone = {"output": str(tmp_path / "t2"), "init": str(tmp_path / "gone.safetensors")}
+    run_plan(resolve({**base, "train": gone}), ["prepare", "train"])
+    assert ran == ["prepare", "train"]
+    ran.clear()
     # A checkpoint the train stage will write may be named before it exists (helper-71: refused on a fresh run), but
     # not any path under train.output (helper-73: a typo passed, to fail after the training).
     (tmp_path / "here.jpg").write_bytes(b"")
