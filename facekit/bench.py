@@ -41,7 +41,11 @@ DATA_KEYS = ("prepare.", "data.", "components.detector")
 #: What a bench writes in bench.output (and a fresh bench's folder may hold nothing else).
 BENCH_ENTRIES = ("results.jsonl", "pass_rates.png", "report.html", "cells", "last.json")
 #: How a bench's own files begin (facekit.batch.refuse_foreign_folder).
-BENCH_SIGNATURES = {"results.jsonl": b'"recipe_hash"', "report.html": b"<title>facekit bench</title>"}
+BENCH_SIGNATURES = {
+    "results.jsonl": b'"recipe_hash"',
+    "report.html": b"<title>facekit bench</title>",
+    "last.json": b'"recipe_hashes"',  # (helper-77: a user's last.json passed for the bench's)
+}
 
 
 def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
@@ -121,6 +125,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     output = Path(settings.output)
     check_bench_folder(output)
     output.mkdir(parents=True, exist_ok=True)
+    (output / "last.json").unlink(missing_ok=True)  # written when this bench ends: a killed one leaves none (helper-77)
     results = output / "results.jsonl"
     done = {row["recipe_hash"]: row for row in _read_rows(results)}
     names = settings.judges or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])

@@ -587,8 +587,9 @@ def text_value(annotation: Any, text: str | None, value: Any) -> Any:
     reads as text is the text as written (``evaluate.output=runs/eval #2`` lost `` #2`` as a comment and overwrote
     another model's results; a component's param or a list item too: helper-76); for a text field of type
     ``annotation`` (a path, a name) a value YAML reads as a number or bool is the text (``train.output=2024``), and
-    ``null``/``~`` is None where the field may be empty. Quoted values (as :func:`path_override` writes) and empty
-    ones are YAML's: an empty required field is refused, not the current folder."""
+    ``null``/``~`` is None (a field that may be empty is emptied, a required one refused). Quoted values (as
+    :func:`path_override` writes) and empty ones are YAML's: an empty required field is refused, not the current
+    folder."""
     if text is None or not text.strip() or text.strip()[:1] in ("'", '"'):
         return value
     if isinstance(value, str):

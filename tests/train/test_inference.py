@@ -338,6 +338,10 @@ def test_bench_never_replaces_a_users_report_or_plot(tmp_path: Path) -> None:
     with pytest.raises(FacekitError, match=r"bench.output .* holds files facekit did not write there \(report.html\)"):
         run_bench(str(recipe), [], progress=False)  # before any cell trains
     (folder / "report.html").unlink()
+    (folder / "last.json").write_text("{}")  # a user's last.json does not pass for the bench's (helper-77)
+    with pytest.raises(FacekitError, match=r"last\.json"):
+        check_bench_folder(folder)
+    (folder / "last.json").unlink()
     (folder / "pass_rates.png").write_bytes(b"\x89PNG mine")
     with pytest.raises(FacekitError, match=r"pass_rates\.png"):
         check_bench_folder(folder)
