@@ -55,3 +55,58 @@ def test_a_section_with_nan_figures_is_not_written(tmp_path: Path, monkeypatch: 
     results.write_section("s", "new 0.6 (financial, Nancy)")
     assert "new 0.6" in page.read_text() and "old" not in page.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]  # no temporary left beside it
+
+
+def test_the_gpu_pack_gives_back_the_prepared_set(tmp_path: Path) -> None:
+    """benchmarks/gpu_224.py: the set that travels compressed comes back as a prepared set's arrays, images within a
+    few grey levels (WebP / JPEG), landmarks and identities exact."""
+    import json
+
+    import numpy as np
+    from gpu_224 import pack_set, unpack
+    from scipy.ndimage import gaussian_filter
+
+    prepared, pack_dir, back = tmp_path / "set", tmp_path / "pack", tmp_path / "back"
+    prepared.mkdir()
+    pack_dir.mkdir()
+    rng = np.random.default_rng(0)
+    smooth = gaussian_filter(rng.uniform(0, 255, (3, 64, 64, 3)), sigma=(0, 3, 3, 0))
+    images = np.clip((smooth - smooth.mean()) * 3 + 128, 0, 255).astype(np.uint8)
+    np.save(prepared / "averages.npy", images)
+    np.save(prepared / "textures.npy", images[::-1].copy())
+    np.save(prepared / "landmarks.npy", rng.uniform(0, 64, (3, 68, 2)).astype(np.float32))
+    np.save(prepared / "mean_landmarks.npy", rng.uniform(0, 64, (68, 2)).astype(np.float32))
+    (prepared / "identities.json").write_text(json.dumps([{"identity": f"p{i}"} for i in range(3)]))
+    pack_set(prepared, pack_dir)
+    unpack(back, pack_dir)
+    for name in ("averages", "textures"):
+        original, restored = np.load(prepared / f"{name}.npy"), np.load(back / f"{name}.npy")
+        assert restored.shape == original.shape and restored.dtype == np.uint8
+        assert np.abs(restored.astype(float) - original).mean() < 3
+    for name in ("landmarks", "mean_landmarks"):
+        np.testing.assert_array_equal(np.load(back / f"{name}.npy"), np.load(prepared / f"{name}.npy"))
+    assert (back / "identities.json").read_text() == (prepared / "identities.json").read_text()
+
+
+def test_the_gpu_runs_photo_inputs_are_found_by_person(tmp_path: Path, monkeypatch: Any) -> None:
+    """The photo features made from one prepared set feed another (other rows, other people): each goes to its
+    person's row, those of people the set lacks are left out, and the embedding is the encoder's last layer on them."""
+    import types
+
+    import gpu_224
+    import numpy as np
+    import torch
+
+    names = np.asarray(["ann", "bob", "zed", "ann"])
+    features = np.arange(4 * 6, dtype=np.float16).reshape(4, 6) / 10
+    np.savez(tmp_path / "photos.npz", identity=names, features=features)
+    monkeypatch.setattr(gpu_224, "PACK", tmp_path)
+    last = torch.nn.Linear(6, 2)
+    net = types.SimpleNamespace(layers=[torch.nn.Identity(), torch.nn.Identity(), last], feature_index=1)
+    net.parameters = last.parameters
+    faces = types.SimpleNamespace(identities=[{"identity": "bob"}, {"identity": "ann"}])
+    targets, got_features, embeddings = gpu_224.packed_photo_inputs(None, faces, types.SimpleNamespace(net=net))
+    assert targets.tolist() == [1, 0, 1]
+    expected = torch.from_numpy(features[[0, 1, 3]].astype(np.float32))
+    torch.testing.assert_close(got_features, expected)
+    torch.testing.assert_close(embeddings, last(expected).detach())
