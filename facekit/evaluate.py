@@ -508,6 +508,7 @@ def evaluate_plan(
     if baseline is not None and (checkpoint is not None or model is not None):
         given = "--checkpoint" if checkpoint is not None else "--model"
         raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
+    recipes_model = checkpoint is None and model is None and plan is not None
     if checkpoint is None and model is None and plan is not None:  # a --model given is the model measured
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if data != "lfw-devtest":
@@ -521,8 +522,19 @@ def evaluate_plan(
     folder = Path(out or (plan.recipe.evaluate.output if plan else "runs/eval"))
     from facekit.batch import check_fixed_outputs
 
+    detector = None
     if baseline is None:  # the file measured (a missing one is one line before anything is made), named absolutely
         checkpoint = str(resolve_model(model, checkpoint).resolve())
+    if recipes_model and baseline is None and checkpoint is not None and plan is not None:
+        # The recipe's trained model is measured as the recipe now describes it, as the infer stage does: other
+        # params for its encoder, decoder or warper are refused (they were ignored, and the evaluation recorded them
+        # as used), and a detector the recipe names is the one run.
+        from facekit.checkpoints import read_checkpoint_meta
+        from facekit.pipeline import model_components
+
+        model_components(plan, read_checkpoint_meta(Path(checkpoint)), Path(checkpoint), stage="evaluate")
+        if "detector" in plan.recipe.components.model_fields_set and "detector" in plan.components:
+            detector = plan.components["detector"].build()
 
     check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
@@ -535,7 +547,7 @@ def evaluate_plan(
         elif baseline is not None:
             raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
         else:
-            normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY)  # the model, not the photo's
+            normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)  # (the model)
         if judges:
             names = list(judges)
         elif baseline is None:

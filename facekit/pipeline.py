@@ -140,6 +140,9 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     model = Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors"
     if not model.is_file():  # a refused stage writes nothing (no run record in evaluate.output)
         raise FacekitError(f"checkpoint not found: {model} (run the train stage first, or set train.output)")
+    from facekit.checkpoints import read_checkpoint_meta
+
+    model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")  # (again in evaluate_plan)
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
@@ -188,11 +191,11 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
-def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path) -> dict[str, str]:
-    """What the infer stage runs, slot -> "name (plugin)": the model's encoder, decoder and warper, the detector (the
-    recipe's when it names one, else the model's) and the recipe's apps. A FacekitError when the recipe names an
-    encoder, decoder or warper other than the model's: the decoder was trained on that encoder's features and
-    through that warp, and cannot take others."""
+def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path, stage: str = "infer") -> dict[str, str]:
+    """What the infer (or evaluate) stage runs, slot -> "name (plugin)": the model's encoder, decoder and warper, the
+    detector (the recipe's when it names one, else the model's) and the recipe's apps. A FacekitError when the recipe
+    names an encoder, decoder or warper other than the model's, or sets other params for them: the decoder was trained
+    on that encoder's features and through that warp, and cannot take others."""
     import facekit
     from facekit.errors import FacekitError
     from facekit.types import Kind
@@ -225,8 +228,9 @@ def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path) -> dict
             if getattr(component.params, key) != getattr(theirs, key)
         ]
     if clashes:
+        which = "infer.checkpoint" if stage == "infer" else "the trained model"
         raise FacekitError(
-            f"infer.checkpoint {checkpoint}: " + "; ".join(clashes) + ". The infer stage runs the model's own "
+            f"{which} {checkpoint}: " + "; ".join(clashes) + f". The {stage} stage runs the model's own "
             "encoder, decoder and warper with their params (the decoder was trained with them): drop these from the "
             "recipe, or train a model with them (only the detector may differ)"
         )

@@ -366,3 +366,53 @@ def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts
     said = " ".join(refused.stderr.split())
     assert "components.warper.params.regularization is 0.5, the model's is 0.01" in said
     assert "components.decoder.params.channels is 64, the model's is 256" in said and "image_size" not in said
+
+
+def test_the_evaluate_stage_refuses_model_parts_the_recipe_sets_otherwise(data_root: Path, tmp_path: Path) -> None:
+    """As the infer stage: the evaluate stage (and `facekit eval RECIPE`) measured train.output's model with its own
+    params whatever the recipe said by then, and recorded the recipe's as used. Now refused before a run folder."""
+    import shutil
+
+    from facekit.normalize import default_model_path
+    from tests.helpers import run_cli
+
+    checkpoints = tmp_path / "train" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copy(default_model_path(), checkpoints / "last.safetensors")
+    recipe: dict[str, Any] = {
+        "components": {"warper": {"name": "rbf-linear", "params": {"regularization": 0.5}}},
+        "train": {"output": str(tmp_path / "train")},
+        "evaluate": {"output": str(tmp_path / "eval"), "max_photos": 2},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    for command in (["run", str(tmp_path / "r.yaml"), "--stage", "evaluate"], ["eval", str(tmp_path / "r.yaml")]):
+        refused = run_cli(*command)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        said = " ".join(refused.stderr.split())
+        assert "components.warper.params.regularization is 0.5, the model's is 0.01" in said
+        assert "The evaluate stage runs the model's own" in said
+        assert not (tmp_path / "eval" / "runs").exists() and not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_the_evaluate_stage_runs_the_recipes_detector(data_root: Path, tmp_path: Path) -> None:
+    """A detector the recipe names is the one the evaluation runs, as in the infer stage (before: the model's own,
+    while the run record named the recipe's). Seen in the landmark check: a 5-point detector gives no iBUG-68 points
+    to compare with the decoder's, so that error is not measured (the model's 68-point detector measured it)."""
+    import shutil
+
+    from facekit.normalize import default_model_path
+    from tests.helpers import run_cli
+
+    checkpoints = tmp_path / "train" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copy(default_model_path(), checkpoints / "last.safetensors")
+    recipe: dict[str, Any] = {
+        "components": {"detector": {"name": "dlib-5pt"}},
+        "train": {"output": str(tmp_path / "train")},
+        "evaluate": {"output": str(tmp_path / "eval"), "max_photos": 2},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_cli("eval", str(tmp_path / "r.yaml"))
+    assert result.returncode == 0, result.stderr
+    landmarks = json.loads((tmp_path / "eval" / "metrics.json").read_text())["landmarks"]
+    assert landmarks["of"] == 2 and landmarks["nme_vs_predicted"] == {}
