@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from facekit.errors import FacekitError
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "default-model-224.yaml"
 PACK = ROOT / ".gpu"
@@ -55,10 +57,19 @@ def photo_features(prepared_112: Path, output: Path) -> None:
     targets, features, embeddings = encode_photos(recipe, faces, encoder, progress=True)
     names = np.asarray([faces.identities[int(t)]["identity"] for t in targets])
     # Features alone, in fp16 (the pack's room is 64 MiB): dlib's embedding is its last layer on them, redone there.
-    np.savez(output, identity=names, features=features.to(torch.float16).numpy())
+    # With the settings that chose and cast the photos: a run there with others is refused (helper-78).
+    np.savez(
+        output, identity=names, features=features.to(torch.float16).numpy(), settings=json.dumps(photo_settings(recipe))
+    )
     redone = embedding_of(encoder, features.to(torch.float16).float())
     print(f"embeddings from the fp16 features: largest difference {float((redone - embeddings).abs().max()):.2e}")
     print(f"{len(names)} photo inputs of {len(set(names))} people in {time.perf_counter() - began:.0f} s -> {output}")
+
+
+def photo_settings(recipe: Any) -> dict[str, Any]:
+    """The recipe settings that choose the photo inputs and their casts."""
+    names = ("photo_inputs", "photo_max_yaw_deg", "photo_casts", "photo_cast_sigma", "seed")
+    return {name: getattr(recipe.train, name) for name in names}
 
 
 def pack(prepared_224: Path, photos: Path) -> None:
@@ -85,7 +96,7 @@ def pack_set(prepared: Path, pack_dir: Path) -> None:
 
     arrays: dict[str, Any] = {}
     # The textures (the decoder's target) as JPEG quality 90, the averages (seeds of the morphs, whose backgrounds
-    # train.background flattens) as WebP quality 92: 1.0 and 1.3 grey levels mean error, 24 MiB together.
+    # train.background flattens) as WebP quality 92: 1.0 and 1.3 grey levels mean error, 25 MiB together.
     hows: tuple[tuple[str, dict[str, Any]], ...] = (
         ("averages", {"format": "WEBP", "quality": 92}),
         ("textures", {"format": "JPEG", "quality": 90}),
@@ -128,6 +139,11 @@ def packed_photo_inputs(recipe: Any, faces: Any, encoder: Any, progress: bool = 
     import torch
 
     photos = np.load(PACK / "photos.npz")
+    made_with, wanted = json.loads(str(photos["settings"])), photo_settings(recipe)
+    if made_with != wanted:
+        raise FacekitError(
+            f"the packed photo inputs were made with {made_with}, this run asks for {wanted}: make them again"
+        )
     features = torch.from_numpy(photos["features"].astype(np.float32))
     row_of = {record["identity"]: index for index, record in enumerate(faces.identities)}
     keep = np.asarray([name in row_of for name in photos["identity"]])
@@ -169,7 +185,7 @@ def in_threads(plain_background: Callable[..., Any]) -> Callable[..., Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     def wrapped(images: Any, textures: Any, landmarks: Any, mean_landmarks: Any, rgb: Any) -> Any:
-        chunks = np.array_split(np.arange(len(images)), 64)
+        chunks = np.array_split(np.arange(len(images)), max(1, min(64, len(images))))  # (no empty chunk)
         with ThreadPoolExecutor(os.cpu_count()) as pool:
             parts = list(
                 pool.map(lambda c: plain_background(images[c], textures[c], landmarks[c], mean_landmarks, rgb), chunks)
@@ -184,7 +200,8 @@ class OutOfTime(BaseException):
 
 
 def train(seconds: int, out: Path, sets: list[str]) -> None:
-    """Step 3 (on the GPU machine)."""
+    """Step 3 (on the GPU machine), from the repository's root (the recipe's outputs are relative to it)."""
+    os.chdir(ROOT)
     home = Path(os.environ.setdefault("FACEKIT_HOME", "/tmp/facekit-home"))
     (home / "models").mkdir(parents=True, exist_ok=True)
     shutil.copy(PACK / RESNET, home / "models" / RESNET)

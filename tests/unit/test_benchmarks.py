@@ -90,23 +90,71 @@ def test_the_gpu_pack_gives_back_the_prepared_set(tmp_path: Path) -> None:
 
 def test_the_gpu_runs_photo_inputs_are_found_by_person(tmp_path: Path, monkeypatch: Any) -> None:
     """The photo features made from one prepared set feed another (other rows, other people): each goes to its
-    person's row, those of people the set lacks are left out, and the embedding is the encoder's last layer on them."""
+    person's row, those of people the set lacks are left out, and the embedding is the encoder's layers after its
+    feature pool on them; features made with other photo settings than the run's are refused (helper-78)."""
+    import json
     import types
+
+    import gpu_224
+    import numpy as np
+    import pytest
+    import torch
+
+    from facekit.errors import FacekitError
+
+    train = types.SimpleNamespace(photo_inputs=8, photo_max_yaw_deg=40.0, photo_casts=2, photo_cast_sigma=0.1, seed=0)
+    recipe = types.SimpleNamespace(train=train)
+    names = np.asarray(["ann", "bob", "zed", "ann"])
+    features = np.arange(4 * 6, dtype=np.float16).reshape(4, 6) / 10
+    settings = json.dumps(gpu_224.photo_settings(recipe))
+    np.savez(tmp_path / "photos.npz", identity=names, features=features, settings=settings)
+    monkeypatch.setattr(gpu_224, "PACK", tmp_path)
+    last = torch.nn.Linear(6, 2)
+
+    class Doubling(torch.nn.Module):  # the feature pool itself: must not be applied again
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+    net = types.SimpleNamespace(layers=[torch.nn.Identity(), Doubling(), last], feature_index=1)
+    net.parameters = last.parameters
+    faces = types.SimpleNamespace(identities=[{"identity": "bob"}, {"identity": "ann"}])
+    targets, got_features, embeddings = gpu_224.packed_photo_inputs(recipe, faces, types.SimpleNamespace(net=net))
+    assert targets.tolist() == [1, 0, 1]
+    expected = torch.from_numpy(features[[0, 1, 3]].astype(np.float32))
+    torch.testing.assert_close(got_features, expected)
+    torch.testing.assert_close(embeddings, last(expected).detach())
+    train.photo_casts = 0
+    with pytest.raises(FacekitError, match="photo_casts"):
+        gpu_224.packed_photo_inputs(recipe, faces, types.SimpleNamespace(net=net))
+
+
+def test_the_gpu_runs_pool_helpers_change_no_number() -> None:
+    """The plain background in threads is the plain background (also with fewer images than threads' chunks), and
+    the encoder's pass moved to the GPU is the plain pass where there is none."""
+    import json
 
     import gpu_224
     import numpy as np
     import torch
 
-    names = np.asarray(["ann", "bob", "zed", "ann"])
-    features = np.arange(4 * 6, dtype=np.float16).reshape(4, 6) / 10
-    np.savez(tmp_path / "photos.npz", identity=names, features=features)
-    monkeypatch.setattr(gpu_224, "PACK", tmp_path)
-    last = torch.nn.Linear(6, 2)
-    net = types.SimpleNamespace(layers=[torch.nn.Identity(), torch.nn.Identity(), last], feature_index=1)
-    net.parameters = last.parameters
-    faces = types.SimpleNamespace(identities=[{"identity": "bob"}, {"identity": "ann"}])
-    targets, got_features, embeddings = gpu_224.packed_photo_inputs(None, faces, types.SimpleNamespace(net=net))
-    assert targets.tolist() == [1, 0, 1]
-    expected = torch.from_numpy(features[[0, 1, 3]].astype(np.float32))
-    torch.testing.assert_close(got_features, expected)
-    torch.testing.assert_close(embeddings, last(expected).detach())
+    from facekit.pool import embed_and_features, plain_background
+
+    rng = np.random.default_rng(1)
+    face = Path(__file__).resolve().parents[2] / "facekit" / "testing_data" / "face.json"
+    mean = np.asarray(json.loads(face.read_text())["ibug68"], np.float32) * 112 / 200  # (a 200 px photo's points)
+    for count in (3, 70):
+        images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+        textures = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+        landmarks = (mean[None] * 64 / 112 + rng.normal(0, 1, (count, 68, 2))).astype(np.float32)
+        plain = plain_background(images, textures, landmarks, mean * 64 / 112, (128, 128, 128))
+        threaded = gpu_224.in_threads(plain_background)(images, textures, landmarks, mean * 64 / 112, (128, 128, 128))
+        for a, b in zip(plain, threaded, strict=True):
+            np.testing.assert_array_equal(a, b)
+    encoder = torch.nn.Linear(5, 3)
+    encoder.embed_and_features = lambda x: (encoder(x), x)  # type: ignore[method-assign,assignment]
+    inputs = torch.randn(4, 5)
+    plain_pass = embed_and_features(encoder, inputs)
+    moved = gpu_224.encode_on_gpu(embed_and_features)(encoder, inputs)  # (its outputs come back to the CPU)
+    for a, b in zip(plain_pass, moved, strict=True):
+        assert b.device.type == "cpu"
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)  # (equal on a machine without a GPU)
