@@ -32,7 +32,7 @@ DEMO_PHOTOS := $(foreach p,Adrien_Brody_0001 Amelie_Mauresmo_0002 Alvaro_Uribe_0
 demo: $(STAMP)
 	$(BIN)/facekit list
 	$(BIN)/facekit normalize $(DEMO_PHOTOS) -o demo-output --overwrite
-	$(BIN)/python examples/average_faces.py --out demo-output
+	$(BIN)/python examples/average_faces.py --out demo-output --overwrite
 	$(BIN)/facekit avatar $(word 1,$(DEMO_PHOTOS)) -o demo-output/avatar --sfm $(DATA)/sfm/sfm_shape_3448.bin --overwrite
 	@echo "demo-output/grid.png: LFW photos of unseen people | their normalized faces (default model)"
 	@echo "demo-output/avatar/: a textured 3-D avatar (OBJ, GLB, renders) of the first photo's normalized face"

@@ -1,7 +1,9 @@
 """README figure for the adjust app: photos under a colour cast with a scene behind the person, corrected from their
 normalized face and by gray-world, next to the uncast photo.
 
-    python examples/adjust_figure.py [--out docs/adjust-before-after.jpg]
+    python examples/adjust_figure.py --overwrite      # docs/adjust-before-after.jpg (--out FILE elsewhere)
+
+It reads the known-cast helpers of ``benchmarks/adjust.py`` (the scenes the adjust benchmark measures).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import REPO, add_overwrite, data_root, figure_path
 from adjust import background_mask, blackbody_rgb, cast
 
 from facekit.apps.adjust import FaceAdjuster
 from facekit.apps.baselines import GlobalWhiteBalance
 from facekit.images import load_rgb
-from facekit.recipe import DataSection
 
 PHOTOS = [
     ("london/smiling_front/005_08.jpg", "lfw/images/Amelie_Mauresmo/Amelie_Mauresmo_0002.jpg", 3200, 0.4),
@@ -36,9 +38,15 @@ def read(path: Path) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="docs/adjust-before-after.jpg")
+    parser.add_argument("--out", default=REPO / "docs" / "adjust-before-after.jpg")
+    add_overwrite(parser)
     args = parser.parse_args()
-    root = DataSection().resolved_root()
+    out = figure_path(parser, args.out, args.overwrite)
+    root = data_root()
+    for person, scene_name, _, _ in PHOTOS:  # before the models load
+        for path in (root / person, root / scene_name):
+            if not path.is_file():
+                raise SystemExit(f"cannot read {path}: see the data README")
     adjuster, gray = FaceAdjuster(), GlobalWhiteBalance("gray-world")
     rows = []
     for person, scene_path, kelvin, ev in PHOTOS:
@@ -52,9 +60,9 @@ def main() -> None:
     draw = ImageDraw.Draw(figure)
     for column, label in enumerate(["cast photo", "adjust (face + white-patch)", "gray-world", "before the cast"]):
         draw.text((column * 300 + 6, 6), label, fill=(255, 255, 255))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.save(args.out, quality=88)
-    print(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(out, quality=88)
+    print(out)
 
 
 if __name__ == "__main__":

@@ -4,23 +4,25 @@ Each face is warped with facekit's polyharmonic spline (the ``rbf-linear`` warpe
 own 189 landmarks onto the mean landmarks, and the warped pixels are averaged. The grid shows a few inputs, the same
 faces registered to the mean shape, the plain pixel average (blurry) and the morphed average (sharp).
 
-    python examples/average_faces.py --out demo-output [--people 24] [--size 256]
+    python examples/average_faces.py --out demo-output [--people 24] [--size 256] [--overwrite]
+
+It writes OUT/average_faces.png and OUT/mean_face.png, and replaces them only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import add_overwrite, data_root
 from PIL import Image, ImageDraw
 
 import facekit
 
-DATA = Path(os.environ.get("FACEKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+OUTPUTS = ("average_faces.png", "mean_face.png")
 
 
 def read_tem(path: Path) -> np.ndarray:
@@ -55,11 +57,24 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=24)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--warper", default="rbf-linear")
+    add_overwrite(parser)
     args = parser.parse_args()
+    if args.people < 2:  # (one face is its own average; 0 and below took every face or said the data was missing)
+        parser.error("--people: at least 2 faces to average")
+    if args.size < 16:
+        parser.error("--size: at least 16 px")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: a folder (it gets {' and '.join(OUTPUTS)})")
+    there = [name for name in OUTPUTS if (args.out / name).exists()]
+    if there and not args.overwrite:
+        parser.error(f"{args.out} holds {', '.join(there)}: --overwrite replaces them")
+    try:
+        warper = facekit.load_component("warper", args.warper)
+    except facekit.FacekitError as error:
+        raise SystemExit(str(error)) from None
 
-    images, points, names = load_faces(DATA / "london" / "neutral_front", args.people, args.size)
+    images, points, names = load_faces(data_root() / "london" / "neutral_front", args.people, args.size)
     mean_points = points.mean(dim=0, keepdim=True).expand_as(points).contiguous()
-    warper = facekit.load_component("warper", args.warper)
     start = time.perf_counter()
     with torch.no_grad():
         registered, _ = warper.warp(images, points, mean_points)

@@ -1,8 +1,8 @@
 """Figures for the explore app from LFW DevTest photos (people the models never saw): models side by side (the
 paper's Figs. 8 and 16) and an interpolation between two people with the independent judge's scores under it.
 
-    python examples/explore_figures.py [--model dlib --model sface] [--checkpoint 'LABEL=FILE' ...]
-                                       [--compare docs/explore-compare.jpg] [--interpolate docs/explore-interpolate.jpg]
+    python examples/explore_figures.py --overwrite [--model dlib --model sface] [--checkpoint 'LABEL=FILE' ...]
+                                       [--compare FILE] [--interpolate FILE]     # default: docs/explore-*.jpg
 
 Columns: every ``--model`` (default: every shipped model present) and every ``--checkpoint``.
 """
@@ -14,11 +14,12 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from _common import REPO, add_overwrite, data_root, figure_path
 from PIL import Image, ImageDraw
 
 from facekit.apps.explore import Explorer, interpolation_figure
+from facekit.errors import FacekitError
 from facekit.normalize import Normalizer, resolve_model, shipped_models
-from facekit.recipe import DataSection
 
 COMPARE = [
     "Amelie_Mauresmo/Amelie_Mauresmo_0001.jpg",
@@ -49,28 +50,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], help="a shipped model (repeatable)")
     parser.add_argument("--checkpoint", action="append", default=[], help="LABEL=FILE of a model file (repeatable)")
-    parser.add_argument("--compare", default="docs/explore-compare.jpg")
-    parser.add_argument("--interpolate", default="docs/explore-interpolate.jpg")
+    parser.add_argument("--compare", default=REPO / "docs" / "explore-compare.jpg")
+    parser.add_argument("--interpolate", default=REPO / "docs" / "explore-interpolate.jpg")
+    add_overwrite(parser)
     args = parser.parse_args()
-    images = DataSection().resolved_root() / "lfw" / "images"
-    wanted = [(name, resolve_model(name)) for name in args.model or shipped_models()]
-    wanted += [(label, resolve_model(None, path)) for label, path in (item.split("=", 1) for item in args.checkpoint)]
+    compare = figure_path(parser, args.compare, args.overwrite, "--compare")
+    interpolate = figure_path(parser, args.interpolate, args.overwrite, "--interpolate")
+    if any("=" not in item for item in args.checkpoint):
+        parser.error("--checkpoint: LABEL=FILE (e.g. 'my model=runs/train/x/checkpoints/last.safetensors')")
+    images = data_root() / "lfw" / "images"
+    missing = [name for name in [*COMPARE, *INTERPOLATE] if not (images / name).is_file()]
+    if missing:  # before the models load (a missing photo ended in a TypeError after all of them)
+        raise SystemExit(f"{images} lacks {missing[0]}{' and others' if len(missing) > 1 else ''}: see the data README")
+    try:
+        wanted = [(name, resolve_model(name)) for name in args.model or shipped_models()]
+        wanted += [(label, resolve_model(None, path)) for label, path in (i.split("=", 1) for i in args.checkpoint)]
+    except FacekitError as error:
+        raise SystemExit(str(error)) from None
     models = [(label, Normalizer.from_checkpoint(path)) for label, path in wanted]
     explorer = Explorer(models[0][1], steps=8)
 
     comparison = explorer.compare([images / name for name in COMPARE], models)
+
+    def distance(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"  # (no judged pair: a model without outputs)
+
     footer = [
         f"{row['model']}: {row['judge']} ({row['metric']}) within a person: normalized faces "
-        f"{row['outputs_mean_distance']:.3f}, the photos {row['inputs_mean_distance']:.3f} ({row['people']} people)"
+        f"{distance(row['outputs_mean_distance'])}, the photos {distance(row['inputs_mean_distance'])} "
+        f"({row['people']} people)"
         for row in comparison.summary
     ]
-    Path(args.compare).parent.mkdir(parents=True, exist_ok=True)
-    with_footer(comparison.grid(cell=112), footer).save(args.compare, quality=88)
+    compare.parent.mkdir(parents=True, exist_ok=True)
+    with_footer(comparison.grid(cell=112), footer).save(compare, quality=88)
 
     first, second = (images / name for name in INTERPOLATE)
     result = explorer.interpolate(first, second, names=[Path(n).name for n in INTERPOLATE])
-    Image.fromarray(interpolation_figure(result)).save(args.interpolate, quality=88)
-    for path in (args.compare, args.interpolate):
+    interpolate.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(interpolation_figure(result)).save(interpolate, quality=88)
+    for path in (compare, interpolate):
         print(path, f"{Path(path).stat().st_size / 1e3:.0f} kB")
 
 

@@ -5,7 +5,9 @@ Chromium: no browser download), picks the bundled warm-cast example (the CC BY L
 the figure can be shipped too), waits for the normalized face and the 3-D avatar on the viewer's canvas, and saves
 the page, its colours reduced to a palette to keep the file small.
 
-    python examples/serve_screenshot.py [--out docs/serve.png] [--sfm PATH]
+    python examples/serve_screenshot.py --overwrite [--out FILE] [--sfm PATH]     # default: docs/serve.png
+
+Needs the facekit-serve plugin's extras: Playwright (pip) and Debian's Chromium (apt-get install -y chromium).
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from _common import REPO, add_overwrite, data_root, figure_path
 from facekit_serve.testing import running_server
 from PIL import Image
-
-from facekit.recipe import DataSection
 
 if TYPE_CHECKING:
     from playwright.sync_api import ViewportSize
@@ -32,12 +33,14 @@ VIEWPORT: ViewportSize = {"width": 1280, "height": 1100}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="docs/serve.png")
+    parser.add_argument("--out", default=REPO / "docs" / "serve.png")
     parser.add_argument("--sfm", default=None, help="sfm_shape_3448.bin (default: DATA/sfm/)")
+    add_overwrite(parser)
     args = parser.parse_args()
+    out = figure_path(parser, args.out, args.overwrite)
     from playwright.sync_api import expect, sync_playwright
 
-    sfm = args.sfm or str(DataSection().resolved_root() / "sfm" / "sfm_shape_3448.bin")
+    sfm = args.sfm or str(data_root() / "sfm" / "sfm_shape_3448.bin")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("headless Chromium not found: apt-get install -y chromium")
@@ -66,7 +69,6 @@ def main() -> None:
                 png = page.screenshot(full_page=False)
                 browser.close()
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, optimize=True)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KB, {image.width} x {image.height})")

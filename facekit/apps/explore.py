@@ -304,6 +304,16 @@ class Interpolation:
         }
 
 
+def cell_label(stem: str, width: int) -> str:
+    """A photo's file name in ``width`` characters under its cell: the end kept, where the photos of one person differ
+    (``Amelie_Mauresmo_0004`` in 17: ``..e_Mauresmo_0004``; before, ``Amelie_Mauresmo_0`` for every photo of hers)."""
+    if len(stem) <= width:
+        return stem
+    if width < 3:
+        return stem[len(stem) - max(1, width) :]
+    return ".." + stem[len(stem) - max(1, width - 2) :]
+
+
 @dataclass
 class Comparison:
     """Photos through several models: ``cells[label][i]`` the normalized face of photo ``i`` by model ``label`` (None
@@ -347,7 +357,7 @@ class Comparison:
                     draw.text((x + 6, y + cell // 2 - 6), reasons[c].replace("_", " "), fill=(0, 0, 0))
                     continue
                 sheet.paste(Image.fromarray(image).resize((cell, cell), Image.Resampling.BICUBIC), (x, y))
-            name = Path(self.photos[r]).stem[: (cell - 6) // 6]  # the file (rows of one person stay apart), in its cell
+            name = cell_label(Path(self.photos[r]).stem, (cell - 6) // 6)  # (rows of one person stay apart)
             draw.rectangle((0, header + (r + 1) * cell - 13, 6 * len(name) + 6, header + (r + 1) * cell - 1), (0, 0, 0))
             draw.text((3, header + (r + 1) * cell - 12), name, fill=(255, 255, 255))
         return np.asarray(sheet)

@@ -378,6 +378,16 @@ def test_bench_refuses_a_grid_over_the_prepared_data(tmp_path: Path) -> None:
     with pytest.raises(FacekitError, match=r"bench\.grid varies prepare\.interocular_px, which would change"):
         run_bench(str(recipe), [], progress=False)
     assert not (tmp_path / "bench").exists()
+    # The data and the detector too (RELIABILITY's row said so; helper-79 found only prepare.* tested).
+    for key, values in (
+        ("data.train", [[{"source": "london", "subset": "neutral_front"}], [{"source": "london", "subset": "canada"}]]),
+        ("components.detector.name", ["dlib", "dlib-5pt"]),
+        ("components.detector.params.upsample", [0, 1]),
+    ):
+        recipe.write_text(yaml.safe_dump({"bench": {"grid": {key: values}, "output": str(tmp_path / "bench")}}))
+        with pytest.raises(FacekitError, match=rf"bench\.grid varies {key.replace('.', '[.]')}"):
+            run_bench(str(recipe), [], progress=False)
+        assert not (tmp_path / "bench").exists()
 
 
 def test_a_cut_short_cached_pool_is_made_again(prepared: Path, tmp_path: Path) -> None:  # noqa: F811

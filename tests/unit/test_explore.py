@@ -392,3 +392,13 @@ def test_explore_uses_the_normalizers_parts_on_its_turn(
     monkeypatch.setattr(normalize, "detect_one", watched)
     outcomes, features, _ = encode(shipped_normalizer, [real_face().image], ["face"])
     assert held == [True] and features is not None and outcomes[0].status == "ok"
+
+
+def test_a_comparison_rows_label_keeps_the_end_of_the_file_name() -> None:
+    """helper-79: the label was cut to its first characters, so every row of one person read Amelie_Mauresmo_0."""
+    from facekit.apps.explore import cell_label
+
+    assert cell_label("Amelie_Mauresmo_0004", 17) == "..e_Mauresmo_0004"
+    assert len(cell_label("Amelie_Mauresmo_0004", 17)) == 17
+    assert cell_label("Ben_Affleck_0002", 17) == "Ben_Affleck_0002"
+    assert cell_label("abcdef", 2) == "ef"
