@@ -203,10 +203,7 @@ def evaluate_normalizer(
             "consistency_same_person": _stats(same),
             "consistency_different_people": _stats(different),
             "inputs_same_person": _stats(inputs_same),
-            "same_person_pass_rate": round(float(judge.passes(same).mean()), 4) if len(same) else None,
-            "different_people_reject_rate": round(float((~judge.passes(different)).mean()), 4)
-            if len(different)
-            else None,
+            **pair_rates(judge, same, different),
         }
         _histogram(preserved, judge, out / f"identity-{judge.name}.png")
         np.save(out / f"identity-{judge.name}.npy", preserved)
@@ -306,6 +303,15 @@ def _consistency_pairs(people: np.ndarray, rng: np.random.Generator, count: int 
     return {
         "same": np.array(same, dtype=int).reshape(-1, 2),
         "different": np.array(different, dtype=int).reshape(-1, 2),
+    }
+
+
+def pair_rates(judge: Any, same: np.ndarray, different: np.ndarray) -> dict[str, float | None]:
+    """The share of same-person pairs the judge passes and of different-people pairs it rejects (None without
+    pairs), from the pairs' scores (distances or similarities, as the judge reads them)."""
+    return {
+        "same_person_pass_rate": round(float(np.mean(judge.passes(same))), 4) if len(same) else None,
+        "different_people_reject_rate": round(float(np.mean(~judge.passes(different))), 4) if len(different) else None,
     }
 
 

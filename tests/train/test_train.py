@@ -86,7 +86,7 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     assert kept == ["step-000050.safetensors", "step-000100.safetensors"]
     assert read_checkpoint(out / "checkpoints" / kept[0])[1]["step"] == 50
     assert read_checkpoint_meta(out / "checkpoints" / kept[0]) == read_checkpoint(out / "checkpoints" / kept[0])[1]
-    with pytest.raises(Exception, match="--resume"):
+    with pytest.raises(FacekitError, match="--resume"):
         train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=100)))
     # Resuming under another recipe would mix two runs (the old lr, Adam state, data): refused, naming what changed;
     # more steps are fine.

@@ -96,7 +96,7 @@ def test_strength_and_channels() -> None:
     assert exposure.target == (125.0, 140.0, 110.0)
     lut = piecewise_lut(100.0, 120.0)
     assert lut[0] == 0 and lut[100] == 120 and lut[255] == 255 and (np.diff(lut.astype(int)) >= 0).all()
-    with pytest.raises(Exception, match="strength"):
+    with pytest.raises(FacekitError, match="strength"):
         correction.scaled(1.5)
 
 
