@@ -232,5 +232,12 @@ def export_model(
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FacekitError(f"--metrics {metrics} cannot be read as JSON: {error}") from None
         check_metrics_measure(meta["metrics"], weights_digest(weights), metrics, checkpoint)
+        own = ((meta.get("recipe") or {}).get("components") or {}).get("detector") or {}
+        used = meta["metrics"].get("detector") if isinstance(meta["metrics"], dict) else None
+        if isinstance(used, str) and own.get("name") and used != own["name"]:  # (helper-81: taken as the model's)
+            raise FacekitError(
+                f"--metrics {metrics} found its faces with detector {used!r}, the model's is {own['name']!r}: "
+                "evaluate it with the model's own detector to record the figures in the model file"
+            )
     write_model_file(out, weights, meta)
     return out.stat().st_size

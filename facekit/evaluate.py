@@ -554,6 +554,12 @@ def evaluate_plan(
             raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
         else:
             normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)  # (the model)
+            own_detector = ((normalizer.meta.get("recipe") or {}).get("components") or {}).get("detector") or {}
+            detector_used = (
+                plan.components["detector"].spec.name
+                if detector is not None and plan is not None
+                else str(own_detector.get("name", "the model's"))
+            )
         if judges:
             names = list(judges)
         elif baseline is None:
@@ -586,6 +592,8 @@ def evaluate_plan(
         count = f"{len(photos)} photo{'s' if len(photos) != 1 else ''}"
         about = {
             "model": f"baseline {baseline}" if baseline else str(checkpoint),
+            # Which detector found the faces (the recipe's, or the model's own): export refuses another's figures.
+            **({"detector": detector_used} if baseline is None else {}),
             "data": f"{data}: {count} of LFW peopleDevTest.txt people (never trained on) in {root}",
         }
         pairs = (root, pair_folds) if pair_folds else None

@@ -143,6 +143,13 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.checkpoints import read_checkpoint_meta
 
     model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")  # (again in evaluate_plan)
+    if "detector" in plan.recipe.components.model_fields_set and "detector" in plan.components:
+        # A detector the model's encoder cannot align from, or without its weights: refused before the run record
+        # (helper-81: after it, each try left a run.json naming the detector as used), as the infer stage does.
+        from facekit.detail import DECODER_ONLY
+        from facekit.normalize import Normalizer
+
+        Normalizer.from_checkpoint(model, detail=DECODER_ONLY, detector=plan.components["detector"].build())
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 

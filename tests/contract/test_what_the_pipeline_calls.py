@@ -414,5 +414,41 @@ def test_the_evaluate_stage_runs_the_recipes_detector(data_root: Path, tmp_path:
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     result = run_cli("eval", str(tmp_path / "r.yaml"))
     assert result.returncode == 0, result.stderr
-    landmarks = json.loads((tmp_path / "eval" / "metrics.json").read_text())["landmarks"]
-    assert landmarks["of"] == 2 and landmarks["nme_vs_predicted"] == {}
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["landmarks"]["of"] == 2 and metrics["landmarks"]["nme_vs_predicted"] == {}
+    assert metrics["detector"] == "dlib-5pt"  # said in the record (helper-81)
+    # Such figures are not the model's own: export will not record them in the model file.
+    exported = run_cli(
+        "export",
+        str(checkpoints / "last.safetensors"),
+        str(tmp_path / "m.safetensors"),
+        "--metrics",
+        str(tmp_path / "eval" / "metrics.json"),
+    )
+    assert exported.returncode == 1 and "found its faces with detector 'dlib-5pt'" in " ".join(exported.stderr.split())
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_detector_the_model_cannot_align_from_is_refused_before_the_evaluate_run_record(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """helper-81: the params were checked before the run record, the recipe's detector only after it: each try left a
+    run.json naming a detector that never ran."""
+    import shutil
+
+    from facekit.normalize import default_model_path
+    from tests.helpers import run_cli
+
+    checkpoints = tmp_path / "train" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copy(default_model_path(), checkpoints / "last.safetensors")
+    recipe: dict[str, Any] = {
+        "components": {"detector": {"name": "yunet"}},
+        "train": {"output": str(tmp_path / "train")},
+        "evaluate": {"output": str(tmp_path / "eval"), "max_photos": 2},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    refused = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "evaluate")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "eyes-nose-mouth5 landmarks" in " ".join(refused.stderr.split())
+    assert not (tmp_path / "eval").exists()

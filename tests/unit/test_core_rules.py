@@ -92,7 +92,7 @@ def test_the_prepare_filters_reject_each_way() -> None:
     good = {"interocular_px": 60, "yaw": 0, "pitch": rules.frontal_pitch_deg, "roll": 0, "mouth_open": 0}
     good |= {"mouth_width": 0.8, "sharpness": 100, "colourfulness": 20}
     assert rejection_reason(FaceMeasures(**good), rules) is None
-    for yaw in (-30, 30):  # turned either way
+    for yaw in (-rules.max_yaw_deg - 1, rules.max_yaw_deg + 1):  # turned either way
         assert (rejection_reason(FaceMeasures(**{**good, "yaw": yaw}), rules) or "").startswith("pose (yaw")
     smile = rejection_reason(FaceMeasures(**{**good, "mouth_width": rules.max_mouth_width + 0.01}), rules)
     assert (smile or "").startswith("expression (smile")
@@ -106,7 +106,7 @@ def test_the_texture_weight_means_the_same_at_any_texture_size() -> None:
     rng = np.random.default_rng(2)
     blocks = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
     textures = blocks.repeat(8, axis=1).repeat(8, axis=2)  # 64 px
-    landmarks = rng.uniform(0, 64, (12, 68, 2)) * 0.05  # small: the texture term decides
+    landmarks = rng.uniform(0, 64, (12, 68, 2)) * 0.05  # (without the size factor the landmarks would outweigh)
     full = nearest_neighbours(landmarks, textures, 3, texture_weight=1.0, texture_size=None)
     small = nearest_neighbours(landmarks, textures, 3, texture_weight=1.0, texture_size=8)
     np.testing.assert_array_equal(small, full)

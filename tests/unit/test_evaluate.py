@@ -70,8 +70,9 @@ def test_tenfold_accuracy_when_every_pair_of_the_other_folds_failed() -> None:
     same = np.array([True, False] * 4)
     scores = np.array([0.9, 0.1, 0.8, 0.2] + [-np.inf] * 4)
     result = tenfold_accuracy(scores, same, folds, higher_is_same=True)
-    # Fold 1 (all failed) under fold 0's threshold: every pair "different", half right; fold 0 under a threshold
-    # chosen on failures alone separates nothing either: half right (helper-80: the bounds alone held for any value).
+    # Fold 1 (all failed) under fold 0's threshold: every pair "different", half right. Fold 0 under the threshold of
+    # failures alone, which is the fallback 0 (no information): every positive cosine "same", half right too
+    # (helper-80: the bounds alone held for any value; helper-81: that half is the fallback's, not a law).
     assert result["folds"] == 2 and result["accuracy"] == 0.5 and result["std"] == 0.0
 
 
