@@ -1,0 +1,119 @@
+"""Rules of the plugins and apps that a manual mutation test (helper-82, stop 43) could break without any test
+failing; each test here fails under the mutant it was written for (e.g. alpha over black, a brow band moved down)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+
+def test_alpha_is_composited_over_mid_grey() -> None:
+    from facekit.images import as_rgb
+
+    rgba = np.zeros((1, 3, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[0, :, 3] = (0, 255, 128)
+    rgb = as_rgb(rgba)
+    assert rgb[0, 0].tolist() == [128, 128, 128] and rgb[0, 1].tolist() == [255, 255, 255]
+    assert np.abs(rgb[0, 2].astype(int) - 192).max() <= 1  # 255 * 128/255 + 128 * 127/255 = 191.75
+
+
+def test_ita_is_defined_from_min_b_star() -> None:
+    from facekit.apps.attributes import MIN_B_STAR, individual_typology_angle
+
+    assert float(individual_typology_angle(60.0, MIN_B_STAR)) == pytest.approx(np.degrees(np.arctan(10 / MIN_B_STAR)))
+    assert np.isnan(individual_typology_angle(60.0, MIN_B_STAR - 0.001))
+
+
+def test_background_is_measured_in_the_side_strips_only() -> None:
+    from facekit.fidelity import STRIP_X, background_noise
+
+    image = np.full((112, 112, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    middle = slice(int(STRIP_X[0] * 112) + 4, int(STRIP_X[1] * 112) - 4)
+    image[50:100, middle] = rng.integers(0, 256, (50, image[50:100, middle].shape[1], 3), dtype=np.uint8)
+    hull = np.array([[50, 5], [62, 5], [62, 15], [50, 15]], np.float64)  # small, at the top
+    assert background_noise(image, hull) == 0.0
+    image[50:100, :8] = rng.integers(0, 256, (50, 8, 3), dtype=np.uint8)  # noise in the left strip counts
+    assert background_noise(image, hull) > 1.0
+
+
+def test_identity_counts_faceless_outputs_of_judged_photos_only() -> None:
+    from facekit.fidelity import identity_figures
+
+    def scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(b[:, 0]), -1.0, (a * b).sum(1))
+
+    judge = types.SimpleNamespace(
+        scores=scores, passes=lambda s: s > 0.5, higher_is_same=True, card=types.SimpleNamespace(threshold=0.5)
+    )
+    inputs = np.array([[np.nan, np.nan], [1.0, 0.0], [0.0, 1.0]])
+    outputs = np.array([[np.nan, np.nan], [np.nan, np.nan], [0.0, 1.0]])
+    figures = identity_figures(judge, inputs, outputs, np.array([True, True, True]))
+    assert figures["judged"] == 2 and figures["not_judged_input_without_face"] == 1
+    assert figures["output_without_face"] == 1 and figures["pass_rate"] == 0.5
+
+
+def test_a_face_cut_by_any_image_edge_is_kept_and_one_outside_is_not() -> None:
+    from facekit_opencv.yunet import _inside
+
+    from facekit.types import FaceDetection
+
+    def face(box: tuple[float, float, float, float]) -> FaceDetection:
+        return FaceDetection(box=box, score=0.9, landmarks=np.zeros((5, 2)), scheme="eyes-nose-mouth5")
+
+    assert _inside(face((-20, 10, 30, 60)), 100, 100) and _inside(face((90, 10, 130, 60)), 100, 100)
+    assert _inside(face((10, 90, 60, 130)), 100, 100)
+    assert not _inside(face((110, 10, 150, 60)), 100, 100) and not _inside(face((10, -60, 60, -5)), 100, 100)
+
+
+def test_scrfd_keeps_a_score_equal_to_its_threshold() -> None:
+    from facekit_insightface.scrfd import _Level, decode
+
+    level = _Level(stride=8, anchors=1, scores=0, boxes=1, keypoints=None)
+    scores = np.full((4, 1), 0.1, np.float32)
+    scores[3] = 0.5  # the cell at (8, 8)
+    boxes = np.ones((4, 4), np.float32)  # one stride each way
+    found, kept, _ = decode([scores, boxes], [level], (16, 16), threshold=0.5)
+    assert kept.tolist() == [0.5] and found.tolist() == [[0.0, 0.0, 16.0, 16.0]]
+
+
+def test_the_trusted_face_region_raises_the_brows() -> None:
+    from facekit_avatar.colour import FOREHEAD, face_region
+
+    points = np.zeros((68, 2), np.float32)
+    points[36:42] = (30, 50)
+    points[42:48] = (70, 50)
+    points[17:27] = (50, 40)
+    region = face_region(points)
+    assert region.shape == (78, 2)
+    np.testing.assert_allclose(region[68:78, 1], 40 - FOREHEAD * 40)  # image y points down: raised is smaller
+
+
+def test_a_fit_of_scale_zero_is_no_avatar() -> None:
+    import torch
+    from facekit_avatar.app import fit_problems
+
+    fit = types.SimpleNamespace(
+        coefficients=torch.zeros(1, 5),
+        scale=torch.zeros(1),
+        translation=torch.zeros(1, 3),
+        reprojection_px=torch.zeros(1),
+    )
+    landmarks = np.random.default_rng(0).uniform(10, 100, (1, 68, 2))
+    assert "could not be fitted" in (fit_problems(fit, landmarks)[0] or "")
+
+
+def test_learned_colour_coefficients_have_unit_variance() -> None:
+    """The colour basis is scaled so that the training people's coefficients are N(0, 1) (COLOUR_PRIOR assumes it)."""
+    from facekit_avatar.colour import learn
+
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(80, 3)) * np.array([3.0, 2.0, 1.0])
+    colours = 0.5 + 0.02 * (factors @ rng.normal(size=(3, 40 * 3))).reshape(80, 40, 3)
+    ones = np.ones((80, 40))
+    model = learn(colours, ones, components=3)
+    coefficients = model.fit(colours, ones, prior=0.0)
+    np.testing.assert_allclose(coefficients.std(axis=0, ddof=1), 1.0, atol=1e-4)
