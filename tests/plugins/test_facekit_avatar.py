@@ -475,3 +475,39 @@ def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Pat
         maker.export(avatar, tmp_path / "inside" / "..", "face", root=tmp_path / "inside")
     written = maker.export(avatar, tmp_path, "..")  # a photo named ...jpg: its files are ...obj, ...glb
     assert (tmp_path / "...obj").is_file() and all(tmp_path in Path(p).parents for p in written)
+
+
+def test_the_fit_is_the_same_at_any_frame_size(model: SurreyModel) -> None:
+    """helper-82: the landmark noise (sigma, in px of a 112 px frame) scaled the wrong way at other sizes survived
+    every test. The camera scales with the frame, so the same face in a 224 px frame fits to the same shape; with
+    landmarks that say nothing (huge sigma) the prior alone decides: the mean face."""
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randn(2, model.components, generator=generator) * 0.7
+    noise = torch.randn(2, 68, 2, generator=torch.Generator().manual_seed(1)) * 1.5
+    points = synthetic_landmarks(model, truth) + noise
+    at_112 = fit_shape(model, points.numpy(), 112)
+    at_224 = fit_shape(model, (points * 2 + 0.5).numpy(), 224)
+    assert torch.allclose(at_112.coefficients, at_224.coefficients, atol=1e-3)
+    uninformed = fit_shape(model, points.numpy(), 112, sigma_px=1e4)
+    assert uninformed.coefficients.abs().max() < 0.05
+
+
+def test_the_exported_texture_is_upright(model: SurreyModel, tmp_path: Path) -> None:
+    """The texture's row 0 is v = 0, glTF/OBJ put v = 0 at the bottom: the export flips v (a mutant without the flip
+    survived every test). Top half red, bottom half blue: the vertices at small v read red from the GLB."""
+    import trimesh
+    from facekit_avatar.app import Avatar, mesh_files
+
+    texture = np.zeros((64, 64, 3), np.uint8)
+    texture[:32] = (255, 0, 0)
+    texture[32:] = (0, 0, 255)
+    mean = model.mean.numpy() if hasattr(model.mean, "numpy") else np.asarray(model.mean)
+    avatar = Avatar(mean, mean, np.full(mean.shape, 0.5, np.float32), texture, {})
+    files = mesh_files(avatar, model, "x")
+    (tmp_path / "x.glb").write_bytes(files["x.glb"])
+    scene = trimesh.load(tmp_path / "x.glb")
+    mesh = next(iter(scene.geometry.values())) if hasattr(scene, "geometry") else scene
+    colours = mesh.visual.to_color().vertex_colors[:, :3]
+    uv = np.asarray(model.uv)
+    assert (colours[uv[:, 1] < 0.25] == (255, 0, 0)).all(axis=1).mean() > 0.95
+    assert (colours[uv[:, 1] > 0.75] == (0, 0, 255)).all(axis=1).mean() > 0.95
