@@ -117,3 +117,39 @@ def test_learned_colour_coefficients_have_unit_variance() -> None:
     model = learn(colours, ones, components=3)
     coefficients = model.fit(colours, ones, prior=0.0)
     np.testing.assert_allclose(coefficients.std(axis=0, ddof=1), 1.0, atol=1e-4)
+
+
+def test_the_skin_tone_is_the_median_colour_of_the_skin() -> None:
+    """70 % of the skin region one colour, the rest white: the median is that colour (the mean would be paler)."""
+    from facekit.apps.attributes import skin_mask, skin_tone, srgb_to_lab
+    from facekit.data.augment import procedural_landmarks
+
+    landmarks = procedural_landmarks(112)
+    mask = skin_mask(landmarks, 112, 112)
+    image = np.full((112, 112, 3), 255, np.uint8)
+    where = np.flatnonzero(mask.reshape(-1))
+    painted = where[: int(0.7 * len(where))]
+    image.reshape(-1, 3)[painted] = (224, 172, 140)
+    tone = skin_tone(image, landmarks)
+    expected = srgb_to_lab(np.array([[224, 172, 140]], np.uint8))[0]
+    assert (tone.lightness, tone.a_star, tone.b_star) == pytest.approx(tuple(float(v) for v in expected), abs=1e-6)
+
+
+def test_vgg_face_pools_by_the_maximum() -> None:
+    """One bright pixel through VGG-16 with identity kernels: 2 x 2 max pooling keeps it through all five pools
+    (average pooling would leave 10 / 4^5)."""
+    import torch
+    from facekit_vggface.model import BLOCKS, VggFace
+
+    net = VggFace(num_classes=1).eval()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.zero_()
+        for block, count, _ in BLOCKS:
+            for index in range(1, count + 1):
+                getattr(net, f"conv{block}_{index}").weight[0, 0, 1, 1] = 1.0
+        net.fc6.weight[0, 0] = 1.0
+        net.fc7.weight[0, 0] = 1.0
+        x = torch.zeros(1, 3, 224, 224)
+        x[0, 0, 0, 0] = 10.0
+        assert float(net.fc7_preactivation(x)[0, 0]) == pytest.approx(10.0)
