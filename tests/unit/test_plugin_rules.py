@@ -153,3 +153,28 @@ def test_vgg_face_pools_by_the_maximum() -> None:
         x = torch.zeros(1, 3, 224, 224)
         x[0, 0, 0, 0] = 10.0
         assert float(net.fc7_preactivation(x)[0, 0]) == pytest.approx(10.0)
+
+
+def test_inception_resnet_v1_has_facenet_pytorchs_residual_scales() -> None:
+    """The published layout the weight files are loaded into (facenet-pytorch's InceptionResnetV1): Block35 x5 at
+    0.17, Block17 x10 at 0.10, Block8 x5 at 0.20, then a last Block8 at 1.0 without ReLU."""
+    from facekit_facenet.model import InceptionResnetV1
+
+    net = InceptionResnetV1(num_classes=1)
+    assert [b.scale for b in net.repeat_1] == [0.17] * 5 and [b.scale for b in net.repeat_2] == [0.10] * 10
+    assert [b.scale for b in net.repeat_3] == [0.20] * 5 and not any(b.no_relu for b in net.repeat_3)
+    assert net.block8.scale == 1.0 and net.block8.no_relu
+
+
+def test_a_face_masks_coverage_is_centred_on_its_polygon() -> None:
+    """Pixel centres at integer coordinates: a square from 10 to 20 has its coverage centred on 15, up to the fine
+    grid's rasterisation (8x supersampled; fillPoly keeps its edge pixels: +1/16 px, 2.5 % more area). Dropping the
+    fine grid's centre offset moved it by 7/16 px."""
+    from facekit.data.poisson import face_mask
+
+    square = np.array([[10.0, 10.0], [20.0, 10.0], [20.0, 20.0], [10.0, 20.0]])
+    mask = face_mask(square, 32, 32, blur_px=0.0).astype(np.float64)
+    ys, xs = np.mgrid[0:32, 0:32]
+    assert float((mask * xs).sum() / mask.sum()) == pytest.approx(15.0, abs=0.1)
+    assert float((mask * ys).sum() / mask.sum()) == pytest.approx(15.0, abs=0.1)
+    assert float(mask.sum()) == pytest.approx(100.0, abs=3.0)
