@@ -368,23 +368,31 @@ def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts
     assert "components.decoder.params.channels is 64, the model's is 256" in said and "image_size" not in said
 
 
-def test_the_evaluate_stage_refuses_model_parts_the_recipe_sets_otherwise(data_root: Path, tmp_path: Path) -> None:
-    """As the infer stage: the evaluate stage (and `facekit eval RECIPE`) measured train.output's model with its own
-    params whatever the recipe said by then, and recorded the recipe's as used. Now refused before a run folder."""
+def shipped_model_as_trained(tmp_path: Path, components: dict[str, Any]) -> Path:
+    """tmp_path/r.yaml: a recipe naming ``components`` whose train.output holds the shipped default model as its
+    trained checkpoint (evaluate.output tmp_path/eval, 2 photos); returns the checkpoints folder."""
     import shutil
 
     from facekit.normalize import default_model_path
-    from tests.helpers import run_cli
 
     checkpoints = tmp_path / "train" / "checkpoints"
     checkpoints.mkdir(parents=True)
     shutil.copy(default_model_path(), checkpoints / "last.safetensors")
     recipe: dict[str, Any] = {
-        "components": {"warper": {"name": "rbf-linear", "params": {"regularization": 0.5}}},
+        "components": components,
         "train": {"output": str(tmp_path / "train")},
         "evaluate": {"output": str(tmp_path / "eval"), "max_photos": 2},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    return checkpoints
+
+
+def test_the_evaluate_stage_refuses_model_parts_the_recipe_sets_otherwise(data_root: Path, tmp_path: Path) -> None:
+    """As the infer stage: the evaluate stage (and `facekit eval RECIPE`) measured train.output's model with its own
+    params whatever the recipe said by then, and recorded the recipe's as used. Now refused before a run folder."""
+    from tests.helpers import run_cli
+
+    shipped_model_as_trained(tmp_path, {"warper": {"name": "rbf-linear", "params": {"regularization": 0.5}}})
     for command in (["run", str(tmp_path / "r.yaml"), "--stage", "evaluate"], ["eval", str(tmp_path / "r.yaml")]):
         refused = run_cli(*command)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
@@ -398,20 +406,9 @@ def test_the_evaluate_stage_runs_the_recipes_detector(data_root: Path, tmp_path:
     """A detector the recipe names is the one the evaluation runs, as in the infer stage (before: the model's own,
     while the run record named the recipe's). Seen in the landmark check: a 5-point detector gives no iBUG-68 points
     to compare with the decoder's, so that error is not measured (the model's 68-point detector measured it)."""
-    import shutil
-
-    from facekit.normalize import default_model_path
     from tests.helpers import run_cli
 
-    checkpoints = tmp_path / "train" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    shutil.copy(default_model_path(), checkpoints / "last.safetensors")
-    recipe: dict[str, Any] = {
-        "components": {"detector": {"name": "dlib-5pt"}},
-        "train": {"output": str(tmp_path / "train")},
-        "evaluate": {"output": str(tmp_path / "eval"), "max_photos": 2},
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    checkpoints = shipped_model_as_trained(tmp_path, {"detector": {"name": "dlib-5pt"}})
     result = run_cli("eval", str(tmp_path / "r.yaml"))
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -434,20 +431,9 @@ def test_a_detector_the_model_cannot_align_from_is_refused_before_the_evaluate_r
 ) -> None:
     """helper-81: the params were checked before the run record, the recipe's detector only after it: each try left a
     run.json naming a detector that never ran."""
-    import shutil
-
-    from facekit.normalize import default_model_path
     from tests.helpers import run_cli
 
-    checkpoints = tmp_path / "train" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    shutil.copy(default_model_path(), checkpoints / "last.safetensors")
-    recipe: dict[str, Any] = {
-        "components": {"detector": {"name": "yunet"}},
-        "train": {"output": str(tmp_path / "train")},
-        "evaluate": {"output": str(tmp_path / "eval"), "max_photos": 2},
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    shipped_model_as_trained(tmp_path, {"detector": {"name": "yunet"}})
     refused = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "evaluate")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert "eyes-nose-mouth5 landmarks" in " ".join(refused.stderr.split())
