@@ -15,7 +15,10 @@ travels packed, and nothing there reads the photos:
    features read from the pack instead of the photos, stops after S seconds at the last checkpoint (one is written
    every ``--checkpoint-every`` steps), exports it in fp16 and writes the training's speed to ``$OUT``.
 
-The model then comes back here and is judged by ``benchmarks/quality.py`` like any other.
+The model then comes back here and is judged by ``benchmarks/quality.py`` like any other. The device tool sends the
+working tree too (its tracked files count towards the 64 MiB): stop 43 moved the shipped models
+(``facekit/assets/*.safetensors``, 30 MB, which the training does not read) out of the tree for the call and back after
+it, and carried ``.gpu`` and ``.whl`` (pydantic, typer and click wheels for the machine's Python 3.12).
 """
 
 from __future__ import annotations
