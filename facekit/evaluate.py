@@ -515,6 +515,19 @@ def evaluate_plan(
         given = "--checkpoint" if checkpoint is not None else "--model"
         raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
     recipes_model = checkpoint is None and model is None and plan is not None
+    if plan is not None and not recipes_model and baseline is None:
+        named = [
+            s for s in ("encoder", "decoder", "warper", "detector") if s in plan.recipe.components.model_fields_set
+        ]
+        if named:  # (helper-81: skipped in silence)
+            logger.warning(
+                "%s: the model file is measured with its own %s; the recipe's components.%s are not applied (they "
+                "describe what the recipe trains: leave out %s to measure the recipe's model as it says)",
+                "--checkpoint" if checkpoint is not None else "--model",
+                ", ".join(named),
+                ", components.".join(named),
+                "--checkpoint" if checkpoint is not None else "--model",
+            )
     if checkpoint is None and model is None and plan is not None:  # a --model given is the model measured
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if data != "lfw-devtest":

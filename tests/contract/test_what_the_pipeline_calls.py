@@ -438,3 +438,20 @@ def test_a_detector_the_model_cannot_align_from_is_refused_before_the_evaluate_r
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert "eyes-nose-mouth5 landmarks" in " ".join(refused.stderr.split())
     assert not (tmp_path / "eval").exists()
+
+
+def test_eval_with_another_model_says_the_recipes_components_are_not_applied(
+    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`facekit eval RECIPE --model NAME` measures the named model as it is: the recipe's detector is not run, and
+    that is said (helper-81: in silence)."""
+    from facekit.evaluate import evaluate_plan
+
+    shipped_model_as_trained(tmp_path, {"detector": {"name": "dlib-5pt"}})
+    with caplog.at_level("WARNING", logger="facekit.evaluate"):
+        metrics, _ = evaluate_plan(
+            str(tmp_path / "r.yaml"), None, "lfw-devtest", [], 1, str(tmp_path / "eval"), model="dlib"
+        )
+    said = " ".join(record.getMessage() for record in caplog.records)
+    assert "--model: the model file is measured with its own detector" in said
+    assert "components.detector are not applied" in said and metrics["detector"] == "dlib"
