@@ -13,12 +13,13 @@ travels packed, and nothing there reads the photos:
    dlib's ResNet weights, into ``.gpu/`` (ignored by git; the device tool carries it);
 3. there, ``python3 benchmarks/gpu_224.py train --seconds S``: unpacks the set, trains the recipe with the photo
    features read from the pack instead of the photos, stops after S seconds at the last checkpoint (one is written
-   every ``--checkpoint-every`` steps), exports it in fp16 and writes the training's speed to ``$OUT``.
+   every ``train.checkpoint_every`` steps), exports it in fp16 and writes the training's speed to ``$OUT``.
 
 The model then comes back here and is judged by ``benchmarks/quality.py`` like any other. The device tool sends the
-working tree too (its tracked files count towards the 64 MiB): stop 43 moved the shipped models
+working tree too (its tracked files count towards the 64 MiB): move the shipped models
 (``facekit/assets/*.safetensors``, 30 MB, which the training does not read) out of the tree for the call and back after
-it, and carried ``.gpu`` and ``.whl`` (pydantic, typer and click wheels for the machine's Python 3.12).
+it, and carry ``.gpu`` and ``.whl`` (pydantic, typer and click wheels for the machine's Python 3.12; its own torch,
+numpy and OpenCV serve).
 """
 
 from __future__ import annotations

@@ -516,12 +516,15 @@ def evaluate_plan(
         raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
     recipes_model = checkpoint is None and model is None and plan is not None
     if plan is not None and not recipes_model and baseline is None:
-        named = [
-            s for s in ("encoder", "decoder", "warper", "detector") if s in plan.recipe.components.model_fields_set
+        given_slots = plan.recipe.components.model_fields_set
+        named = [  # (an explicit null is no component)
+            slot
+            for slot in ("encoder", "decoder", "warper", "detector")
+            if slot in given_slots and getattr(plan.recipe.components, slot) is not None
         ]
         if named:  # (helper-81: skipped in silence)
             logger.warning(
-                "%s: the model file is measured with its own %s; the recipe's components.%s are not applied (they "
+                "%s: the model file is measured with its own %s; not applied from the recipe: components.%s (they "
                 "describe what the recipe trains: leave out %s to measure the recipe's model as it says)",
                 "--checkpoint" if checkpoint is not None else "--model",
                 ", ".join(named),

@@ -454,4 +454,12 @@ def test_eval_with_another_model_says_the_recipes_components_are_not_applied(
         )
     said = " ".join(record.getMessage() for record in caplog.records)
     assert "--model: the model file is measured with its own detector" in said
-    assert "components.detector are not applied" in said and metrics["detector"] == "dlib"
+    assert "not applied from the recipe: components.detector" in said and metrics["detector"] == "dlib"
+    # As a user of the command sees it (stderr), with --checkpoint too.
+    from tests.helpers import run_cli
+
+    checkpoint = str(tmp_path / "train" / "checkpoints" / "last.safetensors")
+    args = ["--checkpoint", checkpoint, "--max-photos", "1", "-o", str(tmp_path / "eval2")]
+    shown = run_cli("eval", str(tmp_path / "r.yaml"), *args)
+    assert shown.returncode == 0, shown.stderr
+    assert "--checkpoint: the model file is measured with its own detector" in " ".join(shown.stderr.split())

@@ -493,8 +493,9 @@ def test_the_fit_is_the_same_at_any_frame_size(model: SurreyModel) -> None:
 
 
 def test_the_exported_texture_is_upright(model: SurreyModel, tmp_path: Path) -> None:
-    """The texture's row 0 is v = 0, glTF/OBJ put v = 0 at the bottom: the export flips v (a mutant without the flip
-    survived every test). Top half red, bottom half blue: the vertices at small v read red from the GLB."""
+    """The texture's row 0 is v = 0, OBJ (and trimesh) put v = 0 at the bottom: the export flips v (a mutant without the
+    flip survived every test). Top half red, bottom half blue: the vertices at small v read red from the GLB, and the
+    OBJ's own vt lines hold 1 - v."""
     import trimesh
     from facekit_avatar.app import Avatar, mesh_files
 
@@ -511,3 +512,5 @@ def test_the_exported_texture_is_upright(model: SurreyModel, tmp_path: Path) -> 
     uv = np.asarray(model.uv)
     assert (colours[uv[:, 1] < 0.25] == (255, 0, 0)).all(axis=1).mean() > 0.95
     assert (colours[uv[:, 1] > 0.75] == (0, 0, 255)).all(axis=1).mean() > 0.95
+    vt = np.array([line.split()[1:3] for line in files["x.obj"].decode().splitlines() if line.startswith("vt ")], float)
+    np.testing.assert_allclose(vt[:, 1], 1.0 - uv[:, 1], atol=1e-5)

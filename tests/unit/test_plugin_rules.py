@@ -23,6 +23,7 @@ def test_alpha_is_composited_over_mid_grey() -> None:
 def test_ita_is_defined_from_min_b_star() -> None:
     from facekit.apps.attributes import MIN_B_STAR, individual_typology_angle
 
+    assert MIN_B_STAR == 2.0
     assert float(individual_typology_angle(60.0, MIN_B_STAR)) == pytest.approx(np.degrees(np.arctan(10 / MIN_B_STAR)))
     assert np.isnan(individual_typology_angle(60.0, MIN_B_STAR - 0.001))
 
@@ -57,6 +58,7 @@ def test_identity_counts_faceless_outputs_of_judged_photos_only() -> None:
 
 
 def test_a_face_cut_by_any_image_edge_is_kept_and_one_outside_is_not() -> None:
+    pytest.importorskip("facekit_opencv")
     from facekit_opencv.yunet import _inside
 
     from facekit.types import FaceDetection
@@ -65,11 +67,12 @@ def test_a_face_cut_by_any_image_edge_is_kept_and_one_outside_is_not() -> None:
         return FaceDetection(box=box, score=0.9, landmarks=np.zeros((5, 2)), scheme="eyes-nose-mouth5")
 
     assert _inside(face((-20, 10, 30, 60)), 100, 100) and _inside(face((90, 10, 130, 60)), 100, 100)
-    assert _inside(face((10, 90, 60, 130)), 100, 100)
+    assert _inside(face((10, 90, 60, 130)), 100, 100) and _inside(face((10, -20, 60, 30)), 100, 100)
     assert not _inside(face((110, 10, 150, 60)), 100, 100) and not _inside(face((10, -60, 60, -5)), 100, 100)
 
 
 def test_scrfd_keeps_a_score_equal_to_its_threshold() -> None:
+    pytest.importorskip("facekit_insightface")
     from facekit_insightface.scrfd import _Level, decode
 
     level = _Level(stride=8, anchors=1, scores=0, boxes=1, keypoints=None)
@@ -81,6 +84,7 @@ def test_scrfd_keeps_a_score_equal_to_its_threshold() -> None:
 
 
 def test_the_trusted_face_region_raises_the_brows() -> None:
+    pytest.importorskip("facekit_avatar")
     from facekit_avatar.colour import FOREHEAD, face_region
 
     points = np.zeros((68, 2), np.float32)
@@ -94,6 +98,8 @@ def test_the_trusted_face_region_raises_the_brows() -> None:
 
 def test_a_fit_of_scale_zero_is_no_avatar() -> None:
     import torch
+
+    pytest.importorskip("facekit_avatar")
     from facekit_avatar.app import fit_problems
 
     fit = types.SimpleNamespace(
@@ -108,6 +114,7 @@ def test_a_fit_of_scale_zero_is_no_avatar() -> None:
 
 def test_learned_colour_coefficients_have_unit_variance() -> None:
     """The colour basis is scaled so that the training people's coefficients are N(0, 1) (COLOUR_PRIOR assumes it)."""
+    pytest.importorskip("facekit_avatar")
     from facekit_avatar.colour import learn
 
     rng = np.random.default_rng(3)
@@ -139,6 +146,8 @@ def test_vgg_face_pools_by_the_maximum() -> None:
     """One bright pixel through VGG-16 with identity kernels: 2 x 2 max pooling keeps it through all five pools
     (average pooling would leave 10 / 4^5)."""
     import torch
+
+    pytest.importorskip("facekit_vggface")
     from facekit_vggface.model import BLOCKS, VggFace
 
     net = VggFace(num_classes=1).eval()
@@ -158,12 +167,15 @@ def test_vgg_face_pools_by_the_maximum() -> None:
 def test_inception_resnet_v1_has_facenet_pytorchs_residual_scales() -> None:
     """The published layout the weight files are loaded into (facenet-pytorch's InceptionResnetV1): Block35 x5 at
     0.17, Block17 x10 at 0.10, Block8 x5 at 0.20, then a last Block8 at 1.0 without ReLU."""
+    pytest.importorskip("facekit_facenet")
+    import torch
     from facekit_facenet.model import InceptionResnetV1
 
     net = InceptionResnetV1(num_classes=1)
     assert [b.scale for b in net.repeat_1] == [0.17] * 5 and [b.scale for b in net.repeat_2] == [0.10] * 10
     assert [b.scale for b in net.repeat_3] == [0.20] * 5 and not any(b.no_relu for b in net.repeat_3)
-    assert net.block8.scale == 1.0 and net.block8.no_relu
+    assert net.block8.scale == 1.0 and net.block8.no_relu and isinstance(net.block8.relu, torch.nn.Identity)
+    assert all(isinstance(b.relu, torch.nn.ReLU) for b in [*net.repeat_1, *net.repeat_2, *net.repeat_3])
 
 
 def test_a_face_masks_coverage_is_centred_on_its_polygon() -> None:
