@@ -180,6 +180,11 @@ def recorded_digests(metrics: Any) -> set[str]:
     return {str(row["weights_sha256"]) for row in rows if isinstance(row.get("weights_sha256"), str)}
 
 
+def model_detector(meta: dict[str, Any]) -> dict[str, Any]:
+    """The detector a model file records (its training recipe's ``components.detector``: name and params), or {}."""
+    return ((meta.get("recipe") or {}).get("components") or {}).get("detector") or {}
+
+
 def check_metrics_measure(metrics: Any, digest: str, path: str | Path, checkpoint: str | Path) -> None:
     """Refuse to record ``metrics`` in a model file unless they measured these weights (``digest``)."""
     recorded = recorded_digests(metrics)
@@ -232,7 +237,7 @@ def export_model(
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FacekitError(f"--metrics {metrics} cannot be read as JSON: {error}") from None
         check_metrics_measure(meta["metrics"], weights_digest(weights), metrics, checkpoint)
-        own = ((meta.get("recipe") or {}).get("components") or {}).get("detector") or {}
+        own = model_detector(meta)
         used = meta["metrics"].get("detector") if isinstance(meta["metrics"], dict) else None
         if isinstance(used, str) and own.get("name") and used != own["name"]:  # (helper-81: taken as the model's)
             raise FacekitError(

@@ -552,11 +552,11 @@ def evaluate_plan(
         # params for its encoder, decoder or warper are refused (they were ignored, and the evaluation recorded them
         # as used), and a detector the recipe names is the one run.
         from facekit.checkpoints import read_checkpoint_meta
-        from facekit.pipeline import model_components
+        from facekit.pipeline import model_components, recipe_detector
 
         model_components(plan, read_checkpoint_meta(Path(checkpoint)), Path(checkpoint), stage="evaluate")
-        if "detector" in plan.recipe.components.model_fields_set and "detector" in plan.components:
-            detector = plan.components["detector"].build()
+        named_detector = recipe_detector(plan)
+        detector = named_detector.build() if named_detector is not None else None
 
     check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
@@ -570,11 +570,12 @@ def evaluate_plan(
             raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
         else:
             normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)  # (the model)
-            own_detector = ((normalizer.meta.get("recipe") or {}).get("components") or {}).get("detector") or {}
+            from facekit.checkpoints import model_detector
+
             detector_used = (
                 plan.components["detector"].spec.name
                 if detector is not None and plan is not None
-                else str(own_detector.get("name", "the model's"))
+                else str(model_detector(normalizer.meta).get("name", "the model's"))
             )
         if judges:
             names = list(judges)

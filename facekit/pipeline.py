@@ -143,13 +143,14 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.checkpoints import read_checkpoint_meta
 
     model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")  # (again in evaluate_plan)
-    if "detector" in plan.recipe.components.model_fields_set and "detector" in plan.components:
+    named_detector = recipe_detector(plan)
+    if named_detector is not None:
         # A detector the model's encoder cannot align from, or without its weights: refused before the run record
         # (helper-81: after it, each try left a run.json naming the detector as used), as the infer stage does.
         from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
-        Normalizer.from_checkpoint(model, detail=DECODER_ONLY, detector=plan.components["detector"].build())
+        Normalizer.from_checkpoint(model, detail=DECODER_ONLY, detector=named_detector.build())
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
@@ -174,10 +175,10 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     # A shipped model's name is its file (helper-74: infer.checkpoint=dlib loaded it, then hashing 'dlib' failed).
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
-    given = plan.recipe.components.model_fields_set
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
-    detector = plan.components["detector"].build() if "detector" in given and "detector" in plan.components else None
+    named_detector = recipe_detector(plan)
+    detector = named_detector.build() if named_detector is not None else None
     normalizer = Normalizer.from_checkpoint(
         checkpoint,
         device=device,
@@ -198,17 +199,26 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
+def recipe_detector(plan: Plan) -> Any:
+    """The detector component the recipe names itself (it replaces the model's in the infer and evaluate stages), or
+    None: the model's own detector runs."""
+    if "detector" in plan.recipe.components.model_fields_set and "detector" in plan.components:
+        return plan.components["detector"]
+    return None
+
+
 def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path, stage: str = "infer") -> dict[str, str]:
     """What the infer (or evaluate) stage runs, slot -> "name (plugin)": the model's encoder, decoder and warper, the
     detector (the recipe's when it names one, else the model's) and the recipe's apps. A FacekitError when the recipe
     names an encoder, decoder or warper other than the model's, or sets other params for them: the decoder was trained
     on that encoder's features and through that warp, and cannot take others."""
     import facekit
+    from facekit.checkpoints import model_detector
     from facekit.errors import FacekitError
     from facekit.types import Kind
 
     given = plan.recipe.components.model_fields_set
-    detector_ref = (meta.get("recipe", {}).get("components", {}) or {}).get("detector") or {}
+    detector_ref = model_detector(meta)
     model: dict[str, str | None] = {slot: meta.get(slot) for slot in ("encoder", "decoder", "warper")}
     model["detector"] = detector_ref.get("name")
     clashes = [
@@ -245,8 +255,9 @@ def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path, stage: 
     kinds: tuple[Kind, ...] = ("detector", "encoder", "decoder", "warper")
     for kind in kinds:
         name = model[kind]
-        if kind == "detector" and "detector" in given and "detector" in plan.components:
-            spec = plan.components["detector"].spec
+        named_detector = recipe_detector(plan) if kind == "detector" else None
+        if named_detector is not None:
+            spec = named_detector.spec
             used[kind] = f"{spec.name} ({spec.plugin})"
         elif name:
             used[kind] = f"{name} ({facekit.get_registry(kind).get(name).plugin})"
