@@ -159,12 +159,9 @@ def packed_photo_inputs(recipe: Any, faces: Any, encoder: Any, progress: bool = 
 
 
 def embedding_of(encoder: Any, features: Any) -> Any:
-    """dlib's ResNet embedding from its 256-D features: the layers after its feature pool."""
+    """dlib's ResNet embedding from its 256-D features (on the encoder's device, back on the CPU)."""
     net = encoder.net
-    out = features.to(next(net.parameters()).device)
-    for layer in net.layers[net.feature_index + 1 :]:
-        out = layer(out)
-    return out.cpu()
+    return net.embed_features(features.to(next(net.parameters()).device)).cpu()
 
 
 def encode_on_gpu(embed_and_features: Callable[..., Any]) -> Any:

@@ -115,8 +115,11 @@ def test_the_gpu_runs_photo_inputs_are_found_by_person(tmp_path: Path, monkeypat
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 2 * x
 
+    from facekit_dlib.resnet import DlibResNet
+
     net = types.SimpleNamespace(layers=[torch.nn.Identity(), Doubling(), last], feature_index=1)
     net.parameters = last.parameters
+    net.embed_features = lambda features: DlibResNet.embed_features(net, features)  # (the network's own, on these)
     faces = types.SimpleNamespace(identities=[{"identity": "bob"}, {"identity": "ann"}])
     targets, got_features, embeddings = gpu_224.packed_photo_inputs(recipe, faces, types.SimpleNamespace(net=net))
     assert targets.tolist() == [1, 0, 1]

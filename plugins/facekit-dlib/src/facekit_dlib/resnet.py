@@ -294,12 +294,17 @@ class DlibResNet(nn.Module):
             h, w = self.input_size
             raise ValueError(f"expected (B,3,{h},{w}), got {tuple(x.shape)}")
         feats = self.forward_features(x)
+        emb = self.embed_features(feats)
+        return (emb, feats) if return_features else emb
+
+    def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(B,256)`` features (:meth:`forward_features`) -> ``(B,128)`` embedding: the layers after the pool."""
         emb = feats
         for m in self.layers[self.feature_index + 1 :]:
             if isinstance(m, _Tag):
                 raise ValueError("tag/skip layers after the feature pool are not supported")
             emb = m(emb)
-        return (emb, feats) if return_features else emb
+        return emb
 
     @property
     def fc(self) -> nn.Linear:
