@@ -405,8 +405,11 @@ def _check_centers(centers: torch.Tensor, regularization: float) -> None:
         scale = c.abs().amax(dim=(1, 2)).clamp_min(1e-300)  # (B,)
         if not torch.isfinite(c).all():
             raise SplineError("spline centres contain NaN or Inf")
-        # collinear: smallest singular value of the centred point cloud ~ 0
-        sv = torch.linalg.svdvals(c)  # (B, 2)
+        # collinear: smallest singular value of the centred point cloud ~ 0. Computed on the
+        # host: on CUDA, batched float64 svdvals (cuSOLVER Jacobi, hundreds of small copies) took
+        # 56 of the warp forward's 72 ms of host time at batch 256 on an H200 (RESULTS.md
+        # 'warp-cuda'); the CPU needs 0.35 ms, and the check synchronises on its answer anyway.
+        sv = torch.linalg.svdvals(c.cpu())  # (B, 2)
         coll = sv[:, 1] <= 1e-9 * sv[:, 0].clamp_min(1e-300) * math.sqrt(n)
         if regularization == 0.0:
             d = (c[:, :, None, :] - c[:, None, :, :]).abs().amax(-1)  # (B, N, N) Chebyshev dist
