@@ -254,6 +254,39 @@ def test_automatic_correspondence_agrees_with_the_hand_made_mapping(
     assert (distances[:, 1] < distances[:, 0]).mean() >= 0.75, distances
 
 
+def test_a_vote_share_counts_only_renders_with_a_face(model: SurreyModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``share`` is the fraction of the renders *with a face* that chose the vertex (the Correspondence docstring):
+    a stub renderer (every vertex visible) and a stub detector that finds a face in every other render and puts its
+    two points exactly on vertices 100 and 2000. Dividing by all renders would halve the share."""
+    from types import SimpleNamespace
+
+    import facekit_avatar.render as render
+    from facekit_avatar.correspondence import vote
+
+    size, placed = 64, {}
+
+    class Renderer:
+        def render_colours(self, vertices: np.ndarray, *_: Any) -> tuple[np.ndarray, np.ndarray]:
+            placed["vertices"] = vertices
+            return np.zeros((size, size, 3), np.uint8), np.ones((size, size), np.float32)  # far: all visible
+
+    class Detector:
+        card = SimpleNamespace(landmarks=2)
+        calls = 0
+
+        def detect_array(self, rgb: np.ndarray) -> list[Any]:
+            Detector.calls += 1
+            if Detector.calls % 2:
+                return []
+            xy = Camera(size).project(torch.from_numpy(placed["vertices"])).numpy()
+            return [SimpleNamespace(landmarks=xy[[100, 2000]])]
+
+    monkeypatch.setattr(render, "renderer", Renderer)
+    found = vote(model, Detector(), np.full((model.vertices, 3), 0.5), renders=6, size=size)
+    assert found.renders == 3 and list(found.vertices) == [100, 2000]
+    assert np.allclose(found.share, 1.0), found.share
+
+
 def test_the_voted_landmark_map_moves_only_points_that_faces_put_there(model: SurreyModel, data_root: Path) -> None:
     """The shipped ``--landmarks voted`` map is eos's with a few points moved to the vote's vertex; on HELEN's
     hand-annotated near-frontal faces (fitted without those points) each moved point lies nearer the new vertex."""
