@@ -190,3 +190,49 @@ def test_a_face_masks_coverage_is_centred_on_its_polygon() -> None:
     assert float((mask * xs).sum() / mask.sum()) == pytest.approx(15.0, abs=0.1)
     assert float((mask * ys).sum() / mask.sum()) == pytest.approx(15.0, abs=0.1)
     assert float(mask.sum()) == pytest.approx(100.0, abs=3.0)
+
+
+def _dlib_int(value: int) -> bytes:
+    """dlib's serialised integer: a control byte (byte count, 0x80 for negative) then little-endian bytes."""
+    raw = abs(value).to_bytes((abs(value).bit_length() + 7) // 8, "little")
+    return bytes([len(raw) | (0x80 if value < 0 else 0)]) + raw
+
+
+def _dlib_float(value: float) -> bytes:
+    import math
+
+    mantissa, exponent = math.frexp(value)
+    return _dlib_int(int(mantissa * 2**53)) + _dlib_int(exponent - 53)
+
+
+def _dlib_tensor(values: np.ndarray) -> bytes:
+    dims = (1, values.size, 1, 1)
+    return _dlib_int(2) + b"".join(map(_dlib_int, dims)) + values.astype("<f4").tobytes()
+
+
+def test_a_dlib_batch_norm_layer_folds_to_the_affine_map_it_computes_at_inference() -> None:
+    """A hand-serialised ``bn_con2`` layer (the shipped .dat has only ``affine_`` layers, so the parity tests never
+    read one): the affine layer it becomes must give gamma * (x - running mean) / sqrt(running var + eps) + beta."""
+    pytest.importorskip("facekit_dlib")
+    from facekit_dlib.dat import _read_details, _Reader
+
+    gamma, beta = np.array([1.5, -0.5], np.float32), np.array([0.25, 2.0], np.float32)
+    mean, var, eps = np.array([3.0, -1.0], np.float32), np.array([4.0, 0.25], np.float32), 1e-5
+    alias = _dlib_int(1) + b"".join(map(_dlib_int, (1, 2, 1, 1)))
+    data = b"".join(
+        [
+            _dlib_int(len(b"bn_con2")) + b"bn_con2",
+            _dlib_tensor(np.concatenate([gamma, beta])),
+            alias,
+            alias,
+            *(_dlib_tensor(a) for a in (np.zeros(2), np.ones(2), mean, var)),  # means, invstds: training only
+            _dlib_int(100),
+            _dlib_int(1000),
+            *(_dlib_float(v) for v in (1.0, 0.0, 1.0, 0.0, eps)),
+        ]
+    )
+    layer = _read_details(_Reader(data))
+    assert layer.kind == "affine" and layer.attrs["mode"] == "conv"
+    x = np.array([0.5, 7.0], np.float32)
+    expected = gamma * (x - mean) / np.sqrt(var + eps) + beta
+    assert np.allclose(layer.arrays["gamma"] * x + layer.arrays["beta"], expected, atol=1e-6)
