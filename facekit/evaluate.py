@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -402,7 +403,8 @@ def tenfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, hi
         "accuracy": round(float(np.mean(accuracies)), 4),
         "std": round(float(np.std(accuracies)), 4),
         "folds": len(accuracies),
-        "threshold_mean": round(float(np.mean(thresholds)), 4),
+        # None when no fold had a training pair with a score to choose a threshold from.
+        "threshold_mean": round(float(np.nanmean(thresholds)), 4) if np.isfinite(thresholds).any() else None,
         # One fold: the threshold was chosen on the pairs it is scored on (an optimistic, in-sample figure).
         "in_sample": len(accuracies) == 1,
     }
@@ -422,8 +424,13 @@ def tenfold_folds(
             train = test
         values = np.unique(signed[train][np.isfinite(signed[train])])
         candidates = np.concatenate([(values[:-1] + values[1:]) / 2, values[:1] - 1e-6, values[-1:] + 1e-6])
-        if not len(candidates):  # every training pair failed (no output): any finite threshold calls them different
-            candidates = np.zeros(1)
+        if not len(candidates):
+            # Every training pair failed (no output): nothing to choose a threshold from, so every held-out pair is
+            # called different, as failed pairs are, for similarity and distance judges alike (before: threshold 0,
+            # which called positive cosines 'same' but every distance 'different'); no threshold is recorded.
+            accuracies.append(float(np.mean(~same[test].astype(bool))))
+            thresholds.append(math.nan)
+            continue
         best = max(candidates, key=lambda t: float(np.mean((signed[train] >= t) == same[train])))
         accuracies.append(float(np.mean((signed[test] >= best) == same[test])))
         thresholds.append(float(best if higher_is_same else -best))

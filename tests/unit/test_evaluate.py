@@ -25,6 +25,24 @@ def test_tenfold_accuracy_on_separable_and_random_scores() -> None:
     assert one["folds"] == 1 and one["in_sample"] is True and one["accuracy"] > noise["accuracy"]  # flattered
 
 
+def test_a_fold_with_no_scored_training_pair_calls_every_pair_different_for_either_kind_of_judge() -> None:
+    """Only fold 0 has scores (the others' pairs all failed: -inf similarity, +inf distance): fold 0 has nothing to
+    choose a threshold from and calls its pairs different, as failed pairs are, whether the judge scores similarity or
+    distance; the other folds learn the threshold from fold 0. Before: threshold 0, so fold 0's positive cosines were
+    called 'same' but its distances 'different'."""
+    same = np.tile([True, False], 10)
+    folds = np.repeat(np.arange(2), 10)
+    cosine = np.where(folds == 0, np.where(same, 0.9, 0.1), -np.inf)
+    distance = np.where(folds == 0, np.where(same, 0.1, 0.9), np.inf)
+    for scores, higher in ((cosine, True), (distance, False)):
+        result = tenfold_accuracy(scores, same, folds, higher_is_same=higher)
+        assert result["accuracy"] == 0.5, result  # fold 0: half different (right), fold 1: the same
+        assert result["threshold_mean"] == pytest.approx(0.5)  # fold 1's threshold only
+    nothing = tenfold_accuracy(np.full(20, -np.inf), same, folds, higher_is_same=True)
+    assert nothing["accuracy"] == 0.5 and nothing["threshold_mean"] is None
+    assert json.loads(json.dumps(nothing, allow_nan=False)) == nothing
+
+
 def test_lfw_pairs_and_devtest_lists(data_root: Path) -> None:
     pairs = read_pairs(data_root)
     assert len(pairs) == 6000 and sum(p.same for p in pairs) == 3000
