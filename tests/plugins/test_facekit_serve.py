@@ -524,6 +524,9 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             assert skin > 0.2, skin
             links = page.locator("#avatar-files a[download]")
             expect(links).to_have_count(2)
+            # Downloads only: no button takes a file off the list (before: each had a "Remove this file" x).
+            for remove in page.locator("#avatar-files button[aria-label='Remove this file']").all():
+                expect(remove).to_be_hidden()
             glb = page.request.get(page.locator("#avatar-files a[download='avatar.glb']").get_attribute("href"))
             assert glb.ok and glb.body()[:4] == b"glTF"
             assert page.locator("#renders img").first.get_attribute("alt") == ALT_TEXT["renders"]

@@ -45,12 +45,16 @@ IMAGE_BUTTONS: list[Any] = ["download", "fullscreen"]
 #: Room in Gradio's upload folder for its copies of results (normalized faces, avatars), beyond the photos.
 RESULT_FOLDER_BYTES = 512 << 20
 
+#: The page's styles. Gradio 6.31 gives a list of several files a "Remove this file" button even when the list is not
+#: interactive: on the avatar's downloads it took the GLB or the OBJ off the page for good (interactive=False keeps
+#: it off single files only).
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
 #status p { margin: 0.2em 0; }
 #status code { overflow-wrap: anywhere; white-space: normal; }
 #attributes th, #attributes td { word-break: normal; overflow-wrap: normal; }
 #attributes td:not(:first-child), #attributes th:not(:first-child) { white-space: nowrap; }
+#avatar-files .label-clear-button { display: none; }
 """
 
 #: Run when the page loads: the status box is a live region, so a screen reader says "1 face found" or a problem
