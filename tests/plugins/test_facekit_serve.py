@@ -288,6 +288,34 @@ def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
         assert not [path for path in engine.workdir.rglob("*") if path.is_file()], closing
 
 
+def test_a_page_closed_while_its_photo_is_read_leaves_nothing_on_disk(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a page closed while its photo was being read (seconds for a large photo) had not yet held it when its
+    session's end was handled, so the request, finishing, held it for a session that was gone: the upload's copy and
+    every result stayed on disk until the cache evicted them or the server stopped."""
+    from types import SimpleNamespace
+
+    from facekit_serve.web import build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = build_app(engine, [], 20.0)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
+    read = engine.analyze
+
+    def closed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        analysis = read(*args, **kwargs)
+        handlers["session_ended"](page)  # the page closes before the request holds what it read
+        return analysis
+
+    monkeypatch.setattr(engine, "analyze", closed_meanwhile)
+    photo = example_photos(tmp_path / "examples")[0]
+    answer = handlers["analyze"](str(photo), page, lambda *args, **kwargs: None)
+    assert answer[0] is None and answer[2] == "Waiting for a photo."  # nothing for a page that is gone
+    assert engine.cached_files() == [] and not [path for path in engine.workdir.rglob("*") if path.is_file()]
+
+
 def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Path) -> None:
     wall = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 400, 3), 180, np.uint8)).save(wall)

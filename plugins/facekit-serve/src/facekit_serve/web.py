@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -44,6 +45,9 @@ CONCURRENCY_GROUP = "facekit-photo"
 IMAGE_BUTTONS: list[Any] = ["download", "fullscreen"]
 #: Room in Gradio's upload folder for its copies of results (normalized faces, avatars), beyond the photos.
 RESULT_FOLDER_BYTES = 512 << 20
+#: Sessions whose end the page remembers (the latest), so that a request still running for a closed page drops
+#: what it made: far more pages than could close while one request runs.
+ENDED_SESSIONS = 4096
 
 #: The page's styles. Gradio 6.31 gives a list of several files a "Remove this file" button even when the list is not
 #: interactive: on the avatar's downloads it took the GLB or the OBJ off the page for good (interactive=False keeps
@@ -334,6 +338,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
         # sessions to end (before: they stayed until Gradio's hourly sweep, the visitor's full-size photo too).
         waiting: list[tuple[set[str], list[Path]]] = []
         waiting_lock = threading.Lock()
+        ended: OrderedDict[str, None] = OrderedDict()  # the latest sessions that ended, oldest first (see analyze)
 
         def shown() -> set[Path]:
             """Served copies of results the cache dropped that pages still show (the waiting list)."""
@@ -365,6 +370,11 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             try:
                 analysis = engine.analyze(path, Path(path).name, tell)
                 engine.hold(analysis.sha256, session)
+                with waiting_lock:
+                    closed = session in ended
+                if closed:  # the page closed while its photo was read: its end found nothing held, so drop it now
+                    engine.release(session)
+                    return [None, hidden, "Waiting for a photo.", *empty]
                 result = engine.result(analysis.sha256, 0, tell)
             except FacekitError as error:
                 return [None, hidden, problem(request, str(error)), *empty]
@@ -407,6 +417,9 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
         def session_ended(request: gr.Request) -> None:
             session = request.session_hash or ""
             with waiting_lock:  # (handlers run on several threads)
+                ended[session] = None  # before the release below: a request holding after it sees this
+                while len(ended) > ENDED_SESSIONS:
+                    ended.popitem(last=False)
                 for holders, _ in waiting:
                     holders.discard(session)
                 done = [copies for holders, copies in waiting if not holders]
