@@ -259,6 +259,31 @@ def test_a_page_closing_leaves_what_another_page_shares(
     assert uploads.forget("bob") == 1 and not (tmp_path / "upload").exists()
 
 
+def test_a_page_closing_leaves_the_same_photo_sent_since_by_another_caller(tmp_path: Path) -> None:
+    """Before: a page (or script) that sent a photo and closed deleted Gradio's upload of it even when another caller
+    had just sent the same bytes (Gradio writes them to the same path) and its request had not yet claimed the file:
+    that request answered "The upload did not arrive" (seen as a flaky API test)."""
+    from facekit_serve.web import SessionUploads
+
+    upload = tmp_path / "upload" / "photo.jpg"
+    upload.parent.mkdir()
+    upload.write_bytes(b"photo")
+
+    class Demo:
+        def __init__(self) -> None:
+            self.upload_file_set = {str(upload)}
+
+    demo = Demo()
+    uploads = SessionUploads(demo)
+    uploads.remember("alice", str(upload))
+    incoming = tmp_path / "incoming.jpg"  # the same bytes sent again: Gradio moves its new file over the old one
+    incoming.write_bytes(b"photo")
+    incoming.replace(upload)
+    assert uploads.forget("alice") == 0 and upload.is_file() and str(upload) in demo.upload_file_set
+    uploads.remember("bob", str(upload))  # the other request claims it, and it goes when that page closes
+    assert uploads.forget("bob") == 1 and not upload.parent.exists()
+
+
 def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -487,25 +487,30 @@ class SessionUploads:
 
     def __init__(self, demo: Any) -> None:
         self.demo = demo
-        self._by_session: dict[str, set[str]] = {}
+        #: session -> {path: the file it uploaded there, as :func:`file_identity` says}
+        self._by_session: dict[str, dict[str, tuple[int, int] | None]] = {}
         self._lock = threading.Lock()
 
     def remember(self, session: str, path: str) -> None:
         """Record that ``session`` uploaded ``path``."""
         with self._lock:  # (one lock with forget: an upload is remembered before its file can be deleted, or after)
             if str(path) in self.demo.upload_file_set:
-                self._by_session.setdefault(session, set()).add(str(path))
+                self._by_session.setdefault(session, {})[str(path)] = file_identity(Path(path))
 
     def forget(self, session: str) -> int:
         """Delete the files ``session`` uploaded (and their folders, when empty), except those another session
         uploaded too (Gradio keeps an upload under its content's hash: two pages sending one photo share the
-        file, and the other's request may still be waiting for it). Returns how many were deleted."""
+        file, and the other's request may still be waiting for it), and those sent again since: Gradio writes the
+        same bytes to the same path, a new file, which a request that has not yet claimed it waits for (before: it
+        answered "The upload did not arrive"). Returns how many were deleted."""
         deleted = 0
         with self._lock:
-            paths = self._by_session.pop(session, set())
+            paths = self._by_session.pop(session, {})
             shared = set().union(*self._by_session.values()) if self._by_session else set()
-            for path in paths - shared:
+            for path, uploaded in paths.items():
                 file = Path(path)
+                if path in shared or file_identity(file) != uploaded:
+                    continue
                 self.demo.upload_file_set.discard(path)
                 try:
                     file.unlink()
@@ -517,6 +522,16 @@ class SessionUploads:
                 except OSError:
                     pass
         return deleted
+
+
+def file_identity(file: Path) -> tuple[int, int] | None:
+    """Which file is at ``file`` now (its inode and modification time; None: none): a file Gradio moves there
+    anew is another."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def served_copies(files: list[Path]) -> list[Path]:
