@@ -502,13 +502,16 @@ def evaluate_plan(
     baseline: str | None = None,
     overwrite: bool = True,
     model: str | None = None,
+    prepared: Any = None,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
     under ``judges``;
     ``max_photos`` None: the recipe's ``evaluate.max_photos`` (500 without a recipe). Without ``overwrite`` (the
     command's default), files of an earlier evaluation (or the user's) under its names in the folder stop it before
     anything is measured; the recipe's evaluate stage replaces its own folder's (it refuses, before this, a folder
-    holding the user's files: :func:`facekit.pipeline.check_output_folders`)."""
+    holding the user's files: :func:`facekit.pipeline.check_output_folders`). ``prepared``: the recipe's model already
+    loaded with the detector the recipe names (the evaluate stage builds it to refuse a bad detector before its run
+    record), used instead of loading both again."""
     import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
@@ -561,9 +564,12 @@ def evaluate_plan(
         from facekit.checkpoints import read_checkpoint_meta
         from facekit.pipeline import model_components, recipe_detector
 
-        model_components(plan, read_checkpoint_meta(Path(checkpoint)), Path(checkpoint), stage="evaluate")
-        named_detector = recipe_detector(plan)
-        detector = named_detector.build() if named_detector is not None else None
+        if prepared is not None:
+            detector = prepared.detector
+        else:
+            model_components(plan, read_checkpoint_meta(Path(checkpoint)), Path(checkpoint), stage="evaluate")
+            named_detector = recipe_detector(plan)
+            detector = named_detector.build() if named_detector is not None else None
 
     check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
@@ -576,7 +582,7 @@ def evaluate_plan(
         elif baseline is not None:
             raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
         else:
-            normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)  # (the model)
+            normalizer = prepared or Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)
             from facekit.checkpoints import model_detector
 
             detector_used = (

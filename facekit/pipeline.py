@@ -142,20 +142,28 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise FacekitError(f"checkpoint not found: {model} (run the train stage first, or set train.output)")
     from facekit.checkpoints import read_checkpoint_meta
 
-    model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")  # (again in evaluate_plan)
+    model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")
     named_detector = recipe_detector(plan)
+    prepared = None
     if named_detector is not None:
         # A detector the model's encoder cannot align from, or without its weights: refused before the run record
         # (helper-81: after it, each try left a run.json naming the detector as used), as the infer stage does.
         from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
-        Normalizer.from_checkpoint(model, detail=DECODER_ONLY, detector=named_detector.build())
+        prepared = Normalizer.from_checkpoint(model, detail=DECODER_ONLY, detector=named_detector.build())
     run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
     metrics, folder = evaluate_plan(
-        plan.source, None, evaluate.data, sorted(set(judges)), evaluate.max_photos, evaluate.output, plan.overrides
+        plan.source,
+        None,
+        evaluate.data,
+        sorted(set(judges)),
+        evaluate.max_photos,
+        evaluate.output,
+        plan.overrides,
+        prepared=prepared,  # (not loaded twice)
     )
     rates = ", ".join(
         f"{name} pass {figures['identity_pass_rate']:.1%}" for name, figures in metrics.get("judges", {}).items()

@@ -426,6 +426,29 @@ def test_the_evaluate_stage_runs_the_recipes_detector(data_root: Path, tmp_path:
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_the_evaluate_stage_loads_the_model_and_the_recipes_detector_once(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage builds the model with the recipe's detector to refuse a bad one before its run record; the evaluation
+    then measures that same normalizer (before: it loaded the model and built the detector a second time)."""
+    from facekit.normalize import Normalizer
+    from facekit.pipeline import RunOptions, run_evaluate_stage
+    from facekit.recipe import load_recipe
+
+    shipped_model_as_trained(tmp_path, {"detector": {"name": "dlib-5pt"}})
+    built: list[Any] = []
+    load = Normalizer.from_checkpoint.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, *args: Any, **kwargs: Any) -> Any:
+        built.append(kwargs.get("detector"))
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(counted))
+    run_evaluate_stage(load_recipe(str(tmp_path / "r.yaml")), RunOptions(progress=False))
+    assert len(built) == 1 and built[0] is not None, built
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["detector"] == "dlib-5pt"
+
+
 def test_a_detector_the_model_cannot_align_from_is_refused_before_the_evaluate_run_record(
     data_root: Path, tmp_path: Path
 ) -> None:
