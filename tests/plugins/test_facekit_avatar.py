@@ -344,6 +344,7 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     # OBJ readers split mtllib and map_Kd at spaces (pywavefront: "Unknown material"): the names have none.
     assert "mtllib a_face.mtl" in (out / "a_face.obj").read_text()
     assert "map_Kd a_face.png" in (out / "a_face.mtl").read_text()
+    assert all((out / f"a_face.{kind}").read_bytes().endswith(b"\n") for kind in ("obj", "mtl"))  # text files
     sheet = np.asarray(Image.open(out / "a_face_sheet.png"))
     assert sheet.shape[0] == 224 and sheet.shape[1] > 5 * 200
     record = json.loads((out / "a_face.json").read_text())
