@@ -112,7 +112,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     if not settings.grid:  # one unlabelled cell would be a training, not a comparison
         raise FacekitError(
             f"{recipe} has no bench.grid: list the settings to compare, e.g. bench: {{grid: {{train.lr: [0.001, "
-            "0.0003]}}}} (benchmarks/*.yaml); `facekit run` trains one recipe"
+            "0.0003]}} (benchmarks/*.yaml); `facekit run` trains one recipe"
         )
     varied = [key for key in settings.grid if key.startswith(DATA_KEYS)]
     if varied:

@@ -155,3 +155,15 @@ def test_an_empty_output_folder_is_a_usage_error() -> None:
     for command in (["normalize"], ["adjust"], ["attributes"], ["avatar"], ["explore", "compare"]):
         result = run_cli(*command, "photo.jpg", "-o", "")
         assert result.returncode == 2 and "empty output folder" in result.stderr, (command, result.stderr)
+
+
+def test_bench_without_a_grid_shows_an_example_that_parses(data_root: Path) -> None:
+    """Before: the example in the message ended in '}}}}' (braces doubled in a string that is not an f-string), and
+    YAML copied from it did not parse."""
+    import yaml
+
+    result = run_cli("bench", "recipes/demo.yaml")
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "has no bench.grid" in message, message
+    example = message.split("e.g. ", 1)[1].split(" (benchmarks", 1)[0]
+    assert yaml.safe_load(example) == {"bench": {"grid": {"train.lr": [0.001, 0.0003]}}}
