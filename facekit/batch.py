@@ -617,13 +617,22 @@ def refuse_occupied(paths: Sequence[Path], command: str) -> None:
         raise FacekitError(f"{taken[0]}{others} exists: {command} --overwrite replaces it, or choose another -o")
 
 
+def refuse_file_in_the_way(folder: Path, option: str) -> None:
+    """A FacekitError when the output ``folder`` (named ``option`` by the command) or a folder above it is a file:
+    said before any model loads (before: a file above it stopped the run only once the model had loaded, and a
+    stage's message called the folder itself a file)."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.exists() and not part.is_dir():
+            where = "" if part == folder else f": {part}"
+            raise FacekitError(f"{option} {folder}{where} is a file, not a folder")
+
+
 def check_fixed_outputs(
     out: Path, names: Sequence[str], inputs: Sequence[str | Path], overwrite: bool, command: str
 ) -> None:
     """For a command that writes fixed file ``names`` into ``out`` (tables, figures): refuse ``-o`` naming a file,
     a name that is one of the ``inputs``, and (unless ``overwrite``) a name already there."""
-    if out.exists() and not out.is_dir():
-        raise FacekitError(f"-o {out} is a file, not a folder")
+    refuse_file_in_the_way(out, "-o")
     sources = {Path(p).resolve() for p in inputs}
     for name in names:
         if (out / name).resolve() in sources:
@@ -647,7 +656,8 @@ def refuse_foreign_folder(
     except FileNotFoundError:
         return
     except NotADirectoryError:
-        raise FacekitError(f"{setting} {folder} is a file, not a folder") from None
+        refuse_file_in_the_way(folder, setting)
+        raise
     foreign = [
         entry.name
         for entry in entries
@@ -876,8 +886,7 @@ def plan_folder(
     if batch_size < 1:
         raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FacekitError(f"{option} {out} is a file, not a folder")
+    refuse_file_in_the_way(out, option)
     found = scan_inputs(items, out, inside_inputs, outputs, inside_option, option)
     return FolderPlan(out, plan_outputs(found, out, outputs, plain), batch_size)
 

@@ -167,3 +167,22 @@ def test_bench_without_a_grid_shows_an_example_that_parses(data_root: Path) -> N
     assert result.returncode == 1 and "has no bench.grid" in message, message
     example = message.split("e.g. ", 1)[1].split(" (benchmarks", 1)[0]
     assert yaml.safe_load(example) == {"bench": {"grid": {"train.lr": [0.001, 0.0003]}}}
+
+
+def test_an_output_folder_under_a_file_is_one_line_before_any_model_loads(data_root: Path, tmp_path: Path) -> None:
+    """Before: `-o FILE/sub` was found only when the folder was made, after the model had loaded (a missing
+    --checkpoint was said first; explore compare said it could not create its lock), and a stage's output under a
+    file was called a file itself ('train.output FILE/sub is a file')."""
+    photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    out = in_the_way / "sub"
+    for command in (["normalize"], ["adjust"], ["attributes"], ["avatar"], ["explore", "compare"]):
+        result = run_cli(*command, str(photo), "-o", str(out), "--checkpoint", str(tmp_path / "nope"))
+        message = " ".join(result.stderr.split())
+        assert result.returncode == 1 and "Traceback" not in message, (command, message)
+        assert f"-o {out}: {in_the_way} is a file, not a folder" in message, (command, message)
+    stage = run_cli("run", "recipes/demo.yaml", "--stage", "train", "--set", f"train.output={out}")
+    message = " ".join(stage.stderr.split())
+    assert stage.returncode == 1 and f"train.output {out}: {in_the_way} is a file, not a folder" in message, message
+    assert in_the_way.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [in_the_way]
