@@ -229,7 +229,7 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
             f"{path.name} is the weights file of {named[0]!r}, whose card pins sha256 {named[1].sha256}; this file's "
             f"is {digest}: it is damaged or another release. Rename it to store it as a file of your own"
         )
-    if match is None and licence is None:
+    if match is None and (licence is None or not licence.strip()):  # a blank --licence ("", an unset variable) too
         raise FacekitError(
             f"{path.name} (sha256 {digest}) is not a file any registered model card knows; "
             "pass --licence (and --source) to store it anyway"

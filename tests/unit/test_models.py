@@ -121,6 +121,10 @@ def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
     file.write_bytes(b"?")
     with pytest.raises(FacekitError, match="--licence"):
         models.import_file(file)
+    for blank in ("", "  "):  # before: stored with no licence (`--licence "$LICENCE"` with the variable unset)
+        with pytest.raises(FacekitError, match="--licence"):
+            models.import_file(file, licence=blank)
+    assert not models.read_manifest()
     assert models.import_file(file, licence="CC-BY-4.0").file == "mystery.bin"
     assert models.read_manifest()["mystery.bin"].licence == "CC-BY-4.0"
     other = tmp_path / "elsewhere" / "mystery.bin"  # another file of the same name: the stored one is kept
