@@ -82,7 +82,8 @@ def main_callback(
 
 @app.command()
 def plugins() -> None:
-    """List loaded plugins (name, distribution, version, hooks) and any that failed to load."""
+    """List loaded plugins (name, distribution, version, hooks), those FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS
+    left out (and names there no plugin has), and any that failed to load."""
     from facekit.plugins import get_plugin_state
 
     state = get_plugin_state()
@@ -92,6 +93,16 @@ def plugins() -> None:
     for info in state.plugins:
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
     console.print(table)
+    for name, distribution in dict.fromkeys(state.skipped):  # a distribution twice on sys.path: one line
+        console.print(f"skipped: {name} ({distribution}), left out by FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS")
+    installed = sorted({p.name for p in state.plugins} | {f.name for f in state.failures} | dict(state.skipped).keys())
+    for variable, name in state.unknown_names:
+        hint = did_you_mean(name, installed, cutoff=0.7)
+        say_error(
+            f"{variable} names {name!r}, which no installed plugin is called{'; ' + hint if hint else ''} "
+            f"(installed: {', '.join(installed) or 'none'})",
+            "warning",
+        )
     from facekit.plugins import quiet_plugin_warnings
     from facekit.registry import HOOK_FAILURES, get_registries
 

@@ -3,6 +3,8 @@
 - ``FACEKIT_PLUGINS=a,b`` loads only the named entry points (an allow-list; empty string = none);
 - ``FACEKIT_DISABLE_PLUGINS=a,b`` skips the named entry points (a block-list).
 
+``facekit plugins`` lists the plugins these leave out, and warns of a name in either that no installed plugin has.
+
 The builtins register through the same group (entry point ``builtin``), so they can be disabled like any other.
 A plugin that fails to import (or implements a misspelled hook) is never swallowed and never takes the others down:
 it is recorded as a :class:`LoadFailure`, left out, reported by ``facekit plugins`` and in a warning (naming the
@@ -68,6 +70,8 @@ class PluginState:
     failures: list[LoadFailure] = field(default_factory=list)
     #: (entry-point name, distribution) of installed plugins that FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS left out.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (variable, name) for each name FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS gives that no installed plugin has.
+    unknown_names: list[tuple[str, str]] = field(default_factory=list)
     #: Whether the failures were logged (get_plugin_manager, once per process).
     warned: bool = False
 
@@ -165,7 +169,12 @@ def get_plugin_state() -> PluginState:
     state = PluginState(manager)
     allow = _names_from_env("FACEKIT_PLUGINS")
     block = _names_from_env("FACEKIT_DISABLE_PLUGINS") or set()
-    for ep in _entry_points():
+    entry_points = _entry_points()
+    # A misspelled name matches nothing: the plugin meant stays loaded (or left out) without a word otherwise.
+    installed = {ep.name for ep in entry_points}
+    for variable, names in (("FACEKIT_PLUGINS", allow or set()), ("FACEKIT_DISABLE_PLUGINS", block)):
+        state.unknown_names += [(variable, name) for name in sorted(names - installed)]
+    for ep in entry_points:
         if (allow is not None and ep.name not in allow) or ep.name in block:
             logger.debug("plugin %s skipped by FACEKIT_PLUGINS/FACEKIT_DISABLE_PLUGINS", ep.name)
             state.skipped.append((ep.name, ep.dist.name if ep.dist is not None else "unknown"))

@@ -186,3 +186,18 @@ def test_an_output_folder_under_a_file_is_one_line_before_any_model_loads(data_r
     message = " ".join(stage.stderr.split())
     assert stage.returncode == 1 and f"train.output {out}: {in_the_way} is a file, not a folder" in message, message
     assert in_the_way.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [in_the_way]
+
+
+def test_plugins_says_what_the_environment_left_out_and_names_it_does_not_know() -> None:
+    """Before: a plugin left out by FACEKIT_DISABLE_PLUGINS was missing from `facekit plugins` without a word, and a
+    misspelled name there (or in FACEKIT_PLUGINS) was ignored: the plugin meant to be left out still loaded."""
+    left_out = run_cli("plugins", env={"FACEKIT_DISABLE_PLUGINS": "builtin"})
+    assert left_out.returncode == 0, left_out.stderr
+    assert "skipped: builtin (facekit)" in left_out.stdout and "warning" not in left_out.stderr
+    misspelled = run_cli("plugins", env={"FACEKIT_DISABLE_PLUGINS": "builtn"})
+    message = " ".join(misspelled.stderr.split())
+    assert misspelled.returncode == 0 and "register_warpers" in misspelled.stdout, message
+    assert "warning: FACEKIT_DISABLE_PLUGINS names 'builtn', which no installed plugin is called" in message
+    assert "did you mean 'builtin'?" in message
+    allowed = run_cli("plugins", env={"FACEKIT_PLUGINS": "builtin,nothing-of-that-name"})
+    assert "FACEKIT_PLUGINS names 'nothing-of-that-name'" in " ".join(allowed.stderr.split()), allowed.stderr
