@@ -607,7 +607,9 @@ def export(
     console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
 
 
-models_app = typer.Typer(help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle."
+)
 app.add_typer(models_app, name="models")
 
 
@@ -777,7 +779,9 @@ def attributes(
     )
 
 
-explore_app = typer.Typer(help="Explore what the model's features encode: interpolate between faces, compare models.")
+explore_app = typer.Typer(
+    no_args_is_help=True, help="Explore what the model's features encode: interpolate between faces, compare models."
+)
 app.add_typer(explore_app, name="explore")
 
 

@@ -201,3 +201,11 @@ def test_plugins_says_what_the_environment_left_out_and_names_it_does_not_know()
     assert "did you mean 'builtin'?" in message
     allowed = run_cli("plugins", env={"FACEKIT_PLUGINS": "builtin,nothing-of-that-name"})
     assert "FACEKIT_PLUGINS names 'nothing-of-that-name'" in " ".join(allowed.stderr.split()), allowed.stderr
+
+
+def test_a_command_group_alone_shows_its_commands() -> None:
+    """`facekit models` and `facekit explore` without a subcommand list what they have, as `facekit` alone does
+    (helper-85: 'Missing command.')."""
+    for group, command in (("models", "import"), ("explore", "interpolate")):
+        result = run_cli(group)
+        assert "Missing command" not in result.stderr and command in result.stdout, result.stdout + result.stderr
