@@ -185,11 +185,14 @@ def encode_on_gpu(embed_and_features: Callable[..., Any]) -> Any:
 def in_threads(plain_background: Callable[..., Any]) -> Callable[..., Any]:
     from concurrent.futures import ThreadPoolExecutor
 
-    def wrapped(images: Any, textures: Any, landmarks: Any, mean_landmarks: Any, rgb: Any) -> Any:
+    def wrapped(images: Any, textures: Any, landmarks: Any, mean_landmarks: Any, rgb: Any, *mask: Any) -> Any:
         chunks = np.array_split(np.arange(len(images)), max(1, min(64, len(images))))  # (no empty chunk)
         with ThreadPoolExecutor(os.cpu_count()) as pool:
             parts = list(
-                pool.map(lambda c: plain_background(images[c], textures[c], landmarks[c], mean_landmarks, rgb), chunks)
+                pool.map(
+                    lambda c: plain_background(images[c], textures[c], landmarks[c], mean_landmarks, rgb, *mask),
+                    chunks,
+                )
             )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 

@@ -98,7 +98,13 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
     if recipe.train.background == "plain":
         # After encoding: the encoder keeps seeing the photos' own backgrounds, as it will at inference.
         all_images, all_textures = plain_background(
-            all_images, all_textures, all_landmarks, np.asarray(faces.mean_landmarks), recipe.train.background_rgb
+            all_images,
+            all_textures,
+            all_landmarks,
+            np.asarray(faces.mean_landmarks),
+            recipe.train.background_rgb,
+            recipe.train.background_forehead,
+            recipe.train.background_margin,
         )
     transforms = np.stack([encoder_input_transform(encoder, points) for points in all_landmarks]).astype(np.float32)
     return Pool(
@@ -226,27 +232,34 @@ def random_cast(photo: np.ndarray, rng: np.random.Generator, sigma: float) -> np
     return np.asarray(np.clip(to_srgb(linear) * 255.0 + 0.5, 0, 255), np.uint8)
 
 
-def background_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+def background_mask(landmarks: np.ndarray, size: int, forehead: float = 1.0, margin: float = 1 / 12) -> np.ndarray:
     """(S, S) float32 in [0, 1]: 1 on the face of (68, 2) iBUG ``landmarks``, its forehead up to about the hairline
-    (the brows raised by one interocular distance) and a margin of S/12 for hair and ears, feathered over S/40 px.
-    Outside it is what the quality benchmark counts as background (side strips beyond the hull grown by S/14)."""
+    (the brows raised by ``forehead`` interocular distances) and a margin of ``margin`` x S for hair and ears,
+    feathered over S/40 px. Outside it is what the quality benchmark counts as background (side strips beyond the
+    hull grown by S/14)."""
     import cv2
 
     from facekit.align import interocular_distance
     from facekit.data.poisson import face_mask
 
     points = np.asarray(landmarks, np.float64)
-    forehead = points[17:27] - np.array([0.0, interocular_distance(points)])
-    hard = face_mask(np.concatenate([points, forehead]), size, size, blur_px=0.0)
-    margin = max(1, round(size / 12))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    brows = points[17:27] - np.array([0.0, forehead * interocular_distance(points)])
+    hard = face_mask(np.concatenate([points, brows]), size, size, blur_px=0.0)
+    grow = max(1, round(size * margin))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     grown = cv2.dilate((hard > 0.5).astype(np.float32), kernel)
     soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=size / 40, borderType=cv2.BORDER_CONSTANT)
     return np.clip(soft, 0.0, 1.0).astype(np.float32)
 
 
 def plain_background(
-    images: np.ndarray, textures: np.ndarray, landmarks: np.ndarray, mean_landmarks: np.ndarray, rgb: Any
+    images: np.ndarray,
+    textures: np.ndarray,
+    landmarks: np.ndarray,
+    mean_landmarks: np.ndarray,
+    rgb: Any,
+    forehead: float = 1.0,
+    margin: float = 1 / 12,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Targets on one flat colour: (N, S, S, 3) uint8 ``images`` outside :func:`background_mask` of their (N, K, 2)
     ``landmarks``, ``textures`` outside the mask of the mean landmarks (they are registered to the mean face)."""
@@ -257,8 +270,10 @@ def plain_background(
         blended = image.astype(np.float32) * mask[..., None] + colour * (1 - mask[..., None])
         return np.asarray(blended.round().clip(0, 255).astype(np.uint8))
 
-    texture_mask = background_mask(mean_landmarks, size)
-    flat_images = np.stack([flatten(i, background_mask(p, size)) for i, p in zip(images, landmarks, strict=True)])
+    texture_mask = background_mask(mean_landmarks, size, forehead, margin)
+    flat_images = np.stack(
+        [flatten(i, background_mask(p, size, forehead, margin)) for i, p in zip(images, landmarks, strict=True)]
+    )
     flat_textures = np.stack([flatten(t, texture_mask) for t in textures])
     return flat_images, flat_textures
 
@@ -294,7 +309,13 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
             if recipe.train.photo_casts
             else {}
         ),
-        "background": [recipe.train.background, list(recipe.train.background_rgb)],
+        "background": [recipe.train.background, list(recipe.train.background_rgb)]
+        # (only when changed: pools made before these settings existed keep their key)
+        + (
+            [recipe.train.background_forehead, recipe.train.background_margin]
+            if (recipe.train.background_forehead, recipe.train.background_margin) != (1.0, 1 / 12)
+            else []
+        ),
     }
     # The prepared set by its arrays' digest, hashed here (a set moved or copied elsewhere is the same set: helper-71
     # saw a resume on a moved set make the pool again, hours at the paper's scale; a digest read from summary.json

@@ -268,6 +268,19 @@ class TrainSection(Section):
     background_rgb: tuple[Channel, Channel, Channel] = Field(
         default=(128, 128, 128), description="background: plain's colour"
     )
+    background_forehead: float = Field(
+        default=1.0,
+        ge=0,
+        le=3,
+        description="background plain: how far above the brows the kept region reaches, in interocular distances",
+    )
+    background_margin: float = Field(
+        default=1 / 12,
+        ge=0,
+        le=0.5,
+        description="background plain: the kept region's margin around face and forehead (hair, ears), as a "
+        "fraction of the image side",
+    )
     init: str | None = Field(
         default=None,
         description="start from this model's decoder weights (a checkpoint or exported model of the same decoder), "

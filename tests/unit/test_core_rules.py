@@ -153,3 +153,21 @@ def test_a_damaged_shipped_model_is_refused(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ChecksumError):
         normalize.model_path("dlib")
     assert normalize.model_path("dlib", verify=False) == model
+
+
+def test_the_plain_backgrounds_kept_region_reaches_as_far_as_asked() -> None:
+    """train.background_forehead / background_margin: a point 2.5 interocular distances above the brows is background
+    by default (forehead 1) and kept with forehead 2.5; the defaults are the shipped models' mask."""
+    from facekit.align import interocular_distance
+    from facekit.pool import background_mask
+    from facekit.testing import real_face
+
+    points = real_face().ibug68 * 0.5 + np.array([50.0, 70.0])  # the face smaller, low in a 200 px frame
+    above = points[17:27].mean(0) - np.array([0.0, 2.5 * interocular_distance(points)])
+    x, y = (int(v) for v in np.round(above))
+    assert background_mask(points, 200)[y, x] < 0.05
+    assert background_mask(points, 200, forehead=2.5)[y, x] > 0.95
+    default = background_mask(points, 200)
+    assert np.array_equal(default, background_mask(points, 200, 1.0, 1 / 12))
+    wider = background_mask(points, 200, margin=1 / 6)
+    assert (wider >= default - 1e-6).all() and wider.sum() > default.sum() * 1.2
