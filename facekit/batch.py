@@ -489,13 +489,15 @@ def output_mark(photo: Path) -> dict[str, str]:
 
 
 def png_text(path: Path) -> dict[str, Any]:
-    """The text chunks of the PNG at ``path`` ({} when it is none or cannot be read)."""
+    """The text chunks of the PNG at ``path`` ({} when it is none or cannot be read, or declares more pixels than
+    Pillow's guard allows: no output of facekit's, and reading it is left to :func:`facekit.images.load_rgb`, which
+    says it is too large)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             return {str(key): value for key, value in image.info.items()} if image.format == "PNG" else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):  # (helper-86: a bomb's header ended a folder scan)
         return {}
 
 

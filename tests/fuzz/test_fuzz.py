@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from facekit.batch import NORMALIZE_OUTPUTS, scan_inputs
 from facekit.errors import FacekitError
 from facekit.images import load_rgb
 from facekit.recipe import resolve
@@ -85,6 +86,19 @@ def test_any_image_bytes_give_an_image_or_a_reason(data: bytes, suffix: str) -> 
         assert note.startswith(("unreadable", "too large"))
     else:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+@given(image_bytes())
+def test_any_image_bytes_in_a_folder_are_scanned_as_a_photo(data: bytes) -> None:
+    """Before (helper-86): a PNG whose header declares more pixels than Pillow's guard ended every command's folder
+    scan (normalize, adjust, attributes, avatar) with a DecompressionBombError traceback: the scan reads a PNG's text
+    chunks to know facekit's own outputs. Now it is a photo like any other, which load_rgb says is too large."""
+    with tempfile.TemporaryDirectory() as folder:
+        photos = Path(folder) / "in"
+        photos.mkdir()
+        (photos / "photo.png").write_bytes(data)
+        found = scan_inputs([str(photos)], Path(folder) / "out", outputs=NORMALIZE_OUTPUTS)
+    assert [relative for _, relative in found] == ["photo.png"]
 
 
 KEYS = [
