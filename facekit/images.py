@@ -165,13 +165,34 @@ def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str
     return rgb, note
 
 
+def _upright(opened: Any) -> Any:
+    """The PIL image ``opened`` turned as its EXIF orientation (or XMP's, as Pillow reads both) says. Not
+    ``ImageOps.exif_transpose``, which after turning the pixels writes the EXIF back without the tag and raises on any
+    tag it read but cannot write (a value of another type than its tag's: TypeError, struct.error, AttributeError;
+    helper-86: such a photo's batch ended in a traceback)."""
+    from PIL import Image
+
+    steps = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+    orientation = opened.getexif().get(0x0112)
+    step = steps.get(orientation) if isinstance(orientation, int) else None
+    return opened if step is None else opened.transpose(step)
+
+
 def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     opened.load()
     # EXIF orientation applies to an image as decoded from its file; a PIL image derived from one (rotated by hand,
     # resized: format None) carries the tag along but is already as its maker wants it.
-    image = (ImageOps.exif_transpose(opened) or opened) if opened.format else opened
+    image = _upright(opened) if opened.format else opened
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow opens
         # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).

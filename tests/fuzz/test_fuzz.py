@@ -21,7 +21,7 @@ from PIL import Image
 
 from facekit.batch import NORMALIZE_OUTPUTS, scan_inputs
 from facekit.errors import FacekitError
-from facekit.images import load_rgb
+from facekit.images import as_rgb, load_rgb
 from facekit.recipe import resolve
 
 settings.register_profile(
@@ -99,6 +99,57 @@ def test_any_image_bytes_in_a_folder_are_scanned_as_a_photo(data: bytes) -> None
         (photos / "photo.png").write_bytes(data)
         found = scan_inputs([str(photos)], Path(folder) / "out", outputs=NORMALIZE_OUTPUTS)
     assert [relative for _, relative in found] == ["photo.png"]
+
+
+#: EXIF orientation -> how a camera stores an upright picture under that tag (what a viewer undoes to show it).
+STORED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, 1),  # shown turned a quarter clockwise: stored a quarter anticlockwise
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+def _exif(orientation: int, unwritable: bool) -> bytes:
+    """EXIF (little-endian TIFF) holding ``orientation``, and with ``unwritable`` a Make tag stored as a RATIONAL as
+    some cameras write odd tags: Pillow reads it but cannot write it back."""
+    entries = [(0x010F, 5, 1, 0)] if unwritable else []
+    entries.append((0x0112, 3, 1, orientation))
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack("<HHI", tag, kind, count) + (
+            struct.pack("<I", data_at) if kind == 5 else struct.pack("<HH", value, 0)
+        )
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack("<II", 1, 3)
+
+
+@given(
+    st.integers(1, 6), st.integers(1, 6), st.booleans(), st.sampled_from(["PNG", "WEBP", "TIFF"]), st.integers(0, 255)
+)
+def test_a_photo_stored_under_any_exif_orientation_is_read_upright(
+    height: int, width: int, unwritable: bool, kind: str, seed: int
+) -> None:
+    """Every orientation turns the stored pixels upright, as a file and as an opened PIL image, whatever else the EXIF
+    holds. Before (helper-86): a tag Pillow reads but cannot write back (a number where text belongs) ended the batch
+    of a turned photo in a traceback, as ImageOps.exif_transpose rewrote the EXIF after turning it."""
+    upright = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    for orientation, store in STORED.items():
+        buffer = io.BytesIO()
+        # (A TIFF holds the tag in its own directory, and Pillow cannot write the odd one there.)
+        options: dict[str, Any] = {"tiffinfo": {0x0112: orientation}} if kind == "TIFF" else {}
+        options |= {"exif": _exif(orientation, unwritable)} if kind != "TIFF" else {}
+        options |= {"lossless": True} if kind == "WEBP" else {}
+        Image.fromarray(np.ascontiguousarray(store(upright))).save(buffer, kind, **options)
+        image, note = load_rgb(buffer.getvalue())
+        assert image is not None, (orientation, note)
+        assert np.array_equal(image, upright), orientation
+        with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+            assert np.array_equal(as_rgb(opened), upright), orientation
 
 
 KEYS = [
