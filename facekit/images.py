@@ -158,11 +158,24 @@ def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str
     converted (``colour_manage``); of an animated GIF or WebP or a multi-page TIFF, the first frame (the note says
     so)."""
     # A phone's JPEG with a second, embedded image opens as MPO with 2 frames: the photo is the first, no news.
-    frames = int(getattr(opened, "n_frames", 1) or 1) if opened.format != "MPO" else 1
+    frames = _frame_count(opened) if opened.format != "MPO" else 1
     rgb, note = _frame_to_rgb(opened, colour_manage)
     if frames > 1:
         note = "; ".join(n for n in (note, f"the first of {frames} frames") if n)
     return rgb, note
+
+
+def _frame_count(opened: Any) -> int:
+    """How many frames the opened PIL image ``opened`` holds; 1 when a later one is too damaged to be counted (a TIFF
+    whose next-page pointer leads to garbage: Pillow raises TypeError or KeyError from ``n_frames``; helper-86: the
+    batch ended in a traceback), with ``opened`` back at its first frame, the photo."""
+    import struct
+
+    try:
+        return int(getattr(opened, "n_frames", 1) or 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error):
+        opened.seek(0)
+        return 1
 
 
 def _upright(opened: Any) -> Any:

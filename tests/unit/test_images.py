@@ -257,6 +257,29 @@ def test_a_photo_of_several_frames_says_which_was_read(tmp_path: Path) -> None:
     assert load_rgb(_write(tmp_path / "one.png", frames[0]))[1] == ""
 
 
+def test_a_tiff_whose_next_page_is_damaged_is_read_as_its_first(tmp_path: Path) -> None:
+    """Before (helper-86): a TIFF whose pointer to a next page leads to a directory without the image's size (a damaged
+    or cut-and-patched file) ended the batch in a TypeError traceback ('Missing dimensions', from counting frames),
+    though its only picture is whole. It is read as that picture, turned by its own page's orientation tag (not left
+    with the damaged directory's tags)."""
+    import struct
+
+    pixels = np.random.default_rng(3).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    buffer = io.BytesIO()  # stored a quarter turn anticlockwise, its orientation tag says so (the first page's own)
+    Image.fromarray(np.ascontiguousarray(np.rot90(pixels, 1))).save(buffer, "TIFF", tiffinfo={0x0112: 6})
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"II*\x00"
+    (first,) = struct.unpack_from("<I", data, 4)
+    (entries,) = struct.unpack_from("<H", data, first)
+    # The next page: a directory holding a Software tag only, at the end of the file.
+    struct.pack_into("<I", data, first + 2 + 12 * entries, len(data))
+    data += struct.pack("<H", 1) + struct.pack("<HHI", 0x0131, 2, 4) + b"abc\x00" + struct.pack("<I", 0)
+    image, note = load_rgb(bytes(data))
+    assert image is not None and np.array_equal(image, pixels) and note == ""
+    with Image.open(io.BytesIO(bytes(data))) as opened:
+        assert np.array_equal(as_rgb(opened), pixels)
+
+
 def _write(path: Path, image: Image.Image) -> Path:
     image.save(path)
     return path
