@@ -497,19 +497,21 @@ def encode_like(
 
     from facekit.images import open_image
 
+    options: dict[str, Any] = {}
     with open_image(source) as original:
         icc = original.info.get("icc_profile")
         exif = original.getexif()
         jpeg = original.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with a second embedded picture
-    if 0x0112 in exif:
-        exif[0x0112] = 1
-    options: dict[str, Any] = {}
-    try:
-        if len(exif):
-            options["exif"] = exif.tobytes()
-    except Exception as error:  # noqa: BLE001  (Pillow's EXIF writer raises many types on a malformed tag)
-        # A tag of the wrong type decodes but cannot be written back: the photo is adjusted without its EXIF.
-        logger.warning("%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error)
+        if 0x0112 in exif:
+            exif[0x0112] = 1
+        try:  # with the file open: a TIFF's EXIF directory is read from it when written (helper-86: lost)
+            if len(exif):
+                options["exif"] = exif.tobytes()
+        except Exception as error:  # noqa: BLE001  (Pillow's EXIF writer raises many types on a malformed tag)
+            # A tag of the wrong type decodes but cannot be written back: the photo is adjusted without its EXIF.
+            logger.warning(
+                "%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error
+            )
     # The output is RGB: a grey or CMYK profile would misdescribe it (and a TIFF's tag may hold a number).
     if profile and isinstance(icc, bytes) and icc[16:20] == b"RGB ":
         options["icc_profile"] = icc

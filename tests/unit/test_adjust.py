@@ -426,6 +426,26 @@ def test_a_phones_mpo_stays_jpeg_and_a_malformed_exif_is_left_out(tmp_path: Path
         assert suffix == ".jpg" and written.size == (64, 64)
 
 
+def test_a_tiffs_exif_is_carried_over_with_its_camera_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before (helper-86): the EXIF of a TIFF holding a camera's Exif directory (every camera TIFF: date, exposure) was
+    left out of the adjusted photo with a warning that it 'cannot be written back (ValueError: seek of closed file)':
+    Pillow reads that directory from the file, which was closed by then."""
+    from facekit.apps.adjust import encode_like
+
+    pixels = np.full((16, 16, 3), (150, 110, 90), np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "facekit-test-camera"
+    exif[0x8769] = {0x9003: "2024:05:06 07:08:09"}  # DateTimeOriginal, in the Exif directory
+    Image.fromarray(pixels).save(tmp_path / "camera.tif", exif=exif.tobytes())
+    data, suffix = encode_like(tmp_path / "camera.tif", pixels)
+    with Image.open(io.BytesIO(data)) as written:
+        assert suffix == ".png" and written.getexif()[0x010F] == "facekit-test-camera"
+        assert written.getexif().get_ifd(0x8769)[0x9003] == "2024:05:06 07:08:09"
+    assert "cannot be written back" not in caplog.text
+
+
 def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, shipped_normalizer: Any) -> None:
     """Before: every PNG came back as 8-bit RGB: a 16-bit photo lost its low byte and a transparent one its alpha
     (composited over grey, the grey corrected with the rest). Now the correction estimated on the 8-bit copy is applied
