@@ -206,9 +206,10 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
     # EXIF orientation applies to an image as decoded from its file; a PIL image derived from one (rotated by hand,
     # resized: format None) carries the tag along but is already as its maker wants it.
     image = _upright(opened) if opened.format else opened
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow opens
-        # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum).
+        # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum). Every 16-bit layout, I;16N (native
+        # order) too: it was left to convert (helper-86: white).
         # A float image ("F") in 0..255 keeps its scale, one in 0..1 (a float TIFF as science tools write it; it
         # read as black, helper-65) is scaled to 0..255: one that runs to 1 on a 0..255 scale is black either way.
         # One whose highlights overshoot 1 a little (up to 2, at most 1 % of pixels past 1: specular pixels after

@@ -152,6 +152,25 @@ def test_a_photo_stored_under_any_exif_orientation_is_read_upright(
             assert np.array_equal(as_rgb(opened), upright), orientation
 
 
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_a_16_bit_grey_image_in_any_layout_is_read_as_its_8_bit_rounding(height: int, width: int, seed: int) -> None:
+    """A 16-bit grey PIL image, whatever its byte layout (I;16, I;16B, I;16L, I;16N, or a 32-bit "I" image holding
+    16-bit values, as older Pillow opens 16-bit PNGs), reads as round(value / 257) in all three channels. Before
+    (helper-86): an I;16N image was left to Pillow's convert, which clips at 255 (white)."""
+    grey = np.random.default_rng(seed).integers(0, 65536, (height, width), dtype=np.uint16)
+    expected = np.repeat(np.floor(grey / 257.0 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+    images = {
+        "I;16": Image.fromarray(grey),
+        "I;16B": Image.frombytes("I;16B", (width, height), grey.astype(">u2").tobytes()),
+        "I;16L": Image.frombytes("I;16L", (width, height), grey.astype("<u2").tobytes()),
+        "I;16N": Image.frombytes("I;16N", (width, height), grey.tobytes()),
+        "I": Image.fromarray(grey.astype(np.int32)),
+    }
+    for mode, image in images.items():
+        assert image.mode == mode
+        assert np.array_equal(as_rgb(image), expected), mode
+
+
 KEYS = [
     "description", "components", "data", "prepare", "augment", "train", "infer", "evaluate", "bench", "extends",
     "detector", "encoder", "decoder", "warper", "judge", "apps", "name", "params", "root", "train", "test",
