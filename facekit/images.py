@@ -214,9 +214,13 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         # read as black, helper-65) is scaled to 0..255: one that runs to 1 on a 0..255 scale is black either way.
         # One whose highlights overshoot 1 a little (up to 2, at most 1 % of pixels past 1: specular pixels after
         # processing) is 0..1 too, clipped at white: it read as black on the 0..255 scale (helper-66).
-        wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        peak = float(wide.max()) if wide.size else 0.0
-        unit = image.mode == "F" and 0.0 < peak <= 2.0 and (peak <= 1.0 or float(np.percentile(wide, 99)) <= 1.0)
+        # The scale is the finite values' (helper-86: a single inf pixel, read as 1.8e308, set it and made the whole
+        # photo black); NaN reads black, and +-inf are clipped to white and black.
+        wide = np.asarray(image, dtype=np.float64)
+        finite = wide[np.isfinite(wide)]
+        peak = float(finite.max()) if finite.size else 0.0
+        wide = np.where(np.isnan(wide), 0.0, wide)
+        unit = image.mode == "F" and 0.0 < peak <= 2.0 and (peak <= 1.0 or float(np.percentile(finite, 99)) <= 1.0)
         top = 1.0 if unit else 255.0 if image.mode == "F" and peak <= 255.0 else max(65535.0, peak)
         grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"

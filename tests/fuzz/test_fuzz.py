@@ -171,6 +171,22 @@ def test_a_16_bit_grey_image_in_any_layout_is_read_as_its_8_bit_rounding(height:
         assert np.array_equal(as_rgb(image), expected), mode
 
 
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1), st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_a_float_image_in_0_to_1_is_read_as_its_8_bit_rounding_whatever_one_pixel_holds(
+    height: int, width: int, seed: int, odd: float
+) -> None:
+    """A float ("F") image in 0..1 (a float TIFF as science tools write it) reads as round(value * 255), and one pixel
+    that is NaN or infinite changes no other pixel (NaN and -inf read black, +inf white). Before (helper-86): an inf
+    pixel, read as 1.8e308, set the scale and every pixel read black."""
+    values = np.random.default_rng(seed).random((height, width)).astype(np.float32)
+    expected = np.floor(values.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+    assert np.array_equal(as_rgb(Image.fromarray(values))[..., 0], expected)
+    values[0, 0] = odd
+    expected[0, 0] = 255 if odd == np.inf else 0
+    read = as_rgb(Image.fromarray(values))
+    assert np.array_equal(read, np.repeat(expected[..., None], 3, axis=2))
+
+
 KEYS = [
     "description", "components", "data", "prepare", "augment", "train", "infer", "evaluate", "bench", "extends",
     "detector", "encoder", "decoder", "warper", "judge", "apps", "name", "params", "root", "train", "test",
