@@ -38,6 +38,17 @@ def _encoded(kind: str, size: tuple[int, int], mode: str) -> bytes:
     return buffer.getvalue()
 
 
+def _several(kind: str, **options: Any) -> bytes:
+    """A three-frame ``kind`` (GIF, TIFF pages) whose first frame's EXIF says it is turned, with a camera directory."""
+    frames = [Image.new("RGB", (12, 10), (40 * i, 90, 200)) for i in range(3)]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x8769] = {0x9003: "2024:05:06 07:08:09"}
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format=kind, save_all=True, append_images=frames[1:], exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
 VALID = {
     "png": _encoded("PNG", (40, 30), "RGB"),
     "png-rgba": _encoded("PNG", (40, 30), "RGBA"),
@@ -47,6 +58,9 @@ VALID = {
     "bmp": _encoded("BMP", (8, 8), "RGB"),
     "gif": _encoded("GIF", (8, 8), "L"),
     "webp": _encoded("WEBP", (16, 16), "RGB"),
+    "gif-frames": _several("GIF"),
+    "tiff-pages": _several("TIFF"),
+    "webp-frames": _several("WEBP", lossless=True),
 }
 
 
