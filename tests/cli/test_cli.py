@@ -209,3 +209,11 @@ def test_a_command_group_alone_shows_its_commands() -> None:
     for group, command in (("models", "import"), ("explore", "interpolate")):
         result = run_cli(group)
         assert "Missing command" not in result.stderr and command in result.stdout, result.stdout + result.stderr
+
+
+def test_python_dash_m_facekit_is_the_command() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "facekit", "list"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "facekit components" in result.stdout, result.stdout + result.stderr
