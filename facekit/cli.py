@@ -791,7 +791,9 @@ def explore_interpolate(
     b: Annotated[str, typer.Argument(help="photo B")],
     out: Annotated[str, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = "explore",
     steps: Annotated[int, typer.Option("--steps", "-n", min=2, max=256, help="frames, A and B included")] = 8,
-    spherical: Annotated[bool, typer.Option(help="slerp the feature directions instead of a straight line")] = False,
+    spherical: Annotated[
+        bool, typer.Option(help="slerp the standardised features' directions instead of a straight line")
+    ] = False,
     model: Annotated[
         str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
     ] = None,

@@ -90,7 +90,9 @@ class AttributesParams(ModelChoice):
 
 class ExploreParams(ModelChoice):
     steps: int = Field(default=8, ge=2, le=256, description="frames of an interpolation, both photos included")
-    spherical: bool = Field(default=False, description="interpolate directions on the sphere (slerp), not a line")
+    spherical: bool = Field(
+        default=False, description="interpolate the standardised features' directions on the sphere (slerp), not a line"
+    )
     judge: str | None = Field(
         default=None, description="the judge encoder (default: independent of the model: dlib-resnet <-> sface)"
     )

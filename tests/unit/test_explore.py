@@ -43,6 +43,32 @@ def test_straight_and_spherical_paths() -> None:
         feature_path(a, b, 1)
 
 
+def test_the_spherical_path_keeps_the_length_the_decoder_reads(
+    explorer: Explorer, shipped_normalizer: Any, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the slerp went around the origin of the raw features, which share a large common part (dlib's: cosine
+    0.96 between these two people): the 'spherical' frames were the straight ones to within 1.5 grey levels, and the
+    standardised length the decoder reads dipped midway as on the straight line (20 and 17 at the ends, 12)."""
+    from facekit.apps.explore import decoder_statistics, encode
+    from facekit.images import load_rgb
+
+    images = data_root / "lfw" / "images"
+    photos = [load_rgb(images / n / f"{n}_0001.jpg")[0] for n in ("Allyson_Felix", "Alan_Greenspan")]
+    _, features, _ = encode(shipped_normalizer, photos, ["a", "b"])
+    centre, scale = decoder_statistics(shipped_normalizer)
+    assert centre is not None and decoder_statistics(object()) == (None, None)
+    decoded: list[Any] = []
+    real = shipped_normalizer.decode_features
+    monkeypatch.setattr(shipped_normalizer, "decode_features", lambda path: decoded.append(path) or real(path))
+    explorer.interpolate(photos[0], photos[1], steps=5, spherical=True)
+    (path,) = decoded
+    assert torch.equal(path[0], features[0]) and torch.equal(path[-1], features[1])
+    lengths = ((path - centre) / scale).norm(dim=1)
+    assert torch.allclose(lengths, torch.linspace(float(lengths[0]), float(lengths[-1]), 5), rtol=1e-4), lengths
+    straight = ((feature_path(features[0], features[1], 5) - centre) / scale).norm(dim=1)
+    assert straight[2] < 0.8 * min(lengths[0], lengths[-1])  # what the straight path does, and the slerp did
+
+
 def test_person_names_and_independent_judges() -> None:
     lfw = ["lfw/Colin_Powell/Colin_Powell_0004.jpg", "lfw/Colin_Powell/Colin_Powell_0007.jpg", "lfw/Ann/Ann_0001.jpg"]
     assert people_of(lfw) == ["Colin_Powell", "Colin_Powell", "Ann"]
