@@ -115,6 +115,40 @@ def test_the_skin_region_keeps_clear_of_eyes_brows_nostrils_and_lips(normalized:
         assert polygons[name][:, 1].max() < points[57, 1]  # above the lower lip
 
 
+@pytest.mark.parametrize("degrees", [0.0, 30.0, -120.0])
+def test_the_skin_region_is_the_documented_geometry_in_any_position(degrees: float) -> None:
+    """The region attributes.json describes, by hand from the landmarks and in any roll, scale and position: each
+    cheek the polygon lower eyelid - nose wing - mouth corner - jaw (3, 2, 1 / 13, 14, 15) shrunk 40 % towards its
+    centre; the forehead a 0.8 x 0.3 interocular-distance rectangle along the eye line, centred between the eyes,
+    0.15 d above the highest brow point. (Before, a changed shrink, forehead size or an upright-only forehead passed
+    every test.)"""
+    angle = np.radians(degrees)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = 1.7 * real_face().ibug68 @ rotation.T + [40.0, -25.0]
+    polygons = skin_polygons(points)
+    for name, ring in (("left_cheek", [(40, 41), 31, 48, 3, 2, 1]), ("right_cheek", [(46, 47), 35, 54, 13, 14, 15])):
+        outline = np.stack([points[list(i)].mean(axis=0) if isinstance(i, tuple) else points[i] for i in ring])
+        centre = outline.mean(axis=0)
+        np.testing.assert_allclose(polygons[name], centre + 0.6 * (outline - centre), atol=1e-9)
+    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
+    (ax, ay), (bx, by) = right - left, points[48:68].mean(axis=0) - (left + right) / 2
+    if ax * by - ay * bx < 0:  # the mouth on the other side of the eye line: image-left as seen upright
+        left, right = right, left
+    d = np.linalg.norm(right - left)
+    across = (right - left) / d
+    up = np.array([-across[1], across[0]])  # at right angles to the eye line, towards the brows in any roll
+    up = up if up @ (rotation @ [0.0, -1.0]) > 0 else -up
+    low_left, low_right, high_right, high_left = polygons["forehead"]
+    assert np.linalg.norm(low_right - low_left) == pytest.approx(0.8 * d)
+    assert np.linalg.norm(high_left - low_left) == pytest.approx(0.3 * d)
+    assert (low_right - low_left) @ across == pytest.approx(0.8 * d)  # along the eye line
+    assert (high_left - low_left) @ up == pytest.approx(0.3 * d)  # towards the brows, at right angles to it
+    np.testing.assert_allclose(high_right - low_right, high_left - low_left, atol=1e-9)  # a rectangle
+    middle = (left + right) / 2
+    np.testing.assert_allclose((low_left + low_right) / 2 - middle, ((low_left - middle) @ up) * up, atol=1e-9)
+    assert (low_left - middle) @ up == pytest.approx(((points[17:27] - middle) @ up).max() + 0.15 * d)
+
+
 def _polygon_mask(polygon: np.ndarray) -> np.ndarray:
     import cv2
 
