@@ -277,6 +277,34 @@ def test_the_summary_counts_photos_and_judged_photos_apart() -> None:
     assert (summary["people"], summary["photos"], summary["judged"]) == (0, 2, 0)
 
 
+def test_consistency_is_the_mean_pairwise_distance_per_person_then_over_people() -> None:
+    """By hand: a Euclidean judge's distances as they are (a cosine judge's as 1 - cosine), every pair of a person's
+    judged photos once, and the model's figure the mean over people, not over photos. (Before, turning a Euclidean
+    judge's distances into 1 - distance, as the SFace model's dlib judge gets, or weighting people by their photos
+    passed every test.)"""
+    from types import SimpleNamespace
+
+    from facekit.apps.explore import consistency_rows
+
+    def judge(distance: str) -> Any:
+        card = SimpleNamespace(distance=distance, threshold=0.5, embedding_size=2)
+        return SimpleNamespace(name="stub", encoder=SimpleNamespace(card=card), higher_is_same=distance == "cosine")
+
+    persons = ["a", "a", "a", "b", "b"]
+    outputs = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [5.0, 5.0], [5.0, 7.0]])  # a: 3, 4, 5; b: 2
+    inputs = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 6.0]])  # a: 1, 1, sqrt 2; b: 1
+    rows, summary = consistency_rows("m", judge("euclidean"), persons, inputs, outputs)
+    assert [(r["person"], r["outputs_mean_distance"]) for r in rows] == [("a", 4.0), ("b", 2.0)]
+    assert rows[0]["inputs_mean_distance"] == pytest.approx((2 + np.sqrt(2)) / 3, abs=1e-4)
+    assert summary["outputs_mean_distance"] == 3.0  # per person (4 and 2), not per photo (3.2)
+    assert summary["inputs_mean_distance"] == pytest.approx((1 + (2 + np.sqrt(2)) / 3) / 2, abs=1e-4)
+    assert summary["metric"] == "euclidean distance"
+    unit = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    rows, _ = consistency_rows("m", judge("cosine"), persons, unit, unit)
+    assert [r["outputs_mean_distance"] for r in rows] == [pytest.approx(2 / 3, abs=1e-4), 0.0]
+    assert rows[0]["metric"] == "1 - cosine similarity"
+
+
 def test_apply_lays_out_a_path_and_measures_its_steps() -> None:
     face = real_face()
     image = torch.from_numpy(face.image.copy()).permute(2, 0, 1).float()[None] / 255
