@@ -1,5 +1,7 @@
 """``python -m facekit``: the ``facekit`` command, for environments where the console script is not on PATH."""
 
+import sys
+
 from facekit.cli import main
 
-main()
+sys.exit(main())

@@ -212,8 +212,13 @@ def test_a_command_group_alone_shows_its_commands() -> None:
 
 
 def test_python_dash_m_facekit_is_the_command() -> None:
+    """`python -m facekit` is the console script, exit codes included (helper-88: a failure exited 0)."""
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "facekit", "list"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "facekit components" in result.stdout, result.stdout + result.stderr
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "facekit", *args], capture_output=True, text=True, timeout=300)
+
+    listed = run("list")
+    assert listed.returncode == 0 and "facekit components" in listed.stdout, listed.stdout + listed.stderr
+    assert run("models", "import", "/nonexistent/weights.dat").returncode == 1
