@@ -48,6 +48,8 @@ RESULT_FOLDER_BYTES = 512 << 20
 #: Sessions whose end the page remembers (the latest), so that a request still running for a closed page drops
 #: what it made: far more pages than could close while one request runs.
 ENDED_SESSIONS = 4096
+#: What a page whose session has ended is told when it sends a photo (its results would be dropped at once).
+SESSION_ENDED = "This page's session has ended (closed, or its connection was lost): reload the page to go on."
 
 #: The page's styles. Gradio 6.31 gives a list of several files a "Remove this file" button even when the list is not
 #: interactive: on the avatar's downloads it took the GLB or the OBJ off the page for good (interactive=False keeps
@@ -374,14 +376,19 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                     closed = session in ended
                 if closed:  # the page closed while its photo was read: its end found nothing held, so drop it now
                     engine.release(session)
-                    return [None, hidden, "Waiting for a photo.", *empty]
-                result = engine.result(analysis.sha256, 0, tell)
+                    uploads.forget(session)  # (remembered above, after the end forgot the session's uploads)
+                else:
+                    result = engine.result(analysis.sha256, 0, tell)
             except FacekitError as error:
                 return [None, hidden, problem(request, str(error)), *empty]
             except Exception as error:  # a server answers every request; the log has the traceback
                 log.exception("facekit serve: processing %s failed", Path(path).name)
                 message = "Something went wrong on the server while processing this photo (the server log says what)."
                 return [None, hidden, problem(request, f"{message} {type(error).__name__}"), *empty]
+            if closed:
+                # A page still open whose session ended (Gradio's heartbeat does not reconnect after a lost
+                # connection) is told so, rather than shown 'Waiting for a photo.' for every photo it sends.
+                return [None, hidden, problem(request, SESSION_ENDED), *empty]
             choices = face_choices(len(analysis.faces), analysis.faces_found)
             chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
             with waiting_lock:  # (handlers run on several threads)
