@@ -521,7 +521,7 @@ def report(
         unit = "L2 distance <" if encoder.distance == "euclidean" else "cosine >"
         lines.append(
             f"| `{name}` | {encoder.description} | {100 * v.accuracies.mean():.2f} +- {100 * v.accuracies.std():.2f}% "
-            f"| {unit} {v.thresholds.mean():.4f} +- {v.thresholds.std():.4f} "
+            f"| {unit} {np.nanmean(v.thresholds):.4f} +- {np.nanstd(v.thresholds):.4f} "
             f"| {100 * v.card_accuracy:.2f}% ({unit} {encoder.card_threshold}) | {embed_seconds[name]:.0f} |"
         )
     if "dlib-native" in results:
