@@ -245,11 +245,23 @@ def background_mask(landmarks: np.ndarray, size: int, forehead: float = 1.0, mar
     points = np.asarray(landmarks, np.float64)
     brows = points[17:27] - np.array([0.0, forehead * interocular_distance(points)])
     hard = face_mask(np.concatenate([points, brows]), size, size, blur_px=0.0)
-    grow = max(1, round(size * margin))
+    grow = max(1, round(size * margin)) if margin > 0 else 0  # (at least a pixel when asked for at all)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     grown = cv2.dilate((hard > 0.5).astype(np.float32), kernel)
     soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=size / 40, borderType=cv2.BORDER_CONSTANT)
     return np.clip(soft, 0.0, 1.0).astype(np.float32)
+
+
+def other_mask(train: Any) -> bool:
+    """Whether ``train`` (a recipe's TrainSection) composites onto a plain background with another kept region
+    than the default one (then its pool's cache key names the region)."""
+    import math
+
+    fields = type(train).model_fields
+    return train.background == "plain" and not (
+        math.isclose(train.background_forehead, fields["background_forehead"].default)
+        and math.isclose(train.background_margin, fields["background_margin"].default)
+    )
 
 
 def plain_background(
@@ -310,12 +322,8 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
             else {}
         ),
         "background": [recipe.train.background, list(recipe.train.background_rgb)]
-        # (only when changed: pools made before these settings existed keep their key)
-        + (
-            [recipe.train.background_forehead, recipe.train.background_margin]
-            if (recipe.train.background_forehead, recipe.train.background_margin) != (1.0, 1 / 12)
-            else []
-        ),
+        # (only when they shape the mask: pools made before these settings existed keep their key)
+        + ([recipe.train.background_forehead, recipe.train.background_margin] if other_mask(recipe.train) else []),
     }
     # The prepared set by its arrays' digest, hashed here (a set moved or copied elsewhere is the same set: helper-71
     # saw a resume on a moved set make the pool again, hours at the paper's scale; a digest read from summary.json

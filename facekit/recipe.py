@@ -295,6 +295,19 @@ class TrainSection(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     output: str = Field(default="runs/train")
 
+    @model_validator(mode="after")
+    def _mask_settings_need_a_plain_background(self) -> TrainSection:
+        """background_forehead / background_margin set without ``background: plain`` would be ignored: refused (a
+        value equal to its default is fine: a run folder's recipe.yaml lists every field)."""
+        stray = [
+            f"train.{name}"
+            for name in ("background_forehead", "background_margin")
+            if self.background != "plain" and getattr(self, name) != type(self).model_fields[name].default
+        ]
+        if stray:
+            raise ValueError(f"{' and '.join(stray)} shape the plain background: set train.background: plain")
+        return self
+
 
 class InferSection(Section):
     inputs: list[str] = Field(

@@ -205,7 +205,8 @@ KEYS = [
     "description", "components", "data", "prepare", "augment", "train", "infer", "evaluate", "bench", "extends",
     "detector", "encoder", "decoder", "warper", "judge", "apps", "name", "params", "root", "train", "test",
     "source", "people", "subset", "path", "output", "image_size", "steps", "lr", "batch_size", "loss", "identity",
-    "background", "background_rgb", "init", "photo_inputs", "grid", "enabled", "count", "seed", "device",
+    "background", "background_rgb", "background_forehead", "background_margin", "init", "photo_inputs", "grid",
+    "enabled", "count", "seed", "device",
 ]  # fmt: skip
 SCALARS = st.one_of(
     st.none(),

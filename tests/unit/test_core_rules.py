@@ -171,3 +171,19 @@ def test_the_plain_backgrounds_kept_region_reaches_as_far_as_asked() -> None:
     assert np.array_equal(default, background_mask(points, 200, 1.0, 1 / 12))
     wider = background_mask(points, 200, margin=1 / 6)
     assert (wider >= default - 1e-6).all() and wider.sum() > default.sum() * 1.2
+
+
+def test_the_kept_regions_settings_need_a_plain_background_and_name_its_pool() -> None:
+    """Set without ``background: plain`` they would be ignored: refused (helper-88); with it, only values other than
+    the defaults give the pool a key of its own (0.0833 is 1/12 within rounding: the same mask, the same pool)."""
+    from pydantic import ValidationError
+
+    from facekit.pool import other_mask
+    from facekit.recipe import TrainSection
+
+    with pytest.raises(ValidationError, match=r"train\.background_margin shape the plain background"):
+        TrainSection(background_margin=0.2)
+    assert not other_mask(TrainSection(background_forehead=1.0))  # the default, even when written out
+    assert not other_mask(TrainSection(background="plain", background_margin=1 / 12))
+    assert other_mask(TrainSection(background="plain", background_margin=0.125))
+    assert other_mask(TrainSection(background="plain", background_forehead=2.0))
