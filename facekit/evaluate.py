@@ -525,6 +525,8 @@ def evaluate_plan(
         given = "--checkpoint" if checkpoint is not None else "--model"
         raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
     recipes_model = checkpoint is None and model is None and plan is not None
+    if prepared is not None and not (recipes_model and baseline is None):  # (it would be measured, another recorded)
+        raise ValueError("prepared is the recipe's own model, not one beside checkpoint, model, baseline")
     if plan is not None and not recipes_model and baseline is None:
         given_slots = plan.recipe.components.model_fields_set
         named = [  # (an explicit null is no component)
