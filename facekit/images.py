@@ -194,9 +194,15 @@ def _upright(opened: Any) -> Any:
         7: Image.Transpose.TRANSVERSE,
         8: Image.Transpose.ROTATE_90,
     }
-    orientation = opened.getexif().get(0x0112)
-    step = steps.get(orientation) if isinstance(orientation, int) else None
+    step = steps.get(exif_orientation(opened))
     return opened if step is None else opened.transpose(step)
+
+
+def exif_orientation(opened: Any) -> int:
+    """The EXIF orientation (1-8) of the PIL image ``opened``; 1 (as stored) when it has none or a value of another
+    type than the tag's."""
+    orientation = opened.getexif().get(0x0112)
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
 def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:

@@ -554,7 +554,8 @@ def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = Non
     return data[:header_end] + extra + data[header_end:]
 
 
-#: EXIF orientation -> the numpy steps that make the pixels upright (as Pillow's ``ImageOps.exif_transpose``).
+#: EXIF orientation -> the numpy steps that make the pixels upright, for pixels deeper than PIL holds (the same turns
+#: as :func:`facekit.images._upright`'s, which works on PIL images).
 _ORIENTATIONS: dict[int, Any] = {
     2: lambda a: a[:, ::-1],
     3: lambda a: a[::-1, ::-1],
@@ -572,14 +573,14 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     or None. None when there is nothing to keep (8-bit without alpha) or OpenCV cannot read the file."""
     import cv2
 
-    from facekit.images import open_image
+    from facekit.images import exif_orientation, open_image
 
     with open_image(source) as opened:
         # PNG and WebP only: OpenCV turns a TIFF upright itself and premultiplies its alpha (libtiff's RGBA reader),
         # and JPEG has neither more than 8 bits nor alpha.
         if opened.format not in ("PNG", "WEBP"):
             return None
-        orientation = opened.getexif().get(0x0112, 1)
+        orientation = exif_orientation(opened)  # (one reading with load_rgb's: a value of another type is none)
     pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: orientation not applied
     if pixels is None or pixels.dtype not in (np.uint8, np.uint16):
         return None
