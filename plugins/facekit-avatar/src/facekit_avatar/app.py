@@ -324,8 +324,8 @@ def mesh_files(avatar: Avatar, model: SurreyModel, name: str) -> dict[str, bytes
     files = {f"{name}.obj": named(text.encode())}
     for key, value in extra.items():
         # (trimesh ends the MTL without a newline: a text file's last line ends with one, as the OBJ's does)
-        mtl = named(bytes(value)).rstrip(b"\n") + b"\n" if key.endswith(".mtl") else bytes(value)
-        files[key.replace(stand_in, name)] = mtl
+        data = named(bytes(value)).rstrip(b"\n") + b"\n" if key.endswith(".mtl") else bytes(value)
+        files[key.replace(stand_in, name)] = data
     if not {f"{name}.mtl", f"{name}.png"} <= files.keys():
         raise FacekitError(f"the OBJ export left out its material or texture ({', '.join(sorted(files))})")
     # glTF's metallicFactor defaults to 1 (bare metal: a dark face in three.js, Blender, model-viewer) and a mesh
