@@ -124,6 +124,8 @@ def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Seq
         loc = ".".join(str(part) for part in err["loc"])
         path = ".".join(p for p in (prefix, loc) if p)
         message = err["msg"]
+        if err["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, " before them
+            message = message.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "extra field not permitted"
             hint = did_you_mean(str(err["loc"][-1]), fields, cutoff=0.7) if len(err["loc"]) == 1 else ""
