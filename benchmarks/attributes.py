@@ -36,7 +36,7 @@ import numpy as np
 from results import machine, publish
 from rich.progress import track
 
-from facekit.apps.attributes import MIN_B_STAR, RATIOS, measure_face, measure_photo, photo_in_face_frame, skin_tone
+from facekit.apps.attributes import MIN_B_STAR, RATIOS, measure_both, photo_in_face_frame, skin_tone
 from facekit.data.sources import lfw_photos
 from facekit.detail import DECODER_ONLY
 from facekit.images import load_rgb
@@ -56,10 +56,13 @@ def measure_person(normalizer: Normalizer, paths: list[Path]) -> list[dict[str, 
             continue
         face = outcome.face
         aligned, _ = photo_in_face_frame(photo, face)
+        # As `facekit attributes` measures them (helper-87: measure_face kept the decoder's guessed ITA for a grey
+        # photo, which the app reports as undefined).
+        normalized, photo_values, _ = measure_both(photo, face)
         values.append(
             {
-                "normalized": measure_face(face.decoder_image, face.decoder_landmarks),
-                "photo": measure_photo(photo, face),
+                "normalized": normalized,
+                "photo": photo_values,
                 "photo, normalized region": {"ita_degrees": skin_tone(aligned, face.decoder_landmarks).ita},
             }
         )
