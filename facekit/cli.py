@@ -95,7 +95,7 @@ def plugins() -> None:
     console.print(table)
     for name, distribution in dict.fromkeys(state.skipped):  # a distribution twice on sys.path: one line
         console.print(f"skipped: {name} ({distribution}), left out by FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS")
-    installed = sorted({p.name for p in state.plugins} | {f.name for f in state.failures} | dict(state.skipped).keys())
+    installed = state.installed
     for variable, name in state.unknown_names:
         hint = did_you_mean(name, installed, cutoff=0.7)
         say_error(

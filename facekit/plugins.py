@@ -72,6 +72,8 @@ class PluginState:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: (variable, name) for each name FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS gives that no installed plugin has.
     unknown_names: list[tuple[str, str]] = field(default_factory=list)
+    #: Every installed plugin's entry-point name (loaded, failed or left out), sorted.
+    installed: list[str] = field(default_factory=list)
     #: Whether the failures were logged (get_plugin_manager, once per process).
     warned: bool = False
 
@@ -172,6 +174,7 @@ def get_plugin_state() -> PluginState:
     entry_points = _entry_points()
     # A misspelled name matches nothing: the plugin meant stays loaded (or left out) without a word otherwise.
     installed = {ep.name for ep in entry_points}
+    state.installed = sorted(installed)
     for variable, names in (("FACEKIT_PLUGINS", allow or set()), ("FACEKIT_DISABLE_PLUGINS", block)):
         state.unknown_names += [(variable, name) for name in sorted(names - installed)]
     for ep in entry_points:
