@@ -268,7 +268,13 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
             folders[:] = entered
             for name in files:
                 candidate = Path(root) / name
-                if name.startswith(".") or not candidate.is_file():
+                if name.startswith("."):
+                    continue
+                if not candidate.is_file():
+                    # A link to nothing named like a photo is a photo the user meant and does not get: its status
+                    # says so (helper-86: it was skipped without a word). A link to a folder was listed above.
+                    if candidate.suffix.lower() in PHOTO_SUFFIXES and candidate.is_symlink() and not candidate.exists():
+                        photos.append(candidate)
                     continue
                 if candidate.suffix.lower() in PHOTO_SUFFIXES:
                     photos.append(candidate)
@@ -821,6 +827,10 @@ def input_sha256(path: Path) -> tuple[str | None, str]:
     try:
         return sha256_file(path), ""
     except OSError as error:
+        from facekit.images import broken_link
+
+        if dangling := broken_link(path):
+            return None, f"cannot read it: {dangling}"
         return None, f"cannot read it: {error.strerror or error}"
 
 

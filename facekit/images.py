@@ -118,6 +118,8 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
     limit = max_megapixels()
     try:
         source: Path | io.BytesIO = Path(path) if isinstance(path, (str, Path)) else io.BytesIO(bytes(path))
+        if isinstance(source, Path) and (dangling := broken_link(source)):
+            return None, f"unreadable ({dangling})"
         if (source.stat().st_size if isinstance(source, Path) else len(source.getbuffer())) == 0:
             return None, "unreadable (empty file)"
         with _pillow_limit(limit), Image.open(source) as opened:
@@ -131,6 +133,14 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         if isinstance(exc, UnidentifiedImageError) and _is_heic(source):  # before: "cannot identify image file"
             return None, f"unreadable ({HEIC}, which facekit does not decode: convert it to JPEG or PNG first)"
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def broken_link(path: Path) -> str:
+    """What is wrong with ``path`` when it is a link to nothing ("a link to X, which does not exist"), else ""."""
+    try:
+        return f"a link to {os.readlink(path)}, which does not exist" if path.is_symlink() and not path.exists() else ""
+    except OSError:
+        return ""
 
 
 def _is_heic(source: Path | io.BytesIO) -> bool:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from facekit.batch import MANIFEST, NORMALIZE_OUTPUTS, normalize_folder, plan_folder, plan_outputs, scan_inputs
 from facekit.errors import FacekitError
+from facekit.images import load_rgb
 from facekit.normalize import NormalizedFace, Outcome
 from tests.helpers import run_cli
 
@@ -339,6 +340,23 @@ def test_a_folder_scan_follows_links_and_skips_hidden_files(tmp_path: Path) -> N
     (inputs / "up").symlink_to(tmp_path, target_is_directory=True)
     names = [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")]
     assert names == ["c.jfif", "d.gif", "linked/b.jpg", "own/a.jpg"]
+
+
+def test_a_link_to_nothing_named_like_a_photo_is_a_row_that_says_so(tmp_path: Path, model: Path) -> None:
+    """Before: a broken link named ``*.jpg`` in an input folder was skipped without a word (helper-86)."""
+    inputs = tmp_path / "in"
+    photo(inputs / "a.jpg", 100)
+    (inputs / "gone.jpg").symlink_to(tmp_path / "moved" / "gone.jpg")
+    (inputs / "notes.txt").symlink_to(tmp_path / "moved" / "notes.txt")  # not named like a photo: not one
+    summary = normalize_folder(FakeNormalizer(), [str(inputs)], tmp_path / "out", model)
+    rows = {Path(r.input).name: r for r in summary.rows}
+    assert sorted(rows) == ["a.jpg", "gone.jpg"]
+    assert rows["a.jpg"].status == "ok"
+    assert rows["gone.jpg"].status == "unreadable"
+    assert f"a link to {tmp_path / 'moved' / 'gone.jpg'}, which does not exist" in rows["gone.jpg"].reason
+    # Every command reads photos through load_rgb, which says the same.
+    said = f"unreadable (a link to {tmp_path / 'moved' / 'gone.jpg'}, which does not exist)"
+    assert load_rgb(inputs / "gone.jpg") == (None, said)
 
 
 def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:
