@@ -594,6 +594,11 @@ def run_plan(
             f"{', '.join(s for s, r in STAGE_RUNNERS.items() if r is not None) or 'none'}"
         )
     running = [s for s in todo if stages or skip_reason(s, plan) is None]
+    if options is not None and options.resume and "train" not in running:  # (helper-85: ignored without a word)
+        raise FacekitError(
+            f"--resume continues a training, but this run of {plan.source} does not train (stages: "
+            f"{', '.join(running) or 'none'}): run without --resume, or add --stage train"
+        )
     check_output_folders(plan, running)
     check_later_stages(plan, running)
     outputs: list[StageResult] = []

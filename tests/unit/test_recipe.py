@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from facekit.errors import FacekitError, RecipeError, StageNotBuiltError
-from facekit.pipeline import run_plan, stages_to_run
+from facekit.pipeline import RunOptions, run_plan, stages_to_run
 from facekit.recipe import InferSection, Recipe, apply_overrides, load_recipe, resolve
 
 
@@ -171,6 +171,14 @@ def test_unbuilt_stage_refuses_before_writing(tmp_path: Path, monkeypatch: pytes
     (problem,) = problems_of({}, ("train.stpes=3",))
     assert problem == "--set train.stpes: unknown path: 'stpes' is not a key of train (did you mean 'steps'?)"
     assert stages_to_run(["infer", "prepare"]) == ["prepare", "infer"]
+
+
+def test_resume_without_a_training_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """Before: --resume where no training runs was ignored without a word (helper-85)."""
+    plan = resolve({"train": {"output": str(tmp_path / "t")}, "evaluate": {"output": str(tmp_path / "out")}})
+    with pytest.raises(FacekitError, match=r"--resume continues a training.*does not train \(stages: evaluate\)"):
+        run_plan(plan, ["evaluate"], RunOptions(resume=True))
+    assert not (tmp_path / "out").exists()
 
 
 def test_plan_round_trips_through_yaml() -> None:
