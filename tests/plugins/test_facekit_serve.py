@@ -422,6 +422,20 @@ def test_serve_refuses_a_taken_port_in_one_line() -> None:
     assert "cannot listen on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_serve_says_a_wrong_model_before_loading_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-85: `--model nope` was said only after the slow imports and loading."""
+    from facekit_serve import cli as serve_cli
+
+    from facekit.errors import FacekitError
+
+    monkeypatch.setattr(Engine, "load", lambda *args, **kwargs: pytest.fail("the models were loaded"))
+    monkeypatch.setattr(serve_cli, "check_port", lambda *args: pytest.fail("the port was checked"))
+    cases = {"no shipped model named 'nope'": {"model": "nope"}, "checkpoint not found": {"checkpoint": "/nope"}}
+    for said, given in cases.items():
+        with pytest.raises(FacekitError, match=said):
+            serve_cli.serve(**given)
+
+
 def test_serve_refuses_a_surrey_model_it_was_told_to_use_and_cannot(tmp_path: Path) -> None:
     """helper-67: `--sfm PATH` with a typo or a damaged file started the server without the avatar, a console line
     the only sign; the operator asked for it, so it is an error (no --sfm and none in the store stays a note)."""

@@ -130,6 +130,11 @@ def serve(
     from rich.table import Table
     from rich.text import Text
 
+    from facekit.normalize import resolve_model
+
+    if model is not None or checkpoint is not None:  # a wrong name or path said at once, not after loading (helper-85)
+        resolve_model(model, checkpoint)
+
     from facekit_serve.engine import Engine, example_photos
     from facekit_serve.offline import offline_environment
 
