@@ -483,6 +483,15 @@ class AdjustRow:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+#: Tags of a TIFF's first directory (which Pillow's getexif() returns as its EXIF) that describe that file's own
+#: layout: its size, samples, compression, strips or tiles and embedded profile. Carried into another file they would
+#: misdescribe it (an eXIf chunk naming strip offsets and a width the PNG does not have).
+TIFF_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323, 324, 325}
+    | {338, 339, 340, 341, 347, 530, 531, 532, 34675}
+)
+
+
 def encode_like(
     source: Any, image: np.ndarray, alpha: np.ndarray | None = None, profile: bool = True
 ) -> tuple[bytes, str]:
@@ -504,6 +513,8 @@ def encode_like(
         jpeg = original.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with a second embedded picture
         if 0x0112 in exif:
             exif[0x0112] = 1
+        for tag in TIFF_LAYOUT_TAGS & set(exif):  # a TIFF's own layout, wrong for the output (helper-86)
+            del exif[tag]
         try:  # with the file open: a TIFF's EXIF directory is read from it when written (helper-86: lost)
             if len(exif):
                 options["exif"] = exif.tobytes()

@@ -443,6 +443,10 @@ def test_a_tiffs_exif_is_carried_over_with_its_camera_directory(
     with Image.open(io.BytesIO(data)) as written:
         assert suffix == ".png" and written.getexif()[0x010F] == "facekit-test-camera"
         assert written.getexif().get_ifd(0x8769)[0x9003] == "2024:05:06 07:08:09"
+        # The TIFF's own layout (size, strips, compression) is not carried into the PNG's EXIF (helper-86).
+        assert not {256, 257, 258, 259, 273, 278, 279} & set(written.getexif())
+    with Image.open(tmp_path / "camera.tif") as source:
+        assert {256, 257, 273, 279} <= set(source.getexif())  # (what there was to leave out)
     assert "cannot be written back" not in caplog.text
 
 
