@@ -238,6 +238,7 @@ def test_prepare_and_augment_never_replace_a_users_files_in_their_folder(tmp_pat
     check_augment_output(tmp_path / "aug")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, before load_rgb refuses it
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from facekit.images import load_rgb
 

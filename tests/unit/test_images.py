@@ -194,6 +194,14 @@ def test_a_tiff_whose_profile_tag_is_a_number_is_read_with_a_note(tmp_path: Path
     assert reading(path) == {}
 
 
+def test_the_cli_says_a_photo_over_pillows_limit_once_in_its_row(tmp_path: Path) -> None:
+    """Before: Pillow's DecompressionBombWarning (its own 89 MP limit) was printed beside the row that refuses it."""
+    Image.new("1", (12_000, 12_000)).save(tmp_path / "bomb.png")  # 144 MP in a few kB
+    result = run_cli("normalize", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "144 MP > 50 MP" in result.stdout and "Warning" not in result.stderr, result.stderr
+
+
 def test_normalize_and_attributes_records_say_a_photo_was_converted(tmp_path: Path) -> None:
     """The records a rerun compares against carry ``read`` for a converted photo; attributes measures a P3 photo
     again when its earlier row lacks it (measured before profiles were converted)."""
