@@ -471,6 +471,15 @@ class _RecipeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads 1e3, 1.5e3 and 5e-4 as text, so `steps: 1e3` was "not a valid integer" and a rate of 5e-4
+# was a string until the schema converted it; YAML 1.2 and JSON read them as numbers, and so does a recipe.
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file (safe YAML, at most :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_RECIPE_VALUES` values with
     its aliases expanded); a top level that is not a mapping, or an empty file, is an error."""
@@ -636,7 +645,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Probl
             problems.append(Problem(f"--set {item}", "expected KEY=VALUE, e.g. train.steps=100"))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml.load(text, Loader=_RecipeLoader) if text.strip() else None  # (a SafeLoader)
         except yaml.YAMLError:
             value = text
         problem = _set_path(raw, Recipe, key.strip(), value, given=given, text=text)

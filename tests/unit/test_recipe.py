@@ -54,6 +54,16 @@ def test_overrides_parse_yaml_values_and_reach_params() -> None:
     assert plan.recipe.train.steps == 12
     assert plan.components["warper"].params.boundary_points == 0  # type: ignore[attr-defined]
     assert plan.recipe.train.loss.identity == 0.5
+    # Numbers in exponent form, as YAML 1.2 and JSON read them (PyYAML read 1e3 as text: "not a valid integer").
+    plan = resolve({}, ("train.steps=1e3", "train.lr=5e-4", "train.output=2e3"))
+    assert (plan.recipe.train.steps, plan.recipe.train.lr, str(plan.recipe.train.output)) == (1000, 5e-4, "2e3")
+    assert "fractional part" in problems_of({}, ("train.steps=1.5e0",))[0]
+
+
+def test_a_recipe_file_reads_numbers_in_exponent_form(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("train:\n  steps: 2E3\n  lr: 1.5e-4\n")
+    train = load_recipe(tmp_path / "r.yaml").recipe.train
+    assert (train.steps, train.lr) == (2000, 1.5e-4)
 
 
 def test_overriding_a_components_name_drops_the_other_components_params() -> None:
