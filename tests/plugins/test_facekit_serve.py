@@ -422,6 +422,24 @@ def test_serve_refuses_a_taken_port_in_one_line() -> None:
     assert "cannot listen on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_page_opens_on_the_avatar_only_when_there_is_one(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-84): without the Surrey model the page opened on the avatar tab, which holds only a note."""
+    from facekit_serve.web import build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+
+    def first_tab() -> str:
+        demo = build_app(engine, [], 20.0)
+        (tabs,) = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "result-tabs"]
+        return str(tabs.selected)
+
+    assert engine.avatar is None and first_tab() == "adjust-tab"
+    monkeypatch.setattr(engine, "avatar_note", "")  # as when the model loaded
+    assert first_tab() == "avatar-tab"
+
+
 def test_serve_says_a_wrong_model_before_loading_anything(monkeypatch: pytest.MonkeyPatch) -> None:
     """helper-85: `--model nope` was said only after the slow imports and loading."""
     from facekit_serve import cli as serve_cli

@@ -249,7 +249,8 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 normalized_file = gr.File(
                     label="Normalized face at the model's size (PNG)", elem_id="normalized-file", interactive=False
                 )
-        with gr.Tabs():
+        # Without the Surrey model the avatar tab holds only a note: the page opens on the adjusted photo instead.
+        with gr.Tabs(selected="adjust-tab" if engine.avatar_note else "avatar-tab", elem_id="result-tabs"):
             with gr.Tab("3-D avatar", id="avatar-tab") as avatar_tab:
                 avatar_note = gr.Markdown(no_avatar_note, elem_id="avatar-note")
                 with gr.Row():
