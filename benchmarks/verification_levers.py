@@ -17,6 +17,8 @@ mean features, ``feature:K`` decodes K times the standardised features (the ship
 embedding of the output's crop moves towards the photo's (test-time inversion; the judge, SFace, is not used). The
 shipped model normalizes every photo of the pairs (central face) once per variant; detection and the encoder's
 features are computed once. Each variant is scored with the default pipeline and with the decoder's face alone.
+``--framed-photos`` adds the photos themselves resampled into the first variant's output frames, on their own
+background and on the plain one: what the frame, the size and the background alone cost.
 
 Writes the ``verification-levers`` section of benchmarks/RESULTS.md.
 """
@@ -174,6 +176,32 @@ class RememberedFeatures:
         return self.memo[key]
 
 
+def framed_photo(photo: np.ndarray | None, face: Any, scale: int = 1, plain: bool = False) -> np.ndarray | None:
+    """``photo`` resampled into its normalized ``face``'s frame (``scale`` x its size) by the similarity that takes
+    the photo's landmarks onto the output's (the photo's pose, expression and light kept); ``plain``: everything outside
+    the training mask (:func:`facekit.pool.background_mask`) set to the plain background's grey. None without a face."""
+    from facekit.align import align_into
+    from facekit.pool import background_mask
+    from facekit.recipe import TrainSection
+
+    if photo is None or face is None:
+        return None
+    size = face.image.shape[0] * scale
+    aligned = align_into(photo, face.source_landmarks, face.landmarks * scale, size)
+    if not plain:
+        return aligned.image
+    mask = background_mask(aligned.landmarks, size)[..., None]
+    grey = np.asarray(TrainSection().background_rgb, np.float32)
+    return np.asarray((aligned.image * mask + grey * (1 - mask)).round().clip(0, 255).astype(np.uint8))
+
+
+FRAMED = {  # --framed-photos: (label, scale, plain)
+    "photo in the output frame (112 px, no normalization)": (1, False),
+    "photo in the output frame, plain background (112 px, no normalization)": (1, True),
+    "photo in the output frame, plain background (224 px, no normalization)": (2, True),
+}
+
+
 def parse_variant(text: str) -> tuple[DetailSettings, str | None, float]:
     detail, _, exaggerate = text.partition("@")
     if not exaggerate:
@@ -208,6 +236,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     pair_arguments(parser)
     parser.add_argument("--variant", action="append", default=[], help=f"DETAIL[@MODE:K] (default: {len(VARIANTS)})")
+    parser.add_argument(
+        "--framed-photos",
+        action="store_true",
+        help="also judge the photos resampled into their normalized faces' frame, on their background and on the "
+        "plain one (what the frame and background alone cost)",
+    )
     args = parser.parse_args()
     check_pair_arguments(parser, args)
     variants = args.variant or VARIANTS
@@ -245,6 +279,11 @@ def main() -> None:
         alone = judge.embed([f.decoder_image if f is not None else None for f in faces])
         scores = pairs.accuracy(judge, default), pairs.accuracy(judge, alone)
         rows.append((label(text), *scores, cosines(pairs, default)))
+        if args.framed_photos and text == variants[0]:
+            for place, (name, (scale, plain)) in enumerate(FRAMED.items(), start=1):  # after the photos' row
+                images = [framed_photo(p, f, scale, plain) for p, f in zip(pairs.images, faces, strict=True)]
+                framed = judge.embed(images)
+                rows.insert(place, (name, pairs.accuracy(judge, framed), None, cosines(pairs, framed)))
 
     command = shlex.join(["python", "benchmarks/verification_levers.py", *sys.argv[1:]])
     lines = [

@@ -161,3 +161,27 @@ def test_the_gpu_runs_pool_helpers_change_no_number() -> None:
     for a, b in zip(plain_pass, moved, strict=True):
         assert b.device.type == "cpu"
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)  # (equal on a machine without a GPU)
+
+
+def test_a_framed_photo_is_the_photo_in_the_outputs_frame_and_the_plain_one_greys_only_the_background() -> None:
+    """verification_levers.py --framed-photos: the photo moved by the similarity onto the output's landmarks."""
+    import numpy as np
+    from verification_levers import framed_photo
+
+    from facekit.pool import background_mask
+    from facekit.testing import real_face
+
+    face = real_face()
+    photo = np.pad(face.image, ((30, 10), (20, 20), (0, 0)), constant_values=17)  # the face off centre, dark edges
+    shifted = face.ibug68 + np.array([20.0, 30.0])
+    output = type("Face", (), {"image": face.image, "landmarks": face.ibug68, "source_landmarks": shifted})()
+    framed = framed_photo(photo, output)
+    assert framed is not None and framed.shape == face.image.shape
+    assert np.abs(framed.astype(int) - face.image.astype(int)).mean() < 1.0  # the shift undone, nothing else
+    plain = framed_photo(photo, output, plain=True)
+    assert plain is not None
+    mask = background_mask(face.ibug68, face.image.shape[0])
+    assert (plain[mask > 0.999] == framed[mask > 0.999]).all() and (plain[mask < 0.001] == 128).all()
+    double = framed_photo(photo, output, scale=2)
+    assert double is not None and double.shape == (2 * face.image.shape[0], 2 * face.image.shape[1], 3)
+    assert framed_photo(None, output) is None and framed_photo(photo, None) is None
