@@ -7,7 +7,9 @@ else); ``FACEKIT_DEBUG=1`` shows the traceback instead. Unknown errors are bugs 
 from __future__ import annotations
 
 import errno
+import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -958,6 +960,24 @@ def _register_plugin_commands() -> None:
                 f"plugin {impl.plugin_name!r} {problem}: its commands are left out. Fix or uninstall it, or set "
                 f"FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
             )
+    _short_helps(app)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph on one line ("" for none)."""
+    paragraph = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z`])", paragraph, maxsplit=1)[0]
+
+
+def _short_helps(typer_app: typer.Typer) -> None:
+    """Each command of ``typer_app`` and its groups listed by its docstring's first sentence: Typer's rich help kept
+    the docstring's own line breaks in the command list, which then wrapped into ragged rows."""
+    for info in typer_app.registered_commands:
+        if info.short_help is None:
+            info.short_help = first_sentence(info.help or inspect.getdoc(info.callback) or "")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _short_helps(group.typer_instance)
 
 
 def _names_of(commands: list[Any], groups: list[Any]) -> set[str]:

@@ -222,3 +222,24 @@ def test_python_dash_m_facekit_is_the_command() -> None:
     listed = run("list")
     assert listed.returncode == 0 and "facekit components" in listed.stdout, listed.stdout + listed.stderr
     assert run("models", "import", "/nonexistent/weights.dat").returncode == 1
+
+
+def test_the_command_list_gives_each_command_its_first_sentence_on_one_line() -> None:
+    """Before: `facekit --help` listed each command's whole first paragraph with the docstring's own line breaks,
+    which rich then wrapped into ragged rows ('Exit 3 when the infer' alone on a line under `run`)."""
+    from facekit.cli import first_sentence
+
+    assert (
+        first_sentence("Run a recipe's stages.\n    Exit 3 when\n    some failed.\n\nMore.") == "Run a recipe's stages."
+    )
+    assert first_sentence("Strip a checkpoint, e.g. the default\nmodel. `facekit x` too.") == (
+        "Strip a checkpoint, e.g. the default model."
+    )
+    listed = run_cli("--help", env={"COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    rows = {
+        line.split()[1]: line for line in listed.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2
+    }
+    assert "print the run folders written." in rows["run"] and "Exit 3" not in listed.stdout
+    models = run_cli("models", "--help", env={"COLUMNS": "200"})  # a group's commands too
+    assert "and the models facekit ships (--model NAME)." in models.stdout
