@@ -783,6 +783,28 @@ def test_the_photo_events_share_one_concurrency_limit(engine: Engine) -> None:
     assert [block for block, _ in received.targets] == [block for block, _ in events["analyze"].targets]
 
 
+def test_a_photo_sent_leaves_no_empty_file_in_gradios_folder(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: Gradio's File made an empty temporary file in its folder for every photo it handed the page, which
+    neither a page closing nor the cache sweep deleted (helper-89: 200 empty files after 200 requests, until the
+    server stopped). The page's upload hands over the path alone, and is still Gradio's File to the page and API."""
+    from facekit_serve.web import build_app
+    from gradio.data_classes import FileData
+
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    demo = build_app(engine, [], 20.0)
+    (upload,) = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "upload"]
+    assert upload.get_block_name() == "file" and upload.type == "filepath"
+    sent = cache / "0123abcd" / "photo.jpg"  # where Gradio keeps an upload
+    sent.parent.mkdir(parents=True)
+    shutil.copyfile(FACE, sent)
+    for _ in range(5):
+        assert upload.preprocess(FileData(path=str(sent), orig_name="photo.jpg")) == str(sent)
+    assert sorted(path for path in cache.rglob("*") if path.is_file()) == [sent]
+
+
 def test_the_status_names_this_visitors_file_not_the_cached_uploaders(engine: Engine, tmp_path: Path) -> None:
     """Before: a cache hit showed the first uploader's file name (and time) to whoever sent the same bytes, and the
     comparison picture carried it too."""

@@ -97,6 +97,27 @@ def result_image(elem_id: str, label: str, **options: Any) -> Any:
     )
 
 
+def photo_upload(**options: Any) -> Any:
+    """The photo input: Gradio's File (``type="filepath"``) that hands the handler the uploaded file's path without
+    more. Gradio 6.31's File made an empty temporary file in its folder for every file it handed over and kept it:
+    neither a page closing nor its cache sweep deleted it (they delete the files Gradio lists, and it is not listed),
+    so a server had one more file there for every photo sent until it stopped (helper-89: 200 requests, 200 empty
+    files). The method is replaced on this one component, not in a subclass: Gradio writes a ``.pyi`` stub beside
+    the module of every Component subclass when it is defined."""
+    from gradio.utils import NamedString
+
+    upload = gr.File(type="filepath", **options)
+    gradios = upload._process_single_file
+
+    def path_only(payload: Any) -> Any:
+        if upload.type != "filepath" or upload.file_types:  # what the page does not use: Gradio's own
+            return gradios(payload)
+        return NamedString(payload.path)
+
+    upload._process_single_file = path_only  # type: ignore[method-assign,assignment]
+    return upload
+
+
 def status_error(message: str) -> str:
     """A problem as the status box shows it: plain words, marked so that it stands out."""
     return f'<p class="error">⚠ {escape(message)}</p>'
@@ -229,7 +250,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                upload = gr.File(label="Photo (JPEG, PNG, WebP)", type="filepath", elem_id="upload", height=120)
+                upload = photo_upload(label="Photo (JPEG, PNG, WebP)", elem_id="upload", height=120)
                 if examples:
                     gr.Examples(
                         examples=[[str(path)] for path in examples],
