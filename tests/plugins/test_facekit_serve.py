@@ -201,7 +201,7 @@ def test_an_evicted_result_tells_who_still_shows_it_before_its_files_go(engine: 
     """Before: the cache (2 entries here) dropped the oldest upload's files without a word, so the web layer never
     deleted its served copies (the visitor's full-size photo among them) until Gradio's hourly sweep."""
     told: list[tuple[list[Path], set[str]]] = []
-    engine.on_evict = lambda files, holders: told.append((files, set(holders)))
+    engine.on_evict = lambda files, holders, sha256: told.append((files, set(holders)))
     first, *others = example_photos(tmp_path / "examples")
     analysis = engine.analyze(first)
     engine.hold(analysis.sha256, "alice")
@@ -343,6 +343,38 @@ def test_a_page_closed_while_its_photo_is_read_leaves_nothing_on_disk(
     assert answer[0] is None and "session has ended" in answer[2] and "reload the page" in answer[2]
     assert engine.cached_files() == [] and not [path for path in engine.workdir.rglob("*") if path.is_file()]
     assert not photo.exists()
+
+
+def test_a_page_keeps_only_the_photo_it_shows(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a page held every photo it had sent until it closed, and the served copies of those the cache evicted
+    waited for its end (helper-89: one page or API client sending 150 photos left 1.15 MB and 13 files more per photo
+    in Gradio's folder, towards the cap past which every visitor's upload is refused). A page shows one photo's
+    results at a time: when the next photo's results replace them, the earlier ones go, their served copies too."""
+    from types import SimpleNamespace
+
+    from facekit_serve.web import build_app, served_copies
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = build_app(engine, [], 20.0)  # the engine caches 2 uploads
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
+    copies: list[set[Path]] = []
+    for photo in example_photos(tmp_path / "examples"):  # three photos, one after the other
+        sha256 = handlers["analyze"](str(photo), page, lambda *args, **kwargs: None)[0]
+        analysis = engine.cached(sha256)
+        assert analysis is not None
+        made = set(served_copies([path for path in analysis.folder.rglob("*") if path.is_file()]))
+        for copy in made:  # Gradio's copies, made as the page is served
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(b"served")
+        copies.append(made)
+    shown = copies[-1]
+    assert [path for path in engine.cached_files() if path.parent == analysis.folder]  # the photo shown stays
+    assert not any(analysis.folder not in path.parents for path in engine.cached_files())  # nothing else
+    assert all(copy.exists() for copy in shown)
+    assert not any(copy.exists() for earlier in copies[:-1] for copy in earlier - shown)
+    handlers["session_ended"](page)
+    assert engine.cached_files() == [] and not any(copy.exists() for copy in shown)
 
 
 def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Path) -> None:

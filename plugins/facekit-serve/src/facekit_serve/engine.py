@@ -248,9 +248,10 @@ class Engine:
         self._model_lock = threading.Lock()
         self._gl = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facekit-serve-gl")
         self._serial = itertools.count()
-        #: Called with (an evicted upload's files, the sessions still showing it) before the files are deleted:
-        #: the web layer deletes its served copies of them once those sessions end (facekit_serve.web).
-        self.on_evict: Callable[[list[Path], set[str]], None] | None = None
+        #: Called with (an evicted upload's files, the sessions still showing it, its sha256) before the files are
+        #: deleted: the web layer deletes its served copies of them once those sessions end or show another upload
+        #: (facekit_serve.web).
+        self.on_evict: Callable[[list[Path], set[str], str], None] | None = None
 
     # -------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -348,7 +349,7 @@ class Engine:
                 evicted.append((old, self._holders.pop(old.sha256, set())))
         for old, holders in evicted:
             if self.on_evict is not None:
-                self.on_evict(sorted(path for path in old.folder.rglob("*") if path.is_file()), holders)
+                self.on_evict(sorted(path for path in old.folder.rglob("*") if path.is_file()), holders, old.sha256)
             shutil.rmtree(old.folder, ignore_errors=True)
         return analysis
 
@@ -364,12 +365,17 @@ class Engine:
             if sha256 in self._cache:
                 self._holders.setdefault(sha256, set()).add(session)
 
-    def release(self, session: str, before_delete: Callable[[list[Path]], None] | None = None) -> list[str]:
-        """``session`` ended: forget the uploads only it held and delete their files (``before_delete`` is given
-        the list of those files first, e.g. to delete copies the web framework made of them). Returns their sha256."""
+    def release(
+        self, session: str, before_delete: Callable[[list[Path]], None] | None = None, keep: str | None = None
+    ) -> list[str]:
+        """``session`` ended, or shows only the upload ``keep`` now (a page shows one photo at a time): forget the
+        uploads only it held (but ``keep``) and delete their files (``before_delete`` is given the list of those
+        files first, e.g. to delete copies the web framework made of them). Returns their sha256."""
         dropped: list[Analysis] = []
         with self._cache_lock:
             for sha256, sessions in list(self._holders.items()):
+                if sha256 == keep:
+                    continue
                 sessions.discard(session)
                 if not sessions:
                     del self._holders[sha256]

@@ -358,26 +358,49 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
 
         empty = values(None)
         names: dict[tuple[str, str], str] = {}  # (session, upload sha256) -> the name this visitor gave it
-        # Results the engine's cache dropped while pages still show them: their served copies wait for those
-        # sessions to end (before: they stayed until Gradio's hourly sweep, the visitor's full-size photo too).
-        waiting: list[tuple[set[str], list[Path]]] = []
+        # Results the engine's cache dropped while pages still show them, by upload: their served copies wait for
+        # those sessions to end or show another photo (before: they stayed until Gradio's hourly sweep, the
+        # visitor's full-size photo too).
+        waiting: list[tuple[str, set[str], list[Path]]] = []
         waiting_lock = threading.Lock()
         ended: OrderedDict[str, None] = OrderedDict()  # the latest sessions that ended, oldest first (see analyze)
 
         def shown() -> set[Path]:
             """Served copies of results the cache dropped that pages still show (the waiting list)."""
             with waiting_lock:
-                return {copy for _, copies in waiting for copy in copies}
+                return {copy for _, _, copies in waiting for copy in copies}
 
-        def evicted(files: list[Path], holders: set[str]) -> None:
+        def evicted(files: list[Path], holders: set[str], sha256: str) -> None:
             copies = served_copies(files)
             if not holders:
                 delete_unused_copies(copies, engine, shown())
                 return
             with waiting_lock:
-                waiting.append((set(holders), copies))
+                waiting.append((sha256, set(holders), copies))
 
         engine.on_evict = evicted
+
+        def let_go(session: str, keep: str | None = None) -> int:
+            """``session`` ended (``keep`` None) or shows the upload ``keep`` now, whose results replaced what it
+            showed before: the results only it showed go, and their served copies (those its dropped cache entries
+            made, named while their files exist, before release deletes them, and those of evicted results it
+            still showed). The same bytes uploaded again since are cached anew, with results of the same content:
+            their served copies are the same files, and that page still shows them (delete_unused_copies keeps
+            those). Before, a page kept every photo it had sent until it closed (helper-89: one page or API client
+            sending 150 photos, 1.15 MB and 13 files more in Gradio's folder per photo, towards the folder's cap
+            past which every visitor's upload is refused). Returns how many results were dropped."""
+            with waiting_lock:  # (handlers run on several threads)
+                for sha256, holders, _ in waiting:
+                    if sha256 != keep:
+                        holders.discard(session)
+                done = [copies for _, holders, copies in waiting if not holders]
+                waiting[:] = [entry for entry in waiting if entry[1]]
+                for key in [key for key in names if key[0] == session and key[1] != keep]:
+                    del names[key]
+            gone = [copy for copies in done for copy in copies]
+            dropped = engine.release(session, lambda files: gone.extend(served_copies(files)), keep)
+            delete_unused_copies(gone, engine, shown())  # the cache's files hashed once, not per entry
+            return len(dropped)
 
         def analyze(path: str | None, request: gr.Request, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
             """Upload -> every result for its largest face. Problems with the photo are shown as a message."""
@@ -415,6 +438,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             chooser_update = gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
             with waiting_lock:  # (handlers run on several threads)
                 names[(session, analysis.sha256)] = Path(path).name
+            let_go(session, keep=analysis.sha256)  # this page shows this photo's results now, not its earlier ones
             status = status_markdown(analysis, result, engine.labels, Path(path).name, time.perf_counter() - began)
             return [analysis.sha256, chooser_update, status, *values(result)]
 
@@ -449,21 +473,9 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 ended[session] = None  # before the release below: a request holding after it sees this
                 while len(ended) > ENDED_SESSIONS:
                     ended.popitem(last=False)
-                for holders, _ in waiting:
-                    holders.discard(session)
-                done = [copies for holders, copies in waiting if not holders]
-                waiting[:] = [(holders, copies) for holders, copies in waiting if holders]
-                for key in [key for key in names if key[0] == session]:
-                    del names[key]
-            # Copies of the results this page was the last to show: those its dropped cache entries made (named
-            # while their files exist, before release deletes them) and those of evicted results it still showed.
-            # The same bytes uploaded again since are cached anew, with results of the same content: their served
-            # copies are the same files, and that page still shows them (delete_unused_copies keeps those).
-            gone = [copy for copies in done for copy in copies]
             deleted = uploads.forget(session)
-            dropped = engine.release(session, before_delete=lambda files: gone.extend(served_copies(files)))
-            delete_unused_copies(gone, engine, shown())  # the cache's files hashed once, not per entry
-            log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, len(dropped))
+            dropped = let_go(session)
+            log.info("session ended: %d upload(s) deleted, %d result(s) dropped", deleted, dropped)
 
         def received(path: str | None, request: gr.Request) -> None:
             """An upload is this session's as soon as it arrives, before its analysis waits in the queue: another
