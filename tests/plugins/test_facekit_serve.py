@@ -377,6 +377,40 @@ def test_a_page_keeps_only_the_photo_it_shows(engine: Engine, tmp_path: Path, mo
     assert engine.cached_files() == [] and not any(copy.exists() for copy in shown)
 
 
+def test_a_page_keeps_only_the_upload_it_shows(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: Gradio's copy of every photo a page sent stayed until the page closed (helper-89: one more upload in
+    Gradio's folder per photo sent, towards the cap past which every visitor's upload is refused). Those sent
+    before the photo the page shows go; one that arrived since, still waiting for its turn, stays."""
+    from types import SimpleNamespace
+
+    from facekit_serve.web import build_app
+
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    demo = build_app(engine, [], 20.0)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
+    sent = []
+    for index, photo in enumerate(example_photos(tmp_path / "examples")):  # as Gradio keeps uploads
+        upload = cache / f"{index:08x}" / photo.name
+        upload.parent.mkdir(parents=True)
+        shutil.copyfile(photo, upload)
+        demo.upload_file_set.add(str(upload))
+        sent.append(upload)
+    first, second, third = sent
+    for upload in sent[:2]:
+        handlers["received"](str(upload), page)
+        handlers["analyze"](str(upload), page, lambda *args, **kwargs: None)
+    assert not first.exists() and not first.parent.exists() and second.is_file()
+    handlers["received"](str(third), page)  # arrives while the second is shown; its turn comes later
+    handlers["analyze"](str(second), page, lambda *args, **kwargs: None)  # the second again (a face chosen anew)
+    assert second.is_file() and third.is_file()
+    handlers["analyze"](str(third), page, lambda *args, **kwargs: None)
+    assert not second.exists() and third.is_file()
+    handlers["session_ended"](page)
+    assert not third.exists()
+
+
 def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Path) -> None:
     wall = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 400, 3), 180, np.uint8)).save(wall)

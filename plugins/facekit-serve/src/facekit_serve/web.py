@@ -439,6 +439,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             with waiting_lock:  # (handlers run on several threads)
                 names[(session, analysis.sha256)] = Path(path).name
             let_go(session, keep=analysis.sha256)  # this page shows this photo's results now, not its earlier ones
+            uploads.forget(session, keep=path)  # nor the photos it sent before this one
             status = status_markdown(analysis, result, engine.labels, Path(path).name, time.perf_counter() - began)
             return [analysis.sha256, chooser_update, status, *values(result)]
 
@@ -538,15 +539,23 @@ class SessionUploads:
             if str(path) in self.demo.upload_file_set:
                 self._by_session.setdefault(session, {})[str(path)] = file_identity(Path(path))
 
-    def forget(self, session: str) -> int:
+    def forget(self, session: str, keep: str | None = None) -> int:
         """Delete the files ``session`` uploaded (and their folders, when empty), except those another session
         uploaded too (Gradio keeps an upload under its content's hash: two pages sending one photo share the
         file, and the other's request may still be waiting for it), and those sent again since: Gradio writes the
         same bytes to the same path, a new file, which a request that has not yet claimed it waits for (before: it
-        answered "The upload did not arrive"). Returns how many were deleted."""
+        answered "The upload did not arrive"). With ``keep``, the upload the session's page shows now, only those
+        that arrived before it: the page shows them no more, and one that arrived since may wait in the queue
+        (before: a page kept every photo it sent until it closed). Returns how many were deleted."""
         deleted = 0
         with self._lock:
-            paths = self._by_session.pop(session, {})
+            if keep is None:
+                paths = self._by_session.pop(session, {})
+            else:
+                mine = self._by_session.get(session, {})
+                arrived = list(mine)  # in the order they arrived (remembering one again keeps its place)
+                earlier = arrived[: arrived.index(keep)] if keep in mine else []
+                paths = {path: mine.pop(path) for path in earlier}
             shared = set().union(*self._by_session.values()) if self._by_session else set()
             for path, uploaded in paths.items():
                 file = Path(path)
