@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABCMeta
 from collections import OrderedDict
 from collections.abc import Sequence
 from html import escape
@@ -97,25 +98,34 @@ def result_image(elem_id: str, label: str, **options: Any) -> Any:
     )
 
 
-def photo_upload(**options: Any) -> Any:
-    """The photo input: Gradio's File (``type="filepath"``) that hands the handler the uploaded file's path without
-    more. Gradio 6.31's File made an empty temporary file in its folder for every file it handed over and kept it:
-    neither a page closing nor its cache sweep deleted it (they delete the files Gradio lists, and it is not listed),
-    so a server had one more file there for every photo sent until it stopped (helper-89: 200 requests, 200 empty
-    files). The method is replaced on this one component, not in a subclass: Gradio writes a ``.pyi`` stub beside
-    the module of every Component subclass when it is defined."""
+def _path_only(self: Any, payload: Any) -> Any:
+    """:class:`PhotoUpload` hands over an uploaded file: its path (Gradio's own for what the page does not use)."""
+    if self.type != "filepath" or self.file_types:
+        return gr.File._process_single_file(self, payload)
     from gradio.utils import NamedString
 
-    upload = gr.File(type="filepath", **options)
-    gradios = upload._process_single_file
+    return NamedString(payload.path)
 
-    def path_only(payload: Any) -> Any:
-        if upload.type != "filepath" or upload.file_types:  # what the page does not use: Gradio's own
-            return gradios(payload)
-        return NamedString(payload.path)
 
-    upload._process_single_file = path_only  # type: ignore[method-assign,assignment]
-    return upload
+# The photo input: Gradio's File (the page and its API see a File) that hands the handler the uploaded file's path
+# without more. Gradio 6.31's File made an empty temporary file in its folder for every file it handed over and
+# kept it: neither a page closing nor its cache sweep deleted it (they delete the files Gradio lists, and it is not
+# listed), so a server had one more file there for every photo sent until it stopped (helper-89: 200 requests, 200
+# empty files). A class, not a method replaced on one component: Gradio makes a page's component anew from its class
+# when a handler updates it (an example chosen). Made by ABCMeta without Gradio's ComponentMeta.__new__, which adds
+# nothing to a subclass without its own __init__ or events but writes a .pyi stub beside the defining module.
+PhotoUpload: Any = ABCMeta.__new__(
+    type(gr.File),
+    "PhotoUpload",
+    (gr.File,),
+    {
+        "__module__": __name__,
+        "__doc__": "Gradio's File that hands over the uploaded file's path alone (see above).",
+        "_process_single_file": _path_only,
+        "get_block_name": lambda self: "file",
+        "get_block_class": lambda self: "file",
+    },
+)
 
 
 def status_error(message: str) -> str:
@@ -250,7 +260,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                upload = photo_upload(label="Photo (JPEG, PNG, WebP)", elem_id="upload", height=120)
+                upload = PhotoUpload(label="Photo (JPEG, PNG, WebP)", type="filepath", elem_id="upload", height=120)
                 if examples:
                     gr.Examples(
                         examples=[[str(path)] for path in examples],
