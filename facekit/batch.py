@@ -234,9 +234,9 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
     """(the photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted; the
     other files, which are not photos: ``photo.heic``, ``notes.txt``). The
     real folders come first, each under its own path (as before links were followed, so outputs keep their names);
-    then linked folders whose target was not scanned yet, unless it holds a scanned one (a link to a parent would pull
-    in every sibling). Hidden files and folders (``.thumbs``, macOS's ``._photo.jpg``) are skipped, as ``facekit
-    prepare`` skips them."""
+    then linked folders whose target was not scanned yet, the shallowest target first, unless it holds a scanned one (a
+    link to a parent would pull in every sibling; a link into a linked folder is read with it, whatever the names).
+    Hidden files and folders (``.thumbs``, macOS's ``._photo.jpg``) are skipped, as ``facekit prepare`` skips them."""
     from facekit.outputs import PHOTO_SUFFIXES
 
     photos: list[Path] = []
@@ -245,9 +245,12 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
     pending: list[Path] = [folder]
     links: list[Path] = []
     while pending or links:
-        if not pending:  # the real tree is done: the first link that leads somewhere new
-            link = links.pop(0)
-            target = os.path.realpath(link)
+        if not pending:  # the real tree is done: the link that leads somewhere new, the shallowest target first
+            # (helper-90: a_sub -> T/sub read before b_top -> T left T's other photos out without a word, as if T
+            # were a parent of the folder given; b_top -> T and a link to T/sub read every photo of T once).
+            targets = [os.path.realpath(link) for link in links]
+            first = min(range(len(links)), key=lambda index: targets[index].count(os.sep))
+            link, target = links.pop(first), targets[first]
             if target not in seen and not any(s.startswith(target.rstrip(os.sep) + os.sep) for s in seen):
                 pending.append(link)
             continue

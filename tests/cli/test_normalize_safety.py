@@ -342,6 +342,21 @@ def test_a_folder_scan_follows_links_and_skips_hidden_files(tmp_path: Path) -> N
     assert names == ["c.jfif", "d.gif", "linked/b.jpg", "own/a.jpg"]
 
 
+def test_a_linked_folder_is_read_whole_whichever_link_into_it_sorts_first(tmp_path: Path) -> None:
+    """helper-90: a link to T/sub that sorted before a link to T was read first, and T was then taken for the parent
+    of a scanned folder: T's other photos were left out without a word. Either order, every photo of T is read once,
+    under the link to T."""
+    photo(tmp_path / "T" / "t.jpg", 100)
+    photo(tmp_path / "T" / "sub" / "s.jpg", 100)
+    for inner, outer in (("a_sub", "b_top"), ("b_sub", "a_top")):
+        inputs = tmp_path / f"in-{inner}"
+        photo(inputs / "own.jpg", 100)
+        (inputs / inner).symlink_to(tmp_path / "T" / "sub", target_is_directory=True)
+        (inputs / outer).symlink_to(tmp_path / "T", target_is_directory=True)
+        names = [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")]
+        assert names == sorted(["own.jpg", f"{outer}/sub/s.jpg", f"{outer}/t.jpg"])
+
+
 def test_a_link_to_nothing_named_like_a_photo_is_a_row_that_says_so(tmp_path: Path, model: Path) -> None:
     """Before: a broken link named ``*.jpg`` in an input folder was skipped without a word (helper-86)."""
     inputs = tmp_path / "in"
