@@ -342,6 +342,22 @@ def test_a_folder_scan_follows_links_and_skips_hidden_files(tmp_path: Path) -> N
     assert names == ["c.jfif", "d.gif", "linked/b.jpg", "own/a.jpg"]
 
 
+def test_a_link_to_a_parent_leaves_its_other_folders_out_and_a_link_to_a_folder_named_alike_is_read(
+    tmp_path: Path,
+) -> None:
+    """Not pinned before (helper-90's mutants): the scan above has no folder beside the one given, so a link to the
+    parent pulling in the user's other folders went unseen; and a linked folder whose path begins like a scanned
+    one's (``alb`` beside ``album``) is another folder, read, not that folder's parent."""
+    inputs = tmp_path / "album"
+    photo(inputs / "a.jpg", 100)
+    photo(tmp_path / "holiday" / "h.jpg", 100)  # the user's other folder, beside the one given
+    (inputs / "up").symlink_to(tmp_path, target_is_directory=True)
+    photo(tmp_path / "alb" / "b.jpg", 100)
+    (inputs / "more").symlink_to(tmp_path / "alb", target_is_directory=True)
+    names = [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")]
+    assert names == ["a.jpg", "more/b.jpg"]
+
+
 def test_a_linked_folder_is_read_whole_whichever_link_into_it_sorts_first(tmp_path: Path) -> None:
     """helper-90: a link to T/sub that sorted before a link to T was read first, and T was then taken for the parent
     of a scanned folder: T's other photos were left out without a word. Either order, every photo of T is read once,
@@ -477,6 +493,79 @@ def test_reruns_skip_finished_work_and_leave_other_outputs_alone(tmp_path: Path,
     assert replaced.rows[0].status == "ok"
     assert json.loads((out / "face.json").read_text())["model_sha256"] == digest(other)
     assert dark.is_file()
+
+
+def test_a_finished_photo_whose_normalized_face_was_deleted_is_made_again(tmp_path: Path, model: Path) -> None:
+    """Not pinned (helper-90's mutants): face.png deleted by hand, its record and side image left: the rerun makes it
+    again, rather than a 'done' row naming a file that is not there."""
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    (out / "face.png").unlink()
+    fake = FakeNormalizer()
+    again = normalize_folder(fake, [str(source)], out, model)
+    assert again.rows[0].status == "ok" and fake.calls == [1] and (out / "face.png").is_file()
+
+
+def test_a_record_made_before_colour_profiles_were_converted_is_not_done(tmp_path: Path, model: Path) -> None:
+    """Not pinned for normalize (helper-90's mutants; test_images covers adjust's records): a P3 photo's outputs whose
+    record lacks ``read`` were made from the values as stored, not converted to sRGB: the rerun leaves them
+    (``exists``) instead of calling them done."""
+    from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+
+    source = tmp_path / "in" / "p3.jpg"
+    source.parent.mkdir()
+    p3 = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3")
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(source, icc_profile=p3)
+    out = tmp_path / "out"
+    normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    record = json.loads((out / "p3.json").read_text())
+    assert record["read"].startswith("converted")
+    assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "done"
+    del record["read"]
+    (out / "p3.json").write_text(json.dumps(record) + "\n")
+    assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "exists"
+
+
+def test_outputs_whose_records_predate_input_path_and_complete_keep_their_names_and_are_done(
+    tmp_path: Path, model: Path
+) -> None:
+    """Not pinned (helper-90's mutants): records written before ``input_path`` and ``complete`` existed hold only the
+    photo's sha256. Such a finished photo is done (no ``complete`` is complete) and keeps its name when a photo of the
+    same name sorts before it (face.jpeg beside face.jpg), also at a group's last candidate name (face_jpg-2 for two
+    face.jpg)."""
+
+    def legacy(out: Path) -> None:
+        for path in out.glob("*.json"):
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps({k: v for k, v in record.items() if k not in ("input_path", "complete")}))
+
+    folder, out = tmp_path / "pics", tmp_path / "out"
+    photo(folder / "face.jpg", 100)
+    normalize_folder(FakeNormalizer(), [str(folder)], out, model)
+    legacy(out)
+    made = digest(out / "face.png")
+    photo(folder / "face.jpeg", 150)  # sorts first
+    fake = FakeNormalizer()
+    summary = normalize_folder(fake, [str(folder)], out, model)
+    status = {Path(r.input).name: (r.status, Path(r.output).name if r.output else None) for r in summary.rows}
+    assert status == {"face.jpeg": ("ok", "face_jpeg.png"), "face.jpg": ("done", "face.png")}
+    assert fake.calls == [1] and digest(out / "face.png") == made
+    # Three photos named face.jpg made face, face_jpg and face_jpg-2; given again, the last with a new one.
+    three = [photo(tmp_path / name / "face.jpg", value) for name, value in (("x", 60), ("y", 70), ("z", 80))]
+    normalize_folder(FakeNormalizer(), [str(p) for p in three], tmp_path / "seq", model)
+    legacy(tmp_path / "seq")
+    new = photo(tmp_path / "w" / "face.jpg", 90)
+    rows = normalize_folder(FakeNormalizer(), [str(new), str(three[2])], tmp_path / "seq", model).rows
+    assert (rows[1].status, Path(rows[1].output).name) == ("done", "face_jpg-2.png")
+
+
+def test_a_clash_adds_the_extension_in_lower_case(tmp_path: Path) -> None:
+    """Not pinned (helper-90's mutants): the extension a clash adds to a name is lower case, as ``_stem`` promises
+    (``face_jpg`` for a camera's FACE.JPG), so outputs are named the same whatever case a camera wrote."""
+    first, second = photo(tmp_path / "a" / "face.JPG", 100), photo(tmp_path / "b" / "face.JPG", 100)
+    planned = plan_outputs([(first, "face.JPG"), (second, "face.JPG")], tmp_path / "out")
+    assert [item.base for item in planned] == ["face", "face_jpg"]
 
 
 def test_another_photo_detail_setting_is_another_output(tmp_path: Path, model: Path) -> None:
