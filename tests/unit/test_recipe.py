@@ -717,3 +717,73 @@ def test_photo_casts_need_photo_inputs() -> None:
     (problem,) = problems_of({"train": {"photo_casts": 2}})
     assert problem.startswith("train.photo_casts: casts copies of train.photo_inputs' photos")
     resolve({"train": {"photo_casts": 2, "photo_inputs": 1}})
+
+
+def test_recipes_extending_each_other_are_named_a_cycle_and_extends_must_be_a_path(tmp_path: Path) -> None:
+    """Not pinned (helper-90's mutants): the cycle test above matches "cycle" in its own tmp folder's name, so without
+    the check the recursion's "nested too deeply to be a recipe" passed it; ``extends: 5`` is a problem, not a
+    TypeError."""
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(tmp_path / "a.yaml")
+    assert "recipes extend each other in a cycle: " in str(error.value)
+    (tmp_path / "number.yaml").write_text("extends: 5\ntrain: {steps: 3}\n")
+    with pytest.raises(RecipeError, match="extends: must be the path of another recipe file"):
+        load_recipe(tmp_path / "number.yaml")
+
+
+def test_set_reaches_new_nested_params_and_says_where_it_cannot_go() -> None:
+    """Not pinned (helper-90's mutants): a new nested key in a component's params is set (it was not read back); a key
+    under a param that is a value, a list place that is no number and a list item that is no mapping are problems,
+    not tracebacks."""
+    raw: dict = {"components": {"warper": {"name": "tps", "params": {"boundary_points": 0}}}}
+    assert apply_overrides(raw, ["components.warper.params.extra.deep=1"]) == []
+    assert raw["components"]["warper"]["params"]["extra"] == {"deep": 1}
+    (problem,) = apply_overrides(raw, ["components.warper.params.boundary_points.deep=1"])
+    assert problem.message == "components.warper.params.boundary_points is not a mapping"
+    (problem,) = apply_overrides({}, ["infer.inputs.first=a.jpg"])
+    assert problem.message == "infer.inputs has 0 items"
+    (problem,) = apply_overrides({"components": {"apps": ["attributes"]}}, ["components.apps.0.name=explore"])
+    assert problem.message == "cannot set inside this list item"
+
+
+def test_set_keeps_a_text_fields_value_as_written_where_yaml_would_change_it() -> None:
+    """Not pinned (helper-90's mutants): a field that may be empty takes a number as text (``train.init=2024``), a
+    value YAML cannot read (``[draft]/out``) is the text, not emptied, and the text is taken without the white space
+    around it."""
+    raw: dict = {}
+    given = ["train.init=2024", "infer.output=[draft]/out", "evaluate.output= runs/eval "]
+    assert apply_overrides(raw, given) == []
+    assert raw["train"]["init"] == "2024" and raw["infer"]["output"] == "[draft]/out"
+    assert raw["evaluate"]["output"] == "runs/eval"
+
+
+def test_a_value_problem_gets_no_nearest_field_hint() -> None:
+    """Not pinned (helper-90's mutants): only an unknown key gets "did you mean"; a bad value of a known key would be
+    told to use the key it already uses ("did you mean 'steps'?")."""
+    (problem,) = problems_of({}, ("train.steps=many",))
+    assert problem.startswith("train.steps: ") and "did you mean" not in problem
+
+
+def test_a_file_larger_than_a_recipe_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """Not pinned (helper-90's mutants): read_yaml's bound of MAX_RECIPE_BYTES; a recipe of exactly that size reads."""
+    from facekit.recipe import MAX_RECIPE_BYTES, read_yaml
+
+    head = "train: {steps: 3}\n#"
+    at_limit = tmp_path / "padded.yaml"
+    at_limit.write_text(head + "x" * (MAX_RECIPE_BYTES - len(head) - 1) + "\n")
+    assert at_limit.stat().st_size == MAX_RECIPE_BYTES and read_yaml(at_limit) == {"train": {"steps": 3}}
+    larger = tmp_path / "larger.yaml"
+    larger.write_text(head + "x" * (MAX_RECIPE_BYTES - len(head)) + "\n")
+    with pytest.raises(FacekitError, match=r"bytes: not a recipe \(at most 1,000,000\)"):
+        read_yaml(larger)
+
+
+def test_signed_numbers_in_exponent_form_are_numbers_too(tmp_path: Path) -> None:
+    """Not pinned (helper-90's mutants): as YAML 1.2 and JSON, ``-1e3`` and ``+2e2`` are numbers (only unsigned ones
+    were tested; a field of any type, such as a bench grid's values, kept them as text)."""
+    from facekit.recipe import read_yaml
+
+    (tmp_path / "r.yaml").write_text("bench:\n  grid:\n    train.lr: [-1e3, +2e2, -5e-4]\n")
+    assert read_yaml(tmp_path / "r.yaml")["bench"]["grid"]["train.lr"] == [-1000.0, 200.0, -5e-4]
