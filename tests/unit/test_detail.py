@@ -403,3 +403,74 @@ def test_the_command_line_passes_the_foreheads_reach(tmp_path: Path) -> None:
     assert record["detail"] == {**asdict(DetailSettings()), "forehead": 0.5}
     refused = run_cli("normalize", str(face), "-o", str(tmp_path / "out2"), "--detail-forehead", "3")
     assert refused.returncode != 0 and "--detail-forehead" in refused.stdout + refused.stderr
+
+
+def test_inside_photo_ramps_from_the_edge_of_the_outer_pixels() -> None:
+    """Not pinned (helper-90's mutants): 0 at the outer edge of the border pixels (half a pixel beyond their centres),
+    1 from ``ramp_px`` inside, linear in between, alike on all four sides."""
+    from facekit.detail import inside_photo
+
+    width, height, ramp = 40, 30, 4.0
+    xs = np.array([-0.5, 0.0, 1.5, 3.5, 20.0, width - 2.5, width - 0.5], np.float32)
+    along_x = inside_photo(xs[None], np.full((1, xs.size), 15.0, np.float32), width, height, ramp)[0]
+    assert np.allclose(along_x, [0.0, 0.125, 0.5, 1.0, 1.0, 0.5, 0.0])
+    ys = np.array([-0.5, 1.5, height - 2.5, height - 0.5], np.float32)
+    along_y = inside_photo(np.full((1, ys.size), 20.0, np.float32), ys[None], width, height, ramp)[0]
+    assert np.allclose(along_y, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_a_wide_photo_gives_the_face_at_its_right_the_same_detail() -> None:
+    """Not pinned (helper-90's mutants; the other tests use square photos): the photo's edge is its width across and
+    its height down, so a face beyond the photo's height from the left edge still takes its detail."""
+    points = face_points()
+    noise = np.random.default_rng(7).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    square = np.repeat(noise[..., None], 3, axis=2)
+    wide = np.zeros((SIZE, 3 * SIZE, 3), np.uint8)
+    wide[:, 2 * SIZE :] = square
+    alone = transfer_detail(plain_face(), points, square, points, DetailSettings(shape=0.0))
+    beside = transfer_detail(plain_face(), points, wide, points + np.array([2 * SIZE, 0]), DetailSettings(shape=0.0))
+    inside = hull_mask(points, SIZE)
+    assert abs_laplacian(alone)[inside].mean() > 10
+    assert np.abs(alone[inside].astype(int) - beside[inside].astype(int)).max() <= 1
+
+
+def test_photo_detail_finer_than_the_output_is_filtered_out_when_the_photo_is_shrunk() -> None:
+    """Not pinned (helper-90's mutants; the 4x test photo had no detail finer than its 1x copy): a large photo is shrunk
+    with an area filter before the band is read, so noise of the photo's own pixels, finer than an output pixel,
+    averages out instead of aliasing into the band as coarse texture."""
+    points = face_points()
+    fine = np.random.default_rng(8).normal(128, 40, (4 * SIZE, 4 * SIZE)).clip(0, 255).astype(np.uint8)
+    coarse = np.random.default_rng(8).normal(128, 40, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    big = transfer_detail(plain_face(), points, np.repeat(fine[..., None], 3, 2), points * 4 + 1.5, DetailSettings())
+    own = transfer_detail(plain_face(), points, np.repeat(coarse[..., None], 3, 2), points, DetailSettings())
+    inside = hull_mask(points, SIZE)
+    assert abs_laplacian(big)[inside].mean() < 0.4 * abs_laplacian(own)[inside].mean()
+
+
+def test_strength_scales_the_band_and_zero_skips_even_another_scheme() -> None:
+    """Not pinned (helper-90's mutants): strength multiplies the band in log space (half the strength, about half the
+    change), and strength 0 is the decoder's face before anything is read, even from landmarks of another scheme;
+    shape alone is still photo detail at work (``active``)."""
+    points = face_points()
+    noise = np.random.default_rng(9).normal(128, 20, (SIZE, SIZE)).clip(0, 255).astype(np.uint8)
+    photo = np.repeat(noise[..., None], 3, axis=2)
+    output = plain_face()
+    inside = hull_mask(points, SIZE)
+    full = transfer_detail(output, points, photo, points, DetailSettings(shape=0.0))
+    half = transfer_detail(output, points, photo, points, DetailSettings(strength=0.5, shape=0.0))
+    change = [np.log(r[inside].astype(float) / output[inside]).std() for r in (full, half)]
+    assert 0.4 < change[1] / change[0] < 0.6
+    assert transfer_detail(output, points, photo, points[:5], DECODER_ONLY) is output
+    assert DetailSettings.of(strength=0, shape=0.5).active and not DECODER_ONLY.active
+
+
+def test_the_band_is_bounded_at_a_hard_edge() -> None:
+    """Not pinned (helper-90's mutants): a black-to-white edge's band stops at BAND_LIMIT (a highlight or hard shadow
+    at most doubles or halves a pixel)."""
+    from facekit.detail import BAND_LIMIT, detail_band
+
+    edge = np.zeros((SIZE, SIZE, 3), np.uint8)
+    edge[:, SIZE // 2 :] = 255
+    grid = np.meshgrid(np.arange(SIZE, dtype=np.float32), np.arange(SIZE, dtype=np.float32))
+    band = detail_band(edge, grid[0], grid[1], 4.0)
+    assert np.isclose(np.abs(band).max(), BAND_LIMIT)
