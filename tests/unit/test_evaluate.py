@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy
+from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy, tenfold_folds
 
 
 def test_tenfold_accuracy_on_separable_and_random_scores() -> None:
@@ -274,3 +274,70 @@ def test_eval_refuses_set_without_a_recipe_and_measures_the_model_given_with_one
     given = run_cli("eval", "recipes/demo.yaml", "--model", "sface", "--max-photos", "1", "-o", str(tmp_path / "b"))
     assert given.returncode == 0, given.stderr
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["model"].endswith("sface-model.safetensors")
+
+
+def test_tenfold_thresholds_take_the_first_best_and_call_a_score_at_the_threshold_same() -> None:
+    """Not pinned (helper-90's mutants): of equally good thresholds the first (lowest) is taken, a held-out score
+    exactly at the threshold is called 'same' (at or past it), and a fold with nothing to learn from calls its pairs
+    different whatever the share of same pairs in it (the test above has half and half, where 'same' scores alike)."""
+    one = tenfold_accuracy(np.array([0.0, 1.0, 2.0, 3.0]), np.array([False, True, False, True]), np.zeros(4, int), True)
+    assert one["threshold_mean"] == pytest.approx(0.5)  # 0.5 and 2.5 both call 3 of 4 right: the first
+    scores, same = np.array([2.0, 0.5, 3.0, 1.0]), np.array([True, False, True, False])
+    accuracies, thresholds = tenfold_folds(scores, same, np.array([0, 0, 1, 1]), higher_is_same=True)
+    assert accuracies.tolist() == [1.0, 1.0] and thresholds.tolist() == [2.0, 1.25]  # 2.0 at fold 0's threshold 2.0
+    mostly_different = np.array([True, False, False, False, True, False, True, False])
+    scores = np.where(np.arange(8) < 4, np.where(mostly_different, 0.9, 0.1), -np.inf)  # fold 1's pairs all failed
+    accuracies, _ = tenfold_folds(scores, mostly_different, np.repeat([0, 1], 4), higher_is_same=True)
+    assert accuracies.tolist() == [0.75, 0.5]  # fold 0 learns from nothing: its 3 different pairs of 4 right
+
+
+def test_a_pair_with_a_photo_not_normalized_is_answered_different_by_either_kind_of_judge(tmp_path: Path) -> None:
+    """Not pinned (helper-90's mutants): verify_pairs scores a pair whose photo has no output at the worst end of the
+    judge's scale (-inf similarity, +inf distance), so it is called 'different' under any threshold, and it reads a
+    cosine judge's scores as similarities. Fake LFW pairs: same-person photos 100 degrees apart, different people 170,
+    so the threshold lies below a similarity of 0 (a failed pair scored 0 would be called 'same')."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from facekit.evaluate import card_distance, verify_pairs
+
+    angles = {f"{name}_0001": 0 if name in "ACEG" else 170 for name in "ABCDEFGH"}
+    angles |= {f"{name}_0002": angles[f"{name}_0001"] + 100 for name in "ABEF"}
+    for stem, angle in angles.items():
+        path = tmp_path / "lfw" / "images" / stem[:1] / f"{stem}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), angle // 2, np.uint8)).save(path, quality=100)
+    lines = ["2\t2", "A\t1\t2", "B\t1\t2", "A\t1\tB\t1", "C\t1\tD\t1"]
+    lines += ["E\t1\t2", "F\t1\t2", "E\t1\tF\t1", "G\t1\tH\t1"]
+    (tmp_path / "lfw" / "pairs.txt").write_text("\n".join(lines) + "\n")
+
+    class Normalizer:
+        def normalize_many(self, images: list, names: list) -> list:
+            faces = [
+                SimpleNamespace(image=im, landmarks=np.zeros((68, 2)), source_landmarks=np.zeros((68, 2)))
+                for im in images
+            ]
+            for face in faces:
+                face.source_scheme = None
+            return [
+                SimpleNamespace(face=None if name == "F_0002" else face)
+                for face, name in zip(faces, names, strict=True)
+            ]
+
+    class Judge:
+        def __init__(self, name: str, distance: str) -> None:
+            self.name, self.card = name, SimpleNamespace(distance=distance)
+
+        def embed(self, images: list, landmarks: np.ndarray, scheme: str | None = None) -> np.ndarray:
+            radians = np.deg2rad([2.0 * round(float(image.mean())) for image in images])
+            return np.stack([np.cos(radians), np.sin(radians)], 1)
+
+        def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return card_distance(self.card, a, b)
+
+    result = verify_pairs(Normalizer(), tmp_path, [Judge("cos", "cosine"), Judge("l2", "euclidean")])
+    assert result["not_normalized"] == 1
+    for name in ("cos", "l2"):
+        for column in ("originals", "normalized"):  # fold 0 all right; fold 1 F's same pair answered different
+            assert result[name][column]["accuracy"] == 0.875, (name, column, result[name][column])
