@@ -259,7 +259,7 @@ def test_a_problem_set_in_a_base_recipe_names_that_file(tmp_path: Path) -> None:
 def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
-    with pytest.raises(RecipeError, match="cycle"):
+    with pytest.raises(RecipeError, match="recipes extend each other in a cycle"):
         load_recipe(tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
     with pytest.raises(RecipeError, match=r"nowhere\.yaml") as error:
