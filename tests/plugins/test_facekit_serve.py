@@ -284,6 +284,33 @@ def test_a_page_closing_leaves_the_same_photo_sent_since_by_another_caller(tmp_p
     assert uploads.forget("bob") == 1 and not upload.parent.exists()
 
 
+def test_a_photo_sent_again_after_another_is_not_deleted_as_an_earlier_one(tmp_path: Path) -> None:
+    """Before: a page that sent A, then B, then A again (Gradio writes the same bytes to the same path, a new file)
+    kept A in its first place among the page's uploads, so B's results showing deleted the new A while its
+    request still waited in the queue: it answered "The upload did not arrive"."""
+    from facekit_serve.web import SessionUploads
+
+    first, second = tmp_path / "a" / "a.jpg", tmp_path / "b" / "b.jpg"
+    for upload in (first, second):
+        upload.parent.mkdir()
+        upload.write_bytes(upload.name.encode())
+
+    class Demo:
+        def __init__(self) -> None:
+            self.upload_file_set = {str(first), str(second)}
+
+    uploads = SessionUploads(Demo())
+    uploads.remember("alice", str(first))
+    uploads.remember("alice", str(second))
+    incoming = tmp_path / "incoming.jpg"  # A sent again: Gradio moves its new file over the old one
+    incoming.write_bytes(b"a.jpg")
+    incoming.replace(first)
+    uploads.remember("alice", str(first))  # it arrives while B is read
+    uploads.remember("alice", str(second))  # B's request claims its file (it keeps its place)
+    assert uploads.forget("alice", keep=str(second)) == 0 and first.is_file()  # B shown: A waits for its turn
+    assert uploads.forget("alice", keep=str(first)) == 1 and not second.exists() and first.is_file()
+
+
 def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

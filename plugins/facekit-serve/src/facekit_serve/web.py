@@ -551,7 +551,11 @@ class SessionUploads:
         """Record that ``session`` uploaded ``path``."""
         with self._lock:  # (one lock with forget: an upload is remembered before its file can be deleted, or after)
             if str(path) in self.demo.upload_file_set:
-                self._by_session.setdefault(session, {})[str(path)] = file_identity(Path(path))
+                mine = self._by_session.setdefault(session, {})
+                identity = file_identity(Path(path))
+                if mine.get(str(path), identity) != identity:  # the same bytes sent again: Gradio wrote a new file
+                    del mine[str(path)]  # there, which arrived after the uploads sent since the first (see forget)
+                mine[str(path)] = identity
 
     def forget(self, session: str, keep: str | None = None, through: bool = False) -> int:
         """Delete the files ``session`` uploaded (and their folders, when empty), except those another session
@@ -568,7 +572,7 @@ class SessionUploads:
                 paths = self._by_session.pop(session, {})
             else:
                 mine = self._by_session.get(session, {})
-                arrived = list(mine)  # in the order they arrived (remembering one again keeps its place)
+                arrived = list(mine)  # in the order they arrived (a request claiming its file keeps its place)
                 earlier = arrived[: arrived.index(keep) + through] if keep in mine else []
                 paths = {path: mine.pop(path) for path in earlier}
             shared = set().union(*self._by_session.values()) if self._by_session else set()
