@@ -434,16 +434,23 @@ def test_a_page_keeps_only_the_upload_it_shows(engine: Engine, tmp_path: Path, m
     assert second.is_file() and third.is_file()
     handlers["analyze"](str(third), page, lambda *args, **kwargs: None)
     assert not second.exists() and third.is_file()
-    # A photo that fails (no face) leaves the page showing nothing: it goes, with the photo and results shown before.
-    wall = cache / "wall" / "wall.png"
-    wall.parent.mkdir()
-    Image.fromarray(np.full((300, 400, 3), 180, np.uint8)).save(wall)
-    demo.upload_file_set.add(str(wall))
-    handlers["received"](str(wall), page)
-    answer = handlers["analyze"](str(wall), page, lambda *args, **kwargs: None)
-    assert answer[0] is None and "No face was found" in answer[2]
-    assert not wall.exists() and not third.exists() and engine.cached_files() == []
+    # A photo that fails (no face) leaves the page showing no results: those shown before go, with their photo. The
+    # failing photo stays while the page's upload box shows it, a link to download it (helper-91: it was deleted,
+    # and the link answered 404), until the page's next photo or its end.
+    walls = []
+    for grey in (180, 90):
+        wall = cache / f"wall{grey}" / "wall.png"
+        wall.parent.mkdir()
+        Image.fromarray(np.full((300, 400, 3), grey, np.uint8)).save(wall)
+        demo.upload_file_set.add(str(wall))
+        handlers["received"](str(wall), page)
+        answer = handlers["analyze"](str(wall), page, lambda *args, **kwargs: None)
+        assert answer[0] is None and "No face was found" in answer[2]
+        assert wall.is_file() and not third.exists() and engine.cached_files() == []
+        walls.append(wall)
+    assert not walls[0].exists() and not walls[0].parent.exists()
     handlers["session_ended"](page)
+    assert not walls[1].exists()
 
 
 def test_a_photo_without_a_face_is_a_plain_message(engine: Engine, tmp_path: Path) -> None:

@@ -435,10 +435,11 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 else:
                     result = engine.result(analysis.sha256, 0, tell)
             except Exception as error:  # a server answers every request; the log has an unexpected one's traceback
-                # The page shows no photo now: what it showed and the photos it sent up to this one go (before: a
-                # photo without a face stayed, with the page's earlier results, until the page closed).
+                # The page shows no results now: what it showed and the photos it sent before this one go (before:
+                # they stayed until the page closed). This one stays while the page's upload box shows it, a link
+                # to download it (helper-91: deleted here, the link answered 404); the next photo or the end takes it.
                 let_go(session)
-                uploads.forget(session, keep=path, through=True)
+                uploads.forget(session, keep=path)
                 if isinstance(error, FacekitError):
                     return [None, hidden, problem(request, str(error)), *empty]
                 log.exception("facekit serve: processing %s failed", Path(path).name)
@@ -557,15 +558,14 @@ class SessionUploads:
                     del mine[str(path)]  # there, which arrived after the uploads sent since the first (see forget)
                 mine[str(path)] = identity
 
-    def forget(self, session: str, keep: str | None = None, through: bool = False) -> int:
+    def forget(self, session: str, keep: str | None = None) -> int:
         """Delete the files ``session`` uploaded (and their folders, when empty), except those another session
         uploaded too (Gradio keeps an upload under its content's hash: two pages sending one photo share the
         file, and the other's request may still be waiting for it), and those sent again since: Gradio writes the
         same bytes to the same path, a new file, which a request that has not yet claimed it waits for (before: it
         answered "The upload did not arrive"). With ``keep``, the upload the session's page shows now, only those
         that arrived before it: the page shows them no more, and one that arrived since may wait in the queue
-        (before: a page kept every photo it sent until it closed); ``through``: ``keep`` too (the page shows no photo
-        now: it could not be read). Returns how many were deleted."""
+        (before: a page kept every photo it sent until it closed). Returns how many were deleted."""
         deleted = 0
         with self._lock:
             if keep is None:
@@ -573,7 +573,7 @@ class SessionUploads:
             else:
                 mine = self._by_session.get(session, {})
                 arrived = list(mine)  # in the order they arrived (a request claiming its file keeps its place)
-                earlier = arrived[: arrived.index(keep) + through] if keep in mine else []
+                earlier = arrived[: arrived.index(keep)] if keep in mine else []
                 paths = {path: mine.pop(path) for path in earlier}
             shared = set().union(*self._by_session.values()) if self._by_session else set()
             for path, uploaded in paths.items():
