@@ -138,7 +138,12 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
 def broken_link(path: Path) -> str:
     """What is wrong with ``path`` when it is a link to nothing ("a link to X, which does not exist"), else ""."""
     try:
-        return f"a link to {os.readlink(path)}, which does not exist" if path.is_symlink() and not path.exists() else ""
+        if not path.is_symlink() or path.exists():
+            return ""
+        target = os.readlink(path)
+        # (a chain of links ending nowhere, or a loop: the first link's target is there, as a link)
+        ending = "which leads nowhere" if os.path.lexists(path.parent / target) else "which does not exist"
+        return f"a link to {target}, {ending}"
     except OSError:
         return ""
 

@@ -484,11 +484,12 @@ class AdjustRow:
 
 
 #: Tags of a TIFF's first directory (which Pillow's getexif() returns as its EXIF) that describe that file's own
-#: layout: its size, samples, compression, strips or tiles and embedded profile. Carried into another file they would
-#: misdescribe it (an eXIf chunk naming strip offsets and a width the PNG does not have).
+#: layout: its size, samples, compression, strips or tiles, free space, sub-directories, old-style JPEG data and
+#: embedded profile. Carried into another file they would misdescribe it (an eXIf chunk naming strip offsets and a
+#: width the PNG does not have).
 TIFF_LAYOUT_TAGS = frozenset(
-    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323, 324, 325}
-    | {338, 339, 340, 341, 347, 530, 531, 532, 34675}
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 288, 289, 317, 320, 322, 323, 324}
+    | {325, 330, 338, 339, 340, 341, 347, 513, 514, 530, 531, 532, 34675}
 )
 
 

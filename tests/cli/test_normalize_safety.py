@@ -388,6 +388,8 @@ def test_a_link_to_nothing_named_like_a_photo_is_a_row_that_says_so(tmp_path: Pa
     # Every command reads photos through load_rgb, which says the same.
     said = f"unreadable (a link to {tmp_path / 'moved' / 'gone.jpg'}, which does not exist)"
     assert load_rgb(inputs / "gone.jpg") == (None, said)
+    (inputs / "loop.jpg").symlink_to("loop.jpg")  # a link to itself: its target "exists" as that link (helper-91)
+    assert load_rgb(inputs / "loop.jpg") == (None, "unreadable (a link to loop.jpg, which leads nowhere)")
 
 
 def test_outputs_never_land_on_inputs(tmp_path: Path, model: Path) -> None:

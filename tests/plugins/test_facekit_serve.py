@@ -430,7 +430,7 @@ def test_a_page_keeps_only_the_upload_it_shows(engine: Engine, tmp_path: Path, m
         handlers["analyze"](str(upload), page, lambda *args, **kwargs: None)
     assert not first.exists() and not first.parent.exists() and second.is_file()
     handlers["received"](str(third), page)  # arrives while the second is shown; its turn comes later
-    handlers["analyze"](str(second), page, lambda *args, **kwargs: None)  # the second again (a face chosen anew)
+    handlers["analyze"](str(second), page, lambda *args, **kwargs: None)  # the second again (its request re-run)
     assert second.is_file() and third.is_file()
     handlers["analyze"](str(third), page, lambda *args, **kwargs: None)
     assert not second.exists() and third.is_file()
