@@ -243,14 +243,12 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
     others: list[Path] = []
     seen: set[str] = set()
     pending: list[Path] = [folder]
-    links: list[Path] = []
+    links: list[tuple[str, Path]] = []  # (its target, resolved once, the link)
     while pending or links:
         if not pending:  # the real tree is done: the link that leads somewhere new, the shallowest target first
             # (helper-90: a_sub -> T/sub read before b_top -> T left T's other photos out without a word, as if T
             # were a parent of the folder given; b_top -> T and a link to T/sub read every photo of T once).
-            targets = [os.path.realpath(link) for link in links]
-            first = min(range(len(links)), key=lambda index: targets[index].count(os.sep))
-            link, target = links.pop(first), targets[first]
+            target, link = links.pop(min(range(len(links)), key=lambda index: links[index][0].count(os.sep)))
             if target not in seen and not any(s.startswith(target.rstrip(os.sep) + os.sep) for s in seen):
                 pending.append(link)
             continue
@@ -265,7 +263,7 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
                 if name.startswith("."):
                     continue
                 if (Path(root) / name).is_symlink():
-                    links.append(Path(root) / name)
+                    links.append((os.path.realpath(Path(root) / name), Path(root) / name))
                 else:
                     entered.append(name)
             folders[:] = entered
