@@ -118,8 +118,6 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
     limit = max_megapixels()
     try:
         source: Path | io.BytesIO = Path(path) if isinstance(path, (str, Path)) else io.BytesIO(bytes(path))
-        if isinstance(source, Path) and (dangling := broken_link(source)):
-            return None, f"unreadable ({dangling})"
         if (source.stat().st_size if isinstance(source, Path) else len(source.getbuffer())) == 0:
             return None, "unreadable (empty file)"
         with _pillow_limit(limit), Image.open(source) as opened:
@@ -130,6 +128,8 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         return None, _too_large("", int(pixels.group(1)) if pixels else None, limit)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        if isinstance(source, Path) and (dangling := broken_link(source)):  # (asked only when reading failed)
+            return None, f"unreadable ({dangling})"
         if isinstance(exc, UnidentifiedImageError) and _is_heic(source):  # before: "cannot identify image file"
             return None, f"unreadable ({HEIC}, which facekit does not decode: convert it to JPEG or PNG first)"
         return None, f"unreadable ({type(exc).__name__}: {exc})"
