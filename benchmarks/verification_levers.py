@@ -191,11 +191,11 @@ def framed_photo(photo: np.ndarray | None, face: Any, scale: int = 1, plain: boo
     if not plain:
         return aligned.image
     mask = background_mask(aligned.landmarks, size)[..., None]
-    grey = np.asarray(TrainSection().background_rgb, np.float32)
-    return np.asarray((aligned.image * mask + grey * (1 - mask)).round().clip(0, 255).astype(np.uint8))
+    grey = np.asarray(TrainSection.model_fields["background_rgb"].default, np.float32)  # (no section built per photo)
+    return (aligned.image * mask + grey * (1 - mask)).round().clip(0, 255).astype(np.uint8)
 
 
-FRAMED = {  # --framed-photos: (label, scale, plain)
+FRAMED = {  # --framed-photos: label -> (scale of the output frame, plain background)
     "photo in the output frame (112 px, no normalization)": (1, False),
     "photo in the output frame, plain background (112 px, no normalization)": (1, True),
     "photo in the output frame, plain background (224 px, no normalization)": (2, True),
