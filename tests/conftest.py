@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEKIT_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Free space where the tests write: a CI run that fills the disk fails as hundreds of setup errors."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    return f"free disk space in {tempfile.gettempdir()}: {free:.1f} GiB (a run needs about 2)"
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not DATA.is_dir():
