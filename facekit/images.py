@@ -242,13 +242,19 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         peak = float(finite.max()) if finite.size else 0.0
         wide = np.where(np.isnan(wide), 0.0, wide)
         unit = image.mode == "F" and 0.0 < peak <= 2.0 and (peak <= 1.0 or float(np.percentile(finite, 99)) <= 1.0)
-        top = 1.0 if unit else 255.0 if image.mode == "F" and peak <= 255.0 else max(65535.0, peak)
+        # A 32-bit integer image ("I") whose values stay within 0..255 keeps that scale, as a float one does: what
+        # ``Image.fromarray`` makes of an int32 array of 8-bit values (it read black, 1/257 of its brightness); one
+        # that declares 16 bits (I;16*) is read on the 16-bit scale whatever its values.
+        eight_bit = image.mode in ("F", "I") and peak <= 255.0
+        top = 1.0 if unit else 255.0 if eight_bit else max(65535.0, peak)
         grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"
         return np.repeat(grey[..., None], 3, axis=2), note
     note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        # (premultiplied alpha, RGBa and La, too: RGBa lost its transparency, La was refused; Pillow converts La
+        # to nothing but LA)
+        rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
         background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
         image = Image.alpha_composite(background, rgba)
         note = "alpha composited over grey"

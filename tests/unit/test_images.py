@@ -291,3 +291,21 @@ def test_a_tiff_whose_next_page_is_damaged_is_read_as_its_first(tmp_path: Path) 
 def _write(path: Path, image: Image.Image) -> Path:
     image.save(path)
     return path
+
+
+def test_premultiplied_alpha_and_8_bit_integer_images_read_as_their_plain_forms() -> None:
+    """A PIL image with premultiplied alpha (RGBa, La) is composited over grey as its RGBA / LA form is (RGBa lost
+    its transparency, La was refused: Pillow converts it to nothing but LA); a 32-bit integer image in 0..255 (what
+    ``Image.fromarray`` makes of an int32 array) reads as its 8-bit form (it read at 1/257 of its brightness)."""
+    rgba = np.dstack([patches(), np.full((48, 48), 255, np.uint8)])
+    rgba[:, :16, 3] = 0  # a transparent third
+    plain = as_rgb(Image.fromarray(rgba))
+    assert np.abs(as_rgb(Image.fromarray(rgba).convert("RGBa")).astype(int) - plain).max() <= 1
+    grey_alpha = Image.fromarray(rgba).convert("LA")
+    assert np.abs(as_rgb(grey_alpha.convert("La")).astype(int) - as_rgb(grey_alpha)).max() <= 1
+    assert (plain[:, :16] == 128).all()  # the transparent part is the grey it is composited over
+    grey = np.asarray(Image.fromarray(patches()).convert("L"))
+    wide = Image.fromarray(grey.astype(np.int32))
+    assert wide.mode == "I" and np.array_equal(as_rgb(wide)[..., 0], grey)
+    sixteen = Image.fromarray(grey.astype(np.uint16))  # declares 16 bits: dark, as its values say
+    assert sixteen.mode.startswith("I;16") and as_rgb(sixteen).max() <= 1
