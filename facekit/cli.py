@@ -11,7 +11,6 @@ import inspect
 import os
 import re
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -996,9 +995,9 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch loads: OpenMP's default spin-waiting slows torch whenever another process holds the cores (a
     # training in the background): 345 vs 287 ms per photo for normalize, RESULTS.md "omp-wait".
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Pillow warns of a photo over its own limit (89 MP) as it opens it; facekit then refuses or allows it against
-    # FACEKIT_MAX_MEGAPIXELS and says so in the photo's row, so the warning only repeated it as a traceback-like line.
-    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels")
+    from facekit.images import quiet_pillow_size_warning
+
+    quiet_pillow_size_warning()
     try:
         _register_plugin_commands()
         # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.

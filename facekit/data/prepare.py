@@ -107,13 +107,17 @@ ARRAY_NAMES = ("averages", "landmarks", "textures")
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(config: WorkerConfig) -> None:
+def _init_worker(config: WorkerConfig, quiet: bool = False) -> None:
     import torch
 
     import facekit
     from facekit.data.pose import load_mean_shape
 
     torch.set_num_threads(1)  # one process per core: threads inside would only fight
+    if quiet:  # as the parent process (a spawned worker does not inherit its warnings filters)
+        from facekit.images import quiet_pillow_size_warning
+
+        quiet_pillow_size_warning()
     _STATE["config"] = config
     _STATE["detector"] = facekit.load_component("detector", config.detector, **config.detector_params)
     _STATE["shape"] = load_mean_shape(Path(config.sfm_folder))
@@ -646,10 +650,14 @@ def _in_workers(
     from concurrent.futures.process import BrokenProcessPool
 
     from facekit.data.pose import load_mean_shape
+    from facekit.images import pillow_size_warning_quiet
 
     load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
     executor = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(config,)
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(config, pillow_size_warning_quiet()),
     )
     stack.callback(executor.shutdown, wait=True, cancel_futures=True)  # on an error: no new identity starts
     futures = [executor.submit(process_identity, task) for task in tasks]

@@ -18,7 +18,7 @@ from facekit.data.dataset import PreparedFaces
 from facekit.data.prepare import Shard, read_progress, run_prepare
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
-from tests.helpers import kill_at_points, peak_in_fresh_process
+from tests.helpers import kill_at_points, peak_in_fresh_process, run_cli
 
 pytest.importorskip("dlib")
 
@@ -267,6 +267,25 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "nonsense")
     with pytest.raises(FacekitError, match="FACEKIT_MAX_MEGAPIXELS"):
         load_rgb(bomb)
+
+
+def test_prepare_workers_say_a_photo_over_pillows_limit_once(tmp_path: Path, data_root: Path) -> None:
+    """Before: with prepare.workers >= 2, each worker printed Pillow's DecompressionBombWarning for a photo over its
+    89 MP limit (spawned processes do not inherit the CLI's warnings filter) beside the photo's own rejection."""
+    import yaml
+
+    folder = tmp_path / "people"
+    for i, face in enumerate(canada(data_root, 2, size=240)):
+        (folder / f"p{i}").mkdir(parents=True)
+        face.save(folder / f"p{i}" / "one.jpg")
+    Image.new("1", (12_000, 12_000)).save(folder / "p1" / "bomb.png")  # 144 MP in a few kB
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_for(folder, tmp_path / "out", data_root, workers=2)))
+    result = run_cli("prepare", str(recipe))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "exceeds limit" not in result.stderr, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert any("bomb.png" in row["path"] and "144 MP" in row.get("reason", "") for row in rows), rows
 
 
 def test_sixteen_bit_greyscale_keeps_its_tones(tmp_path: Path) -> None:
