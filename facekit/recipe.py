@@ -471,12 +471,12 @@ class _RecipeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.1 (PyYAML) reads 1e3, 1.5e3 and 5e-4 as text, so `steps: 1e3` was "not a valid integer" and a rate of 5e-4
-# was a string until the schema converted it; YAML 1.2 and JSON read them as numbers, and so does a recipe.
+# YAML 1.1 (PyYAML) reads 1e3, 1.5e3, .5e3 and 5e-4 as text, so `steps: 1e3` was "not a valid integer" and a rate
+# of 5e-4 was a string until the schema converted it; YAML 1.2 and JSON read them as numbers, and so does a recipe.
 _RecipeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
 )
 
 

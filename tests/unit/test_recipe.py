@@ -61,9 +61,13 @@ def test_overrides_parse_yaml_values_and_reach_params() -> None:
 
 
 def test_a_recipe_file_reads_numbers_in_exponent_form(tmp_path: Path) -> None:
-    (tmp_path / "r.yaml").write_text("train:\n  steps: 2E3\n  lr: 1.5e-4\n")
+    (tmp_path / "r.yaml").write_text("train:\n  steps: 2E3\n  lr: 1.5e-4\n  batch_size: .5e2\n")
     train = load_recipe(tmp_path / "r.yaml").recipe.train
-    assert (train.steps, train.lr) == (2000, 1.5e-4)
+    assert (train.steps, train.lr, train.batch_size) == (2000, 1.5e-4, 50)
+    # What YAML 1.1 already reads stays as it reads it: .5 a number, .inf infinity, .x text.
+    (tmp_path / "r.yaml").write_text("train:\n  lr: .5\n  output: .x\n")
+    train = load_recipe(tmp_path / "r.yaml").recipe.train
+    assert (train.lr, str(train.output)) == (0.5, ".x")
 
 
 def test_overriding_a_components_name_drops_the_other_components_params() -> None:
