@@ -547,6 +547,8 @@ def evaluate_plan(
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
+    if baseline not in (None, "frontalize"):  # (before: after the recipe's model checks and the output's lock)
+        raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
     root = (plan.recipe.data if plan else DataSection()).resolved_root()
     if not (root / "lfw" / "peopleDevTest.txt").is_file():  # before minutes of model loading and measuring
         raise FacekitError(
@@ -581,8 +583,6 @@ def evaluate_plan(
             from facekit.baselines.frontalize import Frontalizer
 
             normalizer = Frontalizer.from_data(root / "sfm", size=112)
-        elif baseline is not None:
-            raise FacekitError(f"unknown baseline {baseline!r}; available: frontalize")
         else:
             normalizer = prepared or Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)
             from facekit.checkpoints import model_detector

@@ -163,6 +163,9 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     missing = run_cli("eval", "--max-photos", "2", "-o", str(tmp_path / "a"), env={"FACEKIT_DATA": str(tmp_path)})
     assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
     assert "peopleDevTest.txt" in missing.stderr and "FACEKIT_DATA" in missing.stderr
+    # An unknown baseline is said first (before: after the data's checks, so a typo was reported as missing data).
+    typo = run_cli("eval", "--baseline", "frontalise", "-o", str(tmp_path / "a"), env={"FACEKIT_DATA": str(tmp_path)})
+    assert typo.returncode == 1 and "unknown baseline 'frontalise'; available: frontalize" in typo.stderr, typo.stderr
     both = run_cli("eval", "--baseline", "frontalize", "--checkpoint", "x.safetensors", "-o", str(tmp_path / "b"))
     assert both.returncode == 1 and "leave out --checkpoint" in both.stderr
     both = run_cli("eval", "--baseline", "frontalize", "--model", "sface", "-o", str(tmp_path / "b"))
