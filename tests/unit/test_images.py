@@ -309,3 +309,22 @@ def test_premultiplied_alpha_and_8_bit_integer_images_read_as_their_plain_forms(
     assert wide.mode == "I" and np.array_equal(as_rgb(wide)[..., 0], grey)
     sixteen = Image.fromarray(grey.astype(np.uint16))  # declares 16 bits: dark, as its values say
     assert sixteen.mode.startswith("I;16") and as_rgb(sixteen).max() <= 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_two_orientation_tables_turn_a_photo_the_same_way(orientation: int) -> None:
+    """load_rgb turns PIL images upright (facekit.images._upright), adjust's deep-pixel path turns numpy arrays
+    (facekit.apps.adjust._ORIENTATIONS): two tables for one EXIF tag, held to the same turn here."""
+    from facekit.apps.adjust import _ORIENTATIONS
+    from facekit.images import _upright
+
+    stored = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)  # not square, no symmetry
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif)
+    with Image.open(buffer) as opened:
+        by_pil = np.asarray(_upright(opened))
+    by_numpy = _ORIENTATIONS.get(orientation, lambda a: a)(stored)
+    assert np.array_equal(by_pil, by_numpy)
