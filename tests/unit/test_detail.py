@@ -474,3 +474,25 @@ def test_the_band_is_bounded_at_a_hard_edge() -> None:
     grid = np.meshgrid(np.arange(SIZE, dtype=np.float32), np.arange(SIZE, dtype=np.float32))
     band = detail_band(edge, grid[0], grid[1], 4.0)
     assert np.isclose(np.abs(band).max(), BAND_LIMIT)
+
+
+def test_the_band_has_the_same_width_on_the_face_at_every_output_size() -> None:
+    """``sigma`` is in px of a 112 px output: a 224 px model (recipes/paper.yaml) takes a band twice as wide in its
+    own pixels, so the same photo carries the same detail onto the face (a mutant that left sigma unscaled took half
+    the band's contrast at 224 px and no test noticed; helper-90)."""
+    import cv2
+
+    points = face_points()
+    y, x = np.mgrid[0 : SIZE * 2, 0 : SIZE * 2]
+    stripes = 128 + 40 * np.sin(2 * np.pi * (x + 0.5 * y) / 24.0)  # period 12 px at the 112 px output's scale
+    photo = np.repeat(stripes[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+    contrasts = []
+    for size in (SIZE, 2 * SIZE):
+        scale = size / SIZE
+        output = plain_face(size)
+        result = transfer_detail(output, points * scale, photo, points * 2, DetailSettings(forehead=0.0))
+        if size != SIZE:
+            result = cv2.resize(result, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        inside = hull_mask(points, SIZE, dilate_px=-8)
+        contrasts.append(float(np.log(result[..., 1][inside].astype(float)).std()))
+    assert 0.85 < contrasts[1] / contrasts[0] < 1.15, contrasts
