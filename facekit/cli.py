@@ -266,6 +266,19 @@ def output_folder(value: str | None) -> str | None:
 
 #: ``--face``: which face of a photo with several each command takes (:func:`facekit.normalize.choose_face`).
 FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
+#: ``--device`` of every command that runs the normalizer (normalize, adjust, attributes, explore, eval; the avatar
+#: and serve plugins' too): where its encoder and decoder run. Checked by :func:`command_device` before any model loads.
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps, xpu or auto (a GPU when one is visible)")]
+
+
+def command_device(device: str) -> str:
+    """``--device`` as a torch device string (``auto`` resolved); a GPU that is not there is a FacekitError naming
+    the option. Each command calls it before its slow work (model loads, Gradio), so a wrong device costs a second."""
+    from facekit.normalize import inference_device
+
+    return inference_device(device)
+
+
 #: ``--overwrite`` of the commands that write per-photo outputs into -o (its help says the default once).
 OverwriteOption = Annotated[
     bool, typer.Option(help="replace outputs already in -o (default: leave them)", show_default=False)
@@ -299,9 +312,7 @@ def normalize(
     inside_inputs: Annotated[
         bool, typer.Option(help="allow -o inside an input folder (it is then skipped when scanning)")
     ] = False,
-    device: Annotated[
-        str, typer.Option(help="cpu, cuda, cuda:N, mps, xpu or auto (a GPU when one is visible)")
-    ] = "cpu",
+    device: DeviceOption = "cpu",
     detail: Annotated[
         float | None,
         typer.Option(
@@ -337,13 +348,14 @@ def normalize(
     from rich.progress import Progress
 
     from facekit.batch import normalize_planned, plan_folder
-    from facekit.normalize import Normalizer, inference_device, resolve_model
+    from facekit.normalize import Normalizer, resolve_model
 
     # Bad inputs or -o are reported before the model loads.
     plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
     path = resolve_model(model, checkpoint)
+    runs_on = command_device(device)
     settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
-    normalizer = Normalizer.from_checkpoint(path, device=inference_device(device), detail=settings, face=face.value)
+    normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
@@ -433,6 +445,7 @@ def adjust(
         ),
     ] = 0,
     overwrite: PhotoOverwriteOption = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg for a
     JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; a 16-bit PNG stays 16-bit, a 16-bit TIFF is written at 8
@@ -457,6 +470,7 @@ def adjust(
         "--fuse": fuse != "auto",
         "--fuse-weight": fuse_weight is not None,
         "--refine": refine != 0,
+        "--device": device != "cpu",
     }
     if method != "adjust" and any(given.values()):
         flags = ", ".join(flag for flag, set_ in given.items() if set_)
@@ -473,7 +487,9 @@ def adjust(
             raise FacekitError(f"--fuse-weight: the face's share beside one estimator; --fuse {fuse} takes none")
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
-    corrector = _corrector(method, params)
+    # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").
+    runs_on = {"device": command_device(device)} if method == "adjust" else {}  # before the model loads
+    corrector = _corrector(method, {**params, **runs_on})
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":
         from facekit.models import sha256_file
@@ -529,6 +545,7 @@ def eval_command(
             help="replace an earlier evaluation's files in -o (default: stop before measuring)", show_default=False
         ),
     ] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
     A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
@@ -536,9 +553,21 @@ def eval_command(
 
     if pairs == 1:
         raise FacekitError("--pairs 1 would choose the threshold on the pairs it scores: give 2-10 folds (or 0)")
+    runs_on = command_device(device)  # the model and the judges run there (a recipe's infer.device is for `run`)
 
     metrics, folder = evaluate_plan(
-        recipe, checkpoint, data, judge or [], max_photos, out, set_ or [], pairs, baseline, overwrite, model
+        recipe,
+        checkpoint,
+        data,
+        judge or [],
+        max_photos,
+        out,
+        set_ or [],
+        pairs,
+        baseline,
+        overwrite,
+        model,
+        device=runs_on,
     )
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
     for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
@@ -741,6 +770,7 @@ def attributes(
     batch_size: Annotated[int, typer.Option(min=1, help="photos read and normalized at a time")] = 16,
     face: FaceOption = FaceChoice.LARGEST,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
     D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
@@ -755,9 +785,12 @@ def attributes(
     from facekit.normalize import resolve_model
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
+    runs_on = command_device(device)
     model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed
     check_tables_clear(plan, overwrite, model_sha256, face.value)
-    measurer = facekit.load_component("app", "attributes", model=model, checkpoint=checkpoint, face=face.value)
+    measurer = facekit.load_component(
+        "app", "attributes", model=model, checkpoint=checkpoint, face=face.value, device=runs_on
+    )
     measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("measuring", total=len(plan.planned))
@@ -806,6 +839,7 @@ def explore_interpolate(
     ] = None,
     face: FaceOption = FaceChoice.LARGEST,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Decode the path between the encoder features of the faces of photos A and B (the largest, or --face
     central): OUT/interpolate.png
@@ -821,6 +855,7 @@ def explore_interpolate(
             raise FacekitError(f"{photo} is a folder: interpolate goes between two photos")
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
+    runs_on = command_device(device)  # the model runs there; the judge on the CPU (Explorer)
     # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
     with exclusive(target, "facekit explore interpolate"):
         check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
@@ -833,6 +868,7 @@ def explore_interpolate(
             spherical=spherical,
             judge=judge,
             face=face.value,
+            device=runs_on,
         )
         with console.status("encoding, decoding and judging"):
             result = explorer.interpolate(a, b, names=[a, b])
@@ -862,6 +898,7 @@ def explore_compare(
     cell: Annotated[int, typer.Option(min=32, max=512, help="pixels per grid cell")] = 128,
     face: FaceOption = FaceChoice.LARGEST,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """The photos through each model (every shipped one unless --model/--checkpoint name some; one face of each,
     --face): OUT/compare.png (a row per photo: the photo
@@ -878,6 +915,7 @@ def explore_compare(
 
     target = Path(out)
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
+    runs_on = command_device(device)  # every model runs there; the judges on the CPU (Explorer)
     with exclusive(target, "facekit explore compare"):  # one run at a time into -o (as normalize's)
         found = [path for path, _ in scan_inputs(photos, target)]
         check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
@@ -888,7 +926,7 @@ def explore_compare(
         wanted = wanted or [(name, resolve_model(name, None)) for name in shipped_models()]
         if not wanted:
             raise FacekitError("no shipped model is installed: pass --checkpoint FILE (or reinstall facekit)")
-        explorer = facekit.load_component("app", "explore", face=face.value)
+        explorer = facekit.load_component("app", "explore", face=face.value, device=runs_on)
         loaded: dict[Path, Any] = {}
         models, labels = [], []
         for label, path in wanted:

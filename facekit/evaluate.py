@@ -82,14 +82,18 @@ class Judge:
         return self.encoder.card
 
     def embed(self, images: list[np.ndarray], landmarks: np.ndarray, scheme: str | None = None) -> np.ndarray:
-        """(N, D) embeddings of ``images`` cropped for the judge from their (N, K, 2) ``landmarks`` in ``scheme``."""
+        """(N, D) embeddings of ``images`` cropped for the judge from their (N, K, 2) ``landmarks`` in ``scheme``, on
+        the encoder's device (a ``torch.nn.Module``'s: a normalizer's own encoder on a GPU, ``facekit eval --device``;
+        any other encoder takes them on the CPU)."""
         from facekit.align import encoder_inputs
 
         out = []
+        on = next(iter(self.encoder.parameters()), None) if isinstance(self.encoder, torch.nn.Module) else None
         with torch.no_grad():
             for start in range(0, len(images), 32):
                 crops = encoder_inputs(self.encoder, images[start : start + 32], landmarks[start : start + 32], scheme)
-                out.append(self.encoder.embed(crops).float().numpy())
+                crops = crops.to(on.device) if on is not None else crops
+                out.append(self.encoder.embed(crops).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.card.embedding_size))
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -503,6 +507,7 @@ def evaluate_plan(
     overwrite: bool = True,
     model: str | None = None,
     prepared: Any = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
     under ``judges``;
@@ -511,13 +516,18 @@ def evaluate_plan(
     anything is measured; the recipe's evaluate stage replaces its own folder's (it refuses, before this, a folder
     holding the user's files: :func:`facekit.pipeline.check_output_folders`). ``prepared``: the recipe's model already
     loaded with the detector the recipe names (the evaluate stage builds it to refuse a bad detector before its run
-    record), used instead of loading both again."""
+    record), used instead of loading both again. ``device``: where the model and the judges run (``facekit eval
+    --device``; a torch device string, checked by :func:`facekit.normalize.inference_device`); the detectors and
+    the baseline run on the CPU."""
     import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
-    from facekit.normalize import Normalizer, resolve_model
+    from facekit.normalize import Normalizer, inference_device, resolve_model, same_device
     from facekit.recipe import DataSection, load_recipe
 
+    device = inference_device(device, "device")  # no GPU: said before anything is read or loaded
+    if prepared is not None and not same_device(prepared.device, device):
+        raise ValueError(f"prepared runs on {prepared.device}, not on the device asked for, {device}")
     if overrides and not recipe:  # before: ignored, and the run went on as if they had been applied
         raise FacekitError("--set changes a recipe's settings: name the recipe (facekit eval RECIPE --set ...)")
     plan = load_recipe(recipe, overrides) if recipe else None
@@ -584,7 +594,9 @@ def evaluate_plan(
 
             normalizer = Frontalizer.from_data(root / "sfm", size=112)
         else:
-            normalizer = prepared or Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, detector=detector)
+            normalizer = prepared or Normalizer.from_checkpoint(
+                checkpoint, device=device, detail=DECODER_ONLY, detector=detector
+            )
             from facekit.checkpoints import model_detector
 
             detector_used = (
@@ -612,8 +624,8 @@ def evaluate_plan(
             if name == own:
                 return normalizer.encoder
             if configured is not None and configured.spec.name == name:
-                return frozen_encoder(configured.build())
-            return frozen_encoder(facekit.load_component("encoder", name))
+                return frozen_encoder(configured.build(), device)
+            return frozen_encoder(facekit.load_component("encoder", name), device)
 
         files = [f"identity-{name}.{kind}" for name in names for kind in ("png", "npy")]
         check_fixed_outputs(folder, files, [], overwrite, "facekit eval")

@@ -189,6 +189,19 @@ def inference_device(requested: str, option: str = "--device") -> str:
     return requested
 
 
+def same_device(a: Any, b: Any) -> bool:
+    """Whether devices ``a`` and ``b`` (strings or torch.devices) are one: ``cuda`` is the current GPU's index
+    (``cuda:0`` on most machines), as torch places a tensor sent to it."""
+    import torch
+
+    first, second = torch.device(a), torch.device(b)
+    if first.type != second.type:
+        return False
+    module = getattr(torch, first.type, None) if first.type in ("cuda", "xpu") else None
+    current = module.current_device() if module is not None and module.is_available() else 0
+    return (current if first.index is None else first.index) == (current if second.index is None else second.index)
+
+
 def _is_photo(item: Any) -> bool:
     """A path, PIL image or image array: what a list of photos holds (a nested list of pixel rows is not one)."""
     return isinstance(item, str | os.PathLike | np.ndarray) or hasattr(item, "mode")

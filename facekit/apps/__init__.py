@@ -44,8 +44,13 @@ def faces_on_copies(photo: Any, find: Any) -> tuple[Any, list[Any]]:
 
 class UsesNormalizer:
     """An app that normalizes photos: the ``normalizer`` it was given, else the model file ``checkpoint`` or the
-    shipped ``model`` (default: dlib), loaded on first use and taking the ``face`` of a photo with several that
-    :func:`facekit.normalize.choose_face` names (a given normalizer takes its own; asking it for another is an error).
+    shipped ``model`` (default: dlib), loaded on first use on ``device`` and taking the ``face`` of a photo with
+    several that :func:`facekit.normalize.choose_face` names (a given normalizer takes its own face and runs on its
+    own device; asking it for another is an error). ``device``: ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu`` or
+    ``auto`` (a GPU when one is visible), as ``facekit normalize --device``; None: the normalizer's default, the CPU. A
+    GPU that is not there is a FacekitError here, before any model loads. The normalizer's encoder and decoder
+    run on ``device``; what an app computes from the faces itself runs where its docstring says (adjust's and
+    attributes' colours and ratios in numpy, explore's judge on the CPU).
     Apps that only measure colour set ``photo_detail`` False: they read
     :attr:`~facekit.normalize.NormalizedFace.decoder_image`, so the photo's detail would be work for nothing."""
 
@@ -57,6 +62,7 @@ class UsesNormalizer:
         model: str | None = None,
         checkpoint: str | None = None,
         face: str | None = None,
+        device: str | None = None,
     ) -> None:
         from facekit.errors import FacekitError
         from facekit.types import check_face_choice, face_of
@@ -69,9 +75,21 @@ class UsesNormalizer:
                     f"face {face!r} asked of a normalizer that takes the {own} face: leave face out, or build the "
                     f"normalizer with Normalizer.from_checkpoint(..., face={face!r})"
                 )
+        if device is not None:
+            from facekit.normalize import _device_name, inference_device, same_device
+
+            asked, device = device, inference_device(_device_name(device), "device")  # "auto" resolved, GPUs checked
+            runs_on = getattr(normalizer, "device", None) or "cpu"  # (one without a device runs on the CPU)
+            if normalizer is not None and not same_device(device, runs_on):
+                raise FacekitError(
+                    f"device {str(asked)!r} asked of a normalizer that runs on {runs_on}: leave device out, or build "
+                    f"the normalizer with Normalizer.from_checkpoint(..., device={device!r})"
+                )
         self._normalizer, self.model, self.checkpoint = normalizer, model, checkpoint
         #: Which face of a photo with several the app's normalizer takes (largest or central).
         self.face = face if face is not None else face_of(normalizer)
+        #: The device the app loads its normalizer on (``auto`` resolved), or None: the normalizer's default (cpu).
+        self.device: str | None = device
 
     @property
     def normalizer(self) -> Any:
@@ -82,8 +100,11 @@ class UsesNormalizer:
         return self._normalizer
 
     def load_normalizer(self, path: Any) -> Any:
-        """The model file ``path`` as this app uses it (photo detail off where the app reads the decoder's face)."""
+        """The model file ``path`` as this app uses it (photo detail off where the app reads the decoder's face), on
+        the app's ``device``."""
         from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
-        return Normalizer.from_checkpoint(path, detail=None if self.photo_detail else DECODER_ONLY, face=self.face)
+        on = {"device": self.device} if self.device is not None else {}  # None: from_checkpoint's own default
+        detail = None if self.photo_detail else DECODER_ONLY
+        return Normalizer.from_checkpoint(path, detail=detail, face=self.face, **on)

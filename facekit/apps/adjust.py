@@ -365,8 +365,9 @@ class FaceAdjuster(UsesNormalizer):
         refine: int = 0,
         face: str | None = None,
         model: str | None = None,
+        device: str | None = None,
     ) -> None:
-        super().__init__(normalizer, model, checkpoint, face)
+        super().__init__(normalizer, model, checkpoint, face, device)
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
         gains = mapping == "gains"  # fusing and refining work in linear light; the paper's YCrCb map is one pass
         if fuse == "auto":

@@ -463,7 +463,9 @@ class Explorer(UsesNormalizer):
 
     ``apply(faces)`` (the App protocol) lays a batch of decoded faces out as a strip and measures how far the
     landmarks move from one face to the next (the smoothness of a path). It shows what the *model* makes of the
-    encoder's features, so it reads the decoder's faces (``decoder_image``), never the photo's detail."""
+    encoder's features, so it reads the decoder's faces (``decoder_image``), never the photo's detail. Its
+    normalizers (:meth:`load_normalizer`) run on ``device``; the independent judge (its own detector and encoder,
+    :meth:`judge_for`) runs on the CPU whatever the device: a network of its own, a few faces per call."""
 
     photo_detail = False
 
@@ -476,8 +478,9 @@ class Explorer(UsesNormalizer):
         spherical: bool = False,
         judge: str | None = None,
         face: str | None = None,
+        device: str | None = None,
     ) -> None:
-        super().__init__(normalizer, model, checkpoint, face)
+        super().__init__(normalizer, model, checkpoint, face, device)
         if judge is not None:  # an unknown name now, not after the model loaded and the photos were normalized
             from facekit.registry import get_registry
 

@@ -15,11 +15,15 @@ from facekit.types import FaceRule
 _STRENGTH = Field(default=1.0, ge=0.0, le=1.0, description="how far to move (0: unchanged, 1: the full correction)")
 # Which face of a photo with several the app's own normalizer takes (facekit.normalize.choose_face); the fields are
 # Literals, as the recipe's prepare.face, so that the params schema reads without importing the pipeline. A recipe's
-# infer stage normalizes with its own settings and hands apps the decoded faces: there, as model and checkpoint, it
-# does not apply.
+# infer stage normalizes with its own settings (infer.device too) and hands apps the decoded faces: there, as model
+# and checkpoint, neither face nor device applies.
 _FACE = (
     "which face of a photo with several the app normalizes: largest, or central (the subject of a photo framed "
     "around it)"
+)
+_DEVICE = (
+    "where the app's own normalizer runs: cpu, cuda, cuda:N, mps, xpu or auto (a GPU when one is visible), as facekit "
+    "normalize --device (default: cpu)"
 )
 
 
@@ -33,6 +37,7 @@ class AdjustParams(Params):
     )
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="the normalizing model file (default: the shipped model)")
+    device: str | None = Field(default=None, description=_DEVICE)
     region: Literal["box", "skin"] = Field(
         default="skin", description="skin: cheeks and forehead (no teeth or lips); box: the paper's central face box"
     )
@@ -71,11 +76,13 @@ class AdjustParams(Params):
 
 
 class ModelChoice(Params):
-    """Which normalizing model an app uses (a shipped one by name, or a file; not both) and which face it takes."""
+    """Which normalizing model an app uses (a shipped one by name, or a file; not both), which face it takes and
+    where it runs."""
 
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="a model file instead of a shipped model")
     face: FaceRule = Field(default="largest", description=_FACE)
+    device: str | None = Field(default=None, description=_DEVICE)
 
     @model_validator(mode="after")
     def _one_model(self) -> ModelChoice:

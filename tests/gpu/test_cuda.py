@@ -49,3 +49,24 @@ def test_the_warp_keeps_its_precision_under_cuda_autocast() -> None:
                 image.cuda(), source.float().cuda(), destination.float().cuda(), regularization=0.01
             )[1]
         assert flow.dtype == torch.float32 and (flow.double().cpu() - exact).abs().max() < 1e-2
+
+
+def test_an_app_and_the_evaluation_judge_run_on_the_gpu() -> None:
+    """`facekit attributes|adjust|explore|eval --device cuda`: the app's normalizer is loaded on the GPU and measures
+    what the CPU's does; an evaluation judge that is the model's own encoder (on the GPU) embeds the CPU's crops there
+    and hands the embeddings back (before: a device mismatch inside the encoder)."""
+    import numpy as np
+
+    from facekit.apps.attributes import FaceAttributes
+    from facekit.evaluate import Judge
+    from facekit.testing import real_face
+
+    photo = real_face().image
+    gpu = FaceAttributes(device="cuda")
+    assert {p.device.type for p in gpu.normalizer.decoder.parameters()} == {"cuda"}
+    on_gpu, on_cpu = gpu.measure(photo), FaceAttributes(device="cpu").measure(photo)
+    assert on_gpu is not None and on_cpu is not None
+    assert abs(on_gpu["ita_degrees"] - on_cpu["ita_degrees"]) < 2.0
+    face = gpu.normalizer.normalize(photo)
+    embedded = Judge("own", gpu.normalizer.encoder).embed([face.image], face.landmarks[None])
+    assert embedded.shape[0] == 1 and np.isfinite(embedded).all()

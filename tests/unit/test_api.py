@@ -270,6 +270,37 @@ def test_the_apps_take_the_face_they_are_asked_for(shipped_normalizer: Any) -> N
         FaceAdjuster(face="middle")
 
 
+def test_the_apps_load_their_model_on_the_device_they_are_asked_for(shipped_normalizer: Any) -> None:
+    """adjust, attributes and explore take ``device`` as Normalizer.from_checkpoint does (before: none; their model
+    always loaded on the CPU): a GPU that is not there is refused when the app is built, before any model loads;
+    ``cpu`` (and ``auto`` here) loads the decoder there; a normalizer given with another device is refused, one given
+    with its own is taken."""
+    import types
+
+    import torch
+
+    from facekit.apps.adjust import FaceAdjuster
+    from facekit.apps.explore import Explorer
+
+    if not torch.cuda.is_available():
+        with pytest.raises(FacekitError, match="device cuda: no GPU is visible here"):
+            FaceAdjuster(device="cuda")
+        for app in ("adjust", "attributes", "explore"):  # the params take it too (the commands' way in)
+            with pytest.raises(FacekitError, match="device cuda:0: no GPU is visible here"):
+                facekit.load_component("app", app, device="cuda:0")
+    with pytest.raises(FacekitError, match="device 'tpu'"):
+        Explorer(device="tpu")
+    adjuster = FaceAdjuster(device="cpu")
+    assert adjuster.device == "cpu" and {p.device.type for p in adjuster.normalizer.decoder.parameters()} == {"cpu"}
+    assert Explorer(device="auto").device == ("cuda" if torch.cuda.is_available() else "cpu")  # resolved
+    assert FaceAdjuster(shipped_normalizer, device="cpu").normalizer is shipped_normalizer  # its own device: fine
+    assert FaceAdjuster(shipped_normalizer).device is None  # none asked: the given normalizer's
+    on_a_gpu = types.SimpleNamespace(device=torch.device("cuda", 0), face="largest")  # (a normalizer placed on one)
+    with pytest.raises(FacekitError, match=r"device 'cpu' asked of a normalizer that runs on cuda:0"):
+        FaceAdjuster(on_a_gpu, device="cpu")
+    assert Explorer(types.SimpleNamespace(face="largest"), device="cpu").device == "cpu"  # no device: the CPU's
+
+
 @pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
 def test_the_central_rule_is_the_same_at_any_photo_size(scale: float) -> None:
     """Near the rule's tie (area minus twice the centre's squared offset): the same choice however large the photo."""

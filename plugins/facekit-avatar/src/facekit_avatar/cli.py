@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from facekit.cli import DeviceOption
 from facekit.errors import FacekitError
 from facekit.types import FACE_CHOICE_HELP, FaceChoice, face_record
 
@@ -49,17 +50,19 @@ def avatar(
         FaceChoice,
         typer.Option(help=FACE_CHOICE_HELP),
     ] = FaceChoice.LARGEST,
+    device: DeviceOption = "cpu",
 ) -> None:
     """A textured 3-D avatar of one face of each photo (the largest, or --face central; paper Sec. 7.3):
     OUT/NAME.obj + .mtl + .png (UV texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png,
     NAME_sheet.png (photo | normalized face | renders) and NAME.json (coefficients, pose, reprojection error, time,
-    licence). The shape model is the Surrey Face Model: free for non-commercial use only. Exit 3 when some photos got
-    no avatar."""
+    licence). The shape model is the Surrey Face Model: free for non-commercial use only. --device is where the
+    normalizing model runs; the shape fit, texturing and renders run on the CPU (and OpenGL) whatever it says. Exit 3
+    when some photos got no avatar."""
     from rich.progress import Progress
 
     import facekit
     from facekit.batch import plan_folder
-    from facekit.cli import STATUS_COLUMNS, console, report_rows
+    from facekit.cli import STATUS_COLUMNS, command_device, console, report_rows
     from facekit.models import sha256_file
     from facekit.normalize import Normalizer, resolve_model
     from facekit_avatar.cards import AVATAR_OUTPUTS
@@ -67,9 +70,10 @@ def avatar(
     # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS, plain=True)  # bad inputs before loading
     model_path = resolve_model(model, checkpoint)
+    runs_on = command_device(device)  # a GPU that is not there: one line before the Surrey model and the normalizer
     # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
-    normalizer = Normalizer.from_checkpoint(model_path, face=face.value)
+    normalizer = Normalizer.from_checkpoint(model_path, device=runs_on, face=face.value)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
         settings = {

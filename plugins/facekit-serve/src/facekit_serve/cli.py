@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from facekit.cli import DeviceOption
 from facekit.errors import FacekitError
 from facekit.locks import exclusive
 
@@ -120,20 +121,24 @@ def serve(
             "Requests naming any other host are refused (DNS rebinding)"
         ),
     ] = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """A local web page for the whole chain: upload or drop a photo and see its faces, the normalized face with its
     landmarks, the adjusted photo (before | after), the 3-D avatar (interactive, GLB and OBJ to download), skin tone
     and face-shape ratios and, when several shipped models are installed, their comparison. Loopback only unless
     --host says otherwise; no telemetry, nothing fetched from the internet. Uploads are deleted when their page is
-    closed, everything else when the server stops (Ctrl+C)."""
+    closed, everything else when the server stops (Ctrl+C). --device is where the normalizing models run (the avatar's
+    fit and the page's other work run on the CPU)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from facekit.cli import command_device
     from facekit.normalize import resolve_model
 
     if model is not None or checkpoint is not None:  # a wrong name or path said at once, not after loading (helper-85)
         resolve_model(model, checkpoint)
+    runs_on = command_device(device)  # a GPU that is not there: one line before Gradio's import and the models
 
     from facekit_serve.engine import Engine, example_photos
     from facekit_serve.offline import offline_environment
@@ -167,6 +172,7 @@ def serve(
                 sfm=sfm,
                 max_upload_mb=max_upload_mb,
                 compare=compare,
+                device=runs_on,
             )
             examples = example_photos(workdir / "examples")
         with console.status("warming up (one example through the whole chain)"):

@@ -263,19 +263,23 @@ class Engine:
         sfm: str | None = None,
         max_upload_mb: float = 20.0,
         compare: bool = True,
+        device: str = "cpu",
     ) -> Engine:
         """Load the normalizing model (``checkpoint``, else the shipped ``model``, else the default), the other
         shipped models for the comparison (when ``compare``), and the avatar app with the Surrey model at ``sfm``
         (default: the model store). A missing Surrey model, avatar plugin or OpenGL driver is a note on the avatar
-        tab, not an error: the rest of the page works; a Surrey model named by ``sfm`` that cannot load is one."""
+        tab, not an error: the rest of the page works; a Surrey model named by ``sfm`` that cannot load is one.
+        ``device``: where the normalizers run (``facekit serve --device``; a GPU that is not there is a FacekitError
+        before any model loads); the adjustment, attributes and avatar work on their faces on the CPU."""
         import facekit
         from facekit.apps.explore import Explorer
         from facekit.models import WeightsNotFoundError
-        from facekit.normalize import Normalizer, resolve_model, shipped_models
+        from facekit.normalize import Normalizer, inference_device, resolve_model, shipped_models
 
+        device = inference_device(device, "device")  # before the models load
         path = resolve_model(model, checkpoint)
         label = Explorer(model=model, checkpoint=checkpoint).label()  # as `facekit explore compare` names columns
-        normalizer = Normalizer.from_checkpoint(path)
+        normalizer = Normalizer.from_checkpoint(path, device=device)
         others: list[tuple[str, Any]] = []
         left_out: list[str] = []
         if compare:
@@ -284,7 +288,7 @@ class Engine:
                 if other.resolve() == path.resolve():
                     continue
                 try:  # the grid reads decoder_image
-                    others.append((name, Explorer().load_normalizer(other)))
+                    others.append((name, Explorer(device=device).load_normalizer(other)))
                 except (
                     FacekitError
                 ) as error:  # its encoder's plugin is not installed (helper-67: the server did not start)

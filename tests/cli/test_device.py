@@ -1,0 +1,91 @@
+"""`--device` in every command that runs the normalizer, as `facekit normalize` has it: a GPU that is not there is
+one line (exit 1) before any model loads, and the device asked for is the one the model is loaded on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+#: Every command that runs the normalizer, with the arguments it needs to get as far as its device check.
+COMMANDS = {
+    "adjust": ["adjust", "{photo}", "-o", "{out}"],
+    "attributes": ["attributes", "{photo}", "-o", "{out}"],
+    "explore interpolate": ["explore", "interpolate", "{photo}", "{other}", "-o", "{out}"],
+    "explore compare": ["explore", "compare", "{photo}", "{other}", "-o", "{out}"],
+    "avatar": ["avatar", "{photo}", "-o", "{out}"],
+    "serve": ["serve"],
+    "eval": ["eval", "--max-photos", "2", "-o", "{out}"],
+}
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a normalizing model, the Surrey model or the web page's models fails the test."""
+    import facekit_avatar.app
+    import facekit_serve.engine
+
+    from facekit.normalize import Normalizer
+
+    def loaded(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded before --device was checked")
+
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(loaded))
+    monkeypatch.setattr(facekit_avatar.app, "load_model", loaded)
+    monkeypatch.setattr(facekit_serve.engine.Engine, "load", classmethod(loaded))
+
+
+def photos(data_root: Path) -> tuple[Path, Path]:
+    first, second = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:2]
+    return first, second
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here: --device cuda is no error")
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.usefixtures("no_model_loads")
+def test_device_cuda_without_a_gpu_is_one_line_before_any_model_loads(
+    command: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: only `facekit normalize` took --device; adjust, attributes, explore, avatar, serve and eval ran on
+    the CPU whatever the machine had, and refused the option as unknown (exit 2)."""
+    from facekit.cli import main
+
+    photo, other = photos(data_root)
+    out = tmp_path / "out"
+    arguments = [a.format(photo=photo, other=other, out=out) for a in COMMANDS[command]]
+    code = main([*arguments, "--device", "cuda"])
+    error = " ".join(capsys.readouterr().err.split())
+    assert code == 1, (command, error)
+    assert "--device cuda: no GPU is visible here; use --device cpu or auto" in error, (command, error)
+    assert "Traceback" not in error and not out.exists(), command
+    assert main([*arguments, "--device", "tpu"]) == 1  # a device torch has no name for: one line too
+    assert "--device 'tpu': use cpu, cuda, cuda:N, mps, xpu or auto" in " ".join(capsys.readouterr().err.split())
+
+
+def test_device_cpu_is_the_device_the_app_loads_its_model_on(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit attributes --device cpu` (and auto, the CPU on this machine) measures a real photo with the shipped
+    model loaded on that device."""
+    from facekit.cli import main
+    from facekit.normalize import Normalizer
+
+    load = Normalizer.from_checkpoint.__func__  # type: ignore[attr-defined]
+    devices: list[Any] = []
+
+    def recorded(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        normalizer = load(cls, *args, **kwargs)
+        devices.append(next(normalizer.decoder.parameters()).device)
+        return normalizer
+
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(recorded))
+    photo, _ = photos(data_root)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    for device in ("cpu", "auto"):
+        out = tmp_path / device
+        code = main(["attributes", str(photo), "-o", str(out), "--device", device])
+        assert code == 0, capsys.readouterr()
+        assert devices.pop().type == ("cpu" if device == "cpu" else expected) and not devices
+        assert (out / "attributes.csv").is_file() and "ok" in (out / "attributes.csv").read_text()
