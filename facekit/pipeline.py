@@ -131,11 +131,14 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
 
 
 def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
-    """Evaluate the recipe's trained model on its evaluate section; judges: the encoder and components.judge."""
+    """Evaluate the recipe's trained model on its evaluate section; judges: the encoder and components.judge. The
+    model and the judges run on ``infer.device``, the recipe's device for inference (as the infer stage's)."""
     from facekit.evaluate import evaluate_plan
+    from facekit.normalize import inference_device
     from facekit.runs import start_run
 
     evaluate = plan.recipe.evaluate
+    device = inference_device(plan.recipe.infer.device, "infer.device")  # no GPU: said before a run folder is made
     check_output_folders(plan, ["evaluate"])  # before the run folder is made in it
     model = Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors"
     if not model.is_file():  # a refused stage writes nothing (no run record in evaluate.output)
@@ -151,8 +154,10 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
         from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
-        prepared = Normalizer.from_checkpoint(model, detail=DECODER_ONLY, detector=named_detector.build())
-    run = start_run(plan, "evaluate", Path(evaluate.output) / "runs")
+        prepared = Normalizer.from_checkpoint(
+            model, device=device, detail=DECODER_ONLY, detector=named_detector.build()
+        )
+    run = start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device)
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
     metrics, folder = evaluate_plan(
@@ -164,6 +169,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
         evaluate.output,
         plan.overrides,
         prepared=prepared,  # (not loaded twice)
+        device=device,
     )
     rates = ", ".join(
         f"{name} pass {figures['identity_pass_rate']:.1%}" for name, figures in metrics.get("judges", {}).items()
@@ -532,7 +538,7 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
     (helper-69: a missing infer input, or a judge whose weights are not here, stopped the run after hours of
     training): the infer stage's inputs, its checkpoint when the recipe names one (unless the train stage runs and
     writes it), its device and output folder; the train stage's device, train.init model and encoder weights; the
-    evaluate stage's judge, built once to load its weights."""
+    evaluate stage's device (``infer.device``) and judge, built once to load its weights."""
     from facekit.errors import FacekitError
 
     later = running[1:]
@@ -571,8 +577,12 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
                 raise FacekitError(f"train.init: {error}") from None
         if "encoder" in plan.components:
             plan.components["encoder"].build()  # a missing weight file is its plugin's one line, naming the file
-    if "evaluate" in later and "judge" in plan.components:
-        plan.components["judge"].build()  # a missing weight file is its plugin's one line, naming the file
+    if "evaluate" in later:
+        from facekit.normalize import inference_device
+
+        inference_device(plan.recipe.infer.device, "infer.device")  # the evaluate stage runs there too
+        if "judge" in plan.components:
+            plan.components["judge"].build()  # a missing weight file is its plugin's one line, naming the file
 
 
 def run_plan(

@@ -338,7 +338,8 @@ class InferSection(Section):
     device: str = Field(
         default="cpu",
         pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
-        description="cpu, cuda, cuda:N or auto (a GPU when one is visible), as facekit normalize --device",
+        description="where the infer and evaluate stages run the model (and the evaluate stage its judges): cpu, "
+        "cuda, cuda:N or auto (a GPU when one is visible), as facekit normalize --device",
     )
     overwrite: bool = Field(
         default=False,

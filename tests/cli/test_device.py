@@ -64,6 +64,24 @@ def test_device_cuda_without_a_gpu_is_one_line_before_any_model_loads(
     assert "--device 'tpu': use cpu, cuda, cuda:N, mps, xpu or auto" in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here: infer.device cuda is no error")
+@pytest.mark.usefixtures("no_model_loads")
+def test_the_recipes_evaluate_stage_runs_on_infer_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`facekit run --stage evaluate` loads the trained model on the recipe's infer.device, as the infer stage does
+    (before: on the CPU whatever infer.device said); a GPU that is not there is said before a run folder is made."""
+    from facekit.cli import main
+
+    train = tmp_path / "train"
+    (train / "checkpoints").mkdir(parents=True)
+    (train / "checkpoints" / "last.safetensors").write_bytes(b"not read: the device is checked first")
+    evaluated = tmp_path / "eval"
+    overrides = ["--set", f"train.output={train}", "--set", f"evaluate.output={evaluated}"]
+    code = main(["run", "recipes/demo.yaml", "--stage", "evaluate", *overrides, "--set", "infer.device=cuda"])
+    error = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "infer.device cuda: no GPU is visible here" in error, error
+    assert not evaluated.exists()
+
+
 def test_device_cpu_is_the_device_the_app_loads_its_model_on(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
