@@ -10,7 +10,7 @@ see benchmarks/RESULTS.md "Choosing the adjust algorithm").
 
 The baselines (:mod:`facekit.apps.baselines`) estimate a per-channel RGB gain from the whole photo instead.
 
-**Face + scene** (``fuse``, the default ``white-patch`` at ``fuse_weight`` 0.6): the face's white balance and a
+**Face + scene** (``fuse``, the default ``white-patch`` at ``fuse_weight`` 0.7): the face's white balance and a
 global estimator's are combined as a weighted geometric mean of their chromatic gains (each divided by its own
 luminance gain), in linear light; the exposure is the face's alone (a global estimator has none). The face and the
 brightest scene points fail differently (a skin tone the decoder misjudges; a scene without a white object), so the
