@@ -88,7 +88,9 @@ class Judge:
         from facekit.align import encoder_inputs
 
         out = []
-        on = next(iter(self.encoder.parameters()), None) if isinstance(self.encoder, torch.nn.Module) else None
+        # (parameters or buffers: SFace's port holds its weights as buffers, and its crops stayed on the CPU)
+        module = self.encoder if isinstance(self.encoder, torch.nn.Module) else None
+        on = next(itertools.chain(module.parameters(), module.buffers()), None) if module is not None else None
         with torch.no_grad():
             for start in range(0, len(images), 32):
                 crops = encoder_inputs(self.encoder, images[start : start + 32], landmarks[start : start + 32], scheme)

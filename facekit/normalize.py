@@ -178,7 +178,12 @@ def inference_device(requested: str, option: str = "--device") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise FacekitError(f"{option} {requested}: no GPU is visible here; use {option} cpu or auto")
-    kind = requested.split(":", 1)[0]
+    kind, colon, index = requested.partition(":")
+    if colon and not index.isdigit():  # (torch.device raised later, a traceback: "cuda:", "cuda:x")
+        raise FacekitError(f"{option} {requested!r}: a device's number is a whole number, as in {kind}:0")
+    if kind == "cuda" and colon and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise FacekitError(f"{option} {requested}: this machine has {count} GPU(s): cuda:0 to cuda:{count - 1}")
     if kind in ("mps", "xpu"):  # Apple's and Intel's GPUs, when this torch has them
         backend = getattr(torch.backends, "mps", None) if kind == "mps" else getattr(torch, "xpu", None)
         if backend is None or not backend.is_available():

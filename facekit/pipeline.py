@@ -189,6 +189,10 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     # A shipped model's name is its file (helper-74: infer.checkpoint=dlib loaded it, then hashing 'dlib' failed).
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
+    apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
+    for component in apps:  # an app's own device, said now: its build, after every photo is normalized, checks it
+        if (app_device := getattr(component.params, "device", None)) is not None:
+            inference_device(app_device, f"components.{component.slot}.params.device")
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
     named_detector = recipe_detector(plan)
@@ -206,7 +210,6 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     summary = normalize_planned(normalizer, folder_plan, checkpoint, infer.overwrite)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
-    apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
     made = [row for row in summary.rows if row.output is not None]
     if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
         write_apps_json(run_apps(apps, made, Path(infer.output)), Path(infer.output))

@@ -29,7 +29,7 @@ from facekit.errors import (
     did_you_mean,
 )
 from facekit.registry import ComponentSpec, Params, get_registry, no_booleans_for_numbers, problems_from_validation
-from facekit.types import FaceRule, Kind
+from facekit.types import DEVICE_PATTERN, FaceRule, Kind
 
 DEFAULT_DATA_ROOT = "../shared/data"
 STAGES: tuple[str, ...] = ("prepare", "augment", "train", "evaluate", "infer")
@@ -337,9 +337,9 @@ class InferSection(Section):
     )
     device: str = Field(
         default="cpu",
-        pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
+        pattern=DEVICE_PATTERN,
         description="where the infer and evaluate stages run the model (and the evaluate stage its judges): cpu, "
-        "cuda, cuda:N or auto (a GPU when one is visible), as facekit normalize --device",
+        "cuda, cuda:N, mps, xpu or auto (a GPU when one is visible), as facekit normalize --device",
     )
     overwrite: bool = Field(
         default=False,
@@ -476,7 +476,7 @@ class _RecipeLoader(yaml.SafeLoader):
 # of 5e-4 was a string until the schema converted it; YAML 1.2 and JSON read them as numbers, and so does a recipe.
 _RecipeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
     list("-+.0123456789"),
 )
 

@@ -25,6 +25,10 @@ KINDS: tuple[Kind, ...] = ("detector", "encoder", "decoder", "warper", "app")
 
 Distance = Literal["cosine", "euclidean"]
 
+#: What a recipe's or an app's ``device`` may say (:func:`facekit.normalize.inference_device` then checks that the
+#: machine has it): cpu, auto (a GPU when one is visible), cuda, cuda:N, mps, xpu or xpu:N.
+DEVICE_PATTERN = r"^(cpu|auto|cuda(:[0-9]+)?|mps|xpu(:[0-9]+)?)$"
+
 
 class FaceChoice(StrEnum):
     """Which face of a photo with several the pipeline takes (:func:`facekit.normalize.choose_face`): the ``largest``,

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from facekit.apps import FUSE_WEIGHT
 from facekit.registry import ComponentSpec, Params
-from facekit.types import FaceRule
+from facekit.types import DEVICE_PATTERN, FaceRule
 
 _STRENGTH = Field(default=1.0, ge=0.0, le=1.0, description="how far to move (0: unchanged, 1: the full correction)")
 # Which face of a photo with several the app's own normalizer takes (facekit.normalize.choose_face); the fields are
@@ -37,7 +37,7 @@ class AdjustParams(Params):
     )
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="the normalizing model file (default: the shipped model)")
-    device: str | None = Field(default=None, description=_DEVICE)
+    device: str | None = Field(default=None, pattern=DEVICE_PATTERN, description=_DEVICE)
     region: Literal["box", "skin"] = Field(
         default="skin", description="skin: cheeks and forehead (no teeth or lips); box: the paper's central face box"
     )
@@ -82,7 +82,7 @@ class ModelChoice(Params):
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="a model file instead of a shipped model")
     face: FaceRule = Field(default="largest", description=_FACE)
-    device: str | None = Field(default=None, description=_DEVICE)
+    device: str | None = Field(default=None, pattern=DEVICE_PATTERN, description=_DEVICE)
 
     @model_validator(mode="after")
     def _one_model(self) -> ModelChoice:

@@ -107,3 +107,61 @@ def test_device_cpu_is_the_device_the_app_loads_its_model_on(
         assert code == 0, capsys.readouterr()
         assert devices.pop().type == ("cpu" if device == "cpu" else expected) and not devices
         assert (out / "attributes.csv").is_file() and "ok" in (out / "attributes.csv").read_text()
+
+
+def test_a_judge_sends_its_crops_to_a_buffer_only_encoders_device() -> None:
+    """SFace's torch port holds its weights as buffers, no parameters: the judge's device probe looked at parameters
+    only, so under `facekit eval --device cuda` its crops stayed on the CPU beside a GPU encoder (helper-94). The
+    'meta' device stands in for the GPU."""
+    import numpy as np
+    from facekit_opencv.sface import card as sface_card
+
+    from facekit.evaluate import Judge
+
+    seen: list[Any] = []
+
+    class BufferOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.card = sface_card()
+            self.register_buffer("weight", torch.zeros(1))
+
+        def embed(self, images: torch.Tensor) -> torch.Tensor:
+            seen.append(images.device)
+            return torch.zeros(len(images), 128)
+
+    encoder = BufferOnly().to("meta")
+    assert not list(encoder.parameters())
+    landmarks = np.array([[[70, 80], [130, 80], [100, 110], [75, 140], [125, 140]]], np.float64)
+    Judge("sface-like", encoder).embed([np.zeros((200, 200, 3), np.uint8)], landmarks, "eyes-nose-mouth5")
+    assert [device.type for device in seen] == ["meta"]
+
+
+@pytest.mark.parametrize("bad", ["cuda:x", "cuda:", "cuda:7", "xpu:a"])
+def test_a_device_number_the_machine_has_not_is_one_line(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a GPU visible, cuda:x / cuda: / cuda:7 (one GPU) went on to torch, whose error came later as a traceback
+    (helper-94); a machine with one GPU is stood in for here."""
+    from facekit.errors import FacekitError
+    from facekit.normalize import inference_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(FacekitError, match="--device"):
+        inference_device(bad)
+    assert inference_device("cuda:0") == "cuda:0"
+
+
+def test_a_recipe_apps_device_is_checked_with_the_recipe_and_before_the_photos() -> None:
+    """An app's device in a recipe was any text: `facekit check` called `device: tpu` valid, and the infer stage
+    normalized every photo before the app's build refused it (helper-94)."""
+    from facekit.errors import FacekitError
+    from facekit.recipe import load_recipe
+
+    with pytest.raises(FacekitError, match="device"):
+        load_recipe("recipes/demo.yaml", ["components.apps=[{name: attributes, params: {device: tpu}}]"])
+    if not torch.cuda.is_available():
+        from facekit.pipeline import RunOptions, run_infer_stage
+
+        plan = load_recipe("recipes/demo.yaml", ["components.apps=[{name: attributes, params: {device: cuda}}]"])
+        with pytest.raises(FacekitError, match=r"components\.apps\.0\.params\.device cuda: no GPU"):
+            run_infer_stage(plan, RunOptions())

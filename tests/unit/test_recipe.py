@@ -68,6 +68,9 @@ def test_a_recipe_file_reads_numbers_in_exponent_form(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("train:\n  lr: .5\n  output: .x\n")
     train = load_recipe(tmp_path / "r.yaml").recipe.train
     assert (train.lr, str(train.output)) == (0.5, ".x")
+    # Text that only looks like it (an underscore where the digit is) stays text (helper-94: float() raised on it).
+    (tmp_path / "r.yaml").write_text("train:\n  output: ._e5\n")
+    assert str(load_recipe(tmp_path / "r.yaml").recipe.train.output) == "._e5"
 
 
 def test_overriding_a_components_name_drops_the_other_components_params() -> None:
