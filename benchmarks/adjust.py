@@ -59,16 +59,18 @@ ADJUST_VARIANTS: dict[str, dict[str, Any]] = {
     "adjust, gains, box": {"region": "box", "fuse": None},
     "adjust, paper (ycrcb, box)": {"mapping": "ycrcb", "region": "box", "fuse": None},
 }
-#: Settings tried on the selection set only.
+#: Settings tried on the selection set only. Each names its face share where its label does (helper-94: the "0.5"
+#: rows of shades-of-gray and gray-edge ran at the default share, 0.6 until stop 46).
 SELECTION_VARIANTS: dict[str, dict[str, Any]] = {
     "adjust, refined once": {"refine": 1},
     "adjust + white-patch 0.3": {"fuse_weight": 0.3},
+    "adjust + white-patch 0.5": {"fuse_weight": 0.5},
     "adjust + white-patch 0.6": {"fuse_weight": 0.6},
     "adjust + white-patch 0.7": {"fuse_weight": 0.7},
     "adjust + white-patch 0.8": {"fuse_weight": 0.8},
-    "adjust + shades-of-gray 0.5": {"fuse": "shades-of-gray"},
+    "adjust + shades-of-gray 0.5": {"fuse": "shades-of-gray", "fuse_weight": 0.5},
     "adjust + shades-of-gray 0.7": {"fuse": "shades-of-gray", "fuse_weight": 0.7},
-    "adjust + gray-edge 0.5": {"fuse": "gray-edge"},
+    "adjust + gray-edge 0.5": {"fuse": "gray-edge", "fuse_weight": 0.5},
     "adjust, agreement": {"fuse": "agreement"},
     "adjust, agreement sigma 2, refined once": {"fuse": "agreement", "fuse_sigma": 2.0, "refine": 1},
     "adjust, agreement sigma 4, refined once": {"fuse": "agreement", "fuse_sigma": 4.0, "refine": 1},
