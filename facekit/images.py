@@ -266,10 +266,13 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         peak = float(finite.max()) if finite.size else 0.0
         wide = np.where(np.isnan(wide), 0.0, wide)
         unit = image.mode == "F" and 0.0 < peak <= 2.0 and (peak <= 1.0 or float(np.percentile(finite, 99)) <= 1.0)
-        # A 32-bit integer image ("I") whose values stay within 0..255 keeps that scale, as a float one does: what
-        # ``Image.fromarray`` makes of an int32 array of 8-bit values (it read black, 1/257 of its brightness); one
-        # that declares 16 bits (I;16*) is read on the 16-bit scale whatever its values.
-        eight_bit = image.mode in ("F", "I") and peak <= 255.0
+        # A 32-bit integer PIL image made in memory ("I", no file format) whose values stay within 0..255 keeps that
+        # scale, as a float one does: what ``Image.fromarray`` makes of an int32 array of 8-bit values (it read
+        # black, 1/257 of its brightness). A file read as "I" (a 16-bit PNG under older Pillow) and one that
+        # declares 16 bits (I;16*) are read on the 16-bit scale whatever their values (helper-94: a dark 16-bit
+        # PNG would read 257 times too bright).
+        in_memory_int = image.mode == "I" and opened.format is None
+        eight_bit = (image.mode == "F" or in_memory_int) and peak <= 255.0
         top = 1.0 if unit else 255.0 if eight_bit else max(65535.0, peak)
         grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"

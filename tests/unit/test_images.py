@@ -328,3 +328,15 @@ def test_the_two_orientation_tables_turn_a_photo_the_same_way(orientation: int) 
         by_pil = np.asarray(_upright(opened))
     by_numpy = _ORIENTATIONS.get(orientation, lambda a: a)(stored)
     assert np.array_equal(by_pil, by_numpy)
+
+
+def test_a_32_bit_integer_file_with_small_values_stays_on_the_16_bit_scale(tmp_path: Path) -> None:
+    """The 0..255 reading is for PIL images made in memory: a file Pillow opens as "I" (older Pillow opens 16-bit
+    PNGs so) with every value <= 255 is a dark 16-bit picture, not an 8-bit one (helper-94)."""
+    values = np.array([[0, 100], [200, 255]], np.int32)
+    Image.fromarray(values).save(tmp_path / "dark.tif")
+    with Image.open(tmp_path / "dark.tif") as opened:
+        assert opened.mode == "I"
+    image, note = load_rgb(tmp_path / "dark.tif")
+    assert image is not None and int(image.max()) <= 1 and "16-bit" in note
+    assert as_rgb(Image.fromarray(values))[..., 0].tolist() == [[0, 100], [200, 255]]
