@@ -178,6 +178,25 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=f"{note} ({Path(folder) / 'metrics.json'}, report.html)")
 
 
+#: An app's params that choose the normalizer it runs itself (:class:`facekit.apps.UsesNormalizer`): its command and the
+#: Python API use them; the infer stage hands its apps the faces ``infer.checkpoint`` made, on ``infer.device``.
+OWN_NORMALIZER_PARAMS = ("model", "checkpoint", "face", "device")
+
+
+def check_pipeline_apps(apps: Sequence[Any]) -> None:
+    """Refuse, before any photo is normalized, an app param the infer stage would not use: the apps of a recipe
+    measure the faces the recipe's model made (before: ``params: {model: sface}`` or ``device: cuda`` was accepted and
+    silently unused; an unusable device was refused only after every photo was normalized, helper-94)."""
+    for component in apps:
+        given = [name for name in OWN_NORMALIZER_PARAMS if name in component.params.model_fields_set]
+        if given:
+            raise FacekitError(
+                f"components.{component.slot}.params: {', '.join(given)} choose the model {component.spec.name} runs "
+                "itself (its command, the Python API); the infer stage hands its apps the faces infer.checkpoint "
+                "made, with infer.face, on infer.device: set those instead and leave these out"
+            )
+
+
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
     from facekit.batch import normalize_planned
@@ -190,9 +209,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
-    for component in apps:  # an app's own device, said now: its build, after every photo is normalized, checks it
-        if (app_device := getattr(component.params, "device", None)) is not None:
-            inference_device(app_device, f"components.{component.slot}.params.device")
+    check_pipeline_apps(apps)
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
     named_detector = recipe_detector(plan)
@@ -567,6 +584,7 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
 
             model_components(plan, read_checkpoint_meta(model_file(named)), model_file(named))
         inference_device(infer.device, "infer.device")
+        check_pipeline_apps([component for key, component in plan.components.items() if key.startswith("apps.")])
     if "train" in later:  # (helper-74: each of these stopped the run after the whole prepare stage)
         from facekit.checkpoints import read_checkpoint_meta
         from facekit.train import training_device

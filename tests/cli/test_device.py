@@ -151,17 +151,23 @@ def test_a_device_number_the_machine_has_not_is_one_line(bad: str, monkeypatch: 
     assert inference_device("cuda:0") == "cuda:0"
 
 
-def test_a_recipe_apps_device_is_checked_with_the_recipe_and_before_the_photos() -> None:
-    """An app's device in a recipe was any text: `facekit check` called `device: tpu` valid, and the infer stage
-    normalized every photo before the app's build refused it (helper-94)."""
+def test_a_recipe_apps_own_model_choice_is_refused_before_any_work() -> None:
+    """An app's device in a recipe was any text (`facekit check` called `device: tpu` valid), and the infer stage,
+    which hands its apps the faces infer.checkpoint made, left an app's model, checkpoint, face and device unused
+    without a word, or refused an unusable device after every photo was normalized (helper-94). Now the recipe
+    checks the text, and the infer stage (and a run whose later stage it is) refuses these params first."""
     from facekit.errors import FacekitError
+    from facekit.pipeline import RunOptions, check_later_stages, run_infer_stage
     from facekit.recipe import load_recipe
 
     with pytest.raises(FacekitError, match="device"):
         load_recipe("recipes/demo.yaml", ["components.apps=[{name: attributes, params: {device: tpu}}]"])
-    if not torch.cuda.is_available():
-        from facekit.pipeline import RunOptions, run_infer_stage
-
-        plan = load_recipe("recipes/demo.yaml", ["components.apps=[{name: attributes, params: {device: cuda}}]"])
-        with pytest.raises(FacekitError, match=r"components\.apps\.0\.params\.device cuda: no GPU"):
+    for params in ("{device: cpu}", "{model: sface}", "{face: central, strength: 0.5}"):
+        name = "adjust" if "strength" in params else "attributes"
+        plan = load_recipe("recipes/demo.yaml", [f"components.apps=[{{name: {name}, params: {params}}}]"])
+        with pytest.raises(FacekitError, match=r"components\.apps\.0\.params: (device|model|face) choose the model"):
             run_infer_stage(plan, RunOptions())
+        with pytest.raises(FacekitError, match=r"infer\.checkpoint made"):
+            check_later_stages(plan, ["train", "infer"])
+    plain = load_recipe("recipes/demo.yaml", ["components.apps=[{name: adjust, params: {strength: 0.5}}]"])
+    check_later_stages(plain, ["train", "infer"])  # the app's own correction settings are not refused
