@@ -71,7 +71,7 @@ def open_image(source: Any) -> Iterator[Any]:
 
 
 #: PIL modes whose colour :func:`load_rgb` converts from an embedded profile (grey and CMYK photos keep their values).
-MANAGED_MODES = ("RGB", "RGBA", "P", "PA")
+MANAGED_MODES = ("RGB", "RGBA", "RGBa", "P", "PA")
 
 
 def managed_profile(opened: Any) -> bytes | None:

@@ -340,3 +340,14 @@ def test_a_32_bit_integer_file_with_small_values_stays_on_the_16_bit_scale(tmp_p
     image, note = load_rgb(tmp_path / "dark.tif")
     assert image is not None and int(image.max()) <= 1 and "16-bit" in note
     assert as_rgb(Image.fromarray(values))[..., 0].tolist() == [[0, 100], [200, 255]]
+
+
+def test_a_premultiplied_photo_in_another_profile_is_converted_as_its_plain_form() -> None:
+    """RGBa was not among the colour-managed modes: its P3 values were taken as sRGB (helper-94)."""
+    rgba = np.dstack([patches(), np.full((48, 48), 255, np.uint8)])
+    plain, premultiplied = Image.fromarray(rgba), Image.fromarray(rgba).convert("RGBa")
+    for image in (plain, premultiplied):
+        image.info["icc_profile"] = P3
+    expected = as_rgb(plain)
+    assert np.abs(expected.astype(int) - patches()).max() > 5  # the conversion moves these colours
+    assert np.abs(as_rgb(premultiplied).astype(int) - expected).max() <= 1
