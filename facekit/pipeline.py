@@ -178,22 +178,19 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=f"{note} ({Path(folder) / 'metrics.json'}, report.html)")
 
 
-#: An app's params that choose the normalizer it runs itself (:class:`facekit.apps.UsesNormalizer`): its command and the
-#: Python API use them; the infer stage hands its apps the faces ``infer.checkpoint`` made, on ``infer.device``.
-OWN_NORMALIZER_PARAMS = ("model", "checkpoint", "face", "device")
-
-
 def check_pipeline_apps(apps: Sequence[Any]) -> None:
-    """Refuse, before any photo is normalized, an app param the infer stage would not use: the apps of a recipe
-    measure the faces the recipe's model made (before: ``params: {model: sface}`` or ``device: cuda`` was accepted and
-    silently unused; an unusable device was refused only after every photo was normalized, helper-94)."""
+    """Refuse, before any photo is normalized, an app param the infer stage would leave unused (its params class's
+    ``NOT_IN_PIPELINE``): a recipe's apps are handed the faces the recipe's model made and run ``apply`` on them
+    (before: ``params: {model: sface}``, ``device: cuda`` or adjust's ``strength`` were accepted and unused, and an
+    unusable device was refused only after every photo was normalized; helper-94)."""
     for component in apps:
-        given = [name for name in OWN_NORMALIZER_PARAMS if name in component.params.model_fields_set]
+        unused = type(component.params).NOT_IN_PIPELINE
+        given = [name for name in unused if name in component.params.model_fields_set]
         if given:
             raise FacekitError(
-                f"components.{component.slot}.params: {', '.join(given)} choose the model {component.spec.name} runs "
-                "itself (its command, the Python API); the infer stage hands its apps the faces infer.checkpoint "
-                "made, with infer.face, on infer.device: set those instead and leave these out"
+                f"components.{component.slot}.params: {', '.join(given)} are for the {component.spec.name} app's own "
+                "command and the Python API; in a recipe it is handed the faces infer.checkpoint made (with "
+                "infer.face, on infer.device) and its apply reads none of them: leave them out"
             )
 
 

@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, get_args
+from typing import Any, ClassVar, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -75,6 +75,10 @@ class Params(BaseModel):
     finite and ``true``/``false`` is never read as a number (as in the recipe's own sections)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    #: An app's params that its ``apply`` (what a recipe's infer stage calls, on the faces the recipe's model made)
+    #: does not read: set in a recipe, they are refused before any stage runs rather than left unused.
+    NOT_IN_PIPELINE: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod

@@ -4,7 +4,7 @@ and the general white-balance baselines (implemented in facekit.apps, imported w
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,7 +27,19 @@ _DEVICE = (
 )
 
 
+#: The params of an app built on :class:`facekit.apps.UsesNormalizer` that choose the normalizer it runs itself: a
+#: recipe's infer stage hands its apps the faces ``infer.checkpoint`` made (``infer.face``, on ``infer.device``).
+OWN_NORMALIZER: tuple[str, ...] = ("model", "checkpoint", "face", "device")
+
+
 class AdjustParams(Params):
+    # In a recipe the adjust app reports each normalized face's colour (face_ycrcb) and corrects nothing: how it
+    # corrects a photo is `facekit adjust`'s and the API's.
+    NOT_IN_PIPELINE: ClassVar[tuple[str, ...]] = (
+        *OWN_NORMALIZER,
+        *("strength", "only", "all_faces", "mapping", "region", "fuse", "fuse_weight", "fuse_sigma", "refine"),
+    )
+
     strength: float = _STRENGTH
     only: Literal["both", "white-balance", "exposure"] = Field(default="both", description="what to correct")
     all_faces: bool = Field(default=False, description="average every face found (default: the one `face` picks)")
@@ -79,6 +91,8 @@ class ModelChoice(Params):
     """Which normalizing model an app uses (a shipped one by name, or a file; not both), which face it takes and
     where it runs."""
 
+    NOT_IN_PIPELINE: ClassVar[tuple[str, ...]] = OWN_NORMALIZER
+
     model: str | None = Field(default=None, description="a shipped model by its encoder: dlib (default) or sface")
     checkpoint: str | None = Field(default=None, description="a model file instead of a shipped model")
     face: FaceRule = Field(default="largest", description=_FACE)
@@ -96,6 +110,9 @@ class AttributesParams(ModelChoice):
 
 
 class ExploreParams(ModelChoice):
+    # In a recipe the explore app lays the faces of a batch in a strip; interpolating is its command's and the API's.
+    NOT_IN_PIPELINE: ClassVar[tuple[str, ...]] = (*OWN_NORMALIZER, "steps", "spherical", "judge")
+
     steps: int = Field(default=8, ge=2, le=256, description="frames of an interpolation, both photos included")
     spherical: bool = Field(
         default=False, description="interpolate the standardised features' directions on the sphere (slerp), not a line"

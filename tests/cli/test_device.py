@@ -165,9 +165,14 @@ def test_a_recipe_apps_own_model_choice_is_refused_before_any_work() -> None:
     for params in ("{device: cpu}", "{model: sface}", "{face: central, strength: 0.5}"):
         name = "adjust" if "strength" in params else "attributes"
         plan = load_recipe("recipes/demo.yaml", [f"components.apps=[{{name: {name}, params: {params}}}]"])
-        with pytest.raises(FacekitError, match=r"components\.apps\.0\.params: (device|model|face) choose the model"):
+        with pytest.raises(FacekitError, match=r"components\.apps\.0\.params: (device|model|face, strength) are for"):
             run_infer_stage(plan, RunOptions())
         with pytest.raises(FacekitError, match=r"infer\.checkpoint made"):
             check_later_stages(plan, ["train", "infer"])
-    plain = load_recipe("recipes/demo.yaml", ["components.apps=[{name: adjust, params: {strength: 0.5}}]"])
-    check_later_stages(plain, ["train", "infer"])  # the app's own correction settings are not refused
+    plain = load_recipe(
+        "recipes/demo.yaml", ["components.apps=[{name: attributes}, {name: gray-world, params: {strength: 0.5}}]"]
+    )
+    check_later_stages(plain, ["train", "infer"])  # a baseline's strength scales the gains its apply reports
+    from facekit.builtin.apps import AdjustParams
+
+    assert set(AdjustParams.NOT_IN_PIPELINE) == set(AdjustParams.model_fields)  # adjust's apply reads no param
