@@ -102,7 +102,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, photo_set
-    from facekit.normalize import Normalizer
+    from facekit.normalize import Normalizer, inference_device
     from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device, git_sha, package_versions
     from facekit.train import prepared_data_id, train
@@ -121,6 +121,9 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             f"{base.recipe.prepare.output} as it is. Prepare each variant into its own prepare.output (facekit run "
             "RECIPE --stage prepare --set prepare.output=...) and bench them one grid each"
         )
+    # Each cell's model is scored on infer.device, as the evaluate stage scores a recipe's (it ran on the CPU
+    # whatever the recipe said); a GPU that is not there is said before the first cell trains.
+    inference_device(base.recipe.infer.device, "infer.device")
     prepared = (prepared_data_id(Path(base.recipe.prepare.output)) or {}).get("arrays_sha256")
     output = Path(settings.output)
     check_bench_folder(output)
@@ -163,7 +166,10 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         if digest in done:  # scored again another way: its training was the earlier row's (here: nothing to do)
             trained = float(done[digest].get("train_seconds", trained))
             pool = done[digest].get("pool_seconds")
-        normalizer = Normalizer.from_checkpoint(folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY)
+        scored_on = inference_device(plan.recipe.infer.device, "infer.device")
+        normalizer = Normalizer.from_checkpoint(
+            folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY, device=scored_on
+        )
         metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         row = {
             "cell": list(cell),
@@ -171,6 +177,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             "git_sha": git_sha(),
             "versions": {"facekit": facekit.__version__, **package_versions()},
             "device": describe_device(plan.recipe.train.device),
+            "eval_device": scored_on,
             "torch_threads": torch.get_num_threads(),
             "train_steps": plan.recipe.train.steps,
             "train_seconds": round(trained, 1),

@@ -195,6 +195,7 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     # Scored on HELEN's photos, people never trained on: a grid chooses settings, and DevTest is for reports only
     # (helper-75: the default model's norm and jitter were chosen on DevTest figures).
     assert [r["evaluation"]["data"] for r in rows] == ["helen-test"] * 2
+    assert [r["eval_device"] for r in rows] == ["cpu"] * 2  # infer.device, where the cells' models were scored
     shown = json.loads((output / "last.json").read_text())  # what grid_results.py publishes
     assert shown["recipe_hashes"] == [r["recipe_hash"] for r in rows] and shown["evaluation"] == rows[0]["evaluation"]
     assert len(built) == 1  # the second cell (another warper, the same pool) took the first's (before: rebuilt it)
@@ -371,6 +372,21 @@ def test_bench_without_a_grid_is_refused(tmp_path: Path) -> None:
     recipe.write_text(yaml.safe_dump({"bench": {"max_photos": 3, "output": str(tmp_path / "bench")}}))
     with pytest.raises(FacekitError, match=r"has no bench\.grid"):
         run_bench(str(recipe), [], progress=False)
+    assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without a GPU")
+def test_bench_scores_on_infer_device_and_says_a_missing_gpu_first(tmp_path: Path) -> None:
+    """Before: bench scored every cell's model on the CPU whatever infer.device said (the evaluate stage's device), and
+    nothing told a recipe that asked for a GPU; now the device is checked before the first cell trains."""
+    from facekit.bench import run_bench
+    from facekit.errors import FacekitError
+
+    recipe = tmp_path / "grid.yaml"
+    grid = {"train.lr": [0.001, 0.0003]}
+    recipe.write_text(yaml.safe_dump({"bench": {"grid": grid, "output": str(tmp_path / "bench")}}))
+    with pytest.raises(FacekitError, match=r"infer\.device cuda: no GPU"):
+        run_bench(str(recipe), ["infer.device=cuda"], progress=False)
     assert not (tmp_path / "bench").exists()
 
 
