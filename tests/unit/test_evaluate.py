@@ -344,3 +344,15 @@ def test_a_pair_with_a_photo_not_normalized_is_answered_different_by_either_kind
     for name in ("cos", "l2"):
         for column in ("originals", "normalized"):  # fold 0 all right; fold 1 F's same pair answered different
             assert result[name][column]["accuracy"] == 0.875, (name, column, result[name][column])
+
+
+def test_eval_takes_the_frontalize_baseline_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not pinned (helper-95's mutants): the early check of --baseline (before the data's) was tested with a typo
+    only; one that refused every baseline, frontalize too, passed. With no LFW here, frontalize gets as far as the
+    data check."""
+    from facekit.errors import FacekitError
+    from facekit.evaluate import evaluate_plan
+
+    monkeypatch.setenv("FACEKIT_DATA", str(tmp_path))
+    with pytest.raises(FacekitError, match=r"peopleDevTest\.txt"):
+        evaluate_plan(None, None, "lfw-devtest", [], 2, str(tmp_path / "out"), baseline="frontalize")
