@@ -110,6 +110,12 @@ class DetailSettings:
         benchmarks' ``STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]`` mean."""
         fields = (("strength", strength), ("sigma", sigma), ("shape", shape), ("forehead", forehead))
         given = {k: v for k, v in fields if v is not None}
+        unused = [name for name in ("sigma", "forehead") if name in given]
+        if strength == 0 and unused:  # (before: accepted and unused; shape still moves the face's outline)
+            raise DetailError(
+                f"detail {' and '.join(unused)} shape the photo's band, which strength 0 (--detail 0) turns off: "
+                "leave them out, or give a strength above 0"
+            )
         return replace(DECODER_ONLY if strength == 0 else cls(), **given)
 
     @classmethod

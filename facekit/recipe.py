@@ -348,6 +348,13 @@ class InferSection(Section):
     )
     output: str = Field(default="runs/infer")
 
+    @model_validator(mode="after")
+    def _detail_is_usable(self) -> InferSection:
+        from facekit.detail import detail_settings
+
+        detail_settings(self.detail, self.detail_shape, self.detail_forehead)  # (with the recipe, not after training)
+        return self
+
 
 class EvaluateSection(Section):
     data: Literal["lfw-devtest"] = "lfw-devtest"  # what the evaluate stage implements (pairs: facekit eval --pairs)

@@ -343,6 +343,17 @@ def test_detail_settings_parse_like_the_command_line() -> None:
     assert DetailSettings().as_record() == asdict(DetailSettings())
     with pytest.raises(ValueError, match="shape"):
         DetailSettings(shape=1.5)
+    # The band's width and reach with the band turned off were accepted and unused (`--detail 0 --detail-forehead 1`,
+    # `infer.detail: 0` beside `infer.detail_forehead`); the shape still applies there.
+    with pytest.raises(FacekitError, match=r"forehead shape the photo's band, which strength 0 \(--detail 0\)"):
+        detail_settings(0.0, None, 1.0)
+    with pytest.raises(FacekitError, match="sigma shape the photo's band"):
+        DetailSettings.parse("0:6")
+    from facekit.recipe import load_recipe
+
+    with pytest.raises(FacekitError, match=r"infer: detail forehead shape the photo's band"):  # with the recipe
+        load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_forehead=1.0"])
+    assert load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_shape=0.5"]).recipe.infer.detail == 0
 
 
 def test_a_decoder_without_its_own_warp_keeps_its_landmarks(shipped_normalizer: Any, data_root: Path) -> None:
