@@ -485,6 +485,12 @@ def adjust(
             params.update(face=face.value)
         if fuse_weight is not None and fuse in ("none", "agreement"):  # neither mixes by a fixed share
             raise FacekitError(f"--fuse-weight: the face's share beside one estimator; --fuse {fuse} takes none")
+        mixing = [flag for flag in ("--fuse", "--fuse-weight") if given[flag]]
+        if only == "exposure" and mixing:  # (before: accepted and unused)
+            raise FacekitError(
+                f"{' and '.join(mixing)}: the white balance's mix of the face and the scene; --only exposure corrects "
+                "no white balance (the exposure is the face's alone)"
+            )
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").

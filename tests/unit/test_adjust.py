@@ -235,6 +235,10 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     # A share for a fusion that takes none is refused (before: accepted and ignored).
     share = run_cli("adjust", wall, "--fuse", "none", "--fuse-weight", "0.3", "-o", str(tmp_path / "s"))
     assert share.returncode == 1 and "--fuse none takes none" in share.stderr and not (tmp_path / "s").exists()
+    # The mix with the scene is the white balance's: with --only exposure it was accepted and unused.
+    mixed = run_cli("adjust", wall, "--only", "exposure", "--fuse", "agreement", "-o", str(tmp_path / "e"))
+    assert mixed.returncode == 1 and "--only exposure corrects no white balance" in mixed.stderr, mixed.stderr
+    assert not (tmp_path / "e").exists()
     # A value no setting takes is a usage error naming every valid one, as out-of-range numbers are (before: exit 1,
     # "adjust params: ...", and --fuse's list left out none).
     for option, value in (("--fuse", "x"), ("--only", "colour"), ("--mapping", "lab"), ("--region", "eyes")):
