@@ -202,6 +202,7 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     # made, the earlier apps.json stays (helper-74: it was rewritten with no faces).
     written = (tmp_path / "out" / "apps.json").read_bytes()
     recipe["infer"]["detail"] = 0
+    del recipe["infer"]["detail_forehead"]  # the band's reach, with the band off, is refused
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     again = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
     assert again.returncode == 3, again.stderr  # as `facekit normalize`: some photos have no output (before: 0)
@@ -224,7 +225,7 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     assert "1 of 1 photos have their normalized face" in replaced.stdout, replaced.stdout + replaced.stderr
     assert replaced.returncode == 0
     record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
-    assert record["detail"] == DetailSettings.of(0, None, 0.2, 1.0).as_record()  # the decoder's face, shape 0.2
+    assert record["detail"] == DetailSettings.of(0, None, 0.2).as_record()  # the decoder's face, shape 0.2
 
 
 def test_app_results_are_per_face_only_when_they_follow_the_batch(tmp_path: Path) -> None:
