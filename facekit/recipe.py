@@ -309,22 +309,12 @@ class TrainSection(Section):
         return self
 
     @model_validator(mode="after")
-    def _settings_of_terms_that_are_off(self) -> TrainSection:
+    def _settings_of_parts_that_are_off(self) -> TrainSection:
         """A setting of a part of training that is switched off would be ignored: refused, as the background's are
-        (at its default it is fine). Before, e.g. identity_jitter with every encoder term at 0, or photo_cast_sigma
-        without photo_casts, trained as if it were not there."""
-        encoder_off = not self.loss.through_encoder()
+        (at its default it is fine). Before, e.g. photo_cast_sigma without photo_casts trained as if it were not
+        there. The identity crop's jitter and blur stay allowed with the identity loss off: turning the term off
+        is the ablation (recipes/ablations/no-identity.yaml), and its settings come along from the recipe it extends."""
         rules = (
-            (
-                "identity_jitter",
-                encoder_off,
-                "moves the identity loss's crop: set loss.identity (or perceptual, separation) above 0",
-            ),
-            (
-                "identity_blur",
-                encoder_off,
-                "blurs the identity loss's crop: set loss.identity (or perceptual, separation) above 0",
-            ),
             ("photo_max_yaw_deg", not self.photo_inputs, "chooses photo_inputs' photos: set train.photo_inputs"),
             ("photo_cast_sigma", not self.photo_casts, "sizes photo_casts' casts: set train.photo_casts"),
         )
@@ -334,8 +324,6 @@ class TrainSection(Section):
         loss = self.loss
         if loss.separation == 0 and loss.separation_margin != type(loss).model_fields["separation_margin"].default:
             raise ValueError("train.loss.separation_margin is the separation term's margin: set loss.separation")
-        if encoder_off and loss.identity_share != type(loss).model_fields["identity_share"].default:
-            raise ValueError("train.loss.identity_share shares out the encoder's terms: set loss.identity above 0")
         return self
 
 

@@ -190,28 +190,25 @@ def test_the_kept_regions_settings_need_a_plain_background_and_name_its_pool() -
 
 
 def test_settings_of_a_part_of_training_that_is_off_are_refused() -> None:
-    """Each was accepted and trained as if it were not there: the identity crop's jitter or blur with every encoder
-    term at 0, photo_inputs' yaw limit or photo_casts' sigma without them, the separation's margin without the
-    separation, the encoder terms' share without any, the plain background's colour with the background kept. At
-    their defaults (a run folder's recipe.yaml writes every field) they are fine."""
+    """Each was accepted and trained as if it were not there: photo_inputs' yaw limit or photo_casts' sigma without
+    them, the separation's margin without the separation, the plain background's colour with the background kept.
+    At their defaults (a run folder's recipe.yaml writes every field) they are fine, and the identity crop's jitter
+    stays allowed with the identity loss off (the ablation extends a recipe that sets it)."""
     from pydantic import ValidationError
 
-    from facekit.recipe import LossWeights, TrainSection
+    from facekit.recipe import LossWeights, TrainSection, load_recipe
 
-    off = LossWeights(identity=0.0)
     for settings, message in (
-        ({"identity_jitter": 0.05, "loss": off}, r"train\.identity_jitter moves the identity loss's crop"),
-        ({"identity_blur": 2.0, "loss": off}, r"train\.identity_blur blurs the identity loss's crop"),
         ({"photo_max_yaw_deg": 20.0}, r"train\.photo_max_yaw_deg chooses photo_inputs' photos"),
         ({"photo_inputs": 4, "photo_cast_sigma": 0.3}, r"train\.photo_cast_sigma sizes photo_casts' casts"),
         ({"loss": LossWeights(separation_margin=0.02)}, r"separation_margin is the separation term's margin"),
-        ({"loss": LossWeights(identity=0.0, identity_share=0.5)}, r"identity_share shares out the encoder's terms"),
         ({"background_rgb": (0, 0, 0)}, r"train\.background_rgb shape the plain background"),
     ):
         with pytest.raises(ValidationError, match=message):
             TrainSection(**settings)
     # The same settings where their part is on, or at their defaults where it is off.
-    TrainSection(identity_jitter=0.05, identity_blur=2.0, loss=LossWeights(perceptual=0.1, identity=0.0))
     TrainSection(photo_inputs=4, photo_max_yaw_deg=20.0, photo_casts=2, photo_cast_sigma=0.3)
-    TrainSection(loss=LossWeights(separation=1.0, separation_margin=0.02, identity_share=0.5))
-    TrainSection(identity_jitter=0.0, photo_max_yaw_deg=40.0, background_rgb=(128, 128, 128), loss=off)
+    TrainSection(loss=LossWeights(separation=1.0, separation_margin=0.02))
+    TrainSection(photo_max_yaw_deg=40.0, background_rgb=(128, 128, 128))
+    ablation = load_recipe("recipes/ablations/default-no-identity.yaml").recipe.train
+    assert ablation.loss.identity == 0 and ablation.identity_jitter > 0
