@@ -267,16 +267,9 @@ def output_folder(value: str | None) -> str | None:
 #: ``--face``: which face of a photo with several each command takes (:func:`facekit.normalize.choose_face`).
 FaceOption = Annotated[FaceChoice, typer.Option(help=FACE_CHOICE_HELP)]
 #: ``--device`` of every command that runs the normalizer (normalize, adjust, attributes, explore, eval; the avatar
-#: and serve plugins' too): where its encoder and decoder run. Checked by :func:`command_device` before any model loads.
+#: and serve plugins' too): where its encoder and decoder run. Each command checks it with
+#: :func:`facekit.normalize.inference_device` before its slow work (model loads, Gradio), so a wrong one costs a second.
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps, xpu or auto (a GPU when one is visible)")]
-
-
-def command_device(device: str) -> str:
-    """``--device`` as a torch device string (``auto`` resolved); a GPU that is not there is a FacekitError naming
-    the option. Each command calls it before its slow work (model loads, Gradio), so a wrong device costs a second."""
-    from facekit.normalize import inference_device
-
-    return inference_device(device)
 
 
 #: ``--overwrite`` of the commands that write per-photo outputs into -o (its help says the default once).
@@ -348,12 +341,12 @@ def normalize(
     from rich.progress import Progress
 
     from facekit.batch import normalize_planned, plan_folder
-    from facekit.normalize import Normalizer, resolve_model
+    from facekit.normalize import Normalizer, inference_device, resolve_model
 
     # Bad inputs or -o are reported before the model loads.
     plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
     path = resolve_model(model, checkpoint)
-    runs_on = command_device(device)
+    runs_on = inference_device(device)
     settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
     normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value)
     with Progress(console=console, transient=True) as progress:
@@ -456,6 +449,7 @@ def adjust(
 
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
     from facekit.batch import plan_folder
+    from facekit.normalize import inference_device
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
@@ -494,7 +488,7 @@ def adjust(
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").
-    runs_on = {"device": command_device(device)} if method == "adjust" else {}  # before the model loads
+    runs_on = {"device": inference_device(device)} if method == "adjust" else {}  # before the model loads
     corrector = _corrector(method, {**params, **runs_on})
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":
@@ -556,10 +550,11 @@ def eval_command(
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
     A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
     from facekit.evaluate import evaluate_plan
+    from facekit.normalize import inference_device
 
     if pairs == 1:
         raise FacekitError("--pairs 1 would choose the threshold on the pairs it scores: give 2-10 folds (or 0)")
-    runs_on = command_device(device)  # the model and the judges run there (a recipe's infer.device is for `run`)
+    runs_on = inference_device(device)  # the model and the judges run there (a recipe's infer.device is for `run`)
 
     metrics, folder = evaluate_plan(
         recipe,
@@ -788,10 +783,10 @@ def attributes(
     from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear
     from facekit.batch import plan_folder
     from facekit.models import sha256_file
-    from facekit.normalize import resolve_model
+    from facekit.normalize import inference_device, resolve_model
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
-    runs_on = command_device(device)
+    runs_on = inference_device(device)
     model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed
     check_tables_clear(plan, overwrite, model_sha256, face.value)
     measurer = facekit.load_component(
@@ -861,7 +856,9 @@ def explore_interpolate(
             raise FacekitError(f"{photo} is a folder: interpolate goes between two photos")
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
-    runs_on = command_device(device)  # the model runs there; the judge on the CPU (Explorer)
+    from facekit.normalize import inference_device
+
+    runs_on = inference_device(device)  # the model runs there; the judge on the CPU (Explorer)
     # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
     with exclusive(target, "facekit explore interpolate"):
         check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
@@ -917,11 +914,11 @@ def explore_compare(
     from facekit.apps.explore import COMPARE_FILES, people_rule_warning, status_and_reason, write_comparison
     from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
     from facekit.locks import exclusive
-    from facekit.normalize import resolve_model, shipped_models
+    from facekit.normalize import inference_device, resolve_model, shipped_models
 
     target = Path(out)
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
-    runs_on = command_device(device)  # every model runs there; the judges on the CPU (Explorer)
+    runs_on = inference_device(device)  # every model runs there; the judges on the CPU (Explorer)
     with exclusive(target, "facekit explore compare"):  # one run at a time into -o (as normalize's)
         found = [path for path, _ in scan_inputs(photos, target)]
         check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")

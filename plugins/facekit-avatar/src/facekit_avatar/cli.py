@@ -62,15 +62,15 @@ def avatar(
 
     import facekit
     from facekit.batch import plan_folder
-    from facekit.cli import STATUS_COLUMNS, command_device, console, report_rows
+    from facekit.cli import STATUS_COLUMNS, console, report_rows
     from facekit.models import sha256_file
-    from facekit.normalize import Normalizer, resolve_model
+    from facekit.normalize import Normalizer, inference_device, resolve_model
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS, plain=True)  # bad inputs before loading
     model_path = resolve_model(model, checkpoint)
-    runs_on = command_device(device)  # a GPU that is not there: one line before the Surrey model and the normalizer
+    runs_on = inference_device(device)  # a GPU that is not there: one line before the Surrey model and the normalizer
     # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
     maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
     normalizer = Normalizer.from_checkpoint(model_path, device=runs_on, face=face.value)

@@ -133,12 +133,11 @@ def serve(
     from rich.table import Table
     from rich.text import Text
 
-    from facekit.cli import command_device
-    from facekit.normalize import resolve_model
+    from facekit.normalize import inference_device, resolve_model
 
     if model is not None or checkpoint is not None:  # a wrong name or path said at once, not after loading (helper-85)
         resolve_model(model, checkpoint)
-    runs_on = command_device(device)  # a GPU that is not there: one line before Gradio's import and the models
+    runs_on = inference_device(device)  # a GPU that is not there: one line before Gradio's import and the models
 
     from facekit_serve.engine import Engine, example_photos
     from facekit_serve.offline import offline_environment
