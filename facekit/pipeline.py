@@ -178,12 +178,17 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=f"{note} ({Path(folder) / 'metrics.json'}, report.html)")
 
 
-def check_pipeline_apps(apps: Sequence[Any]) -> None:
+def recipe_apps(plan: Plan) -> list[Any]:
+    """The recipe's ``components.apps``, as resolved components, in their order (slots ``apps.0``, ``apps.1``...)."""
+    return [component for slot, component in plan.components.items() if slot.startswith("apps.")]
+
+
+def check_pipeline_apps(plan: Plan) -> None:
     """Refuse, before any photo is normalized, an app param the infer stage would leave unused (its params class's
     ``NOT_IN_PIPELINE``): a recipe's apps are handed the faces the recipe's model made and run ``apply`` on them
     (before: ``params: {model: sface}``, ``device: cuda`` or adjust's ``strength`` were accepted and unused, and an
     unusable device was refused only after every photo was normalized; helper-94)."""
-    for component in apps:
+    for component in recipe_apps(plan):
         unused = type(component.params).NOT_IN_PIPELINE
         given = [name for name in unused if name in component.params.model_fields_set]
         if given:
@@ -205,8 +210,8 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     # A shipped model's name is its file (helper-74: infer.checkpoint=dlib loaded it, then hashing 'dlib' failed).
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
-    apps = [component for key, component in plan.components.items() if key.startswith("apps.")]
-    check_pipeline_apps(apps)
+    apps = recipe_apps(plan)
+    check_pipeline_apps(plan)
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
     named_detector = recipe_detector(plan)
@@ -292,9 +297,7 @@ def model_components(plan: Plan, meta: dict[str, Any], checkpoint: Path, stage: 
             used[kind] = f"{spec.name} ({spec.plugin})"
         elif name:
             used[kind] = f"{name} ({facekit.get_registry(kind).get(name).plugin})"
-    used.update(
-        {slot: f"{c.spec.name} ({c.spec.plugin})" for slot, c in plan.components.items() if slot.startswith("apps.")}
-    )
+    used.update({c.slot: f"{c.spec.name} ({c.spec.plugin})" for c in recipe_apps(plan)})
     return used
 
 
@@ -539,7 +542,7 @@ def plan_infer_outputs(plan: Plan) -> Any:
     infer = plan.recipe.infer
     folder_plan = plan_folder(infer_items(plan), infer.output, infer.batch_size, option="infer.output")
     apps_json = Path(infer.output) / "apps.json"
-    if any(key.startswith("apps.") for key in plan.components) and apps_json.is_file():
+    if recipe_apps(plan) and apps_json.is_file():
         with apps_json.open("rb") as handle:
             head = handle.read(4096)
         if head.strip() not in (b"{}", b"") and b'"faces"' not in head:  # (helper-74: a user's was replaced)
@@ -581,7 +584,7 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
 
             model_components(plan, read_checkpoint_meta(model_file(named)), model_file(named))
         inference_device(infer.device, "infer.device")
-        check_pipeline_apps([component for key, component in plan.components.items() if key.startswith("apps.")])
+        check_pipeline_apps(plan)
     if "train" in later:  # (helper-74: each of these stopped the run after the whole prepare stage)
         from facekit.checkpoints import read_checkpoint_meta
         from facekit.train import training_device
