@@ -47,6 +47,11 @@ class Section(BaseModel):
     def _no_booleans_for_numbers(cls, data: Any) -> Any:
         return no_booleans_for_numbers(cls, data)
 
+    def differs_from_default(self, name: str) -> bool:
+        """Whether field ``name`` holds another value than its default: what a setting that would be ignored is
+        refused for (at its default it passes: a run folder's recipe.yaml lists every field, and must load again)."""
+        return bool(getattr(self, name) != type(self).model_fields[name].default)
+
 
 class ComponentRef(Section):
     """A component by registry name, with its parameters (validated against the component's ``Params``)."""
@@ -104,7 +109,7 @@ class DataSource(Section):
         stray = sorted(
             f
             for f in self.model_fields_set
-            if belongs.get(f, self.source) != self.source and getattr(self, f) != type(self).model_fields[f].default
+            if belongs.get(f, self.source) != self.source and self.differs_from_default(f)
         )
         if stray:  # given and silently ignored before: a folder source's min_photos kept one-photo people
             raise ValueError(
@@ -302,7 +307,7 @@ class TrainSection(Section):
         stray = [
             f"train.{name}"
             for name in ("background_forehead", "background_margin", "background_rgb")
-            if self.background != "plain" and getattr(self, name) != type(self).model_fields[name].default
+            if self.background != "plain" and self.differs_from_default(name)
         ]
         if stray:
             raise ValueError(f"{' and '.join(stray)} shape the plain background: set train.background: plain")
@@ -319,10 +324,9 @@ class TrainSection(Section):
             ("photo_cast_sigma", not self.photo_casts, "sizes photo_casts' casts: set train.photo_casts"),
         )
         for name, off, why in rules:
-            if off and getattr(self, name) != type(self).model_fields[name].default:
+            if off and self.differs_from_default(name):
                 raise ValueError(f"train.{name} {why}")
-        loss = self.loss
-        if loss.separation == 0 and loss.separation_margin != type(loss).model_fields["separation_margin"].default:
+        if self.loss.separation == 0 and self.loss.differs_from_default("separation_margin"):
             raise ValueError("train.loss.separation_margin is the separation term's margin: set loss.separation")
         return self
 
