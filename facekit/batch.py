@@ -26,6 +26,7 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
 
 from __future__ import annotations
 
+import heapq
 import io
 import itertools
 import json
@@ -243,12 +244,15 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
     others: list[Path] = []
     seen: set[str] = set()
     pending: list[Path] = [folder]
-    links: list[tuple[str, Path]] = []  # (its target, resolved once, the link)
+    # Links to folders, the shallowest target first, then in the order listed: (target depth, order, its target,
+    # resolved once, the link).
+    links: list[tuple[int, int, str, Path]] = []
+    order = itertools.count()
     while pending or links:
         if not pending:  # the real tree is done: the link that leads somewhere new, the shallowest target first
             # (helper-90: a_sub -> T/sub read before b_top -> T left T's other photos out without a word, as if T
             # were a parent of the folder given; b_top -> T and a link to T/sub read every photo of T once).
-            target, link = links.pop(min(range(len(links)), key=lambda index: links[index][0].count(os.sep)))
+            _, _, target, link = heapq.heappop(links)
             if target not in seen and not any(s.startswith(target.rstrip(os.sep) + os.sep) for s in seen):
                 pending.append(link)
             continue
@@ -263,7 +267,8 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
                 if name.startswith("."):
                     continue
                 if (Path(root) / name).is_symlink():
-                    links.append((os.path.realpath(Path(root) / name), Path(root) / name))
+                    target = os.path.realpath(Path(root) / name)
+                    heapq.heappush(links, (target.count(os.sep), next(order), target, Path(root) / name))
                 else:
                     entered.append(name)
             folders[:] = entered
