@@ -169,6 +169,13 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     root = plan.recipe.data.resolved_root()
     tree.add(f"data is read from {root.resolve()}; relative outputs are under {Path.cwd()}")
     console.print(tree)
+    _warn_unused_settings(plan)
+
+
+def _warn_unused_settings(plan: Any) -> None:
+    """Say each setting the recipe gives that no stage reads (Plan.unused_settings), in yellow, on stderr."""
+    for line in plan.unused_settings():
+        err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def _add_mapping(node: Tree, value: Any) -> None:
@@ -200,6 +207,7 @@ def run(
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
+    _warn_unused_settings(plan)
 
     def said(done: Any) -> None:  # as each stage ends: a later stage's failure leaves the finished ones said
         console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}")

@@ -414,6 +414,32 @@ class Recipe(Section):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     bench: BenchSection = Field(default_factory=BenchSection)
 
+    def unused_settings(self) -> list[tuple[str, str]]:
+        """Settings given a value (other than their default, and other than 0) that no stage will read because the
+        part they shape is switched off, as (dotted name, why): said as a warning by ``facekit check`` and ``facekit
+        run``, not refused, because a recipe that switches a part off usually inherits its settings from the recipe
+        it extends (recipes/ablations/no-identity.yaml keeps the identity crop's jitter). Settings that a recipe could
+        only have set by hand are refused instead (the validators of TrainSection and InferSection)."""
+        rules: list[tuple[Section, str, tuple[str, ...], str]] = []
+        if not self.augment.enabled:
+            off = "augmentation is off (augment.enabled: false)"
+            rules.append(
+                (self.augment, "augment", ("neighbours", "texture_weight", "count", "mask_blur_px", "output"), off)
+            )
+            rules.append((self.train, "train", ("pool_size",), off))
+        if self.prepare.keep_all_faces:
+            rules.append((self.prepare, "prepare", ("face",), "prepare.keep_all_faces keeps every face of a photo"))
+        if not self.train.loss.through_encoder():
+            off = "no loss term runs the encoder on the output (loss.identity, perceptual and separation are 0)"
+            rules.append((self.train, "train", ("identity_jitter", "identity_blur"), off))
+            rules.append((self.train.loss, "train.loss", ("identity_share",), off))
+        return [
+            (f"{prefix}.{name}", why)
+            for section, prefix, names, why in rules
+            for name in names
+            if section.differs_from_default(name) and getattr(section, name) != 0
+        ]
+
 
 @dataclass(frozen=True)
 class ResolvedComponent:
@@ -444,6 +470,17 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe (defaults filled in) as plain data, as saved beside every run."""
         return self.recipe.model_dump(mode="json")
+
+    def unused_settings(self) -> list[str]:
+        """:meth:`Recipe.unused_settings` as lines ("train.identity_jitter: not used: ..."), each naming the base file
+        of the ``extends`` chain that set it, as a refusal does."""
+        found = self.recipe.unused_settings()
+        source = Path(self.source)
+        if not found or not source.is_file():
+            return [f"{name}: not used: {why}" for name, why in found]
+        given = {_dotted(item.partition("=")[0].strip()) for item in self.overrides}
+        origins, own = recipe_origins(source), source.resolve()
+        return [str(_located(Problem(name, f"not used: {why}"), origins, own, given)) for name, why in found]
 
 
 # --------------------------------------------------------------------------------------------------- loading

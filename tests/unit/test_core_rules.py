@@ -212,3 +212,42 @@ def test_settings_of_a_part_of_training_that_is_off_are_refused() -> None:
     TrainSection(photo_max_yaw_deg=40.0, background_rgb=(128, 128, 128))
     ablation = load_recipe("recipes/ablations/default-no-identity.yaml").recipe.train
     assert ablation.loss.identity == 0 and ablation.identity_jitter > 0
+
+
+def test_inherited_settings_of_a_part_that_is_off_are_warned_of(tmp_path: Path) -> None:
+    """Settings a recipe inherits for a part it switches off are not refused (the ablations extend recipes that set
+    them) but said: augmentation off, every face kept, no loss term through the encoder; each names the file that
+    set it, and nothing is said of a value at its default or at 0 (which agrees with the part being off)."""
+    from facekit.recipe import Recipe, load_recipe
+
+    assert Recipe().unused_settings() == []
+    off = Recipe.model_validate(
+        {
+            "augment": {"enabled": False, "neighbours": 3, "count": 0},
+            "prepare": {"keep_all_faces": True, "face": "central"},
+            "train": {"identity_jitter": 0.05, "pool_size": 0, "loss": {"identity": 0, "identity_share": 0.5}},
+        }
+    )
+    assert [name for name, _ in off.unused_settings()] == [
+        "augment.neighbours",
+        "prepare.face",
+        "train.identity_jitter",
+        "train.loss.identity_share",
+    ]
+    # Where the part is on, the same values are read.
+    on = Recipe.model_validate(
+        {
+            "augment": {"neighbours": 3},
+            "prepare": {"face": "central"},
+            "train": {"identity_jitter": 0.05, "loss": {"identity_share": 0.5}},
+        }
+    )
+    assert on.unused_settings() == []
+    base = tmp_path / "base.yaml"
+    base.write_text("train: {identity_jitter: 0.05, loss: {identity: 1.0}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ntrain: {identity_blur: 1.0, loss: {identity: 0}}\n")
+    said = load_recipe(child).unused_settings()
+    assert len(said) == 2 and said[0].startswith("train.identity_jitter: not used: no loss term runs the encoder")
+    assert said[0].endswith(f"(set in {base.resolve()})") and "set in" not in said[1]  # the child's own: no file
+    assert load_recipe(child, overrides=["train.loss.perceptual=0.1"]).unused_settings() == []
