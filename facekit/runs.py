@@ -76,11 +76,14 @@ def package_versions() -> dict[str, str]:
 
 
 def describe_device(requested: str) -> dict[str, Any]:
-    """The device a run asked for and, when torch is already loaded, what it has (never imports torch itself)."""
+    """The device a run asked for and, when torch is already loaded, what it has and which device ``auto`` stands for
+    there (``chosen``: the first GPU when one is visible, as training and inference pick; never imports torch)."""
     info: dict[str, Any] = {"requested": requested, "machine": platform.machine(), "processor": platform.processor()}
     torch = sys.modules.get("torch")
     if torch is not None:
         info["cuda_available"] = bool(torch.cuda.is_available())
+        if requested == "auto":
+            info["chosen"] = "cuda" if info["cuda_available"] else "cpu"
         if info["cuda_available"]:
             info["cuda_device"] = torch.cuda.get_device_name(0)
         info["threads"] = torch.get_num_threads()

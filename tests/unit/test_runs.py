@@ -132,3 +132,18 @@ def test_a_full_disk_while_saving_tensors_is_the_oserror_it_is(tmp_path: Path, m
         checkpoints.write_model_file(tmp_path / "last.safetensors", {"model.w": torch.zeros(2)}, {"step": 1})
     assert caught.value.errno == errno.ENOSPC and caught.value.filename.endswith(".last.safetensors.tmp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_asking_for_auto_records_the_device_it_stands_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` alone said nothing of where the run went; with torch loaded the record says the device it picks."""
+    import torch
+
+    from facekit.runs import describe_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert describe_device("auto")["chosen"] == "cpu"
+    assert "chosen" not in describe_device("cpu")  # what was asked is what ran
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "a GPU")
+    info = describe_device("auto")
+    assert info["chosen"] == "cuda" and info["cuda_device"] == "a GPU"
