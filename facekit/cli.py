@@ -615,7 +615,9 @@ def bench(
 ) -> None:
     """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
     from facekit.bench import cell_label, pass_rate, run_bench, train_time
+    from facekit.recipe import load_recipe
 
+    _warn_unused_settings(load_recipe(recipe, set_ or []))  # the recipe's own; a cell that turns a part off knows it
     rows, output = run_bench(recipe, set_ or [])
     judges = load_judges(rows)
     table = Table(title=f"facekit bench ({len(rows)} cells)")

@@ -247,10 +247,13 @@ def test_the_command_list_gives_each_command_its_first_sentence_on_one_line() ->
 
 def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     """The no-identity ablation inherits the identity crop's jitter, which nothing reads without an encoder term:
-    `check` says so on stderr and stays valid (exit 0); `run` says it before any stage (here, one refused at once)."""
+    `check` says so on stderr and stays valid (exit 0); `run` and `bench` say it before any work (here, refused at
+    once)."""
     check = run_cli("check", "recipes/ablations/no-identity.yaml")
     assert check.returncode == 0 and "valid" in check.stdout, check.stderr
     assert "warning: train.identity_jitter: not used: no loss term runs the encoder" in check.stderr
     assert "paper.yaml)" in check.stderr and "warning" not in run_cli("check", "recipes/demo.yaml").stderr
     run = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "infer")
     assert run.stderr.startswith("warning: train.identity_jitter: not used"), run.stderr
+    bench = run_cli("bench", "recipes/ablations/no-identity.yaml")  # the recipe's own settings; then no grid: exit 1
+    assert bench.returncode == 1 and bench.stderr.startswith("warning: train.identity_jitter: not used"), bench.stderr
