@@ -251,3 +251,38 @@ def test_inherited_settings_of_a_part_that_is_off_are_warned_of(tmp_path: Path) 
     assert len(said) == 2 and said[0].startswith("train.identity_jitter: not used: no loss term runs the encoder")
     assert said[0].endswith(f"(set in {base.resolve()})") and "set in" not in said[1]  # the child's own: no file
     assert load_recipe(child, overrides=["train.loss.perceptual=0.1"]).unused_settings() == []
+
+
+def test_every_setting_of_augmentation_off_is_warned_of_and_attributed_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each augment setting and train.pool_size is said with augmentation off; a value given with --set names no
+    file, and neither does the child's own when the recipe is given as a relative path (it is compared resolved)."""
+    from facekit.recipe import Recipe, load_recipe
+
+    off = Recipe.model_validate(
+        {
+            "augment": {
+                "enabled": False,
+                "neighbours": 3,
+                "texture_weight": 2.0,
+                "count": 5,
+                "mask_blur_px": 4.0,
+                "output": "runs/elsewhere",
+            },
+            "train": {"pool_size": 100},
+        }
+    )
+    assert [name for name, _ in off.unused_settings()] == [
+        "augment.neighbours",
+        "augment.texture_weight",
+        "augment.count",
+        "augment.mask_blur_px",
+        "augment.output",
+        "train.pool_size",
+    ]
+    (tmp_path / "base.yaml").write_text("train: {identity_jitter: 0.05}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {identity_blur: 1.0, loss: {identity: 0}}\n")
+    monkeypatch.chdir(tmp_path)
+    said = load_recipe("child.yaml", overrides=["train.identity_jitter=0.1"]).unused_settings()
+    assert len(said) == 2 and not any("set in" in line for line in said), said
