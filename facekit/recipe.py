@@ -427,6 +427,9 @@ class Recipe(Section):
                 (self.augment, "augment", ("neighbours", "texture_weight", "count", "mask_blur_px", "output"), off)
             )
             rules.append((self.train, "train", ("pool_size",), off))
+        elif self.augment.count == 0 and self.train.pool_size == 0:  # on, but neither stage makes a morph
+            none = "no morphs are made (augment.count and train.pool_size are 0)"
+            rules.append((self.augment, "augment", ("neighbours", "texture_weight", "mask_blur_px"), none))
         if self.prepare.keep_all_faces:
             rules.append((self.prepare, "prepare", ("face",), "prepare.keep_all_faces keeps every face of a photo"))
         if not self.train.loss.through_encoder():

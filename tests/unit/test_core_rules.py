@@ -281,6 +281,15 @@ def test_every_setting_of_augmentation_off_is_warned_of_and_attributed_as_given(
         "augment.output",
         "train.pool_size",
     ]
+    # On, but no stage makes a morph (pool_size and count 0): how morphs would be made is read by none. augment.output
+    # with count 0 is not said: recipes/paper.yaml names it for a later --set augment.count=N.
+    idle = {"augment": {"neighbours": 3, "mask_blur_px": 4.0, "count": 0, "output": "x"}, "train": {"pool_size": 0}}
+    assert [name for name, _ in Recipe.model_validate(idle).unused_settings()] == [
+        "augment.neighbours",
+        "augment.mask_blur_px",
+    ]
+    assert Recipe.model_validate(idle | {"train": {"pool_size": 100}}).unused_settings() == []  # training makes them
+    assert Recipe.model_validate(idle | {"augment": {"neighbours": 3, "count": 10}}).unused_settings() == []
     (tmp_path / "base.yaml").write_text("train: {identity_jitter: 0.05}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {identity_blur: 1.0, loss: {identity: 0}}\n")
     monkeypatch.chdir(tmp_path)
