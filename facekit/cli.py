@@ -11,7 +11,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -172,10 +172,27 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     _warn_unused_settings(plan)
 
 
-def _warn_unused_settings(plan: Any) -> None:
-    """Say each setting the recipe gives that no stage reads (Plan.unused_settings), in yellow, on stderr."""
+def _warn_unused_settings(plan: Any, used: Collection[str] = ()) -> None:
+    """Say each setting the recipe gives that no stage reads (Plan.unused_settings), in yellow, on stderr; not those
+    named in ``used`` (read after all, in a bench cell)."""
     for line in plan.unused_settings():
-        err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+        if line.partition(":")[0] not in used:
+            err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+
+
+def _used_in_a_cell(recipe: str, overrides: list[str], plan: Any) -> set[str]:
+    """The recipe's unused settings that some cell of its bench grid reads (a cell switching the part on)."""
+    from facekit.bench import cells
+    from facekit.recipe import load_recipe
+
+    unused = {name for name, _ in plan.recipe.unused_settings()}
+    used: set[str] = set()
+    for cell in cells(plan) if unused else []:
+        try:  # a cell the recipe refuses is said by the bench itself
+            used |= unused - {name for name, _ in load_recipe(recipe, [*overrides, *cell]).recipe.unused_settings()}
+        except FacekitError:
+            continue
+    return used
 
 
 def _add_mapping(node: Tree, value: Any) -> None:
@@ -617,7 +634,9 @@ def bench(
     from facekit.bench import cell_label, pass_rate, run_bench, train_time
     from facekit.recipe import load_recipe
 
-    _warn_unused_settings(load_recipe(recipe, set_ or []))  # the recipe's own; a cell that turns a part off knows it
+    # The recipe's own, less those a cell reads (it turns their part on); a cell that turns a part off knows it.
+    plan = load_recipe(recipe, set_ or [])
+    _warn_unused_settings(plan, _used_in_a_cell(recipe, set_ or [], plan))
     rows, output = run_bench(recipe, set_ or [])
     judges = load_judges(rows)
     table = Table(title=f"facekit bench ({len(rows)} cells)")

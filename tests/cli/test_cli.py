@@ -257,3 +257,15 @@ def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     assert run.stderr.startswith("warning: train.identity_jitter: not used"), run.stderr
     bench = run_cli("bench", "recipes/ablations/no-identity.yaml")  # the recipe's own settings; then no grid: exit 1
     assert bench.returncode == 1 and bench.stderr.startswith("warning: train.identity_jitter: not used"), bench.stderr
+
+
+def test_bench_does_not_warn_of_a_setting_a_grid_cell_reads(tmp_path: Path) -> None:
+    """A grid that turns the identity loss on for a cell reads the inherited jitter there: not said as unused (the
+    grid's prepare.output then refuses the bench before any training)."""
+    recipe = tmp_path / "grid.yaml"
+    ablation = Path("recipes/ablations/no-identity.yaml").resolve()
+    recipe.write_text(
+        f"extends: {ablation}\nbench: {{grid: {{train.loss.identity: [0.0, 1.0], prepare.output: [runs/data/x]}}}}\n"
+    )
+    bench = run_cli("bench", str(recipe))
+    assert bench.returncode == 1 and "prepare.output" in bench.stderr and "warning" not in bench.stderr, bench.stderr
