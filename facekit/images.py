@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import os
 import re
 import threading
@@ -185,9 +186,23 @@ def _is_heic(source: Path | io.BytesIO) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS
 
 
+def _megapixels_above(pixels: int, limit: float) -> str:
+    """``pixels`` in megapixels, with the fewest digits (two significant at least) that read above ``limit``: whole
+    megapixels read "0 MP > 0.01 MP" for a 200 x 200 photo and "50 MP > 50 MP" for a 50.3 MP one."""
+    megapixels = pixels / 1e6
+    shown = f"{megapixels:.0f}"
+    for digits in range(2, 12):
+        decimals = max(0, digits - 1 - math.floor(math.log10(megapixels))) if megapixels > 0 else 0
+        shown = f"{megapixels:.{decimals}f}"
+        shown = shown.rstrip("0").rstrip(".") if "." in shown else shown
+        if float(shown) > limit:
+            break
+    return shown
+
+
 def _too_large(size: str, pixels: int | None, limit: float) -> str:
     """Why a photo of ``size`` (``"W x H"``, or "") and ``pixels`` (None: past Pillow's own limit) is refused."""
-    shown = f"{pixels / 1e6:.0f} MP" if pixels is not None else "over Pillow's limit"
+    shown = f"{_megapixels_above(pixels, limit)} MP" if pixels is not None else "over Pillow's limit"
     return f"{TOO_LARGE} ({f'{size} = ' if size else ''}{shown} > {limit:g} MP; set FACEKIT_MAX_MEGAPIXELS to allow it)"
 
 

@@ -351,3 +351,16 @@ def test_a_premultiplied_photo_in_another_profile_is_converted_as_its_plain_form
     expected = as_rgb(plain)
     assert np.abs(expected.astype(int) - patches()).max() > 5  # the conversion moves these colours
     assert np.abs(as_rgb(premultiplied).astype(int) - expected).max() <= 1
+
+
+def test_a_photo_over_the_limit_reads_as_more_megapixels_than_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: whole megapixels, so a 250 x 250 photo under FACEKIT_MAX_MEGAPIXELS=0.01 was "0 MP > 0.01 MP" (and a
+    50.3 MP photo under the default would have been "50 MP > 50 MP")."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (201, 200)).save(path)  # 0.0402 MP
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.01")
+    assert load_rgb(path) == (None, "too large (201 x 200 = 0.04 MP > 0.01 MP; set FACEKIT_MAX_MEGAPIXELS to allow it)")
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.04")  # two digits would read as the limit itself
+    assert load_rgb(path)[1].startswith("too large (201 x 200 = 0.0402 MP > 0.04 MP;")
