@@ -562,7 +562,15 @@ def eval_command(
         ),
     ] = 0,
     baseline: Annotated[str | None, typer.Option(help="evaluate a baseline instead of a model: frontalize")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="output folder", callback=output_folder)] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="output folder (default: the recipe's evaluate.output, else runs/eval)",
+            callback=output_folder,
+        ),
+    ] = None,
     set_: SetOption = None,
     overwrite: Annotated[
         bool,
@@ -745,7 +753,7 @@ def models_bundle(
 ) -> None:
     """Pack the weight files a recipe loads into one tar, for an air-gapped machine: each component the recipe
     names, each component of its bench grid's cells and each of its bench.judges is built with its params and the
-    files it loads are packed (a variant's file, a file its ``weights`` param names); one that cannot load (a
+    files it loads are packed (a variant's file, a file its `weights` param names); one that cannot load (a
     missing file) stops the bundle with the file to place. Models chosen outside the recipe (explore's judge, a
     shipped normalizing model) are not: add them as components.judge, or copy their files."""
     from facekit.bench import cells

@@ -269,3 +269,27 @@ def test_bench_does_not_warn_of_a_setting_a_grid_cell_reads(tmp_path: Path) -> N
     )
     bench = run_cli("bench", str(recipe))
     assert bench.returncode == 1 and "prepare.output" in bench.stderr and "warning" not in bench.stderr, bench.stderr
+
+
+def test_no_help_text_shows_docstring_markup() -> None:
+    """Before: `facekit models --help` and `models bundle --help` printed "a file its ``weights`` param names": the
+    rich help shows a docstring as written, so reST's double backticks and roles reach the user."""
+    import typer
+
+    from facekit import cli
+
+    cli._register_plugin_commands()
+
+    def walk(command: object, path: str) -> list[tuple[str, object]]:
+        found = [(path, command)]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, f"{path} {name}")
+        return found
+
+    commands = walk(typer.main.get_command(cli.app), "facekit")
+    assert len(commands) > 15  # every command, the plugins' and the groups' included
+    for path, command in commands:
+        texts = [getattr(command, "help", None) or ""]
+        texts += [getattr(param, "help", None) or "" for param in getattr(command, "params", [])]
+        for text in texts:
+            assert "``" not in text and ":func:" not in text and ":meth:" not in text, (path, text)
