@@ -548,3 +548,16 @@ def test_the_exported_texture_is_upright(model: SurreyModel, tmp_path: Path) -> 
     assert (colours[uv[:, 1] > 0.75] == (0, 0, 255)).all(axis=1).mean() > 0.95
     vt = np.array([line.split()[1:3] for line in files["x.obj"].decode().splitlines() if line.startswith("vt ")], float)
     np.testing.assert_allclose(vt[:, 1], 1.0 - uv[:, 1], atol=1e-5)
+
+
+def test_the_avatar_command_without_the_surrey_model_names_its_sfm_option(tmp_path: Path) -> None:
+    """Before: with an empty model store, `facekit avatar photo.jpg` said to place the file in the store or run
+    `facekit models import`, and not that this command takes it as --sfm PATH."""
+    from PIL import Image
+
+    photo = tmp_path / "face.jpg"
+    Image.fromarray(real_face().image).save(photo)
+    result = run_cli("avatar", str(photo), "-o", str(tmp_path / "out"), env={"FACEKIT_HOME": str(tmp_path / "home")})
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sfm_shape_3448.bin" in lines[0] and lines[0].endswith("--sfm PATH"), lines

@@ -63,7 +63,7 @@ def avatar(
     import facekit
     from facekit.batch import plan_folder
     from facekit.cli import STATUS_COLUMNS, console, report_rows
-    from facekit.models import sha256_file
+    from facekit.models import WeightsNotFoundError, sha256_file
     from facekit.normalize import Normalizer, inference_device, resolve_model
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
@@ -72,7 +72,13 @@ def avatar(
     model_path = resolve_model(model, checkpoint)
     runs_on = inference_device(device)  # a GPU that is not there: one line before the Surrey model and the normalizer
     # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
-    maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
+    try:
+        maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
+    except WeightsNotFoundError as error:
+        if sfm is not None:
+            raise
+        # The store's own advice leaves out the option this command has for it (an audit ran into it).
+        raise WeightsNotFoundError(f"{error}. Or pass its path: --sfm PATH") from None
     normalizer = Normalizer.from_checkpoint(model_path, device=runs_on, face=face.value)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("avatars", total=len(plan.planned))
