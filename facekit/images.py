@@ -157,6 +157,9 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
             return None, f"unreadable ({dangling})"
         if isinstance(exc, UnidentifiedImageError) and _is_heic(source):  # before: "cannot identify image file"
             return None, f"unreadable ({HEIC}, which facekit does not decode: convert it to JPEG or PNG first)"
+        if isinstance(exc, UnidentifiedImageError):  # before: "UnidentifiedImageError: cannot identify image file
+            # '/the/whole/path.jpg'", Pillow's class and the path the row already names
+            return None, "unreadable (not an image file: damaged, or another kind of file under a photo's name)"
         return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 

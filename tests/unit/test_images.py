@@ -364,3 +364,14 @@ def test_a_photo_over_the_limit_reads_as_more_megapixels_than_the_limit(
     assert load_rgb(path) == (None, "too large (201 x 200 = 0.04 MP > 0.01 MP; set FACEKIT_MAX_MEGAPIXELS to allow it)")
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.04")  # two digits would read as the limit itself
     assert load_rgb(path)[1].startswith("too large (201 x 200 = 0.0402 MP > 0.04 MP;")
+
+
+def test_a_file_that_is_no_image_says_so_in_words(tmp_path: Path) -> None:
+    """Before: "unreadable (UnidentifiedImageError: cannot identify image file '/the/whole/path/notes.jpg')":
+    Pillow's exception class and the path that the table's row (or the error line) already names."""
+    path = tmp_path / "notes.jpg"
+    path.write_text("not a photo")
+    image, why = load_rgb(path)
+    assert image is None
+    assert why == "unreadable (not an image file: damaged, or another kind of file under a photo's name)"
+    assert load_rgb(path.read_bytes())[1] == why  # the same for bytes
