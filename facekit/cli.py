@@ -492,8 +492,12 @@ def adjust(
         "--device": device != "cpu",
     }
     if method != "adjust" and any(given.values()):
-        flags = ", ".join(flag for flag, set_ in given.items() if set_)
-        raise FacekitError(f"{flags}: options of --method adjust; {method} estimates from the whole photo")
+        named = [flag for flag, set_ in given.items() if set_]
+        what, them = ("an option", "it") if len(named) == 1 else ("options", "them")
+        raise FacekitError(
+            f"{', '.join(named)}: {what} of --method adjust only; {method} estimates from the whole photo: leave "
+            f"{them} out"
+        )
     if method == "adjust":  # its params check --only, --mapping and --fuse
         from facekit.normalize import SHIPPED_MODELS
 

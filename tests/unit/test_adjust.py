@@ -221,7 +221,9 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     ignored = run_cli(
         "adjust", wall, "--method", "gray-world", "--fuse", "none", "--face", "central", "-o", str(tmp_path)
     )
-    assert ignored.returncode == 1 and "--face, --fuse: options of --method adjust" in ignored.stderr, ignored.stderr
+    said = " ".join(ignored.stderr.split())
+    assert ignored.returncode == 1 and "--face, --fuse: options of --method adjust only;" in said, said
+    assert said.endswith("whole photo: leave them out"), said  # what to do (before: not said)
     # An app that is not a correction method is named as such (before: 'attributes params: strength: extra field').
     other = run_cli("adjust", wall, "--method", "attributes", "-o", str(tmp_path / "a"))
     assert other.returncode == 1 and "attributes app does not correct photos; methods: adjust," in other.stderr
