@@ -515,7 +515,8 @@ def check_neighbours(plan: Any) -> None:
     if not 0 < neighbours < identities:
         raise FacekitError(
             f"augment.neighbours {neighbours} needs more than that many prepared identities; {folder} has "
-            f"{identities}: lower augment.neighbours (--set augment.neighbours=...) or turn augmentation off"
+            f"{identities}: lower augment.neighbours (--set augment.neighbours=...) or turn augmentation off "
+            "(--set augment.enabled=false)"
         )
 
 
