@@ -75,9 +75,15 @@ class AdjustParams(Params):
     @model_validator(mode="after")
     def _fuse_in_linear_light(self) -> AdjustParams:
         if self.fuse not in (None, "auto") and self.mapping != "gains":
-            raise ValueError("fuse needs mapping 'gains'; the paper's ycrcb mapping runs with fuse none (--fuse none)")
+            raise ValueError(
+                "fuse (--fuse) needs mapping 'gains' (--mapping gains); the paper's ycrcb mapping runs with fuse none "
+                "(--fuse none)"
+            )
         if self.refine and self.mapping != "gains":
-            raise ValueError("refine needs mapping 'gains'; the paper's ycrcb mapping runs with refine 0")
+            raise ValueError(
+                "refine (--refine) needs mapping 'gains' (--mapping gains); the paper's ycrcb mapping runs with "
+                "refine 0"
+            )
         if self.model is not None and self.checkpoint is not None:
             raise ValueError("give model (a shipped model) or checkpoint (a file), not both")
         if self.all_faces and self.face != "largest":

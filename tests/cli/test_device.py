@@ -421,3 +421,21 @@ def test_a_whole_photo_method_refuses_device(
     said = "--device: an option of --method adjust only; gray-world estimates from the whole photo: leave it out"
     assert code == 1 and said in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_adjusts_mapping_refusals_name_the_options_typed(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit adjust --mapping ycrcb --refine 1` said "refine needs mapping 'gains'", the params' names, which the
+    command line does not show (helper-97); --fuse's said only how to turn the mix off."""
+    from facekit.cli import main
+
+    photo, _ = photos(data_root)
+    for flags, said in (
+        (["--refine", "1"], "refine (--refine) needs mapping 'gains' (--mapping gains)"),
+        (["--fuse", "white-patch"], "fuse (--fuse) needs mapping 'gains' (--mapping gains)"),
+    ):
+        code = main(["adjust", str(photo), "-o", str(tmp_path / "out"), "--mapping", "ycrcb", *flags])
+        error = " ".join(capsys.readouterr().err.split())
+        assert code == 1 and said in error, error
+    assert not (tmp_path / "out").exists()
