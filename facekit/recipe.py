@@ -911,7 +911,8 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
     if not (data.train or data.test):
         return problems
     if not root.is_dir():
-        return [Problem("data.root", f"data folder not found: {root} (set data.root or FACEKIT_DATA)")]
+        where = "" if root.is_absolute() else f" (that is {root.absolute()}, from the folder the command runs in)"
+        return [Problem("data.root", f"data folder not found: {root}{where}; set data.root or FACEKIT_DATA")]
     # people: who each section trains or tests on (LFW names, a folder source's person folders); lfw: the LFW names
     # among them; deep: every name a folder source may hold LFW photos under, matched against LFW names only (two
     # folders' IMG_0001.jpg and IMG_0002.jpg are not one person).
