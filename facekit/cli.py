@@ -172,11 +172,13 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     _warn_unused_settings(plan)
 
 
-def _warn_unused_settings(plan: Any, used: Collection[str] = ()) -> None:
+def _warn_unused_settings(plan: Any, used: Collection[str] = (), section: str = "") -> None:
     """Say each setting the recipe gives that no stage reads (Plan.unused_settings), in yellow, on stderr; not those
-    named in ``used`` (read after all, in a bench cell)."""
+    named in ``used`` (read after all, in a bench cell), and only those of ``section`` when one is given (a command
+    that runs one stage)."""
     for line in plan.unused_settings():
-        if line.partition(":")[0] not in used:
+        name = line.partition(":")[0]
+        if name not in used and name.startswith(section):
             err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
 
 
@@ -246,6 +248,7 @@ def prepare(
     from facekit.runs import finish_run, start_run
 
     plan = load_recipe(recipe, overrides=set_ or [])
+    _warn_unused_settings(plan, section="prepare.")  # its own stage's settings alone
     parsed = Shard.parse(shard)
     groups = check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")

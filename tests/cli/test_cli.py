@@ -255,6 +255,20 @@ def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     assert "paper.yaml)" in check.stderr and "warning" not in run_cli("check", "recipes/demo.yaml").stderr
     run = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "infer")
     assert run.stderr.startswith("warning: train.identity_jitter: not used"), run.stderr
+    # `facekit prepare` runs one stage: its own settings alone (not the inherited jitter).
+    prepare = run_cli(
+        "prepare",
+        "recipes/ablations/no-identity.yaml",
+        "--shard",
+        "9/2",
+        "--set",
+        "prepare.keep_all_faces=true",
+        "--set",
+        "prepare.face=central",
+    )
+    assert prepare.returncode == 1 and "--shard 9/2" in prepare.stderr, prepare.stderr
+    assert prepare.stderr.startswith("warning: prepare.face: not used: prepare.keep_all_faces keeps every face")
+    assert "identity_jitter" not in prepare.stderr
     bench = run_cli("bench", "recipes/ablations/no-identity.yaml")  # the recipe's own settings; then no grid: exit 1
     assert bench.returncode == 1 and bench.stderr.startswith("warning: train.identity_jitter: not used"), bench.stderr
 
