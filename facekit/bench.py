@@ -34,6 +34,21 @@ def cells(plan: Plan) -> list[tuple[str, ...]]:
     ]
 
 
+def read_in_a_cell(recipe: str, overrides: list[str], plan: Plan) -> set[str]:
+    """Of the settings ``plan`` (the recipe with ``overrides``) leaves unused (:meth:`Recipe.unused_settings`), those
+    some cell of its grid reads, as that cell switches their part on."""
+    from facekit.errors import FacekitError
+
+    unused = {name for name, _ in plan.recipe.unused_settings()}
+    read: set[str] = set()
+    for cell in cells(plan) if unused else []:
+        try:  # a cell the recipe refuses is said by the bench itself
+            read |= unused - {name for name, _ in load_recipe(recipe, [*overrides, *cell]).recipe.unused_settings()}
+        except FacekitError:
+            continue
+    return read
+
+
 #: Grid keys that would change the prepared data: a bench trains every cell on prepare.output as it is.
 DATA_KEYS = ("prepare.", "data.", "components.detector")
 

@@ -182,21 +182,6 @@ def _warn_unused_settings(plan: Any, used: Collection[str] = (), section: str = 
             err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
 
 
-def _used_in_a_cell(recipe: str, overrides: list[str], plan: Any) -> set[str]:
-    """The recipe's unused settings that some cell of its bench grid reads (a cell switching the part on)."""
-    from facekit.bench import cells
-    from facekit.recipe import load_recipe
-
-    unused = {name for name, _ in plan.recipe.unused_settings()}
-    used: set[str] = set()
-    for cell in cells(plan) if unused else []:
-        try:  # a cell the recipe refuses is said by the bench itself
-            used |= unused - {name for name, _ in load_recipe(recipe, [*overrides, *cell]).recipe.unused_settings()}
-        except FacekitError:
-            continue
-    return used
-
-
 def _add_mapping(node: Tree, value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -646,12 +631,12 @@ def bench(
     set_: SetOption = None,
 ) -> None:
     """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
-    from facekit.bench import cell_label, pass_rate, run_bench, train_time
+    from facekit.bench import cell_label, pass_rate, read_in_a_cell, run_bench, train_time
     from facekit.recipe import load_recipe
 
     # The recipe's own, less those a cell reads (it turns their part on); a cell that turns a part off knows it.
     plan = load_recipe(recipe, set_ or [])
-    _warn_unused_settings(plan, _used_in_a_cell(recipe, set_ or [], plan))
+    _warn_unused_settings(plan, read_in_a_cell(recipe, set_ or [], plan))
     rows, output = run_bench(recipe, set_ or [])
     judges = load_judges(rows)
     table = Table(title=f"facekit bench ({len(rows)} cells)")

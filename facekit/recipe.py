@@ -416,10 +416,11 @@ class Recipe(Section):
 
     def unused_settings(self) -> list[tuple[str, str]]:
         """Settings given a value (other than their default, and other than 0) that no stage will read because the
-        part they shape is switched off, as (dotted name, why): said as a warning by ``facekit check`` and ``facekit
-        run``, not refused, because a recipe that switches a part off usually inherits its settings from the recipe
-        it extends (recipes/ablations/no-identity.yaml keeps the identity crop's jitter). Settings that a recipe could
-        only have set by hand are refused instead (the validators of TrainSection and InferSection)."""
+        part they shape is switched off, as (dotted name, why): said as a warning by ``facekit check``, ``run``,
+        ``bench`` and ``prepare``, not refused, because a recipe that switches a part off usually inherits its
+        settings from the recipe it extends (recipes/ablations/no-identity.yaml keeps the identity crop's jitter).
+        Settings that a recipe could only have set by hand are refused instead (the validators of TrainSection and
+        InferSection)."""
         rules: list[tuple[Section, str, tuple[str, ...], str]] = []
         if not self.augment.enabled:
             off = "augmentation is off (augment.enabled: false)"
