@@ -1065,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch loads: OpenMP's default spin-waiting slows torch whenever another process holds the cores (a
     # training in the background): 345 vs 287 ms per photo for normalize, RESULTS.md "omp-wait".
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from facekit.images import quiet_pillow_size_warning
+    from facekit.errors import quiet_pillow_size_warning
 
     quiet_pillow_size_warning()
     try:

@@ -88,3 +88,31 @@ def did_you_mean(name: str, choices: Sequence[str], n: int = 1, cutoff: float = 
 
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=cutoff)
     return "did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
+
+
+# ------------------------------------------------------------------------------ warnings the CLI leaves out
+# Here rather than in facekit.images (numpy at its top), so that every command, --help included, sets the filter
+# without importing numpy.
+
+#: Pillow's DecompressionBombWarning as it says a photo is over its own limit (89 MP) while opening it.
+PILLOW_SIZE_WARNING = r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels"
+
+
+def quiet_pillow_size_warning() -> None:
+    """Leave out Pillow's DecompressionBombWarning: facekit refuses or allows each photo against
+    :func:`facekit.images.max_megapixels` and says so in the photo's row, so the warning only repeats it as a
+    traceback-like line. The CLI calls this at start; prepare's worker processes, which do not inherit a filter,
+    follow their parent's (:func:`pillow_size_warning_quiet`)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=PILLOW_SIZE_WARNING)
+
+
+def pillow_size_warning_quiet() -> bool:
+    """Whether this process leaves out Pillow's size warning (:func:`quiet_pillow_size_warning`)."""
+    import warnings
+
+    return any(
+        action == "ignore" and message is not None and message.pattern == PILLOW_SIZE_WARNING
+        for action, message, *_ in warnings.filters
+    )

@@ -84,30 +84,6 @@ def managed_profile(opened: Any) -> bytes | None:
     return bytes(icc)
 
 
-#: Pillow's DecompressionBombWarning as it says a photo is over its own limit (89 MP) while opening it.
-PILLOW_SIZE_WARNING = r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels"
-
-
-def quiet_pillow_size_warning() -> None:
-    """Leave out Pillow's DecompressionBombWarning: facekit refuses or allows each photo against
-    :func:`max_megapixels` and says so in the photo's row, so the warning only repeats it as a traceback-like line.
-    The CLI calls this at start; prepare's worker processes, which do not inherit a filter, follow their parent's
-    (:func:`pillow_size_warning_quiet`)."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=PILLOW_SIZE_WARNING)
-
-
-def pillow_size_warning_quiet() -> bool:
-    """Whether this process leaves out Pillow's size warning (:func:`quiet_pillow_size_warning`)."""
-    import warnings
-
-    return any(
-        action == "ignore" and message is not None and message.pattern == PILLOW_SIZE_WARNING
-        for action, message, *_ in warnings.filters
-    )
-
-
 @contextlib.contextmanager
 def _pillow_limit(limit: float) -> Iterator[None]:
     """Pillow's decompression-bomb guard raised to ``limit`` megapixels inside the block only, when the user allowed

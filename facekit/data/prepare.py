@@ -115,7 +115,7 @@ def _init_worker(config: WorkerConfig, quiet: bool = False) -> None:
 
     torch.set_num_threads(1)  # one process per core: threads inside would only fight
     if quiet:  # as the parent process (a spawned worker does not inherit its warnings filters)
-        from facekit.images import quiet_pillow_size_warning
+        from facekit.errors import quiet_pillow_size_warning
 
         quiet_pillow_size_warning()
     _STATE["config"] = config
@@ -650,7 +650,7 @@ def _in_workers(
     from concurrent.futures.process import BrokenProcessPool
 
     from facekit.data.pose import load_mean_shape
-    from facekit.images import pillow_size_warning_quiet
+    from facekit.errors import pillow_size_warning_quiet
 
     load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
     executor = ProcessPoolExecutor(

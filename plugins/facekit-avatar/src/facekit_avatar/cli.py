@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
 from facekit.cli import DeviceOption
 from facekit.errors import FacekitError
 from facekit.types import FACE_CHOICE_HELP, FaceChoice, face_record
+
+if TYPE_CHECKING:  # numpy is imported where it is used: registering the command runs at every `facekit` start
+    import numpy as np
 
 
 def _output_folder(value: str | None) -> str | None:
@@ -132,6 +134,8 @@ def avatar_files(
 def _avatars_locked(
     plan: Any, normalizer: Any, maker: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
 ) -> list[dict[str, str]]:
+    import numpy as np
+
     from facekit.batch import (
         exists_reason,
         input_sha256,
@@ -241,6 +245,7 @@ def contact_sheet(photo: np.ndarray, face: Any, avatar: Any, height: int = 224) 
 def side_by_side(tiles: list[np.ndarray], height: int) -> np.ndarray:
     """Images resized to ``height`` px high (aspect kept) and joined left to right."""
     import cv2
+    import numpy as np
 
     resized = [
         cv2.resize(t, (max(1, round(t.shape[1] * height / t.shape[0])), height), interpolation=cv2.INTER_AREA)
