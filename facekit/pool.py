@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from facekit.checkpoints import save_tensors
 from facekit.errors import FacekitError
 from facekit.locks import replace_durably
+from facekit.recipe import BACKGROUND_FOREHEAD, BACKGROUND_MARGIN
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,9 @@ def random_cast(photo: np.ndarray, rng: np.random.Generator, sigma: float) -> np
     return np.asarray(np.clip(to_srgb(linear) * 255.0 + 0.5, 0, 255), np.uint8)
 
 
-def background_mask(landmarks: np.ndarray, size: int, forehead: float = 1.0, margin: float = 1 / 12) -> np.ndarray:
+def background_mask(
+    landmarks: np.ndarray, size: int, forehead: float = BACKGROUND_FOREHEAD, margin: float = BACKGROUND_MARGIN
+) -> np.ndarray:
     """(S, S) float32 in [0, 1]: 1 on the face of (68, 2) iBUG ``landmarks``, its forehead up to about the hairline
     (the brows raised by ``forehead`` interocular distances) and a margin of ``margin`` x S for hair and ears,
     feathered over S/40 px. Outside it is what the quality benchmark counts as background (side strips beyond the
@@ -270,8 +273,8 @@ def plain_background(
     landmarks: np.ndarray,
     mean_landmarks: np.ndarray,
     rgb: Any,
-    forehead: float = 1.0,
-    margin: float = 1 / 12,
+    forehead: float = BACKGROUND_FOREHEAD,
+    margin: float = BACKGROUND_MARGIN,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Targets on one flat colour: (N, S, S, 3) uint8 ``images`` outside :func:`background_mask` of their (N, K, 2)
     ``landmarks``, ``textures`` outside the mask of the mean landmarks (they are registered to the mean face)."""

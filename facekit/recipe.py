@@ -217,6 +217,10 @@ class LossWeights(Section):
 
 
 Channel = Annotated[int, Field(ge=0, le=255)]
+#: The kept region of ``train.background: plain`` (facekit.pool.background_mask): the brows raised by this many
+#: interocular distances, and a margin of this share of the image side for hair and ears.
+BACKGROUND_FOREHEAD = 1.0
+BACKGROUND_MARGIN = 1 / 12
 
 
 class TrainSection(Section):
@@ -274,13 +278,13 @@ class TrainSection(Section):
         default=(128, 128, 128), description="background: plain's colour"
     )
     background_forehead: float = Field(
-        default=1.0,
+        default=BACKGROUND_FOREHEAD,
         ge=0,
         le=3,
         description="background plain: how far above the brows the kept region reaches, in interocular distances",
     )
     background_margin: float = Field(
-        default=1 / 12,
+        default=BACKGROUND_MARGIN,
         ge=0,
         le=0.5,
         description="background plain: the kept region's margin around face and forehead (hair, ears), as a "
