@@ -172,13 +172,24 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     _warn_unused_settings(plan)
 
 
-def _warn_unused_settings(plan: Any, used: Collection[str] = (), section: str = "") -> None:
+#: Which sections' unused settings (Recipe.unused_settings) concern each stage: the training pool makes its morphs
+#: with augment's settings; evaluate and infer read none of those sections.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("prepare.",),
+    "augment": ("augment.",),
+    "train": ("augment.", "train."),
+    "evaluate": (),
+    "infer": (),
+}
+
+
+def _warn_unused_settings(plan: Any, used: Collection[str] = (), stages: Sequence[str] | None = None) -> None:
     """Say each setting the recipe gives that no stage reads (Plan.unused_settings), in yellow, on stderr; not those
-    named in ``used`` (read after all, in a bench cell), and only those of ``section`` when one is given (a command
-    that runs one stage)."""
+    named in ``used`` (read after all, in a bench cell), and with ``stages`` only those of the stages that run."""
+    sections = ("",) if not stages else tuple(p for stage in stages for p in STAGE_SECTIONS.get(stage, ()))
     for line in plan.unused_settings():
         name = line.partition(":")[0]
-        if name not in used and name.startswith(section):
+        if name not in used and name.startswith(sections):
             err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
 
 
@@ -211,7 +222,7 @@ def run(
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    _warn_unused_settings(plan)
+    _warn_unused_settings(plan, stages=stage)  # (all stages run without --stage)
 
     def said(done: Any) -> None:  # as each stage ends: a later stage's failure leaves the finished ones said
         console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}")
@@ -233,7 +244,7 @@ def prepare(
     from facekit.runs import finish_run, start_run
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    _warn_unused_settings(plan, section="prepare.")  # its own stage's settings alone
+    _warn_unused_settings(plan, stages=["prepare"])  # its own stage's settings alone
     parsed = Shard.parse(shard)
     groups = check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")

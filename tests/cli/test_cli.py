@@ -247,14 +247,18 @@ def test_the_command_list_gives_each_command_its_first_sentence_on_one_line() ->
 
 def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     """The no-identity ablation inherits the identity crop's jitter, which nothing reads without an encoder term:
-    `check` says so on stderr and stays valid (exit 0); `run` and `bench` say it before any work (here, refused at
-    once)."""
+    `check` says so on stderr and stays valid (exit 0); `run` (for the stages it runs), `prepare` (its own) and
+    `bench` say it before any work (here, refused at once)."""
     check = run_cli("check", "recipes/ablations/no-identity.yaml")
     assert check.returncode == 0 and "valid" in check.stdout, check.stderr
     assert "warning: train.identity_jitter: not used: no loss term runs the encoder" in check.stderr
     assert "paper.yaml)" in check.stderr and "warning" not in run_cli("check", "recipes/demo.yaml").stderr
-    run = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "infer")
-    assert run.stderr.startswith("warning: train.identity_jitter: not used"), run.stderr
+    # `run` says those of the stages it runs: training's for --stage train (refused at once here: the paper recipe
+    # trains on a GPU), none of them for --stage infer.
+    run = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "train", "--resume")
+    assert run.returncode == 1 and run.stderr.startswith("warning: train.identity_jitter: not used"), run.stderr
+    infer = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "infer")
+    assert infer.returncode == 1 and "warning" not in infer.stderr, infer.stderr
     # `facekit prepare` runs one stage: its own settings alone (not the inherited jitter).
     prepare = run_cli(
         "prepare",
