@@ -11,7 +11,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -169,28 +169,13 @@ def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_:
     root = plan.recipe.data.resolved_root()
     tree.add(f"data is read from {root.resolve()}; relative outputs are under {Path.cwd()}")
     console.print(tree)
-    _warn_unused_settings(plan)
+    _warn_unused_settings(plan.unused_settings())
 
 
-#: Which sections' unused settings (Recipe.unused_settings) concern each stage: the training pool makes its morphs
-#: with augment's settings; evaluate and infer read none of those sections.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("prepare.",),
-    "augment": ("augment.",),
-    "train": ("augment.", "train."),
-    "evaluate": (),
-    "infer": (),
-}
-
-
-def _warn_unused_settings(plan: Any, used: Collection[str] = (), stages: Sequence[str] | None = None) -> None:
-    """Say each setting the recipe gives that no stage reads (Plan.unused_settings), in yellow, on stderr; not those
-    named in ``used`` (read after all, in a bench cell), and with ``stages`` only those of the stages that run."""
-    sections = ("",) if not stages else tuple(p for stage in stages for p in STAGE_SECTIONS.get(stage, ()))
-    for line in plan.unused_settings():
-        name = line.partition(":")[0]
-        if name not in used and name.startswith(sections):
-            err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+def _warn_unused_settings(lines: list[str]) -> None:
+    """Say each of a recipe's unused settings (Plan.unused_settings) in yellow, on stderr."""
+    for line in lines:
+        err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def _add_mapping(node: Tree, value: Any) -> None:
@@ -222,7 +207,7 @@ def run(
     from facekit.recipe import load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    _warn_unused_settings(plan, stages=stage)  # (all stages run without --stage)
+    _warn_unused_settings(plan.unused_settings(stages=stage))  # (all stages run without --stage)
 
     def said(done: Any) -> None:  # as each stage ends: a later stage's failure leaves the finished ones said
         console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}")
@@ -244,7 +229,7 @@ def prepare(
     from facekit.runs import finish_run, start_run
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    _warn_unused_settings(plan, stages=["prepare"])  # its own stage's settings alone
+    _warn_unused_settings(plan.unused_settings(stages=["prepare"]))  # its own stage's settings alone
     parsed = Shard.parse(shard)
     groups = check_preparable(plan)  # a refused run leaves no folder and no run record
     run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
@@ -647,7 +632,7 @@ def bench(
 
     # The recipe's own, less those a cell reads (it turns their part on); a cell that turns a part off knows it.
     plan = load_recipe(recipe, set_ or [])
-    _warn_unused_settings(plan, read_in_a_cell(recipe, set_ or [], plan))
+    _warn_unused_settings(plan.unused_settings(read=read_in_a_cell(recipe, set_ or [], plan)))
     rows, output = run_bench(recipe, set_ or [])
     judges = load_judges(rows)
     table = Table(title=f"facekit bench ({len(rows)} cells)")

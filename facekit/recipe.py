@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import NoneType, UnionType
@@ -34,6 +34,15 @@ from facekit.types import DEVICE_PATTERN, FaceRule, Kind
 DEFAULT_DATA_ROOT = "../shared/data"
 STAGES: tuple[str, ...] = ("prepare", "augment", "train", "evaluate", "infer")
 Stage = Literal["prepare", "augment", "train", "evaluate", "infer"]
+#: The sections whose unused settings (:meth:`Recipe.unused_settings`) concern each stage: the training pool makes its
+#: morphs with augment's settings; evaluate and infer read none of those sections.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("prepare.",),
+    "augment": ("augment.",),
+    "train": ("augment.", "train."),
+    "evaluate": (),
+    "infer": (),
+}
 
 
 class Section(BaseModel):
@@ -479,10 +488,14 @@ class Plan:
         """The resolved recipe (defaults filled in) as plain data, as saved beside every run."""
         return self.recipe.model_dump(mode="json")
 
-    def unused_settings(self) -> list[str]:
+    def unused_settings(self, stages: Sequence[str] | None = None, read: Collection[str] = ()) -> list[str]:
         """:meth:`Recipe.unused_settings` as lines ("train.identity_jitter: not used: ..."), each naming the base file
-        of the ``extends`` chain that set it, as a refusal does."""
-        found = self.recipe.unused_settings()
+        of the ``extends`` chain that set it, as a refusal does; with ``stages`` only those that concern the stages
+        (:data:`STAGE_SECTIONS`), and none named in ``read`` (read after all, as by a bench cell)."""
+        sections = ("",) if not stages else tuple(p for stage in stages for p in STAGE_SECTIONS.get(stage, ()))
+        found = [
+            (name, why) for name, why in self.recipe.unused_settings() if name not in read and name.startswith(sections)
+        ]
         source = Path(self.source)
         if not found or not source.is_file():
             return [f"{name}: not used: {why}" for name, why in found]
