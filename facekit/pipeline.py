@@ -409,20 +409,38 @@ def _applied(app: Any, faces: Any, label: str = "") -> dict[str, Any]:
 
 def app_arrays(results: Any, label: str) -> dict[str, Any]:
     """An app's results as numpy arrays (detached: a tensor an app's own layers made, one that requires grad,
-    included; bfloat16, which numpy lacks, as float32); a result that is not a dict is a FacekitError."""
+    included; bfloat16, which numpy lacks, as float32); a result that is not a dict, or one that is no array of
+    numbers or strings (rows of different lengths, dicts, None), is a FacekitError naming it. Before, such a result
+    passed the conformance check (dicts) and then ended the infer stage, every photo normalized, in a ValueError or
+    AttributeError traceback."""
+    import reprlib
+
     import numpy as np
     import torch
 
     if not isinstance(results, dict):
         raise FacekitError(f"{label}: apply returned {type(results).__name__}, not a dict")
 
-    def array(value: Any) -> Any:
+    def array(key: str, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu()
             return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
-        return np.asarray(value)
+        try:
+            converted = np.asarray(value)
+        except ValueError as error:  # rows of different lengths
+            converted, why = None, str(error).split(". ")[0]
+        else:  # the first item that is not a number or a string: a dict, None, a nested list...
+            odd = next((v for v in converted.flat if not isinstance(v, (int, float, str, np.generic))), None)
+            why = f"it holds {reprlib.repr(odd)}"
+        if converted is None or converted.dtype == object:
+            raise FacekitError(
+                f"{label}: result {key!r} is not an array of numbers or strings ({why}): return a tensor, a numpy "
+                "array or equal-length lists of numbers or strings (apps.json lists a face's values, other results "
+                "are saved as .npy)"
+            )
+        return converted
 
-    return {key: array(value) for key, value in results.items()}
+    return {key: array(key, value) for key, value in results.items()}
 
 
 def _per_face_keys(app: Any, faces: Any, applied: dict[str, Any], label: str = "") -> set[str]:

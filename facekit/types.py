@@ -371,9 +371,10 @@ class App(Protocol):
     A result with one entry per face has the batch as its first axis (B rows for B faces); the recipe's infer stage
     lists it per photo in apps.json, having checked once that it follows the batch (given one face, or two when the
     batch is one). Any other result is the batch's and is saved as a file. ``apply`` runs with autograd on (it may
-    optimise, as the avatar's fit does); results may be numpy arrays, lists or tensors (detached; bfloat16 is
-    read as float32). Each app gets its own copy of the faces; an app that raises stops the stage with an error naming
-    it and its plugin, and a NaN result is written as null. facekit.testing's ``applies`` check holds an app to this
+    optimise, as the avatar's fit does); results may be numpy arrays, lists or tensors of numbers or strings
+    (detached; bfloat16 is read as float32; rows of different lengths, dicts or None are refused, naming the
+    result). Each app gets its own copy of the faces; an app that raises stops the stage with an error naming it and
+    its plugin, and a NaN result is written as null. facekit.testing's ``applies`` check holds an app to this
     on batches of two and one."""
 
     def apply(self, faces: DecoderOutput) -> dict[str, Any]: ...

@@ -248,6 +248,16 @@ class _TensorApp:
         return faces.image.mean(dim=(1, 2, 3))
 
 
+class _RaggedApp:
+    def apply(self, faces: Any) -> dict[str, Any]:
+        return {"points": [[1.0, 2.0], [3.0]][: faces.image.shape[0]] if faces.image.shape[0] > 1 else [[1.0]]}
+
+
+class _DictsApp:
+    def apply(self, faces: Any) -> dict[str, Any]:
+        return {"meta": [{"index": index} for index in range(faces.image.shape[0])]}
+
+
 class _BFloat16App:
     def apply(self, faces: Any) -> dict[str, Any]:
         return {"mean": faces.image.mean(dim=(1, 2, 3)).to(torch.bfloat16)}
@@ -260,6 +270,8 @@ class _BFloat16App:
         (_NaNApp, "'value' is not finite"),
         (_RaisingApp, "apply raised on a batch of 2: RuntimeError: cannot handle a batch"),
         (_TensorApp, "apply returned Tensor, not a dict"),
+        (_RaggedApp, "result 'points' is not an array of numbers or strings"),
+        (_DictsApp, r"result 'meta' is not an array of numbers or strings \(it holds \{'index': 0\}\)"),
     ],
 )
 def test_the_app_check_catches_what_the_infer_stage_would_get_wrong(cls: type, message: str) -> None:

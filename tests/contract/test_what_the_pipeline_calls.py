@@ -321,6 +321,39 @@ def test_apps_that_change_their_input_give_bfloat16_nan_or_raise_are_handled(tmp
         run_apps([built("raising", Raising(), 0)], rows, tmp_path / "out")
 
 
+def test_app_results_that_are_no_arrays_are_refused_naming_the_app_and_result(tmp_path: Path) -> None:
+    """Before (helper-98): a per-face list of dicts passed the app check and ended the infer stage, every photo
+    normalized, in an AttributeError traceback ('dict' object has no attribute 'tolist'); rows of different lengths
+    in a ValueError one."""
+    import numpy as np
+    from PIL import Image
+
+    from facekit.batch import Row
+    from facekit.pipeline import run_apps
+
+    class Dicts:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            return {"meta": [{"index": index} for index in range(faces.image.shape[0])]}
+
+    class Ragged:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            return {"rows": [list(range(index + 1)) for index in range(faces.image.shape[0])]}
+
+    def built(name: str, app: Any) -> Any:
+        spec = type("Spec", (), {"name": name, "plugin": f"facekit-{name}"})()
+        return type("Built", (), {"spec": spec, "slot": "apps.0", "build": lambda self: app})()
+
+    rows = []
+    for index, grey in enumerate((60, 180)):
+        png = tmp_path / f"face{index}.png"
+        Image.fromarray(np.full((16, 16, 3), grey, np.uint8)).save(png)
+        png.with_suffix(".json").write_text(json.dumps({"landmarks": None}))
+        rows.append(Row(f"in{index}.jpg", "ok", str(png)))
+    for name, app, result in (("dicts", Dicts(), "meta"), ("ragged", Ragged(), "rows")):
+        with pytest.raises(FacekitError, match=rf"app {name} \(plugin facekit-{name}\): result '{result}' is not an"):
+            run_apps([built(name, app)], rows, tmp_path / "out")
+
+
 def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
     data_root: Path, tmp_path: Path
 ) -> None:
