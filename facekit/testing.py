@@ -975,7 +975,7 @@ def parametrize_with_checks(
                 reason = (xfail or {}).get((spec.name, name))
                 marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
                 if required:
-                    why = f"{spec.name} has required params: run its checks with check_component(spec, params=...)"
+                    why = f"{spec.name} has required params: run its checks with check_{kind}(spec, params=...)"
                     marks = [pytest.mark.skip(reason=why)]
                 cases.append(pytest.param(kind, spec, name, id=f"{kind}-{spec.name}-{name}", marks=marks))
     if plugin is not None and not selected:

@@ -58,3 +58,32 @@ def test_weights_missing_skip_only_the_default_params_case(tmp_path: Path) -> No
     with pytest.raises((WeightsNotFoundError, pytest.skip.Exception)) as raised:  # a skip must not pass here
         run_check("warper", spec, "protocol", params={})
     assert raised.type is WeightsNotFoundError
+
+
+def test_a_component_with_required_params_is_skipped_with_a_call_that_runs_its_checks() -> None:
+    """Before (helper-98): the skip said check_component(spec, params=...), which is a TypeError (check_component
+    takes the kind first)."""
+    import facekit.testing
+    from facekit.registry import Params, get_registry
+
+    class LevelParams(Params):
+        level: float
+
+    class Level:
+        def __init__(self, params: LevelParams) -> None:
+            self.level = params.level
+
+        def apply(self, faces: Any) -> dict[str, Any]:
+            return {"level": faces.image.mean(dim=(1, 2, 3)) * self.level}
+
+    registry = get_registry("app")
+    registry.add(ComponentSpec("needs-level", Level, LevelParams, plugin="needs"))
+    try:
+        cases = parametrize_with_checks("app", plugin="needs")
+    finally:
+        registry.drop_plugin("needs")
+    (reason,) = {mark.kwargs["reason"] for case in cases for mark in case.marks}
+    call = reason.split("run its checks with ")[1]
+    assert call == "check_app(spec, params=...)"
+    spec = next(case.values[1] for case in cases)
+    getattr(facekit.testing, call.split("(")[0])(spec, params={"level": 0.5})
