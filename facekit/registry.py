@@ -8,6 +8,7 @@ plugins` reports it), while every other component, the two plugins' others inclu
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import threading
@@ -159,6 +160,11 @@ class Registry(Generic[T]):
                 f"{self.kind} name {spec.name!r}: use lower-case letters, digits, '-', '_' or '.', starting with a "
                 "letter or digit (it is typed in recipes and on the command line)"
             )
+        if isinstance(spec.params, BaseModel):  # params=MyParams() for params=MyParams
+            raise InvalidComponentSpec(
+                f"{self.kind} {spec.name!r}: params is an instance of {type(spec.params).__name__}, not the class: "
+                f"register params={type(spec.params).__name__} (facekit validates each recipe's settings into it)"
+            )
         if not (isinstance(spec.params, type) and issubclass(spec.params, BaseModel)):
             raise InvalidComponentSpec(
                 f"{self.kind} {spec.name!r}: params is {spec.params!r}, not a pydantic model: use a subclass of "
@@ -170,6 +176,7 @@ class Registry(Generic[T]):
                 f"{self.kind} {spec.name!r}: params {spec.params.__name__} takes unknown keys, so a misspelled setting "
                 "in a recipe would be ignored: subclass facekit.Params (or set model_config extra='forbid')"
             )
+        self._check_factory(spec)
         if spec.card is None and self.kind in CARD_KINDS:
             raise InvalidComponentSpec(
                 f"{self.kind} {spec.name!r} has no model card: register it with ComponentSpec(card=ModelCard(...)); "
@@ -187,6 +194,26 @@ class Registry(Generic[T]):
             claims.append(spec)
             raise DuplicateComponentError(self.conflict_message(spec.name))
         self._specs[spec.name] = spec
+
+    def _check_factory(self, spec: ComponentSpec[T]) -> None:
+        """A factory facekit cannot call as ``factory(params)`` is refused here, naming it: before (helper-98), a
+        warper class whose ``__init__`` took no params registered and listed fine, and the train stage that built it
+        ended in a TypeError traceback."""
+        factory = spec.factory
+        what = getattr(factory, "__qualname__", None) or type(factory).__name__
+        if not callable(factory):
+            raise InvalidComponentSpec(f"{self.kind} {spec.name!r}: factory {factory!r} is not callable")
+        try:
+            signature = inspect.signature(factory).replace(return_annotation=inspect.Signature.empty)
+            signature.bind(None)
+        except TypeError:
+            raise InvalidComponentSpec(
+                f"{self.kind} {spec.name!r}: factory {what}{signature} cannot be called with the "
+                f"params alone: facekit builds a component as factory(params), params a {spec.params.__name__} "
+                "(for a class: def __init__(self, params))"
+            ) from None
+        except ValueError:  # no signature to read (a builtin): it is called as it is
+            pass
 
     def conflicts(self) -> list[str]:
         """The names two or more registrations claim (unusable)."""

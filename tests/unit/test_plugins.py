@@ -154,7 +154,7 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
 
     @facekit.hookimpl
     def register_warpers(register: object) -> None:
-        register(ComponentSpec("half-registered", "warper", NoParams, lambda params: None))  # type: ignore[operator]
+        register(ComponentSpec("half-registered", lambda params: None, NoParams))
         raise ModuleNotFoundError("No module named 'missing_dependency'")
 
     @facekit.hookimpl
@@ -195,9 +195,11 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
 
 
 def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A spec named so no recipe can type it ('My Warp'), declaring an unknown landmark scheme, or whose params are
-    no facekit.Params (a dataclass: before, a traceback at `facekit check`) is left out with a warning; the same
-    hook's other components stay (the whole hook was dropped when the check first came)."""
+    """A spec named so no recipe can type it ('My Warp'), declaring an unknown landmark scheme, whose params are
+    no facekit.Params (a dataclass: before, a traceback at `facekit check`; an instance: before, called "not a
+    pydantic model"), or whose factory cannot take the params (before, a TypeError traceback in the stage that built
+    it) is left out with a warning; the same hook's other components stay (the whole hook was dropped when the check
+    first came)."""
     from pydantic import BaseModel, ConfigDict
 
     from facekit import registry
@@ -210,6 +212,10 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
     class LaxModel(BaseModel):
         strength: float = 1.0
 
+    class NoParamsWarper:
+        def __init__(self) -> None:
+            pass
+
     mixed = types.ModuleType("mixed_plugin")
 
     @facekit.hookimpl
@@ -220,6 +226,8 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         register(ComponentSpec("dataclass-params", lambda params: None, dict))  # type: ignore[arg-type]
         register(ComponentSpec("pydantic-params", lambda params: None, PlainModel))  # a plain BaseModel: it works
         register(ComponentSpec("lax-params", lambda params: None, LaxModel))  # takes unknown keys: typos pass
+        register(ComponentSpec("params-instance", lambda params: None, NoParams()))  # type: ignore[arg-type]
+        register(ComponentSpec("no-params-factory", NoParamsWarper, NoParams))  # its __init__ takes no params
 
     mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
     _installed_beside(monkeypatch, _FakeEntryPoint("mixed", "facekit-mixed", mixed))
@@ -227,14 +235,19 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         names = facekit.get_registry("warper").names()
         assert "good-warp" in names and "rbf-linear" in names and "pydantic-params" in names
         assert "My Warp" not in names and "odd-scheme" not in names and "dataclass-params" not in names
-        assert "lax-params" not in names
-        assert len(registry.HOOK_FAILURES) == 4
+        assert "lax-params" not in names and "params-instance" not in names and "no-params-factory" not in names
+        assert len(registry.HOOK_FAILURES) == 6
         assert (
             "plugin 'mixed' registers an unusable warper, left out: warper name 'My Warp'" in registry.HOOK_FAILURES[0]
         )
         assert "known schemes" in registry.HOOK_FAILURES[1]
         assert "not a pydantic model: use a subclass of facekit.Params" in registry.HOOK_FAILURES[2]
         assert "takes unknown keys, so a misspelled setting" in registry.HOOK_FAILURES[3]
+        assert "params is an instance of NoParams, not the class: register params=NoParams" in registry.HOOK_FAILURES[4]
+        assert (
+            "factory test_a_plugins_unusable_component_is_left_out_alone.<locals>.NoParamsWarper() cannot be called "
+            "with the params alone: facekit builds a component as factory(params)"
+        ) in registry.HOOK_FAILURES[5]
     finally:
         plugins.reset()
 
