@@ -98,6 +98,7 @@ __all__ = [
     "dense_flow",
     "dense_flow_from_solution",
     "evaluate_spline",
+    "full_precision",
     "interpolate_spline",
     "piecewise_affine_warp",
     "solve_spline",
