@@ -569,7 +569,8 @@ class Normalizer:
         checkpoint = model_file(path)
         if path is not None and not checkpoint.is_file() and os.sep not in str(path) and not checkpoint.suffix:
             raise FacekitError(
-                f"from_checkpoint: {path!r} is neither a model file nor a shipped model ({', '.join(SHIPPED_MODELS)})"
+                f"from_checkpoint: {os.fspath(path)!r} is neither a model file nor a shipped model "
+                f"({', '.join(SHIPPED_MODELS)})"
             )
         tensors, meta = read_checkpoint(checkpoint)
         # Which weights these are, the same for a checkpoint and the model file exported from it: an evaluation

@@ -209,6 +209,8 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     infer = plan.recipe.infer
     # A shipped model's name is its file (helper-74: infer.checkpoint=dlib loaded it, then hashing 'dlib' failed).
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+    if infer.checkpoint is not None and not checkpoint.is_file():  # (helper-98: "from_checkpoint: PosixPath(...)")
+        raise FacekitError(infer_checkpoint_missing(infer.checkpoint))
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     apps = recipe_apps(plan)
     check_pipeline_apps(plan)
@@ -233,6 +235,13 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
         write_apps_json(run_apps(apps, made, Path(infer.output)), Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
+
+
+def infer_checkpoint_missing(named: str) -> str:
+    """The error for an ``infer.checkpoint`` that is no model file and no shipped model's name."""
+    from facekit.normalize import SHIPPED_MODELS
+
+    return f"infer.checkpoint not found: {named} (a model file, or a shipped model: {', '.join(SHIPPED_MODELS)})"
 
 
 def recipe_detector(plan: Plan) -> Any:
@@ -596,7 +605,7 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
         named = infer.checkpoint
         if named is not None and not model_file(named).is_file():
             if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):
-                raise FacekitError(f"infer.checkpoint not found: {named}")
+                raise FacekitError(infer_checkpoint_missing(named))
         elif named is not None:  # a model that is there: the recipe's components must be its own (helper-76)
             from facekit.checkpoints import read_checkpoint_meta
 

@@ -439,3 +439,19 @@ def test_adjusts_mapping_refusals_name_the_options_typed(
         error = " ".join(capsys.readouterr().err.split())
         assert code == 1 and said in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_an_infer_checkpoint_that_is_no_model_is_named_in_the_recipes_words() -> None:
+    """Before (helper-98): `facekit run --stage infer` with infer.checkpoint: default said "from_checkpoint:
+    PosixPath('default') is neither a model file nor a shipped model"; as a later stage it said "infer.checkpoint not
+    found: default" without the shipped models' names."""
+    from facekit.errors import FacekitError
+    from facekit.pipeline import RunOptions, check_later_stages, run_infer_stage
+    from facekit.recipe import load_recipe
+
+    plan = load_recipe("recipes/demo.yaml", ["infer.checkpoint=default"])
+    expected = r"^infer\.checkpoint not found: default \(a model file, or a shipped model: dlib, sface\)$"
+    with pytest.raises(FacekitError, match=expected):
+        run_infer_stage(plan, RunOptions())
+    with pytest.raises(FacekitError, match=expected):
+        check_later_stages(plan, ["evaluate", "infer"])
