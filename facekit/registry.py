@@ -225,9 +225,17 @@ class Registry(Generic[T]):
         if len(plugins) == 1:
             return f"plugin {plugins[0]} registers {self.kind} {name!r} {len(claims)} times: register it once"
         if len(plugins) == 2:
+            first, second = dict.fromkeys(claims)
+            if "builtin" in (first, second):  # disabling builtin would take every one of facekit's own components
+                other = second if first == "builtin" else first
+                return (
+                    f"{self.kind} {name!r} is registered by two plugins: {plugins[0]} and {plugins[1]}; the name is "
+                    f"facekit's own: rename the component in plugin {other!r}, or uninstall that plugin or set "
+                    f"FACEKIT_DISABLE_PLUGINS={other}"
+                )
             return (
                 f"{self.kind} {name!r} is registered by two plugins: {plugins[0]} and {plugins[1]}; uninstall one, or "
-                "disable it with FACEKIT_DISABLE_PLUGINS"
+                f"disable it with FACEKIT_DISABLE_PLUGINS={first} (or ={second})"
             )
         return (
             f"{self.kind} {name!r} is registered by {len(plugins)} plugins: {', '.join(plugins[:-1])} and "

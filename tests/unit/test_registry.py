@@ -39,6 +39,22 @@ def test_duplicate_name_names_both_plugins() -> None:
     assert registry.get("smooth").plugin == "alpha" and registry.names() == ["smooth"]
 
 
+def test_a_clash_with_a_builtin_name_says_to_rename_the_plugins_not_to_disable_builtin() -> None:
+    """Before (helper-98): a plugin registering 'tps' was told "uninstall one, or disable it with
+    FACEKIT_DISABLE_PLUGINS", and disabling the builtin plugin leaves out every one of facekit's own components."""
+    registry: Registry[Any] = Registry("warper")
+    registry.add(make("tps", plugin="builtin"))
+    with pytest.raises(DuplicateComponentError) as raised:
+        registry.add(make("tps", plugin="mine"))
+    assert str(raised.value) == (
+        "warper 'tps' is registered by two plugins: 'builtin' and 'mine'; the name is facekit's own: rename the "
+        "component in plugin 'mine', or uninstall that plugin or set FACEKIT_DISABLE_PLUGINS=mine"
+    )
+    registry.add(make("smooth", plugin="alpha"))
+    with pytest.raises(DuplicateComponentError, match=r"disable it with FACEKIT_DISABLE_PLUGINS=alpha \(or =beta\)$"):
+        registry.add(make("smooth", plugin="beta"))
+
+
 def test_unknown_name_suggests_close_matches_and_load_failures() -> None:
     registry: Registry[Any] = Registry("encoder", load_failures=("plugin 'x' failed to load: boom",))
     registry.add(make("facenet"))
