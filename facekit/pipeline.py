@@ -430,6 +430,13 @@ def app_arrays(results: Any, label: str) -> dict[str, Any]:
     if not isinstance(results, dict):
         raise FacekitError(f"{label}: apply returned {type(results).__name__}, not a dict")
 
+    def refused(key: str, why: str) -> FacekitError:
+        return FacekitError(
+            f"{label}: result {key!r} is not an array of numbers or strings ({why}): return a tensor, a numpy array or "
+            "equal-length lists of numbers or strings (apps.json lists a face's values, other results are saved as "
+            ".npy)"
+        )
+
     def array(key: str, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu()
@@ -437,16 +444,10 @@ def app_arrays(results: Any, label: str) -> dict[str, Any]:
         try:
             converted = np.asarray(value)
         except ValueError as error:  # rows of different lengths
-            converted, why = None, str(error).split(". ")[0]
-        else:  # the first item that is not a number or a string: a dict, None, a nested list...
-            odd = next((v for v in converted.flat if not isinstance(v, (int, float, str, np.generic))), None)
-            why = f"it holds {reprlib.repr(odd)}"
-        if converted is None or converted.dtype == object:
-            raise FacekitError(
-                f"{label}: result {key!r} is not an array of numbers or strings ({why}): return a tensor, a numpy "
-                "array or equal-length lists of numbers or strings (apps.json lists a face's values, other results "
-                "are saved as .npy)"
-            )
+            raise refused(key, str(error).split(". ")[0]) from None
+        if converted.dtype == object:  # a dict, None, a nested list...: the first item that is none of these
+            odd = next((v for v in converted.flat if not isinstance(v, int | float | str | np.generic)), None)
+            raise refused(key, f"it holds {reprlib.repr(odd)}")
         return converted
 
     return {key: array(key, value) for key, value in results.items()}
