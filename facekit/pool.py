@@ -58,9 +58,11 @@ def _uint8_chw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
-    """Prepared identities + ``train.pool_size`` on-the-fly morphs, with the encoder's features and embeddings."""
-    from facekit.align import encoder_input_transform, encoder_inputs
+def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = None) -> Pool:
+    """Prepared identities + ``train.pool_size`` on-the-fly morphs, with the encoder's features and embeddings;
+    with an ``identity`` encoder (``components.identity_encoder``), its embeddings and crop transforms instead of
+    the encoder's: the identity loss runs it."""
+    from facekit.align import encoder_input_transform
     from facekit.data.dataset import PreparedFaces
 
     recipe = plan.recipe
@@ -83,13 +85,14 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
     features, embeddings = [], []
     with torch.no_grad():
         for start in _track(range(0, len(all_images), 32), "encoding", progress):
-            inputs = encoder_inputs(encoder, all_images[start : start + 32], all_landmarks[start : start + 32])
-            embedding, feature = embed_and_features(encoder, inputs)
+            embedding, feature = encode(
+                encoder, identity, all_images[start : start + 32], all_landmarks[start : start + 32]
+            )
             features.append(feature)
             embeddings.append(embedding)
     if recipe.train.photo_inputs > 0:
         # Each person's own photos as inputs, the person's average (row i of the prepared arrays) as the target.
-        targets, photo_features, photo_embeddings = encode_photos(recipe, faces, encoder, progress)
+        targets, photo_features, photo_embeddings = encode_photos(recipe, faces, encoder, progress, identity)
         all_images = np.concatenate([all_images, all_images[targets]])
         all_textures = np.concatenate([all_textures, all_textures[targets]])
         all_landmarks = np.concatenate([all_landmarks, all_landmarks[targets]])
@@ -107,7 +110,8 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
             recipe.train.background_forehead,
             recipe.train.background_margin,
         )
-    transforms = np.stack([encoder_input_transform(encoder, points) for points in all_landmarks]).astype(np.float32)
+    crop = identity if identity is not None else encoder
+    transforms = np.stack([encoder_input_transform(crop, points) for points in all_landmarks]).astype(np.float32)
     return Pool(
         images=_uint8_chw(all_images),
         textures=_uint8_chw(all_textures),
@@ -116,6 +120,18 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False) -> Pool:
         embeddings=torch.cat(embeddings),
         transforms=torch.from_numpy(transforms),
         groups=torch.from_numpy(groups),
+    )
+
+
+def encode(encoder: Any, identity: Any, images: Any, landmarks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings, features) of photos with their landmarks: the features the encoder's, the embeddings the
+    ``identity`` encoder's when there is one (each from its own crop), else the encoder's."""
+    from facekit.align import encoder_inputs
+
+    if identity is None:
+        return embed_and_features(encoder, encoder_inputs(encoder, images, landmarks))
+    return identity.embed(encoder_inputs(identity, images, landmarks)), encoder.features(
+        encoder_inputs(encoder, images, landmarks)
     )
 
 
@@ -145,11 +161,13 @@ def manifest_photo(path: str, paths_from: dict[str, str] | None, data_root: Path
     return data_root / inside
 
 
-def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False) -> tuple[Any, Any, Any]:
+def encode_photos(
+    recipe: Any, faces: Any, encoder: Any, progress: bool = False, identity: Any = None
+) -> tuple[Any, Any, Any]:
     """Train on what inference sees: up to ``train.photo_inputs`` photos of each prepared person (kept or rejected
     for expression, pose up to ``train.photo_max_yaw_deg``, any quality) read from the prepare manifest and encoded
-    from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D))."""
-    from facekit.align import encoder_inputs
+    from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D));
+    the embeddings are the ``identity`` encoder's when there is one (:func:`encode`)."""
     from facekit.images import load_rgb
 
     settings = recipe.train
@@ -196,8 +214,7 @@ def encode_photos(recipe: Any, faces: Any, encoder: Any, progress: bool = False)
                     block.append((target, random_cast(image, casts, settings.photo_cast_sigma), points))
             if not block:
                 continue
-            inputs = encoder_inputs(encoder, [b[1] for b in block], np.stack([b[2] for b in block]))
-            embedding, feature = embed_and_features(encoder, inputs)
+            embedding, feature = encode(encoder, identity, [b[1] for b in block], np.stack([b[2] for b in block]))
             features.append(feature)
             embeddings.append(embedding)
             targets.extend(b[0] for b in block)
@@ -294,17 +311,21 @@ def plain_background(
 
 
 def pool_encoder_key(plan: Any) -> list[Any]:
-    """The encoder part of a training pool's cache key: [name, params as JSON] (``facekit bench`` matches cells' pools
-    by it)."""
-    encoder = plan.components["encoder"]
-    return [encoder.spec.name, encoder.params.model_dump(mode="json")]
+    """The encoder part of a training pool's cache key: [name, params as JSON], then the identity encoder's when
+    the recipe names one (``facekit bench`` matches cells' pools by it)."""
+    key = []
+    for slot in ("encoder", "identity_encoder"):
+        component = plan.components.get(slot)
+        if component is not None:
+            key += [component.spec.name, component.params.model_dump(mode="json")]
+    return key
 
 
-def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> Pool:
+def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, identity: Any = None) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
-    The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoder
-    (name and params).
+    The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoders
+    (name and params; the identity encoder's too).
     """
     recipe = plan.recipe
     prepared = Path(recipe.prepare.output)
@@ -346,7 +367,7 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False) -> 
                     return Pool(**load_file(str(path)))
         except (SafetensorError, OSError, ValueError) as error:  # cut short (a copy killed), or not a pool at all
             logger.warning("the cached training pool %s cannot be read (%s): it is made again", path, error)
-    pool = build_pool(plan, encoder, progress)
+    pool = build_pool(plan, encoder, progress, identity)
     from facekit.runs import is_rank_zero
 
     if is_rank_zero():

@@ -80,6 +80,12 @@ class Components(Section):
         description="the decoder's warp; a little regularisation keeps coincident inner-lip points solvable",
     )
     judge: ComponentRef | None = Field(default=None, description="encoder used only for evaluation")
+    identity_encoder: ComponentRef | None = Field(
+        default=None,
+        description="the recogniser the identity loss (and perceptual, separation) runs on the output and the input "
+        "photo in training; default: components.encoder. Another one trains the decoder to be recognisable to a "
+        "network other than the one whose features it decodes",
+    )
     apps: list[ComponentRef] = Field(default_factory=list)
 
 
@@ -89,6 +95,7 @@ SLOT_KINDS: dict[str, Kind] = {
     "decoder": "decoder",
     "warper": "warper",
     "judge": "encoder",
+    "identity_encoder": "encoder",
     "apps": "app",
 }
 
@@ -450,6 +457,7 @@ class Recipe(Section):
             off = "no loss term runs the encoder on the output (loss.identity, perceptual and separation are 0)"
             rules.append((self.train, "train", ("identity_jitter", "identity_blur"), off))
             rules.append((self.train.loss, "train.loss", ("identity_share",), off))
+            rules.append((self.components, "components", ("identity_encoder",), off))
         return [
             (f"{prefix}.{name}", why)
             for section, prefix, names, why in rules
@@ -820,14 +828,16 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
             Problem("prepare.interocular_px", f"must be less than half of prepare.image_size ({prepare.image_size})")
         )
     through_encoder = recipe.train.loss.through_encoder()
-    encoder = components.get("encoder")
+    # The loss terms run components.identity_encoder when the recipe names one, else the encoder.
+    encoder = components.get("identity_encoder") or components.get("encoder")
     if through_encoder and encoder is not None:
         card = encoder.spec.card
         if card is None or not card.differentiable:
+            slot = "components.identity_encoder" if encoder.slot == "identity_encoder" else "encoder"
             problems.append(
                 Problem(
                     f"train.loss.{through_encoder[0]}",
-                    f"encoder {encoder.spec.name!r} is not differentiable in torch (its card says so); "
+                    f"{slot} {encoder.spec.name!r} is not differentiable in torch (its card says so); "
                     f"set train.loss.{' / '.join(through_encoder)} to 0 or choose a differentiable encoder",
                 )
             )

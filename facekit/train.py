@@ -6,7 +6,8 @@ An explicit loop, no framework:
   (augment section), each an image in the aligned frame with its landmarks and texture;
 - **frozen encoder**: its features (decoder input) and embeddings (identity-loss target) are computed once for the
   whole pool and cached; the identity loss runs the encoder on the decoder's output, cropped differentiably with the
-  encoder's own alignment;
+  encoder's own alignment (or, with ``components.identity_encoder``, another recogniser, whose embeddings of the
+  inputs are cached instead);
 - **determinism**: batch ``t`` is drawn with ``default_rng([seed, t])``, so a resumed run sees the same batches;
 - **checkpoints**: ``<output>/checkpoints/last.safetensors`` (weights, Adam state, step, decoder spec) written to a
   temporary file and renamed; ``--resume`` continues from it, losing at most one checkpoint interval;
@@ -491,10 +492,14 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     elif resume:
         logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
+    # The recogniser the identity loss runs (components.identity_encoder), else the encoder itself.
+    identity_component = plan.components.get("identity_encoder")
+    identity = frozen_encoder(identity_component.build(), "cpu") if identity_component is not None else None
     pool_began = time.perf_counter()
-    pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main)
+    pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main, identity=identity)
     pool_seconds = time.perf_counter() - pool_began  # (in the checkpoint: a bench tells training from pool time)
     encoder = frozen_encoder(encoder, device)
+    recogniser = frozen_encoder(identity, device) if identity is not None else encoder
     # Seeded again: making the pool's morphs draws from torch's generator and reading the cached pool does not, so
     # a rerun over a cached pool (a run killed before its first checkpoint) would start from other weights.
     torch.manual_seed(settings.seed)
@@ -566,6 +571,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         "decoder": plan.components["decoder"].spec.name,
         "decoder_params": decoder_params.model_dump(),
         "encoder": encoder_component.spec.name,
+        **({"identity_encoder": identity_component.spec.name} if identity_component is not None else {}),
         "warper": plan.components["warper"].spec.name if "warper" in plan.components else None,
         "warper_params": plan.components["warper"].params.model_dump() if "warper" in plan.components else None,
         BOUNDARY_CONVENTION_KEY: "tfa",
@@ -597,13 +603,13 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         batch = pool.batch(mine, device)
         if settings.identity_jitter > 0:
             draws = rng.normal(scale=settings.identity_jitter, size=(settings.batch_size, 4))[dist.rank :: dist.world]
-            batch["transform"] = jitter_transforms(batch["transform"], encoder.card.input_size, draws)
+            batch["transform"] = jitter_transforms(batch["transform"], recogniser.card.input_size, draws)
         if settings.identity_blur > 0:  # drawn after the jitter: runs without a blur see the same draws as before
             sigmas = rng.uniform(0.0, settings.identity_blur, size=settings.batch_size)[dist.rank :: dist.world]
             batch["blur"] = torch.from_numpy(sigmas.astype(np.float32)).to(device)
         with autocast:
             out = model(batch["features"])
-            terms = losses(out, batch, encoder, settings.loss, decoder.image_size, identity=slice_identity)
+            terms = losses(out, batch, recogniser, settings.loss, decoder.image_size, identity=slice_identity)
         optimizer.zero_grad(set_to_none=True)
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
         optimizer_step(terms["loss"] * len(mine) * dist.world / len(index), optimizer, scaler)

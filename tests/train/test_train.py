@@ -975,3 +975,47 @@ def test_a_cached_pool_is_made_again_when_the_arrays_change(
     monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
     again = pool.cached_pool(plan, encoder, tmp_path / "pool.safetensors")
     assert built == [1] and torch.allclose(again.landmarks, first.landmarks + 3.0)
+
+
+def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gradient(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """components.identity_encoder: the decoder reads the encoder's features, the identity loss compares another
+    recogniser's embeddings of output and input (its own crop, its own jitter size); the pool caches that one's
+    embeddings and transforms, its cache key names it, and the checkpoint records it."""
+    import torch
+
+    from facekit import pool
+    from facekit.align import encoder_input_transform, encoder_inputs
+
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=2, identity_jitter=0.05, loss={"identity": 1.0})
+    recipe["components"]["identity_encoder"] = {"name": "sface"}
+    plan = resolve(recipe)
+    encoder, sface = plan.components["encoder"].build(), plan.components["identity_encoder"].build()
+    built = pool.build_pool(plan, encoder, identity=sface)
+    plain = pool.build_pool(resolve(tiny_recipe(prepared, tmp_path / "plain", steps=2)), encoder)
+    torch.testing.assert_close(built.features, plain.features)  # the decoder's input: still dlib's
+    from facekit.data.dataset import PreparedFaces
+
+    images, points = np.asarray(PreparedFaces(prepared).averages[:2]), built.landmarks[:2].numpy()
+    with torch.no_grad():
+        expected = sface.embed(encoder_inputs(sface, images, points))
+    torch.testing.assert_close(built.embeddings[:2], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(built.transforms[0].numpy(), encoder_input_transform(sface, points[0]), atol=1e-5)
+    assert "sface" in pool.pool_encoder_key(plan)
+    assert "sface" not in pool.pool_encoder_key(resolve(tiny_recipe(prepared, tmp_path / "x")))
+    through: list[tuple[int, ...]] = []  # the crops SFace embeds with a gradient: the decoder's outputs
+    real_embed = type(sface).embed
+
+    def embed(self: Any, images: Any) -> Any:
+        if images.requires_grad:
+            through.append(tuple(images.shape[1:]))
+        return real_embed(self, images)
+
+    monkeypatch.setattr(type(sface), "embed", embed)
+    out = train(plan)
+    assert through and set(through) == {(3, 112, 112)}
+    _, meta = read_checkpoint(out / "checkpoints" / "last.safetensors")
+    assert meta["encoder"] == "dlib-resnet" and meta["identity_encoder"] == "sface"
+    rows = metrics(out)
+    assert float(rows[-1]["identity"]) > 0

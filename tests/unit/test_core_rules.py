@@ -226,6 +226,7 @@ def test_inherited_settings_of_a_part_that_is_off_are_warned_of(tmp_path: Path) 
             "augment": {"enabled": False, "neighbours": 3, "count": 0},
             "prepare": {"keep_all_faces": True, "face": "central"},
             "train": {"identity_jitter": 0.05, "pool_size": 0, "loss": {"identity": 0, "identity_share": 0.5}},
+            "components": {"identity_encoder": {"name": "sface"}},
         }
     )
     assert [name for name, _ in off.unused_settings()] == [
@@ -233,6 +234,7 @@ def test_inherited_settings_of_a_part_that_is_off_are_warned_of(tmp_path: Path) 
         "prepare.face",
         "train.identity_jitter",
         "train.loss.identity_share",
+        "components.identity_encoder",
     ]
     # Where the part is on, the same values are read.
     on = Recipe.model_validate(
@@ -240,6 +242,7 @@ def test_inherited_settings_of_a_part_that_is_off_are_warned_of(tmp_path: Path) 
             "augment": {"neighbours": 3},
             "prepare": {"face": "central"},
             "train": {"identity_jitter": 0.05, "loss": {"identity_share": 0.5}},
+            "components": {"identity_encoder": {"name": "sface"}},
         }
     )
     assert on.unused_settings() == []

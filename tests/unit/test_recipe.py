@@ -407,6 +407,13 @@ def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
             f"set train.loss.{name} to 0 or choose a differentiable encoder"
         ]
     resolve({"components": onnx, "train": {"loss": {"identity": 0.0}}})  # nothing through it: fine
+    # With components.identity_encoder the terms run that one: it must be differentiable, the encoder need not be.
+    resolve({"components": {**onnx, "identity_encoder": {"name": "sface"}}, "train": {"loss": {"identity": 1.0}}})
+    problems = problems_of({"components": {"identity_encoder": {"name": "arcface-onnx"}}})
+    assert problems == [
+        "train.loss.identity: components.identity_encoder 'arcface-onnx' is not differentiable in torch (its card "
+        "says so); set train.loss.identity to 0 or choose a differentiable encoder"
+    ]
 
 
 def test_infer_takes_normalizes_options_and_refuses_what_normalize_refuses() -> None:
