@@ -205,14 +205,15 @@ def test_ddp_two_processes_follow_one_process(prepared: Path, tmp_path: Path) ->
         np.testing.assert_allclose(
             [float(r[term]) for r in two], [float(r[term]) for r in one], rtol=rtol, atol=atol, err_msg=term
         )
-    # The weights after 6 steps: per tensor, max |difference| / max |value|. Measured: 0.06 (Adam's sign-like
-    # steps on near-zero BatchNorm bias gradients), 0.95 with per-rank BatchNorm, 1.7 with DDP switched off.
+    # The weights after 6 steps: per tensor, max |difference| / max |value|. Measured: 0.06 on an AMD EPYC and 0.27
+    # on an Intel Xeon (texture_head.3.4.bias: Adam's sign-like steps on near-zero BatchNorm bias gradients, whose
+    # rounding differs between CPUs), against 0.95 with per-rank BatchNorm and 1.7 with DDP switched off.
     ddp = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.safetensors")[0]
     alone = read_checkpoint(single / "checkpoints" / "last.safetensors")[0]
     for key, value in alone.items():
         if key.startswith("model.") and value.dtype.is_floating_point:
             spread = float((ddp[key].float() - value.float()).abs().max() / value.float().abs().max().clamp_min(1e-12))
-            assert spread < 0.25, (key, spread)
+            assert spread < 0.5, (key, spread)
 
 
 def test_jitter_transforms_compose_a_similarity_after_the_crop() -> None:
