@@ -277,11 +277,8 @@ def test_apps_that_change_their_input_give_bfloat16_nan_or_raise_are_handled(tmp
     """Before (helper-54): an app that zeroed its input in place made the next app measure black faces; a bfloat16
     result was a TypeError traceback; a NaN was written into apps.json as bare NaN (not JSON); an app that raised was
     a 50-line traceback naming neither app nor plugin."""
-    import numpy as np
     import torch
-    from PIL import Image
 
-    from facekit.batch import Row
     from facekit.pipeline import run_apps
 
     class Zeroing:
@@ -298,17 +295,8 @@ def test_apps_that_change_their_input_give_bfloat16_nan_or_raise_are_handled(tmp
         def apply(self, faces: Any) -> dict[str, Any]:
             raise RuntimeError("out of ideas")
 
-    def built(name: str, app: Any, slot: int) -> Any:
-        spec = type("Spec", (), {"name": name, "plugin": f"facekit-{name}"})()
-        return type("Built", (), {"spec": spec, "slot": f"apps.{slot}", "build": lambda self: app})()
-
-    rows = []
-    for index, grey in enumerate((60, 180)):
-        png = tmp_path / f"face{index}.png"
-        Image.fromarray(np.full((16, 16, 3), grey, np.uint8)).save(png)
-        png.with_suffix(".json").write_text(json.dumps({"landmarks": None}))
-        rows.append(Row(f"in{index}.jpg", "ok", str(png)))
-    results = run_apps([built("zeroing", Zeroing(), 0), built("mean", Mean(), 1)], rows, tmp_path / "out")
+    rows = _grey_face_rows(tmp_path)
+    results = run_apps([_built_app("zeroing", Zeroing(), 0), _built_app("mean", Mean(), 1)], rows, tmp_path / "out")
     face = results["mean"]["faces"]["in1.jpg"]
     assert face["mean"] == pytest.approx(180 / 255) and face["half"] == pytest.approx(180 / 255, rel=1e-2)
     from facekit.pipeline import write_apps_json
@@ -318,17 +306,14 @@ def test_apps_that_change_their_input_give_bfloat16_nan_or_raise_are_handled(tmp
     with pytest.raises(
         FacekitError, match=r"app raising \(plugin facekit-raising\) failed on a batch of 2 .*out of ideas"
     ):
-        run_apps([built("raising", Raising(), 0)], rows, tmp_path / "out")
+        run_apps([_built_app("raising", Raising(), 0)], rows, tmp_path / "out")
 
 
 def test_app_results_that_are_no_arrays_are_refused_naming_the_app_and_result(tmp_path: Path) -> None:
     """Before (helper-98): a per-face list of dicts passed the app check and ended the infer stage, every photo
     normalized, in an AttributeError traceback ('dict' object has no attribute 'tolist'); rows of different lengths
     in a ValueError one."""
-    import numpy as np
-    from PIL import Image
 
-    from facekit.batch import Row
     from facekit.pipeline import run_apps
 
     class Dicts:
@@ -339,19 +324,10 @@ def test_app_results_that_are_no_arrays_are_refused_naming_the_app_and_result(tm
         def apply(self, faces: Any) -> dict[str, Any]:
             return {"rows": [list(range(index + 1)) for index in range(faces.image.shape[0])]}
 
-    def built(name: str, app: Any) -> Any:
-        spec = type("Spec", (), {"name": name, "plugin": f"facekit-{name}"})()
-        return type("Built", (), {"spec": spec, "slot": "apps.0", "build": lambda self: app})()
-
-    rows = []
-    for index, grey in enumerate((60, 180)):
-        png = tmp_path / f"face{index}.png"
-        Image.fromarray(np.full((16, 16, 3), grey, np.uint8)).save(png)
-        png.with_suffix(".json").write_text(json.dumps({"landmarks": None}))
-        rows.append(Row(f"in{index}.jpg", "ok", str(png)))
+    rows = _grey_face_rows(tmp_path)
     for name, app, result in (("dicts", Dicts(), "meta"), ("ragged", Ragged(), "rows")):
         with pytest.raises(FacekitError, match=rf"app {name} \(plugin facekit-{name}\): result '{result}' is not an"):
-            run_apps([built(name, app)], rows, tmp_path / "out")
+            run_apps([_built_app(name, app)], rows, tmp_path / "out")
 
 
 def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
@@ -520,3 +496,26 @@ def test_eval_with_another_model_says_the_recipes_components_are_not_applied(
     shown = run_cli("eval", str(tmp_path / "r.yaml"), *args)
     assert shown.returncode == 0, shown.stderr
     assert "--checkpoint: the model file is measured with its own detector" in " ".join(shown.stderr.split())
+
+
+def _built_app(name: str, app: Any, slot: int = 0) -> Any:
+    """A resolved ``apps.SLOT`` component of plugin ``facekit-NAME`` whose build gives ``app``."""
+    spec = type("Spec", (), {"name": name, "plugin": f"facekit-{name}"})()
+    return type("Built", (), {"spec": spec, "slot": f"apps.{slot}", "build": lambda self: app})()
+
+
+def _grey_face_rows(folder: Path) -> list[Any]:
+    """Two normalize rows, inputs in0.jpg and in1.jpg, whose outputs are 16 px faces of grey 60 and 180 without
+    landmarks, as the infer stage hands them to its apps."""
+    import numpy as np
+    from PIL import Image
+
+    from facekit.batch import Row
+
+    rows = []
+    for index, grey in enumerate((60, 180)):
+        png = folder / f"face{index}.png"
+        Image.fromarray(np.full((16, 16, 3), grey, np.uint8)).save(png)
+        png.with_suffix(".json").write_text(json.dumps({"landmarks": None}))
+        rows.append(Row(f"in{index}.jpg", "ok", str(png)))
+    return rows
