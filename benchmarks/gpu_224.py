@@ -58,7 +58,7 @@ def photo_features(prepared_112: Path, output: Path) -> None:
     encoder = plan.components["encoder"].build()
     faces = PreparedFaces(prepared_112)
     began = time.perf_counter()
-    targets, features, embeddings = encode_photos(recipe, faces, encoder, progress=True)
+    targets, features, embeddings, _ = encode_photos(recipe, faces, encoder, progress=True)
     names = np.asarray([faces.identities[int(t)]["identity"] for t in targets])
     # Features alone, in fp16 (the pack's room is 64 MiB): dlib's embedding is its last layer on them, redone there.
     # With the settings that chose and cast the photos: a run there with others is refused (helper-78).

@@ -123,10 +123,13 @@ def losses(
     weights: LossWeights,
     image_size: int,
     identity: tuple[int, float] | None = None,
+    own: Any = None,
 ) -> dict[str, torch.Tensor]:
     """The weighted terms. Landmark MSE is in pixels of a 100-px image (so it does not depend on the size).
     ``identity``: (items, scale) of :func:`identity_items` for one rank of several (default: this batch's first
-    ``ceil(identity_share * size)`` items, scale 1)."""
+    ``ceil(identity_share * size)`` items, scale 1). ``own``: the encoder the decoder reads, for
+    ``weights.identity_own`` when ``encoder`` is another recogniser (the batch then has ``own_embedding`` and
+    ``own_transform``)."""
     terms: dict[str, torch.Tensor] = {}
     if out.landmarks is not None:
         scale = 100.0 / image_size
@@ -141,6 +144,19 @@ def losses(
     # A share of the batch (weights.identity_share) through the encoder; the rest gets the pixel terms only.
     through_encoder = weights.through_encoder()
     n, share_scale = identity if identity is not None else identity_items(out.image.shape[0], weights.identity_share)
+    both = weights.identity_own > 0
+    if both and "own_embedding" not in batch:
+        raise FacekitError(
+            "train.loss.identity_own needs the encoder's own embeddings in the batch: a pool made with "
+            "components.identity_encoder holds them (Pool.own_embeddings)"
+        )
+    if both and n == 0:
+        terms["identity_own"] = out.image.new_zeros((), dtype=torch.float32)
+    elif both:  # the encoder the decoder reads, on its own crop, beside the identity encoder's term
+        crops = encoder_crops(own, out.image[:n], batch["own_transform"][:n])
+        if "blur" in batch:
+            crops = blur_each(crops, batch["blur"][:n])
+        terms["identity_own"] = identity_term(own.embed(crops), batch["own_embedding"][:n]) * share_scale
     if through_encoder and n == 0:  # none of the global batch's identity items is in this rank's slice
         for key in through_encoder:
             terms[key] = out.image.new_zeros((), dtype=torch.float32)

@@ -37,6 +37,10 @@ class Pool:
     # (N,) int64, who each item shows: an averaged identity's row (its own photos share it), each morph its own
     # number; the separation loss compares only items of different groups.
     groups: torch.Tensor
+    # With components.identity_encoder, the encoder's own embeddings (N, D') and crop transforms (N, 2, 3), for
+    # train.loss.identity_own; None without one.
+    own_embeddings: torch.Tensor | None = None
+    own_transforms: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -51,6 +55,14 @@ class Pool:
             "embedding": self.embeddings[idx].to(device),
             "transform": self.transforms[idx].to(device),
             "group": self.groups[idx].to(device),
+            **(
+                {
+                    "own_embedding": self.own_embeddings[idx].to(device),
+                    "own_transform": self.own_transforms[idx].to(device),
+                }
+                if self.own_embeddings is not None and self.own_transforms is not None
+                else {}
+            ),
         }
 
 
@@ -82,23 +94,27 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
     all_images, all_textures = np.concatenate(images), np.concatenate(textures)
     all_landmarks = np.concatenate(landmarks)
     groups = np.arange(len(all_images), dtype=np.int64)  # identities first (group = row), then one per morph
-    features, embeddings = [], []
+    features, embeddings, own = [], [], []  # own: the encoder's embeddings, with an identity encoder
     with torch.no_grad():
         for start in _track(range(0, len(all_images), 32), "encoding", progress):
-            embedding, feature = encode(
+            embedding, feature, own_embedding = encode(
                 encoder, identity, all_images[start : start + 32], all_landmarks[start : start + 32]
             )
             features.append(feature)
             embeddings.append(embedding)
+            if own_embedding is not None:
+                own.append(own_embedding)
     if recipe.train.photo_inputs > 0:
         # Each person's own photos as inputs, the person's average (row i of the prepared arrays) as the target.
-        targets, photo_features, photo_embeddings = encode_photos(recipe, faces, encoder, progress, identity)
+        targets, photo_features, photo_embeddings, photo_own = encode_photos(recipe, faces, encoder, progress, identity)
         all_images = np.concatenate([all_images, all_images[targets]])
         all_textures = np.concatenate([all_textures, all_textures[targets]])
         all_landmarks = np.concatenate([all_landmarks, all_landmarks[targets]])
         groups = np.concatenate([groups, targets])
         features.append(photo_features)
         embeddings.append(photo_embeddings)
+        if photo_own is not None:
+            own.append(photo_own)
     if recipe.train.background == "plain":
         # After encoding: the encoder keeps seeing the photos' own backgrounds, as it will at inference.
         all_images, all_textures = plain_background(
@@ -112,6 +128,8 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
         )
     crop = identity if identity is not None else encoder
     transforms = np.stack([encoder_input_transform(crop, points) for points in all_landmarks]).astype(np.float32)
+    if identity is not None:
+        own_transforms = np.stack([encoder_input_transform(encoder, p) for p in all_landmarks]).astype(np.float32)
     return Pool(
         images=_uint8_chw(all_images),
         textures=_uint8_chw(all_textures),
@@ -120,19 +138,23 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
         embeddings=torch.cat(embeddings),
         transforms=torch.from_numpy(transforms),
         groups=torch.from_numpy(groups),
+        own_embeddings=torch.cat(own) if identity is not None else None,
+        own_transforms=torch.from_numpy(own_transforms) if identity is not None else None,
     )
 
 
-def encode(encoder: Any, identity: Any, images: Any, landmarks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings, features) of photos with their landmarks: the features the encoder's, the embeddings the
-    ``identity`` encoder's when there is one (each from its own crop), else the encoder's."""
+def encode(
+    encoder: Any, identity: Any, images: Any, landmarks: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(embeddings, features, the encoder's own embeddings or None) of photos with their landmarks: the features
+    are the encoder's; with an ``identity`` encoder the embeddings are its (each from its own crop) and the third
+    item the encoder's, without one the embeddings are the encoder's."""
     from facekit.align import encoder_inputs
 
+    embedding, feature = embed_and_features(encoder, encoder_inputs(encoder, images, landmarks))
     if identity is None:
-        return embed_and_features(encoder, encoder_inputs(encoder, images, landmarks))
-    return identity.embed(encoder_inputs(identity, images, landmarks)), encoder.features(
-        encoder_inputs(encoder, images, landmarks)
-    )
+        return embedding, feature, None
+    return identity.embed(encoder_inputs(identity, images, landmarks)), feature, embedding
 
 
 def embed_and_features(encoder: Any, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,11 +185,12 @@ def manifest_photo(path: str, paths_from: dict[str, str] | None, data_root: Path
 
 def encode_photos(
     recipe: Any, faces: Any, encoder: Any, progress: bool = False, identity: Any = None
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
     """Train on what inference sees: up to ``train.photo_inputs`` photos of each prepared person (kept or rejected
     for expression, pose up to ``train.photo_max_yaw_deg``, any quality) read from the prepare manifest and encoded
-    from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D));
-    the embeddings are the ``identity`` encoder's when there is one (:func:`encode`)."""
+    from the photo itself, as inference will. Returns (target rows (M,) int64, features (M, F), embeddings (M, D),
+    the encoder's own embeddings or None); the embeddings are the ``identity`` encoder's when there is one
+    (:func:`encode`)."""
     from facekit.images import load_rgb
 
     settings = recipe.train
@@ -199,7 +222,7 @@ def encode_photos(
         for pick in rng.permutation(len(items))[: settings.photo_inputs]:
             chosen.append((target, *items[pick]))
     targets: list[int] = []
-    features, embeddings = [], []
+    features, embeddings, own = [], [], []  # own: the encoder's embeddings, with an identity encoder
     unreadable: list[str] = []
     with torch.no_grad():
         for start in _track(range(0, len(chosen), 32), f"encoding {len(chosen)} photos", progress):
@@ -214,9 +237,13 @@ def encode_photos(
                     block.append((target, random_cast(image, casts, settings.photo_cast_sigma), points))
             if not block:
                 continue
-            embedding, feature = encode(encoder, identity, [b[1] for b in block], np.stack([b[2] for b in block]))
+            embedding, feature, own_embedding = encode(
+                encoder, identity, [b[1] for b in block], np.stack([b[2] for b in block])
+            )
             features.append(feature)
             embeddings.append(embedding)
+            if own_embedding is not None:
+                own.append(own_embedding)
             targets.extend(b[0] for b in block)
     photos = len(targets) // (1 + settings.photo_casts)
     logger.info(
@@ -235,7 +262,8 @@ def encode_photos(
         )
     if not targets:
         raise FacekitError(f"train.photo_inputs: no usable photo in {recipe.prepare.output}/manifest.jsonl")
-    return np.asarray(targets, np.int64), torch.cat(features), torch.cat(embeddings)
+    own_embeddings = torch.cat(own) if identity is not None else None
+    return np.asarray(targets, np.int64), torch.cat(features), torch.cat(embeddings), own_embeddings
 
 
 def random_cast(photo: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
@@ -339,6 +367,8 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, ide
         "augment": recipe.augment.model_dump(mode="json", exclude={"count", "output"}),
         "seed": recipe.train.seed,
         "encoder": pool_encoder_key(plan),
+        # A pool with an identity encoder also holds the encoder's own embeddings and crops (format 3).
+        **({"identity_format": 3} if plan.components.get("identity_encoder") is not None else {}),
         "photo_inputs": [recipe.train.photo_inputs, recipe.train.photo_max_yaw_deg],
         **(
             {"photo_casts": [recipe.train.photo_casts, recipe.train.photo_cast_sigma]}
@@ -373,7 +403,7 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, ide
     if is_rank_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
-        save_tensors({k: v.contiguous() for k, v in pool.__dict__.items()}, temporary, {"key": key})
+        save_tensors({k: v.contiguous() for k, v in pool.__dict__.items() if v is not None}, temporary, {"key": key})
         replace_durably(temporary, path)
     return pool
 

@@ -217,6 +217,13 @@ class LossWeights(Section):
         le=1,
         description="separation: outputs of different people this much less alike (cosine) than their inputs",
     )
+    identity_own: float = Field(
+        default=0.0,
+        ge=0,
+        description="with components.identity_encoder: a second identity term, 1 - cos of the embeddings of "
+        "components.encoder (the one the decoder reads), so that both recognisers are in the loss; 0: the identity "
+        "encoder's alone",
+    )
     identity_share: float = Field(
         default=1.0,
         gt=0,
@@ -828,6 +835,25 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
             Problem("prepare.interocular_px", f"must be less than half of prepare.image_size ({prepare.image_size})")
         )
     through_encoder = recipe.train.loss.through_encoder()
+    if recipe.train.loss.identity_own > 0:
+        if components.get("identity_encoder") is None:
+            problems.append(
+                Problem(
+                    "train.loss.identity_own",
+                    "is the encoder's own identity term beside components.identity_encoder's; without an identity "
+                    "encoder, train.loss.identity is that term: set it, or name components.identity_encoder",
+                )
+            )
+        elif components.get("encoder") is not None:
+            card = components["encoder"].spec.card
+            if card is None or not card.differentiable:
+                problems.append(
+                    Problem(
+                        "train.loss.identity_own",
+                        f"encoder {components['encoder'].spec.name!r} is not differentiable in torch (its card says "
+                        "so); set train.loss.identity_own to 0",
+                    )
+                )
     # The loss terms run components.identity_encoder when the recipe names one, else the encoder.
     encoder = components.get("identity_encoder") or components.get("encoder")
     if through_encoder and encoder is not None:

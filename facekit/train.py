@@ -54,6 +54,7 @@ METRICS = [
     "texture",
     "image",
     "identity",
+    "identity_own",
     "perceptual",
     "laplacian",
     "separation",
@@ -604,12 +605,16 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         if settings.identity_jitter > 0:
             draws = rng.normal(scale=settings.identity_jitter, size=(settings.batch_size, 4))[dist.rank :: dist.world]
             batch["transform"] = jitter_transforms(batch["transform"], recogniser.card.input_size, draws)
+            if "own_transform" in batch:  # the encoder's own crop (loss.identity_own), jittered alike
+                batch["own_transform"] = jitter_transforms(batch["own_transform"], encoder.card.input_size, draws)
         if settings.identity_blur > 0:  # drawn after the jitter: runs without a blur see the same draws as before
             sigmas = rng.uniform(0.0, settings.identity_blur, size=settings.batch_size)[dist.rank :: dist.world]
             batch["blur"] = torch.from_numpy(sigmas.astype(np.float32)).to(device)
         with autocast:
             out = model(batch["features"])
-            terms = losses(out, batch, recogniser, settings.loss, decoder.image_size, identity=slice_identity)
+            terms = losses(
+                out, batch, recogniser, settings.loss, decoder.image_size, identity=slice_identity, own=encoder
+            )
         optimizer.zero_grad(set_to_none=True)
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
         optimizer_step(terms["loss"] * len(mine) * dist.world / len(index), optimizer, scaler)

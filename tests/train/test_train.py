@@ -383,16 +383,16 @@ def test_photo_inputs_plain_background_and_init(prepared: Path, tmp_path: Path) 
     import facekit
 
     encoder = facekit.load_component("encoder", "dlib-resnet").eval()
-    targets, features, embeddings = encode_photos(plan.recipe, plan_faces(folder), encoder)
-    assert targets.tolist() == [0, 1] and features.shape == (2, 256) and embeddings.shape == (2, 128)
+    targets, features, embeddings, own = encode_photos(plan.recipe, plan_faces(folder), encoder)
+    assert targets.tolist() == [0, 1] and features.shape == (2, 256) and embeddings.shape == (2, 128) and own is None
     # prepare.face central records the chosen face's index (here the second face found): still that photo's input.
     rows[1]["face"] = 1
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    central_targets, central_features, _ = encode_photos(plan.recipe, plan_faces(folder), encoder)
+    central_targets, central_features, _, _ = encode_photos(plan.recipe, plan_faces(folder), encoder)
     assert central_targets.tolist() == [0, 1] and torch.equal(central_features, features)
     # Colour-cast copies: each photo again under two other lights, with the same (uncast) target.
     cast_plan = resolve(tiny_recipe(folder, tmp_path / "casts", photo_inputs=4, photo_casts=2))
-    cast_targets, cast_features, _ = encode_photos(cast_plan.recipe, plan_faces(folder), encoder)
+    cast_targets, cast_features, _, _ = encode_photos(cast_plan.recipe, plan_faces(folder), encoder)
     assert cast_targets.tolist() == [0, 0, 0, 1, 1, 1] and torch.equal(cast_features[0], features[0])
     assert not torch.allclose(cast_features[1], cast_features[0])
     pool = build_pool(plan, encoder)
@@ -1003,6 +1003,10 @@ def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gr
         expected = sface.embed(encoder_inputs(sface, images, points))
     torch.testing.assert_close(built.embeddings[:2], expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(built.transforms[0].numpy(), encoder_input_transform(sface, points[0]), atol=1e-5)
+    # ... and dlib's own, for train.loss.identity_own
+    assert built.own_embeddings is not None and built.own_transforms is not None and plain.own_embeddings is None
+    torch.testing.assert_close(built.own_embeddings, plain.embeddings)
+    torch.testing.assert_close(built.own_transforms, plain.transforms)
     assert "sface" in pool.pool_encoder_key(plan)
     assert "sface" not in pool.pool_encoder_key(resolve(tiny_recipe(prepared, tmp_path / "x")))
     through: list[tuple[int, ...]] = []  # the crops SFace embeds with a gradient: the decoder's outputs
@@ -1019,4 +1023,19 @@ def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gr
     _, meta = read_checkpoint(out / "checkpoints" / "last.safetensors")
     assert meta["encoder"] == "dlib-resnet" and meta["identity_encoder"] == "sface"
     rows = metrics(out)
-    assert float(rows[-1]["identity"]) > 0
+    assert float(rows[-1]["identity"]) > 0 and rows[-1]["identity_own"] == ""
+    # Both recognisers in the loss: dlib's term on dlib's own 150 px crop beside SFace's.
+    real_own = type(encoder).embed
+
+    def own_embed(self: Any, images: Any) -> Any:
+        if images.requires_grad:
+            through.append(tuple(images.shape[1:]))
+        return real_own(self, images)
+
+    monkeypatch.setattr(type(encoder), "embed", own_embed)
+    through.clear()
+    recipe["train"]["loss"] = {"identity": 1.0, "identity_own": 0.5}
+    recipe["train"]["output"] = str(tmp_path / "both")
+    both = train(resolve(recipe))
+    assert set(through) == {(3, 112, 112), (3, 150, 150)}
+    assert float(metrics(both)[-1]["identity_own"]) > 0

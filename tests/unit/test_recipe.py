@@ -409,6 +409,10 @@ def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
     resolve({"components": onnx, "train": {"loss": {"identity": 0.0}}})  # nothing through it: fine
     # With components.identity_encoder the terms run that one: it must be differentiable, the encoder need not be.
     resolve({"components": {**onnx, "identity_encoder": {"name": "sface"}}, "train": {"loss": {"identity": 1.0}}})
+    assert problems_of({"train": {"loss": {"identity_own": 0.5}}}) == [
+        "train.loss.identity_own: is the encoder's own identity term beside components.identity_encoder's; without "
+        "an identity encoder, train.loss.identity is that term: set it, or name components.identity_encoder"
+    ]
     problems = problems_of({"components": {"identity_encoder": {"name": "arcface-onnx"}}})
     assert problems == [
         "train.loss.identity: components.identity_encoder 'arcface-onnx' is not differentiable in torch (its card "
