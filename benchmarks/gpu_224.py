@@ -138,8 +138,13 @@ def unpack(folder: Path, pack_dir: Path = PACK) -> None:
     shutil.copy(pack_dir / "identities.json", folder / "identities.json")
 
 
-def packed_photo_inputs(recipe: Any, faces: Any, encoder: Any, progress: bool = False) -> tuple[Any, Any, Any]:
-    """facekit.pool.encode_photos from the pack: the features made here, their people found by name in this set."""
+def packed_photo_inputs(
+    recipe: Any, faces: Any, encoder: Any, progress: bool = False, identity: Any = None
+) -> tuple[Any, Any, Any, Any]:
+    """facekit.pool.encode_photos from the pack: the features made here, their people found by name in this set
+    (the 224 px recipe names no identity encoder: ``identity`` is refused, and no own embeddings come back)."""
+    if identity is not None:
+        raise SystemExit("gpu_224: the pack holds dlib's features only, not another identity encoder's embeddings")
     import torch
 
     photos = np.load(PACK / "photos.npz")
@@ -155,7 +160,7 @@ def packed_photo_inputs(recipe: Any, faces: Any, encoder: Any, progress: bool = 
     print(f"photo inputs from the pack: {keep.sum()} of {len(keep)} (their people are in this set)", flush=True)
     with torch.no_grad():
         embeddings = embedding_of(encoder, features)
-    return targets, features[torch.from_numpy(keep)], embeddings[torch.from_numpy(keep)]
+    return targets, features[torch.from_numpy(keep)], embeddings[torch.from_numpy(keep)], None
 
 
 def embedding_of(encoder: Any, features: Any) -> Any:
