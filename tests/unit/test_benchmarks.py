@@ -121,8 +121,8 @@ def test_the_gpu_runs_photo_inputs_are_found_by_person(tmp_path: Path, monkeypat
     net.parameters = last.parameters
     net.embed_features = lambda features: DlibResNet.embed_features(net, features)  # (the network's own, on these)
     faces = types.SimpleNamespace(identities=[{"identity": "bob"}, {"identity": "ann"}])
-    targets, got_features, embeddings = gpu_224.packed_photo_inputs(recipe, faces, types.SimpleNamespace(net=net))
-    assert targets.tolist() == [1, 0, 1]
+    targets, got_features, embeddings, own = gpu_224.packed_photo_inputs(recipe, faces, types.SimpleNamespace(net=net))
+    assert targets.tolist() == [1, 0, 1] and own is None
     expected = torch.from_numpy(features[[0, 1, 3]].astype(np.float32))
     torch.testing.assert_close(got_features, expected)
     torch.testing.assert_close(embeddings, last(expected).detach())
