@@ -1009,30 +1009,23 @@ def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gr
     torch.testing.assert_close(built.own_transforms, plain.transforms)
     assert "sface" in pool.pool_encoder_key(plan)
     assert "sface" not in pool.pool_encoder_key(resolve(tiny_recipe(prepared, tmp_path / "x")))
-    through: list[tuple[int, ...]] = []  # the crops SFace embeds with a gradient: the decoder's outputs
-    real_embed = type(sface).embed
+    through: list[tuple[int, ...]] = []  # the crops either network embeds with a gradient: the decoder's outputs
+    for recogniser in (sface, encoder):
+        real = type(recogniser).embed
 
-    def embed(self: Any, images: Any) -> Any:
-        if images.requires_grad:
-            through.append(tuple(images.shape[1:]))
-        return real_embed(self, images)
+        def embed(self: Any, images: Any, real: Any = real) -> Any:
+            if images.requires_grad:
+                through.append(tuple(images.shape[1:]))
+            return real(self, images)
 
-    monkeypatch.setattr(type(sface), "embed", embed)
-    out = train(plan)
+        monkeypatch.setattr(type(recogniser), "embed", embed)
+    out = train(plan)  # SFace's 112 px crops only: dlib's never reach the loss
     assert through and set(through) == {(3, 112, 112)}
     _, meta = read_checkpoint(out / "checkpoints" / "last.safetensors")
     assert meta["encoder"] == "dlib-resnet" and meta["identity_encoder"] == "sface"
     rows = metrics(out)
     assert float(rows[-1]["identity"]) > 0 and rows[-1]["identity_own"] == ""
     # Both recognisers in the loss: dlib's term on dlib's own 150 px crop beside SFace's.
-    real_own = type(encoder).embed
-
-    def own_embed(self: Any, images: Any) -> Any:
-        if images.requires_grad:
-            through.append(tuple(images.shape[1:]))
-        return real_own(self, images)
-
-    monkeypatch.setattr(type(encoder), "embed", own_embed)
     through.clear()
     recipe["train"]["loss"] = {"identity": 1.0, "identity_own": 0.5}
     recipe["train"]["output"] = str(tmp_path / "both")
