@@ -116,6 +116,13 @@ def identity_items(batch_size: int, share: float, rank: int = 0, world: int = 1)
     return count, (count * batch_size / (n * mine) if count and mine else 0.0)
 
 
+def _output_crops(encoder: Any, images: torch.Tensor, batch: dict[str, torch.Tensor], transform: torch.Tensor) -> Any:
+    """The encoder's crops of the first ``len(images)`` outputs, blurred under ``train.identity_blur`` (the output's
+    crop only: the identity target is the photo's embedding)."""
+    crops = encoder_crops(encoder, images, transform)
+    return blur_each(crops, batch["blur"][: len(images)]) if "blur" in batch else crops
+
+
 def losses(
     out: DecoderOutput,
     batch: dict[str, torch.Tensor],
@@ -153,17 +160,13 @@ def losses(
     if both and n == 0:
         terms["identity_own"] = out.image.new_zeros((), dtype=torch.float32)
     elif both:  # the encoder the decoder reads, on its own crop, beside the identity encoder's term
-        crops = encoder_crops(own, out.image[:n], batch["own_transform"][:n])
-        if "blur" in batch:
-            crops = blur_each(crops, batch["blur"][:n])
+        crops = _output_crops(own, out.image[:n], batch, batch["own_transform"][:n])
         terms["identity_own"] = identity_term(own.embed(crops), batch["own_embedding"][:n]) * share_scale
     if through_encoder and n == 0:  # none of the global batch's identity items is in this rank's slice
         for key in through_encoder:
             terms[key] = out.image.new_zeros((), dtype=torch.float32)
     elif through_encoder:
-        crops = encoder_crops(encoder, out.image[:n], batch["transform"][:n])
-        if "blur" in batch:  # train.identity_blur: the output's crop (the identity target is the photo's embedding)
-            crops = blur_each(crops, batch["blur"][:n])
+        crops = _output_crops(encoder, out.image[:n], batch, batch["transform"][:n])
         if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
             if not hasattr(encoder, "embed_and_maps"):
                 raise FacekitError(

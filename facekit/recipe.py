@@ -827,6 +827,12 @@ def _read_people(path: Path) -> set[str]:
     return names
 
 
+def _differentiable(encoder: ResolvedComponent) -> bool:
+    """Whether an encoder's card says gradients reach its input pixels (the identity-loss terms need them)."""
+    card = encoder.spec.card
+    return card is not None and bool(card.differentiable)
+
+
 def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> list[Problem]:
     problems = []
     prepare = recipe.prepare
@@ -845,8 +851,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
                 )
             )
         elif components.get("encoder") is not None:
-            card = components["encoder"].spec.card
-            if card is None or not card.differentiable:
+            if not _differentiable(components["encoder"]):
                 problems.append(
                     Problem(
                         "train.loss.identity_own",
@@ -857,8 +862,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
     # The loss terms run components.identity_encoder when the recipe names one, else the encoder.
     encoder = components.get("identity_encoder") or components.get("encoder")
     if through_encoder and encoder is not None:
-        card = encoder.spec.card
-        if card is None or not card.differentiable:
+        if not _differentiable(encoder):
             slot = "components.identity_encoder" if encoder.slot == "identity_encoder" else "encoder"
             problems.append(
                 Problem(

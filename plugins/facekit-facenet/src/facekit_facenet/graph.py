@@ -13,7 +13,6 @@ View 1 training pairs: 96.7 % against 91.7 % with the per-image "prewhitening" f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,4 +226,4 @@ def _constant(constants: dict[str, np.ndarray], name: str, what: str) -> np.ndar
 
 def is_graph_file(path: Path) -> bool:
     """Whether ``path`` names a frozen graph (``.pb``) rather than a torch state dict."""
-    return re.search(r"\.pb$", path.name, re.IGNORECASE) is not None
+    return path.suffix.lower() == ".pb"
