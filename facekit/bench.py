@@ -146,17 +146,28 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     (output / "last.json").unlink(missing_ok=True)  # written when this bench ends: a killed one leaves none (helper-77)
     results = output / "results.jsonl"
     done = {row["recipe_hash"]: row for row in _read_rows(results)}
-    names = settings.judges or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])
+    names = list(settings.judges) or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])
+    configured = base.components.get("judge")  # built with the recipe's params, as the evaluate stage builds it
+    if not settings.judges and configured is not None and configured.spec.name not in names:
+        names.append(configured.spec.name)
     if not names:
-        raise FacekitError("bench needs judges: set bench.judges or components.encoder")
-    judges = [Judge(name, frozen_encoder(facekit.load_component("encoder", name))) for name in names]
+        raise FacekitError("bench needs judges: set bench.judges, components.encoder or components.judge")
+
+    def build(name: str) -> Any:
+        if configured is not None and configured.spec.name == name:
+            return frozen_encoder(configured.build())
+        return frozen_encoder(facekit.load_component("encoder", name))
+
+    judges = [Judge(name, build(name)) for name in names]
     photos = photo_set(base.data_root, settings.data, settings.max_photos)
     if not photos:
         where = f"no photos under {base.data_root} (set data.root or FACEKIT_DATA)"
         raise FacekitError(f"bench.data {settings.data}: {where}")
     plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
-    evaluation = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
+    evaluation: dict[str, Any] = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
+    if configured is not None and configured.spec.name in names:  # another variant is another judge
+        evaluation["judge_params"] = {configured.spec.name: configured.params.model_dump(mode="json")}
     if settings.data != "lfw-devtest":  # benches before bench.data scored on DevTest: their rows stand for it
         evaluation["data"] = settings.data
     rows = []

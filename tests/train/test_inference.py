@@ -253,6 +253,16 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
         (output / "results.jsonl").write_text(text)
         legacy, _ = run_bench(str(recipe), ["bench.max_photos=4"], progress=False)
         assert [r["recipe_hash"] for r in legacy] == list(renamed.values())
+    # A judge the recipe configures (components.judge) judges the cells with its params, as the evaluate stage's
+    # does (before: bench built every judge by name, so FaceNet judged as its default variant, whose weights are not
+    # here, and a judge's other variant passed for the same scoring).
+    judged = ["bench.max_photos=4", "bench.judges=[]", "components.judge.name=facenet"]
+    variant, _ = run_bench(str(recipe), [*judged, "components.judge.params.variant=casia-webface-tf"], progress=False)
+    assert [r["recipe_hash"] for r in variant] == [r["recipe_hash"] for r in rows]  # a judge names no cell apart
+    assert [r["evaluation"]["judges"] for r in variant] == [["dlib-resnet", "facenet"]] * 2
+    assert variant[0]["evaluation"]["judge_params"]["facenet"]["variant"] == "casia-webface-tf"
+    assert all(r["metrics"]["judges"]["facenet"]["identity"] for r in variant), variant[0]["metrics"]["judges"]
+    assert len((output / "results.jsonl").read_text().splitlines()) == 6
 
 
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
