@@ -28,7 +28,14 @@ from facekit.errors import (
     RecipeError,
     did_you_mean,
 )
-from facekit.registry import ComponentSpec, Params, get_registry, no_booleans_for_numbers, problems_from_validation
+from facekit.registry import (
+    ComponentSpec,
+    Params,
+    build_checked,
+    get_registry,
+    no_booleans_for_numbers,
+    problems_from_validation,
+)
 from facekit.types import DEVICE_PATTERN, FaceRule, Kind
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -485,7 +492,7 @@ class ResolvedComponent:
     params: Params
 
     def build(self) -> Any:
-        return self.spec.build(self.params)
+        return build_checked(self.kind, self.spec, self.params)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from facekit.errors import (
     Problem,
     did_you_mean,
 )
-from facekit.types import KINDS, Kind, LandmarkScheme, ModelCard
+from facekit.types import KINDS, PROTOCOLS, Kind, LandmarkScheme, ModelCard, call_mismatches
 
 logger = logging.getLogger(__name__)
 #: Plugins whose registration hook raised (their components are left out); `facekit plugins` reports them.
@@ -214,6 +214,10 @@ class Registry(Generic[T]):
             ) from None
         except ValueError:  # no signature to read (a builtin): it is called as it is
             pass
+        if isinstance(factory, type):  # a class: its methods can be read before anything is built
+            mismatched = call_mismatches(factory, self.kind)
+            if mismatched:
+                raise InvalidComponentSpec(mismatch_message(self.kind, spec, mismatched, plugin=False))
 
     def conflicts(self) -> list[str]:
         """The names two or more registrations claim (unusable)."""
@@ -418,7 +422,29 @@ def get_registry(kind: Kind) -> Registry[Any]:
 
 def load_component(kind: Kind, name: str, **params: Any) -> Any:
     """Build the ``kind`` component registered as ``name`` with ``params`` (validated by its ``Params``)."""
-    return get_registry(kind).get(name).build(params)
+    return build_checked(kind, get_registry(kind).get(name), params)
+
+
+def build_checked(kind: Kind, spec: ComponentSpec[T], params: Params | Mapping[str, Any] | None = None) -> T:
+    """``spec.build(params)``, refused with a :class:`FacekitError` when a method of the built component cannot be
+    called as the pipeline calls it (before: a warper with another ``warp`` signature registered, built and passed
+    the recipe check, and training ended in a TypeError traceback from inside the decoder)."""
+    component = spec.build(params)
+    mismatched = call_mismatches(component, kind)
+    if mismatched:
+        raise FacekitError(mismatch_message(kind, spec, mismatched))
+    return component
+
+
+def mismatch_message(kind: Kind, spec: ComponentSpec[Any], mismatched: list[str], plugin: bool = True) -> str:
+    protocol = PROTOCOLS[kind]
+    calls = {"detector": "detect_array(image)", "encoder": "embed(images) and features(images)"}
+    calls |= {"decoder": "decode(features)", "warper": "warp(image, source, destination)", "app": "apply(faces)"}
+    whose = f" (plugin {spec.plugin!r})" if plugin and spec.plugin else ""
+    return (
+        f"{kind} {spec.name!r}{whose}: {', '.join(mismatched)} cannot be called as the pipeline calls it, "
+        f"{calls[kind]} (facekit.types.{protocol.__name__})"
+    )
 
 
 def list_components(kind: Kind | None = None) -> list[ComponentSpec[Any]]:

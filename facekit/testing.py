@@ -35,17 +35,14 @@ from facekit.errors import did_you_mean
 from facekit.registry import ComponentSpec, Params, as_mapping, get_registry
 from facekit.types import (
     KINDS,
-    App,
-    Decoder,
+    PROTOCOLS,
     DecoderOutput,
-    Detector,
-    Encoder,
     FaceDetection,
     Kind,
     LandmarkScheme,
     ModelCard,
     TrainableDecoder,
-    Warper,
+    call_mismatches,
 )
 
 
@@ -236,15 +233,6 @@ def check_params_round_trip(subject: Subject) -> None:
         raise AssertionError(f"{name}: Params accepts unknown keys; subclass facekit.Params (extra='forbid')")
 
 
-_PROTOCOLS: dict[Kind, type] = {
-    "detector": Detector,
-    "encoder": Encoder,
-    "decoder": Decoder,
-    "warper": Warper,
-    "app": App,
-}
-
-
 def protocol_members(protocol: type) -> list[str]:
     """The attribute and method names a Protocol class (and the Protocols it extends) declares."""
     names: list[str] = []
@@ -259,10 +247,14 @@ def protocol_members(protocol: type) -> list[str]:
 
 def check_protocol(subject: Subject) -> None:
     """The built component implements its kind's protocol in :mod:`facekit.types` (every member the pipeline uses)."""
-    protocol = _PROTOCOLS[subject.kind]
+    protocol = PROTOCOLS[subject.kind]
     component = subject.component()
     missing = [m for m in protocol_members(protocol) if not hasattr(component, m)]
     assert not missing, f"{subject.name}: does not implement facekit.types.{protocol.__name__}: lacks {missing}"
+    mismatched = call_mismatches(component, subject.kind)
+    assert not mismatched, (
+        f"{subject.name}: {', '.join(mismatched)} cannot be called as facekit.types.{protocol.__name__} says"
+    )
 
 
 # ----------------------------------------------------------------------------------------------

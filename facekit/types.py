@@ -382,3 +382,38 @@ class App(Protocol):
     on batches of two and one."""
 
     def apply(self, faces: DecoderOutput) -> dict[str, Any]: ...
+
+
+#: The protocol each kind of component implements (what the pipeline calls).
+PROTOCOLS: dict[Kind, type] = {
+    "detector": Detector,
+    "encoder": Encoder,
+    "decoder": Decoder,
+    "warper": Warper,
+    "app": App,
+}
+
+
+def call_mismatches(component: Any, kind: Kind) -> list[str]:
+    """The methods of ``kind``'s protocol that ``component`` (a built component, or a class whose instances are
+    the components) has but that cannot be called the way the pipeline calls them (with the protocol's positional
+    arguments, nothing else), each as ``name(its signature)``; a method whose signature cannot be read is taken as it
+    is. Members the component lacks are :mod:`facekit.testing`'s to say (a class may set them in ``__init__``)."""
+    import inspect
+
+    protocol = PROTOCOLS[kind]
+    found = []
+    for name, member in vars(protocol).items():
+        if name.startswith("_") or not inspect.isfunction(member) or not callable(getattr(component, name, None)):
+            continue
+        wanted = [p for p in list(inspect.signature(member).parameters.values())[1:] if p.default is p.empty]
+        try:
+            theirs = inspect.signature(getattr(component, name))
+        except (TypeError, ValueError):
+            continue
+        unbound = isinstance(component, type) and not isinstance(inspect.getattr_static(component, name), staticmethod)
+        try:
+            theirs.bind(*[None] * (len(wanted) + unbound))
+        except TypeError:
+            found.append(f"{name}{theirs.replace(return_annotation=inspect.Signature.empty)}")
+    return found

@@ -199,9 +199,19 @@ class _ImageOnlyWarper:
         return get_registry("warper").get("rbf-linear").build().warp(image, source, destination)[0]
 
 
+class _TwoArgumentWarper:
+    """Takes the source points alone (the destination is its own idea): the decoder passes three arguments."""
+
+    differentiable = False
+
+    def warp(self, image: torch.Tensor, points: torch.Tensor) -> Any:
+        return get_registry("warper").get("rbf-linear").build().warp(image, points, points)
+
+
 @pytest.mark.parametrize(
     ("cls", "check", "message"),
     [
+        (_TwoArgumentWarper, "protocol", r"warp\(image: 'torch.Tensor', points: 'torch.Tensor'\) cannot be called"),
         (_ViewWarper, "face_points", "not contiguous"),
         (_ImageOnlyWarper, "identity", "warp returns Tensor, not the pair"),
         (_ImageOnlyWarper, "moves_content", "warp returns Tensor, not the pair"),

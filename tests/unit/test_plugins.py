@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -10,7 +11,8 @@ import pytest
 
 import facekit
 from facekit import plugins
-from facekit.errors import PluginError
+from facekit.errors import FacekitError, PluginError
+from facekit.recipe import load_recipe
 
 
 def test_builtin_plugin_is_loaded_once() -> None:
@@ -194,7 +196,7 @@ def test_a_plugin_whose_hooks_raise_or_shadow_a_command_is_left_out_and_reported
         plugins.reset()
 
 
-def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A spec named so no recipe can type it ('My Warp'), declaring an unknown landmark scheme, whose params are
     no facekit.Params (a dataclass: before, a traceback at `facekit check`; an instance: before, called "not a
     pydantic model"), or whose factory cannot take the params (before, a TypeError traceback in the stage that built
@@ -216,6 +218,15 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         def __init__(self) -> None:
             pass
 
+    class OddWarper:  # warp takes the points once: the decoder calls warp(image, source, destination)
+        differentiable = True
+
+        def __init__(self, params: Any) -> None:
+            pass
+
+        def warp(self, image: Any, points: Any) -> Any:
+            return image, None
+
     mixed = types.ModuleType("mixed_plugin")
 
     @facekit.hookimpl
@@ -228,6 +239,8 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         register(ComponentSpec("lax-params", lambda params: None, LaxModel))  # takes unknown keys: typos pass
         register(ComponentSpec("params-instance", lambda params: None, NoParams()))  # type: ignore[arg-type]
         register(ComponentSpec("no-params-factory", NoParamsWarper, NoParams))  # its __init__ takes no params
+        register(ComponentSpec("odd-warp-class", OddWarper, NoParams))  # a class: its warp is read at registration
+        register(ComponentSpec("odd-warp-made", lambda params: OddWarper(params), NoParams))  # read when built
 
     mixed.register_warpers = register_warpers  # type: ignore[attr-defined]
     _installed_beside(monkeypatch, _FakeEntryPoint("mixed", "facekit-mixed", mixed))
@@ -236,7 +249,8 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
         assert "good-warp" in names and "rbf-linear" in names and "pydantic-params" in names
         assert "My Warp" not in names and "odd-scheme" not in names and "dataclass-params" not in names
         assert "lax-params" not in names and "params-instance" not in names and "no-params-factory" not in names
-        assert len(registry.HOOK_FAILURES) == 6
+        assert "odd-warp-class" not in names and "odd-warp-made" in names
+        assert len(registry.HOOK_FAILURES) == 7
         assert (
             "plugin 'mixed' registers an unusable warper, left out: warper name 'My Warp'" in registry.HOOK_FAILURES[0]
         )
@@ -248,6 +262,16 @@ def test_a_plugins_unusable_component_is_left_out_alone(monkeypatch: pytest.Monk
             "factory test_a_plugins_unusable_component_is_left_out_alone.<locals>.NoParamsWarper() cannot be called "
             "with the params alone: facekit builds a component as factory(params)"
         ) in registry.HOOK_FAILURES[5]
+        # A warp with another signature: before, registered, built and checked fine, and training ended in a
+        # TypeError traceback from inside the decoder.
+        said = "left out: warper 'odd-warp-class': warp(self, image: 'Any', points: 'Any') cannot be called as the"
+        assert said + " pipeline calls it, warp(image, source, destination)" in registry.HOOK_FAILURES[6]
+        with pytest.raises(FacekitError, match=r"warper 'odd-warp-made' \(plugin 'mixed'\): warp\(image"):
+            facekit.load_component("warper", "odd-warp-made")
+        recipe = tmp_path / "odd.yaml"
+        recipe.write_text("components: {warper: {name: odd-warp-made}}")
+        with pytest.raises(FacekitError, match=r"odd-warp-made.*cannot be called as the pipeline calls it"):
+            load_recipe(str(recipe)).components["warper"].build()  # how the train stage builds its warper
     finally:
         plugins.reset()
 
