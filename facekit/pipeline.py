@@ -227,13 +227,15 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     )
     used = model_components(plan, normalizer.meta, checkpoint)
     folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos
+    built = build_apps(apps)
+    probe_apps(built, normalizer)  # an app that would fail says so before the first photo
     run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
     summary = normalize_planned(normalizer, folder_plan, checkpoint, infer.overwrite)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     made = [row for row in summary.rows if row.output is not None]
     if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
-        write_apps_json(run_apps(apps, made, Path(infer.output)), Path(infer.output))
+        write_apps_json(run_apps(apps, made, Path(infer.output), built=built), Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
@@ -334,13 +336,55 @@ def write_apps_json(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: int = 16) -> dict[str, Any]:
+def build_apps(apps: Sequence[Any]) -> list[tuple[str, str, Any, str]]:
+    """The recipe's ``components.apps`` built, each as (name, slot, app, label for errors); an app listed twice
+    (other params) is told apart by its slot: "adjust (apps.1)"."""
+    names = [component.spec.name for component in apps]
+    return [
+        (
+            name if names.count(name) == 1 else f"{name} ({component.slot})",
+            component.slot,
+            component.build(),
+            f"app {name} (plugin {getattr(component.spec, 'plugin', '?')})",
+        )
+        for name, component in zip(names, apps, strict=True)
+    ]
+
+
+def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> None:
+    """Each built app once on the model's mean face (the decoder's face of its training features' mean), as the
+    infer stage will apply it, so that an app that raises, cannot run here (its weights) or returns what the stage
+    refuses stops it before the first photo is normalized (before: after the last; helper-98)."""
+    import torch
+
+    if not built:
+        return
+    decoder = normalizer.decoder
+    mean = getattr(decoder, "feature_mean", None)
+    features = mean[None] if isinstance(mean, torch.Tensor) else torch.zeros(1, int(decoder.feature_size))
+    with torch.no_grad():
+        face = decoder(features.to(normalizer.device))
+    from facekit.types import DecoderOutput
+
+    faces = DecoderOutput(image=face.image.float().clamp(0, 1).cpu(), landmarks=face.landmarks.float().cpu())
+    for _, _, app, label in built:
+        _per_face_keys(app, faces, _applied(app, faces, label), label)
+
+
+def run_apps(
+    apps: Sequence[Any],
+    rows: Sequence[Any],
+    out: Path,
+    batch_size: int = 16,
+    built: Sequence[tuple[str, str, Any, str]] = (),
+) -> dict[str, Any]:
     """The pipeline's last step (photo -> ... -> warp -> apps): the recipe's ``components.apps`` on the normalized
     faces of ``rows`` (each output PNG with its NAME.json's landmarks, as normalize wrote them), ``batch_size`` at a
     time. Returns ``{app: {"faces": {input: {result: value}}, "batches": [{result: file}]}}``: a result with one
     entry per face (its first axis the batch, and it follows the batch: :func:`_per_face_keys`) is listed per input;
     any other (explore's strip) is saved as
-    ``out/apps/SLOT-BATCH-RESULT.npy`` (``apps.0-0-strip.npy``). An app listed twice is ``NAME (apps.N)``."""
+    ``out/apps/SLOT-BATCH-RESULT.npy`` (``apps.0-0-strip.npy``). An app listed twice is ``NAME (apps.N)``.
+    ``built``: the apps as :func:`build_apps` built them (default: built here)."""
     import numpy as np
     import torch
 
@@ -348,14 +392,8 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
     from facekit.images import load_rgb
     from facekit.types import DecoderOutput
 
-    names = [component.spec.name for component in apps]
-    # An app listed twice (other params) is told apart by its slot: "adjust (apps.1)".
-    built = [
-        (name if names.count(name) == 1 else f"{name} ({component.slot})", component.slot, component.build())
-        for name, component in zip(names, apps, strict=True)
-    ]
-    labels = [f"app {name} (plugin {getattr(c.spec, 'plugin', '?')})" for name, c in zip(names, apps, strict=True)]
-    results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _, _ in built}
+    built = built or build_apps(apps)
+    results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _, _, _ in built}
     per_face_keys: dict[str, set[str]] = {}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
@@ -369,7 +407,7 @@ def run_apps(apps: Sequence[Any], rows: Sequence[Any], out: Path, batch_size: in
             image=torch.stack(images),
             landmarks=torch.stack(landmarks) if all(p is not None for p in landmarks) else None,  # type: ignore[arg-type]
         )
-        for (name, slot, app), label in zip(built, labels, strict=True):
+        for name, slot, app, label in built:
             applied = _applied(app, faces, label)
             if name not in per_face_keys:  # once per app: which results have one entry per face
                 per_face_keys[name] = _per_face_keys(app, faces, applied, label)

@@ -330,6 +330,43 @@ def test_app_results_that_are_no_arrays_are_refused_naming_the_app_and_result(tm
             run_apps([_built_app(name, app)], rows, tmp_path / "out")
 
 
+def test_the_infer_stage_tries_its_apps_before_the_first_photo(
+    shipped_normalizer: Any, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-98): an app whose result the stage refuses, or that raised, stopped the infer stage only after
+    every photo was normalized (hours on a large folder). Now each app runs once on the model's mean face first."""
+    import facekit.batch
+    from facekit.pipeline import build_apps, probe_apps
+
+    class Dicts:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            return {"meta": [{"index": index} for index in range(faces.image.shape[0])]}
+
+    class Sizes:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            assert faces.image.shape[1:] == (3, 112, 112) and faces.landmarks.shape[1:] == (68, 2)
+            return {"size": faces.image.shape[-1] * torch.ones(faces.image.shape[0])}
+
+    with pytest.raises(FacekitError, match=r"app dicts \(plugin facekit-dicts\): result 'meta' is not an"):
+        probe_apps(build_apps([_built_app("dicts", Dicts())]), shipped_normalizer)
+    probe_apps(build_apps([_built_app("sizes", Sizes())]), shipped_normalizer)  # a good app passes
+    # ... and the stage tries them before normalizing: a recipe with the refused app normalizes nothing.
+    from facekit.normalize import default_model_path
+    from facekit.pipeline import RunOptions, run_infer_stage
+    from facekit.recipe import ResolvedComponent, load_recipe
+
+    photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    infer = {"inputs": [str(photo)], "checkpoint": str(default_model_path()), "output": str(tmp_path / "out")}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"infer": infer}))
+    plan = load_recipe(str(tmp_path / "r.yaml"))
+    spec = ComponentSpec("dicts", lambda _p: Dicts(), NoParams, plugin="facekit-dicts")
+    plan.components["apps.0"] = ResolvedComponent("apps.0", "app", spec, NoParams())
+    monkeypatch.setattr(facekit.batch, "normalize_planned", lambda *a, **k: pytest.fail("a photo was normalized"))
+    with pytest.raises(FacekitError, match=r"app dicts \(plugin facekit-dicts\): result 'meta' is not an"):
+        run_infer_stage(plan, RunOptions(progress=False))
+    assert not (tmp_path / "out").exists()  # no run folder either
+
+
 def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
     data_root: Path, tmp_path: Path
 ) -> None:
