@@ -105,8 +105,15 @@ def plugins() -> None:
             f"(installed: {', '.join(installed) or 'none'})",
             "warning",
         )
-    from facekit.plugins import quiet_plugin_warnings
+    from facekit.plugins import ENTRY_POINT_GROUP, misgrouped_entry_points, quiet_plugin_warnings
     from facekit.registry import HOOK_FAILURES, get_registries
+
+    for group, name, distribution in misgrouped_entry_points():  # Python ignores them: the plugin never loads
+        say_error(
+            f"{distribution} declares entry point {name!r} in group {group!r}, which facekit does not read: declare "
+            f"it under [project.entry-points.{ENTRY_POINT_GROUP}] in its pyproject.toml and reinstall it",
+            "warning",
+        )
 
     with quiet_plugin_warnings():  # each failure is said once, below
         get_registries()  # runs every plugin's registration hooks: a hook that raises is reported here

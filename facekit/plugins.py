@@ -94,6 +94,26 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name != "builtin", ep.name))
 
 
+def misgrouped_entry_points() -> list[tuple[str, str, str]]:
+    """(group, entry-point name, distribution) of every installed entry point in a group that looks meant for
+    facekit's but is not it (``facekit.plugins``, ``facekit_plugins``, ``facekt``): Python ignores those without a
+    word, so such a plugin is never loaded. Read by ``facekit plugins`` only (it scans every distribution)."""
+    import difflib
+
+    found = []
+    for dist in metadata.distributions():
+        for ep in dist.entry_points:
+            group = ep.group.lower()
+            if group == ENTRY_POINT_GROUP:
+                continue
+            if (
+                group.startswith(ENTRY_POINT_GROUP)
+                or difflib.SequenceMatcher(None, group, ENTRY_POINT_GROUP).ratio() >= 0.8
+            ):
+                found.append((ep.group, ep.name, dist.metadata["Name"] or "unknown"))
+    return sorted(set(found))
+
+
 #: What a hook's arguments must be (facekit.hookspecs), for a plugin whose hook names others.
 HOOK_ARGUMENTS = "facekit's register_* hooks take one argument named register; register_commands takes app"
 

@@ -203,6 +203,27 @@ def test_plugins_says_what_the_environment_left_out_and_names_it_does_not_know()
     assert "FACEKIT_PLUGINS names 'nothing-of-that-name'" in " ".join(allowed.stderr.split()), allowed.stderr
 
 
+def test_plugins_names_an_entry_point_declared_in_a_group_facekit_does_not_read(tmp_path: Path) -> None:
+    """helper-98: a plugin declared under [project.entry-points."facekit.plugins"] was never loaded and nothing said
+    so (Python ignores entry points in groups nobody reads); `facekit plugins` now names it and the group to use."""
+    info = tmp_path / "facekit_mywarp-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: facekit-mywarp\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[facekit.plugins]\nmywarp = facekit_mywarp\n\n[console_scripts]\nmw = x:y\n"
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    result = run_cli("plugins", env={"PYTHONPATH": path})
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 0, message
+    assert (
+        "warning: facekit-mywarp declares entry point 'mywarp' in group 'facekit.plugins', which facekit does not "
+        "read: declare it under [project.entry-points.facekit]"
+    ) in message
+    assert "'mw'" not in message  # other groups are none of facekit's business
+    assert "facekit.plugins" not in run_cli("plugins").stderr
+
+
 def test_a_command_group_alone_shows_its_commands() -> None:
     """`facekit models` and `facekit explore` without a subcommand list what they have, as `facekit` alone does
     (helper-85: 'Missing command.')."""
