@@ -747,6 +747,37 @@ def check_warper_face_points(subject: Subject) -> None:
     assert off <= 1e-4, f"{name}: the second face warped alone differs from it in the batch by {off:.3g}"
 
 
+#: :func:`check_warper_mixed_precision`'s frame (px): 224 px, where bf16's spacing is 1 px.
+MIXED_FRAME = 224
+
+
+def check_warper_mixed_precision(subject: Subject) -> None:
+    """As ``train.precision: bf16`` calls it: inside a CPU bf16 autocast, a bf16 image and float32 points (the
+    test face's 68 moved by up to :data:`FACE_JITTER` px at :data:`MIXED_FRAME` px). The warped image keeps the
+    image's dtype, and flow and image match a float32 call outside the autocast (flow within
+    :data:`FLOW_TOLERANCE` px: matmuls run in bf16 would be px off; :func:`facekit.warp.full_precision` keeps them
+    in float32)."""
+    name, warper = subject.name, subject.component()
+    face = real_face()
+    points = torch.tensor(face.ibug68 * MIXED_FRAME / face.image.shape[0], dtype=torch.float32)
+    source = points.expand(2, -1, -1)
+    jitter = torch.rand(2, 68, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    destination = source + jitter * FACE_JITTER
+    image = _smooth_image(2, MIXED_FRAME, MIXED_FRAME)
+    want, want_flow = _warp(name, warper, image, source, destination)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        warped, flow = _warp(name, warper, image.to(torch.bfloat16), source, destination)
+    assert warped.dtype == torch.bfloat16, f"{name}: under a bf16 autocast, a bf16 image is warped to {warped.dtype}"
+    _assert_finite(name, "flow under a bf16 autocast", flow)
+    off = float((flow.float() - want_flow.float()).abs().max())
+    assert off <= FLOW_TOLERANCE, (
+        f"{name}: under a bf16 autocast the flow is up to {off:.3g} px from float32's at {MIXED_FRAME} px: keep the "
+        "points' arithmetic in float32 (decorate the warp with facekit.warp.full_precision)"
+    )
+    values = float((warped.float() - want.float()).abs().max())
+    assert values <= 0.02, f"{name}: under a bf16 autocast the warped image is up to {values:.3g} from float32's"
+
+
 def check_warper_deterministic(subject: Subject) -> None:
     """Two identical calls give identical outputs."""
     warper = subject.component()
@@ -843,6 +874,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_warper_identity,
         check_warper_moves_content,
         check_warper_face_points,
+        check_warper_mixed_precision,
         check_warper_deterministic,
         check_warper_gradients,
     ),

@@ -19,6 +19,10 @@ if importlib.util.find_spec("kornia") is not None:  # kornia-tps is registered o
         "kornia's thin-plate spline centres its kernels on the targets, not on the points it interpolates: on a "
         "face's 68 points moved by under a pixel its flows reach thousands of px (a comparison only)"
     )
+    XFAIL[("kornia-tps", "mixed_precision")] = (
+        "the same ill-conditioned flows (thousands of px in float32 at 224 px) move by tens of thousands of px "
+        "when its solve and kernel sums run under a bf16 autocast (a comparison only)"
+    )
 
 
 @pytest.mark.parametrize(("kind", "spec", "check"), parametrize_with_checks(xfail=XFAIL))
