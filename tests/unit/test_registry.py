@@ -138,3 +138,53 @@ def test_names_and_landmark_schemes_are_checked_when_registered() -> None:
     card = ModelCard(landmarks=68, landmark_scheme="ibug-68")
     with pytest.raises(ValueError, match=r"detector 'mine' declares landmark scheme 'ibug-68'; known schemes: ibug68"):
         detectors.add(ComponentSpec("mine", lambda p: None, NoParams, card=card))
+
+
+def test_a_warper_class_whose_warp_takes_the_pipelines_arguments_registers_however_it_is_defined() -> None:
+    """call_mismatches read every method of a class factory as if it took the instance: a classmethod warp (bound to
+    the class already) or a callable class attribute that binds nothing (a functools.partial) was refused at
+    registration, "cannot be called as the pipeline calls it", although warp(image, source, destination) works."""
+    import functools
+
+    from facekit.errors import InvalidComponentSpec
+
+    def plain_warp(image: Any, source: Any, destination: Any) -> Any:
+        return image, None
+
+    class Base:
+        differentiable = False
+
+        def __init__(self, params: Any) -> None:
+            pass
+
+    class ClassMethod(Base):
+        @classmethod
+        def warp(cls, image: Any, source: Any, destination: Any) -> Any:
+            return image, None
+
+    class StaticMethod(Base):
+        warp = staticmethod(plain_warp)
+
+    class Partial(Base):
+        warp = functools.partial(plain_warp)
+
+    class Args(Base):
+        def warp(self, *args: Any) -> Any:
+            return args[0], None
+
+    class TwoArguments(Base):
+        def warp(self, image: Any, points: Any) -> Any:
+            return image, None
+
+    class TwoArgumentsClassMethod(Base):
+        @classmethod
+        def warp(cls, image: Any, points: Any) -> Any:
+            return image, None
+
+    registry: Registry[Any] = Registry("warper")
+    for cls in (ClassMethod, StaticMethod, Partial, Args):
+        registry.add(ComponentSpec(cls.__name__.lower(), cls, NoParams))
+        cls(None).warp(1, 2, 3)  # as the decoder calls it
+    for cls in (TwoArguments, TwoArgumentsClassMethod):
+        with pytest.raises(InvalidComponentSpec, match=r"warp\(.*points.*\) cannot be called as the pipeline calls"):
+            registry.add(ComponentSpec(cls.__name__.lower(), cls, NoParams))
