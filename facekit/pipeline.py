@@ -366,7 +366,9 @@ def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> N
         face = decoder(features.to(normalizer.device))
     from facekit.types import DecoderOutput
 
-    faces = DecoderOutput(image=face.image.float().clamp(0, 1).cpu(), landmarks=face.landmarks.float().cpu())
+    # (a decoder without landmarks, the builtin plain-cnn: its faces reach the apps without them, as in run_apps)
+    landmarks = face.landmarks.float().cpu() if face.landmarks is not None else None
+    faces = DecoderOutput(image=face.image.float().clamp(0, 1).cpu(), landmarks=landmarks)
     for _, _, app, label in built:
         _per_face_keys(app, faces, _applied(app, faces, label), label)
 

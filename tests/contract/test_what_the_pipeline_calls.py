@@ -367,6 +367,26 @@ def test_the_infer_stage_tries_its_apps_before_the_first_photo(
     assert not (tmp_path / "out").exists()  # no run folder either
 
 
+def test_the_apps_are_tried_on_a_decoder_without_landmarks() -> None:
+    """The builtin plain-cnn decoder gives no landmarks: probe_apps ended the infer stage of such a model with an
+    AttributeError traceback ('NoneType' object has no attribute 'float') before any photo, whatever its apps; run_apps
+    hands them such faces without landmarks, and the probe does the same."""
+    from types import SimpleNamespace
+
+    from facekit.pipeline import build_apps, probe_apps
+
+    seen = []
+
+    class Sizes:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            seen.append(faces.landmarks)
+            return {"size": faces.image.shape[-1] * torch.ones(faces.image.shape[0])}
+
+    decoder = facekit.load_component("decoder", "plain-cnn").eval()
+    probe_apps(build_apps([_built_app("sizes", Sizes())]), SimpleNamespace(decoder=decoder, device=torch.device("cpu")))
+    assert seen and all(landmarks is None for landmarks in seen)
+
+
 def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
     data_root: Path, tmp_path: Path
 ) -> None:
