@@ -108,6 +108,21 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def scoring(settings: Any, names: list[str], configured: Any) -> dict[str, Any]:
+    """How a bench scores its cells (``bench`` settings, the judges' ``names``, the recipe's ``components.judge``):
+    a cached row counts only if its ``evaluation`` is this. A judge's params count where they are not its defaults
+    (another variant is another judge); with its defaults it is the judge that rows built by name before
+    components.judge was read were scored by, and those rows stand."""
+    evaluation: dict[str, Any] = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
+    if configured is not None and configured.spec.name in names:
+        params = configured.params.model_dump(mode="json", exclude_defaults=True)
+        if params:
+            evaluation["judge_params"] = {configured.spec.name: params}
+    if settings.data != "lfw-devtest":  # benches before bench.data scored on DevTest: their rows stand for it
+        evaluation["data"] = settings.data
+    return evaluation
+
+
 def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
     """Train and evaluate every cell of ``recipe``'s grid; returns the rows and the output folder."""
     import torch
@@ -165,11 +180,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         raise FacekitError(f"bench.data {settings.data}: {where}")
     plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
-    evaluation: dict[str, Any] = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
-    if configured is not None and configured.spec.name in names:  # another variant is another judge
-        evaluation["judge_params"] = {configured.spec.name: configured.params.model_dump(mode="json")}
-    if settings.data != "lfw-devtest":  # benches before bench.data scored on DevTest: their rows stand for it
-        evaluation["data"] = settings.data
+    evaluation = scoring(settings, names, configured)
     rows = []
     for cell, plan in plans:
         digest, legacy = recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)

@@ -414,11 +414,7 @@ def call_mismatches(component: Any, kind: Kind) -> list[str]:
         # Read off a class, a plain function still takes the instance; a staticmethod, a classmethod (already bound
         # to the class) or a callable that is no descriptor (a functools.partial, a module) does not.
         raw = inspect.getattr_static(component, name, None) if isinstance(component, type) else None
-        unbound = (
-            raw is not None
-            and not isinstance(raw, (staticmethod, classmethod))
-            and hasattr(type(raw), "__get__")
-        )
+        unbound = raw is not None and not isinstance(raw, (staticmethod, classmethod)) and hasattr(type(raw), "__get__")
         try:
             theirs.bind(*[None] * (len(wanted) + unbound))
         except TypeError:

@@ -185,3 +185,23 @@ def test_a_framed_photo_is_the_photo_in_the_outputs_frame_and_the_plain_one_grey
     double = framed_photo(photo, output, scale=2)
     assert double is not None and double.shape == (2 * face.image.shape[0], 2 * face.image.shape[1], 3)
     assert framed_photo(None, output) is None and framed_photo(photo, None) is None
+
+
+def test_a_bench_whose_judge_has_its_default_params_keeps_its_cached_rows() -> None:
+    """6703953 counted components.judge's params in how a row was scored even when they were its defaults (dlib-resnet
+    has none: judge_params {'dlib-resnet': {}}), so every row of benchmarks/default_model_grid.yaml scored before it
+    (its judge built by name, the same judge) was scored again. Another variant is still another scoring."""
+    from facekit.bench import scoring
+    from facekit.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[2]
+    grid = load_recipe(str(root / "benchmarks" / "default_model_grid.yaml"))
+    settings = grid.recipe.bench
+    before = {"judges": ["dlib-resnet", "sface"], "max_photos": 150, "photo_detail": "off", "data": settings.data}
+    assert scoring(settings, list(settings.judges), grid.components["judge"]) == before
+    facenet = load_recipe(
+        str(root / "benchmarks" / "default_model_grid.yaml"),
+        ["components.judge.name=facenet", "components.judge.params.variant=casia-webface-tf"],
+    )
+    variant = scoring(settings, ["dlib-resnet", "facenet"], facenet.components["judge"])
+    assert variant["judge_params"] == {"facenet": {"variant": "casia-webface-tf"}}
