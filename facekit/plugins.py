@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,21 +97,23 @@ def _entry_points() -> list[metadata.EntryPoint]:
 
 def misgrouped_entry_points() -> list[tuple[str, str, str]]:
     """(group, entry-point name, distribution) of every installed entry point in a group that looks meant for
-    facekit's but is not it (``facekit.plugins``, ``facekit_plugins``, ``facekt``): Python ignores those without a
-    word, so such a plugin is never loaded. Read by ``facekit plugins`` only (it scans every distribution)."""
+    facekit's but is not it: another case (``FaceKit``; groups match exactly), a plugins group (``facekit.plugins``,
+    ``facekit_plugin``) or a misspelling (``facekt``, ``face-kit``). Python ignores those without a word, so such a
+    plugin never loads. A plugin's own group (``facekit_serve.storage``) is none of these. Read by ``facekit plugins``
+    only (it scans every distribution)."""
     import difflib
 
+    plugins_group = re.compile(rf"{ENTRY_POINT_GROUP}[._-]?plugins?", re.IGNORECASE)
     found = []
     for dist in metadata.distributions():
         for ep in dist.entry_points:
-            group = ep.group.lower()
+            group = ep.group
             if group == ENTRY_POINT_GROUP:
                 continue
-            if (
-                group.startswith(ENTRY_POINT_GROUP)
-                or difflib.SequenceMatcher(None, group, ENTRY_POINT_GROUP).ratio() >= 0.8
-            ):
-                found.append((ep.group, ep.name, dist.metadata["Name"] or "unknown"))
+            squeezed = re.sub(r"[._-]", "", group.lower())
+            close = difflib.SequenceMatcher(None, squeezed, ENTRY_POINT_GROUP).ratio() >= 0.85
+            if plugins_group.fullmatch(group) or (close and "." not in group):
+                found.append((group, ep.name, dist.metadata["Name"] or "unknown"))
     return sorted(set(found))
 
 

@@ -209,9 +209,9 @@ def test_plugins_names_an_entry_point_declared_in_a_group_facekit_does_not_read(
     info = tmp_path / "facekit_mywarp-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: facekit-mywarp\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[facekit.plugins]\nmywarp = facekit_mywarp\n\n[console_scripts]\nmw = x:y\n"
-    )
+    groups = "[facekit.plugins]\nmywarp = facekit_mywarp\n\n[FaceKit]\ncased = facekit_mywarp\n\n[facekt]\ntypo = x\n\n"
+    groups += "[console_scripts]\nmw = x:y\n\n[facekit_mywarp.storage]\nown = x:z\n\n[facet]\nother = x\n"
+    (info / "entry_points.txt").write_text(groups)
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
     result = run_cli("plugins", env={"PYTHONPATH": path})
     message = " ".join(result.stderr.split())
@@ -220,7 +220,10 @@ def test_plugins_names_an_entry_point_declared_in_a_group_facekit_does_not_read(
         "warning: facekit-mywarp declares entry point 'mywarp' in group 'facekit.plugins', which facekit does not "
         "read: declare it under [project.entry-points.facekit]"
     ) in message
-    assert "'mw'" not in message  # other groups are none of facekit's business
+    assert "entry point 'cased' in group 'FaceKit'" in message  # groups match exactly: never loaded either
+    assert "entry point 'typo' in group 'facekt'" in message
+    for other in ("'mw'", "'own'", "'other'"):  # other groups, a plugin's own among them, are none of facekit's
+        assert other not in message, message
     assert "facekit.plugins" not in run_cli("plugins").stderr
 
 
