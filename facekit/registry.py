@@ -438,12 +438,15 @@ def build_checked(kind: Kind, spec: ComponentSpec[T], params: Params | Mapping[s
 
 def mismatch_message(kind: Kind, spec: ComponentSpec[Any], mismatched: list[str], plugin: bool = True) -> str:
     protocol = PROTOCOLS[kind]
-    calls = {"detector": "detect_array(image)", "encoder": "embed(images) and features(images)"}
-    calls |= {"decoder": "decode(features)", "warper": "warp(image, source, destination)", "app": "apply(faces)"}
+    calls = [
+        f"{name}({', '.join(list(inspect.signature(member).parameters)[1:])})"
+        for name, member in vars(protocol).items()
+        if not name.startswith("_") and inspect.isfunction(member)
+    ]
     whose = f" (plugin {spec.plugin!r})" if plugin and spec.plugin else ""
     return (
         f"{kind} {spec.name!r}{whose}: {', '.join(mismatched)} cannot be called as the pipeline calls it, "
-        f"{calls[kind]} (facekit.types.{protocol.__name__})"
+        f"{' and '.join(calls)} (facekit.types.{protocol.__name__})"
     )
 
 
