@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from facekit.recipe import Plan, load_recipe, path_override
-from facekit.types import frozen_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
-    from facekit.evaluate import Judge, evaluate_normalizer, photo_set
+    from facekit.evaluate import Judge, evaluate_normalizer, judge_encoder, photo_set
     from facekit.normalize import Normalizer, inference_device
     from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device, git_sha, package_versions
@@ -167,13 +166,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
         names.append(configured.spec.name)
     if not names:
         raise FacekitError("bench needs judges: set bench.judges, components.encoder or components.judge")
-
-    def build(name: str) -> Any:
-        if configured is not None and configured.spec.name == name:
-            return frozen_encoder(configured.build())
-        return frozen_encoder(facekit.load_component("encoder", name))
-
-    judges = [Judge(name, build(name)) for name in names]
+    judges = [Judge(name, judge_encoder(name, configured)) for name in names]
     photos = photo_set(base.data_root, settings.data, settings.max_photos)
     if not photos:
         where = f"no photos under {base.data_root} (set data.root or FACEKIT_DATA)"

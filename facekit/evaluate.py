@@ -443,6 +443,16 @@ def tenfold_folds(
     return np.array(accuracies), np.array(thresholds)
 
 
+def judge_encoder(name: str, configured: Any = None, device: Any = None) -> Any:
+    """The frozen judge encoder ``name``: built with the recipe's params when it is the recipe's ``components.judge``
+    (``configured``, a resolved component), else with its defaults (the evaluate stage, ``facekit eval``, bench)."""
+    from facekit.registry import load_component
+
+    if configured is not None and configured.spec.name == name:
+        return frozen_encoder(configured.build(), device)
+    return frozen_encoder(load_component("encoder", name), device)
+
+
 def verify_pairs(
     normalizer: Any, root: Path, judges: list[Judge], folds: int | None = None, progress: bool = False
 ) -> dict[str, Any]:
@@ -521,7 +531,6 @@ def evaluate_plan(
     record), used instead of loading both again. ``device``: where the model and the judges run (``facekit eval
     --device``; a torch device string, checked by :func:`facekit.normalize.inference_device`); the detectors and
     the baseline run on the CPU."""
-    import facekit
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device, resolve_model, same_device
@@ -623,11 +632,7 @@ def evaluate_plan(
         configured = plan.components.get("judge") if plan is not None else None
 
         def build(name: str) -> Any:
-            if name == own:
-                return normalizer.encoder
-            if configured is not None and configured.spec.name == name:
-                return frozen_encoder(configured.build(), device)
-            return frozen_encoder(facekit.load_component("encoder", name), device)
+            return normalizer.encoder if name == own else judge_encoder(name, configured, device)
 
         files = [f"identity-{name}.{kind}" for name in names for kind in ("png", "npy")]
         check_fixed_outputs(folder, files, [], overwrite, "facekit eval")

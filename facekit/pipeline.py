@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -228,14 +228,14 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     used = model_components(plan, normalizer.meta, checkpoint)
     folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos
     built = build_apps(apps)
-    probe_apps(built, normalizer)  # an app that would fail says so before the first photo
+    per_face = probe_apps(built, normalizer)  # an app that would fail says so before the first photo
     run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
     summary = normalize_planned(normalizer, folder_plan, checkpoint, infer.overwrite)
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     made = [row for row in summary.rows if row.output is not None]
     if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
-        write_apps_json(run_apps(apps, made, Path(infer.output), built=built), Path(infer.output))
+        write_apps_json(run_apps(apps, made, Path(infer.output), built=built, per_face=per_face), Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
@@ -351,14 +351,15 @@ def build_apps(apps: Sequence[Any]) -> list[tuple[str, str, Any, str]]:
     ]
 
 
-def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> None:
+def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> dict[str, set[str]]:
     """Each built app once on the model's mean face (the decoder's face of its training features' mean), as the
     infer stage will apply it, so that an app that raises, cannot run here (its weights) or returns what the stage
-    refuses stops it before the first photo is normalized (before: after the last; helper-98)."""
+    refuses stops it before the first photo is normalized (before: after the last; helper-98). Returns each app's
+    results with one entry per face (:func:`_per_face_keys`), which :func:`run_apps` then need not probe again."""
     import torch
 
     if not built:
-        return
+        return {}
     decoder = normalizer.decoder
     mean = getattr(decoder, "feature_mean", None)
     features = mean[None] if isinstance(mean, torch.Tensor) else torch.zeros(1, int(decoder.feature_size))
@@ -369,8 +370,7 @@ def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> N
     # (a decoder without landmarks, the builtin plain-cnn: its faces reach the apps without them, as in run_apps)
     landmarks = face.landmarks.float().cpu() if face.landmarks is not None else None
     faces = DecoderOutput(image=face.image.float().clamp(0, 1).cpu(), landmarks=landmarks)
-    for _, _, app, label in built:
-        _per_face_keys(app, faces, _applied(app, faces, label), label)
+    return {name: _per_face_keys(app, faces, _applied(app, faces, label), label) for name, _, app, label in built}
 
 
 def run_apps(
@@ -379,6 +379,7 @@ def run_apps(
     out: Path,
     batch_size: int = 16,
     built: Sequence[tuple[str, str, Any, str]] = (),
+    per_face: Mapping[str, set[str]] | None = None,
 ) -> dict[str, Any]:
     """The pipeline's last step (photo -> ... -> warp -> apps): the recipe's ``components.apps`` on the normalized
     faces of ``rows`` (each output PNG with its NAME.json's landmarks, as normalize wrote them), ``batch_size`` at a
@@ -386,7 +387,8 @@ def run_apps(
     entry per face (its first axis the batch, and it follows the batch: :func:`_per_face_keys`) is listed per input;
     any other (explore's strip) is saved as
     ``out/apps/SLOT-BATCH-RESULT.npy`` (``apps.0-0-strip.npy``). An app listed twice is ``NAME (apps.N)``.
-    ``built``: the apps as :func:`build_apps` built them (default: built here)."""
+    ``built``: the apps as :func:`build_apps` built them (default: built here); ``per_face``: their per-face
+    results as :func:`probe_apps` found them (default: probed on the first batch)."""
     import numpy as np
     import torch
 
@@ -396,7 +398,7 @@ def run_apps(
 
     built = built or build_apps(apps)
     results: dict[str, Any] = {name: {"faces": {}, "batches": []} for name, _, _, _ in built}
-    per_face_keys: dict[str, set[str]] = {}
+    per_face_keys: dict[str, set[str]] = dict(per_face or {})
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         images, landmarks = [], []
@@ -413,13 +415,13 @@ def run_apps(
             applied = _applied(app, faces, label)
             if name not in per_face_keys:  # once per app: which results have one entry per face
                 per_face_keys[name] = _per_face_keys(app, faces, applied, label)
-            per_face = {key: value for key, value in applied.items() if key in per_face_keys[name]}
+            listed = {key: value for key, value in applied.items() if key in per_face_keys[name]}
             for index, row in enumerate(chunk):
                 results[name]["faces"].setdefault(row.input, {}).update(
-                    {key: value[index].tolist() for key, value in per_face.items()}
+                    {key: value[index].tolist() for key, value in listed.items()}
                 )
             saved = {}
-            for key in applied.keys() - per_face.keys():
+            for key in applied.keys() - listed.keys():
                 path = out / "apps" / f"{slot}-{start // batch_size}-{key}.npy"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, applied[key])

@@ -714,18 +714,24 @@ FACE_JITTER, FACE_FRAME = 0.8, 64
 FACE_FLOW_LIMIT = 16.0
 
 
+def _face_move(frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image, source, destination) as the decoder moves a face: two smooth ``frame`` px images, the test face's 68
+    iBUG points scaled to the frame as the source, expanded over the batch (not contiguous, as the decoder passes its
+    mean face's points), each moved by up to :data:`FACE_JITTER` px (seeded) as the destination."""
+    face = real_face()
+    points = torch.tensor(face.ibug68 * frame / face.image.shape[0], dtype=torch.float32)
+    source = points.expand(2, -1, -1)
+    jitter = torch.rand(2, 68, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return _smooth_image(2, frame, frame), source, source + jitter * FACE_JITTER
+
+
 def check_warper_face_points(subject: Subject) -> None:
     """What the decoder feeds a warper: the 68 iBUG points of a real face (some nearly coinciding) each moved by up to
     :data:`FACE_JITTER` px, two faces in a batch, the source expanded over the batch (not contiguous): finite output,
     a flow that stays within :data:`FACE_FLOW_LIMIT` px, and each face warped as it would be alone (an
     ill-conditioned spline gives flows of thousands of px here)."""
     name, warper = subject.name, subject.component()
-    face = real_face()
-    points = torch.tensor(face.ibug68 * FACE_FRAME / face.image.shape[0], dtype=torch.float32)
-    source = points.expand(2, -1, -1)  # not contiguous, as the decoder passes its mean face's points
-    jitter = torch.rand(2, 68, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    destination = source + jitter * FACE_JITTER
-    image = _smooth_image(2, FACE_FRAME, FACE_FRAME)
+    image, source, destination = _face_move(FACE_FRAME)
     try:
         warped, flow = _warp(subject.name, warper, image, source, destination)
     except RuntimeError as error:
@@ -758,12 +764,7 @@ def check_warper_mixed_precision(subject: Subject) -> None:
     :data:`FLOW_TOLERANCE` px: matmuls run in bf16 would be px off; :func:`facekit.warp.full_precision` keeps them
     in float32)."""
     name, warper = subject.name, subject.component()
-    face = real_face()
-    points = torch.tensor(face.ibug68 * MIXED_FRAME / face.image.shape[0], dtype=torch.float32)
-    source = points.expand(2, -1, -1)
-    jitter = torch.rand(2, 68, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    destination = source + jitter * FACE_JITTER
-    image = _smooth_image(2, MIXED_FRAME, MIXED_FRAME)
+    image, source, destination = _face_move(MIXED_FRAME)
     want, want_flow = _warp(name, warper, image, source, destination)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         warped, flow = _warp(name, warper, image.to(torch.bfloat16), source, destination)
