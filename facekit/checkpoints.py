@@ -210,6 +210,9 @@ def export_model(
 ) -> int:
     """Write ``checkpoint``'s decoder weights in fp16 with its provenance (recipe, step, components, git sha and
     ``metrics`` if given) and no optimizer state: the format of the shipped default model. Returns the file size.
+    ``checkpoint`` may be a model file this wrote (its weights come back unchanged, its ``exported_from`` stays the
+    training checkpoint it names, and ``re_exported_from`` names the model file): how a shipped model's figures are
+    re-recorded without its training run.
     An existing ``out`` is a FacekitError unless ``overwrite``; ``out`` is never the checkpoint itself."""
     from facekit.runs import git_sha
 
@@ -229,7 +232,10 @@ def export_model(
             "train.output's checkpoints/*.safetensors"
         )
     meta = {k: v for k, v in meta.items() if k != "param_groups"}
-    meta["exported_from"] = str(checkpoint)
+    if "exported_from" in meta:  # a model file exported again (to record new figures): it keeps where it came from
+        meta["re_exported_from"] = str(checkpoint)
+    else:
+        meta["exported_from"] = str(checkpoint)
     meta["git_sha"] = git_sha()
     if metrics is not None:
         try:

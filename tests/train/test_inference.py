@@ -74,6 +74,16 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
     for metrics in (tmp_path / "missing.json", tmp_path / "bad.json"):
         with pytest.raises(FacekitError, match="cannot be read as JSON"):
             export_model(checkpoint, tmp_path / "other.safetensors", metrics=metrics)
+    # A model file exported again (the shipped model given new figures) keeps its weights and provenance (before:
+    # exported_from named the model file itself and the training checkpoint was no longer said).
+    from facekit.checkpoints import read_checkpoint
+
+    again = tmp_path / "again.safetensors"
+    export_model(exported, again)
+    (first, first_meta), (second, second_meta) = read_checkpoint(exported), read_checkpoint(again)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert second_meta["exported_from"] == first_meta["exported_from"] == str(checkpoint)
+    assert second_meta["re_exported_from"] == str(exported) and "re_exported_from" not in first_meta
     photo = lfw(data_root, "Celine_Dion")
     full = Normalizer.from_checkpoint(checkpoint).normalize(photo)
     small = Normalizer.from_checkpoint(exported).normalize(photo)
