@@ -793,7 +793,10 @@ def models_bundle(
                 )
             if not used and spec.card is not None:  # loads its weights later, if at all: the card's
                 sources += [weights for weights in spec.card.weights if weights.sha256]
-    files = bundle(sources, out, overwrite)
+    from facekit.recipe import recipe_origins
+
+    recipes = {Path(recipe), *recipe_origins(Path(recipe)).values()}  # the recipe and the bases it extends
+    files = bundle(sources, out, overwrite, inputs=recipes)
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 

@@ -310,13 +310,22 @@ def status() -> list[dict[str, Any]]:
 
 
 def bundle(
-    sources: Iterable[WeightsSource | tuple[WeightsSource, Path]], out: str | Path, overwrite: bool = False
+    sources: Iterable[WeightsSource | tuple[WeightsSource, Path]],
+    out: str | Path,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> list[str]:
     """Write a tar of the given weight files (verified; a source with the path it was found at is packed from
     there, under the source's file name) plus a manifest, laid out as ``$FACEKIT_HOME``; an existing ``out`` is a
-    FacekitError unless ``overwrite``. Written to a temporary file and renamed: never half a tar."""
+    FacekitError unless ``overwrite``, and ``out`` is never one of ``inputs`` (the recipe and its bases) nor a file
+    it packs, even with ``overwrite``. Written to a temporary file and renamed: never half a tar."""
     entries: dict[str, StoredModel] = {}
     out = Path(out)
+    # Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar (a swapped or
+    # repeated argument), and an OUT naming a weight file it packed replaced that file.
+    for given in inputs:
+        if out.resolve() == Path(given).resolve():
+            raise FacekitError(f"{out} is the recipe the bundle is made from: give the bundle another file name")
     if out.is_dir():  # before: "exists: --overwrite replaces it", then a temporary file's IsADirectoryError
         raise FacekitError(f"{out} is a folder: give the bundle's file name, e.g. {out / 'models.tar'}")
     if out.suffix.lower() in (".zip", ".tgz", ".gz", ".bz2", ".xz", ".7z"):
@@ -326,7 +335,7 @@ def bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".facekit-{out.name}.tmp")
     try:
-        _write_bundle(sources, temporary, entries)
+        _write_bundle(sources, temporary, entries, out)
         os.replace(temporary, out)
     finally:
         temporary.unlink(missing_ok=True)
@@ -334,7 +343,10 @@ def bundle(
 
 
 def _write_bundle(
-    sources: Iterable[WeightsSource | tuple[WeightsSource, Path]], out: Path, entries: dict[str, StoredModel]
+    sources: Iterable[WeightsSource | tuple[WeightsSource, Path]],
+    out: Path,
+    entries: dict[str, StoredModel],
+    target: Path,
 ) -> None:
     with tarfile.open(out, "w") as tar:
         for item in sources:
@@ -342,6 +354,10 @@ def _write_bundle(
             if source.file in entries:
                 continue
             path = path or resolve_weights(source)
+            if path.resolve() == target.resolve():
+                raise FacekitError(
+                    f"{target} is {source.file}, a weight file the bundle packs: give the bundle another name"
+                )
             tar.add(path, arcname=f"models/{source.file}")
             entries[source.file] = StoredModel(
                 source.file, sha256_file(path), source.licence, source.url or source.package or "", path.stat().st_size

@@ -116,6 +116,33 @@ def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> Non
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".facekit-")] == []  # no temporary left
 
 
+def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
+    """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
+    a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
+    stored = home / "models" / "toy.bin"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(PAYLOAD)
+    with pytest.raises(FacekitError, match=r"toy\.bin, a weight file the bundle packs"):
+        models.bundle([SOURCE], stored, overwrite=True)
+    assert stored.read_bytes() == PAYLOAD
+    assert [p.name for p in stored.parent.iterdir() if p.name.startswith(".facekit-")] == []  # no temporary left
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("extends: recipes/demo.yaml\n")
+    with pytest.raises(FacekitError, match="is the recipe the bundle is made from"):
+        models.bundle([SOURCE], recipe, overwrite=True, inputs=[tmp_path / "." / "mine.yaml"])
+    assert recipe.read_text() == "extends: recipes/demo.yaml\n"
+    # The command passes the recipe and the bases it extends.
+    base = tmp_path / "base.yaml"
+    base.write_text((Path(__file__).parents[2] / "recipes" / "demo.yaml").read_text())
+    recipe.write_text("extends: base.yaml\n")
+    kept = base.read_bytes()
+    for out in (recipe, base):
+        made = run_cli("models", "bundle", str(recipe), str(out), "--overwrite", env={"FACEKIT_HOME": str(home)})
+        assert made.returncode == 1 and "is the recipe the bundle is made from" in made.stderr, made.stderr
+        assert "Traceback" not in made.stderr
+    assert recipe.read_text() == "extends: base.yaml\n" and base.read_bytes() == kept
+
+
 def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
     file = tmp_path / "mystery.bin"
     file.write_bytes(b"?")
