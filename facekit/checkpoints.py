@@ -86,13 +86,24 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_not_found(path: str | Path) -> FacekitError:
+    """The error for a model file that is not there: a folder given for it says so (before: "checkpoint not found"
+    for a folder that exists, e.g. ``--checkpoint runs/train/mine``)."""
+    if Path(path).is_dir():
+        return FacekitError(
+            f"checkpoint {path} is a folder: give the model file itself (a .safetensors file, e.g. a training's "
+            "checkpoints/last.safetensors or what facekit export wrote)"
+        )
+    return FacekitError(f"checkpoint not found: {path}")
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of a checkpoint written by :func:`save_checkpoint` (or a model from :func:`export_model`)."""
     from facekit.models import ChecksumError
 
     path = Path(path)
     if not path.is_file():
-        raise FacekitError(f"checkpoint not found: {path}")
+        raise checkpoint_not_found(path)
     with _unreadable_as_error(path):
         header, meta = _header(path)
         tensors = load_file(str(path))

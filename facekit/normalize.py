@@ -107,7 +107,9 @@ def resolve_model(model: str | None = None, checkpoint: str | Path | None = None
         raise FacekitError("pass --model (a shipped model) or --checkpoint (a file), not both")
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
-            raise FacekitError(f"checkpoint not found: {checkpoint}")
+            from facekit.checkpoints import checkpoint_not_found
+
+            raise checkpoint_not_found(checkpoint)
         return Path(checkpoint)
     return model_path(model or "dlib")
 

@@ -112,6 +112,28 @@ def test_a_missing_checkpoint_is_one_line_in_every_command(data_root: Path, tmp_
         assert not (tmp_path / command).exists() or not any((tmp_path / command).iterdir()), command
 
 
+def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(data_root: Path, tmp_path: Path) -> None:
+    """Before: `--checkpoint runs/train/mine` (the training's folder, not its file) said "checkpoint not found" of a
+    folder that is there, in every command and in Normalizer.from_checkpoint."""
+    from facekit import Normalizer
+    from facekit.errors import FacekitError
+
+    photo = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[0]
+    folder = tmp_path / "train"
+    folder.mkdir()
+    expected = f"checkpoint {folder} is a folder: give the model file itself"
+    for command in ("normalize", "adjust"):
+        result = run_cli(command, str(photo), "-o", str(tmp_path / command), "--checkpoint", str(folder))
+        assert result.returncode == 1 and expected in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr and not (tmp_path / command).exists(), command
+    exported = run_cli("export", str(folder), str(tmp_path / "model.safetensors"))
+    assert exported.returncode == 1 and expected in exported.stderr, exported.stderr
+    with pytest.raises(FacekitError, match="is a folder: give the model file itself"):
+        Normalizer.from_checkpoint(str(folder))
+    missing = run_cli("normalize", str(photo), "-o", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "nope"))
+    assert f"checkpoint not found: {tmp_path / 'nope'}" in missing.stderr, missing.stderr
+
+
 def test_missing_recipe_file() -> None:
     result = run_cli("check", "nope.yaml")
     assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr
