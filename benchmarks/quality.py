@@ -39,6 +39,7 @@ import numpy as np
 from results import machine, publish
 from rich.progress import track
 
+from facekit.errors import FacekitError
 from facekit.evaluate import PHOTO_SETS, photo_set, read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures, people_figures
 from facekit.images import load_rgb
@@ -283,6 +284,18 @@ def main() -> None:
         parser.error("--folds 1 leaves no held-out fold (the threshold would be chosen on the pairs it scores)")
     if not 0 <= args.folds <= 10:  # before: --folds 11 headed the table "11-fold" over LFW's 10
         parser.error("--folds: 0 (skip verification) or 2 to 10 (LFW's pairs have 10 folds)")
+    # Before: `--model model.safetensors` (no NAME=), a --detail that is not numbers or a --detector without KEY:VALUE
+    # ended in a ValueError traceback; a model file that is not there in FacekitError's (see the end of this file).
+    for option, items, form in (
+        ("--model", args.model, "NAME=PATH"),
+        ("--detail", args.detail, "NAME=STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]"),
+        ("--detector", args.detector, "NAME=KEY:VALUE[,KEY:VALUE]"),
+    ):
+        for item in items:
+            name, _, value = item.partition("=")
+            pairs_ok = option != "--detector" or all(":" in pair for pair in value.split(","))
+            if not name.strip() or not value.strip() or not pairs_ok:
+                parser.error(f"{option} takes {form}, got {item!r}")
     named = [item.split("=", 1)[0] for item in args.model]
     if len(set(named)) < len(named):  # before: both ran, one row shown, one key in metrics.json
         parser.error(f"--model: each NAME once ({', '.join(sorted({n for n in named if named.count(n) > 1}))} twice)")
@@ -295,7 +308,12 @@ def main() -> None:
     root = DataSection().resolved_root()
     specs = [item.split("=", 1) for item in args.model] or [["default model", str(default_model_path())]]
     pairs_given = (item.split("=", 1) for item in args.detail)
-    details = {name: DetailSettings.parse(value) for name, value in pairs_given}
+    details = {}
+    for name, value in pairs_given:
+        try:
+            details[name] = DetailSettings.parse(value)
+        except (ValueError, FacekitError) as error:  # "abc", or a strength out of range
+            parser.error(f"--detail {name}={value}: {error}")
     if unknown := set(details) - {name for name, _ in specs}:
         parser.error(f"--detail names no --model: {', '.join(sorted(unknown))}")
     overrides = {
@@ -470,4 +488,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FacekitError as error:  # one line, as the facekit command says it (a model file not there, say)
+        if os.environ.get("FACEKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
+            raise
+        sys.exit(f"error: {error}")

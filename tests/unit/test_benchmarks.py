@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,32 @@ def test_a_bench_whose_judge_has_its_default_params_keeps_its_cached_rows() -> N
     )
     variant = scoring(settings, ["dlib-resnet", "facenet"], facenet.components["judge"])
     assert variant["judge_params"] == {"facenet": {"variant": "casia-webface-tf"}}
+
+
+def test_quality_says_a_misused_option_or_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    """Before: `python benchmarks/quality.py --model model.safetensors` (no NAME=), `--detail new=abc` and a model file
+    that is not there (the README's command with a typo) each ended in a traceback."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
+    model = tmp_path / "model.safetensors"
+    cases = {
+        ("--model", str(model)): "--model takes NAME=PATH",
+        ("--model", f"new={model}"): f"error: checkpoint not found: {model}",
+        ("--model", f"new={tmp_path}"): f"error: checkpoint {tmp_path} is a folder",
+        ("--model", f"new={model}", "--detail", "new=abc"): "--detail new=abc: could not convert",
+        ("--model", f"new={model}", "--detail", "new=5"): "--detail new=5: detail strength must be in [0, 2]",
+        ("--model", f"new={model}", "--detector", "new=hog"): "--detector takes NAME=KEY:VALUE",
+    }
+    env = {k: v for k, v in os.environ.items() if k != "FACEKIT_DEBUG"}
+    for args, expected in cases.items():
+        done = subprocess.run(
+            [sys.executable, str(script), *args, "--no-write", "--photos", "1", "--folds", "0", "--out", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode in (1, 2) and expected in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "metrics.json").exists()
