@@ -224,12 +224,14 @@ def export_model(
     ``checkpoint`` may be a model file this wrote (its weights come back unchanged, its ``exported_from`` stays the
     training checkpoint it names, and ``re_exported_from`` names the model file): how a shipped model's figures are
     re-recorded without its training run.
-    An existing ``out`` is a FacekitError unless ``overwrite``; ``out`` is never the checkpoint itself."""
+    An existing ``out`` is a FacekitError unless ``overwrite``; ``out`` is never the checkpoint or ``metrics``."""
     from facekit.runs import git_sha
 
     out = Path(out)
     if out.resolve() == Path(checkpoint).resolve():
         raise FacekitError(f"{out} is the checkpoint itself: write the model to another file")
+    if metrics is not None and out.resolve() == Path(metrics).resolve():  # before: --overwrite replaced the figures
+        raise FacekitError(f"{out} is the --metrics file: write the model to another file")
     if out.is_dir():  # (helper-69: first "exists: --overwrite replaces it", and with it "is a folder")
         raise FacekitError(f"{out} is a folder: give the model file's name (e.g. {out / 'model.safetensors'})")
     if (out.exists() or out.is_symlink()) and not overwrite:

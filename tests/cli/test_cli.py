@@ -134,6 +134,22 @@ def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(data_root: Path, 
     assert f"checkpoint not found: {tmp_path / 'nope'}" in missing.stderr, missing.stderr
 
 
+def test_export_never_writes_over_its_metrics_file(data_root: Path, tmp_path: Path) -> None:
+    """Before: `facekit export CKPT metrics.json --metrics metrics.json --overwrite` (OUT and --metrics swapped or
+    repeated) replaced the evaluation's figures with the model file."""
+    import shutil
+
+    checkpoint = tmp_path / "model.safetensors"
+    shutil.copyfile(Path(facekit.__file__).parent / "assets" / "default-model.safetensors", checkpoint)
+    evaluated = run_cli("eval", "--checkpoint", str(checkpoint), "--max-photos", "1", "-o", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = tmp_path / "eval" / "metrics.json"
+    figures = metrics.read_bytes()
+    result = run_cli("export", str(checkpoint), str(metrics), "--metrics", str(metrics), "--overwrite")
+    assert result.returncode == 1 and "is the --metrics file" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and metrics.read_bytes() == figures
+
+
 def test_missing_recipe_file() -> None:
     result = run_cli("check", "nope.yaml")
     assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr
