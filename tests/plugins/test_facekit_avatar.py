@@ -561,3 +561,15 @@ def test_the_avatar_command_without_the_surrey_model_names_its_sfm_option(tmp_pa
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "sfm_shape_3448.bin" in lines[0] and lines[0].endswith("--sfm PATH"), lines
+
+
+def test_the_avatar_commands_landmark_map_is_a_choice_of_the_apps_maps(tmp_path: Path) -> None:
+    """Before: --landmarks was a plain string, so a typo was the app's own error (exit 1) where the README says an
+    option value the command line refuses gets Typer's usage message with exit 2, as --face does."""
+    from facekit_avatar.app import LANDMARK_MAPS
+    from facekit_avatar.cli import LandmarkMapChoice
+
+    assert {choice.value for choice in LandmarkMapChoice} == set(LANDMARK_MAPS)
+    result = run_cli("avatar", str(tmp_path / "face.jpg"), "-o", str(tmp_path / "out"), "--landmarks", "nope")
+    assert result.returncode == 2 and "--landmarks" in result.stderr and "ibug_to_sfm" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,14 @@ from facekit.types import FACE_CHOICE_HELP, FaceChoice, face_record
 
 if TYPE_CHECKING:  # numpy is imported where it is used: registering the command runs at every `facekit` start
     import numpy as np
+
+
+class LandmarkMapChoice(str, Enum):
+    """--landmarks: the fit's landmark -> vertex maps (``facekit_avatar.app.LANDMARK_MAPS``), refused by the command
+    line like every other choice (before: a plain string, and a typo was the app's own error with exit 1)."""
+
+    VOTED = "voted"
+    IBUG_TO_SFM = "ibug_to_sfm"
 
 
 def _output_folder(value: str | None) -> str | None:
@@ -42,12 +51,12 @@ def avatar(
         ),
     ] = False,
     landmarks: Annotated[
-        str,
+        LandmarkMapChoice,
         typer.Option(
             help="landmark -> vertex map of the fit: voted (eos's with the 12 points the App. B.1 vote places "
             "differently, nearer on real faces) or ibug_to_sfm (eos's as it is)"
         ),
-    ] = "voted",
+    ] = LandmarkMapChoice.VOTED,
     face: Annotated[
         FaceChoice,
         typer.Option(help=FACE_CHOICE_HELP),
@@ -75,7 +84,7 @@ def avatar(
     runs_on = inference_device(device)  # a GPU that is not there: one line before the Surrey model and the normalizer
     # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
     try:
-        maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks)
+        maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks.value)
     except WeightsNotFoundError as error:
         if sfm is not None:
             raise
@@ -88,7 +97,7 @@ def avatar(
             "model_sha256": sha256_file(model_path),
             "sfm_sha256": sha256_file(maker.model.path),
             "texture_size": texture_size,
-            "landmarks": landmarks,
+            "landmarks": landmarks.value,
             "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
             # Left out for the largest, so that avatars made before the choice existed are still done.
             **({"face": rule} if (rule := face_record(normalizer.face)) else {}),
