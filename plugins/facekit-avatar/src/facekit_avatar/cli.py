@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # numpy is imported where it is used: registering the command
     import numpy as np
 
 
-class LandmarkMapChoice(str, Enum):
+class LandmarkMapChoice(StrEnum):
     """--landmarks: the fit's landmark -> vertex maps (``facekit_avatar.app.LANDMARK_MAPS``), refused by the command
     line like every other choice (before: a plain string, and a typo was the app's own error with exit 1)."""
 
