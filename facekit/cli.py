@@ -733,21 +733,33 @@ def models_verify() -> None:
 
 @models_app.command("import")
 def models_import(
-    path: Annotated[str, typer.Argument(help="a weight file")],
+    path: Annotated[str, typer.Argument(help="a weight file, or a tar made by `facekit models bundle`")],
     licence: Annotated[str | None, typer.Option(help="licence, for files no model card knows")] = None,
     source: Annotated[str | None, typer.Option(help="where the file came from")] = None,
 ) -> None:
-    """Copy a weight file into the store (verified against the model cards by sha256)."""
-    from facekit.models import import_file, store_dir
+    """Copy a weight file into the store (verified against the model cards by sha256), or every file of a bundle
+    (verified against the sha256 it recorded, with its licences)."""
+    from facekit.models import bundle_manifest, import_bundle, import_file, store_dir
 
-    entry = import_file(path, licence=licence, source=source)
-    console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
+    if bundle_manifest(Path(path).expanduser()) is not None:  # before: "not a file any model card knows"
+        if licence is not None or source is not None:
+            raise FacekitError("a bundle's files carry their own licence and source: leave out --licence and --source")
+        entries = import_bundle(path)
+    else:
+        entries = [import_file(path, licence=licence, source=source)]
+    for entry in entries:
+        console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
 
 
 @models_app.command("bundle")
 def models_bundle(
     recipe: Annotated[str, typer.Argument(help="recipe whose components' weights to pack")],
-    out: Annotated[str, typer.Argument(help="output .tar; unpack it into $FACEKIT_HOME on the other machine")],
+    out: Annotated[
+        str,
+        typer.Argument(
+            help="output .tar; on the other machine `facekit models import OUT` (or unpack it into $FACEKIT_HOME)"
+        ),
+    ],
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:

@@ -265,6 +265,61 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     return entry
 
 
+def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
+    """The entries of a tar written by :func:`bundle` (its ``models/manifest.bundle-*.json``), or None when ``path``
+    is not such a tar (a weight file, say)."""
+    path = Path(path)
+    if not path.is_file() or not tarfile.is_tarfile(path):
+        return None
+    with tarfile.open(path) as tar:
+        found = [
+            m for m in tar.getmembers() if m.isfile() and fnmatch.fnmatchcase(m.name, f"models/{BUNDLE_MANIFESTS}")
+        ]
+        if not found:
+            return None
+        handle = tar.extractfile(found[0])
+        text = handle.read() if handle is not None else b""
+    try:
+        return {name: StoredModel(**entry) for name, entry in json.loads(text).items()}
+    except (ValueError, TypeError, AttributeError):
+        raise FacekitError(f"{path}: its bundle manifest {found[0].name} is damaged; make the bundle again") from None
+
+
+def import_bundle(path: str | Path) -> list[StoredModel]:
+    """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
+    air-gapped machine), each checked against the sha256 the bundle recorded before any is stored, with the licence
+    and source the bundle carries (a file a card knows takes the card's, as :func:`import_file` does)."""
+    import tempfile
+
+    path = Path(path).expanduser()
+    manifest = bundle_manifest(path)
+    if manifest is None:
+        raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
+    facekit_home().mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path) as tar, tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch:
+        unpacked = []
+        for name, entry in sorted(manifest.items()):
+            if Path(name).name != name or name.startswith("."):  # a manifest naming a path, not a file of the store
+                raise FacekitError(f"{path}: its manifest names {name!r}, not a file of the store; make it again")
+            try:
+                member = tar.getmember(f"models/{name}")
+            except KeyError:
+                raise FacekitError(f"{path} lists {name} but does not hold it: make the bundle again") from None
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is None:
+                raise FacekitError(f"{path}: models/{name} is not a plain file; make the bundle again")
+            target = Path(scratch) / name
+            with handle, target.open("wb") as out:
+                shutil.copyfileobj(handle, out)
+            if sha256_file(target) != entry.sha256:
+                raise FacekitError(
+                    f"{path}: {name} does not match the sha256 the bundle recorded ({entry.sha256}): the tar is "
+                    "damaged; copy it again"
+                )
+            unpacked.append((target, entry))
+        return [import_file(target, licence=entry.licence, source=entry.source) for target, entry in unpacked]
+
+
 def verify_store() -> list[tuple[str, str]]:
     """Re-hash every stored file: (file, "ok" | what is wrong). A file under a name a card pins is checked against
     the card's sha256 too (the manifest may have recorded a damaged file)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -114,6 +115,43 @@ def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> Non
     with pytest.raises(FacekitError, match=r"name it \.tar"):
         models.bundle([SOURCE], tmp_path / "weights.zip")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".facekit-")] == []  # no temporary left
+
+
+def test_a_bundle_is_imported_on_the_other_machine(tmp_path: Path, home: Path, toy_card: None) -> None:
+    """Before: `facekit models import models.tar` said the tar was "not a file any registered model card knows;
+    pass --licence", sending the user the wrong way; a bundle was only ever unpacked by hand. Now its files are
+    checked against the sha256 the bundle recorded, all before any is stored, and stored with its licences."""
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "toy.bin").write_bytes(PAYLOAD)
+    own = WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "CC-BY-4.0", url="https://x.invalid/m")
+    (made / "mine.onnx").write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(SOURCE, made / "toy.bin"), (own, made / "mine.onnx")], out)
+    assert models.bundle_manifest(out) is not None and models.bundle_manifest(made / "toy.bin") is None
+    result = run_cli("models", "import", str(out), env={"FACEKIT_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert "stored toy.bin" in result.stdout and "stored mine.onnx" in result.stdout
+    assert models.resolve_weights(SOURCE) == home / "models" / "toy.bin"
+    assert models.read_manifest()["mine.onnx"].licence == "CC-BY-4.0"  # no card knows it: the bundle's licence
+    assert sorted(models.verify_store()) == [("mine.onnx", "ok"), ("toy.bin", "ok")]
+    said = run_cli("models", "import", str(out), "--licence", "MIT", env={"FACEKIT_HOME": str(home)})
+    assert said.returncode == 1 and "leave out --licence" in said.stderr, said.stderr
+    # A damaged copy stores nothing, not even its sound files.
+    with tarfile.open(out) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    members["models/mine.onnx"] = b"mind"
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(damaged, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    fresh = tmp_path / "fresh"
+    result = run_cli("models", "import", str(damaged), env={"FACEKIT_HOME": str(fresh)})
+    assert result.returncode == 1 and "mine.onnx does not match the sha256" in result.stderr, result.stderr
+    assert not (fresh / "models").exists() or not any((fresh / "models").iterdir())
+    assert [p for p in fresh.iterdir() if p.name.startswith(".bundle-")] == []
 
 
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
