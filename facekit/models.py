@@ -221,14 +221,26 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     path = Path(path).expanduser()
     if not path.is_file():
         raise FacekitError(f"not a file: {path}")
+    entries = read_manifest()
+    entry = _checked_entry(path, licence, source, entries)
+    _store(path, entry, entries)
+    return entry
+
+
+def _checked_entry(
+    path: Path, licence: str | None, source: str | None, entries: dict[str, StoredModel], bundle: Path | None = None
+) -> StoredModel:
+    """The store's entry for the file at ``path`` (:func:`import_file`'s checks, nothing written); ``bundle``: the
+    tar the file came from, for the hints (a file inside a tar cannot be renamed)."""
     digest = sha256_file(path)
     known = known_sources()
     match = next((s for _, s in known if s.sha256 == digest), None)
     named = next(((component, s) for component, s in known if s.file == path.name), None)
     if match is None and named is not None:  # a card's file name with other bytes: the card's loader would refuse it
+        hint = "it cannot be stored under that name" if bundle else "Rename it to store it as a file of your own"
         raise FacekitError(
             f"{path.name} is the weights file of {named[0]!r}, whose card pins sha256 {named[1].sha256}; this file's "
-            f"is {digest}: it is damaged or another release. Rename it to store it as a file of your own"
+            f"is {digest}: it is damaged or another release. {hint}"
         )
     if match is None and (licence is None or not licence.strip()):  # a blank --licence ("", an unset variable) too
         raise FacekitError(
@@ -242,27 +254,33 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
             f"{name}: the store keeps its own {MANIFEST}, bundles' {BUNDLE_MANIFESTS} and hidden files; rename the "
             "file first"
         )
-    entries = read_manifest()
     held = entries.get(name)
     if (store_dir() / name).is_file() and held is not None and held.sha256 != digest:
-        raise FacekitError(
-            f"the store already holds another {name} (sha256 {held.sha256}): rename the file to keep both, or remove "
-            "the stored one first"
+        hint = (
+            "remove the stored one first, or import the bundle into another FACEKIT_HOME"
+            if bundle
+            else "rename the file to keep both, or remove the stored one first"
         )
-    entry = StoredModel(
+        raise FacekitError(
+            f"the store already holds another {name} (sha256 {held.sha256}; this one's {digest}): {hint}"
+        )
+    return StoredModel(
         file=name,
         sha256=digest,
         licence=match.licence if match else str(licence),
         source=(match.url or match.package or "user file") if match else (source or "user file"),
         size=path.stat().st_size,
     )
+
+
+def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> None:
+    """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest."""
     store_dir().mkdir(parents=True, exist_ok=True)
-    temporary = store_dir() / f".{name}.tmp"
+    temporary = store_dir() / f".{entry.file}.tmp"
     shutil.copyfile(path, temporary)
-    os.replace(temporary, store_dir() / name)
-    entries[name] = entry
+    os.replace(temporary, store_dir() / entry.file)
+    entries[entry.file] = entry
     _write_manifest(entries)
-    return entry
 
 
 def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
@@ -287,8 +305,9 @@ def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
 
 def import_bundle(path: str | Path) -> list[StoredModel]:
     """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
-    air-gapped machine), each checked against the sha256 the bundle recorded before any is stored, with the licence
-    and source the bundle carries (a file a card knows takes the card's, as :func:`import_file` does)."""
+    air-gapped machine), each checked against the sha256 the bundle recorded and against the store (a file it holds
+    with other bytes) before any is stored, with the licence and source the bundle carries (a file a card knows
+    takes the card's, as :func:`import_file` does)."""
     import tempfile
 
     path = Path(path).expanduser()
@@ -317,7 +336,18 @@ def import_bundle(path: str | Path) -> list[StoredModel]:
                     "damaged; copy it again"
                 )
             unpacked.append((target, entry))
-        return [import_file(target, licence=entry.licence, source=entry.source) for target, entry in unpacked]
+        # Every file is checked against the store before any is stored (before: the files sorted ahead of one the
+        # store holds with other bytes were stored, then the import stopped, saying to rename a file inside the tar).
+        entries = read_manifest()
+        checked = []
+        for target, entry in unpacked:
+            try:
+                checked.append((target, _checked_entry(target, entry.licence, entry.source, entries, bundle=path)))
+            except FacekitError as error:
+                raise FacekitError(f"{path}: nothing imported: {error}") from None
+        for target, entry in checked:
+            _store(target, entry, entries)
+        return [entry for _, entry in checked]
 
 
 def verify_store() -> list[tuple[str, str]]:

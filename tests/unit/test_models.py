@@ -154,6 +154,29 @@ def test_a_bundle_is_imported_on_the_other_machine(tmp_path: Path, home: Path, t
     assert [p for p in fresh.iterdir() if p.name.startswith(".bundle-")] == []
 
 
+def test_a_bundle_the_store_refuses_a_file_of_stores_none_of_them(tmp_path: Path, home: Path) -> None:
+    """Before: a bundle whose later file the store held with other bytes stored the files sorted ahead of it, then
+    stopped saying "rename the file to keep both" (a file inside the tar); the store was left half imported."""
+    made = tmp_path / "made"
+    made.mkdir()
+    sources = []
+    for name, data in (("a.onnx", b"aaa"), ("z.onnx", b"zzz")):
+        (made / name).write_bytes(data)
+        sources.append((WeightsSource(name, hashlib.sha256(data).hexdigest(), "MIT"), made / name))
+    out = tmp_path / "models.tar"
+    models.bundle(sources, out)
+    other = tmp_path / "other" / "z.onnx"
+    other.parent.mkdir()
+    other.write_bytes(b"another z")
+    models.import_file(other, licence="MIT")
+    result = run_cli("models", "import", str(out), env={"FACEKIT_HOME": str(home)})
+    assert result.returncode == 1 and "nothing imported" in result.stderr, result.stderr
+    assert "already holds another z.onnx" in result.stderr and "rename the file" not in result.stderr
+    assert sorted(models.read_manifest()) == ["z.onnx"] and not (home / "models" / "a.onnx").exists()
+    assert (home / "models" / "z.onnx").read_bytes() == b"another z"
+    assert [p for p in home.iterdir() if p.name.startswith(".bundle-")] == []
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
