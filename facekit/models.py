@@ -433,7 +433,10 @@ def _write_bundle(
     entries: dict[str, StoredModel],
     target: Path,
 ) -> None:
-    with tarfile.open(out, "w") as tar:
+    # dereference: a weight file found through a symlink (a store file linked in by hand, a package installed by
+    # links) is packed as the file, and two names of one inode as two files; before, they were symlink/hard-link
+    # members, which `facekit models import` refuses ("not a plain file") and unpack as a dangling link.
+    with tarfile.open(out, "w", dereference=True) as tar:
         for item in sources:
             source, path = item if isinstance(item, tuple) else (item, None)
             if source.file in entries:

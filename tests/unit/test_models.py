@@ -177,6 +177,30 @@ def test_a_bundle_the_store_refuses_a_file_of_stores_none_of_them(tmp_path: Path
     assert [p for p in home.iterdir() if p.name.startswith(".bundle-")] == []
 
 
+def test_a_bundle_packs_a_linked_weight_file_as_the_file(tmp_path: Path, home: Path) -> None:
+    """Before: a weight file found through a symlink (linked into the store by hand, a package installed by links)
+    was packed as a symlink member naming this machine's path, and a second name of one inode as a hard link:
+    `facekit models import` refused both ("not a plain file; make the bundle again", which made the same tar)."""
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "real.bin").write_bytes(b"mine")
+    (made / "linked.onnx").symlink_to(made / "real.bin")
+    (made / "same.onnx").hardlink_to(made / "real.bin")
+    digest = hashlib.sha256(b"mine").hexdigest()
+    sources = [
+        (WeightsSource("linked.onnx", digest, "MIT"), made / "linked.onnx"),
+        (WeightsSource("real.bin", digest, "MIT"), made / "real.bin"),
+        (WeightsSource("same.onnx", digest, "MIT"), made / "same.onnx"),
+    ]
+    out = tmp_path / "models.tar"
+    models.bundle(sources, out)
+    with tarfile.open(out) as tar:
+        assert all(member.isfile() for member in tar.getmembers()), [(m.name, m.type) for m in tar.getmembers()]
+    assert [entry.file for entry in models.import_bundle(out)] == ["linked.onnx", "real.bin", "same.onnx"]
+    stored = home / "models" / "linked.onnx"
+    assert stored.read_bytes() == b"mine" and not stored.is_symlink()
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
