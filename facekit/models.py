@@ -283,17 +283,34 @@ def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> N
     _write_manifest(entries)
 
 
+@contextmanager
+def _damaged_tar_as_error(path: Path) -> Iterator[None]:
+    """A tar cut short or damaged (a copy to the air-gapped machine interrupted) is one line, not tarfile's
+    ReadError traceback."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError) as error:
+        raise FacekitError(
+            f"{path} is a damaged or incomplete tar ({error}): copy the bundle again, or make it again"
+        ) from None
+
+
 def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
     """The entries of a tar written by :func:`bundle` (its ``models/manifest.bundle-*.json``), or None when ``path``
-    is not such a tar (a weight file, say)."""
+    is not such a tar (a weight file, say). A tar cut short, or one holding ``models/`` files without the manifest
+    (the bundle writes it last), is a FacekitError that says so."""
     path = Path(path)
     if not path.is_file() or not tarfile.is_tarfile(path):
         return None
-    with tarfile.open(path) as tar:
-        found = [
-            m for m in tar.getmembers() if m.isfile() and fnmatch.fnmatchcase(m.name, f"models/{BUNDLE_MANIFESTS}")
-        ]
+    with _damaged_tar_as_error(path), tarfile.open(path) as tar:
+        members = tar.getmembers()
+        found = [m for m in members if m.isfile() and fnmatch.fnmatchcase(m.name, f"models/{BUNDLE_MANIFESTS}")]
         if not found:
+            if any(m.name.startswith("models/") for m in members):  # before: "not a file any model card knows"
+                raise FacekitError(
+                    f"{path} holds models/ files but no models/{BUNDLE_MANIFESTS}, which `facekit models bundle` "
+                    "writes last: the copy was cut short (copy it again), or it was not made by facekit models bundle"
+                )
             return None
         handle = tar.extractfile(found[0])
         text = handle.read() if handle is not None else b""
@@ -315,7 +332,11 @@ def import_bundle(path: str | Path) -> list[StoredModel]:
     if manifest is None:
         raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
     facekit_home().mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path) as tar, tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch:
+    with (
+        _damaged_tar_as_error(path),
+        tarfile.open(path) as tar,
+        tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch,
+    ):
         unpacked = []
         for name, entry in sorted(manifest.items()):
             if Path(name).name != name or name.startswith("."):  # a manifest naming a path, not a file of the store

@@ -201,6 +201,27 @@ def test_a_bundle_packs_a_linked_weight_file_as_the_file(tmp_path: Path, home: P
     assert stored.read_bytes() == b"mine" and not stored.is_symlink()
 
 
+def test_a_bundle_cut_short_is_one_line(tmp_path: Path, home: Path) -> None:
+    """Before: a bundle whose copy to the air-gapped machine was cut short was tarfile's ReadError traceback, or (cut
+    between two members: the manifest, written last, gone) "not a file any registered model card knows; pass
+    --licence", the message the bundle import was made to end."""
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "mine.onnx").write_bytes(PAYLOAD)
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", SHA, "MIT"), made / "mine.onnx")], out)
+    whole = out.read_bytes()
+    with tarfile.open(out) as tar:
+        manifest_at = tar.getmembers()[-1].offset  # the manifest's header: the weight file ends there
+    for size, said in ((len(PAYLOAD) // 2, "is a damaged or incomplete tar"), (manifest_at, "was cut short")):
+        cut = tmp_path / f"cut-{size}.tar"
+        cut.write_bytes(whole[:size])
+        result = run_cli("models", "import", str(cut), env={"FACEKIT_HOME": str(home)})
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "--licence" not in result.stderr
+    assert not (home / "models").exists()
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
