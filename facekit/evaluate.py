@@ -461,10 +461,13 @@ def judge_encoder(name: str, configured: Any = None, device: Any = None, params:
 
 def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     """``facekit eval --judge``: ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` -> (name, params); a value is read as
-    YAML reads a scalar (``0.8``, ``true``, ``casia-webface-tf``), and the encoder's own params model checks it when
-    the judge is built (e.g. ``facenet:variant=casia-webface-tf``, before only reachable through a recipe's
-    ``components.judge``)."""
+    ``--set components.judge.params.KEY=VALUE`` reads it (``0.8``, ``true``, ``casia-webface-tf``; text YAML would
+    cut, such as a path with `` #``, is kept as written: :func:`facekit.recipe.text_value`), and the encoder's own
+    params model checks it when the judge is built (e.g. ``facenet:variant=casia-webface-tf``, before only reachable
+    through a recipe's ``components.judge``)."""
     import yaml
+
+    from facekit.recipe import text_value
 
     name, colon, rest = text.partition(":")
     name = name.strip()
@@ -481,7 +484,7 @@ def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
         if key in params:
             raise FacekitError(f"--judge {text!r}: {key!r} is given twice")
         try:
-            params[key] = yaml.safe_load(value) if value.strip() else ""
+            params[key] = text_value(None, value, yaml.safe_load(value)) if value.strip() else ""
         except yaml.YAMLError:
             params[key] = value.strip()
     return name, params

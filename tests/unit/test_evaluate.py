@@ -409,3 +409,17 @@ def test_eval_builds_a_judge_with_the_params_given_and_records_them(data_root: P
     assert ok.returncode == 0, ok.stderr
     judges = json.loads((tmp_path / "c" / "metrics.json").read_text())["judges"]
     assert judges["sface"]["params"] == {"weights": str(path)} and "params" not in judges["dlib-resnet"]
+
+
+def test_a_judge_param_is_read_as_set_reads_a_components_param() -> None:
+    """Before: each value went through yaml.safe_load alone, so `--judge "sface:weights=/m/run #2/w.onnx"` built the
+    judge from /m/run (' #2/w.onnx' read as a comment: "weight file not found: /m/run"), where `--set
+    components.judge.params.weights=...` keeps the path as written (helper-74/76)."""
+    from facekit.evaluate import parse_judge
+    from facekit.recipe import apply_overrides
+
+    for value in ("/m/run #2/w.onnx", "C:\\models\\w.onnx", "casia-webface-tf", "0.8", "true"):
+        raw: dict = {"components": {"judge": {"name": "sface", "params": {}}}}
+        assert apply_overrides(raw, [f"components.judge.params.weights={value}"]) == []
+        assert parse_judge(f"sface:weights={value}") == ("sface", raw["components"]["judge"]["params"]), value
+    assert parse_judge("sface:weights=/m/run #2/w.onnx") == ("sface", {"weights": "/m/run #2/w.onnx"})
