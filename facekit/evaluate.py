@@ -76,7 +76,8 @@ def lfw_spread(root: Path, max_photos: int, people: str) -> list[Photo]:
 class Judge:
     name: str
     encoder: Any
-    #: The params it was built with where they are not its defaults (``--judge NAME:KEY=VALUE``): in metrics.json.
+    #: The params it was built with where they are not its defaults (``--judge NAME:KEY=VALUE``, a recipe's
+    #: ``components.judge``, the model's own encoder): in metrics.json.
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -459,6 +460,21 @@ def judge_encoder(name: str, configured: Any = None, device: Any = None, params:
     return frozen_encoder(load_component("encoder", name), device)
 
 
+def non_default_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of the encoder ``name`` as its params model reads them, less those equal to its defaults: what
+    metrics.json records of a judge (as a bench's ``judge_params``)."""
+    from facekit.registry import get_registry
+
+    spec = get_registry("encoder").get(name)
+    return spec.validate_params(params).model_dump(mode="json", exclude_defaults=True)
+
+
+def own_params(name: str, ref: dict[str, Any]) -> dict[str, Any]:
+    """The non-default params of a model's own encoder ``name`` from its recipe's ``components.encoder`` (``ref``),
+    as :meth:`facekit.normalize.Normalizer.from_checkpoint` builds it."""
+    return non_default_params(name, ref.get("params") or {}) if ref.get("name") == name else {}
+
+
 def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     """``facekit eval --judge``: ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` -> (name, params); a value is read as
     ``--set components.judge.params.KEY=VALUE`` reads it (``0.8``, ``true``, ``casia-webface-tf``; text YAML would
@@ -675,15 +691,23 @@ def evaluate_plan(
         own = getattr(normalizer, "meta", {}).get("encoder")
         configured = plan.components.get("judge") if plan is not None else None
 
-        def build(name: str) -> Any:
+        def build(name: str) -> Judge:
+            # Judge.params: what it was built with where not its defaults, however it was built (before: only the
+            # --judge params, so a recipe's components.judge facenet:variant=casia-webface-tf or a model's own
+            # encoder of another variant was recorded as the default judge, and --judge NAME:KEY=<its default>
+            # was recorded as another judge).
             params = judge_params.get(name)
             if name == own and not params:
-                return normalizer.encoder
-            return judge_encoder(name, configured, device, params)
+                ref = (getattr(normalizer, "meta", {}).get("recipe") or {}).get("components", {}).get("encoder") or {}
+                return Judge(name, normalizer.encoder, own_params(name, ref))
+            encoder = judge_encoder(name, configured, device, params)
+            if not params and configured is not None and configured.spec.name == name:
+                return Judge(name, encoder, configured.params.model_dump(mode="json", exclude_defaults=True))
+            return Judge(name, encoder, non_default_params(name, params or {}))
 
         files = [f"identity-{name}.{kind}" for name in names for kind in ("png", "npy")]
         check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
-        judge_list = [Judge(name, build(name), judge_params.get(name) or {}) for name in names]
+        judge_list = [build(name) for name in names]
         if max_photos is None:  # the recipe's evaluate section, else its default
             max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
         photos = lfw_devtest(root, max_photos)

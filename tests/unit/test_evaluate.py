@@ -423,3 +423,30 @@ def test_a_judge_param_is_read_as_set_reads_a_components_param() -> None:
         assert apply_overrides(raw, [f"components.judge.params.weights={value}"]) == []
         assert parse_judge(f"sface:weights={value}") == ("sface", raw["components"]["judge"]["params"]), value
     assert parse_judge("sface:weights=/m/run #2/w.onnx") == ("sface", {"weights": "/m/run #2/w.onnx"})
+
+
+def test_metrics_json_says_the_params_a_judge_was_built_with_however_it_was_built(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """Before: only --judge's own params were recorded. A recipe's components.judge with params (`--judge sface`
+    then builds it with them) was recorded as the default judge, and --judge given a param at its default was
+    recorded as another judge, against Judge.params: "where they are not its defaults"."""
+    from facekit_opencv.sface import SOURCE
+
+    from facekit.models import resolve_weights
+    from tests.helpers import run_cli
+
+    path = resolve_weights(SOURCE, None, what="SFace encoder")
+    recipe = tmp_path / "judged.yaml"
+    repo = Path(__file__).resolve().parents[2]
+    recipe.write_text(
+        f"extends: {repo / 'recipes' / 'default-model.yaml'}\n"
+        f"components:\n  judge: {{name: sface, params: {{weights: {json.dumps(str(path))}}}}}\n"
+    )
+    recorded = {}
+    for given in ("sface", "sface:weights=null"):
+        out = tmp_path / given.replace(":", "-")
+        done = run_cli("eval", str(recipe), "--model", "dlib", "--max-photos", "1", "--judge", given, "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        recorded[given] = json.loads((out / "metrics.json").read_text())["judges"]["sface"].get("params")
+    assert recorded == {"sface": {"weights": str(path)}, "sface:weights=null": None}
