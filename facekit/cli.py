@@ -805,10 +805,11 @@ def models_bundle(
                 )
             if not used and spec.card is not None:  # loads its weights later, if at all: the card's
                 sources += [weights for weights in spec.card.weights if weights.sha256]
-    from facekit.recipe import recipe_origins
+    from facekit.recipe import recipe_files
 
-    recipes = {Path(recipe), *recipe_origins(Path(recipe)).values()}  # the recipe and the bases it extends
-    files = bundle(sources, out, overwrite, inputs=recipes)
+    # The recipe and every base it extends (before: the files recipe_origins named, which leaves out a base whose
+    # every setting the recipe overrides, and --overwrite replaced that base with the tar).
+    files = bundle(sources, out, overwrite, inputs=recipe_files(recipe))
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 

@@ -1077,6 +1077,23 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
         raise RecipeError(located, error.source) from None
 
 
+def recipe_files(path: str | Path) -> list[Path]:
+    """The recipe and every file its ``extends`` chain reads, resolved (each base as :func:`read_recipe` finds it,
+    one that sets nothing the recipe keeps too; a cycle or a base not there ends the list)."""
+    files: list[Path] = []
+    current = Path(path).resolve()
+    while current not in files:
+        files.append(current)
+        try:
+            base = read_yaml(current).get("extends")
+        except (FacekitError, OSError):
+            break
+        if not isinstance(base, str):
+            break
+        current = (current.parent / base).resolve()
+    return files
+
+
 def recipe_origins(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Path]:
     """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
     try:

@@ -249,6 +249,20 @@ def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, h
     assert recipe.read_text() == "extends: base.yaml\n" and base.read_bytes() == kept
 
 
+def test_a_bundle_never_replaces_a_base_whose_settings_the_recipe_all_overrides(tmp_path: Path, home: Path) -> None:
+    """Before: the command named the bases by recipe_origins, the files that set a value last, so a base in the
+    middle of the chain whose every setting the recipe overrides was left out, and `facekit models bundle
+    child.yaml mid.yaml --overwrite` replaced mid.yaml with the tar."""
+    demo = Path(__file__).parents[2] / "recipes" / "demo.yaml"
+    middle = tmp_path / "mid.yaml"
+    middle.write_text(f"extends: {demo}\ntrain: {{steps: 5}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: mid.yaml\ntrain: {steps: 6}\n")
+    made = run_cli("models", "bundle", str(child), str(middle), "--overwrite", env={"FACEKIT_HOME": str(home)})
+    assert made.returncode == 1 and "is the recipe the bundle is made from" in made.stderr, made.stderr
+    assert middle.read_text() == f"extends: {demo}\ntrain: {{steps: 5}}\n"
+
+
 def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
     file = tmp_path / "mystery.bin"
     file.write_bytes(b"?")
