@@ -590,6 +590,12 @@ def evaluate_plan(
     from facekit.recipe import DataSection, load_recipe
 
     device = inference_device(device, "device")  # no GPU: said before anything is read or loaded
+    judge_params: dict[str, dict[str, Any]] = {}  # --judge NAME[:KEY=VALUE,...], read before anything loads
+    for text in judges:
+        name, params = parse_judge(text)
+        if name in judge_params:  # their figures and files are kept under the name: one judge per encoder
+            raise FacekitError(f"--judge {name} is given twice: judge with each encoder once per run")
+        judge_params[name] = params
     if prepared is not None and not same_device(prepared.device, device):
         raise ValueError(f"prepared runs on {prepared.device}, not on the device asked for, {device}")
     if overrides and not recipe:  # before: ignored, and the run went on as if they had been applied
@@ -668,15 +674,8 @@ def evaluate_plan(
                 if detector is not None and plan is not None
                 else str(model_detector(normalizer.meta).get("name", "the model's"))
             )
-        judge_params: dict[str, dict[str, Any]] = {}
         if judges:
-            names = []
-            for text in judges:
-                name, params = parse_judge(text)
-                if name in judge_params:  # their figures and files are kept under the name: one judge per encoder
-                    raise FacekitError(f"--judge {name} is given twice: judge with each encoder once per run")
-                names.append(name)
-                judge_params[name] = params
+            names = list(judge_params)
         elif baseline is None:
             names = [normalizer.meta["encoder"]]
         elif plan is not None and "encoder" in plan.components:
@@ -697,6 +696,8 @@ def evaluate_plan(
             # encoder of another variant was recorded as the default judge, and --judge NAME:KEY=<its default>
             # was recorded as another judge).
             params = judge_params.get(name)
+            if params and configured is not None and configured.spec.name == name:  # as --set: the recipe's, updated
+                params = {**configured.params.model_dump(exclude_unset=True), **params}
             if name == own and not params:
                 ref = (getattr(normalizer, "meta", {}).get("recipe") or {}).get("components", {}).get("encoder") or {}
                 return Judge(name, normalizer.encoder, own_params(name, ref))

@@ -450,3 +450,30 @@ def test_metrics_json_says_the_params_a_judge_was_built_with_however_it_was_buil
         assert done.returncode == 0, done.stderr
         recorded[given] = json.loads((out / "metrics.json").read_text())["judges"]["sface"].get("params")
     assert recorded == {"sface": {"weights": str(path)}, "sface:weights=null": None}
+
+
+def test_a_judges_params_on_the_command_line_update_the_recipes_and_are_read_first(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """helper-102: --judge NAME:KEY=VALUE for the recipe's components.judge replaced all of the recipe's params
+    (`--judge facenet:sha256=null` beside a recipe judging with the CASIA network fell back to vggface2, whose
+    weights are not here, and its error said to set the variant in components.judge, which the recipe did); a
+    malformed --judge was said only after the model had loaded. Now they update the recipe's, as --set does, and a
+    malformed one is the first thing said."""
+    from tests.helpers import run_cli
+
+    early = run_cli("eval", "--judge", "sface:", "-o", str(tmp_path / "a"), env={"FACEKIT_DATA": str(tmp_path)})
+    assert early.returncode == 1 and "nothing after the ':'" in early.stderr, early.stderr
+    recipe = tmp_path / "judged.yaml"
+    repo = Path(__file__).resolve().parents[2]
+    recipe.write_text(
+        f"extends: {repo / 'recipes' / 'default-model.yaml'}\n"
+        "components:\n  judge: {name: facenet, params: {variant: casia-webface-tf}}\n"
+    )
+    out = tmp_path / "b"
+    given = ("eval", str(recipe), "--model", "dlib", "--max-photos", "1", "--judge", "facenet:sha256=null")
+    done = run_cli(*given, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["judges"]["facenet"]["params"] == {
+        "variant": "casia-webface-tf"
+    }
