@@ -243,6 +243,13 @@ def main() -> None:
         help="NAME=KEY:VALUE[,KEY:VALUE]: detector params for model NAME over its recipe's (e.g. "
         "'hog only=face_detector:hog'; the frontalization baseline keeps the dlib detector's defaults)",
     )
+    parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        help="NAME=PIXELS: the output side for model NAME (Normalizer.size, `facekit normalize --size`; default: the "
+        "model's); detail is then measured against the photo aligned at that size",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the frontalization baseline")
     face_argument(parser, "every method and both judges take")
     parser.add_argument("--photos", type=int, default=500, help="photos for identity, detail and background")
@@ -290,6 +297,7 @@ def main() -> None:
         ("--model", args.model, "NAME=PATH"),
         ("--detail", args.detail, "NAME=STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]"),
         ("--detector", args.detector, "NAME=KEY:VALUE[,KEY:VALUE]"),
+        ("--size", args.size, "NAME=PIXELS"),
     ):
         for item in items:
             name, _, value = item.partition("=")
@@ -303,7 +311,7 @@ def main() -> None:
     import facekit
     from facekit.baselines.frontalize import Frontalizer
     from facekit.detail import DetailSettings
-    from facekit.normalize import Normalizer, default_model_path
+    from facekit.normalize import Normalizer, check_output_size, default_model_path
 
     root = DataSection().resolved_root()
     specs = [item.split("=", 1) for item in args.model] or [["default model", str(default_model_path())]]
@@ -322,8 +330,17 @@ def main() -> None:
     }
     if unknown := set(overrides) - {name for name, _ in specs}:
         parser.error(f"--detector names no --model: {', '.join(sorted(unknown))}")
+    sizes = {}
+    for name, value in (item.split("=", 1) for item in args.size):
+        try:
+            sizes[name] = check_output_size(int(value))
+        except (ValueError, FacekitError) as error:
+            parser.error(f"--size {name}={value}: {error}")
+    if unknown := set(sizes) - {name for name, _ in specs}:
+        parser.error(f"--size names no --model: {', '.join(sorted(unknown))}")
     methods: list[tuple[str, Any]] = [
-        (name, Normalizer.from_checkpoint(path, detail=details.get(name), face=args.face)) for name, path in specs
+        (name, Normalizer.from_checkpoint(path, detail=details.get(name), face=args.face, size=sizes.get(name)))
+        for name, path in specs
     ]
     for name, method in methods:
         if name in overrides:  # the same detector with other params (strings: pydantic converts them)

@@ -963,6 +963,10 @@ def _normalize_locked(
     model_sha = sha256_file(model)
     detail = normalizer.detail.as_record() if hasattr(normalizer, "detail") else None  # photo detail settings
     face_rule = face_record(face_of(normalizer))  # which face of a photo (--face)
+    # The output's side where it is not the model's (--size): recorded only then, and compared always (a record
+    # without it, made before the option or without it, reads as None: done for a run without --size).
+    size = getattr(normalizer, "size", None)
+    sized = {"size": size} if size else {}
     summary = Summary()
     # The grid's rows in the order given: this run's faces, and the side-by-side files of photos already done (read
     # only when a grid is made). Past GRID_ROWS made faces none can be among the first GRID_ROWS rows.
@@ -988,6 +992,7 @@ def _normalize_locked(
                 "model_sha256": model_sha,
                 "detail": detail,
                 "face": face_rule,
+                "size": size,
                 **read,
             }
             verdict = rerun_verdict(read_record(record_path), provenance, png.is_file(), taken, overwrite)
@@ -998,7 +1003,7 @@ def _normalize_locked(
                 continue
             if verdict == "exists":
                 reason = (
-                    f"{taken[0]} exists (another input, model, --detail or --face settings, or not facekit's): "
+                    f"{taken[0]} exists (another input, model, --detail, --face or --size settings, or not facekit's): "
                     "--overwrite replaces"
                 )
                 placed[place] = Row(str(item.source), "exists", None, reason)
@@ -1023,6 +1028,7 @@ def _normalize_locked(
                 "model_sha256": model_sha,
                 "detail": detail,
                 "face": face_rule,
+                **sized,
                 "status": outcome.status,
                 "box": [round(v, 1) for v in face.box],
                 "faces_found": face.faces_found,

@@ -350,6 +350,15 @@ def normalize(
         ),
     ] = None,
     face: FaceOption = FaceChoice.LARGEST,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            min=32,
+            max=1024,
+            help="side of the output in pixels (default: the model's, 112): the decoder's face is resampled and the "
+            "photo's detail taken at this size, so a larger output holds finer detail where the photo has it",
+        ),
+    ] = None,
 ) -> None:
     """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,
     hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none
@@ -364,7 +373,7 @@ def normalize(
     path = resolve_model(model, checkpoint)
     runs_on = inference_device(device)
     settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
-    normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value)
+    normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value, size=size)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("normalizing", total=len(plan.planned))
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))

@@ -496,6 +496,33 @@ def detect_one(
     return outcomes, pending
 
 
+#: The output sizes ``size`` takes (pixels): from a quarter of a 112 px model's to what a photo's detail can fill.
+OUTPUT_SIZES = (32, 1024)
+
+
+def check_output_size(size: Any) -> int | None:
+    """``size`` as :attr:`Normalizer.size`: None, or a whole number of pixels in :data:`OUTPUT_SIZES`."""
+    if size is None:
+        return None
+    low, high = OUTPUT_SIZES
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        raise FacekitError(f"the output size is a whole number of pixels from {low} to {high}, got {size!r}")
+    return size
+
+
+def resize_faces(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, S, S) images in [0, 1] resampled to ``size`` x ``size`` (bicubic; antialiased when shrinking)."""
+    import torch.nn.functional as F
+
+    shrink = size < images.shape[-1]
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=shrink).clamp(0, 1)
+
+
+def rescale_points(points: torch.Tensor, old: int, new: int) -> torch.Tensor:
+    """Pixel coordinates (pixel centres at integers) in an ``old``-px frame -> the same places in a ``new``-px one."""
+    return (points + 0.5) * (new / old) - 0.5
+
+
 class Normalizer:
     """A trained decoder with the detector and encoder it was trained with."""
 
@@ -508,6 +535,7 @@ class Normalizer:
         device: str = "cpu",
         detail: DetailSettings | None = None,
         face: str = "largest",
+        size: int | None = None,
     ) -> None:
         from facekit.align import check_alignable
 
@@ -535,6 +563,8 @@ class Normalizer:
             self.detail = DECODER_ONLY
         #: Which face of a photo :meth:`normalize` and :meth:`normalize_many` take (:func:`choose_face`).
         self.face = face
+        #: Side of the output in pixels (None: the model's own, :attr:`image_size`): see :meth:`output_size`.
+        self.size = check_output_size(size)
         # Threads sharing this Normalizer take turns: a detector (dlib's) may not be safe to share.
         self._lock = threading.RLock()
 
@@ -550,6 +580,7 @@ class Normalizer:
         detail: DetailSettings | None = None,
         face: str = "largest",
         detector: Any = None,
+        size: int | None = None,
     ) -> Normalizer:
         """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one; a shipped
         model's name, ``"dlib"`` or ``"sface"``, takes that one); ``device``: ``cpu``, ``cuda``, ``cuda:N`` or
@@ -557,7 +588,8 @@ class Normalizer:
         its strength, 0 = the decoder's face alone); ``face``: which face of a photo to take (:func:`choose_face`);
         ``detector``: a detector to use instead of the one the model was trained with (e.g.
         ``facekit.load_component("detector", "my-detector")``; its landmark scheme must be one the model's encoder
-        aligns from, or a FacekitError says so). One Normalizer may be shared by threads: calls take turns."""
+        aligns from, or a FacekitError says so); ``size``: the output's side in pixels (default: the model's own;
+        :attr:`size`). One Normalizer may be shared by threads: calls take turns."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint, weights_digest
 
@@ -598,11 +630,20 @@ class Normalizer:
         except ComponentNotFoundError as error:
             missing = f"{checkpoint} was made with a component not available here: {error}"
             raise ComponentNotFoundError(missing) from None
-        return cls(decoder, encoder, detector, meta, device, detail, face)
+        return cls(decoder, encoder, detector, meta, device, detail, face, size)
 
     @property
     def image_size(self) -> int:
         return int(self.decoder.image_size)
+
+    @property
+    def output_size(self) -> int:
+        """The side of :attr:`NormalizedFace.image`: :attr:`size` when set, else the model's :attr:`image_size`. At
+        another size than the model's the decoder's texture is resampled (bicubic) and warped onto its landmarks at
+        that size, and the photo detail band (:mod:`facekit.detail`) is taken from the photo at that size: a larger
+        output holds the photo's finer detail where the photo has it, over the decoder's soft face; it is rendered,
+        not a model of that size. :attr:`NormalizedFace.decoder_image` stays at the model's size."""
+        return self.size or self.image_size
 
     def decode_features(self, features: torch.Tensor) -> Any:
         with torch.no_grad():
@@ -720,22 +761,32 @@ class Normalizer:
     def _with_photo_shape(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any] | None:
         """The decoder's texture warped onto landmarks moved towards the photos' own (``detail.shape``,
         :func:`facekit.detail.photo_shape`): ((B, 3, S, S) image, (B, K, 2) landmarks), or None when the setting is 0
-        or the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder)."""
-        share = self.detail.shape
+        or the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder). At an
+        :attr:`output_size` other than the model's, the face at that size (the decoder's own shape where the setting
+        is 0; a decoder without a warp of its own: its image resampled)."""
+        share, size = self.detail.shape, self.output_size
         warp, mean = getattr(self.decoder, "warp", None), getattr(self.decoder, "mean_landmarks", None)
-        if not share or out.landmarks is None or out.texture is None or warp is None or mean is None:
+        if (not share and size == self.image_size) or out.landmarks is None:
             return None
+        if out.texture is None or warp is None or mean is None:
+            if size == self.image_size:
+                return None
+            return resize_faces(out.image, size), rescale_points(out.landmarks, self.image_size, size)
         predicted = out.landmarks.detach().double().cpu().numpy()
         moved = predicted.copy()
-        for index, points in enumerate(photo_landmarks):
+        for index, points in enumerate(photo_landmarks if share else ()):
             try:
                 moved[index] = photo_shape(predicted[index], points, share)
             except (ValueError, FacekitError) as error:  # coincident points, or not iBUG-68: the decoder's shape stays
                 logger.warning("photo shape skipped for one face: %s", error)
         texture = out.texture
         destination = torch.from_numpy(moved).to(texture.device, texture.dtype)
+        source = mean.to(texture.device, texture.dtype).expand_as(destination)
+        if size != self.image_size:
+            texture = resize_faces(texture, size)
+            source, destination = (rescale_points(p, self.image_size, size) for p in (source, destination))
         with torch.no_grad():
-            image, _ = warp(texture, mean.to(texture.device, texture.dtype).expand_as(destination), destination)
+            image, _ = warp(texture, source, destination)
         return image, destination.to(out.landmarks.dtype)
 
     def _normalize_faces(self, found: Sequence[tuple[np.ndarray, Any, int]]) -> list[NormalizedFace]:

@@ -507,3 +507,72 @@ def test_the_band_has_the_same_width_on_the_face_at_every_output_size() -> None:
         inside = hull_mask(points, SIZE, dilate_px=-8)
         contrasts.append(float(np.log(result[..., 1][inside].astype(float)).std()))
     assert 0.85 < contrasts[1] / contrasts[0] < 1.15, contrasts
+
+
+def test_a_larger_output_holds_the_photos_finer_detail(shipped_normalizer: Any, data_root: Path) -> None:
+    """`facekit normalize --size N` (Normalizer.size): the face rendered at N px with the photo's band taken at N px.
+    Before, a normalized face was the model's 112 px, and a larger one only that upsampled: a 600 px photo's eyelids
+    and pores were shrunk away. The same face and places at every size; the decoder's own face stays at its size."""
+    import torch
+
+    from facekit.data.sources import london_photos
+    from facekit.fidelity import abs_laplacian
+    from facekit.images import load_rgb
+    from facekit.normalize import Normalizer, resize_faces
+
+    image = load_rgb(london_photos(data_root, "smiling_front")[0].path)[0]
+    assert min(image.shape[:2]) >= 448  # a photo with more detail than 112 px hold
+    small = shipped_normalizer.normalize(image)
+    large = Normalizer(*parts(shipped_normalizer), size=224).normalize(image)
+    assert small.image.shape == (SIZE, SIZE, 3) and large.image.shape == (224, 224, 3)
+    assert np.allclose(large.landmarks, (small.landmarks + 0.5) * 2 - 0.5, atol=1e-3)
+    assert np.array_equal(large.decoder_image, small.decoder_image)  # what colour measurements read: unchanged
+    upsampled = (
+        resize_faces(torch.from_numpy(small.image).permute(2, 0, 1)[None].float() / 255, 224)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
+    upsampled = np.round(upsampled * 255).astype(np.uint8)
+    inside = hull_mask(large.landmarks, 224)
+    sharpness = [float(abs_laplacian(face)[inside].mean()) for face in (upsampled, large.image)]
+    assert sharpness[1] > 1.5 * sharpness[0], sharpness
+    # Overall the same face: the large one shrunk back is close to the small one.
+    shrunk = resize_faces(torch.from_numpy(large.image).permute(2, 0, 1)[None].float() / 255, SIZE)[0]
+    assert np.abs(shrunk.permute(1, 2, 0).numpy() * 255 - small.image.astype(np.float32)).mean() < 4.0
+    # The decoder's face alone at 224 px (no band, no shape) is its face resampled and warped at that size.
+    alone = Normalizer(*parts(shipped_normalizer), detail=DECODER_ONLY, size=224).normalize(image)
+    assert alone.image.shape == (224, 224, 3) and alone.decoder_image.shape == (SIZE, SIZE, 3)
+    for bad in (0, 16, 2048, 224.0, True, "224"):
+        with pytest.raises(FacekitError, match="output size is a whole number of pixels from 32 to 1024"):
+            Normalizer(*parts(shipped_normalizer), size=bad)
+
+
+def test_the_command_line_records_the_output_size(tmp_path: Path, data_root: Path) -> None:
+    """--size is part of what an output was made with: a rerun at another size does not count the outputs as done
+    (it says 'exists'), the same size does, and a run without --size keeps records without the key (so outputs made
+    before the option stay done)."""
+    import json
+    import shutil
+
+    from facekit.data.sources import london_photos
+    from tests.helpers import run_cli
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    shutil.copy(london_photos(data_root, "smiling_front")[0].path, photos / "p.jpg")
+    out = tmp_path / "out"
+    made = run_cli("normalize", str(photos), "-o", str(out), "--size", "224")
+    assert made.returncode == 0, made.stderr
+    record = json.loads((out / "p.json").read_text())
+    assert record["size"] == 224 and len(record["landmarks"]) == 68
+    from PIL import Image
+
+    assert Image.open(out / "p.png").size == (224, 224)
+    again = run_cli("normalize", str(photos), "-o", str(out), "--size", "224")
+    assert again.returncode == 0 and "done" in again.stdout, again.stdout
+    other = run_cli("normalize", str(photos), "-o", str(out))
+    assert other.returncode == 3 and "exists" in other.stdout, other.stdout
+    plain = run_cli("normalize", str(photos), "-o", str(tmp_path / "plain"))
+    assert plain.returncode == 0 and "size" not in json.loads((tmp_path / "plain" / "p.json").read_text())
+    wrong = run_cli("normalize", str(photos), "-o", str(tmp_path / "w"), "--size", "4096")
+    assert wrong.returncode == 2 and "--size" in wrong.stderr
