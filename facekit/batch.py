@@ -1037,7 +1037,7 @@ def _normalize_locked(
                 **read,
                 **({"reading": note} if note else {}),  # greyscale, alpha over grey, the first of N frames
             }
-            pair = side_by_side(image, outcome)
+            pair = side_by_side(image, outcome, height=max(224, face.image.shape[0]))  # a --size 448 face at its size
             files = with_record(record, details, [(png, png_bytes(face.image)), (side, png_bytes(pair))])
             failed = write_files(files, out)
             if failed:

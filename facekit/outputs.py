@@ -26,6 +26,7 @@ def side_by_side(photo: np.ndarray, outcome: Any, height: int = 224) -> np.ndarr
     right = Image.fromarray(face.image)
     if face.landmarks is not None:
         draw = ImageDraw.Draw(right)
+        r = 0.8 * max(1.0, face.image.shape[0] / 112)  # as large on a --size 448 face as on the model's 112 px
         for x, y in face.landmarks:
-            draw.ellipse((x - 0.8, y - 0.8, x + 0.8, y + 0.8), fill=(0, 255, 0))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=(0, 255, 0))
     return np.hstack([_resize(np.asarray(left), height), _resize(np.asarray(right), height)])

@@ -561,14 +561,15 @@ def test_the_command_line_records_the_output_size(tmp_path: Path, data_root: Pat
     photos.mkdir()
     shutil.copy(london_photos(data_root, "smiling_front")[0].path, photos / "p.jpg")
     out = tmp_path / "out"
-    made = run_cli("normalize", str(photos), "-o", str(out), "--size", "224")
+    made = run_cli("normalize", str(photos), "-o", str(out), "--size", "448")
     assert made.returncode == 0, made.stderr
     record = json.loads((out / "p.json").read_text())
-    assert record["size"] == 224 and len(record["landmarks"]) == 68
+    assert record["size"] == 448 and len(record["landmarks"]) == 68
     from PIL import Image
 
-    assert Image.open(out / "p.png").size == (224, 224)
-    again = run_cli("normalize", str(photos), "-o", str(out), "--size", "224")
+    assert Image.open(out / "p.png").size == (448, 448)
+    assert Image.open(out / "p_side.png").size[1] == 448  # the face at its size beside the photo
+    again = run_cli("normalize", str(photos), "-o", str(out), "--size", "448")
     assert again.returncode == 0 and "done" in again.stdout, again.stdout
     other = run_cli("normalize", str(photos), "-o", str(out))
     assert other.returncode == 3 and "exists" in other.stdout, other.stdout
