@@ -224,6 +224,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         detail=detail_settings(infer.detail, infer.detail_shape, infer.detail_forehead),
         face=infer.face,
         detector=detector,
+        size=infer.size,
     )
     used = model_components(plan, normalizer.meta, checkpoint)
     folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos

@@ -391,6 +391,12 @@ class InferSection(Section):
         le=FOREHEAD_LIMIT,
         description="how far above the brows the photo's detail reaches (--detail-forehead)",
     )
+    size: int | None = Field(
+        default=None,
+        ge=32,
+        le=1024,
+        description="side of the normalized face in pixels (facekit normalize --size; unset: the model's own)",
+    )
     device: str = Field(
         default="cpu",
         pattern=DEVICE_PATTERN,

@@ -180,6 +180,7 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
             "detail": 0.5,
             "detail_shape": 0.2,
             "detail_forehead": 1.0,
+            "size": 224,
             "device": "auto",
         },
     }
@@ -194,6 +195,10 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     assert 0 < face["ita_degrees"] < 90 and len(apps["gray-world (apps.1)"]["faces"][str(photo)]["gains_rgb"]) == 3
     record = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
     assert record["face"] == "central" and record["detail"] == DetailSettings.of(0.5, None, 0.2, 1.0).as_record()
+    assert record["size"] == 224 and max(max(point) for point in record["landmarks"]) > 112  # infer.size: the face's
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out" / f"{photo.stem}.png").size == (224, 224)
     (run,) = (tmp_path / "out" / "runs").glob("*-infer")
     info = json.loads((run / "run.json").read_text())
     assert info["device"]["requested"] == "auto" and info["finished"]  # `facekit run` marks a stage that completed
