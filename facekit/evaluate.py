@@ -160,6 +160,7 @@ def evaluate_normalizer(
     from facekit.images import load_rgb
 
     out.mkdir(parents=True, exist_ok=True)
+    replaced = _earlier_judges(out)  # the evaluation this one replaces: its judges' histograms go with it (below)
     start = time.perf_counter()
     images = [load_rgb(p.path)[0] for p in photos]
     outcomes: list[Any] = []
@@ -225,6 +226,11 @@ def evaluate_normalizer(
         metrics["lfw_pairs"] = verify_pairs(normalizer, pairs[0], judges, pairs[1], progress=progress)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
     (out / "metrics.json").write_text(metrics_json(metrics))
+    # Before: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy beside this
+    # run's metrics and report, one folder holding two evaluations. Only files the replaced metrics.json names go.
+    for name in sorted(replaced - {judge.name for judge in judges}):
+        for kind in ("png", "npy"):
+            (out / f"identity-{name}.{kind}").unlink(missing_ok=True)
     from facekit.outputs import side_by_side
 
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
@@ -236,6 +242,18 @@ def evaluate_normalizer(
     said = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in (about or {}).items())
     write_report(out / "report.html", "facekit evaluation", metrics, examples, figures, [said] if said else [])
     return metrics
+
+
+def _earlier_judges(out: Path) -> set[str]:
+    """The judges an earlier evaluation's ``out/metrics.json`` names (none when there is none or it is not ours)."""
+    try:
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    judges = earlier.get("judges") if isinstance(earlier, dict) and "photos" in earlier else None
+    if not isinstance(judges, dict):
+        return set()
+    return {name for name in judges if isinstance(name, str) and name and Path(name).name == name}
 
 
 def _stack(landmarks: list[np.ndarray]) -> np.ndarray:

@@ -477,3 +477,47 @@ def test_a_judges_params_on_the_command_line_update_the_recipes_and_are_read_fir
     assert json.loads((out / "metrics.json").read_text())["judges"]["facenet"]["params"] == {
         "variant": "casia-webface-tf"
     }
+
+
+def test_an_evaluation_replaced_takes_its_other_judges_histograms_with_it(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-101: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy beside
+    the new metrics.json and report. Now they go with the evaluation they belonged to; a file no metrics.json names
+    (the user's) stays."""
+    from types import SimpleNamespace
+
+    import facekit.evaluate as evaluate
+    import facekit.outputs
+    import facekit.report
+
+    photos = lfw_devtest(data_root, 2)
+    points = np.tile(np.array([[30.0, 40.0]]), (68, 1)) + np.arange(68)[:, None] * 0.5
+    face = SimpleNamespace(image=np.zeros((112, 112, 3), np.uint8), landmarks=points, source_landmarks=points)
+    face.source_scheme = "ibug68"
+
+    class Normalizer:
+        def normalize_many(self, images: list, names: list) -> list:
+            return [SimpleNamespace(face=face, status="ok") for _ in images]
+
+    class Fixed(evaluate.Judge):
+        def embed(self, images: list, landmarks: np.ndarray, scheme: str | None = None) -> np.ndarray:
+            return np.ones((len(images), 4))
+
+    card = SimpleNamespace(distance="cosine", threshold=0.363, embedding_size=4)
+    monkeypatch.setattr(facekit.report, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(facekit.outputs, "side_by_side", lambda *a, **k: None)
+    monkeypatch.setattr(evaluate, "_landmark_plausibility", lambda *a, **k: {})
+
+    def judged(*names: str) -> None:
+        judges = [Fixed(name, SimpleNamespace(card=card)) for name in names]
+        evaluate.evaluate_normalizer(Normalizer(), photos, judges, tmp_path)
+
+    judged("a", "b")
+    (tmp_path / "identity-b.npy").write_bytes(b"x")  # as an earlier run wrote it
+    (tmp_path / "identity-mine.png").write_bytes(b"the user's")
+    assert (tmp_path / "identity-a.png").is_file() and (tmp_path / "identity-b.png").is_file()
+    judged("a")
+    assert (tmp_path / "identity-a.png").is_file()
+    assert not (tmp_path / "identity-b.png").exists() and not (tmp_path / "identity-b.npy").exists()
+    assert (tmp_path / "identity-mine.png").read_bytes() == b"the user's"
