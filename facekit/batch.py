@@ -901,8 +901,11 @@ def plan_folder(
 ) -> FolderPlan:
     """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`;
     ``plain``: output names without white space; ``option``: how the command names ``out``)."""
+    from facekit.images import max_megapixels
+
     if batch_size < 1:
         raise FacekitError(f"--batch-size must be at least 1, got {batch_size}")
+    max_megapixels()  # a bad FACEKIT_MAX_MEGAPIXELS is said before the model loads, not under a progress bar
     out = Path(out)
     refuse_file_in_the_way(out, option)
     found = scan_inputs(items, out, inside_inputs, outputs, inside_option, option)

@@ -373,3 +373,13 @@ def test_no_help_text_shows_docstring_markup() -> None:
         texts += [getattr(param, "help", None) or "" for param in getattr(command, "params", [])]
         for text in texts:
             assert "``" not in text and ":func:" not in text and ":meth:" not in text, (path, text)
+
+
+def test_a_bad_pixel_limit_is_said_before_the_model_loads(tmp_path: Path) -> None:
+    """helper-101: FACEKIT_MAX_MEGAPIXELS=abc was said from under `facekit normalize`'s progress bar, after the model
+    loaded, with an empty line on stdout before it; now the folder plan checks it, first."""
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"not read")
+    result = run_cli("normalize", str(photo), "-o", str(tmp_path / "out"), env={"FACEKIT_MAX_MEGAPIXELS": "abc"})
+    assert result.returncode == 1 and result.stdout == "", (result.stdout, result.stderr)
+    assert result.stderr.strip() == "error: FACEKIT_MAX_MEGAPIXELS must be a number of megapixels, got 'abc'"
