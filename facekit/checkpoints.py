@@ -228,6 +228,8 @@ def export_model(
     from facekit.runs import git_sha
 
     out = Path(out)
+    if not Path(checkpoint).is_file():  # said first (before: "OUT exists: --overwrite", then "not found")
+        raise checkpoint_not_found(checkpoint)
     if out.resolve() == Path(checkpoint).resolve():
         raise FacekitError(f"{out} is the checkpoint itself: write the model to another file")
     if metrics is not None and out.resolve() == Path(metrics).resolve():  # before: --overwrite replaced the figures

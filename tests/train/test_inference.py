@@ -59,6 +59,8 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
         assert made.stat().st_mode & 0o777 == 0o666 & ~current_umask(), oct(made.stat().st_mode)
     with pytest.raises(FacekitError, match="exists: --overwrite"):
         export_model(checkpoint, exported)
+    with pytest.raises(FacekitError, match="checkpoint not found"):  # said first (before: "exists: --overwrite")
+        export_model(tmp_path / "missing.safetensors", exported)
     with pytest.raises(FacekitError, match="is the checkpoint itself"):
         export_model(checkpoint, checkpoint, overwrite=True)
     for overwrite in (True, False):  # (helper-69: without --overwrite, "exists: --overwrite replaces it")
