@@ -763,11 +763,14 @@ class Normalizer:
         :func:`facekit.detail.photo_shape`): ((B, 3, S, S) image, (B, K, 2) landmarks), or None when the setting is 0
         or the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder). At an
         :attr:`output_size` other than the model's, the face at that size (the decoder's own shape where the setting
-        is 0; a decoder without a warp of its own: its image resampled)."""
+        is 0; a decoder without a warp of its own: its image resampled, and one without landmarks, plain-cnn: its
+        image resampled with None for the landmarks)."""
         share, size = self.detail.shape, self.output_size
         warp, mean = getattr(self.decoder, "warp", None), getattr(self.decoder, "mean_landmarks", None)
-        if (not share and size == self.image_size) or out.landmarks is None:
+        if size == self.image_size and (not share or out.landmarks is None):
             return None
+        if out.landmarks is None:  # a decoder without landmarks (plain-cnn): its image resampled, no points to move
+            return resize_faces(out.image, size), None
         if out.texture is None or warp is None or mean is None:
             if size == self.image_size:
                 return None
@@ -812,7 +815,9 @@ class Normalizer:
         plain: list[np.ndarray | None] = [None] * len(found)
         plain_points: list[np.ndarray | None] = [None] * len(found)
         if shaped is not None:
-            plain, plain_points = list(to_uint8_rgb(out.image)), list(out.landmarks.detach().float().cpu().numpy())
+            plain = list(to_uint8_rgb(out.image))
+            if out.landmarks is not None:
+                plain_points = list(out.landmarks.detach().float().cpu().numpy())
         elif self.detail.active and points_out is not None:
             plain = list(pictures)
         if self.detail.active and points_out is not None:

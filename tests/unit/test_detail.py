@@ -577,3 +577,23 @@ def test_the_command_line_records_the_output_size(tmp_path: Path, data_root: Pat
     assert plain.returncode == 0 and "size" not in json.loads((tmp_path / "plain" / "p.json").read_text())
     wrong = run_cli("normalize", str(photos), "-o", str(tmp_path / "w"), "--size", "4096")
     assert wrong.returncode == 2 and "--size" in wrong.stderr
+
+
+def test_a_decoder_without_landmarks_is_resampled_to_the_output_size(shipped_normalizer: Any, data_root: Path) -> None:
+    """The plain-cnn ablation gives no landmarks: with `size` its face came back at the model's 112 px (output_size
+    said 224, and `facekit normalize --size` recorded the size it had not made). Now its image is resampled."""
+    import facekit
+    from facekit.data.sources import london_photos
+    from facekit.images import load_rgb
+    from facekit.normalize import Normalizer
+
+    image = load_rgb(london_photos(data_root, "smiling_front")[0].path)[0]
+    plain = facekit.load_component("decoder", "plain-cnn", feature_size=shipped_normalizer.decoder.feature_size)
+    _, encoder, detector, meta = parts(shipped_normalizer)
+    for detail in (None, DECODER_ONLY):
+        normalizer = Normalizer(plain.eval(), encoder, detector, meta, detail=detail, size=224)
+        face = normalizer.normalize(image)
+        assert normalizer.output_size == 224 and face.image.shape == (224, 224, 3), face.image.shape
+        assert face.landmarks is None and face.decoder_landmarks is None
+        assert face.decoder_image.shape == (SIZE, SIZE, 3)
+
