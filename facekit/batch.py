@@ -969,6 +969,8 @@ def _normalize_locked(
     # The output's side where it is not the model's (--size): recorded only then, and compared always (a record
     # without it, made before the option or without it, reads as None: done for a run without --size).
     size = getattr(normalizer, "size", None)
+    if size == getattr(normalizer, "image_size", None):  # --size 112 of a 112 px model: the face without --size
+        size = None
     sized = {"size": size} if size else {}
     summary = Summary()
     # The grid's rows in the order given: this run's faces, and the side-by-side files of photos already done (read

@@ -597,3 +597,23 @@ def test_a_decoder_without_landmarks_is_resampled_to_the_output_size(shipped_nor
         assert face.landmarks is None and face.decoder_landmarks is None
         assert face.decoder_image.shape == (SIZE, SIZE, 3)
 
+
+def test_the_models_own_size_given_is_the_same_as_none(tmp_path: Path, data_root: Path) -> None:
+    """`--size 112` with a 112 px model makes the same face as no --size: outputs made without it are done (before:
+    'exists', exit 3, and with --overwrite a record with "size": 112 that a run without --size then called
+    another's)."""
+    import json
+    import shutil
+
+    from facekit.data.sources import london_photos
+    from tests.helpers import run_cli
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    shutil.copy(london_photos(data_root, "smiling_front")[0].path, photos / "p.jpg")
+    out = tmp_path / "out"
+    assert run_cli("normalize", str(photos), "-o", str(out)).returncode == 0
+    same = run_cli("normalize", str(photos), "-o", str(out), "--size", str(SIZE))
+    assert same.returncode == 0 and "done" in same.stdout, same.stdout
+    given = run_cli("normalize", str(photos), "-o", str(tmp_path / "given"), "--size", str(SIZE))
+    assert given.returncode == 0 and "size" not in json.loads((tmp_path / "given" / "p.json").read_text())
