@@ -133,10 +133,12 @@ def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int
 
 @dataclass
 class NormalizedFace:
-    """One normalized face: ``image`` (S, S, 3) uint8, ``landmarks`` (K, 2) predicted in it, ``texture`` (S, S, 3) uint8
-    or None; ``source_landmarks`` (K, 2) in the detector's ``source_scheme`` and ``box`` of the face in the input
-    photo; ``decoded`` and ``decoded_landmarks``: the decoder's own face and landmarks before photo detail and shape
-    (:mod:`facekit.detail`), None when ``image`` and ``landmarks`` are them."""
+    """One normalized face: ``image`` (S, S, 3) uint8 (S: :attr:`Normalizer.output_size`), ``landmarks`` (K, 2)
+    predicted in it, ``texture`` the decoder's (M, M, 3) uint8 texture at the model's size M
+    (:attr:`Normalizer.image_size`, whatever ``size``) or None; ``source_landmarks`` (K, 2) in the detector's
+    ``source_scheme`` and ``box`` of the face in the input photo; ``decoded`` and ``decoded_landmarks``: the decoder's
+    own face and landmarks (M px) before photo detail, shape and ``size`` (:mod:`facekit.detail`), None when ``image``
+    and ``landmarks`` are them."""
 
     image: np.ndarray
     landmarks: np.ndarray
