@@ -528,6 +528,10 @@ def rescale_points(points: torch.Tensor, old: int, new: int) -> torch.Tensor:
 class Normalizer:
     """A trained decoder with the detector and encoder it was trained with."""
 
+    #: The class's default for :attr:`size` (set by __init__): a Normalizer pickled before the option existed, or a
+    #: subclass that skips __init__ (as :func:`turn_of` allows), renders at the model's size instead of failing.
+    size: int | None = None
+
     def __init__(
         self,
         decoder: Any,

@@ -617,3 +617,19 @@ def test_the_models_own_size_given_is_the_same_as_none(tmp_path: Path, data_root
     assert same.returncode == 0 and "done" in same.stdout, same.stdout
     given = run_cli("normalize", str(photos), "-o", str(tmp_path / "given"), "--size", str(SIZE))
     assert given.returncode == 0 and "size" not in json.loads((tmp_path / "given" / "p.json").read_text())
+
+
+def test_a_normalizer_without_the_size_attribute_renders_at_the_models_size(
+    shipped_normalizer: Any, data_root: Path
+) -> None:
+    """A Normalizer unpickled from a state saved before `size` existed (or a subclass that skips __init__) has no
+    `size` in its __dict__: output_size raised AttributeError on every normalize."""
+    import copy
+
+    from facekit.data.sources import london_photos
+    from facekit.images import load_rgb
+
+    image = load_rgb(london_photos(data_root, "smiling_front")[0].path)[0]
+    old = copy.copy(shipped_normalizer)
+    del old.__dict__["size"]
+    assert old.output_size == SIZE and old.normalize(image).image.shape == (SIZE, SIZE, 3)
