@@ -355,8 +355,9 @@ def normalize(
         typer.Option(
             min=32,
             max=1024,
-            help="side of the output in pixels (default: the model's, 112): the decoder's face is resampled and the "
-            "photo's detail taken at this size, so a larger output holds finer detail where the photo has it",
+            help="side of the output in pixels (default: the model's own, 112 for the shipped models): the "
+            "decoder's face is resampled and the photo's detail taken at this size, so a larger output holds finer "
+            "detail where the photo has it",
         ),
     ] = None,
 ) -> None:

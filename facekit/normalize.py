@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -507,9 +508,9 @@ def check_output_size(size: Any) -> int | None:
     if size is None:
         return None
     low, high = OUTPUT_SIZES
-    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not low <= size <= high:
         raise FacekitError(f"the output size is a whole number of pixels from {low} to {high}, got {size!r}")
-    return size
+    return int(size)  # (numpy's integers too)
 
 
 def resize_faces(images: torch.Tensor, size: int) -> torch.Tensor:

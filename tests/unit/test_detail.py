@@ -542,6 +542,7 @@ def test_a_larger_output_holds_the_photos_finer_detail(shipped_normalizer: Any, 
     # The decoder's face alone at 224 px (no band, no shape) is its face resampled and warped at that size.
     alone = Normalizer(*parts(shipped_normalizer), detail=DECODER_ONLY, size=224).normalize(image)
     assert alone.image.shape == (224, 224, 3) and alone.decoder_image.shape == (SIZE, SIZE, 3)
+    assert Normalizer(*parts(shipped_normalizer), size=np.int64(224)).size == 224  # numpy's integers are numbers too
     for bad in (0, 16, 2048, 224.0, True, "224"):
         with pytest.raises(FacekitError, match="output size is a whole number of pixels from 32 to 1024"):
             Normalizer(*parts(shipped_normalizer), size=bad)
