@@ -508,7 +508,7 @@ def check_output_size(size: Any) -> int | None:
     if size is None:
         return None
     low, high = OUTPUT_SIZES
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not low <= size <= high:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not low <= int(size) <= high:
         raise FacekitError(f"the output size is a whole number of pixels from {low} to {high}, got {size!r}")
     return int(size)  # (numpy's integers too)
 
