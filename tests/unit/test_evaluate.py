@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,26 +86,24 @@ def test_view_one_pairs_are_dealt_into_ten_balanced_folds(data_root: Path) -> No
     assert len(read_pairs(data_root, 3, "pairsDevTrain.txt")) == 660 and len(read_pairs(data_root, 2)) == 1200
 
 
-def test_a_photo_without_an_output_counts_as_a_fail_in_the_pass_rate(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Before: identity_pass_rate was the share of the *normalized* photos, so a model that produced nothing for a
-    hard photo scored higher (RESULTS 'Default model': 494/500 normalized, SFace 95.3 % of those)."""
+def fake_evaluation(monkeypatch: pytest.MonkeyPatch, faceless: int = 0) -> tuple[Any, Callable[[str], Any]]:
+    """A normalizer giving one fixed face for each photo but the first ``faceless`` (no face), and a maker of judges
+    that embed every image alike, for :func:`facekit.evaluate.evaluate_normalizer` without models; its report,
+    side-by-side pictures and landmark plausibility are left out."""
     from types import SimpleNamespace
 
     import facekit.evaluate as evaluate
     import facekit.outputs
     import facekit.report
 
-    photos = lfw_devtest(data_root, 4)
     points = np.tile(np.array([[30.0, 40.0]]), (68, 1)) + np.arange(68)[:, None] * 0.5
     face = SimpleNamespace(image=np.zeros((112, 112, 3), np.uint8), landmarks=points, source_landmarks=points)
     face.source_scheme = "ibug68"
 
-    class HalfNormalizer:
+    class Fixed:
         def normalize_many(self, images: list, names: list) -> list:
             return [
-                SimpleNamespace(face=None if k < 2 else face, status="no_face" if k < 2 else "ok")
+                SimpleNamespace(face=None if k < faceless else face, status="no_face" if k < faceless else "ok")
                 for k in range(len(images))
             ]
 
@@ -115,9 +115,19 @@ def test_a_photo_without_an_output_counts_as_a_fail_in_the_pass_rate(
     monkeypatch.setattr(facekit.report, "write_report", lambda *a, **k: None)
     monkeypatch.setattr(facekit.outputs, "side_by_side", lambda *a, **k: None)
     monkeypatch.setattr(evaluate, "_landmark_plausibility", lambda *a, **k: {})
-    metrics = evaluate.evaluate_normalizer(
-        HalfNormalizer(), photos, [AlwaysSame("same", SimpleNamespace(card=card))], tmp_path
-    )
+    return Fixed(), lambda name: AlwaysSame(name, SimpleNamespace(card=card))
+
+
+def test_a_photo_without_an_output_counts_as_a_fail_in_the_pass_rate(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: identity_pass_rate was the share of the *normalized* photos, so a model that produced nothing for a
+    hard photo scored higher (RESULTS 'Default model': 494/500 normalized, SFace 95.3 % of those)."""
+    import facekit.evaluate as evaluate
+
+    photos = lfw_devtest(data_root, 4)
+    normalizer, judge = fake_evaluation(monkeypatch, faceless=2)
+    metrics = evaluate.evaluate_normalizer(normalizer, photos, [judge("same")], tmp_path)
     figures = metrics["judges"]["same"]
     assert figures["identity_pass_rate"] == 0.5 and figures["identity_pass_rate_normalized"] == 1.0
 
@@ -485,33 +495,13 @@ def test_an_evaluation_replaced_takes_its_other_judges_histograms_with_it(
     """helper-101: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy beside
     the new metrics.json and report. Now they go with the evaluation they belonged to; a file no metrics.json names
     (the user's) stays."""
-    from types import SimpleNamespace
-
     import facekit.evaluate as evaluate
-    import facekit.outputs
-    import facekit.report
 
     photos = lfw_devtest(data_root, 2)
-    points = np.tile(np.array([[30.0, 40.0]]), (68, 1)) + np.arange(68)[:, None] * 0.5
-    face = SimpleNamespace(image=np.zeros((112, 112, 3), np.uint8), landmarks=points, source_landmarks=points)
-    face.source_scheme = "ibug68"
-
-    class Normalizer:
-        def normalize_many(self, images: list, names: list) -> list:
-            return [SimpleNamespace(face=face, status="ok") for _ in images]
-
-    class Fixed(evaluate.Judge):
-        def embed(self, images: list, landmarks: np.ndarray, scheme: str | None = None) -> np.ndarray:
-            return np.ones((len(images), 4))
-
-    card = SimpleNamespace(distance="cosine", threshold=0.363, embedding_size=4)
-    monkeypatch.setattr(facekit.report, "write_report", lambda *a, **k: None)
-    monkeypatch.setattr(facekit.outputs, "side_by_side", lambda *a, **k: None)
-    monkeypatch.setattr(evaluate, "_landmark_plausibility", lambda *a, **k: {})
+    normalizer, judge = fake_evaluation(monkeypatch)
 
     def judged(*names: str) -> None:
-        judges = [Fixed(name, SimpleNamespace(card=card)) for name in names]
-        evaluate.evaluate_normalizer(Normalizer(), photos, judges, tmp_path)
+        evaluate.evaluate_normalizer(normalizer, photos, [judge(name) for name in names], tmp_path)
 
     judged("a", "b")
     (tmp_path / "identity-b.npy").write_bytes(b"x")  # as an earlier run wrote it
