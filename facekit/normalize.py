@@ -765,7 +765,7 @@ class Normalizer:
                 outcomes[index].face = normalized
         return outcomes
 
-    def _with_photo_shape(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any] | None:
+    def _shaped_and_sized(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any] | None:
         """The decoder's texture warped onto landmarks moved towards the photos' own (``detail.shape``,
         :func:`facekit.detail.photo_shape`): ((B, 3, S, S) image, (B, K, 2) landmarks), or None when the setting is 0
         or the decoder has no texture, mean landmarks or warp of its own (a plain CNN; see TrainableDecoder). At an
@@ -813,7 +813,7 @@ class Normalizer:
             check_features(self.encoder, features, len(found))
             out = self.decoder(features)
         check_outputs(out.image, out.landmarks, self.image_size, self.meta.get("source", "the model"))
-        shaped = self._with_photo_shape(out, [face.landmarks for _, face, _ in found])
+        shaped = self._shaped_and_sized(out, [face.landmarks for _, face, _ in found])
         image, points_out = shaped if shaped is not None else (out.image, out.landmarks)
         pictures = to_uint8_rgb(image)
         textures = to_uint8_rgb(out.texture) if out.texture is not None else [None] * len(found)
