@@ -228,11 +228,17 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
 
 
 def _checked_entry(
-    path: Path, licence: str | None, source: str | None, entries: dict[str, StoredModel], bundle: Path | None = None
+    path: Path,
+    licence: str | None,
+    source: str | None,
+    entries: dict[str, StoredModel],
+    bundle: Path | None = None,
+    digest: str | None = None,
 ) -> StoredModel:
     """The store's entry for the file at ``path`` (:func:`import_file`'s checks, nothing written); ``bundle``: the
-    tar the file came from, for the hints (a file inside a tar cannot be renamed)."""
-    digest = sha256_file(path)
+    tar the file came from, for the hints (a file inside a tar cannot be renamed); ``digest``: its sha256 when the
+    caller has it already (a bundle's file, hashed as it was unpacked)."""
+    digest = digest or sha256_file(path)
     known = known_sources()
     match = next((s for _, s in known if s.sha256 == digest), None)
     named = next(((component, s) for component, s in known if s.file == path.name), None)
@@ -349,9 +355,12 @@ def import_bundle(path: str | Path) -> list[StoredModel]:
             if handle is None:
                 raise FacekitError(f"{path}: models/{name} is not a plain file; make the bundle again")
             target = Path(scratch) / name
-            with handle, target.open("wb") as out:
-                shutil.copyfileobj(handle, out)
-            if sha256_file(target) != entry.sha256:
+            digest = hashlib.sha256()
+            with handle, target.open("wb") as out:  # hashed as it is unpacked: each file is read once
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != entry.sha256:
                 raise FacekitError(
                     f"{path}: {name} does not match the sha256 the bundle recorded ({entry.sha256}): the tar is "
                     "damaged; copy it again"
@@ -363,7 +372,9 @@ def import_bundle(path: str | Path) -> list[StoredModel]:
         checked = []
         for target, entry in unpacked:
             try:
-                checked.append((target, _checked_entry(target, entry.licence, entry.source, entries, bundle=path)))
+                checked.append(
+                    (target, _checked_entry(target, entry.licence, entry.source, entries, path, entry.sha256))
+                )
             except FacekitError as error:
                 raise FacekitError(f"{path}: nothing imported: {error}") from None
         for target, entry in checked:
