@@ -1100,26 +1100,24 @@ def recipe_files(path: str | Path) -> list[Path]:
     return files
 
 
-def recipe_origins(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Path]:
+def recipe_origins(path: Path) -> dict[str, Path]:
     """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
-    try:
-        raw = read_yaml(path)
-    except (FacekitError, OSError):  # a base not found or not a recipe: said by read_recipe already
-        return {}
     origins: dict[str, Path] = {}
-    base = raw.pop("extends", None)
-    real = path.resolve()
-    if isinstance(base, str) and (path.parent / base).resolve() not in (*_chain, real):
-        origins.update(recipe_origins((path.parent / base).resolve(), (*_chain, real)))
 
-    def walk(value: Any, prefix: str) -> None:
-        origins[prefix] = real
+    def walk(value: Any, prefix: str, file: Path) -> None:
+        origins[prefix] = file
         if isinstance(value, Mapping):
             for key, inner in value.items():
-                walk(inner, f"{prefix}.{key}")
+                walk(inner, f"{prefix}.{key}", file)
 
-    for key, value in raw.items():
-        walk(value, str(key))
+    for file in reversed(recipe_files(path)):  # the furthest base first: each file overrides the ones it extends
+        try:
+            raw = read_yaml(file)
+        except (FacekitError, OSError):  # a base not found or not a recipe: said by read_recipe already
+            continue
+        raw.pop("extends", None)
+        for key, value in raw.items():
+            walk(value, str(key), file)
     return origins
 
 
