@@ -751,10 +751,11 @@ def models_import(
     (verified against the sha256 it recorded, with its licences)."""
     from facekit.models import bundle_manifest, import_bundle, import_file, store_dir
 
-    if bundle_manifest(Path(path).expanduser()) is not None:  # before: "not a file any model card knows"
+    manifest = bundle_manifest(Path(path).expanduser())
+    if manifest is not None:  # before: "not a file any model card knows"
         if licence is not None or source is not None:
             raise FacekitError("a bundle's files carry their own licence and source: leave out --licence and --source")
-        entries = import_bundle(path)
+        entries = import_bundle(path, manifest)
     else:
         entries = [import_file(path, licence=licence, source=source)]
     for entry in entries:

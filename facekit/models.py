@@ -326,15 +326,16 @@ def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
         raise FacekitError(f"{path}: its bundle manifest {found[0].name} is damaged; make the bundle again") from None
 
 
-def import_bundle(path: str | Path) -> list[StoredModel]:
+def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = None) -> list[StoredModel]:
     """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
     air-gapped machine), each checked against the sha256 the bundle recorded and against the store (a file it holds
     with other bytes) before any is stored, with the licence and source the bundle carries (a file a card knows
-    takes the card's, as :func:`import_file` does)."""
+    takes the card's, as :func:`import_file` does). ``manifest``: its :func:`bundle_manifest` when the caller has
+    read it already."""
     import tempfile
 
     path = Path(path).expanduser()
-    manifest = bundle_manifest(path)
+    manifest = manifest if manifest is not None else bundle_manifest(path)  # (the caller's, read once)
     if manifest is None:
         raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
     facekit_home().mkdir(parents=True, exist_ok=True)
