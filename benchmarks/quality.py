@@ -39,7 +39,7 @@ import numpy as np
 from results import machine, publish
 from rich.progress import track
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, debug_requested
 from facekit.evaluate import PHOTO_SETS, photo_set, read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures, people_figures
 from facekit.images import load_rgb
@@ -508,6 +508,6 @@ if __name__ == "__main__":
     try:
         main()
     except FacekitError as error:  # one line, as the facekit command says it (a model file not there, say)
-        if os.environ.get("FACEKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        if debug_requested():
             raise
         sys.exit(f"error: {error}")

@@ -24,7 +24,7 @@ from rich.tree import Tree
 import facekit
 from facekit.apps import FUSE_WEIGHT, FuseChoice, Mapping, Only, Region
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
-from facekit.errors import ComponentNotFoundError, FacekitError, did_you_mean
+from facekit.errors import ComponentNotFoundError, FacekitError, debug_requested, did_you_mean
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
 app = typer.Typer(
@@ -1090,11 +1090,6 @@ def _names_of(commands: list[Any], groups: list[Any]) -> set[str]:
     return names | {g.name or g.typer_instance.info.name or "" for g in groups if g.typer_instance}
 
 
-def _debug() -> bool:
-    """FACEKIT_DEBUG asks for tracebacks; unset, empty, 0, false, no and off do not."""
-    return os.environ.get("FACEKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning known errors into one line and an exit code."""
     # Before torch loads: OpenMP's default spin-waiting slows torch whenever another process holds the cores (a
@@ -1108,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
         app(args=argv, prog_name="facekit")
     except FacekitError as exc:
-        if _debug():
+        if debug_requested():
             raise
         say_error(str(exc))
         return exc.exit_code
@@ -1117,13 +1112,13 @@ def main(argv: list[str] | None = None) -> int:
             say_error(INTERRUPTED_MESSAGE)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:  # Ctrl-C before Typer runs the command (while the plugins and torch load)
-        if _debug():
+        if debug_requested():
             raise
         say_error(INTERRUPTED_MESSAGE)
         return INTERRUPTED
     except OSError as exc:
         # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
-        if exc.errno not in _ENVIRONMENT_ERRNOS or _debug():
+        if exc.errno not in _ENVIRONMENT_ERRNOS or debug_requested():
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         hints = {

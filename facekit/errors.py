@@ -116,3 +116,10 @@ def pillow_size_warning_quiet() -> bool:
         action == "ignore" and message is not None and message.pattern == PILLOW_SIZE_WARNING
         for action, message, *_ in warnings.filters
     )
+
+
+def debug_requested() -> bool:
+    """``FACEKIT_DEBUG`` asks for tracebacks instead of one-line errors; unset, empty, 0, false, no and off do not."""
+    import os
+
+    return os.environ.get("FACEKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
