@@ -107,7 +107,6 @@ class UsesNormalizer:
         from facekit.detail import DECODER_ONLY
         from facekit.normalize import Normalizer
 
+        on: dict[str, Any] = {"device": self.device} if self.device is not None else {}  # None: from_checkpoint's
         detail = None if self.photo_detail else DECODER_ONLY
-        if self.device is None:  # from_checkpoint's own default
-            return Normalizer.from_checkpoint(path, detail=detail, face=self.face)
-        return Normalizer.from_checkpoint(path, device=self.device, detail=detail, face=self.face)
+        return Normalizer.from_checkpoint(path, detail=detail, face=self.face, **on)
