@@ -900,7 +900,11 @@ def explore_interpolate(
     ] = None,
     checkpoint: Annotated[str | None, typer.Option(help="trained model file (default: the shipped --model)")] = None,
     judge: Annotated[
-        str | None, typer.Option(help="judge encoder (default: independent of the model: dlib-resnet <-> sface)")
+        str | None,
+        typer.Option(
+            help="judge encoder, NAME or NAME:KEY=VALUE[,...] for its params (e.g. facenet:variant=casia-webface-tf; "
+            "default: independent of the model: dlib-resnet <-> sface)"
+        ),
     ] = None,
     face: FaceOption = FaceChoice.LARGEST,
     overwrite: OverwriteOption = False,

@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,8 @@ class OwnPipelineJudge:
     detector: Any
     encoder: Any
     face: str = "largest"
+    #: The params the encoder was built with (``facenet``'s ``variant``, ...), for the record.
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from facekit.types import check_face_choice
@@ -97,19 +99,20 @@ class OwnPipelineJudge:
         check_face_choice(self.face)  # refused when built, not at the first crop
 
     @classmethod
-    def build(cls, name: str, face: str = "largest") -> OwnPipelineJudge:
-        """The encoder ``name`` with the detector its card names (``ModelCard.detector``) and the card's alignment."""
+    def build(cls, name: str, face: str = "largest", params: Mapping[str, Any] | None = None) -> OwnPipelineJudge:
+        """The encoder ``name`` (built with ``params``) with the detector its card names (``ModelCard.detector``) and
+        the card's alignment."""
         import facekit
         from facekit.align import check_alignable
         from facekit.types import check_face_choice
 
         check_face_choice(face)  # before loading anything
-        encoder = frozen_encoder(facekit.load_component("encoder", name))
+        encoder = frozen_encoder(facekit.load_component("encoder", name, **dict(params or {})))
         if not encoder.card.detector:
             raise FacekitError(f"encoder {name!r} names no detector of its own (ModelCard.detector): it cannot judge")
         detector = facekit.load_component("detector", encoder.card.detector)
         check_alignable(encoder, detector.card.landmark_scheme, f"detector {encoder.card.detector!r}")
-        return cls(name, detector, encoder, face)
+        return cls(name, detector, encoder, face, dict(params or {}))
 
     @property
     def card(self) -> Any:

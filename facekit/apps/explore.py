@@ -296,6 +296,8 @@ class Interpolation:
     photos_without_face: list[str] = field(default_factory=list)
     #: Which face of each photo was taken (:func:`facekit.normalize.choose_face`).
     face: str = "largest"
+    #: The params the judge's encoder was built with (``--judge facenet:variant=casia-webface-tf``).
+    judge_params: dict[str, Any] = field(default_factory=dict)
 
     def strip(self) -> np.ndarray:
         """The frames side by side, (S, N*S + 2(N-1), 3) uint8."""
@@ -310,6 +312,7 @@ class Interpolation:
             "model": self.model,
             "spherical": self.spherical,
             "judge": self.judge,
+            **({"judge_params": self.judge_params} if self.judge_params else {}),
             "metric": self.metric,
             "threshold": self.threshold,
             "higher_is_same": self.higher_is_same,
@@ -481,11 +484,25 @@ class Explorer(UsesNormalizer):
         device: str | None = None,
     ) -> None:
         super().__init__(normalizer, model, checkpoint, face, device)
-        if judge is not None:  # an unknown name now, not after the model loaded and the photos were normalized
+        self.judge_name: str | None = None
+        self.judge_params: dict[str, Any] = {}
+        if judge is not None:  # an unknown name or param now, not after the model loaded and the photos were read
+            from facekit.errors import ParamsError
+            from facekit.evaluate import parse_judge
             from facekit.registry import get_registry
 
-            get_registry("encoder").get(judge)  # (helper-72: "unknown encoder 'nope'" came 3.7 s later)
-        self.steps, self.spherical, self.judge_name = steps, spherical, judge
+            self.judge_name, self.judge_params = parse_judge(judge)
+            spec = get_registry("encoder").get(self.judge_name)  # (helper-72: "unknown encoder" came 3.7 s later)
+            try:
+                spec.validate_params(self.judge_params)
+            except ParamsError as error:
+                raise FacekitError(f"judge {judge!r}: {error}") from None
+            if spec.card is not None and not spec.card.detector:  # (OwnPipelineJudge.build says it after the model)
+                raise FacekitError(
+                    f"encoder {self.judge_name!r} names no detector of its own (ModelCard.detector): it cannot judge "
+                    "through its own pipeline; choose another judge (facekit list encoders)"
+                )
+        self.steps, self.spherical = steps, spherical
         self._judges: dict[tuple[str, str], Any] = {}
 
     def judge_for(self, normalizer: Any) -> Any:
@@ -498,8 +515,9 @@ class Explorer(UsesNormalizer):
             raise FacekitError(f"judge {name!r} is the model's own training encoder: choose an independent judge")
         check_independent(name, normalizer)
         face = face_of(normalizer)  # the judge takes the face the normalizer took
+        params = self.judge_params if name == self.judge_name else {}
         if (name, face) not in self._judges:
-            self._judges[name, face] = OwnPipelineJudge.build(name, face=face)
+            self._judges[name, face] = OwnPipelineJudge.build(name, face=face, params=params)
         return self._judges[name, face]
 
     def interpolate(
@@ -540,6 +558,7 @@ class Explorer(UsesNormalizer):
             spherical=spherical,
             model=str(self.normalizer.meta.get("source", "")),
             judge=judge.name,
+            judge_params=judge.params,
             metric="cosine similarity" if judge.higher_is_same else "euclidean distance",
             threshold=float(judge.card.threshold),
             higher_is_same=judge.higher_is_same,

@@ -160,6 +160,35 @@ def test_the_judge_scores_the_face_the_normalizer_took_not_its_own_pick(explorer
     assert judge.crop(np.asarray(canvas), near=(0.0, 0.0, 5.0, 5.0)) is None  # no face of the judge's there
 
 
+def test_the_judge_is_built_with_the_params_given(shipped_normalizer: Any, tmp_path: Path) -> None:
+    """``--judge NAME:KEY=VALUE``, as `facekit eval --judge` takes it (before: a name only, so a judge whose weights
+    the user supplies, ArcFace or SFace from a file, could not be chosen). The params reach the encoder (a missing
+    file is its error) and the record; a bad param, or an encoder without a detector of its own, is said before any
+    photo is read."""
+    import shutil
+
+    from facekit_opencv.sface import SOURCE
+
+    from facekit.models import resolve_weights
+
+    weights = tmp_path / "my sface.onnx"
+    shutil.copyfile(resolve_weights(SOURCE, None, what="SFace encoder"), weights)
+    explorer = Explorer(shipped_normalizer, steps=2, judge=f"sface:weights={weights}")
+    face = real_face().image
+    result = explorer.interpolate(face, face[:, ::-1].copy())
+    assert result.judge == "sface" and result.to_json()["judge_params"] == {"weights": str(weights)}
+    assert explorer.judge_for(shipped_normalizer).params == {"weights": str(weights)}
+    default = Explorer(shipped_normalizer, steps=2).interpolate(face, face[:, ::-1].copy())
+    assert np.allclose(result.to_a, default.to_a, atol=1e-5) and "judge_params" not in default.to_json()
+    gone = Explorer(shipped_normalizer, steps=2, judge=f"sface:weights={tmp_path / 'gone.onnx'}")
+    with pytest.raises(FacekitError, match=r"gone\.onnx"):
+        gone.interpolate(face, face)
+    with pytest.raises(FacekitError, match=r"judge 'sface:colour=1'.*colour"):
+        Explorer(object(), judge="sface:colour=1")
+    with pytest.raises(FacekitError, match="'facenet' names no detector of its own"):
+        Explorer(object(), judge="facenet:variant=casia-webface-tf")
+
+
 def test_the_figure_takes_a_file_name_that_is_not_utf8(explorer: Explorer) -> None:
     """Before: matplotlib refused the lone surrogate such a name holds (a TypeError after the models had run)."""
     from facekit.apps.explore import interpolation_figure
