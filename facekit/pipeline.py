@@ -353,11 +353,14 @@ def build_apps(apps: Sequence[Any]) -> list[tuple[str, str, Any, str]]:
 
 
 def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> dict[str, set[str]]:
-    """Each built app once on the model's mean face (the decoder's face of its training features' mean), as the
-    infer stage will apply it, so that an app that raises, cannot run here (its weights) or returns what the stage
-    refuses stops it before the first photo is normalized (before: after the last; helper-98). Returns each app's
-    results with one entry per face (:func:`_per_face_keys`), which :func:`run_apps` then need not probe again."""
+    """Each built app once on the model's mean face (the decoder's face of its training features' mean), at the size
+    the infer stage's faces will have (``infer.size``: resampled, as the Normalizer renders them) and as the stage
+    will apply it, so that an app that raises, cannot run here (its weights) or returns what the stage refuses stops
+    it before the first photo is normalized (before: after the last; helper-98). Returns each app's results with one
+    entry per face (:func:`_per_face_keys`), which :func:`run_apps` then need not probe again."""
     import torch
+
+    from facekit.normalize import rescale_points, resize_faces
 
     if not built:
         return {}
@@ -370,7 +373,12 @@ def probe_apps(built: Sequence[tuple[str, str, Any, str]], normalizer: Any) -> d
 
     # (a decoder without landmarks, the builtin plain-cnn: its faces reach the apps without them, as in run_apps)
     landmarks = face.landmarks.float().cpu() if face.landmarks is not None else None
-    faces = DecoderOutput(image=face.image.float().clamp(0, 1).cpu(), landmarks=landmarks)
+    image = face.image.float().clamp(0, 1).cpu()
+    size, model_size = getattr(normalizer, "output_size", None), image.shape[-1]
+    if size and size != model_size:  # (before: at the model's size, so an app refusing that size passed the probe)
+        image = resize_faces(image, size)
+        landmarks = rescale_points(landmarks, model_size, size) if landmarks is not None else None
+    faces = DecoderOutput(image=image, landmarks=landmarks)
     return {name: _per_face_keys(app, faces, _applied(app, faces, label), label) for name, _, app, label in built}
 
 

@@ -392,6 +392,28 @@ def test_the_apps_are_tried_on_a_decoder_without_landmarks() -> None:
     assert seen and all(landmarks is None for landmarks in seen)
 
 
+def test_the_apps_are_tried_at_the_size_the_stage_gives_them(shipped_normalizer: Any) -> None:
+    """``infer.size`` 224: the stage hands its apps 224 px faces, and the probe does too (before: the model's 112 px
+    mean face, so an app refusing the stage's size passed the probe and failed after every photo)."""
+    import copy
+
+    from facekit.pipeline import build_apps, probe_apps
+
+    seen: list[tuple[int, float]] = []
+
+    class Sizes:
+        def apply(self, faces: Any) -> dict[str, Any]:
+            seen.append((faces.image.shape[-1], float(faces.landmarks[..., 0].max())))
+            return {"size": faces.image.shape[-1] * torch.ones(faces.image.shape[0])}
+
+    sized = copy.copy(shipped_normalizer)
+    sized.size = 224
+    probe_apps(build_apps([_built_app("sizes", Sizes())]), shipped_normalizer)
+    probe_apps(build_apps([_built_app("sizes", Sizes())]), sized)
+    (model, own), (stage, scaled) = seen[0], seen[-1]
+    assert (model, stage) == (112, 224) and scaled == pytest.approx((own + 0.5) * 2 - 0.5, abs=1e-4)
+
+
 def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts(
     data_root: Path, tmp_path: Path
 ) -> None:
