@@ -320,8 +320,9 @@ def box_overlap(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def check_detection(detector: Any, face: Any) -> None:
-    """Refuse a detection whose scheme or point count differs from what the detector's card declares: the points
-    would be read with the wrong meaning and give a wrong face without an error."""
+    """Refuse a detection whose scheme or point count differs from what the detector's card declares (the points
+    would be read with the wrong meaning and give a wrong face without an error), or whose landmarks are not all
+    finite (alignment's fit would end in a LinAlgError traceback)."""
     card = detector.card
     points = None if face.landmarks is None else np.asarray(face.landmarks)
     if face.scheme != card.landmark_scheme or points is None or points.shape != (card.landmarks, 2):
@@ -329,6 +330,11 @@ def check_detection(detector: Any, face: Any) -> None:
         raise FacekitError(
             f"detector {type(detector).__name__} returned a face with {got}, but its card declares scheme "
             f"{card.landmark_scheme!r} with {card.landmarks} points: fix the detector plugin"
+        )
+    if not np.isfinite(points.astype(np.float64)).all():  # else alignment's SVD fails far from the cause
+        raise FacekitError(
+            f"detector {type(detector).__name__} returned a face with landmarks that are not finite numbers (NaN or "
+            "infinity): fix the detector plugin"
         )
 
 

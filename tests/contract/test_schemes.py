@@ -92,6 +92,24 @@ def test_a_detection_that_contradicts_its_card_is_refused() -> None:
         check_detection(dlib, wrong)
 
 
+def test_a_detection_with_landmarks_that_are_not_finite_is_refused() -> None:
+    """Before: NaN landmarks passed the card check and the normalizer ended in numpy's LinAlgError ("SVD did not
+    converge") from inside the alignment, naming neither the detector nor the fix."""
+    from facekit.normalize import detect_one
+
+    dlib = facekit.load_component("detector", "dlib")
+    face = dlib.detect_array(real_face().image.copy())[0]
+
+    class NaNPoints:
+        card = dlib.card
+
+        def detect_array(self, image: np.ndarray) -> list[FaceDetection]:
+            return [FaceDetection(face.box, face.score, np.full_like(face.landmarks, np.nan), "ibug68")]
+
+    with pytest.raises(FacekitError, match="NaNPoints returned a face with landmarks that are not finite"):
+        detect_one(NaNPoints(), [real_face().image], ["face.jpg"])
+
+
 class LargestLast:
     """dlib's detections in left-to-right order instead of largest first."""
 
