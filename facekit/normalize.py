@@ -338,17 +338,20 @@ def check_detection(detector: Any, face: Any) -> None:
         )
 
 
-def check_features(encoder: Any, features: Any, batch: int) -> None:
-    """Refuse encoder features that are not a (``batch``, F) float tensor: the decoder would fail far from the cause
-    (an encoder that squeezes a batch of one) or read them wrongly."""
+def check_features(encoder: Any, features: Any, batch: int, what: str = "features") -> None:
+    """Refuse encoder ``what`` (its features, or its embeddings) that are not a (``batch``, F) float32 tensor: the
+    decoder would fail far from the cause (an encoder that squeezes a batch of one, or returns float64: torch's dtype
+    error from inside the decoder's first layer) or read them wrongly."""
     shape = tuple(getattr(features, "shape", ()))
     if not (
-        isinstance(features, torch.Tensor) and len(shape) == 2 and shape[0] == batch and features.is_floating_point()
+        isinstance(features, torch.Tensor) and len(shape) == 2 and shape[0] == batch and features.dtype == torch.float32
     ):
         got = f"{type(features).__name__} of shape {shape}" if shape else type(features).__name__
+        if isinstance(features, torch.Tensor) and features.dtype != torch.float32:
+            got += f" and dtype {str(features.dtype).removeprefix('torch.')}"
         raise FacekitError(
-            f"encoder {type(encoder).__name__} returned features as a {got} for {batch} face(s), not a ({batch}, F) "
-            "float tensor: fix the encoder plugin (facekit.testing's encoder checks show where)"
+            f"encoder {type(encoder).__name__} returned {what} as a {got} for {batch} face(s), not a ({batch}, F) "
+            "float32 tensor: fix the encoder plugin (facekit.testing's encoder checks show where)"
         )
 
 

@@ -150,11 +150,16 @@ def encode(
     are the encoder's; with an ``identity`` encoder the embeddings are its (each from its own crop) and the third
     item the encoder's, without one the embeddings are the encoder's."""
     from facekit.align import encoder_inputs
+    from facekit.normalize import check_features
 
     embedding, feature = embed_and_features(encoder, encoder_inputs(encoder, images, landmarks))
+    check_features(encoder, feature, len(images))  # as inference checks them, before they reach the decoder
+    check_features(encoder, embedding, len(images), "embeddings")
     if identity is None:
         return embedding, feature, None
-    return identity.embed(encoder_inputs(identity, images, landmarks)), feature, embedding
+    judged = identity.embed(encoder_inputs(identity, images, landmarks))
+    check_features(identity, judged, len(images), "embeddings")
+    return judged, feature, embedding
 
 
 def embed_and_features(encoder: Any, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from facekit.detail import DetailSettings
 from facekit.errors import FacekitError
 from facekit.registry import ComponentSpec, NoParams, Params
 from facekit.testing import real_face, run_check
-from facekit.types import DecoderOutput, frozen_encoder
+from facekit.types import ARCFACE_112_TEMPLATE, DecoderOutput, frozen_encoder
 
 SFACE = facekit.get_registry("encoder").get("sface")
 
@@ -47,6 +47,38 @@ class PlainEncoder:
     def embed_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pair = (self.embed(images), self.features(images))
         return pair[::-1] if self.mode == "swapped" else pair
+
+
+class Float64Projection:
+    """An encoder whose outputs are float64 or numpy (the protocol says float32 tensors), without weights."""
+
+    card = facekit.ModelCard(input_size=(112, 112), template=ARCFACE_112_TEMPLATE, embedding_size=8, feature_size=8)
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def embed(self, images: torch.Tensor) -> Any:
+        embedding = images.mean(dim=(2, 3)).repeat(1, 3)[:, :8]
+        return embedding.numpy() if self.mode == "numpy embeddings" else embedding
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images).double() if self.mode == "float64 features" else self.embed(images)
+
+
+@pytest.mark.parametrize("mode", ["float64 features", "numpy embeddings"])
+def test_encoder_outputs_that_are_not_float32_tensors_are_refused_naming_the_encoder(mode: str) -> None:
+    """Before: float64 features passed the normalizer's check and the training pool took them unchecked, so training
+    and inference ended in torch's "mat1 and mat2 must have the same dtype" from inside the decoder's first layer (and
+    numpy embeddings in a TypeError from torch.cat in the pool)."""
+    from facekit.normalize import check_features
+    from facekit.pool import encode
+
+    face = real_face()
+    with pytest.raises(FacekitError, match=r"encoder Float64Projection returned .* not a \(2, F\) float32 tensor"):
+        encode(Float64Projection(mode), None, np.stack([face.image] * 2), np.stack([face.ibug68] * 2))
+    if mode == "float64 features":  # what the normalizer checks before its decoder
+        with pytest.raises(FacekitError, match="dtype float64 for 1 face"):
+            check_features(Float64Projection(mode), torch.zeros(1, 8, dtype=torch.float64), 1)
 
 
 def test_an_encoder_that_is_not_a_module_runs_in_the_normalizer(shipped_normalizer: Any) -> None:
