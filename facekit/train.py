@@ -104,6 +104,58 @@ def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any
     return decoder, params
 
 
+def check_decoder_outputs(plan: Any, decoder: Any, features: torch.Tensor) -> None:
+    """Run the built decoder (its warper attached, mean face and feature statistics set) once on two training items
+    and refuse, naming it, outputs that are not what training reads (facekit.types.TrainableDecoder): a
+    DecoderOutput whose image and texture are (B, 3, S, S) float tensors at its ``image_size`` and whose landmarks
+    are (B, 68, 2) or None. Before, such a decoder ended in an AttributeError or a size mismatch from inside the
+    losses or the sample grid (a warper returning another size: from inside the grid)."""
+    from facekit.types import DecoderOutput
+
+    was_training = decoder.training
+    decoder.eval()  # no batch-norm statistics or dropout draws from the probe
+    try:
+        with torch.no_grad():
+            out = decoder(features)
+    finally:
+        decoder.train(was_training)
+    batch, size = len(features), int(decoder.image_size)
+
+    def shaped(value: Any, shape: tuple[int, ...]) -> bool:
+        return isinstance(value, torch.Tensor) and tuple(value.shape) == shape and value.is_floating_point()
+
+    def described(value: Any) -> str:
+        return f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+    if not isinstance(out, DecoderOutput):
+        problems = [f"it returned a {type(out).__name__}, not a facekit.types.DecoderOutput"]
+    else:
+        image = (batch, 3, size, size)
+        problems = [
+            f"{name} {described(value)}, not {want}"
+            for name, value, want, ok in (
+                ("image", out.image, f"{image} float", shaped(out.image, image)),
+                ("texture", out.texture, f"{image} float or None", out.texture is None or shaped(out.texture, image)),
+                (
+                    "landmarks",
+                    out.landmarks,
+                    f"({batch}, 68, 2) float or None",
+                    out.landmarks is None or shaped(out.landmarks, (batch, 68, 2)),
+                ),
+            )
+            if not ok
+        ]
+    if problems:
+        parts = [("decoder", plan.components["decoder"].spec)]
+        if "warper" in plan.components and getattr(decoder, "warper", None) is not None:
+            parts.append(("warper", plan.components["warper"].spec))
+        named = " with ".join(f"{kind} {spec.name!r} (plugin {spec.plugin!r})" for kind, spec in parts)
+        raise FacekitError(
+            f"{named} gave, for a batch of {batch}: {'; '.join(problems)} (S = the decoder's image_size {size}; "
+            "facekit.types.TrainableDecoder and Warper): fix that plugin"
+        )
+
+
 def check_warper_for_losses(plan: Any, warper: Any) -> None:
     """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any on,
     a warper that does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
@@ -513,6 +565,7 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
             f"decoder image_size {decoder.image_size} != prepare.image_size {recipe.prepare.image_size}: set "
             "components.decoder.params.image_size to match"
         )
+    check_decoder_outputs(plan, decoder, pool.features[:2].to(device))
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(settings.init)

@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from facekit.checkpoints import read_checkpoint, read_checkpoint_meta
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
+from facekit.registry import ComponentSpec, Params
 from facekit.train import train
+from facekit.types import DecoderOutput
 from tests.helpers import kill_at_points
 
 pytest.importorskip("dlib")
@@ -1032,3 +1035,57 @@ def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gr
     both = train(resolve(recipe))
     assert set(through) == {(3, 112, 112), (3, 150, 150)}
     assert float(metrics(both)[-1]["identity_own"]) > 0
+
+
+class MisshapenParams(Params):
+    feature_size: int = 8
+    image_size: int = SIZE
+    mode: str = "tuple"
+
+
+class MisshapenDecoder(torch.nn.Module):
+    """A decoder that breaks facekit.types.TrainableDecoder's outputs: a tuple, or five landmarks instead of 68."""
+
+    def __init__(self, params: MisshapenParams) -> None:
+        super().__init__()
+        self.feature_size, self.image_size, self.mode, self.warper = (
+            params.feature_size,
+            params.image_size,
+            params.mode,
+            None,
+        )
+        self.register_buffer("mean_landmarks", torch.zeros(68, 2))
+        self.layer = torch.nn.Linear(params.feature_size, 3 * SIZE * SIZE)
+
+    def set_mean_landmarks(self, points: Any) -> None:
+        self.mean_landmarks.copy_(torch.as_tensor(points, dtype=torch.float32))
+
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        pass
+
+    def forward(self, features: torch.Tensor) -> Any:
+        image = torch.sigmoid(self.layer(features)).view(-1, 3, SIZE, SIZE)
+        landmarks = self.mean_landmarks.expand(len(features), 68, 2)
+        if self.mode == "tuple":
+            return image, landmarks
+        return DecoderOutput(image=image, landmarks=landmarks[:, :5])
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("tuple", "it returned a tuple, not a facekit.types.DecoderOutput"), ("five", r"landmarks \(2, 5, 2\)")],
+)
+def test_a_decoder_whose_outputs_training_cannot_read_is_refused_naming_it(
+    prepared: Path, tmp_path: Path, mode: str, message: str
+) -> None:
+    """Before: an AttributeError ('tuple' object has no attribute 'landmarks') or a size mismatch from inside the
+    losses, naming neither the decoder nor its plugin."""
+    from facekit.recipe import ResolvedComponent
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run"))
+    spec = ComponentSpec("misshapen", MisshapenDecoder, MisshapenParams, plugin="theirs")
+    plan.components["decoder"] = ResolvedComponent("decoder", "decoder", spec, MisshapenParams(mode=mode))
+    with pytest.raises(
+        FacekitError, match=rf"decoder 'misshapen' \(plugin 'theirs'\) .*gave, for a batch of 2: .*{message}"
+    ):
+        train(plan)
