@@ -701,6 +701,8 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
         corrected, record = corrector.correct(photo)
         if record is None:
             return no_face
+        method = (provenance.get("settings") or {}).get("method") or type(corrector).__name__
+        check_corrected(method, photo, corrected, record)
         data, suffix, kept = encode_corrected(planned.source, photo, corrected, record)
     target = out / f"{planned.base}{suffix}"
     record = {**(record.to_json() if hasattr(record, "to_json") else record), **kept, **provenance}
@@ -709,6 +711,29 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
     if failed:
         return AdjustRow(name, "unwritable", record={"reason": failed})
     return AdjustRow(name, "adjusted", str(target), record)
+
+
+def check_corrected(method: str, photo: np.ndarray, corrected: Any, record: Any) -> None:
+    """Refuse what an adjust method's ``correct(photo)`` returned when it is not the photo's own shape in uint8 with
+    a record that JSON can write (a dict, or an object with ``to_json``): before, a float photo was refused as if the
+    user's JPEG were at fault ('a JPEG output takes 8-bit RGB'), an RGBA one ended in PIL's OSError, a smaller one
+    was written as the adjusted photo without a word and a record holding numpy arrays ended in json's TypeError."""
+    import json
+
+    problems = []
+    if not (isinstance(corrected, np.ndarray) and corrected.dtype == np.uint8 and corrected.shape == photo.shape):
+        got = f"{corrected.shape} {corrected.dtype}" if isinstance(corrected, np.ndarray) else type(corrected).__name__
+        problems.append(f"returned a photo of {got} for a {photo.shape} uint8 photo")
+    if not hasattr(record, "to_json"):
+        try:
+            json.dumps(dict(record))
+        except (TypeError, ValueError) as error:
+            problems.append(f"returned a record that is not a JSON-writable dict ({error})")
+    if problems:
+        raise FacekitError(
+            f"adjust method {method!r} {'; '.join(problems)}: fix the app plugin (correct(photo (H, W, 3) uint8) -> "
+            "(the corrected photo, same shape and dtype; a JSON-writable record dict, or None for no face))"
+        )
 
 
 def _in_own_profile(source: Any, corrector: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:

@@ -596,6 +596,45 @@ def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(t
     assert again.dtype == np.uint16 and kept["written"]["bits"] == 16 and "why" not in kept["written"]
 
 
+class BadMethod:
+    """A third-party adjust method whose correct() breaks the documented contract in one way."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def correct(self, photo: np.ndarray) -> tuple[Any, Any]:
+        if self.mode == "float":
+            return photo / 255.0, {"gain": 1.0}
+        if self.mode == "rgba":
+            return np.dstack([photo, photo[..., :1]]), {"gain": 1.0}
+        if self.mode == "smaller":
+            return photo[::2, ::2].copy(), {"gain": 1.0}
+        return photo.copy(), {"gains": np.ones(3)}
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("float", r"photo of \(200, 200, 3\) float64"),
+        ("rgba", r"photo of \(200, 200, 4\) uint8"),
+        ("smaller", r"photo of \(100, 100, 3\) uint8"),
+        ("numpy record", "record that is not a JSON-writable dict"),
+    ],
+)
+def test_an_adjust_method_that_breaks_correct_is_refused_naming_it(tmp_path: Path, mode: str, message: str) -> None:
+    """Before (a plugin-author audit): a float photo was refused as if the user's JPEG were at fault, an RGBA one
+    ended in PIL's OSError, a smaller one was written as the adjusted photo without a word and a record with numpy
+    arrays ended in json's TypeError."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
+    from facekit.batch import plan_folder
+
+    Image.fromarray(real_face().image).save(tmp_path / "face.jpg")
+    plan = plan_folder([str(tmp_path / "face.jpg")], tmp_path / "out", outputs=ADJUST_OUTPUTS)
+    with pytest.raises(FacekitError, match=rf"adjust method 'theirs' returned a {message}"):
+        adjust_files(plan, BadMethod(mode), settings={"method": "theirs"})
+    assert not (tmp_path / "out" / "face.jpg").exists()
+
+
 def test_a_photo_added_later_under_a_taken_name_gets_its_own_outputs(adjuster: FaceAdjuster, tmp_path: Path) -> None:
     """adjust's records name their photo (``input_path``, absolute; ``source`` is the correction's colour), so a photo
     adjusted in a later run whose name another photo's outputs hold gets the next free name, not 'exists'."""
