@@ -356,9 +356,9 @@ class Warper(Protocol):
     ``differentiable`` says whether gradients flow to image, source and destination. The inputs need not be
     contiguous: the decoder passes its mean face's points expanded over the batch (``reshape``, not ``view``).
     Under ``train.precision`` bf16 or fp16 the decoder calls it inside an autocast with a bf16/fp16 ``image`` and
-    float32 points: keep the points' arithmetic in float32 (:func:`facekit.warp.full_precision` turns the autocast
-    off; bf16's spacing at 128-256 px is 1 px) and return ``warped`` in the image's dtype. Tensors it makes go on the
-    image's device (components never choose one).
+    float32 points: keep the points' arithmetic in float32 (the decorator :func:`facekit.warp.full_precision`
+    runs the function it wraps with the autocast off; bf16's spacing at 128-256 px is 1 px) and return ``warped`` in
+    the image's dtype. Tensors it makes go on the image's device (components never choose one).
     """
 
     differentiable: bool
