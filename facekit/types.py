@@ -372,6 +372,10 @@ class Warper(Protocol):
 class App(Protocol):
     """Something done with normalized faces: ``apply(faces: DecoderOutput) -> dict of named results``.
 
+    The recipe's infer stage gives it the faces as written: ``image`` (B, 3, S, S) float32 RGB in [0, 1] read back
+    from the output PNGs (with the photo's detail, S the output size, ``infer.size`` when set), ``landmarks``
+    (B, K, 2) in those pixels (None for a decoder without), and ``texture`` None (as the ``applies`` check does).
+
     A result with one entry per face has the batch as its first axis (B rows for B faces); the recipe's infer stage
     lists it per photo in apps.json, having checked once that it follows the batch (given one face, or two when the
     batch is one). Any other result is the batch's and is saved as a file. ``apply`` runs with autograd on (it may
