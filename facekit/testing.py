@@ -509,6 +509,11 @@ def check_encoder_identity(subject: Subject) -> None:
         embedded = judge.encoder.embed(torch.cat([crops, grey])).float().numpy()
     same = judge.distance(embedded[:1], embedded[1:2])
     other = judge.distance(embedded[:1], embedded[2:3])
+    # (a NaN is no match either: an embedding of zero length made "not the grey crop" pass; helper-105)
+    assert np.isfinite(same).all() and np.isfinite(other).all(), (
+        f"{name}: no finite {judge.encoder.card.distance} distance (face to mirror {float(same[0]):.3f}, to a grey "
+        f"crop {float(other[0]):.3f}): an embedding of zero length or not finite (the identity loss would be NaN)"
+    )
     assert judge.passes(same).all(), f"{name}: the face and its mirror image differ ({float(same[0]):.3f})"
     assert not judge.passes(other).any(), f"{name}: the face matches a plain grey crop ({float(other[0]):.3f})"
 

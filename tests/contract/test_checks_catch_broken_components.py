@@ -111,6 +111,23 @@ def test_the_encoder_checks_catch_what_the_pipeline_would_get_wrong(
         run_check("encoder", spec, check)
 
 
+class _BlindToGrey(_TinyEncoder):
+    """Reads the face without its mean level and left-right symmetrised: a face and its mirror image are one, and a
+    plain grey crop has an embedding of zero length."""
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(crops + crops.flip(-1), 16)
+        return (pooled - pooled.mean(dim=(1, 2, 3), keepdim=True)).flatten(1) @ self.project
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")  # the zero-length one
+def test_the_identity_check_takes_no_distance_that_is_not_a_number() -> None:
+    """Before (helper-105): the grey crop's zero embedding made its cosine NaN, which counted as "not the same
+    person", so the check passed an encoder whose identity loss would be NaN on such a crop."""
+    with pytest.raises(AssertionError, match=r"no finite cosine distance .*to a grey crop nan"):
+        run_check("encoder", _encoder("blind-to-grey", _BlindToGrey), "identity")
+
+
 def test_a_small_correct_encoder_passes_the_encoder_checks() -> None:
     check_component("encoder", _encoder("tiny", _TinyEncoder), skip={"identity": "random weights"})
 
