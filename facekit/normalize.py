@@ -574,7 +574,7 @@ class Normalizer:
                 raise FacekitError(
                     f"photo detail maps the photo through the 68 iBUG landmarks, but detector "
                     f"{type(detector).__name__} gives {scheme}: use a 68-point detector or detail strength 0 "
-                    "(`facekit normalize --detail 0`)"
+                    "(`--detail 0`; in a recipe, infer.detail: 0)"
                 )
             self.detail = DECODER_ONLY
         #: Which face of a photo :meth:`normalize` and :meth:`normalize_many` take (:func:`choose_face`).
