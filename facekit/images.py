@@ -47,6 +47,8 @@ def max_megapixels() -> float:
         raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be a number of megapixels, got {value!r}") from None
     if not limit > 0:
         raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be positive, got {value!r}")
+    if math.isinf(limit):  # (before: 'inf' or '1e400' ended in an OverflowError traceback, raising Pillow's guard)
+        raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, got {value!r}")
     return limit
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from facekit.errors import FacekitError
 from facekit.images import SRGB_COLORANTS, as_rgb, load_rgb
 from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
 from tests.helpers import run_cli
@@ -375,3 +376,18 @@ def test_a_file_that_is_no_image_says_so_in_words(tmp_path: Path) -> None:
     assert image is None
     assert why == "unreadable (not an image file: damaged, or another kind of file under a photo's name)"
     assert load_rgb(path.read_bytes())[1] == why  # the same for bytes
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400"])
+def test_an_infinite_pixel_limit_is_a_one_line_error(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: FACEKIT_MAX_MEGAPIXELS=inf passed the check and ended every read in an OverflowError traceback (Pillow's
+    guard set to int(inf))."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (20, 20)).save(path)
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", value)
+    with pytest.raises(
+        FacekitError, match=f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, got '{value}'"
+    ):
+        load_rgb(path)
