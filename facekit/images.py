@@ -274,9 +274,12 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"
         return np.repeat(grey[..., None], 3, axis=2), note
     note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("P", "RGB", "L", "1") and "transparency" in image.info
+    ):
         # (premultiplied alpha, RGBa and La, too: RGBa lost its transparency, La was refused; Pillow converts La
-        # to nothing but LA)
+        # to nothing but LA. A PNG's transparent colour (tRNS) on an RGB or grey photo, as PNG optimizers store a
+        # cut-out's binary alpha, too: it read as that colour, black where the background was meant to be gone.)
         rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
         background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
         image = Image.alpha_composite(background, rgba)

@@ -391,3 +391,19 @@ def test_an_infinite_pixel_limit_is_a_one_line_error(
         FacekitError, match=f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, got '{value}'"
     ):
         load_rgb(path)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_png_transparent_colour_is_composited_over_grey_as_alpha_is(mode: str, tmp_path: Path) -> None:
+    """Before: an RGB or grey PNG whose transparency is one colour (a tRNS chunk, as PNG optimizers store a cut-out's
+    binary alpha) read as that colour: its background black where it is meant to be gone, unlike the same cut-out
+    saved as RGBA (over mid-grey)."""
+    rgb = patches()
+    rgb[:, :16] = 0  # the background, black and transparent
+    path = tmp_path / "cutout.png"
+    keyed = Image.fromarray(rgb).convert(mode)
+    keyed.save(path, transparency=(0, 0, 0) if mode == "RGB" else 0)
+    image, note = load_rgb(path)
+    assert image is not None and note == "alpha composited over grey"
+    assert (image[:, :16] == 128).all()
+    assert np.array_equal(image[:, 16:], np.asarray(keyed.convert("RGB"))[:, 16:])
