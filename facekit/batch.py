@@ -509,7 +509,8 @@ def png_text(path: Path) -> dict[str, Any]:
     try:
         with Image.open(path) as image:
             return {str(key): value for key, value in image.info.items()} if image.format == "PNG" else {}
-    except (OSError, ValueError, Image.DecompressionBombError):  # (helper-86: a bomb's header ended a folder scan)
+    except (OSError, ValueError, RuntimeError, Image.DecompressionBombError):
+        # (helper-86: a bomb's header ended a folder scan; a damaged AVIF under a .png name did too, RuntimeError)
         return {}
 
 

@@ -130,7 +130,8 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         return None, _too_large("", int(pixels.group(1)) if pixels else None, limit)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, RuntimeError) as exc:
+        # (RuntimeError: Pillow's AVIF plugin, for a damaged file libavif cannot parse, "Missing or empty image item")
         if isinstance(source, Path) and (dangling := broken_link(source)):  # (asked only when reading failed)
             return None, f"unreadable ({dangling})"
         if isinstance(exc, UnidentifiedImageError) and _is_heic(source):  # before: "cannot identify image file"

@@ -407,3 +407,33 @@ def test_a_png_transparent_colour_is_composited_over_grey_as_alpha_is(mode: str,
     assert image is not None and note == "alpha composited over grey"
     assert (image[:, :16] == 128).all()
     assert np.array_equal(image[:, 16:], np.asarray(keyed.convert("RGB"))[:, 16:])
+
+
+def test_a_damaged_avif_is_an_unreadable_photo_not_the_end_of_the_batch(tmp_path: Path) -> None:
+    """Before: Pillow's AVIF plugin raises RuntimeError for a file libavif cannot parse ("Missing or empty image
+    item"), which neither load_rgb nor the folder scan's look at a PNG's text chunks caught: one damaged AVIF, under its
+    own name or a photo's, ended a whole `facekit normalize` (adjust, attributes, avatar) batch in a traceback, and a
+    served upload in "something went wrong on the server"."""
+    from PIL import features
+
+    from facekit.batch import NORMALIZE_OUTPUTS, png_text, scan_inputs
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow reads no AVIF")
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 120, 90)).save(buffer, "AVIF")
+    data = bytearray(buffer.getvalue())
+    item = data.index(b"pitm") + 8  # (the box's version and flags, then the primary item's id)
+    data[item : item + 2] = b"\xff\xff"  # an item the file does not hold
+    photos = tmp_path / "in"
+    photos.mkdir()
+    path = photos / "photo.png"  # under a PNG's name, the folder scan opens it for facekit's mark
+    path.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError):  # (what Pillow makes of it)
+        Image.open(path)
+    image, why = load_rgb(path)
+    assert image is None and why.startswith("unreadable (")
+    assert load_rgb(bytes(data))[0] is None
+    assert png_text(path) == {}
+    found = scan_inputs([str(photos)], tmp_path / "out", outputs=NORMALIZE_OUTPUTS)
+    assert [relative for _, relative in found] == ["photo.png"]
