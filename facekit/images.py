@@ -130,8 +130,9 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         return None, _too_large("", int(pixels.group(1)) if pixels else None, limit)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, RuntimeError) as exc:
-        # (RuntimeError: Pillow's AVIF plugin, for a damaged file libavif cannot parse, "Missing or empty image item")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, RuntimeError, IndexError) as exc:
+        # (RuntimeError: Pillow's AVIF plugin, for a damaged file libavif cannot parse, "Missing or empty image item";
+        # IndexError: its QOI decoder, for a file cut short, "index out of range")
         if isinstance(source, Path) and (dangling := broken_link(source)):  # (asked only when reading failed)
             return None, f"unreadable ({dangling})"
         if isinstance(exc, UnidentifiedImageError) and _is_heic(source):  # before: "cannot identify image file"
@@ -139,6 +140,8 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         if isinstance(exc, UnidentifiedImageError):  # before: "UnidentifiedImageError: cannot identify image file
             # '/the/whole/path.jpg'", Pillow's class and the path the row already names
             return None, "unreadable (not an image file: damaged, or another kind of file under a photo's name)"
+        if isinstance(exc, IndexError):  # (its own words, "index out of range", say nothing of the photo)
+            return None, "unreadable (damaged or cut short: its data ends before the picture does)"
         return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 

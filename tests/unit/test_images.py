@@ -437,3 +437,18 @@ def test_a_damaged_avif_is_an_unreadable_photo_not_the_end_of_the_batch(tmp_path
     assert png_text(path) == {}
     found = scan_inputs([str(photos)], tmp_path / "out", outputs=NORMALIZE_OUTPUTS)
     assert [relative for _, relative in found] == ["photo.png"]
+
+
+def test_a_qoi_photo_cut_short_is_an_unreadable_photo_not_the_end_of_the_batch(tmp_path: Path) -> None:
+    """Before: Pillow's QOI decoder raises IndexError ("index out of range") for a file cut short (a download
+    interrupted), which load_rgb let through: a traceback that ended the whole batch."""
+    Image.init()  # (Image.SAVE is filled as the plugins load)
+    if "QOI" not in Image.SAVE:
+        pytest.skip("this Pillow writes no QOI")
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buffer, "QOI")
+    path = tmp_path / "photo.jpg"  # (a folder's photo is read whatever its name says)
+    path.write_bytes(buffer.getvalue()[:522])  # cut off between two pixels
+    with pytest.raises(IndexError), Image.open(path) as opened:  # (what Pillow makes of it)
+        opened.load()
+    assert load_rgb(path) == (None, "unreadable (damaged or cut short: its data ends before the picture does)")
