@@ -594,11 +594,16 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
         if opened.format not in ("PNG", "WEBP"):
             return None
         orientation = exif_orientation(opened)  # (one reading with load_rgb's: a value of another type is none)
+        # A grey PNG's transparent grey (tRNS), which OpenCV leaves out (an RGB PNG's it turns into alpha itself).
+        key = opened.info.get("transparency") if opened.mode in ("L", "I", "I;16") else None
     pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: orientation not applied
     if pixels is None or pixels.dtype not in (np.uint8, np.uint16):
         return None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
+    if isinstance(key, int) and pixels.shape[2] == 1:
+        opaque = 65535 if pixels.dtype == np.uint16 else 255
+        pixels = np.dstack([pixels, np.where(pixels[..., 0] == key, 0, opaque).astype(pixels.dtype)])
     if pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3):
         return None
     channels = pixels.shape[2]

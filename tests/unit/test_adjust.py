@@ -456,6 +456,25 @@ def test_a_tiffs_exif_is_carried_over_with_its_camera_directory(
     assert "cannot be written back" not in caplog.text
 
 
+def test_a_grey_png_whose_transparency_is_one_grey_keeps_it(tmp_path: Path) -> None:
+    """Before: a grey PNG whose transparency is one grey level (a tRNS chunk, as PNG optimizers store a grey cut-out's
+    binary alpha) came back from adjust opaque: OpenCV, which reads the file's own depth and alpha, leaves that
+    transparency out (an RGB PNG's transparent colour it turns into alpha, so that one was kept)."""
+    from facekit.apps.adjust import read_deep
+
+    grey = np.full((8, 12), 150, np.uint8)
+    grey[:, :4] = 0  # the background: transparent
+    for stored, opaque in ((grey, 255), (grey.astype(np.uint16) * 257, 65535)):
+        path = tmp_path / f"cutout{opaque}.png"
+        Image.fromarray(stored).save(path, transparency=0)
+        read = read_deep(path)
+        assert read is not None, opaque
+        rgb, alpha = read
+        assert np.array_equal(rgb, np.repeat(stored[..., None], 3, axis=2))
+        assert alpha is not None and alpha.dtype == stored.dtype
+        assert np.array_equal(alpha, np.where(grey == 0, 0, opaque))
+
+
 def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, shipped_normalizer: Any) -> None:
     """Before: every PNG came back as 8-bit RGB: a 16-bit photo lost its low byte and a transparent one its alpha
     (composited over grey, the grey corrected with the rest). Now the correction estimated on the 8-bit copy is applied
