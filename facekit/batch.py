@@ -757,8 +757,16 @@ def remove_temporaries(out: Path, planned: Sequence[Planned]) -> None:
                 stale.unlink()
 
 
+#: zlib level of the PNGs :func:`png_bytes` writes (normalize's faces, side views and grid; the apps' figures).
+#: At PIL's default, 6, encoding took 27 of the 74 ms a photo cost `facekit normalize` once the model was loaded
+#: (mostly the 448 x 224 NAME_side.png); at 3, 10 ms for files 8 % larger, and a folder takes 0.74x the time
+#: (benchmarks/RESULTS.md "normalize-folder").
+#: Lossless at any level: the pixels are the same. (adjust's corrected photos keep PIL's default: whole photos.)
+PNG_LEVEL = 3
+
+
 def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
-    """``image`` (H, W, 3) uint8 as PNG bytes, with ``text`` as tEXt chunks."""
+    """``image`` (H, W, 3) uint8 as PNG bytes (zlib level :data:`PNG_LEVEL`), with ``text`` as tEXt chunks."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
@@ -766,7 +774,7 @@ def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     for key, value in (text or {}).items():
         info.add_text(key, value)
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
+    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info, compress_level=PNG_LEVEL)
     return buffer.getvalue()
 
 

@@ -1,5 +1,6 @@
 """Reading photos: a colour profile other than sRGB (a phone's Display P3) is converted to sRGB, one that is sRGB or
-unusable leaves the values as stored; ``adjust`` writes such a photo's own values corrected, under its own profile."""
+unusable leaves the values as stored; ``adjust`` writes such a photo's own values corrected, under its own profile.
+Writing: normalize's PNGs are lossless at the shipped zlib level."""
 
 from __future__ import annotations
 
@@ -452,3 +453,26 @@ def test_a_qoi_photo_cut_short_is_an_unreadable_photo_not_the_end_of_the_batch(t
     with pytest.raises(IndexError), Image.open(path) as opened:  # (what Pillow makes of it)
         opened.load()
     assert load_rgb(path) == (None, "unreadable (damaged or cut short: its data ends before the picture does)")
+
+
+def test_pngs_are_written_at_the_shipped_zlib_level_without_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """normalize's PNGs are written at zlib level 3 (at PIL's default, 6, encoding them was over a third of a
+    photo's time: benchmarks/normalize_folder.py); the level is read when writing, so the benchmark can time others,
+    and no level changes a pixel."""
+    import facekit.batch
+    from facekit.batch import png_bytes
+
+    def zlib_level_class(data: bytes) -> int:
+        """FLEVEL of the first IDAT chunk's zlib header: 0 for levels 0-1, 1 for 2-5, 2 for 6, 3 for 7-9."""
+        return data[data.index(b"IDAT") + 5] >> 6
+
+    rng = np.random.default_rng(0)
+    image = np.repeat(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8), 4, axis=1)
+    shipped = png_bytes(image, {"facekit": "1"})
+    assert zlib_level_class(shipped) == 1  # level 3 (PIL's default, 6, is class 2)
+    for level, level_class in ((0, 0), (6, 2), (9, 3)):
+        monkeypatch.setattr(facekit.batch, "PNG_LEVEL", level)
+        data = png_bytes(image, {"facekit": "1"})
+        assert zlib_level_class(data) == level_class
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(shipped))), image)
