@@ -16,7 +16,7 @@ import logging
 import numbers
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -480,6 +480,23 @@ def _refine(detector: Any, image: np.ndarray, face: Any, name: str) -> Any:
     return face if again is None else again  # none: not the same face there, the copy's own detection
 
 
+def detection_threads(detector: Any) -> int:
+    """How many photos :func:`detect_one` gives ``detector`` at once: as many as torch's threads
+    (``torch.get_num_threads()``, which OMP_NUM_THREADS and ``torch.set_num_threads`` set) for a detector that says
+    it is ``thread_safe`` (:class:`facekit.types.Detector`), else one at a time."""
+    return max(1, torch.get_num_threads()) if getattr(detector, "thread_safe", False) is True else 1
+
+
+def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
+    """``[work(item) for item in items]``, on up to ``threads`` threads at once (in order)."""
+    if threads <= 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="facekit-detect") as pool:
+        return list(pool.map(work, items))
+
+
 def detect_one(
     detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str], face: str = "largest"
 ) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
@@ -488,13 +505,15 @@ def detect_one(
     FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the first step of every
     normalizer."""
     check_face_choice(face)
+    readable = [(image, name) for image, name in zip(images, names, strict=True) if image is not None]
+    detections = iter(each_photo(lambda pair: detect_photo(detector, *pair), readable, detection_threads(detector)))
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
         if image is None:
             outcomes.append(Outcome(name, "unreadable"))
             continue
-        faces, why = detect_photo(detector, image, name)
+        faces, why = next(detections)
         if why:
             outcomes.append(Outcome(name, DETECTOR_ERROR, reason=why))
             continue

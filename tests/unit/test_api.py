@@ -200,6 +200,45 @@ def test_threads_sharing_one_normalizer_take_turns(normalizer: facekit.Normalize
     assert "_lock" not in twin.__dict__ and twin.normalize(photos[0]).box == expected[0]
 
 
+def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
+    normalizer: facekit.Normalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detector that says it is ``thread_safe`` (dlib's) is given as many of a batch's photos at once as torch has
+    threads (before: one at a time, while a second core idled through half the time of `facekit normalize`), and the
+    outcomes keep the photos' order; any other detector still gets one photo at a time."""
+    import threading
+    import time
+
+    import torch
+
+    class Counted:
+        def __init__(self, inner: Any, thread_safe: bool) -> None:
+            self.inner, self.card, self.thread_safe = inner, inner.card, thread_safe
+            self.inside, self.most, self.lock = 0, 0, threading.Lock()
+
+        def detect_array(self, image: np.ndarray) -> list:
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            time.sleep(0.02)  # wide enough for the others to come in, were they let
+            try:
+                return self.inner.detect_array(image)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    faces = [real_face().image, two_faces()[0], np.full((64, 64, 3), 128, np.uint8)] * 2
+    names = [f"photo-{index}" for index in range(len(faces))]
+    expected = [(o.status, o.face and o.face.box) for o in normalizer.normalize_many(faces, names)]
+    assert [status for status, _ in expected] == ["ok", "ok", "no_face"] * 2
+    for thread_safe, most in ((True, 3), (False, 1)):
+        counted = Counted(normalizer.detector, thread_safe)
+        outcomes = facekit.Normalizer.from_checkpoint(detector=counted).normalize_many(faces, names)
+        assert counted.most == most and [o.name for o in outcomes] == names
+        assert [(o.status, o.face and o.face.box) for o in outcomes] == expected
+
+
 def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
     import copy
 

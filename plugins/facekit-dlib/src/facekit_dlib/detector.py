@@ -3,6 +3,7 @@ its landmark predictor."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any, Literal
 
@@ -35,7 +36,17 @@ class DetectorParams(Params):
 
 
 class DlibDetector:
-    """Faces and their ``points``-point landmarks (68: iBUG scheme; 5: dlib's eye corners + nose)."""
+    """Faces and their ``points``-point landmarks (68: iBUG scheme; 5: dlib's eye corners + nose).
+
+    Safe to call from several threads at once (:attr:`thread_safe`): dlib's HOG detector is not (one object used by
+    two threads at once gave another box for about 30 % of LFW photos), so each concurrent call takes a HOG object
+    of its own from a pool (made on demand, ~0.26 s each, then kept); the CNN fallback runs one call at a time; the
+    landmark predictor only reads its model and is shared. dlib releases the GIL while it searches, so two threads
+    detect in about half the time on two cores (benchmarks/RESULTS.md "normalize-folder")."""
+
+    #: detect_array may be called from several threads at once (facekit.types.Detector): the pipeline detects a
+    #: batch's photos in parallel.
+    thread_safe = True
 
     def __init__(self, params: DetectorParams, points: int) -> None:
         import dlib
@@ -44,18 +55,17 @@ class DlibDetector:
         self.points = points
         self.card = card(points, params.face_detector)
         self._dlib = dlib
-        # dlib's detectors are not safe to share between threads (two threads at once sometimes get another box):
-        # one detection at a time per detector.
-        self._lock = threading.Lock()
+        self._hogs: queue.SimpleQueue[Any] = queue.SimpleQueue()  # idle HOG detectors, one per concurrent call
+        self._cnn_lock = threading.Lock()
         if params.face_detector != "cnn":
-            self._hog = dlib.get_frontal_face_detector()
+            self._hogs.put(dlib.get_frontal_face_detector())
         if params.face_detector != "hog":
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path("mmod_human_face_detector.dat")))
         name = "shape_predictor_68_face_landmarks.dat" if points == 68 else "shape_predictor_5_face_landmarks.dat"
         self._predictor = dlib.shape_predictor(str(model_path(name)))
 
     #: What cannot be pickled or copied (dlib's module and objects, the lock): made again from the settings.
-    _REBUILT = ("_dlib", "_lock", "_hog", "_cnn", "_predictor")
+    _REBUILT = ("_dlib", "_hogs", "_cnn_lock", "_cnn", "_predictor")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled or deep-copied without dlib's objects, the module and the lock: the copy loads its models again
@@ -75,14 +85,24 @@ class DlibDetector:
         """``image`` (H, W, 3) uint8 RGB -> the faces found, largest first, each with (K, 2) float32 landmarks."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        with self._lock:
-            return self._detect(image)
+        return self._detect(image)
+
+    def _run_hog(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """HOG's faces in ``image`` with a HOG object no other thread is using (taken from the pool, or made)."""
+        try:
+            hog = self._hogs.get_nowait()
+        except queue.Empty:  # every one is in use by another thread: one more
+            hog = self._dlib.get_frontal_face_detector()
+        try:
+            rects, scores, _ = hog.run(image, self.params.upsample, self.params.threshold)
+        finally:
+            self._hogs.put(hog)
+        return [(_box(rect), float(score)) for rect, score in zip(rects, scores, strict=True)]
 
     def _detect(self, image: np.ndarray) -> list[FaceDetection]:
         found: list[tuple[tuple[float, float, float, float], float]] = []
         if self.params.face_detector != "cnn":
-            rects, scores, _ = self._hog.run(image, self.params.upsample, self.params.threshold)
-            found = [(_box(rect), float(score)) for rect, score in zip(rects, scores, strict=True)]
+            found = self._run_hog(image)
         if self.params.face_detector == "cnn":
             found = self._run_cnn(image, self.params.upsample, 1.0)
         elif self.params.face_detector == "hog+cnn" and not found:
@@ -101,7 +121,8 @@ class DlibDetector:
         """mmod's faces in ``image`` (a copy of the photo at ``scale``) as (box in the photo's pixels, confidence)."""
         if min(image.shape[:2]) * 2**upsample < MIN_CNN_SIDE:
             return []
-        found = [(d.rect, float(d.confidence)) for d in self._cnn(image, upsample)]
+        with self._cnn_lock:  # (one network, not known to be safe to share; it runs for few photos)
+            found = [(d.rect, float(d.confidence)) for d in self._cnn(image, upsample)]
         return [(_box(rect, scale), score) for rect, score in found if score >= self.params.threshold]
 
     def landmarks_in_box(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
