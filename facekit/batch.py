@@ -173,9 +173,9 @@ def scan_inputs(
             earlier[0],
             ", ..." if len(earlier) > 1 else "",
         )
-    from facekit.outputs import PHOTO_SUFFIXES
+    from facekit.outputs import photo_suffixes
 
-    kinds = " ".join(sorted(PHOTO_SUFFIXES))
+    kinds = " ".join(sorted(photo_suffixes()))
     if skipped:
         shown = ", ".join(path.name for path in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         logger.warning("%d file(s) in the folders given not read (%s): facekit reads %s", len(skipped), shown, kinds)
@@ -232,14 +232,15 @@ def _recorded_source(path: Path, outputs: Sequence[str]) -> Path | None:
 
 
 def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(the photos (a suffix of :data:`facekit.outputs.PHOTO_SUFFIXES`) at any depth below ``folder``, sorted; the
+    """(the photos (a suffix of :func:`facekit.outputs.photo_suffixes`) at any depth below ``folder``, sorted; the
     other files, which are not photos: ``photo.heic``, ``notes.txt``). The
     real folders come first, each under its own path (as before links were followed, so outputs keep their names);
     then linked folders whose target was not scanned yet, the shallowest target first, unless it holds a scanned one (a
     link to a parent would pull in every sibling; a link into a linked folder is read with it, whatever the names).
     Hidden files and folders (``.thumbs``, macOS's ``._photo.jpg``) are skipped, as ``facekit prepare`` skips them."""
-    from facekit.outputs import PHOTO_SUFFIXES
+    from facekit.outputs import photo_suffixes
 
+    suffixes = photo_suffixes()
     photos: list[Path] = []
     others: list[Path] = []
     seen: set[str] = set()
@@ -279,10 +280,10 @@ def _photos_below(folder: Path) -> tuple[list[Path], list[Path]]:
                 if not candidate.is_file():
                     # A link to nothing named like a photo is a photo the user meant and does not get: its status
                     # says so (helper-86: it was skipped without a word). A link to a folder was listed above.
-                    if candidate.suffix.lower() in PHOTO_SUFFIXES and candidate.is_symlink() and not candidate.exists():
+                    if candidate.suffix.lower() in suffixes and candidate.is_symlink() and not candidate.exists():
                         photos.append(candidate)
                     continue
-                if candidate.suffix.lower() in PHOTO_SUFFIXES:
+                if candidate.suffix.lower() in suffixes:
                     photos.append(candidate)
                 elif candidate.suffix.lower() not in NOT_PHOTOS:
                     others.append(candidate)

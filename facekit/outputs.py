@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+
+
+def photo_suffixes() -> set[str]:
+    """What a folder scan reads: :data:`PHOTO_SUFFIXES`, and ``.avif`` where Pillow's build reads AVIF (12.x's
+    wheels do; before, a folder's AVIF photos were skipped as not photos although a file given by name was read)."""
+    return PHOTO_SUFFIXES | ({".avif"} if _reads_avif() else set())
+
+
+@functools.cache
+def _reads_avif() -> bool:
+    from PIL import features
+
+    return bool(features.check("avif"))
 
 
 def _resize(image: np.ndarray, height: int) -> np.ndarray:

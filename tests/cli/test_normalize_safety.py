@@ -873,3 +873,16 @@ def test_every_print_of_the_cli_shows_names_as_they_are(capsys: pytest.CaptureFi
     for text in ("runs/[bold]x", "[/]odd.jpg", "[red]not red[/red]", "wrote runs/[/]out"):
         assert text in captured.out
     assert "error: no such photo: [bold]me[/bold].jpg" in captured.err
+
+
+def test_a_folders_avif_photos_are_read_where_pillow_reads_avif(tmp_path: Path) -> None:
+    """Before: a folder's .avif photos were skipped as not photos ("not read (phone.avif)"), although `facekit
+    normalize phone.avif` read the same file."""
+    from PIL import Image, features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow reads no AVIF")
+    inputs = tmp_path / "in"
+    photo(inputs / "a.jpg", 100)
+    Image.open(inputs / "a.jpg").save(inputs / "phone.avif")
+    assert [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")] == ["a.jpg", "phone.avif"]
