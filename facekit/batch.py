@@ -144,6 +144,8 @@ def scan_inputs(
                 ours.append(path)
                 continue
             found.append((path, path.name))
+        elif path.exists():  # a FIFO, a socket, a device: nothing a photo is read from (helper-104: "no such photo")
+            raise FacekitError(f"{path} is neither a file nor a folder: photos are read from files")
         else:
             stdin = " (photos are read from files: standard input is not supported)" if item == "-" else ""
             raise FacekitError(f"no such photo or folder: {path}{stdin}")

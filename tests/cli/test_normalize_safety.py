@@ -886,3 +886,15 @@ def test_a_folders_avif_photos_are_read_where_pillow_reads_avif(tmp_path: Path) 
     photo(inputs / "a.jpg", 100)
     Image.open(inputs / "a.jpg").save(inputs / "phone.avif")
     assert [relative for _, relative in scan_inputs([str(inputs)], tmp_path / "out")] == ["a.jpg", "phone.avif"]
+
+
+def test_a_fifo_given_as_a_photo_is_said_to_be_no_file(tmp_path: Path) -> None:
+    """Before (helper-104): a named pipe given by name was "no such photo or folder", though it is there."""
+    fifo = tmp_path / "camera.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(FacekitError, match=r"camera\.jpg is neither a file nor a folder"):
+        scan_inputs([str(fifo)], tmp_path / "out")
+    with pytest.raises(FacekitError, match=r"no such photo or folder: .*gone\.jpg"):
+        scan_inputs([str(tmp_path / "gone.jpg")], tmp_path / "out")
+    with pytest.raises(FacekitError, match=r"standard input is not supported"):
+        scan_inputs(["-"], tmp_path / "out")
