@@ -47,8 +47,11 @@ def max_megapixels() -> float:
         raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be a number of megapixels, got {value!r}") from None
     if not limit > 0:
         raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be positive, got {value!r}")
-    if math.isinf(limit):  # (before: 'inf' or '1e400' ended in an OverflowError traceback, raising Pillow's guard)
-        raise FacekitError(f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, got {value!r}")
+    if math.isinf(limit * 1e6):  # (before: 'inf', '1e400' or '1e303' ended in an OverflowError traceback, raising
+        # Pillow's guard to int(limit * 1e6))
+        raise FacekitError(
+            f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, at most 1e302, got {value!r}"
+        )
     return limit
 
 

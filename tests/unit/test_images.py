@@ -379,17 +379,18 @@ def test_a_file_that_is_no_image_says_so_in_words(tmp_path: Path) -> None:
     assert load_rgb(path.read_bytes())[1] == why  # the same for bytes
 
 
-@pytest.mark.parametrize("value", ["inf", "1e400"])
+@pytest.mark.parametrize("value", ["inf", "1e400", "1e303"])
 def test_an_infinite_pixel_limit_is_a_one_line_error(
     value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: FACEKIT_MAX_MEGAPIXELS=inf passed the check and ended every read in an OverflowError traceback (Pillow's
-    guard set to int(inf))."""
+    guard set to int(inf)); so did a finite limit whose pixel count is not (1e303 megapixels: int(1e303 * 1e6))."""
     path = tmp_path / "photo.png"
     Image.new("RGB", (20, 20)).save(path)
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", value)
     with pytest.raises(
-        FacekitError, match=f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, got '{value}'"
+        FacekitError,
+        match=f"FACEKIT_MAX_MEGAPIXELS must be a finite number of megapixels, at most 1e302, got '{value}'",
     ):
         load_rgb(path)
 
