@@ -24,6 +24,7 @@ the photo, then each method's output).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -49,29 +50,35 @@ from facekit.types import FaceChoice
 
 class SharedDetections:
     """One detection pass for every method and judge that uses the same detector on the same photos (detection is most
-    of the cost on the CPU). Only the photos given to :meth:`share` are remembered, by the identity of their array
-    (kept alive with their faces, so an identity is never reused for another image during the run); anything else,
+    of the cost on the CPU). Only the photos given to :meth:`share` are remembered, by their pixels (the pipeline
+    hands a detector a copy of the photo, :func:`facekit.normalize.detect_guarded`: remembered by the identity of
+    their array, as before, none was ever found again and every method detected every photo anew); anything else,
     e.g. a method's output that a judge looks at once, is detected each time and not kept."""
 
     def __init__(self, detector: Any, photos: Sequence[np.ndarray | None] = ()) -> None:
         self.detector = detector
         self.card = detector.card  # a facekit Detector: the pipeline reads its landmark scheme
-        self.memo: dict[int, tuple[np.ndarray, list[Any] | None]] = {}
+        self.memo: dict[tuple[Any, ...], list[Any] | None] = {}
         self.share(photos)
+
+    @staticmethod
+    def key(image: np.ndarray) -> tuple[Any, ...]:
+        """What tells a photo from another: its shape, type and a digest of its pixels."""
+        return (image.shape, image.dtype.str, hashlib.sha1(np.ascontiguousarray(image).data).hexdigest())
 
     def share(self, photos: Sequence[np.ndarray | None]) -> None:
         """Remember the faces of these photos once found (every user of this detector will look at them)."""
         for photo in photos:
             if photo is not None:
-                self.memo.setdefault(id(photo), (photo, None))
+                self.memo.setdefault(self.key(photo), None)
 
     def detect_array(self, image: np.ndarray) -> list[Any]:
-        if id(image) not in self.memo:  # not a shared photo
+        key = self.key(image)
+        if key not in self.memo:  # not a shared photo
             return self.detector.detect_array(image)
-        photo, faces = self.memo[id(image)]
+        faces = self.memo[key]
         if faces is None:
-            faces = self.detector.detect_array(image)
-            self.memo[id(image)] = (photo, faces)
+            faces = self.memo[key] = self.detector.detect_array(image)
         return faces
 
 

@@ -235,3 +235,31 @@ def test_quality_says_a_misused_option_or_a_missing_model_in_one_line(tmp_path: 
         assert done.returncode in (1, 2) and expected in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr, (args, done.stderr)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_shared_detections_detect_a_shared_photo_once_through_the_pipeline() -> None:
+    """benchmarks/quality.py's SharedDetections remembered a photo by the identity of its array, but the pipeline hands
+    the detector a copy (facekit.normalize.detect_guarded): no photo was ever found again, and every method and judge
+    detected every photo anew (normalize_speed.py's 'detected once, not timed' timed detection)."""
+    import numpy as np
+    from quality import SharedDetections
+
+    from facekit.normalize import detect_guarded
+    from facekit.types import FaceDetection
+
+    class Counted:
+        card = None
+        calls = 0
+
+        def detect_array(self, image: np.ndarray) -> list[FaceDetection]:
+            Counted.calls += 1
+            return [FaceDetection((1.0, 1.0, 9.0, 9.0), 1.0)] if image.mean() > 0 else []
+
+    photos = [np.full((12, 12, 3), value, np.uint8) for value in (0, 1, 2)]
+    shared = SharedDetections(Counted(), photos)
+    for _ in range(3):
+        found = [detect_guarded(shared, photo, "photo") for photo in photos]  # (each on a copy of the photo)
+        assert [(len(faces), why) for faces, why in found] == [(0, ""), (1, ""), (1, "")]
+    assert Counted.calls == 3
+    other = np.full((12, 12, 3), 3, np.uint8)  # not shared: detected each time
+    assert shared.detect_array(other) and shared.detect_array(other) and Counted.calls == 5
