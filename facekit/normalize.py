@@ -480,11 +480,18 @@ def _refine(detector: Any, image: np.ndarray, face: Any, name: str) -> Any:
     return face if again is None else again  # none: not the same face there, the copy's own detection
 
 
+#: At most this many photos are detected at once (each thread holds a photo and the detector's buffers for it).
+MAX_DETECTION_THREADS = 8
+
+
 def detection_threads(detector: Any) -> int:
     """How many photos :func:`detect_one` gives ``detector`` at once: as many as torch's threads
-    (``torch.get_num_threads()``, which OMP_NUM_THREADS and ``torch.set_num_threads`` set) for a detector that says
-    it is ``thread_safe`` (:class:`facekit.types.Detector`), else one at a time."""
-    return max(1, torch.get_num_threads()) if getattr(detector, "thread_safe", False) is True else 1
+    (``torch.get_num_threads()``, which OMP_NUM_THREADS and ``torch.set_num_threads`` set; at most
+    :data:`MAX_DETECTION_THREADS`) for a detector that says it is ``thread_safe`` (:class:`facekit.types.Detector`),
+    else one at a time."""
+    if getattr(detector, "thread_safe", False) is not True:
+        return 1
+    return max(1, min(torch.get_num_threads(), MAX_DETECTION_THREADS))
 
 
 def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
@@ -505,6 +512,7 @@ def detect_one(
     FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the first step of every
     normalizer."""
     check_face_choice(face)
+    images, names = list(images), list(names)  # (read twice below)
     readable = [(image, name) for image, name in zip(images, names, strict=True) if image is not None]
     detections = iter(each_photo(lambda pair: detect_photo(detector, *pair), readable, detection_threads(detector)))
     outcomes: list[Outcome] = []

@@ -265,8 +265,8 @@ class Detector(Protocol):
     over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each face found located
     again on a crop around it of at most about 800 px, so a size in pixels (a smallest face, say) is in the pixels
     of the image the detector is given, not the photo's. Optional ``thread_safe = True``: ``detect_array`` may run in
-    several threads at once, and the pipeline then detects a batch's photos on ``torch.get_num_threads()`` threads
-    (``facekit.normalize.detection_threads``); without it, one photo at a time.
+    several threads at once, and the pipeline then detects a batch's photos on ``torch.get_num_threads()`` threads (at
+    most 8; ``facekit.normalize.detection_threads``); without it, one photo at a time.
     """
 
     card: ModelCard

@@ -237,6 +237,10 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
         outcomes = facekit.Normalizer.from_checkpoint(detector=counted).normalize_many(faces, names)
         assert counted.most == most and [o.name for o in outcomes] == names
         assert [(o.status, o.face and o.face.box) for o in outcomes] == expected
+    from facekit.normalize import MAX_DETECTION_THREADS, detection_threads
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)  # a large server: no more threads than that
+    assert detection_threads(Counted(normalizer.detector, True)) == MAX_DETECTION_THREADS == 8
 
 
 def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
