@@ -15,8 +15,6 @@ if TYPE_CHECKING:
 
     from facekit.recipe import DataSource
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 @dataclass(frozen=True)
 class Photo:
