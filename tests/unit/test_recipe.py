@@ -561,6 +561,24 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     assert [p.path.name for p in folder_photos(people) if p.identity == "folder/ben"] == ["b.jpg"]
 
 
+def test_loose_photos_sharing_a_name_with_a_person_or_each_other_stay_people_of_their_own(tmp_path: Path) -> None:
+    """helper-107: anna.jpg loose beside anna/, or solo.jpg beside solo.png, were one identity (folder/anna,
+    folder/solo), so four people were averaged into two although a loose photo is a person of its own."""
+    from facekit.data.sources import folder_photos
+
+    (tmp_path / "anna").mkdir()
+    for name in ("anna/a1.jpg", "anna.jpg", "solo.jpg", "solo.png", "carl.jpg"):
+        (tmp_path / name).write_bytes(b"photo")
+    found = {p.path.relative_to(tmp_path).as_posix(): p.identity for p in folder_photos(tmp_path)}
+    assert found == {
+        "anna/a1.jpg": "folder/anna",
+        "anna.jpg": "folder/anna.jpg",
+        "carl.jpg": "folder/carl",
+        "solo.jpg": "folder/solo.jpg",
+        "solo.png": "folder/solo.png",
+    }
+
+
 def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Path) -> None:
     """Before: only a folder source's first-level folder names were read, so DevTest photos loose in it
     (Adrien_Brody_0001.jpg, each its own 'person') or one level deeper (people/Celine_Dion/...) trained unnoticed."""
