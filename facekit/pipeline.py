@@ -71,19 +71,28 @@ def check_augment_output(output: Path) -> None:
         refuse_foreign_folder(output, (), "augment.output")
 
 
+def nothing_to_augment(plan: Plan) -> FacekitError:
+    """The augment stage asked for with no morphs to write: which setting says so, and the one that writes some
+    (helper-107: "augment.enabled is false or augment.count is 0: nothing to materialise", after prepare ran)."""
+    turn_on = "" if plan.recipe.augment.enabled else "--set augment.enabled=true "
+    return FacekitError(
+        f"the augment stage has no morphs to write ({skip_reason('augment', plan)}): {turn_on}--set "
+        "augment.count=N writes N to look at, or run the other stages without it (--stage prepare --stage train)"
+    )
+
+
 def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Materialise ``augment.count`` random morphs of the prepared set into shards, plus a 64-morph contact sheet."""
     import numpy as np
     from PIL import Image
 
     from facekit.data.augment import contact_sheet, materialise, morph_dataset
-    from facekit.errors import FacekitError
     from facekit.models import sha256_file
     from facekit.runs import start_run
 
     augment = plan.recipe.augment
     if not augment.enabled or augment.count == 0:
-        raise FacekitError("augment.enabled is false or augment.count is 0: nothing to materialise")
+        raise nothing_to_augment(plan)
     check_augment_output(Path(augment.output))
     dataset = morph_dataset(plan, length=augment.count)
     run = start_run(plan, "augment", Path(augment.output) / "runs")
@@ -581,6 +590,8 @@ def check_output_folders(plan: Plan, stages: Sequence[str]) -> None:
     (``refuse_foreign_folder``), so that a run does not train for hours and then stop at its evaluation."""
     if "augment" in stages and plan.recipe.augment.enabled and plan.recipe.augment.count:
         check_augment_output(Path(plan.recipe.augment.output))
+    elif "augment" in stages:  # asked for with nothing to write: said before an earlier stage runs
+        raise nothing_to_augment(plan)
     if "train" in stages:  # (imported here: a prepare-only run need not load torch for it)
         from facekit.train import check_train_output
 

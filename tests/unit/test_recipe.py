@@ -753,6 +753,24 @@ def test_the_augment_stage_says_truly_why_it_is_skipped() -> None:
     assert skip_reason("augment", resolve({"augment": {"count": 5}})) is None
 
 
+def test_an_augment_stage_asked_for_with_nothing_to_write_says_which_setting_before_prepare_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-107: --stage prepare --stage augment with the demo's augment.count 0 ran prepare, then said
+    "augment.enabled is false or augment.count is 0: nothing to materialise": not which, nor what to do."""
+    from facekit import pipeline
+
+    ran: list[str] = []
+    monkeypatch.setitem(pipeline.STAGE_RUNNERS, "prepare", lambda plan, options: ran.append("prepare"))
+    base = {"prepare": {"output": str(tmp_path / "p")}, "augment": {"output": str(tmp_path / "a"), "count": 0}}
+    with pytest.raises(FacekitError, match=r"\(augment\.count is 0: .*\): --set augment\.count=N writes N to look at"):
+        run_plan(resolve(base), ["prepare", "augment"])
+    off = {**base, "augment": {"output": str(tmp_path / "a"), "enabled": False}}
+    with pytest.raises(FacekitError, match=r"\(augment\.enabled is false: .*\): --set augment\.enabled=true --set"):
+        run_plan(resolve(off), ["augment"])
+    assert ran == [] and not (tmp_path / "a").exists()
+
+
 def test_photo_casts_need_photo_inputs() -> None:
     """helper-74: train.photo_casts without photo_inputs was accepted and did nothing (yet keyed the pool cache)."""
     (problem,) = problems_of({"train": {"photo_casts": 2}})
