@@ -615,12 +615,21 @@ def checkpoints_written(train: Any) -> set[str]:
 
 
 def infer_items(plan: Plan) -> list[str]:
-    """The infer stage's inputs, a relative one under data.root; an empty list is a FacekitError."""
+    """The infer stage's inputs, a relative one under data.root; an empty list, or one not there, is a FacekitError
+    that names the setting (helper-107: run with --stage infer alone, it was "no such photo or folder: ../shared/data/
+    new", not said to be infer.inputs under data.root)."""
     from facekit.errors import FacekitError
 
     if not plan.recipe.infer.inputs:
         raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
-    return [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
+    items = [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
+    missing = [item for item in items if not Path(item).exists()]
+    if missing:
+        raise FacekitError(
+            f"infer.inputs: no such photo or folder: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
+            f" (a relative path is under data.root, {plan.data_root})"
+        )
+    return items
 
 
 def plan_infer_outputs(plan: Plan) -> Any:
@@ -656,15 +665,9 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
         from facekit.normalize import inference_device
 
         infer = plan.recipe.infer
-        missing = [item for item in infer_items(plan) if not Path(item).exists()]
-        if missing:
-            raise FacekitError(
-                f"infer.inputs: no such photo or folder: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
-                f" (a relative path is under data.root, {plan.data_root})"
-            )
         from facekit.normalize import model_file
 
-        plan_infer_outputs(plan)
+        plan_infer_outputs(plan)  # infer_items: its inputs are there
         named = infer.checkpoint
         if named is not None and not model_file(named).is_file():
             if not ("train" in running and os.path.abspath(named) in checkpoints_written(plan.recipe.train)):

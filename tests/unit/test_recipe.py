@@ -771,6 +771,22 @@ def test_an_augment_stage_asked_for_with_nothing_to_write_says_which_setting_bef
     assert ran == [] and not (tmp_path / "a").exists()
 
 
+def test_a_missing_infer_input_is_named_as_infer_inputs_under_the_data_root_when_infer_runs_alone(
+    tmp_path: Path,
+) -> None:
+    """helper-107: `facekit run mine.yaml --stage infer` with infer.inputs [new] said "no such photo or folder:
+    ../shared/data/new" (from the folder scan), neither the setting nor that a relative input is under data.root;
+    only a run with an earlier stage said so (check_later_stages)."""
+    from facekit.pipeline import infer_items
+
+    (tmp_path / "here.jpg").write_bytes(b"photo")
+    plan = resolve({"data": {"root": str(tmp_path)}, "infer": {"inputs": ["here.jpg", "new"]}})
+    with pytest.raises(FacekitError, match=r"^infer\.inputs: no such photo or folder: .*new \(a relative path is "):
+        infer_items(plan)
+    found = resolve({"data": {"root": str(tmp_path)}, "infer": {"inputs": ["here.jpg"]}})
+    assert infer_items(found) == [str(tmp_path / "here.jpg")]
+
+
 def test_photo_casts_need_photo_inputs() -> None:
     """helper-74: train.photo_casts without photo_inputs was accepted and did nothing (yet keyed the pool cache)."""
     (problem,) = problems_of({"train": {"photo_casts": 2}})
