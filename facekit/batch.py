@@ -761,8 +761,8 @@ def remove_temporaries(out: Path, planned: Sequence[Planned]) -> None:
 
 
 #: zlib level of the PNGs :func:`png_bytes` writes (normalize's faces, side views and grid; the apps' figures).
-#: At PIL's default, 6, encoding took 27 of the 74 ms a photo cost `facekit normalize` once the model was loaded
-#: (mostly the 448 x 224 NAME_side.png); at 3, 10 ms for files 8 % larger: 0.74x the folder's time (0.57x with
+#: At PIL's default, 6, encoding took 26 of the 74 ms a photo cost `facekit normalize` once the model was loaded
+#: (mostly the 448 x 224 NAME_side.png); at 3, 10 ms for files 8 % larger: 0.79x the folder's time (0.61x with
 #: the photos detected in parallel; benchmarks/RESULTS.md "normalize-folder").
 #: Lossless at any level: the pixels are the same. (adjust's corrected photos keep PIL's default: whole photos.)
 PNG_LEVEL = 3
