@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,7 @@ def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
     entries = sorted(folder.iterdir())
     # A loose photo is a person of its own, named by its stem unless a person's folder or another loose file shares
     # it (anna/ and anna.jpg, solo.jpg and solo.png): then by its whole name, so that two people are not averaged.
-    stems = [path.name if path.is_dir() else path.stem for path in entries if not path.name.startswith(".")]
+    stems = Counter(path.name if path.is_dir() else path.stem for path in entries if not path.name.startswith("."))
     for path in entries:
         # A person's folder that is a link to the photo folder, above it or to another person's folder in it is
         # skipped, as the recipe's overlap check skips it (helper-73: people/all -> the data root trained on
@@ -158,7 +159,7 @@ def folder_photos(folder: Path, prefix: str = "folder") -> list[Photo]:
             inside = [base / name for base, _, files in walk_visible(path, top=folder) for name in files]
             photos.extend(Photo(f"{prefix}/{path.name}", p, "folder") for p in sorted(inside) if p.is_file())
         elif path.is_file():
-            name = path.stem if stems.count(path.stem) == 1 else path.name
+            name = path.stem if stems[path.stem] == 1 else path.name
             photos.append(Photo(f"{prefix}/{name}", path, "folder"))
     # A linked file whose photo the walk reads as itself anywhere (another person's behind a linked person folder,
     # this person's in a linked folder) is that reading's, once (helper-76: eve's photo was still averaged into
