@@ -295,3 +295,25 @@ def test_quality_times_a_method_after_its_first_call() -> None:
     outcomes, seconds = timed_normalize(method, images, ["a", "b", "c"], "fake")
     assert outcomes == ["a", "b", "c"] and method.detected == [1, 2]
     assert seconds < 0.25
+
+
+def test_the_warp_scaling_table_says_how_many_repeats_its_medians_are_of(monkeypatch: Any, capsys: Any) -> None:
+    """benchmarks/warp.py's scaling table took the median of max(2, repeats - 2) runs under a caption that said only
+    "median (min) ms of {repeats}" (the first table's): with --quick, 3 said and 2 taken (a median of 2 is their
+    mean)."""
+    import torch
+    import warp
+
+    used: list[int] = []
+
+    def fake(contenders: dict[str, Any], batch: int, size: int, backward: bool, repeats: int, device: str) -> Any:
+        used.append(repeats)
+        return {k: 0.01 for k in contenders} | {f"{k}:min": 0.01 for k in contenders}
+
+    monkeypatch.setattr(warp, "time_round_robin", fake)
+    monkeypatch.setattr(warp, "available_contenders", lambda: ({"facekit": None, "naive": None}, []))
+    warp.main(["--quick", "--no-memory", "--no-write", "--threads", str(torch.get_num_threads())])  # (threads kept)
+    printed = capsys.readouterr().out
+    assert used == [3, 3, 3, 3, 2, 2, 2]
+    assert "median (min) ms of 3 interleaved repeats" in printed
+    assert "Scaling (batch 4, fwd+bwd, ms; median (min) of 2 interleaved repeats):" in printed
