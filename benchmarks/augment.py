@@ -155,7 +155,8 @@ def main() -> None:
         "",
         f"Random morphs at {size} px (two spline warps + compositing each): {rate0:.1f} morphs/s in-process with "
         f"torch at 1 thread ({rate0_t2:.1f} with torch at 2 threads: OpenMP and cv2 pools contend), "
-        f"{rate2:.1f} morphs/s with DataLoader(num_workers=2); {count} morphs each after warm-up. "
+        f"{rate2:.1f} morphs/s with DataLoader(num_workers=2); {count} morphs each after warm-up ({count // 2} with "
+        "torch at 2 threads). "
         f"Nearest neighbours (k = 10, 32 px textures): {t_nn:.2f} s.",
     ]
     print("\n".join(lines))

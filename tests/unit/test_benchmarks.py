@@ -317,3 +317,33 @@ def test_the_warp_scaling_table_says_how_many_repeats_its_medians_are_of(monkeyp
     assert used == [3, 3, 3, 3, 2, 2, 2]
     assert "median (min) ms of 3 interleaved repeats" in printed
     assert "Scaling (batch 4, fwd+bwd, ms; median (min) of 2 interleaved repeats):" in printed
+
+
+def test_the_augment_section_says_how_many_morphs_each_rate_is_of(monkeypatch: Any, capsys: Any) -> None:
+    """benchmarks/augment.py timed the in-process rate at 2 torch threads on half the morphs of the others, under
+    "{count} morphs each after warm-up"."""
+    import augment
+    import numpy as np
+    import torch
+
+    timed: list[tuple[int, int]] = []
+
+    def rate(dataset: Any, count: int, workers: int) -> float:
+        timed.append((count, workers))
+        return 1.0
+
+    data = {"landmarks": np.zeros((2, 68, 2)), "textures": np.zeros((2, 224, 224, 3), np.uint8)}
+    monkeypatch.setattr(
+        augment, "synthetic_identities", lambda *args, **kwargs: {**data, "mean_landmarks": None, "backgrounds": None}
+    )
+    monkeypatch.setattr(augment, "poisson_rows", lambda runs, data: ([], {}))
+    monkeypatch.setattr(augment, "MorphDataset", lambda *args, **kwargs: None)
+    monkeypatch.setattr(augment, "morph_rate", rate)
+    monkeypatch.setattr(augment.sys, "argv", ["augment.py", "--quick", "--no-write"])
+    threads = torch.get_num_threads()
+    try:
+        augment.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert timed == [(5, 0), (10, 0), (10, 2)]
+    assert "10 morphs each after warm-up (5 with torch at 2 threads)" in capsys.readouterr().out
