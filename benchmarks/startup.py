@@ -1,6 +1,6 @@
 """Start-up cost of the CLI and the package: `facekit --help` and `import facekit`, median of N runs.
 
-    python benchmarks/startup.py [--runs 5]
+    python benchmarks/startup.py [--runs 5] [--no-write]
 
 Target (issue 2): `facekit --help` under 0.5 s. Writes the `startup` section of benchmarks/RESULTS.md.
 """
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import machine, write_section
+from results import machine, publish
 
 
 def median_seconds(command: list[str], runs: int) -> tuple[float, list[float]]:
@@ -31,6 +31,7 @@ def median_seconds(command: list[str], runs: int) -> tuple[float, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     args = parser.parse_args()
     exe = str(Path(sys.executable).with_name("facekit"))
     rows = [
@@ -52,7 +53,7 @@ def main() -> None:
         median, times = median_seconds(command, args.runs)
         print(f"{label:32s} {median:.3f} s")
         lines.append(f"| `{label}` | {median:.3f} | {', '.join(f'{t:.3f}' for t in times)} |")
-    write_section("startup", "\n".join(lines))
+    publish("startup", lines, write=not args.no_write)  # (before: no --no-write, a trial run rewrote the section)
 
 
 if __name__ == "__main__":

@@ -347,3 +347,20 @@ def test_the_augment_section_says_how_many_morphs_each_rate_is_of(monkeypatch: A
         torch.set_num_threads(threads)
     assert timed == [(5, 0), (10, 0), (10, 2)]
     assert "10 morphs each after warm-up (5 with torch at 2 threads)" in capsys.readouterr().out
+
+
+def test_a_trial_run_of_startup_leaves_results_md_alone(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """benchmarks/startup.py had no --no-write: any run (`--runs 1` to try it) rewrote the startup section."""
+    import results
+    import startup
+
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# r\n\n<!-- startup:start -->\nold\n<!-- startup:end -->\n")
+    monkeypatch.setattr(results, "RESULTS", page)
+    monkeypatch.setattr(startup, "median_seconds", lambda command, runs: (0.25, [0.25] * runs))
+    monkeypatch.setattr(startup.sys, "argv", ["startup.py", "--runs", "1", "--no-write"])
+    startup.main()
+    assert "old" in page.read_text() and "| `facekit --help` | 0.250 | 0.250 |" in capsys.readouterr().out
+    monkeypatch.setattr(startup.sys, "argv", ["startup.py", "--runs", "1"])
+    startup.main()
+    assert "old" not in page.read_text() and "| `facekit --help` | 0.250 | 0.250 |" in page.read_text()
