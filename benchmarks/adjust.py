@@ -206,6 +206,17 @@ def known_casts(
     return results, {**counts, "no_face": no_face}
 
 
+def unscored(counts: dict[str, Any]) -> str:
+    """What :func:`known_casts` left out, in words: photos skipped (unreadable, or GrabCut failed) and, per setting,
+    cast photos in which no face was found (no method is scored on them)."""
+    no_face = counts["no_face"]
+    return (
+        f"{counts['skipped']} skipped where the background segmentation (GrabCut) failed; no face found in the cast "
+        f"photo, so no method scored: {no_face['scene background']} with the scene background, "
+        f"{no_face['studio background']} with the studio one"
+    )
+
+
 def cast_shots(
     root: Path, subsets: dict[str, int]
 ) -> tuple[Iterator[tuple[np.ndarray, str, np.ndarray, np.ndarray]], dict[str, int]]:
@@ -362,10 +373,12 @@ def compare_models(args: Any, root: Path, began: float) -> None:
         variants = {name: variants[name] for name in args.variant}
     merged: dict[str, dict[str, list[float]]] = {}
     methods: list[str] = ["none"]
+    left_out = []
     for item in args.model:
         label, _, path = item.partition("=")
         normalizer = FaceAdjuster(checkpoint=path).normalizer
-        accuracy, _ = known_casts(normalizer, root, SELECTION_SET, variants)
+        accuracy, counts = known_casts(normalizer, root, SELECTION_SET, variants)
+        left_out.append(f"{label}: {unscored(counts)}")
         for setting, values in accuracy.items():
             into = merged.setdefault(setting, {})
             for key, value in values.items():
@@ -381,7 +394,8 @@ def compare_models(args: Any, root: Path, began: float) -> None:
         "",
         f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. The selection set of `--selection` "
         f"({sum(SELECTION_SET.values())} neutral photos of training people; the same casts for every model), each "
-        "model's adjust variants; the global baselines and 'none' do not depend on the model.",
+        "model's adjust variants; the global baselines and 'none' do not depend on the model (the first model's "
+        f"photos). Left out: {'; '.join(left_out)}.",
         "",
         *accuracy_table(merged, [*methods, *ESTIMATORS]),
     ]
@@ -454,14 +468,15 @@ def main() -> None:
     if args.selection:
         variants = {**ADJUST_VARIANTS, **SELECTION_VARIANTS}
         accuracy, counts = known_casts(normalizer, root, SELECTION_SET, variants)
+        # Before: the photos in which no face was found (no method scored) were left out without a word.
         skipped = counts["skipped"]
         lines = [
             "## Choosing the adjust algorithm: known casts on London neutral photos "
             "(`python benchmarks/adjust.py --selection`)",
             "",
             f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. The known-cast test of the `adjust` "
-            f"section on {sum(SELECTION_SET.values())} *neutral* photos of the London set's training people "
-            f"({SELECTION_SET['neutral_front']} London, {SELECTION_SET['canada']} Canada; {skipped} skipped), the "
+            f"section on {counts['photos'] - skipped} *neutral* photos of the London set's training people "
+            f"({SELECTION_SET['neutral_front']} London, {SELECTION_SET['canada']} Canada; {unscored(counts)}), the "
             "selection set (the report uses the London smiling photos). These people were in training: the face's "
             "estimate is flattered here.",
             "",
@@ -473,7 +488,7 @@ def main() -> None:
     if not used:
         raise SystemExit(f"no person of {chosen} had 4 photos with a face: no consistency figure, nothing written")
     accuracy, counts = known_casts(normalizer, root, {"smiling_front": args.london})
-    skipped, no_face = counts["skipped"], counts["no_face"]
+    skipped = counts["skipped"]
     seconds = speed(normalizer, root)
     peaks = memory(root)
     command = "python benchmarks/adjust.py" + (f" {shlex.join(sys.argv[1:])}" if sys.argv[1:] else "")
@@ -492,9 +507,7 @@ def main() -> None:
         *(f"| {m} | {v:.2f} |" for m, v in spread.items()),
         "",
         f"**Known casts**: {counts['photos'] - skipped} London smiling photos (neutral photos of these people were in "
-        f"training; {skipped} skipped where the background segmentation (GrabCut) failed; no face found in the cast "
-        f"photo, so no method scored: {no_face['scene background']} with the scene background, "
-        f"{no_face['studio background']} with the studio one), blackbody 2,500-10,000 K, "
+        f"training; {unscored(counts)}), blackbody 2,500-10,000 K, "
         "tint +-3 %, -1.5..+1.5 EV; errors on the person against the uncast photo (angular error of the mean linear "
         "RGB; |EV|).",
         "",

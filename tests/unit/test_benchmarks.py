@@ -364,3 +364,25 @@ def test_a_trial_run_of_startup_leaves_results_md_alone(tmp_path: Path, monkeypa
     monkeypatch.setattr(startup.sys, "argv", ["startup.py", "--runs", "1"])
     startup.main()
     assert "old" not in page.read_text() and "| `facekit --help` | 0.250 | 0.250 |" in page.read_text()
+
+
+def test_the_adjust_selection_sections_say_which_cast_photos_no_method_was_scored_on(
+    monkeypatch: Any, capsys: Any
+) -> None:
+    """benchmarks/adjust.py --selection (and --model) left the cast photos in which no face was found out of every
+    row without a word ("100 neutral photos ... 0 skipped"); the report's section said how many."""
+    import types
+
+    import adjust
+
+    counts = {"photos": 100, "skipped": 2, "no_face": {"scene background": 3, "studio background": 1}}
+    monkeypatch.setattr(adjust, "known_casts", lambda *args, **kwargs: ({}, counts))
+    monkeypatch.setattr(adjust, "FaceAdjuster", lambda *args, **kwargs: types.SimpleNamespace(normalizer=None))
+    said = "2 skipped where the background segmentation (GrabCut) failed; no face found in the cast photo, so no "
+    said += "method scored: 3 with the scene background, 1 with the studio one"
+    for argv in (["--selection"], ["--selection", "--model", "a=a.safetensors", "--model", "b=b.safetensors"]):
+        monkeypatch.setattr(adjust.sys, "argv", ["adjust.py", *argv, "--no-write"])
+        adjust.main()
+        printed = capsys.readouterr().out.replace("\n", " ")
+        assert said in printed, argv
+    assert f"a: {said}; b: {said}." in printed
