@@ -386,3 +386,15 @@ def test_the_adjust_selection_sections_say_which_cast_photos_no_method_was_score
         printed = capsys.readouterr().out.replace("\n", " ")
         assert said in printed, argv
     assert f"a: {said}; b: {said}." in printed
+
+
+def test_the_avatar_section_says_its_pass_rates_count_a_photo_sface_cannot_find_as_a_fail() -> None:
+    """benchmarks/avatar.py scores every photo against its render, a photo in which SFace's detector finds no face
+    included (the worst score: a fail in every column), where quality.py leaves such photos out; the section said
+    neither (1 of its 100 DevTest photos: the normalized faces' 99.0 % is all of those SFace can judge)."""
+    import numpy as np
+    from avatar import photos_without_a_face
+
+    inputs = np.ones((4, 3))
+    inputs[2] = np.nan
+    assert photos_without_a_face(inputs).startswith("SFace's detector finds no face in 1 of these 4 photos themselves")
