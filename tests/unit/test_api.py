@@ -154,27 +154,37 @@ def test_options_that_would_be_ignored_or_misread_are_errors(normalizer: facekit
         facekit.Normalizer.from_checkpoint(3)  # type: ignore[arg-type]
 
 
+class CountedDetector:
+    """``inner`` noting the most calls inside it at once (each held 20 ms, wide enough for another thread to come in,
+    were it let); ``thread_safe`` as it says."""
+
+    def __init__(self, inner: Any, thread_safe: bool = False) -> None:
+        import threading
+
+        self.inner, self.card, self.thread_safe = inner, inner.card, thread_safe
+        self.inside, self.most, self.lock = 0, 0, threading.Lock()
+
+    def detect_array(self, image: np.ndarray) -> list:
+        import time
+
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0.02)
+        try:
+            return self.inner.detect_array(image)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
 def test_threads_sharing_one_normalizer_take_turns(normalizer: facekit.Normalizer) -> None:
     """dlib's detector is not safe to share: two threads at once sometimes got another box (about 1 call in 100-300,
     a face up to 39 levels off, no error). Calls on one Normalizer now take turns: a detector that notes how many
     calls are inside it at once never sees two, and every thread gets the face one thread gets."""
     import threading
-    import time
 
-    class Watched:
-        def __init__(self, inner: Any) -> None:
-            self.inner, self.card, self.inside, self.most = inner, inner.card, 0, 0
-
-        def detect_array(self, image: np.ndarray) -> list:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
-            time.sleep(0.01)  # wide enough for another thread to come in, were it let
-            try:
-                return self.inner.detect_array(image)
-            finally:
-                self.inside -= 1
-
-    watched = Watched(normalizer.detector)
+    watched = CountedDetector(normalizer.detector)
     shared = facekit.Normalizer.from_checkpoint(detector=watched)
     photos = [real_face().image, two_faces()[0]]
     expected = [shared.normalize(photo).box for photo in photos]
@@ -206,26 +216,7 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
     """A detector that says it is ``thread_safe`` (dlib's) is given as many of a batch's photos at once as torch has
     threads (before: one at a time, while a second core idled through half the time of `facekit normalize`), and the
     outcomes keep the photos' order; any other detector still gets one photo at a time."""
-    import threading
-    import time
-
     import torch
-
-    class Counted:
-        def __init__(self, inner: Any, thread_safe: bool) -> None:
-            self.inner, self.card, self.thread_safe = inner, inner.card, thread_safe
-            self.inside, self.most, self.lock = 0, 0, threading.Lock()
-
-        def detect_array(self, image: np.ndarray) -> list:
-            with self.lock:
-                self.inside += 1
-                self.most = max(self.most, self.inside)
-            time.sleep(0.02)  # wide enough for the others to come in, were they let
-            try:
-                return self.inner.detect_array(image)
-            finally:
-                with self.lock:
-                    self.inside -= 1
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     faces = [real_face().image, two_faces()[0], np.full((64, 64, 3), 128, np.uint8)] * 2
@@ -233,14 +224,14 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
     expected = [(o.status, o.face and o.face.box) for o in normalizer.normalize_many(faces, names)]
     assert [status for status, _ in expected] == ["ok", "ok", "no_face"] * 2
     for thread_safe, most in ((True, 3), (False, 1)):
-        counted = Counted(normalizer.detector, thread_safe)
+        counted = CountedDetector(normalizer.detector, thread_safe)
         outcomes = facekit.Normalizer.from_checkpoint(detector=counted).normalize_many(faces, names)
         assert counted.most == most and [o.name for o in outcomes] == names
         assert [(o.status, o.face and o.face.box) for o in outcomes] == expected
     from facekit.normalize import MAX_DETECTION_THREADS, detection_threads
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)  # a large server: no more threads than that
-    assert detection_threads(Counted(normalizer.detector, True)) == MAX_DETECTION_THREADS == 8
+    assert detection_threads(CountedDetector(normalizer.detector, True)) == MAX_DETECTION_THREADS == 8
 
 
 def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
