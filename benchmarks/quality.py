@@ -300,8 +300,14 @@ def main() -> None:
     )
     parser.add_argument("--sheet", type=Path, default=None, help="also write the contact sheet here")
     parser.add_argument("--sheet-rows", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("runs/eval/quality"))
-    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/eval/quality"),
+        help="metrics.json and the contact sheet go here, with --no-write too (the default is the folder the README's "
+        "`facekit export --metrics` reads: give a trial run another)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md (--out is still written)")
     parser.add_argument("--section", default="quality", help="RESULTS.md section to write (default: quality)")
     parser.add_argument("--title", default="Quality of the normalized face", help="the section's heading")
     parser.add_argument(
