@@ -484,7 +484,9 @@ def solve_spline(
     lhs = torch.cat([top, bottom], 1)
     rhs = torch.cat([f, f.new_zeros(b, 3, cdim)], 1)
     sol, info = torch.linalg.solve_ex(lhs, rhs)
-    if check and bool((info != 0).any()):
+    if check and bool((info != 0).any() | ~torch.isfinite(f).all()):  # (one host sync for both)
+        if not bool(torch.isfinite(f).all()):  # (a NaN source point gave a finite, wrong image without a word)
+            raise SplineError("spline values contain NaN or Inf (a source point that is not a finite number)")
         raise SplineError("the spline system is singular (degenerate centres)")
     return sol[:, :n], sol[:, n:], origin
 
@@ -604,6 +606,16 @@ def tfa_boundary_points(meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "warper_params": params, BOUNDARY_CONVENTION_KEY: "tfa"}
 
 
+def _check_points(source: torch.Tensor, destination: torch.Tensor) -> None:
+    """Refuse ``source`` and ``destination`` that are not (B, K, 2) with the same K (a K that differs was a torch size
+    error far inside, or, in :func:`piecewise_affine_warp`, a warp through the wrong pairs of points without a word)."""
+    if source.ndim != 3 or source.shape[-1] != 2 or destination.ndim != 3 or destination.shape[1:] != source.shape[1:]:
+        raise ValueError(
+            f"source / destination must be (B, K, 2) with the same K, got {tuple(source.shape)} and "
+            f"{tuple(destination.shape)}"
+        )
+
+
 def _with_boundary(
     source: torch.Tensor, destination: torch.Tensor, height: int, width: int, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -717,8 +729,7 @@ def sparse_image_warp(
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
     b, _, h, w = image.shape
-    if source.ndim != 3 or source.shape[-1] != 2 or destination.ndim != 3:
-        raise ValueError("source / destination must be (B, K, 2)")
+    _check_points(source, destination)
     if source.shape[0] != b:
         source = source.expand(b, -1, -1)
     dt = _compute_dtype(image, source, destination)
@@ -908,6 +919,11 @@ def piecewise_affine_warp(
     """
     from scipy.spatial import Delaunay
 
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
+    _check_points(source, destination)
+    if not (bool(torch.isfinite(source).all()) and bool(torch.isfinite(destination).all())):
+        raise SplineError("source / destination points contain NaN or Inf")  # (the hull test read them as outside)
     b, _, h, w = image.shape
     if source.shape[0] != b:
         source = source.expand(b, -1, -1)
