@@ -288,7 +288,7 @@ def _detail_settings(detail: Any) -> DetailSettings | None:
 
     if detail is None or isinstance(detail, DetailSettings):
         return detail
-    if isinstance(detail, int | float) and not isinstance(detail, bool):
+    if isinstance(detail, numbers.Real) and not isinstance(detail, bool | np.bool_):  # numpy's numbers too
         return DetailSettings.of(strength=float(detail))  # as `--detail N`: 0 is the decoder's face alone
     if isinstance(detail, Mapping):
         known = [f.name for f in fields(DetailSettings)]

@@ -146,6 +146,8 @@ def test_options_that_would_be_ignored_or_misread_are_errors(normalizer: facekit
             facekit.Normalizer.from_checkpoint(device=device)
     off = facekit.Normalizer.from_checkpoint(detail=0)  # a number is the strength: 0 = the decoder's face alone
     assert not off.detail.active
+    # numpy's numbers too, as size takes them (before: np.float32(0.0), e.g. from a sweep, was "use ... a strength")
+    assert facekit.Normalizer.from_checkpoint(detail=np.float32(0.5)).detail.strength == 0.5
     for detail, message in ((False, "a strength"), ({"bogus": 1}, "unknown setting"), (-1, "strength must be in")):
         with pytest.raises(FacekitError, match=message):
             facekit.Normalizer.from_checkpoint(detail=detail)
