@@ -233,7 +233,8 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
             f"normalize takes one photo per call, got {several} (a {type(image).__name__}); for several: "
             "normalize_many(images, names)"
         )
-    if bgr and (isinstance(image, str | os.PathLike) or hasattr(image, "mode")):
+    encoded = isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read")
+    if bgr and (encoded or hasattr(image, "mode")):  # (a file's bytes or an io.BytesIO: bgr was ignored)
         raise FacekitError("normalize: bgr=True is for arrays in OpenCV's order; a file or PIL image has its own")
     if not all_faces and (max_faces is not None or near is not None):
         given = " and ".join(n for n, v in (("max_faces", max_faces), ("near", near)) if v is not None)

@@ -121,8 +121,14 @@ def test_options_that_would_be_ignored_or_misread_are_errors(normalizer: facekit
     ):
         with pytest.raises(FacekitError, match=message):
             normalizer.normalize(rgb, **options)
-    with pytest.raises(FacekitError, match="bgr=True is for arrays"):
-        normalizer.normalize(Image.fromarray(rgb), bgr=True)
+    import io
+
+    encoded = io.BytesIO()
+    Image.fromarray(rgb).save(encoded, "PNG")
+    # A file's bytes and an io.BytesIO too, as a path is (before: bgr=True was ignored on them without a word).
+    for given in (Image.fromarray(rgb), encoded.getvalue(), bytearray(encoded.getvalue()), encoded):
+        with pytest.raises(FacekitError, match="bgr=True is for arrays"):
+            normalizer.normalize(given, bgr=True)
     for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 10, 3), np.uint8)):
         with pytest.raises(FacekitError, match="empty image"):
             normalizer.normalize(empty)
