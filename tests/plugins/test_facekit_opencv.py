@@ -136,6 +136,18 @@ def test_yunet_finds_one_face_with_its_eyes(data_root: Path) -> None:
         assert np.linalg.norm(eyes - pupils, axis=1).max() < 0.12 * interocular
 
 
+def test_yunet_pickles_and_deep_copies(detector: YuNetDetector, data_root: Path) -> None:
+    """A Normalizer with YuNet goes to a process pool (pickled) or is deep-copied as one with dlib's detector does
+    (before: "cannot pickle 'cv2.FaceDetectorYN' object"); the copy finds the same faces."""
+    import copy
+    import pickle
+
+    rgb = cv2.cvtColor(_bgr(data_root / "lfw" / "images" / "AJ_Cook" / "AJ_Cook_0001.jpg"), cv2.COLOR_BGR2RGB)
+    found = [(face.box, face.landmarks.tolist()) for face in detector.detect_array(rgb)]
+    for twin in (pickle.loads(pickle.dumps(detector)), copy.deepcopy(detector)):
+        assert [(face.box, face.landmarks.tolist()) for face in twin.detect_array(rgb)] == found and found
+
+
 def test_yunet_to_5pt_and_align_match_opencv(lfw_crops: dict[str, Any]) -> None:
     for image, row, crop in zip(lfw_crops["images"], lfw_crops["rows"], lfw_crops["crops"], strict=True):
         points = row[4:14].reshape(5, 2)

@@ -59,6 +59,16 @@ class YuNetDetector:
             str(path), "", self._size, self.params.score_threshold, self.params.nms_threshold, self.params.top_k
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled or deep-copied without OpenCV's network, which cannot be (a Normalizer with this detector could not
+        go to a process pool, nor be deep-copied: "cannot pickle 'cv2.FaceDetectorYN' object"); the copy loads it
+        again from the settings. A subclass's own attributes come along."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("_net", "_size")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        YuNetDetector.__init__(self, state["params"])  # (not a subclass's own __init__)
+        self.__dict__.update(state)
+
     def detect(self, images: Any) -> list[list[FaceDetection]]:
         """``images`` (B, 3, H, W) RGB in [0, 1] -> per image, the faces found, largest first."""
         return [self.detect_array(image) for image in to_uint8_rgb(images)]
