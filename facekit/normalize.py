@@ -690,8 +690,20 @@ class Normalizer:
         return self.size or self.image_size
 
     def decode_features(self, features: torch.Tensor) -> Any:
+        """The decoder's faces for (B, F) ``features`` of the model's encoder (``normalizer.encoder.features`` of its
+        aligned crops, or points between two faces' features, as ``explore`` decodes): a DecoderOutput with ``image``
+        (B, 3, M, M) in [0, 1] at the model's size M, without the photo's detail, and ``landmarks`` (B, K, 2) in it.
+        Features of another shape are a FacekitError naming the size the decoder reads (before: a torch size error
+        from inside the decoder)."""
+        size = getattr(self.decoder, "feature_size", None)
+        shape = tuple(getattr(features, "shape", ()))
+        if not isinstance(features, torch.Tensor) or len(shape) != 2 or (size is not None and shape[1] != size):
+            got = f"a {type(features).__name__} of shape {shape}" if shape else f"a {type(features).__name__}"
+            raise FacekitError(
+                f"decode_features takes a (B, {size or 'F'}) torch tensor of the model's encoder features, got {got}"
+            )
         with torch.no_grad():
-            return self.decoder(features.to(self.device))
+            return self.decoder(features.to(self.device, torch.float32))
 
     @overload
     def normalize(self, image: Any, *, bgr: bool = ..., all_faces: Literal[False] = ...) -> NormalizedFace: ...

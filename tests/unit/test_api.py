@@ -615,3 +615,20 @@ def test_a_model_by_name_pickles_and_odd_inputs_are_one_line(
 
     with pytest.raises(FacekitError, match="a whole number of at least 2 steps"):
         feature_path(np.zeros(3), np.ones(3), 2.5)  # type: ignore[arg-type]
+
+
+def test_decode_features_says_what_features_it_takes(normalizer: facekit.Normalizer) -> None:
+    """Features of another size or shape, or not a tensor, are one line naming the size the decoder reads (before: a
+    torch size error from inside the decoder, or an AttributeError for a numpy array); float64 features are read."""
+    import torch
+
+    size = normalizer.decoder.feature_size
+    for features, got in (
+        (torch.zeros(2, size + 1), rf"got a Tensor of shape \(2, {size + 1}\)"),
+        (torch.zeros(size), rf"got a Tensor of shape \({size},\)"),
+        (np.zeros((2, size), np.float32), "got a ndarray"),
+    ):
+        with pytest.raises(FacekitError, match=rf"decode_features takes a \(B, {size}\) torch tensor .*{got}"):
+            normalizer.decode_features(features)  # type: ignore[arg-type]
+    out = normalizer.decode_features(torch.zeros(2, size, dtype=torch.float64))
+    assert out.image.shape == (2, 3, normalizer.image_size, normalizer.image_size)
