@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -368,6 +368,24 @@ class FaceAdjuster(UsesNormalizer):
         device: str | None = None,
     ) -> None:
         super().__init__(normalizer, model, checkpoint, face, device)
+        # Built directly (to share a normalizer) nothing else checks these: an unknown only was a KeyError at the
+        # first photo, an unknown mapping or region was read as another one without a word (load_component checks).
+        choices: dict[str, tuple[str, ...]] = {
+            "only": get_args(Only),
+            "mapping": get_args(Mapping),
+            "region": get_args(Region),
+        }
+        for name, value in (("only", only), ("mapping", mapping), ("region", region)):
+            if value not in choices[name]:
+                raise FacekitError(f"unknown {name} {value!r}; known: {', '.join(choices[name])}")
+        if not isinstance(all_faces, bool):
+            raise FacekitError(f"all_faces must be True or False, got {all_faces!r}")
+        if (
+            isinstance(strength, bool)
+            or not isinstance(strength, int | float | np.number)
+            or not 0.0 <= strength <= 1.0
+        ):
+            raise FacekitError(f"strength must be between 0 and 1, got {strength!r}")
         self.strength, self.only, self.all_faces, self.mapping = strength, only, all_faces, mapping
         gains = mapping == "gains"  # fusing and refining work in linear light; the paper's YCrCb map is one pass
         if fuse == "auto":

@@ -340,6 +340,21 @@ def test_fused_white_balance_mixes_chromaticity_and_keeps_the_faces_exposure() -
         FaceAdjuster(fuse_weight=1.5)
 
 
+def test_settings_the_adjuster_is_built_with_are_checked_at_once() -> None:
+    """Built directly (to share a normalizer), an unknown only was a KeyError at the first photo, and an unknown
+    mapping or region, or all_faces "no", was read as another setting without a word."""
+    for settings, message in (
+        ({"only": "colour"}, "unknown only 'colour'; known: both, white-balance, exposure"),
+        ({"mapping": "rgb"}, "unknown mapping 'rgb'; known: ycrcb, gains"),
+        ({"region": "face"}, "unknown region 'face'; known: box, skin"),
+        ({"all_faces": "no"}, "all_faces must be True or False"),
+        ({"strength": "1"}, "strength must be between 0 and 1, got '1'"),
+    ):
+        with pytest.raises(FacekitError, match=message):
+            FaceAdjuster(**settings)
+    assert FaceAdjuster(strength=np.float32(0.5), only="exposure").strength == 0.5
+
+
 def cast_texture(illuminant: np.ndarray) -> np.ndarray:
     """A grey texture (every pixel neutral, levels and edges everywhere) under ``illuminant`` (3,) in linear light:
     each of the four global estimators finds the illuminant's colour in it."""
