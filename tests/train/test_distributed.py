@@ -40,6 +40,9 @@ def _rank(rank: int, port: int, folder: str) -> None:
     )
     dist.barrier()  # neither rank tears gloo down while the other still talks to it (an abort at exit otherwise)
     dist.destroy_process_group()
+    # The results are on disk; leave without the interpreter's teardown, where gloo's C++ threads still ended a rank
+    # now and then in "terminate called without an active exception" (SIGABRT; about 1 run in 30, stop 51's CI).
+    os._exit(0)
 
 
 def test_global_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path: Path) -> None:
