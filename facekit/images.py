@@ -406,23 +406,31 @@ def downscale(photo: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
 
 
-def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray | None], list[str]]:
+def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray | None], list[str], dict[int, str]]:
     """``images`` each read by :func:`as_rgb` (``None`` stays None: unreadable) and ``names`` as lists, for
-    ``caller``'s batch (``normalize_many``, ``measure_faces``): a path or bytes given instead of a list (its
-    characters were read as photos), lists of other lengths, or a form :func:`as_rgb` cannot take is a
-    FacekitError naming ``caller`` and the input. A plain RGB array comes back as it is (no copy)."""
+    ``caller``'s batch (``normalize_many``, ``measure_faces``), with why each photo given as a file (a path, the
+    file's bytes, an open binary file) that cannot be read is None: {index: reason}. A damaged, missing or oversized
+    file costs that photo, not the batch (the CLI's rule for a folder). A path or bytes given instead of a list (its
+    characters were read as photos), lists of other lengths, or a form :func:`as_rgb` cannot take (an array of the
+    wrong shape, a file open in text mode) is a FacekitError naming ``caller`` and the input: the caller's mistake,
+    not the photo's. A plain RGB array comes back as it is (no copy)."""
     if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
         raise FacekitError(f"{caller} takes a list of photos and a list of their names: {caller}([photo], [name])")
     images, names = list(images), list(names)  # (a generator has no len)
     if len(images) != len(names):
         raise FacekitError(f"{caller}: {len(images)} images but {len(names)} names")
     read: list[np.ndarray | None] = []
-    for image, name in zip(images, names, strict=True):
+    reasons: dict[int, str] = {}
+    for index, (image, name) in enumerate(zip(images, names, strict=True)):
         try:
             read.append(None if image is None else as_rgb(image))
         except FacekitError as error:
-            raise FacekitError(f"{caller}: {name}: {error}") from None
-    return read, names
+            a_file = isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read")
+            if not a_file or isinstance(image, io.TextIOBase):
+                raise FacekitError(f"{caller}: {name}: {error}") from None
+            read.append(None)
+            reasons[index] = str(error)
+    return read, names, reasons
 
 
 def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:

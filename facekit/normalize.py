@@ -394,15 +394,15 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:
-    """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image (logged under
-    ``name``; :func:`detector_failure`): every loop over photos goes on past one a detector plugin fails on. A
+    """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image or returned a
+    face whose landmarks are not finite (logged under ``name``; :func:`detector_failure`): every loop over photos
+    goes on past one a detector plugin fails on. A
     detector that returns None found no face. Running out of memory (host or accelerator) is not a photo's problem
     and still raises. The detector is given a copy of ``image``: the photo is the caller's, and the encoder's crop
     and the photo detail are taken from it afterwards (a detector that drew on it changed the face without a word;
     a read-only view would not stop one that sets it writable again or writes through torch)."""
     try:
-        found = detector.detect_array(image.copy())
-        return ([] if found is None else list(found)), ""
+        found = [] if (faces := detector.detect_array(image.copy())) is None else list(faces)
     except MemoryError:
         raise
     except Exception as error:  # any plugin's error: that photo's row says which
@@ -411,6 +411,26 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
         why = detector_failure(detector, error)
         logger.warning("%s: %s", name or "a photo", why, exc_info=logger.isEnabledFor(logging.DEBUG))
         return [], why
+    if any(not _finite_points(face) for face in found):  # one photo's numerical failure, not the batch's
+        why = (
+            f"the detector ({type(detector).__name__}) returned landmarks that are not finite numbers (NaN or "
+            "infinity) for a face in it: fix the detector plugin"
+        )
+        logger.warning("%s: %s", name or "a photo", why)
+        return [], why
+    return found, ""
+
+
+def _finite_points(face: Any) -> bool:
+    """Whether ``face``'s landmarks are all finite numbers (True when it has none, or they are not numbers at all:
+    :func:`check_detection` names those)."""
+    points = getattr(face, "landmarks", None)
+    if points is None:
+        return True
+    try:
+        return bool(np.isfinite(np.asarray(points, dtype=np.float64)).all())
+    except (TypeError, ValueError):
+        return True
 
 
 #: Photos longer than this (px) are searched for faces on a copy of this size (:func:`detect_photo`).
@@ -798,15 +818,18 @@ class Normalizer:
     ) -> list[Outcome]:
         """Normalize one face of each image (``None`` = unreadable), chosen by :attr:`face` (:func:`choose_face`; the
         largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
-        :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a form it cannot
-        take is a FacekitError naming the input."""
+        :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a file that cannot be
+        read (missing, damaged, too large) is that input's ``unreadable`` outcome, its ``reason`` saying why, and
+        the others go on; a form it cannot take is a FacekitError naming the input."""
         from facekit.images import read_photos
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
-        images, names = read_photos(images, names, "normalize_many")  # (helper-72: a path's characters were photos)
+        images, names, unread = read_photos(images, names, "normalize_many")  # (helper-72: a path's characters)
 
         outcomes, pending = detect_one(self.detector, images, names, self.face)
+        for index, reason in unread.items():
+            outcomes[index].reason = reason
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
             found = [(image, face, outcomes[index].extras["faces_found"]) for index, image, face in chunk]

@@ -259,7 +259,8 @@ class Detector(Protocol):
     ``FaceDetection.scheme``. The card says what the points mean: a detector whose scheme
     an encoder cannot align from is refused by the pipeline with a FacekitError, never run. An image with no face
     (too small, too thin, blank) is an empty list, not an error (``facekit.testing``'s ``no_face`` check); an
-    exception raised for one photo costs that photo only (``detector_error`` row, ``facekit.normalize.detect_guarded``).
+    exception raised for one photo, or a face returned with landmarks that are not finite, costs that photo only
+    (``detector_error`` row, ``facekit.normalize.detect_guarded``).
     ``detect_array`` must not change the image it is given (the conformance checks fail one that does; the pipeline
     gives it a copy of the photo, which it crops the encoder's input and the photo detail from afterwards). A photo
     over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each face found located

@@ -289,8 +289,10 @@ class FaceAttributes(UsesNormalizer):
 
         # Read here, as normalize_many reads them (helper-72: a path, grey or RGBA photo was normalized, then
         # measured unread).
-        photos, names = read_photos(photos, names, "measure_faces")
+        photos, names, unread = read_photos(photos, names, "measure_faces")
         outcomes = self.normalizer.normalize_many(photos, names)
+        for index, reason in unread.items():
+            outcomes[index].reason = outcomes[index].reason or reason
         for photo, outcome in zip(photos, outcomes, strict=True):
             if outcome.face is None or photo is None:
                 continue

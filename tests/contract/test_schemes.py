@@ -92,22 +92,33 @@ def test_a_detection_that_contradicts_its_card_is_refused() -> None:
         check_detection(dlib, wrong)
 
 
-def test_a_detection_with_landmarks_that_are_not_finite_is_refused() -> None:
+def test_a_detection_with_landmarks_that_are_not_finite_costs_that_photo_only() -> None:
     """Before: NaN landmarks passed the card check and the normalizer ended in numpy's LinAlgError ("SVD did not
-    converge") from inside the alignment, naming neither the detector nor the fix."""
-    from facekit.normalize import detect_one
+    converge") from inside the alignment, naming neither the detector nor the fix; then (stop 51) a FacekitError that
+    stopped the whole batch for one photo the detector failed on numerically. Now that photo is a detector_error row
+    that names the detector, and the others are normalized."""
+    from facekit.normalize import DETECTOR_ERROR, check_detection, detect_one
 
     dlib = facekit.load_component("detector", "dlib")
     face = dlib.detect_array(real_face().image.copy())[0]
+    poisoned = real_face().image.copy()
+    poisoned[0, 0] = (1, 2, 3)  # the photo this detector fails on
 
     class NaNPoints:
         card = dlib.card
 
         def detect_array(self, image: np.ndarray) -> list[FaceDetection]:
-            return [FaceDetection(face.box, face.score, np.full_like(face.landmarks, np.nan), "ibug68")]
+            bad = tuple(image[0, 0]) == (1, 2, 3)
+            points = np.full_like(face.landmarks, np.nan) if bad else face.landmarks
+            return [FaceDetection(face.box, face.score, points, "ibug68")]
 
-    with pytest.raises(FacekitError, match="NaNPoints returned a face with landmarks that are not finite"):
-        detect_one(NaNPoints(), [real_face().image], ["face.jpg"])
+    outcomes, pending = detect_one(NaNPoints(), [real_face().image, poisoned], ["good.jpg", "bad.jpg"])
+    assert [o.status for o in outcomes] == ["ok", DETECTOR_ERROR]
+    assert "NaNPoints" in outcomes[1].reason and "not finite" in outcomes[1].reason
+    assert [index for index, _, _ in pending] == [0]
+    wrong = FaceDetection(face.box, face.score, np.full_like(face.landmarks, np.inf), "ibug68")
+    with pytest.raises(FacekitError, match="landmarks that are not finite"):  # a face handed over directly
+        check_detection(dlib, wrong)
 
 
 class LargestLast:

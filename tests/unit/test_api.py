@@ -68,6 +68,26 @@ def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tm
             normalizer.normalize(several)
 
 
+def test_a_file_it_cannot_read_costs_that_photo_in_a_batch(normalizer: facekit.Normalizer, tmp_path: Path) -> None:
+    """Before (helper-108): one missing or damaged file among normalize_many's paths raised, and the batch's other
+    photos were lost with it; the command line's folder run already gave such a file its own row. A form it cannot
+    take (an array of the wrong shape, a file open in text mode) is still the caller's error."""
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(b"\xff\xd8\xff\xe0 not a photo")
+    face = real_face().image
+    outcomes = normalizer.normalize_many(
+        [tmp_path / "missing.jpg", face, damaged.read_bytes(), damaged], ["missing", "face", "bytes", "damaged"]
+    )
+    assert [o.status for o in outcomes] == ["unreadable", "ok", "unreadable", "unreadable"]
+    assert "missing.jpg: unreadable" in outcomes[0].reason and outcomes[2].reason and outcomes[3].reason
+    assert outcomes[1].face is not None and outcomes[1].reason == ""
+    with pytest.raises(FacekitError, match=r"normalize_many: wrong: .*shape"):
+        normalizer.normalize_many([face, np.zeros((4, 4, 2), np.uint8)], ["face", "wrong"])
+    damaged.write_text("text")
+    with open(damaged) as text, pytest.raises(FacekitError, match=r"normalize_many: text: .*open it with 'rb'"):
+        normalizer.normalize_many([face, text], ["face", "text"])
+
+
 def test_every_form_of_one_photo_is_read_the_same_way(
     normalizer: facekit.Normalizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
