@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar, get_args
+from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -86,6 +86,16 @@ class Params(BaseModel):
     def _no_booleans_for_numbers(cls, data: Any) -> Any:
         return no_booleans_for_numbers(cls, data)
 
+    @classmethod
+    def checked(cls, values: Mapping[str, Any], component: str) -> Self:
+        """``values`` validated into this model, or a :class:`ParamsError` naming ``component`` with every problem:
+        how ``load_component`` checks a component's settings, for a component's constructor called directly (to
+        share a normalizer, in a test) so that it refuses what a recipe refuses, in the same words."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            raise ParamsError(problems_from_validation(exc, fields=list(cls.model_fields)), component) from None
+
 
 class NoParams(Params):
     """For components without parameters."""
@@ -107,11 +117,7 @@ class ComponentSpec(Generic[T]):
 
     def validate_params(self, values: Mapping[str, Any]) -> Params:
         """Validate ``values`` into this component's ``Params``; raises :class:`ParamsError` with every problem."""
-        try:
-            return self.params.model_validate(dict(values))
-        except ValidationError as exc:
-            fields = list(self.params.model_fields)
-            raise ParamsError(problems_from_validation(exc, fields=fields), f"{self.name} params") from None
+        return self.params.checked(values, f"{self.name} params")
 
     def build(self, params: Params | Mapping[str, Any] | None = None) -> T:
         """Validate ``params`` (unless already this spec's own model) and call the factory."""

@@ -200,6 +200,28 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
             facekit.load_component("app", "avatar", sfm=str(maker.model.path), colour_model=str(tmp_path / name))
 
 
+def test_an_avatar_maker_built_directly_refuses_what_load_component_refuses(maker: Any) -> None:
+    """Before (helper-108): AvatarMaker(...) built directly took steps 0, a 10 px texture or a negative landmark
+    noise without a word (load_component's params refused them); now both refuse in the same words."""
+    from facekit_avatar.app import AvatarMaker
+
+    sfm = str(maker.model.path)
+    for settings, field in (
+        ({"steps": 0}, "steps"),
+        ({"texture_size": 10}, "texture_size"),
+        ({"sigma_px": -1.0}, "sigma_px"),
+        ({"colour_prior": 0.0}, "colour_prior"),
+        ({"landmarks": "eos"}, "landmarks"),
+        ({"steps": True}, "steps"),
+    ):
+        with pytest.raises(FacekitError, match=f"avatar: {field}: ") as direct:
+            AvatarMaker(sfm=sfm, **settings)
+        with pytest.raises(FacekitError) as loaded:
+            facekit.load_component("app", "avatar", sfm=sfm, **settings)
+        assert str(direct.value).removeprefix("avatar: ") == str(loaded.value).removeprefix("avatar params: ")
+    assert AvatarMaker(sfm=sfm, steps=5).steps == 5
+
+
 def test_the_blend_replaces_grazing_smears_with_the_colour_model(maker: Any) -> None:
     """Texels of vertices the camera saw face-on keep the image's colour; those it saw at grazing angles (or outside
     the face) take the colour model's reconstruction instead of the smeared image colour."""

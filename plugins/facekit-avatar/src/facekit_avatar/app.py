@@ -79,9 +79,13 @@ class AvatarMaker:
         steps: int = 40,
         landmarks: str = "voted",
     ) -> None:
+        from facekit_avatar import AvatarParams
+
+        # Built directly (a test, a shared model), as load_component builds it: steps 0, a texture of 10 px or a
+        # negative landmark noise gave NaN fits or a failed render far from the cause (helper-108).
+        settings = {"texture_size": texture_size, "colour_prior": colour_prior, "sigma_px": sigma_px, "steps": steps}
+        AvatarParams.checked({"sfm": sfm, "colour_model": colour_model, "landmarks": landmarks, **settings}, "avatar")
         self.model: SurreyModel = load_model(sfm)
-        if landmarks not in LANDMARK_MAPS:
-            raise FacekitError(f"unknown landmark map {landmarks!r}; known: {', '.join(LANDMARK_MAPS)}")
         self.landmarks = landmarks
         self.landmark_map = read_landmark_map(data_file(LANDMARK_MAPS[landmarks]))
         self.colour_model = ColourModel.load(colour_model)
