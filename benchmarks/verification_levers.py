@@ -11,14 +11,15 @@ teach a decoder (different people's normalized faces are more alike than their p
 
 A variant is ``DETAIL[@MODE:K]``: DETAIL is ``STRENGTH:SIGMA:SHAPE:FOREHEAD`` as ``quality.py --detail`` takes it;
 ``output:K`` moves the decoder's texture and landmarks K times as far from those it decodes from the training set's
-mean features, ``feature:K`` decodes K times the standardised features (the shipped ``paper`` decoder's layout),
-``flip:K`` decodes the encoder's features mixed with those of the mirrored crop ((1 - K) own + K mirrored),
-``invert:K`` takes K Adam steps (rate 0.05) on the decoder's standardised input so that the training encoder's
-embedding of the output's crop moves towards the photo's (test-time inversion; the judge, SFace, is not used). The
-shipped model normalizes every photo of the pairs (central face) once per variant; detection and the encoder's
-features are computed once. Each variant is scored with the default pipeline and with the decoder's face alone.
-``--framed-photos`` adds the photos themselves resampled into the first variant's output frames, on their own
-background and on the plain one: what the frame, the size and the background alone cost.
+mean features (``shape:K`` its landmarks only, ``texture:K`` its texture only), ``feature:K`` decodes K times the
+standardised features (the shipped ``paper`` decoder's layout), ``flip:K`` decodes the encoder's features mixed with
+those of the mirrored crop ((1 - K) own + K mirrored), ``invert:K`` takes K Adam steps (rate 0.05) on the decoder's
+standardised input so that the training encoder's embedding of the output's crop moves towards the photo's
+(test-time inversion; the judge, SFace, is not used). The shipped model normalizes every photo of the pairs (central
+face) once per variant; detection and the encoder's features are computed once. Each variant is scored with the
+default pipeline and with the decoder's face alone. ``--framed-photos`` adds the photos themselves resampled into
+the first variant's output frames, on their own background and on the plain one: what the frame, the size and the
+background alone cost.
 
 Writes the ``verification-levers`` section of benchmarks/RESULTS.md.
 """
@@ -66,7 +67,7 @@ VARIANTS = [
     f"{DEFAULT}@output:1.5",
     f"{DEFAULT}@feature:1.25",
 ]
-MODES = ("output", "feature", "flip", "invert")
+MODES = ("output", "shape", "texture", "feature", "flip", "invert")
 
 
 class Wrapped(torch.nn.Module):
@@ -87,8 +88,9 @@ class Wrapped(torch.nn.Module):
 
 
 class Exaggerated(Wrapped):
-    """The shipped decoder with its face moved ``k`` times as far from its mean face (``mode`` output) or decoded
-    from ``k`` times its standardised features (``mode`` feature)."""
+    """The shipped decoder with its face moved ``k`` times as far from its mean face (``mode`` output; shape: its
+    landmarks only, texture: its texture only) or decoded from ``k`` times its standardised features (``mode``
+    feature)."""
 
     def __init__(self, decoder: Any, mode: str, k: float) -> None:
         super().__init__(decoder)
@@ -99,11 +101,13 @@ class Exaggerated(Wrapped):
         z = decoder.standardise(features)
         hidden = decoder.shared(self.k * z if self.mode == "feature" else z)
         landmarks, texture = decoder.predict_landmarks(hidden), decoder.texture_head(hidden)
-        if self.mode == "output":
+        if self.mode in ("output", "shape", "texture"):
             mean_hidden = decoder.shared(torch.zeros_like(z[:1]))
             mean_points, mean_texture = decoder.predict_landmarks(mean_hidden), decoder.texture_head(mean_hidden)
-            landmarks = mean_points + self.k * (landmarks - mean_points)
-            texture = (mean_texture + self.k * (texture - mean_texture)).clamp(0, 1)
+            if self.mode != "texture":
+                landmarks = mean_points + self.k * (landmarks - mean_points)
+            if self.mode != "shape":
+                texture = (mean_texture + self.k * (texture - mean_texture)).clamp(0, 1)
         return self.render(landmarks, texture)
 
 

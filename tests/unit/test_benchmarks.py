@@ -188,6 +188,29 @@ def test_a_framed_photo_is_the_photo_in_the_outputs_frame_and_the_plain_one_grey
     assert framed_photo(None, output) is None and framed_photo(photo, None) is None
 
 
+def test_the_exaggerated_decoder_moves_only_the_part_its_mode_names(shipped_normalizer: Any) -> None:
+    """verification_levers.py @shape:K / @texture:K move the landmarks / texture alone away from the mean face;
+    @output:K both; K 1 is the shipped decoder's face."""
+    import torch
+    from verification_levers import Exaggerated, Wrapped
+
+    decoder = shipped_normalizer.decoder
+    features = torch.randn(3, decoder.feature_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = decoder.standardise(features)
+        hidden = decoder.shared(z)
+        plain = Wrapped(decoder).render(decoder.predict_landmarks(hidden), decoder.texture_head(hidden))
+        runs = {mode: Exaggerated(decoder, mode, 1.5)(features) for mode in ("shape", "texture", "output")}
+        same = Exaggerated(decoder, "output", 1.0)(features)
+    torch.testing.assert_close(same.image, plain.image)
+    torch.testing.assert_close(runs["shape"].texture, plain.texture)
+    torch.testing.assert_close(runs["texture"].landmarks, plain.landmarks)
+    assert not torch.allclose(runs["shape"].landmarks, plain.landmarks)
+    assert not torch.allclose(runs["texture"].texture, plain.texture)
+    torch.testing.assert_close(runs["output"].landmarks, runs["shape"].landmarks)
+    torch.testing.assert_close(runs["output"].texture, runs["texture"].texture)
+
+
 def test_a_bench_whose_judge_has_its_default_params_keeps_its_cached_rows() -> None:
     """6703953 counted components.judge's params in how a row was scored even when they were its defaults (dlib-resnet
     has none: judge_params {'dlib-resnet': {}}), so every row of benchmarks/default_model_grid.yaml scored before it
