@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -314,6 +314,37 @@ def frozen_encoder(encoder: Any, device: Any = None) -> Any:
             encoder = encoder.to(device)
         encoder.eval().requires_grad_(False)
     return encoder
+
+
+class RebuiltOnUnpickle:
+    """A mixin for components that hold native handles which cannot be pickled (a dlib or OpenCV object, an
+    onnxruntime session, a lock), so that the component, and a :class:`~facekit.normalize.Normalizer` holding it, can
+    still go to a spawned worker process (which receives its arguments pickled) or be deep-copied (``copy.deepcopy``
+    takes the same path).
+
+    A subclass names those attributes in ``_REBUILT`` and makes them in ``_rebuild()`` from its other attributes (its
+    params: a weight file resolved and verified as on first load), calling ``_rebuild()`` from its own ``__init__``.
+    Pickled or copied, the component leaves them out; unpickled, it gets every other attribute back (a subclass's
+    own among them; its ``__init__`` is not run) and then ``_rebuild()``. A subclass that adds handles extends both:
+    ``_REBUILT = (*Base._REBUILT, "_more")`` and a ``_rebuild`` that calls ``super()._rebuild()``. List it before
+    ``torch.nn.Module`` among the bases."""
+
+    #: The attributes left out of the pickled state and made again by :meth:`_rebuild`.
+    _REBUILT: ClassVar[tuple[str, ...]] = ()
+
+    def _rebuild(self) -> None:
+        """Make the attributes named in ``_REBUILT`` from the others (the component's settings)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} leaves {self._REBUILT} out when pickled but does not say how to make them again: "
+            "give it a _rebuild method"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in self._REBUILT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rebuild()
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from facekit.images import downscale, to_uint8_rgb
 from facekit.registry import Params
-from facekit.types import FaceDetection, LandmarkScheme, ModelCard
+from facekit.types import FaceDetection, LandmarkScheme, ModelCard, RebuiltOnUnpickle
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
 
 #: The CNN fallback looks at a copy of at most this many pixels on the long side, without upsampling: mmod takes
@@ -35,7 +35,7 @@ class DetectorParams(Params):
     threshold: float = Field(default=0.0, description="detection score threshold (lower finds more faces)")
 
 
-class DlibDetector:
+class DlibDetector(RebuiltOnUnpickle):
     """Faces and their ``points``-point landmarks (68: iBUG scheme; 5: dlib's eye corners + nose).
 
     Safe to call from several threads at once (:attr:`thread_safe`): dlib's HOG detector is not (one object used by
@@ -49,33 +49,28 @@ class DlibDetector:
     thread_safe = True
 
     def __init__(self, params: DetectorParams, points: int) -> None:
-        import dlib
-
         self.params = params
         self.points = points
         self.card = card(points, params.face_detector)
+        self._rebuild()
+
+    #: What cannot be pickled or copied (dlib's module and objects, the lock): left out, and made again from the
+    #: settings by the copy (helper-72: a Normalizer could not be pickled, for a process pool, nor deep-copied).
+    _REBUILT = ("_dlib", "_hogs", "_cnn_lock", "_cnn", "_predictor")
+
+    def _rebuild(self) -> None:
+        """dlib's detectors and landmark predictor, loaded from the models for ``params`` and ``points``."""
+        import dlib
+
         self._dlib = dlib
         self._hogs: queue.SimpleQueue[Any] = queue.SimpleQueue()  # idle HOG detectors, one per concurrent call
         self._cnn_lock = threading.Lock()
-        if params.face_detector != "cnn":
+        if self.params.face_detector != "cnn":
             self._hogs.put(dlib.get_frontal_face_detector())
-        if params.face_detector != "hog":
+        if self.params.face_detector != "hog":
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path("mmod_human_face_detector.dat")))
-        name = "shape_predictor_68_face_landmarks.dat" if points == 68 else "shape_predictor_5_face_landmarks.dat"
+        name = "shape_predictor_68_face_landmarks.dat" if self.points == 68 else "shape_predictor_5_face_landmarks.dat"
         self._predictor = dlib.shape_predictor(str(model_path(name)))
-
-    #: What cannot be pickled or copied (dlib's module and objects, the lock): made again from the settings.
-    _REBUILT = ("_dlib", "_hogs", "_cnn_lock", "_cnn", "_predictor")
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled or deep-copied without dlib's objects, the module and the lock: the copy loads its models again
-        (helper-72: a Normalizer could not be pickled, for a process pool, nor deep-copied); a subclass's own
-        attributes come along."""
-        return {key: value for key, value in self.__dict__.items() if key not in self._REBUILT}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        DlibDetector.__init__(self, state["params"], state["points"])  # (not a subclass's own __init__)
-        self.__dict__.update(state)
 
     def detect(self, images: Any) -> list[list[FaceDetection]]:
         """``images`` (B, 3, H, W) in [0, 1] -> per image, the faces found, largest first."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from facekit.images import to_uint8_rgb
 from facekit.models import resolve_weights
-from facekit.types import FaceDetection
+from facekit.types import FaceDetection, RebuiltOnUnpickle
 
 from .cards import YUNET_SCHEME, YUNET_SOURCE, YuNetParams, yunet_card
 
@@ -45,29 +45,27 @@ def yunet_to_5pt(points: Any) -> np.ndarray:
     return array[list(YUNET_TO_5PT)]
 
 
-class YuNetDetector:
+class YuNetDetector(RebuiltOnUnpickle):
     """Faces with YuNet's five landmarks, largest first."""
 
     def __init__(self, params: YuNetParams | None = None) -> None:
-        import cv2
-
         self.params = params or YuNetParams()
         self.card = card()
+        self._rebuild()
+
+    #: OpenCV's network cannot be pickled (a Normalizer with this detector could not go to a process pool, nor be
+    #: deep-copied: "cannot pickle 'cv2.FaceDetectorYN' object"): the copy loads it again from the settings.
+    _REBUILT = ("_net", "_size")
+
+    def _rebuild(self) -> None:
+        """OpenCV's network from the verified weight file, set up for a 320 x 320 input."""
+        import cv2
+
         path = resolve_weights(SOURCE, self.params.weights, what="YuNet detector")
         self._size = (320, 320)
         self._net = cv2.FaceDetectorYN.create(
             str(path), "", self._size, self.params.score_threshold, self.params.nms_threshold, self.params.top_k
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled or deep-copied without OpenCV's network, which cannot be (a Normalizer with this detector could not
-        go to a process pool, nor be deep-copied: "cannot pickle 'cv2.FaceDetectorYN' object"); the copy loads it
-        again from the settings. A subclass's own attributes come along."""
-        return {key: value for key, value in self.__dict__.items() if key not in ("_net", "_size")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        YuNetDetector.__init__(self, state["params"])  # (not a subclass's own __init__)
-        self.__dict__.update(state)
 
     def detect(self, images: Any) -> list[list[FaceDetection]]:
         """``images`` (B, 3, H, W) RGB in [0, 1] -> per image, the faces found, largest first."""

@@ -1,0 +1,78 @@
+"""facekit.types.RebuiltOnUnpickle: components with native handles go to spawned workers and deep copies."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+from typing import Any
+
+import pytest
+
+from facekit.types import RebuiltOnUnpickle
+
+
+class Handled(RebuiltOnUnpickle):
+    """A component whose lock (which cannot be pickled) stands for a native handle made from its settings."""
+
+    _REBUILT = ("_lock", "_made_for")
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.inits = 1
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._lock = threading.Lock()
+        self._made_for = self.threshold
+
+
+class MoreHandled(Handled):
+    """A subclass with an ``__init__`` of its own, its own attributes and a handle of its own."""
+
+    _REBUILT = (*Handled._REBUILT, "_event")
+
+    def __init__(self, threshold: float, extra: int) -> None:
+        super().__init__(threshold)
+        self.extra = extra
+
+    def _rebuild(self) -> None:
+        super()._rebuild()
+        self._event = threading.Event()
+
+
+class Unsaid(RebuiltOnUnpickle):
+    _REBUILT = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _copies(component: Any) -> list[Any]:
+    return [pickle.loads(pickle.dumps(component)), copy.deepcopy(component)]
+
+
+def test_a_component_with_native_handles_pickles_and_makes_them_again() -> None:
+    with pytest.raises(TypeError, match="cannot pickle"):  # what the mixin is for
+        pickle.dumps(threading.Lock())
+    original = Handled(0.5)
+    original.threshold = 0.7  # set after construction: the copy keeps it and rebuilds from it
+    for twin in _copies(original):
+        assert type(twin) is Handled and twin.threshold == 0.7 and twin.inits == 1
+        assert isinstance(twin._lock, type(original._lock)) and twin._lock is not original._lock
+        assert twin._made_for == 0.7  # made from the restored settings, not carried over
+
+
+def test_a_subclass_keeps_its_attributes_and_adds_handles_without_its_init_running() -> None:
+    original = MoreHandled(0.5, extra=3)
+    original.scale = 2  # an attribute no __init__ sets
+    assert "_event" not in original.__getstate__() and "_lock" not in original.__getstate__()
+    for twin in _copies(original):
+        assert (twin.threshold, twin.extra, twin.scale, twin.inits) == (0.5, 3, 2, 1)
+        assert twin._event is not original._event and twin._lock is not original._lock
+
+
+def test_handles_named_without_a_rebuild_are_an_error_naming_the_class() -> None:
+    state = pickle.dumps(Unsaid())
+    with pytest.raises(NotImplementedError, match=r"Unsaid leaves \('_lock',\) out .* give it a _rebuild method"):
+        pickle.loads(state)
