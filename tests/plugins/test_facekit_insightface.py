@@ -3,7 +3,10 @@ the torch iresnet on a real-shaped backbone.pth, checksums, strict keys and safe
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +166,26 @@ def test_arcface_onnx_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
     with pytest.raises(facekit.FacekitError, match=r"w600k_r50\.onnx \(sha256 4c06341c.*place it at"):
         facekit.load_component("encoder", "arcface-onnx", weights=None)
+
+
+def test_arcface_onnx_pickles_and_deep_copies_and_verifies_its_file_again(tmp_path: Path) -> None:
+    """A Normalizer with this encoder goes to a spawned worker (a process pool) pickled, or is deep-copied, as one
+    with dlib's detector or YuNet does (before: "cannot pickle '...InferenceSession' object"). A copy opens its own
+    session and embeds as the original does; the weight file is verified again as it is opened."""
+    path = arcface_graph(tmp_path / "w600k_r50.onnx")
+    digest = _sha256(path)
+    encoder = facekit.load_component("encoder", "arcface-onnx", weights=str(path), sha256=digest)
+    images = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(5))
+    features, embedding = encoder.features(images), encoder.embed(images)
+    for twin in (pickle.loads(pickle.dumps(encoder)), copy.deepcopy(encoder)):
+        assert twin.session is not encoder.session and twin.params == encoder.params
+        assert torch.equal(twin.features(images), features) and torch.equal(twin.embed(images), embedding)
+    state = pickle.dumps(encoder)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=f"expected {digest}"):
+        pickle.loads(state)
 
 
 # ------------------------------------------------------------------------------------------------- arcface (torch)
@@ -336,6 +359,33 @@ def test_scrfd_conformance_and_checksum(scrfd_file: Path, tmp_path: Path) -> Non
     altered.write_bytes(bytes(data))
     with pytest.raises(ChecksumError):
         ScrfdDetector(ScrfdParams(weights=str(altered), sha256=_sha256(scrfd_file)))
+
+
+def test_scrfd_pickles_and_deep_copies_and_verifies_its_file_again(scrfd_file: Path, tmp_path: Path) -> None:
+    """As arcface-onnx: a copy made before or after the first run (which matches the outputs to strides) opens its
+    own session and finds what the original finds; the weight file is verified again as it is opened."""
+    path = Path(shutil.copy(scrfd_file, tmp_path / "det_10g.onnx"))
+    detector = ScrfdDetector(ScrfdParams(weights=str(path), sha256=_sha256(path)))
+    inputs = (torch.zeros(1, 3, 640, 640), np.zeros((1, 3, 240, 320), np.float32))
+
+    def found(component: ScrfdDetector) -> list[Any]:
+        return [
+            [(face.box, face.score, face.landmarks.tolist()) for face in faces]
+            for image in inputs
+            for faces in component.detect(image)
+        ]
+
+    before = [pickle.loads(pickle.dumps(detector)), copy.deepcopy(detector)]
+    expected = found(detector)
+    assert [len(faces) for faces in expected] == [2, 2]
+    for twin in [*before, pickle.loads(pickle.dumps(detector)), copy.deepcopy(detector)]:
+        assert twin.session is not detector.session and found(twin) == expected
+    state = pickle.dumps(detector)
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=f"expected {_sha256(scrfd_file)}"):
+        pickle.loads(state)
 
 
 def test_nms_and_threshold() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from facekit.errors import FacekitError
+from facekit.types import RebuiltOnUnpickle
 from facekit_insightface.cards import ARCFACE_ONNX_CARD, W600K_R50, ArcFaceOnnxParams
 from facekit_insightface.session import open_session, resolve
 
@@ -26,19 +27,22 @@ def normalises_in_model(path: Any) -> bool:
     return found["sub"] and found["mul"]
 
 
-class ArcFaceOnnxEncoder:
+class ArcFaceOnnxEncoder(RebuiltOnUnpickle):
     """``(B, 3, 112, 112)`` RGB in ``[0, 1]`` aligned to ``card.template`` -> ``embed`` ``(B, 512)`` L2-normalised,
     ``features`` ``(B, 512)`` the raw network output. Runs on the CPU with onnxruntime; returns float32 tensors on
     the input's device."""
 
     differentiable = False
+    #: An onnxruntime session cannot be pickled ("cannot pickle '...InferenceSession' object": no process pool, no
+    #: deep copy of a Normalizer with this encoder): the copy opens the weight file again, verified as on first load.
+    _REBUILT = ("session", "_path")
 
     def __init__(self, params: ArcFaceOnnxParams) -> None:
         self.params = params
         self.card = ARCFACE_ONNX_CARD
         what = "arcface-onnx"
-        path = resolve(W600K_R50, params.weights, params.sha256, what)
-        self.session = open_session(path, what, params.threads)
+        self._rebuild()
+        path = self._path
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shape = list(inputs[0].shape) if len(inputs) == 1 else []
         if len(inputs) != 1 or len(shape) != 4 or shape[1:] != [3, 112, 112]:
@@ -62,6 +66,11 @@ class ArcFaceOnnxEncoder:
         mean = np.zeros(3, np.float32) if self.in_model else np.asarray(self.card.mean, np.float32)
         std = np.full(3, 1 / 255, np.float32) if self.in_model else np.asarray(self.card.std, np.float32)
         self._mean, self._std = mean.reshape(1, 3, 1, 1), std.reshape(1, 3, 1, 1)
+
+    def _rebuild(self) -> None:
+        """The session of the weight file ``params`` name, its sha256 checked (the card's, or ``params.sha256``)."""
+        self._path = resolve(W600K_R50, self.params.weights, self.params.sha256, "arcface-onnx")
+        self.session = open_session(self._path, "arcface-onnx", self.params.threads)
 
     def _run(self, images: Any) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, 112, 112):

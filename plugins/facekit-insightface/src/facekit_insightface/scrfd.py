@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from facekit.errors import FacekitError
-from facekit.types import FaceDetection, LandmarkScheme
+from facekit.types import FaceDetection, LandmarkScheme, RebuiltOnUnpickle
 from facekit_insightface.cards import DET_10G, SCRFD_CARD, ScrfdParams
 from facekit_insightface.session import open_session, resolve
 
@@ -98,17 +98,21 @@ def decode(
     )
 
 
-class ScrfdDetector:
+class ScrfdDetector(RebuiltOnUnpickle):
     """``detect(images (B, 3, H, W) RGB in [0, 1])`` -> per image, faces largest first: box (x0, y0, x1, y1), score,
     landmarks (5, 2) float32 (eye centres, nose tip, mouth corners; scheme ``eyes-nose-mouth5``), in the image's
     pixels."""
+
+    #: An onnxruntime session cannot be pickled ("cannot pickle '...InferenceSession' object": no process pool, no
+    #: deep copy of a Normalizer with this detector): the copy opens the weight file again, verified as on first load.
+    _REBUILT = ("session", "_path")
 
     def __init__(self, params: ScrfdParams) -> None:
         self.params = params
         self.card = SCRFD_CARD
         what = "scrfd"
-        path = resolve(DET_10G, params.weights, params.sha256, what)
-        self.session = open_session(path, what, params.threads)
+        self._rebuild()
+        path = self._path
         inputs = self.session.get_inputs()
         shape = list(inputs[0].shape) if len(inputs) == 1 else []
         if len(shape) != 4 or shape[1] != 3:
@@ -123,7 +127,11 @@ class ScrfdDetector:
                 "10 or 15 (strides 8-128)"
             )
         self._levels: list[_Level] | None = None
-        self._path = path
+
+    def _rebuild(self) -> None:
+        """The session of the weight file ``params`` name, its sha256 checked (the card's, or ``params.sha256``)."""
+        self._path = resolve(DET_10G, self.params.weights, self.params.sha256, "scrfd")
+        self.session = open_session(self._path, "scrfd", self.params.threads)
 
     def _match_levels(self, outputs: list[np.ndarray]) -> list[_Level]:
         """Which output is which (kind, stride), from the output shapes of the first run."""
