@@ -159,7 +159,8 @@ class ScrfdDetector(RebuiltOnUnpickle):
         return levels
 
     def detect_array(self, image: np.ndarray) -> list[FaceDetection]:
-        """``image`` (H, W, 3) float32 RGB in 0..255 -> its faces, largest first (``max_faces`` keeps the largest)."""
+        """``image`` (H, W, 3) uint8 RGB (float32 in 0..255 reads the same) -> its faces, largest first (``max_faces``
+        keeps the largest)."""
         canvas, (scale_x, scale_y) = letterbox(image, self.input_hw)
         blob = ((canvas - 127.5) / 128.0).transpose(2, 0, 1)[None]
         outputs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(blob, np.float32)})
