@@ -360,6 +360,35 @@ def check_detector_no_face(subject: Subject) -> None:
 # ----------------------------------------------------------------------------------------------
 # encoders
 # ----------------------------------------------------------------------------------------------
+def _copied(subject: Subject) -> Any:
+    """The built component through ``pickle`` (as a spawned worker process receives a :class:`Normalizer` holding it,
+    and as ``copy.deepcopy`` copies it), with what to do when it does not go through."""
+    import pickle
+
+    try:
+        return pickle.loads(pickle.dumps(subject.component()))
+    except (TypeError, AttributeError, pickle.PicklingError) as error:  # what pickle raises for what it cannot take
+        raise AssertionError(
+            f"{subject.name}: cannot be pickled ({type(error).__name__}: {error}), so a Normalizer holding it cannot "
+            "go to a spawned worker process or be deep-copied: leave native handles (a session, a dlib or OpenCV "
+            "object, a lock) out of the pickled state and make them again on unpickling "
+            "(facekit.types.RebuiltOnUnpickle)"
+        ) from None
+
+
+def check_detector_pickles(subject: Subject) -> None:
+    """A pickled copy (a spawned worker's) finds the same faces in the real face as the component itself."""
+    image = real_face().image
+    want, got = _faces(subject, image), _copied(subject).detect_array(image.copy())
+    same = len(got) == len(want) and all(
+        np.allclose(np.asarray(a.box, np.float64), np.asarray(b.box, np.float64), atol=1e-3)
+        and (a.landmarks is None) == (b.landmarks is None)
+        and (a.landmarks is None or np.allclose(np.asarray(a.landmarks), np.asarray(b.landmarks), atol=1e-3))
+        for a, b in zip(want, got, strict=False)
+    )
+    assert same, f"{subject.name}: a pickled copy finds other faces than the detector it was copied from"
+
+
 def check_encoder_card(subject: Subject) -> None:
     """A complete card: input size, embedding size, threshold and distance, licensed weights, and an alignment
     template that some landmark scheme can be aligned from."""
@@ -485,6 +514,21 @@ def check_encoder_deterministic(subject: Subject) -> None:
             assert same, f"{name}: face {row}'s embedding depends on the rest of the batch"
             same = torch.allclose(all_features[row : row + 1], features, atol=1e-5 * scale)
             assert same, f"{name}: face {row}'s features depend on the rest of the batch (the decoder reads them)"
+
+
+def check_encoder_pickles(subject: Subject) -> None:
+    """A pickled copy (a spawned worker's) gives the same embeddings and features of the aligned real face."""
+    crops = _aligned(subject)
+    copy = _copied(subject)
+    if isinstance(copy, torch.nn.Module):
+        copy.eval()
+    with torch.no_grad():
+        encoder = subject.component()
+        pairs = ((encoder.embed(crops), copy.embed(crops)), (encoder.features(crops), copy.features(crops)))
+    for what, (want, got) in zip(("embeddings", "features"), pairs, strict=True):
+        scale = float(want.abs().max()) or 1.0
+        same = got.shape == want.shape and torch.allclose(got, want, atol=1e-5 * scale)
+        assert same, f"{subject.name}: a pickled copy gives other {what} than the encoder it was copied from"
 
 
 def check_encoder_gradients(subject: Subject) -> None:
@@ -855,6 +899,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_detector_scheme_semantics,
         check_detector_largest_first,
         check_detector_no_face,
+        check_detector_pickles,
     ),
     "encoder": (
         check_params_round_trip,
@@ -865,6 +910,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_encoder_deterministic,
         check_encoder_gradients,
         check_encoder_identity,
+        check_encoder_pickles,
     ),
     "decoder": (
         check_params_round_trip,

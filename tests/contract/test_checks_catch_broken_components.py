@@ -368,3 +368,56 @@ def test_a_detector_that_draws_on_its_input_fails_conformance_and_cannot_change_
     plain, _ = detect_photo(get_registry("detector").get("dlib").build(), photo, "face.jpg")
     assert why == "" and (photo == before).all()
     assert len(drawn) == len(plain) == 1 and (drawn[0].landmarks == plain[0].landmarks).all()
+
+
+class _LockedDetector:
+    """dlib's detector behind a lock of its own (a handle that cannot be pickled), as a plugin might guard it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.inner = get_registry("detector").get("dlib").build()
+        self.card = self.inner.card
+        self.lock = threading.Lock()
+
+    def detect_array(self, image: Any) -> Any:
+        with self.lock:
+            return self.inner.detect_array(image)
+
+
+class _RebuiltLockDetector(_LockedDetector):
+    """The same, its lock left out when pickled and made again (as facekit.types.RebuiltOnUnpickle does)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import threading
+
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+
+class _ReseededEncoder(_TinyEncoder):
+    """Pickles, but comes back with other weights (a plugin that re-initialises instead of restoring)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        with torch.no_grad():
+            self.project.add_(1.0)
+
+
+def test_the_pickle_checks_catch_a_component_a_worker_process_could_not_receive() -> None:
+    """Before: nothing checked that a component survives pickling; a Normalizer holding one that does not (an
+    onnxruntime session: the insightface plugin's scrfd and arcface-onnx until stop 52) failed in the user's spawn
+    pool with "cannot pickle ... object", and one restored wrongly gave other faces without a word."""
+    from facekit.types import RebuiltOnUnpickle
+
+    card = _LockedDetector().card
+    with pytest.raises(AssertionError, match=r"locked: cannot be pickled .*facekit\.types\.RebuiltOnUnpickle"):
+        run_check("detector", ComponentSpec("locked", lambda params: _LockedDetector(), NoParams, card=card), "pickles")
+    rebuilt = ComponentSpec("rebuilt", lambda params: _RebuiltLockDetector(), NoParams, card=card)
+    run_check("detector", rebuilt, "pickles")
+    assert RebuiltOnUnpickle.__doc__  # the class the message names
+    with pytest.raises(AssertionError, match="a pickled copy gives other embeddings"):
+        run_check("encoder", _encoder("reseeded", _ReseededEncoder), "pickles")

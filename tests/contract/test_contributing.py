@@ -5,6 +5,7 @@ the test snippet lacked an import."""
 from __future__ import annotations
 
 import re
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +28,7 @@ def snippets() -> dict[str, str]:
 def load_snippet(kind: str, plugin: str = "myplugin") -> ModuleType:
     """Run the snippet as a module and register it as plugin ``plugin`` on the live plugin manager."""
     module = ModuleType(f"facekit_snippet_{kind}")
+    sys.modules[module.__name__] = module  # importable by name, as an installed plugin's module (pickle needs it)
     exec(compile(snippets()[kind], f"CONTRIBUTING.md:{kind}", "exec"), module.__dict__)
     plugins.get_plugin_manager().register(module, name=plugin)
     get_registries.cache_clear()
