@@ -203,6 +203,8 @@ def test_avatar_of_the_real_face_renders_exports_and_reloads(maker: Any, tmp_pat
 def test_an_avatar_maker_built_directly_refuses_what_load_component_refuses(maker: Any) -> None:
     """Before (helper-108): AvatarMaker(...) built directly took steps 0, a 10 px texture or a negative landmark
     noise without a word (load_component's params refused them); now both refuse in the same words."""
+    from importlib import resources
+
     from facekit_avatar.app import AvatarMaker
 
     sfm = str(maker.model.path)
@@ -220,6 +222,14 @@ def test_an_avatar_maker_built_directly_refuses_what_load_component_refuses(make
             facekit.load_component("app", "avatar", sfm=sfm, **settings)
         assert str(direct.value).removeprefix("avatar: ") == str(loaded.value).removeprefix("avatar params: ")
     assert AvatarMaker(sfm=sfm, steps=5).steps == 5
+    # What load_component takes, built directly too, and kept as load_component keeps it: a path object for a file
+    # (before: "sfm: Input should be a valid string"), numbers as the checked params hold them (before: "256" and
+    # 5.0 were checked, then the unchecked values kept, and failed later in the texture and the fit).
+    colours = Path(str(resources.files("facekit_avatar") / "data"))
+    direct = AvatarMaker(sfm=Path(sfm), colour_model=colours, texture_size="256", steps=5.0)
+    loaded = facekit.load_component("app", "avatar", sfm=sfm, colour_model=str(colours), texture_size="256", steps=5.0)
+    for built in (direct, loaded):
+        assert (type(built.texture_size), built.texture_size, type(built.steps), built.steps) == (int, 256, int, 5)
 
 
 def test_the_blend_replaces_grazing_smears_with_the_colour_model(maker: Any) -> None:

@@ -71,8 +71,8 @@ class AvatarMaker:
 
     def __init__(
         self,
-        sfm: str | None = None,
-        colour_model: str | None = None,
+        sfm: str | os.PathLike[str] | None = None,
+        colour_model: str | os.PathLike[str] | None = None,
         texture_size: int = 512,
         colour_prior: float = 0.03,
         sigma_px: float = 1.5,
@@ -82,23 +82,27 @@ class AvatarMaker:
         from facekit_avatar import AvatarParams
 
         # Built directly (a test, a shared model), as load_component builds it: steps 0, a texture of 10 px or a
-        # negative landmark noise gave NaN fits or a failed render far from the cause (helper-108).
+        # negative landmark noise gave NaN fits or a failed render far from the cause (helper-108). The checked
+        # values are the ones kept, as load_component's are: "512" or 40.0 stay what they were and failed later.
+        # A path object is a file name as a recipe's string is (AvatarParams holds strings).
+        files = {"sfm": sfm, "colour_model": colour_model}
+        files = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in files.items()}
         settings = {"texture_size": texture_size, "colour_prior": colour_prior, "sigma_px": sigma_px, "steps": steps}
-        AvatarParams.checked({"sfm": sfm, "colour_model": colour_model, "landmarks": landmarks, **settings}, "avatar")
-        self.model: SurreyModel = load_model(sfm)
-        self.landmarks = landmarks
-        self.landmark_map = read_landmark_map(data_file(LANDMARK_MAPS[landmarks]))
-        self.colour_model = ColourModel.load(colour_model)
+        params = AvatarParams.checked({**files, "landmarks": landmarks, **settings}, "avatar")
+        self.model: SurreyModel = load_model(params.sfm)
+        self.landmarks = params.landmarks
+        self.landmark_map = read_landmark_map(data_file(LANDMARK_MAPS[params.landmarks]))
+        self.colour_model = ColourModel.load(params.colour_model)
         mean, basis = self.colour_model.mean, self.colour_model.basis
         if mean.shape != (self.model.vertices, 3) or basis.ndim != 3 or basis.shape[:2] != mean.shape:
             raise FacekitError(  # a colour model of another mesh failed later, inside the blend (helper-66)
                 f"colour_model: made for another mesh (mean {mean.shape}, basis {basis.shape}); this shape model has "
                 f"{self.model.vertices} vertices: learn one for it (python -m facekit_avatar.learn)"
             )
-        self.texture_size = texture_size
-        self.colour_prior = colour_prior
-        self.sigma_px = sigma_px
-        self.steps = steps
+        self.texture_size = params.texture_size
+        self.colour_prior = params.colour_prior
+        self.sigma_px = params.sigma_px
+        self.steps = params.steps
 
     # ------------------------------------------------------------------------------------------------ batched core
     def fit(self, landmarks: np.ndarray, size: int) -> ShapeFit:
