@@ -366,14 +366,19 @@ def _copied(subject: Subject) -> Any:
     import pickle
 
     try:
-        return pickle.loads(pickle.dumps(subject.component()))
-    except (TypeError, AttributeError, pickle.PicklingError) as error:  # what pickle raises for what it cannot take
+        state = pickle.dumps(subject.component())
+    # What pickling raises for what it cannot take: TypeError (a lock, an onnxruntime session, an OpenCV object),
+    # AttributeError (a local class), PickleError and its PicklingError (a lambda; torch's ScriptFunction), and
+    # RuntimeError (a TorchScript module, torch.jit.script or torch.jit.load: "Tried to serialize object ...").
+    # Unpickling is left outside: a component's own _rebuild failing (its weight file gone) says so itself.
+    except (TypeError, AttributeError, RuntimeError, pickle.PickleError) as error:
         raise AssertionError(
             f"{subject.name}: cannot be pickled ({type(error).__name__}: {error}), so a Normalizer holding it cannot "
             "go to a spawned worker process or be deep-copied: leave native handles (a session, a dlib or OpenCV "
-            "object, a lock) out of the pickled state and make them again on unpickling "
+            "object, a TorchScript module, a lock) out of the pickled state and make them again on unpickling "
             "(facekit.types.RebuiltOnUnpickle)"
         ) from None
+    return pickle.loads(state)
 
 
 def check_detector_pickles(subject: Subject) -> None:

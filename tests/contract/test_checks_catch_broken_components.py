@@ -407,6 +407,37 @@ class _ReseededEncoder(_TinyEncoder):
             self.project.add_(1.0)
 
 
+def _pooled(crops: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.adaptive_avg_pool2d(crops, 16).flatten(1)
+
+
+class _ScriptedEncoder(_TinyEncoder):
+    """Right, with a TorchScript part (a plugin's network loaded with torch.jit.load), which pickle refuses with a
+    RuntimeError."""
+
+    def __init__(self, card: Any) -> None:
+        super().__init__(card)
+        self.pool = torch.jit.script(torch.nn.AdaptiveAvgPool2d(16))
+
+
+class _ScriptFunctionEncoder(_TinyEncoder):
+    """Right, with a scripted function, which pickle refuses with a pickle.PickleError (not a PicklingError)."""
+
+    def __init__(self, card: Any) -> None:
+        super().__init__(card)
+        self.pool = torch.jit.script(_pooled)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # (plugins still ship it)
+def test_the_pickle_check_names_the_way_out_for_torchscript_parts_too() -> None:
+    """Before: the check caught only TypeError, AttributeError and PicklingError, so an encoder holding a TorchScript
+    module (RuntimeError "Tried to serialize object ...") or function (pickle.PickleError) failed the check with that
+    bare error instead of its message, which names facekit.types.RebuiltOnUnpickle."""
+    for name, cls in (("scripted", _ScriptedEncoder), ("script-function", _ScriptFunctionEncoder)):
+        with pytest.raises(AssertionError, match=rf"{name}: cannot be pickled .*facekit\.types\.RebuiltOnUnpickle"):
+            run_check("encoder", _encoder(name, cls), "pickles")
+
+
 def test_the_pickle_checks_catch_a_component_a_worker_process_could_not_receive() -> None:
     """Before: nothing checked that a component survives pickling; a Normalizer holding one that does not (an
     onnxruntime session: the insightface plugin's scrfd and arcface-onnx until stop 52) failed in the user's spawn
