@@ -339,11 +339,19 @@ class RebuiltOnUnpickle:
             "give it a _rebuild method"
         )
 
+    # Both go through the next class's own (torch.nn.Module's leaves out a compiled forward, ``module.compile()``, which
+    # cannot be pickled, and fills in what an old pickle lacks): with the mixin first among the bases, its methods
+    # replace the module's rather than add to them.
     def __getstate__(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key not in self._REBUILT}
+        state: Any = super().__getstate__()  # (object's: the instance's __dict__, or None when it is empty)
+        return {key: value for key, value in (state or {}).items() if key not in self._REBUILT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        restore = getattr(super(), "__setstate__", None)  # (object has none)
+        if restore is None:
+            self.__dict__.update(state)
+        else:
+            restore(state)
         self._rebuild()
 
 

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+import torch
 
 from facekit.types import RebuiltOnUnpickle
 
@@ -76,3 +77,34 @@ def test_handles_named_without_a_rebuild_are_an_error_naming_the_class() -> None
     state = pickle.dumps(Unsaid())
     with pytest.raises(NotImplementedError, match=r"Unsaid leaves \('_lock',\) out .* give it a _rebuild method"):
         pickle.loads(state)
+
+
+class HandledModule(RebuiltOnUnpickle, torch.nn.Module):
+    """A torch module with a handle, the mixin first among its bases as its docstring says."""
+
+    _REBUILT = ("_lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._lock = threading.Lock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # (dynamo's import)
+def test_a_torch_module_with_handles_pickles_as_a_plain_module_does_after_compile() -> None:
+    """Before: the mixin's __getstate__ replaced torch.nn.Module's instead of going through it, so a module that had
+    been compiled (``module.compile()``, whose compiled forward cannot be pickled and which torch leaves out) could not
+    be pickled or deep-copied at all ("Can't pickle <function Module._call_impl ...>")."""
+    original = HandledModule().eval()
+    original.compile()
+    x = torch.ones(1, 2)
+    for twin in _copies(original):
+        assert twin._lock is not original._lock and not twin.training
+        assert "_compiled_call_impl" not in twin.__dict__  # the copy runs its forward uncompiled, as torch's own does
+        torch.testing.assert_close(twin.linear(x), original.linear(x))
