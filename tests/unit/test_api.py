@@ -571,8 +571,11 @@ def test_the_apps_read_every_photo_form_the_normalizer_reads(
     grey_out, grey_correction = adjuster.correct(grey)
     assert grey_out.shape == rgb.shape and grey_correction is not None and grey_correction.face.get("monochrome")
     measurer = FaceAttributes(shipped_normalizer)
-    outcomes = measurer.measure_faces([str(path), grey, rgba, None], ["path", "grey", "rgba", "none"])
+    missing = tmp_path / "missing.jpg"
+    outcomes = measurer.measure_faces([str(path), grey, rgba, None, missing], ["path", "grey", "rgba", "none", "gone"])
     assert [o.status for o in outcomes[:3]] == ["ok"] * 3 and outcomes[3].face is None
+    # A file it cannot read costs that photo, with why, as in normalize_many (before, helper-108: the batch raised).
+    assert outcomes[4].status == "unreadable" and "missing.jpg: unreadable" in outcomes[4].reason
     with pytest.raises(FacekitError, match=r"measure_faces: bad: expected a uint8 image"):
         measurer.measure_faces([3.5], ["bad"])
 
