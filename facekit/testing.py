@@ -376,7 +376,7 @@ def _copied(subject: Subject) -> Any:
             f"{subject.name}: cannot be pickled ({type(error).__name__}: {error}), so a Normalizer holding it cannot "
             "go to a spawned worker process or be deep-copied: leave native handles (a session, a dlib or OpenCV "
             "object, a TorchScript module, a lock) out of the pickled state and make them again on unpickling "
-            "(facekit.types.RebuiltOnUnpickle)"
+            "(facekit.types.RebuiltOnUnpickle), or declare the check failing (parametrize_with_checks' xfail)"
         ) from None
     return pickle.loads(state)
 
