@@ -394,13 +394,13 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:
-    """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image or returned a
-    face whose landmarks are not finite (logged under ``name``; :func:`detector_failure`): every loop over photos
-    goes on past one a detector plugin fails on. A
-    detector that returns None found no face. Running out of memory (host or accelerator) is not a photo's problem
-    and still raises. The detector is given a copy of ``image``: the photo is the caller's, and the encoder's crop
-    and the photo detail are taken from it afterwards (a detector that drew on it changed the face without a word;
-    a read-only view would not stop one that sets it writable again or writes through torch)."""
+    """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image or
+    returned a face whose landmarks are not finite (logged under ``name``; :func:`detector_failure`): every loop
+    over photos goes on past one a detector plugin fails on. A detector that returns None found no face. Running
+    out of memory (host or accelerator) is not a photo's problem and still raises. The detector is given a copy
+    of ``image``: the photo is the caller's, and the encoder's crop and the photo detail are taken from it
+    afterwards (a detector that drew on it changed the face without a word; a read-only view would not stop one
+    that sets it writable again or writes through torch)."""
     try:
         found = [] if (faces := detector.detect_array(image.copy())) is None else list(faces)
     except MemoryError:

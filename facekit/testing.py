@@ -357,9 +357,6 @@ def check_detector_no_face(subject: Subject) -> None:
         assert faces == [], f"{subject.name}: finds {len(faces)} faces in a {shape[1]} x {shape[0]} grey image"
 
 
-# ----------------------------------------------------------------------------------------------
-# encoders
-# ----------------------------------------------------------------------------------------------
 def _copied(subject: Subject) -> Any:
     """The built component through ``pickle`` (as a spawned worker process receives a :class:`Normalizer` holding it,
     and as ``copy.deepcopy`` copies it), with what to do when it does not go through."""
@@ -394,6 +391,9 @@ def check_detector_pickles(subject: Subject) -> None:
     assert same, f"{subject.name}: a pickled copy finds other faces than the detector it was copied from"
 
 
+# ----------------------------------------------------------------------------------------------
+# encoders
+# ----------------------------------------------------------------------------------------------
 def check_encoder_card(subject: Subject) -> None:
     """A complete card: input size, embedding size, threshold and distance, licensed weights, and an alignment
     template that some landmark scheme can be aligned from."""
