@@ -516,13 +516,21 @@ def detection_threads(detector: Any) -> int:
 
 
 def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
-    """``[work(item) for item in items]``, on up to ``threads`` threads at once (in order)."""
+    """``[work(item) for item in items]``, on up to ``threads`` threads at once (in order). Each worker runs in the
+    caller's torch grad and inference modes (they are per thread: a torch detector called under ``torch.no_grad()``
+    would otherwise record graphs on the workers)."""
     if threads <= 1 or len(items) <= 1:
         return [work(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def in_callers_modes(item: Any) -> Any:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return work(item)
+
     with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="facekit-detect") as pool:
-        return list(pool.map(work, items))
+        return list(pool.map(in_callers_modes, items))
 
 
 def detect_one(

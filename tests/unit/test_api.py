@@ -262,6 +262,24 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
     assert detection_threads(CountedDetector(normalizer.detector, True)) == MAX_DETECTION_THREADS == 8
 
 
+def test_detection_threads_run_in_the_callers_torch_modes() -> None:
+    """helper-106 (stop 51): grad and inference modes are per thread, so a torch detector declaring thread_safe,
+    called under torch.no_grad() or torch.inference_mode(), recorded graphs on the detection threads (more memory,
+    tensors that cannot be used in inference mode). The workers now take the caller's modes."""
+    import torch
+
+    from facekit.normalize import each_photo
+
+    def modes(_: int) -> tuple[bool, bool]:
+        return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    for grad, inference in ((True, False), (False, False), (False, True)):
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            seen = each_photo(modes, list(range(6)), threads=3)
+        assert set(seen) == {(grad, inference)}
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
 def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
     import copy
 
