@@ -33,6 +33,17 @@ from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, froze
 _Method = TypeVar("_Method", bound=Any)
 logger = logging.getLogger(__name__)
 
+
+def _one_torch_thread_after_fork() -> None:
+    """In a process forked from one where torch has run (``multiprocessing``'s default "fork" pool on Linux), torch
+    works on one thread: its OpenMP thread pool does not survive a fork, and the child's first parallel operation
+    waited forever on the parent's threads (helper-108). One thread a worker is also what a process pool wants (no
+    oversubscription); a child that needs more should be started with "spawn"."""
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
+
 DEFAULT_MODEL = "default-model.safetensors"
 
 #: The models shipped in ``facekit/assets``, by the encoder they were trained on (``--model NAME``); each file has

@@ -4,6 +4,7 @@ PIL image or array (RGB, or BGR with a flag), every face on request, clear error
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,40 @@ def test_detection_threads_run_in_the_callers_torch_modes() -> None:
             seen = each_photo(modes, list(range(6)), threads=3)
         assert set(seen) == {(grad, inference)}
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+_FORKED: Any = None  # the normalizer a forked worker inherits
+
+
+def _normalize_in_a_fork(index: int) -> Any:
+    return _FORKED.normalize(real_face().image).image
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_forked_worker_normalizes_after_torch_ran_in_the_parent(normalizer: facekit.Normalizer) -> None:
+    """helper-108 (stop 51): a worker of a "fork" pool (Linux's default) started after the parent had run torch on
+    two or more threads waited forever in its first parallel operation (torch's OpenMP pool does not survive a
+    fork); facekit.normalize now puts a forked child on one torch thread. Its faces are the parent's."""
+    import multiprocessing
+
+    import torch
+
+    global _FORKED
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = normalizer.normalize(real_face().image).image  # torch runs on two threads in this process first
+        _FORKED = normalizer
+        pool = multiprocessing.get_context("fork").Pool(2)
+        try:
+            faces = pool.map_async(_normalize_in_a_fork, range(4)).get(timeout=120)  # before: never
+        finally:
+            pool.terminate()
+    finally:
+        torch.set_num_threads(before)
+        _FORKED = None
+    for face in faces:
+        assert np.abs(face.astype(int) - want.astype(int)).max() <= 1
 
 
 def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
