@@ -406,6 +406,12 @@ def downscale(photo: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
 
 
+def is_encoded(image: Any) -> bool:
+    """Whether ``image`` is a photo still in its file's form (a path, the file's bytes, an open file), which
+    :func:`as_rgb` decodes, rather than decoded pixels (an array, a PIL image)."""
+    return isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read")
+
+
 def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray | None], list[str], dict[int, str]]:
     """``images`` each read by :func:`as_rgb` (``None`` stays None: unreadable) and ``names`` as lists, for
     ``caller``'s batch (``normalize_many``, ``measure_faces``), with why each photo given as a file (a path, the
@@ -425,8 +431,7 @@ def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray |
         try:
             read.append(None if image is None else as_rgb(image))
         except FacekitError as error:
-            a_file = isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read")
-            if not a_file or isinstance(image, io.TextIOBase):
+            if not is_encoded(image) or isinstance(image, io.TextIOBase):
                 raise FacekitError(f"{caller}: {name}: {error}") from None
             read.append(None)
             reasons[index] = str(error)
@@ -442,7 +447,7 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     OpenCV's order; ``bgr`` applies to arrays only), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
     (composited over mid-grey, as a file's). Every form is held to :func:`max_megapixels`. Anything else, or an
     empty image, is a FacekitError that says what was given."""
-    if isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read"):
+    if is_encoded(image):
         if isinstance(image, io.TextIOBase):  # (helper-72: its read() raised UnicodeDecodeError before this was said)
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         data = image.read() if hasattr(image, "read") else image

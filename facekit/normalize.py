@@ -27,7 +27,7 @@ import torch
 
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
 from facekit.errors import DETECTOR_ERROR, ComponentNotFoundError, DetectorFailed, FacekitError
-from facekit.images import to_uint8_rgb
+from facekit.images import is_encoded, to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
 _Method = TypeVar("_Method", bound=Any)
@@ -244,8 +244,7 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
             f"normalize takes one photo per call, got {several} (a {type(image).__name__}); for several: "
             "normalize_many(images, names)"
         )
-    encoded = isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read")
-    if bgr and (encoded or hasattr(image, "mode")):  # (a file's bytes or an io.BytesIO: bgr was ignored)
+    if bgr and (is_encoded(image) or hasattr(image, "mode")):  # (a file's bytes or an io.BytesIO: bgr was ignored)
         raise FacekitError("normalize: bgr=True is for arrays in OpenCV's order; a file or PIL image has its own")
     if not all_faces and (max_faces is not None or near is not None):
         given = " and ".join(n for n, v in (("max_faces", max_faces), ("near", near)) if v is not None)
@@ -433,8 +432,8 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
 
 
 def _finite_points(face: Any) -> bool:
-    """Whether ``face``'s landmarks are all finite numbers (True when it has none, or they are not numbers at all:
-    :func:`check_detection` names those)."""
+    """Whether ``face``'s landmarks are all finite numbers (True when it has none, or they cannot be read as numbers:
+    left to :func:`check_detection`, which reads the chosen face's)."""
     points = getattr(face, "landmarks", None)
     if points is None:
         return True
