@@ -78,6 +78,13 @@ class DetectorFailed(FacekitError):
     ``detector_error`` row and goes on."""
 
 
+class PhotoUnreadable(FacekitError):
+    """The photo given cannot be read (a missing, damaged or oversized file, a closed or damaged PIL image, an image
+    over the megapixel limit or without pixels): the photo's problem, not the call's, so a batch
+    (``normalize_many``, ``measure_faces``) makes it that photo's ``unreadable`` outcome and goes on. A form the API
+    cannot take (an array of the wrong shape or dtype, a file open in text mode) is a plain :class:`FacekitError`."""
+
+
 class StageNotBuiltError(FacekitError):
     """A recipe stage that validates but whose implementation has not landed yet."""
 

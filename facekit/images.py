@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, PhotoUnreadable
 
 
 def to_uint8_rgb(images: Any) -> list[np.ndarray]:
@@ -414,12 +414,13 @@ def is_encoded(image: Any) -> bool:
 
 def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray | None], list[str], dict[int, str]]:
     """``images`` each read by :func:`as_rgb` (``None`` stays None: unreadable) and ``names`` as lists, for
-    ``caller``'s batch (``normalize_many``, ``measure_faces``), with why each photo given as a file (a path, the
-    file's bytes, an open binary file) that cannot be read is None: {index: reason}. A damaged, missing or oversized
-    file costs that photo, not the batch (the CLI's rule for a folder). A path or bytes given instead of a list (its
-    characters were read as photos), lists of other lengths, or a form :func:`as_rgb` cannot take (an array of the
-    wrong shape, a file open in text mode) is a FacekitError naming ``caller`` and the input: the caller's mistake,
-    not the photo's. A plain RGB array comes back as it is (no copy)."""
+    ``caller``'s batch (``normalize_many``, ``measure_faces``), with why each photo that cannot be read is None:
+    {index: reason}. A damaged, missing or oversized file, a closed or damaged PIL image, or an image over the
+    megapixel limit or without pixels costs that photo, not the batch (:class:`PhotoUnreadable`; the CLI's rule for a
+    folder). A path or bytes given instead of a list (its characters were read as photos), lists of other lengths, or
+    a form :func:`as_rgb` cannot take (an array of the wrong shape or dtype, a file open in text mode) is a
+    FacekitError naming ``caller`` and the input: the caller's mistake, not the photo's. A plain RGB array comes back
+    as it is (no copy)."""
     if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
         raise FacekitError(f"{caller} takes a list of photos and a list of their names: {caller}([photo], [name])")
     images, names = list(images), list(names)  # (a generator has no len)
@@ -430,11 +431,11 @@ def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray |
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
         try:
             read.append(None if image is None else as_rgb(image))
-        except FacekitError as error:
-            if not is_encoded(image) or isinstance(image, io.TextIOBase):
-                raise FacekitError(f"{caller}: {name}: {error}") from None
+        except PhotoUnreadable as error:
             read.append(None)
             reasons[index] = str(error)
+        except FacekitError as error:
+            raise FacekitError(f"{caller}: {name}: {error}") from None
     return read, names, reasons
 
 
@@ -446,16 +447,20 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     opened image first), or an array: (H, W, 3) uint8 RGB (BGR with ``bgr=True``,
     OpenCV's order; ``bgr`` applies to arrays only), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
     (composited over mid-grey, as a file's). Every form is held to :func:`max_megapixels`. Anything else, or an
-    empty image, is a FacekitError that says what was given."""
+    empty image, is a FacekitError that says what was given (:class:`PhotoUnreadable` where the photo itself cannot be
+    read: a missing, damaged or oversized file, a closed or damaged PIL image, too many megapixels, no pixels)."""
     if is_encoded(image):
         if isinstance(image, io.TextIOBase):  # (helper-72: its read() raised UnicodeDecodeError before this was said)
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
-        data = image.read() if hasattr(image, "read") else image
+        try:
+            data = image.read() if hasattr(image, "read") else image
+        except (OSError, ValueError) as error:  # closed (ValueError), or its device failed
+            raise PhotoUnreadable(f"the file given cannot be read: {error}") from None
         if hasattr(image, "read") and isinstance(data, str):
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         array, why = load_rgb(Path(data) if isinstance(data, str | os.PathLike) else data)
         if array is None:
-            raise FacekitError(f"{image if isinstance(image, str | os.PathLike) else 'the photo given'}: {why}")
+            raise PhotoUnreadable(f"{image if isinstance(image, str | os.PathLike) else 'the photo given'}: {why}")
         return array
     if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
         check_size(image.size[0], image.size[1])
@@ -464,7 +469,7 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         except (OSError, ValueError, AssertionError, SyntaxError) as error:  # cut short, closed, damaged
             # (helper-72: a raw "image file is truncated", or a bare AssertionError for a closed one)
             why = str(error) or "it is closed or its file is gone (use it inside its `with Image.open(...)` block)"
-            raise FacekitError(f"the PIL image given cannot be read: {why}") from None
+            raise PhotoUnreadable(f"the PIL image given cannot be read: {why}") from None
     if image is None:
         raise FacekitError("expected a photo (a path, PIL image or array), got None")
     array = np.asarray(image)
@@ -496,9 +501,9 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
 
 def check_size(width: int, height: int) -> None:
     """A photo given as an image rather than a file is held to the same :func:`max_megapixels` as a file (a
-    FacekitError), and an empty one is refused."""
+    :class:`PhotoUnreadable`), and an empty one is refused."""
     limit = max_megapixels()
     if width * height / 1e6 > limit:
-        raise FacekitError(_too_large(f"{width} x {height}", width * height, limit))
+        raise PhotoUnreadable(_too_large(f"{width} x {height}", width * height, limit))
     if width == 0 or height == 0:
-        raise FacekitError(f"expected a photo, got an empty image ({width} x {height})")
+        raise PhotoUnreadable(f"expected a photo, got an empty image ({width} x {height})")

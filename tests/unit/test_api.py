@@ -89,6 +89,33 @@ def test_a_file_it_cannot_read_costs_that_photo_in_a_batch(normalizer: facekit.N
         normalizer.normalize_many([face, text], ["face", "text"])
 
 
+def test_a_photo_object_it_cannot_read_costs_that_photo_in_a_batch(
+    normalizer: facekit.Normalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (stop 52's notes): a closed or damaged PIL image, an array over the megapixel limit or without pixels,
+    or a closed file among normalize_many's photos raised, and the batch's other photos were lost with it; like a
+    damaged file, each is now that photo's own `unreadable` outcome (facekit.errors.PhotoUnreadable)."""
+    import io
+
+    face = real_face().image
+    buffer = io.BytesIO()
+    Image.fromarray(face).save(buffer, "PNG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        closed_pil = opened
+    cut = Image.open(io.BytesIO(buffer.getvalue()[: len(buffer.getvalue()) // 2]))  # its data ends early
+    closed_file = io.BytesIO(buffer.getvalue())
+    closed_file.close()
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.2")
+    photos = [closed_pil, cut, np.zeros((600, 600, 3), np.uint8), np.zeros((0, 5, 3), np.uint8), closed_file, face]
+    outcomes = normalizer.normalize_many(photos, ["closed", "cut", "huge", "empty", "closed file", "face"])
+    assert [o.status for o in outcomes] == ["unreadable"] * 5 + ["ok"]
+    assert "PIL image given cannot be read" in outcomes[0].reason and "PIL image" in outcomes[1].reason
+    assert "too large" in outcomes[2].reason and "empty image" in outcomes[3].reason
+    assert "closed file" in outcomes[4].reason
+    with pytest.raises(FacekitError, match="too large"):  # one photo alone is still an error
+        normalizer.normalize(photos[2])
+
+
 def test_every_form_of_one_photo_is_read_the_same_way(
     normalizer: facekit.Normalizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
