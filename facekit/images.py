@@ -64,6 +64,22 @@ HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"
 
 
 _PILLOW_GUARD = threading.Lock()
+_pillow_before: list[int | None] = []  # the limit the guard's holder puts back on leaving
+
+
+def _pillow_guard_after_fork() -> None:
+    """A forked child gets a new guard: one held at the fork by another of the parent's threads (reading a large
+    photo) would stay held in the child, where that thread does not exist, and its next large photo waited forever;
+    the limit that thread raised is put back, as it would have put it back on leaving."""
+    global _PILLOW_GUARD
+    if _PILLOW_GUARD.locked() and _pillow_before:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = _pillow_before[-1]
+    _PILLOW_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_pillow_guard_after_fork)
 
 
 @contextlib.contextmanager
@@ -102,6 +118,7 @@ def _pillow_limit(limit: float) -> Iterator[None]:
         return
     with _PILLOW_GUARD:
         before = Image.MAX_IMAGE_PIXELS
+        _pillow_before[:] = [before]
         Image.MAX_IMAGE_PIXELS = int(limit * 1e6)
         try:
             yield

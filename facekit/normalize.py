@@ -16,6 +16,7 @@ import logging
 import numbers
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,15 +35,28 @@ _Method = TypeVar("_Method", bound=Any)
 logger = logging.getLogger(__name__)
 
 
-def _one_torch_thread_after_fork() -> None:
+#: Every object that has a turn lock (:func:`turn_of`), so that a forked child can give them new ones.
+_TURN_TAKERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
     """In a process forked from one where torch has run (``multiprocessing``'s default "fork" pool on Linux), torch
     works on one thread: its OpenMP thread pool does not survive a fork, and the child's first parallel operation
     waited forever on the parent's threads (helper-108). One thread a worker is also what a process pool wants (no
-    oversubscription); a child that needs more should be started with "spawn"."""
+    oversubscription); a child that needs more should be started with "spawn".
+
+    A Normalizer's turn lock held at the fork by another of the parent's threads (normalizing while this thread
+    forked) would stay held in the child, where that thread does not exist: the child's first photo waited forever
+    (stop 52's notes). Such a lock is replaced by a new one; one held by the forking thread itself is kept, which that
+    thread releases as it would have in the parent."""
     torch.set_num_threads(1)
+    for taker in list(_TURN_TAKERS):
+        lock = taker.__dict__.get("_lock")
+        if lock is not None and not lock._is_owned():  # (held by no thread, or by one the child does not have)
+            taker.__dict__["_lock"] = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 DEFAULT_MODEL = "default-model.safetensors"
 
@@ -264,9 +278,10 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
 def turn_of(normalizer: Any) -> threading.RLock:
     """The lock threads sharing ``normalizer`` take turns by (made on first use: a subclass that skips __init__, a
     copy or unpickled Normalizer has none yet); code that calls its detector or encoder itself holds it too."""
-    lock: threading.RLock = normalizer.__dict__.get("_lock") or normalizer.__dict__.setdefault(
-        "_lock", threading.RLock()
-    )
+    lock: threading.RLock | None = normalizer.__dict__.get("_lock")
+    if lock is None:
+        lock = normalizer.__dict__.setdefault("_lock", threading.RLock())
+        _TURN_TAKERS.add(normalizer)
     return lock
 
 
@@ -648,7 +663,7 @@ class Normalizer:
         #: Side of the output in pixels (None: the model's own, :attr:`image_size`): see :meth:`output_size`.
         self.size = check_output_size(size)
         # Threads sharing this Normalizer take turns: a detector (dlib's) may not be safe to share.
-        self._lock = threading.RLock()
+        turn_of(self)
 
     def __getstate__(self) -> dict[str, Any]:
         """Copied or pickled without its lock (a lock cannot be); the copy makes its own on first use."""

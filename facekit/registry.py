@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -365,8 +366,14 @@ class _Registries:
         with self._lock:
             self._built = None
 
+    def _after_fork_in_child(self) -> None:
+        """A forked child gets a new lock: one held at the fork by another of the parent's threads (building the
+        registries) would stay held in the child, where that thread does not exist."""
+        self._lock = threading.Lock()
+
 
 get_registries = _Registries()
+os.register_at_fork(after_in_child=get_registries._after_fork_in_child)
 
 
 def _build_registries() -> dict[Kind, Registry[Any]]:

@@ -67,3 +67,46 @@ def peak_in_fresh_process(code: str, argument: str) -> tuple[list[str], int]:
     done = subprocess.run([sys.executable, "-c", probe, argument], capture_output=True, text=True, check=True)
     *words, extra_kb = done.stdout.split()
     return words, int(extra_kb)
+
+
+def forked_while_held(lock: Any, child: Any, timeout: float = 120) -> int:
+    """Fork while another thread holds ``lock`` (entered as a context manager, as facekit's own code does), run
+    ``child()`` in the forked child, and return its exit status: 0 if it returned True, 1 if it returned anything
+    else or raised. A child still running after ``timeout`` seconds (stuck on the lock) is killed and fails the
+    test. The holding thread lets go once the child is done."""
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(timeout + 30)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        assert held.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                code = 0 if child() is True else 1
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail(f"the forked child was still waiting after {timeout} s (on the lock its parent's thread held)")
+    finally:
+        release.set()
+        thread.join(30)

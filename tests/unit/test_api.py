@@ -342,6 +342,33 @@ def test_a_forked_worker_normalizes_after_torch_ran_in_the_parent(normalizer: fa
         assert np.abs(face.astype(int) - want.astype(int)).max() <= 1
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_child_forked_while_another_thread_normalizes_is_not_stuck(normalizer: facekit.Normalizer) -> None:
+    """Stop 52's notes: a child forked while another of the parent's threads was normalizing (holding the
+    Normalizer's turn lock) waited forever on its first photo: the lock stayed held in the child, where that thread
+    does not exist. A forked child now gets a new lock."""
+    from facekit.normalize import turn_of
+    from tests.helpers import forked_while_held
+
+    want = normalizer.normalize(real_face().image).image
+
+    def child() -> bool:
+        return bool(np.abs(normalizer.normalize(real_face().image).image.astype(int) - want.astype(int)).max() <= 1)
+
+    assert forked_while_held(turn_of(normalizer), child) == 0
+    # The forking thread's own turn is kept: it leaves the lock as it would have in the parent.
+    with turn_of(normalizer):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                with turn_of(normalizer):  # re-entered, as a nested call would
+                    code = 0
+            finally:
+                os._exit(code)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_the_central_face_on_request(normalizer: facekit.Normalizer) -> None:
     import copy
 

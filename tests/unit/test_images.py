@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 from facekit.errors import FacekitError
 from facekit.images import SRGB_COLORANTS, as_rgb, load_rgb
 from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
-from tests.helpers import run_cli
+from tests.helpers import forked_while_held, run_cli
 
 P3 = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3")
 PRIMARIES = np.array(DISPLAY_P3_COLORANTS)
@@ -477,3 +477,24 @@ def test_pngs_are_written_at_the_shipped_zlib_level_without_loss(monkeypatch: py
         assert zlib_level_class(data) == level_class
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(shipped))), image)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX's")
+def test_a_child_forked_while_another_thread_reads_a_large_photo_is_not_stuck() -> None:
+    """Stop 53: the lock guarding Pillow's raised pixel limit, held at a fork by another thread reading a photo over
+    Pillow's own limit, stayed held in the child, whose next such photo waited forever; and the raised limit stayed.
+    A forked child gets a new lock and Pillow's limit as it was."""
+    from facekit import images
+
+    original = Image.MAX_IMAGE_PIXELS
+    assert original is not None
+    above = 2 * original / 1e6  # megapixels: over Pillow's own limit, so the guard is taken
+
+    def child() -> bool:
+        if Image.MAX_IMAGE_PIXELS != original:
+            return False
+        with images._pillow_limit(above):
+            return Image.MAX_IMAGE_PIXELS == int(above * 1e6)
+
+    assert forked_while_held(images._pillow_limit(above), child) == 0
+    assert Image.MAX_IMAGE_PIXELS == original

@@ -188,3 +188,14 @@ def test_a_warper_class_whose_warp_takes_the_pipelines_arguments_registers_howev
     for cls in (TwoArguments, TwoArgumentsClassMethod):
         with pytest.raises(InvalidComponentSpec, match=r"warp\(.*points.*\) cannot be called as the pipeline calls"):
             registry.add(ComponentSpec(cls.__name__.lower(), cls, NoParams))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX's")
+def test_a_child_forked_while_another_thread_builds_the_registries_is_not_stuck() -> None:
+    """Stop 53: the registries' lock, held at a fork by another thread building them, stayed held in the child,
+    whose first component lookup waited forever. A forked child gets a new lock."""
+    from facekit.registry import get_registries
+    from tests.helpers import forked_while_held
+
+    get_registries()
+    assert forked_while_held(get_registries._lock, lambda: "paper" in facekit.get_registry("decoder")) == 0
