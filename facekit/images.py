@@ -470,9 +470,14 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         if isinstance(image, io.TextIOBase):  # (helper-72: its read() raised UnicodeDecodeError before this was said)
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         try:
-            data = image.read() if hasattr(image, "read") else image
+            data = _read_capped(image, _max_file_bytes()) if hasattr(image, "read") else image
         except (OSError, ValueError) as error:  # closed (ValueError), or its device failed
             raise PhotoUnreadable(f"the file given cannot be read: {error}") from None
+        if hasattr(image, "read") and len(data) > _max_file_bytes():  # (before: read whole: /dev/zero ran out memory)
+            raise PhotoUnreadable(
+                f"the file given is {TOO_LARGE}: over {_max_file_bytes() / 1e6:.0f} MB, more than a photo of "
+                f"{max_megapixels():g} megapixels takes (FACEKIT_MAX_MEGAPIXELS) even uncompressed"
+            )
         if hasattr(image, "read") and isinstance(data, str):
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         array, why = load_rgb(Path(data) if isinstance(data, str | os.PathLike) else data)
@@ -514,6 +519,28 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         rgba = array[..., [2, 1, 0, 3]] if bgr else array
         return pil_to_rgb(Image.fromarray(np.ascontiguousarray(rgba), "RGBA"))[0]
     return np.ascontiguousarray(array[..., ::-1] if bgr else array)
+
+
+def _max_file_bytes() -> int:
+    """The most bytes :func:`as_rgb` reads from an open file: a photo of :func:`max_megapixels` at 16 bits a channel
+    with alpha, uncompressed (8 bytes a pixel), and room for its metadata."""
+    return int(max_megapixels() * 8e6) + 16 * 2**20
+
+
+def _read_capped(file: Any, cap: int) -> Any:
+    """What is left in the open ``file``, read until its end or until more than ``cap`` bytes came (a raw or
+    unbuffered file may give fewer bytes than asked for before its end); a file in text mode gives its first str."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= cap:
+        chunk = file.read(min(cap + 1 - total, 2**24))
+        if isinstance(chunk, str):
+            return chunk
+        if not chunk:  # (its end; None: a non-blocking file with nothing more now)
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def check_size(width: int, height: int) -> None:

@@ -105,13 +105,35 @@ def test_a_photo_object_it_cannot_read_costs_that_photo_in_a_batch(
     cut = Image.open(io.BytesIO(buffer.getvalue()[: len(buffer.getvalue()) // 2]))  # its data ends early
     closed_file = io.BytesIO(buffer.getvalue())
     closed_file.close()
+
+    class Trickle(io.RawIOBase):  # a raw stream: at most 1,000 bytes a read, as a pipe or socket gives them
+        def __init__(self, data: bytes | None) -> None:
+            self.data, self.at = data, 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, into: Any) -> int:
+            size = min(len(into), 1000)
+            if self.data is None:  # endless, as /dev/zero
+                into[:size] = bytes(size)
+                return size
+            chunk = self.data[self.at : self.at + size]
+            into[: len(chunk)] = chunk
+            self.at += len(chunk)
+            return len(chunk)
+
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.2")
-    photos = [closed_pil, cut, np.zeros((600, 600, 3), np.uint8), np.zeros((0, 5, 3), np.uint8), closed_file, face]
-    outcomes = normalizer.normalize_many(photos, ["closed", "cut", "huge", "empty", "closed file", "face"])
-    assert [o.status for o in outcomes] == ["unreadable"] * 5 + ["ok"]
+    photos = [closed_pil, cut, np.zeros((600, 600, 3), np.uint8), np.zeros((0, 5, 3), np.uint8), closed_file]
+    photos += [Trickle(None), Trickle(buffer.getvalue()), face]
+    names = ["closed", "cut", "huge", "empty", "closed file", "endless", "trickle", "face"]
+    outcomes = normalizer.normalize_many(photos, names)
+    assert [o.status for o in outcomes] == ["unreadable"] * 6 + ["ok", "ok"]
     assert "PIL image given cannot be read" in outcomes[0].reason and "PIL image" in outcomes[1].reason
     assert "too large" in outcomes[2].reason and "empty image" in outcomes[3].reason
     assert "closed file" in outcomes[4].reason
+    assert "too large: over 18 MB" in outcomes[5].reason  # (before: read until memory ran out)
+    assert np.array_equal(outcomes[6].face.image, outcomes[7].face.image)  # read to its end, not its first read
     with pytest.raises(FacekitError, match="too large"):  # one photo alone is still an error
         normalizer.normalize(photos[2])
 
