@@ -11,6 +11,7 @@ so nothing else is needed to rebuild the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import numbers
@@ -281,7 +282,8 @@ def turn_of(normalizer: Any) -> threading.RLock:
     lock: threading.RLock | None = normalizer.__dict__.get("_lock")
     if lock is None:
         lock = normalizer.__dict__.setdefault("_lock", threading.RLock())
-        _TURN_TAKERS.add(normalizer)
+        with contextlib.suppress(TypeError):  # (an object that is not hashable or weakly referable keeps its lock)
+            _TURN_TAKERS.add(normalizer)
     return lock
 
 
