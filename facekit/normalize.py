@@ -853,9 +853,10 @@ class Normalizer:
     ) -> list[Outcome]:
         """Normalize one face of each image (``None`` = unreadable), chosen by :attr:`face` (:func:`choose_face`; the
         largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
-        :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a file that cannot be
-        read (missing, damaged, too large) is that input's ``unreadable`` outcome, its ``reason`` saying why, and
-        the others go on; a form it cannot take is a FacekitError naming the input."""
+        :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a photo that cannot be
+        read (a missing, damaged or too large file, a closed or damaged PIL image, an array over the megapixel limit:
+        :class:`facekit.errors.PhotoUnreadable`) is that input's ``unreadable`` outcome, its ``reason`` saying why,
+        and the others go on; a form it cannot take is a FacekitError naming the input."""
         from facekit.images import read_photos
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
