@@ -17,7 +17,7 @@ from facekit.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from facekit.errors import FacekitError, RecipeError
+    from facekit.errors import FacekitError, PhotoUnreadable, RecipeError
     from facekit.normalize import NormalizedFace, Normalizer
     from facekit.recipe import load_recipe, resolve
     from facekit.registry import ComponentSpec, NoParams, Params, get_registry, list_components, load_component
@@ -33,6 +33,7 @@ _LAZY = {
     "load_component": "facekit.registry",
     "FacekitError": "facekit.errors",
     "RecipeError": "facekit.errors",
+    "PhotoUnreadable": "facekit.errors",
     "ModelCard": "facekit.types",
     "load_recipe": "facekit.recipe",
     "resolve": "facekit.recipe",
@@ -50,6 +51,7 @@ __all__ = [
     "NormalizedFace",
     "Normalizer",
     "Params",
+    "PhotoUnreadable",
     "RecipeError",
     "__version__",
     "get_registry",
