@@ -24,10 +24,14 @@ pytest.importorskip("gradio")
 pytest.importorskip("facekit_serve")
 
 from facekit_serve.engine import (
+    DOWNLOAD_FALLBACK,
+    DOWNLOAD_STEM_BYTES,
     MB,
+    NAMED_VIEWS,
     VISITOR_AVATAR_NOTE,
     Engine,
     UploadError,
+    download_stem,
     example_photos,
     normalized_display_side,
     read_upload,
@@ -184,6 +188,90 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
         engine.result(analysis.sha256, 0)
     with pytest.raises(UploadError, match="There is no face 3"):
         engine.result(pair.sha256, 2)
+
+
+def test_a_downloads_name_is_the_uploads_name_made_safe() -> None:
+    """Before: every download had one name whatever the photo (normalized-face.png, adjusted-full.jpg, avatar.glb)."""
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "I want", a ZWNJ between its parts
+    cases = {
+        "IMG_1234.jpg": "IMG_1234",
+        "_DSC0001.JPG": "_DSC0001",  # a camera's name keeps its underscore
+        "holiday.2024.06.png": "holiday.2024.06",
+        "../../etc/passwd": "passwd",  # no folder, no way out of one
+        "C:\\Users\\ann\\Pictures\\me.jpg": "me",
+        "..": DOWNLOAD_FALLBACK,
+        ".jpg": "jpg",  # not a hidden file
+        "...hidden.png": "hidden",
+        "-rf.jpg": "rf",  # not an option to a shell command
+        "  spaced   out \t name .jpg": "spaced out name",
+        "line\nbreak\x00null\x1bescape.jpg": "line breaknullescape",
+        "photo\u202egpj.exe.jpg": "photogpj.exe",  # no right-to-left override (shown as "photoexe.jpg")
+        'what?*<>|:"`$!{}.jpg': "what____________",
+        "Фото Анны.jpg": "Фото Анны",
+        "cafe\u0301.jpg": "caf\u00e9",  # a Mac's decomposed "é" composed
+        f"{persian}.jpg": persian,  # its zero-width non-joiner kept
+        "": DOWNLOAD_FALLBACK,
+        "\x00\x01.png": DOWNLOAD_FALLBACK,
+        "   .png": DOWNLOAD_FALLBACK,
+    }
+    for name, stem in cases.items():
+        assert download_stem(name) == stem, name
+    assert download_stem(None) == DOWNLOAD_FALLBACK
+    long = download_stem("面" * 200 + ".jpg")  # 3 bytes each: cut at a character, not inside one
+    assert long == "面" * (DOWNLOAD_STEM_BYTES // 3) and len(long.encode()) <= DOWNLOAD_STEM_BYTES
+    # What Gradio serves under the name is the name: nothing left for it to strip.
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    for name in [*cases, "面" * 200 + ".jpg"]:
+        download = f"{download_stem(name)}-face8-avatar-renders.png"
+        assert strip_invalid_filename_characters(download) == download, name
+
+
+def test_downloads_are_named_after_each_visitors_photo(engine: Engine, tmp_path: Path) -> None:
+    """Before: whatever photo was sent, its downloads were normalized-face.png, adjusted-full.jpg, avatar.glb, so a
+    visitor who processed several photos had a Downloads folder of copies of one name. Now each is named after the
+    visitor's own file, and a visitor who sends the same bytes as another (one cached result) never sees the
+    other's name."""
+    plain, _, two = example_photos(tmp_path / "examples")
+    analysis = engine.analyze(plain, "IMG_1234.jpg")
+    made = engine.result(analysis.sha256, 0)
+    mine = engine.result(analysis.sha256, 0, name="IMG_1234.jpg")
+    assert mine.normalized_png.name == "IMG_1234-normalized.png"
+    assert mine.adjusted_full.name == "IMG_1234-adjusted.jpg"
+    assert mine.normalized.name == "IMG_1234-landmarks.png" and mine.adjusted.name == "IMG_1234-adjusted-preview.jpg"
+    assert mine.detections.name == "IMG_1234-detections.jpg" and mine.before_after.name == "IMG_1234-before-after.jpg"
+    assert mine.comparison is not None and mine.comparison.name == "IMG_1234-models-compared.png"
+    assert mine.attributes_image is not None and mine.attributes_image.name == "IMG_1234-skin-region.png"
+    for field in ("normalized_png", "adjusted_full", "normalized", "detections", "comparison"):
+        assert getattr(mine, field).read_bytes() == getattr(made, field).read_bytes(), field
+        assert analysis.folder in getattr(mine, field).parents  # deleted with the upload
+    assert engine.result(analysis.sha256, 0, name="IMG_1234.jpg") is mine  # made once per name
+
+    # Another visitor, the same bytes under their own name: their names, in a folder of their own; nothing of the
+    # first visitor's name, and the first visitor's files untouched.
+    again = engine.analyze(plain, "bob's photo.jpg")
+    assert again is analysis
+    bobs = engine.result(analysis.sha256, 0, name="bob's photo.jpg")
+    assert bobs.normalized_png.name == "bob's photo-normalized.png"
+    assert bobs.normalized_png.parent != mine.normalized_png.parent and mine.normalized_png.is_file()
+    assert not any("IMG_1234" in path.name for path in vars(bobs).values() if isinstance(path, Path))
+    # Two photos of one name: their own folders, neither overwrites the other.
+    other = engine.analyze(two, "IMG_1234.jpg")
+    faces = [engine.result(other.sha256, index, name="IMG_1234.jpg") for index in (0, 1)]
+    assert [face.normalized_png.name for face in faces] == [  # a photo with several faces: which face
+        "IMG_1234-face1-normalized.png",
+        "IMG_1234-face2-normalized.png",
+    ]
+    assert faces[0].normalized_png.read_bytes() != mine.normalized_png.read_bytes()
+    assert mine.normalized_png.read_bytes() == made.normalized_png.read_bytes()
+    # The same bytes under ever new names: a few names, then the fallback (each name's files are served anew).
+    names = [engine.result(other.sha256, 0, name=f"copy{n}.jpg").normalized_png.name for n in range(NAMED_VIEWS)]
+    assert names[: NAMED_VIEWS - 1] == [f"copy{n}-face1-normalized.png" for n in range(NAMED_VIEWS - 1)]
+    assert names[-1] == f"{DOWNLOAD_FALLBACK}-face1-normalized.png"
+    # They go with the upload.
+    assert engine.forget(other.sha256) and not any(face.normalized_png.exists() for face in faces)
+    with pytest.raises(UploadError, match="no longer in the server's memory"):
+        engine.result(other.sha256, 0, name="IMG_1234.jpg")
 
 
 def test_results_live_until_the_last_session_holding_them_ends(engine: Engine, tmp_path: Path) -> None:
@@ -712,6 +800,12 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             for element in ("detections", "normalized", "adjusted", "before-after"):  # those on the open tab
                 assert page.locator(f"#{element} img").first.get_attribute("alt") == ALT_TEXT[element], element
             assert status.get_attribute("aria-live") == "polite" and status.get_attribute("role") == "status"
+            # The downloads are saved under the photo's name (before: normalized-face.png, adjusted-full.jpg for
+            # every photo): the name the browser takes from the server's answer, not only the link's.
+            for element, name in (("normalized-file", "normalized.png"), ("adjusted-file", "adjusted.jpg")):
+                with page.expect_download() as download:
+                    page.locator(f"#{element} a[download]").click()
+                assert download.value.suggested_filename == f"Adrien_Brody_0001-{name}", element
 
             # The 3-D viewer draws the avatar (its tab opened after the result arrived), and the GLB is a real
             # binary glTF.
@@ -726,7 +820,8 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             expect(removes).to_have_count(2)  # Gradio draws one per file (GLB, OBJ zip): a renamed label fails here
             for remove in removes.all():
                 expect(remove).to_be_hidden()
-            glb = page.request.get(page.locator("#avatar-files a[download='avatar.glb']").get_attribute("href"))
+            glb_link = page.locator("#avatar-files a[download='Adrien_Brody_0001-avatar.glb']")
+            glb = page.request.get(glb_link.get_attribute("href"))
             assert glb.ok and glb.body()[:4] == b"glTF"
             assert page.locator("#renders img").first.get_attribute("alt") == ALT_TEXT["renders"]
             page.get_by_role("tab", name="Attributes").click()
@@ -762,7 +857,8 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             # The photos sent before the one the page shows went when its results replaced theirs (helper-89).
             assert not {"Adrien_Brody_0001.jpg", "broken.jpg", "wall.png"} & set(served), sorted(served)
             uploaded = [served["Ann_Veneman_0001.jpg"]]
-            assert {"normalized.png", "adjusted.jpg", "adjusted-full.jpg", "avatar.glb"} <= set(served)
+            shown = {"two-faces-face2-normalized.png", "two-faces-face2-adjusted.jpg", "two-faces-face2-avatar.glb"}
+            assert shown <= set(served), sorted(served)
             page.close()
         finally:
             browser.close()
@@ -850,6 +946,7 @@ def test_an_api_caller_gets_problems_as_errors(server: dict[str, Any], data_root
     result = client.predict(handle_file(str(data_root / LFW_PHOTO)), api_name="/analyze")
     status, detections = result[1], result[2]  # (the upload's State is not part of the API)
     assert "1 face found" in status and Path(detections).is_file()
+    assert Path(result[4]).name == "Adrien_Brody_0001-normalized.png"  # the caller's file's name
 
 
 def test_only_the_pages_own_results_are_served(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
     engine = Engine.load(model="dlib", sfm="sfm_shape_3448.bin", workdir=folder)
     analysis = engine.analyze(path)          # read, check, detect and normalize every face (cached by sha256)
     result = engine.result(analysis.sha256, 0)   # the largest face: detections, normalized face, adjust, avatar, ...
+    mine = engine.result(analysis.sha256, 0, name="IMG_1234.jpg")   # the same, as IMG_1234-normalized.png, ...
 
 No web framework here (:mod:`facekit_serve.web` holds the page), so the chain is tested without a browser. Every
 problem with an upload is an :class:`UploadError` whose message is written for the person who sent the photo.
@@ -15,13 +16,17 @@ bounded LRU; an entry's files are deleted when it is evicted or when the last se
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
 import logging
+import os
+import re
 import shutil
 import threading
 import time
+import unicodedata
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -53,6 +58,13 @@ NORMALIZED_SIDE = 448
 MB = 1024 * 1024
 #: Uploads kept in the result cache.
 CACHE_ENTRIES = 16
+#: The start of a download's name when the upload's name leaves nothing usable (see :func:`download_stem`).
+DOWNLOAD_FALLBACK = "photo"
+#: The longest start of a download's name, in UTF-8 bytes (a file name may have 255 on most file systems).
+DOWNLOAD_STEM_BYTES = 96
+#: The names one upload's downloads are given (its visitors' file names); more fall back to DOWNLOAD_FALLBACK, so
+#: that the same bytes sent under ever new names do not copy its results ever again.
+NAMED_VIEWS = 4
 
 Progress = Callable[[float, str], None]
 
@@ -124,6 +136,31 @@ def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
     return data, decode_upload(data, Path(path).name)
 
 
+#: What a download's name keeps of no upload's name: characters that separate folders or are refused by Windows,
+#: macOS or Gradio (which drops them from the file it serves: the name would not be the one given).
+UNSAFE_IN_NAMES = re.compile(r'[<>:"/\\|?*`$!{}]')
+
+
+def download_stem(name: str | None) -> str:
+    """The start of the name of a download made from the upload ``name`` (its own name, without folder or
+    extension): ``IMG_1234.jpg`` -> ``IMG_1234``. Control and format characters (a right-to-left override that shows
+    ``gpj.exe`` as ``exe.jpg``) go, characters a file system refuses become ``_``, runs of spaces one space, leading and
+    trailing dots, spaces and hyphens go (a hidden file, an option to a shell command); at most
+    :data:`DOWNLOAD_STEM_BYTES` bytes of UTF-8, in the NFC form of the name's letters (a Mac sends "é" as "e" and an
+    accent); :data:`DOWNLOAD_FALLBACK` when nothing is left."""
+    base = unicodedata.normalize("NFC", re.split(r"[/\\]", name or "")[-1])
+    stem = os.path.splitext(base)[0]  # a name that is only an extension (".jpg") keeps it
+    kept = "".join(
+        " " if char.isspace() else char
+        for char in stem
+        if char.isspace() or char in "\u200c\u200d" or not unicodedata.category(char).startswith("C")
+    )  # (zero-width non-joiner and joiner are letters' business in Persian, Indic scripts and emoji)
+    stem = re.sub(r" +", " ", UNSAFE_IN_NAMES.sub("_", kept)).strip(" .-")
+    while len(stem.encode()) > DOWNLOAD_STEM_BYTES:
+        stem = stem[:-1]
+    return stem.rstrip(" .-") or DOWNLOAD_FALLBACK
+
+
 # ------------------------------------------------------------------------------------------------ pictures
 
 
@@ -171,13 +208,15 @@ def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, side: int) -> np.nd
 
 @dataclass
 class FaceResult:
-    """Everything the page shows for one face of one upload; paths are files in the engine's work folder. A part
-    that could not be made has ``None`` and a plain note saying why."""
+    """Everything the page shows for one face of one upload; paths are files in the engine's work folder, named for
+    what they hold (``normalized.png``) or, asked for with the visitor's file name, after it
+    (``IMG_1234-normalized.png``, :meth:`Engine.result`). A part that could not be made has ``None`` and a plain note
+    saying why."""
 
     index: int
     detections: Path
     normalized: Path  # the normalized face enlarged with its landmarks drawn (PNG)
-    normalized_png: Path  # the normalized face at the model's size, unmarked (download)
+    normalized_png: Path  # the normalized face at the model's size, unmarked (download: normalized.png)
     adjusted: Path  # the adjusted photo, at most PREVIEW_SIDE (JPEG)
     adjusted_full: Path  # full size, in the upload's format with its ICC profile and EXIF (download)
     before_after: Path
@@ -211,6 +250,8 @@ class Analysis:
     faces: list[Any]
     seconds: float
     results: dict[int, FaceResult] = field(default_factory=dict)
+    #: The results under a visitor's file name, by (:func:`download_stem` of the name, face).
+    named: dict[tuple[str, int], FaceResult] = field(default_factory=dict)
 
     @property
     def faces_found(self) -> int:
@@ -454,18 +495,21 @@ class Engine:
         )
         return self._store(analysis)
 
-    def result(self, sha256: str, index: int = 0, progress: Progress | None = None) -> FaceResult:
-        """Every result for face ``index`` (0 = largest) of the cached upload ``sha256``, made once and cached."""
+    def result(
+        self, sha256: str, index: int = 0, progress: Progress | None = None, name: str | None = None
+    ) -> FaceResult:
+        """Every result for face ``index`` (0 = largest) of the cached upload ``sha256``, made once and cached. With
+        ``name``, the file name this visitor gave the photo, the files are named after it (:meth:`_named`)."""
         tell = progress or (lambda fraction, text: None)
         analysis = self.cached(sha256)
         if analysis is None:
             raise UploadError("This photo is no longer in the server's memory. Please upload it again.")
         if not 0 <= index < len(analysis.faces):
             raise UploadError(f"There is no face {index + 1} in this photo; choose one of 1-{len(analysis.faces)}.")
+        gone = UploadError("This photo is no longer in the server's memory. Please upload it again.")
         done = analysis.results.get(index)
         if done is not None:
-            return done
-        gone = UploadError("This photo is no longer in the server's memory. Please upload it again.")
+            return done if name is None else self._named(analysis, done, name, gone)
         try:
             made = self._make(analysis, index, tell)
         except Exception as error:  # the page closed meanwhile and its files went: say so, leave nothing behind
@@ -474,11 +518,66 @@ class Engine:
             shutil.rmtree(analysis.folder, ignore_errors=True)
             raise gone from error
         with self._cache_lock:
-            if self._cache.get(sha256) is analysis:
-                return analysis.results.setdefault(index, made)
+            kept = self._cache.get(sha256) is analysis
+            if kept:
+                made = analysis.results.setdefault(index, made)
+        if kept:
+            return made if name is None else self._named(analysis, made, name, gone)
         # Released (the page closed) or evicted while the results were made: nothing of it may stay on disk.
         shutil.rmtree(analysis.folder, ignore_errors=True)
         raise gone
+
+    def _named(self, analysis: Analysis, made: FaceResult, name: str, gone: UploadError) -> FaceResult:
+        """``made`` with its files named for a visitor who called the photo ``name``: ``IMG_1234.jpg`` ->
+        ``IMG_1234-normalized.png``, ``IMG_1234-adjusted.jpg``, ``IMG_1234-avatar.glb`` (``IMG_1234-face2-...`` in a
+        photo with several faces; :func:`download_stem`). Before, every download was ``normalized-face.png``,
+        ``adjusted-full.jpg``, ``avatar.glb`` whatever the photo, and a visitor's Downloads folder filled with
+        copies of one name. Links to the files (copies where the file system has none) in a folder of their own
+        under the face's, made once per name: the results are cached by content, and a visitor who sends the same
+        bytes as another must not see the other's file name. At most :data:`NAMED_VIEWS` names per upload (then
+        :data:`DOWNLOAD_FALLBACK`): each name's files are served as copies of their own."""
+        stem = download_stem(name)
+        with self._cache_lock:  # made under the lock: a released upload's folder is deleted after it leaves the cache
+            if self._cache.get(analysis.sha256) is not analysis:
+                raise gone
+            stems = {known for known, _ in analysis.named}
+            if stem not in stems and len(stems) >= NAMED_VIEWS:
+                stem = DOWNLOAD_FALLBACK
+            done = analysis.named.get((stem, made.index))
+            if done is not None:
+                return done
+            folder = made.detections.parent / f"as-{next(self._serial)}"
+            folder.mkdir()
+            face = f"face{made.index + 1}-" if len(analysis.faces) > 1 else ""
+            links: dict[Path, Path] = {}
+
+            def link(path: Path) -> Path:
+                if path not in links:
+                    links[path] = folder / f"{stem}-{face}{path.name}"
+                    try:
+                        os.link(path, links[path])
+                    except OSError:
+                        shutil.copyfile(path, links[path])
+                return links[path]
+
+            def maybe(path: Path | None) -> Path | None:
+                return None if path is None else link(path)
+
+            named = dataclasses.replace(
+                made,
+                detections=link(made.detections),
+                normalized=link(made.normalized),
+                normalized_png=link(made.normalized_png),
+                adjusted=link(made.adjusted),
+                adjusted_full=link(made.adjusted_full),
+                before_after=link(made.before_after),
+                attributes_image=maybe(made.attributes_image),
+                avatar_glb=maybe(made.avatar_glb),
+                avatar_files=[link(path) for path in made.avatar_files],
+                avatar_renders=maybe(made.avatar_renders),
+                comparison=maybe(made.comparison),
+            )
+            return analysis.named.setdefault((stem, made.index), named)
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
         from facekit.apps.adjust import apply_correction, before_after, encode_corrected
@@ -496,9 +595,9 @@ class Engine:
         detections = folder / "detections.jpg"
         detections.write_bytes(jpeg_bytes(draw_detections(analysis.photo, boxes, index)))
         side = normalized_display_side(face.image.shape[0])
-        normalized = folder / "normalized.png"
+        normalized = folder / "landmarks.png"
         normalized.write_bytes(png_bytes(draw_landmarks(face.image, face.landmarks, side)))
-        normalized_png = folder / "normalized-face.png"
+        normalized_png = folder / "normalized.png"
         normalized_png.write_bytes(png_bytes(face.image))
 
         tell(0.3, "adjusting white balance and exposure")
@@ -510,11 +609,11 @@ class Engine:
         after = apply_correction(full, correction)
         # A 16-bit or transparent PNG keeps its depth and alpha, a photo in another colour profile its own values.
         data, suffix, _ = encode_corrected(analysis.source, full, after, correction)
-        adjusted_full = folder / f"adjusted-full{suffix}"
+        adjusted_full = folder / f"adjusted{suffix}"
         adjusted_full.write_bytes(data)
         shown_before, shown_after = downscale(full, PREVIEW_SIDE), downscale(after, PREVIEW_SIDE)
         del full, after
-        adjusted = folder / "adjusted.jpg"
+        adjusted = folder / "adjusted-preview.jpg"
         adjusted.write_bytes(jpeg_bytes(shown_after, 92))
         pair = folder / "before-after.jpg"
         pair.write_bytes(jpeg_bytes(before_after(shown_before, shown_after, min(480, shown_before.shape[0]))))
@@ -559,7 +658,7 @@ class Engine:
 
         try:
             result.attributes, result.photo_attributes, result.attributes_note = measure_both(photo, face)
-            image = folder / "attributes.png"
+            image = folder / "skin-region.png"
             image.write_bytes(png_bytes(overlay(face, photo)))
             result.attributes_image = image
         except FacekitError as error:  # e.g. the skin region falls outside the image: that tab says so
@@ -612,7 +711,7 @@ class Engine:
         labels = list(cells)
         # No file name on the picture: it is cached by content and shown to whoever uploads the same bytes.
         grid = Comparison(["photo"], [""], labels, [aligned], cells, status, [], []).grid(cell=192)
-        result.comparison = folder / "compare.png"
+        result.comparison = folder / "models-compared.png"
         result.comparison.write_bytes(png_bytes(grid))
         if missing:
             result.comparison_note = f"No face here for {', '.join(missing)} (its own detector did not find it)."

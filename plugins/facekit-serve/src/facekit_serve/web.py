@@ -433,7 +433,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                     engine.release(session)
                     uploads.forget(session)  # (remembered above, after the end forgot the session's uploads)
                 else:
-                    result = engine.result(analysis.sha256, 0, tell)
+                    result = engine.result(analysis.sha256, 0, tell, name=Path(path).name)  # downloads named for it
             except Exception as error:  # a server answers every request; the log has an unexpected one's traceback
                 # The page shows no results now: what it showed and the photos it sent before this one go (before:
                 # they stayed until the page closed). This one stays while the page's upload box shows it, a link
@@ -469,9 +469,9 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 return ["Waiting for a photo.", *empty]
             began = time.perf_counter()
             with waiting_lock:
-                name = names.get((request.session_hash or "", sha256), "this photo")
+                given = names.get((request.session_hash or "", sha256))
             try:
-                result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text))
+                result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text), name=given or "")
             except FacekitError as error:
                 return [problem(request, str(error)), *empty]
             analysis = engine.cached(sha256)
@@ -479,7 +479,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 gone = "This photo is no longer in the server's memory. Please upload it again."
                 return [problem(request, gone), *empty]
             return [
-                status_markdown(analysis, result, engine.labels, name, time.perf_counter() - began),
+                status_markdown(analysis, result, engine.labels, given or "this photo", time.perf_counter() - began),
                 *values(result),
             ]
 
