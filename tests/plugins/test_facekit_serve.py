@@ -460,6 +460,39 @@ def test_a_page_closed_while_its_photo_is_read_leaves_nothing_on_disk(
     assert not photo.exists()
 
 
+def test_a_face_the_server_fails_on_is_a_plain_message(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: when the server failed on another face of a photo (choose_face: an avatar fit, a full disk), the page
+    showed Gradio's bare "Error" on every output and the status still said "showing face 1" beside face 2 chosen; a
+    photo's first face already got a plain message. Now both do, and the traceback goes to the server's log."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+    from facekit_serve.web import SERVER_FAILED, build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = build_app(engine, [], 20.0)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
+    two = example_photos(tmp_path / "examples")[2]
+    sha256 = handlers["analyze"](str(two), page, lambda *args, **kwargs: None)[0]
+    assert sha256 is not None
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the avatar fit diverged")
+
+    monkeypatch.setattr(engine, "_make", fails)
+    with caplog.at_level("ERROR", logger="facekit_serve.web"):
+        answer = handlers["choose"](sha256, 1, page, lambda *args, **kwargs: None)
+    assert SERVER_FAILED in answer[0] and "RuntimeError" in answer[0] and 'class="error"' in answer[0]
+    assert "diverged" not in answer[0] and "Traceback" not in answer[0]  # the server's business
+    assert all(value is None for value in answer[1:4])  # face 1's results are not left beside face 2 chosen
+    assert "face 2 of two-faces.jpg failed" in caplog.text and "the avatar fit diverged" in caplog.text
+    with pytest.raises(gr.Error, match="Something went wrong on the server"):  # a program calling the API
+        handlers["choose"](sha256, 1, SimpleNamespace(session_hash="alice", headers={}), lambda *a, **k: None)
+
+
 def test_a_page_keeps_only_the_photo_it_shows(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a page held every photo it had sent until it closed, and the served copies of those the cache evicted
     waited for its end (helper-89: one page or API client sending 150 photos left 1.15 MB and 13 files more per photo

@@ -51,6 +51,9 @@ RESULT_FOLDER_BYTES = 512 << 20
 ENDED_SESSIONS = 4096
 #: What a page whose session has ended is told when it sends a photo (its results would be dropped at once).
 SESSION_ENDED = "This page's session has ended (closed, or its connection was lost): reload the page to go on."
+#: What a visitor is told when the server itself fails on their photo (the traceback goes to the server's log), with
+#: the exception's class name after it.
+SERVER_FAILED = "Something went wrong on the server while processing this photo (the server log says what)."
 
 #: The page's styles. Gradio 6.31 gives a list of several files a "Remove this file" button even when the list is not
 #: interactive: on the avatar's downloads it took the GLB or the OBJ off the page for good (interactive=False keeps
@@ -443,8 +446,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 if isinstance(error, FacekitError):
                     return [None, hidden, problem(request, str(error)), *empty]
                 log.exception("facekit serve: processing %s failed", Path(path).name)
-                message = "Something went wrong on the server while processing this photo (the server log says what)."
-                return [None, hidden, problem(request, f"{message} {type(error).__name__}"), *empty]
+                return [None, hidden, problem(request, f"{SERVER_FAILED} {type(error).__name__}"), *empty]
             if closed:
                 # A page still open whose session ended (Gradio's heartbeat does not reconnect after a lost
                 # connection) is told so, rather than shown 'Waiting for a photo.' for every photo it sends.
@@ -472,8 +474,11 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 given = names.get((request.session_hash or "", sha256))
             try:
                 result = engine.result(sha256, int(index), lambda f, text: progress(f, desc=text), name=given or "")
-            except FacekitError as error:
-                return [problem(request, str(error)), *empty]
+            except Exception as error:  # as analyze (before: Gradio's bare "Error" on every output, the status
+                if isinstance(error, FacekitError):  # still "showing face 1" beside face 2 chosen)
+                    return [problem(request, str(error)), *empty]
+                log.exception("facekit serve: face %d of %s failed", int(index) + 1, given or "a photo")
+                return [problem(request, f"{SERVER_FAILED} {type(error).__name__}"), *empty]
             analysis = engine.cached(sha256)
             if analysis is None:
                 gone = "This photo is no longer in the server's memory. Please upload it again."
