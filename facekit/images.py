@@ -471,6 +471,12 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         try:
             data = _read_capped(image, _max_file_bytes()) if hasattr(image, "read") else image
+        except (UnicodeDecodeError, io.UnsupportedOperation):  # a text reader not an io.TextIOBase (codecs'), or a
+            # file open for writing: how it was opened, the caller's mistake (both are ValueErrors: caught first)
+            raise FacekitError(
+                "expected a photo; the file given is not open for reading bytes (text mode, or writing): open it "
+                "with 'rb'"
+            ) from None
         except (OSError, ValueError) as error:  # closed (ValueError), or its device failed
             raise PhotoUnreadable(f"the file given cannot be read: {error}") from None
         if hasattr(image, "read") and len(data) > _max_file_bytes():  # (before: read whole: /dev/zero ran out memory)

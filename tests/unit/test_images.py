@@ -498,3 +498,27 @@ def test_a_child_forked_while_another_thread_reads_a_large_photo_is_not_stuck() 
 
     assert forked_while_held(images._pillow_limit(above), child) == 0
     assert Image.MAX_IMAGE_PIXELS == original
+
+
+def test_a_file_not_open_for_reading_bytes_is_the_callers_error_not_the_photos(tmp_path: Path) -> None:
+    """Stop 53 made a file whose read() fails a PhotoUnreadable, the photo's own `unreadable` outcome in a batch; a
+    file open for text by codecs (not an io.TextIOBase: its read() raised UnicodeDecodeError) or open for writing
+    only (io.UnsupportedOperation) was swept in with it: every photo of such a batch 'unreadable', the codec's words
+    or "read" its reason. Like a file open in text mode by open(), how the file was opened is the caller's mistake:
+    one line naming the input."""
+    import codecs
+
+    from facekit.errors import PhotoUnreadable
+    from facekit.images import read_photos
+
+    path = tmp_path / "face.png"
+    Image.new("RGB", (8, 8)).save(path)
+    with open(path, "rb") as binary, open(tmp_path / "out.png", "wb") as written:
+        text = codecs.getreader("utf-8")(binary)
+        for given, name in ((text, "text"), (written, "written")):
+            with pytest.raises(FacekitError, match=rf"normalize_many: {name}: .*open it with 'rb'"):
+                read_photos([path, given], ["face", name], "normalize_many")
+            binary.seek(0)
+            with pytest.raises(FacekitError, match="open it with 'rb'") as raised:
+                as_rgb(given)
+            assert not isinstance(raised.value, PhotoUnreadable)
