@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import math
 import os
@@ -535,7 +536,10 @@ def _max_file_bytes() -> int:
 
 def _read_capped(file: Any, cap: int) -> Any:
     """What is left in the open ``file``, read until its end or until more than ``cap`` bytes came (a raw or
-    unbuffered file may give fewer bytes than asked for before its end); a file in text mode gives its first str."""
+    unbuffered file may give fewer bytes than asked for before its end); a file in text mode gives its first str. An
+    object whose read() takes no size (a hand-made wrapper of bytes in memory) is read whole, as before the cap."""
+    if not _takes_a_size(file.read):
+        return file.read()
     chunks: list[bytes] = []
     total = 0
     while total <= cap:
@@ -547,6 +551,18 @@ def _read_capped(file: Any, cap: int) -> Any:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def _takes_a_size(read: Any) -> bool:
+    """Whether the method ``read`` can be called with a number of bytes (True when it has no signature to read: a
+    built-in file's, mmap's)."""
+    try:
+        inspect.signature(read).bind(1)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
 
 
 def check_size(width: int, height: int) -> None:

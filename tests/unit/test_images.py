@@ -522,3 +522,26 @@ def test_a_file_not_open_for_reading_bytes_is_the_callers_error_not_the_photos(t
             with pytest.raises(FacekitError, match="open it with 'rb'") as raised:
                 as_rgb(given)
             assert not isinstance(raised.value, PhotoUnreadable)
+
+
+def test_a_file_object_whose_read_takes_no_size_is_read_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop 53 reads an open file a chunk at a time (read(n)) up to a cap, where before it called read() once: an
+    object whose read() takes no size, as a hand-made wrapper of an upload's bytes has, was read before and raised
+    TypeError ("read() takes 1 positional argument but 2 were given") after. It is read whole, as before, and still
+    refused when that is more than the cap."""
+    from facekit.errors import PhotoUnreadable
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(buffer, "PNG")
+
+    class Wrapper:  # read() without a size, as a wrapper of bytes already in memory may have
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def read(self) -> bytes:
+            return self.data
+
+    assert np.array_equal(as_rgb(Wrapper(buffer.getvalue())), np.full((8, 8, 3), 200, np.uint8))
+    monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.2")  # (a cap of 16 MiB and 8 bytes a pixel of 0.2 MP)
+    with pytest.raises(PhotoUnreadable, match="too large: over 18 MB"):
+        as_rgb(Wrapper(buffer.getvalue() + bytes(20 * 2**20)))
