@@ -539,11 +539,11 @@ def _read_capped(file: Any, cap: int) -> Any:
     unbuffered file may give fewer bytes than asked for before its end); a file in text mode gives its first str. An
     object whose read() takes no size (a hand-made wrapper of bytes in memory) is read whole, as before the cap."""
     if not _takes_a_size(file.read):
-        return file.read()
+        return _not_awaited(file.read())
     chunks: list[bytes] = []
     total = 0
     while total <= cap:
-        chunk = file.read(min(cap + 1 - total, 2**24))
+        chunk = _not_awaited(file.read(min(cap + 1 - total, 2**24)))
         if isinstance(chunk, str):
             return chunk
         if not chunk:  # (its end; None: a non-blocking file with nothing more now)
@@ -551,6 +551,19 @@ def _read_capped(file: Any, cap: int) -> Any:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def _not_awaited(chunk: Any) -> Any:
+    """What a file's read() gave, unless it is to be awaited (an async upload object's): a FacekitError saying what
+    to give instead, the coroutine closed (before: "object of type 'coroutine' has no len()", and "never awaited")."""
+    if inspect.isawaitable(chunk):
+        if inspect.iscoroutine(chunk):
+            chunk.close()
+        raise FacekitError(
+            "expected a photo; the file given reads asynchronously (FastAPI's UploadFile, aiofiles): give its "
+            "`.file`, or the bytes of `await upload.read()`"
+        )
+    return chunk
 
 
 def _takes_a_size(read: Any) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -545,3 +546,36 @@ def test_a_file_object_whose_read_takes_no_size_is_read_as_before(monkeypatch: p
     monkeypatch.setenv("FACEKIT_MAX_MEGAPIXELS", "0.2")  # (a cap of 16 MiB and 8 bytes a pixel of 0.2 MP)
     with pytest.raises(PhotoUnreadable, match="too large: over 18 MB"):
         as_rgb(Wrapper(buffer.getvalue() + bytes(20 * 2**20)))
+
+
+def test_a_file_whose_read_must_be_awaited_is_a_one_line_error(tmp_path: Path) -> None:
+    """An upload object whose read() is a coroutine (FastAPI's and Starlette's UploadFile, aiofiles) passed as a
+    photo ended in TypeError ("object of type 'coroutine' has no len()"; before stop 53: "cannot convert 'coroutine'
+    object to bytes") and a "coroutine ... was never awaited" warning. It says what to give instead, as the
+    caller's mistake (in a batch too), and the coroutine it was handed is closed."""
+    import inspect
+
+    from facekit.errors import PhotoUnreadable
+    from facekit.images import read_photos
+
+    path = tmp_path / "face.png"
+    Image.new("RGB", (8, 8)).save(path)
+    started: list[Any] = []
+
+    class AsyncUpload:  # as starlette.datastructures.UploadFile, whose read is an async def
+        def __init__(self) -> None:
+            self.file = io.BytesIO(path.read_bytes())
+
+        def read(self, size: int = -1) -> Any:
+            started.append(self._read(size))  # (kept: the test asks whether it was closed)
+            return started[-1]
+
+        async def _read(self, size: int) -> bytes:
+            return self.file.read(size)
+
+    with pytest.raises(FacekitError, match=r"reads asynchronously .*\.file") as raised:
+        as_rgb(AsyncUpload())
+    assert not isinstance(raised.value, PhotoUnreadable)
+    assert started and all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in started)
+    with pytest.raises(FacekitError, match=r"measure_faces: upload: .* reads asynchronously"):
+        read_photos([path, AsyncUpload()], ["face", "upload"], "measure_faces")
