@@ -80,7 +80,8 @@ def _pillow_guard_after_fork() -> None:
     _PILLOW_GUARD = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_pillow_guard_after_fork)
+if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fork to mend)
+    os.register_at_fork(after_in_child=_pillow_guard_after_fork)
 
 
 @contextlib.contextmanager

@@ -57,7 +57,8 @@ def _after_fork_in_child() -> None:
             taker.__dict__["_lock"] = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fork to mend)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 DEFAULT_MODEL = "default-model.safetensors"
 

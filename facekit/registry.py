@@ -373,7 +373,8 @@ class _Registries:
 
 
 get_registries = _Registries()
-os.register_at_fork(after_in_child=get_registries._after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fork to mend)
+    os.register_at_fork(after_in_child=get_registries._after_fork_in_child)
 
 
 def _build_registries() -> dict[Kind, Registry[Any]]:

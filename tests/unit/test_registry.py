@@ -199,3 +199,21 @@ def test_a_child_forked_while_another_thread_builds_the_registries_is_not_stuck(
 
     get_registries()
     assert forked_while_held(get_registries._lock, lambda: "paper" in facekit.get_registry("decoder")) == 0
+
+
+def test_facekit_imports_where_there_is_no_fork() -> None:
+    """Stop 53's at-fork hooks were registered with os.register_at_fork at import, which Windows' os does not have:
+    facekit.images (the plugins' light module) and facekit.registry (every component lookup) failed to import there
+    with AttributeError, as facekit.normalize already did since helper-108's hook. Where there is no fork there is
+    nothing for a hook to do."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, random, torch  # (they ask sys.platform, or os.fork, before they register theirs)\n"
+        "del os.fork, os.register_at_fork  # as on Windows\n"
+        "import facekit.images, facekit.registry, facekit.normalize\n"
+        "assert 'paper' in facekit.get_registry('decoder')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
