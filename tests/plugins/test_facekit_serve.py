@@ -227,6 +227,21 @@ def test_a_downloads_name_is_the_uploads_name_made_safe() -> None:
         assert strip_invalid_filename_characters(download) == download, name
 
 
+def test_a_download_named_after_a_windows_device_is_not_one() -> None:
+    """Windows reads a file name up to its first dot as a device's when that is CON, PRN, AUX, NUL, COM1-9 or
+    LPT1-9: "CON.backup.jpg" gave CON.backup-normalized.png, which Gradio serves as _CON.backup-normalized.png (not
+    the name given) and a Windows server could not write. The name keeps its words behind an underscore; a plain
+    "CON.jpg" gives CON-normalized.png, no device's name, as it is."""
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    for name in ("CON.backup.jpg", "nul.2024.png", "Com1 .x.jpg", "LPT\u00b9.a.jpg", "aux.tar.gz"):
+        stem = download_stem(name)
+        assert stem == f"_{name.rsplit('.', 1)[0]}", name
+        download = f"{stem}-face2-normalized.png"
+        assert strip_invalid_filename_characters(download) == download, name
+    assert download_stem("CON.jpg") == "CON" and download_stem("CONTRACT.v2.jpg") == "CONTRACT.v2"
+
+
 def test_downloads_are_named_after_each_visitors_photo(engine: Engine, tmp_path: Path) -> None:
     """Before: whatever photo was sent, its downloads were normalized-face.png, adjusted-full.jpg, avatar.glb, so a
     visitor who processed several photos had a Downloads folder of copies of one name. Now each is named after the

@@ -140,12 +140,19 @@ def read_upload(path: str | Path, max_bytes: int) -> tuple[bytes, np.ndarray]:
 #: macOS or Gradio (which drops them from the file it serves: the name would not be the one given).
 UNSAFE_IN_NAMES = re.compile(r'[<>:"/\\|?*`$!{}]')
 
+#: The names Windows takes for a device's, up to a file name's first dot (``CON.backup-normalized.png`` is CON).
+WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789\u00b9\u00b2\u00b3"]
+)
+
 
 def download_stem(name: str | None) -> str:
     """The start of the name of a download made from the upload ``name`` (its own name, without folder or
     extension): ``IMG_1234.jpg`` -> ``IMG_1234``. Control and format characters (a right-to-left override that shows
     ``gpj.exe`` as ``exe.jpg``) go, characters a file system refuses become ``_``, runs of spaces one space, leading and
-    trailing dots, spaces and hyphens go (a hidden file, an option to a shell command); at most
+    trailing dots, spaces and hyphens go (a hidden file, an option to a shell command), one that begins as a Windows
+    device's name up to a dot (``CON.backup``) gets a ``_`` before it; at most
     :data:`DOWNLOAD_STEM_BYTES` bytes of UTF-8, in the NFC form of the name's letters (a Mac sends "é" as "e" and an
     accent); :data:`DOWNLOAD_FALLBACK` when nothing is left."""
     base = unicodedata.normalize("NFC", re.split(r"[/\\]", name or "")[-1])
@@ -156,6 +163,8 @@ def download_stem(name: str | None) -> str:
         if char.isspace() or char in "\u200c\u200d" or not unicodedata.category(char).startswith("C")
     )  # (zero-width non-joiner and joiner are letters' business in Persian, Indic scripts and emoji)
     stem = re.sub(r" +", " ", UNSAFE_IN_NAMES.sub("_", kept)).strip(" .-")
+    if "." in stem and stem.partition(".")[0].rstrip(" ").upper() in WINDOWS_DEVICES:  # ("CON-..." is no device's)
+        stem = f"_{stem}"
     while len(stem.encode()) > DOWNLOAD_STEM_BYTES:
         stem = stem[:-1]
     return stem.rstrip(" .-") or DOWNLOAD_FALLBACK
