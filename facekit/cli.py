@@ -902,8 +902,8 @@ def explore_interpolate(
     judge: Annotated[
         str | None,
         typer.Option(
-            help="judge encoder, NAME or NAME:KEY=VALUE[,...] for its params (e.g. facenet:variant=casia-webface-tf; "
-            "default: independent of the model: dlib-resnet <-> sface)"
+            help="judge encoder with a detector of its own (dlib-resnet, sface, arcface), NAME or NAME:KEY=VALUE[,...] "
+            "for its params (e.g. arcface:weights=FILE; default: independent of the model: dlib-resnet <-> sface)"
         ),
     ] = None,
     face: FaceOption = FaceChoice.LARGEST,

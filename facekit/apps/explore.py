@@ -296,7 +296,7 @@ class Interpolation:
     photos_without_face: list[str] = field(default_factory=list)
     #: Which face of each photo was taken (:func:`facekit.normalize.choose_face`).
     face: str = "largest"
-    #: The params the judge's encoder was built with (``--judge facenet:variant=casia-webface-tf``).
+    #: The params the judge's encoder was built with (``--judge arcface:weights=FILE``).
     judge_params: dict[str, Any] = field(default_factory=dict)
 
     def strip(self) -> np.ndarray:
