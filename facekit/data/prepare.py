@@ -640,6 +640,24 @@ def identities_digest(identities: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(identities)).encode()).hexdigest()
 
 
+def _shutdown(executor: Any) -> None:
+    """``executor.shutdown(wait=True, cancel_futures=True)`` that a second Ctrl+C cannot cut short. Interrupted while
+    it waited, the shutdown left the workers waiting for work (or their stop) that never came and the process
+    waiting for them at exit, forever (helper-113: CPython 3.11's ProcessPoolExecutor; `timeout -s INT` sends the
+    command two). The wait is the identities the workers are on, which a terminal's Ctrl+C interrupts too."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets KeyboardInterrupt
+        executor.shutdown(wait=True, cancel_futures=True)
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        executor.shutdown(wait=True, cancel_futures=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _in_workers(
     stack: contextlib.ExitStack, workers: int, config: WorkerConfig, tasks: Iterable[tuple[str, list[Any]]]
 ) -> Iterator[dict[str, Any]]:
@@ -659,7 +677,7 @@ def _in_workers(
         initializer=_init_worker,
         initargs=(config, pillow_size_warning_quiet()),
     )
-    stack.callback(executor.shutdown, wait=True, cancel_futures=True)  # on an error: no new identity starts
+    stack.callback(_shutdown, executor)  # on an error: no new identity starts
     futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:

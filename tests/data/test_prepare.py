@@ -732,6 +732,57 @@ def test_a_worker_that_dies_or_cannot_start_is_one_line_not_a_hang(tmp_path: Pat
         list(prepare._in_workers(stack, 2, broken, tasks))
 
 
+def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_not_hangs_it(tmp_path: Path, data_root: Path) -> None:
+    """Before (helper-113): `timeout -s INT 40 facekit prepare recipes/paper.yaml --shard 0/4` said "interrupted"
+    and then never ended: timeout sends the command a SIGINT of its own besides its group's, and the second cut short
+    the executor's shutdown, which left the workers waiting for work and the process waiting for them. Here the
+    run is interrupted as a terminal's Ctrl+C does (the process and its workers), and again as the workers stop."""
+    import textwrap
+
+    photo = tmp_path / "face.jpg"
+    canada(data_root, 1, size=240)[0].save(photo)
+    (tmp_path / "work").mkdir()
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import contextlib, os, signal, sys
+            from concurrent.futures import ProcessPoolExecutor
+            from facekit.data import prepare
+            from facekit.recipe import PrepareSection
+
+            stop = ProcessPoolExecutor.shutdown
+            def shutdown(self, *args, **kwargs):
+                os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl+C, as the workers are told to stop
+                return stop(self, *args, **kwargs)
+            ProcessPoolExecutor.shutdown = shutdown
+
+            if __name__ == "__main__":  # the spawned workers import this file
+                rules = PrepareSection(output="out", image_size=96, interocular_px=24).model_dump(mode="json")
+                sfm, work = {str(data_root / "sfm")!r}, {str(tmp_path / "work")!r}
+                config = prepare.WorkerConfig("dlib", {{}}, rules, sfm, work)
+                tasks = [(f"folder/p{{i}}", [({str(photo)!r}, "folder")]) for i in range(10_000)]
+                try:
+                    with contextlib.ExitStack() as stack:
+                        for _ in prepare._in_workers(stack, 2, config, tasks):
+                            os.killpg(0, signal.SIGINT)  # Ctrl+C in a terminal: this process and its workers
+                except KeyboardInterrupt:
+                    sys.exit(130)
+            """
+        )
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE
+    )
+    try:
+        _, stderr = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        pytest.fail("still running 60 s after two Ctrl+C (workers and process waiting for each other)")
+    assert child.returncode == 130, stderr.decode(errors="replace")[-2000:]
+
+
 def test_a_killed_runs_temporary_files_are_removed_by_the_next(tmp_path: Path) -> None:
     """Before (helper-53): prepare's temporaries have unique names (.averages.npy.wv24xuvs.tmp), so those a kill -9
     left piled up run after run. Only its own names, untouched for an hour (a shard running beside it writes fresh
