@@ -413,13 +413,17 @@ class FaceAdjuster(UsesNormalizer):
             raise FacekitError(f"face {self.face} picks one face; all_faces averages every face: give one")
 
     def estimate(self, photo: Any) -> Correction | None:
-        """The correction for ``photo`` ((H, W, 3) uint8 RGB, or anything :meth:`Normalizer.normalize` takes, read
-        the same way), estimated on a copy at most :data:`ESTIMATE_SIDE` pixels on its long side (mean colours do not
-        need more; detection at 24 MP would take seconds; a copy of :data:`facekit.apps.RETRY_SIDE` when that one
-        shows no face), or None (no face). DetectorFailed when the detector raised on it."""
+        """The correction :meth:`correct` applies to ``photo`` ((H, W, 3) uint8 RGB, or anything
+        :meth:`Normalizer.normalize` takes, read the same way): at this app's ``strength`` and ``only``, exposure only
+        for a black-and-white photo (:meth:`settle`), estimated on a copy at most :data:`ESTIMATE_SIDE` pixels on its
+        long side (mean colours do not need more; detection at 24 MP would take seconds; a copy of
+        :data:`facekit.apps.RETRY_SIDE` when that one shows no face), or None (no face). DetectorFailed when the
+        detector raised on it. (Before, the estimate before :meth:`settle`: ``strength=0.5`` or ``only`` made no
+        difference, and a grey photo got a colour cast, where :meth:`correct` gave another correction.)"""
         from facekit.images import as_rgb
 
-        return self._estimated(as_rgb(photo))[1]
+        copy, correction = self._estimated(as_rgb(photo))
+        return None if correction is None else self.settle(copy, correction)
 
     def _estimated(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
         """(the copy of ``photo`` the correction was estimated on, the correction or None):

@@ -613,6 +613,23 @@ def test_a_black_and_white_photo_stays_black_and_white(shipped_normalizer: Any, 
     assert small is not None and "monochrome" not in small.face
 
 
+def test_estimate_is_the_correction_correct_applies(shipped_normalizer: Any) -> None:
+    """Before: estimate gave the face's estimate before the app's settings, so strength 0.5 or only='exposure' made
+    no difference to it, and a black-and-white photo got a colour cast (gains 1.23 / 0.94 / 0.81) that tinted it
+    where correct moved its exposure alone."""
+    colour = real_face().image.copy()
+    grey = np.asarray(Image.fromarray(colour).convert("L"))
+    for options in ({}, {"strength": 0.5}, {"only": "exposure"}, {"only": "white-balance"}):
+        adjuster = FaceAdjuster(shipped_normalizer, **options)
+        for photo in (colour, grey):
+            corrected, applied = adjuster.correct(photo)
+            estimated = adjuster.estimate(photo)
+            assert applied is not None and estimated == applied, (options, photo.ndim)
+            as_rgb = np.asarray(Image.fromarray(photo).convert("RGB"))
+            assert np.array_equal(apply_correction(as_rgb, estimated), corrected), (options, photo.ndim)
+    assert FaceAdjuster(shipped_normalizer).estimate(np.full((300, 300, 3), 128, np.uint8)) is None
+
+
 def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(tmp_path: Path) -> None:
     """Before: a third-party --method's 16-bit PNG came out at 8 bits without a word (a plugin-author audit)."""
     import cv2
