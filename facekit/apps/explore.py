@@ -230,15 +230,22 @@ def _encode(
 
 
 def read_photo(photo: Any, name: str | None = None) -> tuple[str, np.ndarray | None, str]:
-    """(name, (H, W, 3) uint8 RGB or None, why it is None) for a path, PIL image or array."""
+    """(name, (H, W, 3) uint8 RGB or None, why it is None) for a path, PIL image or array. A photo that cannot be
+    read (a closed PIL image, damaged bytes: :class:`PhotoUnreadable`) is None with why, so that the error names it
+    (before: "the PIL image given cannot be read", without saying which photo); a form no photo comes in stays a
+    FacekitError."""
     import os
 
+    from facekit.errors import PhotoUnreadable
     from facekit.images import as_rgb, load_rgb
 
     if isinstance(photo, str | os.PathLike):
         image, why = load_rgb(Path(photo))
         return name or str(photo), image, why
-    return name or "photo", as_rgb(photo), ""
+    try:
+        return name or "photo", as_rgb(photo), ""
+    except PhotoUnreadable as error:
+        return name or "photo", None, str(error)
 
 
 def photo_cell_reason(statuses: Sequence[str]) -> str:

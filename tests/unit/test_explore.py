@@ -4,6 +4,7 @@ faces, the independent judge, the model comparison grid and consistency table, b
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,14 @@ def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> Non
     wall = np.full((120, 120, 3), 128, np.uint8)
     with pytest.raises(FacekitError, match=r"wall\.png: no_face"):
         explorer.interpolate(real_face().image, wall, names=["face.jpg", "wall.png"])
+    # A photo object that cannot be read is named too (before: "the PIL image given cannot be read", not which).
+    encoded = io.BytesIO()
+    Image.fromarray(real_face().image).save(encoded, "PNG")
+    with Image.open(io.BytesIO(encoded.getvalue())) as closed:
+        pass
+    for unreadable, why in ((closed, "the PIL image given cannot be read"), (b"no image", "not an image file")):
+        with pytest.raises(FacekitError, match=rf"both photos: B: unreadable: .*{why}"):
+            explorer.interpolate(real_face().image, unreadable)
 
 
 def test_interpolating_between_two_people_moves_from_one_to_the_other(explorer: Explorer, data_root: Path) -> None:
