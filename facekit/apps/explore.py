@@ -593,6 +593,12 @@ class Explorer(UsesNormalizer):
             raise FacekitError(f"compare takes a list of photos' paths, got one: compare([{str(photos)!r}])")
         if len(photos) == 0:  # (a numpy array of paths has no truth value)
             raise FacekitError("compare needs at least one photo")
+        for index, photo in enumerate(photos):  # (before: a TypeError from Path() for an array or PIL image)
+            if not isinstance(photo, str | os.PathLike):
+                raise FacekitError(
+                    f"compare takes photos' paths (their folders name the people), got a {type(photo).__name__} at "
+                    f"index {index}: save it to a file, or normalize it with the app's normalizer"
+                )
         models = list(models) if models is not None else [(self.label(), self.normalizer)]
         if not models:
             raise FacekitError("compare needs at least one model")

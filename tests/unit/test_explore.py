@@ -207,6 +207,10 @@ def test_compare_without_photos_or_models_is_one_line(explorer: Explorer) -> Non
         explorer.compare(["a.jpg"], models=[])
     result = explorer.compare(np.array(["missing.jpg", "gone.jpg"]))  # an array of paths: no truth value
     assert [status for status, _ in result.status[result.labels[0]]] == ["unreadable", "unreadable"]
+    # A photo in another form is one line (before: Path()'s TypeError "expected str, bytes or os.PathLike object").
+    for other in (real_face().image, Image.fromarray(real_face().image), b"bytes", None):
+        with pytest.raises(FacekitError, match=rf"takes photos' paths .*got a {type(other).__name__} at index 1"):
+            explorer.compare(["a.jpg", other])
 
 
 def test_a_photo_without_a_face_is_named_in_the_error(explorer: Explorer) -> None:
