@@ -532,6 +532,11 @@ def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Pat
     assert np.isfinite(results["vertices"][0]).all() and np.isnan(results["vertices"][1:]).all()
     assert np.isnan(results["scale"][1:]).all() and np.isfinite(results["scale"][0])
     (avatar,) = maker.build(np.full((1, 112, 112, 3), 128, np.uint8), points)
+    # Landmarks as nested lists (json's, an array's .tolist()) are read as the array is (helper-116: they passed the
+    # check, then failed in the colour sampling with "'list' object has no attribute 'mean'").
+    grey = np.full((1, 112, 112, 3), 128, np.uint8)
+    (listed,), (array,) = (maker.build(grey, given, yaws=()) for given in (points.tolist(), points.astype(np.float64)))
+    assert np.array_equal(listed.vertices, array.vertices) and np.array_equal(listed.texture, array.texture)
     with pytest.raises(FacekitError, match="need a name"):
         maker.export(avatar, tmp_path, "")
     with pytest.raises(FacekitError, match=r"white space.*'api_face'"):

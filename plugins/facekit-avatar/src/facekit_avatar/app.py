@@ -163,6 +163,7 @@ class AvatarMaker:
         from facekit_avatar.render import renderer
 
         check_faces(images, landmarks)
+        landmarks = np.asarray(landmarks)  # (nested lists passed the check, then failed in the colour sampling)
         began = time.perf_counter()
         size = images.shape[1]
         fit = self.fit(landmarks, size)
