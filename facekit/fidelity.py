@@ -98,6 +98,10 @@ class OwnPipelineJudge:
 
         check_face_choice(self.face)  # refused when built, not at the first crop
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copied or pickled without its turn lock (:meth:`embed`; a lock cannot be), as a Normalizer is."""
+        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+
     @classmethod
     def build(cls, name: str, face: str = "largest", params: Mapping[str, Any] | None = None) -> OwnPipelineJudge:
         """The encoder ``name`` (built with ``params``) with the detector its card names (``ModelCard.detector``) and
@@ -125,9 +129,10 @@ class OwnPipelineJudge:
         box one face differently, so with two faces of nearly one size the :attr:`face` rule alone can take the
         other person."""
         from facekit.align import encoder_input_transform, warp_image
-        from facekit.normalize import choose_face, detect_photo, overlapping
+        from facekit.normalize import choose_face, detect_photo, overlapping, turn_of
 
-        faces, _ = detect_photo(self.detector, image, f"judge {self.name}")  # raised: no face for the judge (logged)
+        with turn_of(self):  # (see embed)
+            faces, _ = detect_photo(self.detector, image, f"judge {self.name}")  # raised: no face (logged)
         if not faces:
             return None
         face = faces[choose_face(faces, image.shape, self.face)] if near is None else overlapping(faces, near)
@@ -145,8 +150,13 @@ class OwnPipelineJudge:
         near: Sequence[Sequence[float] | None] | None = None,
     ) -> np.ndarray:
         """(N, D) float32 embeddings, NaN rows where no face is found; ``near``: per image, the box of the face to
-        judge (:meth:`crop`) or None for the :attr:`face` rule."""
+        judge (:meth:`crop`) or None for the :attr:`face` rule. Threads sharing a judge (an Explorer's, which
+        threads may share as they share its Normalizer) take turns: its detector and encoder hold state (YuNet sets
+        its input size, then detects; helper-116: four threads interpolating with one Explorer got other scores
+        than one thread in four of twelve interpolations)."""
         import torch
+
+        from facekit.normalize import turn_of
 
         boxes = list(near) if near is not None else [None] * len(images)
         if len(boxes) != len(images):
@@ -154,7 +164,7 @@ class OwnPipelineJudge:
         crops = [None if image is None else self.crop(image, box) for image, box in zip(images, boxes, strict=True)]
         found = [i for i, c in enumerate(crops) if c is not None]
         out = np.full((len(images), int(self.card.embedding_size)), np.nan, np.float32)
-        with torch.no_grad():
+        with torch.no_grad(), turn_of(self):
             for start in range(0, len(found), batch_size):
                 rows = found[start : start + batch_size]
                 batch = (

@@ -490,6 +490,37 @@ def test_explore_uses_the_normalizers_parts_on_its_turn(
     assert held == [True] and features is not None and outcomes[0].status == "ok"
 
 
+def test_threads_sharing_an_explorer_take_turns_at_its_judge(
+    explorer: Explorer, shipped_normalizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-116: the judge's detector (SFace's YuNet sets its input size, then detects) and encoder ran for threads
+    sharing one Explorer at once, outside any lock; four threads interpolating twelve LFW photos with it got other
+    scores than one thread for four of them. A judge still pickles after it took a turn (its lock stays behind)."""
+    import pickle
+
+    import facekit.normalize as normalize
+
+    judge = explorer.judge_for(shipped_normalizer)
+    held: list[bool] = []
+    real_detect, real_embed = normalize.detect_photo, judge.encoder.embed
+
+    def detect(*args: Any, **kwargs: Any) -> Any:
+        held.append(normalize.turn_of(judge)._is_owned())  # type: ignore[attr-defined]
+        return real_detect(*args, **kwargs)
+
+    def embed(batch: Any) -> Any:
+        held.append(normalize.turn_of(judge)._is_owned())  # type: ignore[attr-defined]
+        return real_embed(batch)
+
+    monkeypatch.setattr(normalize, "detect_photo", detect)
+    monkeypatch.setattr(judge.encoder, "embed", embed)
+    embedded = judge.embed([real_face().image])
+    assert held == [True, True] and np.isfinite(embedded).all()
+    monkeypatch.undo()
+    copy = pickle.loads(pickle.dumps(judge))
+    assert np.array_equal(copy.embed([real_face().image]), embedded)
+
+
 def test_a_comparison_rows_label_keeps_the_end_of_the_file_name() -> None:
     """helper-79: the label was cut to its first characters, so every row of one person read Amelie_Mauresmo_0."""
     from facekit.apps.explore import cell_label
