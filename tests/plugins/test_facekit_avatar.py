@@ -541,6 +541,9 @@ def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Pat
         maker.export(avatar, tmp_path, "")
     with pytest.raises(FacekitError, match=r"white space.*'api_face'"):
         maker.export(avatar, tmp_path, "api face")
+    # A name with a folder in it (helper-116: its OBJ, written in sub/, named "sub/face.mtl" beside it: no material).
+    with pytest.raises(FacekitError, match=r"'sub/face' is a path, not a name.*Path\(folder\) / 'sub', 'face'"):
+        maker.export(avatar, tmp_path, "sub/face")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FacekitError, match=r"leads outside .*\('\.\.' in the name\)"):  # not "a symbolic link?"
         maker.export(avatar, tmp_path / "inside" / "..", "face", root=tmp_path / "inside")

@@ -239,6 +239,13 @@ class AvatarMaker:
             raise FacekitError(f"no avatar for this face: {avatar.record['fit_failed']}")
         if not name or "\0" in name or name.endswith("/"):  # ("..": a photo named ...jpg, whose files are ...obj)
             raise FacekitError(f"export: the avatar's files need a name (NAME.obj, NAME.glb, ...), got {name!r}")
+        if Path(name).name != name:  # (before: written into the subfolder, where its OBJ's mtllib and the MTL's
+            # map_Kd named "sub/face.mtl" and "sub/face.png" beside it, files a reader does not find)
+            parent, leaf = Path(name).parent.as_posix(), Path(name).name
+            raise FacekitError(
+                f"export: {name!r} is a path, not a name: the OBJ names its .mtl and texture by NAME, beside it; give "
+                f"the folder as folder (export(avatar, Path(folder) / {parent!r}, {leaf!r}))"
+            )
         if plain_name(name) != name:  # the rule the CLI's output names follow (facekit.batch.plain_name)
             raise FacekitError(
                 f"export: {name!r} has white space, and the OBJ's mtllib and map_Kd lines cannot name such files "
