@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 
 #: Every object that has a turn lock (:func:`turn_of`), so that a forked child can give them new ones.
-_TURN_TAKERS: weakref.WeakSet[Any] = weakref.WeakSet()
+_TURN_TAKERS: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()  # (by id: a dataclass with
+# equality, OwnPipelineJudge, is not hashable)
 
 
 def _after_fork_in_child() -> None:
@@ -51,7 +52,7 @@ def _after_fork_in_child() -> None:
     (stop 52's notes). Such a lock is replaced by a new one; one held by the forking thread itself is kept, which that
     thread releases as it would have in the parent."""
     torch.set_num_threads(1)
-    for taker in list(_TURN_TAKERS):
+    for taker in list(_TURN_TAKERS.values()):
         lock = taker.__dict__.get("_lock")
         if lock is not None and not lock._is_owned():  # (held by no thread, or by one the child does not have)
             taker.__dict__["_lock"] = threading.RLock()
@@ -283,8 +284,8 @@ def turn_of(normalizer: Any) -> threading.RLock:
     lock: threading.RLock | None = normalizer.__dict__.get("_lock")
     if lock is None:
         lock = normalizer.__dict__.setdefault("_lock", threading.RLock())
-        with contextlib.suppress(TypeError):  # (an object that is not hashable or weakly referable keeps its lock)
-            _TURN_TAKERS.add(normalizer)
+        with contextlib.suppress(TypeError):  # (an object that cannot be weakly referred to keeps its lock)
+            _TURN_TAKERS[id(normalizer)] = normalizer
     return lock
 
 

@@ -3,6 +3,7 @@ PIL image or array (RGB, or BGR with a flag), every face on request, clear error
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -378,6 +379,18 @@ def test_a_child_forked_while_another_thread_normalizes_is_not_stuck(normalizer:
         return bool(np.abs(normalizer.normalize(real_face().image).image.astype(int) - want.astype(int)).max() <= 1)
 
     assert forked_while_held(turn_of(normalizer), child) == 0
+
+    @dataclasses.dataclass
+    class Judge:  # (a dataclass with equality is not hashable: the explore app's OwnPipelineJudge takes turns too)
+        name: str = "judge"
+
+    judge = Judge()
+
+    def take_its_turn() -> bool:
+        with turn_of(judge):
+            return True
+
+    assert forked_while_held(turn_of(judge), take_its_turn) == 0
     # The forking thread's own turn is kept: it leaves the lock as it would have in the parent.
     with turn_of(normalizer):
         pid = os.fork()
