@@ -42,7 +42,7 @@ from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.pool import Pool, cached_pool
 from facekit.types import frozen_encoder
-from facekit.warp import BOUNDARY_CONVENTION_KEY
+from facekit.warp import BOUNDARY_CONVENTION_KEY, SplineError
 
 logger = logging.getLogger(__name__)
 
@@ -663,15 +663,26 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
         if settings.identity_blur > 0:  # drawn after the jitter: runs without a blur see the same draws as before
             sigmas = rng.uniform(0.0, settings.identity_blur, size=settings.batch_size)[dist.rank :: dist.world]
             batch["blur"] = torch.from_numpy(sigmas.astype(np.float32)).to(device)
-        with autocast:
-            out = model(batch["features"])
-            terms = losses(
-                out, batch, recogniser, settings.loss, decoder.image_size, identity=slice_identity, own=encoder
-            )
+        try:
+            with autocast:
+                out = model(batch["features"])
+                terms = losses(
+                    out, batch, recogniser, settings.loss, decoder.image_size, identity=slice_identity, own=encoder
+                )
+        except SplineError as error:
+            if step == 1:  # the decoder as built, not trained yet: no divergence, the error as it is
+                raise
+            # Weights grown so far that the landmarks they give are degenerate (before: this traceback).
+            raise diverged(settings, step, f"its landmarks can no longer be warped ({error})", checkpoint) from None
         optimizer.zero_grad(set_to_none=True)
         # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
         optimizer_step(terms["loss"] * len(mine) * dist.world / len(index), optimizer, scaler)
         logged = global_terms(terms, len(mine) / len(index), dist)
+        # Before anything of this step is logged or saved (before: NaN weights were written as last.safetensors and
+        # the run said it finished). The loss is the global batch's and the weights are every rank's: all ranks stop.
+        problem = not_finite(logged, decoder)
+        if problem is not None:
+            raise diverged(settings, step, problem, checkpoint)
         if dist.main:
             row = {k: float(v) for k, v in logged.items()}
             _log(output, writer, step, row, time.perf_counter() - began)
@@ -695,6 +706,36 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if writer is not None:
         writer.close()
     return output
+
+
+def not_finite(terms: dict[str, torch.Tensor], decoder: torch.nn.Module) -> str | None:
+    """What of a training step is not a finite number: its loss (naming the terms that are not), or the decoder's
+    weights after the optimizer's step (one host sync for all of them); None when all are."""
+    loss = float(terms["loss"])
+    if not np.isfinite(loss):
+        bad = [f"{key} {float(value)}" for key, value in terms.items() if key != "loss" and not torch.isfinite(value)]
+        return f"its loss is {loss}" + (f" ({', '.join(bad)})" if bad else "")
+    tensors = [t.detach() for t in (*decoder.parameters(), *decoder.buffers()) if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        return f"its weights are no longer finite numbers after its update (loss {loss:.6g})"
+    return None
+
+
+def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> FacekitError:
+    """The error for a training that diverged at ``step``: what was not finite, what was kept, what to do."""
+    from facekit.checkpoints import read_checkpoint_meta
+
+    kept, instead = "no checkpoint yet", ""
+    if checkpoint.is_file():
+        instead = f", or from {checkpoint} with train.init"
+        try:
+            kept = f"{checkpoint} still holds step {int(read_checkpoint_meta(checkpoint)['step'])}"
+        except (FacekitError, KeyError, TypeError, ValueError):
+            kept = f"{checkpoint} is as it was"
+    return FacekitError(
+        f"training diverged at step {step}: {problem}; nothing of that step was written ({kept}): train again with "
+        f"a lower train.lr (now {settings.lr:g}) into another train.output{instead}"
+    )
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:

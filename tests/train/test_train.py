@@ -21,7 +21,7 @@ from facekit.checkpoints import read_checkpoint, read_checkpoint_meta
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
 from facekit.registry import ComponentSpec, Params
-from facekit.train import train
+from facekit.train import not_finite, train
 from facekit.types import DecoderOutput
 from tests.helpers import kill_at_points
 
@@ -685,6 +685,31 @@ def test_impossible_training_settings_are_one_line_errors(prepared: Path, tmp_pa
     other["components"]["decoder"] = {"name": "plain-cnn", "params": {"image_size": SIZE, "grid": 4, "channels": 16}}
     with pytest.raises(FacekitError, match="is a 'paper' decoder; this recipe trains 'plain-cnn'"):
         train(resolve(other))
+
+
+def test_a_diverging_training_stops_saying_so_and_never_writes_weights_that_are_not_numbers(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """An absurd train.lr: the run stops at the first step whose loss or weights are not finite numbers, in one line,
+    with the checkpoint before it as it was (before: a plain-cnn run wrote NaN weights as last.safetensors and said
+    "step 12 of train.steps 12"; the paper decoder ended in a SplineError traceback)."""
+    cnn = {"name": "plain-cnn", "params": {"image_size": SIZE, "grid": 4, "channels": 16}}
+    recipe = tiny_recipe(prepared, tmp_path / "cnn", lr=1e20, checkpoint_every=1)
+    recipe["components"]["decoder"] = cnn
+    with pytest.raises(FacekitError, match=r"at step 2: its loss is nan .* still holds step 1\): .*lower train\.lr"):
+        train(resolve(recipe))
+    tensors, meta = read_checkpoint(tmp_path / "cnn" / "checkpoints" / "last.safetensors")
+    assert meta["step"] == 1 and all(bool(v.isfinite().all()) for v in tensors.values() if v.is_floating_point())
+    assert [r["step"] for r in metrics(tmp_path / "cnn")] == ["1"]  # no row of the step that diverged
+    # An update that takes a weight past float32's range while its loss was finite is caught too, before its save.
+    layer = torch.nn.Linear(2, 2)
+    assert not_finite({"loss": torch.tensor(0.5)}, layer) is None
+    with torch.no_grad():
+        layer.bias[0] = float("inf")
+    assert "weights are no longer finite numbers" in str(not_finite({"loss": torch.tensor(0.5)}, layer))
+    # Landmarks so far off that the warp cannot be solved: the same line, not the warp's traceback.
+    with pytest.raises(FacekitError, match="diverged at step 2: its landmarks can no longer be warped"):
+        train(resolve(tiny_recipe(prepared, tmp_path / "paper", lr=1e8)))
 
 
 def test_a_checkpoint_from_before_the_boundary_switch_is_not_resumed_with_another_warp(
