@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -524,11 +525,12 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
 
     output = Path(plan.recipe.train.output)
     check_trainable(plan, resume)  # before its lock is made in train.output (again inside: a training may be waiting)
-    with exclusive(output, "training") if is_rank_zero() else nullcontext():
-        return _train(plan, resume, progress)
+    with exclusive(output, "training") if is_rank_zero() else nullcontext(), ExitStack() as cleanup:
+        return _train(plan, resume, progress, cleanup)
 
 
-def _train(plan: Any, resume: bool, progress: bool) -> Path:
+def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
+    """The training itself; ``cleanup`` (an ExitStack) stops its progress bar and log writer however it ends."""
     from facekit.data.dataset import PreparedFaces
 
     recipe, settings = plan.recipe, plan.recipe.train
@@ -637,6 +639,8 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     if dist.main:
         _prepare_logs(output, start_step)
     writer = _tensorboard(output, start_step) if dist.main else None
+    if writer is not None:
+        cleanup.callback(writer.close)
     autocast = _autocast(device, settings.precision)
     # fp16's small range flushes small gradients to zero: scale the loss up, unscale before Adam, skip steps with
     # inf/nan (torch.amp). bf16 has fp32's range and needs none; disabled, the scaler is a plain backward + step.
@@ -648,6 +652,10 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
     # started from 0 again, so a resumed training's time could not be read off it).
     began = time.perf_counter() - (float(resumed[1].get("train_seconds", 0.0)) if resumed is not None else 0.0)
     bar = _progress_bar(progress and dist.main, max(settings.steps, start_step), start_step)  # (not "4/2")
+    if bar is not None:
+        # Stopped however the loop ends (Ctrl+C, a divergence, a full disk): before, the terminal kept its cursor
+        # hidden after the command ended, and the error line was printed onto the bar's (helper-115).
+        cleanup.callback(bar[0].stop)
     # The identity loss's items of the global batch that are this rank's (the same set N processes or one).
     slice_identity = identity_items(settings.batch_size, settings.loss.identity_share, dist.rank, dist.world)
     for step in range(start_step + 1, settings.steps + 1):
@@ -701,10 +709,6 @@ def _train(plan: Any, resume: bool, progress: bool) -> Path:
                     save_checkpoint(kept, decoder, optimizer, meta)
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"train loss {row['loss']:.4f}")
-    if bar is not None:
-        bar[0].stop()
-    if writer is not None:
-        writer.close()
     return output
 
 

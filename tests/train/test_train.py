@@ -712,6 +712,35 @@ def test_a_diverging_training_stops_saying_so_and_never_writes_weights_that_are_
         train(resolve(tiny_recipe(prepared, tmp_path / "paper", lr=1e8)))
 
 
+def test_the_progress_bar_stops_however_the_training_ends(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C or an error mid-training stops the bar (before: it stayed started, so the terminal's cursor stayed
+    hidden after the command ended and the error line was printed onto the bar's)."""
+    import facekit.train as training
+
+    bars: list[Any] = []
+    real_bar, real_log = training._progress_bar, training._log
+
+    def bar(*args: Any) -> Any:
+        bars.append(real_bar(*args))
+        return bars[-1]
+
+    def log(output: Path, writer: Any, step: int, *args: Any) -> None:
+        if step == 3:
+            raise KeyboardInterrupt  # as Ctrl+C would, mid-loop
+        real_log(output, writer, step, *args)
+
+    monkeypatch.setattr(training, "_progress_bar", bar)
+    monkeypatch.setattr(training, "_log", log)
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=6)), progress=True)
+    assert len(bars) == 1 and not bars[0][0].live.is_started
+    monkeypatch.setattr(training, "_log", real_log)
+    train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=6)), resume=True, progress=True)
+    assert len(bars) == 2 and not bars[1][0].live.is_started  # and at the end, as before
+
+
 def test_a_checkpoint_from_before_the_boundary_switch_is_not_resumed_with_another_warp(
     prepared: Path, tmp_path: Path
 ) -> None:
