@@ -471,6 +471,11 @@ def check_init_fits(plan: Any, started_from: dict[str, Any], warper: Any = None)
         names = [key for key in handle.keys() if key.startswith("model.")]  # (not a checkpoint's optim.* state)
         theirs = {key.removeprefix("model."): tuple(handle.get_slice(key).get_shape()) for key in names}
         mean = handle.get_tensor("model.mean_landmarks").double() if "mean_landmarks" in theirs else None
+    if not names:  # (before: refused only after the training pool, in twenty lines of torch's missing keys)
+        raise FacekitError(
+            f"train.init {init} holds no decoder weights (a training pool, or another program's file): give a "
+            "training's checkpoints/*.safetensors or a model facekit export wrote"
+        )
     trained = started_from.get("decoder_params")
     same_encoder = started_from.get("encoder") in (None, plan.components["encoder"].spec.name)
     if same_encoder and "decoder" in plan.components and isinstance(trained, dict) and "feature_size" in trained:

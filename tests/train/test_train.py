@@ -510,6 +510,14 @@ def test_a_bad_train_init_is_refused_before_the_pool_is_built(prepared: Path, tm
     with pytest.raises(FacekitError, match="nope"):
         train(resolve(recipe))
     assert not (output / "pool.safetensors").exists() and not (output / "checkpoints").exists()
+    # A safetensors file with no decoder in it (the pool beside a checkpoint, one tab away): refused in one line
+    # before the pool is made (helper-115: after it, in twenty lines of torch's missing keys).
+    other = train(resolve(tiny_recipe(prepared, tmp_path / "other", steps=1)))
+    recipe["train"]["init"] = str(other / "pool.safetensors")
+    with pytest.raises(FacekitError, match=r"pool\.safetensors holds no decoder weights") as refused:
+        train(resolve(recipe))
+    assert "\n" not in str(refused.value)
+    assert not (output / "pool.safetensors").exists() and not (output / "checkpoints").exists()
 
 
 def test_kill_9_at_five_points_gives_the_same_weights(prepared: Path, tmp_path: Path) -> None:
