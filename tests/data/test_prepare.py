@@ -765,22 +765,31 @@ def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_not_hangs_it(tmp_pa
                 try:
                     with contextlib.ExitStack() as stack:
                         for _ in prepare._in_workers(stack, 2, config, tasks):
+                            open("interrupting", "w").close()  # (the test's clock starts here)
                             os.killpg(0, signal.SIGINT)  # Ctrl+C in a terminal: this process and its workers
                 except KeyboardInterrupt:
                     sys.exit(130)
             """
         )
     )
-    child = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE
-    )
+    log = (tmp_path / "stderr.txt").open("wb")  # (a file, not a pipe: nothing reads it while the test waits below)
+    child = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True, stderr=log)
+    # Starting the workers and their first identity took over 60 s on a loaded CI machine (ci108): the 60 s for the
+    # interrupted run to end are counted from the first Ctrl+C, the start gets its own 300.
+    started = time.monotonic()
+    while not (tmp_path / "interrupting").exists() and child.poll() is None and time.monotonic() - started < 300:
+        time.sleep(0.1)
     try:
-        _, stderr = child.communicate(timeout=60)
+        child.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)
-        child.communicate()
+        child.wait()
         pytest.fail("still running 60 s after two Ctrl+C (workers and process waiting for each other)")
-    assert child.returncode == 130, stderr.decode(errors="replace")[-2000:]
+    finally:
+        log.close()
+    said = (tmp_path / "stderr.txt").read_text(errors="replace")[-2000:]
+    assert (tmp_path / "interrupting").exists(), said
+    assert child.returncode == 130, said
 
 
 def test_a_killed_runs_temporary_files_are_removed_by_the_next(tmp_path: Path) -> None:
