@@ -55,10 +55,11 @@ def main() -> None:
     rows = current_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()], last)
     if not rows:
         raise SystemExit(f"{results} holds no cells: nothing written")
-    judges = sorted({j for row in rows for j in row["metrics"]["judges"]})
+    scored = [row for row in rows if "metrics" in row]  # a failed cell (facekit.bench) is listed with its reason
+    judges = sorted({j for row in scored for j in row["metrics"]["judges"]})
     evaluation = rows[-1].get("evaluation") or {}
-    photos = sorted({row["metrics"]["photos"] for row in rows})
-    steps = sorted({row["train_steps"] for row in rows})
+    photos = sorted({row["metrics"]["photos"] for row in scored})
+    steps = sorted({row["train_steps"] for row in rows if "train_steps" in row})
     shas = sorted({row["git_sha"][:12] for row in rows})
     keys = ", ".join(item.split("=", 1)[0] for item in rows[0]["cell"])
     where = SET_WORDS.get(evaluation.get("data", "lfw-devtest"), evaluation.get("data"))
@@ -80,18 +81,23 @@ def main() -> None:
     ]
     for row in rows:
         values = []
-        for judge in judges:
+        if "failed" in row:
+            values.append(" | ".join(["failed"] * 2 * len(judges)))
+        for judge in judges if "metrics" in row else []:
             rate = pass_rate(row, judge)
             median = row["metrics"]["judges"].get(judge, {}).get("identity", {}).get("median")
             values.append(f"{'-' if rate is None else f'{rate:.1%}'} | {'-' if median is None else f'{median:.3f}'}")
         lines.append(
             f"| {cell_label(row)} | {row['recipe_hash']} | {' | '.join(values)} | "
-            + (f"{row['train_steps']} | " if len(steps) > 1 else "")
+            + (f"{row.get('train_steps', '-')} | " if len(steps) > 1 else "")
             + f"{train_time(row)} | {row.get('torch_threads', '')} |"
             + (f" {row['git_sha'][:12]} |" if len(shas) > 1 else "")
         )
     if len(shas) == 1:
         lines.append(f"\ngit sha of every cell: {shas[0]}")
+    for row in rows:
+        if "failed" in row:
+            lines.append(f"\nFailed cell {cell_label(row)}: {row['failed']}")
     print("\n".join(lines))
     write_section(args.section, "\n".join(lines))
 

@@ -5,7 +5,9 @@ into ``<bench.output>/cells/<hash>/`` and evaluated on ``bench.max_photos`` phot
 judge (HELEN's test photos by default: a grid chooses settings, and LFW DevTest is for reporting only).
 Each cell appends one JSON line to ``<bench.output>/results.jsonl`` (overrides, recipe hash, git sha, versions,
 device, timings, metrics); the run ends with a table, a plot and ``report.html``. Finished cells (same recipe hash)
-are not trained again, so an interrupted bench resumes.
+are not trained again, so an interrupted bench resumes. A cell that fails on its own (a FacekitError: its training
+diverged, a component of its has no weights, the recipe refuses its settings) is that cell's row with ``failed``, its
+reason, instead of its metrics; the other cells go on, and the next bench tries it again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facekit.errors import FacekitError
 from facekit.recipe import Plan, load_recipe, path_override
 
 logger = logging.getLogger(__name__)
@@ -126,14 +129,13 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     """Train and evaluate every cell of ``recipe``'s grid; returns the rows and the output folder."""
     import torch
 
-    import facekit
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, judge_encoder, photo_set
     from facekit.normalize import Normalizer, inference_device
     from facekit.pool import pool_encoder_key
-    from facekit.runs import describe_device, git_sha, package_versions
+    from facekit.runs import describe_device
     from facekit.train import prepared_data_id, train
 
     base = load_recipe(recipe, overrides)
@@ -159,7 +161,8 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     output.mkdir(parents=True, exist_ok=True)
     (output / "last.json").unlink(missing_ok=True)  # written when this bench ends: a killed one leaves none (helper-77)
     results = output / "results.jsonl"
-    done = {row["recipe_hash"]: row for row in _read_rows(results)}
+    # A failed cell's row is its history, not its result: the next bench tries it again.
+    done = {row["recipe_hash"]: row for row in _read_rows(results) if "failed" not in row}
     names = list(settings.judges) or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])
     configured = base.components.get("judge")  # built with the recipe's params, as the evaluate stage builds it
     if not settings.judges and configured is not None and configured.spec.name not in names:
@@ -171,11 +174,25 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     if not photos:
         where = f"no photos under {base.data_root} (set data.root or FACEKIT_DATA)"
         raise FacekitError(f"bench.data {settings.data}: {where}")
-    plans = [(cell, load_recipe(recipe, [*overrides, *cell])) for cell in cells(base)]  # every cell valid first
+    # Every cell's recipe first: one the recipe refuses is said before anything trains, and is that cell's failed
+    # row, not the end of the grid (an encoders x warpers product may hold one pair that cannot go together).
+    plans: list[tuple[tuple[str, ...], Plan | FacekitError]] = []
+    for cell in cells(base):
+        try:
+            plans.append((cell, load_recipe(recipe, [*overrides, *cell])))
+        except FacekitError as error:
+            logger.warning("bench cell %s is refused (the other cells go on): %s", " ".join(cell), error)
+            plans.append((cell, error))
+    if plans and all(isinstance(plan, FacekitError) for _, plan in plans):  # a misspelt grid: nothing to compare
+        raise next(plan for _, plan in plans if isinstance(plan, FacekitError))
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
     evaluation = scoring(settings, names, configured)
     rows = []
     for cell, plan in plans:
+        if isinstance(plan, FacekitError):  # named by its overrides: it has no recipe to hash
+            about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell)}
+            rows.append(_failed(results, {**about, "evaluation": evaluation}, 0.0, plan))
+            continue
         digest, legacy = recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)
         if digest not in done and legacy in done:  # benched before the name left out what trains nothing
             digest = legacy
@@ -183,40 +200,45 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             rows.append(done[digest])
             continue
         folder = output / "cells" / digest
-        plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
-        _reuse_pool(output / "cells", folder, pool_encoder_key(plan))
-        logger.info("bench cell %s: %s", digest, " ".join(cell))
-        start = time.perf_counter()
-        # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is).
-        train(plan, resume=(folder / "checkpoints" / "last.safetensors").is_file(), progress=progress)
-        trained = time.perf_counter() - start
-        # Of which making (or reading) the training pool: the first cell of an encoder makes it, the others copy it
-        # (helper-70: their times were compared as training times).
-        pool = read_checkpoint_meta(folder / "checkpoints" / "last.safetensors").get("pool_seconds")
-        if digest in done:  # scored again another way: its training was the earlier row's (here: nothing to do)
-            trained = float(done[digest].get("train_seconds", trained))
-            pool = done[digest].get("pool_seconds")
-        scored_on = inference_device(plan.recipe.infer.device, "infer.device")
-        normalizer = Normalizer.from_checkpoint(
-            folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY, device=scored_on
-        )
-        metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
-        row = {
-            "cell": list(cell),
+        about = {
             "recipe_hash": digest,
-            "git_sha": git_sha(),
-            "versions": {"facekit": facekit.__version__, **package_versions()},
+            **_provenance(cell),
             "device": describe_device(plan.recipe.train.device),
-            "eval_device": scored_on,
             "torch_threads": torch.get_num_threads(),
             "train_steps": plan.recipe.train.steps,
+            "evaluation": evaluation,
+        }
+        start = time.perf_counter()
+        try:  # a cell's own failure is its row; Ctrl+C and facekit's own bugs stop the bench
+            plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
+            _reuse_pool(output / "cells", folder, pool_encoder_key(plan))
+            logger.info("bench cell %s: %s", digest, " ".join(cell))
+            # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is).
+            train(plan, resume=(folder / "checkpoints" / "last.safetensors").is_file(), progress=progress)
+            trained = time.perf_counter() - start
+            # Of which making (or reading) the training pool: the first cell of an encoder makes it, the others copy
+            # it (helper-70: their times were compared as training times).
+            pool = read_checkpoint_meta(folder / "checkpoints" / "last.safetensors").get("pool_seconds")
+            if digest in done:  # scored again another way: its training was the earlier row's (here: nothing to do)
+                trained = float(done[digest].get("train_seconds", trained))
+                pool = done[digest].get("pool_seconds")
+            scored_on = inference_device(plan.recipe.infer.device, "infer.device")
+            normalizer = Normalizer.from_checkpoint(
+                folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY, device=scored_on
+            )
+            metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
+        except FacekitError as error:
+            logger.warning("bench cell %s failed (the other cells go on): %s", " ".join(cell), error)
+            rows.append(_failed(results, about, time.perf_counter() - start, error))
+            continue
+        row = {
+            **about,
+            "eval_device": scored_on,
             "train_seconds": round(trained, 1),
             "pool_seconds": pool,
-            "evaluation": evaluation,
             "metrics": metrics,
         }
-        with results.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        _append(results, row)
         rows.append(row)
     _plot(rows, names, output / "pass_rates.png")
     _report(rows, names, output)
@@ -224,6 +246,27 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     last = {"recipe_hashes": [row["recipe_hash"] for row in rows], "evaluation": evaluation}
     (output / "last.json").write_text(json.dumps(last, indent=1) + "\n")
     return rows, output
+
+
+def _provenance(cell: tuple[str, ...]) -> dict[str, Any]:
+    """What a row of ``cell`` begins with: its overrides, the git sha and the package versions."""
+    import facekit
+    from facekit.runs import git_sha, package_versions
+
+    versions = {"facekit": facekit.__version__, **package_versions()}
+    return {"cell": list(cell), "git_sha": git_sha(), "versions": versions}
+
+
+def _failed(results: Path, about: dict[str, Any], seconds: float, error: FacekitError) -> dict[str, Any]:
+    """A cell's failed row (``about`` it, the seconds it ran, ``failed``: the error's line), appended to ``results``."""
+    row = {**about, "train_seconds": round(seconds, 1), "failed": str(error)}
+    _append(results, row)
+    return row
+
+
+def _append(results: Path, row: dict[str, Any]) -> None:
+    with results.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
 
 
 def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
@@ -292,7 +335,8 @@ def cell_label(row: dict[str, Any]) -> str:
 
 
 def pass_rate(row: dict[str, Any], judge: str) -> float | None:
-    values = row["metrics"]["judges"].get(judge)
+    """``judge``'s identity pass rate of a cell; None where it did not judge it (or the cell failed)."""
+    values = row["metrics"]["judges"].get(judge) if "metrics" in row else None
     return None if values is None else float(values["identity_pass_rate"])
 
 
@@ -303,7 +347,7 @@ def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [cell_label(r) for r in rows]
+    labels = [cell_label(r) + (" (failed)" if "failed" in r else "") for r in rows]  # no bar: not a 0 % cell
     figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) + 2), 3.6), dpi=100)
     width = 0.8 / max(1, len(judges))
     for j, judge in enumerate(judges):
@@ -330,13 +374,16 @@ def _report(rows: list[dict[str, Any]], judges: list[str], output: Path) -> None
         rates = "".join(
             "<td>-</td>" if pass_rate(row, j) is None else f"<td>{pass_rate(row, j):.1%}</td>" for j in judges
         )
+        if "failed" in row:  # its reason where its figures would be
+            rates = f'<td colspan="{max(1, len(judges))}">failed: {html.escape(row["failed"])}</td>'
         body += (
             f"<tr><td>{html.escape(cell_label(row))}</td><td>{row['recipe_hash']}</td>{rates}"
-            f"<td>{row['train_steps']}</td><td>{train_time(row)}</td></tr>"
+            f"<td>{row.get('train_steps', '-')}</td><td>{train_time(row)}</td></tr>"
         )
     table = (
         "<h2>Cells</h2><table><tr><th>cell</th><th>recipe hash</th>"
         f"{head}<th>steps</th><th>train s</th></tr>{body}</table>"
     )
-    summary = {"cells": len(rows), "judges": judges}
+    failed = sum("failed" in row for row in rows)
+    summary = {"cells": len(rows), **({"failed cells": failed} if failed else {}), "judges": judges}
     write_report(output / "report.html", "facekit bench", summary, [], [output / "pass_rates.png"], [table])

@@ -649,7 +649,8 @@ def bench(
     set_: SetOption = None,
 ) -> None:
     """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
-    from facekit.bench import cell_label, pass_rate, read_in_a_cell, run_bench, train_time
+    from facekit.batch import EXIT_SOME_FAILED
+    from facekit.bench import cell_label, read_in_a_cell, run_bench, train_time
     from facekit.recipe import load_recipe
 
     # The recipe's own, less those a cell reads (it turns their part on); a cell that turns a part off knows it.
@@ -661,14 +662,32 @@ def bench(
     for column in ("cell", "recipe hash", *(f"{j} pass" for j in judges), "train s"):
         table.add_column(column)
     for row in rows:
-        rates = [f"{(pass_rate(row, j) or 0):.1%}" for j in judges]
-        table.add_row(cell_label(row), row["recipe_hash"], *rates, train_time(row))
+        table.add_row(cell_label(row), row["recipe_hash"], *bench_rates(row, judges), train_time(row))
     console.print(table)
     console.print(f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}")
+    failed = [row for row in rows if "failed" in row]
+    for row in failed:
+        say_error(f"{cell_label(row)}: {row['failed']}", "failed cell")
+    if failed:  # the others are finished and kept; a cell's failure is not the grid's
+        console.print(
+            f"{len(failed)} of {len(rows)} cells failed; the others are kept: the same `facekit bench` again tries "
+            "only the failed ones"
+        )
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def bench_rates(row: dict[str, Any], judges: list[str]) -> list[str]:
+    """A bench cell's pass rate under each judge: "-" where it did not judge it (not 0 %), "failed" for a failed
+    cell."""
+    from facekit.bench import pass_rate
+
+    if "failed" in row:
+        return ["failed"] * len(judges)
+    return ["-" if (rate := pass_rate(row, j)) is None else f"{rate:.1%}" for j in judges]
 
 
 def load_judges(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({j for row in rows for j in row["metrics"]["judges"]})
+    return sorted({j for row in rows if "metrics" in row for j in row["metrics"]["judges"]})
 
 
 @app.command("export")

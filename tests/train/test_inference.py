@@ -277,6 +277,50 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     assert len((output / "results.jsonl").read_text().splitlines()) == 6
 
 
+def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: one cell whose training diverged (or that the recipe refused) stopped the whole grid with its error,
+    and the cells after it were never trained; now it is that cell's failed row, the others go on, the command exits
+    3, and the next bench tries the failed cells again and keeps the finished ones."""
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
+    # lr 1e8 diverges at step 2 (test_train.py); -1 is refused by the recipe (train.lr > 0).
+    raw["bench"] = {
+        "grid": {"train.lr": [1e8, -1, 0.001]},
+        "max_photos": 2,
+        "judges": ["dlib-resnet"],
+        "output": str(tmp_path / "bench"),
+    }
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    from facekit.bench import run_bench
+
+    rows, output = run_bench(str(recipe), [], progress=False)
+    assert [("failed" in row, "metrics" in row) for row in rows] == [(True, False), (True, False), (False, True)]
+    assert rows[0]["failed"].startswith("training diverged at step 2") and "train.lr" in rows[1]["failed"]
+    assert len({row["recipe_hash"] for row in rows}) == 3
+    lines = [json.loads(line) for line in (output / "results.jsonl").read_text().splitlines()]
+    assert lines == rows  # each recorded as it happened, the failed ones with their reason
+    report = (output / "report.html").read_text()
+    assert "failed: training diverged at step 2" in report and report.count("failed: ") == 2
+    assert json.loads((output / "last.json").read_text())["recipe_hashes"] == [row["recipe_hash"] for row in rows]
+    # Run again (the command, as a user would): the finished cell is kept, the failed ones are tried again.
+    result = run_cli("bench", str(recipe))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "2 of 3 cells failed" in result.stdout and "tries only the failed ones" in result.stdout
+    assert "training diverged at step 2" in result.stderr
+    again = [json.loads(line) for line in (output / "results.jsonl").read_text().splitlines()]
+    assert len(again) == 5 and [r["recipe_hash"] for r in again[3:]] == [r["recipe_hash"] for r in rows[:2]]
+    assert all("failed" in row for row in again[3:])
+    # Every cell refused (a misspelt grid): nothing to compare, the recipe's error as it is.
+    raw["bench"]["grid"] = {"train.lr": [-1, 0]}
+    recipe.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FacekitError, match=r"train\.lr"):
+        run_bench(str(recipe), [], progress=False)
+
+
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
     import torch
 

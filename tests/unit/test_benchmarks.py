@@ -40,6 +40,29 @@ def test_a_grid_section_shows_each_cells_last_row_scored_as_the_last_run() -> No
     assert [r["recipe_hash"] for r in current_rows(rows, last)] == ["a", "b"]
 
 
+def test_a_grid_section_lists_a_failed_cell_with_its_reason(tmp_path: Path, monkeypatch: Any) -> None:
+    """A bench records a cell that failed (its training diverged) as a row with ``failed`` and no metrics; the
+    section shows it as failed, with its reason (before: a KeyError on its metrics)."""
+    import json
+
+    import grid_results
+
+    evaluation = {"judges": ["sface"], "max_photos": 100, "photo_detail": "off"}
+    failed = {
+        key: value for key, value in row("0.9", "b", evaluation).items() if key not in ("metrics", "pool_seconds")
+    }
+    failed["failed"] = "training diverged at step 2: its loss is nan"
+    (tmp_path / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in (row("0.1", "a", evaluation), failed))
+    )
+    written: list[str] = []
+    monkeypatch.setattr(grid_results, "write_section", lambda name, body: written.append(body))
+    monkeypatch.setattr(sys, "argv", ["grid_results.py", str(tmp_path)])
+    grid_results.main()
+    assert "| 0.1 | a | 50.0% | 0.400 |" in written[0] and "| 0.9 | b | failed | failed |" in written[0]
+    assert "Failed cell 0.9: training diverged at step 2" in written[0]
+
+
 def test_a_section_with_nan_figures_is_not_written(tmp_path: Path, monkeypatch: Any) -> None:
     """helper-75: a run without data wrote "0 photos ... nan" over the published HELEN figures."""
     import pytest
