@@ -185,6 +185,7 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
             plans.append((cell, error))
     if plans and all(isinstance(plan, FacekitError) for _, plan in plans):  # a misspelt grid: nothing to compare
         raise next(plan for _, plan in plans if isinstance(plan, FacekitError))
+    refuse_same_cells([(cell, plan) for cell, plan in plans if not isinstance(plan, FacekitError)], prepared)
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
     evaluation = scoring(settings, names, configured)
     rows = []
@@ -246,6 +247,21 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     last = {"recipe_hashes": [row["recipe_hash"] for row in rows], "evaluation": evaluation}
     (output / "last.json").write_text(json.dumps(last, indent=1) + "\n")
     return rows, output
+
+
+def refuse_same_cells(plans: list[tuple[tuple[str, ...], Plan]], prepared: str | None) -> None:
+    """Refuse a grid two cells of which are one training (a value listed twice): before, the second was "trained" by
+    a no-op resume of the first's checkpoint, scored again and shown as another cell, its training time a fraction of
+    a second."""
+    seen: dict[str, tuple[str, ...]] = {}
+    for cell, plan in plans:
+        digest = recipe_hash(plan, prepared)
+        if digest in seen:
+            raise FacekitError(
+                f"bench.grid cells {' '.join(seen[digest])} and {' '.join(cell)} are the same training (recipe hash "
+                f"{digest}): list each value of bench.grid once"
+            )
+        seen[digest] = cell
 
 
 def _provenance(cell: tuple[str, ...]) -> dict[str, Any]:

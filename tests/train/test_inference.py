@@ -321,6 +321,20 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
         run_bench(str(recipe), [], progress=False)
 
 
+def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Before: a value listed twice was trained once, "trained" again by a no-op resume, scored twice and shown as
+    two cells, the second one's time a fraction of a second."""
+    from facekit.bench import run_bench
+
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
+    for grid in ({"train.lr": [0.001, 0.002, 0.001]}, {"train.lr": [0.001], "train.seed": [0, 0]}):
+        raw["bench"] = {"grid": grid, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(tmp_path / "bench")}
+        (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(FacekitError, match=r"bench\.grid cells .* and .* are the same training"):
+            run_bench(str(tmp_path / "grid.yaml"), [], progress=False)
+        assert not (tmp_path / "bench" / "results.jsonl").exists() and not (tmp_path / "bench" / "cells").exists()
+
+
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
     import torch
 
