@@ -342,11 +342,18 @@ def train_time(row: dict[str, Any]) -> str:
 
 
 def cell_label(row: dict[str, Any]) -> str:
-    """``dlib-resnet, tps``: the values of a cell, component refs shown by name."""
+    """``dlib-resnet, tps(regularization=0.01)``: the values of a cell, component refs shown by name and the params
+    they are given (before: by name alone, so a grid over a warper's regularization showed "tps" for every cell, in the
+    table, the plot and the report alike)."""
     labels = []
     for item in row["cell"]:
         value = json.loads(item.split("=", 1)[1])
-        labels.append(value["name"] if isinstance(value, dict) and "name" in value else str(value))
+        if isinstance(value, dict) and "name" in value:
+            params = value.get("params") or {}
+            given = ", ".join(f"{key}={json.dumps(params[key])}" for key in params)
+            labels.append(f"{value['name']}({given})" if given else str(value["name"]))
+        else:
+            labels.append(str(value))
     return ", ".join(labels)
 
 

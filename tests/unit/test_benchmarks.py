@@ -63,6 +63,23 @@ def test_a_grid_section_lists_a_failed_cell_with_its_reason(tmp_path: Path, monk
     assert "Failed cell 0.9: training diverged at step 2" in written[0]
 
 
+def test_a_cells_label_shows_the_params_its_components_are_given() -> None:
+    """Before: a grid over the warper's regularization labelled every cell "tps" in the table, plot, report and
+    RESULTS.md: cells that differ read as one."""
+    from facekit.bench import cell_label
+
+    cells = [
+        ['components.encoder.name="sface"', 'components.warper={"name": "tps", "params": {"regularization": 0.01}}'],
+        ['components.warper={"name": "tps", "params": {"regularization": 0.1, "padding_mode": "zeros"}}'],
+        ['components.warper={"name": "piecewise-affine"}', 'components.decoder.params.norm="batch"', "train.lr=0.001"],
+    ]
+    assert [cell_label({"cell": cell}) for cell in cells] == [
+        "sface, tps(regularization=0.01)",
+        'tps(regularization=0.1, padding_mode="zeros")',
+        "piecewise-affine, batch, 0.001",
+    ]
+
+
 def test_a_section_with_nan_figures_is_not_written(tmp_path: Path, monkeypatch: Any) -> None:
     """helper-75: a run without data wrote "0 photos ... nan" over the published HELEN figures."""
     import pytest
