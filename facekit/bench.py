@@ -126,7 +126,16 @@ def scoring(settings: Any, names: list[str], configured: Any) -> dict[str, Any]:
 
 
 def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
-    """Train and evaluate every cell of ``recipe``'s grid; returns the rows and the output folder."""
+    """Train and evaluate every cell of ``recipe``'s grid; returns the rows and the output folder. A second bench
+    into the same bench.output at the same time is refused (before: both trained, or no-op resumed, the same cells
+    and appended each its rows, the second's training times a fraction of a second)."""
+    from facekit.locks import exclusive
+
+    with exclusive(load_recipe(recipe, overrides).recipe.bench.output, "bench"):  # (a folder it made goes with it)
+        return _run_bench(recipe, overrides, progress)
+
+
+def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[dict[str, Any]], Path]:
     import torch
 
     from facekit.checkpoints import read_checkpoint_meta

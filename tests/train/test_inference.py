@@ -335,6 +335,21 @@ def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path
         assert not (tmp_path / "bench" / "results.jsonl").exists() and not (tmp_path / "bench" / "cells").exists()
 
 
+def test_a_second_bench_into_the_same_output_is_refused(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Before: two benches into one bench.output each trained (or no-op resumed) the same cells and appended its
+    rows, so every cell was listed twice, the second time with a fraction of a second's training."""
+    from facekit.bench import run_bench
+    from facekit.locks import exclusive
+
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
+    output = tmp_path / "bench"
+    raw["bench"] = {"grid": {"train.lr": [0.001]}, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(output)}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
+    with exclusive(output, "bench"), pytest.raises(FacekitError, match="another facekit bench is writing into"):
+        run_bench(str(tmp_path / "grid.yaml"), [], progress=False)
+    assert not output.exists()  # nothing of the refused bench's, and the holder's empty folder went with it
+
+
 def test_tampered_damaged_or_absurd_models_are_refused(checkpoint: Path, tmp_path: Path, data_root: Path) -> None:
     import torch
 
