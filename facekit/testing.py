@@ -312,21 +312,62 @@ def check_detector_real_face(subject: Subject) -> None:
     assert _contains(first.box, points, slack=0.5), f"{name}: landmarks far outside the box"
 
 
+def scheme_reference(scheme: str | LandmarkScheme) -> np.ndarray:
+    """Where each point of ``scheme`` lies on the test face, (K, 2): its 68 iBUG points, and the other schemes'
+    points taken from them (eye centres: the hand-placed pupils; dlib5: the eye corners 45, 42, 36, 39 and the
+    nose's base 33, in dlib's 5-point predictor's order; eyes-nose-mouth5: the nose tip 30 and the mouth corners 48,
+    54)."""
+    face, kind = real_face(), LandmarkScheme.parse(scheme)
+    ibug = face.ibug68
+    if kind is LandmarkScheme.IBUG68:
+        return ibug
+    if kind is LandmarkScheme.DLIB5:
+        return ibug[[45, 42, 36, 39, 33]]
+    if kind is LandmarkScheme.EYES_NOSE_MOUTH5:
+        return np.concatenate([face.pupils, ibug[[30, 48, 54]]])
+    return face.pupils
+
+
+#: How far (a fraction of the interocular distance) each point may lie from :func:`scheme_reference`: other
+#: predictors place the jaw and the mouth corners a little differently (YuNet's mouth corners: ~0.17), while a point
+#: given another's place (mirrored sides, a reversed jaw, indices off by one) is 0.75 or more away.
+POINT_TOLERANCE = 0.5
+
+
 def check_detector_scheme_semantics(subject: Subject) -> None:
     """The points mean what the scheme says: the eye centres read from them by ``facekit.align.eye_centres`` land
-    on the hand-placed pupils (within a quarter of the interocular distance). A wrong scheme label fails here."""
+    on the hand-placed pupils (within a quarter of the interocular distance), and every point lies where its scheme
+    puts it on the test face (:func:`scheme_reference`, within :data:`POINT_TOLERANCE`). A wrong scheme label, and
+    points in another order, fail here."""
     from facekit.align import eye_centres
 
     name, face = subject.name, real_face()
     faces = _faces(subject, face.image.copy())
     assert faces and faces[0].landmarks is not None, f"{name}: no face with landmarks in the test face"
-    eyes = np.stack(eye_centres(np.asarray(faces[0].landmarks, np.float64), faces[0].scheme))
-    tolerance = 0.25 * float(np.linalg.norm(face.pupils[1] - face.pupils[0]))
+    points = np.asarray(faces[0].landmarks, np.float64)
+    eyes = np.stack(eye_centres(points, faces[0].scheme))
+    interocular = float(np.linalg.norm(face.pupils[1] - face.pupils[0]))
+    tolerance = 0.25 * interocular
     error = np.linalg.norm(eyes - face.pupils, axis=1)
     assert (error <= tolerance).all(), (
         f"{name}: eye centres read as scheme {faces[0].scheme!r} are {error.round(1).tolist()} px from the pupils "
         f"(tolerance {tolerance:.1f}): the points are not in that scheme"
     )
+    # The eye centres are read by geometry (image-left first whatever the order), so points in a mirrored order, a
+    # reversed jaw or swapped mouth corners passed above; alignment and the photo detail read every point by its
+    # index, and such a face came out mirrored or smeared (helper-118).
+    want = scheme_reference(faces[0].scheme) if faces[0].scheme else None
+    if want is not None and points.shape == want.shape:
+        off = np.linalg.norm(points - want, axis=1)
+        wrong = np.flatnonzero(off > POINT_TOLERANCE * interocular)
+        more = f" and {len(wrong) - 6} more" if len(wrong) > 6 else ""
+        assert not len(wrong), (
+            f"{name}: point(s) {wrong[:6].tolist()}{more} of scheme {faces[0].scheme!r} lie "
+            f"{off[wrong[:6]].round(1).tolist()} px "
+            f"from where that scheme puts them on the test face (tolerance {POINT_TOLERANCE * interocular:.1f} px; "
+            f"facekit.testing.scheme_reference): the points are in another order than {faces[0].scheme!r} says "
+            "(its sides mirrored, a reversed jaw, indices off by one?)"
+        )
 
 
 def check_detector_largest_first(subject: Subject) -> None:

@@ -449,3 +449,51 @@ def test_the_pickle_checks_catch_a_component_a_worker_process_could_not_receive(
     run_check("detector", rebuilt, "pickles")
     with pytest.raises(AssertionError, match="a pickled copy gives other embeddings"):
         run_check("encoder", _encoder("reseeded", _ReseededEncoder), "pickles")
+
+
+class _ReorderedDetector:
+    """A shipped detector whose points come out in another order than its scheme's (``order``: index -> source)."""
+
+    def __init__(self, base: str, order: list[int]) -> None:
+        self.inner = get_registry("detector").get(base).build()
+        self.card, self.order = self.inner.card, order
+
+    def detect_array(self, image: Any) -> Any:
+        from dataclasses import replace
+
+        return [replace(f, landmarks=f.landmarks[self.order]) for f in self.inner.detect_array(image)]
+
+
+#: iBUG-68 index of each point's mirror partner (the scheme labelled on the image's sides, not the subject's).
+_IBUG68_MIRROR = (
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
+
+
+@pytest.mark.parametrize(
+    ("base", "order", "message"),
+    [
+        ("dlib", _IBUG68_MIRROR, r"point\(s\) \[0, 1, 2, 3, 4, 5\] and 34 more of scheme 'ibug68'"),
+        ("dlib", [*range(16, -1, -1), *range(17, 68)], r"point\(s\) \[0, 1, 2, 3, 4, 5\] and 10 more"),
+        ("dlib", [*range(48), *_IBUG68_MIRROR[48:]], r"point\(s\) \[48, 54, 60, 64\] of scheme 'ibug68'"),
+        ("dlib", [67, *range(67)], r"point\(s\) \[0, 17, 27, 36, 42, 48\] of scheme 'ibug68'"),
+        ("yunet", [0, 1, 2, 4, 3], r"point\(s\) \[3, 4\] of scheme 'eyes-nose-mouth5'"),
+        ("yunet", [1, 0, 2, 4, 3], r"point\(s\) \[0, 1, 3, 4\] of scheme 'eyes-nose-mouth5'"),
+    ],
+    ids=["mirrored-sides", "reversed-jaw", "mirrored-mouth", "off-by-one", "mouth-corners-swapped", "mirrored-5"],
+)
+def test_the_scheme_check_reads_every_point_not_only_the_eyes(base: str, order: list[int], message: str) -> None:
+    """Before (helper-118): the check compared only the eye centres, which ``facekit.align.eye_centres`` reads by
+    geometry (image-left first in any order), so each of these passed every detector check; with the 68 points on the
+    image's sides, or the jaw reversed, the shipped model's face of the test photo came out 29 and 20 grey levels off
+    on average (the photo detail is mapped through every point by its index), and 5 points in a mirrored order give
+    the template fit a reflection it cannot make."""
+    card = _ReorderedDetector(base, order).card
+    spec = ComponentSpec(f"{base}-reordered", lambda params: _ReorderedDetector(base, order), NoParams, card=card)
+    run_check("detector", spec, "real_face")  # count, shape and box are right
+    with pytest.raises(AssertionError, match=rf"{message}.*in another order than"):
+        run_check("detector", spec, "scheme_semantics")
