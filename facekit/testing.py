@@ -382,6 +382,56 @@ def check_detector_largest_first(subject: Subject) -> None:
     assert _contains(faces[0].box, centre), f"{name}: the first face {faces[0].box} is not the large face {large}"
 
 
+def _face_at(left: int, top: int, size: tuple[int, int] = (300, 260)) -> np.ndarray:
+    """The test face on a grey canvas of ``size`` (W, H), its top-left corner at (``left``, ``top``)."""
+    canvas = np.full((size[1], size[0], 3), 128, np.uint8)
+    canvas[top : top + 200, left : left + 200] = real_face().image
+    return canvas
+
+
+def _eyes_off(faces: list[FaceDetection], offset: tuple[float, float]) -> np.ndarray:
+    """How far (px) the first face's eye centres lie from the test face's pupils moved by ``offset``."""
+    from facekit.align import eye_centres
+
+    assert faces and faces[0].landmarks is not None
+    eyes = np.stack(eye_centres(np.asarray(faces[0].landmarks, np.float64), faces[0].scheme))
+    return np.linalg.norm(eyes - (real_face().pupils + offset), axis=1)
+
+
+def check_detector_stateless(subject: Subject) -> None:
+    """Photos of one size one after another (a folder of LFW photos, video frames): the test face at one place, then
+    at another in a canvas of the same size, then at the first again. Each call finds the face where that photo has
+    it, and the first photo gets the same faces the second time: nothing carries over from the call before (a result
+    cached by image size, landmarks smoothed over calls)."""
+    name = subject.name
+    tolerance = 0.25 * float(np.linalg.norm(real_face().pupils[1] - real_face().pupils[0]))
+    places = ((10, 30), (90, 30), (10, 30))
+    found = []
+    for left, top in places:
+        faces = _faces(subject, _face_at(left, top))
+        assert faces and faces[0].landmarks is not None, (
+            f"{name}: finds no face with landmarks in the test face at ({left}, {top}) of a 300 x 260 canvas"
+        )
+        off = _eyes_off(faces, (left, top))
+        assert (off <= tolerance).all(), (
+            f"{name}: with the test face at ({left}, {top}) of a 300 x 260 canvas, called after other photos (this "
+            f"canvas with the face elsewhere), its eye centres are {off.round(1).tolist()} px from that photo's "
+            f"pupils (tolerance {tolerance:.1f}): the result depends on the call before (a result cached by image "
+            "size, points smoothed over calls?); detect_array must keep no state between photos"
+        )
+        found.append(faces)
+    first, again = found[0], found[2]
+    same = len(first) == len(again) and all(
+        np.allclose(a.box, b.box, atol=1e-3)
+        and np.allclose(np.asarray(a.landmarks), np.asarray(b.landmarks), atol=1e-3)
+        for a, b in zip(first, again, strict=True)
+    )
+    assert same, (
+        f"{name}: the same photo gives other faces the second time, after another photo of its size: detect_array "
+        "must keep no state between photos"
+    )
+
+
 def check_detector_no_face(subject: Subject) -> None:
     """A plain grey image gives an empty list (not an error, not a face), and so does one too small or too thin for
     a face: the pipeline hands the detector any photo, and an exception ends the whole batch (dlib's CNN raised on
@@ -944,6 +994,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_detector_real_face,
         check_detector_scheme_semantics,
         check_detector_largest_first,
+        check_detector_stateless,
         check_detector_no_face,
         check_detector_pickles,
     ),

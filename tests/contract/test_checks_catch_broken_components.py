@@ -497,3 +497,47 @@ def test_the_scheme_check_reads_every_point_not_only_the_eyes(base: str, order: 
     run_check("detector", spec, "real_face")  # count, shape and box are right
     with pytest.raises(AssertionError, match=rf"{message}.*in another order than"):
         run_check("detector", spec, "scheme_semantics")
+
+
+class _SizeCachedDetector:
+    """dlib's detector with the last result kept for the next image of the same size (written for video frames)."""
+
+    def __init__(self) -> None:
+        self.inner = get_registry("detector").get("dlib").build()
+        self.card = self.inner.card
+        self.last: tuple[Any, Any] = (None, None)
+
+    def detect_array(self, image: Any) -> Any:
+        if self.last[0] != image.shape:
+            self.last = (image.shape, self.inner.detect_array(image))
+        return self.last[1]
+
+
+class _SmoothedDetector(_SizeCachedDetector):
+    """dlib's detector with each face's points averaged with the previous call's (a video tracker's smoothing)."""
+
+    def detect_array(self, image: Any) -> Any:
+        from dataclasses import replace
+
+        faces = self.inner.detect_array(image)
+        if faces and self.last[1] is not None:
+            faces[0] = replace(faces[0], landmarks=(faces[0].landmarks + self.last[1]) / 2)
+        self.last = (None, faces[0].landmarks if faces else None)
+        return faces
+
+
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [
+        (_SizeCachedDetector, r"test face at \(90, 30\) .* are \[80\.\d, 80\.\d\] px from that photo's pupils"),
+        (_SmoothedDetector, r"test face at \(90, 30\) .* are \[40\.\d, 40\.\d\] px from that photo's pupils"),
+    ],
+)
+def test_a_detector_that_keeps_state_between_photos_fails_conformance(cls: type, message: str) -> None:
+    """Before (helper-118): both passed every detector check, each of which gives the detector photos of sizes no
+    other check uses (the smoothed one failed only ``pickles``, saying a pickled copy finds other faces); in
+    ``normalize_many`` the size-cached one gave the second of two 300 x 260 photos the first one's face (the shipped
+    model's output 24 grey levels off on average)."""
+    spec = ComponentSpec(cls.__name__.strip("_").lower(), lambda params: cls(), NoParams, card=cls().card)
+    with pytest.raises(AssertionError, match=rf"{message}.*must keep no state between photos"):
+        run_check("detector", spec, "stateless")
