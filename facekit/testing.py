@@ -389,6 +389,13 @@ def _face_at(left: int, top: int, size: tuple[int, int] = (300, 260)) -> np.ndar
     return canvas
 
 
+def eye_centres_of(face: FaceDetection) -> tuple[np.ndarray, np.ndarray]:
+    """``face``'s eye centres (image-left first) read from its landmarks in its scheme."""
+    from facekit.align import eye_centres
+
+    return eye_centres(np.asarray(face.landmarks, np.float64), face.scheme)
+
+
 def _eyes_off(faces: list[FaceDetection], offset: tuple[float, float]) -> np.ndarray:
     """How far (px) the first face's eye centres lie from the test face's pupils moved by ``offset``."""
     from facekit.align import eye_centres
@@ -417,7 +424,8 @@ def check_detector_stateless(subject: Subject) -> None:
             f"{name}: with the test face at ({left}, {top}) of a 300 x 260 canvas, called after other photos (this "
             f"canvas with the face elsewhere), its eye centres are {off.round(1).tolist()} px from that photo's "
             f"pupils (tolerance {tolerance:.1f}): the result depends on the call before (a result cached by image "
-            "size, points smoothed over calls?); detect_array must keep no state between photos"
+            "size, points smoothed over calls?; or they are not in this image's pixels); detect_array must keep no "
+            "state between photos"
         )
         found.append(faces)
     first, again = found[0], found[2]
@@ -429,6 +437,38 @@ def check_detector_stateless(subject: Subject) -> None:
     assert same, (
         f"{name}: the same photo gives other faces the second time, after another photo of its size: detect_array "
         "must keep no state between photos"
+    )
+
+
+#: :func:`check_detector_large_photo`'s canvas (W, H): the largest photo the pipeline hands a detector as it is
+#: (``facekit.normalize.LARGE_SIDE``; larger ones are searched on a copy of this size).
+LARGE_CANVAS = (2048, 1152)
+
+
+def check_detector_large_photo(subject: Subject) -> None:
+    """A photo as large as the pipeline hands a detector (:data:`LARGE_CANVAS`) with the test face at twice its size
+    off-centre: found, its eye centres on the pupils in that photo's pixels. A detector that searches a smaller copy
+    (for speed) and forgets to scale its boxes and points back fails here: the other checks' images are all small."""
+    import cv2
+
+    name, face = subject.name, real_face()
+    width, height = LARGE_CANVAS
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    left, top = 1300, 600
+    canvas[top : top + 400, left : left + 400] = cv2.resize(face.image, (400, 400), interpolation=cv2.INTER_CUBIC)
+    faces = _faces(subject, canvas)
+    assert faces and faces[0].landmarks is not None, (
+        f"{name}: finds no face with landmarks in a {width} x {height} photo with the test face at 400 px"
+    )
+    eyes = np.stack(eye_centres_of(faces[0]))
+    pupils = (face.pupils + 0.5) * 2 - 0.5 + (left, top)
+    off = np.linalg.norm(eyes - pupils, axis=1)
+    tolerance = 0.25 * float(np.linalg.norm(pupils[1] - pupils[0]))
+    box = faces[0].box
+    assert (off <= tolerance).all(), (
+        f"{name}: in a {width} x {height} photo the test face's eye centres are {off.round(1).tolist()} px from its "
+        f"pupils at {pupils.round(0).tolist()} (tolerance {tolerance:.1f}; box {tuple(round(v) for v in box)}): "
+        "boxes and points must be in the pixels of the image given (found on a smaller copy and not scaled back?)"
     )
 
 
@@ -995,6 +1035,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_detector_scheme_semantics,
         check_detector_largest_first,
         check_detector_stateless,
+        check_detector_large_photo,
         check_detector_no_face,
         check_detector_pickles,
     ),

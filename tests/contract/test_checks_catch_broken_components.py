@@ -541,3 +541,25 @@ def test_a_detector_that_keeps_state_between_photos_fails_conformance(cls: type,
     spec = ComponentSpec(cls.__name__.strip("_").lower(), lambda params: cls(), NoParams, card=cls().card)
     with pytest.raises(AssertionError, match=rf"{message}.*must keep no state between photos"):
         run_check("detector", spec, "stateless")
+
+
+class _SmallCopyDetector:
+    """dlib's detector on a copy of at most 1,024 px (for speed), its boxes and points left in the copy's pixels."""
+
+    def __init__(self) -> None:
+        self.inner = get_registry("detector").get("dlib").build()
+        self.card = self.inner.card
+
+    def detect_array(self, image: Any) -> Any:
+        from facekit.images import downscale
+
+        return self.inner.detect_array(downscale(image, 1024))
+
+
+def test_a_detector_that_answers_in_a_smaller_copys_pixels_fails_conformance() -> None:
+    """Before (helper-118): it passed every detector check, whose images are all under 1,024 px; the pipeline hands a
+    detector photos of up to 2,048 px as they are, so every face in a 1,024-2,048 px photo was aligned from points
+    at about half their place."""
+    spec = ComponentSpec("small-copy", lambda params: _SmallCopyDetector(), NoParams, card=_SmallCopyDetector().card)
+    with pytest.raises(AssertionError, match=r"2048 x 1152 photo .* px from its pupils .*not scaled back"):
+        run_check("detector", spec, "large_photo")
