@@ -472,6 +472,53 @@ def check_detector_large_photo(subject: Subject) -> None:
     )
 
 
+def check_detector_thread_safe(subject: Subject) -> None:
+    """A detector that says ``thread_safe = True`` (the pipeline then detects a batch's photos on several threads at
+    once): four photos (the test face at four places in canvases of one size) detected on four threads started
+    together, three times over, each find their own face, as detected one at a time. Nothing to check for others."""
+    import threading
+
+    name, detector = subject.name, subject.component()
+    if getattr(detector, "thread_safe", False) is not True:
+        return
+    places = ((10, 30), (90, 30), (50, 10), (50, 50))
+    photos = [_face_at(left, top) for left, top in places]
+    tolerance = 0.25 * float(np.linalg.norm(real_face().pupils[1] - real_face().pupils[0]))
+    rounds, wrong, errors = 3, [], []
+    for _ in range(rounds):
+        start = threading.Barrier(len(photos))
+        results: list[Any] = [None] * len(photos)
+
+        def detect(index: int, start: threading.Barrier = start, results: list[Any] = results) -> None:
+            start.wait()
+            try:
+                results[index] = detector.detect_array(photos[index].copy())
+            except Exception as error:  # noqa: BLE001  (reported below, with the thread's photo)
+                results[index] = error
+
+        threads = [threading.Thread(target=detect, args=(index,)) for index in range(len(photos))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for place, faces in zip(places, results, strict=True):
+            if isinstance(faces, Exception):
+                errors.append(f"{type(faces).__name__}: {faces}")
+            elif not faces or faces[0].landmarks is None or (_eyes_off(faces, place) > tolerance).any():
+                wrong.append(place)
+    calls = rounds * len(photos)
+    assert not errors, (
+        f"{name}: says thread_safe = True, but {len(errors)} of {calls} calls made on {len(photos)} threads at once "
+        f"raised ({errors[0]}): make detect_array safe to run in several threads at once, or drop thread_safe"
+    )
+    assert not wrong, (
+        f"{name}: says thread_safe = True, but {len(wrong)} of {calls} calls made on {len(photos)} threads at once "
+        f"found no face or another photo's where the test face is at {wrong[0]} of a 300 x 260 canvas (one at a "
+        "time they are found): the pipeline detects a batch's photos on several threads for such a detector; keep "
+        "no per-call state on the object (give each call its own), lock what cannot be shared, or drop thread_safe"
+    )
+
+
 def check_detector_no_face(subject: Subject) -> None:
     """A plain grey image gives an empty list (not an error, not a face), and so does one too small or too thin for
     a face: the pipeline hands the detector any photo, and an exception ends the whole batch (dlib's CNN raised on
@@ -1036,6 +1083,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_detector_largest_first,
         check_detector_stateless,
         check_detector_large_photo,
+        check_detector_thread_safe,
         check_detector_no_face,
         check_detector_pickles,
     ),

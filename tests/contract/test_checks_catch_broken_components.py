@@ -563,3 +563,34 @@ def test_a_detector_that_answers_in_a_smaller_copys_pixels_fails_conformance() -
     spec = ComponentSpec("small-copy", lambda params: _SmallCopyDetector(), NoParams, card=_SmallCopyDetector().card)
     with pytest.raises(AssertionError, match=r"2048 x 1152 photo .* px from its pupils .*not scaled back"):
         run_check("detector", spec, "large_photo")
+
+
+class _SharedPhotoDetector:
+    """Says it is thread-safe, but keeps the photo on the object while dlib searches it, then places the points on
+    whatever photo is there by then (another thread's)."""
+
+    thread_safe = True
+
+    def __init__(self) -> None:
+        self.inner = get_registry("detector").get("dlib").build()
+        self.card = self.inner.card
+
+    def detect_array(self, image: Any) -> Any:
+        from facekit.types import FaceDetection
+
+        self.photo = image
+        boxes = [face.box for face in self.inner.detect_array(image)]  # dlib releases the GIL here
+        scheme = self.card.landmark_scheme
+        return [FaceDetection(box, 1.0, self.inner.landmarks_in_box(self.photo, box), scheme) for box in boxes]
+
+
+def test_a_detector_that_says_it_is_thread_safe_and_is_not_fails_conformance() -> None:
+    """Before (helper-118): it passed every detector check, which call detect_array from one thread; the pipeline
+    detects a batch's photos on several threads at once for a detector with thread_safe = True, and a face's points
+    came from another photo. (One that shares one dlib HOG object between threads is caught the same way, 8 or 9 of
+    the 12 calls wrong, and sometimes crashes the process, so it is not the mutant tested here.)"""
+    spec = ComponentSpec(
+        "shared-photo", lambda params: _SharedPhotoDetector(), NoParams, card=_SharedPhotoDetector().card
+    )
+    with pytest.raises(AssertionError, match=r"says thread_safe = True, but \d+ of 12 calls .* or drop thread_safe"):
+        run_check("detector", spec, "thread_safe")

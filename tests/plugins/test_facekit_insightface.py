@@ -351,7 +351,15 @@ def test_scrfd_conformance_and_checksum(scrfd_file: Path, tmp_path: Path) -> Non
         params={"weights": str(scrfd_file), "sha256": _sha256(scrfd_file)},
         skip={
             check: planted
-            for check in ("real_face", "scheme_semantics", "largest_first", "stateless", "large_photo", "no_face")
+            for check in (
+                "real_face",
+                "scheme_semantics",
+                "largest_first",
+                "stateless",
+                "large_photo",
+                "thread_safe",
+                "no_face",
+            )
         },
     )
     with pytest.raises(ChecksumError, match="5838f7fe"):  # the card pins the real det_10g.onnx
