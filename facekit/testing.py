@@ -715,12 +715,31 @@ def check_encoder_pickles(subject: Subject) -> None:
 
 
 def check_encoder_gradients(subject: Subject) -> None:
-    """With ``card.differentiable``, gradients reach the input pixels (the identity loss needs them)."""
+    """With ``card.differentiable``, gradients reach the input pixels (the identity loss needs them) from ``embed``
+    and, when the encoder has it, from ``embed_and_maps``' embedding and each of its maps (the perceptual loss)."""
     if not subject.card.differentiable:
         return
-    pixels = _aligned(subject).clone().requires_grad_(True)
-    subject.component().embed(pixels).sum().backward()
-    _grad_ok(subject.name, "input pixels", pixels.grad)
+    name, encoder = subject.name, subject.component()
+    outputs: list[tuple[str, int | None]] = [("embed", None)]  # (what, which map; -1: embed_and_maps' embedding)
+    if getattr(encoder, "embed_and_maps", None) is not None:
+        maps = len(encoder.embed_and_maps(_aligned(subject)[:1])[1])
+        outputs += [("embed_and_maps' embedding", -1), *((f"embed_and_maps' map {i}", i) for i in range(maps))]
+    for what, which in outputs:
+        pixels = _aligned(subject).clone().requires_grad_(True)
+        if which is None:
+            out = encoder.embed(pixels)
+        else:
+            embedding, feature_maps = encoder.embed_and_maps(pixels)
+            out = embedding if which < 0 else feature_maps[which]
+        # (helper-118: one computed under no_grad, or through numpy, ended in torch's "element 0 of tensors does not
+        # require grad", and embed_and_maps was not looked at: the perceptual loss trained nothing)
+        assert isinstance(out, torch.Tensor) and out.grad_fn is not None, (
+            f"{name}: the card says differentiable, but {what} is not connected to the input pixels (computed under "
+            "torch.no_grad, detached, or through numpy?): the identity and perceptual losses train through it; "
+            "compute it in torch, or set differentiable=False in the card"
+        )
+        out.float().sum().backward()
+        _grad_ok(name, f"input pixels from {what}", pixels.grad)
 
 
 def check_encoder_identity(subject: Subject) -> None:

@@ -3,6 +3,7 @@ faces (found by helper-54 writing third-party plugins), and pass correct ones th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -594,3 +595,31 @@ def test_a_detector_that_says_it_is_thread_safe_and_is_not_fails_conformance() -
     )
     with pytest.raises(AssertionError, match=r"says thread_safe = True, but \d+ of 12 calls .* or drop thread_safe"):
         run_check("detector", spec, "thread_safe")
+
+
+class _MapsWithoutGradients(_TinyEncoder):
+    """Differentiable embed, but embed_and_maps (the perceptual loss's) computed under no_grad, for speed."""
+
+    def embed_and_maps(self, crops: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.no_grad():
+            return self.embed(crops), [torch.nn.functional.adaptive_avg_pool2d(crops, 16)]
+
+
+class _NumpyEncoder(_TinyEncoder):
+    """Right values, computed through numpy (as a wrapped onnxruntime or dlib network would be)."""
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(super().embed(crops).detach().numpy().copy())
+
+
+@pytest.mark.parametrize(
+    ("cls", "what"), [(_MapsWithoutGradients, "embed_and_maps' embedding"), (_NumpyEncoder, "embed")]
+)
+def test_the_gradient_check_says_which_output_is_cut_off_from_the_pixels(cls: type, what: str) -> None:
+    """Before (helper-118): the check backpropagated through embed alone, so embed_and_maps under no_grad passed
+    every check while the perceptual loss trained nothing, and an embed through numpy ended the check in torch's
+    "element 0 of tensors does not require grad" RuntimeError, which says neither what nor how to fix it."""
+    card = replace(_card(), differentiable=True)
+    with pytest.raises(AssertionError, match=rf"differentiable, but {what} is not connected to the input pixels"):
+        run_check("encoder", _encoder(cls.__name__.strip("_").lower(), cls, card), "gradients")
+    check_component("encoder", _encoder("tiny-differentiable", _TinyEncoder, card), skip={"identity": "random weights"})
