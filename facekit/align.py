@@ -8,7 +8,7 @@ integer coordinates, the convention of ``cv2.warpAffine`` and of every facekit b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -124,9 +124,12 @@ def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return pts @ transform[:, :2].T + transform[:, 2]
 
 
-def warp_image(image: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def warp_image(
+    image: np.ndarray, transform: np.ndarray, size: tuple[int, int], border: Literal["replicate", "black"] = "replicate"
+) -> np.ndarray:
     """Resample ``image`` (H, W, C) uint8 with the (2, 3) ``transform`` into a (height, width) = ``size`` crop.
-    Bilinear; outside the photo the border pixels are replicated (no black corners for the encoders to see)."""
+    Bilinear; outside the photo the border pixels are replicated (no black corners for the encoders to see), or with
+    ``border="black"`` left black, as OpenCV's ``FaceRecognizerSF.alignCrop`` and dlib's face chips leave them."""
     import cv2
 
     height, width = size
@@ -135,7 +138,7 @@ def warp_image(image: np.ndarray, transform: np.ndarray, size: tuple[int, int]) 
         transform.astype(np.float64),
         (width, height),
         flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
+        borderMode=cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT,
     )
 
 

@@ -100,3 +100,29 @@ def test_people_figures_compare_different_peoples_outputs_with_their_photos() ->
     euclidean = SimpleNamespace(card=SimpleNamespace(distance="euclidean"), higher_is_same=False)
     assert people_figures(euclidean, people, photos, photos)["rank1"] == 1.0  # each photo is nearest itself
     assert people_figures(cosine, ["a"] * 4, photos, outputs)["different_people"] is None
+
+
+def test_the_sface_judge_pads_its_crop_as_opencvs_aligncrop_does(data_root: Path) -> None:
+    """helper-119: a normalized face is a tight 112 px frame, and for about 4 in 10 of them the crop SFace's own
+    alignment (``FaceRecognizerSF.alignCrop``) makes reaches past its edge, where OpenCV pads with black. The judge
+    replicated the edge pixels instead, so it scored outputs on another input than OpenCV's pipeline sees (LFW View 1
+    test pairs, 3 folds: verification 94.67 % against OpenCV's own 95.33 %; decoder alone, 36 DevTest photos: SFace
+    median 0.502 against 0.491)."""
+    import cv2
+    from facekit_opencv.cards import SFACE_SOURCE, YUNET_SOURCE
+    from PIL import Image
+
+    from facekit.models import resolve_weights
+
+    photo = np.asarray(Image.open(data_root / "lfw/images/Ann_Veneman/Ann_Veneman_0001.jpg").convert("RGB"))
+    tight = cv2.resize(np.ascontiguousarray(photo[70:180, 70:180]), (112, 112), interpolation=cv2.INTER_AREA)
+    bgr = np.ascontiguousarray(tight[:, :, ::-1])
+    detector = cv2.FaceDetectorYN.create(str(resolve_weights(YUNET_SOURCE, None)), "", (112, 112), 0.9, 0.3, 5000)
+    _, faces = detector.detect(bgr)
+    recognizer = cv2.FaceRecognizerSF.create(str(resolve_weights(SFACE_SOURCE, None)), "")
+    theirs = recognizer.alignCrop(bgr, faces[0])[:, :, ::-1]
+    assert (theirs.sum(axis=2) == 0).mean() > 0.05  # the crop reaches past the frame (else this tests nothing)
+    ours = OwnPipelineJudge.build("sface").crop(tight)
+    assert ours is not None
+    difference = int(np.abs(ours.astype(int) - theirs.astype(int)).max())
+    assert difference <= 1, f"{difference} grey levels from alignCrop's crop"
