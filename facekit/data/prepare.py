@@ -123,6 +123,22 @@ def _init_worker(config: WorkerConfig, quiet: bool = False) -> None:
     _STATE["shape"] = load_mean_shape(Path(config.sfm_folder))
 
 
+def _init_pool_worker(config: WorkerConfig, quiet: bool = False) -> None:
+    """A worker process of :func:`_in_workers`: :func:`_init_worker`, and a Ctrl+C (the terminal's, sent to the
+    whole process group) that stops its identity between two photos instead of raising wherever the worker is. Raised
+    while it waited for work or sent a result back, KeyboardInterrupt ended the worker inside the pool's queues (with
+    their lock held), and the parent's shutdown could wait for it forever (ci108, ci109: the second-Ctrl+C test hung
+    on a loaded machine). The parent cancels what has not started and stops the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, _stop_between_photos)
+    _init_worker(config, quiet)
+
+
+def _stop_between_photos(signum: int, frame: Any) -> None:
+    _STATE["interrupted"] = True
+
+
 def _measure_photo(photo: Photo) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
     """Manifest rows (one per face kept or per photo rejected) and the kept faces' (aligned crop, landmarks)."""
     from facekit.align import align_paper, interocular_distance
@@ -340,6 +356,8 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for path, source in items:
+        if _STATE.get("interrupted"):  # (a pool worker's Ctrl+C: _init_pool_worker)
+            raise KeyboardInterrupt
         photo_rows, kept = _measure_photo(Photo(identity, Path(path), source))
         for row, face in zip([r for r in photo_rows if r["status"] == "kept"], kept, strict=True):
             # With keep_all_faces each face of each photo is its own identity (keyed by photo and face: the faces
@@ -674,7 +692,7 @@ def _in_workers(
     executor = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
+        initializer=_init_pool_worker,
         initargs=(config, pillow_size_warning_quiet()),
     )
     stack.callback(_shutdown, executor)  # on an error: no new identity starts
