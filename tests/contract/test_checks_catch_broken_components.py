@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from facekit import testing
 from facekit.registry import ComponentSpec, NoParams, get_registry
 from facekit.testing import check_component, run_check
 
@@ -466,13 +467,7 @@ class _ReorderedDetector:
 
 
 #: iBUG-68 index of each point's mirror partner (the scheme labelled on the image's sides, not the subject's).
-_IBUG68_MIRROR = (
-    list(range(16, -1, -1))
-    + list(range(26, 16, -1))
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
-)
+_IBUG68_MIRROR = testing._IBUG68_MIRROR
 
 
 @pytest.mark.parametrize(
