@@ -471,8 +471,9 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     if is_encoded(image):
         if isinstance(image, io.TextIOBase):  # (helper-72: its read() raised UnicodeDecodeError before this was said)
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
+        reads, cap = hasattr(image, "read"), _max_file_bytes()
         try:
-            data = _read_capped(image, _max_file_bytes()) if hasattr(image, "read") else image
+            data = _read_capped(image, cap) if reads else image
         except (UnicodeDecodeError, io.UnsupportedOperation):  # a text reader not an io.TextIOBase (codecs'), or a
             # file open for writing: how it was opened, the caller's mistake (both are ValueErrors: caught first)
             raise FacekitError(
@@ -481,13 +482,13 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
             ) from None
         except (OSError, ValueError) as error:  # closed (ValueError), or its device failed
             raise PhotoUnreadable(f"the file given cannot be read: {error}") from None
-        if hasattr(image, "read") and len(data) > _max_file_bytes():  # (before: read whole: /dev/zero ran out memory)
+        if reads and isinstance(data, str):
+            raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
+        if reads and len(data) > cap:  # (before: read whole: /dev/zero ran out memory)
             raise PhotoUnreadable(
-                f"the file given is {TOO_LARGE}: over {_max_file_bytes() / 1e6:.0f} MB, more than a photo of "
+                f"the file given is {TOO_LARGE}: over {cap / 1e6:.0f} MB, more than a photo of "
                 f"{max_megapixels():g} megapixels takes (FACEKIT_MAX_MEGAPIXELS) even uncompressed"
             )
-        if hasattr(image, "read") and isinstance(data, str):
-            raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")
         array, why = load_rgb(Path(data) if isinstance(data, str | os.PathLike) else data)
         if array is None:
             raise PhotoUnreadable(f"{image if isinstance(image, str | os.PathLike) else 'the photo given'}: {why}")
