@@ -99,8 +99,10 @@ class OwnPipelineJudge:
         check_face_choice(self.face)  # refused when built, not at the first crop
 
     def __getstate__(self) -> dict[str, Any]:
-        """Copied or pickled without its turn lock (:meth:`embed`; a lock cannot be), as a Normalizer is."""
-        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+        """Copied or pickled without its turn lock (:meth:`embed`; :func:`facekit.normalize.without_turn`)."""
+        from facekit.normalize import without_turn
+
+        return without_turn(self)
 
     @classmethod
     def build(cls, name: str, face: str = "largest", params: Mapping[str, Any] | None = None) -> OwnPipelineJudge:

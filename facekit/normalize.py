@@ -289,6 +289,12 @@ def turn_of(normalizer: Any) -> threading.RLock:
     return lock
 
 
+def without_turn(holder: Any) -> dict[str, Any]:
+    """``holder``'s state without its turn lock (:func:`turn_of`), for its ``__getstate__``: a lock cannot be copied
+    or pickled; the copy makes its own on first use."""
+    return {key: value for key, value in holder.__dict__.items() if key != "_lock"}
+
+
 def _one_at_a_time(method: _Method) -> _Method:
     """A Normalizer method that threads sharing the Normalizer call one at a time (its ``_lock``)."""
 
@@ -670,8 +676,8 @@ class Normalizer:
         turn_of(self)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Copied or pickled without its lock (a lock cannot be); the copy makes its own on first use."""
-        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+        """Copied or pickled without its lock (:func:`without_turn`)."""
+        return without_turn(self)
 
     @classmethod
     def from_checkpoint(
