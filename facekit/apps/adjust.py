@@ -342,7 +342,8 @@ def is_monochrome(photo: np.ndarray, correction: Correction) -> bool:
 class FaceAdjuster(UsesNormalizer):
     """The ``adjust`` app: white balance and exposure of a photo from its normalized face.
 
-    ``correct(photo)`` -> (corrected photo, :class:`Correction`) or (photo unchanged, None) when no face is found.
+    ``correct(photo)`` -> (corrected photo, :class:`Correction`) or (a copy of the photo, unchanged, None) when no face
+    is found: a new array either way.
     ``apply(faces)`` (the App protocol) gives the normalized faces' central-box mean colours.
     """
 
@@ -459,17 +460,18 @@ class FaceAdjuster(UsesNormalizer):
         return fuse_white_balance(correction, photo, self.fuse, self.fuse_weight, self.fuse_sigma)
 
     def correct(self, photo: Any) -> tuple[np.ndarray, Correction | None]:
-        """(``photo`` corrected, the correction), or (``photo``, None) without a face; ``photo`` is (H, W, 3) uint8
-        RGB or anything :meth:`Normalizer.normalize` takes, read the same way (helper-72: a path, a PIL image, a
+        """(``photo`` corrected, the correction), or (a copy of ``photo``, None) without a face; ``photo`` is (H, W, 3)
+        uint8 RGB or anything :meth:`Normalizer.normalize` takes, read the same way (helper-72: a path, a PIL image, a
         grey or RGBA array ended in an AttributeError, IndexError or OpenCV assertion), and comes back as (H, W, 3)
-        RGB. A black-and-white photo (:func:`is_monochrome`) gets its exposure only, and its record says
-        ``monochrome``."""
+        RGB. The result is always a new array, never the caller's (before, a faceless RGB array came back as the
+        caller's own object, so drawing on the result drew on the input). A black-and-white photo
+        (:func:`is_monochrome`) gets its exposure only, and its record says ``monochrome``."""
         from facekit.images import as_rgb
 
         photo = as_rgb(photo)
         copy, correction = self._estimated(photo)
         if correction is None:
-            return photo, None
+            return photo.copy(), None
         settled = self.settle(copy, correction)
         return apply_correction(photo, settled), settled
 

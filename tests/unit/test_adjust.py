@@ -630,6 +630,19 @@ def test_estimate_is_the_correction_correct_applies(shipped_normalizer: Any) -> 
     assert FaceAdjuster(shipped_normalizer).estimate(np.full((300, 300, 3), 128, np.uint8)) is None
 
 
+def test_correct_never_returns_the_callers_array(shipped_normalizer: Any) -> None:
+    """Before: a photo without a face came back as the caller's own array object (with a face, a new one), so a
+    caller who drew on the result drew on their input. Now both are new arrays."""
+    adjuster = FaceAdjuster(shipped_normalizer)
+    for photo, found in ((np.full((300, 300, 3), 128, np.uint8), False), (real_face().image.copy(), True)):
+        before = photo.copy()
+        corrected, correction = adjuster.correct(photo)
+        assert (correction is not None) is found
+        assert not np.shares_memory(corrected, photo)
+        corrected[:] = 0
+        assert np.array_equal(photo, before)
+
+
 def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(tmp_path: Path) -> None:
     """Before: a third-party --method's 16-bit PNG came out at 8 bits without a word (a plugin-author audit)."""
     import cv2
