@@ -504,7 +504,8 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     if image is None:
         raise FacekitError("expected a photo (a path, PIL image or array), got None")
     array = np.asarray(image)
-    if array.dtype == object or array.dtype.kind in "SU":
+    # A number or a flat list is no photo whatever its type (before: 5 was "expected a uint8 image, got dtype int64").
+    if array.dtype == object or array.dtype.kind in "SU" or (array.ndim < 2 and not isinstance(image, np.ndarray)):
         raise FacekitError(f"expected a photo (a path, PIL image or array), got {type(image).__name__}")
     if array.dtype != np.uint8:
         hint = (

@@ -568,13 +568,17 @@ def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -
         return list(pool.map(in_callers_modes, items))
 
 
+#: The reason of the ``unreadable`` outcome of a None among a batch's photos (:func:`detect_one`).
+NO_PHOTO = "no photo: None was given in its place"
+
+
 def detect_one(
     detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str], face: str = "largest"
 ) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
-    """One :class:`Outcome` per input (``unreadable`` for None, ``no_face``, :data:`DETECTOR_ERROR` when the detector
-    raised on it (logged; the others go on), or ``ok`` still without a face) and, for the ``ok`` ones, (index, image,
-    FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to normalize: the first step of every
-    normalizer."""
+    """One :class:`Outcome` per input (``unreadable`` for None, :data:`NO_PHOTO` its reason; ``no_face``,
+    :data:`DETECTOR_ERROR` when the detector raised on it (logged; the others go on), or ``ok`` still without a face)
+    and, for the ``ok`` ones, (index, image, FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to
+    normalize: the first step of every normalizer."""
     check_face_choice(face)
     images, names = list(images), list(names)  # (read twice below)
     readable = [(image, name) for image, name in zip(images, names, strict=True) if image is not None]
@@ -582,8 +586,8 @@ def detect_one(
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
-        if image is None:
-            outcomes.append(Outcome(name, "unreadable"))
+        if image is None:  # (before: an empty reason; a caller's own reason for it replaces this one)
+            outcomes.append(Outcome(name, "unreadable", reason=NO_PHOTO))
             continue
         faces, why = next(detections)
         if why:
@@ -859,12 +863,13 @@ class Normalizer:
     def normalize_many(
         self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
     ) -> list[Outcome]:
-        """Normalize one face of each image (``None`` = unreadable), chosen by :attr:`face` (:func:`choose_face`; the
-        largest by default); one :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything
-        :meth:`normalize` takes (a path, PIL image, greyscale or RGBA array), read the same way; a photo that cannot be
-        read (a missing, damaged or too large file, a closed or damaged PIL image, an array over the megapixel limit:
-        :class:`facekit.errors.PhotoUnreadable`) is that input's ``unreadable`` outcome, its ``reason`` saying why,
-        and the others go on; a form it cannot take is a FacekitError naming the input."""
+        """Normalize one face of each image, chosen by :attr:`face` (:func:`choose_face`; the largest by default); one
+        :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything :meth:`normalize` takes (a
+        path, PIL image, greyscale or RGBA array), read the same way; a photo that cannot be read (a missing, damaged
+        or too large file, a closed or damaged PIL image, an array over the megapixel limit:
+        :class:`facekit.errors.PhotoUnreadable`), or None in its place, is that input's ``unreadable`` outcome, its
+        ``reason`` saying why, and the others go on; a form it cannot take (a number, a dict) is a FacekitError naming
+        the input."""
         from facekit.images import read_photos
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -292,7 +292,7 @@ class FaceAttributes(UsesNormalizer):
         photos, names, unread = read_photos(photos, names, "measure_faces")
         outcomes = self.normalizer.normalize_many(photos, names)
         for index, reason in unread.items():
-            outcomes[index].reason = outcomes[index].reason or reason
+            outcomes[index].reason = reason  # why it could not be read (normalize_many saw only its None)
         for photo, outcome in zip(photos, outcomes, strict=True):
             if outcome.face is None or photo is None:
                 continue

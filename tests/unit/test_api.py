@@ -90,6 +90,25 @@ def test_a_file_it_cannot_read_costs_that_photo_in_a_batch(normalizer: facekit.N
         normalizer.normalize_many([face, text], ["face", "text"])
 
 
+def test_none_or_a_non_photo_among_a_batch_says_what_it_is(normalizer: facekit.Normalizer, tmp_path: Path) -> None:
+    """Before: None among normalize_many's photos was an `unreadable` outcome with an empty reason, and a number was
+    "expected a uint8 image (0-255), got dtype int64" as if it were pixels. A str that is no file is that file's
+    unreadable row; a dict, int, float or flat list is the caller's mistake, said as what it is."""
+    from facekit.apps.attributes import FaceAttributes
+
+    face = real_face().image
+    outcomes = normalizer.normalize_many([None, face, str(tmp_path / "nofile.jpg")], ["none", "face", "nofile"])
+    assert [o.status for o in outcomes] == ["unreadable", "ok", "unreadable"]
+    assert outcomes[0].reason == "no photo: None was given in its place"
+    assert "nofile.jpg: unreadable" in outcomes[2].reason
+    for odd, kind in ((5, "int"), (3.5, "float"), (True, "bool"), ({"a": 1}, "dict"), ([1, 2], "list")):
+        with pytest.raises(FacekitError, match=rf"^normalize_many: odd: expected a photo .*, got {kind}$"):
+            normalizer.normalize_many([face, odd], ["face", "odd"])
+    # measure_faces keeps why a photo could not be read, and says None's too.
+    measured = FaceAttributes(normalizer).measure_faces([tmp_path / "missing.jpg", None], ["missing", "none"])
+    assert "missing.jpg: unreadable" in measured[0].reason and measured[1].reason == outcomes[0].reason
+
+
 def test_a_photo_object_it_cannot_read_costs_that_photo_in_a_batch(
     normalizer: facekit.Normalizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -718,7 +737,7 @@ def test_the_apps_read_every_photo_form_the_normalizer_reads(
     assert [o.status for o in outcomes[:3]] == ["ok"] * 3 and outcomes[3].face is None
     # A file it cannot read costs that photo, with why, as in normalize_many (before, helper-108: the batch raised).
     assert outcomes[4].status == "unreadable" and "missing.jpg: unreadable" in outcomes[4].reason
-    with pytest.raises(FacekitError, match=r"measure_faces: bad: expected a uint8 image"):
+    with pytest.raises(FacekitError, match=r"measure_faces: bad: expected a photo .*, got float$"):
         measurer.measure_faces([3.5], ["bad"])
 
 
