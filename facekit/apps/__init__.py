@@ -95,11 +95,22 @@ class UsesNormalizer:
 
     @property
     def normalizer(self) -> Any:
+        """The app's normalizer, loaded on first use. Threads sharing the app load it once, under the app's lock
+        (:func:`facekit.normalize.turn_of`, which a forked child renews): before, two threads' first calls at once
+        each loaded a model (twice the memory and seconds), and one of them was dropped."""
         if self._normalizer is None:
-            from facekit.normalize import resolve_model
+            from facekit.normalize import resolve_model, turn_of
 
-            self._normalizer = self.load_normalizer(resolve_model(self.model, self.checkpoint))
+            with turn_of(self):
+                if self._normalizer is None:  # (another thread may have loaded it while this one waited)
+                    self._normalizer = self.load_normalizer(resolve_model(self.model, self.checkpoint))
         return self._normalizer
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copied or pickled without its lock (:func:`facekit.normalize.without_turn`)."""
+        from facekit.normalize import without_turn
+
+        return without_turn(self)
 
     def load_normalizer(self, path: Any) -> Any:
         """The model file ``path`` as this app uses it (photo detail off where the app reads the decoder's face), on

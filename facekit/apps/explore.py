@@ -514,8 +514,10 @@ class Explorer(UsesNormalizer):
 
     def judge_for(self, normalizer: Any) -> Any:
         """The judge of ``normalizer``'s outputs: ``judge`` when given, else :func:`independent_judge` of its encoder
-        (built once, with its own detector), taking the face of a photo the normalizer takes (``face``)."""
+        (built once, with its own detector, under the app's lock as :attr:`normalizer` is: threads sharing the app
+        build it once), taking the face of a photo the normalizer takes (``face``)."""
         from facekit.fidelity import OwnPipelineJudge
+        from facekit.normalize import turn_of
 
         name = self.judge_name or independent_judge(str(normalizer.meta.get("encoder", "")))
         if name == normalizer.meta.get("encoder"):
@@ -524,7 +526,9 @@ class Explorer(UsesNormalizer):
         face = face_of(normalizer)  # the judge takes the face the normalizer took
         params = self.judge_params if name == self.judge_name else {}
         if (name, face) not in self._judges:
-            self._judges[name, face] = OwnPipelineJudge.build(name, face=face, params=params)
+            with turn_of(self):
+                if (name, face) not in self._judges:  # (another thread may have built it while this one waited)
+                    self._judges[name, face] = OwnPipelineJudge.build(name, face=face, params=params)
         return self._judges[name, face]
 
     def interpolate(

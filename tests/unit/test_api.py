@@ -493,6 +493,104 @@ def test_the_apps_take_the_face_they_are_asked_for(shipped_normalizer: Any) -> N
         FaceAdjuster(face="middle")
 
 
+def _loaded_once_by_two_threads(app: Any, load: Any, patch: Any) -> list[Any]:
+    """Two threads ask ``app`` for what ``load()`` gives, the second while the first is inside the loader ``patch``
+    wraps (``patch(loader)`` installs it): what each got, after checking that the loader ran once, under the app's
+    lock. The app's lock records who waits for it, so the second thread is known to be waiting without a sleep."""
+    import threading
+
+    from facekit.normalize import turn_of
+
+    entered, go, arrived = threading.Event(), threading.Event(), threading.Event()
+    calls: list[bool] = []
+
+    class Recorded:  # the app's lock, telling when the second thread asks for it
+        def __init__(self) -> None:
+            self.lock = threading.RLock()
+
+        def __enter__(self) -> Any:
+            if entered.is_set():
+                arrived.set()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            return self.lock.__exit__(*exc)
+
+        def _is_owned(self) -> bool:
+            return self.lock._is_owned()  # type: ignore[attr-defined]
+
+    recorded = Recorded()
+    app.__dict__["_lock"] = recorded
+
+    def loader(real: Any) -> Any:
+        calls.append(recorded._is_owned())
+        if len(calls) > 1:  # (before the fix: the second thread loaded one too)
+            arrived.set()
+        else:
+            entered.set()
+            go.wait(60)
+        return real()
+
+    patch(loader)
+    got: list[Any] = [None, None]
+
+    def ask(index: int) -> None:
+        got[index] = load()
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    assert entered.wait(60)
+    second = threading.Thread(target=ask, args=(1,))
+    second.start()
+    assert arrived.wait(60)
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert calls == [True], calls  # loaded once, holding the app's lock
+    assert got[0] is got[1] is not None
+    assert turn_of(app) is recorded
+    return got
+
+
+def test_threads_sharing_an_app_load_its_model_and_judge_once(
+    shipped_normalizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: adjust's, attributes' and explore's normalizer, and explore's judge, were loaded on first use without
+    a lock, so two threads' first calls at once each loaded one (twice the memory and seconds). Now the second waits
+    for the first's. The lock is facekit's turn lock, which a forked child renews (the child of a fork while another
+    thread loads is not stuck), and an app holding it still pickles."""
+    import pickle
+
+    from facekit.apps.adjust import FaceAdjuster
+    from facekit.apps.attributes import FaceAttributes
+    from facekit.apps.explore import Explorer
+    from facekit.fidelity import OwnPipelineJudge
+    from facekit.normalize import turn_of
+    from tests.helpers import forked_while_held
+
+    for kind in (FaceAdjuster, FaceAttributes, Explorer):
+        app = kind()
+
+        def patch(loader: Any, app: Any = app) -> None:
+            app.load_normalizer = lambda path: loader(lambda: shipped_normalizer)
+
+        _loaded_once_by_two_threads(app, lambda app=app: app.normalizer, patch)
+    explorer, judge = Explorer(shipped_normalizer), object()
+
+    def patch_build(loader: Any) -> None:
+        monkeypatch.setattr(OwnPipelineJudge, "build", staticmethod(lambda *args, **kwargs: loader(lambda: judge)))
+
+    _loaded_once_by_two_threads(explorer, lambda: explorer.judge_for(shipped_normalizer), patch_build)
+    held = Explorer(model="sface", steps=3)
+    turn_of(held)
+    copy = pickle.loads(pickle.dumps(held))
+    assert (copy.model, copy.steps, copy._normalizer) == ("sface", 3, None)
+    if hasattr(os, "fork"):
+        lazy = FaceAdjuster()
+        lazy.load_normalizer = lambda path: shipped_normalizer  # type: ignore[method-assign]
+        assert forked_while_held(turn_of(lazy), lambda: lazy.normalizer is shipped_normalizer) == 0
+
+
 def test_the_apps_load_their_model_on_the_device_they_are_asked_for(shipped_normalizer: Any) -> None:
     """adjust, attributes and explore take ``device`` as Normalizer.from_checkpoint does (before: none; their model
     always loaded on the CPU): a GPU that is not there is refused when the app is built, before any model loads;
