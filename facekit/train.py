@@ -341,12 +341,33 @@ def check_prepared_for_recipe(plan: Any, folder: Path, resuming: bool = False) -
         check_prepared_people(plan, folder)
     from facekit.data.dataset import PreparedFaces
 
+    check_prepared_has_faces(folder)
     size = int(PreparedFaces(folder).averages.shape[1])
     if size != plan.recipe.prepare.image_size:
         raise FacekitError(
             f"prepare.output {folder} holds {size} px faces and this recipe's prepare.image_size is "
             f"{plan.recipe.prepare.image_size}: run its prepare stage, or set prepare.image_size: {size}"
         )
+
+
+def check_prepared_has_faces(folder: Path) -> None:
+    """Refuse a prepared set of nobody: arrays of 0 rows (made by hand or by an older prepare), or a folder whose
+    prepare kept nobody (``summary.json``; it leaves no arrays). Before, the first ended in numpy's "need at least
+    one array to stack" traceback while the pool was built, the second said to run the prepare that had just run."""
+    from facekit.data.dataset import PreparedFaces
+
+    try:
+        kept = json.loads((folder / "summary.json").read_text()).get("identities_kept")
+    except (OSError, ValueError, AttributeError):
+        kept = None
+    if kept != 0 and len(PreparedFaces(folder)) > 0:
+        return
+    manifest = folder / "manifest.jsonl"
+    why = f" ({manifest} says why each photo was dropped)" if manifest.is_file() else ""
+    raise FacekitError(
+        f"prepare.output {folder} holds no faces (0 people): nothing to train on; give data.train photos of people "
+        f"that prepare keeps{why} and run the prepare stage again, or set prepare.output to a prepared set"
+    )
 
 
 def check_prepared_people(plan: Any, folder: Path) -> None:

@@ -695,6 +695,34 @@ def test_impossible_training_settings_are_one_line_errors(prepared: Path, tmp_pa
         train(resolve(other))
 
 
+def test_a_prepared_set_of_nobody_is_one_line_and_leaves_nothing(prepared: Path, tmp_path: Path) -> None:
+    """Arrays of 0 rows (made by hand) ended in numpy's 'need at least one array to stack' traceback while the pool
+    was built; a folder whose prepare kept nobody was called not prepared yet ('run the prepare stage first')."""
+    from PIL import Image
+
+    from facekit.data.prepare import run_prepare
+    from facekit.pipeline import RunOptions, run_train_stage
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in ("landmarks", "textures", "averages"):
+        np.save(empty / f"{name}.npy", np.load(prepared / f"{name}.npy")[:0])
+    np.save(empty / "mean_landmarks.npy", np.load(prepared / "mean_landmarks.npy"))
+    (empty / "identities.json").write_text("[]")
+    with pytest.raises(FacekitError, match=r"^prepare.output .*empty holds no faces \(0 people\): nothing to train"):
+        train(resolve(tiny_recipe(empty, tmp_path / "run", steps=1)))
+    # A real prepare that keeps nobody (a photo without a face) leaves no arrays: the same line, naming its manifest.
+    blank = tmp_path / "photos" / "nobody"
+    blank.mkdir(parents=True)
+    Image.fromarray(np.full((240, 240, 3), (90, 140, 200), np.uint8)).save(blank / "wall.jpg")
+    recipe = tiny_recipe(tmp_path / "kept-nobody", tmp_path / "run", steps=1)
+    recipe["data"] = {"train": [{"source": "folder", "path": str(blank.parent)}]}
+    run_prepare(resolve(recipe))
+    with pytest.raises(FacekitError, match=r"kept-nobody holds no faces .*manifest\.jsonl says why"):
+        run_train_stage(resolve(recipe), RunOptions(progress=False))
+    assert not (tmp_path / "run").exists()  # refused before its run record
+
+
 def test_a_diverging_training_stops_saying_so_and_never_writes_weights_that_are_not_numbers(
     prepared: Path, tmp_path: Path
 ) -> None:
