@@ -709,8 +709,14 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
             # Weights grown so far that the landmarks they give are degenerate (before: this traceback).
             raise diverged(settings, step, f"its landmarks can no longer be warped ({error})", checkpoint) from None
         optimizer.zero_grad(set_to_none=True)
-        # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
-        optimizer_step(terms["loss"] * len(mine) * dist.world / len(index), optimizer, scaler)
+        try:
+            # Each rank averages over its slice; scale so DDP's mean over ranks equals the mean over the global batch.
+            optimizer_step(terms["loss"] * len(mine) * dist.world / len(index), optimizer, scaler)
+        except RuntimeError as error:
+            if not update_overflows(error):
+                raise
+            # Adam's step size (lr / its bias correction) past float32's range (before: torch's traceback).
+            raise diverged(settings, step, f"its update is too large for float32 ({error})", checkpoint) from None
         logged = global_terms(terms, len(mine) / len(index), dist)
         # Before anything of this step is logged or saved (before: NaN weights were written as last.safetensors and
         # the run said it finished). The loss is the global batch's and the weights are every rank's: all ranks stop.
@@ -749,6 +755,13 @@ def not_finite(terms: dict[str, torch.Tensor], decoder: torch.nn.Module) -> str 
     if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
         return f"its weights are no longer finite numbers after its update (loss {loss:.6g})"
     return None
+
+
+def update_overflows(error: RuntimeError) -> bool:
+    """Whether ``error`` is torch refusing an optimizer's step size that float32 cannot hold (Adam's lr over its
+    bias correction: 1 - 0.9 at step 1, so a train.lr from about 3.4e37), the one RuntimeError of a step that means
+    the training diverged rather than a bug."""
+    return "cannot be converted to type float without overflow" in str(error)
 
 
 def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> FacekitError:

@@ -21,7 +21,7 @@ from facekit.checkpoints import read_checkpoint, read_checkpoint_meta
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
 from facekit.registry import ComponentSpec, Params
-from facekit.train import not_finite, train
+from facekit.train import not_finite, train, update_overflows
 from facekit.types import DecoderOutput
 from tests.helpers import kill_at_points
 
@@ -746,6 +746,11 @@ def test_a_diverging_training_stops_saying_so_and_never_writes_weights_that_are_
     # Landmarks so far off that the warp cannot be solved: the same line, not the warp's traceback.
     with pytest.raises(FacekitError, match="diverged at step 2: its landmarks can no longer be warped"):
         train(resolve(tiny_recipe(prepared, tmp_path / "paper", lr=1e8)))
+    # An lr so large that Adam's step size (lr / 0.1 at step 1) is past float32's range: torch raises in the
+    # optimizer (before: its RuntimeError traceback). Only that RuntimeError is a divergence.
+    with pytest.raises(FacekitError, match=r"diverged at step 1: its update is too large for float32 .*no checkpoint"):
+        train(resolve(tiny_recipe(prepared, tmp_path / "huge", lr=3e38)))
+    assert not update_overflows(RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x3 and 4x2)"))
 
 
 def test_the_progress_bar_stops_however_the_training_ends(
