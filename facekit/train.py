@@ -26,6 +26,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from contextlib import ExitStack
@@ -429,7 +430,12 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
         from facekit.data.augment import check_neighbours
 
         check_neighbours(plan)
-    meta = read_checkpoint_meta(checkpoint) if resume and checkpoint.exists() else None
+    meta = None
+    if resume and checkpoint.exists():
+        try:
+            meta = read_checkpoint_meta(checkpoint)
+        except FacekitError as error:
+            raise unreadable_checkpoint(checkpoint, error) from None
     # Resuming a checkpoint that names its prepared set: the set is compared with that, not with the photos now.
     prepared = None
     if meta is not None and meta.get("prepared_data") is not None:
@@ -474,6 +480,29 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
                 f"--set train.init={checkpoint} and another train.output"
             )
     return built_warper, prepared
+
+
+def unreadable_checkpoint(checkpoint: Path, error: FacekitError) -> FacekitError:
+    """``error`` (``checkpoint`` cut short or damaged, refused on --resume) with the newest kept step copy beside it
+    whose header reads, and how to resume from it (before: the error alone, though a ``train.keep_every`` copy
+    could carry the run on)."""
+    from facekit.checkpoints import read_checkpoint_meta
+
+    copies = []
+    for path in checkpoint.parent.glob("step-*.safetensors"):
+        found = re.fullmatch(r"step-(\d+)\.safetensors", path.name)
+        if found is not None and path.is_file():
+            copies.append((int(found.group(1)), path))
+    for step, path in sorted(copies, reverse=True):
+        try:
+            read_checkpoint_meta(path)
+        except FacekitError:
+            continue
+        return type(error)(
+            f"{error}; its newest kept step copy {path} (step {step}) may load: copy it over {checkpoint} and "
+            "--resume again"
+        )
+    return error
 
 
 def check_init_fits(plan: Any, started_from: dict[str, Any], warper: Any = None) -> None:
@@ -569,7 +598,10 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
     encoder_component = plan.components["encoder"]  # there: check_trainable
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     if resume and checkpoint.exists():
-        resumed = read_checkpoint(checkpoint)
+        try:
+            resumed = read_checkpoint(checkpoint)
+        except FacekitError as error:  # a header that reads, tensors that do not
+            raise unreadable_checkpoint(checkpoint, error) from None
     elif resume:
         logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
     encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)

@@ -782,6 +782,36 @@ def test_the_progress_bar_stops_however_the_training_ends(
     assert len(bars) == 2 and not bars[1][0].live.is_started  # and at the end, as before
 
 
+def test_a_cut_short_checkpoint_names_the_kept_step_copy_to_resume_from(prepared: Path, tmp_path: Path) -> None:
+    """Before: --resume on a cut-short last.safetensors said only that it is not readable, though a train.keep_every
+    copy beside it carries the run on."""
+    import shutil
+
+    output = train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=6, checkpoint_every=2, keep_every=2)))
+    checkpoints = output / "checkpoints"
+    for name in ("last.safetensors", "step-000006.safetensors"):  # the newest copy cut short too: the next is named
+        os.truncate(checkpoints / name, (checkpoints / name).stat().st_size // 2)
+    longer = tiny_recipe(prepared, tmp_path / "run", steps=8, checkpoint_every=2, keep_every=2)
+    message = (
+        r"last\.safetensors is not a readable facekit model .*; its newest kept step copy .*step-000004\.safetensors "
+        r"\(step 4\) may load: copy it over .*last\.safetensors and --resume again$"
+    )
+    with pytest.raises(FacekitError, match=message):
+        train(resolve(longer), resume=True)
+    # A header that reads and tensors that do not (a flipped byte): the same hint.
+    shutil.copyfile(checkpoints / "step-000002.safetensors", checkpoints / "last.safetensors")
+    raw = bytearray((checkpoints / "last.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (checkpoints / "last.safetensors").write_bytes(raw)
+    with pytest.raises(FacekitError, match=r"is damaged: its tensors .*step-000004\.safetensors \(step 4\) may load"):
+        train(resolve(longer), resume=True)
+    # Doing what it says resumes from step 4.
+    shutil.copyfile(checkpoints / "step-000004.safetensors", checkpoints / "last.safetensors")
+    train(resolve(longer), resume=True)
+    assert read_checkpoint_meta(checkpoints / "last.safetensors")["step"] == 8
+    assert [int(r["step"]) for r in metrics(output)] == list(range(1, 9))
+
+
 def test_a_checkpoint_from_before_the_boundary_switch_is_not_resumed_with_another_warp(
     prepared: Path, tmp_path: Path
 ) -> None:
