@@ -24,7 +24,7 @@ from rich.tree import Tree
 import facekit
 from facekit.apps import FUSE_WEIGHT, FuseChoice, Mapping, Only, Region
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
-from facekit.errors import ComponentNotFoundError, FacekitError, debug_requested, did_you_mean
+from facekit.errors import ComponentNotFoundError, FacekitError, Terminated, debug_requested, did_you_mean
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
 app = typer.Typer(
@@ -1134,6 +1134,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
             say_error(INTERRUPTED_MESSAGE)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Terminated as exc:  # SIGTERM during a training (Typer lets it through: not a KeyboardInterrupt)
+        if debug_requested():
+            raise
+        say_error(str(exc))
+        return exc.exit_code
     except KeyboardInterrupt:  # Ctrl-C before Typer runs the command (while the plugins and torch load)
         if debug_requested():
             raise

@@ -85,6 +85,17 @@ class PhotoUnreadable(FacekitError):
     cannot take (an array of the wrong shape or dtype, a file open in text mode) is a plain :class:`FacekitError`."""
 
 
+class Terminated(BaseException):
+    """SIGTERM (what ``timeout``, systemd, ``docker stop`` and job schedulers send) stopped a training, whose handler
+    (:func:`facekit.train.train`) raises it as Ctrl+C raises KeyboardInterrupt, so that the run ends the same way:
+    what is being written left whole, the progress display stopped. A BaseException, as KeyboardInterrupt, so that no
+    ``except Exception`` (a bench cell's, which records the cell as failed and goes on) takes it for the run's own
+    failure. The CLI says its message on one line and exits :attr:`exit_code` (128 + SIGTERM, as a shell reports a
+    process SIGTERM ended)."""
+
+    exit_code: int = 143
+
+
 class StageNotBuiltError(FacekitError):
     """A recipe stage that validates but whose implementation has not landed yet."""
 

@@ -29,7 +29,8 @@ import os
 import re
 import shutil
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ import torch
 from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, Terminated
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.pool import Pool, cached_pool
@@ -580,8 +581,55 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
 
     output = Path(plan.recipe.train.output)
     check_trainable(plan, resume)  # before its lock is made in train.output (again inside: a training may be waiting)
-    with exclusive(output, "training") if is_rank_zero() else nullcontext(), ExitStack() as cleanup:
-        return _train(plan, resume, progress, cleanup)
+    try:
+        with (
+            _sigterm_stops_the_run(),
+            exclusive(output, "training") if is_rank_zero() else nullcontext(),
+            ExitStack() as cleanup,
+        ):
+            return _train(plan, resume, progress, cleanup)
+    except Terminated:
+        raise Terminated(terminated(output / "checkpoints" / CHECKPOINT)) from None
+
+
+@contextmanager
+def _sigterm_stops_the_run() -> Iterator[None]:
+    """SIGTERM raises :class:`facekit.errors.Terminated` while the block runs, as Ctrl+C raises KeyboardInterrupt:
+    the run ends the same way, its checkpoint whole, its progress bar stopped and its lock released (before: the
+    default handler ended the process on the spot, without a word, and a terminal kept its cursor hidden). The
+    previous handler is back after the block, and after a first SIGTERM (a second ends the process at once). Only
+    from the main thread (Python runs handlers there alone), and only over the default handler: a program that
+    set its own keeps it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated("training stopped by SIGTERM")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def terminated(checkpoint: Path) -> str:
+    """What a training stopped by SIGTERM says: the step its last checkpoint holds and how to go on from it."""
+    from facekit.checkpoints import read_checkpoint_meta
+
+    try:
+        step = int(read_checkpoint_meta(checkpoint)["step"])
+    except (FacekitError, KeyError, TypeError, ValueError):
+        return "training stopped by SIGTERM before its first checkpoint: run it again to start it over"
+    return (
+        f"training stopped by SIGTERM: {checkpoint} holds step {step}, and --resume continues from it "
+        "(facekit bench, run again, goes on by itself)"
+    )
 
 
 def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:

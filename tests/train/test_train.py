@@ -812,6 +812,114 @@ def test_a_cut_short_checkpoint_names_the_kept_step_copy_to_resume_from(prepared
     assert [int(r["step"]) for r in metrics(output)] == list(range(1, 9))
 
 
+def test_sigterm_ends_a_training_as_ctrl_c_does(prepared: Path, tmp_path: Path) -> None:
+    """SIGTERM (timeout, systemd, docker stop, a job scheduler) mid-training: before, Python's default handler ended
+    the process on the spot, without a word (status -15), and in a terminal the bar left the cursor hidden. Now the
+    run stops as on Ctrl+C: one line naming the step its checkpoint holds, status 143, the cursor shown again, and
+    --resume goes on from there."""
+    import pty
+    import threading
+
+    output = tmp_path / "run"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, output, steps=400)))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(recipe), "--stage", "train"]
+    leader, follower = pty.openpty()  # stdout a terminal: the progress bar hides the cursor while it runs
+    process = subprocess.Popen(
+        command, stdout=follower, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm-256color"}
+    )
+    os.close(follower)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the process ended (EIO)
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (output / "metrics.csv").exists() and len(metrics(output)) >= 6:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "training ended before SIGTERM: " + process.communicate()[1].decode()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(leader)
+    checkpoint = output / "checkpoints" / "last.safetensors"
+    step = read_checkpoint_meta(checkpoint)["step"]
+    assert (process.returncode, err.decode().splitlines()) == (
+        143,
+        [
+            f"error: training stopped by SIGTERM: {checkpoint} holds step {step}, and --resume continues from it "
+            "(facekit bench, run again, goes on by itself)"
+        ],
+    )
+    assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
+    resumed = subprocess.run(
+        [*command, "--resume", "--set", "train.steps=12"], capture_output=True, text=True, timeout=240
+    )
+    assert resumed.returncode == 0 and "train: step 12 of train.steps 12" in resumed.stdout, resumed.stderr
+    assert [int(r["step"]) for r in metrics(output)] == list(range(1, 13))
+
+
+def test_sigterm_is_caught_only_during_the_run_and_only_over_the_default_handler(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler is the run's alone: the previous one is back after it (however the run ends), a program's own
+    handler is kept, and from another thread (where Python cannot install handlers) training runs without it."""
+    import threading
+
+    import facekit.train as training
+    from facekit.errors import Terminated
+
+    seen: list[Any] = []
+    real_log = training._log
+
+    def log(output: Path, writer: Any, step: int, *args: Any) -> None:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        if step == 3:
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # (raised, it would end pytest)
+                raise AssertionError("no SIGTERM handler during the run")
+            signal.raise_signal(signal.SIGTERM)  # delivered to this (the main) thread
+        real_log(output, writer, step, *args)
+
+    monkeypatch.setattr(training, "_log", log)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    with pytest.raises(Terminated, match=r"stopped by SIGTERM: .*last\.safetensors holds step 2, and --resume"):
+        train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=6, checkpoint_every=2)))
+    assert callable(seen[0]) and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    monkeypatch.setattr(training, "_log", real_log)
+    own: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: own.append(signum))
+    try:
+        monkeypatch.setattr(training, "_log", log)
+        train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=4)), resume=True)  # the program's handler ran
+        assert own == [signal.SIGTERM] and seen[-1] == signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setattr(training, "_log", real_log)
+    failed: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            train(resolve(tiny_recipe(prepared, tmp_path / "thread", steps=1)))
+        except BaseException as error:  # noqa: BLE001 (said by the assert below)
+            failed.append(error)
+
+    worker = threading.Thread(target=elsewhere)
+    worker.start()
+    worker.join()
+    assert not failed and read_checkpoint_meta(tmp_path / "thread" / "checkpoints" / "last.safetensors")["step"] == 1
+
+
 def test_a_checkpoint_from_before_the_boundary_switch_is_not_resumed_with_another_warp(
     prepared: Path, tmp_path: Path
 ) -> None:
