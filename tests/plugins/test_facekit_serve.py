@@ -1133,3 +1133,44 @@ def test_the_page_offers_no_share_button_no_nan_and_says_how_many_faces_it_offer
     result = SimpleNamespace(attributes=grey, photo_attributes={**grey, "L": 55.0}, attributes_note="a grey photo")
     table = attributes_markdown(result)
     assert "nan" not in table and "| ITA (degrees) | - | - |" in table and "| L* | 60.0 | 55.0 |" in table
+
+
+def test_two_avatars_unzipped_into_one_folder_keep_their_own_files(data_root: Path, tmp_path: Path) -> None:
+    """Before: every ``NAME-avatar-obj.zip`` held avatar.obj, avatar.mtl and avatar.png, so a second avatar unzipped
+    beside the first replaced its files (and the first OBJ wore the second's texture). Now the files are named after
+    the download, and the unzipped OBJ loads with its own texture."""
+    import zipfile
+
+    import trimesh
+
+    sfm = data_root / "sfm" / "sfm_shape_3448.bin"
+    if not sfm.is_file():
+        pytest.skip(f"the Surrey model is not at {sfm}")
+    engine = Engine.load(tmp_path / "results", sfm=str(sfm), compare=False)
+    try:
+        if engine.avatar_note:
+            pytest.skip(engine.avatar_note)
+        plain, warm, _ = example_photos(tmp_path / "examples")
+        unzipped, textures = tmp_path / "unzipped", {}
+        for photo, name in ((plain, "IMG 1.jpg"), (warm, "IMG_2.jpg")):
+            result = engine.result(engine.analyze(photo, name).sha256, 0, name=name)
+            bundle = result.avatar_files[-1]
+            stem = download_stem(name)
+            assert bundle.name == f"{stem}-avatar-obj.zip"
+            with zipfile.ZipFile(bundle) as archive:
+                names = sorted(archive.namelist())
+                assert names == sorted(f"{stem}-avatar{end}" for end in (".mtl", ".obj", ".png", "-LICENCE.txt"))
+                assert not set(names) & {path.name for path in unzipped.glob("*")}  # nothing of the first replaced
+                archive.extractall(unzipped)
+            textures[stem] = np.asarray(Image.open(unzipped / f"{stem}-avatar.png").convert("RGB"))
+            # The content-named bundle the cache keeps is as it was (another visitor's name is their own).
+            with zipfile.ZipFile(result.avatar_files[-1].parents[1] / "avatar-obj.zip") as archive:
+                assert "avatar.obj" in archive.namelist()
+        assert not np.array_equal(*textures.values())
+        for stem, texture in textures.items():
+            mesh = trimesh.load(unzipped / f"{stem}-avatar.obj", force="mesh")
+            image = mesh.visual.material.image
+            assert image is not None, stem
+            assert np.array_equal(np.asarray(image.convert("RGB")), texture), stem
+    finally:
+        engine.close()

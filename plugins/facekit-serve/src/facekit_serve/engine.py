@@ -65,6 +65,8 @@ DOWNLOAD_STEM_BYTES = 96
 #: The names one upload's downloads are given (its visitors' file names); more fall back to DOWNLOAD_FALLBACK, so
 #: that the same bytes sent under ever new names do not copy its results ever again.
 NAMED_VIEWS = 4
+#: The name of the avatar's files (GLB; OBJ, MTL and texture in the zip) as made, before a visitor's name is given.
+AVATAR_NAME = "avatar"
 
 Progress = Callable[[float, str], None]
 
@@ -168,6 +170,27 @@ def download_stem(name: str | None) -> str:
     while len(stem.encode()) > DOWNLOAD_STEM_BYTES:
         stem = stem[:-1]
     return stem.rstrip(" .-") or DOWNLOAD_FALLBACK
+
+
+def renamed_obj_bundle(source: Path, target: Path, name: str) -> None:
+    """Write the avatar's OBJ zip ``source`` (``avatar.obj``, ``.mtl``, ``.png``, ``LICENCE.txt``) to ``target`` with
+    its files named ``name.obj``, ``name.mtl``, ``name.png``, ``name-LICENCE.txt``, the OBJ's ``mtllib`` and
+    ``usemtl`` and the MTL's ``newmtl`` and ``map_Kd`` naming them. Before, every download held avatar.obj,
+    avatar.mtl and avatar.png, and two avatars unzipped into one folder overwrote each other's (the first OBJ then
+    wore the second one's texture)."""
+    old, new = AVATAR_NAME.encode(), name.encode()
+    renamed = {  # the lines that name a file or the material: nothing else in either file is touched
+        f"{key} ".encode() + old + suffix: f"{key} ".encode() + new + suffix
+        for key, suffix in (("mtllib", b".mtl"), ("usemtl", b""), ("newmtl", b""), ("map_Kd", b".png"))
+    }
+    with zipfile.ZipFile(source) as inside, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as outside:
+        for member in inside.infolist():
+            data = inside.read(member)
+            stem, dot, suffix = member.filename.partition(".")
+            if stem == AVATAR_NAME and suffix in ("obj", "mtl"):
+                data = b"\n".join(renamed.get(line, line) for line in data.split(b"\n"))
+            # (the licence too: the same words in every bundle, but unzip would ask to replace it)
+            outside.writestr(f"{name}{dot}{suffix}" if stem == AVATAR_NAME else f"{name}-{member.filename}", data)
 
 
 # ------------------------------------------------------------------------------------------------ pictures
@@ -563,6 +586,9 @@ class Engine:
             def link(path: Path) -> Path:
                 if path not in links:
                     links[path] = folder / f"{stem}-{face}{path.name}"
+                    if path.suffix == ".zip":  # the OBJ bundle: its files get the name too
+                        renamed_obj_bundle(path, links[path], f"{stem}-{face}{AVATAR_NAME}")
+                        return links[path]
                     try:
                         os.link(path, links[path])
                     except OSError:
@@ -682,13 +708,13 @@ class Engine:
 
         try:
             avatar = self.avatar.build(face.image[None], np.asarray(face.landmarks)[None])[0]
-            files = mesh_files(avatar, self.avatar.model, "avatar")
+            files = mesh_files(avatar, self.avatar.model, AVATAR_NAME)
         except FacekitError as error:
             result.avatar_note = f"The 3-D avatar could not be made for this face: {error}"
             return
-        glb = folder / "avatar.glb"
-        glb.write_bytes(files.pop("avatar.glb"))
-        bundle = folder / "avatar-obj.zip"
+        glb = folder / f"{AVATAR_NAME}.glb"
+        glb.write_bytes(files.pop(f"{AVATAR_NAME}.glb"))
+        bundle = folder / f"{AVATAR_NAME}-obj.zip"
         with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, data in files.items():
                 archive.writestr(name, data)
