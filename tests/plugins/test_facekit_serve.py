@@ -617,6 +617,27 @@ def test_a_small_face_in_a_large_photo_is_found_and_the_message_scales(engine: E
         engine.analyze(tmp_path / "wall.jpg")
 
 
+def test_an_image_too_small_or_too_thin_for_a_face_is_told_so(engine: Engine, tmp_path: Path) -> None:
+    """Before: a 10000 x 2 image was asked for a face "at least about 391 pixels wide", and a 40 x 30 one for one of
+    80: sizes neither image could hold. Now the message says what is wrong with the image itself."""
+    cases = {
+        (10000, 2): "10000 x 2 pixels, too thin .* about 391 pixels, and it is only 2 pixels high",
+        (3, 5000): "3 x 5000 pixels, too thin .* about 195 pixels, and it is only 3 pixels wide",
+        (40, 30): "only 40 x 30 pixels, too small .*about 80 pixels wide",
+        (1, 1): "only 1 x 1 pixels, too small",
+    }
+    for (width, height), message in cases.items():
+        path = tmp_path / f"{width}x{height}.png"
+        Image.fromarray(np.full((height, width, 3), 150, np.uint8)).save(path)
+        with pytest.raises(UploadError, match=message) as raised:
+            engine.analyze(path)
+        assert "at least about" not in str(raised.value)
+    # A panorama that could hold a face keeps the ordinary message, in the photo's pixels.
+    Image.fromarray(np.full((400, 6000, 3), 150, np.uint8)).save(tmp_path / "panorama.png")
+    with pytest.raises(UploadError, match=r"No face was found .* at least about 234 pixels wide"):
+        engine.analyze(tmp_path / "panorama.png")
+
+
 def test_without_the_surrey_model_the_avatar_tab_says_so_and_the_rest_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -172,6 +172,30 @@ def download_stem(name: str | None) -> str:
     return stem.rstrip(" .-") or DOWNLOAD_FALLBACK
 
 
+def no_face_message(width: int, height: int) -> str:
+    """What the page says when no face was found in a ``width`` x ``height`` photo: the narrowest face it could
+    have found, in the photo's pixels (faces are looked for on a copy at most ``RETRY_SIDE`` px on its long side),
+    or, for a photo too small or too thin to hold a face that wide, what is wrong with the photo itself (before: a
+    10000 x 2 image was asked for a face "at least about 391 pixels wide")."""
+    smallest = round(SMALLEST_FACE * max(1.0, max(width, height) / RETRY_SIDE))
+    if max(width, height) < smallest:
+        return (
+            f"This image is only {width} x {height} pixels, too small to show a face facekit can find (about "
+            f"{smallest} pixels wide at least). Please send a larger photo."
+        )
+    if min(width, height) < smallest:
+        short = f"{height} pixels high" if height < width else f"{width} pixels wide"
+        return (
+            f"This image is {width} x {height} pixels, too thin to show a face facekit can find: in an image this "
+            f"size a face needs about {smallest} pixels, and it is only {short}. Please send an ordinary photo of "
+            "a face, or crop this one around the face."
+        )
+    return (
+        "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
+        f"and at least about {smallest} pixels wide."
+    )
+
+
 def renamed_obj_bundle(source: Path, target: Path, name: str) -> None:
     """Write the avatar's OBJ zip ``source`` (``avatar.obj``, ``.mtl``, ``.png``, ``LICENCE.txt``) to ``target`` with
     its files named ``name.obj``, ``name.mtl``, ``name.png``, ``name-LICENCE.txt``, the OBJ's ``mtllib`` and
@@ -505,11 +529,7 @@ class Engine:
         with self._model_lock:  # a second, larger copy when the first shows no face (a distant face, a group photo)
             photo, faces = faces_on_copies(full, find)
         if not faces:
-            smallest = round(SMALLEST_FACE * max(1.0, max(full.shape[:2]) / RETRY_SIDE))  # in the photo's pixels
-            raise UploadError(
-                "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
-                f"and at least about {smallest} pixels wide."
-            )
+            raise UploadError(no_face_message(full.shape[1], full.shape[0]))
         folder = self.workdir / f"{sha256[:16]}-{next(self._serial)}"
         folder.mkdir(parents=True)
         suffix = Path(name or str(path)).suffix.lower()[:8] or ".img"
