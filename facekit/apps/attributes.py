@@ -144,6 +144,7 @@ class SkinTone:
     category: str
     pixels: int
     colourfulness: float  # of the region's pixels (Hasler & Suesstrunk): ~0 for a grey photo
+    coloured: bool  # whether the region has colour at all (:func:`has_colour`)
 
 
 def skin_tone(image: np.ndarray, landmarks: np.ndarray) -> SkinTone:
@@ -157,7 +158,25 @@ def skin_tone(image: np.ndarray, landmarks: np.ndarray) -> SkinTone:
     lab = np.median(srgb_to_lab(pixels), axis=0)
     ita = float(individual_typology_angle(lab[0], lab[2]))
     tone = (float(lab[0]), float(lab[1]), float(lab[2]), ita, ita_category(ita))
-    return SkinTone(*tone, int(mask.sum()), colourfulness(pixels[None]))
+    return SkinTone(*tone, int(mask.sum()), colourfulness(pixels[None]), has_colour(pixels))
+
+
+def has_colour(pixels: np.ndarray) -> bool:
+    """Whether the (N, 3) uint8 RGB ``pixels`` of a skin region are in colour: colourfulness (Hasler & Suesstrunk)
+    of at least :data:`MIN_PHOTO_COLOURFULNESS`, or, in a region darker than :data:`DARK_REGION_LEVEL`, channels
+    that differ by more than a grey JPEG's rounding (``facekit.apps.adjust.MONOCHROME_SPREAD``, at the median). The
+    colourfulness is in sRGB levels and falls with the exposure: the shipped test face scores 21 as it is and 4.3 six
+    stops under, its skin (25, 19, 15) still clearly warm, and such a dark colour photo was called one without
+    colour; a grey photo's channels are equal at any exposure."""
+    from facekit.apps.adjust import MONOCHROME_SPREAD
+    from facekit.data.quality import colourfulness
+
+    if colourfulness(pixels[None]) >= MIN_PHOTO_COLOURFULNESS:
+        return True
+    if float(pixels.mean()) >= DARK_REGION_LEVEL:  # exposed well enough for the colourfulness to tell
+        return False
+    spread = pixels.max(axis=-1).astype(np.int16) - pixels.min(axis=-1)
+    return float(np.median(spread)) > MONOCHROME_SPREAD
 
 
 # ------------------------------------------------------------------------------------------------ shape
@@ -237,6 +256,11 @@ def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
     (:func:`photo_in_face_frame`), its region placed from the photo's own landmarks (the normalized face's where the
     detector gives no 68 points), and the region's colourfulness (Hasler & Suesstrunk); shape ratios from the
     detector's landmarks (when iBUG-68)."""
+    return _photo_tone(photo, face)[0]
+
+
+def _photo_tone(photo: np.ndarray, face: Any) -> tuple[dict[str, Any], SkinTone]:
+    """:func:`measure_photo`'s values and the photo's :class:`SkinTone` they come from."""
     aligned, own = photo_in_face_frame(photo, face)
     tone = skin_tone(aligned, own if own is not None else face.decoder_landmarks)
     values: dict[str, Any] = {
@@ -247,7 +271,7 @@ def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
     }
     if own is not None:
         values.update(shape_ratios(face.source_landmarks))
-    return values
+    return values, tone
 
 
 # ------------------------------------------------------------------------------------------------ the app
@@ -255,11 +279,11 @@ def measure_photo(photo: np.ndarray, face: Any) -> dict[str, Any]:
 
 def measure_both(photo: np.ndarray, face: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
     """The normalized face's measures (:func:`measure_face`), the photo's (:func:`measure_photo`) and a note: a photo
-    without colour in its skin region (below :data:`MIN_PHOTO_COLOURFULNESS`) has no skin tone, so the face's ITA,
-    category, a* and b* are undefined (NaN, ``undefined``) and the note says why (before, a grey photo got the
-    decoder's guessed colour as a confident category)."""
-    values, photo_values = measure_face(face.decoder_image, face.decoder_landmarks), measure_photo(photo, face)
-    if photo_values["colourfulness"] >= MIN_PHOTO_COLOURFULNESS:
+    without colour in its skin region (:func:`has_colour`) has no skin tone, so the face's ITA, category, a* and b*
+    are undefined (NaN, ``undefined``) and the note says why (before, a grey photo got the decoder's guessed colour
+    as a confident category)."""
+    values, (photo_values, tone) = measure_face(face.decoder_image, face.decoder_landmarks), _photo_tone(photo, face)
+    if tone.coloured:
         return values, photo_values, ""
     values.update(ita_degrees=float("nan"), ita_category="undefined", a=float("nan"), b=float("nan"))
     return values, photo_values, NO_COLOUR
@@ -268,6 +292,9 @@ def measure_both(photo: np.ndarray, face: Any) -> tuple[dict[str, Any], dict[str
 #: Below this colourfulness of the photo's skin region (Hasler & Suesstrunk; natural skin is 10+, a grey photo ~0, the
 #: threshold ``facekit prepare`` rejects monochrome photos at) there is no skin tone to measure.
 MIN_PHOTO_COLOURFULNESS = 5.0
+#: Below this mean level (of 255) a skin region's colourfulness says little: a face some 3 stops under (a normally
+#: exposed face's skin is at 100-200), whose colour :func:`has_colour` judges by its channels' differences instead.
+DARK_REGION_LEVEL = 64
 NO_COLOUR = "the photo has no colour: skin tone undefined (the normalized face's colour would be the decoder's guess)"
 
 

@@ -218,6 +218,21 @@ def test_a_grey_photo_has_no_skin_tone(shipped_normalizer: Any) -> None:
     assert outcome.extras["photo_attributes"]["colourfulness"] < 1 and 0.8 < values["face_width_height"] < 1.3
 
 
+def test_a_dark_colour_photo_has_colour(shipped_normalizer: Any) -> None:
+    """Before: the colourfulness that tells a grey photo is in sRGB levels and falls with the exposure, so the test
+    face six stops under (its skin at (25, 19, 15), clearly warm) scored 4.3 and was called a photo without colour.
+    Now a dark region's colour is judged by its channels' differences; the same dark photo in grey still has none."""
+    from facekit.apps.attributes import MIN_PHOTO_COLOURFULNESS, NO_COLOUR
+
+    dark = cast(real_face().image, (1, 1, 1), -6)
+    grey = np.repeat(dark.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    coloured, grey_outcome = FaceAttributes(shipped_normalizer).measure_faces([dark, grey], ["dark", "grey"])
+    assert coloured.extras["photo_attributes"]["colourfulness"] < MIN_PHOTO_COLOURFULNESS  # the case the rule missed
+    values = coloured.extras["attributes"]
+    assert coloured.reason == "" and np.isfinite(values["ita_degrees"]) and values["ita_category"] != "undefined"
+    assert grey_outcome.reason == NO_COLOUR and np.isnan(grey_outcome.extras["attributes"]["ita_degrees"])
+
+
 def test_apply_measures_each_face_of_a_decoder_output(normalized: Any) -> None:
     image = torch.from_numpy(normalized.image).permute(2, 0, 1).float()[None] / 255
     darker = image * 0.6
