@@ -312,11 +312,30 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         note = "alpha composited over grey"
     elif image.mode in ("L", "1"):
         note = "greyscale"
-    rgb = image.convert("RGB")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # (convert copies even an RGB image)
     if colour_manage and colour:
         rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"))
         note = "; ".join(n for n in (note, managed) if n)
-    return np.asarray(rgb), note
+    return rgb_array(rgb), note
+
+
+#: The most bytes of pixels :func:`rgb_array` takes from a PIL image at a time.
+ARRAY_STRIP_BYTES = 16 << 20
+
+
+def rgb_array(image: Any) -> np.ndarray:
+    """The RGB PIL ``image`` as an (H, W, 3) uint8 array, a strip of rows at a time when it is large. ``np.asarray``
+    holds the pixels twice over besides the image (Pillow's ``tobytes`` joins its chunks), and with the copy
+    ``convert("RGB")`` made of an RGB image, reading a 48 MP JPEG took 650 MB for its 144 MB of pixels (``facekit
+    serve`` peaked at twice its usual memory); the values are the same."""
+    width, height = image.size
+    rows = max(1, ARRAY_STRIP_BYTES // (3 * width))
+    if rows >= height:
+        return np.asarray(image)
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, rows):
+        out[top : top + rows] = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+    return out
 
 
 #: sRGB's primaries as an ICC profile states them (XYZ of R, G, B, adapted to the D50 connection space).

@@ -579,3 +579,30 @@ def test_a_file_whose_read_must_be_awaited_is_a_one_line_error(tmp_path: Path) -
     assert started and all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in started)
     with pytest.raises(FacekitError, match=r"measure_faces: upload: .* reads asynchronously"):
         read_photos([path, AsyncUpload()], ["face", "upload"], "measure_faces")
+
+
+def test_a_large_photo_is_read_without_holding_its_pixels_twice_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``np.asarray`` of the decoded image made Pillow join the whole image's bytes from their chunks (two
+    copies at once) and ``convert("RGB")`` copied an RGB image first, so a 48 MP JPEG took 650 MB to read (a
+    ``facekit serve`` request peaked 176 MB higher). Now the array is filled a strip at a time, with the same values.
+    The Python-side peak (tracemalloc: bytes and arrays) stays near the photo's own pixels, not twice them."""
+    import tracemalloc
+
+    import facekit.images
+
+    monkeypatch.setattr(facekit.images, "ARRAY_STRIP_BYTES", 1 << 20, raising=False)
+    rng = np.random.default_rng(5)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(path, quality=90)
+    with Image.open(path) as opened:
+        expected = np.asarray(opened.convert("RGB"))
+    tracemalloc.start()
+    try:
+        photo, note = load_rgb(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert photo is not None and note == "" and np.array_equal(photo, expected)
+    assert peak < 1.25 * expected.nbytes, (peak, expected.nbytes)
