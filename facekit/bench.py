@@ -73,7 +73,33 @@ def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
     leave the name as it is (helper-70: ``--set evaluate.max_photos=3`` or ``train.sample_every=2`` trained every
     cell again, hours on a real grid). ``train.device`` stays in it (another device, other arithmetic), and so does
     every setting the grid varies, whatever it is: cells of one grid never share a name (helper-71: a grid over
-    ``train.sample_every`` trained its first cell and showed it twice)."""
+    ``train.sample_every`` trained its first cell and showed it twice). Components' params count as their Params
+    read them (:func:`_params_as_read`): ``10`` and ``10.0``, or a default given and left out, are one name."""
+    return _kept_name(plan, prepared, _params_as_read(plan))
+
+
+def spelled_recipe_hash(plan: Plan, prepared: str | None = None) -> str:
+    """A cell's name as benches before 2026-12-05 gave it (:func:`recipe_hash` of its components' params as spelled):
+    their cells are found under it, not trained again."""
+    return _kept_name(plan, prepared, plan.to_dict())
+
+
+def _params_as_read(plan: Plan) -> dict[str, Any]:
+    """``plan``'s recipe with each component's params as its Params read them, defaults left out: the recipe keeps
+    them as spelled, a free mapping (before: ``regularization: 10`` and ``10.0``, or ``{name: tps}`` and ``{name:
+    tps, params: {regularization: 0.0}}``, were two cells, the same training twice, and a rerun spelled otherwise
+    did not find its cells done)."""
+    settings = plan.to_dict()
+    for key, component in plan.components.items():
+        slot, _, index = key.partition(".")  # a list slot's items are "slot.N"
+        ref = settings["components"][slot]
+        ref = ref[int(index)] if index else ref
+        ref["params"] = component.params.model_dump(mode="json", exclude_defaults=True)
+    return settings
+
+
+def _kept_name(plan: Plan, prepared: str | None, settings: dict[str, Any]) -> str:
+    """:func:`_cell_name` of the paths of ``settings`` (``plan``'s recipe as a dict) that shape a cell's weights."""
     from facekit.train import FREE_ON_RESUME, RESUMABLE_CHANGES
 
     free = RESUMABLE_CHANGES - {"train.steps", "train.device"} | ({"prepare.output"} if prepared else set())
@@ -84,7 +110,7 @@ def recipe_hash(plan: Plan, prepared: str | None = None) -> str:
             return True
         return path not in free and not path.startswith(FREE_ON_RESUME)
 
-    return _cell_name({path: value for path, value in _flat(plan.to_dict()).items() if kept(path)}, prepared)
+    return _cell_name({path: value for path, value in _flat(settings).items() if kept(path)}, prepared)
 
 
 def legacy_recipe_hash(plan: Plan, prepared: str | None = None) -> str:
@@ -203,9 +229,11 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell)}
             rows.append(_failed(results, {**about, "evaluation": evaluation}, 0.0, plan))
             continue
-        digest, legacy = recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)
-        if digest not in done and legacy in done:  # benched before the name left out what trains nothing
-            digest = legacy
+        digest = recipe_hash(plan, prepared)
+        # Benched before the name read params as their component does, or before it left out what trains nothing.
+        for earlier in (spelled_recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)):
+            if digest not in done and earlier in done:
+                digest = earlier
         if digest in done and done[digest].get("evaluation") == evaluation:
             rows.append(done[digest])
             continue

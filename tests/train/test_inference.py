@@ -241,6 +241,31 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
         patch.setattr("facekit.train.train", no_training)
         kept, _ = run_bench(str(recipe), free, progress=False)
         assert [r["recipe_hash"] for r in kept] == [r["recipe_hash"] for r in rows]
+        # A component's params spelled otherwise are the same cells (before: 4.0 for 4 trained every cell again).
+        respelled, _ = run_bench(str(recipe), ["components.decoder.params.grid=4.0"], progress=False)
+        assert [r["recipe_hash"] for r in respelled] == [r["recipe_hash"] for r in rows]
+        # ... and cells a bench named by the params as spelled (before 2026-12-05) are found under that name.
+        from facekit.train import prepared_data_id
+
+        prepared_sha = (prepared_data_id(prepared) or {}).get("arrays_sha256")
+        spelled = ["components.decoder.params.grid=4.0"]
+        names = {}
+        for cell, row in zip(bench.cells(load_recipe(str(recipe), [])), rows, strict=True):
+            names[row["recipe_hash"]] = bench.spelled_recipe_hash(
+                load_recipe(str(recipe), [*spelled, *cell]), prepared_sha
+            )
+        assert all(new != old for new, old in names.items())
+        text = (output / "results.jsonl").read_text()
+        for new, old in names.items():
+            (output / "cells" / new).rename(output / "cells" / old)
+            text = text.replace(new, old)
+        (output / "results.jsonl").write_text(text)
+        found, _ = run_bench(str(recipe), spelled, progress=False)
+        assert [r["recipe_hash"] for r in found] == list(names.values())
+        for new, old in names.items():  # named as this bench names them again, for what follows
+            (output / "cells" / old).rename(output / "cells" / new)
+            text = text.replace(old, new)
+        (output / "results.jsonl").write_text(text)
     # Scored another way (more photos): the trained cells are scored again, not shown with the old figures.
     rescored, _ = run_bench(str(recipe), ["bench.max_photos=4"], progress=False)
     assert [r["evaluation"]["max_photos"] for r in rescored] == [4, 4]
@@ -251,9 +276,6 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     # Cells named as benches before 2026-12-04 named them are found under that name, not trained again.
     with monkeypatch.context() as patch:
         patch.setattr("facekit.train.train", no_training)
-        from facekit.train import prepared_data_id
-
-        prepared_sha = (prepared_data_id(prepared) or {}).get("arrays_sha256")
         renamed = {}
         for cell, row in zip(bench.cells(load_recipe(str(recipe), [])), rows, strict=True):
             old = bench.legacy_recipe_hash(load_recipe(str(recipe), list(cell)), prepared_sha)
@@ -323,11 +345,20 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
 
 def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """Before: a value listed twice was trained once, "trained" again by a no-op resume, scored twice and shown as
-    two cells, the second one's time a fraction of a second."""
+    two cells, the second one's time a fraction of a second. A component's param spelled two ways (``1`` and
+    ``1.0``, its default given and left out) is one value too (before: two cells, the same training twice)."""
     from facekit.bench import run_bench
 
     raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
-    for grid in ({"train.lr": [0.001, 0.002, 0.001]}, {"train.lr": [0.001], "train.seed": [0, 0]}):
+    tps = [{"name": "tps", "params": {"regularization": 1}}, {"name": "tps", "params": {"regularization": 1.0}}]
+    default = [{"name": "tps"}, {"name": "tps", "params": {"regularization": 0.0}}]
+    for grid in (
+        {"train.lr": [0.001, 0.002, 0.001]},
+        {"train.lr": [0.001], "train.seed": [0, 0]},
+        {"components.warper": tps},
+        {"components.warper": default},
+        {"components.decoder.params.grid": [4, 4.0]},
+    ):
         raw["bench"] = {"grid": grid, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(tmp_path / "bench")}
         (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
         with pytest.raises(FacekitError, match=r"bench\.grid cells .* and .* are the same training"):
