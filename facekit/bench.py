@@ -251,19 +251,20 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
             _reuse_pool(output / "cells", folder, pool_encoder_key(plan))
             logger.info("bench cell %s: %s", digest, " ".join(cell))
-            # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is).
-            train(plan, resume=(folder / "checkpoints" / "last.safetensors").is_file(), progress=progress)
-            trained = time.perf_counter() - start
-            # Of which making (or reading) the training pool: the first cell of an encoder makes it, the others copy
-            # it (helper-70: their times were compared as training times).
-            pool = read_checkpoint_meta(folder / "checkpoints" / "last.safetensors").get("pool_seconds")
+            # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is). Its
+            # time is every run's: the checkpoint carries the earlier runs' (before: the last run's alone).
+            checkpoint = folder / "checkpoints" / "last.safetensors"
+            before = _elapsed(read_checkpoint_meta(checkpoint)) if checkpoint.is_file() else 0.0
+            train(plan, resume=checkpoint.is_file(), progress=progress)
+            trained = before + time.perf_counter() - start
+            # Of which making (or reading) the training pool, every run's: the first cell of an encoder makes it, the
+            # others copy it (helper-70: their times were compared as training times).
+            pool = read_checkpoint_meta(checkpoint).get("pool_seconds")
             if digest in done:  # scored again another way: its training was the earlier row's (here: nothing to do)
                 trained = float(done[digest].get("train_seconds", trained))
                 pool = done[digest].get("pool_seconds")
             scored_on = inference_device(plan.recipe.infer.device, "infer.device")
-            normalizer = Normalizer.from_checkpoint(
-                folder / "checkpoints" / "last.safetensors", detail=DECODER_ONLY, device=scored_on
-            )
+            normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, device=scored_on)
             metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         except FacekitError as error:
             logger.warning("bench cell %s failed (the other cells go on): %s", " ".join(cell), error)
@@ -299,6 +300,13 @@ def refuse_same_cells(plans: list[tuple[tuple[str, ...], Plan]], prepared: str |
                 f"{digest}): list each value of bench.grid once"
             )
         seen[digest] = cell
+
+
+def _elapsed(meta: dict[str, Any]) -> float:
+    """The seconds a checkpoint's training took up to it, every run's (``elapsed_seconds``; in a checkpoint written
+    before 2026-12-05, its loop's and its last run's pool's)."""
+    fallback = float(meta.get("train_seconds", 0.0)) + float(meta.get("pool_seconds") or 0.0)
+    return float(meta.get("elapsed_seconds", fallback))
 
 
 def _provenance(cell: tuple[str, ...]) -> dict[str, Any]:

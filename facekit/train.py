@@ -636,6 +636,7 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
     """The training itself; ``cleanup`` (an ExitStack) stops its progress bar and log writer however it ends."""
     from facekit.data.dataset import PreparedFaces
 
+    called = time.perf_counter()  # (elapsed_seconds in the checkpoint: setup and pool included)
     recipe, settings = plan.recipe, plan.recipe.train
     device = training_device(settings)
     dist = setup_distributed(device)
@@ -727,8 +728,12 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
         model = torch.nn.parallel.DistributedDataParallel(global_batchnorm(decoder))
     from facekit.runs import git_sha
 
+    # What the runs before a resume spent, carried on (helper-123: a resumed bench cell's time was its last run's).
+    before = resumed[1] if resumed is not None else {}
+    earlier_pool = float(before.get("pool_seconds", 0.0))
+    earlier = float(before.get("elapsed_seconds", earlier_pool + float(before.get("train_seconds", 0.0))))
     meta_base = {
-        "pool_seconds": round(pool_seconds, 2),
+        "pool_seconds": round(earlier_pool + pool_seconds, 2),
         "train_git_sha": git_sha(),
         "decoder": plan.components["decoder"].spec.name,
         "decoder_params": decoder_params.model_dump(),
@@ -810,6 +815,7 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
                 _sample_grid(decoder, pool, fixed, device, output / "samples" / f"step-{step:06d}.png")
             saved = step % settings.checkpoint_every == 0 or step == settings.steps
             meta = {**meta_base, "step": step, "train_seconds": round(time.perf_counter() - began, 2)}
+            meta["elapsed_seconds"] = round(earlier + time.perf_counter() - called, 2)
             meta.update(_scaler_meta(scaler))
             if saved:
                 save_checkpoint(checkpoint, decoder, optimizer, meta)

@@ -343,6 +343,33 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
         run_bench(str(recipe), [], progress=False)
 
 
+def test_a_resumed_cells_time_is_every_runs(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Before: a cell killed and resumed was reported with the seconds of its last run alone (here ~1 s instead of
+    the 1,000 its first run spent), its pool's too; the checkpoint now carries the seconds spent before."""
+    from facekit.bench import cells, recipe_hash, run_bench
+    from facekit.checkpoints import read_checkpoint, read_checkpoint_meta, write_model_file
+    from facekit.recipe import load_recipe, path_override
+    from facekit.train import prepared_data_id
+
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=4, checkpoint_every=2)
+    output = tmp_path / "bench"
+    raw["bench"] = {"grid": {"train.lr": [0.001]}, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(output)}
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    (cell,) = cells(load_recipe(str(recipe), []))
+    digest = recipe_hash(load_recipe(str(recipe), list(cell)), (prepared_data_id(prepared) or {}).get("arrays_sha256"))
+    folder = output / "cells" / digest
+    train(load_recipe(str(recipe), [*cell, "train.steps=2", path_override("train.output", folder)]))  # then killed
+    last = folder / "checkpoints" / "last.safetensors"
+    tensors, meta = read_checkpoint(last)
+    assert meta["elapsed_seconds"] >= meta["train_seconds"] + meta["pool_seconds"]  # setup and pool included
+    write_model_file(last, tensors, {**meta, "elapsed_seconds": 1000.0, "pool_seconds": 600.0})  # a long first run
+    (row,), _ = run_bench(str(recipe), [], progress=False)
+    assert read_checkpoint_meta(last)["step"] == 4  # resumed, not trained afresh
+    assert 1000 < row["train_seconds"] < 1100 and 600 <= row["pool_seconds"] < 700, row
+    assert read_checkpoint_meta(last)["elapsed_seconds"] > 1000  # carried on for the next resume
+
+
 def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """Before: a value listed twice was trained once, "trained" again by a no-op resume, scored twice and shown as
     two cells, the second one's time a fraction of a second. A component's param spelled two ways (``1`` and
