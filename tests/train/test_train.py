@@ -1214,6 +1214,47 @@ def test_a_cached_pool_is_made_again_when_the_arrays_change(
     assert built == [1] and torch.allclose(again.landmarks, first.landmarks + 3.0)
 
 
+def test_a_damaged_cached_pool_is_made_again(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a cached pool with a flipped byte in its tensors was trained on as if whole, in silence; its checksum
+    now finds it, and it is made again with a one-line warning. A pool cached before the checksum is taken as it is."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from facekit import pool
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    encoder = plan.components["encoder"].build()
+    path = tmp_path / "pool.safetensors"
+    first = pool.cached_pool(plan, encoder, path)
+    built: list[int] = []
+    real = pool.build_pool
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    whole = path.read_bytes()
+    damaged = bytearray(whole)
+    damaged[-100] ^= 0x10  # a byte of the last tensor's data
+    path.write_bytes(bytes(damaged))
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        again = pool.cached_pool(plan, encoder, path)
+    assert built == [1] and torch.equal(again.features, first.features) and torch.equal(again.images, first.images)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "is damaged" in warning and "made again" in warning and "\n" not in warning
+    assert all(torch.equal(v, getattr(first, k)) for k, v in load_file(str(path)).items())  # the cache is whole again
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="facekit.pool"):  # whole: read, not made
+        pool.cached_pool(plan, encoder, path)
+    assert built == [1] and not caplog.records
+    # A pool cached before the checksum (its key alone) is read as it was.
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        key = (handle.metadata() or {})["key"]
+    save_file(load_file(str(path)), str(path), metadata={"key": key})
+    pool.cached_pool(plan, encoder, path)
+    assert built == [1]
+
+
 def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gradient(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
