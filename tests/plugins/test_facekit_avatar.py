@@ -478,6 +478,38 @@ def test_renders_release_their_buffers() -> None:
     assert process.memory_info().rss - before < 60e6  # leaking, 150 renders held ~300 MB
 
 
+def test_the_renderer_draws_from_any_thread() -> None:
+    """Before: an OpenGL context is current only on the thread that made it, and every render from another thread
+    (facekit serve's avatar thread once the process had rendered elsewhere, a second serve engine, a caller's thread
+    pool) failed with moderngl's "cannot create renderbuffer" (ci114). Now each render makes the context current on
+    its thread, one thread at a time, and draws the same pixels as on the thread that made it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facekit_avatar.render import renderer
+
+    draw = renderer()
+    vertices = np.array([[-0.8, -0.8, 0.0], [0.8, -0.8, 0.0], [0.0, 0.8, 0.0]], np.float32)
+    colours = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    uv = vertices[:, :2] * 0.5 + 0.5
+
+    def both() -> tuple[np.ndarray, np.ndarray]:
+        rgb, _ = draw.render_colours(vertices, np.array([[0, 1, 2]]), colours, np.eye(4, dtype=np.float32), 64)
+        return rgb, draw._coverage(uv, np.array([[0, 1, 2]]), 64)
+
+    here = both()
+    assert here[0].std() > 10 and 0 < here[1].mean() < 1  # a coloured triangle, covering part of the square
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    thread = threading.Thread(target=lambda: results.append(both()))
+    thread.start()
+    thread.join()
+    with ThreadPoolExecutor(4) as pool:
+        results += list(pool.map(lambda _: both(), range(8)))
+    assert len(results) == 9
+    for rgb, covered in results:
+        assert np.array_equal(rgb, here[0]) and np.array_equal(covered, here[1])
+
+
 def test_landmarks_the_model_cannot_fit_are_no_avatar(maker: Any, shipped_normalizer: Any, tmp_path: Path) -> None:
     """Before: mirrored or non-finite landmarks gave NaN vertices exported as an OBJ of 'nan' lines and a JSON with
     bare NaN, marked done; all 68 points in one place was a 'perfect' fit of scale 0. A good face in the same batch

@@ -8,6 +8,9 @@ server, no OSMesa build (pyrender's headless path) and no browser. One context p
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -93,15 +96,31 @@ def context() -> Any:
     )
 
 
+#: Held while a thread has the process's context current (:meth:`Renderer._current`; re-entrant: bake holds it
+#: through its coverage render). One for the context, which every Renderer shares.
+_CONTEXT_TURN = threading.RLock()
+
+
 class Renderer:
     """Draws triangle meshes into ``size`` x ``size`` RGB images (uint8, rows top to bottom)."""
 
     def __init__(self) -> None:
         ctx = context()
         self.ctx = ctx
-        self.mesh_program = ctx.program(vertex_shader=_MESH_VS, fragment_shader=_MESH_FS)
-        self.colour_program = ctx.program(vertex_shader=_COLOUR_VS, fragment_shader=_COLOUR_FS)
-        self.bake_program = ctx.program(vertex_shader=_BAKE_VS, fragment_shader=_BAKE_FS)
+        with self._current():
+            self.mesh_program = ctx.program(vertex_shader=_MESH_VS, fragment_shader=_MESH_FS)
+            self.colour_program = ctx.program(vertex_shader=_COLOUR_VS, fragment_shader=_COLOUR_FS)
+            self.bake_program = ctx.program(vertex_shader=_BAKE_VS, fragment_shader=_BAKE_FS)
+
+    @contextmanager
+    def _current(self) -> Iterator[None]:
+        """The context made current on the calling thread, one thread at a time. An OpenGL context is current on the
+        thread that made it: before, a render from any other thread (facekit serve's avatar thread once the process
+        had rendered elsewhere, a second serve engine, a caller's thread pool) failed with moderngl's "cannot create
+        renderbuffer", and two threads at once would have shared its uniforms (a projection written between another
+        thread's write and draw)."""
+        with _CONTEXT_TURN, self.ctx:
+            yield
 
     def _target(self, width: int, height: int, depth: bool = True) -> tuple[Any, list[Any]]:
         """A framebuffer and its attachments: releasing the framebuffer does not release them (each render leaked
@@ -178,6 +197,19 @@ class Renderer:
         background: tuple[int, int, int] = (128, 128, 128),
     ) -> np.ndarray:
         """Camera-space ``vertices`` (N, 3) with ``texture`` (H, W, 3) uint8 (row 0 = v 0) -> (size, size, 3)."""
+        with self._current():
+            return self._render_textured(vertices, triangles, uv, texture, projection, size, background)
+
+    def _render_textured(
+        self,
+        vertices: np.ndarray,
+        triangles: np.ndarray,
+        uv: np.ndarray,
+        texture: np.ndarray,
+        projection: np.ndarray,
+        size: int,
+        background: tuple[int, int, int],
+    ) -> np.ndarray:
         self.mesh_program["projection"].write(np.ascontiguousarray(projection.T, dtype="f4").tobytes())
         # OpenGL textures start at the bottom row; the texture rows are uploaded top first, so v is used as is.
         rgb, _ = self._draw(
@@ -194,10 +226,11 @@ class Renderer:
         self, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray, projection: np.ndarray, size: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Vertex-coloured render (colours (N, 3) in [0, 1]) -> (RGB uint8, window depth in [0, 1], 1 = empty)."""
-        self.colour_program["projection"].write(np.ascontiguousarray(projection.T, dtype="f4").tobytes())
-        rgb, z = self._draw(
-            self.colour_program, {"position": vertices, "rgb": colours}, triangles, (size, size), (0.5, 0.5, 0.5)
-        )
+        with self._current():
+            self.colour_program["projection"].write(np.ascontiguousarray(projection.T, dtype="f4").tobytes())
+            rgb, z = self._draw(
+                self.colour_program, {"position": vertices, "rgb": colours}, triangles, (size, size), (0.5, 0.5, 0.5)
+            )
         assert z is not None
         return rgb, z
 
@@ -218,30 +251,32 @@ class Renderer:
 
         h, w = image.shape[:2]
         xy = (image_xy + 0.5) / np.array([w, h], np.float32)
-        rgb, _ = self._draw(
-            self.bake_program,
-            {"uv": uv, "image_xy": xy, "weight": weight[:, None], "fallback": fallback},
-            triangles,
-            (size, size),
-            (0.0, 0.0, 0.0),
-            depth=False,
-            texture=image,
-            sampler="image",
-        )
+        with self._current():
+            rgb, _ = self._draw(
+                self.bake_program,
+                {"uv": uv, "image_xy": xy, "weight": weight[:, None], "fallback": fallback},
+                triangles,
+                (size, size),
+                (0.0, 0.0, 0.0),
+                depth=False,
+                texture=image,
+                sampler="image",
+            )
+            covered = self._coverage(uv, triangles, size)
         # Rows came back top first with v = 0 at the bottom of the GL target: flip so row 0 is v = 0 (the texture
         # convention render_textured reads), then fill the texels outside the UV islands.
         rgb = rgb[::-1].copy()
-        covered = self._coverage(uv, triangles, size)
         return cv2.inpaint(rgb, (~covered).astype(np.uint8), 3, cv2.INPAINT_TELEA) if (~covered).any() else rgb
 
     def _coverage(self, uv: np.ndarray, triangles: np.ndarray, size: int) -> np.ndarray:
         white = np.ones((uv.shape[0], 3), np.float32)
         ident = np.eye(4, dtype=np.float32)
         position = np.concatenate([uv * 2 - 1, np.zeros((uv.shape[0], 1), np.float32)], axis=1)
-        self.colour_program["projection"].write(ident.tobytes())
-        rgb, _ = self._draw(
-            self.colour_program, {"position": position, "rgb": white}, triangles, (size, size), (0, 0, 0), False
-        )
+        with self._current():
+            self.colour_program["projection"].write(ident.tobytes())
+            rgb, _ = self._draw(
+                self.colour_program, {"position": position, "rgb": white}, triangles, (size, size), (0, 0, 0), False
+            )
         return np.asarray(rgb[::-1, :, 0] > 127)
 
 
