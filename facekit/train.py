@@ -264,6 +264,34 @@ def _data_root_resolved(recipe: dict[str, Any]) -> dict[str, Any]:
     return {**recipe, "data": {**data, "root": root}}
 
 
+def _params_as_read(stored: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``stored`` and ``current`` (recipes as dicts) with each component's params as its Params read them, defaults
+    left out, where both name the same component and its Params take both (as :func:`facekit.bench.recipe_hash`
+    names a cell: before, a bench cell named the same with a default param given or left out, resumed or scored
+    again, was refused as "under another recipe"); other params stay as spelled, compared as before."""
+    from facekit.recipe import SLOT_KINDS
+    from facekit.registry import get_registry
+
+    old, new = stored.get("components"), current.get("components")
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return stored, current
+    old, new = dict(old), dict(new)
+    for slot in set(old) & set(new):
+        a, b, kind = old[slot], new[slot], SLOT_KINDS.get(slot)
+        if kind is None or not isinstance(a, dict) or not isinstance(b, dict) or a.get("name") != b.get("name"):
+            continue  # (apps, a list, are not training's: FREE_ON_RESUME)
+        try:
+            read = get_registry(kind).get(str(b["name"])).params
+            both = [read.model_validate(ref.get("params") or {}) for ref in (a, b)]
+        except Exception:  # noqa: BLE001 - an unknown component or params it no longer takes: compared as spelled
+            continue
+        old[slot], new[slot] = (
+            {**ref, "params": params.model_dump(mode="json", exclude_defaults=True)}
+            for ref, params in zip((a, b), both, strict=True)
+        )
+    return {**stored, "components": old}, {**current, "components": new}
+
+
 def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path, also: frozenset[str] = frozenset()) -> None:
     """Refuse to resume ``checkpoint`` (its ``stored`` recipe) under a ``current`` recipe that changes more than
     :data:`RESUMABLE_CHANGES` (and :data:`FREE_ON_RESUME`: they do not touch training; ``also``: settings whose
@@ -271,6 +299,7 @@ def check_resumable(stored: Any, current: dict[str, Any], checkpoint: Path, also
     if not isinstance(stored, dict):
         return  # a checkpoint from before recipes were recorded: nothing to compare
     stored, current = _data_root_resolved(stored), _data_root_resolved(current)
+    stored, current = _params_as_read(stored, current)
     changes = [
         path
         for path in recipe_changes(stored, current, defaults=_schema_defaults())

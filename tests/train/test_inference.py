@@ -299,6 +299,31 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     assert len((output / "results.jsonl").read_text().splitlines()) == 6
 
 
+def test_a_cell_whose_params_are_respelled_is_resumed_not_failed(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A default param given (or left out) names the same bench cell (facekit.bench._params_as_read), but a cell so
+    named that was scored another way, or cut short, is resumed, and --resume compared the params as spelled: the
+    finished cell's row became "--resume would continue ... under another recipe (components.warper.params.
+    boundary_points changed ...)", on every rerun (helper-125, reviewing ba94742 by rerunning a one-cell grid)."""
+    from facekit.bench import run_bench
+
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
+    raw["bench"] = {
+        "grid": {"train.lr": [0.001]},
+        "max_photos": 2,
+        "judges": ["dlib-resnet"],
+        "output": str(tmp_path / "bench"),
+    }
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    (first,), _ = run_bench(str(recipe), [], progress=False)
+    # rbf-linear's boundary_points at its default, given; scored on one photo more, so the cell is resumed.
+    respelled = ["components.warper.params.boundary_points=3", "bench.max_photos=3"]
+    (again,), _ = run_bench(str(recipe), respelled, progress=False)
+    assert "failed" not in again, again["failed"]
+    assert again["recipe_hash"] == first["recipe_hash"] and again["metrics"]["photos"] == 3
+    assert again["train_seconds"] == first["train_seconds"]  # its training is the first run's
+
+
 def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     prepared: Path,  # noqa: F811
     tmp_path: Path,
