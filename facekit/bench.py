@@ -229,11 +229,12 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell)}
             rows.append(_failed(results, {**about, "evaluation": evaluation}, 0.0, plan))
             continue
-        digest = recipe_hash(plan, prepared)
-        # Benched before the name read params as their component does, or before it left out what trains nothing.
-        for earlier in (spelled_recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)):
-            if digest not in done and earlier in done:
-                digest = earlier
+        # Benched before the name read params as their component does, or before it left out what trains nothing:
+        # its finished row under an earlier name, else its checkpoint there (a cell cut short, or whose scoring
+        # failed: before, it trained again from step 0 under the new name).
+        names = [recipe_hash(plan, prepared), spelled_recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)]
+        begun = [name for name in names if (output / "cells" / name / "checkpoints" / "last.safetensors").is_file()]
+        digest = next((name for name in names if name in done), begun[0] if begun else names[0])
         if digest in done and done[digest].get("evaluation") == evaluation:
             rows.append(done[digest])
             continue

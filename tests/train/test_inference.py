@@ -324,6 +324,51 @@ def test_a_cell_whose_params_are_respelled_is_resumed_not_failed(prepared: Path,
     assert again["train_seconds"] == first["train_seconds"]  # its training is the first run's
 
 
+def test_a_cell_begun_under_its_spelled_name_goes_on_from_its_checkpoint(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bench before 2026-12-05 named its cells by their params as spelled; one of its cells killed after its
+    checkpoint but before its row (part-way through a long training), or whose scoring failed, was looked for under
+    that name among the finished rows only, so the next bench trained it again from step 0 in a new folder (helper-125,
+    reviewing ba94742)."""
+    import facekit.bench as bench
+    from facekit.recipe import load_recipe
+    from facekit.train import prepared_data_id
+
+    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
+    raw["bench"] = {
+        "grid": {"train.lr": [0.001]},
+        "max_photos": 2,
+        "judges": ["dlib-resnet"],
+        "output": str(tmp_path / "bench"),
+    }
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    spelled = ["components.warper.params.boundary_points=3"]
+    (row,), output = bench.run_bench(str(recipe), spelled, progress=False)
+    prepared_sha = (prepared_data_id(prepared) or {}).get("arrays_sha256")
+    (cell,) = bench.cells(load_recipe(str(recipe), []))
+    old = bench.spelled_recipe_hash(load_recipe(str(recipe), [*spelled, *cell]), prepared_sha)
+    assert old != row["recipe_hash"]
+    # As the older bench left it: the cell's folder under its spelled name, its checkpoint, no finished row (here:
+    # its scoring failed).
+    (output / "cells" / row["recipe_hash"]).rename(output / "cells" / old)
+    failed = {**row, "recipe_hash": old, "failed": "scoring failed"}
+    del failed["metrics"]
+    (output / "results.jsonl").write_text(json.dumps(failed) + "\n")
+    trained: list[tuple[Path, bool]] = []
+
+    def record(plan: Any, resume: bool = False, progress: bool = False) -> Path:
+        trained.append((Path(plan.recipe.train.output), resume))
+        raise FacekitError("stopped here by the test")
+
+    monkeypatch.setattr("facekit.train.train", record)
+    bench.run_bench(str(recipe), spelled, progress=False)
+    assert trained == [(output / "cells" / old, True)]
+
+
 def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     prepared: Path,  # noqa: F811
     tmp_path: Path,
