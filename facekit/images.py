@@ -335,6 +335,7 @@ def rgb_array(image: Any) -> np.ndarray:
     out = np.empty((height, width, 3), np.uint8)
     for top in range(0, height, rows):
         out[top : top + rows] = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+    out.flags.writeable = False  # as np.asarray's of a whole image (before: writable when large, read-only when small)
     return out
 
 

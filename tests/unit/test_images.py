@@ -606,3 +606,23 @@ def test_a_large_photo_is_read_without_holding_its_pixels_twice_over(
         tracemalloc.stop()
     assert photo is not None and note == "" and np.array_equal(photo, expected)
     assert peak < 1.25 * expected.nbytes, (peak, expected.nbytes)
+
+
+def test_a_photo_read_a_strip_at_a_time_is_as_read_only_as_one_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``np.asarray`` of a PIL image is read-only, and so was every photo load_rgb and as_rgb read through it; the
+    strip-wise read of a large one (2c6a297) gave a writable array, so code that wrote into a large photo failed on a
+    small one ("assignment destination is read-only"), a difference by size alone (helper-125's review)."""
+    import facekit.images
+
+    monkeypatch.setattr(facekit.images, "ARRAY_STRIP_BYTES", 1 << 16, raising=False)
+    rng = np.random.default_rng(6)
+    flags = {}
+    for side in (32, 400):  # read whole; read in strips of 54 rows
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{side}.png")
+        photo, _ = load_rgb(tmp_path / f"{side}.png")
+        assert photo is not None and np.array_equal(photo, pixels)
+        flags[side] = (photo.flags.writeable, as_rgb(Image.fromarray(pixels)).flags.writeable)
+    assert flags[400] == flags[32] == (False, False), flags
