@@ -334,13 +334,15 @@ def _append(results: Path, row: dict[str, Any]) -> None:
 def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
     """Offer the cell an earlier cell's cached training pool; facekit.train uses it only if its key matches
     (same prepared set, pool, augmentation, seed and encoder), else rebuilds it."""
+    from facekit.pool import pool_is_whole
     from facekit.train import copy_atomic
 
     target = folder / "pool.safetensors"
     if target.exists():
         return
     for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
-        if candidate != target and _pool_encoder(candidate) == encoder:
+        # (a damaged one is not offered: the cell would make it again, and so would every cell after it)
+        if candidate != target and _pool_encoder(candidate) == encoder and pool_is_whole(candidate):
             folder.mkdir(parents=True, exist_ok=True)  # (only here: a cell that fails to start leaves no folder)
             copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool
             return

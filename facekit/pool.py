@@ -373,6 +373,20 @@ def pool_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return f"{crc:08x}"
 
 
+def pool_is_whole(path: Path) -> bool:
+    """Whether the cached pool ``path`` reads and its tensors match the checksum they were saved with (one cached
+    before the checksum: whether it reads): what a bench offers a cell (``facekit.bench._reuse_pool``; before, a
+    damaged one was copied into every later cell, each of which made the pool again)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            expected = (handle.metadata() or {}).get(CHECKSUM_KEY)
+        return expected is None or pool_checksum(load_file(str(path))) == expected
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, identity: Any = None) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 

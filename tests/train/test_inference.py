@@ -653,3 +653,22 @@ def test_a_cut_short_cached_pool_is_made_again(prepared: Path, tmp_path: Path) -
     out = train(resolve(tiny_recipe(prepared, second, steps=1)))
     again, made = load_file(str(out / "pool.safetensors")), load_file(str(first / "pool.safetensors"))
     assert again.keys() == made.keys() and all(torch.equal(again[k], made[k]) for k in made)  # made again, the same
+
+
+def test_a_damaged_pool_is_not_offered_to_the_next_cell(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A cell's cached pool whose tensors fail their checksum is made again in that cell (1a5ec64), but the bench
+    offered the damaged one, first by name, to every cell after it, and each made the pool again (11 minutes at the
+    paper's scale); a whole pool of another cell was there to copy (helper-125's review)."""
+    from facekit.bench import _pool_encoder, _reuse_pool
+
+    made = (train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1))) / "pool.safetensors").read_bytes()
+    cells = tmp_path / "cells"
+    damaged = bytearray(made)
+    damaged[-100] ^= 0x10  # a byte of the last tensor's data
+    for name, data in (("a", bytes(damaged)), ("b", made)):
+        (cells / name).mkdir(parents=True)
+        (cells / name / "pool.safetensors").write_bytes(data)
+    encoder = _pool_encoder(cells / "b" / "pool.safetensors")
+    assert encoder is not None and _pool_encoder(cells / "a" / "pool.safetensors") == encoder
+    _reuse_pool(cells, cells / "c", encoder)
+    assert (cells / "c" / "pool.safetensors").read_bytes() == made
