@@ -24,7 +24,14 @@ from rich.tree import Tree
 import facekit
 from facekit.apps import FUSE_WEIGHT, FuseChoice, Mapping, Only, Region
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
-from facekit.errors import ComponentNotFoundError, FacekitError, Terminated, debug_requested, did_you_mean
+from facekit.errors import (
+    ComponentNotFoundError,
+    FacekitError,
+    Terminated,
+    debug_requested,
+    did_you_mean,
+    sigterm_raises,
+)
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
 app = typer.Typer(
@@ -1122,9 +1129,11 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_pillow_size_warning()
     try:
-        _register_plugin_commands()
-        # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
-        app(args=argv, prog_name="facekit")
+        # SIGTERM ends any command as Ctrl+C does (a training's and a prepare's say more: their own handlers inside).
+        with sigterm_raises(TERMINATED_MESSAGE):
+            _register_plugin_commands()
+            # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
+            app(args=argv, prog_name="facekit")
     except FacekitError as exc:
         if debug_requested():
             raise
@@ -1134,7 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
             say_error(INTERRUPTED_MESSAGE)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Terminated as exc:  # SIGTERM during a training (Typer lets it through: not a KeyboardInterrupt)
+    except Terminated as exc:  # SIGTERM (Typer lets it through: not a KeyboardInterrupt)
         if debug_requested():
             raise
         say_error(str(exc))
@@ -1169,6 +1178,8 @@ INTERRUPTED_MESSAGE = (
     "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos when run "
     "again, prepare goes on with the people not yet done, and --resume continues a training"
 )
+#: What a command stopped by SIGTERM says (exit 143: :class:`facekit.errors.Terminated`).
+TERMINATED_MESSAGE = "stopped by SIGTERM" + INTERRUPTED_MESSAGE.removeprefix("interrupted")
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
 _ENVIRONMENT_ERRNOS = frozenset(

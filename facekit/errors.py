@@ -7,8 +7,10 @@ anything else is a bug and propagates with its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 
 class FacekitError(Exception):
@@ -86,14 +88,45 @@ class PhotoUnreadable(FacekitError):
 
 
 class Terminated(BaseException):
-    """SIGTERM (what ``timeout``, systemd, ``docker stop`` and job schedulers send) stopped a training, whose handler
-    (:func:`facekit.train.train`) raises it as Ctrl+C raises KeyboardInterrupt, so that the run ends the same way:
-    what is being written left whole, the progress display stopped. A BaseException, as KeyboardInterrupt, so that no
-    ``except Exception`` (a bench cell's, which records the cell as failed and goes on) takes it for the run's own
-    failure. The CLI says its message on one line and exits :attr:`exit_code` (128 + SIGTERM, as a shell reports a
-    process SIGTERM ended)."""
+    """SIGTERM (what ``timeout``, systemd, ``docker stop`` and job schedulers send) stopped a command, whose handler
+    (:func:`sigterm_raises`) raises it as Ctrl+C raises KeyboardInterrupt, so that the run ends the same way: what
+    is being written left whole, the progress display stopped, worker processes stopped. A BaseException, as
+    KeyboardInterrupt, so that no ``except Exception`` (a bench cell's, which records the cell as failed and goes on)
+    takes it for the run's own failure. The CLI says its message on one line and exits :attr:`exit_code` (128 +
+    SIGTERM, as a shell reports a process SIGTERM ended)."""
 
     exit_code: int = 143
+
+
+@contextmanager
+def sigterm_raises(message: str) -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (``message``) while the block runs, as Ctrl+C raises KeyboardInterrupt
+    (before: the default handler ended the process on the spot, without a word, a terminal kept the cursor a progress
+    bar hid, and prepare's worker processes were left running). The previous handler is back after the block; after
+    a first SIGTERM the default one is (a second ends the process at once). Only from the main thread (Python runs
+    handlers there alone), and only over the default handler or another block's (an inner block's message is the
+    more precise): a program that set its own keeps it."""
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not (
+        previous == signal.SIG_DFL or getattr(previous, "_facekit_sigterm", False)
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated(message)
+
+    stop._facekit_sigterm = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is stop:  # (once it fired: the default, until the outermost block ends)
+            signal.signal(signal.SIGTERM, previous)
 
 
 class StageNotBuiltError(FacekitError):

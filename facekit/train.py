@@ -29,8 +29,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import torch
 from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
-from facekit.errors import FacekitError, Terminated
+from facekit.errors import FacekitError, Terminated, sigterm_raises
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.pool import Pool, cached_pool
@@ -612,39 +611,13 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
     check_trainable(plan, resume)  # before its lock is made in train.output (again inside: a training may be waiting)
     try:
         with (
-            _sigterm_stops_the_run(),
+            sigterm_raises("training stopped by SIGTERM"),
             exclusive(output, "training") if is_rank_zero() else nullcontext(),
             ExitStack() as cleanup,
         ):
             return _train(plan, resume, progress, cleanup)
     except Terminated:
         raise Terminated(terminated(output / "checkpoints" / CHECKPOINT)) from None
-
-
-@contextmanager
-def _sigterm_stops_the_run() -> Iterator[None]:
-    """SIGTERM raises :class:`facekit.errors.Terminated` while the block runs, as Ctrl+C raises KeyboardInterrupt:
-    the run ends the same way, its checkpoint whole, its progress bar stopped and its lock released (before: the
-    default handler ended the process on the spot, without a word, and a terminal kept its cursor hidden). The
-    previous handler is back after the block, and after a first SIGTERM (a second ends the process at once). Only
-    from the main thread (Python runs handlers there alone), and only over the default handler: a program that
-    set its own keeps it."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated("training stopped by SIGTERM")
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def terminated(checkpoint: Path) -> str:

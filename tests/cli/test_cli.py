@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -186,6 +187,67 @@ def test_ctrl_c_says_what_is_kept(
     assert main(["normalize", str(tmp_path / "a.jpg")]) == INTERRUPTED
     err = capsys.readouterr().err
     assert "interrupted: what was written stays" in err and "Traceback" not in err
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path) -> None:
+    """SIGTERM (timeout, systemd, docker stop, a job scheduler) during `facekit normalize FOLDER`: before, Python's
+    default handler ended the process on the spot, without a word (status -15), and in a terminal the progress bar
+    left the cursor hidden. Now the command stops as on Ctrl+C: one line, status 143, the cursor shown again, and the
+    rows written stay for the rerun to skip."""
+    import pty
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in sorted((data_root / "london" / "canada").glob("*.jpg"))[:40]:
+        (photos / photo.name).write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "facekit.cli", "normalize", str(photos), "-o", str(out), "--batch-size", "1"]
+    leader, follower = pty.openpty()  # stdout a terminal: the progress bar hides the cursor while it runs
+    process = subprocess.Popen(
+        command, stdout=follower, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm-256color"}
+    )
+    os.close(follower)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the process ended (EIO)
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "normalize ended before SIGTERM: " + process.communicate()[1].decode()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(leader)
+    assert (process.returncode, err.decode().splitlines()) == (
+        143,
+        [
+            "error: stopped by SIGTERM: what was written stays; normalize, adjust, attributes and avatar skip "
+            "finished photos when run again, prepare goes on with the people not yet done, and --resume continues "
+            "a training"
+        ],
+    )
+    assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
+    rows = [line for line in manifest.read_text().splitlines() if line]
+    assert len(rows) >= 2 and all(json.loads(row)["status"] == "ok" for row in rows)
 
 
 def test_an_empty_output_folder_is_a_usage_error() -> None:
