@@ -46,7 +46,7 @@ import numpy as np
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.dataset import DIGESTED, FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
-from facekit.errors import DETECTOR_ERROR, FacekitError
+from facekit.errors import DETECTOR_ERROR, FacekitError, sigterm_raises
 from facekit.images import load_rgb
 from facekit.locks import exclusive, replace_durably
 from facekit.types import LandmarkScheme
@@ -451,9 +451,19 @@ def run_prepare(
         groups = check_preparable(plan)
     output = Path(plan.recipe.prepare.output)
     (output / WORK).mkdir(parents=True, exist_ok=True)
-    # One process per shard; the shards themselves may run at once (that is what they are for).
-    with exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"):
+    # One process per shard; the shards themselves may run at once (that is what they are for). SIGTERM ends the run
+    # as Ctrl+C does: the workers stopped, what they finished kept.
+    with (
+        sigterm_raises(TERMINATED),
+        exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
+    ):
         return _run_prepare(plan, output, groups, shard, progress, limit)
+
+
+#: What a prepare stopped by SIGTERM says (:class:`facekit.errors.Terminated`).
+TERMINATED = (
+    "prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with the others"
+)
 
 
 def check_preparable(plan: Any) -> dict[str, list[Photo]]:
@@ -695,7 +705,7 @@ def _in_workers(
         initializer=_init_pool_worker,
         initargs=(config, pillow_size_warning_quiet()),
     )
-    stack.callback(_shutdown, executor)  # on an error: no new identity starts
+    stack.callback(_shutdown, executor)  # on an error or SIGTERM: no new identity starts
     futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:

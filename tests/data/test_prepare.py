@@ -792,6 +792,90 @@ def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_not_hangs_it(tmp_pa
     assert child.returncode == 130, said
 
 
+def _session(leader: int) -> list[str]:
+    """The command lines of the processes still in the session ``leader`` started (its workers included)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == leader:
+                    found.append((Path("/proc") / entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:  # (ended meanwhile)
+                continue
+    return found
+
+
+def _prepare_in_workers(tmp_path: Path, data_root: Path, people: int = 60) -> tuple[subprocess.Popen, Path, Path]:
+    """`facekit prepare` with 2 workers in a session of its own, once it wrote its fourth person's record; returns
+    the process, the recipe and the output."""
+    import yaml
+
+    folder = tmp_path / "people"
+    faces = canada(data_root, 20, size=240)
+    for i in range(people):
+        (folder / f"p{i:02d}").mkdir(parents=True)
+        faces[i % len(faces)].save(folder / f"p{i:02d}" / "a.jpg")
+    output = tmp_path / "out"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_for(folder, output, data_root, workers=2)))
+    log = (tmp_path / "stderr.txt").open("wb")  # (a file: nothing reads a pipe while the test waits)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facekit.cli", "prepare", str(recipe)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    progress = output / "progress.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    said = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert process.poll() is None, "prepare ended before it was stopped: " + said
+    assert len([line for line in _session(process.pid) if "spawn_main" in line]) == 2, _session(process.pid)
+    return process, recipe, output
+
+
+def _ended(process: subprocess.Popen, timeout: float = 60) -> list[str]:
+    """Wait for ``process``, then up to ``timeout`` s for its session's other processes; those still there."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        deadline = time.monotonic() + timeout
+        while _session(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _session(process.pid)
+        if left:
+            os.killpg(process.pid, signal.SIGKILL)  # (the session's processes share its group)
+    return left
+
+
+def test_sigterm_ends_a_prepare_and_its_workers(tmp_path: Path, data_root: Path) -> None:
+    """Before: SIGTERM to `facekit prepare` (kill, docker stop, a job scheduler: the process alone, not its group)
+    ended it on the spot without a word (status -15), and its worker processes waited for work forever, each holding
+    its models' memory. Now it stops as on Ctrl+C: the workers stop between two photos and end, one line, status 143,
+    and a rerun goes on with the people not yet done."""
+    process, recipe, output = _prepare_in_workers(tmp_path, data_root)
+    process.send_signal(signal.SIGTERM)
+    left = _ended(process)
+    said = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert (process.returncode, said.splitlines()) == (
+        143,
+        [
+            "error: prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with "
+            "the others"
+        ],
+    )
+    assert left == []
+    done = len(read_progress(output))
+    assert 4 <= done < 60
+    again = run_cli("prepare", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert len(read_progress(output)) == 60 and (output / "summary.json").is_file()
+
+
 def test_a_killed_runs_temporary_files_are_removed_by_the_next(tmp_path: Path) -> None:
     """Before (helper-53): prepare's temporaries have unique names (.averages.npy.wv24xuvs.tmp), so those a kill -9
     left piled up run after run. Only its own names, untouched for an hour (a shard running beside it writes fresh
