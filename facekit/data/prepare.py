@@ -123,16 +123,36 @@ def _init_worker(config: WorkerConfig, quiet: bool = False) -> None:
     _STATE["shape"] = load_mean_shape(Path(config.sfm_folder))
 
 
-def _init_pool_worker(config: WorkerConfig, quiet: bool = False) -> None:
+def _init_pool_worker(config: WorkerConfig, quiet: bool = False, parent: int | None = None) -> None:
     """A worker process of :func:`_in_workers`: :func:`_init_worker`, and a Ctrl+C (the terminal's, sent to the
     whole process group) that stops its identity between two photos instead of raising wherever the worker is. Raised
     while it waited for work or sent a result back, KeyboardInterrupt ended the worker inside the pool's queues (with
     their lock held), and the parent's shutdown could wait for it forever (ci108, ci109: the second-Ctrl+C test hung
-    on a loaded machine). The parent cancels what has not started and stops the workers."""
+    on a loaded machine). The parent cancels what has not started and stops the workers. A worker whose
+    ``parent`` process is gone (killed: SIGKILL, the out-of-memory killer, a second SIGTERM) ends itself: before, the
+    workers waited for work forever, each holding its models' memory."""
     import signal
 
     signal.signal(signal.SIGINT, _stop_between_photos)
+    if parent is not None:
+        _end_with(parent)
     _init_worker(config, quiet)
+
+
+#: How often (s) a pool worker looks whether its parent process is still there.
+PARENT_CHECK_S = 0.5
+
+
+def _end_with(parent: int) -> None:
+    """End this process (at once: nobody is left to take its work) when process ``parent`` is no longer its parent."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)  # (a file being written is a temporary: the next run removes it)
+
+    threading.Thread(target=watch, name="facekit-parent-watch", daemon=True).start()
 
 
 def _stop_between_photos(signum: int, frame: Any) -> None:
@@ -703,7 +723,7 @@ def _in_workers(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_pool_worker,
-        initargs=(config, pillow_size_warning_quiet()),
+        initargs=(config, pillow_size_warning_quiet(), os.getpid()),
     )
     stack.callback(_shutdown, executor)  # on an error or SIGTERM: no new identity starts
     futures = [executor.submit(process_identity, task) for task in tasks]

@@ -876,6 +876,15 @@ def test_sigterm_ends_a_prepare_and_its_workers(tmp_path: Path, data_root: Path)
     assert len(read_progress(output)) == 60 and (output / "summary.json").is_file()
 
 
+def test_the_workers_of_a_killed_prepare_end_by_themselves(tmp_path: Path, data_root: Path) -> None:
+    """Before: kill -9, the out-of-memory killer or a second SIGTERM (which ends the process at once) left prepare's
+    workers waiting for work forever (their parent gone, nobody to stop them). Now a worker ends when its parent is
+    gone."""
+    process, _, _ = _prepare_in_workers(tmp_path, data_root)
+    process.send_signal(signal.SIGKILL)
+    assert _ended(process, timeout=30) == []
+
+
 def test_a_killed_runs_temporary_files_are_removed_by_the_next(tmp_path: Path) -> None:
     """Before (helper-53): prepare's temporaries have unique names (.averages.npy.wv24xuvs.tmp), so those a kill -9
     left piled up run after run. Only its own names, untouched for an hour (a shard running beside it writes fresh
