@@ -110,3 +110,45 @@ def forked_while_held(lock: Any, child: Any, timeout: float = 120) -> int:
     finally:
         release.set()
         thread.join(30)
+
+
+def sigterm_in_a_terminal(
+    command: list[str], ready: Any, what: str, timeout: float = 240
+) -> tuple[int, list[str], bytes]:
+    """Run ``command`` with its stdout on a pseudo-terminal (where a progress bar hides the cursor while it runs) and
+    send it SIGTERM once ``ready()`` is true; returns its exit status, its stderr's lines and what it wrote to the
+    terminal. ``what`` names the command in the failure said when it ends before SIGTERM."""
+    import pty
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        command, stdout=follower, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm-256color"}
+    )
+    os.close(follower)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the process ended (EIO)
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None and not ready():
+        time.sleep(0.02)
+    assert process.poll() is None, f"{what} ended before SIGTERM: " + process.communicate()[1].decode()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(leader)
+    return process.returncode, err.decode().splitlines(), bytes(shown)

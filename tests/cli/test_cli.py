@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import facekit
-from tests.helpers import run_cli
+from tests.helpers import run_cli, sigterm_in_a_terminal
 
 BAD_RECIPE = """
 components:
@@ -194,12 +194,7 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path) 
     default handler ended the process on the spot, without a word (status -15), and in a terminal the progress bar
     left the cursor hidden. Now the command stops as on Ctrl+C: one line, status 143, the cursor shown again, and the
     rows written stay for the rerun to skip."""
-    import pty
-    import signal
-    import subprocess
     import sys
-    import threading
-    import time
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -207,37 +202,11 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path) 
         (photos / photo.name).write_bytes(photo.read_bytes())
     out = tmp_path / "out"
     command = [sys.executable, "-m", "facekit.cli", "normalize", str(photos), "-o", str(out), "--batch-size", "1"]
-    leader, follower = pty.openpty()  # stdout a terminal: the progress bar hides the cursor while it runs
-    process = subprocess.Popen(
-        command, stdout=follower, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm-256color"}
-    )
-    os.close(follower)
-    shown = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the process ended (EIO)
-                return
-            if not data:
-                return
-            shown.extend(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     manifest = out / "manifest.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if manifest.exists() and len(manifest.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "normalize ended before SIGTERM: " + process.communicate()[1].decode()
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    reader.join(timeout=10)
-    os.close(leader)
-    assert (process.returncode, err.decode().splitlines()) == (
+    status, said, shown = sigterm_in_a_terminal(
+        command, lambda: manifest.exists() and len(manifest.read_text().splitlines()) >= 2, "normalize"
+    )
+    assert (status, said) == (
         143,
         [
             "error: stopped by SIGTERM: what was written stays; normalize, adjust, attributes and avatar skip "

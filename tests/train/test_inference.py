@@ -36,6 +36,17 @@ def lfw(data_root: Path, name: str, index: int = 1) -> np.ndarray:
     return np.asarray(Image.open(data_root / "lfw" / "images" / name / f"{name}_{index:04d}.jpg").convert("RGB"))
 
 
+def bench_grid(data: Path, tmp_path: Path, grid: dict[str, Any], max_photos: int = 2, steps: int = 2) -> Path:
+    """A tiny recipe on the prepared set ``data`` (:func:`tiny_recipe`, checkpoints every 2 steps) with a bench
+    section of ``grid`` judged by dlib into ``tmp_path / "bench"``, written to ``tmp_path / "grid.yaml"``."""
+    raw: dict[str, Any] = tiny_recipe(data, tmp_path / "unused", steps=steps, checkpoint_every=2)
+    raw["bench"] = {"grid": grid, "max_photos": max_photos, "judges": ["dlib-resnet"]}
+    raw["bench"]["output"] = str(tmp_path / "bench")
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    return recipe
+
+
 def test_normalizer_round_trip(checkpoint: Path, data_root: Path) -> None:
     normalizer = Normalizer.from_checkpoint(checkpoint)
     face = normalizer.normalize(lfw(data_root, "Adrien_Brody"))
@@ -191,15 +202,7 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     built: list[int] = []
     real_build = pool.build_pool
     monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real_build(*a, **k))
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
-    raw["bench"] = {
-        "grid": {"components.warper": [{"name": "rbf-linear"}, {"name": "tps"}]},
-        "max_photos": 3,
-        "judges": ["dlib-resnet"],
-        "output": str(tmp_path / "bench"),
-    }
-    recipe = tmp_path / "grid.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = bench_grid(prepared, tmp_path, {"components.warper": [{"name": "rbf-linear"}, {"name": "tps"}]}, 3)
     from facekit.bench import run_bench
 
     rows, output = run_bench(str(recipe), [], progress=False)
@@ -231,6 +234,7 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
 
     # ... but what a grid varies names its cells apart, whatever it is, and so does the device (helper-71: a grid
     # over train.sample_every trained one cell and showed it twice; cpu and cuda cells shared a name).
+    raw = yaml.safe_load(recipe.read_text())
     axes = {**raw, "bench": {**raw["bench"], "grid": {"train.sample_every": [1, 2], "train.device": ["cpu", "cuda"]}}}
     (tmp_path / "axes.yaml").write_text(yaml.safe_dump(axes))
     grid = load_recipe(str(tmp_path / "axes.yaml"), [])
@@ -306,15 +310,7 @@ def test_a_cell_whose_params_are_respelled_is_resumed_not_failed(prepared: Path,
     boundary_points changed ...)", on every rerun (helper-125, reviewing ba94742 by rerunning a one-cell grid)."""
     from facekit.bench import run_bench
 
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
-    raw["bench"] = {
-        "grid": {"train.lr": [0.001]},
-        "max_photos": 2,
-        "judges": ["dlib-resnet"],
-        "output": str(tmp_path / "bench"),
-    }
-    recipe = tmp_path / "grid.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [0.001]})
     (first,), _ = run_bench(str(recipe), [], progress=False)
     # rbf-linear's boundary_points at its default, given; scored on one photo more, so the cell is resumed.
     respelled = ["components.warper.params.boundary_points=3", "bench.max_photos=3"]
@@ -337,15 +333,7 @@ def test_a_cell_begun_under_its_spelled_name_goes_on_from_its_checkpoint(
     from facekit.recipe import load_recipe
     from facekit.train import prepared_data_id
 
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
-    raw["bench"] = {
-        "grid": {"train.lr": [0.001]},
-        "max_photos": 2,
-        "judges": ["dlib-resnet"],
-        "output": str(tmp_path / "bench"),
-    }
-    recipe = tmp_path / "grid.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [0.001]})
     spelled = ["components.warper.params.boundary_points=3"]
     (row,), output = bench.run_bench(str(recipe), spelled, progress=False)
     prepared_sha = (prepared_data_id(prepared) or {}).get("arrays_sha256")
@@ -377,16 +365,8 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     """Before: one cell whose training diverged (or that the recipe refused) stopped the whole grid with its error,
     and the cells after it were never trained; now it is that cell's failed row, the others go on, the command exits
     3, and the next bench tries the failed cells again and keeps the finished ones."""
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
     # lr 1e8 diverges at step 2 (test_train.py); -1 is refused by the recipe (train.lr > 0).
-    raw["bench"] = {
-        "grid": {"train.lr": [1e8, -1, 0.001]},
-        "max_photos": 2,
-        "judges": ["dlib-resnet"],
-        "output": str(tmp_path / "bench"),
-    }
-    recipe = tmp_path / "grid.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [1e8, -1, 0.001]})
     from facekit.bench import run_bench
 
     rows, output = run_bench(str(recipe), [], progress=False)
@@ -407,6 +387,7 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     assert len(again) == 5 and [r["recipe_hash"] for r in again[3:]] == [r["recipe_hash"] for r in rows[:2]]
     assert all("failed" in row for row in again[3:])
     # Every cell refused (a misspelt grid): nothing to compare, the recipe's error as it is.
+    raw = yaml.safe_load(recipe.read_text())
     raw["bench"]["grid"] = {"train.lr": [-1, 0]}
     recipe.write_text(yaml.safe_dump(raw))
     with pytest.raises(FacekitError, match=r"train\.lr"):
@@ -421,11 +402,8 @@ def test_a_resumed_cells_time_is_every_runs(prepared: Path, tmp_path: Path) -> N
     from facekit.recipe import load_recipe, path_override
     from facekit.train import prepared_data_id
 
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=4, checkpoint_every=2)
     output = tmp_path / "bench"
-    raw["bench"] = {"grid": {"train.lr": [0.001]}, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(output)}
-    recipe = tmp_path / "grid.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [0.001]}, steps=4)
     (cell,) = cells(load_recipe(str(recipe), []))
     digest = recipe_hash(load_recipe(str(recipe), list(cell)), (prepared_data_id(prepared) or {}).get("arrays_sha256"))
     folder = output / "cells" / digest
@@ -446,7 +424,6 @@ def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path
     ``1.0``, its default given and left out) is one value too (before: two cells, the same training twice)."""
     from facekit.bench import run_bench
 
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
     tps = [{"name": "tps", "params": {"regularization": 1}}, {"name": "tps", "params": {"regularization": 1.0}}]
     default = [{"name": "tps"}, {"name": "tps", "params": {"regularization": 0.0}}]
     for grid in (
@@ -456,10 +433,8 @@ def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path
         {"components.warper": default},
         {"components.decoder.params.grid": [4, 4.0]},
     ):
-        raw["bench"] = {"grid": grid, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(tmp_path / "bench")}
-        (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
         with pytest.raises(FacekitError, match=r"bench\.grid cells .* and .* are the same training"):
-            run_bench(str(tmp_path / "grid.yaml"), [], progress=False)
+            run_bench(str(bench_grid(prepared, tmp_path, grid)), [], progress=False)
         assert not (tmp_path / "bench" / "results.jsonl").exists() and not (tmp_path / "bench" / "cells").exists()
 
 
@@ -469,12 +444,10 @@ def test_a_second_bench_into_the_same_output_is_refused(prepared: Path, tmp_path
     from facekit.bench import run_bench
     from facekit.locks import exclusive
 
-    raw: dict[str, Any] = tiny_recipe(prepared, tmp_path / "unused", steps=2, checkpoint_every=2)
     output = tmp_path / "bench"
-    raw["bench"] = {"grid": {"train.lr": [0.001]}, "max_photos": 2, "judges": ["dlib-resnet"], "output": str(output)}
-    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [0.001]})
     with exclusive(output, "bench"), pytest.raises(FacekitError, match="another facekit bench is writing into"):
-        run_bench(str(tmp_path / "grid.yaml"), [], progress=False)
+        run_bench(str(recipe), [], progress=False)
     assert not output.exists()  # nothing of the refused bench's, and the holder's empty folder went with it
 
 

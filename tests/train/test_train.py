@@ -23,7 +23,7 @@ from facekit.recipe import resolve
 from facekit.registry import ComponentSpec, Params
 from facekit.train import not_finite, train, update_overflows
 from facekit.types import DecoderOutput
-from tests.helpers import kill_at_points
+from tests.helpers import kill_at_points, sigterm_in_a_terminal
 
 pytest.importorskip("dlib")
 SIZE = 32
@@ -817,45 +817,16 @@ def test_sigterm_ends_a_training_as_ctrl_c_does(prepared: Path, tmp_path: Path) 
     the process on the spot, without a word (status -15), and in a terminal the bar left the cursor hidden. Now the
     run stops as on Ctrl+C: one line naming the step its checkpoint holds, status 143, the cursor shown again, and
     --resume goes on from there."""
-    import pty
-    import threading
-
     output = tmp_path / "run"
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, output, steps=400)))
     command = [sys.executable, "-m", "facekit.cli", "run", str(recipe), "--stage", "train"]
-    leader, follower = pty.openpty()  # stdout a terminal: the progress bar hides the cursor while it runs
-    process = subprocess.Popen(
-        command, stdout=follower, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm-256color"}
+    status, said, shown = sigterm_in_a_terminal(
+        command, lambda: (output / "metrics.csv").exists() and len(metrics(output)) >= 6, "training"
     )
-    os.close(follower)
-    shown = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the process ended (EIO)
-                return
-            if not data:
-                return
-            shown.extend(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if (output / "metrics.csv").exists() and len(metrics(output)) >= 6:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "training ended before SIGTERM: " + process.communicate()[1].decode()
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    reader.join(timeout=10)
-    os.close(leader)
     checkpoint = output / "checkpoints" / "last.safetensors"
     step = read_checkpoint_meta(checkpoint)["step"]
-    assert (process.returncode, err.decode().splitlines()) == (
+    assert (status, said) == (
         143,
         [
             f"error: training stopped by SIGTERM: {checkpoint} holds step {step}, and --resume continues from it "

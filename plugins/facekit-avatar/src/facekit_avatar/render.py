@@ -198,28 +198,16 @@ class Renderer:
     ) -> np.ndarray:
         """Camera-space ``vertices`` (N, 3) with ``texture`` (H, W, 3) uint8 (row 0 = v 0) -> (size, size, 3)."""
         with self._current():
-            return self._render_textured(vertices, triangles, uv, texture, projection, size, background)
-
-    def _render_textured(
-        self,
-        vertices: np.ndarray,
-        triangles: np.ndarray,
-        uv: np.ndarray,
-        texture: np.ndarray,
-        projection: np.ndarray,
-        size: int,
-        background: tuple[int, int, int],
-    ) -> np.ndarray:
-        self.mesh_program["projection"].write(np.ascontiguousarray(projection.T, dtype="f4").tobytes())
-        # OpenGL textures start at the bottom row; the texture rows are uploaded top first, so v is used as is.
-        rgb, _ = self._draw(
-            self.mesh_program,
-            {"position": vertices, "uv": uv},
-            triangles,
-            (size, size),
-            tuple(c / 255 for c in background),  # type: ignore[arg-type]
-            texture=texture,
-        )
+            self.mesh_program["projection"].write(np.ascontiguousarray(projection.T, dtype="f4").tobytes())
+            # OpenGL textures start at the bottom row; the texture rows are uploaded top first, so v is used as is.
+            rgb, _ = self._draw(
+                self.mesh_program,
+                {"position": vertices, "uv": uv},
+                triangles,
+                (size, size),
+                tuple(c / 255 for c in background),  # type: ignore[arg-type]
+                texture=texture,
+            )
         return rgb
 
     def render_colours(
