@@ -123,9 +123,10 @@ def _init_worker(config: WorkerConfig, quiet: bool = False) -> None:
     _STATE["shape"] = load_mean_shape(Path(config.sfm_folder))
 
 
-def _init_pool_worker(config: WorkerConfig, quiet: bool = False, parent: int | None = None) -> None:
+def _init_pool_worker(config: WorkerConfig, quiet: bool = False, parent: int | None = None, stop: Any = None) -> None:
     """A worker process of :func:`_in_workers`: :func:`_init_worker`, and a Ctrl+C (the terminal's, sent to the
-    whole process group) that stops its identity between two photos instead of raising wherever the worker is. Raised
+    whole process group) that stops its identity between two photos instead of raising wherever the worker is, as
+    does ``stop`` (a shared byte the parent sets when it stops for another reason: SIGTERM, an error). Raised
     while it waited for work or sent a result back, KeyboardInterrupt ended the worker inside the pool's queues (with
     their lock held), and the parent's shutdown could wait for it forever (ci108, ci109: the second-Ctrl+C test hung
     on a loaded machine). The parent cancels what has not started and stops the workers. A worker whose
@@ -134,6 +135,7 @@ def _init_pool_worker(config: WorkerConfig, quiet: bool = False, parent: int | N
     import signal
 
     signal.signal(signal.SIGINT, _stop_between_photos)
+    _STATE["stop"] = stop
     if parent is not None:
         _end_with(parent)
     _init_worker(config, quiet)
@@ -376,7 +378,8 @@ def process_identity(task: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for path, source in items:
-        if _STATE.get("interrupted"):  # (a pool worker's Ctrl+C: _init_pool_worker)
+        stop = _STATE.get("stop")
+        if _STATE.get("interrupted") or (stop is not None and stop.value):  # (a pool worker's: _init_pool_worker)
             raise KeyboardInterrupt
         photo_rows, kept = _measure_photo(Photo(identity, Path(path), source))
         for row, face in zip([r for r in photo_rows if r["status"] == "kept"], kept, strict=True):
@@ -688,13 +691,18 @@ def identities_digest(identities: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(identities)).encode()).hexdigest()
 
 
-def _shutdown(executor: Any) -> None:
+def _shutdown(executor: Any, stop: Any) -> None:
     """``executor.shutdown(wait=True, cancel_futures=True)`` that a second Ctrl+C cannot cut short. Interrupted while
     it waited, the shutdown left the workers waiting for work (or their stop) that never came and the process
     waiting for them at exit, forever (helper-113: CPython 3.11's ProcessPoolExecutor; `timeout -s INT` sends the
-    command two). The wait is the identities the workers are on, which a terminal's Ctrl+C interrupts too."""
+    command two). The wait is the identities the workers are on, which ``stop`` (shared with the workers) makes
+    them leave between two photos, as a terminal's Ctrl+C does: before, on SIGTERM (sent to this process alone) or
+    an error, each worker finished every photo of its person, whose record nobody wrote, and a person with hundreds
+    of photos kept the stop waiting past systemd's 90 s or docker's 10 s."""
     import signal
     import threading
+
+    stop.value = 1  # (at the end of a finished run the workers are idle: it changes nothing)
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets KeyboardInterrupt
         executor.shutdown(wait=True, cancel_futures=True)
@@ -719,13 +727,17 @@ def _in_workers(
     from facekit.errors import pillow_size_warning_quiet
 
     load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
+    context = multiprocessing.get_context("spawn")
+    # A byte without a lock: a worker killed while it held a lock (the out-of-memory killer) would leave the others
+    # and the parent waiting for it forever.
+    stop = context.RawValue("b", 0)
     executor = ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=context,
         initializer=_init_pool_worker,
-        initargs=(config, pillow_size_warning_quiet(), os.getpid()),
+        initargs=(config, pillow_size_warning_quiet(), os.getpid(), stop),
     )
-    stack.callback(_shutdown, executor)  # on an error or SIGTERM: no new identity starts
+    stack.callback(_shutdown, executor, stop)  # on an error or SIGTERM: no new identity starts, the others stop
     futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:
