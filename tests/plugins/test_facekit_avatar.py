@@ -510,6 +510,38 @@ def test_the_renderer_draws_from_any_thread() -> None:
         assert np.array_equal(rgb, here[0]) and np.array_equal(covered, here[1])
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_child_forked_while_another_thread_renders_can_take_the_context() -> None:
+    """Before: the context's turn lock held at a fork by another of the parent's threads (rendering) stayed held in
+    the child, where that thread does not exist: the child's first render waited forever. A forked child now gets a
+    new lock; one held by the forking thread itself is kept, which that thread releases as it would have."""
+    import threading
+
+    from facekit_avatar import render
+
+    from tests.helpers import forked_while_held
+
+    def take_the_turn() -> bool:
+        with render._CONTEXT_TURN:
+            return True
+
+    assert forked_while_held(render._CONTEXT_TURN, take_the_turn, timeout=30) == 0
+    # The forking thread's own turn is kept: it is still that thread's in the child, where another thread waits for it.
+    with render._CONTEXT_TURN:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                taken: list[bool] = []
+                other = threading.Thread(target=lambda: taken.append(render._CONTEXT_TURN.acquire(timeout=0)))
+                other.start()
+                other.join()
+                code = 0 if taken == [False] else 1
+            finally:
+                os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_landmarks_the_model_cannot_fit_are_no_avatar(maker: Any, shipped_normalizer: Any, tmp_path: Path) -> None:
     """Before: mirrored or non-finite landmarks gave NaN vertices exported as an OBJ of 'nan' lines and a JSON with
     bare NaN, marked done; all 68 points in one place was a 'perfect' fit of scale 0. A good face in the same batch

@@ -8,6 +8,7 @@ server, no OSMesa build (pyrender's headless path) and no browser. One context p
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,6 +100,19 @@ def context() -> Any:
 #: Held while a thread has the process's context current (:meth:`Renderer._current`; re-entrant: bake holds it
 #: through its coverage render). One for the context, which every Renderer shares.
 _CONTEXT_TURN = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets a new turn lock: one held at the fork by another of the parent's threads (rendering)
+    would stay held in the child, where that thread does not exist, and the child's first render waited forever.
+    One held by the forking thread itself is kept, which that thread releases as it would have in the parent."""
+    global _CONTEXT_TURN
+    if not _CONTEXT_TURN._is_owned():  # type: ignore[attr-defined]  # (held by no thread, or by one the child lacks)
+        _CONTEXT_TURN = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fork to mend)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Renderer:
