@@ -158,20 +158,21 @@ def skin_tone(image: np.ndarray, landmarks: np.ndarray) -> SkinTone:
     lab = np.median(srgb_to_lab(pixels), axis=0)
     ita = float(individual_typology_angle(lab[0], lab[2]))
     tone = (float(lab[0]), float(lab[1]), float(lab[2]), ita, ita_category(ita))
-    return SkinTone(*tone, int(mask.sum()), colourfulness(pixels[None]), has_colour(pixels))
+    colourful = colourfulness(pixels[None])
+    return SkinTone(*tone, int(mask.sum()), colourful, has_colour(pixels, colourful))
 
 
-def has_colour(pixels: np.ndarray) -> bool:
-    """Whether the (N, 3) uint8 RGB ``pixels`` of a skin region are in colour: colourfulness (Hasler & Suesstrunk)
-    of at least :data:`MIN_PHOTO_COLOURFULNESS`, or, in a region darker than :data:`DARK_REGION_LEVEL`, channels
-    that differ by more than a grey JPEG's rounding (``facekit.apps.adjust.MONOCHROME_SPREAD``, at the median). The
+def has_colour(pixels: np.ndarray, colourful: float) -> bool:
+    """Whether the (N, 3) uint8 RGB ``pixels`` of a skin region, of ``colourful`` colourfulness (Hasler &
+    Suesstrunk, :func:`facekit.data.quality.colourfulness`), are in colour: a colourfulness of at least
+    :data:`MIN_PHOTO_COLOURFULNESS`, or, in a region darker than :data:`DARK_REGION_LEVEL`, channels that differ by
+    more than a grey JPEG's rounding (``facekit.apps.adjust.MONOCHROME_SPREAD``, at the median). The
     colourfulness is in sRGB levels and falls with the exposure: the shipped test face scores 21 as it is and 4.3 six
     stops under, its skin (25, 19, 15) still clearly warm, and such a dark colour photo was called one without
     colour; a grey photo's channels are equal at any exposure."""
     from facekit.apps.adjust import MONOCHROME_SPREAD
-    from facekit.data.quality import colourfulness
 
-    if colourfulness(pixels[None]) >= MIN_PHOTO_COLOURFULNESS:
+    if colourful >= MIN_PHOTO_COLOURFULNESS:
         return True
     if float(pixels.mean()) >= DARK_REGION_LEVEL:  # exposed well enough for the colourfulness to tell
         return False
