@@ -856,16 +856,27 @@ def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> Faceki
     """The error for a training that diverged at ``step``: what was not finite, what was kept, what to do."""
     from facekit.checkpoints import read_checkpoint_meta
 
-    kept, instead = "no checkpoint yet", ""
-    if checkpoint.is_file():
-        instead = f", or from {checkpoint} with train.init"
-        try:
-            kept = f"{checkpoint} still holds step {int(read_checkpoint_meta(checkpoint)['step'])}"
-        except (FacekitError, KeyError, TypeError, ValueError):
-            kept = f"{checkpoint} is as it was"
+    # The newest state written: the checkpoint, or where train.keep_every is no multiple of train.checkpoint_every,
+    # a step copy written before it.
+    copies = [path for path in checkpoint.parent.glob("step-*.safetensors") if re.fullmatch(r"step-\d+", path.stem)]
+    newest = checkpoint if checkpoint.is_file() else max(copies, key=lambda path: int(path.stem[5:]), default=None)
+    if newest is None:
+        # Nothing in train.output to keep: a fresh training there starts as this one did (before: "into another
+        # train.output", as if the folder held something).
+        return FacekitError(
+            f"training diverged at step {step}: {problem}; nothing of that step was written (no checkpoint yet): "
+            f"train again with a lower train.lr (now {settings.lr:g}), into the same train.output or another"
+        )
+    try:
+        kept = (
+            f"{newest} {'still ' if newest == checkpoint else ''}holds step {int(read_checkpoint_meta(newest)['step'])}"
+        )
+    except (FacekitError, KeyError, TypeError, ValueError):
+        kept = f"{newest} is as it was"
+    # A new training into this train.output would replace what it holds (and one with a checkpoint there is refused).
     return FacekitError(
         f"training diverged at step {step}: {problem}; nothing of that step was written ({kept}): train again with "
-        f"a lower train.lr (now {settings.lr:g}) into another train.output{instead}"
+        f"a lower train.lr (now {settings.lr:g}) into another train.output, or from {newest} with train.init"
     )
 
 

@@ -753,6 +753,30 @@ def test_a_diverging_training_stops_saying_so_and_never_writes_weights_that_are_
     assert not update_overflows(RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x3 and 4x2)"))
 
 
+def test_a_divergence_says_where_to_train_again_by_what_train_output_holds(prepared: Path, tmp_path: Path) -> None:
+    """Before any checkpoint the same train.output takes a training again (before: "into another train.output",
+    as after one); with a step copy but no checkpoint (train.keep_every no multiple of checkpoint_every) that copy
+    is what to start from, in another train.output (a new training there would replace it)."""
+    with pytest.raises(
+        FacekitError,
+        match=r"no checkpoint yet\): train again with a lower train\.lr \(now 3e\+38\), "
+        r"into the same train\.output or another$",
+    ):
+        train(resolve(tiny_recipe(prepared, tmp_path / "huge", lr=3e38)))
+    again = train(resolve(tiny_recipe(prepared, tmp_path / "huge", steps=1)))  # as the message says
+    assert read_checkpoint_meta(again / "checkpoints" / "last.safetensors")["step"] == 1
+    cnn = {"name": "plain-cnn", "params": {"image_size": SIZE, "grid": 4, "channels": 16}}
+    recipe = tiny_recipe(prepared, tmp_path / "copies", lr=1e20, checkpoint_every=100, keep_every=1)
+    recipe["components"]["decoder"] = cnn
+    copy = tmp_path / "copies" / "checkpoints" / "step-000001.safetensors"
+    with pytest.raises(FacekitError) as refused:
+        train(resolve(recipe))
+    assert str(refused.value).endswith(
+        f"({copy} holds step 1): train again with a lower train.lr (now 1e+20) into another train.output, or from "
+        f"{copy} with train.init"
+    )
+
+
 def test_the_progress_bar_stops_however_the_training_ends(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
