@@ -381,16 +381,36 @@ def check_prepared_for_recipe(plan: Any, folder: Path, resuming: bool = False) -
 
 
 def check_prepared_has_faces(folder: Path) -> None:
-    """Refuse a prepared set of nobody: arrays of 0 rows (made by hand or by an older prepare), or a folder whose
-    prepare kept nobody (``summary.json``; it leaves no arrays). Before, the first ended in numpy's "need at least
-    one array to stack" traceback while the pool was built, the second said to run the prepare that had just run."""
+    """Refuse a prepared set of nobody by what its files hold, as the loader reads them (the arrays' rows from their
+    headers, identities.json, mean_landmarks.npy): arrays of 0 rows (made by hand or by an older prepare), or a
+    folder whose prepare kept nobody (identities.json lists nobody; it leaves no arrays). Before, the first ended in
+    numpy's "need at least one array to stack" traceback while the pool was built, the second said to run the
+    prepare that had just run; and the check trusted summary.json's ``identities_kept``, so a stale or edited one
+    saying 0 refused a set of people, and one counting people whose arrays had been deleted let a
+    FileNotFoundError through. summary.json only words the message where the arrays are gone."""
     from facekit.data.dataset import PreparedFaces
 
     try:
-        kept = json.loads((folder / "summary.json").read_text()).get("identities_kept")
+        recorded = json.loads((folder / "summary.json").read_text()).get("identities_kept")
     except (OSError, ValueError, AttributeError):
-        kept = None
-    if kept != 0 and len(PreparedFaces(folder)) > 0:
+        recorded = None
+    if (folder / "landmarks.npy").is_file():
+        faces = PreparedFaces(folder)  # refuses arrays that are cut short, missing or of different runs
+        faces.mean_landmarks  # noqa: B018 - read now: a missing one was a FileNotFoundError after the pool
+        people = len(faces)
+    else:
+        try:
+            people = len(json.loads((folder / "identities.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            people = None
+        if people != 0 and recorded != 0:
+            if isinstance(recorded, int) and recorded > 0:
+                raise FacekitError(
+                    f"prepare.output {folder} has no landmarks.npy though its summary.json records {recorded} people "
+                    "(its arrays were deleted or moved since): run the prepare stage again, which rebuilds them"
+                )
+            PreparedFaces(folder)  # not a prepared set: its own line
+    if people:
         return
     manifest = folder / "manifest.jsonl"
     why = f" ({manifest} says why each photo was dropped)" if manifest.is_file() else ""

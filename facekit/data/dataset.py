@@ -82,9 +82,9 @@ class PreparedFaces:
                 "prepare runs; run the prepare stage again"
             )
 
-    def _array(self, name: str) -> np.ndarray:
+    def _array(self, name: str, mapped: bool = True) -> np.ndarray:
         try:
-            return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+            return np.load(self.folder / f"{name}.npy", mmap_mode="r" if mapped else None)
         except (OSError, ValueError) as error:  # missing, cut short (mmap longer than the file), not an array
             raise FacekitError(
                 f"{self.folder / f'{name}.npy'} cannot be read ({error}): run the prepare stage again, which rebuilds "
@@ -105,7 +105,7 @@ class PreparedFaces:
 
     @cached_property
     def mean_landmarks(self) -> np.ndarray:
-        return np.load(self.folder / "mean_landmarks.npy")
+        return self._array("mean_landmarks", mapped=False)  # (68, 2): read whole
 
     @cached_property
     def identities(self) -> list[dict[str, Any]]:

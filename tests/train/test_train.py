@@ -723,6 +723,38 @@ def test_a_prepared_set_of_nobody_is_one_line_and_leaves_nothing(prepared: Path,
     assert not (tmp_path / "run").exists()  # refused before its run record
 
 
+def test_whether_a_prepared_set_holds_people_is_read_from_its_files_not_its_summary(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """summary.json's identities_kept was trusted: a stale or edited one saying 0 refused a set of 24 people, and
+    one saying 40 over arrays deleted since said "run the prepare stage first" (or, without mean_landmarks.npy, ended
+    in a FileNotFoundError after the pool). Now the files are counted; the summary only words the message."""
+    import shutil
+
+    def copy(name: str, kept: int, *deleted: str) -> Path:
+        folder = shutil.copytree(prepared, tmp_path / name)
+        (folder / "summary.json").write_text(json.dumps({"identities_kept": kept}))
+        for file in deleted:
+            (folder / file).unlink()
+        return folder
+
+    out = train(resolve(tiny_recipe(copy("says-nobody", 0), tmp_path / "run", steps=1)))
+    assert read_checkpoint_meta(out / "checkpoints" / "last.safetensors")["step"] == 1
+    gone = copy("arrays-gone", 40, "landmarks.npy", "averages.npy", "textures.npy", "mean_landmarks.npy")
+    with pytest.raises(FacekitError, match=r"gone has no landmarks\.npy though its summary\.json records 40 people"):
+        train(resolve(tiny_recipe(gone, tmp_path / "gone", steps=1)))
+    mean = copy("mean-gone", 40, "mean_landmarks.npy")
+    with pytest.raises(FacekitError, match=r"mean_landmarks\.npy cannot be read .*: run the prepare stage again"):
+        train(resolve(tiny_recipe(mean, tmp_path / "mean", steps=1)))
+    # What prepare leaves when it kept nobody (identities.json lists nobody, no arrays) is nobody, whatever the
+    # summary says.
+    nobody = copy("kept-nobody", 40, "landmarks.npy", "averages.npy", "textures.npy", "mean_landmarks.npy")
+    (nobody / "identities.json").write_text("[]\n")
+    with pytest.raises(FacekitError, match=r"nobody holds no faces \(0 people\)"):
+        train(resolve(tiny_recipe(nobody, tmp_path / "nobody", steps=1)))
+    assert not (tmp_path / "gone").exists() and not (tmp_path / "mean").exists()  # refused before writing
+
+
 def test_a_diverging_training_stops_saying_so_and_never_writes_weights_that_are_not_numbers(
     prepared: Path, tmp_path: Path
 ) -> None:
