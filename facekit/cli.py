@@ -562,7 +562,8 @@ def eval_command(
         list[str] | None,
         typer.Option(
             help="judge encoder (repeatable), NAME or NAME:KEY=VALUE[,...] for its params (e.g. "
-            "facenet:variant=casia-webface-tf); default: the training encoder"
+            "facenet:variant=casia-webface-tf; a value may hold commas, and one in quotes ',KEY=' too); default: the "
+            "training encoder"
         ),
     ] = None,
     max_photos: Annotated[
@@ -929,7 +930,8 @@ def explore_interpolate(
         str | None,
         typer.Option(
             help="judge encoder with a detector of its own (dlib-resnet, sface, arcface), NAME or NAME:KEY=VALUE[,...] "
-            "for its params (e.g. arcface:weights=FILE; default: independent of the model: dlib-resnet <-> sface)"
+            "for its params (e.g. arcface:weights=FILE; a value may hold commas, and one in quotes ',KEY=' too; "
+            "default: independent of the model: dlib-resnet <-> sface)"
         ),
     ] = None,
     face: FaceOption = FaceChoice.LARGEST,

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -493,12 +494,39 @@ def own_params(name: str, ref: dict[str, Any]) -> dict[str, Any]:
     return non_default_params(name, ref.get("params") or {}) if ref.get("name") == name else {}
 
 
+#: A KEY= that begins a --judge's next param after a comma; a comma not followed by one (a file name's) is its
+#: value's.
+_NEXT_PARAM = re.compile(r",\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
+#: A param's KEY= at the start of an item (and the spaces before its value).
+_PARAM_KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
+
+
+def judge_param_items(rest: str) -> list[str]:
+    """The ``KEY=VALUE`` items of a --judge's params part (after ``NAME:``): split at each comma that a ``KEY=``
+    follows, so a value may hold commas (``weights=/m/a,b.onnx``; before, every comma split, so such a file could
+    not be named), and one in quotes anything (``weights="/m/x,y=1.onnx"``, read as YAML reads a quoted value)."""
+    items: list[str] = []
+    start = 0
+    while True:
+        search = start
+        key = _PARAM_KEY.match(rest, start)
+        quote = rest[key.end() : key.end() + 1] if key is not None else ""
+        if key is not None and quote in ("'", '"') and (closing := rest.find(quote, key.end() + 1)) != -1:
+            search = closing + 1  # commas and KEY= inside the quotes are the value's
+        found = _NEXT_PARAM.search(rest, search)
+        if found is None:
+            items.append(rest[start:])
+            return items
+        items.append(rest[start : found.start()])
+        start = found.start() + 1
+
+
 def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     """``facekit eval --judge``: ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` -> (name, params); a value is read as
     ``--set components.judge.params.KEY=VALUE`` reads it (``0.8``, ``true``, ``casia-webface-tf``; text YAML would
     cut, such as a path with `` #``, is kept as written: :func:`facekit.recipe.text_value`), and the encoder's own
     params model checks it when the judge is built (e.g. ``facenet:variant=casia-webface-tf``, before only reachable
-    through a recipe's ``components.judge``)."""
+    through a recipe's ``components.judge``). A value may hold commas (:func:`judge_param_items`)."""
     import yaml
 
     from facekit.recipe import text_value
@@ -510,11 +538,11 @@ def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {}
     if colon and not rest.strip():
         raise FacekitError(f"--judge {text!r}: nothing after the ':'; give KEY=VALUE pairs or leave the ':' out")
-    for item in rest.split(",") if rest.strip() else []:
-        key, equals, value = item.partition("=")
-        key = key.strip()
-        if not equals or not key:
+    for item in judge_param_items(rest) if rest.strip() else []:
+        found = _PARAM_KEY.match(item)
+        if found is None:
             raise FacekitError(f"--judge {text!r}: {item!r} is not KEY=VALUE (e.g. facenet:variant=casia-webface-tf)")
+        key, value = found.group(1), item[found.end() :]
         if key in params:
             raise FacekitError(f"--judge {text!r}: {key!r} is given twice")
         try:

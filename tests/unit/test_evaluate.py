@@ -390,6 +390,26 @@ def test_a_judge_takes_params_on_the_command_line() -> None:
             parse_judge(bad)
 
 
+def test_a_judge_param_value_may_hold_commas() -> None:
+    """Every comma after NAME: split the params, so a weight file whose name holds one could not be given to `facekit
+    eval --judge` or `facekit explore interpolate --judge` ("'b.onnx' is not KEY=VALUE"). A comma now splits only
+    where a KEY= follows; a value in quotes may hold that too."""
+    from facekit.apps.explore import Explorer
+    from facekit.evaluate import parse_judge
+
+    assert parse_judge("arcface:weights=/m/a,b.onnx") == ("arcface", {"weights": "/m/a,b.onnx"})
+    assert parse_judge("arcface:weights=/m/a,b.onnx, x=0.5") == ("arcface", {"weights": "/m/a,b.onnx", "x": 0.5})
+    quoted = parse_judge("""arcface:weights='/m/a,x=1.onnx',x=2""")
+    assert quoted == ("arcface", {"weights": "/m/a,x=1.onnx", "x": 2})
+    assert parse_judge('sface:weights="/m/run #2,a.onnx"') == ("sface", {"weights": "/m/run #2,a.onnx"})
+    assert parse_judge("x:a=[1, 2],b=c") == ("x", {"a": [1, 2], "b": "c"})  # (a YAML list, as --set reads it)
+    with pytest.raises(FacekitError, match=r"'w' is not KEY=VALUE"):
+        parse_judge("sface:w,x=1")
+    # explore interpolate's judge reads it alike.
+    explorer = Explorer(object(), judge="sface:weights=/m/a,b.onnx")
+    assert (explorer.judge_name, explorer.judge_params) == ("sface", {"weights": "/m/a,b.onnx"})
+
+
 def test_eval_builds_a_judge_with_the_params_given_and_records_them(data_root: Path, tmp_path: Path) -> None:
     """The params reach the encoder (a wrong one is its own params error, before anything is measured or written)
     and metrics.json says which were used; the model's own encoder is not reused for a judge given other params."""
