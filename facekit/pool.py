@@ -357,6 +357,21 @@ def pool_encoder_key(plan: Any) -> list[Any]:
 #: Metadata key of a cached pool's checksum (:func:`pool_checksum`), checked when it is read.
 CHECKSUM_KEY = "tensors_crc32"
 
+#: A cached pool's tensors as :func:`build_pool` makes them: each one's dtype and shape, a letter standing for a size
+#: (N items in every tensor, S the images' and the textures' side); the identity encoder's two are there or not.
+POOL_LAYOUT: dict[str, tuple[torch.dtype, tuple[int | str, ...]]] = {
+    "images": (torch.uint8, ("N", 3, "S", "S")),
+    "textures": (torch.uint8, ("N", 3, "S", "S")),
+    "landmarks": (torch.float32, ("N", "K", 2)),
+    "features": (torch.float32, ("N", "F")),
+    "embeddings": (torch.float32, ("N", "D")),
+    "transforms": (torch.float32, ("N", 2, 3)),
+    "groups": (torch.int64, ("N",)),
+    "own_embeddings": (torch.float32, ("N", "E")),
+    "own_transforms": (torch.float32, ("N", 2, 3)),
+}
+_IDENTITY_TENSORS = {"own_embeddings", "own_transforms"}
+
 
 def pool_checksum(tensors: dict[str, torch.Tensor]) -> str:
     """CRC-32 over every tensor's name, dtype, shape and bytes, in name order: a cached pool with a flipped byte was
@@ -373,25 +388,112 @@ def pool_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return f"{crc:08x}"
 
 
-def pool_is_whole(path: Path) -> bool:
-    """Whether the cached pool ``path`` reads and its tensors match the checksum they were saved with (one cached
-    before the checksum: whether it reads): what a bench offers a cell (``facekit.bench._reuse_pool``; before, a
-    damaged one was copied into every later cell, each of which made the pool again)."""
+def layout_problem(tensors: dict[str, torch.Tensor], identity: bool | None = None) -> str | None:
+    """What keeps ``tensors`` from being a :class:`Pool` facekit trains on (:data:`POOL_LAYOUT`: a tensor missing
+    or of another name, dtype or shape, items counted differently), or None. ``identity``: whether the identity
+    encoder's tensors must be there (True) or not (False); None: both or neither."""
+    names = set(tensors)
+    unknown = sorted(names - set(POOL_LAYOUT))
+    if unknown:
+        return f"it holds tensors a pool has not: {', '.join(unknown)}"
+    wanted = set(POOL_LAYOUT) - _IDENTITY_TENSORS
+    if identity or (identity is None and names & _IDENTITY_TENSORS):
+        wanted |= _IDENTITY_TENSORS
+    missing = sorted(wanted - names)
+    if missing:
+        return f"it lacks the tensors {', '.join(missing)}"
+    if identity is False and names & _IDENTITY_TENSORS:
+        return "it holds an identity encoder's embeddings, and the recipe names none"
+    sizes: dict[str, tuple[int, str]] = {}  # a letter's size, and the tensor it was first seen in
+    for name in sorted(names, key=list(POOL_LAYOUT).index):
+        dtype, shape = POOL_LAYOUT[name]
+        tensor = tensors[name]
+        spelled = f"{str(dtype).removeprefix('torch.')} ({', '.join(map(str, shape))})"
+        found = f"{str(tensor.dtype).removeprefix('torch.')} {tuple(tensor.shape)}"
+        if tensor.dtype != dtype or tensor.dim() != len(shape):
+            return f"its tensor {name} is {found}, not {spelled}"
+        for size, want in zip(tensor.shape, shape, strict=True):
+            if isinstance(want, int) and size != want:
+                return f"its tensor {name} is {found}, not {spelled}"
+            if isinstance(want, str):
+                seen, where = sizes.setdefault(want, (size, name))
+                if size != seen:
+                    also = f" as in its {where}" if where != name else ""
+                    return f"its tensor {name} is {found}, not {spelled} with {want}={seen}{also}"
+    if sizes["N"][0] == 0:
+        return "it holds no items"
+    return None
+
+
+class PoolNotWhole(FacekitError):
+    """A cached training pool that cannot be trained on as it is: ``problem`` says why (it cannot be read, it is
+    damaged, or it is not laid out as facekit makes a pool)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"the cached training pool {path} {problem}: delete it, and the next training makes it again")
+        self.problem = problem
+
+
+@dataclass
+class CachedPool:
+    """A cached pool's tensors as :func:`read_pool` read and checked them, with its cache key and checksum (None: it
+    was cached before the checksum)."""
+
+    key: str | None
+    checksum: str | None
+    tensors: dict[str, torch.Tensor]
+
+
+def pool_header(path: Path) -> dict[str, str]:
+    """The metadata of the cached pool ``path`` (its cache key and checksum), from its header alone."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            expected = (handle.metadata() or {}).get(CHECKSUM_KEY)
-        return expected is None or pool_checksum(load_file(str(path))) == expected
-    except (SafetensorError, OSError, ValueError):
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:  # cut short (a copy killed), or not a pool at all
+        raise PoolNotWhole(path, f"cannot be read ({error})") from None
+
+
+def read_pool(path: Path) -> CachedPool:
+    """The cached pool ``path``, whole: it reads, its tensors are laid out as :func:`build_pool` makes them
+    (:func:`layout_problem`; before, a file of other tensors under the right key was a TypeError in the loader), and
+    they match the checksum they were saved with. Else :class:`PoolNotWhole`, one line naming the file.
+    A pool cached before the checksum is checked by its layout alone (:func:`cached_pool` then writes its checksum).
+    """
+    from safetensors import SafetensorError
+
+    header = pool_header(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PoolNotWhole(path, f"cannot be read ({error})") from None
+    problem = layout_problem(tensors)
+    if problem is not None:
+        raise PoolNotWhole(path, f"is not a pool this facekit makes ({problem})")
+    expected = header.get(CHECKSUM_KEY)
+    if expected is not None and pool_checksum(tensors) != expected:
+        raise PoolNotWhole(path, "is damaged (its tensors do not match the checksum they were saved with)")
+    return CachedPool(header.get("key"), expected, tensors)
+
+
+def pool_is_whole(path: Path) -> bool:
+    """Whether the cached pool ``path`` is whole (:func:`read_pool`): what a bench offers a cell
+    (``facekit.bench._reuse_pool``; before, a damaged one was copied into every later cell, each of which made the
+    pool again)."""
+    try:
+        read_pool(path)
+    except PoolNotWhole:
         return False
+    return True
 
 
 def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, identity: Any = None) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
     The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoders
-    (name and params; the identity encoder's too), and only whole: one cut short or damaged is made again.
+    (name and params; the identity encoder's too), and only whole (:func:`read_pool`): one cut short, damaged or
+    laid out otherwise is made again, with a one-line warning.
     """
     recipe = plan.recipe
     prepared = Path(recipe.prepare.output)
@@ -422,38 +524,41 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, ide
     # would trust a set whose arrays were changed by hand, helper-73); a pool cached under the set's folder and
     # time, as every pool was before, is still found.
     from facekit.data.dataset import prepared_digest
+    from facekit.runs import is_rank_zero
 
     key = json.dumps({**settings, "prepared_arrays_sha256": prepared_digest(prepared)}, sort_keys=True)
     keys = {key, json.dumps({**settings, **where}, sort_keys=True)}
+    cached = None
     if path.is_file():
-        from safetensors import SafetensorError, safe_open
-
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                header = handle.metadata() or {}
-            if header.get("key") in keys:
-                tensors = load_file(str(path))
-                expected = header.get(CHECKSUM_KEY)  # (none in pools cached before it: taken as they are)
-                if expected is None or pool_checksum(tensors) == expected:
-                    logger.info("training pool from cache %s", path)
-                    return Pool(**tensors)
-                logger.warning(
-                    "the cached training pool %s is damaged (its tensors do not match the checksum they were saved "
-                    "with): it is made again",
-                    path,
-                )
-        except (SafetensorError, OSError, ValueError) as error:  # cut short (a copy killed), or not a pool at all
-            logger.warning("the cached training pool %s cannot be read (%s): it is made again", path, error)
+            if pool_header(path).get("key") in keys:  # (another pool's tensors are not read)
+                cached = read_pool(path)
+        except PoolNotWhole as not_whole:
+            logger.warning("the cached training pool %s %s: it is made again", path, not_whole.problem)
+    if cached is not None and cached.key in keys:
+        problem = layout_problem(cached.tensors, identity is not None)
+        if problem is None:
+            logger.info("training pool from cache %s", path)
+            if cached.checksum is None and is_rank_zero():
+                # Cached before the checksum: its layout checked, its checksum written now, so that every later read
+                # checks its bytes (its key kept: a pool found under the prepared set's folder stays found).
+                _write_pool(path, cached.tensors, cached.key)
+                logger.info("the cached training pool %s now carries the checksum of its tensors", path)
+            return Pool(**cached.tensors)
+        logger.warning("the cached training pool %s is not a pool of this recipe (%s): it is made again", path, problem)
     pool = build_pool(plan, encoder, progress, identity)
-    from facekit.runs import is_rank_zero
-
     if is_rank_zero():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        tensors = {k: v.contiguous() for k, v in pool.__dict__.items() if v is not None}
-        save_tensors(tensors, temporary, {"key": key, CHECKSUM_KEY: pool_checksum(tensors)})
-        replace_durably(temporary, path)
+        _write_pool(path, {k: v.contiguous() for k, v in pool.__dict__.items() if v is not None}, key)
     return pool
+
+
+def _write_pool(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
+    """``tensors`` saved as the cached pool ``path`` under ``key``, with their checksum, through a temporary file
+    renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_tensors(tensors, temporary, {"key": key, CHECKSUM_KEY: pool_checksum(tensors)})
+    replace_durably(temporary, path)
 
 
 def _track(iterable: Any, description: str, progress: bool) -> Any:

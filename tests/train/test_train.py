@@ -1245,9 +1245,9 @@ def test_a_damaged_cached_pool_is_made_again(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before: a cached pool with a flipped byte in its tensors was trained on as if whole, in silence; its checksum
-    now finds it, and it is made again with a one-line warning. A pool cached before the checksum is taken as it is."""
+    now finds it, and it is made again with a one-line warning."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from facekit import pool
 
@@ -1272,14 +1272,115 @@ def test_a_damaged_cached_pool_is_made_again(
     with caplog.at_level("WARNING", logger="facekit.pool"):  # whole: read, not made
         pool.cached_pool(plan, encoder, path)
     assert built == [1] and not caplog.records
-    # A pool cached before the checksum (its key alone) is read as it was.
+
+
+def test_a_cached_pool_of_other_tensors_is_made_again(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a pool file under the right key and checksum whose tensors were not a pool's (made by hand, by
+    another program or version) was a TypeError (a tensor missing or unknown) or a failure deep in the training (a
+    dtype or shape): now it is made again with a one-line warning, and read_pool says it in one line."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from facekit import pool
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    encoder = plan.components["encoder"].build()
+    path = tmp_path / "pool.safetensors"
+    first = pool.cached_pool(plan, encoder, path)
+    key = pool_header(path)["key"]
+    whole = load_file(str(path))
+    built: list[int] = []
+    real = pool.build_pool
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    without_groups = {k: v for k, v in whole.items() if k != "groups"}
+    for tensors, problem in (
+        (without_groups, "it lacks the tensors groups"),
+        ({**whole, "extra": torch.zeros(2)}, "it holds tensors a pool has not: extra"),
+        (
+            {**whole, "features": whole["features"].half()},
+            "its tensor features is float16 (24, 256), not float32 (N, F)",
+        ),
+        (
+            {**whole, "landmarks": whole["landmarks"][1:]},
+            "its tensor landmarks is float32 (23, 68, 2), not float32 (N, K, 2) with N=24 as in its images",
+        ),
+        ({**whole, "images": whole["images"][..., 1:].contiguous()}, "its tensor images is uint8"),
+        ({**whole, "own_embeddings": whole["embeddings"].clone()}, "it lacks the tensors own_transforms"),
+        ({k: v[:0] for k, v in whole.items()}, "it holds no items"),
+    ):
+        save_file(tensors, str(path), metadata={"key": key, pool.CHECKSUM_KEY: pool.pool_checksum(tensors)})
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="facekit.pool"):
+            again = pool.cached_pool(plan, encoder, path)
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert problem in warning and "made again" in warning and "\n" not in warning
+        assert torch.equal(again.features, first.features) and torch.equal(again.groups, first.groups)
+        save_file(tensors, str(path), metadata={"key": key, pool.CHECKSUM_KEY: pool.pool_checksum(tensors)})
+        with pytest.raises(FacekitError) as caught:  # what a reader that cannot make the pool says
+            pool.read_pool(path)
+        message = str(caught.value)
+        assert problem in message and str(path) in message and "delete it" in message and "\n" not in message
+    assert len(built) == 7
+    # The identity encoder's tensors in a pool of a recipe with none (and, below, none where it has one).
+    both = {**whole, "own_embeddings": whole["embeddings"].clone(), "own_transforms": whole["transforms"].clone()}
+    save_file(both, str(path), metadata={"key": key, pool.CHECKSUM_KEY: pool.pool_checksum(both)})
+    assert pool.read_pool(path).tensors.keys() == both.keys()  # a pool, but not this recipe's
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        pool.cached_pool(plan, encoder, path)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "not a pool of this recipe (it holds an identity encoder's embeddings" in warning
+    assert len(built) == 8
+    assert pool.layout_problem(whole, identity=True) == "it lacks the tensors own_embeddings, own_transforms"
+
+
+def test_a_pool_cached_before_its_checksum_is_checked_and_given_one(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a pool cached before the checksum (its key alone) was taken as it was, on every read, a flipped byte
+    and all. Now its first read checks its tensors' layout and writes their checksum, so every later read checks its
+    bytes; one not laid out as a pool is made again."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from facekit import pool
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    encoder = plan.components["encoder"].build()
+    path = tmp_path / "pool.safetensors"
+    first = pool.cached_pool(plan, encoder, path)
+    key = pool_header(path)["key"]
+    whole = load_file(str(path))
+    save_file(whole, str(path), metadata={"key": key})  # as cached before the checksum
+    built: list[int] = []
+    real = pool.build_pool
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        read = pool.cached_pool(plan, encoder, path)
+    assert not built and not caplog.records and torch.equal(read.images, first.images)
+    assert pool_header(path) == {"key": key, pool.CHECKSUM_KEY: pool.pool_checksum(whole)}
+    damaged = bytearray(path.read_bytes())
+    damaged[-100] ^= 0x10  # now found
+    path.write_bytes(bytes(damaged))
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        pool.cached_pool(plan, encoder, path)
+    assert built == [1] and "is damaged" in caplog.records[0].getMessage()
+    # One cached before the checksum whose tensors are not a pool's is made again, not trained on.
+    save_file({**whole, "groups": whole["groups"].int()}, str(path), metadata={"key": key})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        again = pool.cached_pool(plan, encoder, path)
+    assert built == [1, 1] and "its tensor groups is int32" in caplog.records[0].getMessage()
+    assert again.groups.dtype == torch.int64 and pool.CHECKSUM_KEY in pool_header(path)
+
+
+def pool_header(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        key = (handle.metadata() or {})["key"]
-    save_file(load_file(str(path)), str(path), metadata={"key": key})
-    pool.cached_pool(plan, encoder, path)
-    assert built == [1]
+        return handle.metadata() or {}
 
 
 def test_an_identity_encoder_gives_the_identity_loss_its_embeddings_crops_and_gradient(
