@@ -18,10 +18,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facekit.errors import FacekitError
 from facekit.recipe import Plan, load_recipe, path_override
+
+if TYPE_CHECKING:
+    from facekit.pool import CachedPool
 
 logger = logging.getLogger(__name__)
 
@@ -250,13 +253,19 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         start = time.perf_counter()
         try:  # a cell's own failure is its row; Ctrl+C and facekit's own bugs stop the bench
             plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
-            _reuse_pool(output / "cells", folder, pool_encoder_key(plan))
             logger.info("bench cell %s: %s", digest, " ".join(cell))
             # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is). Its
             # time is every run's: the checkpoint carries the earlier runs' (before: the last run's alone).
             checkpoint = folder / "checkpoints" / "last.safetensors"
             before = _elapsed(read_checkpoint_meta(checkpoint)) if checkpoint.is_file() else 0.0
-            train(plan, resume=checkpoint.is_file(), progress=progress)
+            # An earlier cell's pool, checked as it is copied in, is passed on as read: not read and checked again.
+            # (Passed straight on, not held here: its tensors are not kept into the next cell.)
+            train(
+                plan,
+                resume=checkpoint.is_file(),
+                progress=progress,
+                offered_pool=_reuse_pool(output / "cells", folder, pool_encoder_key(plan)),
+            )
             trained = before + time.perf_counter() - start
             # Of which making (or reading) the training pool, every run's: the first cell of an encoder makes it, the
             # others copy it (helper-70: their times were compared as training times).
@@ -331,21 +340,29 @@ def _append(results: Path, row: dict[str, Any]) -> None:
         handle.write(json.dumps(row) + "\n")
 
 
-def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> None:
-    """Offer the cell an earlier cell's cached training pool; facekit.train uses it only if its key matches
-    (same prepared set, pool, augmentation, seed and encoder), else rebuilds it."""
-    from facekit.pool import pool_is_whole
+def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> CachedPool | None:
+    """Offer the cell an earlier cell's cached training pool: the first whole one (:func:`facekit.pool.read_pool`)
+    made with ``encoder``, copied into the cell; returned as read and checked, for the cell's training to take
+    as it is (before, the training read and checked the copy again: 1-2 s more per cell for a 1.5 GB pool).
+    facekit.train uses it only if its key matches (same prepared set, pool, augmentation, seed and encoder), else
+    rebuilds it. None when the cell has a pool of its own or none is offered."""
+    from facekit.pool import PoolNotWhole, read_pool
     from facekit.train import copy_atomic
 
     target = folder / "pool.safetensors"
     if target.exists():
-        return
+        return None
     for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
-        # (a damaged one is not offered: the cell would make it again, and so would every cell after it)
-        if candidate != target and _pool_encoder(candidate) == encoder and pool_is_whole(candidate):
-            folder.mkdir(parents=True, exist_ok=True)  # (only here: a cell that fails to start leaves no folder)
-            copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool
-            return
+        if candidate == target or _pool_encoder(candidate) != encoder:
+            continue
+        try:
+            offered = read_pool(candidate)
+        except PoolNotWhole:  # not offered: the cell would make it again, and so would every cell after it
+            continue
+        folder.mkdir(parents=True, exist_ok=True)  # (only here: a cell that fails to start leaves no folder)
+        copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool
+        return offered
+    return None
 
 
 def check_bench_folder(output: Path) -> None:

@@ -477,23 +477,20 @@ def read_pool(path: Path) -> CachedPool:
     return CachedPool(header.get("key"), expected, tensors)
 
 
-def pool_is_whole(path: Path) -> bool:
-    """Whether the cached pool ``path`` is whole (:func:`read_pool`): what a bench offers a cell
-    (``facekit.bench._reuse_pool``; before, a damaged one was copied into every later cell, each of which made the
-    pool again)."""
-    try:
-        read_pool(path)
-    except PoolNotWhole:
-        return False
-    return True
-
-
-def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, identity: Any = None) -> Pool:
+def cached_pool(
+    plan: Any,
+    encoder: Any,
+    path: Path,
+    progress: bool = False,
+    identity: Any = None,
+    offered: CachedPool | None = None,
+) -> Pool:
     """:func:`build_pool`, cached in ``path`` (a resumed or repeated run skips the morphs and the encoding).
 
     The cache is used only when it was made from the same prepared set, pool size, augmentation, seed and encoders
     (name and params; the identity encoder's too), and only whole (:func:`read_pool`): one cut short, damaged or
-    laid out otherwise is made again, with a one-line warning.
+    laid out otherwise is made again, with a one-line warning. ``offered``: ``path``'s tensors as :func:`read_pool`
+    read and checked them (``facekit bench`` copies a pool it checked into a cell: not read and checked again).
     """
     recipe = plan.recipe
     prepared = Path(recipe.prepare.output)
@@ -528,24 +525,25 @@ def cached_pool(plan: Any, encoder: Any, path: Path, progress: bool = False, ide
 
     key = json.dumps({**settings, "prepared_arrays_sha256": prepared_digest(prepared)}, sort_keys=True)
     keys = {key, json.dumps({**settings, **where}, sort_keys=True)}
-    cached = None
-    if path.is_file():
+    if offered is None and path.is_file():
         try:
             if pool_header(path).get("key") in keys:  # (another pool's tensors are not read)
-                cached = read_pool(path)
+                offered = read_pool(path)
         except PoolNotWhole as not_whole:
-            logger.warning("the cached training pool %s %s: it is made again", path, not_whole.problem)
-    if cached is not None and cached.key in keys:
-        problem = layout_problem(cached.tensors, identity is not None)
+            logger.warning("the offered training pool %s %s: it is made again", path, not_whole.problem)
+    if offered is not None and offered.key in keys:
+        problem = layout_problem(offered.tensors, identity is not None)
         if problem is None:
             logger.info("training pool from cache %s", path)
-            if cached.checksum is None and is_rank_zero():
+            if offered.checksum is None and is_rank_zero():
                 # Cached before the checksum: its layout checked, its checksum written now, so that every later read
                 # checks its bytes (its key kept: a pool found under the prepared set's folder stays found).
-                _write_pool(path, cached.tensors, cached.key)
-                logger.info("the cached training pool %s now carries the checksum of its tensors", path)
-            return Pool(**cached.tensors)
-        logger.warning("the cached training pool %s is not a pool of this recipe (%s): it is made again", path, problem)
+                _write_pool(path, offered.tensors, offered.key)
+                logger.info("the offered training pool %s now carries the checksum of its tensors", path)
+            return Pool(**offered.tensors)
+        logger.warning(
+            "the offered training pool %s is not a pool of this recipe (%s): it is made again", path, problem
+        )
     pool = build_pool(plan, encoder, progress, identity)
     if is_rank_zero():
         _write_pool(path, {k: v.contiguous() for k, v in pool.__dict__.items() if v is not None}, key)

@@ -42,7 +42,7 @@ from facekit.distributed import global_batchnorm, global_terms, setup_distribute
 from facekit.errors import FacekitError, Terminated, sigterm_raises
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
-from facekit.pool import Pool, cached_pool
+from facekit.pool import CachedPool, Pool, cached_pool
 from facekit.types import frozen_encoder
 from facekit.warp import BOUNDARY_CONVENTION_KEY, SplineError
 
@@ -619,9 +619,11 @@ def copy_atomic(source: Path, target: Path) -> None:
     replace_durably(temporary, target)
 
 
-def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
+def train(plan: Any, resume: bool = False, progress: bool = False, offered_pool: CachedPool | None = None) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
-    training into the same ``train.output`` at the same time is refused (a lock held by rank 0)."""
+    training into the same ``train.output`` at the same time is refused (a lock held by rank 0). ``offered_pool``:
+    the tensors of ``train.output/pool.safetensors`` as already read and checked (:func:`facekit.pool.cached_pool`).
+    """
     from contextlib import nullcontext
 
     from facekit.locks import exclusive
@@ -635,7 +637,7 @@ def train(plan: Any, resume: bool = False, progress: bool = False) -> Path:
             exclusive(output, "training") if is_rank_zero() else nullcontext(),
             ExitStack() as cleanup,
         ):
-            return _train(plan, resume, progress, cleanup)
+            return _train(plan, resume, progress, cleanup, offered_pool)
     except Terminated:
         raise Terminated(terminated(output / "checkpoints" / CHECKPOINT)) from None
 
@@ -654,7 +656,7 @@ def terminated(checkpoint: Path) -> str:
     )
 
 
-def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
+def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack, offered_pool: CachedPool | None = None) -> Path:
     """The training itself; ``cleanup`` (an ExitStack) stops its progress bar and log writer however it ends."""
     from facekit.data.dataset import PreparedFaces
 
@@ -680,7 +682,9 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack) -> Path:
     identity_component = plan.components.get("identity_encoder")
     identity = frozen_encoder(identity_component.build(), "cpu") if identity_component is not None else None
     pool_began = time.perf_counter()
-    pool = cached_pool(plan, encoder, output / "pool.safetensors", progress=progress and dist.main, identity=identity)
+    pool = cached_pool(
+        plan, encoder, output / "pool.safetensors", progress and dist.main, identity, offered=offered_pool
+    )
     pool_seconds = time.perf_counter() - pool_began  # (in the checkpoint: a bench tells training from pool time)
     encoder = frozen_encoder(encoder, device)
     recogniser = frozen_encoder(identity, device) if identity is not None else encoder

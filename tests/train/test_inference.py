@@ -202,10 +202,16 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     built: list[int] = []
     real_build = pool.build_pool
     monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    checked: list[int] = []  # the pool's checksums computed: written with it, or checked when it is read
+    real_checksum = pool.pool_checksum
+    monkeypatch.setattr(pool, "pool_checksum", lambda *a, **k: checked.append(1) or real_checksum(*a, **k))
     recipe = bench_grid(prepared, tmp_path, {"components.warper": [{"name": "rbf-linear"}, {"name": "tps"}]}, 3)
     from facekit.bench import run_bench
 
     rows, output = run_bench(str(recipe), [], progress=False)
+    # The first cell made the pool and wrote its checksum; the second was offered it, checked once (before: the
+    # bench checked it, and the training read and checked the copy again, 1-2 s more per cell at 1.5 GB).
+    assert len(checked) == 2
     assert len(rows) == 2 and len({r["recipe_hash"] for r in rows}) == 2
     # Scored on HELEN's photos, people never trained on: a grid chooses settings, and DevTest is for reports only
     # (helper-75: the default model's norm and jitter were chosen on DevTest figures).
@@ -348,7 +354,7 @@ def test_a_cell_begun_under_its_spelled_name_goes_on_from_its_checkpoint(
     (output / "results.jsonl").write_text(json.dumps(failed) + "\n")
     trained: list[tuple[Path, bool]] = []
 
-    def record(plan: Any, resume: bool = False, progress: bool = False) -> Path:
+    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None) -> Path:
         trained.append((Path(plan.recipe.train.output), resume))
         raise FacekitError("stopped here by the test")
 
