@@ -5,7 +5,9 @@ the check, and an ``xfail`` map for the checks a component declares it cannot pa
 say). The checks run on a real face (``facekit/testing_data/face.jpg``, a CC BY London-set photo) and cover what the
 pipeline calls: detectors' ``detect_array``, largest-first order and landmark scheme; encoders' card, alignment and
 identity; decoders' outputs and what training needs (:class:`facekit.types.TrainableDecoder`); warpers' geometry and
-gradients. In a plugin's tests::
+gradients; and that no component changes what it is given (``keeps_inputs``; a detector's and an app's checks do it
+on every call). What no check on one face can see (an encoder's colour order, a threshold on another scale than its
+``distance``, a decoder's colour order) is the contract in :mod:`facekit.types`' docstrings. In a plugin's tests::
 
     import pytest
     from facekit.testing import parametrize_with_checks, run_check
@@ -23,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Any
 
@@ -201,6 +203,28 @@ def _grad_ok(name: str, what: str, grad: torch.Tensor | None) -> None:
     assert grad is not None, f"{name}: no gradient reaches {what}"
     assert torch.isfinite(grad).all(), f"{name}: the gradient w.r.t. {what} has NaN or inf"
     assert grad.abs().sum() > 0, f"{name}: the gradient w.r.t. {what} is zero everywhere"
+
+
+def _kept(name: str, method: str, call: Callable[[], Any], inputs: Mapping[str, Any], why: str) -> Any:
+    """``call()`` (the component's ``method`` on ``inputs``, argument name -> the tensor or array passed), held to
+    leaving each input as it was: a component that edits what it is given in place changes the caller's data (what
+    ``why`` says the caller does with it next). Returns what ``call`` returns."""
+    kept: dict[str, Any] = {
+        key: value.detach().clone() if isinstance(value, torch.Tensor) else np.array(value, copy=True)
+        for key, value in inputs.items()
+    }
+    out = call()
+    for key, value in inputs.items():
+        same = (
+            torch.equal(value.detach(), kept[key])
+            if isinstance(value, torch.Tensor)
+            else np.array_equal(value, kept[key])
+        )
+        assert same, (
+            f"{name}: {method} changed the {key} it was given (an in-place edit: x.sub_(mean), x /= std, or a numpy "
+            f"view of the tensor edited); {why}: work on a copy (x = x - mean; np.array(x), not x.numpy())"
+        )
+    return out
 
 
 def _area(box: tuple[float, float, float, float]) -> float:
@@ -618,9 +642,16 @@ _IBUG68_MIRROR = (
 )
 
 
+#: How far (a fraction of the crop's width) :func:`check_encoder_alignment` lets the test face's centre line (between
+#: the eyes' midpoint and the mouth) land from the crop's middle.
+CENTRE_TOLERANCE = 0.1
+
+
 def check_encoder_alignment(subject: Subject) -> None:
     """The pipeline's alignment (``facekit.align.encoder_inputs``: the card's template or the encoder's own
-    ``input_transform``) gives (B, 3, h, w) crops in [0, 1] at the card's input size from iBUG-68 landmarks."""
+    ``input_transform``) gives (B, 3, h, w) crops in [0, 1] at the card's input size from iBUG-68 landmarks, with the
+    test face upright, unmirrored, inside the crop and centred left to right (within :data:`CENTRE_TOLERANCE`: points
+    made for a crop of another size than ``card.input_size`` put the face off to one side)."""
     name, card = subject.name, subject.card
     crops = _aligned(subject)
     assert card.input_size, f"{name}: card.input_size missing"
@@ -647,6 +678,33 @@ def check_encoder_alignment(subject: Subject) -> None:
     )
     inside = all(0 <= x < width and 0 <= y < height for x, y in ((lx, ly), (rx, ry), (mx, my)))
     assert inside, f"{name}: eyes and mouth fall outside the {width} x {height} crop ({where})"
+    # Every recognition crop centres a frontal face left to right (the shipped ones: within 2 % of the width); a
+    # template made for another crop size sits in its corner (ArcFace's 112 px points in a 160 px crop: 15 % off).
+    off = ((lx + rx) / 2 + mx) / 2 - (width - 1) / 2
+    assert abs(off) <= CENTRE_TOLERANCE * width, (
+        f"{name}: the face's centre line lands {off:+.1f} px from the middle of the {width} px crop ({where}; "
+        f"tolerance {CENTRE_TOLERANCE:.0%} of the width): the template's points are not in pixels of "
+        f"card.input_size {card.input_size} (made for a crop of another size?)"
+    )
+
+
+#: Why an encoder must leave its input as it was, for :func:`check_encoder_keeps_inputs`'s message.
+_ENCODER_INPUTS_WHY = (
+    "the training pool calls features on the images it gave embed, and the identity loss backpropagates through "
+    "the decoder's faces it is given"
+)
+
+
+def check_encoder_keeps_inputs(subject: Subject) -> None:
+    """``embed``, ``features`` and, when the encoder has them, ``embed_and_features`` and ``embed_and_maps`` leave the
+    images they are given as they were (an encoder normalising its input in place, ``images.sub_(mean)``, gives the
+    training pool features of an image normalised twice)."""
+    name, encoder = subject.name, subject.component()
+    methods = ["embed", "features", *(m for m in ("embed_and_features", "embed_and_maps") if hasattr(encoder, m))]
+    for method in methods:
+        images = _aligned(subject).clone()
+        with torch.no_grad():
+            _kept(name, method, partial(getattr(encoder, method), images), {"images": images}, _ENCODER_INPUTS_WHY)
 
 
 def check_encoder_outputs(subject: Subject) -> None:
@@ -794,6 +852,16 @@ def check_decoder_outputs(subject: Subject) -> None:
         assert out.landmarks.ndim == 3 and out.landmarks.shape[::2] == (2, 2), f"{name}: landmarks shape"
     if out.texture is not None:
         assert out.texture.shape == out.image.shape, f"{name}: texture shape {tuple(out.texture.shape)}"
+
+
+def check_decoder_keeps_inputs(subject: Subject) -> None:
+    """``decode`` leaves the features it is given as they were (:meth:`facekit.normalize.Normalizer.decode_features`
+    hands it the caller's tensor: ``facekit explore``'s points between two faces, say)."""
+    name, decoder = subject.name, subject.component()
+    features = _features(decoder)
+    why = "Normalizer.decode_features hands it the caller's own features (explore decodes points between two faces)"
+    with torch.no_grad():
+        _kept(name, "decode", lambda: decoder.decode(features), {"features": features}, why)
 
 
 def check_decoder_gradients(subject: Subject) -> None:
@@ -1030,6 +1098,20 @@ def check_warper_mixed_precision(subject: Subject) -> None:
     assert values <= 0.02, f"{name}: under a bf16 autocast the warped image is up to {values:.3g} from float32's"
 
 
+def check_warper_keeps_inputs(subject: Subject) -> None:
+    """``warp`` leaves image, source and destination as they were: the decoder passes its mean landmarks (a buffer
+    saved with the model) as ``source`` and returns ``destination`` as the face's landmarks."""
+    name, warper = subject.name, subject.component()
+    image, source = _warp_inputs()
+    destination = _moved(source)
+    why = (
+        "the decoder passes its mean landmarks (a buffer saved with the model) as source and returns destination as "
+        "the face's landmarks"
+    )
+    inputs = {"image": image, "source": source, "destination": destination}
+    _kept(name, "warp", lambda: _warp(name, warper, image, source, destination), inputs, why)
+
+
 def check_warper_deterministic(subject: Subject) -> None:
     """Two identical calls give identical outputs."""
     warper = subject.component()
@@ -1111,6 +1193,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_encoder_card,
         check_protocol,
         check_encoder_alignment,
+        check_encoder_keeps_inputs,
         check_encoder_outputs,
         check_encoder_deterministic,
         check_encoder_gradients,
@@ -1121,6 +1204,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_params_round_trip,
         check_protocol,
         check_decoder_outputs,
+        check_decoder_keeps_inputs,
         check_decoder_gradients,
         check_decoder_batch_independent,
         check_decoder_trainable,
@@ -1132,6 +1216,7 @@ CHECKS: dict[Kind, tuple[Check, ...]] = {
         check_warper_moves_content,
         check_warper_face_points,
         check_warper_mixed_precision,
+        check_warper_keeps_inputs,
         check_warper_deterministic,
         check_warper_gradients,
     ),

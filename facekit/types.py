@@ -282,14 +282,25 @@ class Encoder(Protocol):
     Inputs: ``(B, 3, h, w)`` float32 RGB in ``[0, 1]`` with ``(w, h) = card.input_size``, each face aligned to
     ``card.template`` (the pipeline does it: a similarity from the detector's landmarks onto ``template.points``, or,
     when the encoder has one, its own ``input_transform(landmarks (K, 2)) -> (2, 3)`` image-to-input affine map, used
-    for templates without fixed points such as dlib's chips). The encoder applies ``card.mean``/``card.std`` and
-    ``card.colour_order`` itself.
+    for templates without fixed points such as dlib's chips). ``template.points`` are in pixels of that
+    ``input_size`` crop: an encoder whose network reads another size resizes inside, after the crop (points made for
+    112 px on a card saying 160 put the face in the crop's top-left corner). The encoder applies
+    ``card.mean``/``card.std`` and ``card.colour_order`` itself: the channels it is given are always R, G, B in that
+    order (never OpenCV's BGR, whatever the photo was read with), and ``colour_order`` says what the *network* reads,
+    so a BGR network flips the channel axis (``images.flip(1)``) before it and an RGB one does not. Nothing checks
+    this: the shipped networks tell a face from its channel-swapped copy too little (SFace: cosine 0.95 between them,
+    its threshold 0.36) for any check on the test face to tell a swapped encoder from a right one; test it against
+    the network's reference implementation. It must not change the tensor it is given (work on a copy: the training
+    pool calls ``features`` on the tensor it gave ``embed``).
 
     ``embed(images) -> (B, card.embedding_size)`` identity embedding, compared with ``card.distance`` against
-    ``card.threshold``; ``features(images) -> (B, card.feature_size)`` the lowest spatially invariant layer (what the
-    decoder reads); both float32. With ``card.differentiable`` gradients reach the input pixels (the identity loss
-    needs them). A ``torch.nn.Module`` is moved to the pipeline's device and put in eval mode
-    (:func:`frozen_encoder`); anything else is called as it is.
+    ``card.threshold``: with ``"cosine"`` the threshold is a cosine *similarity* of the two embeddings, same person
+    above it (not a cosine distance, 1 - similarity: deepface's 0.68 for ArcFace is facekit's 0.32); with
+    ``"euclidean"`` it is the plain (not squared) Euclidean distance between the embeddings exactly as ``embed``
+    returns them (normalised or not), same person below it. ``features(images) -> (B, card.feature_size)`` the lowest
+    spatially invariant layer (what the decoder reads); both float32. With ``card.differentiable`` gradients reach the
+    input pixels (the identity loss needs them). A ``torch.nn.Module`` is moved to the pipeline's device and put in
+    eval mode (:func:`frozen_encoder`); anything else is called as it is.
 
     Optional, used when present: ``embed_and_features(images) -> (embed(images), features(images))`` in one pass
     (the training pool), ``embed_and_maps(images) -> (embedding, [feature maps])`` (the perceptual loss); each must
@@ -357,7 +368,10 @@ class RebuiltOnUnpickle:
 
 @runtime_checkable
 class Decoder(Protocol):
-    """``decode(features (B, F)) -> DecoderOutput``; ``feature_size`` is F (what the conformance check feeds)."""
+    """``decode(features (B, F)) -> DecoderOutput``; ``feature_size`` is F (what the conformance check feeds). The
+    image and texture are RGB (a decoder whose network makes BGR flips its channels before returning them: no check
+    on random features can see the order) and ``decode`` leaves the features it is given as they were
+    (:meth:`facekit.normalize.Normalizer.decode_features` hands it the caller's tensor)."""
 
     feature_size: int
 
@@ -400,7 +414,9 @@ class Warper(Protocol):
     Under ``train.precision`` bf16 or fp16 the decoder calls it inside an autocast with a bf16/fp16 ``image`` and
     float32 points: keep the points' arithmetic in float32 (the decorator :func:`facekit.warp.full_precision`
     runs the function it wraps with the autocast off; bf16's spacing at 128-256 px is 1 px) and return ``warped`` in
-    the image's dtype. Tensors it makes go on the image's device (components never choose one).
+    the image's dtype. Tensors it makes go on the image's device (components never choose one). It leaves its three
+    inputs as they were: the decoder passes its mean landmarks (a buffer saved with the model) as ``source`` and
+    returns ``destination`` as the face's landmarks.
     """
 
     differentiable: bool

@@ -57,14 +57,14 @@ class _FirstRowFeatures(_TinyEncoder):
         return torch.nn.functional.normalize(super().features(crops), dim=1)
 
 
-def _card(points: tuple[tuple[float, float], ...] | None = None) -> Any:
+def _card(points: tuple[tuple[float, float], ...] | None = None, size: int = 112) -> Any:
     from dataclasses import replace
 
     from facekit.types import ARCFACE_112_TEMPLATE, ModelCard, WeightsSource
 
     template = ARCFACE_112_TEMPLATE if points is None else replace(ARCFACE_112_TEMPLATE, points=points)
     return ModelCard(
-        input_size=(112, 112),
+        input_size=(size, size),
         embedding_size=8,
         feature_size=8,
         threshold=0.5,
@@ -100,15 +100,17 @@ def _mirrored() -> tuple[tuple[float, float], ...]:
         (_encoder("first-row-features", _FirstRowFeatures), "deterministic", "face 1's features depend"),
         (_encoder("y-up", _TinyEncoder, _card(_upside_down())), "alignment", "not upright"),
         (_encoder("mirror", _TinyEncoder, _card(_mirrored())), "alignment", "px apart in a 112 px crop"),
+        (_encoder("size", _TinyEncoder, _card(size=160)), "alignment", r"-23\.\d px from the middle of the 160 px"),
     ],
-    ids=["squeeze", "first-row", "first-row-features", "y-up", "mirror"],
+    ids=["squeeze", "first-row", "first-row-features", "y-up", "mirror", "112-points-at-160"],
 )
 def test_the_encoder_checks_catch_what_the_pipeline_would_get_wrong(
     spec: ComponentSpec[Any], check: str, message: str
 ) -> None:
     """Before: each passed every check but ``identity`` (which random weights declare failing): a squeezed batch
-    of one was an 85-line IndexError in `facekit normalize`, a first-row encoder gave every face one embedding, and a
-    y-up template aligned faces upside down."""
+    of one was an 85-line IndexError in `facekit normalize`, a first-row encoder gave every face one embedding, a
+    y-up template aligned faces upside down, and ArcFace's 112 px points on a card saying 160 px put the face in the
+    crop's top-left corner (an encoder resizing to 112 inside then reads a small face, off-centre)."""
     with pytest.raises(AssertionError, match=message):
         run_check("encoder", spec, check)
 
@@ -618,3 +620,77 @@ def test_the_gradient_check_says_which_output_is_cut_off_from_the_pixels(cls: ty
     with pytest.raises(AssertionError, match=rf"differentiable, but {what} is not connected to the input pixels"):
         run_check("encoder", _encoder(cls.__name__.strip("_").lower(), cls, card), "gradients")
     check_component("encoder", _encoder("tiny-differentiable", _TinyEncoder, card), skip={"identity": "random weights"})
+
+
+class _NormalisesInPlace(_TinyEncoder):
+    """Right, except that ``embed`` normalises its input in place (``images.sub_(0.5).div_(0.5)``): the training pool
+    then reads the features of an image normalised twice."""
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return super().embed(crops.sub_(0.5).div_(0.5))
+
+
+class _ScalesNumpyView(_TinyEncoder):
+    """Right, except that ``features`` scales a numpy view of its input (``x = images.numpy(); x *= 255``), as an
+    encoder calling onnxruntime might: the tensor the caller holds changes too."""
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        pixels = crops.numpy()
+        pixels *= 255
+        return super().features(torch.from_numpy(pixels) / 255)
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(_TinyEncoder.features(self, crops), dim=1)
+
+
+class _InPlaceDecoder(torch.nn.Module):
+    """A decoder that standardises its features in place."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__()
+        from facekit.decoder import PaperDecoder
+        from facekit.decoder_params import DecoderParams
+
+        self.inner = PaperDecoder(DecoderParams(image_size=56, channels=16, hidden=16, feature_size=8))
+        self.feature_size = 8
+
+    def decode(self, features: torch.Tensor) -> Any:
+        return self.inner.decode(features.sub_(features.mean(dim=1, keepdim=True)))
+
+
+class _MovesItsSource:
+    """rbf-linear, except that it centres the source points in place first (and the destination with them)."""
+
+    differentiable = False
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
+        centre = source.mean(dim=1, keepdim=True)
+        source -= centre
+        destination -= centre
+        warped, flow = (
+            get_registry("warper").get("rbf-linear").build().warp(image, source + centre, destination + centre)
+        )
+        return warped, flow
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "message"),
+    [
+        ("encoder", _encoder("in-place", _NormalisesInPlace), "in-place: embed changed the images it was given"),
+        ("encoder", _encoder("numpy-view", _ScalesNumpyView), "numpy-view: features changed the images it was given"),
+        ("decoder", ComponentSpec("in-place", _InPlaceDecoder, NoParams), "in-place: decode changed the features"),
+        ("warper", _warper("moves-source", _MovesItsSource), "moves-source: warp changed the source it was given"),
+    ],
+    ids=["encoder-embed", "encoder-features-numpy", "decoder", "warper"],
+)
+def test_a_component_that_edits_its_input_in_place_fails_conformance_naming_the_argument(
+    kind: Any, spec: ComponentSpec[Any], message: str
+) -> None:
+    """Before: other checks failed on them for the wrong reason ("not deterministic in eval mode", "a pickled copy
+    gives other embeddings", "face 0's features depend on the rest of the batch", "two identical calls differ") or
+    with torch's own words ("a leaf Variable that requires grad is being used in an in-place operation", "more than
+    one element of the written-to tensor refers to a single memory location"), none naming the argument changed;
+    the decoder's outputs and batch checks passed it. In the pipeline they give features of an image normalised twice,
+    change the user's features, or move the decoder's mean landmarks (a buffer saved with the model)."""
+    with pytest.raises(AssertionError, match=message):
+        run_check(kind, spec, "keeps_inputs")
