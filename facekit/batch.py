@@ -307,16 +307,26 @@ def _stem(relative: str) -> tuple[str, str]:
     return (relative[: -len(suffix)], suffix[1:].lower()) if suffix else (relative, "")
 
 
+#: What OBJ and MTL readers take for something other than a file name's letters: white space (between names:
+#: ``mtllib a b.mtl`` names two files: MeshLab, tinyobjloader and tobj look for "a"), ``#`` (a comment to the line's
+#: end wherever it stands: obj-rs), ``\`` (tinyobjloader's escape character, a line continuation at a line's end, a
+#: folder separator to a reader on Windows) and control characters.
+NOT_PLAIN = re.compile(r"[\s#\\\x00-\x1f\x7f-\x9f]")
+
+
 def plain_name(name: str) -> str:
-    """``name`` with each white-space character as ``_`` (``John Smith`` -> ``John_Smith``): file names that formats
-    naming other files by name (OBJ's ``mtllib``, ``map_Kd``) can hold."""
-    return re.sub(r"\s", "_", name)
+    """``name`` with each character of :data:`NOT_PLAIN` as ``_``, and a leading ``-`` too (MTL readers take a
+    ``map_Kd`` word that begins with one for a texture option: Assimp skips it, and the texture): ``John Smith`` ->
+    ``John_Smith``, ``IMG #2`` -> ``IMG__2``. File names that formats naming other files by name (OBJ's ``mtllib``,
+    MTL's ``map_Kd``) can hold; other letters (``é``, ``张``, bytes that are not UTF-8) are kept as they are."""
+    plain = NOT_PLAIN.sub("_", name)
+    return f"_{plain[1:]}" if plain.startswith("-") else plain
 
 
 def _name_candidates(relative: str, room: int | None = None, plain: bool = False) -> Iterator[str]:
     """The base names an input may get, in order (made as they are asked for): ``face``, ``face_jpg``,
     ``face_jpg-2``, ... (``photo``, ``photo-2``, ... for a name without an extension), each fitted into ``room``
-    bytes (:func:`fit_name`); with ``plain``, white space in the file's name is ``_`` (``John Smith`` ->
+    bytes (:func:`fit_name`); with ``plain``, the file's name is :func:`plain_name`'s (``John Smith`` ->
     ``John_Smith``: OBJ's ``mtllib`` and ``map_Kd`` cannot name a file with spaces)."""
     stem, suffix = _stem(relative)
     if plain:
@@ -912,7 +922,7 @@ def plan_folder(
     option: str = "-o",
 ) -> FolderPlan:
     """Check the options, scan the inputs and name every output (:func:`scan_inputs`, :func:`plan_outputs`;
-    ``plain``: output names without white space; ``option``: how the command names ``out``)."""
+    ``plain``: output names that OBJ files can name, :func:`plain_name`; ``option``: how the command names ``out``)."""
     from facekit.images import max_megapixels
 
     if batch_size < 1:

@@ -152,3 +152,28 @@ def sigterm_in_a_terminal(
     reader.join(timeout=10)
     os.close(leader)
     return process.returncode, err.decode().splitlines(), bytes(shown)
+
+
+def strict_obj_files(obj: Path) -> tuple[Path, Path]:
+    """The material library and texture that ``obj`` names, found as a strict reader finds them: each statement's
+    words split at white space, everything from ``#`` to the line's end dropped (obj-rs's lexer; MeshLab and
+    tinyobjloader split ``mtllib`` and ``map_Kd`` at white space too). Fails unless the OBJ names one library, its
+    ``usemtl`` is the library's ``newmtl`` and that material names one texture, each one word, and the library is
+    there (the texture is the caller's to look for)."""
+
+    def statements(path: Path) -> dict[bytes, list[bytes]]:
+        found: dict[bytes, list[bytes]] = {}
+        for line in path.read_bytes().splitlines():
+            words = line.split(b"#", 1)[0].split()
+            if words:
+                found.setdefault(words[0], words[1:])
+        return found
+
+    mesh = statements(obj)
+    assert len(mesh.get(b"mtllib", [])) == 1, f"{obj.name}: mtllib names {mesh.get(b'mtllib')}"
+    library = obj.parent / os.fsdecode(mesh[b"mtllib"][0])
+    assert library.is_file(), f"{obj.name}: its material library {library.name!r} is not beside it"
+    material = statements(library)
+    assert material.get(b"newmtl") == mesh.get(b"usemtl"), f"{material.get(b'newmtl')} != {mesh.get(b'usemtl')}"
+    assert len(material.get(b"map_Kd", [])) == 1, f"{library.name}: map_Kd names {material.get(b'map_Kd')}"
+    return library, obj.parent / os.fsdecode(material[b"map_Kd"][0])

@@ -22,7 +22,7 @@ from facekit_avatar.model import SurreyModel, load_model  # noqa: E402
 import facekit  # noqa: E402
 from facekit.errors import FacekitError  # noqa: E402
 from facekit.testing import check_app, real_face  # noqa: E402
-from tests.helpers import run_cli  # noqa: E402
+from tests.helpers import run_cli, strict_obj_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -376,6 +376,7 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     # OBJ readers split mtllib and map_Kd at spaces (pywavefront: "Unknown material"): the names have none.
     assert "mtllib a_face.mtl" in (out / "a_face.obj").read_text()
     assert "map_Kd a_face.png" in (out / "a_face.mtl").read_text()
+    assert strict_obj_files(out / "a_face.obj") == (out / "a_face.mtl", out / "a_face.png")
     assert all((out / f"a_face.{kind}").read_bytes().endswith(b"\n") for kind in ("obj", "mtl"))  # text files
     sheet = np.asarray(Image.open(out / "a_face_sheet.png"))
     assert sheet.shape[0] == 224 and sheet.shape[1] > 5 * 200
@@ -390,6 +391,34 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     assert table.index("unreadable") < table.index("│ done") < table.index("no_face")
     listing = run_cli("list", "apps")
     assert "avatar" in listing.stdout and "non-commercial" in " ".join(listing.stdout.split())
+
+
+def test_avatar_output_names_are_names_an_obj_file_can_hold(tmp_path: Path) -> None:
+    """Before (helper-130): only white space in a photo's name became ``_`` in the avatar's output names, so
+    ``IMG#2.jpg`` gave ``mtllib IMG#2.mtl``, which obj-rs reads as ``mtllib IMG`` (``#`` begins a comment wherever it
+    stands); a backslash is tinyobjloader's escape character and a folder separator on Windows, and a texture name
+    that begins with ``-`` is a texture option to Assimp (``map_Kd -s.png``: skipped). Such characters are now ``_``
+    too, as white space is; other letters stay (``é``, ``张``), and the names the photos gave stay apart."""
+    from facekit_avatar.cards import AVATAR_OUTPUTS
+
+    from facekit.batch import plain_name, plan_folder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    given = {
+        "IMG #2.jpg": "IMG__2",
+        "a\\b.jpg": "a_b",
+        "-s.jpg": "_s",
+        "tab\there.jpg": "tab_here",
+        "ctrl\x01.jpg": "ctrl_",
+        "café 张.jpg": "café_张",
+        "a-b c.jpg": "a-b_c",
+    }
+    for name in given:
+        (photos / name).write_bytes(b"")
+    plan = plan_folder([str(photos)], tmp_path / "out", outputs=AVATAR_OUTPUTS, plain=True)
+    assert {Path(p.source).name: p.base for p in plan.planned} == given
+    assert plain_name("IMG_1") == "IMG_1" and plain_name("x-1") == "x-1"  # a plain name is left as it is
 
 
 def test_depth_inside_matches_opencvs_point_polygon_test() -> None:
@@ -605,6 +634,9 @@ def test_what_build_and_export_cannot_take_is_one_line(maker: Any, tmp_path: Pat
         maker.export(avatar, tmp_path, "")
     with pytest.raises(FacekitError, match=r"white space.*'api_face'"):
         maker.export(avatar, tmp_path, "api face")
+    for name, plain in (("api#face", "'api_face'"), ("-face", "'_face'")):  # (what the command's names avoid too)
+        with pytest.raises(FacekitError, match=f"mtllib and MTL's map_Kd.*{plain}"):
+            maker.export(avatar, tmp_path, name)
     # A name with a folder in it (helper-116: its OBJ, written in sub/, named "sub/face.mtl" beside it: no material).
     with pytest.raises(FacekitError, match=r"'sub/face' is a path, not a name.*Path\(folder\) / 'sub', 'face'"):
         maker.export(avatar, tmp_path, "sub/face")

@@ -1159,10 +1159,16 @@ def test_the_page_offers_no_share_button_no_nan_and_says_how_many_faces_it_offer
 def test_two_avatars_unzipped_into_one_folder_keep_their_own_files(data_root: Path, tmp_path: Path) -> None:
     """Before: every ``NAME-avatar-obj.zip`` held avatar.obj, avatar.mtl and avatar.png, so a second avatar unzipped
     beside the first replaced its files (and the first OBJ wore the second's texture). Now the files are named after
-    the download, and the unzipped OBJ loads with its own texture."""
+    the download, and the unzipped OBJ loads with its own texture. Before (helper-130), a photo named with a space
+    gave ``mtllib IMG 1-avatar.mtl`` and ``map_Kd IMG 1-avatar.png``, which trimesh reads but strict readers (MeshLab,
+    tinyobjloader) take for the file "IMG": the files inside are now named as OBJ files can name them (``IMG_1``,
+    ``#`` too), the zip as the photo."""
     import zipfile
 
     import trimesh
+
+    from facekit.batch import plain_name
+    from tests.helpers import strict_obj_files
 
     sfm = data_root / "sfm" / "sfm_shape_3448.bin"
     if not sfm.is_file():
@@ -1173,25 +1179,27 @@ def test_two_avatars_unzipped_into_one_folder_keep_their_own_files(data_root: Pa
             pytest.skip(engine.avatar_note)
         plain, warm, _ = example_photos(tmp_path / "examples")
         unzipped, textures = tmp_path / "unzipped", {}
-        for photo, name in ((plain, "IMG 1.jpg"), (warm, "IMG_2.jpg")):
+        for photo, name, inside in ((plain, "IMG 1.jpg", "IMG_1"), (warm, "IMG #2.jpg", "IMG__2")):
             result = engine.result(engine.analyze(photo, name).sha256, 0, name=name)
             bundle = result.avatar_files[-1]
             stem = download_stem(name)
-            assert bundle.name == f"{stem}-avatar-obj.zip"
+            assert bundle.name == f"{stem}-avatar-obj.zip" and plain_name(stem) == inside  # the zip: as the photo
             with zipfile.ZipFile(bundle) as archive:
                 names = sorted(archive.namelist())
-                assert names == sorted(f"{stem}-avatar{end}" for end in (".mtl", ".obj", ".png", "-LICENCE.txt"))
+                assert names == sorted(f"{inside}-avatar{end}" for end in (".mtl", ".obj", ".png", "-LICENCE.txt"))
                 assert not set(names) & {path.name for path in unzipped.glob("*")}  # nothing of the first replaced
                 archive.extractall(unzipped)
-            textures[stem] = np.asarray(Image.open(unzipped / f"{stem}-avatar.png").convert("RGB"))
+            library, texture = strict_obj_files(unzipped / f"{inside}-avatar.obj")
+            assert (library.name, texture.name) == (f"{inside}-avatar.mtl", f"{inside}-avatar.png")
+            textures[inside] = np.asarray(Image.open(texture).convert("RGB"))
             # The content-named bundle the cache keeps is as it was (another visitor's name is their own).
             with zipfile.ZipFile(result.avatar_files[-1].parents[1] / "avatar-obj.zip") as archive:
                 assert "avatar.obj" in archive.namelist()
         assert not np.array_equal(*textures.values())
-        for stem, texture in textures.items():
-            mesh = trimesh.load(unzipped / f"{stem}-avatar.obj", force="mesh")
+        for inside, texture in textures.items():
+            mesh = trimesh.load(unzipped / f"{inside}-avatar.obj", force="mesh")
             image = mesh.visual.material.image
-            assert image is not None, stem
-            assert np.array_equal(np.asarray(image.convert("RGB")), texture), stem
+            assert image is not None, inside
+            assert np.array_equal(np.asarray(image.convert("RGB")), texture), inside
     finally:
         engine.close()

@@ -248,8 +248,9 @@ class AvatarMaker:
             )
         if plain_name(name) != name:  # the rule the CLI's output names follow (facekit.batch.plain_name)
             raise FacekitError(
-                f"export: {name!r} has white space, and the OBJ's mtllib and map_Kd lines cannot name such files "
-                f"(readers split them at spaces): use e.g. {plain_name(name)!r}"
+                f"export: {name!r} has characters that the OBJ's mtllib and MTL's map_Kd lines cannot name a file "
+                f"with (white space, '#', '\\', control characters, a leading '-': readers split or cut the name "
+                f"there): use e.g. {plain_name(name)!r}"
             )
 
         folder = Path(folder)

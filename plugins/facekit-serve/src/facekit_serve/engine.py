@@ -198,10 +198,15 @@ def no_face_message(width: int, height: int) -> str:
 
 def renamed_obj_bundle(source: Path, target: Path, name: str) -> None:
     """Write the avatar's OBJ zip ``source`` (``avatar.obj``, ``.mtl``, ``.png``, ``LICENCE.txt``) to ``target`` with
-    its files named ``name.obj``, ``name.mtl``, ``name.png``, ``name-LICENCE.txt``, the OBJ's ``mtllib`` and
-    ``usemtl`` and the MTL's ``newmtl`` and ``map_Kd`` naming them. Before, every download held avatar.obj,
-    avatar.mtl and avatar.png, and two avatars unzipped into one folder overwrote each other's (the first OBJ then
-    wore the second one's texture)."""
+    its files named ``NAME.obj``, ``NAME.mtl``, ``NAME.png``, ``NAME-LICENCE.txt``, the OBJ's ``mtllib`` and
+    ``usemtl`` and the MTL's ``newmtl`` and ``map_Kd`` naming them, where NAME is ``name`` as OBJ files can name it
+    (``facekit.batch.plain_name``: ``IMG 1-avatar`` -> ``IMG_1-avatar``; before, ``mtllib IMG 1-avatar.mtl``, which
+    MeshLab, tinyobjloader and loaders like them read as a file "IMG": a grey mesh). The zip keeps the name it is
+    given. Before that, every download held avatar.obj, avatar.mtl and avatar.png, and two avatars unzipped into one
+    folder overwrote each other's (the first OBJ then wore the second one's texture)."""
+    from facekit.batch import plain_name
+
+    name = plain_name(name)
     old, new = AVATAR_NAME.encode(), name.encode()
     renamed = {  # the lines that name a file or the material: nothing else in either file is touched
         f"{key} ".encode() + old + suffix: f"{key} ".encode() + new + suffix
