@@ -571,6 +571,108 @@ def test_a_child_forked_while_another_thread_renders_can_take_the_context() -> N
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+def _built_once_by_two_threads(cache: Any, ask: Any, owner: Any, inner: str, make: Any) -> None:
+    """Two threads call ``ask()`` (a call of the loader ``cache``) at once, the second while the first's build is
+    under way (``owner.inner``, the build's expensive inner load, replaced by one that counts its calls and returns
+    ``make(...)``): the build runs once, under the loader's lock, and both threads get its value."""
+    import threading
+
+    entered, go, arrived = threading.Event(), threading.Event(), threading.Event()
+    calls: list[bool] = []
+
+    class Recorded:  # the loader's lock, telling when the second thread asks for it
+        def __init__(self) -> None:
+            self.lock = threading.RLock()
+
+        def __enter__(self) -> Any:
+            if entered.is_set():
+                arrived.set()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            return self.lock.__exit__(*exc)
+
+        def _is_owned(self) -> bool:
+            return self.lock._is_owned()  # type: ignore[attr-defined]
+
+    recorded = Recorded()
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        calls.append(recorded._is_owned())
+        if len(calls) > 1:  # (before the fix: the second thread built one too)
+            arrived.set()
+        else:
+            entered.set()
+            go.wait(60)
+        return make(*args, **kwargs)
+
+    got: list[Any] = [None, None]
+    cache.cache_clear()
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(cache, "_lock", recorded, raising=False)
+        patched.setattr(owner, inner, build)
+        try:
+            first = threading.Thread(target=lambda: got.__setitem__(0, ask()))
+            first.start()
+            assert entered.wait(60)
+            second = threading.Thread(target=lambda: got.__setitem__(1, ask()))
+            second.start()
+            assert arrived.wait(60)
+            go.set()
+            first.join(60)
+            second.join(60)
+        finally:
+            go.set()
+            cache.cache_clear()  # (the stand-ins go: what asks next builds the real one)
+    assert calls == [True], (cache.__name__, calls)
+    assert got[0] is got[1] is not None, cache.__name__
+
+
+def test_threads_asking_at_once_build_each_avatar_loader_once(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before (helper-130): the avatar's loaders (the Surrey model, the OpenGL context and renderer, eos's set-up)
+    were functools.lru_cache functions, which do not lock the build: two threads asking first at once (facekit serve
+    makes avatars on a thread of its own) each built one, twice the memory and seconds, two OpenGL contexts. Now the
+    second waits for the first's value; the loaders still pickle by their name, and a child forked while another
+    thread builds is not stuck on the loader's lock."""
+    import pickle
+
+    import eos
+    import moderngl
+    from facekit_avatar import eos_baseline, render
+    from facekit_avatar import model as model_module
+
+    import facekit.models
+    from tests.helpers import forked_while_held
+
+    class Context:  # a stand-in for moderngl's (context() asks which renderer it is)
+        def __init__(self) -> None:
+            self.info = {"GL_RENDERER": "a stand-in"}
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            return None
+
+    monkeypatch.setattr(facekit.models, "resolve_weights", lambda *args, **kwargs: Path("sfm_shape_3448.bin"))
+    sfm_folder = str(data_root / "sfm")
+    real_eos_load = eos.morphablemodel.load_model  # (eos's set-up goes on with the model it loads)
+    loaders = [
+        (model_module.load_model, lambda: model_module.load_model("sfm_shape_3448.bin"), model_module, "SurreyModel"),
+        (render.context, render.context, moderngl, "create_standalone_context"),
+        (render.renderer, render.renderer, render, "Renderer"),
+        (eos_baseline._eos_setup, lambda: eos_baseline._eos_setup(sfm_folder), eos.morphablemodel, "load_model"),
+    ]
+    for cache, ask, owner, inner in loaders:
+        make = {"load_model": real_eos_load, "create_standalone_context": lambda **_: Context()}.get(
+            inner, lambda *_: object()
+        )
+        _built_once_by_two_threads(cache, ask, owner, inner, make)
+        assert pickle.loads(pickle.dumps(cache)) is cache  # by its name, as lru_cache's wrapper pickles
+        if hasattr(os, "fork"):
+            assert forked_while_held(cache._lock, lambda cache=cache: cache.cache_clear() is None, timeout=30) == 0
+
+
 def test_landmarks_the_model_cannot_fit_are_no_avatar(maker: Any, shipped_normalizer: Any, tmp_path: Path) -> None:
     """Before: mirrored or non-finite landmarks gave NaN vertices exported as an OBJ of 'nan' lines and a JSON with
     bare NaN, marked done; all 68 points in one place was a 'perfect' fit of scale 0. A good face in the same batch

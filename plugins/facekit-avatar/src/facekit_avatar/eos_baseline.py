@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facekit_avatar.cache import locked_cache
 from facekit_avatar.model import read_landmark_map, read_model_contour
 
 
@@ -37,7 +37,7 @@ class EosFit:
     seconds: float
 
 
-@lru_cache(maxsize=1)
+@locked_cache(maxsize=1)
 def _eos_setup(folder: str) -> tuple[Any, Any, Any, Any, Any, Any]:
     import eos
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from facekit_avatar.cache import locked_cache
 from facekit_avatar.cards import SFM_SOURCE
 
 
@@ -98,7 +98,7 @@ class SurreyModel:
         return out
 
 
-@lru_cache(maxsize=2)
+@locked_cache(maxsize=2)
 def load_model(path: str | None = None) -> SurreyModel:
     """The Surrey model from ``path`` or the facekit model store, verified by sha256 (loaded once per process)."""
     from facekit.models import resolve_weights

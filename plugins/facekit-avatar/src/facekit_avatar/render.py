@@ -12,12 +12,12 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit_avatar.cache import locked_cache
 
 _MESH_VS = """
 #version 330
@@ -75,7 +75,7 @@ void main() { colour = vec4(mix(v_fallback, texture(image, v_xy).rgb, v_weight),
 """
 
 
-@lru_cache(maxsize=1)
+@locked_cache(maxsize=1)
 def context() -> Any:
     """The process's moderngl context (EGL, headless); a clear error when no OpenGL 3.3 driver is found."""
     import moderngl
@@ -282,6 +282,6 @@ class Renderer:
         return np.asarray(rgb[::-1, :, 0] > 127)
 
 
-@lru_cache(maxsize=1)
+@locked_cache(maxsize=1)
 def renderer() -> Renderer:
     return Renderer()
