@@ -571,6 +571,75 @@ def test_a_child_forked_while_another_thread_renders_can_take_the_context() -> N
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+#: Renders a triangle, forks a child that renders it again (multiprocessing's "fork" start method), and prints the
+#: renderer's name and what the child said: "same pixels", its error, or that it still waited after 60 s.
+FORKED_RENDER = """
+import multiprocessing, sys
+import numpy as np
+from facekit_avatar.render import context, renderer
+
+def draw():
+    vertices = np.array([[-0.8, -0.8, 0.0], [0.8, -0.8, 0.0], [0.0, 0.8, 0.0]], np.float32)
+    colours, projection = np.eye(3, dtype=np.float32), np.eye(4, dtype=np.float32)
+    rgb, _ = renderer().render_colours(vertices, np.array([[0, 1, 2]]), colours, projection, 64)
+    return rgb
+
+def child(queue, here):
+    try:
+        queue.put("same pixels" if np.array_equal(draw(), here) else "other pixels")
+    except Exception as error:
+        queue.put(f"{type(error).__name__}: {error}")
+
+if __name__ == "__main__":
+    here = draw()
+    print(context().info["GL_RENDERER"])
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    process = fork.Process(target=child, args=(queue, here))
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+        print("the child's render still waited after 60 s")
+    else:
+        print(queue.get(timeout=30))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_child_forked_after_the_parent_rendered_renders_too() -> None:
+    """Before (helper-130): a child forked after its parent rendered (a "fork" process pool's worker) waited forever
+    in its first render: llvmpipe, Mesa's software OpenGL, draws on threads made with the parent's first context,
+    which a fork does not copy, and a context the child made itself shares them (it waited as well). The renderer now
+    has llvmpipe draw on the calling thread (LP_NUM_THREADS=0 unless set), and the child renders the parent's pixels
+    with the context it inherits. With LP_NUM_THREADS set above 0 by the user, the child's render is an error that
+    says so instead of a wait without end."""
+    import subprocess
+    import sys
+
+    try:
+        from facekit_avatar.render import context
+
+        context()
+    except Exception as error:  # noqa: BLE001 - the message says what to install
+        pytest.skip(f"no headless OpenGL here: {error}")
+    env = {key: value for key, value in os.environ.items() if key != "LP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", FORKED_RENDER], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gl_renderer, said = done.stdout.splitlines()[-2:]
+    assert said == "same pixels", (gl_renderer, said)
+    if "llvmpipe" in gl_renderer:
+        threaded = {**env, "LP_NUM_THREADS": "2"}
+        done = subprocess.run(
+            [sys.executable, "-c", FORKED_RENDER], capture_output=True, text=True, env=threaded, timeout=240
+        )
+        said = done.stdout.splitlines()[-1]
+        assert said.startswith(
+            "FacekitError: the avatar renderer's OpenGL context (Mesa llvmpipe, LP_NUM_THREADS=2)"
+        ), said
+        assert "'spawn'" in said
+
+
 def _built_once_by_two_threads(cache: Any, ask: Any, owner: Any, inner: str, make: Any) -> None:
     """Two threads call ``ask()`` (a call of the loader ``cache``) at once, the second while the first's build is
     under way (``owner.inner``, the build's expensive inner load, replaced by one that counts its calls and returns

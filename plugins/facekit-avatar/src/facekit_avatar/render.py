@@ -3,7 +3,8 @@ with depth (for the automatic correspondence).
 
 Why moderngl: a maintained, pip-installable binding (wheels for this Python) that opens a standalone context through
 EGL, which Mesa provides on a machine without a GPU (llvmpipe) and the NVIDIA driver on a GPU node; no window, no X
-server, no OSMesa build (pyrender's headless path) and no browser. One context per process, made on first use.
+server, no OSMesa build (pyrender's headless path) and no browser. One context per process, made on first use; a
+forked child renders with the one it inherits (see :data:`LLVMPIPE_THREADS`).
 """
 
 from __future__ import annotations
@@ -75,21 +76,43 @@ void main() { colour = vec4(mix(v_fallback, texture(image, v_xy).rgb, v_weight),
 """
 
 
+#: llvmpipe (Mesa's software OpenGL: the renderer on a machine without a GPU) draws on threads of its own, made with
+#: the process's first context and shared by every later one. A child forked after the parent rendered has none of
+#: them (fork copies only the forking thread), and its first render waited for them forever (in the framebuffer's
+#: read); a new context made in the child waited too (it shares them). With this variable 0 llvmpipe draws on the
+#: thread that asks, and a forked child renders with its inherited context as the parent does. :func:`context` sets it
+#: when it is not set; a value of your own (more threads) is kept, and then a forked child's render is an error.
+LLVMPIPE_THREADS = "LP_NUM_THREADS"
+
+#: Set when the process's context was made by llvmpipe with drawing threads (LP_NUM_THREADS set above 0): the value.
+_THREADED: str | None = None
+#: Set in a forked child whose inherited context is such a one: why it cannot render.
+_FORKED_FROM_THREADS: str | None = None
+
+
 @locked_cache(maxsize=1)
 def context() -> Any:
     """The process's moderngl context (EGL, headless); a clear error when no OpenGL 3.3 driver is found."""
     import moderngl
 
+    global _THREADED
+    os.environ.setdefault(LLVMPIPE_THREADS, "0")  # (read by Mesa when the first context is made)
     errors = []
     for backend in ("egl", None):
         try:
-            return (
+            ctx = (
                 moderngl.create_standalone_context(backend=backend)  # type: ignore[arg-type]  # stubs: a dict
                 if backend
                 else moderngl.create_context(standalone=True)
             )
         except Exception as error:  # noqa: BLE001 - moderngl raises plain Exceptions for a missing library or driver
             errors.append(f"{backend or 'default'}: {error}")
+            continue
+        threads = os.environ.get(LLVMPIPE_THREADS, "")
+        with _CONTEXT_TURN, ctx:
+            software = "llvmpipe" in str(ctx.info.get("GL_RENDERER", ""))
+        _THREADED = threads if software and _draws_on_threads(threads) else None
+        return ctx
     raise FacekitError(
         "no headless OpenGL 3.3 context for the avatar renders ("
         + "; ".join(errors)
@@ -102,13 +125,26 @@ def context() -> Any:
 _CONTEXT_TURN = threading.RLock()
 
 
+def _draws_on_threads(value: str) -> bool:
+    """Whether llvmpipe, given LP_NUM_THREADS ``value``, draws on threads of its own (Mesa reads a number; anything
+    else, or nothing, is its default: one thread a core)."""
+    try:
+        return int(value.strip()) != 0
+    except ValueError:
+        return True
+
+
 def _after_fork_in_child() -> None:
     """A forked child gets a new turn lock: one held at the fork by another of the parent's threads (rendering)
     would stay held in the child, where that thread does not exist, and the child's first render waited forever.
-    One held by the forking thread itself is kept, which that thread releases as it would have in the parent."""
-    global _CONTEXT_TURN
+    One held by the forking thread itself is kept, which that thread releases as it would have in the parent.
+    A child of a process whose context draws on llvmpipe's threads notes that it cannot render (see
+    :data:`LLVMPIPE_THREADS`)."""
+    global _CONTEXT_TURN, _FORKED_FROM_THREADS
     if not _CONTEXT_TURN._is_owned():  # type: ignore[attr-defined]  # (held by no thread, or by one the child lacks)
         _CONTEXT_TURN = threading.RLock()
+    if _THREADED is not None:
+        _FORKED_FROM_THREADS = _THREADED
 
 
 if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fork to mend)
@@ -132,7 +168,15 @@ class Renderer:
         thread that made it: before, a render from any other thread (facekit serve's avatar thread once the process
         had rendered elsewhere, a second serve engine, a caller's thread pool) failed with moderngl's "cannot create
         renderbuffer", and two threads at once would have shared its uniforms (a projection written between another
-        thread's write and draw)."""
+        thread's write and draw). In a child forked from a process whose context draws on llvmpipe's threads, an
+        error instead of a render that would wait forever."""
+        if _FORKED_FROM_THREADS is not None:
+            raise FacekitError(
+                f"the avatar renderer's OpenGL context (Mesa llvmpipe, {LLVMPIPE_THREADS}={_FORKED_FROM_THREADS}) was "
+                "made before this process was forked, and llvmpipe's drawing threads do not survive a fork: a render "
+                f"here would wait forever. Unset {LLVMPIPE_THREADS} (or set it to 0), or start this process with "
+                "multiprocessing's 'spawn' or 'forkserver'"
+            )
         with _CONTEXT_TURN, self.ctx:
             yield
 
