@@ -121,6 +121,28 @@ def misgrouped_entry_points() -> list[tuple[str, str, str]]:
 HOOK_ARGUMENTS = "facekit's register_* hooks take one argument named register; register_commands takes app"
 
 
+def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -> str:
+    """For an ImportError of a facekit module (a name this facekit lacks, or a module it does not have): the plugin was
+    made for another facekit. What to do, with the facekit range the plugin's distribution asks for, to append to the
+    error; otherwise ""."""
+    module = getattr(error, "name", None) or ""
+    if not isinstance(error, ImportError) or not (module == "facekit" or module.startswith("facekit.")):
+        return ""
+    import facekit
+
+    installed = facekit.__version__
+    name = dist.name if dist is not None else "the plugin"
+    wanted = ""
+    for line in (dist.requires if dist is not None else None) or []:
+        requirement = re.match(r"facekit(?![\w.-])\s*([^;]*)(;.*)?$", line.strip(), re.IGNORECASE)
+        if dist is not None and requirement and "extra" not in (requirement.group(2) or ""):
+            wanted = f" ({name} {dist.version} asks for facekit {requirement.group(1).strip() or 'of any version'})"
+    return (
+        f"; facekit {installed} lacks what {name} imports{wanted}: upgrade facekit, or install a {name} release made "
+        f"for facekit {installed}"
+    )
+
+
 def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: PluginState) -> None:
     dist_name = ep.dist.name if ep.dist is not None else "unknown"
     dist_version = ep.dist.version if ep.dist is not None else "unknown"
@@ -128,7 +150,8 @@ def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: Plu
         module = ep.load()
     except Exception as exc:
         logger.debug("plugin %s failed to import", ep.name, exc_info=True)
-        state.failures.append(LoadFailure(ep.name, dist_name, ep.value, f"{type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}{facekit_mismatch(exc, ep.dist)}"
+        state.failures.append(LoadFailure(ep.name, dist_name, ep.value, error))
         return
     if not isinstance(module, ModuleType) and not hasattr(module, "__dict__"):
         state.failures.append(LoadFailure(ep.name, dist_name, ep.value, "entry point is not a module or object"))

@@ -8,6 +8,7 @@ plugins` reports it), while every other component, the two plugins' others inclu
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import inspect
 import logging
 import os
@@ -377,8 +378,19 @@ if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fo
     os.register_at_fork(after_in_child=get_registries._after_fork_in_child)
 
 
+def _distribution(plugin: str) -> metadata.Distribution | None:
+    """The installed distribution of the loaded plugin named ``plugin`` (None for one that is not installed)."""
+    from facekit.plugins import get_plugin_state
+
+    info = next((p for p in get_plugin_state().plugins if p.name == plugin), None)
+    try:
+        return metadata.distribution(info.distribution) if info is not None else None
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _build_registries() -> dict[Kind, Registry[Any]]:
-    from facekit.plugins import get_plugin_manager, get_plugin_state
+    from facekit.plugins import facekit_mismatch, get_plugin_manager, get_plugin_state
 
     manager = get_plugin_manager()
     failures = [f.message() for f in get_plugin_state().failures]
@@ -414,9 +426,12 @@ def _build_registries() -> dict[Kind, Registry[Any]]:
                 impl.function(register=register)
             except Exception as error:  # noqa: BLE001  (a broken plugin: its components are left out, the rest work)
                 registry.drop_plugin(impl.plugin_name)
+                mismatch = (
+                    facekit_mismatch(error, _distribution(impl.plugin_name)) if isinstance(error, ImportError) else ""
+                )
                 report(
-                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}. Fix or "
-                    f"uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}{mismatch}. "
+                    f"Fix or uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
                 )
     for registry in registries.values():  # the clashes left once every hook ran (a failed plugin gave its up)
         for name in registry.conflicts():

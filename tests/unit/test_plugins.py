@@ -400,6 +400,51 @@ def test_a_plugin_that_fails_to_import_is_left_out_and_the_rest_work(
         plugins.reset()
 
 
+class _MadeForAnotherFacekit(_FakeEntryPoint):
+    """A plugin built against a newer facekit: it imports a name this facekit's registry lacks."""
+
+    def __init__(self) -> None:
+        super().__init__("future", "facekit-future", None)
+        self.dist = types.SimpleNamespace(
+            name="facekit-future", version="2.0", requires=["numpy>=1.26", "facekit>=0.3,<0.4", "pytest; extra == 'x'"]
+        )
+
+    def load(self) -> object:
+        raise ImportError("cannot import name 'register_v2' from 'facekit.registry'", name="facekit.registry")
+
+
+def test_a_plugin_made_for_another_facekit_says_to_upgrade_one_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: 'failed to load: ImportError: cannot import name ... from facekit.registry' and 'Fix or uninstall it',
+    which read like a bug in the plugin; the cause is a facekit older (or newer) than the one the plugin was made for.
+    An ImportError of a plugin's own dependency says nothing of facekit versions."""
+    from facekit import registry
+
+    future = types.ModuleType("future_hook_plugin")
+
+    @facekit.hookimpl
+    def register_warpers(register: object) -> None:  # the same, where a plugin imports facekit inside its hook
+        raise ImportError("cannot import name 'WarpCard' from 'facekit.types'", name="facekit.types")
+
+    future.register_warpers = register_warpers  # type: ignore[attr-defined]
+    broken = _BrokenEntryPoint("broken", "facekit-broken", None)
+    _installed_beside(
+        monkeypatch, _MadeForAnotherFacekit(), broken, _FakeEntryPoint("hooked", "facekit-hooked", future)
+    )
+    try:
+        messages = {failure.name: failure.message() for failure in plugins.get_plugin_state().failures}
+        assert "\n" not in messages["future"] and "plugin 'future' (distribution facekit-future" in messages["future"]
+        assert (
+            f"facekit {facekit.__version__} lacks what facekit-future imports (facekit-future 2.0 asks for facekit "
+            ">=0.3,<0.4): upgrade facekit, or install a facekit-future release made for facekit"
+        ) in messages["future"]
+        assert "upgrade facekit" not in messages["broken"]
+        assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
+        hooked = [line for line in registry.HOOK_FAILURES if "'hooked'" in line]
+        assert len(hooked) == 1 and "facekit.types" in hooked[0] and "lacks what the plugin imports" in hooked[0]
+    finally:
+        plugins.reset()
+
+
 def test_a_hook_with_another_argument_or_without_the_marker_is_left_out_and_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
