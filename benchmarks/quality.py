@@ -41,7 +41,7 @@ from results import machine, publish
 from rich.progress import track
 
 from facekit.errors import FacekitError, debug_requested
-from facekit.evaluate import PHOTO_SETS, photo_set, read_pairs, tenfold_accuracy
+from facekit.evaluate import PHOTO_SETS, param_items, param_key, photo_set, read_pairs, tenfold_accuracy
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures, people_figures
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
@@ -152,6 +152,29 @@ def pair_arguments(parser: argparse.ArgumentParser) -> None:
 def check_pair_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.folds < 2:
         parser.error("--folds must be at least 2 (each fold's threshold comes from the others)")
+
+
+def detector_params(value: str) -> dict[str, str]:
+    """--detector's ``KEY:VALUE[,KEY:VALUE]`` (after ``NAME=``) -> params, as text (pydantic converts them). Split as
+    ``--judge``'s params are (:func:`facekit.evaluate.param_items`, with ``:`` for ``=``): at a comma that a ``KEY:``
+    follows, so a value may hold commas (before, every comma split: ``weights:/m/a,b.onnx`` was refused), and a
+    quoted value anything (read as YAML reads it). ValueError for an item that is not KEY:VALUE or a KEY twice."""
+    import yaml
+
+    params: dict[str, str] = {}
+    for item in param_items(value, ":"):
+        pair = param_key(item, ":")
+        if pair is None:
+            raise ValueError(f"{item!r} is not KEY:VALUE")
+        key, text = pair
+        if key in params:
+            raise ValueError(f"{key!r} is given twice")
+        quoted = text.strip()[:1] in ("'", '"')
+        try:
+            params[key] = str(yaml.safe_load(text)) if quoted else text.strip()
+        except yaml.YAMLError:
+            params[key] = text.strip()
+    return params
 
 
 def number(value: float | None, spec: str) -> str:
@@ -266,7 +289,8 @@ def main() -> None:
         action="append",
         default=[],
         help="NAME=KEY:VALUE[,KEY:VALUE]: detector params for model NAME over its recipe's (e.g. "
-        "'hog only=face_detector:hog'; the frontalization baseline keeps the dlib detector's defaults)",
+        "'hog only=face_detector:hog'; the frontalization baseline keeps the dlib detector's defaults). A value may "
+        "hold commas (a comma starts the next param only where a KEY: follows), and a quoted one anything",
     )
     parser.add_argument(
         "--size",
@@ -324,6 +348,7 @@ def main() -> None:
         parser.error("--folds: 0 (skip verification) or 2 to 10 (LFW's pairs have 10 folds)")
     # Before: `--model model.safetensors` (no NAME=), a --detail that is not numbers or a --detector without KEY:VALUE
     # ended in a ValueError traceback; a model file that is not there in FacekitError's (see the end of this file).
+    overrides: dict[str, dict[str, str]] = {}
     for option, items, form in (
         ("--model", args.model, "NAME=PATH"),
         ("--detail", args.detail, "NAME=STRENGTH[:SIGMA[:SHAPE[:FOREHEAD]]]"),
@@ -332,9 +357,13 @@ def main() -> None:
     ):
         for item in items:
             name, _, value = item.partition("=")
-            pairs_ok = option != "--detector" or all(":" in pair for pair in value.split(","))
-            if not name.strip() or not value.strip() or not pairs_ok:
+            if not name.strip() or not value.strip():
                 parser.error(f"{option} takes {form}, got {item!r}")
+            if option == "--detector":
+                try:
+                    overrides[name] = detector_params(value)
+                except ValueError as error:
+                    parser.error(f"--detector takes {form}, got {item!r}: {error}")
     named = [item.split("=", 1)[0] for item in args.model]
     if len(set(named)) < len(named):  # before: both ran, one row shown, one key in metrics.json
         parser.error(f"--model: each NAME once ({', '.join(sorted({n for n in named if named.count(n) > 1}))} twice)")
@@ -355,10 +384,6 @@ def main() -> None:
             parser.error(f"--detail {name}={value}: {error}")
     if unknown := set(details) - {name for name, _ in specs}:
         parser.error(f"--detail names no --model: {', '.join(sorted(unknown))}")
-    overrides = {
-        name: dict(item.split(":", 1) for item in value.split(","))
-        for name, value in (item.split("=", 1) for item in args.detector)
-    }
     if unknown := set(overrides) - {name for name, _ in specs}:
         parser.error(f"--detector names no --model: {', '.join(sorted(unknown))}")
     sizes = {}

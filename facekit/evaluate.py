@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -494,26 +494,27 @@ def own_params(name: str, ref: dict[str, Any]) -> dict[str, Any]:
     return non_default_params(name, ref.get("params") or {}) if ref.get("name") == name else {}
 
 
-#: A KEY= that begins a --judge's next param after a comma; a comma not followed by one (a file name's) is its
-#: value's.
-_NEXT_PARAM = re.compile(r",\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
-#: A param's KEY= at the start of an item (and the spaces before its value).
-_PARAM_KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
+#: A KEY= (KEY: for a separator ':') that begins the next param after a comma; a comma not followed by one (a file
+#: name's) is its value's.
+_NEXT_PARAM = {sep: re.compile(rf",\s*[A-Za-z_][A-Za-z0-9_]*\s*{sep}") for sep in ("=", ":")}
+#: A param's KEY= (KEY:) at the start of an item, and the spaces before its value.
+_PARAM_KEY = {sep: re.compile(rf"\s*([A-Za-z_][A-Za-z0-9_]*)\s*{sep}\s*") for sep in ("=", ":")}
 
 
-def judge_param_items(rest: str) -> list[str]:
-    """The ``KEY=VALUE`` items of a --judge's params part (after ``NAME:``): split at each comma that a ``KEY=``
-    follows, so a value may hold commas (``weights=/m/a,b.onnx``; before, every comma split, so such a file could
-    not be named), and one in quotes anything (``weights="/m/x,y=1.onnx"``, read as YAML reads a quoted value)."""
+def param_items(rest: str, separator: Literal["=", ":"] = "=") -> list[str]:
+    """The ``KEY=VALUE`` items of a params list (a --judge's after ``NAME:``; ``KEY:VALUE`` ones with ``separator``
+    ``:``, benchmarks/quality.py's --detector): split at each comma that a ``KEY=`` follows, so a value may hold
+    commas (``weights=/m/a,b.onnx``; before, every comma split, so such a file could not be named), and one in quotes
+    anything (``weights="/m/x,y=1.onnx"``, read as YAML reads a quoted value)."""
     items: list[str] = []
     start = 0
     while True:
         search = start
-        key = _PARAM_KEY.match(rest, start)
+        key = _PARAM_KEY[separator].match(rest, start)
         quote = rest[key.end() : key.end() + 1] if key is not None else ""
         if key is not None and quote in ("'", '"') and (closing := rest.find(quote, key.end() + 1)) != -1:
             search = closing + 1  # commas and KEY= inside the quotes are the value's
-        found = _NEXT_PARAM.search(rest, search)
+        found = _NEXT_PARAM[separator].search(rest, search)
         if found is None:
             items.append(rest[start:])
             return items
@@ -521,12 +522,18 @@ def judge_param_items(rest: str) -> list[str]:
         start = found.start() + 1
 
 
+def param_key(item: str, separator: Literal["=", ":"] = "=") -> tuple[str, str] | None:
+    """An item of :func:`param_items` as (KEY, the value's text as written), or None where it is not KEY=VALUE."""
+    found = _PARAM_KEY[separator].match(item)
+    return None if found is None else (found.group(1), item[found.end() :])
+
+
 def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     """``facekit eval --judge``: ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` -> (name, params); a value is read as
     ``--set components.judge.params.KEY=VALUE`` reads it (``0.8``, ``true``, ``casia-webface-tf``; text YAML would
     cut, such as a path with `` #``, is kept as written: :func:`facekit.recipe.text_value`), and the encoder's own
     params model checks it when the judge is built (e.g. ``facenet:variant=casia-webface-tf``, before only reachable
-    through a recipe's ``components.judge``). A value may hold commas (:func:`judge_param_items`)."""
+    through a recipe's ``components.judge``). A value may hold commas (:func:`param_items`)."""
     import yaml
 
     from facekit.recipe import text_value
@@ -538,11 +545,11 @@ def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {}
     if colon and not rest.strip():
         raise FacekitError(f"--judge {text!r}: nothing after the ':'; give KEY=VALUE pairs or leave the ':' out")
-    for item in judge_param_items(rest) if rest.strip() else []:
-        found = _PARAM_KEY.match(item)
-        if found is None:
+    for item in param_items(rest) if rest.strip() else []:
+        pair = param_key(item)
+        if pair is None:
             raise FacekitError(f"--judge {text!r}: {item!r} is not KEY=VALUE (e.g. facenet:variant=casia-webface-tf)")
-        key, value = found.group(1), item[found.end() :]
+        key, value = pair
         if key in params:
             raise FacekitError(f"--judge {text!r}: {key!r} is given twice")
         try:

@@ -328,6 +328,22 @@ def test_shared_detections_detect_a_shared_photo_once_through_the_pipeline() -> 
     assert shared.detect_array(other) and shared.detect_array(other) and Counted.calls == 5
 
 
+def test_quality_detector_param_value_may_hold_commas() -> None:
+    """`benchmarks/quality.py --detector NAME=KEY:VALUE[,KEY:VALUE]` split at every comma, so a value holding one (a
+    weight file's name) was refused as not KEY:VALUE. It now splits as --judge does (facekit.evaluate.param_items,
+    with ':' for '='): where a KEY: follows, a quoted value holding anything."""
+    import pytest
+    from quality import detector_params
+
+    assert detector_params("face_detector:hog") == {"face_detector": "hog"}
+    assert detector_params("face_detector:hog, upsample:2") == {"face_detector": "hog", "upsample": "2"}
+    assert detector_params("weights:/m/a,b.onnx,upsample:1") == {"weights": "/m/a,b.onnx", "upsample": "1"}
+    assert detector_params("weights:'/m/a,x:1.onnx',x:2") == {"weights": "/m/a,x:1.onnx", "x": "2"}
+    for bad, said in (("hog", "'hog' is not KEY:VALUE"), ("w,x:1", "'w' is not KEY:VALUE"), ("a:1,a:2", "twice")):
+        with pytest.raises(ValueError, match=said):
+            detector_params(bad)
+
+
 def test_quality_times_a_method_after_its_first_call() -> None:
     """benchmarks/quality.py's 'ms/photo after detection' timed the first method's first call (torch's first kernels,
     lazily built state: 0.29 against 0.15 s of CPU for 8 photos) with its photos; detection and one untimed photo
