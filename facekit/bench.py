@@ -25,6 +25,7 @@ from facekit.recipe import Plan, load_recipe, path_override
 
 if TYPE_CHECKING:
     from facekit.pool import CachedPool
+    from facekit.train import TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     from facekit.normalize import Normalizer, inference_device
     from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device
-    from facekit.train import prepared_data_id, train
+    from facekit.train import TrainingDiverged, prepared_data_id, train
 
     base = load_recipe(recipe, overrides)
     settings = base.recipe.bench
@@ -277,6 +278,8 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             normalizer = Normalizer.from_checkpoint(checkpoint, detail=DECODER_ONLY, device=scored_on)
             metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         except FacekitError as error:
+            if isinstance(error, TrainingDiverged):  # its advice is for a train.output of one's own: the bench's is
+                error = diverged_cell(error, cell)
             logger.warning("bench cell %s failed (the other cells go on): %s", " ".join(cell), error)
             rows.append(_failed(results, about, time.perf_counter() - start, error))
             continue
@@ -295,6 +298,24 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     last = {"recipe_hashes": [row["recipe_hash"] for row in rows], "evaluation": evaluation}
     (output / "last.json").write_text(json.dumps(last, indent=1) + "\n")
     return rows, output
+
+
+def diverged_cell(error: TrainingDiverged, cell: tuple[str, ...]) -> FacekitError:
+    """A bench cell's divergence, said for a bench: the bench sets the cell's train.output (so not "into another
+    train.output" or "with train.init", a single training's advice), and lowering train.lr where the grid varies it
+    renames that cell alone, while elsewhere (the recipe, --set) it renames, so trains again, every cell."""
+    value = next((item.split("=", 1)[1] for item in cell if item.startswith("train.lr=")), None)
+    where = (
+        f"replace train.lr {value} in bench.grid with a lower value: the same `facekit bench` then trains that cell "
+        "anew and keeps the finished ones"
+        if value is not None
+        else f"lower train.lr ({error.lr:g}, the recipe's: bench.grid does not vary it) in the recipe or with --set "
+        "train.lr=...; every cell then trains anew (the lr is part of each cell's name)"
+    )
+    return FacekitError(
+        f"training diverged at step {error.step}: {error.problem}; nothing of that step was written "
+        f"({error.kept or 'no checkpoint yet'}): {where}"
+    )
 
 
 def refuse_same_cells(plans: list[tuple[tuple[str, ...], Plan]], prepared: str | None) -> None:

@@ -876,7 +876,19 @@ def update_overflows(error: RuntimeError) -> bool:
     return "cannot be converted to type float without overflow" in str(error)
 
 
-def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> FacekitError:
+class TrainingDiverged(FacekitError):
+    """A training that diverged: its line says what to do in a training of one's own (train.output, train.init);
+    ``step``, ``problem``, ``lr`` and ``kept`` (what the newest state written holds, None before any) let a caller
+    that chose train.output itself (a bench cell) say its own."""
+
+    def __init__(
+        self, message: str, step: int = 0, problem: str = "", lr: float = 0.0, kept: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.step, self.problem, self.lr, self.kept = step, problem, lr, kept
+
+
+def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> TrainingDiverged:
     """The error for a training that diverged at ``step``: what was not finite, what was kept, what to do."""
     from facekit.checkpoints import read_checkpoint_meta
 
@@ -887,9 +899,13 @@ def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> Faceki
     if newest is None:
         # Nothing in train.output to keep: a fresh training there starts as this one did (before: "into another
         # train.output", as if the folder held something).
-        return FacekitError(
+        return TrainingDiverged(
             f"training diverged at step {step}: {problem}; nothing of that step was written (no checkpoint yet): "
-            f"train again with a lower train.lr (now {settings.lr:g}), into the same train.output or another"
+            f"train again with a lower train.lr (now {settings.lr:g}), into the same train.output or another",
+            step,
+            problem,
+            settings.lr,
+            None,
         )
     try:
         kept = (
@@ -898,9 +914,13 @@ def diverged(settings: Any, step: int, problem: str, checkpoint: Path) -> Faceki
     except (FacekitError, KeyError, TypeError, ValueError):
         kept = f"{newest} is as it was"
     # A new training into this train.output would replace what it holds (and one with a checkpoint there is refused).
-    return FacekitError(
+    return TrainingDiverged(
         f"training diverged at step {step}: {problem}; nothing of that step was written ({kept}): train again with "
-        f"a lower train.lr (now {settings.lr:g}) into another train.output, or from {newest} with train.init"
+        f"a lower train.lr (now {settings.lr:g}) into another train.output, or from {newest} with train.init",
+        step,
+        problem,
+        settings.lr,
+        kept,
     )
 
 

@@ -363,6 +363,26 @@ def test_a_cell_begun_under_its_spelled_name_goes_on_from_its_checkpoint(
     assert trained == [(output / "cells" / old, True)]
 
 
+def test_a_cell_diverging_at_the_recipes_lr_says_to_lower_it_there(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A grid that does not vary train.lr: the cell diverged at the recipe's (here --set's), so that is the lr to
+    lower, and doing so trains every cell anew (the lr is part of each cell's name); the bench's folder is not the
+    user's to change (before: "into another train.output, or from ... with train.init")."""
+    from facekit.bench import run_bench
+
+    recipe = bench_grid(prepared, tmp_path, {"train.seed": [0]})
+    rows, _ = run_bench(str(recipe), ["train.lr=1e8"], progress=False)
+    failed = rows[0]["failed"]
+    assert failed.startswith("training diverged at step 2: ") and "train.output" not in failed
+    assert failed.endswith(
+        "; nothing of that step was written (no checkpoint yet): lower train.lr (1e+08, the recipe's: bench.grid "
+        "does not vary it) in the recipe or with --set train.lr=...; every cell then trains anew (the lr is part of "
+        "each cell's name)"
+    )
+
+
 def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     prepared: Path,  # noqa: F811
     tmp_path: Path,
@@ -378,6 +398,13 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     rows, output = run_bench(str(recipe), [], progress=False)
     assert [("failed" in row, "metrics" in row) for row in rows] == [(True, False), (True, False), (False, True)]
     assert rows[0]["failed"].startswith("training diverged at step 2") and "train.lr" in rows[1]["failed"]
+    # The advice is a bench's (the bench sets each cell's train.output): the grid's lr to lower, not another
+    # train.output or train.init, a single training's (before: both, neither of which a bench cell can take).
+    assert rows[0]["failed"].endswith(
+        "replace train.lr 100000000.0 in bench.grid with a lower value: the same `facekit bench` then trains that "
+        "cell anew and keeps the finished ones"
+    )
+    assert "train.output" not in rows[0]["failed"] and "train.init" not in rows[0]["failed"]
     assert len({row["recipe_hash"] for row in rows}) == 3
     lines = [json.loads(line) for line in (output / "results.jsonl").read_text().splitlines()]
     assert lines == rows  # each recorded as it happened, the failed ones with their reason
