@@ -494,11 +494,14 @@ def own_params(name: str, ref: dict[str, Any]) -> dict[str, Any]:
     return non_default_params(name, ref.get("params") or {}) if ref.get("name") == name else {}
 
 
-#: A KEY= (KEY: for a separator ':') that begins the next param after a comma; a comma not followed by one (a file
-#: name's) is its value's.
-_NEXT_PARAM = {sep: re.compile(rf",\s*[A-Za-z_][A-Za-z0-9_]*\s*{sep}") for sep in ("=", ":")}
+#: A param's KEY: a name's characters, and the "-" and "." of a mistyped one (``image-size``), which must reach the
+#: component's params model to be named there, not join the value before it.
+_KEY = r"[\w.-]+"
+#: A comma that begins the next param (a KEY= follows; KEY: for a separator ':'), or ends the params (a trailing
+#: comma: an empty item, refused as before); a comma followed by neither (a file name's) is its value's.
+_NEXT_PARAM = {sep: re.compile(rf",(?=\s*(?:{_KEY}\s*{sep}|$))") for sep in ("=", ":")}
 #: A param's KEY= (KEY:) at the start of an item, and the spaces before its value.
-_PARAM_KEY = {sep: re.compile(rf"\s*([A-Za-z_][A-Za-z0-9_]*)\s*{sep}\s*") for sep in ("=", ":")}
+_PARAM_KEY = {sep: re.compile(rf"\s*({_KEY})\s*{sep}\s*") for sep in ("=", ":")}
 
 
 def param_items(rest: str, separator: Literal["=", ":"] = "=") -> list[str]:

@@ -408,6 +408,20 @@ def test_a_judge_param_value_may_hold_commas() -> None:
     # explore interpolate's judge reads it alike.
     explorer = Explorer(object(), judge="sface:weights=/m/a,b.onnx")
     assert (explorer.judge_name, explorer.judge_params) == ("sface", {"weights": "/m/a,b.onnx"})
+    # A key that is no Python name (a CLI user's image-size for image_size) still starts a param, as it did before
+    # the comma change, so the encoder's params model names it (helper-135: it joined the value before it, and
+    # facenet said its variant "casia-webface-tf,image-size=160" was not one of its variants); a trailing comma is
+    # still an empty param, not part of the last value.
+    assert parse_judge("facenet:variant=casia-webface-tf,image-size=160") == (
+        "facenet",
+        {"variant": "casia-webface-tf", "image-size": 160},
+    )
+    with pytest.raises(FacekitError, match=r"facenet params: image-size: extra field not permitted"):
+        Explorer(object(), judge="facenet:variant=casia-webface-tf, image-size=160")
+    assert parse_judge("x:a.b=1,c-d=2") == ("x", {"a.b": 1, "c-d": 2})
+    for trailing in ("facenet:variant=casia-webface-tf,", "x:a=1, "):
+        with pytest.raises(FacekitError, match=r"is not KEY=VALUE"):
+            parse_judge(trailing)
 
 
 def test_eval_builds_a_judge_with_the_params_given_and_records_them(data_root: Path, tmp_path: Path) -> None:
