@@ -492,6 +492,35 @@ def cached_pool(
     laid out otherwise is made again, with a one-line warning. ``offered``: ``path``'s tensors as :func:`read_pool`
     read and checked them (``facekit bench`` copies a pool it checked into a cell: not read and checked again).
     """
+    from facekit.runs import is_rank_zero
+
+    key, keys = pool_keys(plan)
+    if offered is None and path.is_file():
+        try:
+            if pool_header(path).get("key") in keys:  # (another pool's tensors are not read)
+                offered = read_pool(path)
+        except PoolNotWhole as not_whole:
+            logger.warning("the cached training pool %s %s: it is made again", path, not_whole.problem)
+    if offered is not None and offered.key in keys:
+        problem = layout_problem(offered.tensors, identity is not None)
+        if problem is None:
+            logger.info("training pool from cache %s", path)
+            if offered.checksum is None and is_rank_zero():
+                # Cached before the checksum: its layout checked, its checksum written now, so that every later read
+                # checks its bytes (its key kept: a pool found under the prepared set's folder stays found).
+                _add_checksum(path, offered.tensors, offered.key)
+            return Pool(**offered.tensors)
+        logger.warning("the cached training pool %s is not a pool of this recipe (%s): it is made again", path, problem)
+    pool = build_pool(plan, encoder, progress, identity)
+    if is_rank_zero():
+        _write_pool(path, {k: v.contiguous() for k, v in pool.__dict__.items() if v is not None}, key)
+    return pool
+
+
+def pool_keys(plan: Any) -> tuple[str, set[str]]:
+    """(the key a training pool made for ``plan`` is cached under, every key under which a cached pool is
+    ``plan``'s): what :func:`cached_pool` takes a cached pool by, and ``facekit bench`` offers a cell an earlier
+    cell's pool by."""
     recipe = plan.recipe
     prepared = Path(recipe.prepare.output)
     if not (prepared / "landmarks.npy").is_file():
@@ -521,33 +550,26 @@ def cached_pool(
     # would trust a set whose arrays were changed by hand, helper-73); a pool cached under the set's folder and
     # time, as every pool was before, is still found.
     from facekit.data.dataset import prepared_digest
-    from facekit.runs import is_rank_zero
 
     key = json.dumps({**settings, "prepared_arrays_sha256": prepared_digest(prepared)}, sort_keys=True)
-    keys = {key, json.dumps({**settings, **where}, sort_keys=True)}
-    if offered is None and path.is_file():
-        try:
-            if pool_header(path).get("key") in keys:  # (another pool's tensors are not read)
-                offered = read_pool(path)
-        except PoolNotWhole as not_whole:
-            logger.warning("the offered training pool %s %s: it is made again", path, not_whole.problem)
-    if offered is not None and offered.key in keys:
-        problem = layout_problem(offered.tensors, identity is not None)
-        if problem is None:
-            logger.info("training pool from cache %s", path)
-            if offered.checksum is None and is_rank_zero():
-                # Cached before the checksum: its layout checked, its checksum written now, so that every later read
-                # checks its bytes (its key kept: a pool found under the prepared set's folder stays found).
-                _write_pool(path, offered.tensors, offered.key)
-                logger.info("the offered training pool %s now carries the checksum of its tensors", path)
-            return Pool(**offered.tensors)
+    return key, {key, json.dumps({**settings, **where}, sort_keys=True)}
+
+
+def _add_checksum(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
+    """Write the checksum of a pool cached before it (its ``tensors``, read from ``path``) into ``path``. A rewrite that
+    fails (a full disk: it needs the pool's size once more, where the training needs only its checkpoints) costs the
+    checksum, not the training: the pool is used as it is, and a later run gives it one."""
+    try:
+        _write_pool(path, tensors, key)  # (its key kept)
+    except OSError as error:
+        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
         logger.warning(
-            "the offered training pool %s is not a pool of this recipe (%s): it is made again", path, problem
+            "the cached training pool %s could not be given the checksum of its tensors (%s): it is used as it is",
+            path,
+            error,
         )
-    pool = build_pool(plan, encoder, progress, identity)
-    if is_rank_zero():
-        _write_pool(path, {k: v.contiguous() for k, v in pool.__dict__.items() if v is not None}, key)
-    return pool
+        return
+    logger.info("the cached training pool %s now carries the checksum of its tensors", path)
 
 
 def _write_pool(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:

@@ -1366,7 +1366,8 @@ def test_a_pool_cached_before_its_checksum_is_checked_and_given_one(
     path.write_bytes(bytes(damaged))
     with caplog.at_level("WARNING", logger="facekit.pool"):
         pool.cached_pool(plan, encoder, path)
-    assert built == [1] and "is damaged" in caplog.records[0].getMessage()
+    # (a plain training's own cached pool, not "the offered training pool" a1071c2 called every one)
+    assert built == [1] and caplog.records[0].getMessage().startswith(f"the cached training pool {path} is damaged")
     # One cached before the checksum whose tensors are not a pool's is made again, not trained on.
     save_file({**whole, "groups": whole["groups"].int()}, str(path), metadata={"key": key})
     caplog.clear()
@@ -1374,6 +1375,43 @@ def test_a_pool_cached_before_its_checksum_is_checked_and_given_one(
         again = pool.cached_pool(plan, encoder, path)
     assert built == [1, 1] and "its tensor groups is int32" in caplog.records[0].getMessage()
     assert again.groups.dtype == torch.int64 and pool.CHECKSUM_KEY in pool_header(path)
+
+
+def test_a_pool_cached_before_its_checksum_is_trained_on_when_its_checksum_cannot_be_written(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Giving a pool cached before the checksum its checksum rewrites the whole file, the pool's size once more on
+    the disk: on a disk too full for that (the training itself needs room for its checkpoints only) the OSError
+    ended the training that the pool, whole by its layout, would have served (helper-135, reviewing 071e9d7). Now
+    the pool is used as it is, with a warning, and no part-written copy is left."""
+    import errno
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from facekit import pool
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    encoder = plan.components["encoder"].build()
+    path = tmp_path / "pool.safetensors"
+    pool.cached_pool(plan, encoder, path)
+    whole = load_file(str(path))
+    save_file(whole, str(path), metadata={"key": pool_header(path)["key"]})  # as cached before the checksum
+    before = path.read_bytes()
+
+    def full(tensors: Any, target: Path, metadata: Any) -> None:
+        target.write_bytes(b"part of a pool")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    built: list[int] = []
+    monkeypatch.setattr(pool, "save_tensors", full)
+    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1))
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        read = pool.cached_pool(plan, encoder, path)
+    assert not built and torch.equal(read.images, whole["images"])
+    said = caplog.records[0].getMessage()
+    assert "could not be given the checksum of its tensors" in said and os.strerror(errno.ENOSPC) in said
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def pool_header(path: Path) -> dict[str, str]:
