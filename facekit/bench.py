@@ -173,7 +173,6 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, judge_encoder, photo_set
     from facekit.normalize import Normalizer, inference_device
-    from facekit.pool import pool_encoder_key
     from facekit.runs import describe_device
     from facekit.train import TrainingDiverged, prepared_data_id, train
 
@@ -265,7 +264,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
                 plan,
                 resume=checkpoint.is_file(),
                 progress=progress,
-                offered_pool=_reuse_pool(output / "cells", folder, pool_encoder_key(plan)),
+                offered_pool=_reuse_pool(output / "cells", folder, plan),
             )
             trained = before + time.perf_counter() - start
             # Of which making (or reading) the training pool, every run's: the first cell of an encoder makes it, the
@@ -361,22 +360,31 @@ def _append(results: Path, row: dict[str, Any]) -> None:
         handle.write(json.dumps(row) + "\n")
 
 
-def _reuse_pool(cells_folder: Path, folder: Path, encoder: list[Any]) -> CachedPool | None:
+def _reuse_pool(cells_folder: Path, folder: Path, plan: Plan) -> CachedPool | None:
     """Offer the cell an earlier cell's cached training pool: the first whole one (:func:`facekit.pool.read_pool`)
-    made with ``encoder``, copied into the cell; returned as read and checked, for the cell's training to take
-    as it is (before, the training read and checked the copy again: 1-2 s more per cell for a 1.5 GB pool).
-    facekit.train uses it only if its key matches (same prepared set, pool, augmentation, seed and encoder), else
-    rebuilds it. None when the cell has a pool of its own or none is offered."""
-    from facekit.pool import PoolNotWhole, read_pool
+    cached under a key of this cell's pool (:func:`facekit.pool.pool_keys`: the same prepared set, pool,
+    augmentation, seed, encoders, photo inputs and background), copied into the cell; returned as read and checked,
+    for the cell's training to take as it is (before, the training read and checked the copy again: 1-2 s more per
+    cell for a 1.5 GB pool). None when the cell has a pool of its own or no earlier one is its. (Before, a pool of
+    the same encoder was offered whatever the rest of its key: in a grid over train.seed or train.pool_size it was
+    read, checked and copied in, and the training, finding another key, made its own while the offered tensors
+    stayed in memory for the whole cell, two pools where one is needed.)"""
+    from facekit.pool import PoolNotWhole, pool_header, pool_keys, read_pool
     from facekit.train import copy_atomic
 
     target = folder / "pool.safetensors"
     if target.exists():
         return None
+    try:
+        _, keys = pool_keys(plan)
+    except FacekitError:  # no prepared set: the cell's training says so
+        return None
     for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
-        if candidate == target or _pool_encoder(candidate) != encoder:
+        if candidate == target:
             continue
         try:
+            if pool_header(candidate).get("key") not in keys:  # (its header alone: another cell's pool is not read)
+                continue
             offered = read_pool(candidate)
         except PoolNotWhole:  # not offered: the cell would make it again, and so would every cell after it
             continue
@@ -395,18 +403,6 @@ def check_bench_folder(output: Path) -> None:
     resumed = (output / "results.jsonl").is_file()
     own = ["*"] if resumed else [name for name in BENCH_ENTRIES if name != "pass_rates.png"]
     refuse_foreign_folder(output, own, "bench.output", BENCH_SIGNATURES)
-
-
-def _pool_encoder(path: Path) -> list[Any] | None:
-    """The encoder a cached pool was made with; None when the file cannot be read (cut short: not offered)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            key = (handle.metadata() or {}).get("key")
-        return json.loads(key)["encoder"] if key else None
-    except (SafetensorError, OSError, ValueError, KeyError):
-        return None
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

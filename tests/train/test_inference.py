@@ -648,24 +648,59 @@ def test_a_cut_short_cached_pool_is_made_again(prepared: Path, tmp_path: Path) -
     later run of that cell stopped with safetensors' traceback."""
     from safetensors.torch import load_file
 
-    from facekit.bench import _pool_encoder
+    from facekit.bench import _reuse_pool
 
     first = train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1)))
     pool = (first / "pool.safetensors").read_bytes()  # (its header's order varies: compared by its tensors)
     second = tmp_path / "second"
     second.mkdir()
     (second / "pool.safetensors").write_bytes(pool[: len(pool) // 3])
-    assert _pool_encoder(second / "pool.safetensors") is None  # not offered to other cells
+    cells = tmp_path / "cells"  # the cut-short pool as a bench cell's: not offered to other cells
+    (cells / "cut").mkdir(parents=True)
+    (cells / "cut" / "pool.safetensors").write_bytes(pool[: len(pool) // 3])
+    assert _reuse_pool(cells, cells / "next", resolve(tiny_recipe(prepared, cells / "next", steps=1))) is None
+    assert not (cells / "next").exists()
     out = train(resolve(tiny_recipe(prepared, second, steps=1)))
     again, made = load_file(str(out / "pool.safetensors")), load_file(str(first / "pool.safetensors"))
     assert again.keys() == made.keys() and all(torch.equal(again[k], made[k]) for k in made)  # made again, the same
+
+
+def test_a_cell_is_offered_only_a_pool_made_for_it(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bench offered a cell any earlier cell's pool of the same encoder: in a grid over train.seed (or the pool's
+    size, photo inputs, background) it read and checked that pool, copied it in and handed its tensors to a training
+    that, finding another key, made its own pool while the offered one stayed in memory for the whole cell
+    (helper-135, reviewing a1071c2). Now a cell is offered only a pool cached under a key of its own pool's."""
+    import shutil
+
+    import facekit.bench as bench
+
+    made = train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1))) / "pool.safetensors"  # seed 0
+    recipe = bench_grid(prepared, tmp_path, {"train.seed": [0, 1]})
+    earlier = tmp_path / "bench" / "cells" / "earlier"
+    earlier.mkdir(parents=True)
+    shutil.copyfile(made, earlier / "pool.safetensors")
+    offered: dict[int, Any] = {}
+
+    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None) -> Path:
+        offered[plan.recipe.train.seed] = offered_pool
+        raise FacekitError("stopped here by the test")
+
+    monkeypatch.setattr("facekit.train.train", record)
+    rows, output = bench.run_bench(str(recipe), [], progress=False)
+    assert offered[0] is not None and offered[1] is None
+    copied = [path.parent.name for path in (output / "cells").glob("*/pool.safetensors")]
+    assert sorted(copied) == sorted(["earlier", rows[0]["recipe_hash"]])  # none copied into seed 1's cell
 
 
 def test_a_damaged_pool_is_not_offered_to_the_next_cell(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """A cell's cached pool whose tensors fail their checksum is made again in that cell (1a5ec64), but the bench
     offered the damaged one, first by name, to every cell after it, and each made the pool again (11 minutes at the
     paper's scale); a whole pool of another cell was there to copy (helper-125's review)."""
-    from facekit.bench import _pool_encoder, _reuse_pool
+    from facekit.bench import _reuse_pool
 
     made = (train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1))) / "pool.safetensors").read_bytes()
     cells = tmp_path / "cells"
@@ -674,7 +709,5 @@ def test_a_damaged_pool_is_not_offered_to_the_next_cell(prepared: Path, tmp_path
     for name, data in (("a", bytes(damaged)), ("b", made)):
         (cells / name).mkdir(parents=True)
         (cells / name / "pool.safetensors").write_bytes(data)
-    encoder = _pool_encoder(cells / "b" / "pool.safetensors")
-    assert encoder is not None and _pool_encoder(cells / "a" / "pool.safetensors") == encoder
-    _reuse_pool(cells, cells / "c", encoder)
+    _reuse_pool(cells, cells / "c", resolve(tiny_recipe(prepared, cells / "c", steps=1)))
     assert (cells / "c" / "pool.safetensors").read_bytes() == made
