@@ -131,15 +131,18 @@ def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -
     import facekit
 
     installed = facekit.__version__
-    name = dist.name if dist is not None else "the plugin"
+    # (A plugin not installed as a distribution, or one whose metadata has no Name, is "the plugin": before,
+    # "install a the plugin release".)
+    name = getattr(dist, "name", None)
     wanted = ""
-    for line in (dist.requires if dist is not None else None) or []:
+    for line in (dist.requires if dist is not None and name else None) or []:
         requirement = re.match(r"facekit(?![\w.-])\s*([^;]*)(;.*)?$", line.strip(), re.IGNORECASE)
         if dist is not None and requirement and "extra" not in (requirement.group(2) or ""):
             wanted = f" ({name} {dist.version} asks for facekit {requirement.group(1).strip() or 'of any version'})"
+    release = f"a {name} release" if name else "a release of the plugin"
     return (
-        f"; facekit {installed} lacks what {name} imports{wanted}: upgrade facekit, or install a {name} release made "
-        f"for facekit {installed}"
+        f"; facekit {installed} lacks what {name or 'the plugin'} imports{wanted}: upgrade facekit, or install "
+        f"{release} made for facekit {installed}"
     )
 
 

@@ -379,13 +379,14 @@ if hasattr(os, "register_at_fork"):  # (POSIX's: Windows' os has none, and no fo
 
 
 def _distribution(plugin: str) -> metadata.Distribution | None:
-    """The installed distribution of the loaded plugin named ``plugin`` (None for one that is not installed)."""
+    """The installed distribution of the loaded plugin named ``plugin`` (None for one that is not installed, or whose
+    distribution has no name: metadata's ValueError, which escaped a failed hook's report and ended every command)."""
     from facekit.plugins import get_plugin_state
 
     info = next((p for p in get_plugin_state().plugins if p.name == plugin), None)
     try:
         return metadata.distribution(info.distribution) if info is not None else None
-    except metadata.PackageNotFoundError:
+    except (metadata.PackageNotFoundError, ValueError):
         return None
 
 

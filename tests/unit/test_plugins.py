@@ -445,6 +445,41 @@ def test_a_plugin_made_for_another_facekit_says_to_upgrade_one_of_them(monkeypat
         plugins.reset()
 
 
+def test_a_plugin_without_a_named_distribution_made_for_another_facekit_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before (helper-137): a plugin whose distribution has no name (metadata without ``Name``) failing in its hook
+    with an ImportError of facekit's ended the registry build with metadata's "ValueError: A distribution name is
+    required" (every command failed, not just the plugin), and one with no distribution to name was told to "install
+    a the plugin release". Both are one line now; the rest of facekit works."""
+    from facekit import registry
+
+    def failing_hook() -> types.ModuleType:
+        module = types.ModuleType("nameless_hook_plugin")
+
+        @facekit.hookimpl
+        def register_warpers(register: object) -> None:
+            raise ImportError("cannot import name 'WarpCard' from 'facekit.types'", name="facekit.types")
+
+        module.register_warpers = register_warpers  # type: ignore[attr-defined]
+        return module
+
+    nameless = _FakeEntryPoint("nameless", "", failing_hook())
+    nameless.dist = types.SimpleNamespace(name=None, version="1.0", requires=["facekit>=0.3"])
+    unpackaged = _FakeEntryPoint("unpackaged", "facekit-unpackaged", failing_hook())
+    unpackaged.dist = None  # type: ignore[assignment]
+    _installed_beside(monkeypatch, nameless, unpackaged)
+    try:
+        assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
+        for plugin in ("nameless", "unpackaged"):
+            lines = [line for line in registry.HOOK_FAILURES if f"'{plugin}'" in line]
+            assert len(lines) == 1 and "\n" not in lines[0], lines
+            advice = "lacks what the plugin imports: upgrade facekit, or install a release of the plugin made for"
+            assert advice in lines[0], lines[0]
+    finally:
+        plugins.reset()
+
+
 def test_a_hook_with_another_argument_or_without_the_marker_is_left_out_and_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
