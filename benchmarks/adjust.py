@@ -13,6 +13,7 @@
     python benchmarks/adjust.py [--people 80] [--london 102] [--no-write]
     python benchmarks/adjust.py --selection [--model LABEL=FILE ... --variant adjust --variant 'adjust, face only']
     python benchmarks/adjust.py --profiles   # a 24 MP JPEG untagged vs in Display P3: time and peak memory
+    python benchmarks/adjust.py --memory     # a 24 and a 48 MP JPEG: peak memory of adjust and a serve request
 
 ``--model`` compares models (the adjust variants of each, one table) instead of the shipped one.
 """
@@ -262,9 +263,11 @@ def cast_shots(
 # ------------------------------------------------------------------------------------------------ speed
 
 
-def enlarged_jpeg(root: Path, path: Path, width: int, height: int, icc: bytes | None = None) -> np.ndarray:
+def enlarged_jpeg(
+    root: Path, path: Path, width: int, height: int, icc: bytes | None = None, exif: bytes = b""
+) -> np.ndarray:
     """Write a London photo enlarged to ``width`` x ``height`` as a quality-92 JPEG at ``path`` (with the colour
-    profile ``icc`` embedded when given); return the photo as it was (for warming up)."""
+    profile ``icc`` and the ``exif`` embedded when given); return the photo as it was (for warming up)."""
     import cv2
     from PIL import Image
 
@@ -273,7 +276,7 @@ def enlarged_jpeg(root: Path, path: Path, width: int, height: int, icc: bytes | 
     if face is None:
         raise SystemExit(f"cannot read {source}: see the data README")
     big = Image.fromarray(cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC))
-    big.save(path, quality=92, icc_profile=icc)  # None: no profile
+    big.save(path, quality=92, icc_profile=icc, exif=exif)  # None: no profile
     return face
 
 
@@ -343,6 +346,72 @@ def profiles(root: Path, repeats: int = 3) -> dict[str, dict[str, float]]:
                 "peak_mb": float(max(peak for peak, _ in runs)),
             }
     return figures
+
+
+#: The photo sizes of ``--memory``: a 24 MP camera and a 48 MP phone's full resolution.
+LARGE_SIZES = ((6000, 4000), (8000, 6000))
+
+
+def camera_jpeg(root: Path, path: Path, width: int, height: int) -> None:
+    """:func:`enlarged_jpeg` as a camera writes one: an sRGB ICC profile and EXIF (make, model, orientation), which
+    the full-size download carries over."""
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "facekit", "benchmark", 1
+    enlarged_jpeg(root, path, width, height, icc, exif.tobytes())
+
+
+def serve_request_peak(root: Path, photo: Path, folder: Path) -> dict[str, float]:
+    """One upload of ``photo`` to a real ``facekit serve`` (shipped model, Surrey model; the whole chain through
+    ``/analyze``, as benchmarks/serve.py): the RSS of the server's process tree before the request and its peak during
+    it (sampled every 20 ms), and the server's own high-water mark (``VmHWM``: start-up and warm-up included), MB."""
+    from facekit_serve.offline import offline_environment
+    from facekit_serve.testing import running_server
+    from gradio_client import Client, handle_file
+    from serve import MemorySampler, tree_rss
+
+    offline_environment()
+    arguments = ["--sfm", str(root / "sfm" / "sfm_shape_3448.bin")]
+    with running_server(folder, arguments, env={"OMP_WAIT_POLICY": "PASSIVE"}, stop_seconds=60) as server:
+        pid = server.process.pid
+        time.sleep(1.0)
+        idle = tree_rss(pid)
+        sampler = MemorySampler(pid, every=0.02)
+        sampler.start()
+        client = Client(server.url, verbose=False, download_files=str(folder / "downloads"), analytics_enabled=False)
+        try:
+            answer = client.predict(handle_file(str(photo)), api_name="/analyze")
+        finally:
+            client.close()
+            sampler.stopped.set()
+            sampler.join()
+        status = str(answer[1]) if isinstance(answer, list | tuple) and len(answer) > 1 else str(answer)
+        if 'class="error"' in status:
+            raise SystemExit(f"facekit serve answered {photo.name} with a message: {status[:300]}")
+        status_lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        hwm_kib = next(int(line.split()[1]) for line in status_lines if line.startswith("VmHWM"))
+    return {"idle": idle / 1e6, "peak": sampler.peak / 1e6, "hwm": hwm_kib * 1024 / 1e6}
+
+
+def large_photo_memory(root: Path) -> list[dict[str, Any]]:
+    """``--memory``: for a 24 and a 48 MP camera JPEG (:func:`camera_jpeg`), the peak RSS of ``facekit adjust`` in a
+    fresh process and of one ``facekit serve`` request (:func:`serve_request_peak`)."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="facekit-adjust-memory-") as temporary:
+        folder = Path(temporary)
+        for width, height in LARGE_SIZES:
+            path = folder / f"photo-{width}x{height}.jpg"
+            camera_jpeg(root, path, width, height)
+            adjust_peak = adjust_in_fresh_process(path, folder / f"out-{width}")[0]
+            serve = serve_request_peak(root, path, folder / f"serve-{width}")
+            rows.append(
+                {"photo": f"{width} x {height} ({width * height / 1e6:.0f} MP)", "adjust": adjust_peak, **serve}
+            )
+            print(rows[-1], flush=True)
+            path.unlink()
+    return rows
 
 
 def accuracy_table(accuracy: dict[str, dict[str, list[float]]], methods: list[str]) -> list[str]:
@@ -431,6 +500,12 @@ def main() -> None:
         action="store_true",
         help="only `facekit adjust` on a 24 MP JPEG untagged vs tagged Display P3 (section adjust-profiles)",
     )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the peak memory of `facekit adjust` and of one `facekit serve` request on a 24 and a 48 MP "
+        "JPEG with an ICC profile and EXIF (section adjust-memory)",
+    )
     args = parser.parse_args()
     if args.per_person < 4:  # before: no person kept, and a table of nan written
         parser.error("--per-person: at least 4 (a person's spread is measured over 4 or more faces)")
@@ -457,6 +532,30 @@ def main() -> None:
                 f"P3 / untagged: time {p3['seconds'] / plain['seconds']:.2f}, memory "
                 f"{p3['peak_mb'] / plain['peak_mb']:.2f}. The P3 photo is estimated on a 1,024-px copy converted to "
                 "sRGB and its stored values corrected (`facekit/apps/adjust.py`, `_in_own_profile`).",
+            ],
+            write=not args.no_write,
+        )
+        return
+    if args.memory:
+        rows = large_photo_memory(root)
+        publish(
+            "adjust-memory",
+            [
+                "## Peak memory of a large photo's adjust (`python benchmarks/adjust.py --memory`)",
+                "",
+                f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. A London photo enlarged to a quality-92 "
+                "JPEG with an sRGB ICC profile and EXIF; `facekit adjust PHOTO -o OUT` in a fresh process (peak RSS "
+                "the kernel's), and one upload to a real `facekit serve` with the Surrey model (the "
+                "whole chain: faces, adjust with the full-size download, attributes, avatar): the RSS of its "
+                "process tree before the request and its peak during it (sampled every 20 ms), and the server's own "
+                "high-water mark (start-up included). MB.",
+                "",
+                "| photo | `facekit adjust` peak | serve idle | serve request peak | serve VmHWM |",
+                "|---|---|---|---|---|",
+                *(
+                    f"| {r['photo']} | {r['adjust']:.0f} | {r['idle']:.0f} | {r['peak']:.0f} | {r['hwm']:.0f} |"
+                    for r in rows
+                ),
             ],
             write=not args.no_write,
         )
