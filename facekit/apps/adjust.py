@@ -710,8 +710,12 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
     quick = _in_own_profile(planned.source, corrector)
     again: np.ndarray | None = None
     corrected: np.ndarray | None = None
+    # Each full-size array is let go as soon as it is no longer needed, the before/after made before the encoder's
+    # copy: the peak is reading the photo, not encoding it (before: the photo, its correction and the encoder's copy,
+    # 10 bytes a pixel; benchmarks/adjust.py --memory).
     if quick is not None:  # a JPEG in another profile: estimated on a small sRGB copy, its stored values corrected
         stored, small, photo, primaries = quick
+        quick = None
         record = corrector.correct(small)[1]
         if record is None and small.shape[:2] == stored.shape[:2]:
             return no_face
@@ -719,23 +723,28 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
             # None only for a record that does not say how: the general path
             again = recolour(stored, record, primaries)
             corrected = recolour(photo, record)  # the before/after, from a copy as high as it is shown
+        del stored
     if again is not None and corrected is not None:
         kept: dict[str, Any] = {"written": {"bits": 8, "alpha": False, "profile": "kept"}}
+        pair = png_bytes(before_after(photo, corrected))
         data, suffix = encode_like(planned.source, again, None, profile=True)
+        del again
     else:
         read, why = load_rgb(planned.source)
         if read is None:
             return AdjustRow(name, "unreadable", record={"reason": why})
-        photo = read
-        corrected, record = corrector.correct(photo)
+        corrected, record = corrector.correct(read)
         if record is None:
             return no_face
         method = (provenance.get("settings") or {}).get("method") or type(corrector).__name__
-        check_corrected(method, photo, corrected, record)
-        data, suffix, kept = encode_corrected(planned.source, photo, corrected, record)
+        check_corrected(method, read, corrected, record)
+        pair, shape = png_bytes(before_after(read, corrected)), read.shape
+        del read
+        data, suffix, kept = encode_corrected(planned.source, shape, corrected, record)
+    del corrected
     target = out / f"{planned.base}{suffix}"
     record = {**(record.to_json() if hasattr(record, "to_json") else record), **kept, **provenance}
-    pictures = [(target, data), (out / f"{planned.base}_before_after.png", png_bytes(before_after(photo, corrected)))]
+    pictures = [(target, data), (out / f"{planned.base}_before_after.png", pair)]
     failed = write_files(with_record(out / f"{planned.base}.json", record, pictures, indent=2), out)
     if failed:
         return AdjustRow(name, "unwritable", record={"reason": failed})
@@ -809,12 +818,13 @@ LOST_DEPTH = (
 
 
 def kept_depth(
-    source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
+    source: Any, photo: np.ndarray | tuple[int, ...], corrected: np.ndarray, record: Any
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """What to write for ``source`` once ``corrected`` (8-bit, from ``photo`` as :func:`facekit.images.load_rgb` read
     it): the same correction at the file's own depth with its alpha kept (a 16-bit or transparent PNG stays one), and
     what the record says about it. The estimate came from the 8-bit copy (alpha over grey); only the pixels written
-    change.
+    change. Of ``photo`` only its shape is read, and its shape will do: a caller that lets the photo go before
+    encoding holds one full-size array less while the encoder makes its copy.
 
     A photo in a colour profile other than sRGB was read converted to sRGB, but ``encode_like`` keeps its profile: its
     own stored values are corrected instead (linear gains moved into its primaries, so that the colour the correction
@@ -827,6 +837,7 @@ def kept_depth(
         # An RGB profile on a photo load_rgb does not convert (a grey or CMYK JPEG): the values written are the sRGB
         # estimate's, so the profile is not carried over.
         foreign = icc is None and srgb_profile(opened.info.get("icc_profile")) is False
+    shape = photo if isinstance(photo, tuple) else photo.shape
     own = icc is not None  # load_rgb converted it: the file's values are not sRGB's
     primaries = profile_primaries(icc) if own else None
     dropped = {"profile": "dropped"} if own or foreign else {}
@@ -836,14 +847,14 @@ def kept_depth(
         if not own:
             return corrected, None, {"written": {"bits": 8, "alpha": False, **dropped}} if foreign else {}
         stored, _ = load_rgb(source, colour_manage=False)
-        again = None if stored is None or stored.shape != photo.shape else recolour(stored, record, primaries)
+        again = None if stored is None or stored.shape != shape else recolour(stored, record, primaries)
         if again is None:
             logger.warning("%s: its stored values could not be corrected; written in sRGB without its profile", source)
             return corrected, None, {"written": {"bits": 8, "alpha": False, **dropped}}
         return again, None, {"written": {"bits": 8, "alpha": False, **profile}}
     pixels, alpha = deep
     bits = 16 if pixels.dtype == np.uint16 else 8
-    if pixels.shape[:2] != photo.shape[:2]:  # not the picture load_rgb read (a multi-frame file): 8-bit as read
+    if pixels.shape[:2] != shape[:2]:  # not the picture load_rgb read (a multi-frame file): 8-bit as read
         logger.warning("%s: its full-depth pixels do not match the photo read; written at 8 bits", source)
         return corrected, None, {"written": {"bits": 8, "alpha": False, **dropped}}
     again = recolour(pixels, record, primaries)
@@ -863,12 +874,12 @@ def keeps_profile(kept: dict[str, Any]) -> bool:
 
 
 def encode_corrected(
-    source: Any, photo: np.ndarray, corrected: np.ndarray, record: Any
+    source: Any, photo: np.ndarray | tuple[int, ...], corrected: np.ndarray, record: Any
 ) -> tuple[bytes, str, dict[str, Any]]:
     """The corrected photo as a file like ``source``: :func:`kept_depth` (the file's own depth, alpha and colour
-    profile where it can) then :func:`encode_like` with the profile only where the values written are in it. Returns
-    (bytes, file suffix, what the record says about what was written). One call, so that no caller can write sRGB
-    values under the photo's P3 label or the other way round."""
+    profile where it can; ``photo`` or its shape) then :func:`encode_like` with the profile only where the values
+    written are in it. Returns (bytes, file suffix, what the record says about what was written). One call, so that
+    no caller can write sRGB values under the photo's P3 label or the other way round."""
     written, alpha, kept = kept_depth(source, photo, corrected, record)
     data, suffix = encode_like(source, written, alpha, keeps_profile(kept))
     return data, suffix, kept

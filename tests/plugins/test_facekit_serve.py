@@ -38,7 +38,7 @@ from facekit_serve.engine import (
 )
 from facekit_serve.testing import ServerDidNotStart, running_server
 from facekit_serve.web import ALT_TEXT
-from PIL import Image
+from PIL import Image, ImageCms
 
 from facekit.images import load_rgb
 from facekit.normalize import box_overlap
@@ -615,6 +615,64 @@ def test_a_small_face_in_a_large_photo_is_found_and_the_message_scales(engine: E
     Image.fromarray(np.full((3000, 4000, 3), 150, np.uint8)).save(tmp_path / "wall.jpg")
     with pytest.raises(UploadError, match="at least about 156 pixels wide"):
         engine.analyze(tmp_path / "wall.jpg")
+
+
+def test_the_full_size_download_is_encoded_without_the_photo_read(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large upload's peak was the full-size adjusted download: the photo read again, its correction and the
+    encoder's copy, 10 bytes a pixel (a 48 MP photo: above reading it). The previews are made first and the photo read
+    let go before the encoder runs; the download and the previews are byte for byte what the old order gave."""
+    import weakref
+
+    from facekit_serve.engine import PREVIEW_SIDE, jpeg_bytes
+
+    from facekit import images
+    from facekit.apps import adjust
+    from facekit.apps.adjust import apply_correction, before_after
+    from facekit.testing import real_face
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "facekit test", 1
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = tmp_path / "camera.jpg"  # larger than the previews, so that they are copies and the photo can go
+    Image.fromarray(real_face().image).resize((2400, 1600), Image.Resampling.BICUBIC).save(
+        photo, quality=92, icc_profile=srgb, exif=exif.tobytes()
+    )
+    read: list[weakref.ref[np.ndarray]] = []
+    held: list[int] = []
+    load_rgb, encode_corrected = images.load_rgb, adjust.encode_corrected
+
+    def tracked_load(*args: Any, **kwargs: Any) -> Any:
+        found, why = load_rgb(*args, **kwargs)
+        if found is not None:
+            read.append(weakref.ref(found))
+        return found, why
+
+    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
+        held.append(sum(ref() is not None for ref in read))
+        return encode_corrected(*args, **kwargs)
+
+    monkeypatch.setattr(images, "load_rgb", tracked_load)
+    monkeypatch.setattr(adjust, "encode_corrected", tracked_encode)
+    analysis = engine.analyze(photo)
+    made = engine.result(analysis.sha256, 0)
+    assert read and held == [0]  # the photo read was gone when the encoder ran
+    monkeypatch.undo()
+
+    full = load_rgb(analysis.source)[0]
+    assert full is not None and max(full.shape) > PREVIEW_SIDE
+    correction = engine.adjuster.settle(
+        analysis.photo, engine.adjuster.estimate_faces(analysis.photo, analysis.faces[:1])
+    )
+    after = apply_correction(full, correction)
+    assert made.adjusted_full.read_bytes() == encode_corrected(analysis.source, full, after, correction)[0]
+    shown_before, shown_after = images.downscale(full, PREVIEW_SIDE), images.downscale(after, PREVIEW_SIDE)
+    assert made.adjusted.read_bytes() == jpeg_bytes(shown_after, 92)
+    pair = before_after(shown_before, shown_after, min(480, shown_before.shape[0]))
+    assert made.before_after.read_bytes() == jpeg_bytes(pair)
+    with Image.open(made.adjusted_full) as written:  # the camera's EXIF and profile carried over
+        assert written.getexif()[0x010F] == "facekit test" and written.info["icc_profile"] == srgb
 
 
 def test_an_image_too_small_or_too_thin_for_a_face_is_told_so(engine: Engine, tmp_path: Path) -> None:

@@ -732,3 +732,70 @@ def test_adjusting_files_into_their_own_folder_twice_is_done(adjuster: FaceAdjus
     rows = adjust_files(plan_folder(globbed, tmp_path, outputs=ADJUST_OUTPUTS), adjuster, settings=settings)
     assert [(Path(r.input).name, r.status) for r in rows] == [("p.jpg", "done")]
     assert sorted(p.name for p in tmp_path.glob("*.jpg")) == ["p.jpg", "p_jpg.jpg"]
+
+
+def _camera_jpeg(path: Path, size: tuple[int, int], icc: bytes | None = None) -> None:
+    """The test face enlarged to ``size`` as a camera's JPEG: EXIF and a colour profile (sRGB unless ``icc``)."""
+    from PIL import ImageCms
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "facekit test", 1
+    profile = icc or ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(real_face().image).resize(size, Image.Resampling.BICUBIC).save(
+        path, quality=92, icc_profile=profile, exif=exif.tobytes()
+    )
+
+
+@pytest.mark.parametrize("profile", ["sRGB", "Display P3"])
+def test_adjust_encodes_a_photo_without_holding_the_photo_read(
+    adjuster: FaceAdjuster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, profile: str
+) -> None:
+    """`facekit adjust` on a large photo peaked while encoding: the photo as read (or its stored values, in a P3
+    JPEG), its correction and the encoder's copy, 10 bytes a pixel. The before/after is made first and every full-size
+    array read is let go before the encoder runs; the files are byte for byte what encoding beside the photo gave."""
+    import weakref
+
+    from facekit import images
+    from facekit.apps import adjust
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files, before_after, encode_corrected
+    from facekit.batch import plan_folder, png_bytes
+    from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+
+    icc = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3") if profile == "Display P3" else None
+    source = tmp_path / "photo.jpg"
+    _camera_jpeg(source, (600, 400), icc)
+    read: list[weakref.ref[np.ndarray]] = []
+    held: list[int] = []
+    load_rgb, encode_like = images.load_rgb, adjust.encode_like
+
+    def tracked_load(*args: Any, **kwargs: Any) -> Any:
+        photo, why = load_rgb(*args, **kwargs)
+        if photo is not None:
+            read.append(weakref.ref(photo))
+        return photo, why
+
+    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
+        held.append(sum(ref() is not None for ref in read))
+        return encode_like(*args, **kwargs)
+
+    monkeypatch.setattr(images, "load_rgb", tracked_load)
+    monkeypatch.setattr(adjust, "encode_like", tracked_encode)
+    plan = plan_folder([str(source)], tmp_path / "out", outputs=ADJUST_OUTPUTS)
+    (row,) = adjust_files(plan, adjuster)
+    assert row.status == "adjusted" and read and held == [0]  # every array read was gone when the encoder ran
+
+    monkeypatch.undo()
+    if profile == "sRGB":  # the old order: encoded with the photo held; the same bytes
+        photo = images.load_rgb(source)[0]
+        assert photo is not None
+        corrected, record = adjuster.correct(photo)
+        assert (tmp_path / "out" / "photo.jpg").read_bytes() == encode_corrected(source, photo, corrected, record)[0]
+        assert (tmp_path / "out" / "photo_before_after.png").read_bytes() == png_bytes(before_after(photo, corrected))
+    else:
+        stored, small, shown, primaries = adjust._in_own_profile(source, adjuster) or ()
+        record = adjuster.correct(small)[1]
+        again = adjust.recolour(stored, record, primaries)
+        assert again is not None
+        assert (tmp_path / "out" / "photo.jpg").read_bytes() == adjust.encode_like(source, again, None, True)[0]
+        pair = before_after(shown, adjust.recolour(shown, record))
+        assert (tmp_path / "out" / "photo_before_after.png").read_bytes() == png_bytes(pair)

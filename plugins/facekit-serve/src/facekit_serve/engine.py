@@ -667,12 +667,18 @@ class Engine:
         if full is None:  # the bytes were read a moment ago: only a full disk or a removed folder gets here
             raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
         after = apply_correction(full, correction)
+        # The previews first, then the photo as read is let go: the full-size download is encoded with only its
+        # correction and the encoder's copy of it in memory. Before, the photo read was held too (10 bytes a pixel
+        # where 7 will do: a 48 MP upload's peak, above reading it; benchmarks/adjust.py --memory).
+        shown_before, shown_after = downscale(full, PREVIEW_SIDE), downscale(after, PREVIEW_SIDE)
+        shape = full.shape
+        del full
         # A 16-bit or transparent PNG keeps its depth and alpha, a photo in another colour profile its own values.
-        data, suffix, _ = encode_corrected(analysis.source, full, after, correction)
+        data, suffix, _ = encode_corrected(analysis.source, shape, after, correction)
+        del after
         adjusted_full = folder / f"adjusted{suffix}"
         adjusted_full.write_bytes(data)
-        shown_before, shown_after = downscale(full, PREVIEW_SIDE), downscale(after, PREVIEW_SIDE)
-        del full, after
+        del data
         adjusted = folder / "adjusted-preview.jpg"
         adjusted.write_bytes(jpeg_bytes(shown_after, 92))
         pair = folder / "before-after.jpg"
