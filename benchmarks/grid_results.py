@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,14 @@ def main() -> None:
     shas = sorted({row["git_sha"][:12] for row in rows})
     keys = ", ".join(item.split("=", 1)[0] for item in rows[0]["cell"])
     where = SET_WORDS.get(evaluation.get("data", "lfw-devtest"), evaluation.get("data"))
+    # The heading names both steps (helper-139: it named the bench alone, and this step rerun without --section
+    # wrote the default-model grid over the "grid" section).
+    written = ["python", "benchmarks/grid_results.py", str(folder)]
+    for option, value in (("--recipe", args.recipe), ("--section", args.section)):
+        if value != parser.get_default(option.lstrip("-")):
+            written += [option, value]
     lines = [
-        f"## Grid `{args.recipe}` (`facekit bench {args.recipe}`)",
+        f"## Grid `{args.recipe}` (`facekit bench {args.recipe}`, then `{shlex.join(written)}`)",
         "",
         f"Machine: {machine()}. Each cell: {' or '.join(map(str, steps))} training steps of the recipe with the "
         f"cell's values of {keys}, then identity pass rates (and median distance or cosine) on "

@@ -35,6 +35,11 @@ def nme(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(predicted - truth, axis=1).mean() / np.linalg.norm(truth[36] - truth[45]))
 
 
+def section(args: argparse.Namespace) -> str:
+    """The RESULTS.md section a run writes: one per detector."""
+    return f"landmarks-{args.detector}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--detector", default="dlib")
@@ -79,7 +84,7 @@ def main() -> None:
     ]
     print("\n".join(summary))
     if not args.no_write:
-        write_section(f"landmarks-{args.detector}", "\n".join(summary))
+        write_section(section(args), "\n".join(summary))
 
 
 if __name__ == "__main__":

@@ -303,14 +303,21 @@ def fmt_ms(t: float | None, tmin: float | None = None) -> str:
     return f"{t * 1e3:.1f}" if tmin is None else f"{t * 1e3:.1f} ({tmin * 1e3:.1f})"
 
 
-def write_results(text: str, argv: list[str]) -> None:
-    """The "warp" section of RESULTS.md, headed by the command that made it (helper-75: it had none, and the
+def section(args: argparse.Namespace) -> str:
+    """The RESULTS.md section a run writes: "warp" on the CPU, "warp-cuda" on a GPU (helper-139: a GPU run without
+    --no-write replaced the CPU section)."""
+    return "warp-cuda" if args.device.startswith("cuda") else "warp"
+
+
+def write_results(text: str, argv: list[str], name: str) -> None:
+    """Section ``name`` of RESULTS.md, headed by the command that made it (helper-75: it had none, and the
     published table came from a --quick run)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from results import write_section
 
     command = "python benchmarks/warp.py" + (f" {shlex.join(argv)}" if argv else "")
-    write_section("warp", f"## Warp (`{command}`)\n\n{text.rstrip()}")
+    title = "Warp on the GPU" if name == "warp-cuda" else "Warp"
+    write_section(name, f"## {title} (`{command}`)\n\n{text.rstrip()}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -404,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in notes:
         emit(f"- {n}")
     if not args.no_write:
-        write_results("\n".join(lines), sys.argv[1:] if argv is None else argv)
+        write_results("\n".join(lines), sys.argv[1:] if argv is None else argv, section(args))
         print(f"\nwrote {RESULTS}")
 
 

@@ -477,3 +477,113 @@ def test_the_avatar_section_says_its_pass_rates_count_a_photo_sface_cannot_find_
     inputs = np.ones((4, 3))
     inputs[2] = np.nan
     assert photos_without_a_face(inputs).startswith("SFace's detector finds no face in 1 of these 4 photos themselves")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+class _Parsed(Exception):
+    """A script's command line parsed: its main() is stopped there, before it measures anything."""
+
+
+class _Refused(Exception):
+    """A script's parser refused its command line (argparse's message)."""
+
+
+def heading_problems(page: str, monkeypatch: Any) -> list[str]:
+    """What keeps each RESULTS.md section's heading command from being rerun as written: a ``python benchmarks/X.py``
+    whose script is gone or whose parser refuses its options (the script's own ``main()``, stopped where it parses),
+    a section the script would write under another name (it rewrites whole sections between their markers, so the
+    rerun would append a second one and leave this one stale), a ``facekit bench`` recipe that is gone."""
+    import argparse
+    import importlib
+    import re
+    import shlex
+
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
+        raise _Parsed(real_parse(self, args, namespace), spellings(self))
+
+    def spellings(parser: argparse.ArgumentParser) -> set[str]:
+        """The parser's options as spelled (argparse takes a prefix too, which a new option can make ambiguous)."""
+        found = set(parser._option_string_actions)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found.update(*(spellings(sub) for sub in action.choices.values()))
+        return found
+
+    def refuse(self: argparse.ArgumentParser, message: str) -> Any:
+        raise _Refused(message)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(argparse.ArgumentParser, "error", refuse)
+    # benchmarks/normalize_folder.py sets it on import, as the CLI does: restored after the test.
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    problems = []
+    sections = re.findall(r"<!-- (\S+):start -->\n(.*?)<!-- \1:end -->", page, re.S)
+    assert sections, "no section found: the markers' form changed?"
+    for name, body in sections:
+        heading = body.split("\n", 1)[0]
+        for recipe in re.findall(r"`facekit bench (\S+)`", heading):
+            if not (BENCHMARKS.parent / recipe).is_file():
+                problems.append(f"{name}: facekit bench {recipe}: no such recipe")
+        for command in re.findall(r"`(python benchmarks/[^`]+)`", heading):
+            words = shlex.split(command)
+            script = BENCHMARKS / Path(words[1]).name
+            if not script.is_file():
+                problems.append(f"{name}: {words[1]}: no such script")
+                continue
+            monkeypatch.setattr(sys, "argv", [str(script), *words[2:]])
+            try:
+                importlib.import_module(script.stem).main()  # (warp.py's and gpu_224.py's take argv=None)
+                problems.append(f"{name}: {words[1]} ran without parsing a command line")
+                continue
+            except _Refused as refused:
+                problems.append(f"{name}: {words[1]} refuses its command: {refused}")
+                continue
+            except _Parsed as parsed:
+                args, spelled = parsed.args
+            for word in words[2:]:
+                option = word.split("=", 1)[0]
+                if option.startswith("--") and option not in spelled:
+                    problems.append(f"{name}: {words[1]} has no option spelled {option}")
+            source = script.read_text()
+            if "publish(" not in source and "write_section(" not in source:
+                continue  # writes no section (gpu_224.py): its section is written by hand
+            module = sys.modules[script.stem]
+            written = module.section(args) if hasattr(module, "section") else getattr(args, "section", None)
+            if written is None and f'"{name}"' in source:  # a script that writes one section, or one per mode
+                written = name
+            if written != name:
+                problems.append(f"{name}: {words[1]} writes section {written or 'named otherwise'!r}")
+    return problems
+
+
+def test_every_results_heading_command_is_one_its_script_accepts(monkeypatch: Any) -> None:
+    """Each figure is reproducible from the command in its section's heading (helper-139's audit: the commands
+    parsed, but a grid section's rerun wrote over the other grid's section and gpu-224's named no step to run)."""
+    assert heading_problems((BENCHMARKS / "RESULTS.md").read_text(), monkeypatch) == []
+
+
+def test_a_heading_command_the_script_would_not_run_as_written_is_named(monkeypatch: Any) -> None:
+    page = (
+        "<!-- quality-x:start -->\n## Q (`python benchmarks/quality.py --photoz 100 --section quality-x`)\n"
+        "<!-- quality-x:end -->\n"
+        "<!-- quality-y:start -->\n## Q (`python benchmarks/quality.py --photo 9 --section quality-z`)\n"
+        "<!-- quality-y:end -->\n"
+        "<!-- omp:start -->\n## O (`python benchmarks/omp_wait.py`)\n<!-- omp:end -->\n"
+        "<!-- gone:start -->\n## G (`python benchmarks/gone.py --x 1`) (`facekit bench benchmarks/gone.yaml`)\n"
+        "<!-- gone:end -->\n"
+        "<!-- landmarks-dlib:start -->\n## L (`python benchmarks/landmarks.py --detector dlib`)\n"
+        "<!-- landmarks-dlib:end -->\n"
+    )
+    problems = heading_problems(page, monkeypatch)
+    assert problems == [
+        "quality-x: benchmarks/quality.py refuses its command: unrecognized arguments: --photoz 100",
+        "quality-y: benchmarks/quality.py has no option spelled --photo",  # (argparse takes it for --photos)
+        "quality-y: benchmarks/quality.py writes section 'quality-z'",
+        "omp: benchmarks/omp_wait.py writes section 'named otherwise'",
+        "gone: facekit bench benchmarks/gone.yaml: no such recipe",
+        "gone: benchmarks/gone.py: no such script",
+    ]
