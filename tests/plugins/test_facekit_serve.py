@@ -11,9 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -441,6 +443,74 @@ def test_a_page_closed_while_its_results_are_made_leaves_nothing_on_disk(
                 engine.result(analysis.sha256, 0)
         assert not analysis.folder.exists() and engine.cached(analysis.sha256) is None, closing
         assert not [path for path in engine.workdir.rglob("*") if path.is_file()], closing
+
+
+def test_a_face_asked_for_twice_at_once_is_made_once(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: two requests for one face of one upload at once (two tabs, a double click, two visitors sending the
+    same bytes) both made it, each into a folder of its own, and the second's (the full-size photo among its files)
+    stayed on disk until the upload went. Now the second waits for the first's result, told the first's progress,
+    and gets its error when it fails."""
+    plain = example_photos(tmp_path / "examples")[0]
+    estimate = engine.adjuster.estimate_faces
+    under_way, go_on = threading.Event(), threading.Event()
+    makes: list[str] = []
+
+    def held(*args: Any, **kwargs: Any) -> Any:  # a make stops here, its first files written
+        makes.append(threading.current_thread().name)
+        under_way.set()
+        assert go_on.wait(60)
+        if failing:
+            raise RuntimeError("the fit diverged")
+        return estimate(*args, **kwargs)
+
+    def twice(sha256: str, meanwhile: Any = None) -> tuple[Future[Any], Future[Any]]:
+        """Face 1 asked for, then asked for again while the first request makes it."""
+        told = threading.Event()
+
+        def second_tell(fraction: float, text: str) -> None:
+            if text.startswith("adjusting"):  # the step the first is at (before: its own make's)
+                told.set()
+
+        under_way.clear()
+        go_on.clear()
+        makes.clear()
+        first = pool.submit(engine.result, sha256, 0)
+        assert under_way.wait(60)
+        second = pool.submit(engine.result, sha256, 0, second_tell)
+        assert told.wait(60)
+        if meanwhile is not None:
+            meanwhile()
+        go_on.set()
+        return first, second
+
+    monkeypatch.setattr(engine.adjuster, "estimate_faces", held)
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            failing = False  # the page closes while both wait: as for one request, nothing stays on disk
+            analysis = engine.analyze(plain)
+            engine.hold(analysis.sha256, "alice")
+            for request in twice(analysis.sha256, lambda: engine.release("alice")):
+                with pytest.raises(UploadError, match="no longer in the server's memory"):
+                    request.result(60)
+            assert len(makes) == 1 and not [path for path in engine.workdir.rglob("*") if path.is_file()]
+
+            failing = True  # the first fails: so does the second, without trying again
+            analysis = engine.analyze(plain)
+            for request in twice(analysis.sha256):
+                with pytest.raises(RuntimeError, match="the fit diverged"):
+                    request.result(60)
+            assert len(makes) == 1, makes
+
+            failing = False  # a request after the failure makes it again, once for both
+            folders = set(analysis.folder.glob("face1-*"))
+            first, second = twice(analysis.sha256)
+            made = first.result(60)
+            assert second.result(60) is made and len(makes) == 1, makes
+            assert set(analysis.folder.glob("face1-*")) - folders == {made.normalized_png.parent}
+        finally:
+            go_on.set()
 
 
 def test_a_page_closed_while_its_photo_is_read_leaves_nothing_on_disk(

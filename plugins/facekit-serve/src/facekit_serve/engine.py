@@ -11,7 +11,9 @@ problem with an upload is an :class:`UploadError` whose message is written for t
 Threads: the page may run a few requests at once (``--concurrency``). The normalizers (torch, dlib) run one call at a
 time under a lock; the avatar's OpenGL context belongs to the thread that made it, so every avatar is fitted,
 rendered and exported on one dedicated thread. Results are cached per upload (by the sha256 of its bytes) in a
-bounded LRU; an entry's files are deleted when it is evicted or when the last session holding it ends.
+bounded LRU; an entry's files are deleted when it is evicted or when the last session holding it ends. A face's
+results are made by the first request for them; the requests for the same face meanwhile wait for those
+(:class:`Making`).
 """
 
 from __future__ import annotations
@@ -313,11 +315,54 @@ class Analysis:
     results: dict[int, FaceResult] = field(default_factory=dict)
     #: The results under a visitor's file name, by (:func:`download_stem` of the name, face).
     named: dict[tuple[str, int], FaceResult] = field(default_factory=dict)
+    #: The results being made now, by their key in ``results`` (a face).
+    making: dict[Any, Making] = field(default_factory=dict)
 
     @property
     def faces_found(self) -> int:
         """Faces the detector found (``faces`` keeps at most :data:`MAX_FACES`)."""
         return int(self.faces[0].faces_found)
+
+
+class Making:
+    """One result being made by one request (:meth:`Engine.result`): the requests that ask for it meanwhile (two tabs,
+    a double click, two visitors sending the same bytes) wait for it and are told the maker's progress, where before
+    each made it again into a folder of its own and every one but the first stayed on disk until the upload went."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._progress: tuple[float, str] | None = None
+        self._outcome: FaceResult | BaseException | None = None
+
+    def tell(self, fraction: float, text: str) -> None:
+        """The maker's progress, for those who wait."""
+        with self._changed:
+            self._progress = (fraction, text)
+            self._changed.notify_all()
+
+    def finish(self, outcome: FaceResult | BaseException) -> None:
+        """The result, or the error every waiter raises (the same work fails the same way)."""
+        with self._changed:
+            self._outcome = outcome
+            self._changed.notify_all()
+
+    def wait(self, tell: Progress) -> FaceResult:
+        """The result once made, telling ``tell`` the maker's progress meanwhile (on this thread: the latest step
+        each time, from the one under way when this request came)."""
+        shown = None
+        while True:
+            with self._changed:
+                while self._outcome is None and self._progress == shown:
+                    self._changed.wait()
+                outcome, progress = self._outcome, self._progress
+            if outcome is not None:
+                break
+            shown = progress
+            if progress is not None:
+                tell(*progress)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
 
 class Engine:
@@ -565,24 +610,67 @@ class Engine:
             raise UploadError(f"There is no face {index + 1} in this photo; choose one of 1-{len(analysis.faces)}.")
         gone = UploadError("This photo is no longer in the server's memory. Please upload it again.")
         done = analysis.results.get(index)
-        if done is not None:
-            return done if name is None else self._named(analysis, done, name, gone)
+        if done is None:
+            done = self._once(
+                analysis, analysis.results, lambda: index, lambda _, told: self._make(analysis, index, told), tell, gone
+            )
+        return done if name is None else self._named(analysis, done, name, gone)
+
+    def _once(
+        self,
+        analysis: Analysis,
+        results: dict[Any, FaceResult],
+        key: Callable[[], Any],
+        make: Callable[[Any, Progress], FaceResult],
+        tell: Progress,
+        gone: UploadError,
+    ) -> FaceResult:
+        """``results[key()]`` (``key`` is called under the cache lock), made by ``make(key, progress)`` if it is not
+        yet: by one request at a time, the others asking meanwhile wait for its result or its error
+        (:class:`Making`). The work runs outside the cache lock, which every request's cache lookup takes; an upload
+        released or evicted meanwhile (its folder deleted after it left the cache, perhaps while files were still
+        being written into it) has all its files deleted once the work stops, and is ``gone``."""
+        with self._cache_lock:
+            if self._cache.get(analysis.sha256) is not analysis:
+                raise gone
+            wanted = key()
+            if wanted in results:
+                return results[wanted]
+            making = analysis.making.get(wanted)
+            mine = making is None
+            if making is None:
+                making = analysis.making[wanted] = Making()
+        if not mine:
+            return making.wait(tell)
+
+        def told(fraction: float, text: str) -> None:
+            making.tell(fraction, text)
+            tell(fraction, text)
+
         try:
-            made = self._make(analysis, index, tell)
-        except Exception as error:  # the page closed meanwhile and its files went: say so, leave nothing behind
-            if self.cached(sha256) is analysis:
+            made = make(wanted, told)
+        except BaseException as error:
+            with self._cache_lock:
+                del analysis.making[wanted]
+                kept = self._cache.get(analysis.sha256) is analysis
+            if kept or not isinstance(error, Exception):
+                making.finish(error)
                 raise
+            # The page closed meanwhile and its files went: say so, leave nothing behind.
             shutil.rmtree(analysis.folder, ignore_errors=True)
+            making.finish(gone)
             raise gone from error
         with self._cache_lock:
-            kept = self._cache.get(sha256) is analysis
+            del analysis.making[wanted]
+            kept = self._cache.get(analysis.sha256) is analysis
             if kept:
-                made = analysis.results.setdefault(index, made)
-        if kept:
-            return made if name is None else self._named(analysis, made, name, gone)
-        # Released (the page closed) or evicted while the results were made: nothing of it may stay on disk.
-        shutil.rmtree(analysis.folder, ignore_errors=True)
-        raise gone
+                results[wanted] = made
+        if not kept:  # released (the page closed) or evicted while it was made: nothing of it may stay on disk
+            shutil.rmtree(analysis.folder, ignore_errors=True)
+            making.finish(gone)
+            raise gone
+        making.finish(made)
+        return made
 
     def _named(self, analysis: Analysis, made: FaceResult, name: str, gone: UploadError) -> FaceResult:
         """``made`` with its files named for a visitor who called the photo ``name``: ``IMG_1234.jpg`` ->
