@@ -5,7 +5,9 @@ port, with a real LFW photo and the real Surrey model."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
+import os
 import shutil
 import signal
 import socket
@@ -509,6 +511,68 @@ def test_a_face_asked_for_twice_at_once_is_made_once(
             made = first.result(60)
             assert second.result(60) is made and len(makes) == 1, makes
             assert set(analysis.folder.glob("face1-*")) - folders == {made.normalized_png.parent}
+        finally:
+            go_on.set()
+
+
+def test_downloads_are_linked_or_copied_outside_the_cache_lock(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a download's files were linked, or copied where the file system has no hard links (the avatar's OBJ
+    zip always), under the lock every request's cache lookup takes: a large photo's full-size copy held up every
+    other visitor. Now lookups go on meanwhile, a second request for the same name waits for the first's files (one
+    set of them), and an upload released meanwhile leaves nothing on disk (no copy makes its folder again)."""
+    plain = example_photos(tmp_path / "examples")[0]
+    analysis = engine.analyze(plain)
+    engine.hold(analysis.sha256, "alice")
+    made = engine.result(analysis.sha256, 0)
+    copy = shutil.copyfile
+    copying, go_on, waiting = threading.Event(), threading.Event(), threading.Event()
+
+    def no_links(source: Any, target: Any) -> None:
+        raise OSError(errno.EPERM, "this file system has no hard links")
+
+    def held(source: Any, target: Any) -> Any:
+        copying.set()
+        assert go_on.wait(60)
+        return copy(source, target)
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(shutil, "copyfile", held)
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            mine = pool.submit(engine.result, analysis.sha256, 0, None, "IMG_1234.jpg")
+            assert copying.wait(60)
+            assert pool.submit(engine.cached, analysis.sha256).result(10) is analysis  # before: waited for the copy
+
+            from facekit_serve.engine import Making
+
+            wait = Making.wait
+
+            def waits(making: Making, tell: Any) -> Any:
+                waiting.set()
+                return wait(making, tell)
+
+            monkeypatch.setattr(Making, "wait", waits)
+            again = pool.submit(engine.result, analysis.sha256, 0, None, "IMG_1234.jpg")
+            assert waiting.wait(60)
+            go_on.set()
+            assert again.result(60) is mine.result(60)
+            named = mine.result()
+            assert named.adjusted_full.name == "IMG_1234-adjusted.jpg"
+            assert named.adjusted_full.read_bytes() == made.adjusted_full.read_bytes()
+            assert list(made.normalized_png.parent.glob("as-*")) == [named.normalized_png.parent]
+
+            copying.clear()
+            go_on.clear()
+            bobs = pool.submit(engine.result, analysis.sha256, 0, None, "bob.jpg")
+            assert copying.wait(60)
+            assert pool.submit(engine.release, "alice").result(10) == [analysis.sha256]  # its folder deleted now
+            assert not analysis.folder.exists()
+            go_on.set()
+            with pytest.raises(UploadError, match="no longer in the server's memory"):
+                bobs.result(60)
+            assert not analysis.folder.exists() and not list(engine.workdir.iterdir())
         finally:
             go_on.set()
 

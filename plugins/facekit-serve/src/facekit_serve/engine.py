@@ -12,8 +12,8 @@ Threads: the page may run a few requests at once (``--concurrency``). The normal
 time under a lock; the avatar's OpenGL context belongs to the thread that made it, so every avatar is fitted,
 rendered and exported on one dedicated thread. Results are cached per upload (by the sha256 of its bytes) in a
 bounded LRU; an entry's files are deleted when it is evicted or when the last session holding it ends. A face's
-results are made by the first request for them; the requests for the same face meanwhile wait for those
-(:class:`Making`).
+results, and their files under a visitor's name, are made by the first request for them; the requests for the
+same meanwhile wait for those (:class:`Making`). No file is written under the cache lock, which every request takes.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class Analysis:
     results: dict[int, FaceResult] = field(default_factory=dict)
     #: The results under a visitor's file name, by (:func:`download_stem` of the name, face).
     named: dict[tuple[str, int], FaceResult] = field(default_factory=dict)
-    #: The results being made now, by their key in ``results`` (a face).
+    #: The results being made now, by their key in ``results`` (a face) or ``named`` (a name and a face).
     making: dict[Any, Making] = field(default_factory=dict)
 
     @property
@@ -680,19 +680,19 @@ class Engine:
         copies of one name. Links to the files (copies where the file system has none) in a folder of their own
         under the face's, made once per name: the results are cached by content, and a visitor who sends the same
         bytes as another must not see the other's file name. At most :data:`NAMED_VIEWS` names per upload (then
-        :data:`DOWNLOAD_FALLBACK`): each name's files are served as copies of their own."""
-        stem = download_stem(name)
-        with self._cache_lock:  # made under the lock: a released upload's folder is deleted after it leaves the cache
-            if self._cache.get(analysis.sha256) is not analysis:
-                raise gone
+        :data:`DOWNLOAD_FALLBACK`): each name's files are served as copies of their own. Linked or copied outside the
+        cache lock (:meth:`_once`): a large photo's full-size copy held up every other visitor's request."""
+        wanted = download_stem(name)
+
+        def key() -> tuple[str, int]:  # the names given or being given count towards NAMED_VIEWS
             stems = {known for known, _ in analysis.named}
-            if stem not in stems and len(stems) >= NAMED_VIEWS:
-                stem = DOWNLOAD_FALLBACK
-            done = analysis.named.get((stem, made.index))
-            if done is not None:
-                return done
+            stems |= {pending[0] for pending in analysis.making if isinstance(pending, tuple)}
+            stem = wanted if wanted in stems or len(stems) < NAMED_VIEWS else DOWNLOAD_FALLBACK
+            return stem, made.index
+
+        def link_all(named_key: tuple[str, int], _: Progress) -> FaceResult:
+            stem = named_key[0]
             folder = made.detections.parent / f"as-{next(self._serial)}"
-            folder.mkdir()
             face = f"face{made.index + 1}-" if len(analysis.faces) > 1 else ""
             links: dict[Path, Path] = {}
 
@@ -711,21 +711,27 @@ class Engine:
             def maybe(path: Path | None) -> Path | None:
                 return None if path is None else link(path)
 
-            named = dataclasses.replace(
-                made,
-                detections=link(made.detections),
-                normalized=link(made.normalized),
-                normalized_png=link(made.normalized_png),
-                adjusted=link(made.adjusted),
-                adjusted_full=link(made.adjusted_full),
-                before_after=link(made.before_after),
-                attributes_image=maybe(made.attributes_image),
-                avatar_glb=maybe(made.avatar_glb),
-                avatar_files=[link(path) for path in made.avatar_files],
-                avatar_renders=maybe(made.avatar_renders),
-                comparison=maybe(made.comparison),
-            )
-            return analysis.named.setdefault((stem, made.index), named)
+            try:
+                folder.mkdir()  # not parents=True, nor a copy's: a released upload's deleted folder is never made again
+                return dataclasses.replace(
+                    made,
+                    detections=link(made.detections),
+                    normalized=link(made.normalized),
+                    normalized_png=link(made.normalized_png),
+                    adjusted=link(made.adjusted),
+                    adjusted_full=link(made.adjusted_full),
+                    before_after=link(made.before_after),
+                    attributes_image=maybe(made.attributes_image),
+                    avatar_glb=maybe(made.avatar_glb),
+                    avatar_files=[link(path) for path in made.avatar_files],
+                    avatar_renders=maybe(made.avatar_renders),
+                    comparison=maybe(made.comparison),
+                )
+            except BaseException:  # (a full disk): no name's files half made
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+
+        return self._once(analysis, analysis.named, key, link_all, lambda fraction, text: None, gone)
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
         from facekit.apps.adjust import apply_correction, before_after, encode_corrected
