@@ -154,7 +154,11 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if args.write:
-        write_section("sface", "## SFace torch port (facekit-opencv)\n\n" + body)
+        write_section(
+            "sface",
+            "## SFace torch port (facekit-opencv) "
+            f"(`python benchmarks/sface_parity.py --photos {args.photos} --write`)\n\n" + body,
+        )
 
 
 if __name__ == "__main__":
