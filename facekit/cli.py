@@ -1131,7 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_pillow_size_warning()
     try:
-        # SIGTERM ends any command as Ctrl+C does (a training's and a prepare's say more: their own handlers inside).
+        # SIGTERM and SIGHUP (the terminal closed; not under nohup) end any command as Ctrl+C does (a training's and a
+        # prepare's say more: their own handlers inside).
         with sigterm_raises(TERMINATED_MESSAGE):
             _register_plugin_commands()
             # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
@@ -1145,7 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
             say_error(INTERRUPTED_MESSAGE)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Terminated as exc:  # SIGTERM (Typer lets it through: not a KeyboardInterrupt)
+    except Terminated as exc:  # SIGTERM or SIGHUP (Typer lets it through: not a KeyboardInterrupt)
         if debug_requested():
             raise
         say_error(str(exc))
@@ -1180,8 +1181,9 @@ INTERRUPTED_MESSAGE = (
     "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos when run "
     "again, prepare goes on with the people not yet done, and --resume continues a training"
 )
-#: What a command stopped by SIGTERM says (exit 143: :class:`facekit.errors.Terminated`).
-TERMINATED_MESSAGE = "stopped by SIGTERM" + INTERRUPTED_MESSAGE.removeprefix("interrupted")
+#: What a command stopped by SIGTERM or SIGHUP says, ``{signal}`` its name (exit 143 or 129:
+#: :class:`facekit.errors.Terminated`).
+TERMINATED_MESSAGE = "stopped by {signal}" + INTERRUPTED_MESSAGE.removeprefix("interrupted")
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
 _ENVIRONMENT_ERRNOS = frozenset(

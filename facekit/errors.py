@@ -7,6 +7,8 @@ anything else is a bug and propagates with its traceback.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,45 +90,128 @@ class PhotoUnreadable(FacekitError):
 
 
 class Terminated(BaseException):
-    """SIGTERM (what ``timeout``, systemd, ``docker stop`` and job schedulers send) stopped a command, whose handler
+    """SIGTERM (what ``timeout``, systemd, ``docker stop`` and job schedulers send) or SIGHUP (what the shell sends a
+    command's process group when its terminal or SSH session closes) stopped a command, whose handler
     (:func:`sigterm_raises`) raises it as Ctrl+C raises KeyboardInterrupt, so that the run ends the same way: what
     is being written left whole, the progress display stopped, worker processes stopped. A BaseException, as
     KeyboardInterrupt, so that no ``except Exception`` (a bench cell's, which records the cell as failed and goes on)
-    takes it for the run's own failure. The CLI says its message on one line and exits :attr:`exit_code` (128 +
-    SIGTERM, as a shell reports a process SIGTERM ended)."""
+    takes it for the run's own failure. :attr:`signum` is the signal; the CLI says the message on one line and exits
+    :attr:`exit_code`, 128 + the signal, as a shell reports a process the signal ended (143 for SIGTERM, 129 for
+    SIGHUP)."""
 
-    exit_code: int = 143
+    def __init__(self, message: str = "", signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        """``SIGTERM``, ``SIGHUP``."""
+        return signal.Signals(self.signum).name
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int]]:  # (pickled with its signal, not only its message)
+        return (type(self), (str(self), self.signum))
+
+
+#: SIGHUP, where the system has it (not on Windows).
+_SIGHUP: int | None = getattr(signal, "SIGHUP", None)
+
+#: The signals :func:`sigterm_raises` turns into :class:`Terminated`: a stop asked from outside (SIGTERM) and the
+#: command's terminal closing (SIGHUP, to its whole process group).
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM,) if _SIGHUP is None else (signal.SIGTERM, _SIGHUP)
+
+#: Signals a :func:`sigterm_raises` handler set to SIG_IGN when it fired (SIGHUP: the repeats of a hangup), which the
+#: outermost block gives back to the handler before it.
+_IGNORED_AFTER_A_STOP: set[int] = set()
+
+
+def _stops(handler: Any) -> bool:
+    """Whether ``handler`` (``signal.getsignal``'s) is a :func:`sigterm_raises` block's."""
+    return bool(getattr(handler, "_facekit_sigterm", False))
+
+
+def hangup_stops() -> bool:
+    """Whether SIGHUP raises :class:`Terminated` in this process now (a :func:`sigterm_raises` block holds it): not
+    under ``nohup`` (SIGHUP ignored), nor where a program set its own handler, nor outside a block."""
+    return _SIGHUP is not None and _stops(signal.getsignal(_SIGHUP))
 
 
 @contextmanager
 def sigterm_raises(message: str) -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` (``message``) while the block runs, as Ctrl+C raises KeyboardInterrupt
-    (before: the default handler ended the process on the spot, without a word, a terminal kept the cursor a progress
-    bar hid, and prepare's worker processes were left running). The previous handler is back after the block; after
-    a first SIGTERM the default one is (a second ends the process at once). Only from the main thread (Python runs
-    handlers there alone), and only over the default handler or another block's (an inner block's message is the
-    more precise): a program that set its own keeps it."""
-    import signal
+    """SIGTERM and SIGHUP raise :class:`Terminated` (``message``, where ``{signal}`` is the signal's name) while the
+    block runs, as Ctrl+C raises KeyboardInterrupt (before: the default handlers ended the process on the spot,
+    without a word, a terminal kept the cursor a progress bar hid, prepare's worker processes were left running,
+    and a training lost the step it was on). Each signal only over its default handler or another block's (an
+    inner block's message is the more precise): a program that set its own keeps it, and a command started under
+    ``nohup`` (SIGHUP ignored) keeps running when its terminal closes. Only from the main thread (Python runs
+    handlers there alone). The previous handlers are back after the block. After a first stop, a SIGTERM ends the
+    process at once, as the default handler does, while a SIGHUP is ignored until the outermost block ends: when a
+    terminal closes, its shell and then the kernel each send the foreground command one, 0.2 ms apart, and the
+    second would cut the stop short.
+
+    On SIGHUP, stdout and stderr that went to the terminal, which has hung up, go to /dev/null (every write there
+    failed with EIO: the progress bar's last one turned the stop into a traceback and exit 1); a log file they
+    were redirected to keeps the message. A process forked inside the block (a torch DataLoader's worker) gets
+    KeyboardInterrupt instead, as from a terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent
+    to the group reaches too (on Terminated, torch's workers died with a traceback)."""
     import threading
 
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or not (
-        previous == signal.SIG_DFL or getattr(previous, "_facekit_sigterm", False)
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    held = [number for number, handler in previous.items() if handler == signal.SIG_DFL or _stops(handler)]
+    if not held:
+        yield
+        return
+    owner = os.getpid()
 
     def stop(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated(message)
+        for number in held:
+            signal.signal(number, signal.SIG_IGN if number == _SIGHUP else signal.SIG_DFL)
+            if number == _SIGHUP:
+                _IGNORED_AFTER_A_STOP.add(number)
+        if signum == _SIGHUP:
+            _leave_a_hung_up_terminal()
+        if os.getpid() != owner:
+            raise KeyboardInterrupt
+        raise Terminated(message.replace("{signal}", signal.Signals(signum).name), signum)
 
     stop._facekit_sigterm = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, stop)
+    for number in held:
+        signal.signal(number, stop)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGTERM) is stop:  # (once it fired: the default, until the outermost block ends)
-            signal.signal(signal.SIGTERM, previous)
+        for number in held:
+            current = signal.getsignal(number)
+            if current is stop:  # (once a stop fired: SIGTERM's default, SIGHUP ignored, until the outermost block)
+                signal.signal(number, previous[number])
+            elif current == signal.SIG_IGN and number in _IGNORED_AFTER_A_STOP and not _stops(previous[number]):
+                _IGNORED_AFTER_A_STOP.discard(number)
+                signal.signal(number, previous[number])
+
+
+def _leave_a_hung_up_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they write to a terminal that hung up (closed: an empty write
+    fails with EIO there, and nowhere else), so that what a stopping command still writes (a progress bar's last
+    refresh, its message) no longer fails."""
+    import errno
+
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                continue
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
 
 
 class StageNotBuiltError(FacekitError):

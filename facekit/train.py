@@ -633,25 +633,26 @@ def train(plan: Any, resume: bool = False, progress: bool = False, offered_pool:
     check_trainable(plan, resume)  # before its lock is made in train.output (again inside: a training may be waiting)
     try:
         with (
-            sigterm_raises("training stopped by SIGTERM"),
+            sigterm_raises("training stopped by {signal}"),
             exclusive(output, "training") if is_rank_zero() else nullcontext(),
             ExitStack() as cleanup,
         ):
             return _train(plan, resume, progress, cleanup, offered_pool)
-    except Terminated:
-        raise Terminated(terminated(output / "checkpoints" / CHECKPOINT)) from None
+    except Terminated as stopped:
+        raise Terminated(terminated(output / "checkpoints" / CHECKPOINT, stopped.signal_name), stopped.signum) from None
 
 
-def terminated(checkpoint: Path) -> str:
-    """What a training stopped by SIGTERM says: the step its last checkpoint holds and how to go on from it."""
+def terminated(checkpoint: Path, by: str = "SIGTERM") -> str:
+    """What a training stopped by signal ``by`` (SIGTERM, SIGHUP) says: the step its last checkpoint holds and how to
+    go on from it."""
     from facekit.checkpoints import read_checkpoint_meta
 
     try:
         step = int(read_checkpoint_meta(checkpoint)["step"])
     except (FacekitError, KeyError, TypeError, ValueError):
-        return "training stopped by SIGTERM before its first checkpoint: run it again to start it over"
+        return f"training stopped by {by} before its first checkpoint: run it again to start it over"
     return (
-        f"training stopped by SIGTERM: {checkpoint} holds step {step}, and --resume continues from it "
+        f"training stopped by {by}: {checkpoint} holds step {step}, and --resume continues from it "
         "(facekit bench, run again, goes on by itself)"
     )
 

@@ -113,12 +113,17 @@ def forked_while_held(lock: Any, child: Any, timeout: float = 120) -> int:
 
 
 def sigterm_in_a_terminal(
-    command: list[str], ready: Any, what: str, timeout: float = 240
+    command: list[str], ready: Any, what: str, timeout: float = 240, hang_up: bool = False
 ) -> tuple[int, list[str], bytes]:
     """Run ``command`` with its stdout on a pseudo-terminal (where a progress bar hides the cursor while it runs) and
     send it SIGTERM once ``ready()`` is true; returns its exit status, its stderr's lines and what it wrote to the
-    terminal. ``what`` names the command in the failure said when it ends before SIGTERM."""
+    terminal. ``what`` names the command in the failure said when it ends before SIGTERM.
+
+    With ``hang_up``, the terminal closes instead, as its window or SSH session does: it hangs up (a write to it
+    fails with EIO from then on) and the command's process group (its own session here) gets SIGHUP from the shell
+    and the kernel (:func:`send_hangups`)."""
     import pty
+    import select
     import signal
     import subprocess
     import threading
@@ -126,13 +131,20 @@ def sigterm_in_a_terminal(
 
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        command, stdout=follower, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm-256color"}
+        command,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TERM": "xterm-256color"},
+        start_new_session=hang_up,
     )
     os.close(follower)
     shown = bytearray()
+    closed = threading.Event()
 
     def read() -> None:
-        while True:
+        while not closed.is_set():
+            if not select.select([leader], [], [], 0.05)[0]:
+                continue
             try:
                 data = os.read(leader, 65536)
             except OSError:  # the process ended (EIO)
@@ -146,11 +158,18 @@ def sigterm_in_a_terminal(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None and not ready():
         time.sleep(0.02)
-    assert process.poll() is None, f"{what} ended before SIGTERM: " + process.communicate()[1].decode()
-    process.send_signal(signal.SIGTERM)
+    assert process.poll() is None, f"{what} ended before it was stopped: " + process.communicate()[1].decode()
+    if hang_up:
+        closed.set()
+        reader.join(timeout=10)
+        os.close(leader)  # the terminal closes: it hangs up
+        send_hangups(process)
+    else:
+        process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
-    reader.join(timeout=10)
-    os.close(leader)
+    if not hang_up:
+        reader.join(timeout=10)  # (it reads on until the terminal's last byte)
+        os.close(leader)
     return process.returncode, err.decode().splitlines(), bytes(shown)
 
 
@@ -177,3 +196,36 @@ def strict_obj_files(obj: Path) -> tuple[Path, Path]:
     assert material.get(b"newmtl") == mesh.get(b"usemtl"), f"{material.get(b'newmtl')} != {mesh.get(b'usemtl')}"
     assert len(material.get(b"map_Kd", [])) == 1, f"{library.name}: map_Kd names {material.get(b'map_Kd')}"
     return library, obj.parent / os.fsdecode(material[b"map_Kd"][0])
+
+
+def send_hangups(process: Any) -> None:
+    """Send the process group ``process`` leads (``start_new_session``) the SIGHUPs a closing terminal makes: the
+    shell's, then the kernel's as the shell ends (a foreground job gets both, 0.2 ms apart; the second is sent once
+    the command shows it has begun to stop, SIGHUP ignored, or after 30 s)."""
+    import signal
+    import time
+
+    os.killpg(process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline and not ignores(process.pid, signal.SIGHUP):
+        time.sleep(0.01)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGHUP)
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` ignores signal ``signum`` (SIG_IGN: /proc's SigIgn; False once it has ended)."""
+    return _signal_mask(pid, "SigIgn") >> (signum - 1) & 1 == 1
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for signal ``signum`` (/proc's SigCgt; False once ended)."""
+    return _signal_mask(pid, "SigCgt") >> (signum - 1) & 1 == 1
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith(f"{field}:")), 0)

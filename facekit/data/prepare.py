@@ -123,10 +123,17 @@ def _init_worker(config: WorkerConfig, quiet: bool = False) -> None:
     _STATE["shape"] = load_mean_shape(Path(config.sfm_folder))
 
 
-def _init_pool_worker(config: WorkerConfig, quiet: bool = False, parent: int | None = None, stop: Any = None) -> None:
+def _init_pool_worker(
+    config: WorkerConfig, quiet: bool = False, parent: int | None = None, stop: Any = None, hangup: bool = False
+) -> None:
     """A worker process of :func:`_in_workers`: :func:`_init_worker`, and a Ctrl+C (the terminal's, sent to the
     whole process group) that stops its identity between two photos instead of raising wherever the worker is, as
-    does ``stop`` (a shared byte the parent sets when it stops for another reason: SIGTERM, an error). Raised
+    does ``stop`` (a shared byte the parent sets when it stops for another reason: SIGTERM, an error). So does
+    SIGHUP, which a closing terminal sends the whole group too, where the parent stops on it (``hangup``:
+    :func:`facekit.errors.hangup_stops`); where the parent keeps going (under nohup, or a program's own handler)
+    the worker ignores it too. Before, the default handler ended the worker wherever it was (an average it was
+    writing left as a temporary for a later run to remove) and, where the program kept going, its run with "a
+    prepare worker stopped without finishing". Raised
     while it waited for work or sent a result back, KeyboardInterrupt ended the worker inside the pool's queues (with
     their lock held), and the parent's shutdown could wait for it forever (ci108, ci109: the second-Ctrl+C test hung
     on a loaded machine). The parent cancels what has not started and stops the workers. A worker whose
@@ -135,6 +142,8 @@ def _init_pool_worker(config: WorkerConfig, quiet: bool = False, parent: int | N
     import signal
 
     signal.signal(signal.SIGINT, _stop_between_photos)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _stop_between_photos if hangup else signal.SIG_IGN)
     _STATE["stop"] = stop
     if parent is not None:
         _end_with(parent)
@@ -474,8 +483,8 @@ def run_prepare(
         groups = check_preparable(plan)
     output = Path(plan.recipe.prepare.output)
     (output / WORK).mkdir(parents=True, exist_ok=True)
-    # One process per shard; the shards themselves may run at once (that is what they are for). SIGTERM ends the run
-    # as Ctrl+C does: the workers stopped, what they finished kept.
+    # One process per shard; the shards themselves may run at once (that is what they are for). SIGTERM and SIGHUP
+    # (the terminal closed; not under nohup) end the run as Ctrl+C does: the workers stopped, what they finished kept.
     with (
         sigterm_raises(TERMINATED),
         exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
@@ -483,9 +492,9 @@ def run_prepare(
         return _run_prepare(plan, output, groups, shard, progress, limit)
 
 
-#: What a prepare stopped by SIGTERM says (:class:`facekit.errors.Terminated`).
+#: What a prepare stopped by SIGTERM or SIGHUP says, ``{signal}`` its name (:class:`facekit.errors.Terminated`).
 TERMINATED = (
-    "prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with the others"
+    "prepare stopped by {signal}: the people it finished are kept, and prepare run again goes on with the others"
 )
 
 
@@ -714,6 +723,25 @@ def _shutdown(executor: Any, stop: Any) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def _start_resource_tracker_deaf_to_hangups() -> None:
+    """Start multiprocessing's resource tracker (a process of its own that removes the pool's semaphores should
+    everything else die; the pool's queues start it) with SIGHUP blocked, as multiprocessing starts it with SIGINT
+    and SIGTERM blocked: a closing terminal's SIGHUP, which reaches the whole process group, ended it, and the
+    stopping run then relaunched it, saying it had "died unexpectedly" and that resources might leak, and the new
+    one a KeyError traceback. Blocked only in this thread, and only while it starts: a SIGHUP to this process
+    meanwhile waits (or goes to another thread), never lost. A tracker already running is left as it is."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    if not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGHUP"):
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _in_workers(
     stack: contextlib.ExitStack, workers: int, config: WorkerConfig, tasks: Iterable[tuple[str, list[Any]]]
 ) -> Iterator[dict[str, Any]]:
@@ -724,10 +752,11 @@ def _in_workers(
     from concurrent.futures.process import BrokenProcessPool
 
     from facekit.data.pose import load_mean_shape
-    from facekit.errors import pillow_size_warning_quiet
+    from facekit.errors import hangup_stops, pillow_size_warning_quiet
 
     load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
     context = multiprocessing.get_context("spawn")
+    _start_resource_tracker_deaf_to_hangups()
     # A byte without a lock: a worker killed while it held a lock (the out-of-memory killer) would leave the others
     # and the parent waiting for it forever.
     stop = context.RawValue("b", 0)
@@ -735,9 +764,9 @@ def _in_workers(
         workers,
         mp_context=context,
         initializer=_init_pool_worker,
-        initargs=(config, pillow_size_warning_quiet(), os.getpid(), stop),
+        initargs=(config, pillow_size_warning_quiet(), os.getpid(), stop, hangup_stops()),
     )
-    stack.callback(_shutdown, executor, stop)  # on an error or SIGTERM: no new identity starts, the others stop
+    stack.callback(_shutdown, executor, stop)  # on an error, SIGTERM or SIGHUP: no new identity starts, the others stop
     futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -189,11 +190,17 @@ def test_ctrl_c_says_what_is_kept(
     assert "interrupted: what was written stays" in err and "Traceback" not in err
 
 
-def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closing-terminal"])
+def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path, signum: int) -> None:
     """SIGTERM (timeout, systemd, docker stop, a job scheduler) during `facekit normalize FOLDER`: before, Python's
     default handler ended the process on the spot, without a word (status -15), and in a terminal the progress bar
     left the cursor hidden. Now the command stops as on Ctrl+C: one line, status 143, the cursor shown again, and the
-    rows written stay for the rerun to skip."""
+    rows written stay for the rerun to skip.
+
+    SIGHUP, which the shell (and then the kernel) sends the command's process group when its terminal or SSH session
+    closes: before, the default handler ended it on the spot (status -1). Now it stops as on SIGTERM, status 129 and
+    the line naming SIGHUP (for stderr sent to a log). The terminal, hung up, no longer fails the stop's last writes
+    (the bar's: a traceback, exit 1), and the second SIGHUP does not cut the stop short."""
     import sys
 
     photos = tmp_path / "photos"
@@ -204,17 +211,21 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path) 
     command = [sys.executable, "-m", "facekit.cli", "normalize", str(photos), "-o", str(out), "--batch-size", "1"]
     manifest = out / "manifest.jsonl"
     status, said, shown = sigterm_in_a_terminal(
-        command, lambda: manifest.exists() and len(manifest.read_text().splitlines()) >= 2, "normalize"
+        command,
+        lambda: manifest.exists() and len(manifest.read_text().splitlines()) >= 2,
+        "normalize",
+        hang_up=signum == signal.SIGHUP,
     )
     assert (status, said) == (
-        143,
+        128 + signum,
         [
-            "error: stopped by SIGTERM: what was written stays; normalize, adjust, attributes and avatar skip "
-            "finished photos when run again, prepare goes on with the people not yet done, and --resume continues "
-            "a training"
+            f"error: stopped by {signal.Signals(signum).name}: what was written stays; normalize, adjust, attributes "
+            "and avatar skip finished photos when run again, prepare goes on with the people not yet done, and "
+            "--resume continues a training"
         ],
     )
-    assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
+    if signum == signal.SIGTERM:  # (a closed terminal shows nothing)
+        assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
     rows = [line for line in manifest.read_text().splitlines() if line]
     assert len(rows) >= 2 and all(json.loads(row)["status"] == "ok" for row in rows)
 

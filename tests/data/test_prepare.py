@@ -18,7 +18,7 @@ from facekit.data.dataset import PreparedFaces
 from facekit.data.prepare import Shard, read_progress, run_prepare
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
-from tests.helpers import kill_at_points, peak_in_fresh_process, run_cli
+from tests.helpers import catches, ignores, kill_at_points, peak_in_fresh_process, run_cli, send_hangups
 
 pytest.importorskip("dlib")
 
@@ -806,11 +806,11 @@ def _session(leader: int) -> list[str]:
 
 
 def _prepare_in_workers(
-    tmp_path: Path, data_root: Path, people: int = 60, first: int = 1
+    tmp_path: Path, data_root: Path, people: int = 60, first: int = 1, prefix: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen, Path, Path]:
     """`facekit prepare` with 2 workers in a session of its own, once it wrote its fourth person's record; returns
     the process, the recipe and the output. The first person (p00, the first a worker takes) has ``first`` photos,
-    the others one each."""
+    the others one each. ``prefix``: what runs the command (``nohup``)."""
     import yaml
 
     folder = tmp_path / "people"
@@ -824,9 +824,10 @@ def _prepare_in_workers(
     recipe.write_text(yaml.safe_dump(recipe_for(folder, output, data_root, workers=2)))
     log = (tmp_path / "stderr.txt").open("wb")  # (a file: nothing reads a pipe while the test waits)
     process = subprocess.Popen(
-        [sys.executable, "-m", "facekit.cli", "prepare", str(recipe)],
+        [*prefix, sys.executable, "-m", "facekit.cli", "prepare", str(recipe)],
         stdout=subprocess.DEVNULL,
         stderr=log,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     log.close()
@@ -900,6 +901,74 @@ def test_sigterm_stops_a_prepare_between_two_photos_of_a_person(tmp_path: Path, 
     again = run_cli("prepare", str(recipe))
     assert again.returncode == 0, again.stderr
     assert len(read_progress(output)) == 60 and read_progress(output)["folder/p00"]["photos"] == 300
+
+
+def _workers(process: subprocess.Popen) -> list[int]:
+    """The process ids of the prepare workers (spawned: interpreters of their own) in the session ``process`` leads."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if (
+                    os.getsid(int(entry)) == process.pid
+                    and b"spawn_main" in (Path("/proc") / entry / "cmdline").read_bytes()
+                ):
+                    found.append(int(entry))
+            except OSError:  # (ended meanwhile)
+                continue
+    return found
+
+
+def test_a_closing_terminal_stops_a_prepare_between_two_photos_as_sigterm_does(tmp_path: Path, data_root: Path) -> None:
+    """SIGHUP, which a closing terminal (its window, an SSH session) has sent to the whole process group, workers
+    included. Before: the default handler ended the run on the spot without a word (status -1) and each worker
+    wherever it was, writing a person's average among others (left as a temporary). Now the run stops as on SIGTERM
+    (one line naming SIGHUP, status 129) and the workers, which catch it, between two photos: no temporary left, and
+    a rerun goes on with the people not yet done, the unfinished person among them."""
+    process, recipe, output = _prepare_in_workers(tmp_path, data_root, people=20, first=40)
+    workers = _workers(process)
+    assert len(workers) == 2 and all(catches(pid, signal.SIGHUP) for pid in workers), workers
+    send_hangups(process)
+    try:
+        process.wait(timeout=10)
+    finally:
+        left = _ended(process)
+    said = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert (process.returncode, said.splitlines(), left) == (
+        129,
+        [
+            "error: prepare stopped by SIGHUP: the people it finished are kept, and prepare run again goes on with "
+            "the others"
+        ],
+        [],
+    )
+    assert "folder/p00" not in read_progress(output) and 4 <= len(read_progress(output)) < 20
+    assert sorted(p.name for p in output.rglob("*.tmp")) == []
+    again = run_cli("prepare", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert len(read_progress(output)) == 20 and read_progress(output)["folder/p00"]["photos"] == 40
+
+
+def test_under_nohup_a_closing_terminal_leaves_a_prepare_running(tmp_path: Path, data_root: Path) -> None:
+    """`nohup facekit prepare RECIPE &` (SIGHUP ignored, and so in its workers) must outlive its terminal: the
+    SIGHUPs its process group gets leave the run and its workers going to the last person, status 0 (neither the
+    run nor a worker puts a handler over the ignored SIGHUP)."""
+    import shutil
+
+    nohup = shutil.which("nohup")
+    if nohup is None:
+        pytest.skip("no nohup on this machine")
+    process, _, output = _prepare_in_workers(tmp_path, data_root, people=16, prefix=(nohup,))
+    workers = _workers(process)
+    assert len(workers) == 2 and all(ignores(pid, signal.SIGHUP) for pid in [process.pid, *workers]), workers
+    send_hangups(process)
+    try:
+        process.wait(timeout=240)
+    finally:
+        left = _ended(process)
+    said = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert (process.returncode, left) == (0, []), said
+    assert len(read_progress(output)) == 16 and (output / "summary.json").is_file()
 
 
 def test_the_workers_of_a_killed_prepare_end_by_themselves(tmp_path: Path, data_root: Path) -> None:

@@ -23,7 +23,7 @@ from facekit.recipe import resolve
 from facekit.registry import ComponentSpec, Params
 from facekit.train import not_finite, train, update_overflows
 from facekit.types import DecoderOutput
-from tests.helpers import kill_at_points, sigterm_in_a_terminal
+from tests.helpers import kill_at_points, send_hangups, sigterm_in_a_terminal
 
 pytest.importorskip("dlib")
 SIZE = 32
@@ -868,33 +868,107 @@ def test_a_cut_short_checkpoint_names_the_kept_step_copy_to_resume_from(prepared
     assert [int(r["step"]) for r in metrics(output)] == list(range(1, 9))
 
 
-def test_sigterm_ends_a_training_as_ctrl_c_does(prepared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closing-terminal"])
+def test_sigterm_ends_a_training_as_ctrl_c_does(prepared: Path, tmp_path: Path, signum: int) -> None:
     """SIGTERM (timeout, systemd, docker stop, a job scheduler) mid-training: before, Python's default handler ended
     the process on the spot, without a word (status -15), and in a terminal the bar left the cursor hidden. Now the
     run stops as on Ctrl+C: one line naming the step its checkpoint holds, status 143, the cursor shown again, and
-    --resume goes on from there."""
+    --resume goes on from there. SIGHUP, when the terminal or SSH session it runs in closes (to its process group,
+    twice): before, the default handler ended it on the spot too (status -1); now it stops so, status 129."""
     output = tmp_path / "run"
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, output, steps=400)))
     command = [sys.executable, "-m", "facekit.cli", "run", str(recipe), "--stage", "train"]
     status, said, shown = sigterm_in_a_terminal(
-        command, lambda: (output / "metrics.csv").exists() and len(metrics(output)) >= 6, "training"
+        command,
+        lambda: (output / "metrics.csv").exists() and len(metrics(output)) >= 6,
+        "training",
+        hang_up=signum == signal.SIGHUP,
     )
     checkpoint = output / "checkpoints" / "last.safetensors"
     step = read_checkpoint_meta(checkpoint)["step"]
     assert (status, said) == (
-        143,
+        128 + signum,
         [
-            f"error: training stopped by SIGTERM: {checkpoint} holds step {step}, and --resume continues from it "
-            "(facekit bench, run again, goes on by itself)"
+            f"error: training stopped by {signal.Signals(signum).name}: {checkpoint} holds step {step}, and --resume "
+            "continues from it (facekit bench, run again, goes on by itself)"
         ],
     )
-    assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
+    if signum == signal.SIGTERM:  # (a closed terminal shows nothing)
+        assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
     resumed = subprocess.run(
         [*command, "--resume", "--set", "train.steps=12"], capture_output=True, text=True, timeout=240
     )
     assert resumed.returncode == 0 and "train: step 12 of train.steps 12" in resumed.stdout, resumed.stderr
     assert [int(r["step"]) for r in metrics(output)] == list(range(1, 13))
+
+
+def _running(marker: str) -> list[int]:
+    """The processes whose command line holds ``marker`` (a run's recipe path: the run and its forked workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker.encode() in (Path("/proc") / entry / "cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:  # (ended meanwhile)
+                continue
+    return found
+
+
+def test_a_closing_terminal_stops_the_pools_dataloader_workers_quietly(prepared: Path, tmp_path: Path) -> None:
+    """The training pool's morphs come from a DataLoader's worker processes (prepare.workers of them), forked from
+    the run with its handlers, and a closing terminal's SIGHUP reaches them too. Before, it ended the run and them on
+    the spot (status -1); with the run's handler alone, each worker raised Terminated itself, died with a traceback
+    (exit 1), and torch then said "DataLoader worker exited unexpectedly" in a second traceback after the run's
+    line. Now a forked worker takes the signal as Ctrl+C (torch's workers leave quietly on it): the run's one line
+    alone, status 129, no process left."""
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=20, pool_size=20_000)
+    recipe["augment"] = {"enabled": True, "count": 0, "neighbours": 3}
+    recipe["prepare"]["workers"] = 2
+    path = tmp_path / "pooled.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "train"]
+    status, said, _ = sigterm_in_a_terminal(
+        command, lambda: len(_running(str(path))) >= 3, "training (its pool's workers)", hang_up=True
+    )
+    assert (status, said) == (
+        129,
+        ["error: training stopped by SIGHUP before its first checkpoint: run it again to start it over"],
+    )
+    deadline = time.monotonic() + 30
+    while _running(str(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(str(path)) == []
+
+
+def test_under_nohup_a_closing_terminal_leaves_a_training_running(prepared: Path, tmp_path: Path) -> None:
+    """`nohup facekit run RECIPE --stage train &` (SIGHUP ignored) must outlive its terminal: the SIGHUPs its
+    process group gets when the terminal closes leave the training going to its last step, status 0 (the handler
+    that stops a run on SIGHUP is only ever put over the default one)."""
+    import shutil
+
+    nohup = shutil.which("nohup")
+    if nohup is None:
+        pytest.skip("no nohup on this machine")
+    output = tmp_path / "run"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, output, steps=40, checkpoint_every=10)))
+    command = [nohup, sys.executable, "-m", "facekit.cli", "run", str(recipe), "--stage", "train"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if (output / "metrics.csv").exists() and len(metrics(output)) >= 2:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the training ended before its terminal closed: " + process.communicate()[1].decode()
+    send_hangups(process)  # (its output is not on the terminal: nohup's, or here pipes)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err.decode()
+    assert "train: step 40 of train.steps 40" in out.decode()
+    assert [int(r["step"]) for r in metrics(output)] == list(range(1, 41))
 
 
 def test_sigterm_is_caught_only_during_the_run_and_only_over_the_default_handler(

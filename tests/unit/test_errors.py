@@ -1,0 +1,78 @@
+"""facekit.errors' stop signals: SIGTERM and SIGHUP raise Terminated, each only over its default handler."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from facekit.errors import Terminated, hangup_stops, sigterm_raises
+
+
+@pytest.fixture
+def default_handlers() -> Iterator[None]:
+    """The test runs with SIGTERM's and SIGHUP's default handlers, as a command starts; pytest's are back after."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+    for number in before:
+        signal.signal(number, signal.SIG_DFL)
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+def test_sighup_raises_terminated_as_sigterm_does_with_its_own_exit_status(default_handlers: None) -> None:
+    """Before: SIGHUP (the terminal closed) kept its default handler inside the block and ended the process on the
+    spot. Now it raises Terminated as SIGTERM does, naming it, and exits 129 (128 + SIGHUP) where SIGTERM exits 143;
+    a pickled Terminated keeps its signal."""
+    for number, status in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+        with pytest.raises(Terminated) as raised, sigterm_raises("stopped by {signal}: what was written stays"):
+            assert signal.getsignal(number) != signal.SIG_DFL and hangup_stops()  # (raised, it would end pytest)
+            signal.raise_signal(number)
+        name = signal.Signals(number).name
+        assert (str(raised.value), raised.value.signum, raised.value.exit_code) == (
+            f"stopped by {name}: what was written stays",
+            number,
+            status,
+        )
+        again = pickle.loads(pickle.dumps(raised.value))
+        assert (str(again), again.exit_code) == (str(raised.value), status)
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    assert Terminated("stopped").exit_code == 143 and not hangup_stops()
+
+
+def test_a_hangups_repeat_is_ignored_while_the_command_stops(default_handlers: None) -> None:
+    """A closing terminal's shell and then the kernel each send the foreground command SIGHUP (0.2 ms apart): the
+    second, with the default handler back as after a first SIGTERM, ended the process in the middle of its clean
+    stop. Now SIGHUP is ignored from the first until the outermost block ends (the default handler back then); a
+    second SIGTERM still ends the process at once."""
+    stopped = []
+    with pytest.raises(Terminated, match="outer"), sigterm_raises("outer"):
+        try:
+            with sigterm_raises("inner {signal}"):
+                signal.raise_signal(signal.SIGHUP)
+        except Terminated as exc:
+            stopped.append(str(exc))
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # (the default handler would end pytest)
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+            signal.raise_signal(signal.SIGHUP)
+        raise Terminated("outer")
+    assert stopped == ["inner SIGHUP"]
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
+def test_under_nohup_sighup_stays_ignored(default_handlers: None) -> None:
+    """`nohup facekit train ... &` (SIGHUP ignored) must keep running when its terminal closes: the block holds
+    SIGTERM only, SIGHUP stays ignored through it and after, and the block goes on to its end."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with sigterm_raises("stopped by {signal}"):
+        assert callable(signal.getsignal(signal.SIGTERM)) and not hangup_stops()
+        signal.raise_signal(signal.SIGHUP)
+        finished = True
+    assert finished and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    own: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: own.append(signum))  # a program's own handler: kept
+    with sigterm_raises("stopped by {signal}"):
+        signal.raise_signal(signal.SIGHUP)
+    assert own == [signal.SIGHUP]
