@@ -577,6 +577,49 @@ def test_downloads_are_linked_or_copied_outside_the_cache_lock(
             go_on.set()
 
 
+def test_an_upload_evicted_while_its_download_is_copied_leaves_nothing_on_disk(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache evicts an upload (two newer ones sent) while a download's files are copied outside the cache lock:
+    the web layer is told its files first, the copy stops, and none of the upload's files stays on disk (no copy
+    makes its deleted folder again); the newer uploads keep theirs."""
+    plain, *others = example_photos(tmp_path / "examples")
+    analysis = engine.analyze(plain)
+    engine.hold(analysis.sha256, "alice")
+    engine.result(analysis.sha256, 0)
+    copying, go_on = threading.Event(), threading.Event()
+    told: list[tuple[str, bool]] = []
+
+    def no_links(source: Any, target: Any) -> None:
+        raise OSError(errno.EPERM, "this file system has no hard links")
+
+    def held(source: Any, target: Any) -> None:  # the source read, its copy not yet written
+        data = Path(source).read_bytes()
+        copying.set()
+        assert go_on.wait(60)
+        Path(target).write_bytes(data)
+
+    def evicted(files: list[Path], holders: set[str], sha256: str) -> None:
+        told.append((sha256, all(path.is_file() for path in files)))
+
+    engine.on_evict = evicted
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(shutil, "copyfile", held)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            named = pool.submit(engine.result, analysis.sha256, 0, None, "IMG_1234.jpg")
+            assert copying.wait(60)
+            newer = [engine.analyze(photo) for photo in others]  # a cache of 2: the first upload is evicted
+            assert engine.cached(analysis.sha256) is None and told == [(analysis.sha256, True)]
+            go_on.set()
+            with pytest.raises(UploadError, match="no longer in the server's memory"):
+                named.result(60)
+        finally:
+            go_on.set()
+    assert not analysis.folder.exists() and not analysis.making
+    assert sorted(engine.workdir.iterdir()) == sorted(entry.folder for entry in newer)
+
+
 def test_a_page_closed_while_its_photo_is_read_leaves_nothing_on_disk(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -607,6 +650,29 @@ def test_a_page_closed_while_its_photo_is_read_leaves_nothing_on_disk(
     assert answer[0] is None and "session has ended" in answer[2] and "reload the page" in answer[2]
     assert engine.cached_files() == [] and not [path for path in engine.workdir.rglob("*") if path.is_file()]
     assert not photo.exists()
+
+
+def test_a_face_the_server_fails_on_leaves_none_of_its_files(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a face whose results failed (a fit that diverged, a full disk) left its folder, the detections and the
+    normalized face drawn and plain in it, on disk until the upload went: one more folder each time it was asked for
+    again. Now a failed make deletes what it wrote; the upload's own files stay, and the face can be made later."""
+    plain = example_photos(tmp_path / "examples")[0]
+    analysis = engine.analyze(plain)
+    kept = sorted(engine.workdir.rglob("*"))
+
+    def fails(*args: Any, **kwargs: Any) -> Any:  # the first files are written by now
+        raise RuntimeError("the fit diverged")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.adjuster, "estimate_faces", fails)
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="the fit diverged"):
+                engine.result(analysis.sha256, 0)
+    assert sorted(engine.workdir.rglob("*")) == kept and not analysis.making
+    made = engine.result(analysis.sha256, 0)
+    assert [path.name for path in analysis.folder.glob("face1-*")] == [made.normalized_png.parent.name]
 
 
 def test_a_face_the_server_fails_on_is_a_plain_message(

@@ -734,13 +734,23 @@ class Engine:
         return self._once(analysis, analysis.named, key, link_all, lambda fraction, text: None, gone)
 
     def _make(self, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
+        """Every result for face ``index``, in a folder of its own; one that fails (a fit that diverged, a full disk)
+        deletes what it wrote (before: its folder stayed until the upload went, one more each time it was asked for
+        again)."""
+        folder = analysis.folder / f"face{index + 1}-{next(self._serial)}"
+        folder.mkdir()  # not parents=True: a released upload's deleted folder is never made again
+        try:
+            return self._make_in(folder, analysis, index, tell)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _make_in(self, folder: Path, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
         from facekit.apps.adjust import apply_correction, before_after, encode_corrected
         from facekit.batch import png_bytes
         from facekit.images import downscale, load_rgb
 
         face = analysis.faces[index]
-        folder = analysis.folder / f"face{index + 1}-{next(self._serial)}"
-        folder.mkdir()  # not parents=True: a released upload's deleted folder is never made again
         seconds: dict[str, float] = {}
         began = time.perf_counter()
 
