@@ -468,7 +468,18 @@ def compare_models(args: Any, root: Path, began: float) -> None:
         "",
         *accuracy_table(merged, [*methods, *ESTIMATORS]),
     ]
-    publish("adjust-models", lines, write=not args.no_write)
+    publish(section(args), lines, write=not args.no_write)
+
+
+def section(args: argparse.Namespace) -> str:
+    """The RESULTS.md section a run writes: one per mode."""
+    if args.profiles:
+        return "adjust-profiles"
+    if args.memory:
+        return "adjust-memory"
+    if args.selection:
+        return "adjust-models" if args.model else "adjust-selection"
+    return "adjust"
 
 
 def main() -> None:
@@ -517,7 +528,7 @@ def main() -> None:
         figures = profiles(root)
         plain, p3 = figures["untagged"], figures["Display P3"]
         publish(
-            "adjust-profiles",
+            section(args),
             [
                 "## `facekit adjust` on a photo in a colour profile (`python benchmarks/adjust.py --profiles`)",
                 "",
@@ -539,7 +550,7 @@ def main() -> None:
     if args.memory:
         rows = large_photo_memory(root)
         publish(
-            "adjust-memory",
+            section(args),
             [
                 "## Peak memory of a large photo's adjust (`python benchmarks/adjust.py --memory`)",
                 "",
@@ -581,7 +592,7 @@ def main() -> None:
             "",
             *accuracy_table(accuracy, ["none", *variants, *ESTIMATORS]),
         ]
-        publish("adjust-selection", lines, write=not args.no_write)
+        publish(section(args), lines, write=not args.no_write)
         return
     spread, used, chosen = consistency(normalizer, root, args.people, args.per_person)
     if not used:
@@ -629,7 +640,7 @@ def main() -> None:
             for m in ("adjust", "gray-world")
         ),
     ]
-    publish("adjust", lines, write=not args.no_write)
+    publish(section(args), lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ def spread(people: dict[str, list[dict[str, dict[str, float]]]], source: str, me
     }
 
 
+def section(args: argparse.Namespace) -> str:
+    """The RESULTS.md section a run writes: "attributes" on DevTest's people, "attributes-selection" on another list."""
+    return "attributes" if args.people_file == "peopleDevTest.txt" else "attributes-selection"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=60, help="people with 4+ photos, first in name order")
@@ -163,7 +168,7 @@ def main() -> None:
         "than 2 defined values with them. The normalized faces measured are the decoder's own (photo detail and "
         "shape off), as `facekit attributes` measures them.",
     ]
-    publish("attributes" if split == "DevTest" else "attributes-selection", lines, write=not args.no_write)
+    publish(section(args), lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,12 @@ def table(disputed: list, distances: dict[str, np.ndarray]) -> list[str]:
     return lines
 
 
+def section(args: argparse.Namespace) -> str:
+    """The RESULTS.md section a run writes: "correspondence" on DevTrain's people, "correspondence-devtest" on
+    DevTest's."""
+    return "correspondence" if args.people == "peopleDevTrain.txt" else "correspondence-devtest"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=100, help="LFW photos to normalize")
@@ -133,8 +139,7 @@ def main() -> None:
             else "The faces do not side clearly with the vote: its disagreements are not the mapping's errors."
         ),
     ]
-    section = "correspondence" if args.people == "peopleDevTrain.txt" else "correspondence-devtest"
-    publish(section, lines, write=not args.no_write)
+    publish(section(args), lines, write=not args.no_write)
     if args.write_map is not None:
         changed = ", ".join(f"{d.point + 1}: {d.mapped} -> {d.voted}" for d in disputed)
         write_landmark_map(

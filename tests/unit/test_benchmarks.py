@@ -553,10 +553,15 @@ def heading_problems(page: str, monkeypatch: Any) -> list[str]:
                 continue  # writes no section (gpu_224.py): its section is written by hand
             module = sys.modules[script.stem]
             written = module.section(args) if hasattr(module, "section") else getattr(args, "section", None)
-            if written is None and f'"{name}"' in source:  # a script that writes one section, or one per mode
-                written = name
+            if written is None:  # a script that writes one section, named where it writes it
+                named = set(re.findall(r'(?<!def )\b(?:publish|write_section)\(\s*"([^"]+)"', source))
+                computed = re.search(r'(?<!def )\b(?:publish|write_section)\(\s*[^"\s]', source)
+                if len(named) != 1 or computed:  # before: any section the script named anywhere passed
+                    problems.append(f"{name}: {words[1]} writes a section per mode: give it section(args)")
+                    continue
+                (written,) = named
             if written != name:
-                problems.append(f"{name}: {words[1]} writes section {written or 'named otherwise'!r}")
+                problems.append(f"{name}: {words[1]} writes section {written!r}")
     return problems
 
 
@@ -577,13 +582,23 @@ def test_a_heading_command_the_script_would_not_run_as_written_is_named(monkeypa
         "<!-- gone:end -->\n"
         "<!-- landmarks-dlib:start -->\n## L (`python benchmarks/landmarks.py --detector dlib`)\n"
         "<!-- landmarks-dlib:end -->\n"
+        # A script with a section per mode: the mode the heading names must write this one (before: any section the
+        # script could write passed, its name being somewhere in the script).
+        "<!-- adjust-profiles:start -->\n## A (`python benchmarks/adjust.py --memory`)\n<!-- adjust-profiles:end -->\n"
+        "<!-- attributes-selection:start -->\n## A (`python benchmarks/attributes.py`)\n"
+        "<!-- attributes-selection:end -->\n"
+        "<!-- correspondence-devtest:start -->\n## C (`python benchmarks/correspondence.py`)\n"
+        "<!-- correspondence-devtest:end -->\n"
     )
     problems = heading_problems(page, monkeypatch)
     assert problems == [
         "quality-x: benchmarks/quality.py refuses its command: unrecognized arguments: --photoz 100",
         "quality-y: benchmarks/quality.py has no option spelled --photo",  # (argparse takes it for --photos)
         "quality-y: benchmarks/quality.py writes section 'quality-z'",
-        "omp: benchmarks/omp_wait.py writes section 'named otherwise'",
+        "omp: benchmarks/omp_wait.py writes section 'omp-wait'",
         "gone: facekit bench benchmarks/gone.yaml: no such recipe",
         "gone: benchmarks/gone.py: no such script",
+        "adjust-profiles: benchmarks/adjust.py writes section 'adjust-memory'",
+        "attributes-selection: benchmarks/attributes.py writes section 'attributes'",
+        "correspondence-devtest: benchmarks/correspondence.py writes section 'correspondence'",
     ]
