@@ -113,7 +113,7 @@ def forked_while_held(lock: Any, child: Any, timeout: float = 120) -> int:
 
 
 def sigterm_in_a_terminal(
-    command: list[str], ready: Any, what: str, timeout: float = 240, hang_up: bool = False
+    command: list[str], ready: Any, what: str, timeout: float = 240, hang_up: bool = False, stop_timeout: float = 120
 ) -> tuple[int, list[str], bytes]:
     """Run ``command`` with its stdout on a pseudo-terminal (where a progress bar hides the cursor while it runs) and
     send it SIGTERM once ``ready()`` is true; returns its exit status, its stderr's lines and what it wrote to the
@@ -121,7 +121,11 @@ def sigterm_in_a_terminal(
 
     With ``hang_up``, the terminal closes instead, as its window or SSH session does: it hangs up (a write to it
     fails with EIO from then on) and the command's process group (its own session here) gets SIGHUP from the shell
-    and the kernel (:func:`send_hangups`)."""
+    and the kernel (:func:`send_hangups`).
+
+    A command still running ``stop_timeout`` s after it was stopped fails the test (subprocess.TimeoutExpired) and is
+    killed, with its process group where it has its own (``hang_up``): before, it ran on after the test (a training to
+    its last step, its DataLoader workers with it), slowing every test after it."""
     import pty
     import select
     import signal
@@ -155,21 +159,32 @@ def sigterm_in_a_terminal(
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None and not ready():
-        time.sleep(0.02)
-    assert process.poll() is None, f"{what} ended before it was stopped: " + process.communicate()[1].decode()
-    if hang_up:
-        closed.set()
-        reader.join(timeout=10)
-        os.close(leader)  # the terminal closes: it hangs up
-        send_hangups(process)
-    else:
-        process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    if not hang_up:
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None and not ready():
+            time.sleep(0.02)
+        assert process.poll() is None, f"{what} ended before it was stopped: " + process.communicate()[1].decode()
+        if hang_up:
+            closed.set()
+            reader.join(timeout=10)
+            os.close(leader)  # the terminal closes: it hangs up
+            leader = -1
+            send_hangups(process)
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=stop_timeout)
+    finally:
+        if process.poll() is None:  # (it did not stop: the test fails)
+            if hang_up:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+            process.communicate()
         reader.join(timeout=10)  # (it reads on until the terminal's last byte)
-        os.close(leader)
+        closed.set()  # (before the terminal is closed: never a read of a closed or reused descriptor)
+        reader.join()
+        if leader >= 0:
+            os.close(leader)
     return process.returncode, err.decode().splitlines(), bytes(shown)
 
 

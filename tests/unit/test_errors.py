@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pickle
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from facekit.errors import Terminated, hangup_stops, sigterm_raises
+from tests.helpers import sigterm_in_a_terminal
 
 
 @pytest.fixture
@@ -77,3 +82,37 @@ def test_under_nohup_sighup_stays_ignored(default_handlers: None) -> None:
     with sigterm_raises("stopped by {signal}"):
         signal.raise_signal(signal.SIGHUP)
     assert own == [signal.SIGHUP]
+
+
+def _runs(pid: int) -> bool:
+    """Whether process ``pid`` exists and is no zombie (a container's init may never reap an orphan)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("hang_up", [False, True], ids=["sigterm", "closing-terminal"])
+def test_a_command_that_does_not_stop_is_not_left_running_by_the_terminal_helper(tmp_path: Path, hang_up: bool) -> None:
+    """tests.helpers.sigterm_in_a_terminal, the CLI's, training's and pool workers' stop tests: before, a command
+    that did not end after its SIGTERM or hangup failed the test (TimeoutExpired) and was left running, with its
+    whole session for a closing terminal (a training to its last step, its DataLoader workers), slowing every test
+    after it on a 2-core machine. Now it is killed, its process group with it where it has its own."""
+    pids = tmp_path / "pids"
+    code = (
+        "import os, signal, subprocess, sys, time\n"
+        "for number in (signal.SIGTERM, signal.SIGHUP):\n"
+        "    signal.signal(number, signal.SIG_IGN)\n"
+        "child = subprocess.Popen(['sleep', '600']) if sys.argv[2] == 'group' else None\n"
+        "open(sys.argv[1] + '.tmp', 'w').write(f'{os.getpid()} {child.pid if child else os.getpid()}')\n"
+        "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        "time.sleep(600)\n"
+    )
+    command = [sys.executable, "-c", code, str(pids), "group" if hang_up else "alone"]
+    with pytest.raises(subprocess.TimeoutExpired):
+        sigterm_in_a_terminal(command, pids.exists, "the command", hang_up=hang_up, stop_timeout=1)
+    started = [int(pid) for pid in pids.read_text().split()]
+    deadline = time.monotonic() + 30  # (a killed process is gone at once; the orphan's reaping may take a moment)
+    while any(_runs(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in started if _runs(pid)] == []
