@@ -244,3 +244,69 @@ def _signal_mask(pid: int, field: str) -> int:
     except OSError:
         return 0
     return next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith(f"{field}:")), 0)
+
+
+class TwoThreadsAtOnce:
+    """Two threads ask at once for a lazily built value, the second while the first's build is under way, without
+    a sleep: :attr:`lock` stands in for the lock that guards the build (it tells when the second thread asks for it),
+    :meth:`building` is called by the stand-in build (it records whether the lock is held and holds the first build
+    until the second thread waits), :meth:`run` starts both threads and returns what each got. A build done once,
+    under the lock, leaves :attr:`calls` ``[True]``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.entered, self.go, self.arrived = threading.Event(), threading.Event(), threading.Event()
+        self.calls: list[bool] = []
+        self.lock = _RecordingLock(self)
+
+    def building(self, make: Any) -> Any:
+        """What the stand-in build returns: ``make()``, the first call held until the second thread has asked."""
+        self.calls.append(self.lock.owned())
+        if len(self.calls) > 1:  # (a second build: what the lock is there to prevent)
+            self.arrived.set()
+        else:
+            self.entered.set()
+            self.go.wait(60)
+        return make()
+
+    def run(self, ask: Any) -> list[Any]:
+        """What ``ask()`` gave the first and the second thread."""
+        import threading
+
+        got: list[Any] = [None, None]
+        try:
+            first = threading.Thread(target=lambda: got.__setitem__(0, ask()))
+            first.start()
+            assert self.entered.wait(60)
+            second = threading.Thread(target=lambda: got.__setitem__(1, ask()))
+            second.start()
+            assert self.arrived.wait(60)
+            self.go.set()
+            first.join(60)
+            second.join(60)
+        finally:
+            self.go.set()
+        return got
+
+
+class _RecordingLock:
+    """A re-entrant lock that sets its :class:`TwoThreadsAtOnce`'s ``arrived`` when asked for after the first build
+    began."""
+
+    def __init__(self, at_once: TwoThreadsAtOnce) -> None:
+        import threading
+
+        self.at_once = at_once
+        self.lock = threading.RLock()
+
+    def __enter__(self) -> Any:
+        if self.at_once.entered.is_set():
+            self.at_once.arrived.set()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.lock.__exit__(*exc)
+
+    def owned(self) -> bool:
+        return bool(self.lock._is_owned())  # type: ignore[attr-defined]

@@ -644,56 +644,22 @@ def _built_once_by_two_threads(cache: Any, ask: Any, owner: Any, inner: str, mak
     """Two threads call ``ask()`` (a call of the loader ``cache``) at once, the second while the first's build is
     under way (``owner.inner``, the build's expensive inner load, replaced by one that counts its calls and returns
     ``make(...)``): the build runs once, under the loader's lock, and both threads get its value."""
-    import threading
+    from tests.helpers import TwoThreadsAtOnce
 
-    entered, go, arrived = threading.Event(), threading.Event(), threading.Event()
-    calls: list[bool] = []
-
-    class Recorded:  # the loader's lock, telling when the second thread asks for it
-        def __init__(self) -> None:
-            self.lock = threading.RLock()
-
-        def __enter__(self) -> Any:
-            if entered.is_set():
-                arrived.set()
-            return self.lock.__enter__()
-
-        def __exit__(self, *exc: Any) -> Any:
-            return self.lock.__exit__(*exc)
-
-        def _is_owned(self) -> bool:
-            return self.lock._is_owned()  # type: ignore[attr-defined]
-
-    recorded = Recorded()
+    at_once = TwoThreadsAtOnce()
 
     def build(*args: Any, **kwargs: Any) -> Any:
-        calls.append(recorded._is_owned())
-        if len(calls) > 1:  # (before the fix: the second thread built one too)
-            arrived.set()
-        else:
-            entered.set()
-            go.wait(60)
-        return make(*args, **kwargs)
+        return at_once.building(lambda: make(*args, **kwargs))
 
-    got: list[Any] = [None, None]
     cache.cache_clear()
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(cache, "_lock", recorded, raising=False)
+        patched.setattr(cache, "_lock", at_once.lock, raising=False)
         patched.setattr(owner, inner, build)
         try:
-            first = threading.Thread(target=lambda: got.__setitem__(0, ask()))
-            first.start()
-            assert entered.wait(60)
-            second = threading.Thread(target=lambda: got.__setitem__(1, ask()))
-            second.start()
-            assert arrived.wait(60)
-            go.set()
-            first.join(60)
-            second.join(60)
+            got = at_once.run(ask)
         finally:
-            go.set()
             cache.cache_clear()  # (the stand-ins go: what asks next builds the real one)
-    assert calls == [True], (cache.__name__, calls)
+    assert at_once.calls == [True], (cache.__name__, at_once.calls)
     assert got[0] is got[1] is not None, cache.__name__
 
 

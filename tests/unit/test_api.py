@@ -497,58 +497,16 @@ def _loaded_once_by_two_threads(app: Any, load: Any, patch: Any) -> list[Any]:
     """Two threads ask ``app`` for what ``load()`` gives, the second while the first is inside the loader ``patch``
     wraps (``patch(loader)`` installs it): what each got, after checking that the loader ran once, under the app's
     lock. The app's lock records who waits for it, so the second thread is known to be waiting without a sleep."""
-    import threading
-
     from facekit.normalize import turn_of
+    from tests.helpers import TwoThreadsAtOnce
 
-    entered, go, arrived = threading.Event(), threading.Event(), threading.Event()
-    calls: list[bool] = []
-
-    class Recorded:  # the app's lock, telling when the second thread asks for it
-        def __init__(self) -> None:
-            self.lock = threading.RLock()
-
-        def __enter__(self) -> Any:
-            if entered.is_set():
-                arrived.set()
-            return self.lock.__enter__()
-
-        def __exit__(self, *exc: Any) -> Any:
-            return self.lock.__exit__(*exc)
-
-        def _is_owned(self) -> bool:
-            return self.lock._is_owned()  # type: ignore[attr-defined]
-
-    recorded = Recorded()
-    app.__dict__["_lock"] = recorded
-
-    def loader(real: Any) -> Any:
-        calls.append(recorded._is_owned())
-        if len(calls) > 1:  # (before the fix: the second thread loaded one too)
-            arrived.set()
-        else:
-            entered.set()
-            go.wait(60)
-        return real()
-
-    patch(loader)
-    got: list[Any] = [None, None]
-
-    def ask(index: int) -> None:
-        got[index] = load()
-
-    first = threading.Thread(target=ask, args=(0,))
-    first.start()
-    assert entered.wait(60)
-    second = threading.Thread(target=ask, args=(1,))
-    second.start()
-    assert arrived.wait(60)
-    go.set()
-    first.join(60)
-    second.join(60)
-    assert calls == [True], calls  # loaded once, holding the app's lock
+    at_once = TwoThreadsAtOnce()
+    app.__dict__["_lock"] = at_once.lock
+    patch(lambda real: at_once.building(real))
+    got = at_once.run(load)
+    assert at_once.calls == [True], at_once.calls  # loaded once, holding the app's lock
     assert got[0] is got[1] is not None
-    assert turn_of(app) is recorded
+    assert turn_of(app) is at_once.lock
     return got
 
 
