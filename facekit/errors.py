@@ -175,7 +175,7 @@ def sigterm_raises(message: str) -> Iterator[None]:
             if number == _SIGHUP:
                 _IGNORED_AFTER_A_STOP.add(number)
         if signum == _SIGHUP:
-            _leave_a_hung_up_terminal()
+            leave_a_hung_up_terminal()
         if os.getpid() != owner:
             raise KeyboardInterrupt
         raise Terminated(message.replace("{signal}", signal.Signals(signum).name), signum)
@@ -195,10 +195,10 @@ def sigterm_raises(message: str) -> Iterator[None]:
                 signal.signal(number, previous[number])
 
 
-def _leave_a_hung_up_terminal() -> None:
+def leave_a_hung_up_terminal() -> None:
     """Point stdout and stderr at /dev/null where they write to a terminal that hung up (closed: an empty write
     fails with EIO there, and nowhere else), so that what a stopping command still writes (a progress bar's last
-    refresh, its message) no longer fails."""
+    refresh, its message) no longer fails. Also for a command's own SIGHUP handler (``facekit serve``'s)."""
     import errno
 
     for fd in (1, 2):

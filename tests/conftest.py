@@ -1,8 +1,10 @@
-"""Shared fixtures: the data root, a clean plugin state per test, and in-process test plugins."""
+"""Shared fixtures: the data root, a clean plugin state per test, in-process test plugins, the stop signals' default
+handlers."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -71,3 +73,14 @@ def shipped_normalizer() -> Any:
     from facekit.normalize import Normalizer
 
     return Normalizer.from_checkpoint()
+
+
+@pytest.fixture
+def default_handlers() -> Iterator[None]:
+    """The test runs with SIGTERM's and SIGHUP's default handlers, as a command starts; pytest's are back after."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+    for number in before:
+        signal.signal(number, signal.SIG_DFL)
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)

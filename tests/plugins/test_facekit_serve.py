@@ -1303,6 +1303,56 @@ def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
     assert not users.exists() or not any(p.is_file() for p in users.rglob("*"))
 
 
+@pytest.mark.parametrize("nohup", [False, True])
+def test_a_closing_terminal_stops_serve_as_sigterm_does(default_handlers: None, nohup: bool) -> None:
+    """Before: serve took SIGTERM alone, so SIGHUP (its terminal closed) raised facekit's Terminated, which Gradio
+    does not catch: the server was never closed, the exit was 129 with normalize's message, and facekit's handler
+    reset serve's SIGTERM handler to the default one (a SIGTERM then ended the clean-up on the spot). Now SIGHUP
+    stops it as SIGTERM does, its repeat ignored, serve's SIGTERM handler kept; under nohup it keeps serving."""
+    from facekit_serve.cli import _stop_on_signals, _stop_on_sigterm
+
+    from facekit.cli import TERMINATED_MESSAGE
+    from facekit.errors import sigterm_raises
+
+    if nohup:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with sigterm_raises(TERMINATED_MESSAGE):  # as facekit's CLI runs every command
+        _stop_on_signals()
+        if nohup:
+            signal.raise_signal(signal.SIGHUP)  # (held by no handler, it would end pytest)
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGHUP)
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # the kernel's SIGHUP after the shell's
+        assert signal.getsignal(signal.SIGTERM) is _stop_on_sigterm
+
+
+def test_closing_the_servers_terminal_deletes_its_files(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal serve runs in closes (hangs up: every write to it fails with EIO) while it serves: Gradio
+    closes the server (its "closing server" line no longer a traceback), the files go, exit 0 as after SIGTERM."""
+    from facekit_serve.testing import answers, free_port
+
+    from tests.helpers import sigterm_in_a_terminal
+
+    sfm = data_root / "sfm" / "sfm_shape_3448.bin"
+    if not sfm.is_file():
+        pytest.skip(f"the Surrey model is not at {sfm}")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # (the server's folder and Gradio's, for the server alone)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    port = free_port()
+    command = [sys.executable, "-m", "facekit.cli", "serve", "--port", str(port), "--sfm", str(sfm)]
+    status, said, shown = sigterm_in_a_terminal(
+        command, lambda: answers(f"http://127.0.0.1:{port}/"), "facekit serve", hang_up=True, stop_timeout=60
+    )
+    assert b"Ctrl+C stops the server" in shown  # (it served in the terminal)
+    assert status == 0 and not any("Traceback" in line or "stopped by" in line for line in said), said
+    assert list(tmp_path.glob("facekit-serve-*")) == []
+
+
 def test_the_photo_events_share_one_concurrency_limit(engine: Engine) -> None:
     """Before: an upload and a face choice each had their own limit, so --concurrency 1 ran two photos at once."""
     from facekit_serve.web import CONCURRENCY_GROUP, build_app

@@ -7,24 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from facekit.errors import Terminated, hangup_stops, sigterm_raises
 from tests.helpers import sigterm_in_a_terminal
-
-
-@pytest.fixture
-def default_handlers() -> Iterator[None]:
-    """The test runs with SIGTERM's and SIGHUP's default handlers, as a command starts; pytest's are back after."""
-    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
-    for number in before:
-        signal.signal(number, signal.SIG_DFL)
-    yield
-    for number, handler in before.items():
-        signal.signal(number, handler)
 
 
 def test_sighup_raises_terminated_as_sigterm_does_with_its_own_exit_status(default_handlers: None) -> None:

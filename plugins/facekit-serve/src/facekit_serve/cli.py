@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from facekit.cli import DeviceOption
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, hangup_stops, leave_a_hung_up_terminal
 from facekit.locks import exclusive
 
 #: Each server's files (uploads, results, Gradio's copies) live in a temporary folder named so, locked while it runs.
@@ -92,7 +92,26 @@ def check_port(host: str, port: int) -> None:
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # the server closes and the uploads and results are deleted, as for Ctrl+C
+    """SIGTERM, or SIGHUP (the terminal closed), stops the server as Ctrl+C does: Gradio closes it (its own
+    KeyboardInterrupt), the uploads and results are deleted, exit 0."""
+    if signum == getattr(signal, "SIGHUP", None):
+        # The kernel's SIGHUP follows the shell's 0.2 ms later: it would cut the server's close short. And Gradio's
+        # "closing server" line, written to the closed terminal, failed (EIO) before it closed the server.
+        signal.signal(signum, signal.SIG_IGN)
+        leave_a_hung_up_terminal()
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM, and SIGHUP over its default handler or facekit's (:func:`facekit.errors.sigterm_raises`), stop the
+    server (:func:`_stop_on_sigterm`); under ``nohup`` (SIGHUP ignored) it keeps serving when its terminal closes.
+    Before, facekit's SIGHUP handler ended serve as it ends a normalize: Gradio's server left unclosed, exit 129,
+    a message about skipping finished photos, and serve's own SIGTERM handler reset to the default one, so that a
+    SIGTERM ended the clean-up on the spot."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and (signal.getsignal(hangup) == signal.SIG_DFL or hangup_stops()):
+        signal.signal(hangup, _stop_on_sigterm)
 
 
 def serve(
@@ -154,7 +173,7 @@ def serve(
     removed = remove_abandoned(workdir.parent, keep=workdir)
     if removed:
         console.print(f"removed {removed} folder(s) a stopped server left in {workdir.parent} (its visitors' photos)")
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a stop while loading cleans up too
+    _stop_on_signals()  # a stop while loading cleans up too
     offline_environment()
     # Gradio's uploads and copies go in this server's folder even when the caller's environment names another:
     # the promise is that they are deleted when the server stops.
@@ -202,7 +221,7 @@ def serve(
             taken = error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error)  # Gradio's words
             reason = "taken while the models loaded" if taken else (error.strerror or str(error))
             raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
-    except KeyboardInterrupt:  # Ctrl+C or SIGTERM before the server ran (the server handles its own)
+    except KeyboardInterrupt:  # Ctrl+C, SIGTERM or SIGHUP before the server ran (the server handles its own)
         console.print("stopped")
     finally:
         if engine is not None:
