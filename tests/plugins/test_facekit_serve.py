@@ -515,6 +515,62 @@ def test_a_face_asked_for_twice_at_once_is_made_once(
             go_on.set()
 
 
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_failed_make_lets_go_of_the_photo_it_read(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed: bool
+) -> None:
+    """Before: a failed make's error, which its waiters raise too, was held by a reference cycle (the error, its
+    traceback, the frames that held the make in progress, the make holding the error) until the garbage collector
+    ran, and with it the full-size photo arrays the make had read (hundreds of MB for a large photo); so did the
+    "no longer in the server's memory" error raised from it when the page closed meanwhile (``closed``). Now they
+    go when the last request for it returns; the collector is off here, as it is between its runs."""
+    import gc
+    import weakref
+
+    analysis = engine.analyze(example_photos(tmp_path / "examples")[0])
+    engine.hold(analysis.sha256, "alice")
+    under_way, waiting, go_on = threading.Event(), threading.Event(), threading.Event()
+    read: list[weakref.ref[np.ndarray]] = []
+    said: list[str] = []
+
+    def fails(_: Any, index: int, told: Any) -> Any:
+        full_size = np.ones((3000, 4000, 3), np.uint8)  # as a make reads a 12 MP photo
+        read.append(weakref.ref(full_size))
+        told(0.5, "adjusting the photo")
+        under_way.set()
+        assert go_on.wait(60)
+        raise RuntimeError("the fit diverged")
+
+    def ask(tell: Any = None) -> None:
+        try:
+            engine.result(analysis.sha256, 0, tell)
+        except (RuntimeError, UploadError) as error:  # (only its words kept: the test holds nothing of the error)
+            said.append(str(error))
+
+    monkeypatch.setattr(engine, "_make", fails)
+    maker = threading.Thread(target=ask)
+    waiter = threading.Thread(target=ask, args=(lambda fraction, text: waiting.set(),))  # told the maker's progress
+    gc.disable()
+    try:
+        maker.start()
+        assert under_way.wait(60)
+        waiter.start()
+        assert waiting.wait(60)
+        if closed:
+            assert engine.release("alice") == [analysis.sha256]
+        go_on.set()
+        maker.join(60)
+        waiter.join(60)
+        gone = "This photo is no longer in the server's memory. Please upload it again."
+        assert said == [gone if closed else "the fit diverged"] * 2
+        assert [photo() is None for photo in read] == [True]  # (the array itself, shown, is megabytes)
+    finally:
+        go_on.set()
+        gc.enable()
+        maker.join(60)
+        waiter.join(60)
+
+
 def test_downloads_are_linked_or_copied_outside_the_cache_lock(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

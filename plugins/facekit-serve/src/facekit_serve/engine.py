@@ -19,6 +19,7 @@ same meanwhile wait for those (:class:`Making`). No file is written under the ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import itertools
@@ -361,7 +362,10 @@ class Making:
             if progress is not None:
                 tell(*progress)
         if isinstance(outcome, BaseException):
-            raise outcome
+            try:
+                raise outcome
+            finally:  # (this frame goes on the error's traceback: holding the error, or self that does, is a cycle)
+                del outcome, self
         return outcome
 
 
@@ -608,7 +612,9 @@ class Engine:
             raise UploadError("This photo is no longer in the server's memory. Please upload it again.")
         if not 0 <= index < len(analysis.faces):
             raise UploadError(f"There is no face {index + 1} in this photo; choose one of 1-{len(analysis.faces)}.")
-        gone = UploadError("This photo is no longer in the server's memory. Please upload it again.")
+        # A new error each time one is raised: one held by a frame it goes through (this one) is a reference cycle,
+        # which, raised from a failed make's error, held the make's photo arrays until the garbage collector ran.
+        gone = functools.partial(UploadError, "This photo is no longer in the server's memory. Please upload it again.")
         done = analysis.results.get(index)
         if done is None:
             done = self._once(
@@ -623,16 +629,16 @@ class Engine:
         key: Callable[[], Any],
         make: Callable[[Any, Progress], FaceResult],
         tell: Progress,
-        gone: UploadError,
+        gone: Callable[[], UploadError],
     ) -> FaceResult:
         """``results[key()]`` (``key`` is called under the cache lock), made by ``make(key, progress)`` if it is not
         yet: by one request at a time, the others asking meanwhile wait for its result or its error
         (:class:`Making`). The work runs outside the cache lock, which every request's cache lookup takes; an upload
         released or evicted meanwhile (its folder deleted after it left the cache, perhaps while files were still
-        being written into it) has all its files deleted once the work stops, and is ``gone``."""
+        being written into it) has all its files deleted once the work stops, and is ``gone()``."""
         with self._cache_lock:
             if self._cache.get(analysis.sha256) is not analysis:
-                raise gone
+                raise gone()
             wanted = key()
             if wanted in results:
                 return results[wanted]
@@ -640,39 +646,46 @@ class Engine:
             mine = making is None
             if making is None:
                 making = analysis.making[wanted] = Making()
-        if not mine:
-            return making.wait(tell)
-
-        def told(fraction: float, text: str) -> None:
-            making.tell(fraction, text)
-            tell(fraction, text)
-
         try:
-            made = make(wanted, told)
-        except BaseException as error:
+            if not mine:
+                return making.wait(tell)
+
+            def told(fraction: float, text: str) -> None:
+                if making is not None:  # (None once this request is done: the finally below)
+                    making.tell(fraction, text)
+                tell(fraction, text)
+
+            try:
+                made = make(wanted, told)
+            except BaseException as error:
+                with self._cache_lock:
+                    del analysis.making[wanted]
+                    kept = self._cache.get(analysis.sha256) is analysis
+                if kept or not isinstance(error, Exception):
+                    making.finish(error)
+                    raise
+                # The page closed meanwhile and its files went: say so, leave nothing behind.
+                shutil.rmtree(analysis.folder, ignore_errors=True)
+                making.finish(gone())
+                raise gone() from error
             with self._cache_lock:
                 del analysis.making[wanted]
                 kept = self._cache.get(analysis.sha256) is analysis
-            if kept or not isinstance(error, Exception):
-                making.finish(error)
-                raise
-            # The page closed meanwhile and its files went: say so, leave nothing behind.
-            shutil.rmtree(analysis.folder, ignore_errors=True)
-            making.finish(gone)
-            raise gone from error
-        with self._cache_lock:
-            del analysis.making[wanted]
-            kept = self._cache.get(analysis.sha256) is analysis
-            if kept:
-                results[wanted] = made
-        if not kept:  # released (the page closed) or evicted while it was made: nothing of it may stay on disk
-            shutil.rmtree(analysis.folder, ignore_errors=True)
-            making.finish(gone)
-            raise gone
-        making.finish(made)
-        return made
+                if kept:
+                    results[wanted] = made
+            if not kept:  # released (the page closed) or evicted while it was made: nothing of it may stay on disk
+                shutil.rmtree(analysis.folder, ignore_errors=True)
+                making.finish(gone())
+                raise gone()
+            making.finish(made)
+            return made
+        finally:
+            # An error raised here holds this frame (its traceback), and ``making`` (``told`` too) holds the error,
+            # which its waiters raise: a cycle that kept the error, and the full-size photo arrays in the failed
+            # make's frames, until the garbage collector ran (concurrent.futures breaks the same cycle so).
+            making = None
 
-    def _named(self, analysis: Analysis, made: FaceResult, name: str, gone: UploadError) -> FaceResult:
+    def _named(self, analysis: Analysis, made: FaceResult, name: str, gone: Callable[[], UploadError]) -> FaceResult:
         """``made`` with its files named for a visitor who called the photo ``name``: ``IMG_1234.jpg`` ->
         ``IMG_1234-normalized.png``, ``IMG_1234-adjusted.jpg``, ``IMG_1234-avatar.glb`` (``IMG_1234-face2-...`` in a
         photo with several faces; :func:`download_stem`). Before, every download was ``normalized-face.png``,
