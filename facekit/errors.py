@@ -171,6 +171,8 @@ def sigterm_raises(message: str) -> Iterator[None]:
 
     def stop(signum: int, frame: Any) -> None:
         for number in held:
+            if signal.getsignal(number) is not stop:  # (a handler the command set since is its own: kept)
+                continue
             signal.signal(number, signal.SIG_IGN if number == _SIGHUP else signal.SIG_DFL)
             if number == _SIGHUP:
                 _IGNORED_AFTER_A_STOP.add(number)

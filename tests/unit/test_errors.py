@@ -72,6 +72,25 @@ def test_under_nohup_sighup_stays_ignored(default_handlers: None) -> None:
     assert own == [signal.SIGHUP]
 
 
+def test_a_stop_leaves_a_handler_the_command_set_since(default_handlers: None) -> None:
+    """A command that sets its own handler for one of the signals inside the block (a plugin's SIGTERM handler for
+    its own clean stop) keeps it when the other signal stops the block: before, the stop reset every signal the
+    block had held, so after a SIGHUP a SIGTERM during the command's cleanup ended the process at once."""
+    own: list[int] = []
+
+    def cleanup_stop(signum: int, frame: object) -> None:
+        own.append(signum)
+
+    with pytest.raises(Terminated, match="SIGHUP"), sigterm_raises("stopped by {signal}"):
+        signal.signal(signal.SIGTERM, cleanup_stop)
+        assert hangup_stops()  # (held no more, SIGHUP would end pytest, not fail the test)
+        signal.raise_signal(signal.SIGHUP)
+    assert signal.getsignal(signal.SIGTERM) is cleanup_stop
+    signal.raise_signal(signal.SIGTERM)
+    assert own == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
 def _runs(pid: int) -> bool:
     """Whether process ``pid`` exists and is no zombie (a container's init may never reap an orphan)."""
     try:
