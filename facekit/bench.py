@@ -196,6 +196,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     prepared = (prepared_data_id(Path(base.recipe.prepare.output)) or {}).get("arrays_sha256")
     output = Path(settings.output)
     check_bench_folder(output)
+    check_prepared_for_cells(recipe, overrides, Path(base.recipe.prepare.output))
     output.mkdir(parents=True, exist_ok=True)
     (output / "last.json").unlink(missing_ok=True)  # written when this bench ends: a killed one leaves none (helper-77)
     results = output / "results.jsonl"
@@ -315,6 +316,26 @@ def diverged_cell(error: TrainingDiverged, cell: tuple[str, ...]) -> FacekitErro
         f"training diverged at step {error.step}: {error.problem}; nothing of that step was written "
         f"({error.kept or 'no checkpoint yet'}): {where}"
     )
+
+
+def check_prepared_for_cells(recipe: str, overrides: list[str], folder: Path) -> None:
+    """Refuse, before any cell, a prepare.output that holds no prepared set: every cell trains on it (the grid may
+    not vary it), so each would fail alike. Before (helper-133), a fresh checkout's `facekit bench
+    benchmarks/encoders_x_warps.yaml` failed its 6 cells with the same "not a prepared dataset" twice each and exit
+    3; now one line says which command prepares it."""
+    import shlex
+
+    from facekit.train import check_prepared_has_faces
+
+    if (folder / "landmarks.npy").is_file():
+        return  # a set: whether it is this recipe's is each cell's training's check
+    if not any((folder / name).is_file() for name in ("identities.json", "summary.json")):
+        given = "".join(f" --set {shlex.quote(value)}" for value in overrides if value.startswith(DATA_KEYS))
+        raise FacekitError(
+            f"prepare.output {folder} is not a prepared set yet, and every cell of bench.grid trains on it: prepare "
+            f"it first: facekit run {shlex.quote(recipe)} --stage prepare{given}"
+        )
+    check_prepared_has_faces(folder)  # a prepare that kept nobody, or arrays deleted since: its own line
 
 
 def refuse_same_cells(plans: list[tuple[tuple[str, ...], Plan]], prepared: str | None) -> None:

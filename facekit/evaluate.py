@@ -681,6 +681,11 @@ def evaluate_plan(
             )
     if checkpoint is None and model is None and plan is not None:  # a --model given is the model measured
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
+        if baseline is None and not Path(checkpoint).exists():  # (helper-133: "checkpoint not found" alone)
+            raise FacekitError(
+                f"checkpoint not found: {checkpoint} (the recipe's train.output: run its train stage first, facekit "
+                f"run {recipe} --stage train, or measure another model: --checkpoint FILE or --model NAME)"
+            )
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
     if baseline not in (None, "frontalize"):  # (before: after the recipe's model checks and the output's lock)

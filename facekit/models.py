@@ -219,8 +219,12 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     """Copy a weight file into the store. A file some card knows (by sha256) takes the card's name and licence;
     any other file needs ``licence`` and is stored under its own name."""
     path = Path(path).expanduser()
+    if path.is_dir():  # (helper-133: "not a file" of a folder, and of a path that is not there)
+        raise FacekitError(
+            f"{path} is a folder, not a file: give a weight file, or a tar made by `facekit models bundle`"
+        )
     if not path.is_file():
-        raise FacekitError(f"not a file: {path}")
+        raise FacekitError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
     entries = read_manifest()
     entry = _checked_entry(path, licence, source, entries)
     _store(path, entry, entries)

@@ -1010,7 +1010,14 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 if not folder.is_dir():
                     relative = not Path(src.path).expanduser().is_absolute()
                     where = f" (a relative path is under data.root, {root})" if relative else ""
-                    problems.append(Problem(f"{path}.path", f"folder not found: {folder}{where}"))
+                    # A photo given where its folder belongs (helper-133: it said "folder not found" of a file that
+                    # is there).
+                    missing = (
+                        f"{folder} is a file: a folder source's path is a folder of people, PATH/<person>/<photo>"
+                        if folder.is_file()
+                        else f"folder not found: {folder}{where}"
+                    )
+                    problems.append(Problem(f"{path}.path", missing))
                     continue
                 people[section] |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
                 deep[section] |= folder_people_names(folder)

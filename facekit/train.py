@@ -442,9 +442,9 @@ def check_prepared_people(plan: Any, folder: Path) -> None:
         return
     if people and identities_digest(people) != recorded:
         raise FacekitError(
-            f"prepare.output {folder} holds the faces of other people than this recipe's data.train names "
-            f"({len(people)} people there now): run its prepare stage again (it redoes only what changed), or train "
-            "with the recipe that prepared the set"
+            f"prepare.output {folder} holds the faces of other people than the {len(people)} this recipe's "
+            "data.train names now: run its prepare stage again (it redoes only what changed), or train with the "
+            "recipe that prepared the set"
         )
 
 

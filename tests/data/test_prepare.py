@@ -353,7 +353,9 @@ def test_resumed_work_is_the_same_work(tmp_path: Path, data_root: Path, monkeypa
     fewer.mkdir()
     for person in ("p0", "p1"):
         (fewer / person).symlink_to(folder / person)
-    with pytest.raises(FacekitError, match=r"other people than this recipe's data.train names \(2 people"):
+    # The count is of the recipe's people, and says so (helper-133: "names (4180 people there now)" read as the
+    # prepared set's own count).
+    with pytest.raises(FacekitError, match=r"other people than the 2 this recipe's data.train names now: run"):
         check_prepared_for_recipe(resolve(recipe_for(fewer, output, data_root)), output)
     # Resuming: the checkpoint names its set; people added to (or gone from) the photos since must not stop it
     # (helper-55: preparing again, as the refusal said, changed the set and --resume refused that too).

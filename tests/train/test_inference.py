@@ -604,6 +604,33 @@ def test_bench_without_a_grid_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "bench").exists()
 
 
+def test_bench_without_a_prepared_set_says_so_once_before_any_cell(tmp_path: Path) -> None:
+    """helper-133: a fresh checkout's `facekit bench benchmarks/encoders_x_warps.yaml` (README's line) trained no cell
+    and failed all 6 alike, "not a prepared dataset" twice each and exit 3; now one line names the command that
+    prepares the set every cell trains on, and nothing is written."""
+    from facekit.bench import run_bench
+    from facekit.errors import FacekitError
+
+    recipe = tmp_path / "grid.yaml"
+    grid = {"train.lr": [0.001, 0.0003]}
+    bench = tmp_path / "bench"
+    recipe.write_text(yaml.safe_dump({"bench": {"grid": grid, "output": str(bench)}}))
+    unprepared = tmp_path / "not prepared"
+    with pytest.raises(FacekitError) as refused:
+        run_bench(str(recipe), [f"prepare.output={unprepared}"], progress=False)
+    assert str(refused.value) == (
+        f"prepare.output {unprepared} is not a prepared set yet, and every cell of bench.grid trains on it: prepare "
+        f"it first: facekit run {recipe} --stage prepare --set 'prepare.output={unprepared}'"
+    )
+    assert not bench.exists()
+    # A prepare that kept nobody: its own line, still before any cell.
+    unprepared.mkdir()
+    (unprepared / "identities.json").write_text("[]")
+    with pytest.raises(FacekitError, match=r"holds no faces \(0 people\)"):
+        run_bench(str(recipe), [f"prepare.output={unprepared}"], progress=False)
+    assert not bench.exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without a GPU")
 def test_bench_scores_on_infer_device_and_says_a_missing_gpu_first(tmp_path: Path) -> None:
     """Before: bench scored every cell's model on the CPU whatever infer.device said (the evaluate stage's device), and

@@ -235,6 +235,17 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     )  # fmt: skip
     assert stage.returncode == 1 and "checkpoint not found" in stage.stderr, stage.stderr
     assert not (tmp_path / "g").exists()  # nor its run record (before: evaluate.output/runs/<stamp>-evaluate/)
+    # `facekit eval RECIPE` before the recipe trained says what to do, as the stage does (helper-133: README's
+    # `facekit eval` of a recipe said "checkpoint not found: runs/train/.../last.safetensors" alone).
+    untrained = run_cli(
+        "eval", "recipes/demo.yaml", "--set", f"train.output={tmp_path / 'none'}", "-o", str(tmp_path / "h")
+    )
+    assert untrained.returncode == 1 and untrained.stderr == (
+        f"error: checkpoint not found: {tmp_path / 'none' / 'checkpoints' / 'last.safetensors'} (the recipe's "
+        "train.output: run its train stage first, facekit run recipes/demo.yaml --stage train, or measure another "
+        "model: --checkpoint FILE or --model NAME)\n"
+    ), untrained.stderr
+    assert not (tmp_path / "h").exists()
 
 
 def test_an_evaluation_where_no_photo_is_normalized_reports_fails_not_a_traceback(

@@ -301,7 +301,12 @@ def test_cli_models_list_and_verify(tmp_path: Path) -> None:
     verify = run_cli("models", "verify", env=env)
     assert verify.returncode == 0 and "empty" in verify.stdout
     missing = run_cli("models", "import", str(tmp_path / "nope.bin"), env=env)
-    assert missing.returncode == 1 and "not a file" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr == f"error: no such file: {tmp_path / 'nope.bin'}\n"
+    # A folder is not called missing (helper-133: both said "not a file: PATH").
+    folder = run_cli("models", "import", str(tmp_path), env=env)
+    assert folder.returncode == 1 and folder.stderr == (
+        f"error: {tmp_path} is a folder, not a file: give a weight file, or a tar made by `facekit models bundle`\n"
+    ), folder.stderr
 
 
 def test_a_damaged_store_manifest_is_one_line(tmp_path: Path) -> None:

@@ -489,6 +489,13 @@ def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(t
     assert missing == [
         f"data.train.0.path: folder not found: {tmp_path / 'nope'} (a relative path is under data.root, {tmp_path})"
     ]
+    # A photo given where its folder belongs (helper-133: "folder not found" of a file that is there).
+    (folder / "anna" / "one.jpg").write_bytes(b"a photo")
+    photo = {"source": "folder", "path": str(folder / "anna" / "one.jpg")}
+    assert problems_of({"data": {"root": str(tmp_path), "train": [photo]}}) == [
+        f"data.train.0.path: {folder / 'anna' / 'one.jpg'} is a file: a folder source's path is a folder of people, "
+        "PATH/<person>/<photo>"
+    ]
 
 
 def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are_read(tmp_path: Path) -> None:
