@@ -193,7 +193,8 @@ class NormalizedFace:
 @dataclass
 class Outcome:
     """What happened to one input: ``status`` is ``ok``, ``no_face``, ``unreadable`` or ``detector_error``
-    (:data:`DETECTOR_ERROR`; ``reason`` says what the detector raised)."""
+    (:data:`DETECTOR_ERROR`); ``reason`` says why for any but ``ok`` (:data:`NO_FACE`, what the photo's reading or the
+    detector raised)."""
 
     name: str
     status: str
@@ -570,6 +571,8 @@ def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -
 
 #: The reason of the ``unreadable`` outcome of a None among a batch's photos (:func:`detect_one`).
 NO_PHOTO = "no photo: None was given in its place"
+#: The reason of a ``no_face`` outcome (before: an empty one, which each command filled in with this text itself).
+NO_FACE = "no face found"
 
 
 def detect_one(
@@ -594,7 +597,7 @@ def detect_one(
             outcomes.append(Outcome(name, DETECTOR_ERROR, reason=why))
             continue
         if not faces:
-            outcomes.append(Outcome(name, "no_face"))
+            outcomes.append(Outcome(name, "no_face", reason=NO_FACE))
             continue
         chosen = faces[choose_face(faces, image.shape, face)]
         check_detection(detector, chosen)

@@ -321,6 +321,8 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
     names = [f"photo-{index}" for index in range(len(faces))]
     expected = [(o.status, o.face and o.face.box) for o in normalizer.normalize_many(faces, names)]
     assert [status for status, _ in expected] == ["ok", "ok", "no_face"] * 2
+    # Every outcome but ok says why (before: a no_face outcome's reason was "", each command wrote its own text).
+    assert [o.reason for o in normalizer.normalize_many(faces[:3], names[:3])] == ["", "", "no face found"]
     for thread_safe, most in ((True, 3), (False, 1)):
         counted = CountedDetector(normalizer.detector, thread_safe)
         outcomes = facekit.Normalizer.from_checkpoint(detector=counted).normalize_many(faces, names)
