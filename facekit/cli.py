@@ -371,10 +371,9 @@ def normalize(
     """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,
     hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none
     (see the table)."""
-    from rich.progress import Progress
-
     from facekit.batch import normalize_planned, plan_folder
     from facekit.normalize import Normalizer, inference_device, resolve_model
+    from facekit.progress import Progress
 
     # Bad inputs or -o are reported before the model loads.
     plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
@@ -383,7 +382,7 @@ def normalize(
     settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
     normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value, size=size)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("normalizing", total=len(plan.planned))
+        task = progress.add_task("normalizing", total=len(plan.planned), unit="photo")
         summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
     done = len(summary.rows) - summary.failed
     grid = f"; grid: {summary.grid}" if summary.grid else f"; {summary.grid_left}" if summary.grid_left else ""
@@ -478,11 +477,10 @@ def adjust(
     bits), in RGB (a grey photo too), ICC profile and EXIF kept; NAME_before_after.png and NAME.json (the shift, the
     face used).
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
-    from rich.progress import Progress
-
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
     from facekit.batch import plan_folder
     from facekit.normalize import inference_device
+    from facekit.progress import Progress
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
@@ -534,7 +532,7 @@ def adjust(
 
         settings["model_sha256"] = sha256_file(resolve_model(model, checkpoint))
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("adjusting", total=len(plan.planned))
+        task = progress.add_task("adjusting", total=len(plan.planned), unit="photo")
         rows = adjust_files(
             plan, corrector, on_row=lambda row: progress.advance(task), overwrite=overwrite, settings=settings
         )
@@ -869,12 +867,11 @@ def attributes(
     Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). A rerun into the same -o
     with the same model and --face resumes: unchanged photos keep their rows. Exit 3 when some photos have no
     measures (see the table)."""
-    from rich.progress import Progress
-
     from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear
     from facekit.batch import plan_folder
     from facekit.models import sha256_file
     from facekit.normalize import inference_device, resolve_model
+    from facekit.progress import Progress
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
     runs_on = inference_device(device)
@@ -885,7 +882,7 @@ def attributes(
     )
     measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=len(plan.planned))
+        task = progress.add_task("measuring", total=len(plan.planned), unit="photo")
         rows = attributes_files(
             plan, measurer, on_row=lambda row: progress.advance(task), overwrite=overwrite, model_sha256=model_sha256
         )
@@ -1005,12 +1002,11 @@ def explore_compare(
     photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the
     normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
     compare.json). Exit 3 when some photo has no output."""
-    from rich.progress import Progress
-
     from facekit.apps.explore import COMPARE_FILES, people_rule_warning, status_and_reason, write_comparison
     from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
     from facekit.locks import exclusive
     from facekit.normalize import inference_device, resolve_model, shipped_models
+    from facekit.progress import Progress
 
     target = Path(out)
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
@@ -1038,7 +1034,7 @@ def explore_compare(
                 loaded[key] = explorer.load_normalizer(path)
             models.append((unique, loaded[key]))
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("normalizing and judging", total=len(found) * len(models))
+            task = progress.add_task("normalizing and judging", total=len(found) * len(models), unit="photo")
             result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))
         written = write_comparison(result, target, found, cell, overwrite)
     table = Table(title=f"facekit explore compare -> {out}")

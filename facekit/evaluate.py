@@ -167,9 +167,9 @@ def evaluate_normalizer(
     outcomes: list[Any] = []
     steps: Any = range(0, len(photos), 32)
     if progress:
-        from rich.progress import track
+        from facekit.progress import track
 
-        steps = track(steps, description="normalizing")
+        steps = track(steps, description="normalizing", unit="batch")
     for first in steps:
         chunk = slice(first, first + 32)
         outcomes.extend(normalizer.normalize_many(images[chunk], [p.path.stem for p in photos[chunk]]))
@@ -576,9 +576,9 @@ def verify_pairs(
     outcomes: list[Any] = []
     steps: Any = range(0, len(paths), 32)
     if progress:
-        from rich.progress import track
+        from facekit.progress import track
 
-        steps = track(steps, description="normalizing pair photos")
+        steps = track(steps, description="normalizing pair photos", unit="batch")
     for first in steps:
         outcomes.extend(
             normalizer.normalize_many(images[first : first + 32], [p.stem for p in paths[first : first + 32]])

@@ -87,7 +87,7 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
 
         morphs = morph_dataset(plan, length=recipe.train.pool_size)
         loader = torch.utils.data.DataLoader(morphs, batch_size=64, num_workers=recipe.prepare.workers)
-        for batch in _track(loader, "making morphs", progress):
+        for batch in _track(loader, "making morphs", progress, unit="batch"):
             images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
             textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
             landmarks.append(batch["landmarks"].numpy().astype(np.float32))
@@ -581,9 +581,9 @@ def _write_pool(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
     replace_durably(temporary, path)
 
 
-def _track(iterable: Any, description: str, progress: bool) -> Any:
+def _track(iterable: Any, description: str, progress: bool, unit: str = "batch") -> Any:
     if not progress:
         return iterable
-    from rich.progress import track
+    from facekit.progress import track
 
-    return track(iterable, description=description)
+    return track(iterable, description=description, unit=unit)

@@ -986,11 +986,13 @@ def _tensorboard(output: Path, start_step: int = 0) -> Any:
 def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any] | None:
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from facekit.progress import Progress
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bar.start()
-    return bar, bar.add_task("train", total=total, completed=done)
+    return bar, bar.add_task("train", total=total, completed=done, unit="step")
 
 
 def _sample_grid(decoder: torch.nn.Module, pool: Pool, index: np.ndarray, device: torch.device, path: Path) -> None:

@@ -402,11 +402,11 @@ def materialise(
         loader = DataLoader(dataset_like, batch_size=None, sampler=order, num_workers=workers)
         bar = None
         if progress:
-            from rich.progress import Progress
+            from facekit.progress import Progress
 
             bar = Progress(transient=True)
             bar.start()
-            task = bar.add_task("morphs", total=len(order))
+            task = bar.add_task("morphs", total=len(order), unit="morph")
         try:
             it = iter(loader)
             for name, items in todo:

@@ -795,7 +795,9 @@ def _process(
 ) -> int:
     """Process ``todo``'s identities, appending each record to ``progress_file`` unless it is ``previous``'s again
     (:func:`_same_outcome`); the number of photos read."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from facekit.progress import Progress
 
     photos = 0
     columns = (
@@ -806,7 +808,7 @@ def _process(
         TimeRemainingColumn(),
     )
     with Progress(*columns, disable=not show_progress) as bar, contextlib.ExitStack() as stack:
-        task = bar.add_task("prepare", total=len(todo))
+        task = bar.add_task("prepare", total=len(todo), unit="identity")
         results: Iterator[dict[str, Any]]
         if workers == 1:
             _init_worker(config)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -425,3 +426,36 @@ def test_a_bad_pixel_limit_is_said_before_the_model_loads(tmp_path: Path) -> Non
     result = run_cli("normalize", str(photo), "-o", str(tmp_path / "out"), env={"FACEKIT_MAX_MEGAPIXELS": "abc"})
     assert result.returncode == 1 and result.stdout == "", (result.stdout, result.stderr)
     assert result.stderr.strip() == "error: FACEKIT_MAX_MEGAPIXELS must be a number of megapixels, got 'abc'"
+
+
+def test_normalize_into_a_log_says_its_progress_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit normalize ... > log 2>&1`: before, its transient bar wrote nothing at all there (not even at the
+    end); now plain lines on stderr as the photos are done, and stdout holds the table alone."""
+    from types import SimpleNamespace
+
+    import facekit.batch
+    import facekit.normalize
+    from facekit.cli import main
+
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # (either makes rich take captured output for a terminal)
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "3600")  # the tenths alone, whatever the machine's speed
+    said_by_row: list[str] = []
+
+    def normalized(normalizer: object, plan: object, model: object, overwrite: bool, on_row: Any) -> Any:
+        for _ in range(20):
+            on_row(None)
+            said_by_row.append(capsys.readouterr().err)
+        return facekit.batch.Summary()
+
+    monkeypatch.setattr(facekit.batch, "plan_folder", lambda *args, **kwargs: SimpleNamespace(planned=[0] * 20))
+    monkeypatch.setattr(facekit.normalize, "resolve_model", lambda *args: tmp_path / "model.safetensors")
+    monkeypatch.setattr(facekit.normalize.Normalizer, "from_checkpoint", lambda *args, **kwargs: None)
+    monkeypatch.setattr(facekit.batch, "normalize_planned", normalized)
+    assert main(["normalize", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 0
+    assert said_by_row[1].startswith("normalizing: 2/20 (10 %), ") and "photo" in said_by_row[1]
+    assert said_by_row[2] == ""  # nothing more before the next tenth
+    assert said_by_row[-1].startswith("normalizing: 20/20 (100 %) done in ")
+    assert "normalizing" not in capsys.readouterr().out

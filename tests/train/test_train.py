@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -836,6 +837,32 @@ def test_the_progress_bar_stops_however_the_training_ends(
     monkeypatch.setattr(training, "_log", real_log)
     train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=6)), resume=True, progress=True)
     assert len(bars) == 2 and not bars[1][0].live.is_started  # and at the end, as before
+
+
+def test_a_training_into_a_log_says_its_progress_while_it_runs(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Output to a file (`nohup facekit run ... > run.log 2>&1`): before, the bar wrote nothing there until the
+    training ended; now a plain line on stderr every tenth of the steps (or FACEKIT_PROGRESS_INTERVAL seconds)."""
+    import facekit.train as training
+
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # (either makes rich take captured output for a terminal)
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "3600")  # the tenths alone, whatever the machine's speed
+    said_by_step: dict[int, str] = {}
+    real_log = training._log
+
+    def log(output: Path, writer: Any, step: int, *args: Any) -> None:
+        real_log(output, writer, step, *args)
+        said_by_step[step] = capsys.readouterr().err  # what the log file holds by then (the bar advances after)
+
+    monkeypatch.setattr(training, "_log", log)
+    train(resolve(tiny_recipe(prepared, tmp_path / "run", steps=20)), progress=True)
+    end = capsys.readouterr()
+    assert re.fullmatch(r"train loss \d+\.\d{4}: 2/20 \(10 %\), \S+ s(tep/s|/step), ETA \S+( \S+)*\n", said_by_step[3])
+    assert said_by_step[4] == ""  # nothing more before the next tenth
+    assert "train loss" in said_by_step[5] and "4/20 (20 %)" in said_by_step[5]
+    assert re.search(r"^train loss \d+\.\d{4}: 20/20 \(100 %\) done in ", end.err, re.MULTILINE)
 
 
 def test_a_cut_short_checkpoint_names_the_kept_step_copy_to_resume_from(prepared: Path, tmp_path: Path) -> None:

@@ -69,13 +69,12 @@ def avatar(
     licence). The shape model is the Surrey Face Model: free for non-commercial use only. --device is where the
     normalizing model runs; the shape fit, texturing and renders run on the CPU (and OpenGL) whatever it says. Exit 3
     when some photos got no avatar."""
-    from rich.progress import Progress
-
     import facekit
     from facekit.batch import plan_folder
     from facekit.cli import STATUS_COLUMNS, console, report_rows
     from facekit.models import WeightsNotFoundError, sha256_file
     from facekit.normalize import Normalizer, inference_device, resolve_model
+    from facekit.progress import Progress
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
@@ -92,7 +91,7 @@ def avatar(
         raise WeightsNotFoundError(f"{error}. Or pass its path: --sfm PATH") from None
     normalizer = Normalizer.from_checkpoint(model_path, device=runs_on, face=face.value)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("avatars", total=len(plan.planned))
+        task = progress.add_task("avatars", total=len(plan.planned), unit="photo")
         settings = {
             "model_sha256": sha256_file(model_path),
             "sfm_sha256": sha256_file(maker.model.path),

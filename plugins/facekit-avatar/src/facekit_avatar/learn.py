@@ -27,11 +27,11 @@ def sample_dataset(
     model: SurreyModel, images: np.ndarray, landmarks: np.ndarray, chunk: int = 64, progress: bool = True
 ) -> Samples:
     """Fit and sample every (image, landmarks) pair, ``chunk`` at a time."""
-    from rich.progress import track
+    from facekit.progress import track
 
     parts = []
     starts = range(0, len(images), chunk)
-    for start in track(starts, description="fitting and sampling") if progress else starts:
+    for start in track(starts, description="fitting and sampling", unit="batch") if progress else starts:
         imgs = np.asarray(images[start : start + chunk])
         lms = np.asarray(landmarks[start : start + chunk], np.float32)
         fit = fit_shape(model, lms, imgs.shape[1])

@@ -1,0 +1,171 @@
+"""rich progress bars that a log can follow: where the bar's console is not a terminal (``nohup facekit run ... >
+run.log 2>&1``, a pipe, CI), rich draws nothing until the bar stops, so a training of hours left its log empty. There
+:class:`Progress` also writes plain lines on stderr, at most every ``FACEKIT_PROGRESS_INTERVAL`` seconds (default 30)
+or every tenth of the work, whichever comes first, and a last line when a task ends::
+
+    train loss 0.0139: 1713/4000 (42 %), 1.9 s/step, ETA 1 h 12 min
+    train loss 0.0120: 4000/4000 (100 %) done in 2 h 7 min, 1.9 s/step
+
+In a terminal (or Jupyter) the bar is rich's, unchanged, and no line is written. Every long CLI task uses this class
+or :func:`track` instead of rich's, so the rule lives in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from operator import length_hint
+from typing import Any, TypeVar
+
+import rich.progress
+from rich.console import Console
+
+from facekit.errors import FacekitError
+
+#: Seconds between two plain lines of a task at most (a tenth of the work done sooner writes one sooner).
+DEFAULT_INTERVAL_S = 30.0
+#: The share of a task's total after which a plain line is written however little time has passed.
+STEP_FRACTION = 0.1
+
+Item = TypeVar("Item")
+
+
+def progress_interval() -> float:
+    """``FACEKIT_PROGRESS_INTERVAL`` in seconds (0: a line at every update), else :data:`DEFAULT_INTERVAL_S`."""
+    value = os.environ.get("FACEKIT_PROGRESS_INTERVAL", "")
+    try:
+        interval = float(value) if value else DEFAULT_INTERVAL_S
+    except ValueError:
+        raise FacekitError(f"FACEKIT_PROGRESS_INTERVAL must be a number of seconds, got {value!r}") from None
+    if not 0 <= interval < math.inf:
+        raise FacekitError(f"FACEKIT_PROGRESS_INTERVAL must be a finite number of seconds, 0 or more, got {value!r}")
+    return interval
+
+
+@dataclass
+class _Reported:
+    """What a task's plain lines have said so far."""
+
+    started_s: float  # when the task was first seen, and its count then (a resumed training starts past 0)
+    completed_at_start: float
+    last_s: float
+    next_fraction: float
+    ended: bool = False
+
+
+class Progress(rich.progress.Progress):
+    """rich's :class:`~rich.progress.Progress`, plus plain lines on ``lines`` (default: stderr) when its console is
+    not a terminal. A task's ``unit`` field names what it counts in those lines (default ``item``)."""
+
+    def __init__(self, *columns: Any, lines: Console | None = None, **kwargs: Any) -> None:
+        super().__init__(*columns, **kwargs)
+        console = self.console
+        # rich animates the bar in a terminal that is not dumb, or in Jupyter; anywhere else it shows nothing until
+        # the bar stops (rich.live.Live.refresh).
+        animated = console.is_jupyter or (console.is_terminal and not console.is_dumb_terminal)
+        self._writes_lines = not animated and not self.disable
+        # (read even in a terminal: a bad value is said at once, not only when the output is redirected)
+        self._interval = progress_interval()
+        self._lines = lines or Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+        self._reported: dict[rich.progress.TaskID, _Reported] = {}
+
+    def update(self, task_id: rich.progress.TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._report(task_id)
+
+    def advance(self, task_id: rich.progress.TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report(task_id)
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> rich.progress.TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        if self._writes_lines:
+            with self._lock:
+                task = self._tasks[task_id]
+                now = self.get_time()
+                self._reported[task_id] = _Reported(now, task.completed, now, self._next_fraction(task))
+        return task_id
+
+    def stop(self) -> None:
+        """rich's stop, then a last line for each task that has not had one (stopped before its end: an error, a
+        signal)."""
+        super().stop()
+        with self._lock:
+            for task_id in self._reported:
+                self._report(task_id, stopping=True)
+
+    @staticmethod
+    def _next_fraction(task: rich.progress.Task) -> float:
+        if not task.total:
+            return math.inf
+        # (rounded: 900 / 3000 / 0.1 is 2.9999999999999996, which wrote 30 % twice)
+        return (math.floor(round(task.completed / task.total / STEP_FRACTION, 9)) + 1) * STEP_FRACTION
+
+    def _report(self, task_id: rich.progress.TaskID, stopping: bool = False) -> None:
+        with self._lock:
+            reported = self._reported.get(task_id)
+            if reported is None or reported.ended:
+                return
+            task = self._tasks[task_id]
+            now = self.get_time()
+            finished = task.total is not None and task.completed >= task.total
+            due = now - reported.last_s >= self._interval or (
+                task.total and task.completed / task.total >= reported.next_fraction - 1e-9
+            )
+            if not (finished or stopping or due):
+                return
+            reported.last_s, reported.next_fraction = now, self._next_fraction(task)
+            reported.ended = finished or stopping
+            self._lines.print(self._line(task, reported, now, finished, stopping))
+
+    def _line(self, task: rich.progress.Task, reported: _Reported, now: float, finished: bool, stopping: bool) -> str:
+        unit = str(task.fields.get("unit", "item"))
+        count = _number(task.completed) if task.total is None else f"{_number(task.completed)}/{_number(task.total)}"
+        if task.total:
+            count += f" ({math.floor(round(100 * task.completed / task.total, 9))} %)"  # (29 %, not 28.999... %)
+        elapsed = now - reported.started_s
+        done_here = task.completed - reported.completed_at_start
+        # The mean since the task began, not rich's speed over the last 30 s: rows that come a batch at a time made
+        # that 60000 photos/s, and a line is read a while after it was written.
+        speed = done_here / elapsed if elapsed > 0 and done_here > 0 else None
+        rate = "" if speed is None else f", {_rate(speed, unit)}"
+        if finished:
+            return f"{task.description}: {count} done in {_duration(elapsed)}{rate}"
+        if stopping:
+            return f"{task.description}: stopped at {count} after {_duration(elapsed)}"
+        eta = "" if speed is None or task.total is None else f", ETA {_duration((task.total - task.completed) / speed)}"
+        return f"{task.description}: {count}{rate}{eta}"
+
+
+def track(
+    sequence: Iterable[Item], description: str, total: float | None = None, unit: str = "item", **kwargs: Any
+) -> Iterator[Item]:
+    """rich's :func:`~rich.progress.track` through :class:`Progress`; ``kwargs`` go to :class:`Progress`."""
+    if total is None:
+        total = float(length_hint(sequence)) or None
+    with Progress(*Progress.get_default_columns(), **kwargs) as bar:
+        yield from bar.track(sequence, task_id=bar.add_task(description, total=total, unit=unit))
+
+
+def _number(count: float) -> str:
+    """``1000000`` (``:g`` made it ``1e+06``), ``2.5``."""
+    return str(int(count)) if float(count).is_integer() else f"{count:g}"
+
+
+def _rate(per_second: float, unit: str) -> str:
+    if per_second >= 1:
+        return f"{per_second:.0f} {unit}/s" if per_second >= 100 else f"{per_second:.3g} {unit}/s"  # (not 1e+03)
+    return f"{_duration(1 / per_second)}/{unit}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 20 s``, ``2 h 5 min``: a log reader's precision."""
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -1,0 +1,134 @@
+"""facekit.progress: plain lines a log can follow where the bar's console is not a terminal; rich's bar, unchanged,
+in one. A fake clock (rich's ``get_time``) stands in for time: no test sleeps."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import rich.progress
+from rich.console import Console
+
+from facekit.errors import FacekitError
+from facekit.progress import Progress, track
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def consoles(terminal: bool) -> tuple[Console, Console, io.StringIO, io.StringIO]:
+    shown, written = io.StringIO(), io.StringIO()
+    bar = Console(file=shown, force_terminal=terminal, force_jupyter=False, width=100)
+    return bar, Console(file=written, soft_wrap=True), shown, written
+
+
+def test_a_log_gets_a_line_every_tenth_of_the_work_and_a_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: redirected to a file, the bar wrote nothing until the task ended (`tail -f run.log` said nothing for
+    the hours of a training)."""
+    monkeypatch.delenv("FACEKIT_PROGRESS_INTERVAL", raising=False)  # 30 s: a tenth below takes 8 s
+    bar_console, lines, _, written = consoles(terminal=False)
+    clock = Clock()
+    with Progress(console=bar_console, lines=lines, get_time=clock, auto_refresh=False) as bar:
+        task = bar.add_task("train", total=40, unit="step")
+        for step in range(1, 41):
+            clock.now += 2.0
+            bar.update(task, advance=1, description=f"train loss {1 / step:.4f}")
+            if step == 4:  # a tenth done: said while it runs, with what the bar shows
+                assert written.getvalue() == "train loss 0.2500: 4/40 (10 %), 2.0 s/step, ETA 1 min 12 s\n"
+            if step == 5:  # and nothing more until the next tenth
+                assert written.getvalue().count("\n") == 1
+    said = written.getvalue().splitlines()
+    assert [line.split(": ")[1].split(" (")[0] for line in said] == [f"{n}/40" for n in range(4, 41, 4)]
+    assert said[-1] == "train loss 0.0250: 40/40 (100 %) done in 1 min 20 s, 2.0 s/step"
+
+
+def test_a_slow_task_gets_a_line_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "60")
+    bar_console, lines, _, written = consoles(terminal=False)
+    clock = Clock()
+    with Progress(console=bar_console, lines=lines, get_time=clock, auto_refresh=False) as bar:
+        task = bar.add_task("prepare", total=1000, unit="identity")
+        for _ in range(25):  # 2.5 % of the work, 25 s each: a line each time a minute has passed
+            clock.now += 25.0
+            bar.advance(task)
+    said = written.getvalue().splitlines()
+    assert said[0] == "prepare: 3/1000 (0 %), 25 s/identity, ETA 6 h 55 min"  # 75 s: the first minute passed
+    assert [line.split("/")[0] for line in said[:-1]] == [f"prepare: {n}" for n in range(3, 25, 3)]
+    # Stopped before the end (an error, Ctrl+C): a last line says where.
+    assert written.getvalue().splitlines()[-1] == "prepare: stopped at 25/1000 (2 %) after 10 min 25 s"
+
+
+def test_an_interval_of_0_writes_every_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    bar_console, lines, _, written = consoles(terminal=False)
+    items = list(track(range(3), "encoding", unit="batch", console=bar_console, lines=lines, auto_refresh=False))
+    assert items == [0, 1, 2]
+    said = written.getvalue().splitlines()
+    assert [line.split(",")[0].split(" done")[0] for line in said] == [
+        "encoding: 0/3 (0 %)",  # (track sets the count to 0 as it starts)
+        "encoding: 1/3 (33 %)",
+        "encoding: 2/3 (66 %)",
+        "encoding: 3/3 (100 %)",
+    ]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_a_bad_interval_is_said(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", value)
+    with pytest.raises(FacekitError, match=f"FACEKIT_PROGRESS_INTERVAL must be .* seconds.*got '{value}'"):
+        Progress(console=consoles(terminal=True)[0])
+
+
+def test_in_a_terminal_the_bar_is_rich_s_and_no_line_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+
+    def draw(progress_class: type[rich.progress.Progress]) -> tuple[str, str]:
+        bar_console, lines, shown, written = consoles(terminal=True)
+        clock = Clock()
+        extra = {"lines": lines} if progress_class is Progress else {}
+        with progress_class(console=bar_console, get_time=clock, auto_refresh=False, transient=True, **extra) as bar:
+            task = bar.add_task("normalizing", total=4, unit="photo")
+            for _ in range(4):
+                clock.now += 1.0
+                bar.advance(task)
+                bar.refresh()
+        return shown.getvalue(), written.getvalue()
+
+    shown, written = draw(Progress)
+    assert written == ""
+    assert "normalizing" in shown and "━" in shown  # drawn as it ran
+    assert shown == draw(rich.progress.Progress)[0]  # as rich's own, to the byte
+
+
+def test_every_progress_bar_is_facekit_s() -> None:
+    """rich's own Progress or track (not its columns) anywhere else would be a bar that a log cannot follow."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [*(root / "facekit").rglob("*.py"), *root.glob("plugins/*/src/**/*.py")]
+    rich_bars = re.compile(
+        r"from rich\.progress import [^\n]*\b(Progress|track)\b(?!Column)|rich\.progress\.(Progress|track)\("
+    )
+    offenders = [
+        f"{path.relative_to(root)}"
+        for path in sources
+        if path != root / "facekit" / "progress.py" and rich_bars.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_large_counts_and_shares_are_written_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    bar_console, lines, _, written = consoles(terminal=False)
+    clock = Clock()
+    with Progress(console=bar_console, lines=lines, get_time=clock, auto_refresh=False) as bar:
+        task = bar.add_task("train", total=2_000_000, unit="step")
+        clock.now += 580.0
+        bar.update(task, completed=580_000)  # 100 * 0.29 is 28.999999999999996
+    assert written.getvalue().splitlines()[0] == "train: 580000/2000000 (29 %), 1000 step/s, ETA 23 min 40 s"
