@@ -220,7 +220,9 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         try:
             plans.append((cell, load_recipe(recipe, [*overrides, *cell])))
         except FacekitError as error:
-            logger.warning("bench cell %s is refused (the other cells go on): %s", " ".join(cell), error)
+            # The reason once, where it is read after the run (the command's summary, the cell's row): before
+            # (helper-144), this line said it too, so a failed cell's reason came twice on the terminal and in a log.
+            logger.warning("bench cell %s is refused, the other cells go on (%s)", " ".join(cell), reason_at(results))
             plans.append((cell, error))
     if plans and all(isinstance(plan, FacekitError) for _, plan in plans):  # a misspelt grid: nothing to compare
         raise next(plan for _, plan in plans if isinstance(plan, FacekitError))
@@ -280,7 +282,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         except FacekitError as error:
             if isinstance(error, TrainingDiverged):  # its advice is for a train.output of one's own: the bench's is
                 error = diverged_cell(error, cell)
-            logger.warning("bench cell %s failed (the other cells go on): %s", " ".join(cell), error)
+            logger.warning("bench cell %s failed, the other cells go on (%s)", " ".join(cell), reason_at(results))
             rows.append(_failed(results, about, time.perf_counter() - start, error))
             continue
         row = {
@@ -298,6 +300,13 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     last = {"recipe_hashes": [row["recipe_hash"] for row in rows], "evaluation": evaluation}
     (output / "last.json").write_text(json.dumps(last, indent=1) + "\n")
     return rows, output
+
+
+def reason_at(results: Path) -> str:
+    """Where a failed cell's reason is, for the line said as it fails: `facekit bench` lists each failed cell with its
+    reason when the grid ends (as `facekit normalize` lists each failed photo in its table), and its row in
+    ``results`` keeps it, for a bench that was stopped before its end."""
+    return f"its reason is listed when the bench ends, and in {results}"
 
 
 def diverged_cell(error: TrainingDiverged, cell: tuple[str, ...]) -> FacekitError:

@@ -415,7 +415,14 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     result = run_cli("bench", str(recipe))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "2 of 3 cells failed" in result.stdout and "tries only the failed ones" in result.stdout
-    assert "training diverged at step 2" in result.stderr
+    # Each reason once, in the summary naming its cell; the line said as a cell fails names it and points there
+    # (before: the reason on that line too, so twice on the terminal and in a log).
+    assert result.stderr.count("training diverged at step 2") == 1, result.stderr
+    assert result.stderr.count("1 problem: train.lr") == 1, result.stderr
+    assert "failed cell: 100000000.0: training diverged at step 2" in result.stderr
+    pointer = f"the other cells go on (its reason is listed when the bench ends, and in {output / 'results.jsonl'})"
+    assert f"bench cell train.lr=-1 is refused, {pointer}" in result.stderr
+    assert f"bench cell train.lr=100000000.0 failed, {pointer}" in result.stderr
     again = [json.loads(line) for line in (output / "results.jsonl").read_text().splitlines()]
     assert len(again) == 5 and [r["recipe_hash"] for r in again[3:]] == [r["recipe_hash"] for r in rows[:2]]
     assert all("failed" in row for row in again[3:])
