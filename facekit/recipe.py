@@ -1147,17 +1147,37 @@ def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
     data: dict[str, Any] = _deep_copy(raw)
     problems = apply_overrides(data, overrides)
     values, section_problems = _validate_sections(data)
-    problems.extend(section_problems)
+    problems.extend(_as_given(section_problems, overrides))
     components: dict[str, ResolvedComponent] = {}
     if "components" in values or "components" not in data:
         components, component_problems = _resolve_components(values.get("components", Components()))
-        problems.extend(component_problems)
+        problems.extend(_as_given(component_problems, overrides))
     if not problems:
         recipe = Recipe(**values)
         problems.extend(_cross_checks(recipe, components))
     if problems:
         raise RecipeError(problems, source)
     return Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
+
+
+def _as_given(problems: list[Problem], overrides: Sequence[str]) -> list[Problem]:
+    """Each problem of a value an override set, named by that override as it was typed: ``--set train.steps=abc:
+    train.steps must be a whole number (got 'abc')`` (helper-144: before, ``train.steps: Input should be a valid
+    integer``, the same line as for the recipe file's own value, so a user did not see which of their --set it was)."""
+    given: dict[str, str] = {}
+    for item in overrides:  # the last of a key is the one that took effect
+        key, sep, _ = item.partition("=")
+        if sep and key.strip():
+            given[_dotted(key.strip())] = item.strip()
+    named = []
+    for problem in problems:
+        keys = [key for key in given if problem.path == key or problem.path.startswith(f"{key}.")]
+        if not keys:
+            named.append(problem)
+            continue
+        joint = " " if problem.message.startswith("must ") else ": "  # "x must be ...", "x: extra field ..."
+        named.append(Problem(f"--set {given[max(keys, key=len)]}", f"{problem.path}{joint}{problem.message}"))
+    return named
 
 
 def _deep_copy(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import inspect
+import json
 import logging
 import os
 import re
@@ -143,8 +144,45 @@ def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Seq
             message = "extra field not permitted"
             hint = did_you_mean(str(err["loc"][-1]), fields, cutoff=0.7) if len(err["loc"]) == 1 else ""
             message += f"; {hint}" if hint else ""
+        elif err["type"] not in ("value_error", "missing"):  # (a validator's words name the value it refuses)
+            message = _refused_value(err["type"], err.get("ctx") or {}, message, err["input"])
         problems.append(Problem(path, message))
     return problems
+
+
+#: pydantic's words for a value of the wrong kind, said plainly (``Input should be a valid integer, unable to parse
+#: string as an integer`` is "must be a whole number").
+_KIND_WORDS = {
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "finite_number": "a finite number",
+}
+_BOUND_WORDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than"}
+_BOUND_WORDS |= {"less_than_equal": "at most"}
+
+
+def _refused_value(kind: str, context: Mapping[str, Any], message: str, given: Any) -> str:
+    """A value pydantic refused, said with the value as given (helper-144: `--set train.steps=abc` said "Input should
+    be a valid integer" without the value, which a long command line or an ``extends`` chain leaves to guess):
+    "must be a whole number (got 'abc')". A section or list given where a value belongs is not echoed."""
+    if kind in _KIND_WORDS:
+        message = f"must be {_KIND_WORDS[kind]}"
+    elif kind in _BOUND_WORDS:
+        bound = next(iter(context.values()), None)
+        shown_bound = f"{bound:g}" if isinstance(bound, float) else bound  # (gt=0 on a float field is 0.0)
+        message = f"must be {_BOUND_WORDS[kind]} {shown_bound}" if bound is not None else message
+    elif kind == "literal_error" and "expected" in context:
+        message = f"must be {context['expected']}"
+    if isinstance(given, (str, int, float, bool)) or given is None:
+        written = json.dumps(given) if given is None or isinstance(given, bool) else repr(given)  # (YAML's words)
+        shown = written if len(written) <= 60 else f"{written[:57]}..."
+        message = f"{message} (got {shown})"
+    return message
 
 
 class Registry(Generic[T]):

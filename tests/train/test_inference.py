@@ -418,7 +418,7 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     # Each reason once, in the summary naming its cell; the line said as a cell fails names it and points there
     # (before: the reason on that line too, so twice on the terminal and in a log).
     assert result.stderr.count("training diverged at step 2") == 1, result.stderr
-    assert result.stderr.count("1 problem: train.lr") == 1, result.stderr
+    assert result.stderr.count("train.lr must be greater than 0") == 1, result.stderr
     assert "failed cell: 100000000.0: training diverged at step 2" in result.stderr
     pointer = f"the other cells go on (its reason is listed when the bench ends, and in {output / 'results.jsonl'})"
     assert f"bench cell train.lr=-1 is refused, {pointer}" in result.stderr
