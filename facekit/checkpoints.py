@@ -219,6 +219,17 @@ def check_metrics_measure(metrics: Any, digest: str, path: str | Path, checkpoin
     )
 
 
+def check_metrics_file(metrics: Path) -> None:
+    """Refuse a ``--metrics`` that is not there or is a folder, in words (before: "cannot be read as JSON: [Errno 2]
+    No such file or directory", "[Errno 21] Is a directory")."""
+    wrote = "give the metrics.json a `facekit eval` or benchmarks/quality.py wrote"
+    if metrics.is_dir():
+        inside = f" ({metrics / 'metrics.json'}?)" if (metrics / "metrics.json").is_file() else ""
+        raise FacekitError(f"--metrics {metrics} is a folder: {wrote}{inside}")
+    if not metrics.is_file():
+        raise FacekitError(f"--metrics {metrics}: no such file: {wrote}")
+
+
 def export_model(
     checkpoint: str | Path, out: str | Path, metrics: str | Path | None = None, overwrite: bool = False
 ) -> int:
@@ -237,6 +248,8 @@ def export_model(
         raise FacekitError(f"{out} is the checkpoint itself: write the model to another file")
     if metrics is not None and out.resolve() == Path(metrics).resolve():  # before: --overwrite replaced the figures
         raise FacekitError(f"{out} is the --metrics file: write the model to another file")
+    if metrics is not None:  # before reading the checkpoint (helper-144: "cannot be read as JSON: [Errno 2] ...")
+        check_metrics_file(Path(metrics))
     if out.is_dir():  # (helper-69: first "exists: --overwrite replaces it", and with it "is a folder")
         raise FacekitError(f"{out} is a folder: give the model file's name (e.g. {out / 'model.safetensors'})")
     if (out.exists() or out.is_symlink()) and not overwrite:

@@ -84,9 +84,23 @@ def test_export_keeps_outputs_and_drops_optimizer(checkpoint: Path, tmp_path: Pa
         export_model(tmp_path / "pool.safetensors", tmp_path / "empty.safetensors")
     assert not (tmp_path / "empty.safetensors").exists()
     (tmp_path / "bad.json").write_text("{not json")
-    for metrics in (tmp_path / "missing.json", tmp_path / "bad.json"):
-        with pytest.raises(FacekitError, match="cannot be read as JSON"):
-            export_model(checkpoint, tmp_path / "other.safetensors", metrics=metrics)
+    with pytest.raises(FacekitError, match="cannot be read as JSON"):
+        export_model(checkpoint, tmp_path / "other.safetensors", metrics=tmp_path / "bad.json")
+    # Not there, or a folder: said in words (before: "cannot be read as JSON: [Errno 2] No such file or directory").
+    wrote = "give the metrics.json a `facekit eval` or benchmarks/quality.py wrote"
+    with pytest.raises(FacekitError) as missing:
+        export_model(checkpoint, tmp_path / "other.safetensors", metrics=tmp_path / "missing.json")
+    assert str(missing.value) == f"--metrics {tmp_path / 'missing.json'}: no such file: {wrote}"
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(FacekitError) as folder:
+        export_model(checkpoint, tmp_path / "other.safetensors", metrics=tmp_path / "eval")
+    assert str(folder.value) == f"--metrics {tmp_path / 'eval'} is a folder: {wrote}"
+    (tmp_path / "eval" / "metrics.json").write_text("{}")  # the file inside it is named
+    with pytest.raises(FacekitError) as folder:
+        export_model(checkpoint, tmp_path / "other.safetensors", metrics=tmp_path / "eval")
+    assert (
+        str(folder.value) == f"--metrics {tmp_path / 'eval'} is a folder: {wrote} ({tmp_path / 'eval/metrics.json'}?)"
+    )
     # A model file exported again (the shipped model given new figures) keeps its weights and provenance (before:
     # exported_from named the model file itself and the training checkpoint was no longer said).
     from facekit.checkpoints import read_checkpoint
