@@ -27,6 +27,18 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace output files that exist")
 
 
+def add_figure_out(parser: argparse.ArgumentParser, default: Path) -> None:
+    """``--out FILE``: the one image a figure script writes (a script that writes several, ``average_faces.py``,
+    takes ``--out FOLDER``)."""
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        default=default,
+        help=f"the image file to write (.png, .jpg or .jpeg; this script writes one image, so a file, not a folder; "
+        f"default: the repository's {default.relative_to(REPO)})",
+    )
+
+
 def figure_path(parser: argparse.ArgumentParser, value: str | Path, overwrite: bool, option: str = "--out") -> Path:
     """``value`` as an image file to write: a folder, another kind of file, or a file that exists without
     ``--overwrite`` is a usage error (exit 2) before any work."""

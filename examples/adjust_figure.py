@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _common import REPO, add_overwrite, data_root, figure_path
+from _common import REPO, add_figure_out, add_overwrite, data_root, figure_path
 from adjust import background_mask, blackbody_rgb, cast
 
 from facekit.apps.adjust import FaceAdjuster
@@ -38,7 +38,7 @@ def read(path: Path) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=REPO / "docs" / "adjust-before-after.jpg")
+    add_figure_out(parser, REPO / "docs" / "adjust-before-after.jpg")
     add_overwrite(parser)
     args = parser.parse_args()
     out = figure_path(parser, args.out, args.overwrite)

@@ -53,7 +53,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("demo-output"))
+    parser.add_argument(
+        "--out",
+        metavar="FOLDER",
+        type=Path,
+        default=Path("demo-output"),
+        help=f"the folder to write {' and '.join(OUTPUTS)} into (made if missing; this script writes two images, so "
+        "a folder, not a file; default: demo-output in the current folder)",
+    )
     parser.add_argument("--people", type=int, default=24)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--warper", default="rbf-linear")

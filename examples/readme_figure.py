@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import REPO, add_overwrite, data_root, figure_path
+from _common import REPO, add_figure_out, add_overwrite, data_root, figure_path
 from PIL import Image
 
 from facekit.normalize import Normalizer
@@ -22,7 +22,7 @@ PEOPLE = ("004", "010", "017", "031", "067", "102")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=REPO / "docs" / "demo-grid.png")
+    add_figure_out(parser, REPO / "docs" / "demo-grid.png")
     parser.add_argument("--size", type=int, default=128)
     add_overwrite(parser)
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from _common import REPO, add_overwrite, data_root, figure_path
+from _common import REPO, add_figure_out, add_overwrite, data_root, figure_path
 from facekit_serve.testing import running_server
 from PIL import Image
 
@@ -33,7 +33,7 @@ VIEWPORT: ViewportSize = {"width": 1280, "height": 1100}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=REPO / "docs" / "serve.png")
+    add_figure_out(parser, REPO / "docs" / "serve.png")
     parser.add_argument("--sfm", default=None, help="sfm_shape_3448.bin (default: DATA/sfm/)")
     add_overwrite(parser)
     args = parser.parse_args()

@@ -44,6 +44,24 @@ def test_figures_are_not_replaced_unasked(tmp_path: Path) -> None:
     assert both.returncode == 2 and "--compare" in said(both)
 
 
+def test_each_out_says_whether_it_is_a_file_or_a_folder() -> None:
+    """helper-144: the figure scripts' --out (a file) had no help, beside average_faces.py's --out (a folder, as
+    `make demo` gives it); each now says which it is."""
+    for script, default in (
+        ("readme_figure.py", "docs/demo-grid.png"),
+        ("adjust_figure.py", "docs/adjust-before-after.jpg"),
+        ("serve_screenshot.py", "docs/serve.png"),
+    ):
+        shown = example(script, "--help")
+        assert shown.returncode == 0 and "[--out FILE]" in shown.stdout, shown.stdout
+        assert f"this script writes one image, so a file, not a folder; default: the repository's {default})" in (
+            " ".join(shown.stdout.split())
+        )
+    shown = example("average_faces.py", "--help")
+    assert shown.returncode == 0 and "[--out FOLDER]" in shown.stdout, shown.stdout
+    assert "the folder to write average_faces.png and mean_face.png into" in " ".join(shown.stdout.split())
+
+
 def test_bad_options_and_missing_data_are_one_line(tmp_path: Path) -> None:
     out = ["--compare", str(tmp_path / "c.jpg"), "--interpolate", str(tmp_path / "i.jpg")]
     label = example("explore_figures.py", "--checkpoint", "model.safetensors", *out)
