@@ -112,6 +112,17 @@ def forked_while_held(lock: Any, child: Any, timeout: float = 120) -> int:
         thread.join(30)
 
 
+def default_stop_signals() -> None:
+    """In a test's child process (``subprocess.Popen(preexec_fn=...)``): SIGTERM and SIGHUP at their default
+    handlers, as a command typed in a terminal has them. A child inherits an ignored signal, and the test run may
+    have been started with SIGHUP ignored (CI under ``nohup``): then every "closing terminal" test saw the command
+    ignore the hangup and failed (ci121)."""
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def sigterm_in_a_terminal(
     command: list[str], ready: Any, what: str, timeout: float = 240, hang_up: bool = False, stop_timeout: float = 120
 ) -> tuple[int, list[str], bytes]:
@@ -140,6 +151,7 @@ def sigterm_in_a_terminal(
         stderr=subprocess.PIPE,
         env={**os.environ, "TERM": "xterm-256color"},
         start_new_session=hang_up,
+        preexec_fn=default_stop_signals,
     )
     os.close(follower)
     shown = bytearray()

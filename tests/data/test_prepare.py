@@ -18,7 +18,15 @@ from facekit.data.dataset import PreparedFaces
 from facekit.data.prepare import Shard, read_progress, run_prepare
 from facekit.errors import FacekitError
 from facekit.recipe import resolve
-from tests.helpers import catches, ignores, kill_at_points, peak_in_fresh_process, run_cli, send_hangups
+from tests.helpers import (
+    catches,
+    default_stop_signals,
+    ignores,
+    kill_at_points,
+    peak_in_fresh_process,
+    run_cli,
+    send_hangups,
+)
 
 pytest.importorskip("dlib")
 
@@ -831,6 +839,7 @@ def _prepare_in_workers(
         stderr=log,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=default_stop_signals,  # (nohup, where it is the prefix, then ignores SIGHUP itself)
     )
     log.close()
     progress = output / "progress.jsonl"
@@ -859,6 +868,13 @@ def _ended(process: subprocess.Popen, timeout: float = 60) -> list[str]:
     return left
 
 
+def _said(tmp_path: Path) -> list[str]:
+    """The lines a prepare run by :func:`_prepare_in_workers` wrote on its stderr, less its plain progress lines
+    (``prepare: 4/20 (20 %) ...``, written where stderr is no terminal)."""
+    said = (tmp_path / "stderr.txt").read_text(errors="replace")
+    return [line for line in said.splitlines() if not line.startswith("prepare: ")]
+
+
 def test_sigterm_ends_a_prepare_and_its_workers(tmp_path: Path, data_root: Path) -> None:
     """Before: SIGTERM to `facekit prepare` (kill, docker stop, a job scheduler: the process alone, not its group)
     ended it on the spot without a word (status -15), and its worker processes waited for work forever, each holding
@@ -867,8 +883,8 @@ def test_sigterm_ends_a_prepare_and_its_workers(tmp_path: Path, data_root: Path)
     process, recipe, output = _prepare_in_workers(tmp_path, data_root)
     process.send_signal(signal.SIGTERM)
     left = _ended(process)
-    said = (tmp_path / "stderr.txt").read_text(errors="replace")
-    assert (process.returncode, said.splitlines()) == (
+    said = _said(tmp_path)
+    assert (process.returncode, said) == (
         143,
         [
             "error: prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with "
@@ -935,8 +951,8 @@ def test_a_closing_terminal_stops_a_prepare_between_two_photos_as_sigterm_does(t
         process.wait(timeout=10)
     finally:
         left = _ended(process)
-    said = (tmp_path / "stderr.txt").read_text(errors="replace")
-    assert (process.returncode, said.splitlines(), left) == (
+    said = _said(tmp_path)
+    assert (process.returncode, said, left) == (
         129,
         [
             "error: prepare stopped by SIGHUP: the people it finished are kept, and prepare run again goes on with "
