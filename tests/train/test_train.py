@@ -1335,11 +1335,29 @@ def test_a_cached_pool_is_made_again_when_the_arrays_change(
     first = pool.cached_pool(plan, encoder, tmp_path / "pool.safetensors")
     landmarks = np.load(folder / "landmarks.npy")
     np.save(folder / "landmarks.npy", landmarks + 3.0)  # changed by hand; summary.json still says the old digest
+    built = _counted_builds(monkeypatch)
+    again = pool.cached_pool(plan, encoder, tmp_path / "pool.safetensors")
+    assert built == [1] and torch.allclose(again.landmarks, first.landmarks + 3.0)
+
+
+def _counted_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on each call of facekit.pool.build_pool (its real work done) appends a 1 to the list returned."""
+    from facekit import pool
+
     built: list[int] = []
     real = pool.build_pool
     monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
-    again = pool.cached_pool(plan, encoder, tmp_path / "pool.safetensors")
-    assert built == [1] and torch.allclose(again.landmarks, first.landmarks + 3.0)
+    return built
+
+
+def _tiny_cached_pool(prepared: Path, tmp_path: Path) -> tuple[Any, Any, Path, Any]:
+    """A one-step tiny recipe's plan, its encoder, its pool cached at ``tmp_path / "pool.safetensors"`` and the pool."""
+    from facekit import pool
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    encoder = plan.components["encoder"].build()
+    path = tmp_path / "pool.safetensors"
+    return plan, encoder, path, pool.cached_pool(plan, encoder, path)
 
 
 def test_a_damaged_cached_pool_is_made_again(
@@ -1352,13 +1370,8 @@ def test_a_damaged_cached_pool_is_made_again(
 
     from facekit import pool
 
-    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
-    encoder = plan.components["encoder"].build()
-    path = tmp_path / "pool.safetensors"
-    first = pool.cached_pool(plan, encoder, path)
-    built: list[int] = []
-    real = pool.build_pool
-    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    plan, encoder, path, first = _tiny_cached_pool(prepared, tmp_path)
+    built = _counted_builds(monkeypatch)
     whole = path.read_bytes()
     damaged = bytearray(whole)
     damaged[-100] ^= 0x10  # a byte of the last tensor's data
@@ -1386,15 +1399,10 @@ def test_a_cached_pool_of_other_tensors_is_made_again(
 
     from facekit import pool
 
-    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
-    encoder = plan.components["encoder"].build()
-    path = tmp_path / "pool.safetensors"
-    first = pool.cached_pool(plan, encoder, path)
+    plan, encoder, path, first = _tiny_cached_pool(prepared, tmp_path)
     key = pool_header(path)["key"]
     whole = load_file(str(path))
-    built: list[int] = []
-    real = pool.build_pool
-    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    built = _counted_builds(monkeypatch)
     without_groups = {k: v for k, v in whole.items() if k != "groups"}
     for tensors, problem in (
         (without_groups, "it lacks the tensors groups"),
@@ -1448,16 +1456,11 @@ def test_a_pool_cached_before_its_checksum_is_checked_and_given_one(
 
     from facekit import pool
 
-    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
-    encoder = plan.components["encoder"].build()
-    path = tmp_path / "pool.safetensors"
-    first = pool.cached_pool(plan, encoder, path)
+    plan, encoder, path, first = _tiny_cached_pool(prepared, tmp_path)
     key = pool_header(path)["key"]
     whole = load_file(str(path))
     save_file(whole, str(path), metadata={"key": key})  # as cached before the checksum
-    built: list[int] = []
-    real = pool.build_pool
-    monkeypatch.setattr(pool, "build_pool", lambda *a, **k: built.append(1) or real(*a, **k))
+    built = _counted_builds(monkeypatch)
     with caplog.at_level("WARNING", logger="facekit.pool"):
         read = pool.cached_pool(plan, encoder, path)
     assert not built and not caplog.records and torch.equal(read.images, first.images)
