@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facekit.errors import FacekitError
+from facekit.errors import NO_FACE, FacekitError
 from facekit.locks import current_umask
 from facekit.models import sha256_file
 from facekit.types import face_of, face_record
@@ -1043,7 +1043,7 @@ def _normalize_locked(
         outcomes = normalizer.normalize_many([t[2] for t in todo], [t[1].source.stem for t in todo], batch_size)
         for (place, item, image, source_sha, read, note), outcome in zip(todo, outcomes, strict=True):
             if outcome.face is None:
-                placed[place] = Row(str(item.source), outcome.status, None, outcome.reason or "no face found")
+                placed[place] = Row(str(item.source), outcome.status, None, outcome.reason or NO_FACE)
                 continue
             png, record, side = item.files(out)
             face = outcome.face

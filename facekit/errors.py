@@ -75,6 +75,8 @@ class PluginError(FacekitError):
 
 #: Status of a photo on which the detector raised: the batch goes on, the photo's row says what it raised.
 DETECTOR_ERROR = "detector_error"
+#: The reason of a ``no_face`` outcome; a command given an empty one (a third-party normalizer's) says this too.
+NO_FACE = "no face found"
 
 
 class DetectorFailed(FacekitError):

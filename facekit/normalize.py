@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
-from facekit.errors import DETECTOR_ERROR, ComponentNotFoundError, DetectorFailed, FacekitError
+from facekit.errors import DETECTOR_ERROR, NO_FACE, ComponentNotFoundError, DetectorFailed, FacekitError
 from facekit.images import is_encoded, to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
@@ -571,8 +571,6 @@ def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -
 
 #: The reason of the ``unreadable`` outcome of a None among a batch's photos (:func:`detect_one`).
 NO_PHOTO = "no photo: None was given in its place"
-#: The reason of a ``no_face`` outcome (before: an empty one, which each command filled in with this text itself).
-NO_FACE = "no face found"
 
 
 def detect_one(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from facekit.apps import UsesNormalizer
-from facekit.errors import FacekitError
+from facekit.errors import NO_FACE, FacekitError
 from facekit.types import face_record
 
 # ------------------------------------------------------------------------------------------------ skin region
@@ -631,9 +631,7 @@ def _measure_locked(
             if photo is None:
                 row = AttributesRow(name, "unreadable", why)
             elif "attributes" not in outcome.extras:
-                row = AttributesRow(
-                    name, outcome.status, outcome.reason or "no face found", input_sha256=sha, read=read
-                )
+                row = AttributesRow(name, outcome.status, outcome.reason or NO_FACE, input_sha256=sha, read=read)
             else:
                 (target,) = planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)
                 marks = output_mark(planned.source) | ({MODEL_MARK: model_sha256} if model_sha256 else {})

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from facekit.cli import DeviceOption
-from facekit.errors import FacekitError
+from facekit.errors import NO_FACE, FacekitError
 from facekit.types import FACE_CHOICE_HELP, FaceChoice, face_record
 
 if TYPE_CHECKING:  # numpy is imported where it is used: registering the command runs at every `facekit` start
@@ -207,7 +207,7 @@ def _avatars_locked(
             if photo is None:
                 row.update(status="unreadable", reason=reasons[i] or "unreadable")
             elif i not in avatars:
-                row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or "no face found")
+                row.update(status=outcomes[i].status or "no_face", reason=outcomes[i].reason or NO_FACE)
             elif avatars[i].record.get("fit_failed"):
                 row.update(status="fit_failed", reason=avatars[i].record["fit_failed"])
             else:
