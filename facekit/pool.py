@@ -388,10 +388,13 @@ def pool_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return f"{crc:08x}"
 
 
-def layout_problem(tensors: dict[str, torch.Tensor], identity: bool | None = None) -> str | None:
+def layout_problem(
+    tensors: dict[str, torch.Tensor], identity: bool | None = None, side: int | None = None
+) -> str | None:
     """What keeps ``tensors`` from being a :class:`Pool` facekit trains on (:data:`POOL_LAYOUT`: a tensor missing
     or of another name, dtype or shape, items counted differently), or None. ``identity``: whether the identity
-    encoder's tensors must be there (True) or not (False); None: both or neither."""
+    encoder's tensors must be there (True) or not (False); None: both or neither. ``side``: the images' and
+    textures' side the recipe trains at (None: any)."""
     names = set(tensors)
     unknown = sorted(names - set(POOL_LAYOUT))
     if unknown:
@@ -422,6 +425,8 @@ def layout_problem(tensors: dict[str, torch.Tensor], identity: bool | None = Non
                     return f"its tensor {name} is {found}, not {spelled} with {want}={seen}{also}"
     if sizes["N"][0] == 0:
         return "it holds no items"
+    if side is not None and sizes["S"][0] != side:  # (before: a size error from inside the losses, at the first step)
+        return f"its images are {sizes['S'][0]} px, and the recipe's prepare.image_size is {side}"
     return None
 
 
@@ -502,7 +507,7 @@ def cached_pool(
         except PoolNotWhole as not_whole:
             logger.warning("the cached training pool %s %s: it is made again", path, not_whole.problem)
     if offered is not None and offered.key in keys:
-        problem = layout_problem(offered.tensors, identity is not None)
+        problem = layout_problem(offered.tensors, identity is not None, plan.recipe.prepare.image_size)
         if problem is None:
             logger.info("training pool from cache %s", path)
             if offered.checksum is None and is_rank_zero():

@@ -1442,6 +1442,20 @@ def test_a_cached_pool_of_other_tensors_is_made_again(
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "not a pool of this recipe (it holds an identity encoder's embeddings" in warning
     assert len(built) == 8
+    # Images and textures of another side than the recipe's (before: taken, and the first step a size error from
+    # inside the losses).
+    halved = {k: v[..., ::2, ::2].contiguous() if k in ("images", "textures") else v for k, v in whole.items()}
+    save_file(halved, str(path), metadata={"key": key, pool.CHECKSUM_KEY: pool.pool_checksum(halved)})
+    assert pool.read_pool(path).tensors.keys() == halved.keys()  # a pool, but not this recipe's
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="facekit.pool"):
+        again = pool.cached_pool(plan, encoder, path)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert (
+        f"not a pool of this recipe (its images are {SIZE // 2} px, and the recipe's prepare.image_size is {SIZE})"
+        in warning
+    )
+    assert len(built) == 9 and torch.equal(again.images, first.images)
     assert pool.layout_problem(whole, identity=True) == "it lacks the tensors own_embeddings, own_transforms"
 
 
