@@ -124,7 +124,9 @@ HOOK_ARGUMENTS = "facekit's register_* hooks take one argument named register; r
 def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -> str:
     """For an ImportError of a facekit module (a name this facekit lacks, or a module it does not have): the plugin was
     made for another facekit. What to do, with the facekit range the plugin's distribution asks for, to append to the
-    error; otherwise ""."""
+    error; otherwise "". Where this facekit is outside that range, which way (:func:`facekit_side`): before, every
+    such plugin was told "upgrade facekit, or install a release made for facekit X", the first of which cannot help a
+    facekit newer than the plugin's range."""
     module = getattr(error, "name", None) or ""
     if not isinstance(error, ImportError) or not (module == "facekit" or module.startswith("facekit.")):
         return ""
@@ -134,16 +136,64 @@ def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -
     # (A plugin not installed as a distribution, or one whose metadata has no Name, is "the plugin": before,
     # "install a the plugin release".)
     name = getattr(dist, "name", None)
-    wanted = ""
+    wanted, side = "", None
     for line in (dist.requires if dist is not None and name else None) or []:
-        requirement = re.match(r"facekit(?![\w.-])\s*([^;]*)(;.*)?$", line.strip(), re.IGNORECASE)
+        # facekit, its extras, its versions (old metadata puts them in brackets), and a marker ("; extra == ..."
+        # asks for it only with one of the plugin's extras: not the facekit it needs)
+        requirement = re.match(
+            r"facekit(?![\w.-])\s*(?:\[[^\]]*\])?\s*\(?([^;()]*)\)?\s*(;.*)?$", line.strip(), re.IGNORECASE
+        )
         if dist is not None and requirement and "extra" not in (requirement.group(2) or ""):
-            wanted = f" ({name} {dist.version} asks for facekit {requirement.group(1).strip() or 'of any version'})"
+            specifier = requirement.group(1).strip()
+            wanted = f" ({name} {dist.version} asks for facekit {specifier or 'of any version'})"
+            side = facekit_side(installed, specifier)
     release = f"a {name} release" if name else "a release of the plugin"
-    return (
-        f"; facekit {installed} lacks what {name or 'the plugin'} imports{wanted}: upgrade facekit, or install "
-        f"{release} made for facekit {installed}"
-    )
+    if side == "older":
+        advice = "upgrade facekit"
+    elif side == "newer":
+        advice = f"install {release} made for facekit {installed}, or a facekit it asks for"
+    else:  # in the range (the plugin's lower bound is too low), or a range this cannot judge
+        advice = f"upgrade facekit, or install {release} made for facekit {installed}"
+    return f"; facekit {installed} lacks what {name or 'the plugin'} imports{wanted}: {advice}"
+
+
+#: A version :func:`facekit_side` compares: a release alone (``0.1``, ``0.1.0``).
+_RELEASE = re.compile(r"\d+(?:\.\d+)*")
+
+
+def facekit_side(installed: str, specifier: str) -> str | None:
+    """Where the version ``installed`` stands against ``specifier`` (a requirement's versions, ``>=0.1,<0.2``):
+    "older" than it allows, "newer", "excluded" (``!=``), "" inside it, or None where it cannot tell (a pre-, post-,
+    dev or local version, ``===``, a URL). As packaging's ``SpecifierSet.contains`` judges a release, written out
+    here for the operators plugins use, since packaging is no dependency of facekit's."""
+    if not _RELEASE.fullmatch(installed):
+        return None
+    version = tuple(map(int, installed.split(".")))
+    for clause in filter(None, (part.strip() for part in specifier.split(","))):
+        match = re.fullmatch(r"(~=|==|!=|<=|>=|<|>)\s*(\d+(?:\.\d+)*)(\.\*)?", clause)
+        if match is None or (match[3] and match[1] not in ("==", "!=")) or (match[1] == "~=" and "." not in match[2]):
+            return None
+        operator, bound = match[1], tuple(map(int, match[2].split(".")))
+        if match[3] or operator == "~=":  # a prefix: ==0.1.* or ~=0.1.2 (>=0.1.2 and ==0.1.*)
+            prefix = bound if match[3] else bound[:-1]
+            head = (version + (0,) * len(prefix))[: len(prefix)]
+            low = head < prefix or (operator == "~=" and _padded(version, bound) < _padded(bound, version))
+            inside = head != prefix if operator == "!=" else head == prefix and not low
+        else:
+            this, that = _padded(version, bound), _padded(bound, version)
+            inside = {
+                "==": this == that, "!=": this != that, "<": this < that, "<=": this <= that,
+                ">": this > that, ">=": this >= that,
+            }[operator]  # fmt: skip
+            low = this <= that if operator in (">", ">=") else this < that
+        if not inside:
+            return "excluded" if operator == "!=" else "older" if low else "newer"
+    return ""
+
+
+def _padded(version: tuple[int, ...], other: tuple[int, ...]) -> tuple[int, ...]:
+    """``version`` with zeros up to ``other``'s length (0.1 == 0.1.0, as PEP 440 compares releases)."""
+    return version + (0,) * (len(other) - len(version))
 
 
 def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: PluginState) -> None:

@@ -435,14 +435,59 @@ def test_a_plugin_made_for_another_facekit_says_to_upgrade_one_of_them(monkeypat
         assert "\n" not in messages["future"] and "plugin 'future' (distribution facekit-future" in messages["future"]
         assert (
             f"facekit {facekit.__version__} lacks what facekit-future imports (facekit-future 2.0 asks for facekit "
-            ">=0.3,<0.4): upgrade facekit, or install a facekit-future release made for facekit"
+            ">=0.3,<0.4): upgrade facekit"
         ) in messages["future"]
+        assert "install a facekit-future release" not in messages["future"]  # (one made for this facekit is older)
         assert "upgrade facekit" not in messages["broken"]
         assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
         hooked = [line for line in registry.HOOK_FAILURES if "'hooked'" in line]
         assert len(hooked) == 1 and "facekit.types" in hooked[0] and "lacks what the plugin imports" in hooked[0]
     finally:
         plugins.reset()
+
+
+def test_a_plugin_made_for_an_older_facekit_is_not_told_to_upgrade_facekit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: every plugin failing on a facekit import was told "upgrade facekit, or install a release made for
+    facekit X", also one whose range ends below this facekit (pip: "requires facekit<0.2, but you have facekit
+    0.2.0"), which no newer facekit can serve; and its extras went into the range quoted ("facekit [serve]>=0.1").
+    Now the advice follows where this facekit stands, as packaging judges it; inside the range (the plugin's lower
+    bound too low) or a range it cannot judge (a pre-release), both ways as before."""
+    error = ImportError("cannot import name 'Old' from 'facekit.types'", name="facekit.types")
+
+    def advice(requirement: str, installed: str) -> str:
+        monkeypatch.setattr(facekit, "__version__", installed)
+        dist = types.SimpleNamespace(name="facekit-old", version="1.0", requires=["numpy", requirement])
+        return plugins.facekit_mismatch(error, dist)  # type: ignore[arg-type]
+
+    newer = advice('facekit[serve]<0.2,>=0.1 ; python_version >= "3.10"', "0.2.0")
+    assert newer == (
+        "; facekit 0.2.0 lacks what facekit-old imports (facekit-old 1.0 asks for facekit <0.2,>=0.1): install a "
+        "facekit-old release made for facekit 0.2.0, or a facekit it asks for"
+    )
+    assert advice("facekit (~=0.3.1)", "0.2.0").endswith("asks for facekit ~=0.3.1): upgrade facekit")
+    both = "upgrade facekit, or install a facekit-old release made for facekit"
+    assert advice("facekit>=0.1,<0.3", "0.2.0").endswith(f"{both} 0.2.0")  # inside: its lower bound is too low
+    assert advice("facekit>=0.3.0rc1", "0.2.0").endswith(f"{both} 0.2.0")
+
+
+@pytest.mark.parametrize(
+    "specifier",
+    [">=0.1", "~=0.1.0", "~=0.1", "==0.1.*", "<0.2,>=0.1", ">=0.1,<0.2", "!=0.1.0", "!=0.1.*", ">0.1", "<=0.1",
+     "==0.1", "==0.1.0.0", ">=0.2,<0.3", "~=0.2.1", "==1.*", "<1,>0.0.9", ""],
+)  # fmt: skip
+def test_facekit_side_agrees_with_packaging(specifier: str) -> None:
+    """facekit_side judges a release as packaging does (facekit does not depend on packaging at run time)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    for installed in ("0", "0.0.9", "0.1", "0.1.0", "0.1.1", "0.2.0", "0.2.1", "0.10.0", "1.0", "1.2"):
+        side = plugins.facekit_side(installed, specifier)
+        admitted = SpecifierSet(specifier).contains(Version(installed), prereleases=True)
+        assert side is not None and (side == "") == admitted, (installed, specifier, side)
+        if side in ("older", "newer"):  # which way: every version the range admits is above it, or below it
+            others = map(Version, ("0.0.1", "0.1.0", "0.1.5", "0.2.0", "0.2.5", "0.3", "1.0", "1.5", "3"))
+            admits = [v for v in others if SpecifierSet(specifier).contains(v)]
+            assert all((v > Version(installed)) == (side == "older") for v in admits), (installed, specifier, side)
 
 
 def test_a_plugin_without_a_named_distribution_made_for_another_facekit_is_one_line(
