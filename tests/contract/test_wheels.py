@@ -1,5 +1,6 @@
 """What a user installs is a wheel, not this checkout: every file of facekit's and each plugin's import packages (the
-shipped models, the test face, the avatar's data, the ``py.typed`` markers) must be inside the wheel built from it."""
+shipped models, the test face, the avatar's data, the ``py.typed`` markers) must be inside the wheel built from it,
+and everything pip installs with them must be pinned in constraints.txt."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.helpers import REPO
 
@@ -86,3 +89,46 @@ def test_each_package_says_it_is_typed(project: Path) -> None:
     installed, but missing library stubs or py.typed marker") and checked none of the calls into it (PEP 561)."""
     for package in import_packages(project):
         assert (package / "py.typed").is_file(), f"{package} has no py.typed"
+
+
+def installed_requirements() -> set[str]:
+    """Every distribution pip installs for facekit (with its dev and default extras, as the Makefile installs it)
+    and the plugins here, read from their pyproject.toml and followed through the installed packages' own
+    requirements, by normalized name."""
+    pending: list[tuple[str, tuple[str, ...]]] = []
+    local = set()
+    for project in PROJECTS:
+        table = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+        local.add(normalized(table["name"]))
+        texts = list(table["dependencies"])
+        if project == REPO:
+            texts += [t for extra in ("dev", "default") for t in table["optional-dependencies"][extra]]
+        pending += [(normalized(r.name), tuple(r.extras)) for r in map(Requirement, texts)]
+    seen: set[str] = set()
+    while pending:
+        name, extras = pending.pop()
+        if name in seen or name in local:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed here (a requirement for another platform): nothing to follow
+        for text in requires:
+            requirement = Requirement(text)
+            if requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in (*extras, "")
+            ):
+                pending.append((normalized(requirement.name), tuple(requirement.extras)))
+    return seen
+
+
+def test_constraints_pin_every_package_pip_installs() -> None:
+    """constraints.txt gives a fresh machine the environment the tests ran in only if it names every package pip
+    installs. Before: click (typer's own requirement) was not there, so pip took whichever click was newest."""
+    pinned = set()
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            pinned.add(normalized(Requirement(line).name))
+    missing = sorted(installed_requirements() - pinned)
+    assert not missing, f"constraints.txt lacks {missing}: add each with its exact version (pip freeze)"
