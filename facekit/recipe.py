@@ -17,7 +17,17 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from facekit.detail import FOREHEAD_LIMIT
 from facekit.errors import (
@@ -33,7 +43,7 @@ from facekit.registry import (
     Params,
     build_checked,
     get_registry,
-    no_booleans_for_numbers,
+    no_boolean_for_number,
     problems_from_validation,
 )
 from facekit.types import DEVICE_PATTERN, FaceRule, Kind
@@ -58,10 +68,10 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    @model_validator(mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        return no_booleans_for_numbers(cls, data)
+    def _no_boolean_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return no_boolean_for_number(cls.model_fields[str(info.field_name)].annotation, value)
 
     def differs_from_default(self, name: str) -> bool:
         """Whether field ``name`` holds another value than its default: what a setting that would be ignored is
@@ -246,7 +256,7 @@ class LossWeights(Section):
         return [name for name in ("identity", "perceptual", "separation") if getattr(self, name) > 0]
 
 
-Channel = Annotated[int, Field(ge=0, le=255)]
+Channel = Annotated[int, BeforeValidator(lambda value: no_boolean_for_number(int, value)), Field(ge=0, le=255)]
 #: The kept region of ``train.background: plain`` (facekit.pool.background_mask): the brows raised by this many
 #: interocular distances, and a margin of this share of the image side for hair and ears.
 BACKGROUND_FOREHEAD = 1.0

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from facekit.errors import (
     ComponentNotFoundError,
@@ -30,7 +31,7 @@ from facekit.errors import (
     Problem,
     did_you_mean,
 )
-from facekit.types import KINDS, PROTOCOLS, Kind, LandmarkScheme, ModelCard, call_mismatches
+from facekit.types import DEVICE_PATTERN, KINDS, PROTOCOLS, Kind, LandmarkScheme, ModelCard, call_mismatches
 
 logger = logging.getLogger(__name__)
 #: Plugins whose registration hook raised (their components are left out); `facekit plugins` reports them.
@@ -56,15 +57,16 @@ HOOK_FOR_KIND: dict[Kind, str] = {
 }
 
 
-def no_booleans_for_numbers(model: type[BaseModel], data: Any) -> Any:
-    """A ``mode="before"`` check: ``true``/``false`` given for a numeric field is an error, not 1 or 0."""
-    if isinstance(data, dict):
-        for name, info in model.model_fields.items():
-            value = data.get(name)
-            numeric = {int, float} & ({info.annotation} | set(get_args(info.annotation)))
-            if isinstance(value, bool) and numeric:
-                raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
-    return data
+def no_boolean_for_number(annotation: Any, value: Any) -> Any:
+    """``value`` for a field of type ``annotation``, refused where it is ``true``/``false`` and the field a number (a
+    ``field_validator("*", mode="before")`` of :class:`Params` and the recipe's sections; pydantic reads them as 1 and
+    0). The refusal is a field's own error, so it is said at the field's path like any other refused value
+    (helper-147: a model-wide check said "train: lr: expected a number, got true", without the --set that gave it)."""
+    kinds = {annotation} | set(get_args(annotation))
+    if isinstance(value, bool) and {int, float} & kinds:
+        expected = _KIND_WORDS["int_type"] if float not in kinds else _KIND_WORDS["float_type"]
+        raise PydanticCustomError("bool_for_number", "must be {expected}", {"expected": expected})
+    return value
 
 
 def as_mapping(params: Any) -> Mapping[str, Any]:
@@ -84,10 +86,10 @@ class Params(BaseModel):
     #: does not read: set in a recipe, they are refused before any stage runs rather than left unused.
     NOT_IN_PIPELINE: ClassVar[tuple[str, ...]] = ()
 
-    @model_validator(mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        return no_booleans_for_numbers(cls, data)
+    def _no_boolean_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return no_boolean_for_number(cls.model_fields[str(info.field_name)].annotation, value)
 
     @classmethod
     def checked(cls, values: Mapping[str, Any], component: str) -> Self:
@@ -130,13 +132,20 @@ class ComponentSpec(Generic[T]):
 
 
 def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Sequence[str] = ()) -> list[Problem]:
-    """Turn pydantic errors into :class:`Problem` records with dotted paths under ``prefix``; an unknown key among
-    ``fields`` (the model's own) names the nearest one when one is close ('regularisation': did you mean
-    'regularization'?)."""
+    """Turn pydantic errors into :class:`Problem` records with dotted paths under ``prefix``, in our words (what the
+    value must be, and the value given: :func:`_refused_value`); an unknown key among ``fields`` (the model's own)
+    names the nearest one when one is close ('regularisation': did you mean 'regularization'?)."""
     problems = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"])
-        path = ".".join(p for p in (prefix, loc) if p)
+    errors = exc.errors()
+    # A list of fixed length given too few items (train.background_rgb: [1, 2]): pydantic says "Field required" of
+    # each missing place; said once, of the list, with the length it must have.
+    short: dict[tuple[Any, ...], int] = {}
+    for err in errors:
+        if err["type"] == "missing" and err["loc"] and isinstance(last := err["loc"][-1], int):
+            short[err["loc"][:-1]] = max(short.get(err["loc"][:-1], 0), last + 1)
+    for err in errors:
+        loc = err["loc"]
+        place = loc[-1] if loc else None
         message = err["msg"]
         if err["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, " before them
             message = message.removeprefix("Value error, ")
@@ -144,8 +153,16 @@ def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Seq
             message = "extra field not permitted"
             hint = did_you_mean(str(err["loc"][-1]), fields, cutoff=0.7) if len(err["loc"]) == 1 else ""
             message += f"; {hint}" if hint else ""
-        elif err["type"] not in ("value_error", "missing"):  # (a validator's words name the value it refuses)
+        elif err["type"] == "missing" and isinstance(place, int) and loc[:-1] in short:
+            if short[loc[:-1]] != place + 1:  # (said once, at the last missing place)
+                continue
+            loc = loc[:-1]
+            message = f"must have {short[loc]} items (got {len(err['input'])})"
+        elif err["type"] == "missing":
+            message = "must be given"
+        elif err["type"] != "value_error":  # (a validator's words name the value it refuses)
             message = _refused_value(err["type"], err.get("ctx") or {}, message, err["input"])
+        path = ".".join(p for p in (prefix, ".".join(str(part) for part in loc)) if p)
         problems.append(Problem(path, message))
     return problems
 
@@ -161,25 +178,46 @@ _KIND_WORDS = {
     "bool_parsing": "true or false",
     "bool_type": "true or false",
     "finite_number": "a finite number",
+    "string_type": "text",
+    "list_type": "a list, written [A, B]",
+    "tuple_type": "a list, written [A, B]",
+    "dict_type": "a mapping, written {KEY: VALUE}",
+    "model_type": "a mapping, written {KEY: VALUE}",
+    "model_attributes_type": "a mapping, written {KEY: VALUE}",
 }
 _BOUND_WORDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than"}
 _BOUND_WORDS |= {"less_than_equal": "at most"}
+#: The patterns fields are checked against, in words (pydantic says "String should match pattern '^(cpu|...'").
+_PATTERN_WORDS = {DEVICE_PATTERN: "a device: cpu, cuda, cuda:N, mps, xpu or auto"}
 
 
 def _refused_value(kind: str, context: Mapping[str, Any], message: str, given: Any) -> str:
-    """A value pydantic refused, said with the value as given (helper-144: `--set train.steps=abc` said "Input should
-    be a valid integer" without the value, which a long command line or an ``extends`` chain leaves to guess):
-    "must be a whole number (got 'abc')". A section or list given where a value belongs is not echoed."""
+    """A value pydantic refused, in our words and with the value as given (helper-144: `--set train.steps=abc` said
+    "Input should be a valid integer" without the value, which a long command line or an ``extends`` chain leaves to
+    guess): "must be a whole number (got 'abc')"; text, a list or a mapping where another belongs, a device, a
+    list's length too (helper-147: `--set infer.output=` said "Input should be a valid string"). A section or list
+    given where a value belongs is not echoed; a value left empty (YAML's null) is said to be empty."""
     if kind in _KIND_WORDS:
         message = f"must be {_KIND_WORDS[kind]}"
+    elif kind == "bool_for_number":
+        message = f"must be {context['expected']}"
     elif kind in _BOUND_WORDS:
         bound = next(iter(context.values()), None)
         shown_bound = f"{bound:g}" if isinstance(bound, float) else bound  # (gt=0 on a float field is 0.0)
         message = f"must be {_BOUND_WORDS[kind]} {shown_bound}" if bound is not None else message
     elif kind == "literal_error" and "expected" in context:
         message = f"must be {context['expected']}"
-    if isinstance(given, (str, int, float, bool)) or given is None:
-        written = json.dumps(given) if given is None or isinstance(given, bool) else repr(given)  # (YAML's words)
+    elif kind == "string_pattern_mismatch":
+        pattern = str(context.get("pattern", ""))
+        message = f"must be {_PATTERN_WORDS.get(pattern, f'text matching {pattern}')}"
+    elif kind == "too_long" and "max_length" in context:
+        message = f"must have at most {context['max_length']} items (got {context.get('actual_length')})"
+    elif kind == "too_short" and "min_length" in context:
+        message = f"must have at least {context['min_length']} items (got {context.get('actual_length')})"
+    if given is None:
+        return f"{message}, not empty"
+    if isinstance(given, (str, int, float, bool)):
+        written = json.dumps(given) if isinstance(given, bool) else repr(given)  # (YAML's words)
         shown = written if len(written) <= 60 else f"{written[:57]}..."
         message = f"{message} (got {shown})"
     return message

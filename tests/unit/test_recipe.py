@@ -60,6 +60,33 @@ def test_a_refused_value_is_named_with_the_value_and_the_override_as_given() -> 
     ]
 
 
+def test_every_kind_of_refused_value_is_said_in_our_words() -> None:
+    """helper-147: `--set train.lr=true` said "train: lr: expected a number, got true" (the section's, without the
+    --set), `--set infer.output=` "infer.output: Input should be a valid string (got null)"; lists, mappings, a
+    device and a list's length kept pydantic's words too ("Field required" of background_rgb.2)."""
+    said = {
+        "train.lr=true": "train.lr must be a number (got true)",
+        "train.steps=false": "train.steps must be a whole number (got false)",
+        "infer.output=": "infer.output must be text, not empty",
+        "infer.inputs=photo.jpg": "infer.inputs must be a list, written [A, B] (got 'photo.jpg')",
+        "infer.device=gpu": "infer.device must be a device: cpu, cuda, cuda:N, mps, xpu or auto (got 'gpu')",
+        "train.background_rgb=[1, 2]": "train.background_rgb must have 3 items (got 2)",
+        "train.background_rgb=[1, 2, 3, 4]": "train.background_rgb must have at most 3 items (got 4)",
+        "train.background_rgb=[true, 2, 3]": "train.background_rgb.0 must be a whole number (got true)",
+        "train.loss=5": "train.loss must be a mapping, written {KEY: VALUE} (got 5)",
+        "data.train=[{people: x.txt}]": "data.train.0.source must be given",
+        "components.warper.params.regularization=true": "components.warper.params.regularization must be a number "
+        "(got true)",
+    }
+    for override, words in said.items():
+        assert problems_of({}, (override,)) == [f"--set {override}: {words}"]
+    # The recipe file's own values: the same words, by their path.
+    assert problems_of({"train": {"lr": True}, "infer": {"output": None}}) == [
+        "train.lr: must be a number (got true)",
+        "infer.output: must be text, not empty",
+    ]
+
+
 def test_misspelled_param_key_has_its_full_path_and_the_nearest_field() -> None:
     """The nearest field since helper-61 (section keys had it, a component's params not)."""
     problems = problems_of({"components": {"warper": {"name": "tps", "params": {"regularisation": 1}}}})
