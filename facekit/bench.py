@@ -49,7 +49,8 @@ def read_in_a_cell(recipe: str, overrides: list[str], plan: Plan) -> set[str]:
     read: set[str] = set()
     for cell in cells(plan) if unused else []:
         try:  # a cell the recipe refuses is said by the bench itself
-            read |= unused - {name for name, _ in load_recipe(recipe, [*overrides, *cell]).recipe.unused_settings()}
+            cell_plan = load_recipe(recipe, [*overrides, *cell], grid_cell=cell)
+            read |= unused - {name for name, _ in cell_plan.recipe.unused_settings()}
         except FacekitError:
             continue
     return read
@@ -218,7 +219,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     plans: list[tuple[tuple[str, ...], Plan | FacekitError]] = []
     for cell in cells(base):
         try:
-            plans.append((cell, load_recipe(recipe, [*overrides, *cell])))
+            plans.append((cell, load_recipe(recipe, [*overrides, *cell], grid_cell=cell)))
         except FacekitError as error:
             # The reason once, where it is read after the run (the command's summary, the cell's row): before
             # (helper-144), this line said it too, so a failed cell's reason came twice on the terminal and in a log.
@@ -255,7 +256,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         }
         start = time.perf_counter()
         try:  # a cell's own failure is its row; Ctrl+C and facekit's own bugs stop the bench
-            plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)])
+            plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)], grid_cell=cell)
             logger.info("bench cell %s: %s", digest, " ".join(cell))
             # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is). Its
             # time is every run's: the checkpoint carries the earlier runs' (before: the last run's alone).

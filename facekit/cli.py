@@ -814,7 +814,7 @@ def models_bundle(
     # bench.judges, loaded weights the other machine did not have, and the bench stopped at its first such cell.
     wanted: dict[str, tuple[str, Any, Any]] = {}  # (kind, name, params) -> (where, spec, params)
     for overrides in [(), *cells(plan)] if plan.recipe.bench.grid else [()]:
-        cell = load_recipe(recipe, overrides=[*(set_ or []), *overrides]) if overrides else plan
+        cell = load_recipe(recipe, [*(set_ or []), *overrides], grid_cell=overrides) if overrides else plan
         for key, component in cell.components.items():
             where = f"components.{key}.params.weights" + (f" (bench cell {', '.join(overrides)})" if overrides else "")
             wanted.setdefault(

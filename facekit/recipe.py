@@ -1086,18 +1086,38 @@ def _merge(base: Any, update: Any) -> Any:
     return update
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Collection[str] = ()) -> Plan:
     """Read (following ``extends``), override, validate and resolve a recipe; raise :class:`RecipeError` listing
-    every problem, each set in a base file named with it."""
+    every problem, each set in a base file named with it. ``grid_cell``: those of ``overrides`` that are a bench cell's
+    (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
+    as a ``--set`` the user did not type."""
+    label = _grid_cell_label(Path(path), overrides, grid_cell) if grid_cell else ""
+    labels = dict.fromkeys(grid_cell, label)
     try:
-        return resolve(read_recipe(path), overrides=overrides, source=str(path))
+        return resolve(read_recipe(path), overrides=overrides, source=str(path), labels=labels)
     except RecipeError as error:
         origins = recipe_origins(Path(path))
         if not any(file != Path(path).resolve() for file in origins.values()):
             raise
         given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
-        located = [_located(problem, origins, Path(path).resolve(), given) for problem in error.problems]
+        own, named = Path(path).resolve(), set(labels.values())
+        located = [p if p.path in named else _located(p, origins, own, given) for p in error.problems]
         raise RecipeError(located, error.source) from None
+
+
+def _grid_cell_label(path: Path, overrides: Sequence[str], cell: Collection[str]) -> str:
+    """How a problem names a bench cell's value: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``, the
+    file being the one of the ``extends`` chain that sets ``bench.grid`` (or the ``--set`` that gave it) (helper-147:
+    it was named ``--set train.lr=true``, an override the user never typed, for a value written in the grid file)."""
+    shown = ", ".join(f"{key.strip()}: {value}" for key, _, value in (item.partition("=") for item in cell))
+    typed = [item for item in overrides if item not in cell]
+    grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
+    if grid_set:
+        where = f"--set {grid_set[-1].strip()}"
+    else:
+        file = recipe_origins(path).get("bench.grid")
+        where = str(path) if file is None or file == path.resolve() else str(file)
+    return f"bench.grid cell {{{shown}}} of {where}"
 
 
 def recipe_files(path: str | Path) -> list[Path]:
@@ -1152,16 +1172,22 @@ def _located(problem: Problem, origins: dict[str, Path], own: Path, given: set[s
     return problem
 
 
-def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "recipe") -> Plan:
-    """Validate ``raw`` (a recipe as plain data) with ``overrides`` and resolve it against the registries."""
+def resolve(
+    raw: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    source: str = "recipe",
+    labels: Mapping[str, str] | None = None,
+) -> Plan:
+    """Validate ``raw`` (a recipe as plain data) with ``overrides`` and resolve it against the registries; a problem
+    of an override's value is named by that override (``--set ITEM``, or ``labels[ITEM]`` where it has one)."""
     data: dict[str, Any] = _deep_copy(raw)
     problems = apply_overrides(data, overrides)
     values, section_problems = _validate_sections(data)
-    problems.extend(_as_given(section_problems, overrides))
+    problems.extend(_as_given(section_problems, overrides, labels or {}))
     components: dict[str, ResolvedComponent] = {}
     if "components" in values or "components" not in data:
         components, component_problems = _resolve_components(values.get("components", Components()))
-        problems.extend(_as_given(component_problems, overrides))
+        problems.extend(_as_given(component_problems, overrides, labels or {}))
     if not problems:
         recipe = Recipe(**values)
         problems.extend(_cross_checks(recipe, components))
@@ -1170,15 +1196,16 @@ def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str =
     return Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
 
 
-def _as_given(problems: list[Problem], overrides: Sequence[str]) -> list[Problem]:
+def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping[str, str]) -> list[Problem]:
     """Each problem of a value an override set, named by that override as it was typed: ``--set train.steps=abc:
     train.steps must be a whole number (got 'abc')`` (helper-144: before, ``train.steps: Input should be a valid
-    integer``, the same line as for the recipe file's own value, so a user did not see which of their --set it was)."""
+    integer``, the same line as for the recipe file's own value, so a user did not see which of their --set it was); an
+    override with a label (a bench cell's value) by its label."""
     given: dict[str, str] = {}
     for item in overrides:  # the last of a key is the one that took effect
         key, sep, _ = item.partition("=")
         if sep and key.strip():
-            given[_dotted(key.strip())] = item.strip()
+            given[_dotted(key.strip())] = labels.get(item) or f"--set {item.strip()}"
     named = []
     for problem in problems:
         keys = [key for key in given if problem.path == key or problem.path.startswith(f"{key}.")]
@@ -1186,7 +1213,7 @@ def _as_given(problems: list[Problem], overrides: Sequence[str]) -> list[Problem
             named.append(problem)
             continue
         joint = " " if problem.message.startswith("must ") else ": "  # "x must be ...", "x: extra field ..."
-        named.append(Problem(f"--set {given[max(keys, key=len)]}", f"{problem.path}{joint}{problem.message}"))
+        named.append(Problem(given[max(keys, key=len)], f"{problem.path}{joint}{problem.message}"))
     return named
 
 

@@ -319,6 +319,33 @@ def test_a_problem_set_in_a_base_recipe_names_that_file(tmp_path: Path) -> None:
     assert said["--set train.lr=-2"] == "train.lr must be greater than 0 (got -2)"  # no "set in"
 
 
+def test_a_bench_cells_refused_value_is_named_by_its_grid_file_and_cell(tmp_path: Path) -> None:
+    """helper-147: a grid value the recipe refuses was named `--set train.lr=true`, an override the user never typed,
+    for a value written in the grid file; now by the file that sets bench.grid (a base's too) and the cell."""
+    from facekit.bench import cells
+    from facekit.errors import RecipeError
+    from facekit.recipe import load_recipe
+
+    (tmp_path / "grid.yaml").write_text("bench:\n  grid: {train.lr: [0.001, true], train.batch_size: [4]}\n")
+    (tmp_path / "child.yaml").write_text("extends: grid.yaml\ntrain: {steps: 2}\n")
+    for recipe in ("grid.yaml", "child.yaml"):
+        plan = load_recipe(tmp_path / recipe)
+        refused = cells(plan)[1]
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(tmp_path / recipe, ["train.steps=3", *refused], grid_cell=refused)
+        assert [str(p) for p in caught.value.problems] == [
+            f"bench.grid cell {{train.lr: true, train.batch_size: 4}} of {tmp_path / 'grid.yaml'}: train.lr must be a "
+            "number (got true)"
+        ]
+    # A grid given on the command line is named by that --set; the user's own --set by itself, as before.
+    grid = "bench.grid={train.lr: [-1]}"
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "child.yaml", [grid, "train.lr=-1"], grid_cell=["train.lr=-1"])
+    assert str(caught.value.problems[0]).startswith(f"bench.grid cell {{train.lr: -1}} of --set {grid}: train.lr")
+    with pytest.raises(RecipeError, match=r"1 problem: --set train\.steps=0: train\.steps must be at least 1"):
+        load_recipe(tmp_path / "child.yaml", ["train.steps=0", *cells(plan)[0]], grid_cell=cells(plan)[0])
+
+
 def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
