@@ -41,7 +41,15 @@ from results import machine, publish
 from rich.progress import track
 
 from facekit.errors import FacekitError, debug_requested
-from facekit.evaluate import PHOTO_SETS, param_items, param_key, photo_set, read_pairs, tenfold_accuracy
+from facekit.evaluate import (
+    EMPTY_PARAM,
+    PHOTO_SETS,
+    param_items,
+    param_key,
+    photo_set,
+    read_pairs,
+    tenfold_accuracy,
+)
 from facekit.fidelity import OwnPipelineJudge, background_noise, detail_ratio, identity_figures, people_figures
 from facekit.images import load_rgb
 from facekit.recipe import DataSection
@@ -163,6 +171,8 @@ def detector_params(value: str) -> dict[str, str]:
 
     params: dict[str, str] = {}
     for item in param_items(value, ":"):
+        if not item.strip():
+            raise ValueError(EMPTY_PARAM.format(sep=":"))
         pair = param_key(item, ":")
         if pair is None:
             raise ValueError(f"{item!r} is not KEY:VALUE")

@@ -498,8 +498,17 @@ def own_params(name: str, ref: dict[str, Any]) -> dict[str, Any]:
 #: component's params model to be named there, not join the value before it.
 _KEY = r"[\w.-]+"
 #: A comma that begins the next param (a KEY= follows; KEY: for a separator ':'), or ends the params (a trailing
-#: comma: an empty item, refused as before); a comma followed by neither (a file name's) is its value's.
-_NEXT_PARAM = {sep: re.compile(rf",(?=\s*(?:{_KEY}\s*{sep}|$))") for sep in ("=", ":")}
+#: comma: an empty item, refused as before), or that more commas follow before either (``a=1,,b=2``: an empty item,
+#: refused; before, helper-147, it was the value ``1,``); a comma followed by none of these (a file name's, ``a,,b``
+#: too) is its value's.
+_NEXT_PARAM = {
+    sep: re.compile(rf",(?=\s*(?:{_KEY}\s*{sep}|$|,(?:\s*,)*\s*(?:{_KEY}\s*{sep}|$)))") for sep in ("=", ":")
+}
+#: What is said of an empty item of a params list (two commas in a row, or one at an end).
+EMPTY_PARAM = (
+    "an empty param (nothing between two commas, or a comma at an end) is not KEY{sep}VALUE: separate KEY{sep}VALUE "
+    "pairs with one comma"
+)
 #: A param's KEY= (KEY:) at the start of an item, and the spaces before its value.
 _PARAM_KEY = {sep: re.compile(rf"\s*({_KEY})\s*{sep}\s*") for sep in ("=", ":")}
 
@@ -508,7 +517,9 @@ def param_items(rest: str, separator: Literal["=", ":"] = "=") -> list[str]:
     """The ``KEY=VALUE`` items of a params list (a --judge's after ``NAME:``; ``KEY:VALUE`` ones with ``separator``
     ``:``, benchmarks/quality.py's --detector): split at each comma that a ``KEY=`` follows, so a value may hold
     commas (``weights=/m/a,b.onnx``; before, every comma split, so such a file could not be named), and one in quotes
-    anything (``weights="/m/x,y=1.onnx"``, read as YAML reads a quoted value)."""
+    anything (``weights="/m/x,y=1.onnx"``, read as YAML reads a quoted value). Commas with nothing but spaces between
+    them before a ``KEY=`` or the end (``a=1,,b=2``) leave an empty item, for the caller to refuse
+    (:data:`EMPTY_PARAM`)."""
     items: list[str] = []
     start = 0
     while True:
@@ -549,6 +560,8 @@ def parse_judge(text: str) -> tuple[str, dict[str, Any]]:
     if colon and not rest.strip():
         raise FacekitError(f"--judge {text!r}: nothing after the ':'; give KEY=VALUE pairs or leave the ':' out")
     for item in param_items(rest) if rest.strip() else []:
+        if not item.strip():
+            raise FacekitError(f"--judge {text!r}: {EMPTY_PARAM.format(sep='=')}")
         pair = param_key(item)
         if pair is None:
             raise FacekitError(f"--judge {text!r}: {item!r} is not KEY=VALUE (e.g. facenet:variant=casia-webface-tf)")

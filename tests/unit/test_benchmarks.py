@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,16 @@ def test_quality_detector_param_value_may_hold_commas() -> None:
     assert detector_params("face_detector:hog, upsample:2") == {"face_detector": "hog", "upsample": "2"}
     assert detector_params("weights:/m/a,b.onnx,upsample:1") == {"weights": "/m/a,b.onnx", "upsample": "1"}
     assert detector_params("weights:'/m/a,x:1.onnx',x:2") == {"weights": "/m/a,x:1.onnx", "x": "2"}
-    for bad, said in (("hog", "'hog' is not KEY:VALUE"), ("w,x:1", "'w' is not KEY:VALUE"), ("a:1,a:2", "twice")):
+    # An empty item between commas is refused (helper-147: `hog,,upsample:1` read as face_detector "hog,").
+    empty = re.escape("an empty param (nothing between two commas, or a comma at an end) is not KEY:VALUE")
+    assert detector_params("weights:/m/a,,b.onnx") == {"weights": "/m/a,,b.onnx"}
+    for bad, said in (
+        ("hog", "'hog' is not KEY:VALUE"),
+        ("w,x:1", "'w' is not KEY:VALUE"),
+        ("a:1,a:2", "twice"),
+        ("face_detector:hog,,upsample:1", empty),
+        ("face_detector:hog, ,upsample:1", empty),
+    ):
         with pytest.raises(ValueError, match=said):
             detector_params(bad)
 

@@ -435,6 +435,22 @@ def test_a_judge_param_value_may_hold_commas() -> None:
             parse_judge(trailing)
 
 
+def test_an_empty_judge_param_between_commas_is_refused_in_one_line() -> None:
+    """helper-147: `--judge x:a=1,,b=2` read as a="1," (the first comma taken for the value's, as a file name's),
+    and so did `a=1, ,b=2`; an empty item is refused, naming it. A file name's commas stay its own (quoted or not)."""
+    from facekit.evaluate import param_items, parse_judge
+
+    said = "an empty param (nothing between two commas, or a comma at an end) is not KEY=VALUE: separate KEY=VALUE "
+    said += "pairs with one comma"
+    for bad in ("x:a=1,,b=2", "x:a=1, ,b=2", "x:a=1,,,b=2", "x:,a=1", "x:a=1,,", "x:a=1,"):
+        with pytest.raises(FacekitError) as caught:
+            parse_judge(bad)
+        assert str(caught.value) == f"--judge {bad!r}: {said}"
+    assert param_items("a=1,,b=2") == ["a=1", "", "b=2"]
+    assert parse_judge("x:w=/m/a,,b.onnx,c=2") == ("x", {"w": "/m/a,,b.onnx", "c": 2})
+    assert parse_judge("x:w='/m/a,,b=1.onnx',c=2") == ("x", {"w": "/m/a,,b=1.onnx", "c": 2})
+
+
 def test_eval_builds_a_judge_with_the_params_given_and_records_them(data_root: Path, tmp_path: Path) -> None:
     """The params reach the encoder (a wrong one is its own params error, before anything is measured or written)
     and metrics.json says which were used; the model's own encoder is not reused for a judge given other params."""
