@@ -39,6 +39,18 @@ def add_figure_out(parser: argparse.ArgumentParser, default: Path) -> None:
     )
 
 
+def add_figure_file(parser: argparse.ArgumentParser, option: str, default: Path, figure: str) -> None:
+    """``option FILE``: one of the images a script that writes several figures (``explore_figures.py``) writes,
+    each to a file of its own; ``figure`` says what the image shows."""
+    parser.add_argument(
+        option,
+        metavar="FILE",
+        default=default,
+        help=f"where to write {figure}: an image file (.png, .jpg or .jpeg), not a folder; default: the repository's "
+        f"{default.relative_to(REPO)}",
+    )
+
+
 def figure_path(parser: argparse.ArgumentParser, value: str | Path, overwrite: bool, option: str = "--out") -> Path:
     """``value`` as an image file to write: a folder, another kind of file, or a file that exists without
     ``--overwrite`` is a usage error (exit 2) before any work."""

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, add_overwrite, data_root, figure_path
+from _common import REPO, add_figure_file, add_overwrite, data_root, figure_path
 from PIL import Image, ImageDraw
 
 from facekit.apps.explore import Explorer, interpolation_figure
@@ -50,8 +50,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], help="a shipped model (repeatable)")
     parser.add_argument("--checkpoint", action="append", default=[], help="LABEL=FILE of a model file (repeatable)")
-    parser.add_argument("--compare", default=REPO / "docs" / "explore-compare.jpg")
-    parser.add_argument("--interpolate", default=REPO / "docs" / "explore-interpolate.jpg")
+    compare_figure = (
+        f"the comparison figure (the models side by side, a column each, on {len(COMPARE)} photos of "
+        f"{len(COMPARE) // 2} people, each model's within-person distances under it)"
+    )
+    add_figure_file(parser, "--compare", REPO / "docs" / "explore-compare.jpg", compare_figure)
+    interpolate_figure = (
+        "the interpolation figure (the first model's faces from one person to another, the judge's scores under them)"
+    )
+    add_figure_file(parser, "--interpolate", REPO / "docs" / "explore-interpolate.jpg", interpolate_figure)
     add_overwrite(parser)
     args = parser.parse_args()
     compare = figure_path(parser, args.compare, args.overwrite, "--compare")

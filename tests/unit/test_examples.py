@@ -60,6 +60,14 @@ def test_each_out_says_whether_it_is_a_file_or_a_folder() -> None:
     shown = example("average_faces.py", "--help")
     assert shown.returncode == 0 and "[--out FOLDER]" in shown.stdout, shown.stdout
     assert "the folder to write average_faces.png and mean_face.png into" in " ".join(shown.stdout.split())
+    # explore_figures.py writes two figures, each named by an option of its own (helper-147: neither had help).
+    shown = example("explore_figures.py", "--help")
+    text = " ".join(shown.stdout.split())
+    assert shown.returncode == 0 and "[--compare FILE] [--interpolate FILE]" in text, shown.stdout
+    assert "--compare FILE where to write the comparison figure (the models side by side" in text
+    assert "--interpolate FILE where to write the interpolation figure" in text
+    assert "default: the repository's docs/explore-compare.jpg" in text
+    assert "default: the repository's docs/explore-interpolate.jpg" in text
 
 
 def test_bad_options_and_missing_data_are_one_line(tmp_path: Path) -> None:
