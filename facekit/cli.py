@@ -806,6 +806,7 @@ def models_bundle(
     shipped normalizing model) are not: add them as components.judge, or copy their files."""
     from facekit.bench import cells
     from facekit.models import bundle, recording_weights
+    from facekit.progress import status
     from facekit.recipe import load_recipe
     from facekit.registry import get_registry
 
@@ -826,7 +827,7 @@ def models_bundle(
         params = spec.params()
         wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (f"bench.judges {name}", spec, params))
     sources: list[Any] = []
-    with console.status("building the recipe's components to see which weight files they load"):
+    with status(console, "building the recipe's components to see which weight files they load"):
         for where, spec, params in wanted.values():
             # Before: every file with a checksum on each card was packed, whatever the params chose; a file the
             # params named, or one without a checksum, was left out without a word (helper-69).
@@ -950,6 +951,7 @@ def explore_interpolate(
         if not Path(photo).is_file():
             raise FacekitError(f"no such photo: {photo}")
     from facekit.normalize import inference_device
+    from facekit.progress import status
 
     runs_on = inference_device(device)  # the model runs there; the judge on the CPU (Explorer)
     # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
@@ -966,7 +968,7 @@ def explore_interpolate(
             face=face.value,
             device=runs_on,
         )
-        with console.status("encoding, decoding and judging"):
+        with status(console, "encoding, decoding and judging"):
             result = explorer.interpolate(a, b, names=[a, b])
         written = write_interpolation(result, target, [a, b], overwrite)
     table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")

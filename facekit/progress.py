@@ -6,15 +6,18 @@ or every tenth of the work, whichever comes first, and a last line when a task e
     train loss 0.0139: 1713/4000 (42 %), 1.9 s/step, ETA 1 h 12 min
     train loss 0.0120: 4000/4000 (100 %) done in 2 h 7 min, 1.9 s/step
 
-In a terminal (or Jupyter) the bar is rich's, unchanged, and no line is written. Every long CLI task uses this class
-or :func:`track` instead of rich's, so the rule lives in one place.
+In a terminal (or Jupyter) the bar is rich's, unchanged, and no line is written; elsewhere the plain lines are all
+there is (rich's finished bar is not added after them on stdout). Every long CLI task uses this class or :func:`track`
+instead of rich's, and every spinner :func:`status` instead of ``console.status``, so the rule lives in one place.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import length_hint
 from typing import Any, TypeVar
@@ -61,14 +64,12 @@ class Progress(rich.progress.Progress):
 
     def __init__(self, *columns: Any, lines: Console | None = None, **kwargs: Any) -> None:
         super().__init__(*columns, **kwargs)
-        console = self.console
-        # rich animates the bar in a terminal that is not dumb, or in Jupyter; anywhere else it shows nothing until
-        # the bar stops (rich.live.Live.refresh).
-        animated = console.is_jupyter or (console.is_terminal and not console.is_dumb_terminal)
-        self._writes_lines = not animated and not self.disable
+        self._writes_lines = not animates(self.console) and not self.disable
+        if self._writes_lines:  # the lines say it all: rich's finished bar after them was the log's last line twice
+            self.live.transient = True
         # (read even in a terminal: a bad value is said at once, not only when the output is redirected)
         self._interval = progress_interval()
-        self._lines = lines or Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+        self._lines = lines or plain_lines()
         self._reported: dict[rich.progress.TaskID, _Reported] = {}
 
     def update(self, task_id: rich.progress.TaskID, **kwargs: Any) -> None:
@@ -90,8 +91,12 @@ class Progress(rich.progress.Progress):
 
     def stop(self) -> None:
         """rich's stop, then a last line for each task that has not had one (stopped before its end: an error, a
-        signal)."""
-        super().stop()
+        signal). Where it writes lines, rich's own stop is left out after the display's: it printed a blank line on
+        the bar's console (stdout) where that is no terminal."""
+        if self._writes_lines:
+            self.live.stop()
+        else:
+            super().stop()
         with self._lock:
             for task_id in self._reported:
                 self._report(task_id, stopping=True)
@@ -137,6 +142,48 @@ class Progress(rich.progress.Progress):
             return f"{task.description}: stopped at {count} after {_duration(elapsed)}"
         eta = "" if speed is None or task.total is None else f", ETA {_duration((task.total - task.completed) / speed)}"
         return f"{task.description}: {count}{rate}{eta}"
+
+
+def plain_lines() -> Console:
+    """Where the plain lines go: stderr, as written (no markup, highlighting or wrapping)."""
+    return Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def animates(console: Console) -> bool:
+    """Whether rich animates on ``console``: a terminal that is not dumb, or Jupyter. Anywhere else a bar shows
+    nothing until it stops (rich.live.Live.refresh), and a spinner nothing at all (it is transient)."""
+    return console.is_jupyter or (console.is_terminal and not console.is_dumb_terminal)
+
+
+@contextmanager
+def status(
+    console: Console,
+    message: str,
+    lines: Console | None = None,
+    get_time: Callable[[], float] = time.monotonic,
+    **kwargs: Any,
+) -> Iterator[None]:
+    """``console.status(message)``, rich's spinner, where ``console`` animates (``kwargs`` go to it). Anywhere else
+    (a log: ``nohup facekit serve > serve.log``) the spinner wrote nothing at all; there a plain line on ``lines``
+    (default: stderr) says ``message ...`` as it starts and, when it lasted ``FACEKIT_PROGRESS_INTERVAL`` seconds or
+    more, ``message: done in 2 min 5 s`` (or ``stopped after``, on an error) as it ends. Every spinner in facekit and
+    its plugins is this one."""
+    if animates(console):
+        with console.status(message, **kwargs):
+            yield
+        return
+    interval = progress_interval()
+    lines = lines or plain_lines()
+    lines.print(f"{message} ...")
+    started = get_time()
+    ended = "stopped after"
+    try:
+        yield
+        ended = "done in"
+    finally:
+        elapsed = get_time() - started
+        if elapsed >= interval:
+            lines.print(f"{message}: {ended} {_duration(elapsed)}")
 
 
 def track(

@@ -3,6 +3,7 @@ in one. A fake clock (rich's ``get_time``) stands in for time: no test sleeps.""
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import pytest
@@ -132,3 +133,66 @@ def test_large_counts_and_shares_are_written_as_they_are(monkeypatch: pytest.Mon
         clock.now += 580.0
         bar.update(task, completed=580_000)  # 100 * 0.29 is 28.999999999999996
     assert written.getvalue().splitlines()[0] == "train: 580000/2000000 (29 %), 1000 step/s, ETA 23 min 40 s"
+
+
+def test_a_log_holds_the_plain_lines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-147: where the bar's console is no terminal, rich added its finished bar on it (stdout) after the plain
+    "done" line on stderr (`... > run.log 2>&1` held the end twice), and a blank line where it was stopped early."""
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    for total in (3, 5):  # finished, and stopped before its end
+        bar_console, lines, shown, written = consoles(terminal=False)
+        with Progress(console=bar_console, lines=lines, get_time=Clock(), auto_refresh=False) as bar:
+            task = bar.add_task("encoding", total=total, unit="batch")
+            for _ in range(3):
+                bar.advance(task)
+        assert shown.getvalue() == ""
+        assert (
+            written.getvalue().splitlines()[-1].startswith(("encoding: 3/3 (100 %) done", "encoding: stopped at 3/5"))
+        )
+
+
+def test_a_spinner_in_a_terminal_is_rich_s_and_in_a_log_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-147: `console.status` spinners (facekit serve's "loading the models", models bundle, explore
+    interpolate) wrote nothing at all where the console is no terminal: a log of `nohup facekit serve` said nothing for
+    the minutes the models took to load. Now a line as it starts and, when it took the progress interval or more, one
+    as it ends, on stderr; in a terminal rich's spinner, to the byte."""
+    from facekit.progress import status
+
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "30")
+    bar_console, lines, shown, written = consoles(terminal=True)
+    with status(bar_console, "loading the models", lines=lines):
+        pass
+    rich_console, _, rich_shown, _ = consoles(terminal=True)
+    with rich_console.status("loading the models"):
+        pass
+    assert written.getvalue() == "" and "loading the models" in shown.getvalue()
+    assert shown.getvalue() == rich_shown.getvalue()
+
+    clock = Clock()
+    for seconds, fails, said in (
+        (5.0, False, ["loading the models ..."]),  # short: its start is enough
+        (125.0, False, ["loading the models ...", "loading the models: done in 2 min 5 s"]),
+        (40.0, True, ["loading the models ...", "loading the models: stopped after 40 s"]),
+    ):
+        bar_console, lines, shown, written = consoles(terminal=False)
+        with pytest.raises(FacekitError) if fails else contextlib.nullcontext():
+            with status(bar_console, "loading the models", lines=lines, get_time=clock):
+                clock.now += seconds
+                if fails:
+                    raise FacekitError("no weights")
+        assert shown.getvalue() == "" and written.getvalue().splitlines() == said
+
+
+def test_every_spinner_is_facekit_s() -> None:
+    """rich's own spinner (console.status) anywhere else would write nothing to a log."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [*(root / "facekit").rglob("*.py"), *root.glob("plugins/*/src/**/*.py")]
+    offenders = [
+        f"{path.relative_to(root)}"
+        for path in sources
+        if path != root / "facekit" / "progress.py" and re.search(r"\.status\(", path.read_text())
+    ]
+    assert offenders == []

@@ -153,6 +153,7 @@ def serve(
     from rich.text import Text
 
     from facekit.normalize import inference_device, resolve_model
+    from facekit.progress import status
 
     if model is not None or checkpoint is not None:  # a wrong name or path said at once, not after loading (helper-85)
         resolve_model(model, checkpoint)
@@ -182,7 +183,7 @@ def serve(
     try:
         from facekit_serve.web import build_app, launch  # after the environment: gradio reads it on import
 
-        with console.status("loading the models"):
+        with status(console, "loading the models"):
             engine = Engine.load(
                 workdir / "results",
                 model=model,
@@ -193,9 +194,9 @@ def serve(
                 device=runs_on,
             )
             examples = example_photos(workdir / "examples")
-        with console.status("warming up (one example through the whole chain)"):
+        with status(console, "warming up (one example through the whole chain)"):
             engine.warm_up(examples[0])
-        with console.status("building the page"):
+        with status(console, "building the page"):
             demo = build_app(engine, examples, max_upload_mb)
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         table = Table(title=f"facekit serve -> {url}", show_header=False)
