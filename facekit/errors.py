@@ -199,6 +199,50 @@ def sigterm_raises(message: str) -> Iterator[None]:
                 signal.signal(number, previous[number])
 
 
+def stop_only_from_parent(_worker_id: int | None = None) -> None:
+    """In a worker process (a prepare worker; a torch DataLoader's, as its ``worker_init_fn``), before it starts a
+    thread: a SIGTERM its parent sends (multiprocessing's ``terminate``, which a broken pool or a worker that does not
+    join in time gets) ends it at once, as torch's own handler does; one from anyone else is left to the parent. Such
+    a SIGTERM is sent to the whole process group or cgroup (systemd's ``systemctl stop``, Slurm's scancel,
+    ``kill -TERM -- -PGID``), and so reaches the parent too, which stops its workers between two items as on a
+    SIGTERM to it alone. Before, each worker ended wherever it was: torch's said "DataLoader worker is killed by
+    signal: Terminated" in a traceback after the run's line, and a prepare that had the workers' signal before its
+    own said "a prepare worker stopped without finishing", exit 1. A SIGTERM to a worker alone no longer ends it
+    (its parent's does). Where the system cannot tell who sent a signal (no ``sigwaitinfo``: macOS, Windows), the
+    worker keeps the handler it has."""
+    import threading
+
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    # Blocked in this thread and so in every thread it starts after: the signal waits for sigwaitinfo below, never
+    # reaching a handler (torch's, which ends the worker on a SIGTERM from anyone, sees none).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            continue
+        os._exit(0)
+
+    threading.Thread(target=wait, name="facekit-stop-from-parent", daemon=True).start()
+
+
+@contextmanager
+def workers_start_with_sigterm_held() -> Iterator[None]:
+    """SIGTERM held back from this thread while the block starts worker processes (``iter`` of a torch DataLoader),
+    which are born with it held until their :func:`stop_only_from_parent` takes it: a SIGTERM to the process group as
+    they started reached them before that, under torch's handler (the worker ended, and the run with a traceback).
+    One sent to this process meanwhile comes as the block ends."""
+    if not hasattr(signal, "sigwaitinfo"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def leave_a_hung_up_terminal() -> None:
     """Point stdout and stderr at /dev/null where they write to a terminal that hung up (closed: an empty write
     fails with EIO there, and nowhere else), so that what a stopping command still writes (a progress bar's last

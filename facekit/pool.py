@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from facekit.checkpoints import save_tensors
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, stop_only_from_parent, workers_start_with_sigterm_held
 from facekit.locks import replace_durably
 from facekit.recipe import BACKGROUND_FOREHEAD, BACKGROUND_MARGIN
 
@@ -86,8 +86,12 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
         from facekit.data.augment import morph_dataset
 
         morphs = morph_dataset(plan, length=recipe.train.pool_size)
-        loader = torch.utils.data.DataLoader(morphs, batch_size=64, num_workers=recipe.prepare.workers)
-        for batch in _track(loader, "making morphs", progress, unit="batch"):
+        loader = torch.utils.data.DataLoader(
+            morphs, batch_size=64, num_workers=recipe.prepare.workers, worker_init_fn=stop_only_from_parent
+        )
+        with workers_start_with_sigterm_held():
+            batches = iter(loader)
+        for batch in _track(batches, "making morphs", progress, unit="batch"):
             images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
             textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
             landmarks.append(batch["landmarks"].numpy().astype(np.float32))

@@ -124,7 +124,13 @@ def default_stop_signals() -> None:
 
 
 def sigterm_in_a_terminal(
-    command: list[str], ready: Any, what: str, timeout: float = 240, hang_up: bool = False, stop_timeout: float = 120
+    command: list[str],
+    ready: Any,
+    what: str,
+    timeout: float = 240,
+    hang_up: bool = False,
+    stop_timeout: float = 120,
+    to_group: bool = False,
 ) -> tuple[int, list[str], bytes]:
     """Run ``command`` with its stdout on a pseudo-terminal (where a progress bar hides the cursor while it runs) and
     send it SIGTERM once ``ready()`` is true; returns its exit status, its stderr's lines and what it wrote to the
@@ -132,11 +138,13 @@ def sigterm_in_a_terminal(
 
     With ``hang_up``, the terminal closes instead, as its window or SSH session does: it hangs up (a write to it
     fails with EIO from then on) and the command's process group (its own session here) gets SIGHUP from the shell
-    and the kernel (:func:`send_hangups`).
+    and the kernel (:func:`send_hangups`). With ``to_group``, SIGTERM goes to the command's whole process group (its
+    own session here: its worker processes get it too), as systemd's `systemctl stop`, Slurm's scancel or
+    ``kill -TERM -- -PGID`` send it.
 
     A command still running ``stop_timeout`` s after it was stopped fails the test (subprocess.TimeoutExpired) and is
-    killed, with its process group where it has its own (``hang_up``): before, it ran on after the test (a training to
-    its last step, its DataLoader workers with it), slowing every test after it."""
+    killed, with its process group where it has its own (``hang_up``, ``to_group``): before, it ran on after the test
+    (a training to its last step, its DataLoader workers with it), slowing every test after it."""
     import pty
     import select
     import signal
@@ -150,7 +158,7 @@ def sigterm_in_a_terminal(
         stdout=follower,
         stderr=subprocess.PIPE,
         env={**os.environ, "TERM": "xterm-256color"},
-        start_new_session=hang_up,
+        start_new_session=hang_up or to_group,
         preexec_fn=default_stop_signals,
     )
     os.close(follower)
@@ -182,12 +190,14 @@ def sigterm_in_a_terminal(
             os.close(leader)  # the terminal closes: it hangs up
             leader = -1
             send_hangups(process)
+        elif to_group:
+            os.killpg(process.pid, signal.SIGTERM)
         else:
             process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=stop_timeout)
     finally:
         if process.poll() is None:  # (it did not stop: the test fails)
-            if hang_up:
+            if hang_up or to_group:
                 os.killpg(process.pid, signal.SIGKILL)
             else:
                 process.kill()
@@ -238,6 +248,19 @@ def send_hangups(process: Any) -> None:
         time.sleep(0.01)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGHUP)
+
+
+def took(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has taken the signal ``signum`` sent to it and what it did with it is seen: it has ended
+    and its parent has collected it (a zombie has not: its parent has yet to act on its end), or it runs without the
+    signal pending (a handler, an ignore or a ``sigwaitinfo`` took it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    if any(line.split()[1:2] == ["Z"] for line in status.splitlines() if line.startswith("State:")):
+        return False
+    return (_signal_mask(pid, "SigPnd") | _signal_mask(pid, "ShdPnd")) >> (signum - 1) & 1 == 0
 
 
 def ignores(pid: int, signum: int) -> bool:

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.poisson import BACKGROUND_WEIGHT, COLOUR_WEIGHT, composite, face_mask
+from facekit.errors import stop_only_from_parent, workers_start_with_sigterm_held
 from facekit.images import to_uint8_rgb
 from facekit.warp import sparse_image_warp
 
@@ -399,7 +400,9 @@ def materialise(
     written: list[Path] = []
     if todo:
         order = [i for _, items in todo for i in items]
-        loader = DataLoader(dataset_like, batch_size=None, sampler=order, num_workers=workers)
+        loader = DataLoader(
+            dataset_like, batch_size=None, sampler=order, num_workers=workers, worker_init_fn=stop_only_from_parent
+        )
         bar = None
         if progress:
             from facekit.progress import Progress
@@ -408,7 +411,8 @@ def materialise(
             bar.start()
             task = bar.add_task("morphs", total=len(order), unit="morph")
         try:
-            it = iter(loader)
+            with workers_start_with_sigterm_held():
+                it = iter(loader)
             for name, items in todo:
                 rows = []
                 for _ in items:

@@ -138,9 +138,14 @@ def _init_pool_worker(
     their lock held), and the parent's shutdown could wait for it forever (ci108, ci109: the second-Ctrl+C test hung
     on a loaded machine). The parent cancels what has not started and stops the workers. A worker whose
     ``parent`` process is gone (killed: SIGKILL, the out-of-memory killer, a second SIGTERM) ends itself: before, the
-    workers waited for work forever, each holding its models' memory."""
+    workers waited for work forever, each holding its models' memory. A SIGTERM to the whole process group (systemd,
+    Slurm) is the parent's to act on (:func:`facekit.errors.stop_only_from_parent`): it stops the workers through
+    ``stop`` as on a SIGTERM to it alone."""
     import signal
 
+    from facekit.errors import stop_only_from_parent
+
+    stop_only_from_parent()  # (first: before this process starts a thread)
     signal.signal(signal.SIGINT, _stop_between_photos)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, _stop_between_photos if hangup else signal.SIG_IGN)

@@ -26,6 +26,7 @@ from tests.helpers import (
     peak_in_fresh_process,
     run_cli,
     send_hangups,
+    took,
 )
 
 pytest.importorskip("dlib")
@@ -1045,3 +1046,54 @@ def test_a_refused_prepare_leaves_no_folder_and_no_run_record(tmp_path: Path, da
     result = run_cli("prepare", str(tmp_path / "other.yaml"))
     assert result.returncode == 1 and "other settings" in result.stderr, result.stderr
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "made").rglob("*")) == before
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_a_prepare_as_one_to_it_alone(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """SIGTERM to the command's whole process group (systemd's `systemctl stop`, Slurm's scancel, kill -TERM --
+    -PGID), its workers included."""
+    process, recipe, output = _prepare_in_workers(tmp_path, data_root, people=20, first=40)
+    workers = _workers(process)
+    for pid in workers:  # (systemd signals the cgroup's processes one by one: the workers may come first)
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while not all(took(pid, signal.SIGTERM) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    finally:
+        left = _ended(process)
+    said = _said(tmp_path)
+    assert (process.returncode, said, left) == (
+        143,
+        [
+            "error: prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with "
+            "the others"
+        ],
+        [],
+    )
+    assert "folder/p00" not in read_progress(output) and 4 <= len(read_progress(output)) < 20
+    assert sorted(p.name for p in output.rglob("*.tmp")) == []
+    again = run_cli("prepare", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert len(read_progress(output)) == 20 and read_progress(output)["folder/p00"]["photos"] == 40
+
+
+def test_a_killed_worker_ends_a_prepare_with_one_line_not_a_hang(tmp_path: Path, data_root: Path) -> None:
+    """A worker killed on its own (the out-of-memory killer, kill -9) while the workers leave a SIGTERM from anyone but
+    the run to it (a group's): the run says so in one line, status 1, and waits for no worker (the broken pool ends
+    the others with a SIGTERM of the run's, which they take): no process left, and a rerun goes on."""
+    process, recipe, output = _prepare_in_workers(tmp_path, data_root, people=20, first=40)
+    os.kill(_workers(process)[0], signal.SIGKILL)
+    try:
+        process.wait(timeout=60)
+    finally:
+        left = _ended(process)
+    said = _said(tmp_path)
+    assert (process.returncode, left) == (1, []), said
+    assert len(said) == 1 and said[0].startswith("error: a prepare worker stopped without finishing"), said
+    again = run_cli("prepare", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert len(read_progress(output)) == 20

@@ -24,7 +24,7 @@ from facekit.recipe import resolve
 from facekit.registry import ComponentSpec, Params
 from facekit.train import not_finite, train, update_overflows
 from facekit.types import DecoderOutput
-from tests.helpers import kill_at_points, send_hangups, sigterm_in_a_terminal
+from tests.helpers import kill_at_points, send_hangups, sigterm_in_a_terminal, took
 
 pytest.importorskip("dlib")
 SIZE = 32
@@ -1647,3 +1647,53 @@ def test_a_decoder_whose_outputs_training_cannot_read_is_refused_naming_it(
         FacekitError, match=rf"decoder 'misshapen' \(plugin 'theirs'\) .*gave, for a batch of 2: .*{message}"
     ):
         train(plan)
+
+
+def _data_workers(marker: str) -> list[int]:
+    """The torch DataLoader workers of a run (:func:`_running`), once torch has set them up (named them)."""
+    found = []
+    for pid in _running(marker):
+        try:
+            if (Path("/proc") / str(pid) / "comm").read_text().strip() == "pt_data_worker":
+                found.append(pid)
+        except OSError:  # (ended meanwhile)
+            continue
+    return found
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_workers_quietly(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the run's whole process group or cgroup (systemd's `systemctl stop`, Slurm's scancel, kill -TERM
+    -- -PGID) reaches the pool's DataLoader workers too. Before, torch's own handler in each ended it on the spot
+    (torch lets a worker leave quietly only on its parent's SIGTERM), and torch then said "DataLoader worker (pid
+    N) is killed by signal: Terminated" in a traceback after the run's line, or instead of it (status 1). Now the
+    workers leave the stop to the run, which ends them as on a SIGTERM to it alone: its one line, status 143, no
+    process left."""
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=20, pool_size=20_000)
+    recipe["augment"] = {"enabled": True, "count": 0, "neighbours": 3}
+    recipe["prepare"]["workers"] = 2
+    path = tmp_path / "pooled.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "train"]
+
+    def ready() -> bool:  # (the workers get the signal first: systemd signals the cgroup's processes one by one)
+        workers = _data_workers(str(path))
+        if len(workers) < 2:
+            return False
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while not all(took(pid, signal.SIGTERM) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return True
+
+    status, said, _ = sigterm_in_a_terminal(command, ready, "training (its pool's workers)", to_group=True)
+    assert (status, said) == (
+        143,
+        ["error: training stopped by SIGTERM before its first checkpoint: run it again to start it over"],
+    )
+    deadline = time.monotonic() + 30
+    while _running(str(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(str(path)) == []
