@@ -243,6 +243,22 @@ def workers_start_with_sigterm_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+@contextmanager
+def data_workers_lost_said(hint: str) -> Iterator[None]:
+    """torch's RuntimeError for a DataLoader worker that ended while the block read from it (killed: the
+    out-of-memory killer, kill -9) as one line, a :class:`FacekitError` ending with ``hint`` (what to do): before, a
+    traceback ("DataLoader worker (pid N) is killed by signal: Killed"), status 1."""
+    try:
+        yield
+    except RuntimeError as error:
+        said = str(error).strip().splitlines()[0].rstrip(". ") if str(error).strip() else ""
+        if not said.startswith("DataLoader worker (pid"):
+            raise
+        raise FacekitError(
+            f"a worker process ended before its work was done ({said}; out of memory, or killed): {hint}"
+        ) from None
+
+
 def leave_a_hung_up_terminal() -> None:
     """Point stdout and stderr at /dev/null where they write to a terminal that hung up (closed: an empty write
     fails with EIO there, and nowhere else), so that what a stopping command still writes (a progress bar's last

@@ -1697,3 +1697,37 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_wor
     while _running(str(path)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _running(str(path)) == []
+
+
+def test_a_killed_pool_worker_ends_the_training_with_one_line(prepared: Path, tmp_path: Path) -> None:
+    """A DataLoader worker of the pool killed on its own (the out-of-memory killer, kill -9): before, torch's
+    "DataLoader worker (pid N) is killed by signal: Killed" in a traceback, status 1. Now one line saying so and
+    what to do, status 1, no process left."""
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=20, pool_size=20_000)
+    recipe["augment"] = {"enabled": True, "count": 0, "neighbours": 3}
+    recipe["prepare"]["workers"] = 2
+    path = tmp_path / "pooled.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "train"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_data_workers(str(path))) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the training ended before its worker was killed"
+        os.kill(_data_workers(str(path))[0], signal.SIGKILL)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    said = [line for line in err.decode().splitlines() if not line.startswith("making morphs: ")]  # (plain progress)
+    assert process.returncode == 1 and len(said) == 1, said
+    assert said[0].startswith("error: a worker process ended before its work was done (DataLoader worker (pid "), said
+    assert said[0].endswith(
+        "out of memory, or killed): run the training again, with prepare.workers=1 to use less memory"
+    ), said
+    deadline = time.monotonic() + 30
+    while _running(str(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(str(path)) == []
