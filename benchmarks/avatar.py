@@ -96,7 +96,11 @@ def main() -> None:
     judge = OwnPipelineJudge.build("sface", face=args.face)
 
     photos = lfw_devtest(root, args.photos)
-    images = [load_rgb(p.path)[0] for p in photos]
+    loaded = [load_rgb(p.path) for p in photos]
+    unread = [f"{p.path} ({why})" for p, (image, why) in zip(photos, loaded, strict=True) if image is None]
+    if unread:
+        raise SystemExit(f"cannot read {len(unread)} of the LFW photos, e.g. {unread[0]}: check the data folder")
+    images = [image for image, _ in loaded if image is not None]
     outcomes = normalizer.normalize_many(images, [p.path.stem for p in photos])
     found = [(i, o.face) for i, o in enumerate(outcomes) if o.face is not None]
     ok, faces = [i for i, _ in found], [face for _, face in found]
@@ -125,14 +129,15 @@ def main() -> None:
         eos_renders.append({y: render_avatar(placed[0].numpy(), maker.model, texture, size, y) for y in YAWS})
     eos_err_a, eos_iod_a = np.array(eos_err), np.array(eos_iod)
 
-    inputs = judge.embed([images[i] for i in ok])
+    chosen: list[np.ndarray | None] = [images[i] for i in ok]
+    inputs = judge.embed(chosen)
     identity: dict[str, dict[float, float]] = {"ours": {}, "eos": {}, "normalized face": {}}
     normalized_scores = judge.scores(inputs, judge.embed(list(normalized)))
     identity["normalized face"][0] = float(judge.passes(normalized_scores).mean())
     medians: dict[str, dict[float, float]] = {"ours": {}, "eos": {}}
     for yaw in YAWS:
         for name, renders in (("ours", [a.renders[yaw] for a in ours]), ("eos", [r[yaw] for r in eos_renders])):
-            scores = judge.scores(inputs, judge.embed(renders))
+            scores = judge.scores(inputs, judge.embed(list[np.ndarray | None](renders)))
             identity[name][yaw] = float(judge.passes(scores).mean())
             medians[name][yaw] = float(np.median(scores))
 
