@@ -148,7 +148,7 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         with _pillow_limit(limit), Image.open(source) as opened:
             if opened.size[0] * opened.size[1] / 1e6 > limit:
                 return None, _too_large(f"{opened.size[0]} x {opened.size[1]}", opened.size[0] * opened.size[1], limit)
-            return pil_to_rgb(opened, colour_manage)
+            return pil_to_rgb(opened, colour_manage, own=True)
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         return None, _too_large("", int(pixels.group(1)) if pixels else None, limit)
@@ -213,14 +213,15 @@ def _too_large(size: str, pixels: int | None, limit: float) -> str:
     return f"{TOO_LARGE} ({f'{size} = ' if size else ''}{shown} > {limit:g} MP; set FACEKIT_MAX_MEGAPIXELS to allow it)"
 
 
-def pil_to_rgb(opened: Any, colour_manage: bool = True) -> tuple[np.ndarray, str]:
+def pil_to_rgb(opened: Any, colour_manage: bool = True, own: bool = False) -> tuple[np.ndarray, str]:
     """An opened PIL image as (H, W, 3) uint8 sRGB and a note, as :func:`load_rgb` reads photos: EXIF orientation
     applied, 16-bit greyscale scaled to 8 bits, alpha composited over mid-grey, an RGB profile other than sRGB
     converted (``colour_manage``); of an animated GIF or WebP or a multi-page TIFF, the first frame (the note says
-    so)."""
+    so). ``own``: ``opened`` is this call's to change (:func:`load_rgb`'s, closed after): its profile is converted
+    in its own pixels, not into a copy beside them; else ``opened`` is left as it is."""
     # A phone's JPEG with a second, embedded image opens as MPO with 2 frames: the photo is the first, no news.
     frames = _frame_count(opened) if opened.format != "MPO" else 1
-    rgb, note = _frame_to_rgb(opened, colour_manage)
+    rgb, note = _frame_to_rgb(opened, colour_manage, own)
     if frames > 1:
         note = "; ".join(n for n in (note, f"the first of {frames} frames") if n)
     return rgb, note
@@ -266,7 +267,7 @@ def exif_orientation(opened: Any) -> int:
     return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
-def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
+def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[np.ndarray, str]:
     from PIL import Image
 
     opened.load()
@@ -314,7 +315,12 @@ def _frame_to_rgb(opened: Any, colour_manage: bool) -> tuple[np.ndarray, str]:
         note = "greyscale"
     rgb = image if image.mode == "RGB" else image.convert("RGB")  # (convert copies even an RGB image)
     if colour_manage and colour:
-        rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"))
+        # In place where the pixels are this call's (a copy made above, or load_rgb's own file): before, the
+        # converted image was made beside the one read, 4 bytes a pixel more at the peak of reading a phone's P3
+        # photo (benchmarks/adjust.py --memory); the values are the same.
+        # (never into a file's pixels Pillow mapped read-only: a raw RGBX or RGBA frame opened from a file)
+        in_place = (own or rgb is not opened) and not getattr(rgb, "readonly", False)
+        rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"), in_place=in_place)
         note = "; ".join(n for n in (note, managed) if n)
     return rgb_array(rgb), note
 
@@ -355,16 +361,24 @@ def _ramps() -> Any:
     return Image.fromarray(np.stack(rows, 0))
 
 
-def _transform(image: Any, icc: bytes) -> Any:
-    """``image`` (PIL RGB) from the profile ``icc`` to sRGB (little CMS, relative colorimetric). Raises on a profile
-    it cannot use (ImageCms.PyCMSError, OSError, ValueError)."""
+def _transform(image: Any, icc: bytes, in_place: bool = False) -> Any:
+    """``image`` (PIL RGB) from the profile ``icc`` to sRGB (little CMS, relative colorimetric): a new image, or
+    ``image`` itself converted (``in_place``; little CMS reads each row before writing it: the same values). Raises
+    on a profile it cannot use (ImageCms.PyCMSError, OSError, ValueError), ``image`` then unchanged (the transform
+    is made before any pixel is)."""
     from PIL import ImageCms
 
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     target = ImageCms.createProfile("sRGB")
-    return ImageCms.profileToProfile(
-        image, source, target, renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB"
+    converted = ImageCms.profileToProfile(
+        image,
+        source,
+        target,
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        outputMode="RGB",
+        inPlace=in_place,
     )
+    return image if in_place else converted
 
 
 def srgb_profile(icc: Any) -> bool | None:
@@ -416,10 +430,11 @@ def _profile_name(icc: bytes) -> str:
     return (name or "").strip() or "unnamed"
 
 
-def to_srgb(image: Any, icc: Any) -> tuple[Any, str]:
+def to_srgb(image: Any, icc: Any, in_place: bool = False) -> tuple[Any, str]:
     """The RGB PIL ``image`` converted from its embedded ICC profile ``icc`` to sRGB (relative colorimetric, little
     CMS through Pillow), and a note; as it is when the profile is sRGB or absent (no note) or unusable (a note).
-    Never raises for a bad profile: a photo is never lost to its profile."""
+    Never raises for a bad profile: a photo is never lost to its profile. ``in_place``: ``image``'s own pixels are
+    converted (no second image of its size) and ``image`` is returned."""
     srgb = srgb_profile(icc)
     if srgb:
         return image, ""
@@ -428,7 +443,7 @@ def to_srgb(image: Any, icc: Any) -> tuple[Any, str]:
         return image, unusable
     assert icc is not None
     try:
-        converted = _transform(image, icc)
+        converted = _transform(image, icc, in_place)
     except Exception:  # noqa: BLE001  (as srgb_profile)
         return image, unusable
     return converted, f"converted from its colour profile ({_profile_name(icc)}) to sRGB"

@@ -59,6 +59,51 @@ def test_a_display_p3_photo_is_read_converted_to_srgb() -> None:
     assert np.array_equal(as_rgb(grey), np.asarray(grey.convert("RGB")))
 
 
+@pytest.mark.parametrize("turned", [False, True])
+def test_a_display_p3_photo_is_converted_without_a_second_image_of_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, turned: bool
+) -> None:
+    """Before: load_rgb converted a P3 photo into a new PIL image beside the one read, and both were held while the
+    array was made from it: 4 bytes a pixel more at the peak of reading a phone's photo (benchmarks/adjust.py
+    --memory). Now the conversion is made in the pixels read (or in the upright copy of an EXIF-turned photo), with
+    the same values; a PIL image a caller gives (as_rgb) is left as it was."""
+    import gc
+
+    from facekit import images
+
+    stored = np.ascontiguousarray(np.tile(patches(), (2, 3, 1)))  # 96 x 144: no other image of its size is made
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6 if turned else 1
+    Image.fromarray(stored).save(photo, quality=95, icc_profile=P3, exif=exif.tobytes())
+    with Image.open(photo) as opened:  # the conversion as it was: into a new image
+        upright = opened.transpose(Image.Transpose.ROTATE_270) if turned else opened.convert("RGB")
+        expected = np.asarray(images._transform(upright, P3))
+        size = upright.size
+    del opened, upright  # (a closed PIL image keeps its pixels)
+    alive: list[int] = []
+    rgb_array = images.rgb_array
+    pixels = type(Image.new("RGB", (1, 1)).im)
+
+    def counted(image: Any) -> np.ndarray:  # the PIL images of the photo's size held while the array is made
+        gc.collect()
+        found = [o for o in gc.get_objects() if issubclass(type(o), Image.Image) and o.size in (size, size[::-1])]
+        alive.append(sum(isinstance(o._im, pixels) for o in found))
+        return rgb_array(image)
+
+    monkeypatch.setattr(images, "rgb_array", counted)
+    image, note = load_rgb(photo)
+    assert image is not None and "converted" in note and np.array_equal(image, expected)
+    assert alive == [2 if turned else 1]  # (turned: the image read and its upright copy)
+    with Image.open(photo) as opened:
+        opened.load()
+        before = np.asarray(opened).copy()
+        alive.clear()
+        assert np.array_equal(as_rgb(opened), expected)
+        assert np.array_equal(np.asarray(opened), before) and opened.info["icc_profile"] == P3  # the caller's
+        assert alive == [2]  # the caller's image and the converted (upright) copy
+
+
 def test_srgb_untagged_and_unusable_profiles_read_as_stored() -> None:
     stored = patches()
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
