@@ -873,6 +873,21 @@ def test_a_small_face_in_a_large_photo_is_found_and_the_message_scales(engine: E
         engine.analyze(tmp_path / "wall.jpg")
 
 
+def camera_photo(folder: Path) -> Path:
+    """A camera's JPEG: a real face at 2400 x 1600 (larger than the previews, so that they are copies and the photo
+    can go) with an sRGB profile and EXIF, which the full-size download carries over."""
+    from facekit.testing import real_face
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "facekit test", 1
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = folder / "camera.jpg"
+    Image.fromarray(real_face().image).resize((2400, 1600), Image.Resampling.BICUBIC).save(
+        photo, quality=92, icc_profile=srgb, exif=exif.tobytes()
+    )
+    return photo
+
+
 def test_the_full_size_download_is_encoded_without_the_photo_read(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -886,15 +901,9 @@ def test_the_full_size_download_is_encoded_without_the_photo_read(
     from facekit import images
     from facekit.apps import adjust
     from facekit.apps.adjust import apply_correction, before_after
-    from facekit.testing import real_face
 
-    exif = Image.Exif()
-    exif[0x010F], exif[0x0112] = "facekit test", 1
+    photo = camera_photo(tmp_path)
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    photo = tmp_path / "camera.jpg"  # larger than the previews, so that they are copies and the photo can go
-    Image.fromarray(real_face().image).resize((2400, 1600), Image.Resampling.BICUBIC).save(
-        photo, quality=92, icc_profile=srgb, exif=exif.tobytes()
-    )
     read: list[weakref.ref[np.ndarray]] = []
     held: list[int] = []
     load_rgb, encode_corrected = images.load_rgb, adjust.encode_corrected
@@ -929,6 +938,65 @@ def test_the_full_size_download_is_encoded_without_the_photo_read(
     assert made.before_after.read_bytes() == jpeg_bytes(pair)
     with Image.open(made.adjusted_full) as written:  # the camera's EXIF and profile carried over
         assert written.getexif()[0x010F] == "facekit test" and written.info["icc_profile"] == srgb
+
+
+def test_a_pages_request_decodes_the_photo_once(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a page's request decoded the upload twice, to find its faces and again for the full-size download,
+    each time with Pillow's image and the array at once (a 48 MP upload's peak, twice; benchmarks/adjust.py
+    --memory). Now the array decoded to find the faces is handed to the request's first face, let go before the
+    encoder runs, and the files are byte for byte those of the upload read again; a block that makes no face lets go
+    of it at its end."""
+    import weakref
+    from types import SimpleNamespace
+
+    from facekit_serve.web import build_app
+
+    from facekit import images
+    from facekit.apps import adjust
+
+    photo = camera_photo(tmp_path)
+    read: list[weakref.ref[np.ndarray]] = []
+    held: list[int] = []
+    load_rgb, encode_corrected = images.load_rgb, adjust.encode_corrected
+
+    def tracked_load(*args: Any, **kwargs: Any) -> Any:
+        found, why = load_rgb(*args, **kwargs)
+        if found is not None:
+            read.append(weakref.ref(found))
+        return found, why
+
+    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
+        held.append(sum(ref() is not None for ref in read))
+        return encode_corrected(*args, **kwargs)
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = build_app(engine, [], 20.0)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
+    with monkeypatch.context() as patch:
+        patch.setattr(images, "load_rgb", tracked_load)
+        patch.setattr(adjust, "encode_corrected", tracked_encode)
+        sha256 = handlers["analyze"](str(photo), page, lambda *args, **kwargs: None)[0]
+    assert sha256 is not None and len(read) == 1 and held == [0]  # decoded once, and gone when the encoder ran
+    made = engine.result(sha256, 0)
+    written = [path.read_bytes() for path in (made.adjusted_full, made.adjusted, made.before_after)]
+    analysis = engine.cached(sha256)
+    assert analysis is not None and analysis.handover is None
+    handlers["session_ended"](page)
+
+    again = engine.analyze(photo)  # decoded here, then read again from the upload's copy for the download
+    remade = engine.result(again.sha256, 0)
+    assert [path.read_bytes() for path in (remade.adjusted_full, remade.adjusted, remade.before_after)] == written
+    engine.forget(again.sha256)
+
+    read.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(images, "load_rgb", tracked_load)
+        with engine.analyzing(photo) as analysis:  # no face made: the photo goes when the block ends
+            assert analysis.handover is not None and [ref() is not None for ref in read] == [True]
+    assert analysis.handover is None and [ref() is None for ref in read] == [True]
 
 
 def test_an_image_too_small_or_too_thin_for_a_face_is_told_so(engine: Engine, tmp_path: Path) -> None:
@@ -1031,6 +1099,40 @@ def test_serve_says_a_wrong_model_before_loading_anything(monkeypatch: pytest.Mo
     for said, given in cases.items():
         with pytest.raises(FacekitError, match=said):
             serve_cli.serve(**given)
+
+
+def test_serve_gives_a_large_photos_freed_image_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Before: Pillow's 16 MB blocks of a large upload's decoded image stayed in the request thread's heap once
+    freed (glibc maps only blocks above its threshold on their own), resident under the photo's correction and the
+    encoder's copy: a 48 MP upload's peak held 190 MB more (benchmarks/adjust.py --memory). The server sets larger
+    blocks, each mapped on its own, before its models load."""
+    import tempfile
+
+    from facekit_serve import cli as serve_cli
+    from facekit_serve import offline
+    from facekit_serve.engine import PILLOW_BLOCK_BYTES
+
+    from facekit.errors import FacekitError
+
+    seen: list[int] = []
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        seen.append(Image.core.get_block_size())
+        raise FacekitError("stopped before the models")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the server's folder, and those it would tidy
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # (serve sets it: put back after the test)
+    monkeypatch.setattr(serve_cli, "_stop_on_signals", lambda: None)  # pytest's handlers stay
+    monkeypatch.setattr(serve_cli, "check_port", lambda *args: None)
+    monkeypatch.setattr(offline, "offline_environment", lambda: None)
+    monkeypatch.setattr(Engine, "load", load)
+    before = Image.core.get_block_size()
+    try:
+        with pytest.raises(FacekitError, match="stopped before the models"):
+            serve_cli.serve()
+    finally:
+        Image.core.set_block_size(before)
+    assert seen == [PILLOW_BLOCK_BYTES] and PILLOW_BLOCK_BYTES > 32 << 20 and before < PILLOW_BLOCK_BYTES
 
 
 def test_serve_refuses_a_surrey_model_it_was_told_to_use_and_cannot(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def serve(
         resolve_model(model, checkpoint)
     runs_on = inference_device(device)  # a GPU that is not there: one line before Gradio's import and the models
 
-    from facekit_serve.engine import Engine, example_photos
+    from facekit_serve.engine import Engine, example_photos, return_freed_images
     from facekit_serve.offline import offline_environment
 
     console = Console(markup=False)  # paths, hosts and model labels print as they are ("[::1]" too)
@@ -176,6 +176,7 @@ def serve(
         console.print(f"removed {removed} folder(s) a stopped server left in {workdir.parent} (its visitors' photos)")
     _stop_on_signals()  # a stop while loading cleans up too
     offline_environment()
+    return_freed_images()  # a large upload's decoded image does not stay resident once freed
     # Gradio's uploads and copies go in this server's folder even when the caller's environment names another:
     # the promise is that they are deleted when the server stops.
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")

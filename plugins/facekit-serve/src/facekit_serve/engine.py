@@ -4,6 +4,8 @@
     analysis = engine.analyze(path)          # read, check, detect and normalize every face (cached by sha256)
     result = engine.result(analysis.sha256, 0)   # the largest face: detections, normalized face, adjust, avatar, ...
     mine = engine.result(analysis.sha256, 0, name="IMG_1234.jpg")   # the same, as IMG_1234-normalized.png, ...
+    with engine.analyzing(path) as analysis:     # a page's request: the photo decoded once for both steps
+        result = engine.result(analysis.sha256, 0)
 
 No web framework here (:mod:`facekit_serve.web` holds the page), so the chain is tested without a browser. Every
 problem with an upload is an :class:`UploadError` whose message is written for the person who sent the photo.
@@ -18,6 +20,7 @@ same meanwhile wait for those (:class:`Making`). No file is written under the ca
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -32,7 +35,7 @@ import time
 import unicodedata
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +74,26 @@ NAMED_VIEWS = 4
 #: The name of the avatar's files (GLB; OBJ, MTL and texture in the zip) as made, before a visitor's name is given.
 AVATAR_NAME = "avatar"
 
+#: The most bytes of an image's rows Pillow puts in one block of memory, in the server's process (Pillow's own: 16 MB).
+#: Above glibc's largest mmap threshold (32 MB), each block of a large photo is mapped on its own and given back to
+#: the system when freed. With 16 MB blocks a photo's decoded image (4 bytes a pixel) stayed in the request thread's
+#: heap once freed: a 48 MP upload's 190 MB were still resident under its correction and the encoder's copy
+#: (benchmarks/adjust.py --memory). A small image's block is its own size, as before; the pixels are the same.
+PILLOW_BLOCK_BYTES = 64 << 20
+
 Progress = Callable[[float, str], None]
 
 
 class UploadError(FacekitError):
     """A photo the page cannot use; the message is shown on the page as it is."""
+
+
+def return_freed_images() -> None:
+    """Make Pillow allocate images in blocks of :data:`PILLOW_BLOCK_BYTES`, given back to the system when freed (a
+    process-wide setting: for the server's own process, set before its models load)."""
+    from PIL import Image
+
+    Image.core.set_block_size(PILLOW_BLOCK_BYTES)
 
 
 def normalized_display_side(image_size: int) -> int:
@@ -298,6 +316,16 @@ class FaceResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class Handover:
+    """The photo (H, W, 3) uint8 RGB as a request decoded it (:meth:`Engine.analyzing`), for the first face that
+    request makes to take (:meth:`Engine._take_photo`), so that the full-size download does not decode the upload
+    again. Before, a page's request decoded it twice (to find the faces, then for the download), each time with
+    Pillow's image and the array at once: a 48 MP upload's peak, twice (benchmarks/adjust.py --memory)."""
+
+    def __init__(self) -> None:
+        self.photo: np.ndarray | None = None
+
+
 @dataclass
 class Analysis:
     """One upload: its sha256, the copy of the photo its faces were found on (``photo``: :data:`DETECT_SIDE` on its long
@@ -318,6 +346,8 @@ class Analysis:
     named: dict[tuple[str, int], FaceResult] = field(default_factory=dict)
     #: The results being made now, by their key in ``results`` (a face) or ``named`` (a name and a face).
     making: dict[Any, Making] = field(default_factory=dict)
+    #: The photo as decoded, while the request that decoded it has not made a face yet (:meth:`Engine.analyzing`).
+    handover: Handover | None = field(default=None, repr=False)
 
     @property
     def faces_found(self) -> int:
@@ -556,16 +586,51 @@ class Engine:
         """Put ``photo`` through the whole chain once and forget it, so that the first visitor does not wait for the
         lazy imports and the OpenGL set-up (seconds). Returns the seconds it took."""
         began = time.perf_counter()
-        analysis = self.analyze(photo)
-        self.result(analysis.sha256, 0)
+        with self.analyzing(photo) as analysis:
+            self.result(analysis.sha256, 0)
         self.forget(analysis.sha256)
         return time.perf_counter() - began
 
     # -------------------------------------------------------------------------------------------- work
-    def analyze(self, path: str | Path, name: str | None = None, progress: Progress | None = None) -> Analysis:
+    @contextlib.contextmanager
+    def analyzing(
+        self, path: str | Path, name: str | None = None, progress: Progress | None = None
+    ) -> Iterator[Analysis]:
+        """:meth:`analyze`, with the photo as decoded kept for the first face made (:meth:`result`) inside the block:
+        the full-size download is made from it, not from the upload decoded again. It goes when that face takes it,
+        or when the block ends (a cached upload keeps only its small copy, ``photo``). The same bytes found in the
+        cache are not decoded, and their first face, if any is made, reads the upload again."""
+        handover = Handover()
+        analysis = self.analyze(path, name, progress, handover)
+        try:
+            yield analysis
+        finally:
+            with self._cache_lock:
+                handover.photo = None
+                if analysis.handover is handover:
+                    analysis.handover = None
+
+    def _take_photo(self, analysis: Analysis) -> np.ndarray | None:
+        """The photo as decoded, handed over by the request that analyzed it (:meth:`analyzing`), to one make only:
+        it lets go of the array when it is done with it (before the encoder runs). None: read the upload again."""
+        with self._cache_lock:
+            handover, analysis.handover = analysis.handover, None
+            if handover is None:
+                return None
+            photo, handover.photo = handover.photo, None
+        return photo
+
+    def analyze(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        progress: Progress | None = None,
+        handover: Handover | None = None,
+    ) -> Analysis:
         """Read and check the upload at ``path``, find its faces and normalize them (at most :data:`MAX_FACES`,
         largest first). The same bytes a second time come from the cache. A photo without a face, unreadable, empty
-        or too large is an :class:`UploadError`."""
+        or too large is an :class:`UploadError`. ``handover``: given the photo as decoded, for the face made next
+        (:meth:`analyzing`, which lets it go)."""
         tell = progress or (lambda fraction, text: None)
         tell(0.02, "reading the photo")
         data = read_upload_bytes(path, self.max_upload_bytes)
@@ -599,7 +664,12 @@ class Engine:
             faces=faces,
             seconds=time.perf_counter() - began,
         )
-        return self._store(analysis)
+        stored = self._store(analysis)
+        if handover is not None:  # (the same pixels when another request stored these bytes first)
+            with self._cache_lock:
+                if stored.handover is None:
+                    handover.photo, stored.handover = full, handover
+        return stored
 
     def result(
         self, sha256: str, index: int = 0, progress: Progress | None = None, name: str | None = None
@@ -780,7 +850,9 @@ class Engine:
         tell(0.3, "adjusting white balance and exposure")
         start = time.perf_counter()
         correction = self.adjuster.settle(analysis.photo, self.adjuster.estimate_faces(analysis.photo, [face]))
-        full, why = load_rgb(analysis.source)
+        full = self._take_photo(analysis)  # the photo as this request decoded it, else the upload read again
+        if full is None:
+            full, why = load_rgb(analysis.source)
         if full is None:  # the bytes were read a moment ago: only a full disk or a removed folder gets here
             raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
         after = apply_correction(full, correction)

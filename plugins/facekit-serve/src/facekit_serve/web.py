@@ -428,15 +428,16 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                 progress(fraction, desc=text)
 
             try:
-                analysis = engine.analyze(path, Path(path).name, tell)
-                engine.hold(analysis.sha256, session)
-                with waiting_lock:
-                    closed = session in ended
-                if closed:  # the page closed while its photo was read: its end found nothing held, so drop it now
-                    engine.release(session)
-                    uploads.forget(session)  # (remembered above, after the end forgot the session's uploads)
-                else:
-                    result = engine.result(analysis.sha256, 0, tell, name=Path(path).name)  # downloads named for it
+                # The photo is decoded once: its largest face's full-size download is made from the same array.
+                with engine.analyzing(path, Path(path).name, tell) as analysis:
+                    engine.hold(analysis.sha256, session)
+                    with waiting_lock:
+                        closed = session in ended
+                    if closed:  # the page closed while its photo was read: its end found nothing held: drop it now
+                        engine.release(session)
+                        uploads.forget(session)  # (remembered above, after the end forgot the session's uploads)
+                    else:  # downloads named for it
+                        result = engine.result(analysis.sha256, 0, tell, name=Path(path).name)
             except Exception as error:  # a server answers every request; the log has an unexpected one's traceback
                 # The page shows no results now: what it showed and the photos it sent before this one go (before:
                 # they stayed until the page closed). This one stays while the page's upload box shows it, a link
