@@ -33,16 +33,28 @@ def machine() -> str:
 NOT_A_NUMBER = re.compile(r"(?<![A-Za-z])nan(?![A-Za-z])", re.I)
 
 
+def notes_marker(name: str) -> str:
+    """Where section ``name``'s notes begin: what is written from this line to the section's end (figures measured
+    by other commands, before/after rows of a change, where a figure comes from) is kept when the script rewrites
+    the section. Before, a rerun dropped them."""
+    return f"<!-- {name}:notes -->"
+
+
 def write_section(name: str, body: str) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (append the section if new). A
-    body with a NaN figure is refused, RESULTS.md left as it is (helper-75: a run without data wrote "0 photos ...
-    nan" over the published figures)."""
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (append the section if new), keeping
+    the section's notes (:func:`notes_marker`) after the new body. A body with a NaN figure is refused, RESULTS.md left
+    as it is (helper-75: a run without data wrote "0 photos ... nan" over the published figures)."""
     if NOT_A_NUMBER.search(body):
         raise SystemExit(f"section {name!r} has NaN figures (nothing measured?): RESULTS.md left as it is")
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
-    block = f"<!-- {name}:start -->\n{body.rstrip()}\n<!-- {name}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    found = pattern.search(text)
+    marker = notes_marker(name)
+    notes = ""
+    if found and marker in found.group(0) and marker not in body:
+        notes = "\n\n" + marker + found.group(0).split(marker, 1)[1].removesuffix(f"<!-- {name}:end -->").rstrip()
+    block = f"<!-- {name}:start -->\n{body.rstrip()}{notes}\n<!-- {name}:end -->"
+    text = pattern.sub(lambda _: block, text) if found else text.rstrip() + "\n\n" + block + "\n"
     temporary = RESULTS.with_name(f".{RESULTS.name}.tmp")  # never half a file
     temporary.write_text(text)
     temporary.replace(RESULTS)

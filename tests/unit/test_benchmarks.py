@@ -81,6 +81,21 @@ def test_a_cells_label_shows_the_params_its_components_are_given() -> None:
     ]
 
 
+def test_a_sections_notes_are_kept_when_its_script_rewrites_it(tmp_path: Path, monkeypatch: Any) -> None:
+    """Before: a rerun of `benchmarks/adjust.py --memory` dropped the section's before rows and notes (measured by
+    other commands, written below the script's table). What follows the section's notes marker is kept."""
+    import results
+
+    page = tmp_path / "RESULTS.md"
+    marker = results.notes_marker("s")
+    page.write_text(f"# r\n\n<!-- s:start -->\nold 0.5\n\n{marker}\nbefore: 0.7\n<!-- s:end -->\n\nafter\n")
+    monkeypatch.setattr(results, "RESULTS", page)
+    results.write_section("s", "new 0.6\n")
+    assert page.read_text() == f"# r\n\n<!-- s:start -->\nnew 0.6\n\n{marker}\nbefore: 0.7\n<!-- s:end -->\n\nafter\n"
+    results.write_section("s", f"new 0.8\n\n{marker}\nits own notes")  # a body with notes of its own: as given
+    assert "before: 0.7" not in page.read_text() and "its own notes\n<!-- s:end -->" in page.read_text()
+
+
 def test_a_section_with_nan_figures_is_not_written(tmp_path: Path, monkeypatch: Any) -> None:
     """helper-75: a run without data wrote "0 photos ... nan" over the published HELEN figures."""
     import pytest
