@@ -479,7 +479,6 @@ def adjust(
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
     from facekit.batch import plan_folder
-    from facekit.normalize import inference_device
     from facekit.progress import Progress
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
@@ -523,7 +522,11 @@ def adjust(
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
     # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").
-    runs_on = {"device": inference_device(device)} if method == "adjust" else {}  # before the model loads
+    runs_on: dict[str, str] = {}
+    if method == "adjust":  # before the model loads; the others need no torch (facekit.normalize imports it)
+        from facekit.normalize import inference_device
+
+        runs_on["device"] = inference_device(device)
     corrector = _corrector(method, {**params, **runs_on})
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":
