@@ -13,7 +13,7 @@
     python benchmarks/adjust.py [--people 80] [--london 102] [--no-write]
     python benchmarks/adjust.py --selection [--model LABEL=FILE ... --variant adjust --variant 'adjust, face only']
     python benchmarks/adjust.py --profiles   # a 24 MP JPEG untagged vs in Display P3: time and peak memory
-    python benchmarks/adjust.py --memory     # a 24 and a 48 MP JPEG: peak memory of adjust and a serve request
+    python benchmarks/adjust.py --memory     # 24 and 48 MP JPEGs (sRGB, P3): peak memory of adjust and a serve request
 
 ``--model`` compares models (the adjust variants of each, one table) instead of the shipped one.
 """
@@ -348,16 +348,22 @@ def profiles(root: Path, repeats: int = 3) -> dict[str, dict[str, float]]:
     return figures
 
 
-#: The photo sizes of ``--memory``: a 24 MP camera and a 48 MP phone's full resolution.
-LARGE_SIZES = ((6000, 4000), (8000, 6000))
+#: The photos of ``--memory``: a 24 MP camera's and a 48 MP phone's full resolution in sRGB, and the 48 MP one in
+#: Display P3 (a phone's profile, converted to sRGB on reading).
+LARGE_PHOTOS = ((6000, 4000, "sRGB"), (8000, 6000, "sRGB"), (8000, 6000, "Display P3"))
 
 
-def camera_jpeg(root: Path, path: Path, width: int, height: int) -> None:
-    """:func:`enlarged_jpeg` as a camera writes one: an sRGB ICC profile and EXIF (make, model, orientation), which
-    the full-size download carries over."""
+def camera_jpeg(root: Path, path: Path, width: int, height: int, profile: str = "sRGB") -> None:
+    """:func:`enlarged_jpeg` as a camera writes one: an ICC profile (``profile``: sRGB, or Display P3 as a phone's)
+    and EXIF (make, model, orientation), which the full-size download carries over."""
     from PIL import Image, ImageCms
 
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+
+    if profile == "sRGB":
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    else:
+        icc = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, profile)
     exif = Image.Exif()
     exif[0x010F], exif[0x0110], exif[0x0112] = "facekit", "benchmark", 1
     enlarged_jpeg(root, path, width, height, icc, exif.tobytes())
@@ -396,19 +402,20 @@ def serve_request_peak(root: Path, photo: Path, folder: Path) -> dict[str, float
 
 
 def large_photo_memory(root: Path) -> list[dict[str, Any]]:
-    """``--memory``: for a 24 and a 48 MP camera JPEG (:func:`camera_jpeg`), the peak RSS of ``facekit adjust`` in a
-    fresh process and of one ``facekit serve`` request (:func:`serve_request_peak`)."""
+    """``--memory``: for each of :data:`LARGE_PHOTOS` (a camera JPEG, :func:`camera_jpeg`), the peak RSS of
+    ``facekit adjust`` in a fresh process and of one ``facekit serve`` request (:func:`serve_request_peak`)."""
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="facekit-adjust-memory-") as temporary:
         folder = Path(temporary)
-        for width, height in LARGE_SIZES:
-            path = folder / f"photo-{width}x{height}.jpg"
-            camera_jpeg(root, path, width, height)
-            adjust_peak = adjust_in_fresh_process(path, folder / f"out-{width}")[0]
-            serve = serve_request_peak(root, path, folder / f"serve-{width}")
-            rows.append(
-                {"photo": f"{width} x {height} ({width * height / 1e6:.0f} MP)", "adjust": adjust_peak, **serve}
-            )
+        for width, height, profile in LARGE_PHOTOS:
+            name = f"{width}x{height}-{profile.replace(' ', '')}"
+            path = folder / f"photo-{name}.jpg"
+            camera_jpeg(root, path, width, height, profile)
+            adjust_peak = adjust_in_fresh_process(path, folder / f"out-{name}")[0]
+            serve = serve_request_peak(root, path, folder / f"serve-{name}")
+            tagged = "" if profile == "sRGB" else f", {profile}"
+            shown = f"{width} x {height} ({width * height / 1e6:.0f} MP){tagged}"
+            rows.append({"photo": shown, "adjust": adjust_peak, **serve})
             print(rows[-1], flush=True)
             path.unlink()
     return rows
@@ -515,7 +522,7 @@ def main() -> None:
         "--memory",
         action="store_true",
         help="only the peak memory of `facekit adjust` and of one `facekit serve` request on a 24 and a 48 MP "
-        "JPEG with an ICC profile and EXIF (section adjust-memory)",
+        "JPEG with an ICC profile and EXIF, and the 48 MP one in Display P3 (section adjust-memory)",
     )
     args = parser.parse_args()
     if args.per_person < 4:  # before: no person kept, and a table of nan written
@@ -555,11 +562,11 @@ def main() -> None:
                 "## Peak memory of a large photo's adjust (`python benchmarks/adjust.py --memory`)",
                 "",
                 f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. A London photo enlarged to a quality-92 "
-                "JPEG with an sRGB ICC profile and EXIF; `facekit adjust PHOTO -o OUT` in a fresh process (peak RSS "
-                "the kernel's), and one upload to a real `facekit serve` with the Surrey model (the "
-                "whole chain: faces, adjust with the full-size download, attributes, avatar): the RSS of its "
-                "process tree before the request and its peak during it (sampled every 20 ms), and the server's own "
-                "high-water mark (start-up included). MB.",
+                "JPEG with an ICC profile (sRGB, or Display P3 where the row says so) and EXIF; `facekit adjust "
+                "PHOTO -o OUT` in a fresh process (peak RSS the kernel's), and one upload to a real `facekit serve` "
+                "with the Surrey model (the whole chain: faces, adjust with the full-size download, attributes, "
+                "avatar, comparison): the RSS of its process tree before the request and its peak during it "
+                "(sampled every 20 ms), and the server's own high-water mark (start-up included). MB.",
                 "",
                 "| photo | `facekit adjust` peak | serve idle | serve request peak | serve VmHWM |",
                 "|---|---|---|---|---|",
