@@ -873,9 +873,9 @@ def test_a_small_face_in_a_large_photo_is_found_and_the_message_scales(engine: E
         engine.analyze(tmp_path / "wall.jpg")
 
 
-def camera_photo(folder: Path) -> Path:
+def camera_photo(folder: Path, icc: bytes | None = None) -> Path:
     """A camera's JPEG: a real face at 2400 x 1600 (larger than the previews, so that they are copies and the photo
-    can go) with an sRGB profile and EXIF, which the full-size download carries over."""
+    can go) with an sRGB profile (or ``icc``) and EXIF, which the full-size download carries over."""
     from facekit.testing import real_face
 
     exif = Image.Exif()
@@ -883,7 +883,7 @@ def camera_photo(folder: Path) -> Path:
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     photo = folder / "camera.jpg"
     Image.fromarray(real_face().image).resize((2400, 1600), Image.Resampling.BICUBIC).save(
-        photo, quality=92, icc_profile=srgb, exif=exif.tobytes()
+        photo, quality=92, icc_profile=icc or srgb, exif=exif.tobytes()
     )
     return photo
 
@@ -997,6 +997,56 @@ def test_a_pages_request_decodes_the_photo_once(
         with engine.analyzing(photo) as analysis:  # no face made: the photo goes when the block ends
             assert analysis.handover is not None and [ref() is not None for ref in read] == [True]
     assert analysis.handover is None and [ref() is None for ref in read] == [True]
+
+
+@pytest.mark.parametrize("own_values", [True, False])
+def test_a_p3_uploads_download_is_made_without_its_srgb_correction(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_values: bool
+) -> None:
+    """Before: a photo in another colour profile (a phone's Display P3), whose download is its own stored values
+    corrected, had them read and corrected while its full-size sRGB correction was held, which only their fallback
+    writes: 4 bytes a pixel above an sRGB upload's peak. Now the sRGB correction goes first and is made again only
+    for the fallback (``own_values`` False: the stored values cannot be corrected); the files are the same bytes."""
+    import weakref
+
+    from facekit import images
+    from facekit.apps import adjust
+    from facekit.apps.adjust import apply_correction, encode_corrected
+    from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+
+    p3 = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3")
+    photo = camera_photo(tmp_path, p3)
+    made_srgb: list[weakref.ref[np.ndarray]] = []
+    held: list[int] = []
+    load_rgb, correct = images.load_rgb, adjust.apply_correction
+
+    def tracked_correct(*args: Any, **kwargs: Any) -> Any:
+        corrected = correct(*args, **kwargs)
+        made_srgb.append(weakref.ref(corrected))
+        return corrected
+
+    def tracked_load(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("colour_manage") is False:  # the download's read of the stored values
+            held.append(sum(ref() is not None for ref in made_srgb))
+        return load_rgb(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(adjust, "apply_correction", tracked_correct)
+        patch.setattr(images, "load_rgb", tracked_load)
+        if not own_values:
+            patch.setattr(adjust, "recolour", lambda *args, **kwargs: None)
+        with engine.analyzing(photo) as analysis:
+            made = engine.result(analysis.sha256, 0)
+        assert held == [0]  # no sRGB correction alive when the stored values were read
+        full = load_rgb(analysis.source)[0]
+        assert full is not None
+        correction = engine.adjuster.settle(
+            analysis.photo, engine.adjuster.estimate_faces(analysis.photo, analysis.faces[:1])
+        )
+        expected = encode_corrected(analysis.source, full, apply_correction(full, correction), correction)[0]
+    assert made.adjusted_full.read_bytes() == expected
+    with Image.open(made.adjusted_full) as written:  # its own values under its profile, or sRGB's without it
+        assert written.info.get("icc_profile") == (p3 if own_values else None)
 
 
 def test_an_image_too_small_or_too_thin_for_a_face_is_told_so(engine: Engine, tmp_path: Path) -> None:

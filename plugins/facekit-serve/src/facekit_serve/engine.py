@@ -246,6 +246,26 @@ def renamed_obj_bundle(source: Path, target: Path, name: str) -> None:
 # ------------------------------------------------------------------------------------------------ pictures
 
 
+def converted_on_reading(source: Path) -> bool:
+    """Whether the photo ``source`` is in a colour profile :func:`facekit.images.load_rgb` converts to sRGB (its
+    download is its own values corrected: :func:`facekit.apps.adjust.kept_depth`)."""
+    from facekit.images import managed_profile, open_image
+
+    with open_image(source) as opened:
+        return managed_profile(opened) is not None
+
+
+def corrected_again(source: Path, correction: Any) -> np.ndarray:
+    """The photo ``source`` read again and corrected in sRGB: a download's fallback where its own values cannot be."""
+    from facekit.apps.adjust import apply_correction
+    from facekit.images import load_rgb
+
+    photo, why = load_rgb(source)
+    if photo is None:
+        raise UploadError(f"The photo could not be read again on the server ({why}). Please upload it again.")
+    return apply_correction(photo, correction)
+
+
 def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
     from PIL import Image
 
@@ -862,9 +882,16 @@ class Engine:
         shown_before, shown_after = downscale(full, PREVIEW_SIDE), downscale(after, PREVIEW_SIDE)
         shape = full.shape
         del full
-        # A 16-bit or transparent PNG keeps its depth and alpha, a photo in another colour profile its own values.
-        data, suffix, _ = encode_corrected(analysis.source, shape, after, correction)
+        # A 16-bit or transparent PNG keeps its depth and alpha, a photo in another colour profile its own values:
+        # those are read and corrected, and the sRGB correction, which only their fallback writes, is let go first
+        # (made again only then). Before, it was held beside them: a P3 upload's peak, 4 bytes a pixel above an sRGB
+        # one's (benchmarks/adjust.py --memory).
+        corrected: np.ndarray | Callable[[], np.ndarray] = after
         del after
+        if converted_on_reading(analysis.source):
+            corrected = functools.partial(corrected_again, analysis.source, correction)
+        data, suffix, _ = encode_corrected(analysis.source, shape, corrected, correction)
+        del corrected
         adjusted_full = folder / f"adjusted{suffix}"
         adjusted_full.write_bytes(data)
         del data
