@@ -1,4 +1,4 @@
-"""Train recipes/default-model-224.yaml on a borrowed GPU in one short call (issue "a normalized face worth its
+"""Train facekit/recipes/default-model-224.yaml on a borrowed GPU in one short call (issue "a normalized face worth its
 name", lever "224 px").
 
 The GPU machine reaches nothing outside itself and takes at most 64 MiB of files with it, so what its training needs
@@ -40,7 +40,7 @@ import numpy as np
 from facekit.errors import FacekitError
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "default-model-224.yaml"
+RECIPE = ROOT / "facekit" / "recipes" / "default-model-224.yaml"
 PACK = ROOT / ".gpu"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 

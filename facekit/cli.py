@@ -56,6 +56,8 @@ def say_error(message: str, label: str = "error") -> None:
 
 
 KIND_ALIASES = {f"{k}s": k for k in KINDS} | {k: k for k in KINDS}
+#: What a command's recipe argument takes (facekit.recipe.find_recipe).
+RECIPE_HELP = "recipe YAML file, or a shipped recipe's name (facekit list recipes)"
 
 
 def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], summary: str, failed: int) -> None:
@@ -133,13 +135,18 @@ def plugins() -> None:
 
 @app.command("list")
 def list_command(
-    kind: Annotated[str | None, typer.Argument(help="detectors, encoders, decoders, warpers or apps")] = None,
+    kind: Annotated[str | None, typer.Argument(help="detectors, encoders, decoders, warpers, apps or recipes")] = None,
 ) -> None:
-    """List registered components with the plugin that provides them and their model-card fields."""
+    """List registered components with the plugin that provides them and their model-card fields (recipes: the
+    shipped recipes, by the name check, run and the other recipe commands take)."""
     from facekit.registry import get_registry
 
+    if kind in ("recipes", "recipe"):
+        _list_recipes()
+        return
     if kind is not None and kind not in KIND_ALIASES:
-        raise FacekitError(f"unknown kind {kind!r}; choose one of: {', '.join(f'{k}s' for k in KINDS)}")
+        choices = ", ".join([*(f"{k}s" for k in KINDS), "recipes"])
+        raise FacekitError(f"unknown kind {kind!r}; choose one of: {choices}")
     kinds = [KIND_ALIASES[kind]] if kind else list(KINDS)
     table = Table(title="facekit components")
     for column in ("kind", "name", "plugin", "summary", "card"):
@@ -151,18 +158,34 @@ def list_command(
     console.print(table)
 
 
+def _list_recipes() -> None:
+    """The shipped recipes: name and description, and the folder their files are in (to copy one and edit it)."""
+    from facekit.recipe import read_recipe, shipped_recipes
+
+    shipped = shipped_recipes()
+    folder = next(iter(shipped.values())).parent
+    table = Table(title="facekit recipes", caption=f"files: {folder}/NAME.yaml (facekit check NAME prints one)")
+    for column in ("name", "description"):
+        table.add_column(column, overflow="fold")
+    for name, file in shipped.items():
+        table.add_row(name, str(read_recipe(file).get("description", "")))
+    console.print(table)
+
+
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override a recipe value: --set train.steps=100 (repeatable).")
 ]
 
 
 @app.command()
-def check(recipe: Annotated[str, typer.Argument(help="recipe YAML file")], set_: SetOption = None) -> None:
+def check(recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)], set_: SetOption = None) -> None:
     """Validate a recipe and show the resolved plan (components, params, stages) as a tree."""
-    from facekit.recipe import load_recipe
+    from facekit.recipe import find_recipe, load_recipe
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    tree = Tree(Text.assemble((recipe, "bold"), " ", ("valid", "green")))
+    file = find_recipe(recipe)
+    shipped = f" (shipped: {file})" if file != Path(recipe) else ""  # where to copy it from, to edit it
+    tree = Tree(Text.assemble((recipe, "bold"), " ", ("valid", "green"), shipped))
     comps = tree.add("components")
     # Training gives the decoder the encoder's feature size whatever the recipe says (facekit.train.build_decoder):
     # show that value, from the encoder's card, rather than the decoder's default.
@@ -207,7 +230,7 @@ def _add_mapping(node: Tree, value: Any) -> None:
 
 @app.command()
 def run(
-    recipe: Annotated[str, typer.Argument(help="recipe YAML file")],
+    recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)],
     stage: Annotated[
         list[str] | None, typer.Option("--stage", help="prepare, augment, train, evaluate or infer (repeatable)")
     ] = None,
@@ -233,7 +256,7 @@ def run(
 
 @app.command()
 def prepare(
-    recipe: Annotated[str, typer.Argument(help="recipe YAML file (its data, prepare and components.detector)")],
+    recipe: Annotated[str, typer.Argument(help=f"{RECIPE_HELP}: its data, prepare and components.detector")],
     shard: Annotated[str, typer.Option(help="process every n-th identity: i/n (a cluster splits the work)")] = "0/1",
     set_: SetOption = None,
 ) -> None:
@@ -551,7 +574,12 @@ def adjust(
 
 @app.command("eval")
 def eval_command(
-    recipe: Annotated[str | None, typer.Argument(help="recipe (its evaluate section and train.output's model)")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Argument(
+            help="recipe, a file or a shipped recipe's name (its evaluate section and train.output's model)"
+        ),
+    ] = None,
     checkpoint: Annotated[
         str | None, typer.Option(help="a model file (default: the recipe's, else the shipped --model)")
     ] = None,
@@ -792,7 +820,9 @@ def models_import(
 
 @models_app.command("bundle")
 def models_bundle(
-    recipe: Annotated[str, typer.Argument(help="recipe whose components' weights to pack")],
+    recipe: Annotated[
+        str, typer.Argument(help="recipe, a file or a shipped recipe's name, whose components' weights to pack")
+    ],
     out: Annotated[
         str,
         typer.Argument(

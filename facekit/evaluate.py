@@ -757,7 +757,7 @@ def evaluate_plan(
         else:
             raise FacekitError("the baseline has no encoder of its own: name a judge (--judge NAME) or a recipe")
         if not judges and plan is not None and "judge" in plan.components:  # as the evaluate stage judges
-            # (helper-74: `facekit eval recipes/default-model-sface.yaml` left out the independent judge it names)
+            # (helper-74: `facekit eval default-model-sface` left out the independent judge it names)
             names += [name for name in [plan.components["judge"].spec.name] if name not in names]
         # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
         # recipe names (components.judge) is built with the recipe's params.

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -362,7 +363,7 @@ class TrainSection(Section):
         """A setting of a part of training that is switched off would be ignored: refused, as the background's are
         (at its default it is fine). Before, e.g. photo_cast_sigma without photo_casts trained as if it were not
         there. The identity crop's jitter and blur stay allowed with the identity loss off: turning the term off
-        is the ablation (recipes/ablations/no-identity.yaml), and its settings come along from the recipe it extends."""
+        is the ablation (ablations/no-identity), and its settings come along from the recipe it extends."""
         rules = (
             ("photo_max_yaw_deg", not self.photo_inputs, "chooses photo_inputs' photos: set train.photo_inputs"),
             ("photo_cast_sigma", not self.photo_casts, "sizes photo_casts' casts: set train.photo_casts"),
@@ -470,7 +471,7 @@ class Recipe(Section):
         """Settings given a value (other than their default, and other than 0) that no stage will read because the
         part they shape is switched off, as (dotted name, why): said as a warning by ``facekit check``, ``run``,
         ``bench`` and ``prepare``, not refused, because a recipe that switches a part off usually inherits its
-        settings from the recipe it extends (recipes/ablations/no-identity.yaml keeps the identity crop's jitter).
+        settings from the recipe it extends (ablations/no-identity keeps the identity crop's jitter).
         Settings that a recipe could only have set by hand are refused instead (the validators of TrainSection and
         InferSection)."""
         rules: list[tuple[Section, str, tuple[str, ...], str]] = []
@@ -536,7 +537,10 @@ class Plan:
         found = [
             (name, why) for name, why in self.recipe.unused_settings() if name not in read and name.startswith(sections)
         ]
-        source = Path(self.source)
+        try:
+            source = find_recipe(self.source)  # (a shipped recipe's name: its file)
+        except FacekitError:
+            source = Path(self.source)
         if not found or not source.is_file():
             return [f"{name}: not used: {why}" for name, why in found]
         given = {_dotted(item.partition("=")[0].strip()) for item in self.overrides}
@@ -636,7 +640,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         problem = f"more than {MAX_RECIPE_VALUES:,} values once its YAML aliases are expanded: refused as an alias bomb"
         raise RecipeError([Problem("", problem)], str(path))
     if raw is None or raw == {}:  # all defaults would train on no data: a file emptied or saved by mistake
-        raise RecipeError([Problem("", "no sections: a recipe names at least its data (see recipes/)")], str(path))
+        raise RecipeError(
+            [Problem("", "no sections: a recipe names at least its data (see `facekit list recipes`)")], str(path)
+        )
     if not isinstance(raw, dict):
         raise RecipeError([Problem("", "the top level must be a mapping of sections")], str(path))
     return raw
@@ -1053,23 +1059,82 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
     return problems
 
 
+#: A recipe file's suffixes: a name given with one is a path, always the file (never a shipped recipe).
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes facekit ships (package data, ``facekit/recipes/``, in the wheel as in the checkout) by name: the
+    file's path under that folder without ``.yaml`` (``demo``, ``ablations/no-identity``), the top folder's first."""
+    folder = Path(str(resources.files("facekit") / "recipes"))
+    names = {file.relative_to(folder).with_suffix("").as_posix(): file for file in folder.rglob("*.yaml")}
+    return {name: names[name] for name in sorted(names, key=lambda name: (name.count("/"), name))}
+
+
+def _shipped_name(given: str | Path) -> str | None:
+    """The shipped recipe a path that is not there may mean: ``facekit/recipes/demo.yaml`` (where the checkout kept them
+    before they were package data), ``../paper.yaml``: the name its end spells, if one does."""
+    stem = Path(given).with_suffix("").as_posix() if Path(given).suffix.lower() in RECIPE_SUFFIXES else None
+    if stem is None:
+        return None
+    return next((name for name in shipped_recipes() if stem == name or stem.endswith(f"/{name}")), None)
+
+
+def find_recipe(given: str | Path) -> Path:
+    """The recipe file ``given`` names: the file at that path when there is one (a path always means the file, and so
+    does a name a file of the working directory has); else, for a name without ``.yaml`` (``demo``,
+    ``ablations/no-identity``), the shipped recipe of that name (:func:`shipped_recipes`). Neither: a
+    :class:`FacekitError` that says the shipped recipe meant or lists the shipped names."""
+    path = Path(given)
+    if path.is_file():
+        return path
+    shipped = shipped_recipes()
+    name = path.as_posix()
+    if path.suffix.lower() not in RECIPE_SUFFIXES and name in shipped:
+        return shipped[name]
+    if path.exists():
+        return path  # a folder: read_yaml says that it is not a recipe file
+    if path.suffix.lower() in RECIPE_SUFFIXES:
+        meant = _shipped_name(path)
+        hint = f" (a shipped recipe is given by its name alone: {meant})" if meant else ""
+        raise FacekitError(f"recipe not found: {given}{hint}")
+    close = did_you_mean(name, list(shipped))
+    raise FacekitError(
+        f"no recipe file or shipped recipe named {name!r}{f' ({close})' if close else ''}; "
+        f"the shipped ones: {', '.join(shipped)}"
+    )
+
+
+def _base_file(recipe: Path, base: str) -> Path:
+    """The file ``extends: base`` of ``recipe`` reads: the path relative to the recipe's folder (a shipped recipe's
+    ``../paper.yaml`` is its shipped sibling), else, for a name without ``.yaml`` that no file there has, the shipped
+    recipe of that name (``extends: demo``, from a recipe of the user's own)."""
+    path = (recipe.parent / base).resolve()
+    if path.is_file() or Path(base).suffix.lower() in RECIPE_SUFFIXES:
+        return path
+    return shipped_recipes().get(Path(base).as_posix(), path).resolve()
+
+
 def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A recipe file as plain data, with ``extends: BASE.yaml`` (relative to the file) merged in.
+    """A recipe file (or a shipped recipe's name, :func:`find_recipe`) as plain data, with ``extends: BASE.yaml``
+    (relative to the file, or a shipped recipe's name) merged in.
 
     The file's mappings are merged into the base's key by key; lists and scalars replace the base's, and so does a
     component with another ``name`` (its params belong to the other component). So an ablation states only what it
     changes (``extends: ../paper.yaml`` + ``train: {loss: {identity: 0}}``).
     """
-    path = Path(path)
+    path = find_recipe(path)
     raw = read_yaml(path)
     base = raw.pop("extends", None)
     if base is None:
         return raw
     if not isinstance(base, str):
         raise RecipeError([Problem("extends", "must be the path of another recipe file")], str(path))
-    base_path = (path.parent / base).resolve()
+    base_path = _base_file(path, base)
     if not base_path.exists():
-        problem = f"{base!r} not found (looked for {base_path}; the path is relative to this recipe's folder)"
+        meant = _shipped_name(base)
+        hint = f"; a shipped recipe is given by its name alone: extends: {meant}" if meant else ""
+        problem = f"{base!r} not found (looked for {base_path}; the path is relative to this recipe's folder{hint})"
         raise RecipeError([Problem("extends", problem)], str(path))
     chain = (*_chain, path.resolve())
     if base_path in chain:
@@ -1091,21 +1156,22 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
     every problem, each set in a base file named with it. ``grid_cell``: those of ``overrides`` that are a bench cell's
     (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
     as a ``--set`` the user did not type."""
-    label = _grid_cell_label(Path(path), overrides, grid_cell) if grid_cell else ""
+    file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
+    label = _grid_cell_label(path, overrides, grid_cell) if grid_cell else ""
     labels = dict.fromkeys(grid_cell, label)
     try:
-        return resolve(read_recipe(path), overrides=overrides, source=str(path), labels=labels)
+        return resolve(read_recipe(file), overrides=overrides, source=str(path), labels=labels)
     except RecipeError as error:
-        origins = recipe_origins(Path(path))
-        if not any(file != Path(path).resolve() for file in origins.values()):
+        origins = recipe_origins(file)
+        if not any(origin != file.resolve() for origin in origins.values()):
             raise
         given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
-        own, named = Path(path).resolve(), set(labels.values())
+        own, named = file.resolve(), set(labels.values())
         located = [p if p.path in named else _located(p, origins, own, given) for p in error.problems]
         raise RecipeError(located, error.source) from None
 
 
-def _grid_cell_label(path: Path, overrides: Sequence[str], cell: Collection[str]) -> str:
+def _grid_cell_label(path: str | Path, overrides: Sequence[str], cell: Collection[str]) -> str:
     """How a problem names a bench cell's value: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``, the
     file being the one of the ``extends`` chain that sets ``bench.grid`` (or the ``--set`` that gave it) (helper-147:
     it was named ``--set train.lr=true``, an override the user never typed, for a value written in the grid file)."""
@@ -1116,7 +1182,7 @@ def _grid_cell_label(path: Path, overrides: Sequence[str], cell: Collection[str]
         where = f"--set {grid_set[-1].strip()}"
     else:
         file = recipe_origins(path).get("bench.grid")
-        where = str(path) if file is None or file == path.resolve() else str(file)
+        where = str(path) if file is None or file == find_recipe(path).resolve() else str(file)
     return f"bench.grid cell {{{shown}}} of {where}"
 
 
@@ -1124,7 +1190,7 @@ def recipe_files(path: str | Path) -> list[Path]:
     """The recipe and every file its ``extends`` chain reads, resolved (each base as :func:`read_recipe` finds it,
     one that sets nothing the recipe keeps too; a cycle or a base not there ends the list)."""
     files: list[Path] = []
-    current = Path(path).resolve()
+    current = find_recipe(path).resolve()
     while current not in files:
         files.append(current)
         try:
@@ -1133,11 +1199,11 @@ def recipe_files(path: str | Path) -> list[Path]:
             break
         if not isinstance(base, str):
             break
-        current = (current.parent / base).resolve()
+        current = _base_file(current, base)
     return files
 
 
-def recipe_origins(path: Path) -> dict[str, Path]:
+def recipe_origins(path: str | Path) -> dict[str, Path]:
     """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
     origins: dict[str, Path] = {}
 

@@ -83,6 +83,19 @@ def test_the_wheel_holds_every_file_of_its_packages(project: Path, wheels: dict[
     assert not missing, f"{project_name(project)}'s wheel lacks {missing}: add them to its package-data"
 
 
+def test_the_facekit_wheel_holds_every_shipped_recipe(wheels: dict[str, set[str]]) -> None:
+    """Before: the recipes were in the checkout's recipes/, outside the package, so a user who installed the wheels
+    could run none of the README's recipe commands (`facekit run demo`); now each is package data, by its name."""
+    from facekit.recipe import shipped_recipes
+
+    folder = "facekit/recipes/"
+    in_wheel = {
+        n[len(folder) : -len(".yaml")] for n in wheels["facekit"] if n.startswith(folder) and n.endswith(".yaml")
+    }
+    assert "demo" in in_wheel and "ablations/no-identity" in in_wheel, sorted(in_wheel)
+    assert in_wheel == set(shipped_recipes())
+
+
 @pytest.mark.parametrize("project", PROJECTS, ids=[project_name(p) for p in PROJECTS])
 def test_each_package_says_it_is_typed(project: Path) -> None:
     """Before: no ``py.typed``, so mypy in a plugin author's project skipped facekit as untyped ("module is

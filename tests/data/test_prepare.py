@@ -744,7 +744,7 @@ def test_a_worker_that_dies_or_cannot_start_is_one_line_not_a_hang(tmp_path: Pat
 
 
 def test_a_second_ctrl_c_while_the_workers_stop_ends_the_run_not_hangs_it(tmp_path: Path, data_root: Path) -> None:
-    """Before (helper-113): `timeout -s INT 40 facekit prepare recipes/paper.yaml --shard 0/4` said "interrupted"
+    """Before (helper-113): `timeout -s INT 40 facekit prepare paper --shard 0/4` said "interrupted"
     and then never ended: timeout sends the command a SIGINT of its own besides its group's, and the second cut short
     the executor's shutdown, which left the workers waiting for work and the process waiting for them. Here the
     run is interrupted as a terminal's Ctrl+C does (the process and its workers), and again as the workers stop."""

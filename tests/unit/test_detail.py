@@ -353,8 +353,10 @@ def test_detail_settings_parse_like_the_command_line() -> None:
     from facekit.recipe import load_recipe
 
     with pytest.raises(FacekitError, match=r"infer: detail forehead shape the photo's band"):  # with the recipe
-        load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_forehead=1.0"])
-    assert load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_shape=0.5"]).recipe.infer.detail == 0
+        load_recipe("facekit/recipes/demo.yaml", ["infer.detail=0", "infer.detail_forehead=1.0"])
+    assert (
+        load_recipe("facekit/recipes/demo.yaml", ["infer.detail=0", "infer.detail_shape=0.5"]).recipe.infer.detail == 0
+    )
 
 
 def test_a_decoder_without_its_own_warp_keeps_its_landmarks(shipped_normalizer: Any, data_root: Path) -> None:
@@ -385,7 +387,7 @@ def test_a_decoder_without_its_own_warp_keeps_its_landmarks(shipped_normalizer: 
 
 def test_the_photo_map_smooths_alike_at_every_output_size() -> None:
     """Before: the smoothing was in kernel units of the output grid, and r^2 log r grows with the size squared, so a
-    224 px output (recipes/paper.yaml) fitted the jittery landmarks 4x more tightly than the 112 px setting chosen."""
+    224 px output (the paper recipe) fitted the jittery landmarks 4x more tightly than the 112 px setting chosen."""
     from facekit.data.augment import procedural_landmarks
 
     rng = np.random.default_rng(3)
@@ -489,7 +491,7 @@ def test_the_band_is_bounded_at_a_hard_edge() -> None:
 
 
 def test_the_band_has_the_same_width_on_the_face_at_every_output_size() -> None:
-    """``sigma`` is in px of a 112 px output: a 224 px model (recipes/paper.yaml) takes a band twice as wide in its
+    """``sigma`` is in px of a 112 px output: a 224 px model (the paper recipe) takes a band twice as wide in its
     own pixels, so the same photo carries the same detail onto the face (a mutant that left sigma unscaled took half
     the band's contrast at 224 px and no test noticed; helper-90)."""
     import cv2

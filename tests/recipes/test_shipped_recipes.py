@@ -1,0 +1,100 @@
+"""The shipped recipes are package data (facekit/recipes/, in the wheel) and are given by name: `facekit run demo`
+works for a user who installed the wheels and has no checkout (before: the recipes were only in the checkout's
+recipes/, so every README command that named one failed after `pip install`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from facekit.errors import FacekitError
+from facekit.recipe import find_recipe, load_recipe, recipe_files, shipped_recipes
+from tests.helpers import REPO, run_cli
+
+SHIPPED = REPO / "facekit" / "recipes"
+NAMES = sorted(shipped_recipes())
+
+
+def test_every_recipe_file_in_the_package_has_its_name() -> None:
+    assert {SHIPPED / f"{name}.yaml" for name in NAMES} == set(SHIPPED.rglob("*.yaml"))
+    assert {"demo", "paper", "default-model", "ablations/no-identity"} <= set(NAMES)
+    assert not (REPO / "recipes").exists()  # one copy: the package's (a second would drift from the shipped one)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_facekit_check_takes_each_shipped_recipe_by_name_from_any_folder(
+    name: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From a folder with no recipes in it, as a user of the wheels runs it; its ``extends`` chain is read from the
+    shipped siblings (a shipped ablation's ``../paper.yaml``)."""
+    from facekit.cli import main
+
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root.resolve()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", name]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert f"{name} valid (shipped: {SHIPPED / name}.yaml)" in " ".join(said.split())
+    assert all(file.is_relative_to(SHIPPED) for file in recipe_files(name))
+
+
+def test_a_file_of_the_name_in_the_working_folder_is_the_recipe_meant(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path always means the file, and so does a name a file there has; a shipped recipe is the name's only when
+    there is no such file."""
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root.resolve()))
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("demo").recipe.description == "facekit demo on the CPU (minutes)"
+    Path("demo").write_text("extends: paper\ndescription: mine\n")  # a shipped recipe's name extends it
+    assert load_recipe("demo").recipe.description == "mine"
+    assert load_recipe("demo").recipe.train.steps == load_recipe("paper").recipe.train.steps
+    with pytest.raises(FacekitError, match=r"^recipe not found: demo\.yaml \(a shipped recipe is given by its name"):
+        load_recipe("demo.yaml")  # a path, so a file: never the shipped one
+    Path("ablations").mkdir()  # a folder is no recipe: the name is the shipped one
+    assert find_recipe("ablations/no-identity") == SHIPPED / "ablations" / "no-identity.yaml"
+
+
+def test_a_name_that_is_neither_a_file_nor_shipped_is_one_line_listing_the_shipped_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FacekitError) as error:
+        find_recipe("demoo")
+    said = str(error.value)
+    assert "\n" not in said and said.startswith("no recipe file or shipped recipe named 'demoo' (did you mean 'demo'?)")
+    assert said.endswith(f"the shipped ones: {', '.join(shipped_recipes())}")
+    # The checkout's old place of the recipes, and an extends that named it, say the name to give instead.
+    with pytest.raises(FacekitError, match=r"recipe not found: recipes/ablations/no-identity\.yaml \(.*: ablations/no"):
+        load_recipe("recipes/ablations/no-identity.yaml")
+    Path("mine.yaml").write_text("extends: ../recipes/paper.yaml\n")
+    with pytest.raises(FacekitError, match=r"shipped recipe is given by its name alone: extends: paper\)"):
+        load_recipe("mine.yaml")
+
+
+def test_facekit_list_recipes_names_each_with_its_description() -> None:
+    listing = run_cli("list", "recipes")
+    assert listing.returncode == 0, listing.stderr
+    rows = {cells[1].strip(): cells[2].strip() for cells in (line.split("│") for line in listing.stdout.splitlines())
+            if len(cells) > 3}  # fmt: skip
+    assert set(rows) == set(NAMES) and rows["demo"] == "facekit demo on the CPU (minutes)"
+    assert all(rows.values()), rows
+    assert str(SHIPPED) in listing.stdout  # where to copy one from, to edit it
+    assert "apps, recipes" in run_cli("list", "recipez").stderr
+
+
+def test_a_shipped_recipe_run_by_name_writes_under_the_working_folder(data_root: Path, tmp_path: Path) -> None:
+    """Its relative outputs (runs/...) are under the folder the user runs from, never beside the recipe in the
+    installed package."""
+    before = sorted(SHIPPED.rglob("*"))
+    photo = sorted((data_root / "lfw" / "images" / "Adrien_Brody").glob("*.jpg"))[0]
+    done = run_cli(
+        "run", "demo", "--stage", "infer", "--set", "infer.checkpoint=dlib", "--set", f"infer.inputs=[{photo}]",
+        cwd=tmp_path, env={"FACEKIT_DATA": str(data_root.resolve())},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "infer" / "demo" / f"{photo.stem}.png").is_file()
+    (record,) = (tmp_path / "runs" / "infer" / "demo").rglob("run.json")
+    assert json.loads(record.read_text())["recipe"] == "demo"  # the name given: `facekit run demo` reruns it
+    assert sorted(SHIPPED.rglob("*")) == before
