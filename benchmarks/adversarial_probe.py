@@ -1,7 +1,7 @@
 """Issue #10's last untried lever, an adversarial loss (the paper's own suggestion against the blur of pixel losses),
 as a fine-tuning probe of the shipped model; judged with ``quality.py`` on HELEN photos (people never trained on).
 
-    python benchmarks/adversarial_probe.py facekit/recipes/ablations/identity-blur.yaml --weight 0.02 \
+    python benchmarks/adversarial_probe.py recipes/ablations/identity-blur.yaml --weight 0.02 \
         --set train.identity_blur=0 --set train.steps=500 --set train.output=runs/train/adv02
     python benchmarks/quality.py --set helen-test --photos 330 --folds 0 --no-baseline ... \
         --model 'adversarial 0.02=runs/train/adv02/checkpoints/step-000500.safetensors'

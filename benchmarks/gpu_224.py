@@ -1,4 +1,4 @@
-"""Train facekit/recipes/default-model-224.yaml on a borrowed GPU in one short call (issue "a normalized face worth its
+"""Train recipes/default-model-224.yaml on a borrowed GPU in one short call (issue "a normalized face worth its
 name", lever "224 px").
 
 The GPU machine reaches nothing outside itself and takes at most 64 MiB of files with it, so what its training needs

@@ -1,6 +1,6 @@
 """The prepare stage on the paper recipe's training photos: throughput and what the filters kept.
 
-    python benchmarks/prepare.py [--recipe facekit/recipes/paper.yaml] [--workers 2]
+    python benchmarks/prepare.py [--recipe recipes/paper.yaml] [--workers 2]
 
 Runs prepare from scratch into a temporary folder (so nothing is resumed) and writes the `prepare` section of
 benchmarks/RESULTS.md: photos/s on this machine, per-reason counts, identities per source.
@@ -41,7 +41,7 @@ def sources(train: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--recipe", default="facekit/recipes/paper.yaml")
+    parser.add_argument("--recipe", default="recipes/paper.yaml")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()

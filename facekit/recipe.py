@@ -1063,17 +1063,25 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
+def recipes_folder() -> Path:
+    """Where the shipped recipes are: ``facekit/recipes/`` in an installed wheel (pyproject maps the checkout's
+    top-level ``recipes/`` there), else the checkout's ``recipes/`` beside the package (a source tree or an editable
+    install, where the repository keeps them at its top level as its layout says)."""
+    packaged = Path(str(resources.files("facekit") / "recipes"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "recipes"
+
+
 def shipped_recipes() -> dict[str, Path]:
-    """The recipes facekit ships (package data, ``facekit/recipes/``, in the wheel as in the checkout) by name: the
-    file's path under that folder without ``.yaml`` (``demo``, ``ablations/no-identity``), the top folder's first."""
-    folder = Path(str(resources.files("facekit") / "recipes"))
+    """The recipes facekit ships (:func:`recipes_folder`) by name: the file's path under that folder without
+    ``.yaml`` (``demo``, ``ablations/no-identity``), the top folder's first. None where there is no such folder."""
+    folder = recipes_folder()
     names = {file.relative_to(folder).with_suffix("").as_posix(): file for file in folder.rglob("*.yaml")}
     return {name: names[name] for name in sorted(names, key=lambda name: (name.count("/"), name))}
 
 
 def _shipped_name(given: str | Path) -> str | None:
-    """The shipped recipe a path that is not there may mean: ``facekit/recipes/demo.yaml`` (where the checkout kept them
-    before they were package data), ``../paper.yaml``: the name its end spells, if one does."""
+    """The shipped recipe a path that is not there may mean: ``recipes/demo.yaml`` (the checkout's path, typed where
+    there is no checkout), ``../paper.yaml``: the name its end spells, if one does."""
     stem = Path(given).with_suffix("").as_posix() if Path(given).suffix.lower() in RECIPE_SUFFIXES else None
     if stem is None:
         return None

@@ -41,19 +41,19 @@ def test_list_kind() -> None:
 
 
 def test_check_shows_the_plan() -> None:
-    result = run_cli("check", "facekit/recipes/demo.yaml", "--set", "train.steps=9")
+    result = run_cli("check", "recipes/demo.yaml", "--set", "train.steps=9")
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout and "rbf-linear" in result.stdout and "steps = 9" in result.stdout
     # Where data.root (unset: $FACEKIT_DATA or the default) and the relative outputs lead.
     assert "data is read from " in result.stdout and "relative outputs are under " in result.stdout
     grid = run_cli("check", "benchmarks/encoders_x_warps.yaml")  # the bench grid is part of the plan too
     assert grid.returncode == 0 and "bench" in grid.stdout and "max_photos = 100" in grid.stdout, grid.stdout
-    inside = run_cli("check", "facekit/recipes/demo.yaml", "--set", "data.train.0.peple=x")  # where in the list it is
+    inside = run_cli("check", "recipes/demo.yaml", "--set", "data.train.0.peple=x")  # where in the list it is
     assert inside.returncode == 2 and "is not a key of data.train.0" in " ".join(inside.stderr.split())
-    london = run_cli("check", "facekit/recipes/demo.yaml", "--set", "evaluate.data=london")  # not implemented: refused
+    london = run_cli("check", "recipes/demo.yaml", "--set", "evaluate.data=london")  # not implemented: refused
     assert london.returncode == 2, london.stdout
     # The decoder's feature_size shown is what trains: the encoder's (its card), not the decoder's default 256.
-    sface = run_cli("check", "facekit/recipes/demo.yaml", "--set", "components.encoder.name=sface")
+    sface = run_cli("check", "recipes/demo.yaml", "--set", "components.encoder.name=sface")
     assert sface.returncode == 0, sface.stderr
     assert "feature_size = 128 (the encoder's" in sface.stdout and "feature_size = 256\n" not in sface.stdout
 
@@ -94,7 +94,7 @@ def test_debug_zero_or_false_keeps_the_one_line_error(tmp_path: Path) -> None:
 def test_run_without_a_trained_model_is_one_line_exit_1(tmp_path: Path) -> None:
     result = run_cli(
         "run",
-        "facekit/recipes/demo.yaml",
+        "recipes/demo.yaml",
         "--stage",
         "evaluate",
         "--set",
@@ -243,7 +243,7 @@ def test_bench_without_a_grid_shows_an_example_that_parses(data_root: Path) -> N
     YAML copied from it did not parse."""
     import yaml
 
-    result = run_cli("bench", "facekit/recipes/demo.yaml")
+    result = run_cli("bench", "recipes/demo.yaml")
     message = " ".join(result.stderr.split())
     assert result.returncode == 1 and "has no bench.grid" in message, message
     example = message.split("e.g. ", 1)[1].split(" (benchmarks", 1)[0]
@@ -263,7 +263,7 @@ def test_an_output_folder_under_a_file_is_one_line_before_any_model_loads(data_r
         message = " ".join(result.stderr.split())
         assert result.returncode == 1 and "Traceback" not in message, (command, message)
         assert f"-o {out}: {in_the_way} is a file, not a folder" in message, (command, message)
-    stage = run_cli("run", "facekit/recipes/demo.yaml", "--stage", "train", "--set", f"train.output={out}")
+    stage = run_cli("run", "recipes/demo.yaml", "--stage", "train", "--set", f"train.output={out}")
     message = " ".join(stage.stderr.split())
     assert stage.returncode == 1 and f"train.output {out}: {in_the_way} is a file, not a folder" in message, message
     assert in_the_way.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [in_the_way]
@@ -354,20 +354,20 @@ def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     """The no-identity ablation inherits the identity crop's jitter, which nothing reads without an encoder term:
     `check` says so on stderr and stays valid (exit 0); `run` (for the stages it runs), `prepare` (its own) and
     `bench` say it before any work (here, refused at once)."""
-    check = run_cli("check", "facekit/recipes/ablations/no-identity.yaml")
+    check = run_cli("check", "recipes/ablations/no-identity.yaml")
     assert check.returncode == 0 and "valid" in check.stdout, check.stderr
     assert "warning: train.identity_jitter: not used: no loss term runs the encoder" in check.stderr
-    assert "paper.yaml)" in check.stderr and "warning" not in run_cli("check", "facekit/recipes/demo.yaml").stderr
+    assert "paper.yaml)" in check.stderr and "warning" not in run_cli("check", "recipes/demo.yaml").stderr
     # `run` says those of the stages it runs: training's for --stage train (refused at once here: the paper recipe
     # trains on a GPU), none of them for --stage infer.
-    run = run_cli("run", "facekit/recipes/ablations/no-identity.yaml", "--stage", "train", "--resume")
+    run = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "train", "--resume")
     assert run.returncode == 1 and run.stderr.startswith("warning: train.identity_jitter: not used"), run.stderr
-    infer = run_cli("run", "facekit/recipes/ablations/no-identity.yaml", "--stage", "infer")
+    infer = run_cli("run", "recipes/ablations/no-identity.yaml", "--stage", "infer")
     assert infer.returncode == 1 and "warning" not in infer.stderr, infer.stderr
     # `facekit prepare` runs one stage: its own settings alone (not the inherited jitter).
     prepare = run_cli(
         "prepare",
-        "facekit/recipes/ablations/no-identity.yaml",
+        "recipes/ablations/no-identity.yaml",
         "--shard",
         "9/2",
         "--set",
@@ -378,9 +378,7 @@ def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     assert prepare.returncode == 1 and "--shard 9/2" in prepare.stderr, prepare.stderr
     assert prepare.stderr.startswith("warning: prepare.face: not used: prepare.keep_all_faces keeps every face")
     assert "identity_jitter" not in prepare.stderr
-    bench = run_cli(
-        "bench", "facekit/recipes/ablations/no-identity.yaml"
-    )  # the recipe's own settings; then no grid: exit 1
+    bench = run_cli("bench", "recipes/ablations/no-identity.yaml")  # the recipe's own settings; then no grid: exit 1
     assert bench.returncode == 1 and bench.stderr.startswith("warning: train.identity_jitter: not used"), bench.stderr
 
 
@@ -388,7 +386,7 @@ def test_bench_does_not_warn_of_a_setting_a_grid_cell_reads(tmp_path: Path) -> N
     """A grid that turns the identity loss on for a cell reads the inherited jitter there: not said as unused (the
     grid's prepare.output then refuses the bench before any training)."""
     recipe = tmp_path / "grid.yaml"
-    ablation = Path("facekit/recipes/ablations/no-identity.yaml").resolve()
+    ablation = Path("recipes/ablations/no-identity.yaml").resolve()
     recipe.write_text(
         f"extends: {ablation}\nbench: {{grid: {{train.loss.identity: [0.0, 1.0], prepare.output: [runs/data/x]}}}}\n"
     )

@@ -76,7 +76,7 @@ def test_the_recipes_evaluate_stage_runs_on_infer_device(tmp_path: Path, capsys:
     (train / "checkpoints" / "last.safetensors").write_bytes(b"not read: the device is checked first")
     evaluated = tmp_path / "eval"
     overrides = ["--set", f"train.output={train}", "--set", f"evaluate.output={evaluated}"]
-    code = main(["run", "facekit/recipes/demo.yaml", "--stage", "evaluate", *overrides, "--set", "infer.device=cuda"])
+    code = main(["run", "recipes/demo.yaml", "--stage", "evaluate", *overrides, "--set", "infer.device=cuda"])
     error = " ".join(capsys.readouterr().err.split())
     assert code == 1 and "infer.device cuda: no GPU is visible here" in error, error
     assert not evaluated.exists()
@@ -161,16 +161,16 @@ def test_a_recipe_apps_own_model_choice_is_refused_before_any_work() -> None:
     from facekit.recipe import load_recipe
 
     with pytest.raises(FacekitError, match="device"):
-        load_recipe("facekit/recipes/demo.yaml", ["components.apps=[{name: attributes, params: {device: tpu}}]"])
+        load_recipe("recipes/demo.yaml", ["components.apps=[{name: attributes, params: {device: tpu}}]"])
     for params in ("{device: cpu}", "{model: sface}", "{face: central, strength: 0.5}"):
         name = "adjust" if "strength" in params else "attributes"
-        plan = load_recipe("facekit/recipes/demo.yaml", [f"components.apps=[{{name: {name}, params: {params}}}]"])
+        plan = load_recipe("recipes/demo.yaml", [f"components.apps=[{{name: {name}, params: {params}}}]"])
         with pytest.raises(FacekitError, match=r"components\.apps\.0\.params: (device|model|face, strength) are for"):
             run_infer_stage(plan, RunOptions())
         with pytest.raises(FacekitError, match=r"infer\.checkpoint made"):
             check_later_stages(plan, ["train", "infer"])
     plain = load_recipe(
-        "facekit/recipes/demo.yaml",
+        "recipes/demo.yaml",
         ["components.apps=[{name: attributes}, {name: gray-world, params: {strength: 0.5}}]"],
     )
     check_later_stages(plain, ["train", "infer"])  # a baseline's strength scales the gains its apply reports
@@ -327,11 +327,11 @@ def test_every_device_the_option_takes_a_recipe_takes_and_no_other(monkeypatch: 
     monkeypatch.setattr(torch.xpu, "is_available", lambda: True)
     assert (inference_device("xpu"), inference_device("xpu:1")) == ("xpu", "xpu:1")
     for device in ("mps", "xpu", "xpu:1", "cuda:2"):
-        assert load_recipe("facekit/recipes/demo.yaml", [f"infer.device={device}"]).recipe.infer.device == device
+        assert load_recipe("recipes/demo.yaml", [f"infer.device={device}"]).recipe.infer.device == device
         app = f"components.apps=[{{name: adjust, params: {{device: '{device}'}}}}]"
-        assert load_recipe("facekit/recipes/demo.yaml", [app]).components["apps.0"].params.device == device  # type: ignore[attr-defined]
+        assert load_recipe("recipes/demo.yaml", [app]).components["apps.0"].params.device == device  # type: ignore[attr-defined]
     with pytest.raises(FacekitError, match="device"):
-        load_recipe("facekit/recipes/demo.yaml", ["components.apps=[{name: adjust, params: {device: tpu}}]"])
+        load_recipe("recipes/demo.yaml", ["components.apps=[{name: adjust, params: {device: tpu}}]"])
 
 
 def test_a_run_that_trains_then_evaluates_refuses_an_unusable_infer_device_first() -> None:
@@ -342,7 +342,7 @@ def test_a_run_that_trains_then_evaluates_refuses_an_unusable_infer_device_first
     from facekit.pipeline import check_later_stages
     from facekit.recipe import load_recipe
 
-    plan = load_recipe("facekit/recipes/demo.yaml", ["infer.device=cuda"])
+    plan = load_recipe("recipes/demo.yaml", ["infer.device=cuda"])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(FacekitError, match=r"infer\.device cuda: no GPU is visible here"):
@@ -358,7 +358,7 @@ def test_a_recipe_explore_apps_interpolation_settings_are_refused_too() -> None:
     from facekit.recipe import load_recipe
 
     for params, said in (("{judge: sface}", "judge"), ("{steps: 4, spherical: true}", "steps, spherical")):
-        plan = load_recipe("facekit/recipes/demo.yaml", [f"components.apps=[{{name: explore, params: {params}}}]"])
+        plan = load_recipe("recipes/demo.yaml", [f"components.apps=[{{name: explore, params: {params}}}]"])
         with pytest.raises(FacekitError, match=rf"components\.apps\.0\.params: {said} are for the explore app"):
             check_later_stages(plan, ["train", "infer"])
 
@@ -450,7 +450,7 @@ def test_an_infer_checkpoint_that_is_no_model_is_named_in_the_recipes_words() ->
     from facekit.pipeline import RunOptions, check_later_stages, run_infer_stage
     from facekit.recipe import load_recipe
 
-    plan = load_recipe("facekit/recipes/demo.yaml", ["infer.checkpoint=default"])
+    plan = load_recipe("recipes/demo.yaml", ["infer.checkpoint=default"])
     expected = r"^infer\.checkpoint not found: default \(a model file, or a shipped model: dlib, sface\)$"
     with pytest.raises(FacekitError, match=expected):
         run_infer_stage(plan, RunOptions())

@@ -736,7 +736,7 @@ def test_a_full_disk_in_any_stage_is_one_line(
 
     monkeypatch.setattr(facekit.pipeline, "run_plan", full)
     monkeypatch.delenv("FACEKIT_DEBUG", raising=False)
-    assert main(["run", "facekit/recipes/demo.yaml", "--stage", "train"]) == 1
+    assert main(["run", "recipes/demo.yaml", "--stage", "train"]) == 1
     error = capsys.readouterr().err
     assert "No space left on device" in error and ".last.tmp" in error and "Traceback" not in error
 

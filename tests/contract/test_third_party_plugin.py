@@ -163,7 +163,7 @@ def test_duplicate_name_names_both_plugins_and_only_that_name_is_unusable(sites:
     report = run_cli("plugins", env=env)
     assert report.returncode == 1 and clash in " ".join(report.stderr.split())
     # A recipe asking for the name is refused with both plugins named (neither is silently taken).
-    used = run_cli("check", "facekit/recipes/paper.yaml", env=env)
+    used = run_cli("check", "recipes/paper.yaml", env=env)
     said = " ".join(used.stderr.split())
     assert used.returncode != 0 and f"components.warper.name: warper {clash}" in said, used.stdout + used.stderr
     assert "unknown warper" not in said

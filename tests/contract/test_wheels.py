@@ -59,7 +59,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
             copy.mkdir(parents=True)
             for name in ("pyproject.toml", "README.md"):
                 shutil.copy(REPO / name, copy / name)
-            shutil.copytree(REPO / "facekit", copy / "facekit", ignore=SKIPPED)
+            for folder in ("facekit", "recipes"):  # recipes/: the wheel's facekit/recipes/ (pyproject's package-dir)
+                shutil.copytree(REPO / folder, copy / folder, ignore=SKIPPED)
         else:
             shutil.copytree(project, copy, ignore=SKIPPED)
         copies.append(str(copy))
@@ -84,8 +85,8 @@ def test_the_wheel_holds_every_file_of_its_packages(project: Path, wheels: dict[
 
 
 def test_the_facekit_wheel_holds_every_shipped_recipe(wheels: dict[str, set[str]]) -> None:
-    """Before: the recipes were in the checkout's recipes/, outside the package, so a user who installed the wheels
-    could run none of the README's recipe commands (`facekit run demo`); now each is package data, by its name."""
+    """Before: the recipes were only in the checkout's recipes/, outside the package, so a user who installed the
+    wheels could run none of the README's recipe commands; now the wheel holds each as facekit/recipes/, by its name."""
     from facekit.recipe import shipped_recipes
 
     folder = "facekit/recipes/"

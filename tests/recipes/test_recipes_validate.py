@@ -1,4 +1,4 @@
-"""Every YAML under facekit/recipes/ and benchmarks/ validates (recursive search)."""
+"""Every YAML under recipes/ and benchmarks/ validates (recursive search)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from facekit.recipe import load_recipe
 from tests.helpers import REPO
 
-RECIPES = sorted(p for folder in ("facekit/recipes", "benchmarks") for p in (REPO / folder).rglob("*.y*ml"))
+RECIPES = sorted(p for folder in ("recipes", "benchmarks") for p in (REPO / folder).rglob("*.y*ml"))
 
 
 def test_there_are_recipes() -> None:

@@ -1,4 +1,4 @@
-"""The shipped recipes are package data (facekit/recipes/, in the wheel) and are given by name: `facekit run demo`
+"""The shipped recipes (the repository's recipes/, the wheel's facekit/recipes/) are given by name: `facekit run demo`
 works for a user who installed the wheels and has no checkout (before: the recipes were only in the checkout's
 recipes/, so every README command that named one failed after `pip install`)."""
 
@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 
 from facekit.errors import FacekitError
-from facekit.recipe import find_recipe, load_recipe, recipe_files, shipped_recipes
+from facekit.recipe import find_recipe, load_recipe, recipe_files, recipes_folder, shipped_recipes
 from tests.helpers import REPO, run_cli
 
-SHIPPED = REPO / "facekit" / "recipes"
+SHIPPED = REPO / "recipes"
 NAMES = sorted(shipped_recipes())
 
 
 def test_every_recipe_file_in_the_package_has_its_name() -> None:
     assert {SHIPPED / f"{name}.yaml" for name in NAMES} == set(SHIPPED.rglob("*.yaml"))
     assert {"demo", "paper", "default-model", "ablations/no-identity"} <= set(NAMES)
-    assert not (REPO / "recipes").exists()  # one copy: the package's (a second would drift from the shipped one)
+    # one copy: the checkout's (the wheel maps it to facekit/recipes/; a second would drift from the shipped one)
+    assert recipes_folder() == SHIPPED and not (REPO / "facekit" / "recipes").exists()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -65,7 +66,7 @@ def test_a_name_that_is_neither_a_file_nor_shipped_is_one_line_listing_the_shipp
     said = str(error.value)
     assert "\n" not in said and said.startswith("no recipe file or shipped recipe named 'demoo' (did you mean 'demo'?)")
     assert said.endswith(f"the shipped ones: {', '.join(shipped_recipes())}")
-    # The checkout's old place of the recipes, and an extends that named it, say the name to give instead.
+    # The checkout's path to a recipe, typed where there is no checkout, and an extends that named it, say the name.
     with pytest.raises(FacekitError, match=r"recipe not found: recipes/ablations/no-identity\.yaml \(.*: ablations/no"):
         load_recipe("recipes/ablations/no-identity.yaml")
     Path("mine.yaml").write_text("extends: ../recipes/paper.yaml\n")

@@ -210,7 +210,7 @@ def test_settings_of_a_part_of_training_that_is_off_are_refused() -> None:
     TrainSection(photo_inputs=4, photo_max_yaw_deg=20.0, photo_casts=2, photo_cast_sigma=0.3)
     TrainSection(loss=LossWeights(separation=1.0, separation_margin=0.02))
     TrainSection(photo_max_yaw_deg=40.0, background_rgb=(128, 128, 128))
-    ablation = load_recipe("facekit/recipes/ablations/default-no-identity.yaml").recipe.train
+    ablation = load_recipe("recipes/ablations/default-no-identity.yaml").recipe.train
     assert ablation.loss.identity == 0 and ablation.identity_jitter > 0
 
 
@@ -285,7 +285,7 @@ def test_every_setting_of_augmentation_off_is_warned_of_and_attributed_as_given(
         "train.pool_size",
     ]
     # On, but no stage makes a morph (pool_size and count 0): how morphs would be made is read by none. augment.output
-    # with count 0 is not said: facekit/recipes/paper.yaml names it for a later --set augment.count=N.
+    # with count 0 is not said: recipes/paper.yaml names it for a later --set augment.count=N.
     idle = {"augment": {"neighbours": 3, "mask_blur_px": 4.0, "count": 0, "output": "x"}, "train": {"pool_size": 0}}
     assert [name for name, _ in Recipe.model_validate(idle).unused_settings()] == [
         "augment.neighbours",

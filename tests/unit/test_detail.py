@@ -353,10 +353,8 @@ def test_detail_settings_parse_like_the_command_line() -> None:
     from facekit.recipe import load_recipe
 
     with pytest.raises(FacekitError, match=r"infer: detail forehead shape the photo's band"):  # with the recipe
-        load_recipe("facekit/recipes/demo.yaml", ["infer.detail=0", "infer.detail_forehead=1.0"])
-    assert (
-        load_recipe("facekit/recipes/demo.yaml", ["infer.detail=0", "infer.detail_shape=0.5"]).recipe.infer.detail == 0
-    )
+        load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_forehead=1.0"])
+    assert load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_shape=0.5"]).recipe.infer.detail == 0
 
 
 def test_a_decoder_without_its_own_warp_keeps_its_landmarks(shipped_normalizer: Any, data_root: Path) -> None:

@@ -207,7 +207,7 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     assert "sface-model.safetensors" in report and "2 photos of LFW peopleDevTest.txt" in report
     # A recipe's components.judge judges too, as in the evaluate stage (helper-74: `facekit eval RECIPE` left out
     # the independent judge the recipe names).
-    judged = run_cli("eval", "facekit/recipes/demo.yaml", "--set", "components.judge.name=sface", "--model", "dlib",
+    judged = run_cli("eval", "recipes/demo.yaml", "--set", "components.judge.name=sface", "--model", "dlib",
                      "--max-photos", "1", "-o", str(tmp_path / "j"))  # fmt: skip
     assert judged.returncode == 0, judged.stderr
     assert sorted(json.loads((tmp_path / "j" / "metrics.json").read_text())["judges"]) == ["dlib-resnet", "sface"]
@@ -230,7 +230,7 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     # A missing model file is one line before anything is made: the recipe's evaluate stage leaves no lock in its
     # output folder (helper-60: the lock was taken first).
     stage = run_cli(
-        "run", "facekit/recipes/demo.yaml", "--stage", "evaluate", "--set", f"train.output={tmp_path / 'none'}",
+        "run", "recipes/demo.yaml", "--stage", "evaluate", "--set", f"train.output={tmp_path / 'none'}",
         "--set", f"evaluate.output={tmp_path / 'g'}",
     )  # fmt: skip
     assert stage.returncode == 1 and "checkpoint not found" in stage.stderr, stage.stderr
@@ -238,11 +238,11 @@ def test_eval_refuses_what_it_cannot_do_before_measuring_and_says_what_it_evalua
     # `facekit eval RECIPE` before the recipe trained says what to do, as the stage does (helper-133: README's
     # `facekit eval` of a recipe said "checkpoint not found: runs/train/.../last.safetensors" alone).
     untrained = run_cli(
-        "eval", "facekit/recipes/demo.yaml", "--set", f"train.output={tmp_path / 'none'}", "-o", str(tmp_path / "h")
+        "eval", "recipes/demo.yaml", "--set", f"train.output={tmp_path / 'none'}", "-o", str(tmp_path / "h")
     )
     assert untrained.returncode == 1 and untrained.stderr == (
         f"error: checkpoint not found: {tmp_path / 'none' / 'checkpoints' / 'last.safetensors'} (the recipe's "
-        "train.output: run its train stage first, facekit run facekit/recipes/demo.yaml --stage train, or measure "
+        "train.output: run its train stage first, facekit run recipes/demo.yaml --stage train, or measure "
         "another model: --checkpoint FILE or --model NAME)\n"
     ), untrained.stderr
     assert not (tmp_path / "h").exists()
@@ -297,9 +297,7 @@ def test_eval_refuses_set_without_a_recipe_and_measures_the_model_given_with_one
 
     ignored = run_cli("eval", "--set", "evaluate.max_photos=1", "-o", str(tmp_path / "a"))
     assert ignored.returncode == 1 and "name the recipe" in ignored.stderr and not (tmp_path / "a").exists()
-    given = run_cli(
-        "eval", "facekit/recipes/demo.yaml", "--model", "sface", "--max-photos", "1", "-o", str(tmp_path / "b")
-    )
+    given = run_cli("eval", "recipes/demo.yaml", "--model", "sface", "--max-photos", "1", "-o", str(tmp_path / "b"))
     assert given.returncode == 0, given.stderr
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["model"].endswith("sface-model.safetensors")
 

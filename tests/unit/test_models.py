@@ -233,10 +233,10 @@ def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, h
     assert stored.read_bytes() == PAYLOAD
     assert [p.name for p in stored.parent.iterdir() if p.name.startswith(".facekit-")] == []  # no temporary left
     recipe = tmp_path / "mine.yaml"
-    recipe.write_text("extends: facekit/recipes/demo.yaml\n")
+    recipe.write_text("extends: recipes/demo.yaml\n")
     with pytest.raises(FacekitError, match="is the recipe the bundle is made from"):
         models.bundle([SOURCE], recipe, overwrite=True, inputs=[tmp_path / "." / "mine.yaml"])
-    assert recipe.read_text() == "extends: facekit/recipes/demo.yaml\n"
+    assert recipe.read_text() == "extends: recipes/demo.yaml\n"
     # The command passes the recipe and the bases it extends.
     base = tmp_path / "base.yaml"
     base.write_text((Path(__file__).parents[2] / "facekit" / "recipes" / "demo.yaml").read_text())
@@ -353,7 +353,7 @@ def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) ->
     mine = tmp_path / "my-sface.onnx"
     shutil.copyfile(shipped, mine)
     judge = ["--set", "components.judge.name=sface", "--set", f"components.judge.params.weights={mine}"]
-    made = run_cli("models", "bundle", "facekit/recipes/demo.yaml", str(tmp_path / "a.tar"), *judge, env=env)
+    made = run_cli("models", "bundle", "recipes/demo.yaml", str(tmp_path / "a.tar"), *judge, env=env)
     assert made.returncode == 0, made.stderr
     assert f"{mine} is packed as models/face_recognition_sface_2021dec_int8bq.onnx" in " ".join(made.stdout.split())
     with tarfile.open(tmp_path / "a.tar") as tar:
@@ -362,7 +362,7 @@ def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) ->
         "face_recognition_sface_2021dec_int8bq.onnx" in names and "dlib_face_recognition_resnet_model_v1.dat" in names
     )
     assert "shape_predictor_5_face_landmarks.dat" not in names  # on a card, but nothing in this recipe loads it
-    missing = run_cli("models", "bundle", "facekit/recipes/demo.yaml", str(tmp_path / "b.tar"), "--set",
+    missing = run_cli("models", "bundle", "recipes/demo.yaml", str(tmp_path / "b.tar"), "--set",
                       "components.judge.name=vggface", env=env)  # fmt: skip
     assert missing.returncode == 1 and "needs the weight file vgg_face_dag.pth" in missing.stderr, missing.stderr
     assert not (tmp_path / "b.tar").exists()
@@ -370,7 +370,7 @@ def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) ->
     # so a bench over encoders, or judged by SFace, stopped on the air-gapped machine).
     for name, setting in (("c", "bench.judges=[sface]"), ("d", "bench.grid={components.encoder.name: [sface]}")):
         out = tmp_path / f"{name}.tar"
-        made = run_cli("models", "bundle", "facekit/recipes/demo.yaml", str(out), "--set", setting, env=env)
+        made = run_cli("models", "bundle", "recipes/demo.yaml", str(out), "--set", setting, env=env)
         assert made.returncode == 0, made.stderr
         with tarfile.open(out) as tar:
             assert "models/face_recognition_sface_2021dec_int8bq.onnx" in tar.getnames(), (setting, tar.getnames())

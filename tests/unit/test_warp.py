@@ -443,7 +443,7 @@ def test_piecewise_affine_gradients() -> None:
 
 
 def test_the_warp_keeps_its_precision_under_a_bf16_autocast() -> None:
-    """Before: under train.precision bf16 (facekit/recipes/paper.yaml) autocast ran the spline's matmuls in bf16 and the
+    """Before: under train.precision bf16 (recipes/paper.yaml) autocast ran the spline's matmuls in bf16 and the
     decoder cast its points to the texture's bf16: flows were off by up to ~6 px at 224 px."""
     from facekit.data.augment import procedural_landmarks
     from facekit.decoder import DECODER_WARP_REGULARIZATION, PaperDecoder
