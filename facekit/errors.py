@@ -7,6 +7,7 @@ anything else is a bug and propagates with its traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -156,9 +157,14 @@ def sigterm_raises(message: str) -> Iterator[None]:
 
     On SIGHUP, stdout and stderr that went to the terminal, which has hung up, go to /dev/null (every write there
     failed with EIO: the progress bar's last one turned the stop into a traceback and exit 1); a log file they
-    were redirected to keeps the message. A process forked inside the block (a torch DataLoader's worker) gets
-    KeyboardInterrupt instead, as from a terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent
-    to the group reaches too (on Terminated, torch's workers died with a traceback)."""
+    were redirected to keeps the message. A write that fails so before the SIGHUP comes (the terminal hangs up
+    first, the shell sends the signal after) stops the block as the SIGHUP would: an OSError EIO raised in it while
+    stdout or stderr is a hung-up terminal becomes its :class:`Terminated` (a failing disk's EIO, where neither is,
+    is raised as it was).
+
+    A process forked inside the block (a torch DataLoader's worker) gets KeyboardInterrupt instead, as from a
+    terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent to the group reaches too (on
+    Terminated, torch's workers died with a traceback)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -189,6 +195,13 @@ def sigterm_raises(message: str) -> Iterator[None]:
         signal.signal(number, stop)
     try:
         yield
+    except OSError as error:
+        # A write to the terminal after it hung up and before its SIGHUP came (the shell's, sent once the shell has
+        # run) fails with EIO: the same stop as the signal's. Only where stdout or stderr is that terminal: a failing
+        # disk's EIO, with the terminal there or none, is raised as it was.
+        if error.errno == errno.EIO and _SIGHUP is not None and signal.getsignal(_SIGHUP) is stop and hung_up():
+            stop(_SIGHUP, None)
+        raise
     finally:
         for number in held:
             current = signal.getsignal(number)
@@ -259,23 +272,29 @@ def data_workers_lost_said(hint: str) -> Iterator[None]:
         ) from None
 
 
-def leave_a_hung_up_terminal() -> None:
-    """Point stdout and stderr at /dev/null where they write to a terminal that hung up (closed: an empty write
-    fails with EIO there, and nowhere else), so that what a stopping command still writes (a progress bar's last
-    refresh, its message) no longer fails. Also for a command's own SIGHUP handler (``facekit serve``'s)."""
-    import errno
-
-    for fd in (1, 2):
+def hung_up(fds: Sequence[int] = (1, 2)) -> list[int]:
+    """Those of ``fds`` (stdout and stderr) that write to a terminal that hung up (closed: an empty write fails with
+    EIO there, and nowhere else: a file, a pipe, a live terminal, a closed descriptor take it or fail otherwise)."""
+    found = []
+    for fd in fds:
         try:
             os.write(fd, b"")
         except OSError as exc:
-            if exc.errno != errno.EIO:
-                continue
-            null = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(null, fd)
-            finally:
-                os.close(null)
+            if exc.errno == errno.EIO:
+                found.append(fd)
+    return found
+
+
+def leave_a_hung_up_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they write to a terminal that hung up (:func:`hung_up`), so that
+    what a stopping command still writes (a progress bar's last refresh, its message) no longer fails. Also for a
+    command's own SIGHUP handler (``facekit serve``'s)."""
+    for fd in hung_up():
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 class StageNotBuiltError(FacekitError):

@@ -231,6 +231,40 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path, 
     assert len(rows) >= 2 and all(json.loads(row)["status"] == "ok" for row in rows)
 
 
+def test_a_write_to_a_terminal_that_hung_up_before_its_sighup_came_stops_as_the_sighup_does(tmp_path: Path) -> None:
+    """A closing terminal hangs up first; its SIGHUP comes after, once the shell has run. A write in between failed
+    with EIO: a traceback, status 1. Now the command stops as on the SIGHUP: its line (for a stderr sent to a log),
+    status 129. Here the terminal hangs up before the command starts and no SIGHUP comes at all: `facekit list`'s
+    table, its first write, is the one that fails."""
+    import subprocess
+    import sys
+
+    from tests.helpers import default_stop_signals
+
+    leader, follower = os.openpty()
+    os.close(leader)  # the terminal closes: it hangs up
+    log = tmp_path / "stderr.log"
+    try:
+        with log.open("wb") as stderr:
+            result = subprocess.run(
+                [sys.executable, "-m", "facekit.cli", "list"],
+                stdout=follower,
+                stderr=stderr,
+                start_new_session=True,  # (no controlling terminal: no signal from the hang-up)
+                preexec_fn=default_stop_signals,
+                timeout=120,
+            )
+    finally:
+        os.close(follower)
+    assert (result.returncode, log.read_text().splitlines()) == (
+        129,
+        [
+            "error: stopped by SIGHUP: what was written stays; normalize, adjust, attributes and avatar skip finished "
+            "photos when run again, prepare goes on with the people not yet done, and --resume continues a training"
+        ],
+    )
+
+
 def test_an_empty_output_folder_is_a_usage_error() -> None:
     """Before: `-o ""` (an unset shell variable) wrote into the current folder and the summary read 'in ;'."""
     for command in (["normalize"], ["adjust"], ["attributes"], ["avatar"], ["explore", "compare"]):

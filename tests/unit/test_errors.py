@@ -123,3 +123,55 @@ def test_a_command_that_does_not_stop_is_not_left_running_by_the_terminal_helper
     while any(_runs(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in started if _runs(pid)] == []
+
+
+def test_a_write_to_a_hung_up_terminal_stops_the_innermost_block_as_its_sighup_would(tmp_path: Path) -> None:
+    """The write that fails with EIO before a closing terminal's SIGHUP comes stops the block the command is in, as
+    the SIGHUP would: the innermost block's message (a training's names its checkpoint), stdout to /dev/null, the
+    SIGHUP that follows ignored until the outermost block ends. Before: the OSError went through every block."""
+    import os
+
+    from tests.helpers import default_stop_signals
+
+    code = (
+        "import signal, sys\n"
+        "from facekit.errors import Terminated, sigterm_raises\n"
+        "try:\n"
+        "    with sigterm_raises('outer {signal}'):\n"
+        "        try:\n"
+        "            with sigterm_raises('inner {signal}'):\n"
+        "                print('a table', flush=True)\n"
+        "        except Terminated as stopped:\n"
+        "            print(stopped, stopped.exit_code, file=sys.stderr)\n"
+        "            signal.raise_signal(signal.SIGHUP)  # (the SIGHUP that follows the hang-up: ignored)\n"
+        "            print('written to /dev/null', flush=True)\n"
+        "except OSError as error:\n"
+        "    print('raised', error, file=sys.stderr)\n"
+        "print(signal.getsignal(signal.SIGHUP) == signal.SIG_DFL, file=sys.stderr)\n"
+    )
+    leader, follower = os.openpty()
+    os.close(leader)  # hung up
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=default_stop_signals,
+            timeout=60,
+        )
+    finally:
+        os.close(follower)
+    assert (result.returncode, result.stderr.decode().splitlines()) == (0, ["inner SIGHUP 129", "True"])
+
+
+def test_an_eio_with_no_hung_up_terminal_is_raised_as_it_was(default_handlers: None) -> None:
+    """A failing disk's EIO (writing an output file) while stdout and stderr are no hung-up terminal is no hangup:
+    raised as it was, the handlers back after the block."""
+    import errno
+
+    failing = OSError(errno.EIO, "Input/output error", "out/face.png")
+    with pytest.raises(OSError) as raised, sigterm_raises("stopped by {signal}"):
+        raise failing
+    assert raised.value is failing
+    assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
