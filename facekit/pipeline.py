@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from facekit.errors import FacekitError, StageNotBuiltError, did_you_mean
+from facekit.errors import FacekitError, StageNotBuiltError, data_workers_lost_said, did_you_mean
 from facekit.recipe import STAGES, Plan
 from facekit.runs import RunDir, finish_run
 
@@ -102,14 +102,18 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
         "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
         "seed": plan.recipe.train.seed,
     }
-    materialise(
-        dataset,
-        augment.count,
-        augment.output,
-        workers=plan.recipe.prepare.workers,
-        progress=options.progress,
-        fingerprint=fingerprint,
-    )
+    # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written stay.
+    with data_workers_lost_said(
+        "run the augment stage again (it goes on after the last whole shard), with prepare.workers=1 to use less memory"
+    ):
+        materialise(
+            dataset,
+            augment.count,
+            augment.output,
+            workers=plan.recipe.prepare.workers,
+            progress=options.progress,
+            fingerprint=fingerprint,
+        )
     picks = np.random.default_rng(plan.recipe.train.seed).choice(
         augment.count, size=min(64, augment.count), replace=False
     )

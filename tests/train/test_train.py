@@ -1731,3 +1731,40 @@ def test_a_killed_pool_worker_ends_the_training_with_one_line(prepared: Path, tm
     while _running(str(path)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _running(str(path)) == []
+
+
+def test_a_killed_augment_worker_ends_the_stage_with_one_line(prepared: Path, tmp_path: Path) -> None:
+    """The augment stage's DataLoader worker killed on its own (the out-of-memory killer, kill -9): before, torch's
+    "DataLoader worker (pid N) is killed by signal: Killed" in a traceback, status 1, as the training pool's was.
+    Now the same one line, saying what to do, status 1, no process left."""
+    recipe = tiny_recipe(prepared, tmp_path / "run")
+    recipe["augment"] = {"enabled": True, "count": 50_000, "neighbours": 3, "output": str(tmp_path / "morphs")}
+    recipe["prepare"]["workers"] = 2
+    path = tmp_path / "augment.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "augment"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_data_workers(str(path))) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the augment stage ended before its worker was killed"
+        os.kill(_data_workers(str(path))[0], signal.SIGKILL)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    said = [line for line in err.decode().splitlines() if not line.startswith("morphs: ")]  # (plain progress)
+    assert process.returncode == 1 and len(said) == 1, said
+    # ("(pid N) is killed by signal: Killed" from torch's SIGCHLD handler, "(pid(s) N) exited unexpectedly" where
+    # the loader found the worker gone first)
+    assert said[0].startswith("error: a worker process ended before its work was done (DataLoader worker (pid"), said
+    assert said[0].endswith(
+        "out of memory, or killed): run the augment stage again (it goes on after the last whole shard), with "
+        "prepare.workers=1 to use less memory"
+    ), said
+    deadline = time.monotonic() + 30
+    while _running(str(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(str(path)) == []
