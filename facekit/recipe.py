@@ -1165,8 +1165,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
     (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
     as a ``--set`` the user did not type."""
     file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
-    label = _grid_cell_label(path, overrides, grid_cell) if grid_cell else ""
-    labels = dict.fromkeys(grid_cell, label)
+    labels = _grid_cell_labels(path, overrides, grid_cell) if grid_cell else {}
     try:
         return resolve(read_recipe(file), overrides=overrides, source=str(path), labels=labels)
     except RecipeError as error:
@@ -1179,19 +1178,26 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
         raise RecipeError(located, error.source) from None
 
 
-def _grid_cell_label(path: str | Path, overrides: Sequence[str], cell: Collection[str]) -> str:
-    """How a problem names a bench cell's value: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``, the
-    file being the one of the ``extends`` chain that sets ``bench.grid`` (or the ``--set`` that gave it) (helper-147:
-    it was named ``--set train.lr=true``, an override the user never typed, for a value written in the grid file)."""
+def _grid_cell_labels(path: str | Path, overrides: Sequence[str], cell: Collection[str]) -> dict[str, str]:
+    """How a problem names each of a bench cell's values: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``,
+    the file being the one of the ``extends`` chain that writes that key's values in ``bench.grid`` (or the ``--set``
+    that gave the grid) (helper-147: it was named ``--set train.lr=true``, an override the user never typed, for a value
+    written in the grid file). Per value, as a grid's keys may come from several files (a base's ``train.lr`` and its
+    child's ``train.batch_size``, merged key by key): helper-150, the file that set ``bench.grid`` last was named for
+    every value, so a refused ``train.lr: true`` of the base was looked for in the child."""
     shown = ", ".join(f"{key.strip()}: {value}" for key, _, value in (item.partition("=") for item in cell))
     typed = [item for item in overrides if item not in cell]
     grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
-    if grid_set:
-        where = f"--set {grid_set[-1].strip()}"
-    else:
-        file = recipe_origins(path).get("bench.grid")
-        where = str(path) if file is None or file == find_recipe(path).resolve() else str(file)
-    return f"bench.grid cell {{{shown}}} of {where}"
+    origins = {} if grid_set else recipe_origins(path)
+    labels = {}
+    for item in cell:
+        if grid_set:
+            where = f"--set {grid_set[-1].strip()}"
+        else:
+            file = origins.get(f"bench.grid.{item.partition('=')[0].strip()}") or origins.get("bench.grid")
+            where = str(path) if file is None or file == find_recipe(path).resolve() else str(file)
+        labels[item] = f"bench.grid cell {{{shown}}} of {where}"
+    return labels
 
 
 def recipe_files(path: str | Path) -> list[Path]:

@@ -346,6 +346,26 @@ def test_a_bench_cells_refused_value_is_named_by_its_grid_file_and_cell(tmp_path
         load_recipe(tmp_path / "child.yaml", ["train.steps=0", *cells(plan)[0]], grid_cell=cells(plan)[0])
 
 
+def test_a_bench_cells_refused_value_names_the_file_its_grid_key_is_written_in(tmp_path: Path) -> None:
+    """helper-150: a grid merged from two files (a base's train.lr, its child's train.batch_size) named the child, the
+    file that set bench.grid last, for every value: a refused `train.lr: true` written in the base was looked for in
+    the child. Each value names the file that writes its key's values."""
+    from facekit.bench import cells
+    from facekit.errors import RecipeError
+    from facekit.recipe import load_recipe
+
+    (tmp_path / "base.yaml").write_text("bench:\n  grid: {train.lr: [true]}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nbench:\n  grid: {train.batch_size: [0]}\n")
+    (refused,) = cells(load_recipe(tmp_path / "child.yaml", ["train.steps=2"]))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "child.yaml", refused, grid_cell=refused)
+    cell = "bench.grid cell {train.lr: true, train.batch_size: 0} of"
+    assert [str(p) for p in caught.value.problems] == [
+        f"{cell} {tmp_path / 'child.yaml'}: train.batch_size must be at least 1 (got 0)",
+        f"{cell} {tmp_path / 'base.yaml'}: train.lr must be a number (got true)",
+    ]
+
+
 def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
