@@ -186,9 +186,12 @@ _KIND_WORDS = {
     "model_attributes_type": "a mapping, written {KEY: VALUE}",
 }
 _BOUND_WORDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than"}
-_BOUND_WORDS |= {"less_than_equal": "at most"}
+_BOUND_WORDS |= {"less_than_equal": "at most", "multiple_of": "a multiple of"}  # (scrfd's input_size)
 #: The patterns fields are checked against, in words (pydantic says "String should match pattern '^(cpu|...'").
-_PATTERN_WORDS = {DEVICE_PATTERN: "a device: cpu, cuda, cuda:N, mps, xpu or auto"}
+_PATTERN_WORDS = {
+    DEVICE_PATTERN: "a device: cpu, cuda, cuda:N, mps, xpu or auto",
+    r"^[0-9a-f]{64}$": "a SHA-256 checksum: 64 hexadecimal digits, 0-9 and a-f",  # (the weights' sha256 params)
+}
 
 
 def _refused_value(kind: str, context: Mapping[str, Any], message: str, given: Any) -> str:

@@ -77,6 +77,12 @@ def test_every_kind_of_refused_value_is_said_in_our_words() -> None:
         "data.train=[{people: x.txt}]": "data.train.0.source must be given",
         "components.warper.params.regularization=true": "components.warper.params.regularization must be a number "
         "(got true)",
+        # helper-150: these two kept pydantic's words ("Input should be a multiple of 32", "text matching
+        # ^[0-9a-f]{64}$"), though a shipped plugin's params raise them.
+        "components.detector={name: scrfd, params: {input_size: 100}}": "components.detector.params.input_size must be "
+        "a multiple of 32 (got 100)",
+        "components.judge={name: facenet, params: {sha256: abc}}": "components.judge.params.sha256 must be a SHA-256 "
+        "checksum: 64 hexadecimal digits, 0-9 and a-f (got 'abc')",
     }
     for override, words in said.items():
         assert problems_of({}, (override,)) == [f"--set {override}: {words}"]
