@@ -992,6 +992,24 @@ def folder_people_names(folder: Path) -> frozenset[str]:
     return frozenset(names)
 
 
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, and False for a name no file system holds (a part over 255 bytes: pathlib raises
+    ENAMETOOLONG where it says False of any other missing path; helper-150: `--set data.root=` a long value was a
+    traceback, not "data folder not found")."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name no file system holds (:func:`_is_dir`)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Problem]:
     """Sources exist, and no test person is used for training: the people of ``data.test`` and, since ``facekit
     eval`` and ``facekit bench`` score on LFW peopleDevTest (``evaluate.data`` lfw-devtest), those people too."""
@@ -999,7 +1017,7 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
     root = data.resolved_root()
     if not (data.train or data.test):
         return problems
-    if not root.is_dir():
+    if not _is_dir(root):
         where = "" if root.is_absolute() else f" (that is {root.absolute()}, from the folder the command runs in)"
         return [Problem("data.root", f"data folder not found: {root}{where}; set data.root or FACEKIT_DATA")]
     # people: who each section trains or tests on (LFW names, a folder source's person folders); lfw: the LFW names
@@ -1014,7 +1032,7 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
             if src.source == "lfw":
                 assert src.people is not None  # checked by DataSource
                 file = root / "lfw" / src.people
-                if not file.is_file():
+                if not _is_file(file):
                     problems.append(Problem(f"{path}.people", f"file not found: {file}"))
                     continue
                 names = _read_people(file)
@@ -1023,26 +1041,26 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
             elif src.source == "folder":
                 assert src.path is not None
                 folder = src.folder(root)
-                if not folder.is_dir():
+                if not _is_dir(folder):
                     relative = not Path(src.path).expanduser().is_absolute()
                     where = f" (a relative path is under data.root, {root})" if relative else ""
                     # A photo given where its folder belongs (helper-133: it said "folder not found" of a file that
                     # is there).
                     missing = (
                         f"{folder} is a file: a folder source's path is a folder of people, PATH/<person>/<photo>"
-                        if folder.is_file()
+                        if _is_file(folder)
                         else f"folder not found: {folder}{where}"
                     )
                     problems.append(Problem(f"{path}.path", missing))
                     continue
                 people[section] |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
                 deep[section] |= folder_people_names(folder)
-            elif not (root / "london" / str(src.subset)).is_dir():
+            elif not _is_dir(root / "london" / str(src.subset)):
                 problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
             elif section == "train" and src.subset in HELD_OUT_LONDON:
                 problems.append(Problem(f"{path}.subset", HELD_OUT_LONDON[str(src.subset)]))
     devtest = root / "lfw" / "peopleDevTest.txt"
-    if evaluated == "lfw-devtest" and data.train and devtest.is_file():
+    if evaluated == "lfw-devtest" and data.train and _is_file(devtest):
         names = _read_people(devtest)
         people["test"] |= names
         lfw["test"] |= names

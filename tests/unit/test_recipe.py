@@ -220,6 +220,20 @@ def test_missing_data_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert f"not found: ../data (that is {tmp_path}/../data, from the folder the command runs in)" in relative[0]
 
 
+def test_a_data_path_too_long_for_the_file_system_is_not_found_not_a_traceback(tmp_path: Path) -> None:
+    """helper-150: pathlib's is_dir and is_file raise ENAMETOOLONG for a name over 255 bytes (False for any other
+    missing path), so `facekit check --set data.root=` a long value ended in an OSError traceback."""
+    long = "x" * 300
+    london = [{"source": "london", "subset": "canada"}]
+    (root,) = problems_of({"data": {"root": str(tmp_path / long), "train": london}})
+    assert root.startswith(f"data.root: data folder not found: {tmp_path / long}")
+    sources = [{"source": "lfw", "people": long}, {"source": "folder", "path": long}]
+    assert problems_of({"data": {"root": str(tmp_path), "train": sources}}) == [
+        f"data.train.0.people: file not found: {tmp_path / 'lfw' / long}",
+        f"data.train.1.path: folder not found: {tmp_path / long} (a relative path is under data.root, {tmp_path})",
+    ]
+
+
 def test_load_recipe_errors(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(RecipeError, match="top level must be a mapping"):
