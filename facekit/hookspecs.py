@@ -5,9 +5,10 @@ A plugin is a module (named by an entry point in the ``facekit`` group) with fun
 call it once per component::
 
     from facekit import hookimpl, ComponentSpec
+    from facekit.hookspecs import Register
 
     @hookimpl
-    def register_warpers(register):
+    def register_warpers(register: Register) -> None:
         register(ComponentSpec(name="my-warp", factory=MyWarp, params=MyWarp.Params, summary="..."))
 
 The host calls every plugin's hook separately, so it knows which plugin registered each name: a duplicate name is
