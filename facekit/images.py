@@ -15,7 +15,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,24 +240,28 @@ def _frame_count(opened: Any) -> int:
         return 1
 
 
-def _upright(opened: Any) -> Any:
-    """The PIL image ``opened`` turned as its EXIF orientation (or XMP's, as Pillow reads both) says. Not
-    ``ImageOps.exif_transpose``, which after turning the pixels writes the EXIF back without the tag and raises on any
-    tag it read but cannot write (a value of another type than its tag's: TypeError, struct.error, AttributeError;
-    helper-86: such a photo's batch ended in a traceback)."""
-    from PIL import Image
+#: EXIF orientation (:func:`exif_orientation`: EXIF's, or XMP's, as Pillow reads both) -> the numpy view of stored
+#: pixels ``(H, W, ...)`` that shows them upright: the turns of Pillow's ``Image.Transpose`` (FLIP_LEFT_RIGHT,
+#: ROTATE_180, FLIP_TOP_BOTTOM, TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90). Not ``ImageOps.exif_transpose``, which
+#: after turning the pixels writes the EXIF back without the tag and raises on any tag it read but cannot write
+#: (helper-86: such a photo's batch ended in a traceback).
+UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
 
-    steps = {
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_270,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_90,
-    }
-    step = steps.get(exif_orientation(opened))
-    return opened if step is None else opened.transpose(step)
+
+def stored_view(upright: np.ndarray, orientation: int) -> np.ndarray:
+    """The view of ``upright`` pixels in the layout the photo stores them under EXIF ``orientation``: writing the
+    stored pixels into it turns them upright in ``upright`` itself (every turn but 6 and 8, each other's inverse,
+    undoes itself)."""
+    return UPRIGHT[{6: 8, 8: 6}.get(orientation, orientation)](upright)
 
 
 def exif_orientation(opened: Any) -> int:
@@ -272,8 +276,11 @@ def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[
 
     opened.load()
     # EXIF orientation applies to an image as decoded from its file; a PIL image derived from one (rotated by hand,
-    # resized: format None) carries the tag along but is already as its maker wants it.
-    image = _upright(opened) if opened.format else opened
+    # resized: format None) carries the tag along but is already as its maker wants it. The pixels are turned as the
+    # array is made (every step below is per pixel): before, Pillow's upright copy was held beside the image read,
+    # 4 bytes a pixel more at the peak of reading a turned photo (a 48 MP one's: +192 MB); the values are the same.
+    orientation = exif_orientation(opened) if opened.format else 1
+    image = opened
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         # PIL's convert("RGB") clips 16-bit values at 255 (a white photo): scale 16 bits to 8 (older Pillow opens
         # 16-bit PNGs as "I"; values past 16 bits are scaled by their own maximum). Every 16-bit layout, I;16N (native
@@ -299,7 +306,7 @@ def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[
         top = 1.0 if unit else 255.0 if eight_bit else max(65535.0, peak)
         grey = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"
-        return np.repeat(grey[..., None], 3, axis=2), note
+        return np.repeat(UPRIGHT[orientation](grey)[..., None], 3, axis=2), note
     note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode in ("P", "RGB", "L", "1") and "transparency" in image.info
@@ -317,30 +324,37 @@ def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[
     if colour_manage and colour:
         # In place where the pixels are this call's (a copy made above, or load_rgb's own file): before, the
         # converted image was made beside the one read, 4 bytes a pixel more at the peak of reading a phone's P3
-        # photo (benchmarks/adjust.py --memory); the values are the same.
+        # photo (benchmarks/adjust.py --memory); the values are the same (little CMS converts each pixel alone, so
+        # before the turn as after it).
         # (never into a file's pixels Pillow mapped read-only: a raw RGBX or RGBA frame opened from a file)
         in_place = (own or rgb is not opened) and not getattr(rgb, "readonly", False)
         rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"), in_place=in_place)
         note = "; ".join(n for n in (note, managed) if n)
-    return rgb_array(rgb), note
+    return rgb_array(rgb, orientation), note
 
 
 #: The most bytes of pixels :func:`rgb_array` takes from a PIL image at a time.
 ARRAY_STRIP_BYTES = 16 << 20
 
 
-def rgb_array(image: Any) -> np.ndarray:
-    """The RGB PIL ``image`` as an (H, W, 3) uint8 array, a strip of rows at a time when it is large. ``np.asarray``
-    holds the pixels twice over besides the image (Pillow's ``tobytes`` joins its chunks), and with the copy
-    ``convert("RGB")`` made of an RGB image, reading a 48 MP JPEG took 650 MB for its 144 MB of pixels (``facekit
-    serve`` peaked at twice its usual memory); the values are the same."""
+def rgb_array(image: Any, orientation: int = 1) -> np.ndarray:
+    """The RGB PIL ``image`` as an (H, W, 3) uint8 array, a strip of rows at a time when it is large, turned upright
+    as EXIF ``orientation`` says (each strip written into its place: no second image). ``np.asarray`` holds the
+    pixels twice over besides the image (Pillow's ``tobytes`` joins its chunks), and with the copy ``convert("RGB")``
+    made of an RGB image, reading a 48 MP JPEG took 650 MB for its 144 MB of pixels (``facekit serve`` peaked at twice
+    its usual memory); the values are the same."""
     width, height = image.size
     rows = max(1, ARRAY_STRIP_BYTES // (3 * width))
-    if rows >= height:
+    if rows >= height and orientation == 1:
         return np.asarray(image)
-    out = np.empty((height, width, 3), np.uint8)
+    out = np.empty((height, width, 3) if orientation <= 4 else (width, height, 3), np.uint8)
+    # (pixels as 3-byte items: numpy moves a turned pixel at once, twice as fast as its bytes one by one, and as fast
+    # as Pillow's transpose was)
+    stored = stored_view(out.view("V3")[..., 0], orientation)
     for top in range(0, height, rows):
-        out[top : top + rows] = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        strip = image if rows >= height else image.crop((0, top, width, min(height, top + rows)))
+        stored[top : top + rows] = np.asarray(strip).view("V3")[..., 0]
+        del strip  # (let go before the next is cut: one strip held at a time)
     out.flags.writeable = False  # as np.asarray's of a whole image (before: writable when large, read-only when small)
     return out
 

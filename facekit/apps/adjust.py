@@ -592,26 +592,13 @@ def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = Non
     return data[:header_end] + extra + data[header_end:]
 
 
-#: EXIF orientation -> the numpy steps that make the pixels upright, for pixels deeper than PIL holds (the same turns
-#: as :func:`facekit.images._upright`'s, which works on PIL images).
-_ORIENTATIONS: dict[int, Any] = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: np.swapaxes(a, 0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
-    8: lambda a: np.rot90(a, 1),
-}
-
-
 def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a PNG or WebP photo:
     its pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
     or None. None when there is nothing to keep (8-bit without alpha) or OpenCV cannot read the file."""
     import cv2
 
-    from facekit.images import exif_orientation, open_image
+    from facekit.images import UPRIGHT, exif_orientation, open_image
 
     with open_image(source) as opened:
         # PNG and WebP only: OpenCV turns a TIFF upright itself and premultiplies its alpha (libtiff's RGBA reader),
@@ -635,7 +622,7 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     alpha = pixels[..., -1] if channels in (2, 4) else None
     colour = pixels[..., :1] if channels <= 2 else pixels[..., 2::-1]  # BGR(A) -> RGB
     rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
-    turn = _ORIENTATIONS.get(orientation, lambda a: a)
+    turn = UPRIGHT[orientation]  # (load_rgb's turns: the same pixels where both read a photo)
     return np.ascontiguousarray(turn(rgb)), None if alpha is None else np.ascontiguousarray(turn(alpha))
 
 

@@ -65,8 +65,9 @@ def test_a_display_p3_photo_is_converted_without_a_second_image_of_its_size(
 ) -> None:
     """Before: load_rgb converted a P3 photo into a new PIL image beside the one read, and both were held while the
     array was made from it: 4 bytes a pixel more at the peak of reading a phone's photo (benchmarks/adjust.py
-    --memory). Now the conversion is made in the pixels read (or in the upright copy of an EXIF-turned photo), with
-    the same values; a PIL image a caller gives (as_rgb) is left as it was."""
+    --memory). Now the conversion is made in the pixels read, with the same values; a PIL image a caller gives
+    (as_rgb) is left as it was. An EXIF-turned photo (``turned``) held Pillow's upright copy beside the image read
+    too (+192 MB for a 48 MP one): it is now turned as its array is written, and the image read is the only one."""
     import gc
 
     from facekit import images
@@ -85,16 +86,17 @@ def test_a_display_p3_photo_is_converted_without_a_second_image_of_its_size(
     rgb_array = images.rgb_array
     pixels = type(Image.new("RGB", (1, 1)).im)
 
-    def counted(image: Any) -> np.ndarray:  # the PIL images of the photo's size held while the array is made
+    def counted(image: Any, *orientation: int) -> np.ndarray:  # the PIL images of the photo's size held as the
+        # array is made
         gc.collect()
         found = [o for o in gc.get_objects() if issubclass(type(o), Image.Image) and o.size in (size, size[::-1])]
         alive.append(sum(isinstance(o._im, pixels) for o in found))
-        return rgb_array(image)
+        return rgb_array(image, *orientation)
 
     monkeypatch.setattr(images, "rgb_array", counted)
     image, note = load_rgb(photo)
     assert image is not None and "converted" in note and np.array_equal(image, expected)
-    assert alive == [2 if turned else 1]  # (turned: the image read and its upright copy)
+    assert alive == [1]  # (before, turned: 2, the image read and its upright copy)
     with Image.open(photo) as opened:
         opened.load()
         before = np.asarray(opened).copy()
@@ -360,11 +362,12 @@ def test_premultiplied_alpha_and_8_bit_integer_images_read_as_their_plain_forms(
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_the_two_orientation_tables_turn_a_photo_the_same_way(orientation: int) -> None:
-    """load_rgb turns PIL images upright (facekit.images._upright), adjust's deep-pixel path turns numpy arrays
-    (facekit.apps.adjust._ORIENTATIONS): two tables for one EXIF tag, held to the same turn here."""
-    from facekit.apps.adjust import _ORIENTATIONS
-    from facekit.images import _upright
+def test_the_orientation_table_turns_a_photo_as_pillow_does(orientation: int) -> None:
+    """load_rgb (through its inverse, facekit.images.stored_view) and adjust's deep-pixel path turn numpy arrays
+    upright with facekit.images.UPRIGHT: held to Pillow's own reading of the tag (ImageOps.exif_transpose)."""
+    from PIL import ImageOps
+
+    from facekit.images import UPRIGHT, stored_view
 
     stored = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)  # not square, no symmetry
     image = Image.fromarray(stored)
@@ -373,9 +376,54 @@ def test_the_two_orientation_tables_turn_a_photo_the_same_way(orientation: int) 
     buffer = io.BytesIO()
     image.save(buffer, "PNG", exif=exif)
     with Image.open(buffer) as opened:
-        by_pil = np.asarray(_upright(opened))
-    by_numpy = _ORIENTATIONS.get(orientation, lambda a: a)(stored)
-    assert np.array_equal(by_pil, by_numpy)
+        by_pil = np.asarray(ImageOps.exif_transpose(opened))
+    assert np.array_equal(UPRIGHT[orientation](stored), by_pil)
+    assert np.array_equal(stored_view(by_pil, orientation), stored)
+
+
+def _turned_photos(orientation: int) -> dict[str, bytes]:
+    """A photo of each kind load_rgb reads in its own way, stored under EXIF ``orientation``: an sRGB and a Display
+    P3 JPEG (converted on reading), a 16-bit grey and an RGBA PNG (scaled to 8 bits; composited over grey)."""
+    rgb = np.ascontiguousarray(np.tile(patches(), (1, 2, 1))[:40])  # 40 x 96: not square
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photos = {}
+    for name, icc in (("srgb", None), ("p3", P3)):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(
+            buffer, "JPEG", quality=95, exif=exif.tobytes(), **({"icc_profile": icc} if icc else {})
+        )
+        photos[name] = buffer.getvalue()
+    grey = (rgb[..., 0].astype(np.uint16) * 257 + np.arange(96, dtype=np.uint16)).astype(np.uint16)
+    alpha = np.dstack([rgb, np.linspace(0, 255, 96, dtype=np.uint8)[None].repeat(40, 0)])
+    for name, pixels in (("grey16", grey), ("rgba", alpha)):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG", exif=exif.tobytes())
+        photos[name] = buffer.getvalue()
+    return photos
+
+
+@pytest.mark.parametrize("strips", [False, True])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_turned_photo_reads_as_pillows_upright_copy_did(
+    monkeypatch: pytest.MonkeyPatch, orientation: int, strips: bool
+) -> None:
+    """Before: load_rgb turned the image read into an upright PIL copy (Pillow's transpose) and made the array from
+    that; now it writes the array turned (``strips``: a strip of rows at a time, as of a large photo). The same
+    pixels, byte for byte, for every orientation and every kind of photo read its own way."""
+    from PIL import ImageOps
+
+    from facekit import images
+
+    if strips:
+        monkeypatch.setattr(images, "ARRAY_STRIP_BYTES", 7 * 96 * 3)  # 7 rows of 96 px (not a divisor of 40)
+    for name, data in _turned_photos(orientation).items():
+        image, note = load_rgb(data)
+        with Image.open(io.BytesIO(data)) as opened:
+            expected = as_rgb(ImageOps.exif_transpose(opened))  # (an upright copy: no orientation left to apply)
+        assert image is not None and image.shape == expected.shape and image.dtype == expected.dtype, (name, note)
+        assert np.array_equal(image, expected), (name, orientation)
+        assert not image.flags.writeable or name == "grey16", name  # as before: an RGB array is read-only
 
 
 def test_a_32_bit_integer_file_with_small_values_stays_on_the_16_bit_scale(tmp_path: Path) -> None:
