@@ -1699,6 +1699,36 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_wor
     assert _running(str(path)) == []
 
 
+def _kill_a_data_worker(path: Path, stage: str, progress: str) -> list[str]:
+    """Runs ``stage`` of the recipe at ``path``, SIGKILLs one of its two DataLoader workers once both run (as the
+    out-of-memory killer would), and gives what it said on stderr but its plain ``progress`` lines, once no process of
+    the run is left. The command's status must be 1."""
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", stage]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_data_workers(str(path))) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, f"the {stage} stage ended before its worker was killed"
+        os.kill(_data_workers(str(path))[0], signal.SIGKILL)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    deadline = time.monotonic() + 30
+    while _running(str(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(str(path)) == []
+    assert process.returncode == 1, err.decode()
+    return [line for line in err.decode().splitlines() if not line.startswith(f"{progress}: ")]
+
+
+#: How the one line of a killed DataLoader worker begins: torch's own words follow ("(pid N) is killed by signal:
+#: Killed" from its SIGCHLD handler, "(pid(s) N) exited unexpectedly" where the loader found the worker gone first).
+WORKER_LOST = "error: a worker process ended before its work was done (DataLoader worker (pid"
+
+
 def test_a_killed_pool_worker_ends_the_training_with_one_line(prepared: Path, tmp_path: Path) -> None:
     """A DataLoader worker of the pool killed on its own (the out-of-memory killer, kill -9): before, torch's
     "DataLoader worker (pid N) is killed by signal: Killed" in a traceback, status 1. Now one line saying so and
@@ -1708,29 +1738,11 @@ def test_a_killed_pool_worker_ends_the_training_with_one_line(prepared: Path, tm
     recipe["prepare"]["workers"] = 2
     path = tmp_path / "pooled.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "train"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while len(_data_workers(str(path))) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert process.poll() is None, "the training ended before its worker was killed"
-        os.kill(_data_workers(str(path))[0], signal.SIGKILL)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    said = [line for line in err.decode().splitlines() if not line.startswith("making morphs: ")]  # (plain progress)
-    assert process.returncode == 1 and len(said) == 1, said
-    assert said[0].startswith("error: a worker process ended before its work was done (DataLoader worker (pid "), said
+    said = _kill_a_data_worker(path, "train", "making morphs")
+    assert len(said) == 1 and said[0].startswith(WORKER_LOST), said
     assert said[0].endswith(
         "out of memory, or killed): run the training again, with prepare.workers=1 to use less memory"
     ), said
-    deadline = time.monotonic() + 30
-    while _running(str(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(str(path)) == []
 
 
 def test_a_killed_augment_worker_ends_the_stage_with_one_line(prepared: Path, tmp_path: Path) -> None:
@@ -1742,29 +1754,9 @@ def test_a_killed_augment_worker_ends_the_stage_with_one_line(prepared: Path, tm
     recipe["prepare"]["workers"] = 2
     path = tmp_path / "augment.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "augment"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while len(_data_workers(str(path))) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert process.poll() is None, "the augment stage ended before its worker was killed"
-        os.kill(_data_workers(str(path))[0], signal.SIGKILL)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    said = [line for line in err.decode().splitlines() if not line.startswith("morphs: ")]  # (plain progress)
-    assert process.returncode == 1 and len(said) == 1, said
-    # ("(pid N) is killed by signal: Killed" from torch's SIGCHLD handler, "(pid(s) N) exited unexpectedly" where
-    # the loader found the worker gone first)
-    assert said[0].startswith("error: a worker process ended before its work was done (DataLoader worker (pid"), said
+    said = _kill_a_data_worker(path, "augment", "morphs")
+    assert len(said) == 1 and said[0].startswith(WORKER_LOST), said
     assert said[0].endswith(
         "out of memory, or killed): run the augment stage again (it goes on after the last whole shard), with "
         "prepare.workers=1 to use less memory"
     ), said
-    deadline = time.monotonic() + 30
-    while _running(str(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(str(path)) == []
