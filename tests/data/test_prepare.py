@@ -938,6 +938,31 @@ def _workers(process: subprocess.Popen) -> list[int]:
     return found
 
 
+def _stopped_between_two_photos(
+    process: subprocess.Popen, tmp_path: Path, recipe: Path, output: Path, signum: signal.Signals
+) -> None:
+    """A run of :func:`_prepare_in_workers` (20 people, the first of 40 photos) that ``signum`` reached, workers
+    included: it ends within 10 s with one line naming the signal and status 128 + signum, no process left, the first
+    person unfinished, no temporary file, and a rerun finishes every person."""
+    try:
+        process.wait(timeout=10)
+    finally:
+        left = _ended(process)
+    assert (process.returncode, _said(tmp_path), left) == (
+        128 + signum,
+        [
+            f"error: prepare stopped by {signum.name}: the people it finished are kept, and prepare run again goes on "
+            "with the others"
+        ],
+        [],
+    )
+    assert "folder/p00" not in read_progress(output) and 4 <= len(read_progress(output)) < 20
+    assert sorted(p.name for p in output.rglob("*.tmp")) == []
+    again = run_cli("prepare", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert len(read_progress(output)) == 20 and read_progress(output)["folder/p00"]["photos"] == 40
+
+
 def test_a_closing_terminal_stops_a_prepare_between_two_photos_as_sigterm_does(tmp_path: Path, data_root: Path) -> None:
     """SIGHUP, which a closing terminal (its window, an SSH session) has sent to the whole process group, workers
     included. Before: the default handler ended the run on the spot without a word (status -1) and each worker
@@ -948,24 +973,7 @@ def test_a_closing_terminal_stops_a_prepare_between_two_photos_as_sigterm_does(t
     workers = _workers(process)
     assert len(workers) == 2 and all(catches(pid, signal.SIGHUP) for pid in workers), workers
     send_hangups(process)
-    try:
-        process.wait(timeout=10)
-    finally:
-        left = _ended(process)
-    said = _said(tmp_path)
-    assert (process.returncode, said, left) == (
-        129,
-        [
-            "error: prepare stopped by SIGHUP: the people it finished are kept, and prepare run again goes on with "
-            "the others"
-        ],
-        [],
-    )
-    assert "folder/p00" not in read_progress(output) and 4 <= len(read_progress(output)) < 20
-    assert sorted(p.name for p in output.rglob("*.tmp")) == []
-    again = run_cli("prepare", str(recipe))
-    assert again.returncode == 0, again.stderr
-    assert len(read_progress(output)) == 20 and read_progress(output)["folder/p00"]["photos"] == 40
+    _stopped_between_two_photos(process, tmp_path, recipe, output, signal.SIGHUP)
 
 
 def test_under_nohup_a_closing_terminal_leaves_a_prepare_running(tmp_path: Path, data_root: Path) -> None:
@@ -1061,24 +1069,7 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_prepare_as_one_to_it_alone
     while not all(took(pid, signal.SIGTERM) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    finally:
-        left = _ended(process)
-    said = _said(tmp_path)
-    assert (process.returncode, said, left) == (
-        143,
-        [
-            "error: prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with "
-            "the others"
-        ],
-        [],
-    )
-    assert "folder/p00" not in read_progress(output) and 4 <= len(read_progress(output)) < 20
-    assert sorted(p.name for p in output.rglob("*.tmp")) == []
-    again = run_cli("prepare", str(recipe))
-    assert again.returncode == 0, again.stderr
-    assert len(read_progress(output)) == 20 and read_progress(output)["folder/p00"]["photos"] == 40
+    _stopped_between_two_photos(process, tmp_path, recipe, output, signal.SIGTERM)
 
 
 def test_a_killed_worker_ends_a_prepare_with_one_line_not_a_hang(tmp_path: Path, data_root: Path) -> None:
