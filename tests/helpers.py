@@ -345,3 +345,31 @@ class _RecordingLock:
 
     def owned(self) -> bool:
         return bool(self.lock._is_owned())  # type: ignore[attr-defined]
+
+
+def arrays_held_at_encode(monkeypatch: Any, encoder: str) -> tuple[list[Any], list[int]]:
+    """Follows every photo array ``facekit.images.load_rgb`` reads (weak references) and, at each call of
+    ``facekit.apps.adjust.<encoder>``, counts how many of them are still alive: (the references, the counts). A
+    large photo's read must be let go before its encoder runs (adjust and serve's downloads)."""
+    import weakref
+
+    from facekit import images
+    from facekit.apps import adjust
+
+    read: list[weakref.ref[Any]] = []
+    held: list[int] = []
+    load_rgb, encode = images.load_rgb, getattr(adjust, encoder)
+
+    def tracked_load(*args: Any, **kwargs: Any) -> Any:
+        photo, why = load_rgb(*args, **kwargs)
+        if photo is not None:
+            read.append(weakref.ref(photo))
+        return photo, why
+
+    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
+        held.append(sum(ref() is not None for ref in read))
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(images, "load_rgb", tracked_load)
+    monkeypatch.setattr(adjust, encoder, tracked_encode)
+    return read, held

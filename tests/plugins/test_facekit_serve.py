@@ -46,7 +46,7 @@ from PIL import Image, ImageCms
 
 from facekit.images import load_rgb
 from facekit.normalize import box_overlap
-from tests.helpers import run_cli
+from tests.helpers import arrays_held_at_encode, run_cli
 
 FACE = Path(__file__).resolve().parents[2] / "facekit" / "testing_data" / "face.jpg"  # CC BY, shipped
 LFW_PHOTO = "lfw/images/Adrien_Brody/Adrien_Brody_0001.jpg"
@@ -894,7 +894,6 @@ def test_the_full_size_download_is_encoded_without_the_photo_read(
     """A large upload's peak was the full-size adjusted download: the photo read again, its correction and the
     encoder's copy, 10 bytes a pixel (a 48 MP photo: above reading it). The previews are made first and the photo read
     let go before the encoder runs; the download and the previews are byte for byte what the old order gave."""
-    import weakref
 
     from facekit_serve.engine import PREVIEW_SIDE, jpeg_bytes
 
@@ -904,22 +903,7 @@ def test_the_full_size_download_is_encoded_without_the_photo_read(
 
     photo = camera_photo(tmp_path)
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    read: list[weakref.ref[np.ndarray]] = []
-    held: list[int] = []
-    load_rgb, encode_corrected = images.load_rgb, adjust.encode_corrected
-
-    def tracked_load(*args: Any, **kwargs: Any) -> Any:
-        found, why = load_rgb(*args, **kwargs)
-        if found is not None:
-            read.append(weakref.ref(found))
-        return found, why
-
-    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
-        held.append(sum(ref() is not None for ref in read))
-        return encode_corrected(*args, **kwargs)
-
-    monkeypatch.setattr(images, "load_rgb", tracked_load)
-    monkeypatch.setattr(adjust, "encode_corrected", tracked_encode)
+    read, held = arrays_held_at_encode(monkeypatch, "encode_corrected")
     analysis = engine.analyze(photo)
     made = engine.result(analysis.sha256, 0)
     assert read and held == [0]  # the photo read was gone when the encoder ran
@@ -931,7 +915,7 @@ def test_the_full_size_download_is_encoded_without_the_photo_read(
         analysis.photo, engine.adjuster.estimate_faces(analysis.photo, analysis.faces[:1])
     )
     after = apply_correction(full, correction)
-    assert made.adjusted_full.read_bytes() == encode_corrected(analysis.source, full, after, correction)[0]
+    assert made.adjusted_full.read_bytes() == adjust.encode_corrected(analysis.source, full, after, correction)[0]
     shown_before, shown_after = images.downscale(full, PREVIEW_SIDE), images.downscale(after, PREVIEW_SIDE)
     assert made.adjusted.read_bytes() == jpeg_bytes(shown_after, 92)
     pair = before_after(shown_before, shown_after, min(480, shown_before.shape[0]))
@@ -948,36 +932,17 @@ def test_a_pages_request_decodes_the_photo_once(
     --memory). Now the array decoded to find the faces is handed to the request's first face, let go before the
     encoder runs, and the files are byte for byte those of the upload read again; a block that makes no face lets go
     of it at its end."""
-    import weakref
     from types import SimpleNamespace
 
     from facekit_serve.web import build_app
 
-    from facekit import images
-    from facekit.apps import adjust
-
     photo = camera_photo(tmp_path)
-    read: list[weakref.ref[np.ndarray]] = []
-    held: list[int] = []
-    load_rgb, encode_corrected = images.load_rgb, adjust.encode_corrected
-
-    def tracked_load(*args: Any, **kwargs: Any) -> Any:
-        found, why = load_rgb(*args, **kwargs)
-        if found is not None:
-            read.append(weakref.ref(found))
-        return found, why
-
-    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
-        held.append(sum(ref() is not None for ref in read))
-        return encode_corrected(*args, **kwargs)
-
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     demo = build_app(engine, [], 20.0)
     handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
     page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
     with monkeypatch.context() as patch:
-        patch.setattr(images, "load_rgb", tracked_load)
-        patch.setattr(adjust, "encode_corrected", tracked_encode)
+        read, held = arrays_held_at_encode(patch, "encode_corrected")
         sha256 = handlers["analyze"](str(photo), page, lambda *args, **kwargs: None)[0]
     assert sha256 is not None and len(read) == 1 and held == [0]  # decoded once, and gone when the encoder ran
     made = engine.result(sha256, 0)
@@ -991,9 +956,8 @@ def test_a_pages_request_decodes_the_photo_once(
     assert [path.read_bytes() for path in (remade.adjusted_full, remade.adjusted, remade.before_after)] == written
     engine.forget(again.sha256)
 
-    read.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(images, "load_rgb", tracked_load)
+        read, _ = arrays_held_at_encode(patch, "encode_corrected")
         with engine.analyzing(photo) as analysis:  # no face made: the photo goes when the block ends
             assert analysis.handover is not None and [ref() is not None for ref in read] == [True]
     assert analysis.handover is None and [ref() is None for ref in read] == [True]

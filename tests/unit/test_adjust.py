@@ -17,7 +17,7 @@ from facekit.apps.adjust import LUMINANCE, Correction, FaceAdjuster, apply_corre
 from facekit.apps.baselines import STATISTICAL, GlobalWhiteBalance, apply_gains
 from facekit.errors import FacekitError
 from facekit.testing import real_face
-from tests.helpers import run_cli
+from tests.helpers import arrays_held_at_encode, run_cli
 
 
 def angular_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -753,7 +753,6 @@ def test_adjust_encodes_a_photo_without_holding_the_photo_read(
     """`facekit adjust` on a large photo peaked while encoding: the photo as read (or its stored values, in a P3
     JPEG), its correction and the encoder's copy, 10 bytes a pixel. The before/after is made first and every full-size
     array read is let go before the encoder runs; the files are byte for byte what encoding beside the photo gave."""
-    import weakref
 
     from facekit import images
     from facekit.apps import adjust
@@ -764,22 +763,7 @@ def test_adjust_encodes_a_photo_without_holding_the_photo_read(
     icc = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, "test Display P3") if profile == "Display P3" else None
     source = tmp_path / "photo.jpg"
     _camera_jpeg(source, (600, 400), icc)
-    read: list[weakref.ref[np.ndarray]] = []
-    held: list[int] = []
-    load_rgb, encode_like = images.load_rgb, adjust.encode_like
-
-    def tracked_load(*args: Any, **kwargs: Any) -> Any:
-        photo, why = load_rgb(*args, **kwargs)
-        if photo is not None:
-            read.append(weakref.ref(photo))
-        return photo, why
-
-    def tracked_encode(*args: Any, **kwargs: Any) -> Any:
-        held.append(sum(ref() is not None for ref in read))
-        return encode_like(*args, **kwargs)
-
-    monkeypatch.setattr(images, "load_rgb", tracked_load)
-    monkeypatch.setattr(adjust, "encode_like", tracked_encode)
+    read, held = arrays_held_at_encode(monkeypatch, "encode_like")
     plan = plan_folder([str(source)], tmp_path / "out", outputs=ADJUST_OUTPUTS)
     (row,) = adjust_files(plan, adjuster)
     assert row.status == "adjusted" and read and held == [0]  # every array read was gone when the encoder ran
