@@ -684,13 +684,14 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
         check_pipeline_apps(plan)
     if "train" in later:  # (helper-74: each of these stopped the run after the whole prepare stage)
         from facekit.checkpoints import read_checkpoint_meta
+        from facekit.normalize import model_file
         from facekit.train import training_device
 
         training_device(plan.recipe.train)  # train.device cuda without a GPU (paper.yaml on a CPU machine)
         resuming = (Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors").exists()
         if plan.recipe.train.init is not None and not resuming:  # (a resumed run does not read it: helper-76)
             try:
-                read_checkpoint_meta(Path(plan.recipe.train.init))  # a missing or damaged model file
+                read_checkpoint_meta(model_file(plan.recipe.train.init))  # a missing or damaged model file
             except FacekitError as error:
                 raise FacekitError(f"train.init: {error}") from None
         if "encoder" in plan.components:

@@ -333,8 +333,9 @@ class TrainSection(Section):
     )
     init: str | None = Field(
         default=None,
-        description="start from this model's decoder weights (a checkpoint or exported model of the same decoder), "
-        "e.g. facekit/assets/default-model.safetensors; the optimizer starts fresh",
+        description="start from this model's decoder weights: a checkpoint or exported model of the same decoder, "
+        "or a shipped model by name (dlib, sface: found from any folder, as a shipped recipe is); the optimizer "
+        "starts fresh",
     )
     checkpoint_every: int = Field(default=500, ge=1)
     keep_every: int | None = Field(

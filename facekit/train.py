@@ -22,6 +22,7 @@ An explicit loop, no framework:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -42,6 +43,7 @@ from facekit.distributed import global_batchnorm, global_terms, setup_distribute
 from facekit.errors import FacekitError, Terminated, sigterm_raises
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
+from facekit.normalize import model_file
 from facekit.pool import CachedPool, Pool, cached_pool
 from facekit.types import frozen_encoder
 from facekit.warp import BOUNDARY_CONVENTION_KEY, SplineError
@@ -227,8 +229,9 @@ def recipe_changes(old: Any, new: Any, prefix: str = "", defaults: Any = None) -
                     continue  # a setting this facekit no longer has: nothing to compare it with
                 changed.append(path)  # e.g. a component's param no longer given: its own default now
             elif key in PATH_KEYS and isinstance(old[key], str) and isinstance(new[key], str):
-                # Absolute: the same folder spelled from here (runs/x, ./runs/x/, /home/me/runs/x) is no change.
-                if os.path.abspath(os.path.expanduser(old[key])) != os.path.abspath(os.path.expanduser(new[key])):
+                # Absolute: the same folder spelled from here (runs/x, ./runs/x/, /home/me/runs/x) is no change, nor
+                # a shipped model's file named by path before and by its name now (train.init: dlib).
+                if _as_path(old[key], key) != _as_path(new[key], key):
                     changed.append(path)
             else:
                 changed += recipe_changes(old[key], new[key], f"{path}.", None if default is _MISSING else default)
@@ -239,6 +242,16 @@ def recipe_changes(old: Any, new: Any, prefix: str = "", defaults: Any = None) -
 
 
 _MISSING = object()
+
+
+def _as_path(value: str, key: str) -> str:
+    """A path setting as the absolute path it names; ``train.init``'s shipped model name (``dlib``) as its file."""
+    from facekit.normalize import SHIPPED_MODELS, model_path
+
+    if key == "init" and value.lower() in SHIPPED_MODELS and not Path(value).is_file():
+        with contextlib.suppress(FacekitError):  # (not in this install: compared as the name it is)
+            return str(model_path(value, verify=False))
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def _schema_defaults() -> dict[str, Any]:
@@ -495,7 +508,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     if recipe.train.init is not None and meta is None:
         # Read now, not after the training pool (hours of encoding at the paper's scale): a missing or damaged
         # file, or another decoder, is one line before anything is written.
-        started_from = read_checkpoint_meta(Path(recipe.train.init))
+        started_from = read_checkpoint_meta(model_file(recipe.train.init))
         wanted = plan.components["decoder"].spec.name if "decoder" in plan.components else None
         if started_from.get("decoder") not in (None, wanted):
             raise FacekitError(
@@ -566,7 +579,7 @@ def check_init_fits(plan: Any, started_from: dict[str, Any], warper: Any = None)
     from facekit.data.dataset import PreparedFaces
 
     init = plan.recipe.train.init
-    with safe_open(str(init), framework="pt") as handle:
+    with safe_open(str(model_file(init)), framework="pt") as handle:
         names = [key for key in handle.keys() if key.startswith("model.")]  # (not a checkpoint's optim.* state)
         theirs = {key.removeprefix("model."): tuple(handle.get_slice(key).get_shape()) for key in names}
         mean = handle.get_tensor("model.mean_landmarks").double() if "mean_landmarks" in theirs else None
@@ -704,7 +717,7 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack, offered_
     check_decoder_outputs(plan, decoder, pool.features[:2].to(device))
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
-        init_tensors, init_meta = read_checkpoint(settings.init)
+        init_tensors, init_meta = read_checkpoint(model_file(settings.init))
         # (its decoder was checked by check_trainable)
         other_encoder = init_meta.get("encoder") not in (None, encoder_component.spec.name)
         fresh: list[str] = []

@@ -99,3 +99,40 @@ def test_a_shipped_recipe_run_by_name_writes_under_the_working_folder(data_root:
     (record,) = (tmp_path / "runs" / "infer" / "demo").rglob("run.json")
     assert json.loads(record.read_text())["recipe"] == "demo"  # the name given: `facekit run demo` reruns it
     assert sorted(SHIPPED.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if name.startswith("ablations/")])
+def test_a_shipped_recipe_starts_from_a_model_found_from_any_folder(
+    name: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its train.init is a shipped model by name (or a run of another shipped recipe, under the working folder too):
+    before, four ablations named facekit/assets/default-model.safetensors, a path that is there only from the
+    checkout's top folder, so `facekit run ablations/hair --stage train` failed from any other folder and for every
+    user of the wheels ("train.init: ... is not a readable facekit model")."""
+    from facekit.normalize import SHIPPED_MODELS, model_file
+    from facekit.pipeline import check_later_stages
+
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root.resolve()))
+    monkeypatch.chdir(tmp_path)
+    plan = load_recipe(name, ["train.device=cpu"])  # (the paper's ablations train on a GPU)
+    init = plan.recipe.train.init
+    assert init is None or init in SHIPPED_MODELS or init.startswith("runs/"), init
+    if init in SHIPPED_MODELS:
+        assert model_file(init).is_file()
+        check_later_stages(plan, ["prepare", "train"])  # the run's check before its first stage reads train.init
+
+
+def test_resuming_a_run_started_from_the_shipped_model_by_path_is_no_change_of_train_init(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run started (from the checkout) before the ablations named the shipped model by name resumes under them."""
+    from facekit.train import recipe_changes
+
+    monkeypatch.chdir(REPO)
+    assert (
+        recipe_changes({"train": {"init": "facekit/assets/default-model.safetensors"}}, {"train": {"init": "dlib"}})
+        == []
+    )
+    assert recipe_changes(
+        {"train": {"init": "facekit/assets/sface-model.safetensors"}}, {"train": {"init": "dlib"}}
+    ) == ["train.init"]
