@@ -1188,13 +1188,29 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
     try:
         return resolve(read_recipe(file), overrides=overrides, source=str(path), labels=labels)
     except RecipeError as error:
+        # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
+        source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
         origins = recipe_origins(file)
         if not any(origin != file.resolve() for origin in origins.values()):
-            raise
+            raise RecipeError(error.problems, source) from None
         given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
         own, named = file.resolve(), set(labels.values())
         located = [p if p.path in named else _located(p, origins, own, given) for p in error.problems]
-        raise RecipeError(located, error.source) from None
+        raise RecipeError(located, source) from None
+
+
+def _shadowed(given: str | Path, file: Path) -> str | None:
+    """How a refused recipe is named when ``given`` is a shipped recipe's name that a file of the working folder
+    holds, so the file was read instead (helper-154: `facekit run demo` beside a file called demo, not a recipe, said
+    only "demo: the top level must be a mapping of sections"): that file, and the shipped one's path to give."""
+    shipped = (
+        shipped_recipes().get(Path(given).as_posix()) if Path(given).suffix.lower() not in RECIPE_SUFFIXES else None
+    )
+    if shipped is None or file.resolve() == shipped.resolve():
+        return None
+    return (
+        f"{given} (the working folder's file {given}, read instead of the shipped recipe of that name: give {shipped})"
+    )
 
 
 def _grid_cell_labels(path: str | Path, overrides: Sequence[str], cell: Collection[str]) -> dict[str, str]:

@@ -57,6 +57,29 @@ def test_a_file_of_the_name_in_the_working_folder_is_the_recipe_meant(
     assert find_recipe("ablations/no-identity") == SHIPPED / "ablations" / "no-identity.yaml"
 
 
+def test_a_file_of_the_working_folder_refused_under_a_shipped_name_says_it_was_read_instead(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`facekit run demo` beside a file called demo that is no recipe (notes, a script) said only "demo: the top level
+    must be a mapping of sections": which demo was read, and how to give the shipped one, are said with it."""
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root.resolve()))
+    monkeypatch.chdir(tmp_path)
+    shipped = SHIPPED / "demo.yaml"
+    shadow = f"demo (the working folder's file demo, read instead of the shipped recipe of that name: give {shipped})"
+    for text, problem in [
+        ("- my notes\n", "the top level must be"),
+        ("extends: paper\ntrain: {steps: x}\n", "train.steps"),
+    ]:
+        Path("demo").write_text(text)
+        with pytest.raises(FacekitError) as error:
+            load_recipe("demo")
+        assert str(error.value).startswith(f"{shadow}: 1 problem: {problem}"), str(error.value)
+        assert "\n" not in str(error.value)
+    Path("demo").unlink()  # the shipped recipe's own refusal is named as before
+    with pytest.raises(FacekitError, match=r"^demo: 1 problem: --set train.steps=x"):
+        load_recipe("demo", ["train.steps=x"])
+
+
 def test_a_name_that_is_neither_a_file_nor_shipped_is_one_line_listing_the_shipped_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
