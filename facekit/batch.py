@@ -417,7 +417,8 @@ def plan_outputs(
     in ``out`` under one of these names keeps it (:func:`_kept_names`). None of the ``outputs`` (suffixes of the base
     name the caller writes) lands on an input, a reserved name or another photo's output, and every one fits the
     file system's name limit (a longer base is shortened, :func:`fit_name`). ``plain``: no white space in a base's
-    file name (:func:`_name_candidates`)."""
+    file name (:func:`_name_candidates`), and a photo whose name needs no change is named before those made plain
+    (``John_Smith.jpg`` -> ``John_Smith``, ``John Smith.jpg`` -> ``John_Smith_jpg``, in any order)."""
     inputs = {photo.resolve() for photo, _ in found}
     taken: set[str] = set(RESERVED)
     room = name_limit(out) - max((len(os.fsencode(suffix)) for suffix in outputs), default=0)
@@ -457,22 +458,30 @@ def plan_outputs(
                 return None
         return names
 
+    # With ``plain``, the photos whose names need no change are named first: ``John_Smith.jpg`` keeps ``John_Smith``
+    # and ``John Smith.jpg`` takes ``John_Smith_jpg``, whatever their order (before, the first in the folder's order
+    # took it, and the user's plainly named photo became ``John_Smith_jpg-2``). The order is the same in every run of
+    # the same folder, and _kept_names goes by it too, so a rerun gives each photo the names the first run gave.
+    naming = sorted(found, key=lambda item: not _already_plain(item[1])) if plain else found
     bases: dict[Path, str] = {}
-    for photo, base in _kept_names(found, out, outputs, room, plain).items():
+    for photo, base in _kept_names(naming, out, outputs, room, plain).items():
         if (names := free(base)) is not None:
             taken |= names
             bases[photo] = base
-    planned = []
-    for photo, relative in found:
+    for photo, relative in naming:
         if photo not in bases:
             for base in _name_candidates(relative, room, plain):
                 if (names := free(base, photo)) is not None:
                     taken |= names
                     bases[photo] = base
                     break
-        if photo in bases:
-            planned.append(Planned(photo, bases[photo]))
-    return planned
+    return [Planned(photo, bases[photo]) for photo, _ in found if photo in bases]
+
+
+def _already_plain(relative: str) -> bool:
+    """Whether the output base of the photo named ``relative`` is its name as it is (:func:`plain_name` changes
+    nothing in it)."""
+    return next(_name_candidates(relative, None, plain=True)) == _stem(relative)[0]
 
 
 def _our_output(path: Path, outputs: Sequence[str]) -> bool:

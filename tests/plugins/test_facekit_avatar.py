@@ -364,6 +364,8 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(real_face().image).save(photos / "a face.jpg")  # white space: plain output names (helper-65)
+    # A photo already named so, after it in the folder: it keeps the plain name, "a face.jpg" takes a_face_jpg.
+    Image.fromarray(real_face().image[:, ::-1]).save(photos / "a_face.jpg")
     (photos / "0broken.jpg").write_bytes(b"not a jpeg")
     Image.new("RGB", (120, 120), (90, 140, 200)).save(photos / "sky.png")
     out = tmp_path / "out"
@@ -371,8 +373,11 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     result = run_cli(*args)
     assert result.returncode == 3, result.stdout + result.stderr
     text = " ".join(result.stdout.split())
-    assert "1 of 3 avatars" in text and "unreadable" in text and "no_face" in text
+    assert "2 of 4 avatars" in text and "unreadable" in text and "no_face" in text
     assert {p.name for p in out.iterdir()} >= {"a_face.glb", "a_face.obj", "a_face_sheet.png", "a_face_yaw-30.png"}
+    made = {base: json.loads((out / f"{base}.json").read_text())["input_path"] for base in ("a_face", "a_face_jpg")}
+    assert made == {"a_face": str(photos / "a_face.jpg"), "a_face_jpg": str(photos / "a face.jpg")}
+    files = {path: path.stat().st_mtime_ns for path in out.glob("[!.]*")}  # (not the lock each run takes)
     # OBJ readers split mtllib and map_Kd at spaces (pywavefront: "Unknown material"): the names have none.
     assert "mtllib a_face.mtl" in (out / "a_face.obj").read_text()
     assert "map_Kd a_face.png" in (out / "a_face.mtl").read_text()
@@ -385,6 +390,9 @@ def test_the_command_makes_avatars_and_reports_bad_photos(
     assert record["faces_found"] == 1 and len(record["box"]) == 4 and "reading" not in record  # which face, as read
     again = run_cli(*args)  # the plain name is found again: done, nothing remade
     assert again.returncode == 3 and "done" in again.stdout and not (out / "a face.obj").exists()
+    # Each photo is found under the names the first run gave it: nothing made again, nothing new.
+    assert again.stdout.count("│ done") == 2 and "│ ok" not in again.stdout, again.stdout
+    assert {path: path.stat().st_mtime_ns for path in out.glob("[!.]*")} == files
     # The order given (0broken, a face, sky), read by their statuses: a long temporary path wraps the names across
     # the table's lines wherever its length falls (the test failed on a machine whose pytest-NN had two digits).
     table = again.stdout
@@ -419,6 +427,53 @@ def test_avatar_output_names_are_names_an_obj_file_can_hold(tmp_path: Path) -> N
     plan = plan_folder([str(photos)], tmp_path / "out", outputs=AVATAR_OUTPUTS, plain=True)
     assert {Path(p.source).name: p.base for p in plan.planned} == given
     assert plain_name("IMG_1") == "IMG_1" and plain_name("x-1") == "x-1"  # a plain name is left as it is
+
+
+def test_a_photo_whose_name_is_already_plain_keeps_it_and_every_run_gives_the_same_names(tmp_path: Path) -> None:
+    """Before: ``John Smith.jpg`` and ``John#Smith.jpg``, first in the folder's order, took ``John_Smith`` and
+    ``John_Smith_jpg``, and the user's plainly named ``John_Smith.jpg`` became ``John_Smith_jpg-2``. A photo whose
+    name needs no change is now named first; a rerun finds every photo's outputs where the first run put them,
+    whether it finished or not, and a folder an earlier version named keeps its names."""
+    from facekit_avatar.cards import AVATAR_OUTPUTS
+
+    from facekit.batch import made_from, plan_folder
+    from facekit.models import sha256_file
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    for number, name in enumerate(("John Smith.jpg", "John#Smith.jpg", "John_Smith.jpg", "Ann.jpg")):
+        (photos / name).write_bytes(bytes([number]))  # each its own content: records tell them apart by sha256
+
+    def names() -> dict[str, str]:
+        plan = plan_folder([str(photos)], out, outputs=AVATAR_OUTPUTS, plain=True)
+        assert [p.source.name for p in plan.planned] == sorted(p.name for p in photos.iterdir())  # the order given
+        return {p.source.name: p.base for p in plan.planned}
+
+    def made(name: str, base: str) -> None:  # what the command leaves for a finished avatar (the files it checks)
+        record = {**made_from(photos / name), "input_sha256": sha256_file(photos / name), "complete": True}
+        (out / f"{base}.json").write_text(json.dumps(record))
+        (out / f"{base}.obj").write_text("v 0 0 0\n")
+
+    first = names()
+    assert first == {
+        "John Smith.jpg": "John_Smith_jpg",
+        "John#Smith.jpg": "John_Smith_jpg-2",
+        "John_Smith.jpg": "John_Smith",
+        "Ann.jpg": "Ann",
+    }
+    out.mkdir()
+    made("John Smith.jpg", first["John Smith.jpg"])  # a run stopped after the first photo in the folder's order
+    assert names() == first
+    for name, base in first.items():
+        made(name, base)
+    assert names() == first
+    # A folder named in the folder's order (as before): each photo keeps its outputs, none is renamed.
+    for file in out.iterdir():
+        file.unlink()
+    before = {"John Smith.jpg": "John_Smith", "John#Smith.jpg": "John_Smith_jpg", "John_Smith.jpg": "John_Smith_jpg-2"}
+    for name, base in before.items():
+        made(name, base)
+    assert names() == {**before, "Ann.jpg": "Ann"}
 
 
 def test_depth_inside_matches_opencvs_point_polygon_test() -> None:
