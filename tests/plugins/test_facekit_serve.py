@@ -28,6 +28,7 @@ pytest.importorskip("gradio")
 pytest.importorskip("facekit_serve")
 
 from facekit_serve.engine import (
+    BUNDLE_TAG_DIGITS,
     DOWNLOAD_FALLBACK,
     DOWNLOAD_STEM_BYTES,
     MB,
@@ -1638,16 +1639,17 @@ def test_the_page_offers_no_share_button_no_nan_and_says_how_many_faces_it_offer
 
 def test_two_avatars_unzipped_into_one_folder_keep_their_own_files(data_root: Path, tmp_path: Path) -> None:
     """Before: every ``NAME-avatar-obj.zip`` held avatar.obj, avatar.mtl and avatar.png, so a second avatar unzipped
-    beside the first replaced its files (and the first OBJ wore the second's texture). Now the files are named after
-    the download, and the unzipped OBJ loads with its own texture. Before (helper-130), a photo named with a space
-    gave ``mtllib IMG 1-avatar.mtl`` and ``map_Kd IMG 1-avatar.png``, which trimesh reads but strict readers (MeshLab,
-    tinyobjloader) take for the file "IMG": the files inside are now named as OBJ files can name them (``IMG_1``,
-    ``#`` too), the zip as the photo."""
+    beside the first replaced its files (and the first OBJ wore the second's texture). Before (helper-130), a photo
+    named with a space gave ``mtllib IMG 1-avatar.mtl`` and ``map_Kd IMG 1-avatar.png``, which trimesh reads but
+    strict readers (MeshLab, tinyobjloader) take for the file "IMG": the files inside are now named as OBJ files can
+    name them (``IMG_1``, ``#`` too). Before (helper-155), those plain names were the whole of it, so the zips of
+    ``IMG 1.jpg`` and ``IMG_1.jpg``, or of two photos both sent as ``IMG_1.jpg``, held the same ``IMG_1-avatar.*``
+    and unzipped onto each other: each zip now holds one folder named as the zip, whose name carries the start of
+    the upload's sha256, and every avatar unzipped into one folder is whole."""
     import zipfile
 
     import trimesh
 
-    from facekit.batch import plain_name
     from tests.helpers import strict_obj_files
 
     sfm = data_root / "sfm" / "sfm_shape_3448.bin"
@@ -1657,29 +1659,40 @@ def test_two_avatars_unzipped_into_one_folder_keep_their_own_files(data_root: Pa
     try:
         if engine.avatar_note:
             pytest.skip(engine.avatar_note)
-        plain, warm, _ = example_photos(tmp_path / "examples")
-        unzipped, textures = tmp_path / "unzipped", {}
-        for photo, name, inside in ((plain, "IMG 1.jpg", "IMG_1"), (warm, "IMG #2.jpg", "IMG__2")):
-            result = engine.result(engine.analyze(photo, name).sha256, 0, name=name)
-            bundle = result.avatar_files[-1]
-            stem = download_stem(name)
-            assert bundle.name == f"{stem}-avatar-obj.zip" and plain_name(stem) == inside  # the zip: as the photo
-            with zipfile.ZipFile(bundle) as archive:
-                names = sorted(archive.namelist())
-                assert names == sorted(f"{inside}-avatar{end}" for end in (".mtl", ".obj", ".png", "-LICENCE.txt"))
-                assert not set(names) & {path.name for path in unzipped.glob("*")}  # nothing of the first replaced
+        plain, warm, two = example_photos(tmp_path / "examples")
+        unzipped, bundles = tmp_path / "unzipped", []
+        uploads = [(plain, "IMG 1.jpg", "IMG_1"), (warm, "IMG_1.jpg", "IMG_1"), (two, "IMG_1.jpg", "IMG_1")]
+        uploads.append((warm, "IMG #2.jpg", "IMG__2"))  # the same bytes as another, under another name
+        for photo, name, inside in uploads:
+            analysis = engine.analyze(photo, name)
+            result = engine.result(analysis.sha256, 0, name=name)
+            bundles.append((result.avatar_files[-1], analysis, name, inside))
+            with zipfile.ZipFile(result.avatar_files[-1]) as archive:
                 archive.extractall(unzipped)
-            library, texture = strict_obj_files(unzipped / f"{inside}-avatar.obj")
-            assert (library.name, texture.name) == (f"{inside}-avatar.mtl", f"{inside}-avatar.png")
-            textures[inside] = np.asarray(Image.open(texture).convert("RGB"))
             # The content-named bundle the cache keeps is as it was (another visitor's name is their own).
             with zipfile.ZipFile(result.avatar_files[-1].parents[1] / "avatar-obj.zip") as archive:
                 assert "avatar.obj" in archive.namelist()
-        assert not np.array_equal(*textures.values())
-        for inside, texture in textures.items():
-            mesh = trimesh.load(unzipped / f"{inside}-avatar.obj", force="mesh")
+        textures = []
+        for bundle, *_ in bundles:  # every avatar unzipped whole: its OBJ, material and texture are its zip's
+            with zipfile.ZipFile(bundle) as archive:
+                (obj,) = (member for member in archive.namelist() if member.endswith(".obj"))
+                library, texture = strict_obj_files(unzipped / obj)
+                for path in (unzipped / obj, library, texture):
+                    member = path.relative_to(unzipped).as_posix()
+                    assert path.read_bytes() == archive.read(member), f"{bundle.name}: {member} is another's"
+            textures.append(np.asarray(Image.open(texture).convert("RGB")))
+            mesh = trimesh.load(unzipped / obj, force="mesh")
             image = mesh.visual.material.image
-            assert image is not None, inside
-            assert np.array_equal(np.asarray(image.convert("RGB")), texture), inside
+            assert image is not None, bundle.name
+            assert np.array_equal(np.asarray(image.convert("RGB")), textures[-1]), bundle.name
+        assert not any(np.array_equal(textures[a], textures[b]) for a, b in ((0, 1), (0, 2), (1, 2)))  # 3 photos
+        for bundle, analysis, name, inside in bundles:  # the zip as the photo and which photo; a folder as the zip
+            face = "face1-" if len(analysis.faces) > 1 else ""  # (the two faces' photo)
+            folder = f"{download_stem(name)}-{face}avatar-obj-{analysis.sha256[:BUNDLE_TAG_DIGITS]}"
+            assert bundle.name == f"{folder}.zip"
+            files = {f"{inside}-{face}avatar{end}" for end in (".mtl", ".obj", ".png", "-LICENCE.txt")}
+            with zipfile.ZipFile(bundle) as archive:
+                assert sorted(archive.namelist()) == sorted(f"{folder}/{file}" for file in files)
+        assert len(list(unzipped.iterdir())) == len(uploads)  # four folders side by side
     finally:
         engine.close()

@@ -73,6 +73,9 @@ DOWNLOAD_STEM_BYTES = 96
 NAMED_VIEWS = 4
 #: The name of the avatar's files (GLB; OBJ, MTL and texture in the zip) as made, before a visitor's name is given.
 AVATAR_NAME = "avatar"
+#: The hex digits of the upload's sha256 in the name of its avatar's OBJ zip and of the folder inside
+#: (``IMG_1234-avatar-obj-5f3a9c1e.zip``): as many as ``sha256sum``'s first that tell two photos' zips apart.
+BUNDLE_TAG_DIGITS = 8
 
 #: The most bytes of an image's rows Pillow puts in one block of memory, in the server's process (Pillow's own: 16 MB).
 #: Above glibc's largest mmap threshold (32 MB), each block of a large photo is mapped on its own and given back to
@@ -218,15 +221,19 @@ def no_face_message(width: int, height: int) -> str:
 
 
 def renamed_obj_bundle(source: Path, target: Path, name: str) -> None:
-    """Write the avatar's OBJ zip ``source`` (``avatar.obj``, ``.mtl``, ``.png``, ``LICENCE.txt``) to ``target`` with
-    its files named ``NAME.obj``, ``NAME.mtl``, ``NAME.png``, ``NAME-LICENCE.txt``, the OBJ's ``mtllib`` and
-    ``usemtl`` and the MTL's ``newmtl`` and ``map_Kd`` naming them, where NAME is ``name`` as OBJ files can name it
+    """Write the avatar's OBJ zip ``source`` (``avatar.obj``, ``.mtl``, ``.png``, ``LICENCE.txt``) to ``target`` as
+    one folder named as the zip (``IMG 1-avatar-obj-5f3a9c1e.zip`` holds ``IMG 1-avatar-obj-5f3a9c1e/``) with the
+    files ``NAME.obj``, ``NAME.mtl``, ``NAME.png``, ``NAME-LICENCE.txt`` in it, the OBJ's ``mtllib`` and ``usemtl``
+    and the MTL's ``newmtl`` and ``map_Kd`` naming them, where NAME is ``name`` as OBJ files can name it
     (``facekit.batch.plain_name``: ``IMG 1-avatar`` -> ``IMG_1-avatar``; before, ``mtllib IMG 1-avatar.mtl``, which
-    MeshLab, tinyobjloader and loaders like them read as a file "IMG": a grey mesh). The zip keeps the name it is
-    given. Before that, every download held avatar.obj, avatar.mtl and avatar.png, and two avatars unzipped into one
-    folder overwrote each other's (the first OBJ then wore the second one's texture)."""
+    MeshLab, tinyobjloader and loaders like them read as a file "IMG": a grey mesh). Before, every download held
+    avatar.obj, avatar.mtl and avatar.png, and two avatars unzipped into one folder overwrote each other's (the first
+    OBJ then wore the second one's texture); then the files were NAME's, loose, and the zips of ``IMG 1.jpg`` and
+    ``IMG_1.jpg``, or of two photos sent as ``IMG_1.jpg``, still unzipped onto each other (helper-155): the folder
+    is as unique as the zip's name (:meth:`Engine._named`)."""
     from facekit.batch import plain_name
 
+    folder = target.name.removesuffix(".zip")
     name = plain_name(name)
     old, new = AVATAR_NAME.encode(), name.encode()
     renamed = {  # the lines that name a file or the material: nothing else in either file is touched
@@ -240,7 +247,8 @@ def renamed_obj_bundle(source: Path, target: Path, name: str) -> None:
             if stem == AVATAR_NAME and suffix in ("obj", "mtl"):
                 data = b"\n".join(renamed.get(line, line) for line in data.split(b"\n"))
             # (the licence too: the same words in every bundle, but unzip would ask to replace it)
-            outside.writestr(f"{name}{dot}{suffix}" if stem == AVATAR_NAME else f"{name}-{member.filename}", data)
+            inner = f"{name}{dot}{suffix}" if stem == AVATAR_NAME else f"{name}-{member.filename}"
+            outside.writestr(f"{folder}/{inner}", data)
 
 
 # ------------------------------------------------------------------------------------------------ pictures
@@ -802,7 +810,11 @@ class Engine:
             def link(path: Path) -> Path:
                 if path not in links:
                     links[path] = folder / f"{stem}-{face}{path.name}"
-                    if path.suffix == ".zip":  # the OBJ bundle: its files get the name too
+                    if path.suffix == ".zip":  # the OBJ bundle: its files get the name too, in a folder of its own
+                        # named as the zip, which also carries the start of the upload's sha256: the zips of
+                        # "IMG 1.jpg" and "IMG_1.jpg" (the same names inside), or of two photos sent under one name,
+                        # unzip side by side.
+                        links[path] = folder / f"{stem}-{face}{path.stem}-{analysis.sha256[:BUNDLE_TAG_DIGITS]}.zip"
                         renamed_obj_bundle(path, links[path], f"{stem}-{face}{AVATAR_NAME}")
                         return links[path]
                     try:
