@@ -903,7 +903,8 @@ def test_the_full_size_download_is_encoded_without_the_photo_read(
     from facekit.apps.adjust import apply_correction, before_after
 
     photo = camera_photo(tmp_path)
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(photo) as stored:  # (the photo's own: a profile made again differs in its creation time)
+        srgb = stored.info["icc_profile"]
     read, held = arrays_held_at_encode(monkeypatch, "encode_corrected")
     analysis = engine.analyze(photo)
     made = engine.result(analysis.sha256, 0)
