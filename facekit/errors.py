@@ -24,10 +24,13 @@ class FacekitError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem found in a recipe, located by its dotted path (``components.encoder.params.x``)."""
+    """One problem found in a recipe, located by its dotted path (``components.encoder.params.x``); a cross-field
+    rule's (``train.background_rgb`` needs ``train.background: plain``) names in ``about`` the other settings it reads,
+    so that it is labelled with whichever of them the user set (:func:`facekit.recipe.resolve`)."""
 
     path: str
     message: str
+    about: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message

@@ -43,9 +43,12 @@ from facekit.registry import (
     ComponentSpec,
     Params,
     build_checked,
+    echo_cut,
     get_registry,
     no_boolean_for_number,
     problems_from_validation,
+    refused_echo,
+    setting_error,
 )
 from facekit.types import DEVICE_PATTERN, FaceRule, Kind
 
@@ -136,7 +139,7 @@ class DataSource(Section):
     def _fields_for_source(self) -> DataSource:
         needed = {"lfw": "people", "london": "subset", "folder": "path"}[self.source]
         if getattr(self, needed) is None:
-            raise ValueError(f"source {self.source!r} needs {needed!r}")
+            raise setting_error(f"must be given for source {self.source!r}", [needed], ["source"])
         belongs = {"people": "lfw", "min_photos": "lfw", "subset": "london", "path": "folder"}
         # A field of another source's kind that is set to something else than its default; its default is fine (a
         # run folder's recipe.yaml lists every field, and must load again).
@@ -146,9 +149,11 @@ class DataSource(Section):
             if belongs.get(f, self.source) != self.source and self.differs_from_default(f)
         )
         if stray:  # given and silently ignored before: a folder source's min_photos kept one-photo people
-            raise ValueError(
-                f"source {self.source!r} does not take {', '.join(repr(f) for f in stray)} "
-                f"({'; '.join(f'{f}: {belongs[f]} sources only' for f in stray)})"
+            raise setting_error(
+                f"is not a setting of source {self.source!r} (people and min_photos are lfw's, subset london's, "
+                "path folder's)",
+                stray,
+                ["source"],
             )
         return self
 
@@ -351,12 +356,12 @@ class TrainSection(Section):
         """background_forehead / background_margin set without ``background: plain`` would be ignored: refused (a
         value equal to its default is fine: a run folder's recipe.yaml lists every field)."""
         stray = [
-            f"train.{name}"
+            name
             for name in ("background_forehead", "background_margin", "background_rgb")
             if self.background != "plain" and self.differs_from_default(name)
         ]
         if stray:
-            raise ValueError(f"{' and '.join(stray)} shape the plain background: set train.background: plain")
+            raise setting_error("shapes the plain background: set train.background: plain", stray, ["background"])
         return self
 
     @model_validator(mode="after")
@@ -366,14 +371,16 @@ class TrainSection(Section):
         there. The identity crop's jitter and blur stay allowed with the identity loss off: turning the term off
         is the ablation (ablations/no-identity), and its settings come along from the recipe it extends."""
         rules = (
-            ("photo_max_yaw_deg", not self.photo_inputs, "chooses photo_inputs' photos: set train.photo_inputs"),
-            ("photo_cast_sigma", not self.photo_casts, "sizes photo_casts' casts: set train.photo_casts"),
+            ("photo_max_yaw_deg", "photo_inputs", "chooses photo_inputs' photos: set train.photo_inputs"),
+            ("photo_cast_sigma", "photo_casts", "sizes photo_casts' casts: set train.photo_casts"),
         )
-        for name, off, why in rules:
-            if off and self.differs_from_default(name):
-                raise ValueError(f"train.{name} {why}")
+        for name, part, why in rules:
+            if not getattr(self, part) and self.differs_from_default(name):
+                raise setting_error(why, [name], [part])
         if self.loss.separation == 0 and self.loss.differs_from_default("separation_margin"):
-            raise ValueError("train.loss.separation_margin is the separation term's margin: set loss.separation")
+            raise setting_error(
+                "is the separation term's margin: set loss.separation", ["loss.separation_margin"], ["loss.separation"]
+            )
         return self
 
 
@@ -426,6 +433,13 @@ class InferSection(Section):
     def _detail_is_usable(self) -> InferSection:
         from facekit.detail import detail_settings
 
+        if self.detail == 0 and self.detail_forehead is not None:  # (DetailSettings.of's rule, in the recipe's words)
+            raise setting_error(
+                "shapes the photo's detail band, which infer.detail 0 turns off: leave it out, or give a detail "
+                "above 0",
+                ["detail_forehead"],
+                ["detail"],
+            )
         detail_settings(self.detail, self.detail_shape, self.detail_forehead)  # (with the recipe, not after training)
         return self
 
@@ -779,15 +793,30 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> list[Probl
         if not sep or not key.strip():
             problems.append(Problem(f"--set {item}", "expected KEY=VALUE, e.g. train.steps=100"))
             continue
-        try:
-            value = yaml.load(text, Loader=_RecipeLoader) if text.strip() else None  # (a SafeLoader)
-        except yaml.YAMLError:
-            value = text
+        grid_key = _dotted(key.strip()).removeprefix("bench.grid.") if key.strip().startswith("bench.grid.") else ""
+        if "." in grid_key:  # (helper-150: it set bench.grid.train = {batch_size: ...}, "must be a list")
+            problems.append(
+                Problem(
+                    f"--set {item.strip()}",
+                    "bench.grid's keys are recipe paths, dots and all, so --set cannot reach one by path: set the "
+                    f"grid whole, --set 'bench.grid={{{grid_key}: {text.strip()}}}'",
+                )
+            )
+            continue
+        value = _override_value(text)
         problem = _set_path(raw, Recipe, key.strip(), value, given=given, text=text)
         given.append(key.strip())
         if problem:
             problems.append(problem)
     return problems
+
+
+def _override_value(text: str) -> Any:
+    """A ``--set`` value as YAML reads it (an empty one is None; one that is not valid YAML, the text)."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader) if text.strip() else None  # (a SafeLoader)
+    except yaml.YAMLError:
+        return text
 
 
 def _validate_sections(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -866,11 +895,17 @@ def _differentiable(encoder: ResolvedComponent) -> bool:
 
 
 def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> list[Problem]:
+    """The rules between sections and components: each problem at the setting it refuses, with the others it reads
+    in ``about`` (so named by whichever a ``--set`` gave), in words that follow its path."""
     problems = []
     prepare = recipe.prepare
     if prepare.interocular_px >= prepare.image_size / 2:
         problems.append(
-            Problem("prepare.interocular_px", f"must be less than half of prepare.image_size ({prepare.image_size})")
+            Problem(
+                "prepare.interocular_px",
+                f"must be less than half of prepare.image_size ({prepare.image_size})",
+                ("prepare.image_size",),
+            )
         )
     through_encoder = recipe.train.loss.through_encoder()
     if recipe.train.loss.identity_own > 0:
@@ -880,6 +915,7 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
                     "train.loss.identity_own",
                     "is the encoder's own identity term beside components.identity_encoder's; without an identity "
                     "encoder, train.loss.identity is that term: set it, or name components.identity_encoder",
+                    ("components.identity_encoder",),
                 )
             )
         elif components.get("encoder") is not None:
@@ -887,8 +923,9 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
                 problems.append(
                     Problem(
                         "train.loss.identity_own",
-                        f"encoder {components['encoder'].spec.name!r} is not differentiable in torch (its card says "
-                        "so); set train.loss.identity_own to 0",
+                        f"needs gradients through encoder {components['encoder'].spec.name!r}, which is not "
+                        "differentiable in torch (its card says so): set train.loss.identity_own to 0",
+                        ("components.encoder.name",),
                     )
                 )
     # The loss terms run components.identity_encoder when the recipe names one, else the encoder.
@@ -899,20 +936,28 @@ def _cross_checks(recipe: Recipe, components: dict[str, ResolvedComponent]) -> l
             problems.append(
                 Problem(
                     f"train.loss.{through_encoder[0]}",
-                    f"{slot} {encoder.spec.name!r} is not differentiable in torch (its card says so); "
-                    f"set train.loss.{' / '.join(through_encoder)} to 0 or choose a differentiable encoder",
+                    f"needs gradients through {slot} {encoder.spec.name!r}, which is not differentiable in torch (its "
+                    f"card says so): set train.loss.{' / '.join(through_encoder)} to 0 or choose a differentiable "
+                    "encoder",
+                    (*(f"train.loss.{term}" for term in through_encoder[1:]), f"components.{encoder.slot}.name"),
                 )
             )
     decoder = components.get("decoder")
     decoder_size = getattr(decoder.params, "image_size", None) if decoder is not None else None
     if decoder_size is not None and decoder_size != prepare.image_size:
         problems.append(
-            Problem("components.decoder.params.image_size", f"must equal prepare.image_size ({prepare.image_size})")
+            Problem(
+                "components.decoder.params.image_size",
+                f"must equal prepare.image_size ({prepare.image_size})",
+                ("prepare.image_size",),
+            )
         )
     if recipe.train.precision == "fp16" and recipe.train.device == "cpu":
-        problems.append(Problem("train.precision", "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
+        fp16 = "fp16 needs a GPU; use bf16 or fp32 on the CPU"
+        problems.append(Problem("train.precision", fp16, ("train.device",)))
     if recipe.train.photo_casts and not recipe.train.photo_inputs:  # (helper-74: accepted, and it did nothing)
-        problems.append(Problem("train.photo_casts", "casts copies of train.photo_inputs' photos: set photo_inputs"))
+        casts = "casts copies of train.photo_inputs' photos: set photo_inputs"
+        problems.append(Problem("train.photo_casts", casts, ("train.photo_inputs",)))
     problems.extend(_check_data(recipe.data, recipe.evaluate.data))
     problems.extend(_shared_outputs(recipe))
     problems.extend(_outputs_among_photos(recipe))
@@ -934,7 +979,11 @@ def _shared_outputs(recipe: Recipe) -> list[Problem]:
         folder = Path(getattr(recipe, stage).output).expanduser().resolve()
         if folder in owners:
             problems.append(
-                Problem(f"{stage}.output", f"is {owners[folder]}.output's folder too: give each stage its own")
+                Problem(
+                    f"{stage}.output",
+                    f"is {owners[folder]}.output's folder too: give each stage its own",
+                    (f"{owners[folder]}.output",),
+                )
             )
         else:
             owners[folder] = stage
@@ -959,6 +1008,7 @@ def _outputs_among_photos(recipe: Recipe) -> list[Problem]:
                             f"{stage}.output",
                             f"is inside data.{section}.{i}'s photo folder {photos}: what it writes would be read "
                             "as photos of a person; choose a folder outside it",
+                            (f"data.{section}.{i}.path", "data.root"),
                         )
                     )
     return problems
@@ -1034,7 +1084,7 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 assert src.people is not None  # checked by DataSource
                 file = root / "lfw" / src.people
                 if not _is_file(file):
-                    problems.append(Problem(f"{path}.people", f"file not found: {file}"))
+                    problems.append(Problem(f"{path}.people", f"file not found: {file}", ("data.root",)))
                     continue
                 names = _read_people(file)
                 people[section] |= names
@@ -1052,12 +1102,13 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                         if _is_file(folder)
                         else f"folder not found: {folder}{where}"
                     )
-                    problems.append(Problem(f"{path}.path", missing))
+                    problems.append(Problem(f"{path}.path", missing, ("data.root",) if relative else ()))
                     continue
                 people[section] |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
                 deep[section] |= folder_people_names(folder)
             elif not _is_dir(root / "london" / str(src.subset)):
-                problems.append(Problem(f"{path}.subset", f"folder not found: {root / 'london' / str(src.subset)}"))
+                missing = f"folder not found: {root / 'london' / str(src.subset)}"
+                problems.append(Problem(f"{path}.subset", missing, ("data.root",)))
             elif section == "train" and src.subset in HELD_OUT_LONDON:
                 problems.append(Problem(f"{path}.subset", HELD_OUT_LONDON[str(src.subset)]))
     devtest = root / "lfw" / "peopleDevTest.txt"
@@ -1305,7 +1356,7 @@ def resolve(
         problems.extend(_as_given(component_problems, overrides, labels or {}))
     if not problems:
         recipe = Recipe(**values)
-        problems.extend(_cross_checks(recipe, components))
+        problems.extend(_as_given(_cross_checks(recipe, components), overrides, labels or {}))
     if problems:
         raise RecipeError(problems, source)
     return Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
@@ -1317,19 +1368,49 @@ def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping
     integer``, the same line as for the recipe file's own value, so a user did not see which of their --set it was); an
     override with a label (a bench cell's value) by its label."""
     given: dict[str, str] = {}
+    typed: dict[str, str] = {}  # a --set's value as typed, by its path (not a bench cell's: its grid file's)
     for item in overrides:  # the last of a key is the one that took effect
-        key, sep, _ = item.partition("=")
+        key, sep, text = item.partition("=")
         if sep and key.strip():
             given[_dotted(key.strip())] = labels.get(item) or f"--set {item.strip()}"
+            typed.pop(_dotted(key.strip()), None)
+            if item not in labels:
+                typed[_dotted(key.strip())] = text
     named = []
     for problem in problems:
-        keys = [key for key in given if problem.path == key or problem.path.startswith(f"{key}.")]
+        # A cross-field rule's problem (its ``about``) by the --set of the setting it refuses, else of another it
+        # reads: `--set train.background=keep` is what refused the file's background_rgb.
+        keys = next(
+            (found for path in (problem.path, *problem.about) if (found := _keys_setting(path, given))),
+            [],
+        )
         if not keys:
             named.append(problem)
             continue
-        joint = " " if problem.message.startswith("must ") else ": "  # "x must be ...", "x: extra field ..."
-        named.append(Problem(given[max(keys, key=len)], f"{problem.path}{joint}{problem.message}"))
+        # "x must be ...", "x shapes the plain background" (a cross-field rule's words follow its path); "x: extra
+        # field ..."
+        joint = " " if problem.message.startswith("must ") or problem.about else ": "
+        message = _as_typed(problem.message, typed.get(problem.path))
+        named.append(Problem(given[max(keys, key=len)], f"{problem.path}{joint}{message}"))
     return named
+
+
+def _as_typed(message: str, text: str | None) -> str:
+    """``message`` echoing the value of a ``--set`` of its path as it was typed, where it echoes YAML's reading of
+    it: ``--set train.steps=yes`` "must be a whole number (got yes)", not "(got true)", nor 16 for 0x10, 1000.0 for
+    1e3 (helper-150: the user could not find what they typed). Text YAML reads as the same text keeps its quotes
+    (``(got 'abc')``); any other ``(got ...)`` (a list's length) is left as it is."""
+    if text is None or not text.strip():
+        return message
+    read = refused_echo(_override_value(text))
+    if read is None or not message.endswith(f" (got {read})") or _override_value(text) == text.strip():
+        return message
+    return f"{message.removesuffix(f' (got {read})')} (got {echo_cut(text.strip())})"
+
+
+def _keys_setting(path: str, given: Iterable[str]) -> list[str]:
+    """The keys among ``given`` (dotted paths) that set ``path``: itself or a section or list holding it."""
+    return [key for key in given if path == key or path.startswith(f"{key}.")]
 
 
 def _deep_copy(value: Any) -> Any:

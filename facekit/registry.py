@@ -69,6 +69,18 @@ def no_boolean_for_number(annotation: Any, value: Any) -> Any:
     return value
 
 
+def setting_error(message: str, fields: Sequence[str], about: Sequence[str] = ()) -> PydanticCustomError:
+    """A cross-field rule's refusal (a ``model_validator``'s), said of the settings it refuses: ``fields``, dotted
+    within the model (``loss.separation_margin``), each a problem of its own at its path, whose ``message`` follows
+    the path (``train.background_rgb shapes the plain background: ...``); ``about``: the settings the rule reads
+    besides them (``background``), so that a problem is labelled with the ``--set`` that gave any of them
+    (:func:`problems_from_validation`, :class:`Problem`). helper-150: a model validator's ValueError was said at the
+    section (``train: train.background_rgb shape ...``), never with the ``--set`` that gave the value."""
+    shown = ", ".join(fields)
+    context = {"fields": tuple(fields), "about": tuple(about), "message": message, "shown": shown}
+    return PydanticCustomError("setting", "{shown} {message}", context)
+
+
 def as_mapping(params: Any) -> Mapping[str, Any]:
     """Settings as a mapping: a mapping as it is, a pydantic model's fields, nothing as ``{}``."""
     if params is None:
@@ -146,6 +158,13 @@ def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Seq
     for err in errors:
         loc = err["loc"]
         place = loc[-1] if loc else None
+        if err["type"] == "setting":  # (setting_error: a cross-field rule's, at the paths of what it refuses)
+            context = err["ctx"]
+            at = ".".join(p for p in (prefix, *(str(part) for part in loc)) if p)
+            about = tuple(f"{at}.{name}" if at else name for name in context["about"])
+            for name in context["fields"]:
+                problems.append(Problem(f"{at}.{name}" if at else name, context["message"], about))
+            continue
         message = err["msg"]
         if err["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, " before them
             message = message.removeprefix("Value error, ")
@@ -219,11 +238,21 @@ def _refused_value(kind: str, context: Mapping[str, Any], message: str, given: A
         message = f"must have at least {context['min_length']} items (got {context.get('actual_length')})"
     if given is None:
         return f"{message}, not empty"
-    if isinstance(given, (str, int, float, bool)):
-        written = json.dumps(given) if isinstance(given, bool) else repr(given)  # (YAML's words)
-        shown = written if len(written) <= 60 else f"{written[:57]}..."
-        message = f"{message} (got {shown})"
-    return message
+    shown = refused_echo(given)
+    return f"{message} (got {shown})" if shown is not None else message
+
+
+def refused_echo(given: Any) -> str | None:
+    """How a refused value is shown in a problem's ``(got ...)``: a scalar in YAML's words (``true``, ``16``,
+    ``'abc'``), cut at 60 characters; None for a section or list, which is not echoed."""
+    if not isinstance(given, (str, int, float, bool)):
+        return None
+    return echo_cut(json.dumps(given) if isinstance(given, bool) else repr(given))
+
+
+def echo_cut(written: str) -> str:
+    """``written`` as a problem echoes it: at most 60 characters."""
+    return written if len(written) <= 60 else f"{written[:57]}..."
 
 
 class Registry(Generic[T]):

@@ -181,7 +181,7 @@ def test_the_kept_regions_settings_need_a_plain_background_and_name_its_pool() -
     from facekit.pool import other_mask
     from facekit.recipe import TrainSection
 
-    with pytest.raises(ValidationError, match=r"train\.background_margin shape the plain background"):
+    with pytest.raises(ValidationError, match=r"background_margin shapes the plain background"):
         TrainSection(background_margin=0.2)
     assert not other_mask(TrainSection(background_forehead=1.0))  # the default, even when written out
     assert not other_mask(TrainSection(background="plain", background_margin=1 / 12))
@@ -199,10 +199,10 @@ def test_settings_of_a_part_of_training_that_is_off_are_refused() -> None:
     from facekit.recipe import LossWeights, TrainSection, load_recipe
 
     for settings, message in (
-        ({"photo_max_yaw_deg": 20.0}, r"train\.photo_max_yaw_deg chooses photo_inputs' photos"),
-        ({"photo_inputs": 4, "photo_cast_sigma": 0.3}, r"train\.photo_cast_sigma sizes photo_casts' casts"),
-        ({"loss": LossWeights(separation_margin=0.02)}, r"separation_margin is the separation term's margin"),
-        ({"background_rgb": (0, 0, 0)}, r"train\.background_rgb shape the plain background"),
+        ({"photo_max_yaw_deg": 20.0}, r"photo_max_yaw_deg chooses photo_inputs' photos"),
+        ({"photo_inputs": 4, "photo_cast_sigma": 0.3}, r"photo_cast_sigma sizes photo_casts' casts"),
+        ({"loss": LossWeights(separation_margin=0.02)}, r"loss\.separation_margin is the separation term's margin"),
+        ({"background_rgb": (0, 0, 0)}, r"background_rgb shapes the plain background"),
     ):
         with pytest.raises(ValidationError, match=message):
             TrainSection(**settings)

@@ -352,7 +352,9 @@ def test_detail_settings_parse_like_the_command_line() -> None:
         DetailSettings.parse("0:6")
     from facekit.recipe import load_recipe
 
-    with pytest.raises(FacekitError, match=r"infer: detail forehead shape the photo's band"):  # with the recipe
+    with pytest.raises(  # with the recipe, named by the --set that gave it
+        FacekitError, match=r"--set infer.detail_forehead=1.0: infer.detail_forehead shapes the photo's detail band"
+    ):
         load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_forehead=1.0"])
     assert load_recipe("recipes/demo.yaml", ["infer.detail=0", "infer.detail_shape=0.5"]).recipe.infer.detail == 0
 

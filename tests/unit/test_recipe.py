@@ -112,7 +112,7 @@ def test_overrides_parse_yaml_values_and_reach_params() -> None:
     plan = resolve({}, ("train.steps=1e3", "train.lr=5e-4", "train.output=2e3"))
     assert (plan.recipe.train.steps, plan.recipe.train.lr, str(plan.recipe.train.output)) == (1000, 5e-4, "2e3")
     assert problems_of({}, ("train.steps=1.5e0",)) == [
-        "--set train.steps=1.5e0: train.steps must be a whole number (got 1.5)"
+        "--set train.steps=1.5e0: train.steps must be a whole number (got 1.5e0)"  # as typed
     ]
 
 
@@ -178,7 +178,7 @@ def test_cross_field_rules() -> None:
 
 def test_data_source_needs_its_field() -> None:
     problems = problems_of({"data": {"train": [{"source": "lfw"}]}})
-    assert problems == ["data.train.0: source 'lfw' needs 'people'"]
+    assert problems == ["data.train.0.people: must be given for source 'lfw'"]
 
 
 def test_test_people_never_train(data_root: Path) -> None:
@@ -386,6 +386,77 @@ def test_a_bench_cells_refused_value_names_the_file_its_grid_key_is_written_in(t
     ]
 
 
+def test_a_cross_field_problem_is_named_by_the_set_that_gave_either_of_its_settings(tmp_path: Path) -> None:
+    """helper-150: a rule between two settings (background_rgb needs background: plain) was said at the section,
+    `train: train.background_rgb shape ...`, without the --set that gave the value, while a field's own refusal names
+    it; and the rules between sections (interocular_px < image_size / 2) named no --set at all. Each is said at the
+    setting it refuses, named by the --set of that setting or of the other one it reads, else by the base file."""
+    plain = "shapes the plain background: set train.background: plain"
+    assert problems_of({}, ("train.background_rgb=[1, 2, 3]",)) == [
+        f"--set train.background_rgb=[1, 2, 3]: train.background_rgb {plain}"
+    ]
+    # The other setting of the rule given on the command line: that --set refused the file's colour.
+    assert problems_of({"train": {"background": "plain", "background_rgb": [1, 2, 3]}}, ("train.background=keep",)) == [
+        f"--set train.background=keep: train.background_rgb {plain}"
+    ]
+    assert problems_of({"train": {"background_rgb": [1, 2, 3]}}) == [f"train.background_rgb: {plain}"]
+    said = {
+        ("train.loss.separation_margin=0.1",): "train.loss.separation_margin is the separation term's margin",
+        ("infer.detail=0", "infer.detail_forehead=1"): "infer.detail_forehead shapes the photo's detail band",
+        ("data.train=[{source: lfw}]",): "data.train.0.people must be given for source 'lfw'",
+        ("prepare.interocular_px=200",): "prepare.interocular_px must be less than half of prepare.image_size (224)",
+        ("prepare.image_size=100",): "prepare.interocular_px must be less than half of prepare.image_size (100)",
+        ("train.device=cpu", "train.precision=fp16"): "train.precision fp16 needs a GPU",
+        ("train.device=cpu",): "train.precision fp16 needs a GPU",
+    }
+    for overrides, words in said.items():
+        raw = {"train": {"precision": "fp16"}} if overrides == ("train.device=cpu",) else {}
+        (problem,) = problems_of(raw, overrides)
+        assert problem.startswith(f"--set {overrides[-1]}: {words}"), problem
+    # Set in a base file: named by that file, as a field's own refusal is.
+    (tmp_path / "base.yaml").write_text("train: {background_rgb: [1, 2, 3]}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {steps: 2}\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "child.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        f"train.background_rgb: {plain} (set in {tmp_path / 'base.yaml'})"
+    ]
+
+
+def test_a_refused_set_value_is_echoed_as_typed() -> None:
+    """helper-150: the value echoed was YAML's reading, not what the user typed: `--set train.steps=yes` said
+    "(got true)", 0x10 "(got 16)", 1e3 "(got 1000.0)". A --set's value is echoed as typed; text YAML reads as the same
+    text keeps its quotes, and a recipe file's value is said in YAML's reading, as before."""
+    said = {
+        "train.steps=yes": "train.steps must be a whole number (got yes)",
+        "train.photo_casts=0x10": "train.photo_casts must be at most 8 (got 0x10)",
+        "train.photo_casts=1e3": "train.photo_casts must be at most 8 (got 1e3)",
+        "components.warper.params.regularization=off": "components.warper.params.regularization must be a number "
+        "(got off)",
+        "train.steps=abc": "train.steps must be a whole number (got 'abc')",
+        "train.background_rgb=[1, 2]": "train.background_rgb must have 3 items (got 2)",  # a length, not the value
+        "train.background_rgb=[1, 2, 0x1FF]": "train.background_rgb.2 must be at most 255 (got 511)",  # an item's
+    }
+    for override, words in said.items():
+        assert problems_of({}, (override,)) == [f"--set {override}: {words}"]
+    assert problems_of({"train": {"steps": True, "photo_casts": 16}}) == [
+        "train.steps: must be a whole number (got true)",
+        "train.photo_casts: must be at most 8 (got 16)",
+    ]
+
+
+def test_a_bench_grid_key_set_by_path_says_to_set_the_grid_whole() -> None:
+    """helper-150: `--set bench.grid.train.batch_size=[8]` made the grid {train: {batch_size: [8]}} (a grid's keys
+    are dotted recipe paths) and was refused as "bench.grid.train: must be a list", naming no --set. A key without a
+    dot may still be set by path, and the whole grid as ever."""
+    assert problems_of({}, ("bench.grid.train.batch_size=[8]",)) == [
+        "--set bench.grid.train.batch_size=[8]: bench.grid's keys are recipe paths, dots and all, so --set cannot "
+        "reach one by path: set the grid whole, --set 'bench.grid={train.batch_size: [8]}'"
+    ]
+    assert resolve({}, ("bench.grid={train.batch_size: [8]}",)).recipe.bench.grid == {"train.batch_size": [8]}
+    assert resolve({}, ("bench.grid.description=[a, b]",)).recipe.bench.grid == {"description": ["a", "b"]}
+
+
 def test_extends_cycle_and_missing_base_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
@@ -521,8 +592,8 @@ def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
         loss = {"identity": 0.0, name: 1.0}
         problems = problems_of({"components": onnx, "train": {"loss": loss}})
         assert problems == [
-            f"train.loss.{name}: encoder 'arcface-onnx' is not differentiable in torch (its card says so); "
-            f"set train.loss.{name} to 0 or choose a differentiable encoder"
+            f"train.loss.{name}: needs gradients through encoder 'arcface-onnx', which is not differentiable in torch "
+            f"(its card says so): set train.loss.{name} to 0 or choose a differentiable encoder"
         ]
     resolve({"components": onnx, "train": {"loss": {"identity": 0.0}}})  # nothing through it: fine
     # With components.identity_encoder the terms run that one: it must be differentiable, the encoder need not be.
@@ -533,8 +604,8 @@ def test_every_loss_through_the_encoder_needs_a_differentiable_one() -> None:
     ]
     problems = problems_of({"components": {"identity_encoder": {"name": "arcface-onnx"}}})
     assert problems == [
-        "train.loss.identity: components.identity_encoder 'arcface-onnx' is not differentiable in torch (its card "
-        "says so); set train.loss.identity to 0 or choose a differentiable encoder"
+        "train.loss.identity: needs gradients through components.identity_encoder 'arcface-onnx', which is not "
+        "differentiable in torch (its card says so): set train.loss.identity to 0 or choose a differentiable encoder"
     ]
 
 
@@ -596,7 +667,10 @@ def test_a_sources_fields_are_its_own_and_a_folder_of_devtest_people_is_a_leak(t
     (folder / "anna").mkdir()
     train = {"source": "folder", "path": str(folder), "min_photos": 3}
     (problem,) = problems_of({"data": {"root": str(tmp_path), "train": [train]}})
-    assert "source 'folder' does not take 'min_photos' (min_photos: lfw sources only)" in problem
+    assert problem == (
+        "data.train.0.min_photos: is not a setting of source 'folder' (people and min_photos are lfw's, subset "
+        "london's, path folder's)"
+    )
     lfw = tmp_path / "lfw"
     lfw.mkdir()
     (lfw / "peopleDevTest.txt").write_text("1\nAdrien_Brody\t3\n")
