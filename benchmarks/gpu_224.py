@@ -40,7 +40,7 @@ import numpy as np
 from facekit.errors import FacekitError
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "facekit" / "recipes" / "default-model-224.yaml"
+RECIPE = ROOT / "recipes" / "default-model-224.yaml"
 PACK = ROOT / ".gpu"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 

@@ -234,7 +234,7 @@ def test_any_recipe_dictionary_resolves_or_is_a_facekit_error(raw: dict[str, Any
     assert plan.recipe is not None
 
 
-DEMO_RECIPE = str(Path(__file__).resolve().parents[2] / "facekit" / "recipes" / "demo.yaml")
+DEMO_RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml")
 ARGUMENTS = st.lists(
     st.one_of(
         st.sampled_from(

@@ -511,7 +511,7 @@ def test_metrics_json_says_the_params_a_judge_was_built_with_however_it_was_buil
     recipe = tmp_path / "judged.yaml"
     repo = Path(__file__).resolve().parents[2]
     recipe.write_text(
-        f"extends: {repo / 'facekit' / 'recipes' / 'default-model.yaml'}\n"
+        f"extends: {repo / 'recipes' / 'default-model.yaml'}\n"
         f"components:\n  judge: {{name: sface, params: {{weights: {json.dumps(str(path))}}}}}\n"
     )
     recorded = {}
@@ -538,7 +538,7 @@ def test_a_judges_params_on_the_command_line_update_the_recipes_and_are_read_fir
     recipe = tmp_path / "judged.yaml"
     repo = Path(__file__).resolve().parents[2]
     recipe.write_text(
-        f"extends: {repo / 'facekit' / 'recipes' / 'default-model.yaml'}\n"
+        f"extends: {repo / 'recipes' / 'default-model.yaml'}\n"
         "components:\n  judge: {name: facenet, params: {variant: casia-webface-tf}}\n"
     )
     out = tmp_path / "b"

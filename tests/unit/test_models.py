@@ -239,7 +239,7 @@ def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, h
     assert recipe.read_text() == "extends: recipes/demo.yaml\n"
     # The command passes the recipe and the bases it extends.
     base = tmp_path / "base.yaml"
-    base.write_text((Path(__file__).parents[2] / "facekit" / "recipes" / "demo.yaml").read_text())
+    base.write_text((Path(__file__).parents[2] / "recipes" / "demo.yaml").read_text())
     recipe.write_text("extends: base.yaml\n")
     kept = base.read_bytes()
     for out in (recipe, base):
@@ -253,7 +253,7 @@ def test_a_bundle_never_replaces_a_base_whose_settings_the_recipe_all_overrides(
     """Before: the command named the bases by recipe_origins, the files that set a value last, so a base in the
     middle of the chain whose every setting the recipe overrides was left out, and `facekit models bundle
     child.yaml mid.yaml --overwrite` replaced mid.yaml with the tar."""
-    demo = Path(__file__).parents[2] / "facekit" / "recipes" / "demo.yaml"
+    demo = Path(__file__).parents[2] / "recipes" / "demo.yaml"
     middle = tmp_path / "mid.yaml"
     middle.write_text(f"extends: {demo}\ntrain: {{steps: 5}}\n")
     child = tmp_path / "child.yaml"
