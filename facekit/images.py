@@ -148,6 +148,12 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         with _pillow_limit(limit), Image.open(source) as opened:
             if opened.size[0] * opened.size[1] / 1e6 > limit:
                 return None, _too_large(f"{opened.size[0]} x {opened.size[1]}", opened.size[0] * opened.size[1], limit)
+            if opened.format == "TIFF" and getattr(opened, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8):
+                # Pillow (11-12.3) maps an uncompressed TIFF's pixels (RGBA, CMYK, grey, palette) with the size it
+                # reports, already turned upright for these orientations, then turns them again: rows of the wrong
+                # length, a scrambled photo from its path (its bytes read right). Without a file name Pillow reads
+                # from the file it holds open instead of mapping it.
+                opened.filename = ""
             return pil_to_rgb(opened, colour_manage, own=True)
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))

@@ -719,3 +719,20 @@ def test_a_photo_read_a_strip_at_a_time_is_as_read_only_as_one_read_whole(
         assert photo is not None and np.array_equal(photo, pixels)
         flags[side] = (photo.flags.writeable, as_rgb(Image.fromarray(pixels)).flags.writeable)
     assert flags[400] == flags[32] == (False, False), flags
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+@pytest.mark.parametrize("mode", ["RGBA", "CMYK", "L"])
+def test_an_uncompressed_turned_tiff_reads_from_its_path_as_from_its_bytes(
+    tmp_path: Path, mode: str, orientation: int
+) -> None:
+    """Pillow maps an uncompressed TIFF of these modes from its path with its upright size and turns it again: the
+    photo came out scrambled (stored width, rows cut at the wrong length), while its bytes read upright."""
+    stored = Image.fromarray(np.arange(5 * 7 * 4, dtype=np.uint8).reshape(5, 7, 4), "RGBA").convert(mode)
+    stored.save(tmp_path / "turned.tif", tiffinfo={0x0112: orientation})
+    from_path, _ = load_rgb(tmp_path / "turned.tif")
+    from_bytes, _ = load_rgb((tmp_path / "turned.tif").read_bytes())
+    assert from_path is not None and from_bytes is not None and from_path.shape == (7, 5, 3)
+    assert np.array_equal(from_path, from_bytes)
+    with Image.open(tmp_path / "turned.tif") as opened:
+        assert opened.mode == mode and opened.tile[0][0] == "raw"  # (what Pillow maps)
