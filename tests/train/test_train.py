@@ -943,6 +943,14 @@ def _running(marker: str) -> list[int]:
     return found
 
 
+def _none_left(recipe: Path, timeout: float = 30) -> None:
+    """No process of the run of ``recipe`` (:func:`_running`) is left within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _running(str(recipe)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(str(recipe)) == []
+
+
 def test_a_closing_terminal_stops_the_pools_dataloader_workers_quietly(prepared: Path, tmp_path: Path) -> None:
     """The training pool's morphs come from a DataLoader's worker processes (prepare.workers of them), forked from
     the run with its handlers, and a closing terminal's SIGHUP reaches them too. Before, it ended the run and them on
@@ -963,10 +971,7 @@ def test_a_closing_terminal_stops_the_pools_dataloader_workers_quietly(prepared:
         129,
         ["error: training stopped by SIGHUP before its first checkpoint: run it again to start it over"],
     )
-    deadline = time.monotonic() + 30
-    while _running(str(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(str(path)) == []
+    _none_left(path)
 
 
 def test_under_nohup_a_closing_terminal_leaves_a_training_running(prepared: Path, tmp_path: Path) -> None:
@@ -1693,10 +1698,7 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_wor
         143,
         ["error: training stopped by SIGTERM before its first checkpoint: run it again to start it over"],
     )
-    deadline = time.monotonic() + 30
-    while _running(str(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(str(path)) == []
+    _none_left(path)
 
 
 def _kill_a_data_worker(path: Path, stage: str, progress: str) -> list[str]:
@@ -1716,10 +1718,7 @@ def _kill_a_data_worker(path: Path, stage: str, progress: str) -> list[str]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
-    deadline = time.monotonic() + 30
-    while _running(str(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(str(path)) == []
+    _none_left(path)
     assert process.returncode == 1, err.decode()
     return [line for line in err.decode().splitlines() if not line.startswith(f"{progress}: ")]
 
