@@ -224,8 +224,8 @@ def stop_only_from_parent(_worker_id: int | None = None) -> None:
     SIGTERM to it alone. Before, each worker ended wherever it was: torch's said "DataLoader worker is killed by
     signal: Terminated" in a traceback after the run's line, and a prepare that had the workers' signal before its
     own said "a prepare worker stopped without finishing", exit 1. A SIGTERM to a worker alone no longer ends it
-    (its parent's does). Where the system cannot tell who sent a signal (no ``sigwaitinfo``: macOS, Windows), the
-    worker keeps the handler it has."""
+    (its parent's does), unless its parent is gone (then anyone's does). Where the system cannot tell who sent a
+    signal (no ``sigwaitinfo``: macOS, Windows), the worker keeps the handler it has."""
     import threading
 
     if not hasattr(signal, "sigwaitinfo"):
@@ -236,7 +236,8 @@ def stop_only_from_parent(_worker_id: int | None = None) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
-        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+        # (a worker its parent left, killed by the out-of-memory killer, takes anyone's: there is no parent to stop it)
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent and os.getppid() == parent:
             continue
         os._exit(0)
 

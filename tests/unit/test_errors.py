@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
@@ -175,3 +176,43 @@ def test_an_eio_with_no_hung_up_terminal_is_raised_as_it_was(default_handlers: N
         raise failing
     assert raised.value is failing
     assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="stop_only_from_parent needs sigwaitinfo")
+def test_a_worker_its_parent_left_ends_on_anyones_sigterm(tmp_path: Path) -> None:
+    """A worker leaves a SIGTERM from anyone but its parent to the parent (a process group's, which reaches the parent
+    too); one whose parent is gone (killed by the out-of-memory killer) has nobody to stop it: before, it took no
+    SIGTERM at all, systemd's stop of the service waited its 90 s for a SIGKILL."""
+    code = (
+        "import os, sys, time\n"
+        "from facekit.errors import stop_only_from_parent\n"
+        "if os.fork() == 0:\n"
+        "    stop_only_from_parent()\n"
+        "    with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+        "        f.write(str(os.getpid()))\n"
+        "    os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        "    time.sleep(120)\n"
+        "    os._exit(3)\n"
+        "while not os.path.exists(sys.argv[1]):  # the worker started under its parent\n"
+        "    time.sleep(0.01)\n"
+        "os._exit(0)\n"
+    )
+    marker = tmp_path / "worker.pid"
+    subprocess.run([sys.executable, "-c", code, str(marker)], check=True, timeout=60)  # then the parent is gone
+    pid = int(marker.read_text())
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(), "the worker its parent left took no SIGTERM"
+    finally:
+        if alive():
+            os.kill(pid, signal.SIGKILL)
