@@ -569,6 +569,8 @@ class Plan:
 #: A recipe is a few kB of settings; these bounds keep a hostile file from costing more than that to read.
 MAX_RECIPE_BYTES = 1_000_000
 MAX_RECIPE_VALUES = 100_000
+#: How deep a recipe's YAML may nest (a real one: under 10 levels); deeper is refused as it is read.
+MAX_RECIPE_DEPTH = 200
 
 
 def _expanded_size(value: Any, memo: dict[int, int]) -> int:
@@ -599,6 +601,20 @@ class _RecipeLoader(yaml.SafeLoader):
     """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a recipe
     with two ``train:`` sections trained on half of what its author wrote). Keys a ``<<`` merge brings in may still
     be overridden, as YAML intends."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """Nodes nested deeper than :data:`MAX_RECIPE_DEPTH` are refused as they are read: before, only the
+        interpreter's RecursionError stopped them, which a process with a higher recursion limit (mypy's API sets
+        2**14) never raised for 5,000 levels, and deeper ones could overflow the C stack."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_RECIPE_DEPTH:
+                raise RecursionError(f"more than {MAX_RECIPE_DEPTH} levels")
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}

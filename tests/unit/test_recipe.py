@@ -513,6 +513,10 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(RecipeError, match="nested too deeply"):
         read_yaml(deep)
+    # The same under a high recursion limit, as in a process that ran mypy's API (2**14; ci125: this test, after
+    # the CONTRIBUTING examples' mypy test, read the 5,000 levels without a word)
+    high = "import sys\nsys.setrecursionlimit(2**14)\n" + code
+    assert peak_in_fresh_process(high, str(deep))[0] == ["RecipeError"]
 
 
 def test_a_folder_or_a_binary_file_is_no_recipe(tmp_path: Path) -> None:
