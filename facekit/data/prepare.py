@@ -772,7 +772,8 @@ def _in_workers(
         initargs=(config, pillow_size_warning_quiet(), os.getpid(), stop, hangup_stops()),
     )
     stack.callback(_shutdown, executor, stop)  # on an error, SIGTERM or SIGHUP: no new identity starts, the others stop
-    futures = [executor.submit(process_identity, task) for task in tasks]
+    with _one_blas_thread():  # (the submits spawn the workers)
+        futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:
         try:
@@ -786,6 +787,25 @@ def _in_workers(
             ) from None
 
     return finished()
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Workers spawned in the block start OpenBLAS with no thread of its own (``OPENBLAS_NUM_THREADS=1`` in the
+    environment they inherit; this process's own BLAS has started already). numpy's import in a spawned worker,
+    before its initializer runs, started an OpenBLAS thread that did not block SIGTERM, so a SIGTERM sent to the
+    process group could land on it and end the worker outright, whatever :func:`facekit.errors.stop_only_from_parent`
+    set (ci125: "a prepare worker stopped without finishing" where the run should stop between two photos). A worker
+    computes on one thread anyway (one process per core)."""
+    before = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = before
 
 
 def _process(

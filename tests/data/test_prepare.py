@@ -1088,3 +1088,37 @@ def test_a_killed_worker_ends_a_prepare_with_one_line_not_a_hang(tmp_path: Path,
     again = run_cli("prepare", str(recipe))
     assert again.returncode == 0, again.stderr
     assert len(read_progress(output)) == 20
+
+
+def test_no_thread_of_a_prepare_worker_takes_a_sigterm_but_its_waiter(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM sent to a worker's process goes to any of its threads that does not block it: only the one that
+    waits for it (facekit.errors.stop_only_from_parent) may take it, or a SIGTERM from anyone but the parent ends the
+    worker outright. Before: numpy's import in a spawned worker started an OpenBLAS thread that took it (where no
+    thread count is set in the environment, as in CI: ci125's group-SIGTERM test failed so)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    process, _, _ = _prepare_in_workers(tmp_path, data_root, people=20, first=40)
+    try:
+        workers = _workers(process)
+        assert len(workers) == 2, workers
+        for pid in workers:
+            takers = [
+                task.name
+                for task in Path(f"/proc/{pid}/task").iterdir()
+                if not int(
+                    next(
+                        line.split()[1]
+                        for line in (task / "status").read_text().splitlines()
+                        if line.startswith("SigBlk:")
+                    ),
+                    16,
+                )
+                >> (signal.SIGTERM - 1)
+                & 1
+            ]
+            assert len(takers) == 1, (pid, takers)  # the waiter (in sigwaitinfo, SIGTERM is unblocked for it)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        _ended(process)
