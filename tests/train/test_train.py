@@ -1701,10 +1701,12 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_wor
     _none_left(path)
 
 
-def _kill_a_data_worker(path: Path, stage: str, progress: str) -> list[str]:
-    """Runs ``stage`` of the recipe at ``path``, SIGKILLs one of its two DataLoader workers once both run (as the
-    out-of-memory killer would), and gives what it said on stderr but its plain ``progress`` lines, once no process of
-    the run is left. The command's status must be 1."""
+def _kill_a_data_worker(recipe: dict[str, Any], path: Path, stage: str, progress: str) -> list[str]:
+    """Runs ``stage`` of ``recipe`` (written to ``path``, with two workers), SIGKILLs one of its two DataLoader workers
+    once both run (as the out-of-memory killer would), and gives what it said on stderr but its plain ``progress``
+    lines, once no process of the run is left. The command's status must be 1."""
+    recipe["prepare"]["workers"] = 2
+    path.write_text(yaml.safe_dump(recipe))
     command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", stage]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -1734,10 +1736,7 @@ def test_a_killed_pool_worker_ends_the_training_with_one_line(prepared: Path, tm
     what to do, status 1, no process left."""
     recipe = tiny_recipe(prepared, tmp_path / "run", steps=20, pool_size=20_000)
     recipe["augment"] = {"enabled": True, "count": 0, "neighbours": 3}
-    recipe["prepare"]["workers"] = 2
-    path = tmp_path / "pooled.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    said = _kill_a_data_worker(path, "train", "making morphs")
+    said = _kill_a_data_worker(recipe, tmp_path / "pooled.yaml", "train", "making morphs")
     assert len(said) == 1 and said[0].startswith(WORKER_LOST), said
     assert said[0].endswith(
         "out of memory, or killed): run the training again, with prepare.workers=1 to use less memory"
@@ -1750,10 +1749,7 @@ def test_a_killed_augment_worker_ends_the_stage_with_one_line(prepared: Path, tm
     Now the same one line, saying what to do, status 1, no process left."""
     recipe = tiny_recipe(prepared, tmp_path / "run")
     recipe["augment"] = {"enabled": True, "count": 50_000, "neighbours": 3, "output": str(tmp_path / "morphs")}
-    recipe["prepare"]["workers"] = 2
-    path = tmp_path / "augment.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    said = _kill_a_data_worker(path, "augment", "morphs")
+    said = _kill_a_data_worker(recipe, tmp_path / "augment.yaml", "augment", "morphs")
     assert len(said) == 1 and said[0].startswith(WORKER_LOST), said
     assert said[0].endswith(
         "out of memory, or killed): run the augment stage again (it goes on after the last whole shard), with "
