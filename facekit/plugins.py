@@ -138,12 +138,11 @@ def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -
     name = getattr(dist, "name", None)
     wanted, side = "", None
     for line in (dist.requires if dist is not None and name else None) or []:
-        # facekit, its extras, its versions (old metadata puts them in brackets), and a marker ("; extra == ..."
-        # asks for it only with one of the plugin's extras: not the facekit it needs)
+        # facekit, its extras, its versions (old metadata puts them in brackets), and a marker
         requirement = re.match(
-            r"facekit(?![\w.-])\s*(?:\[[^\]]*\])?\s*\(?([^;()]*)\)?\s*(;.*)?$", line.strip(), re.IGNORECASE
+            r"facekit(?![\w.-])\s*(?:\[[^\]]*\])?\s*\(?([^;()]*)\)?\s*(?:;(.*))?$", line.strip(), re.IGNORECASE
         )
-        if dist is not None and requirement and "extra" not in (requirement.group(2) or ""):
+        if dist is not None and requirement and _applies(requirement.group(2)):
             specifier = requirement.group(1).strip()
             wanted = f" ({name} {dist.version} asks for facekit {specifier or 'of any version'})"
             side = facekit_side(installed, specifier)
@@ -157,6 +156,22 @@ def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -
     return f"; facekit {installed} lacks what {name or 'the plugin'} imports{wanted}: {advice}"
 
 
+def _applies(marker: str | None) -> bool:
+    """Whether a requirement with this marker (the text after its ``;``) applies to this interpreter installed without
+    any of the plugin's extras, as pip judges it. Before, only ``extra`` was looked at: a facekit range for another
+    Python or platform (``; python_version < "3.11"``) was quoted and judged as this one's, and one asked for here with
+    or without an extra (``; extra == "x" or python_version >= "3"``) was passed over. A marker packaging cannot read
+    is passed over (no range is quoted, the advice covers both ways)."""
+    if marker is None or not marker.strip():
+        return True
+    from packaging import markers  # only once a plugin has failed to import
+
+    try:
+        return markers.Marker(marker).evaluate({"extra": ""})
+    except (markers.InvalidMarker, markers.UndefinedComparison, markers.UndefinedEnvironmentName):
+        return False
+
+
 #: A version :func:`facekit_side` compares: a release alone (``0.1``, ``0.1.0``).
 _RELEASE = re.compile(r"\d+(?:\.\d+)*")
 
@@ -165,7 +180,7 @@ def facekit_side(installed: str, specifier: str) -> str | None:
     """Where the version ``installed`` stands against ``specifier`` (a requirement's versions, ``>=0.1,<0.2``):
     "older" than it allows, "newer", "excluded" (``!=``), "" inside it, or None where it cannot tell (a pre-, post-,
     dev or local version, ``===``, a URL). As packaging's ``SpecifierSet.contains`` judges a release, written out
-    here for the operators plugins use, since packaging is no dependency of facekit's."""
+    here for the operators plugins use, since that says only whether, not which way."""
     if not _RELEASE.fullmatch(installed):
         return None
     version = tuple(map(int, installed.split(".")))

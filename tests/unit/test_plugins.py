@@ -470,13 +470,37 @@ def test_a_plugin_made_for_an_older_facekit_is_not_told_to_upgrade_facekit(monke
     assert advice("facekit>=0.3.0rc1", "0.2.0").endswith(f"{both} 0.2.0")
 
 
+def test_a_plugin_made_for_another_facekit_is_judged_by_the_requirements_that_apply_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: of a requirement's marker only ``extra`` was read. A facekit range for another Python or platform was
+    quoted and judged as this one's (the last such line won), and one that applies here with or without an extra was
+    passed over. Now a marker is evaluated as pip does, for this interpreter and none of the plugin's extras."""
+    error = ImportError("cannot import name 'New' from 'facekit.types'", name="facekit.types")
+    monkeypatch.setattr(facekit, "__version__", "0.2.0")
+
+    def advice(*requires: str) -> str:
+        dist = types.SimpleNamespace(name="facekit-p", version="1.0", requires=["numpy", *requires])
+        return plugins.facekit_mismatch(error, dist)  # type: ignore[arg-type]
+
+    upgrade = "(facekit-p 1.0 asks for facekit >=0.3): upgrade facekit"
+    both = ": upgrade facekit, or install a facekit-p release made for facekit 0.2.0"
+    elsewhere, here = 'sys_platform == "no-such-platform"', 'sys_platform != "no-such-platform"'
+    assert advice(f"facekit>=0.3; {here}", f"facekit<0.1; {elsewhere}").endswith(upgrade)
+    assert advice(f"facekit<0.1; {elsewhere}", f"facekit>=0.3; {here}").endswith(upgrade)
+    assert advice('facekit>=0.3; python_version < "3"').endswith(f"lacks what facekit-p imports{both}")
+    assert advice('facekit>=0.3; extra == "gpu" or python_version >= "3"').endswith(upgrade)
+    assert advice('facekit<0.1; extra == "gpu" and python_version >= "3"').endswith(f"imports{both}")
+    assert advice("facekit>=0.3; no_such_name == '1'").endswith(f"imports{both}")  # unreadable: no range quoted
+
+
 @pytest.mark.parametrize(
     "specifier",
     [">=0.1", "~=0.1.0", "~=0.1", "==0.1.*", "<0.2,>=0.1", ">=0.1,<0.2", "!=0.1.0", "!=0.1.*", ">0.1", "<=0.1",
      "==0.1", "==0.1.0.0", ">=0.2,<0.3", "~=0.2.1", "==1.*", "<1,>0.0.9", ""],
 )  # fmt: skip
 def test_facekit_side_agrees_with_packaging(specifier: str) -> None:
-    """facekit_side judges a release as packaging does (facekit does not depend on packaging at run time)."""
+    """facekit_side judges a release as packaging does (and says which way it falls outside)."""
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
 
