@@ -173,6 +173,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
     from facekit.evaluate import Judge, evaluate_normalizer, judge_encoder, photo_set
+    from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device
     from facekit.runs import describe_device
     from facekit.train import TrainingDiverged, prepared_data_id, train
@@ -263,13 +264,17 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             checkpoint = folder / "checkpoints" / "last.safetensors"
             before = _elapsed(read_checkpoint_meta(checkpoint)) if checkpoint.is_file() else 0.0
             # An earlier cell's pool, checked as it is copied in, is passed on as read: not read and checked again.
-            # (Passed straight on, not held here: its tensors are not kept into the next cell.)
-            train(
-                plan,
-                resume=checkpoint.is_file(),
-                progress=progress,
-                offered_pool=_reuse_pool(output / "cells", folder, plan),
-            )
+            # (Passed straight on, not held here: its tensors are not kept into the next cell.) Copied in under the
+            # cell's training lock, taken first: before, it was copied before the training took it, so a training
+            # of that folder already running (a `facekit run` into it, a second bench) had its folder written into.
+            with exclusive(folder, "training"):  # (a folder it made and nothing was written to goes with it)
+                train(
+                    plan,
+                    resume=checkpoint.is_file(),
+                    progress=progress,
+                    offered_pool=_reuse_pool(output / "cells", folder, plan),
+                    output_locked=True,
+                )
             trained = before + time.perf_counter() - start
             # Of which making (or reading) the training pool, every run's: the first cell of an encoder makes it, the
             # others copy it (helper-70: their times were compared as training times).
@@ -399,7 +404,7 @@ def _reuse_pool(cells_folder: Path, folder: Path, plan: Plan) -> CachedPool | No
     cell for a 1.5 GB pool). None when the cell has a pool of its own or no earlier one is its. (Before, a pool of
     the same encoder was offered whatever the rest of its key: in a grid over train.seed or train.pool_size it was
     read, checked and copied in, and the training, finding another key, made its own while the offered tensors
-    stayed in memory for the whole cell, two pools where one is needed.)"""
+    stayed in memory for the whole cell, two pools where one is needed.) The caller holds ``folder``'s training lock."""
     from facekit.pool import PoolNotWhole, pool_header, pool_keys, read_pool
     from facekit.train import copy_atomic
 

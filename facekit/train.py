@@ -632,10 +632,18 @@ def copy_atomic(source: Path, target: Path) -> None:
     replace_durably(temporary, target)
 
 
-def train(plan: Any, resume: bool = False, progress: bool = False, offered_pool: CachedPool | None = None) -> Path:
+def train(
+    plan: Any,
+    resume: bool = False,
+    progress: bool = False,
+    offered_pool: CachedPool | None = None,
+    output_locked: bool = False,
+) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0). ``offered_pool``:
     the tensors of ``train.output/pool.safetensors`` as already read and checked (:func:`facekit.pool.cached_pool`).
+    ``output_locked``: the caller holds ``train.output``'s training lock (:func:`facekit.locks.exclusive`; facekit
+    bench, which copies that pool in under it), so the training does not take it again.
     """
     from contextlib import nullcontext
 
@@ -647,7 +655,7 @@ def train(plan: Any, resume: bool = False, progress: bool = False, offered_pool:
     try:
         with (
             sigterm_raises("training stopped by {signal}"),
-            exclusive(output, "training") if is_rank_zero() else nullcontext(),
+            exclusive(output, "training") if is_rank_zero() and not output_locked else nullcontext(),
             ExitStack() as cleanup,
         ):
             return _train(plan, resume, progress, cleanup, offered_pool)

@@ -368,7 +368,7 @@ def test_a_cell_begun_under_its_spelled_name_goes_on_from_its_checkpoint(
     (output / "results.jsonl").write_text(json.dumps(failed) + "\n")
     trained: list[tuple[Path, bool]] = []
 
-    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None) -> Path:
+    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
         trained.append((Path(plan.recipe.train.output), resume))
         raise FacekitError("stopped here by the test")
 
@@ -735,7 +735,7 @@ def test_a_cell_is_offered_only_a_pool_made_for_it(
     shutil.copyfile(made, earlier / "pool.safetensors")
     offered: dict[int, Any] = {}
 
-    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None) -> Path:
+    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
         offered[plan.recipe.train.seed] = offered_pool
         raise FacekitError("stopped here by the test")
 
@@ -744,6 +744,49 @@ def test_a_cell_is_offered_only_a_pool_made_for_it(
     assert offered[0] is not None and offered[1] is None
     copied = [path.parent.name for path in (output / "cells").glob("*/pool.safetensors")]
     assert sorted(copied) == sorted(["earlier", rows[0]["recipe_hash"]])  # none copied into seed 1's cell
+
+
+def test_a_cells_pool_is_copied_in_only_under_its_training_lock(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the bench copied an earlier cell's pool into a cell's folder and only then did the cell's training
+    take the folder's lock, so a training already in that folder (a `facekit run` into it, another bench) had its
+    folder written into, and both wrote the same temporary file. Now the lock is taken first: a folder another
+    training holds gets nothing (the cell is a failed row), and the copy is made while the bench holds it."""
+    import shutil
+
+    import facekit.bench as bench
+    from facekit.locks import exclusive
+    from facekit.recipe import load_recipe
+    from facekit.train import prepared_data_id
+
+    made = train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1))) / "pool.safetensors"  # seed 0
+    recipe = bench_grid(prepared, tmp_path, {"train.seed": [0]})
+    earlier = tmp_path / "bench" / "cells" / "earlier"
+    earlier.mkdir(parents=True)
+    shutil.copyfile(made, earlier / "pool.safetensors")
+    (cell,) = bench.cells(load_recipe(str(recipe), []))
+    prepared_sha = (prepared_data_id(prepared) or {}).get("arrays_sha256")
+    digest = bench.recipe_hash(load_recipe(str(recipe), list(cell), grid_cell=cell), prepared_sha)
+    folder = tmp_path / "bench" / "cells" / digest
+    with exclusive(folder, "training"):  # another training of the cell's folder, running
+        (row,), _ = bench.run_bench(str(recipe), [], progress=False)
+        assert row["failed"].startswith(f"another facekit training is writing into {folder} right now")
+        assert sorted(path.name for path in folder.iterdir()) == [".facekit.lock"]  # no pool, no temporary file
+    held: list[bool] = []
+
+    def record(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
+        assert offered_pool is not None and (folder / "pool.safetensors").is_file()
+        with pytest.raises(FacekitError, match="another facekit training"), exclusive(folder, "training"):
+            pass
+        held.append(True)  # the copy is in, and the bench still holds the folder for the cell's training
+        raise FacekitError("stopped here by the test")
+
+    monkeypatch.setattr("facekit.train.train", record)
+    bench.run_bench(str(recipe), [], progress=False)
+    assert held == [True]
 
 
 def test_a_damaged_pool_is_not_offered_to_the_next_cell(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
