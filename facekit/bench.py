@@ -404,8 +404,13 @@ def _reuse_pool(cells_folder: Path, folder: Path, plan: Plan) -> CachedPool | No
     cell for a 1.5 GB pool). None when the cell has a pool of its own or no earlier one is its. (Before, a pool of
     the same encoder was offered whatever the rest of its key: in a grid over train.seed or train.pool_size it was
     read, checked and copied in, and the training, finding another key, made its own while the offered tensors
-    stayed in memory for the whole cell, two pools where one is needed.) The caller holds ``folder``'s training lock."""
-    from facekit.pool import PoolNotWhole, pool_header, pool_keys, read_pool
+    stayed in memory for the whole cell, two pools where one is needed.) The caller holds ``folder``'s training lock.
+
+    Pools that carry their checksum are offered first. One cached before the checksum gets it in the cell's copy
+    (:func:`facekit.pool.cached_pool`), never in the earlier cell's file, which is that cell's training's (rewriting
+    it would need its lock, and the pool's size written once more, for what the copy already holds); before, the old
+    one, first by name, was offered to every later cell, each of which computed the checksum and rewrote it again."""
+    from facekit.pool import CHECKSUM_KEY, PoolNotWhole, pool_header, pool_keys, read_pool
     from facekit.train import copy_atomic
 
     target = folder / "pool.safetensors"
@@ -415,14 +420,20 @@ def _reuse_pool(cells_folder: Path, folder: Path, plan: Plan) -> CachedPool | No
         _, keys = pool_keys(plan)
     except FacekitError:  # no prepared set: the cell's training says so
         return None
+    found = []
     for candidate in sorted(cells_folder.glob("*/pool.safetensors")):
         if candidate == target:
             continue
         try:
-            if pool_header(candidate).get("key") not in keys:  # (its header alone: another cell's pool is not read)
-                continue
-            offered = read_pool(candidate)
+            header = pool_header(candidate)  # (its header alone: another cell's pool is not read)
         except PoolNotWhole:  # not offered: the cell would make it again, and so would every cell after it
+            continue
+        if header.get("key") in keys:
+            found.append((CHECKSUM_KEY not in header, candidate))
+    for _, candidate in sorted(found):
+        try:
+            offered = read_pool(candidate)
+        except PoolNotWhole:
             continue
         folder.mkdir(parents=True, exist_ok=True)  # (only here: a cell that fails to start leaves no folder)
         copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool

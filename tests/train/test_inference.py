@@ -789,6 +789,36 @@ def test_a_cells_pool_is_copied_in_only_under_its_training_lock(
     assert held == [True]
 
 
+def test_a_pool_cached_before_the_checksum_is_offered_after_one_that_carries_it(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A cell's pool cached before pools carried a checksum gets it only in the copy the next cell's training
+    rewrites (the earlier cell's file is its own, not the bench's to rewrite), and the bench offered the old one
+    first by name to every cell after it, each of which computed the checksum and rewrote the pool again. Now a
+    pool that carries its checksum is offered first; the old one only where there is no other."""
+    from safetensors.torch import load_file, save_file
+
+    from facekit import pool
+    from facekit.bench import _reuse_pool
+
+    made = train(resolve(tiny_recipe(prepared, tmp_path / "first", steps=1))) / "pool.safetensors"
+    header, tensors = pool.pool_header(made), load_file(str(made))
+    cells = tmp_path / "cells"
+    for name in ("a", "b"):
+        (cells / name).mkdir(parents=True)
+    save_file(tensors, str(cells / "a" / "pool.safetensors"), metadata={"key": header["key"]})  # before the checksum
+    (cells / "b" / "pool.safetensors").write_bytes(made.read_bytes())
+    offered = _reuse_pool(cells, cells / "c", resolve(tiny_recipe(prepared, cells / "c", steps=1)))
+    assert offered is not None and offered.checksum == header[pool.CHECKSUM_KEY]
+    assert (cells / "c" / "pool.safetensors").read_bytes() == made.read_bytes()
+    for name in ("b", "c"):  # the old one alone: offered, and left as it was
+        (cells / name / "pool.safetensors").unlink()
+    offered = _reuse_pool(cells, cells / "d", resolve(tiny_recipe(prepared, cells / "d", steps=1)))
+    assert offered is not None and offered.checksum is None
+    assert pool.pool_header(cells / "a" / "pool.safetensors") == {"key": header["key"]}
+
+
 def test_a_damaged_pool_is_not_offered_to_the_next_cell(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """A cell's cached pool whose tensors fail their checksum is made again in that cell (1a5ec64), but the bench
     offered the damaged one, first by name, to every cell after it, and each made the pool again (11 minutes at the
