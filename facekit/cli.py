@@ -688,8 +688,9 @@ def bench(
     """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
     from facekit.batch import EXIT_SOME_FAILED
     from facekit.bench import cell_label, read_in_a_cell, run_bench, train_time
-    from facekit.recipe import load_recipe
+    from facekit.recipe import find_grid, load_recipe
 
+    find_grid(recipe)  # (one not found: a path, the grids not being installed; not the shipped recipes' list)
     # The recipe's own, less those a cell reads (it turns their part on); a cell that turns a part off knows it.
     plan = load_recipe(recipe, set_ or [])
     _warn_unused_settings(plan.unused_settings(read=read_in_a_cell(recipe, set_ or [], plan)))

@@ -7,6 +7,7 @@ Components are named by registry name, never by import path.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -1165,25 +1166,52 @@ def shipped_recipes() -> dict[str, Path]:
     return {name: names[name] for name in sorted(names, key=lambda name: (name.count("/"), name))}
 
 
+def _as_name(given: str | Path) -> str:
+    """``given`` as a shipped recipe's name is spelled: ``/`` between folders, also where it was typed with ``\\``
+    as on Windows (``ablations\\no-identity``: on Linux and macOS a backslash is no separator, so the name was not
+    found)."""
+    return Path(given).as_posix().replace("\\", "/")
+
+
 def _shipped_name(given: str | Path) -> str | None:
     """The shipped recipe a path that is not there may mean: ``recipes/demo.yaml`` (the checkout's path, typed where
-    there is no checkout), ``../paper.yaml``: the name its end spells, if one does."""
-    stem = Path(given).with_suffix("").as_posix() if Path(given).suffix.lower() in RECIPE_SUFFIXES else None
-    if stem is None:
+    there is no checkout), ``../paper.yaml``, ``Paper.yaml``: the name its end spells (in any case), if one does."""
+    if Path(given).suffix.lower() not in RECIPE_SUFFIXES:
         return None
-    return next((name for name in shipped_recipes() if stem == name or stem.endswith(f"/{name}")), None)
+    stem = _as_name(Path(given).with_suffix("")).casefold()
+    return next(
+        (name for name in shipped_recipes() if stem == name.casefold() or stem.endswith(f"/{name.casefold()}")), None
+    )
+
+
+def _suggestion(name: str, shipped: Sequence[str]) -> str:
+    """'did you mean ...?' for a name that is no shipped recipe's: the one it spells in another case (``Demo``,
+    ``PAPER``: difflib found ``demo`` for the first but nothing for the second), else the nearest in any case. Only a
+    suggestion: a name in another case never runs the shipped recipe, as a case-insensitive file system would run a
+    file of the working folder of that name."""
+    folded = {choice.casefold(): choice for choice in shipped}
+    same = folded.get(name.casefold())
+    if same is not None:
+        return f"did you mean {same!r}?"
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)  # (did_you_mean's cutoff)
+    return f"did you mean {folded[close[0]]!r}?" if close else ""
 
 
 def find_recipe(given: str | Path) -> Path:
     """The recipe file ``given`` names: the file at that path when there is one (a path always means the file, and so
     does a name a file of the working directory has); else, for a name without ``.yaml`` (``demo``,
-    ``ablations/no-identity``), the shipped recipe of that name (:func:`shipped_recipes`). Neither: a
-    :class:`FacekitError` that says the shipped recipe meant or lists the shipped names."""
+    ``ablations/no-identity``, or ``ablations\\no-identity`` as typed on Windows), the shipped recipe of that name
+    (:func:`shipped_recipes`). Neither: a :class:`FacekitError` that says the shipped recipe meant (a name in another
+    case is only suggested) or lists the shipped names."""
     path = Path(given)
     if path.is_file():
         return path
     shipped = shipped_recipes()
-    name = path.as_posix()
+    if not str(given).strip():  # (Path("") is the working folder: "." is a folder, not a recipe file, it said)
+        raise FacekitError(
+            f"the recipe name is empty: give a recipe file's path or a shipped recipe's name ({', '.join(shipped)})"
+        )
+    name = _as_name(path)
     if path.suffix.lower() not in RECIPE_SUFFIXES and name in shipped:
         return shipped[name]
     if path.exists():
@@ -1192,11 +1220,40 @@ def find_recipe(given: str | Path) -> Path:
         meant = _shipped_name(path)
         hint = f" (a shipped recipe is given by its name alone: {meant})" if meant else ""
         raise FacekitError(f"recipe not found: {given}{hint}")
-    close = did_you_mean(name, list(shipped))
+    close = _suggestion(name, list(shipped))
     raise FacekitError(
-        f"no recipe file or shipped recipe named {name!r}{f' ({close})' if close else ''}; "
+        f"no recipe file or shipped recipe named '{given}'{f' ({close})' if close else ''}; "
         f"the shipped ones: {', '.join(shipped)}"
     )
+
+
+def find_grid(given: str | Path) -> Path:
+    """:func:`find_recipe` for ``facekit bench``, whose recipes (the grids, ``benchmarks/*.yaml``) are not installed
+    with facekit: one not found is refused as a path from the working folder, not by the shipped recipes' list
+    (none of them has a grid), naming the grid of that name in facekit's source checkout where there is one."""
+    try:
+        return find_recipe(given)
+    except FacekitError:
+        if not str(given).strip():
+            raise
+    grids = _checkout_grids()
+    meant = grids / f"{Path(_as_name(given)).stem}.yaml" if grids is not None else None
+    where = (
+        f"; the one of that name in facekit's source checkout: {meant}"
+        if meant is not None and meant.is_file()
+        else "; they are in a source checkout of facekit, benchmarks/*.yaml"
+    )
+    raise FacekitError(
+        f"grid recipe not found: {given} (looked for {Path(given).absolute()}: a grid is given by its file's path, "
+        f"the bench grids not being installed with facekit{where})"
+    )
+
+
+def _checkout_grids() -> Path | None:
+    """The ``benchmarks/`` folder of the source checkout facekit runs from (a source tree or an editable install), or
+    None for an installed wheel."""
+    top = Path(__file__).resolve().parent.parent
+    return top / "benchmarks" if recipes_folder() == top / "recipes" and (top / "benchmarks").is_dir() else None
 
 
 def _base_file(recipe: Path, base: str) -> Path:
@@ -1206,7 +1263,7 @@ def _base_file(recipe: Path, base: str) -> Path:
     path = (recipe.parent / base).resolve()
     if path.is_file() or Path(base).suffix.lower() in RECIPE_SUFFIXES:
         return path
-    return shipped_recipes().get(Path(base).as_posix(), path).resolve()
+    return shipped_recipes().get(_as_name(base), path).resolve()
 
 
 def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -1224,6 +1281,9 @@ def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
         return raw
     if not isinstance(base, str):
         raise RecipeError([Problem("extends", "must be the path of another recipe file")], str(path))
+    if not base.strip():  # (the recipe's own folder: "... is a folder, not a recipe file", it said)
+        problem = "is empty: give another recipe file's path (relative to this one) or a shipped recipe's name"
+        raise RecipeError([Problem("extends", problem)], str(path))
     base_path = _base_file(path, base)
     if not base_path.exists():
         meant = _shipped_name(base)
@@ -1251,7 +1311,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
     (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
     as a ``--set`` the user did not type."""
     file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
-    labels = _grid_cell_labels(path, overrides, grid_cell) if grid_cell else {}
+    labels = _grid_cell_labels(path, file, overrides, grid_cell) if grid_cell else {}
     try:
         return resolve(read_recipe(file), overrides=overrides, source=str(path), labels=labels)
     except RecipeError as error:
@@ -1270,9 +1330,7 @@ def _shadowed(given: str | Path, file: Path) -> str | None:
     """How a refused recipe is named when ``given`` is a shipped recipe's name that a file of the working folder
     holds, so the file was read instead (helper-154: `facekit run demo` beside a file called demo, not a recipe, said
     only "demo: the top level must be a mapping of sections"): that file, and the shipped one's path to give."""
-    shipped = (
-        shipped_recipes().get(Path(given).as_posix()) if Path(given).suffix.lower() not in RECIPE_SUFFIXES else None
-    )
+    shipped = shipped_recipes().get(_as_name(given)) if Path(given).suffix.lower() not in RECIPE_SUFFIXES else None
     if shipped is None or file.resolve() == shipped.resolve():
         return None
     return (
@@ -1280,24 +1338,26 @@ def _shadowed(given: str | Path, file: Path) -> str | None:
     )
 
 
-def _grid_cell_labels(path: str | Path, overrides: Sequence[str], cell: Collection[str]) -> dict[str, str]:
+def _grid_cell_labels(path: str | Path, file: Path, overrides: Sequence[str], cell: Collection[str]) -> dict[str, str]:
     """How a problem names each of a bench cell's values: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``,
     the file being the one of the ``extends`` chain that writes that key's values in ``bench.grid`` (or the ``--set``
     that gave the grid) (helper-147: it was named ``--set train.lr=true``, an override the user never typed, for a value
     written in the grid file). Per value, as a grid's keys may come from several files (a base's ``train.lr`` and its
     child's ``train.batch_size``, merged key by key): helper-150, the file that set ``bench.grid`` last was named for
-    every value, so a refused ``train.lr: true`` of the base was looked for in the child."""
+    every value, so a refused ``train.lr: true`` of the base was looked for in the child. ``file``: the recipe file
+    ``path`` names (:func:`find_recipe`), found once by the caller (before: again for each value of the cell)."""
     shown = ", ".join(f"{key.strip()}: {value}" for key, _, value in (item.partition("=") for item in cell))
     typed = [item for item in overrides if item not in cell]
     grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
-    origins = {} if grid_set else recipe_origins(path)
+    origins = {} if grid_set else recipe_origins(file)
+    own = file.resolve()
     labels = {}
     for item in cell:
         if grid_set:
             where = f"--set {grid_set[-1].strip()}"
         else:
-            file = origins.get(f"bench.grid.{item.partition('=')[0].strip()}") or origins.get("bench.grid")
-            where = str(path) if file is None or file == find_recipe(path).resolve() else str(file)
+            origin = origins.get(f"bench.grid.{item.partition('=')[0].strip()}") or origins.get("bench.grid")
+            where = str(path) if origin is None or origin == own else str(origin)
         labels[item] = f"bench.grid cell {{{shown}}} of {where}"
     return labels
 

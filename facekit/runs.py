@@ -1,12 +1,13 @@
 """Run folders: every run writes what it ran beside its outputs.
 
 ``<output>/<YYYYmmdd-HHMMSS>-<stage>/`` holds ``recipe.yaml`` (the resolved recipe, defaults filled in) and
-``run.json`` (facekit, plugin and package versions, git sha, device, seed, overrides), so a result can always be
-traced back to the exact code and settings that made it.
+``run.json`` (facekit, plugin and package versions, git sha, device, seed, overrides, the recipe files read with
+their sha256), so a result can always be traced back to the exact code and settings that made it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as metadata
 import json
 import os
@@ -21,8 +22,9 @@ from typing import Any
 import yaml
 
 import facekit
+from facekit.errors import FacekitError
 from facekit.plugins import get_plugin_state
-from facekit.recipe import Plan
+from facekit.recipe import Plan, recipe_files, shipped_recipes
 
 TRACKED_PACKAGES = (
     "torch",
@@ -90,6 +92,27 @@ def describe_device(requested: str) -> dict[str, Any]:
     return info
 
 
+def recipe_sources(given: str) -> list[dict[str, Any]]:
+    """The files the recipe ``given`` (as typed: a path or a shipped recipe's name) was read from, itself first and
+    then each base of its ``extends`` chain: ``file`` (resolved), ``shipped`` (the shipped recipe's name, or None
+    for a file of the user's) and the ``sha256`` of its bytes. Before, run.json held only the name as typed, so a run
+    of ``demo`` did not say whether the shipped recipe or a file called demo in the working folder was read, nor which
+    version of it. Empty where ``given`` names no file (a plan resolved from data, not read from a recipe)."""
+    try:
+        files = recipe_files(given)
+    except FacekitError:
+        return []
+    names = {file.resolve(): name for name, file in shipped_recipes().items()}
+    found = []
+    for file in files:
+        try:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError:  # (a base not there: the recipe's check said so before any run started)
+            continue
+        found.append({"file": str(file), "shipped": names.get(file), "sha256": digest})
+    return found
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -139,7 +162,8 @@ def start_run(
     (path / "recipe.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False), encoding="utf-8")
     info = {
         "stage": stage,
-        "recipe": plan.source,
+        "recipe": plan.source,  # as given: the same `facekit run RECIPE` reruns it
+        "recipe_files": recipe_sources(plan.source),
         "overrides": list(plan.overrides),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "facekit": facekit.__version__,

@@ -4,6 +4,7 @@ recipes/, so every README command that named one failed after `pip install`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -120,7 +121,13 @@ def test_a_shipped_recipe_run_by_name_writes_under_the_working_folder(data_root:
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "runs" / "infer" / "demo" / f"{photo.stem}.png").is_file()
     (record,) = (tmp_path / "runs" / "infer" / "demo").rglob("run.json")
-    assert json.loads(record.read_text())["recipe"] == "demo"  # the name given: `facekit run demo` reruns it
+    info = json.loads(record.read_text())
+    assert info["recipe"] == "demo"  # the name given: `facekit run demo` reruns it
+    assert info["recipe_files"][0] == {  # and the file read
+        "file": str((SHIPPED / "demo.yaml").resolve()),
+        "shipped": "demo",
+        "sha256": hashlib.sha256((SHIPPED / "demo.yaml").read_bytes()).hexdigest(),
+    }
     assert sorted(SHIPPED.rglob("*")) == before
 
 
@@ -159,3 +166,92 @@ def test_resuming_a_run_started_from_the_shipped_model_by_path_is_no_change_of_t
     assert recipe_changes(
         {"train": {"init": "facekit/assets/sface-model.safetensors"}}, {"train": {"init": "dlib"}}
     ) == ["train.init"]
+
+
+def test_a_shipped_name_typed_with_backslashes_as_on_windows_is_that_recipe(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit check ablations\\no-identity`, as typed on Windows: on Linux and macOS a backslash is no separator, so
+    it was "no recipe file or shipped recipe named ..."; a file of that exact name in the working folder is still the
+    one meant, and an ``extends:`` so typed names the shipped recipe too."""
+    from facekit.cli import main
+
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root.resolve()))
+    monkeypatch.chdir(tmp_path)
+    shipped = SHIPPED / "ablations" / "no-identity.yaml"
+    assert find_recipe("ablations\\no-identity") == shipped
+    assert main(["check", "ablations\\no-identity"]) == 0, capsys.readouterr().err
+    assert f"(shipped: {shipped})" in " ".join(capsys.readouterr().out.split())
+    Path("mine.yaml").write_text("extends: ablations\\no-identity\ndescription: mine\n")
+    assert recipe_files("mine.yaml")[1] == shipped
+    Path("ablations\\no-identity").write_text("extends: demo\n")  # (a file's name on Linux): the file, as ever
+    assert find_recipe("ablations\\no-identity") == Path("ablations\\no-identity")
+
+
+def test_an_empty_recipe_name_is_said_to_be_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit check ""` said ". is a folder, not a recipe file" (the empty path is the working folder), and an
+    ``extends: ""`` that the recipe's own folder is one."""
+    from facekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for given in ("", " "):
+        assert main(["check", given]) == 1
+        said = capsys.readouterr().err.strip()
+        assert said.startswith("error: the recipe name is empty: give a recipe file's path or a shipped recipe's name")
+        assert said.endswith(f"({', '.join(shipped_recipes())})") and "folder" not in said
+    Path("mine.yaml").write_text('extends: ""\n')
+    with pytest.raises(FacekitError, match=r"^mine\.yaml: 1 problem: extends: is empty: give another recipe"):
+        load_recipe("mine.yaml")
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("Demo", "demo"),
+        ("PAPER", "paper"),
+        ("Ablations/No-Identity", "ablations/no-identity"),
+        ("ablations\\NO-IDENTITY", "ablations/no-identity"),
+    ],
+)
+def test_a_shipped_name_in_another_case_is_suggested_never_run(
+    given: str, meant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The did-you-mean was difflib's, case-sensitive: `facekit check PAPER` suggested nothing. Only a suggestion: the
+    shipped recipe of another case is not run in its place (a file of that name would be, on a case-insensitive
+    file system)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FacekitError) as error:
+        find_recipe(given)
+    assert str(error.value).startswith(f"no recipe file or shipped recipe named '{given}' (did you mean '{meant}'?);")
+    with pytest.raises(FacekitError) as error:
+        find_recipe(f"{given}.yaml")
+    assert str(error.value) == f"recipe not found: {given}.yaml (a shipped recipe is given by its name alone: {meant})"
+
+
+def test_bench_refuses_a_grid_not_found_as_a_path_not_a_shipped_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The grids (benchmarks/*.yaml) are not in the wheel: `facekit bench benchmarks/encoders_x_warps.yaml` from
+    another folder said "recipe not found" alone, and a grid's name "no ... shipped recipe named", listing the shipped
+    recipes, none of which has a grid. Now: the path looked for, and the checkout's grid of that name where there is
+    one."""
+    from facekit import recipe
+    from facekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    grid = (REPO / "benchmarks" / "encoders_x_warps.yaml").resolve()
+    for given in ("benchmarks/encoders_x_warps.yaml", "encoders_x_warps"):
+        assert main(["bench", given]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert said == (
+            f"error: grid recipe not found: {given} (looked for {tmp_path / given}: a grid is given by its file's "
+            f"path, the bench grids not being installed with facekit; the one of that name in facekit's source "
+            f"checkout: {grid})"
+        )
+    wheel = tmp_path / "site-packages" / "facekit" / "recipes"  # an installed wheel's: no checkout beside it
+    wheel.mkdir(parents=True)
+    monkeypatch.setattr(recipe, "recipes_folder", lambda: wheel)
+    with pytest.raises(FacekitError, match=r"installed with facekit; they are in a source checkout of facekit, bench"):
+        recipe.find_grid("benchmarks/encoders_x_warps.yaml")

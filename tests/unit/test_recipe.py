@@ -386,6 +386,38 @@ def test_a_bench_cells_refused_value_names_the_file_its_grid_key_is_written_in(t
     ]
 
 
+def test_a_bench_cells_labels_find_the_recipe_once_whatever_its_number_of_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labelling a cell's values looked the recipe up again for each value (a shipped name: a walk of the shipped
+    recipes' folder each time), so a cell of many values cost one lookup more per value; now the file load_recipe
+    found is used for every value."""
+    from facekit import recipe as recipe_module
+    from facekit.bench import cells
+
+    found: list[object] = []
+    real = recipe_module.find_recipe
+
+    def counted(given: str | Path) -> Path:
+        found.append(given)
+        return real(given)
+
+    values = ["train.lr=0.001", "train.batch_size=4", "train.seed=1", "train.steps=2", "train.pool_size=8"]
+    grid = ", ".join(f"{key}: [{value}]" for key, _, value in (v.partition("=") for v in values))
+    (tmp_path / "grid.yaml").write_text(f"bench:\n  grid: {{{grid}}}\n")
+    (tmp_path / "child.yaml").write_text("extends: grid.yaml\n")
+    (cell,) = cells(recipe_module.load_recipe(tmp_path / "child.yaml"))
+    assert sorted(cell) == sorted(values)
+    monkeypatch.setattr(recipe_module, "find_recipe", counted)
+    lookups = []
+    for given in (cell[:1], cell):
+        found.clear()
+        plan = recipe_module.load_recipe(tmp_path / "child.yaml", given, grid_cell=given)
+        assert plan.recipe.train.lr == 0.001
+        lookups.append(len(found))
+    assert lookups[0] == lookups[1], lookups
+
+
 def test_a_cross_field_problem_is_named_by_the_set_that_gave_either_of_its_settings(tmp_path: Path) -> None:
     """helper-150: a rule between two settings (background_rgb needs background: plain) was said at the section,
     `train: train.background_rgb shape ...`, without the --set that gave the value, while a field's own refusal names

@@ -30,6 +30,39 @@ def test_run_folder_records_recipe_and_provenance(tmp_path: Path) -> None:
     assert finished.pop("finished") and finished == info
 
 
+def test_run_json_says_which_recipe_file_was_read_and_its_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.json held only the name given: a run of ``demo`` did not say whether the shipped recipe or a file called
+    demo in the working folder was read, nor which version of it. Now each file of the ``extends`` chain, the recipe's
+    first: where it is, the shipped recipe's name (None for the user's file) and its sha256."""
+    import hashlib
+
+    from facekit.recipe import shipped_recipes
+
+    def read(source: str) -> dict:
+        run = start_run(resolve({}, source=source), "train", tmp_path / "runs")
+        finish_run(run)  # (what reads run.json back keeps it)
+        return json.loads((run.path / "run.json").read_text())
+
+    def sha256(file: Path) -> str:
+        return hashlib.sha256(file.read_bytes()).hexdigest()
+
+    monkeypatch.chdir(tmp_path)
+    shipped = {name: file.resolve() for name, file in shipped_recipes().items()}
+    info = read("ablations/no-identity")
+    assert info["recipe"] == "ablations/no-identity" and info["finished"]
+    assert info["recipe_files"] == [
+        {"file": str(shipped[name]), "shipped": name, "sha256": sha256(shipped[name])}
+        for name in ("ablations/no-identity", "paper")
+    ]
+    Path("demo").write_text("extends: paper\ndescription: mine\n")  # the working folder's file of that name is read
+    (own, base) = read("demo")["recipe_files"]
+    assert own == {"file": str(tmp_path.resolve() / "demo"), "shipped": None, "sha256": sha256(Path("demo"))}
+    assert base["shipped"] == "paper"
+    assert read("not-a-recipe")["recipe_files"] == []  # (a plan resolved from data, named as such)
+
+
 def test_git_sha_outside_a_repository(tmp_path: Path) -> None:
     assert git_sha(tmp_path) is None
 
