@@ -1288,6 +1288,9 @@ def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     if not base_path.exists():
         meant = _shipped_name(base)
         hint = f"; a shipped recipe is given by its name alone: extends: {meant}" if meant else ""
+        if Path(base).suffix.lower() not in RECIPE_SUFFIXES:  # (`extends: Demo`: the shipped name, in any case)
+            close = _suggestion(_as_name(base), list(shipped_recipes()))
+            hint = f"; nor a shipped recipe's name: {close or 'facekit list recipes names them'}"
         problem = f"{base!r} not found (looked for {base_path}; the path is relative to this recipe's folder{hint})"
         raise RecipeError([Problem("extends", problem)], str(path))
     chain = (*_chain, path.resolve())

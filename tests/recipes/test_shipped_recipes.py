@@ -228,6 +228,13 @@ def test_a_shipped_name_in_another_case_is_suggested_never_run(
     with pytest.raises(FacekitError) as error:
         find_recipe(f"{given}.yaml")
     assert str(error.value) == f"recipe not found: {given}.yaml (a shipped recipe is given by its name alone: {meant})"
+    Path("mine.yaml").write_text(f"extends: {given}\n")  # and as the base of a recipe of the user's
+    with pytest.raises(FacekitError) as error:
+        load_recipe("mine.yaml")
+    assert str(error.value).endswith(f"folder; nor a shipped recipe's name: did you mean '{meant}'?)")
+    Path("mine.yaml").write_text("extends: nothing-like-it\n")
+    with pytest.raises(FacekitError, match=r"folder; nor a shipped recipe's name: facekit list recipes names them\)$"):
+        load_recipe("mine.yaml")
 
 
 def test_bench_refuses_a_grid_not_found_as_a_path_not_a_shipped_name(
