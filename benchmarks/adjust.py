@@ -13,7 +13,7 @@
     python benchmarks/adjust.py [--people 80] [--london 102] [--no-write]
     python benchmarks/adjust.py --selection [--model LABEL=FILE ... --variant adjust --variant 'adjust, face only']
     python benchmarks/adjust.py --profiles   # a 24 MP JPEG untagged vs in Display P3: time and peak memory
-    python benchmarks/adjust.py --memory     # 24 and 48 MP JPEGs (sRGB, P3): peak memory of adjust and a serve request
+    python benchmarks/adjust.py --memory     # 24 and 48 MP JPEGs (sRGB, P3, turned): peak memory of adjust and serve
 
 ``--model`` compares models (the adjust variants of each, one table) instead of the shipped one.
 """
@@ -264,18 +264,29 @@ def cast_shots(
 
 
 def enlarged_jpeg(
-    root: Path, path: Path, width: int, height: int, icc: bytes | None = None, exif: bytes = b""
+    root: Path,
+    path: Path,
+    width: int,
+    height: int,
+    icc: bytes | None = None,
+    exif: bytes = b"",
+    orientation: int = 1,
 ) -> np.ndarray:
     """Write a London photo enlarged to ``width`` x ``height`` as a quality-92 JPEG at ``path`` (with the colour
-    profile ``icc`` and the ``exif`` embedded when given); return the photo as it was (for warming up)."""
+    profile ``icc`` and the ``exif`` embedded when given); return the photo as it was (for warming up).
+    ``orientation``: the pixels are stored turned as that EXIF orientation undoes (``exif`` should say it), so that
+    the photo read upright is the same ``width`` x ``height`` one."""
     import cv2
     from PIL import Image
+
+    from facekit.images import stored_view
 
     source = root / "london" / "smiling_front" / "005_08.jpg"
     face = load_rgb(source)[0]
     if face is None:
         raise SystemExit(f"cannot read {source}: see the data README")
-    big = Image.fromarray(cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC))
+    upright = cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC)
+    big = Image.fromarray(np.ascontiguousarray(stored_view(upright, orientation)))
     big.save(path, quality=92, icc_profile=icc, exif=exif)  # None: no profile
     return face
 
@@ -348,14 +359,22 @@ def profiles(root: Path, repeats: int = 3) -> dict[str, dict[str, float]]:
     return figures
 
 
-#: The photos of ``--memory``: a 24 MP camera's and a 48 MP phone's full resolution in sRGB, and the 48 MP one in
-#: Display P3 (a phone's profile, converted to sRGB on reading).
-LARGE_PHOTOS = ((6000, 4000, "sRGB"), (8000, 6000, "sRGB"), (8000, 6000, "Display P3"))
+#: The photos of ``--memory`` (width, height, profile, EXIF orientation): a 24 MP camera's and a 48 MP phone's full
+#: resolution in sRGB, the 48 MP one in Display P3 (a phone's profile, converted to sRGB on reading), and the 48 MP
+#: one stored turned (EXIF orientation 6, as a phone held upright writes it; read upright, the upright row's picture:
+#: the same size, its values within the JPEG's rounding).
+LARGE_PHOTOS = (
+    (6000, 4000, "sRGB", 1),
+    (8000, 6000, "sRGB", 1),
+    (8000, 6000, "Display P3", 1),
+    (8000, 6000, "sRGB", 6),
+)
 
 
-def camera_jpeg(root: Path, path: Path, width: int, height: int, profile: str = "sRGB") -> None:
+def camera_jpeg(root: Path, path: Path, width: int, height: int, profile: str = "sRGB", orientation: int = 1) -> None:
     """:func:`enlarged_jpeg` as a camera writes one: an ICC profile (``profile``: sRGB, or Display P3 as a phone's)
-    and EXIF (make, model, orientation), which the full-size download carries over."""
+    and EXIF (make, model, ``orientation``: the pixels stored turned, read upright at ``width`` x ``height``), which
+    the full-size download carries over (turned upright, orientation 1)."""
     from PIL import Image, ImageCms
 
     from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
@@ -365,8 +384,8 @@ def camera_jpeg(root: Path, path: Path, width: int, height: int, profile: str = 
     else:
         icc = matrix_icc(DISPLAY_P3_COLORANTS, 2.2, profile)
     exif = Image.Exif()
-    exif[0x010F], exif[0x0110], exif[0x0112] = "facekit", "benchmark", 1
-    enlarged_jpeg(root, path, width, height, icc, exif.tobytes())
+    exif[0x010F], exif[0x0110], exif[0x0112] = "facekit", "benchmark", orientation
+    enlarged_jpeg(root, path, width, height, icc, exif.tobytes(), orientation)
 
 
 def serve_request_peak(root: Path, photo: Path, folder: Path) -> dict[str, float]:
@@ -407,13 +426,15 @@ def large_photo_memory(root: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="facekit-adjust-memory-") as temporary:
         folder = Path(temporary)
-        for width, height, profile in LARGE_PHOTOS:
-            name = f"{width}x{height}-{profile.replace(' ', '')}"
+        for width, height, profile, orientation in LARGE_PHOTOS:
+            name = f"{width}x{height}-{profile.replace(' ', '')}-{orientation}"
             path = folder / f"photo-{name}.jpg"
-            camera_jpeg(root, path, width, height, profile)
+            camera_jpeg(root, path, width, height, profile, orientation)
             adjust_peak = adjust_in_fresh_process(path, folder / f"out-{name}")[0]
             serve = serve_request_peak(root, path, folder / f"serve-{name}")
             tagged = "" if profile == "sRGB" else f", {profile}"
+            if orientation != 1:
+                tagged += f", stored turned (EXIF orientation {orientation})"
             shown = f"{width} x {height} ({width * height / 1e6:.0f} MP){tagged}"
             rows.append({"photo": shown, "adjust": adjust_peak, **serve})
             print(rows[-1], flush=True)
@@ -522,7 +543,8 @@ def main() -> None:
         "--memory",
         action="store_true",
         help="only the peak memory of `facekit adjust` and of one `facekit serve` request on a 24 and a 48 MP "
-        "JPEG with an ICC profile and EXIF, and the 48 MP one in Display P3 (section adjust-memory)",
+        "JPEG with an ICC profile and EXIF, and the 48 MP one in Display P3 and stored turned (section "
+        "adjust-memory)",
     )
     args = parser.parse_args()
     if args.per_person < 4:  # before: no person kept, and a table of nan written
@@ -562,7 +584,8 @@ def main() -> None:
                 "## Peak memory of a large photo's adjust (`python benchmarks/adjust.py --memory`)",
                 "",
                 f"Machine: {machine()}; {time.perf_counter() - began:.0f} s. A London photo enlarged to a quality-92 "
-                "JPEG with an ICC profile (sRGB, or Display P3 where the row says so) and EXIF; `facekit adjust "
+                "JPEG with an ICC profile (sRGB, or Display P3 where the row says so) and EXIF (orientation 1, or 6 "
+                "where the row says the pixels are stored turned: read upright, the same picture); `facekit adjust "
                 "PHOTO -o OUT` in a fresh process (peak RSS the kernel's), and one upload to a real `facekit serve` "
                 "with the Surrey model (the whole chain: faces, adjust with the full-size download, attributes, "
                 "avatar, comparison): the RSS of its process tree before the request and its peak during it "

@@ -627,3 +627,31 @@ def test_a_heading_command_the_script_would_not_run_as_written_is_named(monkeypa
         "attributes-selection: benchmarks/attributes.py writes section 'attributes'",
         "correspondence-devtest: benchmarks/correspondence.py writes section 'correspondence'",
     ]
+
+
+def test_the_adjust_memory_photos_include_a_turned_one_read_as_the_upright_one(tmp_path: Path) -> None:
+    """benchmarks/adjust.py --memory measured upright photos only; a phone's JPEG is often stored turned, with an EXIF
+    orientation the reading undoes. Its row's photo is stored turned (orientation 6) and read upright as the upright
+    row's picture: the same size, the values within the JPEG's rounding."""
+    import numpy as np
+    from adjust import LARGE_PHOTOS, camera_jpeg
+    from PIL import Image
+
+    from facekit.images import load_rgb
+
+    assert (8000, 6000, "sRGB", 6) in LARGE_PHOTOS
+    source = tmp_path / "london" / "smiling_front" / "005_08.jpg"  # the photo enlarged: a gradient stands in
+    source.parent.mkdir(parents=True)
+    rows, columns = np.mgrid[0:32, 0:48]
+    Image.fromarray(np.dstack([columns * 5, rows * 7, 40 + columns + rows]).astype(np.uint8)).save(source)
+    read = {}
+    for orientation in (1, 6):
+        path = tmp_path / f"photo-{orientation}.jpg"
+        camera_jpeg(tmp_path, path, 96, 64, "sRGB", orientation)
+        with Image.open(path) as stored:
+            assert stored.size == ((96, 64) if orientation == 1 else (64, 96))
+            assert stored.getexif()[0x0112] == orientation
+        read[orientation] = load_rgb(path)[0]
+    upright, turned = read[1], read[6]
+    assert upright is not None and turned is not None and turned.shape == upright.shape == (64, 96, 3)
+    assert np.abs(turned.astype(int) - upright.astype(int)).mean() < 2
