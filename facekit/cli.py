@@ -27,6 +27,8 @@ from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
 from facekit.errors import (
     ComponentNotFoundError,
     FacekitError,
+    ParamsError,
+    Problem,
     Terminated,
     debug_requested,
     did_you_mean,
@@ -443,6 +445,21 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
     raise FacekitError(f"--method {method}: the {method} app does not correct photos; methods: {', '.join(methods)}")
 
 
+def _as_options(problems: Sequence[Problem]) -> str:
+    """Problems of an app's params said in the command line's options, which are its settings' names with dashes:
+    "--refine: works in linear light and needs --mapping gains; ...", not the params' "refine: ... mapping gains"
+    (the settings a cross-field rule reads, its ``about``, are named in its message); a rule's problems at several
+    settings in one line ("--fuse, --refine: ...")."""
+    said: dict[str, list[str]] = {}
+    for problem in problems:
+        message = problem.message
+        for name in problem.about:
+            message = re.sub(rf"\b{re.escape(name)}\b", f"--{name.replace('_', '-')}", message)
+        options = said.setdefault(message, [])
+        options += [f"--{problem.path.replace('_', '-')}"] if problem.path else []
+    return "; ".join(f"{', '.join(options)}: {message}" if options else message for message, options in said.items())
+
+
 @app.command()
 def adjust(
     photos: Annotated[list[str], typer.Argument(help="photos or folders of photos")],
@@ -550,7 +567,10 @@ def adjust(
         from facekit.normalize import inference_device
 
         runs_on["device"] = inference_device(device)
-    corrector = _corrector(method, {**params, **runs_on})
+    try:
+        corrector = _corrector(method, {**params, **runs_on})
+    except ParamsError as error:  # a rule of the adjust app's params (fuse, refine with --mapping ycrcb...)
+        raise FacekitError(_as_options(error.problems)) from None
     settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
     if method == "adjust":
         from facekit.models import sha256_file

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from facekit.apps import FUSE_WEIGHT
-from facekit.registry import ComponentSpec, Params
+from facekit.registry import ComponentSpec, Params, setting_error
 from facekit.types import DEVICE_PATTERN, FaceRule
 
 _STRENGTH = Field(default=1.0, ge=0.0, le=1.0, description="how far to move (0: unchanged, 1: the full correction)")
@@ -74,23 +74,31 @@ class AdjustParams(Params):
 
     @model_validator(mode="after")
     def _fuse_in_linear_light(self) -> AdjustParams:
-        if self.fuse not in (None, "auto") and self.mapping != "gains":
-            raise ValueError(
-                "fuse (--fuse) needs mapping 'gains' (--mapping gains); the paper's ycrcb mapping runs with fuse none "
-                "(--fuse none)"
-            )
-        if self.refine and self.mapping != "gains":
-            raise ValueError(
-                "refine (--refine) needs mapping 'gains' (--mapping gains); the paper's ycrcb mapping runs with "
-                "refine 0"
-            )
-        if self.model is not None and self.checkpoint is not None:
-            raise ValueError("give model (a shipped model) or checkpoint (a file), not both")
+        # Each rule is said at the setting it refuses, naming the one it reads (setting_error): in a recipe
+        # `components.apps.0.params.refine: ...`, with the --set that gave either; on `facekit adjust`'s command line
+        # as its options (cli.adjust). Before (helper-159), a ValueError said at `components.apps.0.params`, with
+        # the command line's options in a recipe's words.
+        if self.mapping != "gains":
+            linear = [name for name, on in (("fuse", self.fuse not in (None, "auto")), ("refine", self.refine)) if on]
+            if linear:
+                raise setting_error(
+                    "works in linear light and needs mapping gains; the paper's ycrcb map runs without it: leave it "
+                    "out",
+                    linear,
+                    ["mapping"],
+                )
+        _one_model(self)
         if self.all_faces and self.face != "largest":
-            raise ValueError(
-                f"face {self.face} (--face) picks one face; all_faces (--all-faces) averages every face: give one"
+            raise setting_error(
+                f"averages all found, and face {self.face} picks one: set one of them", ["all_faces"], ["face"]
             )
         return self
+
+
+def _one_model(params: AdjustParams | ModelChoice) -> None:
+    """A shipped model by name or a model file, not both."""
+    if params.model is not None and params.checkpoint is not None:
+        raise setting_error("is a file, and model names a shipped one: give one of them", ["checkpoint"], ["model"])
 
 
 class ModelChoice(Params):
@@ -106,8 +114,7 @@ class ModelChoice(Params):
 
     @model_validator(mode="after")
     def _one_model(self) -> ModelChoice:
-        if self.model is not None and self.checkpoint is not None:
-            raise ValueError("give model (a shipped model) or checkpoint (a file), not both")
+        _one_model(self)
         return self
 
 

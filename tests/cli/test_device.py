@@ -428,15 +428,18 @@ def test_adjusts_mapping_refusals_name_the_options_typed(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`facekit adjust --mapping ycrcb --refine 1` said "refine needs mapping 'gains'", the params' names, which the
-    command line does not show (helper-97); --fuse's said only how to turn the mix off."""
+    command line does not show (helper-97); --fuse's said only how to turn the mix off. The params now say their rules
+    at the setting they refuse, in a recipe's words (helper-159); the command says them in its options."""
     from facekit.cli import main
 
     photo, _ = photos(data_root)
+    light = "works in linear light and needs --mapping gains; the paper's ycrcb map runs without it: leave it out"
     for flags, said in (
-        (["--refine", "1"], "refine (--refine) needs mapping 'gains' (--mapping gains)"),
-        (["--fuse", "white-patch"], "fuse (--fuse) needs mapping 'gains' (--mapping gains)"),
+        (["--mapping", "ycrcb", "--refine", "1"], f"error: --refine: {light}"),
+        (["--mapping", "ycrcb", "--fuse", "white-patch", "--refine", "2"], f"error: --fuse, --refine: {light}"),
+        (["--all-faces", "--face", "central"], "error: --all-faces: averages all found, and --face central picks one"),
     ):
-        code = main(["adjust", str(photo), "-o", str(tmp_path / "out"), "--mapping", "ycrcb", *flags])
+        code = main(["adjust", str(photo), "-o", str(tmp_path / "out"), *flags])
         error = " ".join(capsys.readouterr().err.split())
         assert code == 1 and said in error, error
     assert not (tmp_path / "out").exists()

@@ -203,7 +203,8 @@ def test_cli_keeps_format_icc_and_exif_and_leaves_faceless_photos(tmp_path: Path
     central = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out), "--face", "central")
     assert central.returncode == 3 and "exists" in central.stdout, central.stdout
     both = run_cli("adjust", str(photos / "face.jpg"), "-o", str(out), "--face", "central", "--all-faces")
-    assert both.returncode == 1 and "--all-faces) averages every face" in both.stderr, both.stderr
+    said = "--all-faces: averages all found, and --face central picks one"
+    assert both.returncode == 1 and said in both.stderr, both.stderr
     # A run killed while writing (the record first, incomplete; the before/after not yet there) is redone.
     record = json.loads((out / "face.json").read_text())
     assert record["complete"] is True

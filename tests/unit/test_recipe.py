@@ -455,6 +455,29 @@ def test_a_cross_field_problem_is_named_by_the_set_that_gave_either_of_its_setti
     ]
 
 
+def test_an_apps_own_rules_are_said_at_the_setting_they_refuse() -> None:
+    """The built-in apps' rules between their params (adjust's refine and fuse need mapping gains, model or
+    checkpoint...) were a ValueError said at `components.apps.0.params`, in `facekit adjust`'s options ("refine
+    (--refine) needs mapping 'gains' (--mapping gains)"), and never named by the --set that gave the value. Each is
+    said at the setting it refuses, named by the --set of it or of the setting it reads, as the recipe's own rules."""
+    light = "works in linear light and needs mapping gains; the paper's ycrcb map runs without it: leave it out"
+    adjust = {"components": {"apps": [{"name": "adjust", "params": {"mapping": "ycrcb", "fuse": "agreement"}}]}}
+    assert problems_of(adjust) == [f"components.apps.0.params.fuse: {light}"]
+    assert problems_of(adjust, ("components.apps.0.params.refine=2",)) == [
+        f"components.apps.0.params.fuse: {light}",
+        f"--set components.apps.0.params.refine=2: components.apps.0.params.refine {light}",
+    ]
+    adjust["components"]["apps"][0]["params"] = {"all_faces": True}
+    assert problems_of(adjust, ("components.apps.0.params.face=central",)) == [
+        "--set components.apps.0.params.face=central: components.apps.0.params.all_faces averages all found, and "
+        "face central picks one: set one of them"
+    ]
+    both = "components.apps=[{name: attributes, params: {model: sface, checkpoint: m.safetensors}}]"
+    assert problems_of({}, (both,)) == [
+        f"--set {both}: components.apps.0.params.checkpoint is a file, and model names a shipped one: give one of them"
+    ]
+
+
 def test_a_refused_set_value_is_echoed_as_typed() -> None:
     """helper-150: the value echoed was YAML's reading, not what the user typed: `--set train.steps=yes` said
     "(got true)", 0x10 "(got 16)", 1e3 "(got 1000.0)". A --set's value is echoed as typed; text YAML reads as the same
