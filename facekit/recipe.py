@@ -1088,12 +1088,10 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
     if not _is_dir(root):
         where = "" if root.is_absolute() else f" (that is {root.absolute()}, from the folder the command runs in)"
         return [Problem("data.root", f"data folder not found: {root}{where}; set data.root or FACEKIT_DATA")]
-    # people: who each section trains or tests on (LFW names, a folder source's person folders); lfw: the LFW names
-    # among them; deep: every name a folder source may hold LFW photos under, matched against LFW names only (two
-    # folders' IMG_0001.jpg and IMG_0002.jpg are not one person).
-    people: dict[str, set[str]] = {"train": set(), "test": set()}
-    lfw: dict[str, set[str]] = {"train": set(), "test": set()}
-    deep: dict[str, set[str]] = {"train": set(), "test": set()}
+    # Who each source trains or tests on, by the setting that names them (data.train.0.people): people (LFW names, a
+    # folder source's person folders); lfw: the LFW names among them; deep: every name a folder source may hold LFW
+    # photos under, matched against LFW names only (two folders' IMG_0001.jpg and IMG_0002.jpg are not one person).
+    sides: dict[str, list[_Cast]] = {"train": [], "test": []}
     for section in ("train", "test"):
         for i, src in enumerate(getattr(data, section)):
             path = f"data.{section}.{i}"
@@ -1103,9 +1101,8 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 if not _is_file(file):
                     problems.append(Problem(f"{path}.people", f"file not found: {file}", ("data.root",)))
                     continue
-                names = _read_people(file)
-                people[section] |= names
-                lfw[section] |= names
+                names = frozenset(_read_people(file))
+                sides[section].append(_Cast(f"{path}.people", f"of {path}.people ({src.people})", names, names))
             elif src.source == "folder":
                 assert src.path is not None
                 folder = src.folder(root)
@@ -1121,8 +1118,10 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                     )
                     problems.append(Problem(f"{path}.path", missing, ("data.root",) if relative else ()))
                     continue
-                people[section] |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
-                deep[section] |= folder_people_names(folder)
+                people = frozenset(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+                sides[section].append(
+                    _Cast(f"{path}.path", f"of {path}.path ({src.path})", people, deep=folder_people_names(folder))
+                )
             elif not _is_dir(root / "london" / str(src.subset)):
                 missing = f"folder not found: {root / 'london' / str(src.subset)}"
                 problems.append(Problem(f"{path}.subset", missing, ("data.root",)))
@@ -1130,20 +1129,53 @@ def _check_data(data: DataSection, evaluated: str = "lfw-devtest") -> list[Probl
                 problems.append(Problem(f"{path}.subset", HELD_OUT_LONDON[str(src.subset)]))
     devtest = root / "lfw" / "peopleDevTest.txt"
     if evaluated == "lfw-devtest" and data.train and _is_file(devtest):
-        names = _read_people(devtest)
-        people["test"] |= names
-        lfw["test"] |= names
-    overlap = (people["train"] & people["test"]) | (deep["train"] & lfw["test"]) | (lfw["train"] & deep["test"])
-    if overlap:
-        shown = ", ".join(sorted(overlap)[:5])
-        who = "test person is also a training person" if len(overlap) == 1 else "test people are also training people"
-        problems.append(
-            Problem(
-                "data.train",
-                f"{len(overlap)} {who} (e.g. {shown}): never train on test people",
-            )
-        )
+        names = frozenset(_read_people(devtest))
+        scored = "of LFW's peopleDevTest.txt (what facekit eval and bench score on)"
+        sides["test"].append(_Cast("", scored, names, names))
+    for trained in sides["train"]:
+        problem = _test_people_in(trained, sides["test"])
+        if problem is not None:
+            problems.append(problem)
     return problems
+
+
+@dataclass(frozen=True)
+class _Cast:
+    """The people one data source names (:func:`_check_data`): ``setting`` names it (``data.train.0.people``; empty
+    for the LFW DevTest people facekit eval scores on), ``said`` how a problem says it; ``lfw`` the LFW names among
+    ``people``, ``deep`` the names a folder may hold LFW photos under."""
+
+    setting: str
+    said: str
+    people: frozenset[str]
+    lfw: frozenset[str] = frozenset()
+    deep: frozenset[str] = frozenset()
+
+    def shared(self, other: _Cast) -> set[str]:
+        """The people of ``other`` found here too."""
+        return set((self.people & other.people) | (self.deep & other.lfw) | (self.lfw & other.deep))
+
+
+def _test_people_in(trained: _Cast, tests: Sequence[_Cast]) -> Problem | None:
+    """A training source's test people: at the setting that names the source, with how many, who, of which test
+    source and what to change (helper-159: before, "data.train: 1711 test people are also training people", at the
+    section, naming neither the source nor the test set they are in, nor labelled by a --set of data.test)."""
+    overlaps = [(test, shared) for test in tests if (shared := trained.shared(test))]
+    if not overlaps:
+        return None
+    found = sorted(set().union(*(shared for _, shared in overlaps)))
+    shown = ", ".join(found[:5]) if len(found) <= 5 else f"e.g. {', '.join(found[:5])}"
+    who = "test person" if len(found) == 1 else "test people"
+    settings = [test.setting for test, _ in overlaps if test.setting]
+    if len(settings) < len(overlaps):  # facekit eval's: only the training data can change
+        fix = "train on others"
+        if trained.setting.endswith(".people"):
+            fix += " (LFW's peopleDevTrain.txt shares none with peopleDevTest.txt)"
+    else:
+        fix = f"take them out of it or of {' or '.join(settings)}"
+    of = " and ".join(test.said for test, _ in overlaps)
+    message = f"holds {len(found)} {who} ({shown}) {of}: never train on test people; {fix}"
+    return Problem(trained.setting, message, tuple(settings))
 
 
 #: A recipe file's suffixes: a name given with one is a path, always the file (never a shipped recipe).

@@ -189,14 +189,34 @@ def test_test_people_never_train(data_root: Path) -> None:
             "test": [{"source": "lfw", "people": "peopleDevTest.txt"}],
         }
     }
-    problems = problems_of(raw)
-    assert len(problems) == 1 and "test people are also training people" in problems[0]
+    # Said at the source that trains on them, with the test sources they are in and what to change (helper-159:
+    # before, "data.train: 1711 test people are also training people (e.g. ...): never train on test people", at
+    # the section, without the source, the test set or what to do, and never named by a --set of data.test).
+    devtest = "of LFW's peopleDevTest.txt (what facekit eval and bench score on)"
+    (problem,) = problems_of(raw)
+    assert problem.startswith("data.train.0.people: holds 1711 test people (e.g. AJ_Lamas, "), problem
+    assert problem.endswith(
+        f"of data.test.0.people (peopleDevTest.txt) and {devtest}: never train on test people; train on others "
+        "(LFW's peopleDevTrain.txt shares none with peopleDevTest.txt)"
+    ), problem
     raw["data"]["train"] = [{"source": "lfw", "people": "peopleDevTrain.txt"}]
     assert resolve(raw).data_root == data_root
+    # A test set of training people: either setting may change, and a --set of either names the problem.
+    (problem,) = problems_of(raw, ("data.test.0.people=peopleDevTrain.txt",))
+    assert problem.startswith(
+        "--set data.test.0.people=peopleDevTrain.txt: data.train.0.people holds 4038 test people (e.g. AJ_Cook, "
+    ), problem
+    assert problem.endswith(
+        "of data.test.0.people (peopleDevTrain.txt): never train on test people; take them out of it or of "
+        "data.test.0.people"
+    ), problem
     # Without data.test: facekit eval and bench score on peopleDevTest anyway, so training on them is refused too.
     everyone = {"data": {"root": str(data_root), "train": [{"source": "lfw", "people": "people.txt"}]}}
-    problems = problems_of(everyone)
-    assert len(problems) == 1 and "1711 test people are also training people" in problems[0], problems
+    (problem,) = problems_of(everyone)
+    assert problem.startswith("data.train.0.people: holds 1711 test people") and problem.endswith(
+        f"{devtest}: never train on test people; train on others (LFW's peopleDevTrain.txt shares none with "
+        "peopleDevTest.txt)"
+    ), problem
 
 
 def test_the_held_out_london_smiling_photos_never_train(data_root: Path) -> None:
@@ -763,11 +783,11 @@ def test_a_devtest_person_reached_through_a_link_is_a_leak_and_linked_photos_are
     (people / "carl").mkdir(parents=True)
     (people / "Someone").symlink_to(stash)
     problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(people)}]}})
-    assert len(problems) == 1 and "(e.g. Adrien_Brody)" in problems[0], problems
+    assert len(problems) == 1 and "holds 1 test person (Adrien_Brody) of LFW's" in problems[0], problems
     (people / "Someone").unlink()
     (people / "carl" / "x.jpg").symlink_to(stash / "Adrien_Brody_0001.jpg")  # a linked file is its target's photo
     problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(people)}]}})
-    assert len(problems) == 1 and "(e.g. Adrien_Brody)" in problems[0], problems
+    assert len(problems) == 1 and "holds 1 test person (Adrien_Brody) of LFW's" in problems[0], problems
     (people / "carl" / "x.jpg").unlink()
     (tmp_path / "more").mkdir()
     for name in ("a.jpg", "b.jpg"):
@@ -853,7 +873,10 @@ def test_devtest_photos_loose_or_nested_in_a_folder_are_a_leak_too(tmp_path: Pat
     (clean / ".cache" / "Celine_Dion").mkdir(parents=True)  # hidden: the photo readers skip it too
     for folder, name in ((loose, "Adrien_Brody"), (nested, "Celine_Dion")):
         problems = problems_of({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(folder)}]}})
-        assert len(problems) == 1 and f"1 test person is also a training person (e.g. {name})" in problems[0], problems
+        assert problems == [
+            f"data.train.0.path: holds 1 test person ({name}) of LFW's peopleDevTest.txt (what facekit eval and bench "
+            "score on): never train on test people; train on others"
+        ]
     resolve({"data": {"root": str(tmp_path), "train": [{"source": "folder", "path": str(clean)}]}})  # no problem
     # Camera file names are not people: alice's IMG_0001.jpg and bob's IMG_0002.jpg in a test folder (helper-45).
     camera_train, camera_test = tmp_path / "cam-train", tmp_path / "cam-test"
