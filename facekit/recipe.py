@@ -1353,11 +1353,13 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
         # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
         source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
         origins = recipe_origins(file)
-        if not any(origin != file.resolve() for origin in origins.values()):
-            raise RecipeError(error.problems, source) from None
         given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
         own, named = file.resolve(), set(labels.values())
-        located = [p if p.path in named else _located(p, origins, own, given) for p in error.problems]
+        texts: dict[Path, str | None] = {}
+        problems = [p if p.path in named else _as_written(p, origins, given, texts) for p in error.problems]
+        if not any(origin != own for origin in origins.values()):
+            raise RecipeError(problems, source) from None
+        located = [p if p.path in named else _located(p, origins, own, given) for p in problems]
         raise RecipeError(located, source) from None
 
 
@@ -1435,6 +1437,60 @@ def recipe_origins(path: str | Path) -> dict[str, Path]:
     return origins
 
 
+def _as_written(problem: Problem, origins: dict[str, Path], given: set[str], texts: dict[Path, str | None]) -> Problem:
+    """``problem`` echoing a value of a recipe file as it is written there (``(got 0x10)``, ``(got yes)``), not as
+    YAML read it (``16``, ``true``): the file that sets its path (``origins``, the longest set prefix), unless the
+    command line set it. ``texts`` keeps each file's text read (helper-159: only a --set's value was echoed as typed,
+    so ``photo_casts: 0x10`` in a file said "(got 16)", a number the file does not hold)."""
+    parts = problem.path.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if any(prefix == key or key.startswith(f"{prefix}.") for key in given):
+            return problem
+        if prefix in origins:
+            file = origins[prefix]
+            if file not in texts:
+                try:
+                    texts[file] = file.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    texts[file] = None
+            text = texts[file]
+            written = _written(text, parts) if text is not None else None
+            return replace(problem, message=_as_typed(problem.message, written))
+    return problem
+
+
+def _written(text: str, parts: Sequence[str]) -> str | None:
+    """The plain scalar at ``parts`` (a dotted path's parts: mapping keys, list indexes) of the YAML ``text``, as it
+    is written there (``1e3``, ``yes``, ``0x1FF``); None where the text holds none there (a section, a quoted scalar,
+    which YAML reads as written, or text that is not YAML)."""
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=_RecipeLoader)  # (a SafeLoader: nodes, nothing built)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    for part in parts:
+        node = _yaml_child(node, part) if node is not None else None
+    if isinstance(node, yaml.ScalarNode) and node.style is None:
+        return text[node.start_mark.index : node.end_mark.index]
+    return None
+
+
+def _yaml_child(node: yaml.Node, part: str) -> yaml.Node | None:
+    """The node under ``node`` at ``part``: a list's item by its index, a mapping's value by its key (its own before
+    one a ``<<`` merge brings in, as YAML reads them)."""
+    if isinstance(node, yaml.SequenceNode):
+        return node.value[int(part)] if part.isdigit() and int(part) < len(node.value) else None
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    merged: list[yaml.Node] = []
+    for key, value in node.value:
+        if key.tag == "tag:yaml.org,2002:merge":
+            merged += value.value if isinstance(value, yaml.SequenceNode) else [value]
+        elif isinstance(key, yaml.ScalarNode) and key.value == part:
+            return value
+    return next((found for inner in merged if (found := _yaml_child(inner, part)) is not None), None)
+
+
 def _located(problem: Problem, origins: dict[str, Path], own: Path, given: set[str]) -> Problem:
     """``problem`` with the base file that sets its path (the longest set prefix), when that is not ``own`` and the
     command line did not set it (helper-74: a base's stray key was reported under the child's name)."""
@@ -1501,9 +1557,19 @@ def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping
         # "x must be ...", "x shapes the plain background" (a cross-field rule's words follow its path); "x: extra
         # field ..."
         joint = " " if problem.message.startswith("must ") or problem.about else ": "
-        message = _as_typed(problem.message, typed.get(problem.path))
+        message = _as_typed(problem.message, _typed_at(problem.path, typed))
         named.append(Problem(given[max(keys, key=len)], f"{problem.path}{joint}{message}"))
     return named
+
+
+def _typed_at(path: str, typed: Mapping[str, str]) -> str | None:
+    """The value at ``path`` as a --set typed it: the --set's text for its own path, the item as written within it
+    for a path inside (``--set train.background_rgb=[1, 2, 0x1FF]`` typed ``0x1FF`` at ``train.background_rgb.2``;
+    helper-159: it echoed 511)."""
+    if path in typed:
+        return typed[path]
+    key = max((key for key in typed if path.startswith(f"{key}.")), key=len, default=None)
+    return _written(typed[key], path[len(key) + 1 :].split(".")) if key is not None else None
 
 
 def _as_typed(message: str, text: str | None) -> str:

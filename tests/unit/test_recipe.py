@@ -510,13 +510,42 @@ def test_a_refused_set_value_is_echoed_as_typed() -> None:
         "(got off)",
         "train.steps=abc": "train.steps must be a whole number (got 'abc')",
         "train.background_rgb=[1, 2]": "train.background_rgb must have 3 items (got 2)",  # a length, not the value
-        "train.background_rgb=[1, 2, 0x1FF]": "train.background_rgb.2 must be at most 255 (got 511)",  # an item's
+        # An item of a list or section typed: as typed too (helper-159: "(got 511)", "(got 1000.0)").
+        "train.background_rgb=[1, 2, 0x1FF]": "train.background_rgb.2 must be at most 255 (got 0x1FF)",
+        "components.apps=[{name: adjust, params: {strength: 1e3}}]": "components.apps.0.params.strength must be at "
+        "most 1 (got 1e3)",
+        "train.background_rgb=[1, 2, '0x1FF']": "train.background_rgb.2 must be a whole number (got '0x1FF')",
     }
     for override, words in said.items():
         assert problems_of({}, (override,)) == [f"--set {override}: {words}"]
     assert problems_of({"train": {"steps": True, "photo_casts": 16}}) == [
         "train.steps: must be a whole number (got true)",
         "train.photo_casts: must be at most 8 (got 16)",
+    ]
+
+
+def test_a_refused_value_of_a_recipe_file_is_echoed_as_written(tmp_path: Path) -> None:
+    """helper-159: a --set's value was echoed as typed, a recipe file's as YAML read it: `photo_casts: 0x10` said
+    "(got 16)", `steps: yes` "(got true)", a number or word the file does not hold. Now as the file writes it, in a
+    base file, a list or a `<<` merge too; a --set of the path is still echoed as typed."""
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nevaluate: {max_photos: 1.5e0}\n")
+    (tmp_path / "base.yaml").write_text(
+        "train:\n  <<: {photo_casts: 0x10}\n  steps: yes\n  background_rgb: [1, 2, 0x1FF]\n"
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "child.yaml", ["train.steps=2"])
+    base = tmp_path / "base.yaml"
+    assert sorted(str(p) for p in caught.value.problems) == [
+        "evaluate.max_photos: must be a whole number (got 1.5e0)",
+        f"train.background_rgb.2: must be at most 255 (got 0x1FF) (set in {base})",
+        f"train.photo_casts: must be at most 8 (got 0x10) (set in {base})",
+    ]
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "base.yaml", ["train.photo_casts=0x20"])
+    assert sorted(str(p) for p in caught.value.problems) == [
+        "--set train.photo_casts=0x20: train.photo_casts must be at most 8 (got 0x20)",
+        "train.background_rgb.2: must be at most 255 (got 0x1FF)",
+        "train.steps: must be a whole number (got yes)",
     ]
 
 
