@@ -148,12 +148,6 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         with _pillow_limit(limit), Image.open(source) as opened:
             if opened.size[0] * opened.size[1] / 1e6 > limit:
                 return None, _too_large(f"{opened.size[0]} x {opened.size[1]}", opened.size[0] * opened.size[1], limit)
-            if opened.format == "TIFF" and getattr(opened, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8):
-                # Pillow (11-12.3) maps an uncompressed TIFF's pixels (RGBA, CMYK, grey, palette) with the size it
-                # reports, already turned upright for these orientations, then turns them again: rows of the wrong
-                # length, a scrambled photo from its path (its bytes read right). Without a file name Pillow reads
-                # from the file it holds open instead of mapping it.
-                opened.filename = ""
             return pil_to_rgb(opened, colour_manage, own=True)
     except Image.DecompressionBombError as exc:  # Pillow's guard fired first (at twice its own limit)
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
@@ -277,10 +271,63 @@ def exif_orientation(opened: Any) -> int:
     return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
+#: Why :func:`as_rgb` refuses a PIL image of a turned, uncompressed TIFF that Pillow loaded by mapping its file
+#: (:func:`_load_unmapped`): its pixels are scrambled in the image itself, past mending from them.
+SCRAMBLED_TIFF = (
+    "it is an uncompressed TIFF turned by its Orientation tag, whose pixels Pillow scrambled as it loaded them from "
+    "the file: give the path, or the image as Image.open(path) returns it, before anything loads it"
+)
+
+
+def _turned_tiff(opened: Any) -> bool:
+    """Whether the opened PIL image ``opened`` is a TIFF stored turned a quarter (EXIF/TIFF orientation 5-8)."""
+    return opened.format == "TIFF" and getattr(opened, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8)
+
+
+def _load_unmapped(opened: Any) -> None:
+    """``opened.load()``, an uncompressed TIFF turned a quarter read from the file Pillow holds open, not mapped.
+
+    Pillow (11-12.3) maps an uncompressed TIFF's pixels (RGBA, CMYK, grey, palette, 16-bit grey) with the size it
+    reports, already turned upright for these orientations, then turns them again: rows of the wrong length, a
+    scrambled photo from its path (its bytes read right). Without a file name Pillow reads from the file it holds open
+    instead of mapping it; a caller's image (:func:`as_rgb`) gets its name back after (before, helper-158: a photo
+    opened by the caller, ``normalize(Image.open(path))``, was scrambled where its path read right). One a caller
+    already loaded that way is refused (:data:`SCRAMBLED_TIFF`): Pillow took the turn off its tags as it turned it,
+    so the file it still holds mapped says what it was."""
+    if getattr(opened, "tile", None) and getattr(opened, "filename", "") and _turned_tiff(opened):
+        filename, opened.filename = opened.filename, ""
+        try:
+            opened.load()
+        finally:
+            opened.filename = filename
+        return
+    opened.load()
+    mapped = getattr(opened, "map", None)
+    if (
+        opened.format == "TIFF"
+        and mapped is not None
+        and opened.tag_v2.get(0x0112) is None
+        and opened.size == (opened.tag_v2.get(0x0100), opened.tag_v2.get(0x0101))  # its stored size, not turned
+        and opened.size[0] != opened.size[1]  # (a square one maps right: its stored and turned sizes are the same)
+    ):
+        from PIL import Image
+
+        try:
+            # (the map read as a file, from its start: its directory only, no pixel decoded and no copy made)
+            mapped.seek(0)
+            with Image.open(mapped) as stored:
+                stored.seek(opened.tell())
+                turned = _turned_tiff(stored)
+        except (OSError, SyntaxError, ValueError, EOFError):  # (the file changed under the map since)
+            turned = False
+        if turned:
+            raise ValueError(SCRAMBLED_TIFF)
+
+
 def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[np.ndarray, str]:
     from PIL import Image
 
-    opened.load()
+    _load_unmapped(opened)
     # EXIF orientation applies to an image as decoded from its file; a PIL image derived from one (rotated by hand,
     # resized: format None) carries the tag along but is already as its maker wants it. The pixels are turned as the
     # array is made (every step below is per pixel): before, Pillow's upright copy was held beside the image read,

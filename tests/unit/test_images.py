@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, PhotoUnreadable
 from facekit.images import SRGB_COLORANTS, as_rgb, load_rgb
 from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
 from tests.helpers import forked_while_held, run_cli
@@ -736,3 +736,50 @@ def test_an_uncompressed_turned_tiff_reads_from_its_path_as_from_its_bytes(
     assert np.array_equal(from_path, from_bytes)
     with Image.open(tmp_path / "turned.tif") as opened:
         assert opened.mode == mode and opened.tile[0][0] == "raw"  # (what Pillow maps)
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+@pytest.mark.parametrize("mode", ["RGBA", "CMYK", "L", "P", "I;16"])
+def test_a_turned_uncompressed_tiff_the_caller_opened_reads_as_its_path_does(
+    tmp_path: Path, mode: str, orientation: int
+) -> None:
+    """Before (helper-158): as_rgb of ``Image.open(path)`` let Pillow load the caller's image, which maps such a TIFF
+    turned and turns it again (test above): scrambled, where load_rgb of the same path read it upright. Now read as
+    load_rgb reads it, the caller's image left loaded upright under its own file name; one the caller had already
+    loaded (scrambled in the image itself) is refused, in words that say what to give instead."""
+    pixels = np.arange(5 * 7 * 4, dtype=np.uint8).reshape(5, 7, 4)
+    stored = Image.fromarray(pixels[..., 0].astype(np.uint16) * 257) if mode == "I;16" else Image.fromarray(pixels)
+    path = tmp_path / "turned.tif"
+    (stored if mode == "I;16" else stored.convert(mode)).save(path, tiffinfo={0x0112: orientation})
+    expected, _ = load_rgb(path)
+    assert expected is not None and expected.shape == (7, 5, 3)
+    with Image.open(path) as opened:
+        assert np.array_equal(as_rgb(opened), expected)
+        assert np.array_equal(as_rgb(opened), expected) and opened.filename == str(path)  # (read again: the same)
+    with Image.open(path) as opened:
+        opened.load()
+        with pytest.raises(PhotoUnreadable, match="scrambled as it loaded them from the file: give the path"):
+            as_rgb(opened)
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "TIFF-RGB", "TIFF-deflate"])
+def test_a_turned_photo_the_caller_opened_reads_as_its_path_does(tmp_path: Path, kind: str, orientation: int) -> None:
+    """The same for the photos Pillow loads without mapping them (compressed, or 3-byte RGB), opened and loaded by
+    the caller or not: as_rgb of a caller's image turns it as load_rgb turns its file, once."""
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    form, _, compression = kind.partition("-")
+    options: dict[str, Any] = {"quality": 100} if form == "JPEG" else {}
+    if compression:
+        options["compression"] = "tiff_deflate"
+    path = tmp_path / f"turned.{form.lower()}"
+    Image.fromarray(pixels).save(path, form, exif=exif, **options)
+    expected, _ = load_rgb(path)
+    assert expected is not None and expected.shape == ((5, 7, 3) if orientation <= 4 else (7, 5, 3))
+    for load_first in (False, True):
+        with Image.open(path) as opened:
+            if load_first:
+                opened.load()
+            assert np.array_equal(as_rgb(opened), expected), load_first
