@@ -60,6 +60,11 @@ def max_megapixels() -> float:
 TOO_LARGE = "too large"
 #: How :func:`load_rgb`'s reason begins for a HEIC/HEIF photo (a phone's default), which Pillow does not decode.
 HEIC = "a HEIC/HEIF photo"
+#: Why :func:`load_rgb` refuses a photo whose file ends before its pixels do (a download or copy interrupted), in
+#: the same words whether it was read from its path, from its bytes or as a PIL image (Pillow's differ: a mapped
+#: TIFF's "buffer is not large enough" from its path, "image file is truncated (N bytes not processed)" from its
+#: bytes; QOI's "index out of range").
+CUT_SHORT = "cut short: the file ends before its picture does; copy or download it again"
 #: The ISO base media brands of HEIC/HEIF stills and sequences (bytes 8-12 of the file, after ``ftyp``).
 HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
@@ -162,9 +167,20 @@ def load_rgb(path: Path | bytes | bytearray | memoryview, colour_manage: bool = 
         if isinstance(exc, UnidentifiedImageError):  # before: "UnidentifiedImageError: cannot identify image file
             # '/the/whole/path.jpg'", Pillow's class and the path the row already names
             return None, "unreadable (not an image file: damaged, or another kind of file under a photo's name)"
-        if isinstance(exc, IndexError):  # (its own words, "index out of range", say nothing of the photo)
-            return None, "unreadable (damaged or cut short: its data ends before the picture does)"
+        if cut_short(exc):
+            return None, f"unreadable ({CUT_SHORT})"
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def cut_short(error: BaseException) -> bool:
+    """Whether Pillow raised ``error`` reading a photo whose file ends before its pixels do (:data:`CUT_SHORT`)."""
+    return (
+        isinstance(error, IndexError)  # (QOI's decoder: "index out of range")
+        # (a decoder's "image file is truncated (N bytes not processed)"; a TIFF directory's "Truncated File Read")
+        or (isinstance(error, OSError) and str(error).lower().startswith(("image file is truncated", "truncated file")))
+        # (an uncompressed TIFF read from its path: Pillow maps the file, and the map is shorter than its pixels)
+        or (isinstance(error, ValueError) and str(error) == "buffer is not large enough")
+    )
 
 
 def broken_link(path: Path) -> str:
@@ -599,9 +615,10 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         check_size(image.size[0], image.size[1])
         try:
             return pil_to_rgb(image)[0]
-        except (OSError, ValueError, AssertionError, SyntaxError) as error:  # cut short, closed, damaged
+        except (OSError, ValueError, AssertionError, SyntaxError, IndexError) as error:  # cut short, closed, damaged
             # (helper-72: a raw "image file is truncated", or a bare AssertionError for a closed one)
-            why = str(error) or "it is closed or its file is gone (use it inside its `with Image.open(...)` block)"
+            why = CUT_SHORT if cut_short(error) else str(error)
+            why = why or "it is closed or its file is gone (use it inside its `with Image.open(...)` block)"
             raise PhotoUnreadable(f"the PIL image given cannot be read: {why}") from None
     if image is None:
         raise FacekitError("expected a photo (a path, PIL image or array), got None")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from facekit.errors import FacekitError, PhotoUnreadable
-from facekit.images import SRGB_COLORANTS, as_rgb, load_rgb
+from facekit.images import CUT_SHORT, SRGB_COLORANTS, as_rgb, load_rgb
 from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
 from tests.helpers import forked_while_held, run_cli
 
@@ -547,7 +547,7 @@ def test_a_qoi_photo_cut_short_is_an_unreadable_photo_not_the_end_of_the_batch(t
     path.write_bytes(buffer.getvalue()[:522])  # cut off between two pixels
     with pytest.raises(IndexError), Image.open(path) as opened:  # (what Pillow makes of it)
         opened.load()
-    assert load_rgb(path) == (None, "unreadable (damaged or cut short: its data ends before the picture does)")
+    assert load_rgb(path) == (None, f"unreadable ({CUT_SHORT})")
 
 
 def test_pngs_are_written_at_the_shipped_zlib_level_without_loss(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -783,3 +783,26 @@ def test_a_turned_photo_the_caller_opened_reads_as_its_path_does(tmp_path: Path,
             if load_first:
                 opened.load()
             assert np.array_equal(as_rgb(opened), expected), load_first
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_a_photo_cut_short_is_refused_in_the_same_words_from_its_path_its_bytes_or_as_an_image(
+    tmp_path: Path, mode: str
+) -> None:
+    """Before (helper-158): an uncompressed grey or RGBA TIFF cut short was "unreadable (ValueError: buffer is not
+    large enough)" from its path (Pillow maps the file) and "unreadable (OSError: image file is truncated (40 bytes
+    not processed))" from its bytes, Pillow's words either way and neither saying what to do; a JPEG cut short had
+    the latter's. Now one line, what is wrong and what to do, however it is read."""
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    for form in ("TIFF", "JPEG"):
+        if form == "JPEG" and mode == "RGBA":
+            continue
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buffer, form)
+        data = buffer.getvalue()
+        path = tmp_path / f"cut.{form.lower()}"
+        path.write_bytes(data[: len(data) - 200])
+        assert load_rgb(path) == load_rgb(path.read_bytes()) == (None, f"unreadable ({CUT_SHORT})"), form
+        with Image.open(path) as opened, pytest.raises(PhotoUnreadable) as refused:
+            as_rgb(opened)
+        assert str(refused.value) == f"the PIL image given cannot be read: {CUT_SHORT}", form
