@@ -548,6 +548,8 @@ def test_a_qoi_photo_cut_short_is_an_unreadable_photo_not_the_end_of_the_batch(t
     with pytest.raises(IndexError), Image.open(path) as opened:  # (what Pillow makes of it)
         opened.load()
     assert load_rgb(path) == (None, f"unreadable ({CUT_SHORT})")
+    with Image.open(path) as opened, pytest.raises(PhotoUnreadable, match=CUT_SHORT):  # (before: IndexError)
+        as_rgb(opened)
 
 
 def test_pngs_are_written_at_the_shipped_zlib_level_without_loss(monkeypatch: pytest.MonkeyPatch) -> None:
