@@ -1666,6 +1666,28 @@ def _data_workers(marker: str) -> list[int]:
     return found
 
 
+def _sigterm_each_data_worker(recipe: Path) -> bool:
+    """Once the run of ``recipe`` has its two DataLoader workers (false before), a SIGTERM to each from here (not their
+    parent), as systemd sends a cgroup's processes theirs one by one, the workers maybe first; true once each has
+    taken it, and fails unless both have and are still running then (they leave such a SIGTERM to their parent:
+    before, torch's handler ended each, or one held blocked stayed pending, and the run still said its one line, so
+    the group tests passed without the workers' part of the stop)."""
+    workers = _data_workers(str(recipe))
+    if len(workers) < 2:
+        return False
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    # (an ended one is gone from the run's processes: a zombie has no command line)
+    while time.monotonic() < deadline and not all(
+        took(pid, signal.SIGTERM) or pid not in _running(str(recipe)) for pid in workers
+    ):
+        time.sleep(0.01)
+    assert _data_workers(str(recipe)) == workers, "a DataLoader worker ended on a SIGTERM not from its parent"
+    assert all(took(pid, signal.SIGTERM) for pid in workers), "a DataLoader worker's SIGTERM is still pending"
+    return True
+
+
 def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_workers_quietly(
     prepared: Path, tmp_path: Path
 ) -> None:
@@ -1682,18 +1704,10 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_wor
     path.write_text(yaml.safe_dump(recipe))
     command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "train"]
 
-    def ready() -> bool:  # (the workers get the signal first: systemd signals the cgroup's processes one by one)
-        workers = _data_workers(str(path))
-        if len(workers) < 2:
-            return False
-        for pid in workers:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while not all(took(pid, signal.SIGTERM) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return True
-
-    status, said, _ = sigterm_in_a_terminal(command, ready, "training (its pool's workers)", to_group=True)
+    # (the workers get the signal first: systemd signals the cgroup's processes one by one)
+    status, said, _ = sigterm_in_a_terminal(
+        command, lambda: _sigterm_each_data_worker(path), "training (its pool's workers)", to_group=True
+    )
     assert (status, said) == (
         143,
         ["error: training stopped by SIGTERM before its first checkpoint: run it again to start it over"],
@@ -1755,3 +1769,29 @@ def test_a_killed_augment_worker_ends_the_stage_with_one_line(prepared: Path, tm
         "out of memory, or killed): run the augment stage again (it goes on after the last whole shard), with "
         "prepare.workers=1 to use less memory"
     ), said
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_the_augment_stage_and_its_workers_quietly(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the augment stage's whole process group or cgroup (systemd's `systemctl stop`, Slurm's scancel,
+    kill -TERM -- -PGID), its DataLoader workers first, as systemd may signal them: the stage's one line, status
+    143, the whole shards it wrote kept, no process left, as the training's pool."""
+    recipe = tiny_recipe(prepared, tmp_path / "run")
+    recipe["augment"] = {"enabled": True, "count": 50_000, "neighbours": 3, "output": str(tmp_path / "morphs")}
+    recipe["prepare"]["workers"] = 2
+    path = tmp_path / "augment.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "augment"]
+
+    status, said, _ = sigterm_in_a_terminal(
+        command, lambda: _sigterm_each_data_worker(path), "the augment stage (its workers)", to_group=True
+    )
+    assert (status, said) == (
+        143,
+        [
+            "error: stopped by SIGTERM: what was written stays; normalize, adjust, attributes and avatar skip finished "
+            "photos when run again, prepare goes on with the people not yet done, and --resume continues a training"
+        ],
+    )
+    _none_left(path)
