@@ -163,7 +163,8 @@ def sigterm_raises(message: str) -> Iterator[None]:
     were redirected to keeps the message. A write that fails so before the SIGHUP comes (the terminal hangs up
     first, the shell sends the signal after) stops the block as the SIGHUP would: an OSError EIO raised in it while
     stdout or stderr is a hung-up terminal becomes its :class:`Terminated` (a failing disk's EIO, where neither is,
-    is raised as it was).
+    is raised as it was). So does a progress bar's or spinner's refresh thread that finds the terminal hung up
+    (:func:`hangup_seen_in_a_thread`), so that a command no SIGHUP reaches (``setsid``) stops too.
 
     A process forked inside the block (a torch DataLoader's worker) gets KeyboardInterrupt instead, as from a
     terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent to the group reaches too (on
@@ -287,6 +288,22 @@ def hung_up(fds: Sequence[int] = (1, 2)) -> list[int]:
             if exc.errno == errno.EIO:
                 found.append(fd)
     return found
+
+
+def hangup_seen_in_a_thread() -> bool:
+    """For a thread other than the main one (rich's refresh thread): whether stdout or stderr is a terminal that hung
+    up (:func:`hung_up`), which the thread is to take as its end, quietly. Where a :func:`sigterm_raises` block holds
+    SIGHUP, the main thread gets one now, and the command stops as on the terminal's own (which may come later, or
+    never: a command in a session of its own, ``setsid``), as it does on a failed write of its own: the block's
+    line, exit 129."""
+    import threading
+
+    if _SIGHUP is None or not hung_up():
+        return False
+    main = threading.main_thread().ident
+    if hangup_stops() and main is not None:
+        signal.pthread_kill(main, _SIGHUP)
+    return True
 
 
 def leave_a_hung_up_terminal() -> None:

@@ -13,6 +13,7 @@ instead of rich's, and every spinner :func:`status` instead of ``console.status`
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from operator import length_hint
 from typing import Any, TypeVar
 
+import rich.live
 import rich.progress
+import rich.status
 from rich.console import Console
 
 from facekit.errors import FacekitError
@@ -58,12 +61,46 @@ class _Reported:
     ended: bool = False
 
 
+class _Live(rich.live.Live):
+    """rich's live display, whose refresh thread (a bar's or a spinner's, ten times a second) ends when the terminal
+    hangs up, and the command with it, as on the terminal's SIGHUP (:func:`facekit.errors.hangup_seen_in_a_thread`),
+    which may come after, or never (a command in a session of its own: ``setsid``). Before, the command ran on
+    unshown to its end (its display stopped drawing: a hung-up terminal is no tty) and then said it had been
+    stopped, its last write failing; with ``FORCE_COLOR`` set, the thread also died with a traceback."""
+
+    def refresh(self) -> None:
+        import threading
+
+        from facekit.errors import hangup_seen_in_a_thread
+
+        thread = threading.current_thread()
+        if not isinstance(thread, rich.live._RefreshThread):
+            super().refresh()
+            return
+        try:
+            super().refresh()
+        except OSError as error:
+            if error.errno != errno.EIO or not hangup_seen_in_a_thread():
+                raise
+            thread.stop()
+            return
+        if hangup_seen_in_a_thread():
+            thread.stop()
+
+
+def _refresh_thread_stops_on_a_hangup(live: rich.live.Live) -> None:
+    """``live`` (made by rich's Progress or Status, which take no Live of ours) made a :class:`_Live`: the same
+    object, state and all, with its refresh."""
+    live.__class__ = _Live
+
+
 class Progress(rich.progress.Progress):
     """rich's :class:`~rich.progress.Progress`, plus plain lines on ``lines`` (default: stderr) when its console is
     not a terminal. A task's ``unit`` field names what it counts in those lines (default ``item``)."""
 
     def __init__(self, *columns: Any, lines: Console | None = None, **kwargs: Any) -> None:
         super().__init__(*columns, **kwargs)
+        _refresh_thread_stops_on_a_hangup(self.live)
         self._writes_lines = not animates(self.console) and not self.disable
         if self._writes_lines:  # the lines say it all: rich's finished bar after them was the log's last line twice
             self.live.transient = True
@@ -169,7 +206,9 @@ def status(
     more, ``message: done in 2 min 5 s`` (or ``stopped after``, on an error) as it ends. Every spinner in facekit and
     its plugins is this one."""
     if animates(console):
-        with console.status(message, **kwargs):
+        spinner = rich.status.Status(message, console=console, **kwargs)  # (console.status, with our refresh)
+        _refresh_thread_stops_on_a_hangup(spinner._live)
+        with spinner:
             yield
         return
     interval = progress_interval()

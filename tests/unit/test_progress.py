@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import rich.progress
@@ -196,3 +199,71 @@ def test_every_spinner_is_facekit_s() -> None:
         if path != root / "facekit" / "progress.py" and re.search(r"\.status\(", path.read_text())
     ]
     assert offenders == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill") or not hasattr(os, "openpty"), reason="needs a pty and SIGHUP")
+@pytest.mark.parametrize(
+    ("display", "force_color"), [("bar", False), ("bar", True), ("spinner", False)], ids=["bar", "forced", "spinner"]
+)
+def test_a_terminal_that_hangs_up_under_a_refreshing_display_stops_the_command_as_its_sighup_would(
+    tmp_path: Path, display: str, force_color: bool
+) -> None:
+    """A bar's or spinner's refresh thread draws on the terminal ten times a second. Once the terminal hung up, the
+    display stopped drawing (a hung-up terminal is no tty), or with FORCE_COLOR set the thread's write failed with
+    EIO and it died with a traceback that went to the dead terminal; either way the command ran on unshown to its
+    end, then said it had been stopped (its display's last write failed). Now the refresh thread stops the command
+    as a failed write of the main thread's does: the block's line, exit 129. Here no SIGHUP comes at all (the
+    command has a session of its own, as under setsid) and the main thread writes nothing while it waits."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import default_stop_signals
+
+    code = (
+        "import os, sys, threading, pathlib\n"
+        "from rich.console import Console\n"
+        "from facekit.errors import Terminated, sigterm_raises\n"
+        "from facekit.progress import Progress, status\n"
+        "try:\n"
+        "    with sigterm_raises('stopped by {signal}'):\n"
+        "        if sys.argv[2] == 'bar':\n"
+        "            display = Progress()\n"
+        "            display.add_task('work', total=10)\n"
+        "        else:\n"
+        "            display = status(Console(), 'loading')\n"
+        "        with display:\n"
+        "            pathlib.Path(sys.argv[1]).write_text('')  # (the display is up: the terminal may close)\n"
+        "            threading.Event().wait(30)  # (work that writes nothing itself; its stop comes in 0.1 s)\n"
+        "            os.write(2, b'the work went on to its end\\n')\n"
+        "except Terminated as stopped:\n"
+        "    print(stopped, stopped.exit_code, file=sys.stderr)\n"
+    )
+    shown = tmp_path / "shown"
+    leader, follower = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, str(shown), display],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env={
+                **{k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")},
+                "TERM": "xterm-256color",
+                **({"FORCE_COLOR": "1"} if force_color else {}),
+            },
+            start_new_session=True,  # (no controlling terminal: no SIGHUP from the hang-up)
+            preexec_fn=default_stop_signals,
+        )
+        deadline = time.monotonic() + 60
+        while not shown.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        os.close(follower)
+        os.close(leader)  # the terminal closes: it hangs up
+    try:
+        _, said = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert said.decode().splitlines() == ["stopped by SIGHUP 129"]
