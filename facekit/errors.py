@@ -247,10 +247,12 @@ def stop_only_from_parent(_worker_id: int | None = None) -> None:
 
 @contextmanager
 def workers_start_with_sigterm_held() -> Iterator[None]:
-    """SIGTERM held back from this thread while the block starts worker processes (``iter`` of a torch DataLoader),
-    which are born with it held until their :func:`stop_only_from_parent` takes it: a SIGTERM to the process group as
-    they started reached them before that, under torch's handler (the worker ended, and the run with a traceback).
-    One sent to this process meanwhile comes as the block ends."""
+    """SIGTERM held back from this thread while the block starts worker processes (``iter`` of a torch DataLoader,
+    the submits that spawn prepare's), which are born with it held until their :func:`stop_only_from_parent` takes
+    it: a SIGTERM to the process group as they started reached them before that, under torch's handler or the
+    default one (the worker ended, and the run with a traceback or "a prepare worker stopped without finishing").
+    One sent to this process meanwhile comes as the block ends. (A thread started in the block, such as a process
+    pool's manager thread, keeps it blocked: the signal goes to the others, Python's handler to the main thread.)"""
     if not hasattr(signal, "sigwaitinfo"):
         yield
         return

@@ -757,7 +757,7 @@ def _in_workers(
     from concurrent.futures.process import BrokenProcessPool
 
     from facekit.data.pose import load_mean_shape
-    from facekit.errors import hangup_stops, pillow_size_warning_quiet
+    from facekit.errors import hangup_stops, pillow_size_warning_quiet, workers_start_with_sigterm_held
 
     load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
     context = multiprocessing.get_context("spawn")
@@ -772,7 +772,10 @@ def _in_workers(
         initargs=(config, pillow_size_warning_quiet(), os.getpid(), stop, hangup_stops()),
     )
     stack.callback(_shutdown, executor, stop)  # on an error, SIGTERM or SIGHUP: no new identity starts, the others stop
-    with _one_blas_thread():  # (the submits spawn the workers)
+    # The submits spawn the workers, born with SIGTERM blocked until their initializer's stop_only_from_parent takes
+    # it: before, a SIGTERM to the process group in the second a worker took to import numpy, Pillow and facekit
+    # (its default action then) ended it outright, "a prepare worker stopped without finishing".
+    with _one_blas_thread(), workers_start_with_sigterm_held():
         futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:

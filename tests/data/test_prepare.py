@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -817,11 +818,16 @@ def _session(leader: int) -> list[str]:
 
 
 def _prepare_in_workers(
-    tmp_path: Path, data_root: Path, people: int = 60, first: int = 1, prefix: tuple[str, ...] = ()
+    tmp_path: Path,
+    data_root: Path,
+    people: int = 60,
+    first: int = 1,
+    prefix: tuple[str, ...] = (),
+    until: Callable[[subprocess.Popen], bool] | None = None,
 ) -> tuple[subprocess.Popen, Path, Path]:
-    """`facekit prepare` with 2 workers in a session of its own, once it wrote its fourth person's record; returns
-    the process, the recipe and the output. The first person (p00, the first a worker takes) has ``first`` photos,
-    the others one each. ``prefix``: what runs the command (``nohup``)."""
+    """`facekit prepare` with 2 workers in a session of its own, once it wrote its fourth person's record (or once
+    ``until(process)`` is true); returns the process, the recipe and the output. The first person (p00, the first a
+    worker takes) has ``first`` photos, the others one each. ``prefix``: what runs the command (``nohup``)."""
     import yaml
 
     folder = tmp_path / "people"
@@ -846,11 +852,13 @@ def _prepare_in_workers(
     progress = output / "progress.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if progress.exists() and len(progress.read_text().splitlines()) >= 4:
+        if until(process) if until else progress.exists() and len(progress.read_text().splitlines()) >= 4:
             break
-        time.sleep(0.05)
+        time.sleep(0.01 if until else 0.05)
     said = (tmp_path / "stderr.txt").read_text(errors="replace")
     assert process.poll() is None, "prepare ended before it was stopped: " + said
+    if until:
+        return process, recipe, output
     assert len([line for line in _session(process.pid) if "spawn_main" in line]) == 2, _session(process.pid)
     return process, recipe, output
 
@@ -1070,6 +1078,46 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_prepare_as_one_to_it_alone
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGTERM)
     _stopped_between_two_photos(process, tmp_path, recipe, output, signal.SIGTERM)
+
+
+def test_a_sigterm_to_the_whole_process_group_as_the_workers_start_stops_a_prepare_as_one_to_it_alone(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """A SIGTERM to the group (systemd signals the cgroup's processes one by one: a worker's may come first) in the
+    second a prepare worker takes to start, before its initializer sets its SIGTERM aside for its parent
+    (facekit.errors.stop_only_from_parent). Before, the signal's default action ended the worker outright, and the
+    run said "a prepare worker stopped without finishing", or its own line with a worker gone under it. Now workers
+    are born with SIGTERM blocked: each keeps running, and the run stops as on a SIGTERM to it alone."""
+    signalled: list[int] = []
+
+    def starting(process: subprocess.Popen) -> bool:  # (each worker signalled as soon as it runs Python)
+        workers = [pid for pid in _workers(process) if pid not in signalled]
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        signalled.extend(workers)
+        return len(signalled) == 2
+
+    process, _, _ = _prepare_in_workers(tmp_path, data_root, people=20, first=40, until=starting)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            took(pid, signal.SIGTERM) or pid not in _workers(process)
+            for pid in signalled  # (an ended one: gone)
+        ):
+            time.sleep(0.01)
+        assert sorted(_workers(process)) == sorted(signalled), "a worker ended on a SIGTERM as it started"
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        left = _ended(process)
+    assert (process.returncode, _said(tmp_path), left) == (
+        143,
+        [
+            "error: prepare stopped by SIGTERM: the people it finished are kept, and prepare run again goes on with "
+            "the others"
+        ],
+        [],
+    )
 
 
 def test_a_killed_worker_ends_a_prepare_with_one_line_not_a_hang(tmp_path: Path, data_root: Path) -> None:
