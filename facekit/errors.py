@@ -162,9 +162,10 @@ def sigterm_raises(message: str) -> Iterator[None]:
     failed with EIO: the progress bar's last one turned the stop into a traceback and exit 1); a log file they
     were redirected to keeps the message. A write that fails so before the SIGHUP comes (the terminal hangs up
     first, the shell sends the signal after) stops the block as the SIGHUP would: an OSError EIO raised in it while
-    stdout or stderr is a hung-up terminal becomes its :class:`Terminated` (a failing disk's EIO, where neither is,
-    is raised as it was). So does a progress bar's or spinner's refresh thread that finds the terminal hung up
-    (:func:`hangup_seen_in_a_thread`), so that a command no SIGHUP reaches (``setsid``) stops too.
+    stdout or stderr is a hung-up terminal becomes its :class:`Terminated` (a failing disk's EIO, where neither is
+    or where it names a file, is raised as it was). So does a progress bar's or spinner's refresh thread that finds
+    the terminal hung up (:func:`hangup_seen_in_a_thread`), so that a command no SIGHUP reaches (``setsid``) stops
+    too.
 
     A process forked inside the block (a torch DataLoader's worker) gets KeyboardInterrupt instead, as from a
     terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent to the group reaches too (on
@@ -202,8 +203,16 @@ def sigterm_raises(message: str) -> Iterator[None]:
     except OSError as error:
         # A write to the terminal after it hung up and before its SIGHUP came (the shell's, sent once the shell has
         # run) fails with EIO: the same stop as the signal's. Only where stdout or stderr is that terminal: a failing
-        # disk's EIO, with the terminal there or none, is raised as it was.
-        if error.errno == errno.EIO and _SIGHUP is not None and signal.getsignal(_SIGHUP) is stop and hung_up():
+        # disk's EIO, with no such terminal, is raised as it was, and so is one that names a file (an open, a rename:
+        # a write to the terminal names none). A disk's EIO from a write to a file already open names none either:
+        # while a hung-up terminal is there, it reads as the hangup.
+        if (
+            error.errno == errno.EIO
+            and error.filename is None
+            and _SIGHUP is not None
+            and signal.getsignal(_SIGHUP) is stop
+            and hung_up()
+        ):
             stop(_SIGHUP, None)
         raise
     finally:

@@ -166,6 +166,44 @@ def test_a_write_to_a_hung_up_terminal_stops_the_innermost_block_as_its_sighup_w
     assert (result.returncode, result.stderr.decode().splitlines()) == (0, ["inner SIGHUP 129", "True"])
 
 
+def test_a_disk_eio_naming_its_file_is_raised_as_it_was_even_after_the_terminal_hung_up() -> None:
+    """A failing disk's EIO that names its file (an open, a rename of an output) while stdout is a terminal that hung
+    up and whose SIGHUP has not come: no hangup (a write to the terminal names no file), raised as it was, for the
+    log stderr goes to. Before: it read as the hangup, "stopped by SIGHUP" and exit 129, the disk's error lost. One
+    with no file (the terminal's own write, or a disk's write to a file already open) still stops the block."""
+    from tests.helpers import default_stop_signals
+
+    code = (
+        "import errno, sys\n"
+        "from facekit.errors import Terminated, sigterm_raises\n"
+        "for named in ('out/face.png', None):\n"
+        "    try:\n"
+        "        with sigterm_raises('stopped by {signal}'):\n"
+        "            raise OSError(errno.EIO, 'Input/output error', named)\n"
+        "    except Terminated as stopped:\n"
+        "        print(named, 'stopped:', stopped.exit_code, file=sys.stderr)\n"
+        "    except OSError as error:\n"
+        "        print(named, 'raised:', error, file=sys.stderr)\n"
+    )
+    leader, follower = os.openpty()
+    os.close(leader)  # hung up
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # (no controlling terminal: no SIGHUP from the hang-up)
+            preexec_fn=default_stop_signals,
+            timeout=60,
+        )
+    finally:
+        os.close(follower)
+    assert result.stderr.decode().splitlines() == [
+        "out/face.png raised: [Errno 5] Input/output error: 'out/face.png'",
+        "None stopped: 129",
+    ]
+
+
 def test_an_eio_with_no_hung_up_terminal_is_raised_as_it_was(default_handlers: None) -> None:
     """A failing disk's EIO (writing an output file) while stdout and stderr are no hung-up terminal is no hangup:
     raised as it was, the handlers back after the block."""
