@@ -74,7 +74,7 @@ class _Live(rich.live.Live):
         from facekit.errors import hangup_seen_in_a_thread
 
         thread = threading.current_thread()
-        if not isinstance(thread, rich.live._RefreshThread):
+        if not isinstance(thread, _REFRESH_THREAD):
             super().refresh()
             return
         try:
@@ -88,10 +88,15 @@ class _Live(rich.live.Live):
             thread.stop()
 
 
-def _refresh_thread_stops_on_a_hangup(live: rich.live.Live) -> None:
+#: rich's refresh thread class (private to rich): a rich without it keeps its own refresh, bars and spinners unchanged.
+_REFRESH_THREAD: Any = getattr(rich.live, "_RefreshThread", type(None))
+
+
+def _refresh_thread_stops_on_a_hangup(live: rich.live.Live | None) -> None:
     """``live`` (made by rich's Progress or Status, which take no Live of ours) made a :class:`_Live`: the same
-    object, state and all, with its refresh."""
-    live.__class__ = _Live
+    object, state and all, with its refresh. Left as it is where it is not rich's own Live (a rich that changed)."""
+    if type(live) is rich.live.Live and _REFRESH_THREAD is not type(None):
+        live.__class__ = _Live
 
 
 class Progress(rich.progress.Progress):
@@ -207,7 +212,7 @@ def status(
     its plugins is this one."""
     if animates(console):
         spinner = rich.status.Status(message, console=console, **kwargs)  # (console.status, with our refresh)
-        _refresh_thread_stops_on_a_hangup(spinner._live)
+        _refresh_thread_stops_on_a_hangup(getattr(spinner, "_live", None))
         with spinner:
             yield
         return

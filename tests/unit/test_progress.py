@@ -267,3 +267,19 @@ def test_a_terminal_that_hangs_up_under_a_refreshing_display_stops_the_command_a
             process.kill()
             process.communicate()
     assert said.decode().splitlines() == ["stopped by SIGHUP 129"]
+
+
+def test_a_rich_without_its_refresh_thread_class_keeps_its_own_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hang-up check hooks rich's private refresh thread; a rich that renamed it keeps its bars and spinners as they
+    are (before, every bar's refresh would have raised AttributeError on rich's private name)."""
+    import rich.live
+
+    import facekit.progress as progress
+
+    assert type(Progress().live) is progress._Live  # the pinned rich: hooked
+    monkeypatch.setattr(progress, "_REFRESH_THREAD", type(None))
+    bar = Progress()
+    assert type(bar.live) is rich.live.Live
+    with bar:
+        bar.add_task("work", total=2)
+        bar.refresh()
