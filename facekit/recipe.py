@@ -1442,22 +1442,30 @@ def _as_written(problem: Problem, origins: dict[str, Path], given: set[str], tex
     YAML read it (``16``, ``true``): the file that sets its path (``origins``, the longest set prefix), unless the
     command line set it. ``texts`` keeps each file's text read (helper-159: only a --set's value was echoed as typed,
     so ``photo_casts: 0x10`` in a file said "(got 16)", a number the file does not hold)."""
-    parts = problem.path.split(".")
+    file = _setting_file(problem.path, origins, given)
+    if file is None:
+        return problem
+    if file not in texts:
+        try:
+            texts[file] = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            texts[file] = None
+    text = texts[file]
+    written = _written(text, problem.path.split(".")) if text is not None else None
+    return replace(problem, message=_as_typed(problem.message, written))
+
+
+def _setting_file(path: str, origins: dict[str, Path], given: set[str]) -> Path | None:
+    """The recipe file that sets the dotted ``path`` (``origins``: the longest set prefix), or None where the command
+    line set it (``given``: a --set of it or of a section holding it) or no file does."""
+    parts = path.split(".")
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
         if any(prefix == key or key.startswith(f"{prefix}.") for key in given):
-            return problem
+            return None
         if prefix in origins:
-            file = origins[prefix]
-            if file not in texts:
-                try:
-                    texts[file] = file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    texts[file] = None
-            text = texts[file]
-            written = _written(text, parts) if text is not None else None
-            return replace(problem, message=_as_typed(problem.message, written))
-    return problem
+            return origins[prefix]
+    return None
 
 
 def _written(text: str, parts: Sequence[str]) -> str | None:
@@ -1494,15 +1502,8 @@ def _yaml_child(node: yaml.Node, part: str) -> yaml.Node | None:
 def _located(problem: Problem, origins: dict[str, Path], own: Path, given: set[str]) -> Problem:
     """``problem`` with the base file that sets its path (the longest set prefix), when that is not ``own`` and the
     command line did not set it (helper-74: a base's stray key was reported under the child's name)."""
-    parts = problem.path.split(".")
-    for end in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:end])
-        if any(prefix == key or key.startswith(f"{prefix}.") for key in given):
-            return problem
-        if prefix in origins:
-            file = origins[prefix]
-            return problem if file == own else Problem(problem.path, f"{problem.message} (set in {file})")
-    return problem
+    file = _setting_file(problem.path, origins, given)
+    return problem if file is None or file == own else Problem(problem.path, f"{problem.message} (set in {file})")
 
 
 def resolve(
