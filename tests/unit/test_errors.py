@@ -130,9 +130,6 @@ def test_a_write_to_a_hung_up_terminal_stops_the_innermost_block_as_its_sighup_w
     """The write that fails with EIO before a closing terminal's SIGHUP comes stops the block the command is in, as
     the SIGHUP would: the innermost block's message (a training's names its checkpoint), stdout to /dev/null, the
     SIGHUP that follows ignored until the outermost block ends. Before: the OSError went through every block."""
-    import os
-
-    from tests.helpers import default_stop_signals
 
     code = (
         "import signal, sys\n"
@@ -150,19 +147,7 @@ def test_a_write_to_a_hung_up_terminal_stops_the_innermost_block_as_its_sighup_w
         "    print('raised', error, file=sys.stderr)\n"
         "print(signal.getsignal(signal.SIGHUP) == signal.SIG_DFL, file=sys.stderr)\n"
     )
-    leader, follower = os.openpty()
-    os.close(leader)  # hung up
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            stdout=follower,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=default_stop_signals,
-            timeout=60,
-        )
-    finally:
-        os.close(follower)
+    result = _on_a_hung_up_terminal(code)
     assert (result.returncode, result.stderr.decode().splitlines()) == (0, ["inner SIGHUP 129", "True"])
 
 
@@ -171,7 +156,6 @@ def test_a_disk_eio_naming_its_file_is_raised_as_it_was_even_after_the_terminal_
     up and whose SIGHUP has not come: no hangup (a write to the terminal names no file), raised as it was, for the
     log stderr goes to. Before: it read as the hangup, "stopped by SIGHUP" and exit 129, the disk's error lost. One
     with no file (the terminal's own write, or a disk's write to a file already open) still stops the block."""
-    from tests.helpers import default_stop_signals
 
     code = (
         "import errno, sys\n"
@@ -185,19 +169,7 @@ def test_a_disk_eio_naming_its_file_is_raised_as_it_was_even_after_the_terminal_
         "    except OSError as error:\n"
         "        print(named, 'raised:', error, file=sys.stderr)\n"
     )
-    leader, follower = os.openpty()
-    os.close(leader)  # hung up
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            stdout=follower,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # (no controlling terminal: no SIGHUP from the hang-up)
-            preexec_fn=default_stop_signals,
-            timeout=60,
-        )
-    finally:
-        os.close(follower)
+    result = _on_a_hung_up_terminal(code)
     assert result.stderr.decode().splitlines() == [
         "out/face.png raised: [Errno 5] Input/output error: 'out/face.png'",
         "None stopped: 129",
@@ -254,3 +226,23 @@ def test_a_worker_its_parent_left_ends_on_anyones_sigterm(tmp_path: Path) -> Non
     finally:
         if alive():
             os.kill(pid, signal.SIGKILL)
+
+
+def _on_a_hung_up_terminal(code: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -c code`` with stdout a terminal that has hung up, in a session of its own (no controlling terminal:
+    no SIGHUP from the hang-up), the default stop signals, stderr captured."""
+    from tests.helpers import default_stop_signals
+
+    leader, follower = os.openpty()
+    os.close(leader)  # hung up
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=default_stop_signals,
+            timeout=60,
+        )
+    finally:
+        os.close(follower)
