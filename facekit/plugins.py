@@ -156,18 +156,103 @@ def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -
     return f"; facekit {installed} lacks what {name or 'the plugin'} imports{wanted}: {advice}"
 
 
-def _applies(marker: str | None) -> bool:
+def import_advice(error: BaseException, dist: metadata.Distribution | None) -> str:
+    """What to do about a plugin's ImportError, to append to it: facekit's version advice for a facekit module
+    (:func:`facekit_mismatch`), otherwise what to install for the dependency (:func:`dependency_advice`)."""
+    return facekit_mismatch(error, dist) or dependency_advice(error, dist)
+
+
+#: Import names whose distributions are not named after them (a module not installed cannot be looked up).
+_IMPORTED_AS = {
+    "cv2": "opencv",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "yaml": "pyyaml",
+}
+
+
+def dependency_advice(error: BaseException, dist: metadata.Distribution | None) -> str:
+    """For an ImportError of a module other than facekit's (``import onnxruntime`` in a plugin, at its top or in a
+    factory): which requirement the plugin's distribution declares for it and the ``pip install`` that gives it, to
+    append to the error; otherwise "". Before, such a plugin's failure said only "No module named 'onnxruntime'",
+    nothing of the package to install (``dlib`` is ``dlib-bin``, ``eos`` is ``eos-py``) or the version asked for."""
+    module = getattr(error, "name", None) or ""
+    top = module.split(".")[0]
+    if not isinstance(error, ImportError) or not top or top == "facekit":
+        return ""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+
+    providers = metadata.packages_distributions().get(top, [])  # installed ones: the module is there, a name is not
+    known = {canonicalize_name(p) for p in providers}
+    stem = canonicalize_name(_IMPORTED_AS.get(top, top))
+    name = getattr(dist, "name", None)
+    plugin = f"{name} {dist.version}" if dist is not None and name else "the plugin"
+    headers = getattr(dist, "metadata", None) if name else None  # (getattr: a distribution without its METADATA)
+    extras = (headers.get_all("Provides-Extra") if headers is not None else None) or []
+    for line in (getattr(dist, "requires", None) if name else None) or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        wanted = canonicalize_name(requirement.name)
+        if not (wanted in known or wanted == stem or wanted.startswith(f"{stem}-")):
+            continue
+        marker = str(requirement.marker) if requirement.marker is not None else None
+        extra = next((e for e in ("", *extras) if _applies(marker, e)), None)
+        if extra is None:  # asked for on another platform or Python only
+            continue
+        declared = str(requirement).split(";")[0].strip()  # as the plugin declares it, less its marker
+        asks = f"{plugin} asks for {declared}" + (f" (with its extra {extra})" if extra else "")
+        install = f"pip install '{declared}'"
+        # (a wheel that records no top-level name, dlib-bin's, is found by the requirement's name)
+        provider = providers[0] if providers else requirement.name
+        installed = _version(provider)
+        if installed is None:
+            return f"; {asks}, which is not installed: {install}"
+        if not providers and isinstance(error, ModuleNotFoundError):  # installed, and yet no such module
+            reinstall = f"pip install --force-reinstall '{declared}'"
+            return f"; {asks}, and {provider} {installed} is installed without {top}: {reinstall}"
+        try:
+            inside = requirement.specifier.contains(Version(installed), prereleases=True)
+        except InvalidVersion:
+            inside = False
+        if not inside:
+            return f"; {asks}, and {provider} {installed} is installed: {install}"
+        release = f"a {name} release" if name else "a release of the plugin"
+        return (
+            f"; {asks}, and {provider} {installed} is installed, which lacks what {name or 'the plugin'} imports: "
+            f"upgrade {provider}, or install {release} made for {provider} {installed}"
+        )
+    if providers:
+        return (
+            f"; {providers[0]} {_version(providers[0])} is installed, which lacks what {name or 'the plugin'} imports, "
+            f"and {plugin} declares no requirement for it: upgrade {providers[0]}"
+        )
+    return f"; {plugin} declares no requirement for {top}: install the package that provides it"
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def _applies(marker: str | None, extra: str = "") -> bool:
     """Whether a requirement with this marker (the text after its ``;``) applies to this interpreter installed without
-    any of the plugin's extras, as pip judges it. Before, only ``extra`` was looked at: a facekit range for another
-    Python or platform (``; python_version < "3.11"``) was quoted and judged as this one's, and one asked for here with
-    or without an extra (``; extra == "x" or python_version >= "3"``) was passed over. A marker packaging cannot read
-    is passed over (no range is quoted, the advice covers both ways)."""
+    any of the plugin's extras (or with ``extra``), as pip judges it. Before, only ``extra`` was looked at: a facekit
+    range for another Python or platform (``; python_version < "3.11"``) was quoted and judged as this one's, and one
+    asked for here with or without an extra (``; extra == "x" or python_version >= "3"``) was passed over. A marker
+    packaging cannot read is passed over (no range is quoted, the advice covers both ways)."""
     if marker is None or not marker.strip():
         return True
     from packaging import markers  # only once a plugin has failed to import
 
     try:
-        return markers.Marker(marker).evaluate({"extra": ""})
+        return markers.Marker(marker).evaluate({"extra": extra})
     except (markers.InvalidMarker, markers.UndefinedComparison, markers.UndefinedEnvironmentName):
         return False
 
@@ -218,7 +303,7 @@ def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: Plu
         module = ep.load()
     except Exception as exc:
         logger.debug("plugin %s failed to import", ep.name, exc_info=True)
-        error = f"{type(exc).__name__}: {exc}{facekit_mismatch(exc, ep.dist)}"
+        error = f"{type(exc).__name__}: {exc}{import_advice(exc, ep.dist)}"
         state.failures.append(LoadFailure(ep.name, dist_name, ep.value, error))
         return
     if not isinstance(module, ModuleType) and not hasattr(module, "__dict__"):

@@ -525,7 +525,7 @@ class ResolvedComponent:
     params: Params
 
     def build(self) -> Any:
-        return build_checked(self.kind, self.spec, self.params)
+        return build_checked(self.kind, self.spec, self.params, asked_for=f"components.{self.slot}")
 
 
 @dataclass

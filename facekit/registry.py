@@ -28,6 +28,7 @@ from facekit.errors import (
     FacekitError,
     InvalidComponentSpec,
     ParamsError,
+    PluginError,
     Problem,
     did_you_mean,
 )
@@ -136,11 +137,34 @@ class ComponentSpec(Generic[T]):
         """Validate ``values`` into this component's ``Params``; raises :class:`ParamsError` with every problem."""
         return self.params.checked(values, f"{self.name} params")
 
-    def build(self, params: Params | Mapping[str, Any] | None = None) -> T:
-        """Validate ``params`` (unless already this spec's own model) and call the factory."""
+    def build(self, params: Params | Mapping[str, Any] | None = None, *, kind: str = "", asked_for: str = "") -> T:
+        """Validate ``params`` (unless already this spec's own model) and call the factory. A module the factory
+        imports that is missing (or lacks a name) is a :class:`PluginError` saying which component needed it, where
+        it was ``asked_for`` (``components.encoder``), and what to install; ``kind`` names the component's kind in it
+        (looked up in the registries when not given)."""
         if not isinstance(params, self.params):
             params = self.validate_params(as_mapping(params))
-        return self.factory(params)
+        try:
+            return self.factory(params)
+        except ImportError as error:  # heavy imports happen in factories (ARCHITECTURE.md): onnxruntime, dlib, eos
+            raise PluginError(not_built_message(self, error, kind, asked_for)) from error
+
+
+def not_built_message(spec: ComponentSpec[Any], error: ImportError, kind: str = "", asked_for: str = "") -> str:
+    """One line for a component whose factory failed to import a module: before, the ImportError's traceback, which
+    named neither the component nor the package to install (its plugin had loaded, so ``facekit plugins`` showed it
+    fine)."""
+    from facekit.plugins import import_advice
+
+    kind = kind or next((k for k, r in get_registries().items() if r._specs.get(spec.name) is spec), "component")
+    about = ", ".join(
+        ([f"plugin {spec.plugin!r}"] if spec.plugin else []) + ([f"asked for at {asked_for}"] if asked_for else [])
+    )
+    advice = import_advice(error, _distribution(spec.plugin) if spec.plugin else None)
+    return (
+        f"{kind} {spec.name!r}{f' ({about})' if about else ''} could not be built: {type(error).__name__}: {error}"
+        f"{advice}"
+    )
 
 
 def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Sequence[str] = ()) -> list[Problem]:
@@ -499,7 +523,7 @@ def _distribution(plugin: str) -> metadata.Distribution | None:
 
 
 def _build_registries() -> dict[Kind, Registry[Any]]:
-    from facekit.plugins import facekit_mismatch, get_plugin_manager, get_plugin_state
+    from facekit.plugins import get_plugin_manager, get_plugin_state, import_advice
 
     manager = get_plugin_manager()
     failures = [f.message() for f in get_plugin_state().failures]
@@ -535,9 +559,7 @@ def _build_registries() -> dict[Kind, Registry[Any]]:
                 impl.function(register=register)
             except Exception as error:  # noqa: BLE001  (a broken plugin: its components are left out, the rest work)
                 registry.drop_plugin(impl.plugin_name)
-                mismatch = (
-                    facekit_mismatch(error, _distribution(impl.plugin_name)) if isinstance(error, ImportError) else ""
-                )
+                mismatch = import_advice(error, _distribution(impl.plugin_name))
                 report(
                     f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}{mismatch}. "
                     f"Fix or uninstall it, or set FACEKIT_DISABLE_PLUGINS={impl.plugin_name} to skip it"
@@ -563,11 +585,14 @@ def load_component(kind: Kind, name: str, **params: Any) -> Any:
     return build_checked(kind, get_registry(kind).get(name), params)
 
 
-def build_checked(kind: Kind, spec: ComponentSpec[T], params: Params | Mapping[str, Any] | None = None) -> T:
-    """``spec.build(params)``, refused with a :class:`FacekitError` when a method of the built component cannot be
-    called as the pipeline calls it (before: a warper with another ``warp`` signature registered, built and passed
-    the recipe check, and training ended in a TypeError traceback from inside the decoder)."""
-    component = spec.build(params)
+def build_checked(
+    kind: Kind, spec: ComponentSpec[T], params: Params | Mapping[str, Any] | None = None, asked_for: str = ""
+) -> T:
+    """``spec.build(params)`` (``asked_for``: where, for its message when a module it imports is missing), refused
+    with a :class:`FacekitError` when a method of the built component cannot be called as the pipeline calls it
+    (before: a warper with another ``warp`` signature registered, built and passed the recipe check, and training
+    ended in a TypeError traceback from inside the decoder)."""
+    component = spec.build(params, kind=kind, asked_for=asked_for)
     mismatched = call_mismatches(component, kind)
     if mismatched:
         raise FacekitError(mismatch_message(kind, spec, mismatched))

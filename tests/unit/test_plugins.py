@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -583,5 +584,125 @@ def test_a_hook_with_another_argument_or_without_the_marker_is_left_out_and_repo
         assert "FACEKIT_DISABLE_PLUGINS=misnamed" in messages["misnamed"]
         assert "register_warpers not marked with @facekit.hookimpl" in messages["unmarked"]
         assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
+    finally:
+        plugins.reset()
+
+
+def _distribution(name: str, *requires: str, extras: tuple[str, ...] = ()) -> types.SimpleNamespace:
+    """A plugin's installed metadata, as importlib.metadata gives it: its requirements and the extras it offers."""
+    from email.message import Message
+
+    headers = Message()
+    for extra in extras:
+        headers["Provides-Extra"] = extra
+    return types.SimpleNamespace(name=name, version="1.0", requires=list(requires), metadata=headers)
+
+
+class _MissingADependency(_FakeEntryPoint):
+    """A plugin whose module imports a package that is not installed (``import insightface`` at its top)."""
+
+    def __init__(self, name: str, module: str, *requires: str) -> None:
+        super().__init__(name, f"facekit-{name}", None)
+        self.dist = _distribution(f"facekit-{name}", "facekit>=0.1,<0.2", *requires, extras=("casia",))
+        self.missing = module
+
+    def load(self) -> object:
+        raise ModuleNotFoundError(f"No module named {self.missing!r}", name=self.missing)
+
+
+def test_a_plugin_missing_a_dependency_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: 'failed to load: ModuleNotFoundError: No module named ...' and nothing of the package to install, its
+    version (the plugin's requirement) or that an extra of the plugin asks for it; facekit's advice stays its own."""
+    points = [
+        _MissingADependency("declared", "absent_runtime.capi", "absent-runtime>=1.17"),
+        _MissingADependency("extra", "absent_casia", 'absent-casia==0.1.0; extra == "casia"'),
+        _MissingADependency("undeclared", "absent_thing"),
+        _MissingADependency("old", "pluggy", "pluggy>=99"),  # installed, older than the plugin asks: a name is missing
+    ]
+    _installed_beside(monkeypatch, *points)
+    try:
+        messages = {failure.name: failure.message() for failure in plugins.get_plugin_state().failures}
+        assert "\n" not in "".join(messages.values())
+        assert (
+            "No module named 'absent_runtime.capi'; facekit-declared 1.0 asks for absent-runtime>=1.17, which is not "
+            "installed: pip install 'absent-runtime>=1.17'. Fix or uninstall it"
+        ) in messages["declared"]
+        assert (
+            "facekit-extra 1.0 asks for absent-casia==0.1.0 (with its extra casia), which is not installed: pip "
+            "install 'absent-casia==0.1.0'"
+        ) in messages["extra"]
+        assert (
+            "facekit-undeclared 1.0 declares no requirement for absent_thing: install the package that provides"
+            in (messages["undeclared"])
+        )
+        pluggy_version = metadata.version("pluggy")
+        assert (
+            f"asks for pluggy>=99, and pluggy {pluggy_version} is installed: pip install 'pluggy>=99'"
+            in (messages["old"])
+        )
+        assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
+    finally:
+        plugins.reset()
+    # A dependency installed in the plugin's range that lacks what it imports: its lower bound is too low.
+    error = ImportError("cannot import name 'New' from 'pluggy'", name="pluggy")
+    advice = plugins.dependency_advice(error, _distribution("facekit-p", "pluggy>=1"))  # type: ignore[arg-type]
+    assert advice == (
+        f"; facekit-p 1.0 asks for pluggy>=1, and pluggy {pluggy_version} is installed, which lacks what facekit-p "
+        f"imports: upgrade pluggy, or install a facekit-p release made for pluggy {pluggy_version}"
+    )
+    # Installed, yet the module is not there (a broken install; dlib-bin's wheel records no top-level name, so its
+    # module is found by the requirement's name).
+    monkeypatch.setattr(plugins.metadata, "packages_distributions", lambda: {})
+    error = ModuleNotFoundError("No module named 'pluggy'", name="pluggy")
+    advice = plugins.dependency_advice(error, _distribution("facekit-p", "pluggy>=1"))  # type: ignore[arg-type]
+    assert advice.endswith(
+        f"pluggy {pluggy_version} is installed without pluggy: pip install --force-reinstall 'pluggy>=1'"
+    )
+    # A requirement for another platform only is not the one to install here.
+    elsewhere = 'absent-runtime>=1; sys_platform == "no-such-platform"'
+    error = ModuleNotFoundError("No module named 'absent_runtime'", name="absent_runtime")
+    advice = plugins.dependency_advice(error, _distribution("facekit-p", elsewhere))  # type: ignore[arg-type]
+    assert advice == "; facekit-p 1.0 declares no requirement for absent_runtime: install the package that provides it"
+
+
+def test_a_component_whose_factory_misses_a_module_says_which_and_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a plugin that loads fine but imports its runtime inside the factory (as heavy imports should be) gave
+    the ImportError's traceback when the component was built, naming neither the component nor what to install."""
+    from facekit import registry
+    from facekit.recipe import ResolvedComponent
+    from facekit.registry import ComponentSpec, NoParams
+
+    def lazy_factory(params: NoParams) -> object:
+        import absent_runtime  # type: ignore[import-not-found]  # noqa: F401
+
+        raise AssertionError("absent_runtime is not installed")
+
+    lazy = types.ModuleType("lazy_plugin")
+
+    @facekit.hookimpl
+    def register_warpers(register: Any) -> None:
+        register(ComponentSpec("lazy-warp", lazy_factory, NoParams))
+
+    lazy.register_warpers = register_warpers  # type: ignore[attr-defined]
+    _installed_beside(monkeypatch, _FakeEntryPoint("lazy", "facekit-lazy", lazy))
+    dist = _distribution("facekit-lazy", "facekit>=0.1,<0.2", "absent-runtime>=1.17")
+    monkeypatch.setattr(registry, "_distribution", lambda plugin: dist if plugin == "lazy" else None)
+    try:
+        advice = (
+            "facekit-lazy 1.0 asks for absent-runtime>=1.17, which is not installed: pip install 'absent-runtime>=1.17'"
+        )
+        with pytest.raises(PluginError) as info:
+            facekit.load_component("warper", "lazy-warp")
+        assert str(info.value) == (
+            f"warper 'lazy-warp' (plugin 'lazy') could not be built: ModuleNotFoundError: No module named "
+            f"'absent_runtime'; {advice}"
+        )
+        spec = facekit.get_registry("warper").get("lazy-warp")
+        with pytest.raises(PluginError, match=r"^warper 'lazy-warp' \(plugin 'lazy', asked for at components.warper\)"):
+            ResolvedComponent("warper", "warper", spec, NoParams()).build()  # as a recipe's run builds it
+        with pytest.raises(PluginError, match=r"^warper 'lazy-warp' \(plugin 'lazy'\) could not be built"):
+            spec.build()  # the kind found in the registries
     finally:
         plugins.reset()
