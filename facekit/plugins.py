@@ -204,7 +204,7 @@ def dependency_advice(error: BaseException, dist: metadata.Distribution | None) 
         extra = next((e for e in ("", *extras) if _applies(marker, e)), None)
         if extra is None:  # asked for on another platform or Python only
             continue
-        declared = str(requirement).split(";")[0].strip()  # as the plugin declares it, less its marker
+        declared = line.split(";")[0].strip()  # as the plugin declares it, less its marker
         asks = f"{plugin} asks for {declared}" + (f" (with its extra {extra})" if extra else "")
         install = f"pip install '{declared}'"
         # (a wheel that records no top-level name, dlib-bin's, is found by the requirement's name)

@@ -1054,6 +1054,54 @@ def test_without_the_surrey_model_the_avatar_tab_says_so_and_the_rest_works(
         engine.close()
 
 
+def test_a_facekit_avatar_without_what_the_server_imports_is_a_note_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a facekit-avatar of another release (its avatar app registered, mesh_files gone) let the server start
+    and each avatar ended in an ImportError traceback; nothing said which facekit-avatar facekit-serve works with
+    (no range was declared between them: now its ``avatar`` extra)."""
+    import types
+    from email.message import Message
+    from importlib import metadata
+
+    import facekit
+
+    built = []
+    load_component = facekit.load_component
+
+    def avatar_app(kind: str, name: str, **params: Any) -> object:  # its app registered: the Surrey model not needed
+        if (kind, name) != ("app", "avatar"):
+            return load_component(kind, name, **params)
+        built.append(name)
+        return object()
+
+    headers = Message()
+    headers["Provides-Extra"] = "avatar"
+    serve = types.SimpleNamespace(
+        name="facekit-serve", version="0.1.0", metadata=headers, requires=['facekit-avatar>=9.0; extra == "avatar"']
+    )
+    real = metadata.distribution
+    monkeypatch.setattr(metadata, "distribution", lambda name: serve if name == "facekit-serve" else real(name))
+    monkeypatch.setattr(facekit, "load_component", avatar_app)
+    monkeypatch.setitem(sys.modules, "facekit_avatar.app", types.ModuleType("facekit_avatar.app"))  # no mesh_files
+    engine = Engine.load(tmp_path / "results", compare=False)
+    try:
+        assert built == ["avatar"] and engine.avatar is None
+        note = engine.avatar_note
+        assert note.startswith(
+            "The 3-D avatar is not available on this server: ImportError: cannot import name 'mesh_files' from "
+            "'facekit_avatar.app'"
+        )
+        installed = metadata.version("facekit-avatar")
+        assert note.endswith(
+            f"; facekit-serve 0.1.0 asks for facekit-avatar>=9.0 (with its extra avatar), and facekit-avatar "
+            f"{installed} is installed: pip install 'facekit-avatar>=9.0'"
+        )
+        assert "\n" not in note
+    finally:
+        engine.close()
+
+
 def test_a_comparison_model_that_cannot_load_is_left_out_not_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -519,8 +520,12 @@ class Engine:
             else:  # the avatar plugin is not installed, or the store's model is damaged
                 engine.avatar_note = f"The 3-D avatar is not available on this server: {error}"
         else:
-            engine.avatar = maker
-            engine.avatar_note = engine._gl.submit(_gl_ready).result()
+            mismatch = _avatar_mismatch()
+            if mismatch:  # an installed facekit-avatar without what this server imports from it
+                engine.avatar_note = f"The 3-D avatar is not available on this server: {mismatch}"
+            else:
+                engine.avatar = maker
+                engine.avatar_note = engine._gl.submit(_gl_ready).result()
         return engine
 
     def close(self) -> None:
@@ -1012,6 +1017,26 @@ class Engine:
         result.comparison.write_bytes(png_bytes(grid))
         if missing:
             result.comparison_note = f"No face here for {', '.join(missing)} (its own detector did not find it)."
+
+
+def _avatar_mismatch() -> str:
+    """ "" when the installed facekit-avatar has what this server imports from it; else the ImportError in one line,
+    with what to install (facekit-serve's ``avatar`` extra names the facekit-avatar it works with; a module
+    facekit-avatar itself misses is judged by facekit-avatar's requirements). Before, a facekit-avatar of another
+    release (its app registered, a name gone) stopped the server's start, or each avatar, with a traceback."""
+    try:
+        from facekit_avatar.app import mesh_files  # noqa: F401
+        from facekit_avatar.render import renderer  # noqa: F401
+    except ImportError as error:
+        from facekit.plugins import import_advice
+
+        whose = "facekit-serve" if (error.name or "").split(".")[0] == "facekit_avatar" else "facekit-avatar"
+        try:
+            dist = metadata.distribution(whose)
+        except metadata.PackageNotFoundError:
+            dist = None
+        return f"{type(error).__name__}: {error}{import_advice(error, dist)}"
+    return ""
 
 
 def _gl_ready() -> str:
