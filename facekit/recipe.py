@@ -1470,17 +1470,25 @@ def _setting_file(path: str, origins: dict[str, Path], given: set[str]) -> Path 
 
 def _written(text: str, parts: Sequence[str]) -> str | None:
     """The plain scalar at ``parts`` (a dotted path's parts: mapping keys, list indexes) of the YAML ``text``, as it
-    is written there (``1e3``, ``yes``, ``0x1FF``); None where the text holds none there (a section, a quoted scalar,
-    which YAML reads as written, or text that is not YAML)."""
+    is written there (``1e3``, ``yes``, ``0x1FF``), without the anchor or tag before it (``&steps 1e3``: an alias
+    ``*steps`` elsewhere is the same value); None where the text holds none there (a section, a quoted scalar, which
+    YAML reads as written, a plain scalar written over several lines, which YAML reads as one, or text that is not
+    YAML)."""
     try:
         node: yaml.Node | None = yaml.compose(text, Loader=_RecipeLoader)  # (a SafeLoader: nodes, nothing built)
     except (yaml.YAMLError, RecursionError):
         return None
     for part in parts:
         node = _yaml_child(node, part) if node is not None else None
-    if isinstance(node, yaml.ScalarNode) and node.style is None:
-        return text[node.start_mark.index : node.end_mark.index]
-    return None
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return None
+    # (a node's marks are its event's: from its anchor or tag, which a plain scalar cannot start with)
+    written = _NODE_PROPERTIES.sub("", text[node.start_mark.index : node.end_mark.index])
+    return None if "\n" in written or "\r" in written else written
+
+
+#: The anchor (``&name``) and tag (``!!bool``, ``!local``) a YAML node may be written with, before its value.
+_NODE_PROPERTIES = re.compile(r"^(?:[&!]\S*\s+)+")
 
 
 def _yaml_child(node: yaml.Node, part: str) -> yaml.Node | None:

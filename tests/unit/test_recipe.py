@@ -549,6 +549,25 @@ def test_a_refused_value_of_a_recipe_file_is_echoed_as_written(tmp_path: Path) -
     ]
 
 
+def test_a_refused_value_written_with_an_anchor_tag_or_over_lines_is_echoed_as_its_value(tmp_path: Path) -> None:
+    """A node's text in the file began at its anchor or tag: `lr: &l yes` said "(got &l yes)", and so did the
+    `*l` that repeats it; a plain scalar written over two lines was echoed with its line break, cutting the problem's
+    line in two. Now the value alone, and YAML's one-line reading of the folded one."""
+    (tmp_path / "r.yaml").write_text(
+        "train:\n  lr: &l yes\n  identity_jitter: *l\n  steps: !!str 0x10\n  photo_casts: !!int 0x10\n"
+        "  background: no\n    way\n"
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "r.yaml")
+    assert sorted(str(p) for p in caught.value.problems) == [
+        "train.background: must be 'keep' or 'plain' (got 'no way')",
+        "train.identity_jitter: must be a number (got yes)",
+        "train.lr: must be a number (got yes)",
+        "train.photo_casts: must be at most 8 (got 0x10)",
+        "train.steps: must be a whole number (got '0x10')",
+    ]
+
+
 def test_a_bench_grid_key_set_by_path_says_to_set_the_grid_whole() -> None:
     """helper-150: `--set bench.grid.train.batch_size=[8]` made the grid {train: {batch_size: [8]}} (a grid's keys
     are dotted recipe paths) and was refused as "bench.grid.train: must be a list", naming no --set. A key without a
