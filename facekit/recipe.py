@@ -8,6 +8,7 @@ Components are named by registry name, never by import path.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -536,6 +537,9 @@ class Plan:
     source: str
     components: dict[str, ResolvedComponent] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
+    #: The recipe files read, as :func:`load_recipe` read them (:func:`recipe_sources`); none for a plan resolved
+    #: from data. What each run's run.json records as ``recipe_files``.
+    recipe_files: tuple[dict[str, Any], ...] = ()
 
     @property
     def data_root(self) -> Path:
@@ -1348,7 +1352,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Coll
     file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
     labels = _grid_cell_labels(path, file, overrides, grid_cell) if grid_cell else {}
     try:
-        return resolve(read_recipe(file), overrides=overrides, source=str(path), labels=labels)
+        raw = read_recipe(file)
+        # (hashed as read: `facekit run` starts each stage's run.json hours later, the file maybe edited meanwhile)
+        read = tuple(recipe_sources(file))
+        return replace(resolve(raw, overrides=overrides, source=str(path), labels=labels), recipe_files=read)
     except RecipeError as error:
         # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
         source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
@@ -1414,6 +1421,27 @@ def recipe_files(path: str | Path) -> list[Path]:
             break
         current = _base_file(current, base)
     return files
+
+
+def recipe_sources(given: str | Path) -> list[dict[str, Any]]:
+    """The files the recipe ``given`` (as typed: a path or a shipped recipe's name) is read from, itself first and
+    then each base of its ``extends`` chain: ``file`` (resolved), ``shipped`` (the shipped recipe's name, or None
+    for a file of the user's) and the ``sha256`` of its bytes. Before, run.json held only the name as typed, so a run
+    of ``demo`` did not say whether the shipped recipe or a file called demo in the working folder was read, nor which
+    version of it. Empty where ``given`` names no file."""
+    try:
+        files = recipe_files(given)
+    except FacekitError:
+        return []
+    names = {file.resolve(): name for name, file in shipped_recipes().items()}
+    found = []
+    for file in files:
+        try:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError:  # (a base not there: the recipe's check says so)
+            continue
+        found.append({"file": str(file), "shipped": names.get(file), "sha256": digest})
+    return found
 
 
 def recipe_origins(path: str | Path) -> dict[str, Path]:

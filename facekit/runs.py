@@ -7,7 +7,6 @@ their sha256), so a result can always be traced back to the exact code and setti
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as metadata
 import json
 import os
@@ -22,9 +21,8 @@ from typing import Any
 import yaml
 
 import facekit
-from facekit.errors import FacekitError
 from facekit.plugins import get_plugin_state
-from facekit.recipe import Plan, recipe_files, shipped_recipes
+from facekit.recipe import Plan
 
 TRACKED_PACKAGES = (
     "torch",
@@ -92,27 +90,6 @@ def describe_device(requested: str) -> dict[str, Any]:
     return info
 
 
-def recipe_sources(given: str) -> list[dict[str, Any]]:
-    """The files the recipe ``given`` (as typed: a path or a shipped recipe's name) was read from, itself first and
-    then each base of its ``extends`` chain: ``file`` (resolved), ``shipped`` (the shipped recipe's name, or None
-    for a file of the user's) and the ``sha256`` of its bytes. Before, run.json held only the name as typed, so a run
-    of ``demo`` did not say whether the shipped recipe or a file called demo in the working folder was read, nor which
-    version of it. Empty where ``given`` names no file (a plan resolved from data, not read from a recipe)."""
-    try:
-        files = recipe_files(given)
-    except FacekitError:
-        return []
-    names = {file.resolve(): name for name, file in shipped_recipes().items()}
-    found = []
-    for file in files:
-        try:
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        except OSError:  # (a base not there: the recipe's check said so before any run started)
-            continue
-        found.append({"file": str(file), "shipped": names.get(file), "sha256": digest})
-    return found
-
-
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -163,7 +140,7 @@ def start_run(
     info = {
         "stage": stage,
         "recipe": plan.source,  # as given: the same `facekit run RECIPE` reruns it
-        "recipe_files": recipe_sources(plan.source),
+        "recipe_files": list(plan.recipe_files),  # as the recipe was read (facekit.recipe.load_recipe)
         "overrides": list(plan.overrides),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "facekit": facekit.__version__,

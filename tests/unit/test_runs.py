@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facekit.recipe import resolve
+from facekit.recipe import load_recipe, resolve
 from facekit.runs import finish_run, git_sha, start_run
 
 
@@ -41,7 +41,7 @@ def test_run_json_says_which_recipe_file_was_read_and_its_sha256(
     from facekit.recipe import shipped_recipes
 
     def read(source: str) -> dict:
-        run = start_run(resolve({}, source=source), "train", tmp_path / "runs")
+        run = start_run(load_recipe(source, no_data), "train", tmp_path / "runs")
         finish_run(run)  # (what reads run.json back keeps it)
         return json.loads((run.path / "run.json").read_text())
 
@@ -49,6 +49,7 @@ def test_run_json_says_which_recipe_file_was_read_and_its_sha256(
         return hashlib.sha256(file.read_bytes()).hexdigest()
 
     monkeypatch.chdir(tmp_path)
+    no_data = [f"data.root={tmp_path}", "data.train=[]", "data.test=[]"]  # (what is read, not the data, is checked)
     shipped = {name: file.resolve() for name, file in shipped_recipes().items()}
     info = read("ablations/no-identity")
     assert info["recipe"] == "ablations/no-identity" and info["finished"]
@@ -60,7 +61,15 @@ def test_run_json_says_which_recipe_file_was_read_and_its_sha256(
     (own, base) = read("demo")["recipe_files"]
     assert own == {"file": str(tmp_path.resolve() / "demo"), "shipped": None, "sha256": sha256(Path("demo"))}
     assert base["shipped"] == "paper"
-    assert read("not-a-recipe")["recipe_files"] == []  # (a plan resolved from data, named as such)
+    # The file as it was read: `facekit run` starts a later stage's run hours after (before: hashed then, a recipe
+    # edited during the prepare stage was recorded as the one the training ran).
+    plan, read_then = load_recipe("demo", no_data), sha256(Path("demo"))
+    Path("demo").write_text("extends: paper\ndescription: edited since\n")
+    run = start_run(plan, "train", tmp_path / "runs")
+    assert json.loads((run.path / "run.json").read_text())["recipe_files"][0]["sha256"] == read_then
+    for source in ("demo", "not-a-recipe"):  # a plan resolved from data read no file, whatever it is named
+        run = start_run(resolve({}, source=source), "x", tmp_path)
+        assert json.loads((run.path / "run.json").read_text())["recipe_files"] == []
 
 
 def test_git_sha_outside_a_repository(tmp_path: Path) -> None:
