@@ -1410,9 +1410,12 @@ def recipe_files(path: str | Path) -> list[Path]:
     """The recipe and every file its ``extends`` chain reads, resolved (each base as :func:`read_recipe` finds it,
     one that sets nothing the recipe keeps too; a cycle or a base not there ends the list)."""
     files: list[Path] = []
-    current = find_recipe(path).resolve()
-    while current not in files:
-        files.append(current)
+    # (not resolved: the recipe's extends is relative to its folder as given, a symbolic link's, as read_recipe
+    # reads it; before, the link's target's folder, so a base the link's folder holds was missed or another file
+    # named, in run.json, a problem's "set in" and its value's echo)
+    current = find_recipe(path)
+    while current.resolve() not in files:
+        files.append(current.resolve())
         try:
             base = read_yaml(current).get("extends")
         except (FacekitError, OSError):

@@ -7,7 +7,7 @@ import yaml
 
 from facekit.errors import FacekitError, RecipeError, StageNotBuiltError
 from facekit.pipeline import RunOptions, run_plan, stages_to_run
-from facekit.recipe import InferSection, Recipe, apply_overrides, load_recipe, resolve
+from facekit.recipe import InferSection, Recipe, apply_overrides, load_recipe, recipe_files, resolve
 
 
 def problems_of(raw: dict, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -566,6 +566,23 @@ def test_a_refused_value_written_with_an_anchor_tag_or_over_lines_is_echoed_as_i
         "train.photo_casts: must be at most 8 (got 0x10)",
         "train.steps: must be a whole number (got '0x10')",
     ]
+
+
+def test_a_recipe_through_a_symbolic_link_names_the_base_it_read(tmp_path: Path) -> None:
+    """A linked recipe's `extends` is read from the link's folder (read_recipe), but recipe_files looked from the
+    target's: a problem set in the base was said "set in" another file with YAML's reading of its value, and
+    run.json named and hashed a base that was not read."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "real.yaml").write_text("extends: base.yaml\n")
+    (tmp_path / "shared" / "base.yaml").write_text("extends: demo\n")  # not the one read
+    (tmp_path / "mine" / "base.yaml").write_text("extends: demo\ntrain: {steps: yes}\n")
+    (tmp_path / "mine" / "link.yaml").symlink_to(tmp_path / "shared" / "real.yaml")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "mine" / "link.yaml")
+    base = (tmp_path / "mine" / "base.yaml").resolve()
+    assert [str(p) for p in caught.value.problems] == [f"train.steps: must be a whole number (got yes) (set in {base})"]
+    assert recipe_files(tmp_path / "mine" / "link.yaml")[:2] == [(tmp_path / "shared" / "real.yaml").resolve(), base]
 
 
 def test_a_bench_grid_key_set_by_path_says_to_set_the_grid_whole() -> None:
