@@ -435,7 +435,7 @@ def _reuse_pool(cells_folder: Path, folder: Path, plan: Plan) -> CachedPool | No
             offered = read_pool(candidate)
         except PoolNotWhole:
             continue
-        folder.mkdir(parents=True, exist_ok=True)  # (only here: a cell that fails to start leaves no folder)
+        folder.mkdir(parents=True, exist_ok=True)  # (its lock made it, and removes it if nothing is written)
         copy_atomic(candidate, target)  # a bench killed while copying leaves no cut-short pool
         return offered
     return None
