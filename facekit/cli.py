@@ -182,9 +182,10 @@ SetOption = Annotated[
 @app.command()
 def check(recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)], set_: SetOption = None) -> None:
     """Validate a recipe and show the resolved plan (components, params, stages) as a tree."""
+    from facekit.pipeline import run_refusals
     from facekit.recipe import find_recipe, load_recipe
 
-    plan = load_recipe(recipe, overrides=set_ or [])
+    plan = load_recipe(recipe, overrides=set_ or [], checks=run_refusals)  # (and what `facekit run` would refuse)
     file = find_recipe(recipe)
     shipped = f" (shipped: {file})" if file != Path(recipe) else ""  # where to copy it from, to edit it
     tree = Tree(Text.assemble((recipe, "bold"), " ", ("valid", "green"), shipped))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from facekit.errors import FacekitError, StageNotBuiltError, data_workers_lost_said, did_you_mean
+from facekit.errors import FacekitError, Problem, StageNotBuiltError, data_workers_lost_said, did_you_mean
 from facekit.recipe import STAGES, Plan
 from facekit.runs import RunDir, finish_run
 
@@ -201,15 +201,37 @@ def check_pipeline_apps(plan: Plan) -> None:
     ``NOT_IN_PIPELINE``): a recipe's apps are handed the faces the recipe's model made and run ``apply`` on them
     (before: ``params: {model: sface}``, ``device: cuda`` or adjust's ``strength`` were accepted and unused, and an
     unusable device was refused only after every photo was normalized; helper-94)."""
+    problems = pipeline_app_problems(plan)
+    if problems:
+        raise FacekitError(str(problems[0]))
+
+
+def pipeline_app_problems(plan: Plan) -> list[Problem]:
+    """:func:`check_pipeline_apps`' refusals, one per app, at ``components.apps.N.params`` (``about``: the params
+    given, so that `facekit check` names the ``--set`` that gave one)."""
+    problems = []
     for component in recipe_apps(plan):
         unused = type(component.params).NOT_IN_PIPELINE
         given = [name for name in unused if name in component.params.model_fields_set]
         if given:
-            raise FacekitError(
-                f"components.{component.slot}.params: {', '.join(given)} are for the {component.spec.name} app's own "
-                "command and the Python API; in a recipe it is handed the faces infer.checkpoint made (with "
-                "infer.face, on infer.device) and its apply reads none of them: leave them out"
+            at = f"components.{component.slot}.params"
+            problems.append(
+                Problem(
+                    at,
+                    f"{', '.join(given)} are for the {component.spec.name} app's own command and the Python API; in "
+                    "a recipe it is handed the faces infer.checkpoint made (with infer.face, on infer.device) and its "
+                    "apply reads none of them: leave them out",
+                    tuple(f"{at}.{name}" for name in given),
+                )
             )
+    return problems
+
+
+def run_refusals(plan: Plan) -> list[Problem]:
+    """What `facekit run` refuses from the recipe's settings alone (no data read, no model loaded) after the recipe
+    resolved, as problems: `facekit check` says them too (helper-168: it called valid a recipe whose apps' params
+    `facekit run` refused as it started). Machine-dependent refusals (a GPU not here) are not among them."""
+    return pipeline_app_problems(plan)
 
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:

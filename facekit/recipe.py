@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -1344,18 +1344,24 @@ def _merge(base: Any, update: Any) -> Any:
     return update
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = (), grid_cell: Collection[str] = ()) -> Plan:
+def load_recipe(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    grid_cell: Collection[str] = (),
+    checks: Callable[[Plan], Sequence[Problem]] | None = None,
+) -> Plan:
     """Read (following ``extends``), override, validate and resolve a recipe; raise :class:`RecipeError` listing
     every problem, each set in a base file named with it. ``grid_cell``: those of ``overrides`` that are a bench cell's
     (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
-    as a ``--set`` the user did not type."""
+    as a ``--set`` the user did not type. ``checks``: more rules for the resolved plan (:func:`resolve`)."""
     file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
     labels = _grid_cell_labels(path, file, overrides, grid_cell) if grid_cell else {}
     try:
         raw = read_recipe(file)
         # (hashed as read: `facekit run` starts each stage's run.json hours later, the file maybe edited meanwhile)
         read = tuple(recipe_sources(file))
-        return replace(resolve(raw, overrides=overrides, source=str(path), labels=labels), recipe_files=read)
+        plan = resolve(raw, overrides=overrides, source=str(path), labels=labels, checks=checks)
+        return replace(plan, recipe_files=read)
     except RecipeError as error:
         # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
         source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
@@ -1550,9 +1556,12 @@ def resolve(
     overrides: Sequence[str] = (),
     source: str = "recipe",
     labels: Mapping[str, str] | None = None,
+    checks: Callable[[Plan], Sequence[Problem]] | None = None,
 ) -> Plan:
     """Validate ``raw`` (a recipe as plain data) with ``overrides`` and resolve it against the registries; a problem
-    of an override's value is named by that override (``--set ITEM``, or ``labels[ITEM]`` where it has one)."""
+    of an override's value is named by that override (``--set ITEM``, or ``labels[ITEM]`` where it has one).
+    ``checks``: rules a caller adds for the plan once it resolves, their problems named alike (`facekit check` adds
+    the refusals `facekit run` makes from the settings alone, :func:`facekit.pipeline.run_refusals`)."""
     data: dict[str, Any] = _deep_copy(raw)
     problems = apply_overrides(data, overrides)
     values, section_problems = _validate_sections(data)
@@ -1566,7 +1575,11 @@ def resolve(
         problems.extend(_as_given(_cross_checks(recipe, components), overrides, labels or {}))
     if problems:
         raise RecipeError(problems, source)
-    return Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
+    plan = Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
+    refused = _as_given(list(checks(plan)), overrides, labels or {}) if checks is not None else []
+    if refused:
+        raise RecipeError(refused, source)
+    return plan
 
 
 def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping[str, str]) -> list[Problem]:
@@ -1586,17 +1599,20 @@ def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping
     named = []
     for problem in problems:
         # A cross-field rule's problem (its ``about``) by the --set of the setting it refuses, else of another it
-        # reads: `--set train.background=keep` is what refused the file's background_rgb.
-        keys = next(
-            (found for path in (problem.path, *problem.about) if (found := _keys_setting(path, given))),
+        # reads: `--set train.background=keep` is what refused the file's background_rgb. Settings it names within
+        # its path are refused with it: the --set of one (components.apps.0.params.strength) is the nearer.
+        within = [path for path in problem.about if path.startswith(f"{problem.path}.")]
+        keys = [key for path in (problem.path, *within) for key in _keys_setting(path, given)] or next(
+            (found for path in problem.about if (found := _keys_setting(path, given))),
             [],
         )
         if not keys:
             named.append(problem)
             continue
         # "x must be ...", "x shapes the plain background" (a cross-field rule's words follow its path); "x: extra
-        # field ..."
-        joint = " " if problem.message.startswith("must ") or problem.about else ": "
+        # field ...", "components.apps.0.params: strength are for ..." (words that name the settings first)
+        names_first = any(re.match(rf"{re.escape(path.rpartition('.')[2])}\b", problem.message) for path in within)
+        joint = " " if problem.message.startswith("must ") or (problem.about and not names_first) else ": "
         message = _as_typed(problem.message, _typed_at(problem.path, typed))
         named.append(Problem(given[max(keys, key=len)], f"{problem.path}{joint}{message}"))
     return named

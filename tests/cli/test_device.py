@@ -363,6 +363,42 @@ def test_a_recipe_explore_apps_interpolation_settings_are_refused_too() -> None:
             check_later_stages(plan, ["train", "infer"])
 
 
+@pytest.mark.parametrize(
+    ("sets", "label"),
+    [
+        (["components.apps=[{name: attributes}, {name: adjust, params: {strength: 0.5}}]"], 0),
+        (["components.apps=[{name: explore}]", "components.apps.0.params.judge=sface"], 1),  # the nearer --set
+        ([], None),  # set in the file the recipe extends: named with it
+    ],
+)
+def test_facekit_check_refuses_a_recipe_apps_params_in_the_words_run_does(
+    sets: list[str], label: int | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-168: `facekit check` called a recipe valid whose apps' params `facekit run` refused as it started (the
+    rule was the infer stage's alone, helper-94). Now check says it too, in run's words at the same path, named by
+    the --set that gave the param, or by the base file that set it."""
+    from facekit.cli import main
+    from facekit.errors import FacekitError
+    from facekit.pipeline import check_later_stages
+    from facekit.recipe import load_recipe
+
+    recipe = "recipes/demo.yaml"
+    if not sets:
+        base = tmp_path / "base.yaml"
+        base.write_text(
+            f"extends: {Path(recipe).resolve()}\ncomponents:\n  apps: [{{name: attributes, params: {{device: cpu}}}}]\n"
+        )
+        (tmp_path / "mine.yaml").write_text("extends: base.yaml\ninfer: {batch_size: 4}\n")
+        recipe = str(tmp_path / "mine.yaml")
+    with pytest.raises(FacekitError) as refused:
+        check_later_stages(load_recipe(recipe, sets), ["train", "infer"])  # (run's refusal, unchanged)
+    capsys.readouterr()
+    assert main(["check", recipe, *(item for given in sets for item in ("--set", given))]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    named = f"--set {sets[label]}: {refused.value}" if label is not None else f"{refused.value} (set in {base})"
+    assert f"1 problem: {named}" in said
+
+
 @pytest.mark.usefixtures("one_gpu")
 def test_the_evaluate_stage_loads_measures_and_records_on_infer_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
