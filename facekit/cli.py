@@ -440,7 +440,7 @@ def _corrector(method: str, params: dict[str, Any]) -> Any:
             f"--method {method}: no such method; methods: {', '.join(methods)}{'; ' + hint if hint else ''}"
         ) from None
     if "strength" in spec.params.model_fields:
-        corrector = spec.build(params)
+        corrector = spec.build(params, kind="app", asked_for=f"--method {method}")
         if callable(getattr(corrector, "correct", None)):
             return corrector
     raise FacekitError(f"--method {method}: the {method} app does not correct photos; methods: {', '.join(methods)}")
@@ -868,26 +868,34 @@ def models_bundle(
     plan = load_recipe(recipe, overrides=set_ or [])
     # Before: only the recipe's own components were packed; a bench grid over components.encoder.name, or its
     # bench.judges, loaded weights the other machine did not have, and the bench stopped at its first such cell.
-    wanted: dict[str, tuple[str, Any, Any]] = {}  # (kind, name, params) -> (where, spec, params)
+    # (kind, name, params) -> (where its weights param is, where the recipe asked for it, kind, spec, params)
+    wanted: dict[str, tuple[str, str, str, Any, Any]] = {}
     for overrides in [(), *cells(plan)] if plan.recipe.bench.grid else [()]:
         cell = load_recipe(recipe, [*(set_ or []), *overrides], grid_cell=overrides) if overrides else plan
         for key, component in cell.components.items():
-            where = f"components.{key}.params.weights" + (f" (bench cell {', '.join(overrides)})" if overrides else "")
+            in_cell = f" (bench cell {', '.join(overrides)})" if overrides else ""
             wanted.setdefault(
                 f"{component.kind}:{component.spec.name}:{component.params.model_dump_json()}",
-                (where, component.spec, component.params),
+                (
+                    f"components.{key}.params.weights{in_cell}",
+                    f"components.{key}{in_cell}",
+                    component.kind,
+                    component.spec,
+                    component.params,
+                ),
             )
     for name in plan.recipe.bench.judges:
         spec = get_registry("encoder").get(name)
         params = spec.params()
-        wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (f"bench.judges {name}", spec, params))
+        where = f"bench.judges {name}"
+        wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (where, where, "encoder", spec, params))
     sources: list[Any] = []
     with status(console, "building the recipe's components to see which weight files they load"):
-        for where, spec, params in wanted.values():
+        for where, asked_for, kind, spec, params in wanted.values():
             # Before: every file with a checksum on each card was packed, whatever the params chose; a file the
             # params named, or one without a checksum, was left out without a word (helper-69).
             with recording_weights() as used:
-                spec.build(params)
+                spec.build(params, kind=kind, asked_for=asked_for)
             sources += used
             given = getattr(params, "weights", None)
             for source, path in used if given else []:

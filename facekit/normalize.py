@@ -704,6 +704,8 @@ class Normalizer:
         :attr:`size`). One Normalizer may be shared by threads: calls take turns."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint, weights_digest
+        from facekit.registry import build_checked
+        from facekit.types import Kind
 
         if path is not None and not isinstance(path, str | os.PathLike):
             raise FacekitError(f"from_checkpoint: expected a model file's path or a shipped model's name, got {path!r}")
@@ -724,21 +726,30 @@ class Normalizer:
         meta = {**meta, "source": str(checkpoint), "weights_sha256": weights_digest(tensors)}
         if "decoder" not in meta:
             raise FacekitError(f"{checkpoint} is not a facekit model (no decoder in its metadata)")
+
+        def model_component(kind: Kind, name: str, params: Any) -> Any:  # (a module it misses: said as the model's)
+            spec = facekit.get_registry(kind).get(name)
+            return build_checked(kind, spec, params, asked_for=f"{checkpoint}'s components.{kind}")
+
         try:  # the components the model was trained with: a missing one is named as the model's
-            decoder = facekit.get_registry("decoder").get(meta["decoder"]).build(meta["decoder_params"])
+            decoder = (
+                facekit.get_registry("decoder")
+                .get(meta["decoder"])
+                .build(meta["decoder_params"], kind="decoder", asked_for=f"{checkpoint}'s components.decoder")
+            )
             load_decoder_state(decoder, tensors)
             if meta.get("warper"):
-                decoder.warper = facekit.load_component("warper", meta["warper"], **(meta.get("warper_params") or {}))
+                decoder.warper = model_component("warper", meta["warper"], meta.get("warper_params") or {})
             # The encoder the decoder was trained on, with the recipe's params (a facenet variant, an arcface weights
             # file): the same name with default params would give other features.
             encoder_ref = meta.get("recipe", {}).get("components", {}).get("encoder") or {}
             params = encoder_ref.get("params", {}) if encoder_ref.get("name") == meta["encoder"] else {}
-            encoder = facekit.load_component("encoder", meta["encoder"], **params)
+            encoder = model_component("encoder", meta["encoder"], params)
             if detector is None:
                 detector_ref = meta["recipe"]["components"].get("detector")
                 if detector_ref is None:
                     raise FacekitError(f"{checkpoint} names no detector in its recipe; it cannot normalize photos")
-                detector = facekit.load_component("detector", detector_ref["name"], **detector_ref.get("params", {}))
+                detector = model_component("detector", detector_ref["name"], detector_ref.get("params", {}))
         except ComponentNotFoundError as error:
             missing = f"{checkpoint} was made with a component not available here: {error}"
             raise ComponentNotFoundError(missing) from None

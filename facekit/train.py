@@ -99,7 +99,7 @@ def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any
         )
     if params.feature_size != feature_size:
         params = params.model_copy(update={"feature_size": feature_size})
-    decoder = component.spec.build(params)
+    decoder = component.spec.build(params, kind=component.kind, asked_for=f"components.{component.slot}")
     if "warper" in plan.components and hasattr(decoder, "warper"):
         if warper is None:
             warper = plan.components["warper"].build()

@@ -706,3 +706,50 @@ def test_a_component_whose_factory_misses_a_module_says_which_and_what_to_instal
             spec.build()  # the kind found in the registries
     finally:
         plugins.reset()
+
+
+def test_the_decoder_training_builds_and_a_method_say_where_they_were_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """helper-168: the trainer's decoder and `facekit adjust --method`'s app were built without saying where they were
+    asked for, so a module their factory missed was said without components.decoder (or --method NAME)."""
+    from pydantic import Field
+
+    from facekit import registry
+    from facekit.cli import _corrector
+    from facekit.registry import ComponentSpec, Params
+    from facekit.train import build_decoder
+
+    class LazyDecoderParams(Params):
+        feature_size: int = Field(default=128, description="the encoder's")
+
+    class LazyFixParams(Params):
+        strength: float = Field(default=1.0, description="how much")
+
+    def lazy_factory(params: Params) -> object:
+        import absent_runtime  # type: ignore[import-not-found]  # noqa: F401
+
+        raise AssertionError("absent_runtime is not installed")
+
+    lazy = types.ModuleType("lazy_plugin")
+
+    @facekit.hookimpl
+    def register_decoders(register: Any) -> None:
+        register(ComponentSpec("lazy-decoder", lazy_factory, LazyDecoderParams))
+
+    @facekit.hookimpl
+    def register_apps(register: Any) -> None:
+        register(ComponentSpec("lazy-fix", lazy_factory, LazyFixParams))
+
+    lazy.register_decoders, lazy.register_apps = register_decoders, register_apps  # type: ignore[attr-defined]
+    _installed_beside(monkeypatch, _FakeEntryPoint("lazy", "facekit-lazy", lazy))
+    monkeypatch.setattr(registry, "_distribution", lambda plugin: None)
+    try:
+        plan = load_recipe("recipes/demo.yaml", ["components.decoder={name: lazy-decoder}"])
+        said = r"\(plugin 'lazy', asked for at {}\) could not be built: ModuleNotFoundError: No module named"
+        with pytest.raises(PluginError, match="^decoder 'lazy-decoder' " + said.format("components.decoder")):
+            build_decoder(plan, 256)
+        with pytest.raises(PluginError, match="^app 'lazy-fix' " + said.format("--method lazy-fix")):
+            _corrector("lazy-fix", {})
+    finally:
+        plugins.reset()
