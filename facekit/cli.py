@@ -180,12 +180,27 @@ SetOption = Annotated[
 
 
 @app.command()
-def check(recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)], set_: SetOption = None) -> None:
-    """Validate a recipe and show the resolved plan (components, params, stages) as a tree."""
-    from facekit.pipeline import run_refusals
+def check(
+    recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)],
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            help="the stages `facekit run --stage` would run (repeatable; default: those a plain `facekit run` runs): "
+            "prepare, augment, train, evaluate or infer",
+        ),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Validate a recipe and show the resolved plan (components, params, stages) as a tree. Refuses what `facekit
+    run` with the same --stage and --set would refuse from the settings alone (before it reads data or loads a
+    model); what the machine lacks (a GPU, weights, photos) is left to run."""
+    from facekit.pipeline import run_refusals, stages_to_run
     from facekit.recipe import find_recipe, load_recipe
 
-    plan = load_recipe(recipe, overrides=set_ or [], checks=run_refusals)  # (and what `facekit run` would refuse)
+    stages_to_run(stage)  # an unknown --stage: refused as by `facekit run`, before the recipe is read
+    # (and what `facekit run --stage ...` would refuse: a stage that does not run refuses nothing)
+    plan = load_recipe(recipe, overrides=set_ or [], checks=lambda plan: run_refusals(plan, stage))
     file = find_recipe(recipe)
     shipped = f" (shipped: {file})" if file != Path(recipe) else ""  # where to copy it from, to edit it
     tree = Tree(Text.assemble((recipe, "bold"), " ", ("valid", "green"), shipped))
@@ -209,7 +224,7 @@ def check(recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)], set_: SetOpt
     root = plan.recipe.data.resolved_root()
     tree.add(f"data is read from {root.resolve()}; relative outputs are under {Path.cwd()}")
     console.print(tree)
-    _warn_unused_settings(plan.unused_settings())
+    _warn_unused_settings(plan.unused_settings(stages=stage))  # (as `facekit run` warns)
 
 
 def _warn_unused_settings(lines: list[str]) -> None:

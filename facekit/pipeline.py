@@ -74,11 +74,115 @@ def check_augment_output(output: Path) -> None:
 def nothing_to_augment(plan: Plan) -> FacekitError:
     """The augment stage asked for with no morphs to write: which setting says so, and the one that writes some
     (helper-107: "augment.enabled is false or augment.count is 0: nothing to materialise", after prepare ran)."""
-    turn_on = "" if plan.recipe.augment.enabled else "--set augment.enabled=true "
-    return FacekitError(
-        f"the augment stage has no morphs to write ({skip_reason('augment', plan)}): {turn_on}--set "
-        "augment.count=N writes N to look at, or run the other stages without it (--stage prepare --stage train)"
+    return FacekitError(str(augment_problems(plan)[0]))
+
+
+def augment_problems(plan: Plan) -> list[Problem]:
+    """The augment stage's refusal from the settings alone (:func:`nothing_to_augment`): no morphs to write, at
+    the setting that says so."""
+    augment = plan.recipe.augment
+    if augment.enabled and augment.count:
+        return []
+    turn_on = "" if augment.enabled else "--set augment.enabled=true "
+    return [
+        Problem(
+            "augment.count" if augment.enabled else "augment.enabled",
+            f"the augment stage has no morphs to write ({skip_reason('augment', plan)}): {turn_on}--set "
+            "augment.count=N writes N to look at, or run the other stages without it (--stage prepare --stage train)",
+        )
+    ]
+
+
+def prepare_problems(plan: Plan) -> list[Problem]:
+    """The prepare stage's refusals from the settings alone (:func:`facekit.data.prepare.check_preparable` raises
+    the first): a detector giving 68 iBUG points (what it aligns and averages) and data.train sources."""
+    from facekit.types import LandmarkScheme
+
+    problems = []
+    detector = plan.components.get("detector")
+    if detector is None:
+        problems.append(
+            Problem("components.detector", "the prepare stage needs components.detector (e.g. {name: dlib})")
+        )
+    else:
+        scheme = detector.spec.card.landmark_scheme if detector.spec.card is not None else None
+        if scheme != LandmarkScheme.IBUG68.value:
+            problems.append(
+                Problem(
+                    "components.detector.name",
+                    f"prepare needs a 68-point iBUG detector (scheme ibug68; e.g. facekit-dlib's 'dlib'); "
+                    f"{detector.spec.name!r} gives {scheme or 'undeclared'} landmarks",
+                )
+            )
+    if not plan.recipe.data.train:
+        problems.append(Problem("data.train", "the prepare stage needs data.train sources"))
+    return problems
+
+
+def train_problems(plan: Plan) -> list[Problem]:
+    """The train stage's refusals from the settings alone: an encoder and a decoder that takes its feature size
+    (:func:`trainer_problems`) and, with the encoder's losses on, a differentiable warper (built to ask it: a warper
+    has no weights)."""
+    problems = trainer_problems(plan)
+    if "warper" in plan.components and plan.recipe.train.loss.through_encoder():
+        problems.extend(warper_problems(plan, plan.components["warper"].build()))
+    return problems
+
+
+def trainer_problems(plan: Plan) -> list[Problem]:
+    """A training's encoder and decoder from the settings alone (:func:`facekit.train.check_trainable` raises the
+    first): both named, the decoder with the feature size the trainer sets (:func:`decoder_problems`)."""
+    problems = []
+    if plan.components.get("encoder") is None:
+        problems.append(Problem("components.encoder", "training needs components.encoder (e.g. {name: dlib-resnet})"))
+    return problems + decoder_problems(plan)
+
+
+def decoder_problems(plan: Plan) -> list[Problem]:
+    """A training's decoder from the settings alone (:func:`facekit.train.build_decoder` raises the first): there
+    is one, and its Params has the ``feature_size`` through which the trainer gives it the encoder's."""
+    component = plan.components.get("decoder")
+    if component is None:
+        return [Problem("components.decoder", "training needs components.decoder (e.g. {name: paper})")]
+    if "feature_size" not in type(component.params).model_fields:
+        return [
+            Problem(
+                "components.decoder.name",
+                f"decoder {component.spec.name!r}: its Params has no feature_size field, through which the trainer "
+                "gives it the encoder's feature size (facekit.types.TrainableDecoder)",
+            )
+        ]
+    return []
+
+
+def warper_problems(plan: Plan, warper: Any) -> list[Problem]:
+    """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any
+    on, a ``warper`` (the recipe's, built) that does not say ``differentiable = True`` is refused (it would train
+    those losses into nothing; :func:`facekit.train.check_warper_for_losses` raises it)."""
+    flag = getattr(warper, "differentiable", None)
+    if not plan.recipe.train.loss.through_encoder() or flag is True:
+        return []
+    name = plan.components["warper"].spec.name
+    said = "says it is not differentiable" if flag is False else "does not say it is differentiable"
+    return [
+        Problem(
+            "components.warper.name",
+            f"warper {name!r} {said} (its differentiable attribute), and the encoder's losses reach the decoder "
+            "through the warped face: set train.loss.identity, perceptual and separation to 0 or choose "
+            "a differentiable warper",
+        )
+    ]
+
+
+def infer_problems(plan: Plan) -> list[Problem]:
+    """The infer stage's refusals from the settings alone: inputs to normalize (:func:`infer_items`) and apps'
+    params it would leave unused (:func:`pipeline_app_problems`)."""
+    empty = (
+        [Problem("infer.inputs", "is empty: list photos or folders to normalize")]
+        if not plan.recipe.infer.inputs
+        else []
     )
+    return empty + pipeline_app_problems(plan)
 
 
 def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
@@ -227,11 +331,31 @@ def pipeline_app_problems(plan: Plan) -> list[Problem]:
     return problems
 
 
-def run_refusals(plan: Plan) -> list[Problem]:
-    """What `facekit run` refuses from the recipe's settings alone (no data read, no model loaded) after the recipe
-    resolved, as problems: `facekit check` says them too (helper-168: it called valid a recipe whose apps' params
-    `facekit run` refused as it started). Machine-dependent refusals (a GPU not here) are not among them."""
-    return pipeline_app_problems(plan)
+#: Each stage's refusals from the recipe's settings alone (:func:`run_refusals`).
+STAGE_REFUSALS: dict[str, Callable[[Plan], list[Problem]]] = {
+    "prepare": prepare_problems,
+    "augment": augment_problems,
+    "train": train_problems,
+    "infer": infer_problems,
+}
+
+
+def run_refusals(plan: Plan, stages: Sequence[str] | None = None) -> list[Problem]:
+    """What `facekit run` (with ``stages`` as its ``--stage``: :func:`stages_running`) refuses from the recipe's
+    settings alone (no data read, no model weights loaded) after the recipe resolved, as problems, each at its
+    setting's path: each stage raises the first of its own where it checks them (``STAGE_REFUSALS``' functions),
+    and `facekit check` says them all (helper-168: it called valid a recipe whose apps' params `facekit run` refused
+    as it started; helper-169: a detector prepare cannot use, no data.train, no encoder or decoder, a warper the
+    encoder's losses cannot pass through). A stage that does not run refuses nothing (a recipe for ``--stage
+    evaluate`` alone may name a 5-point detector). Machine-dependent refusals (a GPU not here) are not among them."""
+    return [
+        problem for stage in stages_running(plan, stages) for problem in STAGE_REFUSALS.get(stage, no_refusals)(plan)
+    ]
+
+
+def no_refusals(_plan: Plan) -> list[Problem]:
+    """A stage with no refusals from the settings alone (the evaluate stage's need its model file)."""
+    return []
 
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
@@ -248,7 +372,9 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise FacekitError(infer_checkpoint_missing(infer.checkpoint))
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     apps = recipe_apps(plan)
-    check_pipeline_apps(plan)
+    refused = infer_problems(plan)  # no inputs, apps' params it would not use: said before the model loads
+    if refused:
+        raise FacekitError(str(refused[0]))
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
     named_detector = recipe_detector(plan)
@@ -589,6 +715,13 @@ def stages_to_run(requested: Sequence[str] | None) -> list[str]:
     return [s for s in STAGES if s in requested]
 
 
+def stages_running(plan: Plan, stages: Sequence[str] | None) -> list[str]:
+    """The stages `facekit run` runs of ``plan``: those asked for (``--stage``) in pipeline order, or without any,
+    every stage with something to do (:func:`skip_reason`: a recipe with ``augment.enabled: false`` or no
+    ``infer.inputs`` skips that stage)."""
+    return [stage for stage in stages_to_run(stages) if stages or skip_reason(stage, plan) is None]
+
+
 def skip_reason(stage: str, plan: Plan) -> str | None:
     """Why a stage has nothing to do in ``plan`` (it is then skipped when all stages run), or None."""
     recipe = plan.recipe
@@ -647,7 +780,7 @@ def infer_items(plan: Plan) -> list[str]:
     from facekit.errors import FacekitError
 
     if not plan.recipe.infer.inputs:
-        raise FacekitError("infer.inputs is empty: list photos or folders to normalize")
+        raise FacekitError(str(infer_problems(plan)[0]))
     items = [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
     missing = [item for item in items if not Path(item).exists()]
     if missing:
@@ -744,7 +877,7 @@ def run_plan(
             f"(`facekit check {plan.source}`), but only these stages run today: "
             f"{', '.join(s for s, r in STAGE_RUNNERS.items() if r is not None) or 'none'}"
         )
-    running = [s for s in todo if stages or skip_reason(s, plan) is None]
+    running = stages_running(plan, stages)
     if options is not None and options.resume and "train" not in running:  # (helper-85: ignored without a word)
         raise FacekitError(
             f"--resume continues a training, but this run of {plan.source} does not train (stages: "

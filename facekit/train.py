@@ -88,15 +88,13 @@ def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any
     """The recipe's decoder for encoder features of ``feature_size``, with the recipe's warper attached (``warper``
     when already built and checked, as training does before the pool), and the params it was built with (saved in
     checkpoints, to rebuild it)."""
-    component = plan.components.get("decoder")
-    if component is None:
-        raise FacekitError("training needs components.decoder (e.g. {name: paper})")
+    from facekit.pipeline import decoder_problems
+
+    refused = decoder_problems(plan)  # the settings' (what `facekit check` says): a decoder, with feature_size
+    if refused:
+        raise FacekitError(str(refused[0]))
+    component = plan.components["decoder"]
     params = component.params
-    if "feature_size" not in type(params).model_fields:
-        raise FacekitError(
-            f"decoder {component.spec.name!r}: its Params has no feature_size field, through which the trainer "
-            "gives it the encoder's feature size (facekit.types.TrainableDecoder)"
-        )
     if params.feature_size != feature_size:
         params = params.model_copy(update={"feature_size": feature_size})
     decoder = component.spec.build(params, kind=component.kind, asked_for=f"components.{component.slot}")
@@ -163,15 +161,11 @@ def check_decoder_outputs(plan: Any, decoder: Any, features: torch.Tensor) -> No
 def check_warper_for_losses(plan: Any, warper: Any) -> None:
     """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any on,
     a warper that does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
-    flag = getattr(warper, "differentiable", None)
-    if plan.recipe.train.loss.through_encoder() and flag is not True:
-        name = plan.components["warper"].spec.name
-        said = "says it is not differentiable" if flag is False else "does not say it is differentiable"
-        raise FacekitError(
-            f"warper {name!r} {said} (its differentiable attribute), and the encoder's losses reach the decoder "
-            "through the warped face: set train.loss.identity, perceptual and separation to 0 or choose "
-            "a differentiable warper"
-        )
+    from facekit.pipeline import warper_problems
+
+    refused = warper_problems(plan, warper)  # (what `facekit check` says of the recipe's warper)
+    if refused:
+        raise FacekitError(str(refused[0]))
 
 
 #: How far (px) a train.init model's mean face may lie from the prepared set's before it is refused.
@@ -470,15 +464,20 @@ def check_train_output(output: Path) -> None:
 
 def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None]:
     """What a training checks before it writes anything in train.output (the recipe's train stage calls it before
-    its run record, :func:`train` before its lock): the checkpoint there and --resume agree, a fresh training's
+    its run record, :func:`train` before its lock): an encoder and a decoder named (:func:`facekit.pipeline.
+    trainer_problems`), the checkpoint there and --resume agree, a fresh training's
     folder holds no files of the user's, the warper passes the losses, the prepared set is this recipe's and, when
     resuming, the same set under a recipe that changes nothing but what :data:`RESUMABLE_CHANGES` allows. Returns
     the built warper (None without one) and the prepared set's :func:`prepared_data_id`."""
     from facekit.checkpoints import read_checkpoint_meta
+    from facekit.pipeline import trainer_problems
 
     recipe = plan.recipe
-    if plan.components.get("encoder") is None:
-        raise FacekitError("training needs components.encoder (e.g. {name: dlib-resnet})")
+    # An encoder and a decoder, before the training pool (hours of encoding at the paper's scale; before, a recipe
+    # without a decoder was refused after it); what `facekit check` says. The warper's below.
+    refused = trainer_problems(plan)
+    if refused:
+        raise FacekitError(str(refused[0]))
     output = Path(recipe.train.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:

@@ -49,7 +49,6 @@ from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import DETECTOR_ERROR, FacekitError, sigterm_raises
 from facekit.images import load_rgb
 from facekit.locks import exclusive, replace_durably
-from facekit.types import LandmarkScheme
 
 logger = logging.getLogger(__name__)
 
@@ -507,18 +506,12 @@ def check_preparable(plan: Any) -> dict[str, list[Photo]]:
     """What prepare checks before it writes anything (the callers check it before their run record, so a refused
     run leaves no folder): a 68-point detector, data.train sources holding photos, and a prepare.output made with
     these settings if it holds work. Returns the photos by identity."""
+    from facekit.pipeline import prepare_problems
+
     recipe = plan.recipe
-    detector = plan.components.get("detector")
-    if detector is None:
-        raise FacekitError("the prepare stage needs components.detector (e.g. {name: dlib})")
-    scheme = detector.spec.card.landmark_scheme if detector.spec.card is not None else None
-    if scheme != LandmarkScheme.IBUG68.value:
-        raise FacekitError(
-            f"prepare needs a 68-point iBUG detector (scheme ibug68; e.g. facekit-dlib's 'dlib'); "
-            f"{detector.spec.name!r} gives {scheme or 'undeclared'} landmarks"
-        )
-    if not recipe.data.train:
-        raise FacekitError("the prepare stage needs data.train sources")
+    refused = prepare_problems(plan)  # the settings' (what `facekit check` says): detector, data.train
+    if refused:
+        raise FacekitError(str(refused[0]))
     groups = group_by_identity(photos_from_sources(recipe.data.resolved_root(), recipe.data.train))
     if not groups:
         sources = ", ".join(_described(s) for s in recipe.data.train)

@@ -1,0 +1,135 @@
+"""`facekit check RECIPE [--stage S]` refuses what `facekit run RECIPE [--stage S]` refuses from the settings alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facekit import NoParams
+from facekit.registry import ComponentSpec, get_registry
+
+
+class StillWarper:
+    """Declares itself not differentiable."""
+
+    differentiable = False
+
+    def warp(self, image: Any, source: Any, destination: Any) -> tuple[Any, Any]:
+        raise AssertionError("never warps: refused from its flag")
+
+
+@pytest.fixture
+def odd_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warper that says it is not differentiable and a decoder whose Params has no feature_size, registered."""
+    warper = ComponentSpec("still", lambda _params: StillWarper(), NoParams, plugin="tests")
+    decoder = ComponentSpec("featureless", lambda _params: None, NoParams, plugin="tests")
+    monkeypatch.setitem(get_registry("warper")._specs, "still", warper)
+    monkeypatch.setitem(get_registry("decoder")._specs, "featureless", decoder)
+
+
+WARPER = (
+    "components.warper.name: warper 'still' says it is not differentiable (its differentiable attribute), and the "
+    "encoder's losses reach the decoder through the warped face: set train.loss.identity, perceptual and separation "
+    "to 0 or choose a differentiable warper"
+)
+AUGMENT = (
+    "augment.enabled: the augment stage has no morphs to write (augment.enabled is false: training uses the averages "
+    "alone, no morphs): --set augment.enabled=true --set augment.count=N writes N to look at, or run the other "
+    "stages without it (--stage prepare --stage train)"
+)
+
+
+@pytest.mark.usefixtures("odd_components")
+@pytest.mark.parametrize(
+    ("given", "refused_by", "passed_by", "said"),
+    [
+        (
+            "components.detector.name=dlib-5pt",
+            "prepare",
+            "evaluate",  # (as tests/cli/test_device.py's evaluate recipe)
+            "components.detector.name: prepare needs a 68-point iBUG detector (scheme ibug68; e.g. facekit-dlib's "
+            "'dlib'); 'dlib-5pt' gives dlib5 landmarks",
+        ),
+        (
+            "components.detector=null",
+            "prepare",
+            "train",
+            "components.detector: the prepare stage needs components.detector (e.g. {name: dlib})",
+        ),
+        ("data.train=[]", "prepare", "train", "data.train: the prepare stage needs data.train sources"),
+        (
+            "components.encoder=null",
+            "train",
+            "prepare",
+            "components.encoder: training needs components.encoder (e.g. {name: dlib-resnet})",
+        ),
+        (
+            "components.decoder=null",
+            "train",
+            "prepare",
+            "components.decoder: training needs components.decoder (e.g. {name: paper})",
+        ),
+        (
+            "components.decoder={name: featureless}",
+            "train",
+            "infer",
+            "components.decoder.name: decoder 'featureless': its Params has no feature_size field, through which the "
+            "trainer gives it the encoder's feature size (facekit.types.TrainableDecoder)",
+        ),
+        ("components.warper={name: still}", "train", "prepare", WARPER),
+        # Stages a plain run skips (augment.enabled false, no infer.inputs): refused only when asked for.
+        ("augment.enabled=false", "augment", None, AUGMENT),
+        ("infer.inputs=[]", "infer", None, "infer.inputs: is empty: list photos or folders to normalize"),
+    ],
+)
+def test_check_refuses_what_run_refuses_from_the_settings_of_the_stages_it_runs(
+    given: str,
+    refused_by: str,
+    passed_by: str | None,
+    said: str,
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """helper-169: `facekit check` passed these (exit 0) and `facekit run` refused them as the stage started (a
+    decoder missing: after the prepare stage and the training pool). Now check says each, named by the --set that
+    gave it, for the stages `run` with the same --stage runs, and run (and the stage's own check) refuses it in the
+    same words at the same path, writing nothing; a stage that does not run refuses nothing."""
+    from facekit.cli import main
+    from facekit.data.prepare import check_preparable
+    from facekit.errors import FacekitError
+    from facekit.pipeline import RunOptions, infer_items, run_augment_stage
+    from facekit.recipe import load_recipe
+    from facekit.train import check_trainable
+
+    recipe = str(Path("recipes/demo.yaml").resolve())
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root))  # (the recipe's sources are checked; no photo is read)
+    monkeypatch.chdir(tmp_path)  # (the recipe's relative outputs: nothing is written, but if it were, here)
+
+    def said_by(*args: str) -> tuple[int, str]:
+        code = main([*args, recipe, "--set", given])
+        return code, " ".join(capsys.readouterr().err.split())
+
+    code, err = said_by("check", "--stage", refused_by)
+    assert code == 2 and f"1 problem: --set {given}: {said}" in err
+    code, err = said_by("check")  # what a plain `facekit run` runs
+    assert (code, f"--set {given}: {said}" in err) == ((0, False) if passed_by is None else (2, True)), err
+    if passed_by is not None:
+        assert said_by("check", "--stage", passed_by) == (0, "")
+    code, err = said_by("run", "--stage", refused_by)
+    assert (code, err) == (1, f"error: {said}")
+    # Each stage refuses it where it did, in the same words (a direct caller: `facekit prepare`, facekit.train.train)
+    plan = load_recipe(recipe, [given])
+    stage_checks = {
+        "prepare": lambda: check_preparable(plan),
+        "train": lambda: check_trainable(plan, False),
+        "augment": lambda: run_augment_stage(plan, RunOptions(progress=False)),
+        "infer": lambda: infer_items(plan),
+    }
+    with pytest.raises(FacekitError) as refused:
+        stage_checks[refused_by]()
+    assert str(refused.value) == said
+    assert not list(tmp_path.iterdir())
