@@ -814,12 +814,18 @@ def plan_infer_outputs(plan: Plan) -> Any:
 def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
     """Before the first of ``running`` stages, what a later one would stop on that no earlier stage can mend
     (helper-69: a missing infer input, or a judge whose weights are not here, stopped the run after hours of
-    training): the infer stage's inputs, its checkpoint when the recipe names one (unless the train stage runs and
+    training): each later stage's refusals from the settings alone (``STAGE_REFUSALS``), the infer stage's inputs,
+    its checkpoint when the recipe names one (unless the train stage runs and
     writes it), its device and output folder; the train stage's device, train.init model and encoder weights; the
     evaluate stage's device (``infer.device``) and judge, built once to load its weights."""
     from facekit.errors import FacekitError
 
     later = running[1:]
+    for stage in later:  # the recipe's own mistakes first, as `facekit check` says them (helper-169's review: a
+        # recipe without a decoder, or a warper the losses cannot pass through, was refused after the prepare stage)
+        refused = STAGE_REFUSALS.get(stage, no_refusals)(plan)
+        if refused:
+            raise FacekitError(str(refused[0]))
     if "infer" in later:
         from facekit.normalize import inference_device
 

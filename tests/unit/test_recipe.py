@@ -997,6 +997,30 @@ def test_two_stages_cannot_share_an_output_folder(tmp_path: Path) -> None:
     assert sum("prepare.output's folder too" in p for p in problems) == 4
 
 
+def test_a_later_stages_settings_refusal_stops_the_run_before_the_first_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `facekit check` says of a later stage from the settings alone (``STAGE_REFUSALS``: no decoder, a decoder
+    without ``feature_size``, a warper the losses cannot pass through) stops a full run before its first stage, in the
+    same words. Before, the train stage's were refused only once the whole prepare stage had run."""
+    from facekit import pipeline
+    from facekit.runs import RunDir
+
+    ran: list[str] = []
+    for stage in ("prepare", "train"):
+        monkeypatch.setitem(
+            pipeline.STAGE_RUNNERS, stage, lambda plan, options, stage=stage: ran.append(stage) or RunDir(tmp_path)
+        )
+    monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
+    monkeypatch.setattr(pipeline, "check_output_folders", lambda plan, stages: None)
+    plan = resolve({"components": {"encoder": {"name": "dlib-resnet"}}, "train": {"output": str(tmp_path / "t")}})
+    said = [str(problem) for problem in pipeline.run_refusals(plan, ["train"])]
+    assert said and "components.decoder" in said[0]
+    with pytest.raises(FacekitError) as refused:
+        run_plan(plan, ["prepare", "train"])
+    assert (str(refused.value), ran) == (said[0], [])
+
+
 def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1021,11 +1045,13 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))  # a store without VGG-Face's weights, on any machine
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
     monkeypatch.setattr(pipeline, "check_output_folders", lambda plan, stages: None)
-    base = {"train": {"output": str(tmp_path / "t")}, "evaluate": {"output": str(tmp_path / "e")}}
+    # (an encoder and a decoder: the train stage's own refusals from the settings come first otherwise)
+    parts = {"encoder": {"name": "dlib-resnet"}, "decoder": {"name": "paper", "params": {"image_size": 224}}}
+    base = {"components": parts, "train": {"output": str(tmp_path / "t")}, "evaluate": {"output": str(tmp_path / "e")}}
     missing = resolve({**base, "infer": {"inputs": [str(tmp_path / "nope.jpg")], "output": str(tmp_path / "o")}})
     with pytest.raises(FacekitError, match=r"infer.inputs: no such photo or folder: .*nope\.jpg"):
         run_plan(missing, ["train", "infer"])
-    judge = resolve({**base, "components": {"judge": {"name": "vggface"}}})
+    judge = resolve({**base, "components": {**parts, "judge": {"name": "vggface"}}})
     with pytest.raises(FacekitError, match=r"needs the weight file vgg_face_dag\.pth"):
         run_plan(judge, ["train", "evaluate"])
     # What the train stage or the infer stage's output folder would stop on is found before prepare (helper-74: each
@@ -1035,7 +1061,7 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     cases = {
         r"no GPU|CUDA|cuda": {"train": {**base["train"], "device": "cuda"}},
         r"train\.init: .*nope\.safetensors": {"train": {**base["train"], "init": str(tmp_path / "nope.safetensors")}},
-        r"needs the weight file vgg_face_dag\.pth": {"components": {"encoder": {"name": "vggface"}}},
+        r"needs the weight file vgg_face_dag\.pth": {"components": {**parts, "encoder": {"name": "vggface"}}},
         r"infer\.output .*a-file is a file": {
             "infer": {"inputs": [str(tmp_path / "photos")], "output": str(tmp_path / "a-file")}
         },
@@ -1053,7 +1079,10 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
         "checkpoint": str(default_model_path()),
     }
     warper = {"name": "rbf-linear", "params": {"regularization": 0.5}}
-    cases[r"components\.warper\.params\.regularization is 0\.5"] = {"components": {"warper": warper}, "infer": shipped}
+    cases[r"components\.warper\.params\.regularization is 0\.5"] = {
+        "components": {**parts, "warper": warper},
+        "infer": shipped,
+    }
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the cuda case on a GPU machine too (helper-76)
     for message, changed in cases.items():
         with pytest.raises(FacekitError, match=message):
