@@ -1426,6 +1426,53 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
     assert server["process"].poll() is None
 
 
+def contrast_ratio(foreground: str, background: str) -> float:
+    """WCAG's contrast ratio of two CSS ``rgb(...)``/``rgba(...)`` colours (4.5 is AA for normal text)."""
+
+    def luminance(colour: str) -> float:
+        channels = [float(value) / 255 for value in colour[colour.index("(") + 1 : -1].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+#: The colour of an element and of the first ancestor with a background of its own (the page's, where none has).
+COLOURS_JS = """element => {
+  let node = element, background = "rgba(0, 0, 0, 0)";
+  while (node && /^rgba\\(.*, 0\\)$|^transparent$/.test(background)) {
+    background = getComputedStyle(node).backgroundColor;
+    node = node.parentElement;
+  }
+  return [getComputedStyle(element).color, background];
+}"""
+
+
+@pytest.mark.chromium
+def test_a_problem_is_readable_in_dark_mode_too(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
+    """Before: the status box's problem was dark red (#b00020) in both colour schemes, 2.6:1 on Gradio's dark
+    background (WCAG AA asks 4.5:1): barely legible on a phone or laptop set to dark mode."""
+    from playwright.sync_api import expect, sync_playwright
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((data_root / LFW_AGAIN).read_bytes()[:2500])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        try:
+            for scheme in ("light", "dark"):
+                page = browser.new_page(color_scheme=scheme)
+                page.goto(server["url"])
+                upload(page, broken)
+                problem = page.locator("#status .error")
+                expect(problem).to_contain_text("not a photo facekit can read", timeout=30_000)
+                colour, background = problem.evaluate(COLOURS_JS)
+                assert contrast_ratio(colour, background) >= 4.5, (scheme, colour, background)
+                page.close()
+        finally:
+            browser.close()
+
+
 def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
     """Send a request as a browser or script would, headers exactly as given; the status and the start of the body."""
     import http.client

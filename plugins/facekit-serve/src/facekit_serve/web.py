@@ -57,9 +57,11 @@ SERVER_FAILED = "Something went wrong on the server while processing this photo 
 
 #: The page's styles. Gradio 6.31 gives a list of several files a "Remove this file" button even when the list is not
 #: interactive: on the avatar's downloads it took the GLB or the OBJ off the page for good (interactive=False keeps
-#: it off single files only).
+#: it off single files only). A problem's red is lighter in dark mode (Gradio marks the body ``dark``): the light
+#: scheme's #b00020 on the dark background was 2.6:1, below WCAG AA's 4.5:1.
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
+.dark #status .error { color: #ff8a80; }
 #status p { margin: 0.2em 0; }
 #status code { overflow-wrap: anywhere; white-space: normal; }
 #attributes th, #attributes td { word-break: normal; overflow-wrap: normal; }
