@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,7 +43,7 @@ from facekit_serve.engine import (
     read_upload,
 )
 from facekit_serve.testing import ServerDidNotStart, running_server
-from facekit_serve.web import ALT_TEXT
+from facekit_serve.web import ALT_TEXT, AVATAR_CANVAS_LABEL
 from PIL import Image, ImageCms
 
 from facekit.images import load_rgb
@@ -1363,6 +1364,18 @@ def test_the_page_end_to_end_in_chromium(server: dict[str, Any], data_root: Path
             pixels = wait_until(lambda: mesh_on_canvas(page), 30, "the avatar on the viewer's canvas")
             skin = (pixels[..., 0] > pixels[..., 2] + 15).mean()  # a textured face: mostly reddish skin
             assert skin > 0.2, skin
+            # Keyboard and screen readers: the viewer keeps its place in the Tab order after a pointer moves over it
+            # (before: Babylon.js's tabindex 1 made it the first stop on the page, ahead of the photo's own box), it
+            # is named, and each file's download link says which file (before: its size alone, "381.0 KB").
+            page.locator("#avatar canvas").first.hover()
+            assert page.evaluate("[...document.querySelectorAll('[tabindex]')].filter(e => e.tabIndex > 0).length") == 0
+            page.locator("h1").click()
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.closest('#upload') !== null"), "the first Tab skips the photo"
+            expect(page.get_by_role("img", name=AVATAR_CANVAS_LABEL, exact=True)).to_be_visible()
+            for name in ("normalized.png", "avatar.glb"):
+                named = re.compile(rf"^Download Adrien_Brody_0001-{re.escape(name)}, [0-9.]+\sKB$")
+                expect(page.get_by_role("link", name=named)).to_have_count(1)
             links = page.locator("#avatar-files a[download]")
             expect(links).to_have_count(2)
             # Downloads only: no button takes a file off the list (before: each had a "Remove this file" x).

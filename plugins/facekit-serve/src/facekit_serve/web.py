@@ -14,6 +14,7 @@ telemetry is sent: ``offline_environment`` sets Gradio's and huggingface_hub's s
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -69,19 +70,42 @@ ERROR_CSS = """
 #avatar-files .label-clear-button { display: none; }
 """
 
-#: Run when the page loads: the status box is a live region, so a screen reader says "1 face found" or a problem
-#: when it appears (Gradio's Markdown has no such option, and Blocks takes no script of its own since Gradio 6).
+#: The 3-D viewer's canvas, for screen readers (Babylon.js gives it no name).
+AVATAR_CANVAS_LABEL = "The 3-D avatar: drag to turn it, scroll to zoom"
+
+#: Run when the page loads, and again whenever the page changes, since Gradio draws its parts as they arrive:
+#: - the status box is a live region, so a screen reader says "1 face found" or a problem when it appears (Gradio's
+#:   Markdown has no such option, and Blocks takes no script of its own since Gradio 6);
+#: - the 3-D viewer's canvas keeps its place in the Tab order: Babylon.js gives it tabindex 1 when it draws the
+#:   avatar and again on every pointer move, which put it before everything else on the page (the first Tab after a
+#:   result jumped from the top of the page to the viewer at the bottom); it gets a name, too;
+#: - a file's download link is named by the file ("Download IMG_1234-normalized.png, 15.9 KB"): Gradio's link reads
+#:   out as its size alone ("15.9 KB down arrow").
 PAGE_JS = """() => {
-  const mark = () => {
+  const mend = () => {
     const status = document.getElementById("status");
-    if (!status) return false;
-    status.setAttribute("role", "status");
-    status.setAttribute("aria-live", "polite");
-    return true;
+    if (status && status.getAttribute("aria-live") !== "polite") {
+      status.setAttribute("role", "status");
+      status.setAttribute("aria-live", "polite");
+    }
+    for (const canvas of document.querySelectorAll("#avatar canvas")) {
+      if (canvas.tabIndex > 0) canvas.tabIndex = 0;
+      if (!canvas.hasAttribute("aria-label")) {
+        canvas.setAttribute("role", "img");
+        canvas.setAttribute("aria-label", AVATAR_CANVAS_LABEL);
+      }
+    }
+    for (const link of document.querySelectorAll(".file-preview a[download]")) {
+      const size = link.textContent.replace("\\u21e3", "").replace(/\\s+/g, " ").trim();
+      const name = `Download ${link.getAttribute("download")}` + (size ? `, ${size}` : "");
+      if (link.getAttribute("aria-label") !== name) link.setAttribute("aria-label", name);
+    }
   };
-  if (!mark()) new MutationObserver((_, observer) => mark() && observer.disconnect())
-    .observe(document.body, { childList: true, subtree: true });
-}"""
+  mend();
+  new MutationObserver(mend).observe(document.body, {
+    childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["tabindex", "download"]
+  });
+}""".replace("AVATAR_CANVAS_LABEL", json.dumps(AVATAR_CANVAS_LABEL))
 
 #: What each result image shows, for screen readers (without it Gradio marks an image decorative: alt="").
 ALT_TEXT = {
