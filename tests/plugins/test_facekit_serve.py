@@ -1486,6 +1486,30 @@ def test_a_problem_is_readable_in_dark_mode_too(server: dict[str, Any], data_roo
             browser.close()
 
 
+@pytest.mark.chromium
+def test_the_attributes_table_fits_a_phone(server: dict[str, Any], data_root: Path) -> None:
+    """Before: on a 375 px phone the table's header cells did not wrap ("normalized face" on one line), so the table
+    was wider than its box and the photo's column was cut at the screen's edge, behind a sideways scroll."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            page.goto(server["url"])
+            upload(page, data_root / LFW_PHOTO)
+            expect(page.locator("#status")).to_contain_text("1 face found", timeout=60_000)
+            page.get_by_role("button", name="More tabs").click()  # a phone's tab bar shows the first two
+            page.get_by_role("button", name="Attributes", exact=True).click()
+            table = page.locator("#attributes table")
+            expect(table).to_contain_text("photo")
+            box, inside = page.locator("#attributes").bounding_box(), table.bounding_box()
+            assert box is not None and inside is not None
+            assert inside["x"] + inside["width"] <= box["x"] + box["width"] + 0.5, (inside, box)
+        finally:
+            browser.close()
+
+
 def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
     """Send a request as a browser or script would, headers exactly as given; the status and the start of the body."""
     import http.client

@@ -60,13 +60,15 @@ SERVER_FAILED = "Something went wrong on the server while processing this photo 
 #: interactive: on the avatar's downloads it took the GLB or the OBJ off the page for good (interactive=False keeps
 #: it off single files only). A problem's red is lighter in dark mode (Gradio marks the body ``dark``): the light
 #: scheme's #b00020 on the dark background was 2.6:1, below WCAG AA's 4.5:1.
+#: The attributes' numbers stay on one line; their column heads may wrap, or on a 375 px phone the table was wider
+#: than its box (the photo's column cut at the screen's edge).
 ERROR_CSS = """
 #status .error { color: #b00020; font-weight: 600; }
 .dark #status .error { color: #ff8a80; }
 #status p { margin: 0.2em 0; }
 #status code { overflow-wrap: anywhere; white-space: normal; }
 #attributes th, #attributes td { word-break: normal; overflow-wrap: normal; }
-#attributes td:not(:first-child), #attributes th:not(:first-child) { white-space: nowrap; }
+#attributes td:not(:first-child) { white-space: nowrap; }
 #avatar-files .label-clear-button { display: none; }
 """
 
