@@ -81,6 +81,9 @@ AVATAR_CANVAS_LABEL = "The 3-D avatar: drag to turn it, scroll to zoom"
 #: - the 3-D viewer's canvas keeps its place in the Tab order: Babylon.js gives it tabindex 1 when it draws the
 #:   avatar and again on every pointer move, which put it before everything else on the page (the first Tab after a
 #:   result jumped from the top of the page to the viewer at the bottom); it gets a name, too;
+#: - the faces to choose from are one radio group named by its label: Gradio gives each option a name of its own and
+#:   the group none, so a screen reader said "face 2, radio button, 1 of 1" without saying what it chooses, and the
+#:   arrow keys, which move through a radio group, did nothing;
 #: - a file's download link is named by the file ("Download IMG_1234-normalized.png, 15.9 KB"): Gradio's link reads
 #:   out as its size alone ("15.9 KB down arrow").
 PAGE_JS = """() => {
@@ -97,6 +100,16 @@ PAGE_JS = """() => {
         canvas.setAttribute("aria-label", AVATAR_CANVAS_LABEL);
       }
     }
+    const faces = document.getElementById("faces");
+    const legend = faces && faces.querySelector("[data-testid='block-info']");
+    if (legend && faces.getAttribute("role") !== "radiogroup") {
+      legend.id = "faces-label";
+      faces.setAttribute("role", "radiogroup");
+      faces.setAttribute("aria-labelledby", legend.id);
+    }
+    for (const option of document.querySelectorAll("#faces input[type=radio]")) {
+      if (option.name !== "faces") option.name = "faces";
+    }
     for (const link of document.querySelectorAll(".file-preview a[download]")) {
       const size = link.textContent.replace("\\u21e3", "").replace(/\\s+/g, " ").trim();
       const name = `Download ${link.getAttribute("download")}` + (size ? `, ${size}` : "");
@@ -105,7 +118,8 @@ PAGE_JS = """() => {
   };
   mend();
   new MutationObserver(mend).observe(document.body, {
-    childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["tabindex", "download"]
+    childList: true, subtree: true, characterData: true,
+    attributes: true, attributeFilter: ["tabindex", "download", "name"]
   });
 }""".replace("AVATAR_CANVAS_LABEL", json.dumps(AVATAR_CANVAS_LABEL))
 
