@@ -1515,6 +1515,40 @@ def test_the_attributes_table_fits_a_phone(server: dict[str, Any], data_root: Pa
             browser.close()
 
 
+@pytest.mark.chromium
+def test_the_last_face_chosen_is_the_one_shown(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
+    """Before: a face chosen while the one chosen just before was still being made was dropped (Gradio's default for
+    an input event: nothing more while one is pending), so the chooser said face 3 and the page showed face 2."""
+    from playwright.sync_api import expect, sync_playwright
+
+    people = [data_root / "london" / "neutral_front" / f"00{n}_03.jpg" for n in (1, 2, 3)]
+    group = Image.new("RGB", (900, 300))
+    for n, person in enumerate(people):
+        with Image.open(person) as face:
+            group.paste(face.convert("RGB").resize((300, 300)), (300 * n, 0))
+    photo = tmp_path / "three-people.jpg"
+    group.save(photo, quality=92)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(server["url"])
+            upload(page, photo)
+            status = page.locator("#status")
+            expect(status).to_contain_text("3 faces found", timeout=60_000)
+            faces = page.get_by_role("radiogroup", name="Faces (largest first)")
+            faces.get_by_role("radio", name="face 1 (largest)").focus()
+            page.keyboard.press("ArrowRight")  # face 2: made now, which takes a while
+            page.keyboard.press("ArrowRight")  # face 3, chosen while face 2 is being made
+            expect(faces.get_by_role("radio", name="face 3")).to_be_checked()
+            expect(status).to_contain_text("showing face 3", timeout=30_000)
+            expect(page.locator("#normalized-file a[download]")).to_have_attribute(
+                "download", "three-people-face3-normalized.png"
+            )
+        finally:
+            browser.close()
+
+
 def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
     """Send a request as a browser or script would, headers exactly as given; the status and the start of the body."""
     import http.client

@@ -558,12 +558,15 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             show_progress="full",
             concurrency_id=CONCURRENCY_GROUP,
         )
+        # A face chosen while the one before is being made is made after it (Gradio's default for an input event
+        # dropped it: the chooser said face 3 while the page showed face 2); of several, the last.
         chooser.input(
             choose,
             inputs=[current, chooser],
             outputs=[status, *face_outputs],
             api_name="choose_face",
             concurrency_id=CONCURRENCY_GROUP,
+            trigger_mode="always_last",
         )
         # Gradio 6.31's Model3D given a file while its tab is hidden never loads its viewer (the viewer's loader is
         # cancelled by a second, identical update): opening the tab clears it and gives the file again.
