@@ -176,7 +176,9 @@ def dependency_advice(error: BaseException, dist: metadata.Distribution | None) 
     """For an ImportError of a module other than facekit's (``import onnxruntime`` in a plugin, at its top or in a
     factory): which requirement the plugin's distribution declares for it and the ``pip install`` that gives it, to
     append to the error; otherwise "". Before, such a plugin's failure said only "No module named 'onnxruntime'",
-    nothing of the package to install (``dlib`` is ``dlib-bin``, ``eos`` is ``eos-py``) or the version asked for."""
+    nothing of the package to install (``dlib`` is ``dlib-bin``, ``eos`` is ``eos-py``) or the version asked for.
+    A module of the plugin's own (a broken install, or a bug in it) is to reinstall the plugin, then tell its authors:
+    it was said to be a package the plugin "declares no requirement for", to upgrade."""
     module = getattr(error, "name", None) or ""
     top = module.split(".")[0]
     if not isinstance(error, ImportError) or not top or top == "facekit":
@@ -190,6 +192,11 @@ def dependency_advice(error: BaseException, dist: metadata.Distribution | None) 
     stem = canonicalize_name(_IMPORTED_AS.get(top, top))
     name = getattr(dist, "name", None)
     plugin = f"{name} {dist.version}" if dist is not None and name else "the plugin"
+    if dist is not None and name and canonicalize_name(name) in {*known, stem}:  # (the plugin's own: no dependency)
+        return (
+            f"; {module} is {plugin}'s own: reinstall it (pip install --force-reinstall --no-deps "
+            f"'{name}=={dist.version}'), and if that does not help, it is a bug in {name}: tell its authors"
+        )
     headers = getattr(dist, "metadata", None) if name else None  # (getattr: a distribution without its METADATA)
     extras = (headers.get_all("Provides-Extra") if headers is not None else None) or []
     for line in (getattr(dist, "requires", None) if name else None) or []:

@@ -665,6 +665,25 @@ def test_a_plugin_missing_a_dependency_says_what_to_install(monkeypatch: pytest.
     assert advice == "; facekit-p 1.0 declares no requirement for absent_runtime: install the package that provides it"
 
 
+def test_a_plugin_missing_a_module_of_its_own_is_told_to_reinstall_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin whose own module is missing, or lacks a name (a broken install, a bug in it), was said to be a package
+    it "declares no requirement for", to upgrade ("facekit-own 1.0 is installed, which lacks what facekit-own
+    imports, and facekit-own 1.0 declares no requirement for it: upgrade facekit-own")."""
+    _installed_beside(monkeypatch, _MissingADependency("own", "facekit_own.model"))
+    try:
+        (failure,) = [f for f in plugins.get_plugin_state().failures if f.name == "own"]
+        assert (
+            "No module named 'facekit_own.model'; facekit_own.model is facekit-own 1.0's own: reinstall it (pip "
+            "install --force-reinstall --no-deps 'facekit-own==1.0'), and if that does not help, it is a bug in "
+            "facekit-own: tell its authors. Fix or uninstall it"
+        ) in failure.message()
+    finally:
+        plugins.reset()
+    error = ImportError("cannot import name 'Net' from 'facekit_own.model'", name="facekit_own.model")
+    advice = plugins.dependency_advice(error, _distribution("facekit-own", "numpy>=1"))  # type: ignore[arg-type]
+    assert advice.startswith("; facekit_own.model is facekit-own 1.0's own: reinstall it")
+
+
 def test_a_component_whose_factory_misses_a_module_says_which_and_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
