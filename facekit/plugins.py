@@ -126,12 +126,16 @@ def facekit_mismatch(error: BaseException, dist: metadata.Distribution | None) -
     made for another facekit. What to do, with the facekit range the plugin's distribution asks for, to append to the
     error; otherwise "". Where this facekit is outside that range, which way (:func:`facekit_side`): before, every
     such plugin was told "upgrade facekit, or install a release made for facekit X", the first of which cannot help a
-    facekit newer than the plugin's range."""
+    facekit newer than the plugin's range. For facekit's own builtins: a broken install or a bug in facekit (before:
+    "facekit 0.1.0 lacks what facekit imports: upgrade facekit, or install a facekit release made for facekit
+    0.1.0")."""
     module = getattr(error, "name", None) or ""
     if not isinstance(error, ImportError) or not (module == "facekit" or module.startswith("facekit.")):
         return ""
     import facekit
 
+    if dist is not None and (getattr(dist, "name", None) or "").lower() == "facekit":  # a builtin's: facekit's own
+        return _own_module_advice(module, dist)
     installed = facekit.__version__
     # (A plugin not installed as a distribution, or one whose metadata has no Name, is "the plugin": before,
     # "install a the plugin release".)
@@ -193,10 +197,7 @@ def dependency_advice(error: BaseException, dist: metadata.Distribution | None) 
     name = getattr(dist, "name", None)
     plugin = f"{name} {dist.version}" if dist is not None and name else "the plugin"
     if dist is not None and name and canonicalize_name(name) in {*known, stem}:  # (the plugin's own: no dependency)
-        return (
-            f"; {module} is {plugin}'s own: reinstall it (pip install --force-reinstall --no-deps "
-            f"'{name}=={dist.version}'), and if that does not help, it is a bug in {name}: tell its authors"
-        )
+        return _own_module_advice(module, dist)
     headers = getattr(dist, "metadata", None) if name else None  # (getattr: a distribution without its METADATA)
     extras = (headers.get_all("Provides-Extra") if headers is not None else None) or []
     for line in (getattr(dist, "requires", None) if name else None) or []:
@@ -239,6 +240,15 @@ def dependency_advice(error: BaseException, dist: metadata.Distribution | None) 
             f"and {plugin} declares no requirement for it: upgrade {providers[0]}"
         )
     return f"; {plugin} declares no requirement for {top}: install the package that provides it"
+
+
+def _own_module_advice(module: str, dist: metadata.Distribution) -> str:
+    """For an ImportError of a module of ``dist``'s own (a plugin's, or facekit's for its builtins): a broken install,
+    else a bug in it, never a dependency to install or a version to change."""
+    return (
+        f"; {module} is {dist.name} {dist.version}'s own: reinstall it (pip install --force-reinstall --no-deps "
+        f"'{dist.name}=={dist.version}'), and if that does not help, it is a bug in {dist.name}: tell its authors"
+    )
 
 
 def _version(distribution: str) -> str | None:

@@ -684,6 +684,25 @@ def test_a_plugin_missing_a_module_of_its_own_is_told_to_reinstall_it(monkeypatc
     assert advice.startswith("; facekit_own.model is facekit-own 1.0's own: reinstall it")
 
 
+def test_a_builtin_missing_a_module_of_facekits_own_is_told_to_reinstall_facekit() -> None:
+    """A builtin component whose factory cannot import a facekit module (a broken install, a bug in facekit) was told
+    "facekit 0.1.0 lacks what facekit imports: upgrade facekit, or install a facekit release made for facekit 0.1.0"."""
+    from facekit.registry import ComponentSpec, NoParams
+
+    def broken_factory(params: NoParams) -> object:
+        raise ModuleNotFoundError("No module named 'facekit.gone'", name="facekit.gone")
+
+    spec = ComponentSpec("broken-warp", broken_factory, NoParams, plugin="builtin")
+    version = metadata.version("facekit")
+    with pytest.raises(PluginError) as info:
+        spec.build(kind="warper")
+    assert str(info.value) == (
+        "warper 'broken-warp' (plugin 'builtin') could not be built: ModuleNotFoundError: No module named "
+        f"'facekit.gone'; facekit.gone is facekit {version}'s own: reinstall it (pip install --force-reinstall "
+        f"--no-deps 'facekit=={version}'), and if that does not help, it is a bug in facekit: tell its authors"
+    )
+
+
 def test_a_component_whose_factory_misses_a_module_says_which_and_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
