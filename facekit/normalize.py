@@ -18,7 +18,7 @@ import numbers
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +33,9 @@ from facekit.images import is_encoded, to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
 _Method = TypeVar("_Method", bound=Any)
+#: What a Normalizer's ``detail`` takes (:func:`_detail_settings`): DetailSettings, a strength (0 = the decoder's face
+#: alone, as ``--detail 0``), a mapping of DetailSettings' fields, or None (the default).
+DetailArgument = DetailSettings | float | Mapping[str, Any] | None
 logger = logging.getLogger(__name__)
 
 
@@ -320,7 +323,6 @@ def _detail_settings(detail: Any) -> DetailSettings | None:
     """``detail`` as given to a Normalizer: DetailSettings, None (the default), a number (the strength, as
     ``--detail``: 0 = the decoder's face alone, :data:`DECODER_ONLY`) or a mapping of DetailSettings' fields (as
     :meth:`DetailSettings.of` reads them)."""
-    from collections.abc import Mapping
     from dataclasses import fields
 
     if detail is None or isinstance(detail, DetailSettings):
@@ -644,8 +646,8 @@ class Normalizer:
         encoder: Any,
         detector: Any,
         meta: dict[str, Any],
-        device: str = "cpu",
-        detail: DetailSettings | None = None,
+        device: str | torch.device = "cpu",
+        detail: DetailArgument = None,
         face: str = "largest",
         size: int | None = None,
     ) -> None:
@@ -687,9 +689,9 @@ class Normalizer:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path | None = None,
-        device: str = "cpu",
-        detail: DetailSettings | None = None,
+        path: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        detail: DetailArgument = None,
         face: str = "largest",
         detector: Any = None,
         size: int | None = None,
@@ -872,9 +874,7 @@ class Normalizer:
         return self._normalize_faces(found)
 
     @_one_at_a_time
-    def normalize_many(
-        self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
-    ) -> list[Outcome]:
+    def normalize_many(self, images: Sequence[Any], names: Sequence[str], batch_size: int = 16) -> list[Outcome]:
         """Normalize one face of each image, chosen by :attr:`face` (:func:`choose_face`; the largest by default); one
         :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything :meth:`normalize` takes (a
         path, PIL image, greyscale or RGBA array), read the same way; a photo that cannot be read (a missing, damaged
