@@ -17,8 +17,8 @@ from facekit.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from facekit.errors import FacekitError, PhotoUnreadable, RecipeError
-    from facekit.normalize import NormalizedFace, Normalizer
+    from facekit.errors import DetectorFailed, FacekitError, NoFaceFound, PhotoUnreadable, RecipeError
+    from facekit.normalize import NormalizedFace, Normalizer, Outcome
     from facekit.recipe import load_recipe, resolve
     from facekit.registry import ComponentSpec, NoParams, Params, get_registry, list_components, load_component
     from facekit.types import LandmarkScheme, ModelCard
@@ -34,22 +34,28 @@ _LAZY = {
     "FacekitError": "facekit.errors",
     "RecipeError": "facekit.errors",
     "PhotoUnreadable": "facekit.errors",
+    "NoFaceFound": "facekit.errors",
+    "DetectorFailed": "facekit.errors",
     "ModelCard": "facekit.types",
     "load_recipe": "facekit.recipe",
     "resolve": "facekit.recipe",
     "Normalizer": "facekit.normalize",
     "NormalizedFace": "facekit.normalize",
+    "Outcome": "facekit.normalize",
     "LandmarkScheme": "facekit.types",
 }
 
 __all__ = [
     "ComponentSpec",
+    "DetectorFailed",
     "FacekitError",
     "LandmarkScheme",
     "ModelCard",
+    "NoFaceFound",
     "NoParams",
     "NormalizedFace",
     "Normalizer",
+    "Outcome",
     "Params",
     "PhotoUnreadable",
     "RecipeError",

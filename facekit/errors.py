@@ -88,6 +88,11 @@ class DetectorFailed(FacekitError):
     ``detector_error`` row and goes on."""
 
 
+class NoFaceFound(FacekitError):
+    """The detector found no face in the photo given to :meth:`facekit.Normalizer.normalize` (without ``all_faces``,
+    which gives an empty list instead): a batch makes it that photo's ``no_face`` outcome and goes on."""
+
+
 class PhotoUnreadable(FacekitError):
     """The photo given cannot be read (a missing, damaged or oversized file, a closed or damaged PIL image, an image
     over the megapixel limit or without pixels): the photo's problem, not the call's, so a batch

@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
-from facekit.errors import DETECTOR_ERROR, NO_FACE, ComponentNotFoundError, DetectorFailed, FacekitError
+from facekit.errors import (
+    DETECTOR_ERROR,
+    NO_FACE,
+    ComponentNotFoundError,
+    DetectorFailed,
+    FacekitError,
+    NoFaceFound,
+)
 from facekit.images import is_encoded, to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
@@ -195,9 +202,12 @@ class NormalizedFace:
 
 @dataclass
 class Outcome:
-    """What happened to one input: ``status`` is ``ok``, ``no_face``, ``unreadable`` or ``detector_error``
-    (:data:`DETECTOR_ERROR`); ``reason`` says why for any but ``ok`` (:data:`NO_FACE`, what the photo's reading or the
-    detector raised)."""
+    """What happened to one input of :meth:`Normalizer.normalize_many`: ``name`` as given; ``status`` is ``ok``,
+    ``no_face``, ``unreadable`` or ``detector_error`` (:data:`DETECTOR_ERROR`); ``face`` the :class:`NormalizedFace`
+    for ``ok``, else None; ``reason`` says why for any but ``ok`` (:data:`NO_FACE`, what the photo's reading or the
+    detector raised); ``extras``: ``faces_found``, how many faces the photo showed (for ``ok``). What
+    :meth:`Normalizer.normalize` raises instead: :class:`~facekit.errors.NoFaceFound`,
+    :class:`~facekit.errors.PhotoUnreadable`, :class:`~facekit.errors.DetectorFailed`."""
 
     name: str
     status: str
@@ -828,8 +838,11 @@ class Normalizer:
             A :class:`NormalizedFace`, or a list of them (empty when no face is found) with ``all_faces``.
 
         Raises:
-            FacekitError: the image cannot be read, or (without ``all_faces``) has no face; DetectorFailed (a
-                FacekitError) when the detector raised on it.
+            PhotoUnreadable: the photo cannot be read (a missing, damaged or oversized file, a closed PIL image).
+            NoFaceFound: (without ``all_faces``) the detector found no face in it.
+            DetectorFailed: the detector raised on it.
+            FacekitError: (the base of all three) a form it cannot take (a float array, a (3, H, W) one) or an
+                option it refuses.
         """
         from facekit.images import as_rgb
 
@@ -852,7 +865,7 @@ class Normalizer:
             raise DetectorFailed(f"no face normalized: {outcome.status} {outcome.reason}")
         if outcome.face is None and outcome.status == "no_face":
             height, width = photo.shape[:2]
-            raise FacekitError(
+            raise NoFaceFound(
                 f"no face normalized: the detector ({type(self.detector).__name__}) found no face in this {width} x "
                 f"{height} photo (to get an empty list instead of this error: normalize(image, all_faces=True))"
             )

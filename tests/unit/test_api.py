@@ -70,6 +70,19 @@ def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tm
             normalizer.normalize(several)
 
 
+def test_no_face_and_the_outcome_type_are_public_names(normalizer: facekit.Normalizer) -> None:
+    """Before (helper-172): no face was a plain FacekitError, told from an unreadable photo or a refused option only
+    by its words, and the types normalize_many returns and normalize raises (Outcome, DetectorFailed) were not among
+    facekit's names: a user annotated or caught them through facekit.normalize and facekit.errors."""
+    blank = np.full((80, 80, 3), 128, np.uint8)
+    with pytest.raises(facekit.NoFaceFound, match="found no face"):
+        normalizer.normalize(blank)
+    (outcome,) = normalizer.normalize_many([blank], ["blank"])
+    assert isinstance(outcome, facekit.Outcome) and outcome.status == "no_face" and outcome.face is None
+    assert issubclass(facekit.DetectorFailed, FacekitError) and issubclass(facekit.NoFaceFound, FacekitError)
+    assert {"NoFaceFound", "DetectorFailed", "Outcome"} <= set(facekit.__all__)
+
+
 def test_a_file_it_cannot_read_costs_that_photo_in_a_batch(normalizer: facekit.Normalizer, tmp_path: Path) -> None:
     """Before (helper-108): one missing or damaged file among normalize_many's paths raised, and the batch's other
     photos were lost with it; the command line's folder run already gave such a file its own row. A form it cannot
