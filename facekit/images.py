@@ -549,7 +549,9 @@ def is_encoded(image: Any) -> bool:
     return isinstance(image, str | os.PathLike | bytes | bytearray | memoryview) or hasattr(image, "read")
 
 
-def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray | None], list[str], dict[int, str]]:
+def read_photos(
+    images: Any, names: Any, caller: str, bgr: bool = False
+) -> tuple[list[np.ndarray | None], list[str], dict[int, str]]:
     """``images`` each read by :func:`as_rgb` (``None`` stays None: unreadable) and ``names`` as lists, for
     ``caller``'s batch (``normalize_many``, ``measure_faces``), with why each photo that cannot be read is None:
     {index: reason}. A damaged, missing or oversized file, a closed or damaged PIL image, or an image over the
@@ -557,7 +559,8 @@ def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray |
     folder). A path or bytes given instead of a list (its characters were read as photos), lists of other lengths, or
     a form :func:`as_rgb` cannot take (an array of the wrong shape or dtype, a file open in text mode) is a
     FacekitError naming ``caller`` and the input: the caller's mistake, not the photo's. A plain RGB array comes back
-    as it is (no copy)."""
+    as it is (no copy). ``bgr``: the arrays are in OpenCV's order (:func:`as_rgb`); a file or PIL image among them is
+    then a FacekitError (it has its own order, and bgr would be ignored for it)."""
     if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
         raise FacekitError(f"{caller} takes a list of photos and a list of their names: {caller}([photo], [name])")
     images, names = list(images), list(names)  # (a generator has no len)
@@ -566,8 +569,13 @@ def read_photos(images: Any, names: Any, caller: str) -> tuple[list[np.ndarray |
     read: list[np.ndarray | None] = []
     reasons: dict[int, str] = {}
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
+        if bgr and (is_encoded(image) or hasattr(image, "mode")):
+            raise FacekitError(
+                f"{caller}: {name}: bgr=True is for arrays in OpenCV's order; a file or PIL image has its own: with "
+                "bgr=True, give arrays only"
+            )
         try:
-            read.append(None if image is None else as_rgb(image))
+            read.append(None if image is None else as_rgb(image, bgr=bgr))
         except PhotoUnreadable as error:
             read.append(None)
             reasons[index] = str(error)

@@ -887,10 +887,13 @@ class Normalizer:
         return self._normalize_faces(found)
 
     @_one_at_a_time
-    def normalize_many(self, images: Sequence[Any], names: Sequence[str], batch_size: int = 16) -> list[Outcome]:
+    def normalize_many(
+        self, images: Sequence[Any], names: Sequence[str], batch_size: int = 16, *, bgr: bool = False
+    ) -> list[Outcome]:
         """Normalize one face of each image, chosen by :attr:`face` (:func:`choose_face`; the largest by default); one
-        :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array or anything :meth:`normalize` takes (a
-        path, PIL image, greyscale or RGBA array), read the same way; a photo that cannot be read (a missing, damaged
+        :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array (BGR with ``bgr=True``, as OpenCV
+        reads them: then every image is an array) or anything :meth:`normalize` takes (a path, PIL image, greyscale
+        or RGBA array), read the same way; a photo that cannot be read (a missing, damaged
         or too large file, a closed or damaged PIL image, an array over the megapixel limit:
         :class:`facekit.errors.PhotoUnreadable`), or None in its place, is that input's ``unreadable`` outcome, its
         ``reason`` saying why, and the others go on; a form it cannot take (a number, a dict) is a FacekitError naming
@@ -899,7 +902,11 @@ class Normalizer:
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
-        images, names, unread = read_photos(images, names, "normalize_many")  # (helper-72: a path's characters)
+        if not isinstance(bgr, bool):
+            raise FacekitError(f"normalize_many: bgr must be True or False, got {bgr!r}")
+        images, names, unread = read_photos(
+            images, names, "normalize_many", bgr=bgr
+        )  # (helper-72: a path's characters)
 
         outcomes, pending = detect_one(self.detector, images, names, self.face)
         for index, reason in unread.items():

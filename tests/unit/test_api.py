@@ -83,6 +83,25 @@ def test_no_face_and_the_outcome_type_are_public_names(normalizer: facekit.Norma
     assert {"NoFaceFound", "DetectorFailed", "Outcome"} <= set(facekit.__all__)
 
 
+def test_a_batch_of_opencv_arrays_is_read_as_normalize_reads_one(
+    normalizer: facekit.Normalizer, tmp_path: Path
+) -> None:
+    """Before (helper-172): normalize took bgr=True for OpenCV's arrays but normalize_many had no such option, so a
+    batch of cv2 frames was read as RGB (another, wrong face) unless the caller swapped every frame itself. A file
+    or PIL image among bgr arrays is refused, as normalize refuses bgr for one: bgr would be ignored for it."""
+    rgb = real_face().image
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    (outcome,) = normalizer.normalize_many([bgr], ["frame"], bgr=True)
+    assert outcome.face is not None
+    assert np.array_equal(outcome.face.image, normalizer.normalize(bgr, bgr=True).image)
+    (as_rgb,) = normalizer.normalize_many([bgr], ["frame"])  # without it: read as RGB
+    assert as_rgb.face is not None and not np.array_equal(as_rgb.face.image, outcome.face.image)
+    path = tmp_path / "face.png"
+    Image.fromarray(rgb).save(path)
+    with pytest.raises(FacekitError, match=r"normalize_many: file: bgr=True is for arrays .* give arrays only"):
+        normalizer.normalize_many([bgr, path], ["frame", "file"], bgr=True)
+
+
 def test_a_file_it_cannot_read_costs_that_photo_in_a_batch(normalizer: facekit.Normalizer, tmp_path: Path) -> None:
     """Before (helper-108): one missing or damaged file among normalize_many's paths raised, and the batch's other
     photos were lost with it; the command line's folder run already gave such a file its own row. A form it cannot
