@@ -172,10 +172,13 @@ def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int
 
 @dataclass
 class NormalizedFace:
-    """One normalized face: ``image`` (S, S, 3) uint8 (S: :attr:`Normalizer.output_size`), ``landmarks`` (K, 2)
-    predicted in it, ``texture`` the decoder's (M, M, 3) uint8 texture at the model's size M
-    (:attr:`Normalizer.image_size`, whatever ``size``) or None; ``source_landmarks`` (K, 2) in the detector's
-    ``source_scheme`` and ``box`` of the face in the input photo; ``decoded`` and ``decoded_landmarks``: the decoder's
+    """One normalized face: ``image`` (S, S, 3) uint8 RGB (S: :attr:`Normalizer.output_size`), ``landmarks`` (K, 2)
+    float32 predicted in it, (x, y) pixels with pixel centres at integers, in the order of the detector's scheme
+    (iBUG-68's 68 points for the shipped models: 0-16 the jaw from the image's left, 36 and 45 the outer eye corners
+    on the image's left and right), ``texture`` the decoder's (M, M, 3) uint8 texture at the model's size M
+    (:attr:`Normalizer.image_size`, whatever ``size``) or None; ``source_landmarks`` (K, 2) (x, y) in the detector's
+    ``source_scheme`` and ``box`` (x0, y0, x1, y1) of the face, both in the input photo's pixels (upright, as read);
+    ``faces_found``: how many faces the photo showed; ``decoded`` and ``decoded_landmarks``: the decoder's
     own face and landmarks (M px) before photo detail, shape and ``size`` (:mod:`facekit.detail`), None when ``image``
     and ``landmarks`` are them."""
 

@@ -36,6 +36,23 @@ def test_one_face_from_a_path_pil_image_rgb_or_bgr_array(normalizer: facekit.Nor
     assert not np.array_equal(swapped, reference)
 
 
+def test_the_fields_are_in_the_frames_the_docstring_gives(normalizer: facekit.Normalizer) -> None:
+    """NormalizedFace's docstring (helper-172: it gave no coordinate order, dtype or point order): landmarks (K, 2)
+    float32 (x, y) in the normalized image in iBUG-68's order, source landmarks (x, y) in the photo inside the box."""
+    photo = real_face().image
+    face = normalizer.normalize(photo)
+    size = normalizer.output_size
+    assert face.image.shape == (size, size, 3) and face.image.dtype == np.uint8
+    points = face.landmarks
+    assert points.shape == (68, 2) and points.dtype == np.float32
+    assert ((points >= 0) & (points < size)).all()
+    assert points[36, 0] < points[45, 0] and points[0, 0] < points[16, 0]  # x first: eyes and jaw left to right
+    assert points[8, 1] > points[30, 1] > points[27, 1]  # y down: chin below the nose tip below the bridge
+    x0, y0, x1, y1 = face.box
+    inside = face.source_landmarks[17:]  # (the brows, eyes, nose and mouth: the jaw may leave dlib's box)
+    assert ((inside[:, 0] > x0) & (inside[:, 0] < x1) & (inside[:, 1] > y0) & (inside[:, 1] < y1)).all()
+
+
 def test_every_face_largest_first(normalizer: facekit.Normalizer) -> None:
     canvas, _, _ = two_faces()
     faces = normalizer.normalize(canvas, all_faces=True)
