@@ -104,6 +104,7 @@ def scan_inputs(
     found: list[tuple[Path, str]] = []
     ours: list[Path] = []
     earlier: list[Path] = []  # outputs of an earlier run found in a folder given
+    figures: list[Path] = []  # facekit's figures of faces found there (grids, explore's plots, strips, animations)
     skipped: list[Path] = []  # files in a folder given that are not photos by their suffix
     made_from_path: dict[Path, Path | None] = {}  # a scanned file's source, as its facekit record or mark names it
     for item in items:
@@ -132,8 +133,8 @@ def scan_inputs(
             for photo in photos:
                 if _inside(photo.resolve(), target):
                     continue  # facekit's own outputs
-                if photo.name == GRID and _is_our_grid(photo):  # an earlier run's contact grid
-                    earlier.append(photo)
+                if _is_our_figure(photo):  # an earlier run's contact grid, or another figure of faces
+                    figures.append(photo)
                     continue
                 found.append((photo, photo.relative_to(path).as_posix()))
                 made_from_path[photo] = _recorded_source(photo, outputs)
@@ -174,6 +175,13 @@ def scan_inputs(
             len(earlier),
             earlier[0],
             ", ..." if len(earlier) > 1 else "",
+        )
+    if figures:
+        logger.warning(
+            "%d files in the folders given are facekit's figures of faces, not photos (%s%s): skipped",
+            len(figures),
+            figures[0],
+            ", ..." if len(figures) > 1 else "",
         )
     from facekit.outputs import photo_suffixes
 
@@ -487,8 +495,9 @@ def _already_plain(relative: str) -> bool:
 def _our_output(path: Path, outputs: Sequence[str]) -> bool:
     """Whether ``path`` is a command's output of another photo: NAME + one of ``outputs`` (the suffixes it writes)
     beside a NAME.json recorded for another photo (:func:`_made_for_another`), a PNG output marked with the photo it
-    was made from (:data:`OUTPUT_MARK`: a command without per-photo records), or the contact grid normalize writes."""
-    if path.name == GRID and _is_our_grid(path):
+    was made from (:data:`OUTPUT_MARK`: a command without per-photo records), or a figure of faces (normalize's
+    contact grid, explore's figures: :func:`_is_our_figure`)."""
+    if _is_our_figure(path):
         return True
     records = _record_paths(path, outputs)
     if any(suffix.lower().endswith(".png") for suffix, _ in records) and png_text(path).get(OUTPUT_MARK):
@@ -816,12 +825,36 @@ def _earlier_thumbnail(side: Path) -> list[np.ndarray]:
         return []
 
 
-#: The tEXt key that marks a grid.png as facekit's own (a rerun may replace it; a user's grid.png it leaves alone).
+#: The tEXt key that marks a grid.png as facekit's own (a rerun may replace it; a user's grid.png it leaves alone),
+#: and any figure of facekit's that shows faces (explore's grids, strips and plots): no photo for a folder scan.
 GRID_MARK = "facekit-grid"
+#: :func:`png_bytes` text that marks a facekit figure (:data:`GRID_MARK`).
+FIGURE_MARK = {GRID_MARK: "1"}
+#: The comment that marks a GIF as a facekit figure (explore's animation), as :data:`GRID_MARK` marks a PNG.
+GIF_FIGURE_COMMENT = GRID_MARK.encode()
 
 
 def _is_our_grid(path: Path) -> bool:
     return png_text(path).get(GRID_MARK) == "1"
+
+
+def _is_our_figure(path: Path) -> bool:
+    """Whether ``path`` is a figure facekit made of faces (a marked PNG, whatever its name, or a marked GIF): never
+    a photo to read. Before, only normalize's grid.png was known, so `explore interpolate`'s figure, strip and
+    animation, or `explore compare`'s grid, left in a folder of photos, were read as photos of a person "out" by the
+    next `explore compare` (their faces measured as that person's consistency) or normalized by `facekit normalize`."""
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return _is_our_grid(path)
+    if suffix != ".gif":
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return bool(image.format == "GIF" and image.info.get("comment") == GIF_FIGURE_COMMENT)
+    except (OSError, ValueError, RuntimeError, Image.DecompressionBombError):
+        return False
 
 
 @dataclass
@@ -1102,7 +1135,7 @@ def _normalize_locked(
         width = max(t.shape[1] for t in thumbnails)
         padded = [np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in thumbnails]
         summary.grid = out / GRID
-        write_atomic(summary.grid, png_bytes(np.vstack(padded), {GRID_MARK: "1"}), out)
+        write_atomic(summary.grid, png_bytes(np.vstack(padded), FIGURE_MARK), out)
     return summary
 
 

@@ -729,17 +729,28 @@ def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
 
 
 def animation_bytes(frames: Sequence[np.ndarray], scale: int = 2, milliseconds: int = 120) -> bytes:
-    """An endlessly looping GIF of ``frames`` there and back (A -> B -> A), each ``scale`` times its size."""
+    """An endlessly looping GIF of ``frames`` there and back (A -> B -> A), each ``scale`` times its size, marked as
+    a facekit figure (a folder scan does not read it as a photo)."""
     import io
 
     from PIL import Image
+
+    from facekit.batch import GIF_FIGURE_COMMENT
 
     images = [
         Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.BICUBIC) for f in frames
     ]
     sequence = images + images[-2:0:-1]
     buffer = io.BytesIO()
-    sequence[0].save(buffer, "GIF", save_all=True, append_images=sequence[1:], duration=milliseconds, loop=0)
+    sequence[0].save(
+        buffer,
+        "GIF",
+        save_all=True,
+        append_images=sequence[1:],
+        duration=milliseconds,
+        loop=0,
+        comment=GIF_FIGURE_COMMENT,
+    )
     return buffer.getvalue()
 
 
@@ -747,16 +758,17 @@ def write_interpolation(
     result: Interpolation, out: Path, inputs: Sequence[str | Path] = (), overwrite: bool = False
 ) -> list[Path]:
     """OUT/interpolate.png (strip + plot), interpolate_strip.png, interpolate.gif and interpolate.json (files already
-    there are a FacekitError unless ``overwrite``)."""
+    there are a FacekitError unless ``overwrite``). The pictures are marked as facekit's figures: a folder scan (a
+    later `explore compare` or `normalize` of a folder they ended up in) skips them rather than read them as photos."""
     import json
 
-    from facekit.batch import check_fixed_outputs, png_bytes, write_atomic
+    from facekit.batch import FIGURE_MARK, check_fixed_outputs, png_bytes, write_atomic
 
     check_fixed_outputs(out, INTERPOLATE_FILES, inputs, overwrite, "facekit explore interpolate")
     out.mkdir(parents=True, exist_ok=True)
     figure, strip_png, gif, record = (out / name for name in INTERPOLATE_FILES)
-    write_atomic(figure, png_bytes(interpolation_figure(result)), out)
-    write_atomic(strip_png, png_bytes(result.strip()), out)
+    write_atomic(figure, png_bytes(interpolation_figure(result), FIGURE_MARK), out)
+    write_atomic(strip_png, png_bytes(result.strip(), FIGURE_MARK), out)
     write_atomic(gif, animation_bytes(result.frames), out)
     write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
     return [figure, strip_png, gif, record]
@@ -765,16 +777,16 @@ def write_interpolation(
 def write_comparison(
     result: Comparison, out: Path, inputs: Sequence[str | Path] = (), cell: int = 128, overwrite: bool = False
 ) -> list[Path]:
-    """OUT/compare.png (the grid), compare.csv and compare.json (files already there are a FacekitError unless
-    ``overwrite``)."""
+    """OUT/compare.png (the grid, marked as a facekit figure: a folder scan skips it), compare.csv and compare.json
+    (files already there are a FacekitError unless ``overwrite``)."""
     import json
 
-    from facekit.batch import check_fixed_outputs, png_bytes, write_atomic
+    from facekit.batch import FIGURE_MARK, check_fixed_outputs, png_bytes, write_atomic
 
     check_fixed_outputs(out, COMPARE_FILES, inputs, overwrite, "facekit explore compare")
     out.mkdir(parents=True, exist_ok=True)
     grid, table, record = (out / name for name in COMPARE_FILES)
-    write_atomic(grid, png_bytes(result.grid(cell)), out)
+    write_atomic(grid, png_bytes(result.grid(cell), FIGURE_MARK), out)
     write_atomic(table, result.csv(), out)
     write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
     return [grid, table, record]

@@ -529,3 +529,37 @@ def test_a_comparison_rows_label_keeps_the_end_of_the_file_name() -> None:
     assert len(cell_label("Amelie_Mauresmo_0004", 17)) == 17
     assert cell_label("Ben_Affleck_0002", 17) == "Ben_Affleck_0002"
     assert cell_label("abcdef", 2) == "ef"
+
+
+def test_a_folder_scan_skips_explores_figures_left_among_the_photos(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """helper-171: `explore interpolate a.jpg b.jpg -o photos/path` (photos given by name: allowed) left its figure,
+    strip and animation in the folder, and the next `explore compare photos/` read all three as photos of a person
+    "path" (faces found in them, their consistency measured); compare's grid moved into a folder was read too. They
+    are marked as facekit's figures, which a folder scan skips whatever their names, with a warning."""
+    from facekit.apps.explore import Comparison, Interpolation, write_comparison, write_interpolation
+    from facekit.batch import scan_inputs
+
+    face = real_face().image
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(face).save(photos / "a.jpg", quality=95)
+    frames = [face[:112, :112].copy(), face[:112, :112].copy()]
+    result = Interpolation(
+        t=np.array([0.0, 1.0]), frames=frames, landmarks=np.zeros((2, 68, 2)), spherical=False, model="m",
+        judge="sface", metric="cosine similarity", threshold=0.363, higher_is_same=True,
+        to_a=np.array([1.0, 0.5]), to_b=np.array([0.5, 1.0]),
+        photos=[{"input": "a.jpg", "status": "ok", "reason": ""}, {"input": "b.jpg", "status": "ok", "reason": ""}],
+    )  # fmt: skip
+    write_interpolation(result, photos / "path")
+    comparison = Comparison(
+        ["a.jpg"], ["a"], ["dlib"], [frames[0]], {"dlib": [frames[0]]}, {"dlib": [("ok", "")]}, [], []
+    )
+    write_comparison(comparison, tmp_path / "cmp")
+    (tmp_path / "cmp" / "compare.png").rename(photos / "my grid.png")  # a figure moved, and renamed
+    with caplog.at_level("WARNING", logger="facekit.batch"):
+        found = scan_inputs([str(photos)], tmp_path / "out")
+    assert [relative for _, relative in found] == ["a.jpg"]
+    said = " ".join(record.getMessage() for record in caplog.records)
+    assert "4 files in the folders given are facekit's figures of faces, not photos" in said
