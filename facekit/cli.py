@@ -1082,7 +1082,13 @@ def explore_compare(
     photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the
     normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
     compare.json). Exit 3 when some photo has no output."""
-    from facekit.apps.explore import COMPARE_FILES, people_rule_warning, status_and_reason, write_comparison
+    from facekit.apps.explore import (
+        COMPARE_FILES,
+        people_rule_warning,
+        status_and_reason,
+        unscored_people,
+        write_comparison,
+    )
     from facekit.batch import EXIT_SOME_FAILED, check_fixed_outputs, scan_inputs
     from facekit.locks import exclusive
     from facekit.normalize import inference_device, resolve_model, shipped_models
@@ -1133,6 +1139,8 @@ def explore_compare(
         judged = f"{row['judged']} of {row['photos']}"
         summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
     console.print(summary)
+    if (unscored := unscored_people(result.persons)) is not None:
+        console.print(unscored, style="yellow")
     console.print("wrote " + ", ".join(str(path) for path in written))
     if any(status != "ok" for label in labels for status, _ in result.status[label]):
         raise typer.Exit(EXIT_SOME_FAILED)

@@ -146,6 +146,25 @@ def people_rule_warning(paths: Sequence[str | Path]) -> str | None:
     )
 
 
+def unscored_people(persons: Sequence[str]) -> str | None:
+    """What the consistency table leaves out and why: the people with a single photo (consistency is between a
+    person's photos), as one line, or None when everyone has two or more. Before, `explore compare` of one photo
+    per person showed "0 people, 0 of 0, -" and a lone photo beside others vanished from the figures, unexplained."""
+    from collections import Counter
+
+    counts = Counter(persons)
+    single = sorted(person for person, count in counts.items() if count < 2)
+    if not single:
+        return None
+    shown = ", ".join(single[:3]) + (f" and {len(single) - 3} more" if len(single) > 3 else "")
+    scored = len(counts) - len(single)
+    whom = f"{len(single)} of {len(counts)} people" if scored else f"all {len(counts)} people"
+    return (
+        f"consistency needs 2+ photos of a person; not scored, with one photo: {shown} ({whom}); put each person's "
+        "photos in a folder of their own (alice/1.jpg, alice/2.jpg)"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ paths
 
 

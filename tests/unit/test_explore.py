@@ -563,3 +563,22 @@ def test_a_folder_scan_skips_explores_figures_left_among_the_photos(
     assert [relative for _, relative in found] == ["a.jpg"]
     said = " ".join(record.getMessage() for record in caplog.records)
     assert "4 files in the folders given are facekit's figures of faces, not photos" in said
+
+
+def test_compare_says_who_has_too_few_photos_for_consistency(tmp_path: Path) -> None:
+    """helper-171: consistency is between a person's photos, and `explore compare` of one photo per person printed
+    "0 people, 0 of 0, -" without a word; a person with a single photo beside others vanished from the figures. It
+    names them and says what it needs."""
+    face = real_face().image
+    for name in ("alice/1.jpg", "alice/2.jpg", "bob/1.jpg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face).save(tmp_path / "in" / name, quality=95)
+    result = run_cli("explore", "compare", str(tmp_path / "in"), "-o", str(tmp_path / "cmp"), "--model", "dlib")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "consistency needs 2+ photos of a person; not scored, with one photo: bob (1 of 2 people)" in said
+    from facekit.apps.explore import unscored_people
+
+    assert unscored_people(["alice", "alice"]) is None
+    alone = unscored_people(["a", "b", "c", "d"])
+    assert alone is not None and "a, b, c and 1 more (all 4 people)" in alone
