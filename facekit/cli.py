@@ -686,7 +686,10 @@ def eval_command(
         device=runs_on,
     )
     table = Table(title=f"facekit eval ({metrics['normalized']} of {metrics['photos']} photos normalized)")
-    for column in ("judge", "metric", "threshold", "identity pass rate", "same person", "different people"):
+    # The pair columns are the medians of the judge's score between two normalized faces (before: headed "same
+    # person" alone, and blank without a word where no two photos were one person's).
+    columns = ("judge", "metric", "threshold", "identity pass rate", "same person, median", "different people, median")
+    for column in columns:
         table.add_column(column)
     for name, values in metrics["judges"].items():
         given = ", ".join(f"{key}={value}" for key, value in values.get("params", {}).items())
@@ -695,8 +698,8 @@ def eval_command(
             values["distance"],
             str(values["threshold"]),
             f"{values['identity_pass_rate']:.1%}",
-            str(values["consistency_same_person"].get("median", "")),
-            str(values["consistency_different_people"].get("median", "")),
+            str(values["consistency_same_person"].get("median", "-")),
+            str(values["consistency_different_people"].get("median", "-")),
         )
     console.print(table)
     same = metrics.get("same_person_pairs") or {}
@@ -704,6 +707,12 @@ def eval_command(
         console.print(
             f"same person: {same['pairs']} pairs of {same['people']} people (one person: "
             f"{same['largest_share']:.0%} of them); different people: {metrics['different_people_pairs']} pairs"
+        )
+    elif metrics["normalized"]:
+        console.print(
+            f"same person: no pairs (no two of the {metrics['normalized']} photos normalized show one person; the "
+            "photos are spread over LFW DevTest's people): a larger --max-photos has some",
+            style="yellow",
         )
     for name, columns in metrics.get("lfw_pairs", {}).items():
         if isinstance(columns, dict):

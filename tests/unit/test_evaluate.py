@@ -151,6 +151,18 @@ def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tm
     assert "identity-other" not in report and report.count("<img") >= 1
 
 
+def test_eval_says_why_the_same_person_column_is_empty(data_root: Path, tmp_path: Path) -> None:
+    """helper-171: `facekit eval --max-photos 20` (photos spread over LFW DevTest's people: no two of one person)
+    left the table's "same person" column blank without a word; its columns did not say they are medians."""
+    from tests.helpers import run_cli
+
+    result = run_cli("eval", "--max-photos", "2", "-o", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert "same person: no pairs (no two of the 2 photos normalized show one person;" in said
+    assert "a larger --max-photos has some" in said
+
+
 def test_metrics_json_is_strict_json() -> None:
     """Before: a statistic of nothing (no pair of different people's outputs) was written as NaN, which JSON
     readers other than Python's refuse."""
