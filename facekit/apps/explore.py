@@ -702,6 +702,8 @@ class Explorer(UsesNormalizer):
 
 #: What ``facekit explore interpolate`` writes into its output folder.
 INTERPOLATE_FILES = ("interpolate.png", "interpolate_strip.png", "interpolate.gif", "interpolate.json")
+#: The most frames the interpolation figure shows above its plot (interpolate.png; the strip and GIF have them all).
+FIGURE_FRAMES = 12
 #: The long side, in pixels, of the copy of each photo ``compare`` keeps (detection and alignment run on it).
 COMPARE_SIDE = 1024
 #: What ``facekit explore compare`` writes into its output folder.
@@ -718,8 +720,14 @@ def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    frames = result.strip()
-    count = len(result.frames)
+    # At most FIGURE_FRAMES frames above the plot, evenly spaced, A and B among them (before: every frame, 1.4 inches
+    # each, so `-n 256` made a figure 35,840 px wide that no viewer shows whole); the plot has every frame's scores,
+    # and interpolate_strip.png and the GIF every frame.
+    shown = np.unique(np.linspace(0, len(result.frames) - 1, min(len(result.frames), FIGURE_FRAMES)).round()).astype(
+        int
+    )
+    frames = strip([result.frames[i] for i in shown], gap=2)
+    count = len(shown)
     width = max(6.0, 1.4 * count)
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(width, width / count * 1.05 + 2.6), dpi=100, height_ratios=[width / count, 2.2]
@@ -729,9 +737,14 @@ def interpolation_figure(result: Interpolation, scale: int = 2) -> np.ndarray:
     # A file name that is not UTF-8 holds lone surrogates, which matplotlib's text refuses: its odd bytes escaped;
     # and a name is text, not mathtext ("cost_$5_$^.jpg" raised as it was drawn).
     a, b = (p["input"].split("/")[-1].encode("utf-8", "backslashreplace").decode() for p in result.photos)
-    top.set_title(f"{a}  ->  {b}", fontsize=9, parse_math=False)
-    bottom.plot(result.t, result.to_a, "o-", color="#4477aa", label="to photo A")
-    bottom.plot(result.t, result.to_b, "s-", color="#cc6677", label="to photo B")
+    every = count == len(result.frames)
+    more = "" if every else f"  ({count} of {len(result.frames)} frames shown, at the dotted lines)"
+    top.set_title(f"{a}  ->  {b}{more}", fontsize=9, parse_math=False)
+    size = {} if every else {"markersize": 2}
+    bottom.plot(result.t, result.to_a, "o-", color="#4477aa", label="to photo A", **size)
+    bottom.plot(result.t, result.to_b, "s-", color="#cc6677", label="to photo B", **size)
+    for t in [] if every else result.t[shown]:
+        bottom.axvline(float(t), color="#bbbbbb", linestyle=":", linewidth=0.8)
     bottom.axhline(
         result.threshold, color="#777777", linestyle="--", label=f"same-person threshold {result.threshold:g}"
     )

@@ -582,3 +582,22 @@ def test_compare_says_who_has_too_few_photos_for_consistency(tmp_path: Path) -> 
     assert unscored_people(["alice", "alice"]) is None
     alone = unscored_people(["a", "b", "c", "d"])
     assert alone is not None and "a, b, c and 1 more (all 4 people)" in alone
+
+
+def test_the_interpolation_figure_stays_a_readable_width_for_many_frames() -> None:
+    """helper-171: `explore interpolate -n 256` drew every frame 1.4 inches wide above the plot, a figure 35,840 px
+    wide that no viewer shows whole. It shows 12 frames, evenly spaced (A and B among them), over every frame's
+    scores; the strip and GIF keep every frame."""
+    from facekit.apps.explore import Interpolation, interpolation_figure
+
+    face = real_face().image[:112, :112]
+    count = 40
+    t = np.linspace(0.0, 1.0, count)
+    result = Interpolation(
+        t=t, frames=[face.copy() for _ in range(count)], landmarks=np.zeros((count, 68, 2)), spherical=False,
+        model="m", judge="sface", metric="cosine similarity", threshold=0.363, higher_is_same=True, to_a=1 - t,
+        to_b=t, photos=[{"input": name, "status": "ok", "reason": ""} for name in ("a.jpg", "b.jpg")],
+    )  # fmt: skip
+    figure = interpolation_figure(result)
+    assert figure.shape[1] <= 1680 < 140 * count  # 12 frames of 1.4 inches at 100 dpi (before: every frame)
+    assert result.strip().shape[1] == count * 112 + (count - 1) * 2  # the strip keeps them all
