@@ -486,9 +486,13 @@ def test_reruns_skip_finished_work_and_leave_other_outputs_alone(tmp_path: Path,
     fake = FakeNormalizer()
     again = normalize_folder(fake, [str(source)], out, model)
     assert again.rows[0].status == "done" and fake.calls == [0]  # nothing recomputed
+    made = digest(out / "face.png")
+    photo(source, 200)  # another input under the same name: its outputs are not this photo's
+    edited = normalize_folder(FakeNormalizer(), [str(source)], out, model)
+    assert edited.rows[0].status == "exists" and digest(out / "face.png") == made
+    photo(source, 120)
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"model two")
-    made = digest(out / "face.png")
     left = normalize_folder(FakeNormalizer(), [str(source)], out, other)
     assert left.rows[0].status == "exists" and "--overwrite" in left.rows[0].reason and digest(out / "face.png") == made
     replaced = normalize_folder(FakeNormalizer(), [str(source)], out, other, overwrite=True)
