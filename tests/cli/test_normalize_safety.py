@@ -618,12 +618,46 @@ def test_another_face_choice_is_another_output(tmp_path: Path, model: Path) -> N
     assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "exists"
 
 
-def test_memory_is_bounded_by_the_batch_and_bad_options_are_one_line(tmp_path: Path, model: Path) -> None:
+def test_memory_is_bounded_by_the_batch_and_bad_options_are_one_line(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import weakref
+
+    import facekit.batch
+    import facekit.images
+    import facekit.outputs
+
     for index in range(7):
         photo(tmp_path / "in" / f"p{index}.png", 50 + index)
-    fake = FakeNormalizer()
+    # Every photo read and every picture made from one, weakly: what is still held when a batch is normalized
+    # (helper-173: a grid thumbnail kept for every photo, not only the grid's rows, grew with the folder unseen).
+    held: list[weakref.ref[np.ndarray]] = []
+
+    def tracked(function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = function(*args, **kwargs)
+            image = result[0] if isinstance(result, tuple) else result
+            if image is not None:
+                held.append(weakref.ref(image))
+            return result
+
+        return call
+
+    monkeypatch.setattr(facekit.images, "load_rgb", tracked(facekit.images.load_rgb))
+    monkeypatch.setattr(facekit.outputs, "side_by_side", tracked(facekit.outputs.side_by_side))
+    monkeypatch.setattr(facekit.batch, "GRID_ROWS", 1)
+    alive: list[int] = []
+
+    class Counting(FakeNormalizer):
+        def normalize_many(self, images: list[Any], names: list[str], batch_size: int = 16) -> list[Outcome]:
+            alive.append(sum(ref() is not None for ref in held))
+            return super().normalize_many(images, names, batch_size)
+
+    fake = Counting()
     normalize_folder(fake, [str(tmp_path / "in")], tmp_path / "out", model, batch_size=3)
     assert fake.calls == [3, 3, 1]  # read, normalize and write three at a time
+    # The batch's 3 photos, the grid's 1 row and the previous batch's last side-by-side: never more as photos add up.
+    assert max(alive) <= 3 + 1 + 1, alive
     assert len(manifest(tmp_path / "out")) == 7
     with pytest.raises(FacekitError, match="at least 1"):
         normalize_folder(fake, [str(tmp_path / "in")], tmp_path / "out2", model, batch_size=0)
