@@ -336,12 +336,19 @@ def _load_one(ep: metadata.EntryPoint, manager: pluggy.PluginManager, state: Plu
         state.failures.append(LoadFailure(ep.name, dist_name, ep.value, f"{why} ({HOOK_ARGUMENTS})"))
         return
     hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
+    # pluggy takes only functions marked as hooks: these would be ignored in silence. Beside marked hooks, only a
+    # hook's own name counts (a helper named register_* is the plugin's business); before, one hook marked and another
+    # not loaded the plugin without the other's components, and without a word.
+    specs = {name for name in dir(hookspecs) if name.startswith("register_")}
     undecorated = sorted(
         name
         for name in dir(module)
-        if name.startswith("register_") and callable(getattr(module, name, None)) and name not in hooks
+        if name.startswith("register_")
+        and callable(getattr(module, name, None))
+        and name not in hooks
+        and (not hooks or name in specs)
     )
-    if not hooks and undecorated:  # pluggy takes only functions marked as hooks: these would be ignored in silence
+    if undecorated:
         manager.unregister(module)
         state.failures.append(
             LoadFailure(

@@ -567,22 +567,34 @@ def test_a_hook_with_another_argument_or_without_the_marker_is_left_out_and_repo
     misnamed.register_warpers = register_warpers  # type: ignore[attr-defined]
     unmarked = types.ModuleType("unmarked_plugin")
     unmarked.register_warpers = lambda register: None  # type: ignore[attr-defined]
+    # One hook marked and another not (helper-173: its encoders were ignored without a word, the plugin listed).
+    half = types.ModuleType("half_marked_plugin")
+
+    @facekit.hookimpl
+    def register_half_warpers(register: Any) -> None:
+        register(ComponentSpec("half-warp", lambda params: None, NoParams))
+
+    half.register_warpers = register_half_warpers  # type: ignore[attr-defined]
+    half.register_encoders = lambda register: None  # type: ignore[attr-defined]
     real = plugins._entry_points()
     fakes = [
         _FakeEntryPoint("misnamed", "facekit-misnamed", misnamed),
         _FakeEntryPoint("unmarked", "facekit-un", unmarked),
+        _FakeEntryPoint("half", "facekit-half", half),
     ]
     monkeypatch.setattr(plugins, "_entry_points", lambda: [*real, *fakes])
     plugins.reset()
     try:
         state = plugins.get_plugin_state()
-        assert {p.name for p in state.plugins} >= {"builtin"} and not {"misnamed", "unmarked"} & {
+        assert {p.name for p in state.plugins} >= {"builtin"} and not {"misnamed", "unmarked", "half"} & {
             p.name for p in state.plugins
         }
         messages = {failure.name: failure.message() for failure in state.failures}
         assert "{'reg'}" in messages["misnamed"] and "argument named register" in messages["misnamed"]
         assert "FACEKIT_DISABLE_PLUGINS=misnamed" in messages["misnamed"]
         assert "register_warpers not marked with @facekit.hookimpl" in messages["unmarked"]
+        assert "register_encoders not marked with @facekit.hookimpl" in messages["half"]
+        assert "half-warp" not in facekit.get_registry("warper").names()  # the half-marked plugin is left out whole
         assert "rbf-linear" in facekit.get_registry("warper").names()  # the rest work
     finally:
         plugins.reset()
