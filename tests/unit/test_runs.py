@@ -143,6 +143,7 @@ def test_files_a_long_job_resumes_from_reach_the_disk_before_their_rename(
     from facekit import locks
     from facekit.checkpoints import write_model_file
     from facekit.data.prepare import _save_atomic
+    from facekit.pool import _write_pool
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -152,7 +153,12 @@ def test_files_a_long_job_resumes_from_reach_the_disk_before_their_rename(
     )
     write_model_file(tmp_path / "last.safetensors", {"model.w": torch.zeros(2)}, {"step": 1})
     _save_atomic(tmp_path / "landmarks.npy", np.zeros((2, 68, 2), np.float32))
-    assert events == ["fsync", "replace last.safetensors", "fsync", "fsync", "replace landmarks.npy", "fsync"]
+    _write_pool(tmp_path / "pool.safetensors", {"images": torch.zeros(2, 3, 4, 4)}, "key")  # (helper-173: not pinned)
+    assert events == [
+        *("fsync", "replace last.safetensors", "fsync"),
+        *("fsync", "replace landmarks.npy", "fsync"),
+        *("fsync", "replace pool.safetensors", "fsync"),
+    ]
 
 
 def test_a_full_disk_while_saving_tensors_is_the_oserror_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
