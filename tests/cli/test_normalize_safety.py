@@ -703,6 +703,22 @@ def test_kill_9_leaves_no_partial_output_and_a_consistent_manifest(tmp_path: Pat
     assert not list(out.rglob(".*.tmp"))  # a killed write's temporary is cleaned up
 
 
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path: Path, model: Path) -> None:
+    """Not pinned (helper-173's mutants): a planted ``.facekit.lock`` link is refused in one line as the lock is opened
+    (O_NOFOLLOW). Opened through the link, the run took 100 tries and said the lock 'keeps being removed'; with the
+    check that the locked file is the folder's gone too, it truncated the file the link led to and wrote its pid."""
+    from facekit.locks import LOCK
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).symlink_to(victim)
+    with pytest.raises(FacekitError, match="cannot create the lock"):
+        normalize_folder(FakeNormalizer(), [str(photo(tmp_path / "in" / "face.jpg", 120))], out, model)
+    assert victim.read_text() == "precious" and (out / LOCK).is_symlink()
+
+
 def test_two_writers_into_one_folder_are_refused_and_a_finished_one_lets_go(tmp_path: Path, model: Path) -> None:
     from facekit.locks import exclusive
 
