@@ -27,6 +27,7 @@ from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
 from facekit.errors import (
     ComponentNotFoundError,
     FacekitError,
+    Interrupted,
     ParamsError,
     Problem,
     Terminated,
@@ -1237,17 +1238,17 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         if exc.code == INTERRUPTED:  # Typer's Ctrl-C: it says nothing
-            say_error(INTERRUPTED_MESSAGE)
+            say_error(_interrupted_message(exc))
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Terminated as exc:  # SIGTERM or SIGHUP (Typer lets it through: not a KeyboardInterrupt)
         if debug_requested():
             raise
         say_error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:  # Ctrl-C before Typer runs the command (while the plugins and torch load)
+    except KeyboardInterrupt as exc:  # Ctrl-C before Typer runs the command (while the plugins and torch load)
         if debug_requested():
             raise
-        say_error(INTERRUPTED_MESSAGE)
+        say_error(_interrupted_message(exc))
         return INTERRUPTED
     except OSError as exc:
         # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
@@ -1274,6 +1275,22 @@ INTERRUPTED_MESSAGE = (
     "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos when run "
     "again, prepare goes on with the people not yet done, and --resume continues a training"
 )
+
+
+def _interrupted_message(stop: BaseException) -> str:
+    """What a command stopped by Ctrl-C says: the :class:`facekit.errors.Interrupted` message of the command that
+    raised one (a training's: the step its checkpoint holds; Typer's exit 130 holds it as its cause), else the
+    general line."""
+    seen: BaseException | None = stop
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, Interrupted):
+            return str(seen)
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return INTERRUPTED_MESSAGE
+
+
 #: What a command stopped by SIGTERM or SIGHUP says, ``{signal}`` its name (exit 143 or 129:
 #: :class:`facekit.errors.Terminated`).
 TERMINATED_MESSAGE = "stopped by {signal}" + INTERRUPTED_MESSAGE.removeprefix("interrupted")

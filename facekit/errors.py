@@ -127,6 +127,12 @@ class Terminated(BaseException):
         return (type(self), (str(self), self.signum))
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl+C stopped a command that has more to say than the CLI's general line: a training, whose message names
+    the step its last checkpoint holds (as a SIGTERM's :class:`Terminated` does). A KeyboardInterrupt, so that
+    whatever takes Ctrl+C takes it; the CLI says its message instead of the general one, and exits 130."""
+
+
 #: SIGHUP, where the system has it (not on Windows).
 _SIGHUP: int | None = getattr(signal, "SIGHUP", None)
 

@@ -40,7 +40,7 @@ import torch
 from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
-from facekit.errors import FacekitError, Terminated, sigterm_raises
+from facekit.errors import FacekitError, Interrupted, Terminated, sigterm_raises
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.normalize import model_file
@@ -660,11 +660,16 @@ def train(
             return _train(plan, resume, progress, cleanup, offered_pool)
     except Terminated as stopped:
         raise Terminated(terminated(output / "checkpoints" / CHECKPOINT, stopped.signal_name), stopped.signum) from None
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        # Ctrl+C says what SIGTERM says (before: only the CLI's general line, without the step to resume from).
+        raise Interrupted(terminated(output / "checkpoints" / CHECKPOINT, "Ctrl+C")) from None
 
 
 def terminated(checkpoint: Path, by: str = "SIGTERM") -> str:
-    """What a training stopped by signal ``by`` (SIGTERM, SIGHUP) says: the step its last checkpoint holds and how to
-    go on from it."""
+    """What a training stopped by ``by`` (SIGTERM, SIGHUP, Ctrl+C) says: the step its last checkpoint holds and how
+    to go on from it."""
     from facekit.checkpoints import read_checkpoint_meta
 
     try:

@@ -839,6 +839,31 @@ def test_the_progress_bar_stops_however_the_training_ends(
     assert len(bars) == 2 and not bars[1][0].live.is_started  # and at the end, as before
 
 
+def test_ctrl_c_names_the_step_the_checkpoint_holds_as_sigterm_does(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl+C mid-training says, in one line, which step the last checkpoint holds and that --resume continues from
+    it, as SIGTERM and SIGHUP do (before: only the CLI's general "interrupted: what was written stays" line, so a
+    user stopped at step 25 could not tell that the resume would start at step 20)."""
+    import facekit.train as training
+    from facekit.cli import INTERRUPTED, main
+
+    real_log = training._log
+
+    def log(output: Path, writer: Any, step: int, *args: Any) -> None:
+        if step == 3:
+            raise KeyboardInterrupt  # as Ctrl+C would, mid-loop
+        real_log(output, writer, step, *args)
+
+    monkeypatch.setattr(training, "_log", log)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(prepared, tmp_path / "run", steps=6, checkpoint_every=2)))
+    assert main(["run", str(recipe), "--stage", "train"]) == INTERRUPTED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert re.search(r"stopped by Ctrl\+C: .*last\.safetensors holds step 2, and --resume continues", lines[-1])
+    assert not any("interrupted: what was written stays" in line for line in lines)
+
+
 def test_a_training_into_a_log_says_its_progress_while_it_runs(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
