@@ -234,8 +234,17 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.train import check_trainable, train
 
     check_trainable(plan, options.resume)  # a refused training leaves no run record (nor a lock) in train.output
+    last = Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors"
+    # Which steps this run folder's run trained: a resumed run's record says the step it went on from (before: a
+    # resumed run's folder read as a fresh run's, an interrupted one's beside it).
+    resumed_from = int(read_checkpoint_meta(last).get("step", 0)) if options.resume and last.is_file() else None
     run = start_run(
-        plan, "train", Path(plan.recipe.train.output) / "runs", plan.recipe.train.device, plan.recipe.train.seed
+        plan,
+        "train",
+        Path(plan.recipe.train.output) / "runs",
+        plan.recipe.train.device,
+        plan.recipe.train.seed,
+        extra={"resumed_from_step": resumed_from},
     )
     output = train(plan, resume=options.resume, progress=options.progress)
     last = Path(output) / "checkpoints" / "last.safetensors"

@@ -114,10 +114,12 @@ def start_run(
     device: str = "cpu",
     seed: int | None = None,
     components: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RunDir:
     """Create a fresh run folder for ``stage`` under ``output`` and write the recipe and provenance into it;
     ``components``: what the stage really runs, slot -> "name (plugin)" (default: the recipe's; the infer stage runs
-    its model's encoder, decoder and warper).
+    its model's encoder, decoder and warper); ``extra``: the stage's own entries (the train stage's
+    ``resumed_from_step``).
 
     Under ``torchrun`` only rank 0 writes: the other ranks get the would-be path and create nothing, so N processes
     started in the same second never race for one folder name.
@@ -154,6 +156,7 @@ def start_run(
         else {slot: f"{c.spec.name} ({c.spec.plugin})" for slot, c in plan.components.items()},
         "device": describe_device(device),
         "seed": seed,
+        **(extra or {}),
     }
     (path / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return RunDir(path)

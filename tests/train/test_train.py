@@ -839,6 +839,19 @@ def test_the_progress_bar_stops_however_the_training_ends(
     assert len(bars) == 2 and not bars[1][0].live.is_started  # and at the end, as before
 
 
+def test_a_resumed_runs_record_says_the_step_it_went_on_from(prepared: Path, tmp_path: Path) -> None:
+    """Each `facekit run --stage train` writes its own run folder; a resumed one's run.json read as a fresh run's
+    (its recipe the same but for train.steps), so the folders of an interrupted run and of its resume did not say
+    which steps each trained. Now run.json's resumed_from_step is the checkpoint's step (null: a fresh start)."""
+    from facekit.pipeline import RunOptions, run_train_stage
+
+    output = tmp_path / "run"
+    run_train_stage(resolve(tiny_recipe(prepared, output, steps=2)), RunOptions(progress=False))
+    run_train_stage(resolve(tiny_recipe(prepared, output, steps=4)), RunOptions(resume=True, progress=False))
+    records = [json.loads(path.read_text()) for path in sorted((output / "runs").glob("*/run.json"))]
+    assert [record["resumed_from_step"] for record in records] == [None, 2]
+
+
 def test_ctrl_c_names_the_step_the_checkpoint_holds_as_sigterm_does(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
