@@ -852,6 +852,24 @@ def test_a_resumed_runs_record_says_the_step_it_went_on_from(prepared: Path, tmp
     assert [record["resumed_from_step"] for record in records] == [None, 2]
 
 
+def test_the_train_stage_ends_saying_the_loss_it_reached_its_terms_and_where_every_steps_are(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """The stage's last line named the checkpoint alone ("step 4 of train.steps 4: .../last.safetensors"): the loss
+    the training reached, which terms it holds and the file with every step's were left to find."""
+    from facekit.pipeline import RunOptions, run_train_stage
+
+    output = tmp_path / "run"
+    run_train_stage(resolve(tiny_recipe(prepared, output, steps=2)), RunOptions(progress=False))
+    note = run_train_stage(resolve(tiny_recipe(prepared, output, steps=4)), RunOptions(resume=True, progress=False))
+    last = metrics(output)[-1]
+    assert note.note == (
+        f"step 4 of train.steps 4 (resumed from step 2), loss {float(last['loss']):.4f} (landmark "
+        f"{float(last['landmark']):.4f}, texture {float(last['texture']):.4f}; every step's in {output / 'metrics.csv'}"
+        f"): {output / 'checkpoints' / 'last.safetensors'}"
+    )
+
+
 def test_ctrl_c_names_the_step_the_checkpoint_holds_as_sigterm_does(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
