@@ -27,6 +27,7 @@ import rich.live
 import rich.progress
 import rich.status
 from rich.console import Console
+from rich.text import Text
 
 from facekit.errors import FacekitError
 
@@ -184,6 +185,18 @@ class Progress(rich.progress.Progress):
             return f"{task.description}: stopped at {count} after {_duration(elapsed)}"
         eta = "" if speed is None or task.total is None else f", ETA {_duration((task.total - task.completed) / speed)}"
         return f"{task.description}: {count}{rate}{eta}"
+
+
+class RateColumn(rich.progress.ProgressColumn):
+    """The task's rate in its ``unit``, as the plain lines say it (``1.9 s/step``, ``4.8 identity/s``), for a bar in
+    a terminal: rich's own columns give an ETA but no rate, so a training in a terminal never said its s/step while
+    its log did. Empty until rich has measured a speed."""
+
+    def render(self, task: rich.progress.Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("")
+        return Text(_rate(speed, str(task.fields.get("unit", "item"))), style="progress.data.speed")
 
 
 def plain_lines() -> Console:

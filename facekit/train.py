@@ -1013,9 +1013,11 @@ def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any] | Non
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from facekit.progress import Progress
+    from facekit.progress import Progress, RateColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()
+    )
     bar.start()
     return bar, bar.add_task("train", total=total, completed=done, unit="step")
 

@@ -818,7 +818,7 @@ def _process(
     (:func:`_same_outcome`); the number of photos read."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from facekit.progress import Progress
+    from facekit.progress import Progress, RateColumn
 
     photos = 0
     columns = (
@@ -826,6 +826,7 @@ def _process(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("identities"),
+        RateColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, disable=not show_progress) as bar, contextlib.ExitStack() as stack:

@@ -109,6 +109,28 @@ def test_in_a_terminal_the_bar_is_rich_s_and_no_line_is_written(monkeypatch: pyt
     assert shown == draw(rich.progress.Progress)[0]  # as rich's own, to the byte
 
 
+def test_a_training_or_prepare_bar_in_a_terminal_says_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a terminal the training's bar showed its loss, count and ETA but no rate, which its log's lines say
+    ("2.0 s/step"): a user watching it could not see how long a step took (prepare's bar has the column too)."""
+    import facekit.train as training
+    from facekit.progress import RateColumn
+
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    bar_console, lines, shown, _ = consoles(terminal=True)
+    clock = Clock()
+    with Progress(RateColumn(), console=bar_console, lines=lines, get_time=clock, auto_refresh=False) as bar:
+        task = bar.add_task("train", total=10, unit="step")
+        for _ in range(3):
+            clock.now += 2.0
+            bar.advance(task)
+        bar.refresh()
+    assert "2.0 s/step" in shown.getvalue()
+    made = training._progress_bar(True, 10, 0)
+    assert made is not None
+    made[0].stop()
+    assert any(isinstance(column, RateColumn) for column in made[0].columns)
+
+
 def test_every_progress_bar_is_facekit_s() -> None:
     """rich's own Progress or track (not its columns) anywhere else would be a bar that a log cannot follow."""
     import re
