@@ -135,6 +135,32 @@ def test_cli_normalize_writes_files_and_statuses(checkpoint: Path, tmp_path: Pat
     assert (out / "amelie.png").is_file() and (out / "amelie_side.png").is_file() and (out / "grid.png").is_file()
 
 
+def test_the_infer_stage_says_its_progress_as_normalize_does(
+    checkpoint: Path,
+    tmp_path: Path,
+    data_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`facekit run --stage infer` said nothing until its last line, however many photos it normalized, where
+    `facekit normalize` on the same photos shows a bar (in a log: lines with the rate and ETA)."""
+    from facekit.pipeline import RunOptions, run_infer_stage
+
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # (either makes rich take captured output for a terminal)
+        monkeypatch.delenv(variable, raising=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in (1, 2):
+        Image.fromarray(lfw(data_root, "Amelie_Mauresmo", index)).save(photos / f"amelie{index}.jpg")
+    recipe = tiny_recipe(Path("unused"), tmp_path / "unused")
+    recipe["infer"] = {"inputs": [str(photos)], "checkpoint": str(checkpoint), "output": str(tmp_path / "out")}
+    run_infer_stage(resolve(recipe), RunOptions())
+    err = capsys.readouterr().err
+    assert "normalizing: 1/2 (50 %)" in err and "normalizing: 2/2 (100 %) done in" in err
+    assert " photo/s" in err or " s/photo" in err
+
+
 def test_export_records_only_metrics_of_the_model_it_writes(
     checkpoint: Path,
     prepared: Path,  # noqa: F811
