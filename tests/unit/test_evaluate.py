@@ -584,3 +584,15 @@ def test_an_evaluation_replaced_takes_its_other_judges_histograms_with_it(
     assert (tmp_path / "identity-a.png").is_file()
     assert not (tmp_path / "identity-b.png").exists() and not (tmp_path / "identity-b.npy").exists()
     assert (tmp_path / "identity-mine.png").read_bytes() == b"the user's"
+
+
+def test_the_evaluate_stage_says_which_judge_is_the_models_own_encoder() -> None:
+    """The evaluate stage's line marks the judge that trained the model (helper-175: the demo's only judge is its
+    encoder, and its pass rate read as an independent judge's)."""
+    from facekit.pipeline import identity_rates
+
+    metrics = {"judges": {"dlib-resnet": {"identity_pass_rate": 0.05}, "sface": {"identity_pass_rate": 0.9}}}
+    assert identity_rates(metrics, "dlib-resnet") == (
+        "dlib-resnet (the model's own encoder: a biased judge) pass 5.0%, sface pass 90.0%"
+    )
+    assert identity_rates(metrics, None) == "dlib-resnet pass 5.0%, sface pass 90.0%"
