@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from facekit.errors import FacekitError
 from facekit.types import WeightsSource
@@ -305,14 +305,43 @@ def _damaged_tar_as_error(path: Path) -> Iterator[None]:
         ) from None
 
 
+#: The first bytes of the compressed tars Python reads, with the mode that opens each.
+_COMPRESSED_TARS: tuple[tuple[bytes, Literal["r:gz", "r:bz2", "r:xz"]], ...] = (
+    (b"\x1f\x8b", "r:gz"),
+    (b"BZh", "r:bz2"),
+    (b"\xfd7zXZ\x00", "r:xz"),
+)
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    """``path`` as a tar: plain (what :func:`bundle` writes), or gzip, bzip2 or xz compressed by the user, chosen by
+    its first bytes. Not tarfile's ``r:*``, which tries every decompressor in turn: its lzma one takes any file that
+    starts with zero bytes as a headerless .lzma stream and decodes all of it (2 GB: 5 minutes 45 for `facekit
+    models import` to say the file was not one a card knows); a file of zeros is a valid empty plain tar."""
+    with path.open("rb") as handle:
+        start = handle.read(6)
+    mode: Literal["r:", "r:gz", "r:bz2", "r:xz"] = next(
+        (mode for magic, mode in _COMPRESSED_TARS if start.startswith(magic)), "r:"
+    )
+    return tarfile.open(path, mode)
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        with _open_tar(path):
+            return True
+    except tarfile.TarError:
+        return False
+
+
 def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
     """The entries of a tar written by :func:`bundle` (its ``models/manifest.bundle-*.json``), or None when ``path``
     is not such a tar (a weight file, say). A tar cut short, or one holding ``models/`` files without the manifest
     (the bundle writes it last), is a FacekitError that says so."""
     path = Path(path)
-    if not path.is_file() or not tarfile.is_tarfile(path):
+    if not path.is_file() or not _is_tar(path):
         return None
-    with _damaged_tar_as_error(path), tarfile.open(path) as tar:
+    with _damaged_tar_as_error(path), _open_tar(path) as tar:
         members = tar.getmembers()
         found = [m for m in members if m.isfile() and fnmatch.fnmatchcase(m.name, f"models/{BUNDLE_MANIFESTS}")]
         if not found:
@@ -345,7 +374,7 @@ def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = No
     facekit_home().mkdir(parents=True, exist_ok=True)
     with (
         _damaged_tar_as_error(path),
-        tarfile.open(path) as tar,
+        _open_tar(path) as tar,
         tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch,
     ):
         unpacked = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -220,6 +221,31 @@ def test_a_bundle_cut_short_is_one_line(tmp_path: Path, home: Path) -> None:
         assert result.returncode == 1 and said in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and "--licence" not in result.stderr
     assert not (home / "models").exists()
+
+
+def test_a_file_that_starts_with_zeros_is_not_decoded_as_lzma(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `facekit models import` asked tarfile's ``r:*`` whether the file was a bundle, which tries lzma
+    first; that decoder takes a file starting with zero bytes (a sparse or preallocated file, a download cut short)
+    as a headerless .lzma stream and decodes all of it: a 2 GB one took 5 minutes 45 to be refused. A compressed
+    bundle is still read, chosen by its first bytes."""
+
+    def no_lzma(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a file without xz's magic was decoded as lzma")
+
+    monkeypatch.setattr(tarfile.TarFile, "xzopen", classmethod(no_lzma))
+    zeros = tmp_path / "zeros.bin"
+    zeros.write_bytes(bytes(1 << 16) + PAYLOAD)
+    assert models.bundle_manifest(zeros) is None
+    assert models.import_file(zeros, licence="MIT").file == "zeros.bin"
+    made = tmp_path / "toy.bin"
+    made.write_bytes(PAYLOAD)
+    out = tmp_path / "models.tar"
+    models.bundle([(SOURCE, made)], out)
+    packed = tmp_path / "models.tar.gz"
+    packed.write_bytes(gzip.compress(out.read_bytes()))
+    assert [entry.file for entry in models.import_bundle(packed)] == ["toy.bin"]
 
 
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
