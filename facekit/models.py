@@ -9,6 +9,7 @@ licence and source; ``facekit models import PATH`` puts a file there, ``facekit 
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import importlib.util
@@ -110,8 +111,11 @@ def _write_manifest(entries: dict[str, StoredModel]) -> None:
     store_dir().mkdir(parents=True, exist_ok=True)
     path = store_dir() / MANIFEST
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({k: asdict(v) for k, v in sorted(entries.items())}, indent=2) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps({k: asdict(v) for k, v in sorted(entries.items())}, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def package_folder(source: WeightsSource) -> Path | None:
@@ -283,14 +287,47 @@ def _checked_entry(
     )
 
 
+#: What keeps a file from being written into the store: the disk (no room) or the folder (not writable).
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextmanager
+def _writing_store(what: str, size: int) -> Iterator[None]:
+    """A full disk or a folder the user may not write, while ``what`` (``size`` bytes) goes into the store, is one
+    line naming the store and what to do. Before, the CLI's generic line named whichever path the OSError carried:
+    the source file in site-packages for a full disk ("No space left on device (.../site-packages/...dat): free
+    some space"), a temporary file for a read-only store, nothing for a bundle."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _NO_ROOM:
+            raise FacekitError(
+                f"{what}: no space left to store it in {store_dir()} ({size / 1e6:.1f} MB needed): free some space "
+                "there, or set FACEKIT_HOME to a folder on a disk with room, and import again"
+            ) from None
+        if error.errno in _NOT_WRITABLE:
+            raise FacekitError(
+                f"{what}: cannot write the model store {store_dir()} ({error.strerror}): set FACEKIT_HOME to a "
+                "folder you can write, and import again"
+            ) from None
+        raise
+
+
 def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> None:
-    """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest."""
-    store_dir().mkdir(parents=True, exist_ok=True)
+    """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest.
+    A copy that fails (a full disk) leaves no temporary file behind (before: the part copied stayed, hidden, taking
+    the space the user was told to free)."""
     temporary = store_dir() / f".{entry.file}.tmp"
-    shutil.copyfile(path, temporary)
-    os.replace(temporary, store_dir() / entry.file)
-    entries[entry.file] = entry
-    _write_manifest(entries)
+    with _writing_store(entry.file, entry.size):
+        try:
+            store_dir().mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, temporary)
+            os.replace(temporary, store_dir() / entry.file)
+        finally:
+            temporary.unlink(missing_ok=True)
+        entries[entry.file] = entry
+        _write_manifest(entries)
 
 
 @contextmanager
@@ -359,23 +396,31 @@ def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
         raise FacekitError(f"{path}: its bundle manifest {found[0].name} is damaged; make the bundle again") from None
 
 
+@contextmanager
+def _scratch_folder() -> Iterator[str]:
+    """A temporary folder in ``$FACEKIT_HOME`` (made first), where a bundle's files are unpacked and checked."""
+    import tempfile
+
+    facekit_home().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch:
+        yield scratch
+
+
 def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = None) -> list[StoredModel]:
     """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
     air-gapped machine), each checked against the sha256 the bundle recorded and against the store (a file it holds
     with other bytes) before any is stored, with the licence and source the bundle carries (a file a card knows
     takes the card's, as :func:`import_file` does). ``manifest``: its :func:`bundle_manifest` when the caller has
     read it already."""
-    import tempfile
-
     path = Path(path).expanduser()
     manifest = manifest if manifest is not None else bundle_manifest(path)  # (the caller's, read once)
     if manifest is None:
         raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
-    facekit_home().mkdir(parents=True, exist_ok=True)
     with (
+        _writing_store(path.name, sum(entry.size for entry in manifest.values())),
         _damaged_tar_as_error(path),
         _open_tar(path) as tar,
-        tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch,
+        _scratch_folder() as scratch,
     ):
         unpacked = []
         for name, entry in sorted(manifest.items()):

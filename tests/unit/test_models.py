@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,42 @@ def test_a_file_that_starts_with_zeros_is_not_decoded_as_lzma(
     packed = tmp_path / "models.tar.gz"
     packed.write_bytes(gzip.compress(out.read_bytes()))
     assert [entry.file for entry in models.import_bundle(packed)] == ["toy.bin"]
+
+
+def test_a_store_that_cannot_be_written_is_one_line_and_keeps_no_part(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, toy_card: None
+) -> None:
+    """Before: a full disk left the part copied in the store as a hidden temporary file, and the CLI's line named
+    the source file ("No space left on device (.../site-packages/...dat): free some space"), or nothing for a
+    bundle; a read-only store named a temporary file. Now the line names the file, the store and what to do."""
+    import errno
+    import shutil
+
+    file = tmp_path / "toy.bin"
+    file.write_bytes(PAYLOAD)
+    models.import_file(file)
+    kept = (home / "models" / "manifest.json").read_text()
+
+    def fails(code: int) -> Any:
+        def copy(source: Path, target: Path) -> None:
+            Path(target).write_bytes(b"part of it")  # the disk fills up partway
+            raise OSError(code, os.strerror(code), str(source))
+
+        return copy
+
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
+    for code, said in ((errno.ENOSPC, "free some space there"), (errno.EROFS, "set FACEKIT_HOME to a folder you")):
+        monkeypatch.setattr(shutil, "copyfile", fails(code))
+        for attempt in (lambda: models.import_file(mine, licence="MIT"), lambda: models.import_bundle(out)):
+            with pytest.raises(FacekitError, match=said) as info:
+                attempt()
+            assert "mine.onnx" in str(info.value) and str(home / "models") in str(info.value)
+            assert sorted(p.name for p in (home / "models").iterdir()) == ["manifest.json", "toy.bin"]
+            assert (home / "models" / "manifest.json").read_text() == kept
+            assert [p.name for p in home.iterdir()] == ["models"]  # no bundle's scratch folder left
 
 
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
