@@ -837,7 +837,8 @@ def models_verify() -> None:
     results += stored
     for name, verdict in results:
         mark = ("ok", "green") if verdict == "ok" else ("BAD", "red")
-        console.print(Text.assemble(mark, f" {name} {'' if verdict == 'ok' else verdict}"))
+        # One line each, whatever the width (before: wrapped at 160 columns in a log, between the two sha256s).
+        console.print(Text.assemble(mark, f" {name}" if verdict == "ok" else f" {name}: {verdict}"), soft_wrap=True)
     if not stored:
         console.print(f"the store is empty ({store_dir()})")
     if any(verdict != "ok" for _, verdict in results):

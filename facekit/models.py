@@ -461,20 +461,45 @@ def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = No
         return [entry for _, entry in checked]
 
 
+def _short(digest: str) -> str:
+    """The first 12 hex digits of a sha256, enough to tell two files apart in a line a person reads."""
+    return f"{digest[:12]}..."
+
+
 def verify_store() -> list[tuple[str, str]]:
-    """Re-hash every stored file: (file, "ok" | what is wrong). A file under a name a card pins is checked against
-    the card's sha256 too (the manifest may have recorded a damaged file)."""
+    """Re-hash every stored file: (file, "ok" | one line: its path, what is wrong, what to do). A file under a name
+    a card pins is checked against the card's sha256 too (the manifest may have recorded a damaged file).
+
+    Before, a changed file was ``sha256 <64 hex>, expected <64 hex>`` and a deleted one ``missing``: neither
+    named the file's path nor said what to do."""
     pinned = {source.file: source.sha256 for _, source in known_sources() if source.sha256}
     results = []
     for name, entry in read_manifest().items():
         path = store_dir() / name
         if not path.is_file():
-            results.append((name, "missing"))
+            what = "is not a file" if path.exists() else "is missing"
+            results.append((name, f"{path} {what} (the store's manifest lists it): import the file again"))
             continue
         actual = sha256_file(path)
-        expected = {entry.sha256, pinned.get(name) or entry.sha256}
-        wrong = " or ".join(sorted(expected - {actual}))
-        results.append((name, f"sha256 {actual}, expected {wrong}" if wrong else "ok"))
+        card = pinned.get(name) or entry.sha256
+        if actual != entry.sha256:
+            results.append(
+                (
+                    name,
+                    f"{path} has sha256 {_short(actual)}, expected {_short(entry.sha256)}: it changed since it was "
+                    "imported; import the original file again",
+                )
+            )
+        elif actual != card:
+            results.append(
+                (
+                    name,
+                    f"{path} has sha256 {_short(actual)}, its card's is {_short(card)}: it was stored damaged or "
+                    "is another release; remove it and import the original file",
+                )
+            )
+        else:
+            results.append((name, "ok"))
     # A file placed in the store by hand (as the missing-weights error says to) under a name a card pins: loaders
     # take it before the package's copy, so it is checked too (helper-69: "the store is empty" while a damaged
     # copy stopped every load).
@@ -483,7 +508,13 @@ def verify_store() -> list[tuple[str, str]]:
         path = store_dir() / name
         if name not in listed and path.is_file():
             actual = sha256_file(path)
-            results.append((name, "ok" if actual == expected_sha else f"sha256 {actual}, expected {expected_sha}"))
+            verdict = (
+                "ok"
+                if actual == expected_sha
+                else f"{path} has sha256 {_short(actual)}, its card's is {_short(expected_sha)}: it was placed there "
+                "by hand and is damaged or another release; replace it with the original file, or remove it"
+            )
+            results.append((name, verdict))
     return results
 
 

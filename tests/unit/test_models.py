@@ -90,7 +90,7 @@ def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> Non
     assert models.resolve_weights(SOURCE) == home / "models" / "toy.bin"
     assert models.verify_store() == [("toy.bin", "ok")]
     (home / "models" / "toy.bin").write_bytes(PAYLOAD + b"!")
-    assert models.verify_store()[0][1].startswith("sha256 ")
+    assert "changed since it was imported" in models.verify_store()[0][1]
     (home / "models" / "toy.bin").write_bytes(PAYLOAD)
 
     out = tmp_path / "bundle.tar"
@@ -398,7 +398,39 @@ def test_a_damaged_file_under_a_cards_name_is_refused_and_found(tmp_path: Path, 
     actual = hashlib.sha256(PAYLOAD[:-1]).hexdigest()
     entry = {"file": "toy.bin", "sha256": actual, "licence": "MIT", "source": "user file", "size": len(PAYLOAD) - 1}
     (store / "manifest.json").write_text(json.dumps({"toy.bin": entry}))
-    assert models.verify_store() == [("toy.bin", f"sha256 {actual}, expected {SHA}")]
+    assert models.verify_store() == [
+        (
+            "toy.bin",
+            f"{store / 'toy.bin'} has sha256 {actual[:12]}..., its card's is {SHA[:12]}...: it was stored damaged or "
+            "is another release; remove it and import the original file",
+        )
+    ]
+
+
+def test_verify_says_which_file_changed_or_went_and_what_to_do(tmp_path: Path, home: Path, toy_card: None) -> None:
+    """Before: a stored file changed since its import was ``BAD toy.bin sha256 <64 hex>, expected <64 hex>``,
+    wrapped over two lines in a log, and a deleted one ``BAD toy.bin missing``: no path, nothing to do."""
+    file = tmp_path / "toy.bin"
+    file.write_bytes(PAYLOAD)
+    models.import_file(file)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    models.import_file(mine, licence="MIT")
+    stored = home / "models" / "toy.bin"
+    stored.write_bytes(PAYLOAD[:-1] + b"!")
+    (home / "models" / "mine.onnx").unlink()
+    result = run_cli("models", "verify", env={"FACEKIT_HOME": str(home)})
+    assert result.returncode == 1, result.stderr
+    changed = hashlib.sha256(PAYLOAD[:-1] + b"!").hexdigest()
+    lines = result.stdout.splitlines()
+    assert (
+        f"BAD toy.bin: {stored} has sha256 {changed[:12]}..., expected {SHA[:12]}...: it changed since it was "
+        "imported; import the original file again"
+    ) in lines, result.stdout
+    gone = home / "models" / "mine.onnx"
+    assert f"BAD mine.onnx: {gone} is missing (the store's manifest lists it): import the file again" in lines
+    models.import_file(file)  # as the line says: the original file mends the store
+    assert ("toy.bin", "ok") in models.verify_store()
 
 
 def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) -> None:
@@ -453,7 +485,9 @@ def test_verify_checks_a_cards_file_placed_in_the_store_by_hand(tmp_path: Path) 
     with (store / "mmod_human_face_detector.dat").open("ab") as handle:
         handle.write(b"!")
     result = run_cli("models", "verify", env=env)
-    assert result.returncode == 1 and "BAD mmod_human_face_detector.dat sha256" in result.stdout, result.stdout
+    assert result.returncode == 1, result.stdout
+    assert f"BAD mmod_human_face_detector.dat: {store / 'mmod_human_face_detector.dat'} has sha256" in result.stdout
+    assert "placed there by hand" in result.stdout
     named = tmp_path / "manifest.bundle-mine.json"
     named.write_text("{}")
     refused = run_cli("models", "import", str(named), "--licence", "MIT", env=env)
