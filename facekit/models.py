@@ -229,6 +229,8 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
         )
     if not path.is_file():
         raise FacekitError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
+    if path.stat().st_size == 0:  # before: "not a file any registered model card knows; pass --licence" to store it
+        raise FacekitError(f"{path} is empty (0 bytes), not a weight file: copy it again from where it came")
     entries = read_manifest()
     entry = _checked_entry(path, licence, source, entries)
     _store(path, entry, entries)

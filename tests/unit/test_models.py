@@ -350,6 +350,18 @@ def test_unknown_file_needs_a_licence(tmp_path: Path, home: Path) -> None:
     assert models.read_manifest()["mystery.bin"].sha256  # the store's manifest is intact
 
 
+def test_an_empty_file_is_not_stored(tmp_path: Path, home: Path, toy_card: None) -> None:
+    """Before: an empty file (a copy that failed) was 'not a file any registered model card knows; pass --licence
+    to store it anyway', and with --licence it was stored; under a card's name, 'damaged or another release'."""
+    for name in ("mystery.bin", "toy.bin"):
+        empty = tmp_path / name
+        empty.write_bytes(b"")
+        for licence in (None, "MIT"):
+            with pytest.raises(FacekitError, match=r"is empty \(0 bytes\), not a weight file: copy it again"):
+                models.import_file(empty, licence=licence)
+    assert models.read_manifest() == {}
+
+
 def test_cli_models_list_and_verify(tmp_path: Path) -> None:
     env = {"FACEKIT_HOME": str(tmp_path / "home")}
     listing = run_cli("models", "list", env=env)
