@@ -227,6 +227,8 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
         raise FacekitError(
             f"{path} is a folder, not a file: give a weight file, or a tar made by `facekit models bundle`"
         )
+    if path.is_symlink() and not path.exists():  # before: "no such file", of a name `ls` shows
+        raise FacekitError(f"{path} is a link to {os.readlink(path)}, which is not there: give the weight file itself")
     if not path.is_file():
         raise FacekitError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
     if path.stat().st_size == 0:  # before: "not a file any registered model card knows; pass --licence" to store it

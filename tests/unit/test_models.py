@@ -362,6 +362,19 @@ def test_an_empty_file_is_not_stored(tmp_path: Path, home: Path, toy_card: None)
     assert models.read_manifest() == {}
 
 
+def test_a_link_is_stored_as_its_file_and_a_dangling_one_is_named(tmp_path: Path, home: Path, toy_card: None) -> None:
+    """Before: a link whose file is gone was 'no such file: LINK', of a name `ls` shows."""
+    (tmp_path / "toy.bin").write_bytes(PAYLOAD)
+    (tmp_path / "good-link.bin").symlink_to(tmp_path / "toy.bin")
+    assert models.import_file(tmp_path / "good-link.bin").file == "toy.bin"
+    stored = home / "models" / "toy.bin"
+    assert not stored.is_symlink() and stored.read_bytes() == PAYLOAD  # the file, not a link to it
+    dangling = tmp_path / "dangling.bin"
+    dangling.symlink_to(tmp_path / "gone.bin")
+    with pytest.raises(FacekitError, match=f"is a link to {tmp_path / 'gone.bin'}, which is not there"):
+        models.import_file(dangling, licence="MIT")
+
+
 def test_cli_models_list_and_verify(tmp_path: Path) -> None:
     env = {"FACEKIT_HOME": str(tmp_path / "home")}
     listing = run_cli("models", "list", env=env)
