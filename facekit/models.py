@@ -318,16 +318,31 @@ def _writing_store(what: str, size: int) -> Iterator[None]:
         raise
 
 
-def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> None:
+def _moved(path: Path, target: Path) -> bool:
+    """Rename ``path`` to ``target``; False when they are on different disks ($FACEKIT_HOME/models linked to
+    another), for the caller to copy."""
+    try:
+        os.replace(path, target)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        return False
+    return True
+
+
+def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel], move: bool = False) -> None:
     """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest.
     A copy that fails (a full disk) leaves no temporary file behind (before: the part copied stayed, hidden, taking
-    the space the user was told to free)."""
+    the space the user was told to free). ``move``: ``path`` is a file of facekit's own to move in (a bundle's,
+    unpacked and checked beside the store), copied only when the store is on another disk."""
     temporary = store_dir() / f".{entry.file}.tmp"
     with _writing_store(entry.file, entry.size):
         try:
             store_dir().mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, temporary)
-            os.replace(temporary, store_dir() / entry.file)
+            final = store_dir() / entry.file
+            if not (move and _moved(path, final)):
+                shutil.copyfile(path, temporary)
+                os.replace(temporary, final)
         finally:
             temporary.unlink(missing_ok=True)
         entries[entry.file] = entry
@@ -461,7 +476,9 @@ def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = No
             except FacekitError as error:
                 raise FacekitError(f"{path}: nothing imported: {error}") from None
         for target, entry in checked:
-            _store(target, entry, entries)
+            # Moved in, not copied (before: a second copy of every file, so the import needed twice the
+            # bundle's size on the store's disk, and wrote it twice).
+            _store(target, entry, entries, move=True)
         return [entry for _, entry in checked]
 
 

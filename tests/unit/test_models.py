@@ -270,19 +270,69 @@ def test_a_store_that_cannot_be_written_is_one_line_and_keeps_no_part(
 
         return copy
 
+    real_open = Path.open
+
+    def unpacking_fails(code: int) -> Any:  # a bundle's files are unpacked beside the store, then moved in
+        def open_(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if "w" in mode and ".bundle-" in str(self):
+                raise OSError(code, os.strerror(code), str(self))
+            return real_open(self, mode, *args, **kwargs)
+
+        return open_
+
     mine = tmp_path / "mine.onnx"
     mine.write_bytes(b"mine")
     out = tmp_path / "models.tar"
     models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
     for code, said in ((errno.ENOSPC, "free some space there"), (errno.EROFS, "set FACEKIT_HOME to a folder you")):
         monkeypatch.setattr(shutil, "copyfile", fails(code))
-        for attempt in (lambda: models.import_file(mine, licence="MIT"), lambda: models.import_bundle(out)):
+        monkeypatch.setattr(Path, "open", unpacking_fails(code))
+        for name, attempt in (
+            ("mine.onnx", lambda: models.import_file(mine, licence="MIT")),
+            ("models.tar", lambda: models.import_bundle(out)),
+        ):
             with pytest.raises(FacekitError, match=said) as info:
                 attempt()
-            assert "mine.onnx" in str(info.value) and str(home / "models") in str(info.value)
+            assert f"{name}: " in str(info.value) and str(home / "models") in str(info.value)
             assert sorted(p.name for p in (home / "models").iterdir()) == ["manifest.json", "toy.bin"]
             assert (home / "models" / "manifest.json").read_text() == kept
             assert [p.name for p in home.iterdir()] == ["models"]  # no bundle's scratch folder left
+
+
+def test_a_bundles_files_are_moved_into_the_store_not_copied_again(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each file of a bundle was unpacked beside the store, checked, then copied into it: the import
+    needed twice the bundle's size on the store's disk, and wrote it twice. A store linked to another disk is
+    still copied to."""
+    import errno
+    import shutil
+
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
+
+    def no_copy(*args: Any) -> None:
+        raise AssertionError("a bundle's unpacked file was copied into the store")
+
+    monkeypatch.setattr(shutil, "copyfile", no_copy)
+    assert [entry.file for entry in models.import_bundle(out)] == ["mine.onnx"]
+    assert (home / "models" / "mine.onnx").read_bytes() == b"mine"
+    monkeypatch.undo()
+    real_replace = os.replace
+
+    def across_disks(source: Any, target: Any) -> None:
+        if ".bundle-" in str(source):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", across_disks)
+    other = tmp_path / "other"
+    monkeypatch.setenv("FACEKIT_HOME", str(other))
+    assert [entry.file for entry in models.import_bundle(out)] == ["mine.onnx"]
+    assert (other / "models" / "mine.onnx").read_bytes() == b"mine"
+    assert models.verify_store() == [("mine.onnx", "ok")]
 
 
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
