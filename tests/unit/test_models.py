@@ -508,6 +508,22 @@ def test_verify_says_which_file_changed_or_went_and_what_to_do(tmp_path: Path, h
     assert ("toy.bin", "ok") in models.verify_store()
 
 
+def test_verify_names_what_a_stopped_import_left(tmp_path: Path, home: Path, toy_card: None) -> None:
+    """Before: an import killed mid-copy left its part copy hidden in the store (808 MB of a 1.5 GB file) and a
+    bundle's scratch folder in $FACEKIT_HOME, and `models verify` said the store was empty."""
+    store = home / "models"
+    store.mkdir(parents=True)
+    (store / ".toy.bin.tmp").write_bytes(PAYLOAD[:1000])
+    (home / ".bundle-x1y2").mkdir()
+    (home / ".bundle-x1y2" / "toy.bin").write_bytes(PAYLOAD)
+    result = run_cli("models", "verify", env={"FACEKIT_HOME": str(home)})
+    assert result.returncode == 0, result.stdout  # the store itself is sound
+    lines = result.stdout.splitlines()
+    for left, size in ((store / ".toy.bin.tmp", 0.001), (home / ".bundle-x1y2", len(PAYLOAD) / 1e6)):
+        said = f"note: {left} ({size:.1f} MB) was left by an import that was stopped (or is one running now): "
+        assert f"{said}remove it once no import runs" in lines, result.stdout
+
+
 def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) -> None:
     """helper-69: every checksum-pinned file on each card was packed whatever the params chose: a file the judge's
     `weights` param named, or one without a checksum (VGG-Face), was left out without a word, and a variant's other
