@@ -860,7 +860,7 @@ def models_import(
 ) -> None:
     """Copy a weight file into the store (verified against the model cards by sha256), or every file of a bundle
     (verified against the sha256 it recorded, with its licences)."""
-    from facekit.models import bundle_manifest, import_bundle, import_file, store_dir
+    from facekit.models import bundle_manifest, import_bundle, import_file, known_sources, store_dir
 
     manifest = bundle_manifest(Path(path).expanduser())
     if manifest is not None:  # before: "not a file any model card knows"
@@ -871,6 +871,19 @@ def models_import(
         entries = [import_file(path, licence=licence, source=source)]
     for entry in entries:
         console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
+    given = Path(path).name
+    if manifest is None and entries[0].file != given:
+        # A file named as one card's weights whose bytes are another's (a copy under the wrong name) was stored
+        # under the other's name with only the "stored" line above; the file it was named as is still missing.
+        named = next((component for component, known in known_sources() if known.file == given), None)
+        if named is not None:
+            err_console.print(
+                f"warning: {given} is named as the weights file of {named}, but its sha256 is {entries[0].file}'s "
+                f"(stored under that name): {named}'s {given} is still missing; import the real one",
+                style="yellow",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @models_app.command("bundle")

@@ -524,6 +524,23 @@ def test_verify_names_what_a_stopped_import_left(tmp_path: Path, home: Path, toy
         assert f"{said}remove it once no import runs" in lines, result.stdout
 
 
+def test_one_cards_file_under_anothers_name_is_said(tmp_path: Path) -> None:
+    """Before: dlib's face detector copied under the name of its 5-point landmark model was stored as the detector
+    with only 'stored mmod_human_face_detector.dat ...': the user, who had imported the landmark model, was not
+    told it was still missing."""
+    from facekit_dlib.models import model_path
+
+    misnamed = tmp_path / "shape_predictor_5_face_landmarks.dat"
+    misnamed.write_bytes(model_path("mmod_human_face_detector.dat").read_bytes())
+    result = run_cli("models", "import", str(misnamed), env={"FACEKIT_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "warning: shape_predictor_5_face_landmarks.dat is named as the weights file of dlib-5pt, but its sha256 is "
+        "mmod_human_face_detector.dat's (stored under that name): dlib-5pt's shape_predictor_5_face_landmarks.dat "
+        "is still missing; import the real one\n"
+    ), result.stderr
+
+
 def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) -> None:
     """helper-69: every checksum-pinned file on each card was packed whatever the params chose: a file the judge's
     `weights` param named, or one without a checksum (VGG-Face), was left out without a word, and a variant's other
