@@ -184,7 +184,11 @@ def _resolve_weights(source: WeightsSource, path: str | Path | None, what: str) 
         return verify_file(explicit, source.sha256, label)
     stored = store_dir() / source.file
     if stored.is_file():
-        return verify_file(stored, source.sha256, label)
+        # A card that pins no sha256 (VGG-Face, arcface_torch: releases differ): the one the store recorded when the
+        # file was imported (before: none, so a stored file truncated or replaced since loaded unchecked, while
+        # `facekit models verify` called it changed).
+        recorded = read_manifest().get(source.file) if source.sha256 is None else None
+        return verify_file(stored, source.sha256 or (recorded.sha256 if recorded else None), label)
     packaged = package_file(source)
     if packaged is not None:
         return verify_file(packaged, source.sha256, label)

@@ -82,6 +82,22 @@ def test_one_changed_byte_is_refused(tmp_path: Path, home: Path) -> None:
         models.resolve_weights(SOURCE, tmp_path)
 
 
+def test_a_stored_file_whose_card_pins_no_sha256_is_checked_against_the_stores_record(
+    tmp_path: Path, home: Path
+) -> None:
+    """Before: a file whose card pins no sha256 (VGG-Face's, arcface_torch's) loaded from the store unchecked, so
+    one truncated or replaced after its import reached the loader (torch's 'failed finding central directory'
+    for a truncated one; nothing at all for another release), while `models verify` called it changed."""
+    unpinned = WeightsSource("free.bin", None, "MIT")
+    file = tmp_path / "free.bin"
+    file.write_bytes(PAYLOAD)
+    models.import_file(file, licence="MIT")
+    assert models.resolve_weights(unpinned) == home / "models" / "free.bin"
+    (home / "models" / "free.bin").write_bytes(PAYLOAD[: len(PAYLOAD) // 2])
+    with pytest.raises(models.ChecksumError, match=f"free.bin has sha256 .*, expected {SHA}"):
+        models.resolve_weights(unpinned)
+
+
 def test_import_verify_bundle(tmp_path: Path, home: Path, toy_card: None) -> None:
     file = tmp_path / "downloaded-elsewhere.bin"
     file.write_bytes(PAYLOAD)
