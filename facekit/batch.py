@@ -151,11 +151,8 @@ def scan_inputs(
             stdin = " (photos are read from files: standard input is not supported)" if item == "-" else ""
             raise FacekitError(f"no such photo or folder: {path}{stdin}")
     if ours:
-        logger.warning(
-            "%d of the files given are facekit's outputs of other photos in -o (%s%s): skipped",
-            len(ours),
-            ours[0].name,
-            ", ..." if len(ours) > 1 else "",
+        _warn_skipped(
+            "%d of the files given are facekit's outputs of other photos in -o (%s): skipped", ours, name=True
         )
     # An output of this command made by an earlier run from a photo that is itself among the inputs (`-o folder/out
     # --inside-inputs`, then another -o): normalized again it would be junk. Outputs of photos not among the inputs
@@ -169,20 +166,13 @@ def scan_inputs(
     earlier.extend(photo for photo, _ in found if photo in derived)
     found = [(photo, relative) for photo, relative in found if photo not in derived]
     if earlier:
-        logger.warning(
-            "%d files in the folders given are facekit's outputs of an earlier run from photos given here (%s%s): "
+        _warn_skipped(
+            "%d files in the folders given are facekit's outputs of an earlier run from photos given here (%s): "
             "skipped",
-            len(earlier),
-            earlier[0],
-            ", ..." if len(earlier) > 1 else "",
+            earlier,
         )
     if figures:
-        logger.warning(
-            "%d files in the folders given are facekit's figures of faces, not photos (%s%s): skipped",
-            len(figures),
-            figures[0],
-            ", ..." if len(figures) > 1 else "",
-        )
+        _warn_skipped("%d files in the folders given are facekit's figures of faces, not photos (%s): skipped", figures)
     from facekit.outputs import photo_suffixes
 
     kinds = " ".join(sorted(photo_suffixes()))
@@ -208,14 +198,19 @@ def scan_inputs(
             kept, photo = photo, kept
         twice.append(photo)
     if twice:
-        logger.warning(
-            "%d photo(s) reached a second time through a link (%s%s): each is read once, as %s",
-            len(twice),
-            twice[0],
-            ", ..." if len(twice) > 1 else "",
-            "the path without a link where there is one",
+        _warn_skipped(
+            "%d photo(s) reached a second time through a link (%s): each is read once, as the path without a link "
+            "where there is one",
+            twice,
         )
     return unique
+
+
+def _warn_skipped(message: str, paths: Sequence[Path], name: bool = False) -> None:
+    """Warn ``message`` (``%d`` for how many, ``%s`` for the first of ``paths``, by its ``name`` alone if asked, and
+    ", ..." when there are more) of files a scan passes over or reads once."""
+    first = paths[0].name if name else str(paths[0])
+    logger.warning(message, len(paths), first + (", ..." if len(paths) > 1 else ""))
 
 
 def _real_path(path: Path) -> bool:
