@@ -724,16 +724,11 @@ def test_a_component_whose_factory_misses_a_module_says_which_and_what_to_instal
     from facekit.recipe import ResolvedComponent
     from facekit.registry import ComponentSpec, NoParams
 
-    def lazy_factory(params: NoParams) -> object:
-        import absent_runtime  # type: ignore[import-not-found]  # noqa: F401
-
-        raise AssertionError("absent_runtime is not installed")
-
     lazy = types.ModuleType("lazy_plugin")
 
     @facekit.hookimpl
     def register_warpers(register: Any) -> None:
-        register(ComponentSpec("lazy-warp", lazy_factory, NoParams))
+        register(ComponentSpec("lazy-warp", _misses_a_module, NoParams))
 
     lazy.register_warpers = register_warpers  # type: ignore[attr-defined]
     _installed_beside(monkeypatch, _FakeEntryPoint("lazy", "facekit-lazy", lazy))
@@ -776,20 +771,15 @@ def test_the_decoder_training_builds_and_a_method_say_where_they_were_asked_for(
     class LazyFixParams(Params):
         strength: float = Field(default=1.0, description="how much")
 
-    def lazy_factory(params: Params) -> object:
-        import absent_runtime  # type: ignore[import-not-found]  # noqa: F401
-
-        raise AssertionError("absent_runtime is not installed")
-
     lazy = types.ModuleType("lazy_plugin")
 
     @facekit.hookimpl
     def register_decoders(register: Any) -> None:
-        register(ComponentSpec("lazy-decoder", lazy_factory, LazyDecoderParams))
+        register(ComponentSpec("lazy-decoder", _misses_a_module, LazyDecoderParams))
 
     @facekit.hookimpl
     def register_apps(register: Any) -> None:
-        register(ComponentSpec("lazy-fix", lazy_factory, LazyFixParams))
+        register(ComponentSpec("lazy-fix", _misses_a_module, LazyFixParams))
 
     lazy.register_decoders, lazy.register_apps = register_decoders, register_apps  # type: ignore[attr-defined]
     _installed_beside(monkeypatch, _FakeEntryPoint("lazy", "facekit-lazy", lazy))
@@ -803,3 +793,10 @@ def test_the_decoder_training_builds_and_a_method_say_where_they_were_asked_for(
             _corrector("lazy-fix", {})
     finally:
         plugins.reset()
+
+
+def _misses_a_module(params: object) -> object:
+    """A component's factory that imports its runtime when built (as heavy imports should be), not installed here."""
+    import absent_runtime  # type: ignore[import-not-found]  # noqa: F401
+
+    raise AssertionError("absent_runtime is not installed")
