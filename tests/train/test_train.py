@@ -1755,20 +1755,24 @@ def test_a_sigterm_to_the_whole_process_group_stops_a_training_and_its_pools_wor
     process left."""
     recipe = tiny_recipe(prepared, tmp_path / "run", steps=20, pool_size=20_000)
     recipe["augment"] = {"enabled": True, "count": 0, "neighbours": 3}
-    recipe["prepare"]["workers"] = 2
     path = tmp_path / "pooled.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "train"]
-
-    # (the workers get the signal first: systemd signals the cgroup's processes one by one)
-    status, said, _ = sigterm_in_a_terminal(
-        command, lambda: _sigterm_each_data_worker(path), "training (its pool's workers)", to_group=True
-    )
+    status, said = _group_sigterm(recipe, path, "train", "training (its pool's workers)")
     assert (status, said) == (
         143,
         ["error: training stopped by SIGTERM before its first checkpoint: run it again to start it over"],
     )
     _none_left(path)
+
+
+def _group_sigterm(recipe: dict[str, Any], path: Path, stage: str, what: str) -> tuple[int, list[str]]:
+    """Runs ``stage`` of ``recipe`` (written to ``path``, with two workers) in a terminal and sends SIGTERM to each
+    of its DataLoader workers, then to its whole process group (systemd signals a cgroup's processes one by one):
+    its exit status and what it said."""
+    recipe["prepare"]["workers"] = 2
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", stage]
+    status, said, _ = sigterm_in_a_terminal(command, lambda: _sigterm_each_data_worker(path), what, to_group=True)
+    return status, said
 
 
 def _kill_a_data_worker(recipe: dict[str, Any], path: Path, stage: str, progress: str) -> list[str]:
@@ -1835,14 +1839,8 @@ def test_a_sigterm_to_the_whole_process_group_stops_the_augment_stage_and_its_wo
     143, the whole shards it wrote kept, no process left, as the training's pool."""
     recipe = tiny_recipe(prepared, tmp_path / "run")
     recipe["augment"] = {"enabled": True, "count": 50_000, "neighbours": 3, "output": str(tmp_path / "morphs")}
-    recipe["prepare"]["workers"] = 2
     path = tmp_path / "augment.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "facekit.cli", "run", str(path), "--stage", "augment"]
-
-    status, said, _ = sigterm_in_a_terminal(
-        command, lambda: _sigterm_each_data_worker(path), "the augment stage (its workers)", to_group=True
-    )
+    status, said = _group_sigterm(recipe, path, "augment", "the augment stage (its workers)")
     assert (status, said) == (
         143,
         [
