@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -31,6 +32,8 @@ from facekit.types import WeightsSource
 MANIFEST = "manifest.json"
 #: The manifests of bundles unpacked into the store (each named by its content).
 BUNDLE_MANIFESTS = "manifest.bundle-*.json"
+
+logger = logging.getLogger(__name__)
 
 
 def facekit_home() -> Path:
@@ -483,7 +486,24 @@ def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = No
             # Moved in, not copied (before: a second copy of every file, so the import needed twice the
             # bundle's size on the store's disk, and wrote it twice).
             _store(target, entry, entries, move=True)
+        _warn_unlisted(path, tar, manifest)
         return [entry for _, entry in checked]
+
+
+def _warn_unlisted(path: Path, tar: tarfile.TarFile, manifest: dict[str, StoredModel]) -> None:
+    """Warn, naming each, of the tar's files its manifest does not list: they are not imported (before: skipped
+    without a word, so a user who had added a weight file to the tar by hand was not told it was not stored)."""
+    listed = {f"models/{name}" for name in manifest}
+    pattern = f"models/{BUNDLE_MANIFESTS}"
+    listed.update([m.name for m in tar.getmembers() if m.isfile() and fnmatch.fnmatchcase(m.name, pattern)][:1])
+    for member in tar.getmembers():  # (already read: getmember above loaded them all)
+        if not member.isdir() and member.name not in listed:
+            logger.warning(
+                "%s: %s is not in the bundle's manifest, so it was not imported: unpack it and `facekit models "
+                "import` it on its own, or make the bundle again with it",
+                path,
+                member.name,
+            )
 
 
 def _short(digest: str) -> str:

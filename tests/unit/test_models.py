@@ -219,6 +219,34 @@ def test_a_bundle_packs_a_linked_weight_file_as_the_file(tmp_path: Path, home: P
     assert stored.read_bytes() == b"mine" and not stored.is_symlink()
 
 
+def test_a_bundle_file_its_manifest_does_not_list_is_named(tmp_path: Path) -> None:
+    """Before: a file added to a bundle by hand (`tar rf models.tar models/extra.onnx`) was skipped without a word:
+    the user was not told it had not been stored. The manifest itself and folder entries are not named."""
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
+    with tarfile.open(out, "a") as tar:
+        tar.addfile(_folder("models/more"))
+        extra = tarfile.TarInfo("models/extra.onnx")
+        extra.size = 5
+        tar.addfile(extra, io.BytesIO(b"extra"))
+    home = tmp_path / "home"
+    result = run_cli("models", "import", str(out), env={"FACEKIT_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"{out}: models/extra.onnx is not in the bundle's manifest, so it was not imported: unpack it and "
+        "`facekit models import` it on its own, or make the bundle again with it\n"
+    ), result.stderr
+    assert sorted(p.name for p in (home / "models").iterdir() if not p.name.startswith("manifest")) == ["mine.onnx"]
+
+
+def _folder(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
 def test_a_bundle_cut_short_is_one_line(tmp_path: Path, home: Path) -> None:
     """Before: a bundle whose copy to the air-gapped machine was cut short was tarfile's ReadError traceback, or (cut
     between two members: the manifest, written last, gone) "not a file any registered model card knows; pass
