@@ -10,6 +10,7 @@ import errno
 import inspect
 import os
 import re
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -1275,19 +1276,31 @@ def main(argv: list[str] | None = None) -> int:
         # The machine's limits, not a facekit bug: a full disk or a folder the user may not write, from any stage.
         if exc.errno not in _ENVIRONMENT_ERRNOS or debug_requested():
             raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        hints = {
-            errno.ENOSPC: "free some space",
-            errno.EDQUOT: "free some space",
-            errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EEXIST: "a file is in the way of a folder",
-            errno.EISDIR: "it is a folder: give a file name",
-        }
-        hint = hints.get(exc.errno, "check the folder's permissions")
-        message = f"{exc.strerror}{where}: {hint}"
-        say_error(message)
+        say_error(_os_error_line(exc))
         return 1
     return 0
+
+
+def _os_error_line(exc: OSError) -> str:
+    """The one line for an OSError of the machine's limits (:data:`_ENVIRONMENT_ERRNOS`): what, where, what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    hints = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a file is in the way of a folder",
+        errno.EISDIR: "it is a folder: give a file name",
+    }
+    hint = hints.get(exc.errno or 0)
+    if hint is None:
+        # Before: "check the folder's permissions" whatever the path was (a weight file the user may not read too).
+        try:
+            mode = os.stat(exc.filename).st_mode if exc.filename else None
+        except (TypeError, ValueError, OSError):
+            mode = None
+        what = "its" if mode is None else "the folder's" if stat.S_ISDIR(mode) else "the file's"
+        hint = f"check {what} permissions"  # "its": no path, or one that cannot be stat'ed; neither is said
+    return f"{exc.strerror}{where}: {hint}"
 
 
 #: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as Typer exits.

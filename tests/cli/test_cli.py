@@ -191,6 +191,30 @@ def test_ctrl_c_says_what_is_kept(
     assert "interrupted: what was written stays" in err and "Traceback" not in err
 
 
+def test_a_permission_error_says_file_or_folder_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "Permission denied (PATH): check the folder's permissions" even where PATH was a file (a weight
+    file or photo the user may not read). A path that cannot be stat'ed is called neither."""
+    import errno
+
+    import facekit.batch
+    from facekit.cli import main
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"")
+    for path, said in ((photo, "the file's"), (tmp_path, "the folder's"), (tmp_path / "gone", "its")):
+
+        def refused(*args: object, path: Path = path, **kwargs: object) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+        monkeypatch.setattr(facekit.batch, "plan_folder", refused)
+        assert main(["normalize", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert f"Permission denied ({path}): check {said} permissions" in err, err
+        assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closing-terminal"])
 def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path, signum: int) -> None:
     """SIGTERM (timeout, systemd, docker stop, a job scheduler) during `facekit normalize FOLDER`: before, Python's
