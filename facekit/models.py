@@ -85,9 +85,10 @@ def verify_file(path: Path, expected: str | None, what: str = "") -> Path:
         return path
     actual = sha256_file(path)
     if actual != expected:
+        # Shortened as `facekit models verify` says them (before: both 64 digits, a line few read to its end).
         raise ChecksumError(
-            f"{what or path.name}: {path} has sha256 {actual}, expected {expected}; the file is damaged, altered or a "
-            "different release. Replace it with the original file"
+            f"{what or path.name}: {path} has sha256 {_short(actual)}, expected {_short(expected)}: the file is "
+            "damaged, altered or a different release; replace it with the original file"
         )
     return path
 

@@ -22,6 +22,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> 
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=300)
 
 
+def checksum_refused(path: Path, expected: str) -> str:
+    """A ``pytest.raises(ChecksumError, match=...)`` pattern for the load-time refusal of ``path`` (as it is now)
+    against ``expected``: the file and both sha256s, shortened to 12 digits as the message says them."""
+    import hashlib
+    import re
+
+    with path.open("rb") as handle:
+        actual = hashlib.file_digest(handle, "sha256").hexdigest()
+    return re.escape(f"{path} has sha256 {actual[:12]}..., expected {expected[:12]}...: the file is damaged")
+
+
 class PicklePayload:
     """Unpickling this would create ``marker`` (a harmless stand-in for arbitrary code in a weights file)."""
 
