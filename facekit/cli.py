@@ -1078,6 +1078,10 @@ def explore_interpolate(
             face=face.value,
             device=runs_on,
         )
+        # The model and the judge loaded apart: an unknown --model, or a judge whose weights are missing, is refused
+        # before "encoding, decoding and judging" starts (before: after, with the photos encoded and decoded).
+        with status(console, "loading the model and the judge"):
+            explorer.judge_for(explorer.normalizer)
         with status(console, "encoding, decoding and judging"):
             result = explorer.interpolate(a, b, names=[a, b])
         written = write_interpolation(result, target, [a, b], overwrite)

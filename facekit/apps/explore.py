@@ -564,6 +564,9 @@ class Explorer(UsesNormalizer):
         spherical = self.spherical if spherical is None else spherical
         given = list(names) + ["A", "B"][len(names) :]
         read = [read_photo(photo, name) for photo, name in zip((a, b), given, strict=False)]
+        # The model and the judge before the photos are encoded: an unknown model, or a judge whose weights are
+        # missing, is refused before the work (before: the judge was built last, after encoding and decoding).
+        judge = self.judge_for(self.normalizer)
         images = [image for _, image, _ in read]
         outcomes, features, boxes = encode(self.normalizer, images, [name for name, _, _ in read])
         photos = [
@@ -578,7 +581,6 @@ class Explorer(UsesNormalizer):
         out = self.normalizer.decode_features(path)
         check_outputs(out.image, out.landmarks, self.normalizer.image_size, str(self.normalizer.meta.get("source")))
         frames = to_uint8_rgb(out.image)
-        judge = self.judge_for(self.normalizer)
         ends, along = judge.embed(images, near=boxes), judge.embed(list(frames))
         score = Judge(judge.name, judge.encoder).distance
         return Interpolation(

@@ -357,6 +357,37 @@ def test_apply_lays_out_a_path_and_measures_its_steps() -> None:
     assert np.allclose(out["landmark_steps"], [0.0, 5.0])
 
 
+def test_a_judge_that_cannot_load_is_refused_before_any_photo_is_encoded(
+    shipped_normalizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the judge was built last, so one whose weights are missing (or an unknown --model, in the command)
+    was refused only after both photos were encoded and decoded. The command loads the model and the judge before
+    it says "encoding, decoding and judging"."""
+    import facekit.apps.explore
+
+    encoded: list[Any] = []
+
+    def spy(*args: Any) -> Any:
+        encoded.append(args)
+        raise AssertionError("a photo was encoded before the judge was built")
+
+    monkeypatch.setattr(facekit.apps.explore, "encode", spy)
+    face = real_face().image
+    gone = Explorer(shipped_normalizer, steps=2, judge=f"sface:weights={tmp_path / 'gone.onnx'}")
+    with pytest.raises(FacekitError, match=r"gone\.onnx"):
+        gone.interpolate(face, face)
+    assert encoded == []
+    a = tmp_path / "a.jpg"
+    Image.fromarray(face).save(a, quality=95)
+    for option, said in (
+        (f"--judge=sface:weights={tmp_path / 'gone.onnx'}", "gone.onnx"),
+        ("--model=nope", "no shipped model named 'nope'"),
+    ):
+        result = run_cli("explore", "interpolate", str(a), str(a), "-o", str(tmp_path / "out"), option)
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert "encoding, decoding and judging" not in result.stderr, result.stderr
+
+
 def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     face = real_face().image
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
