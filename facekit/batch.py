@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -133,11 +133,12 @@ def scan_inputs(
             for photo in photos:
                 if _inside(photo.resolve(), target):
                     continue  # facekit's own outputs
-                if _is_our_figure(photo):  # an earlier run's contact grid, or another figure of faces
+                text = png_text(photo) if photo.suffix.lower() == ".png" else None  # (read once for both marks)
+                if _is_our_figure(photo, text):  # an earlier run's contact grid, or another figure of faces
                     figures.append(photo)
                     continue
                 found.append((photo, photo.relative_to(path).as_posix()))
-                made_from_path[photo] = _recorded_source(photo, outputs)
+                made_from_path[photo] = _recorded_source(photo, outputs, text)
         elif path.is_file():
             if _inside(path.resolve(), target) and _our_output(path, outputs):
                 # facekit's output of another photo, in -o (`facekit adjust *.jpg -o .` run twice): corrected again
@@ -218,13 +219,13 @@ def _real_path(path: Path) -> bool:
     return os.path.realpath(path) == os.path.normpath(os.path.abspath(path))
 
 
-def _recorded_source(path: Path, outputs: Sequence[str]) -> Path | None:
+def _recorded_source(path: Path, outputs: Sequence[str], text: Mapping[str, Any] | None = None) -> Path | None:
     """The photo a facekit output at ``path`` was made from, resolved, as its PNG mark (:data:`OUTPUT_MARK`) or the
     ``NAME.json`` record beside it names it (NAME + one of this command's ``outputs`` suffixes); None for a file
-    neither names (a photo)."""
+    neither names (a photo). ``text``: its :func:`png_text` when the caller has read it."""
     source: Any = None
     if path.suffix.lower() == ".png":
-        source = png_text(path).get(OUTPUT_MARK)
+        source = (png_text(path) if text is None else text).get(OUTPUT_MARK)
     for _, record in _record_paths(path, outputs):
         if source is None:
             source = read_record(record).get("input_path")
@@ -492,10 +493,12 @@ def _our_output(path: Path, outputs: Sequence[str]) -> bool:
     beside a NAME.json recorded for another photo (:func:`_made_for_another`), a PNG output marked with the photo it
     was made from (:data:`OUTPUT_MARK`: a command without per-photo records), or a figure of faces (normalize's
     contact grid, explore's figures: :func:`_is_our_figure`)."""
-    if _is_our_figure(path):
+    text = png_text(path) if path.suffix.lower() == ".png" else None  # (read once for both marks)
+    if _is_our_figure(path, text):
         return True
     records = _record_paths(path, outputs)
-    if any(suffix.lower().endswith(".png") for suffix, _ in records) and png_text(path).get(OUTPUT_MARK):
+    # (a .png suffix of outputs ends the file's name: its text is read above)
+    if any(suffix.lower().endswith(".png") for suffix, _ in records) and (text or {}).get(OUTPUT_MARK):
         return True
     return any(_made_for_another(record, path) for _, record in records)
 
@@ -833,14 +836,15 @@ def _is_our_grid(path: Path) -> bool:
     return png_text(path).get(GRID_MARK) == "1"
 
 
-def _is_our_figure(path: Path) -> bool:
+def _is_our_figure(path: Path, text: Mapping[str, Any] | None = None) -> bool:
     """Whether ``path`` is a figure facekit made of faces (a marked PNG, whatever its name, or a marked GIF): never
     a photo to read. Before, only normalize's grid.png was known, so `explore interpolate`'s figure, strip and
     animation, or `explore compare`'s grid, left in a folder of photos, were read as photos of a person "out" by the
-    next `explore compare` (their faces measured as that person's consistency) or normalized by `facekit normalize`."""
+    next `explore compare` (their faces measured as that person's consistency) or normalized by `facekit normalize`.
+    ``text``: a PNG's :func:`png_text` when the caller has read it (a scan reads each PNG's once for all its marks)."""
     suffix = path.suffix.lower()
     if suffix == ".png":
-        return _is_our_grid(path)
+        return (png_text(path) if text is None else text).get(GRID_MARK) == "1"
     if suffix != ".gif":
         return False
     from PIL import Image
