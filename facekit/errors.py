@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -181,8 +182,6 @@ def sigterm_raises(message: str) -> Iterator[None]:
     A process forked inside the block (a torch DataLoader's worker) gets KeyboardInterrupt instead, as from a
     terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent to the group reaches too (on
     Terminated, torch's workers died with a traceback)."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -247,8 +246,6 @@ def stop_only_from_parent(_worker_id: int | None = None) -> None:
     own said "a prepare worker stopped without finishing", exit 1. A SIGTERM to a worker alone no longer ends it
     (its parent's does), unless its parent is gone (then anyone's does). Where the system cannot tell who sent a
     signal (no ``sigwaitinfo``: macOS, Windows), the worker keeps the handler it has."""
-    import threading
-
     if not hasattr(signal, "sigwaitinfo"):
         return
     parent = os.getppid()
@@ -318,8 +315,6 @@ def hangup_seen_in_a_thread() -> bool:
     SIGHUP, the main thread gets one now, and the command stops as on the terminal's own (which may come later, or
     never: a command in a session of its own, ``setsid``), as it does on a failed write of its own: the block's
     line, exit 129."""
-    import threading
-
     if _SIGHUP is None or not hung_up():
         return False
     main = threading.main_thread().ident

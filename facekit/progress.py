@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ import rich.status
 from rich.console import Console
 from rich.text import Text
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, hangup_seen_in_a_thread
 
 #: Seconds between two plain lines of a task at most (a tenth of the work done sooner writes one sooner).
 DEFAULT_INTERVAL_S = 30.0
@@ -69,11 +70,7 @@ class _Live(rich.live.Live):
     unshown to its end (its display stopped drawing: a hung-up terminal is no tty) and then said it had been
     stopped, its last write failing; with ``FORCE_COLOR`` set, the thread also died with a traceback."""
 
-    def refresh(self) -> None:
-        import threading
-
-        from facekit.errors import hangup_seen_in_a_thread
-
+    def refresh(self) -> None:  # (ten times a second: its imports are the module's)
         thread = threading.current_thread()
         if not isinstance(thread, _REFRESH_THREAD):
             super().refresh()
