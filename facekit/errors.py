@@ -37,6 +37,13 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+def raise_first(problems: Sequence[Problem]) -> None:
+    """Raise the first of ``problems`` as a :class:`FacekitError` (a stage refusing a recipe's settings as it starts,
+    where `facekit check` says them all), if there are any."""
+    if problems:
+        raise FacekitError(str(problems[0]))
+
+
 class RecipeError(FacekitError):
     """A recipe (or its ``--set`` overrides) does not validate. Holds every problem found, not just the first."""
 

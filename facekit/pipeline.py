@@ -14,7 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from facekit.errors import FacekitError, Problem, StageNotBuiltError, data_workers_lost_said, did_you_mean
+from facekit.errors import (
+    FacekitError,
+    Problem,
+    StageNotBuiltError,
+    data_workers_lost_said,
+    did_you_mean,
+    raise_first,
+)
 from facekit.recipe import STAGES, Plan
 from facekit.runs import RunDir, finish_run
 
@@ -350,9 +357,7 @@ def check_pipeline_apps(plan: Plan) -> None:
     ``NOT_IN_PIPELINE``): a recipe's apps are handed the faces the recipe's model made and run ``apply`` on them
     (before: ``params: {model: sface}``, ``device: cuda`` or adjust's ``strength`` were accepted and unused, and an
     unusable device was refused only after every photo was normalized; helper-94)."""
-    problems = pipeline_app_problems(plan)
-    if problems:
-        raise FacekitError(str(problems[0]))
+    raise_first(pipeline_app_problems(plan))
 
 
 def pipeline_app_problems(plan: Plan) -> list[Problem]:
@@ -418,9 +423,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise FacekitError(infer_checkpoint_missing(infer.checkpoint))
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     apps = recipe_apps(plan)
-    refused = infer_problems(plan)  # no inputs, apps' params it would not use: said before the model loads
-    if refused:
-        raise FacekitError(str(refused[0]))
+    raise_first(infer_problems(plan))  # no inputs, apps' params it would not use: said before the model loads
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
     named_detector = recipe_detector(plan)
@@ -874,9 +877,7 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
     later = running[1:]
     for stage in later:  # the recipe's own mistakes first, as `facekit check` says them (helper-169's review: a
         # recipe without a decoder, or a warper the losses cannot pass through, was refused after the prepare stage)
-        refused = STAGE_REFUSALS.get(stage, no_refusals)(plan)
-        if refused:
-            raise FacekitError(str(refused[0]))
+        raise_first(STAGE_REFUSALS.get(stage, no_refusals)(plan))
     if "infer" in later:
         from facekit.normalize import inference_device
 

@@ -40,7 +40,7 @@ import torch
 from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
-from facekit.errors import FacekitError, Interrupted, Terminated, sigterm_raises
+from facekit.errors import FacekitError, Interrupted, Terminated, raise_first, sigterm_raises
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.normalize import model_file
@@ -90,9 +90,7 @@ def build_decoder(plan: Any, feature_size: int, warper: Any = None) -> tuple[Any
     checkpoints, to rebuild it)."""
     from facekit.pipeline import decoder_problems
 
-    refused = decoder_problems(plan)  # the settings' (what `facekit check` says): a decoder, with feature_size
-    if refused:
-        raise FacekitError(str(refused[0]))
+    raise_first(decoder_problems(plan))  # the settings' (what `facekit check` says): a decoder, with feature_size
     component = plan.components["decoder"]
     params = component.params
     if params.feature_size != feature_size:
@@ -163,9 +161,7 @@ def check_warper_for_losses(plan: Any, warper: Any) -> None:
     a warper that does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
     from facekit.pipeline import warper_problems
 
-    refused = warper_problems(plan, warper)  # (what `facekit check` says of the recipe's warper)
-    if refused:
-        raise FacekitError(str(refused[0]))
+    raise_first(warper_problems(plan, warper))  # (what `facekit check` says of the recipe's warper)
 
 
 #: How far (px) a train.init model's mean face may lie from the prepared set's before it is refused.
@@ -475,9 +471,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     recipe = plan.recipe
     # An encoder and a decoder, before the training pool (hours of encoding at the paper's scale; before, a recipe
     # without a decoder was refused after it); what `facekit check` says. The warper's below.
-    refused = trainer_problems(plan)
-    if refused:
-        raise FacekitError(str(refused[0]))
+    raise_first(trainer_problems(plan))
     output = Path(recipe.train.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:

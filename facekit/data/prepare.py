@@ -506,12 +506,11 @@ def check_preparable(plan: Any) -> dict[str, list[Photo]]:
     """What prepare checks before it writes anything (the callers check it before their run record, so a refused
     run leaves no folder): a 68-point detector, data.train sources holding photos, and a prepare.output made with
     these settings if it holds work. Returns the photos by identity."""
+    from facekit.errors import raise_first
     from facekit.pipeline import prepare_problems
 
     recipe = plan.recipe
-    refused = prepare_problems(plan)  # the settings' (what `facekit check` says): detector, data.train
-    if refused:
-        raise FacekitError(str(refused[0]))
+    raise_first(prepare_problems(plan))  # the settings' (what `facekit check` says): detector, data.train
     groups = group_by_identity(photos_from_sources(recipe.data.resolved_root(), recipe.data.train))
     if not groups:
         sources = ", ".join(_described(s) for s in recipe.data.train)
