@@ -267,7 +267,8 @@ def run(
     _warn_unused_settings(plan.unused_settings(stages=stage))  # (all stages run without --stage)
 
     def said(done: Any) -> None:  # as each stage ends: a later stage's failure leaves the finished ones said
-        console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}")
+        # (one line however long, in a log too: grep finds it whole; helper-175's loss summary made it pass 160)
+        console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}", soft_wrap=True)
 
     results = run_plan(plan, stage, RunOptions(resume=resume), said)
     if any(result.failed for result in results):
