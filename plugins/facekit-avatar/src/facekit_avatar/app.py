@@ -352,14 +352,47 @@ def mesh_files(avatar: Avatar, model: SurreyModel, name: str) -> dict[str, bytes
         raise FacekitError(f"the OBJ export left out its material or texture ({', '.join(sorted(files))})")
     # glTF's metallicFactor defaults to 1 (bare metal: a dark face in three.js, Blender, model-viewer) and a mesh
     # without normals is drawn flat-shaded: skin is a rough dielectric, and the normals go in.
+    # The mesh is an open mask: single-sided, it vanished when turned to be seen from behind (doubleSided).
     glb = mesh.copy()
+    gltf_name = name.encode("utf-8", "backslashreplace").decode()  # glTF is UTF-8 JSON
     glb.visual.material = PBRMaterial(
         baseColorTexture=Image.fromarray(avatar.texture),
         metallicFactor=0.0,
         roughnessFactor=1.0,
-        name=name.encode("utf-8", "backslashreplace").decode(),  # glTF is UTF-8 JSON
+        doubleSided=True,
+        name=gltf_name,
     )
     scene = glb.scene()
     scene.metadata["licence"] = LICENCE  # trimesh writes scene metadata as the glTF scene's extras
-    files[f"{name}.glb"] = export_glb(scene, include_normals=True)
+    files[f"{name}.glb"] = export_glb(
+        scene, include_normals=True, tree_postprocessor=lambda tree: gltf_finished(tree, gltf_name)
+    )
     return files
+
+
+#: The texture's sampler: clamped at the edges (glTF's default, REPEAT, blends the opposite edge of the texture into
+#: the mask's rim wherever a UV lies on it) with linear filters (trilinear when drawn small).
+GLTF_SAMPLER = {"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}
+
+#: bufferView.target of a primitive's vertex attributes (ARRAY_BUFFER) and its indices (ELEMENT_ARRAY_BUFFER).
+GLTF_VERTEX_TARGET, GLTF_INDEX_TARGET = 34962, 34963
+
+
+def gltf_finished(tree: dict[str, Any], name: str) -> None:
+    """What trimesh leaves out of the glTF ``tree`` (in place): each mesh's bufferViews say whether they hold vertex
+    attributes or indices (the Khronos validator's hint BUFFER_VIEW_TARGET_MISSING; a loader binds them so), every
+    texture uses :data:`GLTF_SAMPLER`, and the mesh and its node are called ``name``, as the material is (trimesh's
+    "geometry_0" is what an editor lists for every avatar imported)."""
+    views = tree.get("bufferViews", [])
+    for entry in [*tree.get("meshes", []), *tree.get("nodes", [])]:
+        entry["name"] = name
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh["primitives"]:
+            used = [(index, GLTF_VERTEX_TARGET) for index in primitive["attributes"].values()]
+            used += [(primitive["indices"], GLTF_INDEX_TARGET)] if "indices" in primitive else []
+            for accessor, target in used:
+                views[tree["accessors"][accessor]["bufferView"]]["target"] = target
+    if tree.get("textures"):
+        tree["samplers"] = [dict(GLTF_SAMPLER)]
+        for texture in tree["textures"]:
+            texture["sampler"] = 0
