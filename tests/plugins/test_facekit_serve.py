@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
+import json
 import os
 import re
 import shutil
@@ -194,6 +195,14 @@ def test_engine_makes_every_result_and_caches_by_content(engine: Engine, tmp_pat
         engine.result(analysis.sha256, 0)
     with pytest.raises(UploadError, match="There is no face 3"):
         engine.result(pair.sha256, 2)
+
+
+def glb_json(data: bytes) -> dict[str, Any]:
+    """A GLB's JSON chunk, read as the file format says (12-byte header, then the chunk's length and type)."""
+    length, kind = int.from_bytes(data[12:16], "little"), data[16:20]
+    assert data[:4] == b"glTF" and kind == b"JSON" and int.from_bytes(data[8:12], "little") == len(data)
+    assert length % 4 == 0 and data[20 + length + 4 : 20 + length + 8] == b"BIN\x00"
+    return dict(json.loads(data[20 : 20 + length]))
 
 
 def test_a_downloads_name_is_the_uploads_name_made_safe() -> None:
@@ -1845,6 +1854,18 @@ def test_two_avatars_unzipped_into_one_folder_keep_their_own_files(data_root: Pa
             # The content-named bundle the cache keeps is as it was (another visitor's name is their own).
             with zipfile.ZipFile(result.avatar_files[-1].parents[1] / "avatar-obj.zip") as archive:
                 assert "avatar.obj" in archive.namelist()
+            # The GLB's material, mesh and node are named as its file (before: "avatar", whatever the photo), and
+            # the GLB read back is the one made, as trimesh (checking its chunks' lengths) reads it.
+            assert result.avatar_glb is not None
+            gltf = glb_json(result.avatar_glb.read_bytes())
+            named = [gltf[key][0]["name"] for key in ("materials", "meshes", "nodes")]
+            assert named == [result.avatar_glb.stem] * 3, named
+            made = result.avatar_glb.parents[1] / "avatar.glb"
+            assert [glb_json(made.read_bytes())[key][0]["name"] for key in ("materials", "meshes", "nodes")] == [
+                "avatar"
+            ] * 3
+            ours, cached = trimesh.load(result.avatar_glb, force="mesh"), trimesh.load(made, force="mesh")
+            assert np.array_equal(ours.vertices, cached.vertices) and np.array_equal(ours.faces, cached.faces)
         textures = []
         for bundle, *_ in bundles:  # every avatar unzipped whole: its OBJ, material and texture are its zip's
             with zipfile.ZipFile(bundle) as archive:

@@ -26,10 +26,12 @@ import functools
 import hashlib
 import io
 import itertools
+import json
 import logging
 import os
 import re
 import shutil
+import struct
 import threading
 import time
 import unicodedata
@@ -218,6 +220,33 @@ def no_face_message(width: int, height: int) -> str:
     return (
         "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
         f"and at least about {smallest} pixels wide."
+    )
+
+
+def renamed_glb(source: Path, target: Path, name: str) -> None:
+    """Write the avatar's GLB ``source`` to ``target`` with its material, mesh and node named ``name`` where they
+    are named :data:`AVATAR_NAME` (before, every visitor's GLB was linked as made: ``IMG_1234-avatar.glb`` held a
+    material "avatar", which is what Blender and other editors list when several avatars are imported into one
+    scene). glTF's JSON is UTF-8, so ``name`` is kept as it is; the JSON chunk is padded with spaces to 4 bytes, as
+    GLB asks, and the binary chunk is copied unchanged."""
+    data = source.read_bytes()
+    magic, version, _ = struct.unpack_from("<4sII", data, 0)
+    length, kind = struct.unpack_from("<I4s", data, 12)
+    if magic != b"glTF" or version != 2 or kind != b"JSON":
+        raise FacekitError(f"{source} is not a binary glTF 2.0 file: the avatar's GLB was not written whole")
+    gltf = json.loads(data[20 : 20 + length])
+    for key in ("materials", "meshes", "nodes"):
+        for entry in gltf.get(key, []):
+            if entry.get("name") == AVATAR_NAME:
+                entry["name"] = name
+    text = json.dumps(gltf, ensure_ascii=False, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    rest = data[20 + length :]
+    target.write_bytes(
+        struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(rest))
+        + struct.pack("<I4s", len(text), b"JSON")
+        + text
+        + rest
     )
 
 
@@ -821,6 +850,9 @@ class Engine:
                         # unzip side by side.
                         links[path] = folder / f"{stem}-{face}{path.stem}-{analysis.sha256[:BUNDLE_TAG_DIGITS]}.zip"
                         renamed_obj_bundle(path, links[path], f"{stem}-{face}{AVATAR_NAME}")
+                        return links[path]
+                    if path.suffix == ".glb":  # its material named as the file
+                        renamed_glb(path, links[path], links[path].stem)
                         return links[path]
                     try:
                         os.link(path, links[path])
