@@ -953,11 +953,9 @@ def models_bundle(
                 )
             if not used and spec.card is not None:  # loads its weights later, if at all: the card's
                 sources += [weights for weights in spec.card.weights if weights.sha256]
-    from facekit.recipe import recipe_files
-
     # The recipe and every base it extends (before: the files recipe_origins named, which leaves out a base whose
-    # every setting the recipe overrides, and --overwrite replaced that base with the tar).
-    files = bundle(sources, out, overwrite, inputs=recipe_files(recipe))
+    # every setting the recipe overrides, and --overwrite replaced that base with the tar), as load_recipe read them.
+    files = bundle(sources, out, overwrite, inputs=[Path(each["file"]) for each in plan.recipe_files])
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 

@@ -651,11 +651,31 @@ _RecipeLoader.add_implicit_resolver(
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file (safe YAML, at most :data:`MAX_RECIPE_BYTES`, at most :data:`MAX_RECIPE_VALUES` values with
     its aliases expanded); a top level that is not a mapping, or an empty file, is an error."""
+    return _read_file(path).raw
+
+
+@dataclass(frozen=True)
+class _ReadFile:
+    """One recipe file as it was read once: its parsed mapping, its text and the sha256 of the bytes both came from
+    (before: each file of an ``extends`` chain was read and parsed again for run.json's ``recipe_files`` and hashed a
+    third time, so a file edited meanwhile was recorded with a hash of what was not parsed)."""
+
+    file: Path  # resolved
+    raw: dict[str, Any]  # ``extends`` included
+    text: str
+    sha256: str
+
+
+def _read_file(path: str | Path) -> _ReadFile:
+    """:func:`read_yaml`'s reading, with the text and the bytes' sha256."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_RECIPE_BYTES:
             raise FacekitError(f"{path} is {path.stat().st_size:,} bytes: not a recipe (at most {MAX_RECIPE_BYTES:,})")
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        # As read_text(encoding="utf-8") decoded it: universal newlines (\r\n and \r read as \n, so a problem's
+        # marks and a value echoed as written fall where they did); a UTF-8 BOM is kept, and YAML skips it.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise FacekitError(f"recipe not found: {path}") from None
     except IsADirectoryError:
@@ -681,7 +701,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(raw, dict):
         raise RecipeError([Problem("", "the top level must be a mapping of sections")], str(path))
-    return raw
+    return _ReadFile(path.resolve(), raw, text, hashlib.sha256(data).hexdigest())
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -1310,9 +1330,16 @@ def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     component with another ``name`` (its params belong to the other component). So an ablation states only what it
     changes (``extends: ../paper.yaml`` + ``train: {loss: {identity: 0}}``).
     """
+    return _read_chain(path, _chain, [])
+
+
+def _read_chain(path: str | Path, _chain: tuple[Path, ...], read: list[_ReadFile]) -> dict[str, Any]:
+    """:func:`read_recipe`, appending to ``read`` each file of the chain as it is read (the recipe's own first), once:
+    run.json's ``recipe_files`` and a problem's echo of a value as written come from those reads."""
     path = find_recipe(path)
-    raw = read_yaml(path)
-    base = raw.pop("extends", None)
+    read.append(_read_file(path))
+    raw = {key: value for key, value in read[-1].raw.items() if key != "extends"}
+    base = read[-1].raw.get("extends")
     if base is None:
         return raw
     if not isinstance(base, str):
@@ -1333,7 +1360,7 @@ def read_recipe(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     if base_path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, base_path))
         raise RecipeError([Problem("extends", f"recipes extend each other in a cycle: {cycle}")], str(path))
-    return _merge(read_recipe(base_path, chain), raw)
+    return _merge(_read_chain(base_path, chain, read), raw)
 
 
 def _merge(base: Any, update: Any) -> Any:
@@ -1355,20 +1382,24 @@ def load_recipe(
     (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
     as a ``--set`` the user did not type. ``checks``: more rules for the resolved plan (:func:`resolve`)."""
     file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
-    labels = _grid_cell_labels(path, file, overrides, grid_cell) if grid_cell else {}
+    read: list[_ReadFile] = []  # each file of the chain, read once (bench reads the recipe once per grid cell)
+    origins: dict[str, Path] | None = None
+    labels: dict[str, str] = {}
     try:
-        raw = read_recipe(file)
-        # (hashed as read: `facekit run` starts each stage's run.json hours later, the file maybe edited meanwhile)
-        read = tuple(recipe_sources(file))
+        raw = _read_chain(file, (), read)
+        origins = _origins(read)
+        labels = _grid_cell_labels(path, file, overrides, grid_cell, origins) if grid_cell else {}
         plan = resolve(raw, overrides=overrides, source=str(path), labels=labels, checks=checks)
-        return replace(plan, recipe_files=read)
+        # (hashed as read: `facekit run` starts each stage's run.json hours later, the file maybe edited meanwhile)
+        return replace(plan, recipe_files=_sources(read))
     except RecipeError as error:
         # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
         source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
-        origins = recipe_origins(file)
+        if origins is None:  # a file of the chain refused: the others as far as they are read
+            origins = recipe_origins(file)
         given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
         own, named = file.resolve(), set(labels.values())
-        texts: dict[Path, str | None] = {}
+        texts: dict[Path, str | None] = {each.file: each.text for each in read}  # (echoed from the text parsed)
         problems = [p if p.path in named else _as_written(p, origins, given, texts) for p in error.problems]
         if not any(origin != own for origin in origins.values()):
             raise RecipeError(problems, source) from None
@@ -1388,18 +1419,20 @@ def _shadowed(given: str | Path, file: Path) -> str | None:
     )
 
 
-def _grid_cell_labels(path: str | Path, file: Path, overrides: Sequence[str], cell: Collection[str]) -> dict[str, str]:
+def _grid_cell_labels(
+    path: str | Path, file: Path, overrides: Sequence[str], cell: Collection[str], origins: Mapping[str, Path]
+) -> dict[str, str]:
     """How a problem names each of a bench cell's values: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``,
     the file being the one of the ``extends`` chain that writes that key's values in ``bench.grid`` (or the ``--set``
     that gave the grid) (helper-147: it was named ``--set train.lr=true``, an override the user never typed, for a value
     written in the grid file). Per value, as a grid's keys may come from several files (a base's ``train.lr`` and its
     child's ``train.batch_size``, merged key by key): helper-150, the file that set ``bench.grid`` last was named for
     every value, so a refused ``train.lr: true`` of the base was looked for in the child. ``file``: the recipe file
-    ``path`` names (:func:`find_recipe`), found once by the caller (before: again for each value of the cell)."""
+    ``path`` names (:func:`find_recipe`), found once by the caller (before: again for each value of the cell);
+    ``origins``: :func:`recipe_origins` of it, from the caller's reading (before: each file read again per cell)."""
     shown = ", ".join(f"{key.strip()}: {value}" for key, _, value in (item.partition("=") for item in cell))
     typed = [item for item in overrides if item not in cell]
     grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
-    origins = {} if grid_set else recipe_origins(file)
     own = file.resolve()
     labels = {}
     for item in cell:
@@ -1432,29 +1465,28 @@ def recipe_files(path: str | Path) -> list[Path]:
     return files
 
 
-def recipe_sources(given: str | Path) -> list[dict[str, Any]]:
-    """The files the recipe ``given`` (as typed: a path or a shipped recipe's name) is read from, itself first and
-    then each base of its ``extends`` chain: ``file`` (resolved), ``shipped`` (the shipped recipe's name, or None
-    for a file of the user's) and the ``sha256`` of its bytes. Before, run.json held only the name as typed, so a run
-    of ``demo`` did not say whether the shipped recipe or a file called demo in the working folder was read, nor which
-    version of it. Empty where ``given`` names no file."""
-    try:
-        files = recipe_files(given)
-    except FacekitError:
-        return []
+def _sources(read: Sequence[_ReadFile]) -> tuple[dict[str, Any], ...]:
+    """run.json's ``recipe_files``: the files of a recipe's ``extends`` chain as :func:`_read_chain` read them, itself
+    first: ``file`` (resolved), ``shipped`` (the shipped recipe's name, or None for a file of the user's) and the
+    ``sha256`` of the bytes parsed. Before, run.json held only the name as typed, so a run of ``demo`` did not say
+    whether the shipped recipe or a file called demo in the working folder was read, nor which version of it."""
     names = {file.resolve(): name for name, file in shipped_recipes().items()}
-    found = []
-    for file in files:
-        try:
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        except OSError:  # (a base not there: the recipe's check says so)
-            continue
-        found.append({"file": str(file), "shipped": names.get(file), "sha256": digest})
-    return found
+    return tuple({"file": str(each.file), "shipped": names.get(each.file), "sha256": each.sha256} for each in read)
 
 
 def recipe_origins(path: str | Path) -> dict[str, Path]:
     """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
+    read = []
+    for file in recipe_files(path):
+        try:
+            read.append(_read_file(file))
+        except (FacekitError, OSError):  # a base not found or not a recipe: said by read_recipe already
+            continue
+    return _origins(read)
+
+
+def _origins(read: Sequence[_ReadFile]) -> dict[str, Path]:
+    """:func:`recipe_origins` of the files of an ``extends`` chain as read, the recipe's own first."""
     origins: dict[str, Path] = {}
 
     def walk(value: Any, prefix: str, file: Path) -> None:
@@ -1463,14 +1495,10 @@ def recipe_origins(path: str | Path) -> dict[str, Path]:
             for key, inner in value.items():
                 walk(inner, f"{prefix}.{key}", file)
 
-    for file in reversed(recipe_files(path)):  # the furthest base first: each file overrides the ones it extends
-        try:
-            raw = read_yaml(file)
-        except (FacekitError, OSError):  # a base not found or not a recipe: said by read_recipe already
-            continue
-        raw.pop("extends", None)
-        for key, value in raw.items():
-            walk(value, str(key), file)
+    for each in reversed(read):  # the furthest base first: each file overrides the ones it extends
+        for key, value in each.raw.items():
+            if key != "extends":
+                walk(value, str(key), each.file)
     return origins
 
 

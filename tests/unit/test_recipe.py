@@ -1237,3 +1237,68 @@ def test_signed_numbers_in_exponent_form_are_numbers_too(tmp_path: Path) -> None
 
     (tmp_path / "r.yaml").write_text("bench:\n  grid:\n    train.lr: [-1e3, +2e2, -5e-4]\n")
     assert read_yaml(tmp_path / "r.yaml")["bench"]["grid"]["train.lr"] == [-1000.0, 200.0, -5e-4]
+
+
+def test_load_recipe_reads_each_file_of_its_chain_once_and_hashes_what_it_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_recipe read and parsed each file of the ``extends`` chain twice (read_recipe, then run.json's
+    ``recipe_files``) and read it a third time for its sha256, and a bench cell's labels read the chain twice more:
+    five reads of each file per cell of a grid. Now each file once, its sha256 of the bytes that were parsed."""
+    import hashlib
+    from collections import Counter
+
+    from facekit.bench import cells
+
+    base = tmp_path / "base.yaml"
+    base.write_text(f"data: {{root: {tmp_path}, train: [], test: []}}\nbench: {{grid: {{train.lr: [0.001, -1]}}}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ntrain: {steps: 2}\n")
+    opened: Counter[Path] = Counter()
+    real_open = Path.open
+
+    def counted_open(self: Path, *args: object, **kwargs: object) -> object:
+        opened[self.resolve()] += 1
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", counted_open)
+    kept, refused = cells(load_recipe(child))
+    for cell in (kept, refused):  # a cell resolved, and one refused (whose problem is echoed from the text read)
+        opened.clear()
+        try:
+            plan = load_recipe(child, list(cell), grid_cell=cell)
+        except RecipeError as error:
+            assert "train.lr must be greater than 0 (got -1)" in str(error)
+        assert (opened[child.resolve()], opened[base.resolve()]) == (1, 1)
+    assert [each["sha256"] for each in plan.recipe_files] == [
+        hashlib.sha256(file.read_bytes()).hexdigest() for file in (child, base)
+    ]
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_a_recipe_with_other_line_ends_or_a_bom_reads_as_with_newlines(tmp_path: Path, newline: str) -> None:
+    """A recipe saved on Windows (CRLF, maybe a UTF-8 BOM) reads as the same file with \\n line ends, and a refused
+    value of it is echoed as written: the file's text is decoded from its bytes as text mode read it (universal
+    newlines), so YAML's marks fall on the text a value is echoed from."""
+    from facekit.recipe import read_yaml
+
+    lines = ["description: 'two", "  lines'", "train:", "  steps: 3", "  lr: yes", ""]
+    plain, crlf, bom = (tmp_path / f"{name}.yaml" for name in ("plain", "other", "bom"))
+    plain.write_bytes("\n".join(lines).encode())
+    crlf.write_bytes(newline.join(lines).encode())
+    bom.write_bytes(b"\xef\xbb\xbf" + newline.join(lines).encode())
+    expected = {"description": "two lines", "train": {"steps": 3, "lr": True}}
+    assert read_yaml(crlf) == read_yaml(bom) == read_yaml(plain) == expected
+    for file in (crlf, bom):
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(file)
+        assert [str(p) for p in caught.value.problems] == ["train.lr: must be a number (got yes)"]
+
+
+def test_a_recipe_not_in_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Its bytes are decoded as read_text decoded them: a Latin-1 é is no UTF-8, said in the same line as before."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("description: café\ntrain: {steps: 3}\n".encode("latin-1"))
+    with pytest.raises(FacekitError) as caught:
+        load_recipe(latin)
+    assert str(caught.value) == f"{latin} is not a UTF-8 text file, so not a recipe"
