@@ -1264,9 +1264,7 @@ def find_recipe(given: str | Path) -> Path:
         return path
     shipped = shipped_recipes()
     if not str(given).strip():  # (Path("") is the working folder: "." is a folder, not a recipe file, it said)
-        raise FacekitError(
-            f"the recipe name is empty: give a recipe file's path or a shipped recipe's name ({', '.join(shipped)})"
-        )
+        raise _empty_name("recipe name", "a recipe file's path or a shipped recipe's name", ", ".join(shipped))
     name = _as_name(path)
     if path.suffix.lower() not in RECIPE_SUFFIXES and name in shipped:
         return shipped[name]
@@ -1283,21 +1281,33 @@ def find_recipe(given: str | Path) -> Path:
     )
 
 
+def _empty_name(what: str, give: str, choices: str) -> FacekitError:
+    """The refusal of an empty recipe name or path (``facekit run ""``, ``facekit bench ""``): ``what`` is empty,
+    ``give`` what instead, ``choices`` listed after it."""
+    return FacekitError(f"the {what} is empty: give {give} ({choices})")
+
+
 def find_grid(given: str | Path) -> Path:
     """:func:`find_recipe` for ``facekit bench``, whose recipes (the grids, ``benchmarks/*.yaml``) are not installed
-    with facekit: one not found is refused as a path from the working folder, not by the shipped recipes' list
-    (none of them has a grid), naming the grid of that name in facekit's source checkout where there is one."""
+    with facekit: one not found, or an empty path, is refused as a path from the working folder, not by the shipped
+    recipes' list (none of them has a grid), naming the grid of that name in facekit's source checkout where there is
+    one, else the checkout's grids (where facekit runs from one) or where they are."""
+    grids = _checkout_grids()
+    listed = sorted(grids.glob("*.yaml")) if grids is not None else []
+    elsewhere = "they are in a source checkout of facekit, benchmarks/*.yaml"
+    choices = f"facekit's source checkout has {', '.join(map(str, listed))}" if listed else elsewhere
+    if not str(given).strip() and not Path(given).is_file():  # (helper-180: it listed the shipped recipes)
+        raise _empty_name("grid recipe's path", "a bench grid's file path", choices)
     try:
         return find_recipe(given)
     except FacekitError:
-        if not str(given).strip():
-            raise
-    grids = _checkout_grids()
+        pass
     meant = grids / f"{Path(_as_name(given)).stem}.yaml" if grids is not None else None
+    # (helper-180: from a checkout without that name it said they are "in a source checkout", the one it runs from)
     where = (
         f"; the one of that name in facekit's source checkout: {meant}"
         if meant is not None and meant.is_file()
-        else "; they are in a source checkout of facekit, benchmarks/*.yaml"
+        else f"; {choices}"
     )
     raise FacekitError(
         f"grid recipe not found: {given} (looked for {Path(given).absolute()}: a grid is given by its file's path, "

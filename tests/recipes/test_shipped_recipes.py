@@ -262,3 +262,37 @@ def test_bench_refuses_a_grid_not_found_as_a_path_not_a_shipped_name(
     monkeypatch.setattr(recipe, "recipes_folder", lambda: wheel)
     with pytest.raises(FacekitError, match=r"installed with facekit; they are in a source checkout of facekit, bench"):
         recipe.find_grid("benchmarks/encoders_x_warps.yaml")
+
+
+def test_bench_says_an_empty_grid_path_is_empty_and_lists_the_checkouts_grids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit bench ""` said the recipe name was empty and listed the shipped recipes, none of which has a grid; and
+    a grid not found, run from facekit's source checkout, said the grids "are in a source checkout of facekit". Now
+    the empty path is said as `facekit run ""` says it, and both name the checkout's grids (or, from a wheel, where
+    they are)."""
+    from facekit import recipe
+    from facekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    grids = ", ".join(str(file) for file in sorted((REPO / "benchmarks").resolve().glob("*.yaml")))
+    for given in ("", " "):
+        assert main(["bench", given]) == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert said == (
+            "error: the grid recipe's path is empty: give a bench grid's file path (facekit's source checkout has "
+            f"{grids})"
+        )
+    assert main(["bench", "no-such-grid.yaml"]) == 1
+    assert " ".join(capsys.readouterr().err.split()).endswith(
+        f"not being installed with facekit; facekit's source checkout has {grids})"
+    )
+    wheel = tmp_path / "site-packages" / "facekit" / "recipes"  # an installed wheel's: no checkout beside it
+    wheel.mkdir(parents=True)
+    monkeypatch.setattr(recipe, "recipes_folder", lambda: wheel)
+    with pytest.raises(FacekitError) as error:
+        recipe.find_grid("")
+    assert str(error.value) == (
+        "the grid recipe's path is empty: give a bench grid's file path (they are in a source checkout of facekit, "
+        "benchmarks/*.yaml)"
+    )
