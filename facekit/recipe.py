@@ -1398,8 +1398,8 @@ def load_recipe(
     try:
         raw = _read_chain(file, (), read)
         origins = _origins(read)
-        labels = _grid_cell_labels(path, file, overrides, grid_cell, origins) if grid_cell else {}
-        plan = resolve(raw, overrides=overrides, source=str(path), labels=labels, checks=checks)
+        labels, written = _grid_cell_labels(path, file, overrides, grid_cell, origins, read) if grid_cell else ({}, {})
+        plan = resolve(raw, overrides=overrides, source=str(path), labels=labels, checks=checks, written=written)
         # (hashed as read: `facekit run` starts each stage's run.json hours later, the file maybe edited meanwhile)
         return replace(plan, recipe_files=_sources(read))
     except RecipeError as error:
@@ -1429,30 +1429,71 @@ def _shadowed(given: str | Path, file: Path) -> str | None:
     )
 
 
+#: Where a bench cell's value is written: the YAML text (a grid file's, or a --set's value) and the parts of its path
+#: in it (``("bench", "grid", "train.lr", "2")``), for echoing it as written (:func:`_written`).
+_WrittenAt = tuple[str, tuple[str, ...]]
+
+
 def _grid_cell_labels(
-    path: str | Path, file: Path, overrides: Sequence[str], cell: Collection[str], origins: Mapping[str, Path]
-) -> dict[str, str]:
-    """How a problem names each of a bench cell's values: ``bench.grid cell {train.lr: true} of benchmarks/lr.yaml``,
-    the file being the one of the ``extends`` chain that writes that key's values in ``bench.grid`` (or the ``--set``
-    that gave the grid) (helper-147: it was named ``--set train.lr=true``, an override the user never typed, for a value
-    written in the grid file). Per value, as a grid's keys may come from several files (a base's ``train.lr`` and its
-    child's ``train.batch_size``, merged key by key): helper-150, the file that set ``bench.grid`` last was named for
-    every value, so a refused ``train.lr: true`` of the base was looked for in the child. ``file``: the recipe file
-    ``path`` names (:func:`find_recipe`), found once by the caller (before: again for each value of the cell);
-    ``origins``: :func:`recipe_origins` of it, from the caller's reading (before: each file read again per cell)."""
-    shown = ", ".join(f"{key.strip()}: {value}" for key, _, value in (item.partition("=") for item in cell))
+    path: str | Path,
+    file: Path,
+    overrides: Sequence[str],
+    cell: Collection[str],
+    origins: Mapping[str, Path],
+    read: Sequence[_ReadFile],
+) -> tuple[dict[str, str], dict[str, _WrittenAt]]:
+    """How a problem names each of a bench cell's values: ``bench.grid.train.lr.2 of benchmarks/lr.yaml (cell
+    {train.lr: yes})``, its place in the grid's list and the file of the ``extends`` chain that writes that key's
+    values in ``bench.grid`` (or the ``--set`` that gave the grid) (helper-147: it was named ``--set train.lr=true``,
+    an override the user never typed, for a value written in the grid file), and where each value is written, so a
+    refusal echoes it as written there (helper-180: ``(got true)`` for ``yes``, ``1000.0`` for ``1e3``, in the
+    refusal and in the cell, and no place in the list). Per value, as a grid's keys may come from several files (a
+    base's ``train.lr`` and its child's ``train.batch_size``, merged key by key): helper-150, the file that set
+    ``bench.grid`` last was named for every value, so a refused ``train.lr: true`` of the base was looked for in the
+    child. ``file``: the recipe file ``path`` names (:func:`find_recipe`), found once by the caller (before: again for
+    each value of the cell); ``origins`` (:func:`recipe_origins`) and ``read``: the caller's reading of its chain."""
     typed = [item for item in overrides if item not in cell]
     grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
     own = file.resolve()
-    labels = {}
+    files = {each.file: each for each in read}
+    places: dict[str, tuple[str, str, _WrittenAt | None]] = {}  # item -> (its key's place, named by, written at)
     for item in cell:
+        key, _, value = (part.strip() for part in item.partition("="))
+        within: tuple[str, ...] | None
         if grid_set:
             where = f"--set {grid_set[-1].strip()}"
+            grid_key, _, text = grid_set[-1].partition("=")
+            within = ((key,) if _dotted(grid_key.strip()) == "bench.grid" else ()) if text.strip() else None
+            values = _walk(_override_value(text), within) if within is not None else None
+            document = text
         else:
-            origin = origins.get(f"bench.grid.{item.partition('=')[0].strip()}") or origins.get("bench.grid")
+            origin = origins.get(f"bench.grid.{key}") or origins.get("bench.grid")
             where = str(path) if origin is None or origin == own else str(origin)
-        labels[item] = f"bench.grid cell {{{shown}}} of {where}"
-    return labels
+            within = ("bench", "grid", key)
+            values = _walk(files[origin].raw, within) if origin in files else None
+            document = files[origin].text if origin in files else ""
+        index = next(
+            (n for n, each in enumerate(values) if json.dumps(each) == value) if isinstance(values, list) else iter(()),
+            None,
+        )
+        if index is None or within is None:
+            places[item] = (f"bench.grid.{key}", where, None)
+        else:
+            places[item] = (f"bench.grid.{key}.{index}", where, (document, (*within, str(index))))
+    shown = ", ".join(
+        f"{item.partition('=')[0].strip()}: "
+        f"{(_source_text(*at) if at is not None else None) or item.partition('=')[2].strip()}"
+        for item, (_, _, at) in places.items()
+    )
+    labels = {item: f"{place} of {where} (cell {{{shown}}})" for item, (place, where, _) in places.items()}
+    return labels, {item: at for item, (_, _, at) in places.items() if at is not None}
+
+
+def _walk(value: Any, parts: Sequence[str]) -> Any:
+    """The value at ``parts`` (mapping keys) of ``value``, or None."""
+    for part in parts:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def recipe_files(path: str | Path) -> list[Path]:
@@ -1562,6 +1603,21 @@ def _written(text: str, parts: Sequence[str]) -> str | None:
     return None if "\n" in written or "\r" in written else written
 
 
+def _source_text(text: str, parts: Sequence[str]) -> str | None:
+    """The node at ``parts`` of the YAML ``text`` as written there, a flow mapping or list too (``{name: tps, params:
+    {regularization: 1e-2}}``), where it is on one line; None elsewhere."""
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=_RecipeLoader)  # (a SafeLoader: nodes, nothing built)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    for part in parts:
+        node = _yaml_child(node, part) if node is not None else None
+    if node is None:
+        return None
+    written = _NODE_PROPERTIES.sub("", text[node.start_mark.index : node.end_mark.index]).strip()
+    return None if not written or "\n" in written or "\r" in written else written
+
+
 #: The anchor (``&name``) and tag (``!!bool``, ``!local``) a YAML node may be written with, before its value.
 _NODE_PROPERTIES = re.compile(r"^(?:[&!]\S*\s+)+")
 
@@ -1595,45 +1651,49 @@ def resolve(
     source: str = "recipe",
     labels: Mapping[str, str] | None = None,
     checks: Callable[[Plan], Sequence[Problem]] | None = None,
+    written: Mapping[str, _WrittenAt] | None = None,
 ) -> Plan:
     """Validate ``raw`` (a recipe as plain data) with ``overrides`` and resolve it against the registries; a problem
-    of an override's value is named by that override (``--set ITEM``, or ``labels[ITEM]`` where it has one).
+    of an override's value is named by that override (``--set ITEM``, or ``labels[ITEM]`` where it has one), and
+    echoes its value as typed (or as ``written[ITEM]`` locates it: a YAML text and the path in it).
     ``checks``: rules a caller adds for the plan once it resolves, their problems named alike (`facekit check` adds
     the refusals `facekit run` makes from the settings alone, :func:`facekit.pipeline.run_refusals`)."""
     data: dict[str, Any] = _deep_copy(raw)
     problems = apply_overrides(data, overrides)
     values, section_problems = _validate_sections(data)
-    problems.extend(_as_given(section_problems, overrides, labels or {}))
+    problems.extend(_as_given(section_problems, overrides, labels or {}, written or {}))
     components: dict[str, ResolvedComponent] = {}
     if "components" in values or "components" not in data:
         components, component_problems = _resolve_components(values.get("components", Components()))
-        problems.extend(_as_given(component_problems, overrides, labels or {}))
+        problems.extend(_as_given(component_problems, overrides, labels or {}, written or {}))
     if not problems:
         recipe = Recipe(**values)
-        problems.extend(_as_given(_cross_checks(recipe, components), overrides, labels or {}))
+        problems.extend(_as_given(_cross_checks(recipe, components), overrides, labels or {}, written or {}))
     if problems:
         raise RecipeError(problems, source)
     plan = Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))
-    refused = _as_given(list(checks(plan)), overrides, labels or {}) if checks is not None else []
+    refused = _as_given(list(checks(plan)), overrides, labels or {}, written or {}) if checks is not None else []
     if refused:
         raise RecipeError(refused, source)
     return plan
 
 
-def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping[str, str]) -> list[Problem]:
+def _as_given(
+    problems: list[Problem], overrides: Sequence[str], labels: Mapping[str, str], written: Mapping[str, _WrittenAt]
+) -> list[Problem]:
     """Each problem of a value an override set, named by that override as it was typed: ``--set train.steps=abc:
     train.steps must be a whole number (got 'abc')`` (helper-144: before, ``train.steps: Input should be a valid
     integer``, the same line as for the recipe file's own value, so a user did not see which of their --set it was); an
-    override with a label (a bench cell's value) by its label."""
+    override with a label (a bench cell's value) by its label, echoing its value as its grid writes it."""
     given: dict[str, str] = {}
-    typed: dict[str, str] = {}  # a --set's value as typed, by its path (not a bench cell's: its grid file's)
+    typed: dict[str, _WrittenAt] = {}  # a --set's value as typed, a bench cell's where written, by its path
     for item in overrides:  # the last of a key is the one that took effect
         key, sep, text = item.partition("=")
         if sep and key.strip():
             given[_dotted(key.strip())] = labels.get(item) or f"--set {item.strip()}"
             typed.pop(_dotted(key.strip()), None)
-            if item not in labels:
-                typed[_dotted(key.strip())] = text
+            if item not in labels or item in written:
+                typed[_dotted(key.strip())] = written.get(item) or (text, ())
     named = []
     for problem in problems:
         # A cross-field rule's problem (its ``about``) by the --set of the setting it refuses, else of another it
@@ -1656,14 +1716,17 @@ def _as_given(problems: list[Problem], overrides: Sequence[str], labels: Mapping
     return named
 
 
-def _typed_at(path: str, typed: Mapping[str, str]) -> str | None:
+def _typed_at(path: str, typed: Mapping[str, _WrittenAt]) -> str | None:
     """The value at ``path`` as a --set typed it: the --set's text for its own path, the item as written within it
     for a path inside (``--set train.background_rgb=[1, 2, 0x1FF]`` typed ``0x1FF`` at ``train.background_rgb.2``;
-    helper-159: it echoed 511)."""
-    if path in typed:
-        return typed[path]
-    key = max((key for key in typed if path.startswith(f"{key}.")), key=len, default=None)
-    return _written(typed[key], path[len(key) + 1 :].split(".")) if key is not None else None
+    helper-159: it echoed 511); a bench cell's as its grid writes it (``typed``: the text, and the path of the value
+    of each key in it, none for a --set's own text)."""
+    key = path if path in typed else max((key for key in typed if path.startswith(f"{key}.")), key=len, default=None)
+    if key is None:
+        return None
+    text, within = typed[key]
+    inside = tuple(path[len(key) + 1 :].split(".")) if key != path else ()
+    return _written(text, (*within, *inside)) if within or inside else text
 
 
 def _as_typed(message: str, text: str | None) -> str:

@@ -439,7 +439,10 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     assert [("failed" in row, "metrics" in row) for row in rows] == [(True, False), (True, False), (False, True)]
     assert rows[0]["failed"].startswith("training diverged at step 2") and "train.lr" in rows[1]["failed"]
     # The refused value named by the grid it is written in (before: `--set train.lr=-1`, never typed).
-    assert f"bench.grid cell {{train.lr: -1}} of {recipe}: train.lr must be greater than 0" in rows[1]["failed"]
+    assert (
+        f"bench.grid.train.lr.1 of {recipe} (cell {{train.lr: -1}}): train.lr must be greater than 0"
+        in rows[1]["failed"]
+    )
     # The advice is a bench's (the bench sets each cell's train.output): the grid's lr to lower, not another
     # train.output or train.init, a single training's (before: both, neither of which a bench cell can take).
     assert rows[0]["failed"].endswith(

@@ -374,14 +374,14 @@ def test_a_bench_cells_refused_value_is_named_by_its_grid_file_and_cell(tmp_path
         with pytest.raises(RecipeError) as caught:
             load_recipe(tmp_path / recipe, ["train.steps=3", *refused], grid_cell=refused)
         assert [str(p) for p in caught.value.problems] == [
-            f"bench.grid cell {{train.lr: true, train.batch_size: 4}} of {tmp_path / 'grid.yaml'}: train.lr must be a "
-            "number (got true)"
+            f"bench.grid.train.lr.1 of {tmp_path / 'grid.yaml'} (cell {{train.lr: true, train.batch_size: 4}}): "
+            "train.lr must be a number (got true)"
         ]
     # A grid given on the command line is named by that --set; the user's own --set by itself, as before.
     grid = "bench.grid={train.lr: [-1]}"
     with pytest.raises(RecipeError) as caught:
         load_recipe(tmp_path / "child.yaml", [grid, "train.lr=-1"], grid_cell=["train.lr=-1"])
-    assert str(caught.value.problems[0]).startswith(f"bench.grid cell {{train.lr: -1}} of --set {grid}: train.lr")
+    assert str(caught.value.problems[0]).startswith(f"bench.grid.train.lr.0 of --set {grid} (cell {{train.lr: -1}}):")
     with pytest.raises(RecipeError, match=r"1 problem: --set train\.steps=0: train\.steps must be at least 1"):
         load_recipe(tmp_path / "child.yaml", ["train.steps=0", *cells(plan)[0]], grid_cell=cells(plan)[0])
 
@@ -399,10 +399,11 @@ def test_a_bench_cells_refused_value_names_the_file_its_grid_key_is_written_in(t
     (refused,) = cells(load_recipe(tmp_path / "child.yaml", ["train.steps=2"]))
     with pytest.raises(RecipeError) as caught:
         load_recipe(tmp_path / "child.yaml", refused, grid_cell=refused)
-    cell = "bench.grid cell {train.lr: true, train.batch_size: 0} of"
+    cell = "(cell {train.lr: true, train.batch_size: 0})"
     assert [str(p) for p in caught.value.problems] == [
-        f"{cell} {tmp_path / 'child.yaml'}: train.batch_size must be at least 1 (got 0)",
-        f"{cell} {tmp_path / 'base.yaml'}: train.lr must be a number (got true)",
+        f"bench.grid.train.batch_size.0 of {tmp_path / 'child.yaml'} {cell}: train.batch_size must be at least 1 "
+        "(got 0)",
+        f"bench.grid.train.lr.0 of {tmp_path / 'base.yaml'} {cell}: train.lr must be a number (got true)",
     ]
 
 
@@ -1302,3 +1303,48 @@ def test_a_recipe_not_in_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(FacekitError) as caught:
         load_recipe(latin)
     assert str(caught.value) == f"{latin} is not a UTF-8 text file, so not a recipe"
+
+
+def test_a_bench_cells_refused_value_is_echoed_as_written_at_its_place_in_the_grid(tmp_path: Path) -> None:
+    """A grid's values were echoed as YAML read them, in the cell and in the refusal (``yes`` as true, ``1e3`` as
+    1000.0, ``-1e-2`` as -0.01) and a refused value was not placed in its key's list; now as written, where written
+    (the grid file of the chain that writes the key, or the --set that gives the grid), named by its place, as a
+    --set's or a recipe file's value is."""
+    from facekit.bench import cells
+
+    (tmp_path / "base.yaml").write_text("bench:\n  grid:\n    train.steps: [1e3, yes]\n")
+    (tmp_path / "grid.yaml").write_text(
+        "extends: base.yaml\nbench:\n  grid:\n    components.warper:\n"
+        "      - {name: tps, params: {regularization: 1e-2}}\n      - {name: tps, params: {regularization: -1e-2}}\n"
+    )
+    plan = load_recipe(tmp_path / "grid.yaml")
+    said = []
+    for cell in cells(plan)[1:]:
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(tmp_path / "grid.yaml", list(cell), grid_cell=cell)
+        said += [str(p) for p in caught.value.problems]
+    base, grid = tmp_path / "base.yaml", tmp_path / "grid.yaml"
+    kept, refused = "{name: tps, params: {regularization: 1e-2}}", "{name: tps, params: {regularization: -1e-2}}"
+    assert said == [
+        f"bench.grid.components.warper.1 of {grid} (cell {{train.steps: 1e3, components.warper: {refused}}}): "
+        "components.warper.params.regularization must be at least 0 (got -1e-2)",
+        f"bench.grid.train.steps.1 of {base} (cell {{train.steps: yes, components.warper: {kept}}}): train.steps must "
+        "be a whole number (got yes)",
+        f"bench.grid.train.steps.1 of {base} (cell {{train.steps: yes, components.warper: {refused}}}): train.steps "
+        "must be a whole number (got yes)",
+        f"bench.grid.components.warper.1 of {grid} (cell {{train.steps: yes, components.warper: {refused}}}): "
+        "components.warper.params.regularization must be at least 0 (got -1e-2)",
+    ]
+    given = "bench.grid={train.steps: [0x10, 'x', 2.5e0]}"  # a grid given by --set: as typed there
+    refused_cells = cells(load_recipe(tmp_path / "grid.yaml", [given]))[1:]
+    said = []
+    for cell in refused_cells:
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(tmp_path / "grid.yaml", [given, *cell], grid_cell=cell)
+        said += [str(p) for p in caught.value.problems]
+    assert said == [
+        f"bench.grid.train.steps.1 of --set {given} (cell {{train.steps: 'x'}}): train.steps must be a whole number "
+        "(got 'x')",
+        f"bench.grid.train.steps.2 of --set {given} (cell {{train.steps: 2.5e0}}): train.steps must be a whole number "
+        "(got 2.5e0)",
+    ]
