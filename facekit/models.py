@@ -390,22 +390,18 @@ def _open_tar(path: Path) -> tarfile.TarFile:
     return tarfile.open(path, mode)
 
 
-def _is_tar(path: Path) -> bool:
-    try:
-        with _open_tar(path):
-            return True
-    except tarfile.TarError:
-        return False
-
-
 def bundle_manifest(path: str | Path) -> dict[str, StoredModel] | None:
     """The entries of a tar written by :func:`bundle` (its ``models/manifest.bundle-*.json``), or None when ``path``
     is not such a tar (a weight file, say). A tar cut short, or one holding ``models/`` files without the manifest
     (the bundle writes it last), is a FacekitError that says so."""
     path = Path(path)
-    if not path.is_file() or not _is_tar(path):
+    if not path.is_file():
         return None
-    with _damaged_tar_as_error(path), _open_tar(path) as tar:
+    try:  # opened once, to tell a tar and to read it (before: opened, closed, then opened again)
+        opened = _open_tar(path)
+    except tarfile.TarError:
+        return None
+    with _damaged_tar_as_error(path), opened as tar:
         members = tar.getmembers()
         found = [m for m in members if m.isfile() and fnmatch.fnmatchcase(m.name, f"models/{BUNDLE_MANIFESTS}")]
         if not found:

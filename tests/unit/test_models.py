@@ -273,6 +273,26 @@ def test_a_bundle_cut_short_is_one_line(tmp_path: Path, home: Path) -> None:
     assert not (home / "models").exists()
 
 
+def test_telling_a_bundle_opens_its_tar_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: bundle_manifest opened the tar to tell whether it was one, closed it, then opened it again to read
+    it (a compressed bundle's first block decompressed twice). A file that is no tar is still None."""
+    made = tmp_path / "toy.bin"
+    made.write_bytes(PAYLOAD)
+    out = tmp_path / "models.tar"
+    models.bundle([(SOURCE, made)], out)
+    real_open = tarfile.open
+    opened: list[Path] = []
+
+    def counted(name: Any, *args: Any, **kwargs: Any) -> tarfile.TarFile:
+        opened.append(Path(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "open", counted)
+    assert list(models.bundle_manifest(out) or {}) == ["toy.bin"]
+    assert opened == [out]
+    assert models.bundle_manifest(made) is None
+
+
 def test_a_file_that_starts_with_zeros_is_not_decoded_as_lzma(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
