@@ -235,6 +235,11 @@ def _warn_unused_settings(lines: list[str]) -> None:
         err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
 
 
+def _say_warning(line: str) -> None:
+    """``warning: line`` in yellow on stderr, as the commands' other warnings."""
+    err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+
+
 def _add_mapping(node: Tree, value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -868,7 +873,7 @@ def models_import(
     if manifest is not None:  # before: "not a file any model card knows"
         if licence is not None or source is not None:
             raise FacekitError("a bundle's files carry their own licence and source: leave out --licence and --source")
-        entries = import_bundle(path, manifest)
+        entries = import_bundle(path, manifest, warn=_say_warning)
     else:
         entries = [import_file(path, licence=licence, source=source)]
     for entry in entries:

@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
@@ -429,12 +429,15 @@ def _scratch_folder() -> Iterator[str]:
         yield scratch
 
 
-def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = None) -> list[StoredModel]:
+def import_bundle(
+    path: str | Path, manifest: dict[str, StoredModel] | None = None, warn: Callable[[str], None] | None = None
+) -> list[StoredModel]:
     """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
     air-gapped machine), each checked against the sha256 the bundle recorded and against the store (a file it holds
     with other bytes) before any is stored, with the licence and source the bundle carries (a file a card knows
     takes the card's, as :func:`import_file` does). ``manifest``: its :func:`bundle_manifest` when the caller has
-    read it already."""
+    read it already. ``warn`` says each file of the tar its manifest does not list (not imported); by default a
+    ``logging`` warning, the CLI's a ``warning:`` line as its others."""
     path = Path(path).expanduser()
     manifest = manifest if manifest is not None else bundle_manifest(path)  # (the caller's, read once)
     if manifest is None:
@@ -483,11 +486,13 @@ def import_bundle(path: str | Path, manifest: dict[str, StoredModel] | None = No
             # Moved in, not copied (before: a second copy of every file, so the import needed twice the
             # bundle's size on the store's disk, and wrote it twice).
             _store(target, entry, entries, move=True)
-        _warn_unlisted(path, tar, manifest)
+        _warn_unlisted(path, tar, manifest, warn or logger.warning)
         return [entry for _, entry in checked]
 
 
-def _warn_unlisted(path: Path, tar: tarfile.TarFile, manifest: dict[str, StoredModel]) -> None:
+def _warn_unlisted(
+    path: Path, tar: tarfile.TarFile, manifest: dict[str, StoredModel], warn: Callable[[str], None]
+) -> None:
     """Warn, naming each, of the tar's files its manifest does not list: they are not imported (before: skipped
     without a word, so a user who had added a weight file to the tar by hand was not told it was not stored)."""
     listed = {f"models/{name}" for name in manifest}
@@ -495,11 +500,9 @@ def _warn_unlisted(path: Path, tar: tarfile.TarFile, manifest: dict[str, StoredM
     listed.update([m.name for m in tar.getmembers() if m.isfile() and fnmatch.fnmatchcase(m.name, pattern)][:1])
     for member in tar.getmembers():  # (already read: getmember above loaded them all)
         if not member.isdir() and member.name not in listed:
-            logger.warning(
-                "%s: %s is not in the bundle's manifest, so it was not imported: unpack it and `facekit models "
-                "import` it on its own, or make the bundle again with it",
-                path,
-                member.name,
+            warn(
+                f"{path}: {member.name} is not in the bundle's manifest, so it was not imported: unpack it and "
+                "`facekit models import` it on its own, or make the bundle again with it"
             )
 
 

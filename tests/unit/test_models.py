@@ -224,9 +224,12 @@ def test_a_bundle_packs_a_linked_weight_file_as_the_file(tmp_path: Path, home: P
     assert stored.read_bytes() == b"mine" and not stored.is_symlink()
 
 
-def test_a_bundle_file_its_manifest_does_not_list_is_named(tmp_path: Path) -> None:
+def test_a_bundle_file_its_manifest_does_not_list_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Before: a file added to a bundle by hand (`tar rf models.tar models/extra.onnx`) was skipped without a word:
-    the user was not told it had not been stored. The manifest itself and folder entries are not named."""
+    the user was not told it had not been stored. The manifest itself and folder entries are not named. The command
+    says it once as its other warnings ("warning: ", before: logging's bare line); the API logs it."""
     mine = tmp_path / "mine.onnx"
     mine.write_bytes(b"mine")
     out = tmp_path / "models.tar"
@@ -239,11 +242,16 @@ def test_a_bundle_file_its_manifest_does_not_list_is_named(tmp_path: Path) -> No
     home = tmp_path / "home"
     result = run_cli("models", "import", str(out), env={"FACEKIT_HOME": str(home)})
     assert result.returncode == 0, result.stderr
-    assert result.stderr == (
+    said = (
         f"{out}: models/extra.onnx is not in the bundle's manifest, so it was not imported: unpack it and "
-        "`facekit models import` it on its own, or make the bundle again with it\n"
-    ), result.stderr
+        "`facekit models import` it on its own, or make the bundle again with it"
+    )
+    assert result.stderr == f"warning: {said}\n", result.stderr
     assert sorted(p.name for p in (home / "models").iterdir() if not p.name.startswith("manifest")) == ["mine.onnx"]
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "api"))
+    with caplog.at_level("WARNING", logger="facekit.models"):
+        assert [entry.file for entry in models.import_bundle(out)] == ["mine.onnx"]
+    assert [record.getMessage() for record in caplog.records] == [said]
 
 
 def _folder(name: str) -> tarfile.TarInfo:
