@@ -305,23 +305,32 @@ _NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @contextmanager
-def _writing_store(what: str, size: int) -> Iterator[None]:
-    """A full disk or a folder the user may not write, while ``what`` (``size`` bytes) goes into the store, is one
-    line naming the store and what to do. Before, the CLI's generic line named whichever path the OSError carried:
-    the source file in site-packages for a full disk ("No space left on device (.../site-packages/...dat): free
-    some space"), a temporary file for a read-only store, nothing for a bundle."""
+def _writing_store(what: str, size: int, whole: bool = False) -> Iterator[None]:
+    """A full disk or a folder the user may not write, while ``what`` (``size`` bytes) goes into
+    the store, is one line naming the store and what to do. Before, the CLI's generic line named whichever path the
+    OSError carried: the source file in site-packages for a full disk ("No space left on device
+    (.../site-packages/...dat): free some space"), a temporary file for a read-only store, nothing for a bundle.
+    ``whole``: ``what`` is a bundle, stored whole or not at all (:func:`_store_all`), and the line says nothing of it
+    was; so does a disk's input/output error, which is one line too for a bundle (a later file unreadable)."""
+    kept = ": nothing of it was stored" if whole else ""
     try:
         yield
     except OSError as error:
         if error.errno in _NO_ROOM:
             raise FacekitError(
-                f"{what}: no space left to store it in {store_dir()} ({size / 1e6:.1f} MB needed): free some space "
-                "there, or set FACEKIT_HOME to a folder on a disk with room, and import again"
+                f"{what}: no space left to store it in {store_dir()} ({size / 1e6:.1f} MB needed){kept}: free some "
+                "space there, or set FACEKIT_HOME to a folder on a disk with room, and import again"
             ) from None
         if error.errno in _NOT_WRITABLE:
             raise FacekitError(
-                f"{what}: cannot write the model store {store_dir()} ({error.strerror}): set FACEKIT_HOME to a "
+                f"{what}: cannot write the model store {store_dir()} ({error.strerror}){kept}: set FACEKIT_HOME to a "
                 "folder you can write, and import again"
+            ) from None
+        if error.errno == errno.EIO and whole:
+            where = f" ({error.filename})" if error.filename else ""
+            raise FacekitError(
+                f"{what}: a disk failed to read or write{where}{kept}: check the disks of the bundle and of "
+                f"{store_dir()} (`dmesg` says more), or copy the bundle to another disk, and import again"
             ) from None
         raise
 
@@ -338,23 +347,51 @@ def _moved(path: Path, target: Path) -> bool:
     return True
 
 
-def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel], move: bool = False) -> None:
+def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> None:
     """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest.
     A copy that fails (a full disk) leaves no temporary file behind (before: the part copied stayed, hidden, taking
-    the space the user was told to free). ``move``: ``path`` is a file of facekit's own to move in (a bundle's,
-    unpacked and checked beside the store), copied only when the store is on another disk."""
+    the space the user was told to free)."""
     temporary = store_dir() / f".{entry.file}.tmp"
     with _writing_store(entry.file, entry.size):
         try:
             store_dir().mkdir(parents=True, exist_ok=True)
-            final = store_dir() / entry.file
-            if not (move and _moved(path, final)):
-                shutil.copyfile(path, temporary)
-                os.replace(temporary, final)
+            shutil.copyfile(path, temporary)
+            os.replace(temporary, store_dir() / entry.file)
         finally:
             temporary.unlink(missing_ok=True)
         entries[entry.file] = entry
         _write_manifest(entries)
+
+
+def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredModel]) -> None:
+    """Put every file of ``files`` (facekit's own, unpacked and checked beside the store) into the store and record
+    them in ``entries``' manifest, all or none. Each goes first to a hidden temporary beside its place, moved there
+    (copied only when the store is on another disk: before, a second copy of every file, so an import needed twice
+    the bundle's size on the store's disk), then all are renamed into place and the manifest written once. Before,
+    each was stored and recorded in turn: a full disk or Ctrl+C on a later one left the earlier ones stored, half a
+    bundle. A failure (or a stop) on the way removes the temporaries and the files this import put where none was
+    (a file the store held already is kept: the checks found it the same)."""
+    staged = [(path, store_dir() / f".{entry.file}.tmp", store_dir() / entry.file) for path, entry in files]
+    placed: list[Path] = []
+    try:
+        store_dir().mkdir(parents=True, exist_ok=True)
+        for path, temporary, _ in staged:
+            if not _moved(path, temporary):
+                shutil.copyfile(path, temporary)
+        for _, temporary, final in staged:  # renames in one folder: no room is needed now
+            new = not final.exists()
+            os.replace(temporary, final)
+            if new:
+                placed.append(final)
+        _write_manifest({**entries, **{entry.file: entry for _, entry in files}})
+    except BaseException:
+        for final in placed:
+            final.unlink(missing_ok=True)
+        raise
+    finally:
+        for _, temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+    entries.update({entry.file: entry for _, entry in files})
 
 
 @contextmanager
@@ -443,7 +480,7 @@ def import_bundle(
     if manifest is None:
         raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
     with (
-        _writing_store(path.name, sum(entry.size for entry in manifest.values())),
+        _writing_store(path.name, sum(entry.size for entry in manifest.values()), whole=True),
         _damaged_tar_as_error(path),
         _open_tar(path) as tar,
         _scratch_folder() as scratch,
@@ -482,10 +519,7 @@ def import_bundle(
                 )
             except FacekitError as error:
                 raise FacekitError(f"{path}: nothing imported: {error}") from None
-        for target, entry in checked:
-            # Moved in, not copied (before: a second copy of every file, so the import needed twice the
-            # bundle's size on the store's disk, and wrote it twice).
-            _store(target, entry, entries, move=True)
+        _store_all(checked, entries)
         _warn_unlisted(path, tar, manifest, warn or logger.warning)
         return [entry for _, entry in checked]
 

@@ -412,6 +412,55 @@ def test_a_bundles_files_are_moved_into_the_store_not_copied_again(
     assert models.verify_store() == [("mine.onnx", "ok")]
 
 
+@pytest.mark.parametrize("store_disk", ["same", "other"])
+def test_a_bundle_import_that_fails_partway_keeps_none_of_it(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, store_disk: str
+) -> None:
+    """Before: a bundle's files were stored one by one, each recorded in the manifest as it went in, so a full disk
+    (or Ctrl+C) on a later one left the earlier ones stored: half a bundle, and a line that did not say so. Now
+    every file is put beside its place first, then all are renamed in and recorded at once; a failure on the way
+    removes what this import put there, and the line says nothing of the bundle was stored."""
+    import errno
+    import shutil
+
+    made = tmp_path / "made"
+    made.mkdir()
+    sources = []
+    for name, data in (("a.onnx", b"aaa"), ("b.onnx", b"bbb"), ("z.onnx", b"zzz")):
+        (made / name).write_bytes(data)
+        sources.append((WeightsSource(name, hashlib.sha256(data).hexdigest(), "MIT"), made / name))
+    out = tmp_path / "models.tar"
+    models.bundle(sources, out)
+    models.import_file(made / "b.onnx", licence="MIT")  # already stored, with the same bytes: kept as it is
+    kept = (home / "models" / "manifest.json").read_text()
+    real_replace, real_copy = os.replace, shutil.copyfile
+
+    def replace(source: Any, target: Any) -> None:
+        if store_disk == "other" and ".bundle-" in str(source):  # the store on another disk: copied, not moved
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
+        if store_disk == "same" and Path(target).name == "z.onnx":  # the last file's rename: the disk fails
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(source))
+        real_replace(source, target)
+
+    def copy(source: Any, target: Any) -> Any:
+        if Path(source).name == "z.onnx":  # the disk fills up on the last file
+            Path(target).write_bytes(b"z")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        return real_copy(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "copyfile", copy)
+    with pytest.raises(FacekitError, match="nothing of it was stored") as info:
+        models.import_bundle(out)
+    assert str(info.value).startswith("models.tar: "), info.value
+    assert sorted(p.name for p in (home / "models").iterdir()) == ["b.onnx", "manifest.json"]
+    assert (home / "models" / "manifest.json").read_text() == kept
+    assert [p.name for p in home.iterdir()] == ["models"]  # no scratch folder, no temporary file left
+    monkeypatch.undo()
+    assert [entry.file for entry in models.import_bundle(out)] == ["a.onnx", "b.onnx", "z.onnx"]
+    assert sorted(models.verify_store()) == [("a.onnx", "ok"), ("b.onnx", "ok"), ("z.onnx", "ok")]
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
