@@ -1298,6 +1298,8 @@ def _os_error_line(exc: OSError) -> str:
         errno.ENOTDIR: "a part of the path is a file, not a folder",
         errno.EEXIST: "a file is in the way of a folder",
         errno.EISDIR: "it is a folder: give a file name",
+        # (before: "check the folder's permissions", which no chmod mends)
+        errno.EROFS: "the file system is mounted read-only: choose a folder on a disk mounted read-write",
     }
     hint = hints.get(exc.errno or 0)
     if hint is None:

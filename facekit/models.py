@@ -306,7 +306,7 @@ _NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 @contextmanager
 def _writing_store(what: str, size: int, whole: bool = False) -> Iterator[None]:
-    """A full disk or a folder the user may not write, while ``what`` (``size`` bytes) goes into
+    """A full disk, a folder the user may not write or a read-only disk, while ``what`` (``size`` bytes) goes into
     the store, is one line naming the store and what to do. Before, the CLI's generic line named whichever path the
     OSError carried: the source file in site-packages for a full disk ("No space left on device
     (.../site-packages/...dat): free some space"), a temporary file for a read-only store, nothing for a bundle.
@@ -320,6 +320,11 @@ def _writing_store(what: str, size: int, whole: bool = False) -> Iterator[None]:
             raise FacekitError(
                 f"{what}: no space left to store it in {store_dir()} ({size / 1e6:.1f} MB needed){kept}: free some "
                 "space there, or set FACEKIT_HOME to a folder on a disk with room, and import again"
+            ) from None
+        if error.errno == errno.EROFS:  # (before: "set FACEKIT_HOME to a folder you can write", as for permissions)
+            raise FacekitError(
+                f"{what}: the model store {store_dir()} is on a file system mounted read-only{kept}: set FACEKIT_HOME "
+                "to a folder on a disk mounted read-write, and import again"
             ) from None
         if error.errno in _NOT_WRITABLE:
             raise FacekitError(

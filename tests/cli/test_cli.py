@@ -215,6 +215,28 @@ def test_a_permission_error_says_file_or_folder_as_it_is(
         assert "Traceback" not in err
 
 
+def test_a_read_only_disk_is_said_as_such_not_as_permissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: an output or run folder on a disk mounted read-only (EROFS) was told "check the folder's
+    permissions", which no chmod mends."""
+    import errno
+
+    import facekit.batch
+    from facekit.cli import main
+
+    out = tmp_path / "out"
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(out))
+
+    monkeypatch.setattr(facekit.batch, "plan_folder", read_only)
+    assert main(["normalize", str(tmp_path), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"Read-only file system ({out}): the file system is mounted read-only: choose a folder on a disk" in err
+    assert "permissions" not in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closing-terminal"])
 def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path, signum: int) -> None:
     """SIGTERM (timeout, systemd, docker stop, a job scheduler) during `facekit normalize FOLDER`: before, Python's

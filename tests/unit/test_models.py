@@ -361,7 +361,10 @@ def test_a_store_that_cannot_be_written_is_one_line_and_keeps_no_part(
     mine.write_bytes(b"mine")
     out = tmp_path / "models.tar"
     models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
-    for code, said in ((errno.ENOSPC, "free some space there"), (errno.EROFS, "set FACEKIT_HOME to a folder you")):
+    for code, said in (
+        (errno.ENOSPC, "free some space there"),
+        (errno.EROFS, "mounted read-only(: nothing of it was stored)?: set FACEKIT_HOME to a folder on a disk mounted"),
+    ):
         monkeypatch.setattr(shutil, "copyfile", fails(code))
         monkeypatch.setattr(Path, "open", unpacking_fails(code))
         for name, attempt in (
