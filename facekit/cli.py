@@ -1300,6 +1300,8 @@ def _os_error_line(exc: OSError) -> str:
         errno.EISDIR: "it is a folder: give a file name",
         # (before: "check the folder's permissions", which no chmod mends)
         errno.EROFS: "the file system is mounted read-only: choose a folder on a disk mounted read-write",
+        # (before: a traceback; a write to a terminal that hung up is a stop, facekit.errors.sigterm_raises)
+        errno.EIO: "a disk failed to read or write: check it (`dmesg` says more), or use a folder on another disk",
     }
     hint = hints.get(exc.errno or 0)
     if hint is None:
@@ -1341,7 +1343,17 @@ TERMINATED_MESSAGE = "stopped by {signal}" + INTERRUPTED_MESSAGE.removeprefix("i
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
 _ENVIRONMENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.EIO,
+    }
 )
 
 

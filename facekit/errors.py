@@ -8,6 +8,7 @@ anything else is a bug and propagates with its traceback.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import threading
@@ -182,9 +183,9 @@ def sigterm_raises(message: str) -> Iterator[None]:
     were redirected to keeps the message. A write that fails so before the SIGHUP comes (the terminal hangs up
     first, the shell sends the signal after) stops the block as the SIGHUP would: an OSError EIO raised in it while
     stdout or stderr is a hung-up terminal becomes its :class:`Terminated` (a failing disk's EIO, where neither is
-    or where it names a file, is raised as it was). So does a progress bar's or spinner's refresh thread that finds
-    the terminal hung up (:func:`hangup_seen_in_a_thread`), so that a command no SIGHUP reaches (``setsid``) stops
-    too.
+    or where it names a file or the code that wrote holds the file, is raised as it was). So does a progress bar's
+    or spinner's refresh thread that finds the terminal hung up (:func:`hangup_seen_in_a_thread`), so that a command
+    no SIGHUP reaches (``setsid``) stops too.
 
     A process forked inside the block (a torch DataLoader's worker) gets KeyboardInterrupt instead, as from a
     terminal's Ctrl+C, and leaves the stop to its parent, which the signal sent to the group reaches too (on
@@ -221,14 +222,15 @@ def sigterm_raises(message: str) -> Iterator[None]:
         # A write to the terminal after it hung up and before its SIGHUP came (the shell's, sent once the shell has
         # run) fails with EIO: the same stop as the signal's. Only where stdout or stderr is that terminal: a failing
         # disk's EIO, with no such terminal, is raised as it was, and so is one that names a file (an open, a rename:
-        # a write to the terminal names none). A disk's EIO from a write to a file already open names none either:
-        # while a hung-up terminal is there, it reads as the hangup.
+        # a write to the terminal names none), or one from a write to a file already open, which names none either
+        # but whose file the writing code holds (before: while a hung-up terminal was there, it read as the hangup,
+        # exit 129, the disk's error lost to the log stderr went to).
+        terminals = hung_up() if error.errno == errno.EIO and error.filename is None else []
         if (
-            error.errno == errno.EIO
-            and error.filename is None
+            terminals
             and _SIGHUP is not None
             and signal.getsignal(_SIGHUP) is stop
-            and hung_up()
+            and not _written_to_a_file(error, terminals)
         ):
             stop(_SIGHUP, None)
         raise
@@ -314,6 +316,42 @@ def hung_up(fds: Sequence[int] = (1, 2)) -> list[int]:
             if exc.errno == errno.EIO:
                 found.append(fd)
     return found
+
+
+def _written_to_a_file(error: OSError, terminals: Sequence[int]) -> bool:
+    """Whether an OSError that names no file came from writing to a file other than the hung-up ``terminals`` (fds):
+    the innermost Python frame it passed through, which made the failing call, holds a file object (a local, or a
+    rich Console's file), none of them a terminal's. A closed one counts (``with open(...)`` closes it as the error
+    leaves the block; stdout and stderr are never closed). Where that frame holds none (a ``print``, an
+    ``os.write`` to a number), it cannot be told, and False. The file's name becomes the error's ``filename``, for
+    the line that says it."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is None:
+        return False
+    files = []
+    for value in list(trace.tb_frame.f_locals.values()):
+        if type(value).__module__ == "rich.console":  # (rich's write: self.file.write, self.file.flush)
+            value = getattr(value, "file", None)
+        if not isinstance(value, io.IOBase):
+            continue
+        if not value.closed:
+            try:
+                fd = value.fileno()
+            except (OSError, ValueError):  # no file behind it (a BytesIO)
+                continue
+            if any(os.path.sameopenfile(fd, terminal) for terminal in terminals):
+                return False
+        try:
+            name = getattr(value, "name", None)
+        except ValueError:  # (a closed wrapper may refuse it)
+            name = None
+        files.append(name)
+    if not files:
+        return False
+    error.filename = next((name for name in files if isinstance(name, str)), None)
+    return True
 
 
 def hangup_seen_in_a_thread() -> bool:

@@ -237,6 +237,24 @@ def test_a_read_only_disk_is_said_as_such_not_as_permissions(
     assert "permissions" not in err and "Traceback" not in err
 
 
+def test_a_disk_input_output_error_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a failing disk's EIO (no hung-up terminal: facekit.errors.sigterm_raises) was a traceback."""
+    import errno
+
+    import facekit.batch
+    from facekit.cli import main
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(facekit.batch, "plan_folder", failing)
+    assert main(["normalize", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "Input/output error: a disk failed to read or write: check it" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closing-terminal"])
 def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path, signum: int) -> None:
     """SIGTERM (timeout, systemd, docker stop, a job scheduler) during `facekit normalize FOLDER`: before, Python's

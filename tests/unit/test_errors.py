@@ -176,6 +176,40 @@ def test_a_disk_eio_naming_its_file_is_raised_as_it_was_even_after_the_terminal_
     ]
 
 
+@pytest.mark.parametrize("what", ["disk", "terminal"])
+def test_a_disk_eio_writing_a_file_already_open_is_raised_as_it_was_even_after_the_terminal_hung_up(
+    tmp_path: Path, what: str
+) -> None:
+    """A failing disk's EIO from a write to a file already open names no file, as a write to the terminal does:
+    before, while stdout was a terminal that had hung up (its SIGHUP not yet come, or never: a session of its own),
+    it read as the hangup, "stopped by SIGHUP" and exit 129, the disk's error lost to the log stderr went to. Now
+    the file the writing code holds tells it apart: raised as it was, naming that file, for the CLI's line (exit 1).
+    The terminal's own failed write, rich's as the CLI's consoles make it, still stops the block (a fake disk: a
+    file whose writes fail with EIO)."""
+    out = tmp_path / "face.png"
+    code = (
+        "import errno, io, sys\n"
+        "from rich.console import Console\n"
+        "from facekit.errors import Terminated, sigterm_raises\n"
+        "class FailingDisk(io.FileIO):\n"
+        "    def write(self, data):\n"
+        "        raise OSError(errno.EIO, 'Input/output error')\n"
+        "def save(path):\n"
+        "    with io.BufferedWriter(FailingDisk(path, 'w')) as handle:\n"
+        "        handle.write(b'x' * 100_000)\n"
+        "try:\n"
+        "    with sigterm_raises('stopped by {signal}'):\n"
+        "        save(sys.argv[1]) if sys.argv[2] == 'disk' else Console().print('a table')\n"
+        "except Terminated as stopped:\n"
+        "    print('stopped:', stopped.exit_code, file=sys.stderr)\n"
+        "except OSError as error:\n"
+        "    print('raised:', error, file=sys.stderr)\n"
+    )
+    said = f"raised: [Errno 5] Input/output error: '{out}'" if what == "disk" else "stopped: 129"
+    result = _on_a_hung_up_terminal(code, str(out), what)
+    assert result.stderr.decode().splitlines() == [said], result.stderr.decode()
+
+
 def test_an_eio_with_no_hung_up_terminal_is_raised_as_it_was(default_handlers: None) -> None:
     """A failing disk's EIO (writing an output file) while stdout and stderr are no hung-up terminal is no hangup:
     raised as it was, the handlers back after the block."""
@@ -228,7 +262,7 @@ def test_a_worker_its_parent_left_ends_on_anyones_sigterm(tmp_path: Path) -> Non
             os.kill(pid, signal.SIGKILL)
 
 
-def _on_a_hung_up_terminal(code: str) -> subprocess.CompletedProcess[bytes]:
+def _on_a_hung_up_terminal(code: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     """``python -c code`` with stdout a terminal that has hung up, in a session of its own (no controlling terminal:
     no SIGHUP from the hang-up), the default stop signals, stderr captured."""
     from tests.helpers import default_stop_signals
@@ -237,7 +271,7 @@ def _on_a_hung_up_terminal(code: str) -> subprocess.CompletedProcess[bytes]:
     os.close(leader)  # hung up
     try:
         return subprocess.run(
-            [sys.executable, "-c", code],
+            [sys.executable, "-c", code, *args],
             stdout=follower,
             stderr=subprocess.PIPE,
             start_new_session=True,
