@@ -129,10 +129,10 @@ def prepare_problems(plan: Plan) -> list[Problem]:
 def train_problems(plan: Plan) -> list[Problem]:
     """The train stage's refusals from the settings alone: an encoder and a decoder that takes its feature size
     (:func:`trainer_problems`) and, with the encoder's losses on, a differentiable warper (built to ask it: a warper
-    has no weights)."""
+    has no weights; built once, the one the training then trains through)."""
     problems = trainer_problems(plan)
     if "warper" in plan.components and plan.recipe.train.loss.through_encoder():
-        problems.extend(warper_problems(plan, plan.components["warper"].build()))
+        problems.extend(warper_problems(plan, plan.components["warper"].built_once))
     return problems
 
 
@@ -241,26 +241,26 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.train import check_trainable, train
 
     check_trainable(plan, options.resume)  # a refused training leaves no run record (nor a lock) in train.output
-    last = Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors"
+    folder = Path(plan.recipe.train.output)  # (what train returns)
+    last = folder / "checkpoints" / "last.safetensors"
     # Which steps this run folder's run trained: a resumed run's record says the step it went on from (before: a
     # resumed run's folder read as a fresh run's, an interrupted one's beside it).
     resumed_from = int(read_checkpoint_meta(last).get("step", 0)) if options.resume and last.is_file() else None
     run = start_run(
         plan,
         "train",
-        Path(plan.recipe.train.output) / "runs",
+        folder / "runs",
         plan.recipe.train.device,
         plan.recipe.train.seed,
         extra={"resumed_from_step": resumed_from},
     )
-    output = train(plan, resume=options.resume, progress=options.progress)
-    last = Path(output) / "checkpoints" / "last.safetensors"
+    train(plan, resume=options.resume, progress=options.progress)
     steps = plan.recipe.train.steps
     step = int(read_checkpoint_meta(last).get("step", 0)) if last.is_file() else 0
     note = f"step {step} of train.steps {steps}"
     if resumed_from is not None:
         note += f" (resumed from step {resumed_from})"
-    note += f"{_final_losses(Path(output) / 'metrics.csv', step)}: {last}"
+    note += f"{_final_losses(folder / 'metrics.csv', step)}: {last}"
     if step > steps:
         note += f" (the checkpoint was already past train.steps {steps}: nothing was trained; raise train.steps)"
     return replace(run, note=note)
@@ -381,11 +381,17 @@ def pipeline_app_problems(plan: Plan) -> list[Problem]:
     return problems
 
 
-#: Each stage's refusals from the recipe's settings alone (:func:`run_refusals`).
+def _none_from_the_settings(_plan: Plan) -> list[Problem]:
+    """The evaluate stage's refusals from the settings alone: none (its own need the trained model's file)."""
+    return []
+
+
+#: Each stage's refusals from the recipe's settings alone (:func:`run_refusals`), an entry per stage.
 STAGE_REFUSALS: dict[str, Callable[[Plan], list[Problem]]] = {
     "prepare": prepare_problems,
     "augment": augment_problems,
     "train": train_problems,
+    "evaluate": _none_from_the_settings,
     "infer": infer_problems,
 }
 
@@ -398,14 +404,7 @@ def run_refusals(plan: Plan, stages: Sequence[str] | None = None) -> list[Proble
     as it started; helper-169: a detector prepare cannot use, no data.train, no encoder or decoder, a warper the
     encoder's losses cannot pass through). A stage that does not run refuses nothing (a recipe for ``--stage
     evaluate`` alone may name a 5-point detector). Machine-dependent refusals (a GPU not here) are not among them."""
-    return [
-        problem for stage in stages_running(plan, stages) for problem in STAGE_REFUSALS.get(stage, no_refusals)(plan)
-    ]
-
-
-def no_refusals(_plan: Plan) -> list[Problem]:
-    """A stage with no refusals from the settings alone (the evaluate stage's need its model file)."""
-    return []
+    return [problem for stage in stages_running(plan, stages) for problem in STAGE_REFUSALS[stage](plan)]
 
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
@@ -877,7 +876,7 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
     later = running[1:]
     for stage in later:  # the recipe's own mistakes first, as `facekit check` says them (helper-169's review: a
         # recipe without a decoder, or a warper the losses cannot pass through, was refused after the prepare stage)
-        raise_first(STAGE_REFUSALS.get(stage, no_refusals)(plan))
+        raise_first(STAGE_REFUSALS[stage](plan))
     if "infer" in later:
         from facekit.normalize import inference_device
 

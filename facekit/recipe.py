@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from types import NoneType, UnionType
@@ -527,6 +528,13 @@ class ResolvedComponent:
 
     def build(self) -> Any:
         return build_checked(self.kind, self.spec, self.params, asked_for=f"components.{self.slot}")
+
+    @cached_property
+    def built_once(self) -> Any:
+        """:meth:`build`'s component, built on first use and then kept: for one without weights that is asked before
+        it is used (the warper: a run's settings check reads its ``differentiable``, then the training trains
+        through it; before, a full run built it four times). A build that raises is tried again the next time."""
+        return self.build()
 
 
 @dataclass

@@ -477,7 +477,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
     check_train_output(output)
-    built_warper = plan.components["warper"].build() if "warper" in plan.components else None
+    built_warper = plan.components["warper"].built_once if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)
     training_device(recipe.train)  # (helper-69: train.device cuda without a GPU left a run record and a lock)

@@ -133,3 +133,64 @@ def test_check_refuses_what_run_refuses_from_the_settings_of_the_stages_it_runs(
         stage_checks[refused_by]()
     assert str(refused.value) == said
     assert not list(tmp_path.iterdir())
+
+
+def test_stage_refusals_have_an_entry_per_stage() -> None:
+    """``STAGE_REFUSALS[stage]`` for every stage a recipe has (before: ``.get`` with a public ``no_refusals`` as the
+    default, used nowhere else)."""
+    from facekit.pipeline import STAGE_REFUSALS
+    from facekit.recipe import STAGES
+
+    assert list(STAGE_REFUSALS) == list(STAGES)
+
+
+def test_a_run_builds_the_warper_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that trains with the encoder's losses on asks the recipe's warper whether it is differentiable before its
+    first stage, then trains through it: it built it four times (the settings check, the train stage's check,
+    train's and its inner training's), each a new object."""
+    import json
+
+    import numpy as np
+
+    from facekit import pipeline
+    from facekit.data.augment import synthetic_identities
+    from facekit.recipe import resolve
+    from facekit.runs import RunDir
+
+    pytest.importorskip("dlib")
+    inner = get_registry("warper")._specs["rbf-linear"]
+    built: list[object] = []
+
+    def counted(params: Any) -> Any:
+        built.append(inner.factory(params))
+        return built[-1]
+
+    monkeypatch.setitem(get_registry("warper")._specs, "counted", ComponentSpec("counted", counted, inner.params))
+    prepared = tmp_path / "prepared"  # (facekit.data.prepare's format: tests/train/test_train.py's set, smaller)
+    prepared.mkdir()
+    (tmp_path / "photos").mkdir()
+    data = synthetic_identities(8, size=32, seed=0)
+    np.save(prepared / "landmarks.npy", data["landmarks"].astype(np.float32))
+    np.save(prepared / "textures.npy", data["textures"])
+    np.save(prepared / "averages.npy", data["backgrounds"])
+    np.save(prepared / "mean_landmarks.npy", data["mean_landmarks"].astype(np.float32))
+    (prepared / "identities.json").write_text(json.dumps([{"identity": f"s{i}"} for i in range(8)]))
+    plan = resolve(
+        {
+            "components": {
+                "detector": {"name": "dlib"},
+                "encoder": {"name": "dlib-resnet"},
+                "decoder": {"name": "paper", "params": {"image_size": 32, "grid": 4, "channels": 8, "hidden": 8}},
+                "warper": {"name": "counted"},
+            },
+            "data": {"train": [{"source": "folder", "path": str(tmp_path / "photos")}]},  # (stubbed: not read)
+            "prepare": {"output": str(prepared), "image_size": 32, "interocular_px": 8},
+            "augment": {"enabled": False, "count": 0},
+            "train": {"steps": 1, "batch_size": 4, "pool_size": 0, "device": "cpu", "output": str(tmp_path / "run")},
+        }
+    )
+    assert plan.recipe.train.loss.through_encoder()  # (so the settings check asks the warper)
+    monkeypatch.setitem(pipeline.STAGE_RUNNERS, "prepare", lambda plan, options: RunDir(tmp_path / "p"))
+    monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
+    pipeline.run_plan(plan, ["prepare", "train"], pipeline.RunOptions(progress=False))
+    assert len(built) == 1
