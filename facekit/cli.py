@@ -1,7 +1,8 @@
 """The ``facekit`` command line: thin Typer commands over the Python API.
 
-Known errors (:class:`~facekit.errors.FacekitError`) print one line and exit 2 (recipe problems) or 1 (anything
-else); ``FACEKIT_DEBUG=1`` shows the traceback instead. Unknown errors are bugs and propagate.
+Known errors (:class:`~facekit.errors.FacekitError`) print one line and exit 2 (recipe problems: `facekit check`'s
+list, or one of them as `facekit run` and the stage commands refuse it) or 1 (anything else);
+``FACEKIT_DEBUG=1`` shows the traceback instead. Unknown errors are bugs and propagate.
 """
 
 from __future__ import annotations

@@ -39,10 +39,18 @@ class Problem:
 
 
 def raise_first(problems: Sequence[Problem]) -> None:
-    """Raise the first of ``problems`` as a :class:`FacekitError` (a stage refusing a recipe's settings as it starts,
-    where `facekit check` says them all), if there are any."""
+    """Raise the first of ``problems`` as a :class:`SettingsRefused` (a stage refusing a recipe's settings as it
+    starts, where `facekit check` says them all), if there are any."""
     if problems:
-        raise FacekitError(str(problems[0]))
+        raise SettingsRefused(str(problems[0]))
+
+
+class SettingsRefused(FacekitError):
+    """A recipe's setting that a stage refuses from the settings alone (one of :func:`facekit.pipeline.run_refusals`'
+    problems, said as ``path: message``): a recipe problem, exit 2, as `facekit check` exits for the same one (before,
+    `facekit run` exited 1 for it and `facekit check` 2)."""
+
+    exit_code = 2
 
 
 class RecipeError(FacekitError):

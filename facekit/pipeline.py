@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from facekit.errors import (
     FacekitError,
     Problem,
+    SettingsRefused,
     StageNotBuiltError,
     data_workers_lost_said,
     did_you_mean,
@@ -81,7 +82,7 @@ def check_augment_output(output: Path) -> None:
 def nothing_to_augment(plan: Plan) -> FacekitError:
     """The augment stage asked for with no morphs to write: which setting says so, and the one that writes some
     (helper-107: "augment.enabled is false or augment.count is 0: nothing to materialise", after prepare ran)."""
-    return FacekitError(str(augment_problems(plan)[0]))
+    return SettingsRefused(str(augment_problems(plan)[0]))
 
 
 def augment_problems(plan: Plan) -> list[Problem]:
@@ -833,7 +834,7 @@ def infer_items(plan: Plan) -> list[str]:
     from facekit.errors import FacekitError
 
     if not plan.recipe.infer.inputs:
-        raise FacekitError(str(infer_problems(plan)[0]))
+        raise SettingsRefused(str(infer_problems(plan)[0]))
     items = [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
     missing = [item for item in items if not Path(item).exists()]
     if missing:
@@ -864,19 +865,25 @@ def plan_infer_outputs(plan: Plan) -> Any:
     return folder_plan
 
 
+def check_settings(plan: Plan, running: Sequence[str]) -> None:
+    """Before anything of ``running`` stages is read or loaded (the output folders' check imports torch, the later
+    stages' load the encoder): each one's refusals from the settings alone (``STAGE_REFUSALS``), as `facekit check`
+    says them; the later stages' first (helper-169's review: a recipe without a decoder, or a warper the losses cannot
+    pass through, was refused after the prepare stage), then the first stage's (before: said as that stage started,
+    3.5 s into `facekit run demo --set components.detector.name=dlib-5pt`, where `facekit check` took 0.6 s)."""
+    for stage in (*running[1:], *running[:1]):
+        raise_first(STAGE_REFUSALS[stage](plan))
+
+
 def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
-    """Before the first of ``running`` stages, what a later one would stop on that no earlier stage can mend
-    (helper-69: a missing infer input, or a judge whose weights are not here, stopped the run after hours of
-    training): each later stage's refusals from the settings alone (``STAGE_REFUSALS``), the infer stage's inputs,
-    its checkpoint when the recipe names one (unless the train stage runs and
-    writes it), its device and output folder; the train stage's device, train.init model and encoder weights; the
-    evaluate stage's device (``infer.device``) and judge, built once to load its weights."""
+    """Before the first of ``running`` stages (after :func:`check_settings`), what a later one would stop on that no
+    earlier stage can mend (helper-69: a missing infer input, or a judge whose weights are not here, stopped the run
+    after hours of training): the infer stage's inputs, its checkpoint when the recipe names one (unless the train
+    stage runs and writes it), its device, apps and output folder; the train stage's device, train.init model and
+    encoder weights; the evaluate stage's device (``infer.device``) and judge, built once to load its weights."""
     from facekit.errors import FacekitError
 
     later = running[1:]
-    for stage in later:  # the recipe's own mistakes first, as `facekit check` says them (helper-169's review: a
-        # recipe without a decoder, or a warper the losses cannot pass through, was refused after the prepare stage)
-        raise_first(STAGE_REFUSALS[stage](plan))
     if "infer" in later:
         from facekit.normalize import inference_device
 
@@ -940,6 +947,7 @@ def run_plan(
             f"--resume continues a training, but this run of {plan.source} does not train (stages: "
             f"{', '.join(running) or 'none'}): run without --resume, or add --stage train"
         )
+    check_settings(plan, running)
     check_output_folders(plan, running)
     check_later_stages(plan, running)
     outputs: list[StageResult] = []

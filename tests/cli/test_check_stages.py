@@ -97,7 +97,8 @@ def test_check_refuses_what_run_refuses_from_the_settings_of_the_stages_it_runs(
     """helper-169: `facekit check` passed these (exit 0) and `facekit run` refused them as the stage started (a
     decoder missing: after the prepare stage and the training pool). Now check says each, named by the --set that
     gave it, for the stages `run` with the same --stage runs, and run (and the stage's own check) refuses it in the
-    same words at the same path, writing nothing; a stage that does not run refuses nothing."""
+    same words at the same path, writing nothing; a stage that does not run refuses nothing. Both exit 2, a recipe
+    problem's code (before: run exited 1 for what check exited 2 for)."""
     from facekit.cli import main
     from facekit.data.prepare import check_preparable
     from facekit.errors import FacekitError
@@ -120,7 +121,7 @@ def test_check_refuses_what_run_refuses_from_the_settings_of_the_stages_it_runs(
     if passed_by is not None:
         assert said_by("check", "--stage", passed_by) == (0, "")
     code, err = said_by("run", "--stage", refused_by)
-    assert (code, err) == (1, f"error: {said}")
+    assert (code, err) == (2, f"error: {said}")
     # Each stage refuses it where it did, in the same words (a direct caller: `facekit prepare`, facekit.train.train)
     plan = load_recipe(recipe, [given])
     stage_checks = {
@@ -132,6 +133,35 @@ def test_check_refuses_what_run_refuses_from_the_settings_of_the_stages_it_runs(
     with pytest.raises(FacekitError) as refused:
         stage_checks[refused_by]()
     assert str(refused.value) == said
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_first_stages_settings_refusal_is_said_before_torch_loads(data_root: Path, tmp_path: Path) -> None:
+    """`facekit run demo --set components.detector.name=dlib-5pt` (its first stage, prepare, refuses a 5-point
+    detector from the settings alone) said so 3.5 s in, after the output folders' check had imported torch and the
+    train stage's had loaded the encoder, where `facekit check` says it in 0.6 s: a later stage's settings refusals
+    were said up front, the first stage's only as it started. Now both, before anything loads."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom facekit.cli import main\ncode = main(sys.argv[1:])\n"
+        "print(sorted({'torch', 'dlib', 'onnxruntime'} & set(sys.modules)))\nsys.exit(code)"
+    )
+    env = {**os.environ, "FACEKIT_DATA": str(data_root)}
+    env.pop("FACEKIT_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script, "run", "demo", "--set", "components.detector.name=dlib-5pt"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    said = "prepare needs a 68-point iBUG detector (scheme ibug68; e.g. facekit-dlib's 'dlib'); 'dlib-5pt' gives dlib5"
+    assert (result.returncode, result.stdout.strip()) == (2, "[]"), result.stderr
+    assert " ".join(result.stderr.split()) == f"error: components.detector.name: {said} landmarks"
     assert not list(tmp_path.iterdir())
 
 

@@ -1043,6 +1043,9 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
 
     for stage in ("prepare", "train", "evaluate", "infer"):
         monkeypatch.setitem(pipeline.STAGE_RUNNERS, stage, runner(stage))
+    # The stand-in prepare stage reads no detector and no data.train, which these recipes leave out: its refusals
+    # from the settings, said before anything else as the first stage's, go with it.
+    monkeypatch.setitem(pipeline.STAGE_REFUSALS, "prepare", lambda plan: [])
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))  # a store without VGG-Face's weights, on any machine
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
     monkeypatch.setattr(pipeline, "check_output_folders", lambda plan, stages: None)
