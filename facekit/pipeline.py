@@ -166,9 +166,11 @@ def decoder_problems(plan: Plan) -> list[Problem]:
 def warper_problems(plan: Plan, warper: Any) -> list[Problem]:
     """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any
     on, a ``warper`` (the recipe's, built) that does not say ``differentiable = True`` is refused (it would train
-    those losses into nothing; :func:`facekit.train.check_warper_for_losses` raises it)."""
+    those losses into nothing; :func:`facekit.train.check_warper_for_losses` raises it). ``about``: the loss terms on,
+    so that `facekit check` names the ``--set train.loss.*`` that turned one on (before: only a --set of the warper)."""
     flag = getattr(warper, "differentiable", None)
-    if not plan.recipe.train.loss.through_encoder() or flag is True:
+    terms = plan.recipe.train.loss.through_encoder()
+    if not terms or flag is True:
         return []
     name = plan.components["warper"].spec.name
     said = "says it is not differentiable" if flag is False else "does not say it is differentiable"
@@ -178,6 +180,7 @@ def warper_problems(plan: Plan, warper: Any) -> list[Problem]:
             f"warper {name!r} {said} (its differentiable attribute), and the encoder's losses reach the decoder "
             "through the warped face: set train.loss.identity, perceptual and separation to 0 or choose "
             "a differentiable warper",
+            tuple(f"train.loss.{term}" for term in terms),
         )
     ]
 

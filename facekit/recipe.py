@@ -1716,8 +1716,12 @@ def _as_given(
             named.append(problem)
             continue
         # "x must be ...", "x shapes the plain background" (a cross-field rule's words follow its path); "x: extra
-        # field ...", "components.apps.0.params: strength are for ..." (words that name the settings first)
-        names_first = any(re.match(rf"{re.escape(path.rpartition('.')[2])}\b", problem.message) for path in within)
+        # field ...", "components.apps.0.params: strength are for ...", "components.warper.name: warper 'still' says
+        # ..." (words that name the settings, or the component, first)
+        first = [path.rpartition(".")[2] for path in within]
+        if (component := re.fullmatch(r"components\.(\w+)\.name", problem.path)) is not None:
+            first.append(component.group(1))
+        names_first = any(re.match(rf"{re.escape(name)}\b", problem.message) for name in first)
         joint = " " if problem.message.startswith("must ") or (problem.about and not names_first) else ": "
         message = _as_typed(problem.message, _typed_at(problem.path, typed))
         named.append(Problem(given[max(keys, key=len)], f"{problem.path}{joint}{message}"))

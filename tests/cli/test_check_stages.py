@@ -136,6 +136,33 @@ def test_check_refuses_what_run_refuses_from_the_settings_of_the_stages_it_runs(
     assert not list(tmp_path.iterdir())
 
 
+def test_check_names_the_set_that_turned_on_a_loss_the_warper_cannot_pass(
+    odd_components: None,
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A recipe whose warper is not differentiable, with the encoder's losses off, and ``--set train.loss.identity=1``:
+    `facekit check` named no --set (the refusal's path is the warper's, which the recipe file set), where it names the
+    one that gave a value for every other refusal. `facekit run` says the same words as before."""
+    from facekit.cli import main
+
+    recipe = tmp_path / "still.yaml"
+    demo = Path("recipes/demo.yaml").resolve()
+    recipe.write_text(f"extends: {demo}\ncomponents: {{warper: {{name: still}}}}\ntrain: {{loss: {{identity: 0}}}}\n")
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root))
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(recipe), "--stage", "train"]) == 0  # no loss through the warper: nothing to refuse
+    capsys.readouterr()
+    for given in ("train.loss.identity=1", "train.loss.perceptual=0.5"):
+        assert main(["check", str(recipe), "--stage", "train", "--set", given]) == 2
+        assert f"1 problem: --set {given}: {WARPER}" in " ".join(capsys.readouterr().err.split())
+        assert main(["run", str(recipe), "--stage", "train", "--set", given]) == 2
+        assert " ".join(capsys.readouterr().err.split()) == f"error: {WARPER}"
+    assert [p.name for p in tmp_path.iterdir()] == ["still.yaml"]
+
+
 def test_a_first_stages_settings_refusal_is_said_before_torch_loads(data_root: Path, tmp_path: Path) -> None:
     """`facekit run demo --set components.detector.name=dlib-5pt` (its first stage, prepare, refuses a 5-point
     detector from the settings alone) said so 3.5 s in, after the output folders' check had imported torch and the
