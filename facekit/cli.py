@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.segment import SegmentLines
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -46,13 +48,39 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, grep) gets wide lines instead of rich's 80-column default, so names are not folded.
-# Markup is off: file names, recipe values and messages are the user's ("photo [edited].jpg" prints as it is, a
-# name like "[/]" cannot break a table); colour comes from Text styles only.
-console = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal's console is rich's own (lines wrap at the window's width). Piped output (a log, CI, grep) gets
+    tables 160 columns wide instead of rich's 80-column default, so names are not folded, and every line whole
+    (soft wrap): a message or path longer than 160 columns was cut in two there, and grep for it in the log failed.
+    Markup is off: file names, recipe values and messages are the user's ("photo [edited].jpg" prints as it is, a
+    name like "[/]" cannot break a table); colour comes from Text styles only."""
+    terminal = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr, width=None if terminal else 160, soft_wrap=not terminal, markup=False)
+
+
+console = _console(stderr=False)
 #: The columns of a per-photo status table (:func:`report_rows`).
 STATUS_COLUMNS = ("photo", "status", "output or reason")
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
+err_console = _console(stderr=True)
+
+
+def print_block(block: Table | Tree) -> None:
+    """A table or tree on stdout. In a terminal, rich's. In a log (lines unwrapped: :func:`_console`), rich still
+    lays both out to the console's 160 columns: a table keeps them (its cells fold as in a terminal, its title and
+    caption centred over it; one wider than the console comes out whole, on its own line), and a tree, whose lines
+    rich cut at that width, gets the width its longest line needs, each line whole."""
+    if not console.soft_wrap:
+        console.print(block)
+    elif isinstance(block, Table):
+        notes = [note for note in (block.title, block.caption) if note]
+        console.print(block, soft_wrap=any(cell_len(str(note)) > console.width for note in notes))
+    else:
+        unbounded = console.options.update(width=sys.maxsize, no_wrap=True, overflow="ignore")
+        width = max(console.width, console.measure(block, options=unbounded).maximum)
+        lines = console.render_lines(block, unbounded.update_width(width), pad=False)
+        console.print(SegmentLines(lines, new_lines=True))
 
 
 def say_error(message: str, label: str = "error") -> None:
@@ -75,7 +103,7 @@ def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
         table.add_column(column, overflow="fold")
     for row in rows:  # file names are the user's: plain text (the consoles' markup is off)
         table.add_row(*(str(cell) for cell in row))
-    console.print(table)
+    print_block(table)
     console.print(summary)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
@@ -108,7 +136,7 @@ def plugins() -> None:
         table.add_column(column)
     for info in state.plugins:
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
-    console.print(table)
+    print_block(table)
     for name, distribution in dict.fromkeys(state.skipped):  # a distribution twice on sys.path: one line
         console.print(f"skipped: {name} ({distribution}), left out by FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS")
     installed = state.installed
@@ -160,7 +188,7 @@ def list_command(
         for spec in get_registry(k):  # type: ignore[arg-type]
             card = spec.card.summary_fields() if spec.card else {}
             table.add_row(k, spec.name, spec.plugin, spec.summary, "\n".join(f"{a}: {b}" for a, b in card.items()))
-    console.print(table)
+    print_block(table)
 
 
 def _list_recipes() -> None:
@@ -174,7 +202,7 @@ def _list_recipes() -> None:
         table.add_column(column, overflow="fold")
     for name, file in shipped.items():
         table.add_row(name, str(read_recipe(file).get("description", "")))
-    console.print(table)
+    print_block(table)
 
 
 SetOption = Annotated[
@@ -226,7 +254,7 @@ def check(
     # folder the command runs in.
     root = plan.recipe.data.resolved_root()
     tree.add(f"data is read from {root.resolve()}; relative outputs are under {Path.cwd()}")
-    console.print(tree)
+    print_block(tree)
     _warn_unused_settings(plan.unused_settings(stages=stage))  # (as `facekit run` warns)
 
 
@@ -316,7 +344,7 @@ def prepare(
         table.add_row(status, str(count))
     for reason, count in sorted(summary["reasons"].items(), key=lambda item: -item[1]):
         table.add_row(f"  rejected: {reason}", str(count))
-    console.print(table)
+    print_block(table)
     from facekit.pipeline import prepare_note
 
     # Nobody kept: a FacekitError, as from `facekit run`; the run folder is left unfinished, as there.
@@ -710,7 +738,7 @@ def eval_command(
             str(values["consistency_same_person"].get("median", "-")),
             str(values["consistency_different_people"].get("median", "-")),
         )
-    console.print(table)
+    print_block(table)
     same = metrics.get("same_person_pairs") or {}
     if same.get("pairs"):  # a few people with many photos make most pairs: say whose the medians are
         console.print(
@@ -755,7 +783,7 @@ def bench(
         table.add_column(column)
     for row in rows:
         table.add_row(cell_label(row), row["recipe_hash"], *bench_rates(row, judges), train_time(row))
-    console.print(table)
+    print_block(table)
     console.print(f"wrote {output / 'results.jsonl'}, {output / 'pass_rates.png'} and {output / 'report.html'}")
     failed = [row for row in rows if "failed" in row]
     for row in failed:
@@ -824,7 +852,7 @@ def models_list() -> None:
     for name, entry in read_manifest().items():
         if name not in known:
             table.add_row("(imported)", name, entry.licence, str(store_dir() / name))
-    console.print(table)
+    print_block(table)
 
 
 @models_app.command("verify")
@@ -1095,7 +1123,7 @@ def explore_interpolate(
         table.add_column(column)
     for index, (t, to_a, to_b) in enumerate(zip(result.t, result.to_a, result.to_b, strict=True)):
         table.add_row(str(index), f"{t:.2f}", f"{to_a:.3f}", f"{to_b:.3f}")
-    console.print(table)
+    print_block(table)
     for name in result.photos_without_face:
         console.print(f"the judge ({result.judge}) finds no face in {name}: no scores against it (nan)", style="yellow")
     if result.frames_without_face:
@@ -1170,7 +1198,7 @@ def explore_compare(
     for i, photo in enumerate(result.photos):
         cells = [status_and_reason(*result.status[label][i]) for label in labels]
         table.add_row(photo, result.persons[i], *cells)
-    console.print(table)
+    print_block(table)
     summary = Table(title="consistency: mean pairwise judge distance within a person (lower: more alike)")
     for column in ("model", "judge", "metric", "people", "photos judged", "normalized faces", "input photos"):
         summary.add_column(column)
@@ -1179,7 +1207,7 @@ def explore_compare(
         texts = ["-" if v is None else f"{v:.4f}" for v in values]
         judged = f"{row['judged']} of {row['photos']}"
         summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
-    console.print(summary)
+    print_block(summary)
     if (unscored := unscored_people(result.persons)) is not None:
         console.print(unscored, style="yellow")
     console.print("wrote " + ", ".join(str(path) for path in written))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import facekit
-from tests.helpers import run_cli, sigterm_in_a_terminal
+from tests.helpers import REPO, run_cli, sigterm_in_a_terminal
 
 BAD_RECIPE = """
 components:
@@ -56,6 +56,50 @@ def test_check_shows_the_plan() -> None:
     sface = run_cli("check", "recipes/demo.yaml", "--set", "components.encoder.name=sface")
     assert sface.returncode == 0, sface.stderr
     assert "feature_size = 128 (the encoder's" in sface.stdout and "feature_size = 256\n" not in sface.stdout
+
+
+def long_folder(tmp_path: Path) -> Path:
+    """A folder whose path is over 300 characters (in parts a file system takes)."""
+    folder = tmp_path.joinpath(*["a-folder-with-a-long-name-" + str(i) * 30 for i in range(6)])
+    folder.mkdir(parents=True)
+    assert len(str(folder)) > 300
+    return folder
+
+
+def test_long_lines_come_out_whole_in_a_log(tmp_path: Path, data_root: Path) -> None:
+    """Into a pipe (a log, CI, grep), a message and a tree's line are one line each, however long. Before, rich
+    wrapped every line at the 160 columns of a non-terminal console: the path was cut in two, and grep for it in the
+    log found nothing; a tree's line, once unwrapped, was cut at 160 columns."""
+    folder = long_folder(tmp_path)
+    verify = run_cli("models", "verify", env={"FACEKIT_HOME": str(folder)})
+    assert verify.returncode == 0, verify.stderr
+    assert f"the store is empty ({folder / 'models'})\n" in verify.stdout
+    check = run_cli("check", str(REPO / "recipes" / "demo.yaml"), env={"FACEKIT_DATA": str(data_root)}, cwd=folder)
+    assert check.returncode == 0, check.stderr
+    assert f"data is read from {data_root.resolve()}; relative outputs are under {folder}\n" in check.stdout
+
+
+def test_tables_in_a_log_keep_their_look(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """In a log a table is laid out to 160 columns as before (its cells fold, a short title is centred over it),
+    and a title longer than that comes out whole on its line (before: cut in two, as `facekit models list`'s store
+    path was). Unwrapped lines alone left every title at the left."""
+    from rich.table import Table
+
+    from facekit import cli
+
+    monkeypatch.setattr(cli, "console", cli._console(stderr=False))  # (capsys's stdout is no terminal)
+    store = "/home/someone/" + "a-long-folder-name/" * 12 + "models"
+    for title in ("facekit plugins", f"model files (store: {store})"):
+        table = Table(title=title)
+        table.add_column("found at", overflow="fold")
+        table.add_row(store)
+        cli.print_block(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(store) > 160 and max(len(line) for line in lines) == len(f"model files (store: {store})")
+    short_table = lines[: lines.index(next(line for line in lines[1:] if "(store:" in line))]
+    assert max(len(line) for line in short_table) <= 160 and len(short_table) > 5  # the path folded in its cell
+    centred = (len(short_table[1]) - len("facekit plugins")) // 2  # (over the table's top border)
+    assert short_table[0].strip() == "facekit plugins" and short_table[0].index("facekit") == centred
 
 
 def test_bad_recipe_one_message_exit_2_no_traceback(tmp_path: Path) -> None:
