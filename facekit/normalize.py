@@ -16,16 +16,16 @@ import functools
 import logging
 import numbers
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
-import torch
 
 from facekit.detail import DECODER_ONLY, DetailSettings, photo_shape, transfer_detail
 from facekit.errors import (
@@ -38,6 +38,10 @@ from facekit.errors import (
 )
 from facekit.images import is_encoded, to_uint8_rgb
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
+
+if TYPE_CHECKING:  # torch is imported where a Normalizer is built or run: `from facekit import Normalizer` (or
+    # NormalizedFace, for an annotation) took seconds and 200 MB for torch alone, as `import facekit` does not
+    import torch
 
 _Method = TypeVar("_Method", bound=Any)
 #: What a Normalizer's ``detail`` takes (:func:`_detail_settings`): DetailSettings, a strength (0 = the decoder's face
@@ -61,7 +65,9 @@ def _after_fork_in_child() -> None:
     forked) would stay held in the child, where that thread does not exist: the child's first photo waited forever
     (stop 52's notes). Such a lock is replaced by a new one; one held by the forking thread itself is kept, which that
     thread releases as it would have in the parent."""
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")  # (not imported yet: it has not run here, and the child's pool starts afresh)
+    if torch is not None:
+        torch.set_num_threads(1)
     for taker in list(_TURN_TAKERS.values()):
         lock = taker.__dict__.get("_lock")
         if lock is not None and not lock._is_owned():  # (held by no thread, or by one the child does not have)
@@ -160,6 +166,8 @@ LANDMARK_FRAME_SLACK = 0.5
 def check_outputs(image: torch.Tensor, landmarks: torch.Tensor | None, size: int, source: str) -> None:
     """Refuse a decoder output that no working model gives: non-finite pixels or landmarks, or landmarks far outside
     the (size x size) frame."""
+    import torch
+
     finite = bool(torch.isfinite(image).all()) and (landmarks is None or bool(torch.isfinite(landmarks).all()))
     low, high = -LANDMARK_FRAME_SLACK * size, (1 + LANDMARK_FRAME_SLACK) * size
     inside = landmarks is None or bool(((landmarks >= low) & (landmarks <= high)).all())
@@ -394,6 +402,8 @@ def check_features(encoder: Any, features: Any, batch: int, what: str = "feature
     """Refuse encoder ``what`` (its features, or its embeddings) that are not a (``batch``, F) float32 tensor: the
     decoder would fail far from the cause (an encoder that squeezes a batch of one, or returns float64: torch's dtype
     error from inside the decoder's first layer) or read them wrongly."""
+    import torch
+
     shape = tuple(getattr(features, "shape", ()))
     if not (
         isinstance(features, torch.Tensor) and len(shape) == 2 and shape[0] == batch and features.dtype == torch.float32
@@ -561,6 +571,8 @@ def detection_threads(detector: Any) -> int:
     (``torch.get_num_threads()``, which OMP_NUM_THREADS and ``torch.set_num_threads`` set; at most
     :data:`MAX_DETECTION_THREADS`) for a detector that says it is ``thread_safe`` (:class:`facekit.types.Detector`),
     else one at a time."""
+    import torch
+
     if getattr(detector, "thread_safe", False) is not True:
         return 1
     return max(1, min(torch.get_num_threads(), MAX_DETECTION_THREADS))
@@ -570,6 +582,8 @@ def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -
     """``[work(item) for item in items]``, on up to ``threads`` threads at once (in order). Each worker runs in the
     caller's torch grad and inference modes (they are per thread: a torch detector called under ``torch.no_grad()``
     would otherwise record graphs on the workers)."""
+    import torch
+
     if threads <= 1 or len(items) <= 1:
         return [work(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
@@ -664,6 +678,8 @@ class Normalizer:
         face: str = "largest",
         size: int | None = None,
     ) -> None:
+        import torch
+
         from facekit.align import check_alignable
 
         face = check_face_choice(face)
@@ -789,6 +805,8 @@ class Normalizer:
         (B, 3, M, M) in [0, 1] at the model's size M, without the photo's detail, and ``landmarks`` (B, K, 2) in it.
         Features of another shape are a FacekitError naming the size the decoder reads (before: a torch size error
         from inside the decoder)."""
+        import torch
+
         size = getattr(self.decoder, "feature_size", None)
         shape = tuple(getattr(features, "shape", ()))
         if not isinstance(features, torch.Tensor) or len(shape) != 2 or (size is not None and shape[1] != size):
@@ -928,6 +946,8 @@ class Normalizer:
         :attr:`output_size` other than the model's, the face at that size (the decoder's own shape where the setting
         is 0; a decoder without a warp of its own: its image resampled, and one without landmarks, plain-cnn: its
         image resampled with None for the landmarks)."""
+        import torch
+
         share, size = self.detail.shape, self.output_size
         warp, mean = getattr(self.decoder, "warp", None), getattr(self.decoder, "mean_landmarks", None)
         if size == self.image_size and (not share or out.landmarks is None):
@@ -957,6 +977,8 @@ class Normalizer:
 
     def _normalize_faces(self, found: Sequence[tuple[np.ndarray, Any, int]]) -> list[NormalizedFace]:
         """One batch of (photo, FaceDetection, faces found in that photo) -> their normalized faces."""
+        import torch
+
         from facekit.align import encoder_inputs
 
         if not found:
