@@ -13,6 +13,7 @@ landmarks, the normalized face with the predicted ones. Writes ``metrics.json``,
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -21,6 +22,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +35,12 @@ from facekit.errors import FacekitError
 from facekit.types import LandmarkScheme, frozen_encoder
 
 logger = logging.getLogger(__name__)
+#: Faces a judge embeds at once (:meth:`Judge.embed`), and between two steps of the judging bar.
+JUDGE_BATCH = 32
+
+
+def _nothing(_count: int) -> None:
+    """An ``advance`` that tells no progress bar."""
 
 
 def lfw_devtest(root: Path, max_photos: int) -> list[Photo]:
@@ -96,8 +104,9 @@ class Judge:
         module = self.encoder if isinstance(self.encoder, torch.nn.Module) else None
         on = next(itertools.chain(module.parameters(), module.buffers()), None) if module is not None else None
         with torch.no_grad():
-            for start in range(0, len(images), 32):
-                crops = encoder_inputs(self.encoder, images[start : start + 32], landmarks[start : start + 32], scheme)
+            for start in range(0, len(images), JUDGE_BATCH):
+                chunk = slice(start, start + JUDGE_BATCH)
+                crops = encoder_inputs(self.encoder, images[chunk], landmarks[chunk], scheme)
                 crops = crops.to(on.device) if on is not None else crops
                 out.append(self.encoder.embed(crops).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.card.embedding_size))
@@ -197,32 +206,43 @@ def evaluate_normalizer(
         "largest_share": round(max(per_person.values()) / len(indices["same"]), 4) if per_person else None,
     }
     metrics["different_people_pairs"] = len(indices["different"])
-    for judge in judges:
-        if not ok:  # nothing to embed: every photo fails
-            preserved = same = different = inputs_same = np.zeros(0)
-        else:
-            a, b = faces.embed(judge)
-            preserved = judge.distance(a, b)
-            same, inputs_same = (judge.distance(e[indices["same"][:, 0]], e[indices["same"][:, 1]]) for e in (b, a))
-            different = judge.distance(b[indices["different"][:, 0]], b[indices["different"][:, 1]])
-        metrics["judges"][judge.name] = {
-            **({"params": judge.params} if judge.params else {}),
-            "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
-            "threshold": judge.card.threshold,
-            # Of all photos: one without an output is a fail (before, only the normalized ones were counted).
-            "identity_pass_rate": round(float(judge.passes(preserved).sum()) / max(len(photos), 1), 4),
-            "identity_pass_rate_normalized": round(float(judge.passes(preserved).mean()), 4) if ok else None,
-            "identity": _stats(preserved),
-            "consistency_same_person": _stats(same),
-            "consistency_different_people": _stats(different),
-            "inputs_same_person": _stats(inputs_same),
-            **pair_rates(judge, same, different),
-        }
-        _histogram(preserved, judge, out / f"identity-{judge.name}.png")
-        np.save(out / f"identity-{judge.name}.npy", preserved)
-    metrics["landmarks"] = _landmark_plausibility(
-        normalizer, faces.outputs, faces.output_landmarks if faces.predicted else None
-    )
+    with ExitStack() as stack:
+        # Each judge embeds each photo and its normalized face, then the detector looks at each face: 13 s after the
+        # normalizing bar for LFW's 500 photos, which had said nothing until the table.
+        advance: Callable[[int], None] = _nothing
+        if progress and ok:
+            from facekit.progress import Progress
+
+            bar = stack.enter_context(Progress(*Progress.get_default_columns()))
+            task = bar.add_task("judging", total=(2 * len(judges) + 1) * len(ok), unit="face")
+            advance = functools.partial(bar.advance, task)
+
+        for judge in judges:
+            if not ok:  # nothing to embed: every photo fails
+                preserved = same = different = inputs_same = np.zeros(0)
+            else:
+                a, b = faces.embed(judge, advance)
+                preserved = judge.distance(a, b)
+                same, inputs_same = (judge.distance(e[indices["same"][:, 0]], e[indices["same"][:, 1]]) for e in (b, a))
+                different = judge.distance(b[indices["different"][:, 0]], b[indices["different"][:, 1]])
+            metrics["judges"][judge.name] = {
+                **({"params": judge.params} if judge.params else {}),
+                "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
+                "threshold": judge.card.threshold,
+                # Of all photos: one without an output is a fail (before, only the normalized ones were counted).
+                "identity_pass_rate": round(float(judge.passes(preserved).sum()) / max(len(photos), 1), 4),
+                "identity_pass_rate_normalized": round(float(judge.passes(preserved).mean()), 4) if ok else None,
+                "identity": _stats(preserved),
+                "consistency_same_person": _stats(same),
+                "consistency_different_people": _stats(different),
+                "inputs_same_person": _stats(inputs_same),
+                **pair_rates(judge, same, different),
+            }
+            _histogram(preserved, judge, out / f"identity-{judge.name}.png")
+            np.save(out / f"identity-{judge.name}.npy", preserved)
+        metrics["landmarks"] = _landmark_plausibility(
+            normalizer, faces.outputs, faces.output_landmarks if faces.predicted else None, advance
+        )
     if pairs is not None:
         metrics["lfw_pairs"] = verify_pairs(normalizer, pairs[0], judges, pairs[1], progress=progress)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
@@ -292,10 +312,23 @@ class _Faces:
             predicted,
         )
 
-    def embed(self, judge: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``judge``'s embeddings of the photos and of their normalized faces."""
-        inputs = judge.embed(self.inputs, self.input_landmarks, self.input_scheme)
-        return inputs, judge.embed(self.outputs, self.output_landmarks)
+    def embed(self, judge: Any, advance: Callable[[int], None] = _nothing) -> tuple[np.ndarray, np.ndarray]:
+        """``judge``'s embeddings of the photos and of their normalized faces, :data:`JUDGE_BATCH` at a time, each
+        batch's size told to ``advance`` (a progress bar's)."""
+
+        def in_batches(images: list[np.ndarray], landmarks: np.ndarray, scheme: str | None) -> np.ndarray:
+            if not images:
+                return np.asarray(judge.embed(images, landmarks, scheme))
+            out = []
+            for start in range(0, len(images), JUDGE_BATCH):
+                chunk = slice(start, start + JUDGE_BATCH)
+                out.append(judge.embed(images[chunk], landmarks[chunk], scheme))
+                advance(len(images[chunk]))
+            return np.concatenate(out)
+
+        return in_batches(self.inputs, self.input_landmarks, self.input_scheme), in_batches(
+            self.outputs, self.output_landmarks, None
+        )
 
 
 def _image(image: np.ndarray | None) -> np.ndarray:
@@ -345,15 +378,19 @@ def pair_rates(judge: Any, same: np.ndarray, different: np.ndarray) -> dict[str,
     }
 
 
-def _landmark_plausibility(normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray | None) -> dict[str, Any]:
+def _landmark_plausibility(
+    normalizer: Any, outputs: list[np.ndarray], predicted: np.ndarray | None, advance: Callable[[int], None] = _nothing
+) -> dict[str, Any]:
     """The detector run on the normalized faces: how often it finds a face, and its NME against the prediction (the
-    decoder's iBUG-68 points; only when the detector gives iBUG-68 points too, and the decoder predicts any)."""
+    decoder's iBUG-68 points; only when the detector gives iBUG-68 points too, and the decoder predicts any); each
+    face looked at is told to ``advance`` (a progress bar's)."""
     from facekit.normalize import detect_guarded
 
     errors, detected = [], 0
     for index, image in enumerate(outputs):
         points = predicted[index] if predicted is not None else None
         faces, _ = detect_guarded(normalizer.detector, image, "a normalized face")  # raised: not found (logged)
+        advance(1)
         if not faces:
             continue
         detected += 1

@@ -132,6 +132,32 @@ def test_a_photo_without_an_output_counts_as_a_fail_in_the_pass_rate(
     assert figures["identity_pass_rate"] == 0.5 and figures["identity_pass_rate_normalized"] == 1.0
 
 
+def test_judging_shows_its_progress_after_the_normalizing_bar(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `facekit eval` said nothing for 13 s after its normalizing bar (LFW's 500 photos), while each judge
+    embedded every photo and its normalized face and the detector looked at every face. A judging bar counts those
+    faces (in a log: lines with the rate), a judge's batch at a time."""
+    from types import SimpleNamespace
+
+    import facekit.evaluate as evaluate
+
+    landmark_plausibility = evaluate._landmark_plausibility  # (the fake leaves it out)
+    normalizer, judge = fake_evaluation(monkeypatch, faceless=1)
+    monkeypatch.setattr(evaluate, "_landmark_plausibility", landmark_plausibility)
+    normalizer.detector = SimpleNamespace(detect_array=lambda image: [])
+    monkeypatch.setattr(evaluate, "JUDGE_BATCH", 2)
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # (either makes rich take captured output for a terminal)
+        monkeypatch.delenv(variable, raising=False)
+    photos = lfw_devtest(data_root, 4)
+    evaluate.evaluate_normalizer(normalizer, photos, [judge("one"), judge("two")], tmp_path, progress=True)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("judging: ")]
+    # Two judges x (3 photos + 3 faces) + 3 faces looked at, in batches of 2 (3 photos: 2, then 1).
+    assert [line.split()[1] for line in said] == [f"{n}/15" for n in (2, 3, 5, 6, 8, 9, 11, 12, 13, 14, 15)]
+    assert ("face/s" in said[-1] or "s/face" in said[-1]) and " done in " in said[-1]
+
+
 def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tmp_path: Path) -> None:
     """Before: a second `facekit eval` into the same folder replaced the first's files without a word, and its
     report showed every identity-*.png in the folder, an earlier run's other judges included."""
