@@ -1118,17 +1118,26 @@ def explore_interpolate(
         with status(console, "encoding, decoding and judging"):
             result = explorer.interpolate(a, b, names=[a, b])
         written = write_interpolation(result, target, [a, b], overwrite)
-    table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")
-    for column in ("frame", "t", "to A", "to B"):
-        table.add_column(column)
-    for index, (t, to_a, to_b) in enumerate(zip(result.t, result.to_a, result.to_b, strict=True)):
-        table.add_row(str(index), f"{t:.2f}", f"{to_a:.3f}", f"{to_b:.3f}")
-    print_block(table)
+    print_block(interpolation_table(result, out))
     for name in result.photos_without_face:
         console.print(f"the judge ({result.judge}) finds no face in {name}: no scores against it (nan)", style="yellow")
     if result.frames_without_face:
         console.print(f"the judge finds no face in {result.frames_without_face} of the frames (nan)", style="yellow")
     console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def interpolation_table(result: Any, out: str) -> Table:
+    """`explore interpolate`'s table: a row per frame, its t with the decimals that tell the frames apart (two, or
+    three from ``-n 102``: before, always two, and ``-n 256`` showed 0.00 twice, 0.01 three times)."""
+    table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")
+    for column in ("frame", "t", "to A", "to B"):
+        table.add_column(column)
+    places = 2
+    while len({f"{t:.{places}f}" for t in result.t}) < len(set(result.t)) and places < 6:
+        places += 1
+    for index, (t, to_a, to_b) in enumerate(zip(result.t, result.to_a, result.to_b, strict=True)):
+        table.add_row(str(index), f"{t:.{places}f}", f"{to_a:.3f}", f"{to_b:.3f}")
+    return table
 
 
 @explore_app.command("compare")

@@ -388,6 +388,24 @@ def test_a_judge_that_cannot_load_is_refused_before_any_photo_is_encoded(
         assert "encoding, decoding and judging" not in result.stderr, result.stderr
 
 
+def test_interpolate_table_tells_every_frame_apart() -> None:
+    """Before: t was printed to 2 decimals whatever ``-n`` (at most 256): ``-n 256`` showed 0.00 twice and 0.01
+    three times. Two decimals stay where they tell the frames apart (``-n 8``, ``-n 101``)."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from facekit.cli import interpolation_table
+
+    for steps, places in ((8, 2), (101, 2), (102, 3), (256, 3)):
+        t = np.linspace(0.0, 1.0, steps)
+        result = SimpleNamespace(judge="sface", metric="cosine", t=t, to_a=1 - t, to_b=t)
+        table = interpolation_table(result, "out")
+        shown = list(table.columns[1].cells)
+        assert len(set(shown)) == steps and shown[0] == "0." + "0" * places and shown[-1] == "1." + "0" * places
+        Console(file=io.StringIO()).print(table)  # (a table rich can lay out)
+
+
 def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
     face = real_face().image
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
