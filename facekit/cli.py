@@ -1156,9 +1156,10 @@ def explore_compare(
 ) -> None:
     """The photos through each model (every shipped one unless --model/--checkpoint name some; one face of each,
     --face): OUT/compare.png (a row per photo: the photo
-    aligned, then each model's normalized face), and each model's consistency: per person with several photos (the
-    photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the
-    normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
+    aligned, then each model's normalized face), and each model's consistency: per person with several photos (a
+    folder given is read as in training: a sub-folder is a person, at any depth, a photo beside them one of its own;
+    else the photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance
+    of the normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
     compare.json). Exit 3 when some photo has no output."""
     from facekit.apps.explore import (
         COMPARE_FILES,
@@ -1176,7 +1177,8 @@ def explore_compare(
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
     runs_on = inference_device(device)  # every model runs there; the judges on the CPU (Explorer)
     with exclusive(target, "facekit explore compare"):  # one run at a time into -o (as normalize's)
-        found = [path for path, _ in scan_inputs(photos, target)]
+        scanned = scan_inputs(photos, target)
+        found = [path for path, _ in scanned]
         check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
         if (warning := people_rule_warning(found)) is not None:
             console.print(f"warning: {warning}", style="yellow")
@@ -1199,7 +1201,9 @@ def explore_compare(
             models.append((unique, loaded[key]))
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("normalizing and judging", total=len(found) * len(models), unit="photo")
-            result = explorer.compare(found, models, on_step=lambda n: progress.advance(task, n))
+            result = explorer.compare(
+                found, models, on_step=lambda n: progress.advance(task, n), relative_names=[name for _, name in scanned]
+            )
         written = write_comparison(result, target, found, cell, overwrite)
     table = Table(title=f"facekit explore compare -> {out}")
     for column in ("photo", "person", *labels):

@@ -10,8 +10,9 @@
   frame of the first model that found its face), a column per model, and per model the **consistency** of each
   person's normalized faces: the mean pairwise judge distance between the outputs of one person's photos (1 - cosine
   similarity for cosine judges, Euclidean distance otherwise), beside the same for the input photos under the same
-  judge (lower: more alike). A person is the folder a photo is in (``alice/holiday.jpg``), or in a single folder
-  whose every file is named ``Name_NNNN`` (LFW's names), the name without ``_NNNN``: see :func:`people_of`.
+  judge (lower: more alike). A person is the folder a photo is in (``alice/holiday.jpg``; below a folder given,
+  the sub-folder of it, as in training), or in a single folder whose every file is named ``Name_NNNN`` (LFW's
+  names), the name without ``_NNNN``: see :func:`people_of`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def person_named(path: str | Path) -> str | None:
     return None if name.lower() in CAMERA_PREFIXES or any(c.isdigit() for c in name) else name
 
 
-def people_of(paths: Sequence[str | Path]) -> list[str]:
+def people_of(paths: Sequence[str | Path], names: Sequence[str | Path] | None = None) -> list[str]:
     """Who each photo shows, from its path. Photos in more than one folder: the folder's name (``alice/IMG_0001.jpg``
     and ``alice/beach.jpg`` -> ``alice``; LFW's ``Colin_Powell/Colin_Powell_0004.jpg`` -> ``Colin_Powell``). All in
     one folder: the file names without their trailing ``_NNNN`` when every name has one (LFW's names in a flat folder:
@@ -89,7 +90,32 @@ def people_of(paths: Sequence[str | Path]) -> list[str]:
     A folder is the one the path names, links not followed (``people/anna/`` holding links into one shared folder of
     photos is anna's); two folders of one name are two people, told apart by their paths below their common parent
     (``alice/2019`` and ``bob/2019``). Before, links were resolved and folders known by their name alone: both made
-    different people one, and their consistency was measured across people, with no warning."""
+    different people one, and their consistency was measured across people, with no warning.
+
+    ``names``: each photo's path below the folder it was found in (:func:`facekit.batch.scan_inputs`' names; a file
+    given: its name alone). Then a folder given is read as a ``folder`` training source is (README, "Training on your
+    own photos"): a sub-folder is a person, every photo at any depth below it (``anna/2019/holiday/1.jpg`` is
+    anna's), and a photo directly in a folder given that has such sub-folders is a person of its own. Before, the
+    photo's own folder was its person: anna's holiday photos were another person, ``holiday``, and the loose photos
+    beside the people's folders were all one, the folder given's name, their consistency measured across people. A
+    folder given with no sub-folders, and files given, keep the rules above."""
+    if names is None:
+        return _people_by_folder(paths)
+    found = [(Path(os.path.abspath(path)), Path(name).parts) for path, name in zip(paths, names, strict=True)]
+    roots = [path.parents[len(parts) - 1] for path, parts in found]
+    with_people = {root for root, (_, parts) in zip(roots, found, strict=True) if len(parts) > 1}
+    person_folders = [root / parts[0] for root, (_, parts) in zip(roots, found, strict=True) if len(parts) > 1]
+    labels = iter(folder_labels(person_folders))
+    loose = [i for i, (root, (_, parts)) in enumerate(zip(roots, found, strict=True)) if len(parts) == 1]
+    by_folder = iter(_people_by_folder([paths[i] for i in loose if roots[i] not in with_people]))
+    return [
+        next(labels) if len(parts) > 1 else path.name if root in with_people else next(by_folder)
+        for root, (path, parts) in zip(roots, found, strict=True)
+    ]
+
+
+def _people_by_folder(paths: Sequence[str | Path]) -> list[str]:
+    """:func:`people_of` without the folders given: each photo's own folder, or LFW's names in a single one."""
     folders = [photo_folder(path) for path in paths]
     if len(set(folders)) == 1:
         named = [person_named(path) for path in paths]
@@ -608,9 +634,12 @@ class Explorer(UsesNormalizer):
         models: Sequence[tuple[str, Any]] | None = None,
         on_step: Callable[[int], None] | None = None,
         batch_size: int = 8,
+        relative_names: Sequence[str | Path] | None = None,
     ) -> Comparison:
         """Every photo through every (label, Normalizer) of ``models`` (default: this app's model), with each model's
-        consistency under its independent judge. ``on_step(n)`` is told as each n photos are done for a model."""
+        consistency under its independent judge. ``on_step(n)`` is told as each n photos are done for a model.
+        ``relative_names``: each photo's path below the folder it was found in, which then names its person as in
+        training (:func:`people_of`)."""
         from facekit.apps.attributes import photo_in_face_frame
         from facekit.images import load_rgb
 
@@ -641,7 +670,7 @@ class Explorer(UsesNormalizer):
             image, why = load_rgb(Path(path))
             images.append(None if image is None else downscale(image, COMPARE_SIDE))
             reasons.append(why)
-        persons = people_of(photos)
+        persons = people_of(photos, relative_names)
         aligned: list[np.ndarray | None] = [None] * len(photos)
         cells: dict[str, list[np.ndarray | None]] = {}
         status: dict[str, list[tuple[str, str]]] = {}

@@ -614,17 +614,37 @@ def test_a_folder_scan_skips_explores_figures_left_among_the_photos(
     assert "4 files in the folders given are facekit's figures of faces, not photos" in said
 
 
+def test_a_folder_given_names_its_people_as_training_does() -> None:
+    """helper-185: `explore compare photos/` took each photo's own folder for its person: anna's photos in
+    anna/2019/holiday/ were another person, 'holiday', and the loose photos beside the people's folders were all one,
+    'photos', their consistency measured across people. Given where each was found, a sub-folder is a person at any
+    depth and a loose photo beside them is one of its own, as a training recipe's folder source reads them."""
+    paths = ["/p/anna/1.jpg", "/p/anna/2019/holiday/2.jpg", "/p/IMG_0001.jpg", "/p/IMG_0002.jpg", "/p/ben/3.jpg"]
+    names = ["anna/1.jpg", "anna/2019/holiday/2.jpg", "IMG_0001.jpg", "IMG_0002.jpg", "ben/3.jpg"]
+    assert people_of(paths, names) == ["anna", "anna", "IMG_0001.jpg", "IMG_0002.jpg", "ben"]
+    assert people_of(paths) == ["anna", "holiday", "p", "p", "ben"]  # a list alone: each photo's folder, as before
+    # Two folders given, each with an anna: two people (as two training sources); a folder of one person's photos
+    # and files given keep their folder's name; LFW's names in a flat folder stay the people.
+    two = ["/a/anna/1.jpg", "/b/anna/2.jpg", "/me/x.jpg", "/me/y.jpg", "/lone/z.jpg"]
+    assert people_of(two, ["anna/1.jpg", "anna/2.jpg", "x.jpg", "y.jpg", "z.jpg"]) == [
+        "a/anna", "b/anna", "me", "me", "lone"
+    ]  # fmt: skip
+    flat = ["/lfw/Ann_Li_0001.jpg", "/lfw/Ann_Li_0002.jpg"]
+    assert people_of(flat, ["Ann_Li_0001.jpg", "Ann_Li_0002.jpg"]) == ["Ann_Li", "Ann_Li"]
+
+
 def test_compare_says_who_has_too_few_photos_for_consistency(tmp_path: Path) -> None:
     """helper-171: consistency is between a person's photos, and `explore compare` of one photo per person printed
     "0 people, 0 of 0, -" without a word; a person with a single photo beside others vanished from the figures. It
     names them and says what it needs."""
     face = real_face().image
-    for name in ("alice/1.jpg", "alice/2.jpg", "bob/1.jpg"):
+    for name in ("alice/1.jpg", "alice/2019/holiday/2.jpg", "bob/1.jpg"):
         (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(face).save(tmp_path / "in" / name, quality=95)
     result = run_cli("explore", "compare", str(tmp_path / "in"), "-o", str(tmp_path / "cmp"), "--model", "dlib")
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join(result.stdout.split())
+    # helper-185: alice's holiday photo is alice's, as in training (before: a person 'holiday', and alice unscored)
     assert "consistency needs 2+ photos of a person; not scored, with one photo: bob (1 of 2 people)" in said
     from facekit.apps.explore import unscored_people
 
