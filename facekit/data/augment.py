@@ -516,11 +516,16 @@ def check_neighbours(plan: Any) -> None:
         return
     neighbours = plan.recipe.augment.neighbours
     identities = len(np.load(folder / "landmarks.npy", mmap_mode="r"))
+    if identities < 2:  # no value of neighbours works (helper-185: the advice was to lower it, from 1 too)
+        raise FacekitError(
+            f"augmentation morphs between people, and {folder} has {identities} prepared: add people to data.train "
+            "or turn augmentation off (--set augment.enabled=false)"
+        )
     if not 0 < neighbours < identities:
         raise FacekitError(
             f"augment.neighbours {neighbours} needs more than that many prepared identities; {folder} has "
-            f"{identities}: lower augment.neighbours (--set augment.neighbours=...) or turn augmentation off "
-            "(--set augment.enabled=false)"
+            f"{identities}: lower augment.neighbours (--set augment.neighbours={identities - 1}) or turn "
+            "augmentation off (--set augment.enabled=false)"
         )
 
 

@@ -246,3 +246,27 @@ def test_contact_sheet_layout() -> None:
     sheet = contact_sheet(imgs, cols=2, pad=1)
     assert sheet.shape == (3 * 5 + 1, 2 * 7 + 1, 3) and sheet.dtype == np.uint8
     assert (sheet[11:15, 1:7] == 255).all() and (sheet[1:5, 1:7] == 0).all()
+
+
+def test_one_prepared_person_is_told_to_add_people_not_to_lower_neighbours(tmp_path) -> None:
+    """helper-185: a folder of one person's photos, trained with augmentation on, was told to lower
+    augment.neighbours, which no value helps (1 is refused as well): a morph needs two people. Two or more people
+    and too many neighbours: the value that works is named."""
+    from types import SimpleNamespace
+
+    from facekit.data.augment import check_neighbours
+
+    def plan(people: int, neighbours: int) -> SimpleNamespace:
+        np.save(tmp_path / "landmarks.npy", np.zeros((people, 68, 2), np.float32))
+        recipe = SimpleNamespace(
+            prepare=SimpleNamespace(output=str(tmp_path)), augment=SimpleNamespace(neighbours=neighbours)
+        )
+        return SimpleNamespace(recipe=recipe)
+
+    with pytest.raises(
+        FacekitError, match=r"morphs between people, and .* has 1 prepared: add people to data\.train or"
+    ):
+        check_neighbours(plan(1, 1))
+    with pytest.raises(FacekitError, match=r"lower augment\.neighbours \(--set augment\.neighbours=2\)"):
+        check_neighbours(plan(3, 5))
+    check_neighbours(plan(3, 2))  # two neighbours of three people: a morph can be made
