@@ -78,3 +78,28 @@ def test_threads_detecting_at_once_get_what_one_thread_gets(data_root: Any) -> N
     assert together == alone * 3
     twin = pickle.loads(pickle.dumps(detector))
     assert seen(twin.detect_array(photos[0])) == alone[0]
+
+
+def test_a_further_hog_of_the_pool_is_a_copy_not_made_again_by_dlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dlib's ``get_frontal_face_detector`` decompresses its built-in model each time (0.26 s on an idle core,
+    seconds on a busy machine): the detector makes one, and a call that finds every HOG object in use by other
+    threads gets a copy of it (pickled, ~1 ms), which gives the same boxes, scores and points."""
+    import dlib
+
+    made: list[int] = []
+    original = dlib.get_frontal_face_detector
+
+    def counted() -> Any:
+        made.append(1)
+        return original()
+
+    monkeypatch.setattr(dlib, "get_frontal_face_detector", counted)
+    detector = facekit.load_component("detector", "dlib", face_detector="hog")
+    assert len(made) == 1
+    photo = real_face().image
+    alone = [(f.box, f.score, f.landmarks.tolist()) for f in detector.detect_array(photo)]
+    held = detector._hogs.get_nowait()  # as another thread holds it while it detects: the pool is empty
+    copied = [(f.box, f.score, f.landmarks.tolist()) for f in detector.detect_array(photo)]
+    detector._hogs.put(held)
+    assert len(made) == 1 and detector._hogs.qsize() == 2  # the copy was kept for the next concurrent call
+    assert copied == alone and len(alone) == 1

@@ -3,6 +3,7 @@ its landmark predictor."""
 
 from __future__ import annotations
 
+import pickle
 import queue
 import threading
 from typing import Any, Literal
@@ -40,9 +41,11 @@ class DlibDetector(RebuiltOnUnpickle):
 
     Safe to call from several threads at once (:attr:`thread_safe`): dlib's HOG detector is not (one object used by
     two threads at once gave another box for about 30 % of LFW photos), so each concurrent call takes a HOG object
-    of its own from a pool (made on demand, ~0.26 s each, then kept); the CNN fallback runs one call at a time; the
-    landmark predictor only reads its model and is shared. dlib releases the GIL while it searches, so two threads
-    detect in about half the time on two cores (benchmarks/RESULTS.md "normalize-folder")."""
+    of its own from a pool (made on demand, then kept: a copy of the first, pickled, in ~1 ms; dlib's own
+    ``get_frontal_face_detector`` decompresses its built-in model each time, 0.26 s on an idle core and seconds on a
+    busy one); the CNN fallback runs one call at a time; the landmark predictor only reads its model and is shared.
+    dlib releases the GIL while it searches, so two threads detect in about half the time on two cores
+    (benchmarks/RESULTS.md "normalize-folder")."""
 
     #: detect_array may be called from several threads at once (facekit.types.Detector): the pipeline detects a
     #: batch's photos in parallel.
@@ -56,7 +59,7 @@ class DlibDetector(RebuiltOnUnpickle):
 
     #: What cannot be pickled or copied (dlib's module and objects, the lock): left out, and made again from the
     #: settings by the copy (helper-72: a Normalizer could not be pickled, for a process pool, nor deep-copied).
-    _REBUILT = ("_dlib", "_hogs", "_cnn_lock", "_cnn", "_predictor")
+    _REBUILT = ("_dlib", "_hogs", "_hog_state", "_cnn_lock", "_cnn", "_predictor")
 
     def _rebuild(self) -> None:
         """dlib's detectors and landmark predictor, loaded from the models for ``params`` and ``points``."""
@@ -66,7 +69,9 @@ class DlibDetector(RebuiltOnUnpickle):
         self._hogs: queue.SimpleQueue[Any] = queue.SimpleQueue()  # idle HOG detectors, one per concurrent call
         self._cnn_lock = threading.Lock()
         if self.params.face_detector != "cnn":
-            self._hogs.put(dlib.get_frontal_face_detector())
+            first = dlib.get_frontal_face_detector()
+            self._hog_state = pickle.dumps(first)  # (the same filters and weights: the same boxes and scores)
+            self._hogs.put(first)
         if self.params.face_detector != "hog":
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path("mmod_human_face_detector.dat")))
         name = "shape_predictor_68_face_landmarks.dat" if self.points == 68 else "shape_predictor_5_face_landmarks.dat"
@@ -86,8 +91,8 @@ class DlibDetector(RebuiltOnUnpickle):
         """HOG's faces in ``image`` with a HOG object no other thread is using (taken from the pool, or made)."""
         try:
             hog = self._hogs.get_nowait()
-        except queue.Empty:  # every one is in use by another thread: one more
-            hog = self._dlib.get_frontal_face_detector()
+        except queue.Empty:  # every one is in use by another thread: one more, copied from the first
+            hog = pickle.loads(self._hog_state)
         try:
             rects, scores, _ = hog.run(image, self.params.upsample, self.params.threshold)
         finally:
