@@ -1210,6 +1210,50 @@ def test_serve_gives_a_large_photos_freed_image_back(monkeypatch: pytest.MonkeyP
     assert seen == [PILLOW_BLOCK_BYTES] and PILLOW_BLOCK_BYTES > 32 << 20
 
 
+def test_serve_prints_whole_lines_into_a_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Into a pipe (nohup's log, a service's journal) serve prints as facekit's commands do: each message one line
+    however long, and its table laid out to 160 columns (facekit.cli.print_block). Before, its own rich console
+    wrapped everything at 80 columns there: the --host warning came out in two lines, the table was 80 wide and the
+    server's folder cut in pieces in it."""
+    import tempfile
+
+    from facekit_serve import cli as serve_cli
+    from facekit_serve import engine as serve_engine
+    from facekit_serve import offline, web
+
+    from facekit import cli
+
+    parent = tmp_path.joinpath(*["a-folder-with-a-long-name-" + str(i) * 20 for i in range(3)])
+    parent.mkdir(parents=True)
+    abandoned = parent / f"{serve_cli.WORKDIR_PREFIX}abcd1234"  # a stopped server's, removed with a line saying so
+    abandoned.mkdir()
+    (abandoned / serve_cli.SERVE_LOCK).touch()
+    loaded = dataclasses.make_dataclass("Loaded", ["labels", "compare_note", "avatar_note", "max_upload_bytes"])
+    fake = loaded(["dlib"], "", "", 1 << 20)
+    fake.warm_up = fake.close = lambda *args: None
+    monkeypatch.setattr(cli, "console", cli._console(stderr=False))  # (capsys's stdout is no terminal)
+    monkeypatch.setattr(tempfile, "tempdir", str(parent))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # (serve sets it: put back after the test)
+    monkeypatch.setattr(serve_cli, "_stop_on_signals", lambda: None)  # pytest's handlers stay
+    monkeypatch.setattr(serve_cli, "check_port", lambda *args: None)
+    monkeypatch.setattr(offline, "offline_environment", lambda: None)
+    monkeypatch.setattr(serve_engine, "return_freed_images", lambda: None)
+    monkeypatch.setattr(Engine, "load", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(serve_engine, "example_photos", lambda folder: [FACE])
+    monkeypatch.setattr(web, "build_app", lambda *args: None)
+    monkeypatch.setattr(web, "launch", lambda *args, **kwargs: None)
+    serve_cli.serve(host="0.0.0.0", port=8765)
+    out = capsys.readouterr().out
+    warning = "makes the page reachable from other machines: anyone who can reach it can upload photos to this server"
+    assert f"warning: --host 0.0.0.0 {warning}\n" in out
+    assert f"removed 1 folder(s) a stopped server left in {parent} (its visitors' photos)\n" in out
+    assert "open http://0.0.0.0:8765 in a browser; Ctrl+C stops the server\n" in out
+    table = [line for line in out.splitlines() if line.startswith(("┏", "┃", "│", "└", "┌", "├", "┡"))]
+    assert 80 < max(len(line) for line in table) <= 160 and not abandoned.exists()
+
+
 def test_serve_refuses_a_surrey_model_it_was_told_to_use_and_cannot(tmp_path: Path) -> None:
     """helper-67: `--sfm PATH` with a typo or a damaged file started the server without the avatar, a console line
     the only sign; the operator asked for it, so it is an error (no --sfm and none in the store stays a note)."""

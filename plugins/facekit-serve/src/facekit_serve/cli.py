@@ -148,10 +148,10 @@ def serve(
     --host says otherwise; no telemetry, nothing fetched from the internet. Uploads are deleted when their page is
     closed, everything else when the server stops (Ctrl+C). --device is where the normalizing models run (the avatar's
     fit and the page's other work run on the CPU)."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from facekit import cli
     from facekit.normalize import inference_device, resolve_model
     from facekit.progress import status
 
@@ -162,7 +162,10 @@ def serve(
     from facekit_serve.engine import Engine, example_photos, return_freed_images
     from facekit_serve.offline import offline_environment
 
-    console = Console(markup=False)  # paths, hosts and model labels print as they are ("[::1]" too)
+    # facekit's own (paths, hosts and model labels print as they are, "[::1]" too): in a log every line whole, and
+    # the table laid out as facekit's tables are (cli.print_block). Before, rich's default console wrapped both at
+    # 80 columns there, a warning and the server's folder cut in two.
+    console = cli.console
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # --host [::1] as --host ::1
     check_port(host, port)  # before the models load: a taken port is a one-line error, not a minute later
     if not is_loopback(host):
@@ -207,7 +210,7 @@ def serve(
         table.add_row("3-D avatar", "ready" if not engine.avatar_note else engine.avatar_note)
         table.add_row("uploads", f"up to {max_upload_mb:g} MB; {concurrency} at a time, {max_queue} may wait")
         table.add_row("files", f"{workdir} (deleted when the server stops)")
-        console.print(table)
+        cli.print_block(table)
         console.print(f"open {url} in a browser; Ctrl+C stops the server")
         try:
             launch(
