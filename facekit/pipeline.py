@@ -242,9 +242,11 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.runs import start_run
-    from facekit.train import check_trainable, train
+    from facekit.train import checked_trainable, train
 
-    check_trainable(plan, options.resume)  # a refused training leaves no run record (nor a lock) in train.output
+    # A refused training leaves no run record (nor a lock) in train.output; the training takes these findings
+    # rather than checking again (before: three times a stage, each reading the prepared set and listing the photos).
+    checked = checked_trainable(plan, options.resume)
     folder = Path(plan.recipe.train.output)  # (what train returns)
     last = folder / "checkpoints" / "last.safetensors"
     # Which steps this run folder's run trained: a resumed run's record says the step it went on from (before: a
@@ -258,7 +260,7 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
         plan.recipe.train.seed,
         extra={"resumed_from_step": resumed_from},
     )
-    train(plan, resume=options.resume, progress=options.progress)
+    train(plan, resume=options.resume, progress=options.progress, checked=checked)
     steps = plan.recipe.train.steps
     step = int(read_checkpoint_meta(last).get("step", 0)) if last.is_file() else 0
     note = f"step {step} of train.steps {steps}"

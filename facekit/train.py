@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -537,6 +538,37 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     return built_warper, prepared
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainableChecked:
+    """:func:`check_trainable`'s findings for one training of ``plan`` (``resume`` as given), made by
+    :func:`checked_trainable`: what :func:`train` takes from a caller that checked before writing anything (the
+    recipe's train stage, before its run record) instead of checking again. ``checkpoint_seen``: the identity, size
+    and modification time of train.output's checkpoint then (None: there was none); under the training's lock a
+    checkpoint that is no longer so (another training wrote it meanwhile) is checked again."""
+
+    plan: Any
+    resume: bool
+    warper: Any
+    prepared: dict[str, Any] | None
+    checkpoint_seen: tuple[int, int, int] | None
+
+
+def checkpoint_state(checkpoint: Path) -> tuple[int, int, int] | None:
+    """``checkpoint``'s identity, size and modification time; None when there is none."""
+    try:
+        found = checkpoint.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def checked_trainable(plan: Any, resume: bool) -> TrainableChecked:
+    """:func:`check_trainable`, its findings kept with the checkpoint it saw (:class:`TrainableChecked`)."""
+    seen = checkpoint_state(Path(plan.recipe.train.output) / "checkpoints" / CHECKPOINT)
+    warper, prepared = check_trainable(plan, resume)
+    return TrainableChecked(plan, resume, warper, prepared, seen)
+
+
 def unreadable_checkpoint(checkpoint: Path, error: FacekitError) -> FacekitError:
     """``error`` (``checkpoint`` cut short or damaged, refused on --resume) with the newest kept step copy beside it
     whose header reads, and how to resume from it (before: the error alone, though a ``train.keep_every`` copy
@@ -631,12 +663,15 @@ def train(
     progress: bool = False,
     offered_pool: CachedPool | None = None,
     output_locked: bool = False,
+    checked: TrainableChecked | None = None,
 ) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0). ``offered_pool``:
     the tensors of ``train.output/pool.safetensors`` as already read and checked (:func:`facekit.pool.cached_pool`).
     ``output_locked``: the caller holds ``train.output``'s training lock (:func:`facekit.locks.exclusive`; facekit
-    bench, which copies that pool in under it), so the training does not take it again.
+    bench, which copies that pool in under it), so the training does not take it again. ``checked``: this plan's
+    :func:`checked_trainable` (same ``resume``) made by the caller before it wrote anything; without it the
+    training checks its settings, prepared set and train.output itself (:func:`check_trainable`) before its lock.
     """
     from contextlib import nullcontext
 
@@ -644,14 +679,15 @@ def train(
     from facekit.runs import is_rank_zero
 
     output = Path(plan.recipe.train.output)
-    check_trainable(plan, resume)  # before its lock is made in train.output (again inside: a training may be waiting)
+    if checked is None or checked.plan is not plan or checked.resume != resume:
+        checked = checked_trainable(plan, resume)  # before its lock is made in train.output
     try:
         with (
             sigterm_raises("training stopped by {signal}"),
             exclusive(output, "training") if is_rank_zero() and not output_locked else nullcontext(),
             ExitStack() as cleanup,
         ):
-            return _train(plan, resume, progress, cleanup, offered_pool)
+            return _train(plan, resume, progress, cleanup, checked, offered_pool)
     except Terminated as stopped:
         raise Terminated(terminated(output / "checkpoints" / CHECKPOINT, stopped.signal_name), stopped.signum) from None
     except Interrupted:
@@ -676,8 +712,17 @@ def terminated(checkpoint: Path, by: str = "SIGTERM") -> str:
     )
 
 
-def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack, offered_pool: CachedPool | None = None) -> Path:
-    """The training itself; ``cleanup`` (an ExitStack) stops its progress bar and log writer however it ends."""
+def _train(
+    plan: Any,
+    resume: bool,
+    progress: bool,
+    cleanup: ExitStack,
+    checked: TrainableChecked,
+    offered_pool: CachedPool | None = None,
+) -> Path:
+    """The training itself, under train.output's lock; ``cleanup`` (an ExitStack) stops its progress bar and log
+    writer however it ends. ``checked``: :func:`check_trainable`'s findings from before the lock, made again only
+    when train.output's checkpoint changed since (another training wrote it while this one came to its lock)."""
     from facekit.data.dataset import PreparedFaces
 
     called = time.perf_counter()  # (elapsed_seconds in the checkpoint: setup and pool included)
@@ -687,7 +732,9 @@ def _train(plan: Any, resume: bool, progress: bool, cleanup: ExitStack, offered_
     torch.manual_seed(settings.seed)
     output = Path(settings.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
-    built_warper, prepared = check_trainable(plan, resume)
+    if checkpoint_state(checkpoint) != checked.checkpoint_seen:
+        checked = checked_trainable(plan, resume)
+    built_warper, prepared = checked.warper, checked.prepared
     encoder_component = plan.components["encoder"]  # there: check_trainable
     resumed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     if resume and checkpoint.exists():

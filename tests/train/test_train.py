@@ -1266,6 +1266,52 @@ def test_a_training_refused_for_its_device_or_neighbours_leaves_nothing(prepared
         assert not (tmp_path / "run").exists(), change
 
 
+def _counted_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on each call of facekit.train.check_trainable (its real work done) appends a 1 to the list returned."""
+    from facekit import train as training
+
+    checks: list[int] = []
+    real = training.check_trainable
+    monkeypatch.setattr(training, "check_trainable", lambda *a, **k: checks.append(1) or real(*a, **k))
+    return checks
+
+
+def test_a_training_checks_its_settings_and_data_once(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the train stage checked its training three times (before its run record, before the lock, under
+    it), and train() called from Python twice, each reading the prepared set and listing every training photo
+    (0.3-0.5 s a time for paper.yaml's 4,180 people). Once now, and train() alone still checks its inputs."""
+    from facekit.pipeline import RunOptions, run_train_stage
+
+    checks = _counted_checks(monkeypatch)
+    run_train_stage(resolve(tiny_recipe(prepared, tmp_path / "stage", steps=1)), RunOptions(progress=False))
+    assert len(checks) == 1 and (tmp_path / "stage" / "checkpoints" / "last.safetensors").is_file()
+    checks.clear()
+    train(resolve(tiny_recipe(prepared, tmp_path / "api", steps=1)))
+    assert len(checks) == 1
+    with pytest.raises(FacekitError, match="exists: pass --resume"):  # train() on its own refuses as before
+        train(resolve(tiny_recipe(prepared, tmp_path / "api", steps=1)))
+
+
+def test_a_checkpoint_written_after_the_check_is_checked_again_under_the_lock(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The findings taken from before the lock are used only while train.output's checkpoint is as they saw it:
+    one another training wrote meanwhile is checked again, and a fresh training does not overwrite it."""
+    from facekit.train import checked_trainable
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    checked = checked_trainable(plan, False)
+    checks = _counted_checks(monkeypatch)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.safetensors").write_bytes(b"another training's")
+    with pytest.raises(FacekitError, match="exists: pass --resume"):
+        train(plan, checked=checked)
+    assert len(checks) == 1
+    assert (tmp_path / "run" / "checkpoints" / "last.safetensors").read_bytes() == b"another training's"
+
+
 def test_manifest_photos_are_found_from_another_folder_or_data_root(tmp_path: Path) -> None:
     """Before: train.photo_inputs read the manifest's paths as prepare was given them, relative to the folder it ran
     in: training from any other folder (or machine) stopped with 'cannot be read'."""
