@@ -512,7 +512,7 @@ def judge_encoder(name: str, configured: Any = None, device: Any = None, params:
     if params:
         return frozen_encoder(load_component("encoder", name, **params), device)
     if configured is not None and configured.spec.name == name:
-        return frozen_encoder(configured.build(), device)
+        return frozen_encoder(configured.take_built(), device)  # (the build a run's check kept, if any)
     return frozen_encoder(load_component("encoder", name), device)
 
 
@@ -679,6 +679,7 @@ def evaluate_plan(
     model: str | None = None,
     prepared: Any = None,
     device: str = "cpu",
+    judge: Any = None,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
     under ``judges``;
@@ -689,7 +690,8 @@ def evaluate_plan(
     loaded with the detector the recipe names (the evaluate stage builds it to refuse a bad detector before its run
     record), used instead of loading both again. ``device``: where the model and the judges run (``facekit eval
     --device``; a torch device string, checked by :func:`facekit.normalize.inference_device`); the detectors and
-    the baseline run on the CPU."""
+    the baseline run on the CPU. ``judge``: the recipe's ``components.judge`` as the caller resolved it (the
+    evaluate stage's, whose build `facekit run`'s check kept: judged with, not built again)."""
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device, resolve_model, same_device
@@ -799,7 +801,7 @@ def evaluate_plan(
         # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
         # recipe names (components.judge) is built with the recipe's params.
         own = getattr(normalizer, "meta", {}).get("encoder")
-        configured = plan.components.get("judge") if plan is not None else None
+        configured = judge if judge is not None else plan.components.get("judge") if plan is not None else None
 
         def build(name: str) -> Judge:
             # Judge.params: what it was built with where not its defaults, however it was built (before: only the

@@ -346,6 +346,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
         plan.overrides,
         prepared=prepared,  # (not loaded twice)
         device=device,
+        judge=plan.components.get("judge"),  # (built once: check_later_stages)
     )
     own = plan.components["encoder"].spec.name if "encoder" in plan.components else None
     rates = identity_rates(metrics, own)
@@ -919,13 +920,15 @@ def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
             except FacekitError as error:
                 raise FacekitError(f"train.init: {error}") from None
         if "encoder" in plan.components:
-            plan.components["encoder"].build()  # a missing weight file is its plugin's one line, naming the file
+            # A missing weight file is its plugin's one line, naming the file; the training runs this build.
+            plan.components["encoder"].built_once  # noqa: B018
     if "evaluate" in later:
         from facekit.normalize import inference_device
 
         inference_device(plan.recipe.infer.device, "infer.device")  # the evaluate stage runs there too
         if "judge" in plan.components:
-            plan.components["judge"].build()  # a missing weight file is its plugin's one line, naming the file
+            # A missing weight file is its plugin's one line, naming the file; the evaluate stage judges with it.
+            plan.components["judge"].built_once  # noqa: B018
 
 
 def run_plan(

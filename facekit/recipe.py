@@ -536,6 +536,14 @@ class ResolvedComponent:
         through it; before, a full run built it four times). A build that raises is tried again the next time."""
         return self.build()
 
+    def take_built(self) -> Any:
+        """The component :attr:`built_once` kept, no longer kept (the caller owns it: moves it to its device, as the
+        training does the encoder), else a new :meth:`build`: an encoder or judge that `facekit run`'s check of the
+        later stages built to load its weights is the one the stage then runs, and no later stage finds it on
+        another stage's device."""
+        kept = self.__dict__.pop("built_once", None)
+        return kept if kept is not None else self.build()
+
 
 @dataclass
 class Plan:

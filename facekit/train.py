@@ -744,7 +744,9 @@ def _train(
             raise unreadable_checkpoint(checkpoint, error) from None
     elif resume:
         logger.warning("--resume: no checkpoint in %s yet: a fresh training starts", checkpoint.parent)
-    encoder = frozen_encoder(encoder_component.build(), "cpu")  # a module or not (types.Encoder)
+    # A module or not (types.Encoder); the one facekit run's check built, if it did, taken from the plan: the
+    # training moves it to its device, and no later stage finds it there.
+    encoder = frozen_encoder(encoder_component.take_built(), "cpu")
     # The recogniser the identity loss runs (components.identity_encoder), else the encoder itself.
     identity_component = plan.components.get("identity_encoder")
     identity = frozen_encoder(identity_component.build(), "cpu") if identity_component is not None else None

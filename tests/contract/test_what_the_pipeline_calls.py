@@ -575,6 +575,26 @@ def test_the_evaluate_stage_loads_the_model_and_the_recipes_detector_once(
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["detector"] == "dlib-5pt"
 
 
+def test_the_judge_facekit_runs_check_built_is_the_one_the_evaluate_stage_runs(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `facekit run` built components.judge to check its weights before the first stage, and the evaluate
+    stage built it again; it now judges with that build (moved to infer.device there)."""
+    from facekit.pipeline import RunOptions, check_later_stages, run_evaluate_stage
+    from facekit.recipe import ResolvedComponent, load_recipe
+
+    shipped_model_as_trained(tmp_path, {"judge": {"name": "sface"}})
+    builds: list[str] = []
+    real = ResolvedComponent.build
+    monkeypatch.setattr(ResolvedComponent, "build", lambda self: builds.append(self.slot) or real(self))
+    plan = load_recipe(str(tmp_path / "r.yaml"))
+    check_later_stages(plan, ["train", "evaluate"])
+    assert builds == ["judge"]
+    run_evaluate_stage(plan, RunOptions(progress=False))
+    assert builds == ["judge"] and "built_once" not in vars(plan.components["judge"])
+    assert "sface" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["judges"]
+
+
 def test_a_detector_the_model_cannot_align_from_is_refused_before_the_evaluate_run_record(
     data_root: Path, tmp_path: Path
 ) -> None:

@@ -1312,6 +1312,27 @@ def test_a_checkpoint_written_after_the_check_is_checked_again_under_the_lock(
     assert (tmp_path / "run" / "checkpoints" / "last.safetensors").read_bytes() == b"another training's"
 
 
+def test_the_encoder_facekit_runs_check_built_is_the_one_the_training_runs(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `facekit run` built the encoder to check its weights before the first stage, and the training built
+    it again. The training now takes that build from the plan (moved to its device, it is left to no later stage);
+    a run whose first stage is the training builds it there only."""
+    from facekit.pipeline import check_later_stages
+    from facekit.recipe import ResolvedComponent
+
+    builds: list[str] = []
+    real = ResolvedComponent.build
+    monkeypatch.setattr(ResolvedComponent, "build", lambda self: builds.append(self.slot) or real(self))
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=1))
+    check_later_stages(plan, ["train"])
+    assert builds == []
+    check_later_stages(plan, ["prepare", "train"])
+    assert builds == ["encoder"]
+    train(plan)
+    assert builds.count("encoder") == 1 and "built_once" not in vars(plan.components["encoder"])
+
+
 def test_manifest_photos_are_found_from_another_folder_or_data_root(tmp_path: Path) -> None:
     """Before: train.photo_inputs read the manifest's paths as prepare was given them, relative to the folder it ran
     in: training from any other folder (or machine) stopped with 'cannot be read'."""
