@@ -65,9 +65,13 @@ def _after_fork_in_child() -> None:
     forked) would stay held in the child, where that thread does not exist: the child's first photo waited forever
     (stop 52's notes). Such a lock is replaced by a new one; one held by the forking thread itself is kept, which that
     thread releases as it would have in the parent."""
-    torch = sys.modules.get("torch")  # (not imported yet: it has not run here, and the child's pool starts afresh)
+    torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
+    else:  # not imported yet (`from facekit import Normalizer` imports none): the child's torch, when it comes,
+        # starts on one thread too, unless the user chose (before, torch was imported with this module, so a worker
+        # of a pool forked before a Normalizer was built got one thread; without this, every core, in each worker)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     for taker in list(_TURN_TAKERS.values()):
         lock = taker.__dict__.get("_lock")
         if lock is not None and not lock._is_owned():  # (held by no thread, or by one the child does not have)

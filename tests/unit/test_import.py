@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 HEAVY = ("torch", "dlib", "onnxruntime", "timm", "cv2", "tensorflow")
 
@@ -38,6 +41,35 @@ def test_the_normalizer_api_imports_no_torch_until_a_normalizer_is_built() -> No
     both in turn). Torch comes when a Normalizer is built (test_inference_imports_no_training_module builds one)."""
     loaded = _modules_after("from facekit import NormalizedFace, Normalizer, Outcome")
     assert "facekit.normalize" in loaded and not [m for m in HEAVY if m in loaded]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_worker_forked_before_torch_was_imported_gets_one_torch_thread_too() -> None:
+    """A worker of a "fork" pool works on one torch thread (README; no workers times cores threads). Since
+    `from facekit import Normalizer` imports no torch, a pool forked before a Normalizer was built had a torch that
+    came later, in the worker, on every core: facekit.normalize's at-fork hook had nothing to set then. A choice of
+    the user's (OMP_NUM_THREADS set) is kept."""
+    code = (
+        "import os, sys\n"
+        "from facekit import Normalizer\n"
+        "assert 'torch' not in sys.modules\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    import torch\n"
+        "    threads = (os.environ.get('OMP_NUM_THREADS'), torch.get_num_threads())\n"
+        "    os._exit(0 if threads == (sys.argv[1], int(sys.argv[1])) else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    for chosen in (None, "2"):
+        run = subprocess.run(
+            [sys.executable, "-c", code, chosen or "1"],
+            env=env if chosen is None else {**env, "OMP_NUM_THREADS": chosen},
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, (chosen, run.stderr)
 
 
 def test_the_check_itself_can_fail() -> None:
