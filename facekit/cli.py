@@ -263,7 +263,7 @@ def check(
 def _warn_unused_settings(lines: list[str]) -> None:
     """Say each of a recipe's unused settings (Plan.unused_settings) in yellow, on stderr."""
     for line in lines:
-        err_console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+        _say_warning(line)
 
 
 def _say_warning(line: str) -> None:

@@ -553,8 +553,8 @@ class Plan:
     source: str
     components: dict[str, ResolvedComponent] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
-    #: The recipe files read, as :func:`load_recipe` read them (:func:`recipe_sources`); none for a plan resolved
-    #: from data. What each run's run.json records as ``recipe_files``.
+    #: The recipe files read, as :func:`load_recipe` read them (:func:`_sources`: each file of the ``extends``
+    #: chain, once); none for a plan resolved from data. What each run's run.json records as ``recipe_files``.
     recipe_files: tuple[dict[str, Any], ...] = ()
 
     @property
