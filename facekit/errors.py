@@ -313,6 +313,82 @@ def data_workers_lost_said(hint: str) -> Iterator[None]:
         ) from None
 
 
+def data_batches(loader: Any) -> Iterator[Any]:
+    """The batches of a torch DataLoader with worker processes: ``iter(loader)`` now, its workers started with
+    SIGTERM held (:func:`workers_start_with_sigterm_held`), and an iterator of its batches (with the loader's
+    length, for a bar's total) under which a worker that dies (the out-of-memory killer, kill -9) is torch's
+    RuntimeError only where the loop waits for a batch, or as it asks for the next (:func:`data_workers_lost_said`
+    makes it one line). torch's SIGCHLD handler raised it wherever the main thread was: in ``Thread.start`` of a
+    progress bar's refresh thread it broke the thread's start (``KeyError`` in ``del _limbo[self]``: a traceback
+    instead of the line, or the thread's traceback after it), and in code that takes a lock with ``acquire()``
+    before its ``try`` it could leave the lock taken."""
+    _worker_deaths_raised_in_waits()
+    _DEATHS_SEEN.clear()
+    with workers_start_with_sigterm_held():
+        batches = iter(loader)
+    return _Batches(batches)
+
+
+class _Batches:
+    """A DataLoader iterator that first raises the worker death its SIGCHLD came with outside a wait."""
+
+    def __init__(self, batches: Any) -> None:
+        self._batches = batches
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __next__(self) -> Any:
+        if _DEATHS_SEEN:
+            raise RuntimeError(_DEATHS_SEEN[0])
+        return next(self._batches)
+
+
+#: What torch said of a DataLoader worker's death whose SIGCHLD came while the main thread was not waiting for a
+#: batch: :class:`_Batches` raises it as the loop asks for the next.
+_DEATHS_SEEN: list[str] = []
+
+
+def _worker_deaths_raised_in_waits() -> None:
+    """torch's SIGCHLD handler (set for every DataLoader of the process, set here first if need be), wrapped so
+    that the RuntimeError it raises for a dead worker comes out only in the DataLoader's wait for a batch
+    (``_try_get_data``, which turns any error into its own check of the workers), never inside ``Thread.start``;
+    elsewhere it is kept in :data:`_DEATHS_SEEN`. From the main thread only (torch sets none from another)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGCHLD"):
+        return
+    from torch.utils.data import dataloader
+    from torch.utils.data._utils import signal_handling
+
+    set_torchs = getattr(signal_handling, "_set_SIGCHLD_handler", None)
+    if set_torchs is not None:
+        set_torchs()  # (torch's, once per process: the loader's iter sets none after it)
+    torchs = signal.getsignal(signal.SIGCHLD)
+    if not callable(torchs) or getattr(torchs, "_facekit_waits", False):
+        return
+    # (a torch without it: no death is raised from the handler; each loop asks, and torch's own check of the
+    # workers after 5 s without a batch finds the rest)
+    wait = getattr(getattr(dataloader._MultiProcessingDataLoaderIter, "_try_get_data", None), "__code__", None)
+    start = threading.Thread.start.__code__
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            torchs(signum, frame)
+        except RuntimeError as error:
+            codes = []
+            while frame is not None:
+                codes.append(frame.f_code)
+                frame = frame.f_back
+            if wait in codes and start not in codes:
+                raise
+            _DEATHS_SEEN.append(str(error))
+
+    handler._facekit_waits = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGCHLD, handler)
+
+
 def hung_up(fds: Sequence[int] = (1, 2)) -> list[int]:
     """Those of ``fds`` (stdout and stderr) that write to a terminal that hung up (closed: an empty write fails with
     EIO there, and nowhere else: a file, a pipe, a live terminal, a closed descriptor take it or fail otherwise)."""

@@ -16,12 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from facekit.checkpoints import save_tensors
-from facekit.errors import (
-    FacekitError,
-    data_workers_lost_said,
-    stop_only_from_parent,
-    workers_start_with_sigterm_held,
-)
+from facekit.errors import FacekitError, data_batches, data_workers_lost_said, stop_only_from_parent
 from facekit.locks import replace_durably
 from facekit.recipe import BACKGROUND_FOREHEAD, BACKGROUND_MARGIN
 
@@ -95,8 +90,7 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
             morphs, batch_size=64, num_workers=recipe.prepare.workers, worker_init_fn=stop_only_from_parent
         )
         with data_workers_lost_said("run the training again, with prepare.workers=1 to use less memory"):
-            with workers_start_with_sigterm_held():
-                batches = iter(loader)
+            batches = data_batches(loader)  # (before the bar: its threads start after the workers' forks)
             for batch in _track(batches, "making morphs", progress, unit="batch"):
                 images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
                 textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.poisson import BACKGROUND_WEIGHT, COLOUR_WEIGHT, composite, face_mask
-from facekit.errors import stop_only_from_parent, workers_start_with_sigterm_held
+from facekit.errors import data_batches, stop_only_from_parent
 from facekit.images import to_uint8_rgb
 from facekit.warp import sparse_image_warp
 
@@ -411,8 +411,7 @@ def materialise(
             bar.start()
             task = bar.add_task("morphs", total=len(order), unit="morph")
         try:
-            with workers_start_with_sigterm_held():
-                it = iter(loader)
+            it = data_batches(loader)
             for name, items in todo:
                 rows = []
                 for _ in items:

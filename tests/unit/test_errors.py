@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,3 +281,63 @@ def _on_a_hung_up_terminal(code: str, *args: str) -> subprocess.CompletedProcess
         )
     finally:
         os.close(follower)
+
+
+class _NeverReady:
+    """A dataset whose one item never comes: its worker waits until killed."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        signal.pause()
+        return index
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="torch reads a worker's death from SIGCHLD")
+def test_a_data_worker_dying_as_a_bar_starts_its_thread_is_raised_by_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataLoader worker killed (the out-of-memory killer) as a progress bar starts its refresh thread: before,
+    torch's SIGCHLD handler raised its RuntimeError inside ``Thread.start`` (the CLI's one line, then the thread's
+    "Exception ignored in thread started by ... KeyError" traceback, or a KeyError traceback instead of the line:
+    both raced to ``del _limbo[thread]``). Now the bar starts, its thread runs, and the loop raises the worker's death
+    as it asks for a batch. The SIGCHLD is held until the thread has started, then let in inside ``Thread.start``."""
+    import multiprocessing
+    import threading
+
+    from torch.utils.data import DataLoader
+
+    from facekit.errors import data_batches, stop_only_from_parent
+    from facekit.progress import track
+
+    # Held from here in every thread the loader starts, so that it comes to this one alone, when let in.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        before = set(multiprocessing.active_children())
+        dataset: Any = _NeverReady()
+        batches = data_batches(DataLoader(dataset, num_workers=1, worker_init_fn=stop_only_from_parent))
+        (worker,) = set(multiprocessing.active_children()) - before
+        pid = int(worker.pid or 0)
+        os.kill(pid, signal.SIGKILL)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped: torch's handler will see it
+        started: list[threading.Thread] = []
+        start_thread = threading._start_new_thread  # type: ignore[attr-defined]
+
+        def start_then_let_sigchld_in(function: Any, args: Any) -> int:
+            ident = start_thread(function, args)
+            if not started:  # (the bar's refresh thread: rich's Live starts it first)
+                started.append(function.__self__)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # its handler runs here
+            return int(ident)
+
+        unraisable: list[Any] = []
+        monkeypatch.setattr(threading, "_start_new_thread", start_then_let_sigchld_in)
+        monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+        with pytest.raises(RuntimeError, match=rf"^DataLoader worker \(pid {pid}\) is killed by signal") as raised:
+            for _ in track(batches, "morphs"):
+                pass
+        where = [entry.frame.code.raw for entry in raised.traceback]
+        assert threading.Thread.start.__code__ not in where, "raised inside Thread.start"
+        started[0].join()  # (it ended with the bar)
+        assert unraisable == []
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
