@@ -270,3 +270,11 @@ def test_one_prepared_person_is_told_to_add_people_not_to_lower_neighbours(tmp_p
     with pytest.raises(FacekitError, match=r"lower augment\.neighbours \(--set augment\.neighbours=2\)"):
         check_neighbours(plan(3, 5))
     check_neighbours(plan(3, 2))  # two neighbours of three people: a morph can be made
+
+
+def test_full_weights_give_the_partners_landmarks_and_texture(data) -> None:
+    """The morph's other end: a = b = 1 is the partner's shape and texture exactly (on the seed's background)."""
+    m = _morph(data, 1, seed=0, landmark_weight=1.0, texture_weight=1.0)
+    np.testing.assert_array_equal(m.landmarks, data["landmarks"][m.partner])
+    np.testing.assert_allclose(m.texture, data["textures"][m.partner] / 255.0, atol=1e-6)
+    assert np.isfinite(m.image).all() and 0.0 <= m.image.min() and m.image.max() <= 1.0
