@@ -368,6 +368,26 @@ def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> N
         _write_manifest(entries)
 
 
+def _manifest_identity() -> tuple[int, int] | None:
+    """The store's manifest file as (device, inode), None where there is none: :func:`_write_manifest` replaces it
+    with a file of its own, so another identity says the replace happened."""
+    try:
+        found = (store_dir() / MANIFEST).stat()
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _manifest_replaced(before: tuple[int, int] | None) -> bool:
+    """Whether the manifest is no longer the file it was ``before`` (:func:`_manifest_identity`): the new one lists
+    the files stored, so they stay. One that cannot be looked at counts as replaced: a file kept unlisted is a
+    leftover, a listed one removed is a store that fails its verify."""
+    try:
+        return _manifest_identity() != before
+    except OSError:
+        return True
+
+
 def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredModel]) -> None:
     """Put every file of ``files`` (facekit's own, unpacked and checked beside the store) into the store and record
     them in ``entries``' manifest, all or none. Each goes first to a hidden temporary beside its place, moved there
@@ -375,9 +395,12 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
     the bundle's size on the store's disk), then all are renamed into place and the manifest written once. Before,
     each was stored and recorded in turn: a full disk or Ctrl+C on a later one left the earlier ones stored, half a
     bundle. A failure (or a stop) on the way removes the temporaries and the files this import put where none was
-    (a file the store held already is kept: the checks found it the same)."""
+    (a file the store held already is kept: the checks found it the same). The manifest's atomic replace is the
+    commit point: a stop after it removes nothing (before: Ctrl+C in the instructions between that replace and the
+    rollback's test removed files the manifest already listed, and `facekit models verify` said them missing)."""
     staged = [(path, store_dir() / f".{entry.file}.tmp", store_dir() / entry.file) for path, entry in files]
     placed: list[Path] = []
+    manifest_before = _manifest_identity()
     try:
         store_dir().mkdir(parents=True, exist_ok=True)
         for path, temporary, _ in staged:
@@ -388,10 +411,11 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
             os.replace(temporary, final)
             if new:
                 placed.append(final)
-        _write_manifest({**entries, **{entry.file: entry for _, entry in files}})
+        _write_manifest({**entries, **{entry.file: entry for _, entry in files}})  # the commit point
     except BaseException:
-        for final in placed:
-            final.unlink(missing_ok=True)
+        if not _manifest_replaced(manifest_before):
+            for final in placed:
+                final.unlink(missing_ok=True)
         raise
     finally:
         for _, temporary, _ in staged:

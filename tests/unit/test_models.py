@@ -464,6 +464,30 @@ def test_a_bundle_import_that_fails_partway_keeps_none_of_it(
     assert sorted(models.verify_store()) == [("a.onnx", "ok"), ("b.onnx", "ok"), ("z.onnx", "ok")]
 
 
+def test_a_stop_after_the_manifest_is_written_keeps_the_files_it_lists(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest's replace is a bundle import's commit point. Before: Ctrl+C in the instructions after it (its
+    temporary's removal, the return) ran the rollback, which removed the files the new manifest already listed: a
+    store whose verify said them missing."""
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
+    real_replace = os.replace
+
+    def stopped_after_the_manifest(source: Any, target: Any) -> None:
+        real_replace(source, target)
+        if Path(target).name == models.MANIFEST:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(os, "replace", stopped_after_the_manifest)
+        models.import_bundle(out)
+    assert list(models.read_manifest()) == ["mine.onnx"]
+    assert models.verify_store() == [("mine.onnx", "ok")]
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
