@@ -32,11 +32,19 @@ logger = logging.getLogger(__name__)
 
 def cells(plan: Plan) -> list[tuple[str, ...]]:
     """Every combination of the grid as ``key=value`` override strings."""
+    return [tuple(cell) for cell in placed_cells(plan)]
+
+
+def placed_cells(plan: Plan) -> list[dict[str, int]]:
+    """:func:`cells`, each ``key=value`` with the place of its value in its key's list of ``bench.grid``, for
+    :func:`~facekit.recipe.load_recipe`'s ``grid_cell`` to name a refused value by: a value listed twice (``[yes,
+    0.1, true]``) makes cells of one text, told apart only by their places (before, a refusal of the third named the
+    first, ``bench.grid.train.lr.0 ... (got yes)``)."""
     grid = plan.recipe.bench.grid
     keys = list(grid)
     return [
-        tuple(f"{key}={json.dumps(value)}" for key, value in zip(keys, combo, strict=True))
-        for combo in itertools.product(*(grid[k] for k in keys))
+        {f"{key}={json.dumps(grid[key][n])}": n for key, n in zip(keys, places, strict=True)}
+        for places in itertools.product(*(range(len(grid[k])) for k in keys))
     ]
 
 
@@ -218,9 +226,10 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     # Every cell's recipe first: one the recipe refuses is said before anything trains, and is that cell's failed
     # row, not the end of the grid (an encoders x warpers product may hold one pair that cannot go together).
     plans: list[tuple[tuple[str, ...], Plan | FacekitError]] = []
-    for cell in cells(base):
+    placed = placed_cells(base)
+    for cell in map(tuple, placed):
         try:
-            plans.append((cell, load_recipe(recipe, [*overrides, *cell], grid_cell=cell)))
+            plans.append((cell, load_recipe(recipe, [*overrides, *cell], grid_cell=placed[len(plans)])))
         except FacekitError as error:
             # The reason once, where it is read after the run (the command's summary, the cell's row): before
             # (helper-144), this line said it too, so a failed cell's reason came twice on the terminal and in a log.
@@ -232,7 +241,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
     evaluation = scoring(settings, names, configured)
     rows = []
-    for cell, plan in plans:
+    for (cell, plan), places in zip(plans, placed, strict=True):
         if isinstance(plan, FacekitError):  # named by its overrides: it has no recipe to hash
             about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell)}
             rows.append(_failed(results, {**about, "evaluation": evaluation}, 0.0, plan))
@@ -257,7 +266,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         }
         start = time.perf_counter()
         try:  # a cell's own failure is its row; Ctrl+C and facekit's own bugs stop the bench
-            plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)], grid_cell=cell)
+            plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)], grid_cell=places)
             logger.info("bench cell %s: %s", digest, " ".join(cell))
             # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is). Its
             # time is every run's: the checkpoint carries the earlier runs' (before: the last run's alone).

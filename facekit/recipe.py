@@ -1400,13 +1400,15 @@ def _merge(base: Any, update: Any) -> Any:
 def load_recipe(
     path: str | Path,
     overrides: Sequence[str] = (),
-    grid_cell: Collection[str] = (),
+    grid_cell: Collection[str] | Mapping[str, int] = (),
     checks: Callable[[Plan], Sequence[Problem]] | None = None,
 ) -> Plan:
     """Read (following ``extends``), override, validate and resolve a recipe; raise :class:`RecipeError` listing
     every problem, each set in a base file named with it. ``grid_cell``: those of ``overrides`` that are a bench cell's
     (``facekit.bench.cells``), named in a problem by the file of the ``bench.grid`` they come from and the cell, not
-    as a ``--set`` the user did not type. ``checks``: more rules for the resolved plan (:func:`resolve`)."""
+    as a ``--set`` the user did not type; as a mapping (``facekit.bench.placed_cells``), each with its value's place
+    in its key's list, which a value listed twice needs to be named right. ``checks``: more rules for the resolved
+    plan (:func:`resolve`)."""
     file = find_recipe(path)  # a shipped recipe's name: its file; source stays the name as given
     read: list[_ReadFile] = []  # each file of the chain, read once (bench reads the recipe once per grid cell)
     origins: dict[str, Path] | None = None
@@ -1454,7 +1456,7 @@ def _grid_cell_labels(
     path: str | Path,
     file: Path,
     overrides: Sequence[str],
-    cell: Collection[str],
+    cell: Collection[str] | Mapping[str, int],
     origins: Mapping[str, Path],
     read: Sequence[_ReadFile],
 ) -> tuple[dict[str, str], dict[str, _WrittenAt]]:
@@ -1488,10 +1490,11 @@ def _grid_cell_labels(
             within = ("bench", "grid", key)
             values = _walk(files[origin].raw, within) if origin in files else None
             document = files[origin].text if origin in files else ""
-        index = next(
-            (n for n, each in enumerate(values) if json.dumps(each) == value) if isinstance(values, list) else iter(()),
-            None,
-        )
+        # Its place where the caller knows it (bench.placed_cells), else the first of its text: a value listed twice
+        # makes cells of one text (before: a refusal of the second named the first's place and echoed its spelling)
+        place = cell.get(item) if isinstance(cell, Mapping) else None
+        listed = [n for n, each in enumerate(values) if json.dumps(each) == value] if isinstance(values, list) else []
+        index = place if place in listed else next(iter(listed), None)
         if index is None or within is None:
             places[item] = (f"bench.grid.{key}", where, None)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +478,22 @@ def test_a_cell_that_fails_is_its_row_and_the_others_go_on(
     recipe.write_text(yaml.safe_dump(raw))
     with pytest.raises(FacekitError, match=r"train\.lr"):
         run_bench(str(recipe), [], progress=False)
+
+
+def test_a_refused_value_listed_twice_is_named_at_each_of_its_places(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The two cells of a value listed twice have one text: before, both rows named the first's place."""
+    from facekit.bench import run_bench
+
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [-1, 0.001, -1]})
+    rows, _ = run_bench(str(recipe), [], progress=False)
+    assert [re.findall(r"bench\.grid\.train\.lr\.\d", row.get("failed", "")) for row in rows] == [
+        ["bench.grid.train.lr.0"],
+        [],
+        ["bench.grid.train.lr.2"],
+    ]
 
 
 def test_a_resumed_cells_time_is_every_runs(prepared: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -1299,6 +1299,28 @@ def test_a_recipe_with_other_line_ends_or_a_bom_reads_as_with_newlines(tmp_path:
         assert [str(p) for p in caught.value.problems] == ["train.lr: must be a number (got yes)"]
 
 
+def test_a_bench_value_listed_twice_is_refused_at_its_own_place(tmp_path: Path) -> None:
+    """Cells of a value listed twice (``yes`` and ``true`` are one value) have one text: before, the refusal of the
+    later one named the first's place and echoed its spelling (bench.grid.train.steps.0 ... (got yes) for the
+    ``true`` at 2); bench.placed_cells gives each cell's places."""
+    from facekit.bench import cells, placed_cells
+
+    (tmp_path / "grid.yaml").write_text("bench:\n  grid:\n    train.steps: [yes, 3, true]\n")
+    plan = load_recipe(tmp_path / "grid.yaml")
+    assert [tuple(cell) for cell in placed_cells(plan)] == cells(plan)
+    said = []
+    for cell in placed_cells(plan)[::2]:
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(tmp_path / "grid.yaml", list(cell), grid_cell=cell)
+        said += [str(p) for p in caught.value.problems]
+    grid = tmp_path / "grid.yaml"
+    assert said == [
+        f"bench.grid.train.steps.0 of {grid} (cell {{train.steps: yes}}): train.steps must be a whole number (got yes)",
+        f"bench.grid.train.steps.2 of {grid} (cell {{train.steps: true}}): train.steps must be a whole number "
+        "(got true)",
+    ]
+
+
 def test_a_recipe_not_in_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
     """Its bytes are decoded as read_text decoded them: a Latin-1 é is no UTF-8, said in the same line as before."""
     latin = tmp_path / "latin.yaml"
