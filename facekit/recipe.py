@@ -556,6 +556,9 @@ class Plan:
     #: The recipe files read, as :func:`load_recipe` read them (:func:`_sources`: each file of the ``extends``
     #: chain, once); none for a plan resolved from data. What each run's run.json records as ``recipe_files``.
     recipe_files: tuple[dict[str, Any], ...] = ()
+    #: Dotted path -> the file of the ``extends`` chain that sets it last (:func:`recipe_origins`), from the same
+    #: reads; none for a plan resolved from data. What :meth:`unused_settings` names a base file by.
+    origins: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def data_root(self) -> Path:
@@ -573,14 +576,12 @@ class Plan:
         found = [
             (name, why) for name, why in self.recipe.unused_settings() if name not in read and name.startswith(sections)
         ]
-        try:
-            source = find_recipe(self.source)  # (a shipped recipe's name: its file)
-        except FacekitError:
-            source = Path(self.source)
-        if not found or not source.is_file():
+        if not found or not self.recipe_files:  # (a plan resolved from data: no file to name)
             return [f"{name}: not used: {why}" for name, why in found]
+        # The files as load_recipe read them (before: the chain was read and parsed again here, so a base edited
+        # meanwhile was named for what the plan had not read, and each call cost a read of every file)
         given = {_dotted(item.partition("=")[0].strip()) for item in self.overrides}
-        origins, own = recipe_origins(source), source.resolve()
+        origins, own = self.origins, Path(self.recipe_files[0]["file"])
         return [str(_located(Problem(name, f"not used: {why}"), origins, own, given)) for name, why in found]
 
 
@@ -1419,7 +1420,7 @@ def load_recipe(
         labels, written = _grid_cell_labels(path, file, overrides, grid_cell, origins, read) if grid_cell else ({}, {})
         plan = resolve(raw, overrides=overrides, source=str(path), labels=labels, checks=checks, written=written)
         # (hashed as read: `facekit run` starts each stage's run.json hours later, the file maybe edited meanwhile)
-        return replace(plan, recipe_files=_sources(read))
+        return replace(plan, recipe_files=_sources(read), origins=origins)
     except RecipeError as error:
         # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
         source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
@@ -1590,7 +1591,7 @@ def _as_written(problem: Problem, origins: dict[str, Path], given: set[str], tex
     return replace(problem, message=_as_typed(problem.message, written))
 
 
-def _setting_file(path: str, origins: dict[str, Path], given: set[str]) -> Path | None:
+def _setting_file(path: str, origins: Mapping[str, Path], given: set[str]) -> Path | None:
     """The recipe file that sets the dotted ``path`` (``origins``: the longest set prefix), or None where the command
     line set it (``given``: a --set of it or of a section holding it) or no file does."""
     parts = path.split(".")
@@ -1657,7 +1658,7 @@ def _yaml_child(node: yaml.Node, part: str) -> yaml.Node | None:
     return next((found for inner in merged if (found := _yaml_child(inner, part)) is not None), None)
 
 
-def _located(problem: Problem, origins: dict[str, Path], own: Path, given: set[str]) -> Problem:
+def _located(problem: Problem, origins: Mapping[str, Path], own: Path, given: set[str]) -> Problem:
     """``problem`` with the base file that sets its path (the longest set prefix), when that is not ``own`` and the
     command line did not set it (helper-74: a base's stray key was reported under the child's name)."""
     file = _setting_file(problem.path, origins, given)

@@ -1279,6 +1279,34 @@ def test_load_recipe_reads_each_file_of_its_chain_once_and_hashes_what_it_parsed
     ]
 
 
+def test_unused_settings_name_their_base_file_from_the_reads_of_load_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plan.unused_settings read and parsed the ``extends`` chain again (recipe_origins) to name the file that set
+    each setting: a read of every file per call (facekit run, check and bench each warn), and a base edited since
+    the plan was loaded was named for what the plan had not read. Now from the reads of load_recipe."""
+    from collections import Counter
+
+    base = tmp_path / "base.yaml"
+    base.write_text(f"data: {{root: {tmp_path}, train: [], test: []}}\naugment: {{enabled: false, count: 7}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ntrain: {steps: 2}\n")
+    plan = load_recipe(child)
+    base.write_text("data: {root: elsewhere}\n")  # edited after the plan was read: not what the plan holds
+    opened: Counter[Path] = Counter()
+    real_open = Path.open
+
+    def counted_open(self: Path, *args: object, **kwargs: object) -> object:
+        opened[self.resolve()] += 1
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", counted_open)
+    assert plan.unused_settings() == [
+        f"augment.count: not used: augmentation is off (augment.enabled: false) (set in {base.resolve()})"
+    ]
+    assert not opened
+
+
 @pytest.mark.parametrize("newline", ["\r\n", "\r"], ids=["crlf", "cr"])
 def test_a_recipe_with_other_line_ends_or_a_bom_reads_as_with_newlines(tmp_path: Path, newline: str) -> None:
     """A recipe saved on Windows (CRLF, maybe a UTF-8 BOM) reads as the same file with \\n line ends, and a refused
