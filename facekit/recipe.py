@@ -531,16 +531,18 @@ class ResolvedComponent:
 
     @cached_property
     def built_once(self) -> Any:
-        """:meth:`build`'s component, built on first use and then kept: for one without weights that is asked before
-        it is used (the warper: a run's settings check reads its ``differentiable``, then the training trains
-        through it; before, a full run built it four times). A build that raises is tried again the next time."""
+        """:meth:`build`'s component, built on first use and then kept until a stage takes it (:meth:`take_built`):
+        for one that a run's check asks before a stage runs it (the warper's ``differentiable``, an encoder's or
+        judge's weights; before, a full run built the warper four times). A build that raises is tried again the
+        next time. A check may ask it; what runs it takes it, so no two trainings of one plan share one (a plugin's
+        warper may hold state: a cached solve, a learnable parameter) and no plan keeps one after its stage."""
         return self.build()
 
     def take_built(self) -> Any:
         """The component :attr:`built_once` kept, no longer kept (the caller owns it: moves it to its device, as the
-        training does the encoder), else a new :meth:`build`: an encoder or judge that `facekit run`'s check of the
-        later stages built to load its weights is the one the stage then runs, and no later stage finds it on
-        another stage's device."""
+        training does the encoder), else a new :meth:`build`: an encoder, judge or warper that `facekit run`'s check
+        of the later stages built is the one the stage then runs, no later stage finds it on another stage's
+        device, and a second training of the plan builds its own."""
         kept = self.__dict__.pop("built_once", None)
         return kept if kept is not None else self.build()
 

@@ -478,7 +478,9 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     if checkpoint.exists() and not resume:
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
     check_train_output(output)
-    built_warper = plan.components["warper"].built_once if "warper" in plan.components else None
+    # This training's own warper: the one a run's settings check built (taken from the plan, so a second training
+    # of the plan, or its pickled copy, builds its own: a plugin's warper may hold state), else a new build
+    built_warper = plan.components["warper"].take_built() if "warper" in plan.components else None
     if built_warper is not None:  # a recipe's mistake first, and before the pool, which may take hours to encode
         check_warper_for_losses(plan, built_warper)
     training_device(recipe.train)  # (helper-69: train.device cuda without a GPU left a run record and a lock)

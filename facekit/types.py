@@ -416,7 +416,8 @@ class Warper(Protocol):
     runs the function it wraps with the autocast off; bf16's spacing at 128-256 px is 1 px) and return ``warped`` in
     the image's dtype. Tensors it makes go on the image's device (components never choose one). It leaves its three
     inputs as they were: the decoder passes its mean landmarks (a buffer saved with the model) as ``source`` and
-    returns ``destination`` as the face's landmarks.
+    returns ``destination`` as the face's landmarks. It may keep state (a cached solve, a learnable parameter): each
+    training builds its own, which a run's check that asks ``differentiable`` hands over, shared with no other.
     """
 
     differentiable: bool

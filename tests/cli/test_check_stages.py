@@ -251,3 +251,10 @@ def test_a_run_builds_the_warper_once(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
     pipeline.run_plan(plan, ["prepare", "train"], pipeline.RunOptions(progress=False))
     assert len(built) == 1
+    # The training took it: the plan keeps none, and another training of the plan builds its own (before: the
+    # plan kept the first and handed it to every training of it, a plugin's warper with state shared by both).
+    from facekit.train import check_trainable
+
+    assert "built_once" not in vars(plan.components["warper"])
+    again, _ = check_trainable(plan, resume=True)
+    assert len(built) == 2 and again is built[1]
