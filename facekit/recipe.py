@@ -1612,12 +1612,7 @@ def _written(text: str, parts: Sequence[str]) -> str | None:
     ``*steps`` elsewhere is the same value); None where the text holds none there (a section, a quoted scalar, which
     YAML reads as written, a plain scalar written over several lines, which YAML reads as one, or text that is not
     YAML)."""
-    try:
-        node: yaml.Node | None = yaml.compose(text, Loader=_RecipeLoader)  # (a SafeLoader: nodes, nothing built)
-    except (yaml.YAMLError, RecursionError):
-        return None
-    for part in parts:
-        node = _yaml_child(node, part) if node is not None else None
+    node = _node_at(text, parts)
     if not isinstance(node, yaml.ScalarNode) or node.style is not None:
         return None
     # (a node's marks are its event's: from its anchor or tag, which a plain scalar cannot start with)
@@ -1628,16 +1623,23 @@ def _written(text: str, parts: Sequence[str]) -> str | None:
 def _source_text(text: str, parts: Sequence[str]) -> str | None:
     """The node at ``parts`` of the YAML ``text`` as written there, a flow mapping or list too (``{name: tps, params:
     {regularization: 1e-2}}``), where it is on one line; None elsewhere."""
+    node = _node_at(text, parts)
+    if node is None:
+        return None
+    written = _NODE_PROPERTIES.sub("", text[node.start_mark.index : node.end_mark.index]).strip()
+    return None if not written or "\n" in written or "\r" in written else written
+
+
+def _node_at(text: str, parts: Sequence[str]) -> yaml.Node | None:
+    """The node at ``parts`` (mapping keys, list indexes) of the YAML ``text``; None where there is none, or the text
+    is not YAML."""
     try:
         node: yaml.Node | None = yaml.compose(text, Loader=_RecipeLoader)  # (a SafeLoader: nodes, nothing built)
     except (yaml.YAMLError, RecursionError):
         return None
     for part in parts:
         node = _yaml_child(node, part) if node is not None else None
-    if node is None:
-        return None
-    written = _NODE_PROPERTIES.sub("", text[node.start_mark.index : node.end_mark.index]).strip()
-    return None if not written or "\n" in written or "\r" in written else written
+    return node
 
 
 #: The anchor (``&name``) and tag (``!!bool``, ``!local``) a YAML node may be written with, before its value.

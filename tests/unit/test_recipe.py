@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -1243,21 +1244,8 @@ def test_signed_numbers_in_exponent_form_are_numbers_too(tmp_path: Path) -> None
     assert read_yaml(tmp_path / "r.yaml")["bench"]["grid"]["train.lr"] == [-1000.0, 200.0, -5e-4]
 
 
-def test_load_recipe_reads_each_file_of_its_chain_once_and_hashes_what_it_parsed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """load_recipe read and parsed each file of the ``extends`` chain twice (read_recipe, then run.json's
-    ``recipe_files``) and read it a third time for its sha256, and a bench cell's labels read the chain twice more:
-    five reads of each file per cell of a grid. Now each file once, its sha256 of the bytes that were parsed."""
-    import hashlib
-    from collections import Counter
-
-    from facekit.bench import cells
-
-    base = tmp_path / "base.yaml"
-    base.write_text(f"data: {{root: {tmp_path}, train: [], test: []}}\nbench: {{grid: {{train.lr: [0.001, -1]}}}}\n")
-    child = tmp_path / "child.yaml"
-    child.write_text("extends: base.yaml\ntrain: {steps: 2}\n")
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
+    """Path.open made to count its calls per resolved path, from now on in the test."""
     opened: Counter[Path] = Counter()
     real_open = Path.open
 
@@ -1266,6 +1254,24 @@ def test_load_recipe_reads_each_file_of_its_chain_once_and_hashes_what_it_parsed
         return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr(Path, "open", counted_open)
+    return opened
+
+
+def test_load_recipe_reads_each_file_of_its_chain_once_and_hashes_what_it_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_recipe read and parsed each file of the ``extends`` chain twice (read_recipe, then run.json's
+    ``recipe_files``) and read it a third time for its sha256, and a bench cell's labels read the chain twice more:
+    five reads of each file per cell of a grid. Now each file once, its sha256 of the bytes that were parsed."""
+    import hashlib
+
+    from facekit.bench import cells
+
+    base = tmp_path / "base.yaml"
+    base.write_text(f"data: {{root: {tmp_path}, train: [], test: []}}\nbench: {{grid: {{train.lr: [0.001, -1]}}}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ntrain: {steps: 2}\n")
+    opened = _count_opens(monkeypatch)
     kept, refused = cells(load_recipe(child))
     for cell in (kept, refused):  # a cell resolved, and one refused (whose problem is echoed from the text read)
         opened.clear()
@@ -1285,22 +1291,13 @@ def test_unused_settings_name_their_base_file_from_the_reads_of_load_recipe(
     """Plan.unused_settings read and parsed the ``extends`` chain again (recipe_origins) to name the file that set
     each setting: a read of every file per call (facekit run, check and bench each warn), and a base edited since
     the plan was loaded was named for what the plan had not read. Now from the reads of load_recipe."""
-    from collections import Counter
-
     base = tmp_path / "base.yaml"
     base.write_text(f"data: {{root: {tmp_path}, train: [], test: []}}\naugment: {{enabled: false, count: 7}}\n")
     child = tmp_path / "child.yaml"
     child.write_text("extends: base.yaml\ntrain: {steps: 2}\n")
     plan = load_recipe(child)
     base.write_text("data: {root: elsewhere}\n")  # edited after the plan was read: not what the plan holds
-    opened: Counter[Path] = Counter()
-    real_open = Path.open
-
-    def counted_open(self: Path, *args: object, **kwargs: object) -> object:
-        opened[self.resolve()] += 1
-        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(Path, "open", counted_open)
+    opened = _count_opens(monkeypatch)
     assert plan.unused_settings() == [
         f"augment.count: not used: augmentation is off (augment.enabled: false) (set in {base.resolve()})"
     ]
