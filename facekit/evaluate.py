@@ -734,9 +734,13 @@ def evaluate_plan(
     if checkpoint is None and model is None and plan is not None:  # a --model given is the model measured
         checkpoint = str(Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
         if baseline is None and not Path(checkpoint).exists():  # (helper-133: "checkpoint not found" alone)
+            from facekit.pipeline import relative_to_working_folder
+
+            where = relative_to_working_folder(Path(checkpoint))  # (helper-188: from another folder, said nowhere)
+            opening = f"; {where}" if where else ": "
             raise FacekitError(
-                f"checkpoint not found: {checkpoint} (the recipe's train.output: run its train stage first, facekit "
-                f"run {recipe} --stage train, or measure another model: --checkpoint FILE or --model NAME)"
+                f"checkpoint not found: {checkpoint} (the recipe's train.output{opening}run its train stage first, "
+                f"facekit run {recipe} --stage train, or measure another model: --checkpoint FILE or --model NAME)"
             )
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")

@@ -318,7 +318,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     check_output_folders(plan, ["evaluate"])  # before the run folder is made in it
     model = Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors"
     if not model.is_file():  # a refused stage writes nothing (no run record in evaluate.output)
-        raise FacekitError(f"checkpoint not found: {model} (run the train stage first, or set train.output)")
+        raise trained_model_missing(model)
     from facekit.checkpoints import read_checkpoint_meta
 
     model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")
@@ -427,6 +427,8 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if infer.checkpoint is not None and not checkpoint.is_file():  # (helper-98: "from_checkpoint: PosixPath(...)")
         raise FacekitError(infer_checkpoint_missing(infer.checkpoint))
+    if infer.checkpoint is None and not checkpoint.exists():  # (a folder there: from_checkpoint says so)
+        raise trained_model_missing(checkpoint)
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     apps = recipe_apps(plan)
     raise_first(infer_problems(plan))  # no inputs, apps' params it would not use: said before the model loads
@@ -459,6 +461,23 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
         write_apps_json(run_apps(apps, made, Path(infer.output), built=built, per_face=per_face), Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
+
+
+def relative_to_working_folder(model: Path) -> str:
+    """Where the trained model's relative path leads and the first thing to do about it, to open a refusal's list of
+    what to do (``""`` for an absolute path)."""
+    if model.is_absolute():
+        return ""
+    here = f"relative outputs are under {Path.cwd()}, the folder the command runs in"  # (as `facekit check` says)
+    return f"{here}: run from the folder the train stage ran in, "
+
+
+def trained_model_missing(model: Path) -> FacekitError:
+    """The error for the recipe's trained model (train.output's last checkpoint) not there, for the infer and evaluate
+    stages. A relative train.output is under the working folder, which that says (helper-188: run from another folder
+    than the recipe's, "checkpoint not found: runs/mine/train/checkpoints/last.safetensors" alone)."""
+    where = relative_to_working_folder(model)
+    return FacekitError(f"checkpoint not found: {model} ({where}run the train stage first, or set train.output)")
 
 
 def infer_checkpoint_missing(named: str) -> str:

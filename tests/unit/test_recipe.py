@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -1398,3 +1399,41 @@ def test_a_bench_cells_refused_value_is_echoed_as_written_at_its_place_in_the_gr
         f"bench.grid.train.steps.2 of --set {given} (cell {{train.steps: 2.5e0}}): train.steps must be a whole number "
         "(got 2.5e0)",
     ]
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "infer"])
+def test_a_missing_trained_model_says_where_a_relative_train_output_leads(
+    stage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-188: `facekit run mine.yaml --stage infer` (or evaluate) from another folder than the training's said
+    "checkpoint not found: runs/mine/train/checkpoints/last.safetensors" alone: now the folder that path is under, in
+    `facekit check`'s words, and to run from the training's folder."""
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    recipe = {
+        "train": {"output": "runs/mine/train"},
+        "evaluate": {"output": str(tmp_path / "eval")},
+        "infer": {"inputs": [str(tmp_path / "photo.jpg")], "output": str(tmp_path / "infer")},
+    }
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    model = Path("runs/mine/train/checkpoints/last.safetensors")
+    with pytest.raises(FacekitError) as info:
+        run_plan(resolve(recipe), [stage])
+    assert str(info.value) == (
+        f"checkpoint not found: {model} (relative outputs are under {tmp_path}, the folder the command runs in: run "
+        "from the folder the train stage ran in, run the train stage first, or set train.output)"
+    )
+    if stage == "evaluate":  # `facekit eval RECIPE` says it too
+        from facekit.evaluate import evaluate_plan
+
+        (tmp_path / "mine.yaml").write_text(yaml.safe_dump(recipe))
+        here = f"relative outputs are under {tmp_path}, the folder the command runs in: run from the folder the train"
+        with pytest.raises(FacekitError, match=re.escape(f"(the recipe's train.output; {here}")):
+            evaluate_plan("mine.yaml", None, "lfw-devtest", [], None, str(tmp_path / "e"))
+    absolute = {**recipe, "train": {"output": str(tmp_path / "t")}}  # an absolute path is where it says
+    with pytest.raises(FacekitError) as info:
+        run_plan(resolve(absolute), [stage])
+    assert str(info.value) == (
+        f"checkpoint not found: {tmp_path / 't' / model.relative_to('runs/mine/train')} (run the train stage first, "
+        "or set train.output)"
+    )
