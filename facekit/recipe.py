@@ -1259,17 +1259,31 @@ def _shipped_name(given: str | Path) -> str | None:
     )
 
 
-def _suggestion(name: str, shipped: Sequence[str]) -> str:
-    """'did you mean ...?' for a name that is no shipped recipe's: the one it spells in another case (``Demo``,
-    ``PAPER``: difflib found ``demo`` for the first but nothing for the second), else the nearest in any case. Only a
-    suggestion: a name in another case never runs the shipped recipe, as a case-insensitive file system would run a
-    file of the working folder of that name."""
+def _suggestion(name: str, shipped: Sequence[str], files: Sequence[str] = ()) -> str:
+    """'did you mean ...?' for a name that is no shipped recipe's: ``files`` (:func:`_files_like`), then the shipped
+    name it spells in another case (``Demo``, ``PAPER``: difflib found ``demo`` for the first but nothing for the
+    second), else the nearest in any case. Only a suggestion: a name in another case never runs the shipped recipe,
+    as a case-insensitive file system would run a file of the working folder of that name."""
     folded = {choice.casefold(): choice for choice in shipped}
     same = folded.get(name.casefold())
-    if same is not None:
-        return f"did you mean {same!r}?"
-    close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)  # (did_you_mean's cutoff)
-    return f"did you mean {folded[close[0]]!r}?" if close else ""
+    close = [same] if same is not None else difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
+    meant = [*files, *(folded[choice.casefold()] for choice in close)]  # (0.6: did_you_mean's cutoff)
+    return f"did you mean {' or '.join(map(repr, meant))}?" if meant else ""
+
+
+def _files_like(given: Path) -> list[str]:
+    """The recipe file (.yaml, .yml) of the folder ``given`` points into whose name, or name without its suffix
+    (``mine`` for mine.yaml), is nearest to its own, as it would be typed; none where nothing there is as close as a
+    typo (helper-188: `facekit run mine.yam` beside mine.yaml suggested only shipped names)."""
+    folder = given.parent
+    try:
+        files = [file.name for file in folder.iterdir() if file.suffix.lower() in RECIPE_SUFFIXES and file.is_file()]
+    except OSError:  # (no such folder, or not one to read)
+        return []
+    spelled = {key: name for name in files for key in (name.casefold(), Path(name).stem.casefold())}
+    # (0.8, not difflib's 0.6: the suffix two names share made demo.yaml "close" to mine.yaml)
+    close = difflib.get_close_matches(given.name.casefold(), list(spelled), n=1, cutoff=0.8)
+    return [str(folder / spelled[key]) for key in close]
 
 
 def find_recipe(given: str | Path) -> Path:
@@ -1289,11 +1303,14 @@ def find_recipe(given: str | Path) -> Path:
         return shipped[name]
     if path.exists():
         return path  # a folder: read_yaml says that it is not a recipe file
+    files = _files_like(path)
     if path.suffix.lower() in RECIPE_SUFFIXES:
         meant = _shipped_name(path)
-        hint = f" (a shipped recipe is given by its name alone: {meant})" if meant else ""
-        raise FacekitError(f"recipe not found: {given}{hint}")
-    close = _suggestion(name, list(shipped))
+        hints = [_suggestion("", [], files)] if files else []
+        hints += [f"a shipped recipe is given by its name alone: {meant}"] if meant else []
+        said = "; ".join(hints)
+        raise FacekitError(f"recipe not found: {given}{f' ({said})' if said else ''}")
+    close = _suggestion(name, list(shipped), files)
     raise FacekitError(
         f"no recipe file or shipped recipe named '{given}'{f' ({close})' if close else ''}; "
         f"the shipped ones: {', '.join(shipped)}"

@@ -206,6 +206,43 @@ def test_an_empty_recipe_name_is_said_to_be_empty(
         load_recipe("mine.yaml")
 
 
+def test_a_misspelled_recipe_file_suggests_the_file_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-188: `facekit run mine.yam` beside mine.yaml listed the shipped recipes and suggested none of the files
+    there: the nearest recipe file of the folder the name points into is suggested (a name without its suffix too),
+    beside the shipped name meant."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for file in ("mine.yaml", "notes.yml", "sub/mine.yaml", "mine.txt"):
+        Path(file).write_text("{}\n")
+    listed = f"; the shipped ones: {', '.join(shipped_recipes())}"
+    named = "no recipe file or shipped recipe named"
+    cases = {
+        "mine.yam": f"{named} 'mine.yam' (did you mean 'mine.yaml'?){listed}",
+        "mine": f"{named} 'mine' (did you mean 'mine.yaml'?){listed}",
+        "sub/mine.yam": f"{named} 'sub/mine.yam' (did you mean 'sub/mine.yaml'?){listed}",
+        "mne.yaml": "recipe not found: mne.yaml (did you mean 'mine.yaml'?)",
+        "Mine.yaml": "recipe not found: Mine.yaml (did you mean 'mine.yaml'?)",
+        "note.yml": "recipe not found: note.yml (did you mean 'notes.yml'?)",
+        "demoo": f"{named} 'demoo' (did you mean 'demo'?){listed}",
+        "demo.yaml": "recipe not found: demo.yaml (a shipped recipe is given by its name alone: demo)",  # not mine.yaml
+        "nowhere/mine.yam": f"{named} 'nowhere/mine.yam'{listed}",
+    }
+    for given, said in cases.items():
+        with pytest.raises(FacekitError) as error:
+            find_recipe(given)
+        assert str(error.value) == said
+    Path("demp.yaml").write_text("{}\n")  # a file and a shipped name alike
+    with pytest.raises(
+        FacekitError, match=r"^no recipe file or shipped recipe named 'demp' \(did you mean 'demp\.yaml' or 'demo'\?\)"
+    ):
+        find_recipe("demp")
+    with pytest.raises(FacekitError) as error:
+        find_recipe("Demp.yaml")
+    assert str(error.value) == "recipe not found: Demp.yaml (did you mean 'demp.yaml'?)"
+
+
 @pytest.mark.parametrize(
     ("given", "meant"),
     [
