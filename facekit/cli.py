@@ -1290,6 +1290,33 @@ def _names_of(commands: list[Any], groups: list[Any]) -> set[str]:
     return names | {g.name or g.typer_instance.info.name or "" for g in groups if g.typer_instance}
 
 
+#: The exit status of a command line the command cannot take (Typer's, for its own usage errors).
+USAGE_ERROR = 2
+
+
+def _set_split_in_two(args: list[str]) -> str | None:
+    """The line for a ``--set KEY VALUE`` typed with a space for the '=' (``facekit run demo --set train.steps 5``),
+    whose VALUE Typer took for an extra argument ("Got unexpected extra argument (5)", in a box, saying nothing of
+    --set: helper-188), else None. The command line is parsed as Typer's click would, only when a --set is given."""
+    if not {"--set", "-s"} & set(args) or {"--help", "--version"} & set(args):  # (those two answer, as before)
+        return None
+    command: Any = typer.main.get_command(app)
+    name = "facekit"
+    while isinstance(getattr(command, "commands", None), dict):  # a group: its options (--help) take no value
+        words = [i for i, word in enumerate(args) if not word.startswith("-")]
+        if not words or args[words[0]] not in command.commands:
+            return None
+        name, command, args = args[words[0]], command.commands[args[words[0]]], args[words[0] + 1 :]
+    ctx = command.make_context(name, list(args), resilient_parsing=True)  # (no usage error raised, no callbacks)
+    if not ctx.args:  # no extra argument: a --set without '=' is said by the recipe's own check
+        return None
+    lacking = {value for value in ctx.params.get("set_") or [] if "=" not in value}
+    for option, key, value in zip(args, args[1:], args[2:], strict=False):
+        if option in ("--set", "-s") and key in lacking and not value.startswith("-"):  # the word after it is meant
+            return f"--set takes KEY=VALUE: --set {key}={value}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning known errors into one line and an exit code."""
     # Before torch loads: OpenMP's default spin-waiting slows torch whenever another process holds the cores (a
@@ -1309,6 +1336,10 @@ def main(argv: list[str] | None = None) -> int:
         # prepare's say more: their own handlers inside).
         with sigterm_raises(TERMINATED_MESSAGE):
             _register_plugin_commands()
+            split = _set_split_in_two(sys.argv[1:] if argv is None else argv)
+            if split is not None:
+                say_error(split)
+                return USAGE_ERROR
             # Typer's standalone mode handles usage errors and --help itself (by SystemExit); our errors pass through.
             app(args=argv, prog_name="facekit")
     except FacekitError as exc:

@@ -203,6 +203,32 @@ def test_missing_recipe_file() -> None:
     assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr
 
 
+def test_a_set_with_a_space_for_its_equals_sign_is_one_line_saying_key_equals_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """helper-188: `facekit run demo --set train.steps 5` got Typer's boxed "Got unexpected extra argument (5)",
+    nothing about --set: one line with the --set as it should be typed, whichever command takes --set, and before
+    anything runs. A --set without '=' and no word Typer leaves over is the recipe check's (its line kept)."""
+    from facekit.cli import USAGE_ERROR, main
+
+    for args in (
+        ["run", "demo", "--set", "train.steps", "5"],
+        ["run", "--set", "train.steps", "5", "demo"],  # (5 taken for the recipe, demo left over)
+        ["check", "demo", "-s", "train.steps", "5", "--stage", "train"],
+        ["models", "bundle", "demo", "out.tar", "--set", "train.steps", "5"],
+    ):
+        assert main(args) == USAGE_ERROR, args
+        assert capsys.readouterr().err == "error: --set takes KEY=VALUE: --set train.steps=5\n", args
+    assert main(["check", "demo", "--set", "train.steps"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: demo: 1 problem: --set train.steps: expected KEY=VALUE, e.g. train.steps=100"), said
+    assert main(["run", "demo", "--set", "train.steps", "5", "--help"]) == 0  # help first, as for any mistake
+    assert "--set takes" not in capsys.readouterr().err
+    for extra in (["run", "demo", "extra"], ["run", "demo", "--set", "train.steps=5", "7"]):  # Typer's, as before
+        assert main(extra) == 2
+        assert "unexpected extra argument" in capsys.readouterr().err
+
+
 def test_the_cli_waits_passively_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     from facekit.cli import main
 
