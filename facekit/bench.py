@@ -283,6 +283,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
                     progress=progress,
                     offered_pool=_reuse_pool(output / "cells", folder, plan),
                     output_locked=True,
+                    resumes_itself=True,
                 )
             trained = before + time.perf_counter() - start
             # Of which making (or reading) the training pool, every run's: the first cell of an encoder makes it, the

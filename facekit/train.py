@@ -666,6 +666,7 @@ def train(
     offered_pool: CachedPool | None = None,
     output_locked: bool = False,
     checked: TrainableChecked | None = None,
+    resumes_itself: bool = False,
 ) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0). ``offered_pool``:
@@ -674,6 +675,8 @@ def train(
     bench, which copies that pool in under it), so the training does not take it again. ``checked``: this plan's
     :func:`checked_trainable` (same ``resume``) made by the caller before it wrote anything; without it the
     training checks its settings, prepared set and train.output itself (:func:`check_trainable`) before its lock.
+    ``resumes_itself``: the caller, run again, continues it from its checkpoint (facekit bench), which a stop says
+    instead of --resume.
     """
     from contextlib import nullcontext
 
@@ -691,27 +694,27 @@ def train(
         ):
             return _train(plan, resume, progress, cleanup, checked, offered_pool)
     except Terminated as stopped:
-        raise Terminated(terminated(output / "checkpoints" / CHECKPOINT, stopped.signal_name), stopped.signum) from None
+        said = terminated(output / "checkpoints" / CHECKPOINT, stopped.signal_name, resumes_itself)
+        raise Terminated(said, stopped.signum) from None
     except Interrupted:
         raise
     except KeyboardInterrupt:
         # Ctrl+C says what SIGTERM says (before: only the CLI's general line, without the step to resume from).
-        raise Interrupted(terminated(output / "checkpoints" / CHECKPOINT, "Ctrl+C")) from None
+        raise Interrupted(terminated(output / "checkpoints" / CHECKPOINT, "Ctrl+C", resumes_itself)) from None
 
 
-def terminated(checkpoint: Path, by: str = "SIGTERM") -> str:
+def terminated(checkpoint: Path, by: str = "SIGTERM", resumes_itself: bool = False) -> str:
     """What a training stopped by ``by`` (SIGTERM, SIGHUP, Ctrl+C) says: the step its last checkpoint holds and how
-    to go on from it."""
+    to go on from it: --resume, or for a caller that continues it when run again (``resumes_itself``: facekit
+    bench), that (helper-188: `facekit run` said both, the bench's beside the point)."""
     from facekit.checkpoints import read_checkpoint_meta
 
     try:
         step = int(read_checkpoint_meta(checkpoint)["step"])
     except (FacekitError, KeyError, TypeError, ValueError):
         return f"training stopped by {by} before its first checkpoint: run it again to start it over"
-    return (
-        f"training stopped by {by}: {checkpoint} holds step {step}, and --resume continues from it "
-        "(facekit bench, run again, goes on by itself)"
-    )
+    goes_on = "facekit bench, run again, continues it by itself" if resumes_itself else "--resume continues from it"
+    return f"training stopped by {by}: {checkpoint} holds step {step}, and {goes_on}"
 
 
 def _train(
