@@ -46,7 +46,7 @@ import numpy as np
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.dataset import DIGESTED, FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
-from facekit.errors import DETECTOR_ERROR, FacekitError, sigterm_raises
+from facekit.errors import DETECTOR_ERROR, FacekitError, Interrupted, Terminated, sigterm_raises
 from facekit.images import load_rgb
 from facekit.locks import exclusive, replace_durably
 
@@ -489,11 +489,16 @@ def run_prepare(
     (output / WORK).mkdir(parents=True, exist_ok=True)
     # One process per shard; the shards themselves may run at once (that is what they are for). SIGTERM and SIGHUP
     # (the terminal closed; not under nohup) end the run as Ctrl+C does: the workers stopped, what they finished kept.
-    with (
-        sigterm_raises(TERMINATED),
-        exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
-    ):
-        return _run_prepare(plan, output, groups, shard, progress, limit)
+    try:
+        with (
+            sigterm_raises(TERMINATED),
+            exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
+        ):
+            return _run_prepare(plan, output, groups, shard, progress, limit)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # Ctrl+C says what SIGTERM says (helper-188: the CLI's line for every command)
+        raise Interrupted(TERMINATED.format(signal="Ctrl+C")) from None
 
 
 #: What a prepare stopped by SIGTERM or SIGHUP says, ``{signal}`` its name (:class:`facekit.errors.Terminated`).
@@ -771,9 +776,20 @@ def _in_workers(
         futures = [executor.submit(process_identity, task) for task in tasks]
 
     def finished() -> Iterator[dict[str, Any]]:
+        given = set()
         try:
             for future in as_completed(futures):
+                given.add(future)
                 yield future.result()
+        except (KeyboardInterrupt, Terminated):
+            # The identities the workers finished while the run stopped (their averages written), given too, so
+            # that their records are written and counted (helper-188: "stopped at 0/18" while workers had finished
+            # people, done again by the next run). The workers stopped first: no more finish meanwhile.
+            _shutdown(executor, stop)
+            for future in futures:
+                if future not in given and not future.cancelled() and future.exception() is None:
+                    yield future.result()
+            raise
         except BrokenProcessPool:
             raise FacekitError(
                 "a prepare worker stopped without finishing (out of memory, killed, or it could not start: a message "

@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1170,3 +1171,63 @@ def test_no_thread_of_a_prepare_worker_takes_a_sigterm_but_its_waiter(
     finally:
         process.send_signal(signal.SIGKILL)
         _ended(process)
+
+
+def test_a_stopped_prepare_writes_the_identities_its_workers_finished_and_says_how_it_goes_on(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-188: an interrupted prepare said "stopped at 0/18" while its workers had finished people: the records
+    finished as it stopped were dropped (their averages written, done again by the next run). They are given after
+    the stop, then the stop goes on; and Ctrl+C says what prepare does when run again (before: the CLI's line for
+    every command)."""
+    import concurrent.futures
+    import contextlib
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from facekit.data import prepare
+    from facekit.errors import Interrupted
+    from facekit.recipe import PrepareSection
+
+    class Finished:  # a pool whose workers have finished every identity, one failed and one cancelled
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def submit(self, fn: Any, task: tuple[str, Any]) -> Future:
+            future: Future = Future()
+            if task[0] == "cancelled":
+                future.cancel()
+            elif task[0] == "stopped":
+                future.set_exception(KeyboardInterrupt())
+            else:
+                future.set_result({"identity": task[0]})
+            return future
+
+        def shutdown(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    def first_then_ctrl_c(futures: list[Future]) -> Iterator[Future]:
+        yield futures[0]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Finished)
+    monkeypatch.setattr(concurrent.futures, "as_completed", first_then_ctrl_c)
+    rules = PrepareSection(output=str(tmp_path / "out"), image_size=96, interocular_px=24).model_dump(mode="json")
+    config = prepare.WorkerConfig("dlib", {}, rules, str(data_root / "sfm"), str(tmp_path / "work"))
+    tasks = [(name, []) for name in ("a", "stopped", "b", "cancelled", "c")]
+    given = []
+    with contextlib.ExitStack() as stack, pytest.raises(KeyboardInterrupt):
+        for record in prepare._in_workers(stack, 2, config, tasks):
+            given.append(record["identity"])
+    assert given == ["a", "b", "c"]
+
+    def ctrl_c(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "_run_prepare", ctrl_c)
+    plan = SimpleNamespace(recipe=SimpleNamespace(prepare=SimpleNamespace(output=str(tmp_path / "out"))))
+    with pytest.raises(Interrupted) as stop:
+        prepare.run_prepare(plan, groups={})
+    assert str(stop.value) == (
+        "prepare stopped by Ctrl+C: the people it finished are kept, and prepare run again goes on with the others"
+    )
