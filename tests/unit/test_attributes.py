@@ -474,3 +474,14 @@ def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
         (out / name).unlink()
     model = "another"
     assert {r.status for r in run()} == {"exists"}
+
+
+def test_readme_names_every_file_facekit_attributes_writes() -> None:
+    """helper-188: README's `facekit attributes` line named attributes.csv|json, not the NAME_attributes.png it
+    writes beside them for every photo with a face."""
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS
+
+    lines = (Path(__file__).parents[2] / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("facekit attributes "))
+    said = " ".join([lines[start], *(line for line in lines[start + 1 : start + 4] if line.lstrip().startswith("#"))])
+    assert "attributes.csv|json" in said and all(f"NAME{suffix}" in said for suffix in ATTRIBUTE_OUTPUTS), said
