@@ -252,6 +252,29 @@ def sigterm_raises(message: str) -> Iterator[None]:
                 signal.signal(number, previous[number])
 
 
+#: What a stop asked for by the user raises from its handler in the main thread: SIGTERM and SIGHUP
+#: (:func:`sigterm_raises`), SIGINT (Ctrl+C, Python's KeyboardInterrupt).
+_USER_STOPS: frozenset[int] = frozenset((*STOP_SIGNALS, signal.SIGINT))
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """SIGTERM, SIGHUP and SIGINT held back from the main thread while the block runs (a progress bar's display
+    starting its refresh thread: :class:`facekit.progress.Progress`), and from the threads it starts, which keep them
+    so: one sent meanwhile raises its :class:`Terminated` or KeyboardInterrupt as the block ends, from its end, and
+    never inside ``Thread.start`` or halfway through the block, which the code around it cannot undo (a bar's display
+    left started: the terminal's cursor hidden after the command's line, the display's thread drawing on). Elsewhere
+    than in the main thread, or where the system holds no signals (Windows), the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _USER_STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)  # (the handler of one that came runs in this call)
+
+
 def stop_only_from_parent(_worker_id: int | None = None) -> None:
     """In a worker process (a prepare worker; a torch DataLoader's, as its ``worker_init_fn``), before it starts a
     thread: a SIGTERM its parent sends (multiprocessing's ``terminate``, which a broken pool or a worker that does not

@@ -30,7 +30,7 @@ import rich.status
 from rich.console import Console
 from rich.text import Text
 
-from facekit.errors import FacekitError, hangup_seen_in_a_thread
+from facekit.errors import FacekitError, hangup_seen_in_a_thread, stops_held
 
 #: Seconds between two plain lines of a task at most (a tenth of the work done sooner writes one sooner).
 DEFAULT_INTERVAL_S = 30.0
@@ -69,6 +69,19 @@ class _Live(rich.live.Live):
     which may come after, or never (a command in a session of its own: ``setsid``). Before, the command ran on
     unshown to its end (its display stopped drawing: a hung-up terminal is no tty) and then said it had been
     stopped, its last write failing; with ``FORCE_COLOR`` set, the thread also died with a traceback."""
+
+    def start(self, refresh: bool = False) -> None:
+        """rich's start, whole or not at all: a stop (SIGTERM, SIGHUP, Ctrl+C) that comes as it runs is held until it
+        has started the display's thread (:func:`facekit.errors.stops_held`), and then stops the display before it is
+        raised. Before, its handler raised inside the start (in ``Thread.start``), the display stayed on past the
+        command's line, its thread drawing, and the terminal kept the cursor it hid (the log lost the bar's last
+        line), as the ``with`` that starts it, which never began, never stopped it."""
+        try:
+            with stops_held():
+                super().start(refresh)
+        except BaseException:
+            self.stop()
+            raise
 
     def refresh(self) -> None:  # (ten times a second: its imports are the module's)
         thread = threading.current_thread()

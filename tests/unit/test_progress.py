@@ -305,3 +305,43 @@ def test_a_rich_without_its_refresh_thread_class_keeps_its_own_display(monkeypat
     with bar:
         bar.add_task("work", total=2)
         bar.refresh()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs signals that a thread can hold")
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("display", ["bar", "spinner"])
+def test_a_stop_as_a_display_starts_its_thread_stops_the_display(
+    monkeypatch: pytest.MonkeyPatch, default_handlers: None, number: int, display: str
+) -> None:
+    """A SIGTERM (under the CLI's handler) or a Ctrl+C that comes as a bar or spinner starts its refresh thread: its
+    handler raised inside ``Thread.start``, out of the ``with`` that starts the display before the block began, so
+    nothing stopped it: the terminal kept the cursor it hid after the command's line, and the thread drew on. Now
+    the stop is raised once the display has started, which it stops first. The signal is sent to this thread right
+    after the refresh thread starts, inside ``Thread.start``."""
+    import threading
+
+    from facekit.errors import Terminated, sigterm_raises
+    from facekit.progress import status
+
+    started: list[threading.Thread] = []
+    start_thread = threading._start_new_thread  # type: ignore[attr-defined]
+
+    def start_then_stop(function: object, args: object) -> int:
+        ident = start_thread(function, args)
+        if not started:
+            started.append(function.__self__)  # type: ignore[attr-defined]
+            signal.pthread_kill(threading.get_ident(), number)  # (its handler runs here, or when let in)
+        return int(ident)
+
+    bar, lines, shown, _ = consoles(terminal=True)
+    monkeypatch.setattr(threading, "_start_new_thread", start_then_stop)
+    stops = Terminated if number == signal.SIGTERM else KeyboardInterrupt
+    with pytest.raises(stops) as raised, sigterm_raises("stopped by {signal}"):
+        with Progress(console=bar, lines=lines) if display == "bar" else status(bar, "loading"):
+            pytest.fail("the block ran")
+    where = [entry.frame.code.raw for entry in raised.traceback]
+    assert threading.Thread.start.__code__ not in where, "raised inside Thread.start"
+    assert started[0].done.is_set(), "the display's thread draws on"  # type: ignore[attr-defined]
+    started[0].join()
+    drawn = shown.getvalue()
+    assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"), "the cursor stays hidden"
