@@ -865,8 +865,10 @@ def _train(
     bar = _progress_bar(progress and dist.main, max(settings.steps, start_step), start_step)  # (not "4/2")
     if bar is not None:
         # Stopped however the loop ends (Ctrl+C, a divergence, a full disk): before, the terminal kept its cursor
-        # hidden after the command ended, and the error line was printed onto the bar's (helper-115).
+        # hidden after the command ended, and the error line was printed onto the bar's (helper-115). Its stop is
+        # the cleanup's before it starts: a Ctrl+C or SIGTERM as the start returned left it started.
         cleanup.callback(bar[0].stop)
+        bar[0].start()
     # The identity loss's items of the global batch that are this rank's (the same set N processes or one).
     slice_identity = identity_items(settings.batch_size, settings.loss.identity_share, dist.rank, dist.world)
     for step in range(start_step + 1, settings.steps + 1):
@@ -1066,8 +1068,7 @@ def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any] | Non
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()
     )
-    bar.start()
-    return bar, bar.add_task("train", total=total, completed=done, unit="step")
+    return bar, bar.add_task("train", total=total, completed=done, unit="step")  # (not started: the caller starts it)
 
 
 def _sample_grid(decoder: torch.nn.Module, pool: Pool, index: np.ndarray, device: torch.device, path: Path) -> None:

@@ -408,9 +408,10 @@ def materialise(
             from facekit.progress import Progress
 
             bar = Progress(transient=True)
-            bar.start()
             task = bar.add_task("morphs", total=len(order), unit="morph")
         try:
+            if bar is not None:  # (started in the try: a Ctrl+C or SIGTERM as its start returns still stops it)
+                bar.start()
             it = data_batches(loader)
             for name, items in todo:
                 rows = []

@@ -194,6 +194,26 @@ def test_materialise_resumes_and_never_duplicates(data, tmp_path) -> None:
     assert materialise(ds, 30, out, shard_size=10, workers=0, progress=False) == []
 
 
+def test_a_stop_as_materialises_bar_starts_stops_the_bar(data, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl+C (or SIGTERM) whose handler ran as the morphs' bar returned from its start, before the ``try`` that
+    stops it: the bar stayed started (the terminal's cursor hidden after the command's line). Raised here as the start
+    returns."""
+    from facekit.progress import Progress
+
+    bars: list[Progress] = []
+    real_start = Progress.start
+
+    def start_then_stop(self: Progress) -> None:
+        real_start(self)
+        bars.append(self)
+        raise KeyboardInterrupt  # as Ctrl+C would, as the start returns
+
+    monkeypatch.setattr(Progress, "start", start_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        materialise(_dataset(data, length=10), 10, tmp_path / "morphs", shard_size=10, workers=0, progress=True)
+    assert len(bars) == 1 and not bars[0].live.is_started
+
+
 def test_materialise_after_the_count_or_the_data_changed(data, tmp_path) -> None:
     out = tmp_path / "morphs"
     materialise(_dataset(data, length=25), 25, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 1})
