@@ -15,7 +15,8 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +94,46 @@ def say_error(message: str, label: str = "error") -> None:
 KIND_ALIASES = {f"{k}s": k for k in KINDS} | {k: k for k in KINDS}
 #: What a command's recipe argument takes (facekit.recipe.find_recipe).
 RECIPE_HELP = "recipe YAML file, or a shipped recipe's name (facekit list recipes)"
+
+
+class PhotosStopped:
+    """What a photo command (normalize, adjust, attributes, avatar) stopped by Ctrl+C, SIGTERM or SIGHUP says: how
+    many of its photos it finished, kept in ``out``, and that the same command run again goes on with the rest (each
+    skips the photos whose outputs it finds made with the same settings, status 'done', and attributes keeps their
+    rows). Before: the CLI's one line listing what every command does. :meth:`saying` is the block that says it,
+    from after the photos are planned (``total`` of them; a stop before has written nothing); :meth:`counting` counts
+    each finished photo (each row)."""
+
+    def __init__(self, command: str, out: str, total: int) -> None:
+        self.command, self.out, self.total = command, out, total
+        self.done = 0
+
+    def counting(self, on_row: Callable[[Any], object]) -> Callable[[Any], None]:
+        """``on_row`` (the progress bar's advance), each row counted first (its outputs are written by then)."""
+
+        def counted(row: Any) -> None:
+            self.done += 1
+            on_row(row)
+
+        return counted
+
+    def line(self, by: str) -> str:
+        if not self.done:  # (stopped while the model loads, or before its first photo's outputs)
+            return f"{self.command} stopped by {by} before its first photo was done: run the same command again"
+        rest = self.total - self.done
+        said = f"{self.command} stopped by {by}: {self.done} of {self.total} photos finished, kept in {self.out}"
+        return f"{said}; run the same command again to go on with the other {rest}" if rest > 0 else said
+
+    @contextmanager
+    def saying(self) -> Iterator[PhotosStopped]:
+        try:
+            yield self
+        except Terminated as stop:
+            raise Terminated(self.line(stop.signal_name), stop.signum) from None
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(self.line("Ctrl+C")) from None
 
 
 def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], summary: str, failed: int) -> None:
@@ -457,13 +498,16 @@ def normalize(
 
     # Bad inputs or -o are reported before the model loads.
     plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
-    path = resolve_model(model, checkpoint)
-    runs_on = inference_device(device)
-    settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default for the detector
-    normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value, size=size)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("normalizing", total=len(plan.planned), unit="photo")
-        summary = normalize_planned(normalizer, plan, path, overwrite, on_row=lambda row: progress.advance(task))
+    stopped = PhotosStopped("normalize", out, len(plan.planned))
+    with stopped.saying():
+        path = resolve_model(model, checkpoint)
+        runs_on = inference_device(device)
+        settings = detail_settings(detail, detail_shape, detail_forehead)  # None: the library's default, by detector
+        normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value, size=size)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("normalizing", total=len(plan.planned), unit="photo")
+            on_row = stopped.counting(lambda row: progress.advance(task))
+            summary = normalize_planned(normalizer, plan, path, overwrite, on_row=on_row)
     done = len(summary.rows) - summary.failed
     grid = f"; grid: {summary.grid}" if summary.grid else f"; {summary.grid_left}" if summary.grid_left else ""
     report_rows(
@@ -616,27 +660,33 @@ def adjust(
             )
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
-    # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").
-    runs_on: dict[str, str] = {}
-    if method == "adjust":  # before the model loads; the others need no torch (facekit.normalize imports it)
-        from facekit.normalize import inference_device
+    stopped = PhotosStopped("adjust", out, len(plan.planned))  # (the checks above write nothing)
+    with stopped.saying():
+        # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").
+        runs_on: dict[str, str] = {}
+        if method == "adjust":  # before the model loads; the others need no torch (facekit.normalize imports it)
+            from facekit.normalize import inference_device
 
-        runs_on["device"] = inference_device(device)
-    try:
-        corrector = _corrector(method, {**params, **runs_on})
-    except ParamsError as error:  # a rule of the adjust app's params (fuse, refine with --mapping ycrcb...)
-        raise FacekitError(_as_options(error.problems)) from None
-    settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
-    if method == "adjust":
-        from facekit.models import sha256_file
-        from facekit.normalize import resolve_model
+            runs_on["device"] = inference_device(device)
+        try:
+            corrector = _corrector(method, {**params, **runs_on})
+        except ParamsError as error:  # a rule of the adjust app's params (fuse, refine with --mapping ycrcb...)
+            raise FacekitError(_as_options(error.problems)) from None
+        settings = {"method": method, **params}  # in each record: a rerun with the same is "done"
+        if method == "adjust":
+            from facekit.models import sha256_file
+            from facekit.normalize import resolve_model
 
-        settings["model_sha256"] = sha256_file(resolve_model(model, checkpoint))
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("adjusting", total=len(plan.planned), unit="photo")
-        rows = adjust_files(
-            plan, corrector, on_row=lambda row: progress.advance(task), overwrite=overwrite, settings=settings
-        )
+            settings["model_sha256"] = sha256_file(resolve_model(model, checkpoint))
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("adjusting", total=len(plan.planned), unit="photo")
+            rows = adjust_files(
+                plan,
+                corrector,
+                on_row=stopped.counting(lambda row: progress.advance(task)),
+                overwrite=overwrite,
+                settings=settings,
+            )
     failed = sum(row.status not in ("adjusted", "done") for row in rows)
     report_rows(
         f"facekit adjust ({method}) -> {out}",
@@ -1020,18 +1070,24 @@ def attributes(
     from facekit.progress import Progress
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
-    runs_on = inference_device(device)
-    model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed
-    check_tables_clear(plan, overwrite, model_sha256, face.value)
-    measurer = facekit.load_component(
-        "app", "attributes", model=model, checkpoint=checkpoint, face=face.value, device=runs_on
-    )
-    measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=len(plan.planned), unit="photo")
-        rows = attributes_files(
-            plan, measurer, on_row=lambda row: progress.advance(task), overwrite=overwrite, model_sha256=model_sha256
+    stopped = PhotosStopped("attributes", out, len(plan.planned))
+    with stopped.saying():
+        runs_on = inference_device(device)
+        model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed
+        check_tables_clear(plan, overwrite, model_sha256, face.value)
+        measurer = facekit.load_component(
+            "app", "attributes", model=model, checkpoint=checkpoint, face=face.value, device=runs_on
         )
+        measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("measuring", total=len(plan.planned), unit="photo")
+            rows = attributes_files(
+                plan,
+                measurer,
+                on_row=stopped.counting(lambda row: progress.advance(task)),
+                overwrite=overwrite,
+                model_sha256=model_sha256,
+            )
     lines = []
     for row in rows:
         values = row.values
@@ -1398,10 +1454,10 @@ def _os_error_line(exc: OSError) -> str:
 
 #: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as Typer exits.
 INTERRUPTED = 130
-INTERRUPTED_MESSAGE = (
-    "interrupted: what was written stays; normalize, adjust, attributes and avatar skip finished photos when run "
-    "again, prepare goes on with the people not yet done, and --resume continues a training"
-)
+#: What a command stopped by Ctrl+C says where it has no line of its own: normalize, adjust, attributes and avatar
+#: (:class:`PhotosStopped`), prepare and a training say what they do when run again (before: this line listed them
+#: all, whichever command ran).
+INTERRUPTED_MESSAGE = "interrupted: what was written stays"
 
 
 def _interrupted_message(stop: BaseException) -> str:

@@ -268,9 +268,9 @@ def test_ctrl_c_says_what_is_kept(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(facekit.batch, "plan_folder", interrupted)
+    monkeypatch.setattr(facekit.batch, "plan_folder", interrupted)  # (before its photos are known: nothing written)
     assert main(["normalize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == INTERRUPTED == 130
-    assert "interrupted: what was written stays; normalize, adjust" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: interrupted: what was written stays\n"
     # Ctrl-C while the plugins load, before Typer runs the command (before: a KeyboardInterrupt traceback).
     import facekit.cli
 
@@ -278,6 +278,61 @@ def test_ctrl_c_says_what_is_kept(
     assert main(["normalize", str(tmp_path / "a.jpg")]) == INTERRUPTED
     err = capsys.readouterr().err
     assert "interrupted: what was written stays" in err and "Traceback" not in err
+
+
+#: Each photo command with its arguments, and the function that goes through its photos (module, name).
+PHOTO_COMMANDS = {
+    "normalize": (["normalize"], "facekit.batch", "normalize_planned"),
+    "adjust": (["adjust", "--method", "gray-world"], "facekit.apps.adjust", "adjust_files"),
+    "attributes": (["attributes"], "facekit.apps.attributes", "attributes_files"),
+    "avatar": (["avatar"], "facekit_avatar.cli", "avatar_files"),
+}
+
+
+@pytest.mark.parametrize("command", list(PHOTO_COMMANDS))
+def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rerun_goes_on(
+    command: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-188: Ctrl+C, SIGTERM or SIGHUP in normalize, adjust, attributes or avatar said the CLI's line listing
+    what every command does when run again (prepare's and the training's too). Each now says its own: how many of
+    its photos it finished, where, and that the same command run again goes on with the rest (as a real Ctrl+C and
+    rerun showed: normalize, adjust and avatar say the finished photos 'done', attributes keeps their rows)."""
+    import importlib
+    from types import SimpleNamespace
+
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+    from facekit.normalize import Normalizer
+    from facekit.types import FaceChoice
+
+    arguments, module, name = PHOTO_COMMANDS[command]
+    photos = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:3]
+    stop: BaseException = KeyboardInterrupt()
+    finished = 2
+
+    def through(*args: Any, on_row: Any, **kwargs: Any) -> None:  # two photos' outputs written, then the stop
+        for _ in range(finished):
+            on_row(None)
+        raise stop
+
+    normalizer = SimpleNamespace(detail=SimpleNamespace(as_record=dict), face=FaceChoice.LARGEST)
+    monkeypatch.setattr(importlib.import_module(module), name, through)
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *args, **kwargs: normalizer))
+    # (attributes' measurer, avatar's maker: no model loaded)
+    built = SimpleNamespace(normalizer=normalizer, model=SimpleNamespace(path=photos[0]))
+    monkeypatch.setattr(facekit, "load_component", lambda *args, **kwargs: built)
+    out = tmp_path / "out"
+    line = [*arguments, *map(str, photos), "-o", str(out), *(["--sfm", str(photos[0])] if command == "avatar" else [])]
+    assert main(line) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [  # (after the progress bar's lines)
+        f"error: {command} stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; run the same command again to "
+        "go on with the other 1"
+    ]
+    stop, finished = Terminated("stopped by {signal}", signal.SIGTERM), 0  # (the CLI's line for every command)
+    assert main(line) == 143
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: {command} stopped by SIGTERM before its first photo was done: run the same command again"
+    ]
 
 
 def test_a_permission_error_says_file_or_folder_as_it_is(
@@ -370,17 +425,16 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(data_root: Path, tmp_path: Path, 
         "normalize",
         hang_up=signum == signal.SIGHUP,
     )
+    rows = [line for line in manifest.read_text().splitlines() if line]
     assert (status, said) == (
         128 + signum,
         [
-            f"error: stopped by {signal.Signals(signum).name}: what was written stays; normalize, adjust, attributes "
-            "and avatar skip finished photos when run again, prepare goes on with the people not yet done, and "
-            "--resume continues a training"
+            f"error: normalize stopped by {signal.Signals(signum).name}: {len(rows)} of 40 photos finished, kept in "
+            f"{out}; run the same command again to go on with the other {40 - len(rows)}"
         ],
     )
     if signum == signal.SIGTERM:  # (a closed terminal shows nothing)
         assert shown.rfind(b"\x1b[?25h") > shown.rfind(b"\x1b[?25l") >= 0  # the cursor shown again after the bar
-    rows = [line for line in manifest.read_text().splitlines() if line]
     assert len(rows) >= 2 and all(json.loads(row)["status"] == "ok" for row in rows)
 
 
@@ -411,10 +465,7 @@ def test_a_write_to_a_terminal_that_hung_up_before_its_sighup_came_stops_as_the_
         os.close(follower)
     assert (result.returncode, log.read_text().splitlines()) == (
         129,
-        [
-            "error: stopped by SIGHUP: what was written stays; normalize, adjust, attributes and avatar skip finished "
-            "photos when run again, prepare goes on with the people not yet done, and --resume continues a training"
-        ],
+        ["error: stopped by SIGHUP: what was written stays"],
     )
 
 

@@ -71,7 +71,7 @@ def avatar(
     when some photos got no avatar."""
     import facekit
     from facekit.batch import plan_folder
-    from facekit.cli import STATUS_COLUMNS, console, report_rows
+    from facekit.cli import STATUS_COLUMNS, PhotosStopped, console, report_rows
     from facekit.models import WeightsNotFoundError, sha256_file
     from facekit.normalize import Normalizer, inference_device, resolve_model
     from facekit.progress import Progress
@@ -79,36 +79,40 @@ def avatar(
 
     # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS, plain=True)  # bad inputs before loading
-    model_path = resolve_model(model, checkpoint)
-    runs_on = inference_device(device)  # a GPU that is not there: one line before the Surrey model and the normalizer
-    # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
-    try:
-        maker = facekit.load_component("app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks.value)
-    except WeightsNotFoundError as error:
-        if sfm is not None:
-            raise
-        # The store's own advice leaves out the option this command has for it (an audit ran into it).
-        raise WeightsNotFoundError(f"{error}. Or pass its path: --sfm PATH") from None
-    normalizer = Normalizer.from_checkpoint(model_path, device=runs_on, face=face.value)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("avatars", total=len(plan.planned), unit="photo")
-        settings = {
-            "model_sha256": sha256_file(model_path),
-            "sfm_sha256": sha256_file(maker.model.path),
-            "texture_size": texture_size,
-            "landmarks": landmarks.value,
-            "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
-            # Left out for the largest, so that avatars made before the choice existed are still done.
-            **({"face": rule} if (rule := face_record(normalizer.face)) else {}),
-        }
-        rows = avatar_files(
-            plan,
-            normalizer,
-            maker,
-            on_row=lambda row: progress.advance(task),
-            overwrite=overwrite,
-            settings=settings,
-        )
+    stopped = PhotosStopped("avatar", out, len(plan.planned))
+    with stopped.saying():
+        model_path = resolve_model(model, checkpoint)
+        runs_on = inference_device(device)  # a GPU that is not there: one line before the Surrey model and normalizer
+        # The avatar's own options (--sfm, --landmarks) are checked before the normalizing model loads (helper-65).
+        try:
+            maker = facekit.load_component(
+                "app", "avatar", sfm=sfm, texture_size=texture_size, landmarks=landmarks.value
+            )
+        except WeightsNotFoundError as error:
+            if sfm is not None:
+                raise
+            # The store's own advice leaves out the option this command has for it (an audit ran into it).
+            raise WeightsNotFoundError(f"{error}. Or pass its path: --sfm PATH") from None
+        normalizer = Normalizer.from_checkpoint(model_path, device=runs_on, face=face.value)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("avatars", total=len(plan.planned), unit="photo")
+            settings = {
+                "model_sha256": sha256_file(model_path),
+                "sfm_sha256": sha256_file(maker.model.path),
+                "texture_size": texture_size,
+                "landmarks": landmarks.value,
+                "detail": normalizer.detail.as_record(),  # the normalized face the texture is projected from
+                # Left out for the largest, so that avatars made before the choice existed are still done.
+                **({"face": rule} if (rule := face_record(normalizer.face)) else {}),
+            }
+            rows = avatar_files(
+                plan,
+                normalizer,
+                maker,
+                on_row=stopped.counting(lambda row: progress.advance(task)),
+                overwrite=overwrite,
+                settings=settings,
+            )
     failed = sum(row["status"] not in ("ok", "done") for row in rows)
     report_rows(
         f"facekit avatar -> {out}",
