@@ -1354,7 +1354,9 @@ def _set_split_in_two(args: list[str]) -> str | None:
     """The line for a ``--set KEY VALUE`` typed with a space for the '=' (``facekit run demo --set train.steps 5``),
     whose VALUE Typer took for an extra argument ("Got unexpected extra argument (5)", in a box, saying nothing of
     --set: helper-188), else None. The command line is parsed as Typer's click would, only when a --set is given."""
-    if not {"--set", "-s"} & set(args) or {"--help", "--version"} & set(args):  # (those two answer, as before)
+    if {"--help", "--version"} & set(args):  # (those two answer, as before)
+        return None
+    if not any(word in ("--set", "-s") or word.startswith("--set=") for word in args):
         return None
     command: Any = typer.main.get_command(app)
     name = "facekit"
@@ -1367,8 +1369,15 @@ def _set_split_in_two(args: list[str]) -> str | None:
     if not ctx.args:  # no extra argument: a --set without '=' is said by the recipe's own check
         return None
     lacking = {value for value in ctx.params.get("set_") or [] if "=" not in value}
-    for option, key, value in zip(args, args[1:], args[2:], strict=False):
-        if option in ("--set", "-s") and key in lacking and not value.startswith("-"):  # the word after it is meant
+    # The KEY after --set or -s, or in --set=KEY (the option's '=' typed, not the value's), and the word after it.
+    keyed: list[tuple[str, str]] = []
+    for at, word in enumerate(args[: len(args) - 1]):
+        if word in ("--set", "-s") and at + 2 < len(args):
+            keyed.append((args[at + 1], args[at + 2]))
+        elif word.startswith("--set="):
+            keyed.append((word.removeprefix("--set="), args[at + 1]))
+    for key, value in keyed:
+        if key in lacking and not value.startswith("-"):  # the word after it is meant
             return f"--set takes KEY=VALUE: --set {key}={value}"
     return None
 

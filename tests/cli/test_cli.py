@@ -216,6 +216,7 @@ def test_a_set_with_a_space_for_its_equals_sign_is_one_line_saying_key_equals_va
         ["run", "--set", "train.steps", "5", "demo"],  # (5 taken for the recipe, demo left over)
         ["check", "demo", "-s", "train.steps", "5", "--stage", "train"],
         ["models", "bundle", "demo", "out.tar", "--set", "train.steps", "5"],
+        ["run", "demo", "--set=train.steps", "5"],  # (the option's '=' typed, the value's not: helper-194)
     ):
         assert main(args) == USAGE_ERROR, args
         assert capsys.readouterr().err == "error: --set takes KEY=VALUE: --set train.steps=5\n", args
