@@ -1395,10 +1395,15 @@ def _read_chain(path: str | Path, _chain: tuple[Path, ...], read: list[_ReadFile
         raise RecipeError([Problem("extends", problem)], str(path))
     base_path = _base_file(path, base)
     if not base_path.exists():
+        # The nearest recipe file where it looked, as written beside extends: (`extends: bse.yaml` beside base.yaml:
+        # before, no suggestion, while a recipe name on the command line got one: helper-188)
+        nearest = [Path(file) for file in _files_like(base_path) if Path(file).resolve() != path.resolve()]
+        files = [str(Path(base).parent / file.name) for file in nearest]  # (not the recipe itself: a cycle)
         meant = _shipped_name(base)
-        hint = f"; a shipped recipe is given by its name alone: extends: {meant}" if meant else ""
+        hint = f"; {_suggestion('', [], files)}" if files else ""
+        hint += f"; a shipped recipe is given by its name alone: extends: {meant}" if meant else ""
         if Path(base).suffix.lower() not in RECIPE_SUFFIXES:  # (`extends: Demo`: the shipped name, in any case)
-            close = _suggestion(_as_name(base), list(shipped_recipes()))
+            close = _suggestion(_as_name(base), list(shipped_recipes()), files)
             hint = f"; nor a shipped recipe's name: {close or 'facekit list recipes names them'}"
         problem = f"{base!r} not found (looked for {base_path}; the path is relative to this recipe's folder{hint})"
         raise RecipeError([Problem("extends", problem)], str(path))

@@ -274,6 +274,29 @@ def test_a_shipped_name_in_another_case_is_suggested_never_run(
         load_recipe("mine.yaml")
 
 
+def test_a_typo_in_an_extends_file_name_suggests_the_nearest_recipe_file_as_extends_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-188: `extends: bse.yaml` beside base.yaml said the file not found and nothing more, while the same
+    typo as a recipe name on the command line got 'did you mean'. The nearest recipe file where it looked is
+    suggested, as written after extends: (relative to the recipe's folder), never the recipe itself."""
+    monkeypatch.chdir(tmp_path)
+    Path("base.yaml").write_text("extends: demo\n")
+    (tmp_path / "sub").mkdir()
+    for recipe, base, meant in (
+        ("mine.yaml", "bse.yaml", "did you mean 'base.yaml'"),
+        ("sub/mine.yaml", "../bse.yaml", "did you mean '../base.yaml'"),
+        ("mine.yaml", "bse", "nor a shipped recipe's name: did you mean 'base.yaml'"),  # (a name: the file first)
+    ):
+        Path(recipe).write_text(f"extends: {base}\n")
+        with pytest.raises(FacekitError) as error:
+            load_recipe(recipe)
+        assert str(error.value).endswith(f"relative to this recipe's folder; {meant}?)"), error
+    Path("mine.yaml").write_text("extends: mine.yml\n")  # (itself, a cycle: not suggested)
+    with pytest.raises(FacekitError, match=r"relative to this recipe's folder\)$"):
+        load_recipe("mine.yaml")
+
+
 def test_bench_refuses_a_grid_not_found_as_a_path_not_a_shipped_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
