@@ -427,11 +427,11 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     checkpoint = model_file(infer.checkpoint or Path(plan.recipe.train.output) / "checkpoints" / "last.safetensors")
     if infer.checkpoint is not None and not checkpoint.is_file():  # (helper-98: "from_checkpoint: PosixPath(...)")
         raise FacekitError(infer_checkpoint_missing(infer.checkpoint))
-    if infer.checkpoint is None and not checkpoint.exists():  # (a folder there: from_checkpoint says so)
-        raise trained_model_missing(checkpoint)
     device = inference_device(infer.device, "infer.device")  # no GPU: said before a run folder is made
     apps = recipe_apps(plan)
     raise_first(infer_problems(plan))  # no inputs, apps' params it would not use: said before the model loads
+    if infer.checkpoint is None and not checkpoint.exists():  # (a folder there: from_checkpoint says so)
+        raise trained_model_missing(checkpoint)  # (after the settings' refusals, as a run says those first)
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
     named_detector = recipe_detector(plan)
