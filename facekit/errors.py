@@ -259,20 +259,41 @@ _USER_STOPS: frozenset[int] = frozenset((*STOP_SIGNALS, signal.SIGINT))
 
 @contextmanager
 def stops_held() -> Iterator[None]:
-    """SIGTERM, SIGHUP and SIGINT held back from the main thread while the block runs (a progress bar's display
-    starting its refresh thread: :class:`facekit.progress.Progress`), and from the threads it starts, which keep them
-    so: one sent meanwhile raises its :class:`Terminated` or KeyboardInterrupt as the block ends, from its end, and
-    never inside ``Thread.start`` or halfway through the block, which the code around it cannot undo (a bar's display
-    left started: the terminal's cursor hidden after the command's line, the display's thread drawing on). Elsewhere
-    than in the main thread, or where the system holds no signals (Windows), the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """SIGTERM, SIGHUP and SIGINT held back while the block runs (a progress bar's display starting its refresh
+    thread: :class:`facekit.progress.Progress`): one sent meanwhile raises its :class:`Terminated` or
+    KeyboardInterrupt as the block ends, from its end, and never inside ``Thread.start`` or halfway through the
+    block, which the code around it cannot undo (a bar's display left started: the terminal's cursor hidden after
+    the command's line, the display's thread drawing on). Held by their Python handlers, which the main thread alone
+    runs, whichever thread the kernel gave the signal to: before, by the main thread's signal mask, which held one
+    only in a process of one thread (the kernel gave it to another, torch's OpenMP threads or any Python thread, and
+    the main thread ran its handler at its next check, inside the block). A signal whose handler is no Python
+    function (the default action, ignored) is left as it is; so is one whose handler the block sets. Elsewhere than
+    in the main thread, which sets no handler, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, _USER_STOPS)
+    handlers = {number: signal.getsignal(number) for number in _USER_STOPS}
+    held = {number: handler for number, handler in handlers.items() if callable(handler)}
+    came: list[int] = []
+    holding = [True]
+
+    def hold(signum: int, frame: Any) -> None:
+        if holding:
+            came.append(signum)
+        else:  # (the block has ended and this one is not given back yet: the handler it held)
+            held[signum](signum, frame)
+
+    for number in held:
+        signal.signal(number, hold)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)  # (the handler of one that came runs in this call)
+        holding.clear()  # (one step: a signal from here on reaches its own handler)
+        for number, handler in held.items():
+            if signal.getsignal(number) is hold:
+                signal.signal(number, handler)
+        for number in dict.fromkeys(came):  # (each once, as the kernel keeps one of each pending)
+            held[number](number, None)
 
 
 def stop_only_from_parent(_worker_id: int | None = None) -> None:

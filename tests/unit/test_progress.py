@@ -345,3 +345,53 @@ def test_a_stop_as_a_display_starts_its_thread_stops_the_display(
     started[0].join()
     drawn = shown.getvalue()
     assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"), "the cursor stays hidden"
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="sends the signal to one thread")
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_another_thread_takes_as_a_display_starts_is_raised_once_it_has_started(
+    monkeypatch: pytest.MonkeyPatch, default_handlers: None, number: int
+) -> None:
+    """A Ctrl+C or SIGTERM sent to the process (not to one thread) goes to a thread that does not block it: where the
+    main thread held it by its signal mask, as the display starts, the kernel gave it to another thread (torch's
+    OpenMP threads, any Python thread started before), whose C handler marked it, and the main thread ran its Python
+    handler at its next check, inside ``Thread.start``: the hold held only in a process of one thread. Here the other
+    thread takes the signal (as the kernel would, the main thread holding it), and the main thread then waits for
+    it, which is such a check."""
+    import threading
+
+    from facekit.errors import Terminated, sigterm_raises
+
+    go, sent = threading.Event(), threading.Event()
+
+    def takes_it() -> None:  # (started before the display: a thread of the process that does not block the signal)
+        go.wait()
+        signal.pthread_kill(threading.get_ident(), number)  # (its C handler runs in this thread)
+        sent.set()
+
+    other = threading.Thread(target=takes_it, daemon=True)
+    other.start()
+    started: list[threading.Thread] = []
+    start_thread = threading._start_new_thread  # type: ignore[attr-defined]
+
+    def start_then_stop(function: object, args: object) -> int:
+        ident = start_thread(function, args)
+        if not started:
+            started.append(function.__self__)  # type: ignore[attr-defined]
+            go.set()
+            sent.wait()  # (the GIL given up and taken again: a pending signal's Python handler runs at the next check)
+        return int(ident)
+
+    bar, lines, shown, _ = consoles(terminal=True)
+    monkeypatch.setattr(threading, "_start_new_thread", start_then_stop)
+    stops = Terminated if number == signal.SIGTERM else KeyboardInterrupt
+    with pytest.raises(stops) as raised, sigterm_raises("stopped by {signal}"):
+        with Progress(console=bar, lines=lines):
+            pytest.fail("the block ran")
+    other.join()
+    where = [entry.frame.code.raw for entry in raised.traceback]
+    assert threading.Thread.start.__code__ not in where, "raised inside Thread.start"
+    assert started[0].done.is_set(), "the display's thread draws on"  # type: ignore[attr-defined]
+    started[0].join()
+    drawn = shown.getvalue()
+    assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"), "the cursor stays hidden"
