@@ -410,9 +410,11 @@ def materialise(
             bar = Progress(transient=True)
             task = bar.add_task("morphs", total=len(order), unit="morph")
         try:
+            # The workers first, as the pool's: forked while the bar's refresh thread ran, one could be born with a
+            # lock that thread held (the console's, which its stderr, the bar's, takes), never to be let go there
+            it = data_batches(loader)
             if bar is not None:  # (started in the try: a Ctrl+C or SIGTERM as its start returns still stops it)
                 bar.start()
-            it = data_batches(loader)
             for name, items in todo:
                 rows = []
                 for _ in items:

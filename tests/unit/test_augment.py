@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -298,3 +299,25 @@ def test_full_weights_give_the_partners_landmarks_and_texture(data) -> None:
     np.testing.assert_array_equal(m.landmarks, data["landmarks"][m.partner])
     np.testing.assert_allclose(m.texture, data["textures"][m.partner] / 255.0, atol=1e-6)
     assert np.isfinite(m.image).all() and 0.0 <= m.image.min() and m.image.max() <= 1.0
+
+
+def test_materialise_starts_its_workers_before_its_bar(data, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the training pool does: the DataLoader's workers are forked before the bar's refresh thread runs (before,
+    after it: a worker forked while that thread held a lock, the console's that the bar's stderr takes, was born
+    with it held, and a warning it wrote waited forever)."""
+    import threading
+
+    import rich.live
+
+    from facekit.data import augment
+
+    running: list[list[threading.Thread]] = []
+    real = augment.data_batches
+
+    def recorded(loader: Any) -> Any:
+        running.append([t for t in threading.enumerate() if isinstance(t, rich.live._RefreshThread)])
+        return real(loader)
+
+    monkeypatch.setattr(augment, "data_batches", recorded)
+    materialise(_dataset(data, length=10), 10, tmp_path / "morphs", shard_size=10, workers=0, progress=True)
+    assert running == [[]]
