@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -486,6 +487,26 @@ def test_a_stop_after_the_manifest_is_written_keeps_the_files_it_lists(
         models.import_bundle(out)
     assert list(models.read_manifest()) == ["mine.onnx"]
     assert models.verify_store() == [("mine.onnx", "ok")]
+    # A file system that gives every file one inode (0 on some network and FAT mounts): the replace is still seen
+    # (before, the manifest's (device, inode) alone was looked at, and the new manifest's files were removed).
+    theirs = tmp_path / "theirs.onnx"
+    theirs.write_bytes(b"theirs")
+    second = tmp_path / "second.tar"
+    models.bundle([(WeightsSource("theirs.onnx", hashlib.sha256(b"theirs").hexdigest(), "MIT"), theirs)], second)
+    real_stat = Path.stat
+
+    def one_inode(self: Path, *args: Any, **kwargs: Any) -> Any:
+        found = real_stat(self, *args, **kwargs)
+        if self.name != models.MANIFEST:
+            return found
+        return SimpleNamespace(**{n: getattr(found, n) for n in dir(found) if n.startswith("st_")} | {"st_ino": 0})
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(os, "replace", stopped_after_the_manifest)
+        patched.setattr(Path, "stat", one_inode)
+        models.import_bundle(second)
+    assert sorted(models.read_manifest()) == ["mine.onnx", "theirs.onnx"]
+    assert models.verify_store() == [("mine.onnx", "ok"), ("theirs.onnx", "ok")]
 
 
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
