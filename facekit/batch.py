@@ -998,10 +998,14 @@ def normalize_planned(
     model: Path,
     overwrite: bool = False,
     on_row: Callable[[Row], None] | None = None,
+    on_detected: Callable[[], None] | None = None,
 ) -> Summary:
     """Normalize every planned photo into ``plan.out`` as the module docstring promises; ``model`` is the model
-    file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written. Another process
-    writing into the folder at the same time is a FacekitError (a lock)."""
+    file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written (a batch's rows all
+    at once: a stop waits for them). ``on_detected`` (given to the normalizer's ``normalize_many``, which then must
+    take it, as :class:`facekit.normalize.Normalizer`'s does) is called as the face detection of each photo to
+    normalize ends, before the rows of its batch: most of a large photo's time. Another process writing into the
+    folder at the same time is a FacekitError (a lock)."""
     from facekit.locks import exclusive
 
     try:
@@ -1009,12 +1013,18 @@ def normalize_planned(
     except OSError as error:
         raise FacekitError(f"cannot create the output folder {plan.out}: {error.strerror}") from None
     with exclusive(plan.out, "normalize"):
-        return _normalize_locked(normalizer, plan, model, overwrite, on_row)
+        return _normalize_locked(normalizer, plan, model, overwrite, on_row, on_detected)
 
 
 def _normalize_locked(
-    normalizer: Any, plan: FolderPlan, model: Path, overwrite: bool, on_row: Callable[[Row], None] | None
+    normalizer: Any,
+    plan: FolderPlan,
+    model: Path,
+    overwrite: bool,
+    on_row: Callable[[Row], None] | None,
+    on_detected: Callable[[], None] | None,
 ) -> Summary:
+    from facekit.errors import stops_held
     from facekit.images import load_rgb
     from facekit.outputs import side_by_side
 
@@ -1081,7 +1091,8 @@ def _normalize_locked(
                 placed[place] = Row(str(item.source), "unreadable", None, note)
                 continue
             todo.append((place, item, image, source_sha, read, note))
-        outcomes = normalizer.normalize_many([t[2] for t in todo], [t[1].source.stem for t in todo], batch_size)
+        told = {} if on_detected is None else {"on_detected": lambda index: on_detected()}  # (a normalizer's own)
+        outcomes = normalizer.normalize_many([t[2] for t in todo], [t[1].source.stem for t in todo], batch_size, **told)
         for (place, item, image, source_sha, read, note), outcome in zip(todo, outcomes, strict=True):
             if outcome.face is None:
                 placed[place] = Row(str(item.source), outcome.status, None, outcome.reason or NO_FACE)
@@ -1118,11 +1129,14 @@ def _normalize_locked(
                 faces_made += 1
         rows = [placed[place] for place in sorted(placed)]
         grid_rows.extend(shown[place] for place in sorted(shown))
-        _append_manifest(out, rows)
-        summary.rows.extend(rows)
-        for row in rows:
-            if on_row is not None:
-                on_row(row)
+        # A stop (Ctrl+C) waits for the batch's rows to be written and told: before, one as they were told said
+        # "stopped at 5/24" with 16 written.
+        with stops_held():
+            _append_manifest(out, rows)
+            summary.rows.extend(rows)
+            for row in rows:
+                if on_row is not None:
+                    on_row(row)
     thumbnails: list[np.ndarray] = []
     for entry in grid_rows if grid_due else []:
         if len(thumbnails) < GRID_ROWS:

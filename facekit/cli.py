@@ -494,7 +494,7 @@ def normalize(
     (see the table)."""
     from facekit.batch import normalize_planned, plan_folder
     from facekit.normalize import Normalizer, inference_device, resolve_model
-    from facekit.progress import Progress
+    from facekit.progress import PhotoCount, Progress
 
     # Bad inputs or -o are reported before the model loads.
     plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
@@ -506,8 +506,11 @@ def normalize(
         normalizer = Normalizer.from_checkpoint(path, device=runs_on, detail=settings, face=face.value, size=size)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("normalizing", total=len(plan.planned), unit="photo")
-            on_row = stopped.counting(lambda row: progress.advance(task))
-            summary = normalize_planned(normalizer, plan, path, overwrite, on_row=on_row)
+            with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
+                on_row = stopped.counting(count.row)
+                summary = normalize_planned(
+                    normalizer, plan, path, overwrite, on_row=on_row, on_detected=count.detected
+                )
     done = len(summary.rows) - summary.failed
     grid = f"; grid: {summary.grid}" if summary.grid else f"; {summary.grid_left}" if summary.grid_left else ""
     report_rows(

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -586,10 +586,17 @@ def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -
     """``[work(item) for item in items]``, on up to ``threads`` threads at once (in order). Each worker runs in the
     caller's torch grad and inference modes (they are per thread: a torch detector called under ``torch.no_grad()``
     would otherwise record graphs on the workers)."""
+    return list(each_photo_in_turn(work, items, threads))
+
+
+def each_photo_in_turn(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> Iterator[Any]:
+    """:func:`each_photo`'s results one by one, in order, each as soon as it and those before it are done: a caller
+    can tell its user of each photo while the others are still worked on."""
     import torch
 
     if threads <= 1 or len(items) <= 1:
-        return [work(item) for item in items]
+        yield from (work(item) for item in items)
+        return
     from concurrent.futures import ThreadPoolExecutor
 
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
@@ -599,7 +606,7 @@ def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -
             return work(item)
 
     with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="facekit-detect") as pool:
-        return list(pool.map(in_callers_modes, items))
+        yield from pool.map(in_callers_modes, items)
 
 
 #: The reason of the ``unreadable`` outcome of a None among a batch's photos (:func:`detect_one`).
@@ -607,23 +614,31 @@ NO_PHOTO = "no photo: None was given in its place"
 
 
 def detect_one(
-    detector: Any, images: Sequence[np.ndarray | None], names: Sequence[str], face: str = "largest"
+    detector: Any,
+    images: Sequence[np.ndarray | None],
+    names: Sequence[str],
+    face: str = "largest",
+    on_detected: Callable[[int], None] | None = None,
 ) -> tuple[list[Outcome], list[tuple[int, np.ndarray, Any]]]:
     """One :class:`Outcome` per input (``unreadable`` for None, :data:`NO_PHOTO` its reason; ``no_face``,
     :data:`DETECTOR_ERROR` when the detector raised on it (logged; the others go on), or ``ok`` still without a face)
     and, for the ``ok`` ones, (index, image, FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to
-    normalize: the first step of every normalizer."""
+    normalize: the first step of every normalizer. ``on_detected`` is called with each input's index, in order, as
+    its detection ends (a None's at its turn)."""
     check_face_choice(face)
     images, names = list(images), list(names)  # (read twice below)
     readable = [(image, name) for image, name in zip(images, names, strict=True) if image is not None]
-    detections = iter(each_photo(lambda pair: detect_photo(detector, *pair), readable, detection_threads(detector)))
+    detections = each_photo_in_turn(lambda pair: detect_photo(detector, *pair), readable, detection_threads(detector))
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
+    told = on_detected or (lambda index: None)
     for index, (image, name) in enumerate(zip(images, names, strict=True)):
         if image is None:  # (before: an empty reason; a caller's own reason for it replaces this one)
             outcomes.append(Outcome(name, "unreadable", reason=NO_PHOTO))
+            told(index)
             continue
         faces, why = next(detections)
+        told(index)
         if why:
             outcomes.append(Outcome(name, DETECTOR_ERROR, reason=why))
             continue
@@ -913,7 +928,13 @@ class Normalizer:
 
     @_one_at_a_time
     def normalize_many(
-        self, images: Sequence[Any], names: Sequence[str], batch_size: int = 16, *, bgr: bool = False
+        self,
+        images: Sequence[Any],
+        names: Sequence[str],
+        batch_size: int = 16,
+        *,
+        bgr: bool = False,
+        on_detected: Callable[[int], None] | None = None,
     ) -> list[Outcome]:
         """Normalize one face of each image, chosen by :attr:`face` (:func:`choose_face`; the largest by default); one
         :class:`Outcome` per input. Each image is an (H, W, 3) uint8 RGB array (BGR with ``bgr=True``, as OpenCV
@@ -922,18 +943,25 @@ class Normalizer:
         or too large file, a closed or damaged PIL image, an array over the megapixel limit:
         :class:`facekit.errors.PhotoUnreadable`), or None in its place, is that input's ``unreadable`` outcome, its
         ``reason`` saying why, and the others go on; a form it cannot take (a number, a dict) is a FacekitError naming
-        the input."""
+        the input. ``on_detected``, if given, is called with each input's index, in order and on the caller's thread,
+        as the face detection of it ends (an unreadable one's at its turn): the detection of every input comes first,
+        and takes most of the time on large photos, so a caller can show its progress there (``facekit normalize``'s
+        bar)."""
         from facekit.images import read_photos
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
         if not isinstance(bgr, bool):
             raise FacekitError(f"normalize_many: bgr must be True or False, got {bgr!r}")
+        if on_detected is not None and not callable(on_detected):
+            raise FacekitError(
+                f"normalize_many: on_detected must be a function of the input's index, got {on_detected!r}"
+            )
         images, names, unread = read_photos(
             images, names, "normalize_many", bgr=bgr
         )  # (helper-72: a path's characters)
 
-        outcomes, pending = detect_one(self.detector, images, names, self.face)
+        outcomes, pending = detect_one(self.detector, images, names, self.face, on_detected)
         for index, reason in unread.items():
             outcomes[index].reason = reason
         for start in range(0, len(pending), batch_size):

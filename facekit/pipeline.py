@@ -419,7 +419,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.batch import normalize_planned
     from facekit.detail import detail_settings
     from facekit.normalize import Normalizer, inference_device, model_file
-    from facekit.progress import Progress
+    from facekit.progress import PhotoCount, Progress
     from facekit.runs import start_run
 
     infer = plan.recipe.infer
@@ -452,9 +452,10 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     # A bar as `facekit normalize` has (before: the stage said nothing until its end, however many photos).
     with Progress(transient=True, disable=not options.progress) as progress:
         task = progress.add_task("normalizing", total=len(folder_plan.planned), unit="photo")
-        summary = normalize_planned(
-            normalizer, folder_plan, checkpoint, infer.overwrite, on_row=lambda row: progress.advance(task)
-        )
+        with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
+            summary = normalize_planned(
+                normalizer, folder_plan, checkpoint, infer.overwrite, on_row=count.row, on_detected=count.detected
+            )
     statuses = {row.input: row.status for row in summary.rows}
     (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
     made = [row for row in summary.rows if row.output is not None]

@@ -263,6 +263,45 @@ def track(
         yield from bar.track(sequence, task_id=bar.add_task(description, total=total, unit=unit))
 
 
+#: The share of a photo's progress that its face detection stands for in a folder's bar (:class:`PhotoCount`): 1.57
+#: of the 1.74 s of a 4000 px photo (``facekit normalize``, CPU), and what comes after it is done a batch at a time.
+DETECTION_SHARE = 0.9
+
+
+class PhotoCount:
+    """A folder command's bar (``task`` of ``progress``, its total the photos), moved as each photo is worked on, not
+    as each batch of them ends: :meth:`detected` as a photo's face detection ends (:data:`DETECTION_SHARE` of the
+    photo), :meth:`row` as a photo's row is told (the rest of it; all of it for a photo never detected: done, exists,
+    unreadable). Before, the bar of eight large photos sat at 0 for 26 s, then said "ETA 3 min" just before "done".
+    Used as a context manager, a stop (an error, Ctrl+C) leaves the count at the photos whose rows were told, as the
+    "stopped at" line says, not at a part of one."""
+
+    def __init__(self, progress: rich.progress.Progress, task: rich.progress.TaskID) -> None:
+        self._progress, self._task = progress, task
+        self.rows = 0
+        self._detected = 0  # photos detected whose rows are still to come
+
+    def detected(self, *_: Any) -> None:
+        self._detected += 1
+        self._show()
+
+    def row(self, *_: Any) -> None:
+        self.rows += 1
+        self._detected = max(0, self._detected - 1)
+        self._show()
+
+    def _show(self) -> None:  # (whole when no detection waits for its row: a sum of shares ended at 23.999999)
+        self._progress.update(self._task, completed=self.rows + DETECTION_SHARE * self._detected)
+
+    def __enter__(self) -> PhotoCount:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if kind is not None and self._detected:
+            self._detected = 0
+            self._show()
+
+
 def _number(count: float) -> str:
     """``1000000`` (``:g`` made it ``1e+06``), ``2.5``."""
     return str(int(count)) if float(count).is_integer() else f"{count:g}"

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,14 +263,19 @@ class Frontalizer:
         return np.asarray(np.clip(np.round(blended), 0, 255).astype(np.uint8))
 
     def normalize_many(
-        self, images: Sequence[np.ndarray | None], names: Sequence[str], batch_size: int = 16
+        self,
+        images: Sequence[np.ndarray | None],
+        names: Sequence[str],
+        batch_size: int = 16,
+        *,
+        on_detected: Callable[[int], None] | None = None,
     ) -> list[Outcome]:
         """Frontalize one face of each image (``None`` = unreadable), chosen by :attr:`face`; one :class:`Outcome` per
-        input, as :meth:`facekit.normalize.Normalizer.normalize_many`. ``batch_size`` is accepted for the same
-        signature (each photo is done on its own)."""
+        input, as :meth:`facekit.normalize.Normalizer.normalize_many` (``on_detected`` too). ``batch_size`` is
+        accepted for the same signature (each photo is done on its own)."""
         from facekit.normalize import detect_one
 
-        outcomes, pending = detect_one(self.detector, images, names, self.face)
+        outcomes, pending = detect_one(self.detector, images, names, self.face, on_detected)
         for index, image, face in pending:
             source = np.asarray(face.landmarks, dtype=np.float64)
             if source.shape != (68, 2):

@@ -683,7 +683,7 @@ def test_normalize_into_a_log_says_its_progress_while_it_runs(
     monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "3600")  # the tenths alone, whatever the machine's speed
     said_by_row: list[str] = []
 
-    def normalized(normalizer: object, plan: object, model: object, overwrite: bool, on_row: Any) -> Any:
+    def normalized(normalizer: object, plan: object, model: object, overwrite: bool, on_row: Any, **_: Any) -> Any:
         for _ in range(20):
             on_row(None)
             said_by_row.append(capsys.readouterr().err)
@@ -698,3 +698,42 @@ def test_normalize_into_a_log_says_its_progress_while_it_runs(
     assert said_by_row[2] == ""  # nothing more before the next tenth
     assert said_by_row[-1].startswith("normalizing: 20/20 (100 %) done in ")
     assert "normalizing" not in capsys.readouterr().out
+
+
+def test_normalize_s_progress_moves_as_each_photo_is_detected_and_a_stop_counts_the_photos_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-196: on eight 4000 px photos the bar sat at 0 for 26 s (the detection of a batch's 16 photos, 90 % of
+    the time), then all its lines came at once; now each photo's detection moves it (most of a photo), its row the
+    rest, and a stop says the photos whose rows were written, not a part of one."""
+    from types import SimpleNamespace
+
+    import facekit.batch
+    import facekit.normalize
+    from facekit.cli import main
+
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "3600")  # the tenths alone
+    said: list[str] = []
+
+    def normalized(
+        normalizer: object, plan: object, model: object, overwrite: bool, on_row: Any, on_detected: Any
+    ) -> Any:
+        for _ in range(3):  # a batch's detections, then its rows, then the next batch's detections and a Ctrl+C
+            on_detected()
+            said.append(capsys.readouterr().err)
+        for _ in range(3):
+            on_row(None)
+        said.append(capsys.readouterr().err)
+        on_detected()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facekit.batch, "plan_folder", lambda *args, **kwargs: SimpleNamespace(planned=[0] * 20))
+    monkeypatch.setattr(facekit.normalize, "resolve_model", lambda *args: tmp_path / "model.safetensors")
+    monkeypatch.setattr(facekit.normalize.Normalizer, "from_checkpoint", lambda *args, **kwargs: None)
+    monkeypatch.setattr(facekit.batch, "normalize_planned", normalized)
+    assert main(["normalize", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 130
+    assert said[:2] == ["", ""]  # (0.9 and 1.8 photos: not yet a tenth)
+    assert said[2].startswith("normalizing: 2.7/20 (13 %), ")  # the batch's rows are still to come
+    assert "normalizing: stopped at 3/20 (15 %) after " in capsys.readouterr().err  # not 3.9: a part of one

@@ -952,3 +952,21 @@ def test_a_fifo_given_as_a_photo_is_said_to_be_no_file(tmp_path: Path) -> None:
         scan_inputs([str(tmp_path / "gone.jpg")], tmp_path / "out")
     with pytest.raises(FacekitError, match=r"standard input is not supported"):
         scan_inputs(["-"], tmp_path / "out")
+
+
+def test_a_ctrl_c_as_a_batch_s_rows_are_told_counts_every_row_written(tmp_path: Path, model: Path) -> None:
+    """helper-196: a Ctrl+C while a finished batch was told, row by row, to the progress bar said "stopped at 5/24"
+    although the batch's 16 rows were written; now the stop waits for the batch's rows to be told."""
+    folder, out = tmp_path / "pics", tmp_path / "out"
+    for index in range(20):
+        photo(folder / f"face{index:02}.jpg", 100)
+    told: list[str] = []
+
+    def row_told(row: Any) -> None:
+        told.append(row.status)
+        if len(told) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        normalize_folder(FakeNormalizer(), [str(folder)], out, model, on_row=row_told)
+    assert told == ["ok"] * 16 and len(manifest(out)) == 16

@@ -521,7 +521,17 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     assert rows["other.jpg"]["status"] == "unwritable" and "leads outside" in rows["other.jpg"]["reason"]
     assert list(elsewhere.iterdir()) == []
     (out / "sub").unlink()
-    again = {Path(row["input"]).name: row for row in avatar_files(plan, normalizer, maker, overwrite=True)}
+    told: list[str] = []  # each photo's detection, as it ends, before its batch's rows (helper-196: the bar moves)
+    remade = avatar_files(
+        plan,
+        normalizer,
+        maker,
+        on_row=lambda row: told.append("row"),
+        overwrite=True,
+        on_detected=lambda: told.append("detected"),
+    )
+    assert told == ["detected", "detected", "row", "row"]
+    again = {Path(row["input"]).name: row for row in remade}
     assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "ok"  # made now (before: "done")
     assert (out / "face.obj").read_text() != "my mesh\n" and (out / "sub" / "other.glb").is_file()
     # With settings in the records, a rerun with the same finds them made; other settings leave them alone.

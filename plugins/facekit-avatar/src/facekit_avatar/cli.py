@@ -74,7 +74,7 @@ def avatar(
     from facekit.cli import STATUS_COLUMNS, PhotosStopped, console, report_rows
     from facekit.models import WeightsNotFoundError, sha256_file
     from facekit.normalize import Normalizer, inference_device, resolve_model
-    from facekit.progress import Progress
+    from facekit.progress import PhotoCount, Progress
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
     # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
@@ -105,14 +105,16 @@ def avatar(
                 # Left out for the largest, so that avatars made before the choice existed are still done.
                 **({"face": rule} if (rule := face_record(normalizer.face)) else {}),
             }
-            rows = avatar_files(
-                plan,
-                normalizer,
-                maker,
-                on_row=stopped.counting(lambda row: progress.advance(task)),
-                overwrite=overwrite,
-                settings=settings,
-            )
+            with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
+                rows = avatar_files(
+                    plan,
+                    normalizer,
+                    maker,
+                    on_row=stopped.counting(count.row),
+                    overwrite=overwrite,
+                    settings=settings,
+                    on_detected=count.detected,
+                )
     failed = sum(row["status"] not in ("ok", "done") for row in rows)
     report_rows(
         f"facekit avatar -> {out}",
@@ -130,21 +132,29 @@ def avatar_files(
     on_row: Any = None,
     overwrite: bool = False,
     settings: dict[str, Any] | None = None,
+    on_detected: Any = None,
 ) -> list[dict[str, str]]:
     """Every planned photo -> its avatar files; one row per photo with ``status`` ok (made now), done (already made
     with these settings), no_face, unreadable, exists
     (its files are already there: left alone unless ``overwrite``) or unwritable (a bad photo never ends the
     batch). With ``settings`` (models' sha256, options), each NAME.json holds them and the input's sha256, and a
-    rerun with the same is ``done`` without redoing it. The folder is locked against another facekit writing into
-    it."""
+    rerun with the same is ``done`` without redoing it. ``on_detected`` is called as the face detection of each photo
+    to make ends (``normalize_many``'s), before its batch's rows; ``on_row`` sees a batch's rows all at once (a stop
+    waits for them). The folder is locked against another facekit writing into it."""
     from facekit.locks import exclusive
 
     with exclusive(plan.out, "avatar"):
-        return _avatars_locked(plan, normalizer, maker, on_row, overwrite, settings)
+        return _avatars_locked(plan, normalizer, maker, on_row, overwrite, settings, on_detected)
 
 
 def _avatars_locked(
-    plan: Any, normalizer: Any, maker: Any, on_row: Any, overwrite: bool, settings: dict[str, Any] | None
+    plan: Any,
+    normalizer: Any,
+    maker: Any,
+    on_row: Any,
+    overwrite: bool,
+    settings: dict[str, Any] | None,
+    on_detected: Any = None,
 ) -> list[dict[str, str]]:
     import numpy as np
 
@@ -159,6 +169,7 @@ def _avatars_locked(
         remove_temporaries,
         rerun_verdict,
     )
+    from facekit.errors import stops_held
     from facekit.images import load_rgb
     from facekit_avatar.cards import AVATAR_OUTPUTS
 
@@ -198,7 +209,8 @@ def _avatars_locked(
             photo, why = load_rgb(planned.source)
             photos.append(photo)
             reasons.append(why)
-        outcomes = normalizer.normalize_many(photos, [str(p.source) for _, p in chunk])
+        told = {} if on_detected is None else {"on_detected": lambda index: on_detected()}  # (a normalizer's own)
+        outcomes = normalizer.normalize_many(photos, [str(p.source) for _, p in chunk], **told)
         good = [i for i, o in enumerate(outcomes) if o.face is not None]
         avatars = {}
         if good:
@@ -242,10 +254,11 @@ def _avatars_locked(
                 else:
                     row.update(status="ok", output=str(Path(files[0])))
             placed[place] = row
-        for place in sorted(placed):
-            rows.append(placed[place])
-            if on_row is not None:
-                on_row(placed[place])
+        with stops_held():  # a stop waits for the batch's rows to be told: the "stopped at" count is what was made
+            for place in sorted(placed):
+                rows.append(placed[place])
+                if on_row is not None:
+                    on_row(placed[place])
     return rows
 
 
