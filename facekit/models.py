@@ -304,18 +304,31 @@ _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 _NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+@dataclass
+class _Storing:
+    """What :func:`_writing_store` yields: ``stored`` once what it guards is in the store (a bundle's manifest
+    written), after which an error is not one of storing it."""
+
+    stored: bool = False
+
+
 @contextmanager
-def _writing_store(what: str, size: int, whole: bool = False) -> Iterator[None]:
+def _writing_store(what: str, size: int, whole: bool = False) -> Iterator[_Storing]:
     """A full disk, a folder the user may not write or a read-only disk, while ``what`` (``size`` bytes) goes into
     the store, is one line naming the store and what to do. Before, the CLI's generic line named whichever path the
     OSError carried: the source file in site-packages for a full disk ("No space left on device
     (.../site-packages/...dat): free some space"), a temporary file for a read-only store, nothing for a bundle.
     ``whole``: ``what`` is a bundle, stored whole or not at all (:func:`_store_all`), and the line says nothing of it
-    was; so does a disk's input/output error, which is one line too for a bundle (a later file unreadable)."""
+    was; so does a disk's input/output error, which is one line too for a bundle (a later file unreadable). An
+    error after the caller marks it ``stored`` (the bundle's scratch folder removed) is raised as it is: the files
+    are in the store."""
     kept = ": nothing of it was stored" if whole else ""
+    storing = _Storing()
     try:
-        yield
+        yield storing
     except OSError as error:
+        if storing.stored:
+            raise
         if error.errno in _NO_ROOM:
             raise FacekitError(
                 f"{what}: no space left to store it in {store_dir()} ({size / 1e6:.1f} MB needed){kept}: free some "
@@ -509,8 +522,9 @@ def import_bundle(
     manifest = manifest if manifest is not None else bundle_manifest(path)  # (the caller's, read once)
     if manifest is None:
         raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
+    unlisted: list[str] = []
     with (
-        _writing_store(path.name, sum(entry.size for entry in manifest.values()), whole=True),
+        _writing_store(path.name, sum(entry.size for entry in manifest.values()), whole=True) as storing,
         _damaged_tar_as_error(path),
         _open_tar(path) as tar,
         _scratch_folder() as scratch,
@@ -550,8 +564,11 @@ def import_bundle(
             except FacekitError as error:
                 raise FacekitError(f"{path}: nothing imported: {error}") from None
         _store_all(checked, entries)
-        _warn_unlisted(path, tar, manifest, warn or logger.warning)
-        return [entry for _, entry in checked]
+        storing.stored = True
+        _warn_unlisted(path, tar, manifest, unlisted.append)
+    for line in unlisted:  # (said once stored and out of the store's error wording: not "nothing of it was stored")
+        (warn or logger.warning)(line)
+    return [entry for _, entry in checked]
 
 
 def _warn_unlisted(

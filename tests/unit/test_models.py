@@ -255,6 +255,33 @@ def test_a_bundle_file_its_manifest_does_not_list_is_named(
     assert [record.getMessage() for record in caplog.records] == [said]
 
 
+def test_an_error_after_a_bundle_is_stored_does_not_say_nothing_was_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unlisted-file warning and the scratch folder's removal ran inside the store's error wording, after the
+    manifest was written: an error there (the warning's write to a terminal gone, EIO) said "nothing of it was
+    stored" of a bundle the store then held. Now such an error is raised as it is, after the files are stored."""
+    import errno
+
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
+    with tarfile.open(out, "a") as tar:
+        extra = tarfile.TarInfo("models/extra.onnx")
+        extra.size = 5
+        tar.addfile(extra, io.BytesIO(b"extra"))
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
+
+    def gone(line: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError) as raised:
+        models.import_bundle(out, warn=gone)
+    assert not isinstance(raised.value, FacekitError) and "nothing" not in str(raised.value)
+    assert models.verify_store() == [("mine.onnx", "ok")]
+
+
 def _folder(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE
