@@ -558,7 +558,7 @@ class Plan:
     #: The recipe files read, as :func:`load_recipe` read them (:func:`_sources`: each file of the ``extends``
     #: chain, once); none for a plan resolved from data. What each run's run.json records as ``recipe_files``.
     recipe_files: tuple[dict[str, Any], ...] = ()
-    #: Dotted path -> the file of the ``extends`` chain that sets it last (:func:`recipe_origins`), from the same
+    #: Dotted path -> the file of the ``extends`` chain that sets it last (:func:`_origins`), from the same
     #: reads; none for a plan resolved from data. What :meth:`unused_settings` names a base file by.
     origins: Mapping[str, Path] = field(default_factory=dict)
 
@@ -1328,16 +1328,17 @@ def find_grid(given: str | Path) -> Path:
     with facekit: one not found, or an empty path, is refused as a path from the working folder, not by the shipped
     recipes' list (none of them has a grid), naming the grid of that name in facekit's source checkout where there is
     one, else the checkout's grids (where facekit runs from one) or where they are."""
-    grids = _checkout_grids()
+    if str(given).strip() or Path(given).is_file():
+        try:
+            return find_recipe(given)
+        except FacekitError:
+            pass
+    grids = _checkout_grids()  # (listed only for the refusal)
     listed = sorted(grids.glob("*.yaml")) if grids is not None else []
     elsewhere = "they are in a source checkout of facekit, benchmarks/*.yaml"
     choices = f"facekit's source checkout has {', '.join(map(str, listed))}" if listed else elsewhere
     if not str(given).strip() and not Path(given).is_file():  # (helper-180: it listed the shipped recipes)
         raise _empty_name("grid recipe's path", "a bench grid's file path", choices)
-    try:
-        return find_recipe(given)
-    except FacekitError:
-        pass
     meant = grids / f"{Path(_as_name(given)).stem}.yaml" if grids is not None else None
     # (helper-180: from a checkout without that name it said they are "in a source checkout", the one it runs from)
     where = (
@@ -1448,8 +1449,8 @@ def load_recipe(
     except RecipeError as error:
         # (the recipe's own problems, not a base's file: named as the working folder's file it read, when it is)
         source = (_shadowed(path, file) if error.source in (str(path), str(file)) else None) or error.source
-        if origins is None:  # a file of the chain refused: the others as far as they are read
-            origins = recipe_origins(file)
+        if origins is None:  # a file of the chain refused: the others as far as they were read
+            origins = _origins(read)
         given = {_dotted(item.partition("=")[0].strip()) for item in overrides}
         own, named = file.resolve(), set(labels.values())
         texts: dict[Path, str | None] = {each.file: each.text for each in read}  # (echoed from the text parsed)
@@ -1494,7 +1495,7 @@ def _grid_cell_labels(
     base's ``train.lr`` and its child's ``train.batch_size``, merged key by key): helper-150, the file that set
     ``bench.grid`` last was named for every value, so a refused ``train.lr: true`` of the base was looked for in the
     child. ``file``: the recipe file ``path`` names (:func:`find_recipe`), found once by the caller (before: again for
-    each value of the cell); ``origins`` (:func:`recipe_origins`) and ``read``: the caller's reading of its chain."""
+    each value of the cell); ``origins`` (:func:`_origins`) and ``read``: the caller's reading of its chain."""
     typed = [item for item in overrides if item not in cell]
     grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
     own = file.resolve()
@@ -1569,19 +1570,9 @@ def _sources(read: Sequence[_ReadFile]) -> tuple[dict[str, Any], ...]:
     return tuple({"file": str(each.file), "shipped": names.get(each.file), "sha256": each.sha256} for each in read)
 
 
-def recipe_origins(path: str | Path) -> dict[str, Path]:
-    """Dotted path -> the file of the ``extends`` chain that sets it last (the recipe's own, else its bases')."""
-    read = []
-    for file in recipe_files(path):
-        try:
-            read.append(_read_file(file))
-        except (FacekitError, OSError):  # a base not found or not a recipe: said by read_recipe already
-            continue
-    return _origins(read)
-
-
 def _origins(read: Sequence[_ReadFile]) -> dict[str, Path]:
-    """:func:`recipe_origins` of the files of an ``extends`` chain as read, the recipe's own first."""
+    """Dotted path -> the file of an ``extends`` chain (its files as read, the recipe's own first) that sets it last
+    (the recipe's own, else its bases')."""
     origins: dict[str, Path] = {}
 
     def walk(value: Any, prefix: str, file: Path) -> None:
