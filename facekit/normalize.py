@@ -582,16 +582,11 @@ def detection_threads(detector: Any) -> int:
     return max(1, min(torch.get_num_threads(), MAX_DETECTION_THREADS))
 
 
-def each_photo(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
-    """``[work(item) for item in items]``, on up to ``threads`` threads at once (in order). Each worker runs in the
-    caller's torch grad and inference modes (they are per thread: a torch detector called under ``torch.no_grad()``
-    would otherwise record graphs on the workers)."""
-    return list(each_photo_in_turn(work, items, threads))
-
-
 def each_photo_in_turn(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> Iterator[Any]:
-    """:func:`each_photo`'s results one by one, in order, each as soon as it and those before it are done: a caller
-    can tell its user of each photo while the others are still worked on."""
+    """``work(item)`` of each of ``items``, on up to ``threads`` threads at once, yielded in order, each as soon as it
+    and those before it are done: a caller can tell its user of each photo while the others are still worked on.
+    Each worker runs in the caller's torch grad and inference modes (they are per thread: a torch detector called
+    under ``torch.no_grad()`` would otherwise record graphs on the workers)."""
     import torch
 
     if threads <= 1 or len(items) <= 1:

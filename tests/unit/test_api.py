@@ -389,14 +389,14 @@ def test_detection_threads_run_in_the_callers_torch_modes() -> None:
     tensors that cannot be used in inference mode). The workers now take the caller's modes."""
     import torch
 
-    from facekit.normalize import each_photo
+    from facekit.normalize import each_photo_in_turn
 
     def modes(_: int) -> tuple[bool, bool]:
         return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     for grad, inference in ((True, False), (False, False), (False, True)):
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            seen = each_photo(modes, list(range(6)), threads=3)
+            seen = list(each_photo_in_turn(modes, list(range(6)), threads=3))
         assert set(seen) == {(grad, inference)}
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
