@@ -6,7 +6,6 @@ ends with a result or a FacekitError (one line, a documented exit code), never a
 from __future__ import annotations
 
 import io
-import os
 import struct
 import tempfile
 import zlib
@@ -23,12 +22,6 @@ from facekit.batch import NORMALIZE_OUTPUTS, scan_inputs
 from facekit.errors import FacekitError
 from facekit.images import as_rgb, load_rgb
 from facekit.recipe import resolve
-
-settings.register_profile(
-    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
-settings.register_profile("fuzz", max_examples=1_000_000, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("FACEKIT_FUZZ_PROFILE", "ci"))
 
 
 def _encoded(kind: str, size: tuple[int, int], mode: str) -> bytes:

@@ -17,7 +17,6 @@ from facekit import warp as fw
 from facekit.align import align_paper, eye_centres, paper_eye_targets
 from facekit.data.augment import procedural_landmarks
 from facekit.data.poisson import composite, composite_reference, face_mask
-from tests.fuzz import test_fuzz  # noqa: F401  (registers and loads the "ci" / "fuzz" profile)
 
 H, W = 25, 31
 ORDERS = st.sampled_from([1, 2, 3])
