@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ import torch
 from facekit.data.sources import Photo, lfw_photos
 from facekit.errors import FacekitError
 from facekit.types import LandmarkScheme, frozen_encoder
+
+if TYPE_CHECKING:
+    from facekit.recipe import Plan
 
 logger = logging.getLogger(__name__)
 #: Faces a judge embeds at once (:meth:`Judge.embed`), and between two steps of the judging bar.
@@ -666,7 +669,7 @@ EVALUATE_SIGNATURES = {"metrics.json": b'"photos"', "report.html": b"<title>face
 
 
 def evaluate_plan(
-    recipe: str | None,
+    recipe: str | Plan | None,
     checkpoint: str | None,
     data: str,
     judges: Sequence[str],
@@ -679,7 +682,6 @@ def evaluate_plan(
     model: str | None = None,
     prepared: Any = None,
     device: str = "cpu",
-    judge: Any = None,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
     under ``judges``;
@@ -690,12 +692,13 @@ def evaluate_plan(
     loaded with the detector the recipe names (the evaluate stage builds it to refuse a bad detector before its run
     record), used instead of loading both again. ``device``: where the model and the judges run (``facekit eval
     --device``; a torch device string, checked by :func:`facekit.normalize.inference_device`); the detectors and
-    the baseline run on the CPU. ``judge``: the recipe's ``components.judge`` as the caller resolved it (the
-    evaluate stage's, whose build `facekit run`'s check kept: judged with, not built again)."""
+    the baseline run on the CPU. ``recipe``: a recipe's path or name, or the :class:`~facekit.recipe.Plan` the caller
+    read (the evaluate stage's: not read again, so its settings are those run.json hashed, and its judge is the one
+    `facekit run`'s check built; ``overrides`` are then in it)."""
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device, resolve_model, same_device
-    from facekit.recipe import DataSection, load_recipe
+    from facekit.recipe import DataSection, Plan, load_recipe
 
     device = inference_device(device, "device")  # no GPU: said before anything is read or loaded
     judge_params: dict[str, dict[str, Any]] = {}  # --judge NAME[:KEY=VALUE,...], read before anything loads
@@ -708,7 +711,9 @@ def evaluate_plan(
         raise ValueError(f"prepared runs on {prepared.device}, not on the device asked for, {device}")
     if overrides and not recipe:  # before: ignored, and the run went on as if they had been applied
         raise FacekitError("--set changes a recipe's settings: name the recipe (facekit eval RECIPE --set ...)")
-    plan = load_recipe(recipe, overrides) if recipe else None
+    if isinstance(recipe, Plan) and overrides:
+        raise ValueError("overrides are for a recipe read here; a Plan holds its own")
+    plan = recipe if isinstance(recipe, Plan) else load_recipe(recipe, overrides) if recipe else None
     if baseline is not None and (checkpoint is not None or model is not None):
         given = "--checkpoint" if checkpoint is not None else "--model"
         raise FacekitError(f"--baseline evaluates a method without a model: leave out {given}")
@@ -740,7 +745,7 @@ def evaluate_plan(
             opening = f"; {where}" if where else ": "
             raise FacekitError(
                 f"checkpoint not found: {checkpoint} (the recipe's train.output{opening}run its train stage first, "
-                f"facekit run {recipe} --stage train, or measure another model: --checkpoint FILE or --model NAME)"
+                f"facekit run {plan.source} --stage train, or measure another model: --checkpoint FILE or --model NAME)"
             )
     if data != "lfw-devtest":
         raise FacekitError(f"unknown evaluation data {data!r}; available: lfw-devtest")
@@ -805,7 +810,7 @@ def evaluate_plan(
         # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
         # recipe names (components.judge) is built with the recipe's params.
         own = getattr(normalizer, "meta", {}).get("encoder")
-        configured = judge if judge is not None else plan.components.get("judge") if plan is not None else None
+        configured = plan.components.get("judge") if plan is not None else None
 
         def build(name: str) -> Judge:
             # Judge.params: what it was built with where not its defaults, however it was built (before: only the

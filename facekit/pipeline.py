@@ -337,16 +337,14 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
     judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
 
     metrics, folder = evaluate_plan(
-        plan.source,
+        plan,  # (not read again: the settings run.json hashed, the judge check_later_stages built)
         None,
         evaluate.data,
         sorted(set(judges)),
         evaluate.max_photos,
         evaluate.output,
-        plan.overrides,
         prepared=prepared,  # (not loaded twice)
         device=device,
-        judge=plan.components.get("judge"),  # (built once: check_later_stages)
     )
     own = plan.components["encoder"].spec.name if "encoder" in plan.components else None
     rates = identity_rates(metrics, own)

@@ -579,7 +579,9 @@ def test_the_judge_facekit_runs_check_built_is_the_one_the_evaluate_stage_runs(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: `facekit run` built components.judge to check its weights before the first stage, and the evaluate
-    stage built it again; it now judges with that build (moved to infer.device there)."""
+    stage built it again; it now judges with that build (moved to infer.device there). The stage measures the plan
+    as the run read it (before, evaluate_plan read the recipe file again: one edited during the run, hours later,
+    gave settings other than those run.json hashed, or, here, a refusal)."""
     from facekit.pipeline import RunOptions, check_later_stages, run_evaluate_stage
     from facekit.recipe import ResolvedComponent, load_recipe
 
@@ -590,6 +592,7 @@ def test_the_judge_facekit_runs_check_built_is_the_one_the_evaluate_stage_runs(
     plan = load_recipe(str(tmp_path / "r.yaml"))
     check_later_stages(plan, ["train", "evaluate"])
     assert builds == ["judge"]
+    (tmp_path / "r.yaml").write_text("edited: [after it was read\n")
     run_evaluate_stage(plan, RunOptions(progress=False))
     assert builds == ["judge"] and "built_once" not in vars(plan.components["judge"])
     assert "sface" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["judges"]
