@@ -77,10 +77,13 @@ def shipped_normalizer() -> Any:
 
 @pytest.fixture
 def default_handlers() -> Iterator[None]:
-    """The test runs with SIGTERM's and SIGHUP's default handlers, as a command starts; pytest's are back after."""
-    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP)}
+    """The test runs with SIGTERM's and SIGHUP's default handlers and Python's own for SIGINT (KeyboardInterrupt), as
+    a command started from a terminal does; pytest's are back after. (A test run started in the background, `make
+    test &` or nohup, inherits SIGINT ignored, and Python then leaves it so: a Ctrl+C test saw no stop.)"""
+    numbers = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    before = {number: signal.getsignal(number) for number in numbers}
     for number in before:
-        signal.signal(number, signal.SIG_DFL)
+        signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
     yield
     for number, handler in before.items():
         signal.signal(number, handler)

@@ -954,7 +954,9 @@ def test_a_fifo_given_as_a_photo_is_said_to_be_no_file(tmp_path: Path) -> None:
         scan_inputs(["-"], tmp_path / "out")
 
 
-def test_a_ctrl_c_as_a_batch_s_rows_are_told_counts_every_row_written(tmp_path: Path, model: Path) -> None:
+def test_a_ctrl_c_as_a_batch_s_rows_are_told_counts_every_row_written(
+    tmp_path: Path, model: Path, default_handlers: None
+) -> None:
     """helper-196: a Ctrl+C while a finished batch was told, row by row, to the progress bar said "stopped at 5/24"
     although the batch's 16 rows were written; now the stop waits for the batch's rows to be told."""
     folder, out = tmp_path / "pics", tmp_path / "out"
