@@ -117,6 +117,16 @@ class PhotosStopped:
 
         return counted
 
+    @contextmanager
+    def bar(self, label: str) -> Iterator[Callable[[Any], None]]:
+        """A progress bar over the ``total`` photos, ``label`` on it; yields the ``on_row`` that counts each row and
+        moves the bar."""
+        from facekit.progress import Progress
+
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(label, total=self.total, unit="photo")
+            yield self.counting(lambda row: progress.advance(task))
+
     def line(self, by: str) -> str:
         if not self.done:  # (stopped while the model loads, or before its first photo's outputs)
             return f"{self.command} stopped by {by} before its first photo was done: run the same command again"
@@ -621,7 +631,6 @@ def adjust(
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
     from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
     from facekit.batch import plan_folder
-    from facekit.progress import Progress
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
     params: dict[str, Any] = {"strength": strength}
@@ -681,15 +690,8 @@ def adjust(
             from facekit.normalize import resolve_model
 
             settings["model_sha256"] = sha256_file(resolve_model(model, checkpoint))
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("adjusting", total=len(plan.planned), unit="photo")
-            rows = adjust_files(
-                plan,
-                corrector,
-                on_row=stopped.counting(lambda row: progress.advance(task)),
-                overwrite=overwrite,
-                settings=settings,
-            )
+        with stopped.bar("adjusting") as on_row:
+            rows = adjust_files(plan, corrector, on_row=on_row, overwrite=overwrite, settings=settings)
     failed = sum(row.status not in ("adjusted", "done") for row in rows)
     report_rows(
         f"facekit adjust ({method}) -> {out}",
@@ -1070,7 +1072,6 @@ def attributes(
     from facekit.batch import plan_folder
     from facekit.models import sha256_file
     from facekit.normalize import inference_device, resolve_model
-    from facekit.progress import Progress
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
     stopped = PhotosStopped("attributes", out, len(plan.planned))
@@ -1082,15 +1083,8 @@ def attributes(
             "app", "attributes", model=model, checkpoint=checkpoint, face=face.value, device=runs_on
         )
         measurer.normalizer  # noqa: B018 - load (and check) the model before the progress bar starts
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("measuring", total=len(plan.planned), unit="photo")
-            rows = attributes_files(
-                plan,
-                measurer,
-                on_row=stopped.counting(lambda row: progress.advance(task)),
-                overwrite=overwrite,
-                model_sha256=model_sha256,
-            )
+        with stopped.bar("measuring") as on_row:
+            rows = attributes_files(plan, measurer, on_row=on_row, overwrite=overwrite, model_sha256=model_sha256)
     lines = []
     for row in rows:
         values = row.values
