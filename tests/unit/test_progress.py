@@ -7,7 +7,9 @@ import contextlib
 import io
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rich.progress
@@ -307,6 +309,38 @@ def test_a_rich_without_its_refresh_thread_class_keeps_its_own_display(monkeypat
         bar.refresh()
 
 
+def _on_the_first_thread_start(monkeypatch: pytest.MonkeyPatch, then: Callable[[], object]) -> list[Any]:
+    """``then()`` run inside the first ``Thread.start`` from now on, once its thread is started; the list holds that
+    thread (a display's refresh thread)."""
+    import threading
+
+    started: list[Any] = []
+    start_thread = threading._start_new_thread  # type: ignore[attr-defined]
+
+    def start_then(function: object, args: object) -> int:
+        ident = start_thread(function, args)
+        if not started:
+            started.append(function.__self__)  # type: ignore[attr-defined]
+            then()
+        return int(ident)
+
+    monkeypatch.setattr(threading, "_start_new_thread", start_then)
+    return started
+
+
+def _assert_the_display_stopped(raised: pytest.ExceptionInfo[BaseException], started: list[Any], shown: Any) -> None:
+    """The stop was raised outside ``Thread.start``, the display's thread was told to stop and has, and the cursor
+    it hid is shown again."""
+    import threading
+
+    where = [entry.frame.code.raw for entry in raised.traceback]
+    assert threading.Thread.start.__code__ not in where, "raised inside Thread.start"
+    assert started[0].done.is_set(), "the display's thread draws on"
+    started[0].join()
+    drawn = shown.getvalue()
+    assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"), "the cursor stays hidden"
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs signals that a thread can hold")
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 @pytest.mark.parametrize("display", ["bar", "spinner"])
@@ -323,28 +357,14 @@ def test_a_stop_as_a_display_starts_its_thread_stops_the_display(
     from facekit.errors import Terminated, sigterm_raises
     from facekit.progress import status
 
-    started: list[threading.Thread] = []
-    start_thread = threading._start_new_thread  # type: ignore[attr-defined]
-
-    def start_then_stop(function: object, args: object) -> int:
-        ident = start_thread(function, args)
-        if not started:
-            started.append(function.__self__)  # type: ignore[attr-defined]
-            signal.pthread_kill(threading.get_ident(), number)  # (its handler runs here, or when let in)
-        return int(ident)
-
     bar, lines, shown, _ = consoles(terminal=True)
-    monkeypatch.setattr(threading, "_start_new_thread", start_then_stop)
+    # (its handler runs inside Thread.start, or when let in)
+    started = _on_the_first_thread_start(monkeypatch, lambda: signal.pthread_kill(threading.get_ident(), number))
     stops = Terminated if number == signal.SIGTERM else KeyboardInterrupt
     with pytest.raises(stops) as raised, sigterm_raises("stopped by {signal}"):
         with Progress(console=bar, lines=lines) if display == "bar" else status(bar, "loading"):
             pytest.fail("the block ran")
-    where = [entry.frame.code.raw for entry in raised.traceback]
-    assert threading.Thread.start.__code__ not in where, "raised inside Thread.start"
-    assert started[0].done.is_set(), "the display's thread draws on"  # type: ignore[attr-defined]
-    started[0].join()
-    drawn = shown.getvalue()
-    assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"), "the cursor stays hidden"
+    _assert_the_display_stopped(raised, started, shown)
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="sends the signal to one thread")
@@ -371,27 +391,16 @@ def test_a_stop_another_thread_takes_as_a_display_starts_is_raised_once_it_has_s
 
     other = threading.Thread(target=takes_it, daemon=True)
     other.start()
-    started: list[threading.Thread] = []
-    start_thread = threading._start_new_thread  # type: ignore[attr-defined]
 
-    def start_then_stop(function: object, args: object) -> int:
-        ident = start_thread(function, args)
-        if not started:
-            started.append(function.__self__)  # type: ignore[attr-defined]
-            go.set()
-            sent.wait()  # (the GIL given up and taken again: a pending signal's Python handler runs at the next check)
-        return int(ident)
+    def let_the_other_take_it() -> None:
+        go.set()
+        sent.wait()  # (the GIL given up and taken again: a pending signal's Python handler runs at the next check)
 
     bar, lines, shown, _ = consoles(terminal=True)
-    monkeypatch.setattr(threading, "_start_new_thread", start_then_stop)
+    started = _on_the_first_thread_start(monkeypatch, let_the_other_take_it)
     stops = Terminated if number == signal.SIGTERM else KeyboardInterrupt
     with pytest.raises(stops) as raised, sigterm_raises("stopped by {signal}"):
         with Progress(console=bar, lines=lines):
             pytest.fail("the block ran")
     other.join()
-    where = [entry.frame.code.raw for entry in raised.traceback]
-    assert threading.Thread.start.__code__ not in where, "raised inside Thread.start"
-    assert started[0].done.is_set(), "the display's thread draws on"  # type: ignore[attr-defined]
-    started[0].join()
-    drawn = shown.getvalue()
-    assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"), "the cursor stays hidden"
+    _assert_the_display_stopped(raised, started, shown)
