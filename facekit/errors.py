@@ -11,10 +11,12 @@ import errno
 import io
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 
@@ -307,6 +309,7 @@ def stop_only_from_parent(_worker_id: int | None = None) -> None:
     own said "a prepare worker stopped without finishing", exit 1. A SIGTERM to a worker alone no longer ends it
     (its parent's does), unless its parent is gone (then anyone's does). Where the system cannot tell who sent a
     signal (no ``sigwaitinfo``: macOS, Windows), the worker keeps the handler it has."""
+    _fd_receivers_hangups_unsaid()
     if not hasattr(signal, "sigwaitinfo"):
         return
     parent = os.getppid()
@@ -321,6 +324,30 @@ def stop_only_from_parent(_worker_id: int | None = None) -> None:
         os._exit(0)
 
     threading.Thread(target=wait, name="facekit-stop-from-parent", daemon=True).start()
+
+
+def _fd_receivers_hangups_unsaid() -> None:
+    """In a worker process: a process that hangs up halfway through taking a tensor's shared memory from it (torch
+    hands it over as a file descriptor, through multiprocessing's ``resource_sharer``, whose thread answers each
+    taker) is no traceback on the run's stderr. The thread printed one for the ``EOFError`` or ``OSError`` of the
+    handshake (``deliver_challenge``) when the parent, stopped by a SIGTERM to the process group as it unpickled a
+    batch, dropped the connection: the run's one line came with a traceback after it (ci136, 1 run in ~14). The
+    taker says what went wrong on its side; the worker has nothing to add, and the thread goes on serving. Any other
+    error of that thread, and any other exception, still goes to the hook there was."""
+    try:
+        from multiprocessing import resource_sharer
+
+        serve = resource_sharer._ResourceSharer._serve.__code__  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):  # (a Python without it: nothing to quiet)
+        return
+    before = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        if trace is not None and trace.tb_frame.f_code is serve and isinstance(error, EOFError | OSError):
+            return
+        before(kind, error, trace)
+
+    sys.excepthook = hook
 
 
 @contextmanager

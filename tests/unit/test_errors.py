@@ -341,3 +341,31 @@ def test_a_data_worker_dying_as_a_bar_starts_its_thread_is_raised_by_the_loop(mo
         assert unraisable == []
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def test_a_worker_says_nothing_when_a_taker_of_its_shared_memory_hangs_up_halfway() -> None:
+    """A worker hands a tensor's shared memory over as a file descriptor (multiprocessing's resource_sharer); its
+    parent, stopped by a SIGTERM to the process group as it unpickled a batch, hung up in the handshake, and the
+    worker's serving thread printed a traceback after the run's one line (ci136). Now nothing; any other exception of
+    the worker still reaches the hook it had."""
+    code = (
+        "import os, socket, sys, time\n"
+        "from multiprocessing import resource_sharer\n"
+        "from facekit.errors import stop_only_from_parent\n"
+        "if sys.argv[1] == 'worker':\n"
+        "    stop_only_from_parent()\n"
+        "resource_sharer.DupFd(os.open(os.devnull, os.O_RDONLY))  # (starts the serving thread)\n"
+        "for _ in range(2):  # a taker hangs up before answering the challenge\n"
+        "    with socket.socket(socket.AF_UNIX) as taker:\n"
+        "        taker.connect(resource_sharer._resource_sharer._address)\n"
+        "    time.sleep(0.3)\n"
+        "sys.excepthook(ValueError, ValueError('another error'), None)\n"
+    )
+    said = {
+        role: subprocess.run(
+            [sys.executable, "-c", code, role], capture_output=True, text=True, timeout=60, check=True
+        ).stderr
+        for role in ("worker", "plain")
+    }
+    assert said["worker"] == "ValueError: another error\n"
+    assert said["plain"].count("in deliver_challenge") == 2  # (what the worker said before: the test sees a hangup)
