@@ -746,12 +746,11 @@ def _start_resource_tracker_deaf_to_hangups() -> None:
 
 def _in_workers(
     stack: contextlib.ExitStack, workers: int, config: WorkerConfig, tasks: Iterable[tuple[str, list[Any]]]
-) -> Iterator[dict[str, Any]]:
+) -> _Finished:
     """process_identity's records for ``tasks`` from ``workers`` processes, as they finish. A worker that dies (the
     out-of-memory killer, kill -9) or cannot start is a FacekitError: multiprocessing.Pool replaced such a worker
     and waited for its lost task forever, at full CPU when every new worker failed to start."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures import ProcessPoolExecutor
 
     from facekit.data.pose import load_mean_shape
     from facekit.errors import hangup_stops, pillow_size_warning_quiet, workers_start_with_sigterm_held
@@ -774,22 +773,25 @@ def _in_workers(
     # (its default action then) ended it outright, "a prepare worker stopped without finishing".
     with _one_blas_thread(), workers_start_with_sigterm_held():
         futures = [executor.submit(process_identity, task) for task in tasks]
+    return _Finished(executor, stop, futures)
 
-    def finished() -> Iterator[dict[str, Any]]:
-        given = set()
+
+class _Finished:
+    """The records of a pool's identities, as they finish (iterated), and those finished but not given yet when the
+    run stopped (:meth:`after_stop`)."""
+
+    def __init__(self, executor: Any, stop: Any, futures: list[Any]) -> None:
+        self.executor, self.stop, self.futures = executor, stop, futures
+        self.given: set[Any] = set()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
-            for future in as_completed(futures):
-                given.add(future)
+            for future in as_completed(self.futures):
+                self.given.add(future)
                 yield future.result()
-        except (KeyboardInterrupt, Terminated):
-            # The identities the workers finished while the run stopped (their averages written), given too, so
-            # that their records are written and counted (helper-188: "stopped at 0/18" while workers had finished
-            # people, done again by the next run). The workers stopped first: no more finish meanwhile.
-            _shutdown(executor, stop)
-            for future in futures:
-                if future not in given and not future.cancelled() and future.exception() is None:
-                    yield future.result()
-            raise
         except BrokenProcessPool:
             raise FacekitError(
                 "a prepare worker stopped without finishing (out of memory, killed, or it could not start: a message "
@@ -797,7 +799,16 @@ def _in_workers(
                 "prepare.workers=1 to see a worker's own error or to use less memory"
             ) from None
 
-    return finished()
+    def after_stop(self) -> Iterator[dict[str, Any]]:
+        """The identities the workers finished (their averages written) and not given yet, once a stop came, wherever
+        it landed: in the wait for the next one or while the caller wrote the last (helper-188: "stopped at 0/18"
+        while workers had finished people, done again by the next run; helper-198: a stop in the caller's loop body
+        dropped them still). The workers stopped first: no more finish meanwhile."""
+        _shutdown(self.executor, self.stop)
+        for future in self.futures:
+            if future not in self.given and not future.cancelled() and future.exception() is None:
+                self.given.add(future)
+                yield future.result()
 
 
 @contextlib.contextmanager
@@ -846,18 +857,34 @@ def _process(
     )
     with Progress(*columns, disable=not show_progress) as bar, contextlib.ExitStack() as stack:
         task = bar.add_task("prepare", total=len(todo), unit="identity")
-        results: Iterator[dict[str, Any]]
+        results: Iterable[dict[str, Any]]
+        finished_at_the_stop: Callable[[], Iterable[dict[str, Any]]] = tuple
         if workers == 1:
             _init_worker(config)
             results = map(process_identity, _tasks(groups, todo))
         else:  # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
-            results = _in_workers(stack, workers, config, _tasks(groups, todo))
-        for record in results:
+            results = pool = _in_workers(stack, workers, config, _tasks(groups, todo))
+            finished_at_the_stop = pool.after_stop
+
+        def keep(record: dict[str, Any]) -> None:
             record["photos_sha256"] = inputs_digest(_items(groups[record["identity"]]), root)
             if not _same_outcome(record, previous.get(record["identity"])):
-                _append(progress_file, record)
-            photos += record["photos"]
-            bar.advance(task)
+                _append(progress_file, record)  # (twice at worst, after a stop: the latest record counts)
+
+        in_hand: list[dict[str, Any]] = []
+        try:
+            for record in results:
+                in_hand[:] = [record]
+                keep(record)
+                in_hand.clear()
+                photos += record["photos"]
+                bar.advance(task)
+        except (KeyboardInterrupt, Terminated):
+            # Every person finished before the stop is kept, wherever it landed: in the wait for the next person, or
+            # in this loop's body, the one in hand included (before, there, those finished were redone by a rerun).
+            for record in [*in_hand, *finished_at_the_stop()]:
+                keep(record)
+            raise
     return photos
 
 

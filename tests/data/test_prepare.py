@@ -1173,6 +1173,66 @@ def test_no_thread_of_a_prepare_worker_takes_a_sigterm_but_its_waiter(
         _ended(process)
 
 
+@pytest.mark.parametrize("where", ["waiting", "writing"])
+def test_a_prepare_stopped_anywhere_keeps_every_person_finished_before_the_stop(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """helper-198: a stop that landed in the loop that writes each finished person's record (not in the wait for the
+    next one, where the finished ones were given) dropped the people the workers had finished meanwhile and the
+    one in hand: a rerun did them again. Here the workers have finished a, b and c (one more failed, one was
+    cancelled) and Ctrl+C comes as the run waits after a, or as it writes b's record: the progress file holds all
+    three either way, so a rerun has none of them to do."""
+    import concurrent.futures
+    from concurrent.futures import Future
+
+    from facekit.data import prepare
+    from facekit.recipe import PrepareSection
+
+    class Finished:  # a pool whose workers have finished every identity, one failed and one cancelled
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def submit(self, fn: Any, task: tuple[str, Any]) -> Future:
+            future: Future = Future()
+            if task[0] == "cancelled":
+                future.cancel()
+            elif task[0] == "stopped":
+                future.set_exception(KeyboardInterrupt())
+            else:
+                future.set_result({"identity": task[0], "photos": 1, "inputs": [], "rows": [], "averages": []})
+            return future
+
+        def shutdown(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    def done(futures: list[Future]) -> Iterator[Future]:
+        yield futures[0]
+        if where == "waiting":
+            raise KeyboardInterrupt
+        yield from (future for future in futures[1:] if future.done() and not future.cancelled())
+
+    real_digest, digests = prepare.inputs_digest, []
+
+    def ctrl_c_at_the_second(*args: Any, **kwargs: Any) -> str:  # (b's, as its record is written)
+        digests.append(args)
+        if where == "writing" and len(digests) == 2:
+            raise KeyboardInterrupt
+        return real_digest(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Finished)
+    monkeypatch.setattr(concurrent.futures, "as_completed", done)
+    monkeypatch.setattr(prepare, "inputs_digest", ctrl_c_at_the_second)
+    output = tmp_path / "out"
+    output.mkdir()
+    rules = PrepareSection(output=str(output), image_size=96, interocular_px=24).model_dump(mode="json")
+    config = prepare.WorkerConfig("dlib", {}, rules, str(data_root / "sfm"), str(tmp_path / "work"))
+    names = ["a", "b", "stopped", "cancelled", "c"]
+    groups: dict[str, list[Any]] = {name: [] for name in names}
+    with pytest.raises(KeyboardInterrupt):
+        prepare._process(names, groups, config, output / "progress.jsonl", 2, False, {}, data_root)
+    assert sorted(read_progress(output)) == ["a", "b", "c"]
+
+
 def test_a_stopped_prepare_writes_the_identities_its_workers_finished_and_says_how_it_goes_on(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1217,8 +1277,10 @@ def test_a_stopped_prepare_writes_the_identities_its_workers_finished_and_says_h
     tasks = [(name, []) for name in ("a", "stopped", "b", "cancelled", "c")]
     given = []
     with contextlib.ExitStack() as stack, pytest.raises(KeyboardInterrupt):
-        for record in prepare._in_workers(stack, 2, config, tasks):
+        pool = prepare._in_workers(stack, 2, config, tasks)
+        for record in pool:
             given.append(record["identity"])
+    given += [record["identity"] for record in pool.after_stop()]
     assert given == ["a", "b", "c"]
 
     def ctrl_c(*args: Any) -> None:
