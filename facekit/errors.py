@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -150,6 +150,24 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl+C stopped a command that has more to say than the CLI's general line: a training, whose message names
     the step its last checkpoint holds (as a SIGTERM's :class:`Terminated` does). A KeyboardInterrupt, so that
     whatever takes Ctrl+C takes it; the CLI says its message instead of the general one, and exits 130."""
+
+
+@contextmanager
+def stops_said(line: Callable[[str], str]) -> Iterator[None]:
+    """A stop in the block (Ctrl+C, or SIGTERM or SIGHUP where :func:`sigterm_raises` holds them) says ``line(by)``,
+    ``by`` the stop's name (``Ctrl+C``, ``SIGTERM``, ``SIGHUP``): what the command left written and what running it
+    again does, instead of the CLI's general line. Raised as :class:`Terminated` with the same signal (the same exit
+    code), or as :class:`Interrupted`; an :class:`Interrupted` from an inner block is raised as it is (before: these
+    lines were copied into each command that said its own, :class:`facekit.cli.PhotosStopped`, a training, a
+    prepare)."""
+    try:
+        yield
+    except Terminated as stop:
+        raise Terminated(line(stop.signal_name), stop.signum) from None
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(line("Ctrl+C")) from None
 
 
 #: SIGHUP, where the system has it (not on Windows).

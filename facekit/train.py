@@ -41,7 +41,7 @@ import torch
 from facekit.batch import refuse_foreign_folder
 from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
-from facekit.errors import FacekitError, Interrupted, Terminated, raise_first, sigterm_raises
+from facekit.errors import FacekitError, raise_first, sigterm_raises, stops_said
 from facekit.locks import replace_durably
 from facekit.losses import identity_items, jitter_transforms, losses
 from facekit.normalize import model_file
@@ -686,21 +686,14 @@ def train(
     output = Path(plan.recipe.train.output)
     if checked is None or checked.plan is not plan or checked.resume != resume:
         checked = checked_trainable(plan, resume)  # before its lock is made in train.output
-    try:
-        with (
-            sigterm_raises("training stopped by {signal}"),
-            exclusive(output, "training") if is_rank_zero() and not output_locked else nullcontext(),
-            ExitStack() as cleanup,
-        ):
-            return _train(plan, resume, progress, cleanup, checked, offered_pool)
-    except Terminated as stopped:
-        said = terminated(output / "checkpoints" / CHECKPOINT, stopped.signal_name, resumes_itself)
-        raise Terminated(said, stopped.signum) from None
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:
-        # Ctrl+C says what SIGTERM says (before: only the CLI's general line, without the step to resume from).
-        raise Interrupted(terminated(output / "checkpoints" / CHECKPOINT, "Ctrl+C", resumes_itself)) from None
+    # Ctrl+C says what SIGTERM says (before: only the CLI's general line, without the step to resume from).
+    with (
+        stops_said(lambda by: terminated(output / "checkpoints" / CHECKPOINT, by, resumes_itself)),
+        sigterm_raises("training stopped by {signal}"),
+        exclusive(output, "training") if is_rank_zero() and not output_locked else nullcontext(),
+        ExitStack() as cleanup,
+    ):
+        return _train(plan, resume, progress, cleanup, checked, offered_pool)
 
 
 def terminated(checkpoint: Path, by: str = "SIGTERM", resumes_itself: bool = False) -> str:

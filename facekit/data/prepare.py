@@ -46,7 +46,7 @@ import numpy as np
 from facekit.data import FACE_WARP_REGULARIZATION
 from facekit.data.dataset import DIGESTED, FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
-from facekit.errors import DETECTOR_ERROR, FacekitError, Interrupted, Terminated, sigterm_raises
+from facekit.errors import DETECTOR_ERROR, FacekitError, Terminated, sigterm_raises, stops_said
 from facekit.images import load_rgb
 from facekit.locks import exclusive, replace_durably
 
@@ -489,16 +489,13 @@ def run_prepare(
     (output / WORK).mkdir(parents=True, exist_ok=True)
     # One process per shard; the shards themselves may run at once (that is what they are for). SIGTERM and SIGHUP
     # (the terminal closed; not under nohup) end the run as Ctrl+C does: the workers stopped, what they finished kept.
-    try:
-        with (
-            sigterm_raises(TERMINATED),
-            exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
-        ):
-            return _run_prepare(plan, output, groups, shard, progress, limit)
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:  # Ctrl+C says what SIGTERM says (helper-188: the CLI's line for every command)
-        raise Interrupted(TERMINATED.format(signal="Ctrl+C")) from None
+    # Ctrl+C says what SIGTERM says (helper-188: the CLI's line for every command).
+    with (
+        stops_said(lambda by: TERMINATED.format(signal=by)),
+        sigterm_raises(TERMINATED),
+        exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
+    ):
+        return _run_prepare(plan, output, groups, shard, progress, limit)
 
 
 #: What a prepare stopped by SIGTERM or SIGHUP says, ``{signal}`` its name (:class:`facekit.errors.Terminated`).
