@@ -40,8 +40,12 @@ def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
     temporary = path.with_name(f".{path.name}.tmp")
     text = json.dumps(meta)
     header = {"facekit": text, DIGEST_KEY: tensors_digest(tensors), META_DIGEST_KEY: text_digest(text)}
-    save_tensors(tensors, temporary, header)
-    replace_durably(temporary, path)
+    try:
+        save_tensors(tensors, temporary, header)
+        replace_durably(temporary, path)
+    except BaseException:  # (a stop, a full disk: no part left beside the file, which is as it was)
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

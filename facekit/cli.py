@@ -41,6 +41,7 @@ from facekit.errors import (
     debug_requested,
     did_you_mean,
     sigterm_raises,
+    stops_said,
 )
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
@@ -136,14 +137,8 @@ class PhotosStopped:
 
     @contextmanager
     def saying(self) -> Iterator[PhotosStopped]:
-        try:
+        with stops_said(self.line):
             yield self
-        except Terminated as stop:
-            raise Terminated(self.line(stop.signal_name), stop.signum) from None
-        except Interrupted:
-            raise
-        except KeyboardInterrupt:
-            raise Interrupted(self.line("Ctrl+C")) from None
 
 
 def report_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], summary: str, failed: int) -> None:
@@ -879,8 +874,25 @@ def export(
     """Strip a checkpoint to its fp16 weights + provenance (recipe, step, git sha, metrics), e.g. the default model."""
     from facekit.checkpoints import export_model
 
-    size = export_model(checkpoint, out, metrics, overwrite)
+    before = _file_state(out)
+
+    def stopped(by: str) -> str:  # (the model file is renamed into place whole: it is the old one or the new one)
+        if _file_state(out) != before:
+            return f"export stopped by {by} as it finished: {out} is written whole"
+        return f"export stopped by {by}: {out} is as it was (a model file is never half-written); run it again"
+
+    with stops_said(stopped):
+        size = export_model(checkpoint, out, metrics, overwrite)
     console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
+def _file_state(path: str | Path) -> tuple[int, int, int] | None:
+    """``path``'s inode, size and modification time (None: no file there): whether a command replaced it."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 models_app = typer.Typer(

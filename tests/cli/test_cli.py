@@ -336,6 +336,42 @@ def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rer
     ]
 
 
+def test_a_stopped_export_says_its_model_file_is_as_it_was_and_leaves_no_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-198: Ctrl+C or SIGTERM in `facekit export` said the CLI's general line, and left the part of the model
+    file written (``.OUT.tmp``) beside OUT. The file is renamed into place whole, so OUT is the old one (or none):
+    the line says so, and the part is removed."""
+    import shutil
+
+    import facekit.checkpoints
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+
+    checkpoint, out = tmp_path / "model.safetensors", tmp_path / "out.safetensors"
+    shutil.copyfile(Path(facekit.__file__).parent / "assets" / "default-model.safetensors", checkpoint)
+    out.write_bytes(b"the old model")
+    stop: BaseException = KeyboardInterrupt()
+
+    def stopped_halfway(tensors: Any, path: Path, metadata: Any) -> None:
+        path.write_bytes(b"half")
+        raise stop
+
+    monkeypatch.setattr(facekit.checkpoints, "save_tensors", stopped_halfway)
+    assert main(["export", str(checkpoint), str(out), "--overwrite"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: export stopped by Ctrl+C: {out} is as it was (a model file is never half-written); run it again"
+    ]
+    assert out.read_bytes() == b"the old model" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.safetensors",
+        "out.safetensors",
+    ]
+    stop = Terminated("stopped by {signal}", signal.SIGTERM)
+    assert main(["export", str(checkpoint), str(tmp_path / "new.safetensors")]) == 143
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: export stopped by SIGTERM: ")
+    assert not (tmp_path / "new.safetensors").exists() and not (tmp_path / ".new.safetensors.tmp").exists()
+
+
 def test_a_permission_error_says_file_or_folder_as_it_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
