@@ -1375,8 +1375,6 @@ def _set_split_in_two(args: list[str]) -> str | None:
             return None
         name, command, args = args[words[0]], command.commands[args[words[0]]], args[words[0] + 1 :]
     ctx = command.make_context(name, list(args), resilient_parsing=True)  # (no usage error raised, no callbacks)
-    if not ctx.args:  # no extra argument: a --set without '=' is said by the recipe's own check
-        return None
     lacking = {value for value in ctx.params.get("set_") or [] if "=" not in value}
     # The KEY after --set or -s, or in --set=KEY (the option's '=' typed, not the value's), and the word after it.
     keyed: list[tuple[str, str]] = []
@@ -1386,9 +1384,21 @@ def _set_split_in_two(args: list[str]) -> str | None:
         elif word.startswith("--set="):
             keyed.append((word.removeprefix("--set="), args[at + 1]))
     for key, value in keyed:
-        if key in lacking and not value.startswith("-"):  # the word after it is meant
+        # The word after it is meant: a negative number, which no option is (click took ``-5`` for one and said "No
+        # such option: -5": helper-199), or a word not an option that Typer left over (with no extra argument, a
+        # --set without '=' is said by the recipe's own check)
+        if key in lacking and (_is_number(value) or (ctx.args and not value.startswith("-"))):
             return f"--set takes KEY=VALUE: --set {key}={value}"
     return None
+
+
+def _is_number(word: str) -> bool:
+    """Whether ``word`` reads as a number (``-5``, ``-1e-3``, ``-.5``; not ``-x`` nor ``--stage``)."""
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

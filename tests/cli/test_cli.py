@@ -230,6 +230,28 @@ def test_a_set_with_a_space_for_its_equals_sign_is_one_line_saying_key_equals_va
         assert "unexpected extra argument" in capsys.readouterr().err
 
 
+def test_a_negative_value_after_set_key_is_taken_for_the_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """`facekit run demo --set train.steps -5` got click's "No such option: -5" in a box, as if -5 were an option: a
+    negative number after --set KEY is its value, said as a --set with a space for the '=' is (one line with the --set
+    as it should be typed, exit 2), in --set KEY VALUE, --set=KEY VALUE and -s KEY VALUE, wherever the recipe is; so
+    typed, the recipe's own check says it in its usual words. A word like an option (-x) keeps click's message."""
+    from facekit.cli import USAGE_ERROR, main
+
+    for args, value in (
+        (["run", "demo", "--set", "train.steps", "-5"], "-5"),
+        (["run", "demo", "--set=train.steps", "-5"], "-5"),
+        (["run", "--set", "train.steps", "-5", "demo"], "-5"),
+        (["check", "demo", "-s", "train.steps", "-1e-3", "--stage", "train"], "-1e-3"),
+    ):
+        assert main(args) == USAGE_ERROR, args
+        assert capsys.readouterr().err == f"error: --set takes KEY=VALUE: --set train.steps={value}\n", args
+    assert main(["run", "demo", "--stage", "train", "--set", "train.steps=-5"]) == 2
+    said = capsys.readouterr().err
+    assert said.endswith("--set train.steps=-5: train.steps must be at least 1 (got -5)\n"), said
+    assert main(["run", "demo", "--set", "train.steps", "-x"]) == 2
+    assert "No such option: -x" in capsys.readouterr().err
+
+
 def test_the_cli_waits_passively_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     from facekit.cli import main
 
