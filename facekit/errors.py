@@ -55,6 +55,14 @@ class SettingsRefused(FacekitError):
     exit_code = 2
 
 
+class OptionsRefused(FacekitError):
+    """A command line whose options do not go together or name what is not there (``--resume`` where no training
+    runs, an unknown ``--stage``): a usage error, exit 2, as Typer's own (before, ``--resume`` without a training
+    stage exited 1, the code of a problem with the machine or the data)."""
+
+    exit_code = 2
+
+
 class RecipeError(FacekitError):
     """A recipe (or its ``--set`` overrides) does not validate. Holds every problem found, not just the first."""
 

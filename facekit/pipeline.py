@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from facekit.errors import (
     FacekitError,
+    OptionsRefused,
     Problem,
     SettingsRefused,
     StageNotBuiltError,
@@ -787,9 +788,7 @@ def stages_to_run(requested: Sequence[str] | None) -> list[str]:
     unknown = [s for s in requested if s not in STAGES]
     if unknown:  # a usage error: exit 2, like a recipe's
         hint = did_you_mean(unknown[0], STAGES)
-        error = FacekitError(f"unknown stage {unknown[0]!r}; {hint or 'stages: ' + ', '.join(STAGES)}")
-        error.exit_code = 2
-        raise error
+        raise OptionsRefused(f"unknown stage {unknown[0]!r}; {hint or 'stages: ' + ', '.join(STAGES)}")
     return [s for s in STAGES if s in requested]
 
 
@@ -892,11 +891,13 @@ def plan_infer_outputs(plan: Plan) -> Any:
 def check_settings(plan: Plan, running: Sequence[str]) -> None:
     """Before anything of ``running`` stages is read or loaded (the output folders' check imports torch, the later
     stages' load the encoder): each one's refusals from the settings alone (``STAGE_REFUSALS``), as `facekit check`
-    says them; the later stages' first (helper-169's review: a recipe without a decoder, or a warper the losses cannot
-    pass through, was refused after the prepare stage), then the first stage's (before: said as that stage started,
-    3.5 s into `facekit run demo --set components.detector.name=dlib-5pt`, where `facekit check` took 0.6 s)."""
-    for stage in (*running[1:], *running[:1]):
-        raise_first(STAGE_REFUSALS[stage](plan))
+    says them (helper-169's review: a recipe without a decoder, or a warper the losses cannot pass through, was refused
+    after the prepare stage; the first stage's, before, as that stage started: 3.5 s into `facekit run demo --set
+    components.detector.name=dlib-5pt`, where `facekit check` took 0.6 s). In pipeline order, as `facekit check` lists
+    them (:func:`run_refusals`), so both lead with the same problem: before, the later stages' came first (kept so when
+    the first stage's moved here), and a recipe refused by prepare and by train led with train's in run and prepare's
+    in check."""
+    raise_first(run_refusals(plan, running))
 
 
 def check_later_stages(plan: Plan, running: Sequence[str]) -> None:
@@ -969,7 +970,7 @@ def run_plan(
         )
     running = stages_running(plan, stages)
     if options is not None and options.resume and "train" not in running:  # (helper-85: ignored without a word)
-        raise FacekitError(
+        raise OptionsRefused(
             f"--resume continues a training, but this run of {plan.source} does not train (stages: "
             f"{', '.join(running) or 'none'}): run without --resume, or add --stage train"
         )

@@ -163,6 +163,28 @@ def test_check_names_the_set_that_turned_on_a_loss_the_warper_cannot_pass(
     assert [p.name for p in tmp_path.iterdir()] == ["still.yaml"]
 
 
+def test_run_and_check_lead_with_the_same_problem(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recipe refused by its first stage (prepare: no detector) and by a later one (train: no decoder): `facekit
+    check` lists both in pipeline order, and `facekit run` says the first of them, prepare's (before: run said the
+    later stages' first, train's, and check led with prepare's: the user fixed one problem and was told another)."""
+    from facekit.cli import main
+
+    recipe = str(Path("recipes/demo.yaml").resolve())
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root))
+    monkeypatch.chdir(tmp_path)
+    given = ["--set", "components.detector=null", "--set", "components.decoder=null"]
+    assert main(["check", recipe, *given]) == 2
+    listed = [line.strip() for line in capsys.readouterr().err.splitlines() if line.strip().startswith("- ")]
+    assert len(listed) == 2 and "components.detector" in listed[0] and "components.decoder" in listed[1], listed
+    assert main(["run", recipe, *given]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert said == "error: components.detector: the prepare stage needs components.detector (e.g. {name: dlib})"
+    assert listed[0].endswith(said.removeprefix("error: ")), (listed, said)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_first_stages_settings_refusal_is_said_before_torch_loads(data_root: Path, tmp_path: Path) -> None:
     """`facekit run demo --set components.detector.name=dlib-5pt` (its first stage, prepare, refuses a 5-point
     detector from the settings alone) said so 3.5 s in, after the output folders' check had imported torch and the

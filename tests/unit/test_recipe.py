@@ -287,12 +287,26 @@ def test_unbuilt_stage_refuses_before_writing(tmp_path: Path, monkeypatch: pytes
     assert stages_to_run(["infer", "prepare"]) == ["prepare", "infer"]
 
 
-def test_resume_without_a_training_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    """Before: --resume where no training runs was ignored without a word (helper-85)."""
+def test_resume_without_a_training_is_refused_before_anything_runs(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: --resume where no training runs was ignored without a word (helper-85); then refused with exit 1, the
+    code of a problem with the machine or the data, where it is a command line whose options do not go together: exit
+    2, a usage error's (README), one line."""
+    from facekit.cli import main
+
     plan = resolve({"train": {"output": str(tmp_path / "t")}, "evaluate": {"output": str(tmp_path / "out")}})
-    with pytest.raises(FacekitError, match=r"--resume continues a training.*does not train \(stages: evaluate\)"):
+    with pytest.raises(FacekitError, match=r"--resume continues a training.*does not train \(stages: evaluate\)") as no:
         run_plan(plan, ["evaluate"], RunOptions(resume=True))
+    assert no.value.exit_code == 2
     assert not (tmp_path / "out").exists()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root))
+    assert main(["run", "demo", "--stage", "infer", "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --resume continues a training, but this run of demo does not train (stages: infer): run without "
+        "--resume, or add --stage train\n"
+    )
 
 
 def test_plan_round_trips_through_yaml() -> None:
@@ -1014,6 +1028,9 @@ def test_a_later_stages_settings_refusal_stops_the_run_before_the_first_stage(
         monkeypatch.setitem(
             pipeline.STAGE_RUNNERS, stage, lambda plan, options, stage=stage: ran.append(stage) or RunDir(tmp_path)
         )
+    # The stand-in prepare stage reads no detector and no data.train, which this recipe leaves out: its refusals from
+    # the settings, said first as the first stage's (in pipeline order, as `facekit check` lists them), go with it.
+    monkeypatch.setitem(pipeline.STAGE_REFUSALS, "prepare", lambda plan: [])
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
     monkeypatch.setattr(pipeline, "check_output_folders", lambda plan, stages: None)
     plan = resolve({"components": {"encoder": {"name": "dlib-resnet"}}, "train": {"output": str(tmp_path / "t")}})
@@ -1046,7 +1063,7 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     for stage in ("prepare", "train", "evaluate", "infer"):
         monkeypatch.setitem(pipeline.STAGE_RUNNERS, stage, runner(stage))
     # The stand-in prepare stage reads no detector and no data.train, which these recipes leave out: its refusals
-    # from the settings, said before anything else as the first stage's, go with it.
+    # from the settings, said before anything else as the first stage's (pipeline order), go with it.
     monkeypatch.setitem(pipeline.STAGE_REFUSALS, "prepare", lambda plan: [])
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))  # a store without VGG-Face's weights, on any machine
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
@@ -1143,6 +1160,9 @@ def test_an_augment_stage_asked_for_with_nothing_to_write_says_which_setting_bef
 
     ran: list[str] = []
     monkeypatch.setitem(pipeline.STAGE_RUNNERS, "prepare", lambda plan, options: ran.append("prepare"))
+    # (the stand-in prepare's refusals too: this recipe has no detector nor data.train, which prepare's settings
+    # refusal, said first in pipeline order as `facekit check` lists them, would say before augment's)
+    monkeypatch.setitem(pipeline.STAGE_REFUSALS, "prepare", lambda plan: [])
     base = {"prepare": {"output": str(tmp_path / "p")}, "augment": {"output": str(tmp_path / "a"), "count": 0}}
     with pytest.raises(FacekitError, match=r"\(augment\.count is 0: .*\): --set augment\.count=N writes N to look at"):
         run_plan(resolve(base), ["prepare", "augment"])
