@@ -3,11 +3,12 @@
 The recipe's ``bench.grid`` maps recipe paths to values; every combination is one cell, trained for ``train.steps``
 into ``<bench.output>/cells/<hash>/`` and evaluated on ``bench.max_photos`` photos of ``bench.data`` under every
 judge (HELEN's test photos by default: a grid chooses settings, and LFW DevTest is for reporting only).
-Each cell appends one JSON line to ``<bench.output>/results.jsonl`` (overrides, recipe hash, git sha, versions,
-device, timings, metrics); the run ends with a table, a plot and ``report.html``. Finished cells (same recipe hash)
-are not trained again, so an interrupted bench resumes. A cell that fails on its own (a FacekitError: its training
-diverged, a component of its has no weights, the recipe refuses its settings) is that cell's row with ``failed``, its
-reason, instead of its metrics; the other cells go on, and the next bench tries it again.
+Each cell appends one JSON line to ``<bench.output>/results.jsonl`` (overrides, their values as the grid writes
+them, recipe hash, git sha, versions, device, timings, metrics); the run ends with a table, a plot and
+``report.html``. Finished cells (same recipe hash) are not trained again, so an interrupted bench resumes. A cell that
+fails on its own (a FacekitError: its training diverged, a component of its has no weights, the recipe refuses its
+settings) is that cell's row with ``failed``, its reason, instead of its metrics; the other cells go on, and the next
+bench tries it again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facekit.errors import FacekitError
-from facekit.recipe import Plan, load_recipe, path_override
+from facekit.recipe import Plan, grid_cells_as_written, load_recipe, path_override
 
 if TYPE_CHECKING:
     from facekit.pool import CachedPool
@@ -227,23 +228,34 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     # row, not the end of the grid (an encoders x warpers product may hold one pair that cannot go together).
     plans: list[tuple[tuple[str, ...], Plan | FacekitError]] = []
     placed = placed_cells(base)
-    for cell in map(tuple, placed):
+    # Each cell's values as its grid writes them (1e3, not 1000.0), for its row, its label and the lines naming it.
+    written = grid_cells_as_written(recipe, overrides, placed)
+    for places, shown in zip(placed, written, strict=True):
+        cell = tuple(places)
         try:
-            plans.append((cell, load_recipe(recipe, [*overrides, *cell], grid_cell=placed[len(plans)])))
+            plans.append((cell, load_recipe(recipe, [*overrides, *cell], grid_cell=places)))
         except FacekitError as error:
             # The reason once, where it is read after the run (the command's summary, the cell's row): before
             # (helper-144), this line said it too, so a failed cell's reason came twice on the terminal and in a log.
-            logger.warning("bench cell %s is refused, the other cells go on (%s)", " ".join(cell), reason_at(results))
+            words = cell_words(cell, shown)
+            logger.warning("bench cell %s is refused, the other cells go on (%s)", words, reason_at(results))
             plans.append((cell, error))
     if plans and all(isinstance(plan, FacekitError) for _, plan in plans):  # a misspelt grid: nothing to compare
         raise next(plan for _, plan in plans if isinstance(plan, FacekitError))
-    refuse_same_cells([(cell, plan) for cell, plan in plans if not isinstance(plan, FacekitError)], prepared)
+    refuse_same_cells(
+        [
+            (cell_words(cell, shown), plan)
+            for (cell, plan), shown in zip(plans, written, strict=True)
+            if not isinstance(plan, FacekitError)
+        ],
+        prepared,
+    )
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
     evaluation = scoring(settings, names, configured)
     rows = []
-    for (cell, plan), places in zip(plans, placed, strict=True):
+    for (cell, plan), places, shown in zip(plans, placed, written, strict=True):
         if isinstance(plan, FacekitError):  # named by its overrides: it has no recipe to hash
-            about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell)}
+            about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell, shown)}
             rows.append(_failed(results, {**about, "evaluation": evaluation}, 0.0, plan))
             continue
         # Benched before the name read params as their component does, or before it left out what trains nothing:
@@ -253,12 +265,14 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         begun = [name for name in names if (output / "cells" / name / "checkpoints" / "last.safetensors").is_file()]
         digest = next((name for name in names if name in done), begun[0] if begun else names[0])
         if digest in done and done[digest].get("evaluation") == evaluation:
-            rows.append(done[digest])
+            # Shown as the grid now writes it (a row of a bench before rows kept it has none; its values are these)
+            same = sorted(done[digest].get("cell", [])) == sorted(cell)
+            rows.append({**done[digest], AS_WRITTEN: shown} if same else done[digest])
             continue
         folder = output / "cells" / digest
         about = {
             "recipe_hash": digest,
-            **_provenance(cell),
+            **_provenance(cell, shown),
             "device": describe_device(plan.recipe.train.device),
             "torch_threads": torch.get_num_threads(),
             "train_steps": plan.recipe.train.steps,
@@ -267,7 +281,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         start = time.perf_counter()
         try:  # a cell's own failure is its row; Ctrl+C and facekit's own bugs stop the bench
             plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)], grid_cell=places)
-            logger.info("bench cell %s: %s", digest, " ".join(cell))
+            logger.info("bench cell %s: %s", digest, cell_words(cell, shown))
             # A cell killed part-way goes on from its checkpoint; a new one starts (resume only where one is). Its
             # time is every run's: the checkpoint carries the earlier runs' (before: the last run's alone).
             checkpoint = folder / "checkpoints" / "last.safetensors"
@@ -297,8 +311,9 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             metrics = evaluate_normalizer(normalizer, photos, judges, folder / "eval", progress=progress)
         except FacekitError as error:
             if isinstance(error, TrainingDiverged):  # its advice is for a train.output of one's own: the bench's is
-                error = diverged_cell(error, cell)
-            logger.warning("bench cell %s failed, the other cells go on (%s)", " ".join(cell), reason_at(results))
+                error = diverged_cell(error, cell, shown)
+            words = cell_words(cell, shown)
+            logger.warning("bench cell %s failed, the other cells go on (%s)", words, reason_at(results))
             rows.append(_failed(results, about, time.perf_counter() - start, error))
             continue
         row = {
@@ -325,11 +340,22 @@ def reason_at(results: Path) -> str:
     return f"its reason is listed when the bench ends, and in {results}"
 
 
-def diverged_cell(error: TrainingDiverged, cell: tuple[str, ...]) -> FacekitError:
+def diverged_cell(
+    error: TrainingDiverged, cell: tuple[str, ...], written: dict[str, Any] | None = None
+) -> FacekitError:
     """A bench cell's divergence, said for a bench: the bench sets the cell's train.output (so not "into another
     train.output" or "with train.init", a single training's advice), and lowering train.lr where the grid varies it
-    renames that cell alone, while elsewhere (the recipe, --set) it renames, so trains again, every cell."""
-    value = next((item.split("=", 1)[1] for item in cell if item.startswith("train.lr=")), None)
+    renames that cell alone, while elsewhere (the recipe, --set) it renames, so trains again, every cell. The grid's
+    lr is named as it writes it (``written``: the cell's :func:`~facekit.recipe.grid_cells_as_written`), to be
+    found there (``1e8``, not ``100000000.0``)."""
+    value = next(
+        (
+            shown_value(json.loads(item.split("=", 1)[1]), (written or {}).get("train.lr"))
+            for item in cell
+            if item.startswith("train.lr=")
+        ),
+        None,
+    )
     where = (
         f"replace train.lr {value} in bench.grid with a lower value: the same `facekit bench` then trains that cell "
         "anew and keeps the finished ones"
@@ -363,19 +389,19 @@ def check_prepared_for_cells(recipe: str, overrides: list[str], folder: Path) ->
     check_prepared_has_faces(folder)  # a prepare that kept nobody, or arrays deleted since: its own line
 
 
-def refuse_same_cells(plans: list[tuple[tuple[str, ...], Plan]], prepared: str | None) -> None:
+def refuse_same_cells(plans: list[tuple[str, Plan]], prepared: str | None) -> None:
     """Refuse a grid two cells of which are one training (a value listed twice): before, the second was "trained" by
     a no-op resume of the first's checkpoint, scored again and shown as another cell, its training time a fraction of
-    a second."""
-    seen: dict[str, tuple[str, ...]] = {}
-    for cell, plan in plans:
+    a second. Each cell is given as its words (:func:`cell_words`: ``0.1`` and ``0.10`` are told apart as written)."""
+    seen: dict[str, str] = {}
+    for words, plan in plans:
         digest = recipe_hash(plan, prepared)
         if digest in seen:
             raise FacekitError(
-                f"bench.grid cells {' '.join(seen[digest])} and {' '.join(cell)} are the same training (recipe hash "
-                f"{digest}): list each value of bench.grid once"
+                f"bench.grid cells {seen[digest]} and {words} are the same training (recipe hash {digest}): list each "
+                "value of bench.grid once"
             )
-        seen[digest] = cell
+        seen[digest] = words
 
 
 def _elapsed(meta: dict[str, Any]) -> float:
@@ -385,13 +411,14 @@ def _elapsed(meta: dict[str, Any]) -> float:
     return float(meta.get("elapsed_seconds", fallback))
 
 
-def _provenance(cell: tuple[str, ...]) -> dict[str, Any]:
-    """What a row of ``cell`` begins with: its overrides, the git sha and the package versions."""
+def _provenance(cell: tuple[str, ...], written: dict[str, Any]) -> dict[str, Any]:
+    """What a row of ``cell`` begins with: its overrides, their values as its grid writes them (``written``:
+    :data:`AS_WRITTEN`), the git sha and the package versions."""
     import facekit
     from facekit.runs import git_sha, package_versions
 
     versions = {"facekit": facekit.__version__, **package_versions()}
-    return {"cell": list(cell), "git_sha": git_sha(), "versions": versions}
+    return {"cell": list(cell), AS_WRITTEN: written, "git_sha": git_sha(), "versions": versions}
 
 
 def _failed(results: Path, about: dict[str, Any], seconds: float, error: FacekitError) -> dict[str, Any]:
@@ -480,19 +507,55 @@ def train_time(row: dict[str, Any]) -> str:
     return f"{row['train_seconds']}" + (f" (pool {pool:.1f})" if isinstance(pool, int | float) else "")
 
 
+#: A row's key holding its cell's values as its grid writes them (:func:`facekit.recipe.grid_cells_as_written`:
+#: {key: the value, each scalar its text}); rows of benches before it have none, and show the JSON's values.
+AS_WRITTEN = "cell_as_written"
+
+
+def shown_value(value: Any, written: Any, nested: bool = False) -> str:
+    """A cell's ``value`` as its grid writes it (``written``: its :data:`AS_WRITTEN` entry, None where not known):
+    ``1e3``, ``0.10``, ``yes`` where the JSON holds ``1000.0``, ``0.1``, ``true`` (helper-199: a user did not find
+    their value in the table); lists and mappings in YAML's flow style, holding theirs. A value without it (a quoted
+    scalar, a row of an earlier bench): JSON's text within another (``nested``), else ``str``, as before."""
+    if isinstance(written, str):
+        return written
+    if isinstance(value, list) and isinstance(written, list) and len(written) == len(value):
+        return f"[{', '.join(shown_value(inner, text, True) for inner, text in zip(value, written, strict=True))}]"
+    if isinstance(value, dict) and isinstance(written, dict):
+        return (
+            f"{{{', '.join(f'{key}: {shown_value(inner, written.get(key), True)}' for key, inner in value.items())}}}"
+        )
+    return json.dumps(value) if nested else str(value)
+
+
+def cell_words(cell: tuple[str, ...], written: dict[str, Any]) -> str:
+    """``train.lr=1e3 train.seed=0``: a cell's overrides with their values as its grid writes them (``written``,
+    :data:`AS_WRITTEN`; an override without one as it is), for the lines that name a cell."""
+    words = []
+    for item in cell:
+        key, _, text = item.partition("=")
+        words.append(f"{key}={shown_value(json.loads(text), written[key], True)}" if key in written else item)
+    return " ".join(words)
+
+
 def cell_label(row: dict[str, Any]) -> str:
     """``dlib-resnet, tps(regularization=0.01)``: the values of a cell, component refs shown by name and the params
     they are given (before: by name alone, so a grid over a warper's regularization showed "tps" for every cell, in the
-    table, the plot and the report alike)."""
+    table, the plot and the report alike), each as the grid writes it where the row says (:data:`AS_WRITTEN`)."""
+    written = row.get(AS_WRITTEN) or {}
     labels = []
     for item in row["cell"]:
-        value = json.loads(item.split("=", 1)[1])
+        key, _, text = item.partition("=")
+        value, shown = json.loads(text), written.get(key)
         if isinstance(value, dict) and "name" in value:
             params = value.get("params") or {}
-            given = ", ".join(f"{key}={json.dumps(params[key])}" for key in params)
-            labels.append(f"{value['name']}({given})" if given else str(value["name"]))
+            given_at = shown.get("params") if isinstance(shown, dict) else None
+            given_at = given_at if isinstance(given_at, dict) else {}
+            given = ", ".join(f"{name}={shown_value(params[name], given_at.get(name), True)}" for name in params)
+            name = shown_value(value["name"], shown.get("name") if isinstance(shown, dict) else None)
+            labels.append(f"{name}({given})" if given else name)
         else:
-            labels.append(str(value))
+            labels.append(shown_value(value, shown))
     return ", ".join(labels)
 
 

@@ -1496,6 +1496,27 @@ def _grid_cell_labels(
     ``bench.grid`` last was named for every value, so a refused ``train.lr: true`` of the base was looked for in the
     child. ``file``: the recipe file ``path`` names (:func:`find_recipe`), found once by the caller (before: again for
     each value of the cell); ``origins`` (:func:`_origins`) and ``read``: the caller's reading of its chain."""
+    places = _grid_cell_places(path, file, overrides, cell, origins, read)
+    shown = ", ".join(
+        f"{item.partition('=')[0].strip()}: "
+        f"{(_source_text(*at) if at is not None else None) or item.partition('=')[2].strip()}"
+        for item, (_, _, at) in places.items()
+    )
+    labels = {item: f"{place} of {where} (cell {{{shown}}})" for item, (place, where, _) in places.items()}
+    return labels, {item: at for item, (_, _, at) in places.items() if at is not None}
+
+
+def _grid_cell_places(
+    path: str | Path,
+    file: Path,
+    overrides: Sequence[str],
+    cell: Collection[str] | Mapping[str, int],
+    origins: Mapping[str, Path],
+    read: Sequence[_ReadFile],
+) -> dict[str, tuple[str, str, _WrittenAt | None]]:
+    """Each item of a bench ``cell`` (:func:`_grid_cell_labels`' arguments) -> its key's place in ``bench.grid``
+    (``bench.grid.train.lr.2``, or the key alone where its value is not found there), what names the grid (its file,
+    or the --set that gave it), and where its value is written (None where not found)."""
     typed = [item for item in overrides if item not in cell]
     grid_set = [item for item in typed if _dotted(item.partition("=")[0].strip()).startswith("bench.grid")]
     own = file.resolve()
@@ -1525,13 +1546,47 @@ def _grid_cell_labels(
             places[item] = (f"bench.grid.{key}", where, None)
         else:
             places[item] = (f"bench.grid.{key}.{index}", where, (document, (*within, str(index))))
-    shown = ", ".join(
-        f"{item.partition('=')[0].strip()}: "
-        f"{(_source_text(*at) if at is not None else None) or item.partition('=')[2].strip()}"
-        for item, (_, _, at) in places.items()
-    )
-    labels = {item: f"{place} of {where} (cell {{{shown}}})" for item, (place, where, _) in places.items()}
-    return labels, {item: at for item, (_, _, at) in places.items() if at is not None}
+    return places
+
+
+def grid_cells_as_written(
+    path: str | Path, overrides: Sequence[str], cells: Sequence[Mapping[str, int]]
+) -> list[dict[str, Any]]:
+    """Each of a grid's ``cells`` (``facekit.bench.placed_cells``, of ``path`` with the bench's ``overrides``) as the
+    grid writes it: {key: its value with each scalar the text at its place in the grid's file, or --set, where it is
+    a plain one on one line (``1e3``, ``0.10``, ``yes``, where the cell's JSON holds ``1000.0``, ``0.1``, ``true``),
+    else None (a quoted scalar, which reads as itself)}, so the bench's table, plot and lines name a value as the user
+    wrote it (helper-199: they showed the JSON, a value the grid does not hold). A key whose value is not found there
+    is left out."""
+    file = find_recipe(path)
+    read: list[_ReadFile] = []
+    _read_chain(file, (), read)
+    origins = _origins(read)
+    shown = []
+    for cell in cells:
+        places = _grid_cell_places(path, file, overrides, cell, origins, read)
+        shown.append(
+            {
+                item.partition("=")[0].strip(): _written_like(json.loads(item.partition("=")[2]), _node_at(*at), at[0])
+                for item, (_, _, at) in places.items()
+                if at is not None
+            }
+        )
+    return shown
+
+
+def _written_like(value: Any, node: yaml.Node | None, text: str) -> Any:
+    """``value`` (read from the YAML ``node`` of ``text``) with each scalar replaced by its plain text there
+    (:func:`_plain_text`), or None where it has none; mappings and lists as they are, holding theirs."""
+    if isinstance(value, Mapping):
+        return {key: _written_like(inner, _child(node, str(key)), text) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_written_like(inner, _child(node, str(n)), text) for n, inner in enumerate(value)]
+    return _plain_text(node, text)
+
+
+def _child(node: yaml.Node | None, part: str) -> yaml.Node | None:
+    return _yaml_child(node, part) if node is not None else None
 
 
 def _walk(value: Any, parts: Sequence[str]) -> Any:
@@ -1625,7 +1680,12 @@ def _written(text: str, parts: Sequence[str]) -> str | None:
     ``*steps`` elsewhere is the same value); None where the text holds none there (a section, a quoted scalar, which
     YAML reads as written, a plain scalar written over several lines, which YAML reads as one, or text that is not
     YAML)."""
-    node = _node_at(text, parts)
+    return _plain_text(_node_at(text, parts), text)
+
+
+def _plain_text(node: yaml.Node | None, text: str) -> str | None:
+    """A plain scalar ``node`` of the YAML ``text`` as written there, without its anchor or tag (:func:`_written`);
+    None for any other node, or one written over several lines."""
     if not isinstance(node, yaml.ScalarNode) or node.style is not None:
         return None
     # (a node's marks are its event's: from its anchor or tag, which a plain scalar cannot start with)

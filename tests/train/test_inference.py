@@ -498,6 +498,52 @@ def test_a_refused_value_listed_twice_is_named_at_each_of_its_places(
     ]
 
 
+def test_a_grids_values_are_shown_as_its_file_writes_them(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """helper-199: a grid written ``train.lr: [1e3, 0.10, yes]`` was shown as 1000.0, 0.1 and True in the bench's
+    table, plot, report and the lines naming a cell (results.jsonl keeps JSON): a user could not find their value.
+    Each row keeps its cell as its grid writes it, and every one of those shows it so; two values one training, as
+    written (0.10 and 0.1), are told apart in their refusal."""
+    import matplotlib.axes
+
+    import facekit.bench as bench
+
+    base = bench_grid(prepared, tmp_path, {"train.lr": [0.001]})
+    recipe = tmp_path / "written.yaml"
+    recipe.write_text(f"extends: {base.name}\nbench:\n  grid:\n    train.lr: [1e3, 0.10, yes]\n")
+
+    def stopped(*args: Any, **kwargs: Any) -> None:  # (no training: each cell a failed row, named as it fails)
+        raise FacekitError("stopped here by the test")
+
+    monkeypatch.setattr("facekit.train.train", stopped)
+    ticks: list[list[str]] = []
+    real_ticks = matplotlib.axes.Axes.set_xticks
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set_xticks",
+        lambda axis, at, labels=None, **kw: ticks.append(list(labels or [])) or real_ticks(axis, at, labels, **kw),
+    )
+    with caplog.at_level("WARNING", logger="facekit.bench"):
+        rows, output = bench.run_bench(str(recipe), [], progress=False)
+    assert [row["cell"] for row in rows] == [["train.lr=1000.0"], ["train.lr=0.1"], ["train.lr=true"]]
+    assert [row[bench.AS_WRITTEN] for row in rows] == [{"train.lr": text} for text in ("1e3", "0.10", "yes")]
+    assert [bench.cell_label(row) for row in rows] == ["1e3", "0.10", "yes"]  # the table's, the report's
+    assert ticks == [["1e3 (failed)", "0.10 (failed)", "yes (failed)"]]  # the plot's
+    report = (output / "report.html").read_text()
+    assert all(f"<tr><td>{text}</td>" in report for text in ("1e3", "0.10", "yes")), report
+    said = caplog.text
+    assert "bench cell train.lr=yes is refused" in said and "bench cell train.lr=1e3 failed" in said, said
+    assert "bench cell train.lr=0.10 failed" in said and "1000.0" not in said and "true" not in said, said
+    assert [json.loads(line) for line in (output / "results.jsonl").read_text().splitlines()] == rows
+    recipe.write_text(f"extends: {base.name}\nbench:\n  grid:\n    train.lr: [0.10, 0.1]\n")
+    with pytest.raises(FacekitError, match=r"bench\.grid cells train\.lr=0\.10 and train\.lr=0\.1 are the same"):
+        bench.run_bench(str(recipe), [], progress=False)
+
+
 def test_a_resumed_cells_time_is_every_runs(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """Before: a cell killed and resumed was reported with the seconds of its last run alone (here ~1 s instead of
     the 1,000 its first run spent), its pool's too; the checkpoint now carries the seconds spent before."""

@@ -81,6 +81,44 @@ def test_a_cells_label_shows_the_params_its_components_are_given() -> None:
     ]
 
 
+def test_a_cells_label_shows_its_values_as_the_grid_writes_them(tmp_path: Path, monkeypatch: Any) -> None:
+    """helper-199: a grid written ``train.lr: [1e3, 0.10, yes]`` was shown as 1000.0, 0.1 and True in the bench's
+    table, plot and report and in RESULTS.md, values the grid does not hold; a row keeps its cell as written
+    (``cell_as_written``) and is shown so. A row of an earlier bench, without it, is shown by its JSON as before."""
+    import json
+
+    import grid_results
+
+    from facekit.bench import AS_WRITTEN, cell_label, cell_words
+
+    warper = 'components.warper={"name": "tps", "params": {"regularization": 0.01, "padding_mode": "zeros"}}'
+    cell = ["train.lr=1000.0", "train.background_rgb=[1, 2, 31]", warper, "train.seed=true"]
+    written = {
+        "train.lr": "1e3",
+        "train.background_rgb": ["1", "2", "0x1F"],
+        "components.warper": {"name": "tps", "params": {"regularization": "1e-2", "padding_mode": None}},
+        "train.seed": "yes",
+    }
+    assert cell_label({"cell": cell, AS_WRITTEN: written}) == (
+        '1e3, [1, 2, 0x1F], tps(regularization=1e-2, padding_mode="zeros"), yes'
+    )
+    assert cell_label({"cell": cell}) == '1000.0, [1, 2, 31], tps(regularization=0.01, padding_mode="zeros"), True'
+    assert cell_words(tuple(cell), written) == (
+        "train.lr=1e3 train.background_rgb=[1, 2, 0x1F] components.warper={name: tps, params: {regularization: 1e-2, "
+        'padding_mode: "zeros"}} train.seed=yes'
+    )
+    assert cell_words(tuple(cell[:1]), {}) == "train.lr=1000.0"  # (not found in the grid: the override as it is)
+    # RESULTS.md's section: the row as written, an older row as before
+    evaluation = {"judges": ["sface"], "max_photos": 100, "photo_detail": "off"}
+    rows = [{**row("0.1", "a", evaluation), AS_WRITTEN: {"train.lr": "0.10"}}, row("1000.0", "b", evaluation)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sections: list[str] = []
+    monkeypatch.setattr(grid_results, "write_section", lambda name, body: sections.append(body))
+    monkeypatch.setattr(sys, "argv", ["grid_results.py", str(tmp_path)])
+    grid_results.main()
+    assert "| 0.10 | a | 50.0% |" in sections[0] and "| 1000.0 | b | 50.0% |" in sections[0]
+
+
 def test_a_sections_notes_are_kept_when_its_script_rewrites_it(tmp_path: Path, monkeypatch: Any) -> None:
     """Before: a rerun of `benchmarks/adjust.py --memory` dropped the section's before rows and notes (measured by
     other commands, written below the script's table). What follows the section's notes marker is kept."""
