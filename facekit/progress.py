@@ -270,35 +270,49 @@ DETECTION_SHARE = 0.9
 
 class PhotoCount:
     """A folder command's bar (``task`` of ``progress``, its total the photos), moved as each photo is worked on, not
-    as each batch of them ends: :meth:`detected` as a photo's face detection ends (:data:`DETECTION_SHARE` of the
-    photo), :meth:`row` as a photo's row is told (the rest of it; all of it for a photo never detected: done, exists,
-    unreadable). Before, the bar of eight large photos sat at 0 for 26 s, then said "ETA 3 min" just before "done".
-    Used as a context manager, a stop (an error, Ctrl+C) leaves the count at the photos whose rows were told, as the
-    "stopped at" line says, not at a part of one."""
+    as each batch of them ends: :meth:`detected` as a photo's face detection ends (``detection_share`` of the photo,
+    default :data:`DETECTION_SHARE`), :meth:`reached` as a command's later work on it ends (``facekit avatar``'s fit
+    and renders, then its files), :meth:`row` as a photo's row is told (the rest of it; all of it for a photo never
+    detected: done, exists, unreadable). Before, the bar of eight large photos sat at 0 for 26 s, then said "ETA 3
+    min" just before "done". Used as a context manager, a stop (an error, Ctrl+C) leaves the count at the photos whose
+    rows were told, as the "stopped at" line says, not at a part of one."""
 
-    def __init__(self, progress: rich.progress.Progress, task: rich.progress.TaskID) -> None:
+    def __init__(
+        self, progress: rich.progress.Progress, task: rich.progress.TaskID, detection_share: float = DETECTION_SHARE
+    ) -> None:
         self._progress, self._task = progress, task
+        self._detection_share = detection_share
         self.rows = 0
-        self._detected = 0  # photos detected whose rows are still to come
+        self._parts: list[float] = []  # photos worked on whose rows are still to come: the share of each done
 
     def detected(self, *_: Any) -> None:
-        self._detected += 1
+        self._parts.append(self._detection_share)
+        self._show()
+
+    def reached(self, share: float) -> None:
+        """The next photo worked on has reached ``share`` of its work (the first one in flight below it: a command
+        works on a batch's photos in turn)."""
+        for place, part in enumerate(self._parts):
+            if part < share:
+                self._parts[place] = share
+                break
         self._show()
 
     def row(self, *_: Any) -> None:
         self.rows += 1
-        self._detected = max(0, self._detected - 1)
+        if self._parts:
+            self._parts.pop(0)
         self._show()
 
-    def _show(self) -> None:  # (whole when no detection waits for its row: a sum of shares ended at 23.999999)
-        self._progress.update(self._task, completed=self.rows + DETECTION_SHARE * self._detected)
+    def _show(self) -> None:  # (whole when no photo waits for its row: a sum of shares ended at 23.999999)
+        self._progress.update(self._task, completed=self.rows + sum(self._parts))
 
     def __enter__(self) -> PhotoCount:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
-        if kind is not None and self._detected:
-            self._detected = 0
+        if kind is not None and self._parts:
+            self._parts.clear()
             self._show()
 
 

@@ -499,7 +499,7 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     """An avatar's files already in -o (a user's, or an earlier run's) are left alone unless overwrite; a subfolder
     that is a link out of -o gets nothing written through it, and the batch goes on."""
     from facekit_avatar.cards import AVATAR_OUTPUTS
-    from facekit_avatar.cli import avatar_files
+    from facekit_avatar.cli import BUILT_SHARE, avatar_files
     from PIL import Image
 
     from facekit.batch import plan_folder
@@ -521,7 +521,9 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
     assert rows["other.jpg"]["status"] == "unwritable" and "leads outside" in rows["other.jpg"]["reason"]
     assert list(elsewhere.iterdir()) == []
     (out / "sub").unlink()
-    told: list[str] = []  # each photo's detection, as it ends, before its batch's rows (helper-196: the bar moves)
+    # Each photo's detection, avatar and files, as each ends, before its batch's rows (helper-196, helper-201: the
+    # bar moves; before helper-201 it sat still through the fits, renders and files, most of a small photo's time).
+    told: list[object] = []
     remade = avatar_files(
         plan,
         normalizer,
@@ -529,8 +531,9 @@ def test_avatar_files_leave_what_is_there_and_never_write_through_a_link(maker: 
         on_row=lambda row: told.append("row"),
         overwrite=True,
         on_detected=lambda: told.append("detected"),
+        on_reached=told.append,
     )
-    assert told == ["detected", "detected", "row", "row"]
+    assert told == ["detected", "detected", BUILT_SHARE, BUILT_SHARE, 1.0, 1.0, "row", "row"]
     again = {Path(row["input"]).name: row for row in remade}
     assert again["face.jpg"]["status"] == again["other.jpg"]["status"] == "ok"  # made now (before: "done")
     assert (out / "face.obj").read_text() != "my mesh\n" and (out / "sub" / "other.glb").is_file()

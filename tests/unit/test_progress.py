@@ -404,3 +404,45 @@ def test_a_stop_another_thread_takes_as_a_display_starts_is_raised_once_it_has_s
             pytest.fail("the block ran")
     other.join()
     _assert_the_display_stopped(raised, started, shown)
+
+
+def test_a_photo_count_moves_through_a_photo_s_later_work_and_a_stop_keeps_the_rows_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """helper-201: `facekit avatar` on ten LFW photos said 9/10 and "ETA 0.0 s" once their detections were done (0.5
+    s) and then sat there through the fits, renders and files (5.5 s): its bar now takes a share at each of them. A
+    stop between them still says the photos whose rows were told."""
+    from facekit.progress import PhotoCount
+
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
+    bar_console, lines, _, written = consoles(terminal=False)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        Progress(console=bar_console, lines=lines, get_time=Clock(), auto_refresh=False) as bar,
+    ):
+        task = bar.add_task("avatars", total=4, unit="photo")
+        with PhotoCount(bar, task, detection_share=0.5) as count:
+            count.detected()
+            count.detected()
+            count.reached(0.9)  # the first photo's avatar is built
+            count.reached(1.0)  # and its files written
+            count.reached(0.9)  # the second one's avatar
+            count.row()
+            count.row()
+            count.detected()
+            count.reached(0.9)
+            raise KeyboardInterrupt
+    said = [line.split(": ")[1].split(" (")[0] for line in written.getvalue().splitlines()]
+    assert said == [
+        "0.5/4",
+        "1/4",
+        "1.4/4",
+        "1.5/4",
+        "1.9/4",
+        "1.9/4",
+        "2/4",
+        "2.5/4",
+        "2.9/4",
+        "2/4",
+        "stopped at 2/4",
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,11 +155,17 @@ class AvatarMaker:
         return results
 
     def build(
-        self, images: np.ndarray, landmarks: np.ndarray, yaws: tuple[float, ...] = YAWS, blend: bool = True
+        self,
+        images: np.ndarray,
+        landmarks: np.ndarray,
+        yaws: tuple[float, ...] = YAWS,
+        blend: bool = True,
+        on_each: Callable[[int], None] | None = None,
     ) -> list[Avatar]:
         """``images`` (B, S, S, 3) uint8 normalized faces and their (B, 68, 2) landmarks -> textured avatars with
         renders at ``yaws`` (degrees) through the fit's camera. ``blend=False`` textures every texel from the image
-        (no colour model): the grazing-angle smears the blend removes, for comparison."""
+        (no colour model): the grazing-angle smears the blend removes, for comparison. ``on_each`` is told each
+        face's index as its texture and renders are done (most of the time, after one fit of them all)."""
         from facekit_avatar.render import renderer
 
         check_faces(images, landmarks)
@@ -185,6 +191,8 @@ class AvatarMaker:
                 self.texture_size,
             )
             renders = {yaw: render_avatar(camera_vertices[b], self.model, texture, size, yaw) for yaw in yaws}
+            if on_each is not None:
+                on_each(b)
             avatars.append(
                 Avatar(
                     vertices=model_vertices[b],
