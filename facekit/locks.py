@@ -6,6 +6,7 @@ by ``kill -9``, so a crash never leaves a stale lock behind (nothing to clean up
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -42,6 +43,10 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
         except (FileExistsError, FileNotFoundError):  # the folder went while it was made (a holder's clean-up)
             continue
         except OSError as error:
+            if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # the folder, not the lock, is the problem
+                raise FacekitError(
+                    f"cannot write into {folder}: {error.strerror}; choose an output folder you can write to"
+                ) from None
             raise FacekitError(f"cannot create the lock {path}: {error.strerror}") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

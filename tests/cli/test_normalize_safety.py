@@ -3,6 +3,7 @@ bounded by the batch, and a kill leaves no partial output (the promises in facek
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -972,3 +973,30 @@ def test_a_ctrl_c_as_a_batch_s_rows_are_told_counts_every_row_written(
     with pytest.raises(KeyboardInterrupt):
         normalize_folder(FakeNormalizer(), [str(folder)], out, model, on_row=row_told)
     assert told == ["ok"] * 16 and len(manifest(out)) == 16
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_an_output_folder_that_cannot_be_written_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """helper-201: `facekit avatar photo.jpg -o ro` (as adjust, normalize, explore) into a read-only folder said
+    "cannot create the lock ro/.facekit.lock: Read-only file system", a file the user never asked for; now it names
+    the folder and what to do. (Root writes through permissions: the refusal is the system's, stood in for.)"""
+    import facekit.locks
+    from facekit.locks import exclusive
+
+    opened = os.open
+
+    def refused(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(facekit.locks.LOCK):
+            raise OSError(code, os.strerror(code), str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(facekit.locks.os, "open", refused)
+    out = tmp_path / "ro"
+    out.mkdir()
+    with pytest.raises(FacekitError) as caught, exclusive(out, "avatar"):
+        pass
+    assert (
+        str(caught.value) == f"cannot write into {out}: {os.strerror(code)}; choose an output folder you can write to"
+    )
