@@ -23,6 +23,7 @@ from facekit.errors import (
     data_workers_lost_said,
     did_you_mean,
     raise_first,
+    stops_said,
 )
 from facekit.recipe import STAGES, Plan
 from facekit.runs import RunDir, finish_run
@@ -218,9 +219,14 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
         "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
         "seed": plan.recipe.train.seed,
     }
+    shards = [0, 0]  # whole, of all (materialise's on_whole)
     # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written stay.
-    with data_workers_lost_said(
-        "run the augment stage again (it goes on after the last whole shard), with prepare.workers=1 to use less memory"
+    with (
+        stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)),
+        data_workers_lost_said(
+            "run the augment stage again (it goes on after the last whole shard), with prepare.workers=1 to use less "
+            "memory"
+        ),
     ):
         materialise(
             dataset,
@@ -229,14 +235,34 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
             workers=plan.recipe.prepare.workers,
             progress=options.progress,
             fingerprint=fingerprint,
+            on_whole=lambda whole, total: shards.__setitem__(slice(None), [whole, total]),
         )
-    picks = np.random.default_rng(plan.recipe.train.seed).choice(
-        augment.count, size=min(64, augment.count), replace=False
-    )
-    sheet = contact_sheet([np.round(dataset.morph(int(i)).image.clip(0, 1) * 255).astype(np.uint8) for i in picks])
-    Image.fromarray(sheet).save(Path(augment.output) / "contact_sheet.png")
+        picks = np.random.default_rng(plan.recipe.train.seed).choice(
+            augment.count, size=min(64, augment.count), replace=False
+        )
+        sheet = contact_sheet([np.round(dataset.morph(int(i)).image.clip(0, 1) * 255).astype(np.uint8) for i in picks])
+        Image.fromarray(sheet).save(Path(augment.output) / "contact_sheet.png")
     # The morphs' folder, not the run record's (helper-69: "wrote runs/.../runs/<stamp>-augment").
     return replace(run, note=f"{augment.count} morphs in {augment.output} (contact sheet: contact_sheet.png)")
+
+
+def augment_stopped(by: str, whole: int, total: int, output: str, recipe: str) -> str:
+    """What the augment stage stopped by ``by`` says: how many of its ``total`` shards of morphs are whole in
+    ``output`` (each is renamed into place whole: a stop mid-shard leaves none of it), and that the stage run again
+    makes only the others (each whole one holding its items from the same data and settings is kept). Before: the
+    CLI's general line."""
+    again = f"facekit run {recipe} --stage augment"
+    if not whole:
+        return f"augment stage stopped by {by} before its first shard of morphs was whole: run `{again}` again"
+    if whole == total:  # (stopped in the index or the contact sheet)
+        return (
+            f"augment stage stopped by {by} as it finished: its {total} shards of morphs are whole in {output}; "
+            f"`{again}` finishes it without making any again"
+        )
+    return (
+        f"augment stage stopped by {by}: {whole} of {total} shards of morphs are whole in {output}; `{again}` goes "
+        f"on with the other {total - whole}"
+    )
 
 
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:

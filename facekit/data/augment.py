@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,11 +317,15 @@ def _write_shard(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    np.save(tmp / "images.npy", np.stack(to_uint8_rgb(torch.stack([r["image"] for r in rows]))))
-    np.save(tmp / "textures.npy", np.stack(to_uint8_rgb(torch.stack([r["texture"] for r in rows]))))
-    np.save(tmp / "landmarks.npy", np.stack([r["landmarks"].numpy().astype(np.float32) for r in rows]))
-    np.save(tmp / "items.npy", np.asarray(items, np.int64))
-    (tmp / SHARD_FINGERPRINT).write_text(fingerprint)
+    try:
+        np.save(tmp / "images.npy", np.stack(to_uint8_rgb(torch.stack([r["image"] for r in rows]))))
+        np.save(tmp / "textures.npy", np.stack(to_uint8_rgb(torch.stack([r["texture"] for r in rows]))))
+        np.save(tmp / "landmarks.npy", np.stack([r["landmarks"].numpy().astype(np.float32) for r in rows]))
+        np.save(tmp / "items.npy", np.asarray(items, np.int64))
+        (tmp / SHARD_FINGERPRINT).write_text(fingerprint)
+    except BaseException:  # (a stop, a full disk: no part of the shard left beside the whole ones)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = out_dir / name
     if final.is_dir():  # facekit's own shard holding other items (count changed): replaced
         shutil.rmtree(final)
@@ -337,6 +341,7 @@ def materialise(
     workers: int = 2,
     progress: bool = True,
     fingerprint: dict[str, Any] | None = None,
+    on_whole: Callable[[int, int], object] | None = None,
 ) -> list[Path]:
     """Write items ``0 .. count - 1`` of ``dataset_like`` (e.g. a :class:`MorphDataset`) into shards.
 
@@ -344,7 +349,9 @@ def materialise(
     that already holds exactly its items is skipped, so an interrupted run resumes where it stopped (items are
     deterministic, so a rerun never duplicates or changes them); one that holds others (``count`` changed) is made
     again. ``fingerprint`` (what the items depend on: prepared data, settings, seed) is kept in ``index.json``; shards
-    made with another one are refused, never mixed in. ``index.json`` is (re)written at the end.
+    made with another one are refused, never mixed in. ``index.json`` is (re)written at the end. ``on_whole(whole,
+    total)``: how many of the ``total`` shards are whole in the folder, told once they are checked and as each is
+    written (what a stop leaves: the augment stage's line).
 
     Returns:
         the shard directories written by this call.
@@ -398,6 +405,8 @@ def materialise(
     todo = [(name, items) for name, items in shards if not holds(name, items)]
     logger.info("materialise: %d of %d shards to write in %s", len(todo), len(shards), out)
     written: list[Path] = []
+    if on_whole is not None:
+        on_whole(len(shards) - len(todo), len(shards))
     if todo:
         order = [i for _, items in todo for i in items]
         loader = DataLoader(
@@ -422,6 +431,8 @@ def materialise(
                     if bar is not None:
                         bar.advance(task)
                 written.append(_write_shard(out, name, items, rows, shard_fingerprint))
+                if on_whole is not None:
+                    on_whole(len(shards) - len(todo) + len(written), len(shards))
                 logger.debug("materialise: wrote %s", name)
         finally:
             if bar is not None:

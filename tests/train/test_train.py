@@ -1474,6 +1474,61 @@ def test_the_augment_stage_says_where_its_morphs_are(prepared: Path, tmp_path: P
     assert (tmp_path / "morphs" / "contact_sheet.png").is_file()
 
 
+def test_a_stopped_augment_stage_says_its_whole_shards_and_the_rerun_goes_on_with_the_others(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-203: Ctrl+C or SIGTERM in the augment stage said the CLI's general line, and left the shard it was
+    writing as a ``.tmp`` folder among the whole ones. It now says how many shards are whole and that the stage run
+    again makes only the others (as it does: the rerun below writes the one left), and no part is left."""
+    import functools
+
+    import facekit.data.augment as augmenting
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+    from facekit.pipeline import augment_stopped
+
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=1)
+    morphs = tmp_path / "morphs"
+    recipe["augment"] = {"enabled": True, "count": 3, "neighbours": 3, "output": str(morphs)}
+    recipe["prepare"]["workers"] = 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(augmenting, "materialise", functools.partial(augmenting.materialise, shard_size=1))
+    real_write, real_uint8, written = augmenting._write_shard, augmenting.to_uint8_rgb, []
+    stop: BaseException | None = KeyboardInterrupt()
+
+    def writing(out: Path, name: str, *args: Any) -> Path:
+        written.append(name)
+        return real_write(out, name, *args)
+
+    def stopped_in_the_third(images: Any) -> Any:  # its images.npy written, the textures' next
+        if len(written) == 3 and stop is not None and (morphs / "shard-00002.tmp" / "images.npy").exists():
+            raise stop
+        return real_uint8(images)
+
+    monkeypatch.setattr(augmenting, "_write_shard", writing)
+    monkeypatch.setattr(augmenting, "to_uint8_rgb", stopped_in_the_third)
+    assert main(["run", str(path), "--stage", "augment"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: augment stage stopped by Ctrl+C: 2 of 3 shards of morphs are whole in {morphs}; `facekit run "
+        f"{path} --stage augment` goes on with the other 1"
+    ]
+    assert sorted(p.name for p in morphs.glob("shard-*")) == ["shard-00000", "shard-00001"]  # no shard-00002.tmp
+    written[:] = ["", ""]  # (the stop in the first shard this run makes: the two whole ones were kept)
+    stop = Terminated("stopped by {signal}", signal.SIGTERM)
+    assert main(["run", str(path), "--stage", "augment"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: augment stage stopped by SIGTERM: 2 of 3 ")
+    assert augment_stopped("SIGHUP", 0, 3, str(morphs), str(path)) == (
+        f"augment stage stopped by SIGHUP before its first shard of morphs was whole: run `facekit run {path} "
+        "--stage augment` again"
+    )
+    stop = None
+    written.clear()
+    assert main(["run", str(path), "--stage", "augment"]) == 0
+    assert written == ["shard-00002"] and (morphs / "index.json").is_file()
+    assert sorted(p.name for p in morphs.glob("shard-*")) == ["shard-00000", "shard-00001", "shard-00002"]
+
+
 def test_a_cached_pool_is_made_again_when_the_arrays_change(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1940,8 +1995,11 @@ def test_a_sigterm_to_the_whole_process_group_stops_the_augment_stage_and_its_wo
     recipe["augment"] = {"enabled": True, "count": 50_000, "neighbours": 3, "output": str(tmp_path / "morphs")}
     path = tmp_path / "augment.yaml"
     status, said = _group_sigterm(recipe, path, "augment", "the augment stage (its workers)")
-    assert (status, said) == (
+    assert (status, said) == (  # (sent as its workers start: before its first shard of 1000)
         143,
-        ["error: stopped by SIGTERM: what was written stays"],
+        [
+            "error: augment stage stopped by SIGTERM before its first shard of morphs was whole: run `facekit run "
+            f"{path} --stage augment` again"
+        ],
     )
     _none_left(path)
