@@ -474,19 +474,46 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     built = build_apps(apps)
     per_face = probe_apps(built, normalizer)  # an app that would fail says so before the first photo
     run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
-    # A bar as `facekit normalize` has (before: the stage said nothing until its end, however many photos).
-    with Progress(transient=True, disable=not options.progress) as progress:
-        task = progress.add_task("normalizing", total=len(folder_plan.planned), unit="photo")
-        with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
-            summary = normalize_planned(
-                normalizer, folder_plan, checkpoint, infer.overwrite, on_row=count.row, on_detected=count.detected
-            )
-    statuses = {row.input: row.status for row in summary.rows}
-    (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
-    made = [row for row in summary.rows if row.output is not None]
-    if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
-        write_apps_json(run_apps(apps, made, Path(infer.output), built=built, per_face=per_face), Path(infer.output))
+    total, rows = len(folder_plan.planned), [0]  # (the rows told: each photo's outputs are written by then)
+    with stops_said(lambda by: infer_stopped(by, rows[0], total, infer.output, plan.source)):
+        # A bar as `facekit normalize` has (before: the stage said nothing until its end, however many photos).
+        with Progress(transient=True, disable=not options.progress) as progress:
+            task = progress.add_task("normalizing", total=total, unit="photo")
+            with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
+
+                def on_row(row: Any) -> None:
+                    rows[0] += 1
+                    count.row(row)
+
+                summary = normalize_planned(
+                    normalizer, folder_plan, checkpoint, infer.overwrite, on_row=on_row, on_detected=count.detected
+                )
+        statuses = {row.input: row.status for row in summary.rows}
+        (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
+        made = [row for row in summary.rows if row.output is not None]
+        if apps and made:  # none (all left alone): an earlier apps.json stays (helper-74: it was emptied)
+            results = run_apps(apps, made, Path(infer.output), built=built, per_face=per_face)
+            write_apps_json(results, Path(infer.output))
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
+
+
+def infer_stopped(by: str, done: int, total: int, output: str, recipe: str) -> str:
+    """What the infer stage stopped by ``by`` says: how many of its ``total`` photos it finished (``done``: their
+    outputs are written in ``output``), and that the stage run again goes on with the others (it skips each photo
+    whose outputs it finds made with the same model and settings, as `facekit normalize` does; a training run again
+    would refuse its checkpoint without --resume, so the stage alone). Before: the CLI's general line."""
+    again = f"facekit run {recipe} --stage infer"
+    if not done:
+        return f"infer stage stopped by {by} before its first photo was done: run `{again}` again"
+    if done == total:  # (stopped in its apps or its statuses)
+        return (
+            f"infer stage stopped by {by} as it finished: its {total} photos are done in {output}; `{again}` "
+            "finishes it without normalizing any again"
+        )
+    return (
+        f"infer stage stopped by {by}: {done} of {total} photos finished, kept in {output}; `{again}` goes on "
+        f"with the other {total - done}"
+    )
 
 
 def relative_to_working_folder(model: Path) -> str:

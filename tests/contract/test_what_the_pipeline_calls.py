@@ -404,6 +404,46 @@ def test_the_infer_stage_tries_its_apps_before_the_first_photo(
     assert not (tmp_path / "out").exists()  # no run folder either
 
 
+def test_a_stopped_infer_stage_says_how_many_photos_it_finished_and_that_the_stage_goes_on(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-203: Ctrl+C or SIGTERM in the infer stage said the CLI's general line. It now says, as `facekit
+    normalize` does, how many of its photos are finished and that the stage run again goes on with the others (it
+    skips the done ones; the whole `facekit run` again would refuse the trained checkpoint without --resume)."""
+    import signal
+
+    import facekit.batch
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+    from facekit.normalize import default_model_path
+
+    photos = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:3]
+    out = tmp_path / "out"
+    infer = {"inputs": [str(p) for p in photos], "checkpoint": str(default_model_path()), "output": str(out)}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"infer": infer}))
+    stop: BaseException = KeyboardInterrupt()
+    finished = 2
+
+    def through(*args: Any, on_row: Any, **kwargs: Any) -> None:  # two photos' outputs written, then the stop
+        for _ in range(finished):
+            on_row(None)
+        raise stop
+
+    monkeypatch.setattr(facekit.batch, "normalize_planned", through)
+    assert main(["run", str(recipe), "--stage", "infer"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: infer stage stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; `facekit run {recipe} --stage "
+        "infer` goes on with the other 1"
+    ]
+    stop, finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
+    assert main(["run", str(recipe), "--stage", "infer"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: infer stage stopped by SIGTERM before its first photo was done: run `facekit run {recipe} --stage "
+        "infer` again"
+    ]
+
+
 def test_the_apps_are_tried_on_a_decoder_without_landmarks() -> None:
     """The builtin plain-cnn decoder gives no landmarks: probe_apps ended the infer stage of such a model with an
     AttributeError traceback ('NoneType' object has no attribute 'float') before any photo, whatever its apps; run_apps
