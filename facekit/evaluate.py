@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from facekit.data.sources import Photo, lfw_photos
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, stops_said
 from facekit.types import LandmarkScheme, frozen_encoder
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ def evaluate_normalizer(
         "largest_share": round(max(per_person.values()) / len(indices["same"]), 4) if per_person else None,
     }
     metrics["different_people_pairs"] = len(indices["different"])
+    histograms: list[tuple[Judge, np.ndarray]] = []  # (written with the metrics: a stop before leaves no part)
     with ExitStack() as stack:
         # Each judge embeds each photo and its normalized face, then the detector looks at each face: 13 s after the
         # normalizing bar for LFW's 500 photos, which had said nothing until the table.
@@ -241,23 +242,27 @@ def evaluate_normalizer(
                 "inputs_same_person": _stats(inputs_same),
                 **pair_rates(judge, same, different),
             }
-            _histogram(preserved, judge, out / f"identity-{judge.name}.png")
-            np.save(out / f"identity-{judge.name}.npy", preserved)
+            histograms.append((judge, preserved))
         metrics["landmarks"] = _landmark_plausibility(
             normalizer, faces.outputs, faces.output_landmarks if faces.predicted else None, advance
         )
     if pairs is not None:
         metrics["lfw_pairs"] = verify_pairs(normalizer, pairs[0], judges, pairs[1], progress=progress)
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 1)
+    from facekit.outputs import side_by_side
+
+    examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
+    # The results last, together (before: each judge's histogram as it was judged, so a stop left them without
+    # metrics.json, and `facekit eval` run again refused them as an earlier evaluation's).
+    for judge, preserved in histograms:
+        _histogram(preserved, judge, out / f"identity-{judge.name}.png")
+        np.save(out / f"identity-{judge.name}.npy", preserved)
     (out / "metrics.json").write_text(metrics_json(metrics))
     # Before: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy beside this
     # run's metrics and report, one folder holding two evaluations. Only files the replaced metrics.json names go.
     for name in sorted(replaced - {judge.name for judge in judges}):
         for kind in ("png", "npy"):
             (out / f"identity-{name}.{kind}").unlink(missing_ok=True)
-    from facekit.outputs import side_by_side
-
-    examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
     from facekit.report import write_report
 
     figures = [out / f"identity-{judge.name}.png" for judge in judges]  # this run's (not an earlier run's others)
@@ -266,6 +271,40 @@ def evaluate_normalizer(
     said = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in (about or {}).items())
     write_report(out / "report.html", "facekit evaluation", metrics, examples, figures, [said] if said else [])
     return metrics
+
+
+def results_state(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Each evaluation result file in ``folder`` (metrics.json, report.html, identity-*): its inode, size and
+    modification time, to tell whether a stopped evaluation wrote any."""
+    import os
+    from fnmatch import fnmatchcase
+
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return {}
+    found = {}
+    for entry in entries:
+        if any(fnmatchcase(entry.name, pattern) for pattern in EVALUATE_ENTRIES if pattern != "runs"):
+            try:
+                state = entry.stat()
+            except OSError:
+                continue
+            found[entry.name] = (state.st_ino, state.st_size, state.st_mtime_ns)
+    return found
+
+
+def evaluation_stopped(
+    by: str, folder: Path, before: dict[str, tuple[int, int, int]], overwrite: bool, who: str, again: str
+) -> str:
+    """What an evaluation (``who``: `facekit eval`, the evaluate stage) stopped by ``by`` says: its results are
+    written together at its end, so a stop before leaves ``folder`` as it was (``before``: :func:`results_state`),
+    and one as they were written leaves part of them, which ``again`` (how to run it again) replaces, with
+    --overwrite where it was not given. Before: the CLI's general line."""
+    if results_state(folder) == before:
+        return f"{who} stopped by {by} before writing its results: {folder} is as it was; {again}"
+    again = again if overwrite else f"{again} with --overwrite"
+    return f"{who} stopped by {by} as it wrote its results: {folder} holds part of them; {again} to replace them"
 
 
 def _earlier_judges(out: Path) -> set[str]:
@@ -682,6 +721,7 @@ def evaluate_plan(
     model: str | None = None,
     prepared: Any = None,
     device: str = "cpu",
+    said_as: tuple[str, str] = ("eval", "run the same command again"),
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
     under ``judges``;
@@ -694,7 +734,8 @@ def evaluate_plan(
     --device``; a torch device string, checked by :func:`facekit.normalize.inference_device`); the detectors and
     the baseline run on the CPU. ``recipe``: a recipe's path or name, or the :class:`~facekit.recipe.Plan` the caller
     read (the evaluate stage's: not read again, so its settings are those run.json hashed, and its judge is the one
-    `facekit run`'s check built; ``overrides`` are then in it)."""
+    `facekit run`'s check built; ``overrides`` are then in it). ``said_as``: who says a stop, and how to run it
+    again (:func:`evaluation_stopped`)."""
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device, resolve_model, same_device
@@ -778,8 +819,12 @@ def evaluate_plan(
             detector = named_detector.build() if named_detector is not None else None
 
     check_fixed_outputs(folder, ["metrics.json", "report.html"], [], overwrite, "facekit eval")
+    before = results_state(folder)
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
-    with exclusive(folder, "facekit eval"):
+    with (
+        stops_said(lambda by: evaluation_stopped(by, folder, before, overwrite, *said_as)),
+        exclusive(folder, "facekit eval"),
+    ):
         normalizer: Any
         if baseline == "frontalize":
             from facekit.baselines.frontalize import Frontalizer

@@ -372,6 +372,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
         evaluate.output,
         prepared=prepared,  # (not loaded twice)
         device=device,
+        said_as=("evaluate stage", f"run `facekit run {plan.source} --stage evaluate` again"),
     )
     own = plan.components["encoder"].spec.name if "encoder" in plan.components else None
     rates = identity_rates(metrics, own)

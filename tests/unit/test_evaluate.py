@@ -158,6 +158,48 @@ def test_judging_shows_its_progress_after_the_normalizing_bar(
     assert ("face/s" in said[-1] or "s/face" in said[-1]) and " done in " in said[-1]
 
 
+def test_a_stopped_evaluation_leaves_no_results_of_its_judges_and_says_what_its_folder_holds(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-203: a stop in `facekit eval` (or the evaluate stage) said the CLI's general line, and one in its second
+    judge left the first's identity-*.png and .npy without a metrics.json, which `facekit eval` run again refused as
+    an earlier evaluation's. The results are now written together at the end, and the line says whether the folder
+    is as it was or holds part of them (then --overwrite replaces them)."""
+    import signal
+
+    import facekit.evaluate as evaluate
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+
+    normalizer, judge = fake_evaluation(monkeypatch)
+    first = judge("one")
+    stopping = judge("two")
+    monkeypatch.setattr(stopping, "embed", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_normalizer(normalizer, lfw_devtest(data_root, 4), [first, stopping], tmp_path / "held")
+    assert list((tmp_path / "held").iterdir()) == []
+    out, stop = tmp_path / "out", KeyboardInterrupt()
+    wrote: list[str] = []
+
+    def stopped(*args: Any, **kwargs: Any) -> None:
+        for name in wrote:
+            (out / name).write_bytes(b"part")
+        raise stop
+
+    monkeypatch.setattr(evaluate, "evaluate_normalizer", stopped)
+    line = ["eval", "--max-photos", "2", "-o", str(out)]
+    assert main(line) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: eval stopped by Ctrl+C before writing its results: {out} is as it was; run the same command again"
+    ]
+    stop, wrote = Terminated("stopped by {signal}", signal.SIGTERM), ["identity-dlib-resnet.png"]
+    assert main(line) == 143
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: eval stopped by SIGTERM as it wrote its results: {out} holds part of them; run the same command "
+        "again with --overwrite to replace them"
+    ]
+
+
 def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tmp_path: Path) -> None:
     """Before: a second `facekit eval` into the same folder replaced the first's files without a word, and its
     report showed every identity-*.png in the folder, an earlier run's other judges included."""
