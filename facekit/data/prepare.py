@@ -787,8 +787,11 @@ class _Finished:
 
         try:
             for future in as_completed(self.futures):
-                self.given.add(future)
                 yield future.result()
+                # Given once the caller asks for the next: a stop before (as its result was taken, or as the caller
+                # wrote it) leaves it to after_stop, the caller keeping each person once (before: marked given first,
+                # a stop as it was taken dropped it, and a rerun did it again)
+                self.given.add(future)
         except BrokenProcessPool:
             raise FacekitError(
                 "a prepare worker stopped without finishing (out of memory, killed, or it could not start: a message "
@@ -878,8 +881,10 @@ def _process(
                 bar.advance(task)
         except (KeyboardInterrupt, Terminated):
             # Every person finished before the stop is kept, wherever it landed: in the wait for the next person, or
-            # in this loop's body, the one in hand included (before, there, those finished were redone by a rerun).
-            for record in [*in_hand, *finished_at_the_stop()]:
+            # in this loop's body, the one in hand included (before, there, those finished were redone by a rerun);
+            # each once (the one in hand is the pool's not given yet too).
+            again = {record["identity"]: record for record in [*in_hand, *finished_at_the_stop()]}
+            for record in again.values():
                 keep(record)
             raise
     return photos

@@ -1173,15 +1173,16 @@ def test_no_thread_of_a_prepare_worker_takes_a_sigterm_but_its_waiter(
         _ended(process)
 
 
-@pytest.mark.parametrize("where", ["waiting", "writing"])
+@pytest.mark.parametrize("where", ["waiting", "writing", "giving"])
 def test_a_prepare_stopped_anywhere_keeps_every_person_finished_before_the_stop(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """helper-198: a stop that landed in the loop that writes each finished person's record (not in the wait for the
     next one, where the finished ones were given) dropped the people the workers had finished meanwhile and the
     one in hand: a rerun did them again. Here the workers have finished a, b and c (one more failed, one was
-    cancelled) and Ctrl+C comes as the run waits after a, or as it writes b's record: the progress file holds all
-    three either way, so a rerun has none of them to do."""
+    cancelled) and Ctrl+C comes as the run waits after a, as it writes b's record, or as the pool hands b over (its
+    result taken, not yet the caller's: helper-204, b was counted as given and dropped): the progress file holds
+    all three, each once, so a rerun has none of them to do."""
     import concurrent.futures
     from concurrent.futures import Future
 
@@ -1193,7 +1194,7 @@ def test_a_prepare_stopped_anywhere_keeps_every_person_finished_before_the_stop(
             pass
 
         def submit(self, fn: Any, task: tuple[str, Any]) -> Future:
-            future: Future = Future()
+            future: Future = StoppedAsHanded() if where == "giving" and task[0] == "b" else Future()
             if task[0] == "cancelled":
                 future.cancel()
             elif task[0] == "stopped":
@@ -1204,6 +1205,15 @@ def test_a_prepare_stopped_anywhere_keeps_every_person_finished_before_the_stop(
 
         def shutdown(self, *args: Any, **kwargs: Any) -> None:
             pass
+
+    class StoppedAsHanded(Future):  # Ctrl+C the first time its result is taken
+        stops = 1
+
+        def result(self, timeout: float | None = None) -> Any:
+            if self.stops:
+                self.stops -= 1
+                raise KeyboardInterrupt
+            return super().result(timeout)
 
     def done(futures: list[Future]) -> Iterator[Future]:
         yield futures[0]
@@ -1231,6 +1241,8 @@ def test_a_prepare_stopped_anywhere_keeps_every_person_finished_before_the_stop(
     with pytest.raises(KeyboardInterrupt):
         prepare._process(names, groups, config, output / "progress.jsonl", 2, False, {}, data_root)
     assert sorted(read_progress(output)) == ["a", "b", "c"]
+    lines = (output / "progress.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["identity"] for line in lines) == ["a", "b", "c"]
 
 
 def test_a_stopped_prepare_writes_the_identities_its_workers_finished_and_says_how_it_goes_on(
