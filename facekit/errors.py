@@ -135,7 +135,10 @@ class Terminated(BaseException):
     KeyboardInterrupt, so that no ``except Exception`` (a bench cell's, which records the cell as failed and goes on)
     takes it for the run's own failure. :attr:`signum` is the signal; the CLI says the message on one line and exits
     :attr:`exit_code`, 128 + the signal, as a shell reports a process the signal ended (143 for SIGTERM, 129 for
-    SIGHUP)."""
+    SIGHUP). :attr:`said`: its message is a command's own stop line (:func:`stops_said`), which an outer command's
+    keeps, as it keeps an :class:`Interrupted`."""
+
+    said = False
 
     def __init__(self, message: str = "", signum: int = signal.SIGTERM) -> None:
         super().__init__(message)
@@ -165,13 +168,18 @@ def stops_said(line: Callable[[str], str]) -> Iterator[None]:
     """A stop in the block (Ctrl+C, or SIGTERM or SIGHUP where :func:`sigterm_raises` holds them) says ``line(by)``,
     ``by`` the stop's name (``Ctrl+C``, ``SIGTERM``, ``SIGHUP``): what the command left written and what running it
     again does, instead of the CLI's general line. Raised as :class:`Terminated` with the same signal (the same exit
-    code), or as :class:`Interrupted`; an :class:`Interrupted` from an inner block is raised as it is (before: these
-    lines were copied into each command that said its own, :class:`facekit.cli.PhotosStopped`, a training, a
-    prepare)."""
+    code), or as :class:`Interrupted`; either from an inner block is raised as it is, the inner command's line the
+    more precise (a bench's cell training; before, the inner Terminated was said again by the outer line, so a
+    SIGTERM and a Ctrl+C said different things). Before: these lines were copied into each command that said its
+    own, :class:`facekit.cli.PhotosStopped`, a training, a prepare."""
     try:
         yield
     except Terminated as stop:
-        raise Terminated(line(stop.signal_name), stop.signum) from None
+        if stop.said:
+            raise
+        said = Terminated(line(stop.signal_name), stop.signum)
+        said.said = True
+        raise said from None
     except Interrupted:
         raise
     except KeyboardInterrupt:

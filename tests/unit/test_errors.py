@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from facekit.errors import Terminated, hangup_stops, sigterm_raises
+from facekit.errors import Interrupted, Terminated, hangup_stops, sigterm_raises, stops_said
 from tests.helpers import sigterm_in_a_terminal
 
 
@@ -369,3 +369,17 @@ def test_a_worker_says_nothing_when_a_taker_of_its_shared_memory_hangs_up_halfwa
     }
     assert said["worker"] == "ValueError: another error\n"
     assert said["plain"].count("in deliver_challenge") == 2  # (what the worker said before: the test sees a hangup)
+
+
+@pytest.mark.parametrize("stop", [Terminated("stopped by SIGHUP", signal.SIGHUP), KeyboardInterrupt()])
+def test_a_stop_an_inner_command_said_keeps_its_line_whichever_the_stop(stop: BaseException) -> None:
+    """A command that runs another that says its own stop line (a bench's cell training: what its checkpoint holds
+    and how the bench goes on) keeps the inner line: before, only Ctrl+C's Interrupted was raised as it was, and a
+    SIGTERM's or SIGHUP's Terminated was said again by the outer command's line, so the two stops said different
+    things. The signal (the exit code) is kept."""
+    with pytest.raises(type(stop)) as raised:
+        with stops_said(lambda by: f"bench stopped by {by}"), stops_said(lambda by: f"training stopped by {by}"):
+            raise stop
+    by = "SIGHUP" if isinstance(stop, Terminated) else "Ctrl+C"
+    assert str(raised.value) == f"training stopped by {by}"
+    assert isinstance(raised.value, Interrupted) or raised.value.exit_code == 129  # type: ignore[attr-defined]
