@@ -1010,10 +1010,10 @@ def models_bundle(
     files it loads are packed (a variant's file, a file its `weights` param names); one that cannot load (a
     missing file) stops the bundle with the file to place. Models chosen outside the recipe (explore's judge, a
     shipped normalizing model) are not: add them as components.judge, or copy their files."""
-    from facekit.bench import cells
+    from facekit.bench import cell_words, placed_cells
     from facekit.models import bundle, recording_weights
     from facekit.progress import status
-    from facekit.recipe import load_recipe
+    from facekit.recipe import grid_cells_as_written, load_recipe
     from facekit.registry import get_registry
 
     plan = load_recipe(recipe, overrides=set_ or [])
@@ -1021,10 +1021,14 @@ def models_bundle(
     # bench.judges, loaded weights the other machine did not have, and the bench stopped at its first such cell.
     # (kind, name, params) -> (where its weights param is, where the recipe asked for it, kind, spec, params)
     wanted: dict[str, tuple[str, str, str, Any, Any]] = {}
-    for overrides in [(), *cells(plan)] if plan.recipe.bench.grid else [()]:
-        cell = load_recipe(recipe, [*(set_ or []), *overrides], grid_cell=overrides) if overrides else plan
+    placed = placed_cells(plan) if plan.recipe.bench.grid else []
+    # Each cell named as the bench names it, its values as the grid writes them (before: their JSON, 1000.0 for 1e3)
+    written = grid_cells_as_written(recipe, set_ or [], placed) if placed else []
+    for places, shown in [({}, {}), *zip(placed, written, strict=True)]:
+        overrides = tuple(places)
+        cell = load_recipe(recipe, [*(set_ or []), *overrides], grid_cell=places) if overrides else plan
         for key, component in cell.components.items():
-            in_cell = f" (bench cell {', '.join(overrides)})" if overrides else ""
+            in_cell = f" (bench cell {cell_words(overrides, shown)})" if overrides else ""
             wanted.setdefault(
                 f"{component.kind}:{component.spec.name}:{component.params.model_dump_json()}",
                 (

@@ -778,6 +778,13 @@ def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) ->
         assert made.returncode == 0, made.stderr
         with tarfile.open(out) as tar:
             assert "models/face_recognition_sface_2021dec_int8bq.onnx" in tar.getnames(), (setting, tar.getnames())
+    # A cell is named as the bench names it, its values as the grid writes them (before: their JSON, 0.001 for 1e-3,
+    # a value the grid does not hold)
+    grid = f"bench.grid={{components.judge: [{{name: sface, params: {{weights: {mine}}}}}], train.lr: [1e-3]}}"
+    made = run_cli("models", "bundle", "recipes/demo.yaml", str(tmp_path / "e.tar"), "--set", grid, env=env)
+    assert made.returncode == 0, made.stderr
+    cell = f"components.judge={{name: sface, params: {{weights: {mine}}}}} train.lr=1e-3"
+    assert f"components.judge.params.weights (bench cell {cell}): {mine} is packed as" in " ".join(made.stdout.split())
 
 
 def test_verify_checks_a_cards_file_placed_in_the_store_by_hand(tmp_path: Path) -> None:
