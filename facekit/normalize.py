@@ -524,6 +524,40 @@ def detect_photo(detector: Any, image: np.ndarray, name: str = "") -> tuple[list
     return [_refine(detector, image, _scaled(face, scale), name) for face in faces], ""
 
 
+def smallest_face(detector: Any, width: int, height: int, side: int = LARGE_SIDE) -> int | None:
+    """About the narrowest face, in the pixels of a ``width`` x ``height`` photo, that ``detector`` finds when faces
+    are looked for on a copy at most ``side`` px on its long side (:func:`detect_photo`'s :data:`LARGE_SIDE`; adjust
+    and serve's largest copy, ``facekit.apps.RETRY_SIDE``, is as long): the detector's optional ``smallest_face``
+    (px of the image it is given, :class:`facekit.types.Detector`) scaled to the photo, or None for a detector that
+    does not say."""
+    own = getattr(detector, "smallest_face", None)
+    if isinstance(own, bool) or not isinstance(own, numbers.Real) or not float(own) > 0:
+        return None
+    return max(1, round(float(own) * max(1.0, max(width, height) / side)))
+
+
+def no_face_reason(detector: Any, width: int, height: int, side: int = LARGE_SIDE) -> str:
+    """The reason of a ``no_face`` row for a ``width`` x ``height`` photo: :data:`NO_FACE`, with what is wrong with a
+    photo too small or too thin to hold a face ``detector`` finds (:func:`smallest_face`), else the narrowest face
+    it finds in a photo this size; :data:`NO_FACE` alone for a detector that does not say (before: a 40 x 40 photo
+    was only "no face found" on the command line, where ``facekit serve`` said it was too small)."""
+    smallest = smallest_face(detector, width, height, side)
+    if smallest is None:
+        return NO_FACE
+    if min(width, height) < smallest and max(width, height) < 2 * smallest:  # (a face is about as high as wide)
+        return (
+            f"{NO_FACE}: the photo is only {width} x {height} pixels, too small to show a face the detector finds "
+            f"(about {smallest} pixels wide at least)"
+        )
+    if min(width, height) < smallest:
+        short = f"{height} pixels high" if height < width else f"{width} pixels wide"
+        return (
+            f"{NO_FACE}: the photo is {width} x {height} pixels, too thin to show a face the detector finds (about "
+            f"{smallest} pixels in a photo this size; it is only {short})"
+        )
+    return f"{NO_FACE} (the detector finds faces about {smallest} pixels wide or more in a photo this size)"
+
+
 def _scaled(face: Any, scale: tuple[float, float], offset: tuple[float, float] = (0.0, 0.0)) -> Any:
     """``face`` in the pixels of an image ``scale`` (x, y) times as large, whose origin lies at ``offset`` in them;
     landmarks by pixel centres (a centre x maps to (x + 0.5) * scale - 0.5)."""
@@ -638,7 +672,7 @@ def detect_one(
             outcomes.append(Outcome(name, DETECTOR_ERROR, reason=why))
             continue
         if not faces:
-            outcomes.append(Outcome(name, "no_face", reason=NO_FACE))
+            outcomes.append(Outcome(name, "no_face", reason=no_face_reason(detector, image.shape[1], image.shape[0])))
             continue
         chosen = faces[choose_face(faces, image.shape, face)]
         check_detection(detector, chosen)

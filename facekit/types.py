@@ -265,9 +265,12 @@ class Detector(Protocol):
     gives it a copy of the photo, which it crops the encoder's input and the photo detail from afterwards). A photo
     over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each face found located
     again on a crop around it of at most about 800 px, so a size in pixels (a smallest face, say) is in the pixels
-    of the image the detector is given, not the photo's. Optional ``thread_safe = True``: ``detect_array`` may run in
-    several threads at once, and the pipeline then detects a batch's photos on ``torch.get_num_threads()`` threads (at
-    most 8; ``facekit.normalize.detection_threads``); without it, one photo at a time.
+    of the image the detector is given, not the photo's. Optional ``smallest_face``: about the narrowest face (px of
+    the image given) it finds; a photo without a face is then told too small or too thin to hold one, or the
+    smallest face looked for, in its row (``facekit.normalize.no_face_reason``; without it, "no face found").
+    Optional ``thread_safe = True``: ``detect_array`` may run in several threads at once, and the pipeline then detects
+    a batch's photos on ``torch.get_num_threads()`` threads (at most 8; ``facekit.normalize.detection_threads``);
+    without it, one photo at a time.
     """
 
     card: ModelCard

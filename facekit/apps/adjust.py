@@ -694,7 +694,15 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
     from facekit.images import load_rgb
 
     name = str(planned.source)
-    no_face = AdjustRow(name, "no_face", record={"reason": "no face found: the photo is left unchanged"})
+
+    def no_face(shape: tuple[int, ...]) -> AdjustRow:  # why, for a photo too small or thin to hold a face
+        from facekit.apps import RETRY_SIDE
+        from facekit.normalize import no_face_reason
+
+        detector = getattr(getattr(corrector, "normalizer", None), "detector", None)
+        why = no_face_reason(detector, shape[1], shape[0], RETRY_SIDE)
+        return AdjustRow(name, "no_face", record={"reason": f"{why}; the photo is left unchanged"})
+
     quick = _in_own_profile(planned.source, corrector)
     again: np.ndarray | None = None
     corrected: np.ndarray | None = None
@@ -706,7 +714,7 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
         quick = None
         record = corrector.correct(small)[1]
         if record is None and small.shape[:2] == stored.shape[:2]:
-            return no_face
+            return no_face(stored.shape)
         if record is not None:  # else a face too small for the copy: the general path looks on a larger one too
             # None only for a record that does not say how: the general path
             again = recolour(stored, record, primaries)
@@ -723,7 +731,7 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
             return AdjustRow(name, "unreadable", record={"reason": why})
         corrected, record = corrector.correct(read)
         if record is None:
-            return no_face
+            return no_face(read.shape)
         method = (provenance.get("settings") or {}).get("method") or type(corrector).__name__
         check_corrected(method, read, corrected, record)
         pair, shape = png_bytes(before_after(read, corrected)), read.shape

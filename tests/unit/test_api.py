@@ -371,7 +371,11 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
     expected = [(o.status, o.face and o.face.box) for o in normalizer.normalize_many(faces, names)]
     assert [status for status, _ in expected] == ["ok", "ok", "no_face"] * 2
     # Every outcome but ok says why (before: a no_face outcome's reason was "", each command wrote its own text).
-    assert [o.reason for o in normalizer.normalize_many(faces[:3], names[:3])] == ["", "", "no face found"]
+    assert [o.reason for o in normalizer.normalize_many(faces[:3], names[:3])] == [
+        "",
+        "",
+        "no face found (the detector finds faces about 32 pixels wide or more in a photo this size)",
+    ]
     for thread_safe, most in ((True, 3), (False, 1)):
         counted = CountedDetector(normalizer.detector, thread_safe)
         outcomes = facekit.Normalizer.from_checkpoint(detector=counted).normalize_many(faces, names)
@@ -381,6 +385,45 @@ def test_a_thread_safe_detector_gets_a_batchs_photos_at_once(
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)  # a large server: no more threads than that
     assert detection_threads(CountedDetector(normalizer.detector, True)) == MAX_DETECTION_THREADS == 8
+
+
+def test_a_photo_too_small_or_too_thin_for_a_face_is_told_so_in_every_commands_row(
+    normalizer: facekit.Normalizer, tmp_path: Path
+) -> None:
+    """Before: a 20 x 20 photo's row was "no face found" in normalize, adjust, avatar and explore, where ``facekit
+    serve`` said it was too small. The reason is the core's now: by the detector's own smallest face (dlib's HOG,
+    upsampled once: 32 px, found in a face cropped to 32 px), scaled to the photo over 2,048 px as it is searched
+    on a 2,048 px copy; a detector that does not say keeps "no face found"."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, FaceAdjuster, adjust_files
+    from facekit.batch import plan_folder
+    from facekit.normalize import no_face_reason
+    from tests.helpers import run_cli
+
+    assert normalizer.detector.smallest_face == 32
+    box = [round(v) for v in normalizer.normalize(real_face().image).box]
+    tight = Image.fromarray(real_face().image).crop(box).resize((32, 32), Image.Resampling.LANCZOS)
+    assert normalizer.normalize(np.asarray(tight), all_faces=True)  # the figure is one the detector holds
+    grey = {(20, 20): "only 20 x 20 pixels, too small", (3000, 20): "3000 x 20 pixels, too thin"}
+    reasons = [
+        o.reason for o in normalizer.normalize_many([np.full((h, w, 3), 128, np.uint8) for w, h in grey], ["a", "b"])
+    ]
+    assert reasons == [
+        "no face found: the photo is only 20 x 20 pixels, too small to show a face the detector finds (about 32 "
+        "pixels wide at least)",
+        "no face found: the photo is 3000 x 20 pixels, too thin to show a face the detector finds (about 47 pixels "
+        "in a photo this size; it is only 20 pixels high)",
+    ]
+    assert no_face_reason(object(), 20, 20) == "no face found"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((20, 20, 3), 128, np.uint8)).save(folder / "tiny.png")
+    plan = plan_folder([str(folder)], str(tmp_path / "adjusted"), 8, outputs=ADJUST_OUTPUTS)
+    (row,) = adjust_files(plan, FaceAdjuster(normalizer))
+    assert row.status == "no_face" and row.record["reason"] == f"{reasons[0]}; the photo is left unchanged"
+    done = run_cli("normalize", str(folder / "tiny.png"), "-o", str(tmp_path / "out"))
+    assert (
+        done.returncode == 3 and "only 20 x 20 pixels, too small" in (tmp_path / "out" / "manifest.jsonl").read_text()
+    )
 
 
 def test_detection_threads_run_in_the_callers_torch_modes() -> None:

@@ -24,6 +24,9 @@ FALLBACK_SIDE = 400
 #: it finds no face there, and dlib fails on copies under ~10 px (a RuntimeError, or at 9 x 9 a corrupted heap that
 #: aborts the process).
 MIN_CNN_SIDE = 40
+#: The narrowest face (px) HOG finds without upsampling: a face cropped to its box and shrunk was found from 56-68 px
+#: (12 LFW and London photos), from 32-36 px upsampled once; each upsampling halves it.
+HOG_SMALLEST_FACE = 64
 
 
 class DetectorParams(Params):
@@ -76,6 +79,15 @@ class DlibDetector(RebuiltOnUnpickle):
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path("mmod_human_face_detector.dat")))
         name = "shape_predictor_68_face_landmarks.dat" if self.points == 68 else "shape_predictor_5_face_landmarks.dat"
         self._predictor = dlib.shape_predictor(str(model_path(name)))
+
+    @property
+    def smallest_face(self) -> int | None:
+        """About the narrowest face (px of the image given) found (:class:`facekit.types.Detector`): HOG's, which
+        runs first on the whole image (the CNN fallback looks on a smaller copy); None for ``cnn`` alone (not
+        measured)."""
+        if self.params.face_detector == "cnn":
+            return None
+        return max(1, HOG_SMALLEST_FACE >> self.params.upsample)
 
     def detect(self, images: Any) -> list[list[FaceDetection]]:
         """``images`` (B, 3, H, W) in [0, 1] -> per image, the faces found, largest first."""

@@ -57,8 +57,6 @@ MAX_FACES = 8
 #: The long side, in pixels, of the copy faces are detected, normalized and measured on (as ``facekit adjust``: one of
 #: ``facekit.apps.RETRY_SIDE`` when that shows no face, :func:`facekit.apps.faces_on_copies`).
 DETECT_SIDE = ESTIMATE_SIDE
-#: About the narrowest face, in pixels of the copy it is looked for on, that the detector finds (dlib's HOG window).
-SMALLEST_FACE = 80
 #: The long side of the adjusted photo and the before/after shown on the page (the full-size file is a download).
 PREVIEW_SIDE = 2048
 #: The side of the normalized face shown with its landmarks (an integer multiple of the model's size).
@@ -199,27 +197,18 @@ def download_stem(name: str | None) -> str:
     return stem.rstrip(" .-") or DOWNLOAD_FALLBACK
 
 
-def no_face_message(width: int, height: int) -> str:
-    """What the page says when no face was found in a ``width`` x ``height`` photo: the narrowest face it could
-    have found, in the photo's pixels (faces are looked for on a copy at most ``RETRY_SIDE`` px on its long side),
-    or, for a photo too small or too thin to hold a face that wide, what is wrong with the photo itself (before: a
-    10000 x 2 image was asked for a face "at least about 391 pixels wide")."""
-    smallest = round(SMALLEST_FACE * max(1.0, max(width, height) / RETRY_SIDE))
-    if max(width, height) < smallest:
-        return (
-            f"This image is only {width} x {height} pixels, too small to show a face facekit can find (about "
-            f"{smallest} pixels wide at least). Please send a larger photo."
-        )
-    if min(width, height) < smallest:
-        short = f"{height} pixels high" if height < width else f"{width} pixels wide"
-        return (
-            f"This image is {width} x {height} pixels, too thin to show a face facekit can find: in an image this "
-            f"size a face needs about {smallest} pixels, and it is only {short}. Please send an ordinary photo of "
-            "a face, or crop this one around the face."
-        )
+def no_face_message(width: int, height: int, detector: Any) -> str:
+    """What the page says when ``detector`` found no face in a ``width`` x ``height`` photo: the core's reason
+    (:func:`facekit.normalize.no_face_reason`: a photo too small or too thin to hold a face it finds, else the
+    narrowest face it finds, in the photo's pixels; faces are looked for on a copy at most ``RETRY_SIDE`` px on its
+    long side), as a sentence, and what to send instead. (Before, the page's own rule: "about 80 pixels" for dlib,
+    which finds a face of 32 px; the command line said only "no face found".)"""
+    from facekit.normalize import no_face_reason
+
+    reason = no_face_reason(detector, width, height, RETRY_SIDE)
     return (
-        "No face was found in this photo. Please try one where a face is clearly visible, roughly frontal "
-        f"and at least about {smallest} pixels wide."
+        f"{reason[:1].upper()}{reason[1:]}. Please try a photo where a face is clearly visible, roughly frontal and "
+        "large enough."
     )
 
 
@@ -710,7 +699,7 @@ class Engine:
         with self._model_lock:  # a second, larger copy when the first shows no face (a distant face, a group photo)
             photo, faces = faces_on_copies(full, find)
         if not faces:
-            raise UploadError(no_face_message(full.shape[1], full.shape[0]))
+            raise UploadError(no_face_message(full.shape[1], full.shape[0], self.normalizer.detector))
         folder = self.workdir / f"{sha256[:16]}-{next(self._serial)}"
         folder.mkdir(parents=True)
         suffix = Path(name or str(path)).suffix.lower()[:8] or ".img"
