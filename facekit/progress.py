@@ -61,6 +61,7 @@ class _Reported:
     last_s: float
     next_fraction: float
     ended: bool = False
+    said: bool = False  # a line was written
 
 
 class _Live(rich.live.Live):
@@ -176,6 +177,9 @@ class Progress(rich.progress.Progress):
                 return
             reported.last_s, reported.next_fraction = now, self._next_fraction(task)
             reported.ended = finished or stopping
+            if stopping and not finished and not reported.said and task.completed == reported.completed_at_start:
+                return  # nothing done and nothing said: the error or stop line says it (not "stopped at 0/1")
+            reported.said = True
             self._lines.print(self._line(task, reported, now, finished, stopping))
 
     def _line(self, task: rich.progress.Task, reported: _Reported, now: float, finished: bool, stopping: bool) -> str:

@@ -69,6 +69,26 @@ def test_a_slow_task_gets_a_line_every_interval(monkeypatch: pytest.MonkeyPatch)
     assert written.getvalue().splitlines()[-1] == "prepare: stopped at 25/1000 (2 %) after 10 min 25 s"
 
 
+def test_a_task_stopped_before_any_work_writes_no_stopped_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: an error before the first photo (a model that cannot be read) was told after "adjusting: stopped at
+    0/1 (0 %) after 0.1 s", as if work had begun. Nothing done and nothing said: no line; a stop after a line (the
+    task was waited on) or after some work still says where it stopped."""
+    monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "60")
+    clock = Clock()
+    bar_console, lines, _, written = consoles(terminal=False)
+    with pytest.raises(FacekitError), Progress(console=bar_console, lines=lines, get_time=clock) as bar:
+        bar.add_task("adjusting", total=1, unit="photo")
+        raise FacekitError("not a readable facekit model")
+    assert written.getvalue() == ""
+    for seconds, work, said in ((61.0, 0, "waited: stopped at 0/1000 (0 %)"), (1.0, 1, "waited: stopped at 1/1000")):
+        bar_console, lines, _, written = consoles(terminal=False)
+        with Progress(console=bar_console, lines=lines, get_time=clock) as bar:
+            task = bar.add_task("waited", total=1000, unit="photo")
+            clock.now += seconds
+            bar.update(task, advance=work)
+        assert written.getvalue().splitlines()[-1].startswith(said)
+
+
 def test_an_interval_of_0_writes_every_update(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEKIT_PROGRESS_INTERVAL", "0")
     bar_console, lines, _, written = consoles(terminal=False)
