@@ -1189,7 +1189,7 @@ def explore_interpolate(
         with status(console, "encoding, decoding and judging"):
             result = explorer.interpolate(a, b, names=[a, b])
         written = write_interpolation(result, target, [a, b], overwrite)
-    print_block(interpolation_table(result, out))
+    print_block(interpolation_table(result))
     for name in result.photos_without_face:
         console.print(f"the judge ({result.judge}) finds no face in {name}: no scores against it (nan)", style="yellow")
     if result.frames_without_face:
@@ -1197,10 +1197,15 @@ def explore_interpolate(
     console.print("wrote " + ", ".join(str(path) for path in written))
 
 
-def interpolation_table(result: Any, out: str) -> Table:
+def interpolation_table(result: Any) -> Table:
     """`explore interpolate`'s table: a row per frame, its t with the decimals that tell the frames apart (two, or
-    three from ``-n 102``: before, always two, and ``-n 256`` showed 0.00 twice, 0.01 three times)."""
-    table = Table(title=f"facekit explore interpolate -> {out} (judge {result.judge}: {result.metric})")
+    three from ``-n 102``: before, always two, and ``-n 256`` showed 0.00 twice, 0.01 three times); the judge and its
+    metric in the caption."""
+    # The title short, the detail in a caption as wide as the table is made (the console's width at most): the table
+    # is four narrow columns, and its title, with the folder and the judge, wrapped onto three lines in their width
+    # (the folder is in the "wrote" line after it).
+    caption = f"to A, to B: {result.metric}, judge {result.judge}"
+    table = Table(title="facekit explore interpolate", caption=caption, min_width=len(caption))
     for column in ("frame", "t", "to A", "to B"):
         table.add_column(column)
     places = 2

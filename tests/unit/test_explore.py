@@ -399,11 +399,18 @@ def test_interpolate_table_tells_every_frame_apart() -> None:
 
     for steps, places in ((8, 2), (101, 2), (102, 3), (256, 3)):
         t = np.linspace(0.0, 1.0, steps)
-        result = SimpleNamespace(judge="sface", metric="cosine", t=t, to_a=1 - t, to_b=t)
-        table = interpolation_table(result, "out")
+        result = SimpleNamespace(judge="sface", metric="1 - cosine similarity", t=t, to_a=1 - t, to_b=t)
+        table = interpolation_table(result)
         shown = list(table.columns[1].cells)
         assert len(set(shown)) == steps and shown[0] == "0." + "0" * places and shown[-1] == "1." + "0" * places
         Console(file=io.StringIO()).print(table)  # (a table rich can lay out)
+    # Before: "facekit explore interpolate -> OUT (judge sface: 1 - cosine similarity)" wrapped onto three lines
+    # in the width of the four narrow columns; the detail is in the caption, the title one line.
+    drawn = io.StringIO()
+    Console(file=drawn, width=100).print(interpolation_table(result))
+    lines = drawn.getvalue().splitlines()
+    assert lines[0].strip() == "facekit explore interpolate" and "┏" in lines[1]
+    assert lines[-1].strip() == "to A, to B: 1 - cosine similarity, judge sface"
 
 
 def test_cli_interpolate_and_compare(tmp_path: Path) -> None:
