@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,17 +36,31 @@ def save_checkpoint(
 
 def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """``tensors`` + ``meta`` (JSON) + the tensors' sha256 as one safetensors file, written to a temporary file beside
-    ``path`` and renamed: the format of checkpoints and exported models, read by :func:`read_checkpoint`."""
+    ``path`` and renamed: the format of checkpoints and exported models, read by :func:`read_checkpoint`. The
+    temporary name is unique (``.NAME.XXXXXXXX.tmp``): two exports to the same file at once each write their own,
+    and a stop's cleanup of one leaves the other's (before: both wrote ``.NAME.tmp``, which the stopped one removed
+    under the other). The file gets the usual permissions of a written file (:func:`replace_durably`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     text = json.dumps(meta)
     header = {"facekit": text, DIGEST_KEY: tensors_digest(tensors), META_DIGEST_KEY: text_digest(text)}
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)
     try:
+        os.close(descriptor)  # (safetensors writes the file by its name)
         save_tensors(tensors, temporary, header)
         replace_durably(temporary, path)
     except BaseException:  # (a stop, a full disk: no part left beside the file, which is as it was)
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove the temporaries :func:`write_model_file` left in ``folder`` when killed outright (kill -9, a power
+    cut): their names are unique, so the next write no longer writes over them (a checkpoint's size each). For a
+    folder its writer holds alone (a training's checkpoints, under its lock): another's would be one in progress."""
+    for pattern in (".*.safetensors.????????.tmp", ".*.safetensors.tmp"):  # (the second: before the names were unique)
+        for leftover in folder.glob(pattern):
+            leftover.unlink(missing_ok=True)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

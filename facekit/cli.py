@@ -879,6 +879,8 @@ def export(
     def stopped(by: str) -> str:  # (the model file is renamed into place whole: it is the old one or the new one)
         if _file_state(out) != before:
             return f"export stopped by {by} as it finished: {out} is written whole"
+        if before is None:  # (no file there before: none now)
+            return f"export stopped by {by}: {out} was not written (a model file is never half-written); run it again"
         return f"export stopped by {by}: {out} is as it was (a model file is never half-written); run it again"
 
     with stops_said(stopped):

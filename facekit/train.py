@@ -39,7 +39,13 @@ import numpy as np
 import torch
 
 from facekit.batch import refuse_foreign_folder
-from facekit.checkpoints import load_decoder_state, load_optimizer, read_checkpoint, save_checkpoint
+from facekit.checkpoints import (
+    load_decoder_state,
+    load_optimizer,
+    read_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+)
 from facekit.distributed import global_batchnorm, global_terms, setup_distributed
 from facekit.errors import FacekitError, raise_first, sigterm_raises, stops_said
 from facekit.locks import replace_durably
@@ -730,6 +736,8 @@ def _train(
     torch.manual_seed(settings.seed)
     output = Path(settings.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
+    if dist.main:  # (under the training's lock: no other write in progress there)
+        remove_temporaries(checkpoint.parent)
     if checkpoint_state(checkpoint) != checked.checkpoint_seen:
         checked = checked_trainable(plan, resume)
     built_warper, prepared = checked.warper, checked.prepared

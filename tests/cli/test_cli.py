@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -388,10 +389,49 @@ def test_a_stopped_export_says_its_model_file_is_as_it_was_and_leaves_no_part(
         "model.safetensors",
         "out.safetensors",
     ]
-    stop = Terminated("stopped by {signal}", signal.SIGTERM)
-    assert main(["export", str(checkpoint), str(tmp_path / "new.safetensors")]) == 143
-    assert capsys.readouterr().err.splitlines()[-1].startswith("error: export stopped by SIGTERM: ")
-    assert not (tmp_path / "new.safetensors").exists() and not (tmp_path / ".new.safetensors.tmp").exists()
+    # Where there was no OUT, there is none: "as it was" said nothing (helper-208).
+    stop, new = Terminated("stopped by {signal}", signal.SIGTERM), tmp_path / "new.safetensors"
+    assert main(["export", str(checkpoint), str(new)]) == 143
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: export stopped by SIGTERM: {new} was not written (a model file is never half-written); run it again"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "out.safetensors"]
+
+
+def test_an_export_stopped_beside_another_to_the_same_file_leaves_the_others_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-208: both exports wrote the part to ``.OUT.tmp``, so the stopped one's cleanup removed the part the
+    other was writing (whose rename then failed, or renamed the stopped one's part into place). Each now writes its
+    own, uniquely named; the model file written has the permissions a written file gets (mkstemp makes 0600)."""
+    import shutil
+
+    import facekit.checkpoints
+    from facekit.cli import INTERRUPTED, main
+
+    checkpoint, out = tmp_path / "model.safetensors", tmp_path / "out.safetensors"
+    shutil.copyfile(Path(facekit.__file__).parent / "assets" / "default-model.safetensors", checkpoint)
+    others = tmp_path / ".out.safetensors.tmp"  # (the name both wrote before)
+    others.write_bytes(b"the other export's part")
+    save = facekit.checkpoints.save_tensors
+
+    def stopped_halfway(tensors: Any, path: Path, metadata: Any) -> None:
+        path.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facekit.checkpoints, "save_tensors", stopped_halfway)
+    assert main(["export", str(checkpoint), str(out)]) == INTERRUPTED
+    capsys.readouterr()
+    assert others.read_bytes() == b"the other export's part" and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [others.name, checkpoint.name]
+    monkeypatch.setattr(facekit.checkpoints, "save_tensors", save)
+    umask = os.umask(0o027)
+    try:
+        assert main(["export", str(checkpoint), str(out)]) == 0
+    finally:
+        os.umask(umask)
+    assert others.read_bytes() == b"the other export's part" and stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == [others.name, checkpoint.name, out.name]
 
 
 def test_a_permission_error_says_file_or_folder_as_it_is(

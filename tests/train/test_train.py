@@ -102,7 +102,13 @@ def test_training_learns_and_writes_everything(prepared: Path, tmp_path: Path) -
     # The augment stage's own files (count, output) are not training's: changing them resumes (before: refused).
     changed = tiny_recipe(prepared, tmp_path / "run", steps=102, lr=1e-2, keep_every=50)
     changed["augment"] = {**changed.get("augment", {}), "count": 7, "output": str(tmp_path / "elsewhere")}
+    # A run killed outright while writing its checkpoint leaves its temporary, uniquely named (two exports to one
+    # file at once write their own): the next training in the folder, under its lock, removes it.
+    (out / "checkpoints" / ".last.safetensors.k1ll3d_9.tmp").write_bytes(b"part")
+    (out / "checkpoints" / "notes.tmp").write_bytes(b"the user's")
     longer = train(resolve(changed), resume=True)
+    assert (longer / "checkpoints" / "notes.tmp").read_bytes() == b"the user's"
+    (longer / "checkpoints" / "notes.tmp").unlink()
     assert read_checkpoint(longer / "checkpoints" / "last.safetensors")[1]["step"] == 102
     assert read_checkpoint(longer / "checkpoints" / "step-000100.safetensors")[1]["step"] == 100
     assert not list((longer / "checkpoints").glob(".*.tmp"))
