@@ -211,15 +211,17 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     if not augment.enabled or augment.count == 0:
         raise nothing_to_augment(plan)
     check_augment_output(Path(augment.output))
-    dataset = morph_dataset(plan, length=augment.count)
-    run = start_run(plan, "augment", Path(augment.output) / "runs")
-    prepared = Path(plan.recipe.prepare.output)
-    fingerprint = {  # what the morphs depend on: shards made from anything else are refused, never mixed in
-        "prepared": {name: sha256_file(prepared / f"{name}.npy") for name in ("landmarks", "textures", "averages")},
-        "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
-        "seed": plan.recipe.train.seed,
-    }
     shards = [0, 0]  # whole, of all (materialise's on_whole)
+    # A stop as the prepared set loads and is hashed says that no shard is whole (before: the CLI's general line).
+    with stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)):
+        dataset = morph_dataset(plan, length=augment.count)
+        run = start_run(plan, "augment", Path(augment.output) / "runs")
+        prepared = Path(plan.recipe.prepare.output)
+        fingerprint = {  # what the morphs depend on: shards made from anything else are refused, never mixed in
+            "prepared": {name: sha256_file(prepared / f"{name}.npy") for name in ("landmarks", "textures", "averages")},
+            "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
+            "seed": plan.recipe.train.seed,
+        }
     # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written stay.
     with (
         stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)),
@@ -348,32 +350,36 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise trained_model_missing(model)
     from facekit.checkpoints import read_checkpoint_meta
 
-    model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")
-    named_detector = recipe_detector(plan)
-    prepared = None
-    if named_detector is not None:
-        # A detector the model's encoder cannot align from, or without its weights: refused before the run record
-        # (helper-81: after it, each try left a run.json naming the detector as used), as the infer stage does.
-        from facekit.detail import DECODER_ONLY
-        from facekit.normalize import Normalizer
+    # A stop while the model and the detector load says so (before: the CLI's general line); one in the evaluation
+    # says evaluate_plan's own line (the inner one is kept).
+    with stops_said(lambda by: evaluate_stage_stopped(by, evaluate.output, plan.source)):
+        model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")
+        named_detector = recipe_detector(plan)
+        prepared = None
+        if named_detector is not None:
+            # A detector the model's encoder cannot align from, or without its weights: refused before the run
+            # record (helper-81: after it, each try left a run.json naming the detector as used), as the infer stage
+            # does.
+            from facekit.detail import DECODER_ONLY
+            from facekit.normalize import Normalizer
 
-        prepared = Normalizer.from_checkpoint(
-            model, device=device, detail=DECODER_ONLY, detector=named_detector.build()
+            prepared = Normalizer.from_checkpoint(
+                model, device=device, detail=DECODER_ONLY, detector=named_detector.build()
+            )
+        run = start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device)
+        judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
+
+        metrics, folder = evaluate_plan(
+            plan,  # (not read again: the settings run.json hashed, the judge check_later_stages built)
+            None,
+            evaluate.data,
+            sorted(set(judges)),
+            evaluate.max_photos,
+            evaluate.output,
+            prepared=prepared,  # (not loaded twice)
+            device=device,
+            said_as=("evaluate stage", f"run `facekit run {plan.source} --stage evaluate` again"),
         )
-    run = start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device)
-    judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
-
-    metrics, folder = evaluate_plan(
-        plan,  # (not read again: the settings run.json hashed, the judge check_later_stages built)
-        None,
-        evaluate.data,
-        sorted(set(judges)),
-        evaluate.max_photos,
-        evaluate.output,
-        prepared=prepared,  # (not loaded twice)
-        device=device,
-        said_as=("evaluate stage", f"run `facekit run {plan.source} --stage evaluate` again"),
-    )
     own = plan.components["encoder"].spec.name if "encoder" in plan.components else None
     rates = identity_rates(metrics, own)
     note = f"{metrics.get('normalized', 0)} of {metrics.get('photos', 0)} photos normalized; identity kept: {rates}"
@@ -440,6 +446,16 @@ def run_refusals(plan: Plan, stages: Sequence[str] | None = None) -> list[Proble
     return [problem for stage in stages_running(plan, stages) for problem in STAGE_REFUSALS[stage](plan)]
 
 
+def evaluate_stage_stopped(by: str, output: str, recipe: str) -> str:
+    """What the evaluate stage stopped by ``by`` before its evaluation began says (the model and the recipe's
+    detector loading): nothing of its results is written (they are written together at the end); the stage run
+    again starts it over."""
+    return (
+        f"evaluate stage stopped by {by} before measuring any photo: none of its results were written to {output}; "
+        f"run `facekit run {recipe} --stage evaluate` again"
+    )
+
+
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
     from facekit.batch import normalize_planned
@@ -460,26 +476,28 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise trained_model_missing(checkpoint)  # (after the settings' refusals, as a run says those first)
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
-    named_detector = recipe_detector(plan)
-    detector = named_detector.build() if named_detector is not None else None
-    normalizer = Normalizer.from_checkpoint(
-        checkpoint,
-        device=device,
-        detail=detail_settings(infer.detail, infer.detail_shape, infer.detail_forehead),
-        face=infer.face,
-        detector=detector,
-        size=infer.size,
-    )
-    used = model_components(plan, normalizer.meta, checkpoint)
-    folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos
-    built = build_apps(apps)
-    per_face = probe_apps(built, normalizer)  # an app that would fail says so before the first photo
-    run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
-    total, rows = len(folder_plan.planned), [0]  # (the rows told: each photo's outputs are written by then)
-    with stops_said(lambda by: infer_stopped(by, rows[0], total, infer.output, plan.source)):
+    total, rows = [0], [0]  # (the rows told: each photo's outputs are written by then)
+    # A stop while the model, the detector and the apps load says no photo is done (before: the CLI's general line).
+    with stops_said(lambda by: infer_stopped(by, rows[0], total[0], infer.output, plan.source)):
+        named_detector = recipe_detector(plan)
+        detector = named_detector.build() if named_detector is not None else None
+        normalizer = Normalizer.from_checkpoint(
+            checkpoint,
+            device=device,
+            detail=detail_settings(infer.detail, infer.detail_shape, infer.detail_forehead),
+            face=infer.face,
+            detector=detector,
+            size=infer.size,
+        )
+        used = model_components(plan, normalizer.meta, checkpoint)
+        folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos
+        built = build_apps(apps)
+        per_face = probe_apps(built, normalizer)  # an app that would fail says so before the first photo
+        run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
+        total[0] = len(folder_plan.planned)
         # A bar as `facekit normalize` has (before: the stage said nothing until its end, however many photos).
         with Progress(transient=True, disable=not options.progress) as progress:
-            task = progress.add_task("normalizing", total=total, unit="photo")
+            task = progress.add_task("normalizing", total=total[0], unit="photo")
             with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
 
                 def on_row(row: Any) -> None:

@@ -442,6 +442,15 @@ def test_a_stopped_infer_stage_says_how_many_photos_it_finished_and_that_the_sta
         f"error: infer stage stopped by SIGTERM before its first photo was done: run `facekit run {recipe} --stage "
         "infer` again"
     ]
+    # A stop as the model loads, before the photos' loop (helper-208: the CLI's general line).
+    from facekit.normalize import Normalizer
+
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *a, **k: (_ for _ in ()).throw(stop)))
+    assert main(["run", str(recipe), "--stage", "infer"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: infer stage stopped by SIGTERM before its first photo was done: run `facekit run {recipe} --stage "
+        "infer` again"
+    ]
 
 
 def test_the_apps_are_tried_on_a_decoder_without_landmarks() -> None:
@@ -613,6 +622,33 @@ def test_the_evaluate_stage_loads_the_model_and_the_recipes_detector_once(
     run_evaluate_stage(load_recipe(str(tmp_path / "r.yaml")), RunOptions(progress=False))
     assert len(built) == 1 and built[0] is not None, built
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["detector"] == "dlib-5pt"
+
+
+def test_a_stop_as_the_evaluate_stage_loads_its_model_says_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-208: a stop while the stage loaded the model with the recipe's detector, before the evaluation (which
+    says its own line), said the CLI's general line. It now says that no result was written and how to run it again."""
+    import signal
+
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+    from facekit.normalize import Normalizer
+
+    shipped_model_as_trained(tmp_path, {"detector": {"name": "dlib-5pt"}})
+    stop: BaseException = KeyboardInterrupt()
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *a, **k: (_ for _ in ()).throw(stop)))
+    recipe, out = tmp_path / "r.yaml", tmp_path / "eval"
+    assert main(["run", str(recipe), "--stage", "evaluate"]) == INTERRUPTED
+    said = (
+        f"before measuring any photo: none of its results were written to {out}; run `facekit run {recipe} --stage "
+        "evaluate` again"
+    )
+    assert capsys.readouterr().err.splitlines()[-1:] == [f"error: evaluate stage stopped by Ctrl+C {said}"]
+    stop = Terminated("stopped by {signal}", signal.SIGTERM)
+    assert main(["run", str(recipe), "--stage", "evaluate"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1:] == [f"error: evaluate stage stopped by SIGTERM {said}"]
+    assert not out.exists()
 
 
 def test_the_judge_facekit_runs_check_built_is_the_one_the_evaluate_stage_runs(

@@ -1528,6 +1528,16 @@ def test_a_stopped_augment_stage_says_its_whole_shards_and_the_rerun_goes_on_wit
         f"augment stage stopped by SIGHUP before its first shard of morphs was whole: run `facekit run {path} "
         "--stage augment` again"
     )
+    # A stop as the prepared set is hashed, before any shard is made, says so (helper-208: the CLI's general line).
+    import facekit.models
+
+    with monkeypatch.context() as hashing:
+        hashing.setattr(facekit.models, "sha256_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        assert main(["run", str(path), "--stage", "augment"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: augment stage stopped by Ctrl+C before its first shard of morphs was whole: run `facekit run {path} "
+        "--stage augment` again"
+    ]
     stop = None
     written.clear()
     assert main(["run", str(path), "--stage", "augment"]) == 0
