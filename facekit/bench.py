@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,13 +170,64 @@ def run_bench(recipe: str, overrides: list[str], progress: bool = True) -> tuple
     """Train and evaluate every cell of ``recipe``'s grid; returns the rows and the output folder. A second bench
     into the same bench.output at the same time is refused (before: both trained, or no-op resumed, the same cells
     and appended each its rows, the second's training times a fraction of a second)."""
+    from facekit.errors import stops_said
     from facekit.locks import exclusive
 
-    with exclusive(load_recipe(recipe, overrides).recipe.bench.output, "bench"):  # (a folder it made goes with it)
-        return _run_bench(recipe, overrides, progress)
+    output = load_recipe(recipe, overrides).recipe.bench.output
+    stop = BenchStop(Path(output) / "results.jsonl")
+    with exclusive(output, "bench"), stops_said(stop.line):  # (a folder it made goes with it)
+        return _run_bench(recipe, overrides, progress, stop)
 
 
-def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[dict[str, Any]], Path]:
+@dataclass
+class BenchStop:
+    """Where a bench is, for what a stop (Ctrl+C, SIGTERM, SIGHUP) says: its cells finished, each a row of
+    ``results`` that the same bench run again skips, and the cell it was training or scoring, which it goes on with
+    from that cell's checkpoint (before: the CLI's general line, or a training's that named neither the finished
+    cells nor the bench)."""
+
+    results: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)  # this bench's cells so far, failed ones too
+    total: int | None = None  # its cells, once each one's recipe is read
+    cell: str = ""  # the cell in hand (cell_words), "" between cells
+    checkpoint: Path | None = None  # the cell in hand's
+    steps: int = 0  # the cell in hand's train.steps
+
+    def line(self, by: str) -> str:
+        """What the bench stopped by ``by`` left and what the same `facekit bench` does when run again."""
+        if self.total is None:
+            return f"bench stopped by {by} before its first cell: no cell was trained; run it again"
+        finished = sum("failed" not in row for row in self.rows)
+        if finished:
+            kept = f"{finished} of {self.total} cells are finished in {self.results}; the same `facekit bench` again "
+            kept += "skips them and"
+        else:
+            kept = f"none of its {self.total} cells is finished yet; the same `facekit bench` again"
+        if not self.cell or self.checkpoint is None:  # between cells
+            if finished == self.total:  # (its table, plot and report)
+                return f"bench stopped by {by} as it finished: {kept} writes its table, plot and report"
+            return f"bench stopped by {by}: {kept} {'goes on with the others' if finished else 'trains them'}"
+        step = _step_of(self.checkpoint)
+        if step is None:
+            then = f"trains cell {self.cell} from its start (it was stopped before its first checkpoint)"
+        elif step >= self.steps:
+            then = f"scores cell {self.cell}, whose training {self.checkpoint} holds whole"
+        else:
+            then = f"goes on with cell {self.cell} from step {step}, which {self.checkpoint} holds"
+        return f"bench stopped by {by}: {kept} {then}"
+
+
+def _step_of(checkpoint: Path) -> int | None:
+    """The step ``checkpoint`` holds; None where there is none (yet) or it cannot be read."""
+    from facekit.checkpoints import read_checkpoint_meta
+
+    try:
+        return int(read_checkpoint_meta(checkpoint)["step"])
+    except (FacekitError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchStop) -> tuple[list[dict[str, Any]], Path]:
     import torch
 
     from facekit.checkpoints import read_checkpoint_meta
@@ -252,7 +304,8 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
     )
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
     evaluation = scoring(settings, names, configured)
-    rows = []
+    rows = stop.rows
+    stop.total = len(plans)
     for (cell, plan), places, shown in zip(plans, placed, written, strict=True):
         if isinstance(plan, FacekitError):  # named by its overrides: it has no recipe to hash
             about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell, shown)}
@@ -279,6 +332,8 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             "evaluation": evaluation,
         }
         start = time.perf_counter()
+        stop.cell, stop.checkpoint = cell_words(cell, shown), folder / "checkpoints" / "last.safetensors"
+        stop.steps = plan.recipe.train.steps
         try:  # a cell's own failure is its row; Ctrl+C and facekit's own bugs stop the bench
             plan = load_recipe(recipe, [*overrides, *cell, path_override("train.output", folder)], grid_cell=places)
             logger.info("bench cell %s: %s", digest, cell_words(cell, shown))
@@ -297,7 +352,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
                     progress=progress,
                     offered_pool=_reuse_pool(output / "cells", folder, plan),
                     output_locked=True,
-                    resumes_itself=True,
+                    stop_line=stop.line,  # (its training's stop is the bench's: said as the bench's)
                 )
             trained = before + time.perf_counter() - start
             # Of which making (or reading) the training pool, every run's: the first cell of an encoder makes it, the
@@ -315,6 +370,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
             words = cell_words(cell, shown)
             logger.warning("bench cell %s failed, the other cells go on (%s)", words, reason_at(results))
             rows.append(_failed(results, about, time.perf_counter() - start, error))
+            stop.cell = ""
             continue
         row = {
             **about,
@@ -325,6 +381,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool) -> tuple[list[
         }
         _append(results, row)
         rows.append(row)
+        stop.cell = ""
     _plot(rows, names, output / "pass_rates.png")
     _report(rows, names, output)
     # Which rows this bench showed (its cached ones append nothing): what benchmarks/grid_results.py publishes.

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -672,7 +673,7 @@ def train(
     offered_pool: CachedPool | None = None,
     output_locked: bool = False,
     checked: TrainableChecked | None = None,
-    resumes_itself: bool = False,
+    stop_line: Callable[[str], str] | None = None,
 ) -> Path:
     """Train ``plan``'s decoder; returns the output folder holding ``checkpoints/last.safetensors``. A second
     training into the same ``train.output`` at the same time is refused (a lock held by rank 0). ``offered_pool``:
@@ -681,8 +682,9 @@ def train(
     bench, which copies that pool in under it), so the training does not take it again. ``checked``: this plan's
     :func:`checked_trainable` (same ``resume``) made by the caller before it wrote anything; without it the
     training checks its settings, prepared set and train.output itself (:func:`check_trainable`) before its lock.
-    ``resumes_itself``: the caller, run again, continues it from its checkpoint (facekit bench), which a stop says
-    instead of --resume.
+    ``stop_line``: what a stop says instead of the training's own line (:func:`terminated`), ``stop_line(by)``: a
+    caller's that goes on with the training by itself when run again (facekit bench, which says its finished cells
+    too; helper-188: `facekit run` said both, the bench's beside the point).
     """
     from contextlib import nullcontext
 
@@ -694,7 +696,7 @@ def train(
         checked = checked_trainable(plan, resume)  # before its lock is made in train.output
     # Ctrl+C says what SIGTERM says (before: only the CLI's general line, without the step to resume from).
     with (
-        stops_said(lambda by: terminated(output / "checkpoints" / CHECKPOINT, by, resumes_itself)),
+        stops_said(stop_line or (lambda by: terminated(output / "checkpoints" / CHECKPOINT, by))),
         sigterm_raises("training stopped by {signal}"),
         exclusive(output, "training") if is_rank_zero() and not output_locked else nullcontext(),
         ExitStack() as cleanup,
@@ -702,18 +704,16 @@ def train(
         return _train(plan, resume, progress, cleanup, checked, offered_pool)
 
 
-def terminated(checkpoint: Path, by: str = "SIGTERM", resumes_itself: bool = False) -> str:
-    """What a training stopped by ``by`` (SIGTERM, SIGHUP, Ctrl+C) says: the step its last checkpoint holds and how
-    to go on from it: --resume, or for a caller that continues it when run again (``resumes_itself``: facekit
-    bench), that (helper-188: `facekit run` said both, the bench's beside the point)."""
+def terminated(checkpoint: Path, by: str = "SIGTERM") -> str:
+    """What a training stopped by ``by`` (SIGTERM, SIGHUP, Ctrl+C) says: the step its last checkpoint holds and that
+    --resume goes on from it (a caller that goes on with it by itself says its own: :func:`train`'s ``stop_line``)."""
     from facekit.checkpoints import read_checkpoint_meta
 
     try:
         step = int(read_checkpoint_meta(checkpoint)["step"])
     except (FacekitError, KeyError, TypeError, ValueError):
         return f"training stopped by {by} before its first checkpoint: run it again to start it over"
-    goes_on = "facekit bench, run again, continues it by itself" if resumes_itself else "--resume continues from it"
-    return f"training stopped by {by}: {checkpoint} holds step {step}, and {goes_on}"
+    return f"training stopped by {by}: {checkpoint} holds step {step}, and --resume continues from it"
 
 
 def _train(

@@ -568,6 +568,62 @@ def test_a_resumed_cells_time_is_every_runs(prepared: Path, tmp_path: Path) -> N
     assert read_checkpoint_meta(last)["elapsed_seconds"] > 1000  # carried on for the next resume
 
 
+def test_a_stopped_bench_says_its_finished_cells_and_the_step_it_goes_on_from(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """helper-206: Ctrl+C in `facekit bench` said the training's line (its checkpoint, nothing of the cells finished)
+    and SIGTERM the CLI's general line. Both say which cells are finished in results.jsonl, that the same bench
+    skips them, and the step it goes on with the cell in hand from; run again, it does so."""
+    import signal
+
+    import facekit.train as training
+    from facekit.bench import BenchStop
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [0.001, 0.002]}, steps=4)
+    results = tmp_path / "bench" / "results.jsonl"
+    trained: list[Path] = []  # each step's cell folder
+    cells: list[Path] = []  # each cell's, in order
+    stop: BaseException | None = KeyboardInterrupt()
+    real_log = training._log
+
+    def log(output: Path, writer: Any, step: int, *args: Any) -> None:
+        trained.append(output)
+        cells.extend([] if output in cells else [output])
+        if stop is not None and step == 3 and output == cells[-1] != cells[0]:  # the second cell, its checkpoint at 2
+            raise stop
+        real_log(output, writer, step, *args)
+
+    monkeypatch.setattr(training, "_log", log)
+    assert main(["bench", str(recipe)]) == INTERRUPTED
+    second = trained[-1] / "checkpoints" / "last.safetensors"
+    then = f"skips them and goes on with cell train.lr=0.002 from step 2, which {second} holds"
+    finished = f"1 of 2 cells are finished in {results}; the same `facekit bench` again {then}"
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: bench stopped by Ctrl+C: {finished}"
+    stop = Terminated("stopped by {signal}", signal.SIGTERM)
+    trained.clear()
+    assert main(["bench", str(recipe)]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: bench stopped by SIGTERM: {finished}"
+    assert set(trained) == {cells[1]}  # the finished cell was skipped
+    stop = None
+    trained.clear()
+    assert main(["bench", str(recipe)]) == 0
+    assert len(results.read_text().splitlines()) == 2 and set(trained) == {second.parent.parent}
+    # Before a cell's first checkpoint, and before any cell:
+    said = BenchStop(results, total=2, cell="train.lr=0.002", checkpoint=tmp_path / "none", steps=4)
+    assert said.line("SIGHUP") == (
+        "bench stopped by SIGHUP: none of its 2 cells is finished yet; the same `facekit bench` again trains cell "
+        "train.lr=0.002 from its start (it was stopped before its first checkpoint)"
+    )
+    assert BenchStop(results).line("Ctrl+C") == (
+        "bench stopped by Ctrl+C before its first cell: no cell was trained; run it again"
+    )
+
+
 def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """Before: a value listed twice was trained once, "trained" again by a no-op resume, scored twice and shown as
     two cells, the second one's time a fraction of a second. A component's param spelled two ways (``1`` and
