@@ -314,9 +314,10 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
         # Benched before the name read params as their component does, or before it left out what trains nothing:
         # its finished row under an earlier name, else its checkpoint there (a cell cut short, or whose scoring
         # failed: before, it trained again from step 0 under the new name).
-        names = [recipe_hash(plan, prepared), spelled_recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)]
-        begun = [name for name in names if (output / "cells" / name / "checkpoints" / "last.safetensors").is_file()]
-        digest = next((name for name in names if name in done), begun[0] if begun else names[0])
+        # (Not `names`, the judges' the plot and report are drawn for: before, they were drawn for these hashes.)
+        hashes = [recipe_hash(plan, prepared), spelled_recipe_hash(plan, prepared), legacy_recipe_hash(plan, prepared)]
+        begun = [name for name in hashes if (output / "cells" / name / "checkpoints" / "last.safetensors").is_file()]
+        digest = next((name for name in hashes if name in done), begun[0] if begun else hashes[0])
         if digest in done and done[digest].get("evaluation") == evaluation:
             # Shown as the grid now writes it (a row of a bench before rows kept it has none; its values are these)
             same = sorted(done[digest].get("cell", [])) == sorted(cell)

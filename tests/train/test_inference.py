@@ -266,6 +266,8 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     lines = (output / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all("git_sha" in json.loads(line) for line in lines)
     assert (output / "pass_rates.png").is_file() and "<table>" in (output / "report.html").read_text()
+    # Drawn for its judges (before: for the last cell's recipe hashes, each a column of "-" and no bar)
+    assert "<th>dlib-resnet pass rate</th>" in (output / "report.html").read_text()
     # The first cell made the training pool, the second copied it: each row says its pool's part (helper-70).
     pools = [row["pool_seconds"] for row in rows]
     assert all(isinstance(p, float) for p in pools) and pools[0] > pools[1], pools
