@@ -967,15 +967,31 @@ def models_import(
 ) -> None:
     """Copy a weight file into the store (verified against the model cards by sha256), or every file of a bundle
     (verified against the sha256 it recorded, with its licences)."""
-    from facekit.models import bundle_manifest, import_bundle, import_file, known_sources, store_dir
+    from facekit.models import MANIFEST, bundle_manifest, import_bundle, import_file, known_sources, store_dir
 
     manifest = bundle_manifest(Path(path).expanduser())
-    if manifest is not None:  # before: "not a file any model card knows"
-        if licence is not None or source is not None:
-            raise FacekitError("a bundle's files carry their own licence and source: leave out --licence and --source")
-        entries = import_bundle(path, manifest, warn=_say_warning)
-    else:
-        entries = [import_file(path, licence=licence, source=source)]
+    listed = _file_state(store_dir() / MANIFEST)  # replaced last, once all is stored: the import's commit point
+
+    def stopped(by: str) -> str:
+        name = Path(path).name
+        if _file_state(store_dir() / MANIFEST) != listed:
+            return f"models import stopped by {by} as it finished: {name} is stored whole in {store_dir()}"
+        if manifest is not None:
+            return (
+                f"models import stopped by {by}: nothing of {name} was stored (a bundle is stored whole or not at "
+                "all); run it again"
+            )
+        return f"models import stopped by {by}: {name} was not stored; run it again"
+
+    with stops_said(stopped):
+        if manifest is not None:  # before: "not a file any model card knows"
+            if licence is not None or source is not None:
+                raise FacekitError(
+                    "a bundle's files carry their own licence and source: leave out --licence and --source"
+                )
+            entries = import_bundle(path, manifest, warn=_say_warning)
+        else:
+            entries = [import_file(path, licence=licence, source=source)]
     for entry in entries:
         console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
     given = Path(path).name
@@ -1046,25 +1062,34 @@ def models_bundle(
         params = spec.params()
         where = f"bench.judges {name}"
         wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (where, where, "encoder", spec, params))
-    sources: list[Any] = []
-    with status(console, "building the recipe's components to see which weight files they load"):
-        for where, asked_for, kind, spec, params in wanted.values():
-            # Before: every file with a checksum on each card was packed, whatever the params chose; a file the
-            # params named, or one without a checksum, was left out without a word (helper-69).
-            with recording_weights() as used:
-                spec.build(params, kind=kind, asked_for=asked_for)
-            sources += used
-            given = getattr(params, "weights", None)
-            for source, path in used if given else []:
-                console.print(
-                    f"{where}: {path} is packed as models/{source.file}; on the other machine leave "
-                    "the param out (the store has the file) or point it there"
-                )
-            if not used and spec.card is not None:  # loads its weights later, if at all: the card's
-                sources += [weights for weights in spec.card.weights if weights.sha256]
-    # The recipe and every base it extends (before: the files recipe_origins named, which leaves out a base whose
-    # every setting the recipe overrides, and --overwrite replaced that base with the tar), as load_recipe read them.
-    files = bundle(sources, out, overwrite, inputs=[Path(each["file"]) for each in plan.recipe_files])
+    before = _file_state(out)
+
+    def stopped(by: str) -> str:  # (the tar is renamed into place whole: it is the old one or the new one)
+        if _file_state(out) != before:
+            return f"models bundle stopped by {by} as it finished: {out} is written whole"
+        return f"models bundle stopped by {by}: {out} is as it was (a bundle is never half-written); run it again"
+
+    with stops_said(stopped):  # (building the components writes nothing)
+        sources: list[Any] = []
+        with status(console, "building the recipe's components to see which weight files they load"):
+            for where, asked_for, kind, spec, params in wanted.values():
+                # Before: every file with a checksum on each card was packed, whatever the params chose; a file the
+                # params named, or one without a checksum, was left out without a word (helper-69).
+                with recording_weights() as used:
+                    spec.build(params, kind=kind, asked_for=asked_for)
+                sources += used
+                given = getattr(params, "weights", None)
+                for source, path in used if given else []:
+                    console.print(
+                        f"{where}: {path} is packed as models/{source.file}; on the other machine leave "
+                        "the param out (the store has the file) or point it there"
+                    )
+                if not used and spec.card is not None:  # loads its weights later, if at all: the card's
+                    sources += [weights for weights in spec.card.weights if weights.sha256]
+        # The recipe and every base it extends (before: the files recipe_origins named, which leaves out a base
+        # whose every setting the recipe overrides, and --overwrite replaced that base with the tar), as load_recipe
+        # read them.
+        files = bundle(sources, out, overwrite, inputs=[Path(each["file"]) for each in plan.recipe_files])
     console.print(f"wrote {out}: {', '.join(files) or 'no weight files needed'}")
 
 

@@ -536,6 +536,71 @@ def test_a_stop_after_the_manifest_is_written_keeps_the_files_it_lists(
     assert models.verify_store() == [("mine.onnx", "ok"), ("theirs.onnx", "ok")]
 
 
+def test_a_stopped_import_or_bundle_says_what_the_store_or_out_holds(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-206: Ctrl+C or SIGTERM in `facekit models import` or `models bundle` said the CLI's general line ("what
+    was written stays"), which told a user nothing of an import that is all or nothing: it says whether the store
+    holds it (the manifest, written last, is the commit point) or nothing of it, and a bundle that OUT is as it
+    was (the tar is renamed into place whole)."""
+    import signal
+
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    out = tmp_path / "models.tar"
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], out)
+    real_replace = os.replace
+    stop: BaseException = KeyboardInterrupt()
+    at = "mine.onnx"
+
+    def stopped(source: Any, target: Any) -> None:
+        if Path(target).name == at == models.MANIFEST:
+            real_replace(source, target)
+        if Path(target).name == at:
+            raise stop
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", stopped)
+    assert main(["models", "import", str(out)]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == [
+        "error: models import stopped by Ctrl+C: nothing of models.tar was stored (a bundle is stored whole or not at "
+        "all); run it again"
+    ]
+    assert models.read_manifest() == {}
+    at = models.MANIFEST
+    assert main(["models", "import", str(out)]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: models import stopped by Ctrl+C as it finished: models.tar is stored whole in {home / 'models'}"
+    ]
+    assert models.verify_store() == [("mine.onnx", "ok")]
+    at, stop = "theirs.onnx", Terminated("stopped by {signal}", signal.SIGTERM)
+    theirs = tmp_path / "theirs.onnx"
+    theirs.write_bytes(b"theirs")
+    assert main(["models", "import", str(theirs), "--licence", "MIT"]) == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "error: models import stopped by SIGTERM: theirs.onnx was not stored; run it again"
+    ]
+    assert list(models.read_manifest()) == ["mine.onnx"]
+
+    def stopped_writing(sources: Any, temporary: Path, *args: Any) -> None:
+        temporary.write_bytes(b"half a tar")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_write_bundle", stopped_writing)
+    recipe = tmp_path / "plain.yaml"
+    recipe.write_text("components: {}\n")
+    assert main(["models", "bundle", str(recipe), str(out), "--overwrite"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: models bundle stopped by Ctrl+C: {out} is as it was (a bundle is never half-written); run it again"
+    )
+    assert models.bundle_manifest(out) is not None and sorted(
+        p.name for p in tmp_path.iterdir() if "tar" in p.name
+    ) == ["models.tar"]
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
