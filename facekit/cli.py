@@ -1518,10 +1518,10 @@ def _os_error_line(exc: OSError) -> str:
 
 #: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as Typer exits.
 INTERRUPTED = 130
-#: What a command stopped by Ctrl+C says where it has no line of its own (bench, explore, models import and bundle,
-#: serve): normalize, adjust, attributes and avatar (:class:`PhotosStopped`), prepare, a training, export, eval and
-#: the augment, infer and evaluate stages say what they left and what they do when run again
-#: (:func:`facekit.errors.stops_said`; before: this line listed them all, whichever command ran).
+#: What a command stopped by Ctrl+C says where it has no line of its own (explore, serve, and a stop before any
+#: command started): normalize, adjust, attributes and avatar (:class:`PhotosStopped`), prepare, a training, export,
+#: eval, bench, models import and bundle and the augment, infer and evaluate stages say what they left and what they
+#: do when run again (:func:`facekit.errors.stops_said`; before: this line listed them all, whichever command ran).
 INTERRUPTED_MESSAGE = "interrupted: what was written stays"
 
 
