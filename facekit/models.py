@@ -381,18 +381,17 @@ def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> N
         _write_manifest(entries)
 
 
-def _manifest_identity() -> tuple[int, int, int, int] | None:
+def _manifest_identity() -> tuple[int, ...] | None:
     """The store's manifest file as (device, inode, size, change time in ns), None where there is none:
     :func:`_write_manifest` replaces it with a file of its own, so another identity says the replace happened. The
-    size and change time tell it where a file system gives every file one inode (0 on some network and FAT mounts)."""
-    try:
-        found = (store_dir() / MANIFEST).stat()
-    except FileNotFoundError:
-        return None
-    return found.st_dev, found.st_ino, found.st_size, found.st_ctime_ns
+    size and change time tell it where a file system gives every file one inode (0 on some network and FAT mounts)
+    (:data:`facekit.filestate.NOT_REPLACED`)."""
+    from facekit.filestate import NOT_REPLACED, file_state
+
+    return file_state(store_dir() / MANIFEST, NOT_REPLACED)
 
 
-def _manifest_replaced(before: tuple[int, int, int, int] | None) -> bool:
+def _manifest_replaced(before: tuple[int, ...] | None) -> bool:
     """Whether the manifest is no longer the file it was ``before`` (:func:`_manifest_identity`): the new one lists
     the files stored, so they stay. One that cannot be looked at counts as replaced: a file kept unlisted is a
     leftover, a listed one removed is a store that fails its verify."""

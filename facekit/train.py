@@ -559,16 +559,15 @@ class TrainableChecked:
     resume: bool
     warper: Any
     prepared: dict[str, Any] | None
-    checkpoint_seen: tuple[int, int, int] | None
+    checkpoint_seen: tuple[int, ...] | None
 
 
-def checkpoint_state(checkpoint: Path) -> tuple[int, int, int] | None:
-    """``checkpoint``'s identity, size and modification time; None when there is none."""
-    try:
-        found = checkpoint.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return found.st_ino, found.st_size, found.st_mtime_ns
+def checkpoint_state(checkpoint: Path) -> tuple[int, ...] | None:
+    """``checkpoint``'s identity, size and modification time (:data:`facekit.filestate.CONTENTS`); None when there
+    is none, a file in the place of its folder too."""
+    from facekit.filestate import file_state
+
+    return file_state(checkpoint, missing=(FileNotFoundError, NotADirectoryError))
 
 
 def checked_trainable(plan: Any, resume: bool) -> TrainableChecked:

@@ -25,14 +25,9 @@ def prepared_digest(folder: Path) -> str:
     the arrays are GBs at 224 px)."""
     import hashlib
 
-    def stat(name: str) -> tuple[int, int, int] | None:
-        try:
-            found = (folder / name).stat()
-        except FileNotFoundError:
-            return None
-        return found.st_ino, found.st_size, found.st_mtime_ns
+    from facekit.filestate import file_state
 
-    key = (str(Path(folder).resolve()), tuple(stat(name) for name in DIGESTED))
+    key = (str(Path(folder).resolve()), tuple(file_state(folder / name) for name in DIGESTED))
     if key in _DIGESTS:
         return _DIGESTS[key]
     digest = hashlib.sha256()
@@ -50,7 +45,7 @@ def prepared_digest(folder: Path) -> str:
     return _DIGESTS[key]
 
 
-_DIGESTS: dict[tuple[str, tuple[tuple[int, int, int] | None, ...]], str] = {}
+_DIGESTS: dict[tuple[str, tuple[tuple[int, ...] | None, ...]], str] = {}
 
 
 class PreparedFaces:
