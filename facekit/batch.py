@@ -1091,8 +1091,9 @@ def _normalize_locked(
                 placed[place] = Row(str(item.source), "unreadable", None, note)
                 continue
             todo.append((place, item, image, source_sha, read, note))
-        told = {} if on_detected is None else {"on_detected": lambda index: on_detected()}  # (a normalizer's own)
-        outcomes = normalizer.normalize_many([t[2] for t in todo], [t[1].source.stem for t in todo], batch_size, **told)
+        outcomes = normalize_counting(
+            normalizer, [t[2] for t in todo], [t[1].source.stem for t in todo], on_detected, batch_size
+        )
         for (place, item, image, source_sha, read, note), outcome in zip(todo, outcomes, strict=True):
             if outcome.face is None:
                 placed[place] = Row(str(item.source), outcome.status, None, outcome.reason or NO_FACE)
@@ -1150,6 +1151,18 @@ def _normalize_locked(
         summary.grid = out / GRID
         write_atomic(summary.grid, png_bytes(np.vstack(padded), FIGURE_MARK), out)
     return summary
+
+
+def normalize_counting(
+    normalizer: Any, images: list[Any], names: list[str], on_detected: Callable[[], None] | None, *more: Any
+) -> list[Any]:
+    """``normalizer.normalize_many(images, names, *more)`` with ``on_detected`` (a count that takes no index, as
+    :meth:`facekit.progress.PhotoCount.detected`) called as each photo's face detection ends: the folder commands'
+    per-photo bar (normalize, the infer stage, avatar). Without it, ``normalize_many`` is called without the keyword,
+    so that a normalizer's own that does not take it still serves."""
+    told = {} if on_detected is None else {"on_detected": lambda index: on_detected()}
+    outcomes: list[Any] = normalizer.normalize_many(images, names, *more, **told)
+    return outcomes
 
 
 def _check_manifest(path: Path) -> bool:

@@ -1000,3 +1000,24 @@ def test_an_output_folder_that_cannot_be_written_is_said_so(
     assert (
         str(caught.value) == f"cannot write into {out}: {os.strerror(code)}; choose an output folder you can write to"
     )
+
+
+def test_normalize_counting_tells_each_detection_without_its_index_and_leaves_the_keyword_out_without_a_count() -> None:
+    """The folder commands' one adapter (normalize, the infer stage, avatar): normalize_many's on_detected(index)
+    moves a count that takes none; without a count the keyword is not passed, so a normalizer without it serves."""
+    from facekit.batch import normalize_counting
+
+    class Plain:  # takes no on_detected
+        def normalize_many(self, images: list[Any], names: list[str], batch_size: int = 16) -> list[Any]:
+            return [(name, batch_size) for name in names]
+
+    class Telling:
+        def normalize_many(self, images: list[Any], names: list[str], batch_size: int = 16, **told: Any) -> list[Any]:
+            for index in range(len(images)):
+                told["on_detected"](index)
+            return list(names)
+
+    assert normalize_counting(Plain(), [1, 2], ["a", "b"], None, 4) == [("a", 4), ("b", 4)]
+    seen: list[str] = []
+    assert normalize_counting(Telling(), [1, 2, 3], ["a", "b", "c"], lambda: seen.append("x")) == ["a", "b", "c"]
+    assert seen == ["x", "x", "x"]

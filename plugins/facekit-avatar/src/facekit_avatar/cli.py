@@ -174,6 +174,7 @@ def _avatars_locked(
         exists_reason,
         input_sha256,
         made_from,
+        normalize_counting,
         occupied,
         png_bytes,
         read_record,
@@ -221,8 +222,7 @@ def _avatars_locked(
             photo, why = load_rgb(planned.source)
             photos.append(photo)
             reasons.append(why)
-        told = {} if on_detected is None else {"on_detected": lambda index: on_detected()}  # (a normalizer's own)
-        outcomes = normalizer.normalize_many(photos, [str(p.source) for _, p in chunk], **told)
+        outcomes = normalize_counting(normalizer, photos, [str(p.source) for _, p in chunk], on_detected)
         good = [i for i, o in enumerate(outcomes) if o.face is not None]
         avatars = {}
         if good:
