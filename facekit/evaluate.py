@@ -21,8 +21,8 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 #: Faces a judge embeds at once (:meth:`Judge.embed`), and between two steps of the judging bar.
 JUDGE_BATCH = 32
+#: Photos a normalizer is given at once (:func:`_normalize_all`), and between two steps of the normalizing bar.
+NORMALIZE_BATCH = 32
 
 
 def _nothing(_count: int) -> None:
@@ -176,15 +178,7 @@ def evaluate_normalizer(
     replaced = _earlier_judges(out)  # the evaluation this one replaces: its judges' histograms go with it (below)
     start = time.perf_counter()
     images = [load_rgb(p.path)[0] for p in photos]
-    outcomes: list[Any] = []
-    steps: Any = range(0, len(photos), 32)
-    if progress:
-        from facekit.progress import track
-
-        steps = track(steps, description="normalizing", unit="batch")
-    for first in steps:
-        chunk = slice(first, first + 32)
-        outcomes.extend(normalizer.normalize_many(images[chunk], [p.path.stem for p in photos[chunk]]))
+    outcomes = _normalize_all(normalizer, images, [p.path.stem for p in photos], "normalizing" if progress else None)
     normalize_seconds = time.perf_counter() - start
     ok = [i for i, o in enumerate(outcomes) if o.face is not None]
     faces = _Faces.of(images, outcomes, ok, normalizer)
@@ -210,17 +204,10 @@ def evaluate_normalizer(
     }
     metrics["different_people_pairs"] = len(indices["different"])
     histograms: list[tuple[Judge, np.ndarray]] = []  # (written with the metrics: a stop before leaves no part)
-    with ExitStack() as stack:
-        # Each judge embeds each photo and its normalized face, then the detector looks at each face: 13 s after the
-        # normalizing bar for LFW's 500 photos, which had said nothing until the table.
-        advance: Callable[[int], None] = _nothing
-        if progress and ok:
-            from facekit.progress import Progress
-
-            bar = stack.enter_context(Progress(*Progress.get_default_columns()))
-            task = bar.add_task("judging", total=(2 * len(judges) + 1) * len(ok), unit="face")
-            advance = functools.partial(bar.advance, task)
-
+    # Each judge embeds each photo and its normalized face, then the detector looks at each face: 13 s after the
+    # normalizing bar for LFW's 500 photos, which had said nothing until the table.
+    judging = "judging" if progress and ok else None
+    with _bar(judging, (2 * len(judges) + 1) * len(ok), "face") as advance:
         for judge in judges:
             if not ok:  # nothing to embed: every photo fails
                 preserved = same = different = inputs_same = np.zeros(0)
@@ -305,6 +292,34 @@ def evaluation_stopped(
         return f"{who} stopped by {by} before writing its results: {folder} is as it was; {again}"
     again = again if overwrite else f"{again} with --overwrite"
     return f"{who} stopped by {by} as it wrote its results: {folder} holds part of them; {again} to replace them"
+
+
+@contextmanager
+def _bar(description: str | None, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """An ``advance`` that moves a progress bar of ``total`` ``unit``s described ``description`` while the block
+    runs; one that tells nothing (no bar) when it is None."""
+    if description is None:
+        yield _nothing
+        return
+    from facekit.progress import Progress
+
+    with Progress(*Progress.get_default_columns()) as bar:
+        yield functools.partial(bar.advance, bar.add_task(description, total=total, unit=unit))
+
+
+def _normalize_all(normalizer: Any, images: list[np.ndarray | None], names: list[str], bar: str | None) -> list[Any]:
+    """``normalizer``'s outcome for each of ``images``, :data:`NORMALIZE_BATCH` at a time, under a progress bar
+    described ``bar`` (none when None): the evaluation's photos and the LFW pairs' alike."""
+    steps: Any = range(0, len(images), NORMALIZE_BATCH)
+    if bar is not None:
+        from facekit.progress import track
+
+        steps = track(steps, description=bar, unit="batch")
+    outcomes: list[Any] = []
+    for first in steps:
+        chunk = slice(first, first + NORMALIZE_BATCH)
+        outcomes.extend(normalizer.normalize_many(images[chunk], names[chunk]))
+    return outcomes
 
 
 def _earlier_judges(out: Path) -> set[str]:
@@ -665,16 +680,9 @@ def verify_pairs(
     pairs = read_pairs(root, folds)
     paths = sorted({p for pair in pairs for p in (pair.first, pair.second)})
     images = [load_rgb(p)[0] for p in paths]
-    outcomes: list[Any] = []
-    steps: Any = range(0, len(paths), 32)
-    if progress:
-        from facekit.progress import track
-
-        steps = track(steps, description="normalizing pair photos", unit="batch")
-    for first in steps:
-        outcomes.extend(
-            normalizer.normalize_many(images[first : first + 32], [p.stem for p in paths[first : first + 32]])
-        )
+    outcomes = _normalize_all(
+        normalizer, images, [p.stem for p in paths], "normalizing pair photos" if progress else None
+    )
     ok = [i for i, o in enumerate(outcomes) if o.face is not None]
     where = {paths[i]: n for n, i in enumerate(ok)}
     same = np.array([pair.same for pair in pairs])
@@ -826,13 +834,14 @@ def evaluate_plan(
         exclusive(folder, "facekit eval"),
     ):
         normalizer: Any
+        configured = plan.components.get("judge") if plan is not None else None
         if baseline == "frontalize":
             from facekit.baselines.frontalize import Frontalizer
 
             normalizer = Frontalizer.from_data(root / "sfm", size=112)
         else:
-            normalizer = prepared or Normalizer.from_checkpoint(
-                checkpoint, device=device, detail=DECODER_ONLY, detector=detector
+            normalizer = prepared or Normalizer.from_checkpoint(  # (the judge's build where it is the encoder)
+                checkpoint, device=device, detail=DECODER_ONLY, detector=detector, encoder=configured
             )
             from facekit.checkpoints import model_detector
 
@@ -855,7 +864,6 @@ def evaluate_plan(
         # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
         # recipe names (components.judge) is built with the recipe's params.
         own = getattr(normalizer, "meta", {}).get("encoder")
-        configured = plan.components.get("judge") if plan is not None else None
 
         def build(name: str) -> Judge:
             # Judge.params: what it was built with where not its defaults, however it was built (before: only the

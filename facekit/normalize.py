@@ -772,6 +772,7 @@ class Normalizer:
         face: str = "largest",
         detector: Any = None,
         size: int | None = None,
+        encoder: Any = None,
     ) -> Normalizer:
         """Rebuild the pipeline from a training checkpoint or an exported model (default: the shipped one; a shipped
         model's name, ``"dlib"`` or ``"sface"``, takes that one); ``device``: ``cpu``, ``cuda``, ``cuda:N`` or
@@ -780,7 +781,11 @@ class Normalizer:
         ``detector``: a detector to use instead of the one the model was trained with (e.g.
         ``facekit.load_component("detector", "my-detector")``; its landmark scheme must be one the model's encoder
         aligns from, or a FacekitError says so); ``size``: the output's side in pixels (default: the model's own;
-        :attr:`size`). One Normalizer may be shared by threads: calls take turns."""
+        :attr:`size`); ``encoder``: a recipe's resolved component (:class:`facekit.recipe.ResolvedComponent`, e.g. a
+        `facekit run`'s ``components.judge``, whose check built it) whose kept build is taken for the model's own
+        encoder where it is that encoder, the same name and params
+        (:meth:`~facekit.recipe.ResolvedComponent.take_kept`), instead of building another; otherwise the model's own
+        is built as without it. One Normalizer may be shared by threads: calls take turns."""
         import facekit
         from facekit.checkpoints import load_decoder_state, read_checkpoint, weights_digest
         from facekit.registry import build_checked
@@ -823,7 +828,8 @@ class Normalizer:
             # file): the same name with default params would give other features.
             encoder_ref = meta.get("recipe", {}).get("components", {}).get("encoder") or {}
             params = encoder_ref.get("params", {}) if encoder_ref.get("name") == meta["encoder"] else {}
-            encoder = model_component("encoder", meta["encoder"], params)
+            offered = encoder.take_kept("encoder", meta["encoder"], params) if encoder is not None else None
+            encoder = offered if offered is not None else model_component("encoder", meta["encoder"], params)
             if detector is None:
                 detector_ref = meta["recipe"]["components"].get("detector")
                 if detector_ref is None:

@@ -363,8 +363,14 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
             from facekit.detail import DECODER_ONLY
             from facekit.normalize import Normalizer
 
+            # A components.judge that is the model's own encoder (default-model.yaml's), built by the run's check, is
+            # that encoder: taken rather than built again (the judge then is normalizer.encoder: evaluate_plan).
             prepared = Normalizer.from_checkpoint(
-                model, device=device, detail=DECODER_ONLY, detector=named_detector.build()
+                model,
+                device=device,
+                detail=DECODER_ONLY,
+                detector=named_detector.build(),
+                encoder=plan.components.get("judge"),
             )
         run = start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device)
         judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]

@@ -546,6 +546,16 @@ class ResolvedComponent:
         kept = self.__dict__.pop("built_once", None)
         return kept if kept is not None else self.build()
 
+    def take_kept(self, kind: Kind, name: str, params: Mapping[str, Any]) -> Any:
+        """The build :attr:`built_once` kept, taken as :meth:`take_built` takes it, where this component is the
+        ``kind`` ``name`` with ``params`` as its params model reads them (what a run keys an encoder by: a training
+        pool's :func:`facekit.pool.pool_encoder_key`); None where it is another, or none is kept (nothing is built)."""
+        if (self.kind, self.spec.name) != (kind, name) or "built_once" not in self.__dict__:
+            return None
+        if self.spec.validate_params(params).model_dump(mode="json") != self.params.model_dump(mode="json"):
+            return None
+        return self.take_built()
+
 
 @dataclass
 class Plan:

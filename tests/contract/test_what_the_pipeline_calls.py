@@ -674,6 +674,52 @@ def test_the_judge_facekit_runs_check_built_is_the_one_the_evaluate_stage_runs(
     assert "sface" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["judges"]
 
 
+def test_a_judge_that_is_the_models_own_encoder_is_the_build_the_model_runs(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A components.judge with the model's own encoder's name and params (default-model.yaml's dlib-resnet): the
+    evaluate stage judged with the model's encoder and left the build `facekit run`'s check made of the judge unused
+    (and kept by the plan), having built that encoder again in from_checkpoint. The model now takes that build; a
+    judge with other params is another encoder, not taken."""
+    from facekit.pipeline import RunOptions, check_later_stages, run_evaluate_stage
+    from facekit.recipe import load_recipe
+    from facekit.registry import ComponentSpec
+
+    shipped_model_as_trained(tmp_path, {"judge": {"name": "dlib-resnet"}, "detector": {"name": "dlib"}})
+    encoders: list[object] = []
+    real = ComponentSpec.build
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        built = real(self, *args, **kwargs)
+        if kwargs.get("kind") == "encoder":
+            encoders.append(built)
+        return built
+
+    monkeypatch.setattr(ComponentSpec, "build", counted)
+    plan = load_recipe(str(tmp_path / "r.yaml"))
+    check_later_stages(plan, ["train", "evaluate"])
+    assert len(encoders) == 1  # the judge's, by the run's check
+    run_evaluate_stage(plan, RunOptions(progress=False))
+    assert len(encoders) == 1 and "built_once" not in vars(plan.components["judge"])
+    assert "dlib-resnet" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["judges"]
+
+
+def test_a_kept_build_is_taken_only_for_its_own_kind_name_and_params() -> None:
+    """ResolvedComponent.take_kept, what from_checkpoint's ``encoder`` asks: the build a run kept, where it is the
+    encoder asked for with the same params as its params model reads them (defaults filled in); else None, and the
+    build stays kept (nothing is built)."""
+    from facekit.recipe import resolve
+
+    plan = resolve({"components": {"judge": {"name": "facenet", "params": {"variant": "vggface2"}}}})
+    judge = plan.components["judge"]
+    judge.__dict__["built_once"] = kept = object()  # as `facekit run`'s check leaves it, without loading weights
+    assert judge.take_kept("encoder", "facenet", {"variant": "casia-webface"}) is None
+    assert judge.take_kept("encoder", "sface", {}) is None and judge.take_kept("detector", "facenet", {}) is None
+    assert judge.built_once is kept
+    assert judge.take_kept("encoder", "facenet", {}) is kept  # the default variant: the same encoder
+    assert "built_once" not in vars(judge) and judge.take_kept("encoder", "facenet", {}) is None
+
+
 def test_a_detector_the_model_cannot_align_from_is_refused_before_the_evaluate_run_record(
     data_root: Path, tmp_path: Path
 ) -> None:

@@ -664,3 +664,34 @@ def test_the_evaluate_stage_says_which_judge_is_the_models_own_encoder() -> None
         "dlib-resnet (the model's own encoder: a biased judge) pass 5.0%, sface pass 90.0%"
     )
     assert identity_rates(metrics, None) == "dlib-resnet pass 5.0%, sface pass 90.0%"
+
+
+def test_the_evaluation_and_the_pairs_normalize_in_batches_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_normalize_all, the one loop of evaluate_normalizer and verify_pairs: NORMALIZE_BATCH photos at a time, each
+    with its name, outcomes in order; a bar only when described (a described one steps per batch)."""
+    from facekit import evaluate, progress
+
+    calls: list[list[str]] = []
+
+    class Counting:
+        def normalize_many(self, images: list, names: list) -> list:
+            calls.append(list(names))
+            return [f"outcome of {name}" for name in names]
+
+    names = [f"p{i}" for i in range(evaluate.NORMALIZE_BATCH + 3)]
+    images: list[Any] = [np.zeros((2, 2, 3), np.uint8)] * len(names)
+    bars: list[str] = []
+    monkeypatch.setattr(progress, "track", lambda steps, description, unit: bars.append(description) or steps)
+    outcomes = evaluate._normalize_all(Counting(), images, names, None)
+    assert outcomes == [f"outcome of {name}" for name in names] and not bars
+    assert [len(c) for c in calls] == [evaluate.NORMALIZE_BATCH, 3]
+    assert evaluate._normalize_all(Counting(), images[:1], names[:1], "normalizing pair photos") == ["outcome of p0"]
+    assert bars == ["normalizing pair photos"]
+
+
+def test_the_judging_bar_is_none_without_a_description(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facekit import evaluate, progress
+
+    monkeypatch.setattr(progress, "Progress", lambda *a, **k: pytest.fail("a bar was made"))
+    with evaluate._bar(None, 10, "face") as advance:
+        assert advance is evaluate._nothing
