@@ -1676,6 +1676,27 @@ def test_an_api_caller_gets_problems_as_errors(server: dict[str, Any], data_root
     assert Path(result[4]).name == "Adrien_Brody_0001-normalized.png"  # the caller's file's name
 
 
+def test_a_face_the_photo_does_not_offer_is_refused_in_one_line(
+    server: dict[str, Any], data_root: Path, tmp_path: Path
+) -> None:
+    """Before: a value /choose_face does not offer ('face 9') was refused by Gradio's Radio before facekit's handler
+    ran, with a 25-line traceback in the server's log for each call; now the caller's error says what is offered and
+    the log has no line of it. A face the photo offers is still made."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], verbose=False, download_files=str(tmp_path / "downloads"))
+    before = server["log"].read_text(errors="replace")
+    with pytest.raises(Exception, match="no face to choose: send a photo first"):
+        client.predict("face 9", api_name="/choose_face")
+    client.predict(handle_file(str(data_root / LFW_PHOTO)), api_name="/analyze")  # one face: 'face 1 (largest)'
+    with pytest.raises(Exception, match=r"'face 9' is not a face of this photo: choose one of 'face 1 \(largest\)'"):
+        client.predict("face 9", api_name="/choose_face")
+    written = server["log"].read_text(errors="replace")[len(before) :]
+    assert "Traceback" not in written and "face 9" not in written, written
+    status = client.predict("face 1 (largest)", api_name="/choose_face")[0]
+    assert "1 face found" in status, status
+
+
 def test_only_the_pages_own_results_are_served(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
     """Before: the server's whole folder was an allowed path, so anyone who named a file in it got it: its lock (the
     process id), every visitor's uploaded photo and results. Now only the copies Gradio serves to the page are."""

@@ -173,6 +173,36 @@ PhotoUpload: Any = ABCMeta.__new__(
 )
 
 
+def _offered_only(self: Any, payload: Any) -> Any:
+    """:class:`FaceChooser` refuses a face it does not offer in a line of its own (Gradio's own refusal for it)."""
+    offered = [value for _, value in self.choices]
+    if payload is not None and payload not in offered:
+        if not offered:
+            raise gr.Error("There is no face to choose: send a photo first (/analyze).", print_exception=False)
+        listed = ", ".join(repr(value) for value in offered)
+        raise gr.Error(f"{payload!r} is not a face of this photo: choose one of {listed}.", print_exception=False)
+    return gr.Radio.preprocess(self, payload)
+
+
+# The face chooser: Gradio's Radio that refuses a value it does not offer without a traceback. Gradio 6.31's Radio
+# checks the value against its choices before the handler runs and raises a gr.Error that prints its traceback, so
+# every wrong value a program sent to /choose_face (gradio_client's predict("face 9", api_name="/choose_face"))
+# wrote 25 lines into the server's log; the caller, not the server, is wrong (as :func:`problem`). The page only
+# sends what it offers. Made as :class:`PhotoUpload` is (a class: Gradio makes it anew when analyze sets its choices).
+FaceChooser: Any = ABCMeta.__new__(
+    type(gr.Radio),
+    "FaceChooser",
+    (gr.Radio,),
+    {
+        "__module__": __name__,
+        "__doc__": "Gradio's Radio that refuses a value it does not offer in one line (see above).",
+        "preprocess": _offered_only,
+        "get_block_name": lambda self: "radio",
+        "get_block_class": lambda self: "radio",
+    },
+)
+
+
 def status_error(message: str) -> str:
     """A problem as the status box shows it: plain words, marked so that it stands out."""
     return f'<p class="error">⚠ {escape(message)}</p>'
@@ -314,7 +344,7 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
                         example_labels=[path.stem.replace("-", " ") for path in examples],
                     )
                 status = gr.Markdown("Waiting for a photo.", elem_id="status")
-                chooser = gr.Radio(label="Faces (largest first)", type="index", visible=False, elem_id="faces")
+                chooser = FaceChooser(label="Faces (largest first)", type="index", visible=False, elem_id="faces")
             with gr.Column(scale=1):
                 detections = result_image("detections", label="Detected faces", height=360)
             with gr.Column(scale=1):
