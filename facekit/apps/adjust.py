@@ -646,14 +646,60 @@ def recolour(image: np.ndarray, record: Any, primaries: np.ndarray | None = None
 #: The height of the before/after preview ``facekit adjust`` writes.
 PREVIEW_HEIGHT = 480
 
+#: The backdrop the before/after shows a transparent photo over, as image editors show transparency: squares of this
+#: many preview pixels, in these two greys.
+CHECKER_SQUARE = 8
+CHECKER_GREYS = (204, 255)
 
-def before_after(before: np.ndarray, after: np.ndarray, height: int = PREVIEW_HEIGHT) -> np.ndarray:
-    """The photo and its correction side by side, ``height`` pixels high: (height, 2W', 3) uint8."""
+#: The grey :func:`facekit.images.load_rgb` composites a transparent photo over.
+LOADED_OVER = 128
+
+
+def checkerboard(height: int, width: int) -> np.ndarray:
+    """The before/after's backdrop for a transparent photo: (height, width, 1) float32."""
+    rows, columns = np.arange(height)[:, None] // CHECKER_SQUARE, np.arange(width)[None, :] // CHECKER_SQUARE
+    return np.where((rows + columns) % 2 == 0, *CHECKER_GREYS).astype(np.float32)[..., None]
+
+
+def before_after(
+    before: np.ndarray,
+    after: np.ndarray,
+    height: int = PREVIEW_HEIGHT,
+    alpha: np.ndarray | None = None,
+    grey_after: Any = LOADED_OVER,
+) -> np.ndarray:
+    """The photo and its correction side by side, ``height`` pixels high: (height, 2W', 3) uint8.
+
+    ``alpha`` (H, W) uint8: the photo is transparent there, and ``before`` and ``after`` hold it composited over
+    :data:`LOADED_OVER` grey (as :func:`facekit.images.load_rgb` reads it), that grey corrected in ``after`` to
+    ``grey_after`` (a value, or RGB). Both halves are then shown over one :func:`checkerboard` instead, as the written
+    file (which keeps its alpha) shows over a backdrop: a transparent area looks the same in both halves and only the
+    photo's own pixels differ (before: the grey it was shown over turned beige in the after half, a change the file
+    does not have). Exact where the photo is opaque or transparent; a half-transparent edge is its colour over grey
+    corrected, less the corrected grey's share."""
     import cv2
 
     width = max(1, round(before.shape[1] * height / before.shape[0]))
     pair = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in (before, after)]
+    if alpha is not None:
+        shown = cv2.resize(alpha.astype(np.float32) / 255.0, (width, height), interpolation=cv2.INTER_AREA)
+        clear, board = (1.0 - shown)[..., None], checkerboard(height, width)
+        for index, grey in enumerate((LOADED_OVER, grey_after)):
+            moved = pair[index] + clear * (board - np.asarray(grey, np.float32))
+            pair[index] = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
     return np.concatenate(pair, axis=1)
+
+
+def grey_corrected(record: Any, corrected: np.ndarray, alpha: np.ndarray) -> Any:
+    """What the correction ``record`` made of :data:`LOADED_OVER` grey (RGB), for :func:`before_after`: the record's
+    own mapping applied to it, or for one that does not say how (another app's) the corrected photo where it is
+    wholly transparent, the grey itself where it is nowhere."""
+    grey = np.full((1, 1, 3), LOADED_OVER, np.uint8)
+    made = recolour(grey, record)
+    if made is not None:
+        return made[0, 0].astype(np.float32)
+    clear = alpha == 0
+    return corrected[clear].mean(axis=0) if clear.any() else LOADED_OVER
 
 
 #: The files ``facekit adjust`` may write per photo, as suffixes of its base name: the photo in its own format, the
@@ -734,8 +780,18 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
             return no_face(read.shape)
         method = (provenance.get("settings") or {}).get("method") or type(corrector).__name__
         check_corrected(method, read, corrected, record)
-        pair, shape = png_bytes(before_after(read, corrected)), read.shape
-        del read
+        # A transparent photo keeps its alpha where it is written (read_deep, as kept_depth reads it): its
+        # before/after shows both halves over one backdrop, not the grey load_rgb put behind it corrected.
+        deep = read_deep(planned.source) if "alpha" in why else None
+        alpha = None if deep is None or deep[1] is None else deep[1]
+        del deep
+        if alpha is not None and alpha.shape != read.shape[:2]:  # not the picture read: kept_depth writes no alpha
+            alpha = None
+        if alpha is not None and alpha.dtype == np.uint16:
+            alpha = (alpha >> 8).astype(np.uint8)
+        grey = LOADED_OVER if alpha is None else grey_corrected(record, corrected, alpha)
+        pair, shape = png_bytes(before_after(read, corrected, alpha=alpha, grey_after=grey)), read.shape
+        del read, alpha
         data, suffix, kept = encode_corrected(planned.source, shape, corrected, record)
     del corrected
     target = out / f"{planned.base}{suffix}"

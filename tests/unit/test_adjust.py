@@ -567,6 +567,48 @@ def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, s
     assert pixels[:, :40, 1].min() > 200 and pixels[:, :40, 0].max() < 60
 
 
+class Warmer:
+    """An adjust method that warms every photo by the same gains, face or none."""
+
+    correction = Correction("warm", (0.2, 0.2, 0.2), (0.3, 0.2, 0.1), mapping="gains")
+
+    def correct(self, photo: np.ndarray) -> tuple[np.ndarray, Correction]:
+        return apply_correction(photo, self.correction), self.correction
+
+
+@pytest.mark.parametrize("record", ["correction", "another app's"])
+def test_a_transparent_pngs_before_after_shows_both_halves_over_one_backdrop(tmp_path: Path, record: str) -> None:
+    """Before: a transparent PNG's before/after showed the grey load_rgb composites it over, and that grey corrected
+    (beige) in the after half, a change the written file (which keeps its alpha) does not have. Now both halves show
+    the photo over one checkerboard: the transparent area is the same in both, the photo's own pixels differ."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, CHECKER_GREYS, adjust_files, checkerboard
+    from facekit.batch import plan_folder
+
+    face = real_face().image.copy()
+    alpha = np.full(face.shape[:2], 255, np.uint8)
+    alpha[:, :60] = 0  # transparent, its colour a green nobody sees
+    alpha[:, 60:70] = 128
+    rgba = np.dstack([face, alpha])
+    rgba[:, :60, :3] = (0, 255, 0)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgba).save(tmp_path / "in" / "cutout.png")
+    corrector: Any = Warmer()
+    if record != "correction":  # a record that does not say how: the grey corrected is read off the photo
+        corrector = type("Theirs", (), {"correct": lambda self, photo: (Warmer().correct(photo)[0], {"warm": 1})})()
+    plan = plan_folder([str(tmp_path / "in")], tmp_path / "out", outputs=ADJUST_OUTPUTS)
+    (row,) = adjust_files(plan, corrector)
+    assert row.status == "adjusted" and row.record["written"]["alpha"]
+    pair = np.asarray(Image.open(tmp_path / "out" / "cutout_before_after.png"), np.int16)
+    before, after = pair[:, : pair.shape[1] // 2], pair[:, pair.shape[1] // 2 :]
+    clear = slice(0, 60 * before.shape[1] // 200 - 2)  # the transparent strip, away from its edge
+    board = np.repeat(checkerboard(*before.shape[:2]), 3, axis=2)[:, clear]
+    assert set(np.unique(board)) == set(CHECKER_GREYS)
+    assert np.abs(before[:, clear] - board).max() <= 1 and np.abs(after[:, clear] - board).max() <= 1
+    opaque = slice(80 * before.shape[1] // 200, None)
+    assert np.abs(after[:, opaque] - before[:, opaque]).mean() > 10  # the photo itself warmed
+    assert (after[:, opaque, 0] - after[:, opaque, 2]).mean() > (before[:, opaque, 0] - before[:, opaque, 2]).mean()
+
+
 def test_the_papers_ycrcb_map_at_16_bits_matches_it_in_floating_point() -> None:
     """OpenCV's 16-bit YCrCb has its neutral chroma at 32768, not 128 x 257: tables scaled from 8 bits without that
     offset moved the greys by a tenth of an 8-bit level (mean; 0.08-0.11 per channel before)."""
