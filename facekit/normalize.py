@@ -939,10 +939,14 @@ class Normalizer:
         if outcome.status == DETECTOR_ERROR:
             raise DetectorFailed(f"no face normalized: {outcome.status} {outcome.reason}")
         if outcome.face is None and outcome.status == "no_face":
+            # Why, as a batch's no_face row says it (no_face_reason: a photo too small or thin for a face the
+            # detector finds); the photo's size where the reason does not give it (before: the size alone).
             height, width = photo.shape[:2]
+            why = (outcome.reason or NO_FACE).removeprefix(NO_FACE)
+            where = "" if f"{width} x {height}" in why else f" in this {width} x {height} photo"
             raise NoFaceFound(
-                f"no face normalized: the detector ({type(self.detector).__name__}) found no face in this {width} x "
-                f"{height} photo (to get an empty list instead of this error: normalize(image, all_faces=True))"
+                f"no face normalized: the detector ({type(self.detector).__name__}) found no face{where}{why}; to get "
+                "an empty list instead of this error: normalize(image, all_faces=True)"
             )
         if outcome.face is None:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())

@@ -87,6 +87,22 @@ def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tm
             normalizer.normalize(several)
 
 
+def test_no_face_says_why_as_a_batch_row_does(normalizer: facekit.Normalizer) -> None:
+    """Before: NoFaceFound gave the photo's size alone, while a batch's no_face row (normalize_many, the CLI) said a
+    20 x 20 photo was too small to show a face the detector finds. Now the error says the row's reason."""
+    from facekit.errors import NO_FACE, NoFaceFound
+
+    said = {(20, 20, 3): "too small", (30, 400, 3): "too thin", (80, 80, 3): "the detector finds faces about"}
+    for shape, words in said.items():
+        photo = np.full(shape, 128, np.uint8)
+        (outcome,) = normalizer.normalize_many([photo], ["grey"])
+        why = (outcome.reason or "").removeprefix(NO_FACE)
+        assert outcome.status == "no_face" and words in why, outcome
+        with pytest.raises(NoFaceFound) as raised:
+            normalizer.normalize(photo)
+        assert why in str(raised.value) and f"{shape[1]} x {shape[0]}" in str(raised.value), str(raised.value)
+
+
 def test_no_face_and_the_outcome_type_are_public_names(normalizer: facekit.Normalizer) -> None:
     """Before (helper-172): no face was a plain FacekitError, told from an unreadable photo or a refused option only
     by its words, and the types normalize_many returns and normalize raises (Outcome, DetectorFailed) were not among
