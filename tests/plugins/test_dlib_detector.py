@@ -80,12 +80,16 @@ def test_threads_detecting_at_once_get_what_one_thread_gets(data_root: Any) -> N
     assert seen(twin.detect_array(photos[0])) == alone[0]
 
 
-def test_a_further_hog_of_the_pool_is_a_copy_not_made_again_by_dlib(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_further_hog_of_the_pool_is_a_copy_not_made_again_by_dlib(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """dlib's ``get_frontal_face_detector`` decompresses its built-in model each time (0.26 s on an idle core,
-    seconds on a busy machine): the detector makes one, and a call that finds every HOG object in use by other
-    threads gets a copy of it (pickled, ~1 ms), which gives the same boxes, scores and points."""
+    seconds on a busy machine): the detector makes one (here with an empty cache folder, which would hold it), and a
+    call that finds every HOG object in use by other threads gets a copy of it (pickled, ~1 ms), which gives the
+    same boxes, scores and points."""
     import dlib
 
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path))
     made: list[int] = []
     original = dlib.get_frontal_face_detector
 
@@ -103,3 +107,56 @@ def test_a_further_hog_of_the_pool_is_a_copy_not_made_again_by_dlib(monkeypatch:
     detector._hogs.put(held)
     assert len(made) == 1 and detector._hogs.qsize() == 2  # the copy was kept for the next concurrent call
     assert copied == alone and len(alone) == 1
+
+
+def test_the_hog_detector_is_read_from_the_users_cache_once_made(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlib's get_frontal_face_detector decompresses its built-in model, 0.26 s on an idle core, in every process
+    that builds a detector; a copy in the user's cache (keyed on dlib's version, checked by its sha256) reads in
+    ~1.5 ms and finds the same faces with the same scores. A damaged copy is made again; no cache folder, no copy."""
+    import types
+
+    import dlib
+    from facekit_dlib.detector import frontal_face_detector, hog_cache_path
+
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
+    built_in = dlib.get_frontal_face_detector()
+    made = frontal_face_detector(dlib)
+    path = hog_cache_path(dlib)
+    assert path.is_file() and dlib.__version__ in path.name and path.parent == tmp_path / "home" / "dlib"
+
+    def not_again() -> Any:
+        raise AssertionError("decompressed again")
+
+    cached = types.SimpleNamespace(
+        __version__=dlib.__version__,
+        fhog_object_detector=dlib.fhog_object_detector,
+        get_frontal_face_detector=not_again,
+    )
+    read = frontal_face_detector(cached)
+    face = real_face().image
+    expected = built_in.run(face, 1, 0.0)
+    for detector in (made, read):
+        rects, scores, kinds = detector.run(face, 1, 0.0)
+        assert ([str(r) for r in rects], scores, kinds) == ([str(r) for r in expected[0]], *expected[1:])
+    assert len(expected[0]) == 1
+    # Damaged (a byte changed): made again and written again; another dlib version has a copy of its own.
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    calls = []
+    counting = types.SimpleNamespace(
+        __version__=dlib.__version__,
+        fhog_object_detector=dlib.fhog_object_detector,
+        get_frontal_face_detector=lambda: calls.append(1) or dlib.get_frontal_face_detector(),
+    )
+    frontal_face_detector(counting)
+    assert calls == [1] and path.read_bytes() != bytes(data)
+    frontal_face_detector(cached)  # (the copy written again reads back)
+    assert hog_cache_path(types.SimpleNamespace(__version__="99.0")) != path
+    # A home that cannot hold a folder (a file there): the detector all the same, nothing cached.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "file"))
+    assert len(frontal_face_detector(dlib).run(face, 1, 0.0)[0]) == 1
+    assert not list(tmp_path.glob("file/**"))

@@ -3,15 +3,21 @@ its landmark predictor."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import pickle
 import queue
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from facekit.images import downscale, to_uint8_rgb
+from facekit.models import facekit_home
 from facekit.registry import Params
 from facekit.types import FaceDetection, LandmarkScheme, ModelCard, RebuiltOnUnpickle
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
@@ -39,16 +45,57 @@ class DetectorParams(Params):
     threshold: float = Field(default=0.0, description="detection score threshold (lower finds more faces)")
 
 
+logger = logging.getLogger(__name__)
+
+
+def hog_cache_path(dlib: Any) -> Path:
+    """Where :func:`frontal_face_detector` keeps dlib's HOG detector for this dlib version (its sha256 beside it)."""
+    return facekit_home() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
+
+
+def frontal_face_detector(dlib: Any) -> Any:
+    """dlib's HOG face detector (``dlib.get_frontal_face_detector()``), read from a copy in the user's cache folder
+    (:func:`hog_cache_path`: keyed on dlib's version, checked against the sha256 written with it) in ~1.5 ms instead
+    of decompressed from dlib's built-in model, 0.26 s on an idle core (0.7-0.8 s of CPU, 4-9 s wall, on a busy
+    two-core machine: helper-202), once in every process that builds a detector (each worker of a pool). The copy
+    is what ``save`` of that detector writes (dlib's own format, no pickle), made here, never downloaded; a missing,
+    damaged or unreadable one is made again, and a cache that cannot be written is done without."""
+    path = hog_cache_path(dlib)
+    digest = path.with_name(path.name + ".sha256")
+    try:
+        if hashlib.sha256(path.read_bytes()).hexdigest() == digest.read_text().strip():
+            return dlib.fhog_object_detector(str(path))
+    except (OSError, RuntimeError, ValueError, UnicodeDecodeError):  # none yet, unreadable, or dlib refused it
+        pass
+    detector = dlib.get_frontal_face_detector()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(handle)
+        try:
+            detector.save(temporary)
+            written = hashlib.sha256(Path(temporary).read_bytes()).hexdigest()
+            os.replace(temporary, path)  # (the digest last: a reader between the two makes its own and moves on)
+            digest_temporary = f"{temporary}.sha256"
+            Path(digest_temporary).write_text(written + "\n")
+            os.replace(digest_temporary, digest)
+        finally:
+            for leftover in (temporary, f"{temporary}.sha256"):
+                Path(leftover).unlink(missing_ok=True)
+    except (OSError, RuntimeError) as error:  # a read-only or full home: every process decompresses its own
+        logger.debug("dlib's HOG detector not cached in %s: %s", path.parent, error)
+    return detector
+
+
 class DlibDetector(RebuiltOnUnpickle):
     """Faces and their ``points``-point landmarks (68: iBUG scheme; 5: dlib's eye corners + nose).
 
     Safe to call from several threads at once (:attr:`thread_safe`): dlib's HOG detector is not (one object used by
     two threads at once gave another box for about 30 % of LFW photos), so each concurrent call takes a HOG object
-    of its own from a pool (made on demand, then kept: a copy of the first, pickled, in ~1 ms; dlib's own
-    ``get_frontal_face_detector`` decompresses its built-in model each time, 0.26 s on an idle core and seconds on a
-    busy one); the CNN fallback runs one call at a time; the landmark predictor only reads its model and is shared.
-    dlib releases the GIL while it searches, so two threads detect in about half the time on two cores
-    (benchmarks/RESULTS.md "normalize-folder")."""
+    of its own from a pool (made on demand, then kept: a copy of the first, pickled, in ~1 ms; the first is read
+    from the user's cache folder, :func:`frontal_face_detector`); the CNN fallback runs one call at a time; the
+    landmark predictor only reads its model and is shared. dlib releases the GIL while it searches, so two threads
+    detect in about half the time on two cores (benchmarks/RESULTS.md "normalize-folder")."""
 
     #: detect_array may be called from several threads at once (facekit.types.Detector): the pipeline detects a
     #: batch's photos in parallel.
@@ -72,7 +119,7 @@ class DlibDetector(RebuiltOnUnpickle):
         self._hogs: queue.SimpleQueue[Any] = queue.SimpleQueue()  # idle HOG detectors, one per concurrent call
         self._cnn_lock = threading.Lock()
         if self.params.face_detector != "cnn":
-            first = dlib.get_frontal_face_detector()
+            first = frontal_face_detector(dlib)
             self._hog_state = pickle.dumps(first)  # (the same filters and weights: the same boxes and scores)
             self._hogs.put(first)
         if self.params.face_detector != "hog":
