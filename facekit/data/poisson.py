@@ -58,7 +58,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.linalg import pinvh
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +205,11 @@ def _hierarchy(w: np.ndarray) -> list[_Level]:
         w = _restrict(w)
         levels.append(_Level.build(w))
     coarsest = levels[-1]
-    # scipy's pinvh: numpy's eigh-based pinv takes ~15 ms on a 49 x 49 matrix here (thread start-up), scipy's 0.2 ms
+    # scipy's pinvh: numpy's eigh-based pinv takes ~15 ms on a 49 x 49 matrix here (thread start-up), scipy's 0.2 ms.
+    # Imported here, not at the top: the module's masks (face_mask, coverage) serve normalizes that never composite,
+    # and scipy.linalg was 0.25-0.54 s (min-median) of the module's import against 14-22 ms without it (helper-202)
+    from scipy.linalg import pinvh
+
     coarsest.inverse = pinvh(coarsest.dense().astype(np.float64)).astype(np.float32)
     return levels
 
@@ -386,8 +389,11 @@ def face_mask(landmarks: np.ndarray, height: int, width: int, blur_px: float) ->
     Returns:
         ``(height, width)`` float32 in ``[0, 1]``.
     """
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    mask = coverage(cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2), height, width)
+    # (+ 0.0: -0.0 becomes 0.0; OpenCV's convexHull gave None for points that coincide but for a -0.0, which
+    # `make fuzz` drew: helper-202. A None for any other reason keeps the points themselves.)
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2) + 0.0
+    hull = cv2.convexHull(pts.astype(np.float32))
+    mask = coverage(pts if hull is None else hull.reshape(-1, 2), height, width)
     if blur_px > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=float(blur_px), borderType=cv2.BORDER_CONSTANT)
     return np.clip(mask, 0.0, 1.0)

@@ -112,3 +112,14 @@ def test_adjust_by_a_whole_photo_method_imports_no_torch(tmp_path: Path) -> None
         "    assert not end.code, end.code"
     )
     assert (out / "photo.jpg").is_file() and "facekit.apps.adjust" in loaded and "torch" not in loaded
+
+
+def test_the_compositing_module_imports_no_scipy_until_it_composites() -> None:
+    """facekit.data.poisson's masks (face_mask, coverage) serve normalizes that never composite; scipy.linalg (the
+    coarsest grid's pinvh) at its top made its import 0.25-0.54 s against 14-22 ms (min-median, numpy and cv2
+    loaded, a busy two-core machine; helper-202). A composite still finds it."""
+    assert "scipy.linalg" not in _modules_after("import facekit.data.poisson")
+    assert "scipy.linalg" in _modules_after(
+        "import numpy as np\nfrom facekit.data.poisson import composite\n"
+        "composite(np.zeros((9, 9, 3), np.float32), np.ones((9, 9, 3), np.float32), np.full((9, 9), 0.5, np.float32))"
+    )

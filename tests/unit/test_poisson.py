@@ -130,3 +130,10 @@ def test_the_face_mask_holds_each_pixels_coverage() -> None:
     moved = [face_mask(points + np.array([dx, 0.0]), 112, 112, 0.0) for dx in (0.0, 0.25)]
     centroids = [float((m * columns).sum() / m.sum()) for m in moved]
     assert abs(centroids[1] - centroids[0] - 0.25) < 0.01
+
+
+def test_a_mask_of_points_that_coincide_but_for_a_negative_zero_is_that_point() -> None:
+    """OpenCV's convexHull gave None for (0, -0.0), (0, 0), (0, 0), and face_mask an AttributeError (`make fuzz`,
+    helper-202); the same points without the -0.0 give the point's small coverage."""
+    signed = face_mask(np.array([[0.0, -0.0], [0.0, 0.0], [0.0, 0.0]]), 6, 6, 0.0)
+    np.testing.assert_array_equal(signed, face_mask(np.zeros((3, 2)), 6, 6, 0.0))
