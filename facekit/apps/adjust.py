@@ -524,9 +524,10 @@ def encode_like(
 ) -> tuple[bytes, str]:
     """``image`` (H, W, 3) RGB, uint8 or uint16, encoded in the format of the ``source`` photo (a path): JPEG at quality
     95 with 4:4:4 chroma, PNG otherwise (with ``alpha`` (H, W) of the same type when given, at 16 bits when the image
-    is); the source's ICC profile (when it describes RGB) and EXIF are carried over, the EXIF orientation reset to 1
-    (the pixels are already upright); ``profile=False``: no profile (``image`` holds sRGB values, see
-    :func:`kept_depth`). Returns (bytes, file suffix)."""
+    is); one channel where the source is 8-bit grey (Pillow's "L") and the image still is (its three channels equal);
+    the source's ICC profile (when it describes the output's RGB or grey) and EXIF are carried over, the EXIF
+    orientation reset to 1 (the pixels are already upright); ``profile=False``: no profile (``image`` holds sRGB
+    values, see :func:`kept_depth`). Returns (bytes, file suffix)."""
     import io
 
     from PIL import Image
@@ -538,6 +539,15 @@ def encode_like(
         icc = original.info.get("icc_profile")
         exif = original.getexif()
         jpeg = original.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with a second embedded picture
+        # A grey photo ("L") stays grey where the output is (a black-and-white photo's exposure alone moves; a
+        # whole-photo estimator's gains on grey are equal): one channel, as it came (helper-202: a grey JPEG came
+        # back as RGB, three times the pixels for the same picture). Any channel that differs keeps RGB.
+        grey = (
+            original.mode == "L"
+            and alpha is None
+            and image.dtype == np.uint8
+            and bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+        )
         if 0x0112 in exif:
             exif[0x0112] = 1
         for tag in TIFF_LAYOUT_TAGS & set(exif):  # a TIFF's own layout, wrong for the output (helper-86)
@@ -550,9 +560,12 @@ def encode_like(
             logger.warning(
                 "%s: its EXIF cannot be written back (%s: %s); left out", source, type(error).__name__, error
             )
-    # The output is RGB: a grey or CMYK profile would misdescribe it (and a TIFF's tag may hold a number).
-    if profile and isinstance(icc, bytes) and icc[16:20] == b"RGB ":
+    # A profile of the output's colour space only: RGB, or grey for a grey output (a CMYK one would misdescribe
+    # either, and a TIFF's tag may hold a number).
+    if profile and isinstance(icc, bytes) and icc[16:20] == (b"GRAY" if grey else b"RGB "):
         options["icc_profile"] = icc
+    if grey:
+        image = np.ascontiguousarray(image[..., 0])
     if jpeg and (image.dtype != np.uint8 or alpha is not None):
         raise FacekitError("a JPEG output takes 8-bit RGB without alpha")
     buffer = io.BytesIO()

@@ -472,6 +472,36 @@ def test_a_tiffs_exif_is_carried_over_with_its_camera_directory(
     assert "cannot be written back" not in caplog.text
 
 
+def test_a_grey_photo_that_stays_grey_is_written_grey(tmp_path: Path) -> None:
+    """Before: a grey (one-channel) JPEG or PNG came back from adjust as RGB, three equal channels, and its grey
+    profile was dropped. Now an output whose channels are equal (a black-and-white photo's exposure alone moves) is
+    written grey with that profile; one whose channels differ stays RGB."""
+    from PIL import ImageCms
+
+    from facekit.apps.adjust import encode_like
+
+    grey = np.tile(np.linspace(20, 230, 24).astype(np.uint8), (16, 1))
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # a stand-in for its colour space
+    gray_icc = profile[:16] + b"GRAY" + profile[20:]
+    brighter = np.repeat(np.minimum(grey.astype(int) + 10, 255).astype(np.uint8)[..., None], 3, axis=2)
+    tinted = brighter.copy()
+    tinted[..., 0] += 1
+    for kind, suffix in (("JPEG", ".jpg"), ("PNG", ".png")):
+        path = tmp_path / f"grey{suffix}"
+        Image.fromarray(grey).save(path, kind, icc_profile=gray_icc)
+        data, written = encode_like(path, brighter)
+        with Image.open(io.BytesIO(data)) as out:
+            assert (out.mode, written, out.info.get("icc_profile")) == ("L", suffix, gray_icc), kind
+            assert np.abs(np.asarray(out, int) - brighter[..., 0]).max() <= (2 if kind == "JPEG" else 0), kind
+        data, _ = encode_like(path, tinted)
+        with Image.open(io.BytesIO(data)) as out:
+            assert out.mode == "RGB" and "icc_profile" not in out.info, kind
+    colour = tmp_path / "colour.jpg"  # an RGB photo stays RGB, grey pixels or not
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(colour)
+    with Image.open(io.BytesIO(encode_like(colour, brighter)[0])) as out:
+        assert out.mode == "RGB"
+
+
 def test_a_grey_png_whose_transparency_is_one_grey_keeps_it(tmp_path: Path) -> None:
     """Before: a grey PNG whose transparency is one grey level (a tRNS chunk, as PNG optimizers store a grey cut-out's
     binary alpha) came back from adjust opaque: OpenCV, which reads the file's own depth and alpha, leaves that
