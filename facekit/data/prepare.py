@@ -933,7 +933,8 @@ def finalize(output: Path, records: list[dict[str, Any]], image_size: int) -> di
     if not entries:  # nothing to train on: an earlier run's arrays must not pass for this one's
         for name in (*ARRAY_NAMES, "mean_landmarks"):
             (output / f"{name}.npy").unlink(missing_ok=True)
-        logger.warning("prepare kept no identity: no arrays written")
+        # No log line: both callers (`facekit prepare`, the run's prepare stage) say it as their one-line error
+        # (facekit.pipeline.prepare_note); a warning here came before it and said it twice (helper-202)
         return summary
     averages = np.stack(images)
     points = np.stack(landmarks).astype(np.float32)

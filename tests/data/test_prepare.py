@@ -670,7 +670,9 @@ def test_a_prepare_that_keeps_nobody_leaves_no_arrays_and_says_so(tmp_path: Path
     again = tmp_path / "again"
     (tmp_path / "blank.yaml").write_text(yaml.safe_dump(recipe_for(blank, again, data_root)))
     result = run_cli("prepare", str(tmp_path / "blank.yaml"))
-    assert result.returncode == 1 and "prepare kept nobody" in result.stderr + result.stdout
+    said = result.stderr + result.stdout
+    assert result.returncode == 1 and "prepare kept nobody" in said
+    assert "kept no identity" not in said  # (before: a warning line before the error, saying it twice: helper-202)
     (record,) = (again / "runs").glob("*-prepare/run.json")
     assert "finished" not in json.loads(record.read_text())
 
