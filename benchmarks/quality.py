@@ -224,10 +224,64 @@ class PairPhotos:
         same, fold_of = np.array([pair.same for pair in pairs]), np.array([pair.fold for pair in pairs])
         return cls(paths, images, same, fold_of, first, second)
 
-    def accuracy(self, judge: OwnPipelineJudge, embeddings: np.ndarray) -> dict[str, Any]:
-        """The folds' accuracy of ``judge``'s scores between (photos, D) ``embeddings`` of each pair."""
+    def accuracy(
+        self, judge: OwnPipelineJudge, embeddings: np.ndarray, per_pair: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The folds' accuracy of ``judge``'s scores between (photos, D) ``embeddings`` of each pair; with
+        ``per_pair`` (one dict per pair), each pair's score, its fold's threshold and whether it was called right
+        are added to its dict (:func:`pair_calls`)."""
         scores = judge.scores(embeddings[self.first], embeddings[self.second])
+        if per_pair is not None:
+            for row, call in zip(
+                per_pair, pair_calls(scores, self.same, self.fold_of, judge.higher_is_same), strict=True
+            ):
+                row.update(call)
         return tenfold_accuracy(scores, self.same, self.fold_of, judge.higher_is_same)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per pair: its fold, same or not, and its two photos (the file names), for :meth:`accuracy`'s
+        ``per_pair``."""
+        return [
+            {"fold": int(fold), "same": bool(same), "first": self.paths[a].name, "second": self.paths[b].name}
+            for fold, same, a, b in zip(self.fold_of, self.same, self.first, self.second, strict=True)
+        ]
+
+
+def pair_calls(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, higher_is_same: bool) -> list[dict[str, Any]]:
+    """Per pair: its score, the threshold its fold was judged at (chosen on the other folds,
+    :func:`facekit.evaluate.tenfold_folds`) and whether the pair was called right there; a failed pair (no output, no
+    face for the judge) has the judge's worst score. Which pairs one method gets wrong and another right is what the
+    folds' accuracy hides (helper-207: the pairs the normalized faces lose that the photos keep)."""
+    from facekit.evaluate import tenfold_folds
+
+    _, thresholds = tenfold_folds(scores, same, folds, higher_is_same)
+    threshold_of = dict(zip(np.unique(folds).tolist(), thresholds.tolist(), strict=True))
+    calls = []
+    for score, is_same, fold in zip(scores.tolist(), same.tolist(), folds.tolist(), strict=True):
+        threshold = threshold_of[fold]
+        called_same = bool(np.isfinite(threshold)) and (score >= threshold if higher_is_same else score <= threshold)
+        calls.append(
+            {"score": round(score, 4), "threshold": round(threshold, 4), "right": called_same == bool(is_same)}
+        )
+    return calls
+
+
+def write_pair_scores(path: Path, pairs: list[dict[str, Any]], methods: dict[str, list[dict[str, Any]]]) -> None:
+    """A CSV row per pair: fold, same, the two photos, then each method's score, threshold and right (1/0)."""
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["pair", "fold", "same", "first", "second"]
+            + [f"{name} {column}" for name in methods for column in ("score", "threshold", "right")]
+        )
+        for k, pair in enumerate(pairs):
+            row = [k, pair["fold"], int(pair["same"]), pair["first"], pair["second"]]
+            for calls in methods.values():
+                call = calls[k]
+                row += [call["score"], call["threshold"], int(call["right"])]
+            writer.writerow(row)
 
 
 def verification(
@@ -237,13 +291,24 @@ def verification(
     folds: int,
     name: str = "pairs.txt",
     shared: Sequence[SharedDetections] = (),
+    pair_scores: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Each method's (and the photos') accuracy on ``name``'s pairs; with ``pair_scores``, a CSV of every pair's
+    score, threshold and call per method is written there (:func:`write_pair_scores`)."""
     pairs = PairPhotos.read(root, folds, name)
     for detector in shared:
         detector.share(pairs.images)
+    calls: dict[str, list[dict[str, Any]]] = {}
+
+    def kept(label: str) -> list[dict[str, Any]] | None:
+        if pair_scores is None:
+            return None
+        calls[label] = [{} for _ in pairs.same]
+        return calls[label]
+
     result = {
         "originals": {
-            **pairs.accuracy(judge, judge.embed(pairs.images)),
+            **pairs.accuracy(judge, judge.embed(pairs.images), kept("photos (no normalization)")),
             "pairs": len(pairs.same),
             "photos": len(pairs.paths),
         }
@@ -251,7 +316,13 @@ def verification(
     for name, method in methods:
         outcomes = normalize_all(method, pairs.images, [p.stem for p in pairs.paths], f"{name} (pairs)")
         embeddings = judge.embed(outputs_of(outcomes))
-        result[name] = {**pairs.accuracy(judge, embeddings), "no_output": sum(o.face is None for o in outcomes)}
+        result[name] = {
+            **pairs.accuracy(judge, embeddings, kept(name)),
+            "no_output": sum(o.face is None for o in outcomes),
+        }
+    if pair_scores is not None:
+        pair_scores.parent.mkdir(parents=True, exist_ok=True)
+        write_pair_scores(pair_scores, pairs.rows(), calls)
     return result
 
 
@@ -332,6 +403,12 @@ def main() -> None:
         "peopleDevTrain people, whom the models were trained on), pairsDevTrain.txt (View 1 training people, for "
         "choosing settings) or pairsDevTest.txt (View 1, people never trained on); View 1 is dealt into 10 folds",
     )
+    parser.add_argument(
+        "--pair-scores",
+        action="store_true",
+        help="also write <out>/pairs.csv: each verification pair's score, its fold's threshold and whether it was "
+        "called right, for the photos and each method (which pairs a method loses that the photos keep)",
+    )
     parser.add_argument("--sheet", type=Path, default=None, help="also write the contact sheet here")
     parser.add_argument("--sheet-rows", type=int, default=8)
     parser.add_argument(
@@ -354,6 +431,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.folds == 1:
         parser.error("--folds 1 leaves no held-out fold (the threshold would be chosen on the pairs it scores)")
+    if args.pair_scores and args.folds == 0:
+        parser.error("--pair-scores needs verification (--folds 2 to 10)")
     if not 0 <= args.folds <= 10:  # before: --folds 11 headed the table "11-fold" over LFW's 10
         parser.error("--folds: 0 (skip verification) or 2 to 10 (LFW's pairs have 10 folds)")
     # Before: `--model model.safetensors` (no NAME=), a --detail that is not numbers or a --detector without KEY:VALUE
@@ -454,7 +533,8 @@ def main() -> None:
         }
         columns.append((name, outcomes))
     if args.folds > 0:
-        pairs = verification(methods, root, sface, args.folds, args.pairs, shared)
+        pair_scores = args.out / "pairs.csv" if args.pair_scores else None
+        pairs = verification(methods, root, sface, args.folds, args.pairs, shared, pair_scores)
         for name in figures:
             figures[name]["verification_sface"] = {**pairs[name], "pairs_file": args.pairs}
         figures["photos (no normalization)"] = {"verification_sface": {**pairs["originals"], "pairs_file": args.pairs}}

@@ -693,3 +693,41 @@ def test_the_adjust_memory_photos_include_a_turned_one_read_as_the_upright_one(t
     upright, turned = read[1], read[6]
     assert upright is not None and turned is not None and turned.shape == upright.shape == (64, 96, 3)
     assert np.abs(turned.astype(int) - upright.astype(int)).mean() < 2
+
+
+def test_quality_pair_scores_say_each_pairs_call_at_its_folds_threshold(tmp_path: Path) -> None:
+    """benchmarks/quality.py --pair-scores: every pair's score, the threshold its fold was judged at (chosen on the
+    other folds) and whether it was called right, per method, so that the pairs a method loses and the photos keep can
+    be listed (helper-207). The calls agree with the folds' accuracy; a failed pair (worst score) is called
+    different."""
+    import csv
+
+    import numpy as np
+    from quality import pair_calls, write_pair_scores
+
+    from facekit.evaluate import tenfold_accuracy
+
+    rng = np.random.default_rng(0)
+    same = np.array([True, False] * 20)
+    folds = np.repeat(np.arange(4), 10)
+    scores = np.where(same, 0.6, 0.1) + rng.normal(0, 0.2, len(same))
+    scores[2] = -1.0  # a same-person pair with no face: the worst score
+    calls = pair_calls(scores, same, folds, higher_is_same=True)
+    accuracy = tenfold_accuracy(scores, same, folds, True)["accuracy"]
+    per_fold = [np.mean([c["right"] for c, f in zip(calls, folds, strict=True) if f == fold]) for fold in range(4)]
+    assert round(float(np.mean(per_fold)), 4) == accuracy
+    assert calls[2]["right"] is False and calls[2]["score"] == -1.0
+    assert len({c["threshold"] for c in calls[:10]}) == 1  # one threshold a fold
+    distances = pair_calls(-scores, same, folds, higher_is_same=False)  # a distance judge calls the same pairs
+    assert [c["right"] for c in distances] == [c["right"] for c in calls]
+
+    pairs = [
+        {"fold": int(f), "same": bool(s), "first": f"a{k}.jpg", "second": f"b{k}.jpg"}
+        for k, (f, s) in enumerate(zip(folds, same, strict=True))
+    ]
+    path = tmp_path / "pairs.csv"
+    write_pair_scores(path, pairs, {"photos": calls, "default": distances})
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(same) and rows[2]["first"] == "a2.jpg" and rows[2]["same"] == "1"
+    assert rows[2]["photos score"] == "-1.0" and rows[2]["photos right"] == "0"
+    assert list(rows[0])[-3:] == ["default score", "default threshold", "default right"]
