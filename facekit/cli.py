@@ -1195,33 +1195,61 @@ def explore_interpolate(
     from facekit.progress import status
 
     runs_on = inference_device(device)  # the model runs there; the judge on the CPU (Explorer)
-    # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
-    with exclusive(target, "facekit explore interpolate"):
-        check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
-        explorer = facekit.load_component(
-            "app",
-            "explore",
-            model=model,
-            checkpoint=checkpoint,
-            steps=steps,
-            spherical=spherical,
-            judge=judge,
-            face=face.value,
-            device=runs_on,
-        )
-        # The model and the judge loaded apart: an unknown --model, or a judge whose weights are missing, is refused
-        # before "encoding, decoding and judging" starts (before: after, with the photos encoded and decoded).
-        with status(console, "loading the model and the judge"):
-            explorer.judge_for(explorer.normalizer)
-        with status(console, "encoding, decoding and judging"):
-            result = explorer.interpolate(a, b, names=[a, b])
-        written = write_interpolation(result, target, [a, b], overwrite)
-    print_block(interpolation_table(result))
-    for name in result.photos_without_face:
-        console.print(f"the judge ({result.judge}) finds no face in {name}: no scores against it (nan)", style="yellow")
-    if result.frames_without_face:
-        console.print(f"the judge finds no face in {result.frames_without_face} of the frames (nan)", style="yellow")
-    console.print("wrote " + ", ".join(str(path) for path in written))
+    stopped = explore_stopped("explore interpolate", target, INTERPOLATE_FILES)
+    with stops_said(stopped):  # (to its last line: a stop as it prints says its files are whole)
+        # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
+        with exclusive(target, "facekit explore interpolate"):
+            check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
+            explorer = facekit.load_component(
+                "app",
+                "explore",
+                model=model,
+                checkpoint=checkpoint,
+                steps=steps,
+                spherical=spherical,
+                judge=judge,
+                face=face.value,
+                device=runs_on,
+            )
+            # The model and the judge loaded apart: an unknown --model, or a judge whose weights are missing, is refused
+            # before "encoding, decoding and judging" starts (before: after, with the photos encoded and decoded).
+            with status(console, "loading the model and the judge"):
+                explorer.judge_for(explorer.normalizer)
+            with status(console, "encoding, decoding and judging"):
+                result = explorer.interpolate(a, b, names=[a, b])
+            written = write_interpolation(result, target, [a, b], overwrite)
+        print_block(interpolation_table(result))
+        for name in result.photos_without_face:
+            console.print(
+                f"the judge ({result.judge}) finds no face in {name}: no scores against it (nan)", style="yellow"
+            )
+        if result.frames_without_face:
+            console.print(
+                f"the judge finds no face in {result.frames_without_face} of the frames (nan)", style="yellow"
+            )
+        console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def explore_stopped(command: str, out: Path, names: Sequence[str]) -> Callable[[str], str]:
+    """The stop line of an explore ``command`` that writes ``names`` into ``out`` as one set
+    (:func:`facekit.apps.explore.write_together`: those it made are removed on a stop, so the rerun finds none of them
+    there; one there before, with --overwrite, stays replaced), from the files' state now and when it ended."""
+    before = {name: _file_state(out / name) for name in names}
+
+    def stopped(by: str) -> str:
+        changed = [name for name in names if _file_state(out / name) != before[name]]
+        if len(changed) == len(names):
+            return f"{command} stopped by {by} as it finished: {', '.join(names)} in {out} are written whole"
+        if changed:  # (--overwrite: files of an earlier run replaced, their old content gone)
+            return (
+                f"{command} stopped by {by}: {', '.join(changed)} in {out} replaced, the other files are still the "
+                "earlier run's; run it again with --overwrite to write them all"
+            )
+        kept = [name for name in names if before[name] is not None]
+        still = f" ({', '.join(kept)} as they were)" if kept else ""
+        return f"{command} stopped by {by}: none of its files was written into {out}{still}; run it again"
+
+    return stopped
 
 
 def interpolation_table(result: Any) -> Table:
@@ -1279,56 +1307,62 @@ def explore_compare(
     target = Path(out)
     check_fixed_outputs(target, COMPARE_FILES, [], overwrite, "facekit explore compare")
     runs_on = inference_device(device)  # every model runs there; the judges on the CPU (Explorer)
-    with exclusive(target, "facekit explore compare"):  # one run at a time into -o (as normalize's)
-        scanned = scan_inputs(photos, target)
-        found = [path for path, _ in scanned]
-        check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
-        if (warning := people_rule_warning(found)) is not None:
-            console.print(f"warning: {warning}", style="yellow")
-        wanted = [(name, resolve_model(name, None)) for name in (model or [])]
-        wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
-        wanted = wanted or [(name, resolve_model(name, None)) for name in shipped_models()]
-        if not wanted:
-            raise FacekitError("no shipped model is installed: pass --checkpoint FILE (or reinstall facekit)")
-        explorer = facekit.load_component("app", "explore", face=face.value, device=runs_on)
-        loaded: dict[Path, Any] = {}
-        models, labels = [], []
-        for label, path in wanted:
-            unique, count = label, 2
-            while unique in labels:
-                unique, count = f"{label}-{count}", count + 1
-            labels.append(unique)
-            key = path.resolve()
-            if key not in loaded:
-                loaded[key] = explorer.load_normalizer(path)
-            models.append((unique, loaded[key]))
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("normalizing and judging", total=len(found) * len(models), unit="photo")
-            result = explorer.compare(
-                found, models, on_step=lambda n: progress.advance(task, n), relative_names=[name for _, name in scanned]
-            )
-        written = write_comparison(result, target, found, cell, overwrite)
-    table = Table(title=f"facekit explore compare -> {out}")
-    for column in ("photo", "person", *labels):
-        table.add_column(column, overflow="fold")
-    for i, photo in enumerate(result.photos):
-        cells = [status_and_reason(*result.status[label][i]) for label in labels]
-        table.add_row(photo, result.persons[i], *cells)
-    print_block(table)
-    summary = Table(title="consistency: mean pairwise judge distance within a person (lower: more alike)")
-    for column in ("model", "judge", "metric", "people", "photos judged", "normalized faces", "input photos"):
-        summary.add_column(column)
-    for row in result.summary:
-        values = [row["outputs_mean_distance"], row["inputs_mean_distance"]]
-        texts = ["-" if v is None else f"{v:.4f}" for v in values]
-        judged = f"{row['judged']} of {row['photos']}"
-        summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
-    print_block(summary)
-    if (unscored := unscored_people(result.persons)) is not None:
-        console.print(unscored, style="yellow")
-    console.print("wrote " + ", ".join(str(path) for path in written))
-    if any(status != "ok" for label in labels for status, _ in result.status[label]):
-        raise typer.Exit(EXIT_SOME_FAILED)
+    stopped = explore_stopped("explore compare", target, COMPARE_FILES)
+    with stops_said(stopped):  # (to its last line: a stop as it prints says its files are whole)
+        # One run at a time into -o (as normalize's).
+        with exclusive(target, "facekit explore compare"):
+            scanned = scan_inputs(photos, target)
+            found = [path for path, _ in scanned]
+            check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")
+            if (warning := people_rule_warning(found)) is not None:
+                console.print(f"warning: {warning}", style="yellow")
+            wanted = [(name, resolve_model(name, None)) for name in (model or [])]
+            wanted += [(Path(file).stem, resolve_model(None, file)) for file in (checkpoint or [])]
+            wanted = wanted or [(name, resolve_model(name, None)) for name in shipped_models()]
+            if not wanted:
+                raise FacekitError("no shipped model is installed: pass --checkpoint FILE (or reinstall facekit)")
+            explorer = facekit.load_component("app", "explore", face=face.value, device=runs_on)
+            loaded: dict[Path, Any] = {}
+            models, labels = [], []
+            for label, path in wanted:
+                unique, count = label, 2
+                while unique in labels:
+                    unique, count = f"{label}-{count}", count + 1
+                labels.append(unique)
+                key = path.resolve()
+                if key not in loaded:
+                    loaded[key] = explorer.load_normalizer(path)
+                models.append((unique, loaded[key]))
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("normalizing and judging", total=len(found) * len(models), unit="photo")
+                result = explorer.compare(
+                    found,
+                    models,
+                    on_step=lambda n: progress.advance(task, n),
+                    relative_names=[name for _, name in scanned],
+                )
+            written = write_comparison(result, target, found, cell, overwrite)
+        table = Table(title=f"facekit explore compare -> {out}")
+        for column in ("photo", "person", *labels):
+            table.add_column(column, overflow="fold")
+        for i, photo in enumerate(result.photos):
+            cells = [status_and_reason(*result.status[label][i]) for label in labels]
+            table.add_row(photo, result.persons[i], *cells)
+        print_block(table)
+        summary = Table(title="consistency: mean pairwise judge distance within a person (lower: more alike)")
+        for column in ("model", "judge", "metric", "people", "photos judged", "normalized faces", "input photos"):
+            summary.add_column(column)
+        for row in result.summary:
+            values = [row["outputs_mean_distance"], row["inputs_mean_distance"]]
+            texts = ["-" if v is None else f"{v:.4f}" for v in values]
+            judged = f"{row['judged']} of {row['photos']}"
+            summary.add_row(row["model"], row["judge"], row["metric"], str(row["people"]), judged, *texts)
+        print_block(summary)
+        if (unscored := unscored_people(result.persons)) is not None:
+            console.print(unscored, style="yellow")
+        console.print("wrote " + ", ".join(str(path) for path in written))
+        if any(status != "ok" for label in labels for status, _ in result.status[label]):
+            raise typer.Exit(EXIT_SOME_FAILED)
 
 
 #: Plugins whose register_commands failed or would have replaced a command; `facekit plugins` reports them.

@@ -825,16 +825,16 @@ def write_interpolation(
     later `explore compare` or `normalize` of a folder they ended up in) skips them rather than read them as photos."""
     import json
 
-    from facekit.batch import FIGURE_MARK, check_fixed_outputs, png_bytes, write_atomic
+    from facekit.batch import FIGURE_MARK, check_fixed_outputs, png_bytes
 
     check_fixed_outputs(out, INTERPOLATE_FILES, inputs, overwrite, "facekit explore interpolate")
-    out.mkdir(parents=True, exist_ok=True)
-    figure, strip_png, gif, record = (out / name for name in INTERPOLATE_FILES)
-    write_atomic(figure, png_bytes(interpolation_figure(result), FIGURE_MARK), out)
-    write_atomic(strip_png, png_bytes(result.strip(), FIGURE_MARK), out)
-    write_atomic(gif, animation_bytes(result.frames), out)
-    write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
-    return [figure, strip_png, gif, record]
+    contents = [
+        png_bytes(interpolation_figure(result), FIGURE_MARK),
+        png_bytes(result.strip(), FIGURE_MARK),
+        animation_bytes(result.frames),
+        (json.dumps(result.to_json(), indent=2) + "\n").encode(),
+    ]
+    return write_together(out, dict(zip(INTERPOLATE_FILES, contents, strict=True)))
 
 
 def write_comparison(
@@ -844,12 +844,36 @@ def write_comparison(
     (files already there are a FacekitError unless ``overwrite``)."""
     import json
 
-    from facekit.batch import FIGURE_MARK, check_fixed_outputs, png_bytes, write_atomic
+    from facekit.batch import FIGURE_MARK, check_fixed_outputs, png_bytes
 
     check_fixed_outputs(out, COMPARE_FILES, inputs, overwrite, "facekit explore compare")
+    contents = [
+        png_bytes(result.grid(cell), FIGURE_MARK),
+        result.csv(),
+        (json.dumps(result.to_json(), indent=2) + "\n").encode(),
+    ]
+    return write_together(out, dict(zip(COMPARE_FILES, contents, strict=True)))
+
+
+def write_together(out: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write ``files`` (name: bytes, all made before the first is written) into ``out``, each whole
+    (:func:`facekit.batch.write_atomic`), as one set: a stop (Ctrl+C, SIGTERM) or an error part-way removes those
+    this call made, which were not there before (before: they stayed, and the rerun without --overwrite refused them
+    as already there). A file that was there before (--overwrite) stays replaced: its old content is gone."""
+    from facekit.batch import write_atomic
+
     out.mkdir(parents=True, exist_ok=True)
-    grid, table, record = (out / name for name in COMPARE_FILES)
-    write_atomic(grid, png_bytes(result.grid(cell), FIGURE_MARK), out)
-    write_atomic(table, result.csv(), out)
-    write_atomic(record, (json.dumps(result.to_json(), indent=2) + "\n").encode(), out)
-    return [grid, table, record]
+    made: list[Path] = []
+    written: list[Path] = []
+    try:
+        for name, data in files.items():
+            path = out / name
+            if not os.path.lexists(path):
+                made.append(path)  # (before it is written: a stop just after its rename removes it too)
+            write_atomic(path, data, out)
+            written.append(path)
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
+    return written

@@ -621,6 +621,107 @@ def test_a_folder_scan_skips_explores_figures_left_among_the_photos(
     assert "4 files in the folders given are facekit's figures of faces, not photos" in said
 
 
+def test_a_stopped_explore_leaves_none_of_its_new_files_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-210: interpolate writes its 4 files and compare its 3 one after another; a stop (or an error) between
+    two left the first ones, which the rerun without --overwrite refused as already there, and the CLI's general line
+    said only "what was written stays". The files it made are removed and the line says so; with --overwrite, a file
+    of the earlier run it replaced stays replaced, and the line names it."""
+    import errno
+    import signal
+
+    import facekit
+    from facekit import batch
+    from facekit.apps.explore import COMPARE_FILES, INTERPOLATE_FILES, Comparison, Interpolation
+    from facekit.cli import INTERRUPTED, main
+    from facekit.errors import Terminated
+
+    face = real_face().image
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    Image.fromarray(face).save(a, quality=95)
+    Image.fromarray(face).save(b, quality=95)
+    frames = [face[:112, :112].copy(), face[:112, :112].copy()]
+    interpolation = Interpolation(
+        t=np.array([0.0, 1.0]), frames=frames, landmarks=np.zeros((2, 68, 2)), spherical=False, model="m",
+        judge="sface", metric="cosine similarity", threshold=0.363, higher_is_same=True,
+        to_a=np.array([1.0, 0.5]), to_b=np.array([0.5, 1.0]),
+        photos=[{"input": "a.jpg", "status": "ok", "reason": ""}, {"input": "b.jpg", "status": "ok", "reason": ""}],
+    )  # fmt: skip
+    comparison = Comparison(
+        ["a.jpg"], ["a"], ["dlib"], [frames[0]], {"dlib": [frames[0]]}, {"dlib": [("ok", "")]}, [], []
+    )
+
+    class Explorer:  # the models' work done: what is left is the writing
+        normalizer = None
+
+        def judge_for(self, normalizer: Any) -> None:
+            pass
+
+        def interpolate(self, *args: Any, **kwargs: Any) -> Interpolation:
+            return interpolation
+
+        def load_normalizer(self, path: Path) -> None:
+            pass
+
+        def compare(self, *args: Any, **kwargs: Any) -> Comparison:
+            return comparison
+
+    monkeypatch.setattr(facekit, "load_component", lambda *args, **kwargs: Explorer())
+    real_write = batch.write_atomic
+    stop: BaseException | None = None
+    at = ""
+
+    def write_atomic(path: Path, data: bytes, out: Path) -> None:
+        if path.name == at and stop is not None:
+            raise stop
+        real_write(path, data, out)
+
+    monkeypatch.setattr(batch, "write_atomic", write_atomic)
+    out = tmp_path / "out"
+    interpolate = ["explore", "interpolate", str(a), str(b), "-o", str(out)]
+
+    def said() -> str:  # (the status lines before it on stderr too)
+        return capsys.readouterr().err.splitlines()[-1]
+
+    def files() -> list[str]:
+        return sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
+
+    stop, at = KeyboardInterrupt(), "interpolate_strip.png"  # the figure written, the strip not
+    assert main(interpolate) == INTERRUPTED
+    assert said() == (
+        f"error: explore interpolate stopped by Ctrl+C: none of its files was written into {out}; run it again"
+    )
+    assert files() == []
+    stop = None
+    assert main(interpolate) == 0, capsys.readouterr().err  # before: interpolate.png already there, exit 1
+    assert files() == sorted(INTERPOLATE_FILES)
+    capsys.readouterr()
+    kept = {name: (out / name).stat().st_ino for name in INTERPOLATE_FILES}
+    stop, at = Terminated("stopped by {signal}", signal.SIGTERM), "interpolate.gif"
+    assert main([*interpolate, "--overwrite"]) == 143
+    assert said() == (
+        f"error: explore interpolate stopped by SIGTERM: interpolate.png, interpolate_strip.png in {out} replaced, "
+        "the other files are still the earlier run's; run it again with --overwrite to write them all"
+    )
+    assert files() == sorted(INTERPOLATE_FILES)  # (the earlier run's files are never removed)
+    assert [(out / name).stat().st_ino == kept[name] for name in INTERPOLATE_FILES] == [False, False, True, True]
+
+    compare = ["explore", "compare", str(a), "--model", "dlib", "-o", str(tmp_path / "cmp")]
+    out = tmp_path / "cmp"
+    stop, at = OSError(errno.ENOSPC, "No space left on device"), "compare.json"  # an error removes them too
+    assert main(compare) == 1
+    assert said().startswith("error: No space left on device")
+    assert files() == []
+    stop, at = Terminated("stopped by {signal}", signal.SIGHUP), "compare.csv"
+    assert main(compare) == 129
+    assert said() == f"error: explore compare stopped by SIGHUP: none of its files was written into {out}; run it again"
+    assert files() == []
+    stop = None
+    assert main(compare) == 0, capsys.readouterr().err
+    assert files() == sorted(COMPARE_FILES)
+
+
 def test_a_folder_given_names_its_people_as_training_does() -> None:
     """helper-185: `explore compare photos/` took each photo's own folder for its person: anna's photos in
     anna/2019/holiday/ were another person, 'holiday', and the loose photos beside the people's folders were all one,
