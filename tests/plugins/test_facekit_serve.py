@@ -1245,6 +1245,7 @@ def test_serve_prints_whole_lines_into_a_log(
     monkeypatch.setattr(serve_engine, "example_photos", lambda folder: [FACE])
     monkeypatch.setattr(web, "build_app", lambda *args: None)
     monkeypatch.setattr(web, "launch", lambda *args, **kwargs: None)
+    monkeypatch.setattr(serve_cli, "serve_until_stopped", lambda demo: None)
     serve_cli.serve(host="0.0.0.0", port=8765)
     out = capsys.readouterr().out
     warning = "makes the page reachable from other machines: anyone who can reach it can upload photos to this server"
@@ -1716,9 +1717,18 @@ def test_only_the_pages_own_results_are_served(server: dict[str, Any], data_root
 
 
 def test_stopping_the_server_deletes_its_files(server: dict[str, Any]) -> None:
+    """SIGTERM closes the server and deletes its folder; serve says so in facekit's one line and exits 143 as any
+    facekit command stopped so (helper-210: before, exit 0 and Gradio's "Keyboard interruption in main thread...
+    closing server." the only line)."""
     process = server["process"]
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0, server["log"].read_text()[-2000:]
+    assert process.wait(timeout=30) == 143, server["log"].read_text()[-2000:]
+    log = server["log"].read_text(errors="replace")
+    assert log.splitlines()[-1] == (
+        "error: serve stopped by SIGTERM: its folder of the visitors' uploads and results is deleted; what was "
+        "downloaded from the page stays where it was saved"
+    )
+    assert "Keyboard interruption" not in log and "Closing server" not in log
     assert list(server["folder"].glob("facekit-serve-*")) == []
     users = server["folder"] / "users-gradio"
     assert not users.exists() or not any(p.is_file() for p in users.rglob("*"))
@@ -1733,7 +1743,7 @@ def test_a_closing_terminal_stops_serve_as_sigterm_does(default_handlers: None, 
     from facekit_serve.cli import _stop_on_signals, _stop_on_sigterm
 
     from facekit.cli import TERMINATED_MESSAGE
-    from facekit.errors import sigterm_raises
+    from facekit.errors import Terminated, sigterm_raises
 
     if nohup:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -1743,17 +1753,32 @@ def test_a_closing_terminal_stops_serve_as_sigterm_does(default_handlers: None, 
             signal.raise_signal(signal.SIGHUP)  # (held by no handler, it would end pytest)
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
         else:
-            with pytest.raises(KeyboardInterrupt):
+            with pytest.raises(Terminated) as stop:  # (serve's own: facekit's would be said by serve's line too)
                 signal.raise_signal(signal.SIGHUP)
+            assert stop.value.exit_code == 129 and not stop.value.said
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # the kernel's SIGHUP after the shell's
         assert signal.getsignal(signal.SIGTERM) is _stop_on_sigterm
+
+
+def test_a_stopped_serve_says_whether_its_folder_went(tmp_path: Path) -> None:
+    """The stop line is said after the clean-up and tells what is true then: a folder that could not be deleted (a
+    file in it the user may not remove) is named for the user to delete, and a stop before the folder was made says
+    nothing was written."""
+    from facekit_serve.cli import serve_stopped
+
+    assert serve_stopped("Ctrl+C", None) == "serve stopped by Ctrl+C before it served: it wrote nothing"
+    assert serve_stopped("SIGTERM", tmp_path) == (
+        f"serve stopped by SIGTERM: its folder {tmp_path} (the visitors' uploads and results) could not be deleted: "
+        "delete it yourself"
+    )
+    assert serve_stopped("SIGHUP", tmp_path / "gone").startswith("serve stopped by SIGHUP: its folder of the")
 
 
 def test_closing_the_servers_terminal_deletes_its_files(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The terminal serve runs in closes (hangs up: every write to it fails with EIO) while it serves: Gradio
-    closes the server (its "closing server" line no longer a traceback), the files go, exit 0 as after SIGTERM."""
+    """The terminal serve runs in closes (hangs up: every write to it fails with EIO) while it serves: the server is
+    closed, the files go, exit 129 as after SIGTERM's 143, and a stderr sent elsewhere (a log) says so."""
     from facekit_serve.testing import answers, free_port
 
     from tests.helpers import sigterm_in_a_terminal
@@ -1770,7 +1795,11 @@ def test_closing_the_servers_terminal_deletes_its_files(
         command, lambda: answers(f"http://127.0.0.1:{port}/"), "facekit serve", hang_up=True, stop_timeout=60
     )
     assert b"Ctrl+C stops the server" in shown  # (it served in the terminal)
-    assert status == 0 and not any("Traceback" in line or "stopped by" in line for line in said), said
+    assert status == 129 and not any("Traceback" in line for line in said), said
+    assert said[-1] == (
+        "error: serve stopped by SIGHUP: its folder of the visitors' uploads and results is deleted; what was "
+        "downloaded from the page stays where it was saved"
+    )
     assert list(tmp_path.glob("facekit-serve-*")) == []
 
 

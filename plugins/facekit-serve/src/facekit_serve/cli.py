@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from facekit.cli import DeviceOption
-from facekit.errors import FacekitError, hangup_stops, leave_a_hung_up_terminal
+from facekit.errors import FacekitError, Terminated, hangup_stops, leave_a_hung_up_terminal, stops_said
 from facekit.locks import exclusive
 
 #: Each server's files (uploads, results, Gradio's copies) live in a temporary folder named so, locked while it runs.
@@ -92,14 +92,16 @@ def check_port(host: str, port: int) -> None:
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM, or SIGHUP (the terminal closed), stops the server as Ctrl+C does: Gradio closes it (its own
-    KeyboardInterrupt), the uploads and results are deleted, exit 0."""
+    """SIGTERM, or SIGHUP (the terminal closed), stops the server as Ctrl+C does (:func:`serve_until_stopped`
+    closes it, the uploads and results are deleted, :func:`serve_stopped` says so), exit 128 + the signal as any
+    facekit command's (:class:`facekit.errors.Terminated`; before: exit 0, and Gradio's "Keyboard interruption in
+    main thread... closing server." was the only line)."""
     if signum == getattr(signal, "SIGHUP", None):
-        # The kernel's SIGHUP follows the shell's 0.2 ms later: it would cut the server's close short. And Gradio's
-        # "closing server" line, written to the closed terminal, failed (EIO) before it closed the server.
+        # The kernel's SIGHUP follows the shell's 0.2 ms later: it would cut the server's close short. And a line
+        # written to the closed terminal fails (EIO).
         signal.signal(signum, signal.SIG_IGN)
         leave_a_hung_up_terminal()
-    raise KeyboardInterrupt
+    raise Terminated(f"stopped by {signal.Signals(signum).name}", signum)
 
 
 def _stop_on_signals() -> None:
@@ -112,6 +114,33 @@ def _stop_on_signals() -> None:
     hangup = getattr(signal, "SIGHUP", None)
     if hangup is not None and (signal.getsignal(hangup) == signal.SIG_DFL or hangup_stops()):
         signal.signal(hangup, _stop_on_sigterm)
+
+
+def serve_until_stopped(demo: Any) -> None:
+    """Wait while Gradio serves ``demo`` (launched without blocking), then close it, whatever stopped the wait
+    (Ctrl+C, :func:`_stop_on_sigterm`'s stop). Gradio's own wait said "Keyboard interruption in main thread...
+    closing server." on a stop, a line of its own beside facekit's."""
+    try:
+        while demo.is_running:
+            time.sleep(0.1)
+    finally:
+        demo.close(verbose=False)
+
+
+def serve_stopped(by: str, workdir: Path | None) -> str:
+    """What a stopped ``facekit serve`` says: the server's folder (the visitors' uploads and results) deleted, as it
+    is when this is said (or none made yet), and that what was downloaded from the page stays."""
+    if workdir is None:
+        return f"serve stopped by {by} before it served: it wrote nothing"
+    if workdir.exists():
+        return (
+            f"serve stopped by {by}: its folder {workdir} (the visitors' uploads and results) could not be deleted: "
+            "delete it yourself"
+        )
+    return (
+        f"serve stopped by {by}: its folder of the visitors' uploads and results is deleted; what was downloaded "
+        "from the page stays where it was saved"
+    )
 
 
 def serve(
@@ -155,81 +184,90 @@ def serve(
     from facekit.normalize import inference_device, resolve_model
     from facekit.progress import status
 
-    if model is not None or checkpoint is not None:  # a wrong name or path said at once, not after loading (helper-85)
-        resolve_model(model, checkpoint)
-    runs_on = inference_device(device)  # a GPU that is not there: one line before Gradio's import and the models
+    workdir: Path | None = None  # the server's folder, once made
+    # A stop says whether the server's folder went (said after the clean-up) instead of the CLI's general line.
+    with stops_said(lambda by: serve_stopped(by, workdir)):
+        if (
+            model is not None or checkpoint is not None
+        ):  # a wrong name or path said at once, not after loading (helper-85)
+            resolve_model(model, checkpoint)
+        runs_on = inference_device(device)  # a GPU that is not there: one line before Gradio's import and the models
 
-    from facekit_serve.engine import Engine, example_photos, return_freed_images
-    from facekit_serve.offline import offline_environment
+        from facekit_serve.engine import Engine, example_photos, return_freed_images
+        from facekit_serve.offline import offline_environment
 
-    # facekit's own (paths, hosts and model labels print as they are, "[::1]" too): in a log every line whole, and
-    # the table laid out as facekit's tables are (cli.print_block). Before, rich's default console wrapped both at
-    # 80 columns there, a warning and the server's folder cut in two.
-    console = cli.console
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # --host [::1] as --host ::1
-    check_port(host, port)  # before the models load: a taken port is a one-line error, not a minute later
-    if not is_loopback(host):
-        warning = f": --host {host} makes the page reachable from other machines: anyone who can reach it can upload "
-        console.print(Text.assemble(("warning", "yellow"), warning + "photos to this server"))
-    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-    held = ExitStack()  # held while this server runs: a crashed server's folder is the next one's to remove
-    held.enter_context(exclusive(workdir, "facekit serve", SERVE_LOCK))
-    removed = remove_abandoned(workdir.parent, keep=workdir)
-    if removed:
-        console.print(f"removed {removed} folder(s) a stopped server left in {workdir.parent} (its visitors' photos)")
-    _stop_on_signals()  # a stop while loading cleans up too
-    offline_environment()
-    return_freed_images()  # a large upload's decoded image does not stay resident once freed
-    # Gradio's uploads and copies go in this server's folder even when the caller's environment names another:
-    # the promise is that they are deleted when the server stops.
-    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
-    engine = None
-    try:
-        from facekit_serve.web import build_app, launch  # after the environment: gradio reads it on import
-
-        with status(console, "loading the models"):
-            engine = Engine.load(
-                workdir / "results",
-                model=model,
-                checkpoint=checkpoint,
-                sfm=sfm,
-                max_upload_mb=max_upload_mb,
-                compare=compare,
-                device=runs_on,
+        # facekit's own (paths, hosts and model labels print as they are, "[::1]" too): in a log every line whole, and
+        # the table laid out as facekit's tables are (cli.print_block). Before, rich's default console wrapped both at
+        # 80 columns there, a warning and the server's folder cut in two.
+        console = cli.console
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # --host [::1] as --host ::1
+        check_port(host, port)  # before the models load: a taken port is a one-line error, not a minute later
+        if not is_loopback(host):
+            warning = (
+                f": --host {host} makes the page reachable from other machines: anyone who can reach it can upload "
             )
-            examples = example_photos(workdir / "examples")
-        with status(console, "warming up (one example through the whole chain)"):
-            engine.warm_up(examples[0])
-        with status(console, "building the page"):
-            demo = build_app(engine, examples, max_upload_mb)
-        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        table = Table(title=f"facekit serve -> {url}", show_header=False)
-        table.add_row("models", ", ".join(engine.labels))
-        if engine.compare_note:
-            table.add_row("comparison", engine.compare_note)
-        table.add_row("3-D avatar", "ready" if not engine.avatar_note else engine.avatar_note)
-        table.add_row("uploads", f"up to {max_upload_mb:g} MB; {concurrency} at a time, {max_queue} may wait")
-        table.add_row("files", f"{workdir} (deleted when the server stops)")
-        cli.print_block(table)
-        console.print(f"open {url} in a browser; Ctrl+C stops the server")
+            console.print(Text.assemble(("warning", "yellow"), warning + "photos to this server"))
+        workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        held = ExitStack()  # held while this server runs: a crashed server's folder is the next one's to remove
+        engine = None
         try:
-            launch(
-                demo,
-                host,
-                port,
-                engine.max_upload_bytes,
-                concurrency,
-                max_queue,
-                allow_hosts=allow_host or (),
-            )
-        except OSError as error:  # the port was taken while the models loaded
-            taken = error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error)  # Gradio's words
-            reason = "taken while the models loaded" if taken else (error.strerror or str(error))
-            raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
-    except KeyboardInterrupt:  # Ctrl+C, SIGTERM or SIGHUP before the server ran (the server handles its own)
-        console.print("stopped")
-    finally:
-        if engine is not None:
-            engine.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-        held.close()
+            held.enter_context(exclusive(workdir, "facekit serve", SERVE_LOCK))
+            removed = remove_abandoned(workdir.parent, keep=workdir)
+            if removed:
+                console.print(
+                    f"removed {removed} folder(s) a stopped server left in {workdir.parent} (its visitors' photos)"
+                )
+            _stop_on_signals()  # a stop while loading cleans up too
+            offline_environment()
+            return_freed_images()  # a large upload's decoded image does not stay resident once freed
+            # Gradio's uploads and copies go in this server's folder even when the caller's environment names another:
+            # the promise is that they are deleted when the server stops.
+            os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+            from facekit_serve.web import build_app, launch  # after the environment: gradio reads it on import
+
+            with status(console, "loading the models"):
+                engine = Engine.load(
+                    workdir / "results",
+                    model=model,
+                    checkpoint=checkpoint,
+                    sfm=sfm,
+                    max_upload_mb=max_upload_mb,
+                    compare=compare,
+                    device=runs_on,
+                )
+                examples = example_photos(workdir / "examples")
+            with status(console, "warming up (one example through the whole chain)"):
+                engine.warm_up(examples[0])
+            with status(console, "building the page"):
+                demo = build_app(engine, examples, max_upload_mb)
+            url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+            table = Table(title=f"facekit serve -> {url}", show_header=False)
+            table.add_row("models", ", ".join(engine.labels))
+            if engine.compare_note:
+                table.add_row("comparison", engine.compare_note)
+            table.add_row("3-D avatar", "ready" if not engine.avatar_note else engine.avatar_note)
+            table.add_row("uploads", f"up to {max_upload_mb:g} MB; {concurrency} at a time, {max_queue} may wait")
+            table.add_row("files", f"{workdir} (deleted when the server stops)")
+            cli.print_block(table)
+            console.print(f"open {url} in a browser; Ctrl+C stops the server")
+            try:
+                launch(
+                    demo,
+                    host,
+                    port,
+                    engine.max_upload_bytes,
+                    concurrency,
+                    max_queue,
+                    allow_hosts=allow_host or (),
+                    block=False,
+                )
+            except OSError as error:  # the port was taken while the models loaded
+                taken = error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error)  # Gradio's words
+                reason = "taken while the models loaded" if taken else (error.strerror or str(error))
+                raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
+            serve_until_stopped(demo)
+        finally:
+            if engine is not None:
+                engine.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            held.close()
