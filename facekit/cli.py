@@ -1552,10 +1552,11 @@ def _os_error_line(exc: OSError) -> str:
 
 #: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as Typer exits.
 INTERRUPTED = 130
-#: What a command stopped by Ctrl+C says where it has no line of its own (explore, serve, and a stop before any
-#: command started): normalize, adjust, attributes and avatar (:class:`PhotosStopped`), prepare, a training, export,
-#: eval, bench, models import and bundle and the augment, infer and evaluate stages say what they left and what they
-#: do when run again (:func:`facekit.errors.stops_said`; before: this line listed them all, whichever command ran).
+#: What a stop by Ctrl+C says where no command's own line does: before any command started (while the plugins and
+#: torch load), in a command that writes nothing (list, check, plugins, models list and verify), or outside a
+#: command's own block (normalize planning its photos, or printing its table once they are written). Every command
+#: that writes says what it left and what running it again does (:func:`facekit.errors.stops_said`; before: this
+#: line listed them all, whichever command ran; explore and serve were the last to get theirs).
 INTERRUPTED_MESSAGE = "interrupted: what was written stays"
 
 
