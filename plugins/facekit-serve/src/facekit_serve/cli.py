@@ -11,6 +11,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,9 +94,10 @@ def check_port(host: str, port: int) -> None:
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM, or SIGHUP (the terminal closed), stops the server as Ctrl+C does (:func:`serve_until_stopped`
-    closes it, the uploads and results are deleted, :func:`serve_stopped` says so), exit 128 + the signal as any
-    facekit command's (:class:`facekit.errors.Terminated`; before: exit 0, and Gradio's "Keyboard interruption in
-    main thread... closing server." was the only line)."""
+    closes it, the uploads and results are deleted, :func:`serve_stopped` says so: the server's normal end, exit 0,
+    as a stop of the server while it serves is; one before it serves, or in its clean-up, exits 128 + the signal as
+    any facekit command stopped so: :class:`facekit.errors.Terminated`). Before, Gradio's "Keyboard interruption in
+    main thread... closing server." was the only line."""
     if signum == getattr(signal, "SIGHUP", None):
         # The kernel's SIGHUP follows the shell's 0.2 ms later: it would cut the server's close short. And a line
         # written to the closed terminal fails (EIO).
@@ -116,15 +118,23 @@ def _stop_on_signals() -> None:
         signal.signal(hangup, _stop_on_sigterm)
 
 
-def serve_until_stopped(demo: Any) -> None:
-    """Wait while Gradio serves ``demo`` (launched without blocking), then close it, whatever stopped the wait
-    (Ctrl+C, :func:`_stop_on_sigterm`'s stop). Gradio's own wait said "Keyboard interruption in main thread...
-    closing server." on a stop, a line of its own beside facekit's."""
+def serve_until_stopped(demo: Any, launch: Callable[[], None]) -> str | None:
+    """``launch`` Gradio serving ``demo`` without blocking, wait while it serves, then close it, whatever stopped
+    the wait; the name of the stop that ended it (``Ctrl+C``, or :func:`_stop_on_sigterm`'s ``SIGTERM``,
+    ``SIGHUP``), None where the server ended by itself. A stop as it launches (the server may answer before
+    ``launch`` returns) ends it alike. Gradio's own wait said "Keyboard interruption in main thread... closing
+    server." on a stop, a line of its own beside facekit's."""
     try:
+        launch()
         while demo.is_running:
             time.sleep(0.1)
+    except Terminated as stop:
+        return stop.signal_name
+    except KeyboardInterrupt:
+        return "Ctrl+C"
     finally:
         demo.close(verbose=False)
+    return None
 
 
 def serve_stopped(by: str, workdir: Path | None) -> str:
@@ -250,24 +260,23 @@ def serve(
             table.add_row("files", f"{workdir} (deleted when the server stops)")
             cli.print_block(table)
             console.print(f"open {url} in a browser; Ctrl+C stops the server")
-            try:
-                launch(
-                    demo,
-                    host,
-                    port,
-                    engine.max_upload_bytes,
-                    concurrency,
-                    max_queue,
-                    allow_hosts=allow_host or (),
-                    block=False,
-                )
-            except OSError as error:  # the port was taken while the models loaded
-                taken = error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error)  # Gradio's words
-                reason = "taken while the models loaded" if taken else (error.strerror or str(error))
-                raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
-            serve_until_stopped(demo)
+            limits = (engine.max_upload_bytes, concurrency, max_queue)
+
+            def start() -> None:
+                try:
+                    launch(demo, host, port, *limits, allow_hosts=allow_host or (), block=False)
+                except OSError as error:  # the port was taken while the models loaded
+                    taken = error.errno == errno.EADDRINUSE or "Cannot find empty port" in str(error)  # Gradio's
+                    reason = "taken while the models loaded" if taken else (error.strerror or str(error))
+                    raise FacekitError(f"cannot listen on {host}:{port} ({reason}): choose another --port") from None
+
+            stopped_by = serve_until_stopped(demo, start)
         finally:
             if engine is not None:
                 engine.close()
             shutil.rmtree(workdir, ignore_errors=True)
             held.close()
+        if stopped_by is not None:
+            # A server stopped while it serves (Ctrl+C, `systemctl stop`, `docker stop`, its terminal closed) has
+            # ended as a server ends: exit 0 (a service manager reads 143 as a failure), its line not an error's.
+            cli.err_console.print(Text(serve_stopped(stopped_by, workdir)), highlight=False, soft_wrap=True)
