@@ -680,12 +680,14 @@ def before_after(
     height: int = PREVIEW_HEIGHT,
     alpha: np.ndarray | None = None,
     grey_after: Any = LOADED_OVER,
+    grey_before: Any = LOADED_OVER,
 ) -> np.ndarray:
     """The photo and its correction side by side, ``height`` pixels high: (height, 2W', 3) uint8.
 
     ``alpha`` (H, W) uint8: the photo is transparent there, and ``before`` and ``after`` hold it composited over
-    :data:`LOADED_OVER` grey (as :func:`facekit.images.load_rgb` reads it), that grey corrected in ``after`` to
-    ``grey_after`` (a value, or RGB). Both halves are then shown over one :func:`checkerboard` instead, as the written
+    :data:`LOADED_OVER` grey (as :func:`facekit.images.load_rgb` reads it), read as ``grey_before`` (a value, or RGB:
+    :func:`grey_read_over`, that grey converted from the photo's colour profile), and that grey corrected in ``after``
+    to ``grey_after``. Both halves are then shown over one :func:`checkerboard` instead, as the written
     file (which keeps its alpha) shows over a backdrop: a transparent area looks the same in both halves and only the
     photo's own pixels differ (before: the grey it was shown over turned beige in the after half, a change the file
     does not have). Exact where the photo is opaque or transparent; a half-transparent edge is its colour over grey
@@ -697,22 +699,37 @@ def before_after(
     if alpha is not None:
         shown = cv2.resize(alpha.astype(np.float32) / 255.0, (width, height), interpolation=cv2.INTER_AREA)
         clear, board = (1.0 - shown)[..., None], checkerboard(height, width)
-        for index, grey in enumerate((LOADED_OVER, grey_after)):
+        for index, grey in enumerate((grey_before, grey_after)):
             moved = pair[index] + clear * (board - np.asarray(grey, np.float32))
             pair[index] = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
     return np.concatenate(pair, axis=1)
 
 
-def grey_corrected(record: Any, corrected: np.ndarray, alpha: np.ndarray) -> Any:
-    """What the correction ``record`` made of :data:`LOADED_OVER` grey (RGB), for :func:`before_after`: the record's
-    own mapping applied to it, or for one that does not say how (another app's) the corrected photo where it is
-    wholly transparent, the grey itself where it is nowhere."""
-    grey = np.full((1, 1, 3), LOADED_OVER, np.uint8)
-    made = recolour(grey, record)
+def grey_read_over(source: Any) -> np.ndarray:
+    """The :data:`LOADED_OVER` grey as :func:`facekit.images.load_rgb` reads a transparent photo over it (RGB,
+    float32): composited in the photo's own colour profile, then converted to sRGB with the photo, so not 128 under
+    a profile whose curve is not sRGB's (gamma 1.8, ProPhoto's or Apple RGB's: 147)."""
+    from PIL import Image
+
+    from facekit.images import managed_profile, open_image, to_srgb
+
+    with open_image(source) as opened:
+        icc = managed_profile(opened)
+    grey = Image.new("RGB", (1, 1), (LOADED_OVER,) * 3)
+    read = grey if icc is None else to_srgb(grey, icc)[0]
+    return np.asarray(read, np.float32)[0, 0]
+
+
+def grey_corrected(record: Any, corrected: np.ndarray, alpha: np.ndarray, grey: Any = LOADED_OVER) -> Any:
+    """What the correction ``record`` made of the ``grey`` a transparent photo was read over (RGB,
+    :func:`grey_read_over`), for :func:`before_after`: the record's own mapping applied to it, or for one that does
+    not say how (another app's) the corrected photo where it is wholly transparent, the grey itself where it is
+    nowhere."""
+    made = recolour(np.full((1, 1, 3), np.rint(grey), np.uint8), record)
     if made is not None:
         return made[0, 0].astype(np.float32)
     clear = alpha == 0
-    return corrected[clear].mean(axis=0) if clear.any() else LOADED_OVER
+    return corrected[clear].mean(axis=0) if clear.any() else grey
 
 
 #: The files ``facekit adjust`` may write per photo, as suffixes of its base name: the photo in its own format, the
@@ -802,8 +819,11 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
             alpha = None
         if alpha is not None and alpha.dtype == np.uint16:
             alpha = (alpha >> 8).astype(np.uint8)
-        grey = LOADED_OVER if alpha is None else grey_corrected(record, corrected, alpha)
-        pair, shape = png_bytes(before_after(read, corrected, alpha=alpha, grey_after=grey)), read.shape
+        # (the grey as read: converted from the photo's profile with it, not 128 under every profile)
+        over = LOADED_OVER if alpha is None else grey_read_over(planned.source)
+        grey = LOADED_OVER if alpha is None else grey_corrected(record, corrected, alpha, over)
+        pair = png_bytes(before_after(read, corrected, alpha=alpha, grey_after=grey, grey_before=over))
+        shape = read.shape
         del read, alpha
         data, suffix, kept = encode_corrected(planned.source, shape, corrected, record)
     del corrected

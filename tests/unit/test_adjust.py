@@ -639,6 +639,35 @@ def test_a_transparent_pngs_before_after_shows_both_halves_over_one_backdrop(tmp
     assert (after[:, opaque, 0] - after[:, opaque, 2]).mean() > (before[:, opaque, 0] - before[:, opaque, 2]).mean()
 
 
+@pytest.mark.parametrize("record", ["correction", "another app's"])
+def test_a_transparent_png_in_another_profiles_before_after_shows_the_backdrop_too(tmp_path: Path, record: str) -> None:
+    """load_rgb composites a transparent photo over grey 128 in the photo's own colour profile, then converts it to
+    sRGB: under a profile whose curve is not sRGB's (gamma 1.8: ProPhoto RGB, Apple RGB) that grey is read as 147,
+    not 128. Before: the before/after took it for 128, so both halves showed the checkerboard 18-21 levels too light,
+    and the transparent area differed between them. Now the grey taken out is the one the photo was read over."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files, checkerboard
+    from facekit.batch import plan_folder
+    from facekit.testing import DISPLAY_P3_COLORANTS, matrix_icc
+
+    face = real_face().image.copy()
+    rgba = np.dstack([face, np.full(face.shape[:2], 255, np.uint8)])
+    rgba[:, :60] = (0, 255, 0, 0)  # transparent
+    (tmp_path / "in").mkdir()
+    icc = matrix_icc(DISPLAY_P3_COLORANTS, 1.8, "test gamma 1.8")
+    Image.fromarray(rgba).save(tmp_path / "in" / "cutout.png", icc_profile=icc)
+    corrector: Any = Warmer()
+    if record != "correction":
+        corrector = type("Theirs", (), {"correct": lambda self, photo: (Warmer().correct(photo)[0], {"warm": 1})})()
+    plan = plan_folder([str(tmp_path / "in")], tmp_path / "out", outputs=ADJUST_OUTPUTS)
+    (row,) = adjust_files(plan, corrector)
+    assert row.status == "adjusted" and row.record["written"]["alpha"], row
+    pair = np.asarray(Image.open(tmp_path / "out" / "cutout_before_after.png"), np.int16)
+    before, after = pair[:, : pair.shape[1] // 2], pair[:, pair.shape[1] // 2 :]
+    clear = slice(0, 60 * before.shape[1] // 200 - 2)
+    board = np.repeat(checkerboard(*before.shape[:2]), 3, axis=2)[:, clear]
+    assert np.abs(before[:, clear] - board).max() <= 1 and np.abs(after[:, clear] - board).max() <= 1
+
+
 def test_the_papers_ycrcb_map_at_16_bits_matches_it_in_floating_point() -> None:
     """OpenCV's 16-bit YCrCb has its neutral chroma at 32768, not 128 x 257: tables scaled from 8 bits without that
     offset moved the greys by a tenth of an 8-bit level (mean; 0.08-0.11 per channel before)."""
