@@ -111,10 +111,47 @@ def read_manifest() -> dict[str, StoredModel]:
     return entries
 
 
+def _temporary_beside(target: Path, prefix: str | None = None) -> Path:
+    """A new empty file in ``target``'s folder, hidden, named ``.NAME.XXXXXXXX.tmp`` (``prefix`` instead of
+    ``.NAME.``), for ``target``'s contents to be written to and renamed over it: its own name (made with O_EXCL, never
+    another run's file nor a link planted there), with the permissions a plain write gives (mkstemp's are 0600).
+    Before, the name was fixed: two imports at once wrote into one file, and the first to finish removed the other's.
+    """
+    import tempfile
+
+    from facekit.locks import current_umask
+
+    descriptor, name = tempfile.mkstemp(suffix=".tmp", prefix=prefix or f".{target.name}.", dir=target.parent)
+    try:
+        os.fchmod(descriptor, 0o666 & ~current_umask())
+    except OSError:  # a file system without permissions (vfat, some network mounts)
+        pass
+    finally:
+        os.close(descriptor)
+    return Path(name)
+
+
+@contextmanager
+def _store_locked(what: str, size: int, whole: bool = False) -> Iterator[_Storing]:
+    """Hold the store's lock (:func:`facekit.locks.exclusive`, its ``.facekit.lock``, waited for: an import is
+    short) around reading its manifest, storing files and writing the manifest again, inside
+    :func:`_writing_store`'s lines. Before, two `facekit models import` at once each read the manifest, and the
+    second to write it dropped the first's entries (its file stored, unlisted). A store that cannot be written is
+    the store's line (the lock is made first under it), not the lock's "choose an output folder"."""
+    from facekit.locks import LOCK, exclusive
+
+    with _writing_store(what, size, whole) as storing:
+        store_dir().mkdir(parents=True, exist_ok=True)
+        os.close(os.open(store_dir() / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        with exclusive(store_dir(), "models import", wait=True):
+            yield storing
+
+
 def _write_manifest(entries: dict[str, StoredModel]) -> None:
+    """Replace the store's manifest with ``entries`` (the caller holds :func:`_store_locked`)."""
     store_dir().mkdir(parents=True, exist_ok=True)
     path = store_dir() / MANIFEST
-    temporary = path.with_suffix(".tmp")
+    temporary = _temporary_beside(path)
     try:
         temporary.write_text(json.dumps({k: asdict(v) for k, v in sorted(entries.items())}, indent=2) + "\n")
         os.replace(temporary, path)
@@ -241,9 +278,11 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
         raise FacekitError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
     if path.stat().st_size == 0:  # before: "not a file any registered model card knows; pass --licence" to store it
         raise FacekitError(f"{path} is empty (0 bytes), not a weight file: copy it again from where it came")
-    entries = read_manifest()
-    entry = _checked_entry(path, licence, source, entries)
-    _store(path, entry, entries)
+    entry = _checked_entry(path, licence, source, read_manifest())  # a refusal touches no store (nor makes one)
+    with _store_locked(entry.file, entry.size):
+        entries = read_manifest()  # again under the lock: another import may have stored since
+        entry = _checked_entry(path, licence, source, entries)
+        _store(path, entry, entries)
     return entry
 
 
@@ -366,13 +405,13 @@ def _moved(path: Path, target: Path) -> bool:
 
 
 def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> None:
-    """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest.
-    A copy that fails (a full disk) leaves no temporary file behind (before: the part copied stayed, hidden, taking
-    the space the user was told to free)."""
-    temporary = store_dir() / f".{entry.file}.tmp"
+    """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest
+    (the caller holds :func:`_store_locked`). A copy that fails (a full disk) leaves no temporary file behind
+    (before: the part copied stayed, hidden, taking the space the user was told to free)."""
     with _writing_store(entry.file, entry.size):
+        store_dir().mkdir(parents=True, exist_ok=True)
+        temporary = _temporary_beside(store_dir() / entry.file)
         try:
-            store_dir().mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, temporary)
             os.replace(temporary, store_dir() / entry.file)
         finally:
@@ -410,12 +449,16 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
     bundle. A failure (or a stop) on the way removes the temporaries and the files this import put where none was
     (a file the store held already is kept: the checks found it the same). The manifest's atomic replace is the
     commit point: a stop after it removes nothing (before: Ctrl+C in the instructions between that replace and the
-    rollback's test removed files the manifest already listed, and `facekit models verify` said them missing)."""
-    staged = [(path, store_dir() / f".{entry.file}.tmp", store_dir() / entry.file) for path, entry in files]
+    rollback's test removed files the manifest already listed, and `facekit models verify` said them missing).
+    The caller holds :func:`_store_locked`."""
+    staged: list[tuple[Path, Path, Path]] = []
     placed: list[Path] = []
     manifest_before = _manifest_identity()
     try:
         store_dir().mkdir(parents=True, exist_ok=True)
+        for path, entry in files:
+            final = store_dir() / entry.file
+            staged.append((path, _temporary_beside(final), final))
         for path, temporary, _ in staged:
             if not _moved(path, temporary):
                 shutil.copyfile(path, temporary)
@@ -522,8 +565,9 @@ def import_bundle(
     if manifest is None:
         raise FacekitError(f"{path} is not a bundle made by `facekit models bundle` (no models/{BUNDLE_MANIFESTS})")
     unlisted: list[str] = []
+    size = sum(entry.size for entry in manifest.values())
     with (
-        _writing_store(path.name, sum(entry.size for entry in manifest.values()), whole=True) as storing,
+        _writing_store(path.name, size, whole=True) as storing,
         _damaged_tar_as_error(path),
         _open_tar(path) as tar,
         _scratch_folder() as scratch,
@@ -551,23 +595,28 @@ def import_bundle(
                     "damaged; copy it again"
                 )
             unpacked.append((target, entry))
+
         # Every file is checked against the store before any is stored (before: the files sorted ahead of one the
         # store holds with other bytes were stored, then the import stopped, saying to rename a file inside the tar).
-        entries = read_manifest()
-        checked = []
-        for target, entry in unpacked:
+        def checked(entries: dict[str, StoredModel]) -> list[tuple[Path, StoredModel]]:
             try:
-                checked.append(
+                return [
                     (target, _checked_entry(target, entry.licence, entry.source, entries, path, entry.sha256))
-                )
+                    for target, entry in unpacked
+                ]
             except FacekitError as error:
                 raise FacekitError(f"{path}: nothing imported: {error}") from None
-        _store_all(checked, entries)
-        storing.stored = True
+
+        checked(read_manifest())  # a refusal touches no store (nor makes one)
+        with _store_locked(path.name, size, whole=True):  # unpacked and checked above without it: the long part
+            entries = read_manifest()  # again under the lock: another import may have stored since
+            stored = checked(entries)
+            _store_all(stored, entries)
+            storing.stored = True
         _warn_unlisted(path, tar, manifest, unlisted.append)
     for line in unlisted:  # (said once stored and out of the store's error wording: not "nothing of it was stored")
         (warn or logger.warning)(line)
-    return [entry for _, entry in checked]
+    return [entry for _, entry in stored]
 
 
 def _warn_unlisted(
@@ -694,7 +743,9 @@ def bundle(
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise FacekitError(f"{out} exists: --overwrite replaces it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".facekit-{out.name}.tmp")
+    # Its own temporary name: two bundles to one OUT at once each write their own (before: one fixed name, which
+    # both wrote into and the first to finish removed or renamed from under the other).
+    temporary = _temporary_beside(out, f".facekit-{out.name}.")
     try:
         _write_bundle(sources, temporary, entries, out)
         os.replace(temporary, out)

@@ -25,6 +25,13 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 SOURCE = WeightsSource("toy.bin", SHA, "MIT", url="https://example.invalid/toy.bin")
 
 
+def stored_names(store: Path) -> list[str]:
+    """The store's files, less its lock (:func:`facekit.locks.exclusive`'s, kept there between imports)."""
+    from facekit.locks import LOCK
+
+    return sorted(p.name for p in store.iterdir() if p.name != LOCK)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
@@ -248,7 +255,7 @@ def test_a_bundle_file_its_manifest_does_not_list_is_named(
         "`facekit models import` it on its own, or make the bundle again with it"
     )
     assert result.stderr == f"warning: {said}\n", result.stderr
-    assert sorted(p.name for p in (home / "models").iterdir() if not p.name.startswith("manifest")) == ["mine.onnx"]
+    assert [name for name in stored_names(home / "models") if not name.startswith("manifest")] == ["mine.onnx"]
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "api"))
     with caplog.at_level("WARNING", logger="facekit.models"):
         assert [entry.file for entry in models.import_bundle(out)] == ["mine.onnx"]
@@ -402,7 +409,7 @@ def test_a_store_that_cannot_be_written_is_one_line_and_keeps_no_part(
             with pytest.raises(FacekitError, match=said) as info:
                 attempt()
             assert f"{name}: " in str(info.value) and str(home / "models") in str(info.value)
-            assert sorted(p.name for p in (home / "models").iterdir()) == ["manifest.json", "toy.bin"]
+            assert stored_names(home / "models") == ["manifest.json", "toy.bin"]
             assert (home / "models" / "manifest.json").read_text() == kept
             assert [p.name for p in home.iterdir()] == ["models"]  # no bundle's scratch folder left
 
@@ -484,7 +491,7 @@ def test_a_bundle_import_that_fails_partway_keeps_none_of_it(
     with pytest.raises(FacekitError, match="nothing of it was stored") as info:
         models.import_bundle(out)
     assert str(info.value).startswith("models.tar: "), info.value
-    assert sorted(p.name for p in (home / "models").iterdir()) == ["b.onnx", "manifest.json"]
+    assert stored_names(home / "models") == ["b.onnx", "manifest.json"]
     assert (home / "models" / "manifest.json").read_text() == kept
     assert [p.name for p in home.iterdir()] == ["models"]  # no scratch folder, no temporary file left
     monkeypatch.undo()
@@ -874,3 +881,104 @@ def test_verify_checks_a_cards_file_placed_in_the_store_by_hand(tmp_path: Path) 
     refused = run_cli("models", "import", str(named), "--licence", "MIT", env=env)
     assert refused.returncode == 1 and "rename the file first" in refused.stderr
     assert run_cli("models", "list", env=env).returncode == 0
+
+
+def test_two_imports_at_once_keep_both_entries(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: no lock, so two `facekit models import` at once each read the manifest and the second to write it
+    dropped the first's entry (its file stored, unlisted). Import A pauses as it writes the manifest (holding the
+    store's lock) until import B is waiting for that lock or, without one, has read the manifest and is storing."""
+    import threading
+
+    from facekit import locks
+
+    a_writing, b_there = threading.Event(), threading.Event()
+    real_write, real_store, real_flock = models._write_manifest, models._store, locks.fcntl.flock
+
+    def write(entries: dict[str, models.StoredModel]) -> None:
+        if threading.current_thread().name == "A":
+            a_writing.set()
+            assert b_there.wait(30), "import B never got to the store"
+        real_write(entries)
+
+    def store(*args: Any) -> None:
+        if threading.current_thread().name == "B":
+            b_there.set()
+        real_store(*args)
+
+    def flock(descriptor: int, operation: int) -> None:
+        if threading.current_thread().name == "B" and not operation & locks.fcntl.LOCK_NB:
+            b_there.set()  # about to wait for A's lock
+        real_flock(descriptor, operation)
+
+    monkeypatch.setattr(models, "_write_manifest", write)
+    monkeypatch.setattr(models, "_store", store)
+    monkeypatch.setattr(locks.fcntl, "flock", flock)
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            models.import_file(tmp_path / name, licence="MIT")
+        except BaseException as error:  # noqa: BLE001 (said by the assert below)
+            errors.append(error)
+
+    threads = {}
+    for name in ("A", "B"):
+        (tmp_path / f"{name}.onnx").write_bytes(name.encode() * 100)
+        threads[name] = threading.Thread(target=run, args=(f"{name}.onnx",), name=name)
+    threads["A"].start()
+    assert a_writing.wait(30)
+    threads["B"].start()
+    for thread in threads.values():
+        thread.join(60)
+    assert errors == [] and sorted(models.read_manifest()) == ["A.onnx", "B.onnx"]
+    assert models.verify_store() == [("A.onnx", "ok"), ("B.onnx", "ok")]
+
+
+def test_an_import_writes_its_own_temporaries_with_the_usual_permissions(tmp_path: Path, home: Path) -> None:
+    """Before: an import's temporary was .NAME.tmp, the same for every import of NAME: another one's part copy there
+    was written over, then removed. Now each gets its own (mkstemp), with the permissions a plain write gives (not
+    mkstemp's 0600); the store's lock file is neither a leftover nor a stored model."""
+    store = home / "models"
+    store.mkdir(parents=True)
+    theirs = store / ".mine.onnx.tmp"  # another import's part copy, as an earlier facekit names it
+    theirs.write_bytes(b"part")
+    (tmp_path / "mine.onnx").write_bytes(b"mine")
+    before = os.umask(0o027)
+    try:
+        models.import_file(tmp_path / "mine.onnx", licence="MIT")
+        models.bundle(
+            [(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), store / "mine.onnx")],
+            tmp_path / "models.tar",
+        )
+    finally:
+        os.umask(before)
+    assert theirs.read_bytes() == b"part"
+    for made in (store / "mine.onnx", store / "manifest.json", tmp_path / "models.tar"):
+        assert made.stat().st_mode & 0o777 == 0o640, made
+    assert stored_names(store) == [".mine.onnx.tmp", "manifest.json", "mine.onnx"]
+    assert (store / ".facekit.lock").is_file() and models.leftovers() == [theirs]
+    assert models.verify_store() == [("mine.onnx", "ok")]
+
+
+def test_two_bundles_to_one_out_at_once_both_finish(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a bundle's temporary was .facekit-OUT.tmp: a second bundle to the same OUT, run while the first wrote
+    its tar, wrote into the same file and renamed it away, and the first failed (FileNotFoundError) or renamed the
+    other's. Now each has its own temporary: both finish, OUT is whole and the one that finished last."""
+    files = {}
+    for name in ("a.onnx", "b.onnx"):
+        (tmp_path / name).write_bytes(name.encode() * 100)
+        files[name] = [(WeightsSource(name, hashlib.sha256(name.encode() * 100).hexdigest(), "MIT"), tmp_path / name)]
+    out = tmp_path / "out" / "models.tar"
+    real = models._write_bundle
+
+    def write(sources: Any, temporary: Path, entries: Any, target: Path) -> None:
+        real(sources, temporary, entries, target)
+        if entries.keys() == {"a.onnx"}:  # bundle A's tar is written: bundle B runs now, to the same OUT
+            assert models.bundle(files["b.onnx"], target, overwrite=True) == ["b.onnx"]
+
+    monkeypatch.setattr(models, "_write_bundle", write)
+    assert models.bundle(files["a.onnx"], out, overwrite=True) == ["a.onnx"]
+    assert sorted(models.bundle_manifest(out) or {}) == ["a.onnx"]
+    assert [p.name for p in out.parent.iterdir()] == ["models.tar"]  # no temporary left
