@@ -353,12 +353,32 @@ def materialise(
     total)``: how many of the ``total`` shards are whole in the folder, told once they are checked and as each is
     written (what a stop leaves: the augment stage's line).
 
+    The folder is locked while it runs (:func:`facekit.locks.exclusive`): a second run into it at once is refused in
+    one line, as a second normalize, training or bench into one output is (before: both wrote the same shards, each
+    removing the other's ``shard-XXXXX.tmp/`` in progress).
+
     Returns:
         the shard directories written by this call.
     """
+    from facekit.locks import exclusive
+
+    with exclusive(Path(out_dir), "augment"):
+        return _materialise(dataset_like, count, Path(out_dir), shard_size, workers, progress, fingerprint, on_whole)
+
+
+def _materialise(
+    dataset_like: Dataset,
+    count: int,
+    out: Path,
+    shard_size: int,
+    workers: int,
+    progress: bool,
+    fingerprint: dict[str, Any] | None,
+    on_whole: Callable[[int, int], object] | None,
+) -> list[Path]:
+    """:func:`materialise`, its folder's lock held."""
     from facekit.errors import FacekitError
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Shards the folder's index.json lists (checked below to hold this run's fingerprint): (dir, start, count).
     listed: set[tuple[str, int, int]] = set()
@@ -418,6 +438,7 @@ def materialise(
 
             bar = Progress(transient=True)
             task = bar.add_task("morphs", total=len(order), unit="morph")
+        it: Any = None
         try:
             # The workers first, as the pool's: forked while the bar's refresh thread ran, one could be born with a
             # lock that thread held (the console's, which its stderr, the bar's, takes), never to be let go there
@@ -435,6 +456,9 @@ def materialise(
                     on_whole(len(shards) - len(todo) + len(written), len(shards))
                 logger.debug("materialise: wrote %s", name)
         finally:
+            # Its workers shut down here, not when the garbage collector finds the iterator (a stop's traceback holds
+            # this frame): forked, they hold the folder's lock file open, so a rerun was refused as "another augment".
+            it = None
             if bar is not None:
                 bar.stop()
     first = np.load(out / shards[0][0] / "images.npy", mmap_mode="r") if shards else None

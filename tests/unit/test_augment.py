@@ -321,3 +321,32 @@ def test_materialise_starts_its_workers_before_its_bar(data, tmp_path, monkeypat
     monkeypatch.setattr(augment, "data_batches", recorded)
     materialise(_dataset(data, length=10), 10, tmp_path / "morphs", shard_size=10, workers=0, progress=True)
     assert running == [[]]
+
+
+def test_a_second_materialise_into_the_same_folder_is_refused(data, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: no lock, so a second augment run into the folder while the first wrote a shard wrote the same shards,
+    each removing the other's ``shard-XXXXX.tmp/`` in progress. Run here as the first writes its first shard: it is
+    refused in one line, and the first finishes whole."""
+    from facekit.data import augment
+
+    out = tmp_path / "morphs"
+    real = augment._write_shard
+    refused: list[str] = []
+
+    def write(*args: Any) -> Any:
+        if not refused:
+            refused.append("")  # the second run's own shards are written as they are
+            with pytest.raises(FacekitError) as info:
+                materialise(_dataset(data, length=10), 10, out, shard_size=10, workers=0, progress=False)
+            refused[0] = str(info.value)
+        return real(*args)
+
+    monkeypatch.setattr(augment, "_write_shard", write)
+    written = materialise(_dataset(data, length=10), 10, out, shard_size=10, workers=0, progress=False)
+    assert refused == [
+        f"another facekit augment is writing into {out} right now: wait for it to finish, or choose another output "
+        "folder"
+    ]
+    assert [p.name for p in written] == ["shard-00000"]
+    assert sorted(p.name for p in out.iterdir()) == [".facekit.lock", "index.json", "shard-00000"]
+    np.testing.assert_array_equal(np.load(out / "shard-00000" / "items.npy"), np.arange(10))
