@@ -18,6 +18,25 @@ from facekit.errors import FacekitError
 
 LOCK = ".facekit.lock"
 
+#: The lock files' descriptors this process holds (:func:`exclusive`): closed in each child it forks, since a forked
+#: child's copy holds the ``flock`` too. A training's or an augment's DataLoader workers, forked while it held the
+#: lock, kept the folder locked after the run had ended (a stopped run in a notebook, its iterator not yet collected:
+#: the rerun was refused as "another facekit training is writing"). The parent's own descriptor still holds it.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for descriptor in _HELD:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
 
 @contextmanager
 def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = False) -> Iterator[Path]:
@@ -61,6 +80,7 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
         os.close(descriptor)  # locked a lock file its holder removed as it finished: take the folder's new one
     else:
         raise FacekitError(f"cannot take the lock {path}: it keeps being removed")
+    _HELD.add(descriptor)
     try:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())
@@ -68,7 +88,8 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
     finally:
         if made:
             _remove_if_only(path, made)
-        os.close(descriptor)  # closing releases the lock
+        _HELD.discard(descriptor)
+        os.close(descriptor)  # closing releases the lock (no forked child holds a copy: _HELD)
 
 
 def _is_the_file(descriptor: int, path: Path) -> bool:

@@ -1021,3 +1021,28 @@ def test_normalize_counting_tells_each_detection_without_its_index_and_leaves_th
     seen: list[str] = []
     assert normalize_counting(Telling(), [1, 2, 3], ["a", "b", "c"], lambda: seen.append("x")) == ["a", "b", "c"]
     assert seen == ["x", "x", "x"]
+
+
+def test_a_child_forked_while_a_folder_is_locked_does_not_keep_it_locked(tmp_path: Path) -> None:
+    """A forked child's copy of the lock file's descriptor holds the flock too: a training's or an augment's
+    DataLoader workers, forked while it held its folder, kept the folder locked after the run had ended (until the
+    workers went), and the rerun was refused as "another facekit ... is writing". Each forked child closes its copy."""
+    from facekit.locks import exclusive
+
+    started, told = os.pipe()
+    with exclusive(tmp_path, "training"):
+        child = os.fork()
+        if child == 0:  # a worker that outlives the run's lock (os.fork returns here after the fork hooks ran)
+            os.write(told, b"x")
+            time.sleep(30)
+            os._exit(0)
+        os.close(told)
+        assert os.read(started, 1) == b"x"
+        os.close(started)
+    try:
+        with exclusive(tmp_path, "training"):  # the run again, its worker still there
+            pass
+        assert os.waitpid(child, os.WNOHANG) == (0, 0)  # (it still was)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
