@@ -384,3 +384,16 @@ def arrays_held_at_encode(monkeypatch: Any, encoder: str) -> tuple[list[Any], li
     monkeypatch.setattr(images, "load_rgb", tracked_load)
     monkeypatch.setattr(adjust, encoder, tracked_encode)
     return read, held
+
+
+class RowsThenStop:
+    """A stand-in for a command's loop over its photos (``normalize_planned`` and the like): tells ``finished``
+    photos' rows (``on_row``), then raises ``stop``; both may be changed between runs."""
+
+    def __init__(self, stop: BaseException, finished: int) -> None:
+        self.stop, self.finished = stop, finished
+
+    def __call__(self, *args: Any, on_row: Any, **kwargs: Any) -> None:
+        for _ in range(self.finished):
+            on_row(None)
+        raise self.stop

@@ -331,14 +331,9 @@ def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rer
 
     arguments, module, name = PHOTO_COMMANDS[command]
     photos = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:3]
-    stop: BaseException = KeyboardInterrupt()
-    finished = 2
+    from tests.helpers import RowsThenStop
 
-    def through(*args: Any, on_row: Any, **kwargs: Any) -> None:  # two photos' outputs written, then the stop
-        for _ in range(finished):
-            on_row(None)
-        raise stop
-
+    through = RowsThenStop(KeyboardInterrupt(), 2)  # two photos' outputs written, then the stop
     normalizer = SimpleNamespace(detail=SimpleNamespace(as_record=dict), face=FaceChoice.LARGEST)
     monkeypatch.setattr(importlib.import_module(module), name, through)
     monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *args, **kwargs: normalizer))
@@ -352,7 +347,8 @@ def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rer
         f"error: {command} stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; run the same command again to "
         "go on with the other 1"
     ]
-    stop, finished = Terminated("stopped by {signal}", signal.SIGTERM), 0  # (the CLI's line for every command)
+    # (the CLI's line for every command)
+    through.stop, through.finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
     assert main(line) == 143
     assert capsys.readouterr().err.splitlines()[-1:] == [
         f"error: {command} stopped by SIGTERM before its first photo was done: run the same command again"

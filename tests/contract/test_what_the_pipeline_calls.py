@@ -422,21 +422,16 @@ def test_a_stopped_infer_stage_says_how_many_photos_it_finished_and_that_the_sta
     infer = {"inputs": [str(p) for p in photos], "checkpoint": str(default_model_path()), "output": str(out)}
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"infer": infer}))
-    stop: BaseException = KeyboardInterrupt()
-    finished = 2
+    from tests.helpers import RowsThenStop
 
-    def through(*args: Any, on_row: Any, **kwargs: Any) -> None:  # two photos' outputs written, then the stop
-        for _ in range(finished):
-            on_row(None)
-        raise stop
-
+    through = RowsThenStop(KeyboardInterrupt(), 2)  # two photos' outputs written, then the stop
     monkeypatch.setattr(facekit.batch, "normalize_planned", through)
     assert main(["run", str(recipe), "--stage", "infer"]) == INTERRUPTED
     assert capsys.readouterr().err.splitlines()[-1:] == [
         f"error: infer stage stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; `facekit run {recipe} --stage "
         "infer` goes on with the other 1"
     ]
-    stop, finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
+    through.stop, through.finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
     assert main(["run", str(recipe), "--stage", "infer"]) == 143
     assert capsys.readouterr().err.splitlines()[-1:] == [
         f"error: infer stage stopped by SIGTERM before its first photo was done: run `facekit run {recipe} --stage "
@@ -445,7 +440,7 @@ def test_a_stopped_infer_stage_says_how_many_photos_it_finished_and_that_the_sta
     # A stop as the model loads, before the photos' loop (helper-208: the CLI's general line).
     from facekit.normalize import Normalizer
 
-    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *a, **k: (_ for _ in ()).throw(stop)))
+    monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *a, **k: (_ for _ in ()).throw(through.stop)))
     assert main(["run", str(recipe), "--stage", "infer"]) == 143
     assert capsys.readouterr().err.splitlines()[-1:] == [
         f"error: infer stage stopped by SIGTERM before its first photo was done: run `facekit run {recipe} --stage "

@@ -587,6 +587,20 @@ def test_a_comparison_rows_label_keeps_the_end_of_the_file_name() -> None:
     assert cell_label("abcdef", 2) == "ef"
 
 
+def _two_frame_interpolation(face: np.ndarray) -> Any:
+    """An interpolation result of two frames cut from ``face`` between photos a.jpg and b.jpg, as written files need
+    one (no model run)."""
+    from facekit.apps.explore import Interpolation
+
+    frames = [face[:112, :112].copy(), face[:112, :112].copy()]
+    return Interpolation(
+        t=np.array([0.0, 1.0]), frames=frames, landmarks=np.zeros((2, 68, 2)), spherical=False, model="m",
+        judge="sface", metric="cosine similarity", threshold=0.363, higher_is_same=True,
+        to_a=np.array([1.0, 0.5]), to_b=np.array([0.5, 1.0]),
+        photos=[{"input": "a.jpg", "status": "ok", "reason": ""}, {"input": "b.jpg", "status": "ok", "reason": ""}],
+    )  # fmt: skip
+
+
 def test_a_folder_scan_skips_explores_figures_left_among_the_photos(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -594,20 +608,15 @@ def test_a_folder_scan_skips_explores_figures_left_among_the_photos(
     strip and animation in the folder, and the next `explore compare photos/` read all three as photos of a person
     "path" (faces found in them, their consistency measured); compare's grid moved into a folder was read too. They
     are marked as facekit's figures, which a folder scan skips whatever their names, with a warning."""
-    from facekit.apps.explore import Comparison, Interpolation, write_comparison, write_interpolation
+    from facekit.apps.explore import Comparison, write_comparison, write_interpolation
     from facekit.batch import scan_inputs
 
     face = real_face().image
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(face).save(photos / "a.jpg", quality=95)
-    frames = [face[:112, :112].copy(), face[:112, :112].copy()]
-    result = Interpolation(
-        t=np.array([0.0, 1.0]), frames=frames, landmarks=np.zeros((2, 68, 2)), spherical=False, model="m",
-        judge="sface", metric="cosine similarity", threshold=0.363, higher_is_same=True,
-        to_a=np.array([1.0, 0.5]), to_b=np.array([0.5, 1.0]),
-        photos=[{"input": "a.jpg", "status": "ok", "reason": ""}, {"input": "b.jpg", "status": "ok", "reason": ""}],
-    )  # fmt: skip
+    result = _two_frame_interpolation(face)
+    frames = result.frames
     write_interpolation(result, photos / "path")
     comparison = Comparison(
         ["a.jpg"], ["a"], ["dlib"], [frames[0]], {"dlib": [frames[0]]}, {"dlib": [("ok", "")]}, [], []
@@ -641,13 +650,8 @@ def test_a_stopped_explore_leaves_none_of_its_new_files_and_says_so(
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     Image.fromarray(face).save(a, quality=95)
     Image.fromarray(face).save(b, quality=95)
-    frames = [face[:112, :112].copy(), face[:112, :112].copy()]
-    interpolation = Interpolation(
-        t=np.array([0.0, 1.0]), frames=frames, landmarks=np.zeros((2, 68, 2)), spherical=False, model="m",
-        judge="sface", metric="cosine similarity", threshold=0.363, higher_is_same=True,
-        to_a=np.array([1.0, 0.5]), to_b=np.array([0.5, 1.0]),
-        photos=[{"input": "a.jpg", "status": "ok", "reason": ""}, {"input": "b.jpg", "status": "ok", "reason": ""}],
-    )  # fmt: skip
+    interpolation = _two_frame_interpolation(face)
+    frames = interpolation.frames
     comparison = Comparison(
         ["a.jpg"], ["a"], ["dlib"], [frames[0]], {"dlib": [frames[0]]}, {"dlib": [("ok", "")]}, [], []
     )
