@@ -160,3 +160,49 @@ def test_the_hog_detector_is_read_from_the_users_cache_once_made(
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "file"))
     assert len(frontal_face_detector(dlib).run(face, 1, 0.0)[0]) == 1
     assert not list(tmp_path.glob("file/**"))
+
+
+def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_before(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy was written through mkstemp, 0600: in a FACEKIT_HOME shared by several users every other one
+    decompressed dlib's model each time. It gets what a plain write gives (0666 less the umask), and writing it
+    removes the copies of other dlib versions and the temporaries a killed process left (an hour old), none of
+    the folder's other files, nor a temporary another process may be writing now."""
+    import os
+    import time
+
+    import dlib
+    from facekit_dlib.detector import frontal_face_detector, hog_cache_path
+
+    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FACEKIT_CACHE", raising=False)
+    folder = tmp_path / "home" / "dlib"
+    folder.mkdir(parents=True)
+    removed = [
+        "frontal_face_detector-19.0.0.svm",
+        "frontal_face_detector-19.0.0.svm.sha256",
+        f".frontal_face_detector-{dlib.__version__}.svm.k1ll3d",
+        ".frontal_face_detector-19.0.0.svm.k1ll3d.sha256",
+    ]
+    kept = [
+        f".frontal_face_detector-{dlib.__version__}.svm.wr1t1ng",  # another process's, being written
+        "notes.txt",
+        "frontal_face_detector-19.0.0.svm.bak",
+        "my-frontal_face_detector-19.0.0.svm",
+        ".hidden",
+    ]
+    hour_ago = time.time() - 2 * 3600
+    for name in removed + kept:
+        (folder / name).write_text("x")
+        if name != kept[0]:
+            os.utime(folder / name, (hour_ago, hour_ago))
+    previous = os.umask(0o027)
+    try:
+        frontal_face_detector(dlib)
+    finally:
+        os.umask(previous)
+    path = hog_cache_path(dlib)
+    for made in (path, path.with_name(path.name + ".sha256")):
+        assert made.stat().st_mode & 0o777 == 0o640, (made.name, oct(made.stat().st_mode))
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, path.name, path.name + ".sha256"])

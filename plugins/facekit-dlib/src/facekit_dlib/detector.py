@@ -8,8 +8,10 @@ import logging
 import os
 import pickle
 import queue
+import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from facekit.images import downscale, to_uint8_rgb
+from facekit.locks import current_umask
 from facekit.models import facekit_home
 from facekit.registry import Params
 from facekit.types import FaceDetection, LandmarkScheme, ModelCard, RebuiltOnUnpickle
@@ -53,13 +56,24 @@ def hog_cache_path(dlib: Any) -> Path:
     return facekit_home() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
 
 
+#: The names :func:`frontal_face_detector` writes in its folder: a cache (any dlib version) with its digest, and the
+#: temporaries it is written to first (``mkstemp``'s ``.frontal_face_detector-VERSION.svm.RANDOM``, its digest's
+#: ``.sha256`` after). Nothing else there is ever removed.
+CACHE_NAME = re.compile(r"frontal_face_detector-[^/]+\.svm(\.sha256)?")
+TEMPORARY_NAME = re.compile(r"\.frontal_face_detector-[^/]+\.svm\.[^/]+")
+#: A temporary older than this (s) is a killed process's leftover (one is written and renamed in well under a second).
+STALE_TEMPORARY_AGE = 3600.0
+
+
 def frontal_face_detector(dlib: Any) -> Any:
     """dlib's HOG face detector (``dlib.get_frontal_face_detector()``), read from a copy in the user's cache folder
     (:func:`hog_cache_path`: keyed on dlib's version, checked against the sha256 written with it) in ~1.5 ms instead
     of decompressed from dlib's built-in model, 0.26 s on an idle core (0.7-0.8 s of CPU, 4-9 s wall, on a busy
     two-core machine: helper-202), once in every process that builds a detector (each worker of a pool). The copy
     is what ``save`` of that detector writes (dlib's own format, no pickle), made here, never downloaded; a missing,
-    damaged or unreadable one is made again, and a cache that cannot be written is done without."""
+    damaged or unreadable one is made again, and a cache that cannot be written is done without. The files get the
+    user's usual permissions (mkstemp's 0600 made every other user of a shared FACEKIT_HOME decompress its own), and
+    writing one removes the other dlib versions' copies and a killed process's temporaries (:func:`_clean_cache`)."""
     path = hog_cache_path(dlib)
     digest = path.with_name(path.name + ".sha256")
     try:
@@ -75,6 +89,7 @@ def frontal_face_detector(dlib: Any) -> Any:
         try:
             detector.save(temporary)
             written = hashlib.sha256(Path(temporary).read_bytes()).hexdigest()
+            os.chmod(temporary, 0o666 & ~current_umask())  # (the digest, written by open(), gets it anyway)
             os.replace(temporary, path)  # (the digest last: a reader between the two makes its own and moves on)
             digest_temporary = f"{temporary}.sha256"
             Path(digest_temporary).write_text(written + "\n")
@@ -82,9 +97,26 @@ def frontal_face_detector(dlib: Any) -> Any:
         finally:
             for leftover in (temporary, f"{temporary}.sha256"):
                 Path(leftover).unlink(missing_ok=True)
+        _clean_cache(path)
     except (OSError, RuntimeError) as error:  # a read-only or full home: every process decompresses its own
         logger.debug("dlib's HOG detector not cached in %s: %s", path.parent, error)
     return detector
+
+
+def _clean_cache(path: Path) -> None:
+    """Remove, beside the cache ``path`` just written, the copies of other dlib versions (with their digests) and
+    the temporaries older than :data:`STALE_TEMPORARY_AGE` (a process killed while it wrote); only facekit's own
+    names (:data:`CACHE_NAME`, :data:`TEMPORARY_NAME`), and what cannot be removed (another user's) stays."""
+    ours = {path.name, path.name + ".sha256"}
+    now = time.time()
+    for entry in path.parent.iterdir():
+        try:
+            if CACHE_NAME.fullmatch(entry.name) and entry.name not in ours:
+                entry.unlink()
+            elif TEMPORARY_NAME.fullmatch(entry.name) and now - entry.lstat().st_mtime > STALE_TEMPORARY_AGE:
+                entry.unlink()
+        except OSError:  # gone meanwhile, a folder of that name, or not ours to remove
+            pass
 
 
 class DlibDetector(RebuiltOnUnpickle):
