@@ -41,6 +41,12 @@ def facekit_home() -> Path:
     return Path(os.environ.get("FACEKIT_HOME") or Path.home() / ".cache" / "facekit").expanduser()
 
 
+def cache_home() -> Path:
+    """Where facekit keeps what it makes itself, not downloads (dlib's unpacked HOG detector): ``$FACEKIT_CACHE``, or
+    :func:`facekit_home`. The tests point it at a temporary folder, and leave the model store where it is."""
+    return Path(os.environ.get("FACEKIT_CACHE") or facekit_home()).expanduser()
+
+
 def store_dir() -> Path:
     return facekit_home() / "models"
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: the data root, a clean plugin state per test, in-process test plugins, the stop signals' default
-handlers."""
+"""Shared fixtures: the data root, a cache folder of the run's, a clean plugin state per test, in-process test
+plugins, the stop signals' default handlers."""
 
 from __future__ import annotations
 
@@ -32,6 +32,21 @@ def data_root() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real data not found at {DATA} (set FACEKIT_DATA)")
     return DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """What facekit makes itself (dlib's unpacked HOG detector, built by any test that builds a dlib detector) goes
+    to a folder of the run's (``FACEKIT_CACHE``, in the environment so the commands the tests start inherit it), not
+    the user's ~/.cache/facekit. FACEKIT_HOME stays: tests read the weights of its model store."""
+    folder = tmp_path_factory.mktemp("facekit-cache")
+    before = os.environ.get("FACEKIT_CACHE")
+    os.environ["FACEKIT_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("FACEKIT_CACHE", None)
+    else:
+        os.environ["FACEKIT_CACHE"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_a_further_hog_of_the_pool_is_a_copy_not_made_again_by_dlib(
     same boxes, scores and points."""
     import dlib
 
-    monkeypatch.setenv("FACEKIT_HOME", str(tmp_path))
+    monkeypatch.setenv("FACEKIT_CACHE", str(tmp_path))
     made: list[int] = []
     original = dlib.get_frontal_face_detector
 
@@ -121,6 +122,7 @@ def test_the_hog_detector_is_read_from_the_users_cache_once_made(
     from facekit_dlib.detector import frontal_face_detector, hog_cache_path
 
     monkeypatch.setenv("FACEKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FACEKIT_CACHE")  # (the tests' own, tests/conftest.py: the cache follows FACEKIT_HOME)
     built_in = dlib.get_frontal_face_detector()
     made = frontal_face_detector(dlib)
     path = hog_cache_path(dlib)
@@ -206,3 +208,23 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
     for made in (path, path.with_name(path.name + ".sha256")):
         assert made.stat().st_mode & 0o777 == 0o640, (made.name, oct(made.stat().st_mode))
     assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, path.name, path.name + ".sha256"])
+
+
+def test_the_tests_write_dlibs_cache_in_a_folder_of_the_run_not_the_users(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Every test that built a dlib detector wrote its HOG copy into the ~/.cache/facekit of whoever ran the suite:
+    tests/conftest.py points FACEKIT_CACHE, which the commands the tests start inherit, at a folder of the run's,
+    and leaves FACEKIT_HOME, whose model store the tests read weights from."""
+    import os
+    import types
+
+    from facekit_dlib.detector import hog_cache_path
+
+    from facekit.models import cache_home, facekit_home
+
+    run = tmp_path_factory.getbasetemp()
+    path = hog_cache_path(types.SimpleNamespace(__version__="19.0.0"))
+    assert path.is_relative_to(run) and not path.is_relative_to(facekit_home()), path
+    assert Path(os.environ["FACEKIT_CACHE"]) == cache_home() and cache_home().is_relative_to(run)
+    assert not facekit_home().is_relative_to(run)

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from facekit.images import downscale, to_uint8_rgb
 from facekit.locks import current_umask
-from facekit.models import facekit_home
+from facekit.models import cache_home
 from facekit.registry import Params
 from facekit.types import FaceDetection, LandmarkScheme, ModelCard, RebuiltOnUnpickle
 from facekit_dlib.models import HOG_SOURCE, SOURCES, model_path
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 def hog_cache_path(dlib: Any) -> Path:
     """Where :func:`frontal_face_detector` keeps dlib's HOG detector for this dlib version (its sha256 beside it)."""
-    return facekit_home() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
+    return cache_home() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
 
 
 #: The names :func:`frontal_face_detector` writes in its folder: a cache (any dlib version) with its digest, and the
