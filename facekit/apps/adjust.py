@@ -639,6 +639,18 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     return np.ascontiguousarray(turn(rgb)), None if alpha is None else np.ascontiguousarray(turn(alpha))
 
 
+def alpha_kept(source: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The alpha (H, W) uint8 the corrected photo ``source`` is written with (:func:`read_deep`, as
+    :func:`kept_depth` reads it), for :func:`before_after`; None where it is written without one (none in the file,
+    a format read_deep leaves out, or a picture other than the one read, of ``shape``)."""
+    deep = read_deep(source)
+    alpha = None if deep is None else deep[1]
+    del deep  # (the pixels at their own depth: only the alpha is kept)
+    if alpha is None or alpha.shape != tuple(shape[:2]):  # not the picture read: kept_depth writes no alpha
+        return None
+    return (alpha >> 8).astype(np.uint8) if alpha.dtype == np.uint16 else alpha
+
+
 def recolour(image: np.ndarray, record: Any, primaries: np.ndarray | None = None) -> np.ndarray | None:
     """``image`` (any depth :func:`apply_correction` takes) corrected as ``record`` says: a :class:`Correction`, or a
     baseline's record with linear-light ``gains_rgb``; None when the record does not say how (another app's).
@@ -812,13 +824,7 @@ def _adjust_read_and_write(planned: Any, out: Any, corrector: Any, provenance: d
         check_corrected(method, read, corrected, record)
         # A transparent photo keeps its alpha where it is written (read_deep, as kept_depth reads it): its
         # before/after shows both halves over one backdrop, not the grey load_rgb put behind it corrected.
-        deep = read_deep(planned.source) if "alpha" in why else None
-        alpha = None if deep is None or deep[1] is None else deep[1]
-        del deep
-        if alpha is not None and alpha.shape != read.shape[:2]:  # not the picture read: kept_depth writes no alpha
-            alpha = None
-        if alpha is not None and alpha.dtype == np.uint16:
-            alpha = (alpha >> 8).astype(np.uint8)
+        alpha = alpha_kept(planned.source, read.shape) if "alpha" in why else None
         # (the grey as read: converted from the photo's profile with it, not 128 under every profile)
         over = LOADED_OVER if alpha is None else grey_read_over(planned.source)
         grey = LOADED_OVER if alpha is None else grey_corrected(record, corrected, alpha, over)

@@ -1025,6 +1025,36 @@ def test_a_p3_uploads_download_is_made_without_its_srgb_correction(
         assert written.info.get("icc_profile") == (p3 if own_values else None)
 
 
+def test_a_transparent_uploads_before_after_shows_both_halves_over_one_backdrop(engine: Engine, tmp_path: Path) -> None:
+    """Before: serve's before/after of a transparent PNG showed the grey load_rgb composites it over, and in the after
+    half that grey colour-corrected (the download, which keeps its alpha, has no such change). Now, as `facekit
+    adjust`'s, both halves show the photo over one checkerboard: the transparent area is the same in both."""
+    from facekit.apps.adjust import checkerboard
+    from facekit.testing import real_face
+
+    face = np.clip(real_face().image * np.array([1.12, 0.98, 0.78]) - 8.0, 0, 255).astype(np.uint8)  # a warm cast
+    rgba = np.zeros((200, 320, 4), np.uint8)
+    rgba[:, :112] = (0, 255, 0, 0)  # transparent, its colour a green nobody sees
+    rgba[:, 120:, :3], rgba[:, 112:, 3] = face, 255
+    rgba[:, 112:120, :3] = face[:, :8]
+    photo = tmp_path / "cutout.png"
+    Image.fromarray(rgba).save(photo)
+    with engine.analyzing(photo) as analysis:
+        made = engine.result(analysis.sha256, 0)
+    with Image.open(made.adjusted_full) as written:
+        assert written.mode == "RGBA"  # the download keeps its alpha
+    pair = np.asarray(Image.open(made.before_after).convert("RGB"), np.int16)
+    assert pair.shape == (200, 640, 3)
+    before, after = pair[:, :320], pair[:, 320:]
+    # JPEG codes each 16 x 16 block alone and the halves meet on a block edge: the same pixels come back the same
+    # (away from that edge, where the decoder's chroma upsampling blends in the before half's face)
+    clear = slice(16, 96)
+    assert np.array_equal(before[:, clear], after[:, clear])
+    board = np.repeat(checkerboard(200, 320), 3, axis=2)[:, clear]
+    assert np.abs(before[:, clear] - board).mean() < 3  # the checkerboard, not the grey 128 it was read over
+    assert np.abs(after[:, 128:] - before[:, 128:]).mean() > 5  # the face itself corrected
+
+
 def test_an_image_too_small_or_too_thin_for_a_face_is_told_so(engine: Engine, tmp_path: Path) -> None:
     """Before: a 10000 x 2 image was asked for a face "at least about 391 pixels wide", and a 40 x 30 one for one of
     80: sizes neither image could hold. Now the message says what is wrong with the image itself, by the core's rule

@@ -282,6 +282,15 @@ def converted_on_reading(source: Path) -> bool:
         return managed_profile(opened) is not None
 
 
+def has_alpha(source: Path) -> bool:
+    """Whether the photo ``source`` says in its header that it is transparent (an alpha band, or a transparent colour
+    or palette entry), which :func:`facekit.images.load_rgb` composites over grey: only then is its alpha read."""
+    from facekit.images import open_image
+
+    with open_image(source) as opened:
+        return bool({"A", "a"} & set(opened.getbands())) or "transparency" in opened.info
+
+
 def corrected_again(source: Path, correction: Any) -> np.ndarray:
     """The photo ``source`` read again and corrected in sRGB: a download's fallback where its own values cannot be."""
     from facekit.apps.adjust import apply_correction
@@ -887,7 +896,15 @@ class Engine:
             raise
 
     def _make_in(self, folder: Path, analysis: Analysis, index: int, tell: Progress) -> FaceResult:
-        from facekit.apps.adjust import apply_correction, before_after, encode_corrected
+        from facekit.apps.adjust import (
+            LOADED_OVER,
+            alpha_kept,
+            apply_correction,
+            before_after,
+            encode_corrected,
+            grey_corrected,
+            grey_read_over,
+        )
         from facekit.batch import png_bytes
         from facekit.images import downscale, load_rgb
 
@@ -938,8 +955,20 @@ class Engine:
         del data
         adjusted = folder / "adjusted-preview.jpg"
         adjusted.write_bytes(jpeg_bytes(shown_after, 92))
+        # A transparent upload's download keeps its alpha: its before/after shows both halves over one backdrop, as
+        # `facekit adjust`'s, not the grey load_rgb put behind it, corrected in the after half. The alpha is read
+        # (at full size, so after the download is encoded and let go) only where the header says there is one.
+        alpha = alpha_kept(analysis.source, shape) if has_alpha(analysis.source) else None
+        if alpha is not None:
+            alpha = downscale(alpha, PREVIEW_SIDE)  # the previews' size
+        over = LOADED_OVER if alpha is None else grey_read_over(analysis.source)
+        grey = LOADED_OVER if alpha is None else grey_corrected(correction, shown_after, alpha, over)
+        height = min(480, shown_before.shape[0])
         pair = folder / "before-after.jpg"
-        pair.write_bytes(jpeg_bytes(before_after(shown_before, shown_after, min(480, shown_before.shape[0]))))
+        pair.write_bytes(
+            jpeg_bytes(before_after(shown_before, shown_after, height, alpha=alpha, grey_after=grey, grey_before=over))
+        )
+        del alpha
         seconds["adjust"] = time.perf_counter() - start
 
         result = FaceResult(
