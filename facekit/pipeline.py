@@ -204,6 +204,7 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     from PIL import Image
 
     from facekit.data.augment import contact_sheet, materialise, morph_dataset
+    from facekit.locks import exclusive
     from facekit.models import sha256_file
     from facekit.runs import start_run
 
@@ -211,39 +212,49 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     if not augment.enabled or augment.count == 0:
         raise nothing_to_augment(plan)
     check_augment_output(Path(augment.output))
-    shards = [0, 0]  # whole, of all (materialise's on_whole)
-    # A stop as the prepared set loads and is hashed says that no shard is whole (before: the CLI's general line).
-    with stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)):
-        dataset = morph_dataset(plan, length=augment.count)
-        run = start_run(plan, "augment", Path(augment.output) / "runs")
-        prepared = Path(plan.recipe.prepare.output)
-        fingerprint = {  # what the morphs depend on: shards made from anything else are refused, never mixed in
-            "prepared": {name: sha256_file(prepared / f"{name}.npy") for name in ("landmarks", "textures", "averages")},
-            "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
-            "seed": plan.recipe.train.seed,
-        }
-    # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written stay.
-    with (
-        stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)),
-        data_workers_lost_said(
-            "run the augment stage again (it goes on after the last whole shard), with prepare.workers=1 to use less "
-            "memory"
-        ),
-    ):
-        materialise(
-            dataset,
-            augment.count,
-            augment.output,
-            workers=plan.recipe.prepare.workers,
-            progress=options.progress,
-            fingerprint=fingerprint,
-            on_whole=lambda whole, total: shards.__setitem__(slice(None), [whole, total]),
-        )
-        picks = np.random.default_rng(plan.recipe.train.seed).choice(
-            augment.count, size=min(64, augment.count), replace=False
-        )
-        sheet = contact_sheet([np.round(dataset.morph(int(i)).image.clip(0, 1) * 255).astype(np.uint8) for i in picks])
-        Image.fromarray(sheet).save(Path(augment.output) / "contact_sheet.png")
+    # The folder's lock is held for the whole stage, as a training's (materialise is told so): a second run into it
+    # is refused before it writes anything (before: materialise alone held it, so a refused run left its run record
+    # under augment.output/runs, and the contact sheet was written after the lock was let go).
+    with exclusive(Path(augment.output), "augment"):
+        shards = [0, 0]  # whole, of all (materialise's on_whole)
+        # A stop as the prepared set loads and is hashed says that no shard is whole (before: the CLI's general line).
+        with stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)):
+            dataset = morph_dataset(plan, length=augment.count)
+            run = start_run(plan, "augment", Path(augment.output) / "runs")
+            prepared = Path(plan.recipe.prepare.output)
+            fingerprint = {  # what the morphs depend on: shards made from anything else are refused, never mixed in
+                "prepared": {
+                    name: sha256_file(prepared / f"{name}.npy") for name in ("landmarks", "textures", "averages")
+                },
+                "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
+                "seed": plan.recipe.train.seed,
+            }
+        # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written
+        # stay.
+        with (
+            stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)),
+            data_workers_lost_said(
+                "run the augment stage again (it goes on after the last whole shard), with prepare.workers=1 to use "
+                "less memory"
+            ),
+        ):
+            materialise(
+                dataset,
+                augment.count,
+                augment.output,
+                workers=plan.recipe.prepare.workers,
+                progress=options.progress,
+                fingerprint=fingerprint,
+                on_whole=lambda whole, total: shards.__setitem__(slice(None), [whole, total]),
+                output_locked=True,
+            )
+            picks = np.random.default_rng(plan.recipe.train.seed).choice(
+                augment.count, size=min(64, augment.count), replace=False
+            )
+            sheet = contact_sheet(
+                [np.round(dataset.morph(int(i)).image.clip(0, 1) * 255).astype(np.uint8) for i in picks]
+            )
+            Image.fromarray(sheet).save(Path(augment.output) / "contact_sheet.png")
     # The morphs' folder, not the run record's (helper-69: "wrote runs/.../runs/<stamp>-augment").
     return replace(run, note=f"{augment.count} morphs in {augment.output} (contact sheet: contact_sheet.png)")
 

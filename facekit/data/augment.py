@@ -342,6 +342,7 @@ def materialise(
     progress: bool = True,
     fingerprint: dict[str, Any] | None = None,
     on_whole: Callable[[int, int], object] | None = None,
+    output_locked: bool = False,
 ) -> list[Path]:
     """Write items ``0 .. count - 1`` of ``dataset_like`` (e.g. a :class:`MorphDataset`) into shards.
 
@@ -355,14 +356,17 @@ def materialise(
 
     The folder is locked while it runs (:func:`facekit.locks.exclusive`): a second run into it at once is refused in
     one line, as a second normalize, training or bench into one output is (before: both wrote the same shards, each
-    removing the other's ``shard-XXXXX.tmp/`` in progress).
+    removing the other's ``shard-XXXXX.tmp/`` in progress). ``output_locked``: the caller holds that lock (the
+    augment stage, from before its run record to after its contact sheet), so it is not taken again.
 
     Returns:
         the shard directories written by this call.
     """
+    from contextlib import nullcontext
+
     from facekit.locks import exclusive
 
-    with exclusive(Path(out_dir), "augment"):
+    with nullcontext() if output_locked else exclusive(Path(out_dir), "augment"):
         return _materialise(dataset_like, count, Path(out_dir), shard_size, workers, progress, fingerprint, on_whole)
 
 

@@ -1476,6 +1476,37 @@ def test_the_augment_stage_says_where_its_morphs_are(prepared: Path, tmp_path: P
     assert (tmp_path / "morphs" / "contact_sheet.png").is_file()
 
 
+def test_the_augment_stage_holds_its_folders_lock_throughout(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: only materialise held augment.output's lock, so a second augment stage into a folder another held
+    wrote its run record under augment.output/runs before it was refused, and the contact sheet was written after
+    the lock was let go. Now the stage holds it from before its run record to after its contact sheet."""
+    import facekit.data.augment as augmenting
+    from facekit.locks import exclusive
+    from facekit.pipeline import RunOptions, run_plan
+
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=1)
+    morphs = tmp_path / "morphs"
+    recipe["augment"] = {"enabled": True, "count": 3, "neighbours": 3, "output": str(morphs)}
+    recipe["prepare"]["workers"] = 1
+    with exclusive(morphs, "augment"), pytest.raises(FacekitError, match="another facekit augment is writing"):
+        run_plan(resolve(recipe), ["augment"], RunOptions(progress=False))
+    assert not morphs.exists()  # no run record: nothing written (and the other's lock gone with it)
+
+    real_sheet, tried = augmenting.contact_sheet, []
+
+    def sheet(*args: Any) -> Any:  # made as another run starts: it is refused, the lock still held
+        with pytest.raises(FacekitError, match="another facekit augment is writing"), exclusive(morphs, "augment"):
+            pass
+        tried.append(True)
+        return real_sheet(*args)
+
+    monkeypatch.setattr(augmenting, "contact_sheet", sheet)
+    run_plan(resolve(recipe), ["augment"], RunOptions(progress=False))
+    assert tried == [True] and (morphs / "contact_sheet.png").is_file() and len(list((morphs / "runs").iterdir())) == 1
+
+
 def test_a_stopped_augment_stage_says_its_whole_shards_and_the_rerun_goes_on_with_the_others(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
