@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from facekit.errors import FacekitError
-from facekit.types import AlignmentTemplate, LandmarkScheme
+from facekit.types import AlignmentTemplate, LandmarkScheme, alignment_gap
 
 #: Eye-centre height in the paper frame, as a fraction of the crop size. Cole et al. give the 224 px size and 55 px
 #: interocular distance but not the height; 0.40 leaves room for the forehead above and the chin below
@@ -250,8 +250,9 @@ def encoder_input_transform(
     if own is not None:
         return np.asarray(own(landmarks), dtype=np.float64)
     template = encoder.card.template
-    if not template.points:
-        raise ValueError(f"{type(encoder).__name__} has no template points and no input_transform")
+    gap = alignment_gap(encoder, f"encoder {type(encoder).__name__}")
+    if gap:
+        raise FacekitError(gap)
     return similarity_transform(template_points(landmarks, template.scheme, kind), np.asarray(template.points))
 
 

@@ -32,7 +32,16 @@ from facekit.errors import (
     Problem,
     did_you_mean,
 )
-from facekit.types import DEVICE_PATTERN, KINDS, PROTOCOLS, Kind, LandmarkScheme, ModelCard, call_mismatches
+from facekit.types import (
+    DEVICE_PATTERN,
+    KINDS,
+    PROTOCOLS,
+    Kind,
+    LandmarkScheme,
+    ModelCard,
+    alignment_gap,
+    call_mismatches,
+)
 
 logger = logging.getLogger(__name__)
 #: Plugins whose registration hook raised (their components are left out); `facekit plugins` reports them.
@@ -596,6 +605,10 @@ def build_checked(
     mismatched = call_mismatches(component, kind)
     if mismatched:
         raise FacekitError(mismatch_message(kind, spec, mismatched))
+    whose = f" (plugin {spec.plugin!r})" if spec.plugin else ""
+    gap = alignment_gap(component, f"encoder {spec.name!r}{whose}") if kind == "encoder" else None
+    if gap:
+        raise FacekitError(gap)
     return component
 
 

@@ -44,6 +44,7 @@ from facekit.types import (
     LandmarkScheme,
     ModelCard,
     TrainableDecoder,
+    alignment_gap,
     call_mismatches,
 )
 
@@ -279,6 +280,8 @@ def check_protocol(subject: Subject) -> None:
     assert not mismatched, (
         f"{subject.name}: {', '.join(mismatched)} cannot be called as facekit.types.{protocol.__name__} says"
     )
+    gap = alignment_gap(component, subject.name) if subject.kind == "encoder" else None
+    assert gap is None, gap
 
 
 # ----------------------------------------------------------------------------------------------

@@ -460,6 +460,21 @@ PROTOCOLS: dict[Kind, type] = {
 }
 
 
+def alignment_gap(encoder: Any, name: str) -> str | None:
+    """Why faces cannot be aligned for ``encoder`` (``name``: how the message calls it), or None: a card whose
+    template has no points (dlib's chips) is aligned by the encoder's own ``input_transform``, and a wrapper that
+    borrows such a card without forwarding that method had faces refused at the first photo with a bare ValueError."""
+    template = getattr(getattr(encoder, "card", None), "template", None)
+    if template is None or template.points or callable(getattr(encoder, "input_transform", None)):
+        return None
+    return (
+        f"{name}: its card's template {template.name!r} has no points, so faces are aligned by the encoder's own "
+        "input_transform(landmarks (K, 2)) -> (2, 3) image-to-input map, which it lacks: add one (an encoder that "
+        "wraps another, borrowing its card, returns the inner encoder's: self.inner.input_transform(landmarks)), "
+        "or give its card a template with points"
+    )
+
+
 def call_mismatches(component: Any, kind: Kind) -> list[str]:
     """The methods of ``kind``'s protocol that ``component`` (a built component, or a class whose instances are
     the components) has but that cannot be called the way the pipeline calls them (with the protocol's positional

@@ -694,3 +694,44 @@ def test_a_component_that_edits_its_input_in_place_fails_conformance_naming_the_
     change the user's features, or move the decoder's mean landmarks (a buffer saved with the model)."""
     with pytest.raises(AssertionError, match=message):
         run_check(kind, spec, "keeps_inputs")
+
+
+def _chip_card() -> Any:
+    from facekit.types import AlignmentTemplate
+
+    chip = AlignmentTemplate("my-chip", (), scheme="dlib-chip", accepts=("ibug68",))
+    return replace(_card(), template=chip)
+
+
+class _ChipWrapper(_TinyEncoder):
+    """An encoder wrapping one that aligns faces itself (dlib-resnet) and borrowing its card, as CONTRIBUTING.md's
+    FlipSFace borrows SFace's, but without forwarding the inner encoder's input_transform."""
+
+
+class _ChipWithTransform(_ChipWrapper):
+    def input_transform(self, landmarks: Any) -> Any:
+        import numpy as np
+
+        return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def test_an_encoder_whose_template_has_no_points_needs_input_transform_and_is_told_so() -> None:
+    """Before (helper-215, a wrapper of dlib-resnet with its card): the protocol check passed, and the alignment
+    check, `facekit normalize` and training ended in align's bare ValueError "has no template points and no
+    input_transform", which says neither what the method is nor that a wrapper forwards it."""
+    from facekit.align import encoder_input_transform
+    from facekit.errors import FacekitError
+    from facekit.registry import build_checked
+    from facekit.testing import real_face
+
+    advice = r"template 'my-chip' has no points.*input_transform\(landmarks.*self\.inner\.input_transform"
+    spec = ComponentSpec("chip-wrapper", lambda params: _ChipWrapper(_chip_card()), NoParams, card=_chip_card())
+    with pytest.raises(AssertionError, match=advice):
+        run_check("encoder", spec, "protocol")
+    with pytest.raises(FacekitError, match=rf"encoder 'chip-wrapper'.*{advice}"):
+        build_checked("encoder", spec)
+    with pytest.raises(FacekitError, match=rf"encoder _ChipWrapper.*{advice}"):
+        encoder_input_transform(_ChipWrapper(_chip_card()), real_face().ibug68)
+    good = ComponentSpec("chip", lambda params: _ChipWithTransform(_chip_card()), NoParams, card=_chip_card())
+    run_check("encoder", good, "protocol")
+    build_checked("encoder", good)
