@@ -157,6 +157,9 @@ class ComponentSpec(Generic[T]):
             return self.factory(params)
         except ImportError as error:  # heavy imports happen in factories (ARCHITECTURE.md): onnxruntime, dlib, eos
             raise PluginError(not_built_message(self, error, kind, asked_for)) from error
+        except ComponentNotFoundError as error:  # one it builds on (a wrapper's load_component), not this one
+            naming = _naming(self, kind, asked_for)
+            raise ComponentNotFoundError(f"{naming} builds on another not available here: {error}") from error
 
 
 def not_built_message(spec: ComponentSpec[Any], error: ImportError, kind: str = "", asked_for: str = "") -> str:
@@ -165,15 +168,17 @@ def not_built_message(spec: ComponentSpec[Any], error: ImportError, kind: str = 
     fine)."""
     from facekit.plugins import import_advice
 
+    advice = import_advice(error, _distribution(spec.plugin) if spec.plugin else None)
+    return f"{_naming(spec, kind, asked_for)} could not be built: {type(error).__name__}: {error}{advice}"
+
+
+def _naming(spec: ComponentSpec[Any], kind: str = "", asked_for: str = "") -> str:
+    """``warper 'name' (plugin 'p', asked for at components.warper)``: a component in a message about building it."""
     kind = kind or next((k for k, r in get_registries().items() if r._specs.get(spec.name) is spec), "component")
     about = ", ".join(
         ([f"plugin {spec.plugin!r}"] if spec.plugin else []) + ([f"asked for at {asked_for}"] if asked_for else [])
     )
-    advice = import_advice(error, _distribution(spec.plugin) if spec.plugin else None)
-    return (
-        f"{kind} {spec.name!r}{f' ({about})' if about else ''} could not be built: {type(error).__name__}: {error}"
-        f"{advice}"
-    )
+    return f"{kind} {spec.name!r}{f' ({about})' if about else ''}"
 
 
 def problems_from_validation(exc: ValidationError, prefix: str = "", fields: Sequence[str] = ()) -> list[Problem]:

@@ -800,3 +800,23 @@ def _misses_a_module(params: object) -> object:
     import absent_runtime  # type: ignore[import-not-found]  # noqa: F401
 
     raise AssertionError("absent_runtime is not installed")
+
+
+def test_a_component_whose_factory_asks_for_a_missing_one_is_named_with_the_one_it_builds_on() -> None:
+    """Before (helper-215): a plugin's wrapper of dlib-resnet (its factory calls load_component, as CONTRIBUTING.md
+    says), with facekit-dlib left out, was said as "unknown encoder 'dlib-resnet' ... did you mean
+    'dlib-resnet-grey'?", and a model trained with the wrapper as "made with a component not available here:
+    unknown encoder 'dlib-resnet'": the component the user asked for, or the model was made with, went unnamed."""
+    from facekit.errors import ComponentNotFoundError
+    from facekit.registry import ComponentSpec, NoParams
+
+    def wrapper(params: NoParams) -> object:
+        return facekit.load_component("encoder", "no-such-encoder")
+
+    spec = ComponentSpec("grey-wrapper", wrapper, NoParams, plugin="myplugin")
+    with pytest.raises(ComponentNotFoundError) as info:
+        spec.build(kind="encoder", asked_for="components.encoder")
+    assert str(info.value).startswith(
+        "encoder 'grey-wrapper' (plugin 'myplugin', asked for at components.encoder) builds on another not available "
+        "here: unknown encoder 'no-such-encoder'"
+    )
