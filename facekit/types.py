@@ -196,7 +196,8 @@ class ModelCard:
         else:  # differentiability is a property of models, not of apps
             out["differentiable"] = "yes" if self.differentiable else "no"
         if self.weights:
-            out["model"] = ", ".join(w.note or w.file for w in self.weights)
+            # A source without a file (random test weights, as CONTRIBUTING.md suggests) left "model:" blank.
+            out["model"] = ", ".join(w.note or w.file or "no weight file" for w in self.weights)
             out["licence"] = ", ".join(sorted({w.licence for w in self.weights}))
         return out
 

@@ -108,3 +108,12 @@ def test_a_torch_module_with_handles_pickles_as_a_plain_module_does_after_compil
         assert twin._lock is not original._lock and not twin.training
         assert "_compiled_call_impl" not in twin.__dict__  # the copy runs its forward uncompiled, as torch's own does
         torch.testing.assert_close(twin.linear(x), original.linear(x))
+
+
+def test_a_card_without_a_weight_file_says_so_in_facekit_list() -> None:
+    """Before (helper-215): an encoder with random weights, whose card lists WeightsSource(file="", ...) as
+    CONTRIBUTING.md says, showed an empty "model:" line in `facekit list`."""
+    from facekit.types import ModelCard, WeightsSource
+
+    card = ModelCard(weights=(WeightsSource(file="", sha256="", licence="random weights from a seed"),))
+    assert card.summary_fields()["model"] == "no weight file"
