@@ -716,8 +716,8 @@ def eval_command(
         list[str] | None,
         typer.Option(
             help="judge encoder (repeatable), NAME or NAME:KEY=VALUE[,...] for its params (e.g. "
-            "facenet:variant=casia-webface-tf; a value may hold commas, and one in quotes ',KEY=' too); default: the "
-            "training encoder"
+            "facenet:variant=casia-webface-tf; a value may hold commas, and one in quotes ',KEY=' too; one encoder "
+            "twice with other params: two judges); default: the training encoder and the recipe's components.judge"
         ),
     ] = None,
     max_photos: Annotated[
@@ -753,7 +753,7 @@ def eval_command(
 ) -> None:
     """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
     A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
-    from facekit.evaluate import evaluate_plan
+    from facekit.evaluate import evaluate_plan, params_text
     from facekit.normalize import inference_device
 
     if pairs == 1:
@@ -781,7 +781,7 @@ def eval_command(
     for column in columns:
         table.add_column(column)
     for name, values in metrics["judges"].items():
-        given = ", ".join(f"{key}={value}" for key, value in values.get("params", {}).items())
+        given = params_text(values.get("params", {})) if "encoder" not in values else ""  # (else in its key)
         table.add_row(
             f"{name} ({given})" if given else name,
             values["distance"],

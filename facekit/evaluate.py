@@ -203,12 +203,13 @@ def evaluate_normalizer(
         "largest_share": round(max(per_person.values()) / len(indices["same"]), 4) if per_person else None,
     }
     metrics["different_people_pairs"] = len(indices["different"])
-    histograms: list[tuple[Judge, np.ndarray]] = []  # (written with the metrics: a stop before leaves no part)
+    keys = judge_keys([(judge.name, judge.params) for judge in judges])
+    histograms: list[tuple[str, Judge, np.ndarray]] = []  # (written with the metrics: a stop before leaves no part)
     # Each judge embeds each photo and its normalized face, then the detector looks at each face: 13 s after the
     # normalizing bar for LFW's 500 photos, which had said nothing until the table.
     judging = "judging" if progress and ok else None
     with _bar(judging, (2 * len(judges) + 1) * len(ok), "face") as advance:
-        for judge in judges:
+        for key, judge in zip(keys, judges, strict=True):
             if not ok:  # nothing to embed: every photo fails
                 preserved = same = different = inputs_same = np.zeros(0)
             else:
@@ -216,7 +217,8 @@ def evaluate_normalizer(
                 preserved = judge.distance(a, b)
                 same, inputs_same = (judge.distance(e[indices["same"][:, 0]], e[indices["same"][:, 1]]) for e in (b, a))
                 different = judge.distance(b[indices["different"][:, 0]], b[indices["different"][:, 1]])
-            metrics["judges"][judge.name] = {
+            metrics["judges"][key] = {
+                **({"encoder": judge.name} if key != judge.name else {}),  # (a second judge of one encoder)
                 **({"params": judge.params} if judge.params else {}),
                 "distance": "cosine similarity" if judge.card.distance == "cosine" else "euclidean",
                 "threshold": judge.card.threshold,
@@ -229,7 +231,7 @@ def evaluate_normalizer(
                 "inputs_same_person": _stats(inputs_same),
                 **pair_rates(judge, same, different),
             }
-            histograms.append((judge, preserved))
+            histograms.append((key, judge, preserved))
         metrics["landmarks"] = _landmark_plausibility(
             normalizer, faces.outputs, faces.output_landmarks if faces.predicted else None, advance
         )
@@ -241,18 +243,19 @@ def evaluate_normalizer(
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
     # The results last, together (before: each judge's histogram as it was judged, so a stop left them without
     # metrics.json, and `facekit eval` run again refused them as an earlier evaluation's).
-    for judge, preserved in histograms:
-        _histogram(preserved, judge, out / f"identity-{judge.name}.png")
-        np.save(out / f"identity-{judge.name}.npy", preserved)
+    stems = [judge_file(key, judge.name, judge.params) for key, judge in zip(keys, judges, strict=True)]
+    for stem, (key, judge, preserved) in zip(stems, histograms, strict=True):
+        _histogram(preserved, judge, key, out / f"identity-{stem}.png")
+        np.save(out / f"identity-{stem}.npy", preserved)
     (out / "metrics.json").write_text(metrics_json(metrics))
     # Before: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy beside this
     # run's metrics and report, one folder holding two evaluations. Only files the replaced metrics.json names go.
-    for name in sorted(replaced - {judge.name for judge in judges}):
+    for stem in sorted(replaced - set(stems)):
         for kind in ("png", "npy"):
-            (out / f"identity-{name}.{kind}").unlink(missing_ok=True)
+            (out / f"identity-{stem}.{kind}").unlink(missing_ok=True)
     from facekit.report import write_report
 
-    figures = [out / f"identity-{judge.name}.png" for judge in judges]  # this run's (not an earlier run's others)
+    figures = [out / f"identity-{stem}.png" for stem in stems]  # this run's (not an earlier run's others)
     import html
 
     said = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in (about or {}).items())
@@ -323,7 +326,8 @@ def _normalize_all(normalizer: Any, images: list[np.ndarray | None], names: list
 
 
 def _earlier_judges(out: Path) -> set[str]:
-    """The judges an earlier evaluation's ``out/metrics.json`` names (none when there is none or it is not ours)."""
+    """The file names (``identity-NAME.png``'s NAME: :func:`judge_file`) of the judges an earlier evaluation's
+    ``out/metrics.json`` names (none when there is none or it is not ours)."""
     try:
         earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -331,7 +335,46 @@ def _earlier_judges(out: Path) -> set[str]:
     judges = earlier.get("judges") if isinstance(earlier, dict) and "photos" in earlier else None
     if not isinstance(judges, dict):
         return set()
-    return {name for name in judges if isinstance(name, str) and name and Path(name).name == name}
+    stems = set()
+    for key, entry in judges.items():
+        entry = entry if isinstance(entry, dict) else {}
+        name, params = entry.get("encoder", key), entry.get("params") or {}
+        if isinstance(key, str) and isinstance(name, str) and isinstance(params, dict):
+            stems.add(judge_file(key, name, params))
+    return {stem for stem in stems if stem and Path(stem).name == stem}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A judge's params as `facekit eval`'s table says them: ``KEY=VALUE, KEY=VALUE``."""
+    return ", ".join(f"{key}={value}" for key, value in params.items())
+
+
+def judge_keys(judges: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The keys of ``judges`` (each its encoder's name and the params it was built with, :attr:`Judge.params`) in
+    metrics.json's ``judges``, the report and `facekit eval`'s table, in order: a judge's name where no judge before
+    it has that name (one judge per encoder, the usual case: the keys as before); else its name and params,
+    ``facenet (variant=casia-webface-tf)``, or ``facenet (default params)``. Before, judges were keyed by name alone,
+    so a judge of the model's encoder with other params (components.judge facenet of another variant) was never
+    built, or was recorded over the first."""
+    keys, seen = [], set()
+    for name, params in judges:
+        keys.append(f"{name} ({params_text(params) or 'default params'})" if name in seen else name)
+        seen.add(name)
+    return keys
+
+
+def judge_file(key: str, name: str, params: dict[str, Any]) -> str:
+    """The NAME of a judge's ``identity-NAME.png`` and ``.npy`` (its :func:`judge_keys` ``key``, encoder ``name``
+    and ``params``): its key where that is its name; else ``NAME-KEY=VALUE,KEY=VALUE`` (``NAME-defaults``), or, where
+    that would not be a short plain file name (a path in a value), ``NAME-`` and 8 hex digits of the params' sha256."""
+    if key == name:
+        return name
+    text = ",".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+    if not re.fullmatch(r"[\w.,=+-]{1,60}", text):
+        import hashlib
+
+        text = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{name}-{text}"
 
 
 def _stack(landmarks: list[np.ndarray]) -> np.ndarray:
@@ -458,7 +501,7 @@ def _landmark_plausibility(
     return {"detected": detected, "of": len(outputs), "nme_vs_predicted": _stats(np.array(errors))}
 
 
-def _histogram(values: np.ndarray, judge: Judge, path: Path) -> None:
+def _histogram(values: np.ndarray, judge: Judge, key: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -470,7 +513,7 @@ def _histogram(values: np.ndarray, judge: Judge, path: Path) -> None:
         float(judge.card.threshold), color="#cc3311", linestyle="--", label=f"threshold {judge.card.threshold}"
     )
     label = "cosine similarity" if judge.card.distance == "cosine" else "Euclidean distance"
-    axis.set_xlabel(f"{judge.name}: {label}, input photo vs normalized face")
+    axis.set_xlabel(f"{key}: {label}, input photo vs normalized face")
     axis.set_ylabel("photos")
     axis.legend()
     figure.tight_layout()
@@ -689,7 +732,8 @@ def verify_pairs(
     fold_of = np.array([pair.fold for pair in pairs])
     result: dict[str, Any] = {"pairs": len(pairs), "photos": len(paths), "not_normalized": len(paths) - len(ok)}
     faces = _Faces.of(images, outcomes, ok, normalizer)
-    for judge in judges:
+    keys = judge_keys([(judge.name, getattr(judge, "params", {})) for judge in judges])  # (as metrics.json's)
+    for key, judge in zip(keys, judges, strict=True):
         # None normalized: every pair scores as a miss (before: a traceback).
         inputs, outputs = faces.embed(judge) if ok else (np.zeros((0, 1)), np.zeros((0, 1)))
         higher = judge.card.distance == "cosine"
@@ -705,7 +749,7 @@ def verify_pairs(
                 ]
             )
             columns[name] = tenfold_accuracy(scores, same, fold_of, higher_is_same=higher)
-        result[judge.name] = columns
+        result[key] = columns
     return result
 
 
@@ -750,12 +794,14 @@ def evaluate_plan(
     from facekit.recipe import DataSection, Plan, load_recipe
 
     device = inference_device(device, "device")  # no GPU: said before anything is read or loaded
-    judge_params: dict[str, dict[str, Any]] = {}  # --judge NAME[:KEY=VALUE,...], read before anything loads
+    asked: list[tuple[str, dict[str, Any]]] = []  # --judge NAME[:KEY=VALUE,...], read before anything loads
     for text in judges:
         name, params = parse_judge(text)
-        if name in judge_params:  # their figures and files are kept under the name: one judge per encoder
-            raise FacekitError(f"--judge {name} is given twice: judge with each encoder once per run")
-        judge_params[name] = params
+        if (name, params) in asked:  # (one encoder with other params is another judge: judge_keys)
+            raise FacekitError(
+                f"--judge {text.strip()} is given twice: judge with each encoder and params once per run"
+            )
+        asked.append((name, params))
     if prepared is not None and not same_device(prepared.device, device):
         raise ValueError(f"prepared runs on {prepared.device}, not on the device asked for, {device}")
     if overrides and not recipe:  # before: ignored, and the run went on as if they had been applied
@@ -850,40 +896,67 @@ def evaluate_plan(
                 if detector is not None and plan is not None
                 else str(model_detector(normalizer.meta).get("name", "the model's"))
             )
+        # Which judges, each as (name, the params given, or None: the recipe's judge, the model's own, or defaults).
+        wanted: list[tuple[str, dict[str, Any] | None]]
         if judges:
-            names = list(judge_params)
+            wanted = [(name, params or None) for name, params in asked]
         elif baseline is None:
-            names = [normalizer.meta["encoder"]]
+            wanted = [(normalizer.meta["encoder"], None)]
         elif plan is not None and "encoder" in plan.components:
-            names = [plan.components["encoder"].spec.name]
+            wanted = [(plan.components["encoder"].spec.name, None)]
         else:
             raise FacekitError("the baseline has no encoder of its own: name a judge (--judge NAME) or a recipe")
-        if not judges and plan is not None and "judge" in plan.components:  # as the evaluate stage judges
-            # (helper-74: `facekit eval default-model-sface` left out the independent judge it names)
-            names += [name for name in [plan.components["judge"].spec.name] if name not in names]
         # The model's own encoder is already loaded: judge with it rather than building a second copy. A judge the
         # recipe names (components.judge) is built with the recipe's params.
         own = getattr(normalizer, "meta", {}).get("encoder")
+        ref = (getattr(normalizer, "meta", {}).get("recipe") or {}).get("components", {}).get("encoder") or {}
+        own_built = own_params(own, ref) if own is not None else None
+        recipes = (
+            (configured.spec.name, configured.params.model_dump(mode="json", exclude_defaults=True))
+            if configured
+            else None
+        )
+        # Each judge as (name, params: Judge.params, how it is built). A judge is its name AND params: before, one
+        # of the model's encoder's name with other params (components.judge facenet:variant=casia-webface-tf beside a
+        # model trained on vggface2's) was the model's own encoder, recorded under its params.
+        chosen: list[tuple[str, dict[str, Any], Callable[[], Any]]] = []
 
-        def build(name: str) -> Judge:
+        def choose(name: str, params: dict[str, Any] | None, recipes_judge: bool = False) -> None:
             # Judge.params: what it was built with where not its defaults, however it was built (before: only the
             # --judge params, so a recipe's components.judge facenet:variant=casia-webface-tf or a model's own
             # encoder of another variant was recorded as the default judge, and --judge NAME:KEY=<its default>
             # was recorded as another judge).
-            params = judge_params.get(name)
             if params and configured is not None and configured.spec.name == name:  # as --set: the recipe's, updated
                 params = {**configured.params.model_dump(exclude_unset=True), **params}
-            if name == own and not params:
-                ref = (getattr(normalizer, "meta", {}).get("recipe") or {}).get("components", {}).get("encoder") or {}
-                return Judge(name, normalizer.encoder, own_params(name, ref))
-            encoder = judge_encoder(name, configured, device, params)
-            if not params and configured is not None and configured.spec.name == name:
-                return Judge(name, encoder, configured.params.model_dump(mode="json", exclude_defaults=True))
-            return Judge(name, encoder, non_default_params(name, params or {}))
+            if params:
+                built = non_default_params(name, params)
+            elif name == own and not recipes_judge:  # a bare name: the model's own encoder, else the recipe's judge
+                built = own_built or {}
+            else:
+                built = recipes[1] if recipes is not None and recipes[0] == name else {}
+            make: Callable[[], Any]
+            if name == own and built == own_built:
+                make = functools.partial(getattr, normalizer, "encoder")
+            elif recipes == (name, built):  # (the build a run's check kept, if any)
+                make = functools.partial(judge_encoder, name, configured, device)
+            else:
+                make = functools.partial(judge_encoder, name, None, device, params)
+            if any((name, built) == (other, theirs) for other, theirs, _ in chosen):
+                if recipes_judge:  # the recipe's judge is the model's own encoder (default-model.yaml's)
+                    return
+                raise FacekitError(f"--judge {name} is given twice with the same params: judge with each once per run")
+            chosen.append((name, built, make))
 
-        files = [f"identity-{name}.{kind}" for name in names for kind in ("png", "npy")]
+        for judge_name, judge_params in wanted:
+            choose(judge_name, judge_params)
+        if not judges and configured is not None:  # as the evaluate stage judges
+            # (helper-74: `facekit eval default-model-sface` left out the independent judge it names)
+            choose(configured.spec.name, None, recipes_judge=True)
+        keys = judge_keys([(name, built) for name, built, _ in chosen])
+        stems = [judge_file(key, name, built) for key, (name, built, _) in zip(keys, chosen, strict=True)]
+        files = [f"identity-{stem}.{kind}" for stem in stems for kind in ("png", "npy")]
         check_fixed_outputs(folder, files, [], overwrite, "facekit eval")
-        judge_list = [build(name) for name in names]
+        judge_list = [Judge(name, make(), built) for name, built, make in chosen]
         if max_photos is None:  # the recipe's evaluate section, else its default
             max_photos = plan.recipe.evaluate.max_photos if plan is not None else 500
         photos = lfw_devtest(root, max_photos)

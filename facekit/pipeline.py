@@ -384,13 +384,13 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
                 encoder=plan.components.get("judge"),
             )
         run = start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device)
-        judges = [c.spec.name for key, c in plan.components.items() if key in ("encoder", "judge")]
-
+        # No judges named: evaluate_plan's own, the model's encoder and components.judge, each with its params
+        # (before: their names, and a judge of the encoder's name with other params was the encoder, so recorded).
         metrics, folder = evaluate_plan(
             plan,  # (not read again: the settings run.json hashed, the judge check_later_stages built)
             None,
             evaluate.data,
-            sorted(set(judges)),
+            (),
             evaluate.max_photos,
             evaluate.output,
             prepared=prepared,  # (not loaded twice)

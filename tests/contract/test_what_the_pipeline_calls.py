@@ -5,6 +5,7 @@ a traceback or a wrong face is refused by the checks (found by a review with thi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -538,16 +539,17 @@ def test_the_infer_stage_runs_the_recipes_detector_and_refuses_other_model_parts
     assert "components.decoder.params.channels is 64, the model's is 256" in said and "image_size" not in said
 
 
-def shipped_model_as_trained(tmp_path: Path, components: dict[str, Any]) -> Path:
-    """tmp_path/r.yaml: a recipe naming ``components`` whose train.output holds the shipped default model as its
-    trained checkpoint (evaluate.output tmp_path/eval, 2 photos); returns the checkpoints folder."""
+def shipped_model_as_trained(tmp_path: Path, components: dict[str, Any], model: str = "dlib") -> Path:
+    """tmp_path/r.yaml: a recipe naming ``components`` whose train.output holds the shipped ``model`` (by default the
+    default model) as its trained checkpoint (evaluate.output tmp_path/eval, 2 photos); returns the checkpoints
+    folder."""
     import shutil
 
-    from facekit.normalize import default_model_path
+    from facekit.normalize import model_path
 
     checkpoints = tmp_path / "train" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    shutil.copy(default_model_path(), checkpoints / "last.safetensors")
+    shutil.copy(model_path(model), checkpoints / "last.safetensors")
     recipe: dict[str, Any] = {
         "components": components,
         "train": {"output": str(tmp_path / "train")},
@@ -697,6 +699,39 @@ def test_a_judge_that_is_the_models_own_encoder_is_the_build_the_model_runs(
     run_evaluate_stage(plan, RunOptions(progress=False))
     assert len(encoders) == 1 and "built_once" not in vars(plan.components["judge"])
     assert "dlib-resnet" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["judges"]
+
+
+def test_a_judge_of_the_models_encoder_with_other_params_is_another_judge(data_root: Path, tmp_path: Path) -> None:
+    """A components.judge of the model's encoder's name with other params (SFace from another weights file here;
+    FaceNet of another variant) was never built: the evaluate stage and `facekit eval` judged with the model's own
+    encoder alone, and recorded it under that name. Both judge now, each under its own key and files (the model's
+    under its name, as before), and `facekit eval --judge` takes one encoder twice with other params."""
+    from facekit_opencv.sface import SOURCE
+
+    from facekit.evaluate import evaluate_plan
+    from facekit.models import resolve_weights
+    from facekit.pipeline import RunOptions, run_evaluate_stage
+    from facekit.recipe import load_recipe
+
+    weights = str(resolve_weights(SOURCE, None, what="SFace encoder"))
+    shipped_model_as_trained(tmp_path, {"judge": {"name": "sface", "params": {"weights": weights}}}, model="sface")
+    other = f"sface (weights={weights})"
+    run_evaluate_stage(load_recipe(str(tmp_path / "r.yaml")), RunOptions(progress=False))
+    judges = json.loads((tmp_path / "eval" / "metrics.json").read_text())["judges"]
+    assert list(judges) == ["sface", other], list(judges)
+    assert "params" not in judges["sface"] and "encoder" not in judges["sface"]
+    assert judges[other]["params"] == {"weights": weights} and judges[other]["encoder"] == "sface"
+    assert judges[other]["identity"] == judges["sface"]["identity"]  # (the same network, from its own file)
+    assert (tmp_path / "eval" / "identity-sface.npy").is_file()
+    files = {p.name for p in (tmp_path / "eval").glob("identity-*.npy")} - {"identity-sface.npy"}
+    assert len(files) == 1 and re.fullmatch(r"identity-sface-[0-9a-f]{8}\.npy", files.pop()), files
+    given = [f"sface:weights={weights}", "sface"]  # the bare name: the model's own encoder
+    metrics, _ = evaluate_plan(None, None, "lfw-devtest", given, 1, str(tmp_path / "b"), model="sface")
+    assert list(metrics["judges"]) == ["sface", "sface (default params)"]
+    assert metrics["judges"]["sface"]["params"] == {"weights": weights}
+    assert "params" not in metrics["judges"]["sface (default params)"]
+    with pytest.raises(FacekitError, match="--judge sface is given twice with the same params"):
+        evaluate_plan(None, None, "lfw-devtest", ["sface", "sface:weights=null"], 1, str(tmp_path / "c"), model="sface")
 
 
 def test_a_kept_build_is_taken_only_for_its_own_kind_name_and_params() -> None:

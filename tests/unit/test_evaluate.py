@@ -543,7 +543,7 @@ def test_eval_builds_a_judge_with_the_params_given_and_records_them(data_root: P
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
     assert "variant" in wrong.stderr and "'casia-webface-tf'" in wrong.stderr
     assert not (tmp_path / "a" / "metrics.json").exists()
-    twice = run_cli("eval", "--judge", "sface", "--judge", "sface:weights=x.onnx", "-o", str(tmp_path / "b"))
+    twice = run_cli("eval", "--judge", "sface", "--judge", " sface", "-o", str(tmp_path / "b"))
     assert twice.returncode == 1 and "--judge sface is given twice" in twice.stderr, twice.stderr
     path = resolve_weights(SOURCE, None, what="SFace encoder")
     ok = run_cli(
@@ -652,6 +652,39 @@ def test_an_evaluation_replaced_takes_its_other_judges_histograms_with_it(
     assert (tmp_path / "identity-a.png").is_file()
     assert not (tmp_path / "identity-b.png").exists() and not (tmp_path / "identity-b.npy").exists()
     assert (tmp_path / "identity-mine.png").read_bytes() == b"the user's"
+
+
+def test_judges_of_one_encoder_with_other_params_are_kept_apart_and_replaced_as_theirs(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judges were keyed by name alone: a second judge of one encoder, with other params, wrote its figures over the
+    first's in metrics.json and its histogram over the first's file. The first keeps the name (and its files); a later
+    one is keyed by its params, its files named by them or, where they are no plain file name, by their digest; a
+    replacing evaluation takes their files with it as it does any judge's."""
+    import facekit.evaluate as evaluate
+
+    photos = lfw_devtest(data_root, 2)
+    normalizer, judge = fake_evaluation(monkeypatch)
+
+    def judged(*judges: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        made = [type(judge(name))(name, judge(name).encoder, params) for name, params in judges]
+        return evaluate.evaluate_normalizer(normalizer, photos, made, tmp_path)
+
+    first, tf, path = ("a", {"variant": "vgg"}), ("a", {"variant": "tf"}), ("a", {"weights": "/m/w 1.onnx"})
+    metrics = judged(first, tf, ("a", {}), path, ("b", {}))
+    assert list(metrics["judges"]) == ["a", "a (variant=tf)", "a (default params)", "a (weights=/m/w 1.onnx)", "b"]
+    digest = evaluate.judge_file("a (weights=/m/w 1.onnx)", "a", path[1])
+    assert metrics["judges"]["a"]["params"] == {"variant": "vgg"} and "encoder" not in metrics["judges"]["a"]
+    assert metrics["judges"]["a (variant=tf)"] == {
+        **metrics["judges"]["a"],
+        "encoder": "a",
+        "params": {"variant": "tf"},
+    }
+    assert re.fullmatch(r"a-[0-9a-f]{8}", digest), digest
+    stems = ["a", "a-variant=tf", "a-defaults", digest, "b"]
+    assert sorted(p.name for p in tmp_path.glob("identity-*.npy")) == sorted(f"identity-{s}.npy" for s in stems)
+    judged(first)
+    assert sorted(p.name for p in tmp_path.glob("identity-*")) == ["identity-a.npy", "identity-a.png"]
 
 
 def test_the_evaluate_stage_says_which_judge_is_the_models_own_encoder() -> None:
