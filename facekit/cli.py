@@ -970,11 +970,17 @@ def models_import(
     from facekit.models import MANIFEST, bundle_manifest, import_bundle, import_file, known_sources, store_dir
 
     manifest = bundle_manifest(Path(path).expanduser())
-    listed = _file_state(store_dir() / MANIFEST)  # replaced last, once all is stored: the import's commit point
+    # The manifest as it was once this import held the store's lock: replaced last, once all is stored, the import's
+    # commit point. Before, as it was when the command began: another import committing while this one waited for the
+    # lock (or unpacked a bundle) made a stop say "stored whole" of a file that was not stored.
+    listed: list[tuple[int, int, int] | None] = []
+
+    def locked() -> None:
+        listed.append(_file_state(store_dir() / MANIFEST))
 
     def stopped(by: str) -> str:
         name = Path(path).name
-        if _file_state(store_dir() / MANIFEST) != listed:
+        if listed and _file_state(store_dir() / MANIFEST) != listed[0]:
             return f"models import stopped by {by} as it finished: {name} is stored whole in {store_dir()}"
         if manifest is not None:
             return (
@@ -989,9 +995,9 @@ def models_import(
                 raise FacekitError(
                     "a bundle's files carry their own licence and source: leave out --licence and --source"
                 )
-            entries = import_bundle(path, manifest, warn=_say_warning)
+            entries = import_bundle(path, manifest, warn=_say_warning, on_locked=locked)
         else:
-            entries = [import_file(path, licence=licence, source=source)]
+            entries = [import_file(path, licence=licence, source=source, on_locked=locked)]
     for entry in entries:
         console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
     given = Path(path).name

@@ -75,6 +75,9 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
                 f"another facekit {what} is writing into {folder} right now: wait for it to finish, or choose another "
                 "output folder"
             ) from None
+        except BaseException:  # a stop (Ctrl+C, SIGTERM) while waiting: the file waited on is not kept open
+            os.close(descriptor)
+            raise
         if _is_the_file(descriptor, path):
             break
         os.close(descriptor)  # locked a lock file its holder removed as it finished: take the folder's new one

@@ -138,18 +138,23 @@ def _temporary_beside(target: Path, prefix: str | None = None) -> Path:
 
 
 @contextmanager
-def _store_locked(what: str, size: int, whole: bool = False) -> Iterator[_Storing]:
+def _store_locked(
+    what: str, size: int, whole: bool = False, on_locked: Callable[[], object] | None = None
+) -> Iterator[_Storing]:
     """Hold the store's lock (:func:`facekit.locks.exclusive`, its ``.facekit.lock``, waited for: an import is
     short) around reading its manifest, storing files and writing the manifest again, inside
     :func:`_writing_store`'s lines. Before, two `facekit models import` at once each read the manifest, and the
     second to write it dropped the first's entries (its file stored, unlisted). A store that cannot be written is
-    the store's line (the lock is made first under it), not the lock's "choose an output folder"."""
+    the store's line (the lock is made first under it), not the lock's "choose an output folder". ``on_locked`` is
+    called once the lock is held: from then on only this import replaces the manifest (the CLI's stop line)."""
     from facekit.locks import LOCK, exclusive
 
     with _writing_store(what, size, whole) as storing:
         store_dir().mkdir(parents=True, exist_ok=True)
         os.close(os.open(store_dir() / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644))
         with exclusive(store_dir(), "models import", wait=True):
+            if on_locked is not None:
+                on_locked()
             yield storing
 
 
@@ -270,9 +275,16 @@ def known_sources(pinned: bool = True) -> list[tuple[str, WeightsSource]]:
     return found
 
 
-def import_file(path: str | Path, licence: str | None = None, source: str | None = None) -> StoredModel:
+def import_file(
+    path: str | Path,
+    licence: str | None = None,
+    source: str | None = None,
+    *,
+    on_locked: Callable[[], object] | None = None,
+) -> StoredModel:
     """Copy a weight file into the store. A file some card knows (by sha256) takes the card's name and licence;
-    any other file needs ``licence`` and is stored under its own name."""
+    any other file needs ``licence`` and is stored under its own name. ``on_locked`` is called once the store's lock
+    is held (:func:`_store_locked`)."""
     path = Path(path).expanduser()
     if path.is_dir():  # (helper-133: "not a file" of a folder, and of a path that is not there)
         raise FacekitError(
@@ -285,7 +297,7 @@ def import_file(path: str | Path, licence: str | None = None, source: str | None
     if path.stat().st_size == 0:  # before: "not a file any registered model card knows; pass --licence" to store it
         raise FacekitError(f"{path} is empty (0 bytes), not a weight file: copy it again from where it came")
     entry = _checked_entry(path, licence, source, read_manifest())  # a refusal touches no store (nor makes one)
-    with _store_locked(entry.file, entry.size):
+    with _store_locked(entry.file, entry.size, on_locked=on_locked):
         entries = read_manifest()  # again under the lock: another import may have stored since
         entry = _checked_entry(path, licence, source, entries)
         _store(path, entry, entries)
@@ -558,14 +570,19 @@ def _scratch_folder() -> Iterator[str]:
 
 
 def import_bundle(
-    path: str | Path, manifest: dict[str, StoredModel] | None = None, warn: Callable[[str], None] | None = None
+    path: str | Path,
+    manifest: dict[str, StoredModel] | None = None,
+    warn: Callable[[str], None] | None = None,
+    *,
+    on_locked: Callable[[], object] | None = None,
 ) -> list[StoredModel]:
     """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
     air-gapped machine), each checked against the sha256 the bundle recorded and against the store (a file it holds
     with other bytes) before any is stored, with the licence and source the bundle carries (a file a card knows
     takes the card's, as :func:`import_file` does). ``manifest``: its :func:`bundle_manifest` when the caller has
     read it already. ``warn`` says each file of the tar its manifest does not list (not imported); by default a
-    ``logging`` warning, the CLI's a ``warning:`` line as its others."""
+    ``logging`` warning, the CLI's a ``warning:`` line as its others. ``on_locked`` is called once the store's lock
+    is held (:func:`_store_locked`)."""
     path = Path(path).expanduser()
     manifest = manifest if manifest is not None else bundle_manifest(path)  # (the caller's, read once)
     if manifest is None:
@@ -614,7 +631,8 @@ def import_bundle(
                 raise FacekitError(f"{path}: nothing imported: {error}") from None
 
         checked(read_manifest())  # a refusal touches no store (nor makes one)
-        with _store_locked(path.name, size, whole=True):  # unpacked and checked above without it: the long part
+        # Unpacked and checked above without the lock: the long part.
+        with _store_locked(path.name, size, whole=True, on_locked=on_locked):
             entries = read_manifest()  # again under the lock: another import may have stored since
             stored = checked(entries)
             _store_all(stored, entries)

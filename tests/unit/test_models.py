@@ -982,3 +982,35 @@ def test_two_bundles_to_one_out_at_once_both_finish(
     assert models.bundle(files["a.onnx"], out, overwrite=True) == ["a.onnx"]
     assert sorted(models.bundle_manifest(out) or {}) == ["a.onnx"]
     assert [p.name for p in out.parent.iterdir()] == ["models.tar"]  # no temporary left
+
+
+def test_a_stop_while_waiting_for_the_store_never_says_it_stored(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stop line judged "stored whole" by the manifest being another file than when the command began; with the
+    store's lock an import waits while another one commits (replacing the manifest), so a Ctrl+C in that wait (or in
+    a bundle's unpacking, before the lock) said "stored whole in ..." of a file that was not stored. Only a manifest
+    replaced after this import took the lock is its own commit."""
+    from facekit import locks
+    from facekit.cli import INTERRUPTED, main
+
+    real_flock = locks.fcntl.flock
+
+    def flock(descriptor: int, operation: int) -> None:
+        if not operation & locks.fcntl.LOCK_NB:  # waiting: the import holding the lock commits, then Ctrl+C
+            entry = models.StoredModel("other.onnx", hashlib.sha256(b"other").hexdigest(), "MIT", "user file", 5)
+            (home / "models" / "other.onnx").write_bytes(b"other")
+            models._write_manifest({"other.onnx": entry})
+            raise KeyboardInterrupt
+        real_flock(descriptor, operation)
+
+    monkeypatch.setattr(locks.fcntl, "flock", flock)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    before = len(os.listdir("/proc/self/fd"))
+    assert main(["models", "import", str(mine), "--licence", "MIT"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == [
+        "error: models import stopped by Ctrl+C: mine.onnx was not stored; run it again"
+    ]
+    assert list(models.read_manifest()) == ["other.onnx"]
+    assert len(os.listdir("/proc/self/fd")) == before  # the lock file waited on is closed
