@@ -418,7 +418,7 @@ def data_workers_lost_said(hint: str) -> Iterator[None]:
         ) from None
 
 
-def data_batches(loader: Any) -> Iterator[Any]:
+def data_batches(loader: Any) -> _Batches:
     """The batches of a torch DataLoader with worker processes: ``iter(loader)`` now, its workers started with
     SIGTERM held (:func:`workers_start_with_sigterm_held`), and an iterator of its batches (with the loader's
     length, for a bar's total) under which a worker that dies (the out-of-memory killer, kill -9) is torch's
@@ -450,6 +450,15 @@ class _Batches:
         if _DEATHS_SEEN:
             raise RuntimeError(_DEATHS_SEEN[0])
         return next(self._batches)
+
+    def close(self) -> None:
+        """Shut the workers down now (for the caller's ``finally``). Dropping the last reference is not enough where
+        an error or a stop came inside ``next``: its traceback holds torch's iterator (its frames' ``self``), and the
+        workers, each with its copy of the data set, ran on for as long as the error was kept (a notebook keeps the
+        last one)."""
+        shutdown = getattr(self._batches, "_shutdown_workers", None)  # (none without workers)
+        if shutdown is not None:
+            shutdown()
 
 
 #: What torch said of a DataLoader worker's death whose SIGCHLD came while the main thread was not waiting for a

@@ -91,10 +91,13 @@ def build_pool(plan: Any, encoder: Any, progress: bool = False, identity: Any = 
         )
         with data_workers_lost_said("run the training again, with prepare.workers=1 to use less memory"):
             batches = data_batches(loader)  # (before the bar: its threads start after the workers' forks)
-            for batch in _track(batches, "making morphs", progress, unit="batch"):
-                images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-                textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-                landmarks.append(batch["landmarks"].numpy().astype(np.float32))
+            try:
+                for batch in _track(batches, "making morphs", progress, unit="batch"):
+                    images.append((batch["image"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+                    textures.append((batch["texture"].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+                    landmarks.append(batch["landmarks"].numpy().astype(np.float32))
+            finally:  # the workers end now, not once a stop's traceback (which holds the iterator) is let go
+                batches.close()
     all_images, all_textures = np.concatenate(images), np.concatenate(textures)
     all_landmarks = np.concatenate(landmarks)
     groups = np.arange(len(all_images), dtype=np.int64)  # identities first (group = row), then one per morph

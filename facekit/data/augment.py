@@ -461,7 +461,9 @@ def _materialise(
                 logger.debug("materialise: wrote %s", name)
         finally:
             # Its workers shut down here, not when the garbage collector finds the iterator (a stop's traceback holds
-            # this frame): forked, they hold the folder's lock file open, so a rerun was refused as "another augment".
+            # this frame, and torch's own where it came inside next(): dropping `it` alone left them running).
+            if it is not None:
+                it.close()
             it = None
             if bar is not None:
                 bar.stop()

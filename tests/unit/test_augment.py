@@ -350,3 +350,31 @@ def test_a_second_materialise_into_the_same_folder_is_refused(data, tmp_path, mo
     assert [p.name for p in written] == ["shard-00000"]
     assert sorted(p.name for p in out.iterdir()) == [".facekit.lock", "index.json", "shard-00000"]
     np.testing.assert_array_equal(np.load(out / "shard-00000" / "items.npy"), np.arange(10))
+
+
+class _FailsAtItem(torch.utils.data.Dataset):
+    """Rows of a morph's shape, and a failure (as a stop would come) at item ``bad``, raised inside torch's iterator."""
+
+    def __init__(self, length: int, bad: int) -> None:
+        self.length, self.bad = length, bad
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index == self.bad:
+            raise ValueError("failed here")
+        return {"image": torch.zeros(3, 4, 4), "texture": torch.zeros(3, 4, 4), "landmarks": torch.zeros(68, 2)}
+
+
+def test_materialises_workers_end_with_it_while_its_error_is_kept(tmp_path) -> None:
+    """An error or a stop inside the DataLoader's ``next`` has a traceback holding torch's iterator (its frames'
+    ``self``): dropping materialise's own reference in its finally left the workers running for as long as the error
+    was kept (a notebook keeps the last one), each with its copy of the data set. They are shut down there now."""
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    with pytest.raises(ValueError, match="failed here") as kept:
+        materialise(_FailsAtItem(10, 3), 10, tmp_path / "morphs", shard_size=10, workers=1, progress=False)
+    assert kept.value.__traceback__ is not None
+    assert set(multiprocessing.active_children()) - before == set()
