@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,16 +152,49 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def scoring(settings: Any, names: list[str], configured: Any) -> dict[str, Any]:
-    """How a bench scores its cells (``bench`` settings, the judges' ``names``, the recipe's ``components.judge``):
-    a cached row counts only if its ``evaluation`` is this. A judge's params count where they are not its defaults
-    (another variant is another judge); with its defaults it is the judge that rows built by name before
-    components.judge was read were scored by, and those rows stand."""
-    evaluation: dict[str, Any] = {"judges": sorted(names), "max_photos": settings.max_photos, "photo_detail": "off"}
-    if configured is not None and configured.spec.name in names:
-        params = configured.params.model_dump(mode="json", exclude_defaults=True)
-        if params:
-            evaluation["judge_params"] = {configured.spec.name: params}
+def bench_judges(plan: Plan) -> list[tuple[str, dict[str, Any], Any]]:
+    """The judges a bench of ``plan`` scores its cells with, each as (encoder name, the params it is built with where
+    they are not its defaults, :attr:`facekit.evaluate.Judge.params`, and the resolved component it is built from, or
+    None: by name, with its defaults): ``bench.judges`` by name (one that is components.judge's with its params), else
+    the recipe's components.encoder and components.judge with theirs, as the evaluate stage picks them
+    (:func:`facekit.evaluate.evaluate_plan`). A judge is its name AND params: before, a components.judge of the
+    encoder's name with other params (facenet of another variant) was the only judge, and the encoder, never built,
+    did not judge; and the encoder judged with its defaults whatever its params."""
+    settings, configured = plan.recipe.bench, plan.components.get("judge")
+    wanted: list[tuple[str, Any]] = []  # (name, the component it is built from)
+    if settings.judges:
+        wanted = [
+            (name, configured if configured is not None and configured.spec.name == name else None)
+            for name in settings.judges
+        ]
+    else:
+        wanted = [
+            (plan.components[key].spec.name, plan.components[key])
+            for key in ("encoder", "judge")
+            if key in plan.components
+        ]
+    chosen: list[tuple[str, dict[str, Any], Any]] = []
+    for name, component in wanted:
+        params = component.params.model_dump(mode="json", exclude_defaults=True) if component is not None else {}
+        if all((name, params) != (other, theirs) for other, theirs, _ in chosen):  # (default-model's dlib-resnet twice)
+            chosen.append((name, params, component))
+    return chosen
+
+
+def scoring(settings: Any, judges: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """How a bench scores its cells (``bench`` settings, its ``judges`` as :func:`bench_judges` gives their names and
+    params): a cached row counts only if its ``evaluation`` is this. The judges are their keys in metrics.json
+    (:func:`facekit.evaluate.judge_keys`: the name, for one judge per encoder) and their params count where they are
+    not their defaults (another variant is another judge); with its defaults a judge is the one that rows built by
+    name before components.judge was read were scored by, and those rows stand, as do rows scored before a judge of
+    the encoder's name with other params judged beside it (their keys and params are these)."""
+    from facekit.evaluate import judge_keys
+
+    keys = judge_keys(judges)
+    evaluation: dict[str, Any] = {"judges": sorted(keys), "max_photos": settings.max_photos, "photo_detail": "off"}
+    params = {key: given for key, (_, given) in zip(keys, judges, strict=True) if given}
+    if params:
+        evaluation["judge_params"] = params
     if settings.data != "lfw-devtest":  # benches before bench.data scored on DevTest: their rows stand for it
         evaluation["data"] = settings.data
     return evaluation
@@ -233,7 +267,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
     from facekit.checkpoints import read_checkpoint_meta
     from facekit.detail import DECODER_ONLY
     from facekit.errors import FacekitError
-    from facekit.evaluate import Judge, evaluate_normalizer, judge_encoder, photo_set
+    from facekit.evaluate import Judge, evaluate_normalizer, judge_encoder, judge_keys, photo_set
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device
     from facekit.runs import describe_device
@@ -265,13 +299,13 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
     results = output / "results.jsonl"
     # A failed cell's row is its history, not its result: the next bench tries it again.
     done = {row["recipe_hash"]: row for row in _read_rows(results) if "failed" not in row}
-    names = list(settings.judges) or ([base.components["encoder"].spec.name] if "encoder" in base.components else [])
-    configured = base.components.get("judge")  # built with the recipe's params, as the evaluate stage builds it
-    if not settings.judges and configured is not None and configured.spec.name not in names:
-        names.append(configured.spec.name)
-    if not names:
+    chosen = bench_judges(base)
+    if not chosen:
         raise FacekitError("bench needs judges: set bench.judges, components.encoder or components.judge")
-    judges = [Judge(name, judge_encoder(name, configured)) for name in names]
+    # Each built with its params (the encoder's and components.judge's from their components), keyed in each cell's
+    # metrics.json as the evaluate stage keys them: before, by name alone and with no params.
+    judges = [Judge(name, judge_encoder(name, component), params) for name, params, component in chosen]
+    names = judge_keys([(name, params) for name, params, _ in chosen])  # (what the plot and report draw)
     photos = photo_set(base.data_root, settings.data, settings.max_photos)
     if not photos:
         where = f"no photos under {base.data_root} (set data.root or FACEKIT_DATA)"
@@ -303,7 +337,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
         prepared,
     )
     # How a cell is scored: a cached row counts only if it was scored the same way (its training is reused anyway).
-    evaluation = scoring(settings, names, configured)
+    evaluation = scoring(settings, [(name, params) for name, params, _ in chosen])
     rows = stop.rows
     stop.total = len(plans)
     for (cell, plan), places, shown in zip(plans, placed, written, strict=True):

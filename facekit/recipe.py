@@ -466,8 +466,9 @@ class BenchSection(Section):
     max_photos: int = Field(default=100, ge=1, description="photos of bench.data evaluated per cell")
     judges: list[str] = Field(
         default_factory=list,
-        description="judge encoders by name (default: the recipe's components.encoder and components.judge); a name "
-        "that is components.judge's is built with its params",
+        description="judge encoders by name (default: the recipe's components.encoder and components.judge, each "
+        "with its params, keyed as the evaluate stage keys them); a name that is components.judge's is built with its "
+        "params",
     )
     output: str = Field(default="runs/bench")
 

@@ -354,6 +354,64 @@ def test_bench_grid_rows_and_resume(prepared: Path, tmp_path: Path, monkeypatch:
     assert len((output / "results.jsonl").read_text().splitlines()) == 6
 
 
+def test_a_bench_judges_with_its_encoder_and_a_judge_of_its_name_with_other_params(
+    prepared: Path,  # noqa: F811
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench picked its judges by name: a components.judge of the encoder's name with other params (SFace from another
+    weights file here; FaceNet of another variant) was the only judge and the encoder never judged, and each judge was
+    built without its params, so metrics.json recorded none. Both judge now, keyed as the evaluate stage keys them
+    (the first under its name), and a row a bench before scored with the same judges still counts as done."""
+    import html
+    import shutil
+
+    from facekit_opencv.sface import SOURCE
+
+    import facekit.bench as bench
+    from facekit.models import resolve_weights
+
+    weights = str(resolve_weights(SOURCE, None, what="SFace encoder"))
+    recipe = bench_grid(prepared, tmp_path, {"train.seed": [0]})
+    raw = yaml.safe_load(recipe.read_text())
+    raw["components"]["encoder"] = {"name": "sface"}
+    raw["components"]["judge"] = {"name": "sface", "params": {"weights": weights}}
+    raw["bench"]["judges"] = []
+    recipe.write_text(yaml.safe_dump(raw))
+
+    def trained(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
+        folder = Path(plan.recipe.train.output)  # training stubbed: the tiny model is the cell's
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, folder / "checkpoints" / "last.safetensors")
+        return folder
+
+    monkeypatch.setattr("facekit.train.train", trained)
+    (row,), output = bench.run_bench(str(recipe), [], progress=False)
+    other = f"sface (weights={weights})"
+    assert row["evaluation"]["judges"] == ["sface", other], row["evaluation"]
+    assert row["evaluation"]["judge_params"] == {other: {"weights": weights}}
+    judges = row["metrics"]["judges"]
+    assert list(judges) == ["sface", other], list(judges)
+    assert "params" not in judges["sface"] and "encoder" not in judges["sface"]
+    assert judges[other]["params"] == {"weights": weights} and judges[other]["encoder"] == "sface"
+    assert judges[other]["identity"] == judges["sface"]["identity"]  # (the same network, from its own file)
+    assert f"<th>{html.escape(other)} pass rate</th>" in (output / "report.html").read_text()
+    # One judge per encoder (the judge's params those of the encoder): keyed as before, so a row scored by a bench
+    # before this (one judge, by name) still counts as done: neither trained nor scored again.
+    before = {"judges": ["sface"], "max_photos": 2, "photo_detail": "off", "data": "helen-test"}  # (its scoring key)
+    (output / "results.jsonl").write_text(json.dumps({**row, "evaluation": before}) + "\n")
+
+    def not_again(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a cell scored with the same judges was trained or scored again")
+
+    monkeypatch.setattr("facekit.train.train", not_again)
+    monkeypatch.setattr("facekit.evaluate.evaluate_normalizer", not_again)
+    (kept,), _ = bench.run_bench(str(recipe), ["components.judge.params.weights=null"], progress=False)
+    assert kept["recipe_hash"] == row["recipe_hash"] and kept["metrics"] == row["metrics"]
+    assert len((output / "results.jsonl").read_text().splitlines()) == 1
+
+
 def test_a_cell_whose_params_are_respelled_is_resumed_not_failed(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """A default param given (or left out) names the same bench cell (facekit.bench._params_as_read), but a cell so
     named that was scored another way, or cut short, is resumed, and --resume compared the params as spelled: the

@@ -309,19 +309,23 @@ def test_a_bench_whose_judge_has_its_default_params_keeps_its_cached_rows() -> N
     """6703953 counted components.judge's params in how a row was scored even when they were its defaults (dlib-resnet
     has none: judge_params {'dlib-resnet': {}}), so every row of benchmarks/default_model_grid.yaml scored before it
     (its judge built by name, the same judge) was scored again. Another variant is still another scoring."""
-    from facekit.bench import scoring
+    from facekit.bench import bench_judges, scoring
     from facekit.recipe import load_recipe
 
     root = Path(__file__).resolve().parents[2]
     grid = load_recipe(str(root / "benchmarks" / "default_model_grid.yaml"))
     settings = grid.recipe.bench
     before = {"judges": ["dlib-resnet", "sface"], "max_photos": 150, "photo_detail": "off", "data": settings.data}
-    assert scoring(settings, list(settings.judges), grid.components["judge"]) == before
+    assert scoring(settings, [judge[:2] for judge in bench_judges(grid)]) == before
     facenet = load_recipe(
         str(root / "benchmarks" / "default_model_grid.yaml"),
-        ["components.judge.name=facenet", "components.judge.params.variant=casia-webface-tf"],
+        [
+            "bench.judges=[dlib-resnet, facenet]",
+            "components.judge.name=facenet",
+            "components.judge.params.variant=casia-webface-tf",
+        ],
     )
-    variant = scoring(settings, ["dlib-resnet", "facenet"], facenet.components["judge"])
+    variant = scoring(settings, [judge[:2] for judge in bench_judges(facenet)])
     assert variant["judge_params"] == {"facenet": {"variant": "casia-webface-tf"}}
 
 
