@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
 
@@ -153,6 +154,7 @@ class ComponentSpec(Generic[T]):
         (looked up in the registries when not given)."""
         if not isinstance(params, self.params):
             params = self.validate_params(as_mapping(params))
+        token = _BUILDING.set((*_BUILDING.get(), self))
         try:
             return self.factory(params)
         except ImportError as error:  # heavy imports happen in factories (ARCHITECTURE.md): onnxruntime, dlib, eos
@@ -160,6 +162,14 @@ class ComponentSpec(Generic[T]):
         except ComponentNotFoundError as error:  # one it builds on (a wrapper's load_component), not this one
             naming = _naming(self, kind, asked_for)
             raise ComponentNotFoundError(f"{naming} builds on another not available here: {error}") from error
+        finally:
+            _BUILDING.reset(token)
+
+
+#: The specs whose factories are running in this context, outermost first: a wrapper's ``load_component`` of a
+#: component not available here is not told "did you mean" the wrapper itself ('dlib-resnet' asked for by
+#: 'dlib-resnet-grey' suggested 'dlib-resnet-grey').
+_BUILDING: ContextVar[tuple[ComponentSpec[Any], ...]] = ContextVar("facekit_building", default=())
 
 
 def not_built_message(spec: ComponentSpec[Any], error: ImportError, kind: str = "", asked_for: str = "") -> str:
@@ -430,7 +440,10 @@ class Registry(Generic[T]):
             raise ComponentNotFoundError(self.not_found_message(name)) from None
 
     def not_found_message(self, name: str) -> str:
-        close = did_you_mean(name, [*self._specs, *self._conflicts], n=3, cutoff=0.5)
+        building = _BUILDING.get()
+        # Not the component whose factory asked (a wrapper named after the one it wraps is always close to it).
+        offered = [n for n, spec in self._specs.items() if not any(spec is asking for asking in building)]
+        close = did_you_mean(name, [*offered, *self._conflicts], n=3, cutoff=0.5)
         parts = [f"unknown {self.kind} {name!r}"]
         provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
         skipped = dict((distribution, plugin) for plugin, distribution in self._skipped)

@@ -820,3 +820,30 @@ def test_a_component_whose_factory_asks_for_a_missing_one_is_named_with_the_one_
         "encoder 'grey-wrapper' (plugin 'myplugin', asked for at components.encoder) builds on another not available "
         "here: unknown encoder 'no-such-encoder'"
     )
+
+
+def test_a_wrapper_asking_for_a_missing_component_is_not_offered_as_the_one_it_meant() -> None:
+    """Before (helper-219): a wrapper 'dlib-resnet-grey' whose factory asks for 'dlib-resnet', with facekit-dlib left
+    out, was told "unknown encoder 'dlib-resnet' ... did you mean 'dlib-resnet-grey'?": the very component that
+    asked. Other close names are still offered, and a plain lookup still offers the wrapper. (Warpers here: an
+    encoder needs a model card, beside the point.)"""
+    from facekit.errors import ComponentNotFoundError
+    from facekit.registry import ComponentSpec, NoParams, Registry
+
+    warpers: Registry[object] = Registry("warper")
+
+    def grey(params: NoParams) -> object:
+        return warpers.get("tps").build(params)
+
+    def other(params: NoParams) -> object:
+        raise AssertionError("not built")
+
+    warpers.add(ComponentSpec("tps-grey", grey, NoParams, plugin="myplugin"))
+    warpers.add(ComponentSpec("tps-x", other, NoParams, plugin="other"))
+    with pytest.raises(ComponentNotFoundError) as info:
+        warpers.get("tps-grey").build(kind="warper", asked_for="components.warper")
+    message = str(info.value)
+    assert message.startswith("warper 'tps-grey' (plugin 'myplugin', asked for at components.warper) builds on")
+    assert message.split("did you mean ", 1)[1].split("?", 1)[0] == "'tps-x'", message
+    with pytest.raises(ComponentNotFoundError, match="did you mean 'tps-grey'"):
+        warpers.get("tps-gray")
