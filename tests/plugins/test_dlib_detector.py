@@ -170,7 +170,8 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
     """The copy was written through mkstemp, 0600: in a FACEKIT_HOME shared by several users every other one
     decompressed dlib's model each time. It gets what a plain write gives (0666 less the umask), and writing it
     removes the copies of other dlib versions and the temporaries a killed process left (an hour old), none of
-    the folder's other files, nor a temporary another process may be writing now."""
+    the folder's other files (a user's own frontal_face_detector-mine.svm: only a version's digits and dots are
+    ours), nor a temporary another process may be writing now."""
     import os
     import time
 
@@ -192,6 +193,9 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
         "notes.txt",
         "frontal_face_detector-19.0.0.svm.bak",
         "my-frontal_face_detector-19.0.0.svm",
+        "frontal_face_detector-mine.svm",  # a user's own (helper-219: the pattern took any name, not a version's)
+        "frontal_face_detector-mine.svm.sha256",
+        ".frontal_face_detector-mine.svm.old",
         ".hidden",
     ]
     hour_ago = time.time() - 2 * 3600

@@ -58,9 +58,10 @@ def hog_cache_path(dlib: Any) -> Path:
 
 #: The names :func:`frontal_face_detector` writes in its folder: a cache (any dlib version) with its digest, and the
 #: temporaries it is written to first (``mkstemp``'s ``.frontal_face_detector-VERSION.svm.RANDOM``, its digest's
-#: ``.sha256`` after). Nothing else there is ever removed.
-CACHE_NAME = re.compile(r"frontal_face_detector-[^/]+\.svm(\.sha256)?")
-TEMPORARY_NAME = re.compile(r"\.frontal_face_detector-[^/]+\.svm\.[^/]+")
+#: ``.sha256`` after). VERSION is digits and dots, as dlib's ``__version__`` is: a user's own
+#: ``frontal_face_detector-mine.svm`` kept in that folder is no cache of ours. Nothing else there is ever removed.
+CACHE_NAME = re.compile(r"frontal_face_detector-\d+(\.\d+)*\.svm(\.sha256)?")
+TEMPORARY_NAME = re.compile(r"\.frontal_face_detector-\d+(\.\d+)*\.svm\.[^/]+")
 #: A temporary older than this (s) is a killed process's leftover (one is written and renamed in well under a second).
 STALE_TEMPORARY_AGE = 3600.0
 
