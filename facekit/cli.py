@@ -888,13 +888,12 @@ def export(
     console.print(f"wrote {out} ({size / 1e6:.1f} MB)")
 
 
-def _file_state(path: str | Path) -> tuple[int, int, int] | None:
-    """``path``'s inode, size and modification time (None: no file there): whether a command replaced it."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_ino, found.st_size, found.st_mtime_ns
+def _file_state(path: str | Path) -> tuple[int, ...] | None:
+    """``path``'s inode, size and modification time (None: no file there, or none that can be looked at): whether a
+    command replaced it (:data:`facekit.filestate.CONTENTS`)."""
+    from facekit.filestate import CONTENTS, file_state
+
+    return file_state(path, CONTENTS, (OSError,))
 
 
 models_app = typer.Typer(
@@ -967,20 +966,29 @@ def models_import(
 ) -> None:
     """Copy a weight file into the store (verified against the model cards by sha256), or every file of a bundle
     (verified against the sha256 it recorded, with its licences)."""
-    from facekit.models import MANIFEST, bundle_manifest, import_bundle, import_file, known_sources, store_dir
+    from facekit.models import (
+        _manifest_identity,
+        _manifest_replaced,
+        bundle_manifest,
+        import_bundle,
+        import_file,
+        known_sources,
+        store_dir,
+    )
 
     manifest = bundle_manifest(Path(path).expanduser())
     # The manifest as it was once this import held the store's lock: replaced last, once all is stored, the import's
     # commit point. Before, as it was when the command began: another import committing while this one waited for the
     # lock (or unpacked a bundle) made a stop say "stored whole" of a file that was not stored.
-    listed: list[tuple[int, int, int] | None] = []
+    # (The import's own commit-point check, models._manifest_replaced: the same fields the rollback compares.)
+    listed: list[tuple[int, ...] | None] = []
 
     def locked() -> None:
-        listed.append(_file_state(store_dir() / MANIFEST))
+        listed.append(_manifest_identity())
 
     def stopped(by: str) -> str:
         name = Path(path).name
-        if listed and _file_state(store_dir() / MANIFEST) != listed[0]:
+        if listed and _manifest_replaced(listed[0]):
             return f"models import stopped by {by} as it finished: {name} is stored whole in {store_dir()}"
         if manifest is not None:
             return (
