@@ -263,11 +263,13 @@ def evaluate_normalizer(
     return metrics
 
 
-def results_state(folder: Path) -> dict[str, tuple[int, int, int]]:
+def results_state(folder: Path) -> dict[str, tuple[int, ...]]:
     """Each evaluation result file in ``folder`` (metrics.json, report.html, identity-*): its inode, size and
     modification time, to tell whether a stopped evaluation wrote any."""
     import os
     from fnmatch import fnmatchcase
+
+    from facekit.filestate import CONTENTS, file_state
 
     try:
         entries = list(os.scandir(folder))
@@ -276,16 +278,14 @@ def results_state(folder: Path) -> dict[str, tuple[int, int, int]]:
     found = {}
     for entry in entries:
         if any(fnmatchcase(entry.name, pattern) for pattern in EVALUATE_ENTRIES if pattern != "runs"):
-            try:
-                state = entry.stat()
-            except OSError:
-                continue
-            found[entry.name] = (state.st_ino, state.st_size, state.st_mtime_ns)
+            state = file_state(entry.path, CONTENTS, (OSError,))
+            if state is not None:
+                found[entry.name] = state
     return found
 
 
 def evaluation_stopped(
-    by: str, folder: Path, before: dict[str, tuple[int, int, int]], overwrite: bool, who: str, again: str
+    by: str, folder: Path, before: dict[str, tuple[int, ...]], overwrite: bool, who: str, again: str
 ) -> str:
     """What an evaluation (``who``: `facekit eval`, the evaluate stage) stopped by ``by`` says: its results are
     written together at its end, so a stop before leaves ``folder`` as it was (``before``: :func:`results_state`),
