@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facekit.errors import FacekitError
-from facekit.locks import replace_durably
+from facekit.locks import replace_durably, temporary_beside
 from facekit.warp import tfa_boundary_points
 
 
@@ -43,10 +42,8 @@ def write_model_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta)
     header = {"facekit": text, DIGEST_KEY: tensors_digest(tensors), META_DIGEST_KEY: text_digest(text)}
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temporary = Path(name)
+    temporary = temporary_beside(path)  # (safetensors writes the file by its name)
     try:
-        os.close(descriptor)  # (safetensors writes the file by its name)
         save_tensors(tensors, temporary, header)
         replace_durably(temporary, path)
     except BaseException:  # (a stop, a full disk: no part left beside the file, which is as it was)

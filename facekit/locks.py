@@ -141,6 +141,24 @@ def current_umask() -> int:
     return current
 
 
+def temporary_beside(target: Path, prefix: str | None = None) -> Path:
+    """A new empty file in ``target``'s folder, hidden, named ``.NAME.XXXXXXXX.tmp`` (``prefix`` instead of
+    ``.NAME.``), for ``target``'s contents to be written to and renamed over it: its own name (made with O_EXCL, never
+    another run's file nor a link planted there), with the permissions a plain write gives (mkstemp's are 0600).
+    Before, the names were fixed: two imports (or exports) at once wrote into one file, and the first to finish
+    removed the other's. The model store's files, its bundles, and checkpoints and exported models."""
+    import tempfile
+
+    descriptor, name = tempfile.mkstemp(suffix=".tmp", prefix=prefix or f".{target.name}.", dir=target.parent)
+    try:
+        os.fchmod(descriptor, 0o666 & ~current_umask())
+    except OSError:  # a file system without permissions (vfat, some network mounts)
+        pass
+    finally:
+        os.close(descriptor)
+    return Path(name)
+
+
 def replace_durably(temporary: str | Path, target: str | Path) -> None:
     """Rename the finished ``temporary`` file over ``target`` so that a power cut leaves the old file or the new one
     whole, never an empty or partial one: the file's data is flushed to disk first, the folder's entry after. For

@@ -117,26 +117,6 @@ def read_manifest() -> dict[str, StoredModel]:
     return entries
 
 
-def _temporary_beside(target: Path, prefix: str | None = None) -> Path:
-    """A new empty file in ``target``'s folder, hidden, named ``.NAME.XXXXXXXX.tmp`` (``prefix`` instead of
-    ``.NAME.``), for ``target``'s contents to be written to and renamed over it: its own name (made with O_EXCL, never
-    another run's file nor a link planted there), with the permissions a plain write gives (mkstemp's are 0600).
-    Before, the name was fixed: two imports at once wrote into one file, and the first to finish removed the other's.
-    """
-    import tempfile
-
-    from facekit.locks import current_umask
-
-    descriptor, name = tempfile.mkstemp(suffix=".tmp", prefix=prefix or f".{target.name}.", dir=target.parent)
-    try:
-        os.fchmod(descriptor, 0o666 & ~current_umask())
-    except OSError:  # a file system without permissions (vfat, some network mounts)
-        pass
-    finally:
-        os.close(descriptor)
-    return Path(name)
-
-
 @contextmanager
 def _store_locked(
     what: str, size: int, whole: bool = False, on_locked: Callable[[], object] | None = None
@@ -162,7 +142,9 @@ def _write_manifest(entries: dict[str, StoredModel]) -> None:
     """Replace the store's manifest with ``entries`` (the caller holds :func:`_store_locked`)."""
     store_dir().mkdir(parents=True, exist_ok=True)
     path = store_dir() / MANIFEST
-    temporary = _temporary_beside(path)
+    from facekit.locks import temporary_beside
+
+    temporary = temporary_beside(path)
     try:
         temporary.write_text(json.dumps({k: asdict(v) for k, v in sorted(entries.items())}, indent=2) + "\n")
         os.replace(temporary, path)
@@ -428,7 +410,9 @@ def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> N
     (before: the part copied stayed, hidden, taking the space the user was told to free)."""
     with _writing_store(entry.file, entry.size):
         store_dir().mkdir(parents=True, exist_ok=True)
-        temporary = _temporary_beside(store_dir() / entry.file)
+        from facekit.locks import temporary_beside
+
+        temporary = temporary_beside(store_dir() / entry.file)
         try:
             shutil.copyfile(path, temporary)
             os.replace(temporary, store_dir() / entry.file)
@@ -469,6 +453,8 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
     commit point: a stop after it removes nothing (before: Ctrl+C in the instructions between that replace and the
     rollback's test removed files the manifest already listed, and `facekit models verify` said them missing).
     The caller holds :func:`_store_locked`."""
+    from facekit.locks import temporary_beside
+
     staged: list[tuple[Path, Path, Path]] = []
     placed: list[Path] = []
     manifest_before = _manifest_identity()
@@ -476,7 +462,7 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
         store_dir().mkdir(parents=True, exist_ok=True)
         for path, entry in files:
             final = store_dir() / entry.file
-            staged.append((path, _temporary_beside(final), final))
+            staged.append((path, temporary_beside(final), final))
         for path, temporary, _ in staged:
             if not _moved(path, temporary):
                 shutil.copyfile(path, temporary)
@@ -769,7 +755,9 @@ def bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     # Its own temporary name: two bundles to one OUT at once each write their own (before: one fixed name, which
     # both wrote into and the first to finish removed or renamed from under the other).
-    temporary = _temporary_beside(out, f".facekit-{out.name}.")
+    from facekit.locks import temporary_beside
+
+    temporary = temporary_beside(out, f".facekit-{out.name}.")
     try:
         _write_bundle(sources, temporary, entries, out)
         os.replace(temporary, out)
