@@ -657,6 +657,20 @@ def pass_rate(row: dict[str, Any], judge: str) -> float | None:
     return None if values is None else float(values["identity_pass_rate"])
 
 
+#: The longest a plot's label is, in characters: a judge's or a cell's label holding a path (a judge's weights file)
+#: was wider than the figure, and matplotlib warned "Tight layout not applied" on the user's terminal, the plot's
+#: margins cut. The report and the table keep the whole label.
+PLOT_LABEL = 48
+
+
+def _short(label: str) -> str:
+    """``label``, or its start and end around an ellipsis where it is longer than :data:`PLOT_LABEL`."""
+    if len(label) <= PLOT_LABEL:
+        return label
+    head = PLOT_LABEL // 3
+    return f"{label[:head]}…{label[len(label) - (PLOT_LABEL - head - 1) :]}"
+
+
 def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
     import matplotlib
 
@@ -664,13 +678,13 @@ def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [cell_label(r) + (" (failed)" if "failed" in r else "") for r in rows]  # no bar: not a 0 % cell
+    labels = [_short(cell_label(r)) + (" (failed)" if "failed" in r else "") for r in rows]  # (failed: not 0 %)
     figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) + 2), 3.6), dpi=100)
     width = 0.8 / max(1, len(judges))
     for j, judge in enumerate(judges):
         rates = [pass_rate(r, judge) for r in rows]
         values = [float("nan") if rate is None else rate for rate in rates]  # no bar where a cell was not scored
-        axis.bar(np.arange(len(rows)) + j * width, values, width=width, label=judge)
+        axis.bar(np.arange(len(rows)) + j * width, values, width=width, label=_short(judge))
     axis.set_xticks(np.arange(len(rows)) + width * (len(judges) - 1) / 2, labels, rotation=20, ha="right", fontsize=8)
     axis.set_ylabel("identity pass rate")
     axis.set_ylim(0, 1)

@@ -735,3 +735,21 @@ def test_quality_pair_scores_say_each_pairs_call_at_its_folds_threshold(tmp_path
     assert len(rows) == len(same) and rows[2]["first"] == "a2.jpg" and rows[2]["same"] == "1"
     assert rows[2]["photos score"] == "-1.0" and rows[2]["photos right"] == "0"
     assert list(rows[0])[-3:] == ["default score", "default threshold", "default right"]
+
+
+def test_a_bench_plot_of_a_judge_named_with_its_weights_path_keeps_its_layout(tmp_path: Path) -> None:
+    """A judge keyed with its params (``sface (weights=/a/long/path.onnx)``) labelled the plot's bars whole: the legend
+    was wider than the figure and matplotlib warned "Tight layout not applied" on the user's terminal (ci139). Plot
+    labels are cut in the middle; the report keeps them whole."""
+    import warnings
+
+    from facekit.bench import PLOT_LABEL, _plot, _short
+
+    key = "sface (weights=/tmp/pytest-of-root/pytest-99/test_a_bench_judges_e0/models/face_recognition_sface.onnx)"
+    rows = [{"cell": ["train.lr=0.001"], "metrics": {"judges": {key: {"identity_pass_rate": 0.8}}}}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _plot(rows, ["sface", key], tmp_path / "pass_rates.png")
+    assert (tmp_path / "pass_rates.png").stat().st_size > 0
+    assert _short(key) == "sface (weights=/…ls/face_recognition_sface.onnx)" and len(_short(key)) == PLOT_LABEL
+    assert _short("sface") == "sface"
