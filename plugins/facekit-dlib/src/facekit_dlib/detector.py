@@ -9,7 +9,6 @@ import os
 import pickle
 import queue
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from facekit.images import downscale, to_uint8_rgb
-from facekit.locks import current_umask
+from facekit.locks import temporary_beside
 from facekit.models import cache_home
 from facekit.registry import Params
 from facekit.types import FaceDetection, LandmarkScheme, ModelCard, RebuiltOnUnpickle
@@ -85,12 +84,12 @@ def frontal_face_detector(dlib: Any) -> Any:
     detector = dlib.get_frontal_face_detector()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(handle)
+        # (its own name, the user's usual permissions, which dlib's save over it keeps; the digest, written by open(),
+        # gets them anyway)
+        temporary = str(temporary_beside(path))
         try:
             detector.save(temporary)
             written = hashlib.sha256(Path(temporary).read_bytes()).hexdigest()
-            os.chmod(temporary, 0o666 & ~current_umask())  # (the digest, written by open(), gets it anyway)
             os.replace(temporary, path)  # (the digest last: a reader between the two makes its own and moves on)
             digest_temporary = f"{temporary}.sha256"
             Path(digest_temporary).write_text(written + "\n")
