@@ -967,12 +967,12 @@ def models_import(
     """Copy a weight file into the store (verified against the model cards by sha256), or every file of a bundle
     (verified against the sha256 it recorded, with its licences)."""
     from facekit.models import (
-        _manifest_identity,
-        _manifest_replaced,
         bundle_manifest,
         import_bundle,
         import_file,
         known_sources,
+        manifest_identity,
+        manifest_replaced,
         store_dir,
     )
 
@@ -980,15 +980,15 @@ def models_import(
     # The manifest as it was once this import held the store's lock: replaced last, once all is stored, the import's
     # commit point. Before, as it was when the command began: another import committing while this one waited for the
     # lock (or unpacked a bundle) made a stop say "stored whole" of a file that was not stored.
-    # (The import's own commit-point check, models._manifest_replaced: the same fields the rollback compares.)
+    # (The import's own commit-point check, models.manifest_replaced: the same fields the rollback compares.)
     listed: list[tuple[int, ...] | None] = []
 
     def locked() -> None:
-        listed.append(_manifest_identity())
+        listed.append(manifest_identity())
 
     def stopped(by: str) -> str:
         name = Path(path).name
-        if listed and _manifest_replaced(listed[0]):
+        if listed and manifest_replaced(listed[0]):
             return f"models import stopped by {by} as it finished: {name} is stored whole in {store_dir()}"
         if manifest is not None:
             return (

@@ -14,7 +14,7 @@ CONTENTS = ("st_ino", "st_size", "st_mtime_ns")
 #: The same file, not replaced since: its device and inode, and its size and change time, which tell a replace where a
 #: file system gives every file one inode (0 on some network and FAT mounts); the change time, not the modification
 #: time, since nothing sets it back (a copy that keeps times, ``os.utime``). The model store's manifest
-#: (:func:`facekit.models._manifest_identity`).
+#: (:func:`facekit.models.manifest_identity`).
 NOT_REPLACED = ("st_dev", "st_ino", "st_size", "st_ctime_ns")
 
 

@@ -422,7 +422,7 @@ def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> N
         _write_manifest(entries)
 
 
-def _manifest_identity() -> tuple[int, ...] | None:
+def manifest_identity() -> tuple[int, ...] | None:
     """The store's manifest file as (device, inode, size, change time in ns), None where there is none:
     :func:`_write_manifest` replaces it with a file of its own, so another identity says the replace happened. The
     size and change time tell it where a file system gives every file one inode (0 on some network and FAT mounts)
@@ -432,12 +432,12 @@ def _manifest_identity() -> tuple[int, ...] | None:
     return file_state(store_dir() / MANIFEST, NOT_REPLACED)
 
 
-def _manifest_replaced(before: tuple[int, ...] | None) -> bool:
-    """Whether the manifest is no longer the file it was ``before`` (:func:`_manifest_identity`): the new one lists
+def manifest_replaced(before: tuple[int, ...] | None) -> bool:
+    """Whether the manifest is no longer the file it was ``before`` (:func:`manifest_identity`): the new one lists
     the files stored, so they stay. One that cannot be looked at counts as replaced: a file kept unlisted is a
     leftover, a listed one removed is a store that fails its verify."""
     try:
-        return _manifest_identity() != before
+        return manifest_identity() != before
     except OSError:
         return True
 
@@ -457,7 +457,7 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
 
     staged: list[tuple[Path, Path, Path]] = []
     placed: list[Path] = []
-    manifest_before = _manifest_identity()
+    manifest_before = manifest_identity()
     try:
         store_dir().mkdir(parents=True, exist_ok=True)
         for path, entry in files:
@@ -473,7 +473,7 @@ def _store_all(files: list[tuple[Path, StoredModel]], entries: dict[str, StoredM
                 placed.append(final)
         _write_manifest({**entries, **{entry.file: entry for _, entry in files}})  # the commit point
     except BaseException:
-        if not _manifest_replaced(manifest_before):
+        if not manifest_replaced(manifest_before):
             for final in placed:
                 final.unlink(missing_ok=True)
         raise

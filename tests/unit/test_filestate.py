@@ -58,10 +58,10 @@ def test_the_three_callers_keep_their_own_fields(tmp_path: Path, monkeypatch: py
     assert checkpoint_state(tmp_path / "last.safetensors") == file_state(tmp_path / "last.safetensors")
 
     monkeypatch.setattr(models, "store_dir", lambda: tmp_path / "store")
-    assert models._manifest_identity() is None
+    assert models.manifest_identity() is None
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / models.MANIFEST).write_text("{}")
-    assert models._manifest_identity() == file_state(tmp_path / "store" / models.MANIFEST, NOT_REPLACED)
+    assert models.manifest_identity() == file_state(tmp_path / "store" / models.MANIFEST, NOT_REPLACED)
 
     folder = tmp_path / "prepared"
     folder.mkdir()
