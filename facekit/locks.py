@@ -58,7 +58,7 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
     for _ in range(100):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            descriptor, writable = open_lock(path)
         except (FileExistsError, FileNotFoundError):  # the folder went while it was made (a holder's clean-up)
             continue
         except OSError as error:
@@ -75,6 +75,14 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
                 f"another facekit {what} is writing into {folder} right now: wait for it to finish, or choose another "
                 "output folder"
             ) from None
+        except OSError as error:  # a file system that locks only files one may write (NFS), given one read-only
+            os.close(descriptor)
+            if writable:
+                raise
+            raise FacekitError(
+                f"cannot lock {path}, a lock file another user made that this file system locks only for those who "
+                f"may write it ({error.strerror}): ask its owner to let you write it (chmod g+w), or remove it"
+            ) from None
         except BaseException:  # a stop (Ctrl+C, SIGTERM) while waiting: the file waited on is not kept open
             os.close(descriptor)
             raise
@@ -85,14 +93,34 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
         raise FacekitError(f"cannot take the lock {path}: it keeps being removed")
     _HELD.add(descriptor)
     try:
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f"{os.getpid()}\n".encode())
+        if writable:  # (who holds it, for a person looking: another user's lock file keeps its own)
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
         yield path
     finally:
         if made:
             _remove_if_only(path, made)
         _HELD.discard(descriptor)
         os.close(descriptor)  # closing releases the lock (no forked child holds a copy: _HELD)
+
+
+def open_lock(path: Path) -> tuple[int, bool]:
+    """Open (or make) the lock file ``path`` for :func:`exclusive`: (its descriptor, whether it is open for writing).
+    A new one gets the user's usual permissions (``0o666`` less the umask), as every file facekit writes: made
+    ``0o644`` whatever the umask, the first user's lock shut every other member of a group out of a folder they
+    share (a group-writable output folder, a shared FACEKIT_HOME's model store, since imports lock it), each told
+    they could not write into it. One another user made that this user may not write, in a folder this user may
+    write, is opened to read: ``flock`` needs no more, and the other user's pid stays in it. Any other refusal (a
+    folder that cannot be written, a read-only file system) is raised as it is."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666), True
+    except PermissionError as error:
+        if not os.access(path.parent, os.W_OK):
+            raise
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW), False
+        except OSError:  # (none there, or not even readable: the refusal is the first open's)
+            raise error from None
 
 
 def _is_the_file(descriptor: int, path: Path) -> bool:

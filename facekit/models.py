@@ -127,11 +127,11 @@ def _store_locked(
     second to write it dropped the first's entries (its file stored, unlisted). A store that cannot be written is
     the store's line (the lock is made first under it), not the lock's "choose an output folder". ``on_locked`` is
     called once the lock is held: from then on only this import replaces the manifest (the CLI's stop line)."""
-    from facekit.locks import LOCK, exclusive
+    from facekit.locks import LOCK, exclusive, open_lock
 
     with _writing_store(what, size, whole) as storing:
         store_dir().mkdir(parents=True, exist_ok=True)
-        os.close(os.open(store_dir() / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        os.close(open_lock(store_dir() / LOCK)[0])
         with exclusive(store_dir(), "models import", wait=True):
             if on_locked is not None:
                 on_locked()

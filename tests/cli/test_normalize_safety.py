@@ -1002,6 +1002,63 @@ def test_an_output_folder_that_cannot_be_written_is_said_so(
     )
 
 
+def test_a_lock_file_lets_in_whom_the_umask_lets_in(tmp_path: Path) -> None:
+    """The lock file was made 0644 whatever the umask: in a folder a group shares (umask 002, the folder group-
+    writable), the first member's lock shut every other member out of it for good, each told "cannot write into"
+    a folder they could write into. It gets the user's usual permissions, as every file facekit writes."""
+    from facekit.locks import LOCK, exclusive
+
+    modes = []
+    for umask, name in ((0o002, "shared"), (0o077, "private")):
+        (tmp_path / name).mkdir()
+        previous = os.umask(umask)
+        try:
+            with exclusive(tmp_path / name, "normalize"):
+                modes.append((tmp_path / name / LOCK).stat().st_mode & 0o777)
+        finally:
+            os.umask(previous)
+    assert modes == [0o664, 0o600], [oct(mode) for mode in modes]
+
+
+def test_another_users_lock_file_in_a_folder_one_may_write_is_locked_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock file another member of the group made (0644 by an earlier facekit, or under their umask 022) cannot be
+    opened for writing, but the folder can be written: it is opened to read, which ``flock`` needs no more than, and
+    it locks as any other (a second run is refused), the other user's pid left in it. Before: "cannot write into
+    OUT: Permission denied; choose an output folder you can write to", for a folder the user could write into.
+    (Root writes through permissions: the refusal is the system's, stood in for.)"""
+    import facekit.locks
+    from facekit.locks import LOCK, exclusive
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / LOCK).write_text("4242\n")  # (another user's run, ended)
+    opened = os.open
+
+    def theirs(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(LOCK) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return opened(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(facekit.locks.os, "open", theirs)
+    with exclusive(out, "normalize"):
+        with pytest.raises(FacekitError, match=f"another facekit avatar is writing into {out} right now"):
+            with exclusive(out, "avatar"):
+                pass
+    assert (out / LOCK).read_text() == "4242\n"
+    with exclusive(out, "normalize"):  # (let go)
+        pass
+
+    def locks_only_for_writers(*args: Any) -> None:  # (NFS: flock is a POSIX lock, for writers only)
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(facekit.locks.fcntl, "flock", locks_only_for_writers)
+    with pytest.raises(FacekitError, match=r"cannot lock .*another user made.*chmod g\+w\), or remove it"):
+        with exclusive(out, "normalize"):
+            pass
+
+
 def test_normalize_counting_tells_each_detection_without_its_index_and_leaves_the_keyword_out_without_a_count() -> None:
     """The folder commands' one adapter (normalize, the infer stage, avatar): normalize_many's on_detected(index)
     moves a count that takes none; without a count the keyword is not passed, so a normalizer without it serves."""

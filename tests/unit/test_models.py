@@ -414,6 +414,41 @@ def test_a_store_that_cannot_be_written_is_one_line_and_keeps_no_part(
             assert [p.name for p in home.iterdir()] == ["models"]  # no bundle's scratch folder left
 
 
+def test_an_import_into_a_shared_store_whose_lock_another_user_made(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FACEKIT_HOME several users share (a group-writable store): since imports lock the store, the lock file the
+    first import made (0644 whatever the umask) refused every other user's import, "cannot write the model store
+    (Permission denied)" of a store they could write. A new lock gets the user's usual permissions, and one another
+    user made, which this user may not write, is locked read-only. (Root writes through permissions: the refusal is
+    the system's, stood in for.)"""
+    import errno
+
+    import facekit.locks
+    from facekit.locks import LOCK
+
+    first = tmp_path / "first.bin"
+    first.write_bytes(b"first")
+    previous = os.umask(0o002)
+    try:
+        models.import_file(first, licence="MIT")
+    finally:
+        os.umask(previous)
+    assert (home / "models" / LOCK).stat().st_mode & 0o777 == 0o664
+    opened = os.open
+
+    def theirs(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(LOCK) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return opened(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(facekit.locks.os, "open", theirs)
+    second = tmp_path / "second.bin"
+    second.write_bytes(b"second")
+    assert models.import_file(second, licence="MIT").file == "second.bin"
+    assert stored_names(home / "models") == ["first.bin", "manifest.json", "second.bin"]
+
+
 def test_a_bundles_files_are_moved_into_the_store_not_copied_again(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
