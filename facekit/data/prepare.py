@@ -744,13 +744,14 @@ def _start_resource_tracker_deaf_to_hangups() -> None:
 def _in_workers(
     stack: contextlib.ExitStack, workers: int, config: WorkerConfig, tasks: Iterable[tuple[str, list[Any]]]
 ) -> _Finished:
-    """process_identity's records for ``tasks`` from ``workers`` processes, as they finish. A worker that dies (the
-    out-of-memory killer, kill -9) or cannot start is a FacekitError: multiprocessing.Pool replaced such a worker
-    and waited for its lost task forever, at full CPU when every new worker failed to start."""
+    """process_identity's records for ``tasks`` from ``workers`` processes, as they finish (the tasks are handed to
+    the workers as the records are first asked for: :class:`_Finished`). A worker that dies (the out-of-memory
+    killer, kill -9) or cannot start is a FacekitError: multiprocessing.Pool replaced such a worker and waited for its
+    lost task forever, at full CPU when every new worker failed to start."""
     from concurrent.futures import ProcessPoolExecutor
 
     from facekit.data.pose import load_mean_shape
-    from facekit.errors import hangup_stops, pillow_size_warning_quiet, workers_start_with_sigterm_held
+    from facekit.errors import hangup_stops, pillow_size_warning_quiet
 
     load_mean_shape(Path(config.sfm_folder))  # what a worker loads first: a missing model is its one line here
     context = multiprocessing.get_context("spawn")
@@ -765,27 +766,35 @@ def _in_workers(
         initargs=(config, pillow_size_warning_quiet(), os.getpid(), stop, hangup_stops()),
     )
     stack.callback(_shutdown, executor, stop)  # on an error, SIGTERM or SIGHUP: no new identity starts, the others stop
-    # The submits spawn the workers, born with SIGTERM blocked until their initializer's stop_only_from_parent takes
-    # it: before, a SIGTERM to the process group in the second a worker took to import numpy, Pillow and facekit
-    # (its default action then) ended it outright, "a prepare worker stopped without finishing".
-    with _one_blas_thread(), workers_start_with_sigterm_held():
-        futures = [executor.submit(process_identity, task) for task in tasks]
-    return _Finished(executor, stop, futures)
+    return _Finished(executor, stop, tasks)
 
 
 class _Finished:
     """The records of a pool's identities, as they finish (iterated), and those finished but not given yet when the
     run stopped (:meth:`after_stop`)."""
 
-    def __init__(self, executor: Any, stop: Any, futures: list[Any]) -> None:
-        self.executor, self.stop, self.futures = executor, stop, futures
+    def __init__(self, executor: Any, stop: Any, tasks: Iterable[tuple[str, list[Any]]]) -> None:
+        self.executor, self.stop, self.tasks = executor, stop, tasks
+        self.futures: list[Any] = []
         self.given: set[Any] = set()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
+        from facekit.errors import stops_held, workers_start_with_sigterm_held
+
         try:
+            # The submits spawn the workers, born with SIGTERM blocked until their initializer's stop_only_from_parent
+            # takes it: before, a SIGTERM to the process group in the second a worker took to import numpy, Pillow
+            # and facekit (its default action then) ended it outright, "a prepare worker stopped without finishing".
+            # Every stop is held until all are handed over, and comes here, in the caller's loop, whose after_stop
+            # keeps what the first workers finished meanwhile: before, the submits ran before the caller's loop, and
+            # a stop among them (Ctrl+C; SIGTERM as they ended) dropped the people finished by then, done again by
+            # the rerun (their averages written).
+            with stops_held(), _one_blas_thread(), workers_start_with_sigterm_held():
+                for task in self.tasks:
+                    self.futures.append(self.executor.submit(process_identity, task))
             for future in as_completed(self.futures):
                 yield future.result()
                 # Given once the caller asks for the next: a stop before (as its result was taken, or as the caller
@@ -801,9 +810,10 @@ class _Finished:
 
     def after_stop(self) -> Iterator[dict[str, Any]]:
         """The identities the workers finished (their averages written) and not given yet, once a stop came, wherever
-        it landed: in the wait for the next one or while the caller wrote the last (helper-188: "stopped at 0/18"
+        it landed: in the wait for the next one, while the caller wrote the last (helper-188: "stopped at 0/18"
         while workers had finished people, done again by the next run; helper-198: a stop in the caller's loop body
-        dropped them still). The workers stopped first: no more finish meanwhile."""
+        dropped them still), or as the identities were handed to the workers. The workers stopped first: no more
+        finish meanwhile."""
         _shutdown(self.executor, self.stop)
         for future in self.futures:
             if future not in self.given and not future.cancelled() and future.exception() is None:

@@ -1307,3 +1307,44 @@ def test_a_stopped_prepare_writes_the_identities_its_workers_finished_and_says_h
     assert str(stop.value) == (
         "prepare stopped by Ctrl+C: the people it finished are kept, and prepare run again goes on with the others"
     )
+
+
+def test_a_ctrl_c_as_prepare_hands_people_to_its_workers_keeps_those_finished(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-222): the identities were handed to the pool before prepare's loop and its stop handling, and
+    Ctrl+C is not held there: a stop among the submits dropped the people the first workers had finished (their
+    averages written, done again by the rerun). The stop now comes once all are handed over, and each finished
+    person is kept, as after a stop anywhere else."""
+    import concurrent.futures
+    from concurrent.futures import Future
+
+    from facekit.data import prepare
+    from facekit.data.sources import Photo
+    from facekit.recipe import PrepareSection
+
+    class Quick:  # a pool whose workers finish each person as it is handed over; Ctrl+C comes at the third
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.handed = 0
+
+        def submit(self, fn: Any, task: tuple[str, Any]) -> Future:
+            self.handed += 1
+            if self.handed == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            future: Future = Future()
+            future.set_result({"identity": task[0], "photos": 0, "rows": [], "inputs": str(self.handed)})
+            return future
+
+        def shutdown(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Quick)
+    rules = PrepareSection(output=str(tmp_path / "out"), image_size=96, interocular_px=24).model_dump(mode="json")
+    config = prepare.WorkerConfig("dlib", {}, rules, str(data_root / "sfm"), str(tmp_path / "work"))
+    people = [f"folder/p{i}" for i in range(5)]
+    groups = {name: [Photo(name, tmp_path / f"{i}.jpg", "folder")] for i, name in enumerate(people)}
+    progress = tmp_path / "progress.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        prepare._process(people, groups, config, progress, 2, False, {}, tmp_path)
+    kept = [json.loads(line)["identity"] for line in progress.read_text().splitlines()] if progress.exists() else []
+    assert sorted(kept) == people
