@@ -241,26 +241,56 @@ def evaluate_normalizer(
     from facekit.outputs import side_by_side
 
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
-    # The results last, together (before: each judge's histogram as it was judged, so a stop left them without
-    # metrics.json, and `facekit eval` run again refused them as an earlier evaluation's).
     stems = [judge_file(key, judge.name, judge.params) for key, judge in zip(keys, judges, strict=True)]
-    for stem, (key, judge, preserved) in zip(stems, histograms, strict=True):
-        _histogram(preserved, judge, key, out / f"identity-{stem}.png")
-        np.save(out / f"identity-{stem}.npy", preserved)
-    (out / "metrics.json").write_text(metrics_json(metrics))
-    # Before: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy beside this
-    # run's metrics and report, one folder holding two evaluations. Only files the replaced metrics.json names go.
-    for stem in sorted(replaced - set(stems)):
-        for kind in ("png", "npy"):
-            (out / f"identity-{stem}.{kind}").unlink(missing_ok=True)
+    _write_results(out, metrics, stems, histograms, examples, about or {}, replaced)
+    return metrics
+
+
+def _write_results(
+    out: Path,
+    metrics: dict[str, Any],
+    stems: list[str],
+    histograms: list[tuple[str, Judge, np.ndarray]],
+    examples: list[np.ndarray],
+    about: dict[str, str],
+    replaced: set[str],
+) -> None:
+    """Write the results into ``out`` as one set: each judge's histogram (``identity-STEM.png`` and ``.npy``),
+    metrics.json and report.html are made in a hidden temporary folder inside ``out``, then renamed into ``out``
+    together, with stops held (:func:`facekit.errors.stops_held`): a stop leaves ``out`` as it was (the temporary
+    folder removed) or holding the whole set, never part of it. The files of the judges of the evaluation replaced
+    (``replaced``) that this one has not go with it. Before: written one by one into ``out`` (the histograms as each
+    judge was judged, until helper-203), so a stop among them left part of the results beside an earlier
+    evaluation's, which `facekit eval` run again refused, and `--overwrite` had to replace."""
+    import html
+    import os
+    import shutil
+    import tempfile
+
+    from facekit.errors import stops_held
     from facekit.report import write_report
 
-    figures = [out / f"identity-{stem}.png" for stem in stems]  # this run's (not an earlier run's others)
-    import html
-
-    said = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in (about or {}).items())
-    write_report(out / "report.html", "facekit evaluation", metrics, examples, figures, [said] if said else [])
-    return metrics
+    making = Path(tempfile.mkdtemp(prefix=".eval.", suffix=".tmp", dir=out))  # hidden: facekit's, never the user's
+    try:
+        for stem, (key, judge, preserved) in zip(stems, histograms, strict=True):
+            _histogram(preserved, judge, key, making / f"identity-{stem}.png")
+            np.save(making / f"identity-{stem}.npy", preserved)
+        (making / "metrics.json").write_text(metrics_json(metrics))
+        figures = [making / f"identity-{stem}.png" for stem in stems]  # this run's (not an earlier run's others)
+        said = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in about.items())
+        write_report(making / "report.html", "facekit evaluation", metrics, examples, figures, [said] if said else [])
+        names = [path.name for path in figures] + [f"identity-{stem}.npy" for stem in stems]
+        with stops_held():
+            for name in [*names, "metrics.json", "report.html"]:  # (files: made with the user's usual permissions)
+                os.replace(making / name, out / name)
+            # Before: `facekit eval --overwrite` with other judges left the earlier run's identity-OTHER.png/.npy
+            # beside this run's metrics and report, one folder holding two evaluations. Only files the replaced
+            # metrics.json names go.
+            for stem in sorted(replaced - set(stems)):
+                for kind in ("png", "npy"):
+                    (out / f"identity-{stem}.{kind}").unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(making, ignore_errors=True)
 
 
 def results_state(folder: Path) -> dict[str, tuple[int, ...]]:
@@ -288,13 +318,14 @@ def evaluation_stopped(
     by: str, folder: Path, before: dict[str, tuple[int, ...]], overwrite: bool, who: str, again: str
 ) -> str:
     """What an evaluation (``who``: `facekit eval`, the evaluate stage) stopped by ``by`` says: its results are
-    written together at its end, so a stop before leaves ``folder`` as it was (``before``: :func:`results_state`),
-    and one as they were written leaves part of them, which ``again`` (how to run it again) replaces, with
-    --overwrite where it was not given. Before: the CLI's general line."""
+    written together at its end, as one set (:func:`_write_results`), so a stop leaves ``folder`` as it was
+    (``before``: :func:`results_state`) or holding them all, which ``again`` (how to run it again) measures anew,
+    with --overwrite where it was not given. Before: the CLI's general line; then "holds part of them", as the
+    results were written one by one."""
     if results_state(folder) == before:
         return f"{who} stopped by {by} before writing its results: {folder} is as it was; {again}"
     again = again if overwrite else f"{again} with --overwrite"
-    return f"{who} stopped by {by} as it wrote its results: {folder} holds part of them; {again} to replace them"
+    return f"{who} stopped by {by} after writing its results: {folder} holds all of them; {again} to measure again"
 
 
 @contextmanager

@@ -88,7 +88,7 @@ def test_view_one_pairs_are_dealt_into_ten_balanced_folds(data_root: Path) -> No
 
 def fake_evaluation(monkeypatch: pytest.MonkeyPatch, faceless: int = 0) -> tuple[Any, Callable[[str], Any]]:
     """A normalizer giving one fixed face for each photo but the first ``faceless`` (no face), and a maker of judges
-    that embed every image alike, for :func:`facekit.evaluate.evaluate_normalizer` without models; its report,
+    that embed every image alike, for :func:`facekit.evaluate.evaluate_normalizer` without models; its report (a stub),
     side-by-side pictures and landmark plausibility are left out."""
     from types import SimpleNamespace
 
@@ -112,7 +112,7 @@ def fake_evaluation(monkeypatch: pytest.MonkeyPatch, faceless: int = 0) -> tuple
             return np.ones((len(images), 4))
 
     card = SimpleNamespace(distance="cosine", threshold=0.363, embedding_size=4)
-    monkeypatch.setattr(facekit.report, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(facekit.report, "write_report", lambda path, *a, **k: Path(path).write_text("report"))
     monkeypatch.setattr(facekit.outputs, "side_by_side", lambda *a, **k: None)
     monkeypatch.setattr(evaluate, "_landmark_plausibility", lambda *a, **k: {})
     return Fixed(), lambda name: AlwaysSame(name, SimpleNamespace(card=card))
@@ -164,7 +164,7 @@ def test_a_stopped_evaluation_leaves_no_results_of_its_judges_and_says_what_its_
     """helper-203: a stop in `facekit eval` (or the evaluate stage) said the CLI's general line, and one in its second
     judge left the first's identity-*.png and .npy without a metrics.json, which `facekit eval` run again refused as
     an earlier evaluation's. The results are now written together at the end, and the line says whether the folder
-    is as it was or holds part of them (then --overwrite replaces them)."""
+    is as it was or holds them all (then --overwrite measures again)."""
     import signal
 
     import facekit.evaluate as evaluate
@@ -195,9 +195,51 @@ def test_a_stopped_evaluation_leaves_no_results_of_its_judges_and_says_what_its_
     stop, wrote = Terminated("stopped by {signal}", signal.SIGTERM), ["identity-dlib-resnet.png"]
     assert main(line) == 143
     assert capsys.readouterr().err.splitlines()[-1:] == [
-        f"error: eval stopped by SIGTERM as it wrote its results: {out} holds part of them; run the same command "
-        "again with --overwrite to replace them"
+        f"error: eval stopped by SIGTERM after writing its results: {out} holds all of them; run the same command "
+        "again with --overwrite to measure again"
     ]
+
+
+def test_a_stop_in_an_evaluations_last_writes_leaves_its_folder_as_it_was_or_its_results_whole(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-222): the results were written one by one into the folder, so a stop as the report was
+    written left the histograms and metrics.json without report.html ("holds part of them"). They are now made
+    in a hidden temporary folder and renamed in together with the stops held: a stop before leaves the folder as
+    it was (the temporary folder gone), one during the renames comes after them, the set whole."""
+    import os
+    import signal
+
+    import facekit.evaluate as evaluate
+    import facekit.report as report
+
+    normalizer, judge = fake_evaluation(monkeypatch)
+    photos = lfw_devtest(data_root, 4)
+    write_report = report.write_report
+
+    def stopped_as_written(*args: Any, **kwargs: Any) -> Path:
+        write_report(*args, **kwargs)
+        raise KeyboardInterrupt  # Ctrl+C just as the report was written
+
+    monkeypatch.setattr(report, "write_report", stopped_as_written)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_normalizer(normalizer, photos, [judge("one")], tmp_path / "before")
+    assert sorted(os.listdir(tmp_path / "before")) == []
+    monkeypatch.setattr(report, "write_report", write_report)
+    replace, renamed = os.replace, []
+
+    def stopped_as_renamed(source: Any, target: Any) -> None:
+        if not renamed:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C as the first file goes in
+        renamed.append(Path(target).name)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", stopped_as_renamed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_normalizer(normalizer, photos, [judge("one"), judge("two")], tmp_path / "whole")
+    monkeypatch.setattr(os, "replace", replace)
+    whole = ["identity-one.npy", "identity-one.png", "identity-two.npy", "identity-two.png", "metrics.json"]
+    assert sorted(os.listdir(tmp_path / "whole")) == [*whole, "report.html"]
 
 
 def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tmp_path: Path) -> None:
