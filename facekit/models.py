@@ -407,19 +407,29 @@ def _moved(path: Path, target: Path) -> bool:
 def _store(path: Path, entry: StoredModel, entries: dict[str, StoredModel]) -> None:
     """Copy ``path`` into the store as ``entry`` (temporary file + rename) and record it in ``entries``' manifest
     (the caller holds :func:`_store_locked`). A copy that fails (a full disk) leaves no temporary file behind
-    (before: the part copied stayed, hidden, taking the space the user was told to free)."""
+    (before: the part copied stayed, hidden, taking the space the user was told to free). As for a bundle
+    (:func:`_store_all`), the manifest's replace is the commit point: a failure or a stop before it removes the file
+    this import put where none was (before: a stop between the rename and the manifest's write left it in the store
+    unlisted, a leftover `facekit models verify` names, while the stop line said it was not stored)."""
     with _writing_store(entry.file, entry.size):
         store_dir().mkdir(parents=True, exist_ok=True)
         from facekit.locks import temporary_beside
 
-        temporary = temporary_beside(store_dir() / entry.file)
+        final = store_dir() / entry.file
+        manifest_before = manifest_identity()
+        new = not final.exists()
+        temporary = temporary_beside(final)
         try:
             shutil.copyfile(path, temporary)
-            os.replace(temporary, store_dir() / entry.file)
+            os.replace(temporary, final)
+            _write_manifest({**entries, entry.file: entry})  # the commit point
+        except BaseException:
+            if new and not manifest_replaced(manifest_before):
+                final.unlink(missing_ok=True)
+            raise
         finally:
             temporary.unlink(missing_ok=True)
         entries[entry.file] = entry
-        _write_manifest(entries)
 
 
 def manifest_identity() -> tuple[int, ...] | None:

@@ -643,6 +643,34 @@ def test_a_stopped_import_or_bundle_says_what_the_store_or_out_holds(
     ) == ["models.tar"]
 
 
+def test_a_file_import_stopped_before_its_manifest_leaves_the_store_as_it_was(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before (helper-222): a single-file import stopped between the rename into the store and the manifest's write
+    left the file in the store, unlisted (a leftover `facekit models verify` names), while its line said "was not
+    stored". As for a bundle, the manifest is the commit point: the file goes again, and the line is true."""
+    from facekit.cli import INTERRUPTED, main
+
+    def stopped(entries: Any) -> None:
+        raise KeyboardInterrupt
+
+    kept = tmp_path / "kept.onnx"
+    kept.write_bytes(b"kept")
+    models.import_file(kept, licence="MIT")
+    monkeypatch.setattr(models, "_write_manifest", stopped)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    assert main(["models", "import", str(mine), "--licence", "MIT"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == [
+        "error: models import stopped by Ctrl+C: mine.onnx was not stored; run it again"
+    ]
+    assert stored_names(home / "models") == ["kept.onnx", models.MANIFEST]
+    assert models.leftovers() == []
+    # A file the store held already (the same bytes) stays.
+    assert main(["models", "import", str(kept), "--licence", "MIT"]) == INTERRUPTED
+    assert models.verify_store() == [("kept.onnx", "ok")]
+
+
 def test_a_bundle_never_replaces_its_recipe_or_a_file_it_packs(tmp_path: Path, home: Path) -> None:
     """Before: `facekit models bundle r.yaml r.yaml --overwrite` replaced the recipe with the tar, and an OUT naming
     a weight file the bundle packed (the store's own copy) replaced that file: --overwrite is for an earlier bundle."""
