@@ -986,6 +986,11 @@ def models_import(
     def locked() -> None:
         listed.append(manifest_identity())
 
+    def waiting() -> None:  # (before: nothing said while another import held the store)
+        err_console.print(
+            f"waiting for another import into {store_dir()} to finish...", highlight=False, soft_wrap=True
+        )
+
     def stopped(by: str) -> str:
         name = Path(path).name
         if listed and manifest_replaced(listed[0]):
@@ -1003,9 +1008,9 @@ def models_import(
                 raise FacekitError(
                     "a bundle's files carry their own licence and source: leave out --licence and --source"
                 )
-            entries = import_bundle(path, manifest, warn=_say_warning, on_locked=locked)
+            entries = import_bundle(path, manifest, warn=_say_warning, on_locked=locked, on_waiting=waiting)
         else:
-            entries = [import_file(path, licence=licence, source=source, on_locked=locked)]
+            entries = [import_file(path, licence=licence, source=source, on_locked=locked, on_waiting=waiting)]
     for entry in entries:
         console.print(f"stored {entry.file} (sha256 {entry.sha256}, {entry.licence}) in {store_dir()}")
     given = Path(path).name

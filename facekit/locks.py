@@ -10,7 +10,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,14 +38,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_held_in_child)
 
 
+#: How long (s) :func:`exclusive` waits for another holder before it calls its ``waiting`` (says it waits).
+WAIT_SAID_AFTER = 1.0
+
+
 @contextmanager
-def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = False) -> Iterator[Path]:
+def exclusive(
+    folder: str | Path,
+    what: str,
+    name: str = LOCK,
+    wait: bool = False,
+    waiting: Callable[[], object] | None = None,
+) -> Iterator[Path]:
     """Hold ``folder/name`` for the duration; another holder is a FacekitError naming ``what`` (or, with ``wait``,
-    is waited for). The lock file is opened without following a symbolic link. A folder this call made that holds
-    nothing but the lock at the end (the run failed before writing anything) is removed with it by the holder, and
-    so are the empty parents it made: a failed run leaves no trace. A lock file removed so, after another process
-    opened it, is noticed by that process once it holds it (the file it locked is no longer the folder's lock): it
-    starts again on a new one."""
+    is waited for, ``waiting`` called once the wait has lasted :data:`WAIT_SAID_AFTER`: the command says why it
+    does nothing; before, `facekit models import` sat silent behind another import). The lock file is opened
+    without following a symbolic link. A folder this call made that holds nothing but the lock at the end (the run
+    failed before writing anything) is removed with it by the holder, and so are the empty parents it made: a
+    failed run leaves no trace. A lock file removed so, after another process opened it, is noticed by that process
+    once it holds it (the file it locked is no longer the folder's lock): it starts again on a new one."""
     folder = Path(folder)
     try:
         kind = folder.stat().st_mode  # one look: another run's clean-up may remove the folder between two
@@ -68,7 +79,10 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK, wait: bool = Fals
                 ) from None
             raise FacekitError(f"cannot create the lock {path}: {error.strerror}") from None
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            if wait:
+                _wait_for(descriptor, waiting)
+            else:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
             raise FacekitError(
@@ -121,6 +135,25 @@ def open_lock(path: Path) -> tuple[int, bool]:
             return os.open(path, os.O_RDONLY | os.O_NOFOLLOW), False
         except OSError:  # (none there, or not even readable: the refusal is the first open's)
             raise error from None
+
+
+def _wait_for(descriptor: int, waiting: Callable[[], object] | None) -> None:
+    """Take the lock on ``descriptor``, waiting for its holder; ``waiting`` is called once, after
+    :data:`WAIT_SAID_AFTER` seconds of it (not at all where the lock comes sooner: an import is short)."""
+    import time
+
+    if waiting is not None:
+        deadline = time.monotonic() + WAIT_SAID_AFTER
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+            time.sleep(0.05)
+        waiting()
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
 
 
 def _is_the_file(descriptor: int, path: Path) -> bool:

@@ -119,20 +119,29 @@ def read_manifest() -> dict[str, StoredModel]:
 
 @contextmanager
 def _store_locked(
-    what: str, size: int, whole: bool = False, on_locked: Callable[[], object] | None = None
+    what: str,
+    size: int,
+    whole: bool = False,
+    on_locked: Callable[[], object] | None = None,
+    on_waiting: Callable[[], object] | None = None,
 ) -> Iterator[_Storing]:
     """Hold the store's lock (:func:`facekit.locks.exclusive`, its ``.facekit.lock``, waited for: an import is
     short) around reading its manifest, storing files and writing the manifest again, inside
     :func:`_writing_store`'s lines. Before, two `facekit models import` at once each read the manifest, and the
     second to write it dropped the first's entries (its file stored, unlisted). A store that cannot be written is
     the store's line (the lock is made first under it), not the lock's "choose an output folder". ``on_locked`` is
-    called once the lock is held: from then on only this import replaces the manifest (the CLI's stop line)."""
+    called once the lock is held: from then on only this import replaces the manifest (the CLI's stop line).
+    ``on_waiting`` is called where another import holds it for more than a moment (the CLI says it waits)."""
     from facekit.locks import LOCK, exclusive, open_lock
 
     with _writing_store(what, size, whole) as storing:
         store_dir().mkdir(parents=True, exist_ok=True)
+        # Made here, not by exclusive, for the errors' wording alone: a store that cannot be written is an OSError
+        # that _writing_store says as the store's ("set FACEKIT_HOME"), not exclusive's "choose an output folder".
+        # The file is only opened and closed (a flock belongs to the descriptor that takes it, exclusive's), and a
+        # waiting exclusive never removes it.
         os.close(open_lock(store_dir() / LOCK)[0])
-        with exclusive(store_dir(), "models import", wait=True):
+        with exclusive(store_dir(), "models import", wait=True, waiting=on_waiting):
             if on_locked is not None:
                 on_locked()
             yield storing
@@ -263,10 +272,11 @@ def import_file(
     source: str | None = None,
     *,
     on_locked: Callable[[], object] | None = None,
+    on_waiting: Callable[[], object] | None = None,
 ) -> StoredModel:
     """Copy a weight file into the store. A file some card knows (by sha256) takes the card's name and licence;
     any other file needs ``licence`` and is stored under its own name. ``on_locked`` is called once the store's lock
-    is held (:func:`_store_locked`)."""
+    is held, ``on_waiting`` where another import holds it for more than a moment (:func:`_store_locked`)."""
     path = Path(path).expanduser()
     if path.is_dir():  # (helper-133: "not a file" of a folder, and of a path that is not there)
         raise FacekitError(
@@ -279,7 +289,7 @@ def import_file(
     if path.stat().st_size == 0:  # before: "not a file any registered model card knows; pass --licence" to store it
         raise FacekitError(f"{path} is empty (0 bytes), not a weight file: copy it again from where it came")
     entry = _checked_entry(path, licence, source, read_manifest())  # a refusal touches no store (nor makes one)
-    with _store_locked(entry.file, entry.size, on_locked=on_locked):
+    with _store_locked(entry.file, entry.size, on_locked=on_locked, on_waiting=on_waiting):
         entries = read_manifest()  # again under the lock: another import may have stored since
         entry = _checked_entry(path, licence, source, entries)
         _store(path, entry, entries)
@@ -571,6 +581,7 @@ def import_bundle(
     warn: Callable[[str], None] | None = None,
     *,
     on_locked: Callable[[], object] | None = None,
+    on_waiting: Callable[[], object] | None = None,
 ) -> list[StoredModel]:
     """Store every weight file of a tar written by :func:`bundle` (``facekit models import models.tar`` on the
     air-gapped machine), each checked against the sha256 the bundle recorded and against the store (a file it holds
@@ -578,7 +589,7 @@ def import_bundle(
     takes the card's, as :func:`import_file` does). ``manifest``: its :func:`bundle_manifest` when the caller has
     read it already. ``warn`` says each file of the tar its manifest does not list (not imported); by default a
     ``logging`` warning, the CLI's a ``warning:`` line as its others. ``on_locked`` is called once the store's lock
-    is held (:func:`_store_locked`)."""
+    is held, ``on_waiting`` where another import holds it for more than a moment (:func:`_store_locked`)."""
     path = Path(path).expanduser()
     manifest = manifest if manifest is not None else bundle_manifest(path)  # (the caller's, read once)
     if manifest is None:
@@ -628,7 +639,7 @@ def import_bundle(
 
         checked(read_manifest())  # a refusal touches no store (nor makes one)
         # Unpacked and checked above without the lock: the long part.
-        with _store_locked(path.name, size, whole=True, on_locked=on_locked):
+        with _store_locked(path.name, size, whole=True, on_locked=on_locked, on_waiting=on_waiting):
             entries = read_manifest()  # again under the lock: another import may have stored since
             stored = checked(entries)
             _store_all(stored, entries)

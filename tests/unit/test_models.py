@@ -1060,7 +1060,7 @@ def test_a_stop_while_waiting_for_the_store_never_says_it_stored(
     real_flock = locks.fcntl.flock
 
     def flock(descriptor: int, operation: int) -> None:
-        if not operation & locks.fcntl.LOCK_NB:  # waiting: the import holding the lock commits, then Ctrl+C
+        if operation & locks.fcntl.LOCK_EX:  # waiting (its first try): the import holding it commits, then Ctrl+C
             entry = models.StoredModel("other.onnx", hashlib.sha256(b"other").hexdigest(), "MIT", "user file", 5)
             (home / "models" / "other.onnx").write_bytes(b"other")
             models._write_manifest({"other.onnx": entry})
@@ -1077,3 +1077,34 @@ def test_a_stop_while_waiting_for_the_store_never_says_it_stored(
     ]
     assert list(models.read_manifest()) == ["other.onnx"]
     assert len(os.listdir("/proc/self/fd")) == before  # the lock file waited on is closed
+
+
+def test_an_import_waiting_for_another_says_so(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before (helper-222): `facekit models import` said nothing while another import held the store's lock: a
+    command that seemed to hang. Once the wait lasts more than a moment, one line on stderr says why."""
+    import fcntl
+
+    from facekit import locks
+    from facekit.cli import main
+
+    store = home / "models"
+    store.mkdir(parents=True)
+    other = os.open(store / locks.LOCK, os.O_RDWR | os.O_CREAT, 0o644)  # another import's, holding the store
+    fcntl.flock(other, fcntl.LOCK_EX)
+    real_flock = locks.fcntl.flock
+
+    def flock(descriptor: int, operation: int) -> None:
+        if not operation & locks.fcntl.LOCK_NB:  # this import waits: the other one finishes
+            os.close(other)
+        real_flock(descriptor, operation)
+
+    monkeypatch.setattr(locks, "WAIT_SAID_AFTER", 0)
+    monkeypatch.setattr(locks.fcntl, "flock", flock)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"mine")
+    assert main(["models", "import", str(mine), "--licence", "MIT"]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"waiting for another import into {store} to finish..."]
+    assert models.verify_store() == [("mine.onnx", "ok")]
