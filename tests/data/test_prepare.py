@@ -1310,7 +1310,7 @@ def test_a_stopped_prepare_writes_the_identities_its_workers_finished_and_says_h
 
 
 def test_a_ctrl_c_as_prepare_hands_people_to_its_workers_keeps_those_finished(
-    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+    default_handlers: None, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before (helper-222): the identities were handed to the pool before prepare's loop and its stop handling, and
     Ctrl+C is not held there: a stop among the submits dropped the people the first workers had finished (their

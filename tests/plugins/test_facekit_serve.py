@@ -1908,6 +1908,54 @@ def test_a_crashed_servers_folder_is_removed_by_the_next_server(tmp_path: Path) 
         assert running.is_dir() and older.is_dir() and not crashed.exists() and not old.exists()
 
 
+def test_a_second_stop_waits_for_the_servers_clean_up_and_a_kill_there_leaves_its_lock(
+    default_handlers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-222): a second SIGTERM (a service manager's, ``timeout``'s) as a stopped server deleted its
+    folder cut the deletion short, and the folder, its lock perhaps deleted first, stayed a day before the next
+    server swept it. The stop now comes once the folder is gone; and the lock goes last, so what a kill -9 leaves
+    there is the next server's to sweep."""
+    from facekit_serve.cli import SERVE_LOCK, _stop_on_signals, remove_abandoned, remove_server_folder
+
+    from facekit.errors import Terminated
+
+    def server_folder(name: str) -> Path:
+        folder = tmp_path / f"facekit-serve-{name}"
+        for part in ("gradio/0a1b", "results/0a1b"):
+            (folder / part).mkdir(parents=True)
+            (folder / part / "photo.jpg").write_bytes(b"a visitor's photo")
+        (folder / SERVE_LOCK).write_text("1\n")
+        return folder
+
+    rmtree = shutil.rmtree
+
+    def stopped_again(path: Any, *args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the second SIGTERM, as the clean-up runs
+        rmtree(path, *args, **kwargs)
+
+    _stop_on_signals()  # (serve's handlers; default_handlers gives pytest's back)
+    stopping = server_folder("stop_001")
+    monkeypatch.setattr(shutil, "rmtree", stopped_again)
+    with pytest.raises(Terminated):
+        remove_server_folder(stopping)
+    assert not stopping.exists()
+
+    class Killed(BaseException):
+        pass
+
+    def killed(path: Any, *args: Any, **kwargs: Any) -> None:
+        rmtree(path, *args, **kwargs)
+        raise Killed  # kill -9 after the first entry
+
+    killing = server_folder("kill_001")
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(Killed):
+        remove_server_folder(killing)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert (killing / SERVE_LOCK).is_file()
+    assert remove_abandoned(tmp_path) == 1 and not killing.exists()
+
+
 def test_a_users_folder_named_like_a_servers_is_never_removed(tmp_path: Path) -> None:
     """Before: any folder in TMPDIR whose name began with facekit-serve- and that was a day old was deleted with its
     contents (a user's backup, notes)."""

@@ -201,7 +201,7 @@ def test_a_stopped_evaluation_leaves_no_results_of_its_judges_and_says_what_its_
 
 
 def test_a_stop_in_an_evaluations_last_writes_leaves_its_folder_as_it_was_or_its_results_whole(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    default_handlers: None, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before (helper-222): the results were written one by one into the folder, so a stop as the report was
     written left the histograms and metrics.json without report.html ("holds part of them"). They are now made

@@ -19,7 +19,14 @@ from typing import Annotated, Any
 import typer
 
 from facekit.cli import DeviceOption
-from facekit.errors import FacekitError, Terminated, hangup_stops, leave_a_hung_up_terminal, stops_said
+from facekit.errors import (
+    FacekitError,
+    Terminated,
+    hangup_stops,
+    leave_a_hung_up_terminal,
+    stops_held,
+    stops_said,
+)
 from facekit.locks import exclusive
 
 #: Each server's files (uploads, results, Gradio's copies) live in a temporary folder named so, locked while it runs.
@@ -65,6 +72,29 @@ def remove_abandoned(parent: Path, keep: Path | None = None) -> int:
             continue
         removed += 1
     return removed
+
+
+def remove_server_folder(folder: Path) -> None:
+    """Delete a server's ``folder`` (its visitors' uploads and results) as the server ends, its lock last, with the
+    stops held (:func:`facekit.errors.stops_held`): a second stop (the SIGTERM a service manager or ``timeout``
+    sends after the first, a second Ctrl+C) comes once it is done. Before, one there cut the clean-up short, and
+    the folder, its lock perhaps deleted first, stayed a day before the next server swept it
+    (:func:`remove_abandoned` takes a young folder without a lock for an older facekit's running server). A
+    ``kill -9`` meanwhile leaves the lock, so the next server sweeps what remains."""
+    with stops_held():
+        try:
+            entries = [entry for entry in folder.iterdir() if entry.name != SERVE_LOCK]
+        except OSError:
+            entries = []
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
+            except OSError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_loopback(host: str) -> bool:
@@ -272,10 +302,14 @@ def serve(
 
             stopped_by = serve_until_stopped(demo, start)
         finally:
-            if engine is not None:
-                engine.close()
-            shutil.rmtree(workdir, ignore_errors=True)
-            held.close()
+            try:
+                if engine is not None:
+                    engine.close()
+            finally:  # (a stop in the engine's close still deletes the folder; a stop held there, the lock freed)
+                try:
+                    remove_server_folder(workdir)
+                finally:
+                    held.close()
         if stopped_by is not None:
             # A server stopped while it serves (Ctrl+C, `systemctl stop`, `docker stop`, its terminal closed) has
             # ended as a server ends: exit 0 (a service manager reads 143 as a failure), its line not an error's.
