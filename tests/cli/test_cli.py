@@ -199,6 +199,29 @@ def test_export_never_writes_over_its_metrics_file(data_root: Path, tmp_path: Pa
     assert "Traceback" not in result.stderr and metrics.read_bytes() == figures
 
 
+def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(tmp_path: Path) -> None:
+    """Before (helper-222): an export killed outright (kill -9, out of memory) left its temporary beside OUT
+    (``.OUT.XXXXXXXX.tmp``, a model's size), hidden, for good. The next export to that OUT removes those of its own
+    pattern left untouched for an hour, never a fresh one (another export to it running) nor a file of the user's."""
+    import shutil
+
+    from facekit.checkpoints import TEMPORARY_AGE_S, export_model
+
+    checkpoint = tmp_path / "model.safetensors"
+    shutil.copyfile(Path(facekit.__file__).parent / "assets" / "default-model.safetensors", checkpoint)
+    out = tmp_path / "shipped.safetensors"
+    killed, running = tmp_path / ".shipped.safetensors.k1ll_9ab.tmp", tmp_path / ".shipped.safetensors.runs_0ab.tmp"
+    users = [tmp_path / name for name in (".shipped.safetensors.mine.tmp", ".other.safetensors.k1ll_9ab.tmp")]
+    for path in (killed, running, *users):
+        path.write_bytes(b"part of a model")
+    old = os.path.getmtime(killed) - TEMPORARY_AGE_S - 60
+    for path in (killed, *users):
+        os.utime(path, (old, old))
+    export_model(checkpoint, out)
+    assert out.is_file() and not killed.exists()
+    assert running.exists() and all(path.exists() for path in users)
+
+
 def test_missing_recipe_file() -> None:
     result = run_cli("check", "nope.yaml")
     assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr
