@@ -155,30 +155,48 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def bench_judges(plan: Plan) -> list[tuple[str, dict[str, Any], Any]]:
     """The judges a bench of ``plan`` scores its cells with, each as (encoder name, the params it is built with where
     they are not its defaults, :attr:`facekit.evaluate.Judge.params`, and the resolved component it is built from, or
-    None: by name, with its defaults): ``bench.judges`` by name (one that is components.judge's with its params), else
-    the recipe's components.encoder and components.judge with theirs, as the evaluate stage picks them
-    (:func:`facekit.evaluate.evaluate_plan`). A judge is its name AND params: before, a components.judge of the
+    None: built from those params): ``bench.judges``, else the recipe's components.encoder and components.judge with
+    theirs, as the evaluate stage picks them (:func:`facekit.evaluate.evaluate_plan`). An item of ``bench.judges``
+    with params is built with them, as `facekit eval --judge NAME:KEY=VALUE` builds its judge; a name alone is
+    components.judge's, else components.encoder's, with its params (as a bare ``--judge NAME`` is the model's own
+    encoder), else the encoder with its defaults. A judge is its name AND params: before, a components.judge of the
     encoder's name with other params (facenet of another variant) was the only judge, and the encoder, never built,
-    did not judge; and the encoder judged with its defaults whatever its params."""
-    settings, configured = plan.recipe.bench, plan.components.get("judge")
-    wanted: list[tuple[str, Any]] = []  # (name, the component it is built from)
+    did not judge; and a listed name was components.judge's or the defaults, never components.encoder's nor any
+    other params (no item could have them)."""
+    from facekit.evaluate import non_default_params
+
+    settings = plan.recipe.bench
+    wanted: list[tuple[str, dict[str, Any], Any]] = []  # (name, params, the component it is built from)
     if settings.judges:
-        wanted = [
-            (name, configured if configured is not None and configured.spec.name == name else None)
-            for name in settings.judges
-        ]
+        for ref in settings.judges:
+            if "params" in ref.model_fields_set:
+                wanted.append((ref.name, non_default_params(ref.name, ref.params), None))
+                continue
+            component = next(
+                (
+                    plan.components[key]
+                    for key in ("judge", "encoder")
+                    if key in plan.components and plan.components[key].spec.name == ref.name
+                ),
+                None,
+            )
+            wanted.append((ref.name, _built_params(component), component))
     else:
         wanted = [
-            (plan.components[key].spec.name, plan.components[key])
+            (plan.components[key].spec.name, _built_params(plan.components[key]), plan.components[key])
             for key in ("encoder", "judge")
             if key in plan.components
         ]
     chosen: list[tuple[str, dict[str, Any], Any]] = []
-    for name, component in wanted:
-        params = component.params.model_dump(mode="json", exclude_defaults=True) if component is not None else {}
+    for name, params, component in wanted:
         if all((name, params) != (other, theirs) for other, theirs, _ in chosen):  # (default-model's dlib-resnet twice)
             chosen.append((name, params, component))
     return chosen
+
+
+def _built_params(component: Any) -> dict[str, Any]:
+    """The params a resolved ``component`` (or None: defaults) is built with, less its defaults."""
+    return component.params.model_dump(mode="json", exclude_defaults=True) if component is not None else {}
 
 
 def scoring(settings: Any, judges: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -304,7 +322,10 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
         raise FacekitError("bench needs judges: set bench.judges, components.encoder or components.judge")
     # Each built with its params (the encoder's and components.judge's from their components), keyed in each cell's
     # metrics.json as the evaluate stage keys them: before, by name alone and with no params.
-    judges = [Judge(name, judge_encoder(name, component), params) for name, params, component in chosen]
+    judges = [
+        Judge(name, judge_encoder(name, component, None, None if component is not None else params), params)
+        for name, params, component in chosen
+    ]
     names = judge_keys([(name, params) for name, params, _ in chosen])  # (what the plot and report draw)
     photos = photo_set(base.data_root, settings.data, settings.max_photos)
     if not photos:

@@ -1047,7 +1047,7 @@ def models_bundle(
     files it loads are packed (a variant's file, a file its `weights` param names); one that cannot load (a
     missing file) stops the bundle with the file to place. Models chosen outside the recipe (explore's judge, a
     shipped normalizing model) are not: add them as components.judge, or copy their files."""
-    from facekit.bench import cell_words, placed_cells
+    from facekit.bench import bench_judges, cell_words, placed_cells
     from facekit.models import bundle, recording_weights
     from facekit.progress import status
     from facekit.recipe import grid_cells_as_written, load_recipe
@@ -1076,11 +1076,13 @@ def models_bundle(
                     component.params,
                 ),
             )
-    for name in plan.recipe.bench.judges:
-        spec = get_registry("encoder").get(name)
-        params = spec.params()
-        where = f"bench.judges {name}"
-        wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (where, where, "encoder", spec, params))
+    # Each of bench.judges as the bench builds it (one that is components.judge's or .encoder's is packed with them)
+    for name, judge_params, component in bench_judges(plan) if plan.recipe.bench.judges else []:
+        if component is None:
+            spec = get_registry("encoder").get(name)
+            params = spec.validate_params(judge_params)
+            where = f"bench.judges {name}"
+            wanted.setdefault(f"encoder:{name}:{params.model_dump_json()}", (where, where, "encoder", spec, params))
     before = _file_state(out)
 
     def stopped(by: str) -> str:  # (the tar is renamed into place whole: it is the old one or the new one)

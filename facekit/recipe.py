@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -453,6 +454,25 @@ class EvaluateSection(Section):
     output: str = Field(default="runs/eval")
 
 
+def _judge_ref(value: Any) -> Any:
+    """A bench judge given by its name alone (``sface``) as the mapping it stands for (``{name: sface}``)."""
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, (dict, ComponentRef)):
+        raise ValueError("must be an encoder's name (sface) or a mapping {name: NAME, params: {KEY: VALUE}}")
+    return value
+
+
+def _judge_as_written(ref: ComponentRef) -> Any:
+    """A bench judge as a recipe writes it: its name alone where it was given without params (the resolved recipe a
+    run records keeps ``judges: [dlib-resnet, sface]`` as it was), else the mapping."""
+    return {"name": ref.name, "params": ref.params} if "params" in ref.model_fields_set else ref.name
+
+
+#: A ``bench.judges`` item: an encoder's name, or its name and params (as ``facekit eval --judge NAME:KEY=VALUE``).
+JudgeRef = Annotated[ComponentRef, BeforeValidator(_judge_ref), PlainSerializer(_judge_as_written)]
+
+
 class BenchSection(Section):
     """`facekit bench`: a grid of ``--set`` overrides over this recipe; each cell trains briefly and is evaluated."""
 
@@ -464,11 +484,12 @@ class BenchSection(Section):
         "choose (facekit.evaluate.photo_set)",
     )
     max_photos: int = Field(default=100, ge=1, description="photos of bench.data evaluated per cell")
-    judges: list[str] = Field(
+    judges: list[JudgeRef] = Field(
         default_factory=list,
-        description="judge encoders by name (default: the recipe's components.encoder and components.judge, each "
-        "with its params, keyed as the evaluate stage keys them); a name that is components.judge's is built with its "
-        "params",
+        description="judge encoders, each a name (sface) or a name with its params ({name: facenet, params: {variant: "
+        "casia-webface-tf}}), as `facekit eval --judge NAME:KEY=VALUE` gives them (default: the recipe's "
+        "components.encoder and components.judge, each with its params); a name alone is components.judge's, else "
+        "components.encoder's, with its params, else the encoder's defaults; keyed as the evaluate stage keys them",
     )
     output: str = Field(default="runs/bench")
 
@@ -947,6 +968,26 @@ def _resolve_components(components: Components) -> tuple[dict[str, ResolvedCompo
                 continue
             resolved[key] = ResolvedComponent(key, kind, spec, params)
     return resolved, problems
+
+
+def _bench_judge_problems(bench: BenchSection) -> list[Problem]:
+    """Each ``bench.judges`` item that is no encoder (close names listed), or whose params its encoder's ``Params``
+    refuses, at its path: before, a name was looked up only when the bench built its judges, after the recipe's
+    checks, and no item had params to check."""
+    problems: list[Problem] = []
+    for index, ref in enumerate(bench.judges):
+        path = f"bench.judges.{index}"
+        try:
+            spec = get_registry("encoder").get(ref.name)
+        except (ComponentNotFoundError, DuplicateComponentError) as error:
+            problems.append(Problem(f"{path}.name" if "params" in ref.model_fields_set else path, str(error)))
+            continue
+        try:
+            spec.params.model_validate(ref.params)
+        except ValidationError as exc:
+            fields = list(spec.params.model_fields)
+            problems.extend(problems_from_validation(exc, prefix=f"{path}.params", fields=fields))
+    return problems
 
 
 def _read_people(path: Path) -> set[str]:
@@ -1774,6 +1815,9 @@ def resolve(
     if "components" in values or "components" not in data:
         components, component_problems = _resolve_components(values.get("components", Components()))
         problems.extend(_as_given(component_problems, overrides, labels or {}, written or {}))
+    if "bench" in values:
+        judge_problems = _bench_judge_problems(values["bench"])
+        problems.extend(_as_given(judge_problems, overrides, labels or {}, written or {}))
     if not problems:
         recipe = Recipe(**values)
         problems.extend(_as_given(_cross_checks(recipe, components), overrides, labels or {}, written or {}))

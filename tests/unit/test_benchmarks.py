@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
@@ -327,6 +329,40 @@ def test_a_bench_whose_judge_has_its_default_params_keeps_its_cached_rows() -> N
     )
     variant = scoring(settings, [judge[:2] for judge in bench_judges(facenet)])
     assert variant["judge_params"] == {"facenet": {"variant": "casia-webface-tf"}}
+
+
+def test_bench_judges_take_params_as_eval_judges_do() -> None:
+    """bench.judges listed names only: a name that was components.encoder's was built with its defaults, not the
+    encoder's params, and there was no bench counterpart of `facekit eval --judge facenet:variant=casia-webface-tf`.
+    An item may now be {name, params}, built with them and keyed as eval keys it; a name alone is components.judge's,
+    else components.encoder's, with its params; a misspelt param or unknown name is refused at its path."""
+    from facekit.bench import bench_judges, scoring
+    from facekit.recipe import RecipeError, load_recipe
+
+    grid = str(Path(__file__).resolve().parents[2] / "benchmarks" / "default_model_grid.yaml")
+    encoder = ["components.encoder.name=facenet", "components.encoder.params.variant=casia-webface"]
+    variant = "bench.judges=[facenet, {name: facenet, params: {variant: casia-webface-tf}}, sface]"
+    plan = load_recipe(grid, [*encoder, variant])
+    chosen = [judge[:2] for judge in bench_judges(plan)]
+    assert chosen == [
+        ("facenet", {"variant": "casia-webface"}),  # (the encoder's params: before, the default variant)
+        ("facenet", {"variant": "casia-webface-tf"}),
+        ("sface", {}),
+    ]
+    assert bench_judges(plan)[0][2] is plan.components["encoder"] and bench_judges(plan)[1][2] is None
+    assert scoring(plan.recipe.bench, chosen)["judge_params"] == {
+        "facenet": {"variant": "casia-webface"},
+        "facenet (variant=casia-webface-tf)": {"variant": "casia-webface-tf"},
+    }
+    # The resolved recipe a run records writes the items as they were given
+    assert plan.to_dict()["bench"]["judges"][::2] == ["facenet", "sface"]
+    with pytest.raises(RecipeError) as refused:
+        load_recipe(grid, ["bench.judges=[{name: facenet, params: {varaint: casia-webface-tf}}, sfce]"])
+    said = str(refused.value)
+    assert "bench.judges.0.params.varaint: extra field not permitted; did you mean 'variant'?" in said, said
+    assert "bench.judges.1: unknown encoder 'sfce'" in said, said
+    with pytest.raises(RecipeError, match=r"bench.judges.1 must be an encoder's name \(sface\) or a mapping"):
+        load_recipe(grid, ["bench.judges=[sface, 3]"])
 
 
 def test_quality_says_a_misused_option_or_a_missing_model_in_one_line(tmp_path: Path) -> None:
