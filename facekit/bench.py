@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -684,12 +685,23 @@ def pass_rate(row: dict[str, Any], judge: str) -> float | None:
 PLOT_LABEL = 48
 
 
-def _short(label: str) -> str:
-    """``label``, or its start and end around an ellipsis where it is longer than :data:`PLOT_LABEL`."""
-    if len(label) <= PLOT_LABEL:
-        return label
-    head = PLOT_LABEL // 3
-    return f"{label[:head]}…{label[len(label) - (PLOT_LABEL - head - 1) :]}"
+def _short(label: str, mark: str = "") -> str:
+    """``mark`` and ``label``, or its start and end around an ellipsis where both are longer than
+    :data:`PLOT_LABEL`."""
+    room = PLOT_LABEL - len(mark)
+    if len(label) <= room:
+        return f"{mark}{label}"
+    head = room // 3
+    return f"{mark}{label[:head]}…{label[len(label) - (room - head - 1) :]}"
+
+
+def _marks(labels: Sequence[str]) -> list[str]:
+    """What begins each of ``labels`` on a plot and in the report: ``#N `` (its place, from 1) where its cut
+    (:func:`_short`) is another's too, nothing elsewhere. Two judges' or cells' labels that differ only in their cut
+    middle (two weights files in one long folder) were one label in the legend; the report writes the mark before
+    the whole label, so each is found there."""
+    cuts = Counter(_short(label) for label in labels)
+    return [f"#{place} " if cuts[_short(label)] > 1 else "" for place, label in enumerate(labels, 1)]
 
 
 def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
@@ -699,13 +711,17 @@ def _plot(rows: list[dict[str, Any]], judges: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [_short(cell_label(r)) + (" (failed)" if "failed" in r else "") for r in rows]  # (failed: not 0 %)
+    cells = [cell_label(r) for r in rows]
+    labels = [  # (failed: not 0 %)
+        _short(cell, mark) + (" (failed)" if "failed" in r else "")
+        for cell, mark, r in zip(cells, _marks(cells), rows, strict=True)
+    ]
     figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) + 2), 3.6), dpi=100)
     width = 0.8 / max(1, len(judges))
-    for j, judge in enumerate(judges):
+    for j, (judge, mark) in enumerate(zip(judges, _marks(judges), strict=True)):
         rates = [pass_rate(r, judge) for r in rows]
         values = [float("nan") if rate is None else rate for rate in rates]  # no bar where a cell was not scored
-        axis.bar(np.arange(len(rows)) + j * width, values, width=width, label=_short(judge))
+        axis.bar(np.arange(len(rows)) + j * width, values, width=width, label=_short(judge, mark))
     axis.set_xticks(np.arange(len(rows)) + width * (len(judges) - 1) / 2, labels, rotation=20, ha="right", fontsize=8)
     axis.set_ylabel("identity pass rate")
     axis.set_ylim(0, 1)
@@ -720,16 +736,20 @@ def _report(rows: list[dict[str, Any]], judges: list[str], output: Path) -> None
 
     from facekit.report import write_report
 
-    head = "".join(f"<th>{html.escape(j)} pass rate</th>" for j in judges)
+    # Each judge and cell with the mark the plot gives it (where its cut label is another's: _marks)
+    head = "".join(
+        f"<th>{html.escape(mark + j)} pass rate</th>" for j, mark in zip(judges, _marks(judges), strict=True)
+    )
+    cells = [cell_label(row) for row in rows]
     body = ""
-    for row in rows:
+    for row, cell, mark in zip(rows, cells, _marks(cells), strict=True):
         rates = "".join(
             "<td>-</td>" if pass_rate(row, j) is None else f"<td>{pass_rate(row, j):.1%}</td>" for j in judges
         )
         if "failed" in row:  # its reason where its figures would be
             rates = f'<td colspan="{max(1, len(judges))}">failed: {html.escape(row["failed"])}</td>'
         body += (
-            f"<tr><td>{html.escape(cell_label(row))}</td><td>{row['recipe_hash']}</td>{rates}"
+            f"<tr><td>{html.escape(mark + cell)}</td><td>{row['recipe_hash']}</td>{rates}"
             f"<td>{row.get('train_steps', '-')}</td><td>{train_time(row)}</td></tr>"
         )
     table = (

@@ -789,3 +789,41 @@ def test_a_bench_plot_of_a_judge_named_with_its_weights_path_keeps_its_layout(tm
     assert (tmp_path / "pass_rates.png").stat().st_size > 0
     assert _short(key) == "sface (weights=/…ls/face_recognition_sface.onnx)" and len(_short(key)) == PLOT_LABEL
     assert _short("sface") == "sface"
+
+
+def test_plot_labels_cut_alike_are_told_apart_in_the_plot_and_report(tmp_path: Path, monkeypatch: Any) -> None:
+    """dc0edf0 cut a plot's labels in the middle past 48 characters: two judges whose weights files differ only in
+    the cut middle (two runs' folders) shared one legend label, and two such cells one tick label. Each such label
+    now begins with its place (#N), which the report writes before the whole label."""
+    import matplotlib.pyplot as plt
+
+    from facekit.bench import PLOT_LABEL, _plot, _report
+
+    folder = "/home/someone/models/exported-2026-12-0{}/candidates/face_recognition_sface.onnx"
+    judges = ["sface", *(f"sface (weights={folder.format(day)})" for day in (1, 2))]
+    rows = [
+        {
+            "cell": [f'components.judge.params.weights="{folder.format(day)}"'],
+            "recipe_hash": f"abc{day}",
+            "train_steps": 10,
+            "train_seconds": 1.0,
+            "metrics": {"judges": {judge: {"identity_pass_rate": 0.5} for judge in judges}},
+        }
+        for day in (1, 2)
+    ]
+    drawn: list[Any] = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+    _plot(rows, judges, tmp_path / "pass_rates.png")
+    (axis,) = drawn[0].axes
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    ticks = [text.get_text() for text in axis.get_xticklabels()]
+    plt.close(drawn[0])
+    assert legend[0] == "sface" and legend[1].startswith("#2 ") and legend[2].startswith("#3 "), legend
+    assert ticks[0].startswith("#1 ") and ticks[1].startswith("#2 "), ticks
+    assert all(len(label) <= PLOT_LABEL for label in legend + ticks)
+    assert len(set(legend)) == 3 and len(set(ticks)) == 2
+    monkeypatch.setattr("facekit.report.write_report", lambda path, title, summary, a, b, tables: drawn.append(tables))
+    _report(rows, judges, tmp_path)
+    (table,) = drawn[-1]
+    assert f"<th>#3 {judges[2]} pass rate</th>" in table and "<th>sface pass rate</th>" in table
+    assert f"<td>#2 {folder.format(2)}</td>" in table, table
