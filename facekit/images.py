@@ -377,13 +377,8 @@ def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[
         note = "greyscale (float 0..1)" if unit else "greyscale" if top == 255.0 else "greyscale (16-bit)"
         return np.repeat(UPRIGHT[orientation](grey)[..., None], 3, axis=2), note
     note, colour = "", image.mode in MANAGED_MODES  # grey and CMYK photos are not converted
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode in ("P", "RGB", "L", "1") and "transparency" in image.info
-    ):
-        # (premultiplied alpha, RGBa and La, too: RGBa lost its transparency, La was refused; Pillow converts La
-        # to nothing but LA. A PNG's transparent colour (tRNS) on an RGB or grey photo, as PNG optimizers store a
-        # cut-out's binary alpha, too: it read as that colour, black where the background was meant to be gone.)
-        rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
+    if _transparent(image):
+        rgba = _rgba(image)
         background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
         image = Image.alpha_composite(background, rgba)
         note = "alpha composited over grey"
@@ -400,6 +395,36 @@ def _frame_to_rgb(opened: Any, colour_manage: bool, own: bool = False) -> tuple[
         rgb, managed = to_srgb(rgb, opened.info.get("icc_profile"), in_place=in_place)
         note = "; ".join(n for n in (note, managed) if n)
     return rgb_array(rgb, orientation), note
+
+
+def _transparent(image: Any) -> bool:
+    """Whether the PIL ``image`` (8-bit) is transparent somewhere as :func:`load_rgb` reads it: an alpha band,
+    premultiplied too (RGBa lost its transparency, La was refused), or a transparent colour or palette entry (a
+    PNG's tRNS on an RGB or grey photo, as PNG optimizers store a cut-out's binary alpha: it read as that colour,
+    black where the background was meant to be gone; a GIF's)."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("P", "RGB", "L", "1") and "transparency" in image.info
+    )
+
+
+def _rgba(image: Any) -> Any:
+    """The transparent PIL ``image`` (:func:`_transparent`) as RGBA (Pillow converts La to nothing but LA)."""
+    return (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
+
+
+def stored_rgba(opened: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The opened PIL image's first frame as :func:`load_rgb` reads it before it composites its alpha over grey:
+    (its RGB values as stored, no colour profile applied, (H, W, 3) uint8; its alpha, (H, W) uint8), both upright;
+    None where it is not transparent (:func:`_transparent`; 16-bit grey has no alpha here). For a format whose
+    alpha OpenCV does not read as stored (a TIFF's it premultiplies) or at all (a GIF's transparent entry), so that
+    ``facekit adjust`` writes it with the photo it corrects."""
+    _load_unmapped(opened)
+    if not _transparent(opened):
+        return None
+    orientation = exif_orientation(opened)  # (after loading: Pillow takes a turned TIFF's off as it turns it)
+    rgba = np.asarray(_rgba(opened))
+    turn = UPRIGHT[orientation]
+    return np.ascontiguousarray(turn(rgba[..., :3])), np.ascontiguousarray(turn(rgba[..., 3]))
 
 
 #: The most bytes of pixels :func:`rgb_array` takes from a PIL image at a time.

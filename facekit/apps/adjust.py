@@ -606,18 +606,24 @@ def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = Non
 
 
 def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a PNG or WebP photo:
-    its pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
-    or None. None when there is nothing to keep (8-bit without alpha) or OpenCV cannot read the file."""
+    """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a photo: a PNG's or
+    WebP's pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
+    or None; a transparent TIFF's or GIF's (any other format's) 8-bit pixels as stored and alpha (a GIF's transparent
+    entry as alpha 0, the rest 255). None when there is nothing to keep (8-bit without alpha) or the file cannot be
+    read so."""
     import cv2
 
-    from facekit.images import UPRIGHT, exif_orientation, open_image
+    from facekit.images import UPRIGHT, exif_orientation, open_image, stored_rgba
 
     with open_image(source) as opened:
-        # PNG and WebP only: OpenCV turns a TIFF upright itself and premultiplies its alpha (libtiff's RGBA reader),
-        # and JPEG has neither more than 8 bits nor alpha.
-        if opened.format not in ("PNG", "WEBP"):
+        # OpenCV for PNG and WebP (their 16 bits); JPEG has neither more than 8 bits nor alpha. Pillow for the
+        # others: OpenCV turns a TIFF upright itself and premultiplies its alpha (libtiff's RGBA reader), and reads
+        # no GIF. Before, a transparent TIFF or GIF was written without its alpha, over the grey load_rgb put
+        # behind it, corrected, and its before/after showed that grey where a PNG's showed a checkerboard.
+        if opened.format in ("JPEG", "MPO"):
             return None
+        if opened.format not in ("PNG", "WEBP"):
+            return stored_rgba(opened)
         orientation = exif_orientation(opened)  # (one reading with load_rgb's: a value of another type is none)
         # A grey PNG's transparent grey (tRNS), which OpenCV leaves out (an RGB PNG's it turns into alpha itself).
         key = opened.info.get("transparency") if opened.mode in ("L", "I", "I;16") else None

@@ -1025,10 +1025,14 @@ def test_a_p3_uploads_download_is_made_without_its_srgb_correction(
         assert written.info.get("icc_profile") == (p3 if own_values else None)
 
 
-def test_a_transparent_uploads_before_after_shows_both_halves_over_one_backdrop(engine: Engine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".png", ".tiff"])
+def test_a_transparent_uploads_before_after_shows_both_halves_over_one_backdrop(
+    engine: Engine, tmp_path: Path, suffix: str
+) -> None:
     """Before: serve's before/after of a transparent PNG showed the grey load_rgb composites it over, and in the after
     half that grey colour-corrected (the download, which keeps its alpha, has no such change). Now, as `facekit
-    adjust`'s, both halves show the photo over one checkerboard: the transparent area is the same in both."""
+    adjust`'s, both halves show the photo over one checkerboard: the transparent area is the same in both. A TIFF's
+    too (before: its download was written without alpha and its before/after showed the grey)."""
     from facekit.apps.adjust import checkerboard
     from facekit.testing import real_face
 
@@ -1037,12 +1041,13 @@ def test_a_transparent_uploads_before_after_shows_both_halves_over_one_backdrop(
     rgba[:, :112] = (0, 255, 0, 0)  # transparent, its colour a green nobody sees
     rgba[:, 120:, :3], rgba[:, 112:, 3] = face, 255
     rgba[:, 112:120, :3] = face[:, :8]
-    photo = tmp_path / "cutout.png"
+    photo = tmp_path / f"cutout{suffix}"
     Image.fromarray(rgba).save(photo)
     with engine.analyzing(photo) as analysis:
         made = engine.result(analysis.sha256, 0)
     with Image.open(made.adjusted_full) as written:
         assert written.mode == "RGBA"  # the download keeps its alpha
+        assert np.array_equal(np.asarray(written)[..., 3], rgba[..., 3])
     pair = np.asarray(Image.open(made.before_after).convert("RGB"), np.int16)
     assert pair.shape == (200, 640, 3)
     before, after = pair[:, :320], pair[:, 320:]

@@ -554,9 +554,14 @@ def test_a_16_bit_or_transparent_png_keeps_its_depth_and_alpha(tmp_path: Path, s
     assert read is not None and np.array_equal(read[1], alpha) and np.array_equal(read[0][:, 40:], face[:, 40:])
     read = read_deep(photos / "deep.png")
     assert read is not None and np.array_equal(read[0], deep) and read[1] is None
-    # A TIFF stays at 8 bits (OpenCV turns it upright itself and premultiplies its alpha): written as load_rgb reads it.
+    # A TIFF stays at 8 bits, read by Pillow (OpenCV turns it upright itself and premultiplies its alpha): its
+    # values as stored and its alpha, upright.
     Image.fromarray(rgba).save(tmp_path / "cutout.tif", tiffinfo={0x0112: 3})
-    assert read_deep(tmp_path / "cutout.tif") is None
+    read = read_deep(tmp_path / "cutout.tif")
+    assert read is not None and np.array_equal(read[1], alpha[::-1, ::-1])
+    assert np.array_equal(read[0], rgba[::-1, ::-1, :3])
+    Image.fromarray(face).save(tmp_path / "plain.tif")
+    assert read_deep(tmp_path / "plain.tif") is None  # 8-bit without alpha
     Image.fromarray(face).save(photos / "plain.png")
     assert read_deep(photos / "plain.png") is None  # 8-bit without alpha: load_rgb's pixels are all there is
 
@@ -637,6 +642,54 @@ def test_a_transparent_pngs_before_after_shows_both_halves_over_one_backdrop(tmp
     opaque = slice(80 * before.shape[1] // 200, None)
     assert np.abs(after[:, opaque] - before[:, opaque]).mean() > 10  # the photo itself warmed
     assert (after[:, opaque, 0] - after[:, opaque, 2]).mean() > (before[:, opaque, 0] - before[:, opaque, 2]).mean()
+
+
+@pytest.mark.parametrize("kind", ["tiff", "turned tiff", "gif"])
+def test_a_transparent_tiff_or_gif_keeps_its_alpha_and_shows_the_backdrop_as_a_png_does(
+    tmp_path: Path, kind: str
+) -> None:
+    """Before: only a PNG's or WebP's alpha was read (read_deep): a transparent TIFF's or GIF's adjusted photo (a PNG)
+    was written without alpha, the grey load_rgb composited it over corrected to beige, and its before/after showed
+    that grey where a PNG's showed a checkerboard. A TIFF's alpha is kept as it is, a GIF's transparent entry as
+    alpha 0 (the rest 255); an uncompressed TIFF turned by its Orientation tag is read upright, as load_rgb reads it."""
+    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files, checkerboard
+    from facekit.batch import plan_folder
+
+    face = real_face().image.copy()
+    alpha = np.full(face.shape[:2], 255, np.uint8)
+    alpha[:, :60] = 0
+    if kind != "gif":
+        alpha[:, 60:70] = 128
+    rgba = np.dstack([face, alpha])
+    rgba[:, :60, :3] = (0, 255, 0)
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / f"cutout.{kind[-4:].strip()}"
+    if kind == "gif":
+        palette = Image.fromarray(face).quantize(255)  # entries 0..254; 255 is the transparent one
+        indexes = np.asarray(palette).copy()
+        indexes[alpha == 0] = 255
+        gif = Image.fromarray(indexes, "P")
+        gif.putpalette([*(palette.getpalette() or [])[: 255 * 3], 0, 255, 0])
+        gif.save(path, transparency=255)
+        with Image.open(path) as opened:  # the photo as it reads (the palette's colours)
+            rgba = np.asarray(opened.convert("RGBA"))
+    elif kind == "turned tiff":  # stored turned a quarter: upright is the photo above
+        Image.fromarray(np.ascontiguousarray(np.rot90(rgba, -1))).save(path, tiffinfo={274: 8})
+    else:
+        Image.fromarray(rgba).save(path, compression="tiff_lzw")
+    plan = plan_folder([str(tmp_path / "in")], tmp_path / "out", outputs=ADJUST_OUTPUTS)
+    (row,) = adjust_files(plan, Warmer())
+    assert row.status == "adjusted" and row.record["written"] == {"bits": 8, "alpha": True}, row
+    with Image.open(row.output) as written:
+        assert written.format == "PNG" and written.mode == "RGBA" and written.size == (face.shape[1], face.shape[0])
+        pixels = np.asarray(written)
+    assert np.array_equal(pixels[..., 3], rgba[..., 3])
+    assert np.array_equal(pixels[..., :3], apply_correction(np.ascontiguousarray(rgba[..., :3]), Warmer.correction))
+    pair = np.asarray(Image.open(tmp_path / "out" / "cutout_before_after.png"), np.int16)
+    before, after = pair[:, : pair.shape[1] // 2], pair[:, pair.shape[1] // 2 :]
+    clear = slice(0, 60 * before.shape[1] // 200 - 2)
+    board = np.repeat(checkerboard(*before.shape[:2]), 3, axis=2)[:, clear]
+    assert np.abs(before[:, clear] - board).max() <= 1 and np.abs(after[:, clear] - board).max() <= 1
 
 
 @pytest.mark.parametrize("record", ["correction", "another app's"])
