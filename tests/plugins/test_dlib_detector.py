@@ -169,9 +169,9 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
 ) -> None:
     """The copy was written through mkstemp, 0600: in a FACEKIT_HOME shared by several users every other one
     decompressed dlib's model each time. It gets what a plain write gives (0666 less the umask), and writing it
-    removes the copies of other dlib versions and the temporaries a killed process left (an hour old), none of
-    the folder's other files (a user's own frontal_face_detector-mine.svm: only a version's digits and dots are
-    ours), nor a temporary another process may be writing now."""
+    removes the copies of dlib versions older than the two other versions written last and the temporaries a killed
+    process left (an hour old), none of the folder's other files (a user's own frontal_face_detector-mine.svm: only
+    a version's digits and dots are ours), nor a temporary another process may be writing now."""
     import os
     import time
 
@@ -183,8 +183,9 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
     folder = tmp_path / "home" / "dlib"
     folder.mkdir(parents=True)
     removed = [
-        "frontal_face_detector-19.0.0.svm",
-        "frontal_face_detector-19.0.0.svm.sha256",
+        "frontal_face_detector-18.0.0.svm",  # the oldest other version (written two hours ago, the others later)
+        "frontal_face_detector-18.0.0.svm.sha256",
+        "frontal_face_detector-17.0.svm.sha256",  # a digest without its copy
         f".frontal_face_detector-{dlib.__version__}.svm.k1ll3d",
         ".frontal_face_detector-19.0.0.svm.k1ll3d.sha256",
     ]
@@ -198,11 +199,14 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
         ".frontal_face_detector-mine.svm.old",
         ".hidden",
     ]
+    versions = ["frontal_face_detector-19.0.0.svm", "frontal_face_detector-19.1.svm"]  # written later than 18.0.0's
+    kept += [*versions, *(f"{name}.sha256" for name in versions)]
     hour_ago = time.time() - 2 * 3600
     for name in removed + kept:
         (folder / name).write_text("x")
         if name != kept[0]:
-            os.utime(folder / name, (hour_ago, hour_ago))
+            later = 60 * (name in versions)
+            os.utime(folder / name, (hour_ago + later, hour_ago + later))
     previous = os.umask(0o027)
     try:
         frontal_face_detector(dlib)
@@ -212,6 +216,43 @@ def test_the_hog_cache_is_readable_as_any_file_written_and_clears_what_it_left_b
     for made in (path, path.with_name(path.name + ".sha256")):
         assert made.stat().st_mode & 0o777 == 0o640, (made.name, oct(made.stat().st_mode))
     assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, path.name, path.name + ".sha256"])
+
+
+def test_two_dlib_versions_sharing_one_cache_keep_each_its_copy(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two environments with other dlib versions on one cache (a venv per project, one FACEKIT_HOME): writing its
+    copy removed every other version's, so each process of one environment decompressed dlib's model again after
+    a process of the other. The copies of the versions written last stay (KEPT_VERSIONS), older ones go."""
+    import types
+
+    import dlib
+    from facekit_dlib.detector import KEPT_VERSIONS, frontal_face_detector, hog_cache_path
+
+    monkeypatch.setenv("FACEKIT_CACHE", str(tmp_path / "cache"))
+    made: list[str] = []
+
+    def version(number: str) -> Any:
+        def decompressed() -> Any:
+            made.append(number)
+            return dlib.get_frontal_face_detector()
+
+        return types.SimpleNamespace(
+            __version__=number, fhog_object_detector=dlib.fhog_object_detector, get_frontal_face_detector=decompressed
+        )
+
+    older, newer = version("19.24.2"), version("20.0.0")
+    for _ in range(2):  # each environment in turn, twice: each decompresses once
+        frontal_face_detector(older)
+        frontal_face_detector(newer)
+    assert made == ["19.24.2", "20.0.0"]
+    assert hog_cache_path(older).is_file() and hog_cache_path(newer).is_file()
+    assert KEPT_VERSIONS == 3
+    for number in ("21.0", "22.0"):  # bounded: the oldest copy goes as a fourth version writes
+        frontal_face_detector(version(number))
+    assert sorted(p.name for p in (tmp_path / "cache" / "dlib").glob("*.svm")) == [
+        "frontal_face_detector-20.0.0.svm",
+        "frontal_face_detector-21.0.svm",
+        "frontal_face_detector-22.0.svm",
+    ]
 
 
 def test_the_tests_write_dlibs_cache_in_a_folder_of_the_run_not_the_users(

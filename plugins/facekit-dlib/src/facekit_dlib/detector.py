@@ -63,6 +63,11 @@ CACHE_NAME = re.compile(r"frontal_face_detector-\d+(\.\d+)*\.svm(\.sha256)?")
 TEMPORARY_NAME = re.compile(r"\.frontal_face_detector-\d+(\.\d+)*\.svm\.[^/]+")
 #: A temporary older than this (s) is a killed process's leftover (one is written and renamed in well under a second).
 STALE_TEMPORARY_AGE = 3600.0
+#: How many dlib versions' copies a cache folder keeps, the one just written among them (the others: the most
+#: recently written). Two environments with other dlib versions sharing one cache (a venv per project) each kept only
+#: its own: each removed the other's as it wrote its own, and each process of the other decompressed dlib's model
+#: again; a copy is a few hundred kB, so a few versions stay, and older ones go.
+KEPT_VERSIONS = 3
 
 
 def frontal_face_detector(dlib: Any) -> Any:
@@ -73,7 +78,8 @@ def frontal_face_detector(dlib: Any) -> Any:
     is what ``save`` of that detector writes (dlib's own format, no pickle), made here, never downloaded; a missing,
     damaged or unreadable one is made again, and a cache that cannot be written is done without. The files get the
     user's usual permissions (mkstemp's 0600 made every other user of a shared FACEKIT_HOME decompress its own), and
-    writing one removes the other dlib versions' copies and a killed process's temporaries (:func:`_clean_cache`)."""
+    writing one removes the copies of dlib versions older than the :data:`KEPT_VERSIONS` written last and a killed
+    process's temporaries (:func:`_clean_cache`)."""
     path = hog_cache_path(dlib)
     digest = path.with_name(path.name + ".sha256")
     try:
@@ -104,19 +110,28 @@ def frontal_face_detector(dlib: Any) -> Any:
 
 
 def _clean_cache(path: Path) -> None:
-    """Remove, beside the cache ``path`` just written, the copies of other dlib versions (with their digests) and
-    the temporaries older than :data:`STALE_TEMPORARY_AGE` (a process killed while it wrote); only facekit's own
-    names (:data:`CACHE_NAME`, :data:`TEMPORARY_NAME`), and what cannot be removed (another user's) stays."""
-    ours = {path.name, path.name + ".sha256"}
+    """Remove, beside the cache ``path`` just written, the copies of other dlib versions (with their digests) but the
+    :data:`KEPT_VERSIONS` written last (``path`` among them), and the temporaries older than
+    :data:`STALE_TEMPORARY_AGE` (a process killed while it wrote); only facekit's own names (:data:`CACHE_NAME`,
+    :data:`TEMPORARY_NAME`), and what cannot be removed (another user's) stays."""
     now = time.time()
+    copies: list[tuple[float, Path]] = []  # other versions' copies, by when they were written
     for entry in path.parent.iterdir():
         try:
-            if CACHE_NAME.fullmatch(entry.name) and entry.name not in ours:
-                entry.unlink()
+            if CACHE_NAME.fullmatch(entry.name) and entry.suffix == ".svm" and entry.name != path.name:
+                copies.append((entry.lstat().st_mtime, entry))
             elif TEMPORARY_NAME.fullmatch(entry.name) and now - entry.lstat().st_mtime > STALE_TEMPORARY_AGE:
                 entry.unlink()
         except OSError:  # gone meanwhile, a folder of that name, or not ours to remove
             pass
+    copies.sort(reverse=True)
+    kept = {path.name, *(copy.name for _, copy in copies[: KEPT_VERSIONS - 1])}
+    for entry in path.parent.iterdir():  # (a digest goes with its copy, and a digest without one goes too)
+        if CACHE_NAME.fullmatch(entry.name) and entry.name.removesuffix(".sha256") not in kept:
+            try:
+                entry.unlink()
+            except OSError:
+                pass
 
 
 class DlibDetector(RebuiltOnUnpickle):
