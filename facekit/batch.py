@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -42,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from facekit.errors import NO_FACE, FacekitError
-from facekit.locks import current_umask
+from facekit.locks import temporary_beside
 from facekit.models import sha256_file
 from facekit.types import face_of, face_record
 
@@ -602,18 +601,18 @@ def write_atomic(path: Path, data: bytes, out: Path) -> None:
         how = " through a symbolic link" if lexical else " ('..' in the name)" if ".." in path.parts else ""
         raise FacekitError(f"{folder} leads outside the output folder {out}{how}: refusing to write there")
     folder.mkdir(parents=True, exist_ok=True)
-    # The target's name, cut short: any name the file system takes for the target leaves room for the temporary's.
-    prefix = f"{TEMPORARY_PREFIX}{path.name[:40]}."  # cut by characters: never half of a UTF-8 one
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=TEMPORARY_SUFFIX)
+    # The target's name, cut short: any name the file system takes for the target leaves room for the temporary's
+    # (cut by characters: never half of a UTF-8 one). Its own name, the user's usual permissions, ends in .tmp
+    # (TEMPORARY_SUFFIX: remove_temporaries finds it).
+    temporary = temporary_beside(path, f"{TEMPORARY_PREFIX}{path.name[:40]}.")
     try:
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
-        with os.fdopen(handle, "wb") as stream:
+        with temporary.open("wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

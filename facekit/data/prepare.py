@@ -48,7 +48,7 @@ from facekit.data.dataset import DIGESTED, FINALIZING_MARK, prepared_digest
 from facekit.data.sources import Photo, group_by_identity, photos_from_sources
 from facekit.errors import DETECTOR_ERROR, FacekitError, Terminated, sigterm_raises, stops_said
 from facekit.images import load_rgb
-from facekit.locks import exclusive, replace_durably
+from facekit.locks import exclusive, replace_durably, temporary_beside
 
 logger = logging.getLogger(__name__)
 
@@ -1007,17 +1007,15 @@ def remove_stale_temporaries(output: Path) -> int:
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """``write`` into a temporary file beside ``path``, then rename: a reader (or a resumed run) never sees half a
-    file. The temporary name is unique, so shards started together that write the same file (the fingerprint) do
-    not share one."""
-    import tempfile
-
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:  # (mkstemp makes 0600: replace_durably gives the file the user's usual permissions)
-        with os.fdopen(descriptor, "wb") as handle:
+    file. The temporary name is unique (:func:`facekit.locks.temporary_beside`), so shards started together that
+    write the same file (the fingerprint) do not share one."""
+    temporary = temporary_beside(path)
+    try:
+        with temporary.open("wb") as handle:
             write(handle)
         replace_durably(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
