@@ -412,6 +412,52 @@ def test_a_bench_judges_with_its_encoder_and_a_judge_of_its_name_with_other_para
     assert len((output / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_bench_judge_listed_with_params_is_built_with_them(
+    prepared: Path,  # noqa: F811
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench.judges listed names only, so SFace from another weights file (eval's --judge sface:weights=FILE) could
+    not judge a bench. An item with params is built with them, beside the same encoder by name, and keyed as the
+    evaluate stage keys it."""
+    import shutil
+
+    from facekit_opencv.sface import SOURCE
+
+    import facekit.bench as bench
+    from facekit.models import resolve_weights
+
+    weights = str(resolve_weights(SOURCE, None, what="SFace encoder"))
+    recipe = bench_grid(prepared, tmp_path, {"train.seed": [0]})
+    raw = yaml.safe_load(recipe.read_text())
+    raw["bench"]["judges"] = ["sface", {"name": "sface", "params": {"weights": weights}}]
+    recipe.write_text(yaml.safe_dump(raw))
+    from facekit.registry import load_component as real_load
+
+    built: list[dict[str, Any]] = []
+
+    def load_component(kind: str, name: str, **params: Any) -> Any:  # (what each judge is built with)
+        built.append({"kind": kind, "name": name, **params})
+        return real_load(kind, name, **params)
+
+    def trained(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
+        folder = Path(plan.recipe.train.output)  # training stubbed: the tiny model is the cell's
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, folder / "checkpoints" / "last.safetensors")
+        return folder
+
+    monkeypatch.setattr("facekit.train.train", trained)
+    monkeypatch.setattr("facekit.registry.load_component", load_component)
+    (row,), _ = bench.run_bench(str(recipe), [], progress=False)
+    assert {"kind": "encoder", "name": "sface", "weights": weights} in built, built
+    other = f"sface (weights={weights})"
+    assert row["evaluation"]["judges"] == ["sface", other] and row["evaluation"]["judge_params"] == {
+        other: {"weights": weights}
+    }
+    assert row["metrics"]["judges"][other]["params"] == {"weights": weights}
+
+
 def test_a_cell_whose_params_are_respelled_is_resumed_not_failed(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
     """A default param given (or left out) names the same bench cell (facekit.bench._params_as_read), but a cell so
     named that was scored another way, or cut short, is resumed, and --resume compared the params as spelled: the
