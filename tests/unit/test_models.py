@@ -913,6 +913,11 @@ def test_a_bundle_packs_the_files_the_recipes_components_load(tmp_path: Path) ->
         assert made.returncode == 0, made.stderr
         with tarfile.open(out) as tar:
             assert "models/face_recognition_sface_2021dec_int8bq.onnx" in tar.getnames(), (setting, tar.getnames())
+    # A bench judge's own params (before: bench.judges were names, each packed with its defaults)
+    listed = f"bench.judges=[{{name: sface, params: {{weights: {mine}}}}}]"
+    made = run_cli("models", "bundle", "recipes/demo.yaml", str(tmp_path / "f.tar"), "--set", listed, env=env)
+    assert made.returncode == 0, made.stderr
+    assert f"bench.judges sface: {mine} is packed as" in " ".join(made.stdout.split()), made.stdout
     # A cell is named as the bench names it, its values as the grid writes them (before: their JSON, 0.001 for 1e-3,
     # a value the grid does not hold)
     grid = f"bench.grid={{components.judge: [{{name: sface, params: {{weights: {mine}}}}}], train.lr: [1e-3]}}"
