@@ -327,7 +327,10 @@ def _add_mapping(node: Tree, value: Any) -> None:
                 node.add(f"{key} = {item!r}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _add_mapping(node.add(f"[{i}]"), item)
+            if isinstance(item, (dict, list)):
+                _add_mapping(node.add(f"[{i}]"), item)
+            else:  # (a list of scalars and mappings, bench.judges' names beside {name, params}: before, "[0]" alone)
+                node.add(f"[{i}] = {item!r}")
 
 
 @app.command()

@@ -50,6 +50,11 @@ def test_check_shows_the_plan() -> None:
     assert "data is read from " in result.stdout and "relative outputs are under " in result.stdout
     grid = run_cli("check", "benchmarks/encoders_x_warps.yaml")  # the bench grid is part of the plan too
     assert grid.returncode == 0 and "bench" in grid.stdout and "max_photos = 100" in grid.stdout, grid.stdout
+    # A bench judge by name beside one with params: each shown (before: a name in a list beside a mapping, "[0]")
+    judges = "bench.judges=[sface, {name: facenet, params: {variant: casia-webface-tf}}]"
+    listed = run_cli("check", "benchmarks/encoders_x_warps.yaml", "--set", judges)
+    assert listed.returncode == 0 and "[0] = 'sface'" in listed.stdout, listed.stdout
+    assert "variant = 'casia-webface-tf'" in listed.stdout
     inside = run_cli("check", "recipes/demo.yaml", "--set", "data.train.0.peple=x")  # where in the list it is
     assert inside.returncode == 2 and "is not a key of data.train.0" in " ".join(inside.stderr.split())
     london = run_cli("check", "recipes/demo.yaml", "--set", "evaluate.data=london")  # not implemented: refused
