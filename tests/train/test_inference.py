@@ -48,6 +48,19 @@ def bench_grid(data: Path, tmp_path: Path, grid: dict[str, Any], max_photos: int
     return recipe
 
 
+def stub_training(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> None:
+    """Each bench cell's training stubbed: the tiny model ``checkpoint`` is the cell's last checkpoint."""
+    import shutil
+
+    def trained(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
+        folder = Path(plan.recipe.train.output)
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, folder / "checkpoints" / "last.safetensors")
+        return folder
+
+    monkeypatch.setattr("facekit.train.train", trained)
+
+
 def test_normalizer_round_trip(checkpoint: Path, data_root: Path) -> None:
     normalizer = Normalizer.from_checkpoint(checkpoint)
     face = normalizer.normalize(lfw(data_root, "Adrien_Brody"))
@@ -365,7 +378,6 @@ def test_a_bench_judges_with_its_encoder_and_a_judge_of_its_name_with_other_para
     built without its params, so metrics.json recorded none. Both judge now, keyed as the evaluate stage keys them
     (the first under its name), and a row a bench before scored with the same judges still counts as done."""
     import html
-    import shutil
 
     from facekit_opencv.sface import SOURCE
 
@@ -380,13 +392,7 @@ def test_a_bench_judges_with_its_encoder_and_a_judge_of_its_name_with_other_para
     raw["bench"]["judges"] = []
     recipe.write_text(yaml.safe_dump(raw))
 
-    def trained(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
-        folder = Path(plan.recipe.train.output)  # training stubbed: the tiny model is the cell's
-        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(checkpoint, folder / "checkpoints" / "last.safetensors")
-        return folder
-
-    monkeypatch.setattr("facekit.train.train", trained)
+    stub_training(monkeypatch, checkpoint)
     (row,), output = bench.run_bench(str(recipe), [], progress=False)
     other = f"sface (weights={weights})"
     assert row["evaluation"]["judges"] == ["sface", other], row["evaluation"]
@@ -421,7 +427,6 @@ def test_a_bench_judge_listed_with_params_is_built_with_them(
     """bench.judges listed names only, so SFace from another weights file (eval's --judge sface:weights=FILE) could
     not judge a bench. An item with params is built with them, beside the same encoder by name, and keyed as the
     evaluate stage keys it."""
-    import shutil
 
     from facekit_opencv.sface import SOURCE
 
@@ -441,13 +446,7 @@ def test_a_bench_judge_listed_with_params_is_built_with_them(
         built.append({"kind": kind, "name": name, **params})
         return real_load(kind, name, **params)
 
-    def trained(plan: Any, resume: bool = False, progress: bool = False, offered_pool: Any = None, **_: Any) -> Path:
-        folder = Path(plan.recipe.train.output)  # training stubbed: the tiny model is the cell's
-        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(checkpoint, folder / "checkpoints" / "last.safetensors")
-        return folder
-
-    monkeypatch.setattr("facekit.train.train", trained)
+    stub_training(monkeypatch, checkpoint)
     monkeypatch.setattr("facekit.registry.load_component", load_component)
     (row,), _ = bench.run_bench(str(recipe), [], progress=False)
     assert {"kind": "encoder", "name": "sface", "weights": weights} in built, built
