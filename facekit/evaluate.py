@@ -103,6 +103,7 @@ class Judge:
         the encoder's device (a ``torch.nn.Module``'s: a normalizer's own encoder on a GPU, ``facekit eval --device``;
         any other encoder takes them on the CPU)."""
         from facekit.align import encoder_inputs
+        from facekit.normalize import check_features
 
         out = []
         # (parameters or buffers: SFace's port holds its weights as buffers, and its crops stayed on the CPU)
@@ -113,7 +114,10 @@ class Judge:
                 chunk = slice(start, start + JUDGE_BATCH)
                 crops = encoder_inputs(self.encoder, images[chunk], landmarks[chunk], scheme)
                 crops = crops.to(on.device) if on is not None else crops
-                out.append(self.encoder.embed(crops).float().cpu().numpy())
+                embedded = self.encoder.embed(crops)
+                if not (isinstance(embedded, torch.Tensor) and embedded.ndim == 2 and len(embedded) == len(crops)):
+                    check_features(self.encoder, embedded, len(crops), "embeddings")  # its one line, not a traceback
+                out.append(embedded.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.card.embedding_size))
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -458,10 +458,16 @@ def _out_of_memory(error: BaseException) -> bool:
     )
 
 
+#: What the pipeline reads of each face a detector returns (a facekit.types.FaceDetection, or a type of the plugin's
+#: own with these fields).
+FACE_FIELDS = ("box", "score", "landmarks", "scheme")
+
+
 def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[list[Any], str]:
     """``(detector.detect_array(image), "")``, or ``([], why)`` when the detector raised on this image or
     returned a face whose landmarks are not finite (logged under ``name``; :func:`detector_failure`): every loop
-    over photos goes on past one a detector plugin fails on. A detector that returns None found no face. Running
+    over photos goes on past one a detector plugin fails on. A detector that returns None found no face; one whose
+    faces lack :data:`FACE_FIELDS` (tuples, dicts) is a FacekitError, as its plugin's bug, not the photo's. Running
     out of memory (host or accelerator) is not a photo's problem and still raises. The detector is given a copy
     of ``image``: the photo is the caller's, and the encoder's crop and the photo detail are taken from it
     afterwards (a detector that drew on it changed the face without a word; a read-only view would not stop one
@@ -476,6 +482,13 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
         why = detector_failure(detector, error)
         logger.warning("%s: %s", name or "a photo", why, exc_info=logger.isEnabledFor(logging.DEBUG))
         return [], why
+    odd = next((face for face in found if not all(hasattr(face, field) for field in FACE_FIELDS)), None)
+    if odd is not None:  # the plugin's contract, not this photo: before, an AttributeError traceback further on
+        raise FacekitError(
+            f"the detector ({type(detector).__name__}) returned a {type(odd).__name__} among its faces, not a "
+            "facekit.types.FaceDetection (box, score, landmarks, scheme): fix the detector plugin (facekit.testing's "
+            "detector checks show where)"
+        )
     if any(not _finite_points(face) for face in found):  # one photo's numerical failure, not the batch's
         why = (
             f"the detector ({type(detector).__name__}) returned landmarks that are not finite numbers (NaN or "

@@ -42,6 +42,7 @@ from facekit.types import (
     ModelCard,
     alignment_gap,
     call_mismatches,
+    missing_members,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,12 @@ class ComponentSpec(Generic[T]):
         except ComponentNotFoundError as error:  # one it builds on (a wrapper's load_component), not this one
             naming = _naming(self, kind, asked_for)
             raise ComponentNotFoundError(f"{naming} builds on another not available here: {error}") from error
+        except (FacekitError, MemoryError):  # said in facekit's words already (a weight file not found, ...)
+            raise
+        except Exception as error:  # a plugin's own error: before, its traceback, which named neither component nor fix
+            if _out_of_memory(error):
+                raise
+            raise PluginError(raised_in_build_message(self, error, kind, asked_for)) from error
         finally:
             _BUILDING.reset(token)
 
@@ -180,6 +187,32 @@ def not_built_message(spec: ComponentSpec[Any], error: ImportError, kind: str = 
 
     advice = import_advice(error, _distribution(spec.plugin) if spec.plugin else None)
     return f"{_naming(spec, kind, asked_for)} could not be built: {type(error).__name__}: {error}{advice}"
+
+
+def raised_in_build_message(spec: ComponentSpec[Any], error: Exception, kind: str = "", asked_for: str = "") -> str:
+    """One line for a component whose factory raised (an error of the plugin's own, not facekit's): which component,
+    where it was asked for, what it raised, and whose it is to fix. Before, the error's traceback, ending in the
+    plugin's code: neither the component nor the plugin (nor a way to leave it out) was named."""
+    message = " ".join(str(error).split()) or "(no message)"
+    said = f"{_naming(spec, kind, asked_for)} could not be built: {type(error).__name__}: {message}"
+    if spec.plugin in ("", "builtin"):
+        whose = "a bug in facekit unless a setting caused it: check its params, else tell facekit's authors"
+    else:
+        dist = _distribution(spec.plugin)
+        source = f" ({dist.name} {dist.version})" if dist is not None else ""
+        whose = (
+            f"check its params, else it is a bug in plugin {spec.plugin!r}{source}: tell its authors, or leave it "
+            f"out with FACEKIT_DISABLE_PLUGINS={spec.plugin}"
+        )
+    return f"{said} (FACEKIT_DEBUG=1 for the traceback); {whose}"
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is running out of memory (torch's ``OutOfMemoryError``, or a message that says so), which is
+    the machine's, not a plugin's: raised as it is (:func:`facekit.normalize._out_of_memory`)."""
+    from facekit.normalize import _out_of_memory as out_of_memory
+
+    return out_of_memory(error)
 
 
 def _naming(spec: ComponentSpec[Any], kind: str = "", asked_for: str = "") -> str:
@@ -616,14 +649,22 @@ def build_checked(
     kind: Kind, spec: ComponentSpec[T], params: Params | Mapping[str, Any] | None = None, asked_for: str = ""
 ) -> T:
     """``spec.build(params)`` (``asked_for``: where, for its message when a module it imports is missing), refused
-    with a :class:`FacekitError` when a method of the built component cannot be called as the pipeline calls it
-    (before: a warper with another ``warp`` signature registered, built and passed the recipe check, and training
-    ended in a TypeError traceback from inside the decoder)."""
+    with a :class:`FacekitError` when the built component lacks a member of its kind's protocol (before: an
+    AttributeError traceback where the pipeline first read it), or when a method of it cannot be called as the
+    pipeline calls it (before: a warper with another ``warp`` signature registered, built and passed the recipe
+    check, and training ended in a TypeError traceback from inside the decoder)."""
     component = spec.build(params, kind=kind, asked_for=asked_for)
+    whose = f" (plugin {spec.plugin!r})" if spec.plugin else ""
+    missing = missing_members(component, kind)
+    if missing:  # before: an AttributeError traceback wherever the pipeline first read one ('AWarper' has no 'card')
+        protocol = PROTOCOLS[kind].__name__
+        raise FacekitError(
+            f"{kind} {spec.name!r}{whose} lacks {', '.join(missing)}, which the pipeline reads from every {kind} "
+            f"(facekit.types.{protocol}): add them, or register it as the kind it is"
+        )
     mismatched = call_mismatches(component, kind)
     if mismatched:
         raise FacekitError(mismatch_message(kind, spec, mismatched))
-    whose = f" (plugin {spec.plugin!r})" if spec.plugin else ""
     gap = alignment_gap(component, f"encoder {spec.name!r}{whose}") if kind == "encoder" else None
     if gap:
         raise FacekitError(gap)

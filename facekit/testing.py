@@ -46,6 +46,7 @@ from facekit.types import (
     TrainableDecoder,
     alignment_gap,
     call_mismatches,
+    protocol_members,
 )
 
 
@@ -256,18 +257,6 @@ def check_params_round_trip(subject: Subject) -> None:
         pass
     else:
         raise AssertionError(f"{name}: Params accepts unknown keys; subclass facekit.Params (extra='forbid')")
-
-
-def protocol_members(protocol: type) -> list[str]:
-    """The attribute and method names a Protocol class (and the Protocols it extends) declares."""
-    names: list[str] = []
-    for base in reversed(protocol.__mro__):
-        if base in (object,) or base.__module__ == "typing":
-            continue
-        for name in [*getattr(base, "__annotations__", {}), *vars(base)]:
-            if not name.startswith("_") and name not in names:
-                names.append(name)
-    return names
 
 
 def check_protocol(subject: Subject) -> None:

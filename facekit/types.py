@@ -255,13 +255,14 @@ class Detector(Protocol):
     """Finds faces and their landmarks in one photo.
 
     ``detect_array(image (H, W, 3) uint8 RGB) -> list[FaceDetection]``, **largest box first** (the pipeline normalizes
-    ``faces[0]``, or the one ``facekit.normalize.choose_face`` picks with ``face="central"``), each with ``(K, 2)``
-    landmarks in the scheme of ``card.landmark_scheme`` (K = ``card.landmarks``) and that scheme's value in
-    ``FaceDetection.scheme``. The card says what the points mean: a detector whose scheme
-    an encoder cannot align from is refused by the pipeline with a FacekitError, never run. An image with no face
-    (too small, too thin, blank) is an empty list, not an error (``facekit.testing``'s ``no_face`` check); an
-    exception raised for one photo, or a face returned with landmarks that are not finite, costs that photo only
-    (``detector_error`` row, ``facekit.normalize.detect_guarded``).
+    ``faces[0]``, or the one ``facekit.normalize.choose_face`` picks with ``face="central"``), each a
+    :class:`FaceDetection` with ``(K, 2)`` landmarks, (x, y) in the image's pixels (not numpy's row, column), in the
+    scheme of ``card.landmark_scheme`` (K = ``card.landmarks``) and that scheme's value in ``FaceDetection.scheme``.
+    The card says what the points mean: a detector whose scheme an encoder cannot align from is refused by the
+    pipeline with a FacekitError, never run. An image with no face (too small, too thin, blank) is an empty list, not
+    an error (``facekit.testing``'s ``no_face`` check); a face that is no FaceDetection (nor a type with its fields)
+    stops the pipeline with an error naming the detector; an exception raised for one photo, or a face returned with
+    landmarks that are not finite, costs that photo only (``detector_error`` row, ``facekit.normalize.detect_guarded``).
     ``detect_array`` must not change the image it is given (the conformance checks fail one that does; the pipeline
     gives it a copy of the photo, which it crops the encoder's input and the photo detail from afterwards). A photo
     over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each face found located
@@ -476,11 +477,29 @@ def alignment_gap(encoder: Any, name: str) -> str | None:
     )
 
 
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names a Protocol class (and the Protocols it extends) declares."""
+    names: list[str] = []
+    for base in reversed(protocol.__mro__):
+        if base in (object,) or base.__module__ == "typing":
+            continue
+        for name in [*getattr(base, "__annotations__", {}), *vars(base)]:
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return names
+
+
+def missing_members(component: Any, kind: Kind) -> list[str]:
+    """The members of ``kind``'s protocol that the built ``component`` lacks (each one the pipeline reads)."""
+    return [name for name in protocol_members(PROTOCOLS[kind]) if not hasattr(component, name)]
+
+
 def call_mismatches(component: Any, kind: Kind) -> list[str]:
     """The methods of ``kind``'s protocol that ``component`` (a built component, or a class whose instances are
     the components) has but that cannot be called the way the pipeline calls them (with the protocol's positional
     arguments, nothing else), each as ``name(its signature)``; a method whose signature cannot be read is taken as it
-    is. Members the component lacks are :mod:`facekit.testing`'s to say (a class may set them in ``__init__``)."""
+    is. Members the component lacks are :func:`missing_members`' to say, once it is built (a class may set them in
+    ``__init__``)."""
     import inspect
 
     protocol = PROTOCOLS[kind]

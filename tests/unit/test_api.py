@@ -774,6 +774,32 @@ def test_a_detector_out_of_memory_still_raises_and_none_is_no_face() -> None:
     assert faces == [] and "ValueError" in why and "bad shape" in why
 
 
+def test_a_detector_whose_faces_are_not_face_detections_is_one_line() -> None:
+    """helper-223: a detector plugin returning (box, score, landmarks) tuples ended the infer stage in an
+    AttributeError traceback from facekit.normalize ('tuple' object has no attribute 'landmarks'), naming neither the
+    detector nor what it should return. A type of the plugin's own with FaceDetection's fields still passes."""
+    from types import SimpleNamespace
+
+    from facekit.normalize import detect_guarded
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    points = np.zeros((5, 2))
+
+    class Tuples:
+        def detect_array(self, image: np.ndarray) -> list:
+            return [((0.0, 0.0, 4.0, 4.0), 0.9, points)]
+
+    with pytest.raises(FacekitError, match=r"^the detector \(Tuples\) returned a tuple among its faces, not a facekit"):
+        detect_guarded(Tuples(), image)
+
+    class Own:
+        def detect_array(self, image: np.ndarray) -> list:
+            return [SimpleNamespace(box=(0.0, 0.0, 4.0, 4.0), score=0.9, landmarks=points, scheme="dlib5")]
+
+    faces, why = detect_guarded(Own(), image)
+    assert len(faces) == 1 and why == ""
+
+
 def test_a_detector_that_raises_on_one_photo_costs_that_photo_only_and_numpy_boxes_are_fine(
     shipped_normalizer: facekit.Normalizer, tmp_path: Path
 ) -> None:

@@ -76,6 +76,32 @@ def test_judges_pass_on_the_right_side_of_their_threshold() -> None:
     assert euclidean.distance(same, np.array([[1.0, 0.5]]))[0] == 0.5
 
 
+def test_a_judge_whose_embed_gives_no_tensor_is_one_line() -> None:
+    """helper-223: `facekit eval --judge NAME` with an encoder plugin whose embed returned a numpy array ended in an
+    AttributeError traceback ('numpy.ndarray' object has no attribute 'float'), where the pipeline's own encoder
+    calls say which encoder returned what (facekit.normalize.check_features)."""
+    from facekit_opencv.cards import sface_card
+
+    from facekit.evaluate import Judge
+    from facekit.testing import real_face
+
+    class NumpyEncoder:
+        card = sface_card()
+
+        def embed(self, images: Any) -> Any:
+            return np.zeros((len(images), 128), np.float32)
+
+        def features(self, images: Any) -> Any:
+            return self.embed(images)
+
+    face = real_face()
+    judge = Judge("numpy", NumpyEncoder())
+    with pytest.raises(
+        FacekitError, match=r"^encoder NumpyEncoder returned embeddings as a ndarray of shape \(1, 128\)"
+    ):
+        judge.embed([face.image], face.ibug68[None], "ibug68")
+
+
 def test_view_one_pairs_are_dealt_into_ten_balanced_folds(data_root: Path) -> None:
     """pairsDevTrain.txt (1,100 same then 1,100 different, no folds) gets the ten-fold protocol of pairs.txt."""
     from collections import Counter

@@ -847,3 +847,59 @@ def test_a_wrapper_asking_for_a_missing_component_is_not_offered_as_the_one_it_m
     assert message.split("did you mean ", 1)[1].split("?", 1)[0] == "'tps-x'", message
     with pytest.raises(ComponentNotFoundError, match="did you mean 'tps-grey'"):
         warpers.get("tps-gray")
+
+
+def test_a_factory_that_raises_is_one_line_naming_the_component_and_its_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-223: a component whose factory raised its own error (a RuntimeError of the plugin's code) ended the
+    command in that error's traceback, which named neither the component, the plugin, where it was asked for, nor
+    how to leave it out; errors in facekit's words, and running out of memory, are raised as they were."""
+    from facekit import registry
+    from facekit.models import WeightsNotFoundError
+    from facekit.registry import ComponentSpec, NoParams
+
+    def raising(error: BaseException) -> Any:
+        def factory(params: NoParams) -> object:
+            raise error
+
+        return factory
+
+    monkeypatch.setattr(registry, "_distribution", lambda plugin: _distribution("facekit-mine", "facekit>=0.1"))
+    spec = ComponentSpec("mine-app", raising(RuntimeError("no model\nfile")), NoParams, plugin="mine")
+    with pytest.raises(PluginError) as info:
+        spec.build(kind="app", asked_for="components.apps.0")
+    assert str(info.value) == (
+        "app 'mine-app' (plugin 'mine', asked for at components.apps.0) could not be built: RuntimeError: no model "
+        "file (FACEKIT_DEBUG=1 for the traceback); check its params, else it is a bug in plugin 'mine' (facekit-mine "
+        "1.0): tell its authors, or leave it out with FACEKIT_DISABLE_PLUGINS=mine"
+    )
+    assert isinstance(info.value.__cause__, RuntimeError)  # the traceback FACEKIT_DEBUG shows
+    for kept in (WeightsNotFoundError("place the file"), MemoryError(), RuntimeError("CUDA error: out of memory")):
+        with pytest.raises(type(kept)) as same:
+            ComponentSpec("mine-app", raising(kept), NoParams, plugin="mine").build(kind="app")
+        assert same.value is kept
+
+
+def test_a_component_lacking_its_protocols_members_is_refused_when_built() -> None:
+    """helper-223: a warper registered as an encoder (no card, embed or features) was built and ended `facekit eval
+    --judge` in an AttributeError traceback from facekit.align ('AWarper' object has no attribute 'card')."""
+    from facekit_opencv.cards import sface_card
+
+    from facekit.registry import ComponentSpec, NoParams, build_checked
+
+    class AWarper:
+        differentiable = True
+
+        def __init__(self, params: NoParams) -> None:
+            pass
+
+        def warp(self, image: Any, source: Any, destination: Any) -> Any:
+            return image, None
+
+    spec = ComponentSpec("a-warper", AWarper, NoParams, card=sface_card(), plugin="mine")
+    with pytest.raises(FacekitError) as info:
+        build_checked("encoder", spec)
+    assert str(info.value) == (
+        "encoder 'a-warper' (plugin 'mine') lacks card, embed, features, which the pipeline reads from every encoder "
+        "(facekit.types.Encoder): add them, or register it as the kind it is"
+    )
+    assert isinstance(build_checked("warper", spec), AWarper)
