@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from facekit import testing
+from facekit.models import WeightsNotFoundError
 from facekit.registry import ComponentSpec, NoParams, get_registry
 from facekit.testing import check_component, run_check
 
@@ -735,3 +736,93 @@ def test_an_encoder_whose_template_has_no_points_needs_input_transform_and_is_to
     good = ComponentSpec("chip", lambda params: _ChipWithTransform(_chip_card()), NoParams, card=_chip_card())
     run_check("encoder", good, "protocol")
     build_checked("encoder", good)
+
+
+class _SwappedDetector(_SmallCopyDetector):
+    """dlib's detector with its points as (y, x), row then column (numpy's index order)."""
+
+    def detect_array(self, image: Any) -> Any:
+        return [replace(f, landmarks=f.landmarks[:, ::-1].copy()) for f in self.inner.detect_array(image)]
+
+
+@pytest.mark.parametrize("check", ["scheme_semantics", "stateless", "large_photo"])
+def test_a_detector_with_points_as_y_x_is_told_to_swap_them(check: str) -> None:
+    """helper-223: these three checks failed it, saying its points were in another scheme, that its result depended
+    on the call before (cached, smoothed), or that they were in a smaller copy's pixels, none of which was so."""
+    spec = ComponentSpec("swapped", lambda params: _SwappedDetector(), NoParams, card=_SwappedDetector().card)
+    with pytest.raises(AssertionError, match=r"^swapped: the landmarks are \(y, x\), row then column: .*swap the"):
+        run_check("detector", spec, check)
+
+
+class _NoGradWarper:
+    """Says differentiable, but warps under torch.no_grad (for speed)."""
+
+    differentiable = True
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return get_registry("warper").get("rbf-linear").build().warp(image, source, destination)
+
+
+class _NoGradDecoder(torch.nn.Module):
+    """A decoder whose image is made under torch.no_grad."""
+
+    feature_size = 4
+
+    def decode(self, features: torch.Tensor) -> Any:
+        from facekit.types import DecoderOutput
+
+        with torch.no_grad():
+            return DecoderOutput(image=torch.sigmoid(features.mean()).expand(features.shape[0], 3, 8, 8).clone())
+
+
+def test_a_warp_or_decode_cut_off_from_its_inputs_is_one_line() -> None:
+    """helper-223: both ended their gradients check in torch's "element 0 of tensors does not require grad"
+    RuntimeError, which names neither the component nor the fix (the encoder's check says it since helper-118)."""
+    with pytest.raises(AssertionError, match=r"^nograd: says differentiable = True, but the warped image is not conn"):
+        run_check("warper", _warper("nograd", _NoGradWarper), "gradients")
+    spec = ComponentSpec("nograd-decoder", lambda params: _NoGradDecoder(), NoParams)
+    with pytest.raises(AssertionError, match=r"^nograd-decoder: the decoded image is not connected to the features"):
+        run_check("decoder", spec, "gradients")
+
+
+class _ArrayEncoder(_TinyEncoder):
+    """Returns numpy arrays (a wrapped onnxruntime session's outputs, not turned into tensors)."""
+
+    def embed(self, crops: torch.Tensor) -> Any:
+        return torch.nn.functional.normalize(_TinyEncoder.features(self, crops), dim=1).detach().numpy()
+
+    def features(self, crops: torch.Tensor) -> Any:
+        return super().features(crops).detach().numpy()
+
+
+class _ScaledAgain(torch.nn.Module):
+    """The shipped SFace given its [0, 1] input divided by 255 again, as if it were 0-255."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = get_registry("encoder").get("sface").build()
+        self.card = self.inner.card
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.inner.embed(crops / 255)
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.inner.features(crops / 255)
+
+
+def test_an_encoder_giving_arrays_or_reading_0_255_fails_in_one_clear_line() -> None:
+    """helper-223: numpy outputs failed outputs in one line but deterministic, pickles and identity in torch's and
+    numpy's TypeError and AttributeError; SFace fed its input scaled as if 0-255 failed identity with only "the face
+    matches a plain grey crop (0.786)"."""
+    spec = _encoder("arrays", _ArrayEncoder)
+    for check in ("outputs", "deterministic", "pickles", "identity"):
+        with pytest.raises(AssertionError, match=r"^arrays: embeddings? is a ndarray, not a torch.Tensor$"):
+            run_check("encoder", spec, check)
+    try:
+        card = _ScaledAgain().card
+    except WeightsNotFoundError as error:
+        pytest.skip(str(error))
+    scaled = ComponentSpec("scaled", lambda params: _ScaledAgain(), NoParams, card=card)
+    with pytest.raises(AssertionError, match=r"matches a plain grey crop .*RGB in \[0, 1\] \(scaled again as if"):
+        run_check("encoder", scaled, "identity")
