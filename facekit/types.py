@@ -304,8 +304,11 @@ class Encoder(Protocol):
     ``"euclidean"`` it is the plain (not squared) Euclidean distance between the embeddings exactly as ``embed``
     returns them (normalised or not), same person below it. ``features(images) -> (B, card.feature_size)`` the lowest
     spatially invariant layer (what the decoder reads); both float32. With ``card.differentiable`` gradients reach the
-    input pixels (the identity loss needs them). A ``torch.nn.Module`` is moved to the pipeline's device and put in
-    eval mode (:func:`frozen_encoder`); anything else is called as it is.
+    input pixels (the identity loss needs them). Under ``train.precision`` bf16 or fp16 the identity and perceptual
+    losses call ``embed`` and ``embed_and_maps`` inside that autocast, on float32 crops: torch's layers then compute
+    in bf16/fp16 and may return it (the losses read the results in float32); arithmetic of your own that needs float32
+    goes under ``torch.autocast(images.device.type, enabled=False)``. A ``torch.nn.Module`` is moved to the
+    pipeline's device and put in eval mode (:func:`frozen_encoder`); anything else is called as it is.
 
     Optional, used when present: ``embed_and_features(images) -> (embed(images), features(images))`` in one pass
     (the training pool), ``embed_and_maps(images) -> (embedding, [feature maps])`` (the perceptual loss); each must
