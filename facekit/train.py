@@ -164,6 +164,39 @@ def check_decoder_outputs(plan: Any, decoder: Any, features: torch.Tensor) -> No
         )
 
 
+def check_warp_connected(plan: Any, decoder: Any, features: torch.Tensor) -> None:
+    """With the encoder's losses on (identity, perceptual, separation: they reach the decoder through the warped
+    face), run the built decoder once on two training items with gradients and refuse, naming the warper, a warped
+    image that is not connected to the decoder (a warp under torch.no_grad, or through numpy) or to its landmarks
+    (source and destination detached). Before, a warper that says ``differentiable = True`` and is not trained
+    without a word: the identity term was reported each step and moved neither texture nor landmarks
+    (facekit.testing's warper ``gradients`` check says it too, for a plugin's own tests)."""
+    terms = plan.recipe.train.loss.through_encoder()
+    if not terms or getattr(decoder, "warper", None) is None or "warper" not in plan.components:
+        return
+    was_training = decoder.training
+    decoder.eval()  # no batch-norm statistics or dropout draws from the probe
+    try:
+        with torch.enable_grad():
+            out = decoder(features)
+            cut = None if out.image.requires_grad else "the decoder"
+            points = out.landmarks
+            if cut is None and isinstance(points, torch.Tensor) and points.requires_grad:
+                (grad,) = torch.autograd.grad(out.image.float().sum(), [points], allow_unused=True)
+                cut = None if grad is not None else "the decoder's landmarks"
+    finally:
+        decoder.train(was_training)
+    if cut is not None:
+        spec = plan.components["warper"].spec
+        losses = ", ".join(f"train.loss.{term}" for term in terms)
+        raise FacekitError(
+            f"warper {spec.name!r} (plugin {spec.plugin!r}) says differentiable = True, but its warped face is not "
+            f"connected to {cut} (warped under torch.no_grad, with its points detached, or through numpy?), and the "
+            f"encoder's losses on ({losses}) reach the decoder through it: fix the warper (facekit.testing's warper "
+            "gradients check shows where) or set those losses to 0"
+        )
+
+
 def check_warper_for_losses(plan: Any, warper: Any) -> None:
     """The encoder's losses (identity, perceptual, separation) reach the decoder through the warped face: with any on,
     a warper that does not say ``differentiable = True`` is refused (it would train those losses into nothing)."""
@@ -775,6 +808,7 @@ def _train(
             "components.decoder.params.image_size to match"
         )
     check_decoder_outputs(plan, decoder, pool.features[:2].to(device))
+    check_warp_connected(plan, decoder, pool.features[:2].to(device))
     if settings.init is not None and resumed is None:
         # Weights and buffers (feature statistics, mean landmarks) of the starting model replace the fresh ones.
         init_tensors, init_meta = read_checkpoint(model_file(settings.init))

@@ -1907,6 +1907,44 @@ def test_a_decoder_whose_outputs_training_cannot_read_is_refused_naming_it(
         train(plan)
 
 
+class _CutOffWarper:
+    """Says differentiable, but warps under torch.no_grad (``mode`` "all") or with its points detached ("points")."""
+
+    differentiable = True
+
+    def __init__(self, mode: str) -> None:
+        from facekit.registry import get_registry
+
+        self.mode, self.inner = mode, get_registry("warper").get("rbf-linear").build()
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
+        if self.mode == "points":
+            return self.inner.warp(image, source.detach(), destination.detach())
+        with torch.no_grad():
+            return self.inner.warp(image, source, destination)
+
+
+@pytest.mark.parametrize(("mode", "cut"), [("all", "the decoder"), ("points", "the decoder's landmarks")])
+def test_a_warper_that_says_differentiable_and_is_not_is_refused_before_training(
+    prepared: Path, tmp_path: Path, mode: str, cut: str
+) -> None:
+    """helper-223: such a warper trained without a word, the identity term reported at every step while it moved
+    neither the decoder's texture nor its landmarks (the losses reach the decoder through the warped face)."""
+    from facekit.recipe import ResolvedComponent
+    from facekit.registry import NoParams
+
+    plan = resolve(tiny_recipe(prepared, tmp_path / "run", steps=2, loss={"identity": 1.0}))
+    spec = ComponentSpec("cut-off", lambda params: _CutOffWarper(mode), NoParams, plugin="theirs")
+    plan.components["warper"] = ResolvedComponent("warper", "warper", spec, NoParams())
+    with pytest.raises(
+        FacekitError,
+        match=rf"^warper 'cut-off' \(plugin 'theirs'\) says differentiable = True, but its warped face is not "
+        rf"connected to {cut} \(.*\(train.loss.identity\)",
+    ):
+        train(plan)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def _data_workers(marker: str) -> list[int]:
     """The torch DataLoader workers of a run (:func:`_running`), once torch has set them up (named them)."""
     found = []
