@@ -205,6 +205,14 @@ def plugins() -> None:
             "warning",
         )
 
+    for info in state.plugins:  # (helper-223: listed with an empty hooks cell, registering nothing, and no word why)
+        if not info.hooks:
+            say_error(
+                f"plugin {info.name!r} ({info.distribution}) implements no facekit hook: its entry point names "
+                f"{info.module}, in which no function is marked @facekit.hookimpl; point the entry point at the module "
+                "that defines its register_* hooks and reinstall it",
+                "warning",
+            )
     with quiet_plugin_warnings():  # each failure is said once, below
         get_registries()  # runs every plugin's registration hooks: a hook that raises is reported here
     messages = [failure.message() for failure in state.failures] + HOOK_FAILURES + COMMAND_FAILURES

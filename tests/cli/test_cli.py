@@ -669,6 +669,26 @@ def test_plugins_names_an_entry_point_declared_in_a_group_facekit_does_not_read(
     assert "facekit.plugins" not in run_cli("plugins").stderr
 
 
+def test_plugins_says_when_an_entry_point_names_a_module_without_hooks(tmp_path: Path) -> None:
+    """helper-223: an entry point naming the package (``facekit_mine``) while the hooks live in a module it never
+    imports (``facekit_mine.plugin``) loaded a plugin with no hooks: `facekit plugins` listed it with an empty hooks
+    cell, `facekit list` had none of its components, and nothing said why."""
+    info = tmp_path / "facekit_hookless-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: facekit-hookless\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[facekit]\nhookless = facekit_hookless\n")
+    (tmp_path / "facekit_hookless.py").write_text('"""The package; its hooks are in another module."""\n')
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    result = run_cli("plugins", env={"PYTHONPATH": path})
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 0, message
+    assert (
+        "warning: plugin 'hookless' (facekit-hookless) implements no facekit hook: its entry point names "
+        "facekit_hookless, in which no function is marked @facekit.hookimpl; point the entry point at the module"
+    ) in message
+    assert "implements no facekit hook" not in run_cli("plugins").stderr
+
+
 def test_a_command_group_alone_shows_its_commands() -> None:
     """`facekit models` and `facekit explore` without a subcommand list what they have, as `facekit` alone does
     (helper-85: 'Missing command.')."""
