@@ -263,6 +263,9 @@ class Detector(Protocol):
     an error (``facekit.testing``'s ``no_face`` check); a face that is no FaceDetection (nor a type with its fields)
     stops the pipeline with an error naming the detector; an exception raised for one photo, or a face returned with
     landmarks that are not finite, costs that photo only (``detector_error`` row, ``facekit.normalize.detect_guarded``).
+    The image is RGB, never OpenCV's BGR: a detector whose network reads BGR flips it itself (``image[..., ::-1]``);
+    no check on the test face can tell (YuNet given the channels swapped passes them all), so test it against the
+    network's reference implementation.
     ``detect_array`` must not change the image it is given (the conformance checks fail one that does; the pipeline
     gives it a copy of the photo, which it crops the encoder's input and the photo detail from afterwards). A photo
     over 2,048 px (``facekit.normalize.LARGE_SIDE``) is searched on a 2,048 px copy and each face found located
