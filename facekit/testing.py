@@ -1036,9 +1036,16 @@ def check_warper_moves_content(subject: Subject) -> None:
         (dx, dy), (sx, sy) = destination[item, point].long().tolist(), source[item, point].long().tolist()
         found = flow[item, dy, dx].float()
         error = float((found - torch.tensor(move)).abs().max())
+        # (helper-223: a flow of (dy, dx), torch's grid order read the other way, was told only of the flow's sign)
+        swapped = float((found.flip(-1) - torch.tensor(move)).abs().max()) <= FLOW_TOLERANCE
+        why = (
+            "the flow is (y, x): its last axis is (x, y), as the points' are"
+            if swapped
+            else "the flow's sign: output pixel p shows input p - flow(p)"
+        )
         assert error <= FLOW_TOLERANCE, (
             f"{name}: item {item}: flow at the destination {dx, dy} is {tuple(round(v, 3) for v in found.tolist())}, "
-            f"not the move {move} (off by {error:.3g} px; the flow's sign: output pixel p shows input p - flow(p))"
+            f"not the move {move} (off by {error:.3g} px; {why})"
         )
         got, want = warped[item, :, dy, dx], image[item, :, sy, sx]
         off = float((got - want).abs().max())

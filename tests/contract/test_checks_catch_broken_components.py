@@ -241,6 +241,16 @@ class _AutocastAffineWarper:
         return F.grid_sample(image, normalised.to(image.dtype), align_corners=True).to(image.dtype), flow
 
 
+class _YXFlowWarper:
+    """Warps right, but returns its flow as (dy, dx) (torch's grid order read the other way)."""
+
+    differentiable = True
+
+    def warp(self, image: torch.Tensor, source: torch.Tensor, destination: torch.Tensor) -> Any:
+        warped, flow = get_registry("warper").get("rbf-linear").build().warp(image, source, destination)
+        return warped, flow.flip(-1)
+
+
 class _TwoArgumentWarper:
     """Takes the source points alone (the destination is its own idea): the decoder passes three arguments."""
 
@@ -259,6 +269,7 @@ class _TwoArgumentWarper:
         (_ImageOnlyWarper, "identity", "warp returns Tensor, not the pair"),
         (_ImageOnlyWarper, "moves_content", "warp returns Tensor, not the pair"),
         (_FirstOnlyWarper, "moves_content", "item 1: flow at the destination"),
+        (_YXFlowWarper, "moves_content", r"not the move \(3.0, -2.0\) \(off by 5 px; the flow is \(y, x\): its last"),
         (_PointsOnlyWarper, "moves_content", "one pixel from the destination"),
         (_SqueezeWarper, "identity", "batch of 1"),
         (_NarrowGaussianWarper, "face_points", "flows of up to"),
