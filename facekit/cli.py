@@ -345,13 +345,18 @@ def _add_mapping(node: Tree, value: Any) -> None:
 def run(
     recipe: Annotated[str, typer.Argument(help=RECIPE_HELP)],
     stage: Annotated[
-        list[str] | None, typer.Option("--stage", help="prepare, augment, train, evaluate or infer (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            help="prepare, augment, train, evaluate or infer (repeatable; default: every stage with something to do: "
+            "not augment when augment.enabled is false or augment.count 0, nor infer when infer.inputs is empty)",
+        ),
     ] = None,
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option(help="continue train.output's last checkpoint")] = False,
 ) -> None:
-    """Run a recipe's stages (all of them by default) and print the run folders written. Exit 3 when the infer
-    stage left some photos without a normalized face (as `facekit normalize`)."""
+    """Run a recipe's stages (by default every one with something to do) and print the run folders written. Exit 3
+    when the infer stage left some photos without a normalized face (as `facekit normalize`)."""
     from facekit.batch import EXIT_SOME_FAILED
     from facekit.pipeline import RunOptions, run_plan
     from facekit.recipe import load_recipe
