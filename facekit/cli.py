@@ -224,7 +224,13 @@ def plugins() -> None:
 
 @app.command("list")
 def list_command(
-    kind: Annotated[str | None, typer.Argument(help="detectors, encoders, decoders, warpers, apps or recipes")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Argument(
+            help="detectors, encoders, decoders, warpers, apps or recipes (default: every kind of component, "
+            "not the recipes)"
+        ),
+    ] = None,
 ) -> None:
     """List registered components with the plugin that provides them and their model-card fields (recipes: the
     shipped recipes, by the name check, run and the other recipe commands take)."""
@@ -727,7 +733,9 @@ def eval_command(
     model: Annotated[
         str | None, typer.Option(help="a shipped model by its encoder: dlib (default) or sface (facekit models list)")
     ] = None,
-    data: Annotated[str, typer.Option(help="lfw-devtest")] = "lfw-devtest",
+    data: Annotated[
+        str, typer.Option(help="the photos evaluated: lfw-devtest (LFW peopleDevTest.txt's people, never trained on)")
+    ] = "lfw-devtest",
     judge: Annotated[
         list[str] | None,
         typer.Option(
