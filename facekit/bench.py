@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, SettingsRefused
 from facekit.recipe import Plan, grid_cells_as_written, load_recipe, path_override
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
     base = load_recipe(recipe, overrides)
     settings = base.recipe.bench
     if not settings.grid:  # one unlabelled cell would be a training, not a comparison
-        raise FacekitError(
+        raise SettingsRefused(
             f"{recipe} has no bench.grid: list the settings to compare, e.g. bench: {{grid: {{train.lr: [0.001, "
             "0.0003]}} (benchmarks/*.yaml); `facekit run` trains one recipe"
         )

@@ -57,8 +57,9 @@ class SettingsRefused(FacekitError):
 
 class OptionsRefused(FacekitError):
     """A command line whose options do not go together or name what is not there (``--resume`` where no training
-    runs, an unknown ``--stage``): a usage error, exit 2, as Typer's own (before, ``--resume`` without a training
-    stage exited 1, the code of a problem with the machine or the data)."""
+    runs, an unknown ``--stage``, a recipe or bench grid that is neither a file nor a shipped recipe's name): a usage
+    error, exit 2, as Typer's own (before, ``--resume`` without a training stage, and `facekit run Paper`, exited 1,
+    the code of a problem with the machine or the data)."""
 
     exit_code = 2
 

@@ -39,6 +39,7 @@ from facekit.errors import (
     ComponentNotFoundError,
     DuplicateComponentError,
     FacekitError,
+    OptionsRefused,
     Problem,
     RecipeError,
     did_you_mean,
@@ -1361,9 +1362,9 @@ def find_recipe(given: str | Path) -> Path:
         hints = [_suggestion("", [], files)] if files else []
         hints += [f"a shipped recipe is given by its name alone: {meant}"] if meant else []
         said = "; ".join(hints)
-        raise FacekitError(f"recipe not found: {given}{f' ({said})' if said else ''}")
+        raise OptionsRefused(f"recipe not found: {given}{f' ({said})' if said else ''}")
     close = _suggestion(name, list(shipped), files)
-    raise FacekitError(
+    raise OptionsRefused(
         f"no recipe file or shipped recipe named '{given}'{f' ({close})' if close else ''}; "
         f"the shipped ones: {', '.join(shipped)}"
     )
@@ -1372,7 +1373,7 @@ def find_recipe(given: str | Path) -> Path:
 def _empty_name(what: str, give: str, choices: str) -> FacekitError:
     """The refusal of an empty recipe name or path (``facekit run ""``, ``facekit bench ""``): ``what`` is empty,
     ``give`` what instead, ``choices`` listed after it."""
-    return FacekitError(f"the {what} is empty: give {give} ({choices})")
+    return OptionsRefused(f"the {what} is empty: give {give} ({choices})")
 
 
 def find_grid(given: str | Path) -> Path:
@@ -1398,7 +1399,7 @@ def find_grid(given: str | Path) -> Path:
         if meant is not None and meant.is_file()
         else f"; {choices}"
     )
-    raise FacekitError(
+    raise OptionsRefused(
         f"grid recipe not found: {given} (looked for {Path(given).absolute()}: a grid is given by its file's path, "
         f"the bench grids not being installed with facekit{where})"
     )

@@ -280,3 +280,26 @@ def test_a_run_builds_the_warper_once(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "built_once" not in vars(plan.components["warper"])
     again, _ = check_trainable(plan, resume=True)
     assert len(built) == 2 and again is built[1]
+
+
+def test_a_recipe_or_grid_that_names_nothing_is_a_usage_error(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facekit run Paper`, `facekit check nosuch.yaml`, `facekit bench nosuch.yaml` and a bench of a recipe without
+    a grid are the user's typing, refused in one line before anything loads: exit 2 as README says of a command line
+    that names what is not there (helper-227: they exited 1, the code of a problem with the machine or the data)."""
+    from facekit.cli import main
+
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root))
+    monkeypatch.chdir(tmp_path)
+    for args, said in (
+        (["run", "Paper"], "no recipe file or shipped recipe named 'Paper' (did you mean 'paper'?)"),
+        (["check", "nosuch.yaml"], "recipe not found: nosuch.yaml"),
+        (["bench", "nosuch.yaml"], "grid recipe not found: nosuch.yaml"),
+        (["bench", "demo"], "demo has no bench.grid"),
+        (["run", ""], "the recipe name is empty"),
+    ):
+        assert main(args) == 2, args
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.startswith(f"error: {said}") and "Traceback" not in err, (args, err)
+    assert not list(tmp_path.iterdir())

@@ -229,7 +229,7 @@ def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(tmp_p
 
 def test_missing_recipe_file() -> None:
     result = run_cli("check", "nope.yaml")
-    assert result.returncode == 1 and "recipe not found: nope.yaml" in result.stderr
+    assert result.returncode == 2 and "recipe not found: nope.yaml" in result.stderr
 
 
 def test_a_set_with_a_space_for_its_equals_sign_is_one_line_saying_key_equals_value(
@@ -606,7 +606,7 @@ def test_bench_without_a_grid_shows_an_example_that_parses(data_root: Path) -> N
 
     result = run_cli("bench", "recipes/demo.yaml")
     message = " ".join(result.stderr.split())
-    assert result.returncode == 1 and "has no bench.grid" in message, message
+    assert result.returncode == 2 and "has no bench.grid" in message, message
     example = message.split("e.g. ", 1)[1].split(" (benchmarks", 1)[0]
     assert yaml.safe_load(example) == {"bench": {"grid": {"train.lr": [0.001, 0.0003]}}}
 
@@ -759,8 +759,8 @@ def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     assert prepare.returncode == 1 and "--shard 9/2" in prepare.stderr, prepare.stderr
     assert prepare.stderr.startswith("warning: prepare.face: not used: prepare.keep_all_faces keeps every face")
     assert "identity_jitter" not in prepare.stderr
-    bench = run_cli("bench", "recipes/ablations/no-identity.yaml")  # the recipe's own settings; then no grid: exit 1
-    assert bench.returncode == 1 and bench.stderr.startswith("warning: train.identity_jitter: not used"), bench.stderr
+    bench = run_cli("bench", "recipes/ablations/no-identity.yaml")  # the recipe's own settings; then no grid: exit 2
+    assert bench.returncode == 2 and bench.stderr.startswith("warning: train.identity_jitter: not used"), bench.stderr
 
 
 def test_bench_does_not_warn_of_a_setting_a_grid_cell_reads(tmp_path: Path) -> None:

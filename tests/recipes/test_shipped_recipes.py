@@ -197,7 +197,7 @@ def test_an_empty_recipe_name_is_said_to_be_empty(
 
     monkeypatch.chdir(tmp_path)
     for given in ("", " "):
-        assert main(["check", given]) == 1
+        assert main(["check", given]) == 2
         said = capsys.readouterr().err.strip()
         assert said.startswith("error: the recipe name is empty: give a recipe file's path or a shipped recipe's name")
         assert said.endswith(f"({', '.join(shipped_recipes())})") and "folder" not in said
@@ -310,7 +310,7 @@ def test_bench_refuses_a_grid_not_found_as_a_path_not_a_shipped_name(
     monkeypatch.chdir(tmp_path)
     grid = (REPO / "benchmarks" / "encoders_x_warps.yaml").resolve()
     for given in ("benchmarks/encoders_x_warps.yaml", "encoders_x_warps"):
-        assert main(["bench", given]) == 1
+        assert main(["bench", given]) == 2
         said = " ".join(capsys.readouterr().err.split())
         assert said == (
             f"error: grid recipe not found: {given} (looked for {tmp_path / given}: a grid is given by its file's "
@@ -337,13 +337,13 @@ def test_bench_says_an_empty_grid_path_is_empty_and_lists_the_checkouts_grids(
     monkeypatch.chdir(tmp_path)
     grids = ", ".join(str(file) for file in sorted((REPO / "benchmarks").resolve().glob("*.yaml")))
     for given in ("", " "):
-        assert main(["bench", given]) == 1
+        assert main(["bench", given]) == 2
         said = " ".join(capsys.readouterr().err.split())
         assert said == (
             "error: the grid recipe's path is empty: give a bench grid's file path (facekit's source checkout has "
             f"{grids})"
         )
-    assert main(["bench", "no-such-grid.yaml"]) == 1
+    assert main(["bench", "no-such-grid.yaml"]) == 2
     assert " ".join(capsys.readouterr().err.split()).endswith(
         f"not being installed with facekit; facekit's source checkout has {grids})"
     )
