@@ -268,6 +268,33 @@ def test_a_stop_in_an_evaluations_last_writes_leaves_its_folder_as_it_was_or_its
     assert sorted(os.listdir(tmp_path / "whole")) == [*whole, "report.html"]
 
 
+def test_an_evaluation_removes_the_results_folder_a_killed_one_left(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results are made in a hidden folder inside the output (``.eval.XXXXXXXX.tmp``): an evaluation killed
+    outright as it wrote them (kill -9, the out-of-memory killer) left it there, its histograms and report hidden for
+    good. The next evaluation into the folder removes such a folder once an hour old; a fresh one (another
+    evaluation writing now) and a name mkdtemp does not make are left alone."""
+    import os
+    import time
+
+    import facekit.evaluate as evaluate
+
+    normalizer, judge = fake_evaluation(monkeypatch)
+    out = tmp_path / "eval"
+    killed, fresh, users = out / ".eval.k1ll_d9x.tmp", out / ".eval.w0rking1.tmp", out / ".eval.mine.tmp"
+    for folder in (killed, fresh, users):
+        folder.mkdir(parents=True)
+        (folder / "report.html").write_text("<html></html>")
+    hours_ago = time.time() - 2 * 3600
+    for folder in (killed, users):
+        os.utime(folder, (hours_ago, hours_ago))
+    evaluate.evaluate_normalizer(normalizer, lfw_devtest(data_root, 4), [judge("one")], out)
+    left = sorted(name for name in os.listdir(out) if name.startswith("."))
+    assert left == [".eval.mine.tmp", ".eval.w0rking1.tmp"]
+    assert (out / "metrics.json").is_file()
+
+
 def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tmp_path: Path) -> None:
     """Before: a second `facekit eval` into the same folder replaced the first's files without a word, and its
     report showed every identity-*.png in the folder, an earlier run's other judges included."""
