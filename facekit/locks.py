@@ -124,16 +124,24 @@ def open_lock(path: Path) -> tuple[int, bool]:
     ``0o644`` whatever the umask, the first user's lock shut every other member of a group out of a folder they
     share (a group-writable output folder, a shared FACEKIT_HOME's model store, since imports lock it), each told
     they could not write into it. One another user made that this user may not write, in a folder this user may
-    write, is opened to read: ``flock`` needs no more, and the other user's pid stays in it. Any other refusal (a
-    folder that cannot be written, a read-only file system) is raised as it is."""
+    write, is opened to read: ``flock`` needs no more, and the other user's pid stays in it; one this user may not
+    even read (made 0600 under another user's umask 077) is a FacekitError saying so (before: "cannot write into"
+    a folder this user could write into). Any other refusal (a folder that cannot be written, a read-only file
+    system) is raised as it is."""
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666), True
     except PermissionError as error:
-        if not os.access(path.parent, os.W_OK):
+        if not os.access(path.parent, os.W_OK | os.X_OK):
             raise
         try:
             return os.open(path, os.O_RDONLY | os.O_NOFOLLOW), False
-        except OSError:  # (none there, or not even readable: the refusal is the first open's)
+        except PermissionError:  # (there, and neither writable nor readable by this user)
+            raise FacekitError(
+                f"cannot lock {path}, a lock file another user made that you may neither write nor read "
+                f"({error.strerror}): ask its owner to let you read it (chmod a+r), or remove it while no facekit "
+                "writes there"
+            ) from None
+        except OSError:  # (none there: the refusal is the first open's)
             raise error from None
 
 

@@ -1050,6 +1050,17 @@ def test_another_users_lock_file_in_a_folder_one_may_write_is_locked_read_only(
     with exclusive(out, "normalize"):  # (let go)
         pass
 
+    def private(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:  # (made 0600 under a umask 077)
+        if str(path).endswith(LOCK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return opened(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(facekit.locks.os, "open", private)  # (before: "cannot write into OUT", which one can)
+    with pytest.raises(FacekitError, match=r"cannot lock .*another user made that you may neither write nor read"):
+        with exclusive(out, "normalize"):
+            pass
+    monkeypatch.setattr(facekit.locks.os, "open", theirs)
+
     def locks_only_for_writers(*args: Any) -> None:  # (NFS: flock is a POSIX lock, for writers only)
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
