@@ -204,13 +204,15 @@ def test_export_never_writes_over_its_metrics_file(data_root: Path, tmp_path: Pa
     assert "Traceback" not in result.stderr and metrics.read_bytes() == figures
 
 
-def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(tmp_path: Path) -> None:
+def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before (helper-222): an export killed outright (kill -9, out of memory) left its temporary beside OUT
     (``.OUT.XXXXXXXX.tmp``, a model's size), hidden, for good. The next export to that OUT removes those of its own
     pattern left untouched for an hour, never a fresh one (another export to it running) nor a file of the user's."""
     import shutil
 
-    from facekit.checkpoints import TEMPORARY_AGE_S, export_model
+    from facekit.checkpoints import TEMPORARY_AGE_S, export_model, remove_stale_temporaries_of
 
     checkpoint = tmp_path / "model.safetensors"
     shutil.copyfile(Path(facekit.__file__).parent / "assets" / "default-model.safetensors", checkpoint)
@@ -225,6 +227,13 @@ def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(tmp_p
     export_model(checkpoint, out)
     assert out.is_file() and not killed.exists()
     assert running.exists() and all(path.exists() for path in users)
+    # Another user's, as old, in a folder both write (a shared one): never this user's to remove
+    theirs = tmp_path / ".shipped.safetensors.th31r_9a.tmp"
+    theirs.write_bytes(b"part of a model")
+    os.utime(theirs, (old, old))
+    mine = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: mine + 1)
+    assert remove_stale_temporaries_of(out) == 0 and theirs.exists()
 
 
 def test_missing_recipe_file() -> None:

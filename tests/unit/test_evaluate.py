@@ -293,6 +293,12 @@ def test_an_evaluation_removes_the_results_folder_a_killed_one_left(
     left = sorted(name for name in os.listdir(out) if name.startswith("."))
     assert left == [".eval.mine.tmp", ".eval.w0rking1.tmp"]
     assert (out / "metrics.json").is_file()
+    theirs = out / ".eval.th31r_9a.tmp"  # another user's, as old, in a folder both write: never this user's to remove
+    theirs.mkdir()
+    os.utime(theirs, (hours_ago, hours_ago))
+    mine = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: mine + 1)
+    assert evaluate.remove_killed_results(out) == 0 and theirs.is_dir()
 
 
 def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tmp_path: Path) -> None:
