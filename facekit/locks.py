@@ -136,6 +136,8 @@ def open_lock(path: Path) -> tuple[int, bool]:
         try:
             return os.open(path, os.O_RDONLY | os.O_NOFOLLOW), False
         except PermissionError:  # (there, and neither writable nor readable by this user)
+            if not os.path.lexists(path):  # (none there: the refusal is the first open's)
+                raise error from None
             raise FacekitError(
                 f"cannot lock {path}, a lock file another user made that you may neither write nor read "
                 f"({error.strerror}): ask its owner to let you read it (chmod a+r), or remove it while no facekit "
