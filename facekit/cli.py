@@ -366,13 +366,19 @@ def run(
     from facekit.batch import EXIT_SOME_FAILED
     from facekit.pipeline import RunOptions, run_plan
     from facekit.recipe import load_recipe
+    from facekit.runs import is_rank_zero
 
     plan = load_recipe(recipe, overrides=set_ or [])
-    _warn_unused_settings(plan.unused_settings(stages=stage))  # (all stages run without --stage)
+    # Under torchrun every rank runs this command: rank 0 alone says the warnings and what each stage wrote (before,
+    # each rank did, and rank 1's train line, read before rank 0 saved the last step, said "step 0 of train.steps").
+    speaks = is_rank_zero()
+    if speaks:
+        _warn_unused_settings(plan.unused_settings(stages=stage))  # (all stages run without --stage)
 
     def said(done: Any) -> None:  # as each stage ends: a later stage's failure leaves the finished ones said
         # (one line however long, in a log too: grep finds it whole; helper-175's loss summary made it pass 160)
-        console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}", soft_wrap=True)
+        if speaks:
+            console.print(f"{done.stage}: {done.note or f'wrote {done.path}'}", soft_wrap=True)
 
     results = run_plan(plan, stage, RunOptions(resume=resume), said)
     if any(result.failed for result in results):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,7 +64,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
+        all_reduce = _AllReduceSum.apply
 
         dims, channels, shape = (0, 2, 3), input.shape[1], (1, input.shape[1], 1, 1)
         count = torch.tensor([input.shape[0] * input.shape[2] * input.shape[3]], dtype=input.dtype, device=input.device)
@@ -85,6 +86,29 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum of a tensor over every rank, differentiable: each rank's output is the sum of all ranks' inputs, so the
+    gradient of an input is the sum of every rank's output gradient. (torch's ``torch.distributed.nn.functional.
+    all_reduce`` did the same and printed a FutureWarning, deprecated, twice per batch-norm layer and rank on a
+    user's terminal at a `torchrun` training's first step; its replacement is a private module.)"""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def global_batchnorm(module: nn.Module) -> nn.Module:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -21,7 +23,13 @@ def _free_port() -> int:
 
 
 def _rank(rank: int, port: int, folder: str) -> None:
+    import warnings
+
     import torch.distributed as dist
+
+    # Any warning fails the rank: torch's deprecated torch.distributed.nn.functional.all_reduce printed a FutureWarning
+    # per batch-norm layer on a `torchrun` training's terminal (seen in stop 60's run under torchrun).
+    warnings.simplefilter("error")
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -60,3 +68,27 @@ def test_global_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path: Path) ->
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(ranks[1]["state"][key], value, atol=1e-5, rtol=1e-5)
+
+
+def test_under_torchrun_only_rank_zero_says_what_each_stage_wrote(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`torchrun --nproc_per_node=2 -m facekit run demo --stage train` printed each warning and each stage's line
+    once per rank, and rank 1's train line (its checkpoint read before rank 0 saved the last step) said "step 0 of
+    train.steps 4" among rank 0's true one (stop 60, run here): rank 0 alone speaks, as it alone writes."""
+    import facekit.pipeline
+    from facekit.cli import main
+    from facekit.pipeline import StageResult
+
+    def stages(plan: Any, stage: Any, options: Any, said: Any) -> list[StageResult]:
+        done = StageResult("train", Path("runs/x"), "step 4 of train.steps 4")
+        said(done)
+        return [done]
+
+    monkeypatch.setattr(facekit.pipeline, "run_plan", stages)
+    for rank, printed in (("1", ""), ("0", "train: step 4 of train.steps 4\n")):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["run", "demo", "--stage", "train", "--set", "train.loss.identity=0"]) == 0
+        out, err = capsys.readouterr()
+        assert out == printed, (rank, out)
+        assert ("warning: train.identity_jitter: not used" in err) == (rank == "0"), (rank, err)
