@@ -958,7 +958,7 @@ def models_list() -> None:
 @models_app.command("verify")
 def models_verify() -> None:
     """Re-hash the shipped models and every file in the store against their sha256 (exit 1 if any differs)."""
-    from facekit.models import ChecksumError, leftovers, store_dir, verify_store
+    from facekit.models import ChecksumError, leftover_in_use, leftover_size, leftovers, store_dir, verify_store
     from facekit.normalize import model_path, shipped_models
 
     results = []
@@ -978,12 +978,19 @@ def models_verify() -> None:
     if not stored:
         console.print(f"the store is empty ({store_dir()})")
     for left in leftovers():  # (before: not a word; a killed import's part copy held its space unseen)
-        size = sum(p.stat().st_size for p in [left, *left.rglob("*")] if p.is_file())
-        console.print(
-            f"note: {left} ({size / 1e6:.1f} MB) was left by an import that was stopped (or is one running now): "
-            "remove it once no import runs",
-            soft_wrap=True,
-        )
+        in_use = leftover_in_use(left)  # (asked before the size: an import that ends meanwhile removes its own)
+        if (size := leftover_size(left)) is None:
+            continue  # (an import running now has finished with it)
+        if not in_use:
+            said = "was left by an import that was stopped: remove it"
+        elif left.parent == store_dir():
+            said = (
+                "was left by an import that was stopped, or is being written by the one running now: remove it once "
+                "that import has finished"
+            )
+        else:
+            said = "is the scratch folder of an import running now, which removes it as it finishes"
+        console.print(f"note: {left} ({size / 1e6:.1f} MB) {said}", soft_wrap=True)
     if any(verdict != "ok" for _, verdict in results):
         raise typer.Exit(1)
 

@@ -147,6 +147,26 @@ def open_lock(path: Path) -> tuple[int, bool]:
             raise error from None
 
 
+def held(folder: str | Path, name: str = LOCK) -> bool:
+    """Whether another process holds ``folder/name`` (:func:`exclusive`'s lock) now: tried without waiting and let
+    go at once, making nothing (none there: nobody holds it). A shared lock, which a descriptor open to read may
+    take on any file system (NFS locks only a file open to write exclusively), and which no other reader blocks.
+    For a command that only reads to say whether a writer is running (`facekit models verify` during an import)."""
+    try:
+        descriptor = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system that cannot lock: nothing can be said of a writer
+        return False
+    finally:
+        os.close(descriptor)
+    return False
+
+
 def _wait_for(descriptor: int, waiting: Callable[[], object] | None) -> None:
     """Take the lock on ``descriptor``, waiting for its holder; ``waiting`` is called once, after
     :data:`WAIT_SAID_AFTER` seconds of it (not at all where the lock comes sooner: an import is short)."""

@@ -570,9 +570,21 @@ def _scratch_folder() -> Iterator[str]:
     """A temporary folder in ``$FACEKIT_HOME`` (made first), where a bundle's files are unpacked and checked."""
     import tempfile
 
+    from facekit.locks import exclusive
+
     facekit_home().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=facekit_home(), prefix=".bundle-") as scratch:
-        yield scratch
+    scratch = tempfile.mkdtemp(dir=facekit_home(), prefix=".bundle-")
+    try:
+        # Locked while it is used, so that `facekit models verify` tells a running import's folder from one a
+        # stopped import left (before: "left by an import that was stopped (or is one running now)"); removed
+        # with the lock held, so that it is never seen unlocked before it goes.
+        with exclusive(scratch, "models import"):
+            try:
+                yield scratch
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # (where the lock was refused)
 
 
 def import_bundle(
@@ -730,6 +742,34 @@ def leftovers() -> list[Path]:
     found = [*store_dir().glob(".*.tmp"), store_dir() / f"{Path(MANIFEST).stem}.tmp"]
     found += facekit_home().glob(".bundle-*")
     return sorted(path for path in found if path.exists())
+
+
+def leftover_in_use(path: Path) -> bool:
+    """Whether an import running now may be writing the :func:`leftovers` entry ``path``: a bundle's scratch folder
+    while its import holds its lock (:func:`_scratch_folder`), a temporary in the store while any import holds the
+    store's (they are made only under it, and are named at random: which import made one cannot be told)."""
+    from facekit.locks import held
+
+    return held(path) if path.parent == facekit_home() else held(store_dir())
+
+
+def leftover_size(path: Path) -> int | None:
+    """The bytes the :func:`leftovers` entry ``path`` holds, or None where it has gone: an import running now
+    removes its own as it finishes (before: a file or folder gone during the count was a FileNotFoundError's
+    traceback from `facekit models verify`)."""
+    try:
+        if not path.is_dir():
+            return path.stat(follow_symlinks=False).st_size
+        size = 0
+        for folder, _, files in os.walk(path):  # (os.walk passes over what goes while it walks)
+            for name in files:
+                try:
+                    size += os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    pass
+        return size if path.exists() else None
+    except FileNotFoundError:
+        return None
 
 
 def status() -> list[dict[str, Any]]:

@@ -856,8 +856,77 @@ def test_verify_names_what_a_stopped_import_left(tmp_path: Path, home: Path, toy
     assert result.returncode == 0, result.stdout  # the store itself is sound
     lines = result.stdout.splitlines()
     for left, size in ((store / ".toy.bin.tmp", 0.001), (home / ".bundle-x1y2", len(PAYLOAD) / 1e6)):
-        said = f"note: {left} ({size:.1f} MB) was left by an import that was stopped (or is one running now): "
-        assert f"{said}remove it once no import runs" in lines, result.stdout
+        assert f"note: {left} ({size:.1f} MB) was left by an import that was stopped: remove it" in lines, lines
+
+
+def test_verify_tells_a_running_imports_files_from_what_a_stopped_one_left(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: every leftover was "left by an import that was stopped (or is one running now)", though imports
+    hold the store's lock (and a bundle's its scratch folder's): verify tries them, without waiting."""
+    from facekit.cli import main
+    from facekit.locks import exclusive
+
+    store = home / "models"
+    store.mkdir(parents=True)
+    (store / ".toy.bin.abcd1234.tmp").write_bytes(b"x" * 3000)
+    running, stopped = home / ".bundle-running", home / ".bundle-stopped"
+    for scratch in (running, stopped):
+        scratch.mkdir()
+        (scratch / "toy.bin").write_bytes(b"x" * 2000)
+    with exclusive(store, "models import"), exclusive(running, "models import"):
+        assert main(["models", "verify"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert lines == [
+        f"note: {running} (0.0 MB) is the scratch folder of an import running now, which removes it as it finishes",
+        f"note: {stopped} (0.0 MB) was left by an import that was stopped: remove it",
+        f"note: {store / '.toy.bin.abcd1234.tmp'} (0.0 MB) was left by an import that was stopped, or is being "
+        "written by the one running now: remove it once that import has finished",
+    ], lines
+    assert main(["models", "verify"]) == 0  # none running: the store's temporary is a stopped import's
+    assert f"note: {store / '.toy.bin.abcd1234.tmp'} (0.0 MB) was left by an import that was stopped: remove it" in (
+        capsys.readouterr().out.splitlines()
+    )
+    mine = home / "mine.onnx"
+    mine.write_bytes(b"mine")
+    models.bundle([(WeightsSource("mine.onnx", hashlib.sha256(b"mine").hexdigest(), "MIT"), mine)], home / "b.tar")
+    seen: dict[Path, bool] = {}
+    models.import_bundle(  # (the store's lock held: its temporary may be this import's)
+        home / "b.tar", on_locked=lambda: seen.update((p, models.leftover_in_use(p)) for p in models.leftovers())
+    )
+    (own,) = set(seen) - {running, stopped, store / ".toy.bin.abcd1234.tmp"}
+    assert own.name.startswith(".bundle-") and seen == {
+        own: True,
+        running: False,
+        stopped: False,
+        store / ".toy.bin.abcd1234.tmp": True,
+    }, seen
+    assert models.leftovers() == [running, stopped, store / ".toy.bin.abcd1234.tmp"]  # (its own removed)
+
+
+def test_verify_passes_over_what_an_import_removes_while_it_counts(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a bundle's scratch folder removed by its import (finished) between verify's look at a file in it and
+    its size was a FileNotFoundError's traceback, not a line."""
+    import shutil
+
+    from facekit.cli import main
+
+    scratch = home / ".bundle-x1y2"
+    scratch.mkdir(parents=True)
+    (scratch / "toy.bin").write_bytes(PAYLOAD)
+    real_stat = os.stat
+
+    def then_removed(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        looked = real_stat(path, *args, **kwargs)
+        if Path(path).name == "toy.bin":  # the import finishes just after the file's first look
+            shutil.rmtree(scratch)
+        return looked
+
+    monkeypatch.setattr(os, "stat", then_removed)
+    assert main(["models", "verify"]) == 0
+    assert not scratch.exists() and "note:" not in capsys.readouterr().out
 
 
 def test_one_cards_file_under_anothers_name_is_said(tmp_path: Path) -> None:
