@@ -1961,6 +1961,37 @@ def test_a_second_stop_waits_for_the_servers_clean_up_and_a_kill_there_leaves_it
     assert remove_abandoned(tmp_path) == 1 and not killing.exists()
 
 
+@pytest.mark.parametrize("looks", [1, 2, 3, 99])  # (99: never; from the 4th on this sweep holds the folder's lock)
+def test_a_folder_another_sweep_removes_meanwhile_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, looks: int
+) -> None:
+    """Before: a server folder another server's sweep removed between this sweep's is_dir() and its stat() was a
+    FileNotFoundError, and the server starting stopped on it. Here the other sweep removes it after this one's
+    first, second or third look at it (before it holds the folder's lock, which the other sweep takes to remove it):
+    passed over whenever that is, and not made again by the lock."""
+    import os
+
+    from facekit_serve.cli import SERVE_LOCK, remove_abandoned
+
+    crashed = tmp_path / "facekit-serve-crash_01"
+    (crashed / "gradio").mkdir(parents=True)
+    (crashed / SERVE_LOCK).write_text("123\n")
+    real_stat, seen = os.stat, []
+
+    def other_sweep(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        looked = real_stat(path, *args, **kwargs)
+        if os.fspath(path) == str(crashed) and len(seen) < looks:
+            seen.append(path)
+            if len(seen) == looks:
+                shutil.rmtree(crashed)
+        return looked
+
+    monkeypatch.setattr(os, "stat", other_sweep)
+    removed = remove_abandoned(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert removed == (0 if len(seen) == looks else 1), (removed, seen)
+
+
 def test_a_users_folder_named_like_a_servers_is_never_removed(tmp_path: Path) -> None:
     """Before: any folder in TMPDIR whose name began with facekit-serve- and that was a day old was deleted with its
     contents (a user's backup, notes)."""

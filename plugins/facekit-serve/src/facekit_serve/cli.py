@@ -48,30 +48,47 @@ def remove_abandoned(parent: Path, keep: Path | None = None) -> int:
     the user's that happens to start so is never touched. Returns how many were removed."""
     removed = 0
     for folder in sorted(parent.glob(f"{WORKDIR_PREFIX}*")):
-        if (
-            folder == keep
-            or not WORKDIR_NAME.fullmatch(folder.name)
-            or folder.is_symlink()
-            or not folder.is_dir()
-            or folder.stat().st_uid != os.getuid()
-        ):
+        if folder == keep or not WORKDIR_NAME.fullmatch(folder.name):
             continue
+        # Looked at through one descriptor (never through a link), held until it is swept: another server's sweep,
+        # or the folder's own server as it ends, may remove it at any moment (before: gone between is_dir() and
+        # stat(), a FileNotFoundError stopped the server that swept as it started).
         try:
-            entries = {entry.name for entry in folder.iterdir()}
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
-        if not entries <= SERVER_ENTRIES:
-            continue  # something a server does not write: not ours to delete
-        lock = folder / SERVE_LOCK
-        if not lock.exists() and time.time() - folder.stat().st_mtime < UNLOCKED_AGE_S:
-            continue  # perhaps an older facekit's running server: left until it is a day old
         try:
-            with exclusive(folder, "facekit serve", SERVE_LOCK):
-                shutil.rmtree(folder, ignore_errors=True)
-        except FacekitError:  # held: that server is running
-            continue
-        removed += 1
+            removed += _sweep(folder, descriptor)
+        finally:
+            os.close(descriptor)
     return removed
+
+
+def _sweep(folder: Path, descriptor: int) -> bool:
+    """Remove the server folder ``folder``, open as ``descriptor``, if it is abandoned (:func:`remove_abandoned`);
+    whether it was this call that removed it."""
+    try:
+        info, entries = os.fstat(descriptor), set(os.listdir(descriptor))
+    except OSError:
+        return False
+    if info.st_uid != os.getuid():
+        return False
+    if not entries <= SERVER_ENTRIES:
+        return False  # something a server does not write: not ours to delete
+    if SERVE_LOCK not in entries and time.time() - info.st_mtime < UNLOCKED_AGE_S:
+        return False  # perhaps an older facekit's running server: left until it is a day old
+    try:
+        with exclusive(folder, "facekit serve", SERVE_LOCK):
+            try:  # (the descriptor keeps the folder's inode from being reused by one made since under its name)
+                now = folder.lstat()
+                swept = (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+            except OSError:
+                swept = False
+            # (not swept: gone meanwhile, another sweep's; the lock made it again, and it goes again)
+            shutil.rmtree(folder, ignore_errors=True)
+    except FacekitError:  # held: that server is running
+        return False
+    return swept
 
 
 def remove_server_folder(folder: Path) -> None:
