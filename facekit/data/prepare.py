@@ -770,8 +770,8 @@ def _in_workers(
 
 
 class _Finished:
-    """The records of a pool's identities, as they finish (iterated), and those finished but not given yet when the
-    run stopped (:meth:`after_stop`)."""
+    """The records of a pool's identities, as they finish (iterated; where a worker dies, those the others finished
+    are given before the error), and those finished but not given yet when the run stopped (:meth:`after_stop`)."""
 
     def __init__(self, executor: Any, stop: Any, tasks: Iterable[tuple[str, list[Any]]]) -> None:
         self.executor, self.stop, self.tasks = executor, stop, tasks
@@ -802,6 +802,10 @@ class _Finished:
                 # a stop as it was taken dropped it, and a rerun did it again)
                 self.given.add(future)
         except BrokenProcessPool:
+            # The people the other workers had finished (their records here, their averages written) are given
+            # before the error, as after a stop: before, those not given yet were left out of the progress and done
+            # again by the rerun. Those whose records the broken pool lost with its workers are done again.
+            yield from self.after_stop()
             raise FacekitError(
                 "a prepare worker stopped without finishing (out of memory, killed, or it could not start: a message "
                 "above may say why); the identities finished so far are kept: run prepare again to go on, with "

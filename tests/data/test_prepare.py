@@ -1141,6 +1141,51 @@ def test_a_killed_worker_ends_a_prepare_with_one_line_not_a_hang(tmp_path: Path,
     assert len(read_progress(output)) == 20
 
 
+def test_a_killed_worker_keeps_the_people_the_others_finished(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a worker killed (the out-of-memory killer) broke the pool, and the people the other workers had
+    finished but not handed over yet were left out of the progress, done again by the rerun (only a stop kept
+    them). Now they are given before the error; a person the killed worker was on is not."""
+    import concurrent.futures
+    import contextlib
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from facekit.data import prepare
+    from facekit.errors import FacekitError
+    from facekit.recipe import PrepareSection
+
+    class Broken:  # a pool whose worker on "killed" died; the others had finished theirs
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def submit(self, fn: Any, task: tuple[str, Any]) -> Future:
+            future: Future = Future()
+            if task[0] == "killed":
+                future.set_exception(BrokenProcessPool("a process in the pool was terminated abruptly"))
+            else:
+                future.set_result({"identity": task[0]})
+            return future
+
+        def shutdown(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    def first_then_the_broken(futures: list[Future]) -> Iterator[Future]:
+        yield futures[0]
+        yield futures[1]
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Broken)
+    monkeypatch.setattr(concurrent.futures, "as_completed", first_then_the_broken)
+    rules = PrepareSection(output=str(tmp_path / "out"), image_size=96, interocular_px=24).model_dump(mode="json")
+    config = prepare.WorkerConfig("dlib", {}, rules, str(data_root / "sfm"), str(tmp_path / "work"))
+    given = []
+    with contextlib.ExitStack() as stack, pytest.raises(FacekitError, match="a prepare worker stopped without"):
+        for record in prepare._in_workers(stack, 2, config, [(name, []) for name in ("a", "killed", "b", "c")]):
+            given.append(record["identity"])
+    assert given == ["a", "b", "c"]
+
+
 def test_no_thread_of_a_prepare_worker_takes_a_sigterm_but_its_waiter(
     tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
