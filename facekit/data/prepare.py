@@ -608,8 +608,12 @@ def _run_prepare(
     summary: dict[str, Any] = {}
     if finished:
         # Shards finishing together build the arrays one after the other, and only once: a later shard finds the
-        # summary newer than every progress file and leaves the arrays as they are.
-        with exclusive(output, "prepare (merge)", ".facekit.finalize.lock", wait=True):
+        # summary newer than every progress file and leaves the arrays as they are. A wait of more than a moment is
+        # said (before: the run sat silent, and seemed to hang, while another built a large set).
+        def waiting() -> None:
+            logger.warning("prepare: waiting for another prepare into %s to finish building the set...", output)
+
+        with exclusive(output, "prepare (merge)", ".facekit.finalize.lock", wait=True, waiting=waiting):
             summary_path = output / "summary.json"
             newest = max(p.stat().st_mtime_ns for p in output.glob("progress*.jsonl"))
             built = summary_path.is_file() and (output / "identities.json").is_file()

@@ -170,6 +170,48 @@ def test_shards_split_the_work_and_the_last_builds_the_arrays(tmp_path: Path, da
     assert np.allclose(np.load(tmp_path / "out" / "mean_landmarks.npy"), faces_ds.landmarks.mean(0), atol=1e-4)
 
 
+def test_a_shard_waiting_for_another_to_build_the_set_says_so(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a shard finishing while another built the arrays (the merge's lock held) waited without a word, and
+    seemed to hang for as long as a large set took to build."""
+    import logging
+    import threading
+
+    from facekit import locks
+
+    folder, _ = alice_and_bob(tmp_path, data_root, 2)
+    output = tmp_path / "out"
+    plan = resolve(recipe_for(folder, output, data_root))
+    assert not run_prepare(plan, shard=Shard.parse("0/2")).finished
+    said: list[str] = []
+    told, held = threading.Event(), threading.Event()
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+            told.set()
+
+    def another_building() -> None:
+        with locks.exclusive(output, "prepare (merge)", ".facekit.finalize.lock"):
+            held.set()
+            told.wait(timeout=60)  # (its line said, or, where none comes, a minute: the test fails, not hangs)
+
+    monkeypatch.setattr(locks, "WAIT_SAID_AFTER", 0.0)
+    handler = Said(logging.WARNING)
+    logging.getLogger("facekit.data.prepare").addHandler(handler)
+    builder = threading.Thread(target=another_building)
+    builder.start()
+    try:
+        held.wait(timeout=60)
+        assert run_prepare(plan, shard=Shard.parse("1/2")).finished
+    finally:
+        told.set()
+        builder.join()
+        logging.getLogger("facekit.data.prepare").removeHandler(handler)
+    assert said == [f"prepare: waiting for another prepare into {output} to finish building the set..."]
+
+
 def test_an_identity_redone_without_shards_keeps_its_latest_result(tmp_path: Path, data_root: Path) -> None:
     """Shard files sort after progress.jsonl: the record an unsharded rerun wrote must still win over the shard's."""
     folder, _ = alice_and_bob(tmp_path, data_root, 2)
