@@ -462,11 +462,13 @@ def _materialise(
         finally:
             # Its workers shut down here, not when the garbage collector finds the iterator (a stop's traceback holds
             # this frame, and torch's own where it came inside next(): dropping `it` alone left them running).
-            if it is not None:
-                it.close()
-            it = None
-            if bar is not None:
-                bar.stop()
+            try:
+                if it is not None:
+                    it.close()
+            finally:  # (before: an error or a stop in the close left the bar started, the terminal's cursor hidden)
+                it = None
+                if bar is not None:
+                    bar.stop()
     first = np.load(out / shards[0][0] / "images.npy", mmap_mode="r") if shards else None
     index = {
         "format": FORMAT,

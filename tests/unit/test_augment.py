@@ -215,6 +215,38 @@ def test_a_stop_as_materialises_bar_starts_stops_the_bar(data, tmp_path, monkeyp
     assert len(bars) == 1 and not bars[0].live.is_started
 
 
+def test_an_error_as_materialises_workers_shut_down_still_stops_the_bar(
+    data, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: an exception from the closing of the morphs' iterator (its workers' shut-down; a stop landing there)
+    skipped the bar's stop, and the terminal's cursor stayed hidden after the command's line."""
+    from facekit.data import augment
+    from facekit.progress import Progress
+
+    bars: list[Progress] = []
+    real_start = Progress.start
+
+    def started(self: Progress) -> None:
+        real_start(self)
+        bars.append(self)
+
+    class ClosingFails:
+        def __init__(self, loader: Any) -> None:
+            self.batches = iter(loader)
+
+        def __next__(self) -> Any:
+            return next(self.batches)
+
+        def close(self) -> None:
+            raise KeyboardInterrupt  # as Ctrl+C would, as the workers shut down
+
+    monkeypatch.setattr(Progress, "start", started)
+    monkeypatch.setattr(augment, "data_batches", ClosingFails)
+    with pytest.raises(KeyboardInterrupt):
+        materialise(_dataset(data, length=10), 10, tmp_path / "morphs", shard_size=10, workers=0, progress=True)
+    assert len(bars) == 1 and not bars[0].live.is_started
+
+
 def test_materialise_after_the_count_or_the_data_changed(data, tmp_path) -> None:
     out = tmp_path / "morphs"
     materialise(_dataset(data, length=25), 25, out, shard_size=10, workers=0, progress=False, fingerprint={"a": 1})
