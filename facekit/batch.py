@@ -868,6 +868,17 @@ class Row:
         return json.dumps({"input": self.input, "output": self.output, "status": self.status, "reason": self.reason})
 
 
+#: The statuses of a photo whose outputs are written: a rerun skips it. Any other has none (no face found, the photo
+#: unreadable, the detector's error, a file of the user's in the way), and a rerun looks at it again.
+FINISHED = ("ok", "done")
+
+
+def without_output(count: int) -> str:
+    """What a stop line adds to the photos the rerun goes on with where ``count`` of them were looked at and left
+    without outputs (a status not :data:`FINISHED`): it does those again too (before: they were said finished)."""
+    return f", the {count} it made no output for among them" if count else ""
+
+
 @dataclass
 class Summary:
     rows: list[Row] = field(default_factory=list)
@@ -877,7 +888,7 @@ class Summary:
 
     @property
     def failed(self) -> int:
-        return sum(r.status not in ("ok", "done") for r in self.rows)
+        return sum(r.status not in FINISHED for r in self.rows)
 
 
 def read_record(path: Path) -> dict[str, Any]:

@@ -242,6 +242,7 @@ class BenchStop:
     results: Path
     rows: list[dict[str, Any]] = field(default_factory=list)  # this bench's cells so far, failed ones too
     total: int | None = None  # its cells, once each one's recipe is read
+    refused: int = 0  # of which its recipe refuses (their values in the grid): run again, it refuses them again
     cell: str = ""  # the cell in hand (cell_words), "" between cells
     checkpoint: Path | None = None  # the cell in hand's
     steps: int = 0  # the cell in hand's train.steps
@@ -256,10 +257,20 @@ class BenchStop:
             kept += "skips them and"
         else:
             kept = f"none of its {self.total} cells is finished yet; the same `facekit bench` again"
+        # Refused cells are refused again, not gone on with (before: "goes on with the others" counted them).
+        refused = ""
+        if self.refused:
+            cells = "cell its recipe refuses is" if self.refused == 1 else "cells its recipe refuses are"
+            refused = f"; the {self.refused} {cells} only refused again (the reasons are in {self.results})"
+        others = self.total - finished - self.refused  # (the failed among them tried again)
         if not self.cell or self.checkpoint is None:  # between cells
-            if finished == self.total:  # (its table, plot and report)
-                return f"bench stopped by {by} as it finished: {kept} writes its table, plot and report"
-            return f"bench stopped by {by}: {kept} {'goes on with the others' if finished else 'trains them'}"
+            if others <= 0:  # (its table, plot and report)
+                return f"bench stopped by {by} as it finished: {kept} writes its table, plot and report{refused}"
+            if not finished:
+                then = "trains them" if not self.refused else f"trains the other {others}"
+            else:
+                then = "goes on with the others" if not self.refused else f"goes on with the other {others}"
+            return f"bench stopped by {by}: {kept} {then}{refused}"
         step = _step_of(self.checkpoint)
         if step is None:
             then = f"trains cell {self.cell} from its start (it was stopped before its first checkpoint)"
@@ -267,7 +278,7 @@ class BenchStop:
             then = f"scores cell {self.cell}, whose training {self.checkpoint} holds whole"
         else:
             then = f"goes on with cell {self.cell} from step {step}, which {self.checkpoint} holds"
-        return f"bench stopped by {by}: {kept} {then}"
+        return f"bench stopped by {by}: {kept} {then}{refused}"
 
 
 def _step_of(checkpoint: Path) -> int | None:
@@ -362,6 +373,7 @@ def _run_bench(recipe: str, overrides: list[str], progress: bool, stop: BenchSto
     evaluation = scoring(settings, [(name, params) for name, params, _ in chosen])
     rows = stop.rows
     stop.total = len(plans)
+    stop.refused = sum(isinstance(plan, FacekitError) for _, plan in plans)
     for (cell, plan), places, shown in zip(plans, placed, written, strict=True):
         if isinstance(plan, FacekitError):  # named by its overrides: it has no recipe to hash
             about = {"recipe_hash": _cell_name({"refused_cell": list(cell)}, prepared), **_provenance(cell, shown)}

@@ -103,17 +103,22 @@ class PhotosStopped:
     skips the photos whose outputs it finds made with the same settings, status 'done', and attributes keeps their
     rows). Before: the CLI's one line listing what every command does. :meth:`saying` is the block that says it,
     from after the photos are planned (``total`` of them; a stop before has written nothing); :meth:`counting` counts
-    each finished photo (each row)."""
+    each finished photo (each row; where ``finished`` is given, each row it says is: normalize's rows of a photo
+    without a face or unreadable have no outputs, and its rerun does them again, so they are not said finished)."""
 
-    def __init__(self, command: str, out: str, total: int) -> None:
-        self.command, self.out, self.total = command, out, total
+    def __init__(self, command: str, out: str, total: int, finished: Callable[[Any], bool] | None = None) -> None:
+        self.command, self.out, self.total, self.finished = command, out, total, finished
         self.done = 0
+        self.without = 0  # rows of photos left without outputs, which the rerun looks at again
 
     def counting(self, on_row: Callable[[Any], object]) -> Callable[[Any], None]:
         """``on_row`` (the progress bar's advance), each row counted first (its outputs are written by then)."""
 
         def counted(row: Any) -> None:
-            self.done += 1
+            if self.finished is None or self.finished(row):
+                self.done += 1
+            else:
+                self.without += 1
             on_row(row)
 
         return counted
@@ -133,7 +138,11 @@ class PhotosStopped:
             return f"{self.command} stopped by {by} before its first photo was done: run the same command again"
         rest = self.total - self.done
         said = f"{self.command} stopped by {by}: {self.done} of {self.total} photos finished, kept in {self.out}"
-        return f"{said}; run the same command again to go on with the other {rest}" if rest > 0 else said
+        if rest <= 0:
+            return said
+        from facekit.batch import without_output
+
+        return f"{said}; run the same command again to go on with the other {rest}{without_output(self.without)}"
 
     @contextmanager
     def saying(self) -> Iterator[PhotosStopped]:
@@ -525,13 +534,13 @@ def normalize(
     """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,
     hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none
     (see the table)."""
-    from facekit.batch import normalize_planned, plan_folder
+    from facekit.batch import FINISHED, normalize_planned, plan_folder
     from facekit.normalize import Normalizer, inference_device, resolve_model
     from facekit.progress import PhotoCount, Progress
 
     # Bad inputs or -o are reported before the model loads.
     plan = plan_folder(photos, out, batch_size, inside_inputs, inside_option="--inside-inputs")
-    stopped = PhotosStopped("normalize", out, len(plan.planned))
+    stopped = PhotosStopped("normalize", out, len(plan.planned), lambda row: row.status in FINISHED)
     with stopped.saying():
         path = resolve_model(model, checkpoint)
         runs_on = inference_device(device)

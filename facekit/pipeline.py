@@ -475,7 +475,7 @@ def evaluate_stage_stopped(by: str, output: str, recipe: str) -> str:
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
-    from facekit.batch import normalize_planned
+    from facekit.batch import FINISHED, normalize_planned
     from facekit.detail import detail_settings
     from facekit.normalize import Normalizer, inference_device, model_file
     from facekit.progress import PhotoCount, Progress
@@ -493,9 +493,10 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         raise trained_model_missing(checkpoint)  # (after the settings' refusals, as a run says those first)
     # The recipe's own detector replaces the model's (its scheme checked); the encoder, decoder and warper are the
     # model's, and a recipe that names others is refused rather than silently overruled.
-    total, rows = [0], [0]  # (the rows told: each photo's outputs are written by then)
+    # (the rows told, each photo's outputs written by then: those with outputs, and those without, done again)
+    total, rows, without = [0], [0], [0]
     # A stop while the model, the detector and the apps load says no photo is done (before: the CLI's general line).
-    with stops_said(lambda by: infer_stopped(by, rows[0], total[0], infer.output, plan.source)):
+    with stops_said(lambda by: infer_stopped(by, rows[0], total[0], infer.output, plan.source, without[0])):
         named_detector = recipe_detector(plan)
         detector = named_detector.build() if named_detector is not None else None
         normalizer = Normalizer.from_checkpoint(
@@ -518,7 +519,10 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
             with PhotoCount(progress, task) as count:  # moved per photo, as its detection ends, not per batch
 
                 def on_row(row: Any) -> None:
-                    rows[0] += 1
+                    if row.status in FINISHED:
+                        rows[0] += 1
+                    else:  # (no face found, unreadable: no outputs, and the rerun does it again)
+                        without[0] += 1
                     count.row(row)
 
                 summary = normalize_planned(
@@ -533,11 +537,15 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
-def infer_stopped(by: str, done: int, total: int, output: str, recipe: str) -> str:
+def infer_stopped(by: str, done: int, total: int, output: str, recipe: str, without: int = 0) -> str:
     """What the infer stage stopped by ``by`` says: how many of its ``total`` photos it finished (``done``: their
     outputs are written in ``output``), and that the stage run again goes on with the others (it skips each photo
     whose outputs it finds made with the same model and settings, as `facekit normalize` does; a training run again
-    would refuse its checkpoint without --resume, so the stage alone). Before: the CLI's general line."""
+    would refuse its checkpoint without --resume, so the stage alone), ``without`` of them looked at already and left
+    without outputs (no face found, unreadable), which it does again (before: they were said finished). Before: the
+    CLI's general line."""
+    from facekit.batch import without_output
+
     again = f"facekit run {recipe} --stage infer"
     if not done:
         return f"infer stage stopped by {by} before its first photo was done: run `{again}` again"
@@ -548,7 +556,7 @@ def infer_stopped(by: str, done: int, total: int, output: str, recipe: str) -> s
         )
     return (
         f"infer stage stopped by {by}: {done} of {total} photos finished, kept in {output}; `{again}` goes on "
-        f"with the other {total - done}"
+        f"with the other {total - done}{without_output(without)}"
     )
 
 

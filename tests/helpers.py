@@ -388,12 +388,15 @@ def arrays_held_at_encode(monkeypatch: Any, encoder: str) -> tuple[list[Any], li
 
 class RowsThenStop:
     """A stand-in for a command's loop over its photos (``normalize_planned`` and the like): tells ``finished``
-    photos' rows (``on_row``), then raises ``stop``; both may be changed between runs."""
+    photos' rows (``on_row``), then ``without`` rows of photos left without outputs (status ``no_face``), then
+    raises ``stop``; each may be changed between runs."""
 
-    def __init__(self, stop: BaseException, finished: int) -> None:
-        self.stop, self.finished = stop, finished
+    def __init__(self, stop: BaseException, finished: int, without: int = 0) -> None:
+        self.stop, self.finished, self.without = stop, finished, without
 
     def __call__(self, *args: Any, on_row: Any, **kwargs: Any) -> None:
-        for _ in range(self.finished):
-            on_row(None)
+        from types import SimpleNamespace
+
+        for status in ["ok"] * self.finished + ["no_face"] * self.without:
+            on_row(SimpleNamespace(status=status))
         raise self.stop

@@ -384,6 +384,14 @@ def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rer
         f"error: {command} stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; run the same command again to "
         "go on with the other 1"
     ]
+    if command == "normalize":  # a photo without a face has no outputs, and the rerun does it again (not finished)
+        through.finished, through.without = 1, 1
+        assert main(line) == INTERRUPTED
+        assert capsys.readouterr().err.splitlines()[-1:] == [
+            f"error: normalize stopped by Ctrl+C: 1 of 3 photos finished, kept in {out}; run the same command again "
+            "to go on with the other 2, the 1 it made no output for among them"
+        ]
+        through.without = 0
     # (the CLI's line for every command)
     through.stop, through.finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
     assert main(line) == 143
@@ -836,7 +844,7 @@ def test_normalize_into_a_log_says_its_progress_while_it_runs(
 
     def normalized(normalizer: object, plan: object, model: object, overwrite: bool, on_row: Any, **_: Any) -> Any:
         for _ in range(20):
-            on_row(None)
+            on_row(SimpleNamespace(status="ok"))
             said_by_row.append(capsys.readouterr().err)
         return facekit.batch.Summary()
 
@@ -875,7 +883,7 @@ def test_normalize_s_progress_moves_as_each_photo_is_detected_and_a_stop_counts_
             on_detected()
             said.append(capsys.readouterr().err)
         for _ in range(3):
-            on_row(None)
+            on_row(SimpleNamespace(status="ok"))  # (a row with outputs)
         said.append(capsys.readouterr().err)
         on_detected()
         raise KeyboardInterrupt

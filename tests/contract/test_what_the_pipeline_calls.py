@@ -432,6 +432,14 @@ def test_a_stopped_infer_stage_says_how_many_photos_it_finished_and_that_the_sta
         f"error: infer stage stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; `facekit run {recipe} --stage "
         "infer` goes on with the other 1"
     ]
+    # A photo without a face has no outputs, and the stage run again does it again: not said finished (before: 2 of 3).
+    through.finished, through.without = 1, 1
+    assert main(["run", str(recipe), "--stage", "infer"]) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: infer stage stopped by Ctrl+C: 1 of 3 photos finished, kept in {out}; `facekit run {recipe} --stage "
+        "infer` goes on with the other 2, the 1 it made no output for among them"
+    ]
+    through.without = 0
     through.stop, through.finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
     assert main(["run", str(recipe), "--stage", "infer"]) == 143
     assert capsys.readouterr().err.splitlines()[-1:] == [

@@ -727,6 +727,52 @@ def test_a_stopped_bench_says_its_finished_cells_and_the_step_it_goes_on_from(
     assert BenchStop(results).line("Ctrl+C") == (
         "bench stopped by Ctrl+C before its first cell: no cell was trained; run it again"
     )
+    # A cell its recipe refuses is refused again by the rerun, not gone on with (before: "goes on with the others",
+    # and with every other cell finished, no word of the table the rerun writes).
+    rows = [{"recipe_hash": "a"}, {"recipe_hash": "b", "failed": "refused"}, {"recipe_hash": "c", "failed": "x"}]
+    refused = f"the 1 cell its recipe refuses is only refused again (the reasons are in {results})"
+    kept = f"2 of 4 cells are finished in {results}; the same `facekit bench` again skips them and"
+    said = BenchStop(results, rows=[*rows, {"recipe_hash": "d"}], total=4, refused=1)
+    assert said.line("Ctrl+C") == f"bench stopped by Ctrl+C: {kept} goes on with the other 1; {refused}"
+    said = BenchStop(results, rows=[rows[0], rows[1], {"recipe_hash": "d"}], total=3, refused=1)
+    assert said.line("SIGTERM") == (
+        f"bench stopped by SIGTERM as it finished: {kept.replace('of 4', 'of 3')} writes its table, plot and report; "
+        f"{refused}"
+    )
+    said = BenchStop(results, rows=rows[1:2], total=3, refused=1)
+    assert said.line("SIGHUP") == (
+        "bench stopped by SIGHUP: none of its 3 cells is finished yet; the same `facekit bench` again trains the "
+        f"other 2; {refused}"
+    )
+
+
+def test_a_stopped_bench_says_its_refused_cells_are_refused_again(
+    prepared: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: a bench with a cell its recipe refuses, stopped, said the rerun "goes on with the others", though the
+    refused cell is only refused again."""
+    import facekit.train as training
+    from facekit.cli import INTERRUPTED, main
+
+    recipe = bench_grid(prepared, tmp_path, {"train.lr": [-1, 0.001]}, steps=4)
+    results = tmp_path / "bench" / "results.jsonl"
+
+    def log(output: Path, writer: Any, step: int, *args: Any) -> None:
+        raise KeyboardInterrupt  # (the trained cell's first step)
+
+    monkeypatch.setattr(training, "_log", log)
+    assert main(["bench", str(recipe)]) == INTERRUPTED
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            "(it was stopped before its first checkpoint); the 1 cell its recipe refuses is only refused again (the "
+            f"reasons are in {results})"
+        )
+    )
 
 
 def test_a_grid_whose_cells_are_one_training_is_refused(prepared: Path, tmp_path: Path) -> None:  # noqa: F811
