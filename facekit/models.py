@@ -691,7 +691,8 @@ def verify_store() -> list[tuple[str, str]]:
     named the file's path nor said what to do."""
     pinned = {source.file: source.sha256 for _, source in known_sources() if source.sha256}
     results = []
-    for name, entry in read_manifest().items():
+    manifest = read_manifest()  # (once: an import may replace it meanwhile)
+    for name, entry in manifest.items():
         path = store_dir() / name
         if not path.is_file():
             what = "is not a file" if path.exists() else "is missing"
@@ -720,11 +721,13 @@ def verify_store() -> list[tuple[str, str]]:
     # A file placed in the store by hand (as the missing-weights error says to) under a name a card pins: loaders
     # take it before the package's copy, so it is checked too (helper-69: "the store is empty" while a damaged
     # copy stopped every load).
-    listed = set(read_manifest())
     for name, expected_sha in sorted(pinned.items()):
         path = store_dir() / name
-        if name not in listed and path.is_file():
-            actual = sha256_file(path)
+        if name not in manifest and path.is_file():
+            try:
+                actual = sha256_file(path)
+            except FileNotFoundError:  # an import's, which failed and took it back (before: the traceback)
+                continue
             verdict = (
                 "ok"
                 if actual == expected_sha

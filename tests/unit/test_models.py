@@ -929,6 +929,24 @@ def test_verify_passes_over_what_an_import_removes_while_it_counts(
     assert not scratch.exists() and "note:" not in capsys.readouterr().out
 
 
+def test_verify_passes_over_a_file_an_import_takes_back_while_it_hashes(
+    home: Path, toy_card: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a file under a card's name, not yet listed (an import that put it there, then failed and took it back
+    before verify hashed it), was a FileNotFoundError's traceback from `facekit models verify`."""
+    store = home / "models"
+    store.mkdir(parents=True)
+    (store / "toy.bin").write_bytes(PAYLOAD)
+    real = models.sha256_file
+
+    def taken_back(path: Path) -> str:
+        path.unlink()  # the failed import's clean-up, just before the hash
+        return real(path)
+
+    monkeypatch.setattr(models, "sha256_file", taken_back)
+    assert models.verify_store() == []
+
+
 def test_one_cards_file_under_anothers_name_is_said(tmp_path: Path) -> None:
     """Before: dlib's face detector copied under the name of its 5-point landmark model was stored as the detector
     with only 'stored mmod_human_face_detector.dat ...': the user, who had imported the landmark model, was not
