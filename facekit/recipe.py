@@ -992,13 +992,10 @@ def _bench_judge_problems(bench: BenchSection) -> list[Problem]:
 
 
 def _read_people(path: Path) -> set[str]:
-    """Names in an LFW people file (first line: count or fold count; then ``name<TAB>count`` lines)."""
-    names = set()
-    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
-        parts = line.split("\t")
-        if len(parts) == 2 and not parts[0].isdigit():
-            names.add(parts[0])
-    return names
+    """Names in an LFW people file: the people prepare trains on (:func:`facekit.data.sources.read_people_file`)."""
+    from facekit.data.sources import read_people_file
+
+    return set(read_people_file(path))
 
 
 def _differentiable(encoder: ResolvedComponent) -> bool:

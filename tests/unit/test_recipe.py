@@ -221,6 +221,29 @@ def test_test_people_never_train(data_root: Path) -> None:
     ), problem
 
 
+def test_a_people_file_of_ones_own_loses_no_line(data_root: Path, tmp_path: Path) -> None:
+    """Before: the first line of every people file was skipped as LFW's count line, so a list of one's own
+    (``name<TAB>count`` from its first line) trained without its first person and without a word, and a data.test
+    list missed its first person in the check that no test person trains."""
+    from facekit.data.sources import lfw_photos
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("Aaron_Peirsol\t4\nAbdullah\t4\n", encoding="utf-8")
+    people = {photo.identity for photo in lfw_photos(data_root, str(mine))}
+    assert people == {"lfw/Aaron_Peirsol", "lfw/Abdullah"}
+    # LFW's own files keep their count line out (peopleDevTrain.txt's first line is 4038, its people 4038).
+    assert len({photo.identity for photo in lfw_photos(data_root, "peopleDevTrain.txt")}) == 4038
+    raw = {
+        "data": {
+            "root": str(data_root),
+            "train": [{"source": "lfw", "people": "peopleDevTrain.txt"}],
+            "test": [{"source": "lfw", "people": str(mine)}],
+        }
+    }
+    (problem,) = problems_of(raw)
+    assert problem.startswith("data.train.0.people: holds 2 test people (Aaron_Peirsol, Abdullah)"), problem
+
+
 def test_the_held_out_london_smiling_photos_never_train(data_root: Path) -> None:
     """Before: the test-people check compared LFW names only, so a recipe could train on the London smiling photos
     that benchmarks/adjust.py and quality.py --set london-smiling report on as never trained on."""
