@@ -958,9 +958,13 @@ def infer_items(plan: Plan) -> list[str]:
     items = [item if Path(item).is_absolute() else str(plan.data_root / item) for item in plan.recipe.infer.inputs]
     missing = [item for item in items if not Path(item).exists()]
     if missing:
+        # The data.root hint only where one of those not found was given relative (helper-221: it was said of
+        # /photos/new too, as if the absolute path had been looked for under the data root), as data.train's says.
+        given = [given for given, item in zip(plan.recipe.infer.inputs, items, strict=True) if item in missing]
+        relative = any(not Path(item).is_absolute() for item in given)
         raise FacekitError(
             f"infer.inputs: no such photo or folder: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
-            f" (a relative path is under data.root, {plan.data_root})"
+            + (f" (a relative path is under data.root, {plan.data_root})" if relative else "")
         )
     return items
 

@@ -1209,6 +1209,13 @@ def test_a_missing_infer_input_is_named_as_infer_inputs_under_the_data_root_when
         infer_items(plan)
     found = resolve({"data": {"root": str(tmp_path)}, "infer": {"inputs": ["here.jpg"]}})
     assert infer_items(found) == [str(tmp_path / "here.jpg")]
+    # An absolute input not found is said as given, without the data.root hint (helper-221: the hint was said of
+    # /photos/new too, as if it had been looked for under the data root).
+    gone = tmp_path / "gone"
+    absolute = resolve({"data": {"root": str(tmp_path)}, "infer": {"inputs": ["here.jpg", str(gone)]}})
+    with pytest.raises(FacekitError) as info:
+        infer_items(absolute)
+    assert str(info.value) == f"infer.inputs: no such photo or folder: {gone}"
 
 
 def test_photo_casts_need_photo_inputs() -> None:
