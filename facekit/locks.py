@@ -85,10 +85,7 @@ def exclusive(
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            raise FacekitError(
-                f"another facekit {what} is writing into {folder} right now: wait for it to finish, or choose another "
-                "output folder"
-            ) from None
+            raise FacekitError(busy_message(folder, what)) from None
         except OSError as error:  # a file system that locks only files one may write (NFS), given one read-only
             os.close(descriptor)
             if writable:
@@ -193,6 +190,35 @@ def _is_the_file(descriptor: int, path: Path) -> bool:
     except FileNotFoundError:
         return False
     return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+
+
+def busy_message(folder: str | Path, what: str) -> str:
+    """What a run refused by another's lock on ``folder`` says (``what``: the other run, "training")."""
+    return (
+        f"another facekit {what} is writing into {folder} right now: wait for it to finish, or choose another output "
+        "folder"
+    )
+
+
+def held_elsewhere(folder: str | Path, name: str = LOCK) -> bool:
+    """Whether another process holds ``folder/name`` (:func:`exclusive`) now, found without making the lock file:
+    for a refusal to say what is really in the way (helper-221: a second training into a folder a running one
+    writes was told its checkpoint "exists: pass --resume", which then refused it as another training's). A moment's
+    shared hold is the probe, so call it only on the way to a refusal, never before taking the lock."""
+    try:
+        descriptor = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if any(os.path.sameopenfile(descriptor, mine) for mine in _HELD):
+            return False  # this process's own (a bench that holds the training's folder)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(descriptor)  # (releases the probe's hold)
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -281,7 +282,8 @@ def augment_stopped(by: str, whole: int, total: int, output: str, recipe: str) -
 def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Train the decoder (facekit.train); ``--resume`` continues ``train.output``'s last checkpoint."""
     from facekit.checkpoints import read_checkpoint_meta
-    from facekit.runs import start_run
+    from facekit.locks import exclusive
+    from facekit.runs import is_rank_zero, start_run
     from facekit.train import checked_trainable, train
 
     # A refused training leaves no run record (nor a lock) in train.output; the training takes these findings
@@ -289,18 +291,21 @@ def run_train_stage(plan: Plan, options: RunOptions) -> RunDir:
     checked = checked_trainable(plan, options.resume)
     folder = Path(plan.recipe.train.output)  # (what train returns)
     last = folder / "checkpoints" / "last.safetensors"
-    # Which steps this run folder's run trained: a resumed run's record says the step it went on from (before: a
-    # resumed run's folder read as a fresh run's, an interrupted one's beside it).
-    resumed_from = int(read_checkpoint_meta(last).get("step", 0)) if options.resume and last.is_file() else None
-    run = start_run(
-        plan,
-        "train",
-        folder / "runs",
-        plan.recipe.train.device,
-        plan.recipe.train.seed,
-        extra={"resumed_from_step": resumed_from},
-    )
-    train(plan, resume=options.resume, progress=options.progress, checked=checked)
+    # The folder's lock is held from before the run record, as the augment stage's (helper-221: train took it after,
+    # so a --resume into a folder a running training writes left a record "resumed_from_step" that never ran).
+    with exclusive(folder, "training") if is_rank_zero() else nullcontext():
+        # Which steps this run folder's run trained: a resumed run's record says the step it went on from (before: a
+        # resumed run's folder read as a fresh run's, an interrupted one's beside it).
+        resumed_from = int(read_checkpoint_meta(last).get("step", 0)) if options.resume and last.is_file() else None
+        run = start_run(
+            plan,
+            "train",
+            folder / "runs",
+            plan.recipe.train.device,
+            plan.recipe.train.seed,
+            extra={"resumed_from_step": resumed_from},
+        )
+        train(plan, resume=options.resume, progress=options.progress, checked=checked, output_locked=True)
     steps = plan.recipe.train.steps
     step = int(read_checkpoint_meta(last).get("step", 0)) if last.is_file() else 0
     note = f"step {step} of train.steps {steps}"

@@ -516,6 +516,10 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     output = Path(recipe.train.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:
+        from facekit.locks import busy_message, held_elsewhere
+
+        if held_elsewhere(output):  # its checkpoint is a running training's: --resume would be refused as such
+            raise FacekitError(busy_message(output, "training"))
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
     check_train_output(output)
     # This training's own warper: the one a run's settings check built (taken from the plan, so a second training

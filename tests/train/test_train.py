@@ -880,6 +880,26 @@ def test_a_resumed_runs_record_says_the_step_it_went_on_from(prepared: Path, tmp
     run_train_stage(resolve(tiny_recipe(prepared, output, steps=4)), RunOptions(resume=True, progress=False))
     records = [json.loads(path.read_text()) for path in sorted((output / "runs").glob("*/run.json"))]
     assert [record["resumed_from_step"] for record in records] == [None, 2]
+    # Another training writing there now (its lock held by another open file, as another process holds it): a
+    # --resume is refused before its run record (helper-221: a record "resumed_from_step 4" that never ran was left),
+    # and a fresh one is told so too, not that the checkpoint "exists: pass --resume" (which that would refuse).
+    import fcntl
+
+    from facekit.errors import FacekitError
+    from facekit.locks import LOCK
+
+    other = os.open(output / LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = f"another facekit training is writing into {output} right now"
+        for resume in (True, False):
+            with pytest.raises(FacekitError, match=f"^{re.escape(busy)}"):
+                run_train_stage(
+                    resolve(tiny_recipe(prepared, output, steps=6)), RunOptions(resume=resume, progress=False)
+                )
+    finally:
+        os.close(other)
+    assert len(list((output / "runs").iterdir())) == 2
 
 
 def test_the_train_stage_ends_saying_the_loss_it_reached_its_terms_and_where_every_steps_are(
