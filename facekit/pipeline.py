@@ -219,7 +219,9 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     with exclusive(Path(augment.output), "augment"):
         shards = [0, 0]  # whole, of all (materialise's on_whole)
         # A stop as the prepared set loads and is hashed says that no shard is whole (before: the CLI's general line).
-        with stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)):
+        with stops_said(
+            lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source, plan.overrides)
+        ):
             dataset = morph_dataset(plan, length=augment.count)
             run = start_run(plan, "augment", Path(augment.output) / "runs")
             prepared = Path(plan.recipe.prepare.output)
@@ -233,7 +235,9 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
         # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written
         # stay.
         with (
-            stops_said(lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source)),
+            stops_said(
+                lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source, plan.overrides)
+            ),
             data_workers_lost_said(
                 "run the augment stage again (it goes on after the last whole shard), with prepare.workers=1 to use "
                 "less memory"
@@ -260,12 +264,22 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=f"{augment.count} morphs in {augment.output} (contact sheet: contact_sheet.png)")
 
 
-def augment_stopped(by: str, whole: int, total: int, output: str, recipe: str) -> str:
+def stage_command(recipe: str, stage: str, overrides: Sequence[str] = ()) -> str:
+    """The command that runs ``stage`` of ``recipe`` again as this run did, its ``--set`` overrides included, quoted
+    for a shell (helper-221: a stopped infer stage given `--set infer.inputs=[...] --set infer.output=...` said to
+    run `facekit run walk.yaml --stage infer` again, which normalizes the recipe's own inputs into its own folder)."""
+    import shlex
+
+    given = "".join(f" --set {shlex.quote(value)}" for value in overrides)
+    return f"facekit run {shlex.quote(recipe)} --stage {stage}{given}"
+
+
+def augment_stopped(by: str, whole: int, total: int, output: str, recipe: str, overrides: Sequence[str] = ()) -> str:
     """What the augment stage stopped by ``by`` says: how many of its ``total`` shards of morphs are whole in
     ``output`` (each is renamed into place whole: a stop mid-shard leaves none of it), and that the stage run again
     makes only the others (each whole one holding its items from the same data and settings is kept). Before: the
     CLI's general line."""
-    again = f"facekit run {recipe} --stage augment"
+    again = stage_command(recipe, "augment", overrides)
     if not whole:
         return f"augment stage stopped by {by} before its first shard of morphs was whole: run `{again}` again"
     if whole == total:  # (stopped in the index or the contact sheet)
@@ -368,7 +382,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
 
     # A stop while the model and the detector load says so (before: the CLI's general line); one in the evaluation
     # says evaluate_plan's own line (the inner one is kept).
-    with stops_said(lambda by: evaluate_stage_stopped(by, evaluate.output, plan.source)):
+    with stops_said(lambda by: evaluate_stage_stopped(by, evaluate.output, plan.source, plan.overrides)):
         model_components(plan, read_checkpoint_meta(model), model, stage="evaluate")
         named_detector = recipe_detector(plan)
         prepared = None
@@ -400,7 +414,7 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
             evaluate.output,
             prepared=prepared,  # (not loaded twice)
             device=device,
-            said_as=("evaluate stage", f"run `facekit run {plan.source} --stage evaluate` again"),
+            said_as=("evaluate stage", f"run `{stage_command(plan.source, 'evaluate', plan.overrides)}` again"),
         )
     own = plan.components["encoder"].spec.name if "encoder" in plan.components else None
     rates = identity_rates(metrics, own)
@@ -468,13 +482,13 @@ def run_refusals(plan: Plan, stages: Sequence[str] | None = None) -> list[Proble
     return [problem for stage in stages_running(plan, stages) for problem in STAGE_REFUSALS[stage](plan)]
 
 
-def evaluate_stage_stopped(by: str, output: str, recipe: str) -> str:
+def evaluate_stage_stopped(by: str, output: str, recipe: str, overrides: Sequence[str] = ()) -> str:
     """What the evaluate stage stopped by ``by`` before its evaluation began says (the model and the recipe's
     detector loading): nothing of its results is written (they are written together at the end); the stage run
     again starts it over."""
     return (
         f"evaluate stage stopped by {by} before measuring any photo: none of its results were written to {output}; "
-        f"run `facekit run {recipe} --stage evaluate` again"
+        f"run `{stage_command(recipe, 'evaluate', overrides)}` again"
     )
 
 
@@ -501,7 +515,9 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     # (the rows told, each photo's outputs written by then: those with outputs, and those without, done again)
     total, rows, without = [0], [0], [0]
     # A stop while the model, the detector and the apps load says no photo is done (before: the CLI's general line).
-    with stops_said(lambda by: infer_stopped(by, rows[0], total[0], infer.output, plan.source, without[0])):
+    with stops_said(
+        lambda by: infer_stopped(by, rows[0], total[0], infer.output, plan.source, without[0], plan.overrides)
+    ):
         named_detector = recipe_detector(plan)
         detector = named_detector.build() if named_detector is not None else None
         normalizer = Normalizer.from_checkpoint(
@@ -542,16 +558,18 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     return replace(run, note=infer_note(summary, infer.output), failed=summary.failed)
 
 
-def infer_stopped(by: str, done: int, total: int, output: str, recipe: str, without: int = 0) -> str:
+def infer_stopped(
+    by: str, done: int, total: int, output: str, recipe: str, without: int = 0, overrides: Sequence[str] = ()
+) -> str:
     """What the infer stage stopped by ``by`` says: how many of its ``total`` photos it finished (``done``: their
     outputs are written in ``output``), and that the stage run again goes on with the others (it skips each photo
     whose outputs it finds made with the same model and settings, as `facekit normalize` does; a training run again
     would refuse its checkpoint without --resume, so the stage alone), ``without`` of them looked at already and left
-    without outputs (no face found, unreadable), which it does again (before: they were said finished). Before: the
-    CLI's general line."""
+    without outputs (no face found, unreadable), which it does again (before: they were said finished). The command
+    named carries the run's ``overrides``. Before: the CLI's general line."""
     from facekit.batch import without_output
 
-    again = f"facekit run {recipe} --stage infer"
+    again = stage_command(recipe, "infer", overrides)
     if not done:
         return f"infer stage stopped by {by} before its first photo was done: run `{again}` again"
     if done == total:  # (stopped in its apps or its statuses)

@@ -1487,3 +1487,24 @@ def test_a_missing_trained_model_says_where_a_relative_train_output_leads(
         f"checkpoint not found: {tmp_path / 't' / model.relative_to('runs/mine/train')} (run the train stage first, "
         "or set train.output)"
     )
+
+
+def test_a_stopped_stages_rerun_command_keeps_the_runs_overrides() -> None:
+    """helper-221: `facekit run walk.yaml --stage infer --set 'infer.inputs=[lfw/images/Colin_Powell]' --set
+    infer.output=runs/cp` stopped by Ctrl+C said to run `facekit run walk.yaml --stage infer` again: the recipe's own
+    inputs into its own folder, not the run that stopped. The command said is that run's, quoted for a shell."""
+    from facekit.pipeline import augment_stopped, evaluate_stage_stopped, infer_stopped
+
+    overrides = ("infer.inputs=[lfw/images/Colin_Powell]", "infer.output=runs/cp")
+    again = "facekit run 'my recipe.yaml' --stage infer --set 'infer.inputs=[lfw/images/Colin_Powell]' --set "
+    assert infer_stopped("Ctrl+C", 3, 10, "runs/cp", "my recipe.yaml", overrides=overrides) == (
+        f"infer stage stopped by Ctrl+C: 3 of 10 photos finished, kept in runs/cp; `{again}infer.output=runs/cp` "
+        "goes on with the other 7"
+    )
+    assert augment_stopped("SIGHUP", 0, 3, "m", "demo", ("augment.count=3",)) == (
+        "augment stage stopped by SIGHUP before its first shard of morphs was whole: run `facekit run demo --stage "
+        "augment --set augment.count=3` again"
+    )
+    assert evaluate_stage_stopped("SIGTERM", "e", "demo", ("evaluate.output=e",)).endswith(
+        "run `facekit run demo --stage evaluate --set evaluate.output=e` again"
+    )
