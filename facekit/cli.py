@@ -409,8 +409,13 @@ def prepare(
     _warn_unused_settings(plan.unused_settings(stages=["prepare"]))  # its own stage's settings alone
     parsed = Shard.parse(shard)
     groups = check_preparable(plan)  # a refused run leaves no folder and no run record
-    run = start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs")
-    report = run_prepare(plan, shard=parsed, progress=True, groups=groups)
+    runs = []
+
+    def record() -> None:  # its run record, under the shard's lock: a prepare refused as another's leaves none
+        runs.append(start_run(plan, "prepare", f"{plan.recipe.prepare.output}/runs"))
+
+    report = run_prepare(plan, shard=parsed, progress=True, groups=groups, on_locked=record)
+    run = runs[0]
     console.print(
         f"processed {report.processed_identities} identities ({report.processed_photos} photos) "
         f"in {report.seconds:.1f} s"

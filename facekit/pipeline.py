@@ -46,8 +46,13 @@ def run_prepare_stage(plan: Plan, options: RunOptions) -> RunDir:
     from facekit.runs import start_run
 
     groups = check_preparable(plan)  # a refused run leaves no folder and no run record
-    run = start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs")
-    report = run_prepare(plan, progress=options.progress, groups=groups)
+    runs: list[RunDir] = []
+
+    def record() -> None:  # its run record, under the folder's lock: a prepare refused as another's leaves none
+        runs.append(start_run(plan, "prepare", Path(plan.recipe.prepare.output) / "runs"))
+
+    report = run_prepare(plan, progress=options.progress, groups=groups, on_locked=record)
+    run = runs[0]
     (run.path / "summary.json").write_text(json.dumps(report.summary, indent=2) + "\n")
     return replace(run, note=prepare_note(report.summary, plan.recipe.prepare.output))
 

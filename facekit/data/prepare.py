@@ -480,9 +480,12 @@ def run_prepare(
     progress: bool = False,
     limit: int | None = None,
     groups: dict[str, list[Photo]] | None = None,
+    on_locked: Callable[[], object] | None = None,
 ) -> PrepareReport:
     """Run (or continue) the prepare stage of a resolved recipe ``plan``. ``limit`` caps identities (for tests);
-    ``groups``: what :func:`check_preparable` returned, when the caller checked it already."""
+    ``groups``: what :func:`check_preparable` returned, when the caller checked it already; ``on_locked``: called
+    once the shard's lock is held, before any work (the caller's run record: a prepare refused as another's running
+    into the folder leaves none; helper-221: it was written before the lock, and stayed, unfinished)."""
     if groups is None:
         groups = check_preparable(plan)
     output = Path(plan.recipe.prepare.output)
@@ -495,6 +498,8 @@ def run_prepare(
         sigterm_raises(TERMINATED),
         exclusive(output, f"prepare (shard {shard.index}/{shard.count})", f".facekit.{shard.progress_name}.lock"),
     ):
+        if on_locked is not None:
+            on_locked()
         return _run_prepare(plan, output, groups, shard, progress, limit)
 
 

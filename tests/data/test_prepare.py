@@ -1109,6 +1109,36 @@ def test_a_refused_prepare_leaves_no_folder_and_no_run_record(tmp_path: Path, da
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "made").rglob("*")) == before
 
 
+def test_a_prepare_refused_as_another_runs_into_its_folder_leaves_no_run_record(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-221: a second `facekit run` (or `facekit prepare`) started while the first prepared into the same
+    folder wrote its run record there, then was refused by the first's lock: prepare.output/runs/ kept an unfinished
+    record of a run that never ran. The record is made under the lock now."""
+    import fcntl
+    import os
+
+    import yaml
+
+    from facekit.cli import main
+
+    folder, _ = alice_and_bob(tmp_path, data_root, 2)
+    output = tmp_path / "out"
+    output.mkdir()
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe_for(folder, output, data_root)))
+    other = os.open(output / ".facekit.progress.jsonl.lock", os.O_RDWR | os.O_CREAT)  # as another prepare holds it
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for command in (["prepare", str(tmp_path / "r.yaml")], ["run", str(tmp_path / "r.yaml"), "--stage", "prepare"]):
+            assert main(command) == 1
+            assert capsys.readouterr().err.startswith("error: another facekit prepare (shard 0/1) is writing into ")
+    finally:
+        os.close(other)
+    assert not (output / "runs").exists()
+    assert main(["prepare", str(tmp_path / "r.yaml")]) == 0  # and once it is free, a run and its one record
+    assert [json.loads(p.read_text())["finished"] is not None for p in (output / "runs").glob("*/run.json")] == [True]
+
+
 def test_a_sigterm_to_the_whole_process_group_stops_a_prepare_as_one_to_it_alone(
     tmp_path: Path, data_root: Path
 ) -> None:
