@@ -1009,13 +1009,15 @@ def normalize_planned(
     overwrite: bool = False,
     on_row: Callable[[Row], None] | None = None,
     on_detected: Callable[[], None] | None = None,
+    on_locked: Callable[[], object] | None = None,
 ) -> Summary:
     """Normalize every planned photo into ``plan.out`` as the module docstring promises; ``model`` is the model
     file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written (a batch's rows all
     at once: a stop waits for them). ``on_detected`` (given to the normalizer's ``normalize_many``, which then must
     take it, as :class:`facekit.normalize.Normalizer`'s does) is called as the face detection of each photo to
     normalize ends, before the rows of its batch: most of a large photo's time. Another process writing into the
-    folder at the same time is a FacekitError (a lock)."""
+    folder at the same time is a FacekitError (a lock); ``on_locked`` is called once the lock is held, before any
+    photo (the infer stage's run record: one refused as another's leaves none; helper-221)."""
     from facekit.locks import exclusive
 
     try:
@@ -1023,6 +1025,8 @@ def normalize_planned(
     except OSError as error:
         raise FacekitError(f"cannot create the output folder {plan.out}: {error.strerror}") from None
     with exclusive(plan.out, "normalize"):
+        if on_locked is not None:
+            on_locked()
         return _normalize_locked(normalizer, plan, model, overwrite, on_row, on_detected)
 
 

@@ -1270,7 +1270,7 @@ def explore_interpolate(
     stopped = explore_stopped("explore interpolate", target, INTERPOLATE_FILES)
     with stops_said(stopped):  # (to its last line: a stop as it prints says its files are whole)
         # One run at a time into -o (as normalize's); outputs and inputs checked before any model loads.
-        with exclusive(target, "facekit explore interpolate"):
+        with exclusive(target, "explore interpolate"):
             check_fixed_outputs(target, INTERPOLATE_FILES, [a, b], overwrite, "facekit explore interpolate")
             explorer = facekit.load_component(
                 "app",
@@ -1382,7 +1382,7 @@ def explore_compare(
     stopped = explore_stopped("explore compare", target, COMPARE_FILES)
     with stops_said(stopped):  # (to its last line: a stop as it prints says its files are whole)
         # One run at a time into -o (as normalize's).
-        with exclusive(target, "facekit explore compare"):
+        with exclusive(target, "explore compare"):
             scanned = scan_inputs(photos, target)
             found = [path for path, _ in scanned]
             check_fixed_outputs(target, COMPARE_FILES, found, overwrite, "facekit explore compare")

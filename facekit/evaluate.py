@@ -842,6 +842,7 @@ def evaluate_plan(
     prepared: Any = None,
     device: str = "cpu",
     said_as: tuple[str, str] = ("eval", "run the same command again"),
+    on_locked: Callable[[], object] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """`facekit eval`: the recipe's model (or ``checkpoint``, or the shipped ``model``, by default dlib's) on ``data``
     under ``judges``;
@@ -855,7 +856,8 @@ def evaluate_plan(
     the baseline run on the CPU. ``recipe``: a recipe's path or name, or the :class:`~facekit.recipe.Plan` the caller
     read (the evaluate stage's: not read again, so its settings are those run.json hashed, and its judge is the one
     `facekit run`'s check built; ``overrides`` are then in it). ``said_as``: who says a stop, and how to run it
-    again (:func:`evaluation_stopped`)."""
+    again (:func:`evaluation_stopped`). ``on_locked``: called once the folder's lock is held, before the model loads
+    (the evaluate stage's run record: one refused as another's running there leaves none; helper-221)."""
     from facekit.detail import DECODER_ONLY
     from facekit.locks import exclusive
     from facekit.normalize import Normalizer, inference_device, resolve_model, same_device
@@ -945,8 +947,10 @@ def evaluate_plan(
     # The lock before the model loads: an output folder that cannot be written stops the run now, not after the work.
     with (
         stops_said(lambda by: evaluation_stopped(by, folder, before, overwrite, *said_as)),
-        exclusive(folder, "facekit eval"),
+        exclusive(folder, "eval"),
     ):
+        if on_locked is not None:
+            on_locked()
         normalizer: Any
         configured = plan.components.get("judge") if plan is not None else None
         if baseline == "frontalize":

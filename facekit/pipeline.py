@@ -407,7 +407,11 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
                 detector=named_detector.build(),
                 encoder=plan.components.get("judge"),
             )
-        run = start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device)
+        runs: list[RunDir] = []
+
+        def record() -> None:  # its run record, under the folder's lock: an evaluation refused as another's leaves none
+            runs.append(start_run(plan, "evaluate", Path(evaluate.output) / "runs", plan.recipe.infer.device))
+
         # No judges named: evaluate_plan's own, the model's encoder and components.judge, each with its params
         # (before: their names, and a judge of the encoder's name with other params was the encoder, so recorded).
         metrics, folder = evaluate_plan(
@@ -420,7 +424,9 @@ def run_evaluate_stage(plan: Plan, options: RunOptions) -> RunDir:
             prepared=prepared,  # (not loaded twice)
             device=device,
             said_as=("evaluate stage", f"run `{stage_command(plan.source, 'evaluate', plan.overrides)}` again"),
+            on_locked=record,
         )
+        run = runs[0]
     own = plan.components["encoder"].spec.name if "encoder" in plan.components else None
     rates = identity_rates(metrics, own)
     note = f"{metrics.get('normalized', 0)} of {metrics.get('photos', 0)} photos normalized; identity kept: {rates}"
@@ -537,7 +543,11 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
         folder_plan = plan_infer_outputs(plan)  # before the run record: a refusal leaves nothing among the photos
         built = build_apps(apps)
         per_face = probe_apps(built, normalizer)  # an app that would fail says so before the first photo
-        run = start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used)
+        runs: list[RunDir] = []
+
+        def record() -> None:  # its run record, under the folder's lock: an infer refused as another's leaves none
+            runs.append(start_run(plan, "infer", Path(infer.output) / "runs", infer.device, components=used))
+
         total[0] = len(folder_plan.planned)
         # A bar as `facekit normalize` has (before: the stage said nothing until its end, however many photos).
         with Progress(transient=True, disable=not options.progress) as progress:
@@ -552,8 +562,15 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
                     count.row(row)
 
                 summary = normalize_planned(
-                    normalizer, folder_plan, checkpoint, infer.overwrite, on_row=on_row, on_detected=count.detected
+                    normalizer,
+                    folder_plan,
+                    checkpoint,
+                    infer.overwrite,
+                    on_row=on_row,
+                    on_detected=count.detected,
+                    on_locked=record,
                 )
+        run = runs[0]
         statuses = {row.input: row.status for row in summary.rows}
         (run.path / "statuses.json").write_text(json.dumps(statuses, indent=2) + "\n")
         made = [row for row in summary.rows if row.output is not None]

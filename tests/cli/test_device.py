@@ -435,6 +435,7 @@ def test_the_evaluate_stage_loads_measures_and_records_on_infer_device(
 
     def evaluate_plan(*args: Any, **kwargs: Any) -> Any:
         measured.append(kwargs.get("device"))
+        kwargs["on_locked"]()  # (the stage's run record, made under the folder's lock)
         return {}, tmp_path / "eval"
 
     monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(load))

@@ -629,6 +629,37 @@ def test_the_evaluate_stage_loads_the_model_and_the_recipes_detector_once(
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["detector"] == "dlib-5pt"
 
 
+def test_an_evaluate_or_infer_stage_refused_as_another_runs_into_its_folder_leaves_no_run_record(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-221: a second `facekit run --stage evaluate` (or infer) started while the first wrote into the same
+    folder made its run record there, then was refused by the first's lock: runs/ kept an unfinished record of a run
+    that never ran. The record is made under the lock now; and eval's line said "another facekit facekit eval"."""
+    import fcntl
+    import os
+
+    from facekit.cli import main
+
+    shipped_model_as_trained(tmp_path, {})
+    recipe = tmp_path / "r.yaml"
+    raw = yaml.safe_load(recipe.read_text())
+    photos = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:1]
+    raw["infer"] = {"inputs": [str(p) for p in photos], "output": str(tmp_path / "infer")}
+    recipe.write_text(yaml.safe_dump(raw))
+    for stage, who in (("evaluate", "eval"), ("infer", "normalize")):
+        folder = tmp_path / ("eval" if stage == "evaluate" else stage)
+        folder.mkdir()
+        other = os.open(folder / ".facekit.lock", os.O_RDWR | os.O_CREAT)  # as another run holds it
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert main(["run", str(recipe), "--stage", stage]) == 1
+        finally:
+            os.close(other)
+        said = capsys.readouterr().err
+        assert said.splitlines()[-1].startswith(f"error: another facekit {who} is writing into {folder} "), said
+        assert not (folder / "runs").exists()
+
+
 def test_a_stop_as_the_evaluate_stage_loads_its_model_says_nothing_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
