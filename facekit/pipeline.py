@@ -209,7 +209,7 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
     import numpy as np
     from PIL import Image
 
-    from facekit.data.augment import contact_sheet, materialise, morph_dataset
+    from facekit.data.augment import check_morphs_folder, contact_sheet, materialise, morph_dataset
     from facekit.locks import exclusive
     from facekit.models import sha256_file
     from facekit.runs import start_run
@@ -228,7 +228,6 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
             lambda by: augment_stopped(by, shards[0], shards[1], augment.output, plan.source, plan.overrides)
         ):
             dataset = morph_dataset(plan, length=augment.count)
-            run = start_run(plan, "augment", Path(augment.output) / "runs")
             prepared = Path(plan.recipe.prepare.output)
             fingerprint = {  # what the morphs depend on: shards made from anything else are refused, never mixed in
                 "prepared": {
@@ -237,6 +236,10 @@ def run_augment_stage(plan: Plan, options: RunOptions) -> RunDir:
                 "augment": augment.model_dump(exclude={"count", "output", "enabled"}, mode="json"),
                 "seed": plan.recipe.train.seed,
             }
+            # Morphs of other data or settings there: refused before the run record (helper-221: after it, a record
+            # of a run that never ran stayed).
+            check_morphs_folder(Path(augment.output), fingerprint)
+            run = start_run(plan, "augment", Path(augment.output) / "runs")
         # A worker killed (the out-of-memory killer, kill -9) is one line, as the training pool's: the shards written
         # stay.
         with (

@@ -333,6 +333,34 @@ def _write_shard(
     return final
 
 
+def check_morphs_folder(out: Path, fingerprint: dict[str, Any] | None) -> None:
+    """Refuse ``out`` when its index.json records morphs made from another ``fingerprint`` (the augment stage's:
+    the prepared arrays' hashes, the augment settings, the seed), naming what differs as a recipe names it
+    (helper-221: "(augment differ)" of a changed augment.neighbours). The augment stage calls it before its run
+    record, so a refused stage leaves none; :func:`materialise` again, under its lock."""
+    from facekit.errors import FacekitError
+
+    if fingerprint is None or not (out / "index.json").is_file():
+        return
+    earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
+    if earlier == fingerprint:
+        return
+    earlier = earlier or {}
+    differ: list[str] = []
+    for key in sorted({*earlier, *fingerprint}):
+        then, now = earlier.get(key), fingerprint.get(key)
+        if then == now:
+            continue
+        if key == "augment" and isinstance(then, dict) and isinstance(now, dict):
+            differ += [f"augment.{name}" for name in sorted({*then, *now}) if then.get(name) != now.get(name)]
+        else:
+            differ.append({"prepared": "the prepared set (prepare.output)", "seed": "train.seed"}.get(key, key))
+    raise FacekitError(
+        f"{out} holds morphs made from other prepared data or settings ({', '.join(differ)} differ): remove it or "
+        "choose another augment.output"
+    )
+
+
 def materialise(
     dataset_like: Dataset,
     count: int,
@@ -381,7 +409,6 @@ def _materialise(
     on_whole: Callable[[int, int], object] | None,
 ) -> list[Path]:
     """:func:`materialise`, its folder's lock held."""
-    from facekit.errors import FacekitError
 
     out.mkdir(parents=True, exist_ok=True)
     # Shards the folder's index.json lists (checked below to hold this run's fingerprint): (dir, start, count).
@@ -392,15 +419,7 @@ def _materialise(
             listed = {(s["dir"], int(s["start"]), int(s["count"])) for s in shards_of}
         except (OSError, ValueError, KeyError, TypeError):
             listed = set()
-    if fingerprint is not None and (out / "index.json").is_file():
-        earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
-        if earlier != fingerprint:
-            earlier = earlier or {}
-            differ = sorted(k for k in {*earlier, *fingerprint} if earlier.get(k) != fingerprint.get(k))
-            raise FacekitError(
-                f"{out} holds morphs made from other prepared data or settings ({', '.join(differ)} differ): remove "
-                "it or choose another augment.output"
-            )
+    check_morphs_folder(out, fingerprint)
     shards = [
         (f"shard-{s:05d}", list(range(a, min(count, a + shard_size))))
         for s, a in enumerate(range(0, count, shard_size))

@@ -1527,6 +1527,27 @@ def test_the_augment_stage_holds_its_folders_lock_throughout(
     assert tried == [True] and (morphs / "contact_sheet.png").is_file() and len(list((morphs / "runs").iterdir())) == 1
 
 
+def test_an_augment_stage_refused_for_morphs_of_other_settings_names_them_and_leaves_no_run_record(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """helper-221: rerun with --set augment.neighbours=3 into a folder of morphs made with 5, the augment stage said
+    "(augment differ)", not which setting, and only after writing its run record, which stayed, unfinished."""
+    from facekit.pipeline import RunOptions, run_plan
+
+    recipe = tiny_recipe(prepared, tmp_path / "run", steps=1)
+    morphs = tmp_path / "morphs"
+    recipe["augment"] = {"enabled": True, "count": 2, "neighbours": 3, "output": str(morphs)}
+    recipe["prepare"]["workers"] = 1
+    run_plan(resolve(recipe), ["augment"], RunOptions(progress=False))
+    recipe["augment"]["neighbours"] = 2
+    recipe["train"]["seed"] = 1
+    with pytest.raises(
+        FacekitError, match=r"other prepared data or settings \(augment\.neighbours, train\.seed differ\)"
+    ):
+        run_plan(resolve(recipe), ["augment"], RunOptions(progress=False))
+    assert len(list((morphs / "runs").iterdir())) == 1
+
+
 def test_a_stopped_augment_stage_says_its_whole_shards_and_the_rerun_goes_on_with_the_others(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
