@@ -1124,6 +1124,10 @@ def run_plan(
             f"{', '.join(running) or 'none'}): run without --resume, or add --stage train"
         )
     check_settings(plan, running)
+    if "train" in running:  # (a checkpoint there without --resume: refused before an earlier stage runs)
+        from facekit.train import check_checkpoint_resumed
+
+        check_checkpoint_resumed(Path(plan.recipe.train.output), options is not None and options.resume)
     check_output_folders(plan, running)
     check_later_stages(plan, running)
     outputs: list[StageResult] = []

@@ -499,6 +499,20 @@ def check_train_output(output: Path) -> None:
         refuse_foreign_folder(output, TRAIN_ENTRIES, "train.output", TRAIN_SIGNATURES)
 
 
+def check_checkpoint_resumed(output: Path, resume: bool) -> None:
+    """A checkpoint in train.output is continued with --resume only: without it, refused, as another training's
+    where one is writing it now (its checkpoint is a running training's: --resume would be refused as such).
+    `facekit run` checks it before its first stage (helper-221: a rerun of a finished recipe ran prepare and augment
+    again, then was refused at the train stage)."""
+    checkpoint = output / "checkpoints" / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        from facekit.locks import busy_message, held_elsewhere
+
+        if held_elsewhere(output):
+            raise FacekitError(busy_message(output, "training"))
+        raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
+
+
 def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None]:
     """What a training checks before it writes anything in train.output (the recipe's train stage calls it before
     its run record, :func:`train` before its lock): an encoder and a decoder named (:func:`facekit.pipeline.
@@ -515,12 +529,7 @@ def check_trainable(plan: Any, resume: bool) -> tuple[Any, dict[str, Any] | None
     raise_first(trainer_problems(plan))
     output = Path(recipe.train.output)
     checkpoint = output / "checkpoints" / CHECKPOINT
-    if checkpoint.exists() and not resume:
-        from facekit.locks import busy_message, held_elsewhere
-
-        if held_elsewhere(output):  # its checkpoint is a running training's: --resume would be refused as such
-            raise FacekitError(busy_message(output, "training"))
-        raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
+    check_checkpoint_resumed(output, resume)
     check_train_output(output)
     # This training's own warper: the one a run's settings check built (taken from the plan, so a second training
     # of the plan, or its pickled copy, builds its own: a plugin's warper may hold state), else a new build

@@ -1527,6 +1527,23 @@ def test_the_augment_stage_holds_its_folders_lock_throughout(
     assert tried == [True] and (morphs / "contact_sheet.png").is_file() and len(list((morphs / "runs").iterdir())) == 1
 
 
+def test_a_rerun_without_resume_is_refused_before_its_earlier_stages(prepared: Path, tmp_path: Path) -> None:
+    """helper-221: `facekit run` of a recipe whose training had finished ran its prepare and augment stages again
+    (hours of photo checks at full scale, and their run records), then was refused at the train stage for a
+    checkpoint without --resume. Now refused before the first stage."""
+    from facekit.pipeline import RunOptions, run_plan
+
+    output = tmp_path / "run"
+    recipe = tiny_recipe(prepared, output, steps=1)
+    train(resolve(recipe))
+    morphs = tmp_path / "morphs"
+    recipe["augment"] = {"enabled": True, "count": 2, "neighbours": 3, "output": str(morphs)}
+    recipe["prepare"]["workers"] = 1
+    with pytest.raises(FacekitError, match=r"last\.safetensors exists: pass --resume to continue it"):
+        run_plan(resolve(recipe), ["augment", "train"], RunOptions(progress=False))
+    assert not morphs.exists()
+
+
 def test_an_augment_stage_refused_for_morphs_of_other_settings_names_them_and_leaves_no_run_record(
     prepared: Path, tmp_path: Path
 ) -> None:

@@ -1139,7 +1139,7 @@ def test_a_later_stages_mistake_stops_the_run_before_the_first_stage(
     (tmp_path / "t2" / "checkpoints").mkdir(parents=True)
     (tmp_path / "t2" / "checkpoints" / "last.safetensors").write_bytes(b"")
     gone = {"output": str(tmp_path / "t2"), "init": str(tmp_path / "gone.safetensors")}
-    run_plan(resolve({**base, "train": gone}), ["prepare", "train"])
+    run_plan(resolve({**base, "train": gone}), ["prepare", "train"], RunOptions(resume=True))
     assert ran == ["prepare", "train"]
     ran.clear()
     # A checkpoint the train stage will write may be named before it exists (helper-71: refused on a fresh run), but
