@@ -144,26 +144,6 @@ def open_lock(path: Path) -> tuple[int, bool]:
             raise error from None
 
 
-def held(folder: str | Path, name: str = LOCK) -> bool:
-    """Whether another process holds ``folder/name`` (:func:`exclusive`'s lock) now: tried without waiting and let
-    go at once, making nothing (none there: nobody holds it). A shared lock, which a descriptor open to read may
-    take on any file system (NFS locks only a file open to write exclusively), and which no other reader blocks.
-    For a command that only reads to say whether a writer is running (`facekit models verify` during an import)."""
-    try:
-        descriptor = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:  # a file system that cannot lock: nothing can be said of a writer
-        return False
-    finally:
-        os.close(descriptor)
-    return False
-
-
 def _wait_for(descriptor: int, waiting: Callable[[], object] | None) -> None:
     """Take the lock on ``descriptor``, waiting for its holder; ``waiting`` is called once, after
     :data:`WAIT_SAID_AFTER` seconds of it (not at all where the lock comes sooner: an import is short)."""
@@ -200,25 +180,30 @@ def busy_message(folder: str | Path, what: str) -> str:
     )
 
 
-def held_elsewhere(folder: str | Path, name: str = LOCK) -> bool:
-    """Whether another process holds ``folder/name`` (:func:`exclusive`) now, found without making the lock file:
-    for a refusal to say what is really in the way (helper-221: a second training into a folder a running one
-    writes was told its checkpoint "exists: pass --resume", which then refused it as another training's). A moment's
-    shared hold is the probe, so call it only on the way to a refusal, never before taking the lock."""
+def held(folder: str | Path, name: str = LOCK, *, own: bool = True) -> bool:
+    """Whether ``folder/name`` (:func:`exclusive`'s lock) is held now: tried without waiting and let go at once,
+    making nothing (none there: nobody holds it). A shared lock, which a descriptor open to read may take on any
+    file system (NFS locks only a file open to write exclusively), and which no other reader blocks. This process's
+    own hold counts unless ``own`` is False (a bench holding a training's folder is not another training). For a
+    command that only reads to say whether a writer is running (`facekit models verify` during an import), and for a
+    refusal to say what is really in the way (helper-221: a second training into a folder a running one writes was
+    told its checkpoint "exists: pass --resume", which then refused it as another training's): never before taking
+    the lock."""
     try:
         descriptor = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
         if any(os.path.sameopenfile(descriptor, mine) for mine in _HELD):
-            return False  # this process's own (a bench that holds the training's folder)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+            return own
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system that cannot lock: nothing can be said of a writer
         return False
     finally:
         os.close(descriptor)  # (releases the probe's hold)
+    return False
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -506,9 +506,9 @@ def check_checkpoint_resumed(output: Path, resume: bool) -> None:
     again, then was refused at the train stage)."""
     checkpoint = output / "checkpoints" / CHECKPOINT
     if checkpoint.exists() and not resume:
-        from facekit.locks import busy_message, held_elsewhere
+        from facekit.locks import busy_message, held
 
-        if held_elsewhere(output):
+        if held(output, own=False):
             raise FacekitError(busy_message(output, "training"))
         raise FacekitError(f"{checkpoint} exists: pass --resume to continue it, or choose another train.output")
 
