@@ -18,8 +18,9 @@ What ``facekit normalize`` and the recipe's infer stage promise (each tested in 
 - **the folder's other files are the user's**: only facekit's own temporaries (``.facekit-*.tmp``) are cleared; a
   ``grid.png`` in a folder without facekit's manifest is left alone, and a ``manifest.jsonl`` that is not facekit's
   stops the run;
-- **reruns**: an output whose record names the same input content (sha256) and the same model (sha256) is skipped as
-  ``done``; an output made from something else is left alone (``exists``) unless ``--overwrite``;
+- **reruns**: an output whose record names the same input content (sha256), the same model (sha256), the same
+  detector (:func:`detector_record`) and settings is skipped as ``done``; an output made from something else is left
+  alone (``exists``) unless ``--overwrite``;
 - **bounded memory, work that survives a kill**: photos are read, normalized and written ``batch_size`` at a time, and
   each batch appends its rows to ``manifest.jsonl`` (input, output, status, reason) before the next starts.
 """
@@ -927,6 +928,37 @@ def reading(path: Path) -> dict[str, str]:
     return {"read": "converted to sRGB from its colour profile"} if converted else {}
 
 
+def detector_record(normalizer: Any) -> dict[str, Any] | None:
+    """Which detector ``normalizer`` finds faces with, as output records keep it: None for the model's own (the one
+    its training recipe names, with the same params, as ``from_checkpoint`` builds it without ``detector``), else
+    ``{"name", "plugin", "params"}`` as the registry built it (a recipe's components.detector, or
+    ``load_component``'s), or ``{"class": ...}`` for a detector made without the registry. Records made before
+    the detector was recorded read None: then only the model's own could run in ``facekit normalize``, and it is
+    what the infer stage runs unless a recipe names another, so a folder of them stays done; one made by the infer
+    stage with another detector is left alone on a rerun (``exists``, --overwrite replaces), never taken for done."""
+    detector = getattr(normalizer, "detector", None)
+    if detector is None:  # (a stand-in without one: its own)
+        return None
+    from facekit.registry import built_as
+
+    built = built_as(detector)
+    if built is None:
+        return {"class": f"{type(detector).__module__}.{type(detector).__qualname__}"}
+    used = {"name": built.name, "plugin": built.plugin, "params": built.params}
+    recipe = (getattr(normalizer, "meta", None) or {}).get("recipe") or {}
+    own = (recipe.get("components") or {}).get("detector") or {}
+    if own.get("name") != built.name:
+        return used
+    from facekit.registry import get_registry
+
+    try:  # the model's params as its detector is built with them: every field, defaults filled in
+        spec = get_registry("detector").get(built.name)
+        params = spec.validate_params(own.get("params") or {}).model_dump(mode="json")
+    except FacekitError:  # (no longer registered, or params it now refuses: not what runs)
+        return used
+    return None if (spec.plugin, params) == (built.plugin, built.params) else used
+
+
 def same_job(record: dict[str, Any], provenance: dict[str, Any]) -> bool:
     """Whether an earlier ``record`` was made from the same input and settings (every ``provenance`` item equal)."""
     return all(record.get(key) == value for key, value in provenance.items())
@@ -1053,6 +1085,7 @@ def _normalize_locked(
     model_sha = sha256_file(model)
     detail = normalizer.detail.as_record() if hasattr(normalizer, "detail") else None  # photo detail settings
     face_rule = face_record(face_of(normalizer))  # which face of a photo (--face)
+    detector = detector_record(normalizer)  # which detector found it: None for the model's own
     # The output's side where it is not the model's (--size): recorded only then, and compared always (a record
     # without it, made before the option or without it, reads as None: done for a run without --size).
     size = getattr(normalizer, "size", None)
@@ -1082,6 +1115,7 @@ def _normalize_locked(
             provenance = {
                 "input_sha256": source_sha,
                 "model_sha256": model_sha,
+                "detector": detector,
                 "detail": detail,
                 "face": face_rule,
                 "size": size,
@@ -1095,7 +1129,8 @@ def _normalize_locked(
                 continue
             if verdict == "exists":
                 reason = (
-                    f"{taken[0]} exists (another input, model, --detail, --face or --size settings, or not facekit's): "
+                    f"{taken[0]} exists (another input, model, detector, --detail, --face or --size settings, or not "
+                    "facekit's): "
                     "--overwrite replaces"
                 )
                 placed[place] = Row(str(item.source), "exists", None, reason)
@@ -1120,6 +1155,7 @@ def _normalize_locked(
                 "input_sha256": source_sha,
                 "model": str(model),
                 "model_sha256": model_sha,
+                "detector": detector,
                 "detail": detail,
                 "face": face_rule,
                 **sized,

@@ -709,7 +709,10 @@ def infer_note(summary: Any, output: str) -> str:
     if others:
         note += "; " + ", ".join(f"{count} {status}" for status, count in sorted(others.items()))
     if others.get("exists"):
-        note += " (outputs made with another model or settings are left alone: set infer.overwrite or infer.output)"
+        note += (
+            " (outputs made with another model, detector or settings are left alone: set infer.overwrite or "
+            "infer.output)"
+        )
     return note
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticSerializationError
 
 from facekit.errors import (
     ComponentNotFoundError,
@@ -157,7 +157,7 @@ class ComponentSpec(Generic[T]):
             params = self.validate_params(as_mapping(params))
         token = _BUILDING.set((*_BUILDING.get(), self))
         try:
-            return self.factory(params)
+            return _marked(self.factory(params), self, kind, params)
         except ImportError as error:  # heavy imports happen in factories (ARCHITECTURE.md): onnxruntime, dlib, eos
             raise PluginError(not_built_message(self, error, kind, asked_for)) from error
         except ComponentNotFoundError as error:  # one it builds on (a wrapper's load_component), not this one
@@ -171,6 +171,61 @@ class ComponentSpec(Generic[T]):
             raise PluginError(raised_in_build_message(self, error, kind, asked_for)) from error
         finally:
             _BUILDING.reset(token)
+
+
+#: The attribute a built component carries its :class:`BuiltAs` in (:func:`built_as`).
+BUILT_AS = "_facekit_built_as"
+
+
+@dataclass(frozen=True)
+class BuiltAs:
+    """What a registry built a component as: its kind (``""`` where the builder did not say), registered name,
+    plugin and params (as JSON values). A component does not know its spec; this lets messages name it as a user
+    asked for it (``detector 'mine' (plugin 'p')``, not its class) and output records say which detector found a
+    face."""
+
+    kind: str
+    name: str
+    plugin: str
+    params: dict[str, Any]
+
+    def label(self, kind: str = "") -> str:
+        """``detector 'mine' (plugin 'p')``: the component in a message (``kind`` where this does not know it)."""
+        plugin = f" (plugin {self.plugin!r})" if self.plugin else ""
+        return f"{kind or self.kind or 'component'} {self.name!r}{plugin}"
+
+
+def _marked(component: T, spec: ComponentSpec[Any], kind: str, params: Params) -> T:
+    """``component`` with its :class:`BuiltAs` attached (in its ``__dict__``, not through its own ``__setattr__``):
+    one that takes no attributes (slots, a builtin) goes without, and is named by its class."""
+    try:
+        values = params.model_dump(mode="json")
+    except PydanticSerializationError:  # a field of a type JSON cannot hold: its text, for records to compare
+        values = {key: repr(value) for key, value in params.model_dump().items()}
+    built = BuiltAs(kind, spec.name, spec.plugin, values)
+    try:
+        object.__setattr__(component, BUILT_AS, built)
+    except (AttributeError, TypeError):
+        pass
+    return component
+
+
+def built_as(component: Any) -> BuiltAs | None:
+    """What a registry built ``component`` as (:class:`BuiltAs`), or None for one made otherwise (by hand, in a
+    test). Read from its own ``__dict__``: a wrapper that forwards unknown attributes to the component inside it
+    is not taken for that one."""
+    try:
+        found = vars(component).get(BUILT_AS)
+    except TypeError:  # no __dict__
+        return None
+    return found if isinstance(found, BuiltAs) else None
+
+
+def component_label(component: Any, kind: str) -> str:
+    """How a message names ``component`` of ``kind``: by the name and plugin it was built from (``detector 'mine'
+    (plugin 'p')``), or by its class (``detector MyDetector``) when no registry built it."""
+    built = built_as(component)
+    return built.label(kind) if built is not None else f"{kind} {type(component).__name__}"
 
 
 #: The specs whose factories are running in this context, outermost first: a wrapper's ``load_component`` of a

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import Field
 
 from facekit.batch import MANIFEST, NORMALIZE_OUTPUTS, normalize_folder, plan_folder, plan_outputs, scan_inputs
 from facekit.errors import FacekitError
 from facekit.images import load_rgb
 from facekit.normalize import NormalizedFace, Outcome
+from facekit.registry import Params
 from tests.helpers import run_cli
 
 
@@ -616,6 +618,59 @@ def test_another_face_choice_is_another_output(tmp_path: Path, model: Path) -> N
     assert made.rows[0].status == "ok" and json.loads((out / "face.json").read_text())["face"] == "central"
     assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "done"
     fake.face = "largest"  # type: ignore[attr-defined]
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "exists"
+
+
+class Points(Params):
+    upsample: int = Field(0, description="times the photo is upsampled")
+
+
+class ADetector:
+    """A detector as its plugin builds it (never called: the stand-in normalizer finds the faces)."""
+
+    def __init__(self, params: Points) -> None:
+        self.params = params
+
+
+def test_another_detector_is_another_output(tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin author's walk (helper-229's brief): a rerun into the same folder with another detector (a recipe's
+    components.detector, a fixed plugin's under a new name) said every photo had its normalized face and kept the
+    faces the old one found. The model's own detector, with the model's params, is recorded as null, and records made
+    before the detector was recorded (no "detector" key) count as the model's own: such folders stay done."""
+    import facekit.registry
+    from facekit.registry import ComponentSpec, Registry
+    from facekit.types import ModelCard
+
+    card = ModelCard(landmarks=68, landmark_scheme="ibug68")
+    detectors: Registry[Any] = Registry("detector")
+    for name, plugin in (("dlib", "dlib"), ("tuple", "mine")):
+        detectors.add(ComponentSpec(name, ADetector, Points, card=card, plugin=plugin))
+    monkeypatch.setattr(facekit.registry, "get_registry", lambda kind: detectors)
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    fake = FakeNormalizer()
+    fake.meta = {"recipe": {"components": {"detector": {"name": "dlib", "params": {}}}}}  # type: ignore[attr-defined]
+    fake.detector = detectors.get("dlib").build({"upsample": 0}, kind="detector")  # type: ignore[attr-defined]
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "ok"
+    record = json.loads((out / "face.json").read_text())
+    assert record["detector"] is None  # the model's own, its params written out or not
+    del record["detector"]  # as written before the detector was recorded
+    (out / "face.json").write_text(json.dumps(record))
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "done"
+    fake.detector = detectors.get("tuple").build({}, kind="detector")  # type: ignore[attr-defined]
+    left = normalize_folder(fake, [str(source)], out, model)
+    assert left.rows[0].status == "exists" and "detector" in left.rows[0].reason
+    assert normalize_folder(fake, [str(source)], out, model, overwrite=True).rows[0].status == "ok"
+    record = json.loads((out / "face.json").read_text())
+    assert record["detector"] == {"name": "tuple", "plugin": "mine", "params": {"upsample": 0}}
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "done"
+    # The model's detector with other params finds other faces too; one made by hand is named by its class.
+    fake.detector = detectors.get("dlib").build({"upsample": 1}, kind="detector")  # type: ignore[attr-defined]
+    assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "exists"
+    fake.detector = ADetector(Points())  # type: ignore[attr-defined]
+    assert normalize_folder(fake, [str(source)], out, model, overwrite=True).rows[0].status == "ok"
+    assert json.loads((out / "face.json").read_text())["detector"] == {"class": f"{__name__}.ADetector"}
+    fake.detector = detectors.get("dlib").build({}, kind="detector")  # type: ignore[attr-defined]
     assert normalize_folder(fake, [str(source)], out, model).rows[0].status == "exists"
 
 
