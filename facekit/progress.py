@@ -184,7 +184,10 @@ class Progress(rich.progress.Progress):
 
     def _line(self, task: rich.progress.Task, reported: _Reported, now: float, finished: bool, stopping: bool) -> str:
         unit = str(task.fields.get("unit", "item"))
-        count = _number(task.completed) if task.total is None else f"{_number(task.completed)}/{_number(task.total)}"
+        # A task's "finished" field: the items finished whole, where its bar moves by parts of them (PhotoCount); the
+        # count says those, the percentage, rate and ETA follow the bar.
+        done = task.fields.get("finished", task.completed)
+        count = _number(done) if task.total is None else f"{_number(done)}/{_number(task.total)}"
         if task.total:
             count += f" ({math.floor(round(100 * task.completed / task.total, 9))} %)"  # (29 %, not 28.999... %)
         elapsed = now - reported.started_s
@@ -309,7 +312,9 @@ class PhotoCount:
         self._show()
 
     def _show(self) -> None:  # (whole when no photo waits for its row: a sum of shares ended at 23.999999)
-        self._progress.update(self._task, completed=self.rows + sum(self._parts))
+        # The bar and its percentage move by parts of photos; the count a line says is of whole photos, those whose
+        # rows were told (the task's "finished"). Before, a log read "normalizing: 1.8/12" of photos in a folder.
+        self._progress.update(self._task, completed=self.rows + sum(self._parts), finished=self.rows)
 
     def __enter__(self) -> PhotoCount:
         return self

@@ -452,17 +452,19 @@ def test_a_photo_count_moves_through_a_photo_s_later_work_and_a_stop_keeps_the_r
             count.detected()
             count.reached(0.9)
             raise KeyboardInterrupt
-    said = [line.split(": ")[1].split(" (")[0] for line in written.getvalue().splitlines()]
+    said = [line.split(": ")[1].split(", ")[0] for line in written.getvalue().splitlines()]
+    # The count is of whole photos, those whose rows were told (helper-229: the infer stage's log said
+    # "normalizing: 1.8/12"); the percentage moves with the bar, through each photo's work.
     assert said == [
-        "0.5/4",
-        "1/4",
-        "1.4/4",
-        "1.5/4",
-        "1.9/4",
-        "1.9/4",
-        "2/4",
-        "2.5/4",
-        "2.9/4",
-        "2/4",
-        "stopped at 2/4",
+        "0/4 (12 %)",
+        "0/4 (25 %)",
+        "0/4 (35 %)",
+        "0/4 (37 %)",
+        "0/4 (47 %)",
+        "1/4 (47 %)",
+        "2/4 (50 %)",
+        "2/4 (62 %)",
+        "2/4 (72 %)",
+        "2/4 (50 %)",
+        "stopped at 2/4 (50 %) after 0.0 s",
     ]
