@@ -203,10 +203,12 @@ def template_points(
 def check_alignable(encoder: Any, scheme: str | LandmarkScheme | None, detector: str = "the detector") -> None:
     """Refuse, with a FacekitError that says what to use, a detector whose landmark ``scheme`` the ``encoder``'s
     alignment cannot read (dlib's chips need ibug68 or dlib5 points; a 5-point template needs eyes, nose, mouth)."""
+    from facekit.registry import component_label
+
     template = encoder.card.template
-    name = type(encoder).__name__
+    name = component_label(encoder, "encoder")
     if template is None:
-        raise FacekitError(f"encoder {name} has no alignment template in its model card")
+        raise FacekitError(f"{name} has no alignment template in its model card")
     accepted = alignable_schemes(template)
     if scheme is None:
         raise FacekitError(f"{detector} does not declare its landmark scheme (ModelCard.landmark_scheme)")
@@ -218,7 +220,7 @@ def check_alignable(encoder: Any, scheme: str | LandmarkScheme | None, detector:
         wanted = ", ".join(sorted(s.value for s in accepted)) or "none"
         hint = " (facekit-dlib's detector 'dlib' gives ibug68)" if LandmarkScheme.IBUG68 in accepted else ""
         raise FacekitError(
-            f"{detector} gives {kind.value} landmarks, but encoder {name} aligns faces (template {template.name}) only "
+            f"{detector} gives {kind.value} landmarks, but {name} aligns faces (template {template.name}) only "
             f"from {wanted}: use a detector with one of those schemes{hint}"
         )
 
@@ -250,7 +252,9 @@ def encoder_input_transform(
     if own is not None:
         return np.asarray(own(landmarks), dtype=np.float64)
     template = encoder.card.template
-    gap = alignment_gap(encoder, f"encoder {type(encoder).__name__}")
+    from facekit.registry import component_label
+
+    gap = alignment_gap(encoder, component_label(encoder, "encoder"))
     if gap:
         raise FacekitError(gap)
     return similarity_transform(template_points(landmarks, template.scheme, kind), np.asarray(template.points))

@@ -37,6 +37,7 @@ from facekit.errors import (
     NoFaceFound,
 )
 from facekit.images import is_encoded, to_uint8_rgb
+from facekit.registry import built_as, component_label
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
 if TYPE_CHECKING:  # torch is imported where a Normalizer is built or run: `from facekit import Normalizer` (or
@@ -392,13 +393,13 @@ def check_detection(detector: Any, face: Any) -> None:
     if face.scheme != card.landmark_scheme or points is None or points.shape != (card.landmarks, 2):
         got = f"scheme {face.scheme!r}, landmarks {None if points is None else points.shape}"
         raise FacekitError(
-            f"detector {type(detector).__name__} returned a face with {got}, but its card declares scheme "
+            f"{component_label(detector, 'detector')} returned a face with {got}, but its card declares scheme "
             f"{card.landmark_scheme!r} with {card.landmarks} points: fix the detector plugin"
         )
     if not np.isfinite(points.astype(np.float64)).all():  # else alignment's SVD fails far from the cause
         raise FacekitError(
-            f"detector {type(detector).__name__} returned a face with landmarks that are not finite numbers (NaN or "
-            "infinity): fix the detector plugin"
+            f"{component_label(detector, 'detector')} returned a face with landmarks that are not finite numbers "
+            "(NaN or infinity): fix the detector plugin"
         )
 
 
@@ -416,7 +417,7 @@ def check_features(encoder: Any, features: Any, batch: int, what: str = "feature
         if isinstance(features, torch.Tensor) and features.dtype != torch.float32:
             got += f" and dtype {str(features.dtype).removeprefix('torch.')}"
         raise FacekitError(
-            f"encoder {type(encoder).__name__} returned {what} as a {got} for {batch} face(s), not a ({batch}, F) "
+            f"{component_label(encoder, 'encoder')} returned {what} as a {got} for {batch} face(s), not a ({batch}, F) "
             "float32 tensor: fix the encoder plugin (facekit.testing's encoder checks show where)"
         )
 
@@ -440,12 +441,22 @@ def choose_face(faces: Sequence[Any], shape: Sequence[int], rule: str = "largest
     return int(np.argmax(scores))
 
 
+def the_detector(detector: Any) -> str:
+    """How a line about a photo names the detector: ``the detector 'mine' (plugin 'myplugin')`` as the registry built
+    it (:func:`facekit.registry.component_label`), ``the detector (MyDetector)`` for one made by hand."""
+    return (
+        f"the {component_label(detector, 'detector')}"
+        if built_as(detector)
+        else f"the detector ({type(detector).__name__})"
+    )
+
+
 def detector_failure(detector: Any, error: BaseException, limit: int = 300) -> str:
     """The reason of a :data:`DETECTOR_ERROR` row: which detector raised what (one line, at most ``limit`` chars)."""
     message = " ".join(str(error).split()) or "(no message)"
     if len(message) > limit:
         message = message[: limit - 3] + "..."
-    return f"the detector ({type(detector).__name__}) raised {type(error).__name__} on it: {message}"
+    return f"{the_detector(detector)} raised {type(error).__name__} on it: {message}"
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -485,13 +496,13 @@ def detect_guarded(detector: Any, image: np.ndarray, name: str = "") -> tuple[li
     odd = next((face for face in found if not all(hasattr(face, field) for field in FACE_FIELDS)), None)
     if odd is not None:  # the plugin's contract, not this photo: before, an AttributeError traceback further on
         raise FacekitError(
-            f"the detector ({type(detector).__name__}) returned a {type(odd).__name__} among its faces, not a "
+            f"{the_detector(detector)} returned a {type(odd).__name__} among its faces, not a "
             "facekit.types.FaceDetection (box, score, landmarks, scheme): fix the detector plugin (facekit.testing's "
             "detector checks show where)"
         )
     if any(not _finite_points(face) for face in found):  # one photo's numerical failure, not the batch's
         why = (
-            f"the detector ({type(detector).__name__}) returned landmarks that are not finite numbers (NaN or "
+            f"{the_detector(detector)} returned landmarks that are not finite numbers (NaN or "
             "infinity) for a face in it: fix the detector plugin"
         )
         logger.warning("%s: %s", name or "a photo", why)
@@ -748,7 +759,7 @@ class Normalizer:
         detail = _detail_settings(detail)
         card = getattr(detector, "card", None)
         scheme = card.landmark_scheme if card is not None else None
-        check_alignable(encoder, scheme, f"detector {type(detector).__name__}")
+        check_alignable(encoder, scheme, component_label(detector, "detector"))
         self.decoder = decoder.to(device).eval()
         self.encoder = frozen_encoder(encoder, device)
         self.detector = detector
@@ -760,9 +771,9 @@ class Normalizer:
         if self.detail.active and scheme != LandmarkScheme.IBUG68:
             if detail is not None:
                 raise FacekitError(
-                    f"photo detail maps the photo through the 68 iBUG landmarks, but detector "
-                    f"{type(detector).__name__} gives {scheme}: use a 68-point detector or detail strength 0 "
-                    "(`--detail 0`; in a recipe, infer.detail: 0)"
+                    f"photo detail maps the photo through the 68 iBUG landmarks, but "
+                    f"{component_label(detector, 'detector')} gives {scheme}: use a 68-point detector or detail "
+                    "strength 0 (`--detail 0`; in a recipe, infer.detail: 0)"
                 )
             self.detail = DECODER_ONLY
         #: Which face of a photo :meth:`normalize` and :meth:`normalize_many` take (:func:`choose_face`).
@@ -958,8 +969,8 @@ class Normalizer:
             why = (outcome.reason or NO_FACE).removeprefix(NO_FACE)
             where = "" if f"{width} x {height}" in why else f" in this {width} x {height} photo"
             raise NoFaceFound(
-                f"no face normalized: the detector ({type(self.detector).__name__}) found no face{where}{why}; to get "
-                "an empty list instead of this error: normalize(image, all_faces=True)"
+                f"no face normalized: {the_detector(self.detector)} found no face{where}{why}; to "
+                "get an empty list instead of this error: normalize(image, all_faces=True)"
             )
         if outcome.face is None:
             raise FacekitError(f"no face normalized: {outcome.status} {outcome.reason}".strip())

@@ -217,3 +217,37 @@ def test_facekit_imports_where_there_is_no_fork() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+class TupleDetector:
+    """A plugin's detector whose points come out as (y, x) pairs in a wrong scheme (never asked to detect here)."""
+
+    card = ModelCard(landmarks=68, landmark_scheme="ibug68")
+
+    def __init__(self, params: NoParams) -> None:
+        self.params = params
+
+
+def test_lines_name_a_built_component_by_its_name_and_plugin_not_its_class() -> None:
+    """A plugin author's walk (helper-229's brief): normalize's lines named a plugin's detector by its class ("the
+    detector (TupleDetector) raised ..."), which a user who asked for 'tuple' in a recipe never typed: a component
+    knew nothing of its spec. The registry now attaches what it built it as; one made by hand keeps its class."""
+    import numpy as np
+
+    from facekit.errors import FacekitError
+    from facekit.normalize import check_detection, detector_failure
+    from facekit.registry import built_as, component_label
+    from facekit.types import FaceDetection
+
+    spec = ComponentSpec("tuple", TupleDetector, NoParams, card=TupleDetector.card, plugin="mine")
+    built = spec.build(kind="detector")
+    assert built_as(built) is not None and built_as(built).params == {}  # type: ignore[union-attr]
+    assert component_label(built, "detector") == "detector 'tuple' (plugin 'mine')"
+    said = detector_failure(built, ValueError("bad box"))
+    assert said == "the detector 'tuple' (plugin 'mine') raised ValueError on it: bad box"
+    face = FaceDetection((0.0, 0.0, 9.0, 9.0), 1.0, np.zeros((5, 2)), "eyes-nose-mouth5")
+    with pytest.raises(FacekitError, match=r"^detector 'tuple' \(plugin 'mine'\) returned a face with scheme"):
+        check_detection(built, face)
+    by_hand = TupleDetector(NoParams())
+    assert built_as(by_hand) is None
+    assert detector_failure(by_hand, ValueError("bad box")).startswith("the detector (TupleDetector) raised")
