@@ -103,8 +103,9 @@ class PhotosStopped:
     skips the photos whose outputs it finds made with the same settings, status 'done', and attributes keeps their
     rows). Before: the CLI's one line listing what every command does. :meth:`saying` is the block that says it,
     from after the photos are planned (``total`` of them; a stop before has written nothing); :meth:`counting` counts
-    each finished photo (each row; where ``finished`` is given, each row it says is: normalize's rows of a photo
-    without a face or unreadable have no outputs, and its rerun does them again, so they are not said finished)."""
+    each finished photo (each row; where ``finished`` is given, each row it says is: the rows of a photo its rerun
+    does again, normalize's, adjust's and avatar's without outputs, no face found or unreadable, attributes' unreadable
+    or unwritable, are not said finished; attributes' rows of a photo without a face it keeps, and they are)."""
 
     def __init__(self, command: str, out: str, total: int, finished: Callable[[Any], bool] | None = None) -> None:
         self.command, self.out, self.total, self.finished = command, out, total, finished
@@ -666,7 +667,7 @@ def adjust(
     bits), in RGB (an 8-bit grey photo in grey while it stays grey), ICC profile and EXIF kept; NAME_before_after.png
     and NAME.json (the shift, the face used).
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
-    from facekit.apps.adjust import ADJUST_OUTPUTS, adjust_files
+    from facekit.apps.adjust import ADJUST_OUTPUTS, FINISHED, adjust_files
     from facekit.batch import plan_folder
 
     plan = plan_folder(photos, out, outputs=ADJUST_OUTPUTS)  # bad inputs or -o are reported before any model loads
@@ -709,7 +710,9 @@ def adjust(
             )
         weight = FUSE_WEIGHT if fuse_weight is None else fuse_weight  # in the records as before: reruns stay "done"
         params.update(fuse=None if fuse == "none" else fuse, fuse_weight=weight, refine=refine)
-    stopped = PhotosStopped("adjust", out, len(plan.planned))  # (the checks above write nothing)
+    # (the checks above write nothing) A photo adjust made no file for (no face, unreadable) is done again: not
+    # finished (before: every row was said finished, kept).
+    stopped = PhotosStopped("adjust", out, len(plan.planned), lambda row: row.status in FINISHED)
     with stopped.saying():
         # Where it runs is not what it makes: left out of the records (a rerun on another device is still "done").
         runs_on: dict[str, str] = {}
@@ -729,7 +732,7 @@ def adjust(
             settings["model_sha256"] = sha256_file(resolve_model(model, checkpoint))
         with stopped.bar("adjusting") as on_row:
             rows = adjust_files(plan, corrector, on_row=on_row, overwrite=overwrite, settings=settings)
-    failed = sum(row.status not in ("adjusted", "done") for row in rows)
+    failed = sum(row.status not in FINISHED for row in rows)
     report_rows(
         f"facekit adjust ({method}) -> {out}",
         STATUS_COLUMNS,
@@ -1183,13 +1186,15 @@ def attributes(
     Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). A rerun into the same -o
     with the same model and --face resumes: unchanged photos keep their rows. Exit 3 when some photos have no
     measures (see the table)."""
-    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, TABLES, attributes_files, check_tables_clear
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, REUSED, TABLES, attributes_files, check_tables_clear
     from facekit.batch import plan_folder
     from facekit.models import sha256_file
     from facekit.normalize import inference_device, resolve_model
 
     plan = plan_folder(photos, out, batch_size, outputs=ATTRIBUTE_OUTPUTS)  # bad inputs or -o before the model loads
-    stopped = PhotosStopped("attributes", out, len(plan.planned))
+    # Finished: the rows its rerun keeps (a photo without a face too); an unreadable photo's, or one whose picture
+    # could not be written, it measures again (before: every row was said finished, kept).
+    stopped = PhotosStopped("attributes", out, len(plan.planned), lambda row: row.status in REUSED)
     with stopped.saying():
         runs_on = inference_device(device)
         model_sha256 = sha256_file(resolve_model(model, checkpoint))  # an earlier run's tables with it are resumed

@@ -388,15 +388,25 @@ def arrays_held_at_encode(monkeypatch: Any, encoder: str) -> tuple[list[Any], li
 
 class RowsThenStop:
     """A stand-in for a command's loop over its photos (``normalize_planned`` and the like): tells ``finished``
-    photos' rows (``on_row``), then ``without`` rows of photos left without outputs (status ``no_face``), then
-    raises ``stop``; each may be changed between runs."""
+    photos' rows (``on_row``, status ``ok``), then ``without`` rows of photos left without outputs (status
+    ``no_face``), then raises ``stop``; each may be changed between runs. ``ok`` and ``no_face``: the statuses the
+    command's rows have for them (adjust's: ``adjusted``); ``as_dict``: rows as dicts (avatar's), not objects."""
 
-    def __init__(self, stop: BaseException, finished: int, without: int = 0) -> None:
+    def __init__(
+        self,
+        stop: BaseException,
+        finished: int,
+        without: int = 0,
+        ok: str = "ok",
+        no_face: str = "no_face",
+        as_dict: bool = False,
+    ) -> None:
         self.stop, self.finished, self.without = stop, finished, without
+        self.ok, self.no_face, self.as_dict = ok, no_face, as_dict
 
     def __call__(self, *args: Any, on_row: Any, **kwargs: Any) -> None:
         from types import SimpleNamespace
 
-        for status in ["ok"] * self.finished + ["no_face"] * self.without:
-            on_row(SimpleNamespace(status=status))
+        for status in [self.ok] * self.finished + [self.no_face] * self.without:
+            on_row({"status": status} if self.as_dict else SimpleNamespace(status=status))
         raise self.stop

@@ -509,6 +509,11 @@ class AdjustRow:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+#: The statuses of a photo whose adjusted file is written: a rerun skips it ('done'). The others have none (no face,
+#: unreadable, the detector's error, a file of the user's in the way, unwritable), and a rerun looks at them again.
+FINISHED = ("adjusted", "done")
+
+
 #: Tags of a TIFF's first directory (which Pillow's getexif() returns as its EXIF) that describe that file's own
 #: layout: its size, samples, compression, strips or tiles, free space, sub-directories, old-style JPEG data and
 #: embedded profile. Carried into another file they would misdescribe it (an eXIf chunk naming strip offsets and a

@@ -348,6 +348,14 @@ PHOTO_COMMANDS = {
     "attributes": (["attributes"], "facekit.apps.attributes", "attributes_files"),
     "avatar": (["avatar"], "facekit_avatar.cli", "avatar_files"),
 }
+#: Each photo command's rows (RowsThenStop's keywords): the status of a photo with outputs, and one of a photo its
+#: rerun does again (attributes keeps a no-face photo's row: its rerun reads an unreadable photo again).
+PHOTO_ROWS: dict[str, dict[str, Any]] = {
+    "normalize": {},
+    "adjust": {"ok": "adjusted"},
+    "attributes": {"no_face": "unreadable"},
+    "avatar": {"as_dict": True},
+}
 
 
 @pytest.mark.parametrize("command", list(PHOTO_COMMANDS))
@@ -370,7 +378,7 @@ def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rer
     photos = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:3]
     from tests.helpers import RowsThenStop
 
-    through = RowsThenStop(KeyboardInterrupt(), 2)  # two photos' outputs written, then the stop
+    through = RowsThenStop(KeyboardInterrupt(), 2, **PHOTO_ROWS[command])  # two photos' outputs written, then the stop
     normalizer = SimpleNamespace(detail=SimpleNamespace(as_record=dict), face=FaceChoice.LARGEST)
     monkeypatch.setattr(importlib.import_module(module), name, through)
     monkeypatch.setattr(Normalizer, "from_checkpoint", classmethod(lambda *args, **kwargs: normalizer))
@@ -384,14 +392,22 @@ def test_a_stopped_photo_command_says_how_many_photos_it_finished_and_that_a_rer
         f"error: {command} stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; run the same command again to "
         "go on with the other 1"
     ]
-    if command == "normalize":  # a photo without a face has no outputs, and the rerun does it again (not finished)
-        through.finished, through.without = 1, 1
+    # A photo without outputs (no face found; attributes': unreadable) is done again by the rerun: not finished
+    # (helper-231: adjust, attributes and avatar said 2 of 3, as normalize did before helper-226).
+    through.finished, through.without = 1, 1
+    assert main(line) == INTERRUPTED
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: {command} stopped by Ctrl+C: 1 of 3 photos finished, kept in {out}; run the same command again "
+        "to go on with the other 2, the 1 it made no output for among them"
+    ]
+    if command == "attributes":  # a no-face photo's row its rerun keeps: finished
+        through.no_face = "no_face"
         assert main(line) == INTERRUPTED
         assert capsys.readouterr().err.splitlines()[-1:] == [
-            f"error: normalize stopped by Ctrl+C: 1 of 3 photos finished, kept in {out}; run the same command again "
-            "to go on with the other 2, the 1 it made no output for among them"
+            f"error: attributes stopped by Ctrl+C: 2 of 3 photos finished, kept in {out}; run the same command again "
+            "to go on with the other 1"
         ]
-        through.without = 0
+    through.without = 0
     # (the CLI's line for every command)
     through.stop, through.finished = Terminated("stopped by {signal}", signal.SIGTERM), 0
     assert main(line) == 143

@@ -77,7 +77,7 @@ def avatar(
     normalizing model runs; the shape fit, texturing and renders run on the CPU (and OpenGL) whatever it says. Exit 3
     when some photos got no avatar."""
     import facekit
-    from facekit.batch import plan_folder
+    from facekit.batch import FINISHED, plan_folder
     from facekit.cli import STATUS_COLUMNS, PhotosStopped, console, report_rows
     from facekit.models import WeightsNotFoundError, sha256_file
     from facekit.normalize import Normalizer, inference_device, resolve_model
@@ -86,7 +86,9 @@ def avatar(
 
     # Output names without white space (plain): OBJ's mtllib and map_Kd cannot name a file with spaces.
     plan = plan_folder(photos, out, batch_size, outputs=AVATAR_OUTPUTS, plain=True)  # bad inputs before loading
-    stopped = PhotosStopped("avatar", out, len(plan.planned))
+    # A photo it made no avatar for (no face, a failed fit, unreadable) is done again: not finished (before: every
+    # row was said finished, kept).
+    stopped = PhotosStopped("avatar", out, len(plan.planned), lambda row: row["status"] in FINISHED)
     with stopped.saying():
         model_path = resolve_model(model, checkpoint)
         runs_on = inference_device(device)  # a GPU that is not there: one line before the Surrey model and normalizer
@@ -124,7 +126,7 @@ def avatar(
                     on_detected=count.detected,
                     on_reached=count.reached,
                 )
-    failed = sum(row["status"] not in ("ok", "done") for row in rows)
+    failed = sum(row["status"] not in FINISHED for row in rows)
     report_rows(
         f"facekit avatar -> {out}",
         STATUS_COLUMNS,
