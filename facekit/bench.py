@@ -158,30 +158,20 @@ def bench_judges(plan: Plan) -> list[tuple[str, dict[str, Any], Any]]:
     they are not its defaults, :attr:`facekit.evaluate.Judge.params`, and the resolved component it is built from, or
     None: built from those params): ``bench.judges``, else the recipe's components.encoder and components.judge with
     theirs, as the evaluate stage picks them (:func:`facekit.evaluate.evaluate_plan`). An item of ``bench.judges``
-    with params is built with them, as `facekit eval --judge NAME:KEY=VALUE` builds its judge; a name alone is
-    components.judge's, else components.encoder's, with its params (as a bare ``--judge NAME`` is the model's own
-    encoder), else the encoder with its defaults. A judge is its name AND params: before, a components.judge of the
+    is built as :func:`facekit.recipe.bench_judge` says: with params, as `facekit eval --judge NAME:KEY=VALUE` builds
+    its judge (components.judge's params updated with them where it is that encoder); a name alone is
+    components.judge's, else components.encoder's, with its params, else the encoder with its defaults; an item that
+    is an earlier one again the recipe refuses as it loads, as eval refuses a --judge given twice. A judge is its name
+    AND params: before, a components.judge of the
     encoder's name with other params (facenet of another variant) was the only judge, and the encoder, never built,
     did not judge; and a listed name was components.judge's or the defaults, never components.encoder's nor any
     other params (no item could have them)."""
-    from facekit.evaluate import non_default_params
+    from facekit.recipe import bench_judge
 
     settings = plan.recipe.bench
     wanted: list[tuple[str, dict[str, Any], Any]] = []  # (name, params, the component it is built from)
     if settings.judges:
-        for ref in settings.judges:
-            if "params" in ref.model_fields_set:
-                wanted.append((ref.name, non_default_params(ref.name, ref.params), None))
-                continue
-            component = next(
-                (
-                    plan.components[key]
-                    for key in ("judge", "encoder")
-                    if key in plan.components and plan.components[key].spec.name == ref.name
-                ),
-                None,
-            )
-            wanted.append((ref.name, _built_params(component), component))
+        wanted = [(ref.name, *bench_judge(ref, plan.components)) for ref in settings.judges]
     else:
         wanted = [
             (plan.components[key].spec.name, _built_params(plan.components[key]), plan.components[key])

@@ -488,9 +488,10 @@ class BenchSection(Section):
     judges: list[JudgeRef] = Field(
         default_factory=list,
         description="judge encoders, each a name (sface) or a name with its params ({name: facenet, params: {variant: "
-        "casia-webface-tf}}), as `facekit eval --judge NAME:KEY=VALUE` gives them (default: the recipe's "
-        "components.encoder and components.judge, each with its params); a name alone is components.judge's, else "
-        "components.encoder's, with its params, else the encoder's defaults; keyed as the evaluate stage keys them",
+        "casia-webface-tf}}), as `facekit eval --judge NAME:KEY=VALUE` gives them: components.judge's params updated "
+        "with them where it is that encoder, else they and the defaults (default: the recipe's components.encoder and "
+        "components.judge, each with its params); a name alone is components.judge's, else components.encoder's, "
+        "with its params, else the encoder's defaults; each judge once; keyed as the evaluate stage keys them",
     )
     output: str = Field(default="runs/bench")
 
@@ -988,6 +989,68 @@ def _bench_judge_problems(bench: BenchSection) -> list[Problem]:
         except ValidationError as exc:
             fields = list(spec.params.model_fields)
             problems.extend(problems_from_validation(exc, prefix=f"{path}.params", fields=fields))
+    return problems
+
+
+def bench_judge(ref: ComponentRef, components: Mapping[str, ResolvedComponent]) -> tuple[dict[str, Any], Any]:
+    """A ``bench.judges`` item ``ref`` of a recipe whose resolved ``components`` are these, as the bench builds it:
+    (its params where they are not its encoder's defaults, the resolved component it is built from or None: from
+    those params). With params, as `facekit eval --judge NAME:KEY=VALUE`: those of components.judge updated with them
+    where it is that encoder (as ``--set components.judge.params.KEY=VALUE``), else they and the defaults for the rest
+    (before: components.judge's dropped, so ``{name: facenet, params: {sha256: null}}`` beside a CASIA judge was a
+    vggface2 one, where eval's --judge kept CASIA); a name alone is components.judge's, else components.encoder's,
+    with its params, else the encoder with its defaults."""
+    judge = components.get("judge")
+    if "params" in ref.model_fields_set:
+        params = dict(ref.params)
+        if judge is not None and judge.spec.name == ref.name:
+            params = {**judge.params.model_dump(exclude_unset=True), **params}
+        spec = get_registry("encoder").get(ref.name)
+        built = spec.validate_params(params).model_dump(mode="json", exclude_defaults=True)
+        same = judge is not None and judge.spec.name == ref.name and _non_default(judge) == built
+        return built, judge if same else None
+    component = next(
+        (
+            components[key]
+            for key in ("judge", "encoder")
+            if key in components and components[key].spec.name == ref.name
+        ),
+        None,
+    )
+    return (_non_default(component) if component is not None else {}), component
+
+
+def _non_default(component: ResolvedComponent) -> dict[str, Any]:
+    """The params a resolved ``component`` is built with, less its defaults."""
+    return component.params.model_dump(mode="json", exclude_defaults=True)
+
+
+def _bench_judge_repeats(bench: BenchSection, components: Mapping[str, ResolvedComponent]) -> list[Problem]:
+    """Each ``bench.judges`` item that is an earlier one again (the same encoder built with the same params,
+    :func:`bench_judge`), at its path, as `facekit eval` refuses a --judge given twice: before, dropped without a
+    word, so the table had a judge fewer than the list. (No bench.judges: components.encoder and components.judge
+    judge, once where they are one encoder with the same params, as the evaluate stage judges.)"""
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
+    for index, ref in enumerate(bench.judges):
+        path = f"bench.judges.{index}"
+        try:
+            params, _ = bench_judge(ref, components)
+        except ValidationError as exc:  # (components.judge's params with the item's: each valid alone)
+            problems.extend(problems_from_validation(exc, prefix=f"{path}.params"))
+            continue
+        key = json.dumps([ref.name, params], sort_keys=True)
+        if key in first:
+            with_params = f" with params {params}" if params else " with its default params"
+            problems.append(
+                Problem(
+                    path,
+                    f"{ref.name}{with_params} is bench.judges.{first[key]} again: list each judge (encoder and "
+                    "params) once",
+                )
+            )
+        else:
+            first[key] = index
     return problems
 
 
@@ -1819,6 +1882,8 @@ def resolve(
     if not problems:
         recipe = Recipe(**values)
         problems.extend(_as_given(_cross_checks(recipe, components), overrides, labels or {}, written or {}))
+        repeats = _bench_judge_repeats(recipe.bench, components)
+        problems.extend(_as_given(repeats, overrides, labels or {}, written or {}))
     if problems:
         raise RecipeError(problems, source)
     plan = Plan(recipe=recipe, source=source, components=components, overrides=tuple(overrides))

@@ -365,6 +365,41 @@ def test_bench_judges_take_params_as_eval_judges_do() -> None:
         load_recipe(grid, ["bench.judges=[sface, 3]"])
 
 
+def test_a_bench_judge_listed_twice_is_refused_and_its_params_update_the_recipes_judge_as_eval_s() -> None:
+    """helper-231: bench.judges dropped an item that was an earlier one again without a word (the table had a judge
+    fewer than the list), where `facekit eval --judge` refuses a repeat; and an item with params was built with them
+    and the defaults, where eval's --judge NAME:KEY=VALUE updates components.judge's params when it is that encoder
+    (helper-102: --judge facenet:sha256=null beside a CASIA judge was a vggface2 one). Both now as eval: the repeat
+    refused at its path as the recipe loads, the params the recipe's judge's updated."""
+    from facekit.bench import bench_judges
+    from facekit.recipe import RecipeError, load_recipe
+
+    grid = str(Path(__file__).resolve().parents[2] / "benchmarks" / "default_model_grid.yaml")
+    casia = ["components.judge.name=facenet", "components.judge.params.variant=casia-webface-tf"]
+    plan = load_recipe(grid, [*casia, "bench.judges=[{name: facenet, params: {sha256: null}}, sface]"])
+    chosen = bench_judges(plan)
+    assert [judge[:2] for judge in chosen] == [("facenet", {"variant": "casia-webface-tf"}), ("sface", {})]
+    assert chosen[0][2] is plan.components["judge"]  # (the recipe's judge itself: before, a vggface2 one)
+    with_weights = load_recipe(grid, [*casia, "bench.judges=[{name: facenet, params: {weights: w.pt}}]"])
+    assert bench_judges(with_weights)[0][:2] == ("facenet", {"variant": "casia-webface-tf", "weights": "w.pt"})
+    for judges, said in [
+        ("[sface, dlib-resnet, sface]", "bench.judges.2: sface with its default params is bench.judges.0 again"),
+        (  # a name alone is components.judge's: the same judge as the item that sets its params to what they are
+            "[facenet, {name: facenet, params: {sha256: null}}]",
+            "bench.judges.1: facenet with params {'variant': 'casia-webface-tf'} is bench.judges.0 again",
+        ),
+    ]:
+        with pytest.raises(RecipeError) as refused:
+            load_recipe(grid, [*casia, f"bench.judges={judges}"])
+        assert f"{said}: list each judge (encoder and params) once" in str(refused.value), refused.value
+    # One encoder with other params is another judge (the variant the item sets over the recipe's judge's)
+    other = load_recipe(grid, [*casia, "bench.judges=[facenet, {name: facenet, params: {variant: vggface2}}]"])
+    assert [judge[:2] for judge in bench_judges(other)] == [
+        ("facenet", {"variant": "casia-webface-tf"}),
+        ("facenet", {}),
+    ]
+
+
 def test_quality_says_a_misused_option_or_a_missing_model_in_one_line(tmp_path: Path) -> None:
     """Before: `python benchmarks/quality.py --model model.safetensors` (no NAME=), `--detail new=abc` and a model file
     that is not there (the README's command with a typo) each ended in a traceback."""
