@@ -663,8 +663,8 @@ def adjust(
     device: DeviceOption = "cpu",
 ) -> None:
     """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg for a
-    JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; a 16-bit PNG stays 16-bit, a 16-bit TIFF is written at 8
-    bits), in RGB (an 8-bit grey photo in grey while it stays grey), ICC profile and EXIF kept; NAME_before_after.png
+    JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; a 16-bit PNG or RGB TIFF as a 16-bit
+    PNG), in RGB (an 8-bit grey photo in grey while it stays grey), ICC profile and EXIF kept; NAME_before_after.png
     and NAME.json (the shift, the face used).
     A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
     from facekit.apps.adjust import ADJUST_OUTPUTS, FINISHED, adjust_files

@@ -613,9 +613,9 @@ def png16(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None = Non
 def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     """What 8-bit RGB (:func:`facekit.images.load_rgb`, alpha composited over grey) would lose of a photo: a PNG's or
     WebP's pixels at their own depth, (H, W, 3) uint8 or uint16 RGB, upright, and its alpha (H, W) of the same type
-    or None; a transparent TIFF's or GIF's (any other format's) 8-bit pixels as stored and alpha (a GIF's transparent
-    entry as alpha 0, the rest 255). None when there is nothing to keep (8-bit without alpha) or the file cannot be
-    read so."""
+    or None; an opaque 16-bit RGB TIFF's at 16 bits (:func:`_tiff16`); a transparent TIFF's or GIF's (any other
+    format's) 8-bit pixels as stored and alpha (a GIF's transparent entry as alpha 0, the rest 255). None when there
+    is nothing to keep (8-bit without alpha) or the file cannot be read so."""
     import cv2
 
     from facekit.images import UPRIGHT, exif_orientation, open_image, stored_rgba
@@ -627,6 +627,8 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
         # behind it, corrected, and its before/after showed that grey where a PNG's showed a checkerboard.
         if opened.format in ("JPEG", "MPO"):
             return None
+        if opened.format == "TIFF" and opened.mode == "RGB" and opened.tag_v2.get(258) == (16, 16, 16):
+            return _tiff16(source, opened)
         if opened.format not in ("PNG", "WEBP"):
             return stored_rgba(opened)
         orientation = exif_orientation(opened)  # (one reading with load_rgb's: a value of another type is none)
@@ -648,6 +650,27 @@ def read_deep(source: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
     turn = UPRIGHT[orientation]  # (load_rgb's turns: the same pixels where both read a photo)
     return np.ascontiguousarray(turn(rgb)), None if alpha is None else np.ascontiguousarray(turn(alpha))
+
+
+def _tiff16(source: Any, opened: Any) -> tuple[np.ndarray, None] | None:
+    """An opaque 16-bit RGB TIFF's pixels at 16 bits, (H, W, 3) uint16, upright: OpenCV's, checked against the 8-bit
+    ones Pillow reads (and :func:`facekit.images.load_rgb` corrects), which are their high bytes; None (8 bits, with a
+    warning) where they are not, a layout the two read otherwise. Before, such a TIFF was written at 8 bits without a
+    word, though its correction is computed in float and a 16-bit PNG's kept its depth."""
+    import cv2
+
+    from facekit.images import UPRIGHT, exif_orientation
+
+    turn = UPRIGHT[opened.tag_v2.get(274, 1) if opened.tag_v2.get(274, 1) in UPRIGHT else 1]  # (before loading)
+    opened.load()  # (Pillow turns a TIFF upright as it loads it)
+    eight = UPRIGHT[exif_orientation(opened)](np.asarray(opened))
+    pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: not turned
+    if pixels is not None and pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] == 3:
+        rgb = np.ascontiguousarray(turn(pixels[..., ::-1]))
+        if rgb.shape == eight.shape and np.array_equal(rgb[::7, ::7] >> 8, eight[::7, ::7]):
+            return rgb, None
+    logger.warning("%s: its 16-bit pixels could not be read as Pillow reads the photo; written at 8 bits", source)
+    return None
 
 
 def alpha_kept(source: Any, shape: tuple[int, ...]) -> np.ndarray | None:

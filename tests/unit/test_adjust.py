@@ -815,6 +815,25 @@ def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(t
     assert again.dtype == np.uint16 and kept["written"]["bits"] == 16 and "why" not in kept["written"]
 
 
+def test_a_16_bit_tiff_is_written_at_16_bits_as_a_16_bit_png_is(tmp_path: Path) -> None:
+    """helper-231: a 16-bit TIFF came out at 8 bits (its levels between the 8-bit steps lost) where the same pixels
+    in a 16-bit PNG kept them; the correction is computed in float either way. Both now write the same 16-bit PNG."""
+    import cv2
+
+    from facekit.apps.adjust import encode_corrected
+
+    deep = (np.linspace(0, 65535, 32 * 32 * 3) % 65536).astype(np.uint16).reshape(32, 32, 3)
+    photo = (deep >> 8).astype(np.uint8)
+    record = {"light": "linear", "gains_rgb": [1.1, 1.0, 0.9]}
+    written = {}
+    for suffix in ("tif", "png"):
+        cv2.imwrite(str(tmp_path / f"deep.{suffix}"), deep[..., ::-1])
+        data, out, kept = encode_corrected(tmp_path / f"deep.{suffix}", photo, photo, record)
+        assert (out, kept["written"]) == (".png", {"bits": 16, "alpha": False}), suffix
+        written[suffix] = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert written["tif"].dtype == np.uint16 and np.array_equal(written["tif"], written["png"])
+
+
 class BadMethod:
     """A third-party adjust method whose correct() breaks the documented contract in one way."""
 
