@@ -616,7 +616,9 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     ``rotate``, is taken as its pixels are, its EXIF orientation not applied again: ``ImageOps.exif_transpose`` the
     opened image first), or an array: (H, W, 3) uint8 RGB (BGR with ``bgr=True``,
     OpenCV's order; ``bgr`` applies to arrays only), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
-    (composited over mid-grey, as a file's). Every form is held to :func:`max_megapixels`. Anything else, or an
+    (composited over mid-grey, as a file's); a torch tensor is read as such an array, from whatever device it is on
+    (channels last: a (3, H, W) float tensor, as torchvision holds images, is refused with the expression that
+    converts it). Every form is held to :func:`max_megapixels`. Anything else, or an
     empty image, is a FacekitError that says what was given (:class:`PhotoUnreadable` where the photo itself cannot be
     read: a missing, damaged or oversized file, a closed or damaged PIL image, too many megapixels, no pixels)."""
     if is_encoded(image):
@@ -655,23 +657,24 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
             raise PhotoUnreadable(f"the PIL image given cannot be read: {why}") from None
     if image is None:
         raise FacekitError("expected a photo (a path, PIL image or array), got None")
+    tensor = is_torch_tensor(image)
+    if tensor:
+        if image.dtype != _torch_uint8():  # (said before numpy sees it: it has no bfloat16)
+            raise FacekitError(_not_uint8(str(image.dtype), tuple(image.shape), tensor=True))
+        # (one that needs grad, or on a GPU: np.asarray raised torch's RuntimeError or TypeError, not facekit's)
+        image = image.detach().cpu()
     array = np.asarray(image)
     # A number or a flat list is no photo whatever its type (before: 5 was "expected a uint8 image, got dtype int64").
     if array.dtype == object or array.dtype.kind in "SU" or (array.ndim < 2 and not isinstance(image, np.ndarray)):
         raise FacekitError(f"expected a photo (a path, PIL image or array), got {type(image).__name__}")
     if array.dtype != np.uint8:
-        hint = (
-            "for floats in 0..1: (x * 255).round().astype(np.uint8); in 0..255: x.round().astype(np.uint8)"
-            if array.dtype.kind == "f"
-            else "for 16 bits: (x >> 8).astype(np.uint8)"
-            if array.dtype == np.uint16
-            else "convert it to uint8 (0-255)"
-        )
-        raise FacekitError(f"expected a uint8 image (0-255), got dtype {array.dtype}; {hint}")
+        raise FacekitError(_not_uint8(str(array.dtype), array.shape, tensor=False))
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise FacekitError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
+        what = "a torch tensor of shape" if tensor else "shape"
+        fix = _layout_fix(array.shape, tensor)
+        raise FacekitError(f"expected an (H, W, 3) RGB image, got {what} {array.shape}" + (f"; {fix}" if fix else ""))
     check_size(array.shape[1], array.shape[0])
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2)
@@ -681,6 +684,66 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
         rgba = array[..., [2, 1, 0, 3]] if bgr else array
         return pil_to_rgb(Image.fromarray(np.ascontiguousarray(rgba), "RGBA"))[0]
     return np.ascontiguousarray(array[..., ::-1] if bgr else array)
+
+
+def is_torch_tensor(image: Any) -> bool:
+    """Whether ``image`` is a torch tensor (torch is not imported for it: a tensor means torch already is)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(image, torch.Tensor)
+
+
+def _torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _channels_first(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` holds its channels first, (C, H, W), as torch and torchvision hold images."""
+    return len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4)
+
+
+def _as_hwc(shape: tuple[int, ...], tensor: bool) -> str:
+    """The expression that makes an image ``x`` of ``shape`` (H, W, C): ``x`` itself, its channels moved last
+    (a (C, H, W) one), or the image of a batch of one, (1, H, W, C) or (1, C, H, W); "" when none fits."""
+    one = len(shape) == 4 and shape[0] == 1
+    inner = shape[1:] if one else shape
+    base = "x[0]" if one else "x"
+    if _channels_first(inner):
+        return base + (".permute(1, 2, 0)" if tensor else ".transpose(1, 2, 0)")
+    return base if len(inner) in (2, 3) else ""
+
+
+def _layout_fix(shape: tuple[int, ...], tensor: bool) -> str:
+    """What to give instead of an image of ``shape`` that is not (H, W, 3) (:func:`_as_hwc`); "" when it is not
+    known."""
+    fix = _as_hwc(shape, tensor)
+    if fix == "x" or not fix:
+        return ""
+    said = "a batch of one image" if fix.startswith("x[0]") else ""
+    said = ", ".join(w for w in (said, "channels first" if "(1, 2, 0)" in fix else "") if w)
+    return f"{said}: give {fix}"
+
+
+def _not_uint8(dtype: str, shape: tuple[int, ...], tensor: bool) -> str:
+    """Why an array or torch tensor of ``dtype`` is refused, with the expression that makes it (H, W, 3) uint8: a
+    tensor's in torch's words, its channels moved last where they come first (both fixes in one line)."""
+    base = _as_hwc(shape, tensor) or "x"
+    to = ".to(torch.uint8)" if tensor else ".astype(np.uint8)"
+    floating = dtype.removeprefix("torch.") in ("float16", "bfloat16", "float32", "float64") or dtype.startswith(
+        "float"
+    )
+    hint = (
+        f"for floats in 0..1: ({base} * 255).round(){to}; in 0..255: {base}.round(){to}"
+        if floating
+        else f"for 16 bits: ({base} >> 8){to}"
+        if dtype == "uint16" and not tensor
+        else "convert it to uint8 (0-255)"
+    )
+    given = f"{'a torch tensor of ' if tensor else ''}dtype {dtype}" + (f" and shape {shape}" if base != "x" else "")
+    return f"expected a uint8 image (0-255), got {given}; {hint}"
 
 
 def _max_file_bytes() -> int:

@@ -36,7 +36,7 @@ from facekit.errors import (
     FacekitError,
     NoFaceFound,
 )
-from facekit.images import is_encoded, to_uint8_rgb
+from facekit.images import is_encoded, is_torch_tensor, to_uint8_rgb
 from facekit.registry import built_as, component_label
 from facekit.types import FACE_CHOICES, LandmarkScheme, check_face_choice, frozen_encoder  # noqa: F401 (importable here as before)
 
@@ -271,8 +271,9 @@ def same_device(a: Any, b: Any) -> bool:
 
 
 def _is_photo(item: Any) -> bool:
-    """A path, PIL image or image array: what a list of photos holds (a nested list of pixel rows is not one)."""
-    return isinstance(item, str | os.PathLike | np.ndarray) or hasattr(item, "mode")
+    """A path, PIL image, image array or torch tensor: what a list of photos holds (a nested list of pixel rows is not
+    one)."""
+    return isinstance(item, str | os.PathLike | np.ndarray) or hasattr(item, "mode") or is_torch_tensor(item)
 
 
 def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any, image: Any) -> None:
@@ -284,7 +285,8 @@ def _check_normalize_options(bgr: Any, all_faces: Any, max_faces: Any, near: Any
         if not isinstance(value, bool):
             raise FacekitError(f"normalize: {name} must be True or False, got {value!r}")
     several = len(image) if isinstance(image, list | tuple) and image and _is_photo(image[0]) else None
-    if isinstance(image, np.ndarray) and image.ndim == 4:
+    if (isinstance(image, np.ndarray) or is_torch_tensor(image)) and image.ndim == 4 and image.shape[0] != 1:
+        # (a batch of one is as_rgb's to name: "give x[0]")
         several = image.shape[0]
     if several is not None:
         raise FacekitError(
@@ -924,7 +926,9 @@ class Normalizer:
 
         Args:
             image: a path, a PIL image, or an (H, W, 3) uint8 array in RGB order (BGR with ``bgr=True``, as OpenCV
-                reads them); (H, W) greyscale and (H, W, 4) with alpha are accepted too.
+                reads them), 0-255; (H, W) greyscale and (H, W, 4) with alpha are accepted too, and a torch tensor
+                of these (on any device; channels last). Floats, 16 bits and (3, H, W) are refused with the
+                expression that converts them.
             bgr: the array is in BGR order.
             all_faces: return a list with every face found instead of one.
             max_faces: with ``all_faces``, normalize only the largest ``max_faces`` (a crowd photo costs what it

@@ -82,7 +82,17 @@ def test_what_it_cannot_read_is_a_clear_error(normalizer: facekit.Normalizer, tm
         normalizer.normalize(np.full((80, 80, 3), 128, np.uint8))
     # Several photos at once (a list, or a batch array) are named as such, not as an odd shape (helper-63).
     face = real_face().image
-    for several in ([face, face], (face, face), [tmp_path / "a.jpg", tmp_path / "b.jpg"], np.stack([face, face])):
+    import torch
+
+    tensors = [torch.tensor(face), torch.tensor(np.stack([face, face]))]  # (helper-233: said as a shape)
+    for several in (
+        [face, face],
+        (face, face),
+        [tmp_path / "a.jpg", tmp_path / "b.jpg"],
+        np.stack([face, face]),
+        [tensors[0], tensors[0]],
+        tensors[1],
+    ):
         with pytest.raises(FacekitError, match=r"one photo per call, got 2 .*normalize_many"):
             normalizer.normalize(several)
 

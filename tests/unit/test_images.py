@@ -808,3 +808,35 @@ def test_a_photo_cut_short_is_refused_in_the_same_words_from_its_path_its_bytes_
         with Image.open(path) as opened, pytest.raises(PhotoUnreadable) as refused:
             as_rgb(opened)
         assert str(refused.value) == f"the PIL image given cannot be read: {CUT_SHORT}", form
+
+
+def test_a_torch_tensor_is_read_as_its_array_or_refused_in_facekits_words() -> None:
+    """helper-233: a float tensor that needs grad (a model's output) ended in torch's RuntimeError, a bfloat16 one in
+    a TypeError (numpy has no bfloat16), both raw; one on a GPU was torch's TypeError too, though its uint8 (H, W, 3)
+    pixels are a photo (read here from the CPU: the same path). A (C, H, W) tensor or array, as torch and torchvision
+    hold images, was told only that its shape was wrong, and a tensor's float hint was numpy's astype: each refusal now
+    names the form and the expression that makes it (H, W, 3) uint8, its channels moved last in the same line."""
+    import torch
+
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    pixels = torch.from_numpy(rgb)
+    assert np.array_equal(as_rgb(pixels), rgb)
+    assert np.array_equal(as_rgb(pixels.permute(2, 0, 1).permute(1, 2, 0)), rgb)  # a view, not contiguous
+    floats = pixels.permute(2, 0, 1).float() / 255  # (3, H, W) in 0..1, as torchvision's to_tensor gives
+    float_hint = r"\(x\.permute\(1, 2, 0\) \* 255\)\.round\(\)\.to\(torch\.uint8\)"
+    said: list[tuple[Any, str]] = [
+        (floats.requires_grad_(), r"tensor of dtype torch\.float32 and shape \(3, 20, 30\); for floats in 0\.\.1: "),
+        (floats, float_hint),
+        (pixels.to(torch.bfloat16), r"tensor of dtype torch\.bfloat16; .*x\.round\(\)\.to\(torch\.uint8\)"),
+        (pixels.permute(2, 0, 1), r"tensor of shape \(3, 20, 30\); channels first: give x\.permute\(1, 2, 0\)$"),
+        (pixels.permute(2, 0, 1)[None], r"a batch of one image, channels first: give x\[0\]\.permute\(1, 2, 0\)$"),
+        (rgb.transpose(2, 0, 1), r"got shape \(3, 20, 30\); channels first: give x\.transpose\(1, 2, 0\)$"),
+        (rgb[None], r"got shape \(1, 20, 30, 3\); a batch of one image: give x\[0\]$"),
+    ]
+    for given, words in said:
+        with pytest.raises(FacekitError, match=words) as raised:
+            as_rgb(given)
+        assert "\n" not in str(raised.value)
+    # Back to (H, W, 3) uint8 as the hint says, it reads as the array it came from.
+    again = (floats.detach().permute(1, 2, 0) * 255).round().to(torch.uint8)
+    assert np.array_equal(as_rgb(again), rgb)
