@@ -172,3 +172,16 @@ def test_embed_and_maps_gives_the_embedding_and_early_maps() -> None:
         embedding, maps = encoder.embed_and_maps(images)
         assert torch.allclose(embedding, encoder.embed(images), atol=1e-6)
     assert [tuple(m.shape[1:]) for m in maps] == [(32, 72, 72), (32, 35, 35), (64, 17, 17)]
+
+
+def test_reading_a_dat_file_closes_it(models: Path) -> None:
+    """helper-233: read_dlib_net left its file to the garbage collector (``open(path).read()``), so a user who turns
+    warnings on (``python -W default``, pytest's summary) saw a ResourceWarning from building the default model."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_dlib_net(models / "dlib_face_recognition_resnet_model_v1.dat")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]

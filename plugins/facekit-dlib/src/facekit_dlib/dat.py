@@ -38,6 +38,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -316,7 +317,9 @@ def read_dlib_net(path: str | os.PathLike[str] | bytes) -> DlibNet:
     Raises:
         DlibDatError: on malformed data or an unsupported layer type.
     """
-    data = bytes(path) if isinstance(path, (bytes, bytearray)) else open(path, "rb").read()
+    data = (
+        bytes(path) if isinstance(path, (bytes, bytearray)) else Path(path).read_bytes()
+    )  # (closed: no ResourceWarning)
     r = _Reader(data)
     if r.int_() != 1:
         raise DlibDatError("expected add_loss_layer version 1 at offset 0")
