@@ -615,12 +615,17 @@ def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:
     16-bit grey, alpha over mid-grey, colour profile; one derived from an opened image, by ``convert``, ``resize`` or
     ``rotate``, is taken as its pixels are, its EXIF orientation not applied again: ``ImageOps.exif_transpose`` the
     opened image first), or an array: (H, W, 3) uint8 RGB (BGR with ``bgr=True``,
-    OpenCV's order; ``bgr`` applies to arrays only), (H, W) uint8 greyscale, or (H, W, 4) uint8 with alpha
+    OpenCV's order; ``bgr`` with a file or PIL image, which have their own order, is a FacekitError), (H, W) uint8
+    greyscale, or (H, W, 4) uint8 with alpha
     (composited over mid-grey, as a file's); a torch tensor is read as such an array, from whatever device it is on
     (channels last: a (3, H, W) float tensor, as torchvision holds images, is refused with the expression that
     converts it). Every form is held to :func:`max_megapixels`. Anything else, or an
     empty image, is a FacekitError that says what was given (:class:`PhotoUnreadable` where the photo itself cannot be
     read: a missing, damaged or oversized file, a closed or damaged PIL image, too many megapixels, no pixels)."""
+    if not isinstance(bgr, bool):
+        raise FacekitError(f"bgr must be True or False, got {bgr!r}")
+    if bgr and (is_encoded(image) or hasattr(image, "mode")):  # (it was ignored: the app's caller got no word)
+        raise FacekitError("bgr=True is for arrays in OpenCV's order; a file or PIL image has its own: give it without")
     if is_encoded(image):
         if isinstance(image, io.TextIOBase):  # (helper-72: its read() raised UnicodeDecodeError before this was said)
             raise FacekitError("expected a photo; the file given is open in text mode: open it with 'rb'")

@@ -414,9 +414,10 @@ class FaceAdjuster(UsesNormalizer):
         if all_faces and face is not None and self.face != "largest":  # asked for (a given normalizer's own: fine)
             raise FacekitError(f"face {self.face} picks one face; all_faces averages every face: give one")
 
-    def estimate(self, photo: Any) -> Correction | None:
-        """The correction :meth:`correct` applies to ``photo`` ((H, W, 3) uint8 RGB, or anything
-        :meth:`Normalizer.normalize` takes, read the same way): at this app's ``strength`` and ``only``, exposure only
+    def estimate(self, photo: Any, *, bgr: bool = False) -> Correction | None:
+        """The correction :meth:`correct` applies to ``photo`` ((H, W, 3) uint8 RGB, BGR with ``bgr=True`` as OpenCV
+        reads it, or anything :meth:`Normalizer.normalize` takes, read the same way; its gains are in RGB order): at
+        this app's ``strength`` and ``only``, exposure only
         for a black-and-white photo (:meth:`settle`), estimated on a copy at most :data:`ESTIMATE_SIDE` pixels on its
         long side (mean colours do not need more; detection at 24 MP would take seconds; a copy of
         :data:`facekit.apps.RETRY_SIDE` when that one shows no face), or None (no face). DetectorFailed when the
@@ -424,7 +425,7 @@ class FaceAdjuster(UsesNormalizer):
         difference, and a grey photo got a colour cast, where :meth:`correct` gave another correction.)"""
         from facekit.images import as_rgb
 
-        copy, correction = self._estimated(as_rgb(photo))
+        copy, correction = self._estimated(as_rgb(photo, bgr=bgr))
         return None if correction is None else self.settle(copy, correction)
 
     def _estimated(self, photo: np.ndarray) -> tuple[np.ndarray, Correction | None]:
@@ -460,21 +461,24 @@ class FaceAdjuster(UsesNormalizer):
             return correction
         return fuse_white_balance(correction, photo, self.fuse, self.fuse_weight, self.fuse_sigma)
 
-    def correct(self, photo: Any) -> tuple[np.ndarray, Correction | None]:
+    def correct(self, photo: Any, *, bgr: bool = False) -> tuple[np.ndarray, Correction | None]:
         """(``photo`` corrected, the correction), or (a copy of ``photo``, None) without a face; ``photo`` is (H, W, 3)
         uint8 RGB or anything :meth:`Normalizer.normalize` takes, read the same way (helper-72: a path, a PIL image, a
         grey or RGBA array ended in an AttributeError, IndexError or OpenCV assertion), and comes back as (H, W, 3)
-        RGB. The result is always a new array, never the caller's (before, a faceless RGB array came back as the
-        caller's own object, so drawing on the result drew on the input). A black-and-white photo
+        RGB; with ``bgr=True`` an array in OpenCV's order, corrected and given back in that order (for
+        ``cv2.imwrite``; before, there was no way to say so: a BGR photo was corrected with its red and blue swapped,
+        without a word). The result is always a new array, never the caller's (before, a faceless RGB array came back
+        as the caller's own object, so drawing on the result drew on the input). A black-and-white photo
         (:func:`is_monochrome`) gets its exposure only, and its record says ``monochrome``."""
         from facekit.images import as_rgb
 
-        photo = as_rgb(photo)
+        photo = as_rgb(photo, bgr=bgr)
         copy, correction = self._estimated(photo)
+        order = (lambda rgb: np.ascontiguousarray(rgb[..., ::-1])) if bgr else (lambda rgb: rgb)  # (a new array)
         if correction is None:
-            return photo.copy(), None
+            return order(photo.copy()), None
         settled = self.settle(copy, correction)
-        return apply_correction(photo, settled), settled
+        return order(apply_correction(photo, settled)), settled
 
     def settle(self, photo: np.ndarray, correction: Correction) -> Correction:
         """``correction`` (estimated from the faces of ``photo``, a copy of at most :data:`ESTIMATE_SIDE` pixels) at

@@ -333,12 +333,12 @@ class FaceAttributes(UsesNormalizer):
             outcome.extras["attributes"], outcome.extras["photo_attributes"] = values, photo_values
         return list(outcomes)
 
-    def measure(self, photo: Any) -> dict[str, Any] | None:
+    def measure(self, photo: Any, *, bgr: bool = False) -> dict[str, Any] | None:
         """Attributes of the face the normalizer takes (the largest by default) of ``photo`` (a path, PIL image or
-        (H, W, 3) uint8 RGB), or None."""
+        (H, W, 3) uint8 RGB; BGR with ``bgr=True``, as OpenCV reads it), or None."""
         from facekit.images import as_rgb
 
-        outcome = self.measure_faces([as_rgb(photo)], ["photo"])[0]
+        outcome = self.measure_faces([as_rgb(photo, bgr=bgr)], ["photo"])[0]
         return outcome.extras.get("attributes")
 
     def apply(self, faces: Any) -> dict[str, Any]:

@@ -798,6 +798,32 @@ def test_correct_never_returns_the_callers_array(shipped_normalizer: Any) -> Non
         assert np.array_equal(photo, before)
 
 
+def test_an_opencv_photo_is_corrected_and_measured_in_its_own_order(shipped_normalizer: Any) -> None:
+    """helper-233: normalize takes bgr=True, but adjust's correct and estimate and attributes' measure had no way to be
+    told: a photo from cv2.imread was corrected with red and blue swapped (gains (1.67, 0.76, 0.39) for a photo whose
+    RGB read gives (0.81, 0.79, 0.87)) and came back in RGB, without a word. With bgr=True it is read as OpenCV's,
+    corrected as its RGB read is and given back in its own order; a file or PIL image with bgr=True is refused, as
+    normalize refuses it (it has its own order)."""
+    from facekit.apps.attributes import FaceAttributes
+
+    adjuster = FaceAdjuster(shipped_normalizer)
+    rgb = real_face().image.copy()
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    corrected, correction = adjuster.correct(rgb)
+    corrected_bgr, correction_bgr = adjuster.correct(bgr, bgr=True)
+    assert correction is not None and correction_bgr is not None
+    assert np.array_equal(corrected_bgr, corrected[..., ::-1]) and not np.shares_memory(corrected_bgr, bgr)
+    assert np.allclose(correction_bgr.gains, correction.gains)
+    estimate = adjuster.estimate(bgr, bgr=True)
+    assert estimate is not None and np.allclose(estimate.gains, correction.gains)
+    faceless = np.full((300, 300, 3), (10, 128, 200), np.uint8)
+    assert np.array_equal(adjuster.correct(faceless, bgr=True)[0], faceless)
+    attributes = FaceAttributes(shipped_normalizer)
+    assert attributes.measure(bgr, bgr=True) == attributes.measure(rgb)
+    with pytest.raises(FacekitError, match="bgr=True is for arrays"):
+        adjuster.correct(Image.fromarray(rgb), bgr=True)
+
+
 def test_a_method_whose_record_gives_no_gains_writes_16_bits_as_8_and_says_why(tmp_path: Path) -> None:
     """Before: a third-party --method's 16-bit PNG came out at 8 bits without a word (a plugin-author audit)."""
     import cv2
