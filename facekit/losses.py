@@ -168,9 +168,12 @@ def losses(
     elif through_encoder:
         crops = _output_crops(encoder, out.image[:n], batch, batch["transform"][:n])
         if weights.perceptual > 0:  # feature matching shares the identity loss's forward pass
-            if not hasattr(encoder, "embed_and_maps"):
+            if not hasattr(encoder, "embed_and_maps"):  # (named as the registry built it, not by its class)
+                from facekit.registry import component_label
+
                 raise FacekitError(
-                    f"loss.perceptual needs an encoder with embed_and_maps; {type(encoder).__name__} has none"
+                    f"train.loss.perceptual needs an encoder with embed_and_maps; {component_label(encoder, 'encoder')}"
+                    " has none: set train.loss.perceptual to 0, or choose an encoder that has it (dlib-resnet)"
                 )
             embedding, maps = encoder.embed_and_maps(crops)
             with torch.no_grad():

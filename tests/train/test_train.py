@@ -631,6 +631,15 @@ def test_separation_pushes_apart_only_different_people_closer_than_their_inputs(
     unblurred = float(losses(out, {**items, "blur": torch.zeros(3)}, FirstFour(), weights, 4)["identity"])
     blurred = float(losses(out, {**items, "blur": torch.full((3,), 1.5)}, FirstFour(), weights, 4)["identity"])
     assert unblurred == pytest.approx(plain, abs=1e-6) and abs(blurred - plain) > 1e-3
+    # train.loss.perceptual with an encoder that has no embed_and_maps names it as the recipe asked for it (before:
+    # by its class, "loss.perceptual needs ...; FirstFour has none") and says what to do.
+    flat = ComponentSpec("first-four", lambda params: FirstFour(), plugin="mine").build({}, kind="encoder")
+    with pytest.raises(FacekitError) as refused:
+        losses(out, items, flat, LossWeights(identity=1.0, perceptual=1.0), 4)
+    assert str(refused.value) == (
+        "train.loss.perceptual needs an encoder with embed_and_maps; encoder 'first-four' (plugin 'mine') has none: "
+        "set train.loss.perceptual to 0, or choose an encoder that has it (dlib-resnet)"
+    )
 
 
 def test_identity_share_sends_only_part_of_the_batch_through_the_encoder() -> None:
