@@ -741,6 +741,32 @@ def finite_or_null(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class FolderWords:
+    """How a folder normalization (:func:`normalize_planned`) names its caller in its rows' reasons and its lock's
+    refusal: ``writers`` (what else may be writing into the folder, "another facekit WRITERS is writing"), the
+    ``settings`` an output's record is compared on beyond its input, model and detector, and the ``overwrite`` setting
+    that replaces an output made otherwise. Before, the recipe's infer stage said `facekit normalize`'s words (another
+    facekit normalize, --detail, --overwrite), settings it has under other names (infer.detail, infer.overwrite)."""
+
+    writers: str
+    settings: str
+    overwrite: str
+
+
+#: `facekit normalize`'s words (:class:`FolderWords`): every setting a record is compared on (detail, the detail
+#: shape and forehead, the face chosen, the size), by its option.
+NORMALIZE_WORDS = FolderWords(
+    "normalize or infer stage", "--detail, --detail-shape, --detail-forehead, --face or --size", "--overwrite"
+)
+#: The recipe's infer stage's words (:class:`FolderWords`): the same settings, by their recipe keys.
+INFER_WORDS = FolderWords(
+    "infer stage or normalize",
+    "infer.detail, infer.detail_shape, infer.detail_forehead, infer.face or infer.size",
+    "infer.overwrite",
+)
+
+
 def exists_reason(path: Path) -> str:
     """The status reason of a photo whose output ``path`` is already there, made from something else (normalize's
     wording; before: "exists (not replaced)", which did not say why a rerun with new settings left it)."""
@@ -1042,6 +1068,7 @@ def normalize_planned(
     on_row: Callable[[Row], None] | None = None,
     on_detected: Callable[[], None] | None = None,
     on_locked: Callable[[], object] | None = None,
+    words: FolderWords = NORMALIZE_WORDS,
 ) -> Summary:
     """Normalize every planned photo into ``plan.out`` as the module docstring promises; ``model`` is the model
     file (its sha256 goes into each record). ``on_row`` sees each manifest row as it is written (a batch's rows all
@@ -1049,17 +1076,18 @@ def normalize_planned(
     take it, as :class:`facekit.normalize.Normalizer`'s does) is called as the face detection of each photo to
     normalize ends, before the rows of its batch: most of a large photo's time. Another process writing into the
     folder at the same time is a FacekitError (a lock); ``on_locked`` is called once the lock is held, before any
-    photo (the infer stage's run record: one refused as another's leaves none; helper-221)."""
+    photo (the infer stage's run record: one refused as another's leaves none; helper-221). ``words``: how the rows'
+    reasons and the lock's refusal name the caller's settings (:class:`FolderWords`)."""
     from facekit.locks import exclusive
 
     try:
         plan.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise FacekitError(f"cannot create the output folder {plan.out}: {error.strerror}") from None
-    with exclusive(plan.out, "normalize"):
+    with exclusive(plan.out, words.writers):
         if on_locked is not None:
             on_locked()
-        return _normalize_locked(normalizer, plan, model, overwrite, on_row, on_detected)
+        return _normalize_locked(normalizer, plan, model, overwrite, on_row, on_detected, words)
 
 
 def _normalize_locked(
@@ -1069,6 +1097,7 @@ def _normalize_locked(
     overwrite: bool,
     on_row: Callable[[Row], None] | None,
     on_detected: Callable[[], None] | None,
+    words: FolderWords,
 ) -> Summary:
     from facekit.errors import stops_held
     from facekit.images import load_rgb
@@ -1129,9 +1158,8 @@ def _normalize_locked(
                 continue
             if verdict == "exists":
                 reason = (
-                    f"{taken[0]} exists (another input, model, detector, --detail, --face or --size settings, or not "
-                    "facekit's): "
-                    "--overwrite replaces"
+                    f"{taken[0]} exists (another input, model, detector, {words.settings} settings, or not "
+                    f"facekit's): {words.overwrite} replaces"
                 )
                 placed[place] = Row(str(item.source), "exists", None, reason)
                 continue

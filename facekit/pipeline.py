@@ -508,7 +508,7 @@ def evaluate_stage_stopped(by: str, output: str, recipe: str, overrides: Sequenc
 
 def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
     """Normalize ``infer.inputs`` with ``infer.checkpoint`` (default: the model trained by this recipe)."""
-    from facekit.batch import FINISHED, normalize_planned
+    from facekit.batch import FINISHED, INFER_WORDS, normalize_planned
     from facekit.detail import detail_settings
     from facekit.normalize import Normalizer, inference_device, model_file
     from facekit.progress import PhotoCount, Progress
@@ -572,6 +572,7 @@ def run_infer_stage(plan: Plan, options: RunOptions) -> RunDir:
                     on_row=on_row,
                     on_detected=count.detected,
                     on_locked=record,
+                    words=INFER_WORDS,
                 )
         run = runs[0]
         statuses = {row.input: row.status for row in summary.rows}
@@ -706,14 +707,26 @@ def infer_note(summary: Any, output: str) -> str:
     have = sum(row.status in ("ok", "done") for row in summary.rows)
     note = f"{have} of {len(summary.rows)} photos have their normalized face in {output}"
     others = Counter(row.status for row in summary.rows if row.status not in ("ok", "done"))
-    if others:
-        note += "; " + ", ".join(f"{count} {status}" for status, count in sorted(others.items()))
+    if others:  # in words (before: "12 exists, 1 no_face"), a status facekit may add later by its name
+        note += "; " + ", ".join(
+            f"{count} {INFER_STATUS_WORDS.get(status, status)}" for status, count in sorted(others.items())
+        )
     if others.get("exists"):
         note += (
             " (outputs made with another model, detector or settings are left alone: set infer.overwrite or "
             "infer.output)"
         )
     return note
+
+
+#: How :func:`infer_note` says each status of a photo without its normalized face (:class:`facekit.batch.Row`).
+INFER_STATUS_WORDS = {
+    "exists": "already there",
+    "no_face": "with no face found",
+    "unreadable": "unreadable",
+    "detector_error": "where the detector failed",
+    "unwritable": "whose outputs could not be written",
+}
 
 
 def write_apps_json(results: dict[str, Any], out: Path) -> Path:

@@ -597,6 +597,37 @@ def test_another_photo_detail_setting_is_another_output(tmp_path: Path, model: P
     fake.detail = DetailSettings(strength=0.0)  # type: ignore[attr-defined]
     left = normalize_folder(fake, [str(source)], out, model)
     assert left.rows[0].status == "exists" and "--detail" in left.rows[0].reason
+    # The reason names every setting compared (before: --detail alone of the three options the record keeps).
+    fake.detail = DetailSettings(shape=0.2)  # type: ignore[attr-defined]
+    shaped = normalize_folder(fake, [str(source)], out, model).rows[0]
+    assert shaped.status == "exists" and shaped.reason == (
+        f"{out / 'face.png'} exists (another input, model, detector, --detail, --detail-shape, --detail-forehead, "
+        "--face or --size settings, or not facekit's): --overwrite replaces"
+    )
+
+
+def test_the_infer_stage_names_its_own_settings_and_itself(tmp_path: Path, model: Path) -> None:
+    """The recipe's infer stage normalizes through the same code as `facekit normalize`, and said its words: a
+    folder another writer held was "another facekit normalize", and an output left alone said "--detail ... --overwrite
+    replaces", options the stage does not have (infer.detail, infer.overwrite)."""
+    from facekit.batch import INFER_WORDS, normalize_planned
+    from facekit.detail import DetailSettings
+    from facekit.locks import exclusive
+
+    source = photo(tmp_path / "in" / "face.jpg", 120)
+    out = tmp_path / "out"
+    plan = plan_folder([str(source)], out)
+    with exclusive(out, "normalize"), pytest.raises(FacekitError) as refused:
+        normalize_planned(FakeNormalizer(), plan, model, words=INFER_WORDS)
+    assert str(refused.value).startswith(f"another facekit infer stage or normalize is writing into {out} right now")
+    fake = FakeNormalizer()
+    assert normalize_planned(fake, plan, model, words=INFER_WORDS).rows[0].status == "ok"
+    fake.detail = DetailSettings(forehead=1.0)  # type: ignore[attr-defined]
+    left = normalize_planned(fake, plan, model, words=INFER_WORDS).rows[0]
+    assert left.status == "exists" and left.reason == (
+        f"{out / 'face.png'} exists (another input, model, detector, infer.detail, infer.detail_shape, "
+        "infer.detail_forehead, infer.face or infer.size settings, or not facekit's): infer.overwrite replaces"
+    )
 
 
 def test_another_face_choice_is_another_output(tmp_path: Path, model: Path) -> None:
@@ -780,7 +811,7 @@ def test_two_writers_into_one_folder_are_refused_and_a_finished_one_lets_go(tmp_
 
     source = photo(tmp_path / "in" / "face.jpg", 120)
     out = tmp_path / "out"
-    with exclusive(out, "normalize"), pytest.raises(FacekitError, match="another facekit normalize"):
+    with exclusive(out, "normalize"), pytest.raises(FacekitError, match="another facekit normalize or infer stage"):
         normalize_folder(FakeNormalizer(), [str(source)], out, model)
     assert not (out / "face.png").exists()
     assert normalize_folder(FakeNormalizer(), [str(source)], out, model).rows[0].status == "ok"

@@ -244,8 +244,10 @@ def test_a_recipes_apps_run_in_the_infer_stage(data_root: Path, tmp_path: Path) 
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     again = run_cli("run", str(tmp_path / "r.yaml"), "--stage", "infer")
     assert again.returncode == 3, again.stderr  # as `facekit normalize`: some photos have no output (before: 0)
-    assert "0 of 1 photos have their normalized face" in again.stdout and "1 exists" in again.stdout
+    assert "0 of 1 photos have their normalized face" in again.stdout and "1 already there" in again.stdout
     assert "infer.overwrite" in again.stdout and (tmp_path / "out" / "apps.json").read_bytes() == written
+    left = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[-1])
+    assert "infer.detail, infer.detail_shape" in left["reason"] and left["reason"].endswith("infer.overwrite replaces")
     # A user's apps.json where the apps would write theirs: refused before anything runs (helper-74: replaced).
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "apps.json").write_text('{"my": "notes"}')

@@ -1508,3 +1508,17 @@ def test_a_stopped_stages_rerun_command_keeps_the_runs_overrides() -> None:
     assert evaluate_stage_stopped("SIGTERM", "e", "demo", ("evaluate.output=e",)).endswith(
         "run `facekit run demo --stage evaluate --set evaluate.output=e` again"
     )
+
+
+def test_the_infer_stages_note_says_each_status_in_words() -> None:
+    """The infer stage's line said its photos without a face by their status names: "12 exists, 1 no_face"."""
+    from facekit.batch import Row, Summary
+    from facekit.pipeline import infer_note
+
+    statuses = ["ok", "done", "exists", "exists", "no_face", "unreadable", "detector_error", "unwritable"]
+    summary = Summary([Row(f"{k}.jpg", status, None) for k, status in enumerate(statuses)])
+    assert infer_note(summary, "runs/infer") == (
+        "2 of 8 photos have their normalized face in runs/infer; 1 where the detector failed, 2 already there, 1 with "
+        "no face found, 1 unreadable, 1 whose outputs could not be written (outputs made with another model, "
+        "detector or settings are left alone: set infer.overwrite or infer.output)"
+    )
