@@ -671,16 +671,32 @@ def refuse_file_in_the_way(folder: Path, option: str) -> None:
             raise FacekitError(f"{option} {folder}{where} is a file, not a folder")
 
 
+def refuse_folders_at(out: Path, names: Sequence[str], command: str, option: str = "-o") -> None:
+    """A FacekitError naming the first of the file ``names`` in ``out`` that is a folder (not a link: a file is
+    renamed over a link, never through it), --overwrite or not: no file can replace it, and a command writing several
+    would stop partway, the files before it replaced (helper-228: `facekit eval --overwrite` with a folder
+    ``metrics.json`` renamed its histograms in, then failed, "holding all of its results"; without --overwrite it
+    was told "exists: --overwrite replaces it", which could not). ``option``: how the command names ``out``."""
+    for name in names:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            raise FacekitError(
+                f"{path} is a folder where {command} writes its file {name}: move it away, or choose another {option}"
+            )
+
+
 def check_fixed_outputs(
     out: Path, names: Sequence[str], inputs: Sequence[str | Path], overwrite: bool, command: str
 ) -> None:
     """For a command that writes fixed file ``names`` into ``out`` (tables, figures): refuse ``-o`` naming a file,
-    a name that is one of the ``inputs``, and (unless ``overwrite``) a name already there."""
+    a name that is one of the ``inputs``, a name that is a folder (:func:`refuse_folders_at`), and (unless
+    ``overwrite``) a name already there."""
     refuse_file_in_the_way(out, "-o")
     sources = {Path(p).resolve() for p in inputs}
     for name in names:
         if (out / name).resolve() in sources:
             raise FacekitError(f"{out / name} is one of the inputs: choose another output folder (-o)")
+    refuse_folders_at(out, names, command)
     if not overwrite:
         refuse_occupied([out / name for name in names], command)
 

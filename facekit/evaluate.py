@@ -176,8 +176,15 @@ def evaluate_normalizer(
     pairs verification (:func:`verify_pairs`) as ``lfw_pairs``, in the report too (before, `facekit eval --pairs`
     added it to metrics.json only). When no photo is normalized, the judges' pass rates are 0 and their other
     figures empty (before: a traceback)."""
+    from facekit.batch import refuse_folders_at
     from facekit.images import load_rgb
 
+    keys = judge_keys([(judge.name, judge.params) for judge in judges])
+    stems = [judge_file(key, judge.name, judge.params) for key, judge in zip(keys, judges, strict=True)]
+    # A folder at a result's name is refused before anything is measured (evaluate_plan's own check covers `facekit
+    # eval` and the stage; this one bench and the scripts): renamed over in _write_results, it failed partway.
+    results = ["metrics.json", "report.html", *(f"identity-{stem}.{kind}" for stem in stems for kind in ("png", "npy"))]
+    refuse_folders_at(out, results, "the evaluation", "output folder")
     out.mkdir(parents=True, exist_ok=True)
     replaced = _earlier_judges(out)  # the evaluation this one replaces: its judges' histograms go with it (below)
     start = time.perf_counter()
@@ -207,7 +214,6 @@ def evaluate_normalizer(
         "largest_share": round(max(per_person.values()) / len(indices["same"]), 4) if per_person else None,
     }
     metrics["different_people_pairs"] = len(indices["different"])
-    keys = judge_keys([(judge.name, judge.params) for judge in judges])
     histograms: list[tuple[str, Judge, np.ndarray]] = []  # (written with the metrics: a stop before leaves no part)
     # Each judge embeds each photo and its normalized face, then the detector looks at each face: 13 s after the
     # normalizing bar for LFW's 500 photos, which had said nothing until the table.
@@ -245,7 +251,6 @@ def evaluate_normalizer(
     from facekit.outputs import side_by_side
 
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
-    stems = [judge_file(key, judge.name, judge.params) for key, judge in zip(keys, judges, strict=True)]
     _write_results(out, metrics, stems, histograms, examples, about or {}, replaced)
     return metrics
 

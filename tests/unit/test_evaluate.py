@@ -268,6 +268,44 @@ def test_a_stop_in_an_evaluations_last_writes_leaves_its_folder_as_it_was_or_its
     assert sorted(os.listdir(tmp_path / "whole")) == [*whole, "report.html"]
 
 
+def test_a_folder_at_a_results_name_is_refused_before_anything_is_measured(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-228: the results are renamed into the folder one by one, so a folder named metrics.json (or
+    report.html, or a judge's identity-NAME.png) failed the rename partway, the histograms already replaced, and the
+    stop line said the folder "holds all of them". With --overwrite nothing refused it; without, it was said to
+    "exist: --overwrite replaces it". Now refused before the model loads or anything is measured."""
+    import facekit.evaluate as evaluate
+    from facekit.normalize import Normalizer
+
+    normalizer, judge = fake_evaluation(monkeypatch)
+    out = tmp_path / "out"
+    (out / "identity-one.png").mkdir(parents=True)
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(FacekitError) as refused:
+        evaluate.evaluate_normalizer(normalizer, lfw_devtest(data_root, 2), [judge("one")], out)
+    assert str(refused.value) == (
+        f"{out / 'identity-one.png'} is a folder where the evaluation writes its file identity-one.png: move it away, "
+        "or choose another output folder"
+    )
+    assert sorted(path.name for path in out.iterdir()) == ["identity-one.png", "metrics.json"]
+    assert (out / "metrics.json").read_text() == "{}"
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model loaded before the folder in the way was said")
+
+    monkeypatch.setattr(Normalizer, "from_checkpoint", loaded)
+    (out / "metrics.json").unlink()
+    (out / "metrics.json").mkdir()
+    for overwrite in (True, False):
+        with pytest.raises(FacekitError) as refused:
+            evaluate.evaluate_plan(None, None, "lfw-devtest", [], 2, str(out), overwrite=overwrite)
+        assert str(refused.value) == (
+            f"{out / 'metrics.json'} is a folder where facekit eval writes its file metrics.json: move it away, or "
+            "choose another -o"
+        )
+
+
 def test_an_evaluation_removes_the_results_folder_a_killed_one_left(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
