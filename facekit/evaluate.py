@@ -199,6 +199,9 @@ def evaluate_normalizer(
         "photos": len(photos),
         # The weights measured (None for a method without any, the baseline): `facekit export --metrics` checks it.
         "weights_sha256": getattr(normalizer, "meta", {}).get("weights_sha256"),
+        # Their training step (from the model's metadata; None without one): a training's last.safetensors is
+        # replaced as it trains, so its path alone did not say which weights were measured.
+        "step": getattr(normalizer, "meta", {}).get("step"),
         "normalized": len(ok),
         "status": {s: sum(o.status == s for o in outcomes) for s in sorted({o.status for o in outcomes})},
         "judges": {},
@@ -251,8 +254,29 @@ def evaluate_normalizer(
     from facekit.outputs import side_by_side
 
     examples = [side_by_side(_image(images[i]), outcomes[i], height=112) for i in ok[:: max(1, len(ok) // 24)][:24]]
-    _write_results(out, metrics, stems, histograms, examples, about or {}, replaced)
+    said = {**(about or {}), **({"weights": measured_weights(metrics)} if metrics["weights_sha256"] else {})}
+    _write_results(out, metrics, stems, histograms, examples, said, replaced)
     return metrics
+
+
+def measured_weights(metrics: dict[str, Any]) -> str:
+    """The weights an evaluation's ``metrics`` measured, as its report and a training's warning say them: ``step
+    4000, sha256 0123456789ab`` (the step where the model records one)."""
+    step = metrics.get("step")
+    digest = str(metrics.get("weights_sha256") or "")[:12]
+    return ", ".join([*([f"step {step}"] if step is not None else []), f"sha256 {digest}"])
+
+
+def training_writing(checkpoint: Path) -> Path | None:
+    """The training folder of ``checkpoint`` (``OUTPUT/checkpoints/last.safetensors``) when a training in another
+    process holds it now (:func:`facekit.locks.held`; this process's own hold is not another training), else None:
+    the evaluation then measures a checkpoint the training replaces as it goes on (a kept ``step-NNNNNN`` one stays
+    as it is)."""
+    from facekit.locks import held
+
+    folder = checkpoint.parent.parent
+    ours = checkpoint.name == "last.safetensors" and checkpoint.parent.name == "checkpoints"  # (train.CHECKPOINT)
+    return folder if ours and held(folder, own=False) else None
 
 
 def _write_results(
@@ -968,6 +992,15 @@ def evaluate_plan(
             )
             from facekit.checkpoints import model_detector
 
+            training = training_writing(Path(checkpoint)) if checkpoint is not None else None
+            if training is not None:  # (before: measured without a word; metrics.json did not say which step)
+                logger.warning(
+                    "%s is being trained now in %s: this evaluation measures its checkpoint as saved so far (%s, "
+                    "recorded in metrics.json); evaluate it again once the training ends",
+                    checkpoint,
+                    training,
+                    measured_weights(normalizer.meta),
+                )
             detector_used = (
                 plan.components["detector"].spec.name
                 if detector is not None and plan is not None

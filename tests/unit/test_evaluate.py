@@ -358,6 +358,39 @@ def test_eval_leaves_an_earlier_evaluation_alone_unless_told(data_root: Path, tm
     assert "identity-other" not in report and report.count("<img") >= 1
 
 
+def test_eval_of_a_training_checkpoint_says_which_step_it_measured_and_that_the_training_runs(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """A walk evaluated a training's folder while it trained (`facekit eval --checkpoint runs/x/checkpoints/
+    last.safetensors`): the checkpoint the training was replacing was measured without a word, and metrics.json
+    named its path alone, not which step's weights those were. It records the step (and the weights' sha256, as
+    before) in metrics.json and the report, and warns while another process's training holds the folder."""
+    from facekit.locks import exclusive
+    from facekit.normalize import model_file
+    from tests.helpers import run_cli
+
+    training = tmp_path / "train"
+    checkpoint = training / "checkpoints" / "last.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copyfile(model_file(None), checkpoint)  # the shipped model: step 4000
+    warned = "is being trained now in"
+    with exclusive(training, "training"):  # (a training in this process: another to the eval below)
+        running = run_cli("eval", "--checkpoint", str(checkpoint), "--max-photos", "1", "-o", str(tmp_path / "a"))
+    assert running.returncode == 0, running.stderr
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["step"] == 4000 and len(metrics["weights_sha256"]) == 64
+    weights = f"step 4000, sha256 {metrics['weights_sha256'][:12]}"
+    said = [line for line in running.stderr.splitlines() if warned in line]
+    assert len(said) == 1 and " ".join(said[0].split()).endswith(
+        f"{checkpoint} is being trained now in {training}: this evaluation measures its checkpoint as saved so far "
+        f"({weights}, recorded in metrics.json); evaluate it again once the training ends"
+    ), running.stderr
+    assert f"<b>weights</b>: {weights}" in (tmp_path / "a" / "report.html").read_text()
+    finished = run_cli("eval", "--checkpoint", str(checkpoint), "--max-photos", "1", "-o", str(tmp_path / "b"))
+    assert finished.returncode == 0 and warned not in finished.stderr, finished.stderr
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["step"] == 4000
+
+
 def test_eval_says_why_the_same_person_column_is_empty(data_root: Path, tmp_path: Path) -> None:
     """helper-171: `facekit eval --max-photos 20` (photos spread over LFW DevTest's people: no two of one person)
     left the table's "same person" column blank without a word; its columns did not say they are medians."""
