@@ -45,7 +45,55 @@ from facekit.errors import (
 )
 from facekit.types import FACE_CHOICE_HELP, KINDS, FaceChoice, face_record
 
+
+def option_value_message(error: typer.BadParameter) -> str:
+    """What a value Typer refused for an option or argument is said as: in the words a recipe's or a ``--set``'s
+    refused value is (:func:`facekit.registry.pydantic_problems`), "must be 'largest' or 'central' (got 'middle')",
+    "must be from 0 to 2 (got 3)", "must be a whole number (got 'abc')". Typer parses values with pydantic, whose
+    words reached the user ("Value error, 'middle' is not one of 'largest', 'central'.", "Input should be less than
+    or equal to 2"). A refusal that is not pydantic's (an option's own check: ``-o ""``) is kept as it is."""
+    from pydantic import ValidationError
+
+    from facekit.registry import _BOUND_WORDS, _refused_value
+
+    cause = error.__cause__
+    if not isinstance(cause, ValidationError) or not cause.errors():
+        return error.message
+    first = cause.errors()[0]
+    kind, given, context = first["type"], first.get("input"), first.get("ctx") or {}
+    if kind == "value_error":  # Typer's own check, a choice: "'middle' is not one of 'largest', 'central'."
+        said = str(context.get("error", first["msg"].removeprefix("Value error, ")))
+        choice = re.fullmatch(r"(.+) is not one of ('.*')\.", said)
+        if choice is None:
+            return said.rstrip(".")
+        choices = re.findall(r"'([^']*)'", choice[2])
+        listed = " or ".join(", ".join(repr(c) for c in choices).rsplit(", ", 1))
+        hint = did_you_mean(str(given), choices)
+        return f"must be {listed} (got {choice[1]}){'; ' + hint if hint else ''}"
+    if kind in _BOUND_WORDS and kind != "multiple_of":  # a number, so shown as typed (an option's min and max)
+        low, high = getattr(error.param, "min", None), getattr(error.param, "max", None)
+        if low is not None and high is not None:
+            return f"must be from {low:g} to {high:g} (got {given})"
+        bound = next(iter(context.values()))
+        return f"must be {_BOUND_WORDS[kind]} {bound:g} (got {given})"
+    return _refused_value(kind, context, first["msg"], given)
+
+
+class FacekitGroup(typer.core.TyperGroup):
+    """The ``facekit`` command group: every command's refused option values (:func:`option_value_message`) said in
+    facekit's words. A subcommand's options are parsed inside its group's ``invoke``, so this one group's covers
+    every command, the plugins' and the nested groups' included; Typer still prints it in its box, exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as error:
+            error.message = option_value_message(error)
+            raise
+
+
 app = typer.Typer(
+    cls=FacekitGroup,
     name="facekit",
     help="Turn face photos into normalized faces: frontal, neutral, evenly lit, same identity.",
     no_args_is_help=True,

@@ -913,3 +913,26 @@ def test_normalize_s_progress_moves_as_each_photo_is_detected_and_a_stop_counts_
     # the batch's rows are still to come: the percentage moves, the count is of photos written (b64ec6d: not 2.7)
     assert said[2].startswith("normalizing: 0/20 (13 %), ")
     assert "normalizing: stopped at 3/20 (15 %) after " in capsys.readouterr().err  # not 3.9: a part of one
+
+
+def test_a_refused_option_value_is_said_in_facekit_s_words() -> None:
+    """Before: Typer parses values with pydantic, whose words filled the box: "Value error, 'middle' is not one of
+    'largest', 'central'.", "Input should be less than or equal to 2", "Input should be a valid integer, unable to
+    parse string as an integer". Now as a recipe's refused value is said, with the value as typed; a plugin's command
+    (avatar, serve) and a nested group's (explore) say theirs the same way."""
+    cases = {
+        ("normalize", "x.jpg", "--face", "middle"): "'--face': must be 'largest' or 'central' (got 'middle')",
+        ("normalize", "x.jpg", "--face", "centrl"): "(got 'centrl'); did you mean 'central'?",
+        ("normalize", "x.jpg", "--detail", "3"): "'--detail': must be from 0 to 2 (got 3)",
+        ("normalize", "x.jpg", "--batch-size", "0"): "'--batch-size': must be at least 1 (got 0)",
+        ("normalize", "x.jpg", "--batch-size", "abc"): "'--batch-size': must be a whole number (got 'abc')",
+        ("normalize", "x.jpg", "--detail", "a"): "'--detail': must be a number (got 'a')",
+        ("avatar", "x.jpg", "--texture-size", "9"): "'--texture-size': must be from 64 to 4096 (got 9)",
+        ("serve", "--max-upload-mb", "0"): "'--max-upload-mb': must be at least 0.01 (got 0)",
+        ("explore", "interpolate", "a", "b", "--steps", "1"): "'--steps' / '-n': must be from 2 to 256 (got 1)",
+    }
+    for args, said in cases.items():
+        result = run_cli(*args, env={"COLUMNS": "300"})
+        assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
+        assert "Value error" not in result.stderr and "Input should" not in result.stderr, (args, result.stderr)
+    assert "an empty output folder" in run_cli("normalize", "x.jpg", "-o", "", env={"COLUMNS": "300"}).stderr
