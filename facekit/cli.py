@@ -243,8 +243,8 @@ def plugins() -> None:
     for info in state.plugins:
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
     print_block(table)
-    for name, distribution in dict.fromkeys(state.skipped):  # a distribution twice on sys.path: one line
-        console.print(f"skipped: {name} ({distribution}), left out by FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS")
+    for skipped in dict.fromkeys(state.skipped):  # a distribution twice on sys.path: one line
+        console.print(f"skipped: {skipped.name} ({skipped.distribution}), left out by {skipped.by}")
     installed = state.installed
     for variable, name in state.unknown_names:
         hint = did_you_mean(name, installed, cutoff=0.7)

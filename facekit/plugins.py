@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
+from typing import NamedTuple
 
 import pluggy
 
@@ -62,6 +63,28 @@ class LoadFailure:
         )
 
 
+class SkippedPlugin(NamedTuple):
+    """An installed plugin the environment left out: its entry-point name, its distribution and ``by``, which
+    variable left it out, as `facekit plugins` and a component's "unknown" message say it ("FACEKIT_DISABLE_PLUGINS",
+    "FACEKIT_PLUGINS, which does not name it")."""
+
+    name: str
+    distribution: str
+    by: str
+
+
+def left_out_by(name: str, allow: set[str] | None, block: set[str]) -> str:
+    """Which of FACEKIT_PLUGINS (``allow``, None when unset) and FACEKIT_DISABLE_PLUGINS (``block``) leave the plugin
+    ``name`` out, in words; '' when neither does. Before, every such plugin was said to be left out "by
+    FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS", and with both set the user had to find which."""
+    reasons = []
+    if allow is not None and name not in allow:
+        reasons.append("FACEKIT_PLUGINS, which does not name it" if allow else "FACEKIT_PLUGINS, which is empty")
+    if name in block:
+        reasons.append("FACEKIT_DISABLE_PLUGINS")
+    return ", and by ".join(reasons)
+
+
 @dataclass
 class PluginState:
     """The plugin manager plus what happened while loading."""
@@ -69,8 +92,8 @@ class PluginState:
     manager: pluggy.PluginManager
     plugins: list[PluginInfo] = field(default_factory=list)
     failures: list[LoadFailure] = field(default_factory=list)
-    #: (entry-point name, distribution) of installed plugins that FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS left out.
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: The installed plugins that FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS left out, each with which.
+    skipped: list[SkippedPlugin] = field(default_factory=list)
     #: (variable, name) for each name FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS gives that no installed plugin has.
     unknown_names: list[tuple[str, str]] = field(default_factory=list)
     #: Every installed plugin's entry-point name (loaded, failed or left out), sorted.
@@ -401,9 +424,10 @@ def get_plugin_state() -> PluginState:
     for variable, names in (("FACEKIT_PLUGINS", allow or set()), ("FACEKIT_DISABLE_PLUGINS", block)):
         state.unknown_names += [(variable, name) for name in sorted(names - installed)]
     for ep in entry_points:
-        if (allow is not None and ep.name not in allow) or ep.name in block:
-            logger.debug("plugin %s skipped by FACEKIT_PLUGINS/FACEKIT_DISABLE_PLUGINS", ep.name)
-            state.skipped.append((ep.name, ep.dist.name if ep.dist is not None else "unknown"))
+        by = left_out_by(ep.name, allow, block)
+        if by:
+            logger.debug("plugin %s left out by %s", ep.name, by)
+            state.skipped.append(SkippedPlugin(ep.name, ep.dist.name if ep.dist is not None else "unknown", by))
             continue
         if manager.has_plugin(ep.name):
             first = next((p.distribution for p in state.plugins if p.name == ep.name), "unknown")

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError, PydanticSerializationError
@@ -44,6 +44,9 @@ from facekit.types import (
     call_mismatches,
     missing_members,
 )
+
+if TYPE_CHECKING:
+    from facekit.plugins import SkippedPlugin
 
 logger = logging.getLogger(__name__)
 #: Plugins whose registration hook raised (their components are left out); `facekit plugins` reports them.
@@ -400,7 +403,7 @@ class Registry(Generic[T]):
         # Names two or more plugins registered: none of them is used (which one a recipe meant is unknowable).
         self._conflicts: dict[str, list[ComponentSpec[T]]] = {}
         self._load_failures = load_failures
-        self._skipped: tuple[tuple[str, str], ...] = ()
+        self._skipped: tuple[SkippedPlugin, ...] = ()
 
     def add(self, spec: ComponentSpec[T]) -> None:
         """Add ``spec``; a name already taken is a :class:`DuplicateComponentError` naming both plugins, and from then
@@ -511,9 +514,9 @@ class Registry(Generic[T]):
                 if kept:
                     self._specs[name] = kept[0]
 
-    def set_load_failures(self, failures: tuple[str, ...], skipped: tuple[tuple[str, str], ...] = ()) -> None:
-        """What failed while plugins loaded and registered, and the (plugin, distribution) pairs the environment left
-        out (both shown when a component is not found)."""
+    def set_load_failures(self, failures: tuple[str, ...], skipped: tuple[SkippedPlugin, ...] = ()) -> None:
+        """What failed while plugins loaded and registered, and the plugins the environment left out (both shown when
+        a component is not found)."""
         self._load_failures = failures
         self._skipped = skipped
 
@@ -534,11 +537,11 @@ class Registry(Generic[T]):
         close = did_you_mean(name, [*offered, *self._conflicts], n=3, cutoff=0.5)
         parts = [f"unknown {self.kind} {name!r}"]
         provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
-        skipped = dict((distribution, plugin) for plugin, distribution in self._skipped)
+        skipped = {plugin.distribution: plugin for plugin in self._skipped}
         if provider is not None and provider in skipped:
             parts.append(
-                f"it is provided by the distribution {provider}, installed but left out by FACEKIT_PLUGINS or "
-                f"FACEKIT_DISABLE_PLUGINS (plugin {skipped[provider]!r})"
+                f"it is provided by the distribution {provider}, installed but left out by {skipped[provider].by} "
+                f"(plugin {skipped[provider].name!r})"
             )
         elif provider is not None:
             parts.append(f"it is provided by the distribution {provider}: pip install {provider}")
@@ -548,8 +551,8 @@ class Registry(Generic[T]):
         if self._load_failures:
             parts.append("plugins that failed to load: " + "; ".join(self._load_failures))
         if self._skipped and (provider is None or provider not in skipped):
-            left = ", ".join(f"{plugin} ({distribution})" for plugin, distribution in self._skipped)
-            parts.append(f"plugins left out by FACEKIT_PLUGINS / FACEKIT_DISABLE_PLUGINS: {left}")
+            left = ", ".join(f"{plugin.name} ({plugin.distribution}, by {plugin.by})" for plugin in self._skipped)
+            parts.append(f"plugins left out: {left}")
         return "; ".join(parts)
 
     def __contains__(self, name: object) -> bool:

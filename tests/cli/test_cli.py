@@ -668,7 +668,15 @@ def test_plugins_says_what_the_environment_left_out_and_names_it_does_not_know()
     misspelled name there (or in FACEKIT_PLUGINS) was ignored: the plugin meant to be left out still loaded."""
     left_out = run_cli("plugins", env={"FACEKIT_DISABLE_PLUGINS": "builtin"})
     assert left_out.returncode == 0, left_out.stderr
-    assert "skipped: builtin (facekit)" in left_out.stdout and "warning" not in left_out.stderr
+    assert "skipped: builtin (facekit), left out by FACEKIT_DISABLE_PLUGINS\n" in left_out.stdout
+    assert "warning" not in left_out.stderr
+    # Which variable left it out (before: "left out by FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS" for every one).
+    both = run_cli("plugins", env={"FACEKIT_PLUGINS": "builtin,dlib", "FACEKIT_DISABLE_PLUGINS": "dlib"})
+    assert "skipped: opencv (facekit-opencv), left out by FACEKIT_PLUGINS, which does not name it\n" in both.stdout
+    assert "skipped: dlib (facekit-dlib), left out by FACEKIT_DISABLE_PLUGINS\n" in both.stdout, both.stdout
+    none = run_cli("plugins", env={"FACEKIT_PLUGINS": "", "FACEKIT_DISABLE_PLUGINS": "dlib"})
+    said = "skipped: dlib (facekit-dlib), left out by FACEKIT_PLUGINS, which is empty, and by FACEKIT_DISABLE_PLUGINS"
+    assert said in none.stdout, none.stdout
     misspelled = run_cli("plugins", env={"FACEKIT_DISABLE_PLUGINS": "builtn"})
     message = " ".join(misspelled.stderr.split())
     assert misspelled.returncode == 0 and "register_warpers" in misspelled.stdout, message
