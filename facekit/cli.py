@@ -79,10 +79,16 @@ def option_value_message(error: typer.BadParameter) -> str:
     return _refused_value(kind, context, first["msg"], given)
 
 
+#: ``--help``'s own help, in the style of every other option's (a few words, lower case, no full stop: helper-232;
+#: Typer's is "Show this message and exit.").
+HELP_HELP = "show this message and exit"
+
+
 class FacekitGroup(typer.core.TyperGroup):
-    """The ``facekit`` command group: every command's refused option values (:func:`option_value_message`) said in
-    facekit's words. A subcommand's options are parsed inside its group's ``invoke``, so this one group's covers
-    every command, the plugins' and the nested groups' included; Typer still prints it in its box, exit 2."""
+    """The ``facekit`` command group and its groups (models, explore): every command's refused option values
+    (:func:`option_value_message`) said in facekit's words. A subcommand's options are parsed inside its group's
+    ``invoke``, so the top group's covers every command, the plugins' and the nested groups' included; Typer still
+    prints it in its box, exit 2. Each command's ``--help`` reads as its other options do (:data:`HELP_HELP`)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -90,6 +96,20 @@ class FacekitGroup(typer.core.TyperGroup):
         except typer.BadParameter as error:
             error.message = option_value_message(error)
             raise
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.help = HELP_HELP
+        return option
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        # (the help option is made once per command and kept: the one its own --help and its help page show)
+        command = super().get_command(ctx, cmd_name)
+        option = command.get_help_option(ctx) if command is not None else None
+        if option is not None:
+            option.help = HELP_HELP
+        return command
 
 
 app = typer.Typer(
@@ -224,7 +244,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_callback(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version and exit")
     ] = False,
 ) -> None:
     """facekit: normalized faces from identity features."""
@@ -326,7 +346,7 @@ def _list_recipes() -> None:
 
 
 SetOption = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override a recipe value: --set train.steps=100 (repeatable).")
+    list[str] | None, typer.Option("--set", "-s", help="override a recipe value: --set train.steps=100 (repeatable)")
 ]
 
 
@@ -992,7 +1012,9 @@ def _file_state(path: str | Path) -> tuple[int, ...] | None:
 
 
 models_app = typer.Typer(
-    no_args_is_help=True, help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle."
+    cls=FacekitGroup,
+    no_args_is_help=True,
+    help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.",
 )
 app.add_typer(models_app, name="models")
 
@@ -1272,7 +1294,9 @@ def attributes(
 
 
 explore_app = typer.Typer(
-    no_args_is_help=True, help="Explore what the model's features encode: interpolate between faces, compare models."
+    cls=FacekitGroup,
+    no_args_is_help=True,
+    help="Explore what the model's features encode: interpolate between faces, compare models.",
 )
 app.add_typer(explore_app, name="explore")
 

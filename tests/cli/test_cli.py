@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -838,6 +839,41 @@ def test_no_help_text_shows_docstring_markup() -> None:
         texts += [getattr(param, "help", None) or "" for param in getattr(command, "params", [])]
         for text in texts:
             assert "``" not in text and ":func:" not in text and ":meth:" not in text, (path, text)
+
+
+def test_every_option_s_help_has_one_style() -> None:
+    """Every option's and argument's help, in every command (the plugins' and the groups' included), is a few words
+    in lower case without a full stop at its end or a second sentence inside, as most were: `--set`'s read "Override
+    a recipe value: ... (repeatable).", --version's and Typer's own --help "Show the version and exit.", serve's
+    --allow-host "...; repeatable. Requests naming ..." (helper-232). A name or an acronym may start one (LFW)."""
+    import typer
+
+    from facekit import cli
+
+    cli._register_plugin_commands()
+
+    root = typer.main.get_command(cli.app)
+    ctx = root.make_context("facekit", [], resilient_parsing=True)
+
+    def walk(command: Any, path: str) -> list[tuple[str, Any]]:
+        found = [(path, command)]
+        for name in getattr(command, "commands", {}):  # (as the command line finds each: its help option set)
+            found += walk(command.get_command(ctx, name), f"{path} {name}")
+        return found
+
+    commands = walk(root, "facekit")
+    assert len(commands) > 15  # every command, the plugins' and the groups' included
+    checked = 0
+    for path, command in commands:
+        for param in [*command.params, command.get_help_option(ctx)]:
+            text = param.help or ""
+            where = (path, param.name, text)
+            assert text, where  # every option and argument says what it is
+            assert not re.match(r"[A-Z][a-z]", text), where  # lower case (not "Override")
+            assert not text.endswith("."), where
+            assert not re.search(r"[.;] +[A-Z][a-z]", text), where  # one sentence (not "repeatable. Requests")
+            checked += 1
+    assert checked > 100
 
 
 def test_a_bad_pixel_limit_is_said_before_the_model_loads(tmp_path: Path) -> None:

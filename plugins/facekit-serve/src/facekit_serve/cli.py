@@ -222,8 +222,8 @@ def serve(
     allow_host: Annotated[
         list[str] | None,
         typer.Option(
-            help="another name the page may be opened by (e.g. this machine's name on the network); repeatable. "
-            "Requests naming any other host are refused (DNS rebinding)"
+            help="another name the page may be opened by (repeatable; e.g. this machine's name on the network): "
+            "requests naming any other host are refused (DNS rebinding)"
         ),
     ] = None,
     device: DeviceOption = "cpu",
