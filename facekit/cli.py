@@ -252,8 +252,9 @@ def main_callback(
 
 @app.command()
 def plugins() -> None:
-    """List loaded plugins (name, distribution, version, hooks), those FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS
-    left out (and names there no plugin has), and any that failed to load."""
+    """List the loaded plugins, those left out and any that failed to load. Each loaded one with its distribution,
+    version and hooks; each left out with FACEKIT_PLUGINS or FACEKIT_DISABLE_PLUGINS, whichever left it out (and
+    names there no plugin has)."""
     from facekit.plugins import get_plugin_state
 
     state = get_plugin_state()
@@ -310,8 +311,8 @@ def list_command(
         ),
     ] = None,
 ) -> None:
-    """List registered components with the plugin that provides them and their model-card fields (recipes: the
-    shipped recipes, by the name check, run and the other recipe commands take)."""
+    """List the registered components, or the shipped recipes. Each component with the plugin that provides it and
+    its model-card fields; each recipe by the name check, run and the other recipe commands take."""
     from facekit.registry import get_registry
 
     if kind in ("recipes", "recipe"):
@@ -469,7 +470,7 @@ def prepare(
     shard: Annotated[str, typer.Option(help="process every n-th identity: i/n (a cluster splits the work)")] = "0/1",
     set_: SetOption = None,
 ) -> None:
-    """Build the training set: detect, filter, align, average per person, textures (resumable)."""
+    """Build a recipe's training set: detect, filter, align, average per person, textures (resumable)."""
     from facekit.data.prepare import Shard, check_preparable, run_prepare
     from facekit.recipe import load_recipe
     from facekit.runs import finish_run, start_run
@@ -605,9 +606,9 @@ def normalize(
         ),
     ] = None,
 ) -> None:
-    """Normalize one face of each photo (the largest, or --face central): OUT/NAME.png, NAME.json (landmarks,
-    hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have none
-    (see the table)."""
+    """Normalize one face of each photo (the largest, or --face central). Writes OUT/NAME.png, NAME.json (landmarks,
+    hashes), NAME_side.png, manifest.jsonl and grid.png. Exit 0 when every photo has its output, 3 when some have
+    none (see the table)."""
     from facekit.batch import FINISHED, normalize_planned, plan_folder
     from facekit.normalize import Normalizer, inference_device, resolve_model
     from facekit.progress import PhotoCount, Progress
@@ -730,11 +731,11 @@ def adjust(
     overwrite: PhotoOverwriteOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """White balance and exposure of whole photos from their normalized face (paper Sec. 7.4): OUT/NAME.jpg for a
-    JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; a 16-bit PNG or RGB TIFF as a 16-bit
+    """Correct the white balance and exposure of whole photos from their normalized face (paper Sec. 7.4). Writes
+    OUT/NAME.jpg for a JPEG, else OUT/NAME.png (BMP, TIFF, WebP and GIF too; a 16-bit PNG or RGB TIFF as a 16-bit
     PNG), in RGB (an 8-bit grey photo in grey while it stays grey), ICC profile and EXIF kept; NAME_before_after.png
-    and NAME.json (the shift, the face used).
-    A photo without a face is left unchanged. Exit 3 when some photos were not adjusted."""
+    and NAME.json (the shift, the face used). A photo without a face is left unchanged. Exit 3 when some photos were
+    not adjusted."""
     from facekit.apps.adjust import ADJUST_OUTPUTS, FINISHED, adjust_files
     from facekit.batch import plan_folder
 
@@ -866,8 +867,8 @@ def eval_command(
     ] = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Identity preservation, consistency and landmark plausibility of normalized faces; metrics.json + report.html.
-    A model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
+    """Measure a model's identity preservation, consistency and landmark plausibility: metrics.json, report.html. A
+    model is judged on its own faces (photo detail off); benchmarks/quality.py measures the default output."""
     from facekit.evaluate import evaluate_plan, params_text
     from facekit.normalize import inference_device
 
@@ -934,7 +935,8 @@ def bench(
     ],
     set_: SetOption = None,
 ) -> None:
-    """Short trainings over the recipe's grid of overrides, each evaluated: results.jsonl, a table, a plot, a report."""
+    """Train briefly on each cell of a recipe's grid of overrides and evaluate it: results.jsonl, table, plot,
+    report."""
     from facekit.batch import EXIT_SOME_FAILED
     from facekit.bench import cell_label, read_in_a_cell, run_bench, train_time
     from facekit.recipe import find_grid, load_recipe
@@ -986,7 +988,7 @@ def export(
     metrics: Annotated[str | None, typer.Option(help="a metrics.json to record in the model")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
-    """Strip a checkpoint to its fp16 weights + provenance (recipe, step, git sha, metrics), e.g. the default model."""
+    """Strip a checkpoint to its fp16 weights and provenance (recipe, step, git sha, metrics), as the shipped models."""
     from facekit.checkpoints import export_model
 
     before = _file_state(out)
@@ -1014,15 +1016,15 @@ def _file_state(path: str | Path) -> tuple[int, ...] | None:
 models_app = typer.Typer(
     cls=FacekitGroup,
     no_args_is_help=True,
-    help="The offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.",
+    help="Manage the offline model store ($FACEKIT_HOME/models): list, verify, import, bundle.",
 )
 app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every weight file the registered components know, with its licence and where it was found, and the models
-    facekit ships (--model NAME)."""
+    """List the weight files the components know, with licence and where each was found, and the models facekit
+    ships (--model NAME)."""
     from facekit.models import read_manifest, status, store_dir
     from facekit.normalize import SHIPPED_LICENCE, model_path, shipped_models
 
@@ -1088,8 +1090,8 @@ def models_import(
     licence: Annotated[str | None, typer.Option(help="licence, for files no model card knows")] = None,
     source: Annotated[str | None, typer.Option(help="where the file came from")] = None,
 ) -> None:
-    """Copy a weight file into the store (verified against the model cards by sha256), or every file of a bundle
-    (verified against the sha256 it recorded, with its licences)."""
+    """Copy a weight file, or every file of a bundle, into the store, each verified by its sha256. A weight file
+    against the model cards, a bundle's files against the sha256 it recorded (with their licences)."""
     from facekit.models import (
         bundle_manifest,
         import_bundle,
@@ -1166,11 +1168,11 @@ def models_bundle(
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
-    """Pack the weight files a recipe loads into one tar, for an air-gapped machine: each component the recipe
-    names, each component of its bench grid's cells and each of its bench.judges is built with its params and the
-    files it loads are packed (a variant's file, a file its `weights` param names); one that cannot load (a
-    missing file) stops the bundle with the file to place. Models chosen outside the recipe (explore's judge, a
-    shipped normalizing model) are not: add them as components.judge, or copy their files."""
+    """Pack the weight files a recipe loads into one tar, for an air-gapped machine. Each component the recipe names,
+    each component of its bench grid's cells and each of its bench.judges is built with its params and the files it
+    loads are packed (a variant's file, a file its `weights` param names); one that cannot load (a missing file)
+    stops the bundle with the file to place. Models chosen outside the recipe (explore's judge, a shipped normalizing
+    model) are not: add them as components.judge, or copy their files."""
     from facekit.bench import bench_judges, cell_words, placed_cells
     from facekit.models import bundle, recording_weights
     from facekit.progress import status
@@ -1251,11 +1253,11 @@ def attributes(
     overwrite: OverwriteOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Skin tone and face shape measured on each photo's normalized face instead of the photo: ITA (degrees, CIELAB
-    D65, median over both cheeks and a forehead patch placed from the predicted landmarks) and landmark ratios.
-    Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn). A rerun into the same -o
-    with the same model and --face resumes: unchanged photos keep their rows. Exit 3 when some photos have no
-    measures (see the table)."""
+    """Measure skin tone and face shape on each photo's normalized face instead of the photo. Skin tone as ITA
+    (degrees, CIELAB D65, median over both cheeks and a forehead patch placed from the predicted landmarks), face
+    shape as landmark ratios. Writes OUT/attributes.csv, attributes.json and NAME_attributes.png (the region drawn).
+    A rerun into the same -o with the same model and --face resumes: unchanged photos keep their rows. Exit 3 when
+    some photos have no measures (see the table)."""
     from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, REUSED, TABLES, attributes_files, check_tables_clear
     from facekit.batch import plan_folder
     from facekit.models import sha256_file
@@ -1326,10 +1328,9 @@ def explore_interpolate(
     overwrite: OverwriteOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Decode the path between the encoder features of the faces of photos A and B (the largest, or --face
-    central): OUT/interpolate.png
-    (frames, with the independent judge's score of each against A and B plotted under them), interpolate_strip.png,
-    interpolate.gif and interpolate.json."""
+    """Decode the path between the encoder features of the faces of photos A and B (the largest, or --face central).
+    Writes OUT/interpolate.png (frames, with the independent judge's score of each against A and B plotted under
+    them), interpolate_strip.png, interpolate.gif and interpolate.json."""
     from facekit.apps.explore import INTERPOLATE_FILES, write_interpolation
     from facekit.batch import check_fixed_outputs
     from facekit.locks import exclusive
@@ -1434,13 +1435,13 @@ def explore_compare(
     overwrite: OverwriteOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """The photos through each model (every shipped one unless --model/--checkpoint name some; one face of each,
-    --face): OUT/compare.png (a row per photo: the photo
-    aligned, then each model's normalized face), and each model's consistency: per person with several photos (a
-    folder given is read as in training: a sub-folder is a person, at any depth, a photo beside them one of its own;
-    else the photo's folder; in a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance
-    of the normalized faces under a judge independent of the model, beside the same for the photos (compare.csv,
-    compare.json). Exit 3 when some photo has no output."""
+    """Normalize the photos with each model and compare them (every shipped model unless --model or --checkpoint name
+    some). One face of each (--face). Writes OUT/compare.png (a row per photo: the photo aligned, then each model's
+    normalized face), and each model's consistency: per person with several photos (a folder given is read as in
+    training: a sub-folder is a person, at any depth, a photo beside them one of its own; else the photo's folder; in
+    a single folder of LFW-style Name_NNNN files, the name), the mean pairwise distance of the normalized faces under
+    a judge independent of the model, beside the same for the photos (compare.csv, compare.json). Exit 3 when some
+    photo has no output."""
     from facekit.apps.explore import (
         COMPARE_FILES,
         people_rule_warning,

@@ -773,6 +773,32 @@ def test_the_command_list_gives_each_command_its_first_sentence_on_one_line() ->
     assert "and the models facekit ships (--model NAME)." in models.stdout
 
 
+def test_the_command_lists_read_in_an_80_column_terminal() -> None:
+    """In an 80-column terminal `facekit --help` listed adjust's whole output list in seven lines, avatar's in six,
+    serve's in five, and the rows mixed commands ("List loaded plugins", "Normalize ...") with nouns ("White balance
+    and exposure of ...", "A textured 3-D avatar ...", "Short trainings ..."). Each row now says what its command
+    does in one sentence (an imperative: no leading article) of at most two lines, and its own --help starts with it
+    (helper-232)."""
+    for group in ((), ("models",), ("explore",)):
+        listed = run_cli(*group, "--help", env={"COLUMNS": "80"})
+        assert listed.returncode == 0, listed.stderr
+        box = [line for line in listed.stdout.split("Commands")[1].splitlines() if line.startswith("│")]
+        rows: dict[str, list[str]] = {}
+        for line in box:
+            cells = line.strip("│ ").split(None, 1)
+            if line.startswith("│ ") and not line.startswith("│  "):  # a command's first line
+                rows[cells[0]] = [cells[1]]
+            elif rows and cells:
+                rows[list(rows)[-1]].append(" ".join(cells))
+        assert len(rows) >= 2, listed.stdout
+        for name, lines in rows.items():
+            text = " ".join(lines)
+            assert len(lines) <= 2 and text.endswith("."), (group, name, lines)
+            assert text.split()[0] not in ("A", "An", "The"), (group, name, text)
+            own = run_cli(*group, name, "--help", env={"COLUMNS": "300"})
+            assert text in " ".join(own.stdout.split()), (group, name, own.stdout)
+
+
 def test_check_and_run_warn_of_settings_no_stage_reads() -> None:
     """The no-identity ablation inherits the identity crop's jitter, which nothing reads without an encoder term:
     `check` says so on stderr and stays valid (exit 0); `run` (for the stages it runs), `prepare` (its own) and

@@ -70,7 +70,7 @@ def avatar(
     ] = FaceChoice.LARGEST,
     device: DeviceOption = "cpu",
 ) -> None:
-    """A textured 3-D avatar of one face of each photo (the largest, or --face central; paper Sec. 7.3):
+    """Make a textured 3-D avatar of one face of each photo (the largest, or --face central; paper Sec. 7.3). Writes
     OUT/NAME.obj + .mtl + .png (UV texture), NAME.glb, renders NAME_yaw-30.png, NAME_yaw0.png, NAME_yaw+30.png,
     NAME_sheet.png (photo | normalized face | renders) and NAME.json (coefficients, pose, reprojection error, time,
     licence). The shape model is the Surrey Face Model: free for non-commercial use only. --device is where the

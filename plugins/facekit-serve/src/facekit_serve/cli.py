@@ -228,12 +228,12 @@ def serve(
     ] = None,
     device: DeviceOption = "cpu",
 ) -> None:
-    """A local web page for the whole chain: upload or drop a photo and see its faces, the normalized face with its
-    landmarks, the adjusted photo (before | after), the 3-D avatar (interactive, GLB and OBJ to download), skin tone
-    and face-shape ratios and, when several shipped models are installed, their comparison. Loopback only unless
-    --host says otherwise; no telemetry, nothing fetched from the internet. Uploads are deleted when their page is
-    closed, everything else when the server stops (Ctrl+C). --device is where the normalizing models run (the avatar's
-    fit and the page's other work run on the CPU)."""
+    """Serve a local web page for the whole chain, from a photo to its normalized face, avatar and attributes. Upload
+    or drop a photo and see its faces, the normalized face with its landmarks, the adjusted photo (before | after),
+    the 3-D avatar (interactive, GLB and OBJ to download), skin tone and face-shape ratios and, when several shipped
+    models are installed, their comparison. Loopback only unless --host says otherwise; no telemetry, nothing fetched
+    from the internet. Uploads are deleted when their page is closed, everything else when the server stops (Ctrl+C).
+    --device is where the normalizing models run (the avatar's fit and the page's other work run on the CPU)."""
     from rich.table import Table
     from rich.text import Text
 
