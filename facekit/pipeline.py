@@ -138,11 +138,29 @@ def prepare_problems(plan: Plan) -> list[Problem]:
 def train_problems(plan: Plan) -> list[Problem]:
     """The train stage's refusals from the settings alone: an encoder and a decoder that takes its feature size
     (:func:`trainer_problems`) and, with the encoder's losses on, a differentiable warper (built to ask it: a warper
-    has no weights; built once, the one the training then trains through)."""
+    has no weights; built once, the one the training then trains through), which is tried on a mean face when it says
+    it is (:func:`warper_cut_problems`, on a build of its own)."""
     problems = trainer_problems(plan)
     if "warper" in plan.components and plan.recipe.train.loss.through_encoder():
-        problems.extend(warper_problems(plan, plan.components["warper"].built_once))
+        problems.extend(warper_problems(plan, plan.components["warper"].built_once) or warper_cut_problems(plan))
     return problems
+
+
+def warper_cut_problems(plan: Plan) -> list[Problem]:
+    """A warper that says ``differentiable = True``, tried on a mean face (:func:`warper_cut`): refused where its
+    warped face is not connected to the texture or the destination points. Before (helper-223, helper-232), `facekit
+    check` took the flag at its word and such a warper was refused only by the train stage, after the prepare stage
+    and the training pool (:func:`facekit.train.check_warp_connected`, which still checks the real decoder's).
+    facekit's own warpers are not tried: their gradients are its tests' (facekit.testing's warper ``gradients``
+    check), and the try imports torch, which took `facekit check demo` from 0.6 to 2 s."""
+    if plan.components["warper"].spec.plugin == "builtin":
+        return []
+    cut = warper_cut(plan)
+    if cut is None:
+        return []
+    terms = plan.recipe.train.loss.through_encoder()
+    message = warp_cut_message(plan.components["warper"].spec, cut, terms)
+    return [Problem("components.warper.name", message, tuple(f"train.loss.{term}" for term in terms))]
 
 
 def trainer_problems(plan: Plan) -> list[Problem]:
@@ -191,6 +209,68 @@ def warper_problems(plan: Plan, warper: Any) -> list[Problem]:
             tuple(f"train.loss.{term}" for term in terms),
         )
     ]
+
+
+def warp_cut_message(spec: Any, cut: str, terms: Sequence[str]) -> str:
+    """What a warper that says ``differentiable = True`` and whose warped face is not connected to ``cut`` (``the
+    decoder``: its texture; ``the decoder's landmarks``) is refused with, the encoder's loss ``terms`` on: by
+    `facekit check` and `facekit run` from :func:`warper_cut`'s probe, and by the train stage from its decoder's
+    first output (:func:`facekit.train.check_warp_connected`)."""
+    losses = ", ".join(f"train.loss.{term}" for term in terms)
+    return (
+        f"warper {spec.name!r} (plugin {spec.plugin!r}) says differentiable = True, but its warped face is not "
+        f"connected to {cut} (warped under torch.no_grad, with its points detached, or through numpy?), and the "
+        f"encoder's losses on ({losses}) reach the decoder through it: fix the warper (facekit.testing's warper "
+        "gradients check shows where) or set those losses to 0"
+    )
+
+
+#: The side (px) of the shipped models' faces, whose mean landmarks :func:`warper_cut` warps (scaled to the decoder's).
+PROBE_FACE_SIZE = 112
+
+
+def warper_cut(plan: Plan) -> str | None:
+    """Where the recipe's warper, which says ``differentiable = True``, cuts the gradient the encoder's losses need,
+    tried from the settings alone as training runs it: a random texture of the decoder's ``image_size`` warped from
+    the shipped model's mean face (68 iBUG points, none closer than 0.6 px at 112 px: the test face's two inner-lip
+    points coincide, which an exact spline cannot solve) to a copy of it moved by a random pixel or so. ``"the
+    decoder"`` when the warped image does not reach the texture, ``"the decoder's landmarks"`` when it does not reach
+    the destination points, else None. A fresh build is tried (a warper may keep state, a cached solve: the one the
+    training runs is left as built), on the CPU, with its own random numbers. A warper that raises here (one that
+    runs on a GPU only) or a facekit without its shipped model is left to the train stage's own check of the real
+    decoder's first output (:func:`facekit.train.check_warp_connected`)."""
+    import torch
+    from safetensors import safe_open
+
+    from facekit.normalize import model_path
+
+    try:
+        with safe_open(str(model_path("dlib", verify=False)), "pt") as shipped:
+            mean = shipped.get_tensor("model.mean_landmarks").float()
+    except (FacekitError, OSError):
+        return None
+    size = int(
+        getattr(plan.components["decoder"].params, "image_size", PROBE_FACE_SIZE)
+        if "decoder" in plan.components
+        else PROBE_FACE_SIZE
+    )
+    scale = size / PROBE_FACE_SIZE
+    generator = torch.Generator().manual_seed(0)
+    source = (mean * scale).expand(2, -1, -1).clone()
+    destination = (source + torch.randn(source.shape, generator=generator) * scale).requires_grad_()
+    texture = torch.rand(2, 3, size, size, generator=generator).requires_grad_()
+    warper = plan.components["warper"].build()
+    with torch.enable_grad():
+        try:
+            warped = warper.warp(texture, source, destination)[0]
+        except Exception:  # noqa: BLE001  (the probe is ours; its failure is the train stage's to say, on its device)
+            return None
+        if not isinstance(warped, torch.Tensor) or not warped.requires_grad:
+            return "the decoder"
+        to_texture, to_points = torch.autograd.grad(warped.float().sum(), [texture, destination], allow_unused=True)
+    if to_texture is None:
+        return "the decoder"
+    return "the decoder's landmarks" if to_points is None else None
 
 
 def infer_problems(plan: Plan) -> list[Problem]:
@@ -1062,7 +1142,8 @@ def check_settings(plan: Plan, running: Sequence[str]) -> None:
     them (:func:`run_refusals`), so both lead with the same problem: before, the later stages' came first (kept so when
     the first stage's moved here), and a recipe refused by prepare and by train led with train's in run and prepare's
     in check."""
-    raise_first(run_refusals(plan, running))
+    for stage in stages_running(plan, running):  # (a later stage's are not sought: its warper probe imports torch)
+        raise_first(STAGE_REFUSALS[stage](plan))
 
 
 def check_later_stages(plan: Plan, running: Sequence[str]) -> None:

@@ -186,15 +186,10 @@ def check_warp_connected(plan: Any, decoder: Any, features: torch.Tensor) -> Non
                 cut = None if grad is not None else "the decoder's landmarks"
     finally:
         decoder.train(was_training)
-    if cut is not None:
-        spec = plan.components["warper"].spec
-        losses = ", ".join(f"train.loss.{term}" for term in terms)
-        raise FacekitError(
-            f"warper {spec.name!r} (plugin {spec.plugin!r}) says differentiable = True, but its warped face is not "
-            f"connected to {cut} (warped under torch.no_grad, with its points detached, or through numpy?), and the "
-            f"encoder's losses on ({losses}) reach the decoder through it: fix the warper (facekit.testing's warper "
-            "gradients check shows where) or set those losses to 0"
-        )
+    if cut is not None:  # (`facekit check` tries the warper on a mean face: pipeline.warper_cut; this, the decoder)
+        from facekit.pipeline import warp_cut_message
+
+        raise FacekitError(warp_cut_message(plan.components["warper"].spec, cut, terms))
 
 
 def check_warper_for_losses(plan: Any, warper: Any) -> None:

@@ -163,6 +163,79 @@ def test_check_names_the_set_that_turned_on_a_loss_the_warper_cannot_pass(
     assert [p.name for p in tmp_path.iterdir()] == ["still.yaml"]
 
 
+class CutOffWarper:
+    """Says differentiable, but warps under torch.no_grad (``mode`` "all") or with its points detached ("points")."""
+
+    differentiable = True
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.inner = mode, get_registry("warper").get("rbf-linear").build()
+
+    def warp(self, image: Any, source: Any, destination: Any) -> tuple[Any, Any]:
+        import torch
+
+        if self.mode == "points":
+            return self.inner.warp(image, source.detach(), destination.detach())  # type: ignore[no-any-return]
+        with torch.no_grad():
+            return self.inner.warp(image, source, destination)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("mode", "cut"), [("all", "the decoder"), ("points", "the decoder's landmarks")])
+def test_check_and_run_try_a_warper_that_says_it_is_differentiable(
+    mode: str,
+    cut: str,
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """helper-223 and helper-232: `facekit check` took a warper's ``differentiable = True`` at its word (exit 0), and
+    `facekit run` refused such a warper only in the train stage, after the prepare stage and the training pool, from
+    the decoder's first output. Both now try it on a mean face first and say why, in the train stage's words."""
+    from facekit.cli import main
+
+    spec = ComponentSpec("cut-off", lambda _params: CutOffWarper(mode), NoParams, plugin="tests")
+    monkeypatch.setitem(get_registry("warper")._specs, "cut-off", spec)
+    recipe = str(Path("recipes/demo.yaml").resolve())
+    monkeypatch.setenv("FACEKIT_DATA", str(data_root))
+    monkeypatch.chdir(tmp_path)
+    said = (
+        f"components.warper.name: warper 'cut-off' (plugin 'tests') says differentiable = True, but its warped face is "
+        f"not connected to {cut} (warped under torch.no_grad, with its points detached, or through numpy?), and the "
+        "encoder's losses on (train.loss.identity) reach the decoder through it: fix the warper (facekit.testing's "
+        "warper gradients check shows where) or set those losses to 0"
+    )
+    given = "components.warper={name: cut-off}"
+    assert main(["check", recipe, "--set", given]) == 2
+    assert f"1 problem: --set {given}: {said}" in " ".join(capsys.readouterr().err.split())
+    assert main(["run", recipe, "--set", given]) == 2
+    assert " ".join(capsys.readouterr().err.split()) == f"error: {said}"
+    assert main(["check", recipe, "--set", given, "--set", "train.loss.identity=0"]) == 0  # no loss through it
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("recipe", ["demo", "paper"])  # (decoders of 112 and 224 px)
+def test_the_warper_probe_passes_every_builtin_warper_and_the_contributing_example(recipe: str) -> None:
+    """The probe warps the shipped model's mean face (the test face's coinciding inner-lip points made an exact
+    spline's system singular: helper-223's try raised): every builtin warper and CONTRIBUTING's smooth-tps pass."""
+    from facekit.pipeline import warper_cut, warper_cut_problems
+    from facekit.recipe import ResolvedComponent, load_recipe
+    from tests.contract.test_contributing import snippets
+
+    namespace: dict[str, Any] = {}
+    exec(compile(snippets()["warper"], "CONTRIBUTING.md:warper", "exec"), namespace)
+    example = ComponentSpec("smooth-tps", namespace["SmoothTPSWarper"], namespace["SmoothTPSParams"], plugin="docs")
+    warpers = [*get_registry("warper"), example]
+    assert len(warpers) == 7
+    plan = load_recipe(recipe)
+    for spec in warpers:  # (`check` tries only plugins' warpers: warper_cut_problems; each passes the try itself)
+        plan.components["warper"] = ResolvedComponent("warper", "warper", spec, spec.validate_params({}))
+        assert warper_cut(plan) is None and warper_cut_problems(plan) == [], spec.name
+    cut_off = ComponentSpec("cut-off", lambda _params: CutOffWarper("all"), NoParams, plugin="tests")
+    plan.components["warper"] = ResolvedComponent("warper", "warper", cut_off, NoParams())
+    assert warper_cut(plan) == "the decoder"  # (the probe does run on this plan)
+
+
 def test_run_and_check_lead_with_the_same_problem(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -272,14 +345,16 @@ def test_a_run_builds_the_warper_once(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setitem(pipeline.STAGE_RUNNERS, "prepare", lambda plan, options: RunDir(tmp_path / "p"))
     monkeypatch.setattr(pipeline, "finish_run", lambda run: None)
     pipeline.run_plan(plan, ["prepare", "train"], pipeline.RunOptions(progress=False))
-    assert len(built) == 1
+    # Two: the one asked and trained through, and the settings check's probe's own (helper-232: it warps a mean face
+    # with a build of its own, so that a warper with state, a cached solve, is left as built for the training).
+    assert len(built) == 2
     # The training took it: the plan keeps none, and another training of the plan builds its own (before: the
     # plan kept the first and handed it to every training of it, a plugin's warper with state shared by both).
     from facekit.train import check_trainable
 
     assert "built_once" not in vars(plan.components["warper"])
     again, _ = check_trainable(plan, resume=True)
-    assert len(built) == 2 and again is built[1]
+    assert len(built) == 3 and again is built[2]
 
 
 def test_a_recipe_or_grid_that_names_nothing_is_a_usage_error(
