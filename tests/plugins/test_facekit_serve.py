@@ -1605,6 +1605,43 @@ def test_the_attributes_table_fits_a_phone(server: dict[str, Any], data_root: Pa
             browser.close()
 
 
+#: While the status box shows a request's progress: whether its earlier line still shows, and whether the progress
+#: bar ends inside the box (None until the progress shows).
+STATUS_WHILE_PENDING_JS = """() => {
+  const status = document.getElementById("status");
+  const earlier = status && status.querySelector(".pending");
+  const bar = status && status.querySelector("[role=progressbar]");
+  if (!earlier || !bar) return null;
+  return {
+    earlier: getComputedStyle(earlier).visibility,
+    barInside: bar.getBoundingClientRect().bottom <= status.getBoundingClientRect().bottom + 0.5,
+  };
+}"""
+
+
+@pytest.mark.chromium
+def test_the_status_shows_the_progress_alone_while_a_photo_is_processed(
+    server: dict[str, Any], data_root: Path
+) -> None:
+    """Before: Gradio drew the progress over the status box's earlier line, faded, and in a box one line high the
+    two were written over each other ("Waiting ffinding and normalizing the faces - 10.0%"), the bar cut off."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        try:
+            for width in (1280, 390):
+                page = browser.new_page(viewport={"width": width, "height": 800})
+                page.goto(server["url"])
+                upload(page, data_root / LFW_PHOTO)
+                seen = page.wait_for_function(STATUS_WHILE_PENDING_JS, polling="raf", timeout=60_000).json_value()
+                assert seen == {"earlier": "hidden", "barInside": True}, (width, seen)
+                expect(page.locator("#status")).to_contain_text("1 face found", timeout=60_000)
+                page.close()
+        finally:
+            browser.close()
+
+
 @pytest.mark.chromium
 def test_the_last_face_chosen_is_the_one_shown(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
     """Before: a face chosen while the one chosen just before was still being made was dropped (Gradio's default for

@@ -62,7 +62,13 @@ SERVER_FAILED = "Something went wrong on the server while processing this photo 
 #: scheme's #b00020 on the dark background was 2.6:1, below WCAG AA's 4.5:1.
 #: The attributes' numbers stay on one line; their column heads may wrap, or on a 375 px phone the table was wider
 #: than its box (the photo's column cut at the screen's edge).
+#: While a photo is processed, the status box shows the progress alone, with room for its bar: Gradio draws the
+#: progress over the box's earlier line, faded ("Waiting for a photo." or the last photo's), and in a box one line
+#: high the two were written over each other ("Waiting ffinding and normalizing the faces - 10.0%"), the bar cut off.
+#: The line goes at once (Gradio fades it over 0.15 s, which held its visibility that long too).
 ERROR_CSS = """
+#status .pending { visibility: hidden; transition: none; }
+#status:has(.pending) { min-height: 4.5em; }
 #status .error { color: #b00020; font-weight: 600; }
 .dark #status .error { color: #ff8a80; }
 #status p { margin: 0.2em 0; }
