@@ -1605,16 +1605,19 @@ def test_the_attributes_table_fits_a_phone(server: dict[str, Any], data_root: Pa
             browser.close()
 
 
-#: While the status box shows a request's progress: whether its earlier line still shows, and whether the progress
-#: bar ends inside the box (None until the progress shows).
-STATUS_WHILE_PENDING_JS = """() => {
+#: While the status box shows a request's progress: whether its earlier line still shows, whether the progress bar
+#: ends inside the box, and whether the box is as high as it was before (``height``, in pixels), so that what is
+#: below it stays where it was (None until the progress shows).
+STATUS_WHILE_PENDING_JS = """(height) => {
   const status = document.getElementById("status");
   const earlier = status && status.querySelector(".pending");
   const bar = status && status.querySelector("[role=progressbar]");
   if (!earlier || !bar) return null;
+  const box = status.getBoundingClientRect();
   return {
     earlier: getComputedStyle(earlier).visibility,
-    barInside: bar.getBoundingClientRect().bottom <= status.getBoundingClientRect().bottom + 0.5,
+    barInside: bar.getBoundingClientRect().bottom <= box.bottom + 0.5,
+    sameHeight: Math.abs(box.height - height) < 0.5,
   };
 }"""
 
@@ -1624,7 +1627,8 @@ def test_the_status_shows_the_progress_alone_while_a_photo_is_processed(
     server: dict[str, Any], data_root: Path
 ) -> None:
     """Before: Gradio drew the progress over the status box's earlier line, faded, and in a box one line high the
-    two were written over each other ("Waiting ffinding and normalizing the faces - 10.0%"), the bar cut off."""
+    two were written over each other ("Waiting ffinding and normalizing the faces - 10.0%"), the bar cut off. A box
+    that grew only while a photo was processed moved the faces to choose from below it."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -1633,10 +1637,16 @@ def test_the_status_shows_the_progress_alone_while_a_photo_is_processed(
             for width in (1280, 390):
                 page = browser.new_page(viewport={"width": width, "height": 800})
                 page.goto(server["url"])
+                status = page.locator("#status")
+                expect(status).to_contain_text("Waiting for a photo.")
+                before = status.bounding_box()
+                assert before is not None
                 upload(page, data_root / LFW_PHOTO)
-                seen = page.wait_for_function(STATUS_WHILE_PENDING_JS, polling="raf", timeout=60_000).json_value()
-                assert seen == {"earlier": "hidden", "barInside": True}, (width, seen)
-                expect(page.locator("#status")).to_contain_text("1 face found", timeout=60_000)
+                seen = page.wait_for_function(
+                    STATUS_WHILE_PENDING_JS, arg=before["height"], polling="raf", timeout=60_000
+                ).json_value()
+                assert seen == {"earlier": "hidden", "barInside": True, "sameHeight": True}, (width, seen)
+                expect(status).to_contain_text("1 face found", timeout=60_000)
                 page.close()
         finally:
             browser.close()

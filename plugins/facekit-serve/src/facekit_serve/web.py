@@ -65,10 +65,11 @@ SERVER_FAILED = "Something went wrong on the server while processing this photo 
 #: While a photo is processed, the status box shows the progress alone, with room for its bar: Gradio draws the
 #: progress over the box's earlier line, faded ("Waiting for a photo." or the last photo's), and in a box one line
 #: high the two were written over each other ("Waiting ffinding and normalizing the faces - 10.0%"), the bar cut off.
-#: The line goes at once (Gradio fades it over 0.15 s, which held its visibility that long too).
+#: The line goes at once (Gradio fades it over 0.15 s, which held its visibility that long too); the room is there
+#: whether or not a photo is processed, so that the faces below do not move while one is made.
 ERROR_CSS = """
+#status { min-height: 4.5em; }
 #status .pending { visibility: hidden; transition: none; }
-#status:has(.pending) { min-height: 4.5em; }
 #status .error { color: #b00020; font-weight: 600; }
 .dark #status .error { color: #ff8a80; }
 #status p { margin: 0.2em 0; }
