@@ -775,6 +775,34 @@ def test_a_face_the_server_fails_on_is_a_plain_message(
         handlers["choose"](sha256, 1, SimpleNamespace(session_hash="alice", headers={}), lambda *a, **k: None)
 
 
+def test_a_face_chosen_on_a_page_open_across_a_restart_is_a_plain_message(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (helper-234's walk in Chromium): a page still open when the server was restarted sent its photo's
+    face 2 to a server whose session for it offered no face; Gradio's refusal came as a toast meant for programs
+    ("There is no face to choose: send a photo first (/analyze).") and "Error" on every output, the status still
+    saying "showing face 1". Now the page's status says the photo is gone and to upload it again; a program calling
+    /choose_face before /analyze is still told to send a photo first, and a page whose session ended to reload."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+    from facekit_serve.web import PHOTO_GONE, SESSION_ENDED, build_app, status_error
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = build_app(engine, [], 20.0)
+    handlers = {fn.fn.__name__: fn.fn for fn in demo.fns.values() if fn.fn is not None}
+    chooser = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "faces")
+    index = chooser.preprocess("face 2")  # what the page chose, on a server that holds no photo of its session
+    page = SimpleNamespace(session_hash="alice", headers={"x-gradio-user": "app"})
+    answer = handlers["choose"](None, index, page, lambda *args, **kwargs: None)
+    assert answer[0] == status_error(PHOTO_GONE)
+    assert all(value is None for value in answer[1:4])  # the earlier photo's results go
+    with pytest.raises(gr.Error, match=r"no face to choose: send a photo first \(/analyze\)"):  # a program
+        handlers["choose"](None, index, SimpleNamespace(session_hash="bob", headers={}), lambda *a, **k: None)
+    handlers["session_ended"](page)
+    assert handlers["choose"](None, index, page, lambda *args, **kwargs: None)[0] == status_error(SESSION_ENDED)
+
+
 def test_a_page_keeps_only_the_photo_it_shows(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a page held every photo it had sent until it closed, and the served copies of those the cache evicted
     waited for its end (helper-89: one page or API client sending 150 photos left 1.15 MB and 13 files more per photo

@@ -52,6 +52,13 @@ RESULT_FOLDER_BYTES = 512 << 20
 ENDED_SESSIONS = 4096
 #: What a page whose session has ended is told when it sends a photo (its results would be dropped at once).
 SESSION_ENDED = "This page's session has ended (closed, or its connection was lost): reload the page to go on."
+#: :class:`FaceChooser`'s value for a face asked of a session that holds no photo (it offers no face): a page still
+#: open across a server restart or after its session ended, or a program that sent no photo first.
+NO_PHOTO_SENT = -1
+#: What a page open across a server restart is told when a face is chosen: the new server holds none of its photos.
+PHOTO_GONE = "The server has restarted since this photo was sent and no longer holds it: please upload it again."
+#: What a program calling /choose_face before /analyze is told.
+NO_FACE_TO_CHOOSE = "There is no face to choose: send a photo first (/analyze)."
 #: What a visitor is told when the server itself fails on their photo (the traceback goes to the server's log), with
 #: the exception's class name after it.
 SERVER_FAILED = "Something went wrong on the server while processing this photo (the server log says what)."
@@ -181,11 +188,13 @@ PhotoUpload: Any = ABCMeta.__new__(
 
 
 def _offered_only(self: Any, payload: Any) -> Any:
-    """:class:`FaceChooser` refuses a face it does not offer in a line of its own (Gradio's own refusal for it)."""
+    """:class:`FaceChooser` refuses a face it does not offer in a line of its own (Gradio's own refusal for it); a
+    face asked of a session that holds no photo is :data:`NO_PHOTO_SENT`, which the handler answers in the words of
+    its caller (the page or a program)."""
     offered = [value for _, value in self.choices]
     if payload is not None and payload not in offered:
         if not offered:
-            raise gr.Error("There is no face to choose: send a photo first (/analyze).", print_exception=False)
+            return NO_PHOTO_SENT
         listed = ", ".join(repr(value) for value in offered)
         raise gr.Error(f"{payload!r} is not a face of this photo: choose one of {listed}.", print_exception=False)
     return gr.Radio.preprocess(self, payload)
@@ -195,7 +204,10 @@ def _offered_only(self: Any, payload: Any) -> Any:
 # checks the value against its choices before the handler runs and raises a gr.Error that prints its traceback, so
 # every wrong value a program sent to /choose_face (gradio_client's predict("face 9", api_name="/choose_face"))
 # wrote 25 lines into the server's log; the caller, not the server, is wrong (as :func:`problem`). The page only
-# sends what it offers. Made as :class:`PhotoUpload` is (a class: Gradio makes it anew when analyze sets its choices).
+# sends what it offers, but a page still open across a server restart sends a face of a photo the new server never
+# saw, whose session offers none: that was refused as a program's, in a toast naming the API's /analyze, with
+# "Error" on every output (helper-234). Made as :class:`PhotoUpload` is (a class: Gradio makes it anew when analyze
+# sets its choices).
 FaceChooser: Any = ABCMeta.__new__(
     type(gr.Radio),
     "FaceChooser",
@@ -215,14 +227,19 @@ def status_error(message: str) -> str:
     return f'<p class="error">⚠ {escape(message)}</p>'
 
 
+def from_page(request: Any) -> bool:
+    """Whether ``request`` comes from the page itself (``x-gradio-user: app``), not a program calling its API."""
+    headers = getattr(request, "headers", None) or {}
+    return bool(headers.get("x-gradio-user") == "app")
+
+
 def problem(request: Any, message: str) -> str:
     """A problem with a request, as its caller gets it: the page itself (``x-gradio-user: app``) shows the
     :func:`status_error` returned in its status box; a program calling the page's API (gradio_client sends
     ``x-gradio-user: api``, a plain REST call no such header) gets an error it can catch (``gr.Error``:
     gradio_client raises it), not a success whose status box holds an HTML message. Not printed as a traceback: it
     is the visitor's photo, not the server, that is wrong (the server's own failures are logged where caught)."""
-    headers = getattr(request, "headers", None) or {}
-    if headers.get("x-gradio-user") != "app":
+    if not from_page(request):
         raise gr.Error(message, print_exception=False) from None
     return status_error(message)
 
@@ -547,6 +564,11 @@ def build_app(engine: Any, examples: list[Path] | None = None, max_upload_mb: fl
             progress: Any = gr.Progress(),  # noqa: B008
         ) -> list[Any]:
             """Another face of the same upload (cached once made)."""
+            if index == NO_PHOTO_SENT:  # (see FaceChooser)
+                with waiting_lock:
+                    closed = (request.session_hash or "") in ended
+                gone = SESSION_ENDED if closed else PHOTO_GONE if from_page(request) else NO_FACE_TO_CHOOSE
+                return [problem(request, gone), *empty]
             if sha256 is None or index is None:
                 return ["Waiting for a photo.", *empty]
             began = time.perf_counter()
