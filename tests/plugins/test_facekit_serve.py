@@ -1681,6 +1681,35 @@ def test_the_status_shows_the_progress_alone_while_a_photo_is_processed(
 
 
 @pytest.mark.chromium
+def test_the_models_comparison_names_its_columns_on_a_phone(server: dict[str, Any], data_root: Path) -> None:
+    """Before: on a 390 px phone the comparison filled its box's width and the box's label ("Models compared") and
+    buttons, drawn over the picture's top, hid the names of its columns (helper-234's walk)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(server["url"])
+            upload(page, data_root / LFW_PHOTO)
+            expect(page.locator("#status")).to_contain_text("1 face found", timeout=60_000)
+            page.get_by_role("button", name="More tabs").click()  # a phone's tab bar shows the first two
+            menu = page.get_by_role("button", name="Compare models", exact=True)
+            if not menu.count():
+                pytest.skip("one shipped model is installed: the page has no comparison")
+            menu.click()
+            picture = page.locator("#comparison img")
+            expect(picture).to_be_visible()
+            label = page.locator("#comparison [data-testid='block-label']").bounding_box()
+            shown = picture.bounding_box()
+            assert label is not None and shown is not None
+            assert shown["width"] > 0.9 * page.locator("#comparison").bounding_box()["width"]  # fills its box
+            assert label["y"] + label["height"] <= shown["y"] + 0.5, (label, shown)
+        finally:
+            browser.close()
+
+
+@pytest.mark.chromium
 def test_the_last_face_chosen_is_the_one_shown(server: dict[str, Any], data_root: Path, tmp_path: Path) -> None:
     """Before: a face chosen while the one chosen just before was still being made was dropped (Gradio's default for
     an input event: nothing more while one is pending), so the chooser said face 3 and the page showed face 2."""

@@ -74,7 +74,10 @@ SERVER_FAILED = "Something went wrong on the server while processing this photo 
 #: high the two were written over each other ("Waiting ffinding and normalizing the faces - 10.0%"), the bar cut off.
 #: The line goes at once (Gradio fades it over 0.15 s, which held its visibility that long too); the room is there
 #: whether or not a photo is processed, so that the faces below do not move while one is made.
+#: The models' comparison starts below its label: on a phone the picture fills the box's width, and the label and
+#: buttons, drawn over its top, hid the names of its columns ("photo (aligned)", "dlib").
 ERROR_CSS = """
+#comparison img { margin-top: 1.9rem; }
 #status { min-height: 4.5em; }
 #status .pending { visibility: hidden; transition: none; }
 #status .error { color: #b00020; font-weight: 600; }
