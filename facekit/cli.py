@@ -32,6 +32,7 @@ import facekit
 from facekit.apps import FUSE_WEIGHT, FuseChoice, Mapping, Only, Region
 from facekit.detail import FOREHEAD_LIMIT, DetailSettings, detail_settings
 from facekit.errors import (
+    ENVIRONMENT_ERRNOS,
     ComponentNotFoundError,
     FacekitError,
     Interrupted,
@@ -1729,19 +1730,7 @@ def _interrupted_message(stop: BaseException) -> str:
 TERMINATED_MESSAGE = "stopped by {signal}" + INTERRUPTED_MESSAGE.removeprefix("interrupted")
 
 #: OSErrors that are the machine's or the user's paths, not a facekit bug: one line, exit 1.
-_ENVIRONMENT_ERRNOS = frozenset(
-    {
-        errno.ENOSPC,
-        errno.EDQUOT,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EROFS,
-        errno.ENOTDIR,
-        errno.EEXIST,
-        errno.EISDIR,
-        errno.EIO,
-    }
-)
+_ENVIRONMENT_ERRNOS = ENVIRONMENT_ERRNOS
 
 
 if __name__ == "__main__":

@@ -19,6 +19,22 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+#: OSErrors that are the machine's or the user's paths, not a facekit bug (a full disk, a file one may not read):
+#: the CLI says them in one line, exit 1, wherever they are raised (a component's factory too: not a plugin's bug).
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.EIO,
+    }
+)
+
 
 class FacekitError(Exception):
     """A problem the user can fix; ``str(err)`` says what and how."""

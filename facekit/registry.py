@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from pydantic_core import PydanticCustomError, PydanticSerializationError
 
 from facekit.errors import (
+    ENVIRONMENT_ERRNOS,
     ComponentNotFoundError,
     DuplicateComponentError,
     FacekitError,
@@ -169,7 +170,7 @@ class ComponentSpec(Generic[T]):
         except (FacekitError, MemoryError):  # said in facekit's words already (a weight file not found, ...)
             raise
         except Exception as error:  # a plugin's own error: before, its traceback, which named neither component nor fix
-            if _out_of_memory(error):
+            if _out_of_memory(error) or _the_machines(error):
                 raise
             raise PluginError(raised_in_build_message(self, error, kind, asked_for)) from error
         finally:
@@ -271,6 +272,12 @@ def _out_of_memory(error: BaseException) -> bool:
     from facekit.normalize import _out_of_memory as out_of_memory
 
     return out_of_memory(error)
+
+
+def _the_machines(error: BaseException) -> bool:
+    """Whether ``error`` is the machine's or the user's paths (a full disk, a weight file one may not read:
+    :data:`facekit.errors.ENVIRONMENT_ERRNOS`), which the CLI says in one line with what to do, not a plugin's bug."""
+    return isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS
 
 
 def _naming(spec: ComponentSpec[Any], kind: str = "", asked_for: str = "") -> str:

@@ -885,6 +885,34 @@ def test_a_factory_that_raises_is_one_line_naming_the_component_and_its_plugin(m
         assert same.value is kept
 
 
+def test_a_factory_stopped_by_the_machine_is_said_as_the_machines_not_as_a_plugins_bug() -> None:
+    """A weight file the user may not read, or a full disk, in a builtin's factory was the CLI's one line ("Permission
+    denied (...): check the file's permissions", exit 1) before 2f6e511 wrapped every factory's error as "a bug in
+    facekit ... tell facekit's authors": the machine's OSErrors (facekit.errors.ENVIRONMENT_ERRNOS) pass as they were;
+    another OSError is still the plugin's one line."""
+    import errno
+
+    from facekit.cli import _os_error_line
+    from facekit.registry import ComponentSpec, NoParams
+
+    def raising(error: BaseException) -> Any:
+        def factory(params: NoParams) -> object:
+            raise error
+
+        return factory
+
+    unreadable = PermissionError(errno.EACCES, "Permission denied", "/store/models/w.onnx")
+    for kept in (unreadable, OSError(errno.ENOSPC, "No space left on device")):
+        with pytest.raises(OSError) as same:
+            ComponentSpec("facenet-x", raising(kept), NoParams, plugin="builtin").build(kind="encoder")
+        assert same.value is kept
+    assert _os_error_line(unreadable) == "Permission denied (/store/models/w.onnx): check its permissions"
+    with pytest.raises(PluginError, match=r"^encoder 'facenet-x' \(plugin 'builtin'\) could not be built: OSError"):
+        ComponentSpec("facenet-x", raising(OSError(errno.ENXIO, "No such device")), NoParams, plugin="builtin").build(
+            kind="encoder"
+        )
+
+
 def test_a_component_lacking_its_protocols_members_is_refused_when_built() -> None:
     """helper-223: a warper registered as an encoder (no card, embed or features) was built and ended `facekit eval
     --judge` in an AttributeError traceback from facekit.align ('AWarper' object has no attribute 'card')."""
