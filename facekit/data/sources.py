@@ -29,12 +29,21 @@ class Photo:
 def read_people_file(path: Path) -> dict[str, int]:
     """An LFW ``people*.txt`` file: ``name<TAB>count`` lines (count and fold-count lines are skipped). Every line is
     read: LFW's first line is a count, which the pattern skips, and a list of one's own may have none (before, its
-    first person was dropped without a word, and a recipe's data.test check left them out)."""
+    first person was dropped without a word, and a recipe's data.test check left them out). A first line whose
+    count is not a number is a header (``name<TAB>count``), skipped as every first line was; such a line further
+    down is a FacekitError naming it (before: a ValueError's traceback)."""
     people: dict[str, int] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split("\t")
         if len(parts) == 2 and not parts[0].isdigit():
-            people[parts[0]] = int(parts[1])
+            try:
+                people[parts[0]] = int(parts[1])
+            except ValueError:
+                if number == 1:  # (a header: the first line was skipped unread before 4f35379)
+                    continue
+                raise FacekitError(
+                    f"{path}, line {number}: {parts[1]!r} is not a number of photos: each line is name<TAB>count"
+                ) from None
     return people
 
 

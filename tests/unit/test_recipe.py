@@ -244,6 +244,21 @@ def test_a_people_file_of_ones_own_loses_no_line(data_root: Path, tmp_path: Path
     assert problem.startswith("data.train.0.people: holds 2 test people (Aaron_Peirsol, Abdullah)"), problem
 
 
+def test_a_people_file_with_a_header_line_still_reads(tmp_path: Path) -> None:
+    """A list of one's own headed ``name<TAB>count`` read its people while every first line was skipped unread; once
+    every line was read (4f35379) the header was a ValueError's traceback (int('count')). A first line whose count
+    is not a number is a header again; one further down is a one-line error naming the file and line."""
+    from facekit.data.sources import read_people_file
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("name\tcount\nAaron_Peirsol\t4\nAbdullah\t4\n", encoding="utf-8")
+    assert read_people_file(mine) == {"Aaron_Peirsol": 4, "Abdullah": 4}
+    mine.write_text("Aaron_Peirsol\t4\nAbdullah\tfour\n", encoding="utf-8")
+    with pytest.raises(FacekitError) as info:
+        read_people_file(mine)
+    assert str(info.value) == f"{mine}, line 2: 'four' is not a number of photos: each line is name<TAB>count"
+
+
 def test_the_held_out_london_smiling_photos_never_train(data_root: Path) -> None:
     """Before: the test-people check compared LFW names only, so a recipe could train on the London smiling photos
     that benchmarks/adjust.py and quality.py --set london-smiling report on as never trained on."""
