@@ -648,7 +648,7 @@ def test_an_evaluate_or_infer_stage_refused_as_another_runs_into_its_folder_leav
     photos = sorted((data_root / "london" / "smiling_front").glob("*.jpg"))[:1]
     raw["infer"] = {"inputs": [str(p) for p in photos], "output": str(tmp_path / "infer")}
     recipe.write_text(yaml.safe_dump(raw))
-    for stage, who in (("evaluate", "eval"), ("infer", "normalize")):
+    for stage, who in (("evaluate", "eval"), ("infer", "infer stage or normalize")):
         folder = tmp_path / ("eval" if stage == "evaluate" else stage)
         folder.mkdir()
         other = os.open(folder / ".facekit.lock", os.O_RDWR | os.O_CREAT)  # as another run holds it
