@@ -342,7 +342,13 @@ def check_morphs_folder(out: Path, fingerprint: dict[str, Any] | None) -> None:
 
     if fingerprint is None or not (out / "index.json").is_file():
         return
-    earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
+    try:
+        earlier = json.loads((out / "index.json").read_text()).get("fingerprint")
+    except (ValueError, AttributeError):  # (before: a JSONDecodeError's traceback at every run into the folder)
+        raise FacekitError(
+            f"{out / 'index.json'} is not an index of morphs (cut short by a run killed as it wrote it, or not "
+            f"facekit's): remove {out}, or choose another augment.output"
+        ) from None
     if earlier == fingerprint:
         return
     earlier = earlier or {}
@@ -503,7 +509,10 @@ def _materialise(
         "shards": [{"dir": name, "start": items[0], "count": len(items)} for name, items in shards],
         "fingerprint": fingerprint,
     }
-    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    from facekit.batch import write_atomic
+
+    # Whole or not at all (before: write_text, and a kill in it left a cut index every later run stopped on)
+    write_atomic(out / "index.json", (json.dumps(index, indent=2) + "\n").encode(), out)
     return written
 
 

@@ -410,3 +410,16 @@ def test_materialises_workers_end_with_it_while_its_error_is_kept(tmp_path) -> N
         materialise(_FailsAtItem(10, 3), 10, tmp_path / "morphs", shard_size=10, workers=1, progress=False)
     assert kept.value.__traceback__ is not None
     assert set(multiprocessing.active_children()) - before == set()
+
+
+def test_a_morphs_index_cut_short_is_one_line_not_a_traceback(tmp_path: Any) -> None:
+    """helper-236: index.json was written with write_text at the end of materialise, and one cut short by a kill made
+    every later augment run into the folder end in a JSONDecodeError's traceback. It is written whole now (a temporary
+    renamed over it), and one cut short by an earlier facekit is refused in one line naming the folder."""
+    from facekit.data.augment import check_morphs_folder
+
+    out = tmp_path / "morphs"
+    out.mkdir()
+    (out / "index.json").write_text('{"fingerprint": {"seed": 1}, "sha')
+    with pytest.raises(FacekitError, match=r"index\.json is not an index of morphs .*: remove .*morphs, or choose"):
+        check_morphs_folder(out, {"seed": 1})
