@@ -60,37 +60,15 @@ def remove_temporaries(folder: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-#: How long (s) a model file's temporary must have been left untouched to be a killed writer's
-#: (:func:`remove_stale_temporaries_of`): one in progress (another export to the same file) is rewritten within
-#: seconds, however large the model.
-TEMPORARY_AGE_S = 3600.0
-
-
 def remove_stale_temporaries_of(path: Path) -> int:
     """Delete the temporaries of ``path`` (:func:`write_model_file`'s ``.NAME.XXXXXXXX.tmp``, NAME ``path``'s)
-    that a writer killed outright (kill -9, the out-of-memory killer, a power cut) left beside it: only that exact
-    pattern (never a file of the user's), plain files of this user, untouched for :data:`TEMPORARY_AGE_S` (another
-    export to the same file writing now keeps its own). For a file that is written beside others' (``facekit
-    export``'s OUT): before, each killed export left a model's size there, hidden, for good. Returns how many."""
-    import time
+    that a writer killed outright left beside it (:func:`facekit.locks.remove_stale`: that exact pattern, plain
+    files of this user, untouched for an hour, so another export to the same file writing now keeps its own). For a
+    file that is written beside others' (``facekit export``'s OUT): before, each killed export left a model's size
+    there, hidden, for good. Returns how many."""
+    from facekit.locks import remove_stale
 
-    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
-    removed, now = 0, time.time()
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return 0
-    for entry in entries:
-        if not (pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
-            continue
-        try:
-            found = entry.stat(follow_symlinks=False)
-            if found.st_uid == os.getuid() and now - found.st_mtime > TEMPORARY_AGE_S:
-                os.unlink(entry.path)
-                removed += 1
-        except OSError:
-            continue
-    return removed
+    return remove_stale(path.parent, re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp"))
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

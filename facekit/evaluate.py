@@ -327,36 +327,14 @@ def _write_results(
         shutil.rmtree(making, ignore_errors=True)
 
 
-#: How long (s) a folder of results in the making (:func:`_write_results`) must have been left untouched to be a
-#: killed evaluation's: one in the making (an evaluation into the same folder without its lock, a benchmark
-#: script's) is filled and emptied within seconds.
-KILLED_RESULTS_AGE_S = 3600.0
-
-
 def remove_killed_results(out: Path) -> int:
     """Delete the hidden folders of results in the making (:func:`_write_results`'s ``.eval.XXXXXXXX.tmp``) that an
-    evaluation killed outright (kill -9, the out-of-memory killer, a power cut) left in ``out``: only mkdtemp's exact
-    pattern, folders (never a link) of this user, untouched for :data:`KILLED_RESULTS_AGE_S`. Before, each such
-    kill left its histograms and report there, hidden, for good. Returns how many."""
-    import os
-    import shutil
+    evaluation killed outright (kill -9, the out-of-memory killer, a power cut) left in ``out``
+    (:func:`facekit.locks.remove_stale`: mkdtemp's exact pattern, folders of this user, untouched for an hour).
+    Before, each such kill left its histograms and report there, hidden, for good. Returns how many."""
+    from facekit.locks import remove_stale
 
-    pattern, removed, now = re.compile(r"\.eval\.[a-z0-9_]{8}\.tmp"), 0, time.time()
-    try:
-        entries = list(os.scandir(out))
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            if not (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
-                continue
-            found = entry.stat(follow_symlinks=False)
-            if found.st_uid == os.getuid() and now - found.st_mtime > KILLED_RESULTS_AGE_S:
-                shutil.rmtree(entry.path)
-                removed += 1
-        except OSError:
-            continue
-    return removed
+    return remove_stale(out, re.compile(r"\.eval\.[a-z0-9_]{8}\.tmp"), folders=True)
 
 
 def results_state(folder: Path) -> dict[str, tuple[int, ...]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -204,6 +205,44 @@ def held(folder: str | Path, name: str = LOCK, *, own: bool = True) -> bool:
     finally:
         os.close(descriptor)  # (releases the probe's hold)
     return False
+
+
+#: How long (s) a leftover must have been untouched to be a killed writer's (:func:`remove_stale`): one in progress
+#: (another run writing the same folder now) is rewritten within seconds.
+STALE_AFTER_S = 3600.0
+
+
+def remove_stale(folder: str | Path, pattern: re.Pattern[str], folders: bool = False, mine: bool = True) -> int:
+    """Delete the leftovers in ``folder`` that a writer killed outright (kill -9, the out-of-memory killer, a power
+    cut) left there: entries whose names are ``pattern`` exactly (a temporary's own naming, never a file of the
+    user's), plain files (or, with ``folders``, folders; never a link), of this user where ``mine``, untouched for
+    :data:`STALE_AFTER_S` (another run writing there now keeps its own). The one rule of export's temporaries beside
+    OUT, evaluate's hidden results folders and prepare's temporaries (each had its copy). Returns how many."""
+    import shutil
+    import time
+
+    removed, now = 0, time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if not pattern.fullmatch(entry.name):
+                continue
+            if not (entry.is_dir(follow_symlinks=False) if folders else entry.is_file(follow_symlinks=False)):
+                continue
+            found = entry.stat(follow_symlinks=False)
+            if (mine and found.st_uid != os.getuid()) or now - found.st_mtime <= STALE_AFTER_S:
+                continue
+            if folders:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _missing_folders(folder: Path) -> list[Path]:

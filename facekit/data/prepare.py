@@ -990,32 +990,16 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 #: A temporary file of :func:`_write_atomic` (``.NAME.XXXXXXXX.tmp``, NAME one of prepare's own files).
 _TEMPORARY = re.compile(r"\..+\.(npy|npz|json|jsonl|png)\.[a-z0-9_]{8}\.tmp")
-#: How long (s) a temporary file must have been left untouched to be a killed run's: a shard running at the same
-#: time in the same folder is writing its own, which are fresh.
-TEMPORARY_AGE_S = 3600.0
 
 
 def remove_stale_temporaries(output: Path) -> int:
     """Delete the temporary files killed prepare runs left in ``output`` and its ``work/`` (unique names, so they
-    piled up run after run): only :func:`_write_atomic`'s names, untouched for :data:`TEMPORARY_AGE_S`. Returns how
-    many."""
-    removed = 0
-    now = time.time()
-    for folder in (output, output / WORK):
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            if not (_TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
-                continue
-            try:
-                if now - entry.stat(follow_symlinks=False).st_mtime > TEMPORARY_AGE_S:
-                    os.unlink(entry.path)
-                    removed += 1
-            except OSError:
-                continue
-    return removed
+    piled up run after run): only :func:`_write_atomic`'s names, untouched for an hour
+    (:func:`facekit.locks.remove_stale`; a shard running at the same time in the same folder is writing its own,
+    which are fresh). Returns how many."""
+    from facekit.locks import remove_stale
+
+    return sum(remove_stale(folder, _TEMPORARY, mine=False) for folder in (output, output / WORK))
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:

@@ -213,7 +213,8 @@ def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(
     pattern left untouched for an hour, never a fresh one (another export to it running) nor a file of the user's."""
     import shutil
 
-    from facekit.checkpoints import TEMPORARY_AGE_S, export_model, remove_stale_temporaries_of
+    from facekit.checkpoints import export_model, remove_stale_temporaries_of
+    from facekit.locks import STALE_AFTER_S
 
     checkpoint = tmp_path / "model.safetensors"
     shutil.copyfile(Path(facekit.__file__).parent / "assets" / "default-model.safetensors", checkpoint)
@@ -222,7 +223,7 @@ def test_an_export_removes_the_temporaries_a_killed_export_to_its_out_left(
     users = [tmp_path / name for name in (".shipped.safetensors.mine.tmp", ".other.safetensors.k1ll_9ab.tmp")]
     for path in (killed, running, *users):
         path.write_bytes(b"part of a model")
-    old = os.path.getmtime(killed) - TEMPORARY_AGE_S - 60
+    old = os.path.getmtime(killed) - STALE_AFTER_S - 60
     for path in (killed, *users):
         os.utime(path, (old, old))
     export_model(checkpoint, out)
