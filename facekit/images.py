@@ -578,35 +578,56 @@ def read_photos(
     images: Any, names: Any, caller: str, bgr: bool = False
 ) -> tuple[list[np.ndarray | None], list[str], dict[int, str]]:
     """``images`` each read by :func:`as_rgb` (``None`` stays None: unreadable) and ``names`` as lists, for
-    ``caller``'s batch (``normalize_many``, ``measure_faces``), with why each photo that cannot be read is None:
-    {index: reason}. A damaged, missing or oversized file, a closed or damaged PIL image, or an image over the
-    megapixel limit or without pixels costs that photo, not the batch (:class:`PhotoUnreadable`; the CLI's rule for a
-    folder). A path or bytes given instead of a list (its characters were read as photos), lists of other lengths, or
-    a form :func:`as_rgb` cannot take (an array of the wrong shape or dtype, a file open in text mode) is a
-    FacekitError naming ``caller`` and the input: the caller's mistake, not the photo's. A plain RGB array comes back
-    as it is (no copy). ``bgr``: the arrays are in OpenCV's order (:func:`as_rgb`); a file or PIL image among them is
-    then a FacekitError (it has its own order, and bgr would be ignored for it)."""
+    ``caller``'s batch (``measure_faces``), with why each photo that cannot be read is None: {index: reason}. A
+    damaged, missing or oversized file, a closed or damaged PIL image, or an image over the megapixel limit or
+    without pixels costs that photo, not the batch (:class:`PhotoUnreadable`; the CLI's rule for a folder). A path or
+    bytes given instead of a list (its characters were read as photos), lists of other lengths, or a form
+    :func:`as_rgb` cannot take (an array of the wrong shape or dtype, a file open in text mode) is a FacekitError
+    naming ``caller`` and the input: the caller's mistake, not the photo's. A plain RGB array comes back as it is (no
+    copy). ``bgr``: the arrays are in OpenCV's order (:func:`as_rgb`); a file or PIL image among them is then a
+    FacekitError (it has its own order, and bgr would be ignored for it). Every photo is decoded before this returns:
+    :func:`photo_lists` and :func:`read_photo` read them one at a time (``normalize_many``)."""
+    images, names = photo_lists(images, names, caller, bgr)
+    read: list[np.ndarray | None] = []
+    reasons: dict[int, str] = {}
+    for index, (image, name) in enumerate(zip(images, names, strict=True)):
+        array, why = read_photo(image, name, caller, bgr)
+        read.append(array)
+        if why:
+            reasons[index] = why
+    return read, names, reasons
+
+
+def photo_lists(images: Any, names: Any, caller: str, bgr: bool = False) -> tuple[list[Any], list[str]]:
+    """``images`` and ``names`` as lists of one length, for ``caller``'s batch, none of them read yet: what
+    :func:`read_photos` refuses before it reads a photo (a path or bytes instead of a list, lists of other lengths, a
+    file or PIL image with ``bgr``), refused in its words."""
     if isinstance(images, str | os.PathLike | bytes) or isinstance(names, str | os.PathLike | bytes):
         raise FacekitError(f"{caller} takes a list of photos and a list of their names: {caller}([photo], [name])")
     images, names = list(images), list(names)  # (a generator has no len)
     if len(images) != len(names):
         raise FacekitError(f"{caller}: {len(images)} images but {len(names)} names")
-    read: list[np.ndarray | None] = []
-    reasons: dict[int, str] = {}
-    for index, (image, name) in enumerate(zip(images, names, strict=True)):
+    for image, name in zip(images, names, strict=True):
         if bgr and (is_encoded(image) or hasattr(image, "mode")):
             raise FacekitError(
                 f"{caller}: {name}: bgr=True is for arrays in OpenCV's order; a file or PIL image has its own: with "
                 "bgr=True, give arrays only"
             )
-        try:
-            read.append(None if image is None else as_rgb(image, bgr=bgr))
-        except PhotoUnreadable as error:
-            read.append(None)
-            reasons[index] = str(error)
-        except FacekitError as error:
-            raise FacekitError(f"{caller}: {name}: {error}") from None
-    return read, names, reasons
+    return images, names
+
+
+def read_photo(image: Any, name: str, caller: str, bgr: bool = False) -> tuple[np.ndarray | None, str]:
+    """One of ``caller``'s photos read by :func:`as_rgb`, as :func:`read_photos` reads each: (array, "") or, where
+    the photo cannot be read, (None, why); None given is (None, ""). A form :func:`as_rgb` cannot take is a
+    FacekitError naming ``caller`` and ``name``."""
+    if image is None:
+        return None, ""
+    try:
+        return as_rgb(image, bgr=bgr), ""
+    except PhotoUnreadable as error:
+        return None, str(error)
+    except FacekitError as error:
+        raise FacekitError(f"{caller}: {name}: {error}") from None
 
 
 def as_rgb(image: Any, bgr: bool = False) -> np.ndarray:

@@ -11,15 +11,17 @@ so nothing else is needed to rebuild the pipeline.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
 import logging
 import numbers
 import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -642,17 +644,26 @@ def detection_threads(detector: Any) -> int:
     return max(1, min(torch.get_num_threads(), MAX_DETECTION_THREADS))
 
 
-def each_photo_in_turn(work: Callable[[Any], Any], items: Sequence[Any], threads: int) -> Iterator[Any]:
+def each_photo_in_turn(work: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
     """``work(item)`` of each of ``items``, on up to ``threads`` threads at once, yielded in order, each as soon as it
     and those before it are done: a caller can tell its user of each photo while the others are still worked on.
-    Each worker runs in the caller's torch grad and inference modes (they are per thread: a torch detector called
-    under ``torch.no_grad()`` would otherwise record graphs on the workers)."""
+    ``items`` is taken no further ahead than ``threads`` items being worked on: a generator that decodes photos as it
+    is iterated (on the caller's thread) holds that many, not all of them (``normalize_many``; before, every item was
+    taken at once). Each worker runs in the caller's torch grad and inference modes (they are per thread: a torch
+    detector called under ``torch.no_grad()`` would otherwise record graphs on the workers)."""
     import torch
 
-    if threads <= 1 or len(items) <= 1:
-        yield from (work(item) for item in items)
+    # (Each item and result is let go, del, before the next is taken: a decoded photo is held no longer than needed.)
+    items = iter(items)
+    head = collections.deque(itertools.islice(items, 0 if threads <= 1 else 2))  # (one item needs no pool)
+    if len(head) <= 1:
+        for item in itertools.chain(head, items):
+            done = work(item)
+            del item
+            yield done
+            del done
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
@@ -660,12 +671,57 @@ def each_photo_in_turn(work: Callable[[Any], Any], items: Sequence[Any], threads
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return work(item)
 
-    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="facekit-detect") as pool:
-        yield from pool.map(in_callers_modes, items)
+    with ThreadPoolExecutor(threads, thread_name_prefix="facekit-detect") as pool:
+        ahead: collections.deque[Future[Any]] = collections.deque()
+        while head:
+            ahead.append(pool.submit(in_callers_modes, head.popleft()))
+        ahead.extend(pool.submit(in_callers_modes, item) for item in itertools.islice(items, threads - 2))
+        while ahead:
+            done = ahead.popleft().result()
+            ahead.extend(pool.submit(in_callers_modes, item) for item in itertools.islice(items, 1))
+            yield done
+            del done
 
 
 #: The reason of the ``unreadable`` outcome of a None among a batch's photos (:func:`detect_one`).
 NO_PHOTO = "no photo: None was given in its place"
+
+
+def detect_each(
+    detector: Any,
+    photos: Iterable[tuple[np.ndarray | None, str, str]],
+    face: str = "largest",
+    on_detected: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, Outcome, np.ndarray | None, Any]]:
+    """:func:`detect_one` of ``photos`` ((image or None, name, why it is None: "" for :data:`NO_PHOTO`)) one photo at
+    a time, as each photo's detection ends: (index, outcome, image, the chosen FaceDetection or None). ``photos`` is
+    taken no further ahead than the photos being detected (:func:`each_photo_in_turn`)."""
+    check_face_choice(face)
+    told = on_detected or (lambda index: None)
+
+    def detected(photo: tuple[np.ndarray | None, str, str]) -> tuple[np.ndarray | None, str, str, Any]:
+        image, name, why = photo
+        return image, name, why, None if image is None else detect_photo(detector, image, name)
+
+    def outcome(image: np.ndarray | None, name: str, unread: str, detection: Any) -> tuple[Outcome, Any]:
+        if image is None:  # (before: an empty reason; a caller's own reason for it replaces this one)
+            return Outcome(name, "unreadable", reason=unread or NO_PHOTO), None
+        faces, why = detection
+        if why:
+            return Outcome(name, DETECTOR_ERROR, reason=why), None
+        if not faces:
+            return Outcome(name, "no_face", reason=no_face_reason(detector, image.shape[1], image.shape[0])), None
+        chosen = faces[choose_face(faces, image.shape, face)]
+        check_detection(detector, chosen)
+        return Outcome(name, "ok", extras={"faces_found": len(faces)}), chosen
+
+    index = -1  # (counted by hand: enumerate keeps its last tuple, and the photo in it, for its next)
+    for photo in each_photo_in_turn(detected, photos, detection_threads(detector)):
+        index += 1
+        told(index)
+        made, chosen = outcome(*photo)
+        yield index, made, photo[0], chosen
+        del photo  # (let go before the next photo is read: held only as long as the caller holds it)
 
 
 def detect_one(
@@ -680,32 +736,20 @@ def detect_one(
     and, for the ``ok`` ones, (index, image, FaceDetection chosen by the ``face`` rule, :func:`choose_face`) to
     normalize: the first step of every normalizer. ``on_detected`` is called with each input's index, in order, as
     its detection ends (a None's at its turn)."""
-    check_face_choice(face)
-    images, names = list(images), list(names)  # (read twice below)
-    readable = [(image, name) for image, name in zip(images, names, strict=True) if image is not None]
-    detections = each_photo_in_turn(lambda pair: detect_photo(detector, *pair), readable, detection_threads(detector))
+    photos = [(image, name, "") for image, name in zip(images, names, strict=True)]
     outcomes: list[Outcome] = []
     pending: list[tuple[int, np.ndarray, Any]] = []
-    told = on_detected or (lambda index: None)
-    for index, (image, name) in enumerate(zip(images, names, strict=True)):
-        if image is None:  # (before: an empty reason; a caller's own reason for it replaces this one)
-            outcomes.append(Outcome(name, "unreadable", reason=NO_PHOTO))
-            told(index)
-            continue
-        faces, why = next(detections)
-        told(index)
-        if why:
-            outcomes.append(Outcome(name, DETECTOR_ERROR, reason=why))
-            continue
-        if not faces:
-            outcomes.append(Outcome(name, "no_face", reason=no_face_reason(detector, image.shape[1], image.shape[0])))
-            continue
-        chosen = faces[choose_face(faces, image.shape, face)]
-        check_detection(detector, chosen)
-        outcomes.append(Outcome(name, "ok", extras={"faces_found": len(faces)}))
-        pending.append((index, image, chosen))
+    for index, outcome, image, chosen in detect_each(detector, photos, face, on_detected):
+        outcomes.append(outcome)
+        if chosen is not None and image is not None:
+            pending.append((index, image, chosen))
     return outcomes, pending
 
+
+#: How many megapixels of photos it decoded :meth:`Normalizer.normalize_many` gathers for one batch of faces: the
+#: batch is normalized once its decoded photos reach it, with fewer than ``batch_size`` faces then (20 MP photos two
+#: at a time, 60 MB each at 3 bytes a pixel; 2.5 MP ones thirteen at a time).
+HELD_MEGAPIXELS = 32
 
 #: The output sizes ``size`` takes (pixels): from a quarter of a 112 px model's to what a photo's detail can fill.
 OUTPUT_SIZES = (32, 1024)
@@ -1010,13 +1054,17 @@ class Normalizer:
         or too large file, a closed or damaged PIL image, an array over the megapixel limit:
         :class:`facekit.errors.PhotoUnreadable`), or None in its place, is that input's ``unreadable`` outcome, its
         ``reason`` saying why, and the others go on; a form it cannot take (a number, a dict) is a FacekitError naming
-        the input. ``on_detected``, if given, is called with each input's index, in order and on the caller's thread,
-        as the face detection of it ends (an unreadable one's at its turn): the detection of every input comes first,
-        and takes most of the time on large photos, so a caller can show its progress there (``facekit normalize``'s
-        bar). Every photo given is held decoded until it returns (3 bytes a pixel: 60 MB for a 20 MP photo; six 20 MP
-        JPEGs peaked at 924 MB against one's 599 MB): give a long list of large photos a few at a time, as
-        ``facekit normalize`` streams a folder in batches."""
-        from facekit.images import read_photos
+        the input (as its turn comes: the photos before it are worked on first). ``on_detected``, if given, is
+        called with each input's index, in order and on the caller's thread, as the face detection of it ends (an
+        unreadable one's at its turn): the detection takes most of the time on large photos, so a caller can show its
+        progress there (``facekit normalize``'s bar). The photos are read, detected and normalized a few at a time:
+        a batch of ``batch_size`` faces is normalized as soon as it is found, or sooner once the photos this call
+        decoded for it (paths, bytes, files, PIL images; BGR, grey and RGBA arrays: copies) reach
+        :data:`HELD_MEGAPIXELS`, and each photo is let go as its face is normalized (or found absent). Arrays the
+        caller holds cost nothing more. Twelve 20 MP JPEGs given as paths peaked at 770 MB (max RSS, one: 672 MB),
+        where they took 1,315 MB when every photo was held until the call returned (README "Using it": how it was
+        measured)."""
+        from facekit.images import photo_lists, read_photo
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FacekitError(f"normalize_many: batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -1026,19 +1074,37 @@ class Normalizer:
             raise FacekitError(
                 f"normalize_many: on_detected must be a function of the input's index, got {on_detected!r}"
             )
-        images, names, unread = read_photos(
-            images, names, "normalize_many", bgr=bgr
-        )  # (helper-72: a path's characters)
+        images, names = photo_lists(images, names, "normalize_many", bgr)  # (helper-72: a path's characters)
+        decoded: set[int] = set()  # the inputs whose photo this call decoded (or copied), not the caller's own array
 
-        outcomes, pending = detect_one(self.detector, images, names, self.face, on_detected)
-        for index, reason in unread.items():
-            outcomes[index].reason = reason
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            found = [(image, face, outcomes[index].extras["faces_found"]) for index, image, face in chunk]
-            for (index, _, _), normalized in zip(chunk, self._normalize_faces(found), strict=True):
-                outcomes[index].face = normalized
+        def photos() -> Iterator[tuple[np.ndarray | None, str, str]]:
+            for index, (image, name) in enumerate(zip(images, names, strict=True)):
+                array, why = read_photo(image, name, "normalize_many", bgr)
+                if array is not None and array is not image:
+                    decoded.add(index)
+                yield array, name, why
+                del array  # (let go before the next photo is read)
+
+        outcomes: list[Outcome] = []
+        pending: list[tuple[int, np.ndarray, Any]] = []
+        held = 0  # the pixels of the decoded photos in pending
+        for index, outcome, image, face in detect_each(self.detector, photos(), self.face, on_detected):
+            outcomes.append(outcome)
+            if face is not None and image is not None:
+                pending.append((index, image, face))
+                held += image.shape[0] * image.shape[1] if index in decoded else 0
+                if len(pending) == batch_size or held >= HELD_MEGAPIXELS * 1e6:
+                    self._normalize_pending(pending, outcomes)
+                    pending, held = [], 0
+            del image  # (let go before the next photo is read: held by pending alone)
+        self._normalize_pending(pending, outcomes)
         return outcomes
+
+    def _normalize_pending(self, pending: Sequence[tuple[int, np.ndarray, Any]], outcomes: list[Outcome]) -> None:
+        """The faces of ``pending`` ((index, photo, FaceDetection)) normalized into their ``outcomes``."""
+        found = [(image, face, outcomes[index].extras["faces_found"]) for index, image, face in pending]
+        for (index, _, _), normalized in zip(pending, self._normalize_faces(found), strict=True):
+            outcomes[index].face = normalized
 
     def _shaped_and_sized(self, out: Any, photo_landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, Any] | None:
         """The decoder's texture warped onto landmarks moved towards the photos' own (``detail.shape``,
