@@ -583,6 +583,7 @@ def _measure_locked(
         remove_temporaries,
         write_files,
     )
+    from facekit.errors import stops_held
     from facekit.images import load_rgb
 
     remove_temporaries(plan.out, plan.planned)
@@ -591,14 +592,19 @@ def _measure_locked(
     given = {str(Path(planned.source).resolve()) for planned in plan.planned}
     # The earlier tables' photos this run was not given stay in the tables.
     kept = [AttributesRow.from_record(photo) for name, photo in earlier.items() if name not in given]
+    reached: set[str] = set()  # the photos given whose rows are in `rows`
 
     def tables() -> None:
-        write_tables([*rows, *kept], plan.out, measurer, model_sha256)
+        # The earlier rows of the photos given but not reached yet stay too: a stop before their turn leaves them
+        # to the rerun (before: the first batch's tables dropped them, and the rerun measured them again).
+        waiting = [AttributesRow.from_record(photo) for name, photo in earlier.items() if name in given - reached]
+        write_tables([*rows, *kept, *waiting], plan.out, measurer, model_sha256)
 
     written = -1  # rows in the tables on disk (none yet)
     for start in range(0, len(plan.planned), plan.batch_size):
         batch, hashes = [], []
         for planned in plan.planned[start : start + plan.batch_size]:
+            reached.add(str(Path(planned.source).resolve()))
             sha, _ = input_sha256(planned.source)
             read = reading(planned.source).get("read", "")
             (picture,) = planned.outputs(plan.out, ATTRIBUTE_OUTPUTS)
@@ -626,6 +632,7 @@ def _measure_locked(
             continue
         loaded = [load_rgb(planned.source) for planned in batch]
         outcomes = measurer.measure_faces([image for image, _ in loaded], [p.source.stem for p in batch])
+        measured: list[AttributesRow] = []
         for planned, (photo, why), outcome, (sha, read) in zip(batch, loaded, outcomes, hashes, strict=True):
             name = str(planned.source)
             if photo is None:
@@ -646,10 +653,16 @@ def _measure_locked(
                     else AttributesRow(name, "ok", outcome.reason or "", values=values, input_sha256=sha, read=read)
                 )
             rows.append(row)
-            if on_row is not None:
-                on_row(row)
-        tables()  # after every batch: a killed run keeps the rows it finished
-        written = len(rows)
+            measured.append(row)
+        # After every batch: a killed run keeps the rows it finished. Its rows are told once they are in the tables,
+        # a stop held meanwhile (before: told as measured, so a stop before the tables counted rows as kept that the
+        # rerun measured again).
+        with stops_held():
+            tables()
+            written = len(rows)
+            for row in measured:
+                if on_row is not None:
+                    on_row(row)
     if written != len(rows):  # rows since the last write (photos reused, or whose outputs were already there)
         tables()
     return rows

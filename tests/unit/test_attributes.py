@@ -476,6 +476,59 @@ def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
     assert {r.status for r in run()} == {"exists"}
 
 
+def test_a_stop_mid_batch_counts_no_row_the_tables_do_not_keep(normalized: Any, tmp_path: Path) -> None:
+    """helper-231: attributes told each row as it was measured but wrote the tables once its batch ended, so a stop
+    in between said rows finished ("2 of 4 photos finished") that were in no table, and the rerun measured them
+    again. A batch's rows are told once its tables are written, the stop held meanwhile. And an earlier run's rows
+    of photos not reached yet stay in the tables each batch writes (before: the first batch's dropped them, the
+    rows said finished as the run reached them were lost to a stop before its end)."""
+    import os
+    import signal
+
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, AttributesRow, attributes_files
+    from facekit.batch import plan_folder
+    from facekit.normalize import Outcome
+
+    class Stub:
+        def __init__(self) -> None:
+            self.meta = {"source": "stub"}
+
+        def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
+            return [Outcome(name, "ok", normalized) for name in names]
+
+    names = ("a.jpg", "b.jpg", "c.jpg", "d.jpg")
+    for name in names:
+        Image.fromarray(real_face().image).save(tmp_path / name)
+    out = tmp_path / "out"
+
+    def run(given: tuple[str, ...], stop_at: str = "") -> list[str]:
+        """The photos told finished (as the CLI counts them) before a Ctrl+C as ``stop_at``'s row is told."""
+        told: list[str] = []
+
+        def on_row(row: AttributesRow) -> None:
+            told.append(Path(row.input).name)
+            if told[-1] == stop_at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        plan = plan_folder([str(tmp_path / n) for n in given], out, batch_size=2, outputs=ATTRIBUTE_OUTPUTS)
+        if not stop_at:
+            attributes_files(plan, FaceAttributes(Stub()), None, False, "m")
+            return told
+        with pytest.raises(KeyboardInterrupt):
+            attributes_files(plan, FaceAttributes(Stub()), on_row, False, "m")
+        return told
+
+    def kept() -> list[str]:
+        return sorted(Path(row["input"]).name for row in csv.DictReader((out / "attributes.csv").open()))
+
+    assert run(names, stop_at="a.jpg") == ["a.jpg", "b.jpg"] == kept()  # before: ["a.jpg"] told, no tables
+    (out / "attributes.csv").unlink(), (out / "attributes.json").unlink()
+    for name in ("a", "b"):
+        (out / f"{name}_attributes.png").unlink()
+    run(("c.jpg", "d.jpg"))  # c and d measured; then a and b with them, stopped as d's earlier row is told
+    assert run(names, stop_at="d.jpg") == list(names) and kept() == list(names)  # before: a and b kept
+
+
 def test_readme_names_every_file_facekit_attributes_writes() -> None:
     """helper-188: README's `facekit attributes` line named attributes.csv|json, not the NAME_attributes.png it
     writes beside them for every photo with a face."""
