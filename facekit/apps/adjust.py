@@ -668,11 +668,14 @@ def _tiff16(source: Any, opened: Any) -> tuple[np.ndarray, None] | None:
     turn = UPRIGHT[opened.tag_v2.get(274, 1) if opened.tag_v2.get(274, 1) in UPRIGHT else 1]  # (before loading)
     opened.load()  # (Pillow turns a TIFF upright as it loads it)
     eight = UPRIGHT[exif_orientation(opened)](np.asarray(opened))
-    pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: not turned
+    pixels = cv2.imdecode(np.fromfile(source, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is not None and pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] == 3:
-        rgb = np.ascontiguousarray(turn(pixels[..., ::-1]))
-        if rgb.shape == eight.shape and np.array_equal(rgb[::7, ::7] >> 8, eight[::7, ::7]):
-            return rgb, None
+        # OpenCV 4.14 turns a TIFF upright itself, even unchanged (before, turned again here: every turned 16-bit
+        # TIFF was written at 8 bits with this warning); an OpenCV that does not leaves its pixels as stored.
+        stored: np.ndarray = pixels[..., ::-1]
+        for rgb in (stored, turn(stored)):
+            if rgb.shape == eight.shape and np.array_equal(rgb[::7, ::7] >> 8, eight[::7, ::7]):
+                return np.ascontiguousarray(rgb), None
     logger.warning("%s: its 16-bit pixels could not be read as Pillow reads the photo; written at 8 bits", source)
     return None
 

@@ -861,6 +861,33 @@ def test_a_16_bit_tiff_is_written_at_16_bits_as_a_16_bit_png_is(tmp_path: Path) 
     assert written["tif"].dtype == np.uint16 and np.array_equal(written["tif"], written["png"])
 
 
+def test_a_turned_16_bit_tiff_is_read_upright_at_16_bits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-237: OpenCV turns a TIFF upright by its Orientation tag itself, and read_deep turned its pixels again,
+    so every turned 16-bit TIFF failed the check against Pillow's and was written at 8 bits with a warning."""
+    import struct
+
+    from facekit.apps.adjust import read_deep
+    from facekit.images import UPRIGHT, load_rgb
+
+    stored = np.random.default_rng(0).integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+    data = stored.astype("<u2").tobytes()
+    tags = [(256, 3, 30), (257, 3, 20), (258, 3, 0), (259, 3, 1), (262, 3, 2), (273, 4, 0), (274, 3, 6)]
+    tags += [(277, 3, 3), (278, 3, 20), (279, 4, len(data)), (284, 3, 1)]
+    depths_at = 8 + 2 + 12 * len(tags) + 4  # (the bits per sample, three shorts, then the pixels)
+    tiff = b"II*\x00" + struct.pack("<IH", 8, len(tags))
+    for tag, kind, value in tags:
+        value = {258: depths_at, 273: depths_at + 6}.get(tag, value)
+        tiff += struct.pack("<HHI", tag, kind, 3 if tag == 258 else 1)
+        tiff += struct.pack("<HH", value, 0) if kind == 3 and tag != 258 else struct.pack("<I", value)
+    (tmp_path / "turned.tif").write_bytes(tiff + struct.pack("<I3H", 0, 16, 16, 16) + data)
+    upright = UPRIGHT[6](stored)
+    eight, _ = load_rgb(tmp_path / "turned.tif")
+    assert eight is not None and np.array_equal(eight, (upright >> 8).astype(np.uint8))
+    deep = read_deep(tmp_path / "turned.tif")
+    assert deep is not None and np.array_equal(deep[0], upright) and deep[1] is None
+    assert "written at 8 bits" not in caplog.text
+
+
 class BadMethod:
     """A third-party adjust method whose correct() breaks the documented contract in one way."""
 
