@@ -538,3 +538,39 @@ def test_readme_names_every_file_facekit_attributes_writes() -> None:
     start = next(i for i, line in enumerate(lines) if line.startswith("facekit attributes "))
     said = " ".join([lines[start], *(line for line in lines[start + 1 : start + 4] if line.lstrip().startswith("#"))])
     assert "attributes.csv|json" in said and all(f"NAME{suffix}" in said for suffix in ATTRIBUTE_OUTPUTS), said
+
+
+def test_a_run_stopped_after_a_batch_keeps_the_earlier_rows_of_the_photos_it_had_not_reached(
+    normalized: Any, tmp_path: Path
+) -> None:
+    """helper-237: the tables written after each batch held this run's rows and the photos it was not given, not the
+    earlier run's rows of the photos it would reach later, so a rerun stopped after its first batch left those
+    photos, measured and said finished before, to be measured again."""
+    from facekit.apps.attributes import ATTRIBUTE_OUTPUTS, attributes_files, earlier_rows
+    from facekit.batch import plan_folder
+    from facekit.normalize import Outcome
+
+    class Stub:
+        def __init__(self, stop_at: int) -> None:
+            self.meta, self.calls, self.stop_at = {"source": "stub"}, 0, stop_at
+
+        def normalize_many(self, images: list[Any], names: list[str]) -> list[Outcome]:
+            self.calls += 1
+            if self.calls == self.stop_at:
+                raise KeyboardInterrupt
+            return [Outcome(name, "ok", normalized) for name in names]
+
+    def run(names: list[str], stop_at: int = 0) -> list[Any]:
+        photos = [str(tmp_path / n) for n in names]
+        plan = plan_folder(photos, tmp_path / "out", batch_size=1, outputs=ATTRIBUTE_OUTPUTS)
+        return attributes_files(plan, FaceAttributes(Stub(stop_at)), None, False, "m")
+
+    for name in ("a.jpg", "b.jpg", "new.jpg", "newer.jpg"):
+        Image.fromarray(real_face().image).save(tmp_path / name)
+    assert [r.status for r in run(["a.jpg", "b.jpg"])] == ["ok", "ok"]
+    with pytest.raises(KeyboardInterrupt):  # stopped as it measures newer.jpg, after new.jpg's batch
+        run(["new.jpg", "newer.jpg", "a.jpg", "b.jpg"], stop_at=2)
+    kept = earlier_rows(tmp_path / "out", "m")
+    assert kept is not None and sorted(Path(name).name for name in kept) == ["a.jpg", "b.jpg", "new.jpg"]
+    again = {Path(r.input).name: r for r in run(["new.jpg", "newer.jpg", "a.jpg", "b.jpg"])}
+    assert all(again[n].reason.startswith("measured by an earlier run") for n in ("new.jpg", "a.jpg", "b.jpg"))
