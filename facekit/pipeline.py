@@ -263,11 +263,13 @@ def warper_cut(plan: Plan) -> str | None:
     with torch.enable_grad():
         try:
             warped = warper.warp(texture, source, destination)[0]
+            if not isinstance(warped, torch.Tensor) or not warped.requires_grad:
+                return "the decoder"
+            # (its backward too: one that raises on the CPU ended `facekit check` and `run` in its traceback)
+            grads = torch.autograd.grad(warped.float().sum(), [texture, destination], allow_unused=True)
         except Exception:  # noqa: BLE001  (the probe is ours; its failure is the train stage's to say, on its device)
             return None
-        if not isinstance(warped, torch.Tensor) or not warped.requires_grad:
-            return "the decoder"
-        to_texture, to_points = torch.autograd.grad(warped.float().sum(), [texture, destination], allow_unused=True)
+        to_texture, to_points = grads
     if to_texture is None:
         return "the decoder"
     return "the decoder's landmarks" if to_points is None else None

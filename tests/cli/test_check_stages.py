@@ -236,6 +236,38 @@ def test_the_warper_probe_passes_every_builtin_warper_and_the_contributing_examp
     assert warper_cut(plan) == "the decoder"  # (the probe does run on this plan)
 
 
+class BackwardFailsWarper:
+    """Says differentiable and is, but its backward raises (as a GPU-only kernel's does on the CPU)."""
+
+    differentiable = True
+
+    def warp(self, image: Any, source: Any, destination: Any) -> tuple[Any, Any]:
+        import torch
+
+        class Fails(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, image: Any, points: Any) -> Any:
+                return image * 1.0 + points.sum() * 0.0
+
+            @staticmethod
+            def backward(ctx: Any, grad: Any) -> Any:
+                raise RuntimeError("this kernel's backward runs on a GPU only")
+
+        return Fails.apply(image, destination), destination
+
+
+def test_a_warper_whose_backward_raises_in_the_probe_is_left_to_the_train_stage() -> None:
+    """helper-237: the probe caught a warp that raised, as its docstring says, but not a backward that raised: that
+    warper ended `facekit check` and `facekit run` in its RuntimeError's traceback."""
+    from facekit.pipeline import warper_cut
+    from facekit.recipe import ResolvedComponent, load_recipe
+
+    plan = load_recipe("demo")
+    spec = ComponentSpec("backward-fails", lambda _params: BackwardFailsWarper(), NoParams, plugin="tests")
+    plan.components["warper"] = ResolvedComponent("warper", "warper", spec, NoParams())
+    assert warper_cut(plan) is None
+
+
 def test_run_and_check_lead_with_the_same_problem(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
