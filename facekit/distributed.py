@@ -65,6 +65,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
         all_reduce = _AllReduceSum.apply
+        # In float32 whatever the input's precision (train.precision fp16/bf16): the element count and the sums of a
+        # global batch pass float16's largest number (65,504: batch 32 at 64 x 64 px), which made the mean and the
+        # variance inf and NaN, and bfloat16 rounded the count (helper-237). The output is the input's precision.
+        given, input = input.dtype, input.float()
 
         dims, channels, shape = (0, 2, 3), input.shape[1], (1, input.shape[1], 1, 1)
         count = torch.tensor([input.shape[0] * input.shape[2] * input.shape[3]], dtype=input.dtype, device=input.device)
@@ -85,7 +89,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         out = centred / torch.sqrt(variance.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(given)
 
 
 class _AllReduceSum(torch.autograd.Function):

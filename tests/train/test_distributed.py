@@ -43,8 +43,20 @@ def _rank(rank: int, port: int, folder: str) -> None:
     grads = [p.grad.clone() for p in layer.parameters()]
     for grad in grads:
         dist.all_reduce(grad)  # what DDP does with parameter gradients (summed here: the loss is a sum)
+    # In half precision (train.precision fp16) over a global batch of more elements a channel than float16 holds
+    # (2 x 16 x 64 x 64 = 131,072 > 65,504): the count and sums were kept in float16, inf, and the output NaN.
+    halves = global_batchnorm(nn.Sequential(nn.BatchNorm2d(3)))
+    wide = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    half_out = halves(wide[rank * 16 : rank * 16 + 16].half())
     torch.save(
-        {"out": out.detach(), "grad": mine.grad, "params": grads, "state": layer.state_dict()}, f"{folder}/{rank}.pt"
+        {
+            "out": out.detach(),
+            "grad": mine.grad,
+            "params": grads,
+            "state": layer.state_dict(),
+            "half": (half_out.dtype, half_out.detach().float()),
+        },
+        f"{folder}/{rank}.pt",
     )
     dist.barrier()  # neither rank tears gloo down while the other still talks to it (an abort at exit otherwise)
     dist.destroy_process_group()
@@ -63,6 +75,10 @@ def test_global_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path: Path) ->
     out = reference(inputs)
     (out * weights).sum().backward()
     torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach(), atol=1e-5, rtol=1e-5)
+    wide = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    whole = nn.BatchNorm2d(3)(wide).detach()
+    torch.testing.assert_close(torch.cat([r["half"][1] for r in ranks]), whole, atol=1e-2, rtol=1e-2)
+    assert all(r["half"][0] == torch.float16 for r in ranks)  # (the input's precision out)
     torch.testing.assert_close(torch.cat([r["grad"] for r in ranks]), inputs.grad, atol=1e-5, rtol=1e-5)
     for got, want in zip(ranks[0]["params"], [p.grad for p in reference.parameters()], strict=True):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
