@@ -476,7 +476,9 @@ def test_a_picture_written_before_an_interruption_is_measured_again_not_exists(
     assert {r.status for r in run()} == {"exists"}
 
 
-def test_a_stop_mid_batch_counts_no_row_the_tables_do_not_keep(normalized: Any, tmp_path: Path) -> None:
+def test_a_stop_mid_batch_counts_no_row_the_tables_do_not_keep(
+    normalized: Any, tmp_path: Path, default_handlers: None
+) -> None:
     """helper-231: attributes told each row as it was measured but wrote the tables once its batch ended, so a stop
     in between said rows finished ("2 of 4 photos finished") that were in no table, and the rerun measured them
     again. A batch's rows are told once its tables are written, the stop held meanwhile. And an earlier run's rows
